@@ -1,0 +1,15 @@
+//! paxkv: a leaderless key-value store replicated with per-key Paxos (CASPaxos) on LMDB.
+//!
+//! - [`paxos`]: the protocol core, plain structs with no IO;
+//! - [`actors`]: the actix runtime of one node (supervisor, per-key proposer and acceptor,
+//!   network, storage);
+//! - [`storage`]: LMDB through heed;
+//! - [`client`]: the async client the CLI and the tests use;
+//! - [`messages`]: every wire and actor message.
+
+pub mod config;
+pub mod error;
+pub mod messages;
+pub mod paxos;
+
+pub use error::{Error, Result};

@@ -1,0 +1,354 @@
+//! Every message paxkv sends: on the wire between nodes and clients, and between the actors of
+//! one node.
+//!
+//! Wire messages are plain serde data encoded with postcard inside length-prefixed frames
+//! (see [`crate::actors::network`]). **postcard encodes enum variants by their index: add new
+//! variants at the end of an enum, never in the middle, and never reorder or remove one**, or
+//! nodes of different builds will misread each other.
+//!
+//! The protocol is CASPaxos (Rystsov 2018, arXiv 1802.07000): every key is its own rewritable
+//! register, agreed by a Paxos round of Prepare/Promise then Accept/Accepted (§2.1), with the
+//! one-round-trip optimisation of §2.2.1 (an Accept carries the promise for the proposer's next
+//! ballot) and a quorum read that needs no Accept phase when a majority already agrees.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A node's identity in the cluster configuration. Unique, never zero.
+pub type NodeId = u32;
+
+/// A key's bytes. At most `limits.max_key_bytes` long (see [`crate::config`]).
+pub type Key = Vec<u8>;
+
+/// A ballot `(round, node)`, ordered lexicographically. Unique per proposer: two proposers on
+/// different nodes never share one, and a proposer never reuses one (acceptors only promise a
+/// ballot strictly above everything they have seen, so a restarted proposer that picks a stale
+/// round is rejected and jumps past it).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Ballot {
+    /// Compared first.
+    pub round: u64,
+    /// Breaks ties between proposers on different nodes.
+    pub node: NodeId,
+}
+
+impl Ballot {
+    /// Below every ballot a proposer can use: what an acceptor that never voted holds.
+    pub const ZERO: Ballot = Ballot { round: 0, node: 0 };
+
+    pub fn new(round: u64, node: NodeId) -> Ballot {
+        Ballot { round, node }
+    }
+
+    /// The smallest ballot of `node` that is above `self`.
+    pub fn next_for(self, node: NodeId) -> Ballot {
+        Ballot::new(self.round + 1, node)
+    }
+}
+
+impl fmt::Display for Ballot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.round, self.node)
+    }
+}
+
+/// Identifies one client write across retries: a retried write carries the same id, and a
+/// register remembers the outcomes of its last writes by id, so a write whose reply was lost
+/// never takes effect twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    /// Chosen at random by each client process.
+    pub client: u64,
+    /// Increases with every write of that client.
+    pub seq: u64,
+}
+
+/// A write remembered by a register, so that a retry of it answers the first outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedWrite {
+    pub id: RequestId,
+    pub outcome: Outcome,
+}
+
+/// The replicated state of one key (the CASPaxos register).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Register {
+    /// 0 while the key was never written; +1 on every put, every delete of a present value and
+    /// every swapping cas. Never goes down, never repeats.
+    pub version: u64,
+    /// `None`: never written, or deleted.
+    #[serde(with = "opt_bytes")]
+    pub value: Option<Vec<u8>>,
+    /// The most recent writes applied to this register, oldest first, at most
+    /// [`crate::paxos::register::RECENT_WRITES`] of them.
+    pub recent: Vec<AppliedWrite>,
+}
+
+/// A change function applied to a register by a Paxos round (CASPaxos §2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// The identity: read the register.
+    Get,
+    /// Set the value.
+    Put {
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    /// Remove the value, if there is one.
+    Delete,
+    /// Set the value if the version is `expect` (`expect == 0`: if there is no value).
+    Cas {
+        expect: u64,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+}
+
+impl Command {
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Command::Get)
+    }
+
+    /// Bytes of value the command carries.
+    pub fn value_len(&self) -> usize {
+        match self {
+            Command::Put { value } | Command::Cas { value, .. } => value.len(),
+            Command::Get | Command::Delete => 0,
+        }
+    }
+}
+
+/// What a command did, as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The register as read.
+    Get {
+        #[serde(with = "opt_bytes")]
+        value: Option<Vec<u8>>,
+        version: u64,
+    },
+    /// The version the put created.
+    Put { version: u64 },
+    /// `deleted`: there was a value and it is gone, `version` is the new one; otherwise nothing
+    /// changed and `version` is the current one.
+    Delete { deleted: bool, version: u64 },
+    /// `swapped`: the value was set and `version` is the new one; otherwise nothing changed
+    /// and `version` is the current one.
+    Cas { swapped: bool, version: u64 },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Between nodes
+// ---------------------------------------------------------------------------------------------
+
+/// A Paxos message about one key, from one node to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sender; replies go back to it.
+    pub from: NodeId,
+    /// The key whose register this is about.
+    #[serde(with = "serde_bytes")]
+    pub key: Key,
+    pub body: PeerMessage,
+}
+
+/// The per-key Paxos messages. Proposer → acceptor: `Prepare`, `Accept`, `Query`;
+/// acceptor → proposer: `Promise`, `Accepted`, `Reject`, `QueryReply`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// Phase 1a: asks the acceptor to promise `ballot`. Answered with `Promise` only if
+    /// `ballot` is above every ballot the acceptor promised or accepted, and only after that
+    /// promise is durable; otherwise with `Reject`.
+    Prepare { ballot: Ballot },
+    /// Phase 1b: the acceptor durably promised `ballot` and never accepts below it; `accepted`
+    /// is the highest ballot it accepted (`Ballot::ZERO` if none) and `state` what it accepted.
+    Promise {
+        ballot: Ballot,
+        accepted: Ballot,
+        state: Register,
+    },
+    /// Phase 2a: asks the acceptor to accept `state` at `ballot`. `next`, if set, is above
+    /// `ballot` and asks the acceptor to promise it in the same write (CASPaxos §2.2.1). An
+    /// Accept without `next` is also how a proposer repairs a stale acceptor with a state it
+    /// knows to be chosen.
+    Accept {
+        ballot: Ballot,
+        state: Register,
+        next: Option<Ballot>,
+    },
+    /// Phase 2b: the acceptor durably accepted `ballot`; `promised` is the promise it holds
+    /// after that write (the Accept's `next` if it took it).
+    Accepted { ballot: Ballot, promised: Ballot },
+    /// The acceptor refused the Prepare or Accept for `ballot` because it has promised or
+    /// accepted `seen`, which is at least as high. The proposer retries above `seen`.
+    Reject { ballot: Ballot, seen: Ballot },
+    /// A read: asks for the acceptor's current record without changing or persisting it.
+    Query { read: u64 },
+    /// The answer to `Query { read }`: the acceptor's durable record.
+    QueryReply {
+        read: u64,
+        promised: Ballot,
+        accepted: Ballot,
+        state: Register,
+    },
+}
+
+impl PeerMessage {
+    /// Requests go to the key's acceptor, replies to the key's proposer.
+    pub fn is_request(&self) -> bool {
+        matches!(
+            self,
+            PeerMessage::Prepare { .. } | PeerMessage::Accept { .. } | PeerMessage::Query { .. }
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Between clients and nodes
+// ---------------------------------------------------------------------------------------------
+
+/// A client request. `id` is chosen by the client and unique among its requests in flight on
+/// one connection; the response carries it back (responses may come in any order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRequest {
+    pub id: u64,
+    pub body: RequestBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestBody {
+    /// Apply `command` to `key`. `write_id` identifies a write across retries (required for
+    /// writes, ignored for gets).
+    Kv {
+        #[serde(with = "serde_bytes")]
+        key: Key,
+        command: Command,
+        write_id: Option<RequestId>,
+    },
+    /// Liveness probe: answered by the node itself, without the cluster.
+    Ping,
+    /// The node's counters.
+    Status,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientResponse {
+    pub id: u64,
+    pub result: Result<Reply, ErrorReply>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Kv(Outcome),
+    Pong { node: NodeId },
+    Status(NodeStatus),
+}
+
+/// A node's counters, for operators and for the tests.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: NodeId,
+    /// Per-key proposer and acceptor actors alive now.
+    pub live_proposers: u64,
+    pub live_acceptors: u64,
+    /// Acceptor actors that crashed and were restarted from disk since the node started.
+    pub acceptor_restarts: u64,
+    pub proposer_restarts: u64,
+    /// Write transactions committed (each one fsync) and records they wrote.
+    pub commits: u64,
+    pub records_written: u64,
+    /// Peer frames dropped because a peer's queue was full or it was unreachable.
+    pub peer_frames_dropped: u64,
+    /// Connections closed for a malformed or oversized frame.
+    pub bad_frames: u64,
+    /// Resident memory of the node process, bytes (0 where unknown).
+    pub rss_bytes: u64,
+}
+
+/// Why a request failed. What a client may retry is kept apart from what it must not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorReply {
+    /// No quorum before the deadline, and the request certainly did not take effect. Retry.
+    Unavailable(String),
+    /// The request may or may not have taken effect (an Accept was sent but no quorum
+    /// answered before the deadline). Retrying a write with the same `write_id` is safe.
+    Unknown(String),
+    /// The request is malformed or over a limit; retrying it will fail the same way.
+    BadRequest(String),
+    /// The node is over a limit (live keys, requests in flight). Retry later or elsewhere.
+    Busy(String),
+}
+
+/// Everything one connection carries, in either direction. A connection from a peer carries
+/// `Peer` frames; a connection from a client carries `Request` frames one way and `Response`
+/// frames the other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    Peer(Envelope),
+    Request(ClientRequest),
+    Response(ClientResponse),
+}
+
+/// serde helper: `Option<Vec<u8>>` as an optional byte string (compact in postcard).
+mod opt_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(bytes) => s.serialize_some(serde_bytes::Bytes::new(bytes)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let v: Option<serde_bytes::ByteBuf> = Option::deserialize(d)?;
+        Ok(v.map(serde_bytes::ByteBuf::into_vec))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ballots_order_by_round_then_node() {
+        assert!(Ballot::new(2, 1) > Ballot::new(1, 5));
+        assert!(Ballot::new(1, 2) > Ballot::new(1, 1));
+        assert!(Ballot::ZERO < Ballot::new(0, 1));
+        assert_eq!(Ballot::new(7, 3).next_for(1), Ballot::new(8, 1));
+    }
+
+    #[test]
+    fn frames_round_trip_through_postcard() {
+        let frame = Frame::Peer(Envelope {
+            from: 3,
+            key: b"k".to_vec(),
+            body: PeerMessage::Promise {
+                ballot: Ballot::new(4, 3),
+                accepted: Ballot::new(2, 1),
+                state: Register {
+                    version: 9,
+                    value: Some(vec![1, 2, 3]),
+                    recent: vec![AppliedWrite {
+                        id: RequestId { client: 1, seq: 2 },
+                        outcome: Outcome::Put { version: 9 },
+                    }],
+                },
+            },
+        });
+        let bytes = postcard::to_stdvec(&frame).unwrap();
+        assert_eq!(postcard::from_bytes::<Frame>(&bytes).unwrap(), frame);
+    }
+
+    #[test]
+    fn byte_strings_are_encoded_compactly() {
+        let cmd = Command::Put {
+            value: vec![0xff; 1000],
+        };
+        // variant index + varint length + the bytes themselves
+        assert!(postcard::to_stdvec(&cmd).unwrap().len() <= 1000 + 4);
+    }
+}

@@ -1,0 +1,355 @@
+//! The acceptor role of one key (CASPaxos §2.1, Paxos phase 1b and 2b), with no IO.
+//!
+//! [`Acceptor::step`] takes a request and returns the reply and, when the record changed, the
+//! record to persist. The caller must make that record durable **before** it sends the reply:
+//! a promise or an accept that is answered and then forgotten can let two values be chosen.
+//!
+//! Invariants, checked on every step and on every record read back from disk:
+//! - `accepted <= promised`;
+//! - `promised` and `accepted` never decrease;
+//! - a ballot is promised only if it is above everything promised or accepted before, so a
+//!   proposer that reuses a ballot after a restart is rejected rather than promised twice.
+
+use serde::{Deserialize, Serialize};
+
+use crate::messages::{Ballot, PeerMessage, Register};
+
+/// What an acceptor keeps durable for one key.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AcceptorRecord {
+    /// The highest ballot promised: no Accept below it is taken.
+    pub promised: Ballot,
+    /// The ballot of the last accepted state (`Ballot::ZERO`: none).
+    pub accepted: Ballot,
+    /// The last accepted state.
+    pub state: Register,
+}
+
+impl AcceptorRecord {
+    /// Checks the record's invariants; `Err` names the broken one.
+    pub fn check(&self) -> Result<(), String> {
+        if self.accepted > self.promised {
+            return Err(format!(
+                "accepted {} above promised {}",
+                self.accepted, self.promised
+            ));
+        }
+        if self.accepted == Ballot::ZERO && self.state != Register::default() {
+            return Err("a state without an accepted ballot".into());
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Send this back to the proposer, after `persist` (if any) is durable.
+    pub reply: PeerMessage,
+    /// The record to make durable first; `None` when nothing changed.
+    pub persist: Option<AcceptorRecord>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Acceptor {
+    record: AcceptorRecord,
+}
+
+impl Acceptor {
+    /// An acceptor resumed from its durable record.
+    pub fn new(record: AcceptorRecord) -> Acceptor {
+        if let Err(e) = record.check() {
+            panic!("acceptor record read back broken: {e}: {record:?}");
+        }
+        Acceptor { record }
+    }
+
+    pub fn record(&self) -> &AcceptorRecord {
+        &self.record
+    }
+
+    /// Handles one request. Panics on a message an acceptor never receives (a reply).
+    pub fn step(&mut self, msg: PeerMessage) -> Step {
+        let before = (self.record.promised, self.record.accepted);
+        let step = match msg {
+            PeerMessage::Prepare { ballot } => self.prepare(ballot),
+            PeerMessage::Accept {
+                ballot,
+                state,
+                next,
+            } => self.accept(ballot, state, next),
+            PeerMessage::Query { read } => Step {
+                reply: PeerMessage::QueryReply {
+                    read,
+                    promised: self.record.promised,
+                    accepted: self.record.accepted,
+                    state: self.record.state.clone(),
+                },
+                persist: None,
+            },
+            reply => panic!("an acceptor received a reply: {reply:?}"),
+        };
+        assert!(
+            self.record.promised >= before.0 && self.record.accepted >= before.1,
+            "acceptor ballots went down: {before:?} -> {:?}",
+            (self.record.promised, self.record.accepted)
+        );
+        if let Err(e) = self.record.check() {
+            panic!("acceptor record broken after a step: {e}");
+        }
+        step
+    }
+
+    fn highest_seen(&self) -> Ballot {
+        self.record.promised.max(self.record.accepted)
+    }
+
+    fn prepare(&mut self, ballot: Ballot) -> Step {
+        if ballot <= self.highest_seen() {
+            return self.reject(ballot);
+        }
+        self.record.promised = ballot;
+        Step {
+            reply: PeerMessage::Promise {
+                ballot,
+                accepted: self.record.accepted,
+                state: self.record.state.clone(),
+            },
+            persist: Some(self.record.clone()),
+        }
+    }
+
+    fn accept(&mut self, ballot: Ballot, state: Register, next: Option<Ballot>) -> Step {
+        if ballot < self.record.promised && ballot != self.record.accepted {
+            return self.reject(ballot);
+        }
+        if ballot == self.record.accepted {
+            // A duplicate (or a repair with what this acceptor already holds): one ballot
+            // carries one state, so there is nothing to write.
+            return Step {
+                reply: PeerMessage::Accepted {
+                    ballot,
+                    promised: self.record.promised,
+                },
+                persist: None,
+            };
+        }
+        assert!(ballot > self.record.accepted, "accept below accepted");
+        self.record.accepted = ballot;
+        self.record.state = state;
+        self.record.promised = self.record.promised.max(ballot);
+        if let Some(next) = next {
+            assert!(
+                next > ballot,
+                "an Accept's next ballot {next} is not above {ballot}"
+            );
+            self.record.promised = self.record.promised.max(next);
+        }
+        Step {
+            reply: PeerMessage::Accepted {
+                ballot,
+                promised: self.record.promised,
+            },
+            persist: Some(self.record.clone()),
+        }
+    }
+
+    fn reject(&self, ballot: Ballot) -> Step {
+        Step {
+            reply: PeerMessage::Reject {
+                ballot,
+                seen: self.highest_seen(),
+            },
+            persist: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(round: u64, node: u32) -> Ballot {
+        Ballot::new(round, node)
+    }
+
+    fn state(version: u64, v: &str) -> Register {
+        Register {
+            version,
+            value: Some(v.as_bytes().to_vec()),
+            recent: vec![],
+        }
+    }
+
+    #[test]
+    fn a_prepare_above_everything_seen_is_promised_and_persisted() {
+        let mut a = Acceptor::default();
+        let step = a.step(PeerMessage::Prepare { ballot: b(1, 1) });
+        assert_eq!(
+            step.reply,
+            PeerMessage::Promise {
+                ballot: b(1, 1),
+                accepted: Ballot::ZERO,
+                state: Register::default()
+            }
+        );
+        assert_eq!(step.persist.unwrap().promised, b(1, 1));
+    }
+
+    #[test]
+    fn a_prepare_at_or_below_the_promise_is_rejected_with_the_higher_ballot() {
+        let mut a = Acceptor::default();
+        a.step(PeerMessage::Prepare { ballot: b(5, 2) });
+        for ballot in [b(5, 2), b(5, 1), b(4, 9)] {
+            let step = a.step(PeerMessage::Prepare { ballot });
+            assert_eq!(
+                step.reply,
+                PeerMessage::Reject {
+                    ballot,
+                    seen: b(5, 2)
+                }
+            );
+            assert_eq!(step.persist, None, "a rejection promises nothing");
+        }
+    }
+
+    #[test]
+    fn a_promise_carries_the_last_accepted_state() {
+        let mut a = Acceptor::default();
+        a.step(PeerMessage::Accept {
+            ballot: b(1, 1),
+            state: state(1, "x"),
+            next: None,
+        });
+        let step = a.step(PeerMessage::Prepare { ballot: b(2, 3) });
+        assert_eq!(
+            step.reply,
+            PeerMessage::Promise {
+                ballot: b(2, 3),
+                accepted: b(1, 1),
+                state: state(1, "x")
+            }
+        );
+    }
+
+    #[test]
+    fn an_accept_below_the_promise_is_rejected_and_changes_nothing() {
+        let mut a = Acceptor::default();
+        a.step(PeerMessage::Prepare { ballot: b(3, 1) });
+        let step = a.step(PeerMessage::Accept {
+            ballot: b(2, 2),
+            state: state(1, "x"),
+            next: None,
+        });
+        assert_eq!(
+            step.reply,
+            PeerMessage::Reject {
+                ballot: b(2, 2),
+                seen: b(3, 1)
+            }
+        );
+        assert_eq!(a.record().accepted, Ballot::ZERO);
+    }
+
+    #[test]
+    fn an_accept_with_next_also_promises_the_next_ballot_section_2_2_1() {
+        let mut a = Acceptor::default();
+        let step = a.step(PeerMessage::Accept {
+            ballot: b(1, 1),
+            state: state(1, "x"),
+            next: Some(b(2, 1)),
+        });
+        assert_eq!(
+            step.reply,
+            PeerMessage::Accepted {
+                ballot: b(1, 1),
+                promised: b(2, 1)
+            }
+        );
+        let rec = step.persist.unwrap();
+        assert_eq!((rec.promised, rec.accepted), (b(2, 1), b(1, 1)));
+        // a competitor between the two ballots is now refused
+        assert!(matches!(
+            a.step(PeerMessage::Prepare { ballot: b(1, 5) }).reply,
+            PeerMessage::Reject { .. }
+        ));
+        // and the promised proposer may accept without a Prepare
+        assert!(matches!(
+            a.step(PeerMessage::Accept {
+                ballot: b(2, 1),
+                state: state(2, "y"),
+                next: Some(b(3, 1))
+            })
+            .reply,
+            PeerMessage::Accepted { .. }
+        ));
+    }
+
+    #[test]
+    fn a_duplicated_accept_is_answered_without_a_second_write() {
+        let mut a = Acceptor::default();
+        let accept = PeerMessage::Accept {
+            ballot: b(1, 1),
+            state: state(1, "x"),
+            next: Some(b(2, 1)),
+        };
+        assert!(a.step(accept.clone()).persist.is_some());
+        let again = a.step(accept);
+        assert!(matches!(again.reply, PeerMessage::Accepted { .. }));
+        assert_eq!(again.persist, None);
+    }
+
+    #[test]
+    fn a_query_reports_the_record_and_persists_nothing() {
+        let mut a = Acceptor::default();
+        a.step(PeerMessage::Accept {
+            ballot: b(1, 1),
+            state: state(1, "x"),
+            next: None,
+        });
+        let step = a.step(PeerMessage::Query { read: 9 });
+        assert_eq!(
+            step.reply,
+            PeerMessage::QueryReply {
+                read: 9,
+                promised: b(1, 1),
+                accepted: b(1, 1),
+                state: state(1, "x")
+            }
+        );
+        assert_eq!(step.persist, None);
+    }
+
+    #[test]
+    fn a_restarted_acceptor_resumes_from_its_record() {
+        let mut a = Acceptor::default();
+        let rec = a
+            .step(PeerMessage::Prepare { ballot: b(4, 2) })
+            .persist
+            .unwrap();
+        let mut again = Acceptor::new(rec);
+        assert!(matches!(
+            again.step(PeerMessage::Prepare { ballot: b(3, 1) }).reply,
+            PeerMessage::Reject { .. }
+        ));
+    }
+
+    #[test]
+    #[should_panic(expected = "acceptor record read back broken")]
+    fn a_broken_record_is_refused_on_load() {
+        Acceptor::new(AcceptorRecord {
+            promised: b(1, 1),
+            accepted: b(2, 1),
+            state: state(1, "x"),
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "an acceptor received a reply")]
+    fn an_acceptor_panics_on_a_reply() {
+        Acceptor::default().step(PeerMessage::Accepted {
+            ballot: b(1, 1),
+            promised: b(1, 1),
+        });
+    }
+}

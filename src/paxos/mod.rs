@@ -1,0 +1,14 @@
+//! The protocol core: CASPaxos roles as plain structs with no IO.
+//!
+//! [`acceptor::Acceptor`] and [`proposer::Proposer`] take messages (and, for the proposer, the
+//! current time) and return the messages to send and the records to persist. The actors in
+//! `crate::actors` only carry those between the core, the network and storage, which is what
+//! lets the tests here drive every message by hand: deliver, drop, duplicate, reorder,
+//! restart.
+
+pub mod acceptor;
+pub mod proposer;
+pub mod register;
+
+#[cfg(test)]
+mod sim;

@@ -1,0 +1,586 @@
+//! The proposer role of one key (CASPaxos §2), with no IO: it takes client commands and
+//! acceptor replies, reads no clock (`now` is an argument) and draws its backoff from a seeded
+//! RNG, and it returns [`Effect`]s for the actor to carry out.
+//!
+//! A round takes a batch of queued commands (in arrival order, at most `max_batch`) and:
+//! - **reads** (a batch of gets only) first try one round trip with no disk write: `Query` every
+//!   acceptor; if a majority reports the same accepted ballot `B`, the state accepted at `B` is
+//!   chosen (a majority holds it) and it is the latest chosen state as of the moment the read
+//!   began: any write that completed before the get started was accepted by a majority at some
+//!   ballot `W`, that majority meets ours, and accepted ballots only grow, so `B >= W`; and no
+//!   state above `B` can have been chosen before the get began, or a majority would hold it and
+//!   meet ours. (A higher *promise* at some acceptor does not matter: a proposer that holds it
+//!   has not completed a write yet, so the read may be ordered before that write.) Otherwise
+//!   the batch falls back to a full identity round.
+//! - **writes** run Prepare/Promise, apply the batch's change functions to the state with the
+//!   highest accepted ballot, then Accept/Accepted. An Accept asks every acceptor to also
+//!   promise the proposer's next ballot (§2.2.1); when a majority did, the proposer caches that
+//!   promise with the chosen state and the next write skips Prepare. Any rejection drops the
+//!   cache.
+//!
+//! On a rejection or a phase timeout the batch is retried at a higher ballot after a
+//! randomised, bounded backoff, until each request's deadline. A retried batch is safe even if
+//! its Accept reached some acceptors: every write carries a [`RequestId`] and a register
+//! answers a write it has already applied with the recorded outcome. At its deadline a
+//! request is answered `Unavailable` if no Accept carrying it was ever sent, and `Unknown`
+//! otherwise: never "ok" without a majority of Accepted.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::Rng;
+
+use crate::error::Error;
+use crate::messages::{Ballot, Command, NodeId, Outcome, PeerMessage, Register, RequestId};
+use crate::paxos::register::{apply, RECENT_WRITES};
+
+/// Identifies a waiting caller to the actor that owns the proposer.
+pub type Token = u64;
+
+#[derive(Debug, Clone)]
+pub struct ProposerConfig {
+    pub node: NodeId,
+    /// Every acceptor of the cluster, this node's included.
+    pub nodes: Vec<NodeId>,
+    /// A phase without a majority of answers after this long is retried.
+    pub phase_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Commands applied in one round, at most [`RECENT_WRITES`].
+    pub max_batch: usize,
+    /// Commands waiting for a round; more are refused with `Busy`.
+    pub max_queue: usize,
+}
+
+impl ProposerConfig {
+    pub fn quorum(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
+}
+
+/// What the actor must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send to every acceptor, this node's included.
+    Broadcast(PeerMessage),
+    /// Send to one acceptor.
+    Send(NodeId, PeerMessage),
+    /// Answer a caller.
+    Reply(Token, Result<Outcome, ReplyError>),
+}
+
+/// Why a command failed; see [`crate::error::Error`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyError {
+    Unavailable(String),
+    Unknown(String),
+    Busy(String),
+}
+
+impl From<ReplyError> for Error {
+    fn from(e: ReplyError) -> Error {
+        match e {
+            ReplyError::Unavailable(m) => Error::Unavailable(m),
+            ReplyError::Unknown(m) => Error::Unknown(m),
+            ReplyError::Busy(m) => Error::Busy(m),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    token: Token,
+    command: Command,
+    id: Option<RequestId>,
+    deadline: Instant,
+    /// An Accept carrying this command was sent: from now on its outcome may be decided.
+    accept_sent: bool,
+    /// Already answered (its deadline passed while its round was in flight).
+    answered: bool,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Idle,
+    Backoff {
+        until: Instant,
+    },
+    Reading {
+        read: u64,
+        started: Instant,
+        replies: BTreeMap<NodeId, (Ballot, Register)>,
+    },
+    Preparing {
+        ballot: Ballot,
+        started: Instant,
+        promises: BTreeMap<NodeId, (Ballot, Register)>,
+    },
+    Accepting {
+        ballot: Ballot,
+        next: Ballot,
+        started: Instant,
+        state: Register,
+        outcomes: Vec<Outcome>,
+        /// acceptor → the promise it holds after accepting
+        acks: BTreeMap<NodeId, Ballot>,
+    },
+}
+
+/// A majority's promise for `ballot`, with the state chosen just below it.
+#[derive(Debug, Clone)]
+struct Cached {
+    ballot: Ballot,
+    state: Register,
+}
+
+pub struct Proposer {
+    cfg: ProposerConfig,
+    rng: SmallRng,
+    /// The highest round this proposer used or saw in a rejection.
+    round: u64,
+    cache: Option<Cached>,
+    queue: VecDeque<Pending>,
+    batch: Vec<Pending>,
+    phase: Phase,
+    backoff: Duration,
+    reads: u64,
+    /// The last state this proposer saw chosen, to repair acceptors that answer late.
+    chosen: Option<(Ballot, Register)>,
+}
+
+impl Proposer {
+    pub fn new(cfg: ProposerConfig, rng: SmallRng) -> Proposer {
+        assert!(
+            (1..=RECENT_WRITES).contains(&cfg.max_batch),
+            "max_batch must be within 1..={RECENT_WRITES}"
+        );
+        assert!(
+            cfg.nodes.contains(&cfg.node),
+            "the proposer's node is not a member"
+        );
+        Proposer {
+            backoff: cfg.backoff_min,
+            cfg,
+            rng,
+            round: 0,
+            cache: None,
+            queue: VecDeque::new(),
+            batch: Vec::new(),
+            phase: Phase::Idle,
+            reads: 0,
+            chosen: None,
+        }
+    }
+
+    /// Nothing queued and no round in flight.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::Idle) && self.queue.is_empty() && self.batch.is_empty()
+    }
+
+    /// Queues a command; `id` identifies a write across retries.
+    pub fn submit(
+        &mut self,
+        now: Instant,
+        token: Token,
+        command: Command,
+        id: Option<RequestId>,
+        deadline: Instant,
+        out: &mut Vec<Effect>,
+    ) {
+        if self.queue.len() >= self.cfg.max_queue {
+            out.push(Effect::Reply(
+                token,
+                Err(ReplyError::Busy(format!(
+                    "{} requests already queued for this key",
+                    self.queue.len()
+                ))),
+            ));
+            return;
+        }
+        self.queue.push_back(Pending {
+            token,
+            command,
+            id,
+            deadline,
+            accept_sent: false,
+            answered: false,
+        });
+        if matches!(self.phase, Phase::Idle) {
+            self.start_round(now, out);
+        }
+    }
+
+    /// Handles an acceptor's reply. Panics on a request (those go to acceptors).
+    pub fn on_message(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        msg: PeerMessage,
+        out: &mut Vec<Effect>,
+    ) {
+        match msg {
+            PeerMessage::QueryReply {
+                read,
+                accepted,
+                state,
+                ..
+            } => self.on_query_reply(now, from, read, accepted, state, out),
+            PeerMessage::Promise {
+                ballot,
+                accepted,
+                state,
+            } => self.on_promise(now, from, ballot, accepted, state, out),
+            PeerMessage::Accepted { ballot, promised } => {
+                self.on_accepted(now, from, ballot, promised, out)
+            }
+            PeerMessage::Reject { ballot, seen } => self.on_reject(now, from, ballot, seen, out),
+            request => panic!("a proposer received a request: {request:?}"),
+        }
+    }
+
+    /// Advances timers: deadlines, phase timeouts, the end of a backoff.
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        self.expire(now, out);
+        match &self.phase {
+            Phase::Reading { started, .. } => {
+                // Too few acceptors agree (or answer) for a quick read: settle it with a full
+                // identity round, which also brings the laggards up to date.
+                if now.duration_since(*started) >= self.cfg.phase_timeout {
+                    self.prepare(now, out);
+                }
+            }
+            Phase::Preparing { started, .. } | Phase::Accepting { started, .. } => {
+                if now.duration_since(*started) >= self.cfg.phase_timeout {
+                    self.cache = None;
+                    self.retry_later(now);
+                }
+            }
+            Phase::Backoff { until } => {
+                if now >= *until {
+                    self.phase = Phase::Idle;
+                }
+            }
+            Phase::Idle => {}
+        }
+        if matches!(self.phase, Phase::Idle) && !(self.batch.is_empty() && self.queue.is_empty()) {
+            self.start_round(now, out);
+        }
+    }
+
+    /// Answers every request whose deadline has passed.
+    fn expire(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        for p in self
+            .batch
+            .iter_mut()
+            .filter(|p| !p.answered && p.deadline <= now)
+        {
+            p.answered = true;
+            out.push(Effect::Reply(p.token, Err(deadline_error(p.accept_sent))));
+        }
+        self.queue.retain(|p| {
+            let keep = p.deadline > now;
+            if !keep {
+                out.push(Effect::Reply(p.token, Err(deadline_error(false))));
+            }
+            keep
+        });
+        // A batch whose every caller has given up is dropped between rounds, never in the
+        // middle of one (the round's outcomes are matched to the batch by position).
+        let between_rounds = matches!(self.phase, Phase::Idle | Phase::Backoff { .. });
+        if between_rounds && self.batch.iter().all(|p| p.answered) {
+            self.batch.clear();
+            self.phase = Phase::Idle;
+        }
+    }
+
+    fn start_round(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        debug_assert!(matches!(self.phase, Phase::Idle));
+        self.expire(now, out);
+        while self.batch.len() < self.cfg.max_batch {
+            match self.queue.pop_front() {
+                Some(p) => self.batch.push(p),
+                None => break,
+            }
+        }
+        if self.batch.is_empty() {
+            return;
+        }
+        let writes = self.batch.iter().any(|p| p.command.is_write());
+        match (&self.cache, writes) {
+            (_, false) => {
+                self.reads += 1;
+                self.phase = Phase::Reading {
+                    read: self.reads,
+                    started: now,
+                    replies: BTreeMap::new(),
+                };
+                out.push(Effect::Broadcast(PeerMessage::Query { read: self.reads }));
+            }
+            (Some(cached), true) => {
+                let (ballot, state) = (cached.ballot, cached.state.clone());
+                self.accept(now, ballot, state, out);
+            }
+            (None, true) => self.prepare(now, out),
+        }
+    }
+
+    fn prepare(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        self.round += 1;
+        let ballot = Ballot::new(self.round, self.cfg.node);
+        self.phase = Phase::Preparing {
+            ballot,
+            started: now,
+            promises: BTreeMap::new(),
+        };
+        out.push(Effect::Broadcast(PeerMessage::Prepare { ballot }));
+    }
+
+    /// Applies the batch to `state` (chosen below `ballot`) and sends it for acceptance.
+    fn accept(&mut self, now: Instant, ballot: Ballot, mut state: Register, out: &mut Vec<Effect>) {
+        let outcomes = self
+            .batch
+            .iter()
+            .map(|p| apply(&mut state, &p.command, p.id))
+            .collect();
+        let next = ballot.next_for(self.cfg.node);
+        self.round = self.round.max(next.round);
+        for p in &mut self.batch {
+            p.accept_sent = true;
+        }
+        out.push(Effect::Broadcast(PeerMessage::Accept {
+            ballot,
+            state: state.clone(),
+            next: Some(next),
+        }));
+        self.phase = Phase::Accepting {
+            ballot,
+            next,
+            started: now,
+            state,
+            outcomes,
+            acks: BTreeMap::new(),
+        };
+    }
+
+    fn on_query_reply(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        read: u64,
+        accepted: Ballot,
+        state: Register,
+        out: &mut Vec<Effect>,
+    ) {
+        let quorum = self.cfg.quorum();
+        let n = self.cfg.nodes.len();
+        let Phase::Reading {
+            read: current,
+            replies,
+            ..
+        } = &mut self.phase
+        else {
+            self.repair_if_stale(from, accepted, out);
+            return;
+        };
+        if read != *current {
+            self.repair_if_stale(from, accepted, out);
+            return;
+        }
+        replies.entry(from).or_insert((accepted, state));
+        let mut counts: BTreeMap<Ballot, usize> = BTreeMap::new();
+        for (b, _) in replies.values() {
+            *counts.entry(*b).or_default() += 1;
+        }
+        let best = counts
+            .iter()
+            .max_by_key(|(_, c)| **c)
+            .map(|(b, c)| (*b, *c));
+        let Some((ballot, count)) = best else { return };
+        if count >= quorum {
+            let state = replies
+                .values()
+                .find(|(b, _)| *b == ballot)
+                .map(|(_, s)| s.clone())
+                .expect("a counted ballot has a reply");
+            let stale: Vec<NodeId> = replies
+                .iter()
+                .filter(|(_, (b, _))| *b < ballot)
+                .map(|(n, _)| *n)
+                .collect();
+            self.chosen = Some((ballot, state.clone()));
+            for node in stale {
+                self.repair_if_stale(node, Ballot::ZERO, out);
+            }
+            let outcomes = self
+                .batch
+                .iter()
+                .map(|p| apply(&mut state.clone(), &p.command, p.id))
+                .collect();
+            self.finish(now, outcomes, out);
+        } else if count + (n - replies.len()) < quorum {
+            // No ballot can reach a majority any more: settle it with a full identity round.
+            self.prepare(now, out);
+        }
+    }
+
+    /// Sends the last chosen state to an acceptor that reported an older accepted ballot
+    /// (read repair). Accepting a chosen state at its own ballot is always safe: it is exactly
+    /// a delayed copy of the original Accept.
+    fn repair_if_stale(&self, node: NodeId, accepted: Ballot, out: &mut Vec<Effect>) {
+        if let Some((ballot, state)) = &self.chosen {
+            if accepted < *ballot {
+                out.push(Effect::Send(
+                    node,
+                    PeerMessage::Accept {
+                        ballot: *ballot,
+                        state: state.clone(),
+                        next: None,
+                    },
+                ));
+            }
+        }
+    }
+
+    fn on_promise(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        ballot: Ballot,
+        accepted: Ballot,
+        state: Register,
+        out: &mut Vec<Effect>,
+    ) {
+        let quorum = self.cfg.quorum();
+        let Phase::Preparing {
+            ballot: current,
+            promises,
+            ..
+        } = &mut self.phase
+        else {
+            return;
+        };
+        if ballot != *current {
+            return;
+        }
+        promises.entry(from).or_insert((accepted, state));
+        if promises.len() < quorum {
+            return;
+        }
+        // CASPaxos §2.1: take the state with the highest accepted ballot among the majority.
+        let (highest, state) = promises
+            .values()
+            .max_by_key(|(b, _)| *b)
+            .cloned()
+            .expect("a majority of promises");
+        assert!(
+            highest < ballot,
+            "promised {ballot} over accepted {highest}"
+        );
+        self.accept(now, ballot, state, out);
+    }
+
+    fn on_accepted(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        ballot: Ballot,
+        promised: Ballot,
+        out: &mut Vec<Effect>,
+    ) {
+        let quorum = self.cfg.quorum();
+        let Phase::Accepting {
+            ballot: current,
+            acks,
+            ..
+        } = &mut self.phase
+        else {
+            return;
+        };
+        if ballot != *current {
+            return;
+        }
+        acks.entry(from).or_insert(promised);
+        if acks.len() < quorum {
+            return;
+        }
+        let Phase::Accepting {
+            ballot,
+            next,
+            state,
+            outcomes,
+            acks,
+            ..
+        } = std::mem::replace(&mut self.phase, Phase::Idle)
+        else {
+            unreachable!()
+        };
+        let promised_next = acks.values().filter(|p| **p == next).count();
+        self.cache = (promised_next >= quorum).then(|| Cached {
+            ballot: next,
+            state: state.clone(),
+        });
+        self.chosen = Some((ballot, state));
+        self.finish(now, outcomes, out);
+    }
+
+    fn on_reject(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        ballot: Ballot,
+        seen: Ballot,
+        _out: &mut Vec<Effect>,
+    ) {
+        self.round = self.round.max(seen.round);
+        let (current, answered) = match &self.phase {
+            Phase::Preparing {
+                ballot, promises, ..
+            } => (*ballot, promises.contains_key(&from)),
+            Phase::Accepting { ballot, acks, .. } => (*ballot, acks.contains_key(&from)),
+            _ => return,
+        };
+        // A reply from an acceptor that already answered this ballot is a duplicate.
+        if ballot != current || answered {
+            return;
+        }
+        self.cache = None;
+        self.retry_later(now);
+    }
+
+    /// Gives up the current phase and schedules the batch again after a random backoff.
+    fn retry_later(&mut self, now: Instant) {
+        let ms = self.backoff.as_micros() as u64;
+        let min = self.cfg.backoff_min.as_micros() as u64;
+        let wait = Duration::from_micros(self.rng.random_range(min..=ms.max(min)));
+        self.backoff = (self.backoff * 2).min(self.cfg.backoff_max);
+        self.phase = Phase::Backoff { until: now + wait };
+    }
+
+    /// The batch's round succeeded: answer everyone and start the next round.
+    fn finish(&mut self, now: Instant, outcomes: Vec<Outcome>, out: &mut Vec<Effect>) {
+        assert_eq!(outcomes.len(), self.batch.len(), "one outcome per command");
+        for (p, outcome) in self.batch.drain(..).zip(outcomes) {
+            if !p.answered {
+                out.push(Effect::Reply(p.token, Ok(outcome)));
+            }
+        }
+        self.backoff = self.cfg.backoff_min;
+        self.phase = Phase::Idle;
+        if !self.queue.is_empty() {
+            self.start_round(now, out);
+        }
+    }
+}
+
+fn deadline_error(accept_sent: bool) -> ReplyError {
+    if accept_sent {
+        ReplyError::Unknown("no majority answered the Accept before the deadline".into())
+    } else {
+        ReplyError::Unavailable("no majority answered before the deadline".into())
+    }
+}
+
+#[cfg(test)]
+#[path = "proposer_tests.rs"]
+mod tests;

@@ -1,0 +1,467 @@
+//! Message-by-message tests of the proposer, driving it by hand against in-memory acceptors.
+
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+
+use super::*;
+use crate::paxos::acceptor::Acceptor;
+
+const NODES: [NodeId; 5] = [1, 2, 3, 4, 5];
+
+fn config(node: NodeId) -> ProposerConfig {
+    ProposerConfig {
+        node,
+        nodes: NODES.to_vec(),
+        phase_timeout: Duration::from_millis(100),
+        backoff_min: Duration::from_millis(1),
+        backoff_max: Duration::from_millis(20),
+        max_batch: 16,
+        max_queue: 4,
+    }
+}
+
+fn proposer(node: NodeId) -> Proposer {
+    Proposer::new(config(node), SmallRng::seed_from_u64(node as u64))
+}
+
+fn put(v: &str) -> Command {
+    Command::Put {
+        value: v.as_bytes().to_vec(),
+    }
+}
+
+fn id(seq: u64) -> Option<RequestId> {
+    Some(RequestId { client: 1, seq })
+}
+
+/// The messages in `out` addressed to `node`, and the replies.
+fn sent_to(out: &[Effect], node: NodeId) -> Vec<PeerMessage> {
+    out.iter()
+        .filter_map(|e| match e {
+            Effect::Broadcast(m) => Some(m.clone()),
+            Effect::Send(to, m) if *to == node => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn replies(out: &[Effect]) -> Vec<(Token, Result<Outcome, ReplyError>)> {
+    out.iter()
+        .filter_map(|e| match e {
+            Effect::Reply(t, r) => Some((*t, r.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Delivers every message in `out` to the acceptors in `reachable` and feeds their answers
+/// back; returns the effects of the answers.
+fn exchange(
+    p: &mut Proposer,
+    acceptors: &mut [Acceptor],
+    reachable: &[NodeId],
+    now: Instant,
+    out: Vec<Effect>,
+) -> Vec<Effect> {
+    let mut next = Vec::new();
+    for &node in reachable {
+        for msg in sent_to(&out, node) {
+            let reply = acceptors[node as usize - 1].step(msg).reply;
+            p.on_message(now, node, reply, &mut next);
+        }
+    }
+    next
+}
+
+/// Exchanges messages and advances the clock 10 ms at a time until the proposer answers.
+fn drive(
+    p: &mut Proposer,
+    acceptors: &mut [Acceptor],
+    reachable: &[NodeId],
+    start: Instant,
+    mut out: Vec<Effect>,
+) -> Vec<(Token, Result<Outcome, ReplyError>)> {
+    let mut now = start;
+    loop {
+        let answers = replies(&out);
+        if !answers.is_empty() {
+            return answers;
+        }
+        assert!(now < start + Duration::from_secs(5), "no answer");
+        let mut next = exchange(p, acceptors, reachable, now, out);
+        if next.is_empty() {
+            now += Duration::from_millis(10);
+            p.tick(now, &mut next);
+        }
+        out = next;
+    }
+}
+
+fn acceptors() -> Vec<Acceptor> {
+    (0..5).map(|_| Acceptor::default()).collect()
+}
+
+#[test]
+fn a_write_with_a_majority_takes_two_round_trips_then_one() {
+    let now = Instant::now();
+    let mut accs = acceptors();
+    let mut p = proposer(1);
+    let mut out = Vec::new();
+    p.submit(
+        now,
+        1,
+        put("a"),
+        id(1),
+        now + Duration::from_secs(1),
+        &mut out,
+    );
+    assert!(matches!(sent_to(&out, 2)[0], PeerMessage::Prepare { .. }));
+    let out = exchange(&mut p, &mut accs, &[1, 2, 3], now, out);
+    assert!(matches!(sent_to(&out, 1)[0], PeerMessage::Accept { .. }));
+    let out = exchange(&mut p, &mut accs, &[1, 2, 3], now, out);
+    assert_eq!(replies(&out), vec![(1, Ok(Outcome::Put { version: 1 }))]);
+
+    // §2.2.1: the majority promised the next ballot in the same write, so no Prepare now.
+    let mut out = Vec::new();
+    p.submit(
+        now,
+        2,
+        put("b"),
+        id(2),
+        now + Duration::from_secs(1),
+        &mut out,
+    );
+    assert!(matches!(sent_to(&out, 1)[0], PeerMessage::Accept { .. }));
+    let out = exchange(&mut p, &mut accs, &[1, 2, 3], now, out);
+    assert_eq!(replies(&out), vec![(2, Ok(Outcome::Put { version: 2 }))]);
+}
+
+#[test]
+fn the_state_with_the_highest_accepted_ballot_is_carried_forward() {
+    let now = Instant::now();
+    let mut accs = acceptors();
+    // Proposer 1 gets "a" chosen on {1,2,3}.
+    let mut p1 = proposer(1);
+    let mut out = Vec::new();
+    p1.submit(
+        now,
+        1,
+        put("a"),
+        id(1),
+        now + Duration::from_secs(1),
+        &mut out,
+    );
+    let out = exchange(&mut p1, &mut accs, &[1, 2, 3], now, out);
+    exchange(&mut p1, &mut accs, &[1, 2, 3], now, out);
+    // Proposer 2 only reaches {3,4,5}: node 3 carries the chosen state forward.
+    let mut p2 = proposer(2);
+    let mut out = Vec::new();
+    p2.submit(
+        now,
+        7,
+        Command::Get,
+        None,
+        now + Duration::from_secs(1),
+        &mut out,
+    );
+    // the quick read cannot agree ({4,5} never accepted anything, {1,2} do not answer), so
+    // at the phase timeout it falls back to a full round
+    let out = exchange(&mut p2, &mut accs, &[3, 4, 5], now, out);
+    assert!(replies(&out).is_empty());
+    let now = now + Duration::from_millis(100);
+    let mut out = Vec::new();
+    p2.tick(now, &mut out);
+    assert!(matches!(sent_to(&out, 3)[0], PeerMessage::Prepare { .. }));
+    // node 3 promised proposer 1's next ballot, so the first Prepare is rejected; the retry
+    // goes above it
+    assert_eq!(
+        drive(&mut p2, &mut accs, &[3, 4, 5], now, out),
+        vec![(
+            7,
+            Ok(Outcome::Get {
+                value: Some(b"a".to_vec()),
+                version: 1
+            })
+        )]
+    );
+}
+
+#[test]
+fn a_rejection_drops_the_cached_promise_and_the_retry_goes_above_the_rival() {
+    let t0 = Instant::now();
+    let mut accs = acceptors();
+    let mut p1 = proposer(1);
+    let mut out = Vec::new();
+    p1.submit(
+        t0,
+        1,
+        put("a"),
+        id(1),
+        t0 + Duration::from_secs(1),
+        &mut out,
+    );
+    let out = exchange(&mut p1, &mut accs, &NODES, t0, out);
+    exchange(&mut p1, &mut accs, &NODES, t0, out);
+    // A rival prepares a much higher ballot on every acceptor.
+    for a in &mut accs {
+        a.step(PeerMessage::Prepare {
+            ballot: Ballot::new(50, 2),
+        });
+    }
+    let mut out = Vec::new();
+    p1.submit(
+        t0,
+        2,
+        put("b"),
+        id(2),
+        t0 + Duration::from_secs(1),
+        &mut out,
+    );
+    let out = exchange(&mut p1, &mut accs, &NODES, t0, out);
+    assert!(replies(&out).is_empty(), "no answer without a majority");
+    // After the backoff the retry prepares above the rival's ballot and succeeds.
+    let t1 = t0 + Duration::from_millis(30);
+    let mut out = Vec::new();
+    p1.tick(t1, &mut out);
+    let prepare = sent_to(&out, 1);
+    assert!(
+        matches!(prepare[0], PeerMessage::Prepare { ballot } if ballot > Ballot::new(50, 2)),
+        "{prepare:?}"
+    );
+    let out = exchange(&mut p1, &mut accs, &NODES, t1, out);
+    let out = exchange(&mut p1, &mut accs, &NODES, t1, out);
+    assert_eq!(replies(&out), vec![(2, Ok(Outcome::Put { version: 2 }))]);
+}
+
+#[test]
+fn without_a_majority_a_request_ends_unavailable_or_unknown_at_its_deadline() {
+    let t0 = Instant::now();
+    let mut accs = acceptors();
+    let mut p = proposer(1);
+    let mut out = Vec::new();
+    p.submit(
+        t0,
+        1,
+        put("a"),
+        id(1),
+        t0 + Duration::from_millis(500),
+        &mut out,
+    );
+    // Only two acceptors reachable: the Prepare never gets a majority.
+    let out = exchange(&mut p, &mut accs, &[1, 2], t0, out);
+    assert!(replies(&out).is_empty());
+    let mut out = Vec::new();
+    let mut t = t0;
+    while replies(&out).is_empty() {
+        t += Duration::from_millis(10);
+        let mut step = Vec::new();
+        p.tick(t, &mut step);
+        let answers = exchange(&mut p, &mut accs, &[1, 2], t, step.clone());
+        out.extend(step);
+        out.extend(answers);
+        assert!(t < t0 + Duration::from_secs(2), "no answer at the deadline");
+    }
+    assert!(t >= t0 + Duration::from_millis(500));
+    assert!(matches!(
+        replies(&out)[0].1,
+        Err(ReplyError::Unavailable(_))
+    ));
+
+    // An Accept that went out but never gathered a majority: outcome unknown.
+    let mut p = proposer(3);
+    let mut accs = acceptors();
+    let mut out = Vec::new();
+    p.submit(
+        t,
+        2,
+        put("b"),
+        id(2),
+        t + Duration::from_millis(100),
+        &mut out,
+    );
+    let accept = exchange(&mut p, &mut accs, &[1, 2, 3], t, out);
+    exchange(&mut p, &mut accs, &[1], t, accept);
+    let mut out = Vec::new();
+    p.tick(t + Duration::from_millis(100), &mut out);
+    assert!(matches!(replies(&out)[0].1, Err(ReplyError::Unknown(_))));
+}
+
+#[test]
+fn a_batch_retried_after_a_lost_accepted_does_not_apply_twice() {
+    let t0 = Instant::now();
+    let mut accs = acceptors();
+    let mut p = proposer(1);
+    let mut out = Vec::new();
+    p.submit(
+        t0,
+        1,
+        put("a"),
+        id(1),
+        t0 + Duration::from_secs(5),
+        &mut out,
+    );
+    let accept = exchange(&mut p, &mut accs, &NODES, t0, out);
+    // Every acceptor takes the Accept, but all the Accepted replies are lost.
+    for a in &mut accs {
+        for m in sent_to(&accept, 1) {
+            a.step(m);
+        }
+    }
+    // The phase times out and the batch is retried with a fresh Prepare.
+    let mut t = t0;
+    let mut answered = Vec::new();
+    while answered.is_empty() {
+        t += Duration::from_millis(20);
+        let mut out = Vec::new();
+        p.tick(t, &mut out);
+        let out = exchange(&mut p, &mut accs, &NODES, t, out);
+        let out = exchange(&mut p, &mut accs, &NODES, t, out);
+        answered = replies(&out);
+        assert!(t < t0 + Duration::from_secs(2));
+    }
+    assert_eq!(answered, vec![(1, Ok(Outcome::Put { version: 1 }))]);
+    assert_eq!(accs[0].record().state.version, 1, "applied once");
+}
+
+#[test]
+fn duplicated_and_reordered_replies_are_counted_once() {
+    let now = Instant::now();
+    let mut accs = acceptors();
+    let mut p = proposer(1);
+    let mut out = Vec::new();
+    p.submit(
+        now,
+        1,
+        put("a"),
+        id(1),
+        now + Duration::from_secs(1),
+        &mut out,
+    );
+    let prepare = sent_to(&out, 1)[0].clone();
+    let promise = accs[0].step(prepare.clone()).reply;
+    // the same promise three times is still one vote
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        p.on_message(now, 1, promise.clone(), &mut out);
+    }
+    // a duplicated Prepare draws a Reject from the acceptor that already promised: ignored
+    let dup = accs[0].step(prepare.clone()).reply;
+    assert!(matches!(dup, PeerMessage::Reject { .. }));
+    p.on_message(now, 1, dup, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    // two more acceptors make a majority
+    for node in [2, 3] {
+        let promise = accs[node as usize - 1].step(prepare.clone()).reply;
+        p.on_message(now, node, promise, &mut out);
+    }
+    assert!(matches!(sent_to(&out, 1)[0], PeerMessage::Accept { .. }));
+}
+
+#[test]
+fn requests_queued_behind_a_round_are_batched_into_the_next_one() {
+    let now = Instant::now();
+    let mut accs = acceptors();
+    let mut p = proposer(1);
+    let mut out = Vec::new();
+    let deadline = now + Duration::from_secs(1);
+    p.submit(now, 1, put("a"), id(1), deadline, &mut out);
+    p.submit(now, 2, put("b"), id(2), deadline, &mut Vec::new());
+    p.submit(now, 3, Command::Get, None, deadline, &mut Vec::new());
+    p.submit(now, 4, Command::Delete, id(4), deadline, &mut Vec::new());
+    let mut rejected = Vec::new();
+    p.submit(now, 5, Command::Delete, id(5), deadline, &mut rejected);
+    let mut rejected = Vec::new();
+    p.submit(now, 6, Command::Delete, id(6), deadline, &mut rejected);
+    assert!(
+        matches!(replies(&rejected)[0], (6, Err(ReplyError::Busy(_)))),
+        "the queue is bounded"
+    );
+    let out = exchange(&mut p, &mut accs, &NODES, now, out);
+    // the first round carries "a" alone; its completion starts one Accept for the rest
+    let out = exchange(&mut p, &mut accs, &NODES, now, out);
+    let accepts: Vec<_> = sent_to(&out, 1)
+        .into_iter()
+        .filter(|m| matches!(m, PeerMessage::Accept { .. }))
+        .collect();
+    assert_eq!(accepts.len(), 1, "one round for the queued four");
+    let out = exchange(&mut p, &mut accs, &NODES, now, out);
+    assert_eq!(
+        replies(&out),
+        vec![
+            (2, Ok(Outcome::Put { version: 2 })),
+            (
+                3,
+                Ok(Outcome::Get {
+                    value: Some(b"b".to_vec()),
+                    version: 2
+                })
+            ),
+            (
+                4,
+                Ok(Outcome::Delete {
+                    deleted: true,
+                    version: 3
+                })
+            ),
+            (
+                5,
+                Ok(Outcome::Delete {
+                    deleted: false,
+                    version: 3
+                })
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_quick_read_answers_in_one_round_trip_and_repairs_a_stale_acceptor() {
+    let now = Instant::now();
+    let mut accs = acceptors();
+    let mut p1 = proposer(1);
+    let mut out = Vec::new();
+    p1.submit(
+        now,
+        1,
+        put("a"),
+        id(1),
+        now + Duration::from_secs(1),
+        &mut out,
+    );
+    let out = exchange(&mut p1, &mut accs, &[1, 2, 3, 4], now, out);
+    exchange(&mut p1, &mut accs, &[1, 2, 3, 4], now, out);
+    // node 5 missed the write
+    let mut p2 = proposer(2);
+    let mut out = Vec::new();
+    p2.submit(
+        now,
+        9,
+        Command::Get,
+        None,
+        now + Duration::from_secs(1),
+        &mut out,
+    );
+    assert!(matches!(sent_to(&out, 5)[0], PeerMessage::Query { .. }));
+    let out = exchange(&mut p2, &mut accs, &[5, 1, 2, 3], now, out);
+    assert_eq!(
+        replies(&out),
+        vec![(
+            9,
+            Ok(Outcome::Get {
+                value: Some(b"a".to_vec()),
+                version: 1
+            })
+        )]
+    );
+    let repair = sent_to(&out, 5);
+    assert!(
+        matches!(repair[0], PeerMessage::Accept { next: None, .. }),
+        "{repair:?}"
+    );
+    accs[4].step(repair[0].clone());
+    assert_eq!(accs[4].record().state.version, 1, "node 5 repaired");
+    assert!(accs
+        .iter()
+        .all(|a| a.record().accepted == accs[0].record().accepted));
+}
