@@ -1,1 +1,377 @@
+//! Cluster configuration: a TOML file (see `config/cluster.toml`, where every key is
+//! commented), parsed with serde and checked by [`Config::validate`] before anything starts.
+//! A mistake stops the program with a message that names the bad field.
 
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::messages::NodeId;
+use crate::paxos::register::RECENT_WRITES;
+
+/// LMDB's default build refuses keys over 511 bytes; paxkv keys are stored as LMDB keys.
+pub const LMDB_MAX_KEY_BYTES: usize = 511;
+
+/// Room in a frame beyond one key and one value: ballots, versions, the remembered writes.
+const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The cluster's members; `[[node]]` tables in the file.
+    #[serde(rename = "node", default)]
+    pub nodes: Vec<NodeConfig>,
+    #[serde(default)]
+    pub paxos: PaxosConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// `ip:port` the node listens on for peers and clients.
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaxosConfig {
+    pub request_timeout_ms: u64,
+    pub phase_timeout_ms: u64,
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+    pub max_batch: usize,
+    pub tick_ms: u64,
+}
+
+impl Default for PaxosConfig {
+    fn default() -> Self {
+        PaxosConfig {
+            request_timeout_ms: 3_000,
+            phase_timeout_ms: 500,
+            backoff_min_ms: 1,
+            backoff_max_ms: 50,
+            max_batch: 32,
+            tick_ms: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    pub max_live_keys: usize,
+    pub idle_timeout_ms: u64,
+    pub max_queued_per_key: usize,
+    pub peer_queue_capacity: usize,
+    pub max_inflight_per_connection: usize,
+    pub max_client_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_bytes: 256,
+            max_value_bytes: 1 << 20,
+            max_live_keys: 100_000,
+            idle_timeout_ms: 10_000,
+            max_queued_per_key: 1_024,
+            peer_queue_capacity: 8_192,
+            max_inflight_per_connection: 4_096,
+            max_client_connections: 1_024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub map_size_mb: usize,
+    pub max_group_commit: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            map_size_mb: 4_096,
+            max_group_commit: 4_096,
+        }
+    }
+}
+
+fn invalid(field: &str, why: impl std::fmt::Display) -> Error {
+    Error::Config(format!("{field}: {why}"))
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        Config::parse(&text).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        if self.nodes.len() < 3 {
+            return Err(invalid(
+                "node",
+                format!(
+                    "{} node(s) configured; a cluster needs at least 3 to survive a failure",
+                    self.nodes.len()
+                ),
+            ));
+        }
+        let mut ids = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.id == 0 {
+                return Err(invalid(&format!("node[{i}].id"), "must not be 0"));
+            }
+            if !ids.insert(node.id) {
+                return Err(invalid(
+                    &format!("node[{i}].id"),
+                    format!("duplicate node id {}", node.id),
+                ));
+            }
+            let addr: SocketAddr = node.addr.parse().map_err(|_| {
+                invalid(
+                    &format!("node[{i}].addr"),
+                    format!("{:?} is not an ip:port address", node.addr),
+                )
+            })?;
+            if addr.port() == 0 {
+                return Err(invalid(&format!("node[{i}].addr"), "port 0 is not allowed"));
+            }
+            if !addrs.insert(addr) {
+                return Err(invalid(
+                    &format!("node[{i}].addr"),
+                    format!("address {addr} is used twice"),
+                ));
+            }
+        }
+        let p = &self.paxos;
+        positive("paxos.request_timeout_ms", p.request_timeout_ms)?;
+        positive("paxos.phase_timeout_ms", p.phase_timeout_ms)?;
+        positive("paxos.backoff_min_ms", p.backoff_min_ms)?;
+        positive("paxos.tick_ms", p.tick_ms)?;
+        if p.backoff_max_ms < p.backoff_min_ms {
+            return Err(invalid(
+                "paxos.backoff_max_ms",
+                "below paxos.backoff_min_ms",
+            ));
+        }
+        if !(1..=RECENT_WRITES).contains(&p.max_batch) {
+            return Err(invalid(
+                "paxos.max_batch",
+                format!("must be within 1..={RECENT_WRITES}, the de-duplication window"),
+            ));
+        }
+        let l = &self.limits;
+        if !(1..=LMDB_MAX_KEY_BYTES).contains(&l.max_key_bytes) {
+            return Err(invalid(
+                "limits.max_key_bytes",
+                format!("must be within 1..={LMDB_MAX_KEY_BYTES} (LMDB's key limit)"),
+            ));
+        }
+        if !(1..=64 << 20).contains(&l.max_value_bytes) {
+            return Err(invalid(
+                "limits.max_value_bytes",
+                "must be within 1..=64 MiB",
+            ));
+        }
+        positive("limits.max_live_keys", l.max_live_keys as u64)?;
+        positive("limits.max_queued_per_key", l.max_queued_per_key as u64)?;
+        positive("limits.peer_queue_capacity", l.peer_queue_capacity as u64)?;
+        positive(
+            "limits.max_inflight_per_connection",
+            l.max_inflight_per_connection as u64,
+        )?;
+        positive(
+            "limits.max_client_connections",
+            l.max_client_connections as u64,
+        )?;
+        if l.idle_timeout_ms <= p.request_timeout_ms {
+            return Err(invalid(
+                "limits.idle_timeout_ms",
+                "must be above paxos.request_timeout_ms (an actor is never stopped mid-request)",
+            ));
+        }
+        positive("storage.map_size_mb", self.storage.map_size_mb as u64)?;
+        positive(
+            "storage.max_group_commit",
+            self.storage.max_group_commit as u64,
+        )?;
+        let needed = (self.frame_limit() as u64 * 4) >> 20;
+        if (self.storage.map_size_mb as u64) < needed.max(16) {
+            return Err(invalid(
+                "storage.map_size_mb",
+                format!("must be at least {} MiB", needed.max(16)),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn node(&self, id: NodeId) -> Result<&NodeConfig> {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .ok_or_else(|| invalid("--id", format!("node {id} is not in the config")))
+    }
+
+    pub fn addr_of(&self, id: NodeId) -> Result<SocketAddr> {
+        Ok(self.node(id)?.addr.parse().expect("validated"))
+    }
+
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes
+            .iter()
+            .map(|n| n.addr.parse().expect("validated"))
+            .collect()
+    }
+
+    /// The largest frame a node accepts: one key, one value and the protocol around them.
+    pub fn frame_limit(&self) -> usize {
+        self.limits.max_key_bytes + self.limits.max_value_bytes + FRAME_OVERHEAD_BYTES
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.paxos.request_timeout_ms)
+    }
+
+    /// A five-node config on the given addresses with default settings (tests, tools).
+    pub fn local(addrs: &[SocketAddr]) -> Config {
+        Config {
+            nodes: addrs
+                .iter()
+                .enumerate()
+                .map(|(i, a)| NodeConfig {
+                    id: i as NodeId + 1,
+                    addr: a.to_string(),
+                })
+                .collect(),
+            paxos: PaxosConfig::default(),
+            limits: Limits::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+fn positive(field: &str, v: u64) -> Result<()> {
+    if v == 0 {
+        return Err(invalid(field, "must be above 0"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [[node]]
+        id = 1
+        addr = "127.0.0.1:7001"
+        [[node]]
+        id = 2
+        addr = "127.0.0.1:7002"
+        [[node]]
+        id = 3
+        addr = "127.0.0.1:7003"
+    "#;
+
+    fn error_of(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_shipped_config_is_valid_and_has_five_nodes() {
+        let text = include_str!("../config/cluster.toml");
+        let config = Config::parse(text).unwrap();
+        assert_eq!(config.node_ids(), vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_minimal_config_takes_defaults() {
+        let config = Config::parse(GOOD).unwrap();
+        assert_eq!(config.limits.max_key_bytes, 256);
+        assert_eq!(config.addr_of(2).unwrap().port(), 7002);
+    }
+
+    #[test]
+    fn each_mistake_is_named() {
+        let cases = [
+            (
+                GOOD.replace("id = 2", "id = 1"),
+                "node[1].id: duplicate node id 1",
+            ),
+            (
+                GOOD.replace("id = 2", "id = 0"),
+                "node[1].id: must not be 0",
+            ),
+            (
+                GOOD.replace("127.0.0.1:7002", "localhost"),
+                "node[1].addr: \"localhost\" is not an ip:port",
+            ),
+            (
+                GOOD.replace("127.0.0.1:7002", "127.0.0.1:7001"),
+                "node[1].addr: address 127.0.0.1:7001 is used twice",
+            ),
+            (
+                GOOD.replace("id = 3", "")
+                    .replace("addr = \"127.0.0.1:7003\"", ""),
+                "missing field `id`",
+            ),
+            (
+                GOOD.split("[[node]]")
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join("[[node]]"),
+                "2 node(s) configured",
+            ),
+            (
+                format!("{GOOD}\n[limits]\nmax_key_bytes = 600\n"),
+                "limits.max_key_bytes",
+            ),
+            (
+                format!("{GOOD}\n[limits]\nmax_kye_bytes = 6\n"),
+                "unknown field `max_kye_bytes`",
+            ),
+            (
+                format!("{GOOD}\n[paxos]\nmax_batch = 1000\n"),
+                "paxos.max_batch",
+            ),
+            (
+                format!("{GOOD}\n[limits]\nidle_timeout_ms = 10\n"),
+                "limits.idle_timeout_ms",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = error_of(&text);
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        }
+    }
+}

@@ -292,6 +292,117 @@ pub enum Frame {
     Response(ClientResponse),
 }
 
+// ---------------------------------------------------------------------------------------------
+// Between the actors of one node (actix messages; never on the wire)
+// ---------------------------------------------------------------------------------------------
+
+/// Which per-key actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Proposer,
+    Acceptor,
+}
+
+// ---- to the node supervisor (`actors::supervisor`) ----
+
+/// A Paxos message that arrived for this node (from a peer or from this node itself).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Envelope);
+
+/// A client's command for one key, to be run by that key's proposer on this node.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "crate::Result<Outcome>")]
+pub struct ClientCommand {
+    pub key: Key,
+    pub command: Command,
+    /// Set for every write (the node assigns one when the client did not).
+    pub write_id: Option<RequestId>,
+}
+
+/// A per-key actor stopped: crashed (the supervisor restarts it from disk) or retired idle.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct ActorStopped {
+    pub key: Key,
+    pub role: Role,
+    /// Distinguishes incarnations, so a late notice never removes a newer actor.
+    pub incarnation: u64,
+    pub crashed: bool,
+}
+
+/// The node's counters.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "NodeStatus")]
+pub struct GetStatus;
+
+/// Test and operator hook: make the key's actor of `role` crash as a fault would, so that it
+/// is restarted from its durable state. Returns false if no such actor is alive.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "bool")]
+pub struct CrashActor {
+    pub key: Key,
+    pub role: Role,
+}
+
+// ---- to a per-key proposer (`actors::proposer`) ----
+
+/// Run `command` in a Paxos round before `deadline`.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "crate::Result<Outcome>")]
+pub struct Submit {
+    pub command: Command,
+    pub write_id: Option<RequestId>,
+    pub deadline: std::time::Instant,
+}
+
+/// An acceptor's reply for this key.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct FromAcceptor {
+    pub from: NodeId,
+    pub msg: PeerMessage,
+}
+
+// ---- to a per-key acceptor (`actors::acceptor`) ----
+
+/// A proposer's request for this key.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct FromProposer {
+    pub from: NodeId,
+    pub msg: PeerMessage,
+}
+
+// ---- to either per-key actor ----
+
+/// The key has been idle: stop (the supervisor already forgot this actor).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+/// Fail as a crash would (see [`CrashActor`]).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+// ---- to the storage actor (`actors::storage`) ----
+
+/// Make an acceptor record durable; answered once its transaction is committed (fsynced).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "crate::Result<()>")]
+pub struct Persist {
+    pub key: Key,
+    pub record: crate::paxos::acceptor::AcceptorRecord,
+}
+
+/// Read an acceptor record (after every write queued before this message is committed).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "crate::Result<Option<crate::paxos::acceptor::AcceptorRecord>>")]
+pub struct Load {
+    pub key: Key,
+}
+
 /// serde helper: `Option<Vec<u8>>` as an optional byte string (compact in postcard).
 mod opt_bytes {
     use serde::{Deserialize, Deserializer, Serializer};

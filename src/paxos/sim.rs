@@ -15,7 +15,6 @@ use crate::paxos::acceptor::{Acceptor, AcceptorRecord};
 use crate::paxos::proposer::{Effect, Proposer, ProposerConfig};
 
 #[path = "../../tests/support/linearizability.rs"]
-#[allow(dead_code)]
 mod linearizability;
 use linearizability::{check_operations, describe, CheckResult, Input, Operation, Output};
 

@@ -1,0 +1,152 @@
+//! The acceptor actor of one key: a thin shell around [`paxos::acceptor::Acceptor`].
+//!
+//! On start (and so on every restart) it loads the key's record from LMDB before it handles
+//! any message (`ctx.wait` holds the mailbox). For each request it steps the core and, when the
+//! record changed, has the storage actor make it durable, again holding the mailbox, and only
+//! then sends the reply. Messages are thus handled one at a time, each against durable state.
+//!
+//! A panic in the core, a record that fails its checks, or a storage error is a crash: the
+//! reply is never sent (a promise or accept that is not durable must not be claimed), the
+//! actor stops, and the supervisor starts a new incarnation from what is on disk.
+//!
+//! [`paxos::acceptor::Acceptor`]: crate::paxos::acceptor::Acceptor
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::actors::network::Outbox;
+use crate::actors::storage::StorageActor;
+use crate::actors::{guarded, Stats};
+use crate::messages::{ActorStopped, Crash, FromProposer, Key, Load, Persist, Retire, Role};
+use crate::paxos::acceptor::Acceptor;
+
+/// Requests that may wait for one key's acceptor; more are dropped (Paxos treats it as loss).
+const ACCEPTOR_MAILBOX_CAPACITY: usize = 1_024;
+
+pub struct AcceptorActor {
+    key: Key,
+    incarnation: u64,
+    /// `None` until the record is loaded.
+    core: Option<Acceptor>,
+    storage: Addr<StorageActor>,
+    outbox: Outbox,
+    supervisor: Recipient<ActorStopped>,
+    stats: Arc<Stats>,
+    crashed: bool,
+}
+
+impl AcceptorActor {
+    pub fn new(
+        key: Key,
+        incarnation: u64,
+        storage: Addr<StorageActor>,
+        outbox: Outbox,
+        supervisor: Recipient<ActorStopped>,
+        stats: Arc<Stats>,
+    ) -> AcceptorActor {
+        AcceptorActor {
+            key,
+            incarnation,
+            core: None,
+            storage,
+            outbox,
+            supervisor,
+            stats,
+            crashed: false,
+        }
+    }
+
+    fn crash(&mut self, ctx: &mut Context<Self>, why: &str) {
+        log::error!(
+            "acceptor of key {:?} crashed: {why}",
+            String::from_utf8_lossy(&self.key)
+        );
+        self.crashed = true;
+        self.core = None;
+        ctx.stop();
+    }
+}
+
+impl Actor for AcceptorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(ACCEPTOR_MAILBOX_CAPACITY);
+        Stats::add(&self.stats.live_acceptors, 1);
+        let load = self.storage.send(Load {
+            key: self.key.clone(),
+        });
+        ctx.wait(load.into_actor(self).map(|loaded, act, ctx| {
+            let record = match loaded {
+                Ok(Ok(record)) => record.unwrap_or_default(),
+                Ok(Err(e)) => return act.crash(ctx, &format!("loading its record: {e}")),
+                Err(e) => return act.crash(ctx, &format!("storage unreachable: {e}")),
+            };
+            match guarded(|| Acceptor::new(record)) {
+                Ok(core) => act.core = Some(core),
+                Err(panic) => act.crash(ctx, &panic),
+            }
+        }));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        Stats::sub(&self.stats.live_acceptors, 1);
+        let _ = self.supervisor.try_send(ActorStopped {
+            key: self.key.clone(),
+            role: Role::Acceptor,
+            incarnation: self.incarnation,
+            crashed: self.crashed,
+        });
+    }
+}
+
+impl Handler<FromProposer> for AcceptorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromProposer, ctx: &mut Context<Self>) {
+        let Some(core) = self.core.as_mut() else {
+            return; // crashed while loading; stopping
+        };
+        let step = match guarded(|| core.step(msg.msg)) {
+            Ok(step) => step,
+            Err(panic) => return self.crash(ctx, &panic),
+        };
+        let to = msg.from;
+        let Some(record) = step.persist else {
+            self.outbox.send(to, &self.key, step.reply);
+            return;
+        };
+        let persist = self.storage.send(Persist {
+            key: self.key.clone(),
+            record,
+        });
+        ctx.wait(
+            persist
+                .into_actor(self)
+                .map(move |written, act, ctx| match written {
+                    Ok(Ok(())) => act.outbox.send(to, &act.key, step.reply),
+                    Ok(Err(e)) => act.crash(ctx, &format!("persisting: {e}")),
+                    Err(e) => act.crash(ctx, &format!("storage unreachable: {e}")),
+                }),
+        );
+    }
+}
+
+impl Handler<Retire> for AcceptorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Crash> for AcceptorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
+        if let Err(panic) = guarded::<()>(|| panic!("crash requested")) {
+            self.crash(ctx, &panic);
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The actix runtime of one node. Each actor only carries messages between the protocol core
+//! (`crate::paxos`), the network and storage; none of them decides anything about Paxos.
+//!
+//! ```text
+//!                 clients ──┐            peers ──┐
+//!                           ▼                    ▼
+//!                 ┌────────────────────────────────────┐   frames out, one queue per peer
+//!                 │ network: listener, framed readers, ├──────────────────────────────▶ peers
+//!                 │ per-peer writers (Outbox)          │
+//!                 └───────────────┬────────────────────┘
+//!                  ClientCommand  │ Deliver(Envelope)
+//!                                 ▼
+//!                 ┌────────────────────────────────────┐
+//!                 │ supervisor: key → actors, lazily   │  spawns, routes, restarts crashed
+//!                 │ spawned, idle ones retired         │  ones, retires idle ones
+//!                 └──────┬──────────────────────┬──────┘
+//!                 Submit │ FromAcceptor         │ FromProposer
+//!                        ▼                      ▼
+//!                 ┌──────────────┐      ┌──────────────┐  Persist / Load  ┌──────────────────┐
+//!                 │ proposer(key)│      │ acceptor(key)├─────────────────▶│ storage (own     │
+//!                 │ paxos::      │      │ paxos::      │◀─── committed ───│ thread): LMDB,   │
+//!                 │ Proposer     │      │ Acceptor     │                  │ group commit     │
+//!                 └──────┬───────┘      └──────┬───────┘                  └──────────────────┘
+//!                        └──── Outbox: Prepare/Accept/Query out, replies back ────▶ network
+//! ```
+//!
+//! Crashes: a panic inside a per-key actor's handler is caught at the handler boundary and
+//! turned into a stop; the actor tells the supervisor, which starts a new incarnation that
+//! loads the key's record from LMDB before it handles anything (`ctx.wait`). Callers waiting on
+//! the crashed proposer are answered "outcome unknown".
+
+pub mod acceptor;
+pub mod network;
+pub mod proposer;
+pub mod storage;
+pub mod supervisor;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters shared by the actors of one node; read by `GetStatus`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub live_proposers: AtomicU64,
+    pub live_acceptors: AtomicU64,
+    pub acceptor_restarts: AtomicU64,
+    pub proposer_restarts: AtomicU64,
+    pub commits: AtomicU64,
+    pub records_written: AtomicU64,
+    pub peer_frames_dropped: AtomicU64,
+    pub bad_frames: AtomicU64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs `f`, turning a panic into `Err` with its message: the boundary where a per-key actor
+/// decides that it crashed.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|e| {
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic".into())
+    })
+}

@@ -1,0 +1,475 @@
+//! The network actor: one TCP listener per node for peers and clients alike, one outbound
+//! connection per peer, and length-prefixed postcard frames both ways.
+//!
+//! - A frame is a 4-byte big-endian length and a postcard-encoded [`Frame`]. A frame longer
+//!   than the node's limit (one key, one value and the protocol around them) is refused from
+//!   its length prefix, before anything is allocated for it; a frame that does not decode, or
+//!   one a node never expects, closes that connection with a log line. Nothing else is
+//!   disturbed.
+//! - Outbound: [`Outbox`] encodes a message once and queues the bytes for each peer in a
+//!   bounded queue (`limits.peer_queue_capacity`); a full queue drops the frame (Paxos treats
+//!   it as lost and retries). A writer task per peer connects with exponential backoff and
+//!   writes everything queued at once, so messages to the same peer are coalesced into one
+//!   `write`. Messages to this node itself skip the network.
+//! - Clients: requests on one connection are served concurrently (at most
+//!   `limits.max_inflight_per_connection` at once; beyond that the connection is not read
+//!   until one finishes) and answered in completion order, matched by request id.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+
+use crate::actors::supervisor::NodeSupervisor;
+use crate::actors::Stats;
+use crate::config::Config;
+use crate::error::Error;
+use crate::messages::{
+    ClientCommand, ClientRequest, ClientResponse, Deliver, Envelope, ErrorReply, Frame, GetStatus,
+    NodeId, PeerMessage, Reply, RequestBody, RequestId,
+};
+
+/// Bytes gathered from a peer queue into one write.
+const MAX_COALESCED_BYTES: usize = 256 * 1024;
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Encodes a frame with its length prefix.
+pub fn encode_frame(frame: &Frame) -> Bytes {
+    let mut buf = BytesMut::with_capacity(64).writer();
+    buf.get_mut().put_u32(0);
+    postcard::to_io(frame, &mut buf).expect("encoding into memory cannot fail");
+    let mut buf = buf.into_inner();
+    let len = (buf.len() - 4) as u32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    buf.freeze()
+}
+
+/// The codec for reading frames of at most `max_frame_bytes`.
+pub fn frame_codec(max_frame_bytes: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .max_frame_length(max_frame_bytes)
+        .new_codec()
+}
+
+/// Sends Paxos messages to peers (or to this node). Cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<OutboxInner>,
+}
+
+struct OutboxInner {
+    me: NodeId,
+    peers: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
+    local: Recipient<Deliver>,
+    stats: Arc<Stats>,
+}
+
+/// A peer's queue, for its writer task.
+pub struct PeerQueue {
+    pub node: NodeId,
+    pub addr: SocketAddr,
+    pub frames: mpsc::Receiver<Bytes>,
+}
+
+impl Outbox {
+    pub fn new(
+        me: NodeId,
+        config: &Config,
+        local: Recipient<Deliver>,
+        stats: Arc<Stats>,
+    ) -> (Outbox, Vec<PeerQueue>) {
+        let mut peers = BTreeMap::new();
+        let mut queues = Vec::new();
+        for node in config.node_ids().into_iter().filter(|n| *n != me) {
+            let (tx, rx) = mpsc::channel(config.limits.peer_queue_capacity);
+            peers.insert(node, tx);
+            queues.push(PeerQueue {
+                node,
+                addr: config.addr_of(node).expect("a configured node"),
+                frames: rx,
+            });
+        }
+        let inner = OutboxInner {
+            me,
+            peers,
+            local,
+            stats,
+        };
+        (
+            Outbox {
+                inner: Arc::new(inner),
+            },
+            queues,
+        )
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.inner.me
+    }
+
+    /// Sends `msg` about `key` to node `to`.
+    pub fn send(&self, to: NodeId, key: &[u8], msg: PeerMessage) {
+        let envelope = Envelope {
+            from: self.inner.me,
+            key: key.to_vec(),
+            body: msg,
+        };
+        if to == self.inner.me {
+            self.deliver_locally(envelope);
+        } else {
+            let frame = encode_frame(&Frame::Peer(envelope));
+            self.enqueue(to, frame);
+        }
+    }
+
+    /// Sends `msg` about `key` to every node, this one included; encodes it once.
+    pub fn broadcast(&self, key: &[u8], msg: PeerMessage) {
+        let envelope = Envelope {
+            from: self.inner.me,
+            key: key.to_vec(),
+            body: msg,
+        };
+        let frame = Frame::Peer(envelope);
+        let bytes = encode_frame(&frame);
+        for &node in self.inner.peers.keys() {
+            self.enqueue(node, bytes.clone());
+        }
+        let Frame::Peer(envelope) = frame else {
+            unreachable!()
+        };
+        self.deliver_locally(envelope);
+    }
+
+    fn deliver_locally(&self, envelope: Envelope) {
+        if self.inner.local.try_send(Deliver(envelope)).is_err() {
+            Stats::add(&self.inner.stats.peer_frames_dropped, 1);
+        }
+    }
+
+    fn enqueue(&self, to: NodeId, frame: Bytes) {
+        let Some(queue) = self.inner.peers.get(&to) else {
+            log::warn!("no peer {to} in the config; message dropped");
+            return;
+        };
+        if queue.try_send(frame).is_err() {
+            Stats::add(&self.inner.stats.peer_frames_dropped, 1);
+        }
+    }
+}
+
+/// Listens for connections and runs the peer writers.
+pub struct Network {
+    listener: Option<std::net::TcpListener>,
+    queues: Vec<PeerQueue>,
+    shared: Arc<Shared>,
+}
+
+/// What every connection task needs.
+struct Shared {
+    node: NodeId,
+    supervisor: Addr<NodeSupervisor>,
+    config: Arc<Config>,
+    stats: Arc<Stats>,
+    connections: Arc<Semaphore>,
+    /// Write ids for client writes that came without one.
+    node_client_id: u64,
+    next_write_seq: AtomicU64,
+}
+
+impl Network {
+    pub fn new(
+        node: NodeId,
+        listener: std::net::TcpListener,
+        queues: Vec<PeerQueue>,
+        supervisor: Addr<NodeSupervisor>,
+        config: Arc<Config>,
+        stats: Arc<Stats>,
+    ) -> Network {
+        let connections = Arc::new(Semaphore::new(config.limits.max_client_connections));
+        Network {
+            listener: Some(listener),
+            queues,
+            shared: Arc::new(Shared {
+                node,
+                supervisor,
+                config,
+                stats,
+                connections,
+                node_client_id: rand::random(),
+                next_write_seq: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl Actor for Network {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let listener = self.listener.take().expect("started once");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let listener = TcpListener::from_std(listener).expect("listener on the runtime");
+        ctx.spawn(accept_loop(listener, self.shared.clone()).into_actor(self));
+        for queue in std::mem::take(&mut self.queues) {
+            ctx.spawn(peer_writer(queue).into_actor(self));
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+            log::warn!("refusing connection from {peer}: too many connections");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        actix_rt::spawn(async move {
+            if let Err(e) = serve_connection(stream, shared.clone()).await {
+                Stats::add(&shared.stats.bad_frames, 1);
+                log::warn!("closing connection from {peer}: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Reads frames from one connection until it closes; `Err` for a bad frame.
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) -> Result<(), Error> {
+    let (reader, writer) = stream.into_split();
+    let mut frames = FramedRead::new(reader, frame_codec(shared.config.frame_limit()));
+    let inflight_limit = shared.config.limits.max_inflight_per_connection;
+    let (responses, outgoing) = mpsc::channel::<Bytes>(inflight_limit);
+    actix_rt::spawn(response_writer(writer, outgoing));
+    let inflight = Arc::new(Semaphore::new(inflight_limit));
+    while let Some(frame) = frames.next().await {
+        let bytes = frame.map_err(|e| Error::Frame(e.to_string()))?;
+        match postcard::from_bytes::<Frame>(&bytes)? {
+            Frame::Peer(envelope) => {
+                check_envelope(&envelope, &shared.config)?;
+                if shared.supervisor.try_send(Deliver(envelope)).is_err() {
+                    Stats::add(&shared.stats.peer_frames_dropped, 1);
+                }
+            }
+            Frame::Request(request) => {
+                let permit = inflight
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("never closed");
+                let shared = shared.clone();
+                let responses = responses.clone();
+                actix_rt::spawn(async move {
+                    let response = serve_request(request, &shared).await;
+                    let _ = responses
+                        .send(encode_frame(&Frame::Response(response)))
+                        .await;
+                    drop(permit);
+                });
+            }
+            Frame::Response(_) => {
+                return Err(Error::Frame("a node does not take responses".into()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_envelope(envelope: &Envelope, config: &Config) -> Result<(), Error> {
+    if config.node(envelope.from).is_err() {
+        return Err(Error::Frame(format!(
+            "a peer frame from node {}, which is not in the config",
+            envelope.from
+        )));
+    }
+    if envelope.key.len() > config.limits.max_key_bytes {
+        return Err(Error::Frame(format!(
+            "a peer frame with a {}-byte key",
+            envelope.key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a client's key and value against the limits.
+pub fn check_request(key: &[u8], value_len: usize, config: &Config) -> Result<(), Error> {
+    let limits = &config.limits;
+    if key.is_empty() {
+        return Err(Error::BadRequest("the key is empty".into()));
+    }
+    if key.len() > limits.max_key_bytes {
+        return Err(Error::BadRequest(format!(
+            "key of {} bytes is over the limit of {} bytes",
+            key.len(),
+            limits.max_key_bytes
+        )));
+    }
+    if value_len > limits.max_value_bytes {
+        return Err(Error::BadRequest(format!(
+            "value of {value_len} bytes is over the limit of {} bytes",
+            limits.max_value_bytes
+        )));
+    }
+    Ok(())
+}
+
+async fn serve_request(request: ClientRequest, shared: &Shared) -> ClientResponse {
+    let result = match request.body {
+        RequestBody::Ping => Ok(Reply::Pong { node: shared.node }),
+        RequestBody::Status => match shared.supervisor.send(GetStatus).await {
+            Ok(status) => Ok(Reply::Status(status)),
+            Err(e) => Err(ErrorReply::Unavailable(e.to_string())),
+        },
+        RequestBody::Kv {
+            key,
+            command,
+            write_id,
+        } => match check_request(&key, command.value_len(), &shared.config) {
+            Err(e) => Err(e.to_reply()),
+            Ok(()) => {
+                let write_id = match (command.is_write(), write_id) {
+                    (false, _) => None,
+                    (true, Some(id)) => Some(id),
+                    (true, None) => Some(RequestId {
+                        client: shared.node_client_id,
+                        seq: shared.next_write_seq.fetch_add(1, Ordering::Relaxed),
+                    }),
+                };
+                let command = ClientCommand {
+                    key,
+                    command,
+                    write_id,
+                };
+                match shared.supervisor.send(command).await {
+                    Ok(Ok(outcome)) => Ok(Reply::Kv(outcome)),
+                    Ok(Err(e)) => Err(e.to_reply()),
+                    Err(e) => Err(ErrorReply::Unknown(format!("node supervisor: {e}"))),
+                }
+            }
+        },
+    };
+    ClientResponse {
+        id: request.id,
+        result,
+    }
+}
+
+/// Writes responses for one client connection, coalescing those that are ready.
+async fn response_writer(
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Bytes>,
+) {
+    let mut buf = BytesMut::new();
+    while let Some(first) = rx.recv().await {
+        buf.extend_from_slice(&first);
+        while buf.len() < MAX_COALESCED_BYTES {
+            match rx.try_recv() {
+                Ok(more) => buf.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if writer.write_all(&buf).await.is_err() {
+            return;
+        }
+        buf.clear();
+    }
+}
+
+/// Keeps one connection to a peer and writes its queue into it.
+async fn peer_writer(mut queue: PeerQueue) {
+    let mut backoff = RECONNECT_BACKOFF_MIN;
+    let mut buf = BytesMut::new();
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let mut stream = match TcpStream::connect(queue.addr).await {
+            Ok(stream) => {
+                backoff = RECONNECT_BACKOFF_MIN;
+                let _ = stream.set_nodelay(true);
+                log::info!("connected to node {} at {}", queue.node, queue.addr);
+                stream
+            }
+            Err(e) => {
+                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    log::warn!("node {} at {} unreachable: {e}", queue.node, queue.addr);
+                    last_warning = Some(Instant::now());
+                }
+                // What was queued for a peer that is down is stale by the time it is back:
+                // drop it (Paxos retries) rather than replay it.
+                while queue.frames.try_recv().is_ok() {}
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        loop {
+            if buf.is_empty() {
+                let Some(first) = queue.frames.recv().await else {
+                    return;
+                };
+                buf.extend_from_slice(&first);
+            }
+            while buf.len() < MAX_COALESCED_BYTES {
+                match queue.frames.try_recv() {
+                    Ok(more) => buf.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = stream.write_all(&buf).await {
+                log::warn!("connection to node {} lost: {e}", queue.node);
+                buf.clear();
+                break;
+            }
+            buf.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::Ballot;
+    use tokio_util::codec::Decoder;
+
+    #[test]
+    fn an_encoded_frame_decodes_through_the_codec() {
+        let frame = Frame::Peer(Envelope {
+            from: 2,
+            key: b"key".to_vec(),
+            body: PeerMessage::Prepare {
+                ballot: Ballot::new(1, 2),
+            },
+        });
+        let mut bytes = BytesMut::from(&encode_frame(&frame)[..]);
+        let body = frame_codec(1024).decode(&mut bytes).unwrap().unwrap();
+        assert_eq!(postcard::from_bytes::<Frame>(&body).unwrap(), frame);
+    }
+
+    #[test]
+    fn an_oversized_length_prefix_is_refused_before_reading_the_body() {
+        let mut bytes = BytesMut::new();
+        bytes.put_u32(10_000_000);
+        bytes.put_slice(&[0; 16]);
+        assert!(frame_codec(1024).decode(&mut bytes).is_err());
+    }
+}

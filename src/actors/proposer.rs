@@ -1,0 +1,184 @@
+//! The proposer actor of one key: a thin shell around [`paxos::proposer::Proposer`]. It feeds
+//! the core client commands, acceptor replies and clock ticks, and carries out the effects:
+//! messages to the [`Outbox`], answers to the waiting callers.
+//!
+//! It ticks only while the core has work, so thousands of idle keys cost no timers. A panic in
+//! the core is caught at the handler boundary, logged, and turned into a stop that the
+//! supervisor sees as a crash; the callers still waiting are answered "outcome unknown" (their
+//! commands may have been accepted).
+//!
+//! [`paxos::proposer::Proposer`]: crate::paxos::proposer::Proposer
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::actors::network::Outbox;
+use crate::actors::{guarded, Stats};
+use crate::error::{Error, Result};
+use crate::messages::{ActorStopped, Crash, FromAcceptor, Key, Outcome, Retire, Role, Submit};
+use crate::paxos::proposer::{Effect, Proposer, Token};
+
+pub struct ProposerActor {
+    key: Key,
+    incarnation: u64,
+    core: Proposer,
+    outbox: Outbox,
+    supervisor: Recipient<ActorStopped>,
+    stats: Arc<Stats>,
+    waiting: HashMap<Token, oneshot::Sender<Result<Outcome>>>,
+    next_token: Token,
+    tick: Duration,
+    tick_scheduled: bool,
+    mailbox_capacity: usize,
+    crashed: bool,
+}
+
+impl ProposerActor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        key: Key,
+        incarnation: u64,
+        core: Proposer,
+        outbox: Outbox,
+        supervisor: Recipient<ActorStopped>,
+        stats: Arc<Stats>,
+        tick: Duration,
+        mailbox_capacity: usize,
+    ) -> ProposerActor {
+        ProposerActor {
+            key,
+            incarnation,
+            core,
+            outbox,
+            supervisor,
+            stats,
+            waiting: HashMap::new(),
+            next_token: 0,
+            tick,
+            tick_scheduled: false,
+            mailbox_capacity,
+            crashed: false,
+        }
+    }
+
+    /// Runs one step of the core, then its effects; a panic in the core is a crash.
+    fn step(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut Proposer, &mut Vec<Effect>)) {
+        let mut out = Vec::new();
+        let core = &mut self.core;
+        if let Err(panic) = guarded(|| f(core, &mut out)) {
+            log::error!(
+                "proposer of key {:?} crashed: {panic}",
+                String::from_utf8_lossy(&self.key)
+            );
+            self.crash(ctx);
+            return;
+        }
+        self.carry_out(ctx, out);
+    }
+
+    fn carry_out(&mut self, ctx: &mut Context<Self>, out: Vec<Effect>) {
+        for effect in out {
+            match effect {
+                Effect::Broadcast(msg) => self.outbox.broadcast(&self.key, msg),
+                Effect::Send(to, msg) => self.outbox.send(to, &self.key, msg),
+                Effect::Reply(token, result) => {
+                    if let Some(waiter) = self.waiting.remove(&token) {
+                        let _ = waiter.send(result.map_err(Error::from));
+                    }
+                }
+            }
+        }
+        if !self.tick_scheduled && !self.core.is_idle() {
+            self.tick_scheduled = true;
+            ctx.run_later(self.tick, |act, ctx| {
+                act.tick_scheduled = false;
+                act.on_tick(ctx);
+            });
+        }
+    }
+
+    fn on_tick(&mut self, ctx: &mut Context<Self>) {
+        self.step(ctx, |core, out| core.tick(Instant::now(), out));
+    }
+
+    fn crash(&mut self, ctx: &mut Context<Self>) {
+        self.crashed = true;
+        ctx.stop();
+    }
+}
+
+impl Actor for ProposerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.mailbox_capacity);
+        Stats::add(&self.stats.live_proposers, 1);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        Stats::sub(&self.stats.live_proposers, 1);
+        // Dropping the waiters answers their callers "outcome unknown".
+        self.waiting.clear();
+        let _ = self.supervisor.try_send(ActorStopped {
+            key: self.key.clone(),
+            role: Role::Proposer,
+            incarnation: self.incarnation,
+            crashed: self.crashed,
+        });
+    }
+}
+
+impl Handler<Submit> for ProposerActor {
+    type Result = ResponseFuture<Result<Outcome>>;
+
+    fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) -> Self::Result {
+        self.next_token += 1;
+        let token = self.next_token;
+        let (tx, rx) = oneshot::channel();
+        self.waiting.insert(token, tx);
+        self.step(ctx, |core, out| {
+            core.submit(
+                Instant::now(),
+                token,
+                msg.command,
+                msg.write_id,
+                msg.deadline,
+                out,
+            )
+        });
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(Error::Unknown("the key's proposer crashed".into())))
+        })
+    }
+}
+
+impl Handler<FromAcceptor> for ProposerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromAcceptor, ctx: &mut Context<Self>) {
+        self.step(ctx, |core, out| {
+            core.on_message(Instant::now(), msg.from, msg.msg, out)
+        });
+    }
+}
+
+impl Handler<Retire> for ProposerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Crash> for ProposerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
+        self.step(ctx, |_, _| panic!("crash requested"));
+    }
+}

@@ -1,0 +1,122 @@
+//! The storage actor: the only writer to LMDB. It runs on its own arbiter (thread), so the
+//! blocking commit and fsync never stall the node's network or per-key actors.
+//!
+//! Group commit: `Persist` messages are queued; a `Flush` runs once the mailbox is drained
+//! (actix handles every queued message before it polls the actor's own futures), so every
+//! write that arrived while the previous commit was running shares the next transaction and
+//! its one fsync. Each requester is answered only after that commit returns. A failed commit
+//! answers every write in it with a storage error; nothing of it is kept.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::actors::Stats;
+use crate::error::{Error, Result};
+use crate::messages::{Key, Load, Persist};
+use crate::paxos::acceptor::AcceptorRecord;
+use crate::storage::Store;
+
+/// Writes that may wait in the mailbox; senders wait beyond that.
+const STORAGE_MAILBOX_CAPACITY: usize = 65_536;
+
+type Waiter = oneshot::Sender<Result<()>>;
+
+pub struct StorageActor {
+    store: Store,
+    pending: Vec<(Key, AcceptorRecord, Waiter)>,
+    flush_scheduled: bool,
+    max_group_commit: usize,
+    stats: Arc<Stats>,
+}
+
+impl StorageActor {
+    pub fn new(store: Store, max_group_commit: usize, stats: Arc<Stats>) -> StorageActor {
+        StorageActor {
+            store,
+            pending: Vec::new(),
+            flush_scheduled: false,
+            max_group_commit,
+            stats,
+        }
+    }
+
+    /// Commits everything pending, `max_group_commit` records per transaction.
+    fn flush(&mut self) {
+        self.flush_scheduled = false;
+        while !self.pending.is_empty() {
+            let n = self.pending.len().min(self.max_group_commit);
+            let group: Vec<_> = self.pending.drain(..n).collect();
+            let records: Vec<(&[u8], &AcceptorRecord)> =
+                group.iter().map(|(k, r, _)| (k.as_slice(), r)).collect();
+            let result = self.store.write(&records);
+            match &result {
+                Ok(()) => {
+                    Stats::add(&self.stats.commits, 1);
+                    Stats::add(&self.stats.records_written, group.len() as u64);
+                }
+                Err(e) => log::error!("storage: commit of {} records failed: {e}", group.len()),
+            }
+            for (_, _, waiter) in group {
+                let answer = match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(Error::Storage(e.to_string())),
+                };
+                let _ = waiter.send(answer);
+            }
+        }
+    }
+}
+
+impl Actor for StorageActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(STORAGE_MAILBOX_CAPACITY);
+    }
+
+    fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
+        self.flush();
+        Running::Stop
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+impl Handler<Persist> for StorageActor {
+    type Result = ResponseFuture<Result<()>>;
+
+    fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.pending.push((msg.key, msg.record, tx));
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.notify(Flush);
+        }
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(Error::Storage("storage stopped".into())))
+        })
+    }
+}
+
+impl Handler<Flush> for StorageActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
+        self.flush();
+    }
+}
+
+impl Handler<Load> for StorageActor {
+    type Result = Result<Option<AcceptorRecord>>;
+
+    fn handle(&mut self, msg: Load, _: &mut Context<Self>) -> Self::Result {
+        // A load sees every write queued before it.
+        self.flush();
+        self.store.load(&msg.key)
+    }
+}

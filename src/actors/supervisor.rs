@@ -1,0 +1,338 @@
+//! The node supervisor: owns the per-key actors of one node.
+//!
+//! - Spawns a key's acceptor on the first Paxos request for that key, and its proposer on the
+//!   first client command; routes every message to them.
+//! - Restarts a crashed actor at once: the new incarnation loads the key's record from LMDB
+//!   before it handles anything.
+//! - Retires the actors of a key idle for `limits.idle_timeout_ms`, and keeps at most
+//!   `limits.max_live_keys` keys alive: past that it retires the longest-idle keys first, and
+//!   if every key is busy it refuses new ones (clients get "busy", peer messages are dropped,
+//!   which Paxos treats as loss). Memory stays bounded however many keys exist.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+use crate::actors::acceptor::AcceptorActor;
+use crate::actors::network::{Outbox, PeerQueue};
+use crate::actors::proposer::ProposerActor;
+use crate::actors::storage::StorageActor;
+use crate::actors::Stats;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::messages::{
+    ActorStopped, ClientCommand, Crash, CrashActor, Deliver, Envelope, FromAcceptor, FromProposer,
+    GetStatus, Key, NodeId, NodeStatus, Outcome, Retire, Role, Submit,
+};
+use crate::paxos::proposer::{Proposer, ProposerConfig};
+
+/// Messages routed to the supervisor that may wait in its mailbox.
+const SUPERVISOR_MAILBOX_CAPACITY: usize = 65_536;
+/// When the live-key limit is reached, keys idle at least this long may be retired early.
+const EVICTION_MIN_IDLE: Duration = Duration::from_millis(500);
+
+pub struct NodeSupervisor {
+    node: NodeId,
+    config: Arc<Config>,
+    outbox: Outbox,
+    storage: Addr<StorageActor>,
+    stats: Arc<Stats>,
+    keys: HashMap<Key, KeyActors>,
+    incarnations: u64,
+    seed: u64,
+}
+
+struct KeyActors {
+    proposer: Option<(Addr<ProposerActor>, u64)>,
+    acceptor: Option<(Addr<AcceptorActor>, u64)>,
+    last_used: Instant,
+}
+
+impl NodeSupervisor {
+    /// Starts the supervisor on the current arbiter; returns it with the peer queues for the
+    /// network actor.
+    pub fn start(
+        node: NodeId,
+        config: Arc<Config>,
+        storage: Addr<StorageActor>,
+        stats: Arc<Stats>,
+    ) -> (Addr<NodeSupervisor>, Vec<PeerQueue>) {
+        let mut queues = Vec::new();
+        let addr = NodeSupervisor::create(|ctx| {
+            let (outbox, q) = Outbox::new(node, &config, ctx.address().recipient(), stats.clone());
+            queues = q;
+            NodeSupervisor {
+                node,
+                config,
+                outbox,
+                storage,
+                stats,
+                keys: HashMap::new(),
+                incarnations: 0,
+                seed: rand::random(),
+            }
+        });
+        (addr, queues)
+    }
+
+    /// The key's entry, creating it if the live-key limit allows.
+    fn entry(&mut self, key: &[u8]) -> Option<&mut KeyActors> {
+        if !self.keys.contains_key(key) {
+            if self.keys.len() >= self.config.limits.max_live_keys {
+                self.retire_idle(EVICTION_MIN_IDLE, self.keys.len() / 8 + 1);
+            }
+            if self.keys.len() >= self.config.limits.max_live_keys {
+                return None;
+            }
+            self.keys.insert(
+                key.to_vec(),
+                KeyActors {
+                    proposer: None,
+                    acceptor: None,
+                    last_used: Instant::now(),
+                },
+            );
+        }
+        let entry = self.keys.get_mut(key).expect("just ensured");
+        entry.last_used = Instant::now();
+        Some(entry)
+    }
+
+    fn acceptor(&mut self, key: &[u8], ctx: &mut Context<Self>) -> Option<Addr<AcceptorActor>> {
+        self.incarnations += 1;
+        let incarnation = self.incarnations;
+        let (me, storage, outbox, stats) = (
+            ctx.address().recipient(),
+            self.storage.clone(),
+            self.outbox.clone(),
+            self.stats.clone(),
+        );
+        let entry = self.entry(key)?;
+        if let Some((addr, _)) = entry.acceptor.as_ref().filter(|(a, _)| a.connected()) {
+            return Some(addr.clone());
+        }
+        let addr =
+            AcceptorActor::new(key.to_vec(), incarnation, storage, outbox, me, stats).start();
+        entry.acceptor = Some((addr.clone(), incarnation));
+        Some(addr)
+    }
+
+    fn proposer(&mut self, key: &[u8], ctx: &mut Context<Self>) -> Option<Addr<ProposerActor>> {
+        self.incarnations += 1;
+        let incarnation = self.incarnations;
+        let core = self.new_proposer_core(key, incarnation);
+        let (me, outbox, stats) = (
+            ctx.address().recipient(),
+            self.outbox.clone(),
+            self.stats.clone(),
+        );
+        let tick = Duration::from_millis(self.config.paxos.tick_ms);
+        let capacity = self.config.limits.max_queued_per_key;
+        let entry = self.entry(key)?;
+        if let Some((addr, _)) = entry.proposer.as_ref().filter(|(a, _)| a.connected()) {
+            return Some(addr.clone());
+        }
+        let addr = ProposerActor::new(
+            key.to_vec(),
+            incarnation,
+            core,
+            outbox,
+            me,
+            stats,
+            tick,
+            capacity,
+        )
+        .start();
+        entry.proposer = Some((addr.clone(), incarnation));
+        Some(addr)
+    }
+
+    fn new_proposer_core(&self, key: &[u8], incarnation: u64) -> Proposer {
+        let p = &self.config.paxos;
+        let cfg = ProposerConfig {
+            node: self.node,
+            nodes: self.config.node_ids(),
+            phase_timeout: Duration::from_millis(p.phase_timeout_ms),
+            backoff_min: Duration::from_millis(p.backoff_min_ms),
+            backoff_max: Duration::from_millis(p.backoff_max_ms),
+            max_batch: p.max_batch,
+            max_queue: self.config.limits.max_queued_per_key,
+        };
+        let key_hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
+        });
+        Proposer::new(
+            cfg,
+            SmallRng::seed_from_u64(self.seed ^ key_hash ^ incarnation),
+        )
+    }
+
+    /// Retires up to `at_most` keys idle for at least `min_idle`, longest-idle first.
+    fn retire_idle(&mut self, min_idle: Duration, at_most: usize) {
+        let now = Instant::now();
+        let mut idle: Vec<(Instant, Key)> = self
+            .keys
+            .iter()
+            .filter(|(_, e)| now.duration_since(e.last_used) >= min_idle)
+            .map(|(k, e)| (e.last_used, k.clone()))
+            .collect();
+        idle.sort();
+        for (_, key) in idle.into_iter().take(at_most) {
+            if let Some(entry) = self.keys.remove(&key) {
+                if let Some((p, _)) = entry.proposer {
+                    p.do_send(Retire);
+                }
+                if let Some((a, _)) = entry.acceptor {
+                    a.do_send(Retire);
+                }
+            }
+        }
+    }
+}
+
+impl Actor for NodeSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(SUPERVISOR_MAILBOX_CAPACITY);
+        let idle = Duration::from_millis(self.config.limits.idle_timeout_ms);
+        ctx.run_interval(idle / 4, move |act, _| act.retire_idle(idle, usize::MAX));
+    }
+}
+
+impl Handler<Deliver> for NodeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(envelope): Deliver, ctx: &mut Context<Self>) {
+        let Envelope { from, key, body } = envelope;
+        if body.is_request() {
+            let Some(acceptor) = self.acceptor(&key, ctx) else {
+                Stats::add(&self.stats.peer_frames_dropped, 1);
+                return;
+            };
+            if acceptor.try_send(FromProposer { from, msg: body }).is_err() {
+                Stats::add(&self.stats.peer_frames_dropped, 1);
+            }
+        } else if let Some(entry) = self.keys.get_mut(&key) {
+            // Replies go to a live proposer only: one that stopped has nobody waiting.
+            if let Some((proposer, _)) = &entry.proposer {
+                entry.last_used = Instant::now();
+                if proposer.try_send(FromAcceptor { from, msg: body }).is_err() {
+                    Stats::add(&self.stats.peer_frames_dropped, 1);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<ClientCommand> for NodeSupervisor {
+    type Result = ResponseFuture<Result<Outcome>>;
+
+    fn handle(&mut self, msg: ClientCommand, ctx: &mut Context<Self>) -> Self::Result {
+        let deadline = Instant::now() + self.config.request_timeout();
+        let Some(proposer) = self.proposer(&msg.key, ctx) else {
+            let live = self.keys.len();
+            return Box::pin(async move {
+                Err(Error::Busy(format!("{live} keys are busy on this node")))
+            });
+        };
+        let submit = proposer.send(Submit {
+            command: msg.command,
+            write_id: msg.write_id,
+            deadline,
+        });
+        Box::pin(async move {
+            match submit.await {
+                Ok(result) => result,
+                Err(e) => Err(Error::Unknown(format!("the key's proposer stopped: {e}"))),
+            }
+        })
+    }
+}
+
+impl Handler<ActorStopped> for NodeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ActorStopped, ctx: &mut Context<Self>) {
+        let Some(entry) = self.keys.get_mut(&msg.key) else {
+            return;
+        };
+        let slot_matches = match msg.role {
+            Role::Proposer => entry.proposer.as_ref().map(|(_, i)| *i) == Some(msg.incarnation),
+            Role::Acceptor => entry.acceptor.as_ref().map(|(_, i)| *i) == Some(msg.incarnation),
+        };
+        if !slot_matches {
+            return;
+        }
+        match msg.role {
+            Role::Proposer => entry.proposer = None,
+            Role::Acceptor => entry.acceptor = None,
+        }
+        if msg.crashed {
+            log::warn!(
+                "node {}: restarting the {:?} of key {:?} from disk",
+                self.node,
+                msg.role,
+                String::from_utf8_lossy(&msg.key)
+            );
+            match msg.role {
+                Role::Proposer => {
+                    Stats::add(&self.stats.proposer_restarts, 1);
+                    self.proposer(&msg.key, ctx);
+                }
+                Role::Acceptor => {
+                    Stats::add(&self.stats.acceptor_restarts, 1);
+                    self.acceptor(&msg.key, ctx);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<CrashActor> for NodeSupervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: CrashActor, _: &mut Context<Self>) -> bool {
+        let Some(entry) = self.keys.get(&msg.key) else {
+            return false;
+        };
+        match msg.role {
+            Role::Proposer => entry.proposer.as_ref().map(|(a, _)| a.do_send(Crash)),
+            Role::Acceptor => entry.acceptor.as_ref().map(|(a, _)| a.do_send(Crash)),
+        }
+        .is_some()
+    }
+}
+
+impl Handler<GetStatus> for NodeSupervisor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        let s = &self.stats;
+        MessageResult(NodeStatus {
+            node: self.node,
+            live_proposers: Stats::get(&s.live_proposers),
+            live_acceptors: Stats::get(&s.live_acceptors),
+            acceptor_restarts: Stats::get(&s.acceptor_restarts),
+            proposer_restarts: Stats::get(&s.proposer_restarts),
+            commits: Stats::get(&s.commits),
+            records_written: Stats::get(&s.records_written),
+            peer_frames_dropped: Stats::get(&s.peer_frames_dropped),
+            bad_frames: Stats::get(&s.bad_frames),
+            rss_bytes: resident_memory_bytes(),
+        })
+    }
+}
+
+/// This process's resident memory, from /proc (0 where there is none).
+pub fn resident_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}

@@ -1,0 +1,215 @@
+//! `paxkv node` (one node in the foreground) and `paxkv cluster` (every node of the config
+//! on this machine, as child processes that are restarted when they die).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use paxkv::client::{Client, ClientOptions};
+use paxkv::config::Config;
+use paxkv::messages::NodeId;
+use paxkv::node::NodeHandle;
+use tokio::process::Command;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use super::{EXIT_BAD_INPUT, EXIT_OK, EXIT_UNAVAILABLE};
+
+/// How long `cluster` waits for every node to answer before it gives up.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A node that ran this long before dying is restarted after the shortest backoff again.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+/// After SIGTERM, how long a node has to exit before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub fn run_node(config_path: &Path, id: NodeId, data_dir: Option<PathBuf>) -> i32 {
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("paxkv node: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(format!("data/node-{id}")));
+    match NodeHandle::start(Arc::new(config), id, &data_dir, None) {
+        Ok(node) => {
+            eprintln!(
+                "paxkv node {id} listening on {} (data in {})",
+                node.addr,
+                data_dir.display()
+            );
+            node.wait();
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("paxkv node {id}: refusing to start: {e}");
+            EXIT_BAD_INPUT
+        }
+    }
+}
+
+pub fn run_cluster(config_path: &Path, data_dir: &Path) -> i32 {
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("paxkv cluster: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("paxkv cluster: cannot find my own binary: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    for node in &config.nodes {
+        let dir = data_dir.join(format!("node-{}", node.id));
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            eprintln!("paxkv cluster: data dir {}: {e}", dir.display());
+            return EXIT_BAD_INPUT;
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async move {
+        let (stop, stopped) = watch::channel(false);
+        let mut children = Vec::new();
+        for node in &config.nodes {
+            let dir = data_dir.join(format!("node-{}", node.id));
+            children.push(tokio::spawn(keep_node_running(
+                exe.clone(),
+                config_path.to_path_buf(),
+                node.id,
+                dir,
+                stopped.clone(),
+            )));
+        }
+        let mut sigterm = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+        let ready = tokio::select! {
+            ready = wait_until_all_answer(&config) => ready,
+            _ = tokio::signal::ctrl_c() => false,
+            _ = sigterm.recv() => false,
+        };
+        let code = if ready {
+            println!("paxkv cluster: {} nodes up", config.nodes.len());
+            for node in &config.nodes {
+                let dir = data_dir.join(format!("node-{}", node.id));
+                println!(
+                    "  node {} listening on {} (data in {})",
+                    node.id,
+                    node.addr,
+                    dir.display()
+                );
+            }
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = sigterm.recv() => {}
+            }
+            EXIT_OK
+        } else {
+            eprintln!("paxkv cluster: not every node answered; stopping");
+            EXIT_UNAVAILABLE
+        };
+        eprintln!("paxkv cluster: stopping all nodes");
+        let _ = stop.send(true);
+        for child in children {
+            let _ = child.await;
+        }
+        code
+    })
+}
+
+/// Polls every node with a ping until all answer or the startup deadline passes.
+async fn wait_until_all_answer(config: &Config) -> bool {
+    let client = Client::new(
+        config.addrs(),
+        ClientOptions {
+            attempt_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_millis(500),
+            ..ClientOptions::default()
+        },
+    );
+    let deadline = Instant::now() + STARTUP_DEADLINE;
+    let mut up = vec![false; config.nodes.len()];
+    while Instant::now() < deadline {
+        for (i, is_up) in up.iter_mut().enumerate() {
+            if !*is_up {
+                *is_up = client.ping(i).await.is_ok();
+            }
+        }
+        if up.iter().all(|u| *u) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Runs `paxkv node --id ID` until told to stop, restarting it with backoff whenever it dies.
+async fn keep_node_running(
+    exe: PathBuf,
+    config: PathBuf,
+    id: NodeId,
+    dir: PathBuf,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = RESTART_BACKOFF_MIN;
+    loop {
+        let started = Instant::now();
+        let child = Command::new(&exe)
+            .arg("node")
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&dir)
+            .kill_on_drop(true)
+            .spawn();
+        let exit = match child {
+            Err(e) => format!("could not be started: {e}"),
+            Ok(mut child) => {
+                tokio::select! {
+                    status = child.wait() => match status {
+                        Ok(status) => format!("exited ({status})"),
+                        Err(e) => format!("could not be waited for: {e}"),
+                    },
+                    _ = stop.changed() => {
+                        terminate(&mut child).await;
+                        return;
+                    }
+                }
+            }
+        };
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff = RESTART_BACKOFF_MIN;
+        }
+        log::warn!("node {id} {exit}; restarting it in {backoff:?}");
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+    }
+}
+
+/// SIGTERM, then SIGKILL if the node has not exited within the grace period.
+async fn terminate(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped (we still hold it).
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}

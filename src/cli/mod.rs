@@ -1,0 +1,286 @@
+//! Command-line parsing and the client commands (`put`, `get`, `delete`, `cas`, `load`,
+//! `status`). `cluster` and `node` live in [`cluster`].
+
+mod cluster;
+mod load;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use paxkv::client::{Client, ClientOptions};
+use paxkv::config::Config;
+use paxkv::messages::Outcome;
+use paxkv::Error;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_NOT_FOUND: i32 = 1;
+pub const EXIT_BAD_INPUT: i32 = 2;
+pub const EXIT_UNAVAILABLE: i32 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "paxkv",
+    version,
+    about = "A leaderless key-value store on per-key Paxos"
+)]
+struct Cli {
+    /// Cluster configuration file.
+    #[arg(long, global = true, default_value = "config/cluster.toml")]
+    config: PathBuf,
+    /// Comma-separated node addresses, instead of reading them from --config.
+    #[arg(long, global = true, value_delimiter = ',')]
+    nodes: Vec<SocketAddr>,
+    /// Send every request to this node only.
+    #[arg(long, global = true)]
+    node: Option<SocketAddr>,
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// How long one operation may take, retries across nodes included.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the config's nodes on this machine as child processes; restart any that dies.
+    Cluster {
+        /// Node N keeps its data in DIR/node-N.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
+    /// Run one node of the config.
+    Node {
+        #[arg(long)]
+        id: u32,
+        /// Where this node keeps its data.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Set KEY to VALUE.
+    Put { key: String, value: String },
+    /// Read KEY (linearizable).
+    Get { key: String },
+    /// Remove KEY's value.
+    Delete { key: String },
+    /// Set KEY to VALUE only if its version is V (V = 0: only if KEY has no value).
+    Cas {
+        key: String,
+        value: String,
+        #[arg(long)]
+        expect_version: u64,
+    },
+    /// Put `key value` lines from standard input, many in flight.
+    Load {
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+    /// Show every node's counters.
+    Status,
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_OK
+            };
+        }
+    };
+    let default_log = match cli.command {
+        Command::Cluster { .. } | Command::Node { .. } => "info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log)).init();
+    match cli.command {
+        Command::Cluster { ref data_dir } => cluster::run_cluster(&cli.config, data_dir),
+        Command::Node { id, ref data_dir } => cluster::run_node(&cli.config, id, data_dir.clone()),
+        _ => run_client_command(cli),
+    }
+}
+
+fn run_client_command(cli: Cli) -> i32 {
+    let client = match make_client(&cli) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let json = cli.json;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Put { key, value } => {
+                let r = client.put(key.as_bytes(), value.as_bytes()).await;
+                report(&key, r, json)
+            }
+            Command::Get { key } => report(&key, client.get(key.as_bytes()).await, json),
+            Command::Delete { key } => report(&key, client.delete(key.as_bytes()).await, json),
+            Command::Cas {
+                key,
+                value,
+                expect_version,
+            } => {
+                let r = client
+                    .cas(key.as_bytes(), value.as_bytes(), expect_version)
+                    .await;
+                report(&key, r, json)
+            }
+            Command::Load { concurrency } => load::run(client, concurrency, json).await,
+            Command::Status => status(client, json).await,
+            Command::Cluster { .. } | Command::Node { .. } => unreachable!(),
+        }
+    })
+}
+
+fn make_client(cli: &Cli) -> anyhow::Result<Client> {
+    let (addrs, pinned) = match (cli.node, cli.nodes.is_empty()) {
+        (Some(node), _) => (vec![node], true),
+        (None, false) => (cli.nodes.clone(), false),
+        (None, true) => {
+            let config = Config::load(&cli.config)
+                .with_context(|| "reading the cluster config (or give --nodes)")?;
+            (config.addrs(), false)
+        }
+    };
+    let op_timeout = Duration::from_millis(cli.timeout_ms);
+    let options = ClientOptions {
+        op_timeout,
+        attempt_timeout: op_timeout.min(ClientOptions::default().attempt_timeout),
+        pinned,
+        ..ClientOptions::default()
+    };
+    Ok(Client::new(addrs, options))
+}
+
+/// Prints an outcome and returns the exit code.
+fn report(key: &str, result: paxkv::Result<Outcome>, json: bool) -> i32 {
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let code = match e {
+                Error::BadRequest(_) => EXIT_BAD_INPUT,
+                _ => EXIT_UNAVAILABLE,
+            };
+            if json {
+                let kind = match e {
+                    Error::BadRequest(_) => "bad_request",
+                    Error::Unknown(_) => "unknown",
+                    _ => "unavailable",
+                };
+                println!(
+                    "{}",
+                    serde_json::json!({"key": key, "error": kind, "message": e.to_string()})
+                );
+            }
+            eprintln!("error: {e}");
+            return code;
+        }
+    };
+    let (text, value, code) = match outcome {
+        Outcome::Get {
+            value: Some(value),
+            version,
+        } => {
+            let value = String::from_utf8_lossy(&value).into_owned();
+            let v = serde_json::json!({"key": key, "value": value, "version": version});
+            (format!("{value}\n(version {version})"), v, EXIT_OK)
+        }
+        Outcome::Get {
+            value: None,
+            version,
+        } => {
+            let v = serde_json::json!({"key": key, "value": null, "version": version});
+            (format!("(not found, version {version})"), v, EXIT_NOT_FOUND)
+        }
+        Outcome::Put { version } => {
+            let v = serde_json::json!({"key": key, "version": version});
+            (format!("ok (version {version})"), v, EXIT_OK)
+        }
+        Outcome::Delete { deleted, version } => {
+            let v = serde_json::json!({"key": key, "version": version});
+            if deleted {
+                (format!("deleted (version {version})"), v, EXIT_OK)
+            } else {
+                (format!("(not found, version {version})"), v, EXIT_NOT_FOUND)
+            }
+        }
+        Outcome::Cas { swapped, version } => {
+            let v = serde_json::json!({"key": key, "swapped": swapped, "version": version});
+            if swapped {
+                (format!("swapped (version {version})"), v, EXIT_OK)
+            } else {
+                (
+                    format!("not swapped (current version {version})"),
+                    v,
+                    EXIT_NOT_FOUND,
+                )
+            }
+        }
+    };
+    if json {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+    code
+}
+
+async fn status(client: Client, json: bool) -> i32 {
+    let mut code = EXIT_OK;
+    for (i, addr) in client.addrs().to_vec().into_iter().enumerate() {
+        match client.status(i).await {
+            Ok(s) if json => println!(
+                "{}",
+                serde_json::json!({
+                    "addr": addr.to_string(), "node": s.node,
+                    "live_proposers": s.live_proposers, "live_acceptors": s.live_acceptors,
+                    "acceptor_restarts": s.acceptor_restarts,
+                    "proposer_restarts": s.proposer_restarts, "commits": s.commits,
+                    "records_written": s.records_written,
+                    "peer_frames_dropped": s.peer_frames_dropped, "bad_frames": s.bad_frames,
+                    "rss_bytes": s.rss_bytes,
+                })
+            ),
+            Ok(s) => println!(
+                "node {} at {addr}: up, {} proposers and {} acceptors live, {} commits \
+                 ({} records), {} restarts, {} peer frames dropped, {} bad frames, rss {} MiB",
+                s.node,
+                s.live_proposers,
+                s.live_acceptors,
+                s.commits,
+                s.records_written,
+                s.acceptor_restarts + s.proposer_restarts,
+                s.peer_frames_dropped,
+                s.bad_frames,
+                s.rss_bytes >> 20
+            ),
+            Err(e) => {
+                code = EXIT_UNAVAILABLE;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"addr": addr.to_string(), "error": e.to_string()})
+                    );
+                } else {
+                    println!("{addr}: down ({e})");
+                }
+            }
+        }
+    }
+    code
+}

@@ -1,0 +1,357 @@
+//! The async paxkv client, used by the CLI, the benchmark and the tests.
+//!
+//! - One connection per node, opened on first use; many requests in flight on it, matched to
+//!   their responses by request id.
+//! - Any node can coordinate any request. When a node is down, slow or unavailable the client
+//!   moves to the next one, until the operation's deadline.
+//! - Every write carries a [`RequestId`] that stays the same across retries, so retrying a
+//!   write whose outcome was unknown never applies it twice. An operation that may have taken
+//!   effect but could not be confirmed before the deadline ends in [`Error::Unknown`]; one that
+//!   certainly did not, in [`Error::Unavailable`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+
+use crate::actors::network::{encode_frame, frame_codec};
+use crate::error::{Error, Result};
+use crate::messages::{
+    ClientRequest, Command, ErrorReply, Frame, NodeStatus, Outcome, Reply, RequestBody, RequestId,
+};
+
+/// Requests queued for one connection's writer.
+const CONNECTION_QUEUE_CAPACITY: usize = 4_096;
+/// The largest response a client reads (a value of up to 64 MiB and its framing).
+const CLIENT_MAX_FRAME_BYTES: usize = 65 << 20;
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// How long one operation may take, retries included.
+    pub op_timeout: Duration,
+    /// How long one attempt on one node may take before the client tries the next node.
+    pub attempt_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Send to the first address only, never to another.
+    pub pinned: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            op_timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(4),
+            connect_timeout: Duration::from_secs(1),
+            pinned: false,
+        }
+    }
+}
+
+/// A cheap-to-clone handle; clones share connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    addrs: Vec<SocketAddr>,
+    options: ClientOptions,
+    current: AtomicUsize,
+    connections: Mutex<HashMap<usize, Arc<Connection>>>,
+    client_id: u64,
+    next_seq: AtomicU64,
+}
+
+/// The result of one attempt on one node.
+enum Attempt {
+    Done(std::result::Result<Reply, ErrorReply>),
+    /// The connection failed or the attempt timed out: the request may have been received.
+    Lost(String),
+}
+
+impl Client {
+    pub fn new(addrs: Vec<SocketAddr>, options: ClientOptions) -> Client {
+        assert!(
+            !addrs.is_empty(),
+            "a client needs at least one node address"
+        );
+        let start = if options.pinned {
+            0
+        } else {
+            rand::random::<u32>() as usize % addrs.len()
+        };
+        Client {
+            inner: Arc::new(Inner {
+                addrs,
+                options,
+                current: AtomicUsize::new(start),
+                connections: Mutex::new(HashMap::new()),
+                client_id: rand::random(),
+                next_seq: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    pub async fn get(&self, key: &[u8]) -> Result<Outcome> {
+        self.execute(key, Command::Get).await
+    }
+
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<Outcome> {
+        let value = value.to_vec();
+        self.execute(key, Command::Put { value }).await
+    }
+
+    pub async fn delete(&self, key: &[u8]) -> Result<Outcome> {
+        self.execute(key, Command::Delete).await
+    }
+
+    pub async fn cas(&self, key: &[u8], value: &[u8], expect: u64) -> Result<Outcome> {
+        let value = value.to_vec();
+        self.execute(key, Command::Cas { expect, value }).await
+    }
+
+    /// Runs one command with retries across nodes until it succeeds, fails for good, or its
+    /// deadline passes.
+    pub async fn execute(&self, key: &[u8], command: Command) -> Result<Outcome> {
+        let write = command.is_write();
+        let write_id = write.then(|| RequestId {
+            client: self.inner.client_id,
+            seq: self.inner.next_seq.fetch_add(1, Ordering::Relaxed),
+        });
+        let body = RequestBody::Kv {
+            key: key.to_vec(),
+            command,
+            write_id,
+        };
+        let deadline = Instant::now() + self.inner.options.op_timeout;
+        let mut maybe_applied = false;
+        let mut last_error = String::from("no attempt finished");
+        let mut backoff = RETRY_BACKOFF_MIN;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(if maybe_applied {
+                    Error::Unknown(last_error)
+                } else {
+                    Error::Unavailable(last_error)
+                });
+            }
+            let node = self.inner.current.load(Ordering::Relaxed);
+            let attempt_timeout = self.inner.options.attempt_timeout.min(deadline - now);
+            match self.attempt(node, body.clone(), attempt_timeout).await {
+                Attempt::Done(Ok(Reply::Kv(outcome))) => return Ok(outcome),
+                Attempt::Done(Ok(other)) => {
+                    return Err(Error::Unknown(format!("unexpected reply {other:?}")))
+                }
+                Attempt::Done(Err(ErrorReply::BadRequest(m))) => return Err(Error::BadRequest(m)),
+                Attempt::Done(Err(ErrorReply::Unknown(m))) => {
+                    maybe_applied |= write;
+                    last_error = m;
+                }
+                Attempt::Done(Err(ErrorReply::Unavailable(m) | ErrorReply::Busy(m))) => {
+                    last_error = m;
+                }
+                Attempt::Lost(m) => {
+                    maybe_applied |= write;
+                    last_error = m;
+                }
+            }
+            self.move_on(node);
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(backoff.min(left)).await;
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+        }
+    }
+
+    /// Asks node `index` (of the client's addresses) whether it is up.
+    pub async fn ping(&self, index: usize) -> Result<()> {
+        match self
+            .attempt(index, RequestBody::Ping, self.inner.options.attempt_timeout)
+            .await
+        {
+            Attempt::Done(Ok(_)) => Ok(()),
+            Attempt::Done(Err(e)) => Err(e.into()),
+            Attempt::Lost(m) => Err(Error::Unavailable(m)),
+        }
+    }
+
+    /// Node `index`'s counters.
+    pub async fn status(&self, index: usize) -> Result<NodeStatus> {
+        match self
+            .attempt(
+                index,
+                RequestBody::Status,
+                self.inner.options.attempt_timeout,
+            )
+            .await
+        {
+            Attempt::Done(Ok(Reply::Status(status))) => Ok(status),
+            Attempt::Done(Ok(other)) => Err(Error::Unknown(format!("unexpected reply {other:?}"))),
+            Attempt::Done(Err(e)) => Err(e.into()),
+            Attempt::Lost(m) => Err(Error::Unavailable(m)),
+        }
+    }
+
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.inner.addrs
+    }
+
+    fn move_on(&self, failed: usize) {
+        if !self.inner.options.pinned {
+            let next = (failed + 1) % self.inner.addrs.len();
+            let _ = self.inner.current.compare_exchange(
+                failed,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    async fn attempt(&self, index: usize, body: RequestBody, timeout: Duration) -> Attempt {
+        let conn = match self.connection(index).await {
+            Ok(conn) => conn,
+            Err(e) => return Attempt::Done(Err(ErrorReply::Unavailable(e.to_string()))),
+        };
+        match tokio::time::timeout(timeout, conn.request(body)).await {
+            Ok(Ok(result)) => Attempt::Done(result),
+            Ok(Err(lost)) => {
+                self.forget(index, &conn);
+                Attempt::Lost(lost)
+            }
+            Err(_) => Attempt::Lost(format!(
+                "node {} did not answer within {timeout:?}",
+                self.inner.addrs[index]
+            )),
+        }
+    }
+
+    async fn connection(&self, index: usize) -> Result<Arc<Connection>> {
+        if let Some(conn) = self.inner.connections.lock().unwrap().get(&index) {
+            if !conn.closed.load(Ordering::Relaxed) {
+                return Ok(conn.clone());
+            }
+        }
+        let addr = self.inner.addrs[index];
+        let conn = Arc::new(Connection::open(addr, self.inner.options.connect_timeout).await?);
+        let mut conns = self.inner.connections.lock().unwrap();
+        // Another task may have connected meanwhile; keep one connection per node.
+        let kept = conns
+            .entry(index)
+            .and_modify(|c| {
+                if c.closed.load(Ordering::Relaxed) {
+                    *c = conn.clone();
+                }
+            })
+            .or_insert(conn);
+        Ok(kept.clone())
+    }
+
+    fn forget(&self, index: usize, conn: &Arc<Connection>) {
+        let mut conns = self.inner.connections.lock().unwrap();
+        if conns.get(&index).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            conns.remove(&index);
+        }
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<std::result::Result<Reply, ErrorReply>>>>>;
+
+/// One connection to one node, with many requests in flight.
+struct Connection {
+    addr: SocketAddr,
+    frames: mpsc::Sender<Bytes>,
+    pending: Pending,
+    closed: Arc<AtomicBool>,
+    next_id: AtomicU64,
+}
+
+impl Connection {
+    async fn open(addr: SocketAddr, timeout: Duration) -> Result<Connection> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| Error::Unavailable(format!("connecting to {addr} timed out")))?
+            .map_err(|e| Error::Unavailable(format!("connecting to {addr}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let (reader, mut writer) = stream.into_split();
+        let (frames, mut outgoing) = mpsc::channel::<Bytes>(CONNECTION_QUEUE_CAPACITY);
+        let pending: Pending = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+
+        tokio::spawn(async move {
+            let mut buf = BytesMut::new();
+            while let Some(first) = outgoing.recv().await {
+                buf.extend_from_slice(&first);
+                while let Ok(more) = outgoing.try_recv() {
+                    buf.extend_from_slice(&more);
+                }
+                if writer.write_all(&buf).await.is_err() {
+                    return;
+                }
+                buf.clear();
+            }
+        });
+        let (reader_pending, reader_closed) = (pending.clone(), closed.clone());
+        tokio::spawn(async move {
+            let mut frames = FramedRead::new(reader, frame_codec(CLIENT_MAX_FRAME_BYTES));
+            while let Some(Ok(bytes)) = frames.next().await {
+                let Ok(Frame::Response(response)) = postcard::from_bytes::<Frame>(&bytes) else {
+                    log::warn!("malformed response from {addr}; closing the connection");
+                    break;
+                };
+                if let Some(waiter) = reader_pending.lock().unwrap().remove(&response.id) {
+                    let _ = waiter.send(response.result);
+                }
+            }
+            reader_closed.store(true, Ordering::Relaxed);
+            // Dropping the waiters tells every request in flight that the connection is gone.
+            reader_pending.lock().unwrap().clear();
+        });
+        Ok(Connection {
+            addr,
+            frames,
+            pending,
+            closed,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// Sends one request and waits for its response; `Err` if the connection was lost.
+    async fn request(
+        &self,
+        body: RequestBody,
+    ) -> std::result::Result<std::result::Result<Reply, ErrorReply>, String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap().insert(id, tx);
+        if self.closed.load(Ordering::Relaxed) {
+            self.pending.lock().unwrap().remove(&id);
+            return Err(format!("connection to {} lost", self.addr));
+        }
+        let frame = encode_frame(&Frame::Request(ClientRequest { id, body }));
+        let lost = || format!("connection to {} lost", self.addr);
+        if self.frames.send(frame).await.is_err() {
+            self.pending.lock().unwrap().remove(&id);
+            return Err(lost());
+        }
+        let result = rx.await.map_err(|_| lost());
+        self.pending.lock().unwrap().remove(&id);
+        result
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,97 @@
+//! Starting and stopping one node: its storage actor on a thread of its own, its supervisor
+//! and network on an actix system thread.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use actix::prelude::*;
+
+use crate::actors::network::Network;
+use crate::actors::storage::StorageActor;
+use crate::actors::supervisor::NodeSupervisor;
+use crate::actors::Stats;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::messages::NodeId;
+use crate::storage::Store;
+
+/// A running node. Dropping it does not stop it; call [`NodeHandle::stop`].
+pub struct NodeHandle {
+    pub id: NodeId,
+    pub addr: SocketAddr,
+    system: actix_rt::System,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl NodeHandle {
+    /// Starts node `id` of `config` with its data in `data_dir`. `listener`, if given, is an
+    /// already bound socket for the node's address (tests bind ephemeral ports first).
+    pub fn start(
+        config: Arc<Config>,
+        id: NodeId,
+        data_dir: &Path,
+        listener: Option<std::net::TcpListener>,
+    ) -> Result<NodeHandle> {
+        let addr = config.addr_of(id)?;
+        let listener = match listener {
+            Some(l) => l,
+            None => std::net::TcpListener::bind(addr)
+                .map_err(|e| Error::Config(format!("node {id}: cannot listen on {addr}: {e}")))?,
+        };
+        let store = Store::open(data_dir, config.storage.map_size_mb << 20, id)?;
+        if !store.is_fully_durable()? {
+            return Err(Error::Storage("LMDB opened without fsync".into()));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("paxkv-node-{id}"))
+            .spawn(move || {
+                let system = actix_rt::System::new();
+                let stats = Arc::new(Stats::default());
+                let storage_arbiter = Arbiter::new();
+                let group = config.storage.max_group_commit;
+                let storage_stats = stats.clone();
+                system.block_on(async {
+                    let storage =
+                        StorageActor::start_in_arbiter(&storage_arbiter.handle(), move |_| {
+                            StorageActor::new(store, group, storage_stats)
+                        });
+                    let (supervisor, queues) =
+                        NodeSupervisor::start(id, config.clone(), storage, stats.clone());
+                    Network::new(id, listener, queues, supervisor, config, stats).start();
+                });
+                let _ = tx.send(actix_rt::System::current());
+                let _ = system.run();
+                storage_arbiter.stop();
+                let _ = storage_arbiter.join();
+            })?;
+        let system = rx
+            .recv()
+            .map_err(|_| Error::Storage(format!("node {id} failed to start")))?;
+        log::info!("node {id} listening on {addr}");
+        Ok(NodeHandle {
+            id,
+            addr,
+            system,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the node and waits until its storage is closed (its data directory may then be
+    /// opened again).
+    pub fn stop(mut self) {
+        self.system.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Blocks until the node stops.
+    pub fn wait(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

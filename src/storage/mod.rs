@@ -1,0 +1,270 @@
+//! LMDB through heed, behind a small interface: the acceptors' durable records, one per key,
+//! and the node's identity.
+//!
+//! - Every record is encoded with postcard and followed by a CRC32 of those bytes; a record is
+//!   checked before it is written and again when it is read back ([`AcceptorRecord::check`]).
+//! - [`Store::write`] writes a batch of records in one transaction; its commit is the fsync
+//!   that makes them durable (LMDB's default flags: no `NO_SYNC`, `NO_META_SYNC` or
+//!   `MAP_ASYNC`, which [`Store::is_fully_durable`] asserts).
+//! - The map size is set explicitly; when the map is full a write fails with a storage error
+//!   and nothing of that transaction is kept.
+//! - Read transactions are opened and closed within one call, never held across messages.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use heed::types::Bytes;
+use heed::{Database, Env, EnvFlags, EnvOpenOptions};
+
+use crate::error::{Error, Result};
+use crate::messages::NodeId;
+use crate::paxos::acceptor::AcceptorRecord;
+
+/// Database names, in one place.
+mod db_name {
+    pub const ACCEPTORS: &str = "acceptors";
+    pub const META: &str = "meta";
+}
+
+/// Keys of the meta database.
+mod meta_key {
+    pub const NODE_ID: &[u8] = b"node_id";
+}
+
+const CRC_BYTES: usize = 4;
+
+pub struct Store {
+    env: Env,
+    acceptors: Database<Bytes, Bytes>,
+    meta: Database<Bytes, Bytes>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir` for node `node`. Refuses a directory that
+    /// belongs to another node.
+    pub fn open(dir: &Path, map_size_bytes: usize, node: NodeId) -> Result<Store> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Config(format!("data dir {}: {e}", dir.display())))?;
+        // SAFETY: the environment is opened once per process and directory (heed refuses a
+        // second open of the same path), with LMDB's default, fully durable flags.
+        let env = unsafe {
+            EnvOpenOptions::new()
+                .map_size(map_size_bytes)
+                .max_dbs(4)
+                .max_readers(64)
+                .open(dir)
+        }
+        .map_err(|e| Error::Config(format!("data dir {}: {e}", dir.display())))?;
+        let mut wtxn = env.write_txn()?;
+        let acceptors = env.create_database(&mut wtxn, Some(db_name::ACCEPTORS))?;
+        let meta: Database<Bytes, Bytes> = env.create_database(&mut wtxn, Some(db_name::META))?;
+        match meta.get(&wtxn, meta_key::NODE_ID)? {
+            None => meta.put(&mut wtxn, meta_key::NODE_ID, &node.to_be_bytes())?,
+            Some(found) if found == node.to_be_bytes() => {}
+            Some(found) => {
+                return Err(Error::Config(format!(
+                    "data dir {} belongs to node {:?}, not node {node}",
+                    dir.display(),
+                    found
+                )))
+            }
+        }
+        wtxn.commit()?;
+        Ok(Store {
+            env,
+            acceptors,
+            meta,
+        })
+    }
+
+    /// True when none of LMDB's flags that trade durability for speed is set.
+    pub fn is_fully_durable(&self) -> Result<bool> {
+        let flags = self.env.get_flags()?;
+        let unsafe_flags = EnvFlags::NO_SYNC | EnvFlags::NO_META_SYNC | EnvFlags::MAP_ASYNC;
+        Ok(flags & unsafe_flags.bits() == 0)
+    }
+
+    /// Writes every record in one transaction; returns once it is committed and fsynced.
+    pub fn write(&self, records: &[(&[u8], &AcceptorRecord)]) -> Result<()> {
+        let mut wtxn = self.env.write_txn()?;
+        let mut buf = Vec::new();
+        for (key, record) in records {
+            encode(record, &mut buf)?;
+            self.acceptors.put(&mut wtxn, key, &buf)?;
+        }
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    /// The record of `key`, or `None` if this node never wrote one.
+    pub fn load(&self, key: &[u8]) -> Result<Option<AcceptorRecord>> {
+        let rtxn = self.env.read_txn()?;
+        match self.acceptors.get(&rtxn, key)? {
+            None => Ok(None),
+            Some(bytes) => decode(key, bytes).map(Some),
+        }
+    }
+
+    /// Number of keys with a record.
+    pub fn len(&self) -> Result<u64> {
+        let rtxn = self.env.read_txn()?;
+        Ok(self.acceptors.len(&rtxn)?)
+    }
+
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Up to `limit` records with keys after `after` (all keys if `None`), in key order.
+    pub fn scan(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, AcceptorRecord)>> {
+        let rtxn = self.env.read_txn()?;
+        let mut out = Vec::new();
+        let bounds = match after {
+            None => (Bound::Unbounded, Bound::Unbounded),
+            Some(after) => (Bound::Excluded(after), Bound::Unbounded),
+        };
+        for item in self.acceptors.range(&rtxn, &bounds)?.take(limit) {
+            let (key, bytes) = item?;
+            out.push((key.to_vec(), decode(key, bytes)?));
+        }
+        Ok(out)
+    }
+
+    /// The node id this directory was created for.
+    pub fn node_id(&self) -> Result<Option<NodeId>> {
+        let rtxn = self.env.read_txn()?;
+        Ok(self
+            .meta
+            .get(&rtxn, meta_key::NODE_ID)?
+            .and_then(|b| b.try_into().ok().map(NodeId::from_be_bytes)))
+    }
+}
+
+fn encode(record: &AcceptorRecord, buf: &mut Vec<u8>) -> Result<()> {
+    record
+        .check()
+        .map_err(|e| Error::Storage(format!("refusing to write a broken record: {e}")))?;
+    buf.clear();
+    postcard::to_io(record, &mut *buf).map_err(|e| Error::Storage(e.to_string()))?;
+    let crc = crc32fast::hash(buf);
+    buf.extend_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+fn decode(key: &[u8], bytes: &[u8]) -> Result<AcceptorRecord> {
+    let corrupt = |why: String| {
+        Error::Storage(format!(
+            "record of key {:?} is corrupt: {why}",
+            String::from_utf8_lossy(key)
+        ))
+    };
+    if bytes.len() < CRC_BYTES {
+        return Err(corrupt("too short".into()));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - CRC_BYTES);
+    if crc32fast::hash(body).to_le_bytes() != crc {
+        return Err(corrupt("checksum mismatch".into()));
+    }
+    let record: AcceptorRecord = postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
+    record.check().map_err(corrupt)?;
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{Ballot, Register};
+
+    fn record(version: u64) -> AcceptorRecord {
+        AcceptorRecord {
+            promised: Ballot::new(version + 1, 1),
+            accepted: Ballot::new(version, 1),
+            state: Register {
+                version,
+                value: Some(format!("v{version}").into_bytes()),
+                recent: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn lmdb_is_opened_without_any_flag_that_skips_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        assert!(store.is_fully_durable().unwrap());
+        let flags = store.env.get_flags().unwrap();
+        for flag in [
+            EnvFlags::NO_SYNC,
+            EnvFlags::NO_META_SYNC,
+            EnvFlags::MAP_ASYNC,
+        ] {
+            assert_eq!(flags & flag.bits(), 0, "{flag:?} is set");
+        }
+    }
+
+    #[test]
+    fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+            store
+                .write(&[(b"a".as_slice(), &record(1)), (b"b".as_slice(), &record(2))])
+                .unwrap();
+        }
+        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        assert_eq!(store.load(b"a").unwrap(), Some(record(1)));
+        assert_eq!(store.load(b"c").unwrap(), None);
+        assert_eq!(store.len().unwrap(), 2);
+        let scanned = store.scan(Some(b"a"), 10).unwrap();
+        assert_eq!(scanned, vec![(b"b".to_vec(), record(2))]);
+    }
+
+    #[test]
+    fn a_directory_of_another_node_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), 64 << 20, 1).unwrap());
+        let err = Store::open(dir.path(), 64 << 20, 2).err().unwrap();
+        assert!(err.to_string().contains("belongs to node"), "{err}");
+    }
+
+    #[test]
+    fn a_corrupt_record_is_detected_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        let mut wtxn = store.env.write_txn().unwrap();
+        let mut buf = Vec::new();
+        encode(&record(3), &mut buf).unwrap();
+        buf[2] ^= 0xff;
+        store.acceptors.put(&mut wtxn, b"k", &buf).unwrap();
+        wtxn.commit().unwrap();
+        let err = store.load(b"k").unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_record_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        let mut bad = record(3);
+        bad.promised = Ballot::ZERO;
+        assert!(store.write(&[(b"k".as_slice(), &bad)]).is_err());
+        assert_eq!(store.load(b"k").unwrap(), None);
+    }
+
+    #[test]
+    fn a_full_map_fails_the_write_and_keeps_what_was_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20, 1).unwrap();
+        store.write(&[(b"first".as_slice(), &record(1))]).unwrap();
+        let mut big = record(2);
+        big.state.value = Some(vec![7; 4 << 20]);
+        let err = store.write(&[(b"big".as_slice(), &big)]).unwrap_err();
+        assert!(matches!(err, Error::Storage(_)), "{err}");
+        assert_eq!(store.load(b"first").unwrap(), Some(record(1)));
+        assert_eq!(store.load(b"big").unwrap(), None);
+    }
+}
