@@ -46,6 +46,7 @@ pub struct NodeConfig {
 pub struct PaxosConfig {
     pub request_timeout_ms: u64,
     pub phase_timeout_ms: u64,
+    pub read_grace_ms: u64,
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,
     pub max_batch: usize,
@@ -57,6 +58,7 @@ impl Default for PaxosConfig {
         PaxosConfig {
             request_timeout_ms: 3_000,
             phase_timeout_ms: 500,
+            read_grace_ms: 20,
             backoff_min_ms: 1,
             backoff_max_ms: 50,
             max_batch: 32,
@@ -173,6 +175,12 @@ impl Config {
         positive("paxos.request_timeout_ms", p.request_timeout_ms)?;
         positive("paxos.phase_timeout_ms", p.phase_timeout_ms)?;
         positive("paxos.backoff_min_ms", p.backoff_min_ms)?;
+        if p.read_grace_ms >= p.phase_timeout_ms {
+            return Err(invalid(
+                "paxos.read_grace_ms",
+                "must be below paxos.phase_timeout_ms",
+            ));
+        }
         positive("paxos.tick_ms", p.tick_ms)?;
         if p.backoff_max_ms < p.backoff_min_ms {
             return Err(invalid(

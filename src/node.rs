@@ -21,6 +21,7 @@ use crate::storage::Store;
 pub struct NodeHandle {
     pub id: NodeId,
     pub addr: SocketAddr,
+    supervisor: Addr<NodeSupervisor>,
     system: actix_rt::System,
     thread: Option<JoinHandle<()>>,
 }
@@ -53,30 +54,37 @@ impl NodeHandle {
                 let storage_arbiter = Arbiter::new();
                 let group = config.storage.max_group_commit;
                 let storage_stats = stats.clone();
-                system.block_on(async {
+                let supervisor = system.block_on(async {
                     let storage =
                         StorageActor::start_in_arbiter(&storage_arbiter.handle(), move |_| {
                             StorageActor::new(store, group, storage_stats)
                         });
                     let (supervisor, queues) =
                         NodeSupervisor::start(id, config.clone(), storage, stats.clone());
-                    Network::new(id, listener, queues, supervisor, config, stats).start();
+                    Network::new(id, listener, queues, supervisor.clone(), config, stats).start();
+                    supervisor
                 });
-                let _ = tx.send(actix_rt::System::current());
+                let _ = tx.send((actix_rt::System::current(), supervisor));
                 let _ = system.run();
                 storage_arbiter.stop();
                 let _ = storage_arbiter.join();
             })?;
-        let system = rx
+        let (system, supervisor) = rx
             .recv()
             .map_err(|_| Error::Storage(format!("node {id} failed to start")))?;
         log::info!("node {id} listening on {addr}");
         Ok(NodeHandle {
             id,
             addr,
+            supervisor,
             system,
             thread: Some(thread),
         })
+    }
+
+    /// The node's supervisor, for tests and tools that talk to the node in-process.
+    pub fn supervisor(&self) -> &Addr<NodeSupervisor> {
+        &self.supervisor
     }
 
     /// Stops the node and waits until its storage is closed (its data directory may then be

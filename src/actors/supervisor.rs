@@ -157,6 +157,7 @@ impl NodeSupervisor {
             node: self.node,
             nodes: self.config.node_ids(),
             phase_timeout: Duration::from_millis(p.phase_timeout_ms),
+            read_grace: Duration::from_millis(p.read_grace_ms),
             backoff_min: Duration::from_millis(p.backoff_min_ms),
             backoff_max: Duration::from_millis(p.backoff_max_ms),
             max_batch: p.max_batch,

@@ -45,6 +45,8 @@ pub struct ProposerConfig {
     pub nodes: Vec<NodeId>,
     /// A phase without a majority of answers after this long is retried.
     pub phase_timeout: Duration,
+    /// How long a quick read waits for more answers once a majority answered but disagreed.
+    pub read_grace: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     /// Commands applied in one round, at most [`RECENT_WRITES`].
@@ -110,6 +112,8 @@ enum Phase {
         read: u64,
         started: Instant,
         replies: BTreeMap<NodeId, (Ballot, Register)>,
+        /// Set once a majority answered without agreeing: wait for the others until then.
+        settle_by: Option<Instant>,
     },
     Preparing {
         ballot: Ballot,
@@ -243,10 +247,13 @@ impl Proposer {
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Effect>) {
         self.expire(now, out);
         match &self.phase {
-            Phase::Reading { started, .. } => {
+            Phase::Reading {
+                started, settle_by, ..
+            } => {
                 // Too few acceptors agree (or answer) for a quick read: settle it with a full
                 // identity round, which also brings the laggards up to date.
-                if now.duration_since(*started) >= self.cfg.phase_timeout {
+                let settled = settle_by.is_some_and(|t| now >= t);
+                if settled || now.duration_since(*started) >= self.cfg.phase_timeout {
                     self.prepare(now, out);
                 }
             }
@@ -314,6 +321,7 @@ impl Proposer {
                     read: self.reads,
                     started: now,
                     replies: BTreeMap::new(),
+                    settle_by: None,
                 };
                 out.push(Effect::Broadcast(PeerMessage::Query { read: self.reads }));
             }
@@ -374,9 +382,11 @@ impl Proposer {
     ) {
         let quorum = self.cfg.quorum();
         let n = self.cfg.nodes.len();
+        let read_grace = self.cfg.read_grace;
         let Phase::Reading {
             read: current,
             replies,
+            settle_by,
             ..
         } = &mut self.phase
         else {
@@ -421,6 +431,11 @@ impl Proposer {
         } else if count + (n - replies.len()) < quorum {
             // No ballot can reach a majority any more: settle it with a full identity round.
             self.prepare(now, out);
+        } else if replies.len() >= quorum && settle_by.is_none() {
+            // A majority answered but disagrees: give the rest a moment (a write is probably
+            // landing), then settle it with a full round rather than wait for the phase
+            // timeout when some acceptors are down.
+            *settle_by = Some(now + read_grace);
         }
     }
 

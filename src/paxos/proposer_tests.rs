@@ -14,6 +14,7 @@ fn config(node: NodeId) -> ProposerConfig {
         node,
         nodes: NODES.to_vec(),
         phase_timeout: Duration::from_millis(100),
+        read_grace: Duration::from_millis(10),
         backoff_min: Duration::from_millis(1),
         backoff_max: Duration::from_millis(20),
         max_batch: 16,

@@ -57,6 +57,7 @@ impl Sim {
                     node,
                     nodes: ACCEPTORS.to_vec(),
                     phase_timeout: Duration::from_millis(40),
+                    read_grace: Duration::from_millis(5),
                     backoff_min: Duration::from_millis(1),
                     backoff_max: Duration::from_millis(30),
                     max_batch: 8,

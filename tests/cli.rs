@@ -1,0 +1,731 @@
+//! End-to-end tests of the built `paxkv` binary: a five-node `paxkv cluster` started as a
+//! child process on free local ports, driven through the CLI (`put`, `get`, `delete`, `cas`,
+//! `load`), checked for exact output and exit codes, one node killed with SIGKILL (the
+//! cluster keeps serving and `cluster` restarts it), and stopped with SIGTERM (every node
+//! process goes away).
+//!
+//! Exit codes: 0 success or found; 1 not found or cas not swapped; 2 bad usage or bad input;
+//! 3 unavailable or outcome unknown.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_paxkv");
+const NODES: usize = 5;
+/// How long one CLI invocation may run before the test kills it and fails.
+const CLI_DEADLINE: Duration = Duration::from_secs(30);
+/// How long `paxkv cluster` may take to print "nodes up".
+const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
+/// How long `paxkv cluster` may take to exit after SIGTERM (it gives each node 5 s).
+const STOP_DEADLINE: Duration = Duration::from_secs(15);
+/// How long the cluster may take to restart a killed node and have it serve again.
+const RESTART_DEADLINE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
+
+/// Runs the binary with `args`, feeding it `stdin` if given, and returns its exit code,
+/// stdout and stderr. Panics if it runs longer than [`CLI_DEADLINE`] or dies from a signal.
+fn paxkv(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn paxkv");
+    let writer = stdin.map(|input| {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        let input = input.to_owned();
+        std::thread::spawn(move || {
+            // The command may exit without reading everything; that shows up in its output.
+            let _ = pipe.write_all(input.as_bytes());
+        })
+    });
+    let stdout = read_all_in_background(child.stdout.take().expect("piped stdout"));
+    let stderr = read_all_in_background(child.stderr.take().expect("piped stderr"));
+    let deadline = Instant::now() + CLI_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for paxkv") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`paxkv {}` did not finish within {CLI_DEADLINE:?}",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    if let Some(writer) = writer {
+        writer.join().expect("stdin writer");
+    }
+    let stdout = stdout.join().expect("stdout reader");
+    let stderr = stderr.join().expect("stderr reader");
+    let code = status.code().unwrap_or_else(|| {
+        panic!(
+            "`paxkv {}` was killed by a signal ({status}); stderr: {stderr}",
+            args.join(" ")
+        )
+    });
+    (code, stdout, stderr)
+}
+
+fn read_all_in_background(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Distinct free local ports: all bound at once (so they differ), then released.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+/// A config shaped like `config/cluster.toml`, with its nodes on `ports`.
+fn config_text(nodes: &[(u32, u16)]) -> String {
+    let mut text = String::from("# paxkv test cluster\n");
+    for (id, port) in nodes {
+        text.push_str(&format!(
+            "[[node]]\nid = {id}\naddr = \"127.0.0.1:{port}\"\n"
+        ));
+    }
+    text.push_str(
+        "\n[paxos]\nrequest_timeout_ms = 3000\nphase_timeout_ms = 500\nbackoff_min_ms = 1\n\
+         backoff_max_ms = 50\nmax_batch = 32\ntick_ms = 10\n\
+         \n[limits]\nmax_key_bytes = 256\nmax_value_bytes = 1048576\nmax_live_keys = 100000\n\
+         idle_timeout_ms = 10000\nmax_queued_per_key = 1024\npeer_queue_capacity = 8192\n\
+         max_inflight_per_connection = 4096\nmax_client_connections = 1024\n\
+         \n[storage]\nmap_size_mb = 4096\nmax_group_commit = 4096\n",
+    );
+    text
+}
+
+/// Live `paxkv node` processes started with `--config <config>`, as (pid, node id).
+/// Found by scanning `/proc/*/cmdline`; zombies (empty cmdline) are not listed.
+fn node_processes(config: &Path) -> Vec<(u32, u32)> {
+    let config = config.to_str().expect("a UTF-8 temp path");
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // The process may have gone meanwhile.
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&str> = cmdline
+            .split(|b| *b == 0)
+            .filter_map(|a| std::str::from_utf8(a).ok())
+            .collect();
+        let value_of = |flag: &str| args.windows(2).find(|w| w[0] == flag).map(|w| w[1]);
+        if args.iter().skip(1).any(|a| *a == "node") && value_of("--config") == Some(config) {
+            if let Some(id) = value_of("--id").and_then(|id| id.parse().ok()) {
+                found.push((pid, id));
+            }
+        }
+    }
+    found
+}
+
+fn node_pids(config: &Path, id: u32) -> Vec<u32> {
+    node_processes(config)
+        .into_iter()
+        .filter(|(_, node)| *node == id)
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+fn send_signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is one this test started
+    // (the cluster) or found running with this test's own temporary config path.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+/// Polls `condition` every [`POLL`] until it holds or `deadline` passes.
+fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// A running `paxkv cluster` child process. Dropping it stops the cluster and every node
+/// process it started, also when the test panics.
+struct Cluster {
+    child: Child,
+    config: PathBuf,
+    addrs: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+    stopped: bool,
+    _config_file: tempfile::NamedTempFile,
+    _data_dir: tempfile::TempDir,
+}
+
+enum Startup {
+    Up(Cluster),
+    /// A port was taken between finding it free and the node binding it: try other ports.
+    PortTaken,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        for _ in 0..3 {
+            if let Startup::Up(cluster) = Cluster::try_start() {
+                return cluster;
+            }
+        }
+        panic!("paxkv cluster could not bind free ports three times in a row");
+    }
+
+    fn try_start() -> Startup {
+        let ports = free_ports(NODES);
+        let nodes: Vec<(u32, u16)> = (1..=NODES as u32).zip(ports.iter().copied()).collect();
+        let mut config_file = tempfile::Builder::new()
+            .prefix("paxkv-cli-test-")
+            .suffix(".toml")
+            .tempfile()
+            .expect("a temp config file");
+        config_file
+            .write_all(config_text(&nodes).as_bytes())
+            .expect("write the config");
+        config_file.flush().expect("flush the config");
+        let config = config_file.path().to_path_buf();
+        let data_dir = tempfile::tempdir().expect("a temp data dir");
+        let mut child = Command::new(BIN)
+            .arg("cluster")
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn paxkv cluster");
+        // The node processes inherit both pipes; keep draining them so no writer blocks.
+        let (lines_tx, lines) = mpsc::channel::<String>();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr_sink = stderr.clone();
+        let stderr_pipe = child.stderr.take().expect("piped stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut sink = stderr_sink.lock().unwrap();
+                sink.push_str(&line);
+                sink.push('\n');
+            }
+        });
+        let mut cluster = Cluster {
+            child,
+            config,
+            addrs: nodes
+                .iter()
+                .map(|(_, port)| format!("127.0.0.1:{port}"))
+                .collect(),
+            stderr,
+            stopped: false,
+            _config_file: config_file,
+            _data_dir: data_dir,
+        };
+
+        // Wait for "paxkv cluster: 5 nodes up" and then one line per node.
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        let mut up = false;
+        let mut listed = Vec::new();
+        while listed.len() < NODES {
+            if cluster.stderr.lock().unwrap().contains("cannot listen on") {
+                // Dropping the cluster stops it and its nodes.
+                return Startup::PortTaken;
+            }
+            if let Some(status) = cluster.child.try_wait().expect("wait for the cluster") {
+                cluster.stopped = true;
+                panic!(
+                    "paxkv cluster exited during startup ({status}); stderr:\n{}",
+                    cluster.stderr.lock().unwrap()
+                );
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "paxkv cluster did not print 'nodes up' and its {NODES} nodes within \
+                 {STARTUP_DEADLINE:?}; stdout so far: up={up}, {listed:?}"
+            );
+            match lines.recv_timeout(left.min(POLL)) {
+                Ok(line) if !up => {
+                    if line.contains("nodes up") {
+                        assert_eq!(line, format!("paxkv cluster: {NODES} nodes up"));
+                        up = true;
+                    }
+                }
+                Ok(line) => listed.push(line),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(POLL);
+                }
+            }
+        }
+        for (i, line) in listed.iter().enumerate() {
+            let prefix = format!(
+                "  node {} listening on {} (data in ",
+                i + 1,
+                cluster.addrs[i]
+            );
+            assert!(
+                line.starts_with(&prefix),
+                "{line:?} should start with {prefix:?}"
+            );
+        }
+        Startup::Up(cluster)
+    }
+
+    fn config(&self) -> &str {
+        self.config.to_str().expect("a UTF-8 temp path")
+    }
+
+    /// `paxkv --config <this cluster's config> ARGS`.
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        self.cli_with_stdin(args, None)
+    }
+
+    fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+        let mut all = vec!["--config", self.config()];
+        all.extend_from_slice(args);
+        paxkv(&all, stdin)
+    }
+
+    /// Runs `args` and asserts its exit code and exact stdout.
+    fn expect(&self, args: &[&str], code: i32, stdout: &str) {
+        let (got_code, got_stdout, got_stderr) = self.cli(args);
+        assert_eq!(
+            (got_code, got_stdout.as_str()),
+            (code, stdout),
+            "`paxkv {}`; stderr: {got_stderr}",
+            args.join(" ")
+        );
+    }
+
+    /// Runs `args` (which include `--json`) and asserts its exit code and its JSON output.
+    fn expect_json(&self, args: &[&str], code: i32, expected: Value) {
+        let (got_code, stdout, stderr) = self.cli(args);
+        assert_eq!(
+            got_code,
+            code,
+            "`paxkv {}`; stderr: {stderr}",
+            args.join(" ")
+        );
+        let got: Value = serde_json::from_str(stdout.trim_end())
+            .unwrap_or_else(|e| panic!("`paxkv {}` printed {stdout:?}: {e}", args.join(" ")));
+        assert_eq!(got, expected, "`paxkv {}`", args.join(" "));
+        assert_eq!(stdout.lines().count(), 1, "one JSON line: {stdout:?}");
+    }
+
+    /// SIGTERM; asserts that the cluster exits 0 within [`STOP_DEADLINE`] and that none of its
+    /// node processes remains.
+    fn stop(mut self) {
+        send_signal(self.child.id(), libc::SIGTERM);
+        let exited = wait_until(STOP_DEADLINE, || {
+            self.child
+                .try_wait()
+                .expect("wait for the cluster")
+                .is_some()
+        });
+        assert!(
+            exited,
+            "paxkv cluster still running {STOP_DEADLINE:?} after SIGTERM"
+        );
+        self.stopped = true;
+        let status = self.child.wait().expect("the cluster's status");
+        assert_eq!(status.code(), Some(0), "the cluster's exit after SIGTERM");
+        let gone = wait_until(Duration::from_secs(5), || {
+            node_processes(&self.config).is_empty()
+        });
+        assert!(
+            gone,
+            "node processes left after the cluster stopped: {:?}",
+            node_processes(&self.config)
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let stderr = self.stderr.lock().map(|s| s.clone()).unwrap_or_default();
+            let tail: String = {
+                let chars: Vec<char> = stderr.chars().collect();
+                chars[chars.len().saturating_sub(8_000)..].iter().collect()
+            };
+            eprintln!("--- paxkv cluster stderr (tail) ---\n{tail}\n---");
+        }
+        if !self.stopped {
+            send_signal(self.child.id(), libc::SIGTERM);
+            let exited = wait_until(STOP_DEADLINE, || !matches!(self.child.try_wait(), Ok(None)));
+            if !exited {
+                let _ = self.child.kill();
+            }
+            let _ = self.child.wait();
+        }
+        // Whatever happened to the cluster, leave no node of this test running.
+        for (pid, _) in node_processes(&self.config) {
+            send_signal(pid, libc::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn cli_round_trips_with_exact_output_and_exit_codes() {
+    let cluster = Cluster::start();
+
+    // put / get, text and JSON.
+    cluster.expect(&["put", "k1", "v1"], 0, "ok (version 1)\n");
+    cluster.expect(&["get", "k1"], 0, "v1\n(version 1)\n");
+    cluster.expect(&["get", "missing"], 1, "(not found, version 0)\n");
+    cluster.expect_json(
+        &["--json", "get", "k1"],
+        0,
+        json!({"key": "k1", "value": "v1", "version": 1}),
+    );
+    cluster.expect_json(
+        &["--json", "put", "k1", "v2"],
+        0,
+        json!({"key": "k1", "version": 2}),
+    );
+
+    // cas: wrong version, right version, create-if-absent.
+    cluster.expect(
+        &["cas", "k1", "v3", "--expect-version", "1"],
+        1,
+        "not swapped (current version 2)\n",
+    );
+    cluster.expect_json(
+        &["--json", "cas", "k1", "v3", "--expect-version", "1"],
+        1,
+        json!({"key": "k1", "swapped": false, "version": 2}),
+    );
+    cluster.expect(
+        &["cas", "k1", "v3", "--expect-version", "2"],
+        0,
+        "swapped (version 3)\n",
+    );
+    cluster.expect(&["get", "k1"], 0, "v3\n(version 3)\n");
+    cluster.expect(
+        &["cas", "newkey", "x", "--expect-version", "0"],
+        0,
+        "swapped (version 1)\n",
+    );
+    cluster.expect(
+        &["cas", "newkey", "x", "--expect-version", "0"],
+        1,
+        "not swapped (current version 1)\n",
+    );
+
+    // delete, twice; the version survives the value.
+    cluster.expect(&["delete", "k1"], 0, "deleted (version 4)\n");
+    cluster.expect(&["delete", "k1"], 1, "(not found, version 4)\n");
+    cluster.expect_json(
+        &["get", "k1", "--json"],
+        1,
+        json!({"key": "k1", "value": null, "version": 4}),
+    );
+
+    // Keys: 256 bytes is the limit and is accepted; one more byte is bad input.
+    let longest = "k".repeat(256);
+    cluster.expect(&["put", &longest, "fits"], 0, "ok (version 1)\n");
+    cluster.expect(&["get", &longest], 0, "fits\n(version 1)\n");
+    let too_long = "k".repeat(257);
+    let (code, stdout, stderr) = cluster.cli(&["put", &too_long, "v"]);
+    assert_eq!(
+        code, 2,
+        "a 257-byte key; stdout {stdout:?}, stderr {stderr:?}"
+    );
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.contains("257 bytes") && stderr.contains("limit of 256 bytes"),
+        "the error should name the limit: {stderr:?}"
+    );
+    let (code, stdout, stderr) = cluster.cli(&["--json", "get", &too_long]);
+    assert_eq!(code, 2, "stderr {stderr:?}");
+    let reply: Value = serde_json::from_str(stdout.trim_end()).expect("a JSON error");
+    assert_eq!(reply["error"], "bad_request", "{reply}");
+    assert_eq!(reply["key"], too_long.as_str(), "{reply}");
+
+    // --node pins one node, and it serves reads and writes.
+    let node1 = cluster.addrs[0].clone();
+    cluster.expect(
+        &["--node", &node1, "put", "pinned", "p1"],
+        0,
+        "ok (version 1)\n",
+    );
+    cluster.expect(&["--node", &node1, "get", "pinned"], 0, "p1\n(version 1)\n");
+    // --nodes instead of the config's list.
+    let nodes = cluster.addrs.join(",");
+    let (code, stdout, stderr) = paxkv(&["--nodes", &nodes, "get", "pinned"], None);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (0, "p1\n(version 1)\n"),
+        "stderr {stderr:?}"
+    );
+
+    // load: `key value` lines, the first space splits.
+    let (code, stdout, stderr) = cluster.cli_with_stdin(&["load"], Some("a 1\nb hello world\n"));
+    assert_eq!(code, 0, "load; stdout {stdout:?}, stderr {stderr:?}");
+    assert!(
+        stdout.starts_with("loaded 2 keys in ")
+            && stdout.ends_with("errors: 0 unavailable, 0 rejected, 0 malformed lines\n"),
+        "load summary: {stdout:?}"
+    );
+    cluster.expect(&["get", "a"], 0, "1\n(version 1)\n");
+    cluster.expect(&["get", "b"], 0, "hello world\n(version 1)\n");
+
+    // load reports a malformed line with exit 2 but still puts the others.
+    let (code, stdout, stderr) =
+        cluster.cli_with_stdin(&["--json", "load"], Some("c 3\nnospace\n"));
+    assert_eq!(code, 2, "stdout {stdout:?}, stderr {stderr:?}");
+    let summary: Value = serde_json::from_str(stdout.trim_end()).expect("a JSON summary");
+    assert_eq!(summary["ok"], 1, "{summary}");
+    assert_eq!(summary["malformed"], 1, "{summary}");
+    assert!(stderr.contains("line 2"), "{stderr:?}");
+    cluster.expect(&["get", "c"], 0, "3\n(version 1)\n");
+
+    // Values: 1 MiB is the limit (too long for an argument, so through load).
+    let input = format!(
+        "too-big {}\nlargest {}\n",
+        "x".repeat((1 << 20) + 1),
+        "y".repeat(1 << 20)
+    );
+    let (code, stdout, stderr) = cluster.cli_with_stdin(&["--json", "load"], Some(&input));
+    assert_eq!(code, 2, "stdout {stdout:?}, stderr {stderr:?}");
+    let summary: Value = serde_json::from_str(stdout.trim_end()).expect("a JSON summary");
+    assert_eq!(
+        (&summary["ok"], &summary["rejected"]),
+        (&json!(1), &json!(1)),
+        "{summary}"
+    );
+    assert!(
+        stderr.contains("value of 1048577 bytes is over the limit of 1048576 bytes"),
+        "{stderr:?}"
+    );
+    cluster.expect(&["get", "too-big"], 1, "(not found, version 0)\n");
+    let (code, stdout, _) = cluster.cli(&["get", "largest"]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout.len(), (1 << 20) + "\n(version 1)\n".len());
+
+    cluster.stop();
+}
+
+#[test]
+fn cli_rejects_bad_usage_and_bad_config_with_exit_2() {
+    // A missing argument is a usage error.
+    let (code, _, stderr) = paxkv(&["put", "onlykey"], None);
+    assert_eq!(code, 2, "stderr {stderr:?}");
+    assert!(stderr.contains("required"), "{stderr:?}");
+    let (code, _, stderr) = paxkv(&["frobnicate"], None);
+    assert_eq!(code, 2, "stderr {stderr:?}");
+    let (code, _, stderr) = paxkv(&["cas", "k", "v", "--expect-version", "two"], None);
+    assert_eq!(code, 2, "stderr {stderr:?}");
+
+    // A config with a duplicate node id is refused, naming the field, before anything runs.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let ports = free_ports(3);
+    let bad = config_text(&[(1, ports[0]), (2, ports[1]), (2, ports[2])]);
+    let path = dir.path().join("duplicate.toml");
+    std::fs::write(&path, bad).expect("write the config");
+    let path = path.to_str().expect("a UTF-8 temp path");
+    let (code, stdout, stderr) = paxkv(&["--config", path, "get", "k"], None);
+    assert_eq!(code, 2, "stdout {stdout:?}, stderr {stderr:?}");
+    assert!(
+        stderr.contains("node[2].id: duplicate node id 2"),
+        "the error should name the field: {stderr:?}"
+    );
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("a UTF-8 temp path");
+    let (code, _, stderr) = paxkv(&["cluster", "--config", path, "--data-dir", data], None);
+    assert_eq!(code, 2, "stderr {stderr:?}");
+    assert!(stderr.contains("duplicate node id"), "{stderr:?}");
+    let (code, _, stderr) = paxkv(&["node", "--id", "1", "--config", path], None);
+    assert_eq!(code, 2, "stderr {stderr:?}");
+    assert!(stderr.contains("duplicate node id"), "{stderr:?}");
+
+    // A config file that does not exist.
+    let missing = dir.path().join("missing.toml");
+    let missing = missing.to_str().expect("a UTF-8 temp path");
+    let (code, _, stderr) = paxkv(&["--config", missing, "get", "k"], None);
+    assert_eq!(code, 2, "stderr {stderr:?}");
+    assert!(stderr.contains("missing.toml"), "{stderr:?}");
+}
+
+#[test]
+fn cli_exits_3_when_no_node_answers() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let ports = free_ports(NODES);
+    let nodes: Vec<(u32, u16)> = (1..=NODES as u32).zip(ports).collect();
+    let path = dir.path().join("nobody.toml");
+    std::fs::write(&path, config_text(&nodes)).expect("write the config");
+    let path = path.to_str().expect("a UTF-8 temp path");
+    for args in [
+        &["get", "k"][..],
+        &["put", "k", "v"],
+        &["delete", "k"],
+        &["cas", "k", "v", "--expect-version", "0"],
+    ] {
+        let mut all = vec!["--config", path, "--timeout-ms", "300"];
+        all.extend_from_slice(args);
+        let (code, stdout, stderr) = paxkv(&all, None);
+        assert_eq!(code, 3, "`paxkv {}`; stderr {stderr:?}", all.join(" "));
+        assert_eq!(stdout, "");
+        assert!(stderr.starts_with("error: unavailable: "), "{stderr:?}");
+    }
+    let (code, stdout, stderr) = paxkv(
+        &[
+            "--config",
+            path,
+            "--timeout-ms",
+            "300",
+            "--json",
+            "get",
+            "k",
+        ],
+        None,
+    );
+    assert_eq!(code, 3, "stderr {stderr:?}");
+    let reply: Value = serde_json::from_str(stdout.trim_end()).expect("a JSON error");
+    assert_eq!(
+        (&reply["key"], &reply["error"]),
+        (&json!("k"), &json!("unavailable")),
+        "{reply}"
+    );
+    let (code, stdout, _) = paxkv(&["--config", path, "--timeout-ms", "300", "status"], None);
+    assert_eq!(code, 3);
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains(": down (")).count(),
+        NODES,
+        "{stdout:?}"
+    );
+}
+
+#[test]
+fn cluster_survives_a_killed_node_restarts_it_and_stops_every_node_on_sigterm() {
+    let cluster = Cluster::start();
+    for i in 0..3 {
+        let (key, value) = (format!("before-{i}"), format!("value-{i}"));
+        cluster.expect(&["put", &key, &value], 0, "ok (version 1)\n");
+    }
+
+    // Every node runs as its own process, one per id.
+    let mut ids: Vec<u32> = node_processes(&cluster.config)
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 2, 3, 4, 5], "one process per node");
+
+    let old = node_pids(&cluster.config, 3);
+    assert_eq!(old.len(), 1, "exactly one process for node 3: {old:?}");
+    let old = old[0];
+    send_signal(old, libc::SIGKILL);
+    assert!(
+        wait_until(Duration::from_secs(10), || !node_pids(&cluster.config, 3)
+            .contains(&old)),
+        "node 3 (pid {old}) still running after SIGKILL"
+    );
+
+    // Four of five nodes: reads and writes go on, whichever node the client tries first.
+    for i in 0..5 {
+        let (key, value) = (format!("after-{i}"), format!("value-{i}"));
+        cluster.expect(&["put", &key, &value], 0, "ok (version 1)\n");
+        cluster.expect(&["get", &key], 0, &format!("{value}\n(version 1)\n"));
+    }
+    for i in 0..3 {
+        let (key, value) = (format!("before-{i}"), format!("value-{i}"));
+        cluster.expect(&["get", &key], 0, &format!("{value}\n(version 1)\n"));
+    }
+
+    // `cluster` restarts node 3 (new pid), which then answers requests sent to it alone.
+    let node3 = cluster.addrs[2].clone();
+    let mut last = (0, String::new(), String::new());
+    let restarted = wait_until(RESTART_DEADLINE, || {
+        let pids = node_pids(&cluster.config, 3);
+        if pids.is_empty() || pids.contains(&old) {
+            return false;
+        }
+        last = cluster.cli(&["--node", &node3, "--timeout-ms", "2000", "get", "after-0"]);
+        last.0 != 3
+    });
+    assert!(
+        restarted,
+        "node 3 was not restarted and serving within {RESTART_DEADLINE:?}: pids {:?}, \
+         last get {last:?}",
+        node_pids(&cluster.config, 3)
+    );
+    assert_eq!(
+        (last.0, last.1.as_str()),
+        (0, "value-0\n(version 1)\n"),
+        "read through the restarted node 3; stderr {:?}",
+        last.2
+    );
+    cluster.expect(
+        &["--node", &node3, "put", "after-restart", "r"],
+        0,
+        "ok (version 1)\n",
+    );
+    let new = node_pids(&cluster.config, 3);
+    assert_eq!(
+        new.len(),
+        1,
+        "exactly one process for node 3 after the restart: {new:?}"
+    );
+
+    // SIGTERM: the cluster exits 0 in time and takes every node process with it.
+    let config = cluster.config.clone();
+    cluster.stop();
+    assert_eq!(
+        node_processes(&config),
+        vec![],
+        "no node process of this test remains"
+    );
+}

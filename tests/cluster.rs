@@ -1,0 +1,372 @@
+//! Actor-level integration tests: five nodes in one process, each its own actix system on its
+//! own thread, on ephemeral ports with temporary data directories.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use paxkv::messages::{Command, CrashActor, Outcome, Role};
+use paxkv::Error;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use support::{eventually, History, TestCluster};
+
+fn got(value: &str, version: u64) -> Outcome {
+    Outcome::Get {
+        value: Some(value.as_bytes().to_vec()),
+        version,
+    }
+}
+
+#[tokio::test]
+async fn a_put_on_one_node_is_read_with_the_same_value_and_version_on_every_other() {
+    let cluster = TestCluster::start();
+    let put = cluster.client_for(1).put(b"k", b"v1").await.unwrap();
+    assert_eq!(put, Outcome::Put { version: 1 });
+    for id in 2..=5 {
+        assert_eq!(
+            cluster.client_for(id).get(b"k").await.unwrap(),
+            got("v1", 1),
+            "node {id}"
+        );
+    }
+    // and a key never written has version 0 and no value, everywhere
+    for id in 1..=5 {
+        assert_eq!(
+            cluster.client_for(id).get(b"never").await.unwrap(),
+            Outcome::Get {
+                value: None,
+                version: 0
+            }
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_writers_through_all_five_nodes_agree_and_are_linearizable() {
+    let cluster = TestCluster::start();
+    let history = History::default();
+    let keys: [&[u8]; 2] = [b"hot-a", b"hot-b"];
+    let mut tasks = Vec::new();
+    for client_id in 0..10u64 {
+        let client = cluster.client_for(client_id as u32 % 5 + 1);
+        let history = history.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(client_id);
+            for i in 0..40u64 {
+                let key = keys[rng.random_range(0..keys.len())];
+                let value = format!("c{client_id}-{i}").into_bytes();
+                let command = match rng.random_range(0..10) {
+                    0..=3 => Command::Get,
+                    4..=6 => Command::Put { value },
+                    7 => Command::Delete,
+                    _ => Command::Cas {
+                        expect: rng.random_range(0..6),
+                        value,
+                    },
+                };
+                history.run(client_id, &client, key, command).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(history.operations().len(), 400);
+    history.assert_linearizable("concurrent-writers");
+    // every node now reads the same value and version
+    for key in keys {
+        let first = cluster.client_for(1).get(key).await.unwrap();
+        for id in 2..=5 {
+            assert_eq!(cluster.client_for(id).get(key).await.unwrap(), first);
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_nodes_down_the_cluster_serves_and_three_down_every_request_is_unavailable_in_time() {
+    let mut cluster = TestCluster::start_with(|c| c.paxos.request_timeout_ms = 1_000);
+    let client = cluster.client_with(cluster.config.addrs(), false, Duration::from_secs(3));
+    client.put(b"k", b"v1").await.unwrap();
+    cluster.stop(4);
+    cluster.stop(5);
+    assert_eq!(
+        client.put(b"k", b"v2").await.unwrap(),
+        Outcome::Put { version: 2 }
+    );
+    assert_eq!(client.get(b"k").await.unwrap(), got("v2", 2));
+    assert!(matches!(
+        client.cas(b"k", b"v3", 2).await.unwrap(),
+        Outcome::Cas { swapped: true, .. }
+    ));
+
+    cluster.stop(3);
+    let requests: Vec<(&str, Command)> = vec![
+        ("get", Command::Get),
+        (
+            "put",
+            Command::Put {
+                value: b"x".to_vec(),
+            },
+        ),
+        ("delete", Command::Delete),
+        (
+            "cas",
+            Command::Cas {
+                expect: 3,
+                value: b"y".to_vec(),
+            },
+        ),
+    ];
+    for (name, command) in requests {
+        let started = Instant::now();
+        let result = client.execute(b"k", command).await;
+        let took = started.elapsed();
+        assert!(
+            matches!(result, Err(Error::Unavailable(_) | Error::Unknown(_))),
+            "{name} without a majority answered {result:?}"
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "{name} took {took:?}, past its deadline"
+        );
+    }
+    // the two survivors never claimed anything: once a third node is back, the last
+    // acknowledged state is what everyone reads
+    cluster.restart(3);
+    let value = cluster.client_for(1).get(b"k").await.unwrap();
+    assert!(
+        matches!(&value, Outcome::Get { version, .. } if *version >= 3),
+        "lost an acknowledged write: {value:?}"
+    );
+}
+
+/// Writes land only on {1,2,3} (4 and 5 are down). Node 1 is then restarted from its data
+/// directory, and 2 and 3 are stopped while 4 and 5 return: in the majority {1,4,5} only node
+/// 1's disk holds those writes, so every read must come from what node 1 kept.
+#[tokio::test]
+async fn a_node_restarted_on_its_data_directory_serves_every_earlier_write() {
+    let mut cluster = TestCluster::start();
+    cluster.stop(4);
+    cluster.stop(5);
+    let client = cluster.client();
+    for i in 0..100 {
+        let key = format!("key-{i}");
+        client
+            .put(key.as_bytes(), format!("value-{i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    cluster.stop(1);
+    cluster.restart(1);
+    cluster.stop(2);
+    cluster.stop(3);
+    cluster.restart(4);
+    cluster.restart(5);
+    let client = cluster.client();
+    for i in 0..100 {
+        let key = format!("key-{i}");
+        assert_eq!(
+            client.get(key.as_bytes()).await.unwrap(),
+            got(&format!("value-{i}"), 1),
+            "{key}"
+        );
+    }
+}
+
+/// Same set-up as above, but instead of restarting the whole node, the key's acceptor actor on
+/// node 1 crashes; the supervisor restarts it and it must answer from its durable record.
+#[tokio::test]
+async fn a_crashed_per_key_actor_is_restarted_and_answers_from_its_durable_state() {
+    let mut cluster = TestCluster::start();
+    cluster.stop(4);
+    cluster.stop(5);
+    let node1 = cluster.client_for(1);
+    node1.put(b"k", b"durable").await.unwrap();
+
+    let crashed = cluster
+        .node(1)
+        .supervisor()
+        .send(CrashActor {
+            key: b"k".to_vec(),
+            role: Role::Acceptor,
+        })
+        .await
+        .unwrap();
+    assert!(crashed, "node 1 had no acceptor for k");
+    eventually(
+        "node 1 restarts the crashed acceptor",
+        Duration::from_secs(5),
+        || async { cluster.status(1).await.acceptor_restarts == 1 },
+    )
+    .await;
+
+    // The proposer crashes too: its restart must not break the next write through node 1.
+    let crashed = cluster
+        .node(1)
+        .supervisor()
+        .send(CrashActor {
+            key: b"k".to_vec(),
+            role: Role::Proposer,
+        })
+        .await
+        .unwrap();
+    assert!(crashed);
+    eventually(
+        "node 1 restarts the crashed proposer",
+        Duration::from_secs(5),
+        || async { cluster.status(1).await.proposer_restarts == 1 },
+    )
+    .await;
+
+    cluster.stop(2);
+    cluster.stop(3);
+    cluster.restart(4);
+    cluster.restart(5);
+    // only node 1's restarted acceptor holds the write
+    assert_eq!(
+        cluster.client_for(4).get(b"k").await.unwrap(),
+        got("durable", 1)
+    );
+    assert_eq!(
+        node1.put(b"k", b"again").await.unwrap(),
+        Outcome::Put { version: 2 }
+    );
+}
+
+#[tokio::test]
+async fn garbage_on_a_node_port_closes_that_connection_and_disturbs_no_other_client() {
+    let cluster = TestCluster::start();
+    let client = cluster.client_for(1);
+    client.put(b"k", b"v").await.unwrap();
+    let addr = cluster.addr(1);
+    let garbage: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "random bytes",
+            b"\x00\x00\x00\x10GET / HTTP/1.1\r\n\r\n".to_vec(),
+        ),
+        (
+            "an oversized length prefix",
+            vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+        ),
+        ("an undecodable body", vec![0, 0, 0, 3, 0xfe, 0xfe, 0xfe]),
+        ("a response sent to a node", {
+            let frame = paxkv::messages::Frame::Response(paxkv::messages::ClientResponse {
+                id: 1,
+                result: Err(paxkv::messages::ErrorReply::Busy("x".into())),
+            });
+            paxkv::actors::network::encode_frame(&frame).to_vec()
+        }),
+    ];
+    for (what, bytes) in &garbage {
+        let mut raw = TcpStream::connect(addr).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        raw.write_all(bytes).unwrap();
+        let mut buf = [0u8; 16];
+        let read = raw.read(&mut buf);
+        assert!(
+            matches!(read, Ok(0)) || read.is_err(),
+            "{what}: the node kept the connection open ({read:?})"
+        );
+        // the good client on the same node is unaffected
+        assert_eq!(client.get(b"k").await.unwrap(), got("v", 1), "{what}");
+    }
+    // a truncated frame followed by a close: nothing happens but a log line
+    let mut raw = TcpStream::connect(addr).unwrap();
+    raw.write_all(&[0, 0, 1, 0, 1, 2]).unwrap();
+    drop(raw);
+    assert_eq!(
+        client.put(b"k", b"w").await.unwrap(),
+        Outcome::Put { version: 2 }
+    );
+    let status = cluster.status(1).await;
+    assert!(status.bad_frames >= garbage.len() as u64, "{status:?}");
+}
+
+#[tokio::test]
+async fn keys_and_values_over_the_limits_are_refused_and_nothing_is_stored() {
+    let cluster = TestCluster::start_with(|c| c.limits.max_value_bytes = 1024);
+    let client = cluster.client();
+    let long_key = vec![b'k'; cluster.config.limits.max_key_bytes + 1];
+    match client.put(&long_key, b"v").await {
+        Err(Error::BadRequest(m)) => assert!(m.contains("over the limit of 256 bytes"), "{m}"),
+        other => panic!("a long key was not refused: {other:?}"),
+    }
+    match client.put(b"k", &[0u8; 1025]).await {
+        Err(Error::BadRequest(m)) => assert!(m.contains("over the limit of 1024 bytes"), "{m}"),
+        other => panic!("a large value was not refused: {other:?}"),
+    }
+    assert!(matches!(client.get(b"").await, Err(Error::BadRequest(_))));
+    assert_eq!(
+        client.get(b"k").await.unwrap(),
+        Outcome::Get {
+            value: None,
+            version: 0
+        }
+    );
+    // exactly at the limits is fine
+    let max_key = vec![b'k'; cluster.config.limits.max_key_bytes];
+    client.put(&max_key, &[7u8; 1024]).await.unwrap();
+}
+
+#[tokio::test]
+async fn idle_per_key_actors_are_stopped_and_live_keys_stay_under_the_limit() {
+    let cluster = TestCluster::start_with(|c| {
+        c.paxos.request_timeout_ms = 1_000;
+        c.limits.idle_timeout_ms = 1_500;
+        c.limits.max_live_keys = 8;
+    });
+    let client = cluster.client();
+    for i in 0..40 {
+        client.put(format!("k{i}").as_bytes(), b"v").await.unwrap();
+        for id in 1..=5 {
+            let s = cluster.status(id).await;
+            assert!(
+                s.live_acceptors <= 8 && s.live_proposers <= 8,
+                "node {id}: {s:?}"
+            );
+        }
+    }
+    eventually(
+        "every per-key actor retired",
+        Duration::from_secs(10),
+        || async {
+            let mut idle = true;
+            for id in 1..=5 {
+                let s = cluster.status(id).await;
+                idle &= s.live_acceptors == 0 && s.live_proposers == 0;
+            }
+            idle
+        },
+    )
+    .await;
+    // retired keys come back from disk
+    for i in 0..40 {
+        assert_eq!(
+            client.get(format!("k{i}").as_bytes()).await.unwrap(),
+            got("v", 1)
+        );
+    }
+}
+
+#[test]
+fn a_node_refuses_an_unwritable_data_directory_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addrs = vec![
+        listener.local_addr().unwrap(),
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:2".parse().unwrap(),
+    ];
+    let config = std::sync::Arc::new(paxkv::config::Config::local(&addrs));
+    let data_dir = file.join("node-1");
+    let err = paxkv::node::NodeHandle::start(config, 1, &data_dir, Some(listener))
+        .err()
+        .expect("an unwritable data dir is refused");
+    assert!(err.to_string().contains("data dir"), "{err}");
+    assert!(err.to_string().contains("not-a-dir"), "{err}");
+}

@@ -1,0 +1,241 @@
+//! Test support shared by the integration tests: an in-process cluster (each node its own
+//! actix system on its own thread, ephemeral ports, temporary data directories), a history
+//! recorder for the linearizability checker, and polling with a deadline.
+
+#![allow(dead_code)]
+
+pub mod linearizability;
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use linearizability::{Input, Operation, Output};
+use paxkv::client::{Client, ClientOptions};
+use paxkv::config::Config;
+use paxkv::messages::{Command, NodeId, NodeStatus, Outcome};
+use paxkv::node::NodeHandle;
+use tempfile::TempDir;
+
+pub struct TestCluster {
+    pub config: Arc<Config>,
+    pub dir: TempDir,
+    nodes: Vec<Option<NodeHandle>>,
+}
+
+impl TestCluster {
+    /// Five nodes with the default settings.
+    pub fn start() -> TestCluster {
+        TestCluster::start_with(|_| {})
+    }
+
+    /// Five nodes; `tweak` may change the config before they start.
+    pub fn start_with(tweak: impl FnOnce(&mut Config)) -> TestCluster {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let listeners: Vec<TcpListener> = (0..5)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        let mut config = Config::local(&addrs);
+        config.storage.map_size_mb = 256;
+        tweak(&mut config);
+        config.validate().expect("a valid test config");
+        let config = Arc::new(config);
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = TestCluster {
+            config,
+            dir,
+            nodes: Vec::new(),
+        };
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let node = cluster.start_node_on(i as NodeId + 1, Some(listener));
+            cluster.nodes.push(Some(node));
+        }
+        cluster
+    }
+
+    fn start_node_on(&self, id: NodeId, listener: Option<TcpListener>) -> NodeHandle {
+        let dir = self.dir.path().join(format!("node-{id}"));
+        NodeHandle::start(self.config.clone(), id, &dir, listener).expect("node starts")
+    }
+
+    pub fn node_dir(&self, id: NodeId) -> std::path::PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    pub fn addr(&self, id: NodeId) -> SocketAddr {
+        self.config.addr_of(id).unwrap()
+    }
+
+    pub fn node(&self, id: NodeId) -> &NodeHandle {
+        self.nodes[id as usize - 1]
+            .as_ref()
+            .expect("node is running")
+    }
+
+    pub fn is_running(&self, id: NodeId) -> bool {
+        self.nodes[id as usize - 1].is_some()
+    }
+
+    /// Stops node `id` (its data stays).
+    pub fn stop(&mut self, id: NodeId) {
+        if let Some(node) = self.nodes[id as usize - 1].take() {
+            node.stop();
+        }
+    }
+
+    /// Starts node `id` again on its address and data directory.
+    pub fn restart(&mut self, id: NodeId) {
+        assert!(!self.is_running(id), "node {id} is running");
+        let node = self.start_node_on(id, None);
+        self.nodes[id as usize - 1] = Some(node);
+    }
+
+    /// A client that may use every node.
+    pub fn client(&self) -> Client {
+        self.client_with(self.config.addrs(), false, Duration::from_secs(10))
+    }
+
+    /// A client that only talks to node `id`.
+    pub fn client_for(&self, id: NodeId) -> Client {
+        self.client_with(vec![self.addr(id)], true, Duration::from_secs(10))
+    }
+
+    pub fn client_with(
+        &self,
+        addrs: Vec<SocketAddr>,
+        pinned: bool,
+        op_timeout: Duration,
+    ) -> Client {
+        Client::new(
+            addrs,
+            ClientOptions {
+                op_timeout,
+                attempt_timeout: op_timeout.min(Duration::from_secs(4)),
+                pinned,
+                ..ClientOptions::default()
+            },
+        )
+    }
+
+    pub async fn status(&self, id: NodeId) -> NodeStatus {
+        self.client_for(id).status(0).await.expect("status")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in self.nodes.iter_mut().filter_map(Option::take) {
+            node.stop();
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true; panics with `what` after `deadline`.
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out after {deadline:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Records every client operation with its invocation and completion times, for the
+/// linearizability checker.
+#[derive(Clone)]
+pub struct History {
+    start: Instant,
+    ops: Arc<Mutex<Vec<Operation>>>,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            start: Instant::now(),
+            ops: Arc::default(),
+        }
+    }
+}
+
+impl History {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// Runs `command` on `key` through `client`, recording it.
+    pub async fn run(
+        &self,
+        client_id: u64,
+        client: &Client,
+        key: &[u8],
+        command: Command,
+    ) -> paxkv::Result<Outcome> {
+        let input = match &command {
+            Command::Get => Input::Get,
+            Command::Put { value } => Input::Put {
+                value: value.clone(),
+            },
+            Command::Delete => Input::Delete,
+            Command::Cas { expect, value } => Input::Cas {
+                expect: *expect,
+                value: value.clone(),
+            },
+        };
+        let call = self.now();
+        let result = client.execute(key, command).await;
+        let (ret, output) = match &result {
+            Ok(outcome) => (Some(self.now()), Some(to_output(outcome.clone()))),
+            // Unavailable certainly did not take effect, but "may take effect at any time or
+            // never" is the weaker and always-correct model for any failure.
+            Err(_) => (None, None),
+        };
+        self.ops.lock().unwrap().push(Operation {
+            client: client_id,
+            key: key.to_vec(),
+            input,
+            call,
+            ret,
+            output,
+        });
+        result
+    }
+
+    pub fn operations(&self) -> Vec<Operation> {
+        self.ops.lock().unwrap().clone()
+    }
+
+    /// Checks the history; on failure writes it to a file and panics with the explanation.
+    pub fn assert_linearizable(&self, name: &str) {
+        let ops = self.operations();
+        let result = linearizability::check_operations(&ops, Duration::from_secs(60));
+        if !matches!(result, linearizability::CheckResult::Ok) {
+            let path = std::env::temp_dir().join(format!("paxkv-{name}.history.txt"));
+            let _ = linearizability::write_history(&path, &ops);
+            panic!(
+                "history is not linearizable (written to {}):\n{}",
+                path.display(),
+                linearizability::describe(&ops, &result)
+            );
+        }
+    }
+}
+
+pub fn to_output(outcome: Outcome) -> Output {
+    match outcome {
+        Outcome::Get { value, version } => Output::Get { value, version },
+        Outcome::Put { version } => Output::Put { version },
+        Outcome::Delete { deleted, version } => Output::Delete { deleted, version },
+        Outcome::Cas { swapped, version } => Output::Cas { swapped, version },
+    }
+}
