@@ -110,8 +110,8 @@ fn config_text(nodes: &[(u32, u16)]) -> String {
         ));
     }
     text.push_str(
-        "\n[paxos]\nrequest_timeout_ms = 3000\nphase_timeout_ms = 500\nbackoff_min_ms = 1\n\
-         backoff_max_ms = 50\nmax_batch = 32\ntick_ms = 10\n\
+        "\n[paxos]\nrequest_timeout_ms = 3000\nphase_timeout_ms = 500\nread_grace_ms = 20\n\
+         backoff_min_ms = 1\nbackoff_max_ms = 50\nmax_batch = 32\ntick_ms = 10\n\
          \n[limits]\nmax_key_bytes = 256\nmax_value_bytes = 1048576\nmax_live_keys = 100000\n\
          idle_timeout_ms = 10000\nmax_queued_per_key = 1024\npeer_queue_capacity = 8192\n\
          max_inflight_per_connection = 4096\nmax_client_connections = 1024\n\
