@@ -25,7 +25,8 @@ use tokio_util::codec::FramedRead;
 use crate::actors::network::{encode_frame, frame_codec};
 use crate::error::{Error, Result};
 use crate::messages::{
-    ClientRequest, Command, ErrorReply, Frame, NodeStatus, Outcome, Reply, RequestBody, RequestId,
+    ClientRequest, Command, ErrorReply, FaultPlan, Frame, NodeStatus, Outcome, Reply, RequestBody,
+    RequestId, SyncDigestPage, SyncRecord,
 };
 
 /// Requests queued for one connection's writer.
@@ -150,9 +151,7 @@ impl Client {
             let attempt_timeout = self.inner.options.attempt_timeout.min(deadline - now);
             match self.attempt(node, body.clone(), attempt_timeout).await {
                 Attempt::Done(Ok(Reply::Kv(outcome))) => return Ok(outcome),
-                Attempt::Done(Ok(other)) => {
-                    return Err(Error::Unknown(format!("unexpected reply {other:?}")))
-                }
+                Attempt::Done(Ok(other)) => return Err(unexpected(other)),
                 Attempt::Done(Err(ErrorReply::BadRequest(m))) => return Err(Error::BadRequest(m)),
                 Attempt::Done(Err(ErrorReply::Unknown(m))) => {
                     maybe_applied |= write;
@@ -173,32 +172,66 @@ impl Client {
         }
     }
 
-    /// Asks node `index` (of the client's addresses) whether it is up.
-    pub async fn ping(&self, index: usize) -> Result<()> {
+    /// Sends one request to node `index` (of the client's addresses), without retries.
+    pub async fn request(&self, index: usize, body: RequestBody) -> Result<Reply> {
         match self
-            .attempt(index, RequestBody::Ping, self.inner.options.attempt_timeout)
+            .attempt(index, body, self.inner.options.attempt_timeout)
             .await
         {
-            Attempt::Done(Ok(_)) => Ok(()),
+            Attempt::Done(Ok(reply)) => Ok(reply),
             Attempt::Done(Err(e)) => Err(e.into()),
             Attempt::Lost(m) => Err(Error::Unavailable(m)),
         }
     }
 
+    /// Asks node `index` whether it is up.
+    pub async fn ping(&self, index: usize) -> Result<()> {
+        self.request(index, RequestBody::Ping).await.map(|_| ())
+    }
+
     /// Node `index`'s counters.
     pub async fn status(&self, index: usize) -> Result<NodeStatus> {
+        match self.request(index, RequestBody::Status).await? {
+            Reply::Status(status) => Ok(status),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Replaces the faults node `index` injects on its outgoing Paxos messages (the node's
+    /// config must allow it).
+    pub async fn set_faults(&self, index: usize, plan: FaultPlan) -> Result<()> {
+        match self.request(index, RequestBody::SetFaults(plan)).await? {
+            Reply::FaultsSet => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Anti-entropy: a page of node `index`'s digest.
+    pub async fn sync_digest(
+        &self,
+        index: usize,
+        after: Option<Vec<u8>>,
+        limit: u32,
+    ) -> Result<SyncDigestPage> {
         match self
-            .attempt(
-                index,
-                RequestBody::Status,
-                self.inner.options.attempt_timeout,
-            )
-            .await
+            .request(index, RequestBody::SyncDigest { after, limit })
+            .await?
         {
-            Attempt::Done(Ok(Reply::Status(status))) => Ok(status),
-            Attempt::Done(Ok(other)) => Err(Error::Unknown(format!("unexpected reply {other:?}"))),
-            Attempt::Done(Err(e)) => Err(e.into()),
-            Attempt::Lost(m) => Err(Error::Unavailable(m)),
+            Reply::SyncDigest(page) => Ok(page),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Anti-entropy: node `index`'s records of (a prefix of) `keys`.
+    pub async fn sync_fetch(&self, index: usize, keys: &[Vec<u8>]) -> Result<Vec<SyncRecord>> {
+        let keys = keys
+            .iter()
+            .cloned()
+            .map(serde_bytes::ByteBuf::from)
+            .collect();
+        match self.request(index, RequestBody::SyncFetch { keys }).await? {
+            Reply::SyncRecords(records) => Ok(records),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -221,7 +254,7 @@ impl Client {
     async fn attempt(&self, index: usize, body: RequestBody, timeout: Duration) -> Attempt {
         let conn = match self.connection(index).await {
             Ok(conn) => conn,
-            Err(e) => return Attempt::Done(Err(ErrorReply::Unavailable(e.to_string()))),
+            Err(e) => return Attempt::Done(Err(e.to_reply())),
         };
         match tokio::time::timeout(timeout, conn.request(body)).await {
             Ok(Ok(result)) => Attempt::Done(result),
@@ -263,6 +296,10 @@ impl Client {
             conns.remove(&index);
         }
     }
+}
+
+fn unexpected(reply: Reply) -> Error {
+    Error::Unknown(format!("unexpected reply {reply:?}"))
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<std::result::Result<Reply, ErrorReply>>>>>;

@@ -31,6 +31,16 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub storage: StorageConfig,
+    #[serde(default)]
+    pub testing: TestingConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestingConfig {
+    /// Accept `SetFaults` requests that make the node drop, delay or duplicate its outgoing
+    /// Paxos messages. Never set this in production.
+    pub allow_fault_injection: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +61,7 @@ pub struct PaxosConfig {
     pub backoff_max_ms: u64,
     pub max_batch: usize,
     pub tick_ms: u64,
+    pub sync_interval_ms: u64,
 }
 
 impl Default for PaxosConfig {
@@ -63,6 +74,7 @@ impl Default for PaxosConfig {
             backoff_max_ms: 50,
             max_batch: 32,
             tick_ms: 10,
+            sync_interval_ms: 30_000,
         }
     }
 }
@@ -284,6 +296,7 @@ impl Config {
             paxos: PaxosConfig::default(),
             limits: Limits::default(),
             storage: StorageConfig::default(),
+            testing: TestingConfig::default(),
         }
     }
 }

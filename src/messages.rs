@@ -232,6 +232,18 @@ pub enum RequestBody {
     Ping,
     /// The node's counters.
     Status,
+    /// Replace the faults this node injects on its outgoing Paxos messages (tests only).
+    SetFaults(FaultPlan),
+    /// Anti-entropy, node to node: the (key, promised, accepted) digest of up to `limit`
+    /// records with keys after `after`, in key order. `limit = 0` asks only for the
+    /// [`SyncSource`] state.
+    SyncDigest {
+        #[serde(with = "opt_bytes")]
+        after: Option<Key>,
+        limit: u32,
+    },
+    /// Anti-entropy: the records of these keys (as many, in order, as fit one frame).
+    SyncFetch { keys: Vec<serde_bytes::ByteBuf> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,8 +255,51 @@ pub struct ClientResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     Kv(Outcome),
-    Pong { node: NodeId },
+    Pong {
+        node: NodeId,
+    },
     Status(NodeStatus),
+    /// `SetFaults` took effect.
+    FaultsSet,
+    SyncDigest(SyncDigestPage),
+    SyncRecords(Vec<SyncRecord>),
+}
+
+/// Whether a node's records may be trusted by a node that is rebuilding its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SyncSource {
+    /// The node votes as an acceptor (it finished its own recovery since it started).
+    pub voting: bool,
+    /// The node's store completed a recovery (or a cluster bootstrap) at least once: it is
+    /// not a freshly created or wiped store.
+    pub synced_once: bool,
+    /// The node holds no record at all.
+    pub empty: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncDigestPage {
+    pub source: SyncSource,
+    pub entries: Vec<DigestEntry>,
+    /// More records follow the last entry.
+    pub more: bool,
+}
+
+/// One key's ballots, enough to tell whether the asking node is behind on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestEntry {
+    #[serde(with = "serde_bytes")]
+    pub key: Key,
+    pub promised: Ballot,
+    pub accepted: Ballot,
+}
+
+/// A key's acceptor record, as one node sends it to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRecord {
+    #[serde(with = "serde_bytes")]
+    pub key: Key,
+    pub record: crate::paxos::acceptor::AcceptorRecord,
 }
 
 /// A node's counters, for operators and for the tests.
@@ -266,6 +321,13 @@ pub struct NodeStatus {
     pub bad_frames: u64,
     /// Resident memory of the node process, bytes (0 where unknown).
     pub rss_bytes: u64,
+    /// The node's acceptors vote: it has rebuilt its state from a majority since it started.
+    pub voting: bool,
+    /// Records this node took from peers by anti-entropy, and completed sync rounds.
+    pub records_adopted: u64,
+    pub sync_rounds: u64,
+    /// Paxos requests dropped because the node was not voting yet.
+    pub dropped_not_voting: u64,
 }
 
 /// Why a request failed. What a client may retry is kept apart from what it must not.
@@ -290,6 +352,47 @@ pub enum Frame {
     Peer(Envelope),
     Request(ClientRequest),
     Response(ClientResponse),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault injection (tests only; refused unless the config sets testing.allow_fault_injection)
+// ---------------------------------------------------------------------------------------------
+
+/// Faults a node injects on its own outgoing Paxos messages. A partition is a `cut` on both
+/// sides of a link; a one-way cut on one side only. Delays are drawn per message, so a delay
+/// range also reorders.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FaultPlan {
+    /// For messages to the nodes listed; every other destination (this node included) uses
+    /// `default`.
+    pub links: std::collections::BTreeMap<NodeId, LinkFaults>,
+    pub default: LinkFaults,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LinkFaults {
+    /// Drop everything.
+    pub cut: bool,
+    /// Drop each message with this probability, per thousand.
+    pub drop_permille: u16,
+    /// Send each message twice with this probability, per thousand.
+    pub duplicate_permille: u16,
+    /// Delay each message by a uniform draw from this range (0 = no delay).
+    pub delay_min_ms: u64,
+    pub delay_max_ms: u64,
+}
+
+impl FaultPlan {
+    /// No fault anywhere.
+    pub fn is_none(&self) -> bool {
+        self.default == LinkFaults::default()
+            && self.links.values().all(|l| *l == LinkFaults::default())
+    }
+
+    /// The faults on messages to `to`.
+    pub fn link(&self, to: NodeId) -> LinkFaults {
+        self.links.get(&to).copied().unwrap_or(self.default)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -345,6 +448,19 @@ pub struct CrashActor {
     pub role: Role,
 }
 
+/// Test and operator hook: the in-memory record of the key's live acceptor on this node
+/// (`None` if no acceptor for the key is alive).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Option<crate::paxos::acceptor::AcceptorRecord>")]
+pub struct InspectAcceptor {
+    pub key: Key,
+}
+
+/// The acceptor's in-memory record (`None` while it is still loading it).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Option<crate::paxos::acceptor::AcceptorRecord>")]
+pub struct Inspect;
+
 // ---- to a per-key proposer (`actors::proposer`) ----
 
 /// Run `command` in a Paxos round before `deadline`.
@@ -395,6 +511,56 @@ pub struct Persist {
     pub key: Key,
     pub record: crate::paxos::acceptor::AcceptorRecord,
 }
+
+/// Anti-entropy, to the storage actor: the digest of up to `limit` records after `after`.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "crate::Result<SyncDigestPage>")]
+pub struct ScanDigest {
+    pub after: Option<Key>,
+    pub limit: usize,
+}
+
+/// Anti-entropy, to the storage actor: which of a peer's digest entries are ahead of ours.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "crate::Result<Vec<Key>>")]
+pub struct FindBehind {
+    pub entries: Vec<DigestEntry>,
+}
+
+/// Anti-entropy, to the storage actor: the records of `keys`, in order, up to `max_bytes`.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "crate::Result<Vec<SyncRecord>>")]
+pub struct FetchRecords {
+    pub keys: Vec<Key>,
+    pub max_bytes: usize,
+}
+
+/// Anti-entropy, to the supervisor (which hands each record to the key's live acceptor, or
+/// else to storage): merge peers' records into ours. Answers how many changed.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "crate::Result<u64>")]
+pub struct Adopt {
+    pub records: Vec<SyncRecord>,
+}
+
+/// To the storage actor: merge records of keys that have no live acceptor, in one commit.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "crate::Result<u64>")]
+pub struct AdoptRecords {
+    pub records: Vec<SyncRecord>,
+}
+
+/// To a live acceptor: merge a peer's record into its own.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "crate::Result<bool>")]
+pub struct AdoptRecord {
+    pub record: crate::paxos::acceptor::AcceptorRecord,
+}
+
+/// To the storage actor: this node finished a recovery; remember it across restarts.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "crate::Result<()>")]
+pub struct MarkSynced;
 
 /// Read an acceptor record (after every write queued before this message is committed).
 #[derive(Debug, actix::Message)]

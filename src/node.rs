@@ -8,13 +8,14 @@ use std::thread::JoinHandle;
 
 use actix::prelude::*;
 
-use crate::actors::network::Network;
+use crate::actors::network::{Network, Outbox};
 use crate::actors::storage::StorageActor;
 use crate::actors::supervisor::NodeSupervisor;
+use crate::actors::sync::Sync;
 use crate::actors::Stats;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::messages::NodeId;
+use crate::messages::{FaultPlan, NodeId};
 use crate::storage::Store;
 
 /// A running node. Dropping it does not stop it; call [`NodeHandle::stop`].
@@ -22,6 +23,7 @@ pub struct NodeHandle {
     pub id: NodeId,
     pub addr: SocketAddr,
     supervisor: Addr<NodeSupervisor>,
+    outbox: Outbox,
     system: actix_rt::System,
     thread: Option<JoinHandle<()>>,
 }
@@ -59,17 +61,36 @@ impl NodeHandle {
                         StorageActor::start_in_arbiter(&storage_arbiter.handle(), move |_| {
                             StorageActor::new(store, group, storage_stats)
                         });
-                    let (supervisor, queues) =
-                        NodeSupervisor::start(id, config.clone(), storage, stats.clone());
-                    Network::new(id, listener, queues, supervisor.clone(), config, stats).start();
-                    supervisor
+                    let (supervisor, outbox, queues) =
+                        NodeSupervisor::start(id, config.clone(), storage.clone(), stats.clone());
+                    let network = Network::new(
+                        id,
+                        listener,
+                        outbox.clone(),
+                        queues,
+                        supervisor.clone(),
+                        storage.clone(),
+                        config.clone(),
+                        stats.clone(),
+                    );
+                    network.start();
+                    Sync::new(
+                        id,
+                        outbox.clone(),
+                        config,
+                        storage,
+                        supervisor.clone(),
+                        stats,
+                    )
+                    .start();
+                    (supervisor, outbox)
                 });
                 let _ = tx.send((actix_rt::System::current(), supervisor));
                 let _ = system.run();
                 storage_arbiter.stop();
                 let _ = storage_arbiter.join();
             })?;
-        let (system, supervisor) = rx
+        let (system, (supervisor, outbox)) = rx
             .recv()
             .map_err(|_| Error::Storage(format!("node {id} failed to start")))?;
         log::info!("node {id} listening on {addr}");
@@ -77,6 +98,7 @@ impl NodeHandle {
             id,
             addr,
             supervisor,
+            outbox,
             system,
             thread: Some(thread),
         })
@@ -85,6 +107,11 @@ impl NodeHandle {
     /// The node's supervisor, for tests and tools that talk to the node in-process.
     pub fn supervisor(&self) -> &Addr<NodeSupervisor> {
         &self.supervisor
+    }
+
+    /// Replaces the faults this node injects on its outgoing Paxos messages.
+    pub fn set_faults(&self, plan: FaultPlan) {
+        self.outbox.set_faults(plan);
     }
 
     /// Stops the node and waits until its storage is closed (its data directory may then be

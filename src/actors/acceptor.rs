@@ -18,8 +18,11 @@ use actix::prelude::*;
 use crate::actors::network::Outbox;
 use crate::actors::storage::StorageActor;
 use crate::actors::{guarded, Stats};
-use crate::messages::{ActorStopped, Crash, FromProposer, Key, Load, Persist, Retire, Role};
-use crate::paxos::acceptor::Acceptor;
+use crate::error::{Error, Result};
+use crate::messages::{
+    ActorStopped, AdoptRecord, Crash, FromProposer, Inspect, Key, Load, Persist, Retire, Role,
+};
+use crate::paxos::acceptor::{Acceptor, AcceptorRecord};
 
 /// Requests that may wait for one key's acceptor; more are dropped (Paxos treats it as loss).
 const ACCEPTOR_MAILBOX_CAPACITY: usize = 1_024;
@@ -148,5 +151,59 @@ impl Handler<Crash> for AcceptorActor {
         if let Err(panic) = guarded::<()>(|| panic!("crash requested")) {
             self.crash(ctx, &panic);
         }
+    }
+}
+
+impl Handler<AdoptRecord> for AcceptorActor {
+    type Result = ResponseActFuture<Self, Result<bool>>;
+
+    fn handle(&mut self, msg: AdoptRecord, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(core) = self.core.as_mut() else {
+            return Box::pin(fut::ready(Err(Error::Unavailable(
+                "acceptor stopping".into(),
+            ))));
+        };
+        let merged = match guarded(|| core.adopt(&msg.record)) {
+            Ok(merged) => merged,
+            Err(panic) => {
+                self.crash(ctx, &panic);
+                return Box::pin(fut::ready(Err(Error::Storage(panic))));
+            }
+        };
+        let Some(record) = merged else {
+            return Box::pin(fut::ready(Ok(false)));
+        };
+        let persist = self.storage.send(Persist {
+            key: self.key.clone(),
+            record,
+        });
+        // Hold the mailbox until the merge is durable, like any other write of this acceptor.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        ctx.wait(persist.into_actor(self).map(move |written, act, ctx| {
+            let result = match written {
+                Ok(Ok(())) => Ok(true),
+                Ok(Err(e)) => {
+                    act.crash(ctx, &format!("persisting an adopted record: {e}"));
+                    Err(e)
+                }
+                Err(e) => {
+                    act.crash(ctx, &format!("storage unreachable: {e}"));
+                    Err(Error::Storage(e.to_string()))
+                }
+            };
+            let _ = tx.send(result);
+        }));
+        Box::pin(fut::wrap_future(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(Error::Unavailable("acceptor stopped".into())))
+        }))
+    }
+}
+
+impl Handler<Inspect> for AcceptorActor {
+    type Result = Option<AcceptorRecord>;
+
+    fn handle(&mut self, _: Inspect, _: &mut Context<Self>) -> Self::Result {
+        self.core.as_ref().map(|core| core.record().clone())
     }
 }

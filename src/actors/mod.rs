@@ -34,8 +34,9 @@ pub mod network;
 pub mod proposer;
 pub mod storage;
 pub mod supervisor;
+pub mod sync;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counters shared by the actors of one node; read by `GetStatus`.
 #[derive(Debug, Default)]
@@ -48,6 +49,11 @@ pub struct Stats {
     pub records_written: AtomicU64,
     pub peer_frames_dropped: AtomicU64,
     pub bad_frames: AtomicU64,
+    pub records_adopted: AtomicU64,
+    pub sync_rounds: AtomicU64,
+    pub dropped_not_voting: AtomicU64,
+    /// The node's acceptors vote (set once it has recovered from a majority; see `sync`).
+    pub voting: AtomicBool,
 }
 
 impl Stats {
@@ -61,6 +67,14 @@ impl Stats {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    pub fn is_voting(&self) -> bool {
+        self.voting.load(Ordering::Acquire)
+    }
+
+    pub fn set_voting(&self) {
+        self.voting.store(true, Ordering::Release);
     }
 }
 

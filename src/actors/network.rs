@@ -17,27 +17,31 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
+use rand::Rng;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
+use crate::actors::storage::StorageActor;
 use crate::actors::supervisor::NodeSupervisor;
 use crate::actors::Stats;
 use crate::config::Config;
 use crate::error::Error;
 use crate::messages::{
-    ClientCommand, ClientRequest, ClientResponse, Deliver, Envelope, ErrorReply, Frame, GetStatus,
-    NodeId, PeerMessage, Reply, RequestBody, RequestId,
+    ClientCommand, ClientRequest, ClientResponse, Deliver, Envelope, ErrorReply, FaultPlan,
+    FetchRecords, Frame, GetStatus, NodeId, PeerMessage, Reply, RequestBody, RequestId, ScanDigest,
 };
 
+/// The most digest entries one anti-entropy page carries.
+pub const MAX_SYNC_DIGEST_ENTRIES: usize = 4_096;
 /// Bytes gathered from a peer queue into one write.
 const MAX_COALESCED_BYTES: usize = 256 * 1024;
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -63,6 +67,9 @@ pub fn frame_codec(max_frame_bytes: usize) -> LengthDelimitedCodec {
 }
 
 /// Sends Paxos messages to peers (or to this node). Cheap to clone.
+///
+/// Every message leaves through [`Outbox::dispatch`], which is also where a [`FaultPlan`]
+/// (tests only) drops, duplicates, delays and so reorders messages, or cuts links.
 #[derive(Clone)]
 pub struct Outbox {
     inner: Arc<OutboxInner>,
@@ -73,6 +80,15 @@ struct OutboxInner {
     peers: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
     local: Recipient<Deliver>,
     stats: Arc<Stats>,
+    faults_active: AtomicBool,
+    faults: RwLock<FaultPlan>,
+}
+
+/// A message on its way out: to this node's own supervisor, or encoded for a peer.
+#[derive(Clone)]
+enum Outgoing {
+    Local(Envelope),
+    Remote(Bytes),
 }
 
 /// A peer's queue, for its writer task.
@@ -105,6 +121,8 @@ impl Outbox {
             peers,
             local,
             stats,
+            faults_active: AtomicBool::new(false),
+            faults: RwLock::new(FaultPlan::default()),
         };
         (
             Outbox {
@@ -118,6 +136,26 @@ impl Outbox {
         self.inner.me
     }
 
+    /// Replaces the faults injected on this node's outgoing messages.
+    pub fn set_faults(&self, plan: FaultPlan) {
+        let active = !plan.is_none();
+        *self.inner.faults.write().expect("fault plan lock") = plan;
+        self.inner.faults_active.store(active, Ordering::Relaxed);
+    }
+
+    /// Does the fault plan cut this node's link to `to`? (Anti-entropy, which travels on
+    /// client connections, honours it too, so that a partition is a partition.)
+    pub fn is_cut(&self, to: NodeId) -> bool {
+        self.inner.faults_active.load(Ordering::Relaxed)
+            && self
+                .inner
+                .faults
+                .read()
+                .expect("fault plan lock")
+                .link(to)
+                .cut
+    }
+
     /// Sends `msg` about `key` to node `to`.
     pub fn send(&self, to: NodeId, key: &[u8], msg: PeerMessage) {
         let envelope = Envelope {
@@ -126,10 +164,10 @@ impl Outbox {
             body: msg,
         };
         if to == self.inner.me {
-            self.deliver_locally(envelope);
+            self.dispatch(to, Outgoing::Local(envelope));
         } else {
             let frame = encode_frame(&Frame::Peer(envelope));
-            self.enqueue(to, frame);
+            self.dispatch(to, Outgoing::Remote(frame));
         }
     }
 
@@ -143,26 +181,63 @@ impl Outbox {
         let frame = Frame::Peer(envelope);
         let bytes = encode_frame(&frame);
         for &node in self.inner.peers.keys() {
-            self.enqueue(node, bytes.clone());
+            self.dispatch(node, Outgoing::Remote(bytes.clone()));
         }
         let Frame::Peer(envelope) = frame else {
             unreachable!()
         };
-        self.deliver_locally(envelope);
+        self.dispatch(self.inner.me, Outgoing::Local(envelope));
     }
 
-    fn deliver_locally(&self, envelope: Envelope) {
-        if self.inner.local.try_send(Deliver(envelope)).is_err() {
+    /// Applies the fault plan, if any, then delivers.
+    fn dispatch(&self, to: NodeId, msg: Outgoing) {
+        if !self.inner.faults_active.load(Ordering::Relaxed) {
+            return self.deliver(to, msg);
+        }
+        let link = self.inner.faults.read().expect("fault plan lock").link(to);
+        let mut rng = rand::rng();
+        let roll = |rng: &mut rand::rngs::ThreadRng, permille: u16| {
+            permille > 0 && rng.random_range(0..1000) < permille
+        };
+        if link.cut || roll(&mut rng, link.drop_permille) {
             Stats::add(&self.inner.stats.peer_frames_dropped, 1);
+            return;
+        }
+        let copies = if roll(&mut rng, link.duplicate_permille) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay_ms = if link.delay_max_ms > 0 {
+                rng.random_range(link.delay_min_ms..=link.delay_max_ms.max(link.delay_min_ms))
+            } else {
+                0
+            };
+            if delay_ms == 0 {
+                self.deliver(to, msg.clone());
+            } else {
+                let (outbox, msg) = (self.clone(), msg.clone());
+                actix_rt::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                    outbox.deliver(to, msg);
+                });
+            }
         }
     }
 
-    fn enqueue(&self, to: NodeId, frame: Bytes) {
-        let Some(queue) = self.inner.peers.get(&to) else {
-            log::warn!("no peer {to} in the config; message dropped");
-            return;
+    fn deliver(&self, to: NodeId, msg: Outgoing) {
+        let delivered = match msg {
+            Outgoing::Local(envelope) => self.inner.local.try_send(Deliver(envelope)).is_ok(),
+            Outgoing::Remote(frame) => match self.inner.peers.get(&to) {
+                Some(queue) => queue.try_send(frame).is_ok(),
+                None => {
+                    log::warn!("no peer {to} in the config; message dropped");
+                    false
+                }
+            },
         };
-        if queue.try_send(frame).is_err() {
+        if !delivered {
             Stats::add(&self.inner.stats.peer_frames_dropped, 1);
         }
     }
@@ -178,7 +253,9 @@ pub struct Network {
 /// What every connection task needs.
 struct Shared {
     node: NodeId,
+    outbox: Outbox,
     supervisor: Addr<NodeSupervisor>,
+    storage: Addr<StorageActor>,
     config: Arc<Config>,
     stats: Arc<Stats>,
     connections: Arc<Semaphore>,
@@ -188,11 +265,14 @@ struct Shared {
 }
 
 impl Network {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         node: NodeId,
         listener: std::net::TcpListener,
+        outbox: Outbox,
         queues: Vec<PeerQueue>,
         supervisor: Addr<NodeSupervisor>,
+        storage: Addr<StorageActor>,
         config: Arc<Config>,
         stats: Arc<Stats>,
     ) -> Network {
@@ -202,7 +282,9 @@ impl Network {
             queues,
             shared: Arc::new(Shared {
                 node,
+                outbox,
                 supervisor,
+                storage,
                 config,
                 stats,
                 connections,
@@ -337,6 +419,35 @@ pub fn check_request(key: &[u8], value_len: usize, config: &Config) -> Result<()
 async fn serve_request(request: ClientRequest, shared: &Shared) -> ClientResponse {
     let result = match request.body {
         RequestBody::Ping => Ok(Reply::Pong { node: shared.node }),
+        RequestBody::SetFaults(plan) => {
+            if shared.config.testing.allow_fault_injection {
+                log::warn!("node {}: injecting faults {plan:?}", shared.node);
+                shared.outbox.set_faults(plan);
+                Ok(Reply::FaultsSet)
+            } else {
+                Err(ErrorReply::BadRequest(
+                    "fault injection is off (testing.allow_fault_injection)".into(),
+                ))
+            }
+        }
+        RequestBody::SyncDigest { after, limit } => {
+            let limit = (limit as usize).min(MAX_SYNC_DIGEST_ENTRIES);
+            match shared.storage.send(ScanDigest { after, limit }).await {
+                Ok(Ok(page)) => Ok(Reply::SyncDigest(page)),
+                Ok(Err(e)) => Err(e.to_reply()),
+                Err(e) => Err(ErrorReply::Unavailable(e.to_string())),
+            }
+        }
+        RequestBody::SyncFetch { keys } => {
+            let keys = keys.into_iter().map(|k| k.into_vec()).collect();
+            // Half a frame of records leaves room for the framing around them.
+            let max_bytes = shared.config.frame_limit() / 2;
+            match shared.storage.send(FetchRecords { keys, max_bytes }).await {
+                Ok(Ok(records)) => Ok(Reply::SyncRecords(records)),
+                Ok(Err(e)) => Err(e.to_reply()),
+                Err(e) => Err(ErrorReply::Unavailable(e.to_string())),
+            }
+        }
         RequestBody::Status => match shared.supervisor.send(GetStatus).await {
             Ok(status) => Ok(Reply::Status(status)),
             Err(e) => Err(ErrorReply::Unavailable(e.to_string())),

@@ -14,7 +14,10 @@ use tokio::sync::oneshot;
 
 use crate::actors::Stats;
 use crate::error::{Error, Result};
-use crate::messages::{Key, Load, Persist};
+use crate::messages::{
+    AdoptRecords, FetchRecords, FindBehind, Key, Load, MarkSynced, Persist, ScanDigest,
+    SyncDigestPage, SyncRecord, SyncSource,
+};
 use crate::paxos::acceptor::AcceptorRecord;
 use crate::storage::Store;
 
@@ -118,5 +121,61 @@ impl Handler<Load> for StorageActor {
         // A load sees every write queued before it.
         self.flush();
         self.store.load(&msg.key)
+    }
+}
+
+impl Handler<ScanDigest> for StorageActor {
+    type Result = Result<SyncDigestPage>;
+
+    fn handle(&mut self, msg: ScanDigest, _: &mut Context<Self>) -> Self::Result {
+        let (entries, more) = self.store.digest(msg.after.as_deref(), msg.limit)?;
+        let source = SyncSource {
+            voting: self.stats.is_voting(),
+            synced_once: self.store.synced_once()?,
+            empty: self.store.is_empty()?,
+        };
+        Ok(SyncDigestPage {
+            source,
+            entries,
+            more,
+        })
+    }
+}
+
+impl Handler<FindBehind> for StorageActor {
+    type Result = Result<Vec<Key>>;
+
+    fn handle(&mut self, msg: FindBehind, _: &mut Context<Self>) -> Self::Result {
+        self.flush();
+        self.store.behind(&msg.entries)
+    }
+}
+
+impl Handler<FetchRecords> for StorageActor {
+    type Result = Result<Vec<SyncRecord>>;
+
+    fn handle(&mut self, msg: FetchRecords, _: &mut Context<Self>) -> Self::Result {
+        self.flush();
+        self.store.fetch(&msg.keys, msg.max_bytes)
+    }
+}
+
+impl Handler<AdoptRecords> for StorageActor {
+    type Result = Result<u64>;
+
+    fn handle(&mut self, msg: AdoptRecords, _: &mut Context<Self>) -> Self::Result {
+        self.flush();
+        let changed = self.store.adopt(&msg.records)?;
+        Stats::add(&self.stats.commits, 1);
+        Stats::add(&self.stats.records_written, changed);
+        Ok(changed)
+    }
+}
+
+impl Handler<MarkSynced> for StorageActor {
+    type Result = Result<()>;
+
+    fn handle(&mut self, _: MarkSynced, _: &mut Context<Self>) -> Self::Result {
+        self.store.mark_synced()
     }
 }

@@ -25,9 +25,11 @@ use crate::actors::Stats;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::messages::{
-    ActorStopped, ClientCommand, Crash, CrashActor, Deliver, Envelope, FromAcceptor, FromProposer,
-    GetStatus, Key, NodeId, NodeStatus, Outcome, Retire, Role, Submit,
+    ActorStopped, Adopt, AdoptRecord, AdoptRecords, ClientCommand, Crash, CrashActor, Deliver,
+    Envelope, FromAcceptor, FromProposer, GetStatus, Inspect, InspectAcceptor, Key, NodeId,
+    NodeStatus, Outcome, Retire, Role, Submit,
 };
+use crate::paxos::acceptor::AcceptorRecord;
 use crate::paxos::proposer::{Proposer, ProposerConfig};
 
 /// Messages routed to the supervisor that may wait in its mailbox.
@@ -60,11 +62,13 @@ impl NodeSupervisor {
         config: Arc<Config>,
         storage: Addr<StorageActor>,
         stats: Arc<Stats>,
-    ) -> (Addr<NodeSupervisor>, Vec<PeerQueue>) {
+    ) -> (Addr<NodeSupervisor>, Outbox, Vec<PeerQueue>) {
         let mut queues = Vec::new();
+        let mut outbox_out = None;
         let addr = NodeSupervisor::create(|ctx| {
             let (outbox, q) = Outbox::new(node, &config, ctx.address().recipient(), stats.clone());
             queues = q;
+            outbox_out = Some(outbox.clone());
             NodeSupervisor {
                 node,
                 config,
@@ -76,7 +80,7 @@ impl NodeSupervisor {
                 seed: rand::random(),
             }
         });
-        (addr, queues)
+        (addr, outbox_out.expect("created"), queues)
     }
 
     /// The key's entry, creating it if the live-key limit allows.
@@ -210,6 +214,11 @@ impl Handler<Deliver> for NodeSupervisor {
 
     fn handle(&mut self, Deliver(envelope): Deliver, ctx: &mut Context<Self>) {
         let Envelope { from, key, body } = envelope;
+        if body.is_request() && !self.stats.is_voting() {
+            // Not recovered from a majority yet: this node's acceptors must not vote.
+            Stats::add(&self.stats.dropped_not_voting, 1);
+            return;
+        }
         if body.is_request() {
             let Some(acceptor) = self.acceptor(&key, ctx) else {
                 Stats::add(&self.stats.peer_frames_dropped, 1);
@@ -251,6 +260,45 @@ impl Handler<ClientCommand> for NodeSupervisor {
                 Ok(result) => result,
                 Err(e) => Err(Error::Unknown(format!("the key's proposer stopped: {e}"))),
             }
+        })
+    }
+}
+
+impl Handler<Adopt> for NodeSupervisor {
+    type Result = ResponseFuture<Result<u64>>;
+
+    /// Records of keys with a live acceptor go to that acceptor (its memory must stay the
+    /// truth it answers from); the rest go to storage in one commit. An acceptor started for
+    /// one of those keys later loads after that commit (storage handles messages in order).
+    fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) -> Self::Result {
+        let mut to_storage = Vec::new();
+        let mut to_actors = Vec::new();
+        for record in msg.records {
+            let live = self
+                .keys
+                .get(&record.key)
+                .and_then(|e| e.acceptor.as_ref())
+                .filter(|(a, _)| a.connected());
+            match live {
+                Some((acceptor, _)) => to_actors.push(acceptor.send(AdoptRecord {
+                    record: record.record,
+                })),
+                None => to_storage.push(record),
+            }
+        }
+        let storage = self.storage.send(AdoptRecords {
+            records: to_storage,
+        });
+        let stats = self.stats.clone();
+        Box::pin(async move {
+            let mut changed = storage.await.map_err(|e| Error::Storage(e.to_string()))??;
+            for adopted in to_actors {
+                if let Ok(Ok(true)) = adopted.await {
+                    changed += 1;
+                }
+            }
+            Stats::add(&stats.records_adopted, changed);
+            Ok(changed)
         })
     }
 }
@@ -309,6 +357,24 @@ impl Handler<CrashActor> for NodeSupervisor {
     }
 }
 
+impl Handler<InspectAcceptor> for NodeSupervisor {
+    type Result = ResponseFuture<Option<AcceptorRecord>>;
+
+    fn handle(&mut self, msg: InspectAcceptor, _: &mut Context<Self>) -> Self::Result {
+        let acceptor = self
+            .keys
+            .get(&msg.key)
+            .and_then(|e| e.acceptor.as_ref())
+            .map(|(a, _)| a.clone());
+        Box::pin(async move {
+            match acceptor {
+                Some(a) => a.send(Inspect).await.ok().flatten(),
+                None => None,
+            }
+        })
+    }
+}
+
 impl Handler<GetStatus> for NodeSupervisor {
     type Result = MessageResult<GetStatus>;
 
@@ -325,6 +391,10 @@ impl Handler<GetStatus> for NodeSupervisor {
             peer_frames_dropped: Stats::get(&s.peer_frames_dropped),
             bad_frames: Stats::get(&s.bad_frames),
             rss_bytes: resident_memory_bytes(),
+            voting: s.is_voting(),
+            records_adopted: Stats::get(&s.records_adopted),
+            sync_rounds: Stats::get(&s.sync_rounds),
+            dropped_not_voting: Stats::get(&s.dropped_not_voting),
         })
     }
 }

@@ -91,11 +91,11 @@ pub fn run_cluster(config_path: &Path, data_dir: &Path) -> i32 {
         }
         let mut sigterm = signal(SignalKind::terminate()).expect("a SIGTERM handler");
         let ready = tokio::select! {
-            ready = wait_until_all_answer(&config) => ready,
-            _ = tokio::signal::ctrl_c() => false,
-            _ = sigterm.recv() => false,
+            ready = wait_until_all_answer(&config) => Some(ready),
+            _ = tokio::signal::ctrl_c() => None,
+            _ = sigterm.recv() => None,
         };
-        let code = if ready {
+        let code = if ready == Some(true) {
             println!("paxkv cluster: {} nodes up", config.nodes.len());
             for node in &config.nodes {
                 let dir = data_dir.join(format!("node-{}", node.id));
@@ -111,9 +111,13 @@ pub fn run_cluster(config_path: &Path, data_dir: &Path) -> i32 {
                 _ = sigterm.recv() => {}
             }
             EXIT_OK
-        } else {
-            eprintln!("paxkv cluster: not every node answered; stopping");
+        } else if ready == Some(false) {
+            eprintln!(
+                "paxkv cluster: not every node answered within {STARTUP_DEADLINE:?}; stopping"
+            );
             EXIT_UNAVAILABLE
+        } else {
+            EXIT_OK
         };
         eprintln!("paxkv cluster: stopping all nodes");
         let _ = stop.send(true);
@@ -161,7 +165,8 @@ async fn keep_node_running(
     let mut backoff = RESTART_BACKOFF_MIN;
     loop {
         let started = Instant::now();
-        let child = Command::new(&exe)
+        let mut child = Command::new(&exe);
+        child
             .arg("node")
             .arg("--id")
             .arg(id.to_string())
@@ -169,8 +174,16 @@ async fn keep_node_running(
             .arg(&config)
             .arg("--data-dir")
             .arg(&dir)
-            .kill_on_drop(true)
-            .spawn();
+            .kill_on_drop(true);
+        // SAFETY: prctl in the forked child before exec: the node gets SIGTERM if `cluster`
+        // itself dies (even by SIGKILL), so no node outlives its supervisor.
+        unsafe {
+            child.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = child.spawn();
         let exit = match child {
             Err(e) => format!("could not be started: {e}"),
             Ok(mut child) => {

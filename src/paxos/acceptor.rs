@@ -100,6 +100,28 @@ impl Acceptor {
         step
     }
 
+    /// Merges a peer's record for the same key (anti-entropy and recovery): takes its accepted
+    /// state only where an Accept of it would be taken (above what this acceptor accepted, and
+    /// not below its promise), then raises the promise to the peer's. Raising a promise is
+    /// always safe; it is how a node that lost its disk relearns the promises it forgot.
+    /// Returns the record to persist if anything changed.
+    pub fn adopt(&mut self, peer: &AcceptorRecord) -> Option<AcceptorRecord> {
+        let before = self.record.clone();
+        if peer.accepted > self.record.accepted && peer.accepted >= self.record.promised {
+            self.record.accepted = peer.accepted;
+            self.record.state = peer.state.clone();
+        }
+        self.record.promised = self
+            .record
+            .promised
+            .max(peer.promised)
+            .max(self.record.accepted);
+        if let Err(e) = self.record.check() {
+            panic!("acceptor record broken after adopting {peer:?}: {e}");
+        }
+        (self.record != before).then(|| self.record.clone())
+    }
+
     fn highest_seen(&self) -> Ballot {
         self.record.promised.max(self.record.accepted)
     }
@@ -332,6 +354,45 @@ mod tests {
             again.step(PeerMessage::Prepare { ballot: b(3, 1) }).reply,
             PeerMessage::Reject { .. }
         ));
+    }
+
+    #[test]
+    fn adopting_a_peer_record_takes_its_newer_state_and_its_promise() {
+        let mut a = Acceptor::default();
+        a.step(PeerMessage::Accept {
+            ballot: b(1, 1),
+            state: state(1, "old"),
+            next: None,
+        });
+        let peer = AcceptorRecord {
+            promised: b(5, 2),
+            accepted: b(3, 2),
+            state: state(2, "new"),
+        };
+        let rec = a.adopt(&peer).expect("changed");
+        assert_eq!(rec, peer);
+        assert_eq!(a.adopt(&peer), None, "adopting twice changes nothing");
+        // an older peer record changes nothing
+        let older = AcceptorRecord {
+            promised: b(1, 1),
+            accepted: b(1, 1),
+            state: state(1, "old"),
+        };
+        assert_eq!(a.adopt(&older), None);
+    }
+
+    #[test]
+    fn adopting_never_takes_a_state_below_the_promise() {
+        let mut a = Acceptor::default();
+        a.step(PeerMessage::Prepare { ballot: b(9, 1) });
+        let peer = AcceptorRecord {
+            promised: b(4, 2),
+            accepted: b(4, 2),
+            state: state(1, "x"),
+        };
+        // an Accept at 4.2 would be refused after promising 9.1, so adoption refuses it too
+        assert_eq!(a.adopt(&peer), None);
+        assert_eq!(a.record().accepted, Ballot::ZERO);
     }
 
     #[test]

@@ -17,8 +17,8 @@ use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions};
 
 use crate::error::{Error, Result};
-use crate::messages::NodeId;
-use crate::paxos::acceptor::AcceptorRecord;
+use crate::messages::{Ballot, DigestEntry, NodeId, SyncRecord};
+use crate::paxos::acceptor::{Acceptor, AcceptorRecord};
 
 /// Database names, in one place.
 mod db_name {
@@ -29,6 +29,8 @@ mod db_name {
 /// Keys of the meta database.
 mod meta_key {
     pub const NODE_ID: &[u8] = b"node_id";
+    /// Present once this store completed a recovery from a majority (or a bootstrap).
+    pub const SYNCED: &[u8] = b"synced";
 }
 
 const CRC_BYTES: usize = 4;
@@ -134,6 +136,100 @@ impl Store {
         Ok(out)
     }
 
+    /// Has this store ever completed a recovery (see [`crate::actors::sync`])?
+    pub fn synced_once(&self) -> Result<bool> {
+        let rtxn = self.env.read_txn()?;
+        Ok(self.meta.get(&rtxn, meta_key::SYNCED)?.is_some())
+    }
+
+    pub fn mark_synced(&self) -> Result<()> {
+        let mut wtxn = self.env.write_txn()?;
+        self.meta.put(&mut wtxn, meta_key::SYNCED, b"1")?;
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    /// The ballots of up to `limit` records after `after`, in key order; and whether more
+    /// follow.
+    pub fn digest(&self, after: Option<&[u8]>, limit: usize) -> Result<(Vec<DigestEntry>, bool)> {
+        let mut records = self.scan(after, limit + 1)?;
+        let more = records.len() > limit;
+        records.truncate(limit);
+        let entries = records
+            .into_iter()
+            .map(|(key, r)| DigestEntry {
+                key,
+                promised: r.promised,
+                accepted: r.accepted,
+            })
+            .collect();
+        Ok((entries, more))
+    }
+
+    /// The keys of `entries` on which this store is behind the peer that sent them.
+    pub fn behind(&self, entries: &[DigestEntry]) -> Result<Vec<Vec<u8>>> {
+        let rtxn = self.env.read_txn()?;
+        let mut keys = Vec::new();
+        for entry in entries {
+            let (promised, accepted) = match self.acceptors.get(&rtxn, &entry.key)? {
+                None => (Ballot::ZERO, Ballot::ZERO),
+                Some(bytes) => {
+                    let r = decode(&entry.key, bytes)?;
+                    (r.promised, r.accepted)
+                }
+            };
+            if entry.accepted > accepted || entry.promised > promised {
+                keys.push(entry.key.clone());
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The records of `keys`, in order, stopping before `max_bytes` of values (always at
+    /// least one record, if any exists).
+    pub fn fetch(&self, keys: &[Vec<u8>], max_bytes: usize) -> Result<Vec<SyncRecord>> {
+        let rtxn = self.env.read_txn()?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for key in keys {
+            if let Some(raw) = self.acceptors.get(&rtxn, key)? {
+                bytes += raw.len() + key.len();
+                if bytes > max_bytes && !out.is_empty() {
+                    break;
+                }
+                out.push(SyncRecord {
+                    key: key.clone(),
+                    record: decode(key, raw)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Merges peers' records into ours ([`Acceptor::adopt`]) in one transaction; returns how
+    /// many records changed.
+    pub fn adopt(&self, records: &[SyncRecord]) -> Result<u64> {
+        let mut wtxn = self.env.write_txn()?;
+        let mut changed = 0;
+        let mut buf = Vec::new();
+        for SyncRecord { key, record } in records {
+            record
+                .check()
+                .map_err(|e| Error::Storage(format!("a peer sent a broken record: {e}")))?;
+            let local = match self.acceptors.get(&wtxn, key)? {
+                None => AcceptorRecord::default(),
+                Some(bytes) => decode(key, bytes)?,
+            };
+            if let Some(merged) = Acceptor::new(local).adopt(record) {
+                encode(&merged, &mut buf)?;
+                self.acceptors.put(&mut wtxn, key, &buf)?;
+                changed += 1;
+            }
+        }
+        wtxn.commit()?;
+        Ok(changed)
+    }
+
     /// The node id this directory was created for.
     pub fn node_id(&self) -> Result<Option<NodeId>> {
         let rtxn = self.env.read_txn()?;
@@ -221,6 +317,28 @@ mod tests {
         assert_eq!(store.len().unwrap(), 2);
         let scanned = store.scan(Some(b"a"), 10).unwrap();
         assert_eq!(scanned, vec![(b"b".to_vec(), record(2))]);
+    }
+
+    #[test]
+    fn a_store_behind_a_peer_finds_what_it_misses_and_adopts_it() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let ahead = Store::open(dir_a.path(), 64 << 20, 1).unwrap();
+        let behind = Store::open(dir_b.path(), 64 << 20, 2).unwrap();
+        ahead
+            .write(&[(b"a".as_slice(), &record(3)), (b"b".as_slice(), &record(1))])
+            .unwrap();
+        behind.write(&[(b"b".as_slice(), &record(1))]).unwrap();
+        let (digest, more) = ahead.digest(None, 10).unwrap();
+        assert!(!more);
+        let missing = behind.behind(&digest).unwrap();
+        assert_eq!(missing, vec![b"a".to_vec()]);
+        let records = ahead.fetch(&missing, 1 << 20).unwrap();
+        assert_eq!(behind.adopt(&records).unwrap(), 1);
+        assert_eq!(behind.load(b"a").unwrap(), Some(record(3)));
+        assert!(behind.behind(&digest).unwrap().is_empty());
+        assert!(!behind.synced_once().unwrap());
+        behind.mark_synced().unwrap();
+        assert!(behind.synced_once().unwrap());
     }
 
     #[test]

@@ -52,7 +52,35 @@ impl TestCluster {
             let node = cluster.start_node_on(i as NodeId + 1, Some(listener));
             cluster.nodes.push(Some(node));
         }
+        cluster.wait_voting_blocking(&[1, 2, 3, 4, 5]);
         cluster
+    }
+
+    /// Blocks until every node in `ids` votes (has recovered from a majority).
+    /// (On a thread of its own, so that it may be called from inside a test's runtime.)
+    pub fn wait_voting_blocking(&self, ids: &[NodeId]) {
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(self.wait_voting(ids));
+            });
+        });
+    }
+
+    /// Waits until every node in `ids` votes (has recovered from a majority).
+    pub async fn wait_voting(&self, ids: &[NodeId]) {
+        for &id in ids {
+            let client = self.client_for(id);
+            eventually(
+                &format!("node {id} votes"),
+                Duration::from_secs(20),
+                || async { matches!(client.status(0).await, Ok(s) if s.voting) },
+            )
+            .await;
+        }
     }
 
     fn start_node_on(&self, id: NodeId, listener: Option<TcpListener>) -> NodeHandle {

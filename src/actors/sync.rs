@@ -1,0 +1,276 @@
+//! Recovery and anti-entropy: how a node that was down, cut off, or lost its disk becomes a
+//! full replica again without clients touching every key.
+//!
+//! **Recovery before voting.** When a node starts, its acceptors do not vote (the supervisor
+//! drops every Prepare, Accept and Query) until it has merged the records of a majority of
+//! the cluster's *other* nodes into its own: `n - q + 1` of them, where `q = n/2 + 1` is the
+//! quorum (3 of the other 4 in a five-node cluster). Why that many: an acceptor that forgot a
+//! promise or an accept can let two values be chosen. Whatever this node promised or accepted
+//! before it lost its disk (or before the older copy it now runs on was taken) was part of a
+//! quorum, so at least `q - 1` *other* nodes hold it or something newer; any `n - q + 1` of the
+//! other `n - 1` nodes include one of them. Merging takes the higher accepted state where an
+//! Accept would take it and raises every promise to the peer's ([`Acceptor::adopt`]), so the
+//! node comes back at least as far along as it was. Doing this on every start, not only when
+//! the disk looks empty, covers a data directory replaced with an older copy, which nothing on
+//! the disk itself can reveal.
+//!
+//! Which peers count: those voting, and those whose store completed a recovery before (an
+//! intact disk that is itself restarting, as after a whole-cluster restart). A store that
+//! never completed a recovery (new, or wiped) is never counted, except in the one case where
+//! it is certain there is nothing to recover: every reachable node, and enough of them, has a
+//! new and empty store (a cluster's first start).
+//!
+//! **Anti-entropy.** After that, every `sync_interval_ms` the node pulls the same way from every
+//! voting peer, so a node that missed writes while cut off catches up too. Each pull pages
+//! through the peer's (key, promised, accepted) digest, asks storage which keys are behind,
+//! fetches only those records, and merges them (through the key's acceptor if it is alive).
+//!
+//! [`Acceptor::adopt`]: crate::paxos::acceptor::Acceptor::adopt
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::actors::network::Outbox;
+use crate::actors::storage::StorageActor;
+use crate::actors::supervisor::NodeSupervisor;
+use crate::actors::Stats;
+use crate::client::{Client, ClientOptions};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::messages::{Adopt, FindBehind, MarkSynced, NodeId, ScanDigest, SyncSource};
+
+/// Digest entries asked for per page.
+const DIGEST_PAGE: u32 = 4_096;
+/// How long a node waits before trying its recovery again when too few peers answered.
+const RECOVERY_RETRY: Duration = Duration::from_millis(300);
+
+pub struct Sync {
+    node: NodeId,
+    outbox: Outbox,
+    config: Arc<Config>,
+    storage: Addr<StorageActor>,
+    supervisor: Addr<NodeSupervisor>,
+    stats: Arc<Stats>,
+}
+
+impl Sync {
+    pub fn new(
+        node: NodeId,
+        outbox: Outbox,
+        config: Arc<Config>,
+        storage: Addr<StorageActor>,
+        supervisor: Addr<NodeSupervisor>,
+        stats: Arc<Stats>,
+    ) -> Sync {
+        Sync {
+            node,
+            outbox,
+            config,
+            storage,
+            supervisor,
+            stats,
+        }
+    }
+}
+
+impl Actor for Sync {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let puller = Puller {
+            node: self.node,
+            outbox: self.outbox.clone(),
+            config: self.config.clone(),
+            storage: self.storage.clone(),
+            supervisor: self.supervisor.clone(),
+            stats: self.stats.clone(),
+        };
+        ctx.spawn(puller.run().into_actor(self));
+    }
+}
+
+/// The state the pulling task needs (the actor's, owned by the task).
+struct Puller {
+    node: NodeId,
+    outbox: Outbox,
+    config: Arc<Config>,
+    storage: Addr<StorageActor>,
+    supervisor: Addr<NodeSupervisor>,
+    stats: Arc<Stats>,
+}
+
+impl Puller {
+    async fn run(self) {
+        let peers: Vec<NodeId> = self
+            .config
+            .node_ids()
+            .into_iter()
+            .filter(|n| *n != self.node)
+            .collect();
+        let client = Client::new(
+            peers
+                .iter()
+                .map(|p| self.config.addr_of(*p).expect("a member"))
+                .collect(),
+            ClientOptions {
+                attempt_timeout: Duration::from_secs(10),
+                connect_timeout: Duration::from_millis(500),
+                pinned: true,
+                ..ClientOptions::default()
+            },
+        );
+        let peers_by_index = peers.clone();
+        let started = Instant::now();
+        let mut last_complaint = None::<Instant>;
+        loop {
+            match self.recover(&client, &peers_by_index).await {
+                Ok(adopted) => {
+                    self.stats.set_voting();
+                    log::info!(
+                        "node {}: recovered from a majority in {:.2}s ({adopted} records \
+                         adopted); voting",
+                        self.node,
+                        started.elapsed().as_secs_f64()
+                    );
+                    break;
+                }
+                Err(e) => {
+                    if last_complaint.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                        log::warn!("node {}: not voting yet: {e}", self.node);
+                        last_complaint = Some(Instant::now());
+                    }
+                    tokio::time::sleep(RECOVERY_RETRY).await;
+                }
+            }
+        }
+        let interval = self.config.paxos.sync_interval_ms;
+        if interval == 0 {
+            return;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_millis(interval)).await;
+            for (index, peer) in peers.iter().enumerate() {
+                if self.outbox.is_cut(*peer) {
+                    continue;
+                }
+                match client.sync_digest(index, None, 0).await {
+                    Ok(page) if page.source.voting => {
+                        if let Err(e) = self.pull_from(&client, index).await {
+                            log::debug!(
+                                "node {}: anti-entropy from node {}: {e}",
+                                self.node,
+                                peers[index]
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Stats::add(&self.stats.sync_rounds, 1);
+        }
+    }
+
+    /// One recovery attempt: merge every record of enough trustworthy peers.
+    async fn recover(&self, client: &Client, peers: &[NodeId]) -> Result<u64> {
+        let n = peers.len() + 1;
+        let needed = n - (n / 2 + 1) + 1;
+        let mut sources: Vec<(usize, SyncSource)> = Vec::new();
+        for (index, peer) in peers.iter().enumerate() {
+            if self.outbox.is_cut(*peer) {
+                continue;
+            }
+            if let Ok(page) = client.sync_digest(index, None, 0).await {
+                sources.push((index, page.source));
+            }
+        }
+        let trusted: Vec<usize> = sources
+            .iter()
+            .filter(|(_, s)| s.voting || s.synced_once)
+            .map(|(i, _)| *i)
+            .collect();
+        if trusted.len() < needed {
+            let me = self
+                .storage
+                .send(ScanDigest {
+                    after: None,
+                    limit: 0,
+                })
+                .await;
+            let me = me.map_err(|e| Error::Storage(e.to_string()))??.source;
+            let all_new = |s: &SyncSource| !s.synced_once && s.empty;
+            if all_new(&me) && sources.len() >= needed && sources.iter().all(|(_, s)| all_new(s)) {
+                self.mark_synced().await?;
+                return Ok(0);
+            }
+            return Err(Error::Unavailable(format!(
+                "{} of the {needed} peers needed to recover from answered as trustworthy",
+                trusted.len()
+            )));
+        }
+        let mut adopted = 0;
+        let mut completed = 0;
+        for index in trusted {
+            match self.pull_from(client, index).await {
+                Ok(n) => {
+                    adopted += n;
+                    completed += 1;
+                }
+                Err(e) => log::warn!("node {}: recovering from peer #{index}: {e}", self.node),
+            }
+        }
+        if completed < needed {
+            return Err(Error::Unavailable(format!(
+                "recovered from {completed} of the {needed} peers needed"
+            )));
+        }
+        self.mark_synced().await?;
+        Stats::add(&self.stats.sync_rounds, 1);
+        Ok(adopted)
+    }
+
+    async fn mark_synced(&self) -> Result<()> {
+        self.storage
+            .send(MarkSynced)
+            .await
+            .map_err(|e| Error::Storage(e.to_string()))?
+    }
+
+    /// Pages through peer `index`'s digest, fetching and merging what this node is behind on.
+    async fn pull_from(&self, client: &Client, index: usize) -> Result<u64> {
+        let mut after = None;
+        let mut adopted = 0;
+        loop {
+            let page = client
+                .sync_digest(index, after.clone(), DIGEST_PAGE)
+                .await?;
+            after = page.entries.last().map(|e| e.key.clone());
+            let more = page.more;
+            let behind = self
+                .storage
+                .send(FindBehind {
+                    entries: page.entries,
+                })
+                .await
+                .map_err(|e| Error::Storage(e.to_string()))??;
+            let mut wanted = &behind[..];
+            while !wanted.is_empty() {
+                let records = client.sync_fetch(index, wanted).await?;
+                if records.is_empty() {
+                    break; // the peer no longer has them (cannot happen: records are never removed)
+                }
+                let fetched = records.len();
+                adopted += self
+                    .supervisor
+                    .send(Adopt { records })
+                    .await
+                    .map_err(|e| Error::Storage(e.to_string()))??;
+                wanted = &wanted[fetched.min(wanted.len())..];
+            }
+            if !more || after.is_none() {
+                return Ok(adopted);
+            }
+        }
+    }
+}
