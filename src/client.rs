@@ -126,6 +126,7 @@ impl Client {
     pub async fn execute(&self, key: &[u8], command: Command) -> Result<Outcome> {
         let write = command.is_write();
         let write_id = write.then(|| RequestId {
+            issued_ms: now_ms(),
             client: self.inner.client_id,
             seq: self.inner.next_seq.fetch_add(1, Ordering::Relaxed),
         });
@@ -296,6 +297,14 @@ impl Client {
             conns.remove(&index);
         }
     }
+}
+
+/// Milliseconds since the Unix epoch, for [`RequestId::issued_ms`].
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn unexpected(reply: Reply) -> Error {

@@ -57,9 +57,12 @@ impl fmt::Display for Ballot {
 
 /// Identifies one client write across retries: a retried write carries the same id, and a
 /// register remembers the outcomes of its last writes by id, so a write whose reply was lost
-/// never takes effect twice.
+/// never takes effect twice. Ids are ordered (issue time first), which is what lets a register
+/// forget old ids safely: see [`Register::dedup_floor`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RequestId {
+    /// When the client issued the write, milliseconds since the Unix epoch (its clock).
+    pub issued_ms: u64,
     /// Chosen at random by each client process.
     pub client: u64,
     /// Increases with every write of that client.
@@ -82,9 +85,13 @@ pub struct Register {
     /// `None`: never written, or deleted.
     #[serde(with = "opt_bytes")]
     pub value: Option<Vec<u8>>,
-    /// The most recent writes applied to this register, oldest first, at most
+    /// The most recent writes applied to this register, at most
     /// [`crate::paxos::register::RECENT_WRITES`] of them.
     pub recent: Vec<AppliedWrite>,
+    /// The highest id the register has forgotten. A write whose id is at or below it and not
+    /// in `recent` may have been applied already, so it is refused ("outcome unknown")
+    /// rather than risk applying it twice.
+    pub dedup_floor: Option<RequestId>,
 }
 
 /// A change function applied to a register by a Paxos round (CASPaxos §2).
@@ -610,9 +617,14 @@ mod tests {
                     version: 9,
                     value: Some(vec![1, 2, 3]),
                     recent: vec![AppliedWrite {
-                        id: RequestId { client: 1, seq: 2 },
+                        id: RequestId {
+                            issued_ms: 1,
+                            client: 1,
+                            seq: 2,
+                        },
                         outcome: Outcome::Put { version: 9 },
                     }],
+                    dedup_floor: None,
                 },
             },
         });

@@ -463,6 +463,7 @@ async fn serve_request(request: ClientRequest, shared: &Shared) -> ClientRespons
                     (false, _) => None,
                     (true, Some(id)) => Some(id),
                     (true, None) => Some(RequestId {
+                        issued_ms: crate::client::now_ms(),
                         client: shared.node_client_id,
                         seq: shared.next_write_seq.fetch_add(1, Ordering::Relaxed),
                     }),

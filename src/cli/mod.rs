@@ -1,6 +1,7 @@
 //! Command-line parsing and the client commands (`put`, `get`, `delete`, `cas`, `load`,
-//! `status`). `cluster` and `node` live in [`cluster`].
+//! `bench`, `status`). `cluster` and `node` live in [`cluster`].
 
+mod bench;
 mod cluster;
 mod load;
 
@@ -40,7 +41,8 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
     /// How long one operation may take, retries across nodes included.
-    #[arg(long, global = true, default_value_t = 10_000)]
+    #[arg(long, global = true, default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
     timeout_ms: u64,
     #[command(subcommand)]
     command: Command,
@@ -81,11 +83,18 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// Closed-loop benchmark: C workers share N operations on K keys, one request each in flight.
+    Bench(bench::BenchArgs),
     /// Show every node's counters.
     Status,
 }
 
 pub fn main() -> i32 {
+    // Like any Unix filter: `paxkv status | head -1` ends quietly when the reader goes away.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -117,6 +126,17 @@ fn run_client_command(cli: Cli) -> i32 {
             return EXIT_BAD_INPUT;
         }
     };
+    // `bench --conns M`: M - 1 more independent clients (their own connections).
+    let more_clients = match &cli.command {
+        Command::Bench(args) => match (1..args.conns).map(|_| make_client(&cli)).collect() {
+            Ok(clients) => clients,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return EXIT_BAD_INPUT;
+            }
+        },
+        _ => Vec::new(),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -141,6 +161,10 @@ fn run_client_command(cli: Cli) -> i32 {
                 report(&key, r, json)
             }
             Command::Load { concurrency } => load::run(client, concurrency, json).await,
+            Command::Bench(args) => {
+                let clients = std::iter::once(client).chain(more_clients).collect();
+                bench::run(clients, args, json).await
+            }
             Command::Status => status(client, json).await,
             Command::Cluster { .. } | Command::Node { .. } => unreachable!(),
         }

@@ -200,6 +200,7 @@ mod tests {
             version,
             value: Some(v.as_bytes().to_vec()),
             recent: vec![],
+            dedup_floor: None,
         }
     }
 

@@ -33,7 +33,7 @@ use rand::Rng;
 
 use crate::error::Error;
 use crate::messages::{Ballot, Command, NodeId, Outcome, PeerMessage, Register, RequestId};
-use crate::paxos::register::{apply, RECENT_WRITES};
+use crate::paxos::register::{apply, TooLate, RECENT_WRITES};
 
 /// Identifies a waiting caller to the actor that owns the proposer.
 pub type Token = u64;
@@ -125,7 +125,7 @@ enum Phase {
         next: Ballot,
         started: Instant,
         state: Register,
-        outcomes: Vec<Outcome>,
+        outcomes: Vec<Result<Outcome, ReplyError>>,
         /// acceptor → the promise it holds after accepting
         acks: BTreeMap<NodeId, Ballot>,
     },
@@ -349,7 +349,7 @@ impl Proposer {
         let outcomes = self
             .batch
             .iter()
-            .map(|p| apply(&mut state, &p.command, p.id))
+            .map(|p| apply(&mut state, &p.command, p.id).map_err(too_late))
             .collect();
         let next = ballot.next_for(self.cfg.node);
         self.round = self.round.max(next.round);
@@ -425,7 +425,7 @@ impl Proposer {
             let outcomes = self
                 .batch
                 .iter()
-                .map(|p| apply(&mut state.clone(), &p.command, p.id))
+                .map(|p| apply(&mut state.clone(), &p.command, p.id).map_err(too_late))
                 .collect();
             self.finish(now, outcomes, out);
         } else if count + (n - replies.len()) < quorum {
@@ -573,11 +573,16 @@ impl Proposer {
     }
 
     /// The batch's round succeeded: answer everyone and start the next round.
-    fn finish(&mut self, now: Instant, outcomes: Vec<Outcome>, out: &mut Vec<Effect>) {
+    fn finish(
+        &mut self,
+        now: Instant,
+        outcomes: Vec<Result<Outcome, ReplyError>>,
+        out: &mut Vec<Effect>,
+    ) {
         assert_eq!(outcomes.len(), self.batch.len(), "one outcome per command");
         for (p, outcome) in self.batch.drain(..).zip(outcomes) {
             if !p.answered {
-                out.push(Effect::Reply(p.token, Ok(outcome)));
+                out.push(Effect::Reply(p.token, outcome));
             }
         }
         self.backoff = self.cfg.backoff_min;
@@ -586,6 +591,14 @@ impl Proposer {
             self.start_round(now, out);
         }
     }
+}
+
+fn too_late(_: TooLate) -> ReplyError {
+    ReplyError::Unknown(
+        "the write was retried after the key forgot whether it had applied it; \
+         it took effect at most once"
+            .into(),
+    )
 }
 
 fn deadline_error(accept_sent: bool) -> ReplyError {

@@ -33,7 +33,11 @@ fn put(v: &str) -> Command {
 }
 
 fn id(seq: u64) -> Option<RequestId> {
-    Some(RequestId { client: 1, seq })
+    Some(RequestId {
+        issued_ms: seq,
+        client: 1,
+        seq,
+    })
 }
 
 /// The messages in `out` addressed to `node`, and the replies.

@@ -121,6 +121,7 @@ impl Sim {
             output: None,
         });
         let id = Some(RequestId {
+            issued_ms: token,
             client: node as u64,
             seq: token,
         });

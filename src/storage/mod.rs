@@ -283,6 +283,7 @@ mod tests {
                 version,
                 value: Some(format!("v{version}").into_bytes()),
                 recent: vec![],
+                dedup_floor: None,
             },
         }
     }
