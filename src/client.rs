@@ -2,8 +2,10 @@
 //!
 //! - One connection per node, opened on first use; many requests in flight on it, matched to
 //!   their responses by request id.
-//! - Any node can coordinate any request. When a node is down, slow or unavailable the client
-//!   moves to the next one, until the operation's deadline.
+//! - Any node can coordinate any request; the client sends each key to one node chosen by a
+//!   hash of the key while that node is healthy (so the key's proposer there stays warm and
+//!   writes take one round trip), and to the next ones when it is down, slow or unavailable,
+//!   until the operation's deadline.
 //! - Every write carries a [`RequestId`] that stays the same across retries, so retrying a
 //!   write whose outcome was unknown never applies it twice. An operation that may have taken
 //!   effect but could not be confirmed before the deadline ends in [`Error::Unknown`]; one that
@@ -11,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,8 @@ const CONNECTION_QUEUE_CAPACITY: usize = 4_096;
 const CLIENT_MAX_FRAME_BYTES: usize = 65 << 20;
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// How long a node that could not be reached is skipped by other requests.
+const NODE_AVOID_TIME: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -67,7 +71,9 @@ pub struct Client {
 struct Inner {
     addrs: Vec<SocketAddr>,
     options: ClientOptions,
-    current: AtomicUsize,
+    /// Per node: until when (ms since `epoch`) to avoid it after it failed; 0 = healthy.
+    avoid_until_ms: Vec<AtomicU64>,
+    epoch: Instant,
     connections: Mutex<HashMap<usize, Arc<Connection>>>,
     client_id: u64,
     next_seq: AtomicU64,
@@ -86,16 +92,12 @@ impl Client {
             !addrs.is_empty(),
             "a client needs at least one node address"
         );
-        let start = if options.pinned {
-            0
-        } else {
-            rand::random::<u32>() as usize % addrs.len()
-        };
         Client {
             inner: Arc::new(Inner {
+                avoid_until_ms: addrs.iter().map(|_| AtomicU64::new(0)).collect(),
+                epoch: Instant::now(),
                 addrs,
                 options,
-                current: AtomicUsize::new(start),
                 connections: Mutex::new(HashMap::new()),
                 client_id: rand::random(),
                 next_seq: AtomicU64::new(1),
@@ -139,7 +141,8 @@ impl Client {
         let mut maybe_applied = false;
         let mut last_error = String::from("no attempt finished");
         let mut backoff = RETRY_BACKOFF_MIN;
-        loop {
+        let home = self.home_of(key);
+        for attempt in 0.. {
             let now = Instant::now();
             if now >= deadline {
                 return Err(if maybe_applied {
@@ -148,7 +151,7 @@ impl Client {
                     Error::Unavailable(last_error)
                 });
             }
-            let node = self.inner.current.load(Ordering::Relaxed);
+            let node = self.pick(home, attempt);
             let attempt_timeout = self.inner.options.attempt_timeout.min(deadline - now);
             match self.attempt(node, body.clone(), attempt_timeout).await {
                 Attempt::Done(Ok(Reply::Kv(outcome))) => return Ok(outcome),
@@ -164,13 +167,14 @@ impl Client {
                 Attempt::Lost(m) => {
                     maybe_applied |= write;
                     last_error = m;
+                    self.avoid(node);
                 }
             }
-            self.move_on(node);
             let left = deadline.saturating_duration_since(Instant::now());
             tokio::time::sleep(backoff.min(left)).await;
             backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
         }
+        unreachable!("the loop ends at the deadline")
     }
 
     /// Sends one request to node `index` (of the client's addresses), without retries.
@@ -240,22 +244,46 @@ impl Client {
         &self.inner.addrs
     }
 
-    fn move_on(&self, failed: usize) {
-        if !self.inner.options.pinned {
-            let next = (failed + 1) % self.inner.addrs.len();
-            let _ = self.inner.current.compare_exchange(
-                failed,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+    /// The node that coordinates `key` while it is healthy: always the same one, so that the
+    /// key's proposer there keeps its promise (one round trip per write, CASPaxos §2.2.1)
+    /// and proposers on different nodes do not duel over the key. Any node would do.
+    fn home_of(&self, key: &[u8]) -> usize {
+        if self.inner.options.pinned {
+            return 0;
         }
+        let hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
+        });
+        (hash % self.inner.addrs.len() as u64) as usize
+    }
+
+    /// The node for the `attempt`-th try: from the home node onwards, the first that has not
+    /// failed recently (the home node itself if every one has).
+    fn pick(&self, home: usize, attempt: usize) -> usize {
+        let n = self.inner.addrs.len();
+        if self.inner.options.pinned {
+            return 0;
+        }
+        let now_ms = self.inner.epoch.elapsed().as_millis() as u64;
+        (0..n)
+            .map(|i| (home + attempt + i) % n)
+            .find(|&i| self.inner.avoid_until_ms[i].load(Ordering::Relaxed) <= now_ms)
+            .unwrap_or((home + attempt) % n)
+    }
+
+    /// Avoids a node that failed for a while, so that other requests skip it.
+    fn avoid(&self, node: usize) {
+        let until = self.inner.epoch.elapsed() + NODE_AVOID_TIME;
+        self.inner.avoid_until_ms[node].store(until.as_millis() as u64, Ordering::Relaxed);
     }
 
     async fn attempt(&self, index: usize, body: RequestBody, timeout: Duration) -> Attempt {
         let conn = match self.connection(index).await {
             Ok(conn) => conn,
-            Err(e) => return Attempt::Done(Err(e.to_reply())),
+            Err(e) => {
+                self.avoid(index);
+                return Attempt::Done(Err(e.to_reply()));
+            }
         };
         match tokio::time::timeout(timeout, conn.request(body)).await {
             Ok(Ok(result)) => Attempt::Done(result),

@@ -2,7 +2,8 @@
 //! the core client commands, acceptor replies and clock ticks, and carries out the effects:
 //! messages to the [`Outbox`], answers to the waiting callers.
 //!
-//! It ticks only while the core has work, so thousands of idle keys cost no timers. A panic in
+//! It arms a timer only for the core's next wakeup (the end of a backoff, a phase timeout, a
+//! deadline), so thousands of idle keys cost no timers and a 1 ms backoff lasts 1 ms. A panic in
 //! the core is caught at the handler boundary, logged, and turned into a stop that the
 //! supervisor sees as a crash; the callers still waiting are answered "outcome unknown" (their
 //! commands may have been accepted).
@@ -31,8 +32,10 @@ pub struct ProposerActor {
     stats: Arc<Stats>,
     waiting: HashMap<Token, oneshot::Sender<Result<Outcome>>>,
     next_token: Token,
+    /// The coarsest timer granularity (`paxos.tick_ms`).
     tick: Duration,
-    tick_scheduled: bool,
+    /// The armed timer: when it fires, and its handle.
+    timer: Option<(Instant, SpawnHandle)>,
     mailbox_capacity: usize,
     crashed: bool,
 }
@@ -59,7 +62,7 @@ impl ProposerActor {
             waiting: HashMap::new(),
             next_token: 0,
             tick,
-            tick_scheduled: false,
+            timer: None,
             mailbox_capacity,
             crashed: false,
         }
@@ -92,13 +95,27 @@ impl ProposerActor {
                 }
             }
         }
-        if !self.tick_scheduled && !self.core.is_idle() {
-            self.tick_scheduled = true;
-            ctx.run_later(self.tick, |act, ctx| {
-                act.tick_scheduled = false;
-                act.on_tick(ctx);
-            });
+        self.schedule_tick(ctx);
+    }
+
+    /// Arms one timer for the core's next wakeup (re-arming it if that moved earlier). The
+    /// tick setting is the coarsest granularity: timers closer together are merged.
+    fn schedule_tick(&mut self, ctx: &mut Context<Self>) {
+        let Some(wake) = self.core.next_wakeup() else {
+            return;
+        };
+        if let Some((at, handle)) = self.timer {
+            if at <= wake + self.tick {
+                return;
+            }
+            ctx.cancel_future(handle);
         }
+        let delay = wake.saturating_duration_since(Instant::now());
+        let handle = ctx.run_later(delay, |act, ctx| {
+            act.timer = None;
+            act.on_tick(ctx);
+        });
+        self.timer = Some((wake, handle));
     }
 
     fn on_tick(&mut self, ctx: &mut Context<Self>) {

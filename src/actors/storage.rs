@@ -7,6 +7,7 @@
 //! its one fsync. Each requester is answered only after that commit returns. A failed commit
 //! answers every write in it with a storage error; nothing of it is kept.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -29,6 +30,8 @@ type Waiter = oneshot::Sender<Result<()>>;
 pub struct StorageActor {
     store: Store,
     pending: Vec<(Key, AcceptorRecord, Waiter)>,
+    /// The keys in `pending`.
+    pending_keys: HashSet<Key>,
     flush_scheduled: bool,
     max_group_commit: usize,
     stats: Arc<Stats>,
@@ -39,6 +42,7 @@ impl StorageActor {
         StorageActor {
             store,
             pending: Vec::new(),
+            pending_keys: HashSet::new(),
             flush_scheduled: false,
             max_group_commit,
             stats,
@@ -48,6 +52,7 @@ impl StorageActor {
     /// Commits everything pending, `max_group_commit` records per transaction.
     fn flush(&mut self) {
         self.flush_scheduled = false;
+        self.pending_keys.clear();
         while !self.pending.is_empty() {
             let n = self.pending.len().min(self.max_group_commit);
             let group: Vec<_> = self.pending.drain(..n).collect();
@@ -94,6 +99,7 @@ impl Handler<Persist> for StorageActor {
 
     fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
+        self.pending_keys.insert(msg.key.clone());
         self.pending.push((msg.key, msg.record, tx));
         if !self.flush_scheduled {
             self.flush_scheduled = true;
@@ -118,8 +124,11 @@ impl Handler<Load> for StorageActor {
     type Result = Result<Option<AcceptorRecord>>;
 
     fn handle(&mut self, msg: Load, _: &mut Context<Self>) -> Self::Result {
-        // A load sees every write queued before it.
-        self.flush();
+        // A load sees every write queued before it: commit first only if one is for its key
+        // (a load of a fresh key must not break up the group being gathered).
+        if self.pending_keys.contains(&msg.key) {
+            self.flush();
+        }
         self.store.load(&msg.key)
     }
 }

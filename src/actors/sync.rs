@@ -17,8 +17,9 @@
 //! Which peers count: those voting, and those whose store completed a recovery before (an
 //! intact disk that is itself restarting, as after a whole-cluster restart). A store that
 //! never completed a recovery (new, or wiped) is never counted, except in the one case where
-//! it is certain there is nothing to recover: every reachable node, and enough of them, has a
-//! new and empty store (a cluster's first start).
+//! it is certain there is nothing to recover: this node's store is new and empty, and every
+//! other node answers that it holds no record at all (a cluster's first start, when some
+//! nodes may have bootstrapped a moment earlier).
 //!
 //! **Anti-entropy.** After that, every `sync_interval_ms` the node pulls the same way from every
 //! voting peer, so a node that missed writes while cut off catches up too. Each pull pages
@@ -199,8 +200,14 @@ impl Puller {
                 })
                 .await;
             let me = me.map_err(|e| Error::Storage(e.to_string()))??.source;
-            let all_new = |s: &SyncSource| !s.synced_once && s.empty;
-            if all_new(&me) && sources.len() >= needed && sources.iter().all(|(_, s)| all_new(s)) {
+            // A new cluster: this store is new and empty, and so is every other node's (all of
+            // them answered; some may have bootstrapped a moment ago, which leaves them
+            // empty). With every node reachable, a wiped minority cannot hide the records that
+            // its lost promises would have left on the other members of their quorums.
+            let new_store = !me.synced_once && me.empty;
+            let everyone_empty =
+                sources.len() == peers.len() && sources.iter().all(|(_, s)| s.empty);
+            if new_store && everyone_empty {
                 self.mark_synced().await?;
                 return Ok(0);
             }

@@ -268,22 +268,20 @@ async fn status(client: Client, json: bool) -> i32 {
     let mut code = EXIT_OK;
     for (i, addr) in client.addrs().to_vec().into_iter().enumerate() {
         match client.status(i).await {
-            Ok(s) if json => println!(
-                "{}",
-                serde_json::json!({
-                    "addr": addr.to_string(), "node": s.node,
-                    "live_proposers": s.live_proposers, "live_acceptors": s.live_acceptors,
-                    "acceptor_restarts": s.acceptor_restarts,
-                    "proposer_restarts": s.proposer_restarts, "commits": s.commits,
-                    "records_written": s.records_written,
-                    "peer_frames_dropped": s.peer_frames_dropped, "bad_frames": s.bad_frames,
-                    "rss_bytes": s.rss_bytes,
-                })
-            ),
+            Ok(s) if json => {
+                let mut v = serde_json::to_value(&s).expect("a status serializes");
+                v["addr"] = serde_json::json!(addr.to_string());
+                println!("{v}");
+            }
             Ok(s) => println!(
-                "node {} at {addr}: up, {} proposers and {} acceptors live, {} commits \
+                "node {} at {addr}: up, {}, {} proposers and {} acceptors live, {} commits \
                  ({} records), {} restarts, {} peer frames dropped, {} bad frames, rss {} MiB",
                 s.node,
+                if s.voting {
+                    "voting"
+                } else {
+                    "recovering (not voting)"
+                },
                 s.live_proposers,
                 s.live_acceptors,
                 s.commits,

@@ -148,6 +148,8 @@ pub struct Proposer {
     batch: Vec<Pending>,
     phase: Phase,
     backoff: Duration,
+    /// Rounds that failed since the last success.
+    failures: u32,
     reads: u64,
     /// The last state this proposer saw chosen, to repair acceptors that answer late.
     chosen: Option<(Ballot, Register)>,
@@ -165,6 +167,7 @@ impl Proposer {
         );
         Proposer {
             backoff: cfg.backoff_min,
+            failures: 0,
             cfg,
             rng,
             round: 0,
@@ -564,12 +567,47 @@ impl Proposer {
     }
 
     /// Gives up the current phase and schedules the batch again after a random backoff.
+    ///
+    /// The first retry after a success goes at once: most first rejections only tell a fresh
+    /// proposer the ballot it must climb above. Later ones back off at random, doubling up to
+    /// `backoff_max`, so that dueling proposers on different nodes stop colliding.
     fn retry_later(&mut self, now: Instant) {
-        let ms = self.backoff.as_micros() as u64;
-        let min = self.cfg.backoff_min.as_micros() as u64;
-        let wait = Duration::from_micros(self.rng.random_range(min..=ms.max(min)));
-        self.backoff = (self.backoff * 2).min(self.cfg.backoff_max);
+        let wait = if self.failures == 0 {
+            Duration::ZERO
+        } else {
+            let ms = self.backoff.as_micros() as u64;
+            let min = self.cfg.backoff_min.as_micros() as u64;
+            self.backoff = (self.backoff * 2).min(self.cfg.backoff_max);
+            Duration::from_micros(self.rng.random_range(min..=ms.max(min)))
+        };
+        self.failures += 1;
         self.phase = Phase::Backoff { until: now + wait };
+    }
+
+    /// When [`Proposer::tick`] next has something to do: the end of a backoff or a phase, or a
+    /// request's deadline. `None` when idle.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let phase = match &self.phase {
+            Phase::Idle => None,
+            Phase::Backoff { until } => Some(*until),
+            Phase::Reading {
+                started, settle_by, ..
+            } => Some(settle_by.unwrap_or(*started + self.cfg.phase_timeout)),
+            Phase::Preparing { started, .. } | Phase::Accepting { started, .. } => {
+                Some(*started + self.cfg.phase_timeout)
+            }
+        };
+        let deadlines = self
+            .batch
+            .iter()
+            .filter(|p| !p.answered)
+            .chain(self.queue.iter())
+            .map(|p| p.deadline)
+            .min();
+        match (phase, deadlines) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The batch's round succeeded: answer everyone and start the next round.
@@ -586,6 +624,7 @@ impl Proposer {
             }
         }
         self.backoff = self.cfg.backoff_min;
+        self.failures = 0;
         self.phase = Phase::Idle;
         if !self.queue.is_empty() {
             self.start_round(now, out);

@@ -12,7 +12,7 @@ use crate::messages::{AppliedWrite, Command, Outcome, Register, RequestId};
 
 /// How many applied writes a register remembers for de-duplication. At least the largest
 /// batch a proposer applies in one round (see `paxos::proposer`).
-pub const RECENT_WRITES: usize = 64;
+pub const RECENT_WRITES: usize = 128;
 
 /// A write retried after the register forgot whether it applied it: it may have taken effect
 /// once, and will not take effect again.
