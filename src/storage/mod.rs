@@ -6,6 +6,12 @@
 //! - [`Store::write`] writes a batch of records in one transaction; its commit is the fsync
 //!   that makes them durable (LMDB's default flags: no `NO_SYNC`, `NO_META_SYNC` or
 //!   `MAP_ASYNC`, which [`Store::is_fully_durable`] asserts).
+//! - Write-ahead log: a batch is appended to the `log` database under increasing sequence
+//!   numbers (its pages fill in order, so a commit dirties a few pages rather than one B-tree
+//!   leaf per record), and kept in memory (`overlay`) until a merge moves every logged record
+//!   into `acceptors` and empties the log, in one transaction. A merge runs when the overlay
+//!   reaches [`MERGE_RECORDS`] keys or [`MERGE_BYTES`]; on open, the log is replayed and
+//!   merged. Reads look in the overlay first. A record is durable once its log commit returns.
 //! - The map size is set explicitly; when the map is full a write fails with a storage error
 //!   and nothing of that transaction is kept.
 //! - Read transactions are opened and closed within one call, never held across messages.
@@ -13,7 +19,10 @@
 use std::ops::Bound;
 use std::path::Path;
 
-use heed::types::Bytes;
+use std::collections::HashMap;
+
+use heed::byteorder::BigEndian;
+use heed::types::{Bytes, U64};
 use heed::{Database, Env, EnvFlags, EnvOpenOptions};
 
 use crate::error::{Error, Result};
@@ -23,8 +32,14 @@ use crate::paxos::acceptor::{Acceptor, AcceptorRecord};
 /// Database names, in one place.
 mod db_name {
     pub const ACCEPTORS: &str = "acceptors";
+    pub const LOG: &str = "log";
     pub const META: &str = "meta";
 }
+
+/// Logged records kept in memory before they are merged into `acceptors`.
+pub const MERGE_RECORDS: usize = 8_192;
+/// ... and the most bytes of them.
+pub const MERGE_BYTES: usize = 16 << 20;
 
 /// Keys of the meta database.
 mod meta_key {
@@ -38,7 +53,13 @@ const CRC_BYTES: usize = 4;
 pub struct Store {
     env: Env,
     acceptors: Database<Bytes, Bytes>,
+    /// Sequence number (big-endian) → u16 key length, key, encoded record.
+    log: Database<U64<BigEndian>, Bytes>,
     meta: Database<Bytes, Bytes>,
+    /// Encoded records committed to the log and not merged yet, by key.
+    overlay: HashMap<Vec<u8>, Vec<u8>>,
+    overlay_bytes: usize,
+    next_seq: u64,
 }
 
 impl Store {
@@ -59,6 +80,7 @@ impl Store {
         .map_err(|e| Error::Config(format!("data dir {}: {e}", dir.display())))?;
         let mut wtxn = env.write_txn()?;
         let acceptors = env.create_database(&mut wtxn, Some(db_name::ACCEPTORS))?;
+        let log = env.create_database(&mut wtxn, Some(db_name::LOG))?;
         let meta: Database<Bytes, Bytes> = env.create_database(&mut wtxn, Some(db_name::META))?;
         match meta.get(&wtxn, meta_key::NODE_ID)? {
             None => meta.put(&mut wtxn, meta_key::NODE_ID, &node.to_be_bytes())?,
@@ -72,11 +94,60 @@ impl Store {
             }
         }
         wtxn.commit()?;
-        Ok(Store {
+        let mut store = Store {
             env,
             acceptors,
+            log,
             meta,
-        })
+            overlay: HashMap::new(),
+            overlay_bytes: 0,
+            next_seq: 0,
+        };
+        store.replay_log()?;
+        store.merge()?;
+        Ok(store)
+    }
+
+    /// Loads what the log holds (records committed but not merged before a stop or a crash).
+    fn replay_log(&mut self) -> Result<()> {
+        let rtxn = self.env.read_txn()?;
+        let mut replayed = Vec::new();
+        for entry in self.log.iter(&rtxn)? {
+            let (seq, bytes) = entry?;
+            let (key, record) = split_log_entry(bytes)?;
+            decode(key, record)?;
+            replayed.push((key.to_vec(), record.to_vec()));
+            self.next_seq = seq + 1;
+        }
+        drop(rtxn);
+        for (key, record) in replayed {
+            self.remember(key, record);
+        }
+        Ok(())
+    }
+
+    fn remember(&mut self, key: Vec<u8>, record: Vec<u8>) {
+        self.overlay_bytes += key.len() + record.len();
+        if let Some(old) = self.overlay.insert(key, record) {
+            self.overlay_bytes -= old.len();
+        }
+    }
+
+    /// Moves every logged record into `acceptors` and empties the log, in one transaction.
+    pub fn merge(&mut self) -> Result<()> {
+        if self.overlay.is_empty() {
+            return Ok(());
+        }
+        let mut wtxn = self.env.write_txn()?;
+        for (key, record) in &self.overlay {
+            self.acceptors.put(&mut wtxn, key, record)?;
+        }
+        self.log.clear(&mut wtxn)?;
+        wtxn.commit()?;
+        self.overlay.clear();
+        self.overlay_bytes = 0;
+        self.next_seq = 0;
+        Ok(())
     }
 
     /// True when none of LMDB's flags that trade durability for speed is set.
@@ -86,20 +157,40 @@ impl Store {
         Ok(flags & unsafe_flags.bits() == 0)
     }
 
-    /// Writes every record in one transaction; returns once it is committed and fsynced.
-    pub fn write(&self, records: &[(&[u8], &AcceptorRecord)]) -> Result<()> {
+    /// Writes every record in one transaction (appended to the log); returns once it is
+    /// committed and fsynced.
+    pub fn write(&mut self, records: &[(&[u8], &AcceptorRecord)]) -> Result<()> {
         let mut wtxn = self.env.write_txn()?;
-        let mut buf = Vec::new();
+        let mut logged = Vec::with_capacity(records.len());
+        let mut entry = Vec::new();
+        let mut seq = self.next_seq;
         for (key, record) in records {
-            encode(record, &mut buf)?;
-            self.acceptors.put(&mut wtxn, key, &buf)?;
+            let mut encoded = Vec::new();
+            encode(record, &mut encoded)?;
+            entry.clear();
+            entry.extend_from_slice(&(key.len() as u16).to_be_bytes());
+            entry.extend_from_slice(key);
+            entry.extend_from_slice(&encoded);
+            self.log.put(&mut wtxn, &seq, &entry)?;
+            seq += 1;
+            logged.push((key.to_vec(), encoded));
         }
         wtxn.commit()?;
+        self.next_seq = seq;
+        for (key, encoded) in logged {
+            self.remember(key, encoded);
+        }
+        if self.overlay.len() >= MERGE_RECORDS || self.overlay_bytes >= MERGE_BYTES {
+            self.merge()?;
+        }
         Ok(())
     }
 
     /// The record of `key`, or `None` if this node never wrote one.
     pub fn load(&self, key: &[u8]) -> Result<Option<AcceptorRecord>> {
+        if let Some(record) = self.overlay.get(key) {
+            return decode(key, record).map(Some);
+        }
         let rtxn = self.env.read_txn()?;
         match self.acceptors.get(&rtxn, key)? {
             None => Ok(None),
@@ -108,21 +199,23 @@ impl Store {
     }
 
     /// Number of keys with a record.
-    pub fn len(&self) -> Result<u64> {
+    pub fn len(&mut self) -> Result<u64> {
+        self.merge()?;
         let rtxn = self.env.read_txn()?;
         Ok(self.acceptors.len(&rtxn)?)
     }
 
-    pub fn is_empty(&self) -> Result<bool> {
+    pub fn is_empty(&mut self) -> Result<bool> {
         Ok(self.len()? == 0)
     }
 
     /// Up to `limit` records with keys after `after` (all keys if `None`), in key order.
     pub fn scan(
-        &self,
+        &mut self,
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, AcceptorRecord)>> {
+        self.merge()?;
         let rtxn = self.env.read_txn()?;
         let mut out = Vec::new();
         let bounds = match after {
@@ -151,7 +244,11 @@ impl Store {
 
     /// The ballots of up to `limit` records after `after`, in key order; and whether more
     /// follow.
-    pub fn digest(&self, after: Option<&[u8]>, limit: usize) -> Result<(Vec<DigestEntry>, bool)> {
+    pub fn digest(
+        &mut self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<DigestEntry>, bool)> {
         let mut records = self.scan(after, limit + 1)?;
         let more = records.len() > limit;
         records.truncate(limit);
@@ -167,7 +264,8 @@ impl Store {
     }
 
     /// The keys of `entries` on which this store is behind the peer that sent them.
-    pub fn behind(&self, entries: &[DigestEntry]) -> Result<Vec<Vec<u8>>> {
+    pub fn behind(&mut self, entries: &[DigestEntry]) -> Result<Vec<Vec<u8>>> {
+        self.merge()?;
         let rtxn = self.env.read_txn()?;
         let mut keys = Vec::new();
         for entry in entries {
@@ -187,7 +285,8 @@ impl Store {
 
     /// The records of `keys`, in order, stopping before `max_bytes` of values (always at
     /// least one record, if any exists).
-    pub fn fetch(&self, keys: &[Vec<u8>], max_bytes: usize) -> Result<Vec<SyncRecord>> {
+    pub fn fetch(&mut self, keys: &[Vec<u8>], max_bytes: usize) -> Result<Vec<SyncRecord>> {
+        self.merge()?;
         let rtxn = self.env.read_txn()?;
         let mut out = Vec::new();
         let mut bytes = 0;
@@ -208,7 +307,8 @@ impl Store {
 
     /// Merges peers' records into ours ([`Acceptor::adopt`]) in one transaction; returns how
     /// many records changed.
-    pub fn adopt(&self, records: &[SyncRecord]) -> Result<u64> {
+    pub fn adopt(&mut self, records: &[SyncRecord]) -> Result<u64> {
+        self.merge()?;
         let mut wtxn = self.env.write_txn()?;
         let mut changed = 0;
         let mut buf = Vec::new();
@@ -249,6 +349,19 @@ fn encode(record: &AcceptorRecord, buf: &mut Vec<u8>) -> Result<()> {
     let crc = crc32fast::hash(buf);
     buf.extend_from_slice(&crc.to_le_bytes());
     Ok(())
+}
+
+/// A log entry's key and encoded record.
+fn split_log_entry(entry: &[u8]) -> Result<(&[u8], &[u8])> {
+    let corrupt = || Error::Storage("a log entry is corrupt".into());
+    let len_bytes: [u8; 2] = entry
+        .get(..2)
+        .ok_or_else(corrupt)?
+        .try_into()
+        .expect("two bytes");
+    let key_len = u16::from_be_bytes(len_bytes) as usize;
+    let key = entry.get(2..2 + key_len).ok_or_else(corrupt)?;
+    Ok((key, &entry[2 + key_len..]))
 }
 
 fn decode(key: &[u8], bytes: &[u8]) -> Result<AcceptorRecord> {
@@ -307,12 +420,12 @@ mod tests {
     fn records_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+            let mut store = Store::open(dir.path(), 64 << 20, 1).unwrap();
             store
                 .write(&[(b"a".as_slice(), &record(1)), (b"b".as_slice(), &record(2))])
                 .unwrap();
         }
-        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        let mut store = Store::open(dir.path(), 64 << 20, 1).unwrap();
         assert_eq!(store.load(b"a").unwrap(), Some(record(1)));
         assert_eq!(store.load(b"c").unwrap(), None);
         assert_eq!(store.len().unwrap(), 2);
@@ -321,10 +434,39 @@ mod tests {
     }
 
     #[test]
+    fn the_latest_logged_record_wins_before_and_after_a_merge_or_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+            store.write(&[(b"a".as_slice(), &record(1))]).unwrap();
+            store.write(&[(b"a".as_slice(), &record(2))]).unwrap();
+            assert_eq!(store.load(b"a").unwrap(), Some(record(2)));
+            // dropped without a merge: the log is all there is
+        }
+        let mut store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        assert_eq!(store.load(b"a").unwrap(), Some(record(2)));
+        // enough distinct keys to force a merge in the middle
+        let keys: Vec<Vec<u8>> = (0..MERGE_RECORDS + 10)
+            .map(|i| format!("k{i:06}").into_bytes())
+            .collect();
+        for chunk in keys.chunks(1000) {
+            let r = record(3);
+            let batch: Vec<(&[u8], &AcceptorRecord)> =
+                chunk.iter().map(|k| (k.as_slice(), &r)).collect();
+            store.write(&batch).unwrap();
+        }
+        assert!(store.overlay.len() < MERGE_RECORDS, "a merge ran");
+        for key in &keys {
+            assert_eq!(store.load(key).unwrap(), Some(record(3)));
+        }
+        assert_eq!(store.len().unwrap(), keys.len() as u64 + 1);
+    }
+
+    #[test]
     fn a_store_behind_a_peer_finds_what_it_misses_and_adopts_it() {
         let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let ahead = Store::open(dir_a.path(), 64 << 20, 1).unwrap();
-        let behind = Store::open(dir_b.path(), 64 << 20, 2).unwrap();
+        let mut ahead = Store::open(dir_a.path(), 64 << 20, 1).unwrap();
+        let mut behind = Store::open(dir_b.path(), 64 << 20, 2).unwrap();
         ahead
             .write(&[(b"a".as_slice(), &record(3)), (b"b".as_slice(), &record(1))])
             .unwrap();
@@ -367,7 +509,7 @@ mod tests {
     #[test]
     fn a_broken_record_is_never_written() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        let mut store = Store::open(dir.path(), 64 << 20, 1).unwrap();
         let mut bad = record(3);
         bad.promised = Ballot::ZERO;
         assert!(store.write(&[(b"k".as_slice(), &bad)]).is_err());
@@ -377,7 +519,7 @@ mod tests {
     #[test]
     fn a_full_map_fails_the_write_and_keeps_what_was_committed() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20, 1).unwrap();
+        let mut store = Store::open(dir.path(), 1 << 20, 1).unwrap();
         store.write(&[(b"first".as_slice(), &record(1))]).unwrap();
         let mut big = record(2);
         big.state.value = Some(vec![7; 4 << 20]);
