@@ -411,3 +411,37 @@ fn a_node_refuses_an_unwritable_data_directory_and_names_it() {
     assert!(err.to_string().contains("data dir"), "{err}");
     assert!(err.to_string().contains("not-a-dir"), "{err}");
 }
+
+/// A write whose reply was lost is retried with the same write id, through another node: it
+/// answers the first outcome and does not take effect again.
+#[tokio::test]
+async fn a_retried_write_answers_its_first_outcome_and_takes_effect_once() {
+    use paxkv::messages::{Reply, RequestBody, RequestId};
+    let cluster = TestCluster::start();
+    let client = cluster.client();
+    client.put(b"k", b"v1").await.unwrap();
+    let id = RequestId {
+        issued_ms: paxkv::client::now_ms(),
+        client: 42,
+        seq: 1,
+    };
+    let body = RequestBody::Kv {
+        key: b"k".to_vec(),
+        command: Command::Put {
+            value: b"once".to_vec(),
+        },
+        write_id: Some(id),
+    };
+    let first = client.request(0, body.clone()).await.unwrap();
+    assert_eq!(first, Reply::Kv(Outcome::Put { version: 2 }));
+    for node in 1..5 {
+        let again = client.request(node, body.clone()).await.unwrap();
+        assert_eq!(
+            again,
+            first,
+            "the retry through node {} applied again",
+            node + 1
+        );
+    }
+    assert_eq!(client.get(b"k").await.unwrap(), got("once", 2));
+}
