@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod linearizability;
+pub mod processes;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};

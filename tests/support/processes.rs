@@ -1,0 +1,680 @@
+//! A five-node cluster of real `paxkv node` processes, for process-level fault injection:
+//! SIGKILL, SIGSTOP/SIGCONT, restarts on the same data directory, and network faults (cut
+//! links, drops, duplicates, delays) set over the wire with `SetFaults`.
+//!
+//! - Ports: five free 127.0.0.1 ports (bound to port 0, read, released); if a node cannot
+//!   bind its port at startup the whole cluster is started again on new ports.
+//! - Each node's stderr goes to `node-N.log` in the cluster's temporary directory; on a panic
+//!   the guard prints the tail of every log and keeps the directory.
+//! - Every wait polls with a deadline; nothing sleeps for a fixed time to wait for a condition.
+//! - The guard (`Drop`) sends SIGCONT and then SIGKILL to every child, and reaps it. Each
+//!   child also gets PR_SET_PDEATHSIG=SIGKILL, so none outlives a test process that dies.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use paxkv::client::{Client, ClientOptions};
+use paxkv::messages::{FaultPlan, LinkFaults, NodeId, NodeStatus};
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_paxkv");
+pub const NODE_COUNT: NodeId = 5;
+/// How long every running node may take to vote (recover from a majority).
+const VOTING_DEADLINE: Duration = Duration::from_secs(60);
+/// How long freshly started nodes may take to answer a ping.
+const LISTEN_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a node may take to accept a fault plan.
+const CONTROL_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a SIGKILLed process may take to be reaped.
+const REAP_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a fresh cluster may take to have every node voting (well under a second when
+/// paxkv's bootstrap works; see [`ProcessCluster::start`]).
+const FIRST_START_DEADLINE: Duration = Duration::from_secs(20);
+const STARTUP_ATTEMPTS: usize = 5;
+/// Respawns of a node that could not bind its port on a restart (someone took it meanwhile).
+const BIND_RETRIES: u32 = 20;
+const POLL: Duration = Duration::from_millis(20);
+/// Written to a node's log before each start of its process.
+const START_MARKER: &str = "=== test harness: start";
+/// Lines of each node's log printed when a test panics.
+const LOG_TAIL_LINES: usize = 40;
+
+struct Node {
+    id: NodeId,
+    addr: SocketAddr,
+    dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+    spawns: u32,
+    /// Whether the node voted when last asked (`None`: it did not answer).
+    last_status: Option<bool>,
+}
+
+pub struct ProcessCluster {
+    dir: TempDir,
+    config_path: PathBuf,
+    nodes: Vec<Node>,
+    started: Instant,
+    startup_attempts: usize,
+}
+
+impl ProcessCluster {
+    /// Starts five nodes and waits until every one of them votes.
+    ///
+    /// If a node cannot bind its port (someone took it after it was picked), a fresh cluster
+    /// is started on new ports. If the nodes do not all vote within [`FIRST_START_DEADLINE`],
+    /// the test fails: that is paxkv's first-start bootstrap deadlocking (one or two nodes
+    /// bootstrap on their own, and the others then find neither enough trusted peers nor an
+    /// all-new cluster; see `recover` in `src/actors/sync.rs`).
+    pub async fn start() -> ProcessCluster {
+        let mut failures = Vec::new();
+        for attempt in 1..=STARTUP_ATTEMPTS {
+            let mut cluster = ProcessCluster::spawn_on(free_ports());
+            cluster.startup_attempts = attempt;
+            match cluster.wait_listening().await {
+                Ok(()) => {
+                    let ids = cluster.ids();
+                    if let Err(e) = cluster.try_wait_voting(&ids, FIRST_START_DEADLINE).await {
+                        panic!(
+                            "a fresh cluster did not start (paxkv's first-start bootstrap \
+                             deadlocked?): {e}"
+                        );
+                    }
+                    return cluster;
+                }
+                Err(e) if (1..=NODE_COUNT).any(|id| cluster.could_not_listen(id)) => {
+                    eprintln!(
+                        "process cluster: startup attempt {attempt} failed; starting a fresh \
+                         cluster on new ports: {e}"
+                    );
+                    failures.push(e);
+                    // dropping the cluster kills its nodes and removes its directory
+                }
+                Err(e) => panic!("process cluster: startup attempt {attempt} failed: {e}"),
+            }
+        }
+        panic!("process cluster: could not start in {STARTUP_ATTEMPTS} attempts: {failures:#?}");
+    }
+
+    /// How many fresh clusters [`ProcessCluster::start`] had to start (1 if the first did).
+    pub fn startup_attempts(&self) -> usize {
+        self.startup_attempts
+    }
+
+    /// Which nodes vote now, and the last line of each non-voting node's log.
+    fn voting_summary(&self) -> String {
+        let mut summary = String::new();
+        for node in &self.nodes {
+            let state = match &node.last_status {
+                Some(true) => "voting".to_string(),
+                Some(false) => format!(
+                    "NOT voting; last log line: {}",
+                    self.log_tail(node.id).lines().last().unwrap_or("")
+                ),
+                None => "did not answer".to_string(),
+            };
+            summary.push_str(&format!("  node {}: {state}\n", node.id));
+        }
+        summary
+    }
+
+    fn spawn_on(addrs: Vec<SocketAddr>) -> ProcessCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("paxkv-processes-")
+            .tempdir()
+            .expect("a temporary directory");
+        let config_path = dir.path().join("cluster.toml");
+        std::fs::write(&config_path, config_text(&addrs)).expect("write the test config");
+        let nodes = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let id = i as NodeId + 1;
+                Node {
+                    id,
+                    addr: *addr,
+                    dir: dir.path().join(format!("node-{id}")),
+                    log: dir.path().join(format!("node-{id}.log")),
+                    child: None,
+                    paused: false,
+                    spawns: 0,
+                    last_status: None,
+                }
+            })
+            .collect();
+        let mut cluster = ProcessCluster {
+            dir,
+            config_path,
+            nodes,
+            started: Instant::now(),
+            startup_attempts: 1,
+        };
+        for id in cluster.ids() {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    /// Waits until every node answers a ping; `Err` if one exited (e.g. its port was taken).
+    async fn wait_listening(&mut self) -> Result<(), String> {
+        let until = Instant::now() + LISTEN_DEADLINE;
+        for id in self.ids() {
+            let client = self.control(id);
+            loop {
+                if let Some(status) = self.exited(id) {
+                    return Err(format!(
+                        "node {id} exited at startup ({status}):\n{}",
+                        self.log_tail(id)
+                    ));
+                }
+                if client.ping(0).await.is_ok() {
+                    break;
+                }
+                if Instant::now() >= until {
+                    return Err(format!(
+                        "node {id} did not answer within {LISTEN_DEADLINE:?}:\n{}",
+                        self.log_tail(id)
+                    ));
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        (1..=NODE_COUNT).collect()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn addr(&self, id: NodeId) -> SocketAddr {
+        self.node(id).addr
+    }
+
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| n.addr).collect()
+    }
+
+    /// The process is alive (it may be paused).
+    pub fn is_alive(&self, id: NodeId) -> bool {
+        self.node(id).child.is_some()
+    }
+
+    pub fn is_paused(&self, id: NodeId) -> bool {
+        self.node(id).paused
+    }
+
+    /// Alive and not paused: the node can answer.
+    pub fn is_up(&self, id: NodeId) -> bool {
+        self.is_alive(id) && !self.is_paused(id)
+    }
+
+    /// How many times node `id`'s process was started.
+    pub fn spawns(&self, id: NodeId) -> u32 {
+        self.node(id).spawns
+    }
+
+    fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id as usize - 1]
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    fn spawn(&mut self, id: NodeId) {
+        let elapsed = self.started.elapsed();
+        let config_path = self.config_path.clone();
+        let node = self.node_mut(id);
+        assert!(node.child.is_none(), "node {id} is already running");
+        node.spawns += 1;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("open the node's log");
+        let _ = writeln!(
+            log,
+            "{START_MARKER} #{} of node {id} at {:.3}s ===",
+            node.spawns,
+            elapsed.as_secs_f64()
+        );
+        let mut command = Command::new(BIN);
+        command
+            .arg("node")
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(&node.dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        // SAFETY: prctl(2) only, in the forked child before exec: the node is killed if the
+        // thread that started it (the test's) goes away, so no node outlives a dead test.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        node.child = Some(command.spawn().expect("spawn a paxkv node"));
+        node.paused = false;
+    }
+
+    /// If node `id`'s process has exited on its own, reaps it and says how it ended.
+    fn exited(&mut self, id: NodeId) -> Option<ExitStatus> {
+        let node = self.node_mut(id);
+        let status = node.child.as_mut()?.try_wait().expect("try_wait")?;
+        node.child = None;
+        node.paused = false;
+        Some(status)
+    }
+
+    fn signal(&self, id: NodeId, signal: libc::c_int) {
+        let child = self.node(id).child.as_ref().expect("node is alive");
+        // SAFETY: kill(2) on our own child, which has not been reaped (we hold its `Child`).
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}) failed", child.id());
+    }
+
+    /// SIGKILL node `id` and reap it.
+    pub async fn kill(&mut self, id: NodeId) {
+        self.kill_many(&[id]).await;
+    }
+
+    /// SIGKILL every node in `ids`, back to back, then reap them.
+    pub async fn kill_many(&mut self, ids: &[NodeId]) {
+        for &id in ids {
+            self.signal(id, libc::SIGKILL);
+        }
+        let until = Instant::now() + REAP_DEADLINE;
+        for &id in ids {
+            let node = self.node_mut(id);
+            let mut child = node.child.take().expect("node is alive");
+            node.paused = false;
+            loop {
+                if child.try_wait().expect("try_wait").is_some() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "node {id} was not reaped within {REAP_DEADLINE:?} of SIGKILL"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+
+    /// SIGKILL all five nodes as close together as possible.
+    pub async fn kill_all(&mut self) {
+        let ids: Vec<NodeId> = self
+            .ids()
+            .into_iter()
+            .filter(|&id| self.is_alive(id))
+            .collect();
+        self.kill_many(&ids).await;
+    }
+
+    /// SIGSTOP: the process stays, its sockets stay open, nothing answers.
+    pub fn pause(&mut self, id: NodeId) {
+        self.signal(id, libc::SIGSTOP);
+        self.node_mut(id).paused = true;
+    }
+
+    /// SIGCONT.
+    pub fn resume(&mut self, id: NodeId) {
+        self.signal(id, libc::SIGCONT);
+        self.node_mut(id).paused = false;
+    }
+
+    /// Starts node `id` again on its data directory (it must be down).
+    pub fn restart(&mut self, id: NodeId) {
+        self.spawn(id);
+    }
+
+    /// Starts every node that is down.
+    pub fn restart_all_down(&mut self) {
+        for id in self.ids() {
+            if !self.is_alive(id) {
+                self.spawn(id);
+            }
+        }
+    }
+
+    /// Resumes paused nodes, restarts dead ones, clears every fault plan, and waits until
+    /// every node votes.
+    pub async fn heal_all(&mut self) {
+        for id in self.ids() {
+            if self.is_paused(id) {
+                self.resume(id);
+            }
+        }
+        self.restart_all_down();
+        self.heal().await;
+        self.wait_all_voting().await;
+    }
+
+    /// A client of node `id` alone, for control requests (status, faults).
+    fn control(&self, id: NodeId) -> Client {
+        Client::new(
+            vec![self.addr(id)],
+            ClientOptions {
+                op_timeout: Duration::from_secs(2),
+                attempt_timeout: Duration::from_secs(1),
+                connect_timeout: Duration::from_millis(500),
+                pinned: true,
+            },
+        )
+    }
+
+    /// A client that may use every node (8 s per operation, 2 s per attempt on one node).
+    pub fn client(&self) -> Client {
+        self.client_with(1, Duration::from_secs(8), Duration::from_secs(2))
+    }
+
+    /// A client that may use every node, with the given deadlines, and its addresses listed
+    /// from node `first` on. The client sends a key to the node at the index the key hashes
+    /// to in its list (while that node is healthy): clients whose lists start at different
+    /// nodes coordinate the same key on different nodes, so their proposers compete.
+    pub fn client_with(
+        &self,
+        first: NodeId,
+        op_timeout: Duration,
+        attempt_timeout: Duration,
+    ) -> Client {
+        let mut addrs = self.addrs();
+        addrs.rotate_left(first as usize - 1);
+        Client::new(
+            addrs,
+            ClientOptions {
+                op_timeout,
+                attempt_timeout,
+                connect_timeout: Duration::from_millis(500),
+                pinned: false,
+            },
+        )
+    }
+
+    /// A client that sends every request to node `id` only.
+    pub fn client_for(&self, id: NodeId) -> Client {
+        Client::new(
+            vec![self.addr(id)],
+            ClientOptions {
+                op_timeout: Duration::from_secs(8),
+                attempt_timeout: Duration::from_secs(2),
+                connect_timeout: Duration::from_millis(500),
+                pinned: true,
+            },
+        )
+    }
+
+    pub async fn status(&self, id: NodeId) -> paxkv::Result<NodeStatus> {
+        self.control(id).status(0).await
+    }
+
+    /// Waits until every running, unpaused node votes. A node whose restart found its port
+    /// taken is started again; a node that died otherwise fails the test.
+    pub async fn wait_all_voting(&mut self) {
+        let ids: Vec<NodeId> = self
+            .ids()
+            .into_iter()
+            .filter(|&id| self.is_up(id))
+            .collect();
+        self.wait_voting(&ids).await;
+    }
+
+    /// Waits until every node in `ids` votes (see [`ProcessCluster::wait_all_voting`]).
+    pub async fn wait_voting(&mut self, ids: &[NodeId]) {
+        if let Err(e) = self.try_wait_voting(ids, VOTING_DEADLINE).await {
+            panic!("{e}");
+        }
+    }
+
+    async fn try_wait_voting(&mut self, ids: &[NodeId], deadline: Duration) -> Result<(), String> {
+        let until = Instant::now() + deadline;
+        let mut waiting_for = None;
+        for &id in ids {
+            let mut client = self.control(id);
+            let mut bind_retries = 0;
+            loop {
+                if let Some(status) = self.exited(id) {
+                    let tail = self.log_tail(id);
+                    if self.could_not_listen(id) && bind_retries < BIND_RETRIES {
+                        bind_retries += 1;
+                        eprintln!("process cluster: node {id} could not bind its port; again");
+                        self.spawn(id);
+                        client = self.control(id);
+                        continue;
+                    }
+                    return Err(format!(
+                        "node {id} exited ({status}) while waiting for it to vote:\n{tail}"
+                    ));
+                }
+                let voting = match client.status(0).await {
+                    Ok(status) => Some(status.voting),
+                    Err(_) => None,
+                };
+                self.node_mut(id).last_status = voting;
+                if voting == Some(true) {
+                    break;
+                }
+                if Instant::now() >= until {
+                    waiting_for = Some(id);
+                    break;
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            if waiting_for.is_some() {
+                break;
+            }
+        }
+        let Some(id) = waiting_for else {
+            return Ok(());
+        };
+        // Record every other node's state too, for the message.
+        for other in self.ids() {
+            if other != id && self.is_up(other) {
+                let voting = self.status(other).await.ok().map(|s| s.voting);
+                self.node_mut(other).last_status = voting;
+            }
+        }
+        Err(format!(
+            "node {id} did not vote within {deadline:?}:\n{}\nlog of node {id}:\n{}",
+            self.voting_summary(),
+            self.log_tail(id)
+        ))
+    }
+
+    /// Sends each node its plan (replacing what it had). Nodes that are down or paused are
+    /// skipped: a restarted node starts without faults.
+    pub async fn set_plans(&self, plans: BTreeMap<NodeId, FaultPlan>) {
+        for (id, plan) in plans {
+            if !self.is_up(id) {
+                continue;
+            }
+            let client = self.control(id);
+            let until = Instant::now() + CONTROL_DEADLINE;
+            loop {
+                match client.set_faults(0, plan.clone()).await {
+                    Ok(()) => break,
+                    Err(e) => assert!(
+                        Instant::now() < until,
+                        "node {id} did not take its fault plan within {CONTROL_DEADLINE:?}: {e}"
+                    ),
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+
+    /// Cuts each `(from, to)` link, one way: `from` drops everything it sends to `to`. Only
+    /// the nodes named as `from` get a plan (their whole plan: earlier faults are replaced).
+    pub async fn cut_links(&self, cuts: &[(NodeId, NodeId)]) {
+        let mut plans: BTreeMap<NodeId, FaultPlan> = BTreeMap::new();
+        for &(from, to) in cuts {
+            assert_ne!(from, to, "a node cannot be cut from itself");
+            plans.entry(from).or_default().links.insert(to, cut());
+        }
+        self.set_plans(plans).await;
+    }
+
+    /// Each node in a group is cut (both ways, since every group does the same) from every
+    /// node outside its group. Nodes in no group are left untouched.
+    pub async fn partition(&self, groups: &[&[NodeId]]) {
+        let mut cuts = Vec::new();
+        for group in groups {
+            for &from in *group {
+                for to in self.ids() {
+                    if !group.contains(&to) {
+                        cuts.push((from, to));
+                    }
+                }
+            }
+        }
+        self.cut_links(&cuts).await;
+    }
+
+    /// Cuts every link between `a` and `b`, both ways; every other link stays (a bridge: a
+    /// node in neither side still talks to both).
+    pub async fn cut_between(&self, a: &[NodeId], b: &[NodeId]) {
+        let mut cuts = Vec::new();
+        for &x in a {
+            for &y in b {
+                cuts.push((x, y));
+                cuts.push((y, x));
+            }
+        }
+        self.cut_links(&cuts).await;
+    }
+
+    /// `from` stops sending to `to`; `to` still sends to `from`.
+    pub async fn cut_one_way(&self, from: NodeId, to: NodeId) {
+        self.cut_links(&[(from, to)]).await;
+    }
+
+    /// Every running node drops, duplicates and delays its outgoing messages (to itself too).
+    pub async fn set_message_faults(
+        &self,
+        drop_permille: u16,
+        duplicate_permille: u16,
+        delay_min_ms: u64,
+        delay_max_ms: u64,
+    ) {
+        let plan = FaultPlan {
+            links: BTreeMap::new(),
+            default: LinkFaults {
+                cut: false,
+                drop_permille,
+                duplicate_permille,
+                delay_min_ms,
+                delay_max_ms,
+            },
+        };
+        let plans = self
+            .ids()
+            .into_iter()
+            .map(|id| (id, plan.clone()))
+            .collect();
+        self.set_plans(plans).await;
+    }
+
+    /// An empty fault plan to every running node.
+    pub async fn heal(&self) {
+        let plans = self
+            .ids()
+            .into_iter()
+            .map(|id| (id, FaultPlan::default()))
+            .collect();
+        self.set_plans(plans).await;
+    }
+
+    /// Did node `id`'s latest process refuse to start because its port was taken?
+    fn could_not_listen(&self, id: NodeId) -> bool {
+        let text = std::fs::read_to_string(&self.node(id).log).unwrap_or_default();
+        let latest = text.rsplit(START_MARKER).next().unwrap_or("");
+        latest.contains("cannot listen")
+    }
+
+    /// The last lines of node `id`'s log.
+    pub fn log_tail(&self, id: NodeId) -> String {
+        let text = std::fs::read_to_string(&self.node(id).log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let pid = child.id() as libc::pid_t;
+                // SAFETY: kill(2) on our own unreaped child.
+                unsafe {
+                    libc::kill(pid, libc::SIGCONT);
+                    libc::kill(pid, libc::SIGKILL);
+                }
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            // Keep the logs, the data directories and the config for a post-mortem.
+            self.dir.disable_cleanup(true);
+            eprintln!(
+                "process cluster: logs and data kept in {}",
+                self.dir.path().display()
+            );
+            for node in &self.nodes {
+                eprintln!(
+                    "----- node {} log (last {LOG_TAIL_LINES} lines; {}) -----\n{}",
+                    node.id,
+                    node.log.display(),
+                    self.log_tail(node.id)
+                );
+            }
+        }
+    }
+}
+
+fn cut() -> LinkFaults {
+    LinkFaults {
+        cut: true,
+        ..LinkFaults::default()
+    }
+}
+
+/// Five distinct free ports: bound together (so they differ), read, released.
+fn free_ports() -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..NODE_COUNT)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr"))
+        .collect()
+}
+
+fn config_text(addrs: &[SocketAddr]) -> String {
+    let mut text = String::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        text.push_str(&format!("[[node]]\nid = {}\naddr = \"{addr}\"\n", i + 1));
+    }
+    text.push_str(
+        "\n[paxos]\nrequest_timeout_ms = 1000\nsync_interval_ms = 1000\n\
+         \n[storage]\nmap_size_mb = 256\n\
+         \n[testing]\nallow_fault_injection = true\n",
+    );
+    text
+}
