@@ -47,13 +47,9 @@ const DIGEST_PAGE: u32 = 4_096;
 /// How long a node waits before trying its recovery again when too few peers answered.
 const RECOVERY_RETRY: Duration = Duration::from_millis(300);
 
+/// The sync actor: runs one [`Puller`] task for the node's lifetime.
 pub struct Sync {
-    node: NodeId,
-    outbox: Outbox,
-    config: Arc<Config>,
-    storage: Addr<StorageActor>,
-    supervisor: Addr<NodeSupervisor>,
-    stats: Arc<Stats>,
+    puller: Option<Puller>,
 }
 
 impl Sync {
@@ -66,12 +62,14 @@ impl Sync {
         stats: Arc<Stats>,
     ) -> Sync {
         Sync {
-            node,
-            outbox,
-            config,
-            storage,
-            supervisor,
-            stats,
+            puller: Some(Puller {
+                node,
+                outbox,
+                config,
+                storage,
+                supervisor,
+                stats,
+            }),
         }
     }
 }
@@ -80,19 +78,12 @@ impl Actor for Sync {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let puller = Puller {
-            node: self.node,
-            outbox: self.outbox.clone(),
-            config: self.config.clone(),
-            storage: self.storage.clone(),
-            supervisor: self.supervisor.clone(),
-            stats: self.stats.clone(),
-        };
+        let puller = self.puller.take().expect("started once");
         ctx.spawn(puller.run().into_actor(self));
     }
 }
 
-/// The state the pulling task needs (the actor's, owned by the task).
+/// Recovery, then anti-entropy, as one task.
 struct Puller {
     node: NodeId,
     outbox: Outbox,

@@ -14,6 +14,8 @@ use crate::messages::{Ballot, Command, NodeId, Outcome, PeerMessage, Register, R
 use crate::paxos::acceptor::{Acceptor, AcceptorRecord};
 use crate::paxos::proposer::{Effect, Proposer, ProposerConfig};
 
+#[path = "../../tests/support/convert.rs"]
+mod convert;
 #[path = "../../tests/support/linearizability.rs"]
 mod linearizability;
 use linearizability::{check_operations, describe, CheckResult, Input, Operation, Output};
@@ -100,17 +102,7 @@ impl Sim {
     fn submit(&mut self, node: NodeId, command: Command) {
         self.next_token += 1;
         let token = self.next_token;
-        let input = match &command {
-            Command::Get => Input::Get,
-            Command::Put { value } => Input::Put {
-                value: value.clone(),
-            },
-            Command::Delete => Input::Delete,
-            Command::Cas { expect, value } => Input::Cas {
-                expect: *expect,
-                value: value.clone(),
-            },
-        };
+        let input = convert::input_of(&command);
         self.open.insert(token, self.history.len());
         self.history.push(Operation {
             client: token,
@@ -149,14 +141,7 @@ impl Sim {
                     let i = self.open.remove(&token).expect("one reply per request");
                     if let Ok(outcome) = result {
                         self.history[i].ret = Some(self.elapsed());
-                        self.history[i].output = Some(match outcome {
-                            Outcome::Get { value, version } => Output::Get { value, version },
-                            Outcome::Put { version } => Output::Put { version },
-                            Outcome::Delete { deleted, version } => {
-                                Output::Delete { deleted, version }
-                            }
-                            Outcome::Cas { swapped, version } => Output::Cas { swapped, version },
-                        });
+                        self.history[i].output = Some(convert::output_of(outcome));
                     }
                     // An error leaves the outcome unknown, which the checker allows for.
                 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod convert;
 pub mod linearizability;
 pub mod processes;
 
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use linearizability::{Input, Operation, Output};
+
 use paxkv::client::{Client, ClientOptions};
 use paxkv::config::Config;
 use paxkv::messages::{Command, NodeId, NodeStatus, Outcome};
@@ -210,21 +212,11 @@ impl History {
         key: &[u8],
         command: Command,
     ) -> paxkv::Result<Outcome> {
-        let input = match &command {
-            Command::Get => Input::Get,
-            Command::Put { value } => Input::Put {
-                value: value.clone(),
-            },
-            Command::Delete => Input::Delete,
-            Command::Cas { expect, value } => Input::Cas {
-                expect: *expect,
-                value: value.clone(),
-            },
-        };
+        let input = convert::input_of(&command);
         let call = self.now();
         let result = client.execute(key, command).await;
         let (ret, output) = match &result {
-            Ok(outcome) => (Some(self.now()), Some(to_output(outcome.clone()))),
+            Ok(outcome) => (Some(self.now()), Some(convert::output_of(outcome.clone()))),
             // Unavailable certainly did not take effect, but "may take effect at any time or
             // never" is the weaker and always-correct model for any failure.
             Err(_) => (None, None),
@@ -257,14 +249,5 @@ impl History {
                 linearizability::describe(&ops, &result)
             );
         }
-    }
-}
-
-pub fn to_output(outcome: Outcome) -> Output {
-    match outcome {
-        Outcome::Get { value, version } => Output::Get { value, version },
-        Outcome::Put { version } => Output::Put { version },
-        Outcome::Delete { deleted, version } => Output::Delete { deleted, version },
-        Outcome::Cas { swapped, version } => Output::Cas { swapped, version },
     }
 }

@@ -1,0 +1,28 @@
+//! From paxkv's commands and outcomes to the linearizability checker's model. Shared by the
+//! integration tests (`tests/support`) and the protocol simulation (`src/paxos/sim.rs`), which
+//! both include this file by path and have the four types in scope.
+
+use super::{Command, Input, Outcome, Output};
+
+pub fn input_of(command: &Command) -> Input {
+    match command {
+        Command::Get => Input::Get,
+        Command::Put { value } => Input::Put {
+            value: value.clone(),
+        },
+        Command::Delete => Input::Delete,
+        Command::Cas { expect, value } => Input::Cas {
+            expect: *expect,
+            value: value.clone(),
+        },
+    }
+}
+
+pub fn output_of(outcome: Outcome) -> Output {
+    match outcome {
+        Outcome::Get { value, version } => Output::Get { value, version },
+        Outcome::Put { version } => Output::Put { version },
+        Outcome::Delete { deleted, version } => Output::Delete { deleted, version },
+        Outcome::Cas { swapped, version } => Output::Cas { swapped, version },
+    }
+}
