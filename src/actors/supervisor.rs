@@ -106,51 +106,48 @@ impl NodeSupervisor {
         Some(entry)
     }
 
+    /// The key's live acceptor, started if there is none (and the live-key limit allows).
     fn acceptor(&mut self, key: &[u8], ctx: &mut Context<Self>) -> Option<Addr<AcceptorActor>> {
-        self.incarnations += 1;
-        let incarnation = self.incarnations;
-        let (me, storage, outbox, stats) = (
-            ctx.address().recipient(),
-            self.storage.clone(),
-            self.outbox.clone(),
-            self.stats.clone(),
-        );
         let entry = self.entry(key)?;
         if let Some((addr, _)) = entry.acceptor.as_ref().filter(|(a, _)| a.connected()) {
             return Some(addr.clone());
         }
-        let addr =
-            AcceptorActor::new(key.to_vec(), incarnation, storage, outbox, me, stats).start();
+        self.incarnations += 1;
+        let incarnation = self.incarnations;
+        let actor = AcceptorActor::new(
+            key.to_vec(),
+            incarnation,
+            self.storage.clone(),
+            self.outbox.clone(),
+            ctx.address().recipient(),
+            self.stats.clone(),
+        );
+        let addr = actor.start();
+        let entry = self.keys.get_mut(key).expect("entry() created it");
         entry.acceptor = Some((addr.clone(), incarnation));
         Some(addr)
     }
 
+    /// The key's live proposer, started if there is none (and the live-key limit allows).
     fn proposer(&mut self, key: &[u8], ctx: &mut Context<Self>) -> Option<Addr<ProposerActor>> {
-        self.incarnations += 1;
-        let incarnation = self.incarnations;
-        let core = self.new_proposer_core(key, incarnation);
-        let (me, outbox, stats) = (
-            ctx.address().recipient(),
-            self.outbox.clone(),
-            self.stats.clone(),
-        );
-        let tick = Duration::from_millis(self.config.paxos.tick_ms);
-        let capacity = self.config.limits.max_queued_per_key;
         let entry = self.entry(key)?;
         if let Some((addr, _)) = entry.proposer.as_ref().filter(|(a, _)| a.connected()) {
             return Some(addr.clone());
         }
-        let addr = ProposerActor::new(
+        self.incarnations += 1;
+        let incarnation = self.incarnations;
+        let actor = ProposerActor::new(
             key.to_vec(),
             incarnation,
-            core,
-            outbox,
-            me,
-            stats,
-            tick,
-            capacity,
-        )
-        .start();
+            self.new_proposer_core(key, incarnation),
+            self.outbox.clone(),
+            ctx.address().recipient(),
+            self.stats.clone(),
+            Duration::from_millis(self.config.paxos.tick_ms),
+            self.config.limits.max_queued_per_key,
+        );
+        let addr = actor.start();
+        let entry = self.keys.get_mut(key).expect("entry() created it");
         entry.proposer = Some((addr.clone(), incarnation));
         Some(addr)
     }
