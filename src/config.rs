@@ -62,6 +62,7 @@ pub struct PaxosConfig {
     pub max_batch: usize,
     pub tick_ms: u64,
     pub sync_interval_ms: u64,
+    pub fast_path: bool,
 }
 
 impl Default for PaxosConfig {
@@ -75,6 +76,7 @@ impl Default for PaxosConfig {
             max_batch: 32,
             tick_ms: 10,
             sync_interval_ms: 30_000,
+            fast_path: true,
         }
     }
 }

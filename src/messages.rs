@@ -39,6 +39,17 @@ impl Ballot {
     /// Below every ballot a proposer can use: what an acceptor that never voted holds.
     pub const ZERO: Ballot = Ballot { round: 0, node: 0 };
 
+    /// The fast ballot (Fast Paxos, Lamport 2006): above `ZERO`, below every classic ballot
+    /// (classic rounds start at 1). Any proposer may send an Accept at it, without a Prepare,
+    /// for a key it has never seen; an acceptor takes it only if it holds no record of the key
+    /// at all. Several states may be accepted at it; a state is chosen at it only when a fast
+    /// quorum (`n - n/4`: 4 of 5) accepted it, and a classic round that finds it recovers the
+    /// one state that may have been (see `paxos::proposer`).
+    pub const FAST: Ballot = Ballot {
+        round: 0,
+        node: NodeId::MAX,
+    };
+
     pub fn new(round: u64, node: NodeId) -> Ballot {
         Ballot { round, node }
     }

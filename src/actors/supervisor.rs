@@ -163,6 +163,7 @@ impl NodeSupervisor {
             backoff_max: Duration::from_millis(p.backoff_max_ms),
             max_batch: p.max_batch,
             max_queue: self.config.limits.max_queued_per_key,
+            fast_path: p.fast_path,
         };
         let key_hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)

@@ -107,7 +107,11 @@ impl Acceptor {
     /// Returns the record to persist if anything changed.
     pub fn adopt(&mut self, peer: &AcceptorRecord) -> Option<AcceptorRecord> {
         let before = self.record.clone();
-        if peer.accepted > self.record.accepted && peer.accepted >= self.record.promised {
+        // A state accepted at the fast ballot is never copied: how many acceptors took it is
+        // what tells whether it may have been chosen.
+        let classic = peer.accepted != Ballot::FAST;
+        if classic && peer.accepted > self.record.accepted && peer.accepted >= self.record.promised
+        {
             self.record.accepted = peer.accepted;
             self.record.state = peer.state.clone();
         }
@@ -142,7 +146,24 @@ impl Acceptor {
     }
 
     fn accept(&mut self, ballot: Ballot, state: Register, next: Option<Ballot>) -> Step {
-        if ballot < self.record.promised && ballot != self.record.accepted {
+        if ballot == Ballot::FAST {
+            let fresh = self.record.promised == Ballot::ZERO;
+            let duplicate = self.record.accepted == Ballot::FAST && self.record.state == state;
+            if duplicate {
+                return Step {
+                    reply: PeerMessage::Accepted {
+                        ballot,
+                        promised: self.record.promised,
+                    },
+                    persist: None,
+                };
+            }
+            if !fresh {
+                // Anything seen for this key (a promise, a fast or classic accept) rules out
+                // the fast path: the proposer must go through a classic round.
+                return self.reject(ballot);
+            }
+        } else if ballot < self.record.promised && ballot != self.record.accepted {
             return self.reject(ballot);
         }
         if ballot == self.record.accepted {
@@ -394,6 +415,56 @@ mod tests {
         // an Accept at 4.2 would be refused after promising 9.1, so adoption refuses it too
         assert_eq!(a.adopt(&peer), None);
         assert_eq!(a.record().accepted, Ballot::ZERO);
+    }
+
+    #[test]
+    fn a_fast_accept_is_taken_only_by_an_acceptor_that_never_saw_the_key() {
+        let fast = |v: &str| PeerMessage::Accept {
+            ballot: Ballot::FAST,
+            state: state(1, v),
+            next: Some(b(1, 3)),
+        };
+        let mut fresh = Acceptor::default();
+        let step = fresh.step(fast("x"));
+        assert_eq!(
+            step.reply,
+            PeerMessage::Accepted {
+                ballot: Ballot::FAST,
+                promised: b(1, 3)
+            }
+        );
+        assert!(step.persist.is_some());
+        // the same state again is a duplicate; another state at the fast ballot is refused
+        assert_eq!(fresh.step(fast("x")).persist, None);
+        assert!(matches!(
+            fresh.step(fast("y")).reply,
+            PeerMessage::Reject { .. }
+        ));
+        // an acceptor that promised anything refuses the fast ballot
+        let mut promised = Acceptor::default();
+        promised.step(PeerMessage::Prepare { ballot: b(1, 2) });
+        assert!(matches!(
+            promised.step(fast("x")).reply,
+            PeerMessage::Reject { .. }
+        ));
+        // and a classic Prepare is always above it
+        assert!(matches!(
+            fresh.step(PeerMessage::Prepare { ballot: b(2, 1) }).reply,
+            PeerMessage::Promise { accepted, .. } if accepted == Ballot::FAST
+        ));
+    }
+
+    #[test]
+    fn a_state_accepted_at_the_fast_ballot_is_not_copied_by_anti_entropy() {
+        let mut a = Acceptor::default();
+        let peer = AcceptorRecord {
+            promised: b(1, 3),
+            accepted: Ballot::FAST,
+            state: state(1, "x"),
+        };
+        let rec = a.adopt(&peer).expect("the promise is raised");
+        assert_eq!(rec.accepted, Ballot::ZERO);
+        assert_eq!(rec.promised, b(1, 3));
     }
 
     #[test]

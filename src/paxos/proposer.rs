@@ -53,11 +53,20 @@ pub struct ProposerConfig {
     pub max_batch: usize,
     /// Commands waiting for a round; more are refused with `Busy`.
     pub max_queue: usize,
+    /// Try a key's first write at the fast ballot (one round trip instead of two).
+    pub fast_path: bool,
 }
 
 impl ProposerConfig {
     pub fn quorum(&self) -> usize {
         self.nodes.len() / 2 + 1
+    }
+
+    /// Acceptances that choose a state at the fast ballot: `n - n/4` (4 of 5, 3 of 3). With a
+    /// classic quorum `q`, any `q` acceptors then hold a fast-chosen state at least
+    /// `fast_quorum - (n - q)` times, and no other state that often.
+    pub fn fast_quorum(&self) -> usize {
+        self.nodes.len() - self.nodes.len() / 4
     }
 }
 
@@ -124,6 +133,9 @@ enum Phase {
         ballot: Ballot,
         next: Ballot,
         started: Instant,
+        /// At the fast ballot: set once a classic quorum accepted; if no fast quorum has by
+        /// then, the write goes through a classic round.
+        settle_by: Option<Instant>,
         state: Register,
         outcomes: Vec<Result<Outcome, ReplyError>>,
         /// acceptor → the promise it holds after accepting
@@ -150,6 +162,9 @@ pub struct Proposer {
     backoff: Duration,
     /// Rounds that failed since the last success.
     failures: u32,
+    /// This proposer has not tried the fast ballot yet (it tries it once, for its first
+    /// write, when it holds no promise).
+    fast_allowed: bool,
     reads: u64,
     /// The last state this proposer saw chosen, to repair acceptors that answer late.
     chosen: Option<(Ballot, Register)>,
@@ -168,6 +183,7 @@ impl Proposer {
         Proposer {
             backoff: cfg.backoff_min,
             failures: 0,
+            fast_allowed: cfg.fast_path,
             cfg,
             rng,
             round: 0,
@@ -178,6 +194,10 @@ impl Proposer {
             reads: 0,
             chosen: None,
         }
+    }
+
+    pub fn config(&self) -> &ProposerConfig {
+        &self.cfg
     }
 
     /// Nothing queued and no round in flight.
@@ -260,6 +280,14 @@ impl Proposer {
                     self.prepare(now, out);
                 }
             }
+            Phase::Accepting {
+                settle_by: Some(t), ..
+            } if now >= *t => {
+                // A classic quorum took the fast Accept but no fast quorum did (an acceptor
+                // is down or saw the key): go through a classic round at once, which
+                // recovers whatever the fast attempt may have chosen.
+                self.retry_later(now);
+            }
             Phase::Preparing { started, .. } | Phase::Accepting { started, .. } => {
                 if now.duration_since(*started) >= self.cfg.phase_timeout {
                     self.cache = None;
@@ -332,6 +360,10 @@ impl Proposer {
                 let (ballot, state) = (cached.ballot, cached.state.clone());
                 self.accept(now, ballot, state, out);
             }
+            (None, true) if self.fast_allowed => {
+                self.fast_allowed = false;
+                self.accept(now, Ballot::FAST, Register::default(), out);
+            }
             (None, true) => self.prepare(now, out),
         }
     }
@@ -368,6 +400,7 @@ impl Proposer {
             ballot,
             next,
             started: now,
+            settle_by: None,
             state,
             outcomes,
             acks: BTreeMap::new(),
@@ -410,7 +443,11 @@ impl Proposer {
             .max_by_key(|(_, c)| **c)
             .map(|(b, c)| (*b, *c));
         let Some((ballot, count)) = best else { return };
-        if count >= quorum {
+        if count >= quorum && ballot == Ballot::FAST {
+            // A majority holding a state at the fast ballot does not make it chosen (that
+            // takes a fast quorum): settle it with a full round.
+            self.prepare(now, out);
+        } else if count >= quorum {
             let state = replies
                 .values()
                 .find(|(b, _)| *b == ballot)
@@ -486,7 +523,7 @@ impl Proposer {
             return;
         }
         // CASPaxos §2.1: take the state with the highest accepted ballot among the majority.
-        let (highest, state) = promises
+        let (highest, mut state) = promises
             .values()
             .max_by_key(|(b, _)| *b)
             .cloned()
@@ -495,7 +532,48 @@ impl Proposer {
             highest < ballot,
             "promised {ballot} over accepted {highest}"
         );
+        if highest == Ballot::FAST {
+            state = self.recover_fast(ballot);
+        }
         self.accept(now, ballot, state, out);
+    }
+
+    /// Fast Paxos recovery, when the highest accepted ballot among the promises is the fast
+    /// one: several states may have been accepted at it, and at most one chosen (by a fast
+    /// quorum). A state was possibly chosen only if the acceptors that did not answer, added
+    /// to those that report it, make a fast quorum; that state must be carried forward. If
+    /// none was, any state is safe; the most reported one is taken (its writer may be
+    /// waiting).
+    fn recover_fast(&self, ballot: Ballot) -> Register {
+        let Phase::Preparing { promises, .. } = &self.phase else {
+            unreachable!("recovery runs while preparing {ballot}")
+        };
+        let silent = self.cfg.nodes.len() - promises.len();
+        let mut counts: Vec<(&Register, usize)> = Vec::new();
+        for (accepted, state) in promises.values() {
+            if *accepted != Ballot::FAST {
+                continue;
+            }
+            match counts.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((state, 1)),
+            }
+        }
+        let possibly_chosen: Vec<&Register> = counts
+            .iter()
+            .filter(|(_, n)| n + silent >= self.cfg.fast_quorum())
+            .map(|(s, _)| *s)
+            .collect();
+        assert!(
+            possibly_chosen.len() <= 1,
+            "two states possibly chosen at the fast ballot: {possibly_chosen:?}"
+        );
+        possibly_chosen
+            .first()
+            .copied()
+            .or_else(|| counts.iter().max_by_key(|(_, n)| *n).map(|(s, _)| *s))
+            .cloned()
+            .expect("the highest accepted ballot is the fast one, so some state was reported")
     }
 
     fn on_accepted(
@@ -507,9 +585,12 @@ impl Proposer {
         out: &mut Vec<Effect>,
     ) {
         let quorum = self.cfg.quorum();
+        let fast_quorum = self.cfg.fast_quorum();
+        let read_grace = self.cfg.read_grace;
         let Phase::Accepting {
             ballot: current,
             acks,
+            settle_by,
             ..
         } = &mut self.phase
         else {
@@ -519,7 +600,15 @@ impl Proposer {
             return;
         }
         acks.entry(from).or_insert(promised);
-        if acks.len() < quorum {
+        let needed = if ballot == Ballot::FAST {
+            fast_quorum
+        } else {
+            quorum
+        };
+        if acks.len() < needed {
+            if ballot == Ballot::FAST && acks.len() >= quorum && settle_by.is_none() {
+                *settle_by = Some(now + read_grace);
+            }
             return;
         }
         let Phase::Accepting {
@@ -538,7 +627,11 @@ impl Proposer {
             ballot: next,
             state: state.clone(),
         });
-        self.chosen = Some((ballot, state));
+        if ballot != Ballot::FAST {
+            // A state chosen at the fast ballot is never repaired onto other acceptors: how
+            // many took it is what a classic round reads to recover it.
+            self.chosen = Some((ballot, state));
+        }
         self.finish(now, outcomes, out);
     }
 
@@ -593,9 +686,10 @@ impl Proposer {
             Phase::Reading {
                 started, settle_by, ..
             } => Some(settle_by.unwrap_or(*started + self.cfg.phase_timeout)),
-            Phase::Preparing { started, .. } | Phase::Accepting { started, .. } => {
-                Some(*started + self.cfg.phase_timeout)
-            }
+            Phase::Accepting {
+                started, settle_by, ..
+            } => Some(settle_by.unwrap_or(*started + self.cfg.phase_timeout)),
+            Phase::Preparing { started, .. } => Some(*started + self.cfg.phase_timeout),
         };
         let deadlines = self
             .batch

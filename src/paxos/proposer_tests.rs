@@ -19,6 +19,7 @@ fn config(node: NodeId) -> ProposerConfig {
         backoff_max: Duration::from_millis(20),
         max_batch: 16,
         max_queue: 4,
+        fast_path: false,
     }
 }
 
@@ -469,4 +470,127 @@ fn a_quick_read_answers_in_one_round_trip_and_repairs_a_stale_acceptor() {
     assert!(accs
         .iter()
         .all(|a| a.record().accepted == accs[0].record().accepted));
+}
+
+fn fast_proposer(node: NodeId) -> Proposer {
+    let cfg = ProposerConfig {
+        fast_path: true,
+        ..config(node)
+    };
+    Proposer::new(cfg, SmallRng::seed_from_u64(node as u64))
+}
+
+#[test]
+fn a_first_write_on_a_fresh_key_takes_one_round_trip_at_the_fast_ballot() {
+    let now = Instant::now();
+    let mut accs = acceptors();
+    let mut p = fast_proposer(1);
+    let mut out = Vec::new();
+    p.submit(
+        now,
+        1,
+        put("a"),
+        id(1),
+        now + Duration::from_secs(1),
+        &mut out,
+    );
+    assert!(
+        matches!(sent_to(&out, 2)[0], PeerMessage::Accept { ballot, .. } if ballot == Ballot::FAST),
+        "no Prepare before a fast Accept"
+    );
+    // a classic majority is not enough at the fast ballot
+    let partial = exchange(&mut p, &mut accs, &[1, 2, 3], now, out.clone());
+    assert!(replies(&partial).is_empty());
+    let done = exchange(&mut p, &mut accs, &[4], now, out);
+    assert_eq!(replies(&done), vec![(1, Ok(Outcome::Put { version: 1 }))]);
+    // and the next write skips Prepare too (the fast Accept carried the next promise)
+    let mut out = Vec::new();
+    p.submit(
+        now,
+        2,
+        put("b"),
+        id(2),
+        now + Duration::from_secs(1),
+        &mut out,
+    );
+    assert!(
+        matches!(sent_to(&out, 1)[0], PeerMessage::Accept { ballot, .. } if ballot > Ballot::FAST)
+    );
+}
+
+#[test]
+fn a_fast_write_short_of_a_fast_quorum_falls_back_to_a_classic_round() {
+    let now = Instant::now();
+    let mut accs = acceptors();
+    let mut p = fast_proposer(1);
+    let mut out = Vec::new();
+    p.submit(
+        now,
+        1,
+        put("a"),
+        id(1),
+        now + Duration::from_secs(1),
+        &mut out,
+    );
+    // nodes 4 and 5 are down: three fast acceptances, then the grace, then a classic round
+    assert_eq!(
+        drive(&mut p, &mut accs, &[1, 2, 3], now, out),
+        vec![(1, Ok(Outcome::Put { version: 1 }))]
+    );
+    assert!(
+        accs[0].record().accepted > Ballot::FAST,
+        "settled at a classic ballot"
+    );
+}
+
+/// Fast Paxos recovery: two proposers raced at the fast ballot. Where one state reached a
+/// fast quorum it was chosen, and a classic round must carry it forward, even when the
+/// classic quorum it reads holds the other state too.
+#[test]
+fn a_state_chosen_at_the_fast_ballot_is_recovered_by_the_next_classic_round() {
+    let now = Instant::now();
+    let mut accs = acceptors();
+    let (mut p1, mut p2) = (fast_proposer(1), fast_proposer(2));
+    let (mut out1, mut out2) = (Vec::new(), Vec::new());
+    p1.submit(
+        now,
+        1,
+        put("one"),
+        id(1),
+        now + Duration::from_secs(1),
+        &mut out1,
+    );
+    p2.submit(
+        now,
+        2,
+        put("two"),
+        id(2),
+        now + Duration::from_secs(1),
+        &mut out2,
+    );
+    // "one" reaches acceptors 1-4 (a fast quorum: chosen), "two" only acceptor 5
+    let done = exchange(&mut p1, &mut accs, &[1, 2, 3, 4], now, out1);
+    assert_eq!(replies(&done), vec![(1, Ok(Outcome::Put { version: 1 }))]);
+    exchange(&mut p2, &mut accs, &[5], now, out2);
+    // a third proposer reads through {3,4,5}: "one" twice, "two" once
+    let mut p3 = proposer(3);
+    let mut out = Vec::new();
+    p3.submit(
+        now,
+        9,
+        Command::Get,
+        None,
+        now + Duration::from_secs(1),
+        &mut out,
+    );
+    assert_eq!(
+        drive(&mut p3, &mut accs, &[3, 4, 5], now, out),
+        vec![(
+            9,
+            Ok(Outcome::Get {
+                value: Some(b"one".to_vec()),
+                version: 1
+            })
+        )]
+    );
 }

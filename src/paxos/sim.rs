@@ -44,6 +44,8 @@ struct Sim {
     history: Vec<Operation>,
     /// token → index into `history`
     open: BTreeMap<u64, usize>,
+    /// token → the node whose proposer holds it
+    owner: BTreeMap<u64, NodeId>,
     next_token: u64,
     drop_rate: f64,
     dup_rate: f64,
@@ -64,6 +66,7 @@ impl Sim {
                     backoff_max: Duration::from_millis(30),
                     max_batch: 8,
                     max_queue: 64,
+                    fast_path: true,
                 };
                 (
                     node,
@@ -89,6 +92,7 @@ impl Sim {
             accepted: BTreeMap::new(),
             history: Vec::new(),
             open: BTreeMap::new(),
+            owner: BTreeMap::new(),
             next_token: 0,
             drop_rate: 0.05,
             dup_rate: 0.05,
@@ -104,6 +108,7 @@ impl Sim {
         let token = self.next_token;
         let input = convert::input_of(&command);
         self.open.insert(token, self.history.len());
+        self.owner.insert(token, node);
         self.history.push(Operation {
             client: token,
             key: b"k".to_vec(),
@@ -139,6 +144,7 @@ impl Sim {
                 Effect::Send(to, msg) => self.net.push(InFlight { from, to, msg }),
                 Effect::Reply(token, result) => {
                     let i = self.open.remove(&token).expect("one reply per request");
+                    self.owner.remove(&token);
                     if let Ok(outcome) = result {
                         self.history[i].ret = Some(self.elapsed());
                         self.history[i].output = Some(convert::output_of(outcome));
@@ -174,9 +180,11 @@ impl Sim {
             let acceptor = self.acceptors.get_mut(&m.to).unwrap();
             let step = acceptor.step(m.msg);
             if let Some(record) = step.persist {
-                self.accepted
-                    .entry(record.accepted)
-                    .or_insert_with(|| record.state.clone());
+                if record.accepted != Ballot::FAST {
+                    self.accepted
+                        .entry(record.accepted)
+                        .or_insert_with(|| record.state.clone());
+                }
                 self.durable.insert(m.to, record);
             }
             self.net.push(InFlight {
@@ -212,7 +220,9 @@ impl Sim {
     fn check_invariants(&self) {
         for (node, a) in &self.acceptors {
             let rec = a.record();
-            if rec.accepted != Ballot::ZERO {
+            // One ballot carries one state, except the fast ballot, where several may be
+            // accepted (and at most one chosen).
+            if rec.accepted != Ballot::ZERO && rec.accepted != Ballot::FAST {
                 assert_eq!(
                     self.accepted.get(&rec.accepted),
                     Some(&rec.state),
@@ -226,22 +236,57 @@ impl Sim {
             );
         }
         // Versions grow with ballots: a state accepted at a higher ballot never has a lower
-        // version than one chosen (held by a majority) below it.
+        // version than one chosen below it (held by a majority at a classic ballot, or by a
+        // fast quorum at the fast ballot).
         let mut holders: BTreeMap<Ballot, usize> = BTreeMap::new();
+        let mut fast_holders: Vec<(&Register, usize)> = Vec::new();
         for a in self.acceptors.values() {
-            *holders.entry(a.record().accepted).or_default() += 1;
+            let rec = a.record();
+            if rec.accepted == Ballot::FAST {
+                match fast_holders.iter_mut().find(|(s, _)| **s == rec.state) {
+                    Some((_, n)) => *n += 1,
+                    None => fast_holders.push((&rec.state, 1)),
+                }
+            } else {
+                *holders.entry(rec.accepted).or_default() += 1;
+            }
         }
-        let chosen = holders
+        let mut chosen: Vec<(Ballot, u64)> = holders
             .iter()
-            .filter(|(b, c)| **c >= 3 && **b != Ballot::ZERO);
-        for (b, _) in chosen {
-            let v = self.accepted[b].version;
-            for (higher, s) in self.accepted.range(*b..) {
+            .filter(|(b, c)| **c >= 3 && **b != Ballot::ZERO)
+            .map(|(b, _)| (*b, self.accepted[b].version))
+            .collect();
+        chosen.extend(
+            fast_holders
+                .iter()
+                .filter(|(_, n)| *n >= 4)
+                .map(|(s, _)| (Ballot::FAST, s.version)),
+        );
+        for (b, v) in chosen {
+            for (higher, s) in self.accepted.range(b..) {
                 assert!(
                     s.version >= v,
                     "ballot {higher} lost the version chosen at {b}"
                 );
             }
+        }
+    }
+
+    /// Replaces a proposer with a fresh one (a crash): its waiting callers never hear back,
+    /// which the history records as unknown outcomes.
+    fn restart_proposer(&mut self, node: NodeId, seed: u64) {
+        let cfg = self.proposers[&node].config().clone();
+        self.proposers
+            .insert(node, Proposer::new(cfg, SmallRng::seed_from_u64(seed)));
+        let lost: Vec<u64> = self
+            .owner
+            .iter()
+            .filter(|(_, n)| **n == node)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in lost {
+            self.owner.remove(&token);
+            self.open.remove(&token);
         }
     }
 }
@@ -259,6 +304,12 @@ fn run(seed: u64) {
         if sim.rng.random_bool(0.01) {
             let node = ACCEPTORS[sim.rng.random_range(0..5)];
             sim.crash_acceptor(node);
+        }
+        if sim.rng.random_bool(0.004) {
+            // a fresh proposer tries the fast ballot again
+            let node = PROPOSERS[sim.rng.random_range(0..PROPOSERS.len())];
+            let seed = sim.rng.random();
+            sim.restart_proposer(node, seed);
         }
         if step < 5000 && sim.rng.random_bool(0.08) {
             let node = PROPOSERS[sim.rng.random_range(0..PROPOSERS.len())];
