@@ -10,8 +10,14 @@
 //!   ballot `W`, that majority meets ours, and accepted ballots only grow, so `B >= W`; and no
 //!   state above `B` can have been chosen before the get began, or a majority would hold it and
 //!   meet ours. (A higher *promise* at some acceptor does not matter: a proposer that holds it
-//!   has not completed a write yet, so the read may be ordered before that write.) Otherwise
-//!   the batch falls back to a full identity round.
+//!   has not completed a write yet, so the read may be ordered before that write.) At the
+//!   fast ballot a majority proves nothing (several states may be accepted there): it takes a
+//!   fast quorum reporting the same state, which is then chosen, and no classic write can
+//!   have completed (its majority would meet the fast quorum). Otherwise the batch falls back
+//!   to a full identity round.
+//! - a **first write** from a proposer that holds no promise goes at the fast ballot, with no
+//!   Prepare (Fast Paxos): chosen by a fast quorum, or settled by a classic round that
+//!   recovers what the fast attempt may have chosen ([`Ballot::FAST`]).
 //! - **writes** run Prepare/Promise, apply the batch's change functions to the state with the
 //!   highest accepted ballot, then Accept/Accepted. An Accept asks every acceptor to also
 //!   promise the proposer's next ballot (§2.2.1); when a majority did, the proposer caches that
@@ -417,6 +423,7 @@ impl Proposer {
         out: &mut Vec<Effect>,
     ) {
         let quorum = self.cfg.quorum();
+        let fast_quorum = self.cfg.fast_quorum();
         let n = self.cfg.nodes.len();
         let read_grace = self.cfg.read_grace;
         let Phase::Reading {
@@ -434,33 +441,48 @@ impl Proposer {
             return;
         }
         replies.entry(from).or_insert((accepted, state));
+        let missing = n - replies.len();
+        // The best classic ballot: how many report it.
         let mut counts: BTreeMap<Ballot, usize> = BTreeMap::new();
-        for (b, _) in replies.values() {
+        for (b, _) in replies.values().filter(|(b, _)| *b != Ballot::FAST) {
             *counts.entry(*b).or_default() += 1;
         }
-        let best = counts
+        let classic = counts
             .iter()
             .max_by_key(|(_, c)| **c)
             .map(|(b, c)| (*b, *c));
-        let Some((ballot, count)) = best else { return };
-        if count >= quorum && ballot == Ballot::FAST {
-            // A majority holding a state at the fast ballot does not make it chosen (that
-            // takes a fast quorum): settle it with a full round.
-            self.prepare(now, out);
-        } else if count >= quorum {
-            let state = replies
-                .values()
-                .find(|(b, _)| *b == ballot)
-                .map(|(_, s)| s.clone())
-                .expect("a counted ballot has a reply");
-            let stale: Vec<NodeId> = replies
-                .iter()
-                .filter(|(_, (b, _))| *b < ballot)
-                .map(|(n, _)| *n)
-                .collect();
-            self.chosen = Some((ballot, state.clone()));
-            for node in stale {
-                self.repair_if_stale(node, Ballot::ZERO, out);
+        // The most reported state at the fast ballot: chosen only with a fast quorum.
+        let mut fast: Vec<(&Register, usize)> = Vec::new();
+        for (_, s) in replies.values().filter(|(b, _)| *b == Ballot::FAST) {
+            match fast.iter_mut().find(|(f, _)| *f == s) {
+                Some((_, c)) => *c += 1,
+                None => fast.push((s, 1)),
+            }
+        }
+        let fast = fast.into_iter().max_by_key(|(_, c)| *c);
+        let answer = match (classic, fast) {
+            (_, Some((state, c))) if c >= fast_quorum => Some((Ballot::FAST, state.clone())),
+            (Some((ballot, c)), _) if c >= quorum => {
+                let state = replies
+                    .values()
+                    .find(|(b, _)| *b == ballot)
+                    .map(|(_, s)| s.clone())
+                    .expect("a counted ballot has a reply");
+                Some((ballot, state))
+            }
+            _ => None,
+        };
+        if let Some((ballot, state)) = answer {
+            if ballot != Ballot::FAST {
+                let stale: Vec<NodeId> = replies
+                    .iter()
+                    .filter(|(_, (b, _))| *b < ballot)
+                    .map(|(n, _)| *n)
+                    .collect();
+                self.chosen = Some((ballot, state.clone()));
+                for node in stale {
+                    self.repair_if_stale(node, Ballot::ZERO, out);
+                }
             }
             let outcomes = self
                 .batch
@@ -468,8 +490,12 @@ impl Proposer {
                 .map(|p| apply(&mut state.clone(), &p.command, p.id).map_err(too_late))
                 .collect();
             self.finish(now, outcomes, out);
-        } else if count + (n - replies.len()) < quorum {
-            // No ballot can reach a majority any more: settle it with a full identity round.
+            return;
+        }
+        let classic_possible = classic.map_or(0, |(_, c)| c) + missing >= quorum;
+        let fast_possible = fast.map_or(0, |(_, c)| c) + missing >= fast_quorum;
+        if !classic_possible && !fast_possible {
+            // No state can be shown chosen any more: settle it with a full identity round.
             self.prepare(now, out);
         } else if replies.len() >= quorum && settle_by.is_none() {
             // A majority answered but disagrees: give the rest a moment (a write is probably

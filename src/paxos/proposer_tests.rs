@@ -594,3 +594,59 @@ fn a_state_chosen_at_the_fast_ballot_is_recovered_by_the_next_classic_round() {
         )]
     );
 }
+
+#[test]
+fn a_quick_read_answers_a_state_chosen_at_the_fast_ballot_only_from_a_fast_quorum() {
+    let now = Instant::now();
+    let mut accs = acceptors();
+    let mut writer = fast_proposer(1);
+    let mut out = Vec::new();
+    writer.submit(
+        now,
+        1,
+        put("a"),
+        id(1),
+        now + Duration::from_secs(1),
+        &mut out,
+    );
+    // acceptors 1-4 take it (chosen at the fast ballot); 5 never hears of it
+    exchange(&mut writer, &mut accs, &[1, 2, 3, 4], now, out);
+    let mut reader = proposer(2);
+    let mut out = Vec::new();
+    reader.submit(
+        now,
+        9,
+        Command::Get,
+        None,
+        now + Duration::from_secs(1),
+        &mut out,
+    );
+    let answered = exchange(&mut reader, &mut accs, &NODES, now, out.clone());
+    assert_eq!(
+        replies(&answered),
+        vec![(
+            9,
+            Ok(Outcome::Get {
+                value: Some(b"a".to_vec()),
+                version: 1
+            })
+        )],
+        "four equal states at the fast ballot answer at once"
+    );
+    // three of them do not: with 4 and 5 silent, the read settles with a full round
+    let mut reader = proposer(3);
+    let mut out = Vec::new();
+    reader.submit(
+        now,
+        10,
+        Command::Get,
+        None,
+        now + Duration::from_secs(1),
+        &mut out,
+    );
+    let partial = exchange(&mut reader, &mut accs, &[1, 2, 3], now, out);
+    assert!(
+        replies(&partial).is_empty(),
+        "three fast acceptances prove nothing"
+    );
+}
