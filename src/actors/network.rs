@@ -68,7 +68,7 @@ pub fn frame_codec(max_frame_bytes: usize) -> LengthDelimitedCodec {
 
 /// Sends Paxos messages to peers (or to this node). Cheap to clone.
 ///
-/// Every message leaves through [`Outbox::dispatch`], which is also where a [`FaultPlan`]
+/// Every message leaves through `Outbox::dispatch`, which is also where a [`FaultPlan`]
 /// (tests only) drops, duplicates, delays and so reorders messages, or cuts links.
 #[derive(Clone)]
 pub struct Outbox {

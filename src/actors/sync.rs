@@ -47,7 +47,7 @@ const DIGEST_PAGE: u32 = 4_096;
 /// How long a node waits before trying its recovery again when too few peers answered.
 const RECOVERY_RETRY: Duration = Duration::from_millis(300);
 
-/// The sync actor: runs one [`Puller`] task for the node's lifetime.
+/// The sync actor: runs one `Puller` task for the node's lifetime.
 pub struct Sync {
     puller: Option<Puller>,
 }
