@@ -83,6 +83,14 @@ impl Actor for Sync {
     }
 }
 
+/// How a node came to vote.
+enum Recovery {
+    /// A new cluster: nothing anywhere to recover.
+    Bootstrapped,
+    /// Merged a majority's records (how many changed this node's).
+    Recovered(u64),
+}
+
 /// Recovery, then anti-entropy, as one task.
 struct Puller {
     node: NodeId,
@@ -118,7 +126,18 @@ impl Puller {
         let mut last_complaint = None::<Instant>;
         loop {
             match self.recover(&client, &peers_by_index).await {
-                Ok(adopted) => {
+                Ok(Recovery::Bootstrapped) => {
+                    self.wait_for_a_bootstrapped_majority(&client, &peers_by_index)
+                        .await;
+                    self.stats.set_voting();
+                    log::info!(
+                        "node {}: bootstrapped a new cluster in {:.2}s; voting",
+                        self.node,
+                        started.elapsed().as_secs_f64()
+                    );
+                    break;
+                }
+                Ok(Recovery::Recovered(adopted)) => {
                     self.stats.set_voting();
                     log::info!(
                         "node {}: recovered from a majority in {:.2}s ({adopted} records \
@@ -165,7 +184,7 @@ impl Puller {
     }
 
     /// One recovery attempt: merge every record of enough trustworthy peers.
-    async fn recover(&self, client: &Client, peers: &[NodeId]) -> Result<u64> {
+    async fn recover(&self, client: &Client, peers: &[NodeId]) -> Result<Recovery> {
         let n = peers.len() + 1;
         let needed = n - (n / 2 + 1) + 1;
         let mut sources: Vec<(usize, SyncSource)> = Vec::new();
@@ -200,7 +219,7 @@ impl Puller {
                 sources.len() == peers.len() && sources.iter().all(|(_, s)| s.empty);
             if new_store && everyone_empty {
                 self.mark_synced().await?;
-                return Ok(0);
+                return Ok(Recovery::Bootstrapped);
             }
             return Err(Error::Unavailable(format!(
                 "{} of the {needed} peers needed to recover from answered as trustworthy",
@@ -225,7 +244,28 @@ impl Puller {
         }
         self.mark_synced().await?;
         Stats::add(&self.stats.sync_rounds, 1);
-        Ok(adopted)
+        Ok(Recovery::Recovered(adopted))
+    }
+
+    /// After bootstrapping, a node votes only once a majority of the cluster (itself
+    /// included) has bootstrapped too. Voting earlier would let it keep promises from the
+    /// first requests, and the nodes still deciding would then no longer see a cluster where
+    /// every store is empty, nor enough recovered peers to learn from: stuck for good.
+    async fn wait_for_a_bootstrapped_majority(&self, client: &Client, peers: &[NodeId]) {
+        let cluster_size = peers.len() + 1;
+        let quorum = cluster_size / 2 + 1;
+        loop {
+            let mut synced = 1;
+            for index in 0..peers.len() {
+                if let Ok(page) = client.sync_digest(index, None, 0).await {
+                    synced += usize::from(page.source.synced_once);
+                }
+            }
+            if synced >= quorum {
+                return;
+            }
+            tokio::time::sleep(RECOVERY_RETRY).await;
+        }
     }
 
     async fn mark_synced(&self) -> Result<()> {
