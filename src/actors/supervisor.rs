@@ -9,13 +9,13 @@
 //!   if every key is busy it refuses new ones (clients get "busy", peer messages are dropped,
 //!   which Paxos treats as loss). Memory stays bounded however many keys exist.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
+use rustc_hash::FxHashMap;
 
 use crate::actors::acceptor::AcceptorActor;
 use crate::actors::network::{Outbox, PeerQueue};
@@ -43,7 +43,8 @@ pub struct NodeSupervisor {
     outbox: Outbox,
     storage: Addr<StorageActor>,
     stats: Arc<Stats>,
-    keys: HashMap<Key, KeyActors>,
+    /// Keys are hashed with FxHash: routing looks a key up for every Paxos message.
+    keys: FxHashMap<Key, KeyActors>,
     incarnations: u64,
     seed: u64,
 }
@@ -75,7 +76,7 @@ impl NodeSupervisor {
                 outbox,
                 storage,
                 stats,
-                keys: HashMap::new(),
+                keys: FxHashMap::default(),
                 incarnations: 0,
                 seed: rand::random(),
             }
