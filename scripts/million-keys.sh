@@ -44,9 +44,16 @@ print("load: %d ok, %d errors, %.1fs, %.0f keys/s, p50 %s ms, p99 %s ms"
       % (j["ok"], j["errors"], j["elapsed_s"], j["ops_per_s"], j["p50_ms"], j["p99_ms"]))
 ' "$work/load.json"
 sample "after load"
-# idle per-key actors are retired after limits.idle_timeout_ms (10 s by default)
-for _ in $(seq 1 6); do sleep 5; done
-sample "after 30s idle"
+# idle per-key actors are retired after limits.idle_timeout_ms (10 s by default): wait for
+# every node to have none left (at most 60 s)
+idle_start=$(date +%s)
+until "$P" status --config "$CONFIG" --json | python3 -c '
+import sys, json
+sys.exit(0 if all(json.loads(l).get("live_acceptors", 1) == 0 for l in sys.stdin) else 1)'; do
+  [ $(( $(date +%s) - idle_start )) -lt 60 ] || { echo "actors still live after 60 s idle"; break; }
+  sleep 1
+done
+sample "idle after $(( $(date +%s) - idle_start ))s"
 "$P" get k00000000 --config "$CONFIG" > /dev/null && echo "first key still readable"
 "$P" get "k$(printf %08d $((KEYS - 1)))" --config "$CONFIG" > /dev/null && echo "last key still readable"
 du -sh "$work/data"/node-* | sed 's/^/disk: /'

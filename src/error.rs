@@ -35,14 +35,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// May a client try the same request again (with the same write id)?
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Unavailable(_) | Error::Unknown(_) | Error::Busy(_) | Error::Io(_)
-        )
-    }
-
     /// The error as a client sees it on the wire.
     pub fn to_reply(&self) -> ErrorReply {
         match self {

@@ -58,15 +58,7 @@ async fn concurrent_writers_through_all_five_nodes_agree_and_are_linearizable() 
             for i in 0..40u64 {
                 let key = keys[rng.random_range(0..keys.len())];
                 let value = format!("c{client_id}-{i}").into_bytes();
-                let command = match rng.random_range(0..10) {
-                    0..=3 => Command::Get,
-                    4..=6 => Command::Put { value },
-                    7 => Command::Delete,
-                    _ => Command::Cas {
-                        expect: rng.random_range(0..6),
-                        value,
-                    },
-                };
+                let command = support::random_command(&mut rng, value, 6);
                 // Under this much contention a write may end "outcome unknown" (a proposer
                 // starved for longer than the key's de-duplication window refuses rather than
                 // risk applying a retry twice); the checker allows for unknown outcomes.

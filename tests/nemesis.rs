@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use paxkv::messages::{Command, FaultPlan, LinkFaults, NodeId, Outcome};
+use paxkv::messages::{FaultPlan, LinkFaults, NodeId, Outcome};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use support::{History, TestCluster};
@@ -100,15 +100,7 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
                     KEYS[rng.random_range(0..KEYS.len())]
                 };
                 let value = format!("c{client_id}-{i}").into_bytes();
-                let command = match rng.random_range(0..10) {
-                    0..=3 => Command::Get,
-                    4..=6 => Command::Put { value },
-                    7 => Command::Delete,
-                    _ => Command::Cas {
-                        expect: rng.random_range(0..i.max(1)),
-                        value,
-                    },
-                };
+                let command = support::random_command(&mut rng, value, i);
                 let _ = history.run(client_id, &client, key, command).await;
             }
         }));

@@ -132,10 +132,6 @@ impl Outbox {
         )
     }
 
-    pub fn me(&self) -> NodeId {
-        self.inner.me
-    }
-
     /// Replaces the faults injected on this node's outgoing messages.
     pub fn set_faults(&self, plan: FaultPlan) {
         let active = !plan.is_none();

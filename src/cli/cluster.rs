@@ -128,7 +128,8 @@ pub fn run_cluster(config_path: &Path, data_dir: &Path) -> i32 {
     })
 }
 
-/// Polls every node with a ping until all answer or the startup deadline passes.
+/// Polls every node until all answer and vote (each has recovered from a majority, or the
+/// cluster has bootstrapped), or the startup deadline passes.
 async fn wait_until_all_answer(config: &Config) -> bool {
     let client = Client::new(
         config.addrs(),
@@ -143,7 +144,7 @@ async fn wait_until_all_answer(config: &Config) -> bool {
     while Instant::now() < deadline {
         for (i, is_up) in up.iter_mut().enumerate() {
             if !*is_up {
-                *is_up = client.ping(i).await.is_ok();
+                *is_up = matches!(client.status(i).await, Ok(s) if s.voting);
             }
         }
         if up.iter().all(|u| *u) {

@@ -188,11 +188,8 @@ impl Store {
 
     /// The record of `key`, or `None` if this node never wrote one.
     pub fn load(&self, key: &[u8]) -> Result<Option<AcceptorRecord>> {
-        if let Some(record) = self.overlay.get(key) {
-            return decode(key, record).map(Some);
-        }
         let rtxn = self.env.read_txn()?;
-        match self.acceptors.get(&rtxn, key)? {
+        match self.encoded(&rtxn, key)? {
             None => Ok(None),
             Some(bytes) => decode(key, bytes).map(Some),
         }
@@ -205,8 +202,13 @@ impl Store {
         Ok(self.acceptors.len(&rtxn)?)
     }
 
-    pub fn is_empty(&mut self) -> Result<bool> {
-        Ok(self.len()? == 0)
+    /// No record at all (logged or stored); needs no merge.
+    pub fn is_empty(&self) -> Result<bool> {
+        if !self.overlay.is_empty() {
+            return Ok(false);
+        }
+        let rtxn = self.env.read_txn()?;
+        Ok(self.acceptors.is_empty(&rtxn)?)
     }
 
     /// Up to `limit` records with keys after `after` (all keys if `None`), in key order.
@@ -264,12 +266,11 @@ impl Store {
     }
 
     /// The keys of `entries` on which this store is behind the peer that sent them.
-    pub fn behind(&mut self, entries: &[DigestEntry]) -> Result<Vec<Vec<u8>>> {
-        self.merge()?;
+    pub fn behind(&self, entries: &[DigestEntry]) -> Result<Vec<Vec<u8>>> {
         let rtxn = self.env.read_txn()?;
         let mut keys = Vec::new();
         for entry in entries {
-            let (promised, accepted) = match self.acceptors.get(&rtxn, &entry.key)? {
+            let (promised, accepted) = match self.encoded(&rtxn, &entry.key)? {
                 None => (Ballot::ZERO, Ballot::ZERO),
                 Some(bytes) => {
                     let r = decode(&entry.key, bytes)?;
@@ -285,13 +286,12 @@ impl Store {
 
     /// The records of `keys`, in order, stopping before `max_bytes` of values (always at
     /// least one record, if any exists).
-    pub fn fetch(&mut self, keys: &[Vec<u8>], max_bytes: usize) -> Result<Vec<SyncRecord>> {
-        self.merge()?;
+    pub fn fetch(&self, keys: &[Vec<u8>], max_bytes: usize) -> Result<Vec<SyncRecord>> {
         let rtxn = self.env.read_txn()?;
         let mut out = Vec::new();
         let mut bytes = 0;
         for key in keys {
-            if let Some(raw) = self.acceptors.get(&rtxn, key)? {
+            if let Some(raw) = self.encoded(&rtxn, key)? {
                 bytes += raw.len() + key.len();
                 if bytes > max_bytes && !out.is_empty() {
                     break;
@@ -303,6 +303,14 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The encoded record of `key`: the logged one if it is not merged yet, else the stored one.
+    fn encoded<'a>(&'a self, rtxn: &'a heed::RoTxn, key: &[u8]) -> Result<Option<&'a [u8]>> {
+        match self.overlay.get(key) {
+            Some(record) => Ok(Some(record.as_slice())),
+            None => Ok(self.acceptors.get(rtxn, key)?),
+        }
     }
 
     /// Merges peers' records into ours ([`Acceptor::adopt`]) in one transaction; returns how
@@ -328,15 +336,6 @@ impl Store {
         }
         wtxn.commit()?;
         Ok(changed)
-    }
-
-    /// The node id this directory was created for.
-    pub fn node_id(&self) -> Result<Option<NodeId>> {
-        let rtxn = self.env.read_txn()?;
-        Ok(self
-            .meta
-            .get(&rtxn, meta_key::NODE_ID)?
-            .and_then(|b| b.try_into().ok().map(NodeId::from_be_bytes)))
     }
 }
 

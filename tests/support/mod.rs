@@ -251,3 +251,17 @@ impl History {
         }
     }
 }
+
+/// A random command of the concurrent workloads: 40 % get, 30 % put, 10 % delete, 20 % cas
+/// expecting a version below `max_expect`; writes carry `value`.
+pub fn random_command(rng: &mut impl rand::Rng, value: Vec<u8>, max_expect: u64) -> Command {
+    match rng.random_range(0..10) {
+        0..=3 => Command::Get,
+        4..=6 => Command::Put { value },
+        7 => Command::Delete,
+        _ => Command::Cas {
+            expect: rng.random_range(0..max_expect.max(1)),
+            value,
+        },
+    }
+}
