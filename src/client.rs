@@ -366,6 +366,8 @@ impl Connection {
             let mut buf = BytesMut::new();
             while let Some(first) = outgoing.recv().await {
                 buf.extend_from_slice(&first);
+                // Let the other ready requests queue theirs first: one write for them all.
+                tokio::task::yield_now().await;
                 while let Ok(more) = outgoing.try_recv() {
                     buf.extend_from_slice(&more);
                 }

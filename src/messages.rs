@@ -431,14 +431,20 @@ pub enum Role {
 #[rtype(result = "()")]
 pub struct Deliver(pub Envelope);
 
+/// Where a per-key actor answers a request: the caller holds the receiving end. Passing it
+/// along with the message (instead of actix's reply future) costs no spawned task per hop.
+/// Dropped unanswered, it tells the caller the actor stopped.
+pub type ReplyTo<T> = tokio::sync::oneshot::Sender<T>;
+
 /// A client's command for one key, to be run by that key's proposer on this node.
 #[derive(Debug, actix::Message)]
-#[rtype(result = "crate::Result<Outcome>")]
+#[rtype(result = "()")]
 pub struct ClientCommand {
     pub key: Key,
     pub command: Command,
     /// Set for every write (the node assigns one when the client did not).
     pub write_id: Option<RequestId>,
+    pub reply: ReplyTo<crate::Result<Outcome>>,
 }
 
 /// A per-key actor stopped: crashed (the supervisor restarts it from disk) or retired idle.
@@ -481,13 +487,14 @@ pub struct Inspect;
 
 // ---- to a per-key proposer (`actors::proposer`) ----
 
-/// Run `command` in a Paxos round before `deadline`.
+/// Run `command` in a Paxos round before `deadline`; the outcome goes to `reply`.
 #[derive(Debug, actix::Message)]
-#[rtype(result = "crate::Result<Outcome>")]
+#[rtype(result = "()")]
 pub struct Submit {
     pub command: Command,
     pub write_id: Option<RequestId>,
     pub deadline: std::time::Instant,
+    pub reply: ReplyTo<crate::Result<Outcome>>,
 }
 
 /// An acceptor's reply for this key.
@@ -522,12 +529,14 @@ pub struct Crash;
 
 // ---- to the storage actor (`actors::storage`) ----
 
-/// Make an acceptor record durable; answered once its transaction is committed (fsynced).
+/// Make an acceptor record durable; `done` is answered once its transaction is committed
+/// (fsynced).
 #[derive(Debug, actix::Message)]
-#[rtype(result = "crate::Result<()>")]
+#[rtype(result = "()")]
 pub struct Persist {
     pub key: Key,
     pub record: crate::paxos::acceptor::AcceptorRecord,
+    pub done: ReplyTo<crate::Result<()>>,
 }
 
 /// Anti-entropy, to the storage actor: the digest of up to `limit` records after `after`.

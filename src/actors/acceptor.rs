@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
+use tokio::sync::oneshot;
 
 use crate::actors::network::Outbox;
 use crate::actors::storage::StorageActor;
@@ -58,6 +59,19 @@ impl AcceptorActor {
             stats,
             crashed: false,
         }
+    }
+
+    /// Hands `record` to the storage actor; the receiver is answered once it is durable.
+    /// Sent without waiting for mailbox room: this acceptor holds its mailbox until the answer
+    /// comes, so it has at most one write in flight.
+    fn persist(&self, record: AcceptorRecord) -> oneshot::Receiver<Result<()>> {
+        let (done, durable) = oneshot::channel();
+        self.storage.do_send(Persist {
+            key: self.key.clone(),
+            record,
+            done,
+        });
+        durable
     }
 
     fn crash(&mut self, ctx: &mut Context<Self>, why: &str) {
@@ -120,19 +134,14 @@ impl Handler<FromProposer> for AcceptorActor {
             self.outbox.send(to, &self.key, step.reply);
             return;
         };
-        let persist = self.storage.send(Persist {
-            key: self.key.clone(),
-            record,
-        });
-        ctx.wait(
-            persist
-                .into_actor(self)
-                .map(move |written, act, ctx| match written {
-                    Ok(Ok(())) => act.outbox.send(to, &act.key, step.reply),
-                    Ok(Err(e)) => act.crash(ctx, &format!("persisting: {e}")),
-                    Err(e) => act.crash(ctx, &format!("storage unreachable: {e}")),
-                }),
-        );
+        let durable = self.persist(record);
+        ctx.wait(fut::wrap_future(durable).map(
+            move |written, act: &mut Self, ctx| match written {
+                Ok(Ok(())) => act.outbox.send(to, &act.key, step.reply),
+                Ok(Err(e)) => act.crash(ctx, &format!("persisting: {e}")),
+                Err(_) => act.crash(ctx, "storage stopped"),
+            },
+        ));
     }
 }
 
@@ -173,26 +182,25 @@ impl Handler<AdoptRecord> for AcceptorActor {
         let Some(record) = merged else {
             return Box::pin(fut::ready(Ok(false)));
         };
-        let persist = self.storage.send(Persist {
-            key: self.key.clone(),
-            record,
-        });
+        let durable = self.persist(record);
         // Hold the mailbox until the merge is durable, like any other write of this acceptor.
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        ctx.wait(persist.into_actor(self).map(move |written, act, ctx| {
-            let result = match written {
-                Ok(Ok(())) => Ok(true),
-                Ok(Err(e)) => {
-                    act.crash(ctx, &format!("persisting an adopted record: {e}"));
-                    Err(e)
-                }
-                Err(e) => {
-                    act.crash(ctx, &format!("storage unreachable: {e}"));
-                    Err(Error::Storage(e.to_string()))
-                }
-            };
-            let _ = tx.send(result);
-        }));
+        let (tx, rx) = oneshot::channel();
+        ctx.wait(
+            fut::wrap_future(durable).map(move |written, act: &mut Self, ctx| {
+                let result = match written {
+                    Ok(Ok(())) => Ok(true),
+                    Ok(Err(e)) => {
+                        act.crash(ctx, &format!("persisting an adopted record: {e}"));
+                        Err(e)
+                    }
+                    Err(_) => {
+                        act.crash(ctx, "storage stopped");
+                        Err(Error::Storage("storage stopped".into()))
+                    }
+                };
+                let _ = tx.send(result);
+            }),
+        );
         Box::pin(fut::wrap_future(async move {
             rx.await
                 .unwrap_or_else(|_| Err(Error::Unavailable("acceptor stopped".into())))

@@ -15,12 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
 
 use crate::actors::network::Outbox;
 use crate::actors::{guarded, Stats};
 use crate::error::{Error, Result};
-use crate::messages::{ActorStopped, Crash, FromAcceptor, Key, Outcome, Retire, Role, Submit};
+use crate::messages::{
+    ActorStopped, Crash, FromAcceptor, Key, Outcome, ReplyTo, Retire, Role, Submit,
+};
 use crate::paxos::proposer::{Effect, Proposer, Token};
 
 pub struct ProposerActor {
@@ -30,7 +31,7 @@ pub struct ProposerActor {
     outbox: Outbox,
     supervisor: Recipient<ActorStopped>,
     stats: Arc<Stats>,
-    waiting: HashMap<Token, oneshot::Sender<Result<Outcome>>>,
+    waiting: HashMap<Token, ReplyTo<Result<Outcome>>>,
     next_token: Token,
     /// The coarsest timer granularity (`paxos.tick_ms`).
     tick: Duration,
@@ -150,13 +151,12 @@ impl Actor for ProposerActor {
 }
 
 impl Handler<Submit> for ProposerActor {
-    type Result = ResponseFuture<Result<Outcome>>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) {
         self.next_token += 1;
         let token = self.next_token;
-        let (tx, rx) = oneshot::channel();
-        self.waiting.insert(token, tx);
+        self.waiting.insert(token, msg.reply);
         self.step(ctx, |core, out| {
             core.submit(
                 Instant::now(),
@@ -167,10 +167,6 @@ impl Handler<Submit> for ProposerActor {
                 out,
             )
         });
-        Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(Error::Unknown("the key's proposer crashed".into())))
-        })
     }
 }
 

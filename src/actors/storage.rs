@@ -12,21 +12,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
 
 use crate::actors::Stats;
 use crate::error::{Error, Result};
 use crate::messages::{
-    AdoptRecords, FetchRecords, FindBehind, Key, Load, MarkSynced, Persist, ScanDigest,
+    AdoptRecords, FetchRecords, FindBehind, Key, Load, MarkSynced, Persist, ReplyTo, ScanDigest,
     SyncDigestPage, SyncRecord, SyncSource,
 };
 use crate::paxos::acceptor::AcceptorRecord;
 use crate::storage::Store;
 
-/// Writes that may wait in the mailbox; senders wait beyond that.
+/// Messages that may wait in the mailbox; senders wait beyond that. (`Persist` is sent without
+/// waiting: each acceptor has at most one in flight, so live acceptors bound those.)
 const STORAGE_MAILBOX_CAPACITY: usize = 65_536;
 
-type Waiter = oneshot::Sender<Result<()>>;
+type Waiter = ReplyTo<Result<()>>;
 
 /// A commit lingers this long for more writes when the last group had at least
 /// [`LINGER_MIN_GROUP`] records (a sign of many concurrent writers).
@@ -107,20 +107,15 @@ impl Actor for StorageActor {
 struct Flush;
 
 impl Handler<Persist> for StorageActor {
-    type Result = ResponseFuture<Result<()>>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
+    fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) {
         self.pending_keys.insert(msg.key.clone());
-        self.pending.push((msg.key, msg.record, tx));
+        self.pending.push((msg.key, msg.record, msg.done));
         if !self.flush_scheduled {
             self.flush_scheduled = true;
             ctx.notify(Flush);
         }
-        Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(Error::Storage("storage stopped".into())))
-        })
     }
 }
 

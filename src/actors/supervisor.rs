@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::messages::{
     ActorStopped, Adopt, AdoptRecord, AdoptRecords, ClientCommand, Crash, CrashActor, Deliver,
     Envelope, FromAcceptor, FromProposer, GetStatus, Inspect, InspectAcceptor, Key, NodeId,
-    NodeStatus, Outcome, Retire, Role, Submit,
+    NodeStatus, Retire, Role, Submit,
 };
 use crate::paxos::acceptor::AcceptorRecord;
 use crate::paxos::proposer::{Proposer, ProposerConfig};
@@ -239,27 +239,37 @@ impl Handler<Deliver> for NodeSupervisor {
 }
 
 impl Handler<ClientCommand> for NodeSupervisor {
-    type Result = ResponseFuture<Result<Outcome>>;
+    type Result = ();
 
-    fn handle(&mut self, msg: ClientCommand, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: ClientCommand, ctx: &mut Context<Self>) {
         let deadline = Instant::now() + self.config.request_timeout();
         let Some(proposer) = self.proposer(&msg.key, ctx) else {
             let live = self.keys.len();
-            return Box::pin(async move {
-                Err(Error::Busy(format!("{live} keys are busy on this node")))
-            });
+            let _ = msg.reply.send(Err(Error::Busy(format!(
+                "{live} keys are busy on this node"
+            ))));
+            return;
         };
-        let submit = proposer.send(Submit {
+        let submit = Submit {
             command: msg.command,
             write_id: msg.write_id,
             deadline,
-        });
-        Box::pin(async move {
-            match submit.await {
-                Ok(result) => result,
-                Err(e) => Err(Error::Unknown(format!("the key's proposer stopped: {e}"))),
+            reply: msg.reply,
+        };
+        // Never run, so safe to refuse: a full mailbox is the key's queue limit.
+        match proposer.try_send(submit) {
+            Ok(()) => {}
+            Err(SendError::Full(submit)) => {
+                let _ = submit.reply.send(Err(Error::Busy(
+                    "too many requests queued for this key".into(),
+                )));
             }
-        })
+            Err(SendError::Closed(submit)) => {
+                let _ = submit.reply.send(Err(Error::Unavailable(
+                    "the key's proposer is stopping".into(),
+                )));
+            }
+        }
     }
 }
 
