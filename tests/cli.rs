@@ -639,6 +639,29 @@ fn cli_exits_3_when_no_node_answers() {
         (&json!("k"), &json!("unavailable")),
         "{reply}"
     );
+    // bench says so at once rather than waiting out every operation's timeout.
+    let (code, stdout, stderr) = paxkv(
+        &[
+            "--config",
+            path,
+            "--timeout-ms",
+            "300",
+            "bench",
+            "--op",
+            "put",
+            "--ops",
+            "50",
+            "--concurrency",
+            "1",
+        ],
+        None,
+    );
+    assert_eq!(code, 3, "stderr {stderr:?}");
+    assert_eq!(stdout, "");
+    assert_eq!(
+        stderr,
+        format!("error: unavailable: 0 of {NODES} nodes answer; a majority is needed\n")
+    );
     let (code, stdout, _) = paxkv(&["--config", path, "--timeout-ms", "300", "status"], None);
     assert_eq!(code, 3);
     assert_eq!(

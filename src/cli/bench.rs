@@ -367,18 +367,23 @@ impl Summary {
 }
 
 /// Opens every client's connection to every node before the clock starts, as etcd's client
-/// does on connect. A node that does not answer is left to the operations to find out.
-async fn warm_up(clients: &[Client]) {
+/// does on connect. Returns how many nodes answered the first client; a node that does not
+/// answer is left to the operations to find out.
+async fn warm_up(clients: &[Client]) -> usize {
     let mut pings = Vec::new();
-    for client in clients {
+    for (c, client) in clients.iter().enumerate() {
         for i in 0..client.addrs().len() {
             let client = client.clone();
-            pings.push(tokio::spawn(async move { client.ping(i).await }));
+            pings.push((c, tokio::spawn(async move { client.ping(i).await })));
         }
     }
-    for ping in pings {
-        let _ = ping.await;
+    let mut answered = 0;
+    for (c, ping) in pings {
+        if matches!(ping.await, Ok(Ok(()))) && c == 0 {
+            answered += 1;
+        }
     }
+    answered
 }
 
 fn progress_bar(total: u64, json: bool) -> ProgressBar {
@@ -422,7 +427,13 @@ pub async fn run(clients: Vec<Client>, args: BenchArgs, json: bool) -> i32 {
         }),
         progress: progress_bar(total, json),
     });
-    warm_up(&clients).await;
+    let nodes = clients[0].addrs().len();
+    let answered = warm_up(&clients).await;
+    if answered < nodes / 2 + 1 {
+        // Every operation would wait out its timeout: say so at once instead.
+        eprintln!("error: unavailable: {answered} of {nodes} nodes answer; a majority is needed");
+        return EXIT_UNAVAILABLE;
+    }
 
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency)
