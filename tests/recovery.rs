@@ -194,3 +194,61 @@ async fn a_restarted_node_that_missed_many_writes_catches_up_before_it_votes() {
         Outcome::Get { version: 1, .. }
     ));
 }
+
+/// A new cluster's first start, with a client writing through the last node to come up from
+/// its first moment. That node finds every store empty and bootstraps at once; the other four
+/// were up earlier and retry a moment later. If it voted right away, the client's first
+/// request would leave a promise on its disk, and the other four would then see neither a
+/// cluster of empty stores (to bootstrap) nor three recovered peers (to learn from): stuck
+/// for good. It votes only once a majority has bootstrapped, so all five end up voting.
+#[tokio::test]
+async fn a_new_cluster_bootstraps_with_client_writes_from_the_first_moment() {
+    let mut cluster = TestCluster::configured_with(|c| c.paxos.request_timeout_ms = 500);
+    cluster.unbind(5);
+    for id in 1..=4 {
+        cluster.restart(id);
+    }
+    // Nodes 1-4 answer, and cannot bootstrap without node 5.
+    for id in 1..=4 {
+        let client = cluster.client_for(id);
+        eventually(
+            &format!("node {id} answers"),
+            Duration::from_secs(10),
+            || async { client.status(0).await.is_ok() },
+        )
+        .await;
+    }
+    for id in 1..=4 {
+        assert!(!cluster.status(id).await.voting, "node {id} votes alone");
+    }
+    cluster.restart(5);
+    let writer = {
+        let client = cluster.client_with(vec![cluster.addr(5)], true, Duration::from_millis(500));
+        tokio::spawn(async move {
+            // Write the moment node 5 votes (polled every millisecond), while the other four
+            // are still between two of their bootstrap attempts.
+            let mut poll = tokio::time::interval(Duration::from_millis(1));
+            while !matches!(client.status(0).await, Ok(s) if s.voting) {
+                poll.tick().await;
+            }
+            let mut acknowledged = 0u32;
+            while acknowledged < 20 {
+                if client.put(b"first", b"write").await.is_ok() {
+                    acknowledged += 1;
+                }
+            }
+        })
+    };
+    cluster.wait_voting(&[1, 2, 3, 4, 5]).await;
+    tokio::time::timeout(Duration::from_secs(20), writer)
+        .await
+        .expect("writes through node 5 succeed once the cluster votes")
+        .unwrap();
+    for id in 1..=5 {
+        let outcome = cluster.client_for(id).get(b"first").await.unwrap();
+        assert!(
+            matches!(&outcome, Outcome::Get { value: Some(v), .. } if v == b"write"),
+            "node {id}: {outcome:?}"
+        );
+    }
+}

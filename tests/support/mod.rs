@@ -25,6 +25,8 @@ pub struct TestCluster {
     pub config: Arc<Config>,
     pub dir: TempDir,
     nodes: Vec<Option<NodeHandle>>,
+    /// Each node's bound listener until the node first starts (no port race in between).
+    listeners: Vec<Option<TcpListener>>,
 }
 
 impl TestCluster {
@@ -35,6 +37,17 @@ impl TestCluster {
 
     /// Five nodes; `tweak` may change the config before they start.
     pub fn start_with(tweak: impl FnOnce(&mut Config)) -> TestCluster {
+        let mut cluster = TestCluster::configured_with(tweak);
+        for id in 1..=5 {
+            cluster.restart(id);
+        }
+        cluster.wait_voting_blocking(&[1, 2, 3, 4, 5]);
+        cluster
+    }
+
+    /// Five nodes configured (ports bound, data directories chosen), none started yet:
+    /// [`TestCluster::restart`] starts each.
+    pub fn configured_with(tweak: impl FnOnce(&mut Config)) -> TestCluster {
         let _ = env_logger::builder().is_test(true).try_init();
         let listeners: Vec<TcpListener> = (0..5)
             .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
@@ -44,19 +57,12 @@ impl TestCluster {
         config.storage.map_size_mb = 256;
         tweak(&mut config);
         config.validate().expect("a valid test config");
-        let config = Arc::new(config);
-        let dir = tempfile::tempdir().unwrap();
-        let mut cluster = TestCluster {
-            config,
-            dir,
-            nodes: Vec::new(),
-        };
-        for (i, listener) in listeners.into_iter().enumerate() {
-            let node = cluster.start_node_on(i as NodeId + 1, Some(listener));
-            cluster.nodes.push(Some(node));
+        TestCluster {
+            config: Arc::new(config),
+            dir: tempfile::tempdir().unwrap(),
+            nodes: (0..5).map(|_| None).collect(),
+            listeners: listeners.into_iter().map(Some).collect(),
         }
-        cluster.wait_voting_blocking(&[1, 2, 3, 4, 5]);
-        cluster
     }
 
     /// Blocks until every node in `ids` votes (has recovered from a majority).
@@ -86,9 +92,16 @@ impl TestCluster {
         }
     }
 
-    fn start_node_on(&self, id: NodeId, listener: Option<TcpListener>) -> NodeHandle {
+    fn start_node(&mut self, id: NodeId) -> NodeHandle {
         let dir = self.dir.path().join(format!("node-{id}"));
+        let listener = self.listeners[id as usize - 1].take();
         NodeHandle::start(self.config.clone(), id, &dir, listener).expect("node starts")
+    }
+
+    /// Closes node `id`'s listener before its first start: until it starts, connecting to
+    /// it is refused (as with a process not started yet) rather than left waiting.
+    pub fn unbind(&mut self, id: NodeId) {
+        self.listeners[id as usize - 1] = None;
     }
 
     pub fn node_dir(&self, id: NodeId) -> std::path::PathBuf {
@@ -116,10 +129,10 @@ impl TestCluster {
         }
     }
 
-    /// Starts node `id` again on its address and data directory.
+    /// Starts node `id` (again) on its address and data directory.
     pub fn restart(&mut self, id: NodeId) {
         assert!(!self.is_running(id), "node {id} is running");
-        let node = self.start_node_on(id, None);
+        let node = self.start_node(id);
         self.nodes[id as usize - 1] = Some(node);
     }
 
