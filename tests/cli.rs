@@ -707,6 +707,20 @@ fn cluster_survives_a_killed_node_restarts_it_and_stops_every_node_on_sigterm() 
         let (key, value) = (format!("before-{i}"), format!("value-{i}"));
         cluster.expect(&["get", &key], 0, &format!("{value}\n(version 1)\n"));
     }
+    // The nodes' logs are interleaved on the cluster's stderr; each line names its node, so
+    // the warnings about the lost peer tell which node saw it.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            cluster.stderr.lock().unwrap().lines().any(|line| {
+                (1..=NODES)
+                    .filter(|n| *n != 3)
+                    .any(|n| line.contains(&format!(" node {n} paxkv::actors::network] ")))
+                    && line.contains("node 3")
+            })
+        }),
+        "no node's log line names the node and its lost peer 3: {}",
+        cluster.stderr.lock().unwrap()
+    );
 
     // `cluster` restarts node 3 (new pid), which then answers requests sent to it alone.
     let node3 = cluster.addrs[2].clone();

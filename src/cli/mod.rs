@@ -110,7 +110,23 @@ pub fn main() -> i32 {
         Command::Cluster { .. } | Command::Node { .. } => "info",
         _ => "warn",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log)).init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log));
+    if let Command::Node { id, .. } = cli.command {
+        // `paxkv cluster` interleaves the logs of its nodes: each line names its node.
+        logger.format(move |buf, record| {
+            use std::io::Write;
+            writeln!(
+                buf,
+                "[{} {:<5} node {id} {}] {}",
+                buf.timestamp_millis(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        });
+    }
+    logger.init();
     match cli.command {
         Command::Cluster { ref data_dir } => cluster::run_cluster(&cli.config, data_dir),
         Command::Node { id, ref data_dir } => cluster::run_node(&cli.config, id, data_dir.clone()),
