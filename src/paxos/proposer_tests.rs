@@ -42,6 +42,34 @@ fn id(seq: u64) -> Option<RequestId> {
 }
 
 /// The messages in `out` addressed to `node`, and the replies.
+/// Submits `command` with a deadline a second away; returns the effects.
+fn submit(
+    p: &mut Proposer,
+    now: Instant,
+    token: Token,
+    command: Command,
+    write_id: Option<RequestId>,
+) -> Vec<Effect> {
+    let mut out = Vec::new();
+    p.submit(
+        now,
+        token,
+        command,
+        write_id,
+        now + Duration::from_secs(1),
+        &mut out,
+    );
+    out
+}
+
+/// The outcome of a read that found `value` at `version`.
+fn read(value: &str, version: u64) -> Result<Outcome, ReplyError> {
+    Ok(Outcome::Get {
+        value: Some(value.as_bytes().to_vec()),
+        version,
+    })
+}
+
 fn sent_to(out: &[Effect], node: NodeId) -> Vec<PeerMessage> {
     out.iter()
         .filter_map(|e| match e {
@@ -113,15 +141,7 @@ fn a_write_with_a_majority_takes_two_round_trips_then_one() {
     let now = Instant::now();
     let mut accs = acceptors();
     let mut p = proposer(1);
-    let mut out = Vec::new();
-    p.submit(
-        now,
-        1,
-        put("a"),
-        id(1),
-        now + Duration::from_secs(1),
-        &mut out,
-    );
+    let out = submit(&mut p, now, 1, put("a"), id(1));
     assert!(matches!(sent_to(&out, 2)[0], PeerMessage::Prepare { .. }));
     let out = exchange(&mut p, &mut accs, &[1, 2, 3], now, out);
     assert!(matches!(sent_to(&out, 1)[0], PeerMessage::Accept { .. }));
@@ -129,15 +149,7 @@ fn a_write_with_a_majority_takes_two_round_trips_then_one() {
     assert_eq!(replies(&out), vec![(1, Ok(Outcome::Put { version: 1 }))]);
 
     // §2.2.1: the majority promised the next ballot in the same write, so no Prepare now.
-    let mut out = Vec::new();
-    p.submit(
-        now,
-        2,
-        put("b"),
-        id(2),
-        now + Duration::from_secs(1),
-        &mut out,
-    );
+    let out = submit(&mut p, now, 2, put("b"), id(2));
     assert!(matches!(sent_to(&out, 1)[0], PeerMessage::Accept { .. }));
     let out = exchange(&mut p, &mut accs, &[1, 2, 3], now, out);
     assert_eq!(replies(&out), vec![(2, Ok(Outcome::Put { version: 2 }))]);
@@ -149,28 +161,12 @@ fn the_state_with_the_highest_accepted_ballot_is_carried_forward() {
     let mut accs = acceptors();
     // Proposer 1 gets "a" chosen on {1,2,3}.
     let mut p1 = proposer(1);
-    let mut out = Vec::new();
-    p1.submit(
-        now,
-        1,
-        put("a"),
-        id(1),
-        now + Duration::from_secs(1),
-        &mut out,
-    );
+    let out = submit(&mut p1, now, 1, put("a"), id(1));
     let out = exchange(&mut p1, &mut accs, &[1, 2, 3], now, out);
     exchange(&mut p1, &mut accs, &[1, 2, 3], now, out);
     // Proposer 2 only reaches {3,4,5}: node 3 carries the chosen state forward.
     let mut p2 = proposer(2);
-    let mut out = Vec::new();
-    p2.submit(
-        now,
-        7,
-        Command::Get,
-        None,
-        now + Duration::from_secs(1),
-        &mut out,
-    );
+    let out = submit(&mut p2, now, 7, Command::Get, None);
     // the quick read cannot agree ({4,5} never accepted anything, {1,2} do not answer), so
     // at the phase timeout it falls back to a full round
     let out = exchange(&mut p2, &mut accs, &[3, 4, 5], now, out);
@@ -183,13 +179,7 @@ fn the_state_with_the_highest_accepted_ballot_is_carried_forward() {
     // goes above it
     assert_eq!(
         drive(&mut p2, &mut accs, &[3, 4, 5], now, out),
-        vec![(
-            7,
-            Ok(Outcome::Get {
-                value: Some(b"a".to_vec()),
-                version: 1
-            })
-        )]
+        vec![(7, read("a", 1))]
     );
 }
 
@@ -198,15 +188,7 @@ fn a_rejection_drops_the_cached_promise_and_the_retry_goes_above_the_rival() {
     let t0 = Instant::now();
     let mut accs = acceptors();
     let mut p1 = proposer(1);
-    let mut out = Vec::new();
-    p1.submit(
-        t0,
-        1,
-        put("a"),
-        id(1),
-        t0 + Duration::from_secs(1),
-        &mut out,
-    );
+    let out = submit(&mut p1, t0, 1, put("a"), id(1));
     let out = exchange(&mut p1, &mut accs, &NODES, t0, out);
     exchange(&mut p1, &mut accs, &NODES, t0, out);
     // A rival prepares a much higher ballot on every acceptor.
@@ -215,15 +197,7 @@ fn a_rejection_drops_the_cached_promise_and_the_retry_goes_above_the_rival() {
             ballot: Ballot::new(50, 2),
         });
     }
-    let mut out = Vec::new();
-    p1.submit(
-        t0,
-        2,
-        put("b"),
-        id(2),
-        t0 + Duration::from_secs(1),
-        &mut out,
-    );
+    let out = submit(&mut p1, t0, 2, put("b"), id(2));
     let out = exchange(&mut p1, &mut accs, &NODES, t0, out);
     assert!(replies(&out).is_empty(), "no answer without a majority");
     // After the backoff the retry prepares above the rival's ballot and succeeds.
@@ -335,15 +309,7 @@ fn duplicated_and_reordered_replies_are_counted_once() {
     let now = Instant::now();
     let mut accs = acceptors();
     let mut p = proposer(1);
-    let mut out = Vec::new();
-    p.submit(
-        now,
-        1,
-        put("a"),
-        id(1),
-        now + Duration::from_secs(1),
-        &mut out,
-    );
+    let out = submit(&mut p, now, 1, put("a"), id(1));
     let prepare = sent_to(&out, 1)[0].clone();
     let promise = accs[0].step(prepare.clone()).reply;
     // the same promise three times is still one vote
@@ -396,13 +362,7 @@ fn requests_queued_behind_a_round_are_batched_into_the_next_one() {
         replies(&out),
         vec![
             (2, Ok(Outcome::Put { version: 2 })),
-            (
-                3,
-                Ok(Outcome::Get {
-                    value: Some(b"b".to_vec()),
-                    version: 2
-                })
-            ),
+            (3, read("b", 2)),
             (
                 4,
                 Ok(Outcome::Delete {
@@ -426,40 +386,15 @@ fn a_quick_read_answers_in_one_round_trip_and_repairs_a_stale_acceptor() {
     let now = Instant::now();
     let mut accs = acceptors();
     let mut p1 = proposer(1);
-    let mut out = Vec::new();
-    p1.submit(
-        now,
-        1,
-        put("a"),
-        id(1),
-        now + Duration::from_secs(1),
-        &mut out,
-    );
+    let out = submit(&mut p1, now, 1, put("a"), id(1));
     let out = exchange(&mut p1, &mut accs, &[1, 2, 3, 4], now, out);
     exchange(&mut p1, &mut accs, &[1, 2, 3, 4], now, out);
     // node 5 missed the write
     let mut p2 = proposer(2);
-    let mut out = Vec::new();
-    p2.submit(
-        now,
-        9,
-        Command::Get,
-        None,
-        now + Duration::from_secs(1),
-        &mut out,
-    );
+    let out = submit(&mut p2, now, 9, Command::Get, None);
     assert!(matches!(sent_to(&out, 5)[0], PeerMessage::Query { .. }));
     let out = exchange(&mut p2, &mut accs, &[5, 1, 2, 3], now, out);
-    assert_eq!(
-        replies(&out),
-        vec![(
-            9,
-            Ok(Outcome::Get {
-                value: Some(b"a".to_vec()),
-                version: 1
-            })
-        )]
-    );
+    assert_eq!(replies(&out), vec![(9, read("a", 1))]);
     let repair = sent_to(&out, 5);
     assert!(
         matches!(repair[0], PeerMessage::Accept { next: None, .. }),
@@ -485,15 +420,7 @@ fn a_first_write_on_a_fresh_key_takes_one_round_trip_at_the_fast_ballot() {
     let now = Instant::now();
     let mut accs = acceptors();
     let mut p = fast_proposer(1);
-    let mut out = Vec::new();
-    p.submit(
-        now,
-        1,
-        put("a"),
-        id(1),
-        now + Duration::from_secs(1),
-        &mut out,
-    );
+    let out = submit(&mut p, now, 1, put("a"), id(1));
     assert!(
         matches!(sent_to(&out, 2)[0], PeerMessage::Accept { ballot, .. } if ballot == Ballot::FAST),
         "no Prepare before a fast Accept"
@@ -504,15 +431,7 @@ fn a_first_write_on_a_fresh_key_takes_one_round_trip_at_the_fast_ballot() {
     let done = exchange(&mut p, &mut accs, &[4], now, out);
     assert_eq!(replies(&done), vec![(1, Ok(Outcome::Put { version: 1 }))]);
     // and the next write skips Prepare too (the fast Accept carried the next promise)
-    let mut out = Vec::new();
-    p.submit(
-        now,
-        2,
-        put("b"),
-        id(2),
-        now + Duration::from_secs(1),
-        &mut out,
-    );
+    let out = submit(&mut p, now, 2, put("b"), id(2));
     assert!(
         matches!(sent_to(&out, 1)[0], PeerMessage::Accept { ballot, .. } if ballot > Ballot::FAST)
     );
@@ -523,15 +442,7 @@ fn a_fast_write_short_of_a_fast_quorum_falls_back_to_a_classic_round() {
     let now = Instant::now();
     let mut accs = acceptors();
     let mut p = fast_proposer(1);
-    let mut out = Vec::new();
-    p.submit(
-        now,
-        1,
-        put("a"),
-        id(1),
-        now + Duration::from_secs(1),
-        &mut out,
-    );
+    let out = submit(&mut p, now, 1, put("a"), id(1));
     // nodes 4 and 5 are down: three fast acceptances, then the grace, then a classic round
     assert_eq!(
         drive(&mut p, &mut accs, &[1, 2, 3], now, out),
@@ -551,47 +462,18 @@ fn a_state_chosen_at_the_fast_ballot_is_recovered_by_the_next_classic_round() {
     let now = Instant::now();
     let mut accs = acceptors();
     let (mut p1, mut p2) = (fast_proposer(1), fast_proposer(2));
-    let (mut out1, mut out2) = (Vec::new(), Vec::new());
-    p1.submit(
-        now,
-        1,
-        put("one"),
-        id(1),
-        now + Duration::from_secs(1),
-        &mut out1,
-    );
-    p2.submit(
-        now,
-        2,
-        put("two"),
-        id(2),
-        now + Duration::from_secs(1),
-        &mut out2,
-    );
+    let out1 = submit(&mut p1, now, 1, put("one"), id(1));
+    let out2 = submit(&mut p2, now, 2, put("two"), id(2));
     // "one" reaches acceptors 1-4 (a fast quorum: chosen), "two" only acceptor 5
     let done = exchange(&mut p1, &mut accs, &[1, 2, 3, 4], now, out1);
     assert_eq!(replies(&done), vec![(1, Ok(Outcome::Put { version: 1 }))]);
     exchange(&mut p2, &mut accs, &[5], now, out2);
     // a third proposer reads through {3,4,5}: "one" twice, "two" once
     let mut p3 = proposer(3);
-    let mut out = Vec::new();
-    p3.submit(
-        now,
-        9,
-        Command::Get,
-        None,
-        now + Duration::from_secs(1),
-        &mut out,
-    );
+    let out = submit(&mut p3, now, 9, Command::Get, None);
     assert_eq!(
         drive(&mut p3, &mut accs, &[3, 4, 5], now, out),
-        vec![(
-            9,
-            Ok(Outcome::Get {
-                value: Some(b"one".to_vec()),
-                version: 1
-            })
-        )]
+        vec![(9, read("one", 1))]
     );
 }
 
@@ -600,50 +482,20 @@ fn a_quick_read_answers_a_state_chosen_at_the_fast_ballot_only_from_a_fast_quoru
     let now = Instant::now();
     let mut accs = acceptors();
     let mut writer = fast_proposer(1);
-    let mut out = Vec::new();
-    writer.submit(
-        now,
-        1,
-        put("a"),
-        id(1),
-        now + Duration::from_secs(1),
-        &mut out,
-    );
+    let out = submit(&mut writer, now, 1, put("a"), id(1));
     // acceptors 1-4 take it (chosen at the fast ballot); 5 never hears of it
     exchange(&mut writer, &mut accs, &[1, 2, 3, 4], now, out);
     let mut reader = proposer(2);
-    let mut out = Vec::new();
-    reader.submit(
-        now,
-        9,
-        Command::Get,
-        None,
-        now + Duration::from_secs(1),
-        &mut out,
-    );
+    let out = submit(&mut reader, now, 9, Command::Get, None);
     let answered = exchange(&mut reader, &mut accs, &NODES, now, out.clone());
     assert_eq!(
         replies(&answered),
-        vec![(
-            9,
-            Ok(Outcome::Get {
-                value: Some(b"a".to_vec()),
-                version: 1
-            })
-        )],
+        vec![(9, read("a", 1))],
         "four equal states at the fast ballot answer at once"
     );
     // three of them do not: with 4 and 5 silent, the read settles with a full round
     let mut reader = proposer(3);
-    let mut out = Vec::new();
-    reader.submit(
-        now,
-        10,
-        Command::Get,
-        None,
-        now + Duration::from_secs(1),
-        &mut out,
-    );
+    let out = submit(&mut reader, now, 10, Command::Get, None);
     let partial = exchange(&mut reader, &mut accs, &[1, 2, 3], now, out);
     assert!(
         replies(&partial).is_empty(),
