@@ -140,6 +140,8 @@ impl Client {
         let deadline = Instant::now() + self.inner.options.op_timeout;
         let mut maybe_applied = false;
         let mut last_error = String::from("no attempt finished");
+        // `last_error` is a node's answer (not a timeout or a lost connection).
+        let mut from_node = false;
         let mut backoff = RETRY_BACKOFF_MIN;
         let home = self.home_of(key);
         for attempt in 0.. {
@@ -159,15 +161,21 @@ impl Client {
                 Attempt::Done(Err(ErrorReply::BadRequest(m))) => return Err(Error::BadRequest(m)),
                 Attempt::Done(Err(ErrorReply::Unknown(m))) => {
                     maybe_applied |= write;
-                    last_error = m;
+                    (last_error, from_node) = (m, true);
                 }
                 Attempt::Done(Err(ErrorReply::Unavailable(m) | ErrorReply::Busy(m))) => {
-                    last_error = m;
+                    (last_error, from_node) = (m, true);
                 }
                 Attempt::Lost(m) => {
                     maybe_applied |= write;
-                    last_error = m;
-                    self.avoid(node);
+                    // An attempt that only our own deadline cut short says nothing new: keep
+                    // the reason a node gave (it may name a cause, such as a full disk).
+                    let cut_short = attempt_timeout < self.inner.options.attempt_timeout;
+                    if !(cut_short && from_node) {
+                        last_error = m;
+                        from_node = false;
+                        self.avoid(node);
+                    }
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());

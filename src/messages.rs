@@ -174,7 +174,7 @@ pub struct Envelope {
 }
 
 /// The per-key Paxos messages. Proposer → acceptor: `Prepare`, `Accept`, `Query`;
-/// acceptor → proposer: `Promise`, `Accepted`, `Reject`, `QueryReply`.
+/// acceptor → proposer: `Promise`, `Accepted`, `Reject`, `Failed`, `QueryReply`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerMessage {
     /// Phase 1a: asks the acceptor to promise `ballot`. Answered with `Promise` only if
@@ -203,6 +203,11 @@ pub enum PeerMessage {
     /// The acceptor refused the Prepare or Accept for `ballot` because it has promised or
     /// accepted `seen`, which is at least as high. The proposer retries above `seen`.
     Reject { ballot: Ballot, seen: Ballot },
+    /// The acceptor could not make its answer to `ballot` durable (a storage error, such as
+    /// a full disk or LMDB map); it holds no promise or accept from that request, and it
+    /// reloads its record from disk. The proposer stops counting on it for this phase, and
+    /// names `reason` if the request fails.
+    Failed { ballot: Ballot, reason: String },
     /// A read: asks for the acceptor's current record without changing or persisting it.
     Query { read: u64 },
     /// The answer to `Query { read }`: the acceptor's durable record.
@@ -221,6 +226,14 @@ impl PeerMessage {
             self,
             PeerMessage::Prepare { .. } | PeerMessage::Accept { .. } | PeerMessage::Query { .. }
         )
+    }
+
+    /// The ballot a Prepare or an Accept asks for.
+    pub fn requested_ballot(&self) -> Option<Ballot> {
+        match self {
+            PeerMessage::Prepare { ballot } | PeerMessage::Accept { ballot, .. } => Some(*ballot),
+            _ => None,
+        }
     }
 }
 

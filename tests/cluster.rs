@@ -437,3 +437,43 @@ async fn a_retried_write_answers_its_first_outcome_and_takes_effect_once() {
     }
     assert_eq!(client.get(b"k").await.unwrap(), got("once", 2));
 }
+
+/// Every node's LMDB map fills up (to paxkv the same as a full disk): the write that no longer
+/// fits fails with an error that names the cause, no acknowledged write is lost, and every node
+/// keeps serving reads.
+#[tokio::test]
+async fn a_full_store_fails_writes_with_an_error_naming_it_and_loses_nothing() {
+    let cluster = TestCluster::start_with(|c| {
+        c.storage.map_size_mb = 16;
+        c.paxos.request_timeout_ms = 1_000;
+    });
+    let client = cluster.client_with(cluster.config.addrs(), false, Duration::from_secs(3));
+    let value = vec![b'v'; 256 * 1024];
+    let mut acknowledged = Vec::new();
+    let error = loop {
+        let key = format!("big-{:03}", acknowledged.len());
+        match client.put(key.as_bytes(), &value).await {
+            Ok(_) => acknowledged.push(key),
+            Err(e) => break e,
+        }
+        assert!(acknowledged.len() < 200, "a 16 MiB map took 50 MiB");
+    };
+    let why = error.to_string();
+    println!("after {} writes: {why}", acknowledged.len());
+    assert!(
+        why.contains("storage failed on node(s)") && why.contains("MDB_MAP_FULL"),
+        "after {} writes: {why}",
+        acknowledged.len()
+    );
+    assert!(!acknowledged.is_empty());
+    for id in 1..=5 {
+        let node = cluster.client_for(id);
+        for key in &acknowledged {
+            match node.get(key.as_bytes()).await {
+                Ok(Outcome::Get { value: Some(v), .. }) => assert_eq!(v, value, "{key}"),
+                other => panic!("node {id}, {key}: {other:?}"),
+            }
+        }
+        assert!(cluster.status(id).await.voting, "node {id}");
+    }
+}

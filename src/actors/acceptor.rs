@@ -7,7 +7,9 @@
 //!
 //! A panic in the core, a record that fails its checks, or a storage error is a crash: the
 //! reply is never sent (a promise or accept that is not durable must not be claimed), the
-//! actor stops, and the supervisor starts a new incarnation from what is on disk.
+//! actor stops, and the supervisor starts a new incarnation from what is on disk. After a
+//! storage error (a full disk or map) the proposer gets `Failed` with the cause instead, so
+//! that it stops waiting for this acceptor and its caller learns why the write failed.
 //!
 //! [`paxos::acceptor::Acceptor`]: crate::paxos::acceptor::Acceptor
 
@@ -21,12 +23,15 @@ use crate::actors::storage::StorageActor;
 use crate::actors::{guarded, Stats};
 use crate::error::{Error, Result};
 use crate::messages::{
-    ActorStopped, AdoptRecord, Crash, FromProposer, Inspect, Key, Load, Persist, Retire, Role,
+    ActorStopped, AdoptRecord, Crash, FromProposer, Inspect, Key, Load, PeerMessage, Persist,
+    Retire, Role,
 };
 use crate::paxos::acceptor::{Acceptor, AcceptorRecord};
 
 /// Requests that may wait for one key's acceptor; more are dropped (Paxos treats it as loss).
 const ACCEPTOR_MAILBOX_CAPACITY: usize = 1_024;
+/// The longest storage error passed on to a proposer.
+const MAX_FAILURE_REASON_CHARS: usize = 256;
 
 pub struct AcceptorActor {
     key: Key,
@@ -125,11 +130,12 @@ impl Handler<FromProposer> for AcceptorActor {
         let Some(core) = self.core.as_mut() else {
             return; // crashed while loading; stopping
         };
+        let to = msg.from;
+        let ballot = msg.msg.requested_ballot();
         let step = match guarded(|| core.step(msg.msg)) {
             Ok(step) => step,
             Err(panic) => return self.crash(ctx, &panic),
         };
-        let to = msg.from;
         let Some(record) = step.persist else {
             self.outbox.send(to, &self.key, step.reply);
             return;
@@ -138,7 +144,19 @@ impl Handler<FromProposer> for AcceptorActor {
         ctx.wait(fut::wrap_future(durable).map(
             move |written, act: &mut Self, ctx| match written {
                 Ok(Ok(())) => act.outbox.send(to, &act.key, step.reply),
-                Ok(Err(e)) => act.crash(ctx, &format!("persisting: {e}")),
+                Ok(Err(e)) => {
+                    // Tell the proposer at once (it would otherwise wait out its phase, and
+                    // its caller would never learn why), then reload from disk.
+                    if let Some(ballot) = ballot {
+                        let reason = format!("node {}: {e}", act.outbox.me())
+                            .chars()
+                            .take(MAX_FAILURE_REASON_CHARS)
+                            .collect();
+                        act.outbox
+                            .send(to, &act.key, PeerMessage::Failed { ballot, reason });
+                    }
+                    act.crash(ctx, &format!("persisting: {e}"))
+                }
                 Err(_) => act.crash(ctx, "storage stopped"),
             },
         ));

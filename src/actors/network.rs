@@ -140,6 +140,11 @@ impl Outbox {
         self.inner.faults_active.store(active, Ordering::Relaxed);
     }
 
+    /// This node.
+    pub fn me(&self) -> NodeId {
+        self.inner.me
+    }
+
     /// Does the fault plan cut this node's link to `to`? (Anti-entropy, which travels on
     /// client connections, honours it too, so that a partition is a partition.)
     pub fn is_cut(&self, to: NodeId) -> bool {

@@ -81,6 +81,7 @@ impl StorageActor {
             for (_, _, waiter) in group {
                 let answer = match &result {
                     Ok(()) => Ok(()),
+                    Err(Error::Storage(why)) => Err(Error::Storage(why.clone())),
                     Err(e) => Err(Error::Storage(e.to_string())),
                 };
                 let _ = waiter.send(answer);

@@ -168,6 +168,9 @@ pub struct Proposer {
     backoff: Duration,
     /// Rounds that failed since the last success.
     failures: u32,
+    /// Acceptors that could not make their answer durable since the last success, and why:
+    /// named in the error of a request that fails.
+    storage_failures: BTreeMap<NodeId, (Ballot, String)>,
     /// This proposer has not tried the fast ballot yet (it tries it once, for its first
     /// write, when it holds no promise).
     fast_allowed: bool,
@@ -189,6 +192,7 @@ impl Proposer {
         Proposer {
             backoff: cfg.backoff_min,
             failures: 0,
+            storage_failures: BTreeMap::new(),
             fast_allowed: cfg.fast_path,
             cfg,
             rng,
@@ -268,6 +272,7 @@ impl Proposer {
                 self.on_accepted(now, from, ballot, promised, out)
             }
             PeerMessage::Reject { ballot, seen } => self.on_reject(now, from, ballot, seen, out),
+            PeerMessage::Failed { ballot, reason } => self.on_failed(now, from, ballot, reason),
             request => panic!("a proposer received a request: {request:?}"),
         }
     }
@@ -314,21 +319,10 @@ impl Proposer {
 
     /// Answers every request whose deadline has passed.
     fn expire(&mut self, now: Instant, out: &mut Vec<Effect>) {
-        for p in self
-            .batch
-            .iter_mut()
-            .filter(|p| !p.answered && p.deadline <= now)
-        {
-            p.answered = true;
-            out.push(Effect::Reply(p.token, Err(deadline_error(p.accept_sent))));
+        let expired = |p: &Pending| p.deadline <= now;
+        if self.batch.iter().any(|p| !p.answered && expired(p)) || self.queue.iter().any(expired) {
+            self.answer_expired(now, out);
         }
-        self.queue.retain(|p| {
-            let keep = p.deadline > now;
-            if !keep {
-                out.push(Effect::Reply(p.token, Err(deadline_error(false))));
-            }
-            keep
-        });
         // A batch whose every caller has given up is dropped between rounds, never in the
         // middle of one (the round's outcomes are matched to the batch by position).
         let between_rounds = matches!(self.phase, Phase::Idle | Phase::Backoff { .. });
@@ -336,6 +330,26 @@ impl Proposer {
             self.batch.clear();
             self.phase = Phase::Idle;
         }
+    }
+
+    fn answer_expired(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        let errors = [self.deadline_error(false), self.deadline_error(true)];
+        for p in self
+            .batch
+            .iter_mut()
+            .filter(|p| !p.answered && p.deadline <= now)
+        {
+            p.answered = true;
+            let error = errors[usize::from(p.accept_sent)].clone();
+            out.push(Effect::Reply(p.token, Err(error)));
+        }
+        self.queue.retain(|p| {
+            let keep = p.deadline > now;
+            if !keep {
+                out.push(Effect::Reply(p.token, Err(errors[0].clone())));
+            }
+            keep
+        });
     }
 
     fn start_round(&mut self, now: Instant, out: &mut Vec<Effect>) {
@@ -685,6 +699,62 @@ impl Proposer {
         self.retry_later(now);
     }
 
+    /// An acceptor could not make its answer to `ballot` durable. Once so many have failed
+    /// that the rest cannot make a quorum, the phase is retried after a backoff rather than
+    /// waited out; the reasons go into the error of a request that runs out of time.
+    fn on_failed(&mut self, now: Instant, from: NodeId, ballot: Ballot, reason: String) {
+        let (current, answered) = match &self.phase {
+            Phase::Preparing {
+                ballot, promises, ..
+            } => (*ballot, promises.keys().copied().collect::<Vec<_>>()),
+            Phase::Accepting { ballot, acks, .. } => {
+                (*ballot, acks.keys().copied().collect::<Vec<_>>())
+            }
+            _ => return,
+        };
+        if ballot != current || answered.contains(&from) {
+            return;
+        }
+        self.storage_failures.insert(from, (ballot, reason));
+        let needed = if current == Ballot::FAST {
+            self.cfg.fast_quorum()
+        } else {
+            self.cfg.quorum()
+        };
+        let failed = self
+            .storage_failures
+            .values()
+            .filter(|(b, _)| *b == current)
+            .count();
+        if self.cfg.nodes.len().saturating_sub(failed) < needed {
+            self.cache = None;
+            self.retry_later(now);
+        }
+    }
+
+    /// Why a request that runs out of time failed: no majority, and which acceptors could not
+    /// write, if any.
+    fn deadline_error(&self, accept_sent: bool) -> ReplyError {
+        let storage = if self.storage_failures.is_empty() {
+            String::new()
+        } else {
+            let nodes: Vec<String> = self
+                .storage_failures
+                .keys()
+                .map(|n| n.to_string())
+                .collect();
+            let (_, first) = self.storage_failures.values().next().expect("not empty");
+            format!("; storage failed on node(s) {}: {first}", nodes.join(", "))
+        };
+        if accept_sent {
+            ReplyError::Unknown(format!(
+                "no majority answered the Accept before the deadline{storage}"
+            ))
+        } else {
+            ReplyError::Unavailable(format!("no majority answered before the deadline{storage}"))
+        }
+    }
+
     /// Gives up the current phase and schedules the batch again after a random backoff.
     ///
     /// The first retry after a success goes at once: most first rejections only tell a fresh
@@ -745,6 +815,7 @@ impl Proposer {
         }
         self.backoff = self.cfg.backoff_min;
         self.failures = 0;
+        self.storage_failures.clear();
         self.phase = Phase::Idle;
         if !self.queue.is_empty() {
             self.start_round(now, out);
@@ -758,14 +829,6 @@ fn too_late(_: TooLate) -> ReplyError {
          it took effect at most once"
             .into(),
     )
-}
-
-fn deadline_error(accept_sent: bool) -> ReplyError {
-    if accept_sent {
-        ReplyError::Unknown("no majority answered the Accept before the deadline".into())
-    } else {
-        ReplyError::Unavailable("no majority answered before the deadline".into())
-    }
 }
 
 #[cfg(test)]

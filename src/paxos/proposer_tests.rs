@@ -502,3 +502,51 @@ fn a_quick_read_answers_a_state_chosen_at_the_fast_ballot_only_from_a_fast_quoru
         "three fast acceptances prove nothing"
     );
 }
+
+#[test]
+fn acceptors_that_cannot_write_end_the_phase_early_and_are_named_in_the_error() {
+    let t0 = Instant::now();
+    let mut p = proposer(1);
+    let out = submit(&mut p, t0, 1, put("a"), id(1));
+    let Some(PeerMessage::Prepare { ballot }) = sent_to(&out, 1).first().cloned() else {
+        panic!("no Prepare: {out:?}");
+    };
+    let failed = |node: NodeId| PeerMessage::Failed {
+        ballot,
+        reason: format!("node {node}: storage: MDB_MAP_FULL"),
+    };
+    // Two failures leave three acceptors: a quorum may still answer, so the phase goes on.
+    let mut out = Vec::new();
+    p.on_message(t0, 1, failed(1), &mut out);
+    p.on_message(t0, 2, failed(2), &mut out);
+    let phase_end = t0 + p.config().phase_timeout;
+    assert_eq!(p.next_wakeup(), Some(phase_end));
+    // A late duplicate or a failure for another ballot changes nothing.
+    p.on_message(t0, 2, failed(2), &mut out);
+    let stale = PeerMessage::Failed {
+        ballot: Ballot::new(ballot.round + 7, 9),
+        reason: "stale".into(),
+    };
+    p.on_message(t0, 3, stale, &mut out);
+    assert_eq!(p.next_wakeup(), Some(phase_end));
+    // The third leaves no quorum: the proposer backs off now instead of at the phase timeout.
+    p.on_message(t0, 3, failed(3), &mut out);
+    assert!(
+        p.next_wakeup().unwrap() < phase_end,
+        "still waiting out the phase"
+    );
+    assert!(replies(&out).is_empty());
+
+    // At the deadline, the error says why.
+    let mut out = Vec::new();
+    p.tick(t0 + Duration::from_secs(1), &mut out);
+    let answered = replies(&out);
+    assert_eq!(answered.len(), 1, "{out:?}");
+    let Err(ReplyError::Unavailable(why)) = &answered[0].1 else {
+        panic!("{answered:?}");
+    };
+    assert!(
+        why.contains("storage failed on node(s) 1, 2, 3: node 1: storage: MDB_MAP_FULL"),
+        "{why}"
+    );
+}
