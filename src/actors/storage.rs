@@ -209,3 +209,68 @@ impl Handler<MarkSynced> for StorageActor {
         self.store.mark_synced()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::messages::{Ballot, Register};
+
+    fn record(version: u64) -> AcceptorRecord {
+        AcceptorRecord {
+            promised: Ballot::new(version + 1, 1),
+            accepted: Ballot::new(version, 1),
+            state: Register {
+                version,
+                value: Some(format!("v{version}").into_bytes()),
+                recent: vec![],
+                dedup_floor: None,
+            },
+        }
+    }
+
+    fn persist(storage: &Addr<StorageActor>, key: &str) -> oneshot::Receiver<Result<()>> {
+        let (done, durable) = oneshot::channel();
+        storage.do_send(Persist {
+            key: key.as_bytes().to_vec(),
+            record: record(1),
+            done,
+        });
+        durable
+    }
+
+    /// A lone writer and a burst larger than one transaction (`max_group_commit` 16) are all
+    /// answered, in groups, and a load afterwards sees what they wrote.
+    #[actix_rt::test]
+    async fn every_writer_is_answered_after_its_group_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        let stats = Arc::new(Stats::default());
+        let storage = StorageActor::new(store, 16, stats.clone()).start();
+        let answered = |rx: oneshot::Receiver<Result<()>>| async {
+            tokio::time::timeout(Duration::from_secs(10), rx)
+                .await
+                .expect("answered")
+                .expect("not dropped")
+                .expect("committed")
+        };
+        answered(persist(&storage, "lone")).await;
+        let burst: Vec<_> = (0..200)
+            .map(|i| persist(&storage, &format!("k{i:03}")))
+            .collect();
+        for rx in burst {
+            answered(rx).await;
+        }
+        let commits = Stats::get(&stats.commits);
+        assert_eq!(Stats::get(&stats.records_written), 201);
+        assert!((1 + 200 / 16..=201).contains(&commits), "{commits} commits");
+        for key in ["lone", "k000", "k199"] {
+            let key = key.as_bytes().to_vec();
+            let loaded = storage.send(Load { key }).await.unwrap().unwrap();
+            assert_eq!(loaded, Some(record(1)));
+        }
+    }
+}
