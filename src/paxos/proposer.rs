@@ -25,7 +25,9 @@
 //!   cache.
 //!
 //! On a rejection or a phase timeout the batch is retried at a higher ballot after a
-//! randomised, bounded backoff, until each request's deadline. A retried batch is safe even if
+//! randomised, bounded backoff, until each request's deadline. So it is once acceptors that
+//! could not write (`Failed`: a full disk or map) leave too few for a quorum; their reasons go
+//! into the error of a request that runs out of time. A retried batch is safe even if
 //! its Accept reached some acceptors: every write carries a [`RequestId`] and a register
 //! answers a write it has already applied with the recorded outcome. At its deadline a
 //! request is answered `Unavailable` if no Accept carrying it was ever sent, and `Unknown`
