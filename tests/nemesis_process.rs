@@ -72,6 +72,18 @@ fn seed() -> u64 {
     seed
 }
 
+/// A fresh cluster of five node processes, all voting; says how long that took.
+async fn start_cluster() -> ProcessCluster {
+    let started = Instant::now();
+    let cluster = ProcessCluster::start().await;
+    println!(
+        "cluster of five processes voting after {:.2}s (fresh clusters started: {})",
+        started.elapsed().as_secs_f64(),
+        cluster.startup_attempts()
+    );
+    cluster
+}
+
 fn nemesis_duration() -> Duration {
     let secs = match std::env::var("PAXKV_NEMESIS_SECS") {
         Ok(s) => s
@@ -315,12 +327,7 @@ async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
     let length = nemesis_duration();
     let mut rng = SmallRng::seed_from_u64(seed);
     let started = Instant::now();
-    let mut cluster = ProcessCluster::start().await;
-    println!(
-        "cluster of five processes voting after {:.2}s (fresh clusters started: {})",
-        started.elapsed().as_secs_f64(),
-        cluster.startup_attempts()
-    );
+    let mut cluster = start_cluster().await;
 
     let history = History::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -503,12 +510,7 @@ async fn every_acknowledged_write_survives_kill_minus_nine_of_all_five_nodes() {
     let seed = seed();
     let mut rng = SmallRng::seed_from_u64(seed);
     let started = Instant::now();
-    let mut cluster = ProcessCluster::start().await;
-    println!(
-        "cluster of five processes voting after {:.2}s (fresh clusters started: {})",
-        started.elapsed().as_secs_f64(),
-        cluster.startup_attempts()
-    );
+    let mut cluster = start_cluster().await;
     let mut acked: Vec<Ack> = Vec::new();
     for cycle in 0..KILL_ALL_CYCLES {
         let stop = Arc::new(AtomicBool::new(false));

@@ -217,20 +217,7 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::messages::{Ballot, Register};
-
-    fn record(version: u64) -> AcceptorRecord {
-        AcceptorRecord {
-            promised: Ballot::new(version + 1, 1),
-            accepted: Ballot::new(version, 1),
-            state: Register {
-                version,
-                value: Some(format!("v{version}").into_bytes()),
-                recent: vec![],
-                dedup_floor: None,
-            },
-        }
-    }
+    use crate::storage::tests::record;
 
     fn persist(storage: &Addr<StorageActor>, key: &str) -> oneshot::Receiver<Result<()>> {
         let (done, durable) = oneshot::channel();

@@ -686,39 +686,40 @@ impl Proposer {
         _out: &mut Vec<Effect>,
     ) {
         self.round = self.round.max(seen.round);
-        let (current, answered) = match &self.phase {
-            Phase::Preparing {
-                ballot, promises, ..
-            } => (*ballot, promises.contains_key(&from)),
-            Phase::Accepting { ballot, acks, .. } => (*ballot, acks.contains_key(&from)),
-            _ => return,
-        };
-        // A reply from an acceptor that already answered this ballot is a duplicate.
-        if ballot != current || answered {
+        if !self.is_first_answer(from, ballot) {
             return;
         }
         self.cache = None;
         self.retry_later(now);
     }
 
+    /// Is this a reply to the ballot of the current Prepare or Accept, from an acceptor that
+    /// has not answered it yet? (Anything else is late or a duplicate.)
+    fn is_first_answer(&self, from: NodeId, ballot: Ballot) -> bool {
+        match &self.phase {
+            Phase::Preparing {
+                ballot: current,
+                promises,
+                ..
+            } => ballot == *current && !promises.contains_key(&from),
+            Phase::Accepting {
+                ballot: current,
+                acks,
+                ..
+            } => ballot == *current && !acks.contains_key(&from),
+            _ => false,
+        }
+    }
+
     /// An acceptor could not make its answer to `ballot` durable. Once so many have failed
     /// that the rest cannot make a quorum, the phase is retried after a backoff rather than
     /// waited out; the reasons go into the error of a request that runs out of time.
     fn on_failed(&mut self, now: Instant, from: NodeId, ballot: Ballot, reason: String) {
-        let (current, answered) = match &self.phase {
-            Phase::Preparing {
-                ballot, promises, ..
-            } => (*ballot, promises.keys().copied().collect::<Vec<_>>()),
-            Phase::Accepting { ballot, acks, .. } => {
-                (*ballot, acks.keys().copied().collect::<Vec<_>>())
-            }
-            _ => return,
-        };
-        if ballot != current || answered.contains(&from) {
+        if !self.is_first_answer(from, ballot) {
             return;
         }
         self.storage_failures.insert(from, (ballot, reason));
-        let needed = if current == Ballot::FAST {
+        let needed = if ballot == Ballot::FAST {
             self.cfg.fast_quorum()
         } else {
             self.cfg.quorum()
@@ -726,7 +727,7 @@ impl Proposer {
         let failed = self
             .storage_failures
             .values()
-            .filter(|(b, _)| *b == current)
+            .filter(|(b, _)| *b == ballot)
             .count();
         if self.cfg.nodes.len().saturating_sub(failed) < needed {
             self.cache = None;

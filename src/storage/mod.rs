@@ -383,11 +383,12 @@ fn decode(key: &[u8], bytes: &[u8]) -> Result<AcceptorRecord> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::messages::{Ballot, Register};
 
-    fn record(version: u64) -> AcceptorRecord {
+    /// A valid record whose state is at `version` (for tests of storage and its actor).
+    pub(crate) fn record(version: u64) -> AcceptorRecord {
         AcceptorRecord {
             promised: Ballot::new(version + 1, 1),
             accepted: Ballot::new(version, 1),
