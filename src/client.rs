@@ -128,14 +128,14 @@ impl Client {
     pub async fn execute(&self, key: &[u8], command: Command) -> Result<Outcome> {
         let write = command.is_write();
         let write_id = write.then(|| RequestId {
-            issued_ms: now_ms(),
             client: self.inner.client_id,
             seq: self.inner.next_seq.fetch_add(1, Ordering::Relaxed),
         });
-        let body = RequestBody::Kv {
+        let body = |maybe_applied| RequestBody::Kv {
             key: key.to_vec(),
-            command,
+            command: command.clone(),
             write_id,
+            maybe_applied,
         };
         let deadline = Instant::now() + self.inner.options.op_timeout;
         let mut maybe_applied = false;
@@ -155,7 +155,12 @@ impl Client {
             }
             let node = self.pick(home, attempt);
             let attempt_timeout = self.inner.options.attempt_timeout.min(deadline - now);
-            match self.attempt(node, body.clone(), attempt_timeout).await {
+            // Every earlier attempt that may have taken effect is said so: a register that
+            // forgot this client may then refuse the write rather than apply it twice.
+            match self
+                .attempt(node, body(maybe_applied), attempt_timeout)
+                .await
+            {
                 Attempt::Done(Ok(Reply::Kv(outcome))) => return Ok(outcome),
                 Attempt::Done(Ok(other)) => return Err(unexpected(other)),
                 Attempt::Done(Err(ErrorReply::BadRequest(m))) => return Err(Error::BadRequest(m)),
@@ -335,7 +340,7 @@ impl Client {
     }
 }
 
-/// Milliseconds since the Unix epoch, for [`RequestId::issued_ms`].
+/// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

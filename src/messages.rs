@@ -68,13 +68,12 @@ impl fmt::Display for Ballot {
 
 /// Identifies one client write across retries: a retried write carries the same id, and a
 /// register remembers the outcomes of its last writes by id, so a write whose reply was lost
-/// never takes effect twice. Ids are ordered (issue time first), which is what lets a register
-/// forget old ids safely: see [`Register::dedup_floor`].
+/// never takes effect twice. No clock is involved: a client's ids are ordered by its own
+/// sequence only, and one client's ids are never compared with another's (see
+/// [`Register::floors`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RequestId {
-    /// When the client issued the write, milliseconds since the Unix epoch (its clock).
-    pub issued_ms: u64,
-    /// Chosen at random by each client process.
+    /// Chosen at random by each client process (64 bits: two clients never share one).
     pub client: u64,
     /// Increases with every write of that client.
     pub seq: u64,
@@ -87,6 +86,13 @@ pub struct AppliedWrite {
     pub outcome: Outcome,
 }
 
+/// The highest sequence of one client's writes that a register applied and then forgot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientFloor {
+    pub client: u64,
+    pub seq: u64,
+}
+
 /// The replicated state of one key (the CASPaxos register).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Register {
@@ -96,13 +102,18 @@ pub struct Register {
     /// `None`: never written, or deleted.
     #[serde(with = "opt_bytes")]
     pub value: Option<Vec<u8>>,
-    /// The most recent writes applied to this register, at most
+    /// The most recent writes applied to this register, oldest first, at most
     /// [`crate::paxos::register::RECENT_WRITES`] of them.
     pub recent: Vec<AppliedWrite>,
-    /// The highest id the register has forgotten. A write whose id is at or below it and not
-    /// in `recent` may have been applied already, so it is refused ("outcome unknown")
-    /// rather than risk applying it twice.
-    pub dedup_floor: Option<RequestId>,
+    /// Per client, the highest sequence of a write this register applied and forgot
+    /// (least recently raised first, at most [`crate::paxos::register::CLIENT_FLOORS`]). A
+    /// write that may have been applied before, is not in `recent` and is at or below its
+    /// client's floor is refused ("outcome unknown") rather than risk applying it twice.
+    pub floors: Vec<ClientFloor>,
+    /// Some client's floor was itself forgotten (more than `CLIENT_FLOORS` clients had
+    /// writes forgotten): a write that may have been applied before, from a client with no
+    /// floor here, is then refused too.
+    pub floors_overflowed: bool,
 }
 
 /// A change function applied to a register by a Paxos round (CASPaxos §2).
@@ -167,6 +178,12 @@ pub enum Outcome {
 pub struct Envelope {
     /// The sender; replies go back to it.
     pub from: NodeId,
+    /// The proposer instance a request comes from, and that a reply is for: drawn at random
+    /// (64 bits) by every proposer instance when it starts, echoed by the acceptor. A proposer
+    /// counts only replies carrying its own id, so a reply to an instance that stopped (a
+    /// crash, a retirement, a restart of the node) is never counted by its successor, which
+    /// reuses the fast ballot and its read numbers (see `paxos::proposer`).
+    pub proposer: u64,
     /// The key whose register this is about.
     #[serde(with = "serde_bytes")]
     pub key: Key,
@@ -258,6 +275,10 @@ pub enum RequestBody {
         key: Key,
         command: Command,
         write_id: Option<RequestId>,
+        /// An earlier attempt of this write may have taken effect (it was lost, or answered
+        /// "outcome unknown"). `false` promises that no attempt with this `write_id` was
+        /// ever applied, which lets a register apply it even after forgetting the client.
+        maybe_applied: bool,
     },
     /// Liveness probe: answered by the node itself, without the cluster.
     Ping,
@@ -359,6 +380,10 @@ pub struct NodeStatus {
     pub sync_rounds: u64,
     /// Paxos requests dropped because the node was not voting yet.
     pub dropped_not_voting: u64,
+    /// Acceptors started while another acceptor of the same key was alive (must be 0).
+    pub duplicate_acceptors: u64,
+    /// Keys this node settled at a classic ballot (recovery and anti-entropy sweeps).
+    pub keys_settled: u64,
 }
 
 /// Why a request failed. What a client may retry is kept apart from what it must not.
@@ -457,6 +482,19 @@ pub struct ClientCommand {
     pub command: Command,
     /// Set for every write (the node assigns one when the client did not).
     pub write_id: Option<RequestId>,
+    /// See [`RequestBody::Kv`].
+    pub maybe_applied: bool,
+    pub reply: ReplyTo<crate::Result<Outcome>>,
+}
+
+/// Run a full classic round for `key` that changes nothing (an identity write), so that the
+/// key's state is chosen at a classic ballot, never only at the fast one (see
+/// `paxos::proposer`). Answered with the state read once it is, or with the error that
+/// stopped it.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct SettleKey {
+    pub key: Key,
     pub reply: ReplyTo<crate::Result<Outcome>>,
 }
 
@@ -504,8 +542,10 @@ pub struct Inspect;
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]
 pub struct Submit {
-    pub command: Command,
+    /// `None`: settle the key (see [`SettleKey`]).
+    pub command: Option<Command>,
     pub write_id: Option<RequestId>,
+    pub maybe_applied: bool,
     pub deadline: std::time::Instant,
     pub reply: ReplyTo<crate::Result<Outcome>>,
 }
@@ -515,6 +555,8 @@ pub struct Submit {
 #[rtype(result = "()")]
 pub struct FromAcceptor {
     pub from: NodeId,
+    /// The proposer instance the reply is for ([`Envelope::proposer`]).
+    pub proposer: u64,
     pub msg: PeerMessage,
 }
 
@@ -525,6 +567,8 @@ pub struct FromAcceptor {
 #[rtype(result = "()")]
 pub struct FromProposer {
     pub from: NodeId,
+    /// The proposer instance to answer ([`Envelope::proposer`]).
+    pub proposer: u64,
     pub msg: PeerMessage,
 }
 
@@ -642,6 +686,7 @@ mod tests {
     fn frames_round_trip_through_postcard() {
         let frame = Frame::Peer(Envelope {
             from: 3,
+            proposer: 77,
             key: b"k".to_vec(),
             body: PeerMessage::Promise {
                 ballot: Ballot::new(4, 3),
@@ -650,14 +695,11 @@ mod tests {
                     version: 9,
                     value: Some(vec![1, 2, 3]),
                     recent: vec![AppliedWrite {
-                        id: RequestId {
-                            issued_ms: 1,
-                            client: 1,
-                            seq: 2,
-                        },
+                        id: RequestId { client: 1, seq: 2 },
                         outcome: Outcome::Put { version: 9 },
                     }],
-                    dedup_floor: None,
+                    floors: vec![ClientFloor { client: 1, seq: 1 }],
+                    floors_overflowed: false,
                 },
             },
         });

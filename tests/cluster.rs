@@ -412,22 +412,19 @@ async fn a_retried_write_answers_its_first_outcome_and_takes_effect_once() {
     let cluster = TestCluster::start();
     let client = cluster.client();
     client.put(b"k", b"v1").await.unwrap();
-    let id = RequestId {
-        issued_ms: paxkv::client::now_ms(),
-        client: 42,
-        seq: 1,
-    };
-    let body = RequestBody::Kv {
+    let id = RequestId { client: 42, seq: 1 };
+    let body = |maybe_applied| RequestBody::Kv {
         key: b"k".to_vec(),
         command: Command::Put {
             value: b"once".to_vec(),
         },
         write_id: Some(id),
+        maybe_applied,
     };
-    let first = client.request(0, body.clone()).await.unwrap();
+    let first = client.request(0, body(false)).await.unwrap();
     assert_eq!(first, Reply::Kv(Outcome::Put { version: 2 }));
     for node in 1..5 {
-        let again = client.request(node, body.clone()).await.unwrap();
+        let again = client.request(node, body(true)).await.unwrap();
         assert_eq!(
             again,
             first,

@@ -96,6 +96,13 @@ impl Actor for AcceptorActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(ACCEPTOR_MAILBOX_CAPACITY);
         Stats::add(&self.stats.live_acceptors, 1);
+        if !self.stats.acceptor_started(&self.key) {
+            log::error!(
+                "a second live acceptor of key {:?}: the supervisor started it before the \
+                 first one stopped",
+                String::from_utf8_lossy(&self.key)
+            );
+        }
         let load = self.storage.send(Load {
             key: self.key.clone(),
         });
@@ -114,6 +121,7 @@ impl Actor for AcceptorActor {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         Stats::sub(&self.stats.live_acceptors, 1);
+        self.stats.acceptor_stopped(&self.key);
         let _ = self.supervisor.try_send(ActorStopped {
             key: self.key.clone(),
             role: Role::Acceptor,
@@ -130,20 +138,20 @@ impl Handler<FromProposer> for AcceptorActor {
         let Some(core) = self.core.as_mut() else {
             return; // crashed while loading; stopping
         };
-        let to = msg.from;
+        let (to, proposer) = (msg.from, msg.proposer);
         let ballot = msg.msg.requested_ballot();
         let step = match guarded(|| core.step(msg.msg)) {
             Ok(step) => step,
             Err(panic) => return self.crash(ctx, &panic),
         };
         let Some(record) = step.persist else {
-            self.outbox.send(to, &self.key, step.reply);
+            self.outbox.send(to, &self.key, proposer, step.reply);
             return;
         };
         let durable = self.persist(record);
         ctx.wait(fut::wrap_future(durable).map(
             move |written, act: &mut Self, ctx| match written {
-                Ok(Ok(())) => act.outbox.send(to, &act.key, step.reply),
+                Ok(Ok(())) => act.outbox.send(to, &act.key, proposer, step.reply),
                 Ok(Err(e)) => {
                     // Tell the proposer at once (it would otherwise wait out its phase, and
                     // its caller would never learn why), then reload from disk.
@@ -152,8 +160,8 @@ impl Handler<FromProposer> for AcceptorActor {
                             .chars()
                             .take(MAX_FAILURE_REASON_CHARS)
                             .collect();
-                        act.outbox
-                            .send(to, &act.key, PeerMessage::Failed { ballot, reason });
+                        let failed = PeerMessage::Failed { ballot, reason };
+                        act.outbox.send(to, &act.key, proposer, failed);
                     }
                     act.crash(ctx, &format!("persisting: {e}"))
                 }

@@ -52,6 +52,13 @@ pub struct Stats {
     pub records_adopted: AtomicU64,
     pub sync_rounds: AtomicU64,
     pub dropped_not_voting: AtomicU64,
+    /// Acceptors started for a key while another acceptor of it was still alive: must stay 0
+    /// (the supervisor's retirement handshake; counted by the acceptors themselves).
+    pub duplicate_acceptors: AtomicU64,
+    /// Keys settled at a classic ballot by recovery or by the anti-entropy sweep.
+    pub keys_settled: AtomicU64,
+    /// The keys with a live acceptor, and how many: more than one is a broken invariant.
+    pub live_acceptor_keys: std::sync::Mutex<rustc_hash::FxHashMap<Vec<u8>, u32>>,
     /// The node's acceptors vote (set once it has recovered from a majority; see `sync`).
     pub voting: AtomicBool,
 }
@@ -75,6 +82,29 @@ impl Stats {
 
     pub fn set_voting(&self) {
         self.voting.store(true, Ordering::Release);
+    }
+
+    /// An acceptor of `key` started; false (and counted) if another one is still alive.
+    pub fn acceptor_started(&self, key: &[u8]) -> bool {
+        let mut live = self.live_acceptor_keys.lock().expect("live acceptors lock");
+        let count = live.entry(key.to_vec()).or_default();
+        *count += 1;
+        if *count > 1 {
+            Stats::add(&self.duplicate_acceptors, 1);
+            return false;
+        }
+        true
+    }
+
+    /// An acceptor of `key` stopped.
+    pub fn acceptor_stopped(&self, key: &[u8]) {
+        let mut live = self.live_acceptor_keys.lock().expect("live acceptors lock");
+        if let Some(count) = live.get_mut(key) {
+            *count -= 1;
+            if *count == 0 {
+                live.remove(key);
+            }
+        }
     }
 }
 

@@ -158,10 +158,11 @@ impl Outbox {
                 .cut
     }
 
-    /// Sends `msg` about `key` to node `to`.
-    pub fn send(&self, to: NodeId, key: &[u8], msg: PeerMessage) {
+    /// Sends `msg` about `key` to node `to`, from or for proposer instance `proposer`.
+    pub fn send(&self, to: NodeId, key: &[u8], proposer: u64, msg: PeerMessage) {
         let envelope = Envelope {
             from: self.inner.me,
+            proposer,
             key: key.to_vec(),
             body: msg,
         };
@@ -173,10 +174,12 @@ impl Outbox {
         }
     }
 
-    /// Sends `msg` about `key` to every node, this one included; encodes it once.
-    pub fn broadcast(&self, key: &[u8], msg: PeerMessage) {
+    /// Sends `msg` about `key` from proposer instance `proposer` to every node, this one
+    /// included; encodes it once.
+    pub fn broadcast(&self, key: &[u8], proposer: u64, msg: PeerMessage) {
         let envelope = Envelope {
             from: self.inner.me,
+            proposer,
             key: key.to_vec(),
             body: msg,
         };
@@ -458,6 +461,7 @@ async fn serve_request(request: ClientRequest, shared: &Shared) -> ClientRespons
             key,
             command,
             write_id,
+            maybe_applied,
         } => match check_request(&key, command.value_len(), &shared.config) {
             Err(e) => Err(e.to_reply()),
             Ok(()) => {
@@ -465,7 +469,6 @@ async fn serve_request(request: ClientRequest, shared: &Shared) -> ClientRespons
                     (false, _) => None,
                     (true, Some(id)) => Some(id),
                     (true, None) => Some(RequestId {
-                        issued_ms: crate::client::now_ms(),
                         client: shared.node_client_id,
                         seq: shared.next_write_seq.fetch_add(1, Ordering::Relaxed),
                     }),
@@ -475,6 +478,7 @@ async fn serve_request(request: ClientRequest, shared: &Shared) -> ClientRespons
                     key,
                     command,
                     write_id,
+                    maybe_applied,
                     reply,
                 };
                 if let Err(e) = shared.supervisor.send(command).await {
@@ -585,6 +589,7 @@ mod tests {
     fn an_encoded_frame_decodes_through_the_codec() {
         let frame = Frame::Peer(Envelope {
             from: 2,
+            proposer: 9,
             key: b"key".to_vec(),
             body: PeerMessage::Prepare {
                 ballot: Ballot::new(1, 2),

@@ -87,8 +87,8 @@ impl ProposerActor {
     fn carry_out(&mut self, ctx: &mut Context<Self>, out: Vec<Effect>) {
         for effect in out {
             match effect {
-                Effect::Broadcast(msg) => self.outbox.broadcast(&self.key, msg),
-                Effect::Send(to, msg) => self.outbox.send(to, &self.key, msg),
+                Effect::Broadcast(msg) => self.outbox.broadcast(&self.key, self.core.id(), msg),
+                Effect::Send(to, msg) => self.outbox.send(to, &self.key, self.core.id(), msg),
                 Effect::Reply(token, result) => {
                     if let Some(waiter) = self.waiting.remove(&token) {
                         let _ = waiter.send(result.map_err(Error::from));
@@ -157,15 +157,17 @@ impl Handler<Submit> for ProposerActor {
         self.next_token += 1;
         let token = self.next_token;
         self.waiting.insert(token, msg.reply);
-        self.step(ctx, |core, out| {
-            core.submit(
+        self.step(ctx, |core, out| match msg.command {
+            Some(command) => core.submit(
                 Instant::now(),
                 token,
-                msg.command,
+                command,
                 msg.write_id,
+                msg.maybe_applied,
                 msg.deadline,
                 out,
-            )
+            ),
+            None => core.settle(Instant::now(), token, msg.deadline, out),
         });
     }
 }
@@ -175,7 +177,7 @@ impl Handler<FromAcceptor> for ProposerActor {
 
     fn handle(&mut self, msg: FromAcceptor, ctx: &mut Context<Self>) {
         self.step(ctx, |core, out| {
-            core.on_message(Instant::now(), msg.from, msg.msg, out)
+            core.on_message(Instant::now(), msg.from, msg.proposer, msg.msg, out)
         });
     }
 }

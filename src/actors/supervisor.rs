@@ -8,7 +8,18 @@
 //!   `limits.max_live_keys` keys alive: past that it retires the longest-idle keys first, and
 //!   if every key is busy it refuses new ones (clients get "busy", peer messages are dropped,
 //!   which Paxos treats as loss). Memory stays bounded however many keys exist.
-
+//!
+//! **Retirement is a handshake.** A retired key's actors move to `retiring` and stay there
+//! until each has told the supervisor it stopped; only then may a new incarnation start for
+//! the key. Until then its messages are dropped (peers' requests and replies: loss, which
+//! Paxos tolerates) or refused (clients: "busy", nothing ran). Starting a new acceptor at
+//! once instead (as the first version did) lets the old one, still working through its
+//! mailbox, promise or accept after the new one loaded the record from disk: two live copies
+//! of one acceptor, the new one answering from a record that misses the old one's last
+//! promise. An actor that stops has answered its last message (an acceptor holds its mailbox
+//! while a write is in flight), so a successor that loads after the stop sees everything it
+//! made durable. `retiring` is bounded ([`MAX_RETIRING`]); when it is full nothing more is
+//! retired and new keys are refused as at the cap.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::messages::{
     ActorStopped, Adopt, AdoptRecord, AdoptRecords, ClientCommand, Crash, CrashActor, Deliver,
     Envelope, FromAcceptor, FromProposer, GetStatus, Inspect, InspectAcceptor, Key, NodeId,
-    NodeStatus, Retire, Role, Submit,
+    NodeStatus, Retire, Role, SettleKey, Submit,
 };
 use crate::paxos::acceptor::AcceptorRecord;
 use crate::paxos::proposer::{Proposer, ProposerConfig};
@@ -36,6 +47,8 @@ use crate::paxos::proposer::{Proposer, ProposerConfig};
 const SUPERVISOR_MAILBOX_CAPACITY: usize = 65_536;
 /// When the live-key limit is reached, keys idle at least this long may be retired early.
 const EVICTION_MIN_IDLE: Duration = Duration::from_millis(500);
+/// Keys whose actors are stopping, at most.
+pub const MAX_RETIRING: usize = 16_384;
 
 pub struct NodeSupervisor {
     node: NodeId,
@@ -45,6 +58,8 @@ pub struct NodeSupervisor {
     stats: Arc<Stats>,
     /// Keys are hashed with FxHash: routing looks a key up for every Paxos message.
     keys: FxHashMap<Key, KeyActors>,
+    /// Keys retired whose actors have not all stopped yet: no new actor starts for them.
+    retiring: FxHashMap<Key, KeyActors>,
     incarnations: u64,
     seed: u64,
 }
@@ -77,6 +92,7 @@ impl NodeSupervisor {
                 storage,
                 stats,
                 keys: FxHashMap::default(),
+                retiring: FxHashMap::default(),
                 incarnations: 0,
                 seed: rand::random(),
             }
@@ -84,9 +100,13 @@ impl NodeSupervisor {
         (addr, outbox_out.expect("created"), queues)
     }
 
-    /// The key's entry, creating it if the live-key limit allows.
+    /// The key's entry, creating it if the live-key limit allows and the key is not still
+    /// retiring.
     fn entry(&mut self, key: &[u8]) -> Option<&mut KeyActors> {
         if !self.keys.contains_key(key) {
+            if self.retiring.contains_key(key) {
+                return None;
+            }
             if self.keys.len() >= self.config.limits.max_live_keys {
                 self.retire_idle(EVICTION_MIN_IDLE, self.keys.len() / 8 + 1);
             }
@@ -175,8 +195,14 @@ impl NodeSupervisor {
         )
     }
 
-    /// Retires up to `at_most` keys idle for at least `min_idle`, longest-idle first.
+    /// Retires up to `at_most` keys idle for at least `min_idle`, longest-idle first (as
+    /// many as `retiring` has room for).
     fn retire_idle(&mut self, min_idle: Duration, at_most: usize) {
+        self.forget_stopped();
+        let at_most = at_most.min(MAX_RETIRING.saturating_sub(self.retiring.len()));
+        if at_most == 0 {
+            return;
+        }
         let now = Instant::now();
         let mut idle: Vec<(Instant, Key)> = self
             .keys
@@ -187,14 +213,27 @@ impl NodeSupervisor {
         idle.sort();
         for (_, key) in idle.into_iter().take(at_most) {
             if let Some(entry) = self.keys.remove(&key) {
-                if let Some((p, _)) = entry.proposer {
+                if let Some((p, _)) = &entry.proposer {
                     p.do_send(Retire);
                 }
-                if let Some((a, _)) = entry.acceptor {
+                if let Some((a, _)) = &entry.acceptor {
                     a.do_send(Retire);
+                }
+                if entry.proposer.is_some() || entry.acceptor.is_some() {
+                    self.retiring.insert(key, entry);
                 }
             }
         }
+    }
+
+    /// Forgets retiring actors that stopped without their notice arriving (the supervisor's
+    /// mailbox was full): a stopped actor's address is no longer connected.
+    fn forget_stopped(&mut self) {
+        self.retiring.retain(|_, e| {
+            e.proposer = e.proposer.take().filter(|(a, _)| a.connected());
+            e.acceptor = e.acceptor.take().filter(|(a, _)| a.connected());
+            e.proposer.is_some() || e.acceptor.is_some()
+        });
     }
 }
 
@@ -212,7 +251,12 @@ impl Handler<Deliver> for NodeSupervisor {
     type Result = ();
 
     fn handle(&mut self, Deliver(envelope): Deliver, ctx: &mut Context<Self>) {
-        let Envelope { from, key, body } = envelope;
+        let Envelope {
+            from,
+            proposer: instance,
+            key,
+            body,
+        } = envelope;
         if body.is_request() && !self.stats.is_voting() {
             // Not recovered from a majority yet: this node's acceptors must not vote.
             Stats::add(&self.stats.dropped_not_voting, 1);
@@ -223,14 +267,24 @@ impl Handler<Deliver> for NodeSupervisor {
                 Stats::add(&self.stats.peer_frames_dropped, 1);
                 return;
             };
-            if acceptor.try_send(FromProposer { from, msg: body }).is_err() {
+            let msg = FromProposer {
+                from,
+                proposer: instance,
+                msg: body,
+            };
+            if acceptor.try_send(msg).is_err() {
                 Stats::add(&self.stats.peer_frames_dropped, 1);
             }
         } else if let Some(entry) = self.keys.get_mut(&key) {
             // Replies go to a live proposer only: one that stopped has nobody waiting.
             if let Some((proposer, _)) = &entry.proposer {
                 entry.last_used = Instant::now();
-                if proposer.try_send(FromAcceptor { from, msg: body }).is_err() {
+                let msg = FromAcceptor {
+                    from,
+                    proposer: instance,
+                    msg: body,
+                };
+                if proposer.try_send(msg).is_err() {
                     Stats::add(&self.stats.peer_frames_dropped, 1);
                 }
             }
@@ -243,18 +297,43 @@ impl Handler<ClientCommand> for NodeSupervisor {
 
     fn handle(&mut self, msg: ClientCommand, ctx: &mut Context<Self>) {
         let deadline = Instant::now() + self.config.request_timeout();
-        let Some(proposer) = self.proposer(&msg.key, ctx) else {
-            let live = self.keys.len();
-            let _ = msg.reply.send(Err(Error::Busy(format!(
-                "{live} keys are busy on this node"
-            ))));
-            return;
-        };
         let submit = Submit {
-            command: msg.command,
+            command: Some(msg.command),
             write_id: msg.write_id,
+            maybe_applied: msg.maybe_applied,
             deadline,
             reply: msg.reply,
+        };
+        self.submit(&msg.key, submit, ctx);
+    }
+}
+
+impl Handler<SettleKey> for NodeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SettleKey, ctx: &mut Context<Self>) {
+        let submit = Submit {
+            command: None,
+            write_id: None,
+            maybe_applied: false,
+            deadline: Instant::now() + self.config.request_timeout(),
+            reply: msg.reply,
+        };
+        self.submit(&msg.key, submit, ctx);
+    }
+}
+
+impl NodeSupervisor {
+    /// Hands `submit` to the key's proposer, or answers why it cannot run (nothing ran).
+    fn submit(&mut self, key: &[u8], submit: Submit, ctx: &mut Context<Self>) {
+        let Some(proposer) = self.proposer(key, ctx) else {
+            let why = if self.retiring.contains_key(key) {
+                "the key's actors are being retired".to_string()
+            } else {
+                format!("{} keys are busy on this node", self.keys.len())
+            };
+            let _ = submit.reply.send(Err(Error::Busy(why)));
+            return;
         };
         // Never run, so safe to refuse: a full mailbox is the key's queue limit.
         match proposer.try_send(submit) {
@@ -283,6 +362,11 @@ impl Handler<Adopt> for NodeSupervisor {
         let mut to_storage = Vec::new();
         let mut to_actors = Vec::new();
         for record in msg.records {
+            if self.retiring.contains_key(&record.key) {
+                // Its acceptor is still stopping and may write its record once more; the
+                // next sync round merges this one.
+                continue;
+            }
             let live = self
                 .keys
                 .get(&record.key)
@@ -316,6 +400,22 @@ impl Handler<ActorStopped> for NodeSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: ActorStopped, ctx: &mut Context<Self>) {
+        if let Some(entry) = self.retiring.get_mut(&msg.key) {
+            let slot = match msg.role {
+                Role::Proposer => entry.proposer.as_ref().map(|(_, i)| *i),
+                Role::Acceptor => entry.acceptor.as_ref().map(|(_, i)| *i),
+            };
+            if slot == Some(msg.incarnation) {
+                match msg.role {
+                    Role::Proposer => entry.proposer = None,
+                    Role::Acceptor => entry.acceptor = None,
+                }
+                if entry.proposer.is_none() && entry.acceptor.is_none() {
+                    self.retiring.remove(&msg.key);
+                }
+                return;
+            }
+        }
         let Some(entry) = self.keys.get_mut(&msg.key) else {
             return;
         };
@@ -404,6 +504,8 @@ impl Handler<GetStatus> for NodeSupervisor {
             records_adopted: Stats::get(&s.records_adopted),
             sync_rounds: Stats::get(&s.sync_rounds),
             dropped_not_voting: Stats::get(&s.dropped_not_voting),
+            duplicate_acceptors: Stats::get(&s.duplicate_acceptors),
+            keys_settled: Stats::get(&s.keys_settled),
         })
     }
 }

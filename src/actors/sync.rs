@@ -21,6 +21,29 @@
 //! other node answers that it holds no record at all (a cluster's first start, when some
 //! nodes may have bootstrapped a moment earlier).
 //!
+//! **Votes at the fast ballot are settled, never merged.** A state accepted at the fast
+//! ballot cannot be copied from a peer (how many acceptors hold it is what says whether it
+//! was chosen, see `paxos::proposer`), so merging alone would bring a node that lost a fast
+//! vote back saying "accepted nothing": after two such nodes, a state chosen by a fast quorum
+//! no longer looks chosen to a classic round and is replaced (the bug of issue 8). So
+//! recovery first **settles** every key that a peer it recovers from holds at the fast ballot:
+//! a classic round through this node's proposer, while this node's own acceptor stays silent
+//! (it does not vote yet), which recovers the fast state by the Fast Paxos rule with this node
+//! counted as not answering, exactly what it is. Why that covers every fast vote this node may
+//! have lost: a state chosen at the fast ballot was accepted by a fast quorum (`n - n/4`: 4
+//! of 5), so by at least `fast_quorum - 1` other nodes, and any `n - q + 1` of the other
+//! `n - 1` nodes include one of them, whose digest shows the key at the fast ballot. After the
+//! settle a majority holds the state at a classic ballot and the ordinary merge below carries
+//! it. A state accepted at the fast ballot but not chosen needs no carrying. Anti-entropy also
+//! settles, every round, the keys this node itself still holds at the fast ballot (their
+//! writer's own settle, see `paxos::proposer`, was lost with its proposer), so no key stays at
+//! the fast ballot for longer than one round.
+//!
+//! What this does not close (issue 10, membership): the race of the recovery read itself. A
+//! vote this node gave just before losing its disk, whose copies to other nodes are still in
+//! flight when it reads them, is neither on the peers yet nor on this node: a round that
+//! counts it can complete afterwards. A node that lost its disk must rejoin as a new member.
+//!
 //! **Anti-entropy.** After that, every `sync_interval_ms` the node pulls the same way from every
 //! voting peer, so a node that missed writes while cut off catches up too. Each pull pages
 //! through the peer's (key, promised, accepted) digest, asks storage which keys are behind,
@@ -40,12 +63,17 @@ use crate::actors::Stats;
 use crate::client::{Client, ClientOptions};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::messages::{Adopt, FindBehind, MarkSynced, NodeId, ScanDigest, SyncSource};
+use crate::messages::{
+    Adopt, Ballot, DigestEntry, FindBehind, Key, MarkSynced, NodeId, ScanDigest, SettleKey,
+    SyncSource,
+};
 
 /// Digest entries asked for per page.
 const DIGEST_PAGE: u32 = 4_096;
 /// How long a node waits before trying its recovery again when too few peers answered.
 const RECOVERY_RETRY: Duration = Duration::from_millis(300);
+/// Settle rounds in flight at once.
+const SETTLE_CONCURRENCY: usize = 64;
 
 /// The sync actor: runs one `Puller` task for the node's lifetime.
 pub struct Sync {
@@ -168,7 +196,7 @@ impl Puller {
                 }
                 match client.sync_digest(index, None, 0).await {
                     Ok(page) if page.source.voting => {
-                        if let Err(e) = self.pull_from(&client, index).await {
+                        if let Err(e) = self.pull_from(&client, index, false).await {
                             log::debug!(
                                 "node {}: anti-entropy from node {}: {e}",
                                 self.node,
@@ -179,8 +207,54 @@ impl Puller {
                     _ => {}
                 }
             }
+            if let Err(e) = self.settle_own_fast_keys().await {
+                log::debug!("node {}: settling fast-ballot keys: {e}", self.node);
+            }
             Stats::add(&self.stats.sync_rounds, 1);
         }
+    }
+
+    /// Settles every key this node's store holds at the fast ballot.
+    async fn settle_own_fast_keys(&self) -> Result<()> {
+        let mut after = None;
+        loop {
+            let page = self
+                .storage
+                .send(ScanDigest {
+                    after: after.clone(),
+                    limit: DIGEST_PAGE as usize,
+                })
+                .await
+                .map_err(|e| Error::Storage(e.to_string()))??;
+            after = page.entries.last().map(|e| e.key.clone());
+            self.settle(fast_keys(&page.entries)).await?;
+            if !page.more || after.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs a settle round for each key (see `paxos::proposer`), at most
+    /// [`SETTLE_CONCURRENCY`] at once; fails if any one fails.
+    async fn settle(&self, keys: Vec<Key>) -> Result<()> {
+        use futures_util::stream::{self, StreamExt, TryStreamExt};
+        let count = keys.len() as u64;
+        stream::iter(keys.into_iter().map(|key| async move {
+            let (reply, settled) = tokio::sync::oneshot::channel();
+            self.supervisor
+                .send(SettleKey { key, reply })
+                .await
+                .map_err(|e| Error::Unavailable(format!("node supervisor: {e}")))?;
+            settled
+                .await
+                .map_err(|_| Error::Unavailable("the key's proposer stopped".into()))?
+                .map(|_| ())
+        }))
+        .buffer_unordered(SETTLE_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+        Stats::add(&self.stats.keys_settled, count);
+        Ok(())
     }
 
     /// One recovery attempt: merge every record of enough trustworthy peers.
@@ -229,7 +303,7 @@ impl Puller {
         let mut adopted = 0;
         let mut completed = 0;
         for index in trusted {
-            match self.pull_from(client, index).await {
+            match self.pull_from(client, index, true).await {
                 Ok(n) => {
                     adopted += n;
                     completed += 1;
@@ -275,8 +349,10 @@ impl Puller {
             .map_err(|e| Error::Storage(e.to_string()))?
     }
 
-    /// Pages through peer `index`'s digest, fetching and merging what this node is behind on.
-    async fn pull_from(&self, client: &Client, index: usize) -> Result<u64> {
+    /// Pages through peer `index`'s digest, fetching and merging what this node is behind on;
+    /// with `settle`, first settles every key of each page that the peer holds at the fast
+    /// ballot (recovery, see the module doc).
+    async fn pull_from(&self, client: &Client, index: usize, settle: bool) -> Result<u64> {
         let mut after = None;
         let mut adopted = 0;
         loop {
@@ -285,6 +361,9 @@ impl Puller {
                 .await?;
             after = page.entries.last().map(|e| e.key.clone());
             let more = page.more;
+            if settle {
+                self.settle(fast_keys(&page.entries)).await?;
+            }
             let behind = self
                 .storage
                 .send(FindBehind {
@@ -311,4 +390,13 @@ impl Puller {
             }
         }
     }
+}
+
+/// The keys of `entries` accepted at the fast ballot.
+fn fast_keys(entries: &[DigestEntry]) -> Vec<Key> {
+    entries
+        .iter()
+        .filter(|e| e.accepted == Ballot::FAST)
+        .map(|e| e.key.clone())
+        .collect()
 }

@@ -106,6 +106,10 @@ impl Acceptor {
     /// always safe; it is how a node that lost its disk relearns the promises it forgot.
     /// Returns the record to persist if anything changed.
     pub fn adopt(&mut self, peer: &AcceptorRecord) -> Option<AcceptorRecord> {
+        if peer.check().is_err() {
+            // A peer's record arrives over the network: a broken one is ignored, never merged.
+            return None;
+        }
         let before = self.record.clone();
         // A state accepted at the fast ballot is never copied: how many acceptors took it is
         // what tells whether it may have been chosen.
@@ -167,8 +171,13 @@ impl Acceptor {
             return self.reject(ballot);
         }
         if ballot == self.record.accepted {
-            // A duplicate (or a repair with what this acceptor already holds): one ballot
-            // carries one state, so there is nothing to write.
+            if state != self.record.state {
+                // One classic ballot carries one state (one proposer instance, one Accept per
+                // ballot): a second state at it is forged or broken, and is refused.
+                return self.reject(ballot);
+            }
+            // A duplicate (or a repair with what this acceptor already holds): nothing to
+            // write.
             return Step {
                 reply: PeerMessage::Accepted {
                     ballot,
@@ -177,15 +186,16 @@ impl Acceptor {
                 persist: None,
             };
         }
-        assert!(ballot > self.record.accepted, "accept below accepted");
+        if ballot < self.record.accepted {
+            // Reachable only below the promise (refused above), kept as a guard.
+            return self.reject(ballot);
+        }
         self.record.accepted = ballot;
         self.record.state = state;
         self.record.promised = self.record.promised.max(ballot);
-        if let Some(next) = next {
-            assert!(
-                next > ballot,
-                "an Accept's next ballot {next} is not above {ballot}"
-            );
+        // An Accept's `next` must be above its ballot (it comes from the network: one that is
+        // not is ignored, and the Accept taken without the extra promise).
+        if let Some(next) = next.filter(|n| *n > ballot) {
             self.record.promised = self.record.promised.max(next);
         }
         Step {
@@ -221,7 +231,8 @@ mod tests {
             version,
             value: Some(v.as_bytes().to_vec()),
             recent: vec![],
-            dedup_floor: None,
+            floors: vec![],
+            floors_overflowed: false,
         }
     }
 

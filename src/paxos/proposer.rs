@@ -24,6 +24,35 @@
 //!   promise with the chosen state and the next write skips Prepare. Any rejection drops the
 //!   cache.
 //!
+//! **Leaving the fast ballot.** A state chosen at the fast ballot is chosen only by *how many*
+//! acceptors hold it (a fast quorum); a classic round recovers it by counting. That count is
+//! fragile: an acceptor that loses its record (a wiped or rolled-back disk) lowers it, and a
+//! state chosen at the fast ballot can then look "not chosen" to a later round, which would
+//! replace it. So a key must not stay there. The proposer that saw its write chosen at the
+//! fast ballot queues a **settle** (an identity write) ahead of everything else: its next
+//! round Accepts the same state at a classic ballot (at once when the promise for `next` is
+//! cached: the §2.2.1 promise of a majority that just accepted that state, so no other state
+//! can be chosen below `next`), after which a majority holds it at a classic ballot and it is
+//! carried forward by the ordinary highest-ballot rule. A proposer that stops before its
+//! settle leaves the key at the fast ballot; the node's sweeps settle such keys
+//! ([`Proposer::settle`], called by recovery before a node votes and by anti-entropy, see
+//! `actors::sync`).
+//!
+//! **Replies are matched to the instance that asked.** Every request carries this instance's
+//! random 64-bit id and every reply echoes it ([`crate::messages::Envelope::proposer`]);
+//! replies for another id are ignored. Without it a new instance on the same node (after a
+//! crash, a retirement or a restart) counts late replies to its predecessor: it tries the same
+//! fast ballot first, so an `Accepted` of another state would count towards its own ("ok"
+//! for a state no acceptor holds), and its read numbers restart at 1, so an old `QueryReply`
+//! would answer a new read with an old state. Within one instance, classic ballots never
+//! repeat (every Prepare takes a new round, every cached Accept the promised `next`) and read
+//! numbers only grow.
+//!
+//! **"Unavailable" means it did not happen.** A command whose deadline passes before any
+//! Accept carried it is answered `Unavailable` and removed from the batch, so no later round
+//! applies it; one that an Accept carried is answered `Unknown` and stays in the batch (that
+//! Accept may be chosen; its id de-duplicates the retry).
+//!
 //! On a rejection or a phase timeout the batch is retried at a higher ballot after a
 //! randomised, bounded backoff, until each request's deadline. So it is once acceptors that
 //! could not write (`Failed`: a full disk or map) leave too few for a quorum; their reasons go
@@ -109,9 +138,14 @@ impl From<ReplyError> for Error {
 
 #[derive(Debug, Clone)]
 struct Pending {
-    token: Token,
+    /// `None`: nobody waits (a settle round the proposer started itself).
+    token: Option<Token>,
     command: Command,
     id: Option<RequestId>,
+    /// The client says an earlier attempt of this write may have taken effect.
+    maybe_applied: bool,
+    /// An identity write: forces a classic Accept (see [`Proposer::settle`]).
+    settle: bool,
     deadline: Instant,
     /// An Accept carrying this command was sent: from now on its outcome may be decided.
     accept_sent: bool,
@@ -160,6 +194,9 @@ struct Cached {
 
 pub struct Proposer {
     cfg: ProposerConfig,
+    /// This instance's id, carried by every request it sends and echoed by every reply
+    /// ([`crate::messages::Envelope::proposer`]); replies with another id are not for it.
+    id: u64,
     rng: SmallRng,
     /// The highest round this proposer used or saw in a rejection.
     round: u64,
@@ -182,7 +219,7 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    pub fn new(cfg: ProposerConfig, rng: SmallRng) -> Proposer {
+    pub fn new(cfg: ProposerConfig, mut rng: SmallRng) -> Proposer {
         assert!(
             (1..=RECENT_WRITES).contains(&cfg.max_batch),
             "max_batch must be within 1..={RECENT_WRITES}"
@@ -192,6 +229,7 @@ impl Proposer {
             "the proposer's node is not a member"
         );
         Proposer {
+            id: rng.random(),
             backoff: cfg.backoff_min,
             failures: 0,
             storage_failures: BTreeMap::new(),
@@ -212,35 +250,88 @@ impl Proposer {
         &self.cfg
     }
 
+    /// This instance's id (see [`crate::messages::Envelope::proposer`]).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Nothing queued and no round in flight.
     pub fn is_idle(&self) -> bool {
         matches!(self.phase, Phase::Idle) && self.queue.is_empty() && self.batch.is_empty()
     }
 
-    /// Queues a command; `id` identifies a write across retries.
+    /// Queues a command; `id` identifies a write across retries, and `maybe_applied` says
+    /// whether an earlier attempt of it may have taken effect (see `paxos::register`).
+    #[allow(clippy::too_many_arguments)]
     pub fn submit(
         &mut self,
         now: Instant,
         token: Token,
         command: Command,
         id: Option<RequestId>,
+        maybe_applied: bool,
+        deadline: Instant,
+        out: &mut Vec<Effect>,
+    ) {
+        self.enqueue(
+            now,
+            Some(token),
+            command,
+            id,
+            maybe_applied,
+            false,
+            deadline,
+            out,
+        );
+    }
+
+    /// Queues an identity write: a round that changes nothing but is always accepted at a
+    /// classic ballot, so that whatever state the key has is then chosen at a classic
+    /// ballot on a majority. That is how a key leaves the fast ballot for good (see the
+    /// module doc). Answered like a get.
+    pub fn settle(&mut self, now: Instant, token: Token, deadline: Instant, out: &mut Vec<Effect>) {
+        self.enqueue(
+            now,
+            Some(token),
+            Command::Get,
+            None,
+            false,
+            true,
+            deadline,
+            out,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue(
+        &mut self,
+        now: Instant,
+        token: Option<Token>,
+        command: Command,
+        id: Option<RequestId>,
+        maybe_applied: bool,
+        settle: bool,
         deadline: Instant,
         out: &mut Vec<Effect>,
     ) {
         if self.queue.len() >= self.cfg.max_queue {
-            out.push(Effect::Reply(
-                token,
-                Err(ReplyError::Busy(format!(
-                    "{} requests already queued for this key",
-                    self.queue.len()
-                ))),
-            ));
+            if let Some(token) = token {
+                out.push(Effect::Reply(
+                    token,
+                    Err(ReplyError::Busy(format!(
+                        "{} requests already queued for this key",
+                        self.queue.len()
+                    ))),
+                ));
+            }
             return;
         }
         self.queue.push_back(Pending {
             token,
             command,
             id,
+            maybe_applied,
+            settle,
             deadline,
             accept_sent: false,
             answered: false,
@@ -250,14 +341,20 @@ impl Proposer {
         }
     }
 
-    /// Handles an acceptor's reply. Panics on a request (those go to acceptors).
+    /// Handles an acceptor's reply to proposer instance `to`; a reply for another instance
+    /// (one that stopped before this one started) is ignored. Panics on a request (those go
+    /// to acceptors).
     pub fn on_message(
         &mut self,
         now: Instant,
         from: NodeId,
+        to: u64,
         msg: PeerMessage,
         out: &mut Vec<Effect>,
     ) {
+        if to != self.id {
+            return;
+        }
         match msg {
             PeerMessage::QueryReply {
                 read,
@@ -334,21 +431,30 @@ impl Proposer {
         }
     }
 
+    /// A command that no Accept carried yet is answered `Unavailable` and leaves the batch:
+    /// it must never be applied after that answer ("certainly did not take effect"). One
+    /// that an Accept carried is answered `Unknown` and stays, because that Accept may have
+    /// been chosen; retrying the round with it is safe (its id de-duplicates it).
     fn answer_expired(&mut self, now: Instant, out: &mut Vec<Effect>) {
         let errors = [self.deadline_error(false), self.deadline_error(true)];
-        for p in self
-            .batch
-            .iter_mut()
-            .filter(|p| !p.answered && p.deadline <= now)
-        {
+        let reply = |p: &Pending, out: &mut Vec<Effect>| {
+            if let Some(token) = p.token {
+                let error = errors[usize::from(p.accept_sent)].clone();
+                out.push(Effect::Reply(token, Err(error)));
+            }
+        };
+        self.batch.retain_mut(|p| {
+            if p.answered || p.deadline > now {
+                return true;
+            }
+            reply(p, out);
             p.answered = true;
-            let error = errors[usize::from(p.accept_sent)].clone();
-            out.push(Effect::Reply(p.token, Err(error)));
-        }
+            p.accept_sent
+        });
         self.queue.retain(|p| {
             let keep = p.deadline > now;
             if !keep {
-                out.push(Effect::Reply(p.token, Err(errors[0].clone())));
+                reply(p, out);
             }
             keep
         });
@@ -366,7 +472,8 @@ impl Proposer {
         if self.batch.is_empty() {
             return;
         }
-        let writes = self.batch.iter().any(|p| p.command.is_write());
+        let writes = self.batch.iter().any(|p| p.command.is_write() || p.settle);
+        let settles = self.batch.iter().any(|p| p.settle);
         match (&self.cache, writes) {
             (_, false) => {
                 self.reads += 1;
@@ -382,7 +489,7 @@ impl Proposer {
                 let (ballot, state) = (cached.ballot, cached.state.clone());
                 self.accept(now, ballot, state, out);
             }
-            (None, true) if self.fast_allowed => {
+            (None, true) if self.fast_allowed && !settles => {
                 self.fast_allowed = false;
                 self.accept(now, Ballot::FAST, Register::default(), out);
             }
@@ -406,7 +513,15 @@ impl Proposer {
         let outcomes = self
             .batch
             .iter()
-            .map(|p| apply(&mut state, &p.command, p.id).map_err(too_late))
+            .map(|p| {
+                apply(
+                    &mut state,
+                    &p.command,
+                    p.id,
+                    p.maybe_applied || p.accept_sent,
+                )
+            })
+            .map(|outcome| outcome.map_err(too_late))
             .collect();
         let next = ballot.next_for(self.cfg.node);
         self.round = self.round.max(next.round);
@@ -503,7 +618,7 @@ impl Proposer {
             let outcomes = self
                 .batch
                 .iter()
-                .map(|p| apply(&mut state.clone(), &p.command, p.id).map_err(too_late))
+                .map(|p| apply(&mut state.clone(), &p.command, p.id, true).map_err(too_late))
                 .collect();
             self.finish(now, outcomes, out);
             return;
@@ -669,9 +784,24 @@ impl Proposer {
             ballot: next,
             state: state.clone(),
         });
-        if ballot != Ballot::FAST {
-            // A state chosen at the fast ballot is never repaired onto other acceptors: how
-            // many took it is what a classic round reads to recover it.
+        if ballot == Ballot::FAST {
+            // Chosen at the fast ballot: settle it at a classic one before anything else
+            // (the next round; one Accept when the promise for `next` is cached), so that
+            // the key does not stay at the fast ballot, where a lost acceptor state loses it.
+            // It is never repaired onto other acceptors at the fast ballot: how many took it
+            // is what a classic round reads to recover it.
+            let deadline = now + self.cfg.phase_timeout * 4;
+            self.queue.push_front(Pending {
+                token: None,
+                command: Command::Get,
+                id: None,
+                maybe_applied: false,
+                settle: true,
+                deadline,
+                accept_sent: false,
+                answered: false,
+            });
+        } else {
             self.chosen = Some((ballot, state));
         }
         self.finish(now, outcomes, out);
@@ -812,8 +942,8 @@ impl Proposer {
     ) {
         assert_eq!(outcomes.len(), self.batch.len(), "one outcome per command");
         for (p, outcome) in self.batch.drain(..).zip(outcomes) {
-            if !p.answered {
-                out.push(Effect::Reply(p.token, outcome));
+            if let (false, Some(token)) = (p.answered, p.token) {
+                out.push(Effect::Reply(token, outcome));
             }
         }
         self.backoff = self.cfg.backoff_min;

@@ -34,11 +34,7 @@ fn put(v: &str) -> Command {
 }
 
 fn id(seq: u64) -> Option<RequestId> {
-    Some(RequestId {
-        issued_ms: seq,
-        client: 1,
-        seq,
-    })
+    Some(RequestId { client: 1, seq })
 }
 
 /// The messages in `out` addressed to `node`, and the replies.
@@ -56,6 +52,7 @@ fn submit(
         token,
         command,
         write_id,
+        false,
         now + Duration::from_secs(1),
         &mut out,
     );
@@ -102,7 +99,7 @@ fn exchange(
     for &node in reachable {
         for msg in sent_to(&out, node) {
             let reply = acceptors[node as usize - 1].step(msg).reply;
-            p.on_message(now, node, reply, &mut next);
+            p.on_message(now, node, p.id(), reply, &mut next);
         }
     }
     next
@@ -225,6 +222,7 @@ fn without_a_majority_a_request_ends_unavailable_or_unknown_at_its_deadline() {
         1,
         put("a"),
         id(1),
+        false,
         t0 + Duration::from_millis(500),
         &mut out,
     );
@@ -257,6 +255,7 @@ fn without_a_majority_a_request_ends_unavailable_or_unknown_at_its_deadline() {
         2,
         put("b"),
         id(2),
+        false,
         t + Duration::from_millis(100),
         &mut out,
     );
@@ -278,6 +277,7 @@ fn a_batch_retried_after_a_lost_accepted_does_not_apply_twice() {
         1,
         put("a"),
         id(1),
+        false,
         t0 + Duration::from_secs(5),
         &mut out,
     );
@@ -315,17 +315,17 @@ fn duplicated_and_reordered_replies_are_counted_once() {
     // the same promise three times is still one vote
     let mut out = Vec::new();
     for _ in 0..3 {
-        p.on_message(now, 1, promise.clone(), &mut out);
+        p.on_message(now, 1, p.id(), promise.clone(), &mut out);
     }
     // a duplicated Prepare draws a Reject from the acceptor that already promised: ignored
     let dup = accs[0].step(prepare.clone()).reply;
     assert!(matches!(dup, PeerMessage::Reject { .. }));
-    p.on_message(now, 1, dup, &mut out);
+    p.on_message(now, 1, p.id(), dup, &mut out);
     assert!(out.is_empty(), "{out:?}");
     // two more acceptors make a majority
     for node in [2, 3] {
         let promise = accs[node as usize - 1].step(prepare.clone()).reply;
-        p.on_message(now, node, promise, &mut out);
+        p.on_message(now, node, p.id(), promise, &mut out);
     }
     assert!(matches!(sent_to(&out, 1)[0], PeerMessage::Accept { .. }));
 }
@@ -337,14 +337,38 @@ fn requests_queued_behind_a_round_are_batched_into_the_next_one() {
     let mut p = proposer(1);
     let mut out = Vec::new();
     let deadline = now + Duration::from_secs(1);
-    p.submit(now, 1, put("a"), id(1), deadline, &mut out);
-    p.submit(now, 2, put("b"), id(2), deadline, &mut Vec::new());
-    p.submit(now, 3, Command::Get, None, deadline, &mut Vec::new());
-    p.submit(now, 4, Command::Delete, id(4), deadline, &mut Vec::new());
+    p.submit(now, 1, put("a"), id(1), false, deadline, &mut out);
+    p.submit(now, 2, put("b"), id(2), false, deadline, &mut Vec::new());
+    p.submit(now, 3, Command::Get, None, false, deadline, &mut Vec::new());
+    p.submit(
+        now,
+        4,
+        Command::Delete,
+        id(4),
+        false,
+        deadline,
+        &mut Vec::new(),
+    );
     let mut rejected = Vec::new();
-    p.submit(now, 5, Command::Delete, id(5), deadline, &mut rejected);
+    p.submit(
+        now,
+        5,
+        Command::Delete,
+        id(5),
+        false,
+        deadline,
+        &mut rejected,
+    );
     let mut rejected = Vec::new();
-    p.submit(now, 6, Command::Delete, id(6), deadline, &mut rejected);
+    p.submit(
+        now,
+        6,
+        Command::Delete,
+        id(6),
+        false,
+        deadline,
+        &mut rejected,
+    );
     assert!(
         matches!(replies(&rejected)[0], (6, Err(ReplyError::Busy(_)))),
         "the queue is bounded"
@@ -430,10 +454,23 @@ fn a_first_write_on_a_fresh_key_takes_one_round_trip_at_the_fast_ballot() {
     assert!(replies(&partial).is_empty());
     let done = exchange(&mut p, &mut accs, &[4], now, out);
     assert_eq!(replies(&done), vec![(1, Ok(Outcome::Put { version: 1 }))]);
-    // and the next write skips Prepare too (the fast Accept carried the next promise)
+    // at once the chosen state is settled at the classic ballot the fast Accept's `next`
+    // promised, with no Prepare (issue 8: a key must not stay at the fast ballot)
+    let settle = sent_to(&done, 1);
+    assert!(
+        matches!(&settle[..], [PeerMessage::Accept { ballot, state, .. }]
+            if *ballot == Ballot::new(1, 1) && state.version == 1),
+        "{settle:?}"
+    );
+    let settled = exchange(&mut p, &mut accs, &[1, 2, 3, 4, 5], now, done);
+    assert!(replies(&settled).is_empty(), "nobody waits for a settle");
+    assert!(accs
+        .iter()
+        .all(|a| a.record().accepted == Ballot::new(1, 1)));
+    // and the next write skips Prepare too (the settle carried the next promise)
     let out = submit(&mut p, now, 2, put("b"), id(2));
     assert!(
-        matches!(sent_to(&out, 1)[0], PeerMessage::Accept { ballot, .. } if ballot > Ballot::FAST)
+        matches!(sent_to(&out, 1)[0], PeerMessage::Accept { ballot, .. } if ballot > Ballot::new(1, 1))
     );
 }
 
@@ -517,20 +554,20 @@ fn acceptors_that_cannot_write_end_the_phase_early_and_are_named_in_the_error() 
     };
     // Two failures leave three acceptors: a quorum may still answer, so the phase goes on.
     let mut out = Vec::new();
-    p.on_message(t0, 1, failed(1), &mut out);
-    p.on_message(t0, 2, failed(2), &mut out);
+    p.on_message(t0, 1, p.id(), failed(1), &mut out);
+    p.on_message(t0, 2, p.id(), failed(2), &mut out);
     let phase_end = t0 + p.config().phase_timeout;
     assert_eq!(p.next_wakeup(), Some(phase_end));
     // A late duplicate or a failure for another ballot changes nothing.
-    p.on_message(t0, 2, failed(2), &mut out);
+    p.on_message(t0, 2, p.id(), failed(2), &mut out);
     let stale = PeerMessage::Failed {
         ballot: Ballot::new(ballot.round + 7, 9),
         reason: "stale".into(),
     };
-    p.on_message(t0, 3, stale, &mut out);
+    p.on_message(t0, 3, p.id(), stale, &mut out);
     assert_eq!(p.next_wakeup(), Some(phase_end));
     // The third leaves no quorum: the proposer backs off now instead of at the phase timeout.
-    p.on_message(t0, 3, failed(3), &mut out);
+    p.on_message(t0, 3, p.id(), failed(3), &mut out);
     assert!(
         p.next_wakeup().unwrap() < phase_end,
         "still waiting out the phase"

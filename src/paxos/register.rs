@@ -3,16 +3,33 @@
 //!
 //! Invariants: `version` never decreases; it grows by exactly one on every put, every delete of
 //! a present value and every swapping cas, and by nothing otherwise. A write is applied at most
-//! once: if its id is among the register's `recent` writes it answers the outcome it had; if
-//! its id is at or below the `dedup_floor` (the highest id the register forgot) it is refused
-//! with [`TooLate`], because it may have been applied and forgotten. The window is bounded by
-//! count, and the register forgets its smallest ids first, so the floor only rises.
+//! once:
+//! - the register remembers its last [`RECENT_WRITES`] writes by id (`recent`, oldest first);
+//!   a write found there answers the outcome it had;
+//! - when it forgets one (the oldest), it raises that write's *client's* floor to the write's
+//!   sequence (`floors`, one entry per client, at most [`CLIENT_FLOORS`]); a write that may
+//!   have been applied before and is at or below its client's floor is refused with
+//!   [`TooLate`]: it may have been applied and forgotten;
+//! - past [`CLIENT_FLOORS`] clients the least recently raised floor is dropped and
+//!   `floors_overflowed` is set: from then on a write that may have been applied before, from
+//!   a client with no floor, is refused too (its floor may be the one dropped).
+//!
+//! Whether a write "may have been applied before" is known exactly by its senders: the
+//! client sets it once an attempt was lost or answered "outcome unknown", and the proposer
+//! once it has sent an Accept carrying the write. A write that certainly was never applied
+//! is applied even below its client's floor (a client's older write delayed behind its newer
+//! ones). No clock is read anywhere, and one client's ids are only ever compared with its
+//! own: no client can get another client's writes refused (the floor of the old design was
+//! one clock-ordered value for all clients, so one client's fast clock refused everyone).
 
-use crate::messages::{AppliedWrite, Command, Outcome, Register, RequestId};
+use crate::messages::{AppliedWrite, ClientFloor, Command, Outcome, Register, RequestId};
 
 /// How many applied writes a register remembers for de-duplication. At least the largest
 /// batch a proposer applies in one round (see `paxos::proposer`).
 pub const RECENT_WRITES: usize = 128;
+
+/// How many clients' floors a register keeps (16 bytes each).
+pub const CLIENT_FLOORS: usize = 64;
 
 /// A write retried after the register forgot whether it applied it: it may have taken effect
 /// once, and will not take effect again.
@@ -20,18 +37,26 @@ pub const RECENT_WRITES: usize = 128;
 pub struct TooLate;
 
 /// Applies `command` (a write identified by `id`, or a get) to `state` in place and returns the
-/// outcome the client sees.
+/// outcome the client sees. `maybe_applied`: an earlier attempt of this write may have taken
+/// effect (see the module doc).
 pub fn apply(
     state: &mut Register,
     command: &Command,
     id: Option<RequestId>,
+    maybe_applied: bool,
 ) -> Result<Outcome, TooLate> {
     if let (true, Some(id)) = (command.is_write(), id) {
         if let Some(seen) = state.recent.iter().find(|w| w.id == id) {
             return Ok(seen.outcome.clone());
         }
-        if state.dedup_floor.is_some_and(|floor| id <= floor) {
-            return Err(TooLate);
+        if maybe_applied {
+            let refused = match state.floors.iter().find(|f| f.client == id.client) {
+                Some(floor) => id.seq <= floor.seq,
+                None => state.floors_overflowed,
+            };
+            if refused {
+                return Err(TooLate);
+            }
         }
     }
     let outcome = match command {
@@ -75,15 +100,9 @@ pub fn apply(
         }
     };
     if let Some(id) = id {
-        if state.recent.len() == RECENT_WRITES {
-            let (oldest, _) = state
-                .recent
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, w)| w.id)
-                .expect("a full window");
-            let forgotten = state.recent.swap_remove(oldest).id;
-            state.dedup_floor = state.dedup_floor.max(Some(forgotten));
+        if state.recent.len() >= RECENT_WRITES {
+            let forgotten = state.recent.remove(0).id;
+            raise_floor(state, forgotten);
         }
         state.recent.push(AppliedWrite {
             id,
@@ -93,21 +112,37 @@ pub fn apply(
     Ok(outcome)
 }
 
+/// Remembers that `forgotten` was applied and is no longer in `recent`.
+fn raise_floor(state: &mut Register, forgotten: RequestId) {
+    let seq = match state
+        .floors
+        .iter()
+        .position(|f| f.client == forgotten.client)
+    {
+        Some(i) => state.floors.remove(i).seq.max(forgotten.seq),
+        None => forgotten.seq,
+    };
+    if state.floors.len() >= CLIENT_FLOORS {
+        state.floors.remove(0);
+        state.floors_overflowed = true;
+    }
+    state.floors.push(ClientFloor {
+        client: forgotten.client,
+        seq,
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn id(seq: u64) -> Option<RequestId> {
-        Some(RequestId {
-            issued_ms: seq,
-            client: 7,
-            seq,
-        })
+        Some(RequestId { client: 7, seq })
     }
 
-    /// `apply` for commands that are never refused.
+    /// `apply` of a retried write (the strict case) for commands that are never refused.
     fn apply(state: &mut Register, command: &Command, id: Option<RequestId>) -> Outcome {
-        super::apply(state, command, id).expect("not refused")
+        super::apply(state, command, id, true).expect("not refused")
     }
 
     fn put(v: &str) -> Command {
@@ -214,27 +249,91 @@ mod tests {
             apply(&mut s, &put("x"), id(seq));
         }
         assert_eq!(s.recent.len(), RECENT_WRITES);
-        assert_eq!(s.dedup_floor, id(RECENT_WRITES as u64 * 2 - 1));
+        assert_eq!(
+            s.floors,
+            vec![ClientFloor {
+                client: 7,
+                seq: RECENT_WRITES as u64 * 2 - 1
+            }]
+        );
         let version = s.version;
         // a retry of a write the register forgot
-        assert_eq!(super::apply(&mut s, &put("x"), id(3)), Err(TooLate));
+        assert_eq!(super::apply(&mut s, &put("x"), id(3), true), Err(TooLate));
         assert_eq!(s.version, version, "refused, not applied again");
         // a retry of one it remembers
         let last = RECENT_WRITES as u64 * 3 - 1;
         assert_eq!(
-            super::apply(&mut s, &put("x"), id(last)),
+            super::apply(&mut s, &put("x"), id(last), true),
             Ok(Outcome::Put { version: last + 1 })
         );
         // a new write above the floor is applied
-        assert!(super::apply(&mut s, &put("y"), id(last + 1)).is_ok());
+        assert!(super::apply(&mut s, &put("y"), id(last + 1), true).is_ok());
         assert_eq!(s.version, version + 1);
+        // a write below the floor that was certainly never applied (a first attempt that was
+        // delayed behind the client's later writes) is applied
+        assert!(super::apply(&mut s, &put("z"), id(5), false).is_ok());
+        assert_eq!(s.version, version + 2);
+    }
+
+    /// Issue 8, bug 5: the old floor was one value ordered by the clients' clocks, so after a
+    /// fast-clock client's writes every other client's retries were refused.
+    #[test]
+    fn one_clients_writes_never_get_another_clients_writes_refused() {
+        let mut s = Register::default();
+        let fast = |seq| {
+            Some(RequestId {
+                client: 1,
+                seq: u64::MAX / 2 + seq,
+            })
+        };
+        for seq in 0..(RECENT_WRITES as u64 * 2) {
+            apply(&mut s, &put("fast"), fast(seq));
+        }
+        // another client, with small sequence numbers, first attempts and retries alike
+        for seq in 0..(RECENT_WRITES as u64 * 2) {
+            let other = Some(RequestId { client: 2, seq });
+            let before = s.version;
+            assert!(super::apply(&mut s, &put("slow"), other, seq % 2 == 0).is_ok());
+            assert_eq!(s.version, before + 1, "client 2's write {seq} applied");
+        }
+    }
+
+    #[test]
+    fn floors_are_bounded_and_an_overflow_refuses_only_retries_of_clients_it_forgot() {
+        let mut s = Register::default();
+        // every client writes once; the window forgets most of them
+        let clients = (RECENT_WRITES + CLIENT_FLOORS + 10) as u64;
+        for client in 0..clients {
+            super::apply(&mut s, &put("x"), Some(RequestId { client, seq: 1 }), false).unwrap();
+        }
+        assert_eq!(s.floors.len(), CLIENT_FLOORS);
+        assert!(s.floors_overflowed);
+        let version = s.version;
+        // client 0's floor was dropped: its retry is refused, a first attempt is applied
+        let retry = Some(RequestId { client: 0, seq: 1 });
+        assert_eq!(super::apply(&mut s, &put("x"), retry, true), Err(TooLate));
+        let first = Some(RequestId { client: 0, seq: 2 });
+        assert!(super::apply(&mut s, &put("x"), first, false).is_ok());
+        assert_eq!(s.version, version + 1);
+        // a client still remembered in `recent` gets its first outcome back
+        let recent = Some(RequestId {
+            client: clients - 1,
+            seq: 1,
+        });
+        assert_eq!(
+            super::apply(&mut s, &put("x"), recent, true),
+            Ok(Outcome::Put { version: clients })
+        );
     }
 
     #[test]
     fn writes_retried_in_any_order_take_effect_at_most_once() {
         let mut s = Register::default();
-        // 200 writes, each sent twice, in a scrambled order
-        let mut sends: Vec<u64> = (0..200).chain(0..200).collect();
+        // 200 writes of three clients, each sent twice (the second send a retry), scrambled
+        let mut sends: Vec<(u64, bool)> = (0..200)
+            .map(|w| (w, false))
+            .chain((0..200).map(|w| (w, true)))
+            .collect();
         let mut x = 0x2545_f491_4f6c_dd1du64;
         for i in (1..sends.len()).rev() {
             x ^= x << 13;
@@ -243,11 +342,18 @@ mod tests {
             sends.swap(i, (x % (i as u64 + 1)) as usize);
         }
         let mut applied = std::collections::BTreeSet::new();
-        for seq in sends {
+        let mut sent = std::collections::BTreeSet::new();
+        for (w, _) in sends {
+            // the first send of a write is a first attempt, every later one a retry
+            let maybe_applied = !sent.insert(w);
+            let write = Some(RequestId {
+                client: w % 3,
+                seq: w / 3,
+            });
             let before = s.version;
-            match super::apply(&mut s, &put("x"), id(seq)) {
+            match super::apply(&mut s, &put("x"), write, maybe_applied) {
                 Ok(Outcome::Put { version }) if version > before => {
-                    assert!(applied.insert(seq), "write {seq} applied twice");
+                    assert!(applied.insert(w), "write {w} applied twice");
                 }
                 Ok(_) | Err(TooLate) => assert_eq!(s.version, before),
             }

@@ -12,6 +12,12 @@
 //!   into `acceptors` and empties the log, in one transaction. A merge runs when the overlay
 //!   reaches [`MERGE_RECORDS`] keys or [`MERGE_BYTES`]; on open, the log is replayed and
 //!   merged. Reads look in the overlay first. A record is durable once its log commit returns.
+//! - A merge that fails (the map or the disk is full: a merge needs free pages before it
+//!   frees the log's) changes nothing: the records stay durable in the log and readable from
+//!   the overlay, the write that triggered it still succeeds, and the merge is tried again once
+//!   the overlay has grown by half. Opening a store whose merge fails opens it all the same.
+//!   Past [`MAX_OVERLAY_BYTES`] unmerged, new writes are refused (with the merge's error), so
+//!   memory stays bounded; what was acknowledged stays readable.
 //! - The map size is set explicitly; when the map is full a write fails with a storage error
 //!   and nothing of that transaction is kept.
 //! - Read transactions are opened and closed within one call, never held across messages.
@@ -19,7 +25,7 @@
 use std::ops::Bound;
 use std::path::Path;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, U64};
@@ -40,6 +46,8 @@ mod db_name {
 pub const MERGE_RECORDS: usize = 8_192;
 /// ... and the most bytes of them.
 pub const MERGE_BYTES: usize = 16 << 20;
+/// Unmerged bytes past which writes are refused while merges fail.
+pub const MAX_OVERLAY_BYTES: usize = 4 * MERGE_BYTES;
 
 /// Keys of the meta database.
 mod meta_key {
@@ -56,10 +64,16 @@ pub struct Store {
     /// Sequence number (big-endian) → u16 key length, key, encoded record.
     log: Database<U64<BigEndian>, Bytes>,
     meta: Database<Bytes, Bytes>,
-    /// Encoded records committed to the log and not merged yet, by key.
-    overlay: HashMap<Vec<u8>, Vec<u8>>,
+    /// Encoded records committed to the log and not merged yet, by key (ordered: scans
+    /// read it beside `acceptors`).
+    overlay: BTreeMap<Vec<u8>, Vec<u8>>,
     overlay_bytes: usize,
     next_seq: u64,
+    /// The last merge failed with this error; the next is tried once the overlay holds
+    /// `retry_merge_at` records.
+    merge_failure: Option<(String, usize)>,
+    #[cfg(test)]
+    fail_merges: bool,
 }
 
 impl Store {
@@ -99,12 +113,15 @@ impl Store {
             acceptors,
             log,
             meta,
-            overlay: HashMap::new(),
+            overlay: BTreeMap::new(),
             overlay_bytes: 0,
             next_seq: 0,
+            merge_failure: None,
+            #[cfg(test)]
+            fail_merges: FAIL_MERGES.with(|f| f.get()),
         };
         store.replay_log()?;
-        store.merge()?;
+        store.try_merge();
         Ok(store)
     }
 
@@ -133,10 +150,29 @@ impl Store {
         }
     }
 
+    /// Merges, and on failure remembers why and when to try again (see the module doc).
+    fn try_merge(&mut self) {
+        if let Err(e) = self.merge() {
+            let retry_at = self.overlay.len() + self.overlay.len() / 2 + 1;
+            log::warn!(
+                "storage: merging {} logged records failed ({e}); they stay durable in the \
+                 log, next try at {retry_at}",
+                self.overlay.len()
+            );
+            self.merge_failure = Some((e.to_string(), retry_at));
+        } else {
+            self.merge_failure = None;
+        }
+    }
+
     /// Moves every logged record into `acceptors` and empties the log, in one transaction.
     pub fn merge(&mut self) -> Result<()> {
         if self.overlay.is_empty() {
             return Ok(());
+        }
+        #[cfg(test)]
+        if self.fail_merges {
+            return Err(Error::Storage("MDB_MAP_FULL (injected)".into()));
         }
         let mut wtxn = self.env.write_txn()?;
         for (key, record) in &self.overlay {
@@ -160,6 +196,14 @@ impl Store {
     /// Writes every record in one transaction (appended to the log); returns once it is
     /// committed and fsynced.
     pub fn write(&mut self, records: &[(&[u8], &AcceptorRecord)]) -> Result<()> {
+        if let Some((why, _)) = &self.merge_failure {
+            if self.overlay_bytes >= MAX_OVERLAY_BYTES {
+                return Err(Error::Storage(format!(
+                    "{} MiB of logged records cannot be merged: {why}",
+                    self.overlay_bytes >> 20
+                )));
+            }
+        }
         let mut wtxn = self.env.write_txn()?;
         let mut logged = Vec::with_capacity(records.len());
         let mut entry = Vec::new();
@@ -180,8 +224,13 @@ impl Store {
         for (key, encoded) in logged {
             self.remember(key, encoded);
         }
-        if self.overlay.len() >= MERGE_RECORDS || self.overlay_bytes >= MERGE_BYTES {
-            self.merge()?;
+        // The records are durable now, whatever the merge does.
+        let due = match &self.merge_failure {
+            None => self.overlay.len() >= MERGE_RECORDS || self.overlay_bytes >= MERGE_BYTES,
+            Some((_, retry_at)) => self.overlay.len() >= *retry_at,
+        };
+        if due {
+            self.try_merge();
         }
         Ok(())
     }
@@ -196,10 +245,15 @@ impl Store {
     }
 
     /// Number of keys with a record.
-    pub fn len(&mut self) -> Result<u64> {
-        self.merge()?;
+    pub fn len(&self) -> Result<u64> {
         let rtxn = self.env.read_txn()?;
-        Ok(self.acceptors.len(&rtxn)?)
+        let mut len = self.acceptors.len(&rtxn)?;
+        for key in self.overlay.keys() {
+            if self.acceptors.get(&rtxn, key)?.is_none() {
+                len += 1;
+            }
+        }
+        Ok(len)
     }
 
     /// No record at all (logged or stored); needs no merge.
@@ -211,22 +265,48 @@ impl Store {
         Ok(self.acceptors.is_empty(&rtxn)?)
     }
 
-    /// Up to `limit` records with keys after `after` (all keys if `None`), in key order.
+    /// Up to `limit` records with keys after `after` (all keys if `None`), in key order:
+    /// `acceptors` and the overlay read side by side (the overlay's record wins), so a scan
+    /// needs no merge.
     pub fn scan(
-        &mut self,
+        &self,
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, AcceptorRecord)>> {
-        self.merge()?;
         let rtxn = self.env.read_txn()?;
-        let mut out = Vec::new();
         let bounds = match after {
             None => (Bound::Unbounded, Bound::Unbounded),
             Some(after) => (Bound::Excluded(after), Bound::Unbounded),
         };
-        for item in self.acceptors.range(&rtxn, &bounds)?.take(limit) {
-            let (key, bytes) = item?;
-            out.push((key.to_vec(), decode(key, bytes)?));
+        let mut stored = self.acceptors.range(&rtxn, &bounds)?.peekable();
+        let logged_bounds = match after {
+            None => (Bound::Unbounded, Bound::Unbounded),
+            Some(after) => (Bound::Excluded(after.to_vec()), Bound::Unbounded),
+        };
+        let mut logged = self.overlay.range(logged_bounds).peekable();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let next_stored = match stored.peek() {
+                Some(Ok((key, _))) => Some(*key),
+                Some(Err(_)) => return Err(stored.next().expect("peeked").unwrap_err().into()),
+                None => None,
+            };
+            let take_logged = match (logged.peek(), next_stored) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((lk, _)), Some(sk)) => lk.as_slice() <= sk,
+            };
+            if take_logged {
+                let (key, bytes) = logged.next().expect("peeked");
+                if next_stored == Some(key.as_slice()) {
+                    stored.next(); // shadowed by the newer logged record
+                }
+                out.push((key.clone(), decode(key, bytes)?));
+            } else {
+                let (key, bytes) = stored.next().expect("peeked")?;
+                out.push((key.to_vec(), decode(key, bytes)?));
+            }
         }
         Ok(out)
     }
@@ -246,11 +326,7 @@ impl Store {
 
     /// The ballots of up to `limit` records after `after`, in key order; and whether more
     /// follow.
-    pub fn digest(
-        &mut self,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<(Vec<DigestEntry>, bool)> {
+    pub fn digest(&self, after: Option<&[u8]>, limit: usize) -> Result<(Vec<DigestEntry>, bool)> {
         let mut records = self.scan(after, limit + 1)?;
         let more = records.len() > limit;
         records.truncate(limit);
@@ -313,29 +389,26 @@ impl Store {
         }
     }
 
-    /// Merges peers' records into ours ([`Acceptor::adopt`]) in one transaction; returns how
-    /// many records changed.
+    /// Merges peers' records into ours ([`Acceptor::adopt`]), written like any other batch
+    /// (one log transaction); returns how many records changed. A broken peer record is
+    /// skipped.
     pub fn adopt(&mut self, records: &[SyncRecord]) -> Result<u64> {
-        self.merge()?;
-        let mut wtxn = self.env.write_txn()?;
-        let mut changed = 0;
-        let mut buf = Vec::new();
+        let mut merged = Vec::new();
         for SyncRecord { key, record } in records {
-            record
-                .check()
-                .map_err(|e| Error::Storage(format!("a peer sent a broken record: {e}")))?;
-            let local = match self.acceptors.get(&wtxn, key)? {
-                None => AcceptorRecord::default(),
-                Some(bytes) => decode(key, bytes)?,
-            };
-            if let Some(merged) = Acceptor::new(local).adopt(record) {
-                encode(&merged, &mut buf)?;
-                self.acceptors.put(&mut wtxn, key, &buf)?;
-                changed += 1;
+            if let Err(e) = record.check() {
+                log::warn!("storage: a peer sent a broken record, skipped: {e}");
+                continue;
+            }
+            let local = self.load(key)?.unwrap_or_default();
+            if let Some(record) = Acceptor::new(local).adopt(record) {
+                merged.push((key.as_slice(), record));
             }
         }
-        wtxn.commit()?;
-        Ok(changed)
+        let batch: Vec<(&[u8], &AcceptorRecord)> = merged.iter().map(|(k, r)| (*k, r)).collect();
+        if !batch.is_empty() {
+            self.write(&batch)?;
+        }
+        Ok(batch.len() as u64)
     }
 }
 
@@ -383,6 +456,12 @@ fn decode(key: &[u8], bytes: &[u8]) -> Result<AcceptorRecord> {
 }
 
 #[cfg(test)]
+thread_local! {
+    /// Test hook: stores opened on this thread fail every merge.
+    pub(crate) static FAIL_MERGES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::messages::{Ballot, Register};
@@ -396,7 +475,8 @@ pub(crate) mod tests {
                 version,
                 value: Some(format!("v{version}").into_bytes()),
                 recent: vec![],
-                dedup_floor: None,
+                floors: vec![],
+                floors_overflowed: false,
             },
         }
     }
@@ -425,7 +505,7 @@ pub(crate) mod tests {
                 .write(&[(b"a".as_slice(), &record(1)), (b"b".as_slice(), &record(2))])
                 .unwrap();
         }
-        let mut store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
         assert_eq!(store.load(b"a").unwrap(), Some(record(1)));
         assert_eq!(store.load(b"c").unwrap(), None);
         assert_eq!(store.len().unwrap(), 2);
@@ -527,5 +607,77 @@ pub(crate) mod tests {
         assert!(matches!(err, Error::Storage(_)), "{err}");
         assert_eq!(store.load(b"first").unwrap(), Some(record(1)));
         assert_eq!(store.load(b"big").unwrap(), None);
+    }
+
+    /// Issue 8, bug 6: a merge that failed after the log commit was durable made the write
+    /// report failure, failed every later write, and left a store that would not reopen.
+    #[test]
+    fn a_failed_merge_loses_nothing_fails_no_write_and_the_store_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<Vec<u8>> = (0..MERGE_RECORDS * 2)
+            .map(|i| format!("k{i:06}").into_bytes())
+            .collect();
+        FAIL_MERGES.with(|f| f.set(true));
+        {
+            let mut store = Store::open(dir.path(), 256 << 20, 1).unwrap();
+            for (i, chunk) in keys.chunks(1000).enumerate() {
+                let r = record(i as u64 + 1);
+                let batch: Vec<(&[u8], &AcceptorRecord)> =
+                    chunk.iter().map(|k| (k.as_slice(), &r)).collect();
+                store.write(&batch).expect("a durable write succeeds");
+            }
+            assert!(store.merge_failure.is_some(), "merges failed");
+            assert_eq!(store.load(&keys[0]).unwrap(), Some(record(1)));
+            assert_eq!(store.len().unwrap(), keys.len() as u64);
+            assert_eq!(store.scan(None, usize::MAX).unwrap().len(), keys.len());
+        }
+        // reopened while merges still fail: everything is read back from the log
+        let store = Store::open(dir.path(), 256 << 20, 1).expect("reopens");
+        assert_eq!(
+            store
+                .load(&keys[keys.len() - 1])
+                .unwrap()
+                .unwrap()
+                .state
+                .version,
+            17
+        );
+        drop(store);
+        // and once merges work again, the log is merged on open
+        FAIL_MERGES.with(|f| f.set(false));
+        let store = Store::open(dir.path(), 256 << 20, 1).unwrap();
+        assert!(store.overlay.is_empty(), "merged on open");
+        assert_eq!(store.scan(None, usize::MAX).unwrap().len(), keys.len());
+        assert_eq!(store.load(&keys[0]).unwrap(), Some(record(1)));
+    }
+
+    #[test]
+    fn a_scan_reads_logged_and_merged_records_in_key_order_the_logged_one_winning() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        store
+            .write(&[(b"b".as_slice(), &record(1)), (b"d".as_slice(), &record(1))])
+            .unwrap();
+        store.merge().unwrap();
+        store
+            .write(&[(b"a".as_slice(), &record(2)), (b"d".as_slice(), &record(3))])
+            .unwrap();
+        let scanned: Vec<(Vec<u8>, u64)> = store
+            .scan(None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(k, r)| (k, r.state.version))
+            .collect();
+        assert_eq!(
+            scanned,
+            vec![(b"a".to_vec(), 2), (b"b".to_vec(), 1), (b"d".to_vec(), 3)]
+        );
+        let after_a: Vec<Vec<u8>> = store
+            .scan(Some(b"a"), 1)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(after_a, vec![b"b".to_vec()]);
     }
 }

@@ -17,6 +17,7 @@ use linearizability::{Input, Operation, Output};
 
 use paxkv::client::{Client, ClientOptions};
 use paxkv::config::Config;
+use paxkv::error::Error;
 use paxkv::messages::{Command, NodeId, NodeStatus, Outcome};
 use paxkv::node::NodeHandle;
 use tempfile::TempDir;
@@ -230,8 +231,13 @@ impl History {
         let result = client.execute(key, command).await;
         let (ret, output) = match &result {
             Ok(outcome) => (Some(self.now()), Some(convert::output_of(outcome.clone()))),
-            // Unavailable certainly did not take effect, but "may take effect at any time or
-            // never" is the weaker and always-correct model for any failure.
+            // Recorded exactly: these certainly did not take effect, so the operation is left
+            // out of the history (if it did take effect after all, its value shows up in a read
+            // that no recorded write explains, and the check fails).
+            Err(Error::Unavailable(_) | Error::Busy(_) | Error::BadRequest(_)) => {
+                return result;
+            }
+            // May have taken effect, at any time after it was invoked, or never.
             Err(_) => (None, None),
         };
         self.ops.lock().unwrap().push(Operation {
