@@ -41,6 +41,9 @@ pub struct TestingConfig {
     /// Accept `SetFaults` requests that make the node drop, delay or duplicate its outgoing
     /// Paxos messages. Never set this in production.
     pub allow_fault_injection: bool,
+    /// Tests only: the storage actor sleeps this long before every commit (a slow disk).
+    /// Honoured only with `allow_fault_injection`.
+    pub commit_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -63,6 +66,8 @@ pub struct PaxosConfig {
     pub tick_ms: u64,
     pub sync_interval_ms: u64,
     pub fast_path: bool,
+    /// After a write chosen at the fast ballot, settle the key at a classic ballot at once.
+    pub settle_fast_writes: bool,
 }
 
 impl Default for PaxosConfig {
@@ -77,6 +82,7 @@ impl Default for PaxosConfig {
             tick_ms: 10,
             sync_interval_ms: 30_000,
             fast_path: true,
+            settle_fast_writes: true,
         }
     }
 }

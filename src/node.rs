@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use actix::prelude::*;
 
@@ -55,11 +56,17 @@ impl NodeHandle {
                 let stats = Arc::new(Stats::default());
                 let storage_arbiter = Arbiter::new();
                 let group = config.storage.max_group_commit;
+                let commit_delay = if config.testing.allow_fault_injection {
+                    Duration::from_millis(config.testing.commit_delay_ms)
+                } else {
+                    Duration::ZERO
+                };
                 let storage_stats = stats.clone();
                 let supervisor = system.block_on(async {
                     let storage =
                         StorageActor::start_in_arbiter(&storage_arbiter.handle(), move |_| {
                             StorageActor::new(store, group, storage_stats)
+                                .with_commit_delay(commit_delay)
                         });
                     let (supervisor, outbox, queues) =
                         NodeSupervisor::start(id, config.clone(), storage.clone(), stats.clone());

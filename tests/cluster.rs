@@ -474,3 +474,46 @@ async fn a_full_store_fails_writes_with_an_error_naming_it_and_loses_nothing() {
         assert!(cluster.status(id).await.voting, "node {id}");
     }
 }
+
+/// Issue 8, bug 7. A key idle for `idle_timeout_ms` is retired, but its acceptor may still be
+/// waiting for a slow commit (here every commit takes 500 ms). A new acceptor for the key
+/// must not start before the old one has stopped, or two copies of one acceptor answer, the
+/// new one from a record that misses the old one's last promise. Each acceptor counts a
+/// second live copy of its key when it starts; every node's count must stay 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_key_cap_never_leaves_two_live_copies_of_an_acceptor() {
+    let cluster = TestCluster::start_with(|c| {
+        c.testing.allow_fault_injection = true;
+        c.testing.commit_delay_ms = 500;
+        c.paxos.request_timeout_ms = 300;
+        c.limits.idle_timeout_ms = 400;
+    });
+    let history = History::default();
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let mut workers = Vec::new();
+    for worker in 0..3u64 {
+        let client = cluster.client_with(cluster.config.addrs(), false, Duration::from_secs(1));
+        let history = history.clone();
+        workers.push(tokio::spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(worker);
+            let mut i = 0;
+            while Instant::now() < deadline {
+                i += 1;
+                let key = format!("k{}", rng.random_range(0..8));
+                let value = format!("w{worker}-{i}").into_bytes();
+                let command = support::random_command(&mut rng, value, 4);
+                let _ = history.run(worker, &client, key.as_bytes(), command).await;
+                // spread over time: keys go idle and are retired between their messages
+                tokio::time::sleep(Duration::from_millis(rng.random_range(50..250))).await;
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    history.assert_linearizable("live-key-cap");
+    for id in 1..=5 {
+        let status = cluster.status(id).await;
+        assert_eq!(status.duplicate_acceptors, 0, "node {id}: {status:?}");
+    }
+}

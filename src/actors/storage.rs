@@ -44,6 +44,8 @@ pub struct StorageActor {
     lingered: bool,
     max_group_commit: usize,
     stats: Arc<Stats>,
+    /// Tests only (`testing.commit_delay_ms`): a slow disk.
+    commit_delay: Duration,
 }
 
 impl StorageActor {
@@ -57,7 +59,14 @@ impl StorageActor {
             lingered: false,
             max_group_commit,
             stats,
+            commit_delay: Duration::ZERO,
         }
+    }
+
+    /// Sleeps this long before every commit (tests: a slow disk).
+    pub fn with_commit_delay(mut self, delay: Duration) -> StorageActor {
+        self.commit_delay = delay;
+        self
     }
 
     /// Commits everything pending, `max_group_commit` records per transaction.
@@ -70,6 +79,9 @@ impl StorageActor {
             let group: Vec<_> = self.pending.drain(..n).collect();
             let records: Vec<(&[u8], &AcceptorRecord)> =
                 group.iter().map(|(k, r, _)| (k.as_slice(), r)).collect();
+            if !self.commit_delay.is_zero() {
+                std::thread::sleep(self.commit_delay);
+            }
             let result = self.store.write(&records);
             match &result {
                 Ok(()) => {

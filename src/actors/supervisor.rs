@@ -185,6 +185,7 @@ impl NodeSupervisor {
             max_batch: p.max_batch,
             max_queue: self.config.limits.max_queued_per_key,
             fast_path: p.fast_path,
+            settle_fast_writes: p.settle_fast_writes,
         };
         let key_hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)

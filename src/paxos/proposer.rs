@@ -92,6 +92,8 @@ pub struct ProposerConfig {
     pub max_queue: usize,
     /// Try a key's first write at the fast ballot (one round trip instead of two).
     pub fast_path: bool,
+    /// Settle a key at a classic ballot right after a write was chosen at the fast one.
+    pub settle_fast_writes: bool,
 }
 
 impl ProposerConfig {
@@ -784,7 +786,7 @@ impl Proposer {
             ballot: next,
             state: state.clone(),
         });
-        if ballot == Ballot::FAST {
+        if ballot == Ballot::FAST && self.cfg.settle_fast_writes {
             // Chosen at the fast ballot: settle it at a classic one before anything else
             // (the next round; one Accept when the promise for `next` is cached), so that
             // the key does not stay at the fast ballot, where a lost acceptor state loses it.
@@ -801,7 +803,7 @@ impl Proposer {
                 accept_sent: false,
                 answered: false,
             });
-        } else {
+        } else if ballot != Ballot::FAST {
             self.chosen = Some((ballot, state));
         }
         self.finish(now, outcomes, out);

@@ -20,6 +20,7 @@ fn config(node: NodeId) -> ProposerConfig {
         max_batch: 16,
         max_queue: 4,
         fast_path: false,
+        settle_fast_writes: true,
     }
 }
 
@@ -586,4 +587,72 @@ fn acceptors_that_cannot_write_end_the_phase_early_and_are_named_in_the_error() 
         why.contains("storage failed on node(s) 1, 2, 3: node 1: storage: MDB_MAP_FULL"),
         "{why}"
     );
+}
+
+/// Issue 8, bugs 2 and 3: a new proposer instance on the same node (after a crash or a
+/// retirement) reuses the fast ballot and restarts its read numbers at 1, so late replies to
+/// its predecessor look like its own. They carry the predecessor's id and change nothing.
+#[test]
+fn replies_to_an_earlier_proposer_instance_are_never_counted_by_its_successor() {
+    let now = Instant::now();
+    let mut accs = acceptors();
+    let mut old = fast_proposer(1);
+    let out = submit(&mut old, now, 1, put("old"), id(1));
+    // acceptors 1-4 take the predecessor's fast Accept; their replies are late
+    let late: Vec<(NodeId, PeerMessage)> = (1..=4)
+        .map(|n| {
+            (
+                n,
+                accs[n as usize - 1].step(sent_to(&out, n)[0].clone()).reply,
+            )
+        })
+        .collect();
+    let old_read = old_read_replies(&mut accs);
+    // the successor (another seed, another id) tries the fast ballot for another write
+    let mut new = Proposer::new(
+        ProposerConfig {
+            fast_path: true,
+            ..config(1)
+        },
+        SmallRng::seed_from_u64(99),
+    );
+    assert_ne!(new.id(), old.id());
+    let out = submit(&mut new, now, 2, put("new"), id(2));
+    assert!(
+        matches!(sent_to(&out, 5)[0], PeerMessage::Accept { ballot, .. } if ballot == Ballot::FAST)
+    );
+    let mut effects = Vec::new();
+    for (node, reply) in late {
+        new.on_message(now, node, old.id(), reply, &mut effects);
+    }
+    assert!(effects.is_empty(), "late replies were counted: {effects:?}");
+    // and a read of the successor ignores the predecessor's read replies (both are read 1)
+    let mut reader = Proposer::new(config(1), SmallRng::seed_from_u64(7));
+    let out = submit(&mut reader, now, 3, Command::Get, None);
+    assert!(matches!(
+        sent_to(&out, 1)[0],
+        PeerMessage::Query { read: 1 }
+    ));
+    let mut effects = Vec::new();
+    for (node, reply) in old_read {
+        reader.on_message(now, node, old.id(), reply, &mut effects);
+    }
+    assert!(
+        replies(&effects).is_empty(),
+        "a read answered from late replies"
+    );
+}
+
+/// QueryReply answers to a read numbered 1, as a predecessor instance would have received.
+fn old_read_replies(accs: &mut [Acceptor]) -> Vec<(NodeId, PeerMessage)> {
+    (1..=5)
+        .map(|n| {
+            (
+                n,
+                accs[n as usize - 1]
+                    .step(PeerMessage::Query { read: 1 })
+                    .reply,
+            )
+        })
+        .collect()
 }

@@ -45,6 +45,8 @@ const NODES: [NodeId; 5] = [1, 2, 3, 4, 5];
 const RECOVERY_SOURCES: usize = 3;
 const HOT: &[u8] = b"hot";
 const ONCE_KEYS: usize = 30;
+/// Keys that get a few writes each, from any node: their first writes race at the fast ballot.
+const COOL_KEYS: usize = 6;
 
 struct InFlight {
     from: NodeId,
@@ -116,6 +118,7 @@ fn proposer_config(node: NodeId) -> ProposerConfig {
         max_batch: 8,
         max_queue: 64,
         fast_path: true,
+        settle_fast_writes: true,
     }
 }
 
@@ -186,14 +189,18 @@ impl Sim {
         self.effects(node, key, out);
     }
 
-    fn settle(&mut self, node: NodeId, key: &[u8]) -> u64 {
+    /// Starts a recovery settle of `key` on `node` (its token joins the recovery's set first,
+    /// so that an immediate answer finds it).
+    fn settle(&mut self, node: NodeId, key: &[u8]) {
         let token = self.token(Waiter::Settle(node), node, key);
+        let recovery = self.nodes.get_mut(&node).unwrap().recovering.as_mut();
+        let settling = recovery.unwrap().settling.as_mut().expect("started");
+        settling.insert(token);
         let (now, deadline) = (self.now, self.now + Duration::from_millis(400));
         let mut out = Vec::new();
         self.proposer(node, key)
             .settle(now, token, deadline, &mut out);
         self.effects(node, key, out);
-        token
     }
 
     fn effects(&mut self, from: NodeId, key: &[u8], out: Vec<Effect>) {
@@ -390,12 +397,19 @@ impl Sim {
         }
     }
 
-    /// Replaces one live proposer with a fresh instance (a crash mid-round).
+    /// Replaces a proposer in the middle of a round with a fresh instance (a crash); its
+    /// replies are still in flight, and the next command for its key on that node goes
+    /// through the new instance.
     fn restart_proposer(&mut self) {
         let live: Vec<(NodeId, Key)> = self
             .nodes
             .iter()
-            .flat_map(|(n, node)| node.proposers.keys().map(|k| (*n, k.clone())))
+            .flat_map(|(n, node)| {
+                node.proposers
+                    .iter()
+                    .filter(|(_, p)| !p.is_idle())
+                    .map(|(k, _)| (*n, k.clone()))
+            })
             .collect();
         if live.is_empty() {
             return;
@@ -429,10 +443,12 @@ impl Sim {
                 .filter(|(_, r)| r.accepted == Ballot::FAST)
                 .map(|(k, _)| k.clone())
                 .collect();
-            let tokens = fast.iter().map(|k| self.settle(node, k)).collect();
             let r = self.nodes.get_mut(&node).unwrap().recovering.as_mut();
             let r = r.unwrap();
-            (r.sources, r.settling, r.failed) = (voting, Some(tokens), false);
+            (r.sources, r.settling, r.failed) = (voting, Some(BTreeSet::new()), false);
+            for key in fast {
+                self.settle(node, &key);
+            }
             return;
         }
         if !recovery.settling.as_ref().unwrap().is_empty() {
@@ -573,7 +589,7 @@ fn run(seed: u64) -> RunStats {
             let node = sim.random_node();
             sim.crash_acceptors(node);
         }
-        if sim.rng.random_bool(0.006) {
+        if sim.rng.random_bool(0.01) {
             sim.restart_proposer();
         }
         // A disk lost now and then, one node at a time (a minority at once).
@@ -600,6 +616,23 @@ fn run(seed: u64) -> RunStats {
             };
             sim.submit(node, HOT, command);
         }
+        if step < 5000 && sim.rng.random_bool(0.03) {
+            // a cool key, through one of two nodes, so that a restarted proposer's successor
+            // gets the key's next command while its predecessor's replies are in flight
+            let key = format!("cool-{}", sim.rng.random_range(0..COOL_KEYS)).into_bytes();
+            let node = NODES[sim.rng.random_range(0..2)];
+            value += 1;
+            let v = value.to_string().into_bytes();
+            let command = match sim.rng.random_range(0..3) {
+                0 => Command::Get,
+                1 => Command::Put { value: v },
+                _ => Command::Cas {
+                    expect: 0,
+                    value: v,
+                },
+            };
+            sim.submit(node, &key, command);
+        }
         if step < 4000 && !unwritten.is_empty() && sim.rng.random_bool(0.02) {
             let key = unwritten.swap_remove(sim.rng.random_range(0..unwritten.len()));
             let node = sim.random_node();
@@ -607,7 +640,9 @@ fn run(seed: u64) -> RunStats {
             let v = value.to_string().into_bytes();
             sim.submit(node, &key, Command::Put { value: v });
         }
-        for _ in 0..3 {
+        // A share of what is in flight, so that a message's expected delay stays around 20
+        // steps however many are in flight (one at random from the pool: reordering).
+        for _ in 0..(3 + sim.net.len() / 20) {
             if let Some(key) = sim.deliver_one() {
                 sim.check_key(&key);
             }
@@ -617,7 +652,35 @@ fn run(seed: u64) -> RunStats {
         }
         if step % 100 == 0 {
             sim.check_invariants();
+            if std::env::var("PAXKV_SIM_VERBOSE").is_ok() {
+                let ok = sim.history.iter().filter(|o| o.output.is_some()).count();
+                let rec: Vec<(NodeId, Option<usize>, Vec<NodeId>)> = sim
+                    .nodes
+                    .iter()
+                    .filter_map(|(id, n)| {
+                        let r = n.recovering.as_ref()?;
+                        Some((*id, r.settling.as_ref().map(|s| s.len()), r.sources.clone()))
+                    })
+                    .collect();
+                eprintln!(
+                    "step {step}: ok {ok} of {}, net {}, isolated {:?}, recovering {rec:?}",
+                    sim.history.len(),
+                    sim.net.len(),
+                    sim.isolated
+                );
+            }
         }
+    }
+    if std::env::var("PAXKV_SIM_VERBOSE").is_ok() {
+        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+        for m in &sim.net {
+            let kind = format!("{:?}", m.msg);
+            let kind = kind.split([' ', '{']).next().unwrap().to_string();
+            *kinds
+                .entry(format!("{kind} {}", String::from_utf8_lossy(&m.key[..3])))
+                .or_default() += 1;
+        }
+        eprintln!("seed {seed}: in flight at the end: {kinds:?}");
     }
     // Heal and let everything finish, recoveries included.
     sim.isolated.clear();
@@ -630,17 +693,33 @@ fn run(seed: u64) -> RunStats {
             if !busy {
                 return;
             }
-            if let Some(key) = sim.deliver_one() {
-                sim.check_key(&key);
+            for _ in 0..6 {
+                if let Some(key) = sim.deliver_one() {
+                    sim.check_key(&key);
+                }
             }
             sim.tick();
         }
-        panic!("seed {seed}: requests never answered or recoveries never ended");
+        let recovering: Vec<(NodeId, Option<usize>, bool)> = sim
+            .nodes
+            .iter()
+            .filter_map(|(id, n)| {
+                let r = n.recovering.as_ref()?;
+                Some((*id, r.settling.as_ref().map(|s| s.len()), r.failed))
+            })
+            .collect();
+        panic!(
+            "seed {seed}: requests never answered or recoveries never ended: {} waiting, {} \
+             messages in flight, recovering (node, settles left, failed): {recovering:?}",
+            sim.waiters.len(),
+            sim.net.len()
+        );
     };
     settle(&mut sim);
     sim.check_invariants();
     // Read every key back, through a node chosen at random.
-    for key in std::iter::once(HOT.to_vec()).chain(once) {
+    let cool = (0..COOL_KEYS).map(|i| format!("cool-{i}").into_bytes());
+    for key in std::iter::once(HOT.to_vec()).chain(once).chain(cool) {
         let node = sim.random_node();
         sim.submit(node, &key, Command::Get);
     }
@@ -654,9 +733,25 @@ fn run(seed: u64) -> RunStats {
         .collect();
     let completed = history.iter().filter(|o| o.output.is_some()).count();
     assert!(
-        completed > 50,
-        "seed {seed}: only {completed} operations completed"
+        completed > 50 || std::env::var("PAXKV_SIM_VERBOSE").is_ok(),
+        "seed {seed}: only {completed} of {} operations completed ({} did not take effect); \
+         faults: {:?}",
+        sim.history.len(),
+        sim.not_applied.len(),
+        sim.faults
     );
+    if std::env::var("PAXKV_SIM_VERBOSE").is_ok() {
+        let mut per_key: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+        for (i, op) in sim.history.iter().enumerate() {
+            let e = per_key
+                .entry(String::from_utf8_lossy(&op.key[..op.key.len().min(4)]).into())
+                .or_default();
+            e.0 += 1;
+            e.1 += usize::from(op.output.is_some());
+            e.2 += usize::from(sim.not_applied.contains(&i));
+        }
+        eprintln!("seed {seed}: (ops, ok, not applied) per key kind: {per_key:?}");
+    }
     let result = check_operations(&history, Duration::from_secs(20));
     assert!(
         matches!(result, CheckResult::Ok),

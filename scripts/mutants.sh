@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Mutation check for the safety fixes of issue 8: each mutant undoes one fix in a scratch
+# worktree of HEAD, and the test named beside it must then FAIL. Prints one line per mutant:
+# "caught" (the test failed, as it must) or "MISSED".
+#
+#   scripts/mutants.sh            # every mutant
+#   scripts/mutants.sh NAME...    # some of them
+#
+# PAXKV_SIM_SEEDS (default 60) sets how many simulation seeds a simulation mutant runs.
+set -uo pipefail
+repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
+work=${TMPDIR:-/tmp}/paxkv-mutants
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${TMPDIR:-/tmp}/paxkv-mutants-target}
+export PAXKV_SIM_SEEDS=${PAXKV_SIM_SEEDS:-60}
+
+# One mutant per entry, fields separated by " @@ ": name @@ file @@ sed expression @@ the
+# arguments of the cargo test that must catch it.
+mutants=(
+  'recovery-skips-fast-settle @@ src/actors/sync.rs @@ s/self.settle(fast_keys(&page.entries)).await?;/let _ = fast_keys;/ @@ --test recovery a_key_written_once_at_the_fast_ballot_survives'
+  'sim-recovery-skips-fast-settle @@ src/paxos/sim.rs @@ s/for key in fast {/for key in fast.iter().take(0) {/ @@ --lib sim'
+  'replies-not-matched-to-instance @@ src/paxos/proposer.rs @@ s/if to != self.id {/if to != self.id \&\& false {/ @@ --lib sim'
+  'replies-not-matched-unit @@ src/paxos/proposer.rs @@ s/if to != self.id {/if to != self.id \&\& false {/ @@ --lib replies_to_an_earlier_proposer_instance'
+  'unavailable-stays-in-batch @@ src/paxos/proposer.rs @@ s/^            p.accept_sent$/            true/ @@ --lib sim'
+  'no-settle-after-fast-write @@ src/paxos/proposer.rs @@ s/if ballot == Ballot::FAST \&\& self.cfg.settle_fast_writes {/if false {/ @@ --lib a_first_write_on_a_fresh_key_takes_one_round_trip'
+  'clock-ordered-dedup @@ src/paxos/register.rs @@ s/Some(floor) => id.seq <= floor.seq,/Some(_) => true,/ @@ --lib one_clients_writes_never_get'
+  'merge-failure-fails-the-write @@ src/storage/mod.rs @@ s/^            self.try_merge();$/            self.merge()?;/ @@ --lib a_failed_merge_loses_nothing'
+  'retire-without-handshake @@ src/actors/supervisor.rs @@ s/self.retiring.insert(key, entry);/drop(entry);/ @@ --test cluster the_live_key_cap_never_leaves_two_live_copies'
+)
+
+rm -rf "$work"; git -C "$repo" worktree prune
+git -C "$repo" worktree add --detach "$work" HEAD >/dev/null 2>&1 || { echo "no worktree"; exit 1; }
+trap 'git -C "$repo" worktree remove --force "$work" >/dev/null 2>&1' EXIT
+for m in "${mutants[@]}"; do
+  name=${m%% @@ *}; rest=${m#* @@ }
+  file=${rest%% @@ *}; rest=${rest#* @@ }
+  expr=${rest%% @@ *}; args=${rest#* @@ }
+  if [ $# -gt 0 ] && ! printf '%s\n' "$@" | grep -qx "$name"; then continue; fi
+  git -C "$work" checkout -q -- .
+  before=$(md5sum "$work/$file")
+  sed -i "$expr" "$work/$file"
+  if [ "$before" = "$(md5sum "$work/$file")" ]; then echo "$name: the mutation did not apply"; continue; fi
+  # shellcheck disable=SC2086
+  if (cd "$work" && cargo test -q $args >"$work/../mutant-$name.log" 2>&1); then
+    echo "$name: MISSED ($args passed)"
+  else
+    if grep -q "error\[E" "$work/../mutant-$name.log"; then
+      echo "$name: does not build (see mutant-$name.log)"
+    else
+      echo "$name: caught by $args"
+    fi
+  fi
+done
