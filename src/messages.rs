@@ -200,10 +200,15 @@ pub enum PeerMessage {
     Prepare { ballot: Ballot },
     /// Phase 1b: the acceptor durably promised `ballot` and never accepts below it; `accepted`
     /// is the highest ballot it accepted (`Ballot::ZERO` if none) and `state` what it accepted.
+    /// `fast_unknown`: it holds no vote but may have accepted *some* state at the fast ballot
+    /// that it no longer holds (its store was lost and rebuilt; see
+    /// `AcceptorRecord::fast_unknown`): Fast Paxos recovery counts it as a possible holder of
+    /// any state, like an acceptor that did not answer.
     Promise {
         ballot: Ballot,
         accepted: Ballot,
         state: Register,
+        fast_unknown: bool,
     },
     /// Phase 2a: asks the acceptor to accept `state` at `ballot`. `next`, if set, is above
     /// `ballot` and asks the acceptor to promise it in the same write (CASPaxos §2.2.1). An
@@ -227,12 +232,14 @@ pub enum PeerMessage {
     Failed { ballot: Ballot, reason: String },
     /// A read: asks for the acceptor's current record without changing or persisting it.
     Query { read: u64 },
-    /// The answer to `Query { read }`: the acceptor's durable record.
+    /// The answer to `Query { read }`: the acceptor's durable record (`fast_unknown` as in
+    /// `Promise`: such a reply confirms no state).
     QueryReply {
         read: u64,
         promised: Ballot,
         accepted: Ballot,
         state: Register,
+        fast_unknown: bool,
     },
 }
 
@@ -380,6 +387,10 @@ pub struct NodeStatus {
     pub sync_rounds: u64,
     /// Paxos requests dropped because the node was not voting yet.
     pub dropped_not_voting: u64,
+    /// The node finished the repair that follows its recovery (see `actors::sync`): from
+    /// then on it holds, at a classic ballot, every state its sources held when it
+    /// recovered. Another node may lose its disk safely only once this one is repaired.
+    pub repaired: bool,
     /// Acceptors started while another acceptor of the same key was alive (must be 0).
     pub duplicate_acceptors: u64,
     /// Keys this node settled at a classic ballot (recovery and anti-entropy sweeps).
@@ -604,11 +615,24 @@ pub struct ScanDigest {
     pub limit: usize,
 }
 
+/// Anti-entropy, to the storage actor: among up to `limit` records after `after`, the keys
+/// not settled at a classic ballot (accepted at the fast ballot, or `fast_unknown`); and the
+/// last key scanned, if more records follow.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "crate::Result<(Vec<Key>, Option<Key>)>")]
+pub struct ScanUnsettled {
+    pub after: Option<Key>,
+    pub limit: usize,
+}
+
 /// Anti-entropy, to the storage actor: which of a peer's digest entries are ahead of ours.
 #[derive(Debug, actix::Message)]
 #[rtype(result = "crate::Result<Vec<Key>>")]
 pub struct FindBehind {
     pub entries: Vec<DigestEntry>,
+    /// Only the keys where the peer accepted a higher classic ballot (recovery's repair),
+    /// not also those where it only promised a higher one.
+    pub accepted_only: bool,
 }
 
 /// Anti-entropy, to the storage actor: the records of `keys`, in order, up to `max_bytes`.
@@ -625,6 +649,9 @@ pub struct FetchRecords {
 #[rtype(result = "crate::Result<u64>")]
 pub struct Adopt {
     pub records: Vec<SyncRecord>,
+    /// This node is rebuilding its store ([`crate::paxos::acceptor::Acceptor::recover_from`]),
+    /// not catching up.
+    pub recovery: bool,
 }
 
 /// To the storage actor: merge records of keys that have no live acceptor, in one commit.
@@ -632,6 +659,7 @@ pub struct Adopt {
 #[rtype(result = "crate::Result<u64>")]
 pub struct AdoptRecords {
     pub records: Vec<SyncRecord>,
+    pub recovery: bool,
 }
 
 /// To a live acceptor: merge a peer's record into its own.
@@ -639,6 +667,7 @@ pub struct AdoptRecords {
 #[rtype(result = "crate::Result<bool>")]
 pub struct AdoptRecord {
     pub record: crate::paxos::acceptor::AcceptorRecord,
+    pub recovery: bool,
 }
 
 /// To the storage actor: this node finished a recovery; remember it across restarts.
@@ -691,6 +720,7 @@ mod tests {
             body: PeerMessage::Promise {
                 ballot: Ballot::new(4, 3),
                 accepted: Ballot::new(2, 1),
+                fast_unknown: false,
                 state: Register {
                     version: 9,
                     value: Some(vec![1, 2, 3]),

@@ -1,7 +1,11 @@
-//! In-process nemesis: a concurrent workload on a few hot keys (and many cooler ones) while a seeded schedule cuts
-//! links (majority/minority, a bridge node, one-way), drops, duplicates and delays messages,
-//! and stops and restarts nodes. Then everything heals and the whole history is checked for
-//! linearizability, every node must agree, and every acknowledged write must be there.
+//! In-process nemesis: a concurrent workload on a few hot keys, many cooler ones, and keys
+//! written once (their only write goes at the fast ballot), while a seeded schedule cuts links
+//! (majority/minority, a bridge node, one-way), drops, duplicates and delays messages, stops
+//! and restarts nodes, and wipes a node's data directory or rolls it back to an older copy
+//! (one lost disk at a time; that node votes again before the next). Then everything heals,
+//! every key is read back, and the whole history is checked for linearizability (errors
+//! recorded exactly: "unavailable" did not take effect, "unknown" may have), every node must
+//! agree, and every acknowledged write must be there.
 //!
 //! `PAXKV_NEMESIS_SEED=<seed>` replays a schedule; `PAXKV_NEMESIS_SECS` (default 12) sets its
 //! length, e.g. a soak: `PAXKV_NEMESIS_SECS=600 cargo test --release --test nemesis -- --nocapture`.
@@ -17,7 +21,7 @@ use std::time::{Duration, Instant};
 use paxkv::messages::{FaultPlan, LinkFaults, NodeId, Outcome};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use support::{History, TestCluster};
+use support::{lose_disk, History, TestCluster};
 
 const NODES: [NodeId; 5] = [1, 2, 3, 4, 5];
 const KEYS: [&[u8]; 3] = [b"hot-0", b"hot-1", b"hot-2"];
@@ -61,6 +65,10 @@ enum Fault {
     MessageChaos,
     CrashOne,
     CrashTwo,
+    /// Stop a node, remove its data directory, restart it.
+    WipeOne,
+    /// Stop a node, put back a copy of its data directory taken at an earlier stop.
+    RollbackOne,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,18 +114,38 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
         }));
     }
 
+    let once_stop = Arc::new(AtomicBool::new(false));
+    let once_writer = tokio::spawn(support::write_once_keys(
+        99,
+        cluster.client_with(cluster.config.addrs(), false, Duration::from_secs(3)),
+        history.clone(),
+        "once".into(),
+        once_stop.clone(),
+    ));
+
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut injected: BTreeMap<Fault, u32> = BTreeMap::new();
+    let copies = cluster.dir.path().join("copies");
     let end = Instant::now() + Duration::from_secs(secs);
+    // Faults are dealt from a shuffled deck of every kind, so a short run sees each one.
+    let mut deck: Vec<Fault> = Vec::new();
     while Instant::now() < end {
-        let fault = match rng.random_range(0..6) {
-            0 => Fault::MajorityMinority,
-            1 => Fault::Bridge,
-            2 => Fault::OneWay,
-            3 => Fault::MessageChaos,
-            4 => Fault::CrashOne,
-            _ => Fault::CrashTwo,
-        };
+        if deck.is_empty() {
+            deck = vec![
+                Fault::MajorityMinority,
+                Fault::Bridge,
+                Fault::OneWay,
+                Fault::MessageChaos,
+                Fault::CrashOne,
+                Fault::CrashTwo,
+                Fault::WipeOne,
+                Fault::RollbackOne,
+            ];
+            for i in (1..deck.len()).rev() {
+                deck.swap(i, rng.random_range(0..=i));
+            }
+        }
+        let fault = deck.pop().expect("refilled");
         *injected.entry(fault).or_default() += 1;
         let mut order = NODES.to_vec();
         for i in (1..order.len()).rev() {
@@ -149,11 +177,31 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
                     });
                 }
             }
-            Fault::CrashOne => stopped.push(order[0]),
+            Fault::CrashOne | Fault::WipeOne | Fault::RollbackOne => stopped.push(order[0]),
             Fault::CrashTwo => stopped.extend_from_slice(&order[..2]),
         }
         for &node in &stopped {
             cluster.stop(node);
+        }
+        let copy = copies.join(format!("node-{}", order[0]));
+        match fault {
+            // a copy of a stopped node's data, for a later rollback
+            Fault::CrashOne => {
+                lose_disk(&copy, Some(&cluster.node_dir(order[0])));
+            }
+            Fault::WipeOne => lose_disk(&cluster.node_dir(order[0]), None),
+            Fault::RollbackOne => {
+                if !copy.exists() {
+                    // no copy of this node yet: take one, let writes happen, then stop again
+                    lose_disk(&copy, Some(&cluster.node_dir(order[0])));
+                    cluster.restart(order[0]);
+                    cluster.wait_repaired(&order[..1]).await;
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(300..1_000))).await;
+                    cluster.stop(order[0]);
+                }
+                lose_disk(&cluster.node_dir(order[0]), Some(&copy));
+            }
+            _ => {}
         }
         // the fault's duration (not a wait for a condition)
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..2_000))).await;
@@ -161,13 +209,32 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
             cluster.restart(node);
         }
         heal(&cluster);
+        if matches!(fault, Fault::WipeOne | Fault::RollbackOne) {
+            // one lost disk at a time: it rebuilds and is repaired before the next fault
+            cluster.wait_repaired(&stopped).await;
+        }
     }
     stop.store(true, Ordering::Relaxed);
+    once_stop.store(true, Ordering::Relaxed);
     for worker in workers {
         worker.await.unwrap();
     }
+    let once_keys = once_writer.await.unwrap();
     cluster.wait_voting(&NODES).await;
     println!("faults injected: {injected:?}");
+
+    // Every key read back, through every node in turn (part of the checked history).
+    let mut all_keys: Vec<Vec<u8>> = KEYS.iter().map(|k| k.to_vec()).collect();
+    all_keys.extend((0..100).map(|i| format!("cool-{i}").into_bytes()));
+    all_keys.extend(once_keys.iter().cloned());
+    for (i, key) in all_keys.iter().enumerate() {
+        let client = cluster.client_for(NODES[i % NODES.len()]);
+        history
+            .run(1_000, &client, key, paxkv::messages::Command::Get)
+            .await
+            .expect("a final read");
+    }
+    println!("keys written once: {}", once_keys.len());
 
     let ops = history.operations();
     let ok = ops.iter().filter(|o| o.output.is_some()).count();

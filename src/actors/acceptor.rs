@@ -198,7 +198,10 @@ impl Handler<AdoptRecord> for AcceptorActor {
                 "acceptor stopping".into(),
             ))));
         };
-        let merged = match guarded(|| core.adopt(&msg.record)) {
+        let merged = match guarded(|| match msg.recovery {
+            true => core.recover_from(&msg.record),
+            false => core.adopt(&msg.record),
+        }) {
             Ok(merged) => merged,
             Err(panic) => {
                 self.crash(ctx, &panic);

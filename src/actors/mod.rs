@@ -61,6 +61,8 @@ pub struct Stats {
     pub live_acceptor_keys: std::sync::Mutex<rustc_hash::FxHashMap<Vec<u8>, u32>>,
     /// The node's acceptors vote (set once it has recovered from a majority; see `sync`).
     pub voting: AtomicBool,
+    /// The repair after the node's recovery is done (see `sync`).
+    pub repaired: AtomicBool,
 }
 
 impl Stats {
@@ -82,6 +84,14 @@ impl Stats {
 
     pub fn set_voting(&self) {
         self.voting.store(true, Ordering::Release);
+    }
+
+    pub fn is_repaired(&self) -> bool {
+        self.repaired.load(Ordering::Acquire)
+    }
+
+    pub fn set_repaired(&self) {
+        self.repaired.store(true, Ordering::Release);
     }
 
     /// An acceptor of `key` started; false (and counted) if another one is still alive.

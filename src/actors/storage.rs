@@ -17,7 +17,7 @@ use crate::actors::Stats;
 use crate::error::{Error, Result};
 use crate::messages::{
     AdoptRecords, FetchRecords, FindBehind, Key, Load, MarkSynced, Persist, ReplyTo, ScanDigest,
-    SyncDigestPage, SyncRecord, SyncSource,
+    ScanUnsettled, SyncDigestPage, SyncRecord, SyncSource,
 };
 use crate::paxos::acceptor::AcceptorRecord;
 use crate::storage::Store;
@@ -184,12 +184,20 @@ impl Handler<ScanDigest> for StorageActor {
     }
 }
 
+impl Handler<ScanUnsettled> for StorageActor {
+    type Result = Result<(Vec<Key>, Option<Key>)>;
+
+    fn handle(&mut self, msg: ScanUnsettled, _: &mut Context<Self>) -> Self::Result {
+        self.store.unsettled(msg.after.as_deref(), msg.limit)
+    }
+}
+
 impl Handler<FindBehind> for StorageActor {
     type Result = Result<Vec<Key>>;
 
     fn handle(&mut self, msg: FindBehind, _: &mut Context<Self>) -> Self::Result {
         self.flush();
-        self.store.behind(&msg.entries)
+        self.store.behind(&msg.entries, msg.accepted_only)
     }
 }
 
@@ -207,7 +215,7 @@ impl Handler<AdoptRecords> for StorageActor {
 
     fn handle(&mut self, msg: AdoptRecords, _: &mut Context<Self>) -> Self::Result {
         self.flush();
-        let changed = self.store.adopt(&msg.records)?;
+        let changed = self.store.adopt(&msg.records, msg.recovery)?;
         Stats::add(&self.stats.commits, 1);
         Stats::add(&self.stats.records_written, changed);
         Ok(changed)

@@ -376,12 +376,14 @@ impl Handler<Adopt> for NodeSupervisor {
             match live {
                 Some((acceptor, _)) => to_actors.push(acceptor.send(AdoptRecord {
                     record: record.record,
+                    recovery: msg.recovery,
                 })),
                 None => to_storage.push(record),
             }
         }
         let storage = self.storage.send(AdoptRecords {
             records: to_storage,
+            recovery: msg.recovery,
         });
         let stats = self.stats.clone();
         Box::pin(async move {
@@ -502,6 +504,7 @@ impl Handler<GetStatus> for NodeSupervisor {
             bad_frames: Stats::get(&s.bad_frames),
             rss_bytes: resident_memory_bytes(),
             voting: s.is_voting(),
+            repaired: s.is_repaired(),
             records_adopted: Stats::get(&s.records_adopted),
             sync_rounds: Stats::get(&s.sync_rounds),
             dropped_not_voting: Stats::get(&s.dropped_not_voting),

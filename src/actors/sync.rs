@@ -21,23 +21,34 @@
 //! other node answers that it holds no record at all (a cluster's first start, when some
 //! nodes may have bootstrapped a moment earlier).
 //!
-//! **Votes at the fast ballot are settled, never merged.** A state accepted at the fast
-//! ballot cannot be copied from a peer (how many acceptors hold it is what says whether it
-//! was chosen, see `paxos::proposer`), so merging alone would bring a node that lost a fast
-//! vote back saying "accepted nothing": after two such nodes, a state chosen by a fast quorum
-//! no longer looks chosen to a classic round and is replaced (the bug of issue 8). So
-//! recovery first **settles** every key that a peer it recovers from holds at the fast ballot:
-//! a classic round through this node's proposer, while this node's own acceptor stays silent
-//! (it does not vote yet), which recovers the fast state by the Fast Paxos rule with this node
-//! counted as not answering, exactly what it is. Why that covers every fast vote this node may
-//! have lost: a state chosen at the fast ballot was accepted by a fast quorum (`n - n/4`: 4
-//! of 5), so by at least `fast_quorum - 1` other nodes, and any `n - q + 1` of the other
-//! `n - 1` nodes include one of them, whose digest shows the key at the fast ballot. After the
-//! settle a majority holds the state at a classic ballot and the ordinary merge below carries
-//! it. A state accepted at the fast ballot but not chosen needs no carrying. Anti-entropy also
-//! settles, every round, the keys this node itself still holds at the fast ballot (their
-//! writer's own settle, see `paxos::proposer`, was lost with its proposer), so no key stays at
-//! the fast ballot for longer than one round.
+//! **Votes at the fast ballot are kept as "unknown", never merged, never forgotten.** A state
+//! accepted at the fast ballot cannot be copied from a peer, and merging alone used to bring a
+//! node that lost a fast vote back saying "accepted nothing" (after two such nodes, a state
+//! chosen by a fast quorum no longer looked chosen and was replaced: the bug of issue 8).
+//! Recovery merges with [`Acceptor::recover_from`], which marks such keys `fast_unknown`:
+//! Fast Paxos recovery then counts this node as a possible holder of any state (the argument,
+//! and why the peers' records reveal every such key, is in `paxos::acceptor`). It needs no
+//! quorum of voting nodes, so nodes that restart together (a whole cluster after a power cut)
+//! recover from each other as before. Anti-entropy then **settles**, every round, the keys
+//! this node holds at the fast ballot or as `fast_unknown`: a classic identity round through
+//! its own proposer (see `paxos::proposer`), after which a majority holds the key's state at
+//! a classic ballot and the flag is gone. A key so leaves the fast ballot within one round
+//! even when its writer's own settle was lost with its proposer.
+//!
+//! **Repair: a chosen state goes back onto a rebuilt node only through a Paxos round.** The
+//! merge keeps the acceptor's rule (a state is taken only at or above the promise), so a
+//! node can come back below a state it had accepted: merging sources one after another, the
+//! first raises the promise and a later one's newer state is refused. Taking it anyway is
+//! not safe (it can be a vote the node never gave; see [`Acceptor::recover_from`]). Such a
+//! node is still safe to vote with: the state it lost is on a majority without it. But one
+//! more lost disk could take that majority away. So once it votes, the node **repairs**: a
+//! settle round through its own proposer for every key one of its sources holds at a higher
+//! classic ballot (and every key it holds unsettled); a settle ends only once this node's
+//! acceptor accepted it, so afterwards the node holds every state its sources held, at a
+//! classic ballot, by the ordinary rules. `NodeStatus::repaired` says when it is done.
+//! **paxkv tolerates one lost disk at a time: another node may lose its disk once this one is
+//! repaired** (the simulation and both nemesis tests inject them so; two at once is the
+//! known gap of older copies below).
 //!
 //! What this does not close (issue 10, membership): the race of the recovery read itself. A
 //! vote this node gave just before losing its disk, whose copies to other nodes are still in
@@ -50,6 +61,7 @@
 //! fetches only those records, and merges them (through the key's acceptor if it is alive).
 //!
 //! [`Acceptor::adopt`]: crate::paxos::acceptor::Acceptor::adopt
+//! [`Acceptor::recover_from`]: crate::paxos::acceptor::Acceptor::recover_from
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,8 +76,7 @@ use crate::client::{Client, ClientOptions};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::messages::{
-    Adopt, Ballot, DigestEntry, FindBehind, Key, MarkSynced, NodeId, ScanDigest, SettleKey,
-    SyncSource,
+    Adopt, FindBehind, Key, MarkSynced, NodeId, ScanDigest, ScanUnsettled, SettleKey, SyncSource,
 };
 
 /// Digest entries asked for per page.
@@ -115,8 +126,8 @@ impl Actor for Sync {
 enum Recovery {
     /// A new cluster: nothing anywhere to recover.
     Bootstrapped,
-    /// Merged a majority's records (how many changed this node's).
-    Recovered(u64),
+    /// Merged the records of `sources` (peer indexes; `adopted` changed this node's).
+    Recovered { adopted: u64, sources: Vec<usize> },
 }
 
 /// Recovery, then anti-entropy, as one task.
@@ -158,6 +169,7 @@ impl Puller {
                     self.wait_for_a_bootstrapped_majority(&client, &peers_by_index)
                         .await;
                     self.stats.set_voting();
+                    self.stats.set_repaired();
                     log::info!(
                         "node {}: bootstrapped a new cluster in {:.2}s; voting",
                         self.node,
@@ -165,11 +177,18 @@ impl Puller {
                     );
                     break;
                 }
-                Ok(Recovery::Recovered(adopted)) => {
+                Ok(Recovery::Recovered { adopted, sources }) => {
                     self.stats.set_voting();
                     log::info!(
                         "node {}: recovered from a majority in {:.2}s ({adopted} records \
-                         adopted); voting",
+                         adopted); voting, repairing",
+                        self.node,
+                        started.elapsed().as_secs_f64()
+                    );
+                    self.repair(&client, &sources).await;
+                    self.stats.set_repaired();
+                    log::info!(
+                        "node {}: repaired in {:.2}s",
                         self.node,
                         started.elapsed().as_secs_f64()
                     );
@@ -214,22 +233,22 @@ impl Puller {
         }
     }
 
-    /// Settles every key this node's store holds at the fast ballot.
+    /// Settles every key this node's store holds at the fast ballot or as `fast_unknown`.
     async fn settle_own_fast_keys(&self) -> Result<()> {
         let mut after = None;
         loop {
-            let page = self
+            let (keys, last) = self
                 .storage
-                .send(ScanDigest {
+                .send(ScanUnsettled {
                     after: after.clone(),
                     limit: DIGEST_PAGE as usize,
                 })
                 .await
                 .map_err(|e| Error::Storage(e.to_string()))??;
-            after = page.entries.last().map(|e| e.key.clone());
-            self.settle(fast_keys(&page.entries)).await?;
-            if !page.more || after.is_none() {
-                return Ok(());
+            self.settle(keys).await?;
+            match last {
+                Some(last) => after = Some(last),
+                None => return Ok(()),
             }
         }
     }
@@ -301,16 +320,17 @@ impl Puller {
             )));
         }
         let mut adopted = 0;
-        let mut completed = 0;
+        let mut sources = Vec::new();
         for index in trusted {
             match self.pull_from(client, index, true).await {
                 Ok(n) => {
                     adopted += n;
-                    completed += 1;
+                    sources.push(index);
                 }
                 Err(e) => log::warn!("node {}: recovering from peer #{index}: {e}", self.node),
             }
         }
+        let completed = sources.len();
         if completed < needed {
             return Err(Error::Unavailable(format!(
                 "recovered from {completed} of the {needed} peers needed"
@@ -318,7 +338,57 @@ impl Puller {
         }
         self.mark_synced().await?;
         Stats::add(&self.stats.sync_rounds, 1);
-        Ok(Recovery::Recovered(adopted))
+        Ok(Recovery::Recovered { adopted, sources })
+    }
+
+    /// Recovery's repair: a settle round (through this node's proposer, ending only once
+    /// this node's acceptor accepted) for every key one of `sources` holds at a higher
+    /// accepted ballot than this node, and for every key this node holds unsettled. Retried
+    /// until it completes.
+    async fn repair(&self, client: &Client, sources: &[usize]) {
+        let mut last_complaint = None::<Instant>;
+        loop {
+            let mut result = self.settle_own_fast_keys().await;
+            for &index in sources {
+                if result.is_err() {
+                    break;
+                }
+                result = self.settle_behind(client, index).await;
+            }
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    if last_complaint.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                        log::warn!("node {}: not repaired yet: {e}", self.node);
+                        last_complaint = Some(Instant::now());
+                    }
+                    tokio::time::sleep(RECOVERY_RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// Settles every key peer `index` holds at a higher classic ballot than this node.
+    async fn settle_behind(&self, client: &Client, index: usize) -> Result<()> {
+        let mut after = None;
+        loop {
+            let page = client
+                .sync_digest(index, after.clone(), DIGEST_PAGE)
+                .await?;
+            after = page.entries.last().map(|e| e.key.clone());
+            let behind = self
+                .storage
+                .send(FindBehind {
+                    entries: page.entries,
+                    accepted_only: true,
+                })
+                .await
+                .map_err(|e| Error::Storage(e.to_string()))??;
+            self.settle(behind).await?;
+            if !page.more || after.is_none() {
+                return Ok(());
+            }
+        }
     }
 
     /// After bootstrapping, a node votes only once a majority of the cluster (itself
@@ -349,10 +419,9 @@ impl Puller {
             .map_err(|e| Error::Storage(e.to_string()))?
     }
 
-    /// Pages through peer `index`'s digest, fetching and merging what this node is behind on;
-    /// with `settle`, first settles every key of each page that the peer holds at the fast
-    /// ballot (recovery, see the module doc).
-    async fn pull_from(&self, client: &Client, index: usize, settle: bool) -> Result<u64> {
+    /// Pages through peer `index`'s digest, fetching and merging what this node is behind on
+    /// (`recovery`: rebuilding a lost store, see the module doc).
+    async fn pull_from(&self, client: &Client, index: usize, recovery: bool) -> Result<u64> {
         let mut after = None;
         let mut adopted = 0;
         loop {
@@ -361,13 +430,11 @@ impl Puller {
                 .await?;
             after = page.entries.last().map(|e| e.key.clone());
             let more = page.more;
-            if settle {
-                self.settle(fast_keys(&page.entries)).await?;
-            }
             let behind = self
                 .storage
                 .send(FindBehind {
                     entries: page.entries,
+                    accepted_only: false,
                 })
                 .await
                 .map_err(|e| Error::Storage(e.to_string()))??;
@@ -380,7 +447,7 @@ impl Puller {
                 let fetched = records.len();
                 adopted += self
                     .supervisor
-                    .send(Adopt { records })
+                    .send(Adopt { records, recovery })
                     .await
                     .map_err(|e| Error::Storage(e.to_string()))??;
                 wanted = &wanted[fetched.min(wanted.len())..];
@@ -390,13 +457,4 @@ impl Puller {
             }
         }
     }
-}
-
-/// The keys of `entries` accepted at the fast ballot.
-fn fast_keys(entries: &[DigestEntry]) -> Vec<Key> {
-    entries
-        .iter()
-        .filter(|e| e.accepted == Ballot::FAST)
-        .map(|e| e.key.clone())
-        .collect()
 }

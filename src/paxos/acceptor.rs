@@ -8,7 +8,21 @@
 //! - `accepted <= promised`;
 //! - `promised` and `accepted` never decrease;
 //! - a ballot is promised only if it is above everything promised or accepted before, so a
-//!   proposer that reuses a ballot after a restart is rejected rather than promised twice.
+//!   proposer that reuses a ballot after a restart is rejected rather than promised twice;
+//! - `fast_unknown` only while nothing is accepted.
+//!
+//! **Recovery keeps "I may have voted at the fast ballot".** A node whose store was wiped or
+//! rolled back rebuilds it from peers ([`Acceptor::recover_from`]). A state accepted at the
+//! fast ballot cannot be copied (how many acceptors hold it is what tells whether it was
+//! chosen), but forgetting that this acceptor may have held one is just as wrong: a state
+//! chosen by a fast quorum (4 of 5) that loses two votes that way looks "not chosen" to a
+//! classic round, which replaces it. So where a peer holds the key at the fast ballot and this
+//! acceptor holds no vote, it records `fast_unknown`: its promises and read answers say so, and
+//! Fast Paxos recovery counts it as a possible holder of any state (as if it had not
+//! answered). Why peers' records reveal every such key: a state chosen at the fast ballot has
+//! `fast_quorum - 1` holders besides this node (3 of the other 4), and recovery merges
+//! `n - q + 1` of the other nodes (3 of 4), which include one of them. The flag is cleared by
+//! the next classic accept (a settle, see `paxos::proposer`).
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +37,9 @@ pub struct AcceptorRecord {
     pub accepted: Ballot,
     /// The last accepted state.
     pub state: Register,
+    /// This acceptor holds no vote but may have accepted a state at the fast ballot that it
+    /// lost (see the module doc). Only while `accepted` is `Ballot::ZERO`.
+    pub fast_unknown: bool,
 }
 
 impl AcceptorRecord {
@@ -36,6 +53,9 @@ impl AcceptorRecord {
         }
         if self.accepted == Ballot::ZERO && self.state != Register::default() {
             return Err("a state without an accepted ballot".into());
+        }
+        if self.fast_unknown && self.accepted != Ballot::ZERO {
+            return Err("fast_unknown with an accepted state".into());
         }
         Ok(())
     }
@@ -84,6 +104,7 @@ impl Acceptor {
                     promised: self.record.promised,
                     accepted: self.record.accepted,
                     state: self.record.state.clone(),
+                    fast_unknown: self.record.fast_unknown,
                 },
                 persist: None,
             },
@@ -118,6 +139,7 @@ impl Acceptor {
         {
             self.record.accepted = peer.accepted;
             self.record.state = peer.state.clone();
+            self.record.fast_unknown = false;
         }
         self.record.promised = self
             .record
@@ -126,6 +148,31 @@ impl Acceptor {
             .max(self.record.accepted);
         if let Err(e) = self.record.check() {
             panic!("acceptor record broken after adopting {peer:?}: {e}");
+        }
+        (self.record != before).then(|| self.record.clone())
+    }
+
+    /// [`Acceptor::adopt`] for a node rebuilding a store it lost (wiped or rolled back):
+    /// where the peer holds the key at the fast ballot and this acceptor holds no vote, it
+    /// may have lost one, and records `fast_unknown` (see the module doc).
+    ///
+    /// It keeps `adopt`'s rule for the accepted state (taken only at or above the promise),
+    /// even though merging sources one after another can then leave this node below a state
+    /// it had accepted (the first source raises the promise, a later source's newer state is
+    /// refused). Taking the highest state whatever the promise is not safe: a node rolled
+    /// back to an older copy may have promised a higher ballot and reported its older state
+    /// to that ballot's proposer; holding the newer state now is a vote it never gave, which
+    /// can complete a majority for a state that proposer did not carry (the simulation found
+    /// both cases). A chosen state goes back onto a rebuilt node only through a Paxos round:
+    /// recovery's repair (see `actors::sync`).
+    pub fn recover_from(&mut self, peer: &AcceptorRecord) -> Option<AcceptorRecord> {
+        let before = self.record.clone();
+        self.adopt(peer);
+        if peer.check().is_ok()
+            && peer.accepted == Ballot::FAST
+            && self.record.accepted == Ballot::ZERO
+        {
+            self.record.fast_unknown = true;
         }
         (self.record != before).then(|| self.record.clone())
     }
@@ -144,6 +191,7 @@ impl Acceptor {
                 ballot,
                 accepted: self.record.accepted,
                 state: self.record.state.clone(),
+                fast_unknown: self.record.fast_unknown,
             },
             persist: Some(self.record.clone()),
         }
@@ -192,6 +240,7 @@ impl Acceptor {
         }
         self.record.accepted = ballot;
         self.record.state = state;
+        self.record.fast_unknown = false;
         self.record.promised = self.record.promised.max(ballot);
         // An Accept's `next` must be above its ballot (it comes from the network: one that is
         // not is ignored, and the Accept taken without the extra promise).
@@ -245,7 +294,8 @@ mod tests {
             PeerMessage::Promise {
                 ballot: b(1, 1),
                 accepted: Ballot::ZERO,
-                state: Register::default()
+                state: Register::default(),
+                fast_unknown: false,
             }
         );
         assert_eq!(step.persist.unwrap().promised, b(1, 1));
@@ -282,7 +332,8 @@ mod tests {
             PeerMessage::Promise {
                 ballot: b(2, 3),
                 accepted: b(1, 1),
-                state: state(1, "x")
+                state: state(1, "x"),
+                fast_unknown: false,
             }
         );
     }
@@ -369,7 +420,8 @@ mod tests {
                 read: 9,
                 promised: b(1, 1),
                 accepted: b(1, 1),
-                state: state(1, "x")
+                state: state(1, "x"),
+                fast_unknown: false,
             }
         );
         assert_eq!(step.persist, None);
@@ -401,6 +453,7 @@ mod tests {
             promised: b(5, 2),
             accepted: b(3, 2),
             state: state(2, "new"),
+            fast_unknown: false,
         };
         let rec = a.adopt(&peer).expect("changed");
         assert_eq!(rec, peer);
@@ -410,6 +463,7 @@ mod tests {
             promised: b(1, 1),
             accepted: b(1, 1),
             state: state(1, "old"),
+            fast_unknown: false,
         };
         assert_eq!(a.adopt(&older), None);
     }
@@ -422,6 +476,7 @@ mod tests {
             promised: b(4, 2),
             accepted: b(4, 2),
             state: state(1, "x"),
+            fast_unknown: false,
         };
         // an Accept at 4.2 would be refused after promising 9.1, so adoption refuses it too
         assert_eq!(a.adopt(&peer), None);
@@ -472,6 +527,7 @@ mod tests {
             promised: b(1, 3),
             accepted: Ballot::FAST,
             state: state(1, "x"),
+            fast_unknown: false,
         };
         let rec = a.adopt(&peer).expect("the promise is raised");
         assert_eq!(rec.accepted, Ballot::ZERO);
@@ -485,6 +541,7 @@ mod tests {
             promised: b(1, 1),
             accepted: b(2, 1),
             state: state(1, "x"),
+            fast_unknown: false,
         });
     }
 

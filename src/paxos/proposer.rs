@@ -164,14 +164,16 @@ enum Phase {
     Reading {
         read: u64,
         started: Instant,
-        replies: BTreeMap<NodeId, (Ballot, Register)>,
+        /// acceptor → (accepted ballot, state, `fast_unknown`)
+        replies: BTreeMap<NodeId, (Ballot, Register, bool)>,
         /// Set once a majority answered without agreeing: wait for the others until then.
         settle_by: Option<Instant>,
     },
     Preparing {
         ballot: Ballot,
         started: Instant,
-        promises: BTreeMap<NodeId, (Ballot, Register)>,
+        /// acceptor → (accepted ballot, state, `fast_unknown`)
+        promises: BTreeMap<NodeId, (Ballot, Register, bool)>,
     },
     Accepting {
         ballot: Ballot,
@@ -289,8 +291,10 @@ impl Proposer {
 
     /// Queues an identity write: a round that changes nothing but is always accepted at a
     /// classic ballot, so that whatever state the key has is then chosen at a classic
-    /// ballot on a majority. That is how a key leaves the fast ballot for good (see the
-    /// module doc). Answered like a get.
+    /// ballot on a majority that includes this node's acceptor (the round ends only once it
+    /// accepted). That is how a key leaves the fast ballot for good, and how recovery puts a
+    /// chosen state back on a rebuilt node (see the module doc and `actors::sync`). Answered
+    /// like a get.
     pub fn settle(&mut self, now: Instant, token: Token, deadline: Instant, out: &mut Vec<Effect>) {
         self.enqueue(
             now,
@@ -362,13 +366,15 @@ impl Proposer {
                 read,
                 accepted,
                 state,
+                fast_unknown,
                 ..
-            } => self.on_query_reply(now, from, read, accepted, state, out),
+            } => self.on_query_reply(now, from, read, (accepted, state, fast_unknown), out),
             PeerMessage::Promise {
                 ballot,
                 accepted,
                 state,
-            } => self.on_promise(now, from, ballot, accepted, state, out),
+                fast_unknown,
+            } => self.on_promise(now, from, ballot, (accepted, state, fast_unknown), out),
             PeerMessage::Accepted { ballot, promised } => {
                 self.on_accepted(now, from, ballot, promised, out)
             }
@@ -551,10 +557,10 @@ impl Proposer {
         now: Instant,
         from: NodeId,
         read: u64,
-        accepted: Ballot,
-        state: Register,
+        reply: (Ballot, Register, bool),
         out: &mut Vec<Effect>,
     ) {
+        let accepted = reply.0;
         let quorum = self.cfg.quorum();
         let fast_quorum = self.cfg.fast_quorum();
         let n = self.cfg.nodes.len();
@@ -573,11 +579,15 @@ impl Proposer {
             self.repair_if_stale(from, accepted, out);
             return;
         }
-        replies.entry(from).or_insert((accepted, state));
+        replies.entry(from).or_insert(reply);
         let missing = n - replies.len();
-        // The best classic ballot: how many report it.
+        // The best classic ballot: how many report it. A reply that may have lost a fast
+        // vote confirms nothing.
         let mut counts: BTreeMap<Ballot, usize> = BTreeMap::new();
-        for (b, _) in replies.values().filter(|(b, _)| *b != Ballot::FAST) {
+        for (b, _, _) in replies
+            .values()
+            .filter(|(b, _, unknown)| *b != Ballot::FAST && !unknown)
+        {
             *counts.entry(*b).or_default() += 1;
         }
         let classic = counts
@@ -586,7 +596,7 @@ impl Proposer {
             .map(|(b, c)| (*b, *c));
         // The most reported state at the fast ballot: chosen only with a fast quorum.
         let mut fast: Vec<(&Register, usize)> = Vec::new();
-        for (_, s) in replies.values().filter(|(b, _)| *b == Ballot::FAST) {
+        for (_, s, _) in replies.values().filter(|(b, _, _)| *b == Ballot::FAST) {
             match fast.iter_mut().find(|(f, _)| *f == s) {
                 Some((_, c)) => *c += 1,
                 None => fast.push((s, 1)),
@@ -598,8 +608,8 @@ impl Proposer {
             (Some((ballot, c)), _) if c >= quorum => {
                 let state = replies
                     .values()
-                    .find(|(b, _)| *b == ballot)
-                    .map(|(_, s)| s.clone())
+                    .find(|(b, _, unknown)| *b == ballot && !unknown)
+                    .map(|(_, s, _)| s.clone())
                     .expect("a counted ballot has a reply");
                 Some((ballot, state))
             }
@@ -609,7 +619,7 @@ impl Proposer {
             if ballot != Ballot::FAST {
                 let stale: Vec<NodeId> = replies
                     .iter()
-                    .filter(|(_, (b, _))| *b < ballot)
+                    .filter(|(_, (b, _, _))| *b < ballot)
                     .map(|(n, _)| *n)
                     .collect();
                 self.chosen = Some((ballot, state.clone()));
@@ -661,8 +671,7 @@ impl Proposer {
         now: Instant,
         from: NodeId,
         ballot: Ballot,
-        accepted: Ballot,
-        state: Register,
+        promise: (Ballot, Register, bool),
         out: &mut Vec<Effect>,
     ) {
         let quorum = self.cfg.quorum();
@@ -674,45 +683,54 @@ impl Proposer {
         else {
             return;
         };
-        if ballot != *current {
+        // An acceptor promises only above what it accepted: a promise that says otherwise is
+        // broken (or forged) and is not counted.
+        if ballot != *current || promise.0 >= ballot {
             return;
         }
-        promises.entry(from).or_insert((accepted, state));
+        promises.entry(from).or_insert(promise);
         if promises.len() < quorum {
             return;
         }
         // CASPaxos §2.1: take the state with the highest accepted ballot among the majority.
-        let (highest, mut state) = promises
+        let (highest, state, _) = promises
             .values()
-            .max_by_key(|(b, _)| *b)
+            .max_by_key(|(b, _, _)| *b)
             .cloned()
             .expect("a majority of promises");
-        assert!(
-            highest < ballot,
-            "promised {ballot} over accepted {highest}"
-        );
-        if highest == Ballot::FAST {
-            state = self.recover_fast(ballot);
-        }
+        let state = if highest > Ballot::FAST {
+            state
+        } else {
+            match self.recover_fast() {
+                Some(state) => state,
+                // Not decidable from these promises: wait for more (or the phase timeout).
+                None => return,
+            }
+        };
         self.accept(now, ballot, state, out);
     }
 
-    /// Fast Paxos recovery, when the highest accepted ballot among the promises is the fast
-    /// one: several states may have been accepted at it, and at most one chosen (by a fast
-    /// quorum). A state was possibly chosen only if the acceptors that did not answer, added
-    /// to those that report it, make a fast quorum; that state must be carried forward. If
-    /// none was, any state is safe; the most reported one is taken (its writer may be
-    /// waiting).
-    fn recover_fast(&self, ballot: Ballot) -> Register {
+    /// Fast Paxos recovery, when no promise reports a classic ballot: several states may have
+    /// been accepted at the fast ballot, and at most one chosen (by a fast quorum). A state was
+    /// possibly chosen if the acceptors that report it, those that did not answer and those
+    /// that may have lost a fast vote (`fast_unknown`) make a fast quorum; that state must be
+    /// carried forward. If none was, any state is safe; the most reported one is taken (its
+    /// writer may be waiting), or the empty register. `None` when the promises cannot tell:
+    /// two states possibly chosen, or so many unknowns and silent acceptors that a state no
+    /// promise reports may have been chosen (more answers settle it; with at most a minority
+    /// of lost stores and every acceptor answering, it never happens).
+    fn recover_fast(&self) -> Option<Register> {
         let Phase::Preparing { promises, .. } = &self.phase else {
-            unreachable!("recovery runs while preparing {ballot}")
+            unreachable!("recovery runs while preparing")
         };
-        let silent = self.cfg.nodes.len() - promises.len();
+        let unknown = promises.values().filter(|(_, _, u)| *u).count();
+        let doubtful = self.cfg.nodes.len() - promises.len() + unknown;
+        let fast_quorum = self.cfg.fast_quorum();
+        if doubtful >= fast_quorum {
+            return None;
+        }
         let mut counts: Vec<(&Register, usize)> = Vec::new();
-        for (accepted, state) in promises.values() {
-            if *accepted != Ballot::FAST {
-                continue;
-            }
+        for (_, state, _) in promises.values().filter(|(b, _, _)| *b == Ballot::FAST) {
             match counts.iter_mut().find(|(s, _)| *s == state) {
                 Some((_, n)) => *n += 1,
                 None => counts.push((state, 1)),
@@ -720,19 +738,20 @@ impl Proposer {
         }
         let possibly_chosen: Vec<&Register> = counts
             .iter()
-            .filter(|(_, n)| n + silent >= self.cfg.fast_quorum())
+            .filter(|(_, n)| n + doubtful >= fast_quorum)
             .map(|(s, _)| *s)
             .collect();
-        assert!(
-            possibly_chosen.len() <= 1,
-            "two states possibly chosen at the fast ballot: {possibly_chosen:?}"
-        );
-        possibly_chosen
-            .first()
-            .copied()
-            .or_else(|| counts.iter().max_by_key(|(_, n)| *n).map(|(s, _)| *s))
-            .cloned()
-            .expect("the highest accepted ballot is the fast one, so some state was reported")
+        if possibly_chosen.len() > 1 {
+            return None;
+        }
+        Some(
+            possibly_chosen
+                .first()
+                .copied()
+                .or_else(|| counts.iter().max_by_key(|(_, n)| *n).map(|(s, _)| *s))
+                .cloned()
+                .unwrap_or_default(),
+        )
     }
 
     fn on_accepted(
@@ -764,7 +783,10 @@ impl Proposer {
         } else {
             quorum
         };
-        if acks.len() < needed {
+        // A settle also puts the state on this node's own acceptor (recovery's repair counts
+        // on it): it ends only once that acceptor accepted too.
+        let here = !self.batch.iter().any(|p| p.settle) || acks.contains_key(&self.cfg.node);
+        if acks.len() < needed || !here {
             if ballot == Ballot::FAST && acks.len() >= quorum && settle_by.is_none() {
                 *settle_by = Some(now + read_grace);
             }

@@ -5,10 +5,13 @@
 //!   again while its predecessor's replies are still in flight);
 //! - a rotating isolated node;
 //! - **disk wipes and rollbacks**: a node loses every record, or goes back to a copy of its
-//!   records taken earlier, and recovers as `actors::sync` does before it votes again: it
-//!   settles every key its sources hold at the fast ballot (a classic round through its own
-//!   proposer while its acceptor stays silent), then merges the records of `n - q + 1` voting
-//!   peers.
+//!   records taken earlier, and recovers as `actors::sync` does: it merges the records of
+//!   `n - q + 1` voting peers with `Acceptor::recover_from` (a fast vote it may have lost
+//!   becomes `fast_unknown`) and votes; then it repairs, with a settle round through its own
+//!   proposer for every key a source holds at a higher accepted ballot (or that it holds
+//!   unsettled). The next disk is lost only once that repair is done;
+//! - the anti-entropy sweep: now and then a node settles every key it holds at the fast
+//!   ballot or as `fast_unknown` (a classic identity round through its own proposer).
 //!
 //! The workload mixes one hot key (gets, puts, deletes, cas from every node) with keys
 //! written once (one put each, through a fresh proposer, so at the fast ballot) and, after
@@ -63,15 +66,17 @@ struct Node {
     acceptors: BTreeMap<Key, Acceptor>,
     durable: BTreeMap<Key, AcceptorRecord>,
     proposers: BTreeMap<Key, Proposer>,
-    /// Not voting: requests to this node's acceptors are dropped.
-    recovering: Option<Recovery>,
+    /// Rebuilding a lost store, not voting: requests to this node's acceptors are dropped.
+    recovering: bool,
+    /// Voting again, and repairing: the settle rounds in flight (`failed`: one failed, so the
+    /// repair starts over).
+    repair: Option<Repair>,
 }
 
 #[derive(Default)]
-struct Recovery {
+struct Repair {
     sources: Vec<NodeId>,
-    /// Settle rounds in flight (their tokens), once started.
-    settling: Option<BTreeSet<u64>>,
+    settling: BTreeSet<u64>,
     failed: bool,
 }
 
@@ -79,8 +84,10 @@ struct Recovery {
 enum Waiter {
     /// A client operation: index into `history`.
     Client(usize),
-    /// A recovery settle of this node.
-    Settle(NodeId),
+    /// A settle of the anti-entropy sweep (nobody waits for its outcome).
+    Sweep,
+    /// A settle of this node's repair.
+    Repair(NodeId),
 }
 
 struct Sim {
@@ -189,13 +196,14 @@ impl Sim {
         self.effects(node, key, out);
     }
 
-    /// Starts a recovery settle of `key` on `node` (its token joins the recovery's set first,
-    /// so that an immediate answer finds it).
-    fn settle(&mut self, node: NodeId, key: &[u8]) {
-        let token = self.token(Waiter::Settle(node), node, key);
-        let recovery = self.nodes.get_mut(&node).unwrap().recovering.as_mut();
-        let settling = recovery.unwrap().settling.as_mut().expect("started");
-        settling.insert(token);
+    /// A settle round for `key` on `node`, for `waiter`.
+    fn settle(&mut self, node: NodeId, key: &[u8], waiter: Waiter) {
+        let repair = matches!(waiter, Waiter::Repair(_));
+        let token = self.token(waiter, node, key);
+        if repair {
+            let r = self.nodes.get_mut(&node).unwrap().repair.as_mut();
+            r.expect("repairing").settling.insert(token);
+        }
         let (now, deadline) = (self.now, self.now + Duration::from_millis(400));
         let mut out = Vec::new();
         self.proposer(node, key)
@@ -244,13 +252,11 @@ impl Sim {
                 // May have taken effect: the checker lets it take effect any time, or never.
                 Err(ReplyError::Unknown(_)) => {}
             },
-            Waiter::Settle(node) => {
-                let Some(recovery) = self.nodes.get_mut(&node).unwrap().recovering.as_mut() else {
-                    return;
-                };
-                if let Some(settling) = recovery.settling.as_mut() {
-                    if settling.remove(&token) && result.is_err() {
-                        recovery.failed = true;
+            Waiter::Sweep => {}
+            Waiter::Repair(node) => {
+                if let Some(r) = self.nodes.get_mut(&node).unwrap().repair.as_mut() {
+                    if r.settling.remove(&token) && result.is_err() {
+                        r.failed = true;
                     }
                 }
             }
@@ -283,7 +289,7 @@ impl Sim {
         }
         if m.msg.is_request() {
             let node = self.nodes.get_mut(&m.to).unwrap();
-            if node.recovering.is_some() {
+            if node.recovering {
                 return None; // not voting
             }
             let durable = node.durable.get(&m.key).cloned().unwrap_or_default();
@@ -342,11 +348,24 @@ impl Sim {
         let recovering: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.recovering.is_some())
+            .filter(|(_, n)| n.recovering)
             .map(|(id, _)| *id)
             .collect();
         for node in recovering {
-            self.step_recovery(node);
+            self.recover(node);
+        }
+        let repairing: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| {
+                n.repair
+                    .as_ref()
+                    .is_some_and(|r| r.failed || r.settling.is_empty())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for node in repairing {
+            self.repair(node);
         }
     }
 
@@ -374,12 +393,12 @@ impl Sim {
         n.acceptors.clear();
         n.durable = records;
         n.proposers.clear();
-        n.recovering = Some(Recovery::default());
+        n.recovering = true;
+        n.repair = None;
         self.forget_tokens(|owner, _| owner == node);
     }
 
-    /// Callers of proposers that stopped never hear back: unknown outcomes (and a recovery
-    /// whose settle was lost starts over).
+    /// Callers of proposers that stopped never hear back: unknown outcomes.
     fn forget_tokens(&mut self, lost: impl Fn(NodeId, &[u8]) -> bool) {
         let tokens: Vec<u64> = self
             .owner
@@ -389,8 +408,9 @@ impl Sim {
             .collect();
         for token in tokens {
             self.owner.remove(&token);
-            if let Some(Waiter::Settle(node)) = self.waiters.remove(&token) {
-                if let Some(r) = self.nodes.get_mut(&node).unwrap().recovering.as_mut() {
+            if let Some(Waiter::Repair(node)) = self.waiters.remove(&token) {
+                if let Some(r) = self.nodes.get_mut(&node).unwrap().repair.as_mut() {
+                    r.settling.remove(&token);
                     r.failed = true;
                 }
             }
@@ -420,46 +440,21 @@ impl Sim {
         self.forget_tokens(|n, k| n == node && k == key.as_slice());
     }
 
-    /// Recovery as `actors::sync` runs it: pick voting sources, settle the keys they hold at
-    /// the fast ballot, then merge their records and vote.
-    fn step_recovery(&mut self, node: NodeId) {
-        let recovery = self.nodes[&node].recovering.as_ref().unwrap();
-        if recovery.failed || recovery.settling.is_none() {
-            let mut voting: Vec<NodeId> = NODES
-                .iter()
-                .copied()
-                .filter(|n| *n != node && self.nodes[n].recovering.is_none())
-                .filter(|n| !self.cut(node, *n))
-                .collect();
-            if voting.len() < RECOVERY_SOURCES {
-                return;
-            }
-            while voting.len() > RECOVERY_SOURCES {
-                voting.swap_remove(self.rng.random_range(0..voting.len()));
-            }
-            let fast: BTreeSet<Key> = voting
-                .iter()
-                .flat_map(|n| self.nodes[n].durable.iter())
-                .filter(|(_, r)| r.accepted == Ballot::FAST)
-                .map(|(k, _)| k.clone())
-                .collect();
-            let r = self.nodes.get_mut(&node).unwrap().recovering.as_mut();
-            let r = r.unwrap();
-            (r.sources, r.settling, r.failed) = (voting, Some(BTreeSet::new()), false);
-            for key in fast {
-                self.settle(node, &key);
-            }
+    /// Recovery as `actors::sync` runs it: once `n - q + 1` other nodes vote (and are
+    /// reachable), merge their records and vote again.
+    fn recover(&mut self, node: NodeId) {
+        let mut sources: Vec<NodeId> = NODES
+            .iter()
+            .copied()
+            .filter(|n| *n != node && !self.nodes[n].recovering && !self.cut(node, *n))
+            .collect();
+        if sources.len() < RECOVERY_SOURCES {
             return;
         }
-        if !recovery.settling.as_ref().unwrap().is_empty() {
-            return;
+        while sources.len() > RECOVERY_SOURCES {
+            sources.swap_remove(self.rng.random_range(0..sources.len()));
         }
-        let sources = recovery.sources.clone();
-        if sources.iter().any(|s| self.nodes[s].recovering.is_some()) {
-            self.nodes.get_mut(&node).unwrap().recovering = Some(Recovery::default());
-            return;
-        }
-        for source in sources {
+        for &source in &sources {
             let records: Vec<(Key, AcceptorRecord)> = self.nodes[&source]
                 .durable
                 .iter()
@@ -468,15 +463,72 @@ impl Sim {
             let n = self.nodes.get_mut(&node).unwrap();
             for (key, record) in records {
                 let mut acceptor = Acceptor::new(n.durable.get(&key).cloned().unwrap_or_default());
-                if let Some(merged) = acceptor.adopt(&record) {
+                if let Some(merged) = acceptor.recover_from(&record) {
                     n.durable.insert(key.clone(), merged);
                 }
             }
         }
         let n = self.nodes.get_mut(&node).unwrap();
         n.acceptors.clear();
-        n.recovering = None;
+        n.recovering = false;
+        n.repair = Some(Repair {
+            sources,
+            failed: true, // not started
+            ..Repair::default()
+        });
         self.check_invariants();
+    }
+
+    /// Starts (again) the repair of `node`, or ends it when nothing is left: a settle round
+    /// for every key one of its sources holds at a higher accepted ballot, or that it holds
+    /// unsettled.
+    fn repair(&mut self, node: NodeId) {
+        let repair = self.nodes[&node].repair.as_ref().unwrap();
+        if !repair.failed {
+            self.nodes.get_mut(&node).unwrap().repair = None; // done
+            return;
+        }
+        let own = &self.nodes[&node].durable;
+        let mut behind: BTreeSet<Key> = own
+            .iter()
+            .filter(|(_, r)| r.accepted == Ballot::FAST || r.fast_unknown)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for source in &repair.sources {
+            for (key, record) in &self.nodes[source].durable {
+                let mine = own.get(key).map_or(Ballot::ZERO, |r| r.accepted);
+                if record.accepted > Ballot::FAST && record.accepted > mine {
+                    behind.insert(key.clone());
+                }
+            }
+        }
+        let r = self.nodes.get_mut(&node).unwrap().repair.as_mut().unwrap();
+        r.failed = false;
+        if behind.is_empty() {
+            self.nodes.get_mut(&node).unwrap().repair = None;
+            return;
+        }
+        *self.faults.entry("repair settle").or_default() += behind.len() as u32;
+        for key in behind {
+            self.settle(node, &key, Waiter::Repair(node));
+        }
+    }
+
+    /// The anti-entropy sweep of one voting node: settle what it holds unsettled.
+    fn sweep(&mut self, node: NodeId) {
+        if self.nodes[&node].recovering {
+            return;
+        }
+        let unsettled: Vec<Key> = self.nodes[&node]
+            .durable
+            .iter()
+            .filter(|(_, r)| r.accepted == Ballot::FAST || r.fast_unknown)
+            .map(|(k, _)| k.clone())
+            .collect();
+        *self.faults.entry("sweep").or_default() += 1;
+        for key in unsettled {
+            self.settle(node, &key, Waiter::Sweep);
+        }
     }
 
     /// Invariants that must hold after every step, for every key.
@@ -518,7 +570,7 @@ impl Sim {
         {
             let mut holders: BTreeMap<Ballot, usize> = BTreeMap::new();
             let mut fast_holders: Vec<(&Register, usize)> = Vec::new();
-            for node in self.nodes.values().filter(|n| n.recovering.is_none()) {
+            for node in self.nodes.values().filter(|n| !n.recovering) {
                 let Some(rec) = node.durable.get(key) else {
                     continue;
                 };
@@ -592,10 +644,17 @@ fn run(seed: u64) -> RunStats {
         if sim.rng.random_bool(0.01) {
             sim.restart_proposer();
         }
+        if step % 400 == 200 {
+            let node = sim.random_node();
+            sim.sweep(node);
+        }
         // A disk lost now and then, one node at a time (a minority at once).
         if step < 5000
             && sim.rng.random_bool(0.003)
-            && sim.nodes.values().all(|n| n.recovering.is_none())
+            && sim
+                .nodes
+                .values()
+                .all(|n| !n.recovering && n.repair.is_none())
         {
             let node = sim.random_node();
             let rollback = sim.rng.random_bool(0.5);
@@ -652,35 +711,7 @@ fn run(seed: u64) -> RunStats {
         }
         if step % 100 == 0 {
             sim.check_invariants();
-            if std::env::var("PAXKV_SIM_VERBOSE").is_ok() {
-                let ok = sim.history.iter().filter(|o| o.output.is_some()).count();
-                let rec: Vec<(NodeId, Option<usize>, Vec<NodeId>)> = sim
-                    .nodes
-                    .iter()
-                    .filter_map(|(id, n)| {
-                        let r = n.recovering.as_ref()?;
-                        Some((*id, r.settling.as_ref().map(|s| s.len()), r.sources.clone()))
-                    })
-                    .collect();
-                eprintln!(
-                    "step {step}: ok {ok} of {}, net {}, isolated {:?}, recovering {rec:?}",
-                    sim.history.len(),
-                    sim.net.len(),
-                    sim.isolated
-                );
-            }
         }
-    }
-    if std::env::var("PAXKV_SIM_VERBOSE").is_ok() {
-        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-        for m in &sim.net {
-            let kind = format!("{:?}", m.msg);
-            let kind = kind.split([' ', '{']).next().unwrap().to_string();
-            *kinds
-                .entry(format!("{kind} {}", String::from_utf8_lossy(&m.key[..3])))
-                .or_default() += 1;
-        }
-        eprintln!("seed {seed}: in flight at the end: {kinds:?}");
     }
     // Heal and let everything finish, recoveries included.
     sim.isolated.clear();
@@ -689,7 +720,10 @@ fn run(seed: u64) -> RunStats {
         for _ in 0..40_000 {
             let busy = !sim.waiters.is_empty()
                 || !sim.net.is_empty()
-                || sim.nodes.values().any(|n| n.recovering.is_some());
+                || sim
+                    .nodes
+                    .values()
+                    .any(|n| n.recovering || n.repair.is_some());
             if !busy {
                 return;
             }
@@ -700,17 +734,15 @@ fn run(seed: u64) -> RunStats {
             }
             sim.tick();
         }
-        let recovering: Vec<(NodeId, Option<usize>, bool)> = sim
+        let recovering: Vec<NodeId> = sim
             .nodes
             .iter()
-            .filter_map(|(id, n)| {
-                let r = n.recovering.as_ref()?;
-                Some((*id, r.settling.as_ref().map(|s| s.len()), r.failed))
-            })
+            .filter(|(_, n)| n.recovering)
+            .map(|(id, _)| *id)
             .collect();
         panic!(
             "seed {seed}: requests never answered or recoveries never ended: {} waiting, {} \
-             messages in flight, recovering (node, settles left, failed): {recovering:?}",
+             messages in flight, recovering: {recovering:?}",
             sim.waiters.len(),
             sim.net.len()
         );

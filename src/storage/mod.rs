@@ -58,6 +58,9 @@ mod meta_key {
 
 const CRC_BYTES: usize = 4;
 
+/// Keys not settled at a classic ballot, and the key to resume after (`None`: the end).
+pub type UnsettledPage = (Vec<Vec<u8>>, Option<Vec<u8>>);
+
 pub struct Store {
     env: Env,
     acceptors: Database<Bytes, Bytes>,
@@ -341,8 +344,26 @@ impl Store {
         Ok((entries, more))
     }
 
-    /// The keys of `entries` on which this store is behind the peer that sent them.
-    pub fn behind(&self, entries: &[DigestEntry]) -> Result<Vec<Vec<u8>>> {
+    /// Among up to `limit` records after `after`, the keys not settled at a classic ballot;
+    /// and the last key scanned when more records follow.
+    pub fn unsettled(&self, after: Option<&[u8]>, limit: usize) -> Result<UnsettledPage> {
+        let mut records = self.scan(after, limit + 1)?;
+        let more = records.len() > limit;
+        records.truncate(limit);
+        let last = more
+            .then(|| records.last().map(|(k, _)| k.clone()))
+            .flatten();
+        let keys = records
+            .into_iter()
+            .filter(|(_, r)| r.accepted == Ballot::FAST || r.fast_unknown)
+            .map(|(k, _)| k)
+            .collect();
+        Ok((keys, last))
+    }
+
+    /// The keys of `entries` on which this store is behind the peer that sent them (only
+    /// where the peer accepted a higher classic ballot, with `accepted_only`).
+    pub fn behind(&self, entries: &[DigestEntry], accepted_only: bool) -> Result<Vec<Vec<u8>>> {
         let rtxn = self.env.read_txn()?;
         let mut keys = Vec::new();
         for entry in entries {
@@ -353,7 +374,9 @@ impl Store {
                     (r.promised, r.accepted)
                 }
             };
-            if entry.accepted > accepted || entry.promised > promised {
+            let ahead = entry.accepted > accepted && entry.accepted > Ballot::FAST;
+            if ahead || (!accepted_only && (entry.accepted > accepted || entry.promised > promised))
+            {
                 keys.push(entry.key.clone());
             }
         }
@@ -389,18 +412,22 @@ impl Store {
         }
     }
 
-    /// Merges peers' records into ours ([`Acceptor::adopt`]), written like any other batch
-    /// (one log transaction); returns how many records changed. A broken peer record is
-    /// skipped.
-    pub fn adopt(&mut self, records: &[SyncRecord]) -> Result<u64> {
+    /// Merges peers' records into ours ([`Acceptor::adopt`], or [`Acceptor::recover_from`]
+    /// while rebuilding a lost store), written like any other batch (one log transaction);
+    /// returns how many records changed. A broken peer record is skipped.
+    pub fn adopt(&mut self, records: &[SyncRecord], recovery: bool) -> Result<u64> {
         let mut merged = Vec::new();
         for SyncRecord { key, record } in records {
             if let Err(e) = record.check() {
                 log::warn!("storage: a peer sent a broken record, skipped: {e}");
                 continue;
             }
-            let local = self.load(key)?.unwrap_or_default();
-            if let Some(record) = Acceptor::new(local).adopt(record) {
+            let mut local = Acceptor::new(self.load(key)?.unwrap_or_default());
+            let changed = match recovery {
+                true => local.recover_from(record),
+                false => local.adopt(record),
+            };
+            if let Some(record) = changed {
                 merged.push((key.as_slice(), record));
             }
         }
@@ -478,6 +505,7 @@ pub(crate) mod tests {
                 floors: vec![],
                 floors_overflowed: false,
             },
+            fast_unknown: false,
         }
     }
 
@@ -553,12 +581,12 @@ pub(crate) mod tests {
         behind.write(&[(b"b".as_slice(), &record(1))]).unwrap();
         let (digest, more) = ahead.digest(None, 10).unwrap();
         assert!(!more);
-        let missing = behind.behind(&digest).unwrap();
+        let missing = behind.behind(&digest, false).unwrap();
         assert_eq!(missing, vec![b"a".to_vec()]);
         let records = ahead.fetch(&missing, 1 << 20).unwrap();
-        assert_eq!(behind.adopt(&records).unwrap(), 1);
+        assert_eq!(behind.adopt(&records, false).unwrap(), 1);
         assert_eq!(behind.load(b"a").unwrap(), Some(record(3)));
-        assert!(behind.behind(&digest).unwrap().is_empty());
+        assert!(behind.behind(&digest, false).unwrap().is_empty());
         assert!(!behind.synced_once().unwrap());
         behind.mark_synced().unwrap();
         assert!(behind.synced_once().unwrap());

@@ -80,6 +80,20 @@ impl TestCluster {
         });
     }
 
+    /// Waits until every node in `ids` votes and has finished the repair that follows a
+    /// recovery (a lost disk may be followed by another only then).
+    pub async fn wait_repaired(&self, ids: &[NodeId]) {
+        for &id in ids {
+            let client = self.client_for(id);
+            eventually(
+                &format!("node {id} repaired"),
+                Duration::from_secs(30),
+                || async { matches!(client.status(0).await, Ok(s) if s.voting && s.repaired) },
+            )
+            .await;
+        }
+    }
+
     /// Waits until every node in `ids` votes (has recovered from a majority).
     pub async fn wait_voting(&self, ids: &[NodeId]) {
         for &id in ids {
@@ -269,6 +283,47 @@ impl History {
             );
         }
     }
+}
+
+/// Copies the files of a (node's data) directory; `to` is created.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// Replaces a stopped node's data directory with `copy` (a rollback), or removes it (a wipe)
+/// when there is no copy.
+pub fn lose_disk(dir: &std::path::Path, copy: Option<&std::path::Path>) {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    if let Some(copy) = copy {
+        copy_dir(copy, dir);
+    }
+}
+
+/// Puts keys `{prefix}-{i}` once each, with unique values, until `stop`; every put is in
+/// `history`. Returns the keys it wrote, to read back at the end.
+pub async fn write_once_keys(
+    client_id: u64,
+    client: Client,
+    history: History,
+    prefix: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let key = format!("{prefix}-{}", keys.len()).into_bytes();
+        let value = format!("{prefix}-value-{}", keys.len()).into_bytes();
+        let _ = history
+            .run(client_id, &client, &key, Command::Put { value })
+            .await;
+        keys.push(key);
+    }
+    keys
 }
 
 /// A random command of the concurrent workloads: 40 % get, 30 % put, 10 % delete, 20 % cas
