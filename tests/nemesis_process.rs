@@ -131,9 +131,14 @@ enum Fault {
     PauseOne,
     /// Every node drops, duplicates and delays (so reorders) its messages.
     MessageFaults,
+    /// SIGKILL one node, remove its data directory, restart it after the hold.
+    WipeOne,
+    /// SIGKILL one node, put back a copy of its data directory taken at an earlier kill
+    /// (or at this one, with writes in between), restart it after the hold.
+    RollbackOne,
 }
 
-const FAULTS: [Fault; 8] = [
+const FAULTS: [Fault; 10] = [
     Fault::MajorityMinority,
     Fault::Bridge,
     Fault::Halves,
@@ -142,11 +147,14 @@ const FAULTS: [Fault; 8] = [
     Fault::KillTwo,
     Fault::PauseOne,
     Fault::MessageFaults,
+    Fault::WipeOne,
+    Fault::RollbackOne,
 ];
 
 /// Runs a random fault schedule for `length`. One fault at a time, each held 1–3 s and then
-/// healed; at most two nodes are ever down or paused, and a restarted node votes again before
-/// the next fault, so a majority can always make progress.
+/// healed; at most two nodes are ever down or paused, and a restarted node votes again (and a
+/// node that lost its disk is repaired) before the next fault, so a majority can always make
+/// progress. Faults are dealt from a shuffled deck of every kind, so a short run sees each.
 async fn run_nemesis(
     cluster: &mut ProcessCluster,
     rng: &mut SmallRng,
@@ -154,8 +162,14 @@ async fn run_nemesis(
 ) -> BTreeMap<Fault, u32> {
     let mut counts = BTreeMap::new();
     let started = Instant::now();
+    let copies = cluster.dir().join("copies");
+    let mut deck: Vec<Fault> = Vec::new();
     while started.elapsed() < length {
-        let fault = FAULTS[rng.random_range(0..FAULTS.len())];
+        if deck.is_empty() {
+            deck = FAULTS.to_vec();
+            deck.shuffle(rng);
+        }
+        let fault = deck.pop().expect("refilled");
         let hold = Duration::from_millis(rng.random_range(1_000..=3_000));
         let mut ids: Vec<NodeId> = cluster.ids();
         ids.shuffle(rng);
@@ -178,7 +192,31 @@ async fn run_nemesis(
             }
             Fault::KillOne => {
                 cluster.kill(ids[0]).await;
+                // a copy of its data, for a later rollback
+                support::lose_disk(
+                    &copies.join(ids[0].to_string()),
+                    Some(&cluster.data_dir(ids[0])),
+                );
                 format!("node {}", ids[0])
+            }
+            Fault::WipeOne => {
+                cluster.kill(ids[0]).await;
+                support::lose_disk(&cluster.data_dir(ids[0]), None);
+                format!("node {}", ids[0])
+            }
+            Fault::RollbackOne => {
+                let copy = copies.join(ids[0].to_string());
+                if !copy.exists() {
+                    cluster.kill(ids[0]).await;
+                    support::lose_disk(&copy, Some(&cluster.data_dir(ids[0])));
+                    cluster.restart(ids[0]);
+                    cluster.wait_voting(&ids[..1]).await;
+                    // writes happen that the copy misses (part of the schedule)
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(300..=1_000))).await;
+                }
+                cluster.kill(ids[0]).await;
+                support::lose_disk(&cluster.data_dir(ids[0]), Some(&copy));
+                format!("node {} (to an older copy)", ids[0])
             }
             Fault::KillTwo => {
                 cluster.kill_many(&ids[..2]).await;
@@ -208,7 +246,7 @@ async fn run_nemesis(
         // The fault's length, not a wait for a condition.
         tokio::time::sleep(hold).await;
         match fault {
-            Fault::KillOne => {
+            Fault::KillOne | Fault::WipeOne | Fault::RollbackOne => {
                 cluster.restart(ids[0]);
                 cluster.wait_voting(&ids[..1]).await;
             }
@@ -355,6 +393,16 @@ async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
         })
         .collect();
 
+    // Keys written once each (their only write goes at the fast ballot), read back at the end.
+    let once_stop = Arc::new(AtomicBool::new(false));
+    let once_writer = tokio::spawn(support::write_once_keys(
+        99,
+        cluster.client_with(1, LONG_OP_TIMEOUT, LONG_ATTEMPT_TIMEOUT),
+        history.clone(),
+        "once".into(),
+        once_stop.clone(),
+    ));
+
     let counts = run_nemesis(&mut cluster, &mut rng, length).await;
     println!("faults injected: {counts:?}");
 
@@ -367,9 +415,11 @@ async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
     )
     .await;
     stop.store(true, Ordering::Relaxed);
+    once_stop.store(true, Ordering::Relaxed);
     for task in workload {
         task.await.expect("a workload task");
     }
+    let once_keys = once_writer.await.expect("the write-once task");
     println!(
         "workload: {} ok, {} failed; healed and quiet after {:.2}s",
         stats.ok.load(Ordering::Relaxed),
@@ -420,6 +470,17 @@ async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
             first_value.as_deref().map(String::from_utf8_lossy)
         );
     }
+    // Every key written once, read back through the nodes in turn (checked with the rest).
+    for (i, key) in once_keys.iter().enumerate() {
+        let client = cluster.client_for(cluster.ids()[i % cluster.ids().len()]);
+        if let Err(e) = history.run(200, &client, key, Command::Get).await {
+            problems.push(format!(
+                "final read of {}: {e}",
+                String::from_utf8_lossy(key)
+            ));
+        }
+    }
+    println!("keys written once, read back: {}", once_keys.len());
     for problem in &problems {
         eprintln!("PROBLEM (seed {seed}): {problem}");
     }

@@ -713,7 +713,7 @@ impl Proposer {
     /// Fast Paxos recovery, when no promise reports a classic ballot: several states may have
     /// been accepted at the fast ballot, and at most one chosen (by a fast quorum). A state was
     /// possibly chosen if the acceptors that report it, those that did not answer and those
-    /// that may have lost a fast vote (`fast_unknown`) make a fast quorum; that state must be
+    /// that may have lost a fast vote (`fast_unknown`, at most one) make a fast quorum; that state must be
     /// carried forward. If none was, any state is safe; the most reported one is taken (its
     /// writer may be waiting), or the empty register. `None` when the promises cannot tell:
     /// two states possibly chosen, or so many unknowns and silent acceptors that a state no
@@ -723,7 +723,12 @@ impl Proposer {
         let Phase::Preparing { promises, .. } = &self.phase else {
             unreachable!("recovery runs while preparing")
         };
-        let unknown = promises.values().filter(|(_, _, u)| *u).count();
+        // At most one acceptor can really have lost a fast vote: paxkv tolerates one lost
+        // store at a time, each repaired (its marks settled away) before the next. The other
+        // marks come from intact restarts, which cannot tell themselves from a rollback and
+        // mark too; counting them all would leave such a key undecidable for good (a whole
+        // cluster restarted at once marks every key one node holds at the fast ballot).
+        let unknown = promises.values().filter(|(_, _, u)| *u).count().min(1);
         let doubtful = self.cfg.nodes.len() - promises.len() + unknown;
         let fast_quorum = self.cfg.fast_quorum();
         if doubtful >= fast_quorum {

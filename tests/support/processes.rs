@@ -193,6 +193,11 @@ impl ProcessCluster {
         (1..=NODE_COUNT).collect()
     }
 
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: NodeId) -> PathBuf {
+        self.node(id).dir.clone()
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -463,8 +468,10 @@ impl ProcessCluster {
                         "node {id} exited ({status}) while waiting for it to vote:\n{tail}"
                     ));
                 }
+                // "Voting" here means voting and repaired (see `actors::sync`): a node that
+                // lost its disk is whole again only then.
                 let voting = match client.status(0).await {
-                    Ok(status) => Some(status.voting),
+                    Ok(status) => Some(status.voting && status.repaired),
                     Err(_) => None,
                 };
                 self.node_mut(id).last_status = voting;
