@@ -24,6 +24,7 @@ mutants=(
   'replies-not-matched-to-instance @@ src/paxos/proposer.rs @@ s/if to != self.id {/if to != self.id \&\& false {/ @@ --lib sim'
   'replies-not-matched-unit @@ src/paxos/proposer.rs @@ s/if to != self.id {/if to != self.id \&\& false {/ @@ --lib replies_to_an_earlier_proposer_instance'
   'unavailable-stays-in-batch @@ src/paxos/proposer.rs @@ s/^            p.accept_sent$/            true/ @@ --lib sim'
+  'unavailable-stays-in-batch-unit @@ src/paxos/proposer.rs @@ s/^            p.accept_sent$/            true/ @@ --lib a_command_answered_unavailable_is_never_applied'
   'no-settle-after-fast-write @@ src/paxos/proposer.rs @@ s/if ballot == Ballot::FAST \&\& self.cfg.settle_fast_writes {/if false {/ @@ --lib a_first_write_on_a_fresh_key_takes_one_round_trip'
   'clock-ordered-dedup @@ src/paxos/register.rs @@ s/Some(floor) => id.seq <= floor.seq,/Some(_) => true,/ @@ --lib one_clients_writes_never_get'
   'merge-failure-fails-the-write @@ src/storage/mod.rs @@ s/^            self.try_merge();$/            self.merge()?;/ @@ --lib a_failed_merge_loses_nothing'

@@ -19,7 +19,7 @@
 //! classic round, which replaces it. So where a peer holds the key at the fast ballot and this
 //! acceptor holds no vote, it records `fast_unknown`: its promises and read answers say so, and
 //! Fast Paxos recovery counts it as a possible holder of any state (as if it had not
-//! answered). Why peers' records reveal every such key: a state chosen at the fast ballot has
+//! answered; at most one such acceptor, see `paxos::proposer`). Why peers' records reveal every such key: a state chosen at the fast ballot has
 //! `fast_quorum - 1` holders besides this node (3 of the other 4), and recovery merges
 //! `n - q + 1` of the other nodes (3 of 4), which include one of them. The flag is cleared by
 //! the next classic accept (a settle, see `paxos::proposer`).
@@ -152,27 +152,47 @@ impl Acceptor {
         (self.record != before).then(|| self.record.clone())
     }
 
-    /// [`Acceptor::adopt`] for a node rebuilding a store it lost (wiped or rolled back):
-    /// where the peer holds the key at the fast ballot and this acceptor holds no vote, it
-    /// may have lost one, and records `fast_unknown` (see the module doc).
+    /// Merges a peer's record into the record of a node rebuilding a store it may have lost
+    /// (wiped, or rolled back to an older copy; every restart is treated so, since neither can
+    /// be told from an intact store yet). Sources are merged one after another, in any order,
+    /// with the same result:
+    /// - the accepted state becomes the highest classic one among this record and the
+    ///   sources, **whatever the promise**: that is what gives back a vote the node lost (a
+    ///   state chosen by exactly a majority that included it would otherwise sit on a
+    ///   minority). [`Acceptor::adopt`]'s rule (not below the promise) made the result depend
+    ///   on the order: a promise from one source refused a newer state from the next, and the
+    ///   simulation lost an acknowledged write so;
+    /// - the promise becomes the highest promise;
+    /// - where a source holds the key at the fast ballot and this record holds no vote, it
+    ///   may have lost one: `fast_unknown` (see the module doc).
     ///
-    /// It keeps `adopt`'s rule for the accepted state (taken only at or above the promise),
-    /// even though merging sources one after another can then leave this node below a state
-    /// it had accepted (the first source raises the promise, a later source's newer state is
-    /// refused). Taking the highest state whatever the promise is not safe: a node rolled
-    /// back to an older copy may have promised a higher ballot and reported its older state
-    /// to that ballot's proposer; holding the newer state now is a vote it never gave, which
-    /// can complete a majority for a state that proposer did not carry (the simulation found
-    /// both cases). A chosen state goes back onto a rebuilt node only through a Paxos round:
-    /// recovery's repair (see `actors::sync`).
+    /// Why holding a state below the promise is not a vote the node never gave: the state was
+    /// really accepted at its ballot, and a history where this node accepted it and then
+    /// promised higher is one an honest acceptor can have. It contradicts only a promise this
+    /// node gave before losing its store, to a round that is still running and counted it:
+    /// the race of issue 10 (a lost disk rejoins as a new member), which recovery does not
+    /// close (see `actors::sync`). Returns the record to persist if anything changed; a broken
+    /// peer record changes nothing.
     pub fn recover_from(&mut self, peer: &AcceptorRecord) -> Option<AcceptorRecord> {
+        if peer.check().is_err() {
+            return None;
+        }
         let before = self.record.clone();
-        self.adopt(peer);
-        if peer.check().is_ok()
-            && peer.accepted == Ballot::FAST
-            && self.record.accepted == Ballot::ZERO
-        {
+        if peer.accepted > Ballot::FAST && peer.accepted > self.record.accepted {
+            self.record.accepted = peer.accepted;
+            self.record.state = peer.state.clone();
+            self.record.fast_unknown = false;
+        }
+        if peer.accepted == Ballot::FAST && self.record.accepted == Ballot::ZERO {
             self.record.fast_unknown = true;
+        }
+        self.record.promised = self
+            .record
+            .promised
+            .max(peer.promised)
+            .max(self.record.accepted);
+        if let Err(e) = self.record.check() {
+            panic!("acceptor record broken after recovering from {peer:?}: {e}");
         }
         (self.record != before).then(|| self.record.clone())
     }

@@ -935,6 +935,20 @@ impl Proposer {
         self.phase = Phase::Backoff { until: now + wait };
     }
 
+    /// Gives up the phase in flight and the cached promise, as a phase timeout would (the
+    /// batch is retried; what an Accept already carried stays "may have taken effect"). Safe
+    /// at any moment. The simulation calls it on every proposer when a node loses its disk,
+    /// which is what a fence would do (see `paxos::sim`).
+    pub fn abandon_round(&mut self, now: Instant) {
+        if matches!(
+            self.phase,
+            Phase::Reading { .. } | Phase::Preparing { .. } | Phase::Accepting { .. }
+        ) {
+            self.retry_later(now);
+        }
+        self.cache = None;
+    }
+
     /// When [`Proposer::tick`] next has something to do: the end of a backoff or a phase, or a
     /// request's deadline. `None` when idle.
     pub fn next_wakeup(&self) -> Option<Instant> {

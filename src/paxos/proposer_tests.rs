@@ -656,3 +656,43 @@ fn old_read_replies(accs: &mut [Acceptor]) -> Vec<(NodeId, PeerMessage)> {
         })
         .collect()
 }
+
+/// Issue 8, bug 4: a command whose deadline passed while its round was still preparing is
+/// answered "unavailable" ("certainly did not take effect"), so no later Accept may carry it,
+/// even when its batch goes on with other commands.
+#[test]
+fn a_command_answered_unavailable_is_never_applied_by_a_later_accept() {
+    let t0 = Instant::now();
+    let mut accs = acceptors();
+    let mut p = proposer(1);
+    let mut out = Vec::new();
+    let short = t0 + Duration::from_millis(50);
+    p.submit(t0, 1, put("short"), id(1), false, short, &mut out);
+    p.submit(
+        t0,
+        2,
+        put("long"),
+        id(2),
+        false,
+        t0 + Duration::from_secs(5),
+        &mut Vec::new(),
+    );
+    // The Prepare reaches no one yet: the first command's deadline passes while preparing.
+    let mut expired = Vec::new();
+    p.tick(short, &mut expired);
+    assert!(matches!(
+        &replies(&expired)[..],
+        [(1, Err(ReplyError::Unavailable(_)))]
+    ));
+    // Now a majority answers the Prepare (and, from then on, everything).
+    let answers = drive(&mut p, &mut accs, &NODES, short, out);
+    assert_eq!(answers, vec![(2, Ok(Outcome::Put { version: 1 }))]);
+    for a in &accs {
+        let state = &a.record().state;
+        assert_eq!(state.value.as_deref(), Some(&b"long"[..]), "{state:?}");
+        assert_eq!(
+            state.version, 1,
+            "the unavailable put was applied: {state:?}"
+        );
+    }
+}

@@ -22,10 +22,13 @@
 //! linearizability. A failing seed replays exactly: `PAXKV_SIM_SEED=<seed> cargo test --lib
 //! sim`.
 //!
-//! What the model assumes: a wipe or rollback happens with no Paxos *request* in flight (they
-//! are all dropped at that moment). Recovery reads what peers hold *now*; a vote this node
-//! gave just before losing its disk whose copies to the others are still in flight is the
-//! race that issue 10 (a lost disk rejoins as a new member) closes, and is left out here.
+//! What the model assumes: when a node loses its disk, no round that counted its old votes
+//! goes on: every Paxos request in flight is dropped, and every proposer gives up the phase
+//! it is in and its cached promise (as a fence would make it). Recovery reads what peers hold
+//! *now*; a vote or promise this node gave just before losing its disk, to a round still
+//! running, is the race that issue 10 (a lost disk rejoins as a new member) closes, and is left
+//! out here. Without the second half of this assumption the simulation does find it (a
+//! wiped node copies a state below a promise it forgot, seeds 12 and 96 at 150 seeds).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -125,7 +128,9 @@ fn proposer_config(node: NodeId) -> ProposerConfig {
         max_batch: 8,
         max_queue: 64,
         fast_path: true,
-        settle_fast_writes: true,
+        // Odd nodes leave a write chosen at the fast ballot there until a sweep or a repair
+        // settles it, so that lost disks meet keys at the fast ballot.
+        settle_fast_writes: node % 2 == 0,
     }
 }
 
@@ -189,7 +194,9 @@ impl Sim {
             client: node as u64,
             seq: token,
         });
-        let (now, deadline) = (self.now, self.now + Duration::from_millis(400));
+        // A quarter of the clients are impatient: their deadlines often pass mid-round.
+        let patience = if self.rng.random_bool(0.25) { 30 } else { 400 };
+        let (now, deadline) = (self.now, self.now + Duration::from_millis(patience));
         let mut out = Vec::new();
         self.proposer(node, key)
             .submit(now, token, command, id, false, deadline, &mut out);
@@ -387,8 +394,15 @@ impl Sim {
             .faults
             .entry(if rollback { "rollback" } else { "wipe" })
             .or_default() += 1;
-        // The model's assumption (see the module doc): no request is in flight now.
+        // The model's assumption (see the module doc): no round that counted this node's
+        // old votes goes on.
         self.net.retain(|m| !m.msg.is_request());
+        let now = self.now;
+        for n in self.nodes.values_mut() {
+            for p in n.proposers.values_mut() {
+                p.abandon_round(now);
+            }
+        }
         let n = self.nodes.get_mut(&node).unwrap();
         n.acceptors.clear();
         n.durable = records;
@@ -564,9 +578,15 @@ impl Sim {
                 );
             }
         }
-        // Versions grow with ballots: a state accepted at a higher ballot never has a lower
+        // Versions grow with ballots: a state still held at a higher ballot never has a lower
         // version than one chosen below it (held by a majority of voting nodes at a classic
-        // ballot, or by a fast quorum at the fast ballot).
+        // ballot, or by a fast quorum at the fast ballot). States no acceptor holds any more
+        // (a lost disk's) can no longer be carried forward and are left out.
+        let held: BTreeSet<Ballot> = self
+            .nodes
+            .values()
+            .filter_map(|n| n.durable.get(key).map(|r| r.accepted))
+            .collect();
         {
             let mut holders: BTreeMap<Ballot, usize> = BTreeMap::new();
             let mut fast_holders: Vec<(&Register, usize)> = Vec::new();
@@ -597,7 +617,11 @@ impl Sim {
             for (b, v) in chosen {
                 let lo = (key.clone(), b);
                 let hi = (key.clone(), Ballot::new(u64::MAX, NodeId::MAX));
-                for ((_, higher), s) in self.accepted.range(lo..=hi) {
+                let live = self
+                    .accepted
+                    .range(lo..=hi)
+                    .filter(|((_, b), _)| held.contains(b));
+                for ((_, higher), s) in live {
                     assert!(
                         s.version >= v,
                         "key {key:?}: ballot {higher} lost the version chosen at {b}"
