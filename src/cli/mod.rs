@@ -293,10 +293,10 @@ async fn status(client: Client, json: bool) -> i32 {
                 "node {} at {addr}: up, {}, {} proposers and {} acceptors live, {} commits \
                  ({} records), {} restarts, {} peer frames dropped, {} bad frames, rss {} MiB",
                 s.node,
-                if s.voting {
-                    "voting"
-                } else {
-                    "recovering (not voting)"
+                match (s.voting, s.repaired) {
+                    (true, true) => "voting",
+                    (true, false) => "voting, repairing (do not take another node's disk yet)",
+                    (false, _) => "recovering (not voting)",
                 },
                 s.live_proposers,
                 s.live_acceptors,

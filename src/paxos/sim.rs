@@ -130,7 +130,7 @@ fn proposer_config(node: NodeId) -> ProposerConfig {
         fast_path: true,
         // Odd nodes leave a write chosen at the fast ballot there until a sweep or a repair
         // settles it, so that lost disks meet keys at the fast ballot.
-        settle_fast_writes: node % 2 == 0,
+        settle_fast_writes: node.is_multiple_of(2),
     }
 }
 
