@@ -82,7 +82,7 @@ impl Default for PaxosConfig {
             tick_ms: 10,
             sync_interval_ms: 30_000,
             fast_path: true,
-            settle_fast_writes: true,
+            settle_fast_writes: false,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Process-level nemesis: five real `paxkv node` processes (see `support/processes.rs`)
-//! under SIGKILL, SIGSTOP/SIGCONT, restarts, partitions and message faults, with a concurrent
-//! workload whose whole history must be linearizable, and a write storm whose acknowledged
-//! writes must all survive SIGKILL of every node at once.
+//! under SIGKILL, SIGSTOP/SIGCONT, restarts, partitions, message faults, and lost disks (a
+//! killed node's data directory wiped, or rolled back to an older copy; one at a time, each
+//! repaired before the next), with a concurrent workload and keys written once, all read
+//! back at the end, whose whole history must be linearizable; and a write storm whose
+//! acknowledged writes must all survive SIGKILL of every node at once.
 //!
 //! Seeded: each test prints `nemesis seed: N`; `PAXKV_NEMESIS_SEED=N` replays the same
 //! sequence of faults, nodes and hold times (the workload's timing, and so its exact history,

@@ -362,10 +362,24 @@ impl Handler<Adopt> for NodeSupervisor {
     fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) -> Self::Result {
         let mut to_storage = Vec::new();
         let mut to_actors = Vec::new();
+        if msg.recovery
+            && msg
+                .records
+                .iter()
+                .any(|r| self.retiring.contains_key(&r.key))
+        {
+            // A key whose acceptor is still stopping (it may write its record once more):
+            // recovery must not skip it, so this merge fails and recovery tries again.
+            return Box::pin(async {
+                Err(Error::Unavailable(
+                    "a key's actors are being retired; recovery retries".into(),
+                ))
+            });
+        }
         for record in msg.records {
             if self.retiring.contains_key(&record.key) {
                 // Its acceptor is still stopping and may write its record once more; the
-                // next sync round merges this one.
+                // next anti-entropy round merges this one.
                 continue;
             }
             let live = self

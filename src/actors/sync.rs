@@ -8,11 +8,14 @@
 //! promise or an accept can let two values be chosen. Whatever this node promised or accepted
 //! before it lost its disk (or before the older copy it now runs on was taken) was part of a
 //! quorum, so at least `q - 1` *other* nodes hold it or something newer; any `n - q + 1` of the
-//! other `n - 1` nodes include one of them. Merging takes the higher accepted state where an
-//! Accept would take it and raises every promise to the peer's ([`Acceptor::adopt`]), so the
-//! node comes back at least as far along as it was. Doing this on every start, not only when
-//! the disk looks empty, covers a data directory replaced with an older copy, which nothing on
-//! the disk itself can reveal.
+//! other `n - 1` nodes include one of them. The merge runs in two passes over those peers:
+//! first [`Acceptor::recover_from`] takes, per key, the highest classic state at or above this
+//! node's own promise (the one on its disk: that pass raises no promise, so its result does
+//! not depend on the order of the peers) and marks possibly lost fast-ballot votes; then
+//! [`Acceptor::adopt`] raises every promise to the peers'. The node comes back holding every
+//! promise it may have given, and every vote it may have given that no promise it holds
+//! forbids. Doing this on every start, not only when the disk looks empty, covers a data
+//! directory replaced with an older copy, which nothing on the disk itself can reveal.
 //!
 //! Which peers count: those voting, and those whose store completed a recovery before (an
 //! intact disk that is itself restarting, as after a whole-cluster restart). A store that
@@ -36,12 +39,12 @@
 //! even when its writer's own settle was lost with its proposer.
 //!
 //! **Repair: a chosen state goes back onto a rebuilt node only through a Paxos round.** The
-//! merge keeps the acceptor's rule (a state is taken only at or above the promise), so a
-//! node can come back below a state it had accepted: merging sources one after another, the
-//! first raises the promise and a later one's newer state is refused. Taking it anyway is
-//! not safe (it can be a vote the node never gave; see [`Acceptor::recover_from`]). Such a
-//! node is still safe to vote with: the state it lost is on a majority without it. But one
-//! more lost disk could take that majority away. So once it votes, the node **repairs**: a
+//! merge never takes a state below a promise the node holds (on an intact or rolled-back
+//! store a round that counted that promise may be running, and holding the state would be a
+//! vote the node never gave; see [`Acceptor::recover_from`]), so a node can come back below a
+//! state chosen without it. It is still safe to vote with: that state is on a majority
+//! without it. But one more lost disk could take that majority away. So once it votes, the
+//! node **repairs**: a
 //! settle round through its own proposer for every key one of its sources holds at a higher
 //! classic ballot (and every key it holds unsettled); a settle ends only once this node's
 //! acceptor accepted it, so afterwards the node holds every state its sources held, at a
@@ -321,6 +324,9 @@ impl Puller {
         }
         let mut adopted = 0;
         let mut sources = Vec::new();
+        // Two passes over every source (see the module doc): first the states at or above
+        // this node's own promises, then, only once every source gave its states, the
+        // promises.
         for index in trusted {
             match self.pull_from(client, index, true).await {
                 Ok(n) => {
@@ -330,11 +336,14 @@ impl Puller {
                 Err(e) => log::warn!("node {}: recovering from peer #{index}: {e}", self.node),
             }
         }
-        let completed = sources.len();
-        if completed < needed {
+        if sources.len() < needed {
             return Err(Error::Unavailable(format!(
-                "recovered from {completed} of the {needed} peers needed"
+                "recovered from {} of the {needed} peers needed",
+                sources.len()
             )));
+        }
+        for &index in &sources {
+            adopted += self.pull_from(client, index, false).await?;
         }
         self.mark_synced().await?;
         Stats::add(&self.stats.sync_rounds, 1);

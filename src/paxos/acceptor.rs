@@ -152,45 +152,46 @@ impl Acceptor {
         (self.record != before).then(|| self.record.clone())
     }
 
-    /// Merges a peer's record into the record of a node rebuilding a store it may have lost
-    /// (wiped, or rolled back to an older copy; every restart is treated so, since neither can
-    /// be told from an intact store yet). Sources are merged one after another, in any order,
-    /// with the same result:
+    /// The first pass of recovery, for a node rebuilding a store it may have lost (wiped, or
+    /// rolled back to an older copy; every restart is treated so, since neither can be told
+    /// from an intact store yet), merged source after source, in any order, with the same
+    /// result:
     /// - the accepted state becomes the highest classic one among this record and the
-    ///   sources, **whatever the promise**: that is what gives back a vote the node lost (a
-    ///   state chosen by exactly a majority that included it would otherwise sit on a
-    ///   minority). [`Acceptor::adopt`]'s rule (not below the promise) made the result depend
-    ///   on the order: a promise from one source refused a newer state from the next, and the
-    ///   simulation lost an acknowledged write so;
-    /// - the promise becomes the highest promise;
+    ///   sources that is **at or above this node's own promise** (the one on its disk when
+    ///   recovery began: this pass raises no promise). That gives back a vote a wiped node
+    ///   lost (its promise is zero: a state chosen by exactly a majority that included it
+    ///   would otherwise sit on a minority), and it never takes a state below a promise the
+    ///   node still holds: a round that counted that promise may be running, and the copy
+    ///   would be a vote the node never gave (review of issue 8: an intact restart could
+    ///   otherwise ack a late Accept below its promise and complete a majority that round
+    ///   did not carry). Raising the promise first, as [`Acceptor::adopt`] does source by
+    ///   source, made the result depend on the order of the sources (the simulation lost an
+    ///   acknowledged write so);
     /// - where a source holds the key at the fast ballot and this record holds no vote, it
     ///   may have lost one: `fast_unknown` (see the module doc).
     ///
-    /// Why holding a state below the promise is not a vote the node never gave: the state was
-    /// really accepted at its ballot, and a history where this node accepted it and then
-    /// promised higher is one an honest acceptor can have. It contradicts only a promise this
-    /// node gave before losing its store, to a round that is still running and counted it:
-    /// the race of issue 10 (a lost disk rejoins as a new member), which recovery does not
-    /// close (see `actors::sync`). Returns the record to persist if anything changed; a broken
-    /// peer record changes nothing.
+    /// The second pass raises the promises ([`Acceptor::adopt`] from every source again).
+    /// What this cannot rule out is a promise or vote the node gave just before losing its
+    /// store, to a round still running: the race of issue 10, not closed here (see
+    /// `actors::sync`). Returns the record to persist if anything changed; a broken peer
+    /// record changes nothing.
     pub fn recover_from(&mut self, peer: &AcceptorRecord) -> Option<AcceptorRecord> {
         if peer.check().is_err() {
             return None;
         }
         let before = self.record.clone();
-        if peer.accepted > Ballot::FAST && peer.accepted > self.record.accepted {
+        if peer.accepted > Ballot::FAST
+            && peer.accepted > self.record.accepted
+            && peer.accepted >= self.record.promised
+        {
             self.record.accepted = peer.accepted;
             self.record.state = peer.state.clone();
             self.record.fast_unknown = false;
+            self.record.promised = self.record.promised.max(peer.accepted);
         }
         if peer.accepted == Ballot::FAST && self.record.accepted == Ballot::ZERO {
             self.record.fast_unknown = true;
         }
-        self.record.promised = self
-            .record
-            .promised
-            .max(peer.promised)
-            .max(self.record.accepted);
         if let Err(e) = self.record.check() {
             panic!("acceptor record broken after recovering from {peer:?}: {e}");
         }

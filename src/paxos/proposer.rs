@@ -28,8 +28,11 @@
 //! acceptors hold it (a fast quorum); a classic round recovers it by counting. That count is
 //! fragile: an acceptor that loses its record (a wiped or rolled-back disk) lowers it, and a
 //! state chosen at the fast ballot can then look "not chosen" to a later round, which would
-//! replace it. So a key must not stay there. The proposer that saw its write chosen at the
-//! fast ballot queues a **settle** (an identity write) ahead of everything else: its next
+//! replace it. So a key must not stay there: the node's anti-entropy sweep settles every key
+//! it holds at the fast ballot (see `actors::sync`; until then recovery keeps a lost fast vote
+//! as `fast_unknown`, see `paxos::acceptor`). With `settle_fast_writes`, the proposer that saw
+//! its write chosen at the fast ballot queues a **settle** (an identity write) ahead of
+//! everything else instead: its next
 //! round Accepts the same state at a classic ballot (at once when the promise for `next` is
 //! cached: the §2.2.1 promise of a majority that just accepted that state, so no other state
 //! can be chosen below `next`), after which a majority holds it at a classic ballot and it is

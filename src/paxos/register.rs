@@ -12,7 +12,8 @@
 //!   [`TooLate`]: it may have been applied and forgotten;
 //! - past [`CLIENT_FLOORS`] clients the least recently raised floor is dropped and
 //!   `floors_overflowed` is set: from then on a write that may have been applied before, from
-//!   a client with no floor, is refused too (its floor may be the one dropped).
+//!   a client with no floor, is refused too (its floor may be the one dropped), and no new
+//!   client gets a floor (it could be lower than the one dropped).
 //!
 //! Whether a write "may have been applied before" is known exactly by its senders: the
 //! client sets it once an attempt was lost or answered "outcome unknown", and the proposer
@@ -113,6 +114,11 @@ pub fn apply(
 }
 
 /// Remembers that `forgotten` was applied and is no longer in `recent`.
+///
+/// Once a floor was dropped (`floors_overflowed`), a client with no floor gets none: its
+/// dropped floor may have been higher than this write, and a new, lower floor would then let
+/// a retry of a write between the two be applied twice (review of issue 8). Such a client's
+/// retries are refused by the overflow rule instead.
 fn raise_floor(state: &mut Register, forgotten: RequestId) {
     let seq = match state
         .floors
@@ -120,6 +126,7 @@ fn raise_floor(state: &mut Register, forgotten: RequestId) {
         .position(|f| f.client == forgotten.client)
     {
         Some(i) => state.floors.remove(i).seq.max(forgotten.seq),
+        None if state.floors_overflowed => return,
         None => forgotten.seq,
     };
     if state.floors.len() >= CLIENT_FLOORS {
@@ -324,6 +331,35 @@ mod tests {
             super::apply(&mut s, &put("x"), recent, true),
             Ok(Outcome::Put { version: clients })
         );
+    }
+
+    /// Review of issue 8: after a client's floor was dropped, a delayed first attempt of an
+    /// older write of it must not give it a new, lower floor.
+    #[test]
+    fn a_dropped_floor_is_never_replaced_by_a_lower_one() {
+        let mut s = Register::default();
+        let c = |seq| Some(RequestId { client: 1, seq });
+        // client 1's write 90 is applied, then forgotten: floor 90
+        super::apply(&mut s, &put("x"), c(90), false).unwrap();
+        let other = |client| Some(RequestId { client, seq: 1 });
+        for client in 100..(100 + RECENT_WRITES as u64) {
+            super::apply(&mut s, &put("x"), other(client), false).unwrap();
+        }
+        assert_eq!(s.floors[0], ClientFloor { client: 1, seq: 90 });
+        // 64 more clients push client 1's floor out
+        for client in 1_000..(1_000 + CLIENT_FLOORS as u64 + 1) {
+            super::apply(&mut s, &put("x"), other(client), false).unwrap();
+        }
+        assert!(s.floors_overflowed && s.floors.iter().all(|f| f.client != 1));
+        // a delayed first attempt of client 1's write 60 is applied, then forgotten
+        super::apply(&mut s, &put("x"), c(60), false).unwrap();
+        for client in 5_000..(5_000 + RECENT_WRITES as u64) {
+            super::apply(&mut s, &put("x"), other(client), false).unwrap();
+        }
+        // a retry of write 90 must still be refused
+        let version = s.version;
+        assert_eq!(super::apply(&mut s, &put("x"), c(90), true), Err(TooLate));
+        assert_eq!(s.version, version);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! A seeded simulation of paxkv's Paxos: five nodes, each with an acceptor and a proposer per
 //! key, a network that drops, duplicates, delays and reorders messages, and these faults:
-//! - acceptor crashes (a restart from the durable records);
+//! - acceptor crashes (a restart from the durable records), and intact restarts of a node's
+//!   process, which recover and repair like a lost disk (nothing fences them: no round that
+//!   counted their votes is abandoned);
 //! - proposer crashes mid-round (a new instance, with a new id, that tries the fast ballot
 //!   again while its predecessor's replies are still in flight);
 //! - a rotating isolated node;
@@ -382,6 +384,19 @@ impl Sim {
         self.nodes.get_mut(&node).unwrap().acceptors.clear();
     }
 
+    /// The node's process restarts on its intact store: its proposers are gone, and it
+    /// recovers (every restart does: an intact store cannot be told from an older copy) and
+    /// repairs, while the rounds that counted its votes go on (nothing was lost).
+    fn restart_intact(&mut self, node: NodeId) {
+        *self.faults.entry("intact restart").or_default() += 1;
+        let n = self.nodes.get_mut(&node).unwrap();
+        n.acceptors.clear();
+        n.proposers.clear();
+        n.recovering = true;
+        n.repair = None;
+        self.forget_tokens(|owner, _| owner == node);
+    }
+
     /// The node's process restarts on a store that lost records (wiped, or an older copy):
     /// its proposers are gone, and it recovers before it votes again.
     fn lose_disk(&mut self, node: NodeId, rollback: bool) {
@@ -468,17 +483,25 @@ impl Sim {
         while sources.len() > RECOVERY_SOURCES {
             sources.swap_remove(self.rng.random_range(0..sources.len()));
         }
-        for &source in &sources {
-            let records: Vec<(Key, AcceptorRecord)> = self.nodes[&source]
-                .durable
-                .iter()
-                .map(|(k, r)| (k.clone(), r.clone()))
-                .collect();
-            let n = self.nodes.get_mut(&node).unwrap();
-            for (key, record) in records {
-                let mut acceptor = Acceptor::new(n.durable.get(&key).cloned().unwrap_or_default());
-                if let Some(merged) = acceptor.recover_from(&record) {
-                    n.durable.insert(key.clone(), merged);
+        // Two passes over every source, as `actors::sync`: states, then promises.
+        for states in [true, false] {
+            for &source in &sources {
+                let records: Vec<(Key, AcceptorRecord)> = self.nodes[&source]
+                    .durable
+                    .iter()
+                    .map(|(k, r)| (k.clone(), r.clone()))
+                    .collect();
+                let n = self.nodes.get_mut(&node).unwrap();
+                for (key, record) in records {
+                    let own = n.durable.get(&key).cloned().unwrap_or_default();
+                    let mut acceptor = Acceptor::new(own);
+                    let merged = match states {
+                        true => acceptor.recover_from(&record),
+                        false => acceptor.adopt(&record),
+                    };
+                    if let Some(merged) = merged {
+                        n.durable.insert(key.clone(), merged);
+                    }
                 }
             }
         }
@@ -684,6 +707,16 @@ fn run(seed: u64) -> RunStats {
             let rollback = sim.rng.random_bool(0.5);
             sim.lose_disk(node, rollback);
         }
+        if step < 5000
+            && sim.rng.random_bool(0.003)
+            && sim
+                .nodes
+                .values()
+                .all(|n| !n.recovering && n.repair.is_none())
+        {
+            let node = sim.random_node();
+            sim.restart_intact(node);
+        }
         if step < 5000 && sim.rng.random_bool(0.06) {
             let node = sim.random_node();
             value += 1;
@@ -840,7 +873,13 @@ fn seeded_runs_with_message_faults_crashes_and_lost_disks_stay_linearizable() {
         checked += stats.checked;
     }
     eprintln!("simulation: {checked} operations checked; faults injected: {faults:?}");
-    for fault in ["wipe", "rollback", "proposer restart", "acceptor crash"] {
+    for fault in [
+        "wipe",
+        "rollback",
+        "intact restart",
+        "proposer restart",
+        "acceptor crash",
+    ] {
         assert!(
             !many || faults.get(fault).is_some_and(|n| *n > 0),
             "no {fault} injected"
