@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 
 use super::*;
-use crate::paxos::acceptor::Acceptor;
+use crate::paxos::acceptor::{Acceptor, AcceptorRecord};
 
 const NODES: [NodeId; 5] = [1, 2, 3, 4, 5];
 
@@ -695,4 +695,52 @@ fn a_command_answered_unavailable_is_never_applied_by_a_later_accept() {
             "the unavailable put was applied: {state:?}"
         );
     }
+}
+
+/// Issue 8, bug 1: `s` was chosen at the fast ballot by acceptors 1-4, and acceptor 5 took a
+/// competing `t` there. Acceptor 2 then lost its store and came back marked `fast_unknown`. A
+/// classic round that first hears from 1 (`s`), 2 (marked) and 5 (`t`) must not take that for
+/// "neither was chosen" (and pick `t`): counting the mark, both may have been, so it waits,
+/// and once 3 and 4 answer it carries `s`.
+#[test]
+fn a_fast_ballot_state_is_carried_past_an_acceptor_that_lost_its_vote() {
+    let now = Instant::now();
+    let fast = |v: &str| AcceptorRecord {
+        promised: Ballot::FAST,
+        accepted: Ballot::FAST,
+        state: Register {
+            version: 1,
+            value: Some(v.as_bytes().to_vec()),
+            ..Register::default()
+        },
+        fast_unknown: false,
+    };
+    let lost = AcceptorRecord {
+        promised: Ballot::FAST,
+        fast_unknown: true,
+        ..AcceptorRecord::default()
+    };
+    let mut accs: Vec<Acceptor> = [fast("s"), lost, fast("s"), fast("s"), fast("t")]
+        .into_iter()
+        .map(Acceptor::new)
+        .collect();
+    let mut p = proposer(2);
+    let mut out = Vec::new();
+    p.settle(now, 1, now + Duration::from_secs(1), &mut out);
+    let first = exchange(&mut p, &mut accs, &[1, 2, 5], now, out.clone());
+    let accepts = |effects: &[Effect]| -> Vec<Option<Vec<u8>>> {
+        sent_to(effects, 1)
+            .into_iter()
+            .filter_map(|m| match m {
+                PeerMessage::Accept { state, .. } => Some(state.value),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(
+        matches!(&first[..], []),
+        "decided (or was refused) from 1, 2 and 5: {first:?}"
+    );
+    let rest = exchange(&mut p, &mut accs, &[3, 4], now, out);
+    assert_eq!(accepts(&rest), vec![Some(b"s".to_vec())]);
 }
