@@ -389,6 +389,12 @@ impl Sim {
     /// repairs, while the rounds that counted its votes go on (nothing was lost).
     fn restart_intact(&mut self, node: NodeId) {
         *self.faults.entry("intact restart").or_default() += 1;
+        self.restart_through_recovery(node);
+    }
+
+    /// The node's process starts again: no acceptor loaded, no proposer, its callers
+    /// forgotten (unknown outcomes), and it recovers before it votes.
+    fn restart_through_recovery(&mut self, node: NodeId) {
         let n = self.nodes.get_mut(&node).unwrap();
         n.acceptors.clear();
         n.proposers.clear();
@@ -418,13 +424,8 @@ impl Sim {
                 p.abandon_round(now);
             }
         }
-        let n = self.nodes.get_mut(&node).unwrap();
-        n.acceptors.clear();
-        n.durable = records;
-        n.proposers.clear();
-        n.recovering = true;
-        n.repair = None;
-        self.forget_tokens(|owner, _| owner == node);
+        self.nodes.get_mut(&node).unwrap().durable = records;
+        self.restart_through_recovery(node);
     }
 
     /// Callers of proposers that stopped never hear back: unknown outcomes.
