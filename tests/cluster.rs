@@ -481,7 +481,7 @@ async fn a_full_store_fails_writes_with_an_error_naming_it_and_loses_nothing() {
 /// new one from a record that misses the old one's last promise. Each acceptor counts a
 /// second live copy of its key when it starts; every node's count must stay 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_live_key_cap_never_leaves_two_live_copies_of_an_acceptor() {
+async fn a_retired_acceptor_is_never_replaced_while_it_still_runs() {
     let cluster = TestCluster::start_with(|c| {
         c.testing.allow_fault_injection = true;
         c.testing.commit_delay_ms = 500;
@@ -511,7 +511,7 @@ async fn the_live_key_cap_never_leaves_two_live_copies_of_an_acceptor() {
     for worker in workers {
         worker.await.unwrap();
     }
-    history.assert_linearizable("live-key-cap");
+    history.assert_linearizable("retirement");
     for id in 1..=5 {
         let status = cluster.status(id).await;
         assert_eq!(status.duplicate_acceptors, 0, "node {id}: {status:?}");

@@ -44,11 +44,10 @@
 //! vote the node never gave; see [`Acceptor::recover_from`]), so a node can come back below a
 //! state chosen without it. It is still safe to vote with: that state is on a majority
 //! without it. But one more lost disk could take that majority away. So once it votes, the
-//! node **repairs**: a
-//! settle round through its own proposer for every key one of its sources holds at a higher
-//! classic ballot (and every key it holds unsettled); a settle ends only once this node's
-//! acceptor accepted it, so afterwards the node holds every state its sources held, at a
-//! classic ballot, by the ordinary rules. `NodeStatus::repaired` says when it is done.
+//! node **repairs**: a settle round through its own proposer for every key one of its
+//! sources holds at a higher classic ballot (and every key it holds unsettled); a settle ends
+//! only once this node's acceptor accepted it, so afterwards the node holds every state its
+//! sources held, at a classic ballot, by the ordinary rules. `NodeStatus::repaired` says when it is done.
 //! **paxkv tolerates one lost disk at a time: another node may lose its disk once this one is
 //! repaired** (the simulation and both nemesis tests inject them so; two at once is the
 //! known gap of older copies below).

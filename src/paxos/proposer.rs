@@ -158,6 +158,28 @@ struct Pending {
     answered: bool,
 }
 
+impl Pending {
+    fn new(
+        token: Option<Token>,
+        command: Command,
+        id: Option<RequestId>,
+        maybe_applied: bool,
+        settle: bool,
+        deadline: Instant,
+    ) -> Pending {
+        Pending {
+            token,
+            command,
+            id,
+            maybe_applied,
+            settle,
+            deadline,
+            accept_sent: false,
+            answered: false,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Phase {
     Idle,
@@ -335,16 +357,14 @@ impl Proposer {
             }
             return;
         }
-        self.queue.push_back(Pending {
+        self.queue.push_back(Pending::new(
             token,
             command,
             id,
             maybe_applied,
             settle,
             deadline,
-            accept_sent: false,
-            answered: false,
-        });
+        ));
         if matches!(self.phase, Phase::Idle) {
             self.start_round(now, out);
         }
@@ -823,16 +843,8 @@ impl Proposer {
             // It is never repaired onto other acceptors at the fast ballot: how many took it
             // is what a classic round reads to recover it.
             let deadline = now + self.cfg.phase_timeout * 4;
-            self.queue.push_front(Pending {
-                token: None,
-                command: Command::Get,
-                id: None,
-                maybe_applied: false,
-                settle: true,
-                deadline,
-                accept_sent: false,
-                answered: false,
-            });
+            let settle = Pending::new(None, Command::Get, None, false, true, deadline);
+            self.queue.push_front(settle);
         } else if ballot != Ballot::FAST {
             self.chosen = Some((ballot, state));
         }

@@ -374,9 +374,12 @@ impl Store {
                     (r.promised, r.accepted)
                 }
             };
-            let ahead = entry.accepted > accepted && entry.accepted > Ballot::FAST;
-            if ahead || (!accepted_only && (entry.accepted > accepted || entry.promised > promised))
-            {
+            let behind = if accepted_only {
+                entry.accepted > accepted && entry.accepted > Ballot::FAST
+            } else {
+                entry.accepted > accepted || entry.promised > promised
+            };
+            if behind {
                 keys.push(entry.key.clone());
             }
         }
