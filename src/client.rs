@@ -27,9 +27,10 @@ use tokio_util::codec::FramedRead;
 use crate::actors::network::{encode_frame, frame_codec};
 use crate::error::{Error, Result};
 use crate::messages::{
-    ClientRequest, Command, ErrorReply, FaultPlan, Frame, NodeStatus, Outcome, Reply, RequestBody,
-    RequestId, SyncDigestPage, SyncRecord,
+    ClientRequest, ErrorReply, FaultPlan, Frame, NodeStatus, Reply, RequestBody, SyncDigestPage,
+    SyncRecord,
 };
+use crate::paxos::types::{Command, Outcome, RequestId};
 
 /// Requests queued for one connection's writer.
 const CONNECTION_QUEUE_CAPACITY: usize = 4_096;

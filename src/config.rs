@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::messages::NodeId;
 use crate::paxos::register::RECENT_WRITES;
+use crate::paxos::types::NodeId;
 
 /// LMDB's default build refuses keys over 511 bytes; paxkv keys are stored as LMDB keys.
 pub const LMDB_MAX_KEY_BYTES: usize = 511;

@@ -16,7 +16,8 @@ use crate::actors::sync::Sync;
 use crate::actors::Stats;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::messages::{FaultPlan, NodeId};
+use crate::messages::FaultPlan;
+use crate::paxos::types::NodeId;
 use crate::storage::Store;
 
 /// A running node. Dropping it does not stop it; call [`NodeHandle::stop`].

@@ -7,7 +7,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use paxkv::messages::{Command, CrashActor, InspectAcceptor, Outcome, Role};
+use paxkv::actors::messages::{CrashActor, InspectAcceptor, Role};
+use paxkv::paxos::types::{Command, Outcome};
 use paxkv::Error;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -408,7 +409,8 @@ fn a_node_refuses_an_unwritable_data_directory_and_names_it() {
 /// answers the first outcome and does not take effect again.
 #[tokio::test]
 async fn a_retried_write_answers_its_first_outcome_and_takes_effect_once() {
-    use paxkv::messages::{Reply, RequestBody, RequestId};
+    use paxkv::messages::{Reply, RequestBody};
+    use paxkv::paxos::types::RequestId;
     let cluster = TestCluster::start();
     let client = cluster.client();
     client.put(b"k", b"v1").await.unwrap();

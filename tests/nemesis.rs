@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use paxkv::messages::{FaultPlan, LinkFaults, NodeId, Outcome};
+use paxkv::messages::{FaultPlan, LinkFaults};
+use paxkv::paxos::types::{NodeId, Outcome};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use support::{lose_disk, History, TestCluster};
@@ -230,7 +231,7 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
     for (i, key) in all_keys.iter().enumerate() {
         let client = cluster.client_for(NODES[i % NODES.len()]);
         history
-            .run(1_000, &client, key, paxkv::messages::Command::Get)
+            .run(1_000, &client, key, paxkv::paxos::types::Command::Get)
             .await
             .expect("a final read");
     }

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use paxkv::client::Client;
-use paxkv::messages::{Command, NodeId, Outcome};
+use paxkv::paxos::types::{Command, NodeId, Outcome};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

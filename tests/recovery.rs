@@ -6,7 +6,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use paxkv::messages::{Ballot, FaultPlan, LinkFaults, Outcome};
+use paxkv::messages::{FaultPlan, LinkFaults};
+use paxkv::paxos::types::{Ballot, Outcome};
 use paxkv::Error;
 use support::{copy_dir, eventually, TestCluster};
 

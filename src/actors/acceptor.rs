@@ -18,15 +18,17 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use crate::actors::messages::{
+    ActorStopped, AdoptRecord, Crash, FromProposer, Inspect, Load, Persist, Retire, Role,
+};
 use crate::actors::network::Outbox;
 use crate::actors::storage::StorageActor;
 use crate::actors::{guarded, Stats};
 use crate::error::{Error, Result};
-use crate::messages::{
-    ActorStopped, AdoptRecord, Crash, FromProposer, Inspect, Key, Load, PeerMessage, Persist,
-    Retire, Role,
-};
-use crate::paxos::acceptor::{Acceptor, AcceptorRecord};
+use crate::messages::PeerMessage;
+use crate::paxos::acceptor::Acceptor;
+use crate::paxos::record::AcceptorRecord;
+use crate::paxos::types::Key;
 
 /// Requests that may wait for one key's acceptor; more are dropped (Paxos treats it as loss).
 const ACCEPTOR_MAILBOX_CAPACITY: usize = 1_024;

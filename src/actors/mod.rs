@@ -30,6 +30,7 @@
 //! the crashed proposer are answered "outcome unknown".
 
 pub mod acceptor;
+pub mod messages;
 pub mod network;
 pub mod proposer;
 pub mod storage;

@@ -31,15 +31,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
+use crate::actors::messages::{ClientCommand, Deliver, FetchRecords, GetStatus, ScanDigest};
 use crate::actors::storage::StorageActor;
 use crate::actors::supervisor::NodeSupervisor;
 use crate::actors::Stats;
 use crate::config::Config;
 use crate::error::Error;
 use crate::messages::{
-    ClientCommand, ClientRequest, ClientResponse, Deliver, Envelope, ErrorReply, FaultPlan,
-    FetchRecords, Frame, GetStatus, NodeId, PeerMessage, Reply, RequestBody, RequestId, ScanDigest,
+    ClientRequest, ClientResponse, Envelope, ErrorReply, FaultPlan, Frame, PeerMessage, Reply,
+    RequestBody,
 };
+use crate::paxos::types::{NodeId, RequestId};
 
 /// The most digest entries one anti-entropy page carries.
 pub const MAX_SYNC_DIGEST_ENTRIES: usize = 4_096;
@@ -582,7 +584,7 @@ async fn peer_writer(mut queue: PeerQueue) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::Ballot;
+    use crate::paxos::types::Ballot;
     use tokio_util::codec::Decoder;
 
     #[test]

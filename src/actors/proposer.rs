@@ -16,13 +16,12 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use crate::actors::messages::{ActorStopped, Crash, FromAcceptor, ReplyTo, Retire, Role, Submit};
 use crate::actors::network::Outbox;
 use crate::actors::{guarded, Stats};
 use crate::error::{Error, Result};
-use crate::messages::{
-    ActorStopped, Crash, FromAcceptor, Key, Outcome, ReplyTo, Retire, Role, Submit,
-};
 use crate::paxos::proposer::{Effect, Proposer, Token};
+use crate::paxos::types::{Key, Outcome};
 
 pub struct ProposerActor {
     key: Key,

@@ -13,13 +13,15 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::actors::messages::{
+    AdoptRecords, FetchRecords, FindBehind, Load, MarkSynced, Persist, ReplyTo, ScanDigest,
+    ScanUnsettled,
+};
 use crate::actors::Stats;
 use crate::error::{Error, Result};
-use crate::messages::{
-    AdoptRecords, FetchRecords, FindBehind, Key, Load, MarkSynced, Persist, ReplyTo, ScanDigest,
-    ScanUnsettled, SyncDigestPage, SyncRecord, SyncSource,
-};
-use crate::paxos::acceptor::AcceptorRecord;
+use crate::messages::{SyncDigestPage, SyncRecord, SyncSource};
+use crate::paxos::record::AcceptorRecord;
+use crate::paxos::types::Key;
 use crate::storage::Store;
 
 /// Messages that may wait in the mailbox; senders wait beyond that. (`Persist` is sent without

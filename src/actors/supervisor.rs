@@ -29,19 +29,21 @@ use rand::SeedableRng;
 use rustc_hash::FxHashMap;
 
 use crate::actors::acceptor::AcceptorActor;
+use crate::actors::messages::{
+    ActorStopped, Adopt, AdoptRecord, AdoptRecords, ClientCommand, Crash, CrashActor, Deliver,
+    FromAcceptor, FromProposer, GetStatus, Inspect, InspectAcceptor, Retire, Role, SettleKey,
+    Submit,
+};
 use crate::actors::network::{Outbox, PeerQueue};
 use crate::actors::proposer::ProposerActor;
 use crate::actors::storage::StorageActor;
 use crate::actors::Stats;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::messages::{
-    ActorStopped, Adopt, AdoptRecord, AdoptRecords, ClientCommand, Crash, CrashActor, Deliver,
-    Envelope, FromAcceptor, FromProposer, GetStatus, Inspect, InspectAcceptor, Key, NodeId,
-    NodeStatus, Retire, Role, SettleKey, Submit,
-};
-use crate::paxos::acceptor::AcceptorRecord;
+use crate::messages::{Envelope, NodeStatus};
 use crate::paxos::proposer::{Proposer, ProposerConfig};
+use crate::paxos::record::AcceptorRecord;
+use crate::paxos::types::{Key, NodeId};
 
 /// Messages routed to the supervisor that may wait in its mailbox.
 const SUPERVISOR_MAILBOX_CAPACITY: usize = 65_536;

@@ -70,6 +70,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use crate::actors::messages::{
+    Adopt, FindBehind, MarkSynced, ScanDigest, ScanUnsettled, SettleKey,
+};
 use crate::actors::network::Outbox;
 use crate::actors::storage::StorageActor;
 use crate::actors::supervisor::NodeSupervisor;
@@ -77,9 +80,8 @@ use crate::actors::Stats;
 use crate::client::{Client, ClientOptions};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::messages::{
-    Adopt, FindBehind, Key, MarkSynced, NodeId, ScanDigest, ScanUnsettled, SettleKey, SyncSource,
-};
+use crate::messages::SyncSource;
+use crate::paxos::types::{Key, NodeId};
 
 /// Digest entries asked for per page.
 const DIGEST_PAGE: u32 = 4_096;

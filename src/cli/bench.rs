@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use paxkv::client::Client;
-use paxkv::messages::Outcome;
+use paxkv::paxos::types::Outcome;
 use paxkv::Error;
 use rand::rngs::SmallRng;
 use rand::{Rng as _, SeedableRng as _};

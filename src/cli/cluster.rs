@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use paxkv::client::{Client, ClientOptions};
 use paxkv::config::Config;
-use paxkv::messages::NodeId;
 use paxkv::node::NodeHandle;
+use paxkv::paxos::types::NodeId;
 use tokio::process::Command;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;

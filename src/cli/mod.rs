@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use paxkv::client::{Client, ClientOptions};
 use paxkv::config::Config;
-use paxkv::messages::Outcome;
+use paxkv::paxos::types::Outcome;
 use paxkv::Error;
 
 pub const EXIT_OK: i32 = 0;

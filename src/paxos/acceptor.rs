@@ -24,42 +24,9 @@
 //! `n - q + 1` of the other nodes (3 of 4), which include one of them. The flag is cleared by
 //! the next classic accept (a settle, see `paxos::proposer`).
 
-use serde::{Deserialize, Serialize};
-
-use crate::messages::{Ballot, PeerMessage, Register};
-
-/// What an acceptor keeps durable for one key.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct AcceptorRecord {
-    /// The highest ballot promised: no Accept below it is taken.
-    pub promised: Ballot,
-    /// The ballot of the last accepted state (`Ballot::ZERO`: none).
-    pub accepted: Ballot,
-    /// The last accepted state.
-    pub state: Register,
-    /// This acceptor holds no vote but may have accepted a state at the fast ballot that it
-    /// lost (see the module doc). Only while `accepted` is `Ballot::ZERO`.
-    pub fast_unknown: bool,
-}
-
-impl AcceptorRecord {
-    /// Checks the record's invariants; `Err` names the broken one.
-    pub fn check(&self) -> Result<(), String> {
-        if self.accepted > self.promised {
-            return Err(format!(
-                "accepted {} above promised {}",
-                self.accepted, self.promised
-            ));
-        }
-        if self.accepted == Ballot::ZERO && self.state != Register::default() {
-            return Err("a state without an accepted ballot".into());
-        }
-        if self.fast_unknown && self.accepted != Ballot::ZERO {
-            return Err("fast_unknown with an accepted state".into());
-        }
-        Ok(())
-    }
-}
+use crate::messages::PeerMessage;
+use crate::paxos::record::AcceptorRecord;
+use crate::paxos::types::{Ballot, Register};
 
 /// The outcome of one step.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,9 @@
 
 pub mod acceptor;
 pub mod proposer;
+pub mod record;
 pub mod register;
+pub mod types;
 
 #[cfg(test)]
 mod sim;

@@ -72,8 +72,9 @@ use rand::rngs::SmallRng;
 use rand::Rng;
 
 use crate::error::Error;
-use crate::messages::{Ballot, Command, NodeId, Outcome, PeerMessage, Register, RequestId};
+use crate::messages::PeerMessage;
 use crate::paxos::register::{apply, TooLate, RECENT_WRITES};
+use crate::paxos::types::{Ballot, Command, NodeId, Outcome, Register, RequestId};
 
 /// Identifies a waiting caller to the actor that owns the proposer.
 pub type Token = u64;

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 
 use super::*;
-use crate::paxos::acceptor::{Acceptor, AcceptorRecord};
+use crate::paxos::acceptor::Acceptor;
+use crate::paxos::record::AcceptorRecord;
 
 const NODES: [NodeId; 5] = [1, 2, 3, 4, 5];
 

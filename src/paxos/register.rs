@@ -23,7 +23,7 @@
 //! own: no client can get another client's writes refused (the floor of the old design was
 //! one clock-ordered value for all clients, so one client's fast clock refused everyone).
 
-use crate::messages::{AppliedWrite, ClientFloor, Command, Outcome, Register, RequestId};
+use crate::paxos::types::{AppliedWrite, ClientFloor, Command, Outcome, Register, RequestId};
 
 /// How many applied writes a register remembers for de-duplication. At least the largest
 /// batch a proposer applies in one round (see `paxos::proposer`).

@@ -38,9 +38,11 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::messages::{Ballot, Command, Key, NodeId, Outcome, PeerMessage, Register, RequestId};
-use crate::paxos::acceptor::{Acceptor, AcceptorRecord};
+use crate::messages::PeerMessage;
+use crate::paxos::acceptor::Acceptor;
 use crate::paxos::proposer::{Effect, Proposer, ProposerConfig, ReplyError};
+use crate::paxos::record::AcceptorRecord;
+use crate::paxos::types::{Ballot, Command, Key, NodeId, Outcome, Register, RequestId};
 
 #[path = "../../tests/support/convert.rs"]
 mod convert;

@@ -32,8 +32,10 @@ use heed::types::{Bytes, U64};
 use heed::{Database, Env, EnvFlags, EnvOpenOptions};
 
 use crate::error::{Error, Result};
-use crate::messages::{Ballot, DigestEntry, NodeId, SyncRecord};
-use crate::paxos::acceptor::{Acceptor, AcceptorRecord};
+use crate::messages::{DigestEntry, SyncRecord};
+use crate::paxos::acceptor::Acceptor;
+use crate::paxos::record::AcceptorRecord;
+use crate::paxos::types::{Ballot, NodeId};
 
 /// Database names, in one place.
 mod db_name {
@@ -494,7 +496,7 @@ thread_local! {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::messages::{Ballot, Register};
+    use crate::paxos::types::{Ballot, Register};
 
     /// A valid record whose state is at `version` (for tests of storage and its actor).
     pub(crate) fn record(version: u64) -> AcceptorRecord {

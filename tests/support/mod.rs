@@ -18,8 +18,9 @@ use linearizability::{Input, Operation, Output};
 use paxkv::client::{Client, ClientOptions};
 use paxkv::config::Config;
 use paxkv::error::Error;
-use paxkv::messages::{Command, NodeId, NodeStatus, Outcome};
+use paxkv::messages::NodeStatus;
 use paxkv::node::NodeHandle;
+use paxkv::paxos::types::{Command, NodeId, Outcome};
 use tempfile::TempDir;
 
 pub struct TestCluster {

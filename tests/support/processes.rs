@@ -20,7 +20,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use paxkv::client::{Client, ClientOptions};
-use paxkv::messages::{FaultPlan, LinkFaults, NodeId, NodeStatus};
+use paxkv::messages::{FaultPlan, LinkFaults, NodeStatus};
+use paxkv::paxos::types::NodeId;
 use tempfile::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_paxkv");

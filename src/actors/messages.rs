@@ -1,0 +1,238 @@
+//! The messages between the actors of one node: actix messages, never on the wire (the wire
+//! protocol is [`crate::messages`]). One banner per receiving actor, in the order a request
+//! travels: supervisor, proposer, acceptor, storage.
+//!
+//! Requests that need an answer from a per-key actor carry a [`ReplyTo`] instead of using
+//! actix's reply future: passing the sender along costs no spawned task per hop, and a
+//! sender dropped unanswered tells the caller that the actor stopped.
+
+use crate::error::Result;
+use crate::messages::{DigestEntry, Envelope, NodeStatus, PeerMessage, SyncDigestPage, SyncRecord};
+use crate::paxos::record::AcceptorRecord;
+use crate::paxos::types::{Command, Key, NodeId, Outcome, RequestId};
+
+/// Where a per-key actor answers a request: the caller holds the receiving end. Passing it
+/// along with the message (instead of actix's reply future) costs no spawned task per hop.
+/// Dropped unanswered, it tells the caller the actor stopped.
+pub type ReplyTo<T> = tokio::sync::oneshot::Sender<T>;
+
+/// Which per-key actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Proposer,
+    Acceptor,
+}
+
+// ---------------------------------------------------------------------------------------------
+// To the node supervisor (`actors::supervisor`)
+// ---------------------------------------------------------------------------------------------
+
+/// A Paxos message that arrived for this node (from a peer or from this node itself).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Envelope);
+
+/// A client's command for one key, to be run by that key's proposer on this node.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct ClientCommand {
+    pub key: Key,
+    pub command: Command,
+    /// Set for every write (the node assigns one when the client did not).
+    pub write_id: Option<RequestId>,
+    /// See [`RequestBody::Kv`].
+    pub maybe_applied: bool,
+    pub reply: ReplyTo<Result<Outcome>>,
+}
+
+/// Run a full classic round for `key` that changes nothing (an identity write), so that the
+/// key's state is chosen at a classic ballot, never only at the fast one (see
+/// `paxos::proposer`). Answered with the state read once it is, or with the error that
+/// stopped it.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct SettleKey {
+    pub key: Key,
+    pub reply: ReplyTo<Result<Outcome>>,
+}
+
+/// A per-key actor stopped: crashed (the supervisor restarts it from disk) or retired idle.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct ActorStopped {
+    pub key: Key,
+    pub role: Role,
+    /// Distinguishes incarnations, so a late notice never removes a newer actor.
+    pub incarnation: u64,
+    pub crashed: bool,
+}
+
+/// The node's counters.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "NodeStatus")]
+pub struct GetStatus;
+
+/// Test and operator hook: make the key's actor of `role` crash as a fault would, so that it
+/// is restarted from its durable state. Returns false if no such actor is alive.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "bool")]
+pub struct CrashActor {
+    pub key: Key,
+    pub role: Role,
+}
+
+/// Test and operator hook: the in-memory record of the key's live acceptor on this node
+/// (`None` if no acceptor for the key is alive).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Option<AcceptorRecord>")]
+pub struct InspectAcceptor {
+    pub key: Key,
+}
+
+/// Anti-entropy, to the supervisor (which hands each record to the key's live acceptor, or
+/// else to storage): merge peers' records into ours. Answers how many changed.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<u64>")]
+pub struct Adopt {
+    pub records: Vec<SyncRecord>,
+    /// This node is rebuilding its store ([`crate::paxos::acceptor::Acceptor::recover_from`]),
+    /// not catching up.
+    pub recovery: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// To a per-key proposer (`actors::proposer`)
+// ---------------------------------------------------------------------------------------------
+
+/// Run `command` in a Paxos round before `deadline`; the outcome goes to `reply`.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct Submit {
+    /// `None`: settle the key (see [`SettleKey`]).
+    pub command: Option<Command>,
+    pub write_id: Option<RequestId>,
+    pub maybe_applied: bool,
+    pub deadline: std::time::Instant,
+    pub reply: ReplyTo<Result<Outcome>>,
+}
+
+/// An acceptor's reply for this key.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct FromAcceptor {
+    pub from: NodeId,
+    /// The proposer instance the reply is for ([`Envelope::proposer`]).
+    pub proposer: u64,
+    pub msg: PeerMessage,
+}
+
+// ---------------------------------------------------------------------------------------------
+// To a per-key acceptor (`actors::acceptor`)
+// ---------------------------------------------------------------------------------------------
+
+/// A proposer's request for this key.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct FromProposer {
+    pub from: NodeId,
+    /// The proposer instance to answer ([`Envelope::proposer`]).
+    pub proposer: u64,
+    pub msg: PeerMessage,
+}
+
+/// To a live acceptor: merge a peer's record into its own.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<bool>")]
+pub struct AdoptRecord {
+    pub record: AcceptorRecord,
+    pub recovery: bool,
+}
+
+/// The acceptor's in-memory record (`None` while it is still loading it).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Option<AcceptorRecord>")]
+pub struct Inspect;
+
+// ---------------------------------------------------------------------------------------------
+// To either per-key actor
+// ---------------------------------------------------------------------------------------------
+
+/// The key has been idle: stop (the supervisor already forgot this actor).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+/// Fail as a crash would (see [`CrashActor`]).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+// ---------------------------------------------------------------------------------------------
+// To the storage actor (`actors::storage`)
+// ---------------------------------------------------------------------------------------------
+
+/// Make an acceptor record durable; `done` is answered once its transaction is committed
+/// (fsynced).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct Persist {
+    pub key: Key,
+    pub record: AcceptorRecord,
+    pub done: ReplyTo<Result<()>>,
+}
+
+/// Read an acceptor record (after every write queued before this message is committed).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<Option<AcceptorRecord>>")]
+pub struct Load {
+    pub key: Key,
+}
+
+/// Anti-entropy, to the storage actor: the digest of up to `limit` records after `after`.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<SyncDigestPage>")]
+pub struct ScanDigest {
+    pub after: Option<Key>,
+    pub limit: usize,
+}
+
+/// Anti-entropy, to the storage actor: among up to `limit` records after `after`, the keys
+/// not settled at a classic ballot (accepted at the fast ballot, or `fast_unknown`); and the
+/// last key scanned, if more records follow.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<(Vec<Key>, Option<Key>)>")]
+pub struct ScanUnsettled {
+    pub after: Option<Key>,
+    pub limit: usize,
+}
+
+/// Anti-entropy, to the storage actor: which of a peer's digest entries are ahead of ours.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<Vec<Key>>")]
+pub struct FindBehind {
+    pub entries: Vec<DigestEntry>,
+    /// Only the keys where the peer accepted a higher classic ballot (recovery's repair),
+    /// not also those where it only promised a higher one.
+    pub accepted_only: bool,
+}
+
+/// Anti-entropy, to the storage actor: the records of `keys`, in order, up to `max_bytes`.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<Vec<SyncRecord>>")]
+pub struct FetchRecords {
+    pub keys: Vec<Key>,
+    pub max_bytes: usize,
+}
+
+/// To the storage actor: merge records of keys that have no live acceptor, in one commit.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<u64>")]
+pub struct AdoptRecords {
+    pub records: Vec<SyncRecord>,
+    pub recovery: bool,
+}
+
+/// To the storage actor: this node finished a recovery; remember it across restarts.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<()>")]
+pub struct MarkSynced;

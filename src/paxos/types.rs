@@ -1,0 +1,179 @@
+//! The domain types of the protocol: node ids, ballots, the replicated register of one key,
+//! the commands applied to it and what they did. Plain serde data; they travel inside the
+//! wire messages of [`crate::messages`] and inside the acceptor records on disk, so the
+//! postcard rule applies to them too: **add enum variants at the end, never reorder**.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A node's identity in the cluster configuration. Unique, never zero.
+pub type NodeId = u32;
+
+/// A key's bytes. At most `limits.max_key_bytes` long (see [`crate::config`]).
+pub type Key = Vec<u8>;
+
+/// A ballot `(round, node)`, ordered lexicographically. Unique per proposer: two proposers on
+/// different nodes never share one, and a proposer never reuses one (acceptors only promise a
+/// ballot strictly above everything they have seen, so a restarted proposer that picks a stale
+/// round is rejected and jumps past it).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Ballot {
+    /// Compared first.
+    pub round: u64,
+    /// Breaks ties between proposers on different nodes.
+    pub node: NodeId,
+}
+
+impl Ballot {
+    /// Below every ballot a proposer can use: what an acceptor that never voted holds.
+    pub const ZERO: Ballot = Ballot { round: 0, node: 0 };
+
+    /// The fast ballot (Fast Paxos, Lamport 2006): above `ZERO`, below every classic ballot
+    /// (classic rounds start at 1). Any proposer may send an Accept at it, without a Prepare,
+    /// for a key it has never seen; an acceptor takes it only if it holds no record of the key
+    /// at all. Several states may be accepted at it; a state is chosen at it only when a fast
+    /// quorum (`n - n/4`: 4 of 5) accepted it, and a classic round that finds it recovers the
+    /// one state that may have been (see `paxos::proposer`).
+    pub const FAST: Ballot = Ballot {
+        round: 0,
+        node: NodeId::MAX,
+    };
+
+    pub fn new(round: u64, node: NodeId) -> Ballot {
+        Ballot { round, node }
+    }
+
+    /// The smallest ballot of `node` that is above `self`.
+    pub fn next_for(self, node: NodeId) -> Ballot {
+        Ballot::new(self.round + 1, node)
+    }
+}
+
+impl fmt::Display for Ballot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.round, self.node)
+    }
+}
+
+/// Identifies one client write across retries: a retried write carries the same id, and a
+/// register remembers the outcomes of its last writes by id, so a write whose reply was lost
+/// never takes effect twice. No clock is involved: a client's ids are ordered by its own
+/// sequence only, and one client's ids are never compared with another's (see
+/// [`Register::floors`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    /// Chosen at random by each client process (64 bits: two clients never share one).
+    pub client: u64,
+    /// Increases with every write of that client.
+    pub seq: u64,
+}
+
+/// A write remembered by a register, so that a retry of it answers the first outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedWrite {
+    pub id: RequestId,
+    pub outcome: Outcome,
+}
+
+/// The highest sequence of one client's writes that a register applied and then forgot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientFloor {
+    pub client: u64,
+    pub seq: u64,
+}
+
+/// The replicated state of one key (the CASPaxos register).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Register {
+    /// 0 while the key was never written; +1 on every put, every delete of a present value and
+    /// every swapping cas. Never goes down, never repeats.
+    pub version: u64,
+    /// `None`: never written, or deleted.
+    #[serde(with = "opt_bytes")]
+    pub value: Option<Vec<u8>>,
+    /// The most recent writes applied to this register, oldest first, at most
+    /// [`crate::paxos::register::RECENT_WRITES`] of them.
+    pub recent: Vec<AppliedWrite>,
+    /// Per client, the highest sequence of a write this register applied and forgot
+    /// (least recently raised first, at most [`crate::paxos::register::CLIENT_FLOORS`]). A
+    /// write that may have been applied before, is not in `recent` and is at or below its
+    /// client's floor is refused ("outcome unknown") rather than risk applying it twice.
+    pub floors: Vec<ClientFloor>,
+    /// Some client's floor was itself forgotten (more than `CLIENT_FLOORS` clients had
+    /// writes forgotten): a write that may have been applied before, from a client with no
+    /// floor here, is then refused too.
+    pub floors_overflowed: bool,
+}
+
+/// A change function applied to a register by a Paxos round (CASPaxos §2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// The identity: read the register.
+    Get,
+    /// Set the value.
+    Put {
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    /// Remove the value, if there is one.
+    Delete,
+    /// Set the value if the version is `expect` (`expect == 0`: if there is no value).
+    Cas {
+        expect: u64,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+}
+
+impl Command {
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Command::Get)
+    }
+
+    /// Bytes of value the command carries.
+    pub fn value_len(&self) -> usize {
+        match self {
+            Command::Put { value } | Command::Cas { value, .. } => value.len(),
+            Command::Get | Command::Delete => 0,
+        }
+    }
+}
+
+/// What a command did, as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The register as read.
+    Get {
+        #[serde(with = "opt_bytes")]
+        value: Option<Vec<u8>>,
+        version: u64,
+    },
+    /// The version the put created.
+    Put { version: u64 },
+    /// `deleted`: there was a value and it is gone, `version` is the new one; otherwise nothing
+    /// changed and `version` is the current one.
+    Delete { deleted: bool, version: u64 },
+    /// `swapped`: the value was set and `version` is the new one; otherwise nothing changed
+    /// and `version` is the current one.
+    Cas { swapped: bool, version: u64 },
+}
+
+/// serde helper: `Option<Vec<u8>>` as an optional byte string (compact in postcard).
+pub(crate) mod opt_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(bytes) => s.serialize_some(serde_bytes::Bytes::new(bytes)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let v: Option<serde_bytes::ByteBuf> = Option::deserialize(d)?;
+        Ok(v.map(serde_bytes::ByteBuf::into_vec))
+    }
+}
