@@ -25,10 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
 use crate::actors::network::{encode_frame, frame_codec};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorClass, Result};
 use crate::messages::{
-    ClientRequest, ErrorReply, FaultPlan, Frame, NodeStatus, Reply, RequestBody, SyncDigestPage,
-    SyncRecord,
+    ClientRequest, FaultPlan, Frame, NodeStatus, Reply, RequestBody, SyncDigestPage, SyncRecord,
 };
 use crate::paxos::types::{Command, Outcome, RequestId};
 
@@ -82,7 +81,7 @@ struct Inner {
 
 /// The result of one attempt on one node.
 enum Attempt {
-    Done(std::result::Result<Reply, ErrorReply>),
+    Done(Result<Reply>),
     /// The connection failed or the attempt timed out: the request may have been received.
     Lost(String),
 }
@@ -164,14 +163,14 @@ impl Client {
             {
                 Attempt::Done(Ok(Reply::Kv(outcome))) => return Ok(outcome),
                 Attempt::Done(Ok(other)) => return Err(unexpected(other)),
-                Attempt::Done(Err(ErrorReply::BadRequest(m))) => return Err(Error::BadRequest(m)),
-                Attempt::Done(Err(ErrorReply::Unknown(m))) => {
-                    maybe_applied |= write;
-                    (last_error, from_node) = (m, true);
-                }
-                Attempt::Done(Err(ErrorReply::Unavailable(m) | ErrorReply::Busy(m))) => {
-                    (last_error, from_node) = (m, true);
-                }
+                Attempt::Done(Err(e)) => match e.class() {
+                    ErrorClass::BadInput => return Err(e),
+                    class => {
+                        // A storage fault on the node that ran it leaves the outcome unknown.
+                        maybe_applied |= write && class != ErrorClass::Retry;
+                        (last_error, from_node) = (node_reason(e), true);
+                    }
+                },
                 Attempt::Lost(m) => {
                     maybe_applied |= write;
                     // An attempt that only our own deadline cut short says nothing new: keep
@@ -198,7 +197,7 @@ impl Client {
             .await
         {
             Attempt::Done(Ok(reply)) => Ok(reply),
-            Attempt::Done(Err(e)) => Err(e.into()),
+            Attempt::Done(Err(e)) => Err(e),
             Attempt::Lost(m) => Err(Error::Unavailable(m)),
         }
     }
@@ -296,7 +295,7 @@ impl Client {
             Ok(conn) => conn,
             Err(e) => {
                 self.avoid(index);
-                return Attempt::Done(Err(e.to_reply()));
+                return Attempt::Done(Err(e));
             }
         };
         match tokio::time::timeout(timeout, conn.request(body)).await {
@@ -349,11 +348,21 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A node's error as the reason an operation failed: its message, without the class prefix
+/// (the client's own error says which class it ends in).
+fn node_reason(e: Error) -> String {
+    match e {
+        Error::Unavailable(m) | Error::Unknown(m) | Error::Busy(m) | Error::Io(m) => m,
+        Error::BadRequest(m) | Error::Frame(m) | Error::Config(m) => m,
+        e @ Error::Storage(_) => e.to_string(),
+    }
+}
+
 fn unexpected(reply: Reply) -> Error {
     Error::Unknown(format!("unexpected reply {reply:?}"))
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<std::result::Result<Reply, ErrorReply>>>>>;
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply>>>>>;
 
 /// One connection to one node, with many requests in flight.
 struct Connection {
@@ -417,10 +426,7 @@ impl Connection {
     }
 
     /// Sends one request and waits for its response; `Err` if the connection was lost.
-    async fn request(
-        &self,
-        body: RequestBody,
-    ) -> std::result::Result<std::result::Result<Reply, ErrorReply>, String> {
+    async fn request(&self, body: RequestBody) -> std::result::Result<Result<Reply>, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap().insert(id, tx);

@@ -15,6 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::paxos::record::AcceptorRecord;
 use crate::paxos::types::{opt_bytes, Ballot, Command, Key, NodeId, Outcome, Register, RequestId};
 
@@ -157,7 +158,7 @@ pub enum RequestBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientResponse {
     pub id: u64,
-    pub result: Result<Reply, ErrorReply>,
+    pub result: Result<Reply, Error>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,20 +245,6 @@ pub struct NodeStatus {
     pub duplicate_acceptors: u64,
     /// Keys this node settled at a classic ballot (recovery and anti-entropy sweeps).
     pub keys_settled: u64,
-}
-
-/// Why a request failed. What a client may retry is kept apart from what it must not.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ErrorReply {
-    /// No quorum before the deadline, and the request certainly did not take effect. Retry.
-    Unavailable(String),
-    /// The request may or may not have taken effect (an Accept was sent but no quorum
-    /// answered before the deadline). Retrying a write with the same `write_id` is safe.
-    Unknown(String),
-    /// The request is malformed or over a limit; retrying it will fail the same way.
-    BadRequest(String),
-    /// The node is over a limit (live keys, requests in flight). Retry later or elsewhere.
-    Busy(String),
 }
 
 /// Everything one connection carries, in either direction. A connection from a peer carries

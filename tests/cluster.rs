@@ -289,7 +289,7 @@ async fn garbage_on_a_node_port_closes_that_connection_and_disturbs_no_other_cli
         ("a response sent to a node", {
             let frame = paxkv::messages::Frame::Response(paxkv::messages::ClientResponse {
                 id: 1,
-                result: Err(paxkv::messages::ErrorReply::Busy("x".into())),
+                result: Err(paxkv::Error::Busy("x".into())),
             });
             paxkv::actors::network::encode_frame(&frame).to_vec()
         }),

@@ -38,8 +38,7 @@ use crate::actors::Stats;
 use crate::config::Config;
 use crate::error::Error;
 use crate::messages::{
-    ClientRequest, ClientResponse, Envelope, ErrorReply, FaultPlan, Frame, PeerMessage, Reply,
-    RequestBody,
+    ClientRequest, ClientResponse, Envelope, FaultPlan, Frame, PeerMessage, Reply, RequestBody,
 };
 use crate::paxos::types::{NodeId, RequestId};
 
@@ -432,7 +431,7 @@ async fn serve_request(request: ClientRequest, shared: &Shared) -> ClientRespons
                 shared.outbox.set_faults(plan);
                 Ok(Reply::FaultsSet)
             } else {
-                Err(ErrorReply::BadRequest(
+                Err(Error::BadRequest(
                     "fault injection is off (testing.allow_fault_injection)".into(),
                 ))
             }
@@ -441,8 +440,8 @@ async fn serve_request(request: ClientRequest, shared: &Shared) -> ClientRespons
             let limit = (limit as usize).min(MAX_SYNC_DIGEST_ENTRIES);
             match shared.storage.send(ScanDigest { after, limit }).await {
                 Ok(Ok(page)) => Ok(Reply::SyncDigest(page)),
-                Ok(Err(e)) => Err(e.to_reply()),
-                Err(e) => Err(ErrorReply::Unavailable(e.to_string())),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(Error::Unavailable(e.to_string())),
             }
         }
         RequestBody::SyncFetch { keys } => {
@@ -451,13 +450,13 @@ async fn serve_request(request: ClientRequest, shared: &Shared) -> ClientRespons
             let max_bytes = shared.config.frame_limit() / 2;
             match shared.storage.send(FetchRecords { keys, max_bytes }).await {
                 Ok(Ok(records)) => Ok(Reply::SyncRecords(records)),
-                Ok(Err(e)) => Err(e.to_reply()),
-                Err(e) => Err(ErrorReply::Unavailable(e.to_string())),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(Error::Unavailable(e.to_string())),
             }
         }
         RequestBody::Status => match shared.supervisor.send(GetStatus).await {
             Ok(status) => Ok(Reply::Status(status)),
-            Err(e) => Err(ErrorReply::Unavailable(e.to_string())),
+            Err(e) => Err(Error::Unavailable(e.to_string())),
         },
         RequestBody::Kv {
             key,
@@ -465,7 +464,7 @@ async fn serve_request(request: ClientRequest, shared: &Shared) -> ClientRespons
             write_id,
             maybe_applied,
         } => match check_request(&key, command.value_len(), &shared.config) {
-            Err(e) => Err(e.to_reply()),
+            Err(e) => Err(e),
             Ok(()) => {
                 let write_id = match (command.is_write(), write_id) {
                     (false, _) => None,
@@ -487,14 +486,14 @@ async fn serve_request(request: ClientRequest, shared: &Shared) -> ClientRespons
                     // The command never reached a proposer: nothing ran.
                     return ClientResponse {
                         id: request.id,
-                        result: Err(ErrorReply::Unavailable(format!("node supervisor: {e}"))),
+                        result: Err(Error::Unavailable(format!("node supervisor: {e}"))),
                     };
                 }
                 match outcome.await {
                     Ok(Ok(outcome)) => Ok(Reply::Kv(outcome)),
-                    Ok(Err(e)) => Err(e.to_reply()),
+                    Ok(Err(e)) => Err(e),
                     // Dropped unanswered: the proposer crashed or stopped with it in flight.
-                    Err(_) => Err(ErrorReply::Unknown("the key's proposer stopped".into())),
+                    Err(_) => Err(Error::Unknown("the key's proposer stopped".into())),
                 }
             }
         },

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use paxkv::client::Client;
+use paxkv::error::{Error, ErrorClass};
 use paxkv::paxos::types::Outcome;
-use paxkv::Error;
 use rand::rngs::SmallRng;
 use rand::{Rng as _, SeedableRng as _};
 
@@ -125,11 +125,11 @@ impl ErrorCounts {
     }
 
     fn count(&mut self, e: &Error) {
-        match e {
-            Error::Unavailable(_) | Error::Io(_) => self.unavailable += 1,
-            Error::Unknown(_) => self.unknown += 1,
-            Error::Busy(_) => self.busy += 1,
-            _ => self.other += 1,
+        match e.class() {
+            ErrorClass::Retry if matches!(e, Error::Busy(_)) => self.busy += 1,
+            ErrorClass::Retry => self.unavailable += 1,
+            ErrorClass::MayHaveApplied | ErrorClass::Storage => self.unknown += 1,
+            ErrorClass::BadInput => self.other += 1,
         }
     }
 }

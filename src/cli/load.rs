@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use paxkv::client::Client;
-use paxkv::Error;
 use tokio::sync::mpsc;
 
 use super::{EXIT_BAD_INPUT, EXIT_OK, EXIT_UNAVAILABLE};
@@ -61,7 +60,7 @@ pub async fn run(client: Client, concurrency: usize, json: bool) -> i32 {
                 let Some((n, key, value)) = next else { break };
                 match client.put(&key, &value).await {
                     Ok(_) => counts.ok.fetch_add(1, Ordering::Relaxed),
-                    Err(e @ Error::BadRequest(_)) => {
+                    Err(e) if e.is_bad_input() => {
                         eprintln!("line {n}: {e}");
                         counts.rejected.fetch_add(1, Ordering::Relaxed)
                     }

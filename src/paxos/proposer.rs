@@ -121,25 +121,7 @@ pub enum Effect {
     /// Send to one acceptor.
     Send(NodeId, PeerMessage),
     /// Answer a caller.
-    Reply(Token, Result<Outcome, ReplyError>),
-}
-
-/// Why a command failed; see [`crate::error::Error`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReplyError {
-    Unavailable(String),
-    Unknown(String),
-    Busy(String),
-}
-
-impl From<ReplyError> for Error {
-    fn from(e: ReplyError) -> Error {
-        match e {
-            ReplyError::Unavailable(m) => Error::Unavailable(m),
-            ReplyError::Unknown(m) => Error::Unknown(m),
-            ReplyError::Busy(m) => Error::Busy(m),
-        }
-    }
+    Reply(Token, Result<Outcome, Error>),
 }
 
 #[derive(Debug, Clone)]
@@ -209,7 +191,7 @@ enum Phase {
         /// then, the write goes through a classic round.
         settle_by: Option<Instant>,
         state: Register,
-        outcomes: Vec<Result<Outcome, ReplyError>>,
+        outcomes: Vec<Result<Outcome, Error>>,
         /// acceptor → the promise it holds after accepting
         acks: BTreeMap<NodeId, Ballot>,
     },
@@ -350,7 +332,7 @@ impl Proposer {
             if let Some(token) = token {
                 out.push(Effect::Reply(
                     token,
-                    Err(ReplyError::Busy(format!(
+                    Err(Error::Busy(format!(
                         "{} requests already queued for this key",
                         self.queue.len()
                     ))),
@@ -912,7 +894,7 @@ impl Proposer {
 
     /// Why a request that runs out of time failed: no majority, and which acceptors could not
     /// write, if any.
-    fn deadline_error(&self, accept_sent: bool) -> ReplyError {
+    fn deadline_error(&self, accept_sent: bool) -> Error {
         let storage = if self.storage_failures.is_empty() {
             String::new()
         } else {
@@ -925,11 +907,11 @@ impl Proposer {
             format!("; storage failed on node(s) {}: {first}", nodes.join(", "))
         };
         if accept_sent {
-            ReplyError::Unknown(format!(
+            Error::Unknown(format!(
                 "no majority answered the Accept before the deadline{storage}"
             ))
         } else {
-            ReplyError::Unavailable(format!("no majority answered before the deadline{storage}"))
+            Error::Unavailable(format!("no majority answered before the deadline{storage}"))
         }
     }
 
@@ -996,7 +978,7 @@ impl Proposer {
     fn finish(
         &mut self,
         now: Instant,
-        outcomes: Vec<Result<Outcome, ReplyError>>,
+        outcomes: Vec<Result<Outcome, Error>>,
         out: &mut Vec<Effect>,
     ) {
         assert_eq!(outcomes.len(), self.batch.len(), "one outcome per command");
@@ -1015,8 +997,8 @@ impl Proposer {
     }
 }
 
-fn too_late(_: TooLate) -> ReplyError {
-    ReplyError::Unknown(
+fn too_late(_: TooLate) -> Error {
+    Error::Unknown(
         "the write was retried after the key forgot whether it had applied it; \
          it took effect at most once"
             .into(),

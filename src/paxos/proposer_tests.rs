@@ -62,7 +62,7 @@ fn submit(
 }
 
 /// The outcome of a read that found `value` at `version`.
-fn read(value: &str, version: u64) -> Result<Outcome, ReplyError> {
+fn read(value: &str, version: u64) -> Result<Outcome, Error> {
     Ok(Outcome::Get {
         value: Some(value.as_bytes().to_vec()),
         version,
@@ -79,7 +79,7 @@ fn sent_to(out: &[Effect], node: NodeId) -> Vec<PeerMessage> {
         .collect()
 }
 
-fn replies(out: &[Effect]) -> Vec<(Token, Result<Outcome, ReplyError>)> {
+fn replies(out: &[Effect]) -> Vec<(Token, Result<Outcome, Error>)> {
     out.iter()
         .filter_map(|e| match e {
             Effect::Reply(t, r) => Some((*t, r.clone())),
@@ -114,7 +114,7 @@ fn drive(
     reachable: &[NodeId],
     start: Instant,
     mut out: Vec<Effect>,
-) -> Vec<(Token, Result<Outcome, ReplyError>)> {
+) -> Vec<(Token, Result<Outcome, Error>)> {
     let mut now = start;
     loop {
         let answers = replies(&out);
@@ -243,10 +243,7 @@ fn without_a_majority_a_request_ends_unavailable_or_unknown_at_its_deadline() {
         assert!(t < t0 + Duration::from_secs(2), "no answer at the deadline");
     }
     assert!(t >= t0 + Duration::from_millis(500));
-    assert!(matches!(
-        replies(&out)[0].1,
-        Err(ReplyError::Unavailable(_))
-    ));
+    assert!(matches!(replies(&out)[0].1, Err(Error::Unavailable(_))));
 
     // An Accept that went out but never gathered a majority: outcome unknown.
     let mut p = proposer(3);
@@ -265,7 +262,7 @@ fn without_a_majority_a_request_ends_unavailable_or_unknown_at_its_deadline() {
     exchange(&mut p, &mut accs, &[1], t, accept);
     let mut out = Vec::new();
     p.tick(t + Duration::from_millis(100), &mut out);
-    assert!(matches!(replies(&out)[0].1, Err(ReplyError::Unknown(_))));
+    assert!(matches!(replies(&out)[0].1, Err(Error::Unknown(_))));
 }
 
 #[test]
@@ -372,7 +369,7 @@ fn requests_queued_behind_a_round_are_batched_into_the_next_one() {
         &mut rejected,
     );
     assert!(
-        matches!(replies(&rejected)[0], (6, Err(ReplyError::Busy(_)))),
+        matches!(replies(&rejected)[0], (6, Err(Error::Busy(_)))),
         "the queue is bounded"
     );
     let out = exchange(&mut p, &mut accs, &NODES, now, out);
@@ -581,7 +578,7 @@ fn acceptors_that_cannot_write_end_the_phase_early_and_are_named_in_the_error() 
     p.tick(t0 + Duration::from_secs(1), &mut out);
     let answered = replies(&out);
     assert_eq!(answered.len(), 1, "{out:?}");
-    let Err(ReplyError::Unavailable(why)) = &answered[0].1 else {
+    let Err(Error::Unavailable(why)) = &answered[0].1 else {
         panic!("{answered:?}");
     };
     assert!(
@@ -683,7 +680,7 @@ fn a_command_answered_unavailable_is_never_applied_by_a_later_accept() {
     p.tick(short, &mut expired);
     assert!(matches!(
         &replies(&expired)[..],
-        [(1, Err(ReplyError::Unavailable(_)))]
+        [(1, Err(Error::Unavailable(_)))]
     ));
     // Now a majority answers the Prepare (and, from then on, everything).
     let answers = drive(&mut p, &mut accs, &NODES, short, out);

@@ -38,9 +38,10 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::error::Error;
 use crate::messages::PeerMessage;
 use crate::paxos::acceptor::Acceptor;
-use crate::paxos::proposer::{Effect, Proposer, ProposerConfig, ReplyError};
+use crate::paxos::proposer::{Effect, Proposer, ProposerConfig};
 use crate::paxos::record::AcceptorRecord;
 use crate::paxos::types::{Ballot, Command, Key, NodeId, Outcome, Register, RequestId};
 
@@ -249,7 +250,7 @@ impl Sim {
         }
     }
 
-    fn answered(&mut self, token: u64, result: Result<Outcome, ReplyError>) {
+    fn answered(&mut self, token: u64, result: Result<Outcome, Error>) {
         self.owner.remove(&token);
         match self.waiters.remove(&token).expect("one reply per request") {
             Waiter::Client(i) => match result {
@@ -257,11 +258,11 @@ impl Sim {
                     self.history[i].ret = Some(self.elapsed());
                     self.history[i].output = Some(convert::output_of(outcome));
                 }
-                Err(ReplyError::Unavailable(_) | ReplyError::Busy(_)) => {
+                // May have taken effect: the checker lets it take effect any time, or never.
+                Err(e) if e.may_have_applied() => {}
+                Err(_) => {
                     self.not_applied.insert(i);
                 }
-                // May have taken effect: the checker lets it take effect any time, or never.
-                Err(ReplyError::Unknown(_)) => {}
             },
             Waiter::Sweep => {}
             Waiter::Repair(node) => {

@@ -17,7 +17,6 @@ use linearizability::{Input, Operation, Output};
 
 use paxkv::client::{Client, ClientOptions};
 use paxkv::config::Config;
-use paxkv::error::Error;
 use paxkv::messages::NodeStatus;
 use paxkv::node::NodeHandle;
 use paxkv::paxos::types::{Command, NodeId, Outcome};
@@ -249,7 +248,7 @@ impl History {
             // Recorded exactly: these certainly did not take effect, so the operation is left
             // out of the history (if it did take effect after all, its value shows up in a read
             // that no recorded write explains, and the check fails).
-            Err(Error::Unavailable(_) | Error::Busy(_) | Error::BadRequest(_)) => {
+            Err(e) if !e.may_have_applied() => {
                 return result;
             }
             // May have taken effect, at any time after it was invoked, or never.
