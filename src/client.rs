@@ -17,19 +17,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
-use crate::actors::network::{encode_frame, frame_codec};
 use crate::error::{Error, ErrorClass, Result};
+use crate::frame;
 use crate::messages::{
     ClientRequest, FaultPlan, Frame, NodeStatus, Reply, RequestBody, SyncDigestPage, SyncRecord,
 };
-use crate::paxos::types::{Command, Outcome, RequestId};
+use crate::paxos::types::{key_hash, Command, Outcome, WriteIdMint};
 
 /// Requests queued for one connection's writer.
 const CONNECTION_QUEUE_CAPACITY: usize = 4_096;
@@ -75,8 +74,7 @@ struct Inner {
     avoid_until_ms: Vec<AtomicU64>,
     epoch: Instant,
     connections: Mutex<HashMap<usize, Arc<Connection>>>,
-    client_id: u64,
-    next_seq: AtomicU64,
+    write_ids: WriteIdMint,
 }
 
 /// The result of one attempt on one node.
@@ -99,8 +97,7 @@ impl Client {
                 addrs,
                 options,
                 connections: Mutex::new(HashMap::new()),
-                client_id: rand::random(),
-                next_seq: AtomicU64::new(1),
+                write_ids: WriteIdMint::new(),
             }),
         }
     }
@@ -127,10 +124,7 @@ impl Client {
     /// deadline passes.
     pub async fn execute(&self, key: &[u8], command: Command) -> Result<Outcome> {
         let write = command.is_write();
-        let write_id = write.then(|| RequestId {
-            client: self.inner.client_id,
-            seq: self.inner.next_seq.fetch_add(1, Ordering::Relaxed),
-        });
+        let write_id = write.then(|| self.inner.write_ids.mint());
         let body = |maybe_applied| RequestBody::Kv {
             key: key.to_vec(),
             command: command.clone(),
@@ -264,10 +258,7 @@ impl Client {
         if self.inner.options.pinned {
             return 0;
         }
-        let hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
-        });
-        (hash % self.inner.addrs.len() as u64) as usize
+        (key_hash(key) % self.inner.addrs.len() as u64) as usize
     }
 
     /// The node for the `attempt`-th try: from the home node onwards, the first that has not
@@ -386,25 +377,13 @@ impl Connection {
         let closed = Arc::new(AtomicBool::new(false));
 
         tokio::spawn(async move {
-            let mut buf = BytesMut::new();
-            while let Some(first) = outgoing.recv().await {
-                buf.extend_from_slice(&first);
-                // Let the other ready requests queue theirs first: one write for them all.
-                tokio::task::yield_now().await;
-                while let Ok(more) = outgoing.try_recv() {
-                    buf.extend_from_slice(&more);
-                }
-                if writer.write_all(&buf).await.is_err() {
-                    return;
-                }
-                buf.clear();
-            }
+            let _ = frame::write_queue(&mut writer, &mut outgoing).await;
         });
         let (reader_pending, reader_closed) = (pending.clone(), closed.clone());
         tokio::spawn(async move {
-            let mut frames = FramedRead::new(reader, frame_codec(CLIENT_MAX_FRAME_BYTES));
+            let mut frames = FramedRead::new(reader, frame::codec(CLIENT_MAX_FRAME_BYTES));
             while let Some(Ok(bytes)) = frames.next().await {
-                let Ok(Frame::Response(response)) = postcard::from_bytes::<Frame>(&bytes) else {
+                let Ok(Frame::Response(response)) = frame::decode(&bytes) else {
                     log::warn!("malformed response from {addr}; closing the connection");
                     break;
                 };
@@ -434,7 +413,7 @@ impl Connection {
             self.pending.lock().unwrap().remove(&id);
             return Err(format!("connection to {} lost", self.addr));
         }
-        let frame = encode_frame(&Frame::Request(ClientRequest { id, body }));
+        let frame = frame::encode(&Frame::Request(ClientRequest { id, body }));
         let lost = || format!("connection to {} lost", self.addr);
         if self.frames.send(frame).await.is_err() {
             self.pending.lock().unwrap().remove(&id);

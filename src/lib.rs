@@ -11,6 +11,7 @@ pub mod actors;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod frame;
 pub mod messages;
 pub mod node;
 pub mod paxos;

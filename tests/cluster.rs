@@ -291,7 +291,7 @@ async fn garbage_on_a_node_port_closes_that_connection_and_disturbs_no_other_cli
                 id: 1,
                 result: Err(paxkv::Error::Busy("x".into())),
             });
-            paxkv::actors::network::encode_frame(&frame).to_vec()
+            paxkv::frame::encode(&frame).to_vec()
         }),
     ];
     for (what, bytes) in &garbage {

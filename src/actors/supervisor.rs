@@ -43,7 +43,7 @@ use crate::error::{Error, Result};
 use crate::messages::{Envelope, NodeStatus};
 use crate::paxos::proposer::{Proposer, ProposerConfig};
 use crate::paxos::record::AcceptorRecord;
-use crate::paxos::types::{Key, NodeId};
+use crate::paxos::types::{key_hash, Key, NodeId};
 
 /// Messages routed to the supervisor that may wait in its mailbox.
 const SUPERVISOR_MAILBOX_CAPACITY: usize = 65_536;
@@ -189,12 +189,9 @@ impl NodeSupervisor {
             fast_path: p.fast_path,
             settle_fast_writes: p.settle_fast_writes,
         };
-        let key_hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
-        });
         Proposer::new(
             cfg,
-            SmallRng::seed_from_u64(self.seed ^ key_hash ^ incarnation),
+            SmallRng::seed_from_u64(self.seed ^ key_hash(key) ^ incarnation),
         )
     }
 

@@ -177,3 +177,48 @@ pub(crate) mod opt_bytes {
         Ok(v.map(serde_bytes::ByteBuf::into_vec))
     }
 }
+
+/// The one hash of a key (64-bit FNV-1a: fast on short keys, stable across builds and
+/// machines). The client picks a key's home node with it, the supervisor seeds the key's
+/// proposer RNG with it. Not a defence against chosen keys: nothing here depends on keys
+/// spreading evenly.
+pub fn key_hash(key: &[u8]) -> u64 {
+    key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Mints the [`RequestId`]s of one writer: a client process, or a node for writes that came
+/// without one. One random 64-bit client id per mint (two mints never share one), then a
+/// sequence that only goes up.
+#[derive(Debug)]
+pub struct WriteIdMint {
+    client: u64,
+    next_seq: std::sync::atomic::AtomicU64,
+}
+
+impl WriteIdMint {
+    pub fn new() -> WriteIdMint {
+        WriteIdMint {
+            client: rand::random(),
+            next_seq: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    /// The next write id.
+    pub fn mint(&self) -> RequestId {
+        let seq = self
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        RequestId {
+            client: self.client,
+            seq,
+        }
+    }
+}
+
+impl Default for WriteIdMint {
+    fn default() -> Self {
+        WriteIdMint::new()
+    }
+}
