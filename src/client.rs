@@ -26,7 +26,8 @@ use tokio_util::codec::FramedRead;
 use crate::error::{Error, ErrorClass, Result};
 use crate::frame;
 use crate::messages::{
-    ClientRequest, FaultPlan, Frame, NodeStatus, Reply, RequestBody, SyncDigestPage, SyncRecord,
+    ClientRequest, ClientResponse, FaultPlan, Frame, NodeStatus, Reply, RequestBody, SyncAnswer,
+    SyncCall, SyncDigestPage, SyncRecord, SyncReply, SyncRequest,
 };
 use crate::paxos::types::{key_hash, Command, Outcome, WriteIdMint};
 
@@ -218,6 +219,20 @@ impl Client {
         }
     }
 
+    /// Anti-entropy and recovery, node to node: one [`SyncRequest`] to node `index`.
+    pub async fn sync(&self, index: usize, body: SyncRequest) -> Result<SyncReply> {
+        let call = |id| Frame::SyncRequest(SyncCall { id, body });
+        match self
+            .call(index, call, self.inner.options.attempt_timeout)
+            .await
+        {
+            Ok(Frame::SyncResponse(answer)) => answer.result,
+            Ok(other) => Err(Error::Frame(format!("unexpected answer {other:?}"))),
+            Err(Attempt::Done(result)) => result.and(Err(Error::Unavailable("no answer".into()))),
+            Err(Attempt::Lost(m)) => Err(Error::Unavailable(m)),
+        }
+    }
+
     /// Anti-entropy: a page of node `index`'s digest.
     pub async fn sync_digest(
         &self,
@@ -226,11 +241,11 @@ impl Client {
         limit: u32,
     ) -> Result<SyncDigestPage> {
         match self
-            .request(index, RequestBody::SyncDigest { after, limit })
+            .sync(index, SyncRequest::Digest { after, limit })
             .await?
         {
-            Reply::SyncDigest(page) => Ok(page),
-            other => Err(unexpected(other)),
+            SyncReply::Digest(page) => Ok(page),
+            other => Err(Error::Frame(format!("unexpected answer {other:?}"))),
         }
     }
 
@@ -241,9 +256,9 @@ impl Client {
             .cloned()
             .map(serde_bytes::ByteBuf::from)
             .collect();
-        match self.request(index, RequestBody::SyncFetch { keys }).await? {
-            Reply::SyncRecords(records) => Ok(records),
-            other => Err(unexpected(other)),
+        match self.sync(index, SyncRequest::Fetch { keys }).await? {
+            SyncReply::Records(records) => Ok(records),
+            other => Err(Error::Frame(format!("unexpected answer {other:?}"))),
         }
     }
 
@@ -282,23 +297,38 @@ impl Client {
     }
 
     async fn attempt(&self, index: usize, body: RequestBody, timeout: Duration) -> Attempt {
+        let call = |id| Frame::Request(ClientRequest { id, body });
+        match self.call(index, call, timeout).await {
+            Ok(Frame::Response(response)) => Attempt::Done(response.result),
+            Ok(other) => Attempt::Done(Err(Error::Frame(format!("unexpected answer {other:?}")))),
+            Err(attempt) => attempt,
+        }
+    }
+
+    /// Sends the frame `call(id)` to node `index` and waits for the answer with that id.
+    async fn call(
+        &self,
+        index: usize,
+        call: impl FnOnce(u64) -> Frame,
+        timeout: Duration,
+    ) -> std::result::Result<Frame, Attempt> {
         let conn = match self.connection(index).await {
             Ok(conn) => conn,
             Err(e) => {
                 self.avoid(index);
-                return Attempt::Done(Err(e));
+                return Err(Attempt::Done(Err(e)));
             }
         };
-        match tokio::time::timeout(timeout, conn.request(body)).await {
-            Ok(Ok(result)) => Attempt::Done(result),
+        match tokio::time::timeout(timeout, conn.call(call)).await {
+            Ok(Ok(answer)) => Ok(answer),
             Ok(Err(lost)) => {
                 self.forget(index, &conn);
-                Attempt::Lost(lost)
+                Err(Attempt::Lost(lost))
             }
-            Err(_) => Attempt::Lost(format!(
+            Err(_) => Err(Attempt::Lost(format!(
                 "node {} did not answer within {timeout:?}",
                 self.inner.addrs[index]
-            )),
+            ))),
         }
     }
 
@@ -353,7 +383,8 @@ fn unexpected(reply: Reply) -> Error {
     Error::Unknown(format!("unexpected reply {reply:?}"))
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply>>>>>;
+/// The callers waiting for an answer, by frame id.
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
 
 /// One connection to one node, with many requests in flight.
 struct Connection {
@@ -383,12 +414,16 @@ impl Connection {
         tokio::spawn(async move {
             let mut frames = FramedRead::new(reader, frame::codec(CLIENT_MAX_FRAME_BYTES));
             while let Some(Ok(bytes)) = frames.next().await {
-                let Ok(Frame::Response(response)) = frame::decode(&bytes) else {
-                    log::warn!("malformed response from {addr}; closing the connection");
-                    break;
+                let (id, answer) = match frame::decode(&bytes) {
+                    Ok(answer @ Frame::Response(ClientResponse { id, .. })) => (id, answer),
+                    Ok(answer @ Frame::SyncResponse(SyncAnswer { id, .. })) => (id, answer),
+                    _ => {
+                        log::warn!("malformed answer from {addr}; closing the connection");
+                        break;
+                    }
                 };
-                if let Some(waiter) = reader_pending.lock().unwrap().remove(&response.id) {
-                    let _ = waiter.send(response.result);
+                if let Some(waiter) = reader_pending.lock().unwrap().remove(&id) {
+                    let _ = waiter.send(answer);
                 }
             }
             reader_closed.store(true, Ordering::Relaxed);
@@ -404,24 +439,24 @@ impl Connection {
         })
     }
 
-    /// Sends one request and waits for its response; `Err` if the connection was lost.
-    async fn request(&self, body: RequestBody) -> std::result::Result<Result<Reply>, String> {
+    /// Sends the frame `call(id)` and waits for the answer carrying `id`; `Err` if the
+    /// connection was lost.
+    async fn call(&self, call: impl FnOnce(u64) -> Frame) -> std::result::Result<Frame, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap().insert(id, tx);
-        if self.closed.load(Ordering::Relaxed) {
-            self.pending.lock().unwrap().remove(&id);
-            return Err(format!("connection to {} lost", self.addr));
-        }
-        let frame = frame::encode(&Frame::Request(ClientRequest { id, body }));
         let lost = || format!("connection to {} lost", self.addr);
-        if self.frames.send(frame).await.is_err() {
+        if self.closed.load(Ordering::Relaxed) {
             self.pending.lock().unwrap().remove(&id);
             return Err(lost());
         }
-        let result = rx.await.map_err(|_| lost());
+        if self.frames.send(frame::encode(&call(id))).await.is_err() {
+            self.pending.lock().unwrap().remove(&id);
+            return Err(lost());
+        }
+        let answer = rx.await.map_err(|_| lost());
         self.pending.lock().unwrap().remove(&id);
-        result
+        answer
     }
 }
 

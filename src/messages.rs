@@ -15,8 +15,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Config;
 use crate::error::Error;
 use crate::paxos::record::AcceptorRecord;
+use crate::paxos::register::{CLIENT_FLOORS, RECENT_WRITES};
 use crate::paxos::types::{opt_bytes, Ballot, Command, Key, NodeId, Outcome, Register, RequestId};
 
 // ---------------------------------------------------------------------------------------------
@@ -143,16 +145,6 @@ pub enum RequestBody {
     Status,
     /// Replace the faults this node injects on its outgoing Paxos messages (tests only).
     SetFaults(FaultPlan),
-    /// Anti-entropy, node to node: the (key, promised, accepted) digest of up to `limit`
-    /// records with keys after `after`, in key order. `limit = 0` asks only for the
-    /// [`SyncSource`] state.
-    SyncDigest {
-        #[serde(with = "opt_bytes")]
-        after: Option<Key>,
-        limit: u32,
-    },
-    /// Anti-entropy: the records of these keys (as many, in order, as fit one frame).
-    SyncFetch { keys: Vec<serde_bytes::ByteBuf> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,45 +162,6 @@ pub enum Reply {
     Status(NodeStatus),
     /// `SetFaults` took effect.
     FaultsSet,
-    SyncDigest(SyncDigestPage),
-    SyncRecords(Vec<SyncRecord>),
-}
-
-/// Whether a node's records may be trusted by a node that is rebuilding its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct SyncSource {
-    /// The node votes as an acceptor (it finished its own recovery since it started).
-    pub voting: bool,
-    /// The node's store completed a recovery (or a cluster bootstrap) at least once: it is
-    /// not a freshly created or wiped store.
-    pub synced_once: bool,
-    /// The node holds no record at all.
-    pub empty: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncDigestPage {
-    pub source: SyncSource,
-    pub entries: Vec<DigestEntry>,
-    /// More records follow the last entry.
-    pub more: bool,
-}
-
-/// One key's ballots, enough to tell whether the asking node is behind on it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DigestEntry {
-    #[serde(with = "serde_bytes")]
-    pub key: Key,
-    pub promised: Ballot,
-    pub accepted: Ballot,
-}
-
-/// A key's acceptor record, as one node sends it to another.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncRecord {
-    #[serde(with = "serde_bytes")]
-    pub key: Key,
-    pub record: AcceptorRecord,
 }
 
 /// A node's counters, for operators and for the tests.
@@ -252,9 +205,90 @@ pub struct NodeStatus {
 /// frames the other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame {
+    /// A Paxos message, node to node.
     Peer(Envelope),
+    /// A client request, client (or operator tool) to node.
     Request(ClientRequest),
+    /// The answer to a `Request`, node to client.
     Response(ClientResponse),
+    /// Anti-entropy and recovery, node to node (`actors::anti_entropy`).
+    SyncRequest(SyncCall),
+    /// The answer to a `SyncRequest`.
+    SyncResponse(SyncAnswer),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Anti-entropy and recovery, between nodes (`actors::anti_entropy`)
+// ---------------------------------------------------------------------------------------------
+
+/// A request for (part of) another node's acceptor records. `id` matches the answer, as for
+/// [`ClientRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncCall {
+    pub id: u64,
+    pub body: SyncRequest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncRequest {
+    /// The (key, promised, accepted) digest of up to `limit` records with keys after
+    /// `after`, in key order. `limit = 0` asks only for the [`SyncSource`] state.
+    Digest {
+        #[serde(with = "opt_bytes")]
+        after: Option<Key>,
+        limit: u32,
+    },
+    /// The records of these keys (as many, in order, as fit one frame).
+    Fetch { keys: Vec<serde_bytes::ByteBuf> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncAnswer {
+    pub id: u64,
+    pub result: Result<SyncReply, Error>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncReply {
+    Digest(SyncDigestPage),
+    Records(Vec<SyncRecord>),
+}
+
+/// Whether a node's records may be trusted by a node that is rebuilding its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SyncSource {
+    /// The node votes as an acceptor (it finished its own recovery since it started).
+    pub voting: bool,
+    /// The node's store completed a recovery (or a cluster bootstrap) at least once: it is
+    /// not a freshly created or wiped store.
+    pub synced_once: bool,
+    /// The node holds no record at all.
+    pub empty: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncDigestPage {
+    pub source: SyncSource,
+    pub entries: Vec<DigestEntry>,
+    /// More records follow the last entry.
+    pub more: bool,
+}
+
+/// One key's ballots, enough to tell whether the asking node is behind on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestEntry {
+    #[serde(with = "serde_bytes")]
+    pub key: Key,
+    pub promised: Ballot,
+    pub accepted: Ballot,
+}
+
+/// A key's acceptor record, as one node sends it to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRecord {
+    #[serde(with = "serde_bytes")]
+    pub key: Key,
+    pub record: AcceptorRecord,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -296,6 +330,139 @@ impl FaultPlan {
     pub fn link(&self, to: NodeId) -> LinkFaults {
         self.links.get(&to).copied().unwrap_or(self.default)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation: every decoded frame passes here before anything acts on it
+// ---------------------------------------------------------------------------------------------
+
+/// The most keys one `SyncRequest::Fetch` may name (a digest page's worth).
+pub const MAX_FETCH_KEYS: usize = 4_096;
+
+fn invalid(what: impl Into<String>) -> Error {
+    Error::Frame(what.into())
+}
+
+impl Frame {
+    /// Checks what a frame says against the protocol and the node's limits, so that nothing
+    /// from the network reaches the core unchecked: a Paxos message whose ballots contradict
+    /// each other, a state over the limits, a sender that is not a member. What this cannot
+    /// check (that `from` really sent it) needs authenticated connections (issue 11).
+    /// Client requests' keys and values are checked by the router, which answers
+    /// `BadRequest` instead of dropping them.
+    pub fn validate(&self, config: &Config) -> Result<(), Error> {
+        match self {
+            Frame::Peer(envelope) => envelope.validate(config),
+            Frame::Request(_) | Frame::Response(_) | Frame::SyncResponse(_) => Ok(()),
+            Frame::SyncRequest(call) => match &call.body {
+                SyncRequest::Digest { after, .. } => match after {
+                    Some(after) => check_key_len(after, config),
+                    None => Ok(()),
+                },
+                SyncRequest::Fetch { keys } => {
+                    if keys.len() > MAX_FETCH_KEYS {
+                        return Err(invalid(format!("a fetch of {} keys", keys.len())));
+                    }
+                    keys.iter().try_for_each(|k| check_key_len(k, config))
+                }
+            },
+        }
+    }
+}
+
+fn check_key_len(key: &[u8], config: &Config) -> Result<(), Error> {
+    if key.is_empty() || key.len() > config.limits.max_key_bytes {
+        return Err(invalid(format!("a {}-byte key", key.len())));
+    }
+    Ok(())
+}
+
+fn check_state(state: &Register, config: &Config) -> Result<(), Error> {
+    let value = state.value.as_ref().map_or(0, Vec::len);
+    if value > config.limits.max_value_bytes {
+        return Err(invalid(format!("a state with a {value}-byte value")));
+    }
+    if state.recent.len() > RECENT_WRITES || state.floors.len() > CLIENT_FLOORS {
+        return Err(invalid(format!(
+            "a state remembering {} writes and {} client floors",
+            state.recent.len(),
+            state.floors.len()
+        )));
+    }
+    Ok(())
+}
+
+impl Envelope {
+    /// See [`Frame::validate`]. The ballot rules are the acceptor's and proposer's own
+    /// invariants, stated on the message: a ballot a proposer asks for is classic and its
+    /// own (the fast ballot only in an Accept); an Accept's `next` is above its ballot; a
+    /// reply's ballots are ordered as the acceptor that wrote it must have them.
+    pub fn validate(&self, config: &Config) -> Result<(), Error> {
+        if config.node(self.from).is_err() {
+            return Err(invalid(format!(
+                "a peer frame from node {}, which is not in the config",
+                self.from
+            )));
+        }
+        check_key_len(&self.key, config)?;
+        let own_classic = |b: Ballot| b > Ballot::FAST && b.node == self.from;
+        let broken = match &self.body {
+            PeerMessage::Prepare { ballot } => (!own_classic(*ballot)).then_some("prepare"),
+            PeerMessage::Accept {
+                ballot,
+                state,
+                next,
+            } => {
+                check_state(state, config)?;
+                // Without `next` an Accept may repair a stale acceptor with a state chosen
+                // at another proposer's ballot.
+                let next_ok = next.is_none_or(|n| n > *ballot && own_classic(n));
+                (*ballot == Ballot::ZERO || !next_ok).then_some("accept")
+            }
+            PeerMessage::Promise {
+                ballot,
+                accepted,
+                state,
+                fast_unknown,
+            } => {
+                check_state(state, config)?;
+                let record = (*accepted, state, *fast_unknown);
+                (*ballot <= Ballot::FAST || accepted >= ballot || !record_ok(record))
+                    .then_some("promise")
+            }
+            PeerMessage::Accepted { ballot, promised } => {
+                (*ballot == Ballot::ZERO || promised < ballot).then_some("accepted")
+            }
+            PeerMessage::Reject { ballot, seen } => (seen < ballot).then_some("reject"),
+            PeerMessage::Failed { ballot, .. } => (*ballot == Ballot::ZERO).then_some("failed"),
+            PeerMessage::Query { .. } => None,
+            PeerMessage::QueryReply {
+                promised,
+                accepted,
+                state,
+                fast_unknown,
+                ..
+            } => {
+                check_state(state, config)?;
+                let record = (*accepted, state, *fast_unknown);
+                (accepted > promised || !record_ok(record)).then_some("query reply")
+            }
+        };
+        match broken {
+            Some(what) => Err(invalid(format!(
+                "a contradictory {what} from node {}: {:?}",
+                self.from, self.body
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An acceptor record's own invariants ([`AcceptorRecord::check`]) on the parts a reply
+/// carries: no state without an accepted ballot, `fast_unknown` only without one.
+fn record_ok((accepted, state, fast_unknown): (Ballot, &Register, bool)) -> bool {
+    let nothing_accepted = accepted == Ballot::ZERO;
+    (!nothing_accepted || *state == Register::default()) && (!fast_unknown || nothing_accepted)
 }
 
 #[cfg(test)]

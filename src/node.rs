@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::network::{Network, Outbox};
+use crate::actors::anti_entropy::{AntiEntropy, SyncServer};
+use crate::actors::network::Network;
+use crate::actors::outbox::Outbox;
+use crate::actors::router::Router;
 use crate::actors::storage::StorageActor;
 use crate::actors::supervisor::NodeSupervisor;
-use crate::actors::sync::Sync;
-use crate::actors::Stats;
+use crate::actors::{Readiness, Stats};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::messages::FaultPlan;
@@ -55,6 +57,7 @@ impl NodeHandle {
             .spawn(move || {
                 let system = actix_rt::System::new();
                 let stats = Arc::new(Stats::default());
+                let readiness = Arc::new(Readiness::default());
                 let storage_arbiter = Arbiter::new();
                 let group = config.storage.max_group_commit;
                 let commit_delay = if config.testing.allow_fault_injection {
@@ -69,26 +72,34 @@ impl NodeHandle {
                             StorageActor::new(store, group, storage_stats)
                                 .with_commit_delay(commit_delay)
                         });
-                    let (supervisor, outbox, queues) =
-                        NodeSupervisor::start(id, config.clone(), storage.clone(), stats.clone());
-                    let network = Network::new(
+                    let (supervisor, outbox, queues) = NodeSupervisor::start(
                         id,
-                        listener,
-                        outbox.clone(),
-                        queues,
-                        supervisor.clone(),
+                        config.clone(),
                         storage.clone(),
+                        stats.clone(),
+                        readiness.clone(),
+                    );
+                    let router =
+                        Router::new(id, supervisor.clone(), outbox.clone(), config.clone());
+                    let sync = SyncServer::new(storage.clone(), readiness.clone(), &config);
+                    Network::new(
+                        listener,
+                        queues,
+                        supervisor.clone().recipient(),
+                        router,
+                        sync,
                         config.clone(),
                         stats.clone(),
-                    );
-                    network.start();
-                    Sync::new(
+                    )
+                    .start();
+                    AntiEntropy::new(
                         id,
                         outbox.clone(),
                         config,
                         storage,
                         supervisor.clone(),
                         stats,
+                        readiness,
                     )
                     .start();
                     (supervisor, outbox)

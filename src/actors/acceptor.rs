@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use crate::actors::messages::{
     ActorStopped, AdoptRecord, Crash, FromProposer, Inspect, Load, Persist, Retire, Role,
 };
-use crate::actors::network::Outbox;
+use crate::actors::outbox::Outbox;
 use crate::actors::storage::StorageActor;
 use crate::actors::{guarded, Stats};
 use crate::error::{Error, Result};
@@ -200,10 +200,7 @@ impl Handler<AdoptRecord> for AcceptorActor {
                 "acceptor stopping".into(),
             ))));
         };
-        let merged = match guarded(|| match msg.recovery {
-            true => core.recover_from(&msg.record),
-            false => core.adopt(&msg.record),
-        }) {
+        let merged = match guarded(|| core.merge(&msg.record, msg.recovery)) {
             Ok(merged) => merged,
             Err(panic) => {
                 self.crash(ctx, &panic);

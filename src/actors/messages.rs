@@ -7,8 +7,8 @@
 //! sender dropped unanswered tells the caller that the actor stopped.
 
 use crate::error::Result;
-use crate::messages::{DigestEntry, Envelope, NodeStatus, PeerMessage, SyncDigestPage, SyncRecord};
-use crate::paxos::record::AcceptorRecord;
+use crate::messages::{DigestEntry, Envelope, NodeStatus, PeerMessage, SyncRecord};
+use crate::paxos::record::{AcceptorRecord, Pull};
 use crate::paxos::types::{Command, Key, NodeId, Outcome, RequestId};
 
 /// Where a per-key actor answers a request: the caller holds the receiving end. Passing it
@@ -190,10 +190,22 @@ pub struct Load {
 
 /// Anti-entropy, to the storage actor: the digest of up to `limit` records after `after`.
 #[derive(Debug, actix::Message)]
-#[rtype(result = "Result<SyncDigestPage>")]
+#[rtype(result = "Result<DigestScan>")]
 pub struct ScanDigest {
     pub after: Option<Key>,
     pub limit: usize,
+}
+
+/// A page of this node's digest, and what a peer needs to know about its store.
+#[derive(Debug)]
+pub struct DigestScan {
+    pub entries: Vec<DigestEntry>,
+    /// More records follow the last entry.
+    pub more: bool,
+    /// The store completed a recovery (or a bootstrap) at least once.
+    pub synced_once: bool,
+    /// The store holds no record at all.
+    pub empty: bool,
 }
 
 /// Anti-entropy, to the storage actor: among up to `limit` records after `after`, the keys
@@ -211,9 +223,8 @@ pub struct ScanUnsettled {
 #[rtype(result = "Result<Vec<Key>>")]
 pub struct FindBehind {
     pub entries: Vec<DigestEntry>,
-    /// Only the keys where the peer accepted a higher classic ballot (recovery's repair),
-    /// not also those where it only promised a higher one.
-    pub accepted_only: bool,
+    /// Which keys count as behind.
+    pub pull: Pull,
 }
 
 /// Anti-entropy, to the storage actor: the records of `keys`, in order, up to `max_bytes`.

@@ -30,12 +30,14 @@
 //! the crashed proposer are answered "outcome unknown".
 
 pub mod acceptor;
+pub mod anti_entropy;
 pub mod messages;
 pub mod network;
+pub mod outbox;
 pub mod proposer;
+pub mod router;
 pub mod storage;
 pub mod supervisor;
-pub mod sync;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -60,25 +62,19 @@ pub struct Stats {
     pub keys_settled: AtomicU64,
     /// The keys with a live acceptor, and how many: more than one is a broken invariant.
     pub live_acceptor_keys: std::sync::Mutex<rustc_hash::FxHashMap<Vec<u8>, u32>>,
-    /// The node's acceptors vote (set once it has recovered from a majority; see `sync`).
-    pub voting: AtomicBool,
-    /// The repair after the node's recovery is done (see `sync`).
-    pub repaired: AtomicBool,
 }
 
-impl Stats {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
+/// Where this node is in its recovery (see `actors::anti_entropy`, which alone sets it): its
+/// acceptors vote only once `voting`; another node may lose its disk safely only once this
+/// one is `repaired`. Read by the supervisor (which drops Paxos requests until the node
+/// votes), by the status report and by peers recovering from this node.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    voting: AtomicBool,
+    repaired: AtomicBool,
+}
 
-    pub fn sub(counter: &AtomicU64, n: u64) {
-        counter.fetch_sub(n, Ordering::Relaxed);
-    }
-
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-
+impl Readiness {
     pub fn is_voting(&self) -> bool {
         self.voting.load(Ordering::Acquire)
     }
@@ -93,6 +89,25 @@ impl Stats {
 
     pub fn set_repaired(&self) {
         self.repaired.store(true, Ordering::Release);
+    }
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds `n` and returns the new count.
+    pub fn add_get(counter: &AtomicU64, n: u64) -> u64 {
+        counter.fetch_add(n, Ordering::Relaxed) + n
+    }
+
+    pub fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
     }
 
     /// An acceptor of `key` started; false (and counted) if another one is still alive.

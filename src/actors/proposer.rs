@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::actors::messages::{ActorStopped, Crash, FromAcceptor, ReplyTo, Retire, Role, Submit};
-use crate::actors::network::Outbox;
+use crate::actors::outbox::Outbox;
 use crate::actors::{guarded, Stats};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::paxos::proposer::{Effect, Proposer, Token};
 use crate::paxos::types::{Key, Outcome};
 
@@ -90,7 +90,7 @@ impl ProposerActor {
                 Effect::Send(to, msg) => self.outbox.send(to, &self.key, self.core.id(), msg),
                 Effect::Reply(token, result) => {
                     if let Some(waiter) = self.waiting.remove(&token) {
-                        let _ = waiter.send(result.map_err(Error::from));
+                        let _ = waiter.send(result);
                     }
                 }
             }

@@ -14,13 +14,14 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::actors::messages::{
-    AdoptRecords, FetchRecords, FindBehind, Load, MarkSynced, Persist, ReplyTo, ScanDigest,
-    ScanUnsettled,
+    AdoptRecords, DigestScan, FetchRecords, FindBehind, Load, MarkSynced, Persist, ReplyTo,
+    ScanDigest, ScanUnsettled,
 };
 use crate::actors::Stats;
 use crate::error::{Error, Result};
-use crate::messages::{SyncDigestPage, SyncRecord, SyncSource};
-use crate::paxos::record::AcceptorRecord;
+use crate::messages::{DigestEntry, SyncRecord};
+use crate::paxos::acceptor::Acceptor;
+use crate::paxos::record::{is_behind, AcceptorRecord};
 use crate::paxos::types::Key;
 use crate::storage::Store;
 
@@ -169,19 +170,25 @@ impl Handler<Load> for StorageActor {
 }
 
 impl Handler<ScanDigest> for StorageActor {
-    type Result = Result<SyncDigestPage>;
+    type Result = Result<DigestScan>;
 
     fn handle(&mut self, msg: ScanDigest, _: &mut Context<Self>) -> Self::Result {
-        let (entries, more) = self.store.digest(msg.after.as_deref(), msg.limit)?;
-        let source = SyncSource {
-            voting: self.stats.is_voting(),
-            synced_once: self.store.synced_once()?,
-            empty: self.store.is_empty()?,
-        };
-        Ok(SyncDigestPage {
-            source,
+        let mut records = self.store.scan(msg.after.as_deref(), msg.limit + 1)?;
+        let more = records.len() > msg.limit;
+        records.truncate(msg.limit);
+        let entries = records
+            .into_iter()
+            .map(|(key, r)| DigestEntry {
+                key,
+                promised: r.promised,
+                accepted: r.accepted,
+            })
+            .collect();
+        Ok(DigestScan {
             entries,
             more,
+            synced_once: self.store.synced_once()?,
+            empty: self.store.is_empty()?,
         })
     }
 }
@@ -190,7 +197,18 @@ impl Handler<ScanUnsettled> for StorageActor {
     type Result = Result<(Vec<Key>, Option<Key>)>;
 
     fn handle(&mut self, msg: ScanUnsettled, _: &mut Context<Self>) -> Self::Result {
-        self.store.unsettled(msg.after.as_deref(), msg.limit)
+        let mut records = self.store.scan(msg.after.as_deref(), msg.limit + 1)?;
+        let more = records.len() > msg.limit;
+        records.truncate(msg.limit);
+        let last = more
+            .then(|| records.last().map(|(k, _)| k.clone()))
+            .flatten();
+        let keys = records
+            .into_iter()
+            .filter(|(_, r)| r.is_unsettled())
+            .map(|(k, _)| k)
+            .collect();
+        Ok((keys, last))
     }
 }
 
@@ -199,7 +217,15 @@ impl Handler<FindBehind> for StorageActor {
 
     fn handle(&mut self, msg: FindBehind, _: &mut Context<Self>) -> Self::Result {
         self.flush();
-        self.store.behind(&msg.entries, msg.accepted_only)
+        let keys: Vec<Key> = msg.entries.iter().map(|e| e.key.clone()).collect();
+        let ours = self.store.load_many(&keys)?;
+        Ok(msg
+            .entries
+            .into_iter()
+            .zip(ours)
+            .filter(|(e, ours)| is_behind(ours.as_ref(), e.promised, e.accepted, msg.pull))
+            .map(|(e, _)| e.key)
+            .collect())
     }
 }
 
@@ -208,16 +234,40 @@ impl Handler<FetchRecords> for StorageActor {
 
     fn handle(&mut self, msg: FetchRecords, _: &mut Context<Self>) -> Self::Result {
         self.flush();
-        self.store.fetch(&msg.keys, msg.max_bytes)
+        let records = self.store.fetch(&msg.keys, msg.max_bytes)?;
+        Ok(records
+            .into_iter()
+            .map(|(key, record)| SyncRecord { key, record })
+            .collect())
     }
 }
 
 impl Handler<AdoptRecords> for StorageActor {
     type Result = Result<u64>;
 
+    /// Merges peers' records into ours (the rule is `paxos::acceptor::Acceptor::merge`),
+    /// written like any other batch: one transaction. A broken peer record is skipped.
     fn handle(&mut self, msg: AdoptRecords, _: &mut Context<Self>) -> Self::Result {
         self.flush();
-        let changed = self.store.adopt(&msg.records, msg.recovery)?;
+        let keys: Vec<Key> = msg.records.iter().map(|r| r.key.clone()).collect();
+        let ours = self.store.load_many(&keys)?;
+        let mut merged = Vec::new();
+        for (SyncRecord { key, record }, ours) in msg.records.iter().zip(ours) {
+            if let Err(e) = record.check() {
+                log::warn!("storage: a peer sent a broken record, skipped: {e}");
+                continue;
+            }
+            if let Some(record) =
+                Acceptor::new(ours.unwrap_or_default()).merge(record, msg.recovery)
+            {
+                merged.push((key.as_slice(), record));
+            }
+        }
+        let batch: Vec<(&[u8], &AcceptorRecord)> = merged.iter().map(|(k, r)| (*k, r)).collect();
+        if !batch.is_empty() {
+            self.store.write(&batch)?;
+        }
+        let changed = batch.len() as u64;
         Stats::add(&self.stats.commits, 1);
         Stats::add(&self.stats.records_written, changed);
         Ok(changed)
@@ -239,6 +289,7 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
+    use crate::paxos::record::Pull;
     use crate::storage::tests::record;
 
     fn persist(storage: &Addr<StorageActor>, key: &str) -> oneshot::Receiver<Result<()>> {
@@ -281,5 +332,52 @@ mod tests {
             let loaded = storage.send(Load { key }).await.unwrap().unwrap();
             assert_eq!(loaded, Some(record(1)));
         }
+    }
+
+    /// Anti-entropy between two stores through their actors: the digest of the one ahead
+    /// shows what the other misses; fetched and adopted, it is no longer behind.
+    #[actix_rt::test]
+    async fn a_store_behind_a_peer_finds_what_it_misses_and_adopts_it() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let stats = Arc::new(Stats::default());
+        let mut ahead = Store::open(dir_a.path(), 64 << 20, 1).unwrap();
+        let mut behind = Store::open(dir_b.path(), 64 << 20, 2).unwrap();
+        ahead
+            .write(&[(b"a".as_slice(), &record(3)), (b"b".as_slice(), &record(1))])
+            .unwrap();
+        behind.write(&[(b"b".as_slice(), &record(1))]).unwrap();
+        let ahead = StorageActor::new(ahead, 16, stats.clone()).start();
+        let behind = StorageActor::new(behind, 16, stats).start();
+        let scan = ahead
+            .send(ScanDigest {
+                after: None,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!scan.more && !scan.empty);
+        let find = || FindBehind {
+            entries: scan.entries.clone(),
+            pull: Pull::Newer,
+        };
+        let missing = behind.send(find()).await.unwrap().unwrap();
+        assert_eq!(missing, vec![b"a".to_vec()]);
+        let records = ahead
+            .send(FetchRecords {
+                keys: missing,
+                max_bytes: 1 << 20,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let adopted = behind.send(AdoptRecords {
+            records,
+            recovery: false,
+        });
+        assert_eq!(adopted.await.unwrap().unwrap(), 1);
+        let loaded = behind.send(Load { key: b"a".to_vec() }).await.unwrap();
+        assert_eq!(loaded.unwrap(), Some(record(3)));
+        assert!(behind.send(find()).await.unwrap().unwrap().is_empty());
     }
 }

@@ -34,10 +34,10 @@ use crate::actors::messages::{
     FromAcceptor, FromProposer, GetStatus, Inspect, InspectAcceptor, Retire, Role, SettleKey,
     Submit,
 };
-use crate::actors::network::{Outbox, PeerQueue};
+use crate::actors::outbox::{Outbox, PeerQueue};
 use crate::actors::proposer::ProposerActor;
 use crate::actors::storage::StorageActor;
-use crate::actors::Stats;
+use crate::actors::{Readiness, Stats};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::messages::{Envelope, NodeStatus};
@@ -58,6 +58,7 @@ pub struct NodeSupervisor {
     outbox: Outbox,
     storage: Addr<StorageActor>,
     stats: Arc<Stats>,
+    readiness: Arc<Readiness>,
     /// Keys are hashed with FxHash: routing looks a key up for every Paxos message.
     keys: FxHashMap<Key, KeyActors>,
     /// Keys retired whose actors have not all stopped yet: no new actor starts for them.
@@ -80,6 +81,7 @@ impl NodeSupervisor {
         config: Arc<Config>,
         storage: Addr<StorageActor>,
         stats: Arc<Stats>,
+        readiness: Arc<Readiness>,
     ) -> (Addr<NodeSupervisor>, Outbox, Vec<PeerQueue>) {
         let mut queues = Vec::new();
         let mut outbox_out = None;
@@ -93,6 +95,7 @@ impl NodeSupervisor {
                 outbox,
                 storage,
                 stats,
+                readiness,
                 keys: FxHashMap::default(),
                 retiring: FxHashMap::default(),
                 incarnations: 0,
@@ -257,7 +260,7 @@ impl Handler<Deliver> for NodeSupervisor {
             key,
             body,
         } = envelope;
-        if body.is_request() && !self.stats.is_voting() {
+        if body.is_request() && !self.readiness.is_voting() {
             // Not recovered from a majority yet: this node's acceptors must not vote.
             Stats::add(&self.stats.dropped_not_voting, 1);
             return;
@@ -516,8 +519,8 @@ impl Handler<GetStatus> for NodeSupervisor {
             peer_frames_dropped: Stats::get(&s.peer_frames_dropped),
             bad_frames: Stats::get(&s.bad_frames),
             rss_bytes: resident_memory_bytes(),
-            voting: s.is_voting(),
-            repaired: s.is_repaired(),
+            voting: self.readiness.is_voting(),
+            repaired: self.readiness.is_repaired(),
             records_adopted: Stats::get(&s.records_adopted),
             sync_rounds: Stats::get(&s.sync_rounds),
             dropped_not_voting: Stats::get(&s.dropped_not_voting),

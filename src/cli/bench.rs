@@ -17,6 +17,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use paxkv::client::Client;
 use paxkv::error::{Error, ErrorClass};
+use paxkv::paxos::quorum::Quorums;
 use paxkv::paxos::types::Outcome;
 use rand::rngs::SmallRng;
 use rand::{Rng as _, SeedableRng as _};
@@ -429,7 +430,7 @@ pub async fn run(clients: Vec<Client>, args: BenchArgs, json: bool) -> i32 {
     });
     let nodes = clients[0].addrs().len();
     let answered = warm_up(&clients).await;
-    if answered < nodes / 2 + 1 {
+    if answered < Quorums::new(nodes).classic() {
         // Every operation would wait out its timeout: say so at once instead.
         eprintln!("error: unavailable: {answered} of {nodes} nodes answer; a majority is needed");
         return EXIT_UNAVAILABLE;

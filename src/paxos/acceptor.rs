@@ -119,6 +119,16 @@ impl Acceptor {
         (self.record != before).then(|| self.record.clone())
     }
 
+    /// Merges a peer's record: [`Acceptor::recover_from`] while this node rebuilds its store
+    /// (`recovery`), [`Acceptor::adopt`] otherwise (catch-up).
+    pub fn merge(&mut self, peer: &AcceptorRecord, recovery: bool) -> Option<AcceptorRecord> {
+        if recovery {
+            self.recover_from(peer)
+        } else {
+            self.adopt(peer)
+        }
+    }
+
     /// The first pass of recovery, for a node rebuilding a store it may have lost (wiped, or
     /// rolled back to an older copy; every restart is treated so, since neither can be told
     /// from an intact store yet), merged source after source, in any order, with the same

@@ -8,6 +8,7 @@
 
 pub mod acceptor;
 pub mod proposer;
+pub mod quorum;
 pub mod record;
 pub mod register;
 pub mod types;

@@ -73,6 +73,7 @@ use rand::Rng;
 
 use crate::error::Error;
 use crate::messages::PeerMessage;
+use crate::paxos::quorum::{most, tally, Quorums};
 use crate::paxos::register::{apply, TooLate, RECENT_WRITES};
 use crate::paxos::types::{Ballot, Command, NodeId, Outcome, Register, RequestId};
 
@@ -101,15 +102,9 @@ pub struct ProposerConfig {
 }
 
 impl ProposerConfig {
-    pub fn quorum(&self) -> usize {
-        self.nodes.len() / 2 + 1
-    }
-
-    /// Acceptances that choose a state at the fast ballot: `n - n/4` (4 of 5, 3 of 3). With a
-    /// classic quorum `q`, any `q` acceptors then hold a fast-chosen state at least
-    /// `fast_quorum - (n - q)` times, and no other state that often.
-    pub fn fast_quorum(&self) -> usize {
-        self.nodes.len() - self.nodes.len() / 4
+    /// The quorums of this key's acceptors (see `paxos::quorum`).
+    pub fn quorums(&self) -> Quorums {
+        Quorums::new(self.nodes.len())
     }
 }
 
@@ -567,8 +562,8 @@ impl Proposer {
         out: &mut Vec<Effect>,
     ) {
         let accepted = reply.0;
-        let quorum = self.cfg.quorum();
-        let fast_quorum = self.cfg.fast_quorum();
+        let quorum = self.cfg.quorums().classic();
+        let fast_quorum = self.cfg.quorums().fast();
         let n = self.cfg.nodes.len();
         let read_grace = self.cfg.read_grace;
         let Phase::Reading {
@@ -589,26 +584,21 @@ impl Proposer {
         let missing = n - replies.len();
         // The best classic ballot: how many report it. A reply that may have lost a fast
         // vote confirms nothing.
-        let mut counts: BTreeMap<Ballot, usize> = BTreeMap::new();
-        for (b, _, _) in replies
-            .values()
-            .filter(|(b, _, unknown)| *b != Ballot::FAST && !unknown)
-        {
-            *counts.entry(*b).or_default() += 1;
-        }
-        let classic = counts
-            .iter()
-            .max_by_key(|(_, c)| **c)
-            .map(|(b, c)| (*b, *c));
+        let ballots = tally(
+            replies
+                .values()
+                .filter(|(b, _, unknown)| *b != Ballot::FAST && !unknown)
+                .map(|(b, _, _)| *b),
+        );
+        let classic = most(&ballots).map(|(b, c)| (*b, c));
         // The most reported state at the fast ballot: chosen only with a fast quorum.
-        let mut fast: Vec<(&Register, usize)> = Vec::new();
-        for (_, s, _) in replies.values().filter(|(b, _, _)| *b == Ballot::FAST) {
-            match fast.iter_mut().find(|(f, _)| *f == s) {
-                Some((_, c)) => *c += 1,
-                None => fast.push((s, 1)),
-            }
-        }
-        let fast = fast.into_iter().max_by_key(|(_, c)| *c);
+        let states = tally(
+            replies
+                .values()
+                .filter(|(b, _, _)| *b == Ballot::FAST)
+                .map(|(_, s, _)| s),
+        );
+        let fast = most(&states).map(|(s, c)| (*s, c));
         let answer = match (classic, fast) {
             (_, Some((state, c))) if c >= fast_quorum => Some((Ballot::FAST, state.clone())),
             (Some((ballot, c)), _) if c >= quorum => {
@@ -680,7 +670,7 @@ impl Proposer {
         promise: (Ballot, Register, bool),
         out: &mut Vec<Effect>,
     ) {
-        let quorum = self.cfg.quorum();
+        let quorum = self.cfg.quorums().classic();
         let Phase::Preparing {
             ballot: current,
             promises,
@@ -736,17 +726,16 @@ impl Proposer {
         // cluster restarted at once marks every key one node holds at the fast ballot).
         let unknown = promises.values().filter(|(_, _, u)| *u).count().min(1);
         let doubtful = self.cfg.nodes.len() - promises.len() + unknown;
-        let fast_quorum = self.cfg.fast_quorum();
+        let fast_quorum = self.cfg.quorums().fast();
         if doubtful >= fast_quorum {
             return None;
         }
-        let mut counts: Vec<(&Register, usize)> = Vec::new();
-        for (_, state, _) in promises.values().filter(|(b, _, _)| *b == Ballot::FAST) {
-            match counts.iter_mut().find(|(s, _)| *s == state) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((state, 1)),
-            }
-        }
+        let counts = tally(
+            promises
+                .values()
+                .filter(|(b, _, _)| *b == Ballot::FAST)
+                .map(|(_, state, _)| state),
+        );
         let possibly_chosen: Vec<&Register> = counts
             .iter()
             .filter(|(_, n)| n + doubtful >= fast_quorum)
@@ -759,7 +748,7 @@ impl Proposer {
             possibly_chosen
                 .first()
                 .copied()
-                .or_else(|| counts.iter().max_by_key(|(_, n)| *n).map(|(s, _)| *s))
+                .or_else(|| most(&counts).map(|(s, _)| *s))
                 .cloned()
                 .unwrap_or_default(),
         )
@@ -773,8 +762,7 @@ impl Proposer {
         promised: Ballot,
         out: &mut Vec<Effect>,
     ) {
-        let quorum = self.cfg.quorum();
-        let fast_quorum = self.cfg.fast_quorum();
+        let quorum = self.cfg.quorums().classic();
         let read_grace = self.cfg.read_grace;
         let Phase::Accepting {
             ballot: current,
@@ -789,11 +777,7 @@ impl Proposer {
             return;
         }
         acks.entry(from).or_insert(promised);
-        let needed = if ballot == Ballot::FAST {
-            fast_quorum
-        } else {
-            quorum
-        };
+        let needed = self.cfg.quorums().for_ballot(ballot == Ballot::FAST);
         // A settle also puts the state on this node's own acceptor (recovery's repair counts
         // on it): it ends only once that acceptor accepted too.
         let here = !self.batch.iter().any(|p| p.settle) || acks.contains_key(&self.cfg.node);
@@ -876,11 +860,7 @@ impl Proposer {
             return;
         }
         self.storage_failures.insert(from, (ballot, reason));
-        let needed = if ballot == Ballot::FAST {
-            self.cfg.fast_quorum()
-        } else {
-            self.cfg.quorum()
-        };
+        let needed = self.cfg.quorums().for_ballot(ballot == Ballot::FAST);
         let failed = self
             .storage_failures
             .values()

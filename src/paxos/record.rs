@@ -39,3 +39,78 @@ impl AcceptorRecord {
         Ok(())
     }
 }
+
+impl AcceptorRecord {
+    /// Not settled at a classic ballot: accepted at the fast ballot, or possibly holding a
+    /// lost fast vote. Anti-entropy settles such keys (see `actors::anti_entropy`).
+    pub fn is_unsettled(&self) -> bool {
+        self.accepted == Ballot::FAST || self.fast_unknown
+    }
+}
+
+/// What a node pulling from a peer's digest wants of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pull {
+    /// Anything newer: a higher accepted ballot or a higher promise (catch-up, recovery).
+    Newer,
+    /// Only a state the peer accepted at a higher classic ballot (recovery's repair: such a
+    /// key is settled through a Paxos round, not copied).
+    HigherClassicAccept,
+}
+
+/// Is this node, holding `ours` (`None`: no record) of a key, behind a peer that holds it at
+/// `(promised, accepted)`?
+pub fn is_behind(
+    ours: Option<&AcceptorRecord>,
+    promised: Ballot,
+    accepted: Ballot,
+    pull: Pull,
+) -> bool {
+    let (our_promised, our_accepted) =
+        ours.map_or((Ballot::ZERO, Ballot::ZERO), |r| (r.promised, r.accepted));
+    match pull {
+        Pull::Newer => accepted > our_accepted || promised > our_promised,
+        Pull::HigherClassicAccept => accepted > our_accepted && accepted > Ballot::FAST,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(promised: Ballot, accepted: Ballot) -> AcceptorRecord {
+        AcceptorRecord {
+            promised,
+            accepted,
+            state: if accepted == Ballot::ZERO {
+                Register::default()
+            } else {
+                Register {
+                    version: 1,
+                    ..Register::default()
+                }
+            },
+            fast_unknown: false,
+        }
+    }
+
+    #[test]
+    fn a_node_is_behind_on_a_newer_promise_or_accept_and_repairs_only_classic_accepts() {
+        let (b1, b2) = (Ballot::new(1, 1), Ballot::new(2, 1));
+        let ours = rec(b1, b1);
+        assert!(is_behind(Some(&ours), b2, b1, Pull::Newer));
+        assert!(!is_behind(Some(&ours), b2, b1, Pull::HigherClassicAccept));
+        assert!(is_behind(Some(&ours), b2, b2, Pull::HigherClassicAccept));
+        assert!(!is_behind(Some(&ours), b1, b1, Pull::Newer));
+        // no record: behind anything; but a fast-ballot state is never copied by a repair
+        assert!(is_behind(None, b1, Ballot::FAST, Pull::Newer));
+        assert!(!is_behind(
+            None,
+            b1,
+            Ballot::FAST,
+            Pull::HigherClassicAccept
+        ));
+        assert!(rec(b1, Ballot::FAST).is_unsettled());
+        assert!(!ours.is_unsettled());
+    }
+}

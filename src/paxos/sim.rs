@@ -42,6 +42,7 @@ use crate::error::Error;
 use crate::messages::PeerMessage;
 use crate::paxos::acceptor::Acceptor;
 use crate::paxos::proposer::{Effect, Proposer, ProposerConfig};
+use crate::paxos::quorum::{tally, Quorums};
 use crate::paxos::record::AcceptorRecord;
 use crate::paxos::types::{Ballot, Command, Key, NodeId, Outcome, Register, RequestId};
 
@@ -615,30 +616,33 @@ impl Sim {
             .filter_map(|n| n.durable.get(key).map(|r| r.accepted))
             .collect();
         {
-            let mut holders: BTreeMap<Ballot, usize> = BTreeMap::new();
-            let mut fast_holders: Vec<(&Register, usize)> = Vec::new();
-            for node in self.nodes.values().filter(|n| !n.recovering) {
-                let Some(rec) = node.durable.get(key) else {
-                    continue;
-                };
-                if rec.accepted == Ballot::FAST {
-                    match fast_holders.iter_mut().find(|(s, _)| **s == rec.state) {
-                        Some((_, n)) => *n += 1,
-                        None => fast_holders.push((&rec.state, 1)),
-                    }
-                } else if rec.accepted != Ballot::ZERO {
-                    *holders.entry(rec.accepted).or_default() += 1;
-                }
-            }
-            let mut chosen: Vec<(Ballot, u64)> = holders
+            let quorums = Quorums::new(self.nodes.len());
+            let voting: Vec<&AcceptorRecord> = self
+                .nodes
+                .values()
+                .filter(|n| !n.recovering)
+                .filter_map(|n| n.durable.get(key))
+                .collect();
+            let classic = tally(
+                voting
+                    .iter()
+                    .filter(|r| r.accepted > Ballot::FAST)
+                    .map(|r| r.accepted),
+            );
+            let fast = tally(
+                voting
+                    .iter()
+                    .filter(|r| r.accepted == Ballot::FAST)
+                    .map(|r| &r.state),
+            );
+            let mut chosen: Vec<(Ballot, u64)> = classic
                 .iter()
-                .filter(|(_, c)| **c >= 3)
+                .filter(|(_, c)| *c >= quorums.classic())
                 .map(|(b, _)| (*b, self.accepted[&(key.clone(), *b)].version))
                 .collect();
             chosen.extend(
-                fast_holders
-                    .iter()
-                    .filter(|(_, n)| *n >= 4)
+                fast.iter()
+                    .filter(|(_, n)| *n >= quorums.fast())
                     .map(|(s, _)| (Ballot::FAST, s.version)),
             );
             for (b, v) in chosen {

@@ -32,10 +32,8 @@ use heed::types::{Bytes, U64};
 use heed::{Database, Env, EnvFlags, EnvOpenOptions};
 
 use crate::error::{Error, Result};
-use crate::messages::{DigestEntry, SyncRecord};
-use crate::paxos::acceptor::Acceptor;
 use crate::paxos::record::AcceptorRecord;
-use crate::paxos::types::{Ballot, NodeId};
+use crate::paxos::types::{Key, NodeId};
 
 /// Database names, in one place.
 mod db_name {
@@ -59,9 +57,6 @@ mod meta_key {
 }
 
 const CRC_BYTES: usize = 4;
-
-/// Keys not settled at a classic ballot, and the key to resume after (`None`: the end).
-pub type UnsettledPage = (Vec<Vec<u8>>, Option<Vec<u8>>);
 
 pub struct Store {
     env: Env,
@@ -329,68 +324,9 @@ impl Store {
         Ok(())
     }
 
-    /// The ballots of up to `limit` records after `after`, in key order; and whether more
-    /// follow.
-    pub fn digest(&self, after: Option<&[u8]>, limit: usize) -> Result<(Vec<DigestEntry>, bool)> {
-        let mut records = self.scan(after, limit + 1)?;
-        let more = records.len() > limit;
-        records.truncate(limit);
-        let entries = records
-            .into_iter()
-            .map(|(key, r)| DigestEntry {
-                key,
-                promised: r.promised,
-                accepted: r.accepted,
-            })
-            .collect();
-        Ok((entries, more))
-    }
-
-    /// Among up to `limit` records after `after`, the keys not settled at a classic ballot;
-    /// and the last key scanned when more records follow.
-    pub fn unsettled(&self, after: Option<&[u8]>, limit: usize) -> Result<UnsettledPage> {
-        let mut records = self.scan(after, limit + 1)?;
-        let more = records.len() > limit;
-        records.truncate(limit);
-        let last = more
-            .then(|| records.last().map(|(k, _)| k.clone()))
-            .flatten();
-        let keys = records
-            .into_iter()
-            .filter(|(_, r)| r.accepted == Ballot::FAST || r.fast_unknown)
-            .map(|(k, _)| k)
-            .collect();
-        Ok((keys, last))
-    }
-
-    /// The keys of `entries` on which this store is behind the peer that sent them (only
-    /// where the peer accepted a higher classic ballot, with `accepted_only`).
-    pub fn behind(&self, entries: &[DigestEntry], accepted_only: bool) -> Result<Vec<Vec<u8>>> {
-        let rtxn = self.env.read_txn()?;
-        let mut keys = Vec::new();
-        for entry in entries {
-            let (promised, accepted) = match self.encoded(&rtxn, &entry.key)? {
-                None => (Ballot::ZERO, Ballot::ZERO),
-                Some(bytes) => {
-                    let r = decode(&entry.key, bytes)?;
-                    (r.promised, r.accepted)
-                }
-            };
-            let behind = if accepted_only {
-                entry.accepted > accepted && entry.accepted > Ballot::FAST
-            } else {
-                entry.accepted > accepted || entry.promised > promised
-            };
-            if behind {
-                keys.push(entry.key.clone());
-            }
-        }
-        Ok(keys)
-    }
-
     /// The records of `keys`, in order, stopping before `max_bytes` of values (always at
     /// least one record, if any exists).
-    pub fn fetch(&self, keys: &[Vec<u8>], max_bytes: usize) -> Result<Vec<SyncRecord>> {
+    pub fn fetch(&self, keys: &[Vec<u8>], max_bytes: usize) -> Result<Vec<(Key, AcceptorRecord)>> {
         let rtxn = self.env.read_txn()?;
         let mut out = Vec::new();
         let mut bytes = 0;
@@ -400,13 +336,22 @@ impl Store {
                 if bytes > max_bytes && !out.is_empty() {
                     break;
                 }
-                out.push(SyncRecord {
-                    key: key.clone(),
-                    record: decode(key, raw)?,
-                });
+                out.push((key.clone(), decode(key, raw)?));
             }
         }
         Ok(out)
+    }
+
+    /// The records of `keys` (`None` where there is none), in order, from one read
+    /// transaction.
+    pub fn load_many(&self, keys: &[Key]) -> Result<Vec<Option<AcceptorRecord>>> {
+        let rtxn = self.env.read_txn()?;
+        keys.iter()
+            .map(|key| match self.encoded(&rtxn, key)? {
+                Some(raw) => Ok(Some(decode(key, raw)?)),
+                None => Ok(None),
+            })
+            .collect()
     }
 
     /// The encoded record of `key`: the logged one if it is not merged yet, else the stored one.
@@ -415,32 +360,6 @@ impl Store {
             Some(record) => Ok(Some(record.as_slice())),
             None => Ok(self.acceptors.get(rtxn, key)?),
         }
-    }
-
-    /// Merges peers' records into ours ([`Acceptor::adopt`], or [`Acceptor::recover_from`]
-    /// while rebuilding a lost store), written like any other batch (one log transaction);
-    /// returns how many records changed. A broken peer record is skipped.
-    pub fn adopt(&mut self, records: &[SyncRecord], recovery: bool) -> Result<u64> {
-        let mut merged = Vec::new();
-        for SyncRecord { key, record } in records {
-            if let Err(e) = record.check() {
-                log::warn!("storage: a peer sent a broken record, skipped: {e}");
-                continue;
-            }
-            let mut local = Acceptor::new(self.load(key)?.unwrap_or_default());
-            let changed = match recovery {
-                true => local.recover_from(record),
-                false => local.adopt(record),
-            };
-            if let Some(record) = changed {
-                merged.push((key.as_slice(), record));
-            }
-        }
-        let batch: Vec<(&[u8], &AcceptorRecord)> = merged.iter().map(|(k, r)| (*k, r)).collect();
-        if !batch.is_empty() {
-            self.write(&batch)?;
-        }
-        Ok(batch.len() as u64)
     }
 }
 
@@ -576,25 +495,14 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_store_behind_a_peer_finds_what_it_misses_and_adopts_it() {
-        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let mut ahead = Store::open(dir_a.path(), 64 << 20, 1).unwrap();
-        let mut behind = Store::open(dir_b.path(), 64 << 20, 2).unwrap();
-        ahead
-            .write(&[(b"a".as_slice(), &record(3)), (b"b".as_slice(), &record(1))])
-            .unwrap();
-        behind.write(&[(b"b".as_slice(), &record(1))]).unwrap();
-        let (digest, more) = ahead.digest(None, 10).unwrap();
-        assert!(!more);
-        let missing = behind.behind(&digest, false).unwrap();
-        assert_eq!(missing, vec![b"a".to_vec()]);
-        let records = ahead.fetch(&missing, 1 << 20).unwrap();
-        assert_eq!(behind.adopt(&records, false).unwrap(), 1);
-        assert_eq!(behind.load(b"a").unwrap(), Some(record(3)));
-        assert!(behind.behind(&digest, false).unwrap().is_empty());
-        assert!(!behind.synced_once().unwrap());
-        behind.mark_synced().unwrap();
-        assert!(behind.synced_once().unwrap());
+    fn a_store_remembers_that_it_completed_a_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        assert!(!store.synced_once().unwrap());
+        store.mark_synced().unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        assert!(store.synced_once().unwrap());
     }
 
     #[test]

@@ -1,5 +1,10 @@
-//! Recovery and anti-entropy: how a node that was down, cut off, or lost its disk becomes a
-//! full replica again without clients touching every key.
+//! Anti-entropy, with recovery as its first phase: how a node that was down, cut off, or
+//! lost its disk becomes a full replica again without clients touching every key. This module
+//! owns both sides: [`AntiEntropy`] pulls from peers (recovery, repair, then periodic
+//! catch-up), and [`SyncServer`] answers their pulls (`Frame::SyncRequest`, a frame of its
+//! own, apart from client requests). What a record means (is this node behind a peer's
+//! digest entry, how a peer's record merges into ours) is decided in `paxos::record` and
+//! `paxos::acceptor`; storage only reads and writes.
 //!
 //! **Recovery before voting.** When a node starts, its acceptors do not vote (the supervisor
 //! drops every Prepare, Accept and Query) until it has merged the records of a majority of
@@ -71,18 +76,22 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::actors::messages::{
-    Adopt, FindBehind, MarkSynced, ScanDigest, ScanUnsettled, SettleKey,
+    Adopt, FetchRecords, FindBehind, MarkSynced, ScanDigest, ScanUnsettled, SettleKey,
 };
-use crate::actors::network::Outbox;
+use crate::actors::outbox::Outbox;
 use crate::actors::storage::StorageActor;
 use crate::actors::supervisor::NodeSupervisor;
-use crate::actors::Stats;
+use crate::actors::{Readiness, Stats};
 use crate::client::{Client, ClientOptions};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::messages::SyncSource;
+use crate::messages::{SyncAnswer, SyncCall, SyncDigestPage, SyncReply, SyncRequest, SyncSource};
+use crate::paxos::quorum::Quorums;
+use crate::paxos::record::Pull;
 use crate::paxos::types::{Key, NodeId};
 
+/// The most digest entries one anti-entropy page carries.
+pub const MAX_SYNC_DIGEST_ENTRIES: usize = 4_096;
 /// Digest entries asked for per page.
 const DIGEST_PAGE: u32 = 4_096;
 /// How long a node waits before trying its recovery again when too few peers answered.
@@ -90,12 +99,12 @@ const RECOVERY_RETRY: Duration = Duration::from_millis(300);
 /// Settle rounds in flight at once.
 const SETTLE_CONCURRENCY: usize = 64;
 
-/// The sync actor: runs one `Puller` task for the node's lifetime.
-pub struct Sync {
+/// The anti-entropy actor: runs one `Puller` task for the node's lifetime.
+pub struct AntiEntropy {
     puller: Option<Puller>,
 }
 
-impl Sync {
+impl AntiEntropy {
     pub fn new(
         node: NodeId,
         outbox: Outbox,
@@ -103,8 +112,9 @@ impl Sync {
         storage: Addr<StorageActor>,
         supervisor: Addr<NodeSupervisor>,
         stats: Arc<Stats>,
-    ) -> Sync {
-        Sync {
+        readiness: Arc<Readiness>,
+    ) -> AntiEntropy {
+        AntiEntropy {
             puller: Some(Puller {
                 node,
                 outbox,
@@ -112,18 +122,88 @@ impl Sync {
                 storage,
                 supervisor,
                 stats,
+                readiness,
             }),
         }
     }
 }
 
-impl Actor for Sync {
+impl Actor for AntiEntropy {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let puller = self.puller.take().expect("started once");
         ctx.spawn(puller.run().into_actor(self));
     }
+}
+
+/// Answers peers' anti-entropy requests from this node's store. Cheap to clone.
+#[derive(Clone)]
+pub struct SyncServer {
+    storage: Addr<StorageActor>,
+    readiness: Arc<Readiness>,
+    /// Half a frame of records per answer leaves room for the framing around them.
+    max_fetch_bytes: usize,
+}
+
+impl SyncServer {
+    pub fn new(
+        storage: Addr<StorageActor>,
+        readiness: Arc<Readiness>,
+        config: &Config,
+    ) -> SyncServer {
+        SyncServer {
+            storage,
+            readiness,
+            max_fetch_bytes: config.frame_limit() / 2,
+        }
+    }
+
+    pub async fn serve(&self, call: SyncCall) -> SyncAnswer {
+        let result = match call.body {
+            SyncRequest::Digest { after, limit } => {
+                let limit = (limit as usize).min(MAX_SYNC_DIGEST_ENTRIES);
+                self.digest(after, limit).await.map(SyncReply::Digest)
+            }
+            SyncRequest::Fetch { keys } => {
+                let keys = keys.into_iter().map(|k| k.into_vec()).collect();
+                let max_bytes = self.max_fetch_bytes;
+                ask(&self.storage, FetchRecords { keys, max_bytes })
+                    .await
+                    .map(SyncReply::Records)
+            }
+        };
+        SyncAnswer {
+            id: call.id,
+            result,
+        }
+    }
+
+    async fn digest(&self, after: Option<Key>, limit: usize) -> Result<SyncDigestPage> {
+        let scan = ask(&self.storage, ScanDigest { after, limit }).await?;
+        Ok(SyncDigestPage {
+            source: SyncSource {
+                voting: self.readiness.is_voting(),
+                synced_once: scan.synced_once,
+                empty: scan.empty,
+            },
+            entries: scan.entries,
+            more: scan.more,
+        })
+    }
+}
+
+/// Sends `msg` to the storage actor and waits for its answer.
+async fn ask<M, T>(storage: &Addr<StorageActor>, msg: M) -> Result<T>
+where
+    M: Message<Result = Result<T>> + Send + 'static,
+    T: Send + 'static,
+    StorageActor: Handler<M>,
+{
+    storage
+        .send(msg)
+        .await
+        .map_err(|e| Error::Storage(format!("storage actor: {e}")))?
 }
 
 /// How a node came to vote.
@@ -142,6 +222,7 @@ struct Puller {
     storage: Addr<StorageActor>,
     supervisor: Addr<NodeSupervisor>,
     stats: Arc<Stats>,
+    readiness: Arc<Readiness>,
 }
 
 impl Puller {
@@ -172,8 +253,8 @@ impl Puller {
                 Ok(Recovery::Bootstrapped) => {
                     self.wait_for_a_bootstrapped_majority(&client, &peers_by_index)
                         .await;
-                    self.stats.set_voting();
-                    self.stats.set_repaired();
+                    self.readiness.set_voting();
+                    self.readiness.set_repaired();
                     log::info!(
                         "node {}: bootstrapped a new cluster in {:.2}s; voting",
                         self.node,
@@ -182,7 +263,7 @@ impl Puller {
                     break;
                 }
                 Ok(Recovery::Recovered { adopted, sources }) => {
-                    self.stats.set_voting();
+                    self.readiness.set_voting();
                     log::info!(
                         "node {}: recovered from a majority in {:.2}s ({adopted} records \
                          adopted); voting, repairing",
@@ -190,7 +271,7 @@ impl Puller {
                         started.elapsed().as_secs_f64()
                     );
                     self.repair(&client, &sources).await;
-                    self.stats.set_repaired();
+                    self.readiness.set_repaired();
                     log::info!(
                         "node {}: repaired in {:.2}s",
                         self.node,
@@ -241,14 +322,8 @@ impl Puller {
     async fn settle_own_fast_keys(&self) -> Result<()> {
         let mut after = None;
         loop {
-            let (keys, last) = self
-                .storage
-                .send(ScanUnsettled {
-                    after: after.clone(),
-                    limit: DIGEST_PAGE as usize,
-                })
-                .await
-                .map_err(|e| Error::Storage(e.to_string()))??;
+            let limit = DIGEST_PAGE as usize;
+            let (keys, last) = ask(&self.storage, ScanUnsettled { after, limit }).await?;
             self.settle(keys).await?;
             match last {
                 Some(last) => after = Some(last),
@@ -282,8 +357,7 @@ impl Puller {
 
     /// One recovery attempt: merge every record of enough trustworthy peers.
     async fn recover(&self, client: &Client, peers: &[NodeId]) -> Result<Recovery> {
-        let n = peers.len() + 1;
-        let needed = n - (n / 2 + 1) + 1;
+        let needed = Quorums::new(peers.len() + 1).recovery_sources();
         let mut sources: Vec<(usize, SyncSource)> = Vec::new();
         for (index, peer) in peers.iter().enumerate() {
             if self.outbox.is_cut(*peer) {
@@ -299,14 +373,14 @@ impl Puller {
             .map(|(i, _)| *i)
             .collect();
         if trusted.len() < needed {
-            let me = self
-                .storage
-                .send(ScanDigest {
+            let me = ask(
+                &self.storage,
+                ScanDigest {
                     after: None,
                     limit: 0,
-                })
-                .await;
-            let me = me.map_err(|e| Error::Storage(e.to_string()))??.source;
+                },
+            )
+            .await?;
             // A new cluster: this store is new and empty, and so is every other node's (all of
             // them answered; some may have bootstrapped a moment ago, which leaves them
             // empty). With every node reachable, a wiped minority cannot hide the records that
@@ -386,14 +460,9 @@ impl Puller {
                 .sync_digest(index, after.clone(), DIGEST_PAGE)
                 .await?;
             after = page.entries.last().map(|e| e.key.clone());
-            let behind = self
-                .storage
-                .send(FindBehind {
-                    entries: page.entries,
-                    accepted_only: true,
-                })
-                .await
-                .map_err(|e| Error::Storage(e.to_string()))??;
+            let entries = page.entries;
+            let pull = Pull::HigherClassicAccept;
+            let behind = ask(&self.storage, FindBehind { entries, pull }).await?;
             self.settle(behind).await?;
             if !page.more || after.is_none() {
                 return Ok(());
@@ -406,8 +475,7 @@ impl Puller {
     /// first requests, and the nodes still deciding would then no longer see a cluster where
     /// every store is empty, nor enough recovered peers to learn from: stuck for good.
     async fn wait_for_a_bootstrapped_majority(&self, client: &Client, peers: &[NodeId]) {
-        let cluster_size = peers.len() + 1;
-        let quorum = cluster_size / 2 + 1;
+        let quorum = Quorums::new(peers.len() + 1).classic();
         loop {
             let mut synced = 1;
             for index in 0..peers.len() {
@@ -423,10 +491,7 @@ impl Puller {
     }
 
     async fn mark_synced(&self) -> Result<()> {
-        self.storage
-            .send(MarkSynced)
-            .await
-            .map_err(|e| Error::Storage(e.to_string()))?
+        ask(&self.storage, MarkSynced).await
     }
 
     /// Pages through peer `index`'s digest, fetching and merging what this node is behind on
@@ -440,14 +505,9 @@ impl Puller {
                 .await?;
             after = page.entries.last().map(|e| e.key.clone());
             let more = page.more;
-            let behind = self
-                .storage
-                .send(FindBehind {
-                    entries: page.entries,
-                    accepted_only: false,
-                })
-                .await
-                .map_err(|e| Error::Storage(e.to_string()))??;
+            let entries = page.entries;
+            let pull = Pull::Newer;
+            let behind = ask(&self.storage, FindBehind { entries, pull }).await?;
             let mut wanted = &behind[..];
             while !wanted.is_empty() {
                 let records = client.sync_fetch(index, wanted).await?;

@@ -1,0 +1,206 @@
+//! The outbox: how the per-key actors send Paxos messages. A message to a peer is encoded
+//! once and queued, as bytes, on that peer's bounded queue (`limits.peer_queue_capacity`),
+//! which the peer's writer in `actors::network` drains; a full queue drops the frame (Paxos
+//! treats it as lost and retries). A message to this node itself skips the network and goes
+//! straight to the supervisor. Every message leaves through [`Outbox::dispatch`], which is
+//! also where a [`FaultPlan`] (tests only) drops, duplicates, delays (and so reorders)
+//! messages, or cuts links.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use rand::Rng;
+use tokio::sync::mpsc;
+
+use crate::actors::messages::Deliver;
+use crate::actors::Stats;
+use crate::config::Config;
+use crate::frame;
+use crate::messages::{Envelope, FaultPlan, Frame, PeerMessage};
+use crate::paxos::types::NodeId;
+
+/// Sends Paxos messages to peers (or to this node). Cheap to clone.
+///
+/// Every message leaves through [`Outbox::dispatch`], which is also where a [`FaultPlan`]
+/// (tests only) drops, duplicates, delays and so reorders messages, or cuts links.
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<OutboxInner>,
+}
+
+struct OutboxInner {
+    me: NodeId,
+    peers: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
+    local: Recipient<Deliver>,
+    stats: Arc<Stats>,
+    faults_active: AtomicBool,
+    faults: RwLock<FaultPlan>,
+}
+
+/// A message on its way out: to this node's own supervisor, or encoded for a peer.
+#[derive(Clone)]
+enum Outgoing {
+    Local(Envelope),
+    Remote(Bytes),
+}
+
+/// A peer's queue, for its writer task.
+pub struct PeerQueue {
+    pub node: NodeId,
+    pub addr: SocketAddr,
+    pub frames: mpsc::Receiver<Bytes>,
+}
+
+impl Outbox {
+    pub fn new(
+        me: NodeId,
+        config: &Config,
+        local: Recipient<Deliver>,
+        stats: Arc<Stats>,
+    ) -> (Outbox, Vec<PeerQueue>) {
+        let mut peers = BTreeMap::new();
+        let mut queues = Vec::new();
+        for node in config.node_ids().into_iter().filter(|n| *n != me) {
+            let (tx, rx) = mpsc::channel(config.limits.peer_queue_capacity);
+            peers.insert(node, tx);
+            queues.push(PeerQueue {
+                node,
+                addr: config.addr_of(node).expect("a configured node"),
+                frames: rx,
+            });
+        }
+        let inner = OutboxInner {
+            me,
+            peers,
+            local,
+            stats,
+            faults_active: AtomicBool::new(false),
+            faults: RwLock::new(FaultPlan::default()),
+        };
+        (
+            Outbox {
+                inner: Arc::new(inner),
+            },
+            queues,
+        )
+    }
+
+    /// Replaces the faults injected on this node's outgoing messages.
+    pub fn set_faults(&self, plan: FaultPlan) {
+        let active = !plan.is_none();
+        *self.inner.faults.write().expect("fault plan lock") = plan;
+        self.inner.faults_active.store(active, Ordering::Relaxed);
+    }
+
+    /// This node.
+    pub fn me(&self) -> NodeId {
+        self.inner.me
+    }
+
+    /// Does the fault plan cut this node's link to `to`? (Anti-entropy, which travels on
+    /// client connections, honours it too, so that a partition is a partition.)
+    pub fn is_cut(&self, to: NodeId) -> bool {
+        self.inner.faults_active.load(Ordering::Relaxed)
+            && self
+                .inner
+                .faults
+                .read()
+                .expect("fault plan lock")
+                .link(to)
+                .cut
+    }
+
+    /// Sends `msg` about `key` to node `to`, from or for proposer instance `proposer`.
+    pub fn send(&self, to: NodeId, key: &[u8], proposer: u64, msg: PeerMessage) {
+        let envelope = Envelope {
+            from: self.inner.me,
+            proposer,
+            key: key.to_vec(),
+            body: msg,
+        };
+        if to == self.inner.me {
+            self.dispatch(to, Outgoing::Local(envelope));
+        } else {
+            let frame = frame::encode(&Frame::Peer(envelope));
+            self.dispatch(to, Outgoing::Remote(frame));
+        }
+    }
+
+    /// Sends `msg` about `key` from proposer instance `proposer` to every node, this one
+    /// included; encodes it once.
+    pub fn broadcast(&self, key: &[u8], proposer: u64, msg: PeerMessage) {
+        let envelope = Envelope {
+            from: self.inner.me,
+            proposer,
+            key: key.to_vec(),
+            body: msg,
+        };
+        let frame = Frame::Peer(envelope);
+        let bytes = frame::encode(&frame);
+        for &node in self.inner.peers.keys() {
+            self.dispatch(node, Outgoing::Remote(bytes.clone()));
+        }
+        let Frame::Peer(envelope) = frame else {
+            unreachable!()
+        };
+        self.dispatch(self.inner.me, Outgoing::Local(envelope));
+    }
+
+    /// Applies the fault plan, if any, then delivers.
+    fn dispatch(&self, to: NodeId, msg: Outgoing) {
+        if !self.inner.faults_active.load(Ordering::Relaxed) {
+            return self.deliver(to, msg);
+        }
+        let link = self.inner.faults.read().expect("fault plan lock").link(to);
+        let mut rng = rand::rng();
+        let roll = |rng: &mut rand::rngs::ThreadRng, permille: u16| {
+            permille > 0 && rng.random_range(0..1000) < permille
+        };
+        if link.cut || roll(&mut rng, link.drop_permille) {
+            Stats::add(&self.inner.stats.peer_frames_dropped, 1);
+            return;
+        }
+        let copies = if roll(&mut rng, link.duplicate_permille) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay_ms = if link.delay_max_ms > 0 {
+                rng.random_range(link.delay_min_ms..=link.delay_max_ms.max(link.delay_min_ms))
+            } else {
+                0
+            };
+            if delay_ms == 0 {
+                self.deliver(to, msg.clone());
+            } else {
+                let (outbox, msg) = (self.clone(), msg.clone());
+                actix_rt::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                    outbox.deliver(to, msg);
+                });
+            }
+        }
+    }
+
+    fn deliver(&self, to: NodeId, msg: Outgoing) {
+        let delivered = match msg {
+            Outgoing::Local(envelope) => self.inner.local.try_send(Deliver(envelope)).is_ok(),
+            Outgoing::Remote(frame) => match self.inner.peers.get(&to) {
+                Some(queue) => queue.try_send(frame).is_ok(),
+                None => {
+                    log::warn!("no peer {to} in the config; message dropped");
+                    false
+                }
+            },
+        };
+        if !delivered {
+            Stats::add(&self.inner.stats.peer_frames_dropped, 1);
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The request router: the one place where a client request becomes work on this node. A
+//! new operation is a new `RequestBody` variant (appended at the end, see `messages`) and one
+//! arm of [`Router::serve`]. Key-value commands are checked against the limits, given a write
+//! id if they came without one (the node's own [`WriteIdMint`]), and handed to the key's
+//! proposer through the supervisor; everything else is answered here.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::actors::messages::{ClientCommand, GetStatus};
+use crate::actors::outbox::Outbox;
+use crate::actors::supervisor::NodeSupervisor;
+use crate::config::Config;
+use crate::error::Error;
+use crate::messages::{ClientRequest, ClientResponse, Reply, RequestBody};
+use crate::paxos::types::{NodeId, WriteIdMint};
+
+/// Serves client requests. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    node: NodeId,
+    supervisor: Addr<NodeSupervisor>,
+    /// For `SetFaults` (tests only).
+    outbox: Outbox,
+    config: Arc<Config>,
+    /// Write ids for client writes that came without one.
+    write_ids: WriteIdMint,
+}
+
+impl Router {
+    pub fn new(
+        node: NodeId,
+        supervisor: Addr<NodeSupervisor>,
+        outbox: Outbox,
+        config: Arc<Config>,
+    ) -> Router {
+        Router {
+            inner: Arc::new(Shared {
+                node,
+                supervisor,
+                outbox,
+                config,
+                write_ids: WriteIdMint::new(),
+            }),
+        }
+    }
+
+    /// Serves one request; the response carries its id.
+    pub async fn serve(&self, request: ClientRequest) -> ClientResponse {
+        let shared = &*self.inner;
+        let result = match request.body {
+            RequestBody::Ping => Ok(Reply::Pong { node: shared.node }),
+            RequestBody::SetFaults(plan) => {
+                if shared.config.testing.allow_fault_injection {
+                    log::warn!("node {}: injecting faults {plan:?}", shared.node);
+                    shared.outbox.set_faults(plan);
+                    Ok(Reply::FaultsSet)
+                } else {
+                    Err(Error::BadRequest(
+                        "fault injection is off (testing.allow_fault_injection)".into(),
+                    ))
+                }
+            }
+            RequestBody::Status => match shared.supervisor.send(GetStatus).await {
+                Ok(status) => Ok(Reply::Status(status)),
+                Err(e) => Err(Error::Unavailable(e.to_string())),
+            },
+            RequestBody::Kv {
+                key,
+                command,
+                write_id,
+                maybe_applied,
+            } => match check_request(&key, command.value_len(), &shared.config) {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    let write_id = match (command.is_write(), write_id) {
+                        (false, _) => None,
+                        (true, Some(id)) => Some(id),
+                        (true, None) => Some(shared.write_ids.mint()),
+                    };
+                    let (reply, outcome) = oneshot::channel();
+                    let command = ClientCommand {
+                        key,
+                        command,
+                        write_id,
+                        maybe_applied,
+                        reply,
+                    };
+                    if let Err(e) = shared.supervisor.send(command).await {
+                        // The command never reached a proposer: nothing ran.
+                        return ClientResponse {
+                            id: request.id,
+                            result: Err(Error::Unavailable(format!("node supervisor: {e}"))),
+                        };
+                    }
+                    match outcome.await {
+                        Ok(Ok(outcome)) => Ok(Reply::Kv(outcome)),
+                        Ok(Err(e)) => Err(e),
+                        // Dropped unanswered: the proposer crashed or stopped with it in flight.
+                        Err(_) => Err(Error::Unknown("the key's proposer stopped".into())),
+                    }
+                }
+            },
+        };
+        ClientResponse {
+            id: request.id,
+            result,
+        }
+    }
+}
+
+/// Checks a client's key and value against the limits.
+pub fn check_request(key: &[u8], value_len: usize, config: &Config) -> Result<(), Error> {
+    let limits = &config.limits;
+    if key.is_empty() {
+        return Err(Error::BadRequest("the key is empty".into()));
+    }
+    if key.len() > limits.max_key_bytes {
+        return Err(Error::BadRequest(format!(
+            "key of {} bytes is over the limit of {} bytes",
+            key.len(),
+            limits.max_key_bytes
+        )));
+    }
+    if value_len > limits.max_value_bytes {
+        return Err(Error::BadRequest(format!(
+            "value of {value_len} bytes is over the limit of {} bytes",
+            limits.max_value_bytes
+        )));
+    }
+    Ok(())
+}
