@@ -98,7 +98,7 @@ impl Client {
                 addrs,
                 options,
                 connections: Mutex::new(HashMap::new()),
-                write_ids: WriteIdMint::new(),
+                write_ids: WriteIdMint::new(rand::random()),
             }),
         }
     }

@@ -270,6 +270,73 @@ async fn a_crashed_per_key_actor_is_restarted_and_answers_from_its_durable_state
     );
 }
 
+/// A well-framed Paxos message whose ballots contradict the protocol (an Accept whose
+/// `next` is below its ballot, a Prepare at another node's ballot, a state over the limits)
+/// is dropped and counted before it reaches an acceptor; the connection it came on stays
+/// open and keeps being served, and no key changes.
+#[tokio::test]
+async fn a_contradictory_paxos_message_is_dropped_and_counted_and_changes_nothing() {
+    use paxkv::messages::{ClientRequest, Envelope, Frame, PeerMessage, RequestBody};
+    use paxkv::paxos::types::{Ballot, Register};
+    let cluster = TestCluster::start();
+    let client = cluster.client_for(1);
+    client.put(b"k", b"v").await.unwrap();
+    let before = cluster.status(1).await.bad_frames;
+    let forged = Register {
+        version: 999,
+        value: Some(b"FORGED".to_vec()),
+        ..Register::default()
+    };
+    let peer = |body| {
+        paxkv::frame::encode(&Frame::Peer(Envelope {
+            from: 2,
+            proposer: 1,
+            key: b"k".to_vec(),
+            body,
+        }))
+    };
+    let contradictory = [
+        peer(PeerMessage::Accept {
+            ballot: Ballot::new(999, 2),
+            state: forged.clone(),
+            next: Some(Ballot::new(5, 2)),
+        }),
+        peer(PeerMessage::Prepare {
+            ballot: Ballot::new(999, 3),
+        }),
+        peer(PeerMessage::Accept {
+            ballot: Ballot::new(999, 2),
+            state: Register {
+                value: Some(vec![0; (1 << 20) + 1]),
+                ..forged
+            },
+            next: None,
+        }),
+    ];
+    let mut raw = TcpStream::connect(cluster.addr(1)).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for frame in &contradictory {
+        raw.write_all(frame).unwrap();
+    }
+    // The same connection still answers a request.
+    let ping = Frame::Request(ClientRequest {
+        id: 42,
+        body: RequestBody::Ping,
+    });
+    raw.write_all(&paxkv::frame::encode(&ping)).unwrap();
+    let mut len = [0u8; 4];
+    raw.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    raw.read_exact(&mut body).unwrap();
+    match paxkv::frame::decode(&body).unwrap() {
+        Frame::Response(response) => assert_eq!(response.id, 42),
+        other => panic!("expected the ping's answer, got {other:?}"),
+    }
+    assert_eq!(client.get(b"k").await.unwrap(), got("v", 1));
+    let dropped = cluster.status(1).await.bad_frames - before;
+    assert_eq!(dropped, contradictory.len() as u64);
+}
+
 #[tokio::test]
 async fn garbage_on_a_node_port_closes_that_connection_and_disturbs_no_other_client() {
     let cluster = TestCluster::start();

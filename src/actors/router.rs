@@ -46,7 +46,7 @@ impl Router {
                 supervisor,
                 outbox,
                 config,
-                write_ids: WriteIdMint::new(),
+                write_ids: WriteIdMint::new(rand::random()),
             }),
         }
     }

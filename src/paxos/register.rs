@@ -396,4 +396,74 @@ mod tests {
         }
         assert_eq!(s.version, applied.len() as u64);
     }
+
+    /// One step of a random workload: a client's new write, or a retry of an earlier write
+    /// (which was applied once) as a client retries after a lost answer.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Write { client: u64, command: Command },
+        Retry { earlier: usize },
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        let command = prop_oneof![
+            any::<u8>().prop_map(|v| Command::Put { value: vec![v] }),
+            Just(Command::Delete),
+            (0u64..6, any::<u8>()).prop_map(|(expect, v)| Command::Cas {
+                expect,
+                value: vec![v]
+            }),
+        ];
+        prop_oneof![
+            3 => (0u64..90, command).prop_map(|(client, command)| Step::Write { client, command }),
+            1 => any::<usize>().prop_map(|earlier| Step::Retry { earlier }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(64))]
+
+        /// A write applies once: a retry of a write already applied never changes the
+        /// register again (it answers the first outcome, or is refused as too late), however
+        /// many writes of however many clients came in between (past `RECENT_WRITES` and
+        /// `CLIENT_FLOORS`); and the version never goes down.
+        #[test]
+        fn a_write_applies_once_and_versions_never_go_down(
+            steps in proptest::collection::vec(step(), 1..600)
+        ) {
+            let mut state = Register::default();
+            let mut next_seq = std::collections::HashMap::<u64, u64>::new();
+            let mut applied: Vec<(RequestId, Command, Outcome)> = Vec::new();
+            for step in steps {
+                let before = (state.version, state.value.clone());
+                match step {
+                    Step::Write { client, command } => {
+                        let seq = next_seq.entry(client).or_default();
+                        *seq += 1;
+                        let id = RequestId { client, seq: *seq };
+                        let outcome = super::apply(&mut state, &command, Some(id), false)
+                            .expect("a write never applied is never refused");
+                        applied.push((id, command, outcome));
+                    }
+                    Step::Retry { earlier } if !applied.is_empty() => {
+                        let (id, command, first) = &applied[earlier % applied.len()];
+                        // Refused as too late (`TooLate`) is the other allowed answer.
+                        if let Ok(outcome) = super::apply(&mut state, command, Some(*id), true) {
+                            proptest::prop_assert_eq!(&outcome, first);
+                        }
+                        proptest::prop_assert_eq!(
+                            (state.version, state.value.clone()),
+                            before.clone(),
+                            "a retry changed the register"
+                        );
+                    }
+                    Step::Retry { .. } => {}
+                }
+                proptest::prop_assert!(state.version >= before.0, "the version went down");
+                proptest::prop_assert!(state.recent.len() <= RECENT_WRITES);
+                proptest::prop_assert!(state.floors.len() <= CLIENT_FLOORS);
+            }
+        }
+    }
 }

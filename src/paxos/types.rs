@@ -189,8 +189,8 @@ pub fn key_hash(key: &[u8]) -> u64 {
 }
 
 /// Mints the [`RequestId`]s of one writer: a client process, or a node for writes that came
-/// without one. One random 64-bit client id per mint (two mints never share one), then a
-/// sequence that only goes up.
+/// without one. One 64-bit client id per mint, drawn at random by its owner (two mints never
+/// share one), then a sequence that only goes up.
 #[derive(Debug)]
 pub struct WriteIdMint {
     client: u64,
@@ -198,9 +198,9 @@ pub struct WriteIdMint {
 }
 
 impl WriteIdMint {
-    pub fn new() -> WriteIdMint {
+    pub fn new(client: u64) -> WriteIdMint {
         WriteIdMint {
-            client: rand::random(),
+            client,
             next_seq: std::sync::atomic::AtomicU64::new(1),
         }
     }
@@ -214,11 +214,5 @@ impl WriteIdMint {
             client: self.client,
             seq,
         }
-    }
-}
-
-impl Default for WriteIdMint {
-    fn default() -> Self {
-        WriteIdMint::new()
     }
 }

@@ -1,0 +1,319 @@
+//! The wire format, pinned: postcard encodes enum variants by index and struct fields in
+//! order, so a variant inserted in the middle, a reordered one or a reordered field changes
+//! these bytes and fails here, before two builds of paxkv misread each other. A new variant
+//! goes at the end of its enum, with a new line here.
+
+use paxkv::error::Error;
+use paxkv::messages::{
+    ClientRequest, ClientResponse, DigestEntry, Envelope, FaultPlan, Frame, NodeStatus,
+    PeerMessage, Reply, RequestBody, SyncAnswer, SyncCall, SyncDigestPage, SyncRecord, SyncReply,
+    SyncRequest, SyncSource,
+};
+use paxkv::paxos::record::AcceptorRecord;
+use paxkv::paxos::types::{Ballot, Command, Outcome, Register, RequestId};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn b(round: u64, node: u32) -> Ballot {
+    Ballot::new(round, node)
+}
+
+fn state() -> Register {
+    Register {
+        version: 2,
+        value: Some(b"v".to_vec()),
+        ..Register::default()
+    }
+}
+
+fn peer(body: PeerMessage) -> Frame {
+    Frame::Peer(Envelope {
+        from: 1,
+        proposer: 7,
+        key: b"k".to_vec(),
+        body,
+    })
+}
+
+fn request(body: RequestBody) -> Frame {
+    Frame::Request(ClientRequest { id: 3, body })
+}
+
+fn response(result: Result<Reply, Error>) -> Frame {
+    Frame::Response(ClientResponse { id: 3, result })
+}
+
+/// One value of every wire variant, by name.
+fn samples() -> Vec<(&'static str, Frame)> {
+    let e = |s: &str| s.to_string();
+    vec![
+        (
+            "peer prepare",
+            peer(PeerMessage::Prepare { ballot: b(1, 1) }),
+        ),
+        (
+            "peer promise",
+            peer(PeerMessage::Promise {
+                ballot: b(2, 1),
+                accepted: b(1, 2),
+                state: state(),
+                fast_unknown: false,
+            }),
+        ),
+        (
+            "peer accept",
+            peer(PeerMessage::Accept {
+                ballot: b(2, 1),
+                state: state(),
+                next: Some(b(3, 1)),
+            }),
+        ),
+        (
+            "peer accepted",
+            peer(PeerMessage::Accepted {
+                ballot: b(2, 1),
+                promised: b(3, 1),
+            }),
+        ),
+        (
+            "peer reject",
+            peer(PeerMessage::Reject {
+                ballot: b(2, 1),
+                seen: b(4, 2),
+            }),
+        ),
+        (
+            "peer failed",
+            peer(PeerMessage::Failed {
+                ballot: b(2, 1),
+                reason: e("full"),
+            }),
+        ),
+        ("peer query", peer(PeerMessage::Query { read: 5 })),
+        (
+            "peer query reply",
+            peer(PeerMessage::QueryReply {
+                read: 5,
+                promised: b(3, 1),
+                accepted: b(2, 1),
+                state: state(),
+                fast_unknown: false,
+            }),
+        ),
+        (
+            "request kv",
+            request(RequestBody::Kv {
+                key: b"k".to_vec(),
+                command: Command::Cas {
+                    expect: 1,
+                    value: b"v".to_vec(),
+                },
+                write_id: Some(RequestId { client: 9, seq: 1 }),
+                maybe_applied: true,
+            }),
+        ),
+        ("request ping", request(RequestBody::Ping)),
+        ("request status", request(RequestBody::Status)),
+        (
+            "request set faults",
+            request(RequestBody::SetFaults(FaultPlan::default())),
+        ),
+        (
+            "response kv get",
+            response(Ok(Reply::Kv(Outcome::Get {
+                value: Some(b"v".to_vec()),
+                version: 2,
+            }))),
+        ),
+        (
+            "response kv put",
+            response(Ok(Reply::Kv(Outcome::Put { version: 2 }))),
+        ),
+        (
+            "response kv delete",
+            response(Ok(Reply::Kv(Outcome::Delete {
+                deleted: true,
+                version: 3,
+            }))),
+        ),
+        (
+            "response kv cas",
+            response(Ok(Reply::Kv(Outcome::Cas {
+                swapped: false,
+                version: 3,
+            }))),
+        ),
+        ("response pong", response(Ok(Reply::Pong { node: 4 }))),
+        (
+            "response status",
+            response(Ok(Reply::Status(NodeStatus::default()))),
+        ),
+        ("response faults set", response(Ok(Reply::FaultsSet))),
+        (
+            "error unavailable",
+            response(Err(Error::Unavailable(e("x")))),
+        ),
+        ("error unknown", response(Err(Error::Unknown(e("x"))))),
+        (
+            "error bad request",
+            response(Err(Error::BadRequest(e("x")))),
+        ),
+        ("error busy", response(Err(Error::Busy(e("x"))))),
+        ("error frame", response(Err(Error::Frame(e("x"))))),
+        ("error config", response(Err(Error::Config(e("x"))))),
+        ("error storage", response(Err(Error::Storage(e("x"))))),
+        ("error io", response(Err(Error::Io(e("x"))))),
+        (
+            "sync digest request",
+            Frame::SyncRequest(SyncCall {
+                id: 6,
+                body: SyncRequest::Digest {
+                    after: Some(b"k".to_vec()),
+                    limit: 10,
+                },
+            }),
+        ),
+        (
+            "sync fetch request",
+            Frame::SyncRequest(SyncCall {
+                id: 6,
+                body: SyncRequest::Fetch {
+                    keys: vec![serde_bytes::ByteBuf::from(b"k".to_vec())],
+                },
+            }),
+        ),
+        (
+            "sync digest reply",
+            Frame::SyncResponse(SyncAnswer {
+                id: 6,
+                result: Ok(SyncReply::Digest(SyncDigestPage {
+                    source: SyncSource {
+                        voting: true,
+                        synced_once: true,
+                        empty: false,
+                    },
+                    entries: vec![DigestEntry {
+                        key: b"k".to_vec(),
+                        promised: b(3, 1),
+                        accepted: b(2, 1),
+                    }],
+                    more: false,
+                })),
+            }),
+        ),
+        (
+            "sync records reply",
+            Frame::SyncResponse(SyncAnswer {
+                id: 6,
+                result: Ok(SyncReply::Records(vec![SyncRecord {
+                    key: b"k".to_vec(),
+                    record: AcceptorRecord {
+                        promised: b(3, 1),
+                        accepted: b(2, 1),
+                        state: state(),
+                        fast_unknown: false,
+                    },
+                }])),
+            }),
+        ),
+        (
+            "command get",
+            request(RequestBody::Kv {
+                key: b"k".to_vec(),
+                command: Command::Get,
+                write_id: None,
+                maybe_applied: false,
+            }),
+        ),
+        (
+            "command put",
+            request(RequestBody::Kv {
+                key: b"k".to_vec(),
+                command: Command::Put {
+                    value: b"v".to_vec(),
+                },
+                write_id: None,
+                maybe_applied: false,
+            }),
+        ),
+        (
+            "command delete",
+            request(RequestBody::Kv {
+                key: b"k".to_vec(),
+                command: Command::Delete,
+                write_id: None,
+                maybe_applied: false,
+            }),
+        ),
+    ]
+}
+
+/// Printed by `PAXKV_PRINT_GOLDEN=1 cargo test --test wire -- --nocapture`; only ever
+/// appended to.
+const GOLDEN: &[(&str, &str)] = &[
+    ("peer prepare", "000107016b000101"),
+    ("peer promise", "000107016b01020101020201017600000000"),
+    ("peer accept", "000107016b02020102010176000000010301"),
+    ("peer accepted", "000107016b0302010301"),
+    ("peer reject", "000107016b0402010402"),
+    ("peer failed", "000107016b0502010466756c6c"),
+    ("peer query", "000107016b0605"),
+    ("peer query reply", "000107016b0705030102010201017600000000"),
+    ("request kv", "010300016b0301017601090101"),
+    ("request ping", "010301"),
+    ("request status", "010302"),
+    ("request set faults", "010303000000000000"),
+    ("response kv get", "020300000001017602"),
+    ("response kv put", "020300000102"),
+    ("response kv delete", "02030000020103"),
+    ("response kv cas", "02030000030003"),
+    ("response pong", "0203000104"),
+    (
+        "response status",
+        "020300020000000000000000000000000000000000",
+    ),
+    ("response faults set", "02030003"),
+    ("error unavailable", "020301000178"),
+    ("error unknown", "020301010178"),
+    ("error bad request", "020301020178"),
+    ("error busy", "020301030178"),
+    ("error frame", "020301040178"),
+    ("error config", "020301050178"),
+    ("error storage", "020301060178"),
+    ("error io", "020301070178"),
+    ("sync digest request", "03060001016b0a"),
+    ("sync fetch request", "03060101016b"),
+    ("sync digest reply", "0406000001010001016b0301020100"),
+    (
+        "sync records reply",
+        "0406000101016b030102010201017600000000",
+    ),
+    ("command get", "010300016b000000"),
+    ("command put", "010300016b0101760000"),
+    ("command delete", "010300016b020000"),
+];
+
+#[test]
+fn every_wire_variant_keeps_its_postcard_encoding() {
+    let samples = samples();
+    if std::env::var_os("PAXKV_PRINT_GOLDEN").is_some() {
+        for (name, frame) in &samples {
+            let bytes = postcard::to_stdvec(frame).unwrap();
+            println!("    (\"{name}\", \"{}\"),", hex(&bytes));
+        }
+    }
+    assert_eq!(
+        samples.len(),
+        GOLDEN.len(),
+        "a sample without golden bytes, or the reverse"
+    );
+    for ((name, frame), (golden_name, golden)) in samples.iter().zip(GOLDEN) {
+        assert_eq!(name, golden_name);
+        let bytes = postcard::to_stdvec(frame).unwrap();
+        assert_eq!(&hex(&bytes), golden, "{name}: the encoding changed");
+        let decoded: Frame = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(&decoded, frame, "{name}: does not round-trip");
+    }
+}
