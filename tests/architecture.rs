@@ -183,7 +183,8 @@ fn the_wire_protocol_has_no_runtime_and_the_core_no_io() {
             "Instant::now",
             "SystemTime",
             "rand::random",
-            "rand::rng",
+            "rand::rng()",
+            "thread_rng",
         ] {
             assert!(
                 !code.contains(word),
