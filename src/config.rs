@@ -154,6 +154,13 @@ impl Config {
 
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<()> {
+        if self.testing.allow_fault_injection && !crate::TEST_HOOKS {
+            return Err(invalid(
+                "testing.allow_fault_injection",
+                "this build has no fault injection (it is built without the cargo feature \
+                 `testing`, as a production binary should be)",
+            ));
+        }
         if self.nodes.len() < 3 {
             return Err(invalid(
                 "node",

@@ -1,11 +1,15 @@
 //! paxkv: a leaderless key-value store replicated with per-key Paxos (CASPaxos) on LMDB.
+//! ARCHITECTURE.md has the module map and the path of a request through it.
 //!
-//! - [`paxos`]: the protocol core, plain structs with no IO;
-//! - [`actors`]: the actix runtime of one node (supervisor, per-key proposer and acceptor,
-//!   network, storage), started by [`node::NodeHandle`];
-//! - [`storage`]: LMDB through heed;
-//! - [`client`]: the async client the CLI and the tests use;
-//! - [`messages`]: every wire and actor message.
+//! The public surface, deliberately: what the `paxkv` binary and the tests use.
+//! - [`paxos`]: the protocol core, plain structs with no IO (types, quorums, register,
+//!   acceptor, proposer);
+//! - [`messages`]: the wire protocol, and [`frame`]: how it goes on a connection;
+//! - [`client`]: the async client the CLI, the benchmark and the tests use;
+//! - [`config`], [`error`];
+//! - [`node::NodeHandle`]: one node, in-process; [`actors`] exposes only its supervisor and
+//!   its messages (the test hooks among them exist only with the `testing` feature);
+//! - [`storage`]: LMDB through heed (the tests open a node's store directly).
 
 pub mod actors;
 pub mod client;
@@ -18,3 +22,6 @@ pub mod paxos;
 pub mod storage;
 
 pub use error::{Error, Result};
+
+/// Whether this build has the test hooks (the `testing` cargo feature).
+pub const TEST_HOOKS: bool = cfg!(feature = "testing");

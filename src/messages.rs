@@ -190,7 +190,7 @@ pub struct NodeStatus {
     pub sync_rounds: u64,
     /// Paxos requests dropped because the node was not voting yet.
     pub dropped_not_voting: u64,
-    /// The node finished the repair that follows its recovery (see `actors::sync`): from
+    /// The node finished the repair that follows its recovery (see `actors::anti_entropy`): from
     /// then on it holds, at a classic ballot, every state its sources held when it
     /// recovered. Another node may lose its disk safely only once this one is repaired.
     pub repaired: bool,

@@ -11,6 +11,7 @@ use actix::prelude::*;
 
 use crate::actors::anti_entropy::{AntiEntropy, SyncServer};
 use crate::actors::network::Network;
+#[cfg(feature = "testing")]
 use crate::actors::outbox::Outbox;
 use crate::actors::router::Router;
 use crate::actors::storage::StorageActor;
@@ -18,6 +19,7 @@ use crate::actors::supervisor::NodeSupervisor;
 use crate::actors::{Readiness, Stats};
 use crate::config::Config;
 use crate::error::{Error, Result};
+#[cfg(feature = "testing")]
 use crate::messages::FaultPlan;
 use crate::paxos::types::NodeId;
 use crate::storage::Store;
@@ -27,6 +29,7 @@ pub struct NodeHandle {
     pub id: NodeId,
     pub addr: SocketAddr,
     supervisor: Addr<NodeSupervisor>,
+    #[cfg(feature = "testing")]
     outbox: Outbox,
     system: actix_rt::System,
     thread: Option<JoinHandle<()>>,
@@ -60,7 +63,7 @@ impl NodeHandle {
                 let readiness = Arc::new(Readiness::default());
                 let storage_arbiter = Arbiter::new();
                 let group = config.storage.max_group_commit;
-                let commit_delay = if config.testing.allow_fault_injection {
+                let commit_delay = if crate::TEST_HOOKS && config.testing.allow_fault_injection {
                     Duration::from_millis(config.testing.commit_delay_ms)
                 } else {
                     Duration::ZERO
@@ -109,6 +112,7 @@ impl NodeHandle {
                 storage_arbiter.stop();
                 let _ = storage_arbiter.join();
             })?;
+        #[cfg_attr(not(feature = "testing"), allow(unused_variables))]
         let (system, (supervisor, outbox)) = rx
             .recv()
             .map_err(|_| Error::Storage(format!("node {id} failed to start")))?;
@@ -117,6 +121,7 @@ impl NodeHandle {
             id,
             addr,
             supervisor,
+            #[cfg(feature = "testing")]
             outbox,
             system,
             thread: Some(thread),
@@ -128,7 +133,8 @@ impl NodeHandle {
         &self.supervisor
     }
 
-    /// Replaces the faults this node injects on its outgoing Paxos messages.
+    /// Replaces the faults this node injects on its outgoing Paxos messages (test builds).
+    #[cfg(feature = "testing")]
     pub fn set_faults(&self, plan: FaultPlan) {
         self.outbox.set_faults(plan);
     }

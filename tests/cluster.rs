@@ -174,7 +174,7 @@ async fn a_node_restarted_on_its_data_directory_serves_every_earlier_write() {
         }
     }
     // A restarted node votes only once it has merged the records of three other nodes (see
-    // actors::sync), so 4 and 5 come back with it.
+    // actors::anti_entropy), so 4 and 5 come back with it.
     cluster.restart(1);
     cluster.restart(4);
     cluster.restart(5);

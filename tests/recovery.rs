@@ -1,6 +1,6 @@
 //! Recovery: nodes that missed writes catch up, and nodes that lost their disk (wiped, or
 //! replaced with an older copy) do not vote until they have rebuilt their state from a
-//! majority (see `src/actors/sync.rs` for why).
+//! majority (see `src/actors/anti_entropy.rs` for why).
 
 mod support;
 

@@ -19,8 +19,10 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::actors::messages::{
-    ActorStopped, AdoptRecord, Crash, FromProposer, Inspect, Load, Persist, Retire, Role,
+    ActorStopped, AdoptRecord, FromProposer, Load, Persist, Retire, Role,
 };
+#[cfg(feature = "testing")]
+use crate::actors::messages::{Crash, Inspect};
 use crate::actors::outbox::Outbox;
 use crate::actors::storage::StorageActor;
 use crate::actors::{guarded, Stats};
@@ -181,6 +183,7 @@ impl Handler<Retire> for AcceptorActor {
     }
 }
 
+#[cfg(feature = "testing")]
 impl Handler<Crash> for AcceptorActor {
     type Result = ();
 
@@ -236,6 +239,7 @@ impl Handler<AdoptRecord> for AcceptorActor {
     }
 }
 
+#[cfg(feature = "testing")]
 impl Handler<Inspect> for AcceptorActor {
     type Result = Option<AcceptorRecord>;
 

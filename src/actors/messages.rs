@@ -74,6 +74,7 @@ pub struct GetStatus;
 
 /// Test and operator hook: make the key's actor of `role` crash as a fault would, so that it
 /// is restarted from its durable state. Returns false if no such actor is alive.
+#[cfg(feature = "testing")]
 #[derive(Debug, actix::Message)]
 #[rtype(result = "bool")]
 pub struct CrashActor {
@@ -83,6 +84,7 @@ pub struct CrashActor {
 
 /// Test and operator hook: the in-memory record of the key's live acceptor on this node
 /// (`None` if no acceptor for the key is alive).
+#[cfg(feature = "testing")]
 #[derive(Debug, actix::Message)]
 #[rtype(result = "Option<AcceptorRecord>")]
 pub struct InspectAcceptor {
@@ -149,6 +151,7 @@ pub struct AdoptRecord {
 }
 
 /// The acceptor's in-memory record (`None` while it is still loading it).
+#[cfg(feature = "testing")]
 #[derive(Debug, actix::Message)]
 #[rtype(result = "Option<AcceptorRecord>")]
 pub struct Inspect;
@@ -163,6 +166,7 @@ pub struct Inspect;
 pub struct Retire;
 
 /// Fail as a crash would (see [`CrashActor`]).
+#[cfg(feature = "testing")]
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]
 pub struct Crash;

@@ -2,26 +2,33 @@
 //! (`crate::paxos`), the network and storage; none of them decides anything about Paxos.
 //!
 //! ```text
-//!                 clients ──┐            peers ──┐
-//!                           ▼                    ▼
-//!                 ┌────────────────────────────────────┐   frames out, one queue per peer
-//!                 │ network: listener, framed readers, ├──────────────────────────────▶ peers
-//!                 │ per-peer writers (Outbox)          │
-//!                 └───────────────┬────────────────────┘
-//!                  ClientCommand  │ Deliver(Envelope)
-//!                                 ▼
-//!                 ┌────────────────────────────────────┐
-//!                 │ supervisor: key → actors, lazily   │  spawns, routes, restarts crashed
-//!                 │ spawned, idle ones retired         │  ones, retires idle ones
-//!                 └──────┬──────────────────────┬──────┘
-//!                 Submit │ FromAcceptor         │ FromProposer
-//!                        ▼                      ▼
-//!                 ┌──────────────┐      ┌──────────────┐  Persist / Load  ┌──────────────────┐
-//!                 │ proposer(key)│      │ acceptor(key)├─────────────────▶│ storage (own     │
-//!                 │ paxos::      │      │ paxos::      │◀─── committed ───│ thread): LMDB,   │
-//!                 │ Proposer     │      │ Acceptor     │                  │ group commit     │
-//!                 └──────┬───────┘      └──────┬───────┘                  └──────────────────┘
-//!                        └──── Outbox: Prepare/Accept/Query out, replies back ────▶ network
+//!        clients ──┐                 peers ──┐
+//!                  ▼                         ▼
+//!        ┌──────────────────────────────────────────┐    ┌────────────────────────────┐
+//!        │ network (transport): listener, decode,   │    │ outbox: encode once, one   │
+//!        │ Frame::validate, route; peer writers     │◀───┤ bounded queue per peer,    │──▶ peers
+//!        └──┬──────────────┬────────────────┬───────┘    │ fault plan (tests)         │
+//!   Request │  SyncRequest │        Deliver │            └─────────────▲──────────────┘
+//!           ▼              ▼                │                          │
+//!   ┌────────────┐  ┌───────────────────┐   │                          │
+//!   │ router     │  │ anti_entropy:     │   │                          │
+//!   │ (requests) │  │ SyncServer; the   │   │                          │
+//!   └─────┬──────┘  │ AntiEntropy puller│   │                          │
+//!         │         └───────┬───────────┘   │                          │
+//!  ClientCommand    Adopt,  │ SettleKey     ▼                          │
+//!         ▼                 ▼                                          │
+//!   ┌──────────────────────────────────────────┐                       │
+//!   │ supervisor: key → actors, lazily spawned,│ spawns, routes, restarts crashed
+//!   │ idle ones retired                        │ ones, retires idle ones
+//!   └──────┬──────────────────────┬────────────┘                       │
+//!   Submit │ FromAcceptor         │ FromProposer                       │
+//!          ▼                      ▼                                    │
+//!   ┌──────────────┐      ┌──────────────┐  Persist / Load  ┌──────────┴───────┐
+//!   │ proposer(key)│      │ acceptor(key)├─────────────────▶│ storage (own     │
+//!   │ paxos::      │      │ paxos::      │◀─── committed ───│ thread): LMDB,   │
+//!   │ Proposer     │      │ Acceptor     │                  │ group commit     │
+//!   └──────┬───────┘      └──────┬───────┘                  └──────────────────┘
+//!          └──── Prepare/Accept/Query out, replies back, through the outbox ──▶
 //! ```
 //!
 //! Crashes: a panic inside a per-key actor's handler is caught at the handler boundary and
@@ -29,14 +36,14 @@
 //! loads the key's record from LMDB before it handles anything (`ctx.wait`). Callers waiting on
 //! the crashed proposer are answered "outcome unknown".
 
-pub mod acceptor;
-pub mod anti_entropy;
+pub(crate) mod acceptor;
+pub(crate) mod anti_entropy;
 pub mod messages;
-pub mod network;
-pub mod outbox;
-pub mod proposer;
-pub mod router;
-pub mod storage;
+pub(crate) mod network;
+pub(crate) mod outbox;
+pub(crate) mod proposer;
+pub(crate) mod router;
+pub(crate) mod storage;
 pub mod supervisor;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -8,12 +8,17 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+#[cfg(feature = "testing")]
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+#[cfg(feature = "testing")]
+use std::sync::RwLock;
+#[cfg(feature = "testing")]
 use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
+#[cfg(feature = "testing")]
 use rand::Rng;
 use tokio::sync::mpsc;
 
@@ -21,7 +26,9 @@ use crate::actors::messages::Deliver;
 use crate::actors::Stats;
 use crate::config::Config;
 use crate::frame;
-use crate::messages::{Envelope, FaultPlan, Frame, PeerMessage};
+#[cfg(feature = "testing")]
+use crate::messages::FaultPlan;
+use crate::messages::{Envelope, Frame, PeerMessage};
 use crate::paxos::types::NodeId;
 
 /// Sends Paxos messages to peers (or to this node). Cheap to clone.
@@ -38,7 +45,9 @@ struct OutboxInner {
     peers: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
     local: Recipient<Deliver>,
     stats: Arc<Stats>,
+    #[cfg(feature = "testing")]
     faults_active: AtomicBool,
+    #[cfg(feature = "testing")]
     faults: RwLock<FaultPlan>,
 }
 
@@ -79,7 +88,9 @@ impl Outbox {
             peers,
             local,
             stats,
+            #[cfg(feature = "testing")]
             faults_active: AtomicBool::new(false),
+            #[cfg(feature = "testing")]
             faults: RwLock::new(FaultPlan::default()),
         };
         (
@@ -90,7 +101,8 @@ impl Outbox {
         )
     }
 
-    /// Replaces the faults injected on this node's outgoing messages.
+    /// Replaces the faults injected on this node's outgoing messages (test builds only).
+    #[cfg(feature = "testing")]
     pub fn set_faults(&self, plan: FaultPlan) {
         let active = !plan.is_none();
         *self.inner.faults.write().expect("fault plan lock") = plan;
@@ -104,6 +116,13 @@ impl Outbox {
 
     /// Does the fault plan cut this node's link to `to`? (Anti-entropy, which travels on
     /// client connections, honours it too, so that a partition is a partition.)
+    #[cfg(not(feature = "testing"))]
+    pub fn is_cut(&self, _to: NodeId) -> bool {
+        false
+    }
+
+    /// Does the fault plan cut this node's link to `to`?
+    #[cfg(feature = "testing")]
     pub fn is_cut(&self, to: NodeId) -> bool {
         self.inner.faults_active.load(Ordering::Relaxed)
             && self
@@ -153,9 +172,16 @@ impl Outbox {
 
     /// Applies the fault plan, if any, then delivers.
     fn dispatch(&self, to: NodeId, msg: Outgoing) {
-        if !self.inner.faults_active.load(Ordering::Relaxed) {
-            return self.deliver(to, msg);
+        #[cfg(feature = "testing")]
+        if self.inner.faults_active.load(Ordering::Relaxed) {
+            return self.dispatch_with_faults(to, msg);
         }
+        self.deliver(to, msg)
+    }
+
+    /// Drops, duplicates or delays `msg` as the fault plan says, then delivers.
+    #[cfg(feature = "testing")]
+    fn dispatch_with_faults(&self, to: NodeId, msg: Outgoing) {
         let link = self.inner.faults.read().expect("fault plan lock").link(to);
         let mut rng = rand::rng();
         let roll = |rng: &mut rand::rngs::ThreadRng, permille: u16| {

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::actors::messages::{ActorStopped, Crash, FromAcceptor, ReplyTo, Retire, Role, Submit};
+#[cfg(feature = "testing")]
+use crate::actors::messages::Crash;
+use crate::actors::messages::{ActorStopped, FromAcceptor, ReplyTo, Retire, Role, Submit};
 use crate::actors::outbox::Outbox;
 use crate::actors::{guarded, Stats};
 use crate::error::Result;
@@ -189,6 +191,7 @@ impl Handler<Retire> for ProposerActor {
     }
 }
 
+#[cfg(feature = "testing")]
 impl Handler<Crash> for ProposerActor {
     type Result = ();
 

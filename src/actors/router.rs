@@ -26,7 +26,8 @@ pub struct Router {
 struct Shared {
     node: NodeId,
     supervisor: Addr<NodeSupervisor>,
-    /// For `SetFaults` (tests only).
+    /// For `SetFaults` (test builds only).
+    #[cfg(feature = "testing")]
     outbox: Outbox,
     config: Arc<Config>,
     /// Write ids for client writes that came without one.
@@ -37,13 +38,14 @@ impl Router {
     pub fn new(
         node: NodeId,
         supervisor: Addr<NodeSupervisor>,
-        outbox: Outbox,
+        #[cfg_attr(not(feature = "testing"), allow(unused_variables))] outbox: Outbox,
         config: Arc<Config>,
     ) -> Router {
         Router {
             inner: Arc::new(Shared {
                 node,
                 supervisor,
+                #[cfg(feature = "testing")]
                 outbox,
                 config,
                 write_ids: WriteIdMint::new(rand::random()),
@@ -56,17 +58,7 @@ impl Router {
         let shared = &*self.inner;
         let result = match request.body {
             RequestBody::Ping => Ok(Reply::Pong { node: shared.node }),
-            RequestBody::SetFaults(plan) => {
-                if shared.config.testing.allow_fault_injection {
-                    log::warn!("node {}: injecting faults {plan:?}", shared.node);
-                    shared.outbox.set_faults(plan);
-                    Ok(Reply::FaultsSet)
-                } else {
-                    Err(Error::BadRequest(
-                        "fault injection is off (testing.allow_fault_injection)".into(),
-                    ))
-                }
-            }
+            RequestBody::SetFaults(plan) => shared.set_faults(plan),
             RequestBody::Status => match shared.supervisor.send(GetStatus).await {
                 Ok(status) => Ok(Reply::Status(status)),
                 Err(e) => Err(Error::Unavailable(e.to_string())),
@@ -112,6 +104,28 @@ impl Router {
             id: request.id,
             result,
         }
+    }
+}
+
+impl Shared {
+    /// Test builds only, and only where the config allows it (`testing.allow_fault_injection`).
+    #[cfg(feature = "testing")]
+    fn set_faults(&self, plan: crate::messages::FaultPlan) -> Result<Reply, Error> {
+        if !self.config.testing.allow_fault_injection {
+            return Err(Error::BadRequest(
+                "fault injection is off (testing.allow_fault_injection)".into(),
+            ));
+        }
+        log::warn!("node {}: injecting faults {plan:?}", self.node);
+        self.outbox.set_faults(plan);
+        Ok(Reply::FaultsSet)
+    }
+
+    #[cfg(not(feature = "testing"))]
+    fn set_faults(&self, _: crate::messages::FaultPlan) -> Result<Reply, Error> {
+        Err(Error::BadRequest(
+            "fault injection is not in this build (cargo feature `testing`)".into(),
+        ))
     }
 }
 

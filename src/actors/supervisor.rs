@@ -30,10 +30,11 @@ use rustc_hash::FxHashMap;
 
 use crate::actors::acceptor::AcceptorActor;
 use crate::actors::messages::{
-    ActorStopped, Adopt, AdoptRecord, AdoptRecords, ClientCommand, Crash, CrashActor, Deliver,
-    FromAcceptor, FromProposer, GetStatus, Inspect, InspectAcceptor, Retire, Role, SettleKey,
-    Submit,
+    ActorStopped, Adopt, AdoptRecord, AdoptRecords, ClientCommand, Deliver, FromAcceptor,
+    FromProposer, GetStatus, Retire, Role, SettleKey, Submit,
 };
+#[cfg(feature = "testing")]
+use crate::actors::messages::{Crash, CrashActor, Inspect, InspectAcceptor};
 use crate::actors::outbox::{Outbox, PeerQueue};
 use crate::actors::proposer::ProposerActor;
 use crate::actors::storage::StorageActor;
@@ -42,6 +43,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::messages::{Envelope, NodeStatus};
 use crate::paxos::proposer::{Proposer, ProposerConfig};
+#[cfg(feature = "testing")]
 use crate::paxos::record::AcceptorRecord;
 use crate::paxos::types::{key_hash, Key, NodeId};
 
@@ -470,6 +472,7 @@ impl Handler<ActorStopped> for NodeSupervisor {
     }
 }
 
+#[cfg(feature = "testing")]
 impl Handler<CrashActor> for NodeSupervisor {
     type Result = bool;
 
@@ -485,6 +488,7 @@ impl Handler<CrashActor> for NodeSupervisor {
     }
 }
 
+#[cfg(feature = "testing")]
 impl Handler<InspectAcceptor> for NodeSupervisor {
     type Result = ResponseFuture<Option<AcceptorRecord>>;
 

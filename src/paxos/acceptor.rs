@@ -150,7 +150,7 @@ impl Acceptor {
     /// The second pass raises the promises ([`Acceptor::adopt`] from every source again).
     /// What this cannot rule out is a promise or vote the node gave just before losing its
     /// store, to a round still running: the race of issue 10, not closed here (see
-    /// `actors::sync`). Returns the record to persist if anything changed; a broken peer
+    /// `actors::anti_entropy`). Returns the record to persist if anything changed; a broken peer
     /// record changes nothing.
     pub fn recover_from(&mut self, peer: &AcceptorRecord) -> Option<AcceptorRecord> {
         if peer.check().is_err() {
@@ -552,20 +552,24 @@ mod tests {
         });
     }
 
-    /// A valid record (one that passes `AcceptorRecord::check`), as a peer may send it.
+    /// A valid record (one that passes `AcceptorRecord::check`), as a peer may send it. One
+    /// classic ballot carries one state (one proposer instance sends one Accept per ballot,
+    /// and an acceptor refuses a second state at it), so the state of a classic accept is a
+    /// function of its ballot; at the fast ballot several states may coexist.
     fn any_record() -> impl proptest::strategy::Strategy<Value = AcceptorRecord> {
         use proptest::prelude::*;
         let ballot = (1u64..6, 1u32..4).prop_map(|(r, n)| b(r, n));
         let accepted = prop_oneof![Just(Ballot::ZERO), Just(Ballot::FAST), ballot.clone(),];
         (accepted, ballot, 0u64..4, any::<bool>()).prop_map(|(accepted, promised, v, unknown)| {
+            let state = match accepted {
+                Ballot::ZERO => Register::default(),
+                Ballot::FAST => state(v + 1, &format!("fast{v}")),
+                classic => state(classic.round, &format!("{classic}")),
+            };
             AcceptorRecord {
                 promised: promised.max(accepted),
                 accepted,
-                state: if accepted == Ballot::ZERO {
-                    Register::default()
-                } else {
-                    state(v + 1, &format!("v{v}"))
-                },
+                state,
                 fast_unknown: unknown && accepted == Ballot::ZERO,
             }
         })

@@ -7,7 +7,7 @@
 //!   again while its predecessor's replies are still in flight);
 //! - a rotating isolated node;
 //! - **disk wipes and rollbacks**: a node loses every record, or goes back to a copy of its
-//!   records taken earlier, and recovers as `actors::sync` does: it merges the records of
+//!   records taken earlier, and recovers as `actors::anti_entropy` does: it merges the records of
 //!   `n - q + 1` voting peers with `Acceptor::recover_from` (a fast vote it may have lost
 //!   becomes `fast_unknown`) and votes; then it repairs, with a settle round through its own
 //!   proposer for every key a source holds at a higher accepted ballot (or that it holds
@@ -474,7 +474,7 @@ impl Sim {
         self.forget_tokens(|n, k| n == node && k == key.as_slice());
     }
 
-    /// Recovery as `actors::sync` runs it: once `n - q + 1` other nodes vote (and are
+    /// Recovery as `actors::anti_entropy` runs it: once `n - q + 1` other nodes vote (and are
     /// reachable), merge their records and vote again.
     fn recover(&mut self, node: NodeId) {
         let mut sources: Vec<NodeId> = NODES
@@ -488,7 +488,7 @@ impl Sim {
         while sources.len() > RECOVERY_SOURCES {
             sources.swap_remove(self.rng.random_range(0..sources.len()));
         }
-        // Two passes over every source, as `actors::sync`: states, then promises.
+        // Two passes over every source, as `actors::anti_entropy`: states, then promises.
         for states in [true, false] {
             for &source in &sources {
                 let records: Vec<(Key, AcceptorRecord)> = self.nodes[&source]

@@ -73,7 +73,7 @@ impl ProcessCluster {
     /// is started on new ports. If the nodes do not all vote within [`FIRST_START_DEADLINE`],
     /// the test fails: that is paxkv's first-start bootstrap deadlocking (one or two nodes
     /// bootstrap on their own, and the others then find neither enough trusted peers nor an
-    /// all-new cluster; see `recover` in `src/actors/sync.rs`).
+    /// all-new cluster; see `recover` in `src/actors/anti_entropy.rs`).
     pub async fn start() -> ProcessCluster {
         let mut failures = Vec::new();
         for attempt in 1..=STARTUP_ATTEMPTS {
@@ -469,7 +469,7 @@ impl ProcessCluster {
                         "node {id} exited ({status}) while waiting for it to vote:\n{tail}"
                     ));
                 }
-                // "Voting" here means voting and repaired (see `actors::sync`): a node that
+                // "Voting" here means voting and repaired (see `actors::anti_entropy`): a node that
                 // lost its disk is whole again only then.
                 let voting = match client.status(0).await {
                     Ok(status) => Some(status.voting && status.repaired),
