@@ -1,7 +1,8 @@
 //! The `paxkv` command: run nodes, run a local five-node cluster, and talk to a cluster.
 //!
 //! Exit codes: 0 success or found; 1 not found, or cas not swapped; 2 bad usage or bad input;
-//! 3 unavailable (no quorum before the deadline) or outcome unknown.
+//! 3 unavailable (no quorum before the deadline) or outcome unknown, or the answer could not be
+//! written to stdout.
 
 mod cli;
 

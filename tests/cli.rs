@@ -7,14 +7,17 @@
 //! Exit codes: 0 success or found; 1 not found or cas not swapped; 2 bad usage or bad input;
 //! 3 unavailable or outcome unknown.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_paxkv");
@@ -32,6 +35,19 @@ const POLL: Duration = Duration::from_millis(50);
 /// Runs the binary with `args`, feeding it `stdin` if given, and returns its exit code,
 /// stdout and stderr. Panics if it runs longer than [`CLI_DEADLINE`] or dies from a signal.
 fn paxkv(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    let (code, stdout, stderr) = paxkv_bytes(&args, stdin.map(str::as_bytes));
+    (code, String::from_utf8_lossy(&stdout).into_owned(), stderr)
+}
+
+/// [`paxkv`] with arguments and stdin of any bytes, returning stdout's bytes as they are.
+fn paxkv_bytes(args: &[&OsStr], stdin: Option<&[u8]>) -> (i32, Vec<u8>, String) {
+    let shown = || {
+        args.iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let mut child = Command::new(BIN)
         .args(args)
         .stdin(if stdin.is_some() {
@@ -45,10 +61,10 @@ fn paxkv(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
         .expect("spawn paxkv");
     let writer = stdin.map(|input| {
         let mut pipe = child.stdin.take().expect("piped stdin");
-        let input = input.to_owned();
+        let input = input.to_vec();
         std::thread::spawn(move || {
             // The command may exit without reading everything; that shows up in its output.
-            let _ = pipe.write_all(input.as_bytes());
+            let _ = pipe.write_all(&input);
         })
     });
     let stdout = read_all_in_background(child.stdout.take().expect("piped stdout"));
@@ -61,10 +77,7 @@ fn paxkv(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "`paxkv {}` did not finish within {CLI_DEADLINE:?}",
-                args.join(" ")
-            );
+            panic!("`paxkv {}` did not finish within {CLI_DEADLINE:?}", shown());
         }
         std::thread::sleep(Duration::from_millis(5));
     };
@@ -72,21 +85,23 @@ fn paxkv(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
         writer.join().expect("stdin writer");
     }
     let stdout = stdout.join().expect("stdout reader");
-    let stderr = stderr.join().expect("stderr reader");
+    let stderr = String::from_utf8_lossy(&stderr.join().expect("stderr reader")).into_owned();
     let code = status.code().unwrap_or_else(|| {
         panic!(
             "`paxkv {}` was killed by a signal ({status}); stderr: {stderr}",
-            args.join(" ")
+            shown()
         )
     });
     (code, stdout, stderr)
 }
 
-fn read_all_in_background(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+fn read_all_in_background(
+    mut pipe: impl Read + Send + 'static,
+) -> std::thread::JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         let mut bytes = Vec::new();
         let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
+        bytes
     })
 }
 
@@ -338,6 +353,29 @@ impl Cluster {
         paxkv(&all, stdin)
     }
 
+    /// [`Cluster::cli`] with arguments and stdin of any bytes, and stdout's bytes as they are.
+    fn cli_bytes(&self, args: &[&OsStr], stdin: Option<&[u8]>) -> (i32, Vec<u8>, String) {
+        let mut all = vec![OsStr::new("--config"), OsStr::new(self.config())];
+        all.extend_from_slice(args);
+        paxkv_bytes(&all, stdin)
+    }
+
+    /// [`Cluster::cli_bytes`] with UTF-8 arguments.
+    fn cli_stdin_bytes(&self, args: &[&str], stdin: Option<&[u8]>) -> (i32, Vec<u8>, String) {
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        self.cli_bytes(&args, stdin)
+    }
+
+    /// Asserts that `get KEY` finds nothing: exit 1, nothing on stdout, the version on stderr.
+    fn expect_get_not_found(&self, key: &str, version: u64) {
+        let (code, stdout, stderr) = self.cli(&["get", key]);
+        assert_eq!(
+            (code, stdout.as_str(), stderr.as_str()),
+            (1, "", format!("(not found, version {version})\n").as_str()),
+            "`paxkv get {key}`"
+        );
+    }
+
     /// Runs `args` and asserts its exit code and exact stdout.
     fn expect(&self, args: &[&str], code: i32, stdout: &str) {
         let (got_code, got_stdout, got_stderr) = self.cli(args);
@@ -423,8 +461,8 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
 
     // put / get, text and JSON.
     cluster.expect(&["put", "k1", "v1"], 0, "ok (version 1)\n");
-    cluster.expect(&["get", "k1"], 0, "v1\n(version 1)\n");
-    cluster.expect(&["get", "missing"], 1, "(not found, version 0)\n");
+    cluster.expect(&["get", "k1"], 0, "v1\n");
+    cluster.expect_get_not_found("missing", 0);
     cluster.expect_json(
         &["--json", "get", "k1"],
         0,
@@ -452,7 +490,7 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
         0,
         "swapped (version 3)\n",
     );
-    cluster.expect(&["get", "k1"], 0, "v3\n(version 3)\n");
+    cluster.expect(&["get", "k1"], 0, "v3\n");
     cluster.expect(
         &["cas", "newkey", "x", "--expect-version", "0"],
         0,
@@ -473,10 +511,68 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
         json!({"key": "k1", "value": null, "version": 4}),
     );
 
+    // Any bytes. `put KEY -` takes the value from stdin as it is (NUL, invalid UTF-8, a
+    // trailing newline); `get` prints exactly those bytes and one newline, nothing else;
+    // `--json` gives them as value_base64 (standard alphabet, padded) and no "value".
+    let binary: &[u8] = b"\0nul\xff\xfe>?\0\n";
+    let (code, stdout, stderr) = cluster.cli_stdin_bytes(&["put", "bin", "-"], Some(binary));
+    assert_eq!(
+        (code, stdout.as_slice()),
+        (0, &b"ok (version 1)\n"[..]),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = cluster.cli_stdin_bytes(&["get", "bin"], None);
+    assert_eq!((code, stdout), (0, [binary, b"\n"].concat()), "{stderr}");
+    assert_eq!(stderr, "", "a found get says nothing on stderr");
+    let (code, stdout, stderr) = cluster.cli_stdin_bytes(&["--json", "get", "bin"], None);
+    assert_eq!(code, 0, "{stderr}");
+    let reply: Value = serde_json::from_slice(&stdout).expect("a JSON get");
+    assert_eq!(
+        reply,
+        json!({"key": "bin", "value_base64": "AG51bP/+Pj8ACg==", "version": 1}),
+    );
+    let decoded = BASE64_STANDARD.decode(reply["value_base64"].as_str().expect("a string"));
+    assert_eq!(decoded.expect("valid base64"), binary);
+    // `cas KEY - --expect-version V` reads stdin too; a non-UTF-8 VALUE argument is taken
+    // byte for byte.
+    let cas = ["cas", "bin", "-", "--expect-version", "1"];
+    let (code, stdout, stderr) = cluster.cli_stdin_bytes(&cas, Some(b"\xff"));
+    assert_eq!(
+        (code, stdout.as_slice()),
+        (0, &b"swapped (version 2)\n"[..]),
+        "{stderr}"
+    );
+    let (_, stdout, _) = cluster.cli_stdin_bytes(&["get", "bin"], None);
+    assert_eq!(stdout, b"\xff\n");
+    let (code, stdout, stderr) = cluster.cli_bytes(
+        &[
+            OsStr::new("put"),
+            OsStr::new("bin"),
+            OsStr::from_bytes(b"arg\x80\xff"),
+        ],
+        None,
+    );
+    assert_eq!(
+        (code, stdout.as_slice()),
+        (0, &b"ok (version 3)\n"[..]),
+        "{stderr}"
+    );
+    let (_, stdout, _) = cluster.cli_stdin_bytes(&["get", "bin"], None);
+    assert_eq!(stdout, b"arg\x80\xff\n");
+    // A UTF-8 value read from stdin comes back in "value".
+    let (code, _, stderr) = cluster.cli_with_stdin(&["put", "text", "-"], Some("grüße ✓"));
+    assert_eq!(code, 0, "{stderr}");
+    cluster.expect(&["get", "text"], 0, "grüße ✓\n");
+    cluster.expect_json(
+        &["--json", "get", "text"],
+        0,
+        json!({"key": "text", "value": "grüße ✓", "version": 1}),
+    );
+
     // Keys: 256 bytes is the limit and is accepted; one more byte is bad input.
     let longest = "k".repeat(256);
     cluster.expect(&["put", &longest, "fits"], 0, "ok (version 1)\n");
-    cluster.expect(&["get", &longest], 0, "fits\n(version 1)\n");
+    cluster.expect(&["get", &longest], 0, "fits\n");
     let too_long = "k".repeat(257);
     let (code, stdout, stderr) = cluster.cli(&["put", &too_long, "v"]);
     assert_eq!(
@@ -501,15 +597,11 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
         0,
         "ok (version 1)\n",
     );
-    cluster.expect(&["--node", &node1, "get", "pinned"], 0, "p1\n(version 1)\n");
+    cluster.expect(&["--node", &node1, "get", "pinned"], 0, "p1\n");
     // --nodes instead of the config's list.
     let nodes = cluster.addrs.join(",");
     let (code, stdout, stderr) = paxkv(&["--nodes", &nodes, "get", "pinned"], None);
-    assert_eq!(
-        (code, stdout.as_str()),
-        (0, "p1\n(version 1)\n"),
-        "stderr {stderr:?}"
-    );
+    assert_eq!((code, stdout.as_str()), (0, "p1\n"), "stderr {stderr:?}");
 
     // load: `key value` lines, the first space splits.
     let (code, stdout, stderr) = cluster.cli_with_stdin(&["load"], Some("a 1\nb hello world\n"));
@@ -519,8 +611,8 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
             && stdout.ends_with("errors: 0 unavailable, 0 rejected, 0 malformed lines\n"),
         "load summary: {stdout:?}"
     );
-    cluster.expect(&["get", "a"], 0, "1\n(version 1)\n");
-    cluster.expect(&["get", "b"], 0, "hello world\n(version 1)\n");
+    cluster.expect(&["get", "a"], 0, "1\n");
+    cluster.expect(&["get", "b"], 0, "hello world\n");
 
     // load reports a malformed line with exit 2 but still puts the others.
     let (code, stdout, stderr) =
@@ -530,7 +622,7 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
     assert_eq!(summary["ok"], 1, "{summary}");
     assert_eq!(summary["malformed"], 1, "{summary}");
     assert!(stderr.contains("line 2"), "{stderr:?}");
-    cluster.expect(&["get", "c"], 0, "3\n(version 1)\n");
+    cluster.expect(&["get", "c"], 0, "3\n");
 
     // Values: 1 MiB is the limit (too long for an argument, so through load).
     let input = format!(
@@ -550,10 +642,10 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
         stderr.contains("value of 1048577 bytes is over the limit of 1048576 bytes"),
         "{stderr:?}"
     );
-    cluster.expect(&["get", "too-big"], 1, "(not found, version 0)\n");
+    cluster.expect_get_not_found("too-big", 0);
     let (code, stdout, _) = cluster.cli(&["get", "largest"]);
     assert_eq!(code, 0);
-    assert_eq!(stdout.len(), (1 << 20) + "\n(version 1)\n".len());
+    assert_eq!(stdout, format!("{}\n", "y".repeat(1 << 20)));
 
     cluster.stop();
 }
@@ -701,11 +793,11 @@ fn cluster_survives_a_killed_node_restarts_it_and_stops_every_node_on_sigterm() 
     for i in 0..5 {
         let (key, value) = (format!("after-{i}"), format!("value-{i}"));
         cluster.expect(&["put", &key, &value], 0, "ok (version 1)\n");
-        cluster.expect(&["get", &key], 0, &format!("{value}\n(version 1)\n"));
+        cluster.expect(&["get", &key], 0, &format!("{value}\n"));
     }
     for i in 0..3 {
         let (key, value) = (format!("before-{i}"), format!("value-{i}"));
-        cluster.expect(&["get", &key], 0, &format!("{value}\n(version 1)\n"));
+        cluster.expect(&["get", &key], 0, &format!("{value}\n"));
     }
     // The nodes' logs are interleaved on the cluster's stderr; each line names its node, so
     // the warnings about the lost peer tell which node saw it.
@@ -741,7 +833,7 @@ fn cluster_survives_a_killed_node_restarts_it_and_stops_every_node_on_sigterm() 
     );
     assert_eq!(
         (last.0, last.1.as_str()),
-        (0, "value-0\n(version 1)\n"),
+        (0, "value-0\n"),
         "read through the restarted node 3; stderr {:?}",
         last.2
     );

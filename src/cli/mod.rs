@@ -5,11 +5,15 @@ mod bench;
 mod cluster;
 mod load;
 
+use std::ffi::OsString;
+use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
+use std::os::unix::ffi::OsStringExt as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use clap::{Parser, Subcommand};
 use paxkv::client::{Client, ClientOptions};
 use paxkv::config::Config;
@@ -64,16 +68,21 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Set KEY to VALUE.
-    Put { key: String, value: String },
-    /// Read KEY (linearizable).
+    /// Set KEY to VALUE (`-`: read the value from standard input, byte for byte).
+    Put {
+        key: String,
+        /// The value's bytes as given, or `-` for standard input.
+        value: OsString,
+    },
+    /// Read KEY (linearizable): print its value's bytes and a newline, nothing else.
     Get { key: String },
     /// Remove KEY's value.
     Delete { key: String },
     /// Set KEY to VALUE only if its version is V (V = 0: only if KEY has no value).
     Cas {
         key: String,
-        value: String,
+        /// The value's bytes as given, or `-` for standard input.
+        value: OsString,
         #[arg(long)]
         expect_version: u64,
     },
@@ -161,7 +170,11 @@ fn run_client_command(cli: Cli) -> i32 {
     runtime.block_on(async move {
         match cli.command {
             Command::Put { key, value } => {
-                let r = client.put(key.as_bytes(), value.as_bytes()).await;
+                let value = match value_bytes(value) {
+                    Ok(value) => value,
+                    Err(code) => return code,
+                };
+                let r = client.put(key.as_bytes(), &value).await;
                 report(&key, r, json)
             }
             Command::Get { key } => report(&key, client.get(key.as_bytes()).await, json),
@@ -171,9 +184,11 @@ fn run_client_command(cli: Cli) -> i32 {
                 value,
                 expect_version,
             } => {
-                let r = client
-                    .cas(key.as_bytes(), value.as_bytes(), expect_version)
-                    .await;
+                let value = match value_bytes(value) {
+                    Ok(value) => value,
+                    Err(code) => return code,
+                };
+                let r = client.cas(key.as_bytes(), &value, expect_version).await;
                 report(&key, r, json)
             }
             Command::Load { concurrency } => load::run(client, concurrency, json).await,
@@ -207,7 +222,56 @@ fn make_client(cli: &Cli) -> anyhow::Result<Client> {
     Ok(Client::new(addrs, options))
 }
 
+/// The bytes of a VALUE argument: standard input read to its end for `-`, else the
+/// argument's own bytes (on Unix an argument need not be UTF-8). Err is the exit code, after
+/// a message on stderr.
+fn value_bytes(arg: OsString) -> Result<Vec<u8>, i32> {
+    if arg != "-" {
+        return Ok(arg.into_vec());
+    }
+    let mut value = Vec::new();
+    match std::io::stdin().lock().read_to_end(&mut value) {
+        Ok(_) => Ok(value),
+        Err(e) => {
+            eprintln!("error: reading the value from standard input: {e}");
+            Err(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+/// The JSON object of a value found for `key`: `"value"` holds it when its bytes are UTF-8,
+/// else `"value_base64"` does (standard alphabet, padded) and `"value"` is absent, so every
+/// value comes through `--json` intact.
+fn found_json(key: &str, value: &[u8], version: u64) -> serde_json::Value {
+    match std::str::from_utf8(value) {
+        Ok(text) => serde_json::json!({"key": key, "value": text, "version": version}),
+        Err(_) => serde_json::json!({
+            "key": key,
+            "value_base64": BASE64_STANDARD.encode(value),
+            "version": version,
+        }),
+    }
+}
+
+/// What a command prints without `--json`.
+enum Text {
+    /// One line on stdout: these bytes, then a newline.
+    Stdout(Vec<u8>),
+    /// Nothing on stdout (a `get` that finds nothing); this message on stderr.
+    Stderr(String),
+}
+
+impl Text {
+    fn line(line: String) -> Text {
+        Text::Stdout(line.into_bytes())
+    }
+}
+
 /// Prints an outcome and returns the exit code.
+///
+/// Without `--json`: one line on stdout; for a found `get`, that line is exactly the value's
+/// bytes (the version is only in `--json`), and a `get` that finds nothing prints nothing on
+/// stdout and its `(not found, version N)` on stderr. With `--json`: one JSON object on stdout.
 fn report(key: &str, result: paxkv::Result<Outcome>, json: bool) -> i32 {
     let outcome = match result {
         Ok(outcome) => outcome,
@@ -236,46 +300,60 @@ fn report(key: &str, result: paxkv::Result<Outcome>, json: bool) -> i32 {
             value: Some(value),
             version,
         } => {
-            let value = String::from_utf8_lossy(&value).into_owned();
-            let v = serde_json::json!({"key": key, "value": value, "version": version});
-            (format!("{value}\n(version {version})"), v, EXIT_OK)
+            let v = found_json(key, &value, version);
+            (Text::Stdout(value), v, EXIT_OK)
         }
         Outcome::Get {
             value: None,
             version,
         } => {
             let v = serde_json::json!({"key": key, "value": null, "version": version});
-            (format!("(not found, version {version})"), v, EXIT_NOT_FOUND)
+            let message = format!("(not found, version {version})");
+            (Text::Stderr(message), v, EXIT_NOT_FOUND)
         }
         Outcome::Put { version } => {
             let v = serde_json::json!({"key": key, "version": version});
-            (format!("ok (version {version})"), v, EXIT_OK)
+            (Text::line(format!("ok (version {version})")), v, EXIT_OK)
         }
         Outcome::Delete { deleted, version } => {
             let v = serde_json::json!({"key": key, "version": version});
             if deleted {
-                (format!("deleted (version {version})"), v, EXIT_OK)
+                let line = format!("deleted (version {version})");
+                (Text::line(line), v, EXIT_OK)
             } else {
-                (format!("(not found, version {version})"), v, EXIT_NOT_FOUND)
+                let line = format!("(not found, version {version})");
+                (Text::line(line), v, EXIT_NOT_FOUND)
             }
         }
         Outcome::Cas { swapped, version } => {
             let v = serde_json::json!({"key": key, "swapped": swapped, "version": version});
             if swapped {
-                (format!("swapped (version {version})"), v, EXIT_OK)
+                let line = format!("swapped (version {version})");
+                (Text::line(line), v, EXIT_OK)
             } else {
-                (
-                    format!("not swapped (current version {version})"),
-                    v,
-                    EXIT_NOT_FOUND,
-                )
+                let line = format!("not swapped (current version {version})");
+                (Text::line(line), v, EXIT_NOT_FOUND)
             }
         }
     };
-    if json {
-        println!("{value}");
-    } else {
-        println!("{text}");
+    let line = match (json, text) {
+        (true, _) => value.to_string().into_bytes(),
+        (false, Text::Stdout(line)) => line,
+        (false, Text::Stderr(message)) => {
+            eprintln!("{message}");
+            return code;
+        }
+    };
+    // A script reads this output as the answer: if it cannot be written whole (a full disk),
+    // the command did not deliver it, so it must not exit as if it had.
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_all(&line)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    if let Err(e) = written {
+        eprintln!("error: writing the output: {e}");
+        return EXIT_UNAVAILABLE;
     }
     code
 }
