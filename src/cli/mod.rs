@@ -17,8 +17,8 @@ use base64::prelude::{Engine as _, BASE64_STANDARD};
 use clap::{Parser, Subcommand};
 use paxkv::client::{Client, ClientOptions};
 use paxkv::config::Config;
+use paxkv::error::ErrorClass;
 use paxkv::paxos::types::Outcome;
-use paxkv::Error;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_NOT_FOUND: i32 = 1;
@@ -276,16 +276,12 @@ fn report(key: &str, result: paxkv::Result<Outcome>, json: bool) -> i32 {
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(e) => {
-            let code = match e {
-                Error::BadRequest(_) => EXIT_BAD_INPUT,
-                _ => EXIT_UNAVAILABLE,
+            let (code, kind) = match e.class() {
+                ErrorClass::BadInput => (EXIT_BAD_INPUT, "bad_request"),
+                ErrorClass::MayHaveApplied | ErrorClass::Storage => (EXIT_UNAVAILABLE, "unknown"),
+                ErrorClass::Retry => (EXIT_UNAVAILABLE, "unavailable"),
             };
             if json {
-                let kind = match e {
-                    Error::BadRequest(_) => "bad_request",
-                    Error::Unknown(_) => "unknown",
-                    _ => "unavailable",
-                };
                 println!(
                     "{}",
                     serde_json::json!({"key": key, "error": kind, "message": e.to_string()})
