@@ -6,7 +6,7 @@
 //!   hash of the key while that node is healthy (so the key's proposer there stays warm and
 //!   writes take one round trip), and to the next ones when it is down, slow or unavailable,
 //!   until the operation's deadline.
-//! - Every write carries a [`RequestId`] that stays the same across retries, so retrying a
+//! - Every write carries a [`RequestId`](crate::paxos::types::RequestId) that stays the same across retries, so retrying a
 //!   write whose outcome was unknown never applies it twice. An operation that may have taken
 //!   effect but could not be confirmed before the deadline ends in [`Error::Unknown`]; one that
 //!   certainly did not, in [`Error::Unavailable`].
@@ -227,7 +227,7 @@ impl Client {
             .await
         {
             Ok(Frame::SyncResponse(answer)) => answer.result,
-            Ok(other) => Err(Error::Frame(format!("unexpected answer {other:?}"))),
+            Ok(other) => Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
             Err(Attempt::Done(result)) => result.and(Err(Error::Unavailable("no answer".into()))),
             Err(Attempt::Lost(m)) => Err(Error::Unavailable(m)),
         }
@@ -245,7 +245,7 @@ impl Client {
             .await?
         {
             SyncReply::Digest(page) => Ok(page),
-            other => Err(Error::Frame(format!("unexpected answer {other:?}"))),
+            other => Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
         }
     }
 
@@ -258,7 +258,7 @@ impl Client {
             .collect();
         match self.sync(index, SyncRequest::Fetch { keys }).await? {
             SyncReply::Records(records) => Ok(records),
-            other => Err(Error::Frame(format!("unexpected answer {other:?}"))),
+            other => Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
         }
     }
 
@@ -300,7 +300,9 @@ impl Client {
         let call = |id| Frame::Request(ClientRequest { id, body });
         match self.call(index, call, timeout).await {
             Ok(Frame::Response(response)) => Attempt::Done(response.result),
-            Ok(other) => Attempt::Done(Err(Error::Frame(format!("unexpected answer {other:?}")))),
+            // A node that answers with the wrong kind of frame is broken: the request may
+            // have been carried out, so this is a lost attempt (retried, maybe applied).
+            Ok(other) => Attempt::Lost(format!("unexpected answer {other:?}")),
             Err(attempt) => attempt,
         }
     }

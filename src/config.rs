@@ -154,13 +154,6 @@ impl Config {
 
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<()> {
-        if self.testing.allow_fault_injection && !crate::TEST_HOOKS {
-            return Err(invalid(
-                "testing.allow_fault_injection",
-                "this build has no fault injection (it is built without the cargo feature \
-                 `testing`, as a production binary should be)",
-            ));
-        }
         if self.nodes.len() < 3 {
             return Err(invalid(
                 "node",
@@ -289,6 +282,19 @@ impl Config {
     }
 
     /// The largest frame a node accepts: one key, one value and the protocol around them.
+    /// Can this build run a node of this config? A build without the test hooks refuses a
+    /// config that asks for fault injection (clients reading the same file are not refused).
+    pub fn check_runnable(&self) -> Result<()> {
+        if self.testing.allow_fault_injection && !crate::TEST_HOOKS {
+            return Err(invalid(
+                "testing.allow_fault_injection",
+                "this build has no fault injection (it is built without the cargo feature \
+                 `testing`, as a production binary should be)",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn frame_limit(&self) -> usize {
         self.limits.max_key_bytes + self.limits.max_value_bytes + FRAME_OVERHEAD_BYTES
     }

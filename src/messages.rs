@@ -145,6 +145,15 @@ pub enum RequestBody {
     Status,
     /// Replace the faults this node injects on its outgoing Paxos messages (tests only).
     SetFaults(FaultPlan),
+    /// Retired: anti-entropy's digest request before it moved to `Frame::SyncRequest`. Kept
+    /// so that its index is never reused; answered `BadRequest`.
+    RetiredSyncDigest {
+        #[serde(with = "opt_bytes")]
+        after: Option<Key>,
+        limit: u32,
+    },
+    /// Retired, as `RetiredSyncDigest`: the old fetch.
+    RetiredSyncFetch { keys: Vec<serde_bytes::ByteBuf> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +171,11 @@ pub enum Reply {
     Status(NodeStatus),
     /// `SetFaults` took effect.
     FaultsSet,
+    /// Retired (never sent): the old answer to a digest request. Kept so that its index is
+    /// never reused.
+    RetiredSyncDigest(SyncDigestPage),
+    /// Retired (never sent): the old answer to a fetch.
+    RetiredSyncRecords(Vec<SyncRecord>),
 }
 
 /// A node's counters, for operators and for the tests.
@@ -179,7 +193,8 @@ pub struct NodeStatus {
     pub records_written: u64,
     /// Peer frames dropped because a peer's queue was full or it was unreachable.
     pub peer_frames_dropped: u64,
-    /// Connections closed for a malformed or oversized frame.
+    /// Frames refused: connections closed for a malformed or oversized frame, frames and peer
+    /// records dropped for failing validation.
     pub bad_frames: u64,
     /// Resident memory of the node process, bytes (0 where unknown).
     pub rss_bytes: u64,
@@ -336,8 +351,9 @@ impl FaultPlan {
 // Validation: every decoded frame passes here before anything acts on it
 // ---------------------------------------------------------------------------------------------
 
-/// The most keys one `SyncRequest::Fetch` may name (a digest page's worth).
-pub const MAX_FETCH_KEYS: usize = 4_096;
+/// The most entries one anti-entropy page carries, and the most keys one
+/// `SyncRequest::Fetch` may name or one `SyncReply::Records` may carry.
+pub const SYNC_PAGE_ENTRIES: usize = 4_096;
 
 fn invalid(what: impl Into<String>) -> Error {
     Error::Frame(what.into())
@@ -353,14 +369,31 @@ impl Frame {
     pub fn validate(&self, config: &Config) -> Result<(), Error> {
         match self {
             Frame::Peer(envelope) => envelope.validate(config),
-            Frame::Request(_) | Frame::Response(_) | Frame::SyncResponse(_) => Ok(()),
+            Frame::Request(_) | Frame::Response(_) => Ok(()),
+            Frame::SyncResponse(answer) => match &answer.result {
+                Ok(SyncReply::Records(records)) => {
+                    if records.len() > SYNC_PAGE_ENTRIES {
+                        return Err(invalid(format!("{} records in one answer", records.len())));
+                    }
+                    records.iter().try_for_each(|r| r.validate(config))
+                }
+                Ok(SyncReply::Digest(page)) => {
+                    if page.entries.len() > SYNC_PAGE_ENTRIES {
+                        return Err(invalid(format!("{} digest entries", page.entries.len())));
+                    }
+                    page.entries
+                        .iter()
+                        .try_for_each(|e| check_key_len(&e.key, config))
+                }
+                Err(_) => Ok(()),
+            },
             Frame::SyncRequest(call) => match &call.body {
                 SyncRequest::Digest { after, .. } => match after {
                     Some(after) => check_key_len(after, config),
                     None => Ok(()),
                 },
                 SyncRequest::Fetch { keys } => {
-                    if keys.len() > MAX_FETCH_KEYS {
+                    if keys.len() > SYNC_PAGE_ENTRIES {
                         return Err(invalid(format!("a fetch of {} keys", keys.len())));
                     }
                     keys.iter().try_for_each(|k| check_key_len(k, config))
@@ -377,11 +410,9 @@ fn check_key_len(key: &[u8], config: &Config) -> Result<(), Error> {
     Ok(())
 }
 
-fn check_state(state: &Register, config: &Config) -> Result<(), Error> {
-    let value = state.value.as_ref().map_or(0, Vec::len);
-    if value > config.limits.max_value_bytes {
-        return Err(invalid(format!("a state with a {value}-byte value")));
-    }
+/// The bounds every register keeps. Not the value limit: the frame limit already bounds a
+/// value, and a value written before `limits.max_value_bytes` was lowered must stay readable.
+fn check_state(state: &Register) -> Result<(), Error> {
     if state.recent.len() > RECENT_WRITES || state.floors.len() > CLIENT_FLOORS {
         return Err(invalid(format!(
             "a state remembering {} writes and {} client floors",
@@ -390,6 +421,18 @@ fn check_state(state: &Register, config: &Config) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+impl SyncRecord {
+    /// A peer's record, before this node merges it: its key within the limits, its state
+    /// within the register's bounds, the acceptor record's invariants.
+    pub fn validate(&self, config: &Config) -> Result<(), Error> {
+        check_key_len(&self.key, config)?;
+        check_state(&self.record.state)?;
+        self.record
+            .check()
+            .map_err(|e| invalid(format!("a broken record of a peer: {e}")))
+    }
 }
 
 impl Envelope {
@@ -413,7 +456,7 @@ impl Envelope {
                 state,
                 next,
             } => {
-                check_state(state, config)?;
+                check_state(state)?;
                 // Without `next` an Accept may repair a stale acceptor with a state chosen
                 // at another proposer's ballot.
                 let next_ok = next.is_none_or(|n| n > *ballot && own_classic(n));
@@ -425,7 +468,7 @@ impl Envelope {
                 state,
                 fast_unknown,
             } => {
-                check_state(state, config)?;
+                check_state(state)?;
                 let record = (*accepted, state, *fast_unknown);
                 (*ballot <= Ballot::FAST || accepted >= ballot || !record_ok(record))
                     .then_some("promise")
@@ -443,7 +486,7 @@ impl Envelope {
                 fast_unknown,
                 ..
             } => {
-                check_state(state, config)?;
+                check_state(state)?;
                 let record = (*accepted, state, *fast_unknown);
                 (accepted > promised || !record_ok(record)).then_some("query reply")
             }

@@ -44,6 +44,7 @@ impl NodeHandle {
         data_dir: &Path,
         listener: Option<std::net::TcpListener>,
     ) -> Result<NodeHandle> {
+        config.check_runnable()?;
         let addr = config.addr_of(id)?;
         let listener = match listener {
             Some(l) => l,

@@ -271,13 +271,14 @@ async fn a_crashed_per_key_actor_is_restarted_and_answers_from_its_durable_state
 }
 
 /// A well-framed Paxos message whose ballots contradict the protocol (an Accept whose
-/// `next` is below its ballot, a Prepare at another node's ballot, a state over the limits)
+/// `next` is below its ballot, a Prepare at another node's ballot, a state remembering more
+/// writes than a register keeps)
 /// is dropped and counted before it reaches an acceptor; the connection it came on stays
 /// open and keeps being served, and no key changes.
 #[tokio::test]
 async fn a_contradictory_paxos_message_is_dropped_and_counted_and_changes_nothing() {
     use paxkv::messages::{ClientRequest, Envelope, Frame, PeerMessage, RequestBody};
-    use paxkv::paxos::types::{Ballot, Register};
+    use paxkv::paxos::types::{AppliedWrite, Ballot, Register, RequestId};
     let cluster = TestCluster::start();
     let client = cluster.client_for(1);
     client.put(b"k", b"v").await.unwrap();
@@ -307,7 +308,12 @@ async fn a_contradictory_paxos_message_is_dropped_and_counted_and_changes_nothin
         peer(PeerMessage::Accept {
             ballot: Ballot::new(999, 2),
             state: Register {
-                value: Some(vec![0; (1 << 20) + 1]),
+                recent: (0..=paxkv::paxos::register::RECENT_WRITES as u64)
+                    .map(|seq| AppliedWrite {
+                        id: RequestId { client: 1, seq },
+                        outcome: Outcome::Put { version: 1 },
+                    })
+                    .collect(),
                 ..forged
             },
             next: None,

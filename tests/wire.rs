@@ -121,6 +121,17 @@ fn samples() -> Vec<(&'static str, Frame)> {
             request(RequestBody::SetFaults(FaultPlan::default())),
         ),
         (
+            "request retired sync digest",
+            request(RequestBody::RetiredSyncDigest {
+                after: None,
+                limit: 1,
+            }),
+        ),
+        (
+            "request retired sync fetch",
+            request(RequestBody::RetiredSyncFetch { keys: vec![] }),
+        ),
+        (
             "response kv get",
             response(Ok(Reply::Kv(Outcome::Get {
                 value: Some(b"v".to_vec()),
@@ -151,6 +162,18 @@ fn samples() -> Vec<(&'static str, Frame)> {
             response(Ok(Reply::Status(NodeStatus::default()))),
         ),
         ("response faults set", response(Ok(Reply::FaultsSet))),
+        (
+            "response retired sync digest",
+            response(Ok(Reply::RetiredSyncDigest(SyncDigestPage {
+                source: SyncSource::default(),
+                entries: vec![],
+                more: false,
+            }))),
+        ),
+        (
+            "response retired sync records",
+            response(Ok(Reply::RetiredSyncRecords(vec![]))),
+        ),
         (
             "error unavailable",
             response(Err(Error::Unavailable(e("x")))),
@@ -265,6 +288,8 @@ const GOLDEN: &[(&str, &str)] = &[
     ("request ping", "010301"),
     ("request status", "010302"),
     ("request set faults", "010303000000000000"),
+    ("request retired sync digest", "0103040001"),
+    ("request retired sync fetch", "01030500"),
     ("response kv get", "020300000001017602"),
     ("response kv put", "020300000102"),
     ("response kv delete", "02030000020103"),
@@ -275,6 +300,8 @@ const GOLDEN: &[(&str, &str)] = &[
         "020300020000000000000000000000000000000000",
     ),
     ("response faults set", "02030003"),
+    ("response retired sync digest", "020300040000000000"),
+    ("response retired sync records", "0203000500"),
     ("error unavailable", "020301000178"),
     ("error unknown", "020301010178"),
     ("error bad request", "020301020178"),

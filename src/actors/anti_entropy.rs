@@ -85,15 +85,15 @@ use crate::actors::{Readiness, Stats};
 use crate::client::{Client, ClientOptions};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::messages::{SyncAnswer, SyncCall, SyncDigestPage, SyncReply, SyncRequest, SyncSource};
+use crate::messages::{
+    SyncAnswer, SyncCall, SyncDigestPage, SyncReply, SyncRequest, SyncSource, SYNC_PAGE_ENTRIES,
+};
 use crate::paxos::quorum::Quorums;
 use crate::paxos::record::Pull;
 use crate::paxos::types::{Key, NodeId};
 
-/// The most digest entries one anti-entropy page carries.
-pub const MAX_SYNC_DIGEST_ENTRIES: usize = 4_096;
-/// Digest entries asked for per page.
-const DIGEST_PAGE: u32 = 4_096;
+/// Digest entries asked for per page (also the most keys one fetch asks for).
+const DIGEST_PAGE: u32 = SYNC_PAGE_ENTRIES as u32;
 /// How long a node waits before trying its recovery again when too few peers answered.
 const RECOVERY_RETRY: Duration = Duration::from_millis(300);
 /// Settle rounds in flight at once.
@@ -162,7 +162,7 @@ impl SyncServer {
     pub async fn serve(&self, call: SyncCall) -> SyncAnswer {
         let result = match call.body {
             SyncRequest::Digest { after, limit } => {
-                let limit = (limit as usize).min(MAX_SYNC_DIGEST_ENTRIES);
+                let limit = (limit as usize).min(SYNC_PAGE_ENTRIES);
                 self.digest(after, limit).await.map(SyncReply::Digest)
             }
             SyncRequest::Fetch { keys } => {
@@ -515,6 +515,20 @@ impl Puller {
                     break; // the peer no longer has them (cannot happen: records are never removed)
                 }
                 let fetched = records.len();
+                // What a peer sends is checked like any frame before it is merged: a bad
+                // record is dropped (and counted), the others still are merged.
+                let (records, bad): (Vec<_>, Vec<_>) = records
+                    .into_iter()
+                    .partition(|r| r.validate(&self.config).is_ok());
+                if !bad.is_empty() {
+                    Stats::add(&self.stats.bad_frames, bad.len() as u64);
+                    log::warn!(
+                        "node {}: dropped {} invalid records from {}",
+                        self.node,
+                        bad.len(),
+                        client.addrs()[index]
+                    );
+                }
                 adopted += self
                     .supervisor
                     .send(Adopt { records, recovery })

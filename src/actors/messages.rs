@@ -40,7 +40,7 @@ pub struct ClientCommand {
     pub command: Command,
     /// Set for every write (the node assigns one when the client did not).
     pub write_id: Option<RequestId>,
-    /// See [`RequestBody::Kv`].
+    /// See [`crate::messages::RequestBody::Kv`].
     pub maybe_applied: bool,
     pub reply: ReplyTo<Result<Outcome>>,
 }
@@ -72,7 +72,7 @@ pub struct ActorStopped {
 #[rtype(result = "NodeStatus")]
 pub struct GetStatus;
 
-/// Test and operator hook: make the key's actor of `role` crash as a fault would, so that it
+/// Test hook (cargo feature `testing`): make the key's actor of `role` crash as a fault would, so that it
 /// is restarted from its durable state. Returns false if no such actor is alive.
 #[cfg(feature = "testing")]
 #[derive(Debug, actix::Message)]
@@ -82,7 +82,7 @@ pub struct CrashActor {
     pub role: Role,
 }
 
-/// Test and operator hook: the in-memory record of the key's live acceptor on this node
+/// Test hook (cargo feature `testing`): the in-memory record of the key's live acceptor on this node
 /// (`None` if no acceptor for the key is alive).
 #[cfg(feature = "testing")]
 #[derive(Debug, actix::Message)]

@@ -6,8 +6,9 @@
 //!
 //! - A frame longer than the node's limit (one key, one value and the protocol around them)
 //!   is refused from its length prefix, before anything is allocated for it; a frame that
-//!   does not decode, fails validation, or is one a node never takes closes that connection
-//!   with a log line and is counted (`bad_frames`). Nothing else is disturbed.
+//!   does not decode, or is one a node never takes, closes that connection with a log line;
+//!   a frame that decodes but fails validation is dropped, and the connection goes on. Each
+//!   is counted (`bad_frames`); nothing else is disturbed.
 //! - Outbound: the [`crate::actors::outbox`] queues encoded frames per peer; a writer task
 //!   per peer connects with exponential backoff and drains its queue with
 //!   [`frame::write_queue`], so messages to the same peer are coalesced into one `write`.

@@ -59,6 +59,13 @@ impl Router {
         let result = match request.body {
             RequestBody::Ping => Ok(Reply::Pong { node: shared.node }),
             RequestBody::SetFaults(plan) => shared.set_faults(plan),
+            RequestBody::RetiredSyncDigest { .. } | RequestBody::RetiredSyncFetch { .. } => {
+                Err(Error::BadRequest(
+                    "a retired request: anti-entropy uses Frame::SyncRequest (the peer runs an \
+                     older build; see ARCHITECTURE.md, mixed versions)"
+                        .into(),
+                ))
+            }
             RequestBody::Status => match shared.supervisor.send(GetStatus).await {
                 Ok(status) => Ok(Reply::Status(status)),
                 Err(e) => Err(Error::Unavailable(e.to_string())),

@@ -249,14 +249,21 @@ impl Handler<AdoptRecords> for StorageActor {
     /// written like any other batch: one transaction. A broken peer record is skipped.
     fn handle(&mut self, msg: AdoptRecords, _: &mut Context<Self>) -> Self::Result {
         self.flush();
-        let keys: Vec<Key> = msg.records.iter().map(|r| r.key.clone()).collect();
+        let records: Vec<&SyncRecord> = msg
+            .records
+            .iter()
+            .filter(|r| match r.record.check() {
+                Ok(()) => true,
+                Err(e) => {
+                    log::warn!("storage: a peer sent a broken record, skipped: {e}");
+                    false
+                }
+            })
+            .collect();
+        let keys: Vec<Key> = records.iter().map(|r| r.key.clone()).collect();
         let ours = self.store.load_many(&keys)?;
         let mut merged = Vec::new();
-        for (SyncRecord { key, record }, ours) in msg.records.iter().zip(ours) {
-            if let Err(e) = record.check() {
-                log::warn!("storage: a peer sent a broken record, skipped: {e}");
-                continue;
-            }
+        for (SyncRecord { key, record }, ours) in records.into_iter().zip(ours) {
             if let Some(record) =
                 Acceptor::new(ours.unwrap_or_default()).merge(record, msg.recovery)
             {

@@ -25,7 +25,7 @@ const HEALTHY_RUN: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 pub fn run_node(config_path: &Path, id: NodeId, data_dir: Option<PathBuf>) -> i32 {
-    let config = match Config::load(config_path) {
+    let config = match Config::load(config_path).and_then(|c| c.check_runnable().map(|()| c)) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("paxkv node: {e}");
@@ -51,7 +51,7 @@ pub fn run_node(config_path: &Path, id: NodeId, data_dir: Option<PathBuf>) -> i3
 }
 
 pub fn run_cluster(config_path: &Path, data_dir: &Path) -> i32 {
-    let config = match Config::load(config_path) {
+    let config = match Config::load(config_path).and_then(|c| c.check_runnable().map(|()| c)) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("paxkv cluster: {e}");

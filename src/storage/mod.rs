@@ -311,7 +311,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Has this store ever completed a recovery (see [`crate::actors::anti_entropy`])?
+    /// Has this store ever completed a recovery (see `actors::anti_entropy`)?
     pub fn synced_once(&self) -> Result<bool> {
         let rtxn = self.env.read_txn()?;
         Ok(self.meta.get(&rtxn, meta_key::SYNCED)?.is_some())
