@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Mutation check for the safety fixes of issue 8: each mutant undoes one fix in a scratch
+# Mutation check for the safety fixes of issue 8 and the input validation of issue 9: each
+# mutant undoes one fix in a scratch
 # worktree of HEAD, and the test named beside it must then FAIL. Prints one line per mutant:
 # "caught" (the test failed, as it must) or "MISSED".
 #
@@ -21,7 +22,7 @@ mutants=(
   'unknown-counted-as-no-vote @@ src/paxos/proposer.rs @@ s/let unknown = promises.values().filter(|(_, _, u)| \*u).count().min(1);/let unknown = 0;/ @@ --lib sim'
   'unknown-counted-as-no-vote-unit @@ src/paxos/proposer.rs @@ s/let unknown = promises.values().filter(|(_, _, u)| \*u).count().min(1);/let unknown = 0;/ @@ --lib a_fast_ballot_state_is_carried_past'
   'recovery-takes-states-below-its-own-promise @@ src/paxos/acceptor.rs @@ s/^            \&\& peer.accepted >= self.record.promised$// @@ --lib sim'
-  'recovery-raises-promises-before-states @@ src/actors/sync.rs @@ s/^            match self.pull_from(client, index, true).await {$/            match self.pull_from(client, index, false).await {/ @@ --test nemesis'
+  'recovery-raises-promises-before-states @@ src/actors/anti_entropy.rs @@ s/^            match self.pull_from(client, index, true).await {$/            match self.pull_from(client, index, false).await {/ @@ --test nemesis'
   'sim-recovery-raises-promises-before-states @@ src/paxos/sim.rs @@ s/for states in \[true, false\] {/for states in [false, true] {/ @@ --lib sim'
   'floor-recreated-after-overflow @@ src/paxos/register.rs @@ s/^        None if state.floors_overflowed => return,$// @@ --lib a_dropped_floor_is_never_replaced'
   'sim-without-repair @@ src/paxos/sim.rs @@ s/^        if behind.is_empty() {$/        if true {/ @@ --lib sim'
@@ -32,6 +33,10 @@ mutants=(
   'no-settle-after-fast-write @@ src/paxos/proposer.rs @@ s/if ballot == Ballot::FAST \&\& self.cfg.settle_fast_writes {/if false {/ @@ --lib a_first_write_on_a_fresh_key_takes_one_round_trip'
   'clock-ordered-dedup @@ src/paxos/register.rs @@ s/Some(floor) => id.seq <= floor.seq,/Some(_) => true,/ @@ --lib one_clients_writes_never_get'
   'merge-failure-fails-the-write @@ src/storage/mod.rs @@ s/^            self.try_merge();$/            self.merge()?;/ @@ --lib a_failed_merge_loses_nothing'
+  'no-frame-validation @@ src/actors/network.rs @@ s/if let Err(e) = frame.validate(\&shared.config) {/if let Err(e) = Ok::<(), Error>(()) {/ @@ --test cluster a_contradictory_paxos_message'
+  'accept-next-unchecked @@ src/messages.rs @@ s/let next_ok = next.is_none_or(|n| n > \*ballot \&\& own_classic(n));/let next_ok = true;/ @@ --test cluster a_contradictory_paxos_message'
+  'adopt-ignores-promise @@ src/paxos/acceptor.rs @@ s/^        if classic \&\& peer.accepted > self.record.accepted \&\& peer.accepted >= self.record.promised$/        if classic \&\& peer.accepted > self.record.accepted/ @@ --lib adopting_is_idempotent'
+  'retry-ignores-floors @@ src/paxos/register.rs @@ s/            let refused = match state.floors/            let refused = false \&\& match state.floors/ @@ --lib a_write_applies_once'
   'retire-without-handshake @@ src/actors/supervisor.rs @@ s/self.retiring.insert(key, entry);/drop(entry);/ @@ --test cluster a_retired_acceptor_is_never_replaced_while_it_still_runs'
 )
 
