@@ -569,6 +569,20 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
         json!({"key": "text", "value": "grüße ✓", "version": 1}),
     );
 
+    // A key that is not UTF-8 is taken as its bytes too; `--json` gives it as key_base64.
+    let key = OsStr::from_bytes(b"k\xff");
+    let (code, _, stderr) =
+        cluster.cli_bytes(&[OsStr::new("put"), key, OsStr::new("raw-key")], None);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) =
+        cluster.cli_bytes(&[OsStr::new("--json"), OsStr::new("get"), key], None);
+    assert_eq!(code, 0, "{stderr}");
+    let reply: serde_json::Value = serde_json::from_slice(&stdout).expect("one JSON object");
+    assert_eq!(
+        reply,
+        json!({"key_base64": "a/8=", "value": "raw-key", "version": 1})
+    );
+
     // Keys: 256 bytes is the limit and is accepted; one more byte is bad input.
     let longest = "k".repeat(256);
     cluster.expect(&["put", &longest, "fits"], 0, "ok (version 1)\n");

@@ -70,17 +70,18 @@ enum Command {
     },
     /// Set KEY to VALUE (`-`: read the value from standard input, byte for byte).
     Put {
-        key: String,
+        /// The key's bytes as given.
+        key: OsString,
         /// The value's bytes as given, or `-` for standard input.
         value: OsString,
     },
     /// Read KEY (linearizable): print its value's bytes and a newline, nothing else.
-    Get { key: String },
+    Get { key: OsString },
     /// Remove KEY's value.
-    Delete { key: String },
+    Delete { key: OsString },
     /// Set KEY to VALUE only if its version is V (V = 0: only if KEY has no value).
     Cas {
-        key: String,
+        key: OsString,
         /// The value's bytes as given, or `-` for standard input.
         value: OsString,
         #[arg(long)]
@@ -170,25 +171,33 @@ fn run_client_command(cli: Cli) -> i32 {
     runtime.block_on(async move {
         match cli.command {
             Command::Put { key, value } => {
+                let key = key.into_vec();
                 let value = match value_bytes(value) {
                     Ok(value) => value,
                     Err(code) => return code,
                 };
-                let r = client.put(key.as_bytes(), &value).await;
+                let r = client.put(&key, &value).await;
                 report(&key, r, json)
             }
-            Command::Get { key } => report(&key, client.get(key.as_bytes()).await, json),
-            Command::Delete { key } => report(&key, client.delete(key.as_bytes()).await, json),
+            Command::Get { key } => {
+                let key = key.into_vec();
+                report(&key, client.get(&key).await, json)
+            }
+            Command::Delete { key } => {
+                let key = key.into_vec();
+                report(&key, client.delete(&key).await, json)
+            }
             Command::Cas {
                 key,
                 value,
                 expect_version,
             } => {
+                let key = key.into_vec();
                 let value = match value_bytes(value) {
                     Ok(value) => value,
                     Err(code) => return code,
                 };
-                let r = client.cas(key.as_bytes(), &value, expect_version).await;
+                let r = client.cas(&key, &value, expect_version).await;
                 report(&key, r, json)
             }
             Command::Load { concurrency } => load::run(client, concurrency, json).await,
@@ -239,18 +248,30 @@ fn value_bytes(arg: OsString) -> Result<Vec<u8>, i32> {
     }
 }
 
-/// The JSON object of a value found for `key`: `"value"` holds it when its bytes are UTF-8,
-/// else `"value_base64"` does (standard alphabet, padded) and `"value"` is absent, so every
-/// value comes through `--json` intact.
-fn found_json(key: &str, value: &[u8], version: u64) -> serde_json::Value {
-    match std::str::from_utf8(value) {
-        Ok(text) => serde_json::json!({"key": key, "value": text, "version": version}),
-        Err(_) => serde_json::json!({
-            "key": key,
-            "value_base64": BASE64_STANDARD.encode(value),
-            "version": version,
-        }),
-    }
+/// `name` and the bytes as a JSON field, losslessly: `"name": "..."` when the bytes are valid
+/// UTF-8, else `"name_base64": "..."` (standard alphabet, padded).
+fn bytes_field(object: &mut serde_json::Value, name: &str, bytes: &[u8]) {
+    let (field, value) = match std::str::from_utf8(bytes) {
+        Ok(text) => (name.to_string(), serde_json::json!(text)),
+        Err(_) => (
+            format!("{name}_base64"),
+            serde_json::json!(BASE64_STANDARD.encode(bytes)),
+        ),
+    };
+    object[field] = value;
+}
+
+/// `fields` with the key added (as `"key"`, or `"key_base64"` for a key that is not UTF-8).
+fn keyed(key: &[u8], mut fields: serde_json::Value) -> serde_json::Value {
+    bytes_field(&mut fields, "key", key);
+    fields
+}
+
+/// The JSON object of a value found for `key`.
+fn found_json(key: &[u8], value: &[u8], version: u64) -> serde_json::Value {
+    let mut object = keyed(key, serde_json::json!({"version": version}));
+    bytes_field(&mut object, "value", value);
+    object
 }
 
 /// What a command prints without `--json`.
@@ -272,7 +293,7 @@ impl Text {
 /// Without `--json`: one line on stdout; for a found `get`, that line is exactly the value's
 /// bytes (the version is only in `--json`), and a `get` that finds nothing prints nothing on
 /// stdout and its `(not found, version N)` on stderr. With `--json`: one JSON object on stdout.
-fn report(key: &str, result: paxkv::Result<Outcome>, json: bool) -> i32 {
+fn report(key: &[u8], result: paxkv::Result<Outcome>, json: bool) -> i32 {
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(e) => {
@@ -284,7 +305,10 @@ fn report(key: &str, result: paxkv::Result<Outcome>, json: bool) -> i32 {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"key": key, "error": kind, "message": e.to_string()})
+                    keyed(
+                        key,
+                        serde_json::json!({"error": kind, "message": e.to_string()})
+                    )
                 );
             }
             eprintln!("error: {e}");
@@ -303,16 +327,16 @@ fn report(key: &str, result: paxkv::Result<Outcome>, json: bool) -> i32 {
             value: None,
             version,
         } => {
-            let v = serde_json::json!({"key": key, "value": null, "version": version});
+            let v = keyed(key, serde_json::json!({"value": null, "version": version}));
             let message = format!("(not found, version {version})");
             (Text::Stderr(message), v, EXIT_NOT_FOUND)
         }
         Outcome::Put { version } => {
-            let v = serde_json::json!({"key": key, "version": version});
+            let v = keyed(key, serde_json::json!({"version": version}));
             (Text::line(format!("ok (version {version})")), v, EXIT_OK)
         }
         Outcome::Delete { deleted, version } => {
-            let v = serde_json::json!({"key": key, "version": version});
+            let v = keyed(key, serde_json::json!({"version": version}));
             if deleted {
                 let line = format!("deleted (version {version})");
                 (Text::line(line), v, EXIT_OK)
@@ -322,7 +346,10 @@ fn report(key: &str, result: paxkv::Result<Outcome>, json: bool) -> i32 {
             }
         }
         Outcome::Cas { swapped, version } => {
-            let v = serde_json::json!({"key": key, "swapped": swapped, "version": version});
+            let v = keyed(
+                key,
+                serde_json::json!({"swapped": swapped, "version": version}),
+            );
             if swapped {
                 let line = format!("swapped (version {version})");
                 (Text::line(line), v, EXIT_OK)
