@@ -13,6 +13,8 @@
 //! one-round-trip optimisation of §2.2.1 (an Accept carries the promise for the proposer's next
 //! ballot) and a quorum read that needs no Accept phase when a majority already agrees.
 
+#![deny(missing_docs)]
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -39,6 +41,7 @@ pub struct Envelope {
     /// The key whose register this is about.
     #[serde(with = "serde_bytes")]
     pub key: Key,
+    /// The Paxos message itself.
     pub body: PeerMessage,
 }
 
@@ -49,7 +52,10 @@ pub enum PeerMessage {
     /// Phase 1a: asks the acceptor to promise `ballot`. Answered with `Promise` only if
     /// `ballot` is above every ballot the acceptor promised or accepted, and only after that
     /// promise is durable; otherwise with `Reject`.
-    Prepare { ballot: Ballot },
+    Prepare {
+        /// A classic ballot of the sender's (`ballot.node == from`).
+        ballot: Ballot,
+    },
     /// Phase 1b: the acceptor durably promised `ballot` and never accepts below it; `accepted`
     /// is the highest ballot it accepted (`Ballot::ZERO` if none) and `state` what it accepted.
     /// `fast_unknown`: it holds no vote but may have accepted *some* state at the fast ballot
@@ -57,9 +63,13 @@ pub enum PeerMessage {
     /// `AcceptorRecord::fast_unknown`): Fast Paxos recovery counts it as a possible holder of
     /// any state, like an acceptor that did not answer.
     Promise {
+        /// The Prepare's ballot, now promised.
         ballot: Ballot,
+        /// The highest ballot the acceptor accepted; always below `ballot`.
         accepted: Ballot,
+        /// What it accepted at `accepted` (the empty register if nothing).
         state: Register,
+        /// It may have lost a fast-ballot vote (see above).
         fast_unknown: bool,
     },
     /// Phase 2a: asks the acceptor to accept `state` at `ballot`. `next`, if set, is above
@@ -67,30 +77,57 @@ pub enum PeerMessage {
     /// Accept without `next` is also how a proposer repairs a stale acceptor with a state it
     /// knows to be chosen.
     Accept {
+        /// The ballot to accept at: the fast ballot, the sender's promised classic ballot, or
+        /// (a repair, without `next`) the ballot a state was chosen at.
         ballot: Ballot,
+        /// The state to accept: the register after the batch's change functions.
         state: Register,
+        /// The sender's next ballot, to be promised in the same write (§2.2.1).
         next: Option<Ballot>,
     },
     /// Phase 2b: the acceptor durably accepted `ballot`; `promised` is the promise it holds
     /// after that write (the Accept's `next` if it took it).
-    Accepted { ballot: Ballot, promised: Ballot },
+    Accepted {
+        /// The Accept's ballot.
+        ballot: Ballot,
+        /// The acceptor's promise after the write (at least `ballot`).
+        promised: Ballot,
+    },
     /// The acceptor refused the Prepare or Accept for `ballot` because it has promised or
     /// accepted `seen`, which is at least as high. The proposer retries above `seen`.
-    Reject { ballot: Ballot, seen: Ballot },
+    Reject {
+        /// The refused request's ballot.
+        ballot: Ballot,
+        /// The highest ballot the acceptor promised or accepted (at least `ballot`).
+        seen: Ballot,
+    },
     /// The acceptor could not make its answer to `ballot` durable (a storage error, such as
     /// a full disk or LMDB map); it holds no promise or accept from that request, and it
     /// reloads its record from disk. The proposer stops counting on it for this phase, and
     /// names `reason` if the request fails.
-    Failed { ballot: Ballot, reason: String },
+    Failed {
+        /// The request's ballot.
+        ballot: Ballot,
+        /// The storage error, for the client's error message.
+        reason: String,
+    },
     /// A read: asks for the acceptor's current record without changing or persisting it.
-    Query { read: u64 },
+    Query {
+        /// Numbers the reads of one proposer instance (only grows); echoed by the reply.
+        read: u64,
+    },
     /// The answer to `Query { read }`: the acceptor's durable record (`fast_unknown` as in
     /// `Promise`: such a reply confirms no state).
     QueryReply {
+        /// The `Query`'s number.
         read: u64,
+        /// The acceptor's promise.
         promised: Ballot,
+        /// The highest ballot it accepted (at most `promised`).
         accepted: Ballot,
+        /// What it accepted at `accepted`.
         state: Register,
+        /// As in `Promise`.
         fast_unknown: bool,
     },
 }
@@ -121,18 +158,24 @@ impl PeerMessage {
 /// one connection; the response carries it back (responses may come in any order).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientRequest {
+    /// Matches the response to the request.
     pub id: u64,
+    /// What the client asks.
     pub body: RequestBody,
 }
 
+/// What a client asks a node. A new operation is a new variant, at the end (ARCHITECTURE.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestBody {
     /// Apply `command` to `key`. `write_id` identifies a write across retries (required for
     /// writes, ignored for gets).
     Kv {
+        /// The key, within `limits.max_key_bytes`, not empty.
         #[serde(with = "serde_bytes")]
         key: Key,
+        /// What to do to the key's register.
         command: Command,
+        /// The write's id, the same on every retry (the node mints one if it is missing).
         write_id: Option<RequestId>,
         /// An earlier attempt of this write may have taken effect (it was lost, or answered
         /// "outcome unknown"). `false` promises that no attempt with this `write_id` was
@@ -148,26 +191,39 @@ pub enum RequestBody {
     /// Retired: anti-entropy's digest request before it moved to `Frame::SyncRequest`. Kept
     /// so that its index is never reused; answered `BadRequest`.
     RetiredSyncDigest {
+        /// As in `SyncRequest::Digest`.
         #[serde(with = "opt_bytes")]
         after: Option<Key>,
+        /// As in `SyncRequest::Digest`.
         limit: u32,
     },
     /// Retired, as `RetiredSyncDigest`: the old fetch.
-    RetiredSyncFetch { keys: Vec<serde_bytes::ByteBuf> },
+    RetiredSyncFetch {
+        /// As in `SyncRequest::Fetch`.
+        keys: Vec<serde_bytes::ByteBuf>,
+    },
 }
 
+/// A node's answer to one [`ClientRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientResponse {
+    /// The request's id.
     pub id: u64,
+    /// The answer, or why there is none (classified by `Error::class`).
     pub result: Result<Reply, Error>,
 }
 
+/// What a node answers, by request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
+    /// To `Kv`: what the command did (linearizable).
     Kv(Outcome),
+    /// To `Ping`.
     Pong {
+        /// The answering node.
         node: NodeId,
     },
+    /// To `Status`.
     Status(NodeStatus),
     /// `SetFaults` took effect.
     FaultsSet,
@@ -181,15 +237,19 @@ pub enum Reply {
 /// A node's counters, for operators and for the tests.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct NodeStatus {
+    /// The node's id.
     pub node: NodeId,
-    /// Per-key proposer and acceptor actors alive now.
+    /// Per-key proposer actors alive now.
     pub live_proposers: u64,
+    /// Per-key acceptor actors alive now.
     pub live_acceptors: u64,
     /// Acceptor actors that crashed and were restarted from disk since the node started.
     pub acceptor_restarts: u64,
+    /// Proposer actors that crashed and were restarted since the node started.
     pub proposer_restarts: u64,
-    /// Write transactions committed (each one fsync) and records they wrote.
+    /// Write transactions committed (each one fsync).
     pub commits: u64,
+    /// Records those transactions wrote.
     pub records_written: u64,
     /// Peer frames dropped because a peer's queue was full or it was unreachable.
     pub peer_frames_dropped: u64,
@@ -200,8 +260,9 @@ pub struct NodeStatus {
     pub rss_bytes: u64,
     /// The node's acceptors vote: it has rebuilt its state from a majority since it started.
     pub voting: bool,
-    /// Records this node took from peers by anti-entropy, and completed sync rounds.
+    /// Records this node took from peers by anti-entropy.
     pub records_adopted: u64,
+    /// Completed anti-entropy rounds (recovery included).
     pub sync_rounds: u64,
     /// Paxos requests dropped because the node was not voting yet.
     pub dropped_not_voting: u64,
@@ -240,32 +301,46 @@ pub enum Frame {
 /// [`ClientRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncCall {
+    /// Matches the answer to the request.
     pub id: u64,
+    /// What the pulling node asks.
     pub body: SyncRequest,
 }
 
+/// What a node pulling from a peer asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncRequest {
     /// The (key, promised, accepted) digest of up to `limit` records with keys after
     /// `after`, in key order. `limit = 0` asks only for the [`SyncSource`] state.
     Digest {
+        /// The last key of the previous page (`None`: from the first key).
         #[serde(with = "opt_bytes")]
         after: Option<Key>,
+        /// At most this many entries (capped at [`SYNC_PAGE_ENTRIES`]).
         limit: u32,
     },
     /// The records of these keys (as many, in order, as fit one frame).
-    Fetch { keys: Vec<serde_bytes::ByteBuf> },
+    Fetch {
+        /// At most [`SYNC_PAGE_ENTRIES`] keys.
+        keys: Vec<serde_bytes::ByteBuf>,
+    },
 }
 
+/// A node's answer to one [`SyncCall`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncAnswer {
+    /// The call's id.
     pub id: u64,
+    /// The answer, or why there is none.
     pub result: Result<SyncReply, Error>,
 }
 
+/// What a node answers a pull with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncReply {
+    /// To `Digest`.
     Digest(SyncDigestPage),
+    /// To `Fetch`: the records found, in the order asked.
     Records(Vec<SyncRecord>),
 }
 
@@ -281,9 +356,12 @@ pub struct SyncSource {
     pub empty: bool,
 }
 
+/// One page of a node's digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncDigestPage {
+    /// Whether the answering node may be recovered from.
     pub source: SyncSource,
+    /// Its records' ballots, in key order.
     pub entries: Vec<DigestEntry>,
     /// More records follow the last entry.
     pub more: bool,
@@ -292,17 +370,22 @@ pub struct SyncDigestPage {
 /// One key's ballots, enough to tell whether the asking node is behind on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DigestEntry {
+    /// The key.
     #[serde(with = "serde_bytes")]
     pub key: Key,
+    /// The peer's promise for it.
     pub promised: Ballot,
+    /// The highest ballot the peer accepted for it.
     pub accepted: Ballot,
 }
 
 /// A key's acceptor record, as one node sends it to another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncRecord {
+    /// The key.
     #[serde(with = "serde_bytes")]
     pub key: Key,
+    /// The peer's durable record of it.
     pub record: AcceptorRecord,
 }
 
@@ -318,9 +401,11 @@ pub struct FaultPlan {
     /// For messages to the nodes listed; every other destination (this node included) uses
     /// `default`.
     pub links: std::collections::BTreeMap<NodeId, LinkFaults>,
+    /// The faults on every other link.
     pub default: LinkFaults,
 }
 
+/// The faults on one link (one direction).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LinkFaults {
     /// Drop everything.
@@ -329,8 +414,9 @@ pub struct LinkFaults {
     pub drop_permille: u16,
     /// Send each message twice with this probability, per thousand.
     pub duplicate_permille: u16,
-    /// Delay each message by a uniform draw from this range (0 = no delay).
+    /// Delay each message by a uniform draw from `delay_min_ms..=delay_max_ms`.
     pub delay_min_ms: u64,
+    /// The top of the delay range (0 = no delay).
     pub delay_max_ms: u64,
 }
 
