@@ -371,13 +371,13 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A node's error as the reason an operation failed: its message, without the class prefix
-/// (the client's own error says which class it ends in).
+/// A node's error as the reason an operation failed: its message (the client's own error
+/// says which class it ends in), but a storage fault keeps its "storage:" prefix, so that the
+/// caller sees the cause.
 fn node_reason(e: Error) -> String {
     match e {
-        Error::Unavailable(m) | Error::Unknown(m) | Error::Busy(m) | Error::Io(m) => m,
-        Error::BadRequest(m) | Error::Frame(m) | Error::Config(m) => m,
         e @ Error::Storage(_) => e.to_string(),
+        e => e.message().to_string(),
     }
 }
 

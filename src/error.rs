@@ -78,6 +78,20 @@ impl Error {
         )
     }
 
+    /// The error's message, without the class prefix of its `Display`.
+    pub fn message(&self) -> &str {
+        match self {
+            Error::Unavailable(m)
+            | Error::Unknown(m)
+            | Error::BadRequest(m)
+            | Error::Busy(m)
+            | Error::Frame(m)
+            | Error::Config(m)
+            | Error::Storage(m)
+            | Error::Io(m) => m,
+        }
+    }
+
     /// Is the request itself wrong, so that a retry would fail the same way?
     pub fn is_bad_input(&self) -> bool {
         self.class() == ErrorClass::BadInput
