@@ -22,6 +22,7 @@ mutants=(
   'unknown-counted-as-no-vote @@ src/paxos/proposer.rs @@ s/let unknown = promises.values().filter(|(_, _, u)| \*u).count().min(1);/let unknown = 0;/ @@ --lib sim'
   'unknown-counted-as-no-vote-unit @@ src/paxos/proposer.rs @@ s/let unknown = promises.values().filter(|(_, _, u)| \*u).count().min(1);/let unknown = 0;/ @@ --lib a_fast_ballot_state_is_carried_past'
   'recovery-takes-states-below-its-own-promise @@ src/paxos/acceptor.rs @@ s/^            \&\& peer.accepted >= self.record.promised$// @@ --lib sim'
+  'recovery-takes-states-below-its-own-promise-unit @@ src/paxos/acceptor.rs @@ s/^            \&\& peer.accepted >= self.record.promised$// @@ --lib recovery_never_takes_a_state_below'
   'recovery-raises-promises-before-states @@ src/actors/anti_entropy.rs @@ s/^            match self.pull_from(client, index, true).await {$/            match self.pull_from(client, index, false).await {/ @@ --test nemesis'
   'sim-recovery-raises-promises-before-states @@ src/paxos/sim.rs @@ s/for states in \[true, false\] {/for states in [false, true] {/ @@ --lib sim'
   'floor-recreated-after-overflow @@ src/paxos/register.rs @@ s/^        None if state.floors_overflowed => return,$// @@ --lib a_dropped_floor_is_never_replaced'

@@ -629,6 +629,36 @@ mod tests {
         }
     }
 
+    /// Recovery's first pass never takes a state below the node's own promise: a round that
+    /// counted that promise may be running, and the copy would be a vote the node never gave
+    /// (review of issue 8). Above the promise it takes the highest classic state.
+    #[test]
+    fn recovery_never_takes_a_state_below_its_own_promise() {
+        let promised = AcceptorRecord {
+            promised: b(5, 1),
+            ..AcceptorRecord::default()
+        };
+        let below = AcceptorRecord {
+            promised: b(3, 2),
+            accepted: b(3, 2),
+            state: state(1, "below"),
+            fast_unknown: false,
+        };
+        let mut a = Acceptor::new(promised.clone());
+        assert_eq!(a.recover_from(&below), None);
+        assert_eq!(a.record(), &promised);
+        let above = AcceptorRecord {
+            promised: b(6, 2),
+            accepted: b(6, 2),
+            state: state(2, "above"),
+            fast_unknown: false,
+        };
+        let taken = a
+            .recover_from(&above)
+            .expect("a state above the promise is taken");
+        assert_eq!((taken.accepted, taken.state), (b(6, 2), state(2, "above")));
+    }
+
     /// Why recovery does not just `adopt` source after source: one by one, a promise adopted
     /// first blocks a state adopted next, so the result depends on the order (an earlier
     /// recovery that did so lost an acknowledged write in the simulation). Catch-up adopts
