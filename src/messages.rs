@@ -467,9 +467,7 @@ impl Frame {
                     if page.entries.len() > SYNC_PAGE_ENTRIES {
                         return Err(invalid(format!("{} digest entries", page.entries.len())));
                     }
-                    page.entries
-                        .iter()
-                        .try_for_each(|e| check_key_len(&e.key, config))
+                    page.entries.iter().try_for_each(|e| e.validate(config))
                 }
                 Err(_) => Ok(()),
             },
@@ -507,6 +505,13 @@ fn check_state(state: &Register) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+impl DigestEntry {
+    /// A peer's digest entry, before this node looks its key up: the key within the limits.
+    pub fn validate(&self, config: &Config) -> Result<(), Error> {
+        check_key_len(&self.key, config)
+    }
 }
 
 impl SyncRecord {

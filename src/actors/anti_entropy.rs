@@ -456,9 +456,7 @@ impl Puller {
     async fn settle_behind(&self, client: &Client, index: usize) -> Result<()> {
         let mut after = None;
         loop {
-            let page = client
-                .sync_digest(index, after.clone(), DIGEST_PAGE)
-                .await?;
+            let page = self.digest_page(client, index, after.clone()).await?;
             after = page.entries.last().map(|e| e.key.clone());
             let entries = page.entries;
             let pull = Pull::HigherClassicAccept;
@@ -494,15 +492,36 @@ impl Puller {
         ask(&self.storage, MarkSynced).await
     }
 
+    /// A page of peer `index`'s digest after `after`, without the entries that fail
+    /// validation (counted): what a peer sends is checked like any frame.
+    async fn digest_page(
+        &self,
+        client: &Client,
+        index: usize,
+        after: Option<Key>,
+    ) -> Result<SyncDigestPage> {
+        let mut page = client.sync_digest(index, after, DIGEST_PAGE).await?;
+        let before = page.entries.len();
+        page.entries.retain(|e| e.validate(&self.config).is_ok());
+        let dropped = before - page.entries.len();
+        if dropped > 0 {
+            Stats::add(&self.stats.bad_frames, dropped as u64);
+            log::warn!(
+                "node {}: dropped {dropped} invalid digest entries from {}",
+                self.node,
+                client.addrs()[index]
+            );
+        }
+        Ok(page)
+    }
+
     /// Pages through peer `index`'s digest, fetching and merging what this node is behind on
     /// (`recovery`: rebuilding a lost store, see the module doc).
     async fn pull_from(&self, client: &Client, index: usize, recovery: bool) -> Result<u64> {
         let mut after = None;
         let mut adopted = 0;
         loop {
-            let page = client
-                .sync_digest(index, after.clone(), DIGEST_PAGE)
-                .await?;
+            let page = self.digest_page(client, index, after.clone()).await?;
             after = page.entries.last().map(|e| e.key.clone());
             let more = page.more;
             let entries = page.entries;
