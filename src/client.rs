@@ -262,6 +262,10 @@ impl Client {
         }
     }
 
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.inner.addrs
     }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::paxos::membership::Membership;
 use crate::paxos::record::AcceptorRecord;
 use crate::paxos::register::{CLIENT_FLOORS, RECENT_WRITES};
 use crate::paxos::types::{opt_bytes, Ballot, Command, Key, NodeId, Outcome, Register, RequestId};
@@ -38,6 +39,9 @@ pub struct Envelope {
     /// crash, a retirement, a restart of the node) is never counted by its successor, which
     /// reuses the fast ballot and its read numbers (see `paxos::proposer`).
     pub proposer: u64,
+    /// The sender's membership epoch (see `paxos::membership`): an acceptor answers only
+    /// messages of its own epoch, and refuses older ones with `Stale`.
+    pub epoch: u64,
     /// The key whose register this is about.
     #[serde(with = "serde_bytes")]
     pub key: Key,
@@ -130,6 +134,12 @@ pub enum PeerMessage {
         /// As in `Promise`.
         fast_unknown: bool,
     },
+    /// The acceptor refused a request of an older membership epoch; `epoch` is its own. The
+    /// proposer's node fetches that membership from the acceptor's node and retries.
+    Stale {
+        /// The acceptor's epoch (above the request's).
+        epoch: u64,
+    },
 }
 
 impl PeerMessage {
@@ -202,6 +212,28 @@ pub enum RequestBody {
         /// As in `SyncRequest::Fetch`.
         keys: Vec<serde_bytes::ByteBuf>,
     },
+    /// The cluster's membership, as this node has it installed (`paxkv member list`).
+    Members,
+    /// Drive one membership change to completion (`paxkv member add|remove`); answered once
+    /// it is complete, or with why it cannot complete (safe to ask again).
+    MemberChange(MemberChangeRequest),
+}
+
+/// What `paxkv member add|remove` asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberChangeRequest {
+    /// Make node `id`, listening at `addr`, a voting member.
+    Add {
+        /// The node's id.
+        id: NodeId,
+        /// Its `ip:port`.
+        addr: String,
+    },
+    /// Make node `id` count in no quorum, and forget it.
+    Remove {
+        /// The node's id.
+        id: NodeId,
+    },
 }
 
 /// A node's answer to one [`ClientRequest`].
@@ -232,6 +264,23 @@ pub enum Reply {
     RetiredSyncDigest(SyncDigestPage),
     /// Retired (never sent): the old answer to a fetch.
     RetiredSyncRecords(Vec<SyncRecord>),
+    /// To `Members`.
+    Members(MembershipInfo),
+    /// To `MemberChange`: the change is complete; the membership after it.
+    MemberChanged(Membership),
+}
+
+/// A node's view of the membership, and of itself in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipInfo {
+    /// The answering node.
+    pub node: NodeId,
+    /// The membership it has installed (`None`: it has none yet, a node waiting to join).
+    pub membership: Option<Membership>,
+    /// The identity of the node's store (see `paxos::membership`).
+    pub store: u64,
+    /// The node votes (it is a voter of its membership, with its own store).
+    pub voting: bool,
 }
 
 /// A node's counters, for operators and for the tests.
@@ -274,6 +323,10 @@ pub struct NodeStatus {
     pub duplicate_acceptors: u64,
     /// Keys this node settled at a classic ballot (recovery and anti-entropy sweeps).
     pub keys_settled: u64,
+    /// The node's membership epoch (0: none installed yet).
+    pub epoch: u64,
+    /// Paxos requests refused for an older epoch (`PeerMessage::Stale`).
+    pub stale_refused: u64,
 }
 
 /// Everything one connection carries, in either direction. A connection from a peer carries
@@ -324,6 +377,22 @@ pub enum SyncRequest {
         /// At most [`SYNC_PAGE_ENTRIES`] keys.
         keys: Vec<serde_bytes::ByteBuf>,
     },
+    /// The answering node's installed membership and store identity.
+    Membership,
+    /// Install this membership (one chosen in the membership register) if it is newer than
+    /// the node's; answered with the node's epoch once that is durable.
+    Install(Membership),
+    /// A node that just started tells its store's identity and generation; the answer is
+    /// the highest generation of that store the peer had seen before (see
+    /// `actors::membership`).
+    Hello {
+        /// The starting node.
+        node: NodeId,
+        /// Its store's identity.
+        store: u64,
+        /// Its store's generation, bumped at this start.
+        generation: u64,
+    },
 }
 
 /// A node's answer to one [`SyncCall`].
@@ -342,6 +411,18 @@ pub enum SyncReply {
     Digest(SyncDigestPage),
     /// To `Fetch`: the records found, in the order asked.
     Records(Vec<SyncRecord>),
+    /// To `Membership`.
+    Membership(MembershipInfo),
+    /// To `Install`: the node's epoch, durable.
+    Installed {
+        /// The node's epoch after the install (at least the one sent).
+        epoch: u64,
+    },
+    /// To `Hello`: the highest generation of that node's store this peer had seen (0: none).
+    Hello {
+        /// The highest generation seen before this Hello.
+        seen: u64,
+    },
 }
 
 /// Whether a node's records may be trusted by a node that is rebuilding its own.
@@ -469,7 +550,13 @@ impl Frame {
                     }
                     page.entries.iter().try_for_each(|e| e.validate(config))
                 }
-                Err(_) => Ok(()),
+                Ok(SyncReply::Membership(info)) => match &info.membership {
+                    Some(m) => m
+                        .check()
+                        .map_err(|e| invalid(format!("a broken membership: {e}"))),
+                    None => Ok(()),
+                },
+                Ok(SyncReply::Installed { .. } | SyncReply::Hello { .. }) | Err(_) => Ok(()),
             },
             Frame::SyncRequest(call) => match &call.body {
                 SyncRequest::Digest { after, .. } => match after {
@@ -482,6 +569,10 @@ impl Frame {
                     }
                     keys.iter().try_for_each(|k| check_key_len(k, config))
                 }
+                SyncRequest::Install(membership) => membership
+                    .check()
+                    .map_err(|e| invalid(format!("a broken membership: {e}"))),
+                SyncRequest::Membership | SyncRequest::Hello { .. } => Ok(()),
             },
         }
     }
@@ -531,12 +622,11 @@ impl Envelope {
     /// invariants, stated on the message: a ballot a proposer asks for is classic and its
     /// own (the fast ballot only in an Accept); an Accept's `next` is above its ballot; a
     /// reply's ballots are ordered as the acceptor that wrote it must have them.
+    /// Whether the sender is a member is the network's check, against the node's current
+    /// membership (`actors::network`).
     pub fn validate(&self, config: &Config) -> Result<(), Error> {
-        if config.node(self.from).is_err() {
-            return Err(invalid(format!(
-                "a peer frame from node {}, which is not in the config",
-                self.from
-            )));
+        if self.from == 0 || self.epoch == 0 {
+            return Err(invalid("a peer frame from node 0 or of epoch 0"));
         }
         check_key_len(&self.key, config)?;
         let own_classic = |b: Ballot| b > Ballot::FAST && b.node == self.from;
@@ -570,6 +660,7 @@ impl Envelope {
             PeerMessage::Reject { ballot, seen } => (seen < ballot).then_some("reject"),
             PeerMessage::Failed { ballot, .. } => (*ballot == Ballot::ZERO).then_some("failed"),
             PeerMessage::Query { .. } => None,
+            PeerMessage::Stale { epoch } => (*epoch <= self.epoch).then_some("stale"),
             PeerMessage::QueryReply {
                 promised,
                 accepted,

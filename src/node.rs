@@ -10,6 +10,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::actors::anti_entropy::{AntiEntropy, SyncServer};
+use crate::actors::membership::MembershipView;
 use crate::actors::network::Network;
 #[cfg(feature = "testing")]
 use crate::actors::outbox::Outbox;
@@ -23,6 +24,16 @@ use crate::error::{Error, Result};
 use crate::messages::FaultPlan;
 use crate::paxos::types::NodeId;
 use crate::storage::Store;
+
+/// How a node starts beyond its id and data directory.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Listen here instead of the config's address for the node (required for a node the
+    /// config does not list: one that joins a running cluster).
+    pub addr: Option<SocketAddr>,
+    /// Ask these nodes for the membership (default: the config's nodes).
+    pub join: Vec<SocketAddr>,
+}
 
 /// A running node. Dropping it does not stop it; call [`NodeHandle::stop`].
 pub struct NodeHandle {
@@ -44,8 +55,30 @@ impl NodeHandle {
         data_dir: &Path,
         listener: Option<std::net::TcpListener>,
     ) -> Result<NodeHandle> {
+        NodeHandle::start_with(config, id, data_dir, listener, NodeOptions::default())
+    }
+
+    /// [`NodeHandle::start`] with the options of a node that may not be in the config (see
+    /// [`NodeOptions`]).
+    pub fn start_with(
+        config: Arc<Config>,
+        id: NodeId,
+        data_dir: &Path,
+        listener: Option<std::net::TcpListener>,
+        options: NodeOptions,
+    ) -> Result<NodeHandle> {
         config.check_runnable()?;
-        let addr = config.addr_of(id)?;
+        let addr = match (options.addr, listener.as_ref()) {
+            (Some(addr), _) => addr,
+            (None, Some(l)) if config.node(id).is_err() => l.local_addr()?,
+            (None, _) => config.addr_of(id).map_err(|_| {
+                Error::Config(format!(
+                    "node {id} is not in the config: give its address (--addr), and it joins \
+                     the cluster the config lists once `paxkv member add` admits it"
+                ))
+            })?,
+        };
+        let join = options.join;
         let listener = match listener {
             Some(l) => l,
             None => std::net::TcpListener::bind(addr)
@@ -55,6 +88,11 @@ impl NodeHandle {
         if !store.is_fully_durable()? {
             return Err(Error::Storage("LMDB opened without fsync".into()));
         }
+        let view = Arc::new(MembershipView::new(
+            id,
+            store.store_id()?,
+            store.membership()?,
+        ));
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("paxkv-node-{id}"))
@@ -76,16 +114,27 @@ impl NodeHandle {
                             StorageActor::new(store, group, storage_stats)
                                 .with_commit_delay(commit_delay)
                         });
-                    let (supervisor, outbox, queues) = NodeSupervisor::start(
+                    let (supervisor, outbox, queues, members) = NodeSupervisor::start(
                         id,
                         config.clone(),
                         storage.clone(),
                         stats.clone(),
                         readiness.clone(),
+                        view.clone(),
                     );
-                    let router =
-                        Router::new(id, supervisor.clone(), outbox.clone(), config.clone());
-                    let sync = SyncServer::new(storage.clone(), readiness.clone(), &config);
+                    let router = Router::new(
+                        id,
+                        supervisor.clone(),
+                        outbox.clone(),
+                        config.clone(),
+                        members.clone(),
+                    );
+                    let sync = SyncServer::new(
+                        storage.clone(),
+                        readiness.clone(),
+                        &config,
+                        members.clone(),
+                    );
                     Network::new(
                         listener,
                         queues,
@@ -94,8 +143,10 @@ impl NodeHandle {
                         sync,
                         config.clone(),
                         stats.clone(),
+                        view.clone(),
                     )
                     .start();
+                    actix_rt::spawn(members.start(join));
                     AntiEntropy::new(
                         id,
                         outbox.clone(),
@@ -104,6 +155,7 @@ impl NodeHandle {
                         supervisor.clone(),
                         stats,
                         readiness,
+                        view,
                     )
                     .start();
                     (supervisor, outbox)

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use crate::actors::membership::Members;
 use crate::actors::messages::{
     ActorStopped, AdoptRecord, FromProposer, Load, Persist, Retire, Role,
 };
@@ -30,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::messages::PeerMessage;
 use crate::paxos::acceptor::Acceptor;
 use crate::paxos::record::AcceptorRecord;
-use crate::paxos::types::Key;
+use crate::paxos::types::{Ballot, Key};
 
 /// Requests that may wait for one key's acceptor; more are dropped (Paxos treats it as loss).
 const ACCEPTOR_MAILBOX_CAPACITY: usize = 1_024;
@@ -46,6 +47,7 @@ pub struct AcceptorActor {
     outbox: Outbox,
     supervisor: Recipient<ActorStopped>,
     stats: Arc<Stats>,
+    members: Members,
     crashed: bool,
 }
 
@@ -57,6 +59,7 @@ impl AcceptorActor {
         outbox: Outbox,
         supervisor: Recipient<ActorStopped>,
         stats: Arc<Stats>,
+        members: Members,
     ) -> AcceptorActor {
         AcceptorActor {
             key,
@@ -66,8 +69,38 @@ impl AcceptorActor {
             outbox,
             supervisor,
             stats,
+            members,
             crashed: false,
         }
+    }
+
+    /// The membership check of every request, at the moment it is handled (see
+    /// `actors::membership`: the view's epoch is raised before an install is queued to
+    /// storage, so a request handled after that sees the new epoch). `Some(reply)`: answer
+    /// that instead of stepping the core; `Some(None)`: drop the request.
+    fn check_epoch(&self, msg: &FromProposer) -> Option<Option<PeerMessage>> {
+        let epoch = self.members.view.epoch();
+        if msg.epoch < epoch {
+            Stats::add(&self.stats.stale_refused, 1);
+            return Some(Some(PeerMessage::Stale { epoch }));
+        }
+        if msg.epoch > epoch {
+            // Learn the newer membership first; the proposer retries.
+            self.members.fetch_from(msg.from, msg.epoch);
+            return Some(None);
+        }
+        if let PeerMessage::Accept { ballot, .. } = &msg.msg {
+            let closed = *ballot == Ballot::FAST
+                && !self.members.view.get().is_some_and(|m| m.fast_allowed());
+            if closed {
+                // A change is in progress: the fast ballot is closed (`paxos::membership`).
+                return Some(Some(PeerMessage::Reject {
+                    ballot: Ballot::FAST,
+                    seen: Ballot::FAST,
+                }));
+            }
+        }
+        None
     }
 
     /// Hands `record` to the storage actor; the receiver is answered once it is durable.
@@ -139,23 +172,29 @@ impl Handler<FromProposer> for AcceptorActor {
     type Result = ();
 
     fn handle(&mut self, msg: FromProposer, ctx: &mut Context<Self>) {
-        let Some(core) = self.core.as_mut() else {
+        if self.core.is_none() {
             return; // crashed while loading; stopping
-        };
-        let (to, proposer) = (msg.from, msg.proposer);
+        }
+        let (to, proposer, epoch) = (msg.from, msg.proposer, msg.epoch);
+        match self.check_epoch(&msg) {
+            Some(Some(reply)) => return self.outbox.send(to, &self.key, proposer, epoch, reply),
+            Some(None) => return,
+            None => {}
+        }
+        let core = self.core.as_mut().expect("checked above");
         let ballot = msg.msg.requested_ballot();
         let step = match guarded(|| core.step(msg.msg)) {
             Ok(step) => step,
             Err(panic) => return self.crash(ctx, &panic),
         };
         let Some(record) = step.persist else {
-            self.outbox.send(to, &self.key, proposer, step.reply);
+            self.outbox.send(to, &self.key, proposer, epoch, step.reply);
             return;
         };
         let durable = self.persist(record);
         ctx.wait(fut::wrap_future(durable).map(
             move |written, act: &mut Self, ctx| match written {
-                Ok(Ok(())) => act.outbox.send(to, &act.key, proposer, step.reply),
+                Ok(Ok(())) => act.outbox.send(to, &act.key, proposer, epoch, step.reply),
                 Ok(Err(e)) => {
                     // Tell the proposer at once (it would otherwise wait out its phase, and
                     // its caller would never learn why), then reload from disk.
@@ -165,7 +204,7 @@ impl Handler<FromProposer> for AcceptorActor {
                             .take(MAX_FAILURE_REASON_CHARS)
                             .collect();
                         let failed = PeerMessage::Failed { ballot, reason };
-                        act.outbox.send(to, &act.key, proposer, failed);
+                        act.outbox.send(to, &act.key, proposer, epoch, failed);
                     }
                     act.crash(ctx, &format!("persisting: {e}"))
                 }

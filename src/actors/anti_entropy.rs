@@ -71,12 +71,13 @@
 //! [`Acceptor::recover_from`]: crate::paxos::acceptor::Acceptor::recover_from
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::actors::membership::{Members, MembershipView};
 use crate::actors::messages::{
-    Adopt, FetchRecords, FindBehind, MarkSynced, ScanDigest, ScanUnsettled, SettleKey,
+    Adopt, FetchRecords, FindBehind, ScanDigest, ScanUnsettled, SettleKey,
 };
 use crate::actors::outbox::Outbox;
 use crate::actors::storage::StorageActor;
@@ -88,14 +89,11 @@ use crate::error::{Error, Result};
 use crate::messages::{
     SyncAnswer, SyncCall, SyncDigestPage, SyncReply, SyncRequest, SyncSource, SYNC_PAGE_ENTRIES,
 };
-use crate::paxos::quorum::Quorums;
 use crate::paxos::record::Pull;
 use crate::paxos::types::{Key, NodeId};
 
 /// Digest entries asked for per page (also the most keys one fetch asks for).
 const DIGEST_PAGE: u32 = SYNC_PAGE_ENTRIES as u32;
-/// How long a node waits before trying its recovery again when too few peers answered.
-const RECOVERY_RETRY: Duration = Duration::from_millis(300);
 /// Settle rounds in flight at once.
 const SETTLE_CONCURRENCY: usize = 64;
 
@@ -113,6 +111,7 @@ impl AntiEntropy {
         supervisor: Addr<NodeSupervisor>,
         stats: Arc<Stats>,
         readiness: Arc<Readiness>,
+        view: Arc<MembershipView>,
     ) -> AntiEntropy {
         AntiEntropy {
             puller: Some(Puller {
@@ -123,6 +122,7 @@ impl AntiEntropy {
                 supervisor,
                 stats,
                 readiness,
+                view,
             }),
         }
     }
@@ -142,6 +142,7 @@ impl Actor for AntiEntropy {
 pub struct SyncServer {
     storage: Addr<StorageActor>,
     readiness: Arc<Readiness>,
+    members: Members,
     /// Half a frame of records per answer leaves room for the framing around them.
     max_fetch_bytes: usize,
 }
@@ -151,10 +152,12 @@ impl SyncServer {
         storage: Addr<StorageActor>,
         readiness: Arc<Readiness>,
         config: &Config,
+        members: Members,
     ) -> SyncServer {
         SyncServer {
             storage,
             readiness,
+            members,
             max_fetch_bytes: config.frame_limit() / 2,
         }
     }
@@ -172,6 +175,23 @@ impl SyncServer {
                     .await
                     .map(SyncReply::Records)
             }
+            SyncRequest::Membership => Ok(SyncReply::Membership(
+                self.members.view.info(self.readiness.is_voting()),
+            )),
+            SyncRequest::Install(m) => self
+                .members
+                .install(m)
+                .await
+                .map(|epoch| SyncReply::Installed { epoch }),
+            SyncRequest::Hello {
+                node,
+                store,
+                generation,
+            } => self
+                .members
+                .hello(node, store, generation)
+                .await
+                .map(|seen| SyncReply::Hello { seen }),
         };
         SyncAnswer {
             id: call.id,
@@ -206,14 +226,6 @@ where
         .map_err(|e| Error::Storage(format!("storage actor: {e}")))?
 }
 
-/// How a node came to vote.
-enum Recovery {
-    /// A new cluster: nothing anywhere to recover.
-    Bootstrapped,
-    /// Merged the records of `sources` (peer indexes; `adopted` changed this node's).
-    Recovered { adopted: u64, sources: Vec<usize> },
-}
-
 /// Recovery, then anti-entropy, as one task.
 struct Puller {
     node: NodeId,
@@ -223,70 +235,15 @@ struct Puller {
     supervisor: Addr<NodeSupervisor>,
     stats: Arc<Stats>,
     readiness: Arc<Readiness>,
+    view: Arc<MembershipView>,
 }
 
 impl Puller {
     async fn run(self) {
-        let peers: Vec<NodeId> = self
-            .config
-            .node_ids()
-            .into_iter()
-            .filter(|n| *n != self.node)
-            .collect();
-        let client = Client::new(
-            peers
-                .iter()
-                .map(|p| self.config.addr_of(*p).expect("a member"))
-                .collect(),
-            ClientOptions {
-                attempt_timeout: Duration::from_secs(10),
-                connect_timeout: Duration::from_millis(500),
-                pinned: true,
-                ..ClientOptions::default()
-            },
-        );
-        let peers_by_index = peers.clone();
-        let started = Instant::now();
-        let mut last_complaint = None::<Instant>;
-        loop {
-            match self.recover(&client, &peers_by_index).await {
-                Ok(Recovery::Bootstrapped) => {
-                    self.wait_for_a_bootstrapped_majority(&client, &peers_by_index)
-                        .await;
-                    self.readiness.set_voting();
-                    self.readiness.set_repaired();
-                    log::info!(
-                        "node {}: bootstrapped a new cluster in {:.2}s; voting",
-                        self.node,
-                        started.elapsed().as_secs_f64()
-                    );
-                    break;
-                }
-                Ok(Recovery::Recovered { adopted, sources }) => {
-                    self.readiness.set_voting();
-                    log::info!(
-                        "node {}: recovered from a majority in {:.2}s ({adopted} records \
-                         adopted); voting, repairing",
-                        self.node,
-                        started.elapsed().as_secs_f64()
-                    );
-                    self.repair(&client, &sources).await;
-                    self.readiness.set_repaired();
-                    log::info!(
-                        "node {}: repaired in {:.2}s",
-                        self.node,
-                        started.elapsed().as_secs_f64()
-                    );
-                    break;
-                }
-                Err(e) => {
-                    if last_complaint.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
-                        log::warn!("node {}: not voting yet: {e}", self.node);
-                        last_complaint = Some(Instant::now());
-                    }
-                    tokio::time::sleep(RECOVERY_RETRY).await;
-                }
-            }
+        // Voting is decided by `actors::membership` (identity and generation checks); the
+        // sweeps start once the node votes.
+        while !self.readiness.is_voting() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let interval = self.config.paxos.sync_interval_ms;
         if interval == 0 {
@@ -294,6 +251,29 @@ impl Puller {
         }
         loop {
             tokio::time::sleep(Duration::from_millis(interval)).await;
+            let Some(m) = self.view.get() else { continue };
+            let peers: Vec<NodeId> = m.voters().into_iter().filter(|n| *n != self.node).collect();
+            let Ok(addrs) = peers
+                .iter()
+                .map(|p| {
+                    m.member(*p)
+                        .map(|x| x.addr.parse())
+                        .ok_or(())
+                        .and_then(|r| r.map_err(|_| ()))
+                })
+                .collect::<std::result::Result<Vec<std::net::SocketAddr>, ()>>()
+            else {
+                continue;
+            };
+            let client = Client::new(
+                addrs,
+                ClientOptions {
+                    attempt_timeout: Duration::from_secs(10),
+                    connect_timeout: Duration::from_millis(500),
+                    pinned: true,
+                    ..ClientOptions::default()
+                },
+            );
             for (index, peer) in peers.iter().enumerate() {
                 if self.outbox.is_cut(*peer) {
                     continue;
@@ -353,143 +333,6 @@ impl Puller {
         .await?;
         Stats::add(&self.stats.keys_settled, count);
         Ok(())
-    }
-
-    /// One recovery attempt: merge every record of enough trustworthy peers.
-    async fn recover(&self, client: &Client, peers: &[NodeId]) -> Result<Recovery> {
-        let needed = Quorums::new(peers.len() + 1).recovery_sources();
-        let mut sources: Vec<(usize, SyncSource)> = Vec::new();
-        for (index, peer) in peers.iter().enumerate() {
-            if self.outbox.is_cut(*peer) {
-                continue;
-            }
-            if let Ok(page) = client.sync_digest(index, None, 0).await {
-                sources.push((index, page.source));
-            }
-        }
-        let trusted: Vec<usize> = sources
-            .iter()
-            .filter(|(_, s)| s.voting || s.synced_once)
-            .map(|(i, _)| *i)
-            .collect();
-        if trusted.len() < needed {
-            let me = ask(
-                &self.storage,
-                ScanDigest {
-                    after: None,
-                    limit: 0,
-                },
-            )
-            .await?;
-            // A new cluster: this store is new and empty, and so is every other node's (all of
-            // them answered; some may have bootstrapped a moment ago, which leaves them
-            // empty). With every node reachable, a wiped minority cannot hide the records that
-            // its lost promises would have left on the other members of their quorums.
-            let new_store = !me.synced_once && me.empty;
-            let everyone_empty =
-                sources.len() == peers.len() && sources.iter().all(|(_, s)| s.empty);
-            if new_store && everyone_empty {
-                self.mark_synced().await?;
-                return Ok(Recovery::Bootstrapped);
-            }
-            return Err(Error::Unavailable(format!(
-                "{} of the {needed} peers needed to recover from answered as trustworthy",
-                trusted.len()
-            )));
-        }
-        let mut adopted = 0;
-        let mut sources = Vec::new();
-        // Two passes over every source (see the module doc): first the states at or above
-        // this node's own promises, then, only once every source gave its states, the
-        // promises.
-        for index in trusted {
-            match self.pull_from(client, index, true).await {
-                Ok(n) => {
-                    adopted += n;
-                    sources.push(index);
-                }
-                Err(e) => log::warn!("node {}: recovering from peer #{index}: {e}", self.node),
-            }
-        }
-        if sources.len() < needed {
-            return Err(Error::Unavailable(format!(
-                "recovered from {} of the {needed} peers needed",
-                sources.len()
-            )));
-        }
-        for &index in &sources {
-            adopted += self.pull_from(client, index, false).await?;
-        }
-        self.mark_synced().await?;
-        Stats::add(&self.stats.sync_rounds, 1);
-        Ok(Recovery::Recovered { adopted, sources })
-    }
-
-    /// Recovery's repair: a settle round (through this node's proposer, ending only once
-    /// this node's acceptor accepted) for every key one of `sources` holds at a higher
-    /// accepted ballot than this node, and for every key this node holds unsettled. Retried
-    /// until it completes.
-    async fn repair(&self, client: &Client, sources: &[usize]) {
-        let mut last_complaint = None::<Instant>;
-        loop {
-            let mut result = self.settle_own_fast_keys().await;
-            for &index in sources {
-                if result.is_err() {
-                    break;
-                }
-                result = self.settle_behind(client, index).await;
-            }
-            match result {
-                Ok(()) => return,
-                Err(e) => {
-                    if last_complaint.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
-                        log::warn!("node {}: not repaired yet: {e}", self.node);
-                        last_complaint = Some(Instant::now());
-                    }
-                    tokio::time::sleep(RECOVERY_RETRY).await;
-                }
-            }
-        }
-    }
-
-    /// Settles every key peer `index` holds at a higher classic ballot than this node.
-    async fn settle_behind(&self, client: &Client, index: usize) -> Result<()> {
-        let mut after = None;
-        loop {
-            let page = self.digest_page(client, index, after.clone()).await?;
-            after = page.entries.last().map(|e| e.key.clone());
-            let entries = page.entries;
-            let pull = Pull::HigherClassicAccept;
-            let behind = ask(&self.storage, FindBehind { entries, pull }).await?;
-            self.settle(behind).await?;
-            if !page.more || after.is_none() {
-                return Ok(());
-            }
-        }
-    }
-
-    /// After bootstrapping, a node votes only once a majority of the cluster (itself
-    /// included) has bootstrapped too. Voting earlier would let it keep promises from the
-    /// first requests, and the nodes still deciding would then no longer see a cluster where
-    /// every store is empty, nor enough recovered peers to learn from: stuck for good.
-    async fn wait_for_a_bootstrapped_majority(&self, client: &Client, peers: &[NodeId]) {
-        let quorum = Quorums::new(peers.len() + 1).classic();
-        loop {
-            let mut synced = 1;
-            for index in 0..peers.len() {
-                if let Ok(page) = client.sync_digest(index, None, 0).await {
-                    synced += usize::from(page.source.synced_once);
-                }
-            }
-            if synced >= quorum {
-                return;
-            }
-            tokio::time::sleep(RECOVERY_RETRY).await;
-        }
-    }
-
-    async fn mark_synced(&self) -> Result<()> {
-        ask(&self.storage, MarkSynced).await
     }
 
     /// A page of peer `index`'s digest after `after`, without the entries that fail

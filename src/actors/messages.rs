@@ -123,6 +123,8 @@ pub struct Submit {
 #[rtype(result = "()")]
 pub struct FromAcceptor {
     pub from: NodeId,
+    /// The epoch the acceptor answered at ([`Envelope::epoch`]).
+    pub epoch: u64,
     /// The proposer instance the reply is for ([`Envelope::proposer`]).
     pub proposer: u64,
     pub msg: PeerMessage,
@@ -137,6 +139,8 @@ pub struct FromAcceptor {
 #[rtype(result = "()")]
 pub struct FromProposer {
     pub from: NodeId,
+    /// The proposer's epoch ([`Envelope::epoch`]).
+    pub epoch: u64,
     /// The proposer instance to answer ([`Envelope::proposer`]).
     pub proposer: u64,
     pub msg: PeerMessage,
@@ -251,3 +255,31 @@ pub struct AdoptRecords {
 #[derive(Debug, actix::Message)]
 #[rtype(result = "Result<()>")]
 pub struct MarkSynced;
+
+/// The store's own metadata (identity, generation, membership; see `actors::membership`).
+/// Handled after every write queued before it is committed, so that a membership installed
+/// is durable only after every vote the node cast before it.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<MetaAnswer>")]
+pub enum Meta {
+    /// The store's identity.
+    StoreId,
+    /// Bump the generation; answers the new one.
+    BumpGeneration,
+    /// The installed membership.
+    LoadMembership,
+    /// Install a membership if newer; answers the installed epoch.
+    Install(crate::paxos::membership::Membership),
+    /// A peer's store reached a generation; answers the highest seen before.
+    SeeGeneration {
+        node: NodeId,
+        store: u64,
+        generation: u64,
+    },
+}
+
+#[derive(Debug)]
+pub enum MetaAnswer {
+    U64(u64),
+    Membership(Option<crate::paxos::membership::Membership>),
+}

@@ -38,6 +38,7 @@
 
 pub(crate) mod acceptor;
 pub(crate) mod anti_entropy;
+pub(crate) mod membership;
 pub mod messages;
 pub(crate) mod network;
 pub(crate) mod outbox;
@@ -62,6 +63,7 @@ pub struct Stats {
     pub records_adopted: AtomicU64,
     pub sync_rounds: AtomicU64,
     pub dropped_not_voting: AtomicU64,
+    pub stale_refused: AtomicU64,
     /// Acceptors started for a key while another acceptor of it was still alive: must stay 0
     /// (the supervisor's retirement handshake; counted by the acceptors themselves).
     pub duplicate_acceptors: AtomicU64,
@@ -88,6 +90,12 @@ impl Readiness {
 
     pub fn set_voting(&self) {
         self.voting.store(true, Ordering::Release);
+    }
+
+    /// Stops this node's acceptors from voting (its store turned out not to be the one its
+    /// membership records, see `actors::membership`).
+    pub fn clear_voting(&self) {
+        self.voting.store(false, Ordering::Release);
     }
 
     pub fn is_repaired(&self) -> bool {

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::FramedRead;
 
 use crate::actors::anti_entropy::SyncServer;
+use crate::actors::membership::MembershipView;
 use crate::actors::messages::Deliver;
 use crate::actors::outbox::PeerQueue;
 use crate::actors::router::Router;
@@ -42,7 +43,7 @@ const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Listens for connections and runs the peer writers.
 pub struct Network {
     listener: Option<std::net::TcpListener>,
-    queues: Vec<PeerQueue>,
+    queues: Option<mpsc::UnboundedReceiver<PeerQueue>>,
     shared: Arc<Shared>,
 }
 
@@ -55,22 +56,24 @@ struct Shared {
     config: Arc<Config>,
     stats: Arc<Stats>,
     connections: Arc<Semaphore>,
+    view: Arc<MembershipView>,
 }
 
 impl Network {
     pub fn new(
         listener: std::net::TcpListener,
-        queues: Vec<PeerQueue>,
+        queues: mpsc::UnboundedReceiver<PeerQueue>,
         deliver: Recipient<Deliver>,
         router: Router,
         sync: SyncServer,
         config: Arc<Config>,
         stats: Arc<Stats>,
+        view: Arc<MembershipView>,
     ) -> Network {
         let connections = Arc::new(Semaphore::new(config.limits.max_client_connections));
         Network {
             listener: Some(listener),
-            queues,
+            queues: Some(queues),
             shared: Arc::new(Shared {
                 deliver,
                 router,
@@ -78,6 +81,7 @@ impl Network {
                 config,
                 stats,
                 connections,
+                view,
             }),
         }
     }
@@ -93,9 +97,15 @@ impl Actor for Network {
             .expect("nonblocking listener");
         let listener = TcpListener::from_std(listener).expect("listener on the runtime");
         ctx.spawn(accept_loop(listener, self.shared.clone()).into_actor(self));
-        for queue in std::mem::take(&mut self.queues) {
-            ctx.spawn(peer_writer(queue).into_actor(self));
-        }
+        let mut queues = self.queues.take().expect("started once");
+        ctx.spawn(
+            async move {
+                while let Some(queue) = queues.recv().await {
+                    actix_rt::spawn(peer_writer(queue));
+                }
+            }
+            .into_actor(self),
+        );
     }
 }
 
@@ -149,6 +159,23 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) -> Result<(), 
         }
         let call = match frame {
             Frame::Peer(envelope) => {
+                // Only members speak Paxos; a removed node that comes back on its old data
+                // is refused here (and told by `Stale` once it asks with its old epoch).
+                let member = shared
+                    .view
+                    .get()
+                    .is_some_and(|m| m.member(envelope.from).is_some());
+                if !member {
+                    let count = Stats::add_get(&shared.stats.bad_frames, 1);
+                    if count.is_power_of_two() {
+                        log::warn!(
+                            "refused a Paxos frame from node {}, not a member of epoch {}                              ({count} refused so far)",
+                            envelope.from,
+                            shared.view.epoch()
+                        );
+                    }
+                    continue;
+                }
                 if shared.deliver.try_send(Deliver(envelope)).is_err() {
                     Stats::add(&shared.stats.peer_frames_dropped, 1);
                 }
@@ -189,6 +216,9 @@ async fn peer_writer(mut queue: PeerQueue) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     let mut last_warning: Option<Instant> = None;
     loop {
+        if queue.frames.is_closed() {
+            return; // the peer left the membership
+        }
         let mut stream = match TcpStream::connect(queue.addr).await {
             Ok(stream) => {
                 backoff = RECONNECT_BACKOFF_MIN;

@@ -42,7 +42,12 @@ pub struct Outbox {
 
 struct OutboxInner {
     me: NodeId,
-    peers: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
+    /// One queue per peer of the installed membership (and of the config before one is
+    /// installed), with its address; replaced when the membership changes.
+    peers: std::sync::RwLock<BTreeMap<NodeId, (String, mpsc::Sender<Bytes>)>>,
+    /// New peers' queues go to the network actor, which starts their writers.
+    new_queues: mpsc::UnboundedSender<PeerQueue>,
+    queue_capacity: usize,
     local: Recipient<Deliver>,
     stats: Arc<Stats>,
     #[cfg(feature = "testing")]
@@ -71,21 +76,13 @@ impl Outbox {
         config: &Config,
         local: Recipient<Deliver>,
         stats: Arc<Stats>,
-    ) -> (Outbox, Vec<PeerQueue>) {
-        let mut peers = BTreeMap::new();
-        let mut queues = Vec::new();
-        for node in config.node_ids().into_iter().filter(|n| *n != me) {
-            let (tx, rx) = mpsc::channel(config.limits.peer_queue_capacity);
-            peers.insert(node, tx);
-            queues.push(PeerQueue {
-                node,
-                addr: config.addr_of(node).expect("a configured node"),
-                frames: rx,
-            });
-        }
+    ) -> (Outbox, mpsc::UnboundedReceiver<PeerQueue>) {
+        let (new_queues, queues) = mpsc::unbounded_channel();
         let inner = OutboxInner {
             me,
-            peers,
+            peers: Default::default(),
+            new_queues,
+            queue_capacity: config.limits.peer_queue_capacity,
             local,
             stats,
             #[cfg(feature = "testing")]
@@ -99,6 +96,37 @@ impl Outbox {
             },
             queues,
         )
+    }
+
+    /// Makes the peers those of `members` (`(id, addr)`): a queue and a writer for each new one
+    /// (or one whose address changed); a peer no longer listed loses its queue, and its
+    /// writer stops.
+    pub fn set_peer_addrs(&self, members: &[(NodeId, String)]) {
+        let mut peers = self.inner.peers.write().expect("peers lock");
+        peers.retain(|id, (addr, _)| members.iter().any(|(m, a)| m == id && a == addr));
+        for (id, addr) in members {
+            if *id == self.inner.me || peers.contains_key(id) {
+                continue;
+            }
+            let Ok(parsed) = addr.parse() else {
+                log::warn!("node {id}'s address {addr} does not parse; no link to it");
+                continue;
+            };
+            let (tx, rx) = mpsc::channel(self.inner.queue_capacity);
+            peers.insert(*id, (addr.clone(), tx));
+            let _ = self.inner.new_queues.send(PeerQueue {
+                node: *id,
+                addr: parsed,
+                frames: rx,
+            });
+        }
+    }
+
+    /// [`Outbox::set_peer_addrs`] for the members of `m`.
+    pub fn set_peers(&self, m: &crate::paxos::membership::Membership) {
+        let members: Vec<(NodeId, String)> =
+            m.members.iter().map(|x| (x.id, x.addr.clone())).collect();
+        self.set_peer_addrs(&members);
     }
 
     /// Replaces the faults injected on this node's outgoing messages (test builds only).
@@ -134,11 +162,13 @@ impl Outbox {
                 .cut
     }
 
-    /// Sends `msg` about `key` to node `to`, from or for proposer instance `proposer`.
-    pub fn send(&self, to: NodeId, key: &[u8], proposer: u64, msg: PeerMessage) {
+    /// Sends `msg` about `key` to node `to`, from or for proposer instance `proposer`, at
+    /// membership epoch `epoch`.
+    pub fn send(&self, to: NodeId, key: &[u8], proposer: u64, epoch: u64, msg: PeerMessage) {
         let envelope = Envelope {
             from: self.inner.me,
             proposer,
+            epoch,
             key: key.to_vec(),
             body: msg,
         };
@@ -150,24 +180,34 @@ impl Outbox {
         }
     }
 
-    /// Sends `msg` about `key` from proposer instance `proposer` to every node, this one
-    /// included; encodes it once.
-    pub fn broadcast(&self, key: &[u8], proposer: u64, msg: PeerMessage) {
+    /// Sends `msg` about `key` from proposer instance `proposer`, at epoch `epoch`, to every
+    /// node of `to` (this one included if listed); encodes it once.
+    pub fn broadcast(
+        &self,
+        to: &[NodeId],
+        key: &[u8],
+        proposer: u64,
+        epoch: u64,
+        msg: PeerMessage,
+    ) {
         let envelope = Envelope {
             from: self.inner.me,
             proposer,
+            epoch,
             key: key.to_vec(),
             body: msg,
         };
         let frame = Frame::Peer(envelope);
         let bytes = frame::encode(&frame);
-        for &node in self.inner.peers.keys() {
+        for &node in to.iter().filter(|n| **n != self.inner.me) {
             self.dispatch(node, Outgoing::Remote(bytes.clone()));
         }
-        let Frame::Peer(envelope) = frame else {
-            unreachable!()
-        };
-        self.dispatch(self.inner.me, Outgoing::Local(envelope));
+        if to.contains(&self.inner.me) {
+            let Frame::Peer(envelope) = frame else {
+                unreachable!()
+            };
+            self.dispatch(self.inner.me, Outgoing::Local(envelope));
+        }
     }
 
     /// Applies the fault plan, if any, then delivers.
@@ -217,13 +257,15 @@ impl Outbox {
     fn deliver(&self, to: NodeId, msg: Outgoing) {
         let delivered = match msg {
             Outgoing::Local(envelope) => self.inner.local.try_send(Deliver(envelope)).is_ok(),
-            Outgoing::Remote(frame) => match self.inner.peers.get(&to) {
-                Some(queue) => queue.try_send(frame).is_ok(),
-                None => {
-                    log::warn!("no peer {to} in the config; message dropped");
-                    false
+            Outgoing::Remote(frame) => {
+                match self.inner.peers.read().expect("peers lock").get(&to) {
+                    Some((_, queue)) => queue.try_send(frame).is_ok(),
+                    None => {
+                        log::debug!("no peer {to} in the membership; message dropped");
+                        false
+                    }
                 }
-            },
+            }
         };
         if !delivered {
             Stats::add(&self.inner.stats.peer_frames_dropped, 1);

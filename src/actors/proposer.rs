@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use crate::actors::membership::Members;
 #[cfg(feature = "testing")]
 use crate::actors::messages::Crash;
 use crate::actors::messages::{ActorStopped, FromAcceptor, ReplyTo, Retire, Role, Submit};
@@ -39,6 +40,7 @@ pub struct ProposerActor {
     /// The armed timer: when it fires, and its handle.
     timer: Option<(Instant, SpawnHandle)>,
     mailbox_capacity: usize,
+    members: Members,
     crashed: bool,
 }
 
@@ -53,6 +55,7 @@ impl ProposerActor {
         stats: Arc<Stats>,
         tick: Duration,
         mailbox_capacity: usize,
+        members: Members,
     ) -> ProposerActor {
         ProposerActor {
             key,
@@ -66,12 +69,29 @@ impl ProposerActor {
             tick,
             timer: None,
             mailbox_capacity,
+            members,
             crashed: false,
+        }
+    }
+
+    /// Follows the node's membership: a newer epoch reconfigures the core before it steps.
+    fn follow_membership(&mut self) {
+        if self.members.view.epoch() == self.core.config().epoch {
+            return;
+        }
+        if let Some(m) = self.members.view.get() {
+            let voters = m.voters();
+            if !voters.is_empty() {
+                let joining = m.joining_voters();
+                self.core
+                    .reconfigure(Instant::now(), voters, joining, m.epoch, m.fast_allowed());
+            }
         }
     }
 
     /// Runs one step of the core, then its effects; a panic in the core is a crash.
     fn step(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut Proposer, &mut Vec<Effect>)) {
+        self.follow_membership();
         let mut out = Vec::new();
         let core = &mut self.core;
         if let Err(panic) = guarded(|| f(core, &mut out)) {
@@ -88,8 +108,15 @@ impl ProposerActor {
     fn carry_out(&mut self, ctx: &mut Context<Self>, out: Vec<Effect>) {
         for effect in out {
             match effect {
-                Effect::Broadcast(msg) => self.outbox.broadcast(&self.key, self.core.id(), msg),
-                Effect::Send(to, msg) => self.outbox.send(to, &self.key, self.core.id(), msg),
+                Effect::Broadcast(msg) => {
+                    let cfg = self.core.config();
+                    self.outbox
+                        .broadcast(&cfg.nodes, &self.key, self.core.id(), cfg.epoch, msg)
+                }
+                Effect::Send(to, msg) => {
+                    let epoch = self.core.config().epoch;
+                    self.outbox.send(to, &self.key, self.core.id(), epoch, msg)
+                }
                 Effect::Reply(token, result) => {
                     if let Some(waiter) = self.waiting.remove(&token) {
                         let _ = waiter.send(result);
@@ -177,6 +204,14 @@ impl Handler<FromAcceptor> for ProposerActor {
     type Result = ();
 
     fn handle(&mut self, msg: FromAcceptor, ctx: &mut Context<Self>) {
+        if let crate::messages::PeerMessage::Stale { epoch } = msg.msg {
+            self.members.fetch_from(msg.from, epoch);
+            return;
+        }
+        self.follow_membership();
+        if msg.epoch != self.core.config().epoch {
+            return; // an answer of another epoch counts for nothing
+        }
         self.step(ctx, |core, out| {
             core.on_message(Instant::now(), msg.from, msg.proposer, msg.msg, out)
         });

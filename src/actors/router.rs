@@ -9,12 +9,14 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use crate::actors::membership::Members;
 use crate::actors::messages::{ClientCommand, GetStatus};
 use crate::actors::outbox::Outbox;
 use crate::actors::supervisor::NodeSupervisor;
 use crate::config::Config;
 use crate::error::Error;
 use crate::messages::{ClientRequest, ClientResponse, Reply, RequestBody};
+use crate::paxos::membership::RESERVED_PREFIX;
 use crate::paxos::types::{NodeId, WriteIdMint};
 
 /// Serves client requests. Cheap to clone.
@@ -32,6 +34,10 @@ struct Shared {
     config: Arc<Config>,
     /// Write ids for client writes that came without one.
     write_ids: WriteIdMint,
+    members: Members,
+    /// One membership change driven by this node at a time (the register serializes changes
+    /// across nodes; this keeps one node from running two drivers of the same one).
+    driving: tokio::sync::Mutex<()>,
 }
 
 impl Router {
@@ -40,6 +46,7 @@ impl Router {
         supervisor: Addr<NodeSupervisor>,
         #[cfg_attr(not(feature = "testing"), allow(unused_variables))] outbox: Outbox,
         config: Arc<Config>,
+        members: Members,
     ) -> Router {
         Router {
             inner: Arc::new(Shared {
@@ -49,6 +56,8 @@ impl Router {
                 outbox,
                 config,
                 write_ids: WriteIdMint::new(rand::random()),
+                members,
+                driving: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -66,6 +75,15 @@ impl Router {
                         .into(),
                 ))
             }
+            RequestBody::Members => Ok(Reply::Members(
+                shared.members.view.info(shared.members.is_voting()),
+            )),
+            RequestBody::MemberChange(change) => match shared.driving.try_lock() {
+                Err(_) => Err(Error::Busy(
+                    "this node is already driving a membership change".into(),
+                )),
+                Ok(_guard) => shared.members.drive(change).await.map(Reply::MemberChanged),
+            },
             RequestBody::Status => match shared.supervisor.send(GetStatus).await {
                 Ok(status) => Ok(Reply::Status(status)),
                 Err(e) => Err(Error::Unavailable(e.to_string())),
@@ -141,6 +159,11 @@ pub fn check_request(key: &[u8], value_len: usize, config: &Config) -> Result<()
     let limits = &config.limits;
     if key.is_empty() {
         return Err(Error::BadRequest("the key is empty".into()));
+    }
+    if key.starts_with(RESERVED_PREFIX) {
+        return Err(Error::BadRequest(
+            "keys starting with \\0paxkv/ are the cluster's own (its membership)".into(),
+        ));
     }
     if key.len() > limits.max_key_bytes {
         return Err(Error::BadRequest(format!(

@@ -14,8 +14,8 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::actors::messages::{
-    AdoptRecords, DigestScan, FetchRecords, FindBehind, Load, MarkSynced, Persist, ReplyTo,
-    ScanDigest, ScanUnsettled,
+    AdoptRecords, DigestScan, FetchRecords, FindBehind, Load, MarkSynced, Meta, MetaAnswer,
+    Persist, ReplyTo, ScanDigest, ScanUnsettled,
 };
 use crate::actors::Stats;
 use crate::error::{Error, Result};
@@ -278,6 +278,26 @@ impl Handler<AdoptRecords> for StorageActor {
         Stats::add(&self.stats.commits, 1);
         Stats::add(&self.stats.records_written, changed);
         Ok(changed)
+    }
+}
+
+impl Handler<Meta> for StorageActor {
+    type Result = Result<MetaAnswer>;
+
+    fn handle(&mut self, msg: Meta, _: &mut Context<Self>) -> Self::Result {
+        // Everything queued before is committed first (the membership barrier relies on it).
+        self.flush();
+        Ok(match msg {
+            Meta::StoreId => MetaAnswer::U64(self.store.store_id()?),
+            Meta::BumpGeneration => MetaAnswer::U64(self.store.bump_generation()?),
+            Meta::LoadMembership => MetaAnswer::Membership(self.store.membership()?),
+            Meta::Install(m) => MetaAnswer::U64(self.store.install_membership(&m)?),
+            Meta::SeeGeneration {
+                node,
+                store,
+                generation,
+            } => MetaAnswer::U64(self.store.see_generation(node, store, generation)?),
+        })
     }
 }
 

@@ -28,7 +28,10 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rustc_hash::FxHashMap;
 
+use tokio::sync::mpsc;
+
 use crate::actors::acceptor::AcceptorActor;
+use crate::actors::membership::{Members, MembershipView};
 use crate::actors::messages::{
     ActorStopped, Adopt, AdoptRecord, AdoptRecords, ClientCommand, Deliver, FromAcceptor,
     FromProposer, GetStatus, Retire, Role, SettleKey, Submit,
@@ -61,6 +64,7 @@ pub struct NodeSupervisor {
     storage: Addr<StorageActor>,
     stats: Arc<Stats>,
     readiness: Arc<Readiness>,
+    members: Members,
     /// Keys are hashed with FxHash: routing looks a key up for every Paxos message.
     keys: FxHashMap<Key, KeyActors>,
     /// Keys retired whose actors have not all stopped yet: no new actor starts for them.
@@ -84,13 +88,37 @@ impl NodeSupervisor {
         storage: Addr<StorageActor>,
         stats: Arc<Stats>,
         readiness: Arc<Readiness>,
-    ) -> (Addr<NodeSupervisor>, Outbox, Vec<PeerQueue>) {
-        let mut queues = Vec::new();
-        let mut outbox_out = None;
+        view: Arc<MembershipView>,
+    ) -> (
+        Addr<NodeSupervisor>,
+        Outbox,
+        mpsc::UnboundedReceiver<PeerQueue>,
+        Members,
+    ) {
+        let mut out = None;
         let addr = NodeSupervisor::create(|ctx| {
-            let (outbox, q) = Outbox::new(node, &config, ctx.address().recipient(), stats.clone());
-            queues = q;
-            outbox_out = Some(outbox.clone());
+            let (outbox, queues) =
+                Outbox::new(node, &config, ctx.address().recipient(), stats.clone());
+            match view.get() {
+                Some(m) => outbox.set_peers(&m),
+                None => outbox.set_peer_addrs(
+                    &config
+                        .nodes
+                        .iter()
+                        .map(|n| (n.id, n.addr.clone()))
+                        .collect::<Vec<_>>(),
+                ),
+            }
+            let members = Members::new(
+                view,
+                storage.clone(),
+                outbox.clone(),
+                readiness.clone(),
+                stats.clone(),
+                config.clone(),
+            )
+            .with_supervisor(ctx.address());
+            out = Some((outbox.clone(), queues, members.clone()));
             NodeSupervisor {
                 node,
                 config,
@@ -98,13 +126,15 @@ impl NodeSupervisor {
                 storage,
                 stats,
                 readiness,
+                members,
                 keys: FxHashMap::default(),
                 retiring: FxHashMap::default(),
                 incarnations: 0,
                 seed: rand::random(),
             }
         });
-        (addr, outbox_out.expect("created"), queues)
+        let (outbox, queues, members) = out.expect("created");
+        (addr, outbox, queues, members)
     }
 
     /// The key's entry, creating it if the live-key limit allows and the key is not still
@@ -149,6 +179,7 @@ impl NodeSupervisor {
             self.outbox.clone(),
             ctx.address().recipient(),
             self.stats.clone(),
+            self.members.clone(),
         );
         let addr = actor.start();
         let entry = self.keys.get_mut(key).expect("entry() created it");
@@ -173,6 +204,7 @@ impl NodeSupervisor {
             self.stats.clone(),
             Duration::from_millis(self.config.paxos.tick_ms),
             self.config.limits.max_queued_per_key,
+            self.members.clone(),
         );
         let addr = actor.start();
         let entry = self.keys.get_mut(key).expect("entry() created it");
@@ -182,16 +214,31 @@ impl NodeSupervisor {
 
     fn new_proposer_core(&self, key: &[u8], incarnation: u64) -> Proposer {
         let p = &self.config.paxos;
+        // Before a membership is installed (a joining node) the proposer has the config's
+        // nodes at epoch 0, which every acceptor refuses: it serves nothing until then.
+        let (nodes, joining, epoch, fast) = match self.members.view.get() {
+            Some(m) if !m.voters().is_empty() => {
+                (m.voters(), m.joining_voters(), m.epoch, m.fast_allowed())
+            }
+            _ => (self.config.node_ids(), vec![], 0, false),
+        };
+        let nodes = if nodes.is_empty() {
+            vec![self.node]
+        } else {
+            nodes
+        };
         let cfg = ProposerConfig {
             node: self.node,
-            nodes: self.config.node_ids(),
+            nodes,
+            joining,
+            epoch,
             phase_timeout: Duration::from_millis(p.phase_timeout_ms),
             read_grace: Duration::from_millis(p.read_grace_ms),
             backoff_min: Duration::from_millis(p.backoff_min_ms),
             backoff_max: Duration::from_millis(p.backoff_max_ms),
             max_batch: p.max_batch,
             max_queue: self.config.limits.max_queued_per_key,
-            fast_path: p.fast_path,
+            fast_path: p.fast_path && fast,
             settle_fast_writes: p.settle_fast_writes,
         };
         Proposer::new(
@@ -259,6 +306,7 @@ impl Handler<Deliver> for NodeSupervisor {
         let Envelope {
             from,
             proposer: instance,
+            epoch,
             key,
             body,
         } = envelope;
@@ -274,6 +322,7 @@ impl Handler<Deliver> for NodeSupervisor {
             };
             let msg = FromProposer {
                 from,
+                epoch,
                 proposer: instance,
                 msg: body,
             };
@@ -286,6 +335,7 @@ impl Handler<Deliver> for NodeSupervisor {
                 entry.last_used = Instant::now();
                 let msg = FromAcceptor {
                     from,
+                    epoch,
                     proposer: instance,
                     msg: body,
                 };
@@ -530,6 +580,8 @@ impl Handler<GetStatus> for NodeSupervisor {
             dropped_not_voting: Stats::get(&s.dropped_not_voting),
             duplicate_acceptors: Stats::get(&s.duplicate_acceptors),
             keys_settled: Stats::get(&s.keys_settled),
+            epoch: self.members.view.epoch(),
+            stale_refused: Stats::get(&s.stale_refused),
         })
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use paxkv::client::{Client, ClientOptions};
 use paxkv::config::Config;
-use paxkv::node::NodeHandle;
+use paxkv::node::{NodeHandle, NodeOptions};
 use paxkv::paxos::types::NodeId;
 use tokio::process::Command;
 use tokio::signal::unix::{signal, SignalKind};
@@ -24,7 +24,13 @@ const HEALTHY_RUN: Duration = Duration::from_secs(30);
 /// After SIGTERM, how long a node has to exit before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-pub fn run_node(config_path: &Path, id: NodeId, data_dir: Option<PathBuf>) -> i32 {
+pub fn run_node(
+    config_path: &Path,
+    id: NodeId,
+    data_dir: Option<PathBuf>,
+    addr: Option<std::net::SocketAddr>,
+    join: Vec<std::net::SocketAddr>,
+) -> i32 {
     let config = match Config::load(config_path).and_then(|c| c.check_runnable().map(|()| c)) {
         Ok(config) => config,
         Err(e) => {
@@ -33,7 +39,8 @@ pub fn run_node(config_path: &Path, id: NodeId, data_dir: Option<PathBuf>) -> i3
         }
     };
     let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(format!("data/node-{id}")));
-    match NodeHandle::start(Arc::new(config), id, &data_dir, None) {
+    let options = NodeOptions { addr, join };
+    match NodeHandle::start_with(Arc::new(config), id, &data_dir, None, options) {
         Ok(node) => {
             eprintln!(
                 "paxkv node {id} listening on {} (data in {})",

@@ -4,6 +4,7 @@
 mod bench;
 mod cluster;
 mod load;
+mod member;
 
 use std::ffi::OsString;
 use std::io::{Read as _, Write as _};
@@ -60,14 +61,24 @@ enum Command {
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
     },
-    /// Run one node of the config.
+    /// Run one node: one of the config's, or (with --addr) a new one that joins the cluster
+    /// the config lists once `paxkv member add` admits it.
     Node {
         #[arg(long)]
         id: u32,
+        /// Listen here (required for a node the config does not list).
+        #[arg(long)]
+        addr: Option<SocketAddr>,
         /// Where this node keeps its data.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Learn the membership from these nodes (default: the config's nodes).
+        #[arg(long, value_delimiter = ',')]
+        join: Vec<SocketAddr>,
     },
+    /// The cluster's membership: list it, add a node, remove one.
+    #[command(subcommand)]
+    Member(member::MemberCommand),
     /// Set KEY to VALUE (`-`: read the value from standard input, byte for byte).
     Put {
         /// The key's bytes as given.
@@ -139,7 +150,12 @@ pub fn main() -> i32 {
     logger.init();
     match cli.command {
         Command::Cluster { ref data_dir } => cluster::run_cluster(&cli.config, data_dir),
-        Command::Node { id, ref data_dir } => cluster::run_node(&cli.config, id, data_dir.clone()),
+        Command::Node {
+            id,
+            addr,
+            ref data_dir,
+            ref join,
+        } => cluster::run_node(&cli.config, id, data_dir.clone(), addr, join.clone()),
         _ => run_client_command(cli),
     }
 }
@@ -171,6 +187,7 @@ fn run_client_command(cli: Cli) -> i32 {
     runtime.block_on(async move {
         match cli.command {
             Command::Put { key, value } => {
+                let client = member::current(client).await;
                 let key = key.into_vec();
                 let value = match value_bytes(value) {
                     Ok(value) => value,
@@ -180,10 +197,12 @@ fn run_client_command(cli: Cli) -> i32 {
                 report(&key, r, json)
             }
             Command::Get { key } => {
+                let client = member::current(client).await;
                 let key = key.into_vec();
                 report(&key, client.get(&key).await, json)
             }
             Command::Delete { key } => {
+                let client = member::current(client).await;
                 let key = key.into_vec();
                 report(&key, client.delete(&key).await, json)
             }
@@ -192,6 +211,7 @@ fn run_client_command(cli: Cli) -> i32 {
                 value,
                 expect_version,
             } => {
+                let client = member::current(client).await;
                 let key = key.into_vec();
                 let value = match value_bytes(value) {
                     Ok(value) => value,
@@ -206,6 +226,7 @@ fn run_client_command(cli: Cli) -> i32 {
                 bench::run(clients, args, json).await
             }
             Command::Status => status(client, json).await,
+            Command::Member(command) => member::run(client, command, json).await,
             Command::Cluster { .. } | Command::Node { .. } => unreachable!(),
         }
     })

@@ -7,6 +7,7 @@
 //! restart.
 
 pub mod acceptor;
+pub mod membership;
 pub mod proposer;
 pub mod quorum;
 pub mod record;

@@ -83,8 +83,15 @@ pub type Token = u64;
 #[derive(Debug, Clone)]
 pub struct ProposerConfig {
     pub node: NodeId,
-    /// Every acceptor of the cluster, this node's included.
+    /// The acceptors that count at `epoch` (the membership's voters; this node need not be
+    /// one). Replies from any other node are ignored.
     pub nodes: Vec<NodeId>,
+    /// The membership epoch these acceptors are of (see `paxos::membership`); the actor
+    /// stamps it on every request.
+    pub epoch: u64,
+    /// Acceptors a settle must reach besides a quorum: a node joining the voters (a rescan
+    /// leaves every key's state on it, see `paxos::membership`).
+    pub joining: Vec<NodeId>,
     /// A phase without a majority of answers after this long is retried.
     pub phase_timeout: Duration,
     /// How long a quick read waits for more answers once a majority answered but disagreed.
@@ -231,10 +238,7 @@ impl Proposer {
             (1..=RECENT_WRITES).contains(&cfg.max_batch),
             "max_batch must be within 1..={RECENT_WRITES}"
         );
-        assert!(
-            cfg.nodes.contains(&cfg.node),
-            "the proposer's node is not a member"
-        );
+        assert!(!cfg.nodes.is_empty(), "a proposer needs acceptors");
         Proposer {
             id: rng.random(),
             backoff: cfg.backoff_min,
@@ -255,6 +259,28 @@ impl Proposer {
 
     pub fn config(&self) -> &ProposerConfig {
         &self.cfg
+    }
+
+    /// The membership changed (see `paxos::membership`): from now on count `nodes` at
+    /// `epoch`, and try the fast ballot only if `fast` (and the config allows it). The round
+    /// in flight is given up and retried at the new epoch, and the cached promise dropped
+    /// (it was counted against the old acceptors).
+    pub fn reconfigure(
+        &mut self,
+        now: Instant,
+        nodes: Vec<NodeId>,
+        joining: Vec<NodeId>,
+        epoch: u64,
+        fast: bool,
+    ) {
+        assert!(!nodes.is_empty(), "a proposer needs acceptors");
+        self.abandon_round(now);
+        self.cfg.nodes = nodes;
+        self.cfg.joining = joining;
+        self.cfg.epoch = epoch;
+        if !fast {
+            self.fast_allowed = false;
+        }
     }
 
     /// This instance's id (see [`crate::messages::Envelope::proposer`]).
@@ -359,7 +385,7 @@ impl Proposer {
         msg: PeerMessage,
         out: &mut Vec<Effect>,
     ) {
-        if to != self.id {
+        if to != self.id || !self.cfg.nodes.contains(&from) {
             return;
         }
         match msg {
@@ -381,6 +407,8 @@ impl Proposer {
             }
             PeerMessage::Reject { ballot, seen } => self.on_reject(now, from, ballot, seen, out),
             PeerMessage::Failed { ballot, reason } => self.on_failed(now, from, ballot, reason),
+            // The actor fetches the newer membership; the round retries once it reconfigures.
+            PeerMessage::Stale { .. } => {}
             request => panic!("a proposer received a request: {request:?}"),
         }
     }
@@ -778,9 +806,14 @@ impl Proposer {
         }
         acks.entry(from).or_insert(promised);
         let needed = self.cfg.quorums().for_ballot(ballot == Ballot::FAST);
-        // A settle also puts the state on this node's own acceptor (recovery's repair counts
-        // on it): it ends only once that acceptor accepted too.
-        let here = !self.batch.iter().any(|p| p.settle) || acks.contains_key(&self.cfg.node);
+        // A settle also puts the state on this node's own acceptor (if it votes) and on a
+        // joining one (a rescan counts on it): it ends only once those accepted too.
+        let cfg = &self.cfg;
+        let here = !self.batch.iter().any(|p| p.settle)
+            || std::iter::once(&cfg.node)
+                .chain(cfg.joining.iter())
+                .filter(|n| cfg.nodes.contains(n))
+                .all(|n| acks.contains_key(n));
         if acks.len() < needed || !here {
             if ballot == Ballot::FAST && acks.len() >= quorum && settle_by.is_none() {
                 *settle_by = Some(now + read_grace);

@@ -12,6 +12,8 @@ const NODES: [NodeId; 5] = [1, 2, 3, 4, 5];
 
 fn config(node: NodeId) -> ProposerConfig {
     ProposerConfig {
+        epoch: 1,
+        joining: vec![],
         node,
         nodes: NODES.to_vec(),
         phase_timeout: Duration::from_millis(100),
@@ -432,6 +434,7 @@ fn a_quick_read_answers_in_one_round_trip_and_repairs_a_stale_acceptor() {
 
 fn fast_proposer(node: NodeId) -> Proposer {
     let cfg = ProposerConfig {
+        epoch: 1,
         fast_path: true,
         ..config(node)
     };
@@ -609,6 +612,7 @@ fn replies_to_an_earlier_proposer_instance_are_never_counted_by_its_successor() 
     // the successor (another seed, another id) tries the fast ballot for another write
     let mut new = Proposer::new(
         ProposerConfig {
+            epoch: 1,
             fast_path: true,
             ..config(1)
         },

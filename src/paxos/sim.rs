@@ -125,6 +125,8 @@ struct Sim {
 
 fn proposer_config(node: NodeId) -> ProposerConfig {
     ProposerConfig {
+        epoch: 1,
+        joining: vec![],
         node,
         nodes: NODES.to_vec(),
         phase_timeout: Duration::from_millis(40),

@@ -32,6 +32,7 @@ use heed::types::{Bytes, U64};
 use heed::{Database, Env, EnvFlags, EnvOpenOptions};
 
 use crate::error::{Error, Result};
+use crate::paxos::membership::Membership;
 use crate::paxos::record::AcceptorRecord;
 use crate::paxos::types::{Key, NodeId};
 
@@ -54,6 +55,15 @@ mod meta_key {
     pub const NODE_ID: &[u8] = b"node_id";
     /// Present once this store completed a recovery from a majority (or a bootstrap).
     pub const SYNCED: &[u8] = b"synced";
+    /// The store's identity: a random u64, drawn when the store was created.
+    pub const STORE_ID: &[u8] = b"store_id";
+    /// The store's generation: bumped at every start of the node.
+    pub const GENERATION: &[u8] = b"generation";
+    /// The installed membership (postcard).
+    pub const MEMBERSHIP: &[u8] = b"membership";
+    /// `peer_generation/<node id, big-endian>`: the highest generation of that node's store
+    /// that this node has seen, and the store it was of (two big-endian u64).
+    pub const PEER_GENERATION: &[u8] = b"peer_generation/";
 }
 
 const CRC_BYTES: usize = 4;
@@ -96,6 +106,11 @@ impl Store {
         let acceptors = env.create_database(&mut wtxn, Some(db_name::ACCEPTORS))?;
         let log = env.create_database(&mut wtxn, Some(db_name::LOG))?;
         let meta: Database<Bytes, Bytes> = env.create_database(&mut wtxn, Some(db_name::META))?;
+        if meta.get(&wtxn, meta_key::STORE_ID)?.is_none() {
+            // A new store: its identity, never zero (0 means "not recorded" in a membership).
+            let id: u64 = rand::random::<u64>().max(1);
+            meta.put(&mut wtxn, meta_key::STORE_ID, &id.to_be_bytes())?;
+        }
         match meta.get(&wtxn, meta_key::NODE_ID)? {
             None => meta.put(&mut wtxn, meta_key::NODE_ID, &node.to_be_bytes())?,
             Some(found) if found == node.to_be_bytes() => {}
@@ -315,6 +330,87 @@ impl Store {
     pub fn synced_once(&self) -> Result<bool> {
         let rtxn = self.env.read_txn()?;
         Ok(self.meta.get(&rtxn, meta_key::SYNCED)?.is_some())
+    }
+
+    /// This store's identity (see `paxos::membership`).
+    pub fn store_id(&self) -> Result<u64> {
+        let rtxn = self.env.read_txn()?;
+        Ok(self.meta_u64(&rtxn, meta_key::STORE_ID)?.unwrap_or(0))
+    }
+
+    /// Bumps the store's generation (durably) and returns the new one.
+    pub fn bump_generation(&self) -> Result<u64> {
+        let mut wtxn = self.env.write_txn()?;
+        let next = self.meta_u64(&wtxn, meta_key::GENERATION)?.unwrap_or(0) + 1;
+        self.meta
+            .put(&mut wtxn, meta_key::GENERATION, &next.to_be_bytes())?;
+        wtxn.commit()?;
+        Ok(next)
+    }
+
+    fn meta_u64(&self, txn: &heed::RoTxn, key: &[u8]) -> Result<Option<u64>> {
+        match self.meta.get(txn, key)? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(u64::from_be_bytes(bytes.try_into().map_err(
+                |_| Error::Storage(format!("meta {}: not a u64", String::from_utf8_lossy(key))),
+            )?))),
+        }
+    }
+
+    /// The installed membership, if any.
+    pub fn membership(&self) -> Result<Option<Membership>> {
+        let rtxn = self.env.read_txn()?;
+        match self.meta.get(&rtxn, meta_key::MEMBERSHIP)? {
+            None => Ok(None),
+            Some(bytes) => {
+                let m: Membership = postcard::from_bytes(bytes)
+                    .map_err(|e| Error::Storage(format!("the stored membership: {e}")))?;
+                m.check()
+                    .map_err(|e| Error::Storage(format!("the stored membership: {e}")))?;
+                Ok(Some(m))
+            }
+        }
+    }
+
+    /// Installs `membership` (durably) if it is newer than the installed one; returns the
+    /// epoch installed afterwards.
+    pub fn install_membership(&self, membership: &Membership) -> Result<u64> {
+        let mut wtxn = self.env.write_txn()?;
+        let current = match self.meta.get(&wtxn, meta_key::MEMBERSHIP)? {
+            Some(bytes) => postcard::from_bytes::<Membership>(bytes)
+                .map(|m| m.epoch)
+                .unwrap_or(0),
+            None => 0,
+        };
+        if membership.epoch <= current {
+            return Ok(current);
+        }
+        let bytes = postcard::to_allocvec(membership)
+            .map_err(|e| Error::Storage(format!("encoding a membership: {e}")))?;
+        self.meta.put(&mut wtxn, meta_key::MEMBERSHIP, &bytes)?;
+        wtxn.commit()?;
+        Ok(membership.epoch)
+    }
+
+    /// Records that `node`'s store `store` reached `generation`; returns the highest
+    /// generation of that store seen before (0: none, or another store).
+    pub fn see_generation(&self, node: NodeId, store: u64, generation: u64) -> Result<u64> {
+        let mut key = meta_key::PEER_GENERATION.to_vec();
+        key.extend_from_slice(&node.to_be_bytes());
+        let mut wtxn = self.env.write_txn()?;
+        let seen = match self.meta.get(&wtxn, &key)? {
+            Some(b) if b.len() == 16 && b[..8] == store.to_be_bytes() => {
+                u64::from_be_bytes(b[8..].try_into().expect("8 bytes"))
+            }
+            _ => 0,
+        };
+        if generation > seen {
+            let mut value = store.to_be_bytes().to_vec();
+            value.extend_from_slice(&generation.to_be_bytes());
+            self.meta.put(&mut wtxn, &key, &value)?;
+            wtxn.commit()?;
+        }
+        Ok(seen)
     }
 
     pub fn mark_synced(&self) -> Result<()> {

@@ -1,0 +1,846 @@
+//! The membership at run time: the node's installed [`Membership`] ([`MembershipView`]), the
+//! node's start (identity and generation checks before it votes), installing a newer
+//! membership, and the driver of a change (`paxkv member add|remove`). What a membership
+//! means and why the change procedure is safe is argued in `paxos::membership`.
+//!
+//! **Installing.** A node installs a membership only if it is newer than its own, and only
+//! one that was chosen in the membership register (the driver sends what its compare-and-set
+//! wrote; a peer answering `SyncRequest::Membership` sends what it installed). The view's
+//! epoch is raised *before* the install is queued to storage, and storage commits everything
+//! queued before it first ([`Meta`]): every acceptor step that saw the old epoch has its
+//! write committed before the install, every later step refuses the old epoch. The install is
+//! answered only once durable. That is the barrier of the change procedure.
+//!
+//! **A node's start.** The node votes only once its installed membership lists it as a voter
+//! *with its own store* ([`Member::store`]): a wiped store (new identity) or a foreign one
+//! never votes; the log says to remove and re-add the node. A bootstrap membership records no
+//! stores (0); each node then records its own through the register before it votes.
+//!
+//! **Rolled-back stores (older copies).** At every start the node bumps its store's
+//! generation (durably) and says `Hello` to every member; each persists the highest
+//! generation it has seen of that store and answers the one it had seen before. A node whose
+//! new generation is not above what a peer had seen runs on an older copy of its directory:
+//! it stops voting and says so. It votes once `q - 1` peers (a majority with itself) answered
+//! without objection, so an intact restart votes at once even with two of five nodes down.
+//! **What this cannot catch**, and no scheme that lets a restart vote with `q - 1` answers
+//! can: a copy restored after a run whose Hello reached only peers that are down at the
+//! restored start (the `q - 1` peers that acknowledged that run and the `q - 1` that answer
+//! now may be disjoint when `2(q - 1) <= n - 1`, as with 5 nodes). Named assumption: a
+//! data directory is not restored from a copy while the peers that saw its later runs are
+//! down; operators restore through `member remove` and `member add` (as with etcd).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::actors::messages::{ClientCommand, Meta, MetaAnswer, SettleKey};
+use crate::actors::outbox::Outbox;
+use crate::actors::storage::StorageActor;
+use crate::actors::supervisor::NodeSupervisor;
+use crate::actors::{Readiness, Stats};
+use crate::client::{Client, ClientOptions};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::messages::{DigestEntry, MemberChangeRequest, MembershipInfo, SyncReply, SyncRequest};
+use crate::paxos::membership::{Change, Membership, Phase, MEMBERSHIP_KEY};
+use crate::paxos::types::{Ballot, Command, Key, NodeId, Outcome, RequestId};
+
+/// The node's installed membership, shared by its actors. Reads are cheap: the epoch is an
+/// atomic, the membership an `Arc` behind a lock taken only to clone it.
+#[derive(Debug)]
+pub struct MembershipView {
+    me: NodeId,
+    store: u64,
+    epoch: AtomicU64,
+    current: RwLock<Option<Arc<Membership>>>,
+}
+
+impl MembershipView {
+    pub fn new(me: NodeId, store: u64, installed: Option<Membership>) -> MembershipView {
+        MembershipView {
+            me,
+            store,
+            epoch: AtomicU64::new(installed.as_ref().map_or(0, |m| m.epoch)),
+            current: RwLock::new(installed.map(Arc::new)),
+        }
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn store(&self) -> u64 {
+        self.store
+    }
+
+    /// 0 while none is installed.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub fn get(&self) -> Option<Arc<Membership>> {
+        self.current.read().expect("membership lock").clone()
+    }
+
+    /// Raises the view to `m` if it is newer; true if it did.
+    fn raise(&self, m: &Membership) -> bool {
+        let mut current = self.current.write().expect("membership lock");
+        if current.as_ref().is_some_and(|c| c.epoch >= m.epoch) {
+            return false;
+        }
+        *current = Some(Arc::new(m.clone()));
+        self.epoch.store(m.epoch, Ordering::Release);
+        true
+    }
+
+    /// Does the view let this node vote: a voter, with its own store (or none recorded yet,
+    /// at bootstrap)?
+    pub fn lists_me_as_voter(&self) -> bool {
+        self.get().is_some_and(|m| {
+            m.is_voter(self.me)
+                && m.member(self.me)
+                    .is_some_and(|me| me.store == self.store || me.store == 0)
+        })
+    }
+
+    pub fn info(&self, voting: bool) -> MembershipInfo {
+        MembershipInfo {
+            node: self.me,
+            membership: self.get().map(|m| (*m).clone()),
+            store: self.store,
+            voting,
+        }
+    }
+}
+
+/// What every membership task of a node needs. Cheap to clone.
+#[derive(Clone)]
+pub struct Members {
+    pub view: Arc<MembershipView>,
+    storage: Addr<StorageActor>,
+    outbox: Outbox,
+    readiness: Arc<Readiness>,
+    stats: Arc<Stats>,
+    config: Arc<Config>,
+    supervisor: Option<Addr<NodeSupervisor>>,
+    /// Epochs being fetched, so that a burst of `Stale` replies fetches once.
+    fetching: Arc<std::sync::Mutex<BTreeMap<NodeId, Instant>>>,
+    /// Woken by every install.
+    changed: Arc<tokio::sync::Notify>,
+    /// A peer said this store is an older copy: this node never votes again.
+    rolled_back: Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn meta(storage: &Addr<StorageActor>, msg: Meta) -> Result<MetaAnswer> {
+    storage
+        .send(msg)
+        .await
+        .map_err(|e| Error::Storage(format!("storage actor: {e}")))?
+}
+
+fn client_for(addrs: Vec<std::net::SocketAddr>) -> Client {
+    Client::new(
+        addrs,
+        ClientOptions {
+            attempt_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_millis(500),
+            pinned: true,
+            ..ClientOptions::default()
+        },
+    )
+}
+
+fn addr_of(m: &Membership, id: NodeId) -> Result<std::net::SocketAddr> {
+    let member = m
+        .member(id)
+        .ok_or_else(|| Error::Unavailable(format!("node {id} is not a member")))?;
+    member
+        .addr
+        .parse()
+        .map_err(|e| Error::Config(format!("node {id}'s address {}: {e}", member.addr)))
+}
+
+impl Members {
+    pub fn new(
+        view: Arc<MembershipView>,
+        storage: Addr<StorageActor>,
+        outbox: Outbox,
+        readiness: Arc<Readiness>,
+        stats: Arc<Stats>,
+        config: Arc<Config>,
+    ) -> Members {
+        Members {
+            view,
+            storage,
+            outbox,
+            readiness,
+            stats,
+            config,
+            supervisor: None,
+            fetching: Default::default(),
+            changed: Default::default(),
+            rolled_back: Default::default(),
+        }
+    }
+
+    pub fn is_voting(&self) -> bool {
+        self.readiness.is_voting() && !self.rolled_back.load(Ordering::Acquire)
+    }
+
+    pub fn with_supervisor(mut self, supervisor: Addr<NodeSupervisor>) -> Members {
+        self.supervisor = Some(supervisor);
+        self
+    }
+
+    fn supervisor(&self) -> Result<&Addr<NodeSupervisor>> {
+        self.supervisor
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("node starting".into()))
+    }
+
+    /// Installs `m` if it is newer than the view: view first, then durably (see the module
+    /// doc); answers the epoch installed. Also tells the outbox of new peers, and re-decides
+    /// whether this node votes.
+    pub async fn install(&self, m: Membership) -> Result<u64> {
+        m.check().map_err(Error::BadRequest)?;
+        if self.view.raise(&m) {
+            self.changed.notify_waiters();
+            self.outbox.set_peers(&m);
+            if !self.view.lists_me_as_voter() && self.readiness.is_voting() {
+                log::warn!(
+                    "node {}: epoch {}: this node is not a voter of the membership (or not \
+                     with this store); it stops voting",
+                    self.view.me,
+                    m.epoch
+                );
+                self.readiness.clear_voting();
+            }
+            log::info!(
+                "node {}: installed membership epoch {} (voters {:?}{})",
+                self.view.me,
+                m.epoch,
+                m.voters(),
+                match m.phase {
+                    Some(Phase::CloseFast) => ", fast ballot closed",
+                    Some(Phase::Rescan) => ", rescanning",
+                    None => "",
+                }
+            );
+        }
+        match meta(&self.storage, Meta::Install(m)).await? {
+            MetaAnswer::U64(epoch) => Ok(epoch.max(self.view.epoch())),
+            other => Err(Error::Storage(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// A peer answered a request with a newer epoch, or sent one: fetch its membership (at
+    /// most once a second per peer).
+    pub fn fetch_from(&self, peer: NodeId, epoch: u64) {
+        if epoch <= self.view.epoch() {
+            return;
+        }
+        {
+            let mut fetching = self.fetching.lock().expect("fetching lock");
+            if fetching
+                .get(&peer)
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+            {
+                return;
+            }
+            fetching.insert(peer, Instant::now());
+        }
+        let Some(m) = self.view.get() else { return };
+        let Ok(addr) = addr_of(&m, peer) else { return };
+        let this = self.clone();
+        actix_rt::spawn(async move {
+            if let Err(e) = this.fetch_and_install(vec![addr]).await {
+                log::debug!(
+                    "node {}: fetching membership of node {peer}: {e}",
+                    this.view.me
+                );
+            }
+        });
+    }
+
+    /// Asks the nodes at `addrs` for their membership and installs the newest.
+    pub async fn fetch_and_install(&self, addrs: Vec<std::net::SocketAddr>) -> Result<u64> {
+        let client = client_for(addrs.clone());
+        let mut newest: Option<Membership> = None;
+        let mut last_error = None;
+        for index in 0..addrs.len() {
+            match client.sync(index, SyncRequest::Membership).await {
+                Ok(SyncReply::Membership(info)) => {
+                    if let Some(m) = info.membership {
+                        if newest.as_ref().is_none_or(|n| n.epoch < m.epoch) {
+                            newest = Some(m);
+                        }
+                    }
+                }
+                Ok(other) => last_error = Some(Error::Frame(format!("unexpected {other:?}"))),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        match newest {
+            Some(m) => self.install(m).await,
+            None => Err(last_error.unwrap_or_else(|| Error::Unavailable("no membership".into()))),
+        }
+    }
+
+    /// Answers a peer's `Hello`: records the generation, answers the one seen before.
+    pub async fn hello(&self, node: NodeId, store: u64, generation: u64) -> Result<u64> {
+        match meta(
+            &self.storage,
+            Meta::SeeGeneration {
+                node,
+                store,
+                generation,
+            },
+        )
+        .await?
+        {
+            MetaAnswer::U64(seen) => {
+                if seen >= generation {
+                    log::warn!(
+                        "node {}: node {node} started on generation {generation} of its store, \
+                         but generation {seen} ran before: its data directory is an older copy",
+                        self.view.me
+                    );
+                }
+                Ok(seen)
+            }
+            other => Err(Error::Storage(format!("unexpected {other:?}"))),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The node's start
+    // -----------------------------------------------------------------------------------------
+
+    /// Runs until this node votes: a membership installed (bootstrapped from the config, or
+    /// fetched from `join`), this store recorded in it, the generation confirmed by `q - 1`
+    /// peers. Keeps checking later Hello answers.
+    pub async fn start(self, join: Vec<std::net::SocketAddr>) {
+        let me = self.view.me;
+        let started = Instant::now();
+        let mut complained = None::<Instant>;
+        let complain = |complained: &mut Option<Instant>, what: String| {
+            if complained.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                log::warn!("node {me}: not voting yet: {what}");
+                *complained = Some(Instant::now());
+            }
+        };
+        // 1. A membership.
+        loop {
+            if self.view.get().is_some() {
+                break;
+            }
+            if let Some(nodes) = self.bootstrap_nodes() {
+                let m = Membership::bootstrap(nodes);
+                if let Err(e) = self.install(m).await {
+                    complain(
+                        &mut complained,
+                        format!("installing the bootstrap membership: {e}"),
+                    );
+                }
+                continue;
+            }
+            let addrs: Vec<_> = if join.is_empty() {
+                self.config.addrs()
+            } else {
+                join.clone()
+            };
+            if let Err(e) = self.fetch_and_install(addrs).await {
+                complain(&mut complained, format!("no membership yet: {e}"));
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        // 2. The generation.
+        let generation = match meta(&self.storage, Meta::BumpGeneration).await {
+            Ok(MetaAnswer::U64(g)) => g,
+            other => {
+                log::error!("node {me}: cannot bump the store's generation: {other:?}; not voting");
+                return;
+            }
+        };
+        let mut confirmed: BTreeMap<NodeId, ()> = BTreeMap::new();
+        let mut voting = false;
+        loop {
+            let Some(m) = self.view.get() else { return };
+            let peers: Vec<NodeId> = m.nodes().into_iter().filter(|n| *n != me).collect();
+            let unconfirmed: Vec<NodeId> = peers
+                .iter()
+                .filter(|p| !confirmed.contains_key(p))
+                .copied()
+                .collect();
+            for peer in unconfirmed.iter() {
+                let Ok(addr) = addr_of(&m, *peer) else {
+                    continue;
+                };
+                let client = client_for(vec![addr]);
+                let hello = SyncRequest::Hello {
+                    node: me,
+                    store: self.view.store,
+                    generation,
+                };
+                match client.sync(0, hello).await {
+                    Ok(SyncReply::Hello { seen }) if seen >= generation => {
+                        log::error!(
+                            "node {me}: node {peer} saw generation {seen} of this store, which \
+                             now starts as generation {generation}: this data directory is an \
+                             older copy. This node does not vote; remove it and add it again \
+                             on an empty directory."
+                        );
+                        self.readiness.clear_voting();
+                        self.rolled_back.store(true, Ordering::Release);
+                        return;
+                    }
+                    Ok(SyncReply::Hello { .. }) => {
+                        confirmed.insert(*peer, ());
+                    }
+                    _ => {}
+                }
+            }
+            if !self.view.lists_me_as_voter() {
+                match m.member(me) {
+                    Some(member) if member.store != self.view.store && member.store != 0 => {
+                        complain(
+                            &mut complained,
+                            format!(
+                                "the membership records store {:x} for node {me}, this is store \
+                                 {:x} (a wiped or replaced disk): remove this node and add it \
+                                 again (`paxkv member remove {me}`, `paxkv member add {me} \
+                                 ADDR`)",
+                                member.store, self.view.store
+                            ),
+                        );
+                    }
+                    _ => complain(
+                        &mut complained,
+                        format!(
+                            "not a voter at epoch {} (waiting for `member add`)",
+                            m.epoch
+                        ),
+                    ),
+                }
+                if voting {
+                    voting = false; // removed, or its store replaced: `install` cleared it
+                }
+                let _ = self.fetch_and_install(self.peer_addrs(&m)).await;
+                self.wait_for_change(Duration::from_millis(300)).await;
+                continue;
+            }
+            let needed = m.quorums().classic().saturating_sub(1);
+            let voter_confirmations = confirmed.keys().filter(|p| m.is_voter(**p)).count();
+            if !voting && voter_confirmations >= needed {
+                if let Err(e) = self.record_store(&m).await {
+                    complain(&mut complained, format!("recording this store: {e}"));
+                    self.wait_for_change(Duration::from_millis(300)).await;
+                    continue;
+                }
+                voting = true;
+                self.readiness.set_voting();
+                self.readiness.set_repaired();
+                log::info!(
+                    "node {me}: voting at epoch {} (generation {generation}, confirmed by \
+                     {voter_confirmations} peers) {:.2}s after start",
+                    self.view.epoch(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            let wait = if voting && confirmed.len() == peers.len() {
+                Duration::from_secs(5)
+            } else if voting {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_millis(100)
+            };
+            self.wait_for_change(wait).await;
+        }
+    }
+
+    /// Waits until a membership is installed, or `at_most`.
+    async fn wait_for_change(&self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.changed.notified()).await;
+    }
+
+    /// The bootstrap members, if this node is listed in the config (a new cluster).
+    fn bootstrap_nodes(&self) -> Option<Vec<(NodeId, String)>> {
+        let me = self.view.me;
+        self.config.nodes.iter().any(|n| n.id == me).then(|| {
+            self.config
+                .nodes
+                .iter()
+                .map(|n| (n.id, n.addr.clone()))
+                .collect()
+        })
+    }
+
+    fn peer_addrs(&self, m: &Membership) -> Vec<std::net::SocketAddr> {
+        let mut addrs: Vec<_> = m
+            .nodes()
+            .into_iter()
+            .filter(|n| *n != self.view.me)
+            .filter_map(|n| addr_of(m, n).ok())
+            .collect();
+        addrs.extend(self.config.addrs());
+        addrs.sort();
+        addrs.dedup();
+        addrs
+    }
+
+    /// At bootstrap the membership records no store; a node records its own (a step that
+    /// changes no voter, through the register) before it votes. Until then a store-0 entry
+    /// lets the node vote (the cluster's first seconds, see `paxos::membership`).
+    async fn record_store(&self, m: &Membership) -> Result<()> {
+        let me = self.view.me;
+        if m.member(me).is_some_and(|x| x.store == self.view.store) {
+            return Ok(());
+        }
+        // Votes are needed for the register write itself: this node's store is brand new
+        // (a bootstrap record of 0), so it may.
+        self.readiness.set_voting();
+        for _ in 0..50 {
+            let (current, version) = self.read_register().await?;
+            let current = current.unwrap_or_else(|| (*self.view.get().expect("installed")).clone());
+            if current
+                .member(me)
+                .is_some_and(|x| x.store == self.view.store)
+            {
+                self.install(current).await?;
+                return Ok(());
+            }
+            if current.phase.is_some() {
+                return Err(Error::Unavailable(
+                    "a membership change is in progress".into(),
+                ));
+            }
+            let mut next = current.clone();
+            next.epoch += 1;
+            match next.members.iter_mut().find(|x| x.id == me) {
+                Some(x) if x.store == 0 => x.store = self.view.store,
+                _ => {
+                    self.readiness.clear_voting();
+                    return Err(Error::Unavailable(
+                        "the membership records another store for this node".into(),
+                    ));
+                }
+            }
+            if self.cas_register(version, &next).await? {
+                self.install(next).await?;
+                return Ok(());
+            }
+        }
+        Err(Error::Unavailable(
+            "the membership register kept changing".into(),
+        ))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The membership register
+    // -----------------------------------------------------------------------------------------
+
+    async fn run_command(&self, command: Command) -> Result<Outcome> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let write_id = command.is_write().then(|| RequestId {
+            client: rand::random(),
+            seq: 1,
+        });
+        self.supervisor()?
+            .send(ClientCommand {
+                key: MEMBERSHIP_KEY.to_vec(),
+                command,
+                write_id,
+                maybe_applied: false,
+                reply,
+            })
+            .await
+            .map_err(|e| Error::Unavailable(format!("node supervisor: {e}")))?;
+        answer
+            .await
+            .map_err(|_| Error::Unknown("the membership key's proposer stopped".into()))?
+    }
+
+    /// The register's membership (`None`: never written, the bootstrap one holds) and version.
+    async fn read_register(&self) -> Result<(Option<Membership>, u64)> {
+        match self.run_command(Command::Get).await? {
+            Outcome::Get {
+                value: None,
+                version,
+            } => Ok((None, version)),
+            Outcome::Get {
+                value: Some(bytes),
+                version,
+            } => {
+                let m: Membership = postcard::from_bytes(&bytes)
+                    .map_err(|e| Error::Storage(format!("the membership register: {e}")))?;
+                m.check()
+                    .map_err(|e| Error::Storage(format!("the membership register: {e}")))?;
+                Ok((Some(m), version))
+            }
+            other => Err(Error::Storage(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Compare-and-set of the register; true if it swapped.
+    async fn cas_register(&self, expect: u64, next: &Membership) -> Result<bool> {
+        let value = postcard::to_allocvec(next)
+            .map_err(|e| Error::Storage(format!("encoding a membership: {e}")))?;
+        match self.run_command(Command::Cas { expect, value }).await? {
+            Outcome::Cas { swapped, .. } => Ok(swapped),
+            other => Err(Error::Storage(format!("unexpected {other:?}"))),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The driver of a change
+    // -----------------------------------------------------------------------------------------
+
+    /// Drives `request` to completion from whatever step the register shows (a rerun after
+    /// a crash resumes it). See `paxos::membership` for the procedure and its argument.
+    pub async fn drive(&self, request: MemberChangeRequest) -> Result<Membership> {
+        let change = match request {
+            MemberChangeRequest::Remove { id } => Change::Remove { id },
+            MemberChangeRequest::Add { id, addr } => {
+                let parsed: std::net::SocketAddr = addr
+                    .parse()
+                    .map_err(|e| Error::BadRequest(format!("address {addr}: {e}")))?;
+                let info = match client_for(vec![parsed])
+                    .sync(0, SyncRequest::Membership)
+                    .await
+                {
+                    Ok(SyncReply::Membership(info)) => info,
+                    Ok(other) => return Err(Error::Frame(format!("unexpected {other:?}"))),
+                    Err(e) => {
+                        return Err(Error::Unavailable(format!(
+                            "node {id} at {addr} does not answer (start it first with `paxkv \
+                             node --id {id} --addr {addr} ...`): {}",
+                            e.message()
+                        )))
+                    }
+                };
+                if info.node != id {
+                    return Err(Error::BadRequest(format!(
+                        "the node at {addr} is node {}, not node {id}",
+                        info.node
+                    )));
+                }
+                Change::Add {
+                    id,
+                    addr,
+                    store: info.store,
+                }
+            }
+        };
+        loop {
+            let (current, version) = self.read_register().await?;
+            let current = match current {
+                Some(m) => m,
+                None => (*self
+                    .view
+                    .get()
+                    .ok_or_else(|| Error::Unavailable("no membership installed".into()))?)
+                .clone(),
+            };
+            // The register's membership, installed everywhere we can reach, before anything
+            // is decided from it (a rerun after a crash between a CAS and its install).
+            self.install_everywhere(&current, &current).await?;
+            self.finish_step(&current).await?;
+            let next = match current.step(&change) {
+                Ok(Some(next)) => next,
+                Ok(None) => return Ok(current),
+                Err(why) => return Err(Error::BadRequest(why)),
+            };
+            if !self.cas_register(version, &next).await? {
+                continue; // someone else moved it: look again
+            }
+            log::info!(
+                "node {}: membership epoch {} written ({:?})",
+                self.view.me,
+                next.epoch,
+                next.phase
+            );
+        }
+    }
+
+    /// Installs `m` on every member of `m` and of `previous`; succeeds once a majority of the
+    /// voters of both acknowledged it durably (the barrier).
+    async fn install_everywhere(
+        &self,
+        m: &Membership,
+        previous: &Membership,
+    ) -> Result<Vec<NodeId>> {
+        self.install(m.clone()).await?;
+        let mut nodes = m.nodes();
+        nodes.extend(previous.nodes());
+        nodes.sort();
+        nodes.dedup();
+        let mut acked = vec![self.view.me];
+        for node in nodes.into_iter().filter(|n| *n != self.view.me) {
+            let Ok(addr) = addr_of(m, node).or_else(|_| addr_of(previous, node)) else {
+                continue;
+            };
+            match client_for(vec![addr])
+                .sync(0, SyncRequest::Install(m.clone()))
+                .await
+            {
+                Ok(SyncReply::Installed { epoch }) if epoch >= m.epoch => acked.push(node),
+                Ok(_) => {}
+                Err(e) => log::debug!("install of epoch {} on node {node}: {e}", m.epoch),
+            }
+        }
+        for voters in [m.voters(), previous.voters()] {
+            let count = acked.iter().filter(|n| voters.contains(n)).count();
+            let needed = crate::paxos::quorum::Quorums::new(voters.len()).classic();
+            if count < needed {
+                return Err(Error::Unavailable(format!(
+                    "epoch {}: {count} of the voters {voters:?} installed it, {needed} needed",
+                    m.epoch
+                )));
+            }
+        }
+        Ok(acked)
+    }
+
+    /// The work of the step `m` is in, before the next may be written: in `CloseFast`, settle
+    /// every key a barrier node holds at the fast ballot; in `Rescan`, settle every key of a
+    /// majority of the old voters.
+    async fn finish_step(&self, m: &Membership) -> Result<()> {
+        let Some(phase) = m.phase else { return Ok(()) };
+        // The old voters: those of CloseFast (members minus the joining one).
+        let mut old = m.clone();
+        old.phase = Some(Phase::CloseFast);
+        let old_voters = old.voters();
+        let acked = self.install_everywhere(m, &old).await?;
+        let sources: Vec<NodeId> = acked
+            .into_iter()
+            .filter(|n| old_voters.contains(n))
+            .collect();
+        let started = Instant::now();
+        let settled = self.rescan(m, &sources, phase == Phase::CloseFast).await?;
+        log::info!(
+            "node {}: epoch {} ({:?}): settled {settled} keys of nodes {sources:?} in {:.2}s",
+            self.view.me,
+            m.epoch,
+            phase,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// Settles the keys of `sources` (only those held at the fast ballot if `fast_only`), each
+    /// once: a merge of the sources' digests in key order. Returns how many.
+    async fn rescan(&self, m: &Membership, sources: &[NodeId], fast_only: bool) -> Result<u64> {
+        use futures_util::stream::{self, StreamExt, TryStreamExt};
+        let addrs = sources
+            .iter()
+            .map(|n| addr_of(m, *n))
+            .collect::<Result<Vec<_>>>()?;
+        let client = client_for(addrs);
+        let mut cursors: Vec<Cursor> = (0..sources.len()).map(Cursor::new).collect();
+        let mut total = 0u64;
+        loop {
+            for c in cursors.iter_mut() {
+                c.fill(&client).await?;
+            }
+            // Keys in order, each once, up to the smallest last key of a page still to go.
+            let horizon: Option<Key> = cursors
+                .iter()
+                .filter(|c| c.more)
+                .filter_map(|c| c.entries.back().map(|e| e.key.clone()))
+                .min();
+            let mut batch: Vec<Key> = Vec::new();
+            for c in cursors.iter_mut() {
+                while let Some(e) = c.entries.front() {
+                    if horizon.as_ref().is_some_and(|h| e.key > *h) {
+                        break;
+                    }
+                    let e = c.entries.pop_front().expect("peeked");
+                    if !fast_only || e.accepted == Ballot::FAST {
+                        batch.push(e.key);
+                    }
+                }
+            }
+            batch.sort();
+            batch.dedup();
+            total += batch.len() as u64;
+            let supervisor = self.supervisor()?.clone();
+            stream::iter(batch.into_iter().map(|key| {
+                let supervisor = supervisor.clone();
+                async move { settle(&supervisor, key).await }
+            }))
+            .buffer_unordered(RESCAN_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+            if cursors.iter().all(|c| !c.more && c.entries.is_empty()) {
+                Stats::add(&self.stats.keys_settled, total);
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Settle rounds a rescan keeps in flight.
+const RESCAN_CONCURRENCY: usize = 256;
+
+async fn settle(supervisor: &Addr<NodeSupervisor>, key: Key) -> Result<()> {
+    for attempt in 0..5 {
+        let (reply, settled) = tokio::sync::oneshot::channel();
+        supervisor
+            .send(SettleKey {
+                key: key.clone(),
+                reply,
+            })
+            .await
+            .map_err(|e| Error::Unavailable(format!("node supervisor: {e}")))?;
+        match settled.await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) if e.class() == crate::error::ErrorClass::Retry && attempt < 4 => {
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(Error::Unavailable("the key's proposer stopped".into())),
+        }
+    }
+    Err(Error::Unavailable(format!("settling key {key:?}")))
+}
+
+/// One source's digest, a page at a time.
+struct Cursor {
+    index: usize,
+    entries: std::collections::VecDeque<DigestEntry>,
+    after: Option<Key>,
+    more: bool,
+}
+
+impl Cursor {
+    fn new(index: usize) -> Cursor {
+        Cursor {
+            index,
+            entries: Default::default(),
+            after: None,
+            more: true,
+        }
+    }
+
+    async fn fill(&mut self, client: &Client) -> Result<()> {
+        if !self.entries.is_empty() || !self.more {
+            return Ok(());
+        }
+        let page = client
+            .sync_digest(
+                self.index,
+                self.after.clone(),
+                crate::messages::SYNC_PAGE_ENTRIES as u32,
+            )
+            .await?;
+        self.more = page.more;
+        if let Some(last) = page.entries.last() {
+            self.after = Some(last.key.clone());
+        }
+        self.entries.extend(page.entries);
+        Ok(())
+    }
+}

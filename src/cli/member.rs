@@ -1,0 +1,176 @@
+//! `paxkv member list|add|remove`, and how every client command finds the current members
+//! (the config only tells where to start).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Subcommand;
+use paxkv::client::{Client, ClientOptions};
+use paxkv::error::{Error, ErrorClass};
+use paxkv::messages::{MemberChangeRequest, MembershipInfo, Reply, RequestBody};
+use paxkv::paxos::membership::Membership;
+use paxkv::paxos::types::NodeId;
+
+use super::{EXIT_BAD_INPUT, EXIT_OK, EXIT_UNAVAILABLE};
+
+/// How long a change may take: a rescan of every key (a minute or two per million keys).
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(3_600);
+
+#[derive(Subcommand)]
+pub enum MemberCommand {
+    /// The membership epoch and every member with its id, address and state.
+    List,
+    /// Make node ID, listening at ADDR (started with `paxkv node --id ID --addr ADDR`), a
+    /// voting member. Returns once it counts in quorums; exit 3 if it cannot complete (run
+    /// it again).
+    Add { id: NodeId, addr: String },
+    /// Make node ID count in no quorum. Returns once it does; exit 3 if it cannot complete.
+    Remove { id: NodeId },
+}
+
+/// Asks the client's nodes, in order, for their membership; the newest answer.
+async fn members(client: &Client) -> Result<MembershipInfo, Error> {
+    let mut best: Option<MembershipInfo> = None;
+    let mut last = None;
+    for index in 0..client.addrs().len() {
+        match client.request(index, RequestBody::Members).await {
+            Ok(Reply::Members(info)) => {
+                let epoch = |i: &MembershipInfo| i.membership.as_ref().map_or(0, |m| m.epoch);
+                if best.as_ref().is_none_or(|b| epoch(b) < epoch(&info)) {
+                    best = Some(info);
+                }
+            }
+            Ok(other) => last = Some(Error::Frame(format!("unexpected answer {other:?}"))),
+            Err(e) => last = Some(e),
+        }
+    }
+    best.ok_or_else(|| last.unwrap_or_else(|| Error::Unavailable("no node answered".into())))
+}
+
+fn addrs_of(m: &Membership) -> Vec<SocketAddr> {
+    m.members
+        .iter()
+        .filter_map(|x| x.addr.parse().ok())
+        .collect()
+}
+
+/// A client for the cluster's current members: the config may list old ones; any node that
+/// answers tells the current list. Falls back to the given client if none answers (its own
+/// errors then say why).
+pub async fn current(client: Client) -> Client {
+    if client.addrs().len() == 1 {
+        return client; // --node: exactly that node
+    }
+    for index in 0..client.addrs().len() {
+        if let Ok(Reply::Members(MembershipInfo {
+            membership: Some(m),
+            ..
+        })) = client.request(index, RequestBody::Members).await
+        {
+            let addrs = addrs_of(&m);
+            if !addrs.is_empty() && addrs != client.addrs() {
+                return Client::new(addrs, client.options().clone());
+            }
+            return client;
+        }
+    }
+    client
+}
+
+fn membership_json(m: &Membership) -> serde_json::Value {
+    serde_json::json!({
+        "epoch": m.epoch,
+        "members": m.members.iter().map(|x| serde_json::json!({
+            "id": x.id,
+            "addr": x.addr,
+            "state": x.state.as_str(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_membership(m: &Membership, json: bool) {
+    if json {
+        println!("{}", membership_json(m));
+        return;
+    }
+    let phase = match m.phase {
+        None => String::new(),
+        Some(p) => format!(" (change in progress: {p:?})"),
+    };
+    println!("epoch {}{phase}", m.epoch);
+    for x in &m.members {
+        println!("{} {} {}", x.id, x.addr, x.state.as_str());
+    }
+}
+
+fn fail(e: &Error, json: bool) -> i32 {
+    let (code, kind) = match e.class() {
+        ErrorClass::BadInput => (EXIT_BAD_INPUT, "bad_request"),
+        ErrorClass::MayHaveApplied | ErrorClass::Storage => (EXIT_UNAVAILABLE, "unknown"),
+        ErrorClass::Retry => (EXIT_UNAVAILABLE, "unavailable"),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"error": kind, "message": e.to_string()})
+        );
+    }
+    eprintln!("error: {e}");
+    code
+}
+
+pub async fn run(client: Client, command: MemberCommand, json: bool) -> i32 {
+    let client = current(client).await;
+    let change = match command {
+        MemberCommand::List => {
+            return match members(&client).await {
+                Ok(MembershipInfo {
+                    membership: Some(m),
+                    ..
+                }) => {
+                    print_membership(&m, json);
+                    EXIT_OK
+                }
+                Ok(_) => fail(
+                    &Error::Unavailable("no node has a membership installed yet".into()),
+                    json,
+                ),
+                Err(e) => fail(&e, json),
+            }
+        }
+        MemberCommand::Add { id, addr } => MemberChangeRequest::Add { id, addr },
+        MemberCommand::Remove { id } => MemberChangeRequest::Remove { id },
+    };
+    // One node drives the change; any voting member may. A node that cannot be reached is
+    // skipped; an answer (done, or why not) ends it.
+    let options = ClientOptions {
+        attempt_timeout: CHANGE_TIMEOUT,
+        op_timeout: CHANGE_TIMEOUT,
+        pinned: true,
+        ..client.options().clone()
+    };
+    let driver = Client::new(client.addrs().to_vec(), options);
+    let mut last = Error::Unavailable("no node answered".into());
+    for index in 0..driver.addrs().len() {
+        match driver
+            .request(index, RequestBody::MemberChange(change.clone()))
+            .await
+        {
+            Ok(Reply::MemberChanged(m)) => {
+                print_membership(&m, json);
+                return EXIT_OK;
+            }
+            Ok(other) => last = Error::Frame(format!("unexpected answer {other:?}")),
+            Err(e) if e.is_bad_input() => return fail(&e, json),
+            Err(e) => {
+                last = e;
+                // A driver that answered "unavailable" got as far as it could; the next node
+                // would only fail the same way (the change is rerunnable).
+                if matches!(last, Error::Unavailable(ref m) if !m.contains("connect")) {
+                    break;
+                }
+            }
+        }
+    }
+    fail(&last, json)
+}

@@ -1,0 +1,523 @@
+//! Cluster membership: which acceptors count in quorums, and how that set changes online
+//! without ever letting a prepare quorum miss a chosen state. Plain data and decisions, no IO;
+//! `actors::membership` carries it between nodes and drives a change.
+//!
+//! # What a membership is
+//! A [`Membership`] is numbered by its **epoch**. Every Paxos message carries the epoch of its
+//! sender's membership, and an acceptor answers only messages of *its own* epoch: one of an
+//! older epoch is refused with `PeerMessage::Stale` naming the current one, one of a newer
+//! epoch makes the node fetch that membership first (the message is dropped; the proposer
+//! retries). So every reply a proposer counts was produced by an acceptor at the proposer's
+//! epoch, and counted against that epoch's voters only. The membership itself is the value of
+//! a reserved key ([`MEMBERSHIP_KEY`]), an ordinary CASPaxos register: a change is a
+//! compare-and-set on its version, so changes are serialized (one at a time, a concurrent one
+//! is refused) and each epoch names exactly one member set. A node installs (durably) only a
+//! membership that was chosen in that register.
+//!
+//! # The change procedure, and why it is safe
+//! A change adds or removes **one** voter. It goes through three epochs after the stable
+//! epoch `k` (voters `M`, fast ballot allowed):
+//!
+//! | epoch | voters | fast ballot | entered once |
+//! |---|---|---|---|
+//! | `k+1` [`Phase::CloseFast`] | `M` | no | (written) |
+//! | `k+2` [`Phase::Rescan`] | `M'` | no | a majority of `M` installed `k+1`, and every key a barrier node held at the fast ballot was settled at `k+1` |
+//! | `k+3` (stable) | `M'` | yes | a majority of `M` installed `k+2`, and every key of a majority of `M` was rescanned at `k+2` |
+//!
+//! `M` and `M'` differ by one node, so **a majority of `M` and a majority of `M'` always
+//! intersect** (adding: a majority of `n + 1` holds at least `n/2 + 1 - 1 + ...`; the
+//! arithmetic is [`Quorums`]' and is checked for 1..=64 members by a test below). Paxos is safe
+//! across proposers using different quorum systems as long as every prepare quorum of one
+//! meets every accept quorum of the other; so two epochs whose voters differ by at most one
+//! node may be live at once. The procedure keeps the live epochs to such pairs, and handles
+//! the one thing majorities do not: states chosen at the **fast ballot** are chosen by
+//! *counting* (a fast quorum of the epoch's voters), and counting a fast vote cast under `M`
+//! against the sizes of `M'` can make a chosen state look unchosen (with `M` = 4 nodes, a
+//! state on 3 of them, and `M'` the 3 nodes without one holder, a majority of `M'` can see one
+//! holder and one other fast state, and pick the other). Hence:
+//!
+//! 1. **`k+1` closes the fast ballot.** Acceptors at `k+1` refuse fast Accepts. Once a majority
+//!    `B` of `M` has installed `k+1` (made it durable, after every write queued before it), no
+//!    state can be chosen at the fast ballot at epoch `k` any more: a fast quorum of `M`
+//!    includes a node of `B`, which refuses epoch-`k` messages. A state chosen at the fast
+//!    ballot at `k` therefore had a vote on a `B` node *before* it installed `k+1`: it is on
+//!    that node's disk when the driver scans it afterwards. The driver settles every such key
+//!    (an identity round at a classic ballot, at `k+1`, counted against `M`: the same counting
+//!    it was chosen under). Afterwards every state ever chosen at the fast ballot sits at a
+//!    classic ballot on a majority of `M`.
+//! 2. **`k+2` switches to `M'`.** Proposers at `k` or `k+1` use majorities of `M`, those at
+//!    `k+2` majorities of `M'`: they intersect. No fast vote is cast at `k+1` or `k+2`; fast
+//!    votes of `k` that remain are of states never chosen, which any choice may replace.
+//!    Then the **rescan**: the driver scans every key of a majority of `M` (each node after it
+//!    installed `k+2`, so every state chosen under `M` has a copy among them, as in step 1) and
+//!    runs an identity round for each at `k+2`. That puts every key's state on a majority of
+//!    `M'` at a classic ballot above every ballot prepared at an earlier epoch (the round's
+//!    prepare quorum meets theirs), so epochs `k` and `k+1` are dead: no Prepare of theirs can
+//!    complete (a majority of `M` refuses their epoch), and their Accepts still in flight are
+//!    below a state chosen on a majority of `M'`, which the highest-ballot rule carries
+//!    forward. With `add`, the round also waits for the new node's acceptor, so the node holds
+//!    every key's state when `member add` returns.
+//! 3. **`k+3` opens the fast ballot** for `M'`. Live epochs are now `k+2` and `k+3` (same
+//!    voters). A proposer at `k+1` (voters `M`) could still count replies... it cannot: an
+//!    acceptor answers only its own epoch, and one at `k+3` never answers a `k+1` message; a
+//!    `k+1` proposer that completed a Prepare on a majority of `M` excludes a fast choice at
+//!    `k+3` (that majority meets every fast quorum of `M'`; the meeting node either promised
+//!    first, and then refuses the fast Accept, or voted fast at `k+3` first, and then refuses
+//!    the `k+1` Prepare).
+//!
+//! The next change starts from a stable epoch only, so at most the two epochs named in each
+//! row are ever live together. A step is entered only by a compare-and-set of the register
+//! from the previous step, so a driver that crashes (or two drivers) can only resume the same
+//! change at the step the register shows; every step is idempotent.
+//!
+//! # Store identity
+//! Each member entry records the identity of the store it votes with (a random 64-bit id
+//! drawn when the store was created, [`Member::store`]). A node votes only when its
+//! membership lists it as a voter *with its own store*: a wiped disk (a new, empty store) or a
+//! disk from another machine never votes with what it has; it is a new store and joins through
+//! a membership change (`member remove ID`, then `member add ID ADDR`, which records the new
+//! store). An older copy of the *same* store (a rolled-back directory) carries the same id; it
+//! is told by its generation (see `actors::membership`).
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::paxos::quorum::Quorums;
+use crate::paxos::types::NodeId;
+
+/// The reserved key whose register holds the membership. Clients may not write keys with
+/// the reserved prefix [`RESERVED_PREFIX`].
+pub const MEMBERSHIP_KEY: &[u8] = b"\0paxkv/membership";
+/// Keys starting with this byte string are the cluster's own.
+pub const RESERVED_PREFIX: &[u8] = b"\0paxkv/";
+/// The most members a cluster may have.
+pub const MAX_MEMBERS: usize = 64;
+
+/// What a member does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberState {
+    /// Counts in every quorum.
+    Voting,
+    /// Being added: counts in quorums from [`Phase::Rescan`] on.
+    Joining,
+    /// Being removed: counts in quorums until [`Phase::Rescan`].
+    Leaving,
+}
+
+impl MemberState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MemberState::Voting => "voting",
+            MemberState::Joining => "joining",
+            MemberState::Leaving => "leaving",
+        }
+    }
+}
+
+/// One member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: NodeId,
+    /// `ip:port` the node listens on.
+    pub addr: String,
+    pub state: MemberState,
+    /// The identity of the store this member votes with (0: not recorded yet, the cluster's
+    /// bootstrap: the first store that starts as this id and finds no membership on disk).
+    pub store: u64,
+}
+
+/// The step of a change in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// The old voters, fast ballot closed (see the module doc, step 1).
+    CloseFast,
+    /// The new voters, fast ballot closed; every key is being rescanned (step 2).
+    Rescan,
+}
+
+/// A membership: epoch and members. The value of [`MEMBERSHIP_KEY`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// Goes up by one with every step of every change.
+    pub epoch: u64,
+    /// Ordered by id, ids unique.
+    pub members: Vec<Member>,
+    /// The change in progress, if any.
+    pub phase: Option<Phase>,
+}
+
+/// A change an operator asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// Make node `id`, at `addr`, running store `store`, a voter.
+    Add {
+        id: NodeId,
+        addr: String,
+        store: u64,
+    },
+    /// Make node `id` count in no quorum, and forget it.
+    Remove { id: NodeId },
+}
+
+impl Change {
+    pub fn node(&self) -> NodeId {
+        match self {
+            Change::Add { id, .. } | Change::Remove { id } => *id,
+        }
+    }
+}
+
+impl Membership {
+    /// The first membership of a new cluster: every configured node a voter, stores not yet
+    /// recorded (each node records its own as it starts, see `actors::membership`).
+    pub fn bootstrap(nodes: impl IntoIterator<Item = (NodeId, String)>) -> Membership {
+        let mut members: Vec<Member> = nodes
+            .into_iter()
+            .map(|(id, addr)| Member {
+                id,
+                addr,
+                state: MemberState::Voting,
+                store: 0,
+            })
+            .collect();
+        members.sort_by_key(|m| m.id);
+        Membership {
+            epoch: 1,
+            members,
+            phase: None,
+        }
+    }
+
+    pub fn member(&self, id: NodeId) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    /// The acceptors that count in quorums at this epoch, in id order.
+    pub fn voters(&self) -> Vec<NodeId> {
+        self.members
+            .iter()
+            .filter(|m| match (m.state, self.phase) {
+                (MemberState::Voting, _) => true,
+                (MemberState::Joining, Some(Phase::Rescan)) => true,
+                (MemberState::Leaving, Some(Phase::CloseFast)) => true,
+                _ => false,
+            })
+            .map(|m| m.id)
+            .collect()
+    }
+
+    /// Voters being added (during [`Phase::Rescan`]): a rescan's settles wait for them.
+    pub fn joining_voters(&self) -> Vec<NodeId> {
+        self.members
+            .iter()
+            .filter(|m| m.state == MemberState::Joining && self.phase == Some(Phase::Rescan))
+            .map(|m| m.id)
+            .collect()
+    }
+
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.voters().contains(&id)
+    }
+
+    pub fn quorums(&self) -> Quorums {
+        Quorums::new(self.voters().len().max(1))
+    }
+
+    /// May a proposer try the fast ballot, may an acceptor take a fast Accept, at this epoch?
+    pub fn fast_allowed(&self) -> bool {
+        self.phase.is_none()
+    }
+
+    /// The change in progress, as the operator asked for it.
+    pub fn change_in_progress(&self) -> Option<Change> {
+        self.phase?;
+        self.members.iter().find_map(|m| match m.state {
+            MemberState::Joining => Some(Change::Add {
+                id: m.id,
+                addr: m.addr.clone(),
+                store: m.store,
+            }),
+            MemberState::Leaving => Some(Change::Remove { id: m.id }),
+            MemberState::Voting => None,
+        })
+    }
+
+    /// Every node a message about this membership should reach: all members.
+    pub fn nodes(&self) -> Vec<NodeId> {
+        self.members.iter().map(|m| m.id).collect()
+    }
+
+    /// Checks the invariants a membership keeps (it also arrives from the network).
+    pub fn check(&self) -> Result<(), String> {
+        if self.epoch == 0 {
+            return Err("epoch 0".into());
+        }
+        if self.members.is_empty() || self.members.len() > MAX_MEMBERS {
+            return Err(format!("{} members", self.members.len()));
+        }
+        let ids: BTreeSet<NodeId> = self.members.iter().map(|m| m.id).collect();
+        if ids.len() != self.members.len() || ids.contains(&0) {
+            return Err("member ids must be unique and non-zero".into());
+        }
+        if self.members.windows(2).any(|w| w[0].id > w[1].id) {
+            return Err("members not in id order".into());
+        }
+        let changing = self
+            .members
+            .iter()
+            .filter(|m| m.state != MemberState::Voting)
+            .count();
+        match (self.phase, changing) {
+            (None, 0) | (Some(_), 1) => {}
+            (None, _) => return Err("a member joining or leaving outside a change".into()),
+            (Some(_), _) => return Err("a change must add or remove exactly one member".into()),
+        }
+        if self.voters().is_empty() {
+            return Err("no voter".into());
+        }
+        Ok(())
+    }
+
+    /// The next step of `change` from this membership, or why there is none. `Ok(None)`: the
+    /// change is complete (this membership is stable and already has it).
+    pub fn step(&self, change: &Change) -> Result<Option<Membership>, String> {
+        match (self.change_in_progress(), self.phase) {
+            (None, _) => self.begin(change),
+            (Some(current), Some(phase)) => {
+                if !same_change(&current, change) {
+                    return Err(format!(
+                        "another change is in progress ({}); finish it first by running it \
+                         again",
+                        describe(&current)
+                    ));
+                }
+                let mut next = self.clone();
+                next.epoch += 1;
+                match phase {
+                    Phase::CloseFast => next.phase = Some(Phase::Rescan),
+                    Phase::Rescan => {
+                        next.phase = None;
+                        next.members.retain(|m| m.state != MemberState::Leaving);
+                        for m in &mut next.members {
+                            m.state = MemberState::Voting;
+                        }
+                    }
+                }
+                Ok(Some(next))
+            }
+            (Some(_), None) => unreachable!("a change in progress has a phase"),
+        }
+    }
+
+    fn begin(&self, change: &Change) -> Result<Option<Membership>, String> {
+        let mut next = self.clone();
+        next.epoch += 1;
+        next.phase = Some(Phase::CloseFast);
+        match change {
+            Change::Add { id, addr, store } => {
+                if let Some(m) = self.member(*id) {
+                    if m.addr == *addr && m.store == *store {
+                        return Ok(None);
+                    }
+                    return Err(format!(
+                        "node {id} is already a member (at {}); remove it first",
+                        m.addr
+                    ));
+                }
+                if *id == 0 {
+                    return Err("node ids are never 0".into());
+                }
+                if self.members.len() >= MAX_MEMBERS {
+                    return Err(format!("a cluster has at most {MAX_MEMBERS} members"));
+                }
+                if let Some(m) = self.members.iter().find(|m| m.addr == *addr) {
+                    return Err(format!("{addr} is the address of node {}", m.id));
+                }
+                next.members.push(Member {
+                    id: *id,
+                    addr: addr.clone(),
+                    state: MemberState::Joining,
+                    store: *store,
+                });
+                next.members.sort_by_key(|m| m.id);
+            }
+            Change::Remove { id } => {
+                let Some(m) = next.members.iter_mut().find(|m| m.id == *id) else {
+                    return Ok(None);
+                };
+                if self.voters().len() == 1 {
+                    return Err("cannot remove the last voter".into());
+                }
+                m.state = MemberState::Leaving;
+            }
+        }
+        Ok(Some(next))
+    }
+}
+
+fn same_change(a: &Change, b: &Change) -> bool {
+    match (a, b) {
+        (
+            Change::Add {
+                id: x, addr: ax, ..
+            },
+            Change::Add {
+                id: y, addr: ay, ..
+            },
+        ) => x == y && ax == ay,
+        (Change::Remove { id: x }, Change::Remove { id: y }) => x == y,
+        _ => false,
+    }
+}
+
+fn describe(change: &Change) -> String {
+    match change {
+        Change::Add { id, addr, .. } => format!("adding node {id} at {addr}"),
+        Change::Remove { id } => format!("removing node {id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three() -> Membership {
+        Membership::bootstrap((1..=3).map(|i| (i, format!("127.0.0.1:{}", 7400 + i))))
+    }
+
+    fn add(id: NodeId) -> Change {
+        Change::Add {
+            id,
+            addr: format!("127.0.0.1:{}", 7400 + id),
+            store: 1000 + id as u64,
+        }
+    }
+
+    /// Runs `change` to completion, returning every membership it passes through.
+    fn run(from: &Membership, change: &Change) -> Vec<Membership> {
+        let mut steps = vec![from.clone()];
+        while let Some(next) = steps.last().unwrap().step(change).unwrap() {
+            next.check().unwrap();
+            steps.push(next);
+        }
+        steps
+    }
+
+    /// Two sets of voters whose majorities must intersect.
+    fn majorities_intersect(a: &[NodeId], b: &[NodeId]) -> bool {
+        // The worst case: the majority of `a` that avoids `b` most, against the majority of
+        // `b` that avoids `a` most.
+        let (qa, qb) = (
+            Quorums::new(a.len()).classic(),
+            Quorums::new(b.len()).classic(),
+        );
+        let only_a = a.iter().filter(|x| !b.contains(x)).count();
+        let only_b = b.iter().filter(|x| !a.contains(x)).count();
+        let common = a.len() - only_a;
+        qa.saturating_sub(only_a) + qb.saturating_sub(only_b) > common
+    }
+
+    #[test]
+    fn a_change_passes_through_close_fast_and_rescan_one_epoch_each() {
+        let steps = run(&three(), &add(4));
+        let phases: Vec<_> = steps
+            .iter()
+            .map(|m| (m.epoch, m.phase, m.voters()))
+            .collect();
+        assert_eq!(
+            phases,
+            vec![
+                (1, None, vec![1, 2, 3]),
+                (2, Some(Phase::CloseFast), vec![1, 2, 3]),
+                (3, Some(Phase::Rescan), vec![1, 2, 3, 4]),
+                (4, None, vec![1, 2, 3, 4]),
+            ]
+        );
+        assert!(steps[0].fast_allowed() && steps[3].fast_allowed());
+        assert!(!steps[1].fast_allowed() && !steps[2].fast_allowed());
+        let removed = run(&steps[3], &Change::Remove { id: 2 });
+        assert_eq!(removed[1].voters(), vec![1, 2, 3, 4]);
+        assert_eq!(removed[2].voters(), vec![1, 3, 4]);
+        assert_eq!(removed[3].nodes(), vec![1, 3, 4]);
+    }
+
+    /// The safety argument of the module doc needs, at every step of growing 1 → 64 and
+    /// shrinking back, that the voters of every two epochs that may be live together (two
+    /// consecutive ones) have intersecting majorities.
+    #[test]
+    fn consecutive_epochs_have_intersecting_majorities_from_1_to_64_members_and_back() {
+        let mut m = Membership::bootstrap([(1, "a:1".to_string())]);
+        let mut history = vec![m.clone()];
+        for id in 2..=MAX_MEMBERS as NodeId {
+            let steps = run(&m, &add(id));
+            m = steps.last().unwrap().clone();
+            history.extend(steps.into_iter().skip(1));
+        }
+        for id in 1..MAX_MEMBERS as NodeId {
+            let steps = run(&m, &Change::Remove { id });
+            m = steps.last().unwrap().clone();
+            history.extend(steps.into_iter().skip(1));
+        }
+        assert_eq!(m.voters(), vec![MAX_MEMBERS as NodeId]);
+        for pair in history.windows(2) {
+            let (a, b) = (pair[0].voters(), pair[1].voters());
+            assert_eq!(pair[1].epoch, pair[0].epoch + 1);
+            assert!(majorities_intersect(&a, &b), "{a:?} / {b:?}");
+        }
+        // And the check is not vacuous: two epochs apart, a change's voters may not meet.
+        let (a, b) = (vec![1, 2, 3], vec![1, 4, 5]);
+        assert!(!majorities_intersect(&a, &b));
+    }
+
+    #[test]
+    fn one_change_at_a_time_and_a_rerun_resumes_it() {
+        let m = three().step(&add(4)).unwrap().unwrap();
+        let err = m.step(&add(5)).unwrap_err();
+        assert!(err.contains("adding node 4"), "{err}");
+        assert!(m.step(&Change::Remove { id: 1 }).is_err());
+        // the same change again (a rerun after a crash): the next step
+        assert_eq!(m.step(&add(4)).unwrap().unwrap().phase, Some(Phase::Rescan));
+        // a completed change is a no-op
+        let done = run(&three(), &add(4)).pop().unwrap();
+        assert_eq!(done.step(&add(4)).unwrap(), None);
+        assert_eq!(three().step(&Change::Remove { id: 9 }).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_changes_are_refused_with_a_reason() {
+        let m = three();
+        assert!(m
+            .step(&Change::Add {
+                id: 2,
+                addr: "x:1".into(),
+                store: 5
+            })
+            .unwrap_err()
+            .contains("already a member"));
+        assert!(m
+            .step(&Change::Add {
+                id: 9,
+                addr: "127.0.0.1:7401".into(),
+                store: 5
+            })
+            .unwrap_err()
+            .contains("address of node 1"));
+        let one = Membership::bootstrap([(1, "a:1".to_string())]);
+        assert!(one.step(&Change::Remove { id: 1 }).is_err());
+    }
+
+    #[test]
+    fn check_refuses_broken_memberships() {
+        let mut m = three();
+        m.members[1].id = 1;
+        assert!(m.check().is_err());
+        let mut m = three();
+        m.members[0].state = MemberState::Joining;
+        assert!(m.check().is_err(), "joining outside a change");
+        let mut m = three();
+        m.epoch = 0;
+        assert!(m.check().is_err());
+        assert!(three().check().is_ok());
+    }
+}
