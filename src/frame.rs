@@ -87,6 +87,7 @@ mod tests {
         let frame = Frame::Peer(Envelope {
             from: 2,
             proposer: 9,
+            epoch: 1,
             key: b"key".to_vec(),
             body: PeerMessage::Prepare {
                 ballot: Ballot::new(1, 2),

@@ -708,6 +708,7 @@ mod tests {
         let frame = Frame::Peer(Envelope {
             from: 3,
             proposer: 77,
+            epoch: 3,
             key: b"k".to_vec(),
             body: PeerMessage::Promise {
                 ballot: Ballot::new(4, 3),

@@ -10,13 +10,14 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::actors::anti_entropy::{AntiEntropy, SyncServer};
-use crate::actors::membership::MembershipView;
+use crate::actors::membership::Driver;
 use crate::actors::network::Network;
 #[cfg(feature = "testing")]
 use crate::actors::outbox::Outbox;
 use crate::actors::router::Router;
 use crate::actors::storage::StorageActor;
 use crate::actors::supervisor::NodeSupervisor;
+use crate::actors::view::MembershipView;
 use crate::actors::{Readiness, Stats};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -122,12 +123,13 @@ impl NodeHandle {
                         readiness.clone(),
                         view.clone(),
                     );
+                    let driver = Driver::new(members.clone(), supervisor.clone());
                     let router = Router::new(
                         id,
                         supervisor.clone(),
                         outbox.clone(),
                         config.clone(),
-                        members.clone(),
+                        driver.clone(),
                     );
                     let sync = SyncServer::new(
                         storage.clone(),
@@ -146,7 +148,7 @@ impl NodeHandle {
                         view.clone(),
                     )
                     .start();
-                    actix_rt::spawn(members.start(join));
+                    actix_rt::spawn(driver.start(join));
                     AntiEntropy::new(
                         id,
                         outbox.clone(),

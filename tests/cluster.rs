@@ -292,6 +292,7 @@ async fn a_contradictory_paxos_message_is_dropped_and_counted_and_changes_nothin
         paxkv::frame::encode(&Frame::Peer(Envelope {
             from: 2,
             proposer: 1,
+            epoch: 1,
             key: b"k".to_vec(),
             body,
         }))

@@ -97,12 +97,14 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
 fn envelope() -> impl Strategy<Value = Envelope> {
     (
         0u32..7,
+        0u64..3,
         proptest::collection::vec(any::<u8>(), 0..4),
         peer_message(),
     )
-        .prop_map(|(from, key, body)| Envelope {
+        .prop_map(|(from, epoch, key, body)| Envelope {
             from,
             proposer: 0,
+            epoch,
             key,
             body,
         })
@@ -134,6 +136,8 @@ fn proposer(fast_path: bool, now: Instant) -> Proposer {
     let cfg = ProposerConfig {
         node: 1,
         nodes: vec![1, 2, 3, 4, 5],
+        epoch: 1,
+        joining: vec![],
         phase_timeout: Duration::from_millis(100),
         read_grace: Duration::from_millis(10),
         backoff_min: Duration::from_millis(1),

@@ -32,6 +32,7 @@ fn peer(body: PeerMessage) -> Frame {
     Frame::Peer(Envelope {
         from: 1,
         proposer: 7,
+        epoch: 4,
         key: b"k".to_vec(),
         body,
     })

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::actors::membership::Members;
 use crate::actors::messages::{
     ActorStopped, AdoptRecord, FromProposer, Load, Persist, Retire, Role,
 };
@@ -26,6 +25,7 @@ use crate::actors::messages::{
 use crate::actors::messages::{Crash, Inspect};
 use crate::actors::outbox::Outbox;
 use crate::actors::storage::StorageActor;
+use crate::actors::view::Members;
 use crate::actors::{guarded, Stats};
 use crate::error::{Error, Result};
 use crate::messages::PeerMessage;

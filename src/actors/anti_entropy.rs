@@ -75,13 +75,13 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::membership::{Members, MembershipView};
 use crate::actors::messages::{
     Adopt, FetchRecords, FindBehind, ScanDigest, ScanUnsettled, SettleKey,
 };
 use crate::actors::outbox::Outbox;
 use crate::actors::storage::StorageActor;
 use crate::actors::supervisor::NodeSupervisor;
+use crate::actors::view::{Members, MembershipView};
 use crate::actors::{Readiness, Stats};
 use crate::client::{Client, ClientOptions};
 use crate::config::Config;

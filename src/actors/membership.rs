@@ -30,289 +30,47 @@
 //! down; operators restore through `member remove` and `member add` (as with etcd).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use crate::actors::messages::{ClientCommand, Meta, MetaAnswer, SettleKey};
-use crate::actors::outbox::Outbox;
-use crate::actors::storage::StorageActor;
 use crate::actors::supervisor::NodeSupervisor;
-use crate::actors::{Readiness, Stats};
-use crate::client::{Client, ClientOptions};
-use crate::config::Config;
+use crate::actors::view::{addr_of, client_for, meta, Members};
+use crate::actors::Stats;
+use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::messages::{DigestEntry, MemberChangeRequest, MembershipInfo, SyncReply, SyncRequest};
+use crate::messages::{DigestEntry, MemberChangeRequest, SyncReply, SyncRequest};
 use crate::paxos::membership::{Change, Membership, Phase, MEMBERSHIP_KEY};
 use crate::paxos::types::{Ballot, Command, Key, NodeId, Outcome, RequestId};
 
-/// The node's installed membership, shared by its actors. Reads are cheap: the epoch is an
-/// atomic, the membership an `Arc` behind a lock taken only to clone it.
-#[derive(Debug)]
-pub struct MembershipView {
-    me: NodeId,
-    store: u64,
-    epoch: AtomicU64,
-    current: RwLock<Option<Arc<Membership>>>,
-}
-
-impl MembershipView {
-    pub fn new(me: NodeId, store: u64, installed: Option<Membership>) -> MembershipView {
-        MembershipView {
-            me,
-            store,
-            epoch: AtomicU64::new(installed.as_ref().map_or(0, |m| m.epoch)),
-            current: RwLock::new(installed.map(Arc::new)),
-        }
-    }
-
-    pub fn me(&self) -> NodeId {
-        self.me
-    }
-
-    pub fn store(&self) -> u64 {
-        self.store
-    }
-
-    /// 0 while none is installed.
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
-    }
-
-    pub fn get(&self) -> Option<Arc<Membership>> {
-        self.current.read().expect("membership lock").clone()
-    }
-
-    /// Raises the view to `m` if it is newer; true if it did.
-    fn raise(&self, m: &Membership) -> bool {
-        let mut current = self.current.write().expect("membership lock");
-        if current.as_ref().is_some_and(|c| c.epoch >= m.epoch) {
-            return false;
-        }
-        *current = Some(Arc::new(m.clone()));
-        self.epoch.store(m.epoch, Ordering::Release);
-        true
-    }
-
-    /// Does the view let this node vote: a voter, with its own store (or none recorded yet,
-    /// at bootstrap)?
-    pub fn lists_me_as_voter(&self) -> bool {
-        self.get().is_some_and(|m| {
-            m.is_voter(self.me)
-                && m.member(self.me)
-                    .is_some_and(|me| me.store == self.store || me.store == 0)
-        })
-    }
-
-    pub fn info(&self, voting: bool) -> MembershipInfo {
-        MembershipInfo {
-            node: self.me,
-            membership: self.get().map(|m| (*m).clone()),
-            store: self.store,
-            voting,
-        }
-    }
-}
-
-/// What every membership task of a node needs. Cheap to clone.
+/// The node's start and the driver of membership changes (they write the membership
+/// register, through the node's supervisor). Cheap to clone.
 #[derive(Clone)]
-pub struct Members {
-    pub view: Arc<MembershipView>,
-    storage: Addr<StorageActor>,
-    outbox: Outbox,
-    readiness: Arc<Readiness>,
-    stats: Arc<Stats>,
-    config: Arc<Config>,
-    supervisor: Option<Addr<NodeSupervisor>>,
-    /// Epochs being fetched, so that a burst of `Stale` replies fetches once.
-    fetching: Arc<std::sync::Mutex<BTreeMap<NodeId, Instant>>>,
-    /// Woken by every install.
-    changed: Arc<tokio::sync::Notify>,
-    /// A peer said this store is an older copy: this node never votes again.
-    rolled_back: Arc<std::sync::atomic::AtomicBool>,
+pub struct Driver {
+    members: Members,
+    supervisor: Addr<NodeSupervisor>,
 }
 
-async fn meta(storage: &Addr<StorageActor>, msg: Meta) -> Result<MetaAnswer> {
-    storage
-        .send(msg)
-        .await
-        .map_err(|e| Error::Storage(format!("storage actor: {e}")))?
+impl std::ops::Deref for Driver {
+    type Target = Members;
+
+    fn deref(&self) -> &Members {
+        &self.members
+    }
 }
 
-fn client_for(addrs: Vec<std::net::SocketAddr>) -> Client {
-    Client::new(
-        addrs,
-        ClientOptions {
-            attempt_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_millis(500),
-            pinned: true,
-            ..ClientOptions::default()
-        },
-    )
-}
-
-fn addr_of(m: &Membership, id: NodeId) -> Result<std::net::SocketAddr> {
-    let member = m
-        .member(id)
-        .ok_or_else(|| Error::Unavailable(format!("node {id} is not a member")))?;
-    member
-        .addr
-        .parse()
-        .map_err(|e| Error::Config(format!("node {id}'s address {}: {e}", member.addr)))
-}
-
-impl Members {
-    pub fn new(
-        view: Arc<MembershipView>,
-        storage: Addr<StorageActor>,
-        outbox: Outbox,
-        readiness: Arc<Readiness>,
-        stats: Arc<Stats>,
-        config: Arc<Config>,
-    ) -> Members {
-        Members {
-            view,
-            storage,
-            outbox,
-            readiness,
-            stats,
-            config,
-            supervisor: None,
-            fetching: Default::default(),
-            changed: Default::default(),
-            rolled_back: Default::default(),
+impl Driver {
+    pub fn new(members: Members, supervisor: Addr<NodeSupervisor>) -> Driver {
+        Driver {
+            members,
+            supervisor,
         }
-    }
-
-    pub fn is_voting(&self) -> bool {
-        self.readiness.is_voting() && !self.rolled_back.load(Ordering::Acquire)
-    }
-
-    pub fn with_supervisor(mut self, supervisor: Addr<NodeSupervisor>) -> Members {
-        self.supervisor = Some(supervisor);
-        self
     }
 
     fn supervisor(&self) -> Result<&Addr<NodeSupervisor>> {
-        self.supervisor
-            .as_ref()
-            .ok_or_else(|| Error::Unavailable("node starting".into()))
-    }
-
-    /// Installs `m` if it is newer than the view: view first, then durably (see the module
-    /// doc); answers the epoch installed. Also tells the outbox of new peers, and re-decides
-    /// whether this node votes.
-    pub async fn install(&self, m: Membership) -> Result<u64> {
-        m.check().map_err(Error::BadRequest)?;
-        if self.view.raise(&m) {
-            self.changed.notify_waiters();
-            self.outbox.set_peers(&m);
-            if !self.view.lists_me_as_voter() && self.readiness.is_voting() {
-                log::warn!(
-                    "node {}: epoch {}: this node is not a voter of the membership (or not \
-                     with this store); it stops voting",
-                    self.view.me,
-                    m.epoch
-                );
-                self.readiness.clear_voting();
-            }
-            log::info!(
-                "node {}: installed membership epoch {} (voters {:?}{})",
-                self.view.me,
-                m.epoch,
-                m.voters(),
-                match m.phase {
-                    Some(Phase::CloseFast) => ", fast ballot closed",
-                    Some(Phase::Rescan) => ", rescanning",
-                    None => "",
-                }
-            );
-        }
-        match meta(&self.storage, Meta::Install(m)).await? {
-            MetaAnswer::U64(epoch) => Ok(epoch.max(self.view.epoch())),
-            other => Err(Error::Storage(format!("unexpected {other:?}"))),
-        }
-    }
-
-    /// A peer answered a request with a newer epoch, or sent one: fetch its membership (at
-    /// most once a second per peer).
-    pub fn fetch_from(&self, peer: NodeId, epoch: u64) {
-        if epoch <= self.view.epoch() {
-            return;
-        }
-        {
-            let mut fetching = self.fetching.lock().expect("fetching lock");
-            if fetching
-                .get(&peer)
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-            {
-                return;
-            }
-            fetching.insert(peer, Instant::now());
-        }
-        let Some(m) = self.view.get() else { return };
-        let Ok(addr) = addr_of(&m, peer) else { return };
-        let this = self.clone();
-        actix_rt::spawn(async move {
-            if let Err(e) = this.fetch_and_install(vec![addr]).await {
-                log::debug!(
-                    "node {}: fetching membership of node {peer}: {e}",
-                    this.view.me
-                );
-            }
-        });
-    }
-
-    /// Asks the nodes at `addrs` for their membership and installs the newest.
-    pub async fn fetch_and_install(&self, addrs: Vec<std::net::SocketAddr>) -> Result<u64> {
-        let client = client_for(addrs.clone());
-        let mut newest: Option<Membership> = None;
-        let mut last_error = None;
-        for index in 0..addrs.len() {
-            match client.sync(index, SyncRequest::Membership).await {
-                Ok(SyncReply::Membership(info)) => {
-                    if let Some(m) = info.membership {
-                        if newest.as_ref().is_none_or(|n| n.epoch < m.epoch) {
-                            newest = Some(m);
-                        }
-                    }
-                }
-                Ok(other) => last_error = Some(Error::Frame(format!("unexpected {other:?}"))),
-                Err(e) => last_error = Some(e),
-            }
-        }
-        match newest {
-            Some(m) => self.install(m).await,
-            None => Err(last_error.unwrap_or_else(|| Error::Unavailable("no membership".into()))),
-        }
-    }
-
-    /// Answers a peer's `Hello`: records the generation, answers the one seen before.
-    pub async fn hello(&self, node: NodeId, store: u64, generation: u64) -> Result<u64> {
-        match meta(
-            &self.storage,
-            Meta::SeeGeneration {
-                node,
-                store,
-                generation,
-            },
-        )
-        .await?
-        {
-            MetaAnswer::U64(seen) => {
-                if seen >= generation {
-                    log::warn!(
-                        "node {}: node {node} started on generation {generation} of its store, \
-                         but generation {seen} ran before: its data directory is an older copy",
-                        self.view.me
-                    );
-                }
-                Ok(seen)
-            }
-            other => Err(Error::Storage(format!("unexpected {other:?}"))),
-        }
+        Ok(&self.supervisor)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -323,7 +81,7 @@ impl Members {
     /// fetched from `join`), this store recorded in it, the generation confirmed by `q - 1`
     /// peers. Keeps checking later Hello answers.
     pub async fn start(self, join: Vec<std::net::SocketAddr>) {
-        let me = self.view.me;
+        let me = self.view.me();
         let started = Instant::now();
         let mut complained = None::<Instant>;
         let complain = |complained: &mut Option<Instant>, what: String| {
@@ -382,7 +140,7 @@ impl Members {
                 let client = client_for(vec![addr]);
                 let hello = SyncRequest::Hello {
                     node: me,
-                    store: self.view.store,
+                    store: self.view.store(),
                     generation,
                 };
                 match client.sync(0, hello).await {
@@ -405,7 +163,7 @@ impl Members {
             }
             if !self.view.lists_me_as_voter() {
                 match m.member(me) {
-                    Some(member) if member.store != self.view.store && member.store != 0 => {
+                    Some(member) if member.store != self.view.store() && member.store != 0 => {
                         complain(
                             &mut complained,
                             format!(
@@ -413,7 +171,8 @@ impl Members {
                                  {:x} (a wiped or replaced disk): remove this node and add it \
                                  again (`paxkv member remove {me}`, `paxkv member add {me} \
                                  ADDR`)",
-                                member.store, self.view.store
+                                member.store,
+                                self.view.store()
                             ),
                         );
                     }
@@ -468,7 +227,7 @@ impl Members {
 
     /// The bootstrap members, if this node is listed in the config (a new cluster).
     fn bootstrap_nodes(&self) -> Option<Vec<(NodeId, String)>> {
-        let me = self.view.me;
+        let me = self.view.me();
         self.config.nodes.iter().any(|n| n.id == me).then(|| {
             self.config
                 .nodes
@@ -482,7 +241,7 @@ impl Members {
         let mut addrs: Vec<_> = m
             .nodes()
             .into_iter()
-            .filter(|n| *n != self.view.me)
+            .filter(|n| *n != self.view.me())
             .filter_map(|n| addr_of(m, n).ok())
             .collect();
         addrs.extend(self.config.addrs());
@@ -495,8 +254,8 @@ impl Members {
     /// changes no voter, through the register) before it votes. Until then a store-0 entry
     /// lets the node vote (the cluster's first seconds, see `paxos::membership`).
     async fn record_store(&self, m: &Membership) -> Result<()> {
-        let me = self.view.me;
-        if m.member(me).is_some_and(|x| x.store == self.view.store) {
+        let me = self.view.me();
+        if m.member(me).is_some_and(|x| x.store == self.view.store()) {
             return Ok(());
         }
         // Votes are needed for the register write itself: this node's store is brand new
@@ -507,7 +266,7 @@ impl Members {
             let current = current.unwrap_or_else(|| (*self.view.get().expect("installed")).clone());
             if current
                 .member(me)
-                .is_some_and(|x| x.store == self.view.store)
+                .is_some_and(|x| x.store == self.view.store())
             {
                 self.install(current).await?;
                 return Ok(());
@@ -520,7 +279,7 @@ impl Members {
             let mut next = current.clone();
             next.epoch += 1;
             match next.members.iter_mut().find(|x| x.id == me) {
-                Some(x) if x.store == 0 => x.store = self.view.store,
+                Some(x) if x.store == 0 => x.store = self.view.store(),
                 _ => {
                     self.readiness.clear_voting();
                     return Err(Error::Unavailable(
@@ -658,7 +417,7 @@ impl Members {
             }
             log::info!(
                 "node {}: membership epoch {} written ({:?})",
-                self.view.me,
+                self.view.me(),
                 next.epoch,
                 next.phase
             );
@@ -677,8 +436,8 @@ impl Members {
         nodes.extend(previous.nodes());
         nodes.sort();
         nodes.dedup();
-        let mut acked = vec![self.view.me];
-        for node in nodes.into_iter().filter(|n| *n != self.view.me) {
+        let mut acked = vec![self.view.me()];
+        for node in nodes.into_iter().filter(|n| *n != self.view.me()) {
             let Ok(addr) = addr_of(m, node).or_else(|_| addr_of(previous, node)) else {
                 continue;
             };
@@ -722,7 +481,7 @@ impl Members {
         let settled = self.rescan(m, &sources, phase == Phase::CloseFast).await?;
         log::info!(
             "node {}: epoch {} ({:?}): settled {settled} keys of nodes {sources:?} in {:.2}s",
-            self.view.me,
+            self.view.me(),
             m.epoch,
             phase,
             started.elapsed().as_secs_f64()

@@ -46,6 +46,7 @@ pub(crate) mod proposer;
 pub(crate) mod router;
 pub(crate) mod storage;
 pub mod supervisor;
+pub(crate) mod view;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 

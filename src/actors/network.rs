@@ -27,10 +27,10 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::FramedRead;
 
 use crate::actors::anti_entropy::SyncServer;
-use crate::actors::membership::MembershipView;
 use crate::actors::messages::Deliver;
 use crate::actors::outbox::PeerQueue;
 use crate::actors::router::Router;
+use crate::actors::view::MembershipView;
 use crate::actors::Stats;
 use crate::config::Config;
 use crate::error::Error;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::actors::membership::Members;
+use crate::actors::membership::Driver;
 use crate::actors::messages::{ClientCommand, GetStatus};
 use crate::actors::outbox::Outbox;
 use crate::actors::supervisor::NodeSupervisor;
@@ -34,7 +34,7 @@ struct Shared {
     config: Arc<Config>,
     /// Write ids for client writes that came without one.
     write_ids: WriteIdMint,
-    members: Members,
+    members: Driver,
     /// One membership change driven by this node at a time (the register serializes changes
     /// across nodes; this keeps one node from running two drivers of the same one).
     driving: tokio::sync::Mutex<()>,
@@ -46,7 +46,7 @@ impl Router {
         supervisor: Addr<NodeSupervisor>,
         #[cfg_attr(not(feature = "testing"), allow(unused_variables))] outbox: Outbox,
         config: Arc<Config>,
-        members: Members,
+        members: Driver,
     ) -> Router {
         Router {
             inner: Arc::new(Shared {

@@ -31,7 +31,6 @@ use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 
 use crate::actors::acceptor::AcceptorActor;
-use crate::actors::membership::{Members, MembershipView};
 use crate::actors::messages::{
     ActorStopped, Adopt, AdoptRecord, AdoptRecords, ClientCommand, Deliver, FromAcceptor,
     FromProposer, GetStatus, Retire, Role, SettleKey, Submit,
@@ -41,6 +40,7 @@ use crate::actors::messages::{Crash, CrashActor, Inspect, InspectAcceptor};
 use crate::actors::outbox::{Outbox, PeerQueue};
 use crate::actors::proposer::ProposerActor;
 use crate::actors::storage::StorageActor;
+use crate::actors::view::{Members, MembershipView};
 use crate::actors::{Readiness, Stats};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -116,8 +116,7 @@ impl NodeSupervisor {
                 readiness.clone(),
                 stats.clone(),
                 config.clone(),
-            )
-            .with_supervisor(ctx.address());
+            );
             out = Some((outbox.clone(), queues, members.clone()));
             NodeSupervisor {
                 node,

@@ -1,0 +1,278 @@
+//! The node's installed membership ([`MembershipView`]) and what every actor does with it
+//! ([`Members`]): install a newer one, fetch it from a peer that has it, answer a peer's
+//! `Hello`. The per-key actors hold these; the node's start and the change driver, which also
+//! need the supervisor, are `actors::membership`. Why installing is the barrier of a change
+//! is argued there and in `paxos::membership`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::actors::messages::{Meta, MetaAnswer};
+use crate::actors::outbox::Outbox;
+use crate::actors::storage::StorageActor;
+use crate::actors::{Readiness, Stats};
+use crate::client::{Client, ClientOptions};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::messages::{MembershipInfo, SyncReply, SyncRequest};
+use crate::paxos::membership::{Membership, Phase};
+use crate::paxos::types::NodeId;
+
+/// The node's installed membership, shared by its actors. Reads are cheap: the epoch is an
+/// atomic, the membership an `Arc` behind a lock taken only to clone it.
+#[derive(Debug)]
+pub struct MembershipView {
+    me: NodeId,
+    store: u64,
+    epoch: AtomicU64,
+    current: RwLock<Option<Arc<Membership>>>,
+}
+
+impl MembershipView {
+    pub fn new(me: NodeId, store: u64, installed: Option<Membership>) -> MembershipView {
+        MembershipView {
+            me,
+            store,
+            epoch: AtomicU64::new(installed.as_ref().map_or(0, |m| m.epoch)),
+            current: RwLock::new(installed.map(Arc::new)),
+        }
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn store(&self) -> u64 {
+        self.store
+    }
+
+    /// 0 while none is installed.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub fn get(&self) -> Option<Arc<Membership>> {
+        self.current.read().expect("membership lock").clone()
+    }
+
+    /// Raises the view to `m` if it is newer; true if it did.
+    fn raise(&self, m: &Membership) -> bool {
+        let mut current = self.current.write().expect("membership lock");
+        if current.as_ref().is_some_and(|c| c.epoch >= m.epoch) {
+            return false;
+        }
+        *current = Some(Arc::new(m.clone()));
+        self.epoch.store(m.epoch, Ordering::Release);
+        true
+    }
+
+    /// Does the view let this node vote: a voter, with its own store (or none recorded yet,
+    /// at bootstrap)?
+    pub fn lists_me_as_voter(&self) -> bool {
+        self.get().is_some_and(|m| {
+            m.is_voter(self.me)
+                && m.member(self.me)
+                    .is_some_and(|me| me.store == self.store || me.store == 0)
+        })
+    }
+
+    pub fn info(&self, voting: bool) -> MembershipInfo {
+        MembershipInfo {
+            node: self.me,
+            membership: self.get().map(|m| (*m).clone()),
+            store: self.store,
+            voting,
+        }
+    }
+}
+
+/// What every membership task of a node needs. Cheap to clone.
+#[derive(Clone)]
+pub struct Members {
+    pub view: Arc<MembershipView>,
+    pub(crate) storage: Addr<StorageActor>,
+    pub(crate) outbox: Outbox,
+    pub(crate) readiness: Arc<Readiness>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) config: Arc<Config>,
+    /// Epochs being fetched, so that a burst of `Stale` replies fetches once.
+    fetching: Arc<std::sync::Mutex<BTreeMap<NodeId, Instant>>>,
+    /// Woken by every install.
+    pub(crate) changed: Arc<tokio::sync::Notify>,
+    /// A peer said this store is an older copy: this node never votes again.
+    pub(crate) rolled_back: Arc<std::sync::atomic::AtomicBool>,
+}
+
+pub(crate) async fn meta(storage: &Addr<StorageActor>, msg: Meta) -> Result<MetaAnswer> {
+    storage
+        .send(msg)
+        .await
+        .map_err(|e| Error::Storage(format!("storage actor: {e}")))?
+}
+
+pub(crate) fn client_for(addrs: Vec<std::net::SocketAddr>) -> Client {
+    Client::new(
+        addrs,
+        ClientOptions {
+            attempt_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_millis(500),
+            pinned: true,
+            ..ClientOptions::default()
+        },
+    )
+}
+
+pub(crate) fn addr_of(m: &Membership, id: NodeId) -> Result<std::net::SocketAddr> {
+    let member = m
+        .member(id)
+        .ok_or_else(|| Error::Unavailable(format!("node {id} is not a member")))?;
+    member
+        .addr
+        .parse()
+        .map_err(|e| Error::Config(format!("node {id}'s address {}: {e}", member.addr)))
+}
+
+impl Members {
+    pub fn new(
+        view: Arc<MembershipView>,
+        storage: Addr<StorageActor>,
+        outbox: Outbox,
+        readiness: Arc<Readiness>,
+        stats: Arc<Stats>,
+        config: Arc<Config>,
+    ) -> Members {
+        Members {
+            view,
+            storage,
+            outbox,
+            readiness,
+            stats,
+            config,
+            fetching: Default::default(),
+            changed: Default::default(),
+            rolled_back: Default::default(),
+        }
+    }
+
+    pub fn is_voting(&self) -> bool {
+        self.readiness.is_voting() && !self.rolled_back.load(Ordering::Acquire)
+    }
+
+    /// Installs `m` if it is newer than the view: view first, then durably (see the module
+    /// doc); answers the epoch installed. Also tells the outbox of new peers, and re-decides
+    /// whether this node votes.
+    pub async fn install(&self, m: Membership) -> Result<u64> {
+        m.check().map_err(Error::BadRequest)?;
+        if self.view.raise(&m) {
+            self.changed.notify_waiters();
+            self.outbox.set_peers(&m);
+            if !self.view.lists_me_as_voter() && self.readiness.is_voting() {
+                log::warn!(
+                    "node {}: epoch {}: this node is not a voter of the membership (or not \
+                     with this store); it stops voting",
+                    self.view.me,
+                    m.epoch
+                );
+                self.readiness.clear_voting();
+            }
+            log::info!(
+                "node {}: installed membership epoch {} (voters {:?}{})",
+                self.view.me,
+                m.epoch,
+                m.voters(),
+                match m.phase {
+                    Some(Phase::CloseFast) => ", fast ballot closed",
+                    Some(Phase::Rescan) => ", rescanning",
+                    None => "",
+                }
+            );
+        }
+        match meta(&self.storage, Meta::Install(m)).await? {
+            MetaAnswer::U64(epoch) => Ok(epoch.max(self.view.epoch())),
+            other => Err(Error::Storage(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// A peer answered a request with a newer epoch, or sent one: fetch its membership (at
+    /// most once a second per peer).
+    pub fn fetch_from(&self, peer: NodeId, epoch: u64) {
+        if epoch <= self.view.epoch() {
+            return;
+        }
+        {
+            let mut fetching = self.fetching.lock().expect("fetching lock");
+            if fetching
+                .get(&peer)
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+            {
+                return;
+            }
+            fetching.insert(peer, Instant::now());
+        }
+        let Some(m) = self.view.get() else { return };
+        let Ok(addr) = addr_of(&m, peer) else { return };
+        let this = self.clone();
+        actix_rt::spawn(async move {
+            if let Err(e) = this.fetch_and_install(vec![addr]).await {
+                log::debug!(
+                    "node {}: fetching membership of node {peer}: {e}",
+                    this.view.me
+                );
+            }
+        });
+    }
+
+    /// Asks the nodes at `addrs` for their membership and installs the newest.
+    pub async fn fetch_and_install(&self, addrs: Vec<std::net::SocketAddr>) -> Result<u64> {
+        let client = client_for(addrs.clone());
+        let mut newest: Option<Membership> = None;
+        let mut last_error = None;
+        for index in 0..addrs.len() {
+            match client.sync(index, SyncRequest::Membership).await {
+                Ok(SyncReply::Membership(info)) => {
+                    if let Some(m) = info.membership {
+                        if newest.as_ref().is_none_or(|n| n.epoch < m.epoch) {
+                            newest = Some(m);
+                        }
+                    }
+                }
+                Ok(other) => last_error = Some(Error::Frame(format!("unexpected {other:?}"))),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        match newest {
+            Some(m) => self.install(m).await,
+            None => Err(last_error.unwrap_or_else(|| Error::Unavailable("no membership".into()))),
+        }
+    }
+
+    /// Answers a peer's `Hello`: records the generation, answers the one seen before.
+    pub async fn hello(&self, node: NodeId, store: u64, generation: u64) -> Result<u64> {
+        match meta(
+            &self.storage,
+            Meta::SeeGeneration {
+                node,
+                store,
+                generation,
+            },
+        )
+        .await?
+        {
+            MetaAnswer::U64(seen) => {
+                if seen >= generation {
+                    log::warn!(
+                        "node {}: node {node} started on generation {generation} of its store, \
+                         but generation {seen} ran before: its data directory is an older copy",
+                        self.view.me
+                    );
+                }
+                Ok(seen)
+            }
+            other => Err(Error::Storage(format!("unexpected {other:?}"))),
+        }
+    }
+}
