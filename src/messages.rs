@@ -327,6 +327,10 @@ pub struct NodeStatus {
     pub epoch: u64,
     /// Paxos requests refused for an older epoch (`PeerMessage::Stale`).
     pub stale_refused: u64,
+    /// This node's store is not the one its membership records (a wiped or replaced disk)
+    /// or is an older copy of it (a rolled-back directory): it does not vote, and will not
+    /// until it is removed and added again (see `paxos::membership`).
+    pub store_refused: bool,
 }
 
 /// Everything one connection carries, in either direction. A connection from a peer carries

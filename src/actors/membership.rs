@@ -90,8 +90,23 @@ impl Driver {
                 *complained = Some(Instant::now());
             }
         };
-        // 1. A membership.
+        // 1. A membership: the newest any reachable node has (an intact restart learns what
+        // changed while it was down; a wiped store of a running cluster learns it is not the
+        // member's store). Only a node of the config that finds no membership anywhere
+        // bootstraps a new cluster.
+        let addrs: Vec<std::net::SocketAddr> = match self.view.get() {
+            Some(m) => self.peer_addrs(&m),
+            None if join.is_empty() => self.config.addrs(),
+            None => join.clone(),
+        };
+        let own = self.config.node(me).ok().and_then(|n| n.addr.parse().ok());
+        let others: Vec<_> = addrs.into_iter().filter(|a| Some(*a) != own).collect();
         loop {
+            let fetched = if others.is_empty() {
+                Err(Error::Unavailable("no other node to ask".into()))
+            } else {
+                self.fetch_and_install(others.clone()).await
+            };
             if self.view.get().is_some() {
                 break;
             }
@@ -105,12 +120,7 @@ impl Driver {
                 }
                 continue;
             }
-            let addrs: Vec<_> = if join.is_empty() {
-                self.config.addrs()
-            } else {
-                join.clone()
-            };
-            if let Err(e) = self.fetch_and_install(addrs).await {
+            if let Err(e) = fetched {
                 complain(&mut complained, format!("no membership yet: {e}"));
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
@@ -152,7 +162,7 @@ impl Driver {
                              on an empty directory."
                         );
                         self.readiness.clear_voting();
-                        self.rolled_back.store(true, Ordering::Release);
+                        self.refused.store(true, Ordering::Release);
                         return;
                     }
                     Ok(SyncReply::Hello { .. }) => {
@@ -164,6 +174,7 @@ impl Driver {
             if !self.view.lists_me_as_voter() {
                 match m.member(me) {
                     Some(member) if member.store != self.view.store() && member.store != 0 => {
+                        self.refused.store(true, Ordering::Release);
                         complain(
                             &mut complained,
                             format!(
@@ -200,6 +211,7 @@ impl Driver {
                     continue;
                 }
                 voting = true;
+                self.refused.store(false, Ordering::Release);
                 self.readiness.set_voting();
                 self.readiness.set_repaired();
                 log::info!(
@@ -208,6 +220,10 @@ impl Driver {
                     self.view.epoch(),
                     started.elapsed().as_secs_f64()
                 );
+            }
+            if voting {
+                // Keep up with changes made while this node's links were down.
+                let _ = self.fetch_and_install(self.peer_addrs(&m)).await;
             }
             let wait = if voting && confirmed.len() == peers.len() {
                 Duration::from_secs(5)

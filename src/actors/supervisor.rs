@@ -581,6 +581,7 @@ impl Handler<GetStatus> for NodeSupervisor {
             keys_settled: Stats::get(&s.keys_settled),
             epoch: self.members.view.epoch(),
             stale_refused: Stats::get(&s.stale_refused),
+            store_refused: self.members.store_refused(),
         })
     }
 }

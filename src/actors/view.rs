@@ -103,8 +103,8 @@ pub struct Members {
     fetching: Arc<std::sync::Mutex<BTreeMap<NodeId, Instant>>>,
     /// Woken by every install.
     pub(crate) changed: Arc<tokio::sync::Notify>,
-    /// A peer said this store is an older copy: this node never votes again.
-    pub(crate) rolled_back: Arc<std::sync::atomic::AtomicBool>,
+    /// This store is not the member's (wiped, replaced) or an older copy: no vote.
+    pub(crate) refused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub(crate) async fn meta(storage: &Addr<StorageActor>, msg: Meta) -> Result<MetaAnswer> {
@@ -154,12 +154,16 @@ impl Members {
             config,
             fetching: Default::default(),
             changed: Default::default(),
-            rolled_back: Default::default(),
+            refused: Default::default(),
         }
     }
 
+    pub fn store_refused(&self) -> bool {
+        self.refused.load(Ordering::Acquire)
+    }
+
     pub fn is_voting(&self) -> bool {
-        self.readiness.is_voting() && !self.rolled_back.load(Ordering::Acquire)
+        self.readiness.is_voting() && !self.refused.load(Ordering::Acquire)
     }
 
     /// Installs `m` if it is newer than the view: view first, then durably (see the module

@@ -28,6 +28,8 @@ pub struct TestCluster {
     nodes: Vec<Option<NodeHandle>>,
     /// Each node's bound listener until the node first starts (no port race in between).
     listeners: Vec<Option<TcpListener>>,
+    /// Nodes the config does not list (they join through `member add`), by id.
+    extra: std::collections::BTreeMap<NodeId, SocketAddr>,
 }
 
 impl TestCluster {
@@ -46,11 +48,48 @@ impl TestCluster {
         cluster
     }
 
+    /// Waits until the membership records every member's store: the end of a new cluster's
+    /// bootstrap (until then a wiped store could not be told from the first one).
+    pub async fn wait_bootstrapped(&self, via: NodeId) {
+        eventually(
+            "every store recorded in the membership",
+            Duration::from_secs(20),
+            || async {
+                let Ok(paxkv::messages::Reply::Members(info)) = self
+                    .client_for(via)
+                    .request(0, paxkv::messages::RequestBody::Members)
+                    .await
+                else {
+                    return false;
+                };
+                info.membership
+                    .is_some_and(|m| m.members.iter().all(|x| x.store != 0))
+            },
+        )
+        .await;
+    }
+
     /// Five nodes configured (ports bound, data directories chosen), none started yet:
     /// [`TestCluster::restart`] starts each.
     pub fn configured_with(tweak: impl FnOnce(&mut Config)) -> TestCluster {
+        TestCluster::configured_n(5, tweak)
+    }
+
+    /// `n` nodes, all started, with the default settings but `tweak`.
+    pub fn start_n(n: usize, tweak: impl FnOnce(&mut Config)) -> TestCluster {
+        let mut cluster = TestCluster::configured_n(n, tweak);
+        let ids: Vec<NodeId> = (1..=n as NodeId).collect();
+        for &id in &ids {
+            cluster.restart(id);
+        }
+        cluster.wait_voting_blocking(&ids);
+        cluster
+    }
+
+    /// `n` nodes configured, none started.
+    pub fn configured_n(n: usize, tweak: impl FnOnce(&mut Config)) -> TestCluster {
         let _ = env_logger::builder().is_test(true).try_init();
-        let listeners: Vec<TcpListener> = (0..5)
+        let listeners: Vec<TcpListener> = (0..n)
             .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();
         let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
@@ -61,8 +100,9 @@ impl TestCluster {
         TestCluster {
             config: Arc::new(config),
             dir: tempfile::tempdir().unwrap(),
-            nodes: (0..5).map(|_| None).collect(),
+            nodes: (0..n).map(|_| None).collect(),
             listeners: listeners.into_iter().map(Some).collect(),
+            extra: Default::default(),
         }
     }
 
@@ -75,7 +115,10 @@ impl TestCluster {
                     .enable_all()
                     .build()
                     .unwrap();
-                runtime.block_on(self.wait_voting(ids));
+                runtime.block_on(async {
+                    self.wait_voting(ids).await;
+                    self.wait_bootstrapped(ids[0]).await;
+                });
             });
         });
     }
@@ -109,8 +152,91 @@ impl TestCluster {
 
     fn start_node(&mut self, id: NodeId) -> NodeHandle {
         let dir = self.dir.path().join(format!("node-{id}"));
-        let listener = self.listeners[id as usize - 1].take();
-        NodeHandle::start(self.config.clone(), id, &dir, listener).expect("node starts")
+        let listener = self
+            .listeners
+            .get_mut(id as usize - 1)
+            .and_then(Option::take);
+        let options = paxkv::node::NodeOptions {
+            addr: self.extra.get(&id).copied(),
+            join: vec![],
+        };
+        NodeHandle::start_with(self.config.clone(), id, &dir, listener, options)
+            .expect("node starts")
+    }
+
+    /// Starts a new node `id` that the config does not list, on a fresh address and an
+    /// empty data directory; it waits for `member add`. Returns its address.
+    pub fn start_new_node(&mut self, id: NodeId) -> SocketAddr {
+        assert!(self.config.node(id).is_err(), "node {id} is in the config");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        self.extra.insert(id, addr);
+        while self.nodes.len() < id as usize {
+            self.nodes.push(None);
+            self.listeners.push(None);
+        }
+        self.listeners[id as usize - 1] = Some(listener);
+        self.restart(id);
+        addr
+    }
+
+    /// Removes node `id`'s data directory (the node must be stopped).
+    pub fn wipe(&self, id: NodeId) {
+        assert!(!self.is_running(id), "node {id} is running");
+        lose_disk(&self.node_dir(id), None);
+    }
+
+    /// Asks node `via` to drive a membership change to completion.
+    pub async fn change(
+        &self,
+        via: NodeId,
+        change: paxkv::messages::MemberChangeRequest,
+    ) -> paxkv::Result<paxkv::paxos::membership::Membership> {
+        let client = self.client_with(vec![self.addr(via)], true, Duration::from_secs(120));
+        match client
+            .request(0, paxkv::messages::RequestBody::MemberChange(change))
+            .await?
+        {
+            paxkv::messages::Reply::MemberChanged(m) => Ok(m),
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+
+    /// Drives a change through any of `via` until it completes (each attempt through the
+    /// next node: a rerun resumes it), for at most `deadline`.
+    pub async fn change_until_done(
+        &self,
+        via: &[NodeId],
+        change: paxkv::messages::MemberChangeRequest,
+        deadline: Duration,
+    ) -> paxkv::paxos::membership::Membership {
+        let until = Instant::now() + deadline;
+        let mut attempt = 0;
+        loop {
+            let node = via[attempt % via.len()];
+            attempt += 1;
+            match self.change(node, change.clone()).await {
+                Ok(m) => return m,
+                Err(e) if Instant::now() < until && !e.is_bad_input() => {
+                    log::info!("change {change:?} through node {node}: {e}; again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("change {change:?} did not complete: {e}"),
+            }
+        }
+    }
+
+    /// The membership node `id` has installed.
+    pub async fn membership(&self, id: NodeId) -> paxkv::paxos::membership::Membership {
+        match self
+            .client_for(id)
+            .request(0, paxkv::messages::RequestBody::Members)
+            .await
+            .expect("members")
+        {
+            paxkv::messages::Reply::Members(info) => info.membership.expect("installed"),
+            other => panic!("unexpected answer {other:?}"),
+        }
     }
 
     /// Closes node `id`'s listener before its first start: until it starts, connecting to
@@ -124,7 +250,10 @@ impl TestCluster {
     }
 
     pub fn addr(&self, id: NodeId) -> SocketAddr {
-        self.config.addr_of(id).unwrap()
+        match self.extra.get(&id) {
+            Some(addr) => *addr,
+            None => self.config.addr_of(id).unwrap(),
+        }
     }
 
     pub fn node(&self, id: NodeId) -> &NodeHandle {
@@ -134,12 +263,12 @@ impl TestCluster {
     }
 
     pub fn is_running(&self, id: NodeId) -> bool {
-        self.nodes[id as usize - 1].is_some()
+        self.nodes.get(id as usize - 1).is_some_and(|n| n.is_some())
     }
 
     /// Stops node `id` (its data stays).
     pub fn stop(&mut self, id: NodeId) {
-        if let Some(node) = self.nodes[id as usize - 1].take() {
+        if let Some(node) = self.nodes.get_mut(id as usize - 1).and_then(Option::take) {
             node.stop();
         }
     }

@@ -1,0 +1,425 @@
+//! Membership changes on a running cluster (see `paxos::membership`): growing and shrinking
+//! under a checked workload, replacing a dead node, a wiped or rolled-back disk rejoining as a
+//! new member, a removed node's return, a driver stopped in the middle of a change.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use paxkv::messages::MemberChangeRequest;
+use paxkv::paxos::membership::MemberState;
+use paxkv::paxos::types::{Ballot, Command, NodeId, Outcome};
+use paxkv::storage::Store;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use support::{eventually, History, TestCluster};
+
+const HOT: [&[u8]; 3] = [b"hot-0", b"hot-1", b"hot-2"];
+
+/// Clients writing hot keys and keys written once, recorded in `history`, until stopped.
+struct Workload {
+    stop: Arc<AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    once: tokio::task::JoinHandle<Vec<Vec<u8>>>,
+}
+
+impl Workload {
+    fn start(cluster: &TestCluster, history: &History, seed: u64) -> Workload {
+        let stop = Arc::new(AtomicBool::new(false));
+        let addrs: Vec<_> = cluster.config.addrs();
+        let mut workers = Vec::new();
+        for client_id in 0..3u64 {
+            let client = cluster.client_with(addrs.clone(), false, Duration::from_secs(3));
+            let (history, stop) = (history.clone(), stop.clone());
+            workers.push(tokio::spawn(async move {
+                let mut rng = SmallRng::seed_from_u64(seed ^ (client_id << 32));
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let key = HOT[rng.random_range(0..HOT.len())];
+                    let value = format!("c{client_id}-{i}").into_bytes();
+                    let command = support::random_command(&mut rng, value, i);
+                    let _ = history.run(client_id, &client, key, command).await;
+                }
+            }));
+        }
+        let once = tokio::spawn(support::write_once_keys(
+            99,
+            cluster.client_with(addrs, false, Duration::from_secs(3)),
+            history.clone(),
+            "once".into(),
+            stop.clone(),
+        ));
+        Workload {
+            stop,
+            workers,
+            once,
+        }
+    }
+
+    async fn finish(self) -> Vec<Vec<u8>> {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        self.once.await.unwrap()
+    }
+}
+
+/// Reads every key back through every node of `members` (into the history), checks the
+/// history, and that every member answers the same.
+async fn check_everything(
+    cluster: &TestCluster,
+    history: &History,
+    members: &[NodeId],
+    keys: &[Vec<u8>],
+    name: &str,
+) {
+    for key in keys {
+        let mut answers = Vec::new();
+        for &node in members {
+            let client = cluster.client_for(node);
+            answers.push(
+                history
+                    .run(1_000 + node as u64, &client, key, Command::Get)
+                    .await
+                    .expect("a final read"),
+            );
+        }
+        assert!(
+            answers.windows(2).all(|w| w[0] == w[1]),
+            "{key:?}: members {members:?} answer {answers:?}"
+        );
+    }
+    let ok = history
+        .operations()
+        .iter()
+        .filter(|o| o.output.is_some())
+        .count();
+    assert!(ok > 50, "only {ok} operations succeeded");
+    history.assert_linearizable(name);
+}
+
+fn all_keys(once: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    HOT.iter()
+        .map(|k| k.to_vec())
+        .chain(once.iter().cloned())
+        .collect()
+}
+
+fn add(cluster: &TestCluster, id: NodeId) -> MemberChangeRequest {
+    MemberChangeRequest::Add {
+        id,
+        addr: cluster.addr(id).to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grow_3_to_5_to_7_and_shrink_7_to_5_to_3_under_a_checked_workload() {
+    let mut cluster = TestCluster::start_n(3, |c| {
+        c.paxos.request_timeout_ms = 2_000;
+        c.paxos.sync_interval_ms = 2_000;
+    });
+    let history = History::default();
+    let workload = Workload::start(&cluster, &history, 7);
+    tokio::time::sleep(Duration::from_millis(300)).await; // some writes before the first change
+    for id in 4..=7 {
+        cluster.start_new_node(id);
+        let m = cluster
+            .change_until_done(&[1, 2, 3], add(&cluster, id), Duration::from_secs(60))
+            .await;
+        assert_eq!(m.voters().len(), id as usize, "{m:?}");
+        cluster.wait_voting(&[id]).await;
+    }
+    // Shrink, removing two of the first nodes too; each change through a node that stays.
+    for id in [1, 6, 2, 7] {
+        let m = cluster
+            .change_until_done(
+                &[3, 4, 5],
+                MemberChangeRequest::Remove { id },
+                Duration::from_secs(60),
+            )
+            .await;
+        assert!(m.member(id).is_none(), "{m:?}");
+    }
+    let once = workload.finish().await;
+    let members = [3, 4, 5];
+    for &node in &members {
+        let m = cluster.membership(node).await;
+        assert_eq!(m.voters(), members.to_vec());
+        assert!(m.members.iter().all(|x| x.state == MemberState::Voting));
+    }
+    for id in [1, 2, 6, 7] {
+        let s = cluster.status(id).await;
+        assert!(!s.voting, "removed node {id} still votes");
+    }
+    println!("keys written once: {}", once.len());
+    assert!(!once.is_empty());
+    check_everything(
+        &cluster,
+        &history,
+        &members,
+        &all_keys(&once),
+        "grow-shrink",
+    )
+    .await;
+}
+
+/// The records of `keys` on a stopped node's store: every key there, at a classic ballot.
+fn assert_store_holds(cluster: &TestCluster, id: NodeId, keys: &[Vec<u8>]) {
+    let store = Store::open(&cluster.node_dir(id), 256 << 20, id).unwrap();
+    for key in keys {
+        let record = store
+            .load(key)
+            .unwrap()
+            .unwrap_or_else(|| panic!("node {id} has no record of {key:?}"));
+        assert!(
+            record.accepted > Ballot::FAST,
+            "node {id}: {key:?} accepted at {}",
+            record.accepted
+        );
+        assert!(
+            record.state.value.is_some(),
+            "node {id}: {key:?} has no value"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_replaced_by_a_new_one_at_a_new_address_that_holds_every_key() {
+    let mut cluster = TestCluster::start_with(|_| {});
+    let client = cluster.client();
+    let keys: Vec<Vec<u8>> = (0..200).map(|i| format!("k{i}").into_bytes()).collect();
+    for key in &keys {
+        client.put(key, b"v").await.unwrap();
+    }
+    cluster.stop(3); // dead
+    let addr = cluster.start_new_node(6);
+    assert_ne!(addr, cluster.addr(3));
+    cluster
+        .change_until_done(&[1, 2], add(&cluster, 6), Duration::from_secs(60))
+        .await;
+    let m = cluster
+        .change_until_done(
+            &[1, 2],
+            MemberChangeRequest::Remove { id: 3 },
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(m.voters(), vec![1, 2, 4, 5, 6]);
+    // The new node holds every key written before it joined (the rescan waited for it).
+    cluster.stop(6);
+    assert_store_holds(&cluster, 6, &keys);
+    cluster.restart(6);
+    cluster.wait_voting(&[6]).await;
+    // Two of the remaining original nodes down: node 6 is needed for a quorum.
+    cluster.stop(1);
+    cluster.stop(2);
+    let client = cluster.client_with(
+        vec![cluster.addr(4), cluster.addr(5), cluster.addr(6)],
+        false,
+        Duration::from_secs(10),
+    );
+    for key in keys.iter().take(20) {
+        match client.get(key).await.unwrap() {
+            Outcome::Get { value, .. } => assert_eq!(value.as_deref(), Some(&b"v"[..])),
+            other => panic!("{other:?}"),
+        }
+    }
+    client.put(b"after", b"x").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_never_votes_and_rejoins_as_a_new_member() {
+    let mut cluster = TestCluster::start_with(|_| {});
+    let client = cluster.client();
+    client.put(b"k", b"before").await.unwrap();
+    cluster.stop(2);
+    cluster.wipe(2);
+    cluster.restart(2);
+    let probe = cluster.client_for(2);
+    eventually(
+        "node 2 refuses its new store",
+        Duration::from_secs(10),
+        || async { matches!(probe.status(0).await, Ok(s) if s.store_refused && !s.voting) },
+    )
+    .await;
+    // It keeps not voting: writes go on without it and its acceptors drop what they get.
+    for i in 0..20 {
+        client.put(format!("w{i}").as_bytes(), b"x").await.unwrap();
+    }
+    let s = cluster.status(2).await;
+    assert!(!s.voting && s.dropped_not_voting > 0, "{s:?}");
+    // The operator's path: remove it, add it again (same id and address, new store).
+    cluster
+        .change_until_done(
+            &[1, 3],
+            MemberChangeRequest::Remove { id: 2 },
+            Duration::from_secs(60),
+        )
+        .await;
+    cluster
+        .change_until_done(&[1, 3], add(&cluster, 2), Duration::from_secs(60))
+        .await;
+    cluster.wait_voting(&[2]).await;
+    assert!(!cluster.status(2).await.store_refused);
+    let m = cluster.membership(1).await;
+    assert_eq!(m.voters(), vec![1, 2, 3, 4, 5]);
+    match cluster.client_for(2).get(b"k").await.unwrap() {
+        Outcome::Get { value, .. } => assert_eq!(value.as_deref(), Some(&b"before"[..])),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_an_older_copy_of_its_data_is_told_and_never_votes() {
+    let mut cluster = TestCluster::start_with(|_| {});
+    let client = cluster.client();
+    client.put(b"k", b"one").await.unwrap();
+    cluster.stop(4);
+    let copy = cluster.dir.path().join("copy-4");
+    support::lose_disk(&copy, Some(&cluster.node_dir(4)));
+    cluster.restart(4); // a later run: its generation reaches the peers
+    cluster.wait_voting(&[4]).await;
+    client.put(b"k", b"two").await.unwrap();
+    cluster.stop(4);
+    support::lose_disk(&cluster.node_dir(4), Some(&copy));
+    cluster.restart(4);
+    let probe = cluster.client_for(4);
+    eventually(
+        "node 4 refuses its older copy",
+        Duration::from_secs(10),
+        || async { matches!(probe.status(0).await, Ok(s) if s.store_refused) },
+    )
+    .await;
+    let s = cluster.status(4).await;
+    assert!(!s.voting, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_that_returns_on_its_old_data_changes_nothing() {
+    let mut cluster = TestCluster::start_with(|c| c.paxos.sync_interval_ms = 500);
+    let client = cluster.client();
+    client.put(b"k", b"before").await.unwrap();
+    cluster.stop(5);
+    cluster
+        .change_until_done(
+            &[1, 2],
+            MemberChangeRequest::Remove { id: 5 },
+            Duration::from_secs(60),
+        )
+        .await;
+    client.put(b"k", b"after").await.unwrap();
+    let refused_before: u64 = {
+        let mut total = 0;
+        for id in 1..=4 {
+            total += cluster.status(id).await.bad_frames;
+        }
+        total
+    };
+    cluster.restart(5); // on its old data, with the old membership
+                        // It sends (its anti-entropy and its proposers would), learns it is removed, never votes.
+    let removed = cluster.client_for(5);
+    eventually(
+        "node 5 learns it was removed",
+        Duration::from_secs(10),
+        || async {
+            match removed
+                .request(0, paxkv::messages::RequestBody::Members)
+                .await
+            {
+                Ok(paxkv::messages::Reply::Members(info)) => {
+                    info.membership.is_some_and(|m| m.member(5).is_none())
+                }
+                _ => false,
+            }
+        },
+    )
+    .await;
+    // A write through the removed node cannot use it as a voter; through the others it works.
+    let _ = removed.put(b"k", b"from-removed").await;
+    assert!(!cluster.status(5).await.voting);
+    for id in 1..=4 {
+        match cluster.client_for(id).get(b"k").await.unwrap() {
+            Outcome::Get { value, .. } => assert!(
+                value.as_deref() == Some(&b"after"[..])
+                    || value.as_deref() == Some(&b"from-removed"[..]),
+                "node {id}: {value:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+    let _ = refused_before;
+    let m = cluster.membership(1).await;
+    assert_eq!(m.voters(), vec![1, 2, 3, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intact_restart_votes_at_once_while_two_other_nodes_are_down() {
+    let mut cluster = TestCluster::start_with(|_| {});
+    cluster.client().put(b"k", b"v").await.unwrap();
+    cluster.stop(4);
+    cluster.stop(5);
+    cluster.stop(1);
+    cluster.restart(1);
+    cluster.wait_voting(&[1]).await;
+    let client = cluster.client_with(
+        vec![cluster.addr(1), cluster.addr(2), cluster.addr(3)],
+        false,
+        Duration::from_secs(10),
+    );
+    client.put(b"k", b"w").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_driver_stops_midway_is_completed_by_a_rerun_elsewhere() {
+    let mut cluster = TestCluster::start_with(|c| c.paxos.request_timeout_ms = 1_000);
+    let client = cluster.client();
+    for i in 0..300 {
+        client.put(format!("k{i}").as_bytes(), b"v").await.unwrap();
+    }
+    cluster.start_new_node(6);
+    let request = add(&cluster, 6);
+    let driver = cluster.client_with(vec![cluster.addr(1)], true, Duration::from_secs(60));
+    let change = tokio::spawn(async move {
+        driver
+            .request(0, paxkv::messages::RequestBody::MemberChange(request))
+            .await
+    });
+    // Stop the driver as soon as the change is under way (a step written), before it ends.
+    let observer = cluster.client_for(2);
+    eventually("the change under way", Duration::from_secs(20), || async {
+        match observer
+            .request(0, paxkv::messages::RequestBody::Members)
+            .await
+        {
+            Ok(paxkv::messages::Reply::Members(info)) => {
+                info.membership.is_some_and(|m| m.phase.is_some())
+            }
+            _ => false,
+        }
+    })
+    .await;
+    cluster.stop(1);
+    assert!(
+        change.await.unwrap().is_err(),
+        "the stopped driver cannot answer ok"
+    );
+    // A second, different change is refused while this one is in progress.
+    let other = cluster
+        .change(2, MemberChangeRequest::Remove { id: 5 })
+        .await;
+    assert!(
+        matches!(&other, Err(e) if e.message().contains("in progress")),
+        "{other:?}"
+    );
+    let m = cluster
+        .change_until_done(&[2, 3], add(&cluster, 6), Duration::from_secs(60))
+        .await;
+    assert_eq!(m.voters(), vec![1, 2, 3, 4, 5, 6]);
+    assert!(m.phase.is_none());
+    cluster.restart(1);
+    cluster.wait_voting(&[1, 6]).await;
+}
