@@ -9,6 +9,8 @@ use paxkv::messages::{
     PeerMessage, Reply, RequestBody, SyncAnswer, SyncCall, SyncDigestPage, SyncRecord, SyncReply,
     SyncRequest, SyncSource,
 };
+use paxkv::messages::{MemberChangeRequest, MembershipInfo};
+use paxkv::paxos::membership::{Member, MemberState, Membership, Phase};
 use paxkv::paxos::record::AcceptorRecord;
 use paxkv::paxos::types::{Ballot, Command, Outcome, Register, RequestId};
 
@@ -271,20 +273,120 @@ fn samples() -> Vec<(&'static str, Frame)> {
                 maybe_applied: false,
             }),
         ),
+        ("peer stale", peer(PeerMessage::Stale { epoch: 9 })),
+        ("request members", request(RequestBody::Members)),
+        (
+            "request member add",
+            request(RequestBody::MemberChange(MemberChangeRequest::Add {
+                id: 6,
+                addr: e("a:1"),
+            })),
+        ),
+        (
+            "request member remove",
+            request(RequestBody::MemberChange(MemberChangeRequest::Remove {
+                id: 2,
+            })),
+        ),
+        (
+            "response members",
+            response(Ok(Reply::Members(MembershipInfo {
+                node: 1,
+                membership: Some(membership()),
+                store: 5,
+                voting: true,
+            }))),
+        ),
+        (
+            "response member changed",
+            response(Ok(Reply::MemberChanged(membership()))),
+        ),
+        (
+            "sync membership request",
+            Frame::SyncRequest(SyncCall {
+                id: 6,
+                body: SyncRequest::Membership,
+            }),
+        ),
+        (
+            "sync install request",
+            Frame::SyncRequest(SyncCall {
+                id: 6,
+                body: SyncRequest::Install(membership()),
+            }),
+        ),
+        (
+            "sync hello request",
+            Frame::SyncRequest(SyncCall {
+                id: 6,
+                body: SyncRequest::Hello {
+                    node: 2,
+                    store: 5,
+                    generation: 3,
+                },
+            }),
+        ),
+        (
+            "sync membership reply",
+            Frame::SyncResponse(SyncAnswer {
+                id: 6,
+                result: Ok(SyncReply::Membership(MembershipInfo {
+                    node: 1,
+                    membership: None,
+                    store: 5,
+                    voting: false,
+                })),
+            }),
+        ),
+        (
+            "sync installed reply",
+            Frame::SyncResponse(SyncAnswer {
+                id: 6,
+                result: Ok(SyncReply::Installed { epoch: 4 }),
+            }),
+        ),
+        (
+            "sync hello reply",
+            Frame::SyncResponse(SyncAnswer {
+                id: 6,
+                result: Ok(SyncReply::Hello { seen: 2 }),
+            }),
+        ),
     ]
+}
+
+/// A membership in the middle of a change (every field and state on the wire).
+fn membership() -> Membership {
+    let member = |id, state| Member {
+        id,
+        addr: format!("h:{id}"),
+        state,
+        store: id as u64,
+    };
+    Membership {
+        epoch: 4,
+        members: vec![
+            member(1, MemberState::Voting),
+            member(2, MemberState::Leaving),
+        ],
+        phase: Some(Phase::CloseFast),
+    }
 }
 
 /// Printed by `PAXKV_PRINT_GOLDEN=1 cargo test --test wire -- --nocapture`; only ever
 /// appended to.
 const GOLDEN: &[(&str, &str)] = &[
-    ("peer prepare", "000107016b000101"),
-    ("peer promise", "000107016b01020101020201017600000000"),
-    ("peer accept", "000107016b02020102010176000000010301"),
-    ("peer accepted", "000107016b0302010301"),
-    ("peer reject", "000107016b0402010402"),
-    ("peer failed", "000107016b0502010466756c6c"),
-    ("peer query", "000107016b0605"),
-    ("peer query reply", "000107016b0705030102010201017600000000"),
+    ("peer prepare", "00010704016b000101"),
+    ("peer promise", "00010704016b01020101020201017600000000"),
+    ("peer accept", "00010704016b02020102010176000000010301"),
+    ("peer accepted", "00010704016b0302010301"),
+    ("peer reject", "00010704016b0402010402"),
+    ("peer failed", "00010704016b0502010466756c6c"),
+    ("peer query", "00010704016b0605"),
+    (
+        "peer query reply",
+        "00010704016b0705030102010201017600000000",
+    ),
     ("request kv", "010300016b0301017601090101"),
     ("request ping", "010301"),
     ("request status", "010302"),
@@ -298,7 +400,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("response pong", "0203000104"),
     (
         "response status",
-        "020300020000000000000000000000000000000000",
+        "020300020000000000000000000000000000000000000000",
     ),
     ("response faults set", "02030003"),
     ("response retired sync digest", "020300040000000000"),
@@ -321,6 +423,27 @@ const GOLDEN: &[(&str, &str)] = &[
     ("command get", "010300016b000000"),
     ("command put", "010300016b0101760000"),
     ("command delete", "010300016b020000"),
+    ("peer stale", "00010704016b0809"),
+    ("request members", "010306"),
+    ("request member add", "010307000603613a31"),
+    ("request member remove", "0103070102"),
+    (
+        "response members",
+        "02030006010104020103683a3100010203683a32020201000501",
+    ),
+    (
+        "response member changed",
+        "0203000704020103683a3100010203683a3202020100",
+    ),
+    ("sync membership request", "030602"),
+    (
+        "sync install request",
+        "03060304020103683a3100010203683a3202020100",
+    ),
+    ("sync hello request", "030604020503"),
+    ("sync membership reply", "0406000201000500"),
+    ("sync installed reply", "0406000304"),
+    ("sync hello reply", "0406000402"),
 ];
 
 #[test]
