@@ -1,11 +1,15 @@
 //! In-process nemesis: a concurrent workload on a few hot keys, many cooler ones, and keys
 //! written once (their only write goes at the fast ballot), while a seeded schedule cuts links
 //! (majority/minority, a bridge node, one-way), drops, duplicates and delays messages, stops
-//! and restarts nodes, and wipes a node's data directory or rolls it back to an older copy
-//! (one lost disk at a time; that node votes again before the next). Then everything heals,
-//! every key is read back, and the whole history is checked for linearizability (errors
-//! recorded exactly: "unavailable" did not take effect, "unknown" may have), every node must
-//! agree, and every acknowledged write must be there.
+//! and restarts nodes, wipes a node's data directory or rolls it back to an older copy, and
+//! replaces a node by a new one at a new address. A lost store is refused and rejoins as a
+//! new member (`member remove`, then `member add`), and a replacement is `member add` of the
+//! new node then `member remove` of the old one: those changes run in the background, through
+//! whichever node answers, while the next faults (crashes of the driving node included) go
+//! on; one change at a time. Then everything heals, every key is read back, and the whole
+//! history is checked for linearizability (errors recorded exactly: "unavailable" did not
+//! take effect, "unknown" may have), every member must agree, and every acknowledged write
+//! must be there.
 //!
 //! `PAXKV_NEMESIS_SEED=<seed>` replays a schedule; `PAXKV_NEMESIS_SECS` (default 12) sets its
 //! length, e.g. a soak: `PAXKV_NEMESIS_SECS=600 cargo test --release --test nemesis -- --nocapture`.
@@ -18,11 +22,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use paxkv::messages::MemberChangeRequest;
 use paxkv::messages::{FaultPlan, LinkFaults};
 use paxkv::paxos::types::{NodeId, Outcome};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use support::{lose_disk, History, TestCluster};
+use support::{eventually, lose_disk, History, TestCluster};
 
 const NODES: [NodeId; 5] = [1, 2, 3, 4, 5];
 const KEYS: [&[u8]; 3] = [b"hot-0", b"hot-1", b"hot-2"];
@@ -37,6 +42,7 @@ fn cut() -> LinkFaults {
 /// Each node cuts its links to every node outside its own group (nodes in no group keep all
 /// their links: that is how a bridge node is made).
 fn partition(cluster: &TestCluster, groups: &[&[NodeId]]) {
+    let _ = NODES;
     for group in groups {
         for &node in *group {
             let mut plan = FaultPlan::default();
@@ -52,8 +58,8 @@ fn partition(cluster: &TestCluster, groups: &[&[NodeId]]) {
     }
 }
 
-fn heal(cluster: &TestCluster) {
-    for node in NODES.into_iter().filter(|n| cluster.is_running(*n)) {
+fn heal(cluster: &TestCluster, nodes: &[NodeId]) {
+    for &node in nodes.iter().filter(|n| cluster.is_running(**n)) {
         cluster.node(node).set_faults(FaultPlan::default());
     }
 }
@@ -66,10 +72,22 @@ enum Fault {
     MessageChaos,
     CrashOne,
     CrashTwo,
-    /// Stop a node, remove its data directory, restart it.
+    /// Stop a node, remove its data directory, restart it: refused, it rejoins as a new
+    /// member.
     WipeOne,
-    /// Stop a node, put back a copy of its data directory taken at an earlier stop.
+    /// Stop a node, put back a copy of its data directory taken at an earlier stop: refused,
+    /// wiped, it rejoins as a new member.
     RollbackOne,
+    /// A node dies for good; a new node at a new address is added, the dead one removed.
+    ReplaceOne,
+}
+
+/// Whether a fault needs a membership change (one runs at a time).
+fn changes_membership(fault: Fault) -> bool {
+    matches!(
+        fault,
+        Fault::WipeOne | Fault::RollbackOne | Fault::ReplaceOne
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,9 +146,23 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
     let mut injected: BTreeMap<Fault, u32> = BTreeMap::new();
     let copies = cluster.dir.path().join("copies");
     let end = Instant::now() + Duration::from_secs(secs);
+    // The current members; `changing`: a membership change in the background, and the node
+    // it is about (kept out of the other faults until it is done).
+    let mut members: Vec<NodeId> = NODES.to_vec();
+    let mut changing: Option<(NodeId, tokio::task::JoinHandle<Vec<NodeId>>)> = None;
+    let mut next_id: NodeId = 6;
+    let mut changes_done = 0u32;
     // Faults are dealt from a shuffled deck of every kind, so a short run sees each one.
     let mut deck: Vec<Fault> = Vec::new();
     while Instant::now() < end {
+        if changing
+            .as_ref()
+            .is_some_and(|(_, task)| task.is_finished())
+        {
+            let (_, task) = changing.take().expect("checked");
+            members = task.await.expect("the change completes");
+            changes_done += 1;
+        }
         if deck.is_empty() {
             deck = vec![
                 Fault::MajorityMinority,
@@ -141,20 +173,44 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
                 Fault::CrashTwo,
                 Fault::WipeOne,
                 Fault::RollbackOne,
+                Fault::ReplaceOne,
             ];
             for i in (1..deck.len()).rev() {
                 deck.swap(i, rng.random_range(0..=i));
             }
         }
-        let fault = deck.pop().expect("refilled");
+        let mut fault = deck.pop().expect("refilled");
+        if changes_membership(fault) && changing.is_some() {
+            // One change at a time: this one goes back into the deck, another fault now.
+            deck.insert(0, fault);
+            fault = if rng.random_bool(0.5) {
+                Fault::CrashOne
+            } else {
+                Fault::MajorityMinority
+            };
+        }
         *injected.entry(fault).or_default() += 1;
-        let mut order = NODES.to_vec();
+        let busy = changing.as_ref().map(|(n, _)| *n);
+        let mut order: Vec<NodeId> = members
+            .iter()
+            .copied()
+            .filter(|n| Some(*n) != busy)
+            .collect();
         for i in (1..order.len()).rev() {
             order.swap(i, rng.random_range(0..=i));
         }
         let mut stopped = Vec::new();
         match fault {
-            Fault::MajorityMinority => partition(&cluster, &[&order[..3], &order[3..]]),
+            Fault::MajorityMinority => {
+                let split = members.len().div_ceil(2);
+                partition(
+                    &cluster,
+                    &[
+                        &order[..split.min(order.len())],
+                        &order[split.min(order.len())..],
+                    ],
+                )
+            }
             Fault::Bridge => {
                 // order[2] hears both sides; the sides do not hear each other
                 partition(&cluster, &[&order[..2], &order[3..]]);
@@ -165,7 +221,7 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
                 cluster.node(order[0]).set_faults(plan);
             }
             Fault::MessageChaos => {
-                for node in NODES {
+                for &node in members.iter().filter(|n| cluster.is_running(**n)) {
                     cluster.node(node).set_faults(FaultPlan {
                         default: LinkFaults {
                             drop_permille: 100,
@@ -180,6 +236,7 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
             }
             Fault::CrashOne | Fault::WipeOne | Fault::RollbackOne => stopped.push(order[0]),
             Fault::CrashTwo => stopped.extend_from_slice(&order[..2]),
+            Fault::ReplaceOne => {}
         }
         for &node in &stopped {
             cluster.stop(node);
@@ -196,7 +253,7 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
                     // no copy of this node yet: take one, let writes happen, then stop again
                     lose_disk(&copy, Some(&cluster.node_dir(order[0])));
                     cluster.restart(order[0]);
-                    cluster.wait_repaired(&order[..1]).await;
+                    cluster.wait_voting(&order[..1]).await;
                     tokio::time::sleep(Duration::from_millis(rng.random_range(300..1_000))).await;
                     cluster.stop(order[0]);
                 }
@@ -209,11 +266,70 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
         for &node in &stopped {
             cluster.restart(node);
         }
-        heal(&cluster);
+        heal(&cluster, &members);
         if matches!(fault, Fault::WipeOne | Fault::RollbackOne) {
-            // one lost disk at a time: it rebuilds and is repaired before the next fault
-            cluster.wait_repaired(&stopped).await;
+            let lost = order[0];
+            // The node is told its store is not the member's (or is an older copy) and does
+            // not vote; the operator's path follows.
+            let probe = cluster.client_for(lost);
+            eventually(
+                &format!("node {lost} refuses its lost store"),
+                Duration::from_secs(20),
+                || async { matches!(probe.status(0).await, Ok(s) if s.store_refused && !s.voting) },
+            )
+            .await;
+            if fault == Fault::RollbackOne {
+                cluster.stop(lost);
+                cluster.wipe(lost);
+                cluster.restart(lost);
+            }
+            let _ = std::fs::remove_dir_all(&copy); // that store is gone for good
+            let via: Vec<NodeId> = members.iter().copied().filter(|n| *n != lost).collect();
+            let add = MemberChangeRequest::Add {
+                id: lost,
+                addr: cluster.addr(lost).to_string(),
+            };
+            let addrs: Vec<_> = via.iter().map(|n| cluster.addr(*n)).collect();
+            let all = members.clone();
+            changing = Some((
+                lost,
+                tokio::spawn(async move {
+                    let deadline = Duration::from_secs(120);
+                    let remove = MemberChangeRequest::Remove { id: lost };
+                    support::drive_until_done(addrs.clone(), remove, deadline).await;
+                    support::drive_until_done(addrs, add, deadline).await;
+                    all
+                }),
+            ));
         }
+        if fault == Fault::ReplaceOne {
+            let (dead, new) = (order[0], next_id);
+            next_id += 1;
+            cluster.stop(dead); // for good
+            cluster.start_new_node(new);
+            let via: Vec<NodeId> = members.iter().copied().filter(|n| *n != dead).collect();
+            let addrs: Vec<_> = via.iter().map(|n| cluster.addr(*n)).collect();
+            let add = MemberChangeRequest::Add {
+                id: new,
+                addr: cluster.addr(new).to_string(),
+            };
+            let mut after: Vec<NodeId> = via.clone();
+            after.push(new);
+            changing = Some((
+                dead,
+                tokio::spawn(async move {
+                    let deadline = Duration::from_secs(120);
+                    support::drive_until_done(addrs.clone(), add, deadline).await;
+                    let remove = MemberChangeRequest::Remove { id: dead };
+                    support::drive_until_done(addrs, remove, deadline).await;
+                    after
+                }),
+            ));
+        }
+    }
+    if let Some((_, task)) = changing.take() {
+        members = task.await.expect("the change completes");
+        changes_done += 1;
     }
     stop.store(true, Ordering::Relaxed);
     once_stop.store(true, Ordering::Relaxed);
@@ -221,15 +337,15 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
         worker.await.unwrap();
     }
     let once_keys = once_writer.await.unwrap();
-    cluster.wait_voting(&NODES).await;
-    println!("faults injected: {injected:?}");
+    cluster.wait_voting(&members).await;
+    println!("faults injected: {injected:?}; membership changes completed: {changes_done}; members {members:?}");
 
     // Every key read back, through every node in turn (part of the checked history).
     let mut all_keys: Vec<Vec<u8>> = KEYS.iter().map(|k| k.to_vec()).collect();
     all_keys.extend((0..100).map(|i| format!("cool-{i}").into_bytes()));
     all_keys.extend(once_keys.iter().cloned());
     for (i, key) in all_keys.iter().enumerate() {
-        let client = cluster.client_for(NODES[i % NODES.len()]);
+        let client = cluster.client_for(members[i % members.len()]);
         history
             .run(1_000, &client, key, paxkv::paxos::types::Command::Get)
             .await
@@ -260,8 +376,8 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
             })
             .max()
             .unwrap_or(0);
-        let first = cluster.client_for(1).get(key).await.unwrap();
-        for node in 2..=5 {
+        let first = cluster.client_for(members[0]).get(key).await.unwrap();
+        for &node in &members[1..] {
             assert_eq!(
                 cluster.client_for(node).get(key).await.unwrap(),
                 first,

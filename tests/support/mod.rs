@@ -226,6 +226,18 @@ impl TestCluster {
         }
     }
 
+    /// A task that drives `change` through the nodes at `via` until it completes (see
+    /// [`drive_until_done`]).
+    pub fn spawn_change(
+        &self,
+        via: &[NodeId],
+        change: paxkv::messages::MemberChangeRequest,
+        deadline: Duration,
+    ) -> tokio::task::JoinHandle<paxkv::paxos::membership::Membership> {
+        let addrs: Vec<SocketAddr> = via.iter().map(|id| self.addr(*id)).collect();
+        tokio::spawn(drive_until_done(addrs, change, deadline))
+    }
+
     /// The membership node `id` has installed.
     pub async fn membership(&self, id: NodeId) -> paxkv::paxos::membership::Membership {
         match self
@@ -316,6 +328,46 @@ impl Drop for TestCluster {
     fn drop(&mut self) {
         for node in self.nodes.iter_mut().filter_map(Option::take) {
             node.stop();
+        }
+    }
+}
+
+/// Drives a membership change through the nodes at `addrs`, one after the other, until one
+/// answers that it is complete (a rerun resumes a change a stopped driver left); panics if
+/// that takes longer than `deadline` or the change is refused as bad input.
+pub async fn drive_until_done(
+    addrs: Vec<SocketAddr>,
+    change: paxkv::messages::MemberChangeRequest,
+    deadline: Duration,
+) -> paxkv::paxos::membership::Membership {
+    let until = Instant::now() + deadline;
+    let mut attempt = 0;
+    loop {
+        let addr = addrs[attempt % addrs.len()];
+        attempt += 1;
+        let client = Client::new(
+            vec![addr],
+            ClientOptions {
+                op_timeout: Duration::from_secs(60),
+                attempt_timeout: Duration::from_secs(60),
+                pinned: true,
+                ..ClientOptions::default()
+            },
+        );
+        let answer = client
+            .request(
+                0,
+                paxkv::messages::RequestBody::MemberChange(change.clone()),
+            )
+            .await;
+        match answer {
+            Ok(paxkv::messages::Reply::MemberChanged(m)) => return m,
+            Ok(other) => panic!("unexpected answer {other:?}"),
+            Err(e) if Instant::now() < until && !e.is_bad_input() => {
+                log::info!("change {change:?} through {addr}: {e}; again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("change {change:?} did not complete: {e}"),
         }
     }
 }
