@@ -1,9 +1,12 @@
 //! Process-level nemesis: five real `paxkv node` processes (see `support/processes.rs`)
 //! under SIGKILL, SIGSTOP/SIGCONT, restarts, partitions, message faults, and lost disks (a
-//! killed node's data directory wiped, or rolled back to an older copy; one at a time, each
-//! repaired before the next), with a concurrent workload and keys written once, all read
-//! back at the end, whose whole history must be linearizable; and a write storm whose
-//! acknowledged writes must all survive SIGKILL of every node at once.
+//! killed node's data directory wiped, or rolled back to an older copy): the node is refused
+//! and rejoins as a new member (`member remove`, `member add`), a change driven in the
+//! background through whichever node answers while the next faults (SIGKILL of the driving
+//! node included) go on, one change at a time; with a concurrent workload and keys written
+//! once, all read back at the end, whose whole history must be linearizable. Also: a change
+//! whose driver is SIGKILLed mid-change completes when rerun elsewhere, and a write storm
+//! whose acknowledged writes must all survive SIGKILL of every node at once.
 //!
 //! Seeded: each test prints `nemesis seed: N`; `PAXKV_NEMESIS_SEED=N` replays the same
 //! sequence of faults, nodes and hold times (the workload's timing, and so its exact history,
@@ -138,6 +141,8 @@ enum Fault {
     /// SIGKILL one node, put back a copy of its data directory taken at an earlier kill
     /// (or at this one, with writes in between), restart it after the hold.
     RollbackOne,
+    /// Not dealt: counts the lost stores that rejoined as new members.
+    Rejoined,
 }
 
 const FAULTS: [Fault; 10] = [
@@ -166,15 +171,34 @@ async fn run_nemesis(
     let started = Instant::now();
     let copies = cluster.dir().join("copies");
     let mut deck: Vec<Fault> = Vec::new();
+    // A membership change in the background (a lost store rejoining), and its node, kept out
+    // of the other faults until it is done.
+    let mut changing: Option<(NodeId, tokio::task::JoinHandle<()>)> = None;
     while started.elapsed() < length {
+        if changing.as_ref().is_some_and(|(_, t)| t.is_finished()) {
+            let (id, task) = changing.take().expect("checked");
+            task.await.expect("the change completes");
+            cluster.wait_voting(&[id]).await;
+            *counts.entry(Fault::Rejoined).or_insert(0) += 1;
+        }
         if deck.is_empty() {
             deck = FAULTS.to_vec();
             deck.shuffle(rng);
         }
-        let fault = deck.pop().expect("refilled");
+        let mut fault = deck.pop().expect("refilled");
+        if matches!(fault, Fault::WipeOne | Fault::RollbackOne) && changing.is_some() {
+            deck.insert(0, fault); // one change at a time: later
+            fault = Fault::KillOne;
+        }
         let hold = Duration::from_millis(rng.random_range(1_000..=3_000));
+        let busy = changing.as_ref().map(|(id, _)| *id);
         let mut ids: Vec<NodeId> = cluster.ids();
         ids.shuffle(rng);
+        if let Some(busy) = busy {
+            // the node being re-added takes part in no other fault (it is last: never picked)
+            ids.retain(|id| *id != busy);
+            ids.push(busy);
+        }
         let detail = match fault {
             Fault::MajorityMinority => {
                 cluster.partition(&[&ids[..3], &ids[3..]]).await;
@@ -238,6 +262,7 @@ async fn run_nemesis(
                     .await;
                 format!("drop {drop}‰, duplicate {duplicate}‰, delay {delay_min}..={delay_max} ms")
             }
+            Fault::Rejoined => unreachable!("never dealt"),
         };
         println!(
             "nemesis +{:6.2}s: {fault:?} {detail} for {} ms",
@@ -248,9 +273,22 @@ async fn run_nemesis(
         // The fault's length, not a wait for a condition.
         tokio::time::sleep(hold).await;
         match fault {
-            Fault::KillOne | Fault::WipeOne | Fault::RollbackOne => {
+            Fault::KillOne => {
                 cluster.restart(ids[0]);
                 cluster.wait_voting(&ids[..1]).await;
+            }
+            Fault::WipeOne | Fault::RollbackOne => {
+                // it must not vote with what it has: refused until it rejoins
+                cluster.restart(ids[0]);
+                let probe = cluster.client_for(ids[0]);
+                eventually(
+                    &format!("node {} refuses its lost store", ids[0]),
+                    Duration::from_secs(30),
+                    || async {
+                        matches!(probe.status(0).await, Ok(s) if s.store_refused && !s.voting)
+                    },
+                )
+                .await;
             }
             Fault::KillTwo => {
                 cluster.restart(ids[0]);
@@ -260,8 +298,41 @@ async fn run_nemesis(
             Fault::PauseOne => cluster.resume(ids[0]),
             _ => cluster.heal().await,
         }
+        if matches!(fault, Fault::WipeOne | Fault::RollbackOne) {
+            let lost = ids[0];
+            if fault == Fault::RollbackOne {
+                // the operator's path for a refused older copy: an empty directory
+                cluster.kill(lost).await;
+                support::lose_disk(&cluster.data_dir(lost), None);
+                cluster.restart(lost);
+            }
+            let _ = std::fs::remove_dir_all(copies.join(lost.to_string()));
+            let via: Vec<_> = ids[1..]
+                .iter()
+                .filter(|id| Some(**id) != busy)
+                .map(|id| cluster.addr(*id))
+                .collect();
+            let add = paxkv::messages::MemberChangeRequest::Add {
+                id: lost,
+                addr: cluster.addr(lost).to_string(),
+            };
+            changing = Some((
+                lost,
+                tokio::spawn(async move {
+                    let deadline = Duration::from_secs(120);
+                    let remove = paxkv::messages::MemberChangeRequest::Remove { id: lost };
+                    support::drive_until_done(via.clone(), remove, deadline).await;
+                    support::drive_until_done(via, add, deadline).await;
+                }),
+            ));
+        }
         // A short quiet spell between faults (also part of the schedule).
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..=500))).await;
+    }
+    if let Some((id, task)) = changing.take() {
+        task.await.expect("the change completes");
+        cluster.wait_voting(&[id]).await;
+        *counts.entry(Fault::Rejoined).or_insert(0) += 1;
     }
     counts
 }
@@ -641,4 +712,90 @@ async fn every_acknowledged_write_survives_kill_minus_nine_of_all_five_nodes() {
         acked.len(),
         started.elapsed().as_secs_f64()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. A membership change whose driver is SIGKILLed in the middle
+// ---------------------------------------------------------------------------------------------
+
+/// Waits until `observer`'s membership shows a change under way (a step written).
+async fn wait_for_a_change_under_way(cluster: &ProcessCluster, observer: NodeId) {
+    let client = cluster.client_for(observer);
+    eventually("a change under way", Duration::from_secs(30), || async {
+        match client
+            .request(0, paxkv::messages::RequestBody::Members)
+            .await
+        {
+            Ok(paxkv::messages::Reply::Members(info)) => {
+                info.membership.is_some_and(|m| m.phase.is_some())
+            }
+            _ => false,
+        }
+    })
+    .await;
+}
+
+/// Node 5 loses its disk; `member remove 5` is sent to node 1, which is SIGKILLed once the
+/// change is under way; a rerun through node 2 completes it. Then `member add 5` through
+/// node 3, SIGKILLed the same way, completed through node 4. Every key written before is
+/// still there, on node 5 too, and every node votes.
+#[tokio::test]
+async fn a_membership_change_completes_after_sigkill_of_its_driver() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = start_cluster().await;
+    let client = cluster.client();
+    let keys: Vec<Vec<u8>> = (0..2_000)
+        .map(|i| format!("k{i:05}").into_bytes())
+        .collect();
+    for chunk in keys.chunks(100) {
+        let writes = chunk.iter().map(|k| client.put(k, b"v"));
+        for r in futures_util::future::join_all(writes).await {
+            r.expect("a write before the change");
+        }
+    }
+    cluster.kill(5).await;
+    support::lose_disk(&cluster.data_dir(5), None);
+    cluster.restart(5);
+    let add = paxkv::messages::MemberChangeRequest::Add {
+        id: 5,
+        addr: cluster.addr(5).to_string(),
+    };
+    for (change, driver, rerun_via, observer) in [
+        (
+            paxkv::messages::MemberChangeRequest::Remove { id: 5 },
+            1,
+            2,
+            3,
+        ),
+        (add, 3, 4, 2),
+    ] {
+        let addr = cluster.addr(driver);
+        let request = change.clone();
+        let first = tokio::spawn(async move {
+            support::drive_until_done(vec![addr], request, Duration::from_millis(1)).await
+        });
+        wait_for_a_change_under_way(&cluster, observer).await;
+        cluster.kill(driver).await;
+        assert!(
+            first.await.is_err(),
+            "a killed driver cannot answer that it completed"
+        );
+        let m = support::drive_until_done(
+            vec![cluster.addr(rerun_via)],
+            change,
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(m.phase.is_none(), "{m:?}");
+        cluster.restart(driver);
+        cluster.wait_voting(&[driver]).await;
+    }
+    cluster.wait_all_voting().await;
+    let node5 = cluster.client_for(5);
+    for key in keys.iter().step_by(97) {
+        match node5.get(key).await.expect("a read through node 5") {
+            Outcome::Get { value, .. } => assert_eq!(value.as_deref(), Some(&b"v"[..])),
+            other => panic!("{other:?}"),
+        }
+    }
 }
