@@ -145,21 +145,10 @@ impl NodeHandle {
                         sync,
                         config.clone(),
                         stats.clone(),
-                        view.clone(),
                     )
                     .start();
                     actix_rt::spawn(driver.start(join));
-                    AntiEntropy::new(
-                        id,
-                        outbox.clone(),
-                        config,
-                        storage,
-                        supervisor.clone(),
-                        stats,
-                        readiness,
-                        view,
-                    )
-                    .start();
+                    AntiEntropy::new(&members, supervisor.clone()).start();
                     (supervisor, outbox)
                 });
                 let _ = tx.send((actix_rt::System::current(), supervisor));

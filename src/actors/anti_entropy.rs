@@ -103,26 +103,17 @@ pub struct AntiEntropy {
 }
 
 impl AntiEntropy {
-    pub fn new(
-        node: NodeId,
-        outbox: Outbox,
-        config: Arc<Config>,
-        storage: Addr<StorageActor>,
-        supervisor: Addr<NodeSupervisor>,
-        stats: Arc<Stats>,
-        readiness: Arc<Readiness>,
-        view: Arc<MembershipView>,
-    ) -> AntiEntropy {
+    pub fn new(members: &Members, supervisor: Addr<NodeSupervisor>) -> AntiEntropy {
         AntiEntropy {
             puller: Some(Puller {
-                node,
-                outbox,
-                config,
-                storage,
+                node: members.view.me(),
+                outbox: members.outbox.clone(),
+                config: members.config.clone(),
+                storage: members.storage.clone(),
                 supervisor,
-                stats,
-                readiness,
-                view,
+                stats: members.stats.clone(),
+                readiness: members.readiness.clone(),
+                view: members.view.clone(),
             }),
         }
     }
@@ -160,6 +151,11 @@ impl SyncServer {
             members,
             max_fetch_bytes: config.frame_limit() / 2,
         }
+    }
+
+    /// The node's membership view (the network checks senders against it).
+    pub fn view(&self) -> Arc<MembershipView> {
+        self.members.view.clone()
     }
 
     pub async fn serve(&self, call: SyncCall) -> SyncAnswer {

@@ -68,8 +68,8 @@ impl Network {
         sync: SyncServer,
         config: Arc<Config>,
         stats: Arc<Stats>,
-        view: Arc<MembershipView>,
     ) -> Network {
+        let view = sync.view();
         let connections = Arc::new(Semaphore::new(config.limits.max_client_connections));
         Network {
             listener: Some(listener),

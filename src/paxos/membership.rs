@@ -197,11 +197,13 @@ impl Membership {
     pub fn voters(&self) -> Vec<NodeId> {
         self.members
             .iter()
-            .filter(|m| match (m.state, self.phase) {
-                (MemberState::Voting, _) => true,
-                (MemberState::Joining, Some(Phase::Rescan)) => true,
-                (MemberState::Leaving, Some(Phase::CloseFast)) => true,
-                _ => false,
+            .filter(|m| {
+                matches!(
+                    (m.state, self.phase),
+                    (MemberState::Voting, _)
+                        | (MemberState::Joining, Some(Phase::Rescan))
+                        | (MemberState::Leaving, Some(Phase::CloseFast))
+                )
             })
             .map(|m| m.id)
             .collect()

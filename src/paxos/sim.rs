@@ -1,38 +1,42 @@
-//! A seeded simulation of paxkv's Paxos: five nodes, each with an acceptor and a proposer per
-//! key, a network that drops, duplicates, delays and reorders messages, and these faults:
+//! A seeded simulation of paxkv's Paxos with membership changes: nodes with an acceptor and a
+//! proposer per key, a network that drops, duplicates, delays and reorders messages, and
+//! these faults:
 //! - acceptor crashes (a restart from the durable records), and intact restarts of a node's
-//!   process, which recover and repair like a lost disk (nothing fences them: no round that
-//!   counted their votes is abandoned);
+//!   process (it votes again at once, with what its disk holds);
 //! - proposer crashes mid-round (a new instance, with a new id, that tries the fast ballot
 //!   again while its predecessor's replies are still in flight);
 //! - a rotating isolated node;
-//! - **disk wipes and rollbacks**: a node loses every record, or goes back to a copy of its
-//!   records taken earlier, and recovers as `actors::anti_entropy` does: it merges the records of
-//!   `n - q + 1` voting peers with `Acceptor::recover_from` (a fast vote it may have lost
-//!   becomes `fast_unknown`) and votes; then it repairs, with a settle round through its own
-//!   proposer for every key a source holds at a higher accepted ballot (or that it holds
-//!   unsettled). The next disk is lost only once that repair is done;
-//! - the anti-entropy sweep: now and then a node settles every key it holds at the fast
-//!   ballot or as `fast_unknown` (a classic identity round through its own proposer).
+//! - **disk wipes and rollbacks**: a node loses every record (and its membership), or goes
+//!   back to a copy of its records taken earlier. It never votes with that store: a wiped
+//!   store is a new store the membership does not list, a rolled-back one is refused (in the
+//!   runtime, by its generation; see `actors::membership`). It rejoins as a new member:
+//!   `remove`, then (wiped) `add` with its new store;
+//! - **membership changes** while all of the above goes on: the lost stores' remove and add,
+//!   the replacement of a node by a new one (add the new, remove the old, which is dead),
+//!   growing to seven voters and shrinking back to three; **the driver's node restarts in the
+//!   middle of a change**, and another node resumes it from the register.
+//!
+//! The driver is modelled on `actors::membership::Driver`: a step is written (the register
+//! here is a value the simulation holds, standing for the CASPaxos register; its own safety is
+//! that of any key), sent as `Install` messages through the same faulty network, and the
+//! step's work (settle the keys held at the fast ballot, then rescan every key) starts once a
+//! majority of the old and of the new voters acknowledged it. Acceptors answer only requests
+//! of their own epoch (older: `Stale`; newer: fetch the sender's membership first), refuse
+//! fast Accepts while a change is in progress, and a node's network refuses Paxos requests
+//! from non-members. Unlike the simulation before issue 10, **nothing is fenced when a disk is
+//! lost**: every message in flight stays in flight, because a lost store never votes.
 //!
 //! The workload mixes one hot key (gets, puts, deletes, cas from every node) with keys
-//! written once (one put each, through a fresh proposer, so at the fast ballot) and, after
-//! everything heals, a read of every key. Errors are recorded exactly: `Unavailable` and `Busy`
-//! as "did not take effect", everything else as "may have taken effect".
+//! written once (one put each, through a fresh proposer, so at the fast ballot), a few cool
+//! keys, and, after everything heals and every change completes, a read of every key. Errors
+//! are recorded exactly: `Unavailable` and `Busy` as "did not take effect", everything else as
+//! "may have taken effect".
 //!
 //! After every step the invariants below are checked; at the end the history is checked for
 //! linearizability. A failing seed replays exactly: `PAXKV_SIM_SEED=<seed> cargo test --lib
 //! sim`.
-//!
-//! What the model assumes: when a node loses its disk, no round that counted its old votes
-//! goes on: every Paxos request in flight is dropped, and every proposer gives up the phase
-//! it is in and its cached promise (as a fence would make it). Recovery reads what peers hold
-//! *now*; a vote or promise this node gave just before losing its disk, to a round still
-//! running, is the race that issue 10 (a lost disk rejoins as a new member) closes, and is left
-//! out here. Without the second half of this assumption the simulation does find it (a
-//! wiped node copies a state below a promise it forgot, seeds 12 and 96 at 150 seeds).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
@@ -41,6 +45,7 @@ use rand::{Rng, SeedableRng};
 use crate::error::Error;
 use crate::messages::PeerMessage;
 use crate::paxos::acceptor::Acceptor;
+use crate::paxos::membership::{Change, Membership, Phase};
 use crate::paxos::proposer::{Effect, Proposer, ProposerConfig};
 use crate::paxos::quorum::{tally, Quorums};
 use crate::paxos::record::AcceptorRecord;
@@ -52,13 +57,21 @@ mod convert;
 mod linearizability;
 use linearizability::{check_operations, describe, CheckResult, Input, Operation, Output};
 
-const NODES: [NodeId; 5] = [1, 2, 3, 4, 5];
-/// Peers a recovering node merges (`n - q + 1`).
-const RECOVERY_SOURCES: usize = 3;
+const FIRST_NODES: [NodeId; 5] = [1, 2, 3, 4, 5];
 const HOT: &[u8] = b"hot";
 const ONCE_KEYS: usize = 30;
 /// Keys that get a few writes each, from any node: their first writes race at the fast ballot.
 const COOL_KEYS: usize = 6;
+const MIN_VOTERS: usize = 3;
+const MAX_VOTERS: usize = 7;
+
+enum Payload {
+    Paxos(PeerMessage),
+    /// The driver (or a node answering a fetch) sends a membership to install.
+    Install(Membership),
+    /// A node installed the epoch.
+    Installed(u64),
+}
 
 struct InFlight {
     from: NodeId,
@@ -66,27 +79,50 @@ struct InFlight {
     key: Key,
     /// The proposer instance (see `messages::Envelope::proposer`).
     proposer: u64,
-    msg: PeerMessage,
+    /// The sender's epoch (see `messages::Envelope::epoch`).
+    epoch: u64,
+    payload: Payload,
 }
 
-#[derive(Default)]
 struct Node {
     /// Loaded acceptors; the others load from `durable` on their first message.
     acceptors: BTreeMap<Key, Acceptor>,
     durable: BTreeMap<Key, AcceptorRecord>,
     proposers: BTreeMap<Key, Proposer>,
-    /// Rebuilding a lost store, not voting: requests to this node's acceptors are dropped.
-    recovering: bool,
-    /// Voting again, and repairing: the settle rounds in flight (`failed`: one failed, so the
-    /// repair starts over).
-    repair: Option<Repair>,
+    /// The installed membership (durable; `None`: a wiped store that learned none yet).
+    membership: Option<Membership>,
+    store: u64,
+    /// Its store is an older copy (a peer saw a later generation): it never votes again.
+    refused: bool,
+    /// Dead for good (replaced).
+    dead: bool,
 }
 
-#[derive(Default)]
-struct Repair {
-    sources: Vec<NodeId>,
-    settling: BTreeSet<u64>,
-    failed: bool,
+impl Node {
+    fn new(store: u64, membership: Option<Membership>) -> Node {
+        Node {
+            acceptors: BTreeMap::new(),
+            durable: BTreeMap::new(),
+            proposers: BTreeMap::new(),
+            membership,
+            store,
+            refused: false,
+            dead: false,
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.membership.as_ref().map_or(0, |m| m.epoch)
+    }
+
+    /// As `MembershipView::lists_me_as_voter`, and not refused.
+    fn votes(&self, id: NodeId) -> bool {
+        !self.dead
+            && !self.refused
+            && self.membership.as_ref().is_some_and(|m| {
+                m.is_voter(id) && m.member(id).is_some_and(|x| x.store == self.store)
+            })
+    }
 }
 
 /// Why a token was issued.
@@ -95,8 +131,36 @@ enum Waiter {
     Client(usize),
     /// A settle of the anti-entropy sweep (nobody waits for its outcome).
     Sweep,
-    /// A settle of this node's repair.
-    Repair(NodeId),
+    /// A settle of the driver's current step.
+    Rescan,
+}
+
+/// The driver of the change in progress.
+struct Driving {
+    change: Change,
+    /// The node driving it.
+    node: NodeId,
+    /// The register's membership (the step written) and the one before it.
+    step: Membership,
+    previous: Membership,
+    acked: BTreeSet<NodeId>,
+    /// Settles in flight; keys whose settle failed go back into `todo`.
+    settling: BTreeMap<u64, Key>,
+    /// Keys still to settle (the scan's, and those whose settle failed).
+    todo: Vec<Key>,
+    /// The step's scan was made.
+    scanned: bool,
+    /// What to do to the node once this change completes.
+    then: Then,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Then {
+    Nothing,
+    /// A refused (rolled-back) node: wipe its store, then add it again.
+    WipeAndAdd,
+    /// Add the node again with its (new) store.
+    Add,
 }
 
 struct Sim {
@@ -111,6 +175,12 @@ struct Sim {
     accepted: BTreeMap<(Key, Ballot), Register>,
     /// Copies of nodes' records taken earlier, to roll back to.
     snapshots: BTreeMap<NodeId, BTreeMap<Key, AcceptorRecord>>,
+    /// The membership register: the membership of the latest step written.
+    register: Membership,
+    /// Changes waiting, one driven at a time.
+    changes: VecDeque<(Change, Then)>,
+    driving: Option<Driving>,
+    next_id: NodeId,
     history: Vec<Operation>,
     /// Indexes of operations that certainly did not take effect (left out of the check).
     not_applied: BTreeSet<usize>,
@@ -123,21 +193,25 @@ struct Sim {
     faults: BTreeMap<&'static str, u32>,
 }
 
-fn proposer_config(node: NodeId) -> ProposerConfig {
+fn proposer_config(node: NodeId, m: Option<&Membership>) -> ProposerConfig {
+    let (nodes, joining, epoch, fast) = match m {
+        Some(m) => (m.voters(), m.joining_voters(), m.epoch, m.fast_allowed()),
+        None => (FIRST_NODES.to_vec(), vec![], 0, false),
+    };
     ProposerConfig {
-        epoch: 1,
-        joining: vec![],
+        epoch,
+        joining,
         node,
-        nodes: NODES.to_vec(),
+        nodes,
         phase_timeout: Duration::from_millis(40),
         read_grace: Duration::from_millis(5),
         backoff_min: Duration::from_millis(1),
         backoff_max: Duration::from_millis(30),
         max_batch: 8,
         max_queue: 64,
-        fast_path: true,
-        // Odd nodes leave a write chosen at the fast ballot there until a sweep or a repair
-        // settles it, so that lost disks meet keys at the fast ballot.
+        fast_path: fast,
+        // Odd nodes leave a write chosen at the fast ballot there until a sweep or a change
+        // settles it, so that lost disks and changes meet keys at the fast ballot.
         settle_fast_writes: node.is_multiple_of(2),
     }
 }
@@ -145,15 +219,26 @@ fn proposer_config(node: NodeId) -> ProposerConfig {
 impl Sim {
     fn new(seed: u64) -> Sim {
         let now = Instant::now();
+        let mut register = Membership::bootstrap(FIRST_NODES.iter().map(|&n| (n, format!("n{n}"))));
+        for m in register.members.iter_mut() {
+            m.store = m.id as u64; // stores recorded at bootstrap
+        }
         Sim {
             rng: SmallRng::seed_from_u64(seed),
             now,
             start: now,
-            nodes: NODES.iter().map(|&n| (n, Node::default())).collect(),
+            nodes: FIRST_NODES
+                .iter()
+                .map(|&n| (n, Node::new(n as u64, Some(register.clone()))))
+                .collect(),
             net: Vec::new(),
             isolated: Vec::new(),
             accepted: BTreeMap::new(),
             snapshots: BTreeMap::new(),
+            register,
+            changes: VecDeque::new(),
+            driving: None,
+            next_id: 6,
             history: Vec::new(),
             not_applied: BTreeSet::new(),
             waiters: BTreeMap::new(),
@@ -169,15 +254,37 @@ impl Sim {
         self.now.duration_since(self.start).as_micros() as u64
     }
 
-    /// The key's proposer on `node`, started (with a fresh id from the seeded RNG) if none.
+    fn live_nodes(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| !n.dead)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The key's proposer on `node`, started (with a fresh id from the seeded RNG) if none,
+    /// and following the node's membership (as `actors::proposer` does before every step).
     fn proposer(&mut self, node: NodeId, key: &[u8]) -> &mut Proposer {
         let seed = self.rng.random();
-        self.nodes
-            .get_mut(&node)
-            .unwrap()
-            .proposers
-            .entry(key.to_vec())
-            .or_insert_with(|| Proposer::new(proposer_config(node), SmallRng::seed_from_u64(seed)))
+        let now = self.now;
+        let n = self.nodes.get_mut(&node).unwrap();
+        let membership = n.membership.clone();
+        let p = n.proposers.entry(key.to_vec()).or_insert_with(|| {
+            Proposer::new(
+                proposer_config(node, membership.as_ref()),
+                SmallRng::seed_from_u64(seed),
+            )
+        });
+        if let Some(m) = membership.filter(|m| m.epoch != p.config().epoch) {
+            p.reconfigure(
+                now,
+                m.voters(),
+                m.joining_voters(),
+                m.epoch,
+                m.fast_allowed(),
+            );
+        }
+        p
     }
 
     fn token(&mut self, waiter: Waiter, node: NodeId, key: &[u8]) -> u64 {
@@ -211,33 +318,33 @@ impl Sim {
         self.effects(node, key, out);
     }
 
-    /// A settle round for `key` on `node`, for `waiter`.
-    fn settle(&mut self, node: NodeId, key: &[u8], waiter: Waiter) {
-        let repair = matches!(waiter, Waiter::Repair(_));
+    /// A settle round for `key` on `node`, for `waiter`; returns its token.
+    fn settle(&mut self, node: NodeId, key: &[u8], waiter: Waiter) -> u64 {
         let token = self.token(waiter, node, key);
-        if repair {
-            let r = self.nodes.get_mut(&node).unwrap().repair.as_mut();
-            r.expect("repairing").settling.insert(token);
-        }
         let (now, deadline) = (self.now, self.now + Duration::from_millis(400));
         let mut out = Vec::new();
         self.proposer(node, key)
             .settle(now, token, deadline, &mut out);
         self.effects(node, key, out);
+        token
     }
 
     fn effects(&mut self, from: NodeId, key: &[u8], out: Vec<Effect>) {
-        let proposer = self.nodes[&from].proposers.get(key).map(|p| p.id());
+        let Some(p) = self.nodes[&from].proposers.get(key) else {
+            return;
+        };
+        let (proposer, epoch, voters) = (p.id(), p.config().epoch, p.config().nodes.clone());
         for e in out {
             match e {
                 Effect::Broadcast(msg) => {
-                    for &to in &NODES {
+                    for &to in &voters {
                         self.net.push(InFlight {
                             from,
                             to,
                             key: key.to_vec(),
-                            proposer: proposer.expect("a live proposer"),
-                            msg: msg.clone(),
+                            proposer,
+                            epoch,
+                            payload: Payload::Paxos(msg.clone()),
                         });
                     }
                 }
@@ -245,8 +352,9 @@ impl Sim {
                     from,
                     to,
                     key: key.to_vec(),
-                    proposer: proposer.expect("a live proposer"),
-                    msg,
+                    proposer,
+                    epoch,
+                    payload: Payload::Paxos(msg),
                 }),
                 Effect::Reply(token, result) => self.answered(token, result),
             }
@@ -268,10 +376,12 @@ impl Sim {
                 }
             },
             Waiter::Sweep => {}
-            Waiter::Repair(node) => {
-                if let Some(r) = self.nodes.get_mut(&node).unwrap().repair.as_mut() {
-                    if r.settling.remove(&token) && result.is_err() {
-                        r.failed = true;
+            Waiter::Rescan => {
+                if let Some(d) = self.driving.as_mut() {
+                    if let Some(key) = d.settling.remove(&token) {
+                        if result.is_err() {
+                            d.todo.push(key);
+                        }
                     }
                 }
             }
@@ -282,6 +392,28 @@ impl Sim {
         a != b && (self.isolated.contains(&a) || self.isolated.contains(&b))
     }
 
+    /// Sends `m` (a membership) from `from` to `to` through the network.
+    fn send_install(&mut self, from: NodeId, to: NodeId, m: Membership) {
+        self.net.push(InFlight {
+            from,
+            to,
+            key: Vec::new(),
+            proposer: 0,
+            epoch: m.epoch,
+            payload: Payload::Install(m),
+        });
+    }
+
+    /// A node learns of a newer epoch from `peer`: it fetches `peer`'s membership (a message
+    /// through the network, like the runtime's `SyncRequest::Membership`).
+    fn fetch(&mut self, node: NodeId, peer: NodeId) {
+        if let Some(m) = self.nodes[&peer].membership.clone() {
+            if m.epoch > self.nodes[&node].epoch() {
+                self.send_install(peer, node, m);
+            }
+        }
+    }
+
     /// Delivers (or drops, or duplicates) one message chosen at random: reordering for free.
     /// Returns the key an acceptor changed, if one did.
     fn deliver_one(&mut self) -> Option<Key> {
@@ -290,29 +422,95 @@ impl Sim {
         }
         let i = self.rng.random_range(0..self.net.len());
         let m = self.net.swap_remove(i);
-        if self.cut(m.from, m.to) || self.rng.random_bool(self.drop_rate) {
+        if self.nodes[&m.to].dead
+            || self.nodes[&m.from].dead
+            || self.cut(m.from, m.to)
+            || self.rng.random_bool(self.drop_rate)
+        {
             return None;
         }
+        let msg = match m.payload {
+            Payload::Install(membership) => {
+                let node = self.nodes.get_mut(&m.to).unwrap();
+                if membership.epoch > node.epoch() {
+                    node.membership = Some(membership);
+                }
+                let epoch = node.epoch();
+                self.net.push(InFlight {
+                    from: m.to,
+                    to: m.from,
+                    key: Vec::new(),
+                    proposer: 0,
+                    epoch,
+                    payload: Payload::Installed(epoch),
+                });
+                return None;
+            }
+            Payload::Installed(epoch) => {
+                if let Some(d) = self.driving.as_mut() {
+                    if m.to == d.node && epoch >= d.step.epoch {
+                        d.acked.insert(m.from);
+                    }
+                }
+                return None;
+            }
+            Payload::Paxos(msg) => msg,
+        };
         if self.rng.random_bool(self.dup_rate) {
             self.net.push(InFlight {
                 from: m.from,
                 to: m.to,
                 key: m.key.clone(),
                 proposer: m.proposer,
-                msg: m.msg.clone(),
+                epoch: m.epoch,
+                payload: Payload::Paxos(msg.clone()),
             });
         }
-        if m.msg.is_request() {
-            let node = self.nodes.get_mut(&m.to).unwrap();
-            if node.recovering {
-                return None; // not voting
+        if msg.is_request() {
+            let to = m.to;
+            let node = &self.nodes[&to];
+            // The network refuses Paxos frames from non-members; a node whose store is not
+            // the member's does not vote.
+            let member = node
+                .membership
+                .as_ref()
+                .is_some_and(|x| x.member(m.from).is_some());
+            if !member || !node.votes(to) {
+                return None;
             }
+            let epoch = node.epoch();
+            if m.epoch > epoch {
+                self.fetch(to, m.from);
+                return None;
+            }
+            let reply = if m.epoch < epoch {
+                Some(PeerMessage::Stale { epoch })
+            } else {
+                let closed = matches!(msg, PeerMessage::Accept { ballot, .. } if ballot == Ballot::FAST)
+                    && !node.membership.as_ref().is_some_and(|x| x.fast_allowed());
+                closed.then_some(PeerMessage::Reject {
+                    ballot: Ballot::FAST,
+                    seen: Ballot::FAST,
+                })
+            };
+            if let Some(reply) = reply {
+                self.net.push(InFlight {
+                    from: to,
+                    to: m.from,
+                    key: m.key,
+                    proposer: m.proposer,
+                    epoch: m.epoch,
+                    payload: Payload::Paxos(reply),
+                });
+                return None;
+            }
+            let node = self.nodes.get_mut(&to).unwrap();
             let durable = node.durable.get(&m.key).cloned().unwrap_or_default();
             let acceptor = node
                 .acceptors
                 .entry(m.key.clone())
                 .or_insert_with(|| Acceptor::new(durable));
-            let step = acceptor.step(m.msg);
+            let step = acceptor.step(msg);
             let changed = step.persist.is_some().then(|| m.key.clone());
             if let Some(record) = step.persist {
                 if record.accepted != Ballot::FAST && record.accepted != Ballot::ZERO {
@@ -323,21 +521,30 @@ impl Sim {
                 node.durable.insert(m.key.clone(), record);
             }
             self.net.push(InFlight {
-                from: m.to,
+                from: to,
                 to: m.from,
                 key: m.key,
                 proposer: m.proposer,
-                msg: step.reply,
+                epoch: m.epoch,
+                payload: Payload::Paxos(step.reply),
             });
             changed
         } else {
-            let now = self.now;
-            let node = self.nodes.get_mut(&m.to).unwrap();
-            if let Some(p) = node.proposers.get_mut(&m.key) {
-                let mut out = Vec::new();
-                p.on_message(now, m.from, m.proposer, m.msg, &mut out);
-                self.effects(m.to, &m.key, out);
+            if let PeerMessage::Stale { .. } = msg {
+                self.fetch(m.to, m.from);
+                return None;
             }
+            if !self.nodes[&m.to].proposers.contains_key(&m.key) {
+                return None;
+            }
+            let now = self.now;
+            let p = self.proposer(m.to, &m.key);
+            if m.epoch != p.config().epoch {
+                return None; // an answer of another epoch counts for nothing
+            }
+            let mut out = Vec::new();
+            p.on_message(now, m.from, m.proposer, msg, &mut out);
+            self.effects(m.to, &m.key, out);
             None
         }
     }
@@ -347,6 +554,7 @@ impl Sim {
         let due: Vec<(NodeId, Key)> = self
             .nodes
             .iter()
+            .filter(|(_, n)| !n.dead)
             .flat_map(|(n, node)| {
                 node.proposers
                     .iter()
@@ -360,29 +568,209 @@ impl Sim {
             self.proposer(node, &key).tick(now, &mut out);
             self.effects(node, &key, out);
         }
-        let recovering: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.recovering)
-            .map(|(id, _)| *id)
+        self.drive();
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Membership changes (as `actors::membership::Driver`)
+    // -----------------------------------------------------------------------------------------
+
+    /// A node of the current voters that is alive, votes and is not the change's subject.
+    fn pick_driver(&mut self, not: NodeId) -> Option<NodeId> {
+        let candidates: Vec<NodeId> = self
+            .register
+            .voters()
+            .into_iter()
+            .filter(|n| *n != not && self.nodes[n].votes(*n))
             .collect();
-        for node in recovering {
-            self.recover(node);
-        }
-        let repairing: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| {
-                n.repair
-                    .as_ref()
-                    .is_some_and(|r| r.failed || r.settling.is_empty())
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for node in repairing {
-            self.repair(node);
+        (!candidates.is_empty()).then(|| candidates[self.rng.random_range(0..candidates.len())])
+    }
+
+    /// Writes the next step of the change in progress (or starts the next change), and sends
+    /// it to be installed.
+    fn write_step(&mut self) {
+        let (change, then, node) = match self.driving.take() {
+            Some(d) => (d.change, d.then, d.node),
+            None => {
+                let Some((change, then)) = self.changes.pop_front() else {
+                    return;
+                };
+                let Some(node) = self.pick_driver(change.node()) else {
+                    self.changes.push_front((change, then));
+                    return;
+                };
+                (change, then, node)
+            }
+        };
+        let previous = self.register.clone();
+        match previous.step(&change) {
+            Ok(Some(next)) => {
+                *self.faults.entry("change step").or_default() += 1;
+                self.register = next.clone();
+                self.start_step(change, then, node, next, previous);
+            }
+            Ok(None) => self.finished(change, then),
+            Err(e) => panic!("the simulation asked for a bad change {change:?}: {e}"),
         }
     }
+
+    /// The driver (re)starts the work of `step`: install it everywhere, then the scan.
+    fn start_step(
+        &mut self,
+        change: Change,
+        then: Then,
+        node: NodeId,
+        step: Membership,
+        previous: Membership,
+    ) {
+        let mut targets: BTreeSet<NodeId> = step.nodes().into_iter().collect();
+        targets.extend(previous.nodes());
+        let n = self.nodes.get_mut(&node).unwrap();
+        if n.epoch() < step.epoch {
+            n.membership = Some(step.clone());
+        }
+        for to in targets {
+            if to != node {
+                self.send_install(node, to, step.clone());
+            }
+        }
+        self.driving = Some(Driving {
+            change,
+            node,
+            step,
+            previous,
+            acked: [node].into_iter().collect(),
+            settling: BTreeMap::new(),
+            todo: Vec::new(),
+            scanned: false,
+            then,
+        });
+    }
+
+    fn finished(&mut self, change: Change, then: Then) {
+        *self
+            .faults
+            .entry(match change {
+                Change::Add { .. } => "add",
+                Change::Remove { .. } => "remove",
+            })
+            .or_default() += 1;
+        let id = change.node();
+        match then {
+            Then::Nothing => {}
+            Then::Add => {
+                let store = self.nodes[&id].store;
+                self.changes.push_front((
+                    Change::Add {
+                        id,
+                        addr: format!("n{id}"),
+                        store,
+                    },
+                    Then::Nothing,
+                ));
+            }
+            Then::WipeAndAdd => {
+                self.wipe_store(id);
+                self.changes.push_front((
+                    Change::Add {
+                        id,
+                        addr: format!("n{id}"),
+                        store: self.nodes[&id].store,
+                    },
+                    Then::Nothing,
+                ));
+            }
+        }
+    }
+
+    /// Progresses the change in progress: resend installs now and then, start the step's
+    /// work once the barrier holds, write the next step once it is done.
+    fn drive(&mut self) {
+        let Some(d) = self.driving.as_mut() else {
+            self.write_step();
+            return;
+        };
+        if self.nodes[&d.node].dead || !self.nodes[&d.node].votes(d.node) {
+            // the driver stopped being one: another node resumes from the register
+            let Driving {
+                change,
+                then,
+                step,
+                previous,
+                ..
+            } = self.driving.take().expect("checked");
+            match self.pick_driver(change.node()) {
+                Some(node) => self.start_step(change, then, node, step, previous),
+                None => self.changes.push_front((change, then)), // (unreachable in practice)
+            }
+            return;
+        }
+        let barrier = [d.step.voters(), d.previous.voters()].iter().all(|voters| {
+            let acked = voters.iter().filter(|v| d.acked.contains(v)).count();
+            acked >= Quorums::new(voters.len()).classic()
+        });
+        if !barrier {
+            if self.rng.random_bool(0.05) {
+                let (node, step) = (d.node, d.step.clone());
+                let targets: Vec<NodeId> = step
+                    .nodes()
+                    .into_iter()
+                    .chain(d.previous.nodes())
+                    .filter(|n| !d.acked.contains(n))
+                    .collect();
+                for to in targets {
+                    self.send_install(node, to, step.clone());
+                }
+            }
+            return;
+        }
+        if d.step.phase.is_none() {
+            // the last step: installed on majorities, the change is complete
+            let d = self.driving.take().expect("checked");
+            self.finished(d.change, d.then);
+            return;
+        }
+        if !d.scanned {
+            // The scan: every key of the old voters that acknowledged (their records as of
+            // now, after their install), only those at the fast ballot in CloseFast.
+            let mut old = d.step.clone();
+            old.phase = Some(Phase::CloseFast);
+            let sources: Vec<NodeId> = old
+                .voters()
+                .into_iter()
+                .filter(|n| d.acked.contains(n))
+                .collect();
+            let fast_only = d.step.phase == Some(Phase::CloseFast);
+            let mut keys: BTreeSet<Key> = BTreeSet::new();
+            for s in sources {
+                for (k, r) in &self.nodes[&s].durable {
+                    if !fast_only || r.accepted == Ballot::FAST {
+                        keys.insert(k.clone());
+                    }
+                }
+            }
+            *self.faults.entry("keys rescanned").or_default() += keys.len() as u32;
+            d.todo = keys.into_iter().collect();
+            d.scanned = true;
+        }
+        if !d.todo.is_empty() {
+            let node = d.node;
+            for key in std::mem::take(&mut d.todo) {
+                let token = self.settle(node, &key, Waiter::Rescan);
+                if let Some(d) = self.driving.as_mut() {
+                    d.settling.insert(token, key);
+                }
+            }
+            return;
+        }
+        if d.settling.is_empty() {
+            self.write_step();
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Faults
+    // -----------------------------------------------------------------------------------------
 
     /// An acceptor crash: every loaded acceptor of the node reloads from its durable record.
     fn crash_acceptors(&mut self, node: NodeId) {
@@ -390,48 +778,109 @@ impl Sim {
         self.nodes.get_mut(&node).unwrap().acceptors.clear();
     }
 
-    /// The node's process restarts on its intact store: its proposers are gone, and it
-    /// recovers (every restart does: an intact store cannot be told from an older copy) and
-    /// repairs, while the rounds that counted its votes go on (nothing was lost).
-    fn restart_intact(&mut self, node: NodeId) {
-        *self.faults.entry("intact restart").or_default() += 1;
-        self.restart_through_recovery(node);
-    }
-
     /// The node's process starts again: no acceptor loaded, no proposer, its callers
-    /// forgotten (unknown outcomes), and it recovers before it votes.
-    fn restart_through_recovery(&mut self, node: NodeId) {
+    /// forgotten (unknown outcomes). On an intact store it votes at once.
+    fn restart(&mut self, node: NodeId) {
         let n = self.nodes.get_mut(&node).unwrap();
         n.acceptors.clear();
         n.proposers.clear();
-        n.recovering = true;
-        n.repair = None;
         self.forget_tokens(|owner, _| owner == node);
+        if let Some(d) = self.driving.as_mut() {
+            if d.node == node {
+                *self.faults.entry("driver restart").or_default() += 1;
+                d.settling.clear();
+                d.todo.clear();
+                d.acked.clear(); // resumed (by another node) from the register
+                let Driving {
+                    change,
+                    then,
+                    step,
+                    previous,
+                    ..
+                } = self.driving.take().expect("checked");
+                match self.pick_driver(change.node()) {
+                    Some(n) => self.start_step(change, then, n, step, previous),
+                    None => self.changes.push_front((change, then)),
+                }
+            }
+        }
     }
 
-    /// The node's process restarts on a store that lost records (wiped, or an older copy):
-    /// its proposers are gone, and it recovers before it votes again.
+    fn restart_intact(&mut self, node: NodeId) {
+        *self.faults.entry("intact restart").or_default() += 1;
+        self.restart(node);
+    }
+
+    /// A new, empty store for `node` (it learns a membership from a live peer).
+    fn wipe_store(&mut self, node: NodeId) {
+        let store = self.rng.random::<u64>() | 1 << 63;
+        let peer_membership = self
+            .live_nodes()
+            .into_iter()
+            .filter(|n| *n != node)
+            .filter_map(|n| self.nodes[&n].membership.clone())
+            .max_by_key(|m| m.epoch);
+        let n = self.nodes.get_mut(&node).unwrap();
+        n.durable.clear();
+        n.store = store;
+        n.refused = false;
+        n.membership = peer_membership;
+        self.restart(node);
+    }
+
+    /// A node loses its disk (wiped, or an older copy): it never votes with it, and rejoins
+    /// as a new member. Nothing is fenced: every message in flight stays in flight.
     fn lose_disk(&mut self, node: NodeId, rollback: bool) {
-        let records = if rollback {
-            self.snapshots.get(&node).cloned().unwrap_or_default()
-        } else {
-            BTreeMap::new()
-        };
         *self
             .faults
             .entry(if rollback { "rollback" } else { "wipe" })
             .or_default() += 1;
-        // The model's assumption (see the module doc): no round that counted this node's
-        // old votes goes on.
-        self.net.retain(|m| !m.msg.is_request());
-        let now = self.now;
-        for n in self.nodes.values_mut() {
-            for p in n.proposers.values_mut() {
-                p.abandon_round(now);
-            }
+        let id = node;
+        if rollback {
+            let records = self.snapshots.get(&node).cloned().unwrap_or_default();
+            let n = self.nodes.get_mut(&node).unwrap();
+            n.durable = records;
+            n.refused = true; // a peer saw a later generation of this store
+            self.restart(node);
+            self.changes
+                .push_back((Change::Remove { id }, Then::WipeAndAdd));
+        } else {
+            self.wipe_store(node);
+            self.changes.push_back((Change::Remove { id }, Then::Add));
         }
-        self.nodes.get_mut(&node).unwrap().durable = records;
-        self.restart_through_recovery(node);
+    }
+
+    /// A voter dies for good; a new node is added, then the dead one removed.
+    fn replace(&mut self, dead: NodeId) {
+        *self.faults.entry("replace").or_default() += 1;
+        self.nodes.get_mut(&dead).unwrap().dead = true;
+        self.restart(dead);
+        let id = self.add_new_node();
+        let store = self.nodes[&id].store;
+        self.changes.push_back((
+            Change::Add {
+                id,
+                addr: format!("n{id}"),
+                store,
+            },
+            Then::Nothing,
+        ));
+        self.changes
+            .push_back((Change::Remove { id: dead }, Then::Nothing));
+    }
+
+    /// A new node process with an empty store, waiting to be added.
+    fn add_new_node(&mut self) -> NodeId {
+        let id = self.next_id;
+        self.next_id += 1;
+        let m = self
+            .nodes
+            .values()
+            .filter_map(|n| n.membership.clone())
+            .max_by_key(|m| m.epoch);
+        let store = self.rng.random::<u64>() | 1 << 63;
+        self.nodes.insert(id, Node::new(store, m));
+        id
     }
 
     /// Callers of proposers that stopped never hear back: unknown outcomes.
@@ -444,10 +893,11 @@ impl Sim {
             .collect();
         for token in tokens {
             self.owner.remove(&token);
-            if let Some(Waiter::Repair(node)) = self.waiters.remove(&token) {
-                if let Some(r) = self.nodes.get_mut(&node).unwrap().repair.as_mut() {
-                    r.settling.remove(&token);
-                    r.failed = true;
+            if let Some(Waiter::Rescan) = self.waiters.remove(&token) {
+                if let Some(d) = self.driving.as_mut() {
+                    if let Some(key) = d.settling.remove(&token) {
+                        d.todo.push(key);
+                    }
                 }
             }
         }
@@ -476,97 +926,15 @@ impl Sim {
         self.forget_tokens(|n, k| n == node && k == key.as_slice());
     }
 
-    /// Recovery as `actors::anti_entropy` runs it: once `n - q + 1` other nodes vote (and are
-    /// reachable), merge their records and vote again.
-    fn recover(&mut self, node: NodeId) {
-        let mut sources: Vec<NodeId> = NODES
-            .iter()
-            .copied()
-            .filter(|n| *n != node && !self.nodes[n].recovering && !self.cut(node, *n))
-            .collect();
-        if sources.len() < RECOVERY_SOURCES {
-            return;
-        }
-        while sources.len() > RECOVERY_SOURCES {
-            sources.swap_remove(self.rng.random_range(0..sources.len()));
-        }
-        // Two passes over every source, as `actors::anti_entropy`: states, then promises.
-        for states in [true, false] {
-            for &source in &sources {
-                let records: Vec<(Key, AcceptorRecord)> = self.nodes[&source]
-                    .durable
-                    .iter()
-                    .map(|(k, r)| (k.clone(), r.clone()))
-                    .collect();
-                let n = self.nodes.get_mut(&node).unwrap();
-                for (key, record) in records {
-                    let own = n.durable.get(&key).cloned().unwrap_or_default();
-                    let mut acceptor = Acceptor::new(own);
-                    let merged = match states {
-                        true => acceptor.recover_from(&record),
-                        false => acceptor.adopt(&record),
-                    };
-                    if let Some(merged) = merged {
-                        n.durable.insert(key.clone(), merged);
-                    }
-                }
-            }
-        }
-        let n = self.nodes.get_mut(&node).unwrap();
-        n.acceptors.clear();
-        n.recovering = false;
-        n.repair = Some(Repair {
-            sources,
-            failed: true, // not started
-            ..Repair::default()
-        });
-        self.check_invariants();
-    }
-
-    /// Starts (again) the repair of `node`, or ends it when nothing is left: a settle round
-    /// for every key one of its sources holds at a higher accepted ballot, or that it holds
-    /// unsettled.
-    fn repair(&mut self, node: NodeId) {
-        let repair = self.nodes[&node].repair.as_ref().unwrap();
-        if !repair.failed {
-            self.nodes.get_mut(&node).unwrap().repair = None; // done
-            return;
-        }
-        let own = &self.nodes[&node].durable;
-        let mut behind: BTreeSet<Key> = own
-            .iter()
-            .filter(|(_, r)| r.accepted == Ballot::FAST || r.fast_unknown)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for source in &repair.sources {
-            for (key, record) in &self.nodes[source].durable {
-                let mine = own.get(key).map_or(Ballot::ZERO, |r| r.accepted);
-                if record.accepted > Ballot::FAST && record.accepted > mine {
-                    behind.insert(key.clone());
-                }
-            }
-        }
-        let r = self.nodes.get_mut(&node).unwrap().repair.as_mut().unwrap();
-        r.failed = false;
-        if behind.is_empty() {
-            self.nodes.get_mut(&node).unwrap().repair = None;
-            return;
-        }
-        *self.faults.entry("repair settle").or_default() += behind.len() as u32;
-        for key in behind {
-            self.settle(node, &key, Waiter::Repair(node));
-        }
-    }
-
-    /// The anti-entropy sweep of one voting node: settle what it holds unsettled.
+    /// The anti-entropy sweep of one voting node: settle what it holds at the fast ballot.
     fn sweep(&mut self, node: NodeId) {
-        if self.nodes[&node].recovering {
+        if !self.nodes[&node].votes(node) {
             return;
         }
         let unsettled: Vec<Key> = self.nodes[&node]
             .durable
             .iter()
-            .filter(|(_, r)| r.accepted == Ballot::FAST || r.fast_unknown)
+            .filter(|(_, r)| r.is_unsettled())
             .map(|(k, _)| k.clone())
             .collect();
         *self.faults.entry("sweep").or_default() += 1;
@@ -574,6 +942,10 @@ impl Sim {
             self.settle(node, &key, Waiter::Sweep);
         }
     }
+
+    // -----------------------------------------------------------------------------------------
+    // Invariants
+    // -----------------------------------------------------------------------------------------
 
     /// Invariants that must hold after every step, for every key.
     fn check_invariants(&self) {
@@ -609,63 +981,87 @@ impl Sim {
             }
         }
         // Versions grow with ballots: a state still held at a higher ballot never has a lower
-        // version than one chosen below it (held by a majority of voting nodes at a classic
-        // ballot, or by a fast quorum at the fast ballot). States no acceptor holds any more
-        // (a lost disk's) can no longer be carried forward and are left out.
+        // version than one chosen below it (held by a majority of the current voters at a
+        // classic ballot, or by a fast quorum of them at the fast ballot, while no change is
+        // in progress). States no acceptor holds any more (a lost disk's) can no longer be
+        // carried forward and are left out.
         let held: BTreeSet<Ballot> = self
             .nodes
             .values()
             .filter_map(|n| n.durable.get(key).map(|r| r.accepted))
             .collect();
-        {
-            let quorums = Quorums::new(self.nodes.len());
-            let voting: Vec<&AcceptorRecord> = self
-                .nodes
-                .values()
-                .filter(|n| !n.recovering)
-                .filter_map(|n| n.durable.get(key))
-                .collect();
-            let classic = tally(
-                voting
-                    .iter()
-                    .filter(|r| r.accepted > Ballot::FAST)
-                    .map(|r| r.accepted),
-            );
+        let voters = self.register.voters();
+        let quorums = Quorums::new(voters.len());
+        let voting: Vec<&AcceptorRecord> = voters
+            .iter()
+            .filter(|v| self.nodes[v].votes(**v))
+            .filter_map(|v| self.nodes[v].durable.get(key))
+            .collect();
+        let classic = tally(
+            voting
+                .iter()
+                .filter(|r| r.accepted > Ballot::FAST)
+                .map(|r| r.accepted),
+        );
+        let mut chosen: Vec<(Ballot, u64)> = classic
+            .iter()
+            .filter(|(_, c)| *c >= quorums.classic())
+            .map(|(b, _)| (*b, self.accepted[&(key.clone(), *b)].version))
+            .collect();
+        if self.register.fast_allowed() {
             let fast = tally(
                 voting
                     .iter()
                     .filter(|r| r.accepted == Ballot::FAST)
                     .map(|r| &r.state),
             );
-            let mut chosen: Vec<(Ballot, u64)> = classic
-                .iter()
-                .filter(|(_, c)| *c >= quorums.classic())
-                .map(|(b, _)| (*b, self.accepted[&(key.clone(), *b)].version))
-                .collect();
             chosen.extend(
                 fast.iter()
                     .filter(|(_, n)| *n >= quorums.fast())
                     .map(|(s, _)| (Ballot::FAST, s.version)),
             );
-            for (b, v) in chosen {
-                let lo = (key.clone(), b);
-                let hi = (key.clone(), Ballot::new(u64::MAX, NodeId::MAX));
-                let live = self
-                    .accepted
-                    .range(lo..=hi)
-                    .filter(|((_, b), _)| held.contains(b));
-                for ((_, higher), s) in live {
-                    assert!(
-                        s.version >= v,
-                        "key {key:?}: ballot {higher} lost the version chosen at {b}"
-                    );
-                }
+        }
+        for (b, v) in chosen {
+            let lo = (key.clone(), b);
+            let hi = (key.clone(), Ballot::new(u64::MAX, NodeId::MAX));
+            let live = self
+                .accepted
+                .range(lo..=hi)
+                .filter(|((_, b), _)| held.contains(b));
+            for ((_, higher), s) in live {
+                assert!(
+                    s.version >= v,
+                    "key {key:?}: ballot {higher} lost the version chosen at {b}"
+                );
             }
         }
     }
 
+    /// A random live node (any: clients may use non-members, whose proposers still work).
     fn random_node(&mut self) -> NodeId {
-        NODES[self.rng.random_range(0..NODES.len())]
+        let live = self.live_nodes();
+        live[self.rng.random_range(0..live.len())]
+    }
+
+    /// A random voter that votes and is no change's subject (for faults).
+    fn random_healthy_voter(&mut self) -> Option<NodeId> {
+        let busy: BTreeSet<NodeId> = self
+            .changes
+            .iter()
+            .map(|(c, _)| c.node())
+            .chain(self.driving.as_ref().map(|d| d.change.node()))
+            .collect();
+        let candidates: Vec<NodeId> = self
+            .register
+            .voters()
+            .into_iter()
+            .filter(|n| !busy.contains(n) && self.nodes[n].votes(*n))
+            .collect();
+        (!candidates.is_empty()).then(|| candidates[self.rng.random_range(0..candidates.len())])
+    }
+
+    fn quiet(&self) -> bool {
+        self.driving.is_none() && self.changes.is_empty()
     }
 }
 
@@ -682,7 +1078,7 @@ fn run(seed: u64) -> RunStats {
         .map(|i| format!("once-{i:02}").into_bytes())
         .collect();
     let mut unwritten: Vec<Key> = once.clone();
-    for step in 0..6000u32 {
+    for step in 0..8000u32 {
         if step % 500 == 250 {
             sim.isolated = vec![sim.random_node()];
         }
@@ -701,25 +1097,63 @@ fn run(seed: u64) -> RunStats {
         if sim.rng.random_bool(0.01) {
             sim.restart_proposer();
         }
+        if sim.rng.random_bool(0.004) {
+            let node = sim.random_node();
+            sim.restart_intact(node);
+        }
         if step % 400 == 200 {
             let node = sim.random_node();
             sim.sweep(node);
         }
-        // Now and then a node restarts through recovery, one at a time, once the previous one
-        // is repaired: its disk wiped, rolled back, or intact.
-        let quiet = sim
-            .nodes
-            .values()
-            .all(|n| !n.recovering && n.repair.is_none());
-        if step < 5000 && quiet && sim.rng.random_bool(0.006) {
-            let node = sim.random_node();
-            match sim.rng.random_range(0..4) {
-                0 | 1 => sim.restart_intact(node),
-                2 => sim.lose_disk(node, false),
-                _ => sim.lose_disk(node, true),
+        // Now and then (one change at a time, once the previous one is done): a lost disk, a
+        // replacement, growing or shrinking the voters. A restart of the driving node in the
+        // middle of a change comes from the intact restarts above and this one.
+        if sim.driving.is_some() && sim.rng.random_bool(0.004) {
+            let node = sim.driving.as_ref().map(|d| d.node).expect("checked");
+            sim.restart_intact(node);
+        }
+        if step < 6500 && sim.quiet() && sim.rng.random_bool(0.01) {
+            let voters = sim.register.voters().len();
+            match sim.rng.random_range(0..5) {
+                0 => {
+                    if let Some(node) = sim.random_healthy_voter() {
+                        sim.lose_disk(node, false);
+                    }
+                }
+                1 => {
+                    if let Some(node) = sim.random_healthy_voter() {
+                        sim.lose_disk(node, true);
+                    }
+                }
+                2 => {
+                    if let Some(node) = sim.random_healthy_voter() {
+                        sim.replace(node);
+                    }
+                }
+                3 if voters < MAX_VOTERS => {
+                    *sim.faults.entry("grow").or_default() += 1;
+                    let id = sim.add_new_node();
+                    let store = sim.nodes[&id].store;
+                    sim.changes.push_back((
+                        Change::Add {
+                            id,
+                            addr: format!("n{id}"),
+                            store,
+                        },
+                        Then::Nothing,
+                    ));
+                }
+                _ if voters > MIN_VOTERS => {
+                    if let Some(id) = sim.random_healthy_voter() {
+                        *sim.faults.entry("shrink").or_default() += 1;
+                        sim.changes
+                            .push_back((Change::Remove { id }, Then::Nothing));
+                    }
+                }
+                _ => {}
             }
         }
-        if step < 5000 && sim.rng.random_bool(0.06) {
+        if step < 6500 && sim.rng.random_bool(0.06) {
             let node = sim.random_node();
             value += 1;
             let v = value.to_string().into_bytes();
@@ -734,11 +1168,12 @@ fn run(seed: u64) -> RunStats {
             };
             sim.submit(node, HOT, command);
         }
-        if step < 5000 && sim.rng.random_bool(0.03) {
+        if step < 6500 && sim.rng.random_bool(0.03) {
             // a cool key, through one of two nodes, so that a restarted proposer's successor
             // gets the key's next command while its predecessor's replies are in flight
             let key = format!("cool-{}", sim.rng.random_range(0..COOL_KEYS)).into_bytes();
-            let node = NODES[sim.rng.random_range(0..2)];
+            let live = sim.live_nodes();
+            let node = live[sim.rng.random_range(0..2.min(live.len()))];
             value += 1;
             let v = value.to_string().into_bytes();
             let command = match sim.rng.random_range(0..3) {
@@ -751,7 +1186,7 @@ fn run(seed: u64) -> RunStats {
             };
             sim.submit(node, &key, command);
         }
-        if step < 4000 && !unwritten.is_empty() && sim.rng.random_bool(0.02) {
+        if step < 5500 && !unwritten.is_empty() && sim.rng.random_bool(0.02) {
             let key = unwritten.swap_remove(sim.rng.random_range(0..unwritten.len()));
             let node = sim.random_node();
             value += 1;
@@ -772,46 +1207,90 @@ fn run(seed: u64) -> RunStats {
             sim.check_invariants();
         }
     }
-    // Heal and let everything finish, recoveries included.
+    // Heal and let everything finish, membership changes included.
     sim.isolated.clear();
     sim.drop_rate = 0.0;
     let settle = |sim: &mut Sim| {
-        for _ in 0..40_000 {
-            let busy = !sim.waiters.is_empty()
-                || !sim.net.is_empty()
-                || sim
-                    .nodes
-                    .values()
-                    .any(|n| n.recovering || n.repair.is_some());
+        for _ in 0..200_000 {
+            let busy = !sim.waiters.is_empty() || !sim.net.is_empty() || !sim.quiet();
             if !busy {
                 return;
             }
-            for _ in 0..6 {
+            for _ in 0..(6 + sim.net.len() / 20) {
                 if let Some(key) = sim.deliver_one() {
                     sim.check_key(&key);
                 }
             }
             sim.tick();
         }
-        let recovering: Vec<NodeId> = sim
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.recovering)
-            .map(|(id, _)| *id)
-            .collect();
+        for (id, n) in &sim.nodes {
+            eprintln!(
+                "node {id}: dead {} votes {} epoch {} proposers {}",
+                n.dead,
+                n.votes(*id),
+                n.epoch(),
+                n.proposers.len()
+            );
+        }
+        if let Some(d) = &sim.driving {
+            eprintln!(
+                "driver {} step {:?} voters {:?} previous {:?} settling {} todo {}",
+                d.node,
+                d.step.phase,
+                d.step.voters(),
+                d.previous.voters(),
+                d.settling.len(),
+                d.todo.len()
+            );
+        }
+        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+        for m in &sim.net {
+            let k = match &m.payload {
+                Payload::Paxos(p) => format!("{:?}", std::mem::discriminant(p)),
+                Payload::Install(_) => "install".into(),
+                Payload::Installed(_) => "installed".into(),
+            };
+            *kinds
+                .entry(format!("{k} {}->{}", m.from, m.to))
+                .or_default() += 1;
+        }
+        let mut top: Vec<_> = kinds.into_iter().collect();
+        top.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        eprintln!("in flight: {:?}", &top[..top.len().min(8)]);
         panic!(
-            "seed {seed}: requests never answered or recoveries never ended: {} waiting, {} \
-             messages in flight, recovering: {recovering:?}",
+            "seed {seed}: requests never answered or changes never ended: {} waiting, {} \
+             messages in flight, driving {:?}, changes {:?}",
             sim.waiters.len(),
-            sim.net.len()
+            sim.net.len(),
+            sim.driving
+                .as_ref()
+                .map(|d| (&d.change, d.step.epoch, &d.acked)),
+            sim.changes
         );
     };
     settle(&mut sim);
     sim.check_invariants();
-    // Read every key back, through a node chosen at random.
+    // Every voter installed the last membership (they converge).
+    let voters = sim.register.voters();
+    for v in &voters {
+        let mut guard = 0;
+        while sim.nodes[v].epoch() < sim.register.epoch && guard < 100 {
+            let driver = voters.iter().copied().find(|n| n != v).unwrap_or(*v);
+            let m = sim.register.clone();
+            sim.send_install(driver, *v, m);
+            settle(&mut sim);
+            guard += 1;
+        }
+        assert_eq!(
+            sim.nodes[v].epoch(),
+            sim.register.epoch,
+            "seed {seed}: node {v}"
+        );
+    }
+    // Read every key back, through a voter chosen at random.
     let cool = (0..COOL_KEYS).map(|i| format!("cool-{i}").into_bytes());
     for key in std::iter::once(HOT.to_vec()).chain(once).chain(cool) {
-        let node = sim.random_node();
+        let node = voters[sim.rng.random_range(0..voters.len())];
         sim.submit(node, &key, Command::Get);
     }
     settle(&mut sim);
@@ -844,7 +1323,7 @@ fn run(seed: u64) -> RunStats {
 }
 
 #[test]
-fn seeded_runs_with_message_faults_crashes_and_lost_disks_stay_linearizable() {
+fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_stay_linearizable() {
     let seeds: Vec<u64> = match std::env::var("PAXKV_SIM_SEED") {
         Ok(s) => vec![s.parse().expect("PAXKV_SIM_SEED is a number")],
         Err(_) => {
@@ -866,7 +1345,11 @@ fn seeded_runs_with_message_faults_crashes_and_lost_disks_stay_linearizable() {
     for fault in [
         "wipe",
         "rollback",
+        "replace",
+        "add",
+        "remove",
         "intact restart",
+        "driver restart",
         "proposer restart",
         "acceptor crash",
     ] {
