@@ -242,7 +242,7 @@ impl Handler<AdoptRecord> for AcceptorActor {
                 "acceptor stopping".into(),
             ))));
         };
-        let merged = match guarded(|| core.merge(&msg.record, msg.recovery)) {
+        let merged = match guarded(|| core.adopt(&msg.record)) {
             Ok(merged) => merged,
             Err(panic) => {
                 self.crash(ctx, &panic);

@@ -1,74 +1,34 @@
-//! Anti-entropy, with recovery as its first phase: how a node that was down, cut off, or
-//! lost its disk becomes a full replica again without clients touching every key. This module
-//! owns both sides: [`AntiEntropy`] pulls from peers (recovery, repair, then periodic
-//! catch-up), and [`SyncServer`] answers their pulls (`Frame::SyncRequest`, a frame of its
-//! own, apart from client requests). What a record means (is this node behind a peer's
-//! digest entry, how a peer's record merges into ours) is decided in `paxos::record` and
-//! `paxos::acceptor`; storage only reads and writes.
+//! Anti-entropy: how a node that was down or cut off becomes a full replica again without
+//! clients touching every key. This module owns both sides: [`AntiEntropy`] pulls from
+//! peers every `sync_interval_ms`, and [`SyncServer`] answers their pulls and the membership
+//! calls (`Frame::SyncRequest`, a frame of its own, apart from client requests). What a record
+//! means (is this node behind a peer's digest entry, how a peer's record merges into ours) is
+//! decided in `paxos::record` and `paxos::acceptor`; storage only reads and writes.
 //!
-//! **Recovery before voting.** When a node starts, its acceptors do not vote (the supervisor
-//! drops every Prepare, Accept and Query) until it has merged the records of a majority of
-//! the cluster's *other* nodes into its own: `n - q + 1` of them, where `q = n/2 + 1` is the
-//! quorum (3 of the other 4 in a five-node cluster). Why that many: an acceptor that forgot a
-//! promise or an accept can let two values be chosen. Whatever this node promised or accepted
-//! before it lost its disk (or before the older copy it now runs on was taken) was part of a
-//! quorum, so at least `q - 1` *other* nodes hold it or something newer; any `n - q + 1` of the
-//! other `n - 1` nodes include one of them. The merge runs in two passes over those peers:
-//! first [`Acceptor::recover_from`] takes, per key, the highest classic state at or above this
-//! node's own promise (the one on its disk: that pass raises no promise, so its result does
-//! not depend on the order of the peers) and marks possibly lost fast-ballot votes; then
-//! [`Acceptor::adopt`] raises every promise to the peers'. The node comes back holding every
-//! promise it may have given, and every vote it may have given that no promise it holds
-//! forbids. Doing this on every start, not only when the disk looks empty, covers a data
-//! directory replaced with an older copy, which nothing on the disk itself can reveal.
+//! **No recovery before voting.** A node restarted on its intact store votes at once (the
+//! identity and generation checks of `actors::membership` decide that); a node whose store
+//! was lost (wiped, replaced, an older copy) never votes with it and rejoins as a new member
+//! (`paxos::membership`). The in-place recovery of earlier builds (merge the records of
+//! `n - q + 1` peers, then vote) is gone: the records it read said what peers hold *now*, not
+//! what the node promised or accepted just before losing its disk to a round still running
+//! (the race of issue 10).
 //!
-//! Which peers count: those voting, and those whose store completed a recovery before (an
-//! intact disk that is itself restarting, as after a whole-cluster restart). A store that
-//! never completed a recovery (new, or wiped) is never counted, except in the one case where
-//! it is certain there is nothing to recover: this node's store is new and empty, and every
-//! other node answers that it holds no record at all (a cluster's first start, when some
-//! nodes may have bootstrapped a moment earlier).
-//!
-//! **Votes at the fast ballot are kept as "unknown", never merged, never forgotten.** A state
-//! accepted at the fast ballot cannot be copied from a peer, and merging alone used to bring a
-//! node that lost a fast vote back saying "accepted nothing" (after two such nodes, a state
-//! chosen by a fast quorum no longer looked chosen and was replaced: the bug of issue 8).
-//! Recovery merges with [`Acceptor::recover_from`], which marks such keys `fast_unknown`:
-//! Fast Paxos recovery then counts this node as a possible holder of any state (the argument,
-//! and why the peers' records reveal every such key, is in `paxos::acceptor`). It needs no
-//! quorum of voting nodes, so nodes that restart together (a whole cluster after a power cut)
-//! recover from each other as before. Anti-entropy then **settles**, every round, the keys
-//! this node holds at the fast ballot or as `fast_unknown`: a classic identity round through
-//! its own proposer (see `paxos::proposer`), after which a majority holds the key's state at
-//! a classic ballot and the flag is gone. A key so leaves the fast ballot within one round
-//! even when its writer's own settle was lost with its proposer.
-//!
-//! **Repair: a chosen state goes back onto a rebuilt node only through a Paxos round.** The
-//! merge never takes a state below a promise the node holds (on an intact or rolled-back
-//! store a round that counted that promise may be running, and holding the state would be a
-//! vote the node never gave; see [`Acceptor::recover_from`]), so a node can come back below a
-//! state chosen without it. It is still safe to vote with: that state is on a majority
-//! without it. But one more lost disk could take that majority away. So once it votes, the
-//! node **repairs**: a settle round through its own proposer for every key one of its
-//! sources holds at a higher classic ballot (and every key it holds unsettled); a settle ends
-//! only once this node's acceptor accepted it, so afterwards the node holds every state its
-//! sources held, at a classic ballot, by the ordinary rules. `NodeStatus::repaired` says when it is done.
-//! **paxkv tolerates one lost disk at a time: another node may lose its disk once this one is
-//! repaired** (the simulation and both nemesis tests inject them so; two at once is the
-//! known gap of older copies below).
-//!
-//! What this does not close (issue 10, membership): the race of the recovery read itself. A
-//! vote this node gave just before losing its disk, whose copies to other nodes are still in
-//! flight when it reads them, is neither on the peers yet nor on this node: a round that
-//! counts it can complete afterwards. A node that lost its disk must rejoin as a new member.
-//!
-//! **Anti-entropy.** After that, every `sync_interval_ms` the node pulls the same way from every
-//! voting peer, so a node that missed writes while cut off catches up too. Each pull pages
+//! **Catch-up.** Every `sync_interval_ms` the node pulls from every voting peer: it pages
 //! through the peer's (key, promised, accepted) digest, asks storage which keys are behind,
-//! fetches only those records, and merges them (through the key's acceptor if it is alive).
+//! fetches only those records, and merges them with [`Acceptor::adopt`] (through the key's
+//! acceptor if it is alive). Adopting is always safe: it takes a peer's classic state only
+//! where an Accept of it would be taken (a delayed copy of an Accept that was sent), never a
+//! state at the fast ballot (how many acceptors took one is what tells whether it was
+//! chosen), and raises promises, which is always safe.
+//!
+//! **Settling.** The same sweep settles every key this node holds at the fast ballot (or as
+//! `fast_unknown`, left by older builds): a classic identity round through its own proposer
+//! (see `paxos::proposer`), after which a majority holds the key's state at a classic ballot.
+//! A key so leaves the fast ballot within one sweep even when its writer's own settle was lost
+//! with its proposer. (A membership change settles such keys first anyway, see
+//! `paxos::membership`.)
 //!
 //! [`Acceptor::adopt`]: crate::paxos::acceptor::Acceptor::adopt
-//! [`Acceptor::recover_from`]: crate::paxos::acceptor::Acceptor::recover_from
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -276,7 +236,7 @@ impl Puller {
                 }
                 match client.sync_digest(index, None, 0).await {
                     Ok(page) if page.source.voting => {
-                        if let Err(e) = self.pull_from(&client, index, false).await {
+                        if let Err(e) = self.pull_from(&client, index).await {
                             log::debug!(
                                 "node {}: anti-entropy from node {}: {e}",
                                 self.node,
@@ -354,9 +314,8 @@ impl Puller {
         Ok(page)
     }
 
-    /// Pages through peer `index`'s digest, fetching and merging what this node is behind on
-    /// (`recovery`: rebuilding a lost store, see the module doc).
-    async fn pull_from(&self, client: &Client, index: usize, recovery: bool) -> Result<u64> {
+    /// Pages through peer `index`'s digest, fetching and merging what this node is behind on.
+    async fn pull_from(&self, client: &Client, index: usize) -> Result<u64> {
         let mut after = None;
         let mut adopted = 0;
         loop {
@@ -389,7 +348,7 @@ impl Puller {
                 }
                 adopted += self
                     .supervisor
-                    .send(Adopt { records, recovery })
+                    .send(Adopt { records })
                     .await
                     .map_err(|e| Error::Storage(e.to_string()))??;
                 wanted = &wanted[fetched.min(wanted.len())..];

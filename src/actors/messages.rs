@@ -97,9 +97,6 @@ pub struct InspectAcceptor {
 #[rtype(result = "Result<u64>")]
 pub struct Adopt {
     pub records: Vec<SyncRecord>,
-    /// This node is rebuilding its store ([`crate::paxos::acceptor::Acceptor::recover_from`]),
-    /// not catching up.
-    pub recovery: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -151,7 +148,6 @@ pub struct FromProposer {
 #[rtype(result = "Result<bool>")]
 pub struct AdoptRecord {
     pub record: AcceptorRecord,
-    pub recovery: bool,
 }
 
 /// The acceptor's in-memory record (`None` while it is still loading it).
@@ -248,13 +244,7 @@ pub struct FetchRecords {
 #[rtype(result = "Result<u64>")]
 pub struct AdoptRecords {
     pub records: Vec<SyncRecord>,
-    pub recovery: bool,
 }
-
-/// To the storage actor: this node finished a recovery; remember it across restarts.
-#[derive(Debug, actix::Message)]
-#[rtype(result = "Result<()>")]
-pub struct MarkSynced;
 
 /// The store's own metadata (identity, generation, membership; see `actors::membership`).
 /// Handled after every write queued before it is committed, so that a membership installed

@@ -74,10 +74,11 @@ pub struct Stats {
     pub live_acceptor_keys: std::sync::Mutex<rustc_hash::FxHashMap<Vec<u8>, u32>>,
 }
 
-/// Where this node is in its recovery (see `actors::anti_entropy`, which alone sets it): its
-/// acceptors vote only once `voting`; another node may lose its disk safely only once this
-/// one is `repaired`. Read by the supervisor (which drops Paxos requests until the node
-/// votes), by the status report and by peers recovering from this node.
+/// Whether this node's acceptors vote (set and cleared by `actors::membership`: a voter of
+/// its membership, with its own store, its generation confirmed). `repaired` is kept for the
+/// status report's wire format and follows `voting` (there is no repair phase any more).
+/// Read by the supervisor (which drops Paxos requests while the node does not vote), by the
+/// status report and by peers pulling from this node.
 #[derive(Debug, Default)]
 pub struct Readiness {
     voting: AtomicBool,

@@ -14,8 +14,8 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::actors::messages::{
-    AdoptRecords, DigestScan, FetchRecords, FindBehind, Load, MarkSynced, Meta, MetaAnswer,
-    Persist, ReplyTo, ScanDigest, ScanUnsettled,
+    AdoptRecords, DigestScan, FetchRecords, FindBehind, Load, Meta, MetaAnswer, Persist, ReplyTo,
+    ScanDigest, ScanUnsettled,
 };
 use crate::actors::Stats;
 use crate::error::{Error, Result};
@@ -264,9 +264,7 @@ impl Handler<AdoptRecords> for StorageActor {
         let ours = self.store.load_many(&keys)?;
         let mut merged = Vec::new();
         for (SyncRecord { key, record }, ours) in records.into_iter().zip(ours) {
-            if let Some(record) =
-                Acceptor::new(ours.unwrap_or_default()).merge(record, msg.recovery)
-            {
+            if let Some(record) = Acceptor::new(ours.unwrap_or_default()).adopt(record) {
                 merged.push((key.as_slice(), record));
             }
         }
@@ -298,14 +296,6 @@ impl Handler<Meta> for StorageActor {
                 generation,
             } => MetaAnswer::U64(self.store.see_generation(node, store, generation)?),
         })
-    }
-}
-
-impl Handler<MarkSynced> for StorageActor {
-    type Result = Result<()>;
-
-    fn handle(&mut self, _: MarkSynced, _: &mut Context<Self>) -> Self::Result {
-        self.store.mark_synced()
     }
 }
 
@@ -398,10 +388,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let adopted = behind.send(AdoptRecords {
-            records,
-            recovery: false,
-        });
+        let adopted = behind.send(AdoptRecords { records });
         assert_eq!(adopted.await.unwrap().unwrap(), 1);
         let loaded = behind.send(Load { key: b"a".to_vec() }).await.unwrap();
         assert_eq!(loaded.unwrap(), Some(record(3)));

@@ -415,20 +415,6 @@ impl Handler<Adopt> for NodeSupervisor {
     fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) -> Self::Result {
         let mut to_storage = Vec::new();
         let mut to_actors = Vec::new();
-        if msg.recovery
-            && msg
-                .records
-                .iter()
-                .any(|r| self.retiring.contains_key(&r.key))
-        {
-            // A key whose acceptor is still stopping (it may write its record once more):
-            // recovery must not skip it, so this merge fails and recovery tries again.
-            return Box::pin(async {
-                Err(Error::Unavailable(
-                    "a key's actors are being retired; recovery retries".into(),
-                ))
-            });
-        }
         for record in msg.records {
             if self.retiring.contains_key(&record.key) {
                 // Its acceptor is still stopping and may write its record once more; the
@@ -443,14 +429,12 @@ impl Handler<Adopt> for NodeSupervisor {
             match live {
                 Some((acceptor, _)) => to_actors.push(acceptor.send(AdoptRecord {
                     record: record.record,
-                    recovery: msg.recovery,
                 })),
                 None => to_storage.push(record),
             }
         }
         let storage = self.storage.send(AdoptRecords {
             records: to_storage,
-            recovery: msg.recovery,
         });
         let stats = self.stats.clone();
         Box::pin(async move {

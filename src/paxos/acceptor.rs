@@ -11,18 +11,12 @@
 //!   proposer that reuses a ballot after a restart is rejected rather than promised twice;
 //! - `fast_unknown` only while nothing is accepted.
 //!
-//! **Recovery keeps "I may have voted at the fast ballot".** A node whose store was wiped or
-//! rolled back rebuilds it from peers ([`Acceptor::recover_from`]). A state accepted at the
-//! fast ballot cannot be copied (how many acceptors hold it is what tells whether it was
-//! chosen), but forgetting that this acceptor may have held one is just as wrong: a state
-//! chosen by a fast quorum (4 of 5) that loses two votes that way looks "not chosen" to a
-//! classic round, which replaces it. So where a peer holds the key at the fast ballot and this
-//! acceptor holds no vote, it records `fast_unknown`: its promises and read answers say so, and
-//! Fast Paxos recovery counts it as a possible holder of any state (as if it had not
-//! answered; at most one such acceptor, see `paxos::proposer`). Why peers' records reveal every such key: a state chosen at the fast ballot has
-//! `fast_quorum - 1` holders besides this node (3 of the other 4), and recovery merges
-//! `n - q + 1` of the other nodes (3 of 4), which include one of them. The flag is cleared by
-//! the next classic accept (a settle, see `paxos::proposer`).
+//! **`fast_unknown`** ("I may have voted at the fast ballot and lost it") was written by the
+//! in-place recovery of builds before issue 10 and may still be on their stores: such an
+//! acceptor's promises and read answers say so, and Fast Paxos recovery counts it as a possible
+//! holder of any state (see `paxos::proposer`); the next classic accept clears it. Nothing
+//! sets it any more: a node whose store was lost never votes with it, it rejoins as a new
+//! member (`paxos::membership`).
 
 use crate::messages::PeerMessage;
 use crate::paxos::record::AcceptorRecord;
@@ -115,62 +109,6 @@ impl Acceptor {
             .max(self.record.accepted);
         if let Err(e) = self.record.check() {
             panic!("acceptor record broken after adopting {peer:?}: {e}");
-        }
-        (self.record != before).then(|| self.record.clone())
-    }
-
-    /// Merges a peer's record: [`Acceptor::recover_from`] while this node rebuilds its store
-    /// (`recovery`), [`Acceptor::adopt`] otherwise (catch-up).
-    pub fn merge(&mut self, peer: &AcceptorRecord, recovery: bool) -> Option<AcceptorRecord> {
-        if recovery {
-            self.recover_from(peer)
-        } else {
-            self.adopt(peer)
-        }
-    }
-
-    /// The first pass of recovery, for a node rebuilding a store it may have lost (wiped, or
-    /// rolled back to an older copy; every restart is treated so, since neither can be told
-    /// from an intact store yet), merged source after source, in any order, with the same
-    /// result:
-    /// - the accepted state becomes the highest classic one among this record and the
-    ///   sources that is **at or above this node's own promise** (the one on its disk when
-    ///   recovery began: this pass raises no promise). That gives back a vote a wiped node
-    ///   lost (its promise is zero: a state chosen by exactly a majority that included it
-    ///   would otherwise sit on a minority), and it never takes a state below a promise the
-    ///   node still holds: a round that counted that promise may be running, and the copy
-    ///   would be a vote the node never gave (review of issue 8: an intact restart could
-    ///   otherwise ack a late Accept below its promise and complete a majority that round
-    ///   did not carry). Raising the promise first, as [`Acceptor::adopt`] does source by
-    ///   source, made the result depend on the order of the sources (the simulation lost an
-    ///   acknowledged write so);
-    /// - where a source holds the key at the fast ballot and this record holds no vote, it
-    ///   may have lost one: `fast_unknown` (see the module doc).
-    ///
-    /// The second pass raises the promises ([`Acceptor::adopt`] from every source again).
-    /// What this cannot rule out is a promise or vote the node gave just before losing its
-    /// store, to a round still running: the race of issue 10, not closed here (see
-    /// `actors::anti_entropy`). Returns the record to persist if anything changed; a broken peer
-    /// record changes nothing.
-    pub fn recover_from(&mut self, peer: &AcceptorRecord) -> Option<AcceptorRecord> {
-        if peer.check().is_err() {
-            return None;
-        }
-        let before = self.record.clone();
-        if peer.accepted > Ballot::FAST
-            && peer.accepted > self.record.accepted
-            && peer.accepted >= self.record.promised
-        {
-            self.record.accepted = peer.accepted;
-            self.record.state = peer.state.clone();
-            self.record.fast_unknown = false;
-            self.record.promised = self.record.promised.max(peer.accepted);
-        }
-        if peer.accepted == Ballot::FAST && self.record.accepted == Ballot::ZERO {
-            self.record.fast_unknown = true;
-        }
-        if let Err(e) = self.record.check() {
-            panic!("acceptor record broken after recovering from {peer:?}: {e}");
         }
         (self.record != before).then(|| self.record.clone())
     }
@@ -575,19 +513,6 @@ mod tests {
         })
     }
 
-    /// Recovery's merge of a set of sources: every state first, then every promise (see
-    /// `Acceptor::recover_from`).
-    fn two_pass(local: &AcceptorRecord, sources: &[AcceptorRecord]) -> AcceptorRecord {
-        let mut a = Acceptor::new(local.clone());
-        for peer in sources {
-            a.recover_from(peer);
-        }
-        for peer in sources {
-            a.adopt(peer);
-        }
-        a.record().clone()
-    }
-
     proptest::proptest! {
         #![proptest_config(proptest::test_runner::Config::with_cases(512))]
 
@@ -610,59 +535,13 @@ mod tests {
             }
             proptest::prop_assert!(once.check().is_ok());
         }
-
-        /// Recovery's two-pass merge gives the same record whatever the order of the
-        /// sources, and merging again changes nothing.
-        #[test]
-        fn recovery_merges_sources_in_any_order_to_the_same_record(
-            local in any_record(),
-            sources in proptest::collection::vec(any_record(), 1..5),
-            rotate in 0usize..5,
-        ) {
-            let merged = two_pass(&local, &sources);
-            let mut reordered = sources.clone();
-            reordered.reverse();
-            let len = reordered.len();
-            reordered.rotate_left(rotate % len);
-            proptest::prop_assert_eq!(&two_pass(&local, &reordered), &merged);
-            proptest::prop_assert_eq!(&two_pass(&merged, &sources), &merged);
-        }
     }
 
-    /// Recovery's first pass never takes a state below the node's own promise: a round that
-    /// counted that promise may be running, and the copy would be a vote the node never gave
-    /// (review of issue 8). Above the promise it takes the highest classic state.
-    #[test]
-    fn recovery_never_takes_a_state_below_its_own_promise() {
-        let promised = AcceptorRecord {
-            promised: b(5, 1),
-            ..AcceptorRecord::default()
-        };
-        let below = AcceptorRecord {
-            promised: b(3, 2),
-            accepted: b(3, 2),
-            state: state(1, "below"),
-            fast_unknown: false,
-        };
-        let mut a = Acceptor::new(promised.clone());
-        assert_eq!(a.recover_from(&below), None);
-        assert_eq!(a.record(), &promised);
-        let above = AcceptorRecord {
-            promised: b(6, 2),
-            accepted: b(6, 2),
-            state: state(2, "above"),
-            fast_unknown: false,
-        };
-        let taken = a
-            .recover_from(&above)
-            .expect("a state above the promise is taken");
-        assert_eq!((taken.accepted, taken.state), (b(6, 2), state(2, "above")));
-    }
-
-    /// Why recovery does not just `adopt` source after source: one by one, a promise adopted
-    /// first blocks a state adopted next, so the result depends on the order (an earlier
-    /// recovery that did so lost an acknowledged write in the simulation). Catch-up adopts
-    /// one record per key per pull, and either order is safe; only recovery needs one answer.
+    /// `adopt` depends on the order of its sources: a promise adopted first blocks a state
+    /// adopted next. Either order is safe (each is what some order of delivered Accepts and
+    /// Prepares would leave); catch-up needs no single answer. (The in-place recovery of
+    /// builds before issue 10 did, and merged in two passes; a lost store now rejoins as a
+    /// new member instead.)
     #[test]
     fn adopting_sources_one_by_one_depends_on_their_order() {
         let promised_high = AcceptorRecord {
@@ -685,10 +564,5 @@ mod tests {
         };
         assert_eq!(one_by_one(&promised_high, &accepted_higher), b(1, 1));
         assert_eq!(one_by_one(&accepted_higher, &promised_high), b(3, 2));
-        let both = [promised_high, accepted_higher];
-        let mut reversed = both.clone();
-        reversed.reverse();
-        let local = AcceptorRecord::default();
-        assert_eq!(two_pass(&local, &both), two_pass(&local, &reversed));
     }
 }
