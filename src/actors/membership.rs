@@ -303,8 +303,26 @@ impl Driver {
                     ));
                 }
             }
+            // Every other store not recorded yet, in the same write (at a new cluster's start
+            // all five would otherwise write one after the other, each a new epoch): asked of
+            // each such node, as it answers now.
+            for x in next.members.iter_mut().filter(|x| x.store == 0) {
+                let Ok(addr) = x.addr.parse() else { continue };
+                let client = client_for(vec![addr]);
+                let ask = client.sync(0, SyncRequest::Membership);
+                if let Ok(Ok(SyncReply::Membership(info))) =
+                    tokio::time::timeout(Duration::from_millis(500), ask).await
+                {
+                    if info.node == x.id && info.store != 0 {
+                        x.store = info.store;
+                    }
+                }
+            }
             if self.cas_register(version, &next).await? {
-                self.install(next).await?;
+                let previous = current;
+                self.install(next.clone()).await?;
+                // Tell everyone now rather than through their next stale round.
+                let _ = self.install_everywhere(&next, &previous).await;
                 return Ok(());
             }
         }

@@ -53,7 +53,9 @@ impl TestCluster {
     pub async fn wait_bootstrapped(&self, via: NodeId) {
         eventually(
             "every store recorded in the membership",
-            Duration::from_secs(20),
+            // (five compare-and-sets of one key; with a slow test disk, 500 ms a commit, they
+            // take a while)
+            Duration::from_secs(120),
             || async {
                 let Ok(paxkv::messages::Reply::Members(info)) = self
                     .client_for(via)
