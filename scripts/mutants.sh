@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Mutation check for the safety fixes of issue 8 and the input validation of issue 9: each
-# mutant undoes one fix in a scratch
-# worktree of HEAD, and the test named beside it must then FAIL. Prints one line per mutant:
+# Mutation check for the safety fixes of issues 8 and 10 and the input validation of issue 9:
+# each mutant undoes one fix in a scratch worktree of HEAD, and the test named beside it must then FAIL. Prints one line per mutant:
 # "caught" (the test failed, as it must) or "MISSED".
 #
 #   scripts/mutants.sh            # every mutant
@@ -17,18 +16,10 @@ export PAXKV_SIM_SEEDS=${PAXKV_SIM_SEEDS:-60}
 # One mutant per entry, fields separated by " @@ ": name @@ file @@ sed expression @@ the
 # arguments of the cargo test that must catch it.
 mutants=(
-  'recovery-forgets-fast-votes @@ src/paxos/acceptor.rs @@ s/^            self.record.fast_unknown = true;$/            let _ = ();/ @@ --test recovery a_key_written_once_at_the_fast_ballot_survives'
-  'sim-recovery-forgets-fast-votes @@ src/paxos/acceptor.rs @@ s/^            self.record.fast_unknown = true;$/            let _ = ();/ @@ --lib sim'
-  'unknown-counted-as-no-vote @@ src/paxos/proposer.rs @@ s/let unknown = promises.values().filter(|(_, _, u)| \*u).count().min(1);/let unknown = 0;/ @@ --lib sim'
   'unknown-counted-as-no-vote-unit @@ src/paxos/proposer.rs @@ s/let unknown = promises.values().filter(|(_, _, u)| \*u).count().min(1);/let unknown = 0;/ @@ --lib a_fast_ballot_state_is_carried_past'
-  'recovery-takes-states-below-its-own-promise @@ src/paxos/acceptor.rs @@ s/^            \&\& peer.accepted >= self.record.promised$// @@ --lib sim'
-  'recovery-takes-states-below-its-own-promise-unit @@ src/paxos/acceptor.rs @@ s/^            \&\& peer.accepted >= self.record.promised$// @@ --lib recovery_never_takes_a_state_below'
-  'recovery-raises-promises-before-states @@ src/actors/anti_entropy.rs @@ s/^            match self.pull_from(client, index, true).await {$/            match self.pull_from(client, index, false).await {/ @@ --test nemesis'
-  'sim-recovery-raises-promises-before-states @@ src/paxos/sim.rs @@ s/for states in \[true, false\] {/for states in [false, true] {/ @@ --lib sim'
   'floor-recreated-after-overflow @@ src/paxos/register.rs @@ s/^        None if state.floors_overflowed => return,$// @@ --lib a_dropped_floor_is_never_replaced'
-  'sim-without-repair @@ src/paxos/sim.rs @@ s/^        if behind.is_empty() {$/        if true {/ @@ --lib sim'
-  'replies-not-matched-to-instance @@ src/paxos/proposer.rs @@ s/if to != self.id {/if to != self.id \&\& false {/ @@ --lib sim'
-  'replies-not-matched-unit @@ src/paxos/proposer.rs @@ s/if to != self.id {/if to != self.id \&\& false {/ @@ --lib replies_to_an_earlier_proposer_instance'
+  'replies-not-matched-to-instance @@ src/paxos/proposer.rs @@ s/if to != self.id || !self.cfg.nodes.contains(\&from) {/if !self.cfg.nodes.contains(\&from) {/ @@ --lib sim'
+  'replies-not-matched-unit @@ src/paxos/proposer.rs @@ s/if to != self.id || !self.cfg.nodes.contains(\&from) {/if !self.cfg.nodes.contains(\&from) {/ @@ --lib replies_to_an_earlier_proposer_instance'
   'unavailable-stays-in-batch @@ src/paxos/proposer.rs @@ s/^            p.accept_sent$/            true/ @@ --lib sim'
   'unavailable-stays-in-batch-unit @@ src/paxos/proposer.rs @@ s/^            p.accept_sent$/            true/ @@ --lib a_command_answered_unavailable_is_never_applied'
   'no-settle-after-fast-write @@ src/paxos/proposer.rs @@ s/if ballot == Ballot::FAST \&\& self.cfg.settle_fast_writes {/if false {/ @@ --lib a_first_write_on_a_fresh_key_takes_one_round_trip'
@@ -39,6 +30,19 @@ mutants=(
   'adopt-ignores-promise @@ src/paxos/acceptor.rs @@ s/^        if classic \&\& peer.accepted > self.record.accepted \&\& peer.accepted >= self.record.promised$/        if classic \&\& peer.accepted > self.record.accepted/ @@ --lib adopting_is_idempotent'
   'retry-ignores-floors @@ src/paxos/register.rs @@ s/            let refused = match state.floors/            let refused = false \&\& match state.floors/ @@ --lib a_write_applies_once'
   'retire-without-handshake @@ src/actors/supervisor.rs @@ s/self.retiring.insert(key, entry);/drop(entry);/ @@ --test cluster a_retired_acceptor_is_never_replaced_while_it_still_runs'
+  # issue 10: membership
+  'fast-open-during-a-change @@ src/paxos/membership.rs @@ s/^        self.phase.is_none()$/        true/ @@ --lib sim'
+  'sim-acceptor-answers-older-epochs @@ src/paxos/sim.rs @@ s/let reply = if m.epoch < epoch {/let reply = if false {/ @@ --lib sim'
+  'sim-no-install-barrier @@ src/paxos/sim.rs @@ s/let barrier = \[d.step.voters(), d.previous.voters()\]/let barrier = true || [d.step.voters(), d.previous.voters()]/ @@ --lib sim'
+  'sim-close-fast-settles-nothing @@ src/paxos/sim.rs @@ s/if !fast_only || r.accepted == Ballot::FAST {/if !fast_only {/ @@ --lib sim'
+  'sim-no-rescan @@ src/paxos/sim.rs @@ s/if !fast_only || r.accepted == Ballot::FAST {/if fast_only \&\& r.accepted == Ballot::FAST {/ @@ --lib sim'
+  'close-fast-settles-nothing @@ src/actors/membership.rs @@ s/if !fast_only || e.accepted == Ballot::FAST {/if !fast_only {/ @@ --test recovery a_key_written_once_at_the_fast_ballot_survives'
+  'no-rescan @@ src/actors/membership.rs @@ s/if !fast_only || e.accepted == Ballot::FAST {/if fast_only \&\& e.accepted == Ballot::FAST {/ @@ --test membership a_dead_node_is_replaced'
+  'settle-ignores-the-joining-node @@ src/paxos/proposer.rs @@ s/.chain(cfg.joining.iter())/.chain([].iter())/ @@ --test membership a_dead_node_is_replaced'
+  'acceptor-answers-older-epochs @@ src/actors/acceptor.rs @@ s/if msg.epoch < epoch {/if msg.epoch < epoch \&\& false {/ @@ --test nemesis'
+  'wiped-store-votes @@ src/actors/view.rs @@ s/.is_some_and(|me| me.store == self.store || me.store == 0)/.is_some_and(|_| true)/ @@ --test membership a_wiped_node_never_votes'
+  'rollback-undetected @@ src/actors/membership.rs @@ s/Ok(SyncReply::Hello { seen }) if seen >= generation => {/Ok(SyncReply::Hello { seen }) if seen >= generation \&\& false => {/ @@ --test membership a_node_on_an_older_copy'
+  'removed-node-frames-accepted @@ src/actors/network.rs @@ s/^                if !member {$/                if false {/ @@ --test membership a_removed_node_that_returns'
 )
 
 rm -rf "$work"; git -C "$repo" worktree prune
