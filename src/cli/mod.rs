@@ -415,10 +415,12 @@ async fn status(client: Client, json: bool) -> i32 {
                 "node {} at {addr}: up, {}, {} proposers and {} acceptors live, {} commits \
                  ({} records), {} restarts, {} peer frames dropped, {} bad frames, rss {} MiB",
                 s.node,
-                match (s.voting, s.repaired) {
-                    (true, true) => "voting",
-                    (true, false) => "voting, repairing (do not take another node's disk yet)",
-                    (false, _) => "recovering (not voting)",
+                match (s.voting, s.store_refused) {
+                    (true, _) => format!("voting at epoch {}", s.epoch),
+                    (false, true) => "store refused (a lost or older disk: remove this node \
+                                      and add it again on an empty directory)"
+                        .to_string(),
+                    (false, false) => format!("not voting (epoch {})", s.epoch),
                 },
                 s.live_proposers,
                 s.live_acceptors,
