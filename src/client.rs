@@ -26,8 +26,8 @@ use tokio_util::codec::FramedRead;
 use crate::error::{Error, ErrorClass, Result};
 use crate::frame;
 use crate::messages::{
-    ClientRequest, ClientResponse, FaultPlan, Frame, NodeStatus, Reply, RequestBody, SyncAnswer,
-    SyncCall, SyncDigestPage, SyncRecord, SyncReply, SyncRequest,
+    ClientRequest, ClientResponse, FaultPlan, Frame, MembershipInfo, NodeStatus, Reply,
+    RequestBody, SyncAnswer, SyncCall, SyncDigestPage, SyncRecord, SyncReply, SyncRequest,
 };
 use crate::paxos::types::{key_hash, Command, Outcome, WriteIdMint};
 
@@ -260,6 +260,35 @@ impl Client {
             SyncReply::Records(records) => Ok(records),
             other => Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
         }
+    }
+
+    /// A client for the cluster's current members: the addresses this client was given may be
+    /// old ones (a config file written before a membership change); any node that answers
+    /// tells the current members (`RequestBody::Members`). This client itself if it has one
+    /// address (pinned to that node on purpose), or if no node answers (its own errors then
+    /// say why), or if the members are the same.
+    pub async fn with_current_members(self) -> Client {
+        if self.addrs().len() == 1 {
+            return self;
+        }
+        for index in 0..self.addrs().len() {
+            if let Ok(Reply::Members(MembershipInfo {
+                membership: Some(m),
+                ..
+            })) = self.request(index, RequestBody::Members).await
+            {
+                let addrs: Vec<SocketAddr> = m
+                    .members
+                    .iter()
+                    .filter_map(|x| x.addr.parse().ok())
+                    .collect();
+                if addrs.is_empty() || addrs == self.addrs() {
+                    return self;
+                }
+                return Client::new(addrs, self.options().clone());
+            }
+        }
+        self
     }
 
     pub fn options(&self) -> &ClientOptions {

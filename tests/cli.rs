@@ -872,3 +872,52 @@ fn cluster_survives_a_killed_node_restarts_it_and_stops_every_node_on_sigterm() 
         "no node process of this test remains"
     );
 }
+
+/// `paxkv member`: the JSON shape of `list` (keys in the documented order), a change refused
+/// as bad input (exit 2, naming why), `remove` through the CLI, and a client reading the old
+/// config (which still lists the removed node first) working with the current members.
+#[test]
+fn member_commands_list_remove_and_refuse_with_the_documented_shapes_and_codes() {
+    let cluster = Cluster::start();
+    let (code, stdout, stderr) = cluster.cli(&["--json", "member", "list"]);
+    assert_eq!(code, 0, "stderr: {stderr}");
+    let line = stdout.trim_end();
+    assert!(line.starts_with("{\"epoch\":"), "{line}");
+    assert!(
+        line.contains("{\"id\":1,\"addr\":"),
+        "keys in order: {line}"
+    );
+    let list: Value = serde_json::from_str(line).unwrap();
+    let members = list["members"].as_array().unwrap();
+    assert_eq!(members.len(), NODES);
+    for (i, m) in members.iter().enumerate() {
+        assert_eq!(m["id"], json!(i + 1));
+        assert_eq!(m["addr"], json!(cluster.addrs[i]));
+        assert_eq!(m["state"], json!("voting"));
+    }
+    // A node id already in the membership, at another address: refused, exit 2.
+    let (code, _, stderr) = cluster.cli(&["member", "add", "2", "127.0.0.1:1"]);
+    assert_eq!(code, 2, "stderr: {stderr}");
+    assert!(stderr.contains("already a member"), "{stderr}");
+    // A node that does not answer: cannot complete, exit 3 (nothing changed).
+    let (code, _, stderr) = cluster.cli(&["member", "add", "9", "127.0.0.1:1"]);
+    assert_eq!(code, 3, "stderr: {stderr}");
+    assert!(stderr.contains("does not answer"), "{stderr}");
+    // Remove node 1; the text output lists the others.
+    let (code, stdout, stderr) = cluster.cli(&["member", "remove", "1"]);
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert!(stdout.starts_with("epoch "), "{stdout}");
+    assert_eq!(stdout.lines().count(), NODES, "{stdout}");
+    assert!(
+        !stdout.contains(&format!(" {} ", cluster.addrs[0])),
+        "{stdout}"
+    );
+    let after: Value =
+        serde_json::from_str(cluster.cli(&["--json", "member", "list"]).1.trim_end()).unwrap();
+    assert!(after["epoch"].as_u64() > list["epoch"].as_u64());
+    assert_eq!(after["members"].as_array().unwrap().len(), NODES - 1);
+    // The config still lists node 1 first; writes and reads go to the current members.
+    cluster.expect(&["put", "after-remove", "v"], 0, "ok (version 1)\n");
+    cluster.expect(&["get", "after-remove"], 0, "v\n");
+    cluster.stop();
+}

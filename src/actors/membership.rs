@@ -397,6 +397,15 @@ impl Driver {
         let change = match request {
             MemberChangeRequest::Remove { id } => Change::Remove { id },
             MemberChangeRequest::Add { id, addr } => {
+                // What can be refused without asking the new node, first.
+                if let Some(x) = self.view.get().and_then(|m| m.member(id).cloned()) {
+                    if x.addr != addr {
+                        return Err(Error::BadRequest(format!(
+                            "node {id} is already a member (at {}); remove it first",
+                            x.addr
+                        )));
+                    }
+                }
                 let parsed: std::net::SocketAddr = addr
                     .parse()
                     .map_err(|e| Error::BadRequest(format!("address {addr}: {e}")))?;
@@ -470,20 +479,30 @@ impl Driver {
         nodes.extend(previous.nodes());
         nodes.sort();
         nodes.dedup();
-        let mut acked = vec![self.view.me()];
-        for node in nodes.into_iter().filter(|n| *n != self.view.me()) {
-            let Ok(addr) = addr_of(m, node).or_else(|_| addr_of(previous, node)) else {
-                continue;
-            };
-            match client_for(vec![addr])
-                .sync(0, SyncRequest::Install(m.clone()))
-                .await
-            {
-                Ok(SyncReply::Installed { epoch }) if epoch >= m.epoch => acked.push(node),
-                Ok(_) => {}
-                Err(e) => log::debug!("install of epoch {} on node {node}: {e}", m.epoch),
-            }
-        }
+        // All at once: a node that is down or paused costs one timeout, not one per node.
+        let installs = nodes
+            .into_iter()
+            .filter(|n| *n != self.view.me())
+            .filter_map(|node| {
+                let addr = addr_of(m, node).or_else(|_| addr_of(previous, node)).ok()?;
+                Some(async move {
+                    let client = client_for(vec![addr]);
+                    match client.sync(0, SyncRequest::Install(m.clone())).await {
+                        Ok(SyncReply::Installed { epoch }) if epoch >= m.epoch => Some(node),
+                        Ok(_) => None,
+                        Err(e) => {
+                            log::debug!("install of epoch {} on node {node}: {e}", m.epoch);
+                            None
+                        }
+                    }
+                })
+            });
+        let mut acked: Vec<NodeId> = futures_util::future::join_all(installs)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        acked.push(self.view.me());
         for voters in [m.voters(), previous.voters()] {
             let count = acked.iter().filter(|n| voters.contains(n)).count();
             let needed = crate::paxos::quorum::Quorums::new(voters.len()).classic();

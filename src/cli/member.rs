@@ -1,7 +1,6 @@
 //! `paxkv member list|add|remove`, and how every client command finds the current members
 //! (the config only tells where to start).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Subcommand;
@@ -47,34 +46,9 @@ async fn members(client: &Client) -> Result<MembershipInfo, Error> {
     best.ok_or_else(|| last.unwrap_or_else(|| Error::Unavailable("no node answered".into())))
 }
 
-fn addrs_of(m: &Membership) -> Vec<SocketAddr> {
-    m.members
-        .iter()
-        .filter_map(|x| x.addr.parse().ok())
-        .collect()
-}
-
-/// A client for the cluster's current members: the config may list old ones; any node that
-/// answers tells the current list. Falls back to the given client if none answers (its own
-/// errors then say why).
+/// A client for the cluster's current members (see `Client::with_current_members`).
 pub async fn current(client: Client) -> Client {
-    if client.addrs().len() == 1 {
-        return client; // --node: exactly that node
-    }
-    for index in 0..client.addrs().len() {
-        if let Ok(Reply::Members(MembershipInfo {
-            membership: Some(m),
-            ..
-        })) = client.request(index, RequestBody::Members).await
-        {
-            let addrs = addrs_of(&m);
-            if !addrs.is_empty() && addrs != client.addrs() {
-                return Client::new(addrs, client.options().clone());
-            }
-            return client;
-        }
-    }
-    client
+    client.with_current_members().await
 }
 
 fn membership_json(m: &Membership) -> serde_json::Value {
