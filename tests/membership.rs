@@ -429,3 +429,115 @@ async fn a_change_whose_driver_stops_midway_is_completed_by_a_rerun_elsewhere() 
     cluster.restart(1);
     cluster.wait_voting(&[1, 6]).await;
 }
+
+/// Why a change first settles the keys held at the fast ballot under the *old* voters (the
+/// close-fast step of `paxos::membership`): with four voters a state is chosen at the fast
+/// ballot by three of them (here v on 1, 2, 3, while 4 holds another state w). Counted
+/// against the three voters left after removing node 1, the two states look alike (one vote
+/// each among {3, 4}, node 2 down) and a classic round may pick w. Settled first, under the
+/// four, v is carried forward. (Mutant `close-fast-settles-nothing` fails this test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_chosen_at_the_fast_ballot_survives_a_change_of_the_voters_that_would_miscount_it()
+{
+    use paxkv::messages::{FaultPlan, LinkFaults};
+    let mut cluster = TestCluster::start_n(4, |c| {
+        c.paxos.settle_fast_writes = false;
+        c.paxos.sync_interval_ms = 0;
+        c.paxos.request_timeout_ms = 1_000;
+    });
+    let cut = |to: &[NodeId]| {
+        let mut plan = FaultPlan::default();
+        for &n in to {
+            plan.links.insert(
+                n,
+                LinkFaults {
+                    cut: true,
+                    ..LinkFaults::default()
+                },
+            );
+        }
+        plan
+    };
+    // v through node 1, which does not reach node 4: chosen at the fast ballot by 1, 2, 3.
+    cluster.node(1).set_faults(cut(&[4]));
+    let put = cluster.client_for(1).put(b"split", b"v").await.unwrap();
+    assert_eq!(put, Outcome::Put { version: 1 });
+    cluster.node(1).set_faults(FaultPlan::default());
+    // w through node 4, which reaches nobody: only node 4's acceptor takes it.
+    cluster.node(4).set_faults(cut(&[1, 2, 3]));
+    let short = cluster.client_with(vec![cluster.addr(4)], true, Duration::from_millis(800));
+    assert!(short.put(b"split", b"w").await.is_err());
+    cluster.node(4).set_faults(FaultPlan::default());
+    // Node 2 down; remove node 1 through node 3.
+    cluster.stop(2);
+    cluster
+        .change_until_done(
+            &[3],
+            MemberChangeRequest::Remove { id: 1 },
+            Duration::from_secs(60),
+        )
+        .await;
+    match cluster.client_for(3).get(b"split").await.unwrap() {
+        Outcome::Get { value, .. } => assert_eq!(value.as_deref(), Some(&b"v"[..])),
+        other => panic!("{other:?}"),
+    }
+    cluster.restart(2);
+    cluster.wait_voting(&[2]).await;
+    match cluster.client_for(2).get(b"split").await.unwrap() {
+        Outcome::Get { value, .. } => assert_eq!(value.as_deref(), Some(&b"v"[..])),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// An acceptor answers only requests of its own epoch: a well-formed Prepare at an older
+/// epoch (a node that missed a change, or a delayed message) promises nothing, is answered
+/// `Stale` and counted; at the current epoch the same Prepare is promised. (Mutant
+/// `acceptor-answers-older-epochs` fails this test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_of_an_older_epoch_promises_nothing() {
+    use paxkv::actors::messages::InspectAcceptor;
+    use paxkv::messages::{Envelope, Frame, PeerMessage};
+    use std::io::Write;
+    let cluster = TestCluster::start_with(|_| {});
+    cluster.client_for(1).put(b"k", b"v").await.unwrap();
+    let epoch = cluster.membership(1).await.epoch;
+    assert!(epoch > 1, "stores recorded: epoch {epoch}");
+    let promised = || async {
+        cluster
+            .node(1)
+            .supervisor()
+            .send(InspectAcceptor { key: b"k".to_vec() })
+            .await
+            .unwrap()
+            .map(|r| r.promised)
+    };
+    let prepare = |epoch, round| {
+        paxkv::frame::encode(&Frame::Peer(Envelope {
+            from: 2,
+            proposer: 7,
+            epoch,
+            key: b"k".to_vec(),
+            body: PeerMessage::Prepare {
+                ballot: Ballot::new(round, 2),
+            },
+        }))
+    };
+    let before = cluster.status(1).await.stale_refused;
+    let mut raw = std::net::TcpStream::connect(cluster.addr(1)).unwrap();
+    raw.write_all(&prepare(epoch - 1, 1_000)).unwrap();
+    let status = cluster.client_for(1);
+    eventually(
+        "the stale Prepare counted",
+        Duration::from_secs(5),
+        || async { matches!(status.status(0).await, Ok(s) if s.stale_refused > before) },
+    )
+    .await;
+    assert!(promised().await.is_some_and(|p| p < Ballot::new(1_000, 2)));
+    raw.write_all(&prepare(epoch, 2_000)).unwrap();
+    eventually(
+        "the current Prepare promised",
+        Duration::from_secs(5),
+        || async { promised().await == Some(Ballot::new(2_000, 2)) },
+    )
+    .await;
+}

@@ -746,3 +746,36 @@ fn a_fast_ballot_state_is_carried_past_an_acceptor_that_lost_its_vote() {
     let rest = exchange(&mut p, &mut accs, &[3, 4], now, out);
     assert_eq!(accepts(&rest), vec![Some(b"s".to_vec())]);
 }
+
+/// A rescan's settle during an add (`paxos::membership`, the rescan step) ends only once the
+/// joining voter accepted too, not at the first quorum: `member add` returns once the new node
+/// holds every key's state. (Mutant `settle-ignores-the-joining-node` fails this test.)
+#[test]
+fn a_settle_ends_only_once_the_joining_voter_accepted() {
+    let now = Instant::now();
+    let cfg = ProposerConfig {
+        nodes: vec![1, 2, 3, 4, 5, 6],
+        joining: vec![6],
+        ..config(1)
+    };
+    let mut p = Proposer::new(cfg, SmallRng::seed_from_u64(1));
+    let mut accs: Vec<Acceptor> = (0..6).map(|_| Acceptor::default()).collect();
+    let mut out = Vec::new();
+    p.settle(now, 1, now + Duration::from_secs(1), &mut out);
+    // Promises, then Accepted, from the four old voters: a quorum of six, without node 6.
+    let accept = exchange(&mut p, &mut accs, &[1, 2, 3, 4], now, out);
+    assert!(
+        accept
+            .iter()
+            .any(|e| matches!(e, Effect::Broadcast(PeerMessage::Accept { .. }))),
+        "{accept:?}"
+    );
+    let after_quorum = exchange(&mut p, &mut accs, &[1, 2, 3, 4], now, accept.clone());
+    assert!(
+        replies(&after_quorum).is_empty(),
+        "ended without the joining voter"
+    );
+    let after_joining = exchange(&mut p, &mut accs, &[6], now, accept);
+    assert_eq!(replies(&after_joining).len(), 1, "{after_joining:?}");
+    assert!(accs[5].record().accepted > Ballot::FAST);
+}

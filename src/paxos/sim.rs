@@ -62,6 +62,9 @@ const HOT: &[u8] = b"hot";
 const ONCE_KEYS: usize = 30;
 /// Keys that get a few writes each, from any node: their first writes race at the fast ballot.
 const COOL_KEYS: usize = 6;
+/// Keys whose first write comes from two nodes at once: split votes at the fast ballot, which
+/// a change of the voters must not miscount (see `paxos::membership`, the close-fast step).
+const RACE_KEYS: usize = 12;
 const MIN_VOTERS: usize = 3;
 const MAX_VOTERS: usize = 7;
 
@@ -1078,6 +1081,10 @@ fn run(seed: u64) -> RunStats {
         .map(|i| format!("once-{i:02}").into_bytes())
         .collect();
     let mut unwritten: Vec<Key> = once.clone();
+    let race: Vec<Key> = (0..RACE_KEYS)
+        .map(|i| format!("race-{i:02}").into_bytes())
+        .collect();
+    let mut unraced: Vec<Key> = race.clone();
     for step in 0..8000u32 {
         if step % 500 == 250 {
             sim.isolated = vec![sim.random_node()];
@@ -1186,6 +1193,15 @@ fn run(seed: u64) -> RunStats {
             };
             sim.submit(node, &key, command);
         }
+        if step < 5500 && !unraced.is_empty() && sim.rng.random_bool(0.005) {
+            let key = unraced.swap_remove(sim.rng.random_range(0..unraced.len()));
+            let (a, b) = (sim.random_node(), sim.random_node());
+            for node in [a, b] {
+                value += 1;
+                let v = value.to_string().into_bytes();
+                sim.submit(node, &key, Command::Put { value: v });
+            }
+        }
         if step < 5500 && !unwritten.is_empty() && sim.rng.random_bool(0.02) {
             let key = unwritten.swap_remove(sim.rng.random_range(0..unwritten.len()));
             let node = sim.random_node();
@@ -1289,7 +1305,11 @@ fn run(seed: u64) -> RunStats {
     }
     // Read every key back, through a voter chosen at random.
     let cool = (0..COOL_KEYS).map(|i| format!("cool-{i}").into_bytes());
-    for key in std::iter::once(HOT.to_vec()).chain(once).chain(cool) {
+    for key in std::iter::once(HOT.to_vec())
+        .chain(once)
+        .chain(cool)
+        .chain(race)
+    {
         let node = voters[sim.rng.random_range(0..voters.len())];
         sim.submit(node, &key, Command::Get);
     }
