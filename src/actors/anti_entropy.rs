@@ -247,7 +247,8 @@ impl Puller {
                     _ => {}
                 }
             }
-            if let Err(e) = self.settle_own_fast_keys().await {
+            let everything = Stats::get(&self.stats.sync_rounds) % 4 == 3;
+            if let Err(e) = self.settle_own_fast_keys(everything).await {
                 log::debug!("node {}: settling fast-ballot keys: {e}", self.node);
             }
             Stats::add(&self.stats.sync_rounds, 1);
@@ -255,11 +256,34 @@ impl Puller {
     }
 
     /// Settles every key this node's store holds at the fast ballot or as `fast_unknown`.
-    async fn settle_own_fast_keys(&self) -> Result<()> {
+    ///
+    /// Each voter settles the keys it is home for (the key's hash among the voters), so that
+    /// five nodes do not race five settle rounds per key (after a bulk load of first writes
+    /// that was most of their work); every fourth sweep (`everything`) it settles the others
+    /// too, in case their home node is down. A sweep stops while a membership change is in
+    /// progress: the change settles every such key itself, and racing it only slows it down.
+    async fn settle_own_fast_keys(&self, everything: bool) -> Result<()> {
         let mut after = None;
         loop {
+            let Some(m) = self.view.get() else {
+                return Ok(());
+            };
+            if m.phase.is_some() {
+                return Ok(());
+            }
+            let voters = m.voters();
+            let mine = voters.iter().position(|v| *v == self.node);
             let limit = DIGEST_PAGE as usize;
             let (keys, last) = ask(&self.storage, ScanUnsettled { after, limit }).await?;
+            let keys: Vec<Key> = keys
+                .into_iter()
+                .filter(|k| {
+                    everything
+                        || mine.is_none_or(|i| {
+                            (crate::paxos::types::key_hash(k) % voters.len() as u64) as usize == i
+                        })
+                })
+                .collect();
             self.settle(keys).await?;
             match last {
                 Some(last) => after = Some(last),

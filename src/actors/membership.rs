@@ -595,7 +595,7 @@ impl Driver {
 }
 
 /// Settle rounds a rescan keeps in flight.
-const RESCAN_CONCURRENCY: usize = 256;
+const RESCAN_CONCURRENCY: usize = 1_024;
 
 async fn settle(supervisor: &Addr<NodeSupervisor>, key: Key) -> Result<()> {
     for attempt in 0..5 {
