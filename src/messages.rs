@@ -421,6 +421,10 @@ pub enum SyncReply {
     Installed {
         /// The node's epoch after the install (at least the one sent).
         epoch: u64,
+        /// The node's store is the one the membership records for it (or none is recorded
+        /// yet) and was not found to be an older copy: it may count in a change's barrier
+        /// and serve as a source of its scan (a refused store does neither).
+        intact: bool,
     },
     /// To `Hello`: the highest generation of that node's store this peer had seen (0: none).
     Hello {

@@ -342,7 +342,10 @@ fn samples() -> Vec<(&'static str, Frame)> {
             "sync installed reply",
             Frame::SyncResponse(SyncAnswer {
                 id: 6,
-                result: Ok(SyncReply::Installed { epoch: 4 }),
+                result: Ok(SyncReply::Installed {
+                    epoch: 4,
+                    intact: true,
+                }),
             }),
         ),
         (
@@ -442,7 +445,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     ("sync hello request", "030604020503"),
     ("sync membership reply", "0406000201000500"),
-    ("sync installed reply", "0406000304"),
+    ("sync installed reply", "040600030401"),
     ("sync hello reply", "0406000402"),
 ];
 

@@ -134,11 +134,15 @@ impl SyncServer {
             SyncRequest::Membership => Ok(SyncReply::Membership(
                 self.members.view.info(self.readiness.is_voting()),
             )),
-            SyncRequest::Install(m) => self
-                .members
-                .install(m)
-                .await
-                .map(|epoch| SyncReply::Installed { epoch }),
+            SyncRequest::Install(m) => {
+                self.members
+                    .install(m)
+                    .await
+                    .map(|epoch| SyncReply::Installed {
+                        epoch,
+                        intact: self.members.store_intact(),
+                    })
+            }
             SyncRequest::Hello {
                 node,
                 store,

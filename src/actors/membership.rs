@@ -22,12 +22,22 @@
 //! new generation is not above what a peer had seen runs on an older copy of its directory:
 //! it stops voting and says so. It votes once `q - 1` peers (a majority with itself) answered
 //! without objection, so an intact restart votes at once even with two of five nodes down.
-//! **What this cannot catch**, and no scheme that lets a restart vote with `q - 1` answers
-//! can: a copy restored after a run whose Hello reached only peers that are down at the
-//! restored start (the `q - 1` peers that acknowledged that run and the `q - 1` that answer
-//! now may be disjoint when `2(q - 1) <= n - 1`, as with 5 nodes). Named assumption: a
-//! data directory is not restored from a copy while the peers that saw its later runs are
-//! down; operators restore through `member remove` and `member add` (as with etcd).
+//! **What this cannot catch.** (1) A copy taken *during* the node's latest run (a snapshot of
+//! a running node, a VM image) holds that run's generation; restored after a crash it bumps
+//! past it and looks intact to every peer. Nothing short of a consensus write per run (or per
+//! vote) could tell it, and that write would need a quorum the restarting node is part of.
+//! (2) A copy whose later runs were seen only by peers that are down at the restored start:
+//! the `q - 1` peers that confirmed a run and the `q - 1` that answer the next start may be
+//! disjoint when `2(q - 1) <= n - 1`, as with 5 nodes, and no scheme that lets a restart vote
+//! with `q - 1` answers avoids that. Named assumption: **a data directory is never restored
+//! from a copy in place**; operators restore a node through `member remove` and `member add`
+//! (as with etcd). Wiped and replaced disks need no assumption: a new store is always told.
+//!
+//! **Only intact stores count in a change.** A refused store (wiped, an older copy) still
+//! installs memberships and answers, but says it is not intact (`SyncReply::Installed`): the
+//! driver counts it in no barrier and scans none of its keys, since it may lack states it
+//! once voted for (review of issue 10: counting one let a rescan miss a key chosen on a
+//! majority that included it). A node whose own store is refused does not drive.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -270,6 +280,15 @@ impl Driver {
     /// changes no voter, through the register) before it votes. Until then a store-0 entry
     /// lets the node vote (the cluster's first seconds, see `paxos::membership`).
     async fn record_store(&self, m: &Membership) -> Result<()> {
+        let recorded = self.record_store_once(m).await;
+        if recorded.is_err() {
+            // It voted only for this write (a store-0 entry): not until it is recorded.
+            self.readiness.clear_voting();
+        }
+        recorded
+    }
+
+    async fn record_store_once(&self, m: &Membership) -> Result<()> {
         let me = self.view.me();
         if m.member(me).is_some_and(|x| x.store == self.view.store()) {
             return Ok(());
@@ -326,6 +345,7 @@ impl Driver {
                 return Ok(());
             }
         }
+        self.readiness.clear_voting();
         Err(Error::Unavailable(
             "the membership register kept changing".into(),
         ))
@@ -394,6 +414,12 @@ impl Driver {
     /// Drives `request` to completion from whatever step the register shows (a rerun after
     /// a crash resumes it). See `paxos::membership` for the procedure and its argument.
     pub async fn drive(&self, request: MemberChangeRequest) -> Result<Membership> {
+        if !self.store_intact() {
+            return Err(Error::Unavailable(format!(
+                "node {} cannot drive a change: its store is refused (ask another node)",
+                self.view.me()
+            )));
+        }
         let change = match request {
             MemberChangeRequest::Remove { id } => Change::Remove { id },
             MemberChangeRequest::Add { id, addr } => {
@@ -488,7 +514,13 @@ impl Driver {
                 Some(async move {
                     let client = client_for(vec![addr]);
                     match client.sync(0, SyncRequest::Install(m.clone())).await {
-                        Ok(SyncReply::Installed { epoch }) if epoch >= m.epoch => Some(node),
+                        // Only an intact store counts: a refused one (wiped, an older copy)
+                        // may lack what it once voted for (review of issue 10).
+                        Ok(SyncReply::Installed { epoch, intact })
+                            if epoch >= m.epoch && intact =>
+                        {
+                            Some(node)
+                        }
                         Ok(_) => None,
                         Err(e) => {
                             log::debug!("install of epoch {} on node {node}: {e}", m.epoch);
@@ -502,7 +534,9 @@ impl Driver {
             .into_iter()
             .flatten()
             .collect();
-        acked.push(self.view.me());
+        if self.store_intact() {
+            acked.push(self.view.me());
+        }
         for voters in [m.voters(), previous.voters()] {
             let count = acked.iter().filter(|n| voters.contains(n)).count();
             let needed = crate::paxos::quorum::Quorums::new(voters.len()).classic();

@@ -158,6 +158,17 @@ impl Members {
         }
     }
 
+    /// This node's store is the one its membership records for it (or none is recorded: a
+    /// bootstrap, or a node not yet added) and no peer found it to be an older copy.
+    pub fn store_intact(&self) -> bool {
+        let me = self.view.me();
+        !self.store_refused()
+            && self.view.get().is_some_and(|m| {
+                m.member(me)
+                    .is_none_or(|x| x.store == self.view.store() || x.store == 0)
+            })
+    }
+
     pub fn store_refused(&self) -> bool {
         self.refused.load(Ordering::Acquire)
     }

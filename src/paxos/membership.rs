@@ -93,6 +93,9 @@ pub const MEMBERSHIP_KEY: &[u8] = b"\0paxkv/membership";
 pub const RESERVED_PREFIX: &[u8] = b"\0paxkv/";
 /// The most members a cluster may have.
 pub const MAX_MEMBERS: usize = 64;
+/// Epochs above this are refused (a forged one could otherwise wedge a node at the top of
+/// the range); three per change, so never reached.
+pub const MAX_EPOCH: u64 = 1 << 48;
 
 /// What a member does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,8 +255,8 @@ impl Membership {
 
     /// Checks the invariants a membership keeps (it also arrives from the network).
     pub fn check(&self) -> Result<(), String> {
-        if self.epoch == 0 {
-            return Err("epoch 0".into());
+        if self.epoch == 0 || self.epoch > MAX_EPOCH {
+            return Err(format!("epoch {} (1..={MAX_EPOCH})", self.epoch));
         }
         if self.members.is_empty() || self.members.len() > MAX_MEMBERS {
             return Err(format!("{} members", self.members.len()));
@@ -286,6 +289,28 @@ impl Membership {
     pub fn step(&self, change: &Change) -> Result<Option<Membership>, String> {
         match (self.change_in_progress(), self.phase) {
             (None, _) => self.begin(change),
+            (Some(Change::Add { id, .. }), Some(phase)) if *change == (Change::Remove { id }) => {
+                // Giving up an add (the joining node died, and a rescan waits for it): the
+                // add's steps are undone as a removal is done. From CloseFast the voters
+                // never changed: back to stable. From Rescan the joining node votes: it
+                // becomes Leaving in a CloseFast step (the same voters, fast still closed),
+                // and the removal continues from there.
+                let mut next = self.clone();
+                next.epoch += 1;
+                match phase {
+                    Phase::CloseFast => {
+                        next.members.retain(|m| m.id != id);
+                        next.phase = None;
+                    }
+                    Phase::Rescan => {
+                        for m in next.members.iter_mut().filter(|m| m.id == id) {
+                            m.state = MemberState::Leaving;
+                        }
+                        next.phase = Some(Phase::CloseFast);
+                    }
+                }
+                Ok(Some(next))
+            }
             (Some(current), Some(phase)) => {
                 if !same_change(&current, change) {
                     return Err(format!(
@@ -484,6 +509,39 @@ mod tests {
         let done = run(&three(), &add(4)).pop().unwrap();
         assert_eq!(done.step(&add(4)).unwrap(), None);
         assert_eq!(three().step(&Change::Remove { id: 9 }).unwrap(), None);
+    }
+
+    /// An add whose node died can be given up by removing that node, from either step, and
+    /// every step still changes the voters by at most one node.
+    #[test]
+    fn an_add_is_given_up_by_removing_the_joining_node_from_either_step() {
+        let remove = Change::Remove { id: 4 };
+        let close_fast = three().step(&add(4)).unwrap().unwrap();
+        let back = close_fast.step(&remove).unwrap().unwrap();
+        assert_eq!((back.phase, back.voters()), (None, vec![1, 2, 3]));
+        assert!(back.member(4).is_none());
+        let rescan = close_fast.step(&add(4)).unwrap().unwrap();
+        assert_eq!(rescan.voters(), vec![1, 2, 3, 4]);
+        let mut steps = vec![rescan];
+        while let Some(next) = steps.last().unwrap().step(&remove).unwrap() {
+            next.check().unwrap();
+            steps.push(next);
+        }
+        let voters: Vec<_> = steps.iter().map(|m| m.voters()).collect();
+        assert_eq!(
+            voters,
+            vec![
+                vec![1, 2, 3, 4],
+                vec![1, 2, 3, 4],
+                vec![1, 2, 3],
+                vec![1, 2, 3]
+            ]
+        );
+        assert!(steps
+            .iter()
+            .skip(1)
+            .all(|m| !m.fast_allowed() || m.phase.is_none()));
+        assert_eq!(steps.last().unwrap().phase, None);
     }
 
     #[test]
