@@ -541,3 +541,64 @@ async fn a_prepare_of_an_older_epoch_promises_nothing() {
     )
     .await;
 }
+
+/// A key chosen on a bare majority {1, 2, 3}, one of whose holders (1) then loses its disk
+/// and is replaced by node 6: the rescan, sourced from intact stores only, puts the key on
+/// node 6, and the majority {4, 5, 6} without the two other holders still reads it. (With
+/// 2 and 3 down the change cannot even start: the register needs a quorum of voting nodes.)
+/// The review scenario this guards (install replies of 2 and 3 delayed, so that the refused
+/// node 1 completes a barrier with 4 and 5) needs delays on the membership calls, which the
+/// fault plan does not inject: that rule (`SyncReply::Installed::intact`) has no mutant test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_on_a_bare_majority_survives_the_replacement_of_a_wiped_holder() {
+    use paxkv::messages::{FaultPlan, LinkFaults};
+    let mut cluster = TestCluster::start_with(|c| {
+        c.paxos.sync_interval_ms = 0;
+        c.paxos.request_timeout_ms = 1_000;
+    });
+    let mut plan = FaultPlan::default();
+    for n in [4, 5] {
+        plan.links.insert(
+            n,
+            LinkFaults {
+                cut: true,
+                ..LinkFaults::default()
+            },
+        );
+    }
+    cluster.node(1).set_faults(plan);
+    cluster.client_for(1).put(b"K", b"chosen").await.unwrap();
+    cluster.node(1).set_faults(FaultPlan::default());
+    cluster.stop(1);
+    cluster.wipe(1);
+    cluster.restart(1);
+    let probe = cluster.client_for(1);
+    eventually("node 1 refused", Duration::from_secs(10), || async {
+        matches!(probe.status(0).await, Ok(s) if s.store_refused)
+    })
+    .await;
+    cluster.stop(2);
+    cluster.stop(3);
+    cluster.start_new_node(6);
+    let early = cluster.change(4, add(&cluster, 6)).await;
+    assert!(early.is_err(), "no quorum of voting nodes, yet: {early:?}");
+    cluster.restart(2);
+    cluster.restart(3);
+    cluster.wait_voting(&[2, 3]).await;
+    cluster
+        .change_until_done(&[4, 5], add(&cluster, 6), Duration::from_secs(60))
+        .await;
+    cluster
+        .change_until_done(
+            &[4, 5],
+            MemberChangeRequest::Remove { id: 1 },
+            Duration::from_secs(60),
+        )
+        .await;
+    cluster.stop(2);
+    cluster.stop(3);
+    match cluster.client_for(4).get(b"K").await.unwrap() {
+        Outcome::Get { value, .. } => assert_eq!(value.as_deref(), Some(&b"chosen"[..])),
+        other => panic!("{other:?}"),
+    }
+}

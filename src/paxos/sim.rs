@@ -439,14 +439,24 @@ impl Sim {
                     node.membership = Some(membership);
                 }
                 let epoch = node.epoch();
-                self.net.push(InFlight {
-                    from: m.to,
-                    to: m.from,
-                    key: Vec::new(),
-                    proposer: 0,
-                    epoch,
-                    payload: Payload::Installed(epoch),
-                });
+                // Only an intact store acknowledges (`actors::membership`: a refused one may
+                // lack what it voted for, and must count in no barrier and no scan).
+                let me = m.to;
+                let intact = !node.refused
+                    && node
+                        .membership
+                        .as_ref()
+                        .is_some_and(|x| x.member(me).is_none_or(|y| y.store == node.store));
+                if intact {
+                    self.net.push(InFlight {
+                        from: m.to,
+                        to: m.from,
+                        key: Vec::new(),
+                        proposer: 0,
+                        epoch,
+                        payload: Payload::Installed(epoch),
+                    });
+                }
                 return None;
             }
             Payload::Installed(epoch) => {
