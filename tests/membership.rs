@@ -602,3 +602,38 @@ async fn a_key_on_a_bare_majority_survives_the_replacement_of_a_wiped_holder() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The rollback of `a_node_on_an_older_copy...` after the membership changed (node 6 added,
+/// node 1 removed and stopped): still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_copy_is_refused_after_the_membership_changed() {
+    let mut cluster = TestCluster::start_with(|_| {});
+    cluster.start_new_node(6);
+    cluster
+        .change_until_done(&[2, 3], add(&cluster, 6), Duration::from_secs(60))
+        .await;
+    cluster.stop(1);
+    cluster
+        .change_until_done(
+            &[2, 3],
+            MemberChangeRequest::Remove { id: 1 },
+            Duration::from_secs(60),
+        )
+        .await;
+    cluster.stop(3);
+    let copy = cluster.dir.path().join("copy-3");
+    support::lose_disk(&copy, Some(&cluster.node_dir(3)));
+    cluster.restart(3);
+    cluster.wait_voting(&[3]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // (the nemesis' hold, not a wait)
+    cluster.stop(3);
+    support::lose_disk(&cluster.node_dir(3), Some(&copy));
+    cluster.restart(3);
+    let probe = cluster.client_for(3);
+    eventually(
+        "node 3 refuses its older copy",
+        Duration::from_secs(10),
+        || async { matches!(probe.status(0).await, Ok(s) if s.store_refused) },
+    )
+    .await;
+}

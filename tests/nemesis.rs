@@ -199,6 +199,7 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
         for i in (1..order.len()).rev() {
             order.swap(i, rng.random_range(0..=i));
         }
+        println!("nemesis: {fault:?}, nodes {order:?}");
         let mut stopped = Vec::new();
         match fault {
             Fault::MajorityMinority => {
@@ -267,6 +268,13 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
             cluster.restart(node);
         }
         heal(&cluster, &members);
+        if fault == Fault::CrashOne {
+            // The run after a copy votes before anything else happens to the node: a rollback
+            // to that copy is then detectable (its peers saw the run's generation). A run
+            // that never voted leaves nothing a rollback could lose, and nothing to detect
+            // (seed 8373748700387606563 crashed such a run again at once, then rolled back).
+            cluster.wait_voting(&stopped).await;
+        }
         if matches!(fault, Fault::WipeOne | Fault::RollbackOne) {
             let lost = order[0];
             // The node is told its store is not the member's (or is an older copy) and does
@@ -283,7 +291,12 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
                 cluster.wipe(lost);
                 cluster.restart(lost);
             }
-            let _ = std::fs::remove_dir_all(&copy); // that store is gone for good
+            // That store is gone for good; and every other copy too: a rollback is detected
+            // through the peers that saw the node's later runs (their records of its store's
+            // generation), and this one's records are gone with its store. Rolling back to a
+            // copy older than a lost peer store is outside what paxkv claims to detect (the
+            // named assumption of `actors::membership`).
+            let _ = std::fs::remove_dir_all(&copies);
             let via: Vec<NodeId> = members.iter().copied().filter(|n| *n != lost).collect();
             let add = MemberChangeRequest::Add {
                 id: lost,
@@ -303,6 +316,7 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
             ));
         }
         if fault == Fault::ReplaceOne {
+            let _ = std::fs::remove_dir_all(&copies); // as for a lost store, above
             let (dead, new) = (order[0], next_id);
             next_id += 1;
             cluster.stop(dead); // for good

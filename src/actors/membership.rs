@@ -111,16 +111,23 @@ impl Driver {
         };
         let own = self.config.node(me).ok().and_then(|n| n.addr.parse().ok());
         let others: Vec<_> = addrs.into_iter().filter(|a| Some(*a) != own).collect();
+        log::debug!("node {me}: starting; asking {others:?} for the membership");
         loop {
-            let fetched = if others.is_empty() {
-                Err(Error::Unavailable("no other node to ask".into()))
+            let (fetched, empty) = if others.is_empty() {
+                (Err(Error::Unavailable("no other node to ask".into())), 0)
             } else {
-                self.fetch_and_install(others.clone()).await
+                self.fetch_and_install_counting(others.clone()).await
             };
             if self.view.get().is_some() {
                 break;
             }
-            if let Some(nodes) = self.bootstrap_nodes() {
+            // A new cluster only when a majority of the config's nodes (this one included)
+            // answer that they have no membership either: a wiped node whose config lists
+            // nodes that are gone must not found a cluster of its own (review of issue 10);
+            // it waits to be found (`--join`).
+            let majority = self.config.nodes.len() / 2 + 1;
+            let bootstrap = self.bootstrap_nodes().filter(|_| empty + 1 >= majority);
+            if let Some(nodes) = bootstrap {
                 let m = Membership::bootstrap(nodes);
                 if let Err(e) = self.install(m).await {
                     complain(
@@ -130,14 +137,26 @@ impl Driver {
                 }
                 continue;
             }
-            if let Err(e) = fetched {
-                complain(&mut complained, format!("no membership yet: {e}"));
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
+            let why = match fetched {
+                Err(e) => e.message().to_string(),
+                Ok(_) => "none".to_string(),
+            };
+            complain(
+                &mut complained,
+                format!(
+                    "no membership yet ({why}; {empty} new nodes answered, a bootstrap needs \
+                     {majority}; a node joining a running cluster needs `--join ADDR,...` of \
+                     its members)"
+                ),
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
         // 2. The generation.
         let generation = match meta(&self.storage, Meta::BumpGeneration).await {
-            Ok(MetaAnswer::U64(g)) => g,
+            Ok(MetaAnswer::U64(g)) => {
+                log::debug!("node {me}: generation {g}, epoch {}", self.view.epoch());
+                g
+            }
             other => {
                 log::error!("node {me}: cannot bump the store's generation: {other:?}; not voting");
                 return;

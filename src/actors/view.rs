@@ -243,12 +243,32 @@ impl Members {
 
     /// Asks the nodes at `addrs` for their membership and installs the newest.
     pub async fn fetch_and_install(&self, addrs: Vec<std::net::SocketAddr>) -> Result<u64> {
-        let client = client_for(addrs.clone());
+        self.fetch_and_install_counting(addrs).await.0
+    }
+
+    /// [`Members::fetch_and_install`], also saying how many nodes answered that they have no
+    /// membership at all (new nodes: a bootstrap needs a majority of them).
+    pub async fn fetch_and_install_counting(
+        &self,
+        addrs: Vec<std::net::SocketAddr>,
+    ) -> (Result<u64>, usize) {
+        // All at once, each bounded: a peer that is paused (or a port that accepts and never
+        // answers) costs one timeout, not one per address.
+        let asks = addrs.iter().map(|addr| async move {
+            let client = client_for(vec![*addr]);
+            let ask = client.sync(0, SyncRequest::Membership);
+            match tokio::time::timeout(Duration::from_secs(2), ask).await {
+                Ok(answer) => answer,
+                Err(_) => Err(Error::Unavailable(format!("{addr}: no answer within 2 s"))),
+            }
+        });
         let mut newest: Option<Membership> = None;
         let mut last_error = None;
-        for index in 0..addrs.len() {
-            match client.sync(index, SyncRequest::Membership).await {
+        let mut empty = 0;
+        for answer in futures_util::future::join_all(asks).await {
+            match answer {
                 Ok(SyncReply::Membership(info)) => {
+                    empty += usize::from(info.membership.is_none());
                     if let Some(m) = info.membership {
                         if newest.as_ref().is_none_or(|n| n.epoch < m.epoch) {
                             newest = Some(m);
@@ -259,10 +279,11 @@ impl Members {
                 Err(e) => last_error = Some(e),
             }
         }
-        match newest {
+        let result = match newest {
             Some(m) => self.install(m).await,
             None => Err(last_error.unwrap_or_else(|| Error::Unavailable("no membership".into()))),
-        }
+        };
+        (result, empty)
     }
 
     /// Answers a peer's `Hello`: records the generation, answers the one seen before.
@@ -278,6 +299,11 @@ impl Members {
         .await?
         {
             MetaAnswer::U64(seen) => {
+                log::debug!(
+                    "node {}: Hello from node {node}, store {store:x} generation {generation} \
+                     (seen before: {seen})",
+                    self.view.me
+                );
                 if seen >= generation {
                     log::warn!(
                         "node {}: node {node} started on generation {generation} of its store, \

@@ -158,9 +158,14 @@ impl TestCluster {
             .listeners
             .get_mut(id as usize - 1)
             .and_then(Option::take);
+        // Every node this cluster ever had (as an operator would pass `--join`): once the
+        // config's nodes are all replaced, a wiped node finds the cluster only so.
+        let mut join: Vec<SocketAddr> = self.config.addrs();
+        join.extend(self.extra.values().copied());
+        join.retain(|a| *a != self.addr(id));
         let options = paxkv::node::NodeOptions {
             addr: self.extra.get(&id).copied(),
-            join: vec![],
+            join,
         };
         NodeHandle::start_with(self.config.clone(), id, &dir, listener, options)
             .expect("node starts")
