@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use paxkv::client::{Client, ClientOptions};
-use paxkv::error::{Error, ErrorClass};
+use paxkv::error::Error;
 use paxkv::messages::{MemberChangeRequest, MembershipInfo, Reply, RequestBody};
 use paxkv::paxos::membership::Membership;
 use paxkv::paxos::types::NodeId;
 
-use super::{EXIT_BAD_INPUT, EXIT_OK, EXIT_UNAVAILABLE};
+use super::EXIT_OK;
 
 /// How long a change may take: a rescan of every key (a minute or two per million keys).
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(3_600);
@@ -78,11 +78,7 @@ fn print_membership(m: &Membership, json: bool) {
 }
 
 fn fail(e: &Error, json: bool) -> i32 {
-    let (code, kind) = match e.class() {
-        ErrorClass::BadInput => (EXIT_BAD_INPUT, "bad_request"),
-        ErrorClass::MayHaveApplied | ErrorClass::Storage => (EXIT_UNAVAILABLE, "unknown"),
-        ErrorClass::Retry => (EXIT_UNAVAILABLE, "unavailable"),
-    };
+    let (code, kind) = super::exit_of(e);
     if json {
         println!(
             "{}",

@@ -309,6 +309,16 @@ impl Text {
     }
 }
 
+/// The exit code and the JSON `error` kind of a failed command (one classifier for every
+/// command, `Error::class`).
+pub(crate) fn exit_of(e: &paxkv::Error) -> (i32, &'static str) {
+    match e.class() {
+        ErrorClass::BadInput => (EXIT_BAD_INPUT, "bad_request"),
+        ErrorClass::MayHaveApplied | ErrorClass::Storage => (EXIT_UNAVAILABLE, "unknown"),
+        ErrorClass::Retry => (EXIT_UNAVAILABLE, "unavailable"),
+    }
+}
+
 /// Prints an outcome and returns the exit code.
 ///
 /// Without `--json`: one line on stdout; for a found `get`, that line is exactly the value's
@@ -318,11 +328,7 @@ fn report(key: &[u8], result: paxkv::Result<Outcome>, json: bool) -> i32 {
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(e) => {
-            let (code, kind) = match e.class() {
-                ErrorClass::BadInput => (EXIT_BAD_INPUT, "bad_request"),
-                ErrorClass::MayHaveApplied | ErrorClass::Storage => (EXIT_UNAVAILABLE, "unknown"),
-                ErrorClass::Retry => (EXIT_UNAVAILABLE, "unavailable"),
-            };
+            let (code, kind) = exit_of(&e);
             if json {
                 println!(
                     "{}",

@@ -217,20 +217,8 @@ impl TestCluster {
         change: paxkv::messages::MemberChangeRequest,
         deadline: Duration,
     ) -> paxkv::paxos::membership::Membership {
-        let until = Instant::now() + deadline;
-        let mut attempt = 0;
-        loop {
-            let node = via[attempt % via.len()];
-            attempt += 1;
-            match self.change(node, change.clone()).await {
-                Ok(m) => return m,
-                Err(e) if Instant::now() < until && !e.is_bad_input() => {
-                    log::info!("change {change:?} through node {node}: {e}; again");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => panic!("change {change:?} did not complete: {e}"),
-            }
-        }
+        let addrs: Vec<SocketAddr> = via.iter().map(|id| self.addr(*id)).collect();
+        drive_until_done(addrs, change, deadline).await
     }
 
     /// A task that drives `change` through the nodes at `via` until it completes (see
