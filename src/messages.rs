@@ -315,9 +315,8 @@ pub struct NodeStatus {
     pub sync_rounds: u64,
     /// Paxos requests dropped because the node was not voting yet.
     pub dropped_not_voting: u64,
-    /// The node finished the repair that follows its recovery (see `actors::anti_entropy`): from
-    /// then on it holds, at a classic ballot, every state its sources held when it
-    /// recovered. Another node may lose its disk safely only once this one is repaired.
+    /// Retired meaning (the repair after the in-place recovery of builds before issue 10):
+    /// now the same as `voting`, kept so that the status keeps its wire format.
     pub repaired: bool,
     /// Acceptors started while another acceptor of the same key was alive (must be 0).
     pub duplicate_acceptors: u64,

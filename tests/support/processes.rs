@@ -71,9 +71,8 @@ impl ProcessCluster {
     ///
     /// If a node cannot bind its port (someone took it after it was picked), a fresh cluster
     /// is started on new ports. If the nodes do not all vote within [`FIRST_START_DEADLINE`],
-    /// the test fails: that is paxkv's first-start bootstrap deadlocking (one or two nodes
-    /// bootstrap on their own, and the others then find neither enough trusted peers nor an
-    /// all-new cluster; see `recover` in `src/actors/anti_entropy.rs`).
+    /// the test fails: that is paxkv's first-start bootstrap deadlocking (see
+    /// `Driver::start` in `src/actors/membership.rs`).
     pub async fn start() -> ProcessCluster {
         let mut failures = Vec::new();
         for attempt in 1..=STARTUP_ATTEMPTS {
