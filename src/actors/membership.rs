@@ -509,6 +509,12 @@ impl Driver {
                 next.epoch,
                 next.phase
             );
+            if next.phase.is_none() {
+                // The last step: tell the node that left too (it is not in `next`), so that it
+                // stops voting now rather than at its next fetch. Best effort: every member
+                // refuses its frames anyway.
+                let _ = self.install_everywhere(&next, &current).await;
+            }
         }
     }
 
