@@ -481,8 +481,21 @@ impl Driver {
                 }
             }
         };
+        // Transient trouble (a round that met a membership being installed, a slow majority)
+        // is retried a few times before the operator hears "unavailable, run it again": every
+        // step is idempotent, and a compare-and-set whose outcome is unknown is found out by
+        // reading the register again.
+        let mut transient = 0;
         loop {
-            let (current, version) = self.read_register().await?;
+            let (current, version) = match self.read_register().await {
+                Ok(read) => read,
+                Err(e) if !e.is_bad_input() && transient < DRIVER_RETRIES => {
+                    transient += 1;
+                    tokio::time::sleep(Duration::from_millis(200 * transient)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let current = match current {
                 Some(m) => m,
                 None => (*self
@@ -500,8 +513,15 @@ impl Driver {
                 Ok(None) => return Ok(current),
                 Err(why) => return Err(Error::BadRequest(why)),
             };
-            if !self.cas_register(version, &next).await? {
-                continue; // someone else moved it: look again
+            match self.cas_register(version, &next).await {
+                Ok(true) => {}
+                Ok(false) => continue, // someone else moved it: look again
+                Err(e) if !e.is_bad_input() && transient < DRIVER_RETRIES => {
+                    transient += 1;
+                    tokio::time::sleep(Duration::from_millis(200 * transient)).await;
+                    continue; // its outcome shows in the register
+                }
+                Err(e) => return Err(e),
             }
             log::info!(
                 "node {}: membership epoch {} written ({:?})",
@@ -514,6 +534,9 @@ impl Driver {
                 // stops voting now rather than at its next fetch. Best effort: every member
                 // refuses its frames anyway.
                 let _ = self.install_everywhere(&next, &current).await;
+                // Complete. (Not read back: a driver that removed itself is no member now,
+                // and the members refuse its frames.)
+                return Ok(next);
             }
         }
     }
@@ -652,6 +675,9 @@ impl Driver {
         }
     }
 }
+
+/// Transient errors of the membership register a driver retries before it gives up.
+const DRIVER_RETRIES: u64 = 5;
 
 /// Settle rounds a rescan keeps in flight.
 const RESCAN_CONCURRENCY: usize = 1_024;
