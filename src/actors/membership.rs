@@ -299,12 +299,11 @@ impl Driver {
     /// changes no voter, through the register) before it votes. Until then a store-0 entry
     /// lets the node vote (the cluster's first seconds, see `paxos::membership`).
     async fn record_store(&self, m: &Membership) -> Result<()> {
-        let recorded = self.record_store_once(m).await;
-        if recorded.is_err() {
-            // It voted only for this write (a store-0 entry): not until it is recorded.
-            self.readiness.clear_voting();
-        }
-        recorded
+        // A node whose entry records no store votes (the bootstrap window, see the module doc)
+        // until the write that records it succeeds; the start loop retries it. (Stopping to
+        // vote after a failed attempt, as a review suggested, livelocked a new cluster on a
+        // slow disk: every node's write needs the others' votes.)
+        self.record_store_once(m).await
     }
 
     async fn record_store_once(&self, m: &Membership) -> Result<()> {
