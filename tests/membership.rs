@@ -246,13 +246,7 @@ async fn a_wiped_node_never_votes_and_rejoins_as_a_new_member() {
     cluster.stop(2);
     cluster.wipe(2);
     cluster.restart(2);
-    let probe = cluster.client_for(2);
-    eventually(
-        "node 2 refuses its new store",
-        Duration::from_secs(10),
-        || async { matches!(probe.status(0).await, Ok(s) if s.store_refused && !s.voting) },
-    )
-    .await;
+    cluster.wait_store_refused(2).await;
     // It keeps not voting: writes go on without it and its acceptors drop what they get.
     for i in 0..20 {
         client.put(format!("w{i}").as_bytes(), b"x").await.unwrap();
@@ -294,13 +288,7 @@ async fn a_node_on_an_older_copy_of_its_data_is_told_and_never_votes() {
     cluster.stop(4);
     support::lose_disk(&cluster.node_dir(4), Some(&copy));
     cluster.restart(4);
-    let probe = cluster.client_for(4);
-    eventually(
-        "node 4 refuses its older copy",
-        Duration::from_secs(10),
-        || async { matches!(probe.status(0).await, Ok(s) if s.store_refused) },
-    )
-    .await;
+    cluster.wait_store_refused(4).await;
     let s = cluster.status(4).await;
     assert!(!s.voting, "{s:?}");
 }
@@ -579,11 +567,7 @@ async fn a_key_on_a_bare_majority_survives_the_replacement_of_a_wiped_holder() {
     cluster.stop(1);
     cluster.wipe(1);
     cluster.restart(1);
-    let probe = cluster.client_for(1);
-    eventually("node 1 refused", Duration::from_secs(10), || async {
-        matches!(probe.status(0).await, Ok(s) if s.store_refused)
-    })
-    .await;
+    cluster.wait_store_refused(1).await;
     cluster.stop(2);
     cluster.stop(3);
     cluster.start_new_node(6);
@@ -636,11 +620,5 @@ async fn an_older_copy_is_refused_after_the_membership_changed() {
     cluster.stop(3);
     support::lose_disk(&cluster.node_dir(3), Some(&copy));
     cluster.restart(3);
-    let probe = cluster.client_for(3);
-    eventually(
-        "node 3 refuses its older copy",
-        Duration::from_secs(10),
-        || async { matches!(probe.status(0).await, Ok(s) if s.store_refused) },
-    )
-    .await;
+    cluster.wait_store_refused(3).await;
 }

@@ -68,13 +68,7 @@ async fn a_wiped_node_never_votes_and_holds_every_write_once_it_rejoined() {
     cluster.stop(1);
     cluster.wipe(1);
     cluster.restart(1);
-    let probe = cluster.client_for(1);
-    eventually(
-        "node 1 refuses its new store",
-        Duration::from_secs(10),
-        || async { matches!(probe.status(0).await, Ok(s) if s.store_refused) },
-    )
-    .await;
+    cluster.wait_store_refused(1).await;
     assert_no_majority_forms(&cluster).await;
 
     // 4 and 5 come back; node 1 rejoins as a new member
@@ -114,13 +108,7 @@ async fn a_node_on_an_older_copy_of_its_data_never_votes_with_it() {
     std::fs::remove_dir_all(cluster.node_dir(1)).unwrap();
     copy_dir(&backup, &cluster.node_dir(1));
     cluster.restart(1);
-    let probe = cluster.client_for(1);
-    eventually(
-        "node 1 refuses its older copy",
-        Duration::from_secs(10),
-        || async { matches!(probe.status(0).await, Ok(s) if s.store_refused) },
-    )
-    .await;
+    cluster.wait_store_refused(1).await;
     assert_no_majority_forms(&cluster).await;
 
     cluster.restart(4);
@@ -353,13 +341,7 @@ async fn a_key_written_once_at_the_fast_ballot_survives_two_disk_losses_one_afte
     std::fs::remove_dir_all(cluster.node_dir(3)).unwrap();
     copy_dir(&backup, &cluster.node_dir(3));
     cluster.restart(3);
-    let probe = cluster.client_for(3);
-    eventually(
-        "node 3 refuses its older copy",
-        Duration::from_secs(10),
-        || async { matches!(probe.status(0).await, Ok(s) if s.store_refused) },
-    )
-    .await;
+    cluster.wait_store_refused(3).await;
     rejoin(&mut cluster, 3, &[1, 4]).await;
 
     for (key, value) in &keys {

@@ -696,6 +696,25 @@ impl Sim {
         }
     }
 
+    /// The driver stopped (restarted, died, or stopped voting): another node resumes the
+    /// change from the register's step, its work started over.
+    fn resume_elsewhere(&mut self) {
+        let Some(Driving {
+            change,
+            then,
+            step,
+            previous,
+            ..
+        }) = self.driving.take()
+        else {
+            return;
+        };
+        match self.pick_driver(change.node()) {
+            Some(node) => self.start_step(change, then, node, step, previous),
+            None => self.changes.push_front((change, then)), // (unreachable in practice)
+        }
+    }
+
     /// Progresses the change in progress: resend installs now and then, start the step's
     /// work once the barrier holds, write the next step once it is done.
     fn drive(&mut self) {
@@ -705,17 +724,7 @@ impl Sim {
         };
         if self.nodes[&d.node].dead || !self.nodes[&d.node].votes(d.node) {
             // the driver stopped being one: another node resumes from the register
-            let Driving {
-                change,
-                then,
-                step,
-                previous,
-                ..
-            } = self.driving.take().expect("checked");
-            match self.pick_driver(change.node()) {
-                Some(node) => self.start_step(change, then, node, step, previous),
-                None => self.changes.push_front((change, then)), // (unreachable in practice)
-            }
+            self.resume_elsewhere();
             return;
         }
         let barrier = [d.step.voters(), d.previous.voters()].iter().all(|voters| {
@@ -801,20 +810,7 @@ impl Sim {
         if let Some(d) = self.driving.as_mut() {
             if d.node == node {
                 *self.faults.entry("driver restart").or_default() += 1;
-                d.settling.clear();
-                d.todo.clear();
-                d.acked.clear(); // resumed (by another node) from the register
-                let Driving {
-                    change,
-                    then,
-                    step,
-                    previous,
-                    ..
-                } = self.driving.take().expect("checked");
-                match self.pick_driver(change.node()) {
-                    Some(n) => self.start_step(change, then, n, step, previous),
-                    None => self.changes.push_front((change, then)),
-                }
+                self.resume_elsewhere();
             }
         }
     }

@@ -233,6 +233,18 @@ impl TestCluster {
         tokio::spawn(drive_until_done(addrs, change, deadline))
     }
 
+    /// Waits until node `id` reports that its store is refused (wiped, replaced, or an older
+    /// copy) and that it does not vote.
+    pub async fn wait_store_refused(&self, id: NodeId) {
+        let probe = self.client_for(id);
+        eventually(
+            &format!("node {id} refuses its store"),
+            Duration::from_secs(20),
+            || async { matches!(probe.status(0).await, Ok(s) if s.store_refused && !s.voting) },
+        )
+        .await;
+    }
+
     /// The membership node `id` has installed.
     pub async fn membership(&self, id: NodeId) -> paxkv::paxos::membership::Membership {
         match self
