@@ -30,6 +30,7 @@ use crate::messages::{
     RequestBody, SyncAnswer, SyncCall, SyncDigestPage, SyncRecord, SyncReply, SyncRequest,
 };
 use crate::paxos::types::{key_hash, Command, Outcome, WriteIdMint};
+use crate::tls::{self, Dial, Tls};
 
 /// Requests queued for one connection's writer.
 const CONNECTION_QUEUE_CAPACITY: usize = 4_096;
@@ -49,6 +50,9 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Send to the first address only, never to another.
     pub pinned: bool,
+    /// TLS with this identity (`[tls]` of the config; `None`: plaintext). A node's own
+    /// calls to its peers use the node's certificate, the CLI the client's.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Default for ClientOptions {
@@ -58,6 +62,7 @@ impl Default for ClientOptions {
             attempt_timeout: Duration::from_secs(4),
             connect_timeout: Duration::from_secs(1),
             pinned: false,
+            tls: None,
         }
     }
 }
@@ -374,7 +379,10 @@ impl Client {
             }
         }
         let addr = self.inner.addrs[index];
-        let conn = Arc::new(Connection::open(addr, self.inner.options.connect_timeout).await?);
+        let options = &self.inner.options;
+        let conn = Arc::new(
+            Connection::open(addr, options.connect_timeout, options.tls.as_deref()).await?,
+        );
         let mut conns = self.inner.connections.lock().unwrap();
         // Another task may have connected meanwhile; keep one connection per node.
         let kept = conns
@@ -424,6 +432,7 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
 /// One connection to one node, with many requests in flight.
 struct Connection {
     addr: SocketAddr,
+    plaintext: bool,
     frames: mpsc::Sender<Bytes>,
     pending: Pending,
     closed: Arc<AtomicBool>,
@@ -431,13 +440,16 @@ struct Connection {
 }
 
 impl Connection {
-    async fn open(addr: SocketAddr, timeout: Duration) -> Result<Connection> {
+    async fn open(addr: SocketAddr, timeout: Duration, tls: Option<&Tls>) -> Result<Connection> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| Error::Unavailable(format!("connecting to {addr} timed out")))?
             .map_err(|e| Error::Unavailable(format!("connecting to {addr}: {e}")))?;
         let _ = stream.set_nodelay(true);
-        let (reader, mut writer) = stream.into_split();
+        let stream = tls::dial(tls, stream, Dial::Address(addr.ip()))
+            .await
+            .map_err(|e| Error::Unavailable(format!("TLS with {addr}: {e}")))?;
+        let (reader, mut writer) = tokio::io::split(stream);
         let (frames, mut outgoing) = mpsc::channel::<Bytes>(CONNECTION_QUEUE_CAPACITY);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
@@ -467,6 +479,7 @@ impl Connection {
         });
         Ok(Connection {
             addr,
+            plaintext: tls.is_none(),
             frames,
             pending,
             closed,
@@ -480,7 +493,15 @@ impl Connection {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap().insert(id, tx);
-        let lost = || format!("connection to {} lost", self.addr);
+        let lost = || match self.plaintext {
+            // A node with TLS closes a plaintext connection at its first bytes.
+            true => format!(
+                "connection to {} lost (if the cluster runs TLS, give the client the config \
+                 with its [tls])",
+                self.addr
+            ),
+            false => format!("connection to {} lost", self.addr),
+        };
         if self.closed.load(Ordering::Relaxed) {
             self.pending.lock().unwrap().remove(&id);
             return Err(lost());

@@ -33,6 +33,37 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub testing: TestingConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: where a node's and a client's certificates are (see `crate::tls` for what each
+/// must name). With none of `dir`, `ca`, `cert`, `key` set, connections are plaintext, which
+/// a node allows only on loopback addresses unless `insecure = true`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The layout `paxkv certs` writes: `ca.pem`, `node-<id>.pem` and `node-<id>-key.pem`
+    /// for each node, `client.pem` and `client-key.pem` for clients.
+    pub dir: Option<std::path::PathBuf>,
+    /// The CA bundle peers and clients are verified against (several certificates may be in
+    /// it, while a CA is rotated). Overrides `dir/ca.pem`.
+    pub ca: Option<std::path::PathBuf>,
+    /// This program's certificate chain: a node's own, or the client's. Overrides the one in
+    /// `dir` for whichever reads this config.
+    pub cert: Option<std::path::PathBuf>,
+    /// The private key of `cert`.
+    pub key: Option<std::path::PathBuf>,
+    /// Allow plaintext on addresses that are not loopback (anyone who can reach a node can
+    /// then read and write every key, and forge Paxos messages).
+    pub insecure: bool,
+}
+
+impl TlsConfig {
+    /// Is TLS on?
+    pub fn enabled(&self) -> bool {
+        self.dir.is_some() || self.ca.is_some() || self.cert.is_some() || self.key.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -52,6 +83,10 @@ pub struct NodeConfig {
     pub id: NodeId,
     /// `ip:port` the node listens on for peers and clients.
     pub addr: String,
+    /// `ip:port` of the node's HTTP endpoint for `GET /metrics` (Prometheus) and
+    /// `GET /health`; none if absent.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,6 +225,41 @@ impl Config {
                     format!("address {addr} is used twice"),
                 ));
             }
+            if let Some(metrics) = &node.metrics_addr {
+                let field = format!("node[{i}].metrics_addr");
+                let metrics: SocketAddr = metrics.parse().map_err(|_| {
+                    invalid(&field, format!("{metrics:?} is not an ip:port address"))
+                })?;
+                if metrics.port() == 0 {
+                    return Err(invalid(&field, "port 0 is not allowed"));
+                }
+                if !addrs.insert(metrics) {
+                    return Err(invalid(&field, format!("address {metrics} is used twice")));
+                }
+            }
+        }
+        let t = &self.tls;
+        if t.dir.is_none() {
+            for (field, path) in [
+                ("tls.ca", &t.ca),
+                ("tls.cert", &t.cert),
+                ("tls.key", &t.key),
+            ] {
+                if path.is_none() && t.enabled() {
+                    return Err(invalid(
+                        field,
+                        "missing: without tls.dir, give all of tls.ca, tls.cert and tls.key",
+                    ));
+                }
+            }
+        }
+        if t.cert.is_some() != t.key.is_some() {
+            let field = if t.cert.is_some() {
+                "tls.key"
+            } else {
+                "tls.cert"
+            };
+            return Err(invalid(field, "tls.cert and tls.key are given together"));
         }
         let p = &self.paxos;
         positive("paxos.request_timeout_ms", p.request_timeout_ms)?;
@@ -295,6 +365,39 @@ impl Config {
         Ok(())
     }
 
+    /// May a node listening on `listen` run with this config's transport? Plaintext only
+    /// where every address involved (its own, every configured node's) is loopback, or
+    /// where the config says `tls.insecure = true`.
+    pub fn check_transport(&self, listen: SocketAddr) -> Result<()> {
+        if self.tls.enabled() || self.tls.insecure {
+            return Ok(());
+        }
+        let exposed = std::iter::once(listen)
+            .chain(self.addrs())
+            .find(|a| !a.ip().is_loopback());
+        match exposed {
+            None => Ok(()),
+            Some(addr) => Err(invalid(
+                "tls",
+                format!(
+                    "{addr} is not a loopback address, and the config has no [tls]: anyone \
+                     who reaches it could read and write every key and forge Paxos messages. \
+                     Set tls.dir (`paxkv certs` writes one), or tls.insecure = true to run \
+                     plaintext anyway"
+                ),
+            )),
+        }
+    }
+
+    /// The metrics endpoint of node `id`, if the config gives one.
+    pub fn metrics_addr_of(&self, id: NodeId) -> Option<SocketAddr> {
+        self.node(id)
+            .ok()?
+            .metrics_addr
+            .as_ref()
+            .map(|a| a.parse().expect("validated"))
+    }
+
     pub fn frame_limit(&self) -> usize {
         self.limits.max_key_bytes + self.limits.max_value_bytes + FRAME_OVERHEAD_BYTES
     }
@@ -312,12 +415,14 @@ impl Config {
                 .map(|(i, a)| NodeConfig {
                     id: i as NodeId + 1,
                     addr: a.to_string(),
+                    metrics_addr: None,
                 })
                 .collect(),
             paxos: PaxosConfig::default(),
             limits: Limits::default(),
             storage: StorageConfig::default(),
             testing: TestingConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -354,6 +459,42 @@ mod tests {
         let text = include_str!("../config/cluster.toml");
         let config = Config::parse(text).unwrap();
         assert_eq!(config.node_ids(), vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn plaintext_is_refused_beyond_loopback_unless_insecure() {
+        let local = Config::parse(GOOD).unwrap();
+        local.check_transport(local.addr_of(1).unwrap()).unwrap();
+        let remote = Config::parse(&GOOD.replace("127.0.0.1:7003", "10.0.0.3:7003")).unwrap();
+        let err = remote
+            .check_transport(remote.addr_of(1).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tls: 10.0.0.3:7003 is not a loopback address"),
+            "{err}"
+        );
+        let own = local.check_transport("0.0.0.0:7001".parse().unwrap());
+        assert!(
+            own.is_err(),
+            "a node listening on every interface is exposed"
+        );
+        let insecure = Config::parse(&format!(
+            "{}\n[tls]\ninsecure = true\n",
+            GOOD.replace("127.0.0.1:7003", "10.0.0.3:7003")
+        ))
+        .unwrap();
+        insecure
+            .check_transport(insecure.addr_of(1).unwrap())
+            .unwrap();
+        let with_tls = Config::parse(&format!(
+            "{}\n[tls]\ndir = \"certs\"\n",
+            GOOD.replace("127.0.0.1:7003", "10.0.0.3:7003")
+        ))
+        .unwrap();
+        with_tls
+            .check_transport(with_tls.addr_of(1).unwrap())
+            .unwrap();
     }
 
     #[test]
@@ -411,6 +552,32 @@ mod tests {
                 "limits.idle_timeout_ms",
             ),
         ];
+        let cases = cases.into_iter().chain([
+            (
+                format!("{GOOD}\n[tls]\ncert = \"a.pem\"\n"),
+                "tls.ca: missing",
+            ),
+            (
+                format!("{GOOD}\n[tls]\ndir = \"certs\"\ncert = \"a.pem\"\n"),
+                "tls.key: tls.cert and tls.key are given together",
+            ),
+            (
+                GOOD.replacen(
+                    "addr = \"127.0.0.1:7001\"",
+                    "addr = \"127.0.0.1:7001\"\nmetrics_addr = \"127.0.0.1:7002\"",
+                    1,
+                ),
+                "node[1].addr: address 127.0.0.1:7002 is used twice",
+            ),
+            (
+                GOOD.replacen(
+                    "addr = \"127.0.0.1:7001\"",
+                    "addr = \"127.0.0.1:7001\"\nmetrics_addr = \"nowhere\"",
+                    1,
+                ),
+                "node[0].metrics_addr: \"nowhere\" is not an ip:port",
+            ),
+        ]);
         for (text, expected) in cases {
             let err = error_of(&text);
             assert!(err.contains(expected), "expected {expected:?} in {err:?}");

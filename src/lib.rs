@@ -6,20 +6,24 @@
 //!   acceptor, proposer);
 //! - [`messages`]: the wire protocol, and [`frame`]: how it goes on a connection;
 //! - [`client`]: the async client the CLI, the benchmark and the tests use;
-//! - [`config`], [`error`];
+//! - [`config`], [`error`]; [`tls`]: identities on connections, and [`certs`]: the
+//!   development CA; [`metrics`]: the Prometheus endpoint;
 //! - [`node::NodeHandle`]: one node, in-process; [`actors`] exposes only its supervisor and
 //!   its messages (the test hooks among them exist only with the `testing` feature);
 //! - [`storage`]: LMDB through heed (the tests open a node's store directly).
 
 pub mod actors;
+pub mod certs;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod frame;
 pub mod messages;
+pub mod metrics;
 pub mod node;
 pub mod paxos;
 pub mod storage;
+pub mod tls;
 
 pub use error::{Error, Result};
 

@@ -23,8 +23,10 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 #[cfg(feature = "testing")]
 use crate::messages::FaultPlan;
+use crate::metrics;
 use crate::paxos::types::NodeId;
 use crate::storage::Store;
+use crate::tls::{Role, Tls};
 
 /// How a node starts beyond its id and data directory.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +36,9 @@ pub struct NodeOptions {
     pub addr: Option<SocketAddr>,
     /// Ask these nodes for the membership (default: the config's nodes).
     pub join: Vec<SocketAddr>,
+    /// Serve `/metrics` and `/health` here (default: the node's `metrics_addr` in the
+    /// config, if any).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// A running node. Dropping it does not stop it; call [`NodeHandle::stop`].
@@ -43,6 +48,7 @@ pub struct NodeHandle {
     supervisor: Addr<NodeSupervisor>,
     #[cfg(feature = "testing")]
     outbox: Outbox,
+    tls: Option<Arc<Tls>>,
     system: actix_rt::System,
     thread: Option<JoinHandle<()>>,
 }
@@ -79,6 +85,13 @@ impl NodeHandle {
                 ))
             })?,
         };
+        config.check_transport(addr)?;
+        let tls = Tls::from_config(&config.tls, Role::Node(id))?;
+        let metrics = options
+            .metrics_addr
+            .or_else(|| config.metrics_addr_of(id))
+            .map(metrics::bind)
+            .transpose()?;
         let join = options.join;
         let listener = match listener {
             Some(l) => l,
@@ -94,6 +107,7 @@ impl NodeHandle {
             store.store_id()?,
             store.membership()?,
         ));
+        let node_tls = tls.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("paxkv-node-{id}"))
@@ -122,6 +136,7 @@ impl NodeHandle {
                         stats.clone(),
                         readiness.clone(),
                         view.clone(),
+                        tls.clone(),
                     );
                     let driver = Driver::new(members.clone(), supervisor.clone());
                     let router = Router::new(
@@ -148,6 +163,18 @@ impl NodeHandle {
                     )
                     .start();
                     actix_rt::spawn(driver.start(join));
+                    if let Some(listener) = metrics {
+                        actix_rt::spawn(metrics::serve(
+                            listener,
+                            metrics::Sources {
+                                stats: stats.clone(),
+                                readiness: readiness.clone(),
+                                view: view.clone(),
+                                outbox: outbox.clone(),
+                                refused: members.refused.clone(),
+                            },
+                        ));
+                    }
                     AntiEntropy::new(&members, supervisor.clone()).start();
                     (supervisor, outbox)
                 });
@@ -167,6 +194,7 @@ impl NodeHandle {
             supervisor,
             #[cfg(feature = "testing")]
             outbox,
+            tls: node_tls,
             system,
             thread: Some(thread),
         })
@@ -175,6 +203,20 @@ impl NodeHandle {
     /// The node's supervisor, for tests and tools that talk to the node in-process.
     pub fn supervisor(&self) -> &Addr<NodeSupervisor> {
         &self.supervisor
+    }
+
+    /// The node's TLS state (`None`: plaintext).
+    pub fn tls(&self) -> Option<Arc<Tls>> {
+        self.tls.clone()
+    }
+
+    /// Reads the node's certificate, key and CA bundle again (SIGHUP): later handshakes use
+    /// them, connections already up stay as they are. On an error nothing changes.
+    pub fn reload_tls(&self) -> Result<()> {
+        match &self.tls {
+            Some(tls) => tls.reload(),
+            None => Err(Error::Config("tls: this node runs without TLS".into())),
+        }
     }
 
     /// Replaces the faults this node injects on its outgoing Paxos messages (test builds).

@@ -74,6 +74,7 @@ impl AntiEntropy {
                 stats: members.stats.clone(),
                 readiness: members.readiness.clone(),
                 view: members.view.clone(),
+                tls: members.tls.clone(),
             }),
         }
     }
@@ -116,6 +117,11 @@ impl SyncServer {
     /// The node's membership view (the network checks senders against it).
     pub fn view(&self) -> Arc<MembershipView> {
         self.members.view.clone()
+    }
+
+    /// The node's TLS state (the network accepts and dials with it).
+    pub fn tls(&self) -> Option<Arc<crate::tls::Tls>> {
+        self.members.tls.clone()
     }
 
     pub async fn serve(&self, call: SyncCall) -> SyncAnswer {
@@ -196,6 +202,7 @@ struct Puller {
     stats: Arc<Stats>,
     readiness: Arc<Readiness>,
     view: Arc<MembershipView>,
+    tls: Option<std::sync::Arc<crate::tls::Tls>>,
 }
 
 impl Puller {
@@ -231,6 +238,7 @@ impl Puller {
                     attempt_timeout: Duration::from_secs(10),
                     connect_timeout: Duration::from_millis(500),
                     pinned: true,
+                    tls: self.tls.clone(),
                     ..ClientOptions::default()
                 },
             );

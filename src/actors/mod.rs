@@ -61,6 +61,11 @@ pub struct Stats {
     pub records_written: AtomicU64,
     pub peer_frames_dropped: AtomicU64,
     pub bad_frames: AtomicU64,
+    /// Frames dropped because the connection's certificate may not send them (`crate::tls`).
+    pub forged_frames: AtomicU64,
+    /// Connections refused before any frame was read: a failed TLS handshake (no certificate,
+    /// another CA's, plaintext on a TLS port), or too many connections.
+    pub refused_connections: AtomicU64,
     pub records_adopted: AtomicU64,
     pub sync_rounds: AtomicU64,
     pub dropped_not_voting: AtomicU64,
@@ -70,6 +75,8 @@ pub struct Stats {
     pub duplicate_acceptors: AtomicU64,
     /// Keys settled at a classic ballot by recovery or by the anti-entropy sweep.
     pub keys_settled: AtomicU64,
+    /// Histograms and labelled counters, for `GET /metrics` (`crate::metrics`).
+    pub metrics: crate::metrics::NodeMetrics,
     /// The keys with a live acceptor, and how many: more than one is a broken invariant.
     pub live_acceptor_keys: std::sync::Mutex<rustc_hash::FxHashMap<Vec<u8>, u32>>,
 }

@@ -12,6 +12,12 @@
 //! - Outbound: the [`crate::actors::outbox`] queues encoded frames per peer; a writer task
 //!   per peer connects with exponential backoff and drains its queue with
 //!   [`frame::write_queue`], so messages to the same peer are coalesced into one `write`.
+//! - With `[tls]`, every connection is TLS with certificates both ways, and what a connection
+//!   may send is decided by the certificate its handshake verified ([`crate::tls`]): a
+//!   connection that fails its handshake is refused before any frame is read
+//!   (`refused_connections`), a frame its certificate may not send is dropped
+//!   (`forged_frames`). Peer links verify that the peer's certificate names the node they
+//!   are for.
 //! - Clients: requests on one connection are served concurrently (at most
 //!   `limits.max_inflight_per_connection` at once; beyond that the connection is not read
 //!   until one finishes) and answered in completion order, matched by request id.
@@ -36,6 +42,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::frame;
 use crate::messages::Frame;
+use crate::tls::{self, Dial, Peer, Tls};
 
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -57,6 +64,7 @@ struct Shared {
     stats: Arc<Stats>,
     connections: Arc<Semaphore>,
     view: Arc<MembershipView>,
+    tls: Option<Arc<Tls>>,
 }
 
 impl Network {
@@ -70,6 +78,7 @@ impl Network {
         stats: Arc<Stats>,
     ) -> Network {
         let view = sync.view();
+        let tls = sync.tls();
         let connections = Arc::new(Semaphore::new(config.limits.max_client_connections));
         Network {
             listener: Some(listener),
@@ -82,6 +91,7 @@ impl Network {
                 stats,
                 connections,
                 view,
+                tls,
             }),
         }
     }
@@ -98,10 +108,11 @@ impl Actor for Network {
         let listener = TcpListener::from_std(listener).expect("listener on the runtime");
         ctx.spawn(accept_loop(listener, self.shared.clone()).into_actor(self));
         let mut queues = self.queues.take().expect("started once");
+        let tls = self.shared.tls.clone();
         ctx.spawn(
             async move {
                 while let Some(queue) = queues.recv().await {
-                    actix_rt::spawn(peer_writer(queue));
+                    actix_rt::spawn(peer_writer(queue, tls.clone()));
                 }
             }
             .into_actor(self),
@@ -120,13 +131,27 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
-            log::warn!("refusing connection from {peer}: too many connections");
+            let count = Stats::add_get(&shared.stats.refused_connections, 1);
+            if count.is_power_of_two() {
+                log::warn!("refusing connection from {peer}: too many connections ({count} refused so far)");
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         actix_rt::spawn(async move {
-            if let Err(e) = serve_connection(stream, shared.clone()).await {
+            // The handshake, and with it the certificate, comes before any frame is read.
+            let (stream, who) = match Peer::accept(shared.tls.as_deref(), stream).await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    let count = Stats::add_get(&shared.stats.refused_connections, 1);
+                    if count.is_power_of_two() {
+                        log::warn!("refused a connection from {peer} ({count} so far): {e}");
+                    }
+                    return;
+                }
+            };
+            if let Err(e) = serve_connection(stream, who, shared.clone()).await {
                 Stats::add(&shared.stats.bad_frames, 1);
                 log::warn!("closing connection from {peer}: {e}");
             }
@@ -136,8 +161,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Reads frames from one connection until it closes; `Err` for a bad frame.
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) -> Result<(), Error> {
-    let (reader, writer) = stream.into_split();
+async fn serve_connection(
+    stream: tls::BoxStream,
+    who: Peer,
+    shared: Arc<Shared>,
+) -> Result<(), Error> {
+    let (reader, writer) = tokio::io::split(stream);
     let mut frames = FramedRead::new(reader, frame::codec(shared.config.frame_limit()));
     let inflight_limit = shared.config.limits.max_inflight_per_connection;
     let (answers, outgoing) = mpsc::channel::<Bytes>(inflight_limit);
@@ -154,6 +183,14 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) -> Result<(), 
             let count = Stats::add_get(&shared.stats.bad_frames, 1);
             if count.is_power_of_two() {
                 log::warn!("dropped a frame ({count} so far): {e}");
+            }
+            continue;
+        }
+        if let Err(e) = who.admits(&frame) {
+            // Authenticated as someone who may not say this: drop it; the connection goes on.
+            let count = Stats::add_get(&shared.stats.forged_frames, 1);
+            if count.is_power_of_two() {
+                log::warn!("refused a forged frame ({count} so far): {e}");
             }
             continue;
         }
@@ -212,17 +249,23 @@ enum Call {
 }
 
 /// Keeps one connection to a peer and writes its queue into it.
-async fn peer_writer(mut queue: PeerQueue) {
+async fn peer_writer(mut queue: PeerQueue, tls: Option<Arc<Tls>>) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     let mut last_warning: Option<Instant> = None;
     loop {
         if queue.frames.is_closed() {
             return; // the peer left the membership
         }
-        let mut stream = match TcpStream::connect(queue.addr).await {
+        let connected = match TcpStream::connect(queue.addr).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                tls::dial(tls.as_deref(), stream, Dial::Node(queue.node)).await
+            }
+            Err(e) => Err(e),
+        };
+        let mut stream = match connected {
             Ok(stream) => {
                 backoff = RECONNECT_BACKOFF_MIN;
-                let _ = stream.set_nodelay(true);
                 log::info!("connected to node {} at {}", queue.node, queue.addr);
                 stream
             }

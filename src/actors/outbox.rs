@@ -122,6 +122,15 @@ impl Outbox {
         }
     }
 
+    /// Frames queued now for each peer.
+    pub fn queue_depths(&self) -> Vec<(NodeId, usize)> {
+        let peers = self.inner.peers.read().expect("peers lock");
+        peers
+            .iter()
+            .map(|(id, (_, queue))| (*id, queue.max_capacity() - queue.capacity()))
+            .collect()
+    }
+
     /// [`Outbox::set_peer_addrs`] for the members of `m`.
     pub fn set_peers(&self, m: &crate::paxos::membership::Membership) {
         let members: Vec<(NodeId, String)> =

@@ -102,6 +102,9 @@ impl ProposerActor {
             self.crash(ctx);
             return;
         }
+        for (kind, n) in self.core.take_rounds() {
+            self.stats.metrics.round(kind, n);
+        }
         self.carry_out(ctx, out);
     }
 

@@ -5,6 +5,7 @@
 //! proposer through the supervisor; everything else is answered here.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -17,7 +18,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::messages::{ClientRequest, ClientResponse, Reply, RequestBody};
 use crate::paxos::membership::RESERVED_PREFIX;
-use crate::paxos::types::{NodeId, WriteIdMint};
+use crate::paxos::types::{Command, NodeId, WriteIdMint};
 
 /// Serves client requests. Cheap to clone.
 #[derive(Clone)]
@@ -62,8 +63,29 @@ impl Router {
         }
     }
 
-    /// Serves one request; the response carries its id.
+    /// Serves one request; the response carries its id. Counted and timed by operation and
+    /// outcome (`paxkv_requests_total`, `paxkv_request_duration_seconds`).
     pub async fn serve(&self, request: ClientRequest) -> ClientResponse {
+        let started = Instant::now();
+        let op = op_label(&request.body);
+        let response = self.serve_untimed(request).await;
+        let outcome = match &response.result {
+            Ok(_) => "ok",
+            Err(Error::Unavailable(_)) => "unavailable",
+            Err(Error::Busy(_)) => "busy",
+            Err(Error::Unknown(_)) => "unknown",
+            Err(Error::Storage(_)) => "storage_error",
+            Err(_) => "bad_request",
+        };
+        self.inner
+            .members
+            .stats
+            .metrics
+            .request(op, outcome, started.elapsed());
+        response
+    }
+
+    async fn serve_untimed(&self, request: ClientRequest) -> ClientResponse {
         let shared = &*self.inner;
         let result = match request.body {
             RequestBody::Ping => Ok(Reply::Pong { node: shared.node }),
@@ -129,6 +151,24 @@ impl Router {
             id: request.id,
             result,
         }
+    }
+}
+
+/// The `op` label of a request.
+fn op_label(body: &RequestBody) -> &'static str {
+    match body {
+        RequestBody::Kv { command, .. } => match command {
+            Command::Get => "get",
+            Command::Put { .. } => "put",
+            Command::Delete => "delete",
+            Command::Cas { .. } => "cas",
+        },
+        RequestBody::Ping => "ping",
+        RequestBody::Status => "status",
+        RequestBody::SetFaults(_) => "set_faults",
+        RequestBody::Members => "members",
+        RequestBody::MemberChange(_) => "member_change",
+        RequestBody::RetiredSyncDigest { .. } | RequestBody::RetiredSyncFetch { .. } => "retired",
     }
 }
 

@@ -85,11 +85,17 @@ impl StorageActor {
             if !self.commit_delay.is_zero() {
                 std::thread::sleep(self.commit_delay);
             }
+            let started = std::time::Instant::now();
             let result = self.store.write(&records);
             match &result {
                 Ok(()) => {
                     Stats::add(&self.stats.commits, 1);
                     Stats::add(&self.stats.records_written, group.len() as u64);
+                    let metrics = &self.stats.metrics;
+                    metrics
+                        .commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    metrics.group_commit_records.observe(group.len() as f64);
                 }
                 Err(e) => log::error!("storage: commit of {} records failed: {e}", group.len()),
             }

@@ -89,6 +89,7 @@ impl NodeSupervisor {
         stats: Arc<Stats>,
         readiness: Arc<Readiness>,
         view: Arc<MembershipView>,
+        tls: Option<Arc<crate::tls::Tls>>,
     ) -> (
         Addr<NodeSupervisor>,
         Outbox,
@@ -116,6 +117,7 @@ impl NodeSupervisor {
                 readiness.clone(),
                 stats.clone(),
                 config.clone(),
+                tls,
             );
             out = Some((outbox.clone(), queues, members.clone()));
             NodeSupervisor {

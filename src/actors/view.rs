@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::messages::{MembershipInfo, SyncReply, SyncRequest};
 use crate::paxos::membership::{Membership, Phase};
 use crate::paxos::types::NodeId;
+use crate::tls::Tls;
 
 /// The node's installed membership, shared by its actors. Reads are cheap: the epoch is an
 /// atomic, the membership an `Arc` behind a lock taken only to clone it.
@@ -105,6 +106,8 @@ pub struct Members {
     pub(crate) changed: Arc<tokio::sync::Notify>,
     /// This store is not the member's (wiped, replaced) or an older copy: no vote.
     pub(crate) refused: Arc<std::sync::atomic::AtomicBool>,
+    /// The node's certificate for its calls to peers (`None`: plaintext).
+    pub(crate) tls: Option<Arc<Tls>>,
 }
 
 pub(crate) async fn meta(storage: &Addr<StorageActor>, msg: Meta) -> Result<MetaAnswer> {
@@ -112,18 +115,6 @@ pub(crate) async fn meta(storage: &Addr<StorageActor>, msg: Meta) -> Result<Meta
         .send(msg)
         .await
         .map_err(|e| Error::Storage(format!("storage actor: {e}")))?
-}
-
-pub(crate) fn client_for(addrs: Vec<std::net::SocketAddr>) -> Client {
-    Client::new(
-        addrs,
-        ClientOptions {
-            attempt_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_millis(500),
-            pinned: true,
-            ..ClientOptions::default()
-        },
-    )
 }
 
 pub(crate) fn addr_of(m: &Membership, id: NodeId) -> Result<std::net::SocketAddr> {
@@ -144,8 +135,10 @@ impl Members {
         readiness: Arc<Readiness>,
         stats: Arc<Stats>,
         config: Arc<Config>,
+        tls: Option<Arc<Tls>>,
     ) -> Members {
         Members {
+            tls,
             view,
             storage,
             outbox,
@@ -156,6 +149,21 @@ impl Members {
             changed: Default::default(),
             refused: Default::default(),
         }
+    }
+
+    /// A client for node-to-node calls to `addrs`, one node each call, with this node's
+    /// certificate.
+    pub(crate) fn client_for(&self, addrs: Vec<std::net::SocketAddr>) -> Client {
+        Client::new(
+            addrs,
+            ClientOptions {
+                attempt_timeout: Duration::from_secs(5),
+                connect_timeout: Duration::from_millis(500),
+                pinned: true,
+                tls: self.tls.clone(),
+                ..ClientOptions::default()
+            },
+        )
     }
 
     /// This node's store is the one its membership records for it (or none is recorded: a
@@ -255,7 +263,7 @@ impl Members {
         // All at once, each bounded: a peer that is paused (or a port that accepts and never
         // answers) costs one timeout, not one per address.
         let asks = addrs.iter().map(|addr| async move {
-            let client = client_for(vec![*addr]);
+            let client = self.client_for(vec![*addr]);
             let ask = client.sync(0, SyncRequest::Membership);
             match tokio::time::timeout(Duration::from_secs(2), ask).await {
                 Ok(answer) => answer,

@@ -28,8 +28,7 @@ pub fn run_node(
     config_path: &Path,
     id: NodeId,
     data_dir: Option<PathBuf>,
-    addr: Option<std::net::SocketAddr>,
-    join: Vec<std::net::SocketAddr>,
+    options: NodeOptions,
 ) -> i32 {
     let config = match Config::load(config_path).and_then(|c| c.check_runnable().map(|()| c)) {
         Ok(config) => config,
@@ -39,7 +38,6 @@ pub fn run_node(
         }
     };
     let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(format!("data/node-{id}")));
-    let options = NodeOptions { addr, join };
     match NodeHandle::start_with(Arc::new(config), id, &data_dir, None, options) {
         Ok(node) => {
             eprintln!(
@@ -47,6 +45,7 @@ pub fn run_node(
                 node.addr,
                 data_dir.display()
             );
+            reload_on_sighup(id, node.tls());
             node.wait();
             EXIT_OK
         }
@@ -55,6 +54,41 @@ pub fn run_node(
             EXIT_BAD_INPUT
         }
     }
+}
+
+/// SIGHUP reads the node's certificate, key and CA bundle again (`paxkv::tls`), on a
+/// thread of its own; a reload that fails keeps what the node had and says why. The handler
+/// is in place before this returns (SIGHUP's default would end the node), TLS or not.
+fn reload_on_sighup(id: NodeId, tls: Option<Arc<paxkv::tls::Tls>>) {
+    let handler = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|runtime| {
+            let hangup = runtime.block_on(async { signal(SignalKind::hangup()) })?;
+            Ok((runtime, hangup))
+        });
+    let (runtime, mut hangup) = match handler {
+        Ok(handler) => handler,
+        Err(e) => {
+            log::warn!("node {id}: no SIGHUP handler ({e}); certificates reload at a restart");
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            while hangup.recv().await.is_some() {
+                match tls.as_ref().map(|tls| tls.reload()) {
+                    None => log::info!("node {id}: SIGHUP: no TLS to reload"),
+                    Some(Ok(())) => log::info!("node {id}: SIGHUP: reloaded its TLS files"),
+                    Some(Err(e)) => {
+                        log::error!(
+                            "node {id}: SIGHUP: TLS reload failed, keeping the old files: {e}"
+                        )
+                    }
+                }
+            }
+        })
+    });
 }
 
 pub fn run_cluster(config_path: &Path, data_dir: &Path) -> i32 {
@@ -138,11 +172,19 @@ pub fn run_cluster(config_path: &Path, data_dir: &Path) -> i32 {
 /// Polls every node until all answer and vote (each has recovered from a majority, or the
 /// cluster has bootstrapped), or the startup deadline passes.
 async fn wait_until_all_answer(config: &Config) -> bool {
+    let tls = match paxkv::tls::Tls::from_config(&config.tls, paxkv::tls::Role::Client) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("paxkv cluster: {e}");
+            return false;
+        }
+    };
     let client = Client::new(
         config.addrs(),
         ClientOptions {
             attempt_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_millis(500),
+            tls,
             ..ClientOptions::default()
         },
     );

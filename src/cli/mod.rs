@@ -19,7 +19,9 @@ use clap::{Parser, Subcommand};
 use paxkv::client::{Client, ClientOptions};
 use paxkv::config::Config;
 use paxkv::error::ErrorClass;
+use paxkv::node::NodeOptions;
 use paxkv::paxos::types::Outcome;
+use paxkv::tls::{Role, Tls};
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_NOT_FOUND: i32 = 1;
@@ -75,6 +77,16 @@ enum Command {
         /// Learn the membership from these nodes (default: the config's nodes).
         #[arg(long, value_delimiter = ',')]
         join: Vec<SocketAddr>,
+        /// Serve GET /metrics and /health here (default: the node's metrics_addr in the
+        /// config, if any).
+        #[arg(long)]
+        metrics_addr: Option<SocketAddr>,
+    },
+    /// Write a development CA, a certificate for each node of --config and a client
+    /// certificate into DIR (the layout `[tls] dir` reads). A CA already in DIR is kept.
+    Certs {
+        #[arg(long)]
+        out: PathBuf,
     },
     /// The cluster's membership: list it, add a node, remove one.
     #[command(subcommand)]
@@ -155,7 +167,18 @@ pub fn main() -> i32 {
             addr,
             ref data_dir,
             ref join,
-        } => cluster::run_node(&cli.config, id, data_dir.clone(), addr, join.clone()),
+            metrics_addr,
+        } => cluster::run_node(
+            &cli.config,
+            id,
+            data_dir.clone(),
+            NodeOptions {
+                addr,
+                join: join.clone(),
+                metrics_addr,
+            },
+        ),
+        Command::Certs { ref out } => run_certs(&cli.config, out),
         _ => run_client_command(cli),
     }
 }
@@ -227,29 +250,78 @@ fn run_client_command(cli: Cli) -> i32 {
             }
             Command::Status => status(client, json).await,
             Command::Member(command) => member::run(client, command, json).await,
-            Command::Cluster { .. } | Command::Node { .. } => unreachable!(),
+            Command::Cluster { .. } | Command::Node { .. } | Command::Certs { .. } => {
+                unreachable!()
+            }
         }
     })
 }
 
 fn make_client(cli: &Cli) -> anyhow::Result<Client> {
-    let (addrs, pinned) = match (cli.node, cli.nodes.is_empty()) {
-        (Some(node), _) => (vec![node], true),
-        (None, false) => (cli.nodes.clone(), false),
-        (None, true) => {
-            let config = Config::load(&cli.config)
-                .with_context(|| "reading the cluster config (or give --nodes)")?;
-            (config.addrs(), false)
-        }
+    // The config gives the addresses (unless --nodes or --node do) and the client's TLS
+    // identity; with --nodes or --node, a config file that is not there means plaintext.
+    let explicit = cli.node.is_some() || !cli.nodes.is_empty();
+    let config = if explicit && !cli.config.exists() {
+        None
+    } else {
+        Some(
+            Config::load(&cli.config)
+                .with_context(|| "reading the cluster config (or give --nodes)")?,
+        )
+    };
+    let (addrs, pinned) = match (cli.node, cli.nodes.is_empty(), &config) {
+        (Some(node), _, _) => (vec![node], true),
+        (None, false, _) => (cli.nodes.clone(), false),
+        (None, true, Some(config)) => (config.addrs(), false),
+        (None, true, None) => unreachable!("the config is read when no address is given"),
+    };
+    let tls = match &config {
+        Some(config) => Tls::from_config(&config.tls, Role::Client)
+            .with_context(|| "loading the client's certificate ([tls] in the config)")?,
+        None => None,
     };
     let op_timeout = Duration::from_millis(cli.timeout_ms);
     let options = ClientOptions {
         op_timeout,
         attempt_timeout: op_timeout.min(ClientOptions::default().attempt_timeout),
         pinned,
+        tls,
         ..ClientOptions::default()
     };
     Ok(Client::new(addrs, options))
+}
+
+/// `paxkv certs --config FILE --out DIR`.
+fn run_certs(config: &std::path::Path, out: &std::path::Path) -> i32 {
+    let config = match Config::load(config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("paxkv certs: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let nodes: Vec<_> = config.node_ids().into_iter().zip(config.addrs()).collect();
+    match paxkv::certs::write(&nodes, out) {
+        Ok(written) => {
+            if written.new_ca {
+                println!("a new CA: {}", out.join("ca.pem").display());
+            } else {
+                println!("kept the CA in {}", out.join("ca.pem").display());
+            }
+            for file in &written.files[1..] {
+                println!("wrote {}", file.display());
+            }
+            println!(
+                "turn TLS on with [tls] dir = \"{}\" in the config of every node and client",
+                out.display()
+            );
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("paxkv certs: {e}");
+            EXIT_BAD_INPUT
+        }
+    }
 }
 
 /// The bytes of a VALUE argument: standard input read to its end for `-`, else the

@@ -115,6 +115,46 @@ impl ProposerConfig {
     }
 }
 
+/// The kinds of Paxos round a proposer starts, counted for the metrics
+/// (`paxkv_paxos_rounds_total{kind}`, [`Proposer::take_rounds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundKind {
+    /// A read answered by a quorum's accepted states, without a ballot (`Query`).
+    QuickRead,
+    /// A write that reuses the promise of the proposer's previous round: one round trip.
+    OneRoundTrip,
+    /// A key's first write through this node, at the fast ballot.
+    FastBallot,
+    /// Prepare, then Accept.
+    FullRound,
+    /// A round given up (a conflict, a timeout) and retried after a backoff.
+    ConflictRetry,
+}
+
+impl RoundKind {
+    pub const ALL: [RoundKind; 5] = [
+        RoundKind::QuickRead,
+        RoundKind::OneRoundTrip,
+        RoundKind::FastBallot,
+        RoundKind::FullRound,
+        RoundKind::ConflictRetry,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RoundKind::QuickRead => "quick_read",
+            RoundKind::OneRoundTrip => "one_round_trip",
+            RoundKind::FastBallot => "fast_ballot",
+            RoundKind::FullRound => "full_round",
+            RoundKind::ConflictRetry => "conflict_retry",
+        }
+    }
+}
+
 /// What the actor must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
@@ -230,6 +270,8 @@ pub struct Proposer {
     reads: u64,
     /// The last state this proposer saw chosen, to repair acceptors that answer late.
     chosen: Option<(Ballot, Register)>,
+    /// Rounds started since the last [`Proposer::take_rounds`], by [`RoundKind`].
+    rounds: [u64; RoundKind::ALL.len()],
 }
 
 impl Proposer {
@@ -254,7 +296,18 @@ impl Proposer {
             phase: Phase::Idle,
             reads: 0,
             chosen: None,
+            rounds: [0; RoundKind::ALL.len()],
         }
+    }
+
+    /// The rounds started since the last call, by kind (and starts counting again).
+    pub fn take_rounds(&mut self) -> [(RoundKind, u64); RoundKind::ALL.len()] {
+        let counts = std::mem::take(&mut self.rounds);
+        RoundKind::ALL.map(|kind| (kind, counts[kind.index()]))
+    }
+
+    fn count(&mut self, kind: RoundKind) {
+        self.rounds[kind.index()] += 1;
     }
 
     pub fn config(&self) -> &ProposerConfig {
@@ -513,6 +566,7 @@ impl Proposer {
         let settles = self.batch.iter().any(|p| p.settle);
         match (&self.cache, writes) {
             (_, false) => {
+                self.count(RoundKind::QuickRead);
                 self.reads += 1;
                 self.phase = Phase::Reading {
                     read: self.reads,
@@ -524,10 +578,12 @@ impl Proposer {
             }
             (Some(cached), true) => {
                 let (ballot, state) = (cached.ballot, cached.state.clone());
+                self.count(RoundKind::OneRoundTrip);
                 self.accept(now, ballot, state, out);
             }
             (None, true) if self.fast_allowed && !settles => {
                 self.fast_allowed = false;
+                self.count(RoundKind::FastBallot);
                 self.accept(now, Ballot::FAST, Register::default(), out);
             }
             (None, true) => self.prepare(now, out),
@@ -535,6 +591,7 @@ impl Proposer {
     }
 
     fn prepare(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        self.count(RoundKind::FullRound);
         self.round += 1;
         let ballot = Ballot::new(self.round, self.cfg.node);
         self.phase = Phase::Preparing {
@@ -943,6 +1000,7 @@ impl Proposer {
             Duration::from_micros(self.rng.random_range(min..=ms.max(min)))
         };
         self.failures += 1;
+        self.count(RoundKind::ConflictRetry);
         self.phase = Phase::Backoff { until: now + wait };
     }
 

@@ -166,6 +166,7 @@ impl TestCluster {
         let options = paxkv::node::NodeOptions {
             addr: self.extra.get(&id).copied(),
             join,
+            metrics_addr: None,
         };
         NodeHandle::start_with(self.config.clone(), id, &dir, listener, options)
             .expect("node starts")

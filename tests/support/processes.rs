@@ -58,12 +58,30 @@ struct Node {
     last_status: Option<bool>,
 }
 
+/// How a [`ProcessCluster`] is laid out beyond the defaults (five nodes on free loopback
+/// ports, plaintext, each process started directly).
+#[derive(Default, Clone)]
+pub struct ProcessOptions {
+    /// The nodes' addresses (default: free 127.0.0.1 ports).
+    pub addrs: Option<Vec<SocketAddr>>,
+    /// TLS on: `paxkv::certs` writes a CA and certificates into the cluster's directory, the
+    /// config says `[tls] dir`, and the harness's clients use the client certificate.
+    pub tls: bool,
+    /// Node `id`'s process is started as `prefix(id) ++ ["paxkv", "node", ...]` (for
+    /// example `ip netns exec NS`).
+    pub prefix: Option<fn(NodeId) -> Vec<String>>,
+    /// A `metrics_addr` for each node (same order as the addresses).
+    pub metrics: Option<Vec<SocketAddr>>,
+}
+
 pub struct ProcessCluster {
     dir: TempDir,
     config_path: PathBuf,
     nodes: Vec<Node>,
     started: Instant,
     startup_attempts: usize,
+    options: ProcessOptions,
+    tls: Option<std::sync::Arc<paxkv::tls::Tls>>,
 }
 
 impl ProcessCluster {
@@ -74,9 +92,15 @@ impl ProcessCluster {
     /// the test fails: that is paxkv's first-start bootstrap deadlocking (see
     /// `Driver::start` in `src/actors/membership.rs`).
     pub async fn start() -> ProcessCluster {
+        ProcessCluster::start_with(ProcessOptions::default()).await
+    }
+
+    /// [`ProcessCluster::start`] laid out as `options` say.
+    pub async fn start_with(options: ProcessOptions) -> ProcessCluster {
         let mut failures = Vec::new();
         for attempt in 1..=STARTUP_ATTEMPTS {
-            let mut cluster = ProcessCluster::spawn_on(free_ports());
+            let addrs = options.addrs.clone().unwrap_or_else(free_ports);
+            let mut cluster = ProcessCluster::spawn_on(addrs, options.clone());
             cluster.startup_attempts = attempt;
             match cluster.wait_listening().await {
                 Ok(()) => {
@@ -125,13 +149,29 @@ impl ProcessCluster {
         summary
     }
 
-    fn spawn_on(addrs: Vec<SocketAddr>) -> ProcessCluster {
+    fn spawn_on(addrs: Vec<SocketAddr>, options: ProcessOptions) -> ProcessCluster {
         let dir = tempfile::Builder::new()
             .prefix("paxkv-processes-")
             .tempdir()
             .expect("a temporary directory");
         let config_path = dir.path().join("cluster.toml");
-        std::fs::write(&config_path, config_text(&addrs)).expect("write the test config");
+        let mut text = config_text(&addrs, options.metrics.as_deref());
+        let tls = options.tls.then(|| {
+            let certs = dir.path().join("certs");
+            let nodes: Vec<(NodeId, SocketAddr)> = (1..=NODE_COUNT).zip(addrs.clone()).collect();
+            paxkv::certs::write(&nodes, &certs).expect("write the certificates");
+            text.push_str(&format!(
+                "\n[tls]\ndir = {:?}\n",
+                certs.display().to_string()
+            ));
+            let files = paxkv::tls::TlsFiles {
+                ca: certs.join("ca.pem"),
+                cert: certs.join("client.pem"),
+                key: certs.join("client-key.pem"),
+            };
+            paxkv::tls::Tls::load(files, paxkv::tls::Role::Client).expect("the client's TLS")
+        });
+        std::fs::write(&config_path, text).expect("write the test config");
         let nodes = addrs
             .iter()
             .enumerate()
@@ -155,6 +195,8 @@ impl ProcessCluster {
             nodes,
             started: Instant::now(),
             startup_attempts: 1,
+            options,
+            tls,
         };
         for id in cluster.ids() {
             cluster.spawn(id);
@@ -254,7 +296,16 @@ impl ProcessCluster {
             node.spawns,
             elapsed.as_secs_f64()
         );
-        let mut command = Command::new(BIN);
+        let prefix = self.options.prefix.map(|p| p(id)).unwrap_or_default();
+        let node = self.node_mut(id);
+        let mut command = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(BIN);
+                command
+            }
+            None => Command::new(BIN),
+        };
         command
             .arg("node")
             .arg("--id")
@@ -345,6 +396,21 @@ impl ProcessCluster {
         self.node_mut(id).paused = false;
     }
 
+    /// SIGHUP: the node reads its TLS files again.
+    pub fn hang_up(&self, id: NodeId) {
+        self.signal(id, libc::SIGHUP);
+    }
+
+    /// The directory `paxkv::certs` wrote (TLS on).
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// The config file every node reads.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
     /// Starts node `id` again on its data directory (it must be down).
     pub fn restart(&mut self, id: NodeId) {
         self.spawn(id);
@@ -381,6 +447,7 @@ impl ProcessCluster {
                 attempt_timeout: Duration::from_secs(1),
                 connect_timeout: Duration::from_millis(500),
                 pinned: true,
+                tls: self.tls.clone(),
             },
         )
     }
@@ -409,6 +476,7 @@ impl ProcessCluster {
                 attempt_timeout,
                 connect_timeout: Duration::from_millis(500),
                 pinned: false,
+                tls: self.tls.clone(),
             },
         )
     }
@@ -422,6 +490,7 @@ impl ProcessCluster {
                 attempt_timeout: Duration::from_secs(2),
                 connect_timeout: Duration::from_millis(500),
                 pinned: true,
+                tls: self.tls.clone(),
             },
         )
     }
@@ -673,10 +742,13 @@ fn free_ports() -> Vec<SocketAddr> {
         .collect()
 }
 
-fn config_text(addrs: &[SocketAddr]) -> String {
+fn config_text(addrs: &[SocketAddr], metrics: Option<&[SocketAddr]>) -> String {
     let mut text = String::new();
     for (i, addr) in addrs.iter().enumerate() {
         text.push_str(&format!("[[node]]\nid = {}\naddr = \"{addr}\"\n", i + 1));
+        if let Some(metrics) = metrics {
+            text.push_str(&format!("metrics_addr = \"{}\"\n", metrics[i]));
+        }
     }
     text.push_str(
         "\n[paxos]\nrequest_timeout_ms = 1000\nsync_interval_ms = 1000\n\

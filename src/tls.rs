@@ -1,0 +1,378 @@
+//! TLS with identities: who is on the other end of a connection, and what it may say.
+//!
+//! Without TLS a node trusts the `from` of every envelope: anyone who reaches its port can
+//! send an Accept "from node 2" at a high ballot and overwrite any key, or an `Install` that
+//! makes it the sole voter. With `[tls]` configured, every connection, peer and client alike,
+//! is TLS 1.3 with certificates on both sides, verified against the cluster's CA bundle
+//! (rustls, its `ring` provider):
+//!
+//! - **A node's certificate names it**: a subject alternative name `node-<id>.paxkv` (its
+//!   identity) and the IP address it listens on (what a client dialing that address checks).
+//!   `paxkv certs` writes such certificates; a production CA must issue the same names.
+//! - **A client certificate** is any certificate the CA signed for client authentication;
+//!   it names no node. Clients may read and write; only a node may speak Paxos.
+//! - **What each connection may send** ([`Peer::admits`]), decided from the certificate the
+//!   handshake verified, never from the frame: a `Frame::Peer` only if its `from` is the node
+//!   the certificate names (a peer with node 2's certificate cannot speak for node 3); a
+//!   `SyncRequest` (anti-entropy, membership `Install`, `Hello`) only from a node
+//!   certificate, and a `Hello` only about that node; client requests from any certificate.
+//!   A refused frame is dropped and counted (`forged_frames`); the connection goes on.
+//! - **A connection without a certificate the CA signed** (plaintext, another CA's, expired)
+//!   fails its handshake and is closed before any frame is read, let alone decoded; counted
+//!   (`refused_connections`). A handshake must finish within [`HANDSHAKE_TIMEOUT`], so a
+//!   connection that never speaks holds its slot for that long at most.
+//! - **Dialing a peer** checks that the certificate it answers with names the node the link
+//!   is for (`node-<id>.paxkv`); a client dialing an address checks the IP address instead
+//!   (it does not know which node is there).
+//!
+//! What this does not defend against: a node whose key is stolen can say anything that node
+//! may say (Paxos is not Byzantine-tolerant), until its certificate is no longer trusted.
+//! Existing connections stay up when the CA bundle changes: a rotation that must cut off an
+//! old key restarts the nodes (or waits for their links to reconnect).
+//!
+//! **Rotation** ([`Tls::reload`], on SIGHUP or at a restart): the files are read again and
+//! every later handshake uses them; a reload that fails (a missing file, a key that does not
+//! match, a certificate naming another node) changes nothing and says why. Rotating to a new
+//! CA without a pause: put both CAs in every node's bundle (reload each), give each node a
+//! certificate of the new CA (reload each), then drop the old CA from the bundles.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::config::TlsConfig;
+use crate::error::{Error, Result};
+use crate::messages::{Frame, SyncRequest};
+use crate::paxos::types::NodeId;
+
+/// How long a TLS handshake may take, on either side.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The DNS name a node's certificate carries as its identity: `node-<id>.paxkv`.
+pub const NODE_NAME_SUFFIX: &str = ".paxkv";
+
+/// The identity name of node `id`.
+pub fn node_name(id: NodeId) -> String {
+    format!("node-{id}{NODE_NAME_SUFFIX}")
+}
+
+/// The node a certificate names (its `node-<id>.paxkv` alternative name), if exactly one.
+pub fn node_of(cert: &CertificateDer<'_>) -> Option<NodeId> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let names = parsed.subject_alternative_name().ok()??;
+    let mut ids = names
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(dns) => dns
+                .strip_prefix("node-")?
+                .strip_suffix(NODE_NAME_SUFFIX)?
+                .parse::<NodeId>()
+                .ok()
+                .filter(|id| *id != 0),
+            _ => None,
+        });
+    let id = ids.next()?;
+    ids.next().is_none().then_some(id)
+}
+
+/// Who reads a config: a node (which presents its own certificate) or a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Node(NodeId),
+    Client,
+}
+
+/// The three files of one identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// The files `role` uses under `config`: the layout of `dir`, each overridden by an
+    /// explicit path. `None` when TLS is off.
+    pub fn of(config: &TlsConfig, role: Role) -> Option<TlsFiles> {
+        if !config.enabled() {
+            return None;
+        }
+        let in_dir = |name: String| config.dir.as_ref().map(|d| d.join(name));
+        let (cert, key) = match role {
+            Role::Node(id) => (format!("node-{id}.pem"), format!("node-{id}-key.pem")),
+            Role::Client => ("client.pem".into(), "client-key.pem".into()),
+        };
+        // Validated: without `dir`, all three paths are given.
+        Some(TlsFiles {
+            ca: config
+                .ca
+                .clone()
+                .or_else(|| in_dir("ca.pem".into()))
+                .expect("validated"),
+            cert: config
+                .cert
+                .clone()
+                .or_else(|| in_dir(cert))
+                .expect("validated"),
+            key: config
+                .key
+                .clone()
+                .or_else(|| in_dir(key))
+                .expect("validated"),
+        })
+    }
+}
+
+/// What one load of the files produced.
+struct Loaded {
+    acceptor: TlsAcceptor,
+    /// For dialing an address (a client; a node's own anti-entropy and membership calls).
+    client: Arc<ClientConfig>,
+}
+
+/// One identity's TLS state, reloadable. Shared by every connection of a node (or client).
+pub struct Tls {
+    files: TlsFiles,
+    role: Role,
+    current: RwLock<Arc<Loaded>>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("files", &self.files)
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn file_error(field: &str, path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::Config(format!("{field} ({}): {why}", path.display()))
+}
+
+fn read_certs(field: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(field, path, e))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| file_error(field, path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(field, path, "no certificate in the file"));
+    }
+    Ok(certs)
+}
+
+impl Tls {
+    /// Loads the files of `role` under `config`; `None` when TLS is off.
+    pub fn from_config(config: &TlsConfig, role: Role) -> Result<Option<Arc<Tls>>> {
+        TlsFiles::of(config, role)
+            .map(|files| Tls::load(files, role))
+            .transpose()
+    }
+
+    pub fn load(files: TlsFiles, role: Role) -> Result<Arc<Tls>> {
+        let loaded = Tls::read(&files, role)?;
+        Ok(Arc::new(Tls {
+            files,
+            role,
+            current: RwLock::new(Arc::new(loaded)),
+        }))
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+
+    /// Reads the files again; later handshakes use them. On an error nothing changes.
+    pub fn reload(&self) -> Result<()> {
+        let loaded = Tls::read(&self.files, self.role)?;
+        *self.current.write().expect("tls lock") = Arc::new(loaded);
+        Ok(())
+    }
+
+    fn read(files: &TlsFiles, role: Role) -> Result<Loaded> {
+        let cas = read_certs("tls.ca", &files.ca)?;
+        let mut roots = RootCertStore::empty();
+        for ca in cas {
+            roots
+                .add(ca)
+                .map_err(|e| file_error("tls.ca", &files.ca, e))?;
+        }
+        let roots = Arc::new(roots);
+        let chain = read_certs("tls.cert", &files.cert)?;
+        let key = PrivateKeyDer::from_pem_file(&files.key)
+            .map_err(|e| file_error("tls.key", &files.key, e))?;
+        if let Role::Node(id) = role {
+            match node_of(&chain[0]) {
+                Some(named) if named == id => {}
+                Some(named) => {
+                    return Err(file_error(
+                        "tls.cert",
+                        &files.cert,
+                        format!("the certificate names node {named}, not node {id}"),
+                    ))
+                }
+                None => {
+                    return Err(file_error(
+                        "tls.cert",
+                        &files.cert,
+                        format!(
+                            "the certificate names no node (it needs the name {})",
+                            node_name(id)
+                        ),
+                    ))
+                }
+            }
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+            .build()
+            .map_err(|e| file_error("tls.ca", &files.ca, e))?;
+        let server = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| Error::Config(format!("tls: {e}")))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| file_error("tls.key", &files.key, e))?;
+        let server_verifier = WebPkiServerVerifier::builder_with_provider(roots, provider())
+            .build()
+            .map_err(|e| file_error("tls.ca", &files.ca, e))?;
+        let client = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| Error::Config(format!("tls: {e}")))?
+            .with_webpki_verifier(server_verifier)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| file_error("tls.key", &files.key, e))?;
+        Ok(Loaded {
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            client: Arc::new(client),
+        })
+    }
+
+    fn current(&self) -> Arc<Loaded> {
+        self.current.read().expect("tls lock").clone()
+    }
+
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.current().acceptor.clone()
+    }
+
+    pub fn connector(&self) -> TlsConnector {
+        TlsConnector::from(self.current().client.clone())
+    }
+}
+
+/// A connection's byte stream, plaintext or TLS.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+pub type BoxStream = Box<dyn Stream>;
+
+/// Whom a stream is dialed to: what its certificate must name.
+#[derive(Debug, Clone, Copy)]
+pub enum Dial {
+    /// Node `id` (a peer link).
+    Node(NodeId),
+    /// Whatever node listens on this IP address (a client).
+    Address(IpAddr),
+}
+
+/// Wraps a dialed TCP stream in TLS if `tls` is on.
+pub async fn dial(tls: Option<&Tls>, stream: TcpStream, to: Dial) -> std::io::Result<BoxStream> {
+    let Some(tls) = tls else {
+        return Ok(Box::new(stream));
+    };
+    let name = match to {
+        Dial::Node(id) => ServerName::try_from(node_name(id))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        Dial::Address(ip) => ServerName::IpAddress(ip.into()),
+    };
+    let handshake = tls.connector().connect(name, stream);
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(stream) => Ok(Box::new(stream?)),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        )),
+    }
+}
+
+/// Who is on the other end of an accepted connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// Plaintext (TLS off): trusted, as on loopback.
+    Unauthenticated,
+    /// A certificate naming this node.
+    Node(NodeId),
+    /// A certificate of the CA naming no node.
+    Client,
+}
+
+impl Peer {
+    /// Accepts a connection: plaintext when `tls` is off, else a TLS handshake that verifies
+    /// the client's certificate. `Err` (the connection is refused) for a failed handshake.
+    pub async fn accept(
+        tls: Option<&Tls>,
+        stream: TcpStream,
+    ) -> std::result::Result<(BoxStream, Peer), String> {
+        let Some(tls) = tls else {
+            return Ok((Box::new(stream), Peer::Unauthenticated));
+        };
+        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream))
+            .await
+            .map_err(|_| format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"))?
+            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        let peer = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(node_of)
+            .map_or(Peer::Client, Peer::Node);
+        Ok((Box::new(stream), peer))
+    }
+
+    /// May this peer send `frame`? `Err` says why not.
+    pub fn admits(&self, frame: &Frame) -> std::result::Result<(), String> {
+        match (self, frame) {
+            (Peer::Unauthenticated, _) => Ok(()),
+            (_, Frame::Request(_)) => Ok(()),
+            (Peer::Node(id), Frame::Peer(envelope)) if envelope.from != *id => Err(format!(
+                "a Paxos frame from node {} on the connection of node {id}",
+                envelope.from
+            )),
+            (Peer::Node(id), Frame::SyncRequest(call)) => match &call.body {
+                SyncRequest::Hello { node, .. } if node != id => Err(format!(
+                    "a Hello of node {node} on the connection of node {id}"
+                )),
+                _ => Ok(()),
+            },
+            (Peer::Node(_), _) => Ok(()),
+            (Peer::Client, Frame::Peer(envelope)) => Err(format!(
+                "a Paxos frame from node {} on a client's connection",
+                envelope.from
+            )),
+            (Peer::Client, Frame::SyncRequest(_)) => {
+                Err("a node-to-node request on a client's connection".into())
+            }
+            (Peer::Client, _) => Ok(()),
+        }
+    }
+}
