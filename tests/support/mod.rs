@@ -30,6 +30,17 @@ pub struct TestCluster {
     listeners: Vec<Option<TcpListener>>,
     /// Nodes the config does not list (they join through `member add`), by id.
     extra: std::collections::BTreeMap<NodeId, SocketAddr>,
+    /// The client certificate of a cluster with `[tls]` (see [`TestCluster::with_tls`]).
+    client_tls: Option<Arc<paxkv::tls::Tls>>,
+}
+
+/// A directory with a development CA and certificates for `config`'s nodes, and the config
+/// turned to TLS with it ([`TestCluster::with_tls`]).
+pub fn tls_dir_for(config: &mut Config, dir: &std::path::Path) {
+    let nodes: Vec<(NodeId, SocketAddr)> =
+        config.node_ids().into_iter().zip(config.addrs()).collect();
+    paxkv::certs::write(&nodes, dir).expect("write the certificates");
+    config.tls.dir = Some(dir.to_path_buf());
 }
 
 impl TestCluster {
@@ -99,13 +110,46 @@ impl TestCluster {
         config.storage.map_size_mb = 256;
         tweak(&mut config);
         config.validate().expect("a valid test config");
+        let client_tls = paxkv::tls::Tls::from_config(&config.tls, paxkv::tls::Role::Client)
+            .expect("the client's certificate");
         TestCluster {
             config: Arc::new(config),
             dir: tempfile::tempdir().unwrap(),
             nodes: (0..n).map(|_| None).collect(),
             listeners: listeners.into_iter().map(Some).collect(),
             extra: Default::default(),
+            client_tls,
         }
+    }
+
+    /// `n` nodes with TLS on (a development CA in `certs`, which must outlive the cluster),
+    /// each serving `/metrics` on a port of its own; all started.
+    pub fn with_tls(n: usize, certs: &std::path::Path) -> TestCluster {
+        let mut cluster = TestCluster::configured_n(n, |config| {
+            for node in &mut config.nodes {
+                node.metrics_addr = Some(free_port().to_string());
+            }
+            tls_dir_for(config, certs);
+        });
+        let ids: Vec<NodeId> = (1..=n as NodeId).collect();
+        for &id in &ids {
+            cluster.restart(id);
+        }
+        cluster.wait_voting_blocking(&ids);
+        cluster
+    }
+
+    /// Node `id`'s `/metrics` endpoint, if it has one.
+    pub fn metrics_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        self.config.metrics_addr_of(id)
+    }
+
+    /// The value of the series `name` (with its labels, as printed) in node `id`'s
+    /// `/metrics`, `None` if absent.
+    pub async fn metric(&self, id: NodeId, name: &str) -> Option<f64> {
+        let addr = self.metrics_addr(id).expect("the node serves metrics");
+        let text = http_get(addr, "/metrics").await.ok()?.1;
+        metric_in(&text, name)
     }
 
     /// Blocks until every node in `ids` votes (has recovered from a majority).
@@ -322,6 +366,7 @@ impl TestCluster {
                 op_timeout,
                 attempt_timeout: op_timeout.min(Duration::from_secs(4)),
                 pinned,
+                tls: self.client_tls.clone(),
                 ..ClientOptions::default()
             },
         )
@@ -475,6 +520,42 @@ impl History {
 }
 
 /// Copies the files of a (node's data) directory; `to` is created.
+/// A free 127.0.0.1 port (bound, read, released).
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// `GET path` over HTTP/1.1 (one request, `Connection: close`): the status and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The value of series `name` (labels included, as the text format prints them) in a
+/// Prometheus text page.
+pub fn metric_in(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

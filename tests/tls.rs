@@ -1,0 +1,400 @@
+//! TLS with identities (`paxkv::tls`), attacked: a well-formed Accept "from node 3" sent
+//! over plaintext, over a certificate of another CA, over node 2's own certificate and over
+//! a client's; random and truncated bytes on every port. None changes a key, each refusal is
+//! counted in `/metrics`, and the nodes keep serving throughout.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paxkv::actors::messages::InspectAcceptor;
+use paxkv::frame;
+use paxkv::messages::{
+    ClientRequest, Envelope, Frame, PeerMessage, RequestBody, SyncCall, SyncRequest,
+};
+use paxkv::paxos::membership::Membership;
+use paxkv::paxos::types::{Ballot, NodeId, Outcome, Register};
+use paxkv::tls::{self, BoxStream, Dial, Role, Tls, TlsFiles};
+use support::{eventually, http_get, metric_in, TestCluster};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const KEY: &[u8] = b"color";
+
+/// A frame that would overwrite KEY on any acceptor that took it: an Accept from node 3
+/// at a ballot far above any in use, with a value of its own.
+fn forged_accept(epoch: u64) -> Frame {
+    Frame::Peer(Envelope {
+        from: 3,
+        proposer: 7,
+        epoch,
+        key: KEY.to_vec(),
+        body: PeerMessage::Accept {
+            ballot: Ballot::new(999, 3),
+            state: Register {
+                version: 999,
+                value: Some(b"FORGED".to_vec()),
+                ..Register::default()
+            },
+            next: None,
+        },
+    })
+}
+
+fn ping(id: u64) -> Frame {
+    Frame::Request(ClientRequest {
+        id,
+        body: RequestBody::Ping,
+    })
+}
+
+async fn dial(addr: SocketAddr, identity: Option<&Tls>) -> std::io::Result<BoxStream> {
+    let tcp = TcpStream::connect(addr).await?;
+    tls::dial(identity, tcp, Dial::Address(addr.ip())).await
+}
+
+/// Reads one frame; `Err` if the connection ends (or fails) first, or within 5 s nothing
+/// comes.
+async fn read_frame(stream: &mut BoxStream) -> std::io::Result<Frame> {
+    let read = async {
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len).await?;
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        stream.read_exact(&mut body).await?;
+        frame::decode(&body).map_err(std::io::Error::other)
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .map_err(|_| std::io::Error::other("no answer within 5 s"))?
+}
+
+/// A connection the node must close: whatever it sends, nothing comes back but its end.
+async fn assert_closed(mut stream: BoxStream, what: &str) {
+    match read_frame(&mut stream).await {
+        Err(e) if e.to_string().contains("no answer") => {
+            panic!("{what}: the node kept the connection open")
+        }
+        Err(_) => {}
+        Ok(frame) => panic!("{what}: the node answered {frame:?}"),
+    }
+}
+
+/// Every node still holds KEY = blue (version 1), with no promise at the forged ballot, and
+/// a client reads it so.
+async fn assert_unchanged(cluster: &TestCluster, ids: &[NodeId]) {
+    for &id in ids {
+        let record = cluster
+            .node(id)
+            .supervisor()
+            .send(InspectAcceptor { key: KEY.to_vec() })
+            .await
+            .unwrap();
+        if let Some(record) = record {
+            assert!(
+                record.promised < Ballot::new(999, 3),
+                "node {id} promised the forged ballot: {record:?}"
+            );
+            assert_eq!(
+                record.state.value.as_deref(),
+                Some(&b"blue"[..]),
+                "node {id}"
+            );
+        }
+    }
+    match cluster.client().get(KEY).await.unwrap() {
+        Outcome::Get { value, version } => {
+            assert_eq!((value.as_deref(), version), (Some(&b"blue"[..]), 1))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn metric(cluster: &TestCluster, id: NodeId, name: &str) -> f64 {
+    cluster
+        .metric(id, name)
+        .await
+        .unwrap_or_else(|| panic!("node {id} has no {name}"))
+}
+
+/// The identity of `stem` (`node-3`, `client`) in `dir`, trusting `ca`.
+fn identity(dir: &std::path::Path, ca: &std::path::Path, stem: &str, role: Role) -> Arc<Tls> {
+    Tls::load(
+        TlsFiles {
+            ca: ca.to_path_buf(),
+            cert: dir.join(format!("{stem}.pem")),
+            key: dir.join(format!("{stem}-key.pem")),
+        },
+        role,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_accept_claiming_node_3_over_plaintext_or_another_cas_certificate_changes_nothing() {
+    let certs = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::with_tls(5, certs.path());
+    let ids: Vec<NodeId> = (1..=5).collect();
+    cluster.client().put(KEY, b"blue").await.unwrap();
+    let epoch = cluster.status(1).await.epoch;
+
+    // Another CA's certificate for "node 3", presented by a client that trusts the real CA
+    // (so that the handshake gets as far as the node's check of the client's certificate).
+    let other = tempfile::tempdir().unwrap();
+    let nodes: Vec<_> = cluster
+        .config
+        .node_ids()
+        .into_iter()
+        .zip(cluster.config.addrs())
+        .collect();
+    paxkv::certs::write(&nodes, other.path()).unwrap();
+    let impostor = identity(
+        other.path(),
+        &certs.path().join("ca.pem"),
+        "node-3",
+        Role::Node(3),
+    );
+
+    for &id in &ids {
+        let addr = cluster.addr(id);
+        let refused_before = metric(&cluster, id, "paxkv_refused_connections_total").await;
+        // Plaintext: the node reads a TLS handshake, gets a frame, and hangs up.
+        let mut plain: BoxStream = Box::new(TcpStream::connect(addr).await.unwrap());
+        plain
+            .write_all(&frame::encode(&forged_accept(epoch)))
+            .await
+            .unwrap();
+        assert_closed(plain, &format!("plaintext to node {id}")).await;
+        // Another CA: the handshake fails on the node's side (on ours it may look done: in
+        // TLS 1.3 the client's certificate is checked after the client has finished).
+        match dial(addr, Some(&impostor)).await {
+            Err(_) => {}
+            Ok(mut stream) => {
+                let _ = stream
+                    .write_all(&frame::encode(&forged_accept(epoch)))
+                    .await;
+                assert_closed(stream, &format!("another CA's certificate to node {id}")).await;
+            }
+        }
+        eventually("both refusals counted", Duration::from_secs(5), || async {
+            metric(&cluster, id, "paxkv_refused_connections_total").await >= refused_before + 2.0
+        })
+        .await;
+    }
+    assert_unchanged(&cluster, &ids).await;
+    // No frame of theirs was ever decoded, let alone taken for a forgery.
+    for &id in &ids {
+        assert_eq!(metric(&cluster, id, "paxkv_forged_frames_total").await, 0.0);
+    }
+}
+
+#[tokio::test]
+async fn a_peer_with_node_2s_certificate_cannot_speak_for_node_3_nor_a_client_for_any_node() {
+    let certs = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::with_tls(5, certs.path());
+    let ids: Vec<NodeId> = (1..=5).collect();
+    cluster.client().put(KEY, b"blue").await.unwrap();
+    let epoch = cluster.status(1).await.epoch;
+    let ca = certs.path().join("ca.pem");
+    let node2 = identity(certs.path(), &ca, "node-2", Role::Node(2));
+    let client = identity(certs.path(), &ca, "client", Role::Client);
+    // A membership that would make node 1 the sole voter, if a client could install it.
+    let mut takeover = Membership::bootstrap([(1, cluster.addr(1).to_string())]);
+    takeover.epoch = epoch + 10;
+
+    for &id in &ids {
+        if id == 2 {
+            continue;
+        }
+        let addr = cluster.addr(id);
+        let forged_before = metric(&cluster, id, "paxkv_forged_frames_total").await;
+        let mut as_node2 = dial(addr, Some(&node2)).await.unwrap();
+        as_node2
+            .write_all(&frame::encode(&forged_accept(epoch)))
+            .await
+            .unwrap();
+        let hello = Frame::SyncRequest(SyncCall {
+            id: 1,
+            body: SyncRequest::Hello {
+                node: 3,
+                store: 1,
+                generation: u64::MAX,
+            },
+        });
+        as_node2.write_all(&frame::encode(&hello)).await.unwrap();
+        // The connection goes on: a ping on it is answered.
+        as_node2.write_all(&frame::encode(&ping(42))).await.unwrap();
+        match read_frame(&mut as_node2).await.unwrap() {
+            Frame::Response(r) => assert_eq!(r.id, 42),
+            other => panic!("expected the ping's answer, got {other:?}"),
+        }
+
+        let mut as_client = dial(addr, Some(&client)).await.unwrap();
+        as_client
+            .write_all(&frame::encode(&forged_accept(epoch)))
+            .await
+            .unwrap();
+        let install = Frame::SyncRequest(SyncCall {
+            id: 2,
+            body: SyncRequest::Install(takeover.clone()),
+        });
+        as_client.write_all(&frame::encode(&install)).await.unwrap();
+        as_client
+            .write_all(&frame::encode(&ping(43)))
+            .await
+            .unwrap();
+        match read_frame(&mut as_client).await.unwrap() {
+            Frame::Response(r) => assert_eq!(r.id, 43),
+            other => panic!("expected the ping's answer, got {other:?}"),
+        }
+        eventually("four forgeries counted", Duration::from_secs(5), || async {
+            metric(&cluster, id, "paxkv_forged_frames_total").await == forged_before + 4.0
+        })
+        .await;
+    }
+    assert_unchanged(&cluster, &ids).await;
+    for &id in &ids {
+        let m = cluster.membership(id).await;
+        assert_eq!(m.voters().len(), 5, "node {id}'s membership changed: {m:?}");
+    }
+}
+
+#[tokio::test]
+async fn random_and_truncated_bytes_on_every_port_close_only_that_connection() {
+    use rand::{Rng, SeedableRng};
+    let certs = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::with_tls(3, certs.path());
+    let ids: Vec<NodeId> = (1..=3).collect();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+    let ca = certs.path().join("ca.pem");
+    let client_identity = identity(certs.path(), &ca, "client", Role::Client);
+    // A connection that stays up through everything, and must keep being answered.
+    let mut bystander = dial(cluster.addr(1), Some(&client_identity)).await.unwrap();
+    let good = frame::encode(&forged_accept(1));
+    for &id in &ids {
+        let refused_before = metric(&cluster, id, "paxkv_refused_connections_total").await;
+        let bad_before = metric(&cluster, id, "paxkv_bad_frames_total").await;
+        // The node's port, before the handshake: random bytes, and a truncated frame.
+        for n in [1usize, 7, 64, 4096] {
+            let mut raw = TcpStream::connect(cluster.addr(id)).await.unwrap();
+            let bytes: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+            raw.write_all(&bytes).await.unwrap();
+            let mut plain: BoxStream = Box::new(raw);
+            assert_closed(plain, &format!("{n} random bytes to node {id}")).await;
+            plain = Box::new(TcpStream::connect(cluster.addr(id)).await.unwrap());
+            plain.write_all(&good[..good.len() / 2]).await.unwrap();
+            plain.shutdown().await.unwrap();
+            assert_closed(plain, &format!("half a frame to node {id}")).await;
+        }
+        // After the handshake: random bytes that announce a frame and are not one.
+        let mut stream = dial(cluster.addr(id), Some(&client_identity))
+            .await
+            .unwrap();
+        let mut garbage = vec![0, 0, 0, 32];
+        garbage.extend((0..32).map(|_| rng.random::<u8>() | 0x80));
+        stream.write_all(&garbage).await.unwrap();
+        assert_closed(stream, &format!("an undecodable frame to node {id}")).await;
+        // The metrics port: garbage instead of HTTP, a request cut short.
+        let metrics = cluster.metrics_addr(id).unwrap();
+        for bytes in [&b"\x16\x03\x01\x02\x00garbage\r\n\r\n"[..], b"GET /metr"] {
+            let mut raw = TcpStream::connect(metrics).await.unwrap();
+            raw.write_all(bytes).await.unwrap();
+            raw.shutdown().await.unwrap();
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer))
+                .await
+                .expect("the metrics endpoint closes a broken request");
+        }
+        let (status, _) = http_get(metrics, "/health").await.unwrap();
+        assert_eq!(status, 200, "node {id} still healthy");
+        eventually("the refusals counted", Duration::from_secs(5), || async {
+            metric(&cluster, id, "paxkv_refused_connections_total").await >= refused_before + 8.0
+                && metric(&cluster, id, "paxkv_bad_frames_total").await >= bad_before + 1.0
+        })
+        .await;
+        // The bystander's connection is still served.
+        bystander
+            .write_all(&frame::encode(&ping(100 + id as u64)))
+            .await
+            .unwrap();
+        match read_frame(&mut bystander).await.unwrap() {
+            Frame::Response(r) => assert_eq!(r.id, 100 + id as u64),
+            other => panic!("{other:?}"),
+        }
+    }
+    cluster.client().put(b"after", b"garbage").await.unwrap();
+}
+
+/// `/metrics` carries every series the README documents, and counts requests by operation
+/// and outcome; `/health` is 200 exactly while the node votes.
+#[tokio::test]
+async fn metrics_name_every_documented_series_and_health_follows_voting() {
+    let certs = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::with_tls(3, certs.path());
+    let client = cluster.client_for(1);
+    client.put(b"m", b"1").await.unwrap();
+    client.get(b"m").await.unwrap();
+    client.get(b"m").await.unwrap();
+    let _ = client.cas(b"m", b"2", 7).await;
+    let metrics = cluster.metrics_addr(1).unwrap();
+    let (status, text) = http_get(metrics, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let documented: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `paxkv_"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    assert!(
+        documented.len() >= 20,
+        "the README's metrics table: {documented:?}"
+    );
+    for name in &documented {
+        let name = format!("paxkv_{name}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# TYPE {name} "))),
+            "/metrics has no {name}"
+        );
+    }
+    for line in text.lines().filter(|l| l.starts_with("# TYPE paxkv_")) {
+        let name = line.split_whitespace().nth(2).unwrap();
+        assert!(
+            documented.iter().any(|d| format!("paxkv_{d}") == name),
+            "{name} is not documented in the README"
+        );
+    }
+    let get_ok = metric_in(&text, "paxkv_requests_total{op=\"get\",outcome=\"ok\"}");
+    assert_eq!(get_ok, Some(2.0), "{text}");
+    assert_eq!(
+        metric_in(
+            &text,
+            "paxkv_request_duration_seconds_count{op=\"put\",outcome=\"ok\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(metric_in(&text, "paxkv_paxos_rounds_total{kind=\"quick_read\"}").unwrap() >= 2.0);
+    assert!(metric_in(&text, "paxkv_commit_duration_seconds_count").unwrap() >= 1.0);
+    assert_eq!(metric_in(&text, "paxkv_voting"), Some(1.0));
+    assert!(metric_in(&text, "paxkv_membership_epoch").unwrap() >= 1.0);
+    assert_eq!(http_get(metrics, "/health").await.unwrap().0, 200);
+    assert_eq!(http_get(metrics, "/nothing").await.unwrap().0, 404);
+
+    // A wiped node is refused: it serves /health, with 503 and the reason.
+    cluster.stop(3);
+    cluster.wipe(3);
+    cluster.restart(3);
+    let metrics3 = cluster.metrics_addr(3).unwrap();
+    eventually(
+        "the wiped node's health says why it does not vote",
+        Duration::from_secs(30),
+        || async {
+            matches!(http_get(metrics3, "/health").await, Ok((503, body)) if body.contains("store"))
+        },
+    )
+    .await;
+    assert_eq!(cluster.metric(3, "paxkv_voting").await, Some(0.0));
+    assert_eq!(cluster.metric(3, "paxkv_store_refused").await, Some(1.0));
+}
