@@ -123,11 +123,6 @@ enum Command {
 }
 
 pub fn main() -> i32 {
-    // Like any Unix filter: `paxkv status | head -1` ends quietly when the reader goes away.
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -139,6 +134,15 @@ pub fn main() -> i32 {
             };
         }
     };
+    if !matches!(cli.command, Command::Node { .. } | Command::Cluster { .. }) {
+        // Like any Unix filter: `paxkv status | head -1` ends quietly when the reader goes
+        // away. Never for a node: a peer that hangs up must not kill it (a TLS stream writes
+        // with writev(2), which, unlike send(2) with MSG_NOSIGNAL, raises SIGPIPE).
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let default_log = match cli.command {
         Command::Cluster { .. } | Command::Node { .. } => "info",
         _ => "warn",

@@ -7,6 +7,7 @@
 pub mod convert;
 pub mod linearizability;
 pub mod processes;
+pub mod workload;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};

@@ -401,6 +401,11 @@ impl ProcessCluster {
         self.signal(id, libc::SIGHUP);
     }
 
+    /// The harness clients' TLS identity (TLS on): reload it after changing the files.
+    pub fn client_tls(&self) -> Option<std::sync::Arc<paxkv::tls::Tls>> {
+        self.tls.clone()
+    }
+
     /// The directory `paxkv::certs` wrote (TLS on).
     pub fn certs_dir(&self) -> PathBuf {
         self.dir.path().join("certs")

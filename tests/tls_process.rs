@@ -1,0 +1,226 @@
+//! TLS on real `paxkv node` processes: the certificates of a running cluster are rotated to a
+//! new CA, one node at a time with SIGHUP, while a checked workload runs; a reload that fails
+//! keeps the old files; a node refuses to start on a non-loopback address without TLS, and
+//! on a certificate that names another node.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paxkv::paxos::types::NodeId;
+use paxkv::tls::{Role, Tls, TlsFiles};
+use support::processes::{ProcessCluster, ProcessOptions};
+use support::workload::Workload;
+
+const BIN: &str = env!("CARGO_BIN_EXE_paxkv");
+/// Operations the workload must get acknowledged after each step of the rotation.
+const PROGRESS: u64 = 30;
+const PROGRESS_DEADLINE: Duration = Duration::from_secs(30);
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::copy(from, to)
+        .unwrap_or_else(|e| panic!("{} -> {}: {e}", from.display(), to.display()));
+}
+
+/// Does a fresh TLS connection to node `addr` with this identity get a ping answered?
+async fn answers(addr: std::net::SocketAddr, identity: &Arc<Tls>) -> bool {
+    let client = paxkv::client::Client::new(
+        vec![addr],
+        paxkv::client::ClientOptions {
+            op_timeout: Duration::from_secs(2),
+            attempt_timeout: Duration::from_secs(1),
+            pinned: true,
+            tls: Some(identity.clone()),
+            ..Default::default()
+        },
+    );
+    client.ping(0).await.is_ok()
+}
+
+/// The client identity `stem` in `dir`, trusting the CA bundle `ca`.
+fn identity_of(dir: &Path, ca: &Path, stem: &str) -> Arc<Tls> {
+    let files = TlsFiles {
+        ca: ca.to_path_buf(),
+        cert: dir.join(format!("{stem}.pem")),
+        key: dir.join(format!("{stem}-key.pem")),
+    };
+    Tls::load(files, Role::Client).unwrap()
+}
+
+/// SIGHUP to node `id`, then wait for the workload to go on.
+async fn reload(cluster: &ProcessCluster, workload: &Workload, id: NodeId, step: &str) {
+    cluster.hang_up(id);
+    workload
+        .progress(PROGRESS, PROGRESS_DEADLINE, &format!("{step}, node {id}"))
+        .await;
+}
+
+#[tokio::test]
+async fn certificates_rotate_to_a_new_ca_one_node_at_a_time_while_a_checked_workload_runs() {
+    let mut cluster = ProcessCluster::start_with(ProcessOptions {
+        tls: true,
+        ..ProcessOptions::default()
+    })
+    .await;
+    let ids = cluster.ids();
+    let certs = cluster.certs_dir();
+    let harness = cluster.client_tls().unwrap();
+    let clients = |n| (0..n).map(|_| cluster.client()).collect::<Vec<_>>();
+    let workload = Workload::start(clients(4), clients(2), 7);
+    workload
+        .progress(PROGRESS, PROGRESS_DEADLINE, "before the rotation")
+        .await;
+
+    // The new CA, with a certificate for every node and the client.
+    let new = cluster.dir().join("certs-new");
+    let nodes: Vec<_> = ids.iter().copied().zip(cluster.addrs()).collect();
+    paxkv::certs::write(&nodes, &new).unwrap();
+    let old_ca = std::fs::read_to_string(certs.join("ca.pem")).unwrap();
+    let new_ca = std::fs::read_to_string(new.join("ca.pem")).unwrap();
+    // The old client certificate, to show at the end that the old CA is no longer trusted.
+    let old = cluster.dir().join("certs-old");
+    std::fs::create_dir_all(&old).unwrap();
+    copy(&certs.join("client.pem"), &old.join("client.pem"));
+    copy(&certs.join("client-key.pem"), &old.join("client-key.pem"));
+
+    // 1. Both CAs trusted everywhere.
+    std::fs::write(certs.join("ca.pem"), format!("{old_ca}{new_ca}")).unwrap();
+    assert!(
+        !answers(
+            cluster.addr(1),
+            &identity_of(&new, &new.join("ca.pem"), "client")
+        )
+        .await,
+        "before any reload, a certificate of the new CA is refused"
+    );
+    harness.reload().unwrap();
+    for &id in &ids {
+        reload(&cluster, &workload, id, "trusting both CAs").await;
+    }
+    // 2. Each node presents a certificate of the new CA (and so does the client).
+    for &id in &ids {
+        for suffix in ["", "-key"] {
+            let name = format!("node-{id}{suffix}.pem");
+            copy(&new.join(&name), &certs.join(&name));
+        }
+        reload(
+            &cluster,
+            &workload,
+            id,
+            "presenting the new CA's certificate",
+        )
+        .await;
+    }
+    copy(&new.join("client.pem"), &certs.join("client.pem"));
+    copy(&new.join("client-key.pem"), &certs.join("client-key.pem"));
+    harness.reload().unwrap();
+    // 3. The old CA dropped.
+    std::fs::write(certs.join("ca.pem"), &new_ca).unwrap();
+    harness.reload().unwrap();
+    for &id in &ids {
+        reload(&cluster, &workload, id, "trusting the new CA only").await;
+    }
+
+    // A reload that fails keeps what the node had: node 1 given node 2's certificate.
+    copy(&new.join("node-2.pem"), &certs.join("node-1.pem"));
+    cluster.hang_up(1);
+    support::eventually(
+        "node 1 logs the failed reload",
+        Duration::from_secs(10),
+        || async { cluster.log_tail(1).contains("TLS reload failed") },
+    )
+    .await;
+    assert!(
+        cluster.log_tail(1).contains("names node 2, not node 1"),
+        "{}",
+        cluster.log_tail(1)
+    );
+    workload
+        .progress(PROGRESS, PROGRESS_DEADLINE, "after a failed reload")
+        .await;
+    copy(&new.join("node-1.pem"), &certs.join("node-1.pem"));
+
+    // Every node now speaks the new CA only: a fresh connection that trusts only the new CA
+    // is answered, one presenting the old CA's client certificate is refused.
+    let new_client = identity_of(&new, &new.join("ca.pem"), "client");
+    let old_client = identity_of(&old, &new.join("ca.pem"), "client");
+    for &id in &ids {
+        assert!(
+            answers(cluster.addr(id), &new_client).await,
+            "node {id} does not present a certificate of the new CA"
+        );
+        assert!(
+            !answers(cluster.addr(id), &old_client).await,
+            "node {id} still trusts the old CA"
+        );
+    }
+    // A restart re-dials every peer link, now with the new certificates on both sides.
+    cluster.kill(3).await;
+    cluster.restart(3);
+    cluster.wait_voting(&[3]).await;
+    workload
+        .progress(PROGRESS, PROGRESS_DEADLINE, "after node 3's restart")
+        .await;
+
+    let checked = workload.finish(cluster.client(), "tls-rotation").await;
+    println!("rotation under load: {checked:?}");
+    assert!(checked.write_once_keys > 0);
+}
+
+fn node_refusal(config: &str, dir: &Path) -> (i32, String) {
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(BIN)
+        .args(["node", "--id", "1", "--config"])
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_node_refuses_plaintext_beyond_loopback_and_a_certificate_naming_another_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = "[[node]]\nid = 1\naddr = \"10.99.0.1:7401\"\n\
+                 [[node]]\nid = 2\naddr = \"10.99.0.2:7401\"\n\
+                 [[node]]\nid = 3\naddr = \"10.99.0.3:7401\"\n";
+    let (code, stderr) = node_refusal(nodes, dir.path());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("tls: 10.99.0.1:7401 is not a loopback address"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("tls.insecure = true"), "{stderr}");
+
+    // Certificates swapped: node 1's files hold node 2's certificate and key.
+    let certs = dir.path().join("certs");
+    let local: Vec<_> = (1..=3)
+        .map(|id| (id, format!("127.0.0.1:{}", 17400 + id).parse().unwrap()))
+        .collect();
+    paxkv::certs::write(&local, &certs).unwrap();
+    copy(&certs.join("node-2.pem"), &certs.join("node-1.pem"));
+    copy(&certs.join("node-2-key.pem"), &certs.join("node-1-key.pem"));
+    let config = format!(
+        "{}\n[tls]\ndir = {:?}\n",
+        nodes.replace("10.99.0.", "127.0.0.").replace(":7401", ""),
+        certs.display().to_string()
+    );
+    let config = config
+        .replace("127.0.0.1\"", "127.0.0.1:17401\"")
+        .replace("127.0.0.2\"", "127.0.0.1:17402\"")
+        .replace("127.0.0.3\"", "127.0.0.1:17403\"");
+    let (code, stderr) = node_refusal(&config, dir.path());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("tls.cert") && stderr.contains("names node 2, not node 1"),
+        "{stderr}"
+    );
+}
