@@ -176,7 +176,13 @@ async fn serve_connection(
     });
     let inflight = Arc::new(Semaphore::new(inflight_limit));
     while let Some(bytes) = frames.next().await {
-        let bytes = bytes.map_err(|e| Error::Frame(e.to_string()))?;
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            // A peer that went away (a TLS peer closing without close_notify, a reset) is
+            // no bad frame.
+            Err(e) if gone(&e) => return Ok(()),
+            Err(e) => return Err(Error::Frame(e.to_string())),
+        };
         let frame = frame::decode(&bytes)?;
         if let Err(e) = frame.validate(&shared.config) {
             // Well framed but wrong: drop this frame only; the connection goes on.
@@ -240,6 +246,15 @@ async fn serve_connection(
         });
     }
     Ok(())
+}
+
+/// Did the other end just go away (rather than send something malformed)?
+fn gone(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 /// A request that is answered on its connection.

@@ -17,6 +17,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use paxkv::client::{Client, ClientOptions};
@@ -69,7 +70,7 @@ pub struct ProcessOptions {
     pub tls: bool,
     /// Node `id`'s process is started as `prefix(id) ++ ["paxkv", "node", ...]` (for
     /// example `ip netns exec NS`).
-    pub prefix: Option<fn(NodeId) -> Vec<String>>,
+    pub prefix: Option<Arc<dyn Fn(NodeId) -> Vec<String> + Send + Sync>>,
     /// A `metrics_addr` for each node (same order as the addresses).
     pub metrics: Option<Vec<SocketAddr>>,
 }
@@ -81,7 +82,7 @@ pub struct ProcessCluster {
     started: Instant,
     startup_attempts: usize,
     options: ProcessOptions,
-    tls: Option<std::sync::Arc<paxkv::tls::Tls>>,
+    tls: Option<Arc<paxkv::tls::Tls>>,
 }
 
 impl ProcessCluster {
@@ -296,7 +297,12 @@ impl ProcessCluster {
             node.spawns,
             elapsed.as_secs_f64()
         );
-        let prefix = self.options.prefix.map(|p| p(id)).unwrap_or_default();
+        let prefix = self
+            .options
+            .prefix
+            .as_ref()
+            .map(|p| p(id))
+            .unwrap_or_default();
         let node = self.node_mut(id);
         let mut command = match prefix.split_first() {
             Some((program, args)) => {
@@ -402,7 +408,7 @@ impl ProcessCluster {
     }
 
     /// The harness clients' TLS identity (TLS on): reload it after changing the files.
-    pub fn client_tls(&self) -> Option<std::sync::Arc<paxkv::tls::Tls>> {
+    pub fn client_tls(&self) -> Option<Arc<paxkv::tls::Tls>> {
         self.tls.clone()
     }
 
