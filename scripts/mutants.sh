@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Mutation check for the safety fixes of issues 8 and 10 and the input validation of issue 9:
+# Mutation check for the safety fixes of issues 8 and 10, the input validation of issue 9 and
+# the TLS identities of issue 11:
 # each mutant undoes one fix in a scratch worktree of HEAD, and the test named beside it must then FAIL. Prints one line per mutant:
 # "caught" (the test failed, as it must) or "MISSED".
 #
@@ -42,6 +43,12 @@ mutants=(
   'acceptor-answers-older-epochs @@ src/actors/acceptor.rs @@ s/if msg.epoch < epoch {/if msg.epoch < epoch \&\& false {/ @@ --test membership a_prepare_of_an_older_epoch'
   'wiped-store-votes @@ src/actors/view.rs @@ s/.is_some_and(|me| me.store == self.store || me.store == 0)/.is_some_and(|_| true)/ @@ --test membership a_wiped_node_never_votes'
   'rollback-undetected @@ src/actors/membership.rs @@ s/Ok(SyncReply::Hello { seen }) if seen >= generation => {/Ok(SyncReply::Hello { seen }) if seen >= generation \&\& false => {/ @@ --test membership a_node_on_an_older_copy'
+  # issue 11: TLS identities
+  'tls-off-at-the-listener @@ src/actors/network.rs @@ s/Peer::accept(shared.tls.as_deref(), stream)/Peer::accept(None, stream)/ @@ --test tls an_accept_claiming_node_3'
+  'forged-from-accepted @@ src/tls.rs @@ s/(Peer::Node(id), Frame::Peer(envelope)) if envelope.from != \*id => Err(format!(/(Peer::Node(id), Frame::Peer(envelope)) if envelope.from != *id \&\& false => Err(format!(/ @@ --test tls a_peer_with_node_2s_certificate'
+  'client-may-send-sync-requests @@ src/tls.rs @@ s/(Peer::Client, Frame::SyncRequest(_)) => {/(Peer::Client, Frame::SyncRequest(_)) if false => {/ @@ --test tls a_peer_with_node_2s_certificate'
+  'reload-does-nothing @@ src/tls.rs @@ s/\*self.current.write().expect("tls lock") = Arc::new(loaded);/drop(loaded);/ @@ --test tls_process certificates_rotate'
+  'sigpipe-kills-nodes @@ src/cli/mod.rs @@ s/if !matches!(cli.command, Command::Node { .. } | Command::Cluster { .. }) {/if true {/ @@ --test tls_process certificates_rotate'
   'removed-node-frames-accepted @@ src/actors/network.rs @@ s/^                if !member {$/                if false {/ @@ --test membership a_removed_node_that_returns'
 )
 

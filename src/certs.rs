@@ -4,7 +4,7 @@
 //!
 //! - `ca.pem`, `ca-key.pem`: the CA (ten years). If `DIR` already holds both, they are kept
 //!   and only the other certificates are issued again: that is how certificates are renewed
-//!   from the same CA, and how a node added later gets one.
+//!   from the same CA, and (`--id`, only some nodes) how a node added later gets one.
 //! - `node-<id>.pem`, `node-<id>-key.pem` for each node of the config: the names
 //!   `node-<id>.paxkv` (its identity) and its IP address; for server and client
 //!   authentication (a node is both). One year.
@@ -124,12 +124,13 @@ fn leaf(
     Ok(())
 }
 
-/// Writes the CA (unless `out` has one), a certificate for each of `nodes`, and a client
-/// certificate into `out` (created if missing).
-pub fn write(nodes: &[(NodeId, SocketAddr)], out: &Path) -> Result<Written> {
+/// Writes the CA (unless `out` has one), a certificate for each of `nodes`, and (if
+/// `client`) a client certificate into `out` (created if missing). `files` lists what was
+/// written besides the CA.
+pub fn write(nodes: &[(NodeId, SocketAddr)], out: &Path, client: bool) -> Result<Written> {
     std::fs::create_dir_all(out).map_err(|e| failed(&out.display().to_string(), e))?;
     let (new_ca, issuer, _) = ca(out)?;
-    let mut files = vec![out.join("ca.pem")];
+    let mut files = Vec::new();
     for &(id, addr) in nodes {
         let names = vec![
             SanType::DnsName(
@@ -150,15 +151,18 @@ pub fn write(nodes: &[(NodeId, SocketAddr)], out: &Path) -> Result<Written> {
             &mut files,
         )?;
     }
-    leaf(
-        out,
-        "client",
-        "paxkv client",
-        Vec::new(),
-        false,
-        &issuer,
-        &mut files,
-    )?;
+    if client {
+        let names = Vec::new();
+        leaf(
+            out,
+            "client",
+            "paxkv client",
+            names,
+            false,
+            &issuer,
+            &mut files,
+        )?;
+    }
     Ok(Written { new_ca, files })
 }
 
@@ -180,7 +184,7 @@ mod tests {
             (1, "127.0.0.1:7001".parse().unwrap()),
             (7, "10.1.2.3:7007".parse().unwrap()),
         ];
-        let written = write(&nodes, dir.path()).unwrap();
+        let written = write(&nodes, dir.path(), true).unwrap();
         assert!(written.new_ca);
         assert_eq!(node_in(dir.path(), "node-1"), Some(1));
         assert_eq!(node_in(dir.path(), "node-7"), Some(7));
@@ -192,8 +196,14 @@ mod tests {
         );
         // A second run keeps the CA: certificates issued before and after verify alike.
         let ca_before = std::fs::read(dir.path().join("ca.pem")).unwrap();
-        let again = write(&nodes[..1], dir.path()).unwrap();
+        let client_before = std::fs::read(dir.path().join("client.pem")).unwrap();
+        let again = write(&nodes[..1], dir.path(), false).unwrap();
         assert!(!again.new_ca);
+        assert_eq!(again.files.len(), 2, "node 1's certificate and key only");
+        assert_eq!(
+            std::fs::read(dir.path().join("client.pem")).unwrap(),
+            client_before
+        );
         assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca_before);
     }
 }

@@ -11,6 +11,7 @@ use actix::prelude::*;
 
 use crate::actors::anti_entropy::{AntiEntropy, SyncServer};
 use crate::actors::membership::Driver;
+use crate::actors::metrics;
 use crate::actors::network::Network;
 #[cfg(feature = "testing")]
 use crate::actors::outbox::Outbox;
@@ -23,7 +24,6 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 #[cfg(feature = "testing")]
 use crate::messages::FaultPlan;
-use crate::metrics;
 use crate::paxos::types::NodeId;
 use crate::storage::Store;
 use crate::tls::{Role, Tls};

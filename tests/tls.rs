@@ -148,7 +148,7 @@ async fn an_accept_claiming_node_3_over_plaintext_or_another_cas_certificate_cha
         .into_iter()
         .zip(cluster.config.addrs())
         .collect();
-    paxkv::certs::write(&nodes, other.path()).unwrap();
+    paxkv::certs::write(&nodes, other.path(), true).unwrap();
     let impostor = identity(
         other.path(),
         &certs.path().join("ca.pem"),
@@ -397,4 +397,44 @@ async fn metrics_name_every_documented_series_and_health_follows_voting() {
     .await;
     assert_eq!(cluster.metric(3, "paxkv_voting").await, Some(0.0));
     assert_eq!(cluster.metric(3, "paxkv_store_refused").await, Some(1.0));
+}
+
+/// A peer link checks that the node it reaches is the one it dials: a listener presenting
+/// node 2's certificate is refused by a link to node 3, and taken by a link to node 2.
+#[tokio::test]
+async fn a_peer_link_refuses_a_node_whose_certificate_names_another_node() {
+    let certs = tempfile::tempdir().unwrap();
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| support::free_port()).collect();
+    let nodes: Vec<_> = (1..=3).zip(addrs).collect();
+    paxkv::certs::write(&nodes, certs.path(), true).unwrap();
+    let ca = certs.path().join("ca.pem");
+    let node1 = identity(certs.path(), &ca, "node-1", Role::Node(1));
+    let node2 = identity(certs.path(), &ca, "node-2", Role::Node(2));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        for _ in 0..2 {
+            let (stream, _) = listener.accept().await.unwrap();
+            let _ = tls::Peer::accept(Some(&node2), stream).await;
+        }
+    });
+    let as_3 = tls::dial(
+        Some(&node1),
+        TcpStream::connect(addr).await.unwrap(),
+        Dial::Node(3),
+    )
+    .await;
+    let refused = as_3.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        refused.contains("certificate"),
+        "a link to node 3 took node 2: {refused:?}"
+    );
+    let as_2 = tls::dial(
+        Some(&node1),
+        TcpStream::connect(addr).await.unwrap(),
+        Dial::Node(2),
+    )
+    .await;
+    assert!(as_2.is_ok(), "a link to node 2: {:?}", as_2.err());
+    server.await.unwrap();
 }

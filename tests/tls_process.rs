@@ -77,7 +77,7 @@ async fn certificates_rotate_to_a_new_ca_one_node_at_a_time_while_a_checked_work
     // The new CA, with a certificate for every node and the client.
     let new = cluster.dir().join("certs-new");
     let nodes: Vec<_> = ids.iter().copied().zip(cluster.addrs()).collect();
-    paxkv::certs::write(&nodes, &new).unwrap();
+    paxkv::certs::write(&nodes, &new, true).unwrap();
     let old_ca = std::fs::read_to_string(certs.join("ca.pem")).unwrap();
     let new_ca = std::fs::read_to_string(new.join("ca.pem")).unwrap();
     // The old client certificate, to show at the end that the old CA is no longer trusted.
@@ -205,7 +205,7 @@ fn a_node_refuses_plaintext_beyond_loopback_and_a_certificate_naming_another_nod
     let local: Vec<_> = (1..=3)
         .map(|id| (id, format!("127.0.0.1:{}", 17400 + id).parse().unwrap()))
         .collect();
-    paxkv::certs::write(&local, &certs).unwrap();
+    paxkv::certs::write(&local, &certs, true).unwrap();
     copy(&certs.join("node-2.pem"), &certs.join("node-1.pem"));
     copy(&certs.join("node-2-key.pem"), &certs.join("node-1-key.pem"));
     let config = format!(

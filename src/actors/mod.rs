@@ -40,6 +40,7 @@ pub(crate) mod acceptor;
 pub(crate) mod anti_entropy;
 pub(crate) mod membership;
 pub mod messages;
+pub(crate) mod metrics;
 pub(crate) mod network;
 pub(crate) mod outbox;
 pub(crate) mod proposer;

@@ -87,6 +87,10 @@ enum Command {
     Certs {
         #[arg(long)]
         out: PathBuf,
+        /// Only these nodes of the config (say, one added later, with the CA already in
+        /// DIR); the client's certificate is then left as it is.
+        #[arg(long, value_delimiter = ',')]
+        id: Vec<u32>,
     },
     /// The cluster's membership: list it, add a node, remove one.
     #[command(subcommand)]
@@ -182,7 +186,7 @@ pub fn main() -> i32 {
                 metrics_addr,
             },
         ),
-        Command::Certs { ref out } => run_certs(&cli.config, out),
+        Command::Certs { ref out, ref id } => run_certs(&cli.config, out, id),
         _ => run_client_command(cli),
     }
 }
@@ -296,7 +300,7 @@ fn make_client(cli: &Cli) -> anyhow::Result<Client> {
 }
 
 /// `paxkv certs --config FILE --out DIR`.
-fn run_certs(config: &std::path::Path, out: &std::path::Path) -> i32 {
+fn run_certs(config: &std::path::Path, out: &std::path::Path, only: &[u32]) -> i32 {
     let config = match Config::load(config) {
         Ok(config) => config,
         Err(e) => {
@@ -304,15 +308,24 @@ fn run_certs(config: &std::path::Path, out: &std::path::Path) -> i32 {
             return EXIT_BAD_INPUT;
         }
     };
-    let nodes: Vec<_> = config.node_ids().into_iter().zip(config.addrs()).collect();
-    match paxkv::certs::write(&nodes, out) {
+    if let Some(missing) = only.iter().find(|id| config.node(**id).is_err()) {
+        eprintln!("paxkv certs: --id {missing}: node {missing} is not in the config");
+        return EXIT_BAD_INPUT;
+    }
+    let nodes: Vec<_> = config
+        .node_ids()
+        .into_iter()
+        .zip(config.addrs())
+        .filter(|(id, _)| only.is_empty() || only.contains(id))
+        .collect();
+    match paxkv::certs::write(&nodes, out, only.is_empty()) {
         Ok(written) => {
             if written.new_ca {
                 println!("a new CA: {}", out.join("ca.pem").display());
             } else {
                 println!("kept the CA in {}", out.join("ca.pem").display());
             }
-            for file in &written.files[1..] {
+            for file in &written.files {
                 println!("wrote {}", file.display());
             }
             println!(

@@ -40,7 +40,7 @@ pub struct TestCluster {
 pub fn tls_dir_for(config: &mut Config, dir: &std::path::Path) {
     let nodes: Vec<(NodeId, SocketAddr)> =
         config.node_ids().into_iter().zip(config.addrs()).collect();
-    paxkv::certs::write(&nodes, dir).expect("write the certificates");
+    paxkv::certs::write(&nodes, dir, true).expect("write the certificates");
     config.tls.dir = Some(dir.to_path_buf());
 }
 

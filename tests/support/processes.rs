@@ -160,7 +160,7 @@ impl ProcessCluster {
         let tls = options.tls.then(|| {
             let certs = dir.path().join("certs");
             let nodes: Vec<(NodeId, SocketAddr)> = (1..=NODE_COUNT).zip(addrs.clone()).collect();
-            paxkv::certs::write(&nodes, &certs).expect("write the certificates");
+            paxkv::certs::write(&nodes, &certs, true).expect("write the certificates");
             text.push_str(&format!(
                 "\n[tls]\ndir = {:?}\n",
                 certs.display().to_string()

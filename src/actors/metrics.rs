@@ -1,0 +1,228 @@
+//! The metrics endpoint of a node: `GET /metrics` in the Prometheus text format and
+//! `GET /health`, on its `metrics_addr` (optional, per `[[node]]`), over plain HTTP/1.1
+//! (hyper). A scrape renders the histograms recorded where things happen
+//! ([`crate::metrics::NodeMetrics`]) and reads everything else from the counters the node
+//! keeps anyway (`Stats`, voting, the membership epoch, the peer queues), so nothing is
+//! counted twice.
+//!
+//! README.md lists every series. The endpoint is read-only and reveals no key or value; it
+//! is not TLS: keep `metrics_addr` on an interface only the monitoring network reaches. It
+//! serves at most [`MAX_CONNECTIONS`] connections at once, and a request's headers must
+//! arrive within [`HEADER_TIMEOUT`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use tokio::sync::Semaphore;
+
+use crate::actors::outbox::Outbox;
+use crate::actors::view::MembershipView;
+use crate::actors::{Readiness, Stats};
+use crate::error::{Error, Result};
+
+/// Connections the endpoint serves at once; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a request's headers may take to arrive.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a scrape reads.
+#[derive(Clone)]
+pub struct Sources {
+    pub stats: Arc<Stats>,
+    pub readiness: Arc<Readiness>,
+    pub view: Arc<MembershipView>,
+    pub outbox: Outbox,
+    pub refused: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, value: u64) {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    c.inc_by(value);
+    registry.register(Box::new(c)).expect("registered once");
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, value: i64) {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    g.set(value);
+    registry.register(Box::new(g)).expect("registered once");
+}
+
+impl Sources {
+    /// Every series, in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let registry = Registry::new();
+        let m = &self.stats.metrics;
+        for c in [
+            Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.request_seconds.clone()),
+            Box::new(m.rounds.clone()),
+            Box::new(m.commit_seconds.clone()),
+            Box::new(m.group_commit_records.clone()),
+        ] {
+            registry.register(c).expect("registered once");
+        }
+        let s = &*self.stats;
+        let get = Stats::get;
+        let counters = [
+            ("paxkv_commits_total", "LMDB write transactions committed (each one fsync)", get(&s.commits)),
+            ("paxkv_records_written_total", "Acceptor records those transactions wrote", get(&s.records_written)),
+            ("paxkv_peer_frames_dropped_total", "Peer frames dropped: a peer's queue full or the peer unreachable, or this node's supervisor busy", get(&s.peer_frames_dropped)),
+            ("paxkv_bad_frames_total", "Frames refused: malformed, oversized, failing validation, or Paxos from a non-member", get(&s.bad_frames)),
+            ("paxkv_forged_frames_total", "Frames dropped because the connection's certificate may not send them", get(&s.forged_frames)),
+            ("paxkv_refused_connections_total", "Connections refused before any frame was read (failed TLS handshake, too many connections)", get(&s.refused_connections)),
+            ("paxkv_stale_refused_total", "Paxos requests refused for an older membership epoch", get(&s.stale_refused)),
+            ("paxkv_dropped_not_voting_total", "Paxos requests dropped while this node did not vote", get(&s.dropped_not_voting)),
+            ("paxkv_acceptor_restarts_total", "Acceptor actors that crashed and were restarted from disk", get(&s.acceptor_restarts)),
+            ("paxkv_proposer_restarts_total", "Proposer actors that crashed and were restarted", get(&s.proposer_restarts)),
+            ("paxkv_anti_entropy_rounds_total", "Anti-entropy rounds completed", get(&s.sync_rounds)),
+            ("paxkv_records_adopted_total", "Records taken from peers by anti-entropy", get(&s.records_adopted)),
+            ("paxkv_keys_settled_total", "Keys settled at a classic ballot (anti-entropy sweeps, membership changes)", get(&s.keys_settled)),
+        ];
+        for (name, help, value) in counters {
+            counter(&registry, name, help, value);
+        }
+        let live = IntGaugeVec::new(
+            Opts::new("paxkv_live_actors", "Per-key actors alive now, by kind"),
+            &["kind"],
+        )
+        .expect("valid metric");
+        live.with_label_values(&["proposer"])
+            .set(get(&s.live_proposers) as i64);
+        live.with_label_values(&["acceptor"])
+            .set(get(&s.live_acceptors) as i64);
+        registry.register(Box::new(live)).expect("registered once");
+        let depth = IntGaugeVec::new(
+            Opts::new(
+                "paxkv_peer_queue_depth",
+                "Frames queued for a peer, by peer node id",
+            ),
+            &["peer"],
+        )
+        .expect("valid metric");
+        for (peer, queued) in self.outbox.queue_depths() {
+            depth
+                .with_label_values(&[&peer.to_string()])
+                .set(queued as i64);
+        }
+        registry.register(Box::new(depth)).expect("registered once");
+        gauge(
+            &registry,
+            "paxkv_voting",
+            "1 while this node's acceptors vote",
+            self.readiness.is_voting() as i64,
+        );
+        gauge(
+            &registry,
+            "paxkv_store_refused",
+            "1 if this node's store is not the one its membership records (wiped, replaced, an older copy)",
+            self.refused.load(std::sync::atomic::Ordering::Acquire) as i64,
+        );
+        gauge(
+            &registry,
+            "paxkv_membership_epoch",
+            "The membership epoch installed on this node (0: none yet)",
+            self.view.epoch() as i64,
+        );
+        let mut text = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut text)
+            .expect("encoding into memory cannot fail");
+        String::from_utf8(text).expect("the text format is UTF-8")
+    }
+
+    fn health(&self) -> (StatusCode, String) {
+        if self.readiness.is_voting() {
+            (StatusCode::OK, "voting\n".into())
+        } else if self.refused.load(std::sync::atomic::Ordering::Acquire) {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not voting: this store is not the one the membership records (wiped, replaced or an older copy); remove and add the node again\n".into(),
+            )
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not voting: not a voter of the installed membership, or still confirming its generation\n".into(),
+            )
+        }
+    }
+
+    fn answer(&self, request: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let (status, content_type, body) = match (request.method(), request.uri().path()) {
+            (&Method::GET, "/metrics") => (StatusCode::OK, prometheus::TEXT_FORMAT, self.render()),
+            (&Method::GET, "/health") => {
+                let (status, body) = self.health();
+                (status, "text/plain; charset=utf-8", body)
+            }
+            (&Method::GET, _) => (
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "not found: GET /metrics or /health\n".into(),
+            ),
+            _ => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                "only GET\n".into(),
+            ),
+        };
+        Response::builder()
+            .status(status)
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::from(body)))
+            .expect("a valid response")
+    }
+}
+
+/// Binds `addr` (an error names it).
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| Error::Config(format!("metrics_addr: cannot listen on {addr}: {e}")))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Serves `/metrics` and `/health` on `listener` until the runtime stops.
+pub async fn serve(listener: std::net::TcpListener, sources: Sources) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("metrics endpoint: {e}");
+            return;
+        }
+    };
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                log::warn!("metrics endpoint: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let sources = sources.clone();
+        actix_rt::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let response = sources.answer(&request);
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                log::debug!("metrics endpoint: connection closed: {e}");
+            }
+            drop(slot);
+        });
+    }
+}
