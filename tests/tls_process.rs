@@ -224,3 +224,51 @@ fn a_node_refuses_plaintext_beyond_loopback_and_a_certificate_naming_another_nod
         "{stderr}"
     );
 }
+
+/// A client that hangs up while the node still writes its answers must not kill the node: a
+/// TLS stream writes with writev(2), which raises SIGPIPE on a closed connection where
+/// send(2) with MSG_NOSIGNAL would not (found by the rotation test, whose refused handshakes
+/// did it by chance; this does it on purpose).
+#[tokio::test]
+async fn a_tls_client_that_hangs_up_mid_answer_does_not_kill_the_node() {
+    use tokio::io::AsyncWriteExt;
+    let mut cluster = ProcessCluster::start_with(ProcessOptions {
+        tls: true,
+        ..ProcessOptions::default()
+    })
+    .await;
+    let identity = cluster.client_tls().unwrap();
+    // A fast answer (a ping) and a slow one (a put: an fsync on a majority), so that the
+    // node writes twice: the first write draws a reset from the closed socket, the second
+    // fails with EPIPE.
+    let request = |id, body| {
+        paxkv::frame::encode(&paxkv::messages::Frame::Request(
+            paxkv::messages::ClientRequest { id, body },
+        ))
+    };
+    let put = paxkv::messages::RequestBody::Kv {
+        key: b"hangup".to_vec(),
+        command: paxkv::paxos::types::Command::Put {
+            value: b"v".to_vec(),
+        },
+        write_id: None,
+        maybe_applied: false,
+    };
+    let mut burst = request(1, paxkv::messages::RequestBody::Ping).to_vec();
+    burst.extend_from_slice(&request(2, put));
+    for _ in 0..20 {
+        // (Errors here are the node dying, which the checks below report.)
+        let Ok(tcp) = tokio::net::TcpStream::connect(cluster.addr(1)).await else {
+            break;
+        };
+        let ip = cluster.addr(1).ip();
+        let dial = paxkv::tls::dial(Some(&identity), tcp, paxkv::tls::Dial::Address(ip));
+        let Ok(mut stream) = dial.await else { break };
+        let _ = stream.write_all(&burst).await;
+        drop(stream);
+    }
+    // Node 1 is alive and answering (wait_voting fails at once if its process exited).
+    cluster.wait_voting(&[1]).await;
+    cluster.client_for(1).put(b"still", b"here").await.unwrap();
+    cluster.wait_voting(&[1]).await;
+}
