@@ -53,6 +53,10 @@ pub struct ClientOptions {
     /// TLS with this identity (`[tls]` of the config; `None`: plaintext). A node's own
     /// calls to its peers use the node's certificate, the CLI the client's.
     pub tls: Option<Arc<Tls>>,
+    /// With TLS: the node expected at each address, in the same order (a node's calls to
+    /// its peers): its certificate must name that node. Empty: any node certificate for the
+    /// address's IP (a client, which does not know which node listens where).
+    pub nodes: Vec<crate::paxos::types::NodeId>,
 }
 
 impl Default for ClientOptions {
@@ -63,6 +67,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(1),
             pinned: false,
             tls: None,
+            nodes: Vec::new(),
         }
     }
 }
@@ -290,7 +295,11 @@ impl Client {
                 if addrs.is_empty() || addrs == self.addrs() {
                     return self;
                 }
-                return Client::new(addrs, self.options().clone());
+                let options = ClientOptions {
+                    nodes: Vec::new(),
+                    ..self.options().clone()
+                };
+                return Client::new(addrs, options);
             }
         }
         self
@@ -373,6 +382,10 @@ impl Client {
     }
 
     async fn connection(&self, index: usize) -> Result<Arc<Connection>> {
+        let dial = match self.inner.options.nodes.get(index) {
+            Some(&node) => Dial::Node(node),
+            None => Dial::Address(self.inner.addrs[index].ip()),
+        };
         if let Some(conn) = self.inner.connections.lock().unwrap().get(&index) {
             if !conn.closed.load(Ordering::Relaxed) {
                 return Ok(conn.clone());
@@ -381,7 +394,7 @@ impl Client {
         let addr = self.inner.addrs[index];
         let options = &self.inner.options;
         let conn = Arc::new(
-            Connection::open(addr, options.connect_timeout, options.tls.as_deref()).await?,
+            Connection::open(addr, options.connect_timeout, options.tls.as_deref(), dial).await?,
         );
         let mut conns = self.inner.connections.lock().unwrap();
         // Another task may have connected meanwhile; keep one connection per node.
@@ -440,13 +453,18 @@ struct Connection {
 }
 
 impl Connection {
-    async fn open(addr: SocketAddr, timeout: Duration, tls: Option<&Tls>) -> Result<Connection> {
+    async fn open(
+        addr: SocketAddr,
+        timeout: Duration,
+        tls: Option<&Tls>,
+        dial: Dial,
+    ) -> Result<Connection> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| Error::Unavailable(format!("connecting to {addr} timed out")))?
             .map_err(|e| Error::Unavailable(format!("connecting to {addr}: {e}")))?;
         let _ = stream.set_nodelay(true);
-        let stream = tls::dial(tls, stream, Dial::Address(addr.ip()))
+        let stream = tls::dial(tls, stream, dial)
             .await
             .map_err(|e| Error::Unavailable(format!("TLS with {addr}: {e}")))?;
         let (reader, mut writer) = tokio::io::split(stream);

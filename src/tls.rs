@@ -9,8 +9,11 @@
 //! - **A node's certificate names it**: a subject alternative name `node-<id>.paxkv` (its
 //!   identity) and the IP address it listens on (what a client dialing that address checks).
 //!   `paxkv certs` writes such certificates; a production CA must issue the same names.
-//! - **A client certificate** is any certificate the CA signed for client authentication;
-//!   it names no node. Clients may read and write; only a node may speak Paxos.
+//! - **A client certificate** is any other certificate the CA signed; it names no node. A
+//!   client may read and write and change the membership (`paxkv member`: it is an
+//!   operator's); only a node may speak Paxos. There are no finer roles. The CA must be the
+//!   cluster's own: one that issues `node-<id>.paxkv` names (or a wildcard `*.paxkv`) to
+//!   anyone makes them nodes.
 //! - **What each connection may send** ([`Peer::admits`]), decided from the certificate the
 //!   handshake verified, never from the frame: a `Frame::Peer` only if its `from` is the node
 //!   the certificate names (a peer with node 2's certificate cannot speak for node 3); a
@@ -19,16 +22,25 @@
 //!   A refused frame is dropped and counted (`forged_frames`); the connection goes on.
 //! - **A connection without a certificate the CA signed** (plaintext, another CA's, expired)
 //!   fails its handshake and is closed before any frame is read, let alone decoded; counted
-//!   (`refused_connections`). A handshake must finish within [`HANDSHAKE_TIMEOUT`], so a
-//!   connection that never speaks holds its slot for that long at most.
-//! - **Dialing a peer** checks that the certificate it answers with names the node the link
-//!   is for (`node-<id>.paxkv`); a client dialing an address checks the IP address instead
-//!   (it does not know which node is there).
+//!   (`refused_connections`). A handshake must finish within [`HANDSHAKE_TIMEOUT`], in one of
+//!   a bounded number of handshake slots; an authenticated node's connection then takes no
+//!   client slot (the network actor), so clients cannot crowd out the peers. Sockets that
+//!   never finish a handshake can still fill the handshake slots and delay new peer links
+//!   (there is no per-address limit).
+//! - **A membership `Install` is taken only from a member** of the membership the node has
+//!   (the network actor): a removed node, or a certificate issued for a node never added,
+//!   cannot make a node stop voting.
+//! - **Dialing a peer** checks that the certificate it answers with names the node it is
+//!   for (`node-<id>.paxkv`): the Paxos links, and a node's anti-entropy, `Hello`, `Install`
+//!   and rescan calls (`ClientOptions::nodes`). Where the node is not known yet (a start
+//!   asking its `--join` or config addresses for the membership) and for clients, the
+//!   certificate must name the IP address dialed, which every node on one host shares.
 //!
 //! What this does not defend against: a node whose key is stolen can say anything that node
-//! may say (Paxos is not Byzantine-tolerant), until its certificate is no longer trusted.
-//! Existing connections stay up when the CA bundle changes: a rotation that must cut off an
-//! old key restarts the nodes (or waits for their links to reconnect).
+//! may say (Paxos is not Byzantine-tolerant), until its certificate is no longer trusted;
+//! there is no revocation list, so that means a new CA. Connections already up are never
+//! checked again: a rotation that must cut off an old key restarts the nodes (peer links
+//! stay up for as long as both ends do).
 //!
 //! **Rotation** ([`Tls::reload`], on SIGHUP or at a restart): the files are read again and
 //! every later handshake uses them; a reload that fails (a missing file, a key that does not
@@ -75,12 +87,13 @@ pub fn node_of(cert: &CertificateDer<'_>) -> Option<NodeId> {
         .general_names
         .iter()
         .filter_map(|name| match name {
+            // Exactly `node-<id>.paxkv` as `node_name` spells it: no `node-03`, no `node-+3`.
             x509_parser::extensions::GeneralName::DNSName(dns) => dns
                 .strip_prefix("node-")?
                 .strip_suffix(NODE_NAME_SUFFIX)?
                 .parse::<NodeId>()
                 .ok()
-                .filter(|id| *id != 0),
+                .filter(|id| *id != 0 && node_name(*id) == *dns),
             _ => None,
         });
     let id = ids.next()?;

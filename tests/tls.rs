@@ -413,7 +413,7 @@ async fn a_peer_link_refuses_a_node_whose_certificate_names_another_node() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
-        for _ in 0..2 {
+        for _ in 0..3 {
             let (stream, _) = listener.accept().await.unwrap();
             let _ = tls::Peer::accept(Some(&node2), stream).await;
         }
@@ -436,5 +436,60 @@ async fn a_peer_link_refuses_a_node_whose_certificate_names_another_node() {
     )
     .await;
     assert!(as_2.is_ok(), "a link to node 2: {:?}", as_2.err());
+    // A node's own calls to a peer (anti-entropy, Hello, Install) name the node they are
+    // for, too: a client expecting node 3 at this address refuses node 2's certificate.
+    let expecting_3 = paxkv::client::Client::new(
+        vec![addr],
+        paxkv::client::ClientOptions {
+            op_timeout: Duration::from_secs(2),
+            pinned: true,
+            tls: Some(node1.clone()),
+            nodes: vec![3],
+            ..Default::default()
+        },
+    );
+    let answer = expecting_3.sync(0, SyncRequest::Membership).await;
+    let refused = answer.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        refused.contains("certificate"),
+        "node 2 answered for node 3: {refused:?}"
+    );
     server.await.unwrap();
+}
+
+/// A certificate the cluster's CA issued for a node that is no member (removed, or issued
+/// ahead of an add) cannot install a membership: it would make a node stop voting.
+#[tokio::test]
+async fn an_install_from_a_node_that_is_no_member_is_refused_and_counted() {
+    let certs = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::with_tls(3, certs.path());
+    let epoch = cluster.status(1).await.epoch;
+    paxkv::certs::write(&[(9, support::free_port())], certs.path(), false).unwrap();
+    let node9 = identity(
+        certs.path(),
+        &certs.path().join("ca.pem"),
+        "node-9",
+        Role::Node(9),
+    );
+    let mut takeover = Membership::bootstrap([(9, "127.0.0.1:1".to_string())]);
+    takeover.epoch = epoch + 10;
+    let forged_before = metric(&cluster, 1, "paxkv_forged_frames_total").await;
+    let mut stream = dial(cluster.addr(1), Some(&node9)).await.unwrap();
+    let install = Frame::SyncRequest(SyncCall {
+        id: 1,
+        body: SyncRequest::Install(takeover),
+    });
+    stream.write_all(&frame::encode(&install)).await.unwrap();
+    stream.write_all(&frame::encode(&ping(2))).await.unwrap();
+    match read_frame(&mut stream).await.unwrap() {
+        Frame::Response(r) => assert_eq!(r.id, 2, "the Install was not answered"),
+        other => panic!("expected only the ping's answer, got {other:?}"),
+    }
+    assert_eq!(
+        metric(&cluster, 1, "paxkv_forged_frames_total").await,
+        forged_before + 1.0
+    );
+    let m = cluster.membership(1).await;
+    assert_eq!((m.epoch, m.voters().len()), (epoch, 3), "{m:?}");
+    assert_eq!(cluster.metric(1, "paxkv_voting").await, Some(1.0));
 }

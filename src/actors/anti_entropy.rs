@@ -239,6 +239,7 @@ impl Puller {
                     connect_timeout: Duration::from_millis(500),
                     pinned: true,
                     tls: self.tls.clone(),
+                    nodes: peers.clone(),
                     ..ClientOptions::default()
                 },
             );

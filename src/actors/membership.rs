@@ -176,7 +176,7 @@ impl Driver {
                 let Ok(addr) = addr_of(&m, *peer) else {
                     continue;
                 };
-                let client = self.client_for(vec![addr]);
+                let client = self.client_of(&[(*peer, addr)]);
                 let hello = SyncRequest::Hello {
                     node: me,
                     store: self.view.store(),
@@ -345,7 +345,7 @@ impl Driver {
             // each such node, as it answers now.
             for x in next.members.iter_mut().filter(|x| x.store == 0) {
                 let Ok(addr) = x.addr.parse() else { continue };
-                let client = self.client_for(vec![addr]);
+                let client = self.client_of(&[(x.id, addr)]);
                 let ask = client.sync(0, SyncRequest::Membership);
                 if let Ok(Ok(SyncReply::Membership(info))) =
                     tokio::time::timeout(Duration::from_millis(500), ask).await
@@ -454,7 +454,7 @@ impl Driver {
                     .parse()
                     .map_err(|e| Error::BadRequest(format!("address {addr}: {e}")))?;
                 let info = match self
-                    .client_for(vec![parsed])
+                    .client_of(&[(id, parsed)])
                     .sync(0, SyncRequest::Membership)
                     .await
                 {
@@ -560,7 +560,7 @@ impl Driver {
             .filter_map(|node| {
                 let addr = addr_of(m, node).or_else(|_| addr_of(previous, node)).ok()?;
                 Some(async move {
-                    let client = self.client_for(vec![addr]);
+                    let client = self.client_of(&[(node, addr)]);
                     match client.sync(0, SyncRequest::Install(m.clone())).await {
                         // Only an intact store counts: a refused one (wiped, an older copy)
                         // may lack what it once voted for (review of issue 10).
@@ -630,9 +630,9 @@ impl Driver {
         use futures_util::stream::{self, StreamExt, TryStreamExt};
         let addrs = sources
             .iter()
-            .map(|n| addr_of(m, *n))
+            .map(|n| Ok((*n, addr_of(m, *n)?)))
             .collect::<Result<Vec<_>>>()?;
-        let client = self.client_for(addrs);
+        let client = self.client_of(&addrs);
         let mut cursors: Vec<Cursor> = (0..sources.len()).map(Cursor::new).collect();
         let mut total = 0u64;
         loop {

@@ -44,6 +44,8 @@ use crate::frame;
 use crate::messages::Frame;
 use crate::tls::{self, Dial, Peer, Tls};
 
+/// Connections in their TLS handshake at once (each for at most `tls::HANDSHAKE_TIMEOUT`).
+const MAX_HANDSHAKES: usize = 256;
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -63,6 +65,8 @@ struct Shared {
     config: Arc<Config>,
     stats: Arc<Stats>,
     connections: Arc<Semaphore>,
+    /// Connections in their TLS handshake.
+    handshakes: Arc<Semaphore>,
     view: Arc<MembershipView>,
     tls: Option<Arc<Tls>>,
 }
@@ -90,6 +94,7 @@ impl Network {
                 config,
                 stats,
                 connections,
+                handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
                 view,
                 tls,
             }),
@@ -130,11 +135,18 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+        // Slots: a connection still in its TLS handshake holds one of MAX_HANDSHAKES; once
+        // it is a client's (or plaintext), one of `limits.max_client_connections`. A node's
+        // connection takes no client slot, so clients (or sockets that never finish a
+        // handshake) cannot shut the peers out once they are authenticated.
+        let refuse = |why: &str| {
             let count = Stats::add_get(&shared.stats.refused_connections, 1);
             if count.is_power_of_two() {
-                log::warn!("refusing connection from {peer}: too many connections ({count} refused so far)");
+                log::warn!("refusing connection from {peer}: {why} ({count} refused so far)");
             }
+        };
+        let Ok(handshake) = shared.handshakes.clone().try_acquire_owned() else {
+            refuse("too many TLS handshakes at once");
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -149,6 +161,22 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                         log::warn!("refused a connection from {peer} ({count} so far): {e}");
                     }
                     return;
+                }
+            };
+            drop(handshake);
+            let permit = match who {
+                Peer::Node(_) => None,
+                Peer::Client | Peer::Unauthenticated => {
+                    match shared.connections.clone().try_acquire_owned() {
+                        Ok(permit) => Some(permit),
+                        Err(_) => {
+                            let count = Stats::add_get(&shared.stats.refused_connections, 1);
+                            if count.is_power_of_two() {
+                                log::warn!("refusing connection from {peer}: too many connections ({count} refused so far)");
+                            }
+                            return;
+                        }
+                    }
                 }
             };
             if let Err(e) = serve_connection(stream, who, shared.clone()).await {
@@ -199,6 +227,21 @@ async fn serve_connection(
                 log::warn!("refused a forged frame ({count} so far): {e}");
             }
             continue;
+        }
+        if let (Peer::Node(id), Frame::SyncRequest(call)) = (who, &frame) {
+            // A membership is installed only from a member of the one this node has (the
+            // driver of a change is one): a removed node, or a certificate issued for a node
+            // never added, cannot make this node stop voting. A node behind by more than a
+            // change fetches the newer membership itself.
+            let outsider = matches!(call.body, crate::messages::SyncRequest::Install(_))
+                && shared.view.get().is_some_and(|m| m.member(id).is_none());
+            if outsider {
+                let count = Stats::add_get(&shared.stats.forged_frames, 1);
+                if count.is_power_of_two() {
+                    log::warn!("refused an Install from node {id}, not a member ({count} forged frames so far)");
+                }
+                continue;
+            }
         }
         let call = match frame {
             Frame::Peer(envelope) => {

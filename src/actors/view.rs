@@ -151,9 +151,24 @@ impl Members {
         }
     }
 
-    /// A client for node-to-node calls to `addrs`, one node each call, with this node's
-    /// certificate.
+    /// A client for node-to-node calls to `nodes` (one each call), with this node's
+    /// certificate; with TLS, each answer comes from a node whose certificate names the node
+    /// asked (not merely one for its IP address, which every node on one host shares).
+    pub(crate) fn client_of(&self, nodes: &[(NodeId, std::net::SocketAddr)]) -> Client {
+        self.client_with(
+            nodes.iter().map(|(_, a)| *a).collect(),
+            nodes.iter().map(|(n, _)| *n).collect(),
+        )
+    }
+
+    /// [`Members::client_of`] for addresses whose node is not known yet (the `--join` and
+    /// config addresses a node asks for the membership): any node certificate of the CA for
+    /// the address's IP is taken.
     pub(crate) fn client_for(&self, addrs: Vec<std::net::SocketAddr>) -> Client {
+        self.client_with(addrs, Vec::new())
+    }
+
+    fn client_with(&self, addrs: Vec<std::net::SocketAddr>, nodes: Vec<NodeId>) -> Client {
         Client::new(
             addrs,
             ClientOptions {
@@ -161,6 +176,7 @@ impl Members {
                 connect_timeout: Duration::from_millis(500),
                 pinned: true,
                 tls: self.tls.clone(),
+                nodes,
                 ..ClientOptions::default()
             },
         )

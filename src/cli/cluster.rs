@@ -38,14 +38,17 @@ pub fn run_node(
         }
     };
     let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(format!("data/node-{id}")));
+    // The handler first: SIGHUP's default would end a node still starting.
+    let tls = Arc::new(std::sync::OnceLock::new());
+    reload_on_sighup(id, tls.clone());
     match NodeHandle::start_with(Arc::new(config), id, &data_dir, None, options) {
         Ok(node) => {
+            let _ = tls.set(node.tls());
             eprintln!(
                 "paxkv node {id} listening on {} (data in {})",
                 node.addr,
                 data_dir.display()
             );
-            reload_on_sighup(id, node.tls());
             node.wait();
             EXIT_OK
         }
@@ -59,7 +62,7 @@ pub fn run_node(
 /// SIGHUP reads the node's certificate, key and CA bundle again (`paxkv::tls`), on a
 /// thread of its own; a reload that fails keeps what the node had and says why. The handler
 /// is in place before this returns (SIGHUP's default would end the node), TLS or not.
-fn reload_on_sighup(id: NodeId, tls: Option<Arc<paxkv::tls::Tls>>) {
+fn reload_on_sighup(id: NodeId, tls: Arc<std::sync::OnceLock<Option<Arc<paxkv::tls::Tls>>>>) {
     let handler = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -77,7 +80,7 @@ fn reload_on_sighup(id: NodeId, tls: Option<Arc<paxkv::tls::Tls>>) {
     std::thread::spawn(move || {
         runtime.block_on(async move {
             while hangup.recv().await.is_some() {
-                match tls.as_ref().map(|tls| tls.reload()) {
+                match tls.get().and_then(Option::as_ref).map(|tls| tls.reload()) {
                     None => log::info!("node {id}: SIGHUP: no TLS to reload"),
                     Some(Ok(())) => log::info!("node {id}: SIGHUP: reloaded its TLS files"),
                     Some(Err(e)) => {

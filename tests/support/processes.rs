@@ -459,6 +459,7 @@ impl ProcessCluster {
                 connect_timeout: Duration::from_millis(500),
                 pinned: true,
                 tls: self.tls.clone(),
+                nodes: Vec::new(),
             },
         )
     }
@@ -488,6 +489,7 @@ impl ProcessCluster {
                 connect_timeout: Duration::from_millis(500),
                 pinned: false,
                 tls: self.tls.clone(),
+                nodes: Vec::new(),
             },
         )
     }
@@ -502,6 +504,7 @@ impl ProcessCluster {
                 connect_timeout: Duration::from_millis(500),
                 pinned: true,
                 tls: self.tls.clone(),
+                nodes: Vec::new(),
             },
         )
     }
