@@ -40,6 +40,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use support::linearizability::{Input, Output};
 use support::processes::{ProcessCluster, NODE_COUNT};
+use support::workload::{hot_key, hot_key_task as workload_task, WorkloadStats, HOT_KEYS};
 use support::{eventually, History};
 
 /// The two tests run one after the other: each starts five node processes.
@@ -47,7 +48,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const DEFAULT_NEMESIS_SECS: u64 = 20;
 const WORKLOAD_TASKS: u64 = 6;
-const HOT_KEYS: usize = 3;
 /// Deadlines of the workload's clients: half patient, half impatient.
 const LONG_OP_TIMEOUT: Duration = Duration::from_secs(8);
 const LONG_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -98,20 +98,6 @@ fn nemesis_duration() -> Duration {
         Err(_) => DEFAULT_NEMESIS_SECS,
     };
     Duration::from_secs(secs)
-}
-
-fn hot_key(k: usize) -> Vec<u8> {
-    format!("hot-{k}").into_bytes()
-}
-
-/// The version an outcome reports (the register's, after the operation).
-fn version_of(outcome: &Outcome) -> u64 {
-    match *outcome {
-        Outcome::Get { version, .. }
-        | Outcome::Put { version }
-        | Outcome::Delete { version, .. }
-        | Outcome::Cas { version, .. } => version,
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -338,50 +324,6 @@ async fn run_nemesis(
         *counts.entry(Fault::Rejoined).or_insert(0) += 1;
     }
     counts
-}
-
-#[derive(Default)]
-struct WorkloadStats {
-    ok: AtomicU64,
-    failed: AtomicU64,
-}
-
-/// One client of the workload: random gets, puts, deletes and cases on the hot keys, every
-/// written value unique, until `stop`.
-async fn workload_task(
-    task: u64,
-    client: Client,
-    history: History,
-    mut rng: SmallRng,
-    stop: Arc<AtomicBool>,
-    stats: Arc<WorkloadStats>,
-) {
-    // The last version this task saw of each key: what its cas operations expect.
-    let mut seen = [0u64; HOT_KEYS];
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let k = rng.random_range(0..HOT_KEYS);
-        n += 1;
-        let value = format!("t{task}-{n}").into_bytes();
-        let command = match rng.random_range(0..100) {
-            0..=29 => Command::Get,
-            30..=54 => Command::Put { value },
-            55..=69 => Command::Delete,
-            _ => Command::Cas {
-                expect: if rng.random_bool(0.2) { 0 } else { seen[k] },
-                value,
-            },
-        };
-        match history.run(task, &client, &hot_key(k), command).await {
-            Ok(outcome) => {
-                seen[k] = version_of(&outcome);
-                stats.ok.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
 }
 
 /// The highest version any acknowledged write to each key returned.

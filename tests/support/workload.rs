@@ -19,7 +19,7 @@ pub const HOT_KEYS: usize = 3;
 pub struct Workload {
     history: History,
     stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
+    stats: Arc<WorkloadStats>,
     hot: Vec<tokio::task::JoinHandle<()>>,
     once: Vec<tokio::task::JoinHandle<Vec<Vec<u8>>>>,
 }
@@ -32,16 +32,62 @@ pub struct Checked {
     pub write_once_keys: usize,
 }
 
-fn hot_key(k: usize) -> Vec<u8> {
+pub fn hot_key(k: usize) -> Vec<u8> {
     format!("hot-{k}").into_bytes()
 }
 
-fn version_of(outcome: &Outcome) -> u64 {
-    match outcome {
+/// The version an outcome reports (the register's, after the operation).
+pub fn version_of(outcome: &Outcome) -> u64 {
+    match *outcome {
         Outcome::Get { version, .. }
         | Outcome::Put { version }
         | Outcome::Delete { version, .. }
-        | Outcome::Cas { version, .. } => *version,
+        | Outcome::Cas { version, .. } => version,
+    }
+}
+
+/// Operations acknowledged and failed, counted by the hot-key tasks.
+#[derive(Default)]
+pub struct WorkloadStats {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// One client of the workload: random gets, puts, deletes and cases on the hot keys, every
+/// written value unique, until `stop`.
+pub async fn hot_key_task(
+    task: u64,
+    client: Client,
+    history: History,
+    mut rng: SmallRng,
+    stop: Arc<AtomicBool>,
+    stats: Arc<WorkloadStats>,
+) {
+    // The last version this task saw of each key: what its cas operations expect.
+    let mut seen = [0u64; HOT_KEYS];
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let k = rng.random_range(0..HOT_KEYS);
+        n += 1;
+        let value = format!("t{task}-{n}").into_bytes();
+        let command = match rng.random_range(0..100) {
+            0..=29 => Command::Get,
+            30..=54 => Command::Put { value },
+            55..=69 => Command::Delete,
+            _ => Command::Cas {
+                expect: if rng.random_bool(0.2) { 0 } else { seen[k] },
+                value,
+            },
+        };
+        match history.run(task, &client, &hot_key(k), command).await {
+            Ok(outcome) => {
+                seen[k] = version_of(&outcome);
+                stats.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -50,38 +96,20 @@ impl Workload {
     pub fn start(hot: Vec<Client>, once: Vec<Client>, seed: u64) -> Workload {
         let history = History::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
+        let stats = Arc::new(WorkloadStats::default());
         let hot = hot
             .into_iter()
             .enumerate()
             .map(|(task, client)| {
-                let (history, stop, ok) = (history.clone(), stop.clone(), ok.clone());
-                let mut rng = SmallRng::seed_from_u64(seed ^ (task as u64 + 1));
-                tokio::spawn(async move {
-                    let mut seen = [0u64; HOT_KEYS];
-                    let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        let k = rng.random_range(0..HOT_KEYS);
-                        n += 1;
-                        let value = format!("t{task}-{n}").into_bytes();
-                        let command = match rng.random_range(0..100) {
-                            0..=29 => Command::Get,
-                            30..=54 => Command::Put { value },
-                            55..=69 => Command::Delete,
-                            _ => Command::Cas {
-                                expect: if rng.random_bool(0.2) { 0 } else { seen[k] },
-                                value,
-                            },
-                        };
-                        if let Ok(outcome) = history
-                            .run(task as u64, &client, &hot_key(k), command)
-                            .await
-                        {
-                            seen[k] = version_of(&outcome);
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })
+                let rng = SmallRng::seed_from_u64(seed ^ (task as u64 + 1));
+                tokio::spawn(hot_key_task(
+                    task as u64,
+                    client,
+                    history.clone(),
+                    rng,
+                    stop.clone(),
+                    stats.clone(),
+                ))
             })
             .collect::<Vec<_>>();
         let first_once = hot.len() as u64;
@@ -102,7 +130,7 @@ impl Workload {
         Workload {
             history,
             stop,
-            ok,
+            stats,
             hot,
             once,
         }
@@ -110,7 +138,7 @@ impl Workload {
 
     /// Hot-key operations acknowledged so far.
     pub fn ok_ops(&self) -> u64 {
-        self.ok.load(Ordering::Relaxed)
+        self.stats.ok.load(Ordering::Relaxed)
     }
 
     /// Waits until `n` more hot-key operations are acknowledged; panics after `deadline`
