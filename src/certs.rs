@@ -48,6 +48,13 @@ fn write_file(path: &Path, text: &str, secret: bool) -> Result<()> {
     let mut file = options
         .open(path)
         .map_err(|e| failed(&path.display().to_string(), e))?;
+    if secret {
+        // `mode` applies only to a file created now; a key written over an older file is
+        // made private too.
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| failed(&path.display().to_string(), e))?;
+    }
     file.write_all(text.as_bytes())
         .and_then(|_| file.sync_all())
         .map_err(|e| failed(&path.display().to_string(), e))
@@ -60,8 +67,8 @@ fn validity(params: &mut CertificateParams, days: i64) {
     params.not_after = now + Duration::days(days);
 }
 
-/// The CA in `out`, made if it is not there. Returns its certificate's PEM and its issuer.
-fn ca(out: &Path) -> Result<(bool, Issuer<'static, KeyPair>, String)> {
+/// The CA in `out`, made if it is not there (true: made now), as an issuer.
+fn ca(out: &Path) -> Result<(bool, Issuer<'static, KeyPair>)> {
     let (cert_path, key_path) = (out.join("ca.pem"), out.join("ca-key.pem"));
     if cert_path.exists() && key_path.exists() {
         let read =
@@ -69,7 +76,7 @@ fn ca(out: &Path) -> Result<(bool, Issuer<'static, KeyPair>, String)> {
         let (cert, key) = (read(&cert_path)?, read(&key_path)?);
         let key = KeyPair::from_pem(&key).map_err(|e| failed("ca-key.pem", e))?;
         let issuer = Issuer::from_ca_cert_pem(&cert, key).map_err(|e| failed("ca.pem", e))?;
-        return Ok((false, issuer, cert));
+        return Ok((false, issuer));
     }
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| failed("CA", e))?;
     let mut name = DistinguishedName::new();
@@ -82,7 +89,7 @@ fn ca(out: &Path) -> Result<(bool, Issuer<'static, KeyPair>, String)> {
     let cert = params.self_signed(&key).map_err(|e| failed("CA", e))?;
     write_file(&cert_path, &cert.pem(), false)?;
     write_file(&key_path, &key.serialize_pem(), true)?;
-    Ok((true, Issuer::new(params, key), cert.pem()))
+    Ok((true, Issuer::new(params, key)))
 }
 
 /// Issues one leaf certificate and writes it and its key as `<stem>.pem`, `<stem>-key.pem`.
@@ -129,7 +136,7 @@ fn leaf(
 /// written besides the CA.
 pub fn write(nodes: &[(NodeId, SocketAddr)], out: &Path, client: bool) -> Result<Written> {
     std::fs::create_dir_all(out).map_err(|e| failed(&out.display().to_string(), e))?;
-    let (new_ca, issuer, _) = ca(out)?;
+    let (new_ca, issuer) = ca(out)?;
     let mut files = Vec::new();
     for &(id, addr) in nodes {
         let names = vec![

@@ -210,15 +210,6 @@ impl NodeHandle {
         self.tls.clone()
     }
 
-    /// Reads the node's certificate, key and CA bundle again (SIGHUP): later handshakes use
-    /// them, connections already up stay as they are. On an error nothing changes.
-    pub fn reload_tls(&self) -> Result<()> {
-        match &self.tls {
-            Some(tls) => tls.reload(),
-            None => Err(Error::Config("tls: this node runs without TLS".into())),
-        }
-    }
-
     /// Replaces the faults this node injects on its outgoing Paxos messages (test builds).
     #[cfg(feature = "testing")]
     pub fn set_faults(&self, plan: FaultPlan) {

@@ -27,9 +27,9 @@
 //!   client slot (the network actor), so clients cannot crowd out the peers. Sockets that
 //!   never finish a handshake can still fill the handshake slots and delay new peer links
 //!   (there is no per-address limit).
-//! - **A membership `Install` is taken only from a member** of the membership the node has
-//!   (the network actor): a removed node, or a certificate issued for a node never added,
-//!   cannot make a node stop voting.
+//! - **A membership `Install` is taken only from a member** of the membership the node has:
+//!   a removed node, or a certificate issued for a node never added, cannot make a node stop
+//!   voting.
 //! - **Dialing a peer** checks that the certificate it answers with names the node it is
 //!   for (`node-<id>.paxkv`): the Paxos links, and a node's anti-entropy, `Hello`, `Install`
 //!   and rescan calls (`ClientOptions::nodes`). Where the node is not known yet (a start
@@ -151,7 +151,7 @@ impl TlsFiles {
 /// What one load of the files produced.
 struct Loaded {
     acceptor: TlsAcceptor,
-    /// For dialing an address (a client; a node's own anti-entropy and membership calls).
+    /// For dialing: a peer link, a node's own calls to its peers, a client's connections.
     client: Arc<ClientConfig>,
 }
 
@@ -205,14 +205,6 @@ impl Tls {
             role,
             current: RwLock::new(Arc::new(loaded)),
         }))
-    }
-
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
-    pub fn files(&self) -> &TlsFiles {
-        &self.files
     }
 
     /// Reads the files again; later handshakes use them. On an error nothing changes.
@@ -362,8 +354,13 @@ impl Peer {
         Ok((Box::new(stream), peer))
     }
 
-    /// May this peer send `frame`? `Err` says why not.
-    pub fn admits(&self, frame: &Frame) -> std::result::Result<(), String> {
+    /// May this peer send `frame`? `Err` says why not. `is_member(id)`: is node `id` a member
+    /// of the membership this node has (true while it has none); asked for an `Install` only.
+    pub fn admits(
+        &self,
+        frame: &Frame,
+        is_member: impl FnOnce(NodeId) -> bool,
+    ) -> std::result::Result<(), String> {
         match (self, frame) {
             (Peer::Unauthenticated, _) => Ok(()),
             (_, Frame::Request(_)) => Ok(()),
@@ -375,6 +372,11 @@ impl Peer {
                 SyncRequest::Hello { node, .. } if node != id => Err(format!(
                     "a Hello of node {node} on the connection of node {id}"
                 )),
+                // The driver of a change is a member; a node behind by more than a change
+                // fetches the newer membership itself.
+                SyncRequest::Install(_) if !is_member(*id) => {
+                    Err(format!("an Install from node {id}, which is no member"))
+                }
                 _ => Ok(()),
             },
             (Peer::Node(_), _) => Ok(()),

@@ -366,7 +366,10 @@ async fn metrics_name_every_documented_series_and_health_follows_voting() {
             "{name} is not documented in the README"
         );
     }
-    let get_ok = metric_in(&text, "paxkv_requests_total{op=\"get\",outcome=\"ok\"}");
+    let get_ok = metric_in(
+        &text,
+        "paxkv_request_duration_seconds_count{op=\"get\",outcome=\"ok\"}",
+    );
     assert_eq!(get_ok, Some(2.0), "{text}");
     assert_eq!(
         metric_in(

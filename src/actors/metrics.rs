@@ -59,8 +59,7 @@ impl Sources {
         let registry = Registry::new();
         let m = &self.stats.metrics;
         for c in [
-            Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(m.request_seconds.clone()),
+            Box::new(m.request_seconds.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.rounds.clone()),
             Box::new(m.commit_seconds.clone()),
             Box::new(m.group_commit_records.clone()),

@@ -139,14 +139,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         // it is a client's (or plaintext), one of `limits.max_client_connections`. A node's
         // connection takes no client slot, so clients (or sockets that never finish a
         // handshake) cannot shut the peers out once they are authenticated.
-        let refuse = |why: &str| {
-            let count = Stats::add_get(&shared.stats.refused_connections, 1);
-            if count.is_power_of_two() {
-                log::warn!("refusing connection from {peer}: {why} ({count} refused so far)");
-            }
-        };
         let Ok(handshake) = shared.handshakes.clone().try_acquire_owned() else {
-            refuse("too many TLS handshakes at once");
+            refused(&shared.stats, peer, "too many TLS handshakes at once");
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -155,13 +149,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             // The handshake, and with it the certificate, comes before any frame is read.
             let (stream, who) = match Peer::accept(shared.tls.as_deref(), stream).await {
                 Ok(accepted) => accepted,
-                Err(e) => {
-                    let count = Stats::add_get(&shared.stats.refused_connections, 1);
-                    if count.is_power_of_two() {
-                        log::warn!("refused a connection from {peer} ({count} so far): {e}");
-                    }
-                    return;
-                }
+                Err(e) => return refused(&shared.stats, peer, &e),
             };
             drop(handshake);
             let permit = match who {
@@ -169,13 +157,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 Peer::Client | Peer::Unauthenticated => {
                     match shared.connections.clone().try_acquire_owned() {
                         Ok(permit) => Some(permit),
-                        Err(_) => {
-                            let count = Stats::add_get(&shared.stats.refused_connections, 1);
-                            if count.is_power_of_two() {
-                                log::warn!("refusing connection from {peer}: too many connections ({count} refused so far)");
-                            }
-                            return;
-                        }
+                        Err(_) => return refused(&shared.stats, peer, "too many connections"),
                     }
                 }
             };
@@ -185,6 +167,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
             drop(permit);
         });
+    }
+}
+
+/// Counts a connection refused before any frame was read, and says why (now and then).
+fn refused(stats: &Stats, peer: std::net::SocketAddr, why: &str) {
+    let count = Stats::add_get(&stats.refused_connections, 1);
+    if count.is_power_of_two() {
+        log::warn!("refused a connection from {peer} ({count} refused so far): {why}");
     }
 }
 
@@ -220,28 +210,14 @@ async fn serve_connection(
             }
             continue;
         }
-        if let Err(e) = who.admits(&frame) {
+        let is_member = |id| shared.view.get().is_none_or(|m| m.member(id).is_some());
+        if let Err(e) = who.admits(&frame, is_member) {
             // Authenticated as someone who may not say this: drop it; the connection goes on.
             let count = Stats::add_get(&shared.stats.forged_frames, 1);
             if count.is_power_of_two() {
                 log::warn!("refused a forged frame ({count} so far): {e}");
             }
             continue;
-        }
-        if let (Peer::Node(id), Frame::SyncRequest(call)) = (who, &frame) {
-            // A membership is installed only from a member of the one this node has (the
-            // driver of a change is one): a removed node, or a certificate issued for a node
-            // never added, cannot make this node stop voting. A node behind by more than a
-            // change fetches the newer membership itself.
-            let outsider = matches!(call.body, crate::messages::SyncRequest::Install(_))
-                && shared.view.get().is_some_and(|m| m.member(id).is_none());
-            if outsider {
-                let count = Stats::add_get(&shared.stats.forged_frames, 1);
-                if count.is_power_of_two() {
-                    log::warn!("refused an Install from node {id}, not a member ({count} forged frames so far)");
-                }
-                continue;
-            }
         }
         let call = match frame {
             Frame::Peer(envelope) => {

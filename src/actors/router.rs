@@ -64,7 +64,7 @@ impl Router {
     }
 
     /// Serves one request; the response carries its id. Counted and timed by operation and
-    /// outcome (`paxkv_requests_total`, `paxkv_request_duration_seconds`).
+    /// outcome (`paxkv_request_duration_seconds`).
     pub async fn serve(&self, request: ClientRequest) -> ClientResponse {
         let started = Instant::now();
         let op = op_label(&request.body);
