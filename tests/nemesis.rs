@@ -27,7 +27,7 @@ use paxkv::messages::{FaultPlan, LinkFaults};
 use paxkv::paxos::types::{NodeId, Outcome};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use support::{eventually, lose_disk, History, TestCluster};
+use support::{lose_disk, History, TestCluster};
 
 const NODES: [NodeId; 5] = [1, 2, 3, 4, 5];
 const KEYS: [&[u8]; 3] = [b"hot-0", b"hot-1", b"hot-2"];
@@ -279,13 +279,7 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
             let lost = order[0];
             // The node is told its store is not the member's (or is an older copy) and does
             // not vote; the operator's path follows.
-            let probe = cluster.client_for(lost);
-            eventually(
-                &format!("node {lost} refuses its lost store"),
-                Duration::from_secs(20),
-                || async { matches!(probe.status(0).await, Ok(s) if s.store_refused && !s.voting) },
-            )
-            .await;
+            cluster.wait_store_refused(lost).await;
             if fault == Fault::RollbackOne {
                 cluster.stop(lost);
                 cluster.wipe(lost);

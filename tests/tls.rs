@@ -496,3 +496,34 @@ async fn an_install_from_a_node_that_is_no_member_is_refused_and_counted() {
     assert_eq!((m.epoch, m.voters().len()), (epoch, 3), "{m:?}");
     assert_eq!(cluster.metric(1, "paxkv_voting").await, Some(1.0));
 }
+
+/// A membership change under TLS: a node added (its certificate issued later from the same
+/// CA, `paxkv certs --id`), another removed. The driver's installs pass the rule that an
+/// Install comes from a member, and the new node holds the key and serves it.
+#[tokio::test]
+async fn a_membership_change_completes_with_tls_on() {
+    use paxkv::messages::MemberChangeRequest;
+    let certs = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::with_tls(3, certs.path());
+    cluster.client().put(KEY, b"blue").await.unwrap();
+    paxkv::certs::write(&[(4, support::free_port())], certs.path(), false).unwrap();
+    let addr = cluster.start_new_node(4);
+    let add = MemberChangeRequest::Add {
+        id: 4,
+        addr: addr.to_string(),
+    };
+    cluster.change(1, add).await.unwrap();
+    cluster
+        .change(2, MemberChangeRequest::Remove { id: 1 })
+        .await
+        .unwrap();
+    for id in [2, 3, 4] {
+        let m = cluster.membership(id).await;
+        assert_eq!(m.voters(), vec![2, 3, 4], "node {id}: {m:?}");
+    }
+    match cluster.client_for(4).get(KEY).await.unwrap() {
+        Outcome::Get { value, .. } => assert_eq!(value.as_deref(), Some(&b"blue"[..])),
+        other => panic!("{other:?}"),
+    }
+    cluster.client_for(4).put(KEY, b"green").await.unwrap();
+}
