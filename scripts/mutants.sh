@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Mutation check for the safety fixes of issues 8 and 10, the input validation of issue 9 and
-# the TLS identities of issue 11:
+# Mutation check for the safety fixes of issues 8 and 10, the input validation of issue 9,
+# the TLS identities of issue 11 and the edges of issue 17:
 # each mutant undoes one fix in a scratch worktree of HEAD, and the test named beside it must then FAIL. Prints one line per mutant:
 # "caught" (the test failed, as it must) or "MISSED".
 #
@@ -42,7 +42,7 @@ mutants=(
   'settle-ignores-the-joining-node @@ src/paxos/proposer.rs @@ s/.chain(cfg.joining.iter())/.chain([].iter())/ @@ --lib a_settle_ends_only_once_the_joining_voter_accepted'
   'acceptor-answers-older-epochs @@ src/actors/acceptor.rs @@ s/if msg.epoch < epoch {/if msg.epoch < epoch \&\& false {/ @@ --test membership a_prepare_of_an_older_epoch'
   'wiped-store-votes @@ src/actors/view.rs @@ s/.is_some_and(|me| me.store == self.store || me.store == 0)/.is_some_and(|_| true)/ @@ --test membership a_wiped_node_never_votes'
-  'rollback-undetected @@ src/actors/membership.rs @@ s/Ok(SyncReply::Hello { seen }) if seen >= generation => {/Ok(SyncReply::Hello { seen }) if seen >= generation \&\& false => {/ @@ --test membership a_node_on_an_older_copy'
+  'rollback-undetected @@ src/actors/membership.rs @@ s/Ok(SyncReply::Hello { seen }) if identity::refuses(generation, seen) => {/Ok(SyncReply::Hello { seen }) if identity::refuses(generation, seen) \&\& false => {/ @@ --test membership a_node_on_an_older_copy'
   # issue 11: TLS identities
   'tls-off-at-the-listener @@ src/actors/network.rs @@ s/Peer::accept(shared.tls.as_deref(), stream)/Peer::accept(None, stream)/ @@ --test tls an_accept_claiming_node_3'
   'forged-from-accepted @@ src/tls.rs @@ s/(Peer::Node(id), Frame::Peer(envelope)) if envelope.from != \*id => Err(format!(/(Peer::Node(id), Frame::Peer(envelope)) if envelope.from != *id \&\& false => Err(format!(/ @@ --test tls a_peer_with_node_2s_certificate'
@@ -50,6 +50,15 @@ mutants=(
   'reload-does-nothing @@ src/tls.rs @@ s/\*self.current.write().expect("tls lock") = Arc::new(loaded);/drop(loaded);/ @@ --test tls_process certificates_rotate'
   'sigpipe-kills-nodes @@ src/cli/mod.rs @@ s/if !matches!(cli.command, Command::Node { .. } | Command::Cluster { .. }) {/if true {/ @@ --test tls_process a_tls_client_that_hangs_up'
   'install-from-outsiders @@ src/tls.rs @@ s/SyncRequest::Install(_) if !is_member(\*id) => {/SyncRequest::Install(_) if false \&\& !is_member(*id) => {/ @@ --test tls an_install_from_a_node_that_is_no_member'
+  # issue 17: safety at the edges
+  'add-give-up-does-the-rescan @@ src/paxos/membership.rs @@ s/            Some(Change::Add { id, .. }) if \*change == (Change::Remove { id }) => None,/            Some(Change::Add { id, .. }) if false \&\& *change == (Change::Remove { id }) => None,/ @@ --lib sim'
+  'add-give-up-does-the-rescan-test @@ src/paxos/membership.rs @@ s/            Some(Change::Add { id, .. }) if \*change == (Change::Remove { id }) => None,/            Some(Change::Add { id, .. }) if false \&\& *change == (Change::Remove { id }) => None,/ @@ --test membership a_joining_node_lost_during_its_rescan'
+  'refusal-forgotten-by-the-node @@ src/actors/membership.rs @@ s/Ok(MetaAnswer::Refused(Some(why))) => return self.refuse_for_good(\&why, false).await,/Ok(MetaAnswer::Refused(Some(_))) => {}/ @@ --test refused_stores an_older_copy_stays_refused'
+  'refusal-forgotten-by-peers @@ src/paxos/identity.rs @@ s/^    if seen.refused {/    if false \&\& seen.refused {/ @@ --lib stays_refused_at_any_later_generation'
+  'unrecorded-store-votes @@ src/actors/view.rs @@ s/self.recorded.load(Ordering::Acquire) || key == MEMBERSHIP_KEY/true/ @@ --test refused_stores a_store_not_yet_recorded'
+  'connections-never-closed @@ src/client.rs @@ s/_ = \&mut stopped => break,/_ = std::future::pending::<()>() => break,/ @@ --test refused_stores a_refused_node_left_waiting'
+  'member-commands-stop-at-a-refused-node @@ src/cli/member.rs @@ s/let next_node = matches!(e, Error::NotThisNode(_))/let next_node = false \&\& matches!(e, Error::NotThisNode(_))/ @@ --test refused_stores the_runbook_for_a_wiped_node'
+  'stale-change-not-fenced @@ src/actors/membership.rs @@ s/if seen != current.epoch {/if false \&\& seen != current.epoch {/ @@ --test membership a_stale_member_change'
   'removed-node-frames-accepted @@ src/actors/network.rs @@ s/^                if !member {$/                if false {/ @@ --test membership a_removed_node_that_returns'
 )
 

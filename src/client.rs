@@ -450,6 +450,8 @@ struct Connection {
     pending: Pending,
     closed: Arc<AtomicBool>,
     next_id: AtomicU64,
+    /// Dropped with the connection: ends its reader task, and so closes the socket.
+    _stop: oneshot::Sender<()>,
 }
 
 impl Connection {
@@ -471,6 +473,13 @@ impl Connection {
         let (frames, mut outgoing) = mpsc::channel::<Bytes>(CONNECTION_QUEUE_CAPACITY);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
+        // The socket closes when both halves are dropped: the writer's when the last sender
+        // (this `Connection`) is gone, the reader's when `stop` fires, which dropping the
+        // `Connection` does too. Without it a reader waits on a server that never speaks
+        // first, and every connection a dropped client opened stays open (a node waiting to
+        // be re-added opened ~3 a second to every peer, and exhausted their connection
+        // slots: review of issue 11).
+        let (stop, mut stopped) = oneshot::channel::<()>();
 
         tokio::spawn(async move {
             let _ = frame::write_queue(&mut writer, &mut outgoing).await;
@@ -478,7 +487,14 @@ impl Connection {
         let (reader_pending, reader_closed) = (pending.clone(), closed.clone());
         tokio::spawn(async move {
             let mut frames = FramedRead::new(reader, frame::codec(CLIENT_MAX_FRAME_BYTES));
-            while let Some(Ok(bytes)) = frames.next().await {
+            loop {
+                let bytes = tokio::select! {
+                    next = frames.next() => match next {
+                        Some(Ok(bytes)) => bytes,
+                        _ => break,
+                    },
+                    _ = &mut stopped => break,
+                };
                 let (id, answer) = match frame::decode(&bytes) {
                     Ok(answer @ Frame::Response(ClientResponse { id, .. })) => (id, answer),
                     Ok(answer @ Frame::SyncResponse(SyncAnswer { id, .. })) => (id, answer),
@@ -502,6 +518,7 @@ impl Connection {
             pending,
             closed,
             next_id: AtomicU64::new(1),
+            _stop: stop,
         })
     }
 

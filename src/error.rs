@@ -48,6 +48,10 @@ pub enum Error {
     /// An operating-system IO error outside storage (sockets, files, processes).
     #[error("io: {0}")]
     Io(String),
+    /// This node cannot serve the request (its store is refused, it is no member, it does
+    /// not vote), and nothing was done; another node may. Clients move on to the next node.
+    #[error("not this node: {0}")]
+    NotThisNode(String),
 }
 
 /// What a caller may do after an [`Error`]; see the module doc.
@@ -63,7 +67,9 @@ impl Error {
     /// The one classifier: client, CLI and benchmark all decide by it.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::Unavailable(_) | Error::Busy(_) | Error::Io(_) => ErrorClass::Retry,
+            Error::Unavailable(_) | Error::Busy(_) | Error::Io(_) | Error::NotThisNode(_) => {
+                ErrorClass::Retry
+            }
             Error::Unknown(_) => ErrorClass::MayHaveApplied,
             Error::BadRequest(_) | Error::Frame(_) | Error::Config(_) => ErrorClass::BadInput,
             Error::Storage(_) => ErrorClass::Storage,
@@ -88,7 +94,8 @@ impl Error {
             | Error::Frame(m)
             | Error::Config(m)
             | Error::Storage(m)
-            | Error::Io(m) => m,
+            | Error::Io(m)
+            | Error::NotThisNode(m) => m,
         }
     }
 
@@ -126,6 +133,7 @@ mod tests {
             (Error::Unavailable("x".into()), ErrorClass::Retry),
             (Error::Busy("x".into()), ErrorClass::Retry),
             (Error::Io("x".into()), ErrorClass::Retry),
+            (Error::NotThisNode("x".into()), ErrorClass::Retry),
             (Error::Unknown("x".into()), ErrorClass::MayHaveApplied),
             (Error::BadRequest("x".into()), ErrorClass::BadInput),
             (Error::Frame("x".into()), ErrorClass::BadInput),

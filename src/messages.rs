@@ -217,6 +217,18 @@ pub enum RequestBody {
     /// Drive one membership change to completion (`paxkv member add|remove`); answered once
     /// it is complete, or with why it cannot complete (safe to ask again).
     MemberChange(MemberChangeRequest),
+    /// [`RequestBody::MemberChange`], fenced: the change may *begin* only from the
+    /// membership of `epoch` (the one the client read before asking); from any other, the
+    /// node answers `BadRequest` and does nothing. A change already in progress is continued
+    /// as with `MemberChange`. So a request that waited (a paused node, a client that gave
+    /// up and moved on) never carries out a change the operator made moot since (review of
+    /// issue 11: a stale `remove` came back after the node was removed and re-added).
+    MemberChangeFenced {
+        /// The change.
+        change: MemberChangeRequest,
+        /// The membership epoch the client saw.
+        epoch: u64,
+    },
 }
 
 /// What `paxkv member add|remove` asks.

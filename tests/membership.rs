@@ -622,3 +622,129 @@ async fn an_older_copy_is_refused_after_the_membership_changed() {
     cluster.restart(3);
     cluster.wait_store_refused(3).await;
 }
+
+/// Issue 17, item 2: a joining node lost during the Rescan of its add (where every settle
+/// waits for its `Accepted`) must not wedge the membership: `member remove` of it completes
+/// (`Membership::work_before_next` skips the add's rescan), the cluster is back to stable with
+/// the fast ballot open, and later changes work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_lost_during_its_rescan_is_given_up_by_removing_it() {
+    let mut cluster = TestCluster::start();
+    let client = cluster.client();
+    for i in 0..50 {
+        client.put(format!("k{i}").as_bytes(), b"v").await.unwrap();
+    }
+    cluster.start_new_node(6);
+    // Node 6's Paxos replies never arrive: the add's rescan waits for them.
+    let cut = paxkv::messages::FaultPlan {
+        default: paxkv::messages::LinkFaults {
+            cut: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    cluster.node(6).set_faults(cut);
+    let driver = {
+        let client = cluster.client_with(vec![cluster.addr(1)], true, Duration::from_secs(120));
+        let change = add(&cluster, 6);
+        tokio::spawn(async move {
+            client
+                .request(0, paxkv::messages::RequestBody::MemberChange(change))
+                .await
+        })
+    };
+    eventually(
+        "the add of node 6 at its Rescan",
+        Duration::from_secs(30),
+        || async {
+            let m = cluster.membership(1).await;
+            m.phase == Some(paxkv::paxos::membership::Phase::Rescan)
+                && m.member(6).is_some_and(|x| x.state == MemberState::Joining)
+        },
+    )
+    .await;
+    cluster.stop(6);
+    let m = cluster
+        .change_until_done(
+            &[2, 3],
+            MemberChangeRequest::Remove { id: 6 },
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!((m.phase, m.voters()), (None, vec![1, 2, 3, 4, 5]), "{m:?}");
+    // The add's driver gives up (it sees another change) instead of resuming it.
+    let answer = tokio::time::timeout(Duration::from_secs(120), driver)
+        .await
+        .expect("the add's driver answers")
+        .unwrap();
+    assert!(answer.is_err(), "{answer:?}");
+    assert_eq!(cluster.membership(2).await.voters(), vec![1, 2, 3, 4, 5]);
+    // Stable again: a later change goes through, and every key reads back.
+    cluster
+        .change_until_done(
+            &[2, 3],
+            MemberChangeRequest::Remove { id: 5 },
+            Duration::from_secs(60),
+        )
+        .await;
+    for i in 0..50 {
+        match client.get(format!("k{i}").as_bytes()).await.unwrap() {
+            Outcome::Get { value, .. } => assert_eq!(value.as_deref(), Some(&b"v"[..])),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Issue 17, item 5: a change never begins again on its own. A `remove 6` fenced at the
+/// epoch its client read, delivered after the operator removed node 6 and added it back
+/// (as a request left behind in a paused node is), does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_member_change_does_nothing_after_the_operator_moved_on() {
+    let mut cluster = TestCluster::start();
+    cluster.start_new_node(6);
+    cluster
+        .change_until_done(&[1, 2], add(&cluster, 6), Duration::from_secs(60))
+        .await;
+    let seen = cluster.membership(1).await.epoch;
+    cluster
+        .change_until_done(
+            &[2],
+            MemberChangeRequest::Remove { id: 6 },
+            Duration::from_secs(60),
+        )
+        .await;
+    cluster
+        .change_until_done(&[2], add(&cluster, 6), Duration::from_secs(60))
+        .await;
+    let stale = paxkv::messages::RequestBody::MemberChangeFenced {
+        change: MemberChangeRequest::Remove { id: 6 },
+        epoch: seen,
+    };
+    let answer = cluster
+        .client_with(vec![cluster.addr(1)], true, Duration::from_secs(60))
+        .request(0, stale)
+        .await;
+    match answer {
+        Err(e) => assert!(
+            e.is_bad_input() && e.message().contains("membership changed"),
+            "{e}"
+        ),
+        Ok(other) => panic!("the stale remove ran: {other:?}"),
+    }
+    let m = cluster.membership(1).await;
+    assert!(m.is_voter(6) && m.phase.is_none(), "{m:?}");
+    // Fenced at the current epoch, the same request is carried out.
+    let current = paxkv::messages::RequestBody::MemberChangeFenced {
+        change: MemberChangeRequest::Remove { id: 6 },
+        epoch: m.epoch,
+    };
+    let done = cluster
+        .client_with(vec![cluster.addr(1)], true, Duration::from_secs(60))
+        .request(0, current)
+        .await
+        .unwrap();
+    assert!(
+        matches!(done, paxkv::messages::Reply::MemberChanged(ref m) if m.member(6).is_none()),
+        "{done:?}"
+    );
+}

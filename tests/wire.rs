@@ -355,6 +355,17 @@ fn samples() -> Vec<(&'static str, Frame)> {
                 result: Ok(SyncReply::Hello { seen: 2 }),
             }),
         ),
+        (
+            "request member change fenced",
+            request(RequestBody::MemberChangeFenced {
+                change: MemberChangeRequest::Remove { id: 2 },
+                epoch: 7,
+            }),
+        ),
+        (
+            "error not this node",
+            response(Err(Error::NotThisNode(e("x")))),
+        ),
     ]
 }
 
@@ -447,6 +458,8 @@ const GOLDEN: &[(&str, &str)] = &[
     ("sync membership reply", "0406000201000500"),
     ("sync installed reply", "040600030401"),
     ("sync hello reply", "0406000402"),
+    ("request member change fenced", "010308010207"),
+    ("error not this node", "020301080178"),
 ];
 
 #[test]

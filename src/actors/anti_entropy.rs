@@ -146,7 +146,7 @@ impl SyncServer {
                     .await
                     .map(|epoch| SyncReply::Installed {
                         epoch,
-                        intact: self.members.store_intact(),
+                        intact: self.members.store_confirmed_intact(),
                     })
             }
             SyncRequest::Hello {

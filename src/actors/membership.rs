@@ -52,6 +52,7 @@ use crate::actors::Stats;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::messages::{DigestEntry, MemberChangeRequest, SyncReply, SyncRequest};
+use crate::paxos::identity;
 use crate::paxos::membership::{Change, Membership, Phase, MEMBERSHIP_KEY};
 use crate::paxos::types::{Ballot, Command, Key, NodeId, Outcome, RequestId};
 
@@ -151,17 +152,16 @@ impl Driver {
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        // 2. The generation.
-        let generation = match meta(&self.storage, Meta::BumpGeneration).await {
-            Ok(MetaAnswer::U64(g)) => {
-                log::debug!("node {me}: generation {g}, epoch {}", self.view.epoch());
-                g
-            }
+        // 2. A store refused once is refused for good (`paxos::identity`).
+        match meta(&self.storage, Meta::Refused).await {
+            Ok(MetaAnswer::Refused(None)) => {}
+            Ok(MetaAnswer::Refused(Some(why))) => return self.refuse_for_good(&why, false).await,
             other => {
-                log::error!("node {me}: cannot bump the store's generation: {other:?}; not voting");
+                log::error!("node {me}: cannot read whether this store was refused: {other:?}");
                 return;
             }
-        };
+        }
+        // 3. The generation, confirmed by `q - 1` peers, one `Hello` round at a time.
         let mut confirmed: BTreeMap<NodeId, ()> = BTreeMap::new();
         let mut voting = false;
         loop {
@@ -172,32 +172,10 @@ impl Driver {
                 .filter(|p| !confirmed.contains_key(p))
                 .copied()
                 .collect();
-            for peer in unconfirmed.iter() {
-                let Ok(addr) = addr_of(&m, *peer) else {
-                    continue;
-                };
-                let client = self.client_of(&[(*peer, addr)]);
-                let hello = SyncRequest::Hello {
-                    node: me,
-                    store: self.view.store(),
-                    generation,
-                };
-                match client.sync(0, hello).await {
-                    Ok(SyncReply::Hello { seen }) if seen >= generation => {
-                        log::error!(
-                            "node {me}: node {peer} saw generation {seen} of this store, which \
-                             now starts as generation {generation}: this data directory is an \
-                             older copy. This node does not vote; remove it and add it again \
-                             on an empty directory."
-                        );
-                        self.readiness.clear_voting();
-                        self.refused.store(true, Ordering::Release);
-                        return;
-                    }
-                    Ok(SyncReply::Hello { .. }) => {
-                        confirmed.insert(*peer, ());
-                    }
-                    _ => {}
+            if !unconfirmed.is_empty() {
+                match self.hello_round(&m, &unconfirmed).await {
+                    Ok(peers) => confirmed.extend(peers.into_iter().map(|p| (p, ()))),
+                    Err(why) => return self.refuse_for_good(&why, true).await,
                 }
             }
             if !self.view.lists_me_as_voter() {
@@ -234,6 +212,7 @@ impl Driver {
             let needed = m.quorums().classic().saturating_sub(1);
             let voter_confirmations = confirmed.keys().filter(|p| m.is_voter(**p)).count();
             if !voting && voter_confirmations >= needed {
+                self.confirmed.store(true, Ordering::Release);
                 if let Err(e) = self.record_store(&m).await {
                     complain(&mut complained, format!("recording this store: {e}"));
                     self.wait_for_change(Duration::from_millis(300)).await;
@@ -244,7 +223,7 @@ impl Driver {
                 self.readiness.set_voting();
                 self.readiness.set_repaired();
                 log::info!(
-                    "node {me}: voting at epoch {} (generation {generation}, confirmed by \
+                    "node {me}: voting at epoch {} (confirmed by \
                      {voter_confirmations} peers) {:.2}s after start",
                     self.view.epoch(),
                     started.elapsed().as_secs_f64()
@@ -262,6 +241,72 @@ impl Driver {
                 Duration::from_millis(100)
             };
             self.wait_for_change(wait).await;
+        }
+    }
+
+    /// One round of `Hello`s to `peers`, all at once, at a new generation (raised durably
+    /// first, so that a lost answer never makes the next round look like an older copy):
+    /// the peers that confirmed it, or why this store is refused.
+    async fn hello_round(
+        &self,
+        m: &Membership,
+        peers: &[NodeId],
+    ) -> std::result::Result<Vec<NodeId>, String> {
+        let me = self.view.me();
+        let generation = match meta(&self.storage, Meta::BumpGeneration).await {
+            Ok(MetaAnswer::U64(g)) => g,
+            other => {
+                log::warn!("node {me}: cannot raise the store's generation: {other:?}");
+                return Ok(Vec::new());
+            }
+        };
+        let hellos = peers.iter().filter_map(|&peer| {
+            let addr = addr_of(m, peer).ok()?;
+            let client = self.client_of(&[(peer, addr)]);
+            let hello = SyncRequest::Hello {
+                node: me,
+                store: self.view.store(),
+                generation,
+            };
+            Some(async move { (peer, client.sync(0, hello).await) })
+        });
+        let mut confirmed = Vec::new();
+        for (peer, answer) in futures_util::future::join_all(hellos).await {
+            match answer {
+                Ok(SyncReply::Hello { seen }) if identity::refuses(generation, seen) => {
+                    return Err(match seen {
+                        identity::REFUSED => format!(
+                            "node {peer} refuses this store (an older copy, or a disk replaced \
+                             before the membership recorded it)"
+                        ),
+                        seen => format!(
+                            "node {peer} saw generation {seen} of this store, which now starts \
+                             as generation {generation}: this data directory is an older copy"
+                        ),
+                    });
+                }
+                Ok(SyncReply::Hello { .. }) => confirmed.push(peer),
+                _ => {}
+            }
+        }
+        Ok(confirmed)
+    }
+
+    /// This store never votes again (`paxos::identity`): said once, remembered on disk when
+    /// it is news (`record`), and the node waits for the operator.
+    async fn refuse_for_good(&self, why: &str, record: bool) {
+        let me = self.view.me();
+        self.readiness.clear_voting();
+        self.refused.store(true, Ordering::Release);
+        log::error!(
+            "node {me}: {why}. This node never votes with this store; remove it and add it \
+             again on an empty directory (`paxkv member remove {me}`, then `paxkv member add \
+             {me} ADDR`)."
+        );
+        if record {
+            if let Err(e) = meta(&self.storage, Meta::MarkRefused(why.to_string())).await {
+                log::error!("node {me}: recording the refusal: {e}");
+            }
         }
     }
 
@@ -431,10 +476,24 @@ impl Driver {
 
     /// Drives `request` to completion from whatever step the register shows (a rerun after
     /// a crash resumes it). See `paxos::membership` for the procedure and its argument.
-    pub async fn drive(&self, request: MemberChangeRequest) -> Result<Membership> {
-        if !self.store_intact() {
-            return Err(Error::Unavailable(format!(
-                "node {} cannot drive a change: its store is refused (ask another node)",
+    ///
+    /// **A change never begins again on its own.** It begins (its first compare-and-set,
+    /// from a stable membership) only from the membership of `fence`, the epoch the client
+    /// read before asking; without one (an older client), from the membership this driver
+    /// read first. Whatever the register shows later (the change done and undone by someone
+    /// else while this request waited in a paused node, or a compare-and-set of ours
+    /// delayed and beaten), the driver answers that the membership changed and does nothing.
+    /// The compare-and-set is on the register's version, so a delayed one cannot land on a
+    /// membership other than the one checked.
+    pub async fn drive(
+        &self,
+        request: MemberChangeRequest,
+        fence: Option<u64>,
+    ) -> Result<Membership> {
+        if !self.store_confirmed_intact() {
+            return Err(Error::NotThisNode(format!(
+                "node {} cannot drive a change: its store is refused, or its start not \
+                 confirmed by its peers yet",
                 self.view.me()
             )));
         }
@@ -486,6 +545,7 @@ impl Driver {
         // step is idempotent, and a compare-and-set whose outcome is unknown is found out by
         // reading the register again.
         let mut transient = 0;
+        let mut fence = fence;
         loop {
             let (current, version) = match self.read_register().await {
                 Ok(read) => read,
@@ -507,12 +567,24 @@ impl Driver {
             // The register's membership, installed everywhere we can reach, before anything
             // is decided from it (a rerun after a crash between a CAS and its install).
             self.install_everywhere(&current, &current).await?;
-            self.finish_step(&current).await?;
             let next = match current.step(&change) {
                 Ok(Some(next)) => next,
                 Ok(None) => return Ok(current),
                 Err(why) => return Err(Error::BadRequest(why)),
             };
+            if current.phase.is_none() {
+                let seen = *fence.get_or_insert(current.epoch);
+                if seen != current.epoch {
+                    return Err(Error::BadRequest(format!(
+                        "the membership changed since this request was made (epoch {seen},                          now {}): nothing was done; check `paxkv member list` and ask again                          if the change is still wanted",
+                        current.epoch
+                    )));
+                }
+            }
+            // The step's work, unless this request gives it up (`work_before_next`).
+            if let Some(phase) = current.work_before_next(&change) {
+                self.finish_step(&current, phase).await?;
+            }
             match self.cas_register(version, &next).await {
                 Ok(true) => {}
                 Ok(false) => continue, // someone else moved it: look again
@@ -569,7 +641,10 @@ impl Driver {
                         {
                             Some(node)
                         }
-                        Ok(_) => None,
+                        Ok(other) => {
+                            log::debug!("install of epoch {} on node {node}: {other:?}", m.epoch);
+                            None
+                        }
                         Err(e) => {
                             log::debug!("install of epoch {} on node {node}: {e}", m.epoch);
                             None
@@ -582,7 +657,7 @@ impl Driver {
             .into_iter()
             .flatten()
             .collect();
-        if self.store_intact() {
+        if self.store_confirmed_intact() {
             acked.push(self.view.me());
         }
         for voters in [m.voters(), previous.voters()] {
@@ -601,8 +676,7 @@ impl Driver {
     /// The work of the step `m` is in, before the next may be written: in `CloseFast`, settle
     /// every key a barrier node holds at the fast ballot; in `Rescan`, settle every key of a
     /// majority of the old voters.
-    async fn finish_step(&self, m: &Membership) -> Result<()> {
-        let Some(phase) = m.phase else { return Ok(()) };
+    async fn finish_step(&self, m: &Membership, phase: Phase) -> Result<()> {
         // The old voters: those of CloseFast (members minus the joining one).
         let mut old = m.clone();
         old.phase = Some(Phase::CloseFast);

@@ -260,16 +260,23 @@ pub enum Meta {
     LoadMembership,
     /// Install a membership if newer; answers the installed epoch.
     Install(crate::paxos::membership::Membership),
-    /// A peer's store reached a generation; answers the highest seen before.
-    SeeGeneration {
+    /// A peer's store says `Hello` at a generation; answers the highest seen before, or
+    /// `paxos::identity::REFUSED`.
+    Hello {
         node: NodeId,
         store: u64,
         generation: u64,
     },
+    /// Mark this store refused for good, with the reason.
+    MarkRefused(String),
+    /// Why this store was refused, if it was (`MetaAnswer::Refused`).
+    Refused,
 }
 
 #[derive(Debug)]
 pub enum MetaAnswer {
     U64(u64),
     Membership(Option<crate::paxos::membership::Membership>),
+    Refused(Option<String>),
+    Done,
 }

@@ -75,6 +75,7 @@ impl Sources {
             ("paxkv_bad_frames_total", "Frames refused: malformed, oversized, failing validation, or Paxos from a non-member", get(&s.bad_frames)),
             ("paxkv_forged_frames_total", "Frames dropped because the connection's certificate may not send them", get(&s.forged_frames)),
             ("paxkv_refused_connections_total", "Connections refused before any frame was read (failed TLS handshake, too many connections)", get(&s.refused_connections)),
+            ("paxkv_connections_accepted_total", "Connections accepted (TLS handshake done, or plaintext), clients' and peers'", get(&s.accepted_connections)),
             ("paxkv_stale_refused_total", "Paxos requests refused for an older membership epoch", get(&s.stale_refused)),
             ("paxkv_dropped_not_voting_total", "Paxos requests dropped while this node did not vote", get(&s.dropped_not_voting)),
             ("paxkv_acceptor_restarts_total", "Acceptor actors that crashed and were restarted from disk", get(&s.acceptor_restarts)),
@@ -110,6 +111,12 @@ impl Sources {
                 .set(queued as i64);
         }
         registry.register(Box::new(depth)).expect("registered once");
+        gauge(
+            &registry,
+            "paxkv_connections_open",
+            "Connections served now, clients' and peers'",
+            get(&s.open_connections) as i64,
+        );
         gauge(
             &registry,
             "paxkv_voting",

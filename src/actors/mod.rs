@@ -67,6 +67,11 @@ pub struct Stats {
     /// Connections refused before any frame was read: a failed TLS handshake (no certificate,
     /// another CA's, plaintext on a TLS port), or too many connections.
     pub refused_connections: AtomicU64,
+    /// Connections accepted (a TLS handshake completed, or plaintext) since the node started.
+    pub accepted_connections: AtomicU64,
+    /// Connections served now (clients' and peers'): bounded by the limits; a count that
+    /// only grows is a peer or client that never closes what it opened.
+    pub open_connections: AtomicU64,
     pub records_adopted: AtomicU64,
     pub sync_rounds: AtomicU64,
     pub dropped_not_voting: AtomicU64,

@@ -161,10 +161,13 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     }
                 }
             };
+            Stats::add(&shared.stats.accepted_connections, 1);
+            Stats::add(&shared.stats.open_connections, 1);
             if let Err(e) = serve_connection(stream, who, shared.clone()).await {
                 Stats::add(&shared.stats.bad_frames, 1);
                 log::warn!("closing connection from {peer}: {e}");
             }
+            Stats::sub(&shared.stats.open_connections, 1);
             drop(permit);
         });
     }

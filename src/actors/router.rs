@@ -16,8 +16,8 @@ use crate::actors::outbox::Outbox;
 use crate::actors::supervisor::NodeSupervisor;
 use crate::config::Config;
 use crate::error::Error;
-use crate::messages::{ClientRequest, ClientResponse, Reply, RequestBody};
-use crate::paxos::membership::RESERVED_PREFIX;
+use crate::messages::{ClientRequest, ClientResponse, MemberChangeRequest, Reply, RequestBody};
+use crate::paxos::membership::{Membership, RESERVED_PREFIX};
 use crate::paxos::types::{Command, NodeId, WriteIdMint};
 
 /// Serves client requests. Cheap to clone.
@@ -36,8 +36,7 @@ struct Shared {
     /// Write ids for client writes that came without one.
     write_ids: WriteIdMint,
     members: Driver,
-    /// One membership change driven by this node at a time (the register serializes changes
-    /// across nodes; this keeps one node from running two drivers of the same one).
+    /// One membership change driven by this node at a time ([`drive`]).
     driving: tokio::sync::Mutex<()>,
 }
 
@@ -100,12 +99,12 @@ impl Router {
             RequestBody::Members => Ok(Reply::Members(
                 shared.members.view.info(shared.members.is_voting()),
             )),
-            RequestBody::MemberChange(change) => match shared.driving.try_lock() {
-                Err(_) => Err(Error::Busy(
-                    "this node is already driving a membership change".into(),
-                )),
-                Ok(_guard) => shared.members.drive(change).await.map(Reply::MemberChanged),
-            },
+            RequestBody::MemberChange(change) => {
+                drive(shared, change, None).await.map(Reply::MemberChanged)
+            }
+            RequestBody::MemberChangeFenced { change, epoch } => drive(shared, change, Some(epoch))
+                .await
+                .map(Reply::MemberChanged),
             RequestBody::Status => match shared.supervisor.send(GetStatus).await {
                 Ok(status) => Ok(Reply::Status(status)),
                 Err(e) => Err(Error::Unavailable(e.to_string())),
@@ -154,6 +153,21 @@ impl Router {
     }
 }
 
+/// Drives one membership change, one at a time on this node (the register serializes
+/// changes across nodes; this keeps one node from running two drivers of the same one).
+async fn drive(
+    shared: &Shared,
+    change: MemberChangeRequest,
+    fence: Option<u64>,
+) -> Result<Membership, Error> {
+    match shared.driving.try_lock() {
+        Err(_) => Err(Error::Busy(
+            "this node is already driving a membership change".into(),
+        )),
+        Ok(_guard) => shared.members.drive(change, fence).await,
+    }
+}
+
 /// The `op` label of a request.
 fn op_label(body: &RequestBody) -> &'static str {
     match body {
@@ -167,7 +181,7 @@ fn op_label(body: &RequestBody) -> &'static str {
         RequestBody::Status => "status",
         RequestBody::SetFaults(_) => "set_faults",
         RequestBody::Members => "members",
-        RequestBody::MemberChange(_) => "member_change",
+        RequestBody::MemberChange(_) | RequestBody::MemberChangeFenced { .. } => "member_change",
         RequestBody::RetiredSyncDigest { .. } | RequestBody::RetiredSyncFetch { .. } => "retired",
     }
 }

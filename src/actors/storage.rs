@@ -296,11 +296,16 @@ impl Handler<Meta> for StorageActor {
             Meta::BumpGeneration => MetaAnswer::U64(self.store.bump_generation()?),
             Meta::LoadMembership => MetaAnswer::Membership(self.store.membership()?),
             Meta::Install(m) => MetaAnswer::U64(self.store.install_membership(&m)?),
-            Meta::SeeGeneration {
+            Meta::Hello {
                 node,
                 store,
                 generation,
-            } => MetaAnswer::U64(self.store.see_generation(node, store, generation)?),
+            } => MetaAnswer::U64(self.store.hello(node, store, generation)?),
+            Meta::MarkRefused(why) => {
+                self.store.mark_refused(&why)?;
+                MetaAnswer::Done
+            }
+            Meta::Refused => MetaAnswer::Refused(self.store.refused()?),
         })
     }
 }

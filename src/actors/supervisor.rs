@@ -311,8 +311,10 @@ impl Handler<Deliver> for NodeSupervisor {
             key,
             body,
         } = envelope;
-        if body.is_request() && !self.readiness.is_voting() {
-            // Not recovered from a majority yet: this node's acceptors must not vote.
+        if body.is_request() && !(self.readiness.is_voting() && self.members.view.admits_key(&key))
+        {
+            // Not voting (not a voter with its own store, generation not confirmed), or its
+            // store not recorded yet and this no membership key: no vote.
             Stats::add(&self.stats.dropped_not_voting, 1);
             return;
         }

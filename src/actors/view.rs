@@ -5,7 +5,7 @@
 //! is argued there and in `paxos::membership`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,8 @@ use crate::client::{Client, ClientOptions};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::messages::{MembershipInfo, SyncReply, SyncRequest};
-use crate::paxos::membership::{Membership, Phase};
+use crate::paxos::identity;
+use crate::paxos::membership::{Membership, Phase, MEMBERSHIP_KEY};
 use crate::paxos::types::NodeId;
 use crate::tls::Tls;
 
@@ -30,6 +31,9 @@ pub struct MembershipView {
     me: NodeId,
     store: u64,
     epoch: AtomicU64,
+    /// The installed membership records this store for this node (not 0, the bootstrap's
+    /// "not recorded yet"): see [`MembershipView::admits_key`].
+    recorded: AtomicBool,
     current: RwLock<Option<Arc<Membership>>>,
 }
 
@@ -39,8 +43,21 @@ impl MembershipView {
             me,
             store,
             epoch: AtomicU64::new(installed.as_ref().map_or(0, |m| m.epoch)),
+            recorded: AtomicBool::new(installed.as_ref().is_some_and(|m| records(m, me, store))),
             current: RwLock::new(installed.map(Arc::new)),
         }
+    }
+
+    /// May this node's acceptors vote on `key` (given that the node votes at all)? On every
+    /// key once the membership records this store; before that (a new cluster's bootstrap
+    /// membership records no store) only on the membership register, whose compare-and-set
+    /// records it. So a store that was never recorded never holds a vote on a client key:
+    /// if its disk is lost in that window, no client write chosen with its vote is lost with
+    /// it (review of issue 11, item 4: a wiped store-0 node voting again lost a write chosen
+    /// at the fast ballot; and a failed compare-and-set kept the window open for as long as
+    /// a change ran). One atomic load on the hot path.
+    pub fn admits_key(&self, key: &[u8]) -> bool {
+        self.recorded.load(Ordering::Acquire) || key == MEMBERSHIP_KEY
     }
 
     pub fn me(&self) -> NodeId {
@@ -67,6 +84,8 @@ impl MembershipView {
             return false;
         }
         *current = Some(Arc::new(m.clone()));
+        self.recorded
+            .store(records(m, self.me, self.store), Ordering::Release);
         self.epoch.store(m.epoch, Ordering::Release);
         true
     }
@@ -91,6 +110,11 @@ impl MembershipView {
     }
 }
 
+/// Does `m` record store `store` for node `me`?
+fn records(m: &Membership, me: NodeId, store: u64) -> bool {
+    m.member(me).is_some_and(|x| x.store == store && store != 0)
+}
+
 /// What every membership task of a node needs. Cheap to clone.
 #[derive(Clone)]
 pub struct Members {
@@ -106,6 +130,9 @@ pub struct Members {
     pub(crate) changed: Arc<tokio::sync::Notify>,
     /// This store is not the member's (wiped, replaced) or an older copy: no vote.
     pub(crate) refused: Arc<std::sync::atomic::AtomicBool>,
+    /// This run's generation was confirmed by `q - 1` peers (`actors::membership`): until
+    /// then an older copy cannot be told from an intact store, and counts as neither.
+    pub(crate) confirmed: Arc<std::sync::atomic::AtomicBool>,
     /// The node's certificate for its calls to peers (`None`: plaintext).
     pub(crate) tls: Option<Arc<Tls>>,
 }
@@ -148,6 +175,7 @@ impl Members {
             fetching: Default::default(),
             changed: Default::default(),
             refused: Default::default(),
+            confirmed: Default::default(),
         }
     }
 
@@ -191,6 +219,13 @@ impl Members {
                 m.member(me)
                     .is_none_or(|x| x.store == self.view.store() || x.store == 0)
             })
+    }
+
+    /// [`Members::store_intact`], and this run's generation confirmed by its peers: what a
+    /// change's barrier and scan may count on (`SyncReply::Installed::intact`). Before the
+    /// confirmation an older copy would answer as intact (review of issue 11).
+    pub fn store_confirmed_intact(&self) -> bool {
+        self.confirmed.load(Ordering::Acquire) && self.store_intact()
     }
 
     pub fn store_refused(&self) -> bool {
@@ -310,11 +345,19 @@ impl Members {
         (result, empty)
     }
 
-    /// Answers a peer's `Hello`: records the generation, answers the one seen before.
+    /// Answers a peer's `Hello` (`paxos::identity`): the generation seen before, or
+    /// `identity::REFUSED`. A node whose own store is refused does not answer: what it
+    /// remembers of its peers may be lost or old, and its answer must not confirm anyone.
     pub async fn hello(&self, node: NodeId, store: u64, generation: u64) -> Result<u64> {
+        if !self.store_intact() {
+            return Err(Error::NotThisNode(format!(
+                "node {}: this store is refused; it confirms no peer",
+                self.view.me
+            )));
+        }
         match meta(
             &self.storage,
-            Meta::SeeGeneration {
+            Meta::Hello {
                 node,
                 store,
                 generation,
@@ -325,13 +368,13 @@ impl Members {
             MetaAnswer::U64(seen) => {
                 log::debug!(
                     "node {}: Hello from node {node}, store {store:x} generation {generation} \
-                     (seen before: {seen})",
+                     (answer: {seen})",
                     self.view.me
                 );
-                if seen >= generation {
+                if identity::refuses(generation, seen) {
                     log::warn!(
-                        "node {}: node {node} started on generation {generation} of its store, \
-                         but generation {seen} ran before: its data directory is an older copy",
+                        "node {}: node {node} started on generation {generation} of store \
+                         {store:x}, which is an older copy or was replaced (refused for good)",
                         self.view.me
                     );
                 }

@@ -14,6 +14,31 @@ use super::EXIT_OK;
 
 /// How long a change may take: a rescan of every key (a minute or two per million keys).
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(3_600);
+/// A driving node that answers no ping for this long is given up for the next one.
+const DRIVER_SILENCE: Duration = Duration::from_secs(10);
+/// How often the driving node is pinged.
+const DRIVER_PING_INTERVAL: Duration = Duration::from_secs(1);
+const NOT_ANSWERING: &str = "stopped answering pings";
+
+/// Resolves (with why) once node `index` has answered no ping for [`DRIVER_SILENCE`]; never
+/// while it answers.
+async fn unresponsive(client: &Client, index: usize) -> String {
+    let mut last_answer = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(DRIVER_PING_INTERVAL).await;
+        match tokio::time::timeout(DRIVER_PING_INTERVAL, client.ping(index)).await {
+            Ok(Ok(())) => last_answer = std::time::Instant::now(),
+            _ if last_answer.elapsed() >= DRIVER_SILENCE => {
+                return format!(
+                    "node {} {NOT_ANSWERING} for {}s while driving the change",
+                    client.addrs()[index],
+                    DRIVER_SILENCE.as_secs()
+                )
+            }
+            _ => {}
+        }
+    }
+}
 
 #[derive(Subcommand)]
 pub enum MemberCommand {
@@ -111,8 +136,26 @@ pub async fn run(client: Client, command: MemberCommand, json: bool) -> i32 {
         MemberCommand::Add { id, addr } => MemberChangeRequest::Add { id, addr },
         MemberCommand::Remove { id } => MemberChangeRequest::Remove { id },
     };
-    // One node drives the change; any voting member may. A node that cannot be reached is
-    // skipped; an answer (done, or why not) ends it.
+    // The fence: the change may begin only from the membership read now (see
+    // `RequestBody::MemberChangeFenced`), so a request left behind in a node that stopped
+    // answering can never be carried out later, after the operator moved on.
+    let epoch = match members(&client).await {
+        Ok(MembershipInfo {
+            membership: Some(m),
+            ..
+        }) => m.epoch,
+        Ok(_) => {
+            return fail(
+                &Error::Unavailable("no node has a membership installed yet".into()),
+                json,
+            )
+        }
+        Err(e) => return fail(&e, json),
+    };
+    // One node drives the change; any voting member may. The next node is asked when one
+    // cannot be reached, answers that it cannot drive (`NotThisNode`: its store is refused,
+    // ...), or stops answering pings while it drives (paused, cut off): a change is
+    // rerunnable from any node, and the fence keeps the one left behind from acting later.
     let options = ClientOptions {
         attempt_timeout: CHANGE_TIMEOUT,
         op_timeout: CHANGE_TIMEOUT,
@@ -122,10 +165,15 @@ pub async fn run(client: Client, command: MemberCommand, json: bool) -> i32 {
     let driver = Client::new(client.addrs().to_vec(), options);
     let mut last = Error::Unavailable("no node answered".into());
     for index in 0..driver.addrs().len() {
-        match driver
-            .request(index, RequestBody::MemberChange(change.clone()))
-            .await
-        {
+        let body = RequestBody::MemberChangeFenced {
+            change: change.clone(),
+            epoch,
+        };
+        let answer = tokio::select! {
+            answer = driver.request(index, body) => answer,
+            why = unresponsive(&client, index) => Err(Error::Unavailable(why)),
+        };
+        match answer {
             Ok(Reply::MemberChanged(m)) => {
                 print_membership(&m, json);
                 return EXIT_OK;
@@ -133,12 +181,16 @@ pub async fn run(client: Client, command: MemberCommand, json: bool) -> i32 {
             Ok(other) => last = Error::Frame(format!("unexpected answer {other:?}")),
             Err(e) if e.is_bad_input() => return fail(&e, json),
             Err(e) => {
+                let next_node = matches!(e, Error::NotThisNode(_))
+                    || matches!(e, Error::Unavailable(ref m)
+                        if m.contains("connect") || m.contains(NOT_ANSWERING));
                 last = e;
                 // A driver that answered "unavailable" got as far as it could; the next node
                 // would only fail the same way (the change is rerunnable).
-                if matches!(last, Error::Unavailable(ref m) if !m.contains("connect")) {
+                if !next_node {
                     break;
                 }
+                eprintln!("{}: {last}; asking the next node", driver.addrs()[index]);
             }
         }
     }

@@ -337,6 +337,35 @@ impl Membership {
         }
     }
 
+    /// The work a driver must finish in the step `self` before it writes the step after it
+    /// for `change`: settle the keys held at the fast ballot ([`Phase::CloseFast`]), or rescan
+    /// every key ([`Phase::Rescan`]); `None` when there is none.
+    ///
+    /// **Giving up an add skips the add's work.** When `change` removes the node whose add
+    /// is in progress, the add's step is left without its work (review of issue 11: the
+    /// Rescan of `add j` waits for `j`'s `Accepted` on every key, so a joining node that died
+    /// there wedged `member remove j`, and with it every later change, for good). Safe: every
+    /// epoch of the sequence `M` (stable), `M` (CloseFast, +j joining), `M+j` (Rescan),
+    /// `M+j` (CloseFast, j leaving), `M` (Rescan), `M` (stable) has voters `M` or `M+j`, and
+    /// a majority of `M` meets every majority of `M+j` (they differ by one node) as well as
+    /// every other majority of `M`; so whichever of these epochs are live at once, every
+    /// prepare quorum meets every accept quorum. The fast ballot is closed throughout, except
+    /// at the two stable ends, which both count fast votes against `M`: the fast votes of the
+    /// first were settled at a classic ballot by the add's CloseFast work if it reached
+    /// Rescan (and from CloseFast the give-up goes straight back to `M`, the same voters and
+    /// the same counting); the last opens only after the removal's own Rescan, which puts
+    /// every key on a majority of `M` at a ballot above every ballot prepared before it. What
+    /// the skipped rescan would have added (making epochs of `M` dead before the fast ballot
+    /// opens for `M+j`, and giving `j` every key) is not needed: the fast ballot never opens
+    /// for `M+j`, and `j` leaves.
+    pub fn work_before_next(&self, change: &Change) -> Option<Phase> {
+        let phase = self.phase?;
+        match self.change_in_progress() {
+            Some(Change::Add { id, .. }) if *change == (Change::Remove { id }) => None,
+            _ => Some(phase),
+        }
+    }
+
     fn begin(&self, change: &Change) -> Result<Option<Membership>, String> {
         let mut next = self.clone();
         next.epoch += 1;
@@ -467,6 +496,48 @@ mod tests {
         assert_eq!(removed[1].voters(), vec![1, 2, 3, 4]);
         assert_eq!(removed[2].voters(), vec![1, 3, 4]);
         assert_eq!(removed[3].nodes(), vec![1, 3, 4]);
+    }
+
+    /// `Membership::work_before_next`: giving up an add at its Rescan skips the rescan (which
+    /// waits for the joining node), and every epoch from the add's start to the removal's end
+    /// has majorities that meet each other's (any of them may be live at once) with the fast
+    /// ballot closed between the two stable ends.
+    #[test]
+    fn giving_up_an_add_skips_its_rescan_and_every_epoch_on_the_way_intersects() {
+        for n in 1..=9 {
+            let from = Membership::bootstrap((1..=n).map(|i| (i, format!("a:{i}"))));
+            let add_steps = run(&from, &add(n + 1));
+            let rescan = &add_steps[2];
+            assert_eq!(rescan.phase, Some(Phase::Rescan));
+            let give_up = Change::Remove { id: n + 1 };
+            assert_eq!(rescan.work_before_next(&give_up), None);
+            assert_eq!(rescan.work_before_next(&add(n + 1)), Some(Phase::Rescan));
+            assert_eq!(
+                add_steps[1].work_before_next(&give_up),
+                None,
+                "from CloseFast too"
+            );
+            // The removal still does its own work.
+            let back = run(rescan, &give_up);
+            assert_eq!(back[1].work_before_next(&give_up), Some(Phase::CloseFast));
+            assert_eq!(back[2].work_before_next(&give_up), Some(Phase::Rescan));
+            assert_eq!(back.last().unwrap().voters(), from.voters());
+            let all: Vec<&Membership> = add_steps[..3].iter().chain(&back[1..]).collect();
+            for a in &all {
+                for b in &all {
+                    assert!(
+                        majorities_intersect(&a.voters(), &b.voters()),
+                        "{a:?} / {b:?}"
+                    );
+                }
+            }
+            let last = all.len() - 1;
+            for (i, m) in all.iter().enumerate() {
+                assert_eq!(m.fast_allowed(), i == 0 || i == last, "{m:?}");
+            }
+        }
+        // A change with no work: a stable membership.
+        assert_eq!(three().work_before_next(&add(4)), None);
     }
 
     /// The safety argument of the module doc needs, at every step of growing 1 → 64 and

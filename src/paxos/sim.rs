@@ -14,7 +14,9 @@
 //! - **membership changes** while all of the above goes on: the lost stores' remove and add,
 //!   the replacement of a node by a new one (add the new, remove the old, which is dead),
 //!   growing to seven voters and shrinking back to three; **the driver's node restarts in the
-//!   middle of a change**, and another node resumes it from the register.
+//!   middle of a change**, and another node resumes it from the register; **a joining node
+//!   dies during its add**, which is given up by removing it (the add's rescan, which waits
+//!   for it, skipped: `Membership::work_before_next`).
 //!
 //! The driver is modelled on `actors::membership::Driver`: a step is written (the register
 //! here is a value the simulation holds, standing for the CASPaxos register; its own safety is
@@ -67,6 +69,9 @@ const COOL_KEYS: usize = 6;
 const RACE_KEYS: usize = 12;
 const MIN_VOTERS: usize = 3;
 const MAX_VOTERS: usize = 7;
+/// The chance, each time the driver of an add looks at its step, that the joining node dies
+/// and the operator gives the add up by removing it.
+const GIVE_UP_ADD_RATE: f64 = 0.002;
 
 enum Payload {
     Paxos(PeerMessage),
@@ -183,6 +188,8 @@ struct Sim {
     /// Changes waiting, one driven at a time.
     changes: VecDeque<(Change, Then)>,
     driving: Option<Driving>,
+    /// Nodes being added to grow the voters (an add the simulation may give up).
+    growing: BTreeSet<NodeId>,
     next_id: NodeId,
     history: Vec<Operation>,
     /// Indexes of operations that certainly did not take effect (left out of the check).
@@ -241,6 +248,7 @@ impl Sim {
             register,
             changes: VecDeque::new(),
             driving: None,
+            growing: BTreeSet::new(),
             next_id: 6,
             history: Vec::new(),
             not_applied: BTreeSet::new(),
@@ -746,12 +754,33 @@ impl Sim {
             }
             return;
         }
-        if d.step.phase.is_none() {
-            // the last step: installed on majorities, the change is complete
-            let d = self.driving.take().expect("checked");
-            self.finished(d.change, d.then);
-            return;
+        // (only the add of a node that grows the voters: giving up the re-add of a lost
+        // disk, or a replacement's new node, would shrink them for good)
+        let give_up = matches!(d.change, Change::Add { id, .. } if self.growing.contains(&id))
+            && d.step.phase.is_some();
+        if give_up && self.rng.random_bool(GIVE_UP_ADD_RATE) {
+            // The joining node dies during its add, and the operator gives the add up by
+            // removing it: the step's work (a rescan that waits for the dead node) is skipped
+            // by `Membership::work_before_next`, not by a rule of the simulation's own.
+            let id = d.change.node();
+            d.change = Change::Remove { id };
+            *self.faults.entry("add given up").or_default() += 1;
+            self.nodes.get_mut(&id).unwrap().dead = true;
+            self.restart(id);
         }
+        let Some(d) = self.driving.as_mut() else {
+            return;
+        };
+        let Some(work) = d.step.work_before_next(&d.change) else {
+            if d.step.phase.is_none() {
+                // the last step: installed on majorities, the change is complete
+                let d = self.driving.take().expect("checked");
+                self.finished(d.change, d.then);
+            } else {
+                self.write_step();
+            }
+            return;
+        };
         if !d.scanned {
             // The scan: every key of the old voters that acknowledged (their records as of
             // now, after their install), only those at the fast ballot in CloseFast.
@@ -762,7 +791,7 @@ impl Sim {
                 .into_iter()
                 .filter(|n| d.acked.contains(n))
                 .collect();
-            let fast_only = d.step.phase == Some(Phase::CloseFast);
+            let fast_only = work == Phase::CloseFast;
             let mut keys: BTreeSet<Key> = BTreeSet::new();
             for s in sources {
                 for (k, r) in &self.nodes[&s].durable {
@@ -1146,6 +1175,7 @@ fn run(seed: u64) -> RunStats {
                 3 if voters < MAX_VOTERS => {
                     *sim.faults.entry("grow").or_default() += 1;
                     let id = sim.add_new_node();
+                    sim.growing.insert(id);
                     let store = sim.nodes[&id].store;
                     sim.changes.push_back((
                         Change::Add {
@@ -1376,6 +1406,7 @@ fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_sta
         "remove",
         "intact restart",
         "driver restart",
+        "add given up",
         "proposer restart",
         "acceptor crash",
     ] {

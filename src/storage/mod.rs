@@ -32,6 +32,7 @@ use heed::types::{Bytes, U64};
 use heed::{Database, Env, EnvFlags, EnvOpenOptions};
 
 use crate::error::{Error, Result};
+use crate::paxos::identity::{self, SeenStore};
 use crate::paxos::membership::Membership;
 use crate::paxos::record::AcceptorRecord;
 use crate::paxos::types::{Key, NodeId};
@@ -62,8 +63,14 @@ mod meta_key {
     /// The installed membership (postcard).
     pub const MEMBERSHIP: &[u8] = b"membership";
     /// `peer_generation/<node id, big-endian>`: the highest generation of that node's store
-    /// that this node has seen, and the store it was of (two big-endian u64).
+    /// that this node has seen, and the store it was of (two big-endian u64). Written before
+    /// issue 17 (one store per node); read only, as what is known of that one store.
     pub const PEER_GENERATION: &[u8] = b"peer_generation/";
+    /// `peer_store/<node id><store id>` (big-endian): what this node remembers of that store
+    /// of that node (`paxos::identity::SeenStore`).
+    pub const PEER_STORE: &[u8] = b"peer_store/";
+    /// Present (with the reason, UTF-8) once a peer refused this store: it never votes again.
+    pub const REFUSED: &[u8] = b"refused";
 }
 
 const CRC_BYTES: usize = 4;
@@ -360,7 +367,11 @@ impl Store {
     /// The installed membership, if any.
     pub fn membership(&self) -> Result<Option<Membership>> {
         let rtxn = self.env.read_txn()?;
-        match self.meta.get(&rtxn, meta_key::MEMBERSHIP)? {
+        self.membership_in(&rtxn)
+    }
+
+    fn membership_in(&self, rtxn: &heed::RoTxn) -> Result<Option<Membership>> {
+        match self.meta.get(rtxn, meta_key::MEMBERSHIP)? {
             None => Ok(None),
             Some(bytes) => {
                 let m: Membership = postcard::from_bytes(bytes)
@@ -392,25 +403,77 @@ impl Store {
         Ok(membership.epoch)
     }
 
-    /// Records that `node`'s store `store` reached `generation`; returns the highest
-    /// generation of that store seen before (0: none, or another store).
-    pub fn see_generation(&self, node: NodeId, store: u64, generation: u64) -> Result<u64> {
-        let mut key = meta_key::PEER_GENERATION.to_vec();
-        key.extend_from_slice(&node.to_be_bytes());
+    /// Answers `node`'s store `store` saying `Hello` at `generation` (the decision is
+    /// `paxos::identity::judge_hello`), remembering what it decides, in one transaction:
+    /// the generation seen before, or `identity::REFUSED`.
+    pub fn hello(&self, node: NodeId, store: u64, generation: u64) -> Result<u64> {
+        let key = identity::seen_store_key(meta_key::PEER_STORE, node, store);
         let mut wtxn = self.env.write_txn()?;
         let seen = match self.meta.get(&wtxn, &key)? {
-            Some(b) if b.len() == 16 && b[..8] == store.to_be_bytes() => {
-                u64::from_be_bytes(b[8..].try_into().expect("8 bytes"))
-            }
-            _ => 0,
+            Some(bytes) => Some(SeenStore::decode(bytes).ok_or_else(|| {
+                Error::Storage(format!(
+                    "what this node knows of node {node}'s store: corrupt"
+                ))
+            })?),
+            None => self.legacy_seen(&wtxn, node, store)?,
         };
-        if generation > seen {
-            let mut value = store.to_be_bytes().to_vec();
-            value.extend_from_slice(&generation.to_be_bytes());
-            self.meta.put(&mut wtxn, &key, &value)?;
+        let mut prefix = meta_key::PEER_STORE.to_vec();
+        prefix.extend_from_slice(&node.to_be_bytes());
+        let mut other_store_seen = false;
+        for entry in self.meta.prefix_iter(&wtxn, &prefix)? {
+            let (k, _) = entry?;
+            other_store_seen |= k != key.as_slice();
+        }
+        let recorded = self
+            .membership_in(&wtxn)?
+            .and_then(|m| m.member(node).map(|x| x.store));
+        let context = identity::HelloContext {
+            seen,
+            other_store_seen,
+            recorded,
+        };
+        let (answer, remember) = identity::judge_hello(context, generation);
+        if let Some(remember) = remember {
+            self.meta.put(&mut wtxn, &key, &remember.encode())?;
             wtxn.commit()?;
         }
-        Ok(seen)
+        Ok(answer)
+    }
+
+    /// What the one-store-per-node record of before issue 17 says of `store`.
+    fn legacy_seen(
+        &self,
+        txn: &heed::RoTxn,
+        node: NodeId,
+        store: u64,
+    ) -> Result<Option<SeenStore>> {
+        let mut key = meta_key::PEER_GENERATION.to_vec();
+        key.extend_from_slice(&node.to_be_bytes());
+        Ok(match self.meta.get(txn, &key)? {
+            Some(b) if b.len() == 16 && b[..8] == store.to_be_bytes() => Some(SeenStore {
+                generation: u64::from_be_bytes(b[8..].try_into().expect("8 bytes")),
+                refused: false,
+            }),
+            _ => None,
+        })
+    }
+
+    /// Marks this store refused for good (`paxos::identity`), with the reason.
+    pub fn mark_refused(&self, why: &str) -> Result<()> {
+        let mut wtxn = self.env.write_txn()?;
+        self.meta
+            .put(&mut wtxn, meta_key::REFUSED, why.as_bytes())?;
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    /// Why this store was refused, if it was.
+    pub fn refused(&self) -> Result<Option<String>> {
+        let rtxn = self.env.read_txn()?;
+        Ok(self
+            .meta
+            .get(&rtxn, meta_key::REFUSED)?
+            .map(|b| String::from_utf8_lossy(b).into_owned()))
     }
 
     pub fn mark_synced(&self) -> Result<()> {

@@ -1,0 +1,271 @@
+//! A store that lost what it voted for (an older copy of the directory, a wiped disk) never
+//! votes again, however often it is restarted, and a node left waiting with one costs its
+//! peers nothing; the operator's runbook (remove the node, add it back on an empty
+//! directory) works through any node. Findings 1, 6 and 7 of the review of issue 11 (issue
+//! 17); the decisions are `paxkv::paxos::identity`.
+
+mod support;
+
+use std::time::Duration;
+
+use paxkv::paxos::types::Outcome;
+use support::{eventually, lose_disk, TestCluster};
+
+/// Item 1 (a): node 3 runs on, a write is acknowledged by {1, 2, 3} while 4 and 5 are down,
+/// node 3's directory is replaced by a copy from before, and it is restarted again and again
+/// (an operator, or an orchestrator reacting to `/health`'s 503). It stays refused; and with
+/// 1 and 2 down, {3, 4, 5} never answers that the write does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_copy_stays_refused_however_often_it_restarts_and_no_acknowledged_write_is_lost() {
+    let mut cluster = TestCluster::start();
+    cluster.stop(3);
+    let copy = cluster.dir.path().join("copy-3");
+    lose_disk(&copy, Some(&cluster.node_dir(3)));
+    cluster.restart(3); // a later run: its generation reaches the peers
+    cluster.wait_voting(&[3]).await;
+    cluster.stop(4);
+    cluster.stop(5);
+    let client = cluster.client();
+    let written = client.put(b"K", b"acknowledged").await.unwrap();
+    assert!(
+        matches!(written, Outcome::Put { version: 1 }),
+        "{written:?}"
+    );
+    cluster.stop(3);
+    lose_disk(&cluster.node_dir(3), Some(&copy));
+    for _ in 0..3 {
+        cluster.restart(3);
+        cluster.wait_store_refused(3).await;
+        cluster.stop(3);
+    }
+    cluster.stop(1);
+    cluster.stop(2);
+    cluster.restart(3);
+    cluster.restart(4);
+    cluster.restart(5);
+    cluster.wait_store_refused(3).await;
+    let minority = cluster.client_with(
+        vec![cluster.addr(3), cluster.addr(4), cluster.addr(5)],
+        false,
+        Duration::from_secs(3),
+    );
+    match minority.get(b"K").await {
+        Err(e) => assert!(!e.may_have_applied(), "{e}"),
+        Ok(Outcome::Get { value, version }) => assert_eq!(
+            (value.as_deref(), version),
+            (Some(&b"acknowledged"[..]), 1),
+            "a stale read"
+        ),
+        Ok(other) => panic!("{other:?}"),
+    }
+}
+
+/// Item 1 (b): between the copy and its restore, the node once started on an empty
+/// directory (a new store, refused as not the member's). Its `Hello` must not erase what the
+/// peers know of the real store: the restored copy is refused at its first start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_copy_is_refused_even_after_the_node_once_started_on_an_empty_directory() {
+    let mut cluster = TestCluster::start();
+    cluster.stop(3);
+    let copy = cluster.dir.path().join("copy-3");
+    lose_disk(&copy, Some(&cluster.node_dir(3)));
+    cluster.restart(3);
+    cluster.wait_voting(&[3]).await;
+    cluster.client().put(b"K", b"v").await.unwrap();
+    cluster.stop(3);
+    cluster.wipe(3);
+    cluster.restart(3);
+    cluster.wait_store_refused(3).await;
+    cluster.stop(3);
+    lose_disk(&cluster.node_dir(3), Some(&copy));
+    cluster.restart(3);
+    cluster.wait_store_refused(3).await;
+}
+
+/// Item 6: a node whose store is refused waits for the operator, and keeps asking its peers
+/// for the membership. Every connection it opens is closed again: with a connection limit
+/// of 32, after it opened more than twice that many to node 1, node 1 holds few open and a
+/// new client is served (before, each ask leaked a connection, and the peers ran out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_node_left_waiting_leaves_no_connection_open_and_clients_keep_working() {
+    const LIMIT: usize = 32;
+    let mut cluster = TestCluster::start_with(|config| {
+        config.limits.max_client_connections = LIMIT;
+        for node in &mut config.nodes {
+            node.metrics_addr = Some(support::free_port().to_string());
+        }
+    });
+    cluster.stop(5);
+    cluster.wipe(5);
+    cluster.restart(5);
+    cluster.wait_store_refused(5).await;
+    let accepted = "paxkv_connections_accepted_total";
+    let before = cluster.metric(1, accepted).await.expect("the series");
+    eventually(
+        "node 5 opened twice the connection limit to node 1",
+        Duration::from_secs(120),
+        || async {
+            cluster
+                .metric(1, accepted)
+                .await
+                .is_some_and(|n| n >= before + 2.0 * LIMIT as f64)
+        },
+    )
+    .await;
+    let open = cluster
+        .metric(1, "paxkv_connections_open")
+        .await
+        .expect("the series");
+    assert!(
+        open < LIMIT as f64 / 2.0,
+        "{open} connections open on node 1 (limit {LIMIT})"
+    );
+    let fresh = cluster.client_with(vec![cluster.addr(1)], true, Duration::from_secs(10));
+    fresh.put(b"still", b"served").await.unwrap();
+    assert_eq!(
+        cluster.metric(1, "paxkv_refused_connections_total").await,
+        Some(0.0)
+    );
+}
+
+/// Item 7: the README's runbook for a lost disk, run with the CLI against a config whose
+/// first node is the wiped one: `member remove 1` and `member add 1` are taken by the next
+/// node (the wiped one answers "not this node"), and node 1 votes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runbook_for_a_wiped_node_works_when_the_config_names_it_first() {
+    let mut cluster = TestCluster::start();
+    cluster.client().put(b"k", b"before").await.unwrap();
+    cluster.stop(1);
+    cluster.wipe(1);
+    cluster.restart(1);
+    cluster.wait_store_refused(1).await;
+    let config = cluster.dir.path().join("client.toml");
+    let mut text = String::new();
+    for (id, addr) in cluster.config.node_ids().iter().zip(cluster.config.addrs()) {
+        text.push_str(&format!("[[node]]\nid = {id}\naddr = \"{addr}\"\n"));
+    }
+    std::fs::write(&config, text).unwrap();
+    let addr1 = cluster.addr(1).to_string();
+    for args in [
+        vec!["member".to_string(), "remove".into(), "1".into()],
+        vec![
+            "member".to_string(),
+            "add".into(),
+            "1".into(),
+            addr1.clone(),
+        ],
+    ] {
+        let config = config.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_paxkv"))
+                .arg("--config")
+                .arg(&config)
+                .args(&args)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "exit {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    cluster.wait_voting(&[1]).await;
+    match cluster.client_for(1).get(b"k").await.unwrap() {
+        Outcome::Get { value, .. } => assert_eq!(value.as_deref(), Some(&b"before"[..])),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Item 4: a store the membership does not record yet (node 5 was down at the bootstrap,
+/// and a change in progress keeps it from recording itself) votes on the membership
+/// register only, never on a client key: a wiped disk in that window loses no client write.
+/// Once the change ends, it records its store and votes on every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_not_yet_recorded_votes_on_no_client_key() {
+    use paxkv::actors::messages::InspectAcceptor;
+    use paxkv::messages::{FaultPlan, LinkFaults, MemberChangeRequest, RequestBody};
+    use paxkv::paxos::membership::Phase;
+
+    let mut cluster = TestCluster::configured_with(|_| {});
+    for id in 1..=4 {
+        cluster.restart(id);
+    }
+    cluster.wait_voting(&[1, 2, 3, 4]).await;
+    eventually("nodes 1-4 recorded", Duration::from_secs(60), || async {
+        let m = cluster.membership(1).await;
+        (1..=4).all(|id| m.member(id).is_some_and(|x| x.store != 0))
+    })
+    .await;
+    assert_eq!(cluster.membership(1).await.member(5).unwrap().store, 0);
+    // An add that stays at its Rescan: node 6's Paxos replies never arrive.
+    cluster.start_new_node(6);
+    cluster.node(6).set_faults(FaultPlan {
+        default: LinkFaults {
+            cut: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let add = MemberChangeRequest::Add {
+        id: 6,
+        addr: cluster.addr(6).to_string(),
+    };
+    let driver = cluster.client_with(vec![cluster.addr(1)], true, Duration::from_secs(120));
+    let adding =
+        tokio::spawn(async move { driver.request(0, RequestBody::MemberChange(add)).await });
+    eventually("the add at its Rescan", Duration::from_secs(30), || async {
+        cluster.membership(1).await.phase == Some(Phase::Rescan)
+    })
+    .await;
+    cluster.restart(5);
+    cluster.wait_voting(&[5]).await;
+    let client = cluster.client();
+    for i in 0..20 {
+        client.put(format!("w{i}").as_bytes(), b"x").await.unwrap();
+    }
+    let supervisor = cluster.node(5).supervisor().clone();
+    for i in 0..20 {
+        let record = supervisor
+            .send(InspectAcceptor {
+                key: format!("w{i}").into_bytes(),
+            })
+            .await
+            .unwrap();
+        assert!(
+            record.as_ref().is_none_or(|r| r.state.value.is_none()),
+            "node 5 voted on w{i} with a store the membership does not record: {record:?}"
+        );
+    }
+    assert_eq!(cluster.membership(5).await.member(5).unwrap().store, 0);
+    // Give the add up; node 5 then records its store and votes on client keys.
+    cluster.stop(6);
+    cluster
+        .change_until_done(
+            &[2, 3],
+            MemberChangeRequest::Remove { id: 6 },
+            Duration::from_secs(60),
+        )
+        .await;
+    let _ = adding.await;
+    eventually("node 5 recorded", Duration::from_secs(60), || async {
+        cluster
+            .membership(1)
+            .await
+            .member(5)
+            .is_some_and(|x| x.store != 0)
+    })
+    .await;
+    cluster.stop(1);
+    cluster.stop(2);
+    let survivors = cluster.client_with(
+        vec![cluster.addr(3), cluster.addr(4), cluster.addr(5)],
+        false,
+        Duration::from_secs(20),
+    );
+    survivors.put(b"after", b"recorded").await.unwrap();
+}
