@@ -59,6 +59,8 @@ mutants=(
   'connections-never-closed @@ src/client.rs @@ s/_ = \&mut stopped => break,/_ = std::future::pending::<()>() => break,/ @@ --test refused_stores a_refused_node_left_waiting'
   'member-commands-stop-at-a-refused-node @@ src/cli/member.rs @@ s/let next_node = matches!(e, Error::NotThisNode(_))/let next_node = false \&\& matches!(e, Error::NotThisNode(_))/ @@ --test refused_stores the_runbook_for_a_wiped_node'
   'stale-change-not-fenced @@ src/actors/membership.rs @@ s/if seen != current.epoch {/if false \&\& seen != current.epoch {/ @@ --test membership a_stale_member_change'
+  'join-ignored @@ src/actors/membership.rs @@ s/^        addrs.extend(join);$/        let _ = join;/ @@ --test membership a_node_whose_old_peers_are_all_gone'
+  'add-takes-stores-with-records @@ src/paxos/membership.rs @@ s/        if joining.holds_records {/        if false \&\& joining.holds_records {/ @@ --test membership a_store_that_served_another_cluster'
   'removed-node-frames-accepted @@ src/actors/network.rs @@ s/^                if !member {$/                if false {/ @@ --test membership a_removed_node_that_returns'
 )
 

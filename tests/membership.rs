@@ -748,3 +748,91 @@ async fn a_stale_member_change_does_nothing_after_the_operator_moved_on() {
         "{done:?}"
     );
 }
+
+/// Issue 17, item 5: a node restarted after every peer it knew was removed and stopped
+/// learns the new membership from its `--join` addresses (they were ignored once a
+/// membership was on disk), and votes in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_old_peers_are_all_gone_learns_the_membership_through_join() {
+    let mut cluster = TestCluster::start_n(3, |_| {});
+    cluster.stop(3);
+    for id in [4, 5] {
+        cluster.start_new_node(id);
+        cluster
+            .change_until_done(&[1, 2], add(&cluster, id), Duration::from_secs(60))
+            .await;
+    }
+    for id in [1, 2] {
+        cluster
+            .change_until_done(
+                &[4, 5],
+                MemberChangeRequest::Remove { id },
+                Duration::from_secs(60),
+            )
+            .await;
+        cluster.stop(id);
+    }
+    let epoch = cluster.membership(4).await.epoch;
+    cluster.restart(3);
+    eventually(
+        "node 3 learns the membership",
+        Duration::from_secs(30),
+        || async { cluster.membership(3).await.epoch >= epoch },
+    )
+    .await;
+    cluster.wait_voting(&[3]).await;
+    cluster.client_for(3).put(b"k", b"v").await.unwrap();
+}
+
+/// Issue 17, item 3: `member add` refuses a node whose store served another cluster (here a
+/// staging cluster with the same key names): before, its records took part in the add's
+/// rescan and every key read the staging value. An empty directory is then added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_served_another_cluster_is_refused_by_member_add() {
+    let mut staging = TestCluster::start_n(3, |_| {});
+    staging.start_new_node(6);
+    staging
+        .change_until_done(&[1, 2], add(&staging, 6), Duration::from_secs(60))
+        .await;
+    let keys: Vec<Vec<u8>> = (0..20).map(|i| format!("k{i}").into_bytes()).collect();
+    for _ in 0..3 {
+        for key in &keys {
+            staging.client().put(key, b"staging").await.unwrap();
+        }
+    }
+    staging.stop(6);
+    let mut production = TestCluster::start();
+    for key in &keys {
+        production.client().put(key, b"production").await.unwrap();
+    }
+    support::copy_dir(&staging.node_dir(6), &production.node_dir(6));
+    production.start_new_node(6);
+    let refused = production.change(1, add(&production, 6)).await;
+    match refused {
+        Err(e) => assert!(
+            e.is_bad_input() && e.message().contains("holds records"),
+            "{e}"
+        ),
+        Ok(m) => panic!("a store of another cluster was added: {m:?}"),
+    }
+    for key in &keys {
+        match production.client().get(key).await.unwrap() {
+            Outcome::Get { value, .. } => assert_eq!(value.as_deref(), Some(&b"production"[..])),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(production.membership(1).await.voters(), vec![1, 2, 3, 4, 5]);
+    // On an empty directory, the same node is added and holds production's values.
+    production.stop(6);
+    support::lose_disk(&production.node_dir(6), None);
+    production.restart(6);
+    production
+        .change_until_done(&[1, 2], add(&production, 6), Duration::from_secs(60))
+        .await;
+    for key in &keys {
+        match production.client_for(6).get(key).await.unwrap() {
+            Outcome::Get { value, .. } => assert_eq!(value.as_deref(), Some(&b"production"[..])),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -2,9 +2,11 @@
 //! written once (their only write goes at the fast ballot), while a seeded schedule cuts links
 //! (majority/minority, a bridge node, one-way), drops, duplicates and delays messages, stops
 //! and restarts nodes, wipes a node's data directory or rolls it back to an older copy, and
-//! replaces a node by a new one at a new address. A lost store is refused and rejoins as a
-//! new member (`member remove`, then `member add`), and a replacement is `member add` of the
-//! new node then `member remove` of the old one: those changes run in the background, through
+//! replaces a node by a new one at a new address. A lost store is refused (and stays refused
+//! when it is restarted, as an orchestrator would on its 503) and rejoins as a new member
+//! (`member remove`, then `member add`); a replacement is `member add` of the new node then
+//! `member remove` of the old one; a new node dies during its own add, which is given up by
+//! removing it (the node a change is about, killed). Those changes run in the background, through
 //! whichever node answers, while the next faults (crashes of the driving node included) go
 //! on; one change at a time. Then everything heals, every key is read back, and the whole
 //! history is checked for linearizability (errors recorded exactly: "unavailable" did not
@@ -80,13 +82,16 @@ enum Fault {
     RollbackOne,
     /// A node dies for good; a new node at a new address is added, the dead one removed.
     ReplaceOne,
+    /// A new node is being added and dies during its add (the node a change is about); the
+    /// add is given up by removing it.
+    LoseJoining,
 }
 
 /// Whether a fault needs a membership change (one runs at a time).
 fn changes_membership(fault: Fault) -> bool {
     matches!(
         fault,
-        Fault::WipeOne | Fault::RollbackOne | Fault::ReplaceOne
+        Fault::WipeOne | Fault::RollbackOne | Fault::ReplaceOne | Fault::LoseJoining
     )
 }
 
@@ -174,6 +179,7 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
                 Fault::WipeOne,
                 Fault::RollbackOne,
                 Fault::ReplaceOne,
+                Fault::LoseJoining,
             ];
             for i in (1..deck.len()).rev() {
                 deck.swap(i, rng.random_range(0..=i));
@@ -237,7 +243,7 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
             }
             Fault::CrashOne | Fault::WipeOne | Fault::RollbackOne => stopped.push(order[0]),
             Fault::CrashTwo => stopped.extend_from_slice(&order[..2]),
-            Fault::ReplaceOne => {}
+            Fault::ReplaceOne | Fault::LoseJoining => {}
         }
         for &node in &stopped {
             cluster.stop(node);
@@ -280,6 +286,13 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
             // The node is told its store is not the member's (or is an older copy) and does
             // not vote; the operator's path follows.
             cluster.wait_store_refused(lost).await;
+            // An orchestrator restarts a node whose /health answers 503: it stays refused
+            // (issue 17: a second start of an older copy used to vote).
+            for _ in 0..rng.random_range(1..=2) {
+                cluster.stop(lost);
+                cluster.restart(lost);
+                cluster.wait_store_refused(lost).await;
+            }
             if fault == Fault::RollbackOne {
                 cluster.stop(lost);
                 cluster.wipe(lost);
@@ -331,6 +344,39 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
                     let remove = MemberChangeRequest::Remove { id: dead };
                     support::drive_until_done(addrs, remove, deadline).await;
                     after
+                }),
+            ));
+        }
+        if fault == Fault::LoseJoining {
+            // The add runs from one node; the new node dies at a random point of it (before
+            // its probe, during CloseFast, during the rescan that waits for it, or after),
+            // and the operator gives the add up by removing it: that must always complete.
+            let new = next_id;
+            next_id += 1;
+            cluster.start_new_node(new);
+            let via = members[rng.random_range(0..members.len())];
+            let request = paxkv::messages::RequestBody::MemberChange(MemberChangeRequest::Add {
+                id: new,
+                addr: cluster.addr(new).to_string(),
+            });
+            let adder = cluster.client_with(vec![cluster.addr(via)], true, Duration::from_secs(30));
+            let adding = tokio::spawn(async move { adder.request(0, request).await });
+            // the time until the new node dies (not a wait for a condition)
+            tokio::time::sleep(Duration::from_millis(rng.random_range(50..1_500))).await;
+            cluster.stop(new); // for good
+            let addrs: Vec<_> = members.iter().map(|n| cluster.addr(*n)).collect();
+            let all = members.clone();
+            changing = Some((
+                new,
+                tokio::spawn(async move {
+                    let deadline = Duration::from_secs(120);
+                    let remove = MemberChangeRequest::Remove { id: new };
+                    support::drive_until_done(addrs.clone(), remove.clone(), deadline).await;
+                    // An add that began only after that removal found nothing to do is given
+                    // up the same way (its driver has answered by now).
+                    let _ = adding.await;
+                    support::drive_until_done(addrs, remove, deadline).await;
+                    all
                 }),
             ));
         }

@@ -1,9 +1,10 @@
 //! Process-level nemesis: five real `paxkv node` processes (see `support/processes.rs`)
 //! under SIGKILL, SIGSTOP/SIGCONT, restarts, partitions, message faults, and lost disks (a
 //! killed node's data directory wiped, or rolled back to an older copy): the node is refused
-//! and rejoins as a new member (`member remove`, `member add`), a change driven in the
-//! background through whichever node answers while the next faults (SIGKILL of the driving
-//! node included) go on, one change at a time; with a concurrent workload and keys written
+//! (and stays refused through the restarts an orchestrator would make) and rejoins as a new
+//! member (`member remove`, `member add`), a change driven in the background through
+//! whichever node answers while the next faults (SIGKILL of the driving node, and of the node
+//! the change is about, included) go on, one change at a time; with a concurrent workload and keys written
 //! once, all read back at the end, whose whole history must be linearizable. Also: a change
 //! whose driver is SIGKILLed mid-change completes when rerun elsewhere, and a write storm
 //! whose acknowledged writes must all survive SIGKILL of every node at once.
@@ -127,11 +128,16 @@ enum Fault {
     /// SIGKILL one node, put back a copy of its data directory taken at an earlier kill
     /// (or at this one, with writes in between), restart it after the hold.
     RollbackOne,
+    /// SIGKILL the node a membership change is about (a lost store being removed and added
+    /// back), restart it after the hold; the change is driven on until it completes. Without
+    /// a change in progress, `KillOne`.
+    KillChanging,
     /// Not dealt: counts the lost stores that rejoined as new members.
     Rejoined,
 }
 
-const FAULTS: [Fault; 10] = [
+const FAULTS: [Fault; 11] = [
+    Fault::KillChanging,
     Fault::MajorityMinority,
     Fault::Bridge,
     Fault::Halves,
@@ -174,6 +180,9 @@ async fn run_nemesis(
         let mut fault = deck.pop().expect("refilled");
         if matches!(fault, Fault::WipeOne | Fault::RollbackOne) && changing.is_some() {
             deck.insert(0, fault); // one change at a time: later
+            fault = Fault::KillOne;
+        }
+        if fault == Fault::KillChanging && changing.is_none() {
             fault = Fault::KillOne;
         }
         let hold = Duration::from_millis(rng.random_range(1_000..=3_000));
@@ -230,6 +239,11 @@ async fn run_nemesis(
                 support::lose_disk(&cluster.data_dir(ids[0]), Some(&copy));
                 format!("node {} (to an older copy)", ids[0])
             }
+            Fault::KillChanging => {
+                let node = busy.expect("a change is in progress");
+                cluster.kill(node).await;
+                format!("node {node} (the node of the change in progress)")
+            }
             Fault::KillTwo => {
                 cluster.kill_many(&ids[..2]).await;
                 format!("nodes {:?}", &ids[..2])
@@ -263,18 +277,24 @@ async fn run_nemesis(
                 cluster.restart(ids[0]);
                 cluster.wait_voting(&ids[..1]).await;
             }
+            Fault::KillChanging => cluster.restart(busy.expect("a change is in progress")),
             Fault::WipeOne | Fault::RollbackOne => {
-                // it must not vote with what it has: refused until it rejoins
+                // It must not vote with what it has: refused until it rejoins, however often
+                // it is restarted (as an orchestrator does while /health answers 503).
+                for _ in 0..rng.random_range(2..=3) {
+                    cluster.restart(ids[0]);
+                    let probe = cluster.client_for(ids[0]);
+                    eventually(
+                        &format!("node {} refuses its lost store", ids[0]),
+                        Duration::from_secs(30),
+                        || async {
+                            matches!(probe.status(0).await, Ok(s) if s.store_refused && !s.voting)
+                        },
+                    )
+                    .await;
+                    cluster.kill(ids[0]).await;
+                }
                 cluster.restart(ids[0]);
-                let probe = cluster.client_for(ids[0]);
-                eventually(
-                    &format!("node {} refuses its lost store", ids[0]),
-                    Duration::from_secs(30),
-                    || async {
-                        matches!(probe.status(0).await, Ok(s) if s.store_refused && !s.voting)
-                    },
-                )
-                .await;
             }
             Fault::KillTwo => {
                 cluster.restart(ids[0]);

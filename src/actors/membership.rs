@@ -53,7 +53,7 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::messages::{DigestEntry, MemberChangeRequest, SyncReply, SyncRequest};
 use crate::paxos::identity;
-use crate::paxos::membership::{Change, Membership, Phase, MEMBERSHIP_KEY};
+use crate::paxos::membership::{Change, JoiningStore, Membership, Phase, MEMBERSHIP_KEY};
 use crate::paxos::types::{Ballot, Command, Key, NodeId, Outcome, RequestId};
 
 /// The node's start and the driver of membership changes (they write the membership
@@ -106,7 +106,7 @@ impl Driver {
         // member's store). Only a node of the config that finds no membership anywhere
         // bootstraps a new cluster.
         let addrs: Vec<std::net::SocketAddr> = match self.view.get() {
-            Some(m) => self.peer_addrs(&m),
+            Some(m) => self.peer_addrs(&m, &join),
             None if join.is_empty() => self.config.addrs(),
             None => join.clone(),
         };
@@ -205,7 +205,7 @@ impl Driver {
                 if voting {
                     voting = false; // removed, or its store replaced: `install` cleared it
                 }
-                let _ = self.fetch_and_install(self.peer_addrs(&m)).await;
+                let _ = self.fetch_and_install(self.peer_addrs(&m, &join)).await;
                 self.wait_for_change(Duration::from_millis(300)).await;
                 continue;
             }
@@ -231,7 +231,7 @@ impl Driver {
             }
             if voting {
                 // Keep up with changes made while this node's links were down.
-                let _ = self.fetch_and_install(self.peer_addrs(&m)).await;
+                let _ = self.fetch_and_install(self.peer_addrs(&m, &join)).await;
             }
             let wait = if voting && confirmed.len() == peers.len() {
                 Duration::from_secs(5)
@@ -327,7 +327,14 @@ impl Driver {
         })
     }
 
-    fn peer_addrs(&self, m: &Membership) -> Vec<std::net::SocketAddr> {
+    /// Where to ask for a newer membership: the members of `m`, the config's nodes, and the
+    /// `--join` addresses (a node restarted after its old peers were all replaced learns the
+    /// new membership through them: review of issue 11).
+    fn peer_addrs(
+        &self,
+        m: &Membership,
+        join: &[std::net::SocketAddr],
+    ) -> Vec<std::net::SocketAddr> {
         let mut addrs: Vec<_> = m
             .nodes()
             .into_iter()
@@ -335,6 +342,7 @@ impl Driver {
             .filter_map(|n| addr_of(m, n).ok())
             .collect();
         addrs.extend(self.config.addrs());
+        addrs.extend(join);
         addrs.sort();
         addrs.dedup();
         addrs
@@ -497,6 +505,8 @@ impl Driver {
                 self.view.me()
             )));
         }
+        // The node to be added, as it answered: checked before the add begins.
+        let mut joining = None;
         let change = match request {
             MemberChangeRequest::Remove { id } => Change::Remove { id },
             MemberChangeRequest::Add { id, addr } => {
@@ -533,6 +543,7 @@ impl Driver {
                         info.node
                     )));
                 }
+                joining = Some((parsed, info.membership));
                 Change::Add {
                     id,
                     addr,
@@ -576,9 +587,27 @@ impl Driver {
                 let seen = *fence.get_or_insert(current.epoch);
                 if seen != current.epoch {
                     return Err(Error::BadRequest(format!(
-                        "the membership changed since this request was made (epoch {seen},                          now {}): nothing was done; check `paxkv member list` and ask again                          if the change is still wanted",
+                        "the membership changed since this request was made (epoch {seen}, \
+                         now {}): nothing was done; check `paxkv member list` and ask again \
+                         if the change is still wanted",
                         current.epoch
                     )));
+                }
+                if let Some((addr, installed)) = joining.take() {
+                    let id = change.node();
+                    let holds_records = !self
+                        .client_of(&[(id, addr)])
+                        .sync_digest(0, None, 1)
+                        .await?
+                        .entries
+                        .is_empty();
+                    let store = JoiningStore {
+                        installed,
+                        holds_records,
+                    };
+                    current
+                        .admits_joining(id, &store)
+                        .map_err(Error::BadRequest)?;
                 }
             }
             // The step's work, unless this request gives it up (`work_before_next`).

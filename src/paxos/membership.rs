@@ -130,6 +130,15 @@ pub struct Member {
     pub store: u64,
 }
 
+/// What a node that is to be added says of its store (`Membership::admits_joining`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoiningStore {
+    /// The membership it has installed, if any.
+    pub installed: Option<Membership>,
+    /// Its store holds at least one acceptor record.
+    pub holds_records: bool,
+}
+
 /// The step of a change in progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
@@ -364,6 +373,34 @@ impl Membership {
             Some(Change::Add { id, .. }) if *change == (Change::Remove { id }) => None,
             _ => Some(phase),
         }
+    }
+
+    /// May node `id`'s store, as it describes itself, begin to join this membership? Only an
+    /// empty one: a store that holds any record served a cluster (another one, with the
+    /// same key names, or this one under an earlier membership), and its records would take
+    /// part in the add's rescan, where a higher ballot of the other cluster's wins over
+    /// this cluster's chosen state (review of issue 11, item 3: 20 of 20 keys read the
+    /// staging cluster's values after such an add). Nor one that installed a membership that
+    /// cannot be this cluster's: newer than the newest, or of the same epoch and different.
+    /// (A membership of a lower epoch cannot be told from this cluster's own earlier one
+    /// without a cluster identity in the membership, which is not built yet.)
+    pub fn admits_joining(&self, id: NodeId, joining: &JoiningStore) -> Result<(), String> {
+        if joining.holds_records {
+            return Err(format!(
+                "node {id}'s store holds records: it served a cluster before (this one, or \
+                 another); start node {id} on an empty data directory and add it again"
+            ));
+        }
+        if let Some(theirs) = &joining.installed {
+            if theirs.epoch > self.epoch || (theirs.epoch == self.epoch && theirs != self) {
+                return Err(format!(
+                    "node {id} has installed a membership of another cluster (epoch {}); start \
+                     it on an empty data directory with `--join` of this cluster's nodes",
+                    theirs.epoch
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn begin(&self, change: &Change) -> Result<Option<Membership>, String> {
