@@ -634,6 +634,7 @@ async fn a_joining_node_lost_during_its_rescan_is_given_up_by_removing_it() {
     for i in 0..50 {
         client.put(format!("k{i}").as_bytes(), b"v").await.unwrap();
     }
+    let before_add = cluster.membership(1).await.epoch;
     cluster.start_new_node(6);
     // Node 6's Paxos replies never arrive: the add's rescan waits for them.
     let cut = paxkv::messages::FaultPlan {
@@ -664,6 +665,21 @@ async fn a_joining_node_lost_during_its_rescan_is_given_up_by_removing_it() {
     )
     .await;
     cluster.stop(6);
+    // A give-up fenced at an epoch from before the add (a stale request) does nothing.
+    let stale = cluster
+        .client_with(vec![cluster.addr(2)], true, Duration::from_secs(60))
+        .request(
+            0,
+            paxkv::messages::RequestBody::MemberChangeFenced {
+                change: MemberChangeRequest::Remove { id: 6 },
+                epoch: before_add,
+            },
+        )
+        .await;
+    assert!(
+        matches!(&stale, Err(e) if e.message().contains("membership changed since")),
+        "{stale:?}"
+    );
     let m = cluster
         .change_until_done(
             &[2, 3],
@@ -713,6 +729,10 @@ async fn a_stale_member_change_does_nothing_after_the_operator_moved_on() {
             Duration::from_secs(60),
         )
         .await;
+    // Added back on an empty directory (a store with records is refused).
+    cluster.stop(6);
+    cluster.wipe(6);
+    cluster.restart(6);
     cluster
         .change_until_done(&[2], add(&cluster, 6), Duration::from_secs(60))
         .await;

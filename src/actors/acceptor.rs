@@ -30,8 +30,9 @@ use crate::actors::{guarded, Stats};
 use crate::error::{Error, Result};
 use crate::messages::PeerMessage;
 use crate::paxos::acceptor::Acceptor;
+use crate::paxos::admission::{self, Admission};
 use crate::paxos::record::AcceptorRecord;
-use crate::paxos::types::{Ballot, Key};
+use crate::paxos::types::Key;
 
 /// Requests that may wait for one key's acceptor; more are dropped (Paxos treats it as loss).
 const ACCEPTOR_MAILBOX_CAPACITY: usize = 1_024;
@@ -76,31 +77,26 @@ impl AcceptorActor {
 
     /// The membership check of every request, at the moment it is handled (see
     /// `actors::membership`: the view's epoch is raised before an install is queued to
-    /// storage, so a request handled after that sees the new epoch). `Some(reply)`: answer
-    /// that instead of stepping the core; `Some(None)`: drop the request.
+    /// storage, so a request handled after that sees the new epoch); the decision is
+    /// `paxos::admission::admit`. `Some(reply)`: answer that instead of stepping the core;
+    /// `Some(None)`: drop the request.
     fn check_epoch(&self, msg: &FromProposer) -> Option<Option<PeerMessage>> {
-        let epoch = self.members.view.epoch();
-        if msg.epoch < epoch {
-            Stats::add(&self.stats.stale_refused, 1);
-            return Some(Some(PeerMessage::Stale { epoch }));
-        }
-        if msg.epoch > epoch {
-            // Learn the newer membership first; the proposer retries.
-            self.members.fetch_from(msg.from, msg.epoch);
-            return Some(None);
-        }
-        if let PeerMessage::Accept { ballot, .. } = &msg.msg {
-            let closed = *ballot == Ballot::FAST
-                && !self.members.view.get().is_some_and(|m| m.fast_allowed());
-            if closed {
-                // A change is in progress: the fast ballot is closed (`paxos::membership`).
-                return Some(Some(PeerMessage::Reject {
-                    ballot: Ballot::FAST,
-                    seen: Ballot::FAST,
-                }));
+        let view = &self.members.view;
+        let fast_allowed = || view.get().is_some_and(|m| m.fast_allowed());
+        match admission::admit(view.epoch(), msg.epoch, &msg.msg, fast_allowed) {
+            Admission::Step => None,
+            Admission::Answer(reply) => {
+                if matches!(reply, PeerMessage::Stale { .. }) {
+                    Stats::add(&self.stats.stale_refused, 1);
+                }
+                Some(Some(reply))
+            }
+            Admission::FetchNewer => {
+                // Learn the newer membership first; the proposer retries.
+                self.members.fetch_from(msg.from, msg.epoch);
+                Some(None)
             }
         }
-        None
     }
 
     /// Hands `record` to the storage actor; the receiver is answered once it is durable.

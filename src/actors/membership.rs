@@ -101,6 +101,17 @@ impl Driver {
                 *complained = Some(Instant::now());
             }
         };
+        // 0. A store refused once is refused for good (`paxos::identity`), before it answers
+        // any peer's `Hello` (a refused store confirms nobody). If that cannot be read, the
+        // store is taken as refused: it votes on nothing it cannot vouch for.
+        match meta(&self.storage, Meta::Refused).await {
+            Ok(MetaAnswer::Refused(None)) => {}
+            Ok(MetaAnswer::Refused(Some(why))) => return self.refuse_for_good(&why, false).await,
+            other => {
+                let why = format!("cannot read whether this store was refused: {other:?}");
+                return self.refuse_for_good(&why, false).await;
+            }
+        }
         // 1. A membership: the newest any reachable node has (an intact restart learns what
         // changed while it was down; a wiped store of a running cluster learns it is not the
         // member's store). Only a node of the config that finds no membership anywhere
@@ -152,18 +163,14 @@ impl Driver {
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        // 2. A store refused once is refused for good (`paxos::identity`).
-        match meta(&self.storage, Meta::Refused).await {
-            Ok(MetaAnswer::Refused(None)) => {}
-            Ok(MetaAnswer::Refused(Some(why))) => return self.refuse_for_good(&why, false).await,
-            other => {
-                log::error!("node {me}: cannot read whether this store was refused: {other:?}");
-                return;
-            }
-        }
-        // 3. The generation, confirmed by `q - 1` peers, one `Hello` round at a time.
+        // 2. The generation, confirmed by `q - 1` peers, one `Hello` round at a time.
         let mut confirmed: BTreeMap<NodeId, ()> = BTreeMap::new();
         let mut voting = false;
+        // Rounds back off while peers stay unconfirmed (each round is a durable write here
+        // and, at a new generation, at every peer that answers: on a slow disk, rounds every
+        // 100 ms starved the cluster's first writes).
+        let mut hello_backoff = HELLO_BACKOFF_MIN;
+        let mut next_hello = Instant::now();
         loop {
             let Some(m) = self.view.get() else { return };
             let peers: Vec<NodeId> = m.nodes().into_iter().filter(|n| *n != me).collect();
@@ -172,11 +179,21 @@ impl Driver {
                 .filter(|p| !confirmed.contains_key(p))
                 .copied()
                 .collect();
-            if !unconfirmed.is_empty() {
+            if !unconfirmed.is_empty() && Instant::now() >= next_hello {
                 match self.hello_round(&m, &unconfirmed).await {
                     Ok(peers) => confirmed.extend(peers.into_iter().map(|p| (p, ()))),
                     Err(why) => return self.refuse_for_good(&why, true).await,
                 }
+                next_hello = Instant::now() + hello_backoff;
+                hello_backoff = (hello_backoff * 2).min(HELLO_BACKOFF_MAX);
+            }
+            // Confirmed by `q - 1` voters: not an older copy. Said as soon as it is known, a
+            // joining node included (a change's barrier may need its `Installed` before it
+            // votes).
+            let needed = m.quorums().classic().saturating_sub(1);
+            let voter_confirmations = confirmed.keys().filter(|p| m.is_voter(**p)).count();
+            if voter_confirmations >= needed {
+                self.confirmed.store(true, Ordering::Release);
             }
             if !self.view.lists_me_as_voter() {
                 match m.member(me) {
@@ -209,10 +226,7 @@ impl Driver {
                 self.wait_for_change(Duration::from_millis(300)).await;
                 continue;
             }
-            let needed = m.quorums().classic().saturating_sub(1);
-            let voter_confirmations = confirmed.keys().filter(|p| m.is_voter(**p)).count();
             if !voting && voter_confirmations >= needed {
-                self.confirmed.store(true, Ordering::Release);
                 if let Err(e) = self.record_store(&m).await {
                     complain(&mut complained, format!("recording this store: {e}"));
                     self.wait_for_change(Duration::from_millis(300)).await;
@@ -274,16 +288,10 @@ impl Driver {
         for (peer, answer) in futures_util::future::join_all(hellos).await {
             match answer {
                 Ok(SyncReply::Hello { seen }) if identity::refuses(generation, seen) => {
-                    return Err(match seen {
-                        identity::REFUSED => format!(
-                            "node {peer} refuses this store (an older copy, or a disk replaced \
-                             before the membership recorded it)"
-                        ),
-                        seen => format!(
-                            "node {peer} saw generation {seen} of this store, which now starts \
-                             as generation {generation}: this data directory is an older copy"
-                        ),
-                    });
+                    return Err(format!(
+                        "node {peer} saw generation {seen} of this store, which now starts as \
+                         generation {generation}: this data directory is an older copy"
+                    ));
                 }
                 Ok(SyncReply::Hello { .. }) => confirmed.push(peer),
                 _ => {}
@@ -349,13 +357,20 @@ impl Driver {
     }
 
     /// At bootstrap the membership records no store; a node records its own (a step that
-    /// changes no voter, through the register) before it votes. Until then a store-0 entry
-    /// lets the node vote (the cluster's first seconds, see `paxos::membership`).
+    /// changes no voter, through the register) before it votes on client keys. Until then
+    /// its store votes on the membership register only (`MembershipView::admits_key`).
+    ///
+    /// **Recorded during a change too.** A record step changes no voter, no member's state
+    /// and no phase: it only turns a store 0 into this store's id, at the next epoch. Two
+    /// consecutive epochs with the same voters have the same quorums; the new epoch is
+    /// installed with the same barrier as any step (acceptors answer only their own epoch);
+    /// and the driver of the change, whose compare-and-set then fails, reads the register
+    /// again and redoes its step's work at the new epoch, where the argument of
+    /// `paxos::membership` holds as it did at the old one (it depends on the voters and the
+    /// phase, not on the epoch's number). Refusing it (as before) could wedge a cluster: a
+    /// node down at the bootstrap, a change begun, another node lost, and the change's
+    /// quorums needing the unrecorded node's votes on client keys (review of this change).
     async fn record_store(&self, m: &Membership) -> Result<()> {
-        // A node whose entry records no store votes (the bootstrap window, see the module doc)
-        // until the write that records it succeeds; the start loop retries it. (Stopping to
-        // vote after a failed attempt, as a review suggested, livelocked a new cluster on a
-        // slow disk: every node's write needs the others' votes.)
         self.record_store_once(m).await
     }
 
@@ -376,11 +391,6 @@ impl Driver {
             {
                 self.install(current).await?;
                 return Ok(());
-            }
-            if current.phase.is_some() {
-                return Err(Error::Unavailable(
-                    "a membership change is in progress".into(),
-                ));
             }
             let mut next = current.clone();
             next.epoch += 1;
@@ -486,9 +496,10 @@ impl Driver {
     /// a crash resumes it). See `paxos::membership` for the procedure and its argument.
     ///
     /// **A change never begins again on its own.** It begins (its first compare-and-set,
-    /// from a stable membership) only from the membership of `fence`, the epoch the client
-    /// read before asking; without one (an older client), from the membership this driver
-    /// read first. Whatever the register shows later (the change done and undone by someone
+    /// from a stable membership), or gives up the add in progress, only from the membership
+    /// of `fence`, the epoch the client read before asking; without one (an older client),
+    /// from the membership this driver read first. Only continuing the change the register
+    /// shows is not fenced. Whatever the register shows later (the change done and undone by someone
     /// else while this request waited in a paused node, or a compare-and-set of ours
     /// delayed and beaten), the driver answers that the membership changed and does nothing.
     /// The compare-and-set is on the register's version, so a delayed one cannot land on a
@@ -583,7 +594,7 @@ impl Driver {
                 Ok(None) => return Ok(current),
                 Err(why) => return Err(Error::BadRequest(why)),
             };
-            if current.phase.is_none() {
+            if !current.continues(&change) {
                 let seen = *fence.get_or_insert(current.epoch);
                 if seen != current.epoch {
                     return Err(Error::BadRequest(format!(
@@ -778,6 +789,10 @@ impl Driver {
         }
     }
 }
+
+/// The pause after a round of `Hello`s that left peers unconfirmed, doubling to the most.
+const HELLO_BACKOFF_MIN: Duration = Duration::from_millis(200);
+const HELLO_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Transient errors of the membership register a driver retries before it gives up.
 const DRIVER_RETRIES: u64 = 5;

@@ -19,19 +19,25 @@
 //! voted; and a node that once started on an empty directory overwrote what peers remembered
 //! of its real store (one entry per node), so a copy of the real store restored afterwards
 //! voted at its first start. Now:
-//! - peers remember each store of a node apart, so no other store's `Hello` erases what they
-//!   know of this one;
-//! - a peer that refuses a store marks it refused for good, and answers every later `Hello`
-//!   of it with [`REFUSED`], whatever its generation;
-//! - the refused node marks its own store refused on its disk too, and never votes with it
-//!   again (an operator removes the node and adds it back on an empty directory, which is a
-//!   new store).
+//! - peers remember each store of a node apart ([`seen_store_key`]), so no other store's
+//!   `Hello` erases what they know of this one;
+//! - the refused node marks its own store refused on its disk, and never votes with it again,
+//!   whatever its generation (an operator removes the node and adds it back on an empty
+//!   directory, which is a new store). A copy restored once more (without the mark) starts at
+//!   its old generation again and is refused again by the same peers.
 //!
-//! # A new store while none is recorded (item 4)
-//! A new cluster's membership records no store (0) until each node records its own. In that
-//! window a peer that has seen *another* store of the same node answers [`REFUSED`]: the node's
-//! disk was replaced after it said `Hello` (and so may have voted). Beside this, a store that
-//! is not recorded votes on the membership register only (`MembershipView::admits_key`).
+//! **A peer does not remember a refusal.** It answers each `Hello` by the generations alone,
+//! because a `Hello` can arrive late: a round that timed out may be delivered after the next
+//! round's, whose generation the peer already recorded; it is then answered "seen more", and
+//! that answer goes nowhere (its round is over). Had the peer remembered it as a refusal of the
+//! store, one slow message would have refused an intact store for good (found by the
+//! in-process nemesis, seed 33, and by a review of this change). The sticky part is the
+//! refused store's own mark, written only on the evidence of a generation.
+//!
+//! # A store the membership does not record yet (item 4)
+//! A new cluster's membership records no store (0) until each node records its own. Such a
+//! store votes on the membership register only (`MembershipView::admits_key`), so no client
+//! write is ever chosen with its vote.
 //!
 //! # What this cannot catch
 //! A `Hello` round needs `q - 1` confirmations, so a peer set that saw a run and one that
@@ -43,77 +49,40 @@
 
 use crate::paxos::types::NodeId;
 
-/// The answer to a `Hello` that refuses the store for good (`SyncReply::Hello { seen }`:
-/// above every generation, so older nodes read it as "an older copy" too).
-pub const REFUSED: u64 = u64::MAX;
+/// The most stores of one node a peer remembers (a node's disks over its life). Past it the
+/// store with the lowest generation is forgotten first, never the one the membership records.
+pub const MAX_STORES_PER_NODE: usize = 16;
 
-/// What a node remembers of one store of one peer.
+/// What a node remembers of one store of one peer: the highest generation it said `Hello`
+/// with. Big-endian on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SeenStore {
-    /// The highest generation the store said `Hello` with.
     pub generation: u64,
-    /// The store was refused: it is never confirmed again.
-    pub refused: bool,
 }
 
 impl SeenStore {
-    /// Bytes on disk: the generation (big-endian), then 1 if refused.
-    pub fn encode(&self) -> [u8; 9] {
-        let mut out = [0u8; 9];
-        out[..8].copy_from_slice(&self.generation.to_be_bytes());
-        out[8] = u8::from(self.refused);
-        out
+    pub fn encode(&self) -> [u8; 8] {
+        self.generation.to_be_bytes()
     }
 
     pub fn decode(bytes: &[u8]) -> Option<SeenStore> {
-        let (generation, refused) = match bytes.len() {
-            9 => (&bytes[..8], bytes[8] == 1),
-            _ => return None,
-        };
         Some(SeenStore {
-            generation: u64::from_be_bytes(generation.try_into().ok()?),
-            refused,
+            generation: u64::from_be_bytes(bytes.try_into().ok()?),
         })
     }
 }
 
-/// What a peer knows when `node`'s store says `Hello`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HelloContext {
-    /// What it remembers of this store (`None`: never heard of it).
-    pub seen: Option<SeenStore>,
-    /// It has heard of another store of the same node.
-    pub other_store_seen: bool,
-    /// The store its installed membership records for the node (`None`: not a member, or no
-    /// membership; `Some(0)`: the bootstrap's "not recorded yet").
-    pub recorded: Option<u64>,
+/// A peer's decision on a store's `Hello` at `generation`, given what it remembers of that
+/// store: the answer (the generation seen before, 0 for none) and what to remember from now
+/// on (`None`: nothing changes).
+pub fn judge_hello(seen: Option<SeenStore>, generation: u64) -> (u64, Option<SeenStore>) {
+    let before = seen.unwrap_or_default().generation;
+    let remember = (generation > before).then_some(SeenStore { generation });
+    (before, remember)
 }
 
-/// A peer's decision on `Hello { node, store, generation }`: the answer (the generation seen
-/// before, or [`REFUSED`]) and what to remember of the store from now on (`None`: nothing
-/// changes).
-pub fn judge_hello(context: HelloContext, generation: u64) -> (u64, Option<SeenStore>) {
-    let seen = context.seen.unwrap_or_default();
-    if seen.refused {
-        return (REFUSED, None);
-    }
-    let replaced_in_bootstrap =
-        context.recorded == Some(0) && context.seen.is_none() && context.other_store_seen;
-    if replaced_in_bootstrap || (context.seen.is_some() && generation <= seen.generation) {
-        let refused = SeenStore {
-            generation: seen.generation.max(generation),
-            refused: true,
-        };
-        return (REFUSED, Some(refused));
-    }
-    let next = SeenStore {
-        generation,
-        refused: false,
-    };
-    (seen.generation, Some(next))
-}
-
-/// Does a peer's answer `seen` to our `Hello` at `generation` refuse this store?
+/// Does a peer's answer `seen` to our `Hello` at `generation` refuse this store? (It saw this
+/// store at `generation` or later: this directory is an older copy.)
 pub fn refuses(generation: u64, seen: u64) -> bool {
     seen >= generation
 }
@@ -126,91 +95,67 @@ pub fn seen_store_key(prefix: &[u8], node: NodeId, store: u64) -> Vec<u8> {
     key
 }
 
+/// Which remembered store of a node to forget to make room for a new one, if the node has
+/// [`MAX_STORES_PER_NODE`]: the lowest generation, never `keep` (the membership's store).
+pub fn store_to_forget(remembered: &[(u64, SeenStore)], keep: Option<u64>) -> Option<u64> {
+    if remembered.len() < MAX_STORES_PER_NODE {
+        return None;
+    }
+    remembered
+        .iter()
+        .filter(|(store, _)| Some(*store) != keep)
+        .min_by_key(|(_, seen)| seen.generation)
+        .map(|(store, _)| *store)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn context(seen: Option<SeenStore>) -> HelloContext {
-        HelloContext {
-            seen,
-            other_store_seen: false,
-            recorded: Some(7),
-        }
-    }
-
     fn seen(generation: u64) -> Option<SeenStore> {
-        Some(SeenStore {
-            generation,
-            refused: false,
-        })
+        Some(SeenStore { generation })
     }
 
     #[test]
     fn a_higher_generation_is_confirmed_and_remembered() {
-        assert_eq!(
-            judge_hello(context(seen(3)), 4),
-            (
-                3,
-                Some(SeenStore {
-                    generation: 4,
-                    refused: false
-                })
-            )
-        );
-        assert_eq!(
-            judge_hello(context(None), 1),
-            (
-                0,
-                Some(SeenStore {
-                    generation: 1,
-                    refused: false
-                })
-            )
-        );
+        assert_eq!(judge_hello(seen(3), 4), (3, seen(4)));
+        assert_eq!(judge_hello(None, 1), (0, seen(1)));
+        assert!(!refuses(4, 3));
     }
 
     #[test]
-    fn an_older_copy_is_refused_and_stays_refused_at_any_later_generation() {
-        let (answer, remember) = judge_hello(context(seen(5)), 5);
-        assert_eq!(answer, REFUSED);
-        let remembered = remember.unwrap();
-        assert!(remembered.refused);
+    fn an_older_copy_is_refused_and_a_late_hello_changes_nothing() {
+        let (answer, remember) = judge_hello(seen(5), 5);
         assert!(refuses(5, answer));
-        // Restarted again (a generation above anything seen): still refused.
-        for generation in [6, 7, 1_000] {
-            let (answer, change) = judge_hello(context(Some(remembered)), generation);
-            assert_eq!((answer, change), (REFUSED, None));
-        }
+        assert_eq!(remember, None);
+        // A late Hello of an earlier round is answered "seen more" and changes nothing: the
+        // next round, at a higher generation, is confirmed.
+        assert_eq!(judge_hello(seen(7), 6), (7, None));
+        assert_eq!(judge_hello(seen(7), 8), (7, seen(8)));
     }
 
     #[test]
-    fn another_store_of_a_node_whose_store_is_not_recorded_is_refused() {
-        let bootstrap = HelloContext {
-            seen: None,
-            other_store_seen: true,
-            recorded: Some(0),
-        };
-        assert_eq!(judge_hello(bootstrap, 1).0, REFUSED);
-        // Once the membership records a store, a new one is told by the membership instead
-        // (it is not the member's store and never votes), and may say Hello.
-        let recorded = HelloContext {
-            recorded: Some(7),
-            ..bootstrap
-        };
-        assert_eq!(judge_hello(recorded, 1).0, 0);
-        // The first store of a node at bootstrap is confirmed.
-        let first = HelloContext {
-            other_store_seen: false,
-            ..bootstrap
-        };
-        assert_eq!(judge_hello(first, 1).0, 0);
+    fn a_node_with_too_many_stores_forgets_the_oldest_but_never_the_members() {
+        let many: Vec<(u64, SeenStore)> = (0..MAX_STORES_PER_NODE as u64)
+            .map(|store| {
+                (
+                    store,
+                    SeenStore {
+                        generation: 100 - store,
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(store_to_forget(&many[1..], None), None);
+        let last = MAX_STORES_PER_NODE as u64 - 1;
+        assert_eq!(store_to_forget(&many, None), Some(last));
+        assert_eq!(store_to_forget(&many, Some(last)), Some(last - 1));
     }
 
     #[test]
     fn a_seen_store_survives_its_encoding_and_garbage_is_not_one() {
         let s = SeenStore {
             generation: 1 << 40,
-            refused: true,
         };
         assert_eq!(SeenStore::decode(&s.encode()), Some(s));
         assert_eq!(SeenStore::decode(&[1, 2, 3]), None);

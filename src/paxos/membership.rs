@@ -257,6 +257,13 @@ impl Membership {
         })
     }
 
+    /// Does `change` merely continue the change in progress (rather than begin one, or give
+    /// one up)? A driver's fence applies to everything else (`actors::membership`).
+    pub fn continues(&self, change: &Change) -> bool {
+        self.change_in_progress()
+            .is_some_and(|current| same_change(&current, change))
+    }
+
     /// Every node a message about this membership should reach: all members.
     pub fn nodes(&self) -> Vec<NodeId> {
         self.members.iter().map(|m| m.id).collect()

@@ -7,6 +7,7 @@
 //! restart.
 
 pub mod acceptor;
+pub mod admission;
 pub mod identity;
 pub mod membership;
 pub mod proposer;

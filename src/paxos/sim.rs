@@ -47,6 +47,7 @@ use rand::{Rng, SeedableRng};
 use crate::error::Error;
 use crate::messages::PeerMessage;
 use crate::paxos::acceptor::Acceptor;
+use crate::paxos::admission::{self, Admission};
 use crate::paxos::membership::{Change, Membership, Phase};
 use crate::paxos::proposer::{Effect, Proposer, ProposerConfig};
 use crate::paxos::quorum::{tally, Quorums};
@@ -499,20 +500,14 @@ impl Sim {
             if !member || !node.votes(to) {
                 return None;
             }
-            let epoch = node.epoch();
-            if m.epoch > epoch {
-                self.fetch(to, m.from);
-                return None;
-            }
-            let reply = if m.epoch < epoch {
-                Some(PeerMessage::Stale { epoch })
-            } else {
-                let closed = matches!(msg, PeerMessage::Accept { ballot, .. } if ballot == Ballot::FAST)
-                    && !node.membership.as_ref().is_some_and(|x| x.fast_allowed());
-                closed.then_some(PeerMessage::Reject {
-                    ballot: Ballot::FAST,
-                    seen: Ballot::FAST,
-                })
+            let fast_allowed = || node.membership.as_ref().is_some_and(|x| x.fast_allowed());
+            let reply = match admission::admit(node.epoch(), m.epoch, &msg, fast_allowed) {
+                Admission::Step => None,
+                Admission::Answer(reply) => Some(reply),
+                Admission::FetchNewer => {
+                    self.fetch(to, m.from);
+                    return None;
+                }
             };
             if let Some(reply) = reply {
                 self.net.push(InFlight {
@@ -588,6 +583,24 @@ impl Sim {
             let now = self.now;
             self.proposer(node, &key).tick(now, &mut out);
             self.effects(node, &key, out);
+        }
+        // A node that does not vote keeps asking a peer for the membership (the start loop
+        // of `actors::membership`, every 300 ms): a joining node learns the Rescan step that
+        // makes it a voter even when the driver's barrier no longer resends it (seed 44).
+        if self.rng.random_bool(0.02) {
+            let waiting: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|(id, n)| !n.dead && !n.votes(**id))
+                .map(|(id, _)| *id)
+                .collect();
+            let live = self.live_nodes();
+            for node in waiting {
+                let peer = live[self.rng.random_range(0..live.len())];
+                if peer != node {
+                    self.fetch(node, peer);
+                }
+            }
         }
         self.drive();
     }

@@ -67,7 +67,7 @@ mod meta_key {
     /// issue 17 (one store per node); read only, as what is known of that one store.
     pub const PEER_GENERATION: &[u8] = b"peer_generation/";
     /// `peer_store/<node id><store id>` (big-endian): what this node remembers of that store
-    /// of that node (`paxos::identity::SeenStore`).
+    /// of that node (`paxos::identity::SeenStore`: the highest generation it said `Hello` with).
     pub const PEER_STORE: &[u8] = b"peer_store/";
     /// Present (with the reason, UTF-8) once a peer refused this store: it never votes again.
     pub const REFUSED: &[u8] = b"refused";
@@ -404,39 +404,44 @@ impl Store {
     }
 
     /// Answers `node`'s store `store` saying `Hello` at `generation` (the decision is
-    /// `paxos::identity::judge_hello`), remembering what it decides, in one transaction:
-    /// the generation seen before, or `identity::REFUSED`.
+    /// `paxos::identity::judge_hello`), remembering what it decides, in one transaction: the
+    /// generation of that store seen before (0: none). At most
+    /// `identity::MAX_STORES_PER_NODE` stores of a node are remembered.
     pub fn hello(&self, node: NodeId, store: u64, generation: u64) -> Result<u64> {
         let key = identity::seen_store_key(meta_key::PEER_STORE, node, store);
         let mut wtxn = self.env.write_txn()?;
+        let corrupt = || {
+            Error::Storage(format!(
+                "what this node knows of node {node}'s stores: corrupt"
+            ))
+        };
         let seen = match self.meta.get(&wtxn, &key)? {
-            Some(bytes) => Some(SeenStore::decode(bytes).ok_or_else(|| {
-                Error::Storage(format!(
-                    "what this node knows of node {node}'s store: corrupt"
-                ))
-            })?),
+            Some(bytes) => Some(SeenStore::decode(bytes).ok_or_else(corrupt)?),
             None => self.legacy_seen(&wtxn, node, store)?,
         };
-        let mut prefix = meta_key::PEER_STORE.to_vec();
-        prefix.extend_from_slice(&node.to_be_bytes());
-        let mut other_store_seen = false;
-        for entry in self.meta.prefix_iter(&wtxn, &prefix)? {
-            let (k, _) = entry?;
-            other_store_seen |= k != key.as_slice();
+        let (answer, remember) = identity::judge_hello(seen, generation);
+        let Some(remember) = remember else {
+            return Ok(answer);
+        };
+        let prefix = identity::seen_store_key(meta_key::PEER_STORE, node, 0);
+        let prefix = &prefix[..prefix.len() - 8];
+        let mut remembered = Vec::new();
+        for entry in self.meta.prefix_iter(&wtxn, prefix)? {
+            let (k, v) = entry?;
+            let other = u64::from_be_bytes(k[prefix.len()..].try_into().map_err(|_| corrupt())?);
+            if other != store {
+                remembered.push((other, SeenStore::decode(v).ok_or_else(corrupt)?));
+            }
         }
         let recorded = self
             .membership_in(&wtxn)?
             .and_then(|m| m.member(node).map(|x| x.store));
-        let context = identity::HelloContext {
-            seen,
-            other_store_seen,
-            recorded,
-        };
-        let (answer, remember) = identity::judge_hello(context, generation);
-        if let Some(remember) = remember {
-            self.meta.put(&mut wtxn, &key, &remember.encode())?;
-            wtxn.commit()?;
+        if let Some(forget) = identity::store_to_forget(&remembered, recorded) {
+            let forget = identity::seen_store_key(meta_key::PEER_STORE, node, forget);
+            self.meta.delete(&mut wtxn, &forget)?;
         }
+        self.meta.put(&mut wtxn, &key, &remember.encode())?;
+        wtxn.commit()?;
         Ok(answer)
     }
 
@@ -450,10 +455,7 @@ impl Store {
         let mut key = meta_key::PEER_GENERATION.to_vec();
         key.extend_from_slice(&node.to_be_bytes());
         Ok(match self.meta.get(txn, &key)? {
-            Some(b) if b.len() == 16 && b[..8] == store.to_be_bytes() => Some(SeenStore {
-                generation: u64::from_be_bytes(b[8..].try_into().expect("8 bytes")),
-                refused: false,
-            }),
+            Some(b) if b.len() == 16 && b[..8] == store.to_be_bytes() => SeenStore::decode(&b[8..]),
             _ => None,
         })
     }

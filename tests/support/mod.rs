@@ -417,7 +417,12 @@ pub async fn drive_until_done(
         match answer {
             Ok(paxkv::messages::Reply::MemberChanged(m)) => return m,
             Ok(other) => panic!("unexpected answer {other:?}"),
-            Err(e) if Instant::now() < until && !e.is_bad_input() => {
+            // (a fenced change whose membership moved on is asked again, as an operator
+            // would after `member list`)
+            Err(e)
+                if Instant::now() < until
+                    && (!e.is_bad_input() || e.message().contains("membership changed since")) =>
+            {
                 log::info!("change {change:?} through {addr}: {e}; again");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

@@ -1,0 +1,77 @@
+//! The admission of a Paxos request by an acceptor: what it does with a request of another
+//! membership epoch, and with a fast Accept while a change is in progress. One decision,
+//! called by the acceptor actor (`actors::acceptor`) and by the simulation (`paxos::sim`), so
+//! that the simulation tests the rule that runs. Why these rules make a change of the voters
+//! safe is argued in `paxos::membership`.
+//!
+//! - A request of an **older** epoch is answered [`PeerMessage::Stale`] with the acceptor's
+//!   epoch, never stepped: every reply a proposer counts was produced at the proposer's own
+//!   epoch, and counted against that epoch's voters only.
+//! - A request of a **newer** epoch is dropped, and the acceptor fetches that membership from
+//!   the sender first (the proposer retries).
+//! - A **fast Accept** while the membership has a change in progress is rejected at the fast
+//!   ballot (the close-fast step of a change).
+//!
+//! What is checked before this, elsewhere: the sender is a member (the network actor), the
+//! node votes and its store is recorded for the key (the supervisor,
+//! `MembershipView::admits_key`).
+
+use crate::messages::PeerMessage;
+use crate::paxos::types::Ballot;
+
+/// What an acceptor does with one Paxos request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Step the acceptor with it.
+    Step,
+    /// Answer this instead, without stepping.
+    Answer(PeerMessage),
+    /// Drop it, and fetch the sender's (newer) membership.
+    FetchNewer,
+}
+
+/// The admission of `msg`, sent at `msg_epoch`, by an acceptor at `epoch`; `fast_allowed`
+/// tells whether the acceptor's membership allows the fast ballot (asked only for a fast
+/// Accept of the acceptor's own epoch, so the hot path reads one atomic).
+pub fn admit(
+    epoch: u64,
+    msg_epoch: u64,
+    msg: &PeerMessage,
+    fast_allowed: impl FnOnce() -> bool,
+) -> Admission {
+    if msg_epoch < epoch {
+        return Admission::Answer(PeerMessage::Stale { epoch });
+    }
+    if msg_epoch > epoch {
+        return Admission::FetchNewer;
+    }
+    let fast_accept = matches!(msg, PeerMessage::Accept { ballot, .. } if *ballot == Ballot::FAST);
+    if fast_accept && !fast_allowed() {
+        return Admission::Answer(PeerMessage::Reject {
+            ballot: Ballot::FAST,
+            seen: Ballot::FAST,
+        });
+    }
+    Admission::Step
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepare() -> PeerMessage {
+        PeerMessage::Prepare {
+            ballot: Ballot { round: 3, node: 1 },
+        }
+    }
+
+    #[test]
+    fn an_older_epoch_is_answered_stale_and_a_newer_one_fetched() {
+        assert_eq!(
+            admit(5, 4, &prepare(), || true),
+            Admission::Answer(PeerMessage::Stale { epoch: 5 })
+        );
+        assert_eq!(admit(5, 6, &prepare(), || true), Admission::FetchNewer);
+        assert_eq!(admit(5, 5, &prepare(), || false), Admission::Step);
+    }
+}
