@@ -637,14 +637,7 @@ async fn a_joining_node_lost_during_its_rescan_is_given_up_by_removing_it() {
     let before_add = cluster.membership(1).await.epoch;
     cluster.start_new_node(6);
     // Node 6's Paxos replies never arrive: the add's rescan waits for them.
-    let cut = paxkv::messages::FaultPlan {
-        default: paxkv::messages::LinkFaults {
-            cut: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    cluster.node(6).set_faults(cut);
+    cluster.node(6).set_faults(support::outgoing_paxos_cut());
     let driver = {
         let client = cluster.client_with(vec![cluster.addr(1)], true, Duration::from_secs(120));
         let change = add(&cluster, 6);

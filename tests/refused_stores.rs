@@ -181,15 +181,9 @@ async fn the_runbook_for_a_wiped_node_works_when_the_config_names_it_first() {
     }
 }
 
-/// Item 4: a store the membership does not record yet (node 5 was down at the bootstrap,
-/// and its own compare-and-set that would record it cannot get through: its outgoing Paxos
-/// messages are cut) votes on the membership register only, never on a client key: a wiped
-/// disk in that window loses no client write. Once it is recorded, it votes on every key.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_not_yet_recorded_votes_on_no_client_key() {
-    use paxkv::actors::messages::InspectAcceptor;
-    use paxkv::messages::{FaultPlan, LinkFaults};
-
+/// A new cluster bootstrapped without node 5 (down at the time): nodes 1-4 vote with their
+/// stores recorded, node 5's entry records none yet, and node 5 is not running.
+async fn node_5_not_recorded() -> TestCluster {
     let mut cluster = TestCluster::configured_with(|_| {});
     for id in 1..=4 {
         cluster.restart(id);
@@ -200,15 +194,22 @@ async fn a_store_not_yet_recorded_votes_on_no_client_key() {
         (1..=4).all(|id| m.member(id).is_some_and(|x| x.store != 0))
     })
     .await;
+    cluster
+}
+
+/// Item 4: a store the membership does not record yet (node 5 was down at the bootstrap,
+/// and its own compare-and-set that would record it cannot get through: its outgoing Paxos
+/// messages are cut) votes on the membership register only, never on a client key: a wiped
+/// disk in that window loses no client write. Once it is recorded, it votes on every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_not_yet_recorded_votes_on_no_client_key() {
+    use paxkv::actors::messages::InspectAcceptor;
+    use paxkv::messages::FaultPlan;
+
+    let mut cluster = node_5_not_recorded().await;
     assert_eq!(cluster.membership(1).await.member(5).unwrap().store, 0);
     cluster.restart(5);
-    cluster.node(5).set_faults(FaultPlan {
-        default: LinkFaults {
-            cut: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    });
+    cluster.node(5).set_faults(support::outgoing_paxos_cut());
     cluster.wait_voting(&[5]).await;
     let client = cluster.client_with(
         (1..=4).map(|id| cluster.addr(id)).collect(),
@@ -260,27 +261,12 @@ async fn a_store_not_yet_recorded_votes_on_no_client_key() {
 /// store is recorded in the middle of it; then the add is given up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_is_recorded_even_while_a_change_is_in_progress() {
-    use paxkv::messages::{FaultPlan, LinkFaults, MemberChangeRequest, RequestBody};
+    use paxkv::messages::{MemberChangeRequest, RequestBody};
     use paxkv::paxos::membership::Phase;
 
-    let mut cluster = TestCluster::configured_with(|_| {});
-    for id in 1..=4 {
-        cluster.restart(id);
-    }
-    cluster.wait_voting(&[1, 2, 3, 4]).await;
-    eventually("nodes 1-4 recorded", Duration::from_secs(60), || async {
-        let m = cluster.membership(1).await;
-        (1..=4).all(|id| m.member(id).is_some_and(|x| x.store != 0))
-    })
-    .await;
+    let mut cluster = node_5_not_recorded().await;
     cluster.start_new_node(6);
-    cluster.node(6).set_faults(FaultPlan {
-        default: LinkFaults {
-            cut: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    });
+    cluster.node(6).set_faults(support::outgoing_paxos_cut());
     let add = MemberChangeRequest::Add {
         id: 6,
         addr: cluster.addr(6).to_string(),

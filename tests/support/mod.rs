@@ -431,6 +431,18 @@ pub async fn drive_until_done(
     }
 }
 
+/// A fault plan that drops every Paxos message a node sends (its acceptors' votes and its
+/// proposers' requests never arrive; its other calls, membership and `Hello`s, still do).
+pub fn outgoing_paxos_cut() -> paxkv::messages::FaultPlan {
+    paxkv::messages::FaultPlan {
+        default: paxkv::messages::LinkFaults {
+            cut: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
 /// Polls `check` every 20 ms until it returns true; panics with `what` after `deadline`.
 pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
 where

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Paired A/B of two release builds of paxkv, as BENCHMARKS.md asks for any "no regression"
+# claim: ROUNDS rounds, each running build A then build B (alternating, so drift of this noisy
+# machine hits both alike), each on a fresh five-node `paxkv cluster` with a new data
+# directory: a load of KEYS keys, then put at 256 clients and get at 64 clients with
+# `paxkv bench`. For every run it prints op/s, p99, the node processes' own CPU per operation
+# (utime + stime of the five `paxkv node` processes, /proc/PID/stat) and the whole machine's
+# busy CPU per operation (/proc/stat, load generator included).
+#
+#   scripts/ab.sh BIN_A BIN_B [ROUNDS]        (ROUNDS default 3)
+#
+# Build the two binaries first, e.g. `git worktree add /tmp/a REV && cargo build --release`
+# there, and pass both target/release/paxkv paths. Uses config/cluster.toml's ports (7401-7405):
+# nothing else may run on them.
+set -euo pipefail
+[ $# -ge 2 ] || { sed -n 2,14p "$0"; exit 2; }
+A=$(realpath "$1"); B=$(realpath "$2"); ROUNDS=${3:-3}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+CONFIG=$repo/config/cluster.toml
+KEYS=${KEYS:-10000}; PUT_OPS=${PUT_OPS:-60000}; GET_OPS=${GET_OPS:-150000}
+work=$(mktemp -d)
+cluster_pid=
+cleanup() { [ -n "$cluster_pid" ] && kill "$cluster_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+tck=$(getconf CLK_TCK)
+
+busy_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+nodes_ticks() { # the utime+stime of the `paxkv node` children of the cluster process
+  local total=0 pid
+  for pid in $(pgrep -P "$cluster_pid"); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+
+run() { # bin label op ops concurrency
+  local bin=$1 label=$2 op=$3 ops=$4 c=$5 m0 n0 out
+  m0=$(busy_ticks); n0=$(nodes_ticks)
+  out=$("$bin" bench --config "$CONFIG" --op "$op" --ops "$ops" --concurrency "$c" --keys "$KEYS" --json | tail -1)
+  python3 - "$label" "$op-c$c" "$out" "$(( $(busy_ticks) - m0 ))" "$(( $(nodes_ticks) - n0 ))" "$tck" <<'EOF'
+import json, sys
+label, row, out, machine, nodes, tck = sys.argv[1:]
+j = json.loads(out)
+ok = max(1, j["ok"])
+us = lambda ticks: round(int(ticks) * 1e6 / int(tck) / ok)
+print(f"{label:2} {row:9} {round(j['ops_per_s']):>7} op/s  p99 {j['p99_ms']:>7} ms  errors {j['errors']:>3}"
+      f"  nodes {us(nodes):>4} us/op  machine {us(machine):>4} us/op")
+EOF
+}
+
+one() { # bin label
+  local bin=$1 label=$2
+  rm -rf "$work/data"
+  "$bin" cluster --config "$CONFIG" --data-dir "$work/data" > "$work/cluster.log" 2>&1 &
+  cluster_pid=$!
+  local rc=1
+  for _ in $(seq 1 150); do
+    rc=0; "$bin" get __ab_probe --config "$CONFIG" >/dev/null 2>&1 || rc=$?
+    [ "$rc" -le 1 ] && break
+    sleep 0.2 # the cluster's start, polled
+  done
+  [ "$rc" -le 1 ] || { echo "cluster of $bin did not answer" >&2; tail -20 "$work/cluster.log" >&2; exit 1; }
+  "$bin" bench --config "$CONFIG" --op load --keys "$KEYS" --concurrency 64 --json > /dev/null
+  run "$bin" "$label" put "$PUT_OPS" 256
+  run "$bin" "$label" get "$GET_OPS" 64
+  kill "$cluster_pid"; wait "$cluster_pid" 2>/dev/null || true; cluster_pid=
+}
+
+echo "# A = $A"; echo "# B = $B"
+for round in $(seq 1 "$ROUNDS"); do
+  echo "# round $round"
+  one "$A" A
+  one "$B" B
+done
