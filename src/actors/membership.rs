@@ -14,14 +14,17 @@
 //! **A node's start.** The node votes only once its installed membership lists it as a voter
 //! *with its own store* ([`Member::store`]): a wiped store (new identity) or a foreign one
 //! never votes; the log says to remove and re-add the node. A bootstrap membership records no
-//! stores (0); each node then records its own through the register before it votes.
+//! stores (0); until a node's store is recorded (through the register, during a change too)
+//! it votes on the membership register only (`MembershipView::admits_key`).
 //!
-//! **Rolled-back stores (older copies).** At every start the node bumps its store's
-//! generation (durably) and says `Hello` to every member; each persists the highest
-//! generation it has seen of that store and answers the one it had seen before. A node whose
-//! new generation is not above what a peer had seen runs on an older copy of its directory:
-//! it stops voting and says so. It votes once `q - 1` peers (a majority with itself) answered
-//! without objection, so an intact restart votes at once even with two of five nodes down.
+//! **Rolled-back stores (older copies)**, decided in `paxos::identity`. The node reads its
+//! store's refusal mark first (a store refused once never votes again), then says `Hello` to
+//! its peers in rounds, each at a new, durable generation; each peer remembers the highest
+//! generation of each store of each node and answers the one it had seen before. A node whose
+//! generation is not above what a peer had seen runs on an older copy of its directory: it
+//! marks its store refused, stops voting and says so. It votes once `q - 1` voters (a majority
+//! with itself) confirmed it, so an intact restart votes at once even with two of five nodes
+//! down.
 //! **What this cannot catch.** (1) A copy taken *during* the node's latest run (a snapshot of
 //! a running node, a VM image) holds that run's generation; restored after a crash it bumps
 //! past it and looks intact to every peer. Nothing short of a consensus write per run (or per
@@ -33,8 +36,9 @@
 //! from a copy in place**; operators restore a node through `member remove` and `member add`
 //! (as with etcd). Wiped and replaced disks need no assumption: a new store is always told.
 //!
-//! **Only intact stores count in a change.** A refused store (wiped, an older copy) still
-//! installs memberships and answers, but says it is not intact (`SyncReply::Installed`): the
+//! **Only intact stores count in a change.** A refused store (wiped, an older copy), or one
+//! whose start its peers have not confirmed yet, still installs memberships and answers, but
+//! says it is not intact (`SyncReply::Installed`): the
 //! driver counts it in no barrier and scans none of its keys, since it may lack states it
 //! once voted for (review of issue 10: counting one let a rescan miss a key chosen on a
 //! majority that included it). A node whose own store is refused does not drive.
@@ -499,8 +503,8 @@ impl Driver {
     /// from a stable membership), or gives up the add in progress, only from the membership
     /// of `fence`, the epoch the client read before asking; without one (an older client),
     /// from the membership this driver read first. Only continuing the change the register
-    /// shows is not fenced. Whatever the register shows later (the change done and undone by someone
-    /// else while this request waited in a paused node, or a compare-and-set of ours
+    /// shows is not fenced. Whatever the register shows later (the change done and undone by
+    /// someone else while this request waited in a paused node, or a compare-and-set of ours
     /// delayed and beaten), the driver answers that the membership changed and does nothing.
     /// The compare-and-set is on the register's version, so a delayed one cannot land on a
     /// membership other than the one checked.
