@@ -60,6 +60,8 @@ mutants=(
   'stale-change-not-fenced @@ src/actors/membership.rs @@ s/if seen != current.epoch {/if false \&\& seen != current.epoch {/ @@ --test membership a_stale_member_change'
   'record-refused-during-a-change @@ src/actors/membership.rs @@ s/^            let mut next = current.clone();$/            if current.phase.is_some() { return Err(Error::Unavailable("a change".into())); }\n            let mut next = current.clone();/ @@ --test refused_stores a_store_is_recorded_even_while'
   'give-up-not-fenced @@ src/actors/membership.rs @@ s/            if !current.continues(\&change) {/            if current.phase.is_none() {/ @@ --test membership a_joining_node_lost_during_its_rescan'
+  'older-copy-off-by-one-sim @@ src/paxos/identity.rs @@ s/^    seen >= generation$/    seen > generation/ @@ --lib sim'
+  'sim-refusal-mark-ignored @@ src/paxos/sim.rs @@ s/^        if n.marked {$/        if false \&\& n.marked {/ @@ --lib sim'
   'join-ignored @@ src/actors/membership.rs @@ s/^        addrs.extend(join);$/        let _ = join;/ @@ --test membership a_node_whose_old_peers_are_all_gone'
   'add-takes-stores-with-records @@ src/paxos/membership.rs @@ s/        if joining.holds_records {/        if false \&\& joining.holds_records {/ @@ --test membership a_store_that_served_another_cluster'
   'removed-node-frames-accepted @@ src/actors/network.rs @@ s/^                if !member {$/                if false {/ @@ --test membership a_removed_node_that_returns'

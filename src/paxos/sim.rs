@@ -7,10 +7,13 @@
 //!   again while its predecessor's replies are still in flight);
 //! - a rotating isolated node;
 //! - **disk wipes and rollbacks**: a node loses every record (and its membership), or goes
-//!   back to a copy of its records taken earlier. It never votes with that store: a wiped
-//!   store is a new store the membership does not list, a rolled-back one is refused (in the
-//!   runtime, by its generation; see `actors::membership`). It rejoins as a new member:
-//!   `remove`, then (wiped) `add` with its new store;
+//!   back to a copy of its directory taken at a stop after which it ran again. It never votes
+//!   with that store: a wiped store is a new store the membership does not list, and a
+//!   rolled-back one is refused by its generation, decided by the runtime's own functions
+//!   (`paxos::identity::judge_hello` and `refuses`, at every start, against what each peer
+//!   remembers of each store; `Sim::say_hello`), and stays refused through one or two more
+//!   restarts (checked after each). It rejoins as a new member: `remove`, then (wiped) `add`
+//!   with its new store;
 //! - **membership changes** while all of the above goes on: the lost stores' remove and add,
 //!   the replacement of a node by a new one (add the new, remove the old, which is dead),
 //!   growing to seven voters and shrinking back to three; **the driver's node restarts in the
@@ -48,6 +51,7 @@ use crate::error::Error;
 use crate::messages::PeerMessage;
 use crate::paxos::acceptor::Acceptor;
 use crate::paxos::admission::{self, Admission};
+use crate::paxos::identity::{self, SeenStore};
 use crate::paxos::membership::{Change, Membership, Phase};
 use crate::paxos::proposer::{Effect, Proposer, ProposerConfig};
 use crate::paxos::quorum::{tally, Quorums};
@@ -105,6 +109,21 @@ struct Node {
     refused: bool,
     /// Dead for good (replaced).
     dead: bool,
+    /// The store's generation (durable), raised before each `Hello` (`paxos::identity`).
+    generation: u64,
+    /// The store's refusal mark (durable): once refused, refused at every start.
+    marked: bool,
+    /// What this node remembers of its peers' stores (durable), as `storage::Store::hello`.
+    seen: BTreeMap<(NodeId, u64), SeenStore>,
+}
+
+/// What a copy of a node's data directory holds: its records and the store's identity state.
+#[derive(Clone)]
+struct Snapshot {
+    durable: BTreeMap<Key, AcceptorRecord>,
+    generation: u64,
+    marked: bool,
+    seen: BTreeMap<(NodeId, u64), SeenStore>,
 }
 
 impl Node {
@@ -117,6 +136,9 @@ impl Node {
             store,
             refused: false,
             dead: false,
+            generation: 0,
+            marked: false,
+            seen: BTreeMap::new(),
         }
     }
 
@@ -183,7 +205,7 @@ struct Sim {
     /// Every state ever accepted at a classic ballot, per key: one ballot, one state.
     accepted: BTreeMap<(Key, Ballot), Register>,
     /// Copies of nodes' records taken earlier, to roll back to.
-    snapshots: BTreeMap<NodeId, BTreeMap<Key, AcceptorRecord>>,
+    snapshots: BTreeMap<NodeId, Snapshot>,
     /// The membership register: the membership of the latest step written.
     register: Membership,
     /// Changes waiting, one driven at a time.
@@ -844,10 +866,13 @@ impl Sim {
 
     /// The node's process starts again: no acceptor loaded, no proposer, its callers
     /// forgotten (unknown outcomes). On an intact store it votes at once.
+    /// A new process on the node's disk: what it held in memory is gone (its acceptors, its
+    /// proposers, whether its store was found refused: `say_hello` decides that again).
     fn restart(&mut self, node: NodeId) {
         let n = self.nodes.get_mut(&node).unwrap();
         n.acceptors.clear();
         n.proposers.clear();
+        n.refused = false;
         self.forget_tokens(|owner, _| owner == node);
         if let Some(d) = self.driving.as_mut() {
             if d.node == node {
@@ -860,6 +885,64 @@ impl Sim {
     fn restart_intact(&mut self, node: NodeId) {
         *self.faults.entry("intact restart").or_default() += 1;
         self.restart(node);
+        self.say_hello(node);
+    }
+
+    /// A node's start says `Hello` to the members it knows, as `actors::membership::Driver`
+    /// does, deciding with the runtime's own functions (`paxos::identity`): the store's mark
+    /// first, then one round at a new generation, each live peer whose store is not refused
+    /// answering from (and updating) what it remembers of this store. Synchronous: the
+    /// simulation's network carries Paxos and installs, not these calls; a peer that is down
+    /// does not answer. A refusal marks the store for good.
+    fn say_hello(&mut self, node: NodeId) {
+        let n = self.nodes.get_mut(&node).unwrap();
+        if n.marked {
+            n.refused = true;
+            return;
+        }
+        n.generation += 1;
+        let (store, generation) = (n.store, n.generation);
+        let peers: Vec<NodeId> = n
+            .membership
+            .as_ref()
+            .map(|m| m.nodes())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| *p != node && !self.nodes[p].dead && !self.nodes[p].refused)
+            .collect();
+        for peer in peers {
+            let memory = &mut self.nodes.get_mut(&peer).unwrap().seen;
+            let (answer, remember) =
+                identity::judge_hello(memory.get(&(node, store)).copied(), generation);
+            if let Some(remember) = remember {
+                memory.insert((node, store), remember);
+            }
+            if identity::refuses(generation, answer) {
+                let n = self.nodes.get_mut(&node).unwrap();
+                n.marked = true;
+                n.refused = true;
+                return;
+            }
+        }
+    }
+
+    /// A copy of a stopped node's data directory, after which the node runs again (so that
+    /// its peers see a later generation of its store: a rollback to the copy is then one the
+    /// design claims to detect; a copy of a running node's latest run is not, see
+    /// `paxos::identity`).
+    fn take_copy(&mut self, node: NodeId) {
+        let n = &self.nodes[&node];
+        if n.dead || n.refused {
+            return;
+        }
+        let copy = Snapshot {
+            durable: n.durable.clone(),
+            generation: n.generation,
+            marked: n.marked,
+            seen: n.seen.clone(),
+        };
+        self.snapshots.insert(node, copy);
+        self.restart_intact(node);
     }
 
     /// A new, empty store for `node` (it learns a membership from a live peer).
@@ -875,24 +958,54 @@ impl Sim {
         n.durable.clear();
         n.store = store;
         n.refused = false;
+        n.generation = 0;
+        n.marked = false;
+        n.seen.clear();
         n.membership = peer_membership;
         self.restart(node);
+        self.say_hello(node);
     }
 
     /// A node loses its disk (wiped, or an older copy): it never votes with it, and rejoins
     /// as a new member. Nothing is fenced: every message in flight stays in flight.
     fn lose_disk(&mut self, node: NodeId, rollback: bool) {
+        // (a rollback needs a copy of this node taken since the last lost store)
+        let rollback = rollback && self.snapshots.contains_key(&node);
         *self
             .faults
             .entry(if rollback { "rollback" } else { "wipe" })
             .or_default() += 1;
         let id = node;
+        let copy = self.snapshots.remove(&node);
+        // Every other copy goes too: a rollback past a lost store (whose memory of the
+        // node's later runs went with it) is outside what `paxos::identity` claims to detect.
+        self.snapshots.clear();
         if rollback {
-            let records = self.snapshots.get(&node).cloned().unwrap_or_default();
+            let copy = copy.expect("checked above");
             let n = self.nodes.get_mut(&node).unwrap();
-            n.durable = records;
-            n.refused = true; // a peer saw a later generation of this store
+            n.durable = copy.durable;
+            n.generation = copy.generation;
+            n.marked = copy.marked;
+            n.seen = copy.seen;
             self.restart(node);
+            // Its peers saw the run after the copy: the store is refused (by `identity`'s
+            // decisions, not by the simulation's say-so), and stays refused through the
+            // restarts an orchestrator would make.
+            self.say_hello(node);
+            assert!(
+                self.nodes[&node].refused,
+                "node {node}: an older copy of its store was not refused"
+            );
+            for _ in 0..self.rng.random_range(1..=2) {
+                *self.faults.entry("refused restart").or_default() += 1;
+                self.restart(node);
+                self.say_hello(node);
+                // the invariant: a refusal sticks (issue 17, item 1)
+                assert!(
+                    self.nodes[&node].refused,
+                    "node {node}: a refused store voted again after a restart"
+                );
+            }
             self.changes
                 .push_back((Change::Remove { id }, Then::WipeAndAdd));
         } else {
@@ -904,6 +1017,7 @@ impl Sim {
     /// A voter dies for good; a new node is added, then the dead one removed.
     fn replace(&mut self, dead: NodeId) {
         *self.faults.entry("replace").or_default() += 1;
+        self.snapshots.clear(); // as for a lost disk
         self.nodes.get_mut(&dead).unwrap().dead = true;
         self.restart(dead);
         let id = self.add_new_node();
@@ -1142,8 +1256,7 @@ fn run(seed: u64) -> RunStats {
         }
         if step % 300 == 0 {
             let node = sim.random_node();
-            let records = sim.nodes[&node].durable.clone();
-            sim.snapshots.insert(node, records);
+            sim.take_copy(node);
         }
         if sim.rng.random_bool(0.01) {
             let node = sim.random_node();
