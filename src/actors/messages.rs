@@ -260,8 +260,8 @@ pub enum Meta {
     LoadMembership,
     /// Install a membership if newer; answers the installed epoch.
     Install(crate::paxos::membership::Membership),
-    /// A peer's store says `Hello` at a generation; answers the highest seen before, or
-    /// `paxos::identity::REFUSED`.
+    /// A peer's store says `Hello` at a generation; answers the highest generation of that
+    /// store seen before (`paxos::identity::judge_hello`).
     Hello {
         node: NodeId,
         store: u64,

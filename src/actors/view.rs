@@ -345,8 +345,8 @@ impl Members {
         (result, empty)
     }
 
-    /// Answers a peer's `Hello` (`paxos::identity`): the generation seen before, or
-    /// `identity::REFUSED`. A node whose own store is refused does not answer: what it
+    /// Answers a peer's `Hello` (`paxos::identity`): the generation of that store seen
+    /// before. A node whose own store is refused does not answer: what it
     /// remembers of its peers may be lost or old, and its answer must not confirm anyone.
     pub async fn hello(&self, node: NodeId, store: u64, generation: u64) -> Result<u64> {
         if !self.store_intact() {
@@ -374,7 +374,7 @@ impl Members {
                 if identity::refuses(generation, seen) {
                     log::warn!(
                         "node {}: node {node} started on generation {generation} of store \
-                         {store:x}, which is an older copy or was replaced (refused for good)",
+                         {store:x}, which ran at generation {seen} before: an older copy",
                         self.view.me
                     );
                 }

@@ -89,9 +89,15 @@ pub fn refuses(generation: u64, seen: u64) -> bool {
 
 /// The meta key under which a node remembers `node`'s store `store`.
 pub fn seen_store_key(prefix: &[u8], node: NodeId, store: u64) -> Vec<u8> {
+    let mut key = seen_node_prefix(prefix, node);
+    key.extend_from_slice(&store.to_be_bytes());
+    key
+}
+
+/// The prefix of every [`seen_store_key`] of `node`.
+pub fn seen_node_prefix(prefix: &[u8], node: NodeId) -> Vec<u8> {
     let mut key = prefix.to_vec();
     key.extend_from_slice(&node.to_be_bytes());
-    key.extend_from_slice(&store.to_be_bytes());
     key
 }
 

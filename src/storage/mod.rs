@@ -69,7 +69,8 @@ mod meta_key {
     /// `peer_store/<node id><store id>` (big-endian): what this node remembers of that store
     /// of that node (`paxos::identity::SeenStore`: the highest generation it said `Hello` with).
     pub const PEER_STORE: &[u8] = b"peer_store/";
-    /// Present (with the reason, UTF-8) once a peer refused this store: it never votes again.
+    /// Present (with the reason, UTF-8) once this store was found to be an older copy: it
+    /// never votes again (`paxos::identity`).
     pub const REFUSED: &[u8] = b"refused";
 }
 
@@ -423,10 +424,9 @@ impl Store {
         let Some(remember) = remember else {
             return Ok(answer);
         };
-        let prefix = identity::seen_store_key(meta_key::PEER_STORE, node, 0);
-        let prefix = &prefix[..prefix.len() - 8];
+        let prefix = identity::seen_node_prefix(meta_key::PEER_STORE, node);
         let mut remembered = Vec::new();
-        for entry in self.meta.prefix_iter(&wtxn, prefix)? {
+        for entry in self.meta.prefix_iter(&wtxn, &prefix)? {
             let (k, v) = entry?;
             let other = u64::from_be_bytes(k[prefix.len()..].try_into().map_err(|_| corrupt())?);
             if other != store {
