@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Mutation check for the safety fixes of issues 8 and 10, the input validation of issue 9,
-# the TLS identities of issue 11 and the edges of issue 17:
+# the TLS identities of issue 11 and the edges of issue 17 (cluster identity included):
 # each mutant undoes one fix in a scratch worktree of HEAD, and the test named beside it must then FAIL. Prints one line per mutant:
 # "caught" (the test failed, as it must) or "MISSED".
 #
@@ -29,7 +29,9 @@ mutants=(
   'no-frame-validation @@ src/actors/network.rs @@ s/if let Err(e) = frame.validate(\&shared.config) {/if let Err(e) = Ok::<(), Error>(()) {/ @@ --test cluster a_contradictory_paxos_message'
   'accept-next-unchecked @@ src/messages.rs @@ s/let next_ok = next.is_none_or(|n| n > \*ballot \&\& own_classic(n));/let next_ok = true;/ @@ --test cluster a_contradictory_paxos_message'
   'adopt-ignores-promise @@ src/paxos/acceptor.rs @@ s/^        if classic \&\& peer.accepted > self.record.accepted \&\& peer.accepted >= self.record.promised$/        if classic \&\& peer.accepted > self.record.accepted/ @@ --lib adopting_is_idempotent'
-  'retry-ignores-floors @@ src/paxos/register.rs @@ s/            let refused = match state.floors/            let refused = false \&\& match state.floors/ @@ --lib a_write_applies_once'
+  'retry-ignores-floors @@ src/paxos/register.rs @@ s/        let refused = match state.floors/        let refused = false \&\& match state.floors/ @@ --lib a_write_applies_once'
+  'first-attempt-below-floor-applied @@ src/paxos/register.rs @@ s/            Some(floor) => id.seq <= floor.seq,/            Some(floor) => maybe_applied \&\& id.seq <= floor.seq,/ @@ --lib sim'
+  'first-attempt-below-floor-applied-unit @@ src/paxos/register.rs @@ s/            Some(floor) => id.seq <= floor.seq,/            Some(floor) => maybe_applied \&\& id.seq <= floor.seq,/ @@ --lib a_delayed_first_attempt_of_a_write_applied_by_its_retry'
   'retire-without-handshake @@ src/actors/supervisor.rs @@ s/self.retiring.insert(key, entry);/drop(entry);/ @@ --test cluster a_retired_acceptor_is_never_replaced_while_it_still_runs'
   # issue 10: membership
   'fast-open-during-a-change @@ src/paxos/membership.rs @@ s/^        self.phase.is_none()$/        true/ @@ --lib sim'
@@ -57,6 +59,13 @@ mutants=(
   'unrecorded-store-votes @@ src/actors/view.rs @@ s/self.recorded.load(Ordering::Acquire) || key == MEMBERSHIP_KEY/true/ @@ --test refused_stores a_store_not_yet_recorded'
   'connections-never-closed @@ src/client.rs @@ s/_ = \&mut stopped => break,/_ = std::future::pending::<()>() => break,/ @@ --test refused_stores a_refused_node_left_waiting'
   'member-commands-stop-at-a-refused-node @@ src/cli/member.rs @@ s/let next_node = matches!(e, Error::NotThisNode(_))/let next_node = false \&\& matches!(e, Error::NotThisNode(_))/ @@ --test refused_stores the_runbook_for_a_wiped_node'
+  'foreign-frames-taken @@ src/paxos/admission.rs @@ s/    mine == theirs \&\& mine != 0/    mine != 0 || theirs == 0/ @@ --test membership a_prepare_of_an_older_epoch_or_another_cluster'
+  'foreign-frames-taken-sim @@ src/paxos/admission.rs @@ s/    mine == theirs \&\& mine != 0/    mine != 0 || theirs == 0/ @@ --lib sim'
+  'foreign-install-taken-sim @@ src/paxos/membership.rs @@ s/            Some(current) if current.cluster != self.cluster => Err(format!(/            Some(current) if false \&\& current.cluster != self.cluster => Err(format!(/ @@ --lib sim'
+  'foreign-calls-served @@ src/actors/anti_entropy.rs @@ s/        if !changes_nothing \&\& !admission::same_cluster(mine, call.cluster)/        if false \&\& !changes_nothing \&\& !admission::same_cluster(mine, call.cluster)/ @@ --test membership node_calls_of_another_cluster'
+  'foreign-reads-served @@ src/actors/anti_entropy.rs @@ s/            || changes_nothing \&\& mine != 0/            || false \&\& changes_nothing \&\& mine != 0/ @@ --test membership node_calls_of_another_cluster'
+  'pull-mixes-clusters @@ src/paxos/membership.rs @@ s/        if clusters.len() > 1 {/        if false \&\& clusters.len() > 1 {/ @@ --lib a_pull_takes_the_newest_of_one_cluster_only'
+  'joining-store-of-another-cluster @@ src/paxos/membership.rs @@ s/            if theirs.cluster != self.cluster {/            if false \&\& theirs.cluster != self.cluster {/ @@ --lib a_membership_of_another_cluster_is_never_installed'
   'stale-change-not-fenced @@ src/actors/membership.rs @@ s/if seen != current.epoch {/if false \&\& seen != current.epoch {/ @@ --test membership a_stale_member_change'
   'record-refused-during-a-change @@ src/actors/membership.rs @@ s/^            let mut next = current.clone();$/            if current.phase.is_some() { return Err(Error::Unavailable("a change".into())); }\n            let mut next = current.clone();/ @@ --test refused_stores a_store_is_recorded_even_while'
   'give-up-not-fenced @@ src/actors/membership.rs @@ s/            if !current.continues(\&change) {/            if current.phase.is_none() {/ @@ --test membership a_joining_node_lost_during_its_rescan'

@@ -57,6 +57,9 @@ pub struct ClientOptions {
     /// its peers): its certificate must name that node. Empty: any node certificate for the
     /// address's IP (a client, which does not know which node listens where).
     pub nodes: Vec<crate::paxos::types::NodeId>,
+    /// The cluster identity a node's calls to its peers carry (`messages::SyncCall`); 0 for
+    /// a tool, or a node with no membership yet.
+    pub cluster: u64,
 }
 
 impl Default for ClientOptions {
@@ -68,6 +71,7 @@ impl Default for ClientOptions {
             pinned: false,
             tls: None,
             nodes: Vec::new(),
+            cluster: 0,
         }
     }
 }
@@ -231,7 +235,8 @@ impl Client {
 
     /// Anti-entropy and recovery, node to node: one [`SyncRequest`] to node `index`.
     pub async fn sync(&self, index: usize, body: SyncRequest) -> Result<SyncReply> {
-        let call = |id| Frame::SyncRequest(SyncCall { id, body });
+        let cluster = self.inner.options.cluster;
+        let call = |id| Frame::SyncRequest(SyncCall { id, cluster, body });
         match self
             .call(index, call, self.inner.options.attempt_timeout)
             .await

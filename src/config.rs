@@ -35,6 +35,19 @@ pub struct Config {
     pub testing: TestingConfig,
     #[serde(default)]
     pub tls: TlsConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: what makes this cluster's identity its own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Mixed into the identity a bootstrap draws (`paxos::membership::cluster_id`), as
+    /// etcd's `initial-cluster-token`: two clusters bootstrapped from the same node list
+    /// (a staging copy of production's config, a config reused on new machines) get
+    /// different identities only if their tokens differ. Read at bootstrap only.
+    pub token: String,
 }
 
 /// `[tls]`: where a node's and a client's certificates are (see `crate::tls` for what each
@@ -423,6 +436,7 @@ impl Config {
             storage: StorageConfig::default(),
             testing: TestingConfig::default(),
             tls: TlsConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }

@@ -88,6 +88,7 @@ mod tests {
             from: 2,
             proposer: 9,
             epoch: 1,
+            cluster: 3,
             key: b"key".to_vec(),
             body: PeerMessage::Prepare {
                 ballot: Ballot::new(1, 2),

@@ -42,6 +42,9 @@ pub struct Envelope {
     /// The sender's membership epoch (see `paxos::membership`): an acceptor answers only
     /// messages of its own epoch, and refuses older ones with `Stale`.
     pub epoch: u64,
+    /// The sender's cluster identity (`paxos::membership::cluster_id`): a node takes
+    /// messages of its own cluster only, requests and replies alike.
+    pub cluster: u64,
     /// The key whose register this is about.
     #[serde(with = "serde_bytes")]
     pub key: Key,
@@ -342,6 +345,10 @@ pub struct NodeStatus {
     /// or is an older copy of it (a rolled-back directory): it does not vote, and will not
     /// until it is removed and added again (see `paxos::membership`).
     pub store_refused: bool,
+    /// Frames, memberships and node calls of another cluster identity refused.
+    pub foreign_frames: u64,
+    /// The installed membership's cluster identity (0: none installed yet).
+    pub cluster: u64,
 }
 
 /// Everything one connection carries, in either direction. A connection from a peer carries
@@ -371,6 +378,13 @@ pub enum Frame {
 pub struct SyncCall {
     /// Matches the answer to the request.
     pub id: u64,
+    /// The caller's cluster identity (`paxos::membership::cluster_id`; 0: a node with no
+    /// membership yet, or a tool). `Install` and `Hello` are taken from a caller of the
+    /// node's own cluster only. `Membership`, `Digest` and `Fetch`, which change nothing,
+    /// are answered to a caller that names no cluster, and by a node that has none (it has
+    /// nothing to tell), never across two clusters: a node pulling with its own identity
+    /// never reads another cluster's membership or records as its own.
+    pub cluster: u64,
     /// What the pulling node asks.
     pub body: SyncRequest,
 }
@@ -728,6 +742,7 @@ mod tests {
             from: 3,
             proposer: 77,
             epoch: 3,
+            cluster: 5,
             key: b"k".to_vec(),
             body: PeerMessage::Promise {
                 ballot: Ballot::new(4, 3),

@@ -283,6 +283,8 @@ async fn a_contradictory_paxos_message_is_dropped_and_counted_and_changes_nothin
     let client = cluster.client_for(1);
     client.put(b"k", b"v").await.unwrap();
     let before = cluster.status(1).await.bad_frames;
+    // Of this cluster: only the validation may drop them.
+    let id = cluster.status(1).await.cluster;
     let forged = Register {
         version: 999,
         value: Some(b"FORGED".to_vec()),
@@ -293,6 +295,7 @@ async fn a_contradictory_paxos_message_is_dropped_and_counted_and_changes_nothin
             from: 2,
             proposer: 1,
             epoch: 1,
+            cluster: id,
             key: b"k".to_vec(),
             body,
         }))

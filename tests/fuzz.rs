@@ -98,13 +98,15 @@ fn envelope() -> impl Strategy<Value = Envelope> {
     (
         0u32..7,
         0u64..3,
+        any::<u64>(),
         proptest::collection::vec(any::<u8>(), 0..4),
         peer_message(),
     )
-        .prop_map(|(from, epoch, key, body)| Envelope {
+        .prop_map(|(from, epoch, cluster, key, body)| Envelope {
             from,
             proposer: 0,
             epoch,
+            cluster,
             key,
             body,
         })

@@ -484,18 +484,21 @@ async fn a_state_chosen_at_the_fast_ballot_survives_a_change_of_the_voters_that_
     }
 }
 
-/// An acceptor answers only requests of its own epoch: a well-formed Prepare at an older
-/// epoch (a node that missed a change, or a delayed message) promises nothing, is answered
-/// `Stale` and counted; at the current epoch the same Prepare is promised. (Mutant
-/// `acceptor-answers-older-epochs` fails this test.)
+/// An acceptor answers only requests of its own epoch and cluster: a well-formed Prepare at
+/// an older epoch (a node that missed a change, or a delayed message) promises nothing, is
+/// answered `Stale` and counted; one of the current epoch from another cluster identity (a
+/// node bootstrapped from another config, at an address of this cluster's) promises nothing
+/// and is counted; at the current epoch and cluster the same Prepare is promised. (Mutants
+/// `acceptor-answers-older-epochs` and `foreign-frames-taken` fail this test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_prepare_of_an_older_epoch_promises_nothing() {
+async fn a_prepare_of_an_older_epoch_or_another_cluster_promises_nothing() {
     use paxkv::actors::messages::InspectAcceptor;
     use paxkv::messages::{Envelope, Frame, PeerMessage};
     use std::io::Write;
     let cluster = TestCluster::start_with(|_| {});
     cluster.client_for(1).put(b"k", b"v").await.unwrap();
-    let epoch = cluster.membership(1).await.epoch;
+    let m = cluster.membership(1).await;
+    let epoch = m.epoch;
     assert!(epoch > 1, "stores recorded: epoch {epoch}");
     let promised = || async {
         cluster
@@ -506,29 +509,36 @@ async fn a_prepare_of_an_older_epoch_promises_nothing() {
             .unwrap()
             .map(|r| r.promised)
     };
-    let prepare = |epoch, round| {
+    let prepare = |epoch, cluster, round| {
         paxkv::frame::encode(&Frame::Peer(Envelope {
             from: 2,
             proposer: 7,
             epoch,
+            cluster,
             key: b"k".to_vec(),
             body: PeerMessage::Prepare {
                 ballot: Ballot::new(round, 2),
             },
         }))
     };
-    let before = cluster.status(1).await.stale_refused;
+    let before = cluster.status(1).await;
     let mut raw = std::net::TcpStream::connect(cluster.addr(1)).unwrap();
-    raw.write_all(&prepare(epoch - 1, 1_000)).unwrap();
+    raw.write_all(&prepare(epoch - 1, m.cluster, 1_000))
+        .unwrap();
+    raw.write_all(&prepare(epoch, m.cluster ^ 1, 1_500))
+        .unwrap();
     let status = cluster.client_for(1);
     eventually(
-        "the stale Prepare counted",
+        "the stale and the foreign Prepare counted",
         Duration::from_secs(5),
-        || async { matches!(status.status(0).await, Ok(s) if s.stale_refused > before) },
+        || async {
+            matches!(status.status(0).await, Ok(s) if s.stale_refused > before.stale_refused
+                && s.foreign_frames > before.foreign_frames)
+        },
     )
     .await;
     assert!(promised().await.is_some_and(|p| p < Ballot::new(1_000, 2)));
-    raw.write_all(&prepare(epoch, 2_000)).unwrap();
+    raw.write_all(&prepare(epoch, m.cluster, 2_000)).unwrap();
     eventually(
         "the current Prepare promised",
         Duration::from_secs(5),
@@ -823,7 +833,7 @@ async fn a_store_that_served_another_cluster_is_refused_by_member_add() {
     let refused = production.change(1, add(&production, 6)).await;
     match refused {
         Err(e) => assert!(
-            e.is_bad_input() && e.message().contains("holds records"),
+            e.is_bad_input() && e.message().contains("another cluster"),
             "{e}"
         ),
         Ok(m) => panic!("a store of another cluster was added: {m:?}"),
@@ -848,4 +858,135 @@ async fn a_store_that_served_another_cluster_is_refused_by_member_add() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+/// Issue 17, item 3: a data directory of **another cluster** put in a member's place (a
+/// machine reimaged from a staging image, a volume attached to the wrong node), whose
+/// membership is newer than this cluster's. Before cluster identities, a production node
+/// that asked it for the membership (every start does, and every voting node every few
+/// seconds) installed the staging one: the production cluster was taken over by staging's
+/// member list. Now each side refuses the
+/// other's frames, pulls and installs (counted), production keeps its membership and its
+/// values, and the foreign store never votes in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_of_another_cluster_in_a_members_place_never_takes_over() {
+    let mut staging = TestCluster::start_n(3, |c| c.cluster.token = "staging".into());
+    // A few changes, so that staging's membership is newer than production's.
+    staging.start_new_node(4);
+    staging
+        .change_until_done(&[1, 2], add(&staging, 4), Duration::from_secs(60))
+        .await;
+    staging
+        .change_until_done(
+            &[1, 2],
+            MemberChangeRequest::Remove { id: 4 },
+            Duration::from_secs(60),
+        )
+        .await;
+    staging.client().put(b"k", b"staging").await.unwrap();
+    let foreign = staging.membership(3).await;
+    staging.stop(3);
+
+    let mut production = TestCluster::start_n(3, |_| {});
+    production.client().put(b"k", b"production").await.unwrap();
+    let before = production.membership(1).await;
+    assert_ne!(before.cluster, foreign.cluster);
+    assert!(
+        foreign.epoch > before.epoch,
+        "staging {} production {}",
+        foreign.epoch,
+        before.epoch
+    );
+    production.stop(3);
+    support::lose_disk(&production.node_dir(3), Some(&staging.node_dir(3)));
+    production.restart(3);
+    // Production's writes keep reaching node 3's address, and node 1's start asks node 3
+    // for its (newer) membership first thing.
+    for i in 0..20 {
+        let value = format!("production-{i}").into_bytes();
+        production.client_for(1).put(b"k", &value).await.unwrap();
+    }
+    production.stop(1);
+    production.restart(1);
+    production.wait_voting(&[1]).await;
+    for id in [1, 2] {
+        let m = production.membership(id).await;
+        assert_eq!(
+            (m.cluster, m.epoch, m.voters()),
+            (before.cluster, before.epoch, before.voters()),
+            "node {id}"
+        );
+    }
+    eventually(
+        "both sides refused the other's frames",
+        Duration::from_secs(20),
+        || async {
+            production.status(1).await.foreign_frames > 0
+                && production.status(3).await.foreign_frames > 0
+        },
+    )
+    .await;
+    assert_eq!(production.membership(3).await.cluster, foreign.cluster);
+    match production.client_for(1).get(b"k").await.unwrap() {
+        Outcome::Get { value, .. } => assert_eq!(value.as_deref(), Some(&b"production-19"[..])),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The node calls that change something (`Install`, `Hello`) are taken from callers of the
+/// node's own cluster only, and answered "not this node" otherwise: a caller of another
+/// cluster, or one that names none (a tool, a node with no membership). Those that change
+/// nothing (`Membership`, `Digest`) are answered to a caller that names no cluster (a node
+/// that is starting asks for the membership), never to one of another cluster, which would
+/// take what it reads for its own. Each refusal is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_calls_of_another_cluster_are_refused_and_counted() {
+    use paxkv::client::{Client, ClientOptions};
+    use paxkv::error::Error;
+    use paxkv::messages::{SyncReply, SyncRequest};
+    let cluster = TestCluster::start_n(3, |_| {});
+    cluster.client().put(b"k", b"v").await.unwrap();
+    let m = cluster.membership(1).await;
+    let caller = |id: u64| {
+        Client::new(
+            vec![cluster.addr(1)],
+            ClientOptions {
+                pinned: true,
+                cluster: id,
+                ..ClientOptions::default()
+            },
+        )
+    };
+    let hello = || SyncRequest::Hello {
+        node: 2,
+        store: 77,
+        generation: 1,
+    };
+    let mut takeover = m.clone();
+    takeover.epoch += 5;
+    takeover.cluster ^= 1;
+    let before = cluster.status(1).await.foreign_frames;
+    for id in [0, m.cluster ^ 1] {
+        let caller = caller(id);
+        for call in [hello(), SyncRequest::Install(takeover.clone())] {
+            match caller.sync(0, call.clone()).await {
+                Err(Error::NotThisNode(_)) => {}
+                other => panic!("{call:?} from cluster {id:x}: {other:?}"),
+            }
+        }
+    }
+    match caller(m.cluster ^ 1).sync(0, SyncRequest::Membership).await {
+        Err(Error::NotThisNode(_)) => {}
+        other => panic!("a membership read by another cluster: {other:?}"),
+    }
+    assert_eq!(cluster.status(1).await.foreign_frames, before + 5);
+    match caller(0).sync(0, SyncRequest::Membership).await {
+        Ok(SyncReply::Membership(info)) => assert_eq!(info.membership, Some(m.clone())),
+        other => panic!("{other:?}"),
+    }
+    match caller(m.cluster).sync(0, hello()).await {
+        Ok(SyncReply::Hello { seen: 0 }) => {}
+        other => panic!("a Hello of the node's own cluster: {other:?}"),
+    }
+    assert_eq!(cluster.membership(1).await, m);
 }

@@ -24,12 +24,14 @@ use tokio::net::TcpStream;
 const KEY: &[u8] = b"color";
 
 /// A frame that would overwrite KEY on any acceptor that took it: an Accept from node 3
-/// at a ballot far above any in use, with a value of its own.
-fn forged_accept(epoch: u64) -> Frame {
+/// at a ballot far above any in use, with a value of its own; of the cluster's own identity
+/// `cluster`, so that only the certificate's check can stop it.
+fn forged_accept(epoch: u64, cluster: u64) -> Frame {
     Frame::Peer(Envelope {
         from: 3,
         proposer: 7,
         epoch,
+        cluster,
         key: KEY.to_vec(),
         body: PeerMessage::Accept {
             ballot: Ballot::new(999, 3),
@@ -138,6 +140,7 @@ async fn an_accept_claiming_node_3_over_plaintext_or_another_cas_certificate_cha
     let ids: Vec<NodeId> = (1..=5).collect();
     cluster.client().put(KEY, b"blue").await.unwrap();
     let epoch = cluster.status(1).await.epoch;
+    let cluster_id = cluster.status(1).await.cluster;
 
     // Another CA's certificate for "node 3", presented by a client that trusts the real CA
     // (so that the handshake gets as far as the node's check of the client's certificate).
@@ -162,7 +165,7 @@ async fn an_accept_claiming_node_3_over_plaintext_or_another_cas_certificate_cha
         // Plaintext: the node reads a TLS handshake, gets a frame, and hangs up.
         let mut plain: BoxStream = Box::new(TcpStream::connect(addr).await.unwrap());
         plain
-            .write_all(&frame::encode(&forged_accept(epoch)))
+            .write_all(&frame::encode(&forged_accept(epoch, cluster_id)))
             .await
             .unwrap();
         assert_closed(plain, &format!("plaintext to node {id}")).await;
@@ -172,7 +175,7 @@ async fn an_accept_claiming_node_3_over_plaintext_or_another_cas_certificate_cha
             Err(_) => {}
             Ok(mut stream) => {
                 let _ = stream
-                    .write_all(&frame::encode(&forged_accept(epoch)))
+                    .write_all(&frame::encode(&forged_accept(epoch, cluster_id)))
                     .await;
                 assert_closed(stream, &format!("another CA's certificate to node {id}")).await;
             }
@@ -196,12 +199,14 @@ async fn a_peer_with_node_2s_certificate_cannot_speak_for_node_3_nor_a_client_fo
     let ids: Vec<NodeId> = (1..=5).collect();
     cluster.client().put(KEY, b"blue").await.unwrap();
     let epoch = cluster.status(1).await.epoch;
+    let cluster_id = cluster.status(1).await.cluster;
     let ca = certs.path().join("ca.pem");
     let node2 = identity(certs.path(), &ca, "node-2", Role::Node(2));
     let client = identity(certs.path(), &ca, "client", Role::Client);
     // A membership that would make node 1 the sole voter, if a client could install it.
-    let mut takeover = Membership::bootstrap([(1, cluster.addr(1).to_string())]);
+    let mut takeover = Membership::bootstrap([(1, cluster.addr(1).to_string())], "");
     takeover.epoch = epoch + 10;
+    takeover.cluster = cluster_id;
 
     for &id in &ids {
         if id == 2 {
@@ -211,11 +216,12 @@ async fn a_peer_with_node_2s_certificate_cannot_speak_for_node_3_nor_a_client_fo
         let forged_before = metric(&cluster, id, "paxkv_forged_frames_total").await;
         let mut as_node2 = dial(addr, Some(&node2)).await.unwrap();
         as_node2
-            .write_all(&frame::encode(&forged_accept(epoch)))
+            .write_all(&frame::encode(&forged_accept(epoch, cluster_id)))
             .await
             .unwrap();
         let hello = Frame::SyncRequest(SyncCall {
             id: 1,
+            cluster: cluster_id,
             body: SyncRequest::Hello {
                 node: 3,
                 store: 1,
@@ -232,11 +238,12 @@ async fn a_peer_with_node_2s_certificate_cannot_speak_for_node_3_nor_a_client_fo
 
         let mut as_client = dial(addr, Some(&client)).await.unwrap();
         as_client
-            .write_all(&frame::encode(&forged_accept(epoch)))
+            .write_all(&frame::encode(&forged_accept(epoch, cluster_id)))
             .await
             .unwrap();
         let install = Frame::SyncRequest(SyncCall {
             id: 2,
+            cluster: cluster_id,
             body: SyncRequest::Install(takeover.clone()),
         });
         as_client.write_all(&frame::encode(&install)).await.unwrap();
@@ -271,7 +278,7 @@ async fn random_and_truncated_bytes_on_every_port_close_only_that_connection() {
     let client_identity = identity(certs.path(), &ca, "client", Role::Client);
     // A connection that stays up through everything, and must keep being answered.
     let mut bystander = dial(cluster.addr(1), Some(&client_identity)).await.unwrap();
-    let good = frame::encode(&forged_accept(1));
+    let good = frame::encode(&forged_accept(1, cluster.status(1).await.cluster));
     for &id in &ids {
         let refused_before = metric(&cluster, id, "paxkv_refused_connections_total").await;
         let bad_before = metric(&cluster, id, "paxkv_bad_frames_total").await;
@@ -467,6 +474,7 @@ async fn an_install_from_a_node_that_is_no_member_is_refused_and_counted() {
     let certs = tempfile::tempdir().unwrap();
     let cluster = TestCluster::with_tls(3, certs.path());
     let epoch = cluster.status(1).await.epoch;
+    let cluster_id = cluster.status(1).await.cluster;
     paxkv::certs::write(&[(9, support::free_port())], certs.path(), false).unwrap();
     let node9 = identity(
         certs.path(),
@@ -474,12 +482,14 @@ async fn an_install_from_a_node_that_is_no_member_is_refused_and_counted() {
         "node-9",
         Role::Node(9),
     );
-    let mut takeover = Membership::bootstrap([(9, "127.0.0.1:1".to_string())]);
+    let mut takeover = Membership::bootstrap([(9, "127.0.0.1:1".to_string())], "");
     takeover.epoch = epoch + 10;
+    takeover.cluster = cluster_id;
     let forged_before = metric(&cluster, 1, "paxkv_forged_frames_total").await;
     let mut stream = dial(cluster.addr(1), Some(&node9)).await.unwrap();
     let install = Frame::SyncRequest(SyncCall {
         id: 1,
+        cluster: cluster_id,
         body: SyncRequest::Install(takeover),
     });
     stream.write_all(&frame::encode(&install)).await.unwrap();

@@ -35,6 +35,7 @@ fn peer(body: PeerMessage) -> Frame {
         from: 1,
         proposer: 7,
         epoch: 4,
+        cluster: 9,
         key: b"k".to_vec(),
         body,
     })
@@ -195,6 +196,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
             "sync digest request",
             Frame::SyncRequest(SyncCall {
                 id: 6,
+                cluster: 9,
                 body: SyncRequest::Digest {
                     after: Some(b"k".to_vec()),
                     limit: 10,
@@ -205,6 +207,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
             "sync fetch request",
             Frame::SyncRequest(SyncCall {
                 id: 6,
+                cluster: 9,
                 body: SyncRequest::Fetch {
                     keys: vec![serde_bytes::ByteBuf::from(b"k".to_vec())],
                 },
@@ -305,6 +308,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
             "sync membership request",
             Frame::SyncRequest(SyncCall {
                 id: 6,
+                cluster: 9,
                 body: SyncRequest::Membership,
             }),
         ),
@@ -312,6 +316,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
             "sync install request",
             Frame::SyncRequest(SyncCall {
                 id: 6,
+                cluster: 9,
                 body: SyncRequest::Install(membership()),
             }),
         ),
@@ -319,6 +324,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
             "sync hello request",
             Frame::SyncRequest(SyncCall {
                 id: 6,
+                cluster: 9,
                 body: SyncRequest::Hello {
                     node: 2,
                     store: 5,
@@ -384,22 +390,23 @@ fn membership() -> Membership {
             member(2, MemberState::Leaving),
         ],
         phase: Some(Phase::CloseFast),
+        cluster: 9,
     }
 }
 
 /// Printed by `PAXKV_PRINT_GOLDEN=1 cargo test --test wire -- --nocapture`; only ever
 /// appended to.
 const GOLDEN: &[(&str, &str)] = &[
-    ("peer prepare", "00010704016b000101"),
-    ("peer promise", "00010704016b01020101020201017600000000"),
-    ("peer accept", "00010704016b02020102010176000000010301"),
-    ("peer accepted", "00010704016b0302010301"),
-    ("peer reject", "00010704016b0402010402"),
-    ("peer failed", "00010704016b0502010466756c6c"),
-    ("peer query", "00010704016b0605"),
+    ("peer prepare", "0001070409016b000101"),
+    ("peer promise", "0001070409016b01020101020201017600000000"),
+    ("peer accept", "0001070409016b02020102010176000000010301"),
+    ("peer accepted", "0001070409016b0302010301"),
+    ("peer reject", "0001070409016b0402010402"),
+    ("peer failed", "0001070409016b0502010466756c6c"),
+    ("peer query", "0001070409016b0605"),
     (
         "peer query reply",
-        "00010704016b0705030102010201017600000000",
+        "0001070409016b0705030102010201017600000000",
     ),
     ("request kv", "010300016b0301017601090101"),
     ("request ping", "010301"),
@@ -414,7 +421,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("response pong", "0203000104"),
     (
         "response status",
-        "020300020000000000000000000000000000000000000000",
+        "0203000200000000000000000000000000000000000000000000",
     ),
     ("response faults set", "02030003"),
     ("response retired sync digest", "020300040000000000"),
@@ -427,8 +434,8 @@ const GOLDEN: &[(&str, &str)] = &[
     ("error config", "020301050178"),
     ("error storage", "020301060178"),
     ("error io", "020301070178"),
-    ("sync digest request", "03060001016b0a"),
-    ("sync fetch request", "03060101016b"),
+    ("sync digest request", "0306090001016b0a"),
+    ("sync fetch request", "0306090101016b"),
     ("sync digest reply", "0406000001010001016b0301020100"),
     (
         "sync records reply",
@@ -437,24 +444,24 @@ const GOLDEN: &[(&str, &str)] = &[
     ("command get", "010300016b000000"),
     ("command put", "010300016b0101760000"),
     ("command delete", "010300016b020000"),
-    ("peer stale", "00010704016b0809"),
+    ("peer stale", "0001070409016b0809"),
     ("request members", "010306"),
     ("request member add", "010307000603613a31"),
     ("request member remove", "0103070102"),
     (
         "response members",
-        "02030006010104020103683a3100010203683a32020201000501",
+        "02030006010104020103683a3100010203683a3202020100090501",
     ),
     (
         "response member changed",
-        "0203000704020103683a3100010203683a3202020100",
+        "0203000704020103683a3100010203683a320202010009",
     ),
-    ("sync membership request", "030602"),
+    ("sync membership request", "03060902"),
     (
         "sync install request",
-        "03060304020103683a3100010203683a3202020100",
+        "0306090304020103683a3100010203683a320202010009",
     ),
-    ("sync hello request", "030604020503"),
+    ("sync hello request", "03060904020503"),
     ("sync membership reply", "0406000201000500"),
     ("sync installed reply", "040600030401"),
     ("sync hello reply", "0406000402"),

@@ -49,6 +49,7 @@ use crate::error::{Error, Result};
 use crate::messages::{
     SyncAnswer, SyncCall, SyncDigestPage, SyncReply, SyncRequest, SyncSource, SYNC_PAGE_ENTRIES,
 };
+use crate::paxos::admission;
 use crate::paxos::record::Pull;
 use crate::paxos::types::{Key, NodeId};
 
@@ -125,6 +126,24 @@ impl SyncServer {
     }
 
     pub async fn serve(&self, call: SyncCall) -> SyncAnswer {
+        let mine = self.members.view.cluster();
+        let changes_nothing = matches!(
+            call.body,
+            SyncRequest::Membership | SyncRequest::Digest { .. } | SyncRequest::Fetch { .. }
+        );
+        if !changes_nothing && !admission::same_cluster(mine, call.cluster)
+            || changes_nothing && mine != 0 && call.cluster != 0 && call.cluster != mine
+        {
+            Stats::add(&self.members.stats.foreign_frames, 1);
+            return SyncAnswer {
+                id: call.id,
+                result: Err(Error::NotThisNode(format!(
+                    "node {} serves cluster {mine:x}, not {:x}",
+                    self.members.view.me(),
+                    call.cluster
+                ))),
+            };
+        }
         let result = match call.body {
             SyncRequest::Digest { after, limit } => {
                 let limit = (limit as usize).min(SYNC_PAGE_ENTRIES);
@@ -240,6 +259,7 @@ impl Puller {
                     pinned: true,
                     tls: self.tls.clone(),
                     nodes: peers.clone(),
+                    cluster: m.cluster,
                     ..ClientOptions::default()
                 },
             );

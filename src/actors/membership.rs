@@ -144,7 +144,7 @@ impl Driver {
             let majority = self.config.nodes.len() / 2 + 1;
             let bootstrap = self.bootstrap_nodes().filter(|_| empty + 1 >= majority);
             if let Some(nodes) = bootstrap {
-                let m = Membership::bootstrap(nodes);
+                let m = Membership::bootstrap(nodes, &self.config.cluster.token);
                 if let Err(e) = self.install(m).await {
                     complain(
                         &mut complained,
@@ -472,9 +472,7 @@ impl Driver {
                 value: Some(bytes),
                 version,
             } => {
-                let m: Membership = postcard::from_bytes(&bytes)
-                    .map_err(|e| Error::Storage(format!("the membership register: {e}")))?;
-                m.check()
+                let m = Membership::decode(&bytes)
                     .map_err(|e| Error::Storage(format!("the membership register: {e}")))?;
                 Ok((Some(m), version))
             }
@@ -484,8 +482,7 @@ impl Driver {
 
     /// Compare-and-set of the register; true if it swapped.
     async fn cas_register(&self, expect: u64, next: &Membership) -> Result<bool> {
-        let value = postcard::to_allocvec(next)
-            .map_err(|e| Error::Storage(format!("encoding a membership: {e}")))?;
+        let value = next.encode();
         match self.run_command(Command::Cas { expect, value }).await? {
             Outcome::Cas { swapped, .. } => Ok(swapped),
             other => Err(Error::Storage(format!("unexpected {other:?}"))),
@@ -544,6 +541,14 @@ impl Driver {
                 {
                     Ok(SyncReply::Membership(info)) => info,
                     Ok(other) => return Err(Error::Frame(format!("unexpected {other:?}"))),
+                    Err(Error::NotThisNode(why)) => {
+                        // It serves another cluster (`SyncCall::cluster`), whose records
+                        // and membership must never enter this one.
+                        return Err(Error::BadRequest(format!(
+                            "node {id} at {addr} belongs to another cluster ({why}); start it \
+                             on an empty data directory with `--join` of this cluster's nodes"
+                        )));
+                    }
                     Err(e) => {
                         return Err(Error::Unavailable(format!(
                             "node {id} at {addr} does not answer (start it first with `paxkv \

@@ -74,6 +74,7 @@ impl Sources {
             ("paxkv_peer_frames_dropped_total", "Peer frames dropped: a peer's queue full or the peer unreachable, or this node's supervisor busy", get(&s.peer_frames_dropped)),
             ("paxkv_bad_frames_total", "Frames refused: malformed, oversized, failing validation, or Paxos from a non-member", get(&s.bad_frames)),
             ("paxkv_forged_frames_total", "Frames dropped because the connection's certificate may not send them", get(&s.forged_frames)),
+            ("paxkv_foreign_frames_total", "Paxos frames, memberships and node calls of another cluster identity refused", get(&s.foreign_frames)),
             ("paxkv_refused_connections_total", "Connections refused before any frame was read (failed TLS handshake, too many connections)", get(&s.refused_connections)),
             ("paxkv_connections_accepted_total", "Connections accepted (TLS handshake done, or plaintext), clients' and peers'", get(&s.accepted_connections)),
             ("paxkv_stale_refused_total", "Paxos requests refused for an older membership epoch", get(&s.stale_refused)),

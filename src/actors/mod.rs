@@ -64,6 +64,9 @@ pub struct Stats {
     pub bad_frames: AtomicU64,
     /// Frames dropped because the connection's certificate may not send them (`crate::tls`).
     pub forged_frames: AtomicU64,
+    /// Frames, memberships and calls of another cluster identity refused
+    /// (`paxos::membership::cluster_id`).
+    pub foreign_frames: AtomicU64,
     /// Connections refused before any frame was read: a failed TLS handshake (no certificate,
     /// another CA's, plaintext on a TLS port), or too many connections.
     pub refused_connections: AtomicU64,

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 #[cfg(feature = "testing")]
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 #[cfg(feature = "testing")]
 use std::sync::RwLock;
@@ -42,6 +43,9 @@ pub struct Outbox {
 
 struct OutboxInner {
     me: NodeId,
+    /// The installed membership's cluster identity, stamped on every message
+    /// (`messages::Envelope::cluster`); set with the peers ([`Outbox::set_peers`]).
+    cluster: AtomicU64,
     /// One queue per peer of the installed membership (and of the config before one is
     /// installed), with its address; replaced when the membership changes.
     peers: std::sync::RwLock<BTreeMap<NodeId, (String, mpsc::Sender<Bytes>)>>,
@@ -80,6 +84,7 @@ impl Outbox {
         let (new_queues, queues) = mpsc::unbounded_channel();
         let inner = OutboxInner {
             me,
+            cluster: AtomicU64::new(0),
             peers: Default::default(),
             new_queues,
             queue_capacity: config.limits.peer_queue_capacity,
@@ -135,6 +140,7 @@ impl Outbox {
     pub fn set_peers(&self, m: &crate::paxos::membership::Membership) {
         let members: Vec<(NodeId, String)> =
             m.members.iter().map(|x| (x.id, x.addr.clone())).collect();
+        self.inner.cluster.store(m.cluster, Ordering::Release);
         self.set_peer_addrs(&members);
     }
 
@@ -178,6 +184,7 @@ impl Outbox {
             from: self.inner.me,
             proposer,
             epoch,
+            cluster: self.inner.cluster.load(Ordering::Acquire),
             key: key.to_vec(),
             body: msg,
         };
@@ -203,6 +210,7 @@ impl Outbox {
             from: self.inner.me,
             proposer,
             epoch,
+            cluster: self.inner.cluster.load(Ordering::Acquire),
             key: key.to_vec(),
             body: msg,
         };

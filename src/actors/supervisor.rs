@@ -45,6 +45,7 @@ use crate::actors::{Readiness, Stats};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::messages::{Envelope, NodeStatus};
+use crate::paxos::admission;
 use crate::paxos::proposer::{Proposer, ProposerConfig};
 #[cfg(feature = "testing")]
 use crate::paxos::record::AcceptorRecord;
@@ -308,9 +309,17 @@ impl Handler<Deliver> for NodeSupervisor {
             from,
             proposer: instance,
             epoch,
+            cluster,
             key,
             body,
         } = envelope;
+        if !admission::same_cluster(self.members.view.cluster(), cluster) {
+            // Another cluster's node, at an address of this one's (a config of the same
+            // nodes under another token, a reused address): neither its requests nor its
+            // replies count here.
+            Stats::add(&self.stats.foreign_frames, 1);
+            return;
+        }
         if body.is_request() && !(self.readiness.is_voting() && self.members.view.admits_key(&key))
         {
             // Not voting (not a voter with its own store, generation not confirmed), or its
@@ -570,6 +579,8 @@ impl Handler<GetStatus> for NodeSupervisor {
             epoch: self.members.view.epoch(),
             stale_refused: Stats::get(&s.stale_refused),
             store_refused: self.members.store_refused(),
+            foreign_frames: Stats::get(&s.foreign_frames),
+            cluster: self.members.view.cluster(),
         })
     }
 }

@@ -31,6 +31,9 @@ pub struct MembershipView {
     me: NodeId,
     store: u64,
     epoch: AtomicU64,
+    /// The installed membership's cluster identity (0 while none is installed): stamped on
+    /// every frame this node sends, and checked on every one it takes.
+    cluster: AtomicU64,
     /// The installed membership records this store for this node (not 0, the bootstrap's
     /// "not recorded yet"): see [`MembershipView::admits_key`].
     recorded: AtomicBool,
@@ -43,6 +46,7 @@ impl MembershipView {
             me,
             store,
             epoch: AtomicU64::new(installed.as_ref().map_or(0, |m| m.epoch)),
+            cluster: AtomicU64::new(installed.as_ref().map_or(0, |m| m.cluster)),
             recorded: AtomicBool::new(installed.as_ref().is_some_and(|m| records(m, me, store))),
             current: RwLock::new(installed.map(Arc::new)),
         }
@@ -77,17 +81,27 @@ impl MembershipView {
         self.current.read().expect("membership lock").clone()
     }
 
-    /// Raises the view to `m` if it is newer; true if it did.
-    fn raise(&self, m: &Membership) -> bool {
+    /// The installed membership's cluster identity; 0 while none is installed.
+    pub fn cluster(&self) -> u64 {
+        self.cluster.load(Ordering::Acquire)
+    }
+
+    /// Raises the view to `m` if it is newer; true if it did. A membership of another
+    /// cluster than the installed one is refused, whatever its epoch.
+    fn raise(&self, m: &Membership) -> Result<bool> {
         let mut current = self.current.write().expect("membership lock");
-        if current.as_ref().is_some_and(|c| c.epoch >= m.epoch) {
-            return false;
+        let newer = m
+            .installs_over(current.as_deref())
+            .map_err(|why| Error::NotThisNode(format!("node {}: {why}", self.me)))?;
+        if !newer {
+            return Ok(false);
         }
         *current = Some(Arc::new(m.clone()));
+        self.cluster.store(m.cluster, Ordering::Release);
         self.recorded
             .store(records(m, self.me, self.store), Ordering::Release);
         self.epoch.store(m.epoch, Ordering::Release);
-        true
+        Ok(true)
     }
 
     /// Does the view let this node vote: a voter, with its own store (or none recorded yet,
@@ -205,6 +219,7 @@ impl Members {
                 pinned: true,
                 tls: self.tls.clone(),
                 nodes,
+                cluster: self.view.cluster(),
                 ..ClientOptions::default()
             },
         )
@@ -241,7 +256,9 @@ impl Members {
     /// whether this node votes.
     pub async fn install(&self, m: Membership) -> Result<u64> {
         m.check().map_err(Error::BadRequest)?;
-        if self.view.raise(&m) {
+        if self.view.raise(&m).inspect_err(|_| {
+            Stats::add(&self.stats.foreign_frames, 1);
+        })? {
             self.changed.notify_waiters();
             self.outbox.set_peers(&m);
             if !self.view.lists_me_as_voter() && self.readiness.is_voting() {
@@ -321,26 +338,28 @@ impl Members {
                 Err(_) => Err(Error::Unavailable(format!("{addr}: no answer within 2 s"))),
             }
         });
-        let mut newest: Option<Membership> = None;
+        let mut pulled = Vec::new();
         let mut last_error = None;
         let mut empty = 0;
         for answer in futures_util::future::join_all(asks).await {
             match answer {
                 Ok(SyncReply::Membership(info)) => {
                     empty += usize::from(info.membership.is_none());
-                    if let Some(m) = info.membership {
-                        if newest.as_ref().is_none_or(|n| n.epoch < m.epoch) {
-                            newest = Some(m);
-                        }
-                    }
+                    pulled.extend(info.membership);
                 }
                 Ok(other) => last_error = Some(Error::Frame(format!("unexpected {other:?}"))),
                 Err(e) => last_error = Some(e),
             }
         }
-        let result = match newest {
-            Some(m) => self.install(m).await,
-            None => Err(last_error.unwrap_or_else(|| Error::Unavailable("no membership".into()))),
+        let result = match Membership::pick_pulled(self.view.cluster(), pulled) {
+            Ok(Some(m)) => self.install(m).await,
+            Ok(None) => {
+                Err(last_error.unwrap_or_else(|| Error::Unavailable("no membership".into())))
+            }
+            Err(why) => {
+                Stats::add(&self.stats.foreign_frames, 1);
+                Err(Error::Config(why))
+            }
         };
         (result, empty)
     }

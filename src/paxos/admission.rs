@@ -19,6 +19,14 @@
 use crate::messages::PeerMessage;
 use crate::paxos::types::Ballot;
 
+/// Does a node of cluster `mine` take a frame or call of cluster `theirs`? Only of its own
+/// identity, requests and replies alike (`paxos::membership::cluster_id`); a node with no
+/// membership yet (0) takes no Paxos frame at all, as it votes on nothing and proposes
+/// nothing.
+pub fn same_cluster(mine: u64, theirs: u64) -> bool {
+    mine == theirs && mine != 0
+}
+
 /// What an acceptor does with one Paxos request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {

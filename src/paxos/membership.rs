@@ -78,6 +78,39 @@
 //! a membership change (`member remove ID`, then `member add ID ADDR`, which records the new
 //! store). An older copy of the *same* store (a rolled-back directory) carries the same id; it
 //! is told by its generation (see `actors::membership`).
+//!
+//! # Cluster identity
+//! Every membership carries its cluster's identity ([`Membership::cluster`]), drawn at the
+//! bootstrap from the config ([`cluster_id`]: a hash of `[cluster] token` and the configured
+//! nodes) and copied by every step, so it is the same at every epoch. Epochs alone cannot tell
+//! two clusters apart: two configs that differ (a node bootstrapped from another node list, a
+//! staging cluster's disk put in a production node's place, a stale config's nodes founding a
+//! second cluster at the same addresses) give memberships whose epochs compare as if they
+//! were one history, and a node that took the newer one (a pull, a `Stale` answer and the
+//! fetch it causes, an `Install`) or counted the other's votes would merge two clusters'
+//! registers (review of issue 17, item 3: production nodes installed a staging membership
+//! of a higher epoch, and were taken over by its member list). So a node refuses, at every
+//! door, what is not of its own identity:
+//! - **Paxos frames**, requests and replies (`Envelope::cluster`,
+//!   `paxos::admission::same_cluster`; the supervisor drops them before any acceptor or
+//!   proposer sees them);
+//! - **installs and pulls** ([`Membership::installs_over`]: a store that installed a
+//!   membership serves that cluster for good, whatever the other's epoch; the view, the
+//!   store and the simulation all decide by it);
+//! - **node calls** (`SyncCall::cluster`): `Install` and `Hello` only from its own cluster;
+//!   membership, digest and record reads never across two clusters, so a node never takes
+//!   another cluster's membership or records for its own;
+//! - **adds**: `member add` refuses a node whose store serves another cluster, or that
+//!   installed one of another identity ([`Membership::admits_joining`]).
+//!
+//! A node with no membership (an empty directory) has no identity yet: it takes the
+//! membership of whichever cluster its config's nodes or `--join` name, provided they all
+//! name one (addresses that answer for two clusters make it wait and say so), or bootstraps
+//! one when a majority of the config's nodes are empty too. **What this cannot tell:** two
+//! clusters bootstrapped from the same node list (same ids and addresses) with the same
+//! token have the same identity, as two etcd clusters with the same initial members and
+//! `initial-cluster-token` do; give every cluster its own token. Identities are not secrets:
+//! a node that lies about its cluster is kept out by TLS, not by this.
 
 use std::collections::BTreeSet;
 
@@ -157,6 +190,45 @@ pub struct Membership {
     pub members: Vec<Member>,
     /// The change in progress, if any.
     pub phase: Option<Phase>,
+    /// The cluster's identity ([`cluster_id`]): fixed at bootstrap, the same at every epoch.
+    /// A node takes Paxos frames, installs, `Hello`s and pulled memberships of its own
+    /// cluster only (see "Cluster identity" above). Last, so that a membership encoded
+    /// before it existed still decodes ([`Membership::decode`]).
+    pub cluster: u64,
+}
+
+/// What a membership encoded before cluster identities looked like (see
+/// [`Membership::decode`]).
+#[derive(Deserialize)]
+struct LegacyMembership {
+    epoch: u64,
+    members: Vec<Member>,
+    phase: Option<Phase>,
+}
+
+/// The cluster identity of a membership written before identities existed: every node of
+/// such a cluster decodes the same one, and no bootstrap draws it ([`cluster_id`]).
+pub const LEGACY_CLUSTER: u64 = 1;
+
+/// The identity of the cluster a bootstrap founds: the first 8 bytes of a SHA-256 of the
+/// configured `[cluster] token` and the configured nodes (ids and addresses, in id order),
+/// never 0 (no cluster) nor [`LEGACY_CLUSTER`]. As etcd's cluster id (a hash of its initial
+/// members and `initial-cluster-token`), it needs no agreement: every node of one config
+/// computes the same, and two configs that differ found clusters that refuse each other.
+pub fn cluster_id(token: &str, nodes: &[(NodeId, String)]) -> u64 {
+    let mut nodes: Vec<&(NodeId, String)> = nodes.iter().collect();
+    nodes.sort();
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let encoded = postcard::to_allocvec(&(token, nodes)).expect("encoding into memory");
+    ctx.update(b"paxkv cluster v1\0");
+    ctx.update(&encoded);
+    let digest = ctx.finish();
+    let id = u64::from_be_bytes(digest.as_ref()[..8].try_into().expect("8 bytes"));
+    if id <= LEGACY_CLUSTER {
+        id + 2
+    } else {
+        id
+    }
 }
 
 /// A change an operator asks for.
@@ -183,7 +255,9 @@ impl Change {
 impl Membership {
     /// The first membership of a new cluster: every configured node a voter, stores not yet
     /// recorded (each node records its own as it starts, see `actors::membership`).
-    pub fn bootstrap(nodes: impl IntoIterator<Item = (NodeId, String)>) -> Membership {
+    pub fn bootstrap(nodes: impl IntoIterator<Item = (NodeId, String)>, token: &str) -> Membership {
+        let nodes: Vec<(NodeId, String)> = nodes.into_iter().collect();
+        let cluster = cluster_id(token, &nodes);
         let mut members: Vec<Member> = nodes
             .into_iter()
             .map(|(id, addr)| Member {
@@ -198,7 +272,82 @@ impl Membership {
             epoch: 1,
             members,
             phase: None,
+            cluster,
         }
+    }
+
+    /// Does a node that installed `installed` install this membership? Only one of the same
+    /// cluster identity (whatever its epoch: a store serves one cluster for good), and only
+    /// if it is newer (`Ok(false)`: it is not). A node with none installed takes any: it
+    /// asked its config's nodes or `--join` for it, or bootstraps it. The one rule of the
+    /// view, the store and the simulation.
+    pub fn installs_over(&self, installed: Option<&Membership>) -> Result<bool, String> {
+        match installed {
+            Some(current) if current.cluster != self.cluster => Err(format!(
+                "a membership of cluster {:x}, where cluster {:x} is installed",
+                self.cluster, current.cluster
+            )),
+            Some(current) => Ok(self.epoch > current.epoch),
+            None => Ok(true),
+        }
+    }
+
+    /// Which of the memberships some nodes answered a pull with a node takes, whose own
+    /// cluster identity is `mine` (0: it has none yet): the newest of its own cluster; with
+    /// none, the newest of the one cluster they all name. Answers of two clusters to a node
+    /// with none are an error (its config or `--join` mixes two clusters' nodes: taking
+    /// either could make it a member of the wrong one).
+    pub fn pick_pulled(
+        mine: u64,
+        answers: impl IntoIterator<Item = Membership>,
+    ) -> Result<Option<Membership>, String> {
+        let answers: Vec<Membership> = answers
+            .into_iter()
+            .filter(|m| mine == 0 || m.cluster == mine)
+            .collect();
+        let clusters: BTreeSet<u64> = answers.iter().map(|m| m.cluster).collect();
+        if clusters.len() > 1 {
+            let named: Vec<String> = clusters.iter().map(|c| format!("{c:x}")).collect();
+            return Err(format!(
+                "the nodes asked serve different clusters ({}): fix the config's nodes or \
+                 `--join` so that they name one cluster's nodes",
+                named.join(", ")
+            ));
+        }
+        Ok(answers.into_iter().max_by_key(|m| m.epoch))
+    }
+
+    /// The bytes of this membership (the register's value, the installed one on disk).
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("encoding into memory cannot fail")
+    }
+
+    /// A membership from its bytes, or one encoded before cluster identities (then of
+    /// [`LEGACY_CLUSTER`]). The newer layout is the older one with the identity appended, so
+    /// older bytes end where the identity would begin, and never decode as the newer layout.
+    /// Checked ([`Membership::check`]): the bytes may come from disk or the network.
+    pub fn decode(bytes: &[u8]) -> Result<Membership, String> {
+        let m = match postcard::from_bytes::<Membership>(bytes) {
+            Ok(m) => m,
+            Err(e) => match postcard::take_from_bytes::<LegacyMembership>(bytes) {
+                Ok((
+                    LegacyMembership {
+                        epoch,
+                        members,
+                        phase,
+                    },
+                    [],
+                )) => Membership {
+                    epoch,
+                    members,
+                    phase,
+                    cluster: LEGACY_CLUSTER,
+                },
+                _ => return Err(format!("undecodable membership: {e}")),
+            },
+        };
+        m.check()?;
+        Ok(m)
     }
 
     pub fn member(&self, id: NodeId) -> Option<&Member> {
@@ -297,6 +446,9 @@ impl Membership {
         if self.voters().is_empty() {
             return Err("no voter".into());
         }
+        if self.cluster == 0 {
+            return Err("no cluster identity".into());
+        }
         Ok(())
     }
 
@@ -389,8 +541,7 @@ impl Membership {
     /// this cluster's chosen state (review of issue 11, item 3: 20 of 20 keys read the
     /// staging cluster's values after such an add). Nor one that installed a membership that
     /// cannot be this cluster's: newer than the newest, or of the same epoch and different.
-    /// (A membership of a lower epoch cannot be told from this cluster's own earlier one
-    /// without a cluster identity in the membership, which is not built yet.)
+    /// Nor one that installed a membership of another cluster identity.
     pub fn admits_joining(&self, id: NodeId, joining: &JoiningStore) -> Result<(), String> {
         if joining.holds_records {
             return Err(format!(
@@ -399,6 +550,14 @@ impl Membership {
             ));
         }
         if let Some(theirs) = &joining.installed {
+            if theirs.cluster != self.cluster {
+                return Err(format!(
+                    "node {id} has installed a membership of another cluster (identity {:x}, \
+                     this one is {:x}); start it on an empty data directory with `--join` of \
+                     this cluster's nodes",
+                    theirs.cluster, self.cluster
+                ));
+            }
             if theirs.epoch > self.epoch || (theirs.epoch == self.epoch && theirs != self) {
                 return Err(format!(
                     "node {id} has installed a membership of another cluster (epoch {}); start \
@@ -483,7 +642,7 @@ mod tests {
     use super::*;
 
     fn three() -> Membership {
-        Membership::bootstrap((1..=3).map(|i| (i, format!("127.0.0.1:{}", 7400 + i))))
+        Membership::bootstrap((1..=3).map(|i| (i, format!("127.0.0.1:{}", 7400 + i))), "")
     }
 
     fn add(id: NodeId) -> Change {
@@ -549,7 +708,7 @@ mod tests {
     #[test]
     fn giving_up_an_add_skips_its_rescan_and_every_epoch_on_the_way_intersects() {
         for n in 1..=9 {
-            let from = Membership::bootstrap((1..=n).map(|i| (i, format!("a:{i}"))));
+            let from = Membership::bootstrap((1..=n).map(|i| (i, format!("a:{i}"))), "");
             let add_steps = run(&from, &add(n + 1));
             let rescan = &add_steps[2];
             assert_eq!(rescan.phase, Some(Phase::Rescan));
@@ -589,7 +748,7 @@ mod tests {
     /// consecutive ones) have intersecting majorities.
     #[test]
     fn consecutive_epochs_have_intersecting_majorities_from_1_to_64_members_and_back() {
-        let mut m = Membership::bootstrap([(1, "a:1".to_string())]);
+        let mut m = Membership::bootstrap([(1, "a:1".to_string())], "");
         let mut history = vec![m.clone()];
         for id in 2..=MAX_MEMBERS as NodeId {
             let steps = run(&m, &add(id));
@@ -678,7 +837,7 @@ mod tests {
             })
             .unwrap_err()
             .contains("address of node 1"));
-        let one = Membership::bootstrap([(1, "a:1".to_string())]);
+        let one = Membership::bootstrap([(1, "a:1".to_string())], "");
         assert!(one.step(&Change::Remove { id: 1 }).is_err());
     }
 
@@ -694,5 +853,109 @@ mod tests {
         m.epoch = 0;
         assert!(m.check().is_err());
         assert!(three().check().is_ok());
+    }
+
+    #[test]
+    fn a_cluster_identity_is_the_configs_own() {
+        let nodes = |ports: &[u16]| -> Vec<(NodeId, String)> {
+            ports
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (i as NodeId + 1, format!("10.0.0.{i}:{p}")))
+                .collect()
+        };
+        let a = cluster_id("", &nodes(&[1, 2, 3]));
+        // Every node of one config computes the same, in whatever order it lists the nodes.
+        let mut reversed = nodes(&[1, 2, 3]);
+        reversed.reverse();
+        assert_eq!(cluster_id("", &reversed), a);
+        assert_eq!(Membership::bootstrap(reversed, "").cluster, a);
+        // Another token, another node list, another address: another cluster.
+        assert_ne!(cluster_id("staging", &nodes(&[1, 2, 3])), a);
+        assert_ne!(cluster_id("", &nodes(&[1, 2])), a);
+        assert_ne!(cluster_id("", &nodes(&[1, 2, 4])), a);
+        assert!(a > LEGACY_CLUSTER);
+        // Pinned: a node of this build and one of the next compute the same identity.
+        assert_eq!(
+            format!(
+                "{:x}",
+                cluster_id("paxkv-local", &[(1, "127.0.0.1:7401".to_string())])
+            ),
+            "f38573ddf9cebc08"
+        );
+    }
+
+    #[test]
+    fn a_membership_of_another_cluster_is_never_installed_nor_its_store_added() {
+        let mine = three();
+        let mut theirs = three();
+        theirs.cluster ^= 1;
+        theirs.epoch = mine.epoch + 10;
+        assert!(theirs.installs_over(Some(&mine)).is_err());
+        assert_eq!(theirs.installs_over(None), Ok(true));
+        let mut newer = mine.clone();
+        newer.epoch += 1;
+        assert_eq!(newer.installs_over(Some(&mine)), Ok(true));
+        assert_eq!(mine.installs_over(Some(&newer)), Ok(false));
+        assert_eq!(mine.installs_over(Some(&mine)), Ok(false));
+        // An older membership of the other cluster: refused by its identity alone.
+        theirs.epoch = 1;
+        let joining = JoiningStore {
+            installed: Some(theirs),
+            holds_records: false,
+        };
+        let refused = mine.admits_joining(9, &joining).unwrap_err();
+        assert!(refused.contains("another cluster"), "{refused}");
+        let own = JoiningStore {
+            installed: Some(mine.clone()),
+            holds_records: false,
+        };
+        assert_eq!(mine.admits_joining(9, &own), Ok(()));
+    }
+
+    #[test]
+    fn a_membership_encoded_before_cluster_identities_still_decodes() {
+        let m = three();
+        let legacy = postcard::to_allocvec(&(m.epoch, &m.members, m.phase)).unwrap();
+        let decoded = Membership::decode(&legacy).unwrap();
+        assert_eq!(decoded.cluster, LEGACY_CLUSTER);
+        assert_eq!(
+            (decoded.epoch, decoded.members),
+            (m.epoch, m.members.clone())
+        );
+        assert_eq!(Membership::decode(&m.encode()), Ok(m.clone()));
+        // Neither layout with bytes after it, nor a cut one, nor no identity.
+        let mut longer = m.encode();
+        longer.push(0);
+        assert!(Membership::decode(&longer[..legacy.len() + 1]).is_err());
+        assert!(Membership::decode(&legacy[..legacy.len() - 1]).is_err());
+        let mut none = m.clone();
+        none.cluster = 0;
+        assert!(Membership::decode(&none.encode()).is_err());
+    }
+
+    #[test]
+    fn a_pull_takes_the_newest_of_one_cluster_only() {
+        let mine = three();
+        let mut newer = mine.clone();
+        newer.epoch += 4;
+        let mut foreign = three();
+        foreign.cluster ^= 1;
+        foreign.epoch += 9;
+        let all = || vec![mine.clone(), foreign.clone(), newer.clone()];
+        // A node of the cluster takes its own newest, never the other's, however new.
+        assert_eq!(
+            Membership::pick_pulled(mine.cluster, all()),
+            Ok(Some(newer.clone()))
+        );
+        assert_eq!(
+            Membership::pick_pulled(mine.cluster, [foreign.clone()]),
+            Ok(None)
+        );
+        // A node with none takes the one cluster they name, and none of two.
+        let picked = Membership::pick_pulled(0, [mine.clone(), newer.clone()]);
+        assert_eq!(picked, Ok(Some(newer.clone())));
+        assert!(Membership::pick_pulled(0, all()).is_err());
+        assert_eq!(Membership::pick_pulled(0, []), Ok(None));
     }
 }

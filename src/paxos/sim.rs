@@ -6,6 +6,15 @@
 //! - proposer crashes mid-round (a new instance, with a new id, that tries the fast ballot
 //!   again while its predecessor's replies are still in flight);
 //! - a rotating isolated node;
+//! - **held first attempts**: a busy key's put has its first attempt wait (in a paused
+//!   node's socket) while the client's retry is applied, and arrive 1,500 to 3,500 steps
+//!   later, past the 128 writes the register remembers, saying "never applied"
+//!   (`register::apply` must refuse it: process nemesis seed 1796427747832293448);
+//! - **another cluster's node** at this cluster's addresses (a config of other nodes, or of
+//!   the same nodes under another token): Accepts of values no client wrote, Prepares, and
+//!   `Install`s of a membership that makes the target the only voter, at the target's epoch
+//!   and claiming a member as sender, so that only the cluster identity refuses them
+//!   (`admission::same_cluster`, `Membership::installs_over`, as the runtime);
 //! - **disk wipes and rollbacks**: a node loses every record (and its membership), or goes
 //!   back to a copy of its directory taken at a stop after which it ran again. It never votes
 //!   with that store: a wiped store is a new store the membership does not list, and a
@@ -66,6 +75,8 @@ use linearizability::{check_operations, describe, CheckResult, Input, Operation,
 
 const FIRST_NODES: [NodeId; 5] = [1, 2, 3, 4, 5];
 const HOT: &[u8] = b"hot";
+/// Written more often than the register remembers writes (`register::RECENT_WRITES`).
+const BUSY: &[u8] = b"busy";
 const ONCE_KEYS: usize = 30;
 /// Keys that get a few writes each, from any node: their first writes race at the fast ballot.
 const COOL_KEYS: usize = 6;
@@ -80,8 +91,12 @@ const GIVE_UP_ADD_RATE: f64 = 0.002;
 
 enum Payload {
     Paxos(PeerMessage),
-    /// The driver (or a node answering a fetch) sends a membership to install.
+    /// The driver sends a membership to install (`SyncRequest::Install`): taken from its
+    /// own cluster only.
     Install(Membership),
+    /// A peer's answer to a node's fetch (`SyncRequest::Membership`): a node with none
+    /// installed takes any cluster's, as the runtime's pull does.
+    Fetched(Membership),
     /// A node installed the epoch.
     Installed(u64),
 }
@@ -94,6 +109,8 @@ struct InFlight {
     proposer: u64,
     /// The sender's epoch (see `messages::Envelope::epoch`).
     epoch: u64,
+    /// The sender's cluster identity (see `messages::Envelope::cluster`).
+    cluster: u64,
     payload: Payload,
 }
 
@@ -146,6 +163,11 @@ impl Node {
         self.membership.as_ref().map_or(0, |m| m.epoch)
     }
 
+    /// As `MembershipView::cluster`: 0 while none is installed.
+    fn cluster(&self) -> u64 {
+        self.membership.as_ref().map_or(0, |m| m.cluster)
+    }
+
     /// As `MembershipView::lists_me_as_voter`, and not refused.
     fn votes(&self, id: NodeId) -> bool {
         !self.dead
@@ -164,6 +186,10 @@ enum Waiter {
     Sweep,
     /// A settle of the driver's current step.
     Rescan,
+    /// A client's first attempt that was held up (in a paused node's socket) while the
+    /// client retried elsewhere (the history's operation at this index): nobody waits for
+    /// its answer any more, and the write must not be applied again.
+    HeldAttempt(usize),
 }
 
 /// The driver of the change in progress.
@@ -224,6 +250,14 @@ struct Sim {
     drop_rate: f64,
     dup_rate: f64,
     faults: BTreeMap<&'static str, u32>,
+    /// The cluster's identity (every node's); another cluster's frames carry another.
+    cluster: u64,
+    /// Copies of busy-key writes' first attempts, held up (a paused node's socket) while the
+    /// write itself was submitted as the client's retry: (step to arrive, node, the retry's
+    /// index in the history, command, id).
+    held: Vec<(u32, NodeId, usize, Command, RequestId)>,
+    /// Operations submitted as a retry (`Sim::submit_attempt`).
+    retried: BTreeSet<usize>,
 }
 
 fn proposer_config(node: NodeId, m: Option<&Membership>) -> ProposerConfig {
@@ -252,10 +286,12 @@ fn proposer_config(node: NodeId, m: Option<&Membership>) -> ProposerConfig {
 impl Sim {
     fn new(seed: u64) -> Sim {
         let now = Instant::now();
-        let mut register = Membership::bootstrap(FIRST_NODES.iter().map(|&n| (n, format!("n{n}"))));
+        let mut register =
+            Membership::bootstrap(FIRST_NODES.iter().map(|&n| (n, format!("n{n}"))), "sim");
         for m in register.members.iter_mut() {
             m.store = m.id as u64; // stores recorded at bootstrap
         }
+        let cluster = register.cluster;
         Sim {
             rng: SmallRng::seed_from_u64(seed),
             now,
@@ -281,6 +317,9 @@ impl Sim {
             drop_rate: 0.05,
             dup_rate: 0.05,
             faults: BTreeMap::new(),
+            cluster,
+            held: Vec::new(),
+            retried: BTreeSet::new(),
         }
     }
 
@@ -328,7 +367,38 @@ impl Sim {
         self.next_token
     }
 
-    fn submit(&mut self, node: NodeId, key: &[u8], command: Command) {
+    /// A write's first attempt arriving late at `node` (`Sim::held`): the same id as the
+    /// write the history holds, and, as a first attempt, "never applied".
+    fn submit_held(
+        &mut self,
+        node: NodeId,
+        key: &[u8],
+        (command, id, index): (Command, RequestId, usize),
+    ) {
+        *self.faults.entry("held first attempt").or_default() += 1;
+        let token = self.token(Waiter::HeldAttempt(index), node, key);
+        let (now, deadline) = (self.now, self.now + Duration::from_millis(400));
+        let mut out = Vec::new();
+        self.proposer(node, key)
+            .submit(now, token, command, Some(id), false, deadline, &mut out);
+        self.effects(node, key, out);
+    }
+
+    /// Submits `command` as a client would; returns the write's id.
+    fn submit(&mut self, node: NodeId, key: &[u8], command: Command) -> Option<RequestId> {
+        self.submit_attempt(node, key, command, false)
+    }
+
+    /// Submits `command`; `retried`: as the client's retry after an attempt that was lost
+    /// (still held somewhere): said to the register ("may have been applied"), and any
+    /// error then leaves the outcome unknown, as `Client::execute` answers.
+    fn submit_attempt(
+        &mut self,
+        node: NodeId,
+        key: &[u8],
+        command: Command,
+        retried: bool,
+    ) -> Option<RequestId> {
         let index = self.history.len();
         self.history.push(Operation {
             client: self.next_token + 1,
@@ -343,13 +413,22 @@ impl Sim {
             client: node as u64,
             seq: token,
         });
-        // A quarter of the clients are impatient: their deadlines often pass mid-round.
-        let patience = if self.rng.random_bool(0.25) { 30 } else { 400 };
+        // A quarter of the clients are impatient: their deadlines often pass mid-round (a
+        // retry is patient: its outcome, if an error, stays unknown, which costs the check).
+        let patience = if !retried && self.rng.random_bool(0.25) {
+            30
+        } else {
+            400
+        };
         let (now, deadline) = (self.now, self.now + Duration::from_millis(patience));
         let mut out = Vec::new();
+        if retried {
+            self.retried.insert(index);
+        }
         self.proposer(node, key)
-            .submit(now, token, command, id, false, deadline, &mut out);
+            .submit(now, token, command, id, retried, deadline, &mut out);
         self.effects(node, key, out);
+        id
     }
 
     /// A settle round for `key` on `node`, for `waiter`; returns its token.
@@ -368,6 +447,8 @@ impl Sim {
             return;
         };
         let (proposer, epoch, voters) = (p.id(), p.config().epoch, p.config().nodes.clone());
+        // Stamped as the outbox stamps: the node's installed cluster (0: none yet).
+        let cluster = self.nodes[&from].cluster();
         for e in out {
             match e {
                 Effect::Broadcast(msg) => {
@@ -378,6 +459,7 @@ impl Sim {
                             key: key.to_vec(),
                             proposer,
                             epoch,
+                            cluster,
                             payload: Payload::Paxos(msg.clone()),
                         });
                     }
@@ -388,6 +470,7 @@ impl Sim {
                     key: key.to_vec(),
                     proposer,
                     epoch,
+                    cluster,
                     payload: Payload::Paxos(msg),
                 }),
                 Effect::Reply(token, result) => self.answered(token, result),
@@ -404,12 +487,26 @@ impl Sim {
                     self.history[i].output = Some(convert::output_of(outcome));
                 }
                 // May have taken effect: the checker lets it take effect any time, or never.
-                Err(e) if e.may_have_applied() => {}
+                Err(e) if e.may_have_applied() || self.retried.contains(&i) => {}
                 Err(_) => {
                     self.not_applied.insert(i);
                 }
             },
             Waiter::Sweep => {}
+            Waiter::HeldAttempt(i) => {
+                // Either the outcome the register remembers for the write, or a refusal;
+                // any other outcome applied it a second time.
+                if let Ok(outcome) = result {
+                    let again = convert::output_of(outcome);
+                    assert!(
+                        self.history[i].output.as_ref() == Some(&again),
+                        "a write applied twice: {:?} answered {:?}, its held first attempt \
+                         {again:?}",
+                        self.history[i].input,
+                        self.history[i].output
+                    );
+                }
+            }
             Waiter::Rescan => {
                 if let Some(d) = self.driving.as_mut() {
                     if let Some(key) = d.settling.remove(&token) {
@@ -426,7 +523,8 @@ impl Sim {
         a != b && (self.isolated.contains(&a) || self.isolated.contains(&b))
     }
 
-    /// Sends `m` (a membership) from `from` to `to` through the network.
+    /// Sends `m` (a membership) from `from` to `to` through the network: the driver's
+    /// `SyncRequest::Install`, stamped with the sender's cluster.
     fn send_install(&mut self, from: NodeId, to: NodeId, m: Membership) {
         self.net.push(InFlight {
             from,
@@ -434,6 +532,7 @@ impl Sim {
             key: Vec::new(),
             proposer: 0,
             epoch: m.epoch,
+            cluster: self.nodes[&from].cluster(),
             payload: Payload::Install(m),
         });
     }
@@ -443,7 +542,15 @@ impl Sim {
     fn fetch(&mut self, node: NodeId, peer: NodeId) {
         if let Some(m) = self.nodes[&peer].membership.clone() {
             if m.epoch > self.nodes[&node].epoch() {
-                self.send_install(peer, node, m);
+                self.net.push(InFlight {
+                    from: peer,
+                    to: node,
+                    key: Vec::new(),
+                    proposer: 0,
+                    epoch: m.epoch,
+                    cluster: m.cluster,
+                    payload: Payload::Fetched(m),
+                });
             }
         }
     }
@@ -463,11 +570,21 @@ impl Sim {
         {
             return None;
         }
+        let pushed = matches!(m.payload, Payload::Install(_));
         let msg = match m.payload {
-            Payload::Install(membership) => {
+            Payload::Install(membership) | Payload::Fetched(membership) => {
                 let node = self.nodes.get_mut(&m.to).unwrap();
-                if membership.epoch > node.epoch() {
-                    node.membership = Some(membership);
+                if pushed && !admission::same_cluster(node.cluster(), m.cluster) {
+                    *self.faults.entry("foreign refused").or_default() += 1;
+                    return None;
+                }
+                match membership.installs_over(node.membership.as_ref()) {
+                    Ok(true) => node.membership = Some(membership),
+                    Ok(false) => {}
+                    Err(_) => {
+                        *self.faults.entry("foreign refused").or_default() += 1;
+                        return None;
+                    }
                 }
                 let epoch = node.epoch();
                 // Only an intact store acknowledges (`actors::membership`: a refused one may
@@ -485,6 +602,7 @@ impl Sim {
                         key: Vec::new(),
                         proposer: 0,
                         epoch,
+                        cluster: self.cluster,
                         payload: Payload::Installed(epoch),
                     });
                 }
@@ -500,6 +618,10 @@ impl Sim {
             }
             Payload::Paxos(msg) => msg,
         };
+        if !admission::same_cluster(self.nodes[&m.to].cluster(), m.cluster) {
+            *self.faults.entry("foreign refused").or_default() += 1;
+            return None;
+        }
         if self.rng.random_bool(self.dup_rate) {
             self.net.push(InFlight {
                 from: m.from,
@@ -507,6 +629,7 @@ impl Sim {
                 key: m.key.clone(),
                 proposer: m.proposer,
                 epoch: m.epoch,
+                cluster: self.cluster,
                 payload: Payload::Paxos(msg.clone()),
             });
         }
@@ -538,6 +661,7 @@ impl Sim {
                     key: m.key,
                     proposer: m.proposer,
                     epoch: m.epoch,
+                    cluster: self.cluster,
                     payload: Payload::Paxos(reply),
                 });
                 return None;
@@ -564,6 +688,7 @@ impl Sim {
                 key: m.key,
                 proposer: m.proposer,
                 epoch: m.epoch,
+                cluster: self.cluster,
                 payload: Payload::Paxos(step.reply),
             });
             changed
@@ -930,6 +1055,63 @@ impl Sim {
     /// its peers see a later generation of its store: a rollback to the copy is then one the
     /// design claims to detect; a copy of a running node's latest run is not, see
     /// `paxos::identity`).
+    /// A node of **another cluster** at this cluster's addresses (bootstrapped from a config
+    /// of other nodes, or of the same nodes under another token), claiming to be member `f`
+    /// and at the target's own epoch, so that only the cluster identity tells it: an Accept
+    /// of a value no client wrote at a ballot above any in use, a Prepare, or an `Install`
+    /// of its membership, newer than the target's, in which the target is the only voter,
+    /// pushed, or as the answer to the target's pull. Each would break the history if taken
+    /// (the value read back, or one node choosing alone); `paxos::admission::same_cluster`
+    /// and `Membership::installs_over` refuse them.
+    fn inject_foreign(&mut self) {
+        *self.faults.entry("foreign frames").or_default() += 1;
+        let to = self.random_node();
+        let from = self.random_node();
+        let epoch = self.nodes[&to].epoch().max(1);
+        let foreign = self.cluster ^ (1 << 63);
+        let key = match self.rng.random_range(0..3) {
+            0 => HOT.to_vec(),
+            1 => format!("once-{:02}", self.rng.random_range(0..ONCE_KEYS)).into_bytes(),
+            _ => format!("cool-{}", self.rng.random_range(0..COOL_KEYS)).into_bytes(),
+        };
+        let ballot = Ballot::new((1 << 40) + self.rng.random_range(0..1_000), from);
+        let payload = match self.rng.random_range(0..4) {
+            0 => Payload::Paxos(PeerMessage::Accept {
+                ballot,
+                state: Register {
+                    version: 1_000_000,
+                    value: Some(b"foreign".to_vec()),
+                    ..Register::default()
+                },
+                next: None,
+            }),
+            1 => Payload::Paxos(PeerMessage::Prepare { ballot }),
+            kind => {
+                let mut takeover = Membership::bootstrap([(to, format!("n{to}"))], "other");
+                takeover.cluster = foreign;
+                takeover.epoch = epoch + 3;
+                takeover.members[0].store = self.nodes[&to].store;
+                // Pushed, or as the answer to the target's pull (which the runtime's other
+                // node refuses to give a caller of another cluster; a target with none
+                // installed asks its own cluster's nodes here).
+                if kind == 2 || self.nodes[&to].membership.is_none() {
+                    Payload::Install(takeover)
+                } else {
+                    Payload::Fetched(takeover)
+                }
+            }
+        };
+        self.net.push(InFlight {
+            from,
+            to,
+            key,
+            proposer: self.rng.random(),
+            epoch,
+            cluster: foreign,
+            payload,
+        });
+    }
+
     fn take_copy(&mut self, node: NodeId) {
         let n = &self.nodes[&node];
         if n.dead || n.refused {
@@ -1265,6 +1447,17 @@ fn run(seed: u64) -> RunStats {
         if sim.rng.random_bool(0.01) {
             sim.restart_proposer();
         }
+        while let Some(i) = sim.held.iter().position(|h| h.0 <= step) {
+            // Once the retry was acknowledged (the case that applied a write twice); a
+            // retry that failed leaves the write unknown either way.
+            let (_, node, index, command, id) = sim.held.swap_remove(i);
+            if !sim.nodes[&node].dead && sim.history[index].output.is_some() {
+                sim.submit_held(node, BUSY, (command, id, index));
+            }
+        }
+        if step < 6500 && sim.rng.random_bool(0.01) {
+            sim.inject_foreign();
+        }
         if sim.rng.random_bool(0.004) {
             let node = sim.random_node();
             sim.restart_intact(node);
@@ -1364,6 +1557,28 @@ fn run(seed: u64) -> RunStats {
                 sim.submit(node, &key, Command::Put { value: v });
             }
         }
+        if (500..5000).contains(&step) && sim.rng.random_bool(0.12) {
+            // The busy key: puts from every node, more than the register remembers (128).
+            // Now and then a put's first attempt is held up in another node (paused) and
+            // arrives 1,500 to 3,500 steps later, after its retry (the history's operation)
+            // was applied and forgotten: it must never apply the write again.
+            let node = sim.random_node();
+            if sim.rng.random_bool(0.25) {
+                sim.submit(node, BUSY, Command::Get);
+            }
+            value += 1;
+            let put = Command::Put {
+                value: value.to_string().into_bytes(),
+            };
+            let held = sim.rng.random_bool(0.1);
+            let id = sim.submit_attempt(node, BUSY, put.clone(), held);
+            if let (true, Some(id)) = (held, id) {
+                let at = step + sim.rng.random_range(1500..3500);
+                let to = sim.random_node();
+                let index = sim.history.len() - 1;
+                sim.held.push((at, to, index, put, id));
+            }
+        }
         if step < 5500 && !unwritten.is_empty() && sim.rng.random_bool(0.02) {
             let key = unwritten.swap_remove(sim.rng.random_range(0..unwritten.len()));
             let node = sim.random_node();
@@ -1426,6 +1641,7 @@ fn run(seed: u64) -> RunStats {
             let k = match &m.payload {
                 Payload::Paxos(p) => format!("{:?}", std::mem::discriminant(p)),
                 Payload::Install(_) => "install".into(),
+                Payload::Fetched(_) => "fetched".into(),
                 Payload::Installed(_) => "installed".into(),
             };
             *kinds

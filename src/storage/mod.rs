@@ -374,32 +374,32 @@ impl Store {
     fn membership_in(&self, rtxn: &heed::RoTxn) -> Result<Option<Membership>> {
         match self.meta.get(rtxn, meta_key::MEMBERSHIP)? {
             None => Ok(None),
-            Some(bytes) => {
-                let m: Membership = postcard::from_bytes(bytes)
-                    .map_err(|e| Error::Storage(format!("the stored membership: {e}")))?;
-                m.check()
-                    .map_err(|e| Error::Storage(format!("the stored membership: {e}")))?;
-                Ok(Some(m))
-            }
+            Some(bytes) => Membership::decode(bytes)
+                .map(Some)
+                .map_err(|e| Error::Storage(format!("the stored membership: {e}"))),
         }
     }
 
     /// Installs `membership` (durably) if it is newer than the installed one; returns the
-    /// epoch installed afterwards.
+    /// epoch installed afterwards. A store that installed a membership serves that cluster
+    /// for good: one of another cluster identity is refused (`Error::NotThisNode`), whatever
+    /// its epoch.
     pub fn install_membership(&self, membership: &Membership) -> Result<u64> {
         let mut wtxn = self.env.write_txn()?;
         let current = match self.meta.get(&wtxn, meta_key::MEMBERSHIP)? {
-            Some(bytes) => postcard::from_bytes::<Membership>(bytes)
-                .map(|m| m.epoch)
-                .unwrap_or(0),
-            None => 0,
+            Some(bytes) => Some(
+                Membership::decode(bytes)
+                    .map_err(|e| Error::Storage(format!("the stored membership: {e}")))?,
+            ),
+            None => None,
         };
-        if membership.epoch <= current {
-            return Ok(current);
+        match membership.installs_over(current.as_ref()) {
+            Err(why) => return Err(Error::NotThisNode(why)),
+            Ok(false) => return Ok(current.map_or(0, |c| c.epoch)),
+            Ok(true) => {}
         }
-        let bytes = postcard::to_allocvec(membership)
-            .map_err(|e| Error::Storage(format!("encoding a membership: {e}")))?;
-        self.meta.put(&mut wtxn, meta_key::MEMBERSHIP, &bytes)?;
+        self.meta
+            .put(&mut wtxn, meta_key::MEMBERSHIP, &membership.encode())?;
         wtxn.commit()?;
         Ok(membership.epoch)
     }

@@ -460,6 +460,7 @@ impl ProcessCluster {
                 pinned: true,
                 tls: self.tls.clone(),
                 nodes: Vec::new(),
+                cluster: 0,
             },
         )
     }
@@ -490,6 +491,7 @@ impl ProcessCluster {
                 pinned: false,
                 tls: self.tls.clone(),
                 nodes: Vec::new(),
+                cluster: 0,
             },
         )
     }
@@ -505,6 +507,7 @@ impl ProcessCluster {
                 pinned: true,
                 tls: self.tls.clone(),
                 nodes: Vec::new(),
+                cluster: 0,
             },
         )
     }
