@@ -898,16 +898,21 @@ mod tests {
         assert_eq!(newer.installs_over(Some(&mine)), Ok(true));
         assert_eq!(mine.installs_over(Some(&newer)), Ok(false));
         assert_eq!(mine.installs_over(Some(&mine)), Ok(false));
-        // An older membership of the other cluster: refused by its identity alone.
-        theirs.epoch = 1;
+        // An older membership of the other cluster: refused by its identity alone (an
+        // older one of this cluster is taken: the store may have pulled it before the add).
+        let mut mine = mine;
+        mine.epoch = 5;
+        theirs.epoch = 2;
         let joining = JoiningStore {
             installed: Some(theirs),
             holds_records: false,
         };
         let refused = mine.admits_joining(9, &joining).unwrap_err();
         assert!(refused.contains("another cluster"), "{refused}");
+        let mut older = mine.clone();
+        older.epoch = 2;
         let own = JoiningStore {
-            installed: Some(mine.clone()),
+            installed: Some(older),
             holds_records: false,
         };
         assert_eq!(mine.admits_joining(9, &own), Ok(()));
