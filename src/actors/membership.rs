@@ -750,7 +750,6 @@ impl Driver {
     /// Settles the keys of `sources` (only those held at the fast ballot if `fast_only`), each
     /// once: a merge of the sources' digests in key order. Returns how many.
     async fn rescan(&self, m: &Membership, sources: &[NodeId], fast_only: bool) -> Result<u64> {
-        use futures_util::stream::{self, StreamExt, TryStreamExt};
         let addrs = sources
             .iter()
             .map(|n| Ok((*n, addr_of(m, *n)?)))
@@ -784,13 +783,7 @@ impl Driver {
             batch.dedup();
             total += batch.len() as u64;
             let supervisor = self.supervisor()?.clone();
-            stream::iter(batch.into_iter().map(|key| {
-                let supervisor = supervisor.clone();
-                async move { settle(&supervisor, key).await }
-            }))
-            .buffer_unordered(RESCAN_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
+            settle_all(&supervisor, batch).await?;
             if cursors.iter().all(|c| !c.more && c.entries.is_empty()) {
                 Stats::add(&self.stats.keys_settled, total);
                 return Ok(total);
@@ -809,6 +802,67 @@ const DRIVER_RETRIES: u64 = 5;
 /// Settle rounds a rescan keeps in flight.
 const RESCAN_CONCURRENCY: usize = 1_024;
 
+/// Passes over the keys whose settle failed, before a rescan gives up.
+const RESCAN_PASSES: usize = 4;
+
+/// Settles every key of `keys` (at most [`RESCAN_CONCURRENCY`] at once), or fails.
+///
+/// **A key that fails does not abort the others.** Before, the first failed settle dropped
+/// every other one in flight and failed the step; the driver (or the next one, on another
+/// node) began the rescan again from the first key, while the dropped settles' rounds still
+/// ran in their proposers until their deadlines: the new rescan's rounds duelled with them
+/// on every key, failed in turn, and so on (the 60 s nemesis soak, seed 101: settles accepted
+/// by four of five voters, never by the driver's own acceptor, which had promised a higher
+/// ballot of the previous driver's round, for the driver's whole two minutes). Now the keys
+/// that failed are settled again, after the others, in up to [`RESCAN_PASSES`] passes with a
+/// pause between them; only a key that fails every pass fails the step.
+async fn settle_all(supervisor: &Addr<NodeSupervisor>, keys: Vec<Key>) -> Result<()> {
+    use futures_util::stream::{self, StreamExt};
+    let mut todo = keys;
+    let mut last_error = None;
+    for pass in 0..RESCAN_PASSES {
+        if todo.is_empty() {
+            return Ok(());
+        }
+        if pass > 0 {
+            tokio::time::sleep(Duration::from_millis(200 << pass)).await;
+        }
+        let results: Vec<(Key, Result<()>)> = stream::iter(todo.into_iter().map(|key| {
+            let supervisor = supervisor.clone();
+            async move {
+                let result = settle(&supervisor, key.clone()).await;
+                (key, result)
+            }
+        }))
+        .buffer_unordered(RESCAN_CONCURRENCY)
+        .collect()
+        .await;
+        todo = Vec::new();
+        for (key, result) in results {
+            if let Err(e) = result {
+                todo.push(key);
+                last_error = Some(e);
+            }
+        }
+    }
+    match (todo.first(), last_error) {
+        (None, _) => Ok(()),
+        (Some(key), Some(e)) => {
+            let key = String::from_utf8_lossy(key);
+            log::warn!(
+                "a membership change could not settle {} key(s) in {RESCAN_PASSES} passes \
+                 (key {key:?}: {e})",
+                todo.len()
+            );
+            Err(e)
+        }
+        (Some(_), None) => Err(Error::Unavailable("settling keys".into())),
+    }
+}
+
+/// Settles `key` once, retrying what may succeed on another try: a settle is an identity
+/// round, so one whose Accept may have been taken ("outcome unknown") is retried like one
+/// that certainly was not.
 async fn settle(supervisor: &Addr<NodeSupervisor>, key: Key) -> Result<()> {
     for attempt in 0..5 {
         let (reply, settled) = tokio::sync::oneshot::channel();
@@ -821,7 +875,7 @@ async fn settle(supervisor: &Addr<NodeSupervisor>, key: Key) -> Result<()> {
             .map_err(|e| Error::Unavailable(format!("node supervisor: {e}")))?;
         match settled.await {
             Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) if e.class() == crate::error::ErrorClass::Retry && attempt < 4 => {
+            Ok(Err(e)) if !e.is_bad_input() && attempt < 4 => {
                 tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
             }
             Ok(Err(e)) => return Err(e),

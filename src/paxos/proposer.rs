@@ -976,9 +976,24 @@ impl Proposer {
             let (_, first) = self.storage_failures.values().next().expect("not empty");
             format!("; storage failed on node(s) {}: {first}", nodes.join(", "))
         };
+        // Who answered the round in progress: an operator (and a rescan that keeps failing)
+        // can tell a node that never answers from a quorum that is not there.
+        let answered = match &self.phase {
+            Phase::Accepting { acks, .. } => format!(
+                " (accepted by {:?} of voters {:?}{})",
+                acks.keys().collect::<Vec<_>>(),
+                self.cfg.nodes,
+                if self.cfg.joining.is_empty() {
+                    String::new()
+                } else {
+                    format!(", joining {:?}", self.cfg.joining)
+                }
+            ),
+            _ => String::new(),
+        };
         if accept_sent {
             Error::Unknown(format!(
-                "no majority answered the Accept before the deadline{storage}"
+                "no majority answered the Accept before the deadline{answered}{storage}"
             ))
         } else {
             Error::Unavailable(format!("no majority answered before the deadline{storage}"))
