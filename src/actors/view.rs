@@ -124,9 +124,12 @@ impl MembershipView {
     }
 }
 
-/// Does `m` record store `store` for node `me`?
+/// May node `me` with store `store` vote on client keys at `m`
+/// ([`Membership::admits_vote`]; cached in [`MembershipView::admits_key`] per install).
 fn records(m: &Membership, me: NodeId, store: u64) -> bool {
-    m.member(me).is_some_and(|x| x.store == store && store != 0)
+    /// Any key but the membership register's.
+    const CLIENT_KEY: &[u8] = b"";
+    m.admits_vote(me, store, CLIENT_KEY)
 }
 
 /// What every membership task of a node needs. Cheap to clone.

@@ -276,6 +276,24 @@ impl Membership {
         }
     }
 
+    /// May node `id`, running store `store`, vote on `key` at this membership? Only as a
+    /// voter, and only with the store the membership records for it; a store not recorded
+    /// yet (0, the bootstrap's) votes on the membership register only, whose compare-and-set
+    /// records it: a store that was never recorded never holds a vote on a client key, so
+    /// losing it in that window loses no client write (review of issue 11, item 4). The rule
+    /// of the view (`MembershipView::admits_key` caches it per installed membership) and of
+    /// the simulation.
+    pub fn admits_vote(&self, id: NodeId, store: u64, key: &[u8]) -> bool {
+        if !self.is_voter(id) {
+            return false;
+        }
+        match self.member(id).map(|m| m.store) {
+            Some(0) => key == MEMBERSHIP_KEY,
+            Some(recorded) => recorded == store,
+            None => false,
+        }
+    }
+
     /// Does a node that installed `installed` install this membership? Only one of the same
     /// cluster identity (whatever its epoch: a store serves one cluster for good), and only
     /// if it is newer (`Ok(false)`: it is not). A node with none installed takes any: it
