@@ -10,7 +10,7 @@
 //!   not record yet, votes on no client key until it records it (`Membership::admits_vote`,
 //!   the runtime's gate; during a change too), and is often wiped first;
 //! - **held first attempts**: a busy key's put has its first attempt wait (in a paused
-//!   node's socket) while the client's retry is applied, and arrive 1,500 to 3,500 steps
+//!   node's socket) while the client's retry is applied, and arrive 2,000 to 3,000 steps
 //!   later, past the 128 writes the register remembers, saying "never applied"
 //!   (`register::apply` must refuse it: process nemesis seed 1796427747832293448);
 //! - **another cluster's node** at this cluster's addresses (a config of other nodes, or of
@@ -618,7 +618,7 @@ impl Sim {
                         key: Vec::new(),
                         proposer: 0,
                         epoch,
-                        cluster: self.cluster,
+                        cluster: self.nodes[&m.to].cluster(),
                         payload: Payload::Installed(epoch),
                     });
                 }
@@ -645,7 +645,7 @@ impl Sim {
                 key: m.key.clone(),
                 proposer: m.proposer,
                 epoch: m.epoch,
-                cluster: self.cluster,
+                cluster: m.cluster,
                 payload: Payload::Paxos(msg.clone()),
             });
         }
@@ -684,7 +684,7 @@ impl Sim {
                     key: m.key,
                     proposer: m.proposer,
                     epoch: m.epoch,
-                    cluster: self.cluster,
+                    cluster: self.nodes[&to].cluster(),
                     payload: Payload::Paxos(reply),
                 });
                 return None;
@@ -711,7 +711,7 @@ impl Sim {
                 key: m.key,
                 proposer: m.proposer,
                 epoch: m.epoch,
-                cluster: self.cluster,
+                cluster: self.nodes[&to].cluster(),
                 payload: Payload::Paxos(step.reply),
             });
             changed
@@ -1074,10 +1074,6 @@ impl Sim {
         }
     }
 
-    /// A copy of a stopped node's data directory, after which the node runs again (so that
-    /// its peers see a later generation of its store: a rollback to the copy is then one the
-    /// design claims to detect; a copy of a running node's latest run is not, see
-    /// `paxos::identity`).
     /// A node of **another cluster** at this cluster's addresses (bootstrapped from a config
     /// of other nodes, or of the same nodes under another token), claiming to be member `f`
     /// and at the target's own epoch, so that only the cluster identity tells it: an Accept
@@ -1135,6 +1131,10 @@ impl Sim {
         });
     }
 
+    /// A copy of a stopped node's data directory, after which the node runs again (so that
+    /// its peers see a later generation of its store: a rollback to the copy is then one the
+    /// design claims to detect; a copy of a running node's latest run is not, see
+    /// `paxos::identity`).
     fn take_copy(&mut self, node: NodeId) {
         let n = &self.nodes[&node];
         if n.dead || n.refused {
