@@ -131,9 +131,7 @@ impl SyncServer {
             call.body,
             SyncRequest::Membership | SyncRequest::Digest { .. } | SyncRequest::Fetch { .. }
         );
-        if !changes_nothing && !admission::same_cluster(mine, call.cluster)
-            || changes_nothing && mine != 0 && call.cluster != 0 && call.cluster != mine
-        {
+        if !admission::serves_call(mine, call.cluster, changes_nothing) {
             Stats::add(&self.members.stats.foreign_frames, 1);
             return SyncAnswer {
                 id: call.id,

@@ -27,6 +27,19 @@ pub fn same_cluster(mine: u64, theirs: u64) -> bool {
     mine == theirs && mine != 0
 }
 
+/// Does a node of cluster `mine` serve a node call (`messages::SyncCall`) from a caller of
+/// cluster `caller`? One that changes something (`Install`, `Hello`) only from its own
+/// cluster; one that changes nothing (a membership, digest or record read) to a caller that
+/// names no cluster, or by a node that has none, but never across two clusters: the caller
+/// would take another cluster's membership or records for its own.
+pub fn serves_call(mine: u64, caller: u64, changes_nothing: bool) -> bool {
+    if changes_nothing {
+        mine == 0 || caller == 0 || mine == caller
+    } else {
+        same_cluster(mine, caller)
+    }
+}
+
 /// What an acceptor does with one Paxos request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
@@ -71,6 +84,16 @@ mod tests {
         PeerMessage::Prepare {
             ballot: Ballot { round: 3, node: 1 },
         }
+    }
+
+    #[test]
+    fn node_calls_are_served_within_one_cluster_and_reads_to_a_caller_without_one() {
+        assert!(serves_call(7, 7, false) && serves_call(7, 7, true));
+        assert!(!serves_call(7, 8, false) && !serves_call(7, 8, true));
+        // Installs and Hellos need both sides to name the same cluster.
+        assert!(!serves_call(7, 0, false) && !serves_call(0, 7, false));
+        // Reads: a tool or a node still without a membership asks; a node without one answers.
+        assert!(serves_call(7, 0, true) && serves_call(0, 7, true));
     }
 
     #[test]

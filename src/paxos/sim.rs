@@ -589,7 +589,7 @@ impl Sim {
         let msg = match m.payload {
             Payload::Install(membership) | Payload::Fetched(membership) => {
                 let node = self.nodes.get_mut(&m.to).unwrap();
-                if pushed && !admission::same_cluster(node.cluster(), m.cluster) {
+                if pushed && !admission::serves_call(node.cluster(), m.cluster, false) {
                     *self.faults.entry("foreign refused").or_default() += 1;
                     return None;
                 }

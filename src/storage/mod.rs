@@ -386,13 +386,7 @@ impl Store {
     /// its epoch.
     pub fn install_membership(&self, membership: &Membership) -> Result<u64> {
         let mut wtxn = self.env.write_txn()?;
-        let current = match self.meta.get(&wtxn, meta_key::MEMBERSHIP)? {
-            Some(bytes) => Some(
-                Membership::decode(bytes)
-                    .map_err(|e| Error::Storage(format!("the stored membership: {e}")))?,
-            ),
-            None => None,
-        };
+        let current = self.membership_in(&wtxn)?;
         match membership.installs_over(current.as_ref()) {
             Err(why) => return Err(Error::NotThisNode(why)),
             Ok(false) => return Ok(current.map_or(0, |c| c.epoch)),
