@@ -56,8 +56,9 @@ use crate::actors::Stats;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::messages::{DigestEntry, MemberChangeRequest, SyncReply, SyncRequest};
+use crate::paxos::driver::{Action, ChangeDriver, Event};
 use crate::paxos::identity;
-use crate::paxos::membership::{Change, JoiningStore, Membership, Phase, MEMBERSHIP_KEY};
+use crate::paxos::membership::{Change, JoiningStore, Membership, MEMBERSHIP_KEY};
 use crate::paxos::types::{Ballot, Command, Key, NodeId, Outcome, RequestId};
 
 /// The node's start and the driver of membership changes (they write the membership
@@ -494,17 +495,11 @@ impl Driver {
     // -----------------------------------------------------------------------------------------
 
     /// Drives `request` to completion from whatever step the register shows (a rerun after
-    /// a crash resumes it). See `paxos::membership` for the procedure and its argument.
-    ///
-    /// **A change never begins again on its own.** It begins (its first compare-and-set,
-    /// from a stable membership), or gives up the add in progress, only from the membership
-    /// of `fence`, the epoch the client read before asking; without one (an older client),
-    /// from the membership this driver read first. Only continuing the change the register
-    /// shows is not fenced. Whatever the register shows later (the change done and undone by
-    /// someone else while this request waited in a paused node, or a compare-and-set of ours
-    /// delayed and beaten), the driver answers that the membership changed and does nothing.
-    /// The compare-and-set is on the register's version, so a delayed one cannot land on a
-    /// membership other than the one checked.
+    /// a crash resumes it). The decisions (the barrier, the fence, the joining store's
+    /// admission, the step's work, the compare-and-set and its retries) are
+    /// `paxos::driver::ChangeDriver`'s, argued there; the procedure's safety is argued in
+    /// `paxos::membership`. What is checked here, before the driver runs, needs no register:
+    /// this node's store may drive, and the node to be added answers as that node.
     pub async fn drive(
         &self,
         request: MemberChangeRequest,
@@ -571,99 +566,87 @@ impl Driver {
                 }
             }
         };
-        // Transient trouble (a round that met a membership being installed, a slow majority)
-        // is retried a few times before the operator hears "unavailable, run it again": every
-        // step is idempotent, and a compare-and-set whose outcome is unknown is found out by
-        // reading the register again.
-        let mut transient = 0;
-        let mut fence = fence;
+        // The decisions are `paxos::driver`'s; this carries its actions out.
+        let joining_at = joining.as_ref().map(|(addr, _)| *addr);
+        let mut joining_installed = joining.map(|(_, installed)| installed);
+        let mut driver = ChangeDriver::new(change, fence);
+        let mut action = driver.start();
         loop {
-            let (current, version) = match self.read_register().await {
-                Ok(read) => read,
-                Err(e) if !e.is_bad_input() && transient < DRIVER_RETRIES => {
-                    transient += 1;
-                    tokio::time::sleep(Duration::from_millis(200 * transient)).await;
-                    continue;
+            let event = match action {
+                Action::ReadRegister { delay } => {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Event::Register(self.read_register().await.and_then(|(m, version)| {
+                        // Never written: the bootstrap membership holds.
+                        let m = match m {
+                            Some(m) => m,
+                            None => (*self.view.get().ok_or_else(|| {
+                                Error::Unavailable("no membership installed".into())
+                            })?)
+                            .clone(),
+                        };
+                        Ok((m, version))
+                    }))
                 }
-                Err(e) => return Err(e),
-            };
-            let current = match current {
-                Some(m) => m,
-                None => (*self
-                    .view
-                    .get()
-                    .ok_or_else(|| Error::Unavailable("no membership installed".into()))?)
-                .clone(),
-            };
-            // The register's membership, installed everywhere we can reach, before anything
-            // is decided from it (a rerun after a crash between a CAS and its install).
-            self.install_everywhere(&current, &current).await?;
-            let next = match current.step(&change) {
-                Ok(Some(next)) => next,
-                Ok(None) => return Ok(current),
-                Err(why) => return Err(Error::BadRequest(why)),
-            };
-            if !current.continues(&change) {
-                let seen = *fence.get_or_insert(current.epoch);
-                if seen != current.epoch {
-                    return Err(Error::BadRequest(format!(
-                        "the membership changed since this request was made (epoch {seen}, \
-                         now {}): nothing was done; check `paxkv member list` and ask again \
-                         if the change is still wanted",
-                        current.epoch
-                    )));
-                }
-                if let Some((addr, installed)) = joining.take() {
-                    let id = change.node();
-                    let holds_records = !self
-                        .client_of(&[(id, addr)])
-                        .sync_digest(0, None, 1)
-                        .await?
-                        .entries
-                        .is_empty();
-                    let store = JoiningStore {
-                        installed,
-                        holds_records,
+                Action::Install {
+                    membership,
+                    previous,
+                } => Event::Installed(self.install_everywhere(&membership, &previous).await),
+                Action::ProbeJoining { id } => {
+                    let probed = match joining_at {
+                        Some(addr) => self
+                            .client_of(&[(id, addr)])
+                            .sync_digest(0, None, 1)
+                            .await
+                            .map(|digest| JoiningStore {
+                                installed: joining_installed.take().flatten(),
+                                holds_records: !digest.entries.is_empty(),
+                            }),
+                        None => Err(Error::BadRequest(format!("node {id} is not being added"))),
                     };
-                    current
-                        .admits_joining(id, &store)
-                        .map_err(Error::BadRequest)?;
+                    Event::Probed(probed)
                 }
-            }
-            // The step's work, unless this request gives it up (`work_before_next`).
-            if let Some(phase) = current.work_before_next(&change) {
-                self.finish_step(&current, phase).await?;
-            }
-            match self.cas_register(version, &next).await {
-                Ok(true) => {}
-                Ok(false) => continue, // someone else moved it: look again
-                Err(e) if !e.is_bad_input() && transient < DRIVER_RETRIES => {
-                    transient += 1;
-                    tokio::time::sleep(Duration::from_millis(200 * transient)).await;
-                    continue; // its outcome shows in the register
+                Action::Settle {
+                    membership,
+                    sources,
+                    fast_only,
+                } => {
+                    let started = Instant::now();
+                    let settled = self.rescan(&membership, &sources, fast_only).await;
+                    if let Ok(n) = &settled {
+                        log::info!(
+                            "node {}: epoch {} ({:?}): settled {n} keys of nodes {sources:?} in \
+                             {:.2}s",
+                            self.view.me(),
+                            membership.epoch,
+                            membership.phase,
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                    Event::Settled(settled)
                 }
-                Err(e) => return Err(e),
-            }
-            log::info!(
-                "node {}: membership epoch {} written ({:?})",
-                self.view.me(),
-                next.epoch,
-                next.phase
-            );
-            if next.phase.is_none() {
-                // The last step: tell the node that left too (it is not in `next`), so that it
-                // stops voting now rather than at its next fetch. Best effort: every member
-                // refuses its frames anyway.
-                let _ = self.install_everywhere(&next, &current).await;
-                // Complete. (Not read back: a driver that removed itself is no member now,
-                // and the members refuse its frames.)
-                return Ok(next);
-            }
+                Action::Write { expect, next } => {
+                    let written = self.cas_register(expect, &next).await;
+                    if let Ok(true) = written {
+                        log::info!(
+                            "node {}: membership epoch {} written ({:?})",
+                            self.view.me(),
+                            next.epoch,
+                            next.phase
+                        );
+                    }
+                    Event::Written(written)
+                }
+                Action::Done(result) => return result,
+            };
+            action = driver.on(event);
         }
     }
 
-    /// Installs `m` on every member of `m` and of `previous`; succeeds once a majority of the
-    /// voters of both acknowledged it durably (the barrier).
+    /// Installs `m` here and on every member of `m` and of `previous`: the nodes whose intact
+    /// stores acknowledged it durably (`paxos::driver::Action::Install`; the driver decides
+    /// whether that is a barrier).
     async fn install_everywhere(
         &self,
         m: &Membership,
@@ -709,42 +692,7 @@ impl Driver {
         if self.store_confirmed_intact() {
             acked.push(self.view.me());
         }
-        for voters in [m.voters(), previous.voters()] {
-            let count = acked.iter().filter(|n| voters.contains(n)).count();
-            let needed = crate::paxos::quorum::Quorums::new(voters.len()).classic();
-            if count < needed {
-                return Err(Error::Unavailable(format!(
-                    "epoch {}: {count} of the voters {voters:?} installed it, {needed} needed",
-                    m.epoch
-                )));
-            }
-        }
         Ok(acked)
-    }
-
-    /// The work of the step `m` is in, before the next may be written: in `CloseFast`, settle
-    /// every key a barrier node holds at the fast ballot; in `Rescan`, settle every key of a
-    /// majority of the old voters.
-    async fn finish_step(&self, m: &Membership, phase: Phase) -> Result<()> {
-        // The old voters: those of CloseFast (members minus the joining one).
-        let mut old = m.clone();
-        old.phase = Some(Phase::CloseFast);
-        let old_voters = old.voters();
-        let acked = self.install_everywhere(m, &old).await?;
-        let sources: Vec<NodeId> = acked
-            .into_iter()
-            .filter(|n| old_voters.contains(n))
-            .collect();
-        let started = Instant::now();
-        let settled = self.rescan(m, &sources, phase == Phase::CloseFast).await?;
-        log::info!(
-            "node {}: epoch {} ({:?}): settled {settled} keys of nodes {sources:?} in {:.2}s",
-            self.view.me(),
-            m.epoch,
-            phase,
-            started.elapsed().as_secs_f64()
-        );
-        Ok(())
     }
 
     /// Settles the keys of `sources` (only those held at the fast ballot if `fast_only`), each
@@ -795,9 +743,6 @@ impl Driver {
 /// The pause after a round of `Hello`s that left peers unconfirmed, doubling to the most.
 const HELLO_BACKOFF_MIN: Duration = Duration::from_millis(200);
 const HELLO_BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// Transient errors of the membership register a driver retries before it gives up.
-const DRIVER_RETRIES: u64 = 5;
 
 /// Settle rounds a rescan keeps in flight.
 const RESCAN_CONCURRENCY: usize = 1_024;

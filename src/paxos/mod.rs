@@ -8,6 +8,7 @@
 
 pub mod acceptor;
 pub mod admission;
+pub mod driver;
 pub mod identity;
 pub mod membership;
 pub mod proposer;

@@ -33,14 +33,25 @@
 //!   dies during its add**, which is given up by removing it (the add's rescan, which waits
 //!   for it, skipped: `Membership::work_before_next`).
 //!
-//! The driver is modelled on `actors::membership::Driver`: a step is written (the register
-//! here is a value the simulation holds, standing for the CASPaxos register; its own safety is
-//! that of any key), sent as `Install` messages through the same faulty network, and the
-//! step's work (settle the keys held at the fast ballot, then rescan every key) starts once a
-//! majority of the old and of the new voters acknowledged it. Acceptors answer only requests
-//! of their own epoch (older: `Stale`; newer: fetch the sender's membership first), refuse
-//! fast Accepts while a change is in progress, and a node's network refuses Paxos requests
-//! from non-members. Unlike the simulation before issue 10, **nothing is fenced when a disk is
+//! **The driver is the runtime's** (`paxos::driver::ChangeDriver`, which
+//! `actors::membership::Driver` runs too); this world carries its actions out. The register
+//! is a value the simulation holds, standing for the CASPaxos register (its own safety is
+//! that of any key), read and compare-and-set on its version, with reads that fail now and
+//! then and writes whose answer is lost (applied or not). Installs go through the same
+//! faulty network; an install round is answered once every member acknowledged, or once the
+//! barrier holds and the slow ones had a few milliseconds, or at a timeout (the barrier then
+//! fails, and the operator asks again). The step's settles run through the nodes' proposers;
+//! a key that fails four times fails the step, as `settle_all` does. **Operators** act as the
+//! CLI and the runbook say: a request answered "unavailable" is asked again at another node
+//! with the same fence; one refused because the membership moved since they read it is asked
+//! again from the new epoch; an add refused because the store holds records is retried on an
+//! empty directory. **Zombie drivers**: a driver whose client stopped waiting (abandoned now
+//! and then, or because its store stopped voting, or an add given up) runs on beside the
+//! request asked again, and its answer is thrown away; every write of every driver is
+//! checked against its operator's fence from the outside (`Sim::cas_register`). Acceptors
+//! answer only requests of their own epoch (older: `Stale`; newer: fetch the sender's
+//! membership first), refuse fast Accepts while a change is in progress, and a node's network
+//! refuses Paxos requests from non-members. Unlike the simulation before issue 10, **nothing is fenced when a disk is
 //! lost**: every message in flight stays in flight, because a lost store never votes.
 //!
 //! The workload mixes one hot key (gets, puts, deletes, cas from every node) with keys
@@ -63,8 +74,9 @@ use crate::error::Error;
 use crate::messages::PeerMessage;
 use crate::paxos::acceptor::Acceptor;
 use crate::paxos::admission::{self, Admission};
+use crate::paxos::driver::{self, Action, ChangeDriver, Event};
 use crate::paxos::identity::{self, SeenStore};
-use crate::paxos::membership::{Change, Membership, Phase};
+use crate::paxos::membership::{Change, JoiningStore, Membership};
 use crate::paxos::proposer::{Effect, Proposer, ProposerConfig};
 use crate::paxos::quorum::{tally, Quorums};
 use crate::paxos::record::AcceptorRecord;
@@ -91,6 +103,12 @@ const MAX_VOTERS: usize = 7;
 /// The chance, each time the driver of an add looks at its step, that the joining node dies
 /// and the operator gives the add up by removing it.
 const GIVE_UP_ADD_RATE: f64 = 0.002;
+/// How long an install round waits for the slow members once its barrier holds, and at
+/// most (the runtime's: a call's timeout).
+const INSTALL_GRACE: Duration = Duration::from_millis(5);
+const INSTALL_TIMEOUT: Duration = Duration::from_millis(300);
+/// How often a step's key may fail to settle before the step fails (`settle_all`'s passes).
+const SETTLE_PASSES: u32 = 4;
 
 enum Payload {
     Paxos(PeerMessage),
@@ -187,7 +205,7 @@ enum Waiter {
     Client(usize),
     /// A settle of the anti-entropy sweep (nobody waits for its outcome).
     Sweep,
-    /// A settle of the driver's current step.
+    /// A settle of a driver's current step (its answer goes to `Sim::settled`).
     Rescan,
     /// A client's first attempt that was held up (in a paused node's socket) while the
     /// client retried elsewhere (the history's operation at this index): nobody waits for
@@ -195,23 +213,44 @@ enum Waiter {
     HeldAttempt(usize),
 }
 
-/// The driver of the change in progress.
+/// A driver of a change: the runtime's `paxos::driver::ChangeDriver`, and what its current
+/// action waits for in this world.
 struct Driving {
-    change: Change,
+    id: u64,
+    driver: ChangeDriver,
     /// The node driving it.
     node: NodeId,
-    /// The register's membership (the step written) and the one before it.
-    step: Membership,
-    previous: Membership,
-    acked: BTreeSet<NodeId>,
-    /// Settles in flight; keys whose settle failed go back into `todo`.
-    settling: BTreeMap<u64, Key>,
-    /// Keys still to settle (the scan's, and those whose settle failed).
-    todo: Vec<Key>,
-    /// The step's scan was made.
-    scanned: bool,
+    /// The epoch the operator read before asking: the driver's fence (a rerun keeps it).
+    fence: u64,
     /// What to do to the node once this change completes.
     then: Then,
+    waiting: Waiting,
+}
+
+/// What a driver's action waits for.
+enum Waiting {
+    /// Its register read, answered at `at`.
+    Read { at: Instant },
+    /// Its install round: the nodes that acknowledged (from an intact store), since when.
+    Install {
+        membership: Membership,
+        previous: Membership,
+        acked: BTreeSet<NodeId>,
+        since: Instant,
+    },
+    /// The step's settles: keys in flight (by token), keys still to settle, failures per key
+    /// (a key that fails `SETTLE_PASSES` times fails the step, as `settle_all` does).
+    Settle {
+        sources: Vec<NodeId>,
+        fast_only: bool,
+        scanned: bool,
+        settling: BTreeMap<u64, Key>,
+        todo: Vec<Key>,
+        failures: BTreeMap<Key, u32>,
+        total: u64,
+    },
+    /// The request was answered.
+    Done(Result<Membership, Error>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -235,11 +274,20 @@ struct Sim {
     accepted: BTreeMap<(Key, Ballot), Register>,
     /// Copies of nodes' records taken earlier, to roll back to.
     snapshots: BTreeMap<NodeId, Snapshot>,
-    /// The membership register: the membership of the latest step written.
+    /// The membership register: the membership of the latest step written, and its version
+    /// (how many writes it has had).
     register: Membership,
+    register_version: u64,
     /// Changes waiting, one driven at a time.
     changes: VecDeque<(Change, Then)>,
+    /// The driver the operator waits for.
     driving: Option<Driving>,
+    /// Drivers whose operator stopped waiting (a client that timed out and asked again
+    /// elsewhere, an add given up): they run on until they answer, and nobody reads it.
+    zombies: Vec<Driving>,
+    next_driver: u64,
+    /// Settles of drivers answered: token → succeeded.
+    settled: BTreeMap<u64, bool>,
     /// Nodes being added to grow the voters (an add the simulation may give up).
     growing: BTreeSet<NodeId>,
     next_id: NodeId,
@@ -315,7 +363,11 @@ impl Sim {
             snapshots: BTreeMap::new(),
             register,
             changes: VecDeque::new(),
+            register_version: 0,
             driving: None,
+            zombies: Vec::new(),
+            next_driver: 0,
+            settled: BTreeMap::new(),
             growing: BTreeSet::new(),
             next_id: 6,
             history: Vec::new(),
@@ -523,13 +575,7 @@ impl Sim {
                 }
             }
             Waiter::Rescan => {
-                if let Some(d) = self.driving.as_mut() {
-                    if let Some(key) = d.settling.remove(&token) {
-                        if result.is_err() {
-                            d.todo.push(key);
-                        }
-                    }
-                }
+                self.settled.insert(token, result.is_ok());
             }
         }
     }
@@ -625,9 +671,14 @@ impl Sim {
                 return None;
             }
             Payload::Installed(epoch) => {
-                if let Some(d) = self.driving.as_mut() {
-                    if m.to == d.node && epoch >= d.step.epoch {
-                        d.acked.insert(m.from);
+                for d in self.driving.iter_mut().chain(self.zombies.iter_mut()) {
+                    if let Waiting::Install {
+                        membership, acked, ..
+                    } = &mut d.waiting
+                    {
+                        if m.to == d.node && epoch >= membership.epoch {
+                            acked.insert(m.from);
+                        }
                     }
                 }
                 return None;
@@ -776,7 +827,7 @@ impl Sim {
     }
 
     // -----------------------------------------------------------------------------------------
-    // Membership changes (as `actors::membership::Driver`)
+    // Membership changes: the runtime's driver (`paxos::driver`), this world's IO
     // -----------------------------------------------------------------------------------------
 
     /// A node of the current voters that is alive, votes and is not the change's subject.
@@ -790,65 +841,311 @@ impl Sim {
         (!candidates.is_empty()).then(|| candidates[self.rng.random_range(0..candidates.len())])
     }
 
-    /// Writes the next step of the change in progress (or starts the next change), and sends
-    /// it to be installed.
-    fn write_step(&mut self) {
-        let (change, then, node) = match self.driving.take() {
-            Some(d) => (d.change, d.then, d.node),
-            None => {
-                let Some((change, then)) = self.changes.pop_front() else {
-                    return;
-                };
-                let Some(node) = self.pick_driver(change.node()) else {
-                    self.changes.push_front((change, then));
-                    return;
-                };
-                (change, then, node)
-            }
+    /// Is `id`'s store intact (neither refused, nor a store other than the one its membership
+    /// records)? Only an intact store acknowledges an install (`actors::membership`: a refused
+    /// one may lack what it voted for, and must count in no barrier and no scan); one not
+    /// recorded yet is intact (it voted on no client key, so lacks nothing).
+    fn intact(&self, id: NodeId) -> bool {
+        let node = &self.nodes[&id];
+        !node.dead
+            && !node.refused
+            && node.membership.as_ref().is_some_and(|x| {
+                x.member(id)
+                    .is_none_or(|y| y.store == node.store || y.store == 0)
+            })
+    }
+
+    /// A new driver of `change` on `node`, fenced at `fence`, started.
+    fn new_driver(&mut self, change: Change, then: Then, node: NodeId, fence: u64) -> Driving {
+        let mut driver = ChangeDriver::new(change, Some(fence));
+        let action = driver.start();
+        self.next_driver += 1;
+        let mut d = Driving {
+            id: self.next_driver,
+            driver,
+            node,
+            fence,
+            then,
+            waiting: Waiting::Read { at: self.now },
         };
-        let previous = self.register.clone();
-        match previous.step(&change) {
-            Ok(Some(next)) => {
-                *self.faults.entry("change step").or_default() += 1;
-                self.register = next.clone();
-                self.start_step(change, then, node, next, previous);
-            }
-            Ok(None) => self.finished(change, then),
-            Err(e) => panic!("the simulation asked for a bad change {change:?}: {e}"),
+        self.act(&mut d, action);
+        d
+    }
+
+    /// Carries `action` out for `d`: what this world answers at once (the register's
+    /// compare-and-set, the joining store's answer) is fed back at once; the rest waits in
+    /// `d.waiting` for [`Sim::progress`].
+    fn act(&mut self, d: &mut Driving, mut action: Action) {
+        loop {
+            let event = match action {
+                Action::ReadRegister { delay } => {
+                    d.waiting = Waiting::Read {
+                        at: self.now + delay,
+                    };
+                    return;
+                }
+                Action::Install {
+                    membership,
+                    previous,
+                } => {
+                    // Here first (the driver's own install), then every other member of both.
+                    let n = self.nodes.get_mut(&d.node).unwrap();
+                    if n.epoch() < membership.epoch {
+                        n.membership = Some(membership.clone());
+                    }
+                    let mut targets: BTreeSet<NodeId> = membership.nodes().into_iter().collect();
+                    targets.extend(previous.nodes());
+                    for to in targets.into_iter().filter(|to| *to != d.node) {
+                        self.send_install(d.node, to, membership.clone());
+                    }
+                    let acked = self.intact(d.node).then_some(d.node).into_iter().collect();
+                    d.waiting = Waiting::Install {
+                        membership,
+                        previous,
+                        acked,
+                        since: self.now,
+                    };
+                    return;
+                }
+                Action::ProbeJoining { id } => {
+                    let n = &self.nodes[&id];
+                    Event::Probed(if n.dead {
+                        Err(Error::Unavailable(format!("node {id} does not answer")))
+                    } else {
+                        Ok(JoiningStore {
+                            installed: n.membership.clone(),
+                            holds_records: !n.durable.is_empty(),
+                        })
+                    })
+                }
+                Action::Settle {
+                    membership: _,
+                    sources,
+                    fast_only,
+                } => {
+                    d.waiting = Waiting::Settle {
+                        sources,
+                        fast_only,
+                        scanned: false,
+                        settling: BTreeMap::new(),
+                        todo: Vec::new(),
+                        failures: BTreeMap::new(),
+                        total: 0,
+                    };
+                    return;
+                }
+                Action::Write { expect, next } => {
+                    Event::Written(self.cas_register(d, expect, next))
+                }
+                Action::Done(result) => {
+                    d.waiting = Waiting::Done(result);
+                    return;
+                }
+            };
+            action = d.driver.on(event);
         }
     }
 
-    /// The driver (re)starts the work of `step`: install it everywhere, then the scan.
-    fn start_step(
-        &mut self,
-        change: Change,
-        then: Then,
-        node: NodeId,
-        step: Membership,
-        previous: Membership,
-    ) {
-        let mut targets: BTreeSet<NodeId> = step.nodes().into_iter().collect();
-        targets.extend(previous.nodes());
-        let n = self.nodes.get_mut(&node).unwrap();
-        if n.epoch() < step.epoch {
-            n.membership = Some(step.clone());
+    /// The membership register's compare-and-set (its own safety is that of any key), with
+    /// an outcome now and then unknown to the driver (its answer lost), applied or not.
+    fn cas_register(&mut self, d: &Driving, expect: u64, next: Membership) -> Result<bool, Error> {
+        let swapped = self.register_version == expect;
+        if swapped {
+            // The fence, checked from the outside: a change begins, or an add is given up,
+            // only from the epoch its operator read (issue 17, item 5); only continuing the
+            // change the register shows may happen at another.
+            if !self.register.continues(d.driver.change()) {
+                assert_eq!(
+                    self.register.epoch,
+                    d.fence,
+                    "driver {} wrote {:?} for {:?} from epoch {}, its operator read epoch {}",
+                    d.id,
+                    next.phase,
+                    d.driver.change(),
+                    self.register.epoch,
+                    d.fence
+                );
+            }
+            *self.faults.entry("change step").or_default() += 1;
+            self.register = next;
+            self.register_version += 1;
         }
-        for to in targets {
-            if to != node {
-                self.send_install(node, to, step.clone());
+        if self.rng.random_bool(0.03) {
+            *self.faults.entry("register write unknown").or_default() += 1;
+            return Err(Error::Unknown(
+                "the register write's answer was lost".into(),
+            ));
+        }
+        Ok(swapped)
+    }
+
+    /// Feeds `d` what its action waited for, if it has come.
+    fn progress(&mut self, d: &mut Driving) {
+        let event = match &mut d.waiting {
+            Waiting::Done(_) => return,
+            Waiting::Read { at } => {
+                if *at > self.now {
+                    return;
+                }
+                if self.rng.random_bool(0.02) {
+                    *self.faults.entry("register read failed").or_default() += 1;
+                    Event::Register(Err(Error::Unavailable("a slow majority".into())))
+                } else {
+                    Event::Register(Ok((self.register.clone(), self.register_version)))
+                }
+            }
+            Waiting::Install {
+                membership,
+                previous,
+                acked,
+                since,
+            } => {
+                let targets: BTreeSet<NodeId> = membership
+                    .nodes()
+                    .into_iter()
+                    .chain(previous.nodes())
+                    .collect();
+                let waited = self.now.duration_since(*since);
+                let list: Vec<NodeId> = acked.iter().copied().collect();
+                let held = driver::barrier(membership, previous, &list).is_ok();
+                // Every member answered, or the barrier holds and the slow ones had their
+                // time, or the round timed out (the barrier may fail: the driver says so).
+                if targets.is_subset(acked)
+                    || (held && waited >= INSTALL_GRACE)
+                    || waited >= INSTALL_TIMEOUT
+                {
+                    Event::Installed(Ok(list))
+                } else {
+                    if self.rng.random_bool(0.05) {
+                        let (node, m) = (d.node, membership.clone());
+                        for to in targets.difference(acked) {
+                            if *to != node {
+                                self.send_install(node, *to, m.clone());
+                            }
+                        }
+                    }
+                    return;
+                }
+            }
+            Waiting::Settle {
+                sources,
+                fast_only,
+                scanned,
+                settling,
+                todo,
+                failures,
+                total,
+            } => {
+                if !*scanned {
+                    // The scan: every key of the sources (their records as of now, after
+                    // their install), only those at the fast ballot in CloseFast.
+                    let mut keys: BTreeSet<Key> = BTreeSet::new();
+                    for s in sources.iter() {
+                        for (k, r) in &self.nodes[s].durable {
+                            if !*fast_only || r.accepted == Ballot::FAST {
+                                keys.insert(k.clone());
+                            }
+                        }
+                    }
+                    *self.faults.entry("keys rescanned").or_default() += keys.len() as u32;
+                    *total = keys.len() as u64;
+                    *todo = keys.into_iter().collect();
+                    *scanned = true;
+                }
+                let answered: Vec<u64> = settling
+                    .keys()
+                    .filter(|t| self.settled.contains_key(t))
+                    .copied()
+                    .collect();
+                let mut failed = false;
+                for token in answered {
+                    let key = settling.remove(&token).expect("listed");
+                    if !self.settled.remove(&token).expect("listed") {
+                        let n = failures.entry(key.clone()).or_default();
+                        *n += 1;
+                        failed |= *n >= SETTLE_PASSES;
+                        todo.push(key);
+                    }
+                }
+                if failed {
+                    *self.faults.entry("rescan failed").or_default() += 1;
+                    Event::Settled(Err(Error::Unavailable("keys not settled".into())))
+                } else if !todo.is_empty() {
+                    let node = d.node;
+                    let keys = std::mem::take(todo);
+                    let tokens: Vec<(u64, Key)> = keys
+                        .into_iter()
+                        .map(|key| (self.settle(node, &key, Waiter::Rescan), key))
+                        .collect();
+                    if let Waiting::Settle { settling, .. } = &mut d.waiting {
+                        settling.extend(tokens);
+                    }
+                    return;
+                } else if settling.is_empty() {
+                    Event::Settled(Ok(*total))
+                } else {
+                    return;
+                }
+            }
+        };
+        let action = d.driver.on(event);
+        self.act(d, action);
+    }
+
+    /// What the operator does with a change's answer: completed (then what it was for), asked
+    /// again elsewhere (unavailable: every step is idempotent), or asked again from the
+    /// membership as it is now (refused because it changed since they read it).
+    fn answered_change(&mut self, d: Driving, result: Result<Membership, Error>) {
+        let change = d.driver.change().clone();
+        match result {
+            Ok(_) => self.finished(change, d.then),
+            Err(Error::BadRequest(_))
+                if matches!(change, Change::Add { id, .. }
+                    if !self.nodes[&id].durable.is_empty()) =>
+            {
+                // The store to be added holds records (an unrecorded store wiped, then
+                // recorded and voting before its re-add: `admits_joining` refuses it). The
+                // operator does as told: an empty directory, and the add again.
+                *self
+                    .faults
+                    .entry("add refused: store holds records")
+                    .or_default() += 1;
+                let id = change.node();
+                self.wipe_store(id);
+                let store = self.nodes[&id].store;
+                self.changes.push_front((
+                    Change::Add {
+                        id,
+                        addr: format!("n{id}"),
+                        store,
+                    },
+                    d.then,
+                ));
+            }
+            Err(Error::BadRequest(why)) => {
+                assert_ne!(
+                    self.register.epoch, d.fence,
+                    "the simulation asked for a change the membership refuses: {change:?}: {why}"
+                );
+                *self.faults.entry("change fenced, asked again").or_default() += 1;
+                self.changes.push_front((change, d.then));
+            }
+            Err(_) => {
+                *self.faults.entry("change asked again").or_default() += 1;
+                self.rerun(change, d.then, d.fence);
             }
         }
-        self.driving = Some(Driving {
-            change,
-            node,
-            step,
-            previous,
-            acked: [node].into_iter().collect(),
-            settling: BTreeMap::new(),
-            todo: Vec::new(),
-            scanned: false,
-            then,
-        });
+    }
+
+    /// The operator asks again at another node, with the same fence (the epoch they read).
+    fn rerun(&mut self, change: Change, then: Then, fence: u64) {
+        match self.pick_driver(change.node()) {
+            Some(node) => {
+                let d = self.new_driver(change, then, node, fence);
+                self.driving = Some(d);
+            }
+            None => self.changes.push_front((change, then)),
+        }
     }
 
     fn finished(&mut self, change: Change, then: Then) {
@@ -887,118 +1184,94 @@ impl Sim {
         }
     }
 
-    /// The driver stopped (restarted, died, or stopped voting): another node resumes the
-    /// change from the register's step, its work started over.
+    /// The driver's process stopped: its driver is gone, and the operator, whose request
+    /// failed, asks again at another node (from the register's step, its work started over).
     fn resume_elsewhere(&mut self) {
-        let Some(Driving {
-            change,
-            then,
-            step,
-            previous,
-            ..
-        }) = self.driving.take()
-        else {
-            return;
-        };
-        match self.pick_driver(change.node()) {
-            Some(node) => self.start_step(change, then, node, step, previous),
-            None => self.changes.push_front((change, then)), // (unreachable in practice)
+        if let Some(d) = self.driving.take() {
+            self.rerun(d.driver.change().clone(), d.then, d.fence);
         }
     }
 
-    /// Progresses the change in progress: resend installs now and then, start the step's
-    /// work once the barrier holds, write the next step once it is done.
+    /// The operator stops waiting for the driver (its client timed out) and asks again at
+    /// another node; the first driver runs on, unread.
+    fn abandon_driver(&mut self) {
+        if let Some(d) = self.driving.take() {
+            *self.faults.entry("driver abandoned").or_default() += 1;
+            let (change, then, fence) = (d.driver.change().clone(), d.then, d.fence);
+            self.zombies.push(d);
+            self.rerun(change, then, fence);
+        }
+    }
+
+    /// Progresses every driver; starts the next change when none runs.
     fn drive(&mut self) {
-        let Some(d) = self.driving.as_mut() else {
-            self.write_step();
+        for mut z in std::mem::take(&mut self.zombies) {
+            if self.nodes[&z.node].dead {
+                continue;
+            }
+            self.progress(&mut z);
+            match &z.waiting {
+                Waiting::Done(result) => {
+                    let seen = if result.is_ok() {
+                        "zombie completed"
+                    } else {
+                        "zombie refused"
+                    };
+                    *self.faults.entry(seen).or_default() += 1;
+                }
+                _ => self.zombies.push(z),
+            }
+        }
+        let Some(mut d) = self.driving.take() else {
+            let Some((change, then)) = self.changes.pop_front() else {
+                return;
+            };
+            match self.pick_driver(change.node()) {
+                Some(node) => {
+                    let fence = self.register.epoch;
+                    let d = self.new_driver(change, then, node, fence);
+                    self.driving = Some(d);
+                }
+                None => self.changes.push_front((change, then)),
+            }
             return;
         };
-        if self.nodes[&d.node].dead || !self.nodes[&d.node].votes(d.node) {
-            // the driver stopped being one: another node resumes from the register
-            self.resume_elsewhere();
-            return;
-        }
-        let barrier = [d.step.voters(), d.previous.voters()].iter().all(|voters| {
-            let acked = voters.iter().filter(|v| d.acked.contains(v)).count();
-            acked >= Quorums::new(voters.len()).classic()
-        });
-        if !barrier {
-            if self.rng.random_bool(0.05) {
-                let (node, step) = (d.node, d.step.clone());
-                let targets: Vec<NodeId> = step
-                    .nodes()
-                    .into_iter()
-                    .chain(d.previous.nodes())
-                    .filter(|n| !d.acked.contains(n))
-                    .collect();
-                for to in targets {
-                    self.send_install(node, to, step.clone());
-                }
-            }
+        if !self.nodes[&d.node].votes(d.node) {
+            // The driver's store stopped voting: the operator's request fails there and
+            // is asked again elsewhere; the first driver runs on.
+            self.driving = Some(d);
+            self.abandon_driver();
             return;
         }
         // (only the add of a node that grows the voters: giving up the re-add of a lost
         // disk, or a replacement's new node, would shrink them for good)
-        let give_up = matches!(d.change, Change::Add { id, .. } if self.growing.contains(&id))
-            && d.step.phase.is_some();
-        if give_up && self.rng.random_bool(GIVE_UP_ADD_RATE) {
+        let growing =
+            matches!(d.driver.change(), Change::Add { id, .. } if self.growing.contains(id));
+        if growing
+            && self.register.continues(d.driver.change())
+            && self.rng.random_bool(GIVE_UP_ADD_RATE)
+        {
             // The joining node dies during its add, and the operator gives the add up by
-            // removing it: the step's work (a rescan that waits for the dead node) is skipped
-            // by `Membership::work_before_next`, not by a rule of the simulation's own.
-            let id = d.change.node();
-            d.change = Change::Remove { id };
+            // removing it, fenced at the epoch they read: the step's work (a rescan that
+            // waits for the dead node) is skipped by `Membership::work_before_next`. The
+            // add's driver runs on until it fails.
+            let id = d.driver.change().node();
             *self.faults.entry("add given up").or_default() += 1;
+            self.growing.remove(&id);
             self.nodes.get_mut(&id).unwrap().dead = true;
             self.restart(id);
-        }
-        let Some(d) = self.driving.as_mut() else {
-            return;
-        };
-        let Some(work) = d.step.work_before_next(&d.change) else {
-            if d.step.phase.is_none() {
-                // the last step: installed on majorities, the change is complete
-                let d = self.driving.take().expect("checked");
-                self.finished(d.change, d.then);
-            } else {
-                self.write_step();
-            }
-            return;
-        };
-        if !d.scanned {
-            // The scan: every key of the old voters that acknowledged (their records as of
-            // now, after their install), only those at the fast ballot in CloseFast.
-            let mut old = d.step.clone();
-            old.phase = Some(Phase::CloseFast);
-            let sources: Vec<NodeId> = old
-                .voters()
-                .into_iter()
-                .filter(|n| d.acked.contains(n))
-                .collect();
-            let fast_only = work == Phase::CloseFast;
-            let mut keys: BTreeSet<Key> = BTreeSet::new();
-            for s in sources {
-                for (k, r) in &self.nodes[&s].durable {
-                    if !fast_only || r.accepted == Ballot::FAST {
-                        keys.insert(k.clone());
-                    }
-                }
-            }
-            *self.faults.entry("keys rescanned").or_default() += keys.len() as u32;
-            d.todo = keys.into_iter().collect();
-            d.scanned = true;
-        }
-        if !d.todo.is_empty() {
-            let node = d.node;
-            for key in std::mem::take(&mut d.todo) {
-                let token = self.settle(node, &key, Waiter::Rescan);
-                if let Some(d) = self.driving.as_mut() {
-                    d.settling.insert(token, key);
-                }
-            }
+            self.zombies.push(d);
+            self.changes
+                .push_front((Change::Remove { id }, Then::Nothing));
             return;
         }
-        if d.settling.is_empty() {
-            self.write_step();
+        self.progress(&mut d);
+        match std::mem::replace(&mut d.waiting, Waiting::Read { at: self.now }) {
+            Waiting::Done(result) => self.answered_change(d, result),
+            waiting => {
+                d.waiting = waiting;
+                self.driving = Some(d);
+            }
         }
     }
 
@@ -1022,11 +1295,11 @@ impl Sim {
         n.proposers.clear();
         n.refused = false;
         self.forget_tokens(|owner, _| owner == node);
-        if let Some(d) = self.driving.as_mut() {
-            if d.node == node {
-                *self.faults.entry("driver restart").or_default() += 1;
-                self.resume_elsewhere();
-            }
+        // Its drivers are gone with the process.
+        self.zombies.retain(|z| z.node != node);
+        if self.driving.as_ref().is_some_and(|d| d.node == node) {
+            *self.faults.entry("driver restart").or_default() += 1;
+            self.resume_elsewhere();
         }
     }
 
@@ -1241,13 +1514,9 @@ impl Sim {
             .filter(|m| m.id == id)
             .for_each(|m| m.store = store);
         self.register = next.clone();
-        match self.driving.take() {
-            Some(d) => self.start_step(d.change, d.then, d.node, next, d.previous),
-            None => {
-                for to in self.live_nodes() {
-                    self.send_install(id, to, next.clone());
-                }
-            }
+        self.register_version += 1;
+        for to in self.live_nodes() {
+            self.send_install(id, to, next.clone());
         }
     }
 
@@ -1309,11 +1578,7 @@ impl Sim {
         for token in tokens {
             self.owner.remove(&token);
             if let Some(Waiter::Rescan) = self.waiters.remove(&token) {
-                if let Some(d) = self.driving.as_mut() {
-                    if let Some(key) = d.settling.remove(&token) {
-                        d.todo.push(key);
-                    }
-                }
+                self.settled.insert(token, false);
             }
         }
     }
@@ -1464,7 +1729,7 @@ impl Sim {
             .changes
             .iter()
             .map(|(c, _)| c.node())
-            .chain(self.driving.as_ref().map(|d| d.change.node()))
+            .chain(self.driving.as_ref().map(|d| d.driver.change().node()))
             .collect();
         let candidates: Vec<NodeId> = self
             .register
@@ -1547,9 +1812,12 @@ fn run(seed: u64) -> RunStats {
         // Now and then (one change at a time, once the previous one is done): a lost disk, a
         // replacement, growing or shrinking the voters. A restart of the driving node in the
         // middle of a change comes from the intact restarts above and this one.
-        if sim.driving.is_some() && sim.rng.random_bool(0.004) {
+        if sim.driving.is_some() && sim.rng.random_bool(0.001) {
             let node = sim.driving.as_ref().map(|d| d.node).expect("checked");
             sim.restart_intact(node);
+        }
+        if sim.driving.is_some() && sim.rng.random_bool(0.0005) {
+            sim.abandon_driver();
         }
         if step < 6500 && sim.quiet() && sim.rng.random_bool(0.01) {
             let voters = sim.register.voters().len();
@@ -1706,15 +1974,24 @@ fn run(seed: u64) -> RunStats {
                 n.proposers.len()
             );
         }
-        if let Some(d) = &sim.driving {
+        for d in sim.driving.iter().chain(&sim.zombies) {
             eprintln!(
-                "driver {} step {:?} voters {:?} previous {:?} settling {} todo {}",
+                "driver {} on node {} of {:?}: register epoch {} {:?}, waiting for {}",
+                d.id,
                 d.node,
-                d.step.phase,
-                d.step.voters(),
-                d.previous.voters(),
-                d.settling.len(),
-                d.todo.len()
+                d.driver.change(),
+                sim.register.epoch,
+                sim.register.phase,
+                match &d.waiting {
+                    Waiting::Read { .. } => "a read".to_string(),
+                    Waiting::Install { acked, .. } => format!("installs (acked {acked:?})"),
+                    Waiting::Settle { settling, todo, .. } => format!(
+                        "settles ({} in flight, {} to do)",
+                        settling.len(),
+                        todo.len()
+                    ),
+                    Waiting::Done(r) => format!("nothing (answered {r:?})"),
+                }
             );
         }
         let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
@@ -1737,9 +2014,7 @@ fn run(seed: u64) -> RunStats {
              messages in flight, driving {:?}, changes {:?}",
             sim.waiters.len(),
             sim.net.len(),
-            sim.driving
-                .as_ref()
-                .map(|d| (&d.change, d.step.epoch, &d.acked)),
+            sim.driving.as_ref().map(|d| d.driver.change()),
             sim.changes
         );
     };
