@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use paxkv::client::Client;
 use paxkv::paxos::types::{Command, NodeId, Outcome};
 use rand::rngs::SmallRng;
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use support::linearizability::{Input, Output};
 use support::processes::{ProcessCluster, NODE_COUNT};
@@ -132,11 +132,18 @@ enum Fault {
     /// back), restart it after the hold; the change is driven on until it completes. Without
     /// a change in progress, `KillOne`.
     KillChanging,
+    /// A new node at a new address (`paxkv node --addr --join`) is added, then a running
+    /// voter removed and stopped for good: the membership changes while the other faults go
+    /// on (the joining node and the leaving one are killed by `KillChanging`).
+    Replace,
     /// Not dealt: counts the lost stores that rejoined as new members.
     Rejoined,
+    /// Not dealt: counts the replacements that completed.
+    Replaced,
 }
 
-const FAULTS: [Fault; 11] = [
+const FAULTS: [Fault; 12] = [
+    Fault::Replace,
     Fault::KillChanging,
     Fault::MajorityMinority,
     Fault::Bridge,
@@ -163,22 +170,22 @@ async fn run_nemesis(
     let started = Instant::now();
     let copies = cluster.dir().join("copies");
     let mut deck: Vec<Fault> = Vec::new();
-    // A membership change in the background (a lost store rejoining), and its node, kept out
-    // of the other faults until it is done.
-    let mut changing: Option<(NodeId, tokio::task::JoinHandle<()>)> = None;
+    // A membership change in the background (a lost store rejoining, or a replacement), and
+    // its nodes, kept out of the other faults until it is done.
+    let mut changing: Option<Changing> = None;
     while started.elapsed() < length {
-        if changing.as_ref().is_some_and(|(_, t)| t.is_finished()) {
-            let (id, task) = changing.take().expect("checked");
-            task.await.expect("the change completes");
-            cluster.wait_voting(&[id]).await;
-            *counts.entry(Fault::Rejoined).or_insert(0) += 1;
+        if changing.as_ref().is_some_and(|c| c.task.is_finished()) {
+            let done = changing.take().expect("checked");
+            finish_change(cluster, done, &mut counts).await;
         }
         if deck.is_empty() {
             deck = FAULTS.to_vec();
             deck.shuffle(rng);
         }
         let mut fault = deck.pop().expect("refilled");
-        if matches!(fault, Fault::WipeOne | Fault::RollbackOne) && changing.is_some() {
+        if matches!(fault, Fault::WipeOne | Fault::RollbackOne | Fault::Replace)
+            && changing.is_some()
+        {
             deck.insert(0, fault); // one change at a time: later
             fault = Fault::KillOne;
         }
@@ -186,14 +193,16 @@ async fn run_nemesis(
             fault = Fault::KillOne;
         }
         let hold = Duration::from_millis(rng.random_range(1_000..=3_000));
-        let busy = changing.as_ref().map(|(id, _)| *id);
+        let busy: Vec<NodeId> = changing
+            .as_ref()
+            .map(|c| c.nodes.clone())
+            .unwrap_or_default();
         let mut ids: Vec<NodeId> = cluster.ids();
         ids.shuffle(rng);
-        if let Some(busy) = busy {
-            // the node being re-added takes part in no other fault (it is last: never picked)
-            ids.retain(|id| *id != busy);
-            ids.push(busy);
-        }
+        // the nodes of the change take part in no other fault (they are last: never picked)
+        ids.retain(|id| !busy.contains(id));
+        ids.extend(&busy);
+        let changing_node = busy.choose(rng).copied();
         let detail = match fault {
             Fault::MajorityMinority => {
                 cluster.partition(&[&ids[..3], &ids[3..]]).await;
@@ -240,9 +249,14 @@ async fn run_nemesis(
                 format!("node {} (to an older copy)", ids[0])
             }
             Fault::KillChanging => {
-                let node = busy.expect("a change is in progress");
+                let node = changing_node.expect("a change is in progress");
                 cluster.kill(node).await;
-                format!("node {node} (the node of the change in progress)")
+                format!("node {node} (a node of the change in progress)")
+            }
+            Fault::Replace => {
+                let old = ids[0];
+                let new = cluster.add_node();
+                format!("node {old} by node {new} at {}", cluster.addr(new))
             }
             Fault::KillTwo => {
                 cluster.kill_many(&ids[..2]).await;
@@ -262,7 +276,7 @@ async fn run_nemesis(
                     .await;
                 format!("drop {drop}‰, duplicate {duplicate}‰, delay {delay_min}..={delay_max} ms")
             }
-            Fault::Rejoined => unreachable!("never dealt"),
+            Fault::Rejoined | Fault::Replaced => unreachable!("never dealt"),
         };
         println!(
             "nemesis +{:6.2}s: {fault:?} {detail} for {} ms",
@@ -277,7 +291,7 @@ async fn run_nemesis(
                 cluster.restart(ids[0]);
                 cluster.wait_voting(&ids[..1]).await;
             }
-            Fault::KillChanging => cluster.restart(busy.expect("a change is in progress")),
+            Fault::KillChanging => cluster.restart(changing_node.expect("a change is in progress")),
             Fault::WipeOne | Fault::RollbackOne => {
                 // It must not vote with what it has: refused until it rejoins, however often
                 // it is restarted (as an orchestrator does while /health answers 503).
@@ -318,32 +332,88 @@ async fn run_nemesis(
             let _ = std::fs::remove_dir_all(&copies);
             let via: Vec<_> = ids[1..]
                 .iter()
-                .filter(|id| Some(**id) != busy)
+                .filter(|id| !busy.contains(id))
                 .map(|id| cluster.addr(*id))
                 .collect();
             let add = paxkv::messages::MemberChangeRequest::Add {
                 id: lost,
                 addr: cluster.addr(lost).to_string(),
             };
-            changing = Some((
-                lost,
-                tokio::spawn(async move {
+            changing = Some(Changing {
+                nodes: vec![lost],
+                done: Done::Rejoined(lost),
+                task: tokio::spawn(async move {
                     let deadline = Duration::from_secs(120);
                     let remove = paxkv::messages::MemberChangeRequest::Remove { id: lost };
                     support::drive_until_done(via.clone(), remove, deadline).await;
                     support::drive_until_done(via, add, deadline).await;
                 }),
-            ));
+            });
+        }
+        if fault == Fault::Replace {
+            // Add the new node, then remove the old one, each driven through any other node.
+            let (old, new) = (ids[0], *cluster.ids().last().expect("the new node"));
+            let via: Vec<_> = ids[1..]
+                .iter()
+                .filter(|id| !busy.contains(id) && **id != new)
+                .map(|id| cluster.addr(*id))
+                .collect();
+            let add = paxkv::messages::MemberChangeRequest::Add {
+                id: new,
+                addr: cluster.addr(new).to_string(),
+            };
+            changing = Some(Changing {
+                nodes: vec![old, new],
+                done: Done::Replaced { old, new },
+                task: tokio::spawn(async move {
+                    let deadline = Duration::from_secs(120);
+                    let remove = paxkv::messages::MemberChangeRequest::Remove { id: old };
+                    support::drive_until_done(via.clone(), add, deadline).await;
+                    support::drive_until_done(via, remove, deadline).await;
+                }),
+            });
         }
         // A short quiet spell between faults (also part of the schedule).
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..=500))).await;
     }
-    if let Some((id, task)) = changing.take() {
-        task.await.expect("the change completes");
-        cluster.wait_voting(&[id]).await;
-        *counts.entry(Fault::Rejoined).or_insert(0) += 1;
+    if let Some(done) = changing.take() {
+        finish_change(cluster, done, &mut counts).await;
     }
     counts
+}
+
+/// A membership change driven in the background, and the nodes it is about.
+struct Changing {
+    nodes: Vec<NodeId>,
+    task: tokio::task::JoinHandle<()>,
+    done: Done,
+}
+
+/// What a completed change leaves to do.
+enum Done {
+    /// The lost store's node votes again.
+    Rejoined(NodeId),
+    /// The old node left the membership: stopped for good; the new one votes.
+    Replaced { old: NodeId, new: NodeId },
+}
+
+async fn finish_change(
+    cluster: &mut ProcessCluster,
+    change: Changing,
+    counts: &mut BTreeMap<Fault, u32>,
+) {
+    change.task.await.expect("the change completes");
+    match change.done {
+        Done::Rejoined(id) => {
+            cluster.wait_voting(&[id]).await;
+            *counts.entry(Fault::Rejoined).or_insert(0) += 1;
+        }
+        Done::Replaced { old, new } => {
+            cluster.retire(old).await;
+            cluster.wait_voting(&[new]).await;
+            *counts.entry(Fault::Replaced).or_insert(0) += 1;
+        }
+    }
 }
 
 /// The highest version any acknowledged write to each key returned.

@@ -57,6 +57,11 @@ struct Node {
     spawns: u32,
     /// Whether the node voted when last asked (`None`: it did not answer).
     last_status: Option<bool>,
+    /// A node the config does not list ([`ProcessCluster::add_node`]): started with `--addr`
+    /// and `--join` of these addresses.
+    join: Option<Vec<SocketAddr>>,
+    /// Removed from the membership and stopped for good ([`ProcessCluster::retire`]).
+    retired: bool,
 }
 
 /// How a [`ProcessCluster`] is laid out beyond the defaults (five nodes on free loopback
@@ -187,6 +192,8 @@ impl ProcessCluster {
                     paused: false,
                     spawns: 0,
                     last_status: None,
+                    join: None,
+                    retired: false,
                 }
             })
             .collect();
@@ -232,8 +239,49 @@ impl ProcessCluster {
         Ok(())
     }
 
+    /// The nodes of the cluster: the config's five and those added since, without the
+    /// retired ones.
     pub fn ids(&self) -> Vec<NodeId> {
-        (1..=NODE_COUNT).collect()
+        self.nodes
+            .iter()
+            .filter(|n| !n.retired)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Starts a node the config does not list, on a fresh loopback port and an empty
+    /// directory, as an operator does before `member add`: `paxkv node --id ID --addr ADDR
+    /// --join <the running nodes>`. It waits (not voting) until it is added.
+    pub fn add_node(&mut self) -> NodeId {
+        let id = self.nodes.len() as NodeId + 1;
+        let addr = free_port();
+        let join = self.ids().into_iter().map(|n| self.addr(n)).collect();
+        self.nodes.push(Node {
+            id,
+            addr,
+            dir: self.dir.path().join(format!("node-{id}")),
+            log: self.dir.path().join(format!("node-{id}.log")),
+            child: None,
+            paused: false,
+            spawns: 0,
+            last_status: None,
+            join: Some(join),
+            retired: false,
+        });
+        self.spawn(id);
+        id
+    }
+
+    /// Node `id` was removed from the membership: its process is stopped for good, and it
+    /// leaves [`ProcessCluster::ids`].
+    pub async fn retire(&mut self, id: NodeId) {
+        if self.is_paused(id) {
+            self.resume(id);
+        }
+        if self.is_alive(id) {
+            self.kill(id).await;
+        }
+        self.node_mut(id).retired = true;
     }
 
     /// Node `id`'s data directory.
@@ -319,7 +367,16 @@ impl ProcessCluster {
             .arg("--config")
             .arg(&config_path)
             .arg("--data-dir")
-            .arg(&node.dir)
+            .arg(&node.dir);
+        if let Some(join) = &node.join {
+            let join: Vec<String> = join.iter().map(|a| a.to_string()).collect();
+            command
+                .arg("--addr")
+                .arg(node.addr.to_string())
+                .arg("--join")
+                .arg(join.join(","));
+        }
+        command
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -746,6 +803,13 @@ fn cut() -> LinkFaults {
         cut: true,
         ..LinkFaults::default()
     }
+}
+
+/// A free loopback port: bound, read, released.
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
 }
 
 /// Five distinct free ports: bound together (so they differ), read, released.
