@@ -43,7 +43,6 @@
 //! once voted for (review of issue 10: counting one let a rescan miss a key chosen on a
 //! majority that included it). A node whose own store is refused does not drive.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -169,7 +168,7 @@ impl Driver {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         // 2. The generation, confirmed by `q - 1` peers, one `Hello` round at a time.
-        let mut confirmed: BTreeMap<NodeId, ()> = BTreeMap::new();
+        let mut confirmation = identity::Confirmation::default();
         let mut voting = false;
         // Rounds back off while peers stay unconfirmed (each round is a durable write here
         // and, at a new generation, at every peer that answers: on a slow disk, rounds every
@@ -178,16 +177,10 @@ impl Driver {
         let mut next_hello = Instant::now();
         loop {
             let Some(m) = self.view.get() else { return };
-            let peers: Vec<NodeId> = m.nodes().into_iter().filter(|n| *n != me).collect();
-            let unconfirmed: Vec<NodeId> = peers
-                .iter()
-                .filter(|p| !confirmed.contains_key(p))
-                .copied()
-                .collect();
+            let unconfirmed = confirmation.unconfirmed(&m, me);
             if !unconfirmed.is_empty() && Instant::now() >= next_hello {
-                match self.hello_round(&m, &unconfirmed).await {
-                    Ok(peers) => confirmed.extend(peers.into_iter().map(|p| (p, ()))),
-                    Err(why) => return self.refuse_for_good(&why, true).await,
+                if let Err(why) = self.hello_round(&m, &unconfirmed, &mut confirmation).await {
+                    return self.refuse_for_good(&why, true).await;
                 }
                 next_hello = Instant::now() + hello_backoff;
                 hello_backoff = (hello_backoff * 2).min(HELLO_BACKOFF_MAX);
@@ -195,9 +188,9 @@ impl Driver {
             // Confirmed by `q - 1` voters: not an older copy. Said as soon as it is known, a
             // joining node included (a change's barrier may need its `Installed` before it
             // votes).
-            let needed = m.quorums().classic().saturating_sub(1);
-            let voter_confirmations = confirmed.keys().filter(|p| m.is_voter(**p)).count();
-            if voter_confirmations >= needed {
+            let confirmed = confirmation.is_confirmed(&m);
+            let voter_confirmations = confirmation.voters_confirmed(&m);
+            if confirmed {
                 self.confirmed.store(true, Ordering::Release);
             }
             if !self.view.lists_me_as_voter() {
@@ -231,7 +224,7 @@ impl Driver {
                 self.wait_for_change(Duration::from_millis(300)).await;
                 continue;
             }
-            if !voting && voter_confirmations >= needed {
+            if !voting && confirmed {
                 if let Err(e) = self.record_store(&m).await {
                     complain(&mut complained, format!("recording this store: {e}"));
                     self.wait_for_change(Duration::from_millis(300)).await;
@@ -252,7 +245,7 @@ impl Driver {
                 // Keep up with changes made while this node's links were down.
                 let _ = self.fetch_and_install(self.peer_addrs(&m, &join)).await;
             }
-            let wait = if voting && confirmed.len() == peers.len() {
+            let wait = if voting && confirmation.unconfirmed(&m, me).is_empty() {
                 Duration::from_secs(5)
             } else if voting {
                 Duration::from_secs(1)
@@ -264,21 +257,24 @@ impl Driver {
     }
 
     /// One round of `Hello`s to `peers`, all at once, at a new generation (raised durably
-    /// first, so that a lost answer never makes the next round look like an older copy):
-    /// the peers that confirmed it, or why this store is refused.
+    /// first, so that a lost answer never makes the next round look like an older copy),
+    /// the answers fed to `confirmation` (`paxos::identity::Confirmation`). `Err`: why this
+    /// store is refused.
     async fn hello_round(
         &self,
         m: &Membership,
         peers: &[NodeId],
-    ) -> std::result::Result<Vec<NodeId>, String> {
+        confirmation: &mut identity::Confirmation,
+    ) -> std::result::Result<(), String> {
         let me = self.view.me();
         let generation = match meta(&self.storage, Meta::BumpGeneration).await {
             Ok(MetaAnswer::U64(g)) => g,
             other => {
                 log::warn!("node {me}: cannot raise the store's generation: {other:?}");
-                return Ok(Vec::new());
+                return Ok(());
             }
         };
+        confirmation.begin_round(generation);
         let hellos = peers.iter().filter_map(|&peer| {
             let addr = addr_of(m, peer).ok()?;
             let client = self.client_of(&[(peer, addr)]);
@@ -289,20 +285,12 @@ impl Driver {
             };
             Some(async move { (peer, client.sync(0, hello).await) })
         });
-        let mut confirmed = Vec::new();
         for (peer, answer) in futures_util::future::join_all(hellos).await {
-            match answer {
-                Ok(SyncReply::Hello { seen }) if identity::refuses(generation, seen) => {
-                    return Err(format!(
-                        "node {peer} saw generation {seen} of this store, which now starts as \
-                         generation {generation}: this data directory is an older copy"
-                    ));
-                }
-                Ok(SyncReply::Hello { .. }) => confirmed.push(peer),
-                _ => {}
+            if let Ok(SyncReply::Hello { seen }) = answer {
+                confirmation.on_answer(peer, generation, seen)?;
             }
         }
-        Ok(confirmed)
+        Ok(())
     }
 
     /// This store never votes again (`paxos::identity`): said once, remembered on disk when

@@ -47,6 +47,9 @@
 //! its later runs are down**; operators restore through `member remove` and `member add`.
 //! A copy taken during the node's latest run holds that run's generation and is not told.
 
+use std::collections::BTreeSet;
+
+use crate::paxos::membership::Membership;
 use crate::paxos::types::NodeId;
 
 /// The most stores of one node a peer remembers (a node's disks over its life). Past it the
@@ -85,6 +88,69 @@ pub fn judge_hello(seen: Option<SeenStore>, generation: u64) -> (u64, Option<See
 /// store at `generation` or later: this directory is an older copy.)
 pub fn refuses(generation: u64, seen: u64) -> bool {
     seen >= generation
+}
+
+/// A node's start after its membership is installed: rounds of `Hello`s, each at a new
+/// generation the node raised durably first, until `q - 1` voters confirmed it (a majority
+/// with itself). Plain state: `actors::membership` and the simulation send the rounds and
+/// feed the answers in.
+///
+/// Only answers to the round in progress count: a round's calls end with it (the runtime
+/// waits for all of them or their timeouts before the next), so an answer to an earlier
+/// round is one that came too late and is dropped, whatever it says.
+#[derive(Debug, Clone, Default)]
+pub struct Confirmation {
+    /// The generation of the round in progress (0: none yet).
+    round: u64,
+    /// The peers that confirmed this run (in any of its rounds).
+    confirmed: BTreeSet<NodeId>,
+}
+
+impl Confirmation {
+    /// A round begins at `generation` (raised and made durable by the caller).
+    pub fn begin_round(&mut self, generation: u64) {
+        self.round = generation;
+    }
+
+    /// The generation of the round in progress.
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// `peer` answered a `Hello` at `generation` with `seen`, the generation it had seen of
+    /// this store before. `Err`: this store is an older copy, refused for good.
+    pub fn on_answer(&mut self, peer: NodeId, generation: u64, seen: u64) -> Result<(), String> {
+        if generation != self.round {
+            return Ok(());
+        }
+        if refuses(generation, seen) {
+            return Err(format!(
+                "node {peer} saw generation {seen} of this store, which now starts as \
+                 generation {generation}: this data directory is an older copy"
+            ));
+        }
+        self.confirmed.insert(peer);
+        Ok(())
+    }
+
+    /// The peers of `m` (`me` left out) that did not confirm this run yet.
+    pub fn unconfirmed(&self, m: &Membership, me: NodeId) -> Vec<NodeId> {
+        m.nodes()
+            .into_iter()
+            .filter(|p| *p != me && !self.confirmed.contains(p))
+            .collect()
+    }
+
+    /// How many voters of `m` confirmed this run.
+    pub fn voters_confirmed(&self, m: &Membership) -> usize {
+        self.confirmed.iter().filter(|p| m.is_voter(**p)).count()
+    }
+
+    /// Did enough voters of `m` confirm this run (`q - 1`, a majority with this node) for
+    /// its store to count as intact?
+    pub fn is_confirmed(&self, m: &Membership) -> bool {
+        self.voters_confirmed(m) >= m.quorums().classic().saturating_sub(1)
+    }
 }
 
 /// The meta key under which a node remembers `node`'s store `store`.
@@ -156,6 +222,42 @@ mod tests {
         let last = MAX_STORES_PER_NODE as u64 - 1;
         assert_eq!(store_to_forget(&many, None), Some(last));
         assert_eq!(store_to_forget(&many, Some(last)), Some(last - 1));
+    }
+
+    fn five() -> Membership {
+        Membership::bootstrap((1..=5).map(|i| (i, format!("n{i}"))), "")
+    }
+
+    #[test]
+    fn a_start_is_confirmed_by_two_voters_of_five_and_refused_by_one_answer() {
+        let m = five();
+        let mut c = Confirmation::default();
+        c.begin_round(4);
+        assert_eq!(c.on_answer(2, 4, 3), Ok(()));
+        assert!(!c.is_confirmed(&m));
+        assert_eq!(c.on_answer(3, 4, 0), Ok(()));
+        assert!(
+            c.is_confirmed(&m),
+            "two voters and this node are a majority of five"
+        );
+        assert_eq!(c.unconfirmed(&m, 1), vec![4, 5]);
+        assert!(
+            c.on_answer(4, 4, 4).is_err(),
+            "a peer saw this generation already"
+        );
+    }
+
+    #[test]
+    fn an_answer_to_an_earlier_round_counts_for_nothing() {
+        let m = five();
+        let mut c = Confirmation::default();
+        c.begin_round(4);
+        c.begin_round(5);
+        // Round 4's Hello arrived after round 5's: "seen 5", which refuses nothing now.
+        assert_eq!(c.on_answer(2, 4, 5), Ok(()));
+        assert_eq!(c.voters_confirmed(&m), 0, "nor confirms anything");
+        assert_eq!(c.on_answer(2, 5, 3), Ok(()));
+        assert_eq!(c.voters_confirmed(&m), 1);
     }
 
     #[test]

@@ -124,6 +124,19 @@ enum Payload {
     Fetched(Membership),
     /// A node installed the epoch.
     Installed(u64),
+    /// A node's start (`SyncRequest::Hello`): its store and the round's generation, and the
+    /// call it belongs to (an answer reaches only the call that asked, as on a connection).
+    Hello {
+        store: u64,
+        generation: u64,
+        call: u64,
+    },
+    /// A peer's answer: the generation of the `Hello` it answers, and the one it had seen.
+    HelloAnswer {
+        generation: u64,
+        seen: u64,
+        call: u64,
+    },
 }
 
 struct InFlight {
@@ -157,6 +170,16 @@ struct Node {
     marked: bool,
     /// What this node remembers of its peers' stores (durable), as `storage::Store::hello`.
     seen: BTreeMap<(NodeId, u64), SeenStore>,
+    /// This run's `Hello` rounds (in memory), the runtime's `identity::Confirmation`, and
+    /// when the next round is due.
+    confirmation: identity::Confirmation,
+    next_round: Instant,
+    /// The calls of the round in progress (0: none).
+    round_call: u64,
+    /// Once `q - 1` voters confirmed this run: its store counts as intact (in memory).
+    intact: bool,
+    /// The world's truth: this store is an older copy of the directory (never to vote).
+    rolled_back: bool,
 }
 
 /// What a copy of a node's data directory holds: its records and the store's identity state.
@@ -181,6 +204,11 @@ impl Node {
             generation: 0,
             marked: false,
             seen: BTreeMap::new(),
+            confirmation: identity::Confirmation::default(),
+            next_round: Instant::now(),
+            round_call: 0,
+            intact: false,
+            rolled_back: false,
         }
     }
 
@@ -197,6 +225,7 @@ impl Node {
     fn votes(&self, id: NodeId) -> bool {
         !self.dead
             && !self.refused
+            && self.intact
             && self.membership.as_ref().is_some_and(|m| {
                 m.is_voter(id) && m.member(id).is_some_and(|x| x.store == self.store)
             })
@@ -675,6 +704,49 @@ impl Sim {
                 }
                 return None;
             }
+            Payload::Hello {
+                store,
+                generation,
+                call,
+            } => {
+                let peer = self.nodes.get_mut(&m.to).unwrap();
+                if !admission::serves_call(peer.cluster(), m.cluster, false) {
+                    *self.faults.entry("foreign refused").or_default() += 1;
+                    return None;
+                }
+                if peer.refused || peer.marked {
+                    return None; // a refused store confirms nobody
+                }
+                let (seen, remember) =
+                    identity::judge_hello(peer.seen.get(&(m.from, store)).copied(), generation);
+                if let Some(remember) = remember {
+                    peer.seen.insert((m.from, store), remember);
+                }
+                self.net.push(InFlight {
+                    from: m.to,
+                    to: m.from,
+                    key: Vec::new(),
+                    proposer: 0,
+                    epoch: self.nodes[&m.to].epoch(),
+                    cluster: self.nodes[&m.to].cluster(),
+                    payload: Payload::HelloAnswer {
+                        generation,
+                        seen,
+                        call,
+                    },
+                });
+                return None;
+            }
+            Payload::HelloAnswer {
+                generation,
+                seen,
+                call,
+            } => {
+                if self.nodes[&m.to].round_call == call {
+                    self.hello_answered(m.to, m.from, generation, seen);
+                }
+                return None;
+            }
             Payload::Installed(epoch) => {
                 for d in self.driving.iter_mut().chain(self.zombies.iter_mut()) {
                     if let Waiting::Install {
@@ -810,6 +882,24 @@ impl Sim {
             self.proposer(node, &key).tick(now, &mut out);
             self.effects(node, &key, out);
         }
+        // A start goes on with a new `Hello` round while some peer has not confirmed it
+        // (`Driver::start`, with its back-off).
+        let due: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(id, n)| {
+                !n.dead
+                    && !n.marked
+                    && n.next_round <= self.now
+                    && n.membership
+                        .as_ref()
+                        .is_some_and(|m| !n.confirmation.unconfirmed(m, **id).is_empty())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for node in due {
+            self.say_hello(node);
+        }
         // A node that does not vote keeps asking a peer for the membership (the start loop
         // of `actors::membership`, every 300 ms): a joining node learns the Rescan step that
         // makes it a voter even when the driver's barrier no longer resends it (seed 44).
@@ -854,6 +944,7 @@ impl Sim {
         let node = &self.nodes[&id];
         !node.dead
             && !node.refused
+            && node.intact
             && node.membership.as_ref().is_some_and(|x| {
                 x.member(id)
                     .is_none_or(|y| y.store == node.store || y.store == 0)
@@ -1299,6 +1390,9 @@ impl Sim {
         n.acceptors.clear();
         n.proposers.clear();
         n.refused = false;
+        n.intact = false;
+        n.round_call = 0;
+        n.confirmation = identity::Confirmation::default();
         self.forget_tokens(|owner, _| owner == node);
         // Its drivers are gone with the process.
         self.zombies.retain(|z| z.node != node);
@@ -1308,19 +1402,36 @@ impl Sim {
         }
     }
 
+    /// An orchestrator restarts a node on an older copy of its directory (its `/health`
+    /// answers 503 while it waits, refused or not yet): it must never vote.
+    fn restart_refused(&mut self) {
+        let copies: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.rolled_back && !n.dead)
+            .map(|(id, _)| *id)
+            .collect();
+        if let Some(&node) = copies.get(self.rng.random_range(0..copies.len().max(1))) {
+            *self.faults.entry("refused restart").or_default() += 1;
+            self.restart(node);
+            self.say_hello(node);
+        }
+    }
+
     fn restart_intact(&mut self, node: NodeId) {
         *self.faults.entry("intact restart").or_default() += 1;
         self.restart(node);
         self.say_hello(node);
     }
 
-    /// A node's start says `Hello` to the members it knows, as `actors::membership::Driver`
-    /// does, deciding with the runtime's own functions (`paxos::identity`): the store's mark
-    /// first, then one round at a new generation, each live peer whose store is not refused
-    /// answering from (and updating) what it remembers of this store. Synchronous: the
-    /// simulation's network carries Paxos and installs, not these calls; a peer that is down
-    /// does not answer. A refusal marks the store for good.
+    /// A node's start, as `actors::membership::Driver::start`: the store's refusal mark
+    /// first, then rounds of `Hello`s through the network (each at a new generation, raised
+    /// durably first), decided by the runtime's own `identity::Confirmation`: the node votes
+    /// once `q - 1` voters confirmed this run, and a refusing answer marks the store for
+    /// good. Peers answer from (and update) what they remember of the store, as
+    /// `identity::judge_hello` says; a refused peer answers nobody.
     fn say_hello(&mut self, node: NodeId) {
+        let now = self.now;
         let n = self.nodes.get_mut(&node).unwrap();
         if n.marked {
             n.refused = true;
@@ -1328,26 +1439,63 @@ impl Sim {
         }
         n.generation += 1;
         let (store, generation) = (n.store, n.generation);
-        let peers: Vec<NodeId> = n
+        n.confirmation.begin_round(generation);
+        n.next_round = now + Duration::from_millis(self.rng.random_range(30..=80));
+        self.next_token += 1;
+        let call = self.next_token;
+        let n = self.nodes.get_mut(&node).unwrap();
+        n.round_call = call;
+        let peers = n
             .membership
             .as_ref()
-            .map(|m| m.nodes())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|p| *p != node && !self.nodes[p].dead && !self.nodes[p].refused)
-            .collect();
+            .map(|m| n.confirmation.unconfirmed(m, node))
+            .unwrap_or_default();
         for peer in peers {
-            let memory = &mut self.nodes.get_mut(&peer).unwrap().seen;
-            let (answer, remember) =
-                identity::judge_hello(memory.get(&(node, store)).copied(), generation);
-            if let Some(remember) = remember {
-                memory.insert((node, store), remember);
+            self.net.push(InFlight {
+                from: node,
+                to: peer,
+                key: Vec::new(),
+                proposer: 0,
+                epoch: self.nodes[&node].epoch(),
+                cluster: self.nodes[&node].cluster(),
+                payload: Payload::Hello {
+                    store,
+                    generation,
+                    call,
+                },
+            });
+        }
+    }
+
+    /// `node` got `peer`'s answer to its `Hello` at `generation`.
+    fn hello_answered(&mut self, node: NodeId, peer: NodeId, generation: u64, seen: u64) {
+        let n = self.nodes.get_mut(&node).unwrap();
+        if n.marked {
+            return;
+        }
+        match n.confirmation.on_answer(peer, generation, seen) {
+            Ok(()) => {
+                if !n.intact
+                    && n.membership
+                        .as_ref()
+                        .is_some_and(|m| n.confirmation.is_confirmed(m))
+                {
+                    n.intact = true;
+                    assert!(
+                        !n.rolled_back,
+                        "node {node}: an older copy of its store was confirmed by its peers"
+                    );
+                }
             }
-            if identity::refuses(generation, answer) {
-                let n = self.nodes.get_mut(&node).unwrap();
+            Err(why) => {
                 n.marked = true;
                 n.refused = true;
-                return;
+                n.intact = false;
+                assert!(
+                    n.rolled_back,
+                    "node {node}: an intact store was refused as an older copy"
+                );
+                *self.faults.entry("older copy refused").or_default() += 1;
             }
         }
     }
@@ -1443,6 +1591,7 @@ impl Sim {
         n.refused = false;
         n.generation = 0;
         n.marked = false;
+        n.rolled_back = false;
         n.seen.clear();
         n.membership = peer_membership;
         self.restart(node);
@@ -1470,25 +1619,13 @@ impl Sim {
             n.generation = copy.generation;
             n.marked = copy.marked;
             n.seen = copy.seen;
+            n.rolled_back = true;
             self.restart(node);
-            // Its peers saw the run after the copy: the store is refused (by `identity`'s
-            // decisions, not by the simulation's say-so), and stays refused through the
-            // restarts an orchestrator would make.
+            // Its peers saw the run after the copy: the store must be refused (by
+            // `identity`'s decisions, through the network, not by the simulation's say-so),
+            // never confirmed, and stay refused through the restarts an orchestrator makes
+            // (`Sim::restart_refused`). Checked when its answers arrive.
             self.say_hello(node);
-            assert!(
-                self.nodes[&node].refused,
-                "node {node}: an older copy of its store was not refused"
-            );
-            for _ in 0..self.rng.random_range(1..=2) {
-                *self.faults.entry("refused restart").or_default() += 1;
-                self.restart(node);
-                self.say_hello(node);
-                // the invariant: a refusal sticks (issue 17, item 1)
-                assert!(
-                    self.nodes[&node].refused,
-                    "node {node}: a refused store voted again after a restart"
-                );
-            }
             self.changes
                 .push_back((Change::Remove { id }, Then::WipeAndAdd));
         } else {
@@ -1569,6 +1706,7 @@ impl Sim {
             .max_by_key(|m| m.epoch);
         let store = self.rng.random::<u64>() | 1 << 63;
         self.nodes.insert(id, Node::new(store, m));
+        self.say_hello(id);
         id
     }
 
@@ -1634,6 +1772,13 @@ impl Sim {
 
     /// Invariants that must hold after every step, for every key.
     fn check_invariants(&self) {
+        for (id, n) in &self.nodes {
+            // (issue 17, item 1: a refusal sticks, and an older copy never votes)
+            assert!(
+                !(n.rolled_back && n.votes(*id)),
+                "node {id}: an older copy of its store votes"
+            );
+        }
         let mut keys: BTreeSet<&Key> = BTreeSet::new();
         for node in self.nodes.values() {
             keys.extend(node.durable.keys());
@@ -1758,6 +1903,9 @@ struct RunStats {
 
 fn run(seed: u64) -> RunStats {
     let mut sim = Sim::new(seed);
+    for node in FIRST_NODES {
+        sim.say_hello(node);
+    }
     let mut value = 0u64;
     let once: Vec<Key> = (0..ONCE_KEYS)
         .map(|i| format!("once-{i:02}").into_bytes())
@@ -1809,6 +1957,9 @@ fn run(seed: u64) -> RunStats {
         if sim.rng.random_bool(0.004) {
             let node = sim.random_node();
             sim.restart_intact(node);
+        }
+        if sim.rng.random_bool(0.01) {
+            sim.restart_refused();
         }
         if step % 400 == 200 {
             let node = sim.random_node();
@@ -2006,6 +2157,8 @@ fn run(seed: u64) -> RunStats {
                 Payload::Install(_) => "install".into(),
                 Payload::Fetched(_) => "fetched".into(),
                 Payload::Installed(_) => "installed".into(),
+                Payload::Hello { .. } => "hello".into(),
+                Payload::HelloAnswer { .. } => "hello answer".into(),
             };
             *kinds
                 .entry(format!("{k} {}->{}", m.from, m.to))
