@@ -419,8 +419,10 @@ pub enum SyncRequest {
         node: NodeId,
         /// Its store's identity.
         store: u64,
-        /// Its store's generation, bumped at this start.
+        /// Its store's generation, raised for this round (`paxos::identity::Round`).
         generation: u64,
+        /// The round's call: the same call asked again is answered the same.
+        call: u64,
     },
 }
 

@@ -961,6 +961,7 @@ async fn node_calls_of_another_cluster_are_refused_and_counted() {
         node: 2,
         store: 77,
         generation: 1,
+        call: 1,
     };
     let mut takeover = m.clone();
     takeover.epoch += 5;

@@ -226,6 +226,7 @@ async fn a_peer_with_node_2s_certificate_cannot_speak_for_node_3_nor_a_client_fo
                 node: 3,
                 store: 1,
                 generation: u64::MAX,
+                call: 1,
             },
         });
         as_node2.write_all(&frame::encode(&hello)).await.unwrap();

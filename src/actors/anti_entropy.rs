@@ -170,9 +170,10 @@ impl SyncServer {
                 node,
                 store,
                 generation,
+                call,
             } => self
                 .members
-                .hello(node, store, generation)
+                .hello(node, store, generation, call)
                 .await
                 .map(|seen| SyncReply::Hello { seen }),
         };

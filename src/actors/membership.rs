@@ -256,9 +256,10 @@ impl Driver {
         }
     }
 
-    /// One round of `Hello`s to `peers`, all at once, at a new generation (raised durably
-    /// first, so that a lost answer never makes the next round look like an older copy),
-    /// the answers fed to `confirmation` (`paxos::identity::Confirmation`). `Err`: why this
+    /// One round of `Hello`s to `peers`, all at once, of the round in progress, or of a
+    /// round begun now (`paxos::identity::begin_round`: the round still pending on disk,
+    /// else a fresh one at the next generation, made durable before it is sent), the answers
+    /// fed to `confirmation`. The first answer clears the round as pending. `Err`: why this
     /// store is refused.
     async fn hello_round(
         &self,
@@ -267,27 +268,37 @@ impl Driver {
         confirmation: &mut identity::Confirmation,
     ) -> std::result::Result<(), String> {
         let me = self.view.me();
-        let generation = match meta(&self.storage, Meta::BumpGeneration).await {
-            Ok(MetaAnswer::U64(g)) => g,
-            other => {
-                log::warn!("node {me}: cannot raise the store's generation: {other:?}");
-                return Ok(());
+        if confirmation.needs_round() {
+            let call = rand::random::<u64>().max(1);
+            match meta(&self.storage, Meta::BeginRound { call }).await {
+                Ok(MetaAnswer::Round(round, fresh)) => confirmation.begin(round, fresh),
+                other => {
+                    log::warn!("node {me}: cannot begin a round of Hellos: {other:?}");
+                    return Ok(());
+                }
             }
+        }
+        let Some(round) = confirmation.round() else {
+            return Ok(());
         };
-        confirmation.begin_round(generation);
         let hellos = peers.iter().filter_map(|&peer| {
             let addr = addr_of(m, peer).ok()?;
             let client = self.client_of(&[(peer, addr)]);
             let hello = SyncRequest::Hello {
                 node: me,
                 store: self.view.store(),
-                generation,
+                generation: round.generation,
+                call: round.call,
             };
             Some(async move { (peer, client.sync(0, hello).await) })
         });
         for (peer, answer) in futures_util::future::join_all(hellos).await {
             if let Ok(SyncReply::Hello { seen }) = answer {
-                confirmation.on_answer(peer, generation, seen)?;
+                if confirmation.on_answer(peer, round, seen)? {
+                    if let Err(e) = meta(&self.storage, Meta::RoundAnswered(round)).await {
+                        log::warn!("node {me}: recording that round {round:?} was answered: {e}");
+                    }
+                }
             }
         }
         Ok(())

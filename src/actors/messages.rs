@@ -254,8 +254,12 @@ pub struct AdoptRecords {
 pub enum Meta {
     /// The store's identity.
     StoreId,
-    /// Bump the generation; answers the new one.
-    BumpGeneration,
+    /// Begin a round of `Hello`s (`paxos::identity::begin_round`): the round still pending,
+    /// else a fresh one at the next generation with `call`, stored as pending; answers
+    /// `MetaAnswer::Round`.
+    BeginRound { call: u64 },
+    /// The round was answered by a peer: it is pending no more.
+    RoundAnswered(crate::paxos::identity::Round),
     /// The installed membership.
     LoadMembership,
     /// Install a membership if newer; answers the installed epoch.
@@ -266,6 +270,7 @@ pub enum Meta {
         node: NodeId,
         store: u64,
         generation: u64,
+        call: u64,
     },
     /// Mark this store refused for good, with the reason.
     MarkRefused(String),
@@ -276,6 +281,8 @@ pub enum Meta {
 #[derive(Debug)]
 pub enum MetaAnswer {
     U64(u64),
+    /// A round, and whether it is fresh.
+    Round(crate::paxos::identity::Round, bool),
     Membership(Option<crate::paxos::membership::Membership>),
     Refused(Option<String>),
     Done,

@@ -293,14 +293,22 @@ impl Handler<Meta> for StorageActor {
         self.flush();
         Ok(match msg {
             Meta::StoreId => MetaAnswer::U64(self.store.store_id()?),
-            Meta::BumpGeneration => MetaAnswer::U64(self.store.bump_generation()?),
+            Meta::BeginRound { call } => {
+                let (round, fresh) = self.store.begin_round(call)?;
+                MetaAnswer::Round(round, fresh)
+            }
+            Meta::RoundAnswered(round) => {
+                self.store.round_answered(round)?;
+                MetaAnswer::Done
+            }
             Meta::LoadMembership => MetaAnswer::Membership(self.store.membership()?),
             Meta::Install(m) => MetaAnswer::U64(self.store.install_membership(&m)?),
             Meta::Hello {
                 node,
                 store,
                 generation,
-            } => MetaAnswer::U64(self.store.hello(node, store, generation)?),
+                call,
+            } => MetaAnswer::U64(self.store.hello(node, store, generation, call)?),
             Meta::MarkRefused(why) => {
                 self.store.mark_refused(&why)?;
                 MetaAnswer::Done

@@ -370,7 +370,7 @@ impl Members {
     /// Answers a peer's `Hello` (`paxos::identity`): the generation of that store seen
     /// before. A node whose own store is refused does not answer: what it
     /// remembers of its peers may be lost or old, and its answer must not confirm anyone.
-    pub async fn hello(&self, node: NodeId, store: u64, generation: u64) -> Result<u64> {
+    pub async fn hello(&self, node: NodeId, store: u64, generation: u64, call: u64) -> Result<u64> {
         if !self.store_intact() {
             return Err(Error::NotThisNode(format!(
                 "node {}: this store is refused; it confirms no peer",
@@ -383,6 +383,7 @@ impl Members {
                 node,
                 store,
                 generation,
+                call,
             },
         )
         .await?

@@ -1,17 +1,33 @@
 //! Store identity at start: the decisions that keep a store which lost what it voted for (a
 //! wiped disk, an older copy of the directory) from voting again. Plain data and decisions,
 //! no IO: `storage` keeps what a node remembers of its peers' stores and calls
-//! [`judge_hello`] inside one write transaction; `actors::membership` sends the `Hello`s and
-//! calls [`refuses`] on the answers.
+//! [`judge_hello`] inside one write transaction, and keeps the node's own round
+//! ([`begin_round`]); `actors::membership` and the simulation send the `Hello`s and feed the
+//! answers to a [`Confirmation`].
 //!
 //! # The generation check
-//! Every store has an identity (a random id drawn when it is created) and a generation, which
-//! the node raises durably before each round of `Hello`s to its peers. Each peer remembers,
-//! **per store of each node**, the highest generation it was told. An intact store's disk
-//! always holds a generation at least as high as any it ever sent, so its next one is higher
+//! Every store has an identity (a random id drawn when it is created) and a generation. A
+//! node's start says `Hello` to its peers in rounds; a round is a generation and a call (a
+//! random id), and each peer remembers, **per store of each node**, the highest generation
+//! it was told, the call that told it and what it answered. An intact store's disk always
+//! holds a generation at least as high as any it ever sent, so its next fresh round is higher
 //! than anything a peer remembers; an older copy of the directory holds a lower one, so a
 //! peer that saw a later run answers that it saw as much or more, and the node refuses to
-//! vote. A lost answer costs nothing: the next round has a new generation.
+//! vote.
+//!
+//! **A lost answer, and a round nobody answered** ([`begin_round`], [`Confirmation`]). A
+//! round stays pending on the node's disk until some peer answers it, and every later round
+//! of the run, and every later start, sends the *same* round again; a peer asked again by the
+//! call it last took answers as it did the first time ([`judge_hello`]). So a lost answer
+//! refuses nothing, and a generation is raised only once the round before it was answered.
+//! Before (issue 17, first session) every round and every start raised the generation: an
+//! older copy restored while cut off from its peers (or restarted by an orchestrator while
+//! its `Hello`s went unanswered) climbed past what its peers had seen and was confirmed once
+//! it reconnected (the simulation, through its faulty network, seed 804: rounds at 16, 17,
+//! 18, 19 unanswered, 20 confirmed by peers that had seen 19). A start that finds a pending
+//! round retries it first, and votes only on the confirmations of a fresh round begun after
+//! it: a copy taken while a round was pending cannot borrow the confirmations the real store
+//! earned with that round.
 //!
 //! # A refusal sticks (review of issue 11, item 1)
 //! Before, a refused copy restarted once more (by an operator, or by an orchestrator reacting
@@ -57,30 +73,87 @@ use crate::paxos::types::NodeId;
 pub const MAX_STORES_PER_NODE: usize = 16;
 
 /// What a node remembers of one store of one peer: the highest generation it said `Hello`
-/// with. Big-endian on disk.
+/// with, the call that said it, and what that call was answered (so that the same call,
+/// retried, is answered the same). Three big-endian u64 on disk; a record of one (before
+/// the calls) is a generation alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SeenStore {
     pub generation: u64,
+    pub call: u64,
+    pub before: u64,
 }
 
 impl SeenStore {
-    pub fn encode(&self) -> [u8; 8] {
-        self.generation.to_be_bytes()
+    pub fn encode(&self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[..8].copy_from_slice(&self.generation.to_be_bytes());
+        out[8..16].copy_from_slice(&self.call.to_be_bytes());
+        out[16..].copy_from_slice(&self.before.to_be_bytes());
+        out
     }
 
     pub fn decode(bytes: &[u8]) -> Option<SeenStore> {
-        Some(SeenStore {
-            generation: u64::from_be_bytes(bytes.try_into().ok()?),
-        })
+        let word = |i: usize| Some(u64::from_be_bytes(bytes.get(i..i + 8)?.try_into().ok()?));
+        match bytes.len() {
+            8 => Some(SeenStore {
+                generation: word(0)?,
+                ..SeenStore::default()
+            }),
+            24 => Some(SeenStore {
+                generation: word(0)?,
+                call: word(8)?,
+                before: word(16)?,
+            }),
+            _ => None,
+        }
     }
 }
 
-/// A peer's decision on a store's `Hello` at `generation`, given what it remembers of that
-/// store: the answer (the generation seen before, 0 for none) and what to remember from now
-/// on (`None`: nothing changes).
-pub fn judge_hello(seen: Option<SeenStore>, generation: u64) -> (u64, Option<SeenStore>) {
-    let before = seen.unwrap_or_default().generation;
-    let remember = (generation > before).then_some(SeenStore { generation });
+/// A round of `Hello`s: the store's generation and the call (a random nonzero id drawn for
+/// the round) that says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    pub generation: u64,
+    pub call: u64,
+}
+
+/// The round a node begins, given its durable generation and the round still unanswered on
+/// its disk (`pending`, if any): that round again, else a fresh one at the next generation
+/// with `call`. Returns the round and whether it is fresh; the caller stores a fresh round as
+/// the generation and as pending, durably, before sending it.
+pub fn begin_round(generation: u64, pending: Option<Round>, call: u64) -> (Round, bool) {
+    match pending {
+        Some(round) => (round, false),
+        None => (
+            Round {
+                generation: generation + 1,
+                call,
+            },
+            true,
+        ),
+    }
+}
+
+/// A peer's decision on a store's `Hello` at `generation` by `call`, given what it
+/// remembers of that store: the answer (the generation seen before, 0 for none) and what to
+/// remember from now on (`None`: nothing changes). The call it last took, asked again, is
+/// answered as it was the first time (a retry whose answer was lost, or a restart that
+/// retries its round).
+pub fn judge_hello(
+    seen: Option<SeenStore>,
+    generation: u64,
+    call: u64,
+) -> (u64, Option<SeenStore>) {
+    let seen = seen.unwrap_or_default();
+    if call != 0 && seen.call == call && seen.generation == generation {
+        return (seen.before, None);
+    }
+    let before = seen.generation;
+    let remember = (generation > before).then_some(SeenStore {
+        generation,
+        call,
+        before,
+    });
     (before, remember)
 }
 
@@ -90,47 +163,76 @@ pub fn refuses(generation: u64, seen: u64) -> bool {
     seen >= generation
 }
 
-/// A node's start after its membership is installed: rounds of `Hello`s, each at a new
-/// generation the node raised durably first, until `q - 1` voters confirmed it (a majority
-/// with itself). Plain state: `actors::membership` and the simulation send the rounds and
-/// feed the answers in.
+/// A node's start after its membership is installed: rounds of `Hello`s until `q - 1`
+/// voters confirmed a **fresh** round of this run (a majority with itself). Plain state:
+/// `actors::membership` and the simulation send the rounds and feed the answers in.
 ///
-/// Only answers to the round in progress count: a round's calls end with it (the runtime
-/// waits for all of them or their timeouts before the next), so an answer to an earlier
-/// round is one that came too late and is dropped, whatever it says.
+/// **A generation is raised only once the round before it was answered** (the simulation,
+/// seed 804: an older copy restarted, or retrying, while cut off from its peers raised its
+/// generation at every round and start, past what its peers had seen, and was confirmed).
+/// A round stays pending on the node's disk until some peer answers it; until then every
+/// round, and every start, sends it again, the same call, which a peer that took it answers
+/// as it did the first time (`judge_hello`), so a lost answer refuses nothing. A start that
+/// finds a pending round retries it first: once answered (not refused), it begins a fresh
+/// round, and votes only on that one's confirmations. So a copy restored from a stop whose
+/// round was pending cannot borrow the confirmations the real store earned with that round
+/// in its next run: the real store voted only after a fresher round, which the peers
+/// remember above the copy's.
+///
+/// Only answers to the round in progress count: a round's calls end with it, so an answer
+/// to an earlier round is one that came too late and is dropped, whatever it says.
 #[derive(Debug, Clone, Default)]
 pub struct Confirmation {
-    /// The generation of the round in progress (0: none yet).
-    round: u64,
-    /// The peers that confirmed this run (in any of its rounds).
+    /// The round in progress, and whether it is fresh (begun in this run).
+    round: Option<(Round, bool)>,
+    /// Some peer answered the round in progress.
+    answered: bool,
+    /// The peers that confirmed this run's fresh round.
     confirmed: BTreeSet<NodeId>,
 }
 
 impl Confirmation {
-    /// A round begins at `generation` (raised and made durable by the caller).
-    pub fn begin_round(&mut self, generation: u64) {
-        self.round = generation;
-    }
-
-    /// The generation of the round in progress.
-    pub fn round(&self) -> u64 {
-        self.round
-    }
-
-    /// `peer` answered a `Hello` at `generation` with `seen`, the generation it had seen of
-    /// this store before. `Err`: this store is an older copy, refused for good.
-    pub fn on_answer(&mut self, peer: NodeId, generation: u64, seen: u64) -> Result<(), String> {
-        if generation != self.round {
-            return Ok(());
+    /// Does the node need to begin a round (`begin_round`) before it sends one? At the
+    /// start, and once a retried round was answered.
+    pub fn needs_round(&self) -> bool {
+        match self.round {
+            None => true,
+            Some((_, fresh)) => !fresh && self.answered,
         }
-        if refuses(generation, seen) {
+    }
+
+    /// A round begins (`begin_round`'s answer, made durable by the caller).
+    pub fn begin(&mut self, round: Round, fresh: bool) {
+        self.round = Some((round, fresh));
+        self.answered = false;
+    }
+
+    /// The round in progress.
+    pub fn round(&self) -> Option<Round> {
+        self.round.map(|(r, _)| r)
+    }
+
+    /// `peer` answered the `Hello` of `round` with `seen`, the generation it had seen of
+    /// this store before. `Ok(true)`: the first answer to the round in progress (the caller
+    /// clears it as pending, durably). `Err`: this store is an older copy, refused for good.
+    pub fn on_answer(&mut self, peer: NodeId, round: Round, seen: u64) -> Result<bool, String> {
+        let Some((current, fresh)) = self.round else {
+            return Ok(false);
+        };
+        if round != current {
+            return Ok(false);
+        }
+        if refuses(round.generation, seen) {
             return Err(format!(
                 "node {peer} saw generation {seen} of this store, which now starts as \
-                 generation {generation}: this data directory is an older copy"
+                 generation {}: this data directory is an older copy",
+                round.generation
             ));
         }
-        self.confirmed.insert(peer);
-        Ok(())
+        if fresh {
+            self.confirmed.insert(peer);
+        }
+        Ok(!std::mem::replace(&mut self.answered, true))
     }
 
     /// The peers of `m` (`me` left out) that did not confirm this run yet.
@@ -184,26 +286,102 @@ pub fn store_to_forget(remembered: &[(u64, SeenStore)], keep: Option<u64>) -> Op
 mod tests {
     use super::*;
 
-    fn seen(generation: u64) -> Option<SeenStore> {
-        Some(SeenStore { generation })
+    fn seen(generation: u64, call: u64, before: u64) -> Option<SeenStore> {
+        Some(SeenStore {
+            generation,
+            call,
+            before,
+        })
+    }
+
+    fn round(generation: u64, call: u64) -> Round {
+        Round { generation, call }
     }
 
     #[test]
     fn a_higher_generation_is_confirmed_and_remembered() {
-        assert_eq!(judge_hello(seen(3), 4), (3, seen(4)));
-        assert_eq!(judge_hello(None, 1), (0, seen(1)));
+        assert_eq!(judge_hello(seen(3, 30, 2), 4, 40), (3, seen(4, 40, 3)));
+        assert_eq!(judge_hello(None, 1, 10), (0, seen(1, 10, 0)));
         assert!(!refuses(4, 3));
     }
 
     #[test]
     fn an_older_copy_is_refused_and_a_late_hello_changes_nothing() {
-        let (answer, remember) = judge_hello(seen(5), 5);
-        assert!(refuses(5, answer));
+        let (answer, remember) = judge_hello(seen(5, 50, 4), 5, 51);
+        assert!(
+            refuses(5, answer),
+            "the same generation by another call: a copy"
+        );
         assert_eq!(remember, None);
         // A late Hello of an earlier round is answered "seen more" and changes nothing: the
         // next round, at a higher generation, is confirmed.
-        assert_eq!(judge_hello(seen(7), 6), (7, None));
-        assert_eq!(judge_hello(seen(7), 8), (7, seen(8)));
+        assert_eq!(judge_hello(seen(7, 70, 6), 6, 60), (7, None));
+        assert_eq!(judge_hello(seen(7, 70, 6), 8, 80), (7, seen(8, 80, 7)));
+    }
+
+    #[test]
+    fn the_same_call_asked_again_is_answered_as_the_first_time() {
+        let (first, remember) = judge_hello(seen(3, 30, 2), 4, 40);
+        let again = judge_hello(remember, 4, 40);
+        assert_eq!(again, (first, None));
+        assert!(
+            !refuses(4, again.0),
+            "a retry whose answer was lost is no older copy"
+        );
+        // A legacy record (a generation alone) matches no call.
+        assert!(refuses(4, judge_hello(seen(4, 0, 0), 4, 0).0));
+    }
+
+    #[test]
+    fn a_round_is_begun_again_until_answered_and_a_generation_is_never_raised_before() {
+        // Nothing pending: a fresh round at the next generation.
+        assert_eq!(begin_round(7, None, 99), (round(8, 99), true));
+        // A pending round (unanswered, from this run or an earlier one): the same again,
+        // however often the node restarts or retries.
+        for call in [100, 101, 102] {
+            assert_eq!(
+                begin_round(8, Some(round(8, 99)), call),
+                (round(8, 99), false)
+            );
+        }
+    }
+
+    #[test]
+    fn an_older_copy_cut_off_and_restarted_never_climbs_past_its_peers() {
+        // The real store ran on to generation 9 (call 90), seen by the peer; the copy holds
+        // generation 7 and nothing pending. Cut off, it restarts five times.
+        let peer = seen(9, 90, 8);
+        let (first, fresh) = begin_round(7, None, 71);
+        assert!(fresh);
+        let mut pending = Some(first);
+        for call in 72..77 {
+            let (again, fresh) = begin_round(first.generation, pending, call);
+            assert_eq!((again, fresh), (first, false));
+            pending = Some(again);
+        }
+        // Reconnected: its round is refused.
+        let (answer, _) = judge_hello(peer, first.generation, first.call);
+        let mut c = Confirmation::default();
+        c.begin(first, true);
+        assert!(c.on_answer(2, first, answer).is_err());
+    }
+
+    #[test]
+    fn a_retried_round_confirms_nothing_and_leads_to_a_fresh_one() {
+        let m = five();
+        let mut c = Confirmation::default();
+        assert!(c.needs_round());
+        c.begin(round(4, 40), false);
+        assert!(!c.needs_round());
+        assert_eq!(c.on_answer(2, round(4, 40), 3), Ok(true));
+        assert_eq!(c.on_answer(3, round(4, 40), 3), Ok(false));
+        assert_eq!(c.voters_confirmed(&m), 0, "a retried round confirms nobody");
+        assert!(c.needs_round(), "answered: now a fresh round");
+        c.begin(round(5, 50), true);
+        assert_eq!(c.on_answer(2, round(5, 50), 4), Ok(true));
+        assert_eq!(c.on_answer(3, round(5, 50), 4), Ok(false));
+        assert!(c.is_confirmed(&m));
+        assert!(!c.needs_round());
     }
 
     #[test]
@@ -214,6 +392,7 @@ mod tests {
                     store,
                     SeenStore {
                         generation: 100 - store,
+                        ..SeenStore::default()
                     },
                 )
             })
@@ -232,17 +411,17 @@ mod tests {
     fn a_start_is_confirmed_by_two_voters_of_five_and_refused_by_one_answer() {
         let m = five();
         let mut c = Confirmation::default();
-        c.begin_round(4);
-        assert_eq!(c.on_answer(2, 4, 3), Ok(()));
+        c.begin(round(4, 40), true);
+        assert_eq!(c.on_answer(2, round(4, 40), 3), Ok(true));
         assert!(!c.is_confirmed(&m));
-        assert_eq!(c.on_answer(3, 4, 0), Ok(()));
+        assert_eq!(c.on_answer(3, round(4, 40), 0), Ok(false));
         assert!(
             c.is_confirmed(&m),
             "two voters and this node are a majority of five"
         );
         assert_eq!(c.unconfirmed(&m, 1), vec![4, 5]);
         assert!(
-            c.on_answer(4, 4, 4).is_err(),
+            c.on_answer(4, round(4, 40), 4).is_err(),
             "a peer saw this generation already"
         );
     }
@@ -251,12 +430,12 @@ mod tests {
     fn an_answer_to_an_earlier_round_counts_for_nothing() {
         let m = five();
         let mut c = Confirmation::default();
-        c.begin_round(4);
-        c.begin_round(5);
+        c.begin(round(4, 40), false);
+        c.begin(round(5, 50), true);
         // Round 4's Hello arrived after round 5's: "seen 5", which refuses nothing now.
-        assert_eq!(c.on_answer(2, 4, 5), Ok(()));
+        assert_eq!(c.on_answer(2, round(4, 40), 5), Ok(false));
         assert_eq!(c.voters_confirmed(&m), 0, "nor confirms anything");
-        assert_eq!(c.on_answer(2, 5, 3), Ok(()));
+        assert_eq!(c.on_answer(2, round(5, 50), 3), Ok(true));
         assert_eq!(c.voters_confirmed(&m), 1);
     }
 
@@ -264,8 +443,15 @@ mod tests {
     fn a_seen_store_survives_its_encoding_and_garbage_is_not_one() {
         let s = SeenStore {
             generation: 1 << 40,
+            call: 7,
+            before: 3,
         };
         assert_eq!(SeenStore::decode(&s.encode()), Some(s));
+        assert_eq!(
+            SeenStore::decode(&(5u64).to_be_bytes()),
+            seen(5, 0, 0),
+            "a record written before the calls"
+        );
         assert_eq!(SeenStore::decode(&[1, 2, 3]), None);
     }
 }

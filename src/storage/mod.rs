@@ -58,8 +58,12 @@ mod meta_key {
     pub const SYNCED: &[u8] = b"synced";
     /// The store's identity: a random u64, drawn when the store was created.
     pub const STORE_ID: &[u8] = b"store_id";
-    /// The store's generation: bumped at every start of the node.
+    /// The store's generation: raised for each fresh round of `Hello`s
+    /// (`paxos::identity::begin_round`).
     pub const GENERATION: &[u8] = b"generation";
+    /// The call of the round of `Hello`s at `GENERATION` while no peer answered it yet
+    /// (absent: answered, or none): begun again at the next start.
+    pub const PENDING_CALL: &[u8] = b"pending_call";
     /// The installed membership (postcard).
     pub const MEMBERSHIP: &[u8] = b"membership";
     /// `peer_generation/<node id, big-endian>`: the highest generation of that node's store
@@ -346,14 +350,40 @@ impl Store {
         Ok(self.meta_u64(&rtxn, meta_key::STORE_ID)?.unwrap_or(0))
     }
 
-    /// Bumps the store's generation (durably) and returns the new one.
-    pub fn bump_generation(&self) -> Result<u64> {
+    /// Begins a round of `Hello`s (`paxos::identity::begin_round`): the pending one again,
+    /// else a fresh one at the next generation with `call`, stored (durably) as the
+    /// generation and as pending. Returns it, and whether it is fresh.
+    pub fn begin_round(&self, call: u64) -> Result<(identity::Round, bool)> {
         let mut wtxn = self.env.write_txn()?;
-        let next = self.meta_u64(&wtxn, meta_key::GENERATION)?.unwrap_or(0) + 1;
-        self.meta
-            .put(&mut wtxn, meta_key::GENERATION, &next.to_be_bytes())?;
-        wtxn.commit()?;
-        Ok(next)
+        let generation = self.meta_u64(&wtxn, meta_key::GENERATION)?.unwrap_or(0);
+        let pending = self
+            .meta_u64(&wtxn, meta_key::PENDING_CALL)?
+            .filter(|call| *call != 0)
+            .map(|call| identity::Round { generation, call });
+        let (round, fresh) = identity::begin_round(generation, pending, call);
+        if fresh {
+            self.meta.put(
+                &mut wtxn,
+                meta_key::GENERATION,
+                &round.generation.to_be_bytes(),
+            )?;
+            self.meta
+                .put(&mut wtxn, meta_key::PENDING_CALL, &round.call.to_be_bytes())?;
+            wtxn.commit()?;
+        }
+        Ok((round, fresh))
+    }
+
+    /// A peer answered `round`: it is pending no more (the next start begins a fresh one).
+    pub fn round_answered(&self, round: identity::Round) -> Result<()> {
+        let mut wtxn = self.env.write_txn()?;
+        let generation = self.meta_u64(&wtxn, meta_key::GENERATION)?.unwrap_or(0);
+        let pending = self.meta_u64(&wtxn, meta_key::PENDING_CALL)?.unwrap_or(0);
+        if generation == round.generation && pending == round.call {
+            self.meta.delete(&mut wtxn, meta_key::PENDING_CALL)?;
+            wtxn.commit()?;
+        }
+        Ok(())
     }
 
     fn meta_u64(&self, txn: &heed::RoTxn, key: &[u8]) -> Result<Option<u64>> {
@@ -402,7 +432,7 @@ impl Store {
     /// `paxos::identity::judge_hello`), remembering what it decides, in one transaction: the
     /// generation of that store seen before (0: none). At most
     /// `identity::MAX_STORES_PER_NODE` stores of a node are remembered.
-    pub fn hello(&self, node: NodeId, store: u64, generation: u64) -> Result<u64> {
+    pub fn hello(&self, node: NodeId, store: u64, generation: u64, call: u64) -> Result<u64> {
         let key = identity::seen_store_key(meta_key::PEER_STORE, node, store);
         let mut wtxn = self.env.write_txn()?;
         let corrupt = || {
@@ -414,7 +444,7 @@ impl Store {
             Some(bytes) => Some(SeenStore::decode(bytes).ok_or_else(corrupt)?),
             None => self.legacy_seen(&wtxn, node, store)?,
         };
-        let (answer, remember) = identity::judge_hello(seen, generation);
+        let (answer, remember) = identity::judge_hello(seen, generation, call);
         let Some(remember) = remember else {
             return Ok(answer);
         };
