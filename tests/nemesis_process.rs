@@ -1,10 +1,12 @@
 //! Process-level nemesis: five real `paxkv node` processes (see `support/processes.rs`)
-//! under SIGKILL, SIGSTOP/SIGCONT, restarts, partitions, message faults, and lost disks (a
-//! killed node's data directory wiped, or rolled back to an older copy): the node is refused
-//! (and stays refused through the restarts an orchestrator would make) and rejoins as a new
-//! member (`member remove`, `member add`), a change driven in the background through
-//! whichever node answers while the next faults (SIGKILL of the driving node, and of the node
-//! the change is about, included) go on, one change at a time; with a concurrent workload and keys written
+//! under SIGKILL, SIGSTOP/SIGCONT, restarts, partitions, message faults, lost disks (a
+//! killed node's data directory wiped, or rolled back to an older copy: the node is refused,
+//! stays refused through the restarts an orchestrator would make, and rejoins as a new
+//! member through `member remove` and `member add`), and replacements (a new node at a new
+//! address, `paxkv node --addr --join`, is added and a running voter removed and stopped for
+//! good). Each change is driven in the background through whichever node answers while the
+//! next faults (SIGKILL of the driving node, and of the nodes the change is about, included)
+//! go on, one change at a time; with a concurrent workload and keys written
 //! once, all read back at the end, whose whole history must be linearizable. Also: a change
 //! whose driver is SIGKILLed mid-change completes when rerun elsewhere, and a write storm
 //! whose acknowledged writes must all survive SIGKILL of every node at once.

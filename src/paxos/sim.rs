@@ -19,13 +19,15 @@
 //!   and claiming a member as sender, so that only the cluster identity refuses them
 //!   (`admission::same_cluster`, `Membership::installs_over`, as the runtime);
 //! - **disk wipes and rollbacks**: a node loses every record (and its membership), or goes
-//!   back to a copy of its directory taken at a stop after which it ran again. It never votes
-//!   with that store: a wiped store is a new store the membership does not list, and a
-//!   rolled-back one is refused by its generation, decided by the runtime's own functions
-//!   (`paxos::identity::judge_hello` and `refuses`, at every start, against what each peer
-//!   remembers of each store; `Sim::say_hello`), and stays refused through one or two more
-//!   restarts (checked after each). It rejoins as a new member: `remove`, then (wiped) `add`
-//!   with its new store;
+//!   back to a copy of its directory taken at a stop after which it ran again (restored cut
+//!   off from its peers half of the time). It never votes with that store: a wiped store is a
+//!   new store the membership does not list, and a rolled-back one is refused by its
+//!   generation, decided by the runtime's own `paxos::identity` (`Confirmation`,
+//!   `begin_round`, `judge_hello`) through `Hello`s and answers that go through the faulty
+//!   network (`Sim::say_hello`); an orchestrator restarts it at random meanwhile. Checked at
+//!   each answer: an older copy is never confirmed, an intact store never refused; and no
+//!   older copy ever votes. It rejoins as a new member: `remove`, then (wiped) `add` with its
+//!   new store. Every node votes only once `q - 1` voters confirmed its start;
 //! - **membership changes** while all of the above goes on: the lost stores' remove and add,
 //!   the replacement of a node by a new one (add the new, remove the old, which is dead),
 //!   growing to seven voters and shrinking back to three; **the driver's node restarts in the
