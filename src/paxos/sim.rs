@@ -1215,15 +1215,7 @@ impl Sim {
                     .or_default() += 1;
                 let id = change.node();
                 self.wipe_store(id);
-                let store = self.nodes[&id].store;
-                self.changes.push_front((
-                    Change::Add {
-                        id,
-                        addr: format!("n{id}"),
-                        store,
-                    },
-                    d.then,
-                ));
+                self.add_again(id, d.then);
             }
             Err(Error::BadRequest(why)) => {
                 assert_ne!(
@@ -1238,6 +1230,17 @@ impl Sim {
                 self.rerun(change, d.then, d.fence);
             }
         }
+    }
+
+    /// Node `id` is added again, with the store it has now, before any other change.
+    fn add_again(&mut self, id: NodeId, then: Then) {
+        let store = self.nodes[&id].store;
+        let add = Change::Add {
+            id,
+            addr: format!("n{id}"),
+            store,
+        };
+        self.changes.push_front((add, then));
     }
 
     /// The operator asks again at another node, with the same fence (the epoch they read).
@@ -1262,27 +1265,10 @@ impl Sim {
         let id = change.node();
         match then {
             Then::Nothing => {}
-            Then::Add => {
-                let store = self.nodes[&id].store;
-                self.changes.push_front((
-                    Change::Add {
-                        id,
-                        addr: format!("n{id}"),
-                        store,
-                    },
-                    Then::Nothing,
-                ));
-            }
+            Then::Add => self.add_again(id, Then::Nothing),
             Then::WipeAndAdd => {
                 self.wipe_store(id);
-                self.changes.push_front((
-                    Change::Add {
-                        id,
-                        addr: format!("n{id}"),
-                        store: self.nodes[&id].store,
-                    },
-                    Then::Nothing,
-                ));
+                self.add_again(id, Then::Nothing);
             }
         }
     }
