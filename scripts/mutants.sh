@@ -83,6 +83,7 @@ mutants=(
   'older-copy-off-by-one-sim @@ src/paxos/identity.rs @@ s/^    seen >= generation$/    seen > generation/ @@ --lib sim'
   'sim-refusal-mark-ignored @@ src/paxos/sim.rs @@ s/^        if n.marked {$/        if false \&\& n.marked {/ @@ --lib sim'
   'join-ignored @@ src/actors/membership.rs @@ s/^        addrs.extend(join);$/        let _ = join;/ @@ --test membership a_node_whose_old_peers_are_all_gone'
+  'add-takes-stores-with-records-sim @@ src/paxos/membership.rs @@ s/        if joining.holds_records {/        if false \&\& joining.holds_records {/ @@ --lib sim'
   'add-takes-stores-with-records @@ src/paxos/membership.rs @@ s/        if joining.holds_records {/        if false \&\& joining.holds_records {/ @@ --test membership a_store_that_served_another_cluster'
   'removed-node-frames-accepted @@ src/actors/network.rs @@ s/^                if !member {$/                if false {/ @@ --test membership a_removed_node_that_returns'
 )

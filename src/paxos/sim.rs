@@ -1204,11 +1204,13 @@ impl Sim {
             }
             Err(Error::BadRequest(_))
                 if matches!(change, Change::Add { id, .. }
-                    if !self.nodes[&id].durable.is_empty()) =>
+                    if !self.nodes[&id].durable.is_empty()
+                        || self.nodes[&id].cluster() != self.cluster) =>
             {
-                // The store to be added holds records (an unrecorded store wiped, then
-                // recorded and voting before its re-add: `admits_joining` refuses it). The
-                // operator does as told: an empty directory, and the add again.
+                // The store to be added holds records (another cluster's, or an unrecorded
+                // store wiped, then recorded and voting before its re-add), or it installed
+                // another cluster's membership: `admits_joining` refuses it. The operator
+                // does as told: an empty directory, and the add again.
                 *self
                     .faults
                     .entry("add refused: store holds records")
@@ -1560,6 +1562,50 @@ impl Sim {
         });
     }
 
+    /// The new node `id` is started on a directory that served another cluster (staging,
+    /// with the same key names): its membership is that cluster's, and most of the time it
+    /// holds records of the workload's keys at ballots above any in use, with values no
+    /// client wrote. `member add` must refuse it (`Membership::admits_joining`): taken, its
+    /// records would win the add's rescan (review of issue 11, item 3). The operator then
+    /// gives it an empty directory and adds it again.
+    fn plant_foreign_store(&mut self, id: NodeId) {
+        *self.faults.entry("foreign store").or_default() += 1;
+        let mut theirs = Membership::bootstrap([(id, format!("n{id}"))], "staging");
+        theirs.cluster = self.cluster ^ (1 << 62);
+        // Three kinds, so that each of `admits_joining`'s rules is the only one that refuses
+        // one of them: records and staging's membership; records and no membership (its
+        // membership record lost: it then pulls this cluster's); no records and staging's
+        // membership, at an epoch below this cluster's.
+        let kind = self.rng.random_range(0..3);
+        theirs.epoch = match kind {
+            2 => self.register.epoch.saturating_sub(1).max(1),
+            _ => self.register.epoch + self.rng.random_range(0..3),
+        };
+        let mut records = BTreeMap::new();
+        if kind < 2 {
+            let ballot = Ballot::new((1 << 41) + self.rng.random_range(0..1_000), id);
+            for key in std::iter::once(HOT.to_vec())
+                .chain((0..ONCE_KEYS).map(|i| format!("once-{i:02}").into_bytes()))
+            {
+                let record = AcceptorRecord {
+                    promised: ballot,
+                    accepted: ballot,
+                    state: Register {
+                        version: 1_000_000,
+                        value: Some(b"staging".to_vec()),
+                        ..Register::default()
+                    },
+                    fast_unknown: false,
+                };
+                records.insert(key, record);
+            }
+        }
+        let n = self.nodes.get_mut(&id).unwrap();
+        n.membership = (kind != 1).then_some(theirs);
+        n.durable = records;
+        n.acceptors.clear();
+    }
+
     /// A copy of a stopped node's data directory, after which the node runs again (so that
     /// its peers see a later generation of its store: a rollback to the copy is then one the
     /// design claims to detect; a copy of a running node's latest run is not, see
@@ -1620,6 +1666,15 @@ impl Sim {
         self.snapshots.clear();
         if rollback {
             let copy = copy.expect("checked above");
+            if self.rng.random_bool(0.3) {
+                // The node first started once on an empty directory (a new store, whose
+                // `Hello`s the peers remember apart from the real store's: item 1 (b)).
+                *self
+                    .faults
+                    .entry("empty start before a rollback")
+                    .or_default() += 1;
+                self.wipe_store(node);
+            }
             let n = self.nodes.get_mut(&node).unwrap();
             n.durable = copy.durable;
             n.store = copy.store;
@@ -2018,6 +2073,9 @@ fn run(seed: u64) -> RunStats {
                 3 if voters < MAX_VOTERS => {
                     *sim.faults.entry("grow").or_default() += 1;
                     let id = sim.add_new_node();
+                    if sim.rng.random_bool(0.3) {
+                        sim.plant_foreign_store(id);
+                    }
                     sim.growing.insert(id);
                     let store = sim.nodes[&id].store;
                     sim.changes.push_back((
