@@ -1600,6 +1600,9 @@ impl Sim {
                 records.insert(key, record);
             }
         }
+        // (staging recorded another store for it: it votes in neither cluster, so no client
+        // of this one is ever answered by staging)
+        theirs.members[0].store = self.rng.random::<u64>() | 1;
         let n = self.nodes.get_mut(&id).unwrap();
         n.membership = (kind != 1).then_some(theirs);
         n.durable = records;
@@ -1850,6 +1853,18 @@ impl Sim {
                 !(n.rolled_back && n.votes(*id)),
                 "node {id}: an older copy of its store votes"
             );
+            // (item 4: a store the membership never recorded holds no vote on a client key,
+            // so losing it in the bootstrap window loses no write)
+            if self.register.member(*id).is_some_and(|m| m.store == 0) {
+                assert!(
+                    n.durable.is_empty(),
+                    "node {id}: a store the membership does not record holds votes on {:?}",
+                    n.durable
+                        .keys()
+                        .map(|k| String::from_utf8_lossy(k))
+                        .collect::<Vec<_>>()
+                );
+            }
         }
         let mut keys: BTreeSet<&Key> = BTreeSet::new();
         for node in self.nodes.values() {
