@@ -127,8 +127,13 @@ impl TestCluster {
     /// each serving `/metrics` on a port of its own; all started.
     pub fn with_tls(n: usize, certs: &std::path::Path) -> TestCluster {
         let mut cluster = TestCluster::configured_n(n, |config| {
-            for node in &mut config.nodes {
-                node.metrics_addr = Some(free_port().to_string());
+            // Bound together, so that no two nodes get the same port (one port bound and
+            // released at a time can come back: "address used twice", seen in CI).
+            let listeners: Vec<TcpListener> = (0..config.nodes.len())
+                .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+                .collect();
+            for (node, listener) in config.nodes.iter_mut().zip(&listeners) {
+                node.metrics_addr = Some(listener.local_addr().unwrap().to_string());
             }
             tls_dir_for(config, certs);
         });
