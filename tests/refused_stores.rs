@@ -94,8 +94,9 @@ async fn a_refused_node_left_waiting_leaves_no_connection_open_and_clients_keep_
     const LIMIT: usize = 32;
     let mut cluster = TestCluster::start_with(|config| {
         config.limits.max_client_connections = LIMIT;
-        for node in &mut config.nodes {
-            node.metrics_addr = Some(support::free_port().to_string());
+        let ports = support::free_ports(config.nodes.len());
+        for (node, port) in config.nodes.iter_mut().zip(ports) {
+            node.metrics_addr = Some(port.to_string());
         }
     });
     cluster.stop(5);

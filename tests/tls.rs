@@ -415,7 +415,7 @@ async fn metrics_name_every_documented_series_and_health_follows_voting() {
 #[tokio::test]
 async fn a_peer_link_refuses_a_node_whose_certificate_names_another_node() {
     let certs = tempfile::tempdir().unwrap();
-    let addrs: Vec<SocketAddr> = (0..3).map(|_| support::free_port()).collect();
+    let addrs: Vec<SocketAddr> = support::free_ports(3);
     let nodes: Vec<_> = (1..=3).zip(addrs).collect();
     paxkv::certs::write(&nodes, certs.path(), true).unwrap();
     let ca = certs.path().join("ca.pem");

@@ -127,13 +127,9 @@ impl TestCluster {
     /// each serving `/metrics` on a port of its own; all started.
     pub fn with_tls(n: usize, certs: &std::path::Path) -> TestCluster {
         let mut cluster = TestCluster::configured_n(n, |config| {
-            // Bound together, so that no two nodes get the same port (one port bound and
-            // released at a time can come back: "address used twice", seen in CI).
-            let listeners: Vec<TcpListener> = (0..config.nodes.len())
-                .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-                .collect();
-            for (node, listener) in config.nodes.iter_mut().zip(&listeners) {
-                node.metrics_addr = Some(listener.local_addr().unwrap().to_string());
+            let ports = free_ports(config.nodes.len());
+            for (node, port) in config.nodes.iter_mut().zip(ports) {
+                node.metrics_addr = Some(port.to_string());
             }
             tls_dir_for(config, certs);
         });
@@ -544,6 +540,15 @@ impl History {
 
 /// Copies the files of a (node's data) directory; `to` is created.
 /// A free 127.0.0.1 port (bound, read, released).
+/// `n` distinct free loopback ports, bound together (one bound and released at a time can come
+/// back twice: "address used twice", seen in CI).
+pub fn free_ports(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
 pub fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
