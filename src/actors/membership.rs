@@ -259,8 +259,8 @@ impl Driver {
     /// One round of `Hello`s to `peers`, all at once, of the round in progress, or of a
     /// round begun now (`paxos::identity::begin_round`: the round still pending on disk,
     /// else a fresh one at the next generation, made durable before it is sent), the answers
-    /// fed to `confirmation`. The first answer clears the round as pending. `Err`: why this
-    /// store is refused.
+    /// fed to `confirmation`. Once `q - 1` voters confirmed it, the round is cleared as
+    /// pending. `Err`: why this store is refused.
     async fn hello_round(
         &self,
         m: &Membership,
@@ -268,7 +268,7 @@ impl Driver {
         confirmation: &mut identity::Confirmation,
     ) -> std::result::Result<(), String> {
         let me = self.view.me();
-        if confirmation.needs_round() {
+        if confirmation.needs_round(Some(m)) {
             let call = rand::random::<u64>().max(1);
             match meta(&self.storage, Meta::BeginRound { call }).await {
                 Ok(MetaAnswer::Round(round, fresh)) => confirmation.begin(round, fresh),
@@ -294,11 +294,12 @@ impl Driver {
         });
         for (peer, answer) in futures_util::future::join_all(hellos).await {
             if let Ok(SyncReply::Hello { seen }) = answer {
-                if confirmation.on_answer(peer, round, seen)? {
-                    if let Err(e) = meta(&self.storage, Meta::RoundAnswered(round)).await {
-                        log::warn!("node {me}: recording that round {round:?} was answered: {e}");
-                    }
-                }
+                confirmation.on_answer(peer, round, seen)?;
+            }
+        }
+        if let Some(round) = confirmation.to_clear(m) {
+            if let Err(e) = meta(&self.storage, Meta::RoundAnswered(round)).await {
+                log::warn!("node {me}: recording that round {round:?} was confirmed: {e}");
             }
         }
         Ok(())

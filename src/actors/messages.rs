@@ -258,7 +258,7 @@ pub enum Meta {
     /// else a fresh one at the next generation with `call`, stored as pending; answers
     /// `MetaAnswer::Round`.
     BeginRound { call: u64 },
-    /// The round was answered by a peer: it is pending no more.
+    /// The round was confirmed by `q - 1` voters: it is pending no more.
     RoundAnswered(crate::paxos::identity::Round),
     /// The installed membership.
     LoadMembership,

@@ -233,10 +233,10 @@ impl Members {
     pub fn store_intact(&self) -> bool {
         let me = self.view.me();
         !self.store_refused()
-            && self.view.get().is_some_and(|m| {
-                m.member(me)
-                    .is_none_or(|x| x.store == self.view.store() || x.store == 0)
-            })
+            && self
+                .view
+                .get()
+                .is_some_and(|m| m.holds_store_of(me, self.view.store()))
     }
 
     /// [`Members::store_intact`], and this run's generation confirmed by its peers: what a

@@ -167,10 +167,11 @@ pub fn refuses(generation: u64, seen: u64) -> bool {
 /// voters confirmed a **fresh** round of this run (a majority with itself). Plain state:
 /// `actors::membership` and the simulation send the rounds and feed the answers in.
 ///
-/// **A generation is raised only once the round before it was answered** (the simulation,
-/// seed 804: an older copy restarted, or retrying, while cut off from its peers raised its
-/// generation at every round and start, past what its peers had seen, and was confirmed).
-/// A round stays pending on the node's disk until some peer answers it; until then every
+/// **A generation is raised only once the round before it was confirmed** by `q - 1` voters
+/// (the simulation, seed 804: an older copy restarted, or retrying, while cut off from its
+/// peers raised its generation at every round and start, past what its peers had seen, and
+/// was confirmed; seed 29: the same one answer at a time, from the one peer that had not
+/// seen the later run). A round stays pending on the node's disk until then; until then every
 /// round, and every start, sends it again, the same call, which a peer that took it answers
 /// as it did the first time (`judge_hello`), so a lost answer refuses nothing. A start that
 /// finds a pending round retries it first: once answered (not refused), it begins a fresh
@@ -185,26 +186,29 @@ pub fn refuses(generation: u64, seen: u64) -> bool {
 pub struct Confirmation {
     /// The round in progress, and whether it is fresh (begun in this run).
     round: Option<(Round, bool)>,
-    /// Some peer answered the round in progress.
-    answered: bool,
+    /// The peers that answered the round in progress without refusing it.
+    answered: BTreeSet<NodeId>,
+    /// The round in progress was confirmed and cleared as pending.
+    cleared: bool,
     /// The peers that confirmed this run's fresh round.
     confirmed: BTreeSet<NodeId>,
 }
 
 impl Confirmation {
     /// Does the node need to begin a round (`begin_round`) before it sends one? At the
-    /// start, and once a retried round was answered.
-    pub fn needs_round(&self) -> bool {
+    /// start, and once a retried round was confirmed by `q - 1` voters of `m`.
+    pub fn needs_round(&self, m: Option<&Membership>) -> bool {
         match self.round {
             None => true,
-            Some((_, fresh)) => !fresh && self.answered,
+            Some((_, fresh)) => !fresh && m.is_some_and(|m| self.enough(&self.answered, m)),
         }
     }
 
     /// A round begins (`begin_round`'s answer, made durable by the caller).
     pub fn begin(&mut self, round: Round, fresh: bool) {
         self.round = Some((round, fresh));
-        self.answered = false;
+        self.answered.clear();
+        self.cleared = false;
     }
 
     /// The round in progress.
@@ -213,14 +217,13 @@ impl Confirmation {
     }
 
     /// `peer` answered the `Hello` of `round` with `seen`, the generation it had seen of
-    /// this store before. `Ok(true)`: the first answer to the round in progress (the caller
-    /// clears it as pending, durably). `Err`: this store is an older copy, refused for good.
-    pub fn on_answer(&mut self, peer: NodeId, round: Round, seen: u64) -> Result<bool, String> {
+    /// this store before. `Err`: this store is an older copy, refused for good.
+    pub fn on_answer(&mut self, peer: NodeId, round: Round, seen: u64) -> Result<(), String> {
         let Some((current, fresh)) = self.round else {
-            return Ok(false);
+            return Ok(());
         };
         if round != current {
-            return Ok(false);
+            return Ok(());
         }
         if refuses(round.generation, seen) {
             return Err(format!(
@@ -229,10 +232,24 @@ impl Confirmation {
                 round.generation
             ));
         }
+        self.answered.insert(peer);
         if fresh {
             self.confirmed.insert(peer);
         }
-        Ok(!std::mem::replace(&mut self.answered, true))
+        Ok(())
+    }
+
+    /// The round in progress, once (the first time `q - 1` voters of `m` answered it without
+    /// refusing): the caller clears it as pending, durably, so that the next start begins a
+    /// fresh one. Not before: one peer's answer says nothing of the peers that saw a later
+    /// run (the simulation, seed 29: an older copy whose rounds were answered by the one peer
+    /// that had not seen the later run climbed past the three that had, one start at a time).
+    pub fn to_clear(&mut self, m: &Membership) -> Option<Round> {
+        if self.cleared || !self.enough(&self.answered, m) {
+            return None;
+        }
+        self.cleared = true;
+        self.round()
     }
 
     /// The peers of `m` (`me` left out) that did not confirm this run yet.
@@ -251,7 +268,12 @@ impl Confirmation {
     /// Did enough voters of `m` confirm this run (`q - 1`, a majority with this node) for
     /// its store to count as intact?
     pub fn is_confirmed(&self, m: &Membership) -> bool {
-        self.voters_confirmed(m) >= m.quorums().classic().saturating_sub(1)
+        self.enough(&self.confirmed, m)
+    }
+
+    fn enough(&self, peers: &BTreeSet<NodeId>, m: &Membership) -> bool {
+        let voters = peers.iter().filter(|p| m.is_voter(**p)).count();
+        voters >= m.quorums().classic().saturating_sub(1)
     }
 }
 
@@ -370,18 +392,55 @@ mod tests {
     fn a_retried_round_confirms_nothing_and_leads_to_a_fresh_one() {
         let m = five();
         let mut c = Confirmation::default();
-        assert!(c.needs_round());
+        assert!(c.needs_round(Some(&m)));
         c.begin(round(4, 40), false);
-        assert!(!c.needs_round());
-        assert_eq!(c.on_answer(2, round(4, 40), 3), Ok(true));
-        assert_eq!(c.on_answer(3, round(4, 40), 3), Ok(false));
+        assert!(!c.needs_round(Some(&m)));
+        assert_eq!(c.on_answer(2, round(4, 40), 3), Ok(()));
+        assert!(
+            !c.needs_round(Some(&m)),
+            "one answer says nothing of the others"
+        );
+        assert_eq!(c.to_clear(&m), None);
+        assert_eq!(c.on_answer(3, round(4, 40), 3), Ok(()));
         assert_eq!(c.voters_confirmed(&m), 0, "a retried round confirms nobody");
-        assert!(c.needs_round(), "answered: now a fresh round");
+        assert_eq!(c.to_clear(&m), Some(round(4, 40)));
+        assert_eq!(c.to_clear(&m), None, "cleared once");
+        assert!(c.needs_round(Some(&m)), "confirmed: now a fresh round");
         c.begin(round(5, 50), true);
-        assert_eq!(c.on_answer(2, round(5, 50), 4), Ok(true));
-        assert_eq!(c.on_answer(3, round(5, 50), 4), Ok(false));
+        assert_eq!(c.on_answer(2, round(5, 50), 4), Ok(()));
+        assert_eq!(c.on_answer(3, round(5, 50), 4), Ok(()));
         assert!(c.is_confirmed(&m));
-        assert!(!c.needs_round());
+        assert!(!c.needs_round(Some(&m)));
+    }
+
+    #[test]
+    fn an_older_copy_answered_by_the_one_peer_that_missed_the_later_run_never_climbs() {
+        // Seed 29: the later run (generation 2) was seen by 1, 2 and 5, not by 3. The copy
+        // (generation 1) starts again and again; only 3's answers arrive before each restart.
+        let m = five();
+        let mut pending = None;
+        let mut generation = 1;
+        let mut peer3 = None;
+        for call in 10..15 {
+            let (r, fresh) = begin_round(generation, pending, call);
+            if fresh {
+                generation = r.generation;
+                pending = Some(r);
+            }
+            let mut c = Confirmation::default();
+            c.begin(r, fresh);
+            let (seen, remember) = judge_hello(peer3, r.generation, r.call);
+            if remember.is_some() {
+                peer3 = remember;
+            }
+            assert_eq!(c.on_answer(3, r, seen), Ok(()));
+            if c.to_clear(&m).is_some() {
+                pending = None;
+            }
+        }
+        assert_eq!(generation, 2, "never past what 1, 2 and 5 saw");
+        let (seen, _) = judge_hello(seen(2, 20, 1), generation, pending.unwrap().call);
+        assert!(refuses(generation, seen));
     }
 
     #[test]
@@ -412,9 +471,9 @@ mod tests {
         let m = five();
         let mut c = Confirmation::default();
         c.begin(round(4, 40), true);
-        assert_eq!(c.on_answer(2, round(4, 40), 3), Ok(true));
+        assert_eq!(c.on_answer(2, round(4, 40), 3), Ok(()));
         assert!(!c.is_confirmed(&m));
-        assert_eq!(c.on_answer(3, round(4, 40), 0), Ok(false));
+        assert_eq!(c.on_answer(3, round(4, 40), 0), Ok(()));
         assert!(
             c.is_confirmed(&m),
             "two voters and this node are a majority of five"
@@ -433,9 +492,9 @@ mod tests {
         c.begin(round(4, 40), false);
         c.begin(round(5, 50), true);
         // Round 4's Hello arrived after round 5's: "seen 5", which refuses nothing now.
-        assert_eq!(c.on_answer(2, round(4, 40), 5), Ok(false));
+        assert_eq!(c.on_answer(2, round(4, 40), 5), Ok(()));
         assert_eq!(c.voters_confirmed(&m), 0, "nor confirms anything");
-        assert_eq!(c.on_answer(2, round(5, 50), 3), Ok(true));
+        assert_eq!(c.on_answer(2, round(5, 50), 3), Ok(()));
         assert_eq!(c.voters_confirmed(&m), 1);
     }
 

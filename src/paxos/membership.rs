@@ -294,6 +294,16 @@ impl Membership {
         }
     }
 
+    /// Is `store` node `id`'s store as far as this membership can tell: the one it records
+    /// for `id`, or none is recorded (a bootstrap's 0, or a node that is no member)? A store
+    /// that is not may lack states it once voted for (wiped, replaced): it counts in no
+    /// barrier and is scanned by no rescan. The rule of the view (`Members::store_intact`)
+    /// and of the simulation.
+    pub fn holds_store_of(&self, id: NodeId, store: u64) -> bool {
+        self.member(id)
+            .is_none_or(|m| m.store == store || m.store == 0)
+    }
+
     /// Does a node that installed `installed` install this membership? Only one of the same
     /// cluster identity (whatever its epoch: a store serves one cluster for good), and only
     /// if it is newer (`Ok(false)`: it is not). A node with none installed takes any: it

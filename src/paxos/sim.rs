@@ -690,16 +690,9 @@ impl Sim {
                     }
                 }
                 let epoch = node.epoch();
-                // Only an intact store acknowledges (`actors::membership`: a refused one may
-                // lack what it voted for, and must count in no barrier and no scan); one not
-                // recorded yet is intact (it voted on no client key, so lacks nothing).
-                let me = m.to;
-                let intact = !node.refused
-                    && node.membership.as_ref().is_some_and(|x| {
-                        x.member(me)
-                            .is_none_or(|y| y.store == node.store || y.store == 0)
-                    });
-                if intact {
+                // Only a store confirmed intact acknowledges (`SyncReply::Installed`, as
+                // `Members::store_confirmed_intact`).
+                if self.intact(m.to) {
                     self.net.push(InFlight {
                         from: m.to,
                         to: m.from,
@@ -937,8 +930,9 @@ impl Sim {
         (!candidates.is_empty()).then(|| candidates[self.rng.random_range(0..candidates.len())])
     }
 
-    /// Is `id`'s store intact (neither refused, nor a store other than the one its membership
-    /// records)? Only an intact store acknowledges an install (`actors::membership`: a refused
+    /// Is `id`'s store intact and its start confirmed (`Members::store_confirmed_intact`:
+    /// neither refused, nor a store other than the one its membership records, and `q - 1`
+    /// voters confirmed this run)? Only such a store acknowledges an install (`actors::membership`: a refused
     /// one may lack what it voted for, and must count in no barrier and no scan); one not
     /// recorded yet is intact (it voted on no client key, so lacks nothing).
     fn intact(&self, id: NodeId) -> bool {
@@ -946,10 +940,10 @@ impl Sim {
         !node.dead
             && !node.refused
             && node.intact
-            && node.membership.as_ref().is_some_and(|x| {
-                x.member(id)
-                    .is_none_or(|y| y.store == node.store || y.store == 0)
-            })
+            && node
+                .membership
+                .as_ref()
+                .is_some_and(|x| x.holds_store_of(id, node.store))
     }
 
     /// A new driver of `change` on `node`, fenced at `fence`, started.
@@ -1435,7 +1429,7 @@ impl Sim {
             n.refused = true;
             return;
         }
-        if n.confirmation.needs_round() {
+        if n.confirmation.needs_round(n.membership.as_ref()) {
             let (round, fresh) = identity::begin_round(n.generation, n.pending, call);
             if fresh {
                 n.generation = round.generation;
@@ -1473,12 +1467,16 @@ impl Sim {
             return;
         }
         match n.confirmation.on_answer(peer, round, seen) {
-            Ok(first) => {
-                if first && n.pending == Some(round) {
+            Ok(()) => {
+                let cleared = n
+                    .membership
+                    .as_ref()
+                    .and_then(|m| n.confirmation.to_clear(m));
+                if cleared.is_some() && n.pending == cleared {
                     n.pending = None;
                 }
-                if n.confirmation.needs_round() {
-                    n.next_round = now; // a retried round was answered: a fresh one now
+                if n.confirmation.needs_round(n.membership.as_ref()) {
+                    n.next_round = now; // a retried round was confirmed: a fresh one now
                 }
                 if !n.intact
                     && n.membership

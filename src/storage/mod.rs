@@ -61,8 +61,8 @@ mod meta_key {
     /// The store's generation: raised for each fresh round of `Hello`s
     /// (`paxos::identity::begin_round`).
     pub const GENERATION: &[u8] = b"generation";
-    /// The call of the round of `Hello`s at `GENERATION` while no peer answered it yet
-    /// (absent: answered, or none): begun again at the next start.
+    /// The call of the round of `Hello`s at `GENERATION` until `q - 1` voters confirmed it
+    /// (absent: confirmed, or none): begun again at the next start.
     pub const PENDING_CALL: &[u8] = b"pending_call";
     /// The installed membership (postcard).
     pub const MEMBERSHIP: &[u8] = b"membership";
@@ -374,7 +374,8 @@ impl Store {
         Ok((round, fresh))
     }
 
-    /// A peer answered `round`: it is pending no more (the next start begins a fresh one).
+    /// `round` was confirmed (`paxos::identity::Confirmation::to_clear`): it is pending no
+    /// more (the next start begins a fresh one).
     pub fn round_answered(&self, round: identity::Round) -> Result<()> {
         let mut wtxn = self.env.write_txn()?;
         let generation = self.meta_u64(&wtxn, meta_key::GENERATION)?.unwrap_or(0);
