@@ -85,6 +85,11 @@ mutants=(
   'join-ignored @@ src/actors/membership.rs @@ s/^        addrs.extend(join);$/        let _ = join;/ @@ --test membership a_node_whose_old_peers_are_all_gone'
   'add-takes-stores-with-records-sim @@ src/paxos/membership.rs @@ s/        if joining.holds_records {/        if false \&\& joining.holds_records {/ @@ --lib sim'
   'add-takes-stores-with-records @@ src/paxos/membership.rs @@ s/        if joining.holds_records {/        if false \&\& joining.holds_records {/ @@ --test membership a_store_that_served_another_cluster'
+  'bootstrap-by-a-majority-sim @@ src/paxos/bootstrap.rs @@ s/    if missing.is_empty() {/    if missing.len() <= founding.nodes.len() - (founding.nodes.len() \/ 2 + 1) {/ @@ --lib sim_start'
+  'bootstrap-by-a-majority-unit @@ src/paxos/bootstrap.rs @@ s/    if missing.is_empty() {/    if missing.len() <= founding.nodes.len() - (founding.nodes.len() \/ 2 + 1) {/ @@ --lib every_node_of_the_config_new'
+  'bootstrap-by-a-majority-test @@ src/paxos/bootstrap.rs @@ s/    if missing.is_empty() {/    if missing.len() <= founding.nodes.len() - (founding.nodes.len() \/ 2 + 1) {/ @@ --test recovery a_new_cluster_is_founded_once_its_late_node_starts'
+  'bootstrap-counts-any-empty-sim @@ src/paxos/bootstrap.rs @@ s/            Answer::Empty { founds } if \*founds != 0 \&\& \*founds != founding.cluster => {/            Answer::Empty { founds } if false \&\& *founds != founding.cluster => {/;s/        .filter(|(_, a)| matches!(a, Answer::Empty { founds } if \*founds == founding.cluster))/        .filter(|(_, a)| matches!(a, Answer::Empty { .. }))/ @@ --lib sim_start'
+  'bootstrap-counts-any-empty-unit @@ src/paxos/bootstrap.rs @@ s/            Answer::Empty { founds } if \*founds != 0 \&\& \*founds != founding.cluster => {/            Answer::Empty { founds } if false \&\& *founds != founding.cluster => {/;s/        .filter(|(_, a)| matches!(a, Answer::Empty { founds } if \*founds == founding.cluster))/        .filter(|(_, a)| matches!(a, Answer::Empty { .. }))/ @@ --lib empty_nodes_of_another_config'
   'removed-node-frames-accepted @@ src/actors/network.rs @@ s/^                if !member {$/                if false {/ @@ --test membership a_removed_node_that_returns'
 )
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::paxos::bootstrap::Founding;
 use crate::paxos::register::RECENT_WRITES;
 use crate::paxos::types::NodeId;
 
@@ -355,6 +356,14 @@ impl Config {
 
     pub fn node_ids(&self) -> Vec<NodeId> {
         self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// What node `me` founds if it finds no cluster running (`paxos::bootstrap`): `None`
+    /// when the config does not list it.
+    pub fn founding(&self, me: NodeId) -> Option<Founding> {
+        let nodes: Vec<(NodeId, String)> =
+            self.nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
+        Founding::of(me, &self.cluster.token, &nodes)
     }
 
     pub fn addrs(&self) -> Vec<SocketAddr> {

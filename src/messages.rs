@@ -296,6 +296,9 @@ pub struct MembershipInfo {
     pub store: u64,
     /// The node votes (it is a voter of its membership, with its own store).
     pub voting: bool,
+    /// The cluster this node's config would found (`paxos::bootstrap`: the identity of its
+    /// `[cluster] token` and node list; 0: it founds none, its config does not list it). Counted by a new node deciding whether to found a cluster.
+    pub founds: u64,
 }
 
 /// A node's counters, for operators and for the tests.

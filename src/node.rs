@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 #[cfg(feature = "testing")]
 use crate::messages::FaultPlan;
+use crate::paxos::bootstrap::Founding;
 use crate::paxos::types::NodeId;
 use crate::storage::Store;
 use crate::tls::{Role, Tls};
@@ -107,6 +108,7 @@ impl NodeHandle {
             store.store_id()?,
             store.membership()?,
         ));
+        view.set_founds(Founding::founds(config.founding(id).as_ref()));
         let node_tls = tls.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()

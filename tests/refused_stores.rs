@@ -185,10 +185,12 @@ async fn the_runbook_for_a_wiped_node_works_when_the_config_names_it_first() {
     }
 }
 
-/// A new cluster bootstrapped without node 5 (down at the time): nodes 1-4 vote with their
-/// stores recorded, node 5's entry records none yet, and node 5 is not running.
+/// A new cluster whose node 5 went down right after the founding, before it installed the
+/// membership: nodes 1-4 vote with their stores recorded, node 5's entry records none yet,
+/// and node 5 is not running.
 async fn node_5_not_recorded() -> TestCluster {
     let mut cluster = TestCluster::configured_with(|_| {});
+    cluster.founded_without(&[5]);
     for id in 1..=4 {
         cluster.restart(id);
     }
@@ -201,7 +203,7 @@ async fn node_5_not_recorded() -> TestCluster {
     cluster
 }
 
-/// Item 4: a store the membership does not record yet (node 5 was down at the bootstrap,
+/// Item 4: a store the membership does not record yet (node 5 went down at the founding,
 /// and its own compare-and-set that would record it cannot get through: its outgoing Paxos
 /// messages are cut) votes on the membership register only, never on a client key: a wiped
 /// disk in that window loses no client write. Once it is recorded, it votes on every key.

@@ -298,6 +298,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
                 membership: Some(membership()),
                 store: 5,
                 voting: true,
+                founds: 0,
             }))),
         ),
         (
@@ -342,6 +343,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
                     membership: None,
                     store: 5,
                     voting: false,
+                    founds: 7,
                 })),
             }),
         ),
@@ -451,7 +453,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("request member remove", "0103070102"),
     (
         "response members",
-        "02030006010104020103683a3100010203683a3202020100090501",
+        "02030006010104020103683a3100010203683a320202010009050100",
     ),
     (
         "response member changed",
@@ -463,7 +465,7 @@ const GOLDEN: &[(&str, &str)] = &[
         "0306090304020103683a3100010203683a320202010009",
     ),
     ("sync hello request", "0306090402050304"),
-    ("sync membership reply", "0406000201000500"),
+    ("sync membership reply", "040600020100050007"),
     ("sync installed reply", "040600030401"),
     ("sync hello reply", "0406000402"),
     ("request member change fenced", "010308010207"),

@@ -55,6 +55,7 @@ use crate::actors::Stats;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::messages::{DigestEntry, MemberChangeRequest, SyncReply, SyncRequest};
+use crate::paxos::bootstrap::{self, Standing, Start};
 use crate::paxos::driver::{Action, ChangeDriver, Event};
 use crate::paxos::identity;
 use crate::paxos::membership::{Change, JoiningStore, Membership, MEMBERSHIP_KEY};
@@ -118,54 +119,48 @@ impl Driver {
         }
         // 1. A membership: the newest any reachable node has (an intact restart learns what
         // changed while it was down; a wiped store of a running cluster learns it is not the
-        // member's store). Only a node of the config that finds no membership anywhere
-        // bootstraps a new cluster.
+        // member's store), or a new cluster founded from the config: `paxos::bootstrap`
+        // decides, from what the nodes asked answer.
+        let founding = self.config.founding(me);
         let addrs: Vec<std::net::SocketAddr> = match self.view.get() {
             Some(m) => self.peer_addrs(&m, &join),
-            None if join.is_empty() => self.config.addrs(),
-            None => join.clone(),
+            None => {
+                let mut addrs = self.config.addrs();
+                addrs.extend(&join);
+                addrs.sort();
+                addrs.dedup();
+                addrs
+            }
         };
         let own = self.config.node(me).ok().and_then(|n| n.addr.parse().ok());
         let others: Vec<_> = addrs.into_iter().filter(|a| Some(*a) != own).collect();
         log::debug!("node {me}: starting; asking {others:?} for the membership");
-        loop {
-            let (fetched, empty) = if others.is_empty() {
-                (Err(Error::Unavailable("no other node to ask".into())), 0)
-            } else {
-                self.fetch_and_install_counting(others.clone()).await
-            };
+        // A node with a membership asks once (a restart whose old peers are all gone learns
+        // the new one through `--join`); one with none, until it has one.
+        let mut first = true;
+        while first || self.view.get().is_none() {
+            first = false;
+            let (answers, last_error) = self.ask_memberships(others.clone()).await;
             if self.view.get().is_some() {
+                // Installed meanwhile (a driver's `Install`), or before this start: only a
+                // newer membership of its own cluster.
+                if let Err(e) = self.install_newest(answers, last_error).await {
+                    log::debug!("node {me}: no newer membership at start: {e}");
+                }
                 break;
             }
-            // A new cluster only when a majority of the config's nodes (this one included)
-            // answer that they have no membership either: a wiped node whose config lists
-            // nodes that are gone must not found a cluster of its own (review of issue 10);
-            // it waits to be found (`--join`).
-            let majority = self.config.nodes.len() / 2 + 1;
-            let bootstrap = self.bootstrap_nodes().filter(|_| empty + 1 >= majority);
-            if let Some(nodes) = bootstrap {
-                let m = Membership::bootstrap(nodes, &self.config.cluster.token);
-                if let Err(e) = self.install(m).await {
-                    complain(
-                        &mut complained,
-                        format!("installing the bootstrap membership: {e}"),
-                    );
-                }
-                continue;
-            }
-            let why = match fetched {
-                Err(e) => e.message().to_string(),
-                Ok(_) => "none".to_string(),
+            let why = match bootstrap::decide(founding.as_ref(), &answers) {
+                Start::Install(m) | Start::Found(m) => match self.install(m).await {
+                    Ok(_) => continue,
+                    Err(e) => format!("installing the membership: {e}"),
+                },
+                Start::Wait(why) => match last_error {
+                    Some(e) => format!("{why}; last error: {}", e.message()),
+                    None => why,
+                },
             };
-            complain(
-                &mut complained,
-                format!(
-                    "no membership yet ({why}; {empty} new nodes answered, a bootstrap needs \
-                     {majority}; a node joining a running cluster needs `--join ADDR,...` of \
-                     its members)"
-                ),
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            complain(&mut complained, why);
+            self.wait_for_change(Duration::from_millis(300)).await;
         }
         // 2. The generation, confirmed by `q - 1` peers, one `Hello` round at a time.
         let mut confirmation = identity::Confirmation::default();
@@ -193,18 +188,18 @@ impl Driver {
             if confirmed {
                 self.confirmed.store(true, Ordering::Release);
             }
-            if !self.view.lists_me_as_voter() {
-                match m.member(me) {
-                    Some(member) if member.store != self.view.store() && member.store != 0 => {
+            let standing = bootstrap::standing(&m, me, self.view.store());
+            if let Standing::OtherStore(_) | Standing::NotAVoter = standing {
+                match standing {
+                    Standing::OtherStore(recorded) => {
                         self.refused.store(true, Ordering::Release);
                         complain(
                             &mut complained,
                             format!(
-                                "the membership records store {:x} for node {me}, this is store \
-                                 {:x} (a wiped or replaced disk): remove this node and add it \
-                                 again (`paxkv member remove {me}`, `paxkv member add {me} \
-                                 ADDR`)",
-                                member.store,
+                                "the membership records store {recorded:x} for node {me}, this \
+                                 is store {:x} (a wiped or replaced disk): remove this node and \
+                                 add it again (`paxkv member remove {me}`, `paxkv member add \
+                                 {me} ADDR`)",
                                 self.view.store()
                             ),
                         );
@@ -326,18 +321,6 @@ impl Driver {
     /// Waits until a membership is installed, or `at_most`.
     async fn wait_for_change(&self, at_most: Duration) {
         let _ = tokio::time::timeout(at_most, self.changed.notified()).await;
-    }
-
-    /// The bootstrap members, if this node is listed in the config (a new cluster).
-    fn bootstrap_nodes(&self) -> Option<Vec<(NodeId, String)>> {
-        let me = self.view.me();
-        self.config.nodes.iter().any(|n| n.id == me).then(|| {
-            self.config
-                .nodes
-                .iter()
-                .map(|n| (n.id, n.addr.clone()))
-                .collect()
-        })
     }
 
     /// Where to ask for a newer membership: the members of `m`, the config's nodes, and the

@@ -19,6 +19,7 @@ use crate::client::{Client, ClientOptions};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::messages::{MembershipInfo, SyncReply, SyncRequest};
+use crate::paxos::bootstrap::{self, Answer, Standing};
 use crate::paxos::identity;
 use crate::paxos::membership::{Membership, Phase, MEMBERSHIP_KEY};
 use crate::paxos::types::NodeId;
@@ -38,6 +39,9 @@ pub struct MembershipView {
     /// "not recorded yet"): see [`MembershipView::admits_key`].
     recorded: AtomicBool,
     current: RwLock<Option<Arc<Membership>>>,
+    /// The cluster this node's config founds (`paxos::bootstrap::Founding`), said to new
+    /// nodes while none is installed.
+    founds: AtomicU64,
 }
 
 impl MembershipView {
@@ -49,7 +53,13 @@ impl MembershipView {
             cluster: AtomicU64::new(installed.as_ref().map_or(0, |m| m.cluster)),
             recorded: AtomicBool::new(installed.as_ref().is_some_and(|m| records(m, me, store))),
             current: RwLock::new(installed.map(Arc::new)),
+            founds: AtomicU64::new(0),
         }
+    }
+
+    /// Sets what this node answers new nodes it would found (set once, before it listens).
+    pub fn set_founds(&self, cluster: u64) {
+        self.founds.store(cluster, Ordering::Release);
     }
 
     /// May this node's acceptors vote on `key` (given that the node votes at all)? On every
@@ -108,9 +118,10 @@ impl MembershipView {
     /// at bootstrap)?
     pub fn lists_me_as_voter(&self) -> bool {
         self.get().is_some_and(|m| {
-            m.is_voter(self.me)
-                && m.member(self.me)
-                    .is_some_and(|me| me.store == self.store || me.store == 0)
+            matches!(
+                bootstrap::standing(&m, self.me, self.store),
+                Standing::Voter | Standing::Unrecorded
+            )
         })
     }
 
@@ -120,6 +131,7 @@ impl MembershipView {
             membership: self.get().map(|m| (*m).clone()),
             store: self.store,
             voting,
+            founds: self.founds.load(Ordering::Acquire),
         }
     }
 }
@@ -320,41 +332,25 @@ impl Members {
         });
     }
 
-    /// Asks the nodes at `addrs` for their membership and installs the newest.
+    /// Asks the nodes at `addrs` for their membership and installs the newest of this
+    /// node's cluster ([`Membership::pick_pulled`]).
     pub async fn fetch_and_install(&self, addrs: Vec<std::net::SocketAddr>) -> Result<u64> {
-        self.fetch_and_install_counting(addrs).await.0
+        let (answers, last_error) = self.ask_memberships(addrs).await;
+        self.install_newest(answers, last_error).await
     }
 
-    /// [`Members::fetch_and_install`], also saying how many nodes answered that they have no
-    /// membership at all (new nodes: a bootstrap needs a majority of them).
-    pub async fn fetch_and_install_counting(
+    /// Installs the newest membership of this node's cluster among `answers`
+    /// ([`Membership::pick_pulled`]); `last_error` says why there was none.
+    pub async fn install_newest(
         &self,
-        addrs: Vec<std::net::SocketAddr>,
-    ) -> (Result<u64>, usize) {
-        // All at once, each bounded: a peer that is paused (or a port that accepts and never
-        // answers) costs one timeout, not one per address.
-        let asks = addrs.iter().map(|addr| async move {
-            let client = self.client_for(vec![*addr]);
-            let ask = client.sync(0, SyncRequest::Membership);
-            match tokio::time::timeout(Duration::from_secs(2), ask).await {
-                Ok(answer) => answer,
-                Err(_) => Err(Error::Unavailable(format!("{addr}: no answer within 2 s"))),
-            }
+        answers: Vec<(NodeId, Answer)>,
+        last_error: Option<Error>,
+    ) -> Result<u64> {
+        let held = answers.into_iter().filter_map(|(_, a)| match a {
+            Answer::Holds(m) => Some(m),
+            Answer::Empty { .. } => None,
         });
-        let mut pulled = Vec::new();
-        let mut last_error = None;
-        let mut empty = 0;
-        for answer in futures_util::future::join_all(asks).await {
-            match answer {
-                Ok(SyncReply::Membership(info)) => {
-                    empty += usize::from(info.membership.is_none());
-                    pulled.extend(info.membership);
-                }
-                Ok(other) => last_error = Some(Error::Frame(format!("unexpected {other:?}"))),
-                Err(e) => last_error = Some(e),
-            }
-        }
-        let result = match Membership::pick_pulled(self.view.cluster(), pulled) {
+        match Membership::pick_pulled(self.view.cluster(), held) {
             Ok(Some(m)) => self.install(m).await,
             Ok(None) => {
                 Err(last_error.unwrap_or_else(|| Error::Unavailable("no membership".into())))
@@ -363,8 +359,53 @@ impl Members {
                 Stats::add(&self.stats.foreign_frames, 1);
                 Err(Error::Config(why))
             }
-        };
-        (result, empty)
+        }
+    }
+
+    /// What the nodes at `addrs` answer a request for their membership
+    /// (`paxos::bootstrap::Answer`, one per node that answered, with the config's node at
+    /// that address, 0 if none), and the last error of those that did not.
+    pub async fn ask_memberships(
+        &self,
+        addrs: Vec<std::net::SocketAddr>,
+    ) -> (Vec<(NodeId, Answer)>, Option<Error>) {
+        // All at once, each bounded: a peer that is paused (or a port that accepts and never
+        // answers) costs one timeout, not one per address.
+        let asks = addrs.iter().map(|addr| async move {
+            let client = self.client_for(vec![*addr]);
+            let ask = client.sync(0, SyncRequest::Membership);
+            let node = self
+                .config
+                .nodes
+                .iter()
+                .find(|n| n.addr.parse().ok() == Some(*addr))
+                .map_or(0, |n| n.id);
+            match tokio::time::timeout(Duration::from_secs(2), ask).await {
+                Ok(answer) => (node, answer),
+                Err(_) => (
+                    node,
+                    Err(Error::Unavailable(format!("{addr}: no answer within 2 s"))),
+                ),
+            }
+        });
+        let mut answers = Vec::new();
+        let mut last_error = None;
+        for (node, answer) in futures_util::future::join_all(asks).await {
+            match answer {
+                Ok(SyncReply::Membership(info)) => answers.push((
+                    node,
+                    match info.membership {
+                        Some(m) => Answer::Holds(m),
+                        None => Answer::Empty {
+                            founds: info.founds,
+                        },
+                    },
+                )),
+                Ok(other) => last_error = Some(Error::Frame(format!("unexpected {other:?}"))),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        (answers, last_error)
     }
 
     /// Answers a peer's `Hello` (`paxos::identity`): the generation of that store seen

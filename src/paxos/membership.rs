@@ -106,7 +106,7 @@
 //! A node with no membership (an empty directory) has no identity yet: it takes the
 //! membership of whichever cluster its config's nodes or `--join` name, provided they all
 //! name one (addresses that answer for two clusters make it wait and say so), or bootstraps
-//! one when a majority of the config's nodes are empty too. **What this cannot tell:** two
+//! one when every node of its config is empty too, with the same config (`paxos::bootstrap`). **What this cannot tell:** two
 //! clusters bootstrapped from the same node list (same ids and addresses) with the same
 //! token have the same identity, as two etcd clusters with the same initial members and
 //! `initial-cluster-token` do; give every cluster its own token. Identities are not secrets:

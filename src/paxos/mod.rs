@@ -8,6 +8,7 @@
 
 pub mod acceptor;
 pub mod admission;
+pub mod bootstrap;
 pub mod driver;
 pub mod identity;
 pub mod membership;
@@ -19,3 +20,5 @@ pub mod types;
 
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod sim_start;

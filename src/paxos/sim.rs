@@ -77,6 +77,7 @@ use crate::error::Error;
 use crate::messages::PeerMessage;
 use crate::paxos::acceptor::Acceptor;
 use crate::paxos::admission::{self, Admission};
+use crate::paxos::bootstrap;
 use crate::paxos::driver::{Action, ChangeDriver, Event};
 use crate::paxos::identity::{self, SeenStore};
 use crate::paxos::membership::{Change, JoiningStore, Membership};
@@ -229,13 +230,14 @@ impl Node {
         self.membership.as_ref().map_or(0, |m| m.cluster)
     }
 
-    /// As `MembershipView::lists_me_as_voter`, and not refused.
+    /// As the runtime's start (`bootstrap::standing`: a voter with its own store recorded),
+    /// and not refused.
     fn votes(&self, id: NodeId) -> bool {
         !self.dead
             && !self.refused
             && self.intact
             && self.membership.as_ref().is_some_and(|m| {
-                m.is_voter(id) && m.member(id).is_some_and(|x| x.store == self.store)
+                bootstrap::standing(m, id, self.store) == bootstrap::Standing::Voter
             })
     }
 }
@@ -2332,15 +2334,21 @@ fn run(seed: u64) -> RunStats {
     }
 }
 
-#[test]
-fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_stay_linearizable() {
-    let seeds: Vec<u64> = match std::env::var("PAXKV_SIM_SEED") {
+/// The seeds a seeded test runs: `PAXKV_SIM_SEED` (one, to replay it), else 1 to
+/// `PAXKV_SIM_SEEDS`, else 1 to `default`.
+pub(super) fn seeds(default: u64) -> Vec<u64> {
+    match std::env::var("PAXKV_SIM_SEED") {
         Ok(s) => vec![s.parse().expect("PAXKV_SIM_SEED is a number")],
         Err(_) => {
-            let count = std::env::var("PAXKV_SIM_SEEDS").map_or(24, |n| n.parse().unwrap());
+            let count = std::env::var("PAXKV_SIM_SEEDS").map_or(default, |n| n.parse().unwrap());
             (1..=count).collect()
         }
-    };
+    }
+}
+
+#[test]
+fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_stay_linearizable() {
+    let seeds = seeds(24);
     let many = seeds.len() > 1;
     let mut faults: BTreeMap<&str, u32> = BTreeMap::new();
     let mut checked = 0;

@@ -293,6 +293,19 @@ impl TestCluster {
     }
 
     /// The membership node `id` has installed.
+    /// What node `id` answers about its membership (none installed included).
+    pub async fn members_of(&self, id: NodeId) -> paxkv::messages::MembershipInfo {
+        match self
+            .client_for(id)
+            .request(0, paxkv::messages::RequestBody::Members)
+            .await
+            .expect("members")
+        {
+            paxkv::messages::Reply::Members(info) => info,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+
     pub async fn membership(&self, id: NodeId) -> paxkv::paxos::membership::Membership {
         match self
             .client_for(id)
@@ -336,6 +349,36 @@ impl TestCluster {
     pub fn stop(&mut self, id: NodeId) {
         if let Some(node) = self.nodes.get_mut(id as usize - 1).and_then(Option::take) {
             node.stop();
+        }
+    }
+
+    /// The state of a new cluster whose founding every node took part in, but of which
+    /// `absent` went down before it installed the membership or recorded its store: the
+    /// bootstrap membership (stores not recorded) is written into every other node's data
+    /// directory, as their founding left it; none is started. (A cluster is founded only once
+    /// every configured node answers, `paxos::bootstrap`: this is how a node comes to be
+    /// listed with no store recorded.)
+    pub fn founded_without(&self, absent: &[NodeId]) {
+        let nodes: Vec<(NodeId, String)> = self
+            .config
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.addr.clone()))
+            .collect();
+        let m = paxkv::paxos::membership::Membership::bootstrap(nodes, &self.config.cluster.token);
+        for n in &self.config.nodes {
+            if absent.contains(&n.id) {
+                continue;
+            }
+            let store = paxkv::storage::Store::open(
+                &self.node_dir(n.id),
+                self.config.storage.map_size_mb << 20,
+                n.id,
+            )
+            .expect("opening the node's store");
+            store
+                .install_membership(&m)
+                .expect("installing the bootstrap membership");
         }
     }
 
