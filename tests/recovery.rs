@@ -277,7 +277,7 @@ async fn a_new_cluster_is_founded_once_its_late_node_starts_and_client_writes_th
     }
     let founds = paxkv::paxos::bootstrap::Founding::founds(cluster.config.founding(1).as_ref());
     assert_ne!(founds, 0);
-    let observed = std::time::Instant::now();
+    let observed = Instant::now();
     while observed.elapsed() < Duration::from_millis(1_500) {
         for id in 1..=4 {
             let info = cluster.members_of(id).await;
@@ -364,4 +364,48 @@ async fn a_key_written_once_at_the_fast_ballot_survives_two_disk_losses_one_afte
         let read = client.get(key.as_bytes()).await.unwrap();
         assert_eq!(read, got(value, 1), "{key}");
     }
+}
+
+/// Issue 17, item 3 (mismatched bootstrap configs): node 3's config names the same nodes
+/// under another `[cluster] token`. Before, every node counted every empty answer: nodes 1
+/// and 2 founded one cluster and node 3 founded another at the same addresses, for good.
+/// Now nobody founds while the configs differ (each node says what its config founds, and
+/// the others name it in their log); once node 3 runs with the right config, the one
+/// cluster is founded and all three vote in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_whose_configs_differ_found_no_cluster_until_they_agree() {
+    let mut cluster = TestCluster::configured_n(3, |c| c.paxos.request_timeout_ms = 500);
+    let mut other = (*cluster.config).clone();
+    other.cluster.token = "staging".into();
+    let other = std::sync::Arc::new(other);
+    cluster.restart(1);
+    cluster.restart(2);
+    cluster.restart_with_config(3, other.clone());
+    let ours = paxkv::paxos::bootstrap::Founding::founds(cluster.config.founding(1).as_ref());
+    let theirs = paxkv::paxos::bootstrap::Founding::founds(other.founding(3).as_ref());
+    assert_ne!(ours, theirs);
+    // Several rounds of asks (one every 300 ms) of every node, none founding.
+    let observed = Instant::now();
+    while observed.elapsed() < Duration::from_millis(1_500) {
+        for id in 1..=3 {
+            let info = cluster.members_of(id).await;
+            assert!(
+                info.membership.is_none(),
+                "node {id} founded a cluster while the configs differ: {info:?}"
+            );
+            assert_eq!(
+                info.founds,
+                if id == 3 { theirs } else { ours },
+                "node {id}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.stop(3);
+    cluster.restart(3);
+    cluster.wait_voting(&[1, 2, 3]).await;
+    for id in 1..=3 {
+        assert_eq!(cluster.membership(id).await.cluster, ours, "node {id}");
+    }
+    cluster.client_for(3).put(b"k", b"v").await.unwrap();
 }

@@ -199,6 +199,18 @@ impl TestCluster {
     }
 
     fn start_node(&mut self, id: NodeId) -> NodeHandle {
+        self.start_node_with(id, self.config.clone())
+    }
+
+    /// Starts node `id` (again) with a config of its own (another token, another node list:
+    /// an operator's mistake), on its address and data directory.
+    pub fn restart_with_config(&mut self, id: NodeId, config: Arc<Config>) {
+        assert!(!self.is_running(id), "node {id} is running");
+        let node = self.start_node_with(id, config);
+        self.nodes[id as usize - 1] = Some(node);
+    }
+
+    fn start_node_with(&mut self, id: NodeId, config: Arc<Config>) -> NodeHandle {
         let dir = self.dir.path().join(format!("node-{id}"));
         let listener = self
             .listeners
@@ -214,8 +226,7 @@ impl TestCluster {
             join,
             metrics_addr: None,
         };
-        NodeHandle::start_with(self.config.clone(), id, &dir, listener, options)
-            .expect("node starts")
+        NodeHandle::start_with(config, id, &dir, listener, options).expect("node starts")
     }
 
     /// Starts a new node `id` that the config does not list, on a fresh address and an
