@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Mutation check for the safety fixes of issues 8 and 10, the input validation of issue 9,
-# the TLS identities of issue 11 and the edges of issue 17 (cluster identity included):
+# the TLS identities of issue 11, the edges of issue 17 (cluster identity included) and the
+# roles and limits of issue 18:
 # each mutant undoes one fix in a scratch worktree of HEAD, and the test named beside it must then FAIL. Prints one line per mutant:
 # "caught" (the test failed, as it must) or "MISSED".
 #
@@ -93,6 +94,11 @@ mutants=(
   'bootstrap-counts-any-empty-test @@ src/paxos/bootstrap.rs @@ s/            Answer::Empty { founds } if \*founds != 0 \&\& \*founds != founding.cluster => {/            Answer::Empty { founds } if false \&\& *founds != founding.cluster => {/;s/        .filter(|(_, a)| matches!(a, Answer::Empty { founds } if \*founds == founding.cluster))/        .filter(|(_, a)| matches!(a, Answer::Empty { .. }))/ @@ --test recovery nodes_whose_configs_differ'
   'bootstrap-as-before-test @@ src/paxos/bootstrap.rs @@ s/            Answer::Empty { founds } if \*founds != 0 \&\& \*founds != founding.cluster => {/            Answer::Empty { founds } if false \&\& *founds != founding.cluster => {/;s/        .filter(|(_, a)| matches!(a, Answer::Empty { founds } if \*founds == founding.cluster))/        .filter(|(_, a)| matches!(a, Answer::Empty { .. }))/;s/    if missing.is_empty() {/    if missing.len() <= founding.nodes.len() - (founding.nodes.len() \/ 2 + 1) {/ @@ --test recovery nodes_whose_configs_differ'
   'removed-node-frames-accepted @@ src/actors/network.rs @@ s/^                if !member {$/                if false {/ @@ --test membership a_removed_node_that_returns'
+  # issue 18: who may do what, and what it may cost
+  'pull-from-config-addresses @@ src/actors/view.rs @@ s/^        self.fetch_and_install(\&targets).await$/        self.fetch_and_install(\&[targets, self.config.addrs().into_iter().map(|a| (0, a)).collect()].concat()).await/ @@ --test tls a_removed_nodes_key_at_its_config_address'
+  'member-change-any-certificate @@ src/tls.rs @@ s/            (_, Frame::Request(request)) if request.body.is_member_change() => Err(format!(/            (_, Frame::Request(request)) if false \&\& request.body.is_member_change() => Err(format!(/ @@ --test tls a_membership_change_needs_the_operators'
+  'handshakes-per-source-unlimited @@ src/actors/network.rs @@ s/        if \*count >= shared.config.limits.max_handshakes_per_source {/        if false \&\& *count >= shared.config.limits.max_handshakes_per_source {/ @@ --test tls idle_sockets_from_one_host'
+  'no-byte-budget @@ src/actors/network.rs @@ s/        let reserved = reserved_for(\&call, request_bytes, \&shared.config);/        let reserved = 0;/ @@ --test tls a_connection_that_never_reads'
 )
 
 rm -rf "$work"; git -C "$repo" worktree prune

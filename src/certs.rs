@@ -8,7 +8,10 @@
 //! - `node-<id>.pem`, `node-<id>-key.pem` for each node of the config: the names
 //!   `node-<id>.paxkv` (its identity) and its IP address; for server and client
 //!   authentication (a node is both). One year.
-//! - `client.pem`, `client-key.pem`: a client certificate naming no node. One year.
+//! - `client.pem`, `client-key.pem`: a client certificate naming no node: reads and writes.
+//!   One year.
+//! - `operator.pem`, `operator-key.pem`: the operator's certificate (the name
+//!   `operator.paxkv`): membership changes besides what a client may do. One year.
 //!
 //! Keys are ECDSA P-256, written with mode 0600.
 
@@ -25,7 +28,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::{Error, Result};
 use crate::paxos::types::NodeId;
-use crate::tls::node_name;
+use crate::tls::{node_name, OPERATOR_NAME};
 
 /// What [`write`] did.
 #[derive(Debug)]
@@ -132,7 +135,7 @@ fn leaf(
 }
 
 /// Writes the CA (unless `out` has one), a certificate for each of `nodes`, and (if
-/// `client`) a client certificate into `out` (created if missing). `files` lists what was
+/// `client`) a client and an operator certificate into `out` (created if missing). `files` lists what was
 /// written besides the CA.
 pub fn write(nodes: &[(NodeId, SocketAddr)], out: &Path, client: bool) -> Result<Written> {
     std::fs::create_dir_all(out).map_err(|e| failed(&out.display().to_string(), e))?;
@@ -159,12 +162,25 @@ pub fn write(nodes: &[(NodeId, SocketAddr)], out: &Path, client: bool) -> Result
         )?;
     }
     if client {
-        let names = Vec::new();
         leaf(
             out,
             "client",
             "paxkv client",
-            names,
+            Vec::new(),
+            false,
+            &issuer,
+            &mut files,
+        )?;
+        let operator = vec![SanType::DnsName(
+            OPERATOR_NAME
+                .try_into()
+                .map_err(|e| failed("operator name", e))?,
+        )];
+        leaf(
+            out,
+            "operator",
+            "paxkv operator",
+            operator,
             false,
             &issuer,
             &mut files,

@@ -487,7 +487,7 @@ impl Connection {
         let (stop, mut stopped) = oneshot::channel::<()>();
 
         tokio::spawn(async move {
-            let _ = frame::write_queue(&mut writer, &mut outgoing).await;
+            let _ = frame::write_queue(&mut writer, &mut outgoing, None).await;
         });
         let (reader_pending, reader_closed) = (pending.clone(), closed.clone());
         tokio::spawn(async move {

@@ -147,6 +147,20 @@ pub struct Limits {
     pub peer_queue_capacity: usize,
     pub max_inflight_per_connection: usize,
     pub max_client_connections: usize,
+    /// Bytes one peer's queue may hold (frames beyond are dropped; Paxos retries).
+    pub peer_queue_bytes: usize,
+    /// Connections in their TLS handshake at once, from everywhere, and from one source
+    /// address; and how long a handshake may take.
+    pub max_handshakes: usize,
+    pub max_handshakes_per_source: usize,
+    pub handshake_timeout_ms: u64,
+    /// Bytes in flight on one connection (requests read and not yet answered, counted at
+    /// their largest possible answer, plus answers not yet written), and on the whole node.
+    pub max_connection_bytes: usize,
+    pub max_node_bytes: usize,
+    /// A connection whose answers wait this long to be written (a reader that stopped
+    /// reading) is closed.
+    pub slow_reader_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -160,6 +174,13 @@ impl Default for Limits {
             peer_queue_capacity: 8_192,
             max_inflight_per_connection: 4_096,
             max_client_connections: 1_024,
+            peer_queue_bytes: 64 << 20,
+            max_handshakes: 256,
+            max_handshakes_per_source: 16,
+            handshake_timeout_ms: 2_000,
+            max_connection_bytes: 64 << 20,
+            max_node_bytes: 1 << 30,
+            slow_reader_timeout_ms: 10_000,
         }
     }
 }
@@ -322,6 +343,37 @@ impl Config {
             "limits.max_client_connections",
             l.max_client_connections as u64,
         )?;
+        positive("limits.max_handshakes", l.max_handshakes as u64)?;
+        positive(
+            "limits.max_handshakes_per_source",
+            l.max_handshakes_per_source as u64,
+        )?;
+        positive("limits.handshake_timeout_ms", l.handshake_timeout_ms)?;
+        positive("limits.slow_reader_timeout_ms", l.slow_reader_timeout_ms)?;
+        // One request at its largest (and its answer) must fit, or it would wait for ever.
+        let largest = 2 * self.frame_limit();
+        for (field, bytes) in [
+            ("limits.peer_queue_bytes", l.peer_queue_bytes),
+            ("limits.max_connection_bytes", l.max_connection_bytes),
+            ("limits.max_node_bytes", l.max_node_bytes),
+        ] {
+            if bytes < largest || bytes > u32::MAX as usize {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "must be within {largest}..={} (twice the largest frame: one key, \
+                         one value)",
+                        u32::MAX
+                    ),
+                ));
+            }
+        }
+        if l.max_connection_bytes > l.max_node_bytes {
+            return Err(invalid(
+                "limits.max_connection_bytes",
+                "must not be above limits.max_node_bytes",
+            ));
+        }
         if l.idle_timeout_ms <= p.request_timeout_ms {
             return Err(invalid(
                 "limits.idle_timeout_ms",

@@ -10,6 +10,8 @@
 //!   into as few `write` calls as possible (peer links, client connections and a node's
 //!   responses all use it).
 
+use std::time::Duration;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -52,24 +54,58 @@ pub fn codec(max_frame_bytes: usize) -> LengthDelimitedCodec {
 /// to the runtime and then takes everything queued, up to [`MAX_COALESCED_BYTES`], into one
 /// `write`: the other ready tasks (actors stepping through their mailboxes, requests
 /// finishing) queue theirs first. On the put path that made 0.9 `send` calls per put out of
-/// 4.5 (BENCHMARKS.md).
-pub async fn write_queue<W: AsyncWrite + Unpin>(
+/// 4.5 (BENCHMARKS.md). Each item is dropped once it is written (an item may carry what it
+/// holds of a budget: `actors::network`, `actors::outbox`). A write that makes no progress
+/// for `stall` (a reader that stopped reading) fails with `TimedOut`.
+pub async fn write_queue<W: AsyncWrite + Unpin, T: AsRef<[u8]>>(
     writer: &mut W,
-    queue: &mut mpsc::Receiver<Bytes>,
+    queue: &mut mpsc::Receiver<T>,
+    stall: Option<Duration>,
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::new();
+    let mut items = Vec::new();
     while let Some(first) = queue.recv().await {
-        buf.extend_from_slice(&first);
+        buf.extend_from_slice(first.as_ref());
+        items.push(first);
         tokio::task::yield_now().await;
         while buf.len() < MAX_COALESCED_BYTES {
             match queue.try_recv() {
-                Ok(more) => buf.extend_from_slice(&more),
+                Ok(more) => {
+                    buf.extend_from_slice(more.as_ref());
+                    items.push(more);
+                }
                 Err(_) => break,
             }
         }
-        let written = writer.write_all(&buf).await;
+        let written = match stall {
+            Some(stall) => write_all_or_stall(writer, &buf, stall).await,
+            None => writer.write_all(&buf).await,
+        };
         buf.clear();
+        items.clear();
         written?;
+    }
+    Ok(())
+}
+
+/// `write_all`, failing with `TimedOut` once a single `write` has waited `stall`.
+async fn write_all_or_stall<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    mut buf: &[u8],
+    stall: Duration,
+) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match tokio::time::timeout(stall, writer.write(buf)).await {
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => buf = &buf[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the reader took nothing for {stall:?}"),
+                ))
+            }
+        }
     }
     Ok(())
 }
@@ -115,7 +151,7 @@ mod tests {
         }
         drop(tx);
         let mut out = Vec::new();
-        write_queue(&mut out, &mut rx).await.unwrap();
+        write_queue(&mut out, &mut rx, None).await.unwrap();
         let expected: Vec<u8> = (0u8..10).flat_map(|i| [i; 3]).collect();
         assert_eq!(out, expected);
     }

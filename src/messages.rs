@@ -234,6 +234,16 @@ pub enum RequestBody {
     },
 }
 
+impl RequestBody {
+    /// Does this request change the membership (the operator's alone, `tls::Peer::admits`)?
+    pub fn is_member_change(&self) -> bool {
+        matches!(
+            self,
+            RequestBody::MemberChange(_) | RequestBody::MemberChangeFenced { .. }
+        )
+    }
+}
+
 /// What `paxkv member add|remove` asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MemberChangeRequest {

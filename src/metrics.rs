@@ -17,7 +17,20 @@ pub struct NodeMetrics {
     pub rounds: IntCounterVec,
     pub commit_seconds: Histogram,
     pub group_commit_records: Histogram,
+    /// Connections refused, closed or held back by a limit, by limit (`[limits]`).
+    pub limited: IntCounterVec,
 }
+
+/// The labels of `paxkv_limited_total`, one per limit that refuses, closes or holds back.
+pub const LIMITS: [&str; 7] = [
+    "handshakes",
+    "handshakes_per_source",
+    "handshake_timeout",
+    "connections",
+    "connection_bytes",
+    "node_bytes",
+    "slow_reader",
+];
 
 impl std::fmt::Debug for NodeMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,11 +81,23 @@ impl Default for NodeMetrics {
             .buckets(prometheus::exponential_buckets(1.0, 4.0, 8).expect("valid buckets")),
         )
         .expect("valid metric");
+        let limited = IntCounterVec::new(
+            Opts::new(
+                "paxkv_limited_total",
+                "Connections refused or closed, and requests held back, by the limit that did it",
+            ),
+            &["limit"],
+        )
+        .expect("valid metric");
+        for limit in LIMITS {
+            limited.with_label_values(&[limit]);
+        }
         NodeMetrics {
             request_seconds,
             rounds,
             commit_seconds,
             group_commit_records,
+            limited,
         }
     }
 }

@@ -9,11 +9,24 @@
 //! - **A node's certificate names it**: a subject alternative name `node-<id>.paxkv` (its
 //!   identity) and the IP address it listens on (what a client dialing that address checks).
 //!   `paxkv certs` writes such certificates; a production CA must issue the same names.
-//! - **A client certificate** is any other certificate the CA signed; it names no node. A
-//!   client may read and write and change the membership (`paxkv member`: it is an
-//!   operator's); only a node may speak Paxos. There are no finer roles. The CA must be the
-//!   cluster's own: one that issues `node-<id>.paxkv` names (or a wildcard `*.paxkv`) to
-//!   anyone makes them nodes.
+//! - **Three roles**, each told by the names its certificate carries, and what each may send
+//!   ([`Peer::admits`], the one rule):
+//!   - a **node** (`node-<id>.paxkv`): Paxos frames as itself, node-to-node calls
+//!     (anti-entropy, `Hello` about itself, `Install` while it is a member), reads and writes;
+//!     **not** a membership change. Stolen: it can vote as that node (and so break safety
+//!     with other stolen keys: Paxos is not Byzantine-tolerant) and install memberships while
+//!     it is a member; it cannot reconfigure the cluster through `paxkv member`.
+//!   - the **operator** (`operator.paxkv`, `paxkv certs` writes `operator.pem`): membership
+//!     changes (`paxkv member add|remove`: `MemberChange`, `MemberChangeFenced`), besides
+//!     everything a client may. Nothing else is the operator's alone today: there is no
+//!     other administrative request. Stolen: it can remove voters down to one and add
+//!     nodes it controls; keep it off application hosts.
+//!   - a **client** (any other certificate the CA signed): reads, writes, `status` and
+//!     `member list`. Stolen: it can read and overwrite every key, never reconfigure.
+//!
+//!   Plaintext (TLS off, loopback only) trusts every local user with all three. The CA must
+//!   be the cluster's own: one that issues `node-<id>.paxkv` or `operator.paxkv` names (or a
+//!   wildcard `*.paxkv`) to anyone makes them nodes or operators.
 //! - **What each connection may send** ([`Peer::admits`]), decided from the certificate the
 //!   handshake verified, never from the frame: a `Frame::Peer` only if its `from` is the node
 //!   the certificate names (a peer with node 2's certificate cannot speak for node 3); a
@@ -22,14 +35,19 @@
 //!   A refused frame is dropped and counted (`forged_frames`); the connection goes on.
 //! - **A connection without a certificate the CA signed** (plaintext, another CA's, expired)
 //!   fails its handshake and is closed before any frame is read, let alone decoded; counted
-//!   (`refused_connections`). A handshake must finish within [`HANDSHAKE_TIMEOUT`], in one of
-//!   a bounded number of handshake slots; an authenticated node's connection then takes no
-//!   client slot (the network actor), so clients cannot crowd out the peers. Sockets that
-//!   never finish a handshake can still fill the handshake slots and delay new peer links
-//!   (there is no per-address limit).
-//! - **A membership `Install` is taken only from a member** of the membership the node has:
-//!   a removed node, or a certificate issued for a node never added, cannot make a node stop
-//!   voting.
+//!   (`refused_connections`). A handshake must finish within `limits.handshake_timeout_ms`,
+//!   in one of `limits.max_handshakes` slots of which one source address may hold
+//!   `limits.max_handshakes_per_source`; an authenticated node's connection then takes no
+//!   client slot (the network actor), so clients cannot crowd out the peers. Idle sockets
+//!   from one host cannot fill the slots; from many hosts (more than `max_handshakes /
+//!   max_handshakes_per_source` addresses) they still can, each for the handshake deadline.
+//! - **A membership is taken only from a member** of the membership the node has: an
+//!   `Install` from a member's certificate ([`Peer::admits`]), and a pull only from members,
+//!   each dialed as that node ([`Dial::Node`]) and still a member when its answer arrives
+//!   (`actors::view::Members::install_newest`); config addresses are asked only by a node
+//!   with no membership, `--join` addresses at a start. A removed node, or a certificate
+//!   issued for a node never added, cannot make a node stop voting, except a node still
+//!   behind by the change that removed it (issue 18).
 //! - **Dialing a peer** checks that the certificate it answers with names the node it is
 //!   for (`node-<id>.paxkv`): the Paxos links, and a node's anti-entropy, `Hello`, `Install`
 //!   and rescan calls (`ClientOptions::nodes`). Where the node is not known yet (a start
@@ -68,7 +86,8 @@ use crate::error::{Error, Result};
 use crate::messages::{Frame, SyncRequest};
 use crate::paxos::types::NodeId;
 
-/// How long a TLS handshake may take, on either side.
+/// How long a TLS handshake this node dials may take (one it accepts:
+/// `limits.handshake_timeout_ms`).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The DNS name a node's certificate carries as its identity: `node-<id>.paxkv`.
 pub const NODE_NAME_SUFFIX: &str = ".paxkv";
@@ -78,32 +97,62 @@ pub fn node_name(id: NodeId) -> String {
     format!("node-{id}{NODE_NAME_SUFFIX}")
 }
 
-/// The node a certificate names (its `node-<id>.paxkv` alternative name), if exactly one.
-pub fn node_of(cert: &CertificateDer<'_>) -> Option<NodeId> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let names = parsed.subject_alternative_name().ok()??;
-    let mut ids = names
+/// The DNS name an operator's certificate carries (`paxkv certs` writes `operator.pem`).
+pub const OPERATOR_NAME: &str = "operator.paxkv";
+
+/// The DNS alternative names of a certificate (none if it does not parse).
+fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(names)) = parsed.subject_alternative_name() else {
+        return Vec::new();
+    };
+    names
         .value
         .general_names
         .iter()
         .filter_map(|name| match name {
-            // Exactly `node-<id>.paxkv` as `node_name` spells it: no `node-03`, no `node-+3`.
-            x509_parser::extensions::GeneralName::DNSName(dns) => dns
-                .strip_prefix("node-")?
-                .strip_suffix(NODE_NAME_SUFFIX)?
-                .parse::<NodeId>()
-                .ok()
-                .filter(|id| *id != 0 && node_name(*id) == *dns),
+            x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_string()),
             _ => None,
-        });
+        })
+        .collect()
+}
+
+/// The node a certificate names (its `node-<id>.paxkv` alternative name), if exactly one.
+pub fn node_of(cert: &CertificateDer<'_>) -> Option<NodeId> {
+    let mut ids = dns_names(cert).into_iter().filter_map(|dns| {
+        // Exactly `node-<id>.paxkv` as `node_name` spells it: no `node-03`, no `node-+3`.
+        dns.strip_prefix("node-")?
+            .strip_suffix(NODE_NAME_SUFFIX)?
+            .parse::<NodeId>()
+            .ok()
+            .filter(|id| *id != 0 && node_name(*id) == dns)
+    });
     let id = ids.next()?;
     ids.next().is_none().then_some(id)
 }
 
-/// Who reads a config: a node (which presents its own certificate) or a client.
+/// Does the certificate name the operator ([`OPERATOR_NAME`]) and no node?
+pub fn is_operator(cert: &CertificateDer<'_>) -> bool {
+    node_of(cert).is_none() && dns_names(cert).iter().any(|n| n == OPERATOR_NAME)
+}
+
+/// Who a certificate is: a node, the operator, or a client.
+fn peer_of(cert: &CertificateDer<'_>) -> Peer {
+    match node_of(cert) {
+        Some(id) => Peer::Node(id),
+        None if is_operator(cert) => Peer::Operator,
+        None => Peer::Client,
+    }
+}
+
+/// Who reads a config: a node (which presents its own certificate), an operator (`paxkv
+/// member`) or a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Node(NodeId),
+    Operator,
     Client,
 }
 
@@ -125,6 +174,7 @@ impl TlsFiles {
         let in_dir = |name: String| config.dir.as_ref().map(|d| d.join(name));
         let (cert, key) = match role {
             Role::Node(id) => (format!("node-{id}.pem"), format!("node-{id}-key.pem")),
+            Role::Operator => ("operator.pem".into(), "operator-key.pem".into()),
             Role::Client => ("client.pem".into(), "client-key.pem".into()),
         };
         // Validated: without `dir`, all three paths are given.
@@ -226,6 +276,13 @@ impl Tls {
         let chain = read_certs("tls.cert", &files.cert)?;
         let key = PrivateKeyDer::from_pem_file(&files.key)
             .map_err(|e| file_error("tls.key", &files.key, e))?;
+        if role == Role::Operator && !is_operator(&chain[0]) {
+            return Err(file_error(
+                "tls.cert",
+                &files.cert,
+                format!("the certificate does not name the operator ({OPERATOR_NAME})"),
+            ));
+        }
         if let Role::Node(id) = role {
             match node_of(&chain[0]) {
                 Some(named) if named == id => {}
@@ -326,31 +383,34 @@ pub enum Peer {
     Unauthenticated,
     /// A certificate naming this node.
     Node(NodeId),
-    /// A certificate of the CA naming no node.
+    /// A certificate naming the operator ([`OPERATOR_NAME`]).
+    Operator,
+    /// A certificate of the CA naming neither a node nor the operator.
     Client,
 }
 
 impl Peer {
     /// Accepts a connection: plaintext when `tls` is off, else a TLS handshake that verifies
-    /// the client's certificate. `Err` (the connection is refused) for a failed handshake.
+    /// the client's certificate, within `deadline` (`limits.handshake_timeout_ms`). `Err`
+    /// (the connection is refused) for a failed or late handshake.
     pub async fn accept(
         tls: Option<&Tls>,
         stream: TcpStream,
+        deadline: Duration,
     ) -> std::result::Result<(BoxStream, Peer), String> {
         let Some(tls) = tls else {
             return Ok((Box::new(stream), Peer::Unauthenticated));
         };
-        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream))
+        let stream = tokio::time::timeout(deadline, tls.acceptor().accept(stream))
             .await
-            .map_err(|_| format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"))?
+            .map_err(|_| format!("no TLS handshake within {deadline:?}"))?
             .map_err(|e| format!("TLS handshake failed: {e}"))?;
         let peer = stream
             .get_ref()
             .1
             .peer_certificates()
             .and_then(|chain| chain.first())
-            .and_then(node_of)
-            .map_or(Peer::Client, Peer::Node);
+            .map_or(Peer::Client, peer_of);
         Ok((Box::new(stream), peer))
     }
 
@@ -363,6 +423,15 @@ impl Peer {
     ) -> std::result::Result<(), String> {
         match (self, frame) {
             (Peer::Unauthenticated, _) => Ok(()),
+            (Peer::Operator, Frame::Request(_)) => Ok(()),
+            (_, Frame::Request(request)) if request.body.is_member_change() => Err(format!(
+                "a membership change from {}: only the operator's certificate ({OPERATOR_NAME}) \
+                 may change the membership",
+                match self {
+                    Peer::Node(id) => format!("node {id}'s certificate"),
+                    _ => "a client certificate".to_string(),
+                }
+            )),
             (_, Frame::Request(_)) => Ok(()),
             (Peer::Node(id), Frame::Peer(envelope)) if envelope.from != *id => Err(format!(
                 "a Paxos frame from node {} on the connection of node {id}",
@@ -380,14 +449,14 @@ impl Peer {
                 _ => Ok(()),
             },
             (Peer::Node(_), _) => Ok(()),
-            (Peer::Client, Frame::Peer(envelope)) => Err(format!(
+            (Peer::Client | Peer::Operator, Frame::Peer(envelope)) => Err(format!(
                 "a Paxos frame from node {} on a client's connection",
                 envelope.from
             )),
-            (Peer::Client, Frame::SyncRequest(_)) => {
+            (Peer::Client | Peer::Operator, Frame::SyncRequest(_)) => {
                 Err("a node-to-node request on a client's connection".into())
             }
-            (Peer::Client, _) => Ok(()),
+            (Peer::Client | Peer::Operator, _) => Ok(()),
         }
     }
 }

@@ -426,7 +426,7 @@ async fn a_peer_link_refuses_a_node_whose_certificate_names_another_node() {
     let server = tokio::spawn(async move {
         for _ in 0..3 {
             let (stream, _) = listener.accept().await.unwrap();
-            let _ = tls::Peer::accept(Some(&node2), stream).await;
+            let _ = tls::Peer::accept(Some(&node2), stream, tls::HANDSHAKE_TIMEOUT).await;
         }
     });
     let as_3 = tls::dial(
@@ -537,4 +537,358 @@ async fn a_membership_change_completes_with_tls_on() {
         other => panic!("{other:?}"),
     }
     cluster.client_for(4).put(KEY, b"green").await.unwrap();
+}
+
+/// Issue 18, item 2: only the operator's certificate (`operator.pem`, `paxkv certs`) may
+/// change the membership. A client's certificate, a member node's and a certificate issued
+/// for a node that is no member each ask to remove node 3: each is answered "not
+/// permitted", counted, and the membership does not change. (Before, `MemberChange` was a
+/// client request any certificate of the CA could send.)
+#[tokio::test]
+async fn a_membership_change_needs_the_operators_certificate() {
+    use paxkv::messages::{ClientResponse, MemberChangeRequest};
+    let certs = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::with_tls(3, certs.path());
+    let ca = certs.path().join("ca.pem");
+    paxkv::certs::write(&[(9, support::free_port())], certs.path(), false).unwrap();
+    let before = cluster.membership(1).await;
+    let refused_before = metric(&cluster, 1, "paxkv_forged_frames_total").await;
+    let who = [
+        (
+            "a client",
+            identity(certs.path(), &ca, "client", Role::Client),
+        ),
+        (
+            "node 2",
+            identity(certs.path(), &ca, "node-2", Role::Node(2)),
+        ),
+        (
+            "node 9",
+            identity(certs.path(), &ca, "node-9", Role::Node(9)),
+        ),
+    ];
+    for (i, (name, id)) in who.iter().enumerate() {
+        let mut stream = dial(cluster.addr(1), Some(id)).await.unwrap();
+        let remove = Frame::Request(ClientRequest {
+            id: 40 + i as u64,
+            body: RequestBody::MemberChange(MemberChangeRequest::Remove { id: 3 }),
+        });
+        stream.write_all(&frame::encode(&remove)).await.unwrap();
+        match read_frame(&mut stream).await.unwrap() {
+            Frame::Response(ClientResponse {
+                result: Err(paxkv::Error::BadRequest(why)),
+                ..
+            }) => assert!(why.contains("operator"), "{name}: {why}"),
+            other => panic!("{name}: expected a refusal, got {other:?}"),
+        }
+        // The connection goes on: a read is answered.
+        stream.write_all(&frame::encode(&ping(50))).await.unwrap();
+        assert!(matches!(
+            read_frame(&mut stream).await.unwrap(),
+            Frame::Response(r) if r.id == 50
+        ));
+    }
+    assert_eq!(
+        metric(&cluster, 1, "paxkv_forged_frames_total").await,
+        refused_before + 3.0
+    );
+    assert_eq!(cluster.membership(1).await, before);
+    // The operator's certificate may.
+    let operator = identity(certs.path(), &ca, "operator", Role::Operator);
+    let mut stream = dial(cluster.addr(1), Some(&operator)).await.unwrap();
+    let remove = Frame::Request(ClientRequest {
+        id: 60,
+        body: RequestBody::MemberChange(MemberChangeRequest::Remove { id: 3 }),
+    });
+    stream.write_all(&frame::encode(&remove)).await.unwrap();
+    match read_frame(&mut stream).await.unwrap() {
+        Frame::Response(ClientResponse { result: Ok(_), .. }) => {}
+        other => panic!("the operator's change: {other:?}"),
+    }
+    assert_eq!(cluster.membership(1).await.voters(), vec![1, 2]);
+}
+
+/// Issue 18, item 1: a node pulls the membership only from the members of the one it has,
+/// each dialed as that node. Node 4 is removed and stopped; its key holder listens at its
+/// config address with node 4's certificate and answers every membership request with a
+/// membership of this cluster at a far higher epoch that makes node 4 the only voter. Before,
+/// every node asked every config address every few seconds and installed it within a
+/// second (and stopped voting). Now nobody asks it, over three pull periods, and nothing
+/// changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_nodes_key_at_its_config_address_installs_no_membership() {
+    use paxkv::messages::{MembershipInfo, SyncAnswer, SyncReply};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let certs = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::with_tls(4, certs.path());
+    cluster
+        .change(1, paxkv::messages::MemberChangeRequest::Remove { id: 4 })
+        .await
+        .unwrap();
+    cluster.stop(4);
+    let m = cluster.membership(1).await;
+    // Every remaining node has installed the removal (a node still at an epoch where node 4
+    // was a member would ask it, dialed as node 4: the one window a removed node's key
+    // keeps, README).
+    for id in 2..=3 {
+        eventually(
+            &format!("node {id} installs the removal"),
+            Duration::from_secs(30),
+            || async { cluster.membership(id).await.epoch >= m.epoch },
+        )
+        .await;
+    }
+    let mut forged = Membership::bootstrap([(4, cluster.addr(4).to_string())], "");
+    forged.epoch = m.epoch + 100;
+    forged.cluster = m.cluster;
+    let node4 = identity(
+        certs.path(),
+        &certs.path().join("ca.pem"),
+        "node-4",
+        Role::Node(4),
+    );
+    let listener = tokio::net::TcpListener::bind(cluster.addr(4))
+        .await
+        .unwrap();
+    let asked = Arc::new(AtomicU64::new(0));
+    let server = {
+        let asked = asked.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, forged, asked) = (node4.acceptor(), forged.clone(), asked.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut stream: BoxStream = Box::new(stream);
+                    while let Ok(frame) = read_frame(&mut stream).await {
+                        if let Frame::SyncRequest(call) = frame {
+                            if matches!(call.body, SyncRequest::Membership) {
+                                asked.fetch_add(1, Ordering::Relaxed);
+                                let answer = Frame::SyncResponse(SyncAnswer {
+                                    id: call.id,
+                                    result: Ok(SyncReply::Membership(MembershipInfo {
+                                        node: 4,
+                                        membership: Some(forged.clone()),
+                                        store: 1,
+                                        voting: true,
+                                        founds: 0,
+                                    })),
+                                });
+                                if stream.write_all(&frame::encode(&answer)).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        })
+    };
+    // Three periods of the pull of a voting node (5 s), the nodes serving throughout.
+    let until = std::time::Instant::now() + Duration::from_secs(16);
+    let members = cluster.client_with(
+        (1..=3).map(|id| cluster.addr(id)).collect(),
+        false,
+        Duration::from_secs(10),
+    );
+    while std::time::Instant::now() < until {
+        members.put(KEY, b"blue").await.unwrap();
+        for id in 1..=3 {
+            let now = cluster.membership(id).await;
+            assert_eq!(now.epoch, m.epoch, "node {id} installed {now:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        asked.load(Ordering::Relaxed),
+        0,
+        "a node asked a removed node"
+    );
+    for id in 1..=3 {
+        assert_eq!(
+            cluster.metric(id, "paxkv_voting").await,
+            Some(1.0),
+            "node {id}"
+        );
+    }
+    server.abort();
+}
+
+/// The resident memory of this process (every node of the in-process cluster), in bytes.
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib * 1024
+}
+
+/// Sockets from 127.0.0.2 that connect to node 1 and never say anything (no TLS handshake),
+/// each reopened 10 ms after the node closes it, `count` of them at once, until aborted.
+fn idle_sockets(target: SocketAddr, count: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..count)
+        .map(|_| {
+            tokio::spawn(async move {
+                loop {
+                    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+                    if let Ok(mut stream) = socket.connect(target).await {
+                        let mut buf = [0u8; 64];
+                        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        })
+        .collect()
+}
+
+/// Issue 18, item 3: idle sockets that never begin a TLS handshake, 256 and then 1,000 of
+/// them from one host, each reopened as soon as it is closed, while authenticated clients
+/// keep opening new connections and a node restarts (its peer links connect again). Before,
+/// 256 such sockets took every handshake slot for 5 s each, and 47 of 48 new connections
+/// were refused. Now one source address holds at most `max_handshakes_per_source` of them:
+/// every new client connection is served, the restarted node votes again, and the refusals
+/// are counted by limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_from_one_host_shut_out_neither_clients_nor_peer_links() {
+    let certs = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::with_tls(3, certs.path());
+    for count in [256, 1_000] {
+        let attack = idle_sockets(cluster.addr(1), count);
+        // Let the sockets pile up at node 1.
+        let refused = metric(&cluster, 1, "paxkv_refused_connections_total").await;
+        eventually(
+            "node 1 refuses idle sockets",
+            Duration::from_secs(20),
+            || async {
+                metric(&cluster, 1, "paxkv_refused_connections_total").await >= refused + 16.0
+            },
+        )
+        .await;
+        for i in 0..48u32 {
+            // A new client, so a new connection and a new handshake, each time.
+            let client = cluster.client_with(vec![cluster.addr(1)], true, Duration::from_secs(5));
+            client
+                .put(format!("k{i}").as_bytes(), b"v")
+                .await
+                .unwrap_or_else(|e| panic!("{count} idle sockets: connection {i}: {e}"));
+        }
+        // A peer restarts: its links to node 1 and node 1's to it connect again.
+        cluster.stop(2);
+        cluster.restart(2);
+        cluster.wait_voting(&[2]).await;
+        cluster
+            .client_for(2)
+            .put(b"after", b"restart")
+            .await
+            .unwrap();
+        for task in attack {
+            task.abort();
+        }
+    }
+    assert!(
+        metric(
+            &cluster,
+            1,
+            "paxkv_limited_total{limit=\"handshakes_per_source\"}"
+        )
+        .await
+            > 0.0
+    );
+}
+
+/// Issue 18, item 4: a connection asks a thousand times for a 1 MiB value (15 KB of
+/// requests) and never reads an answer. Before, the node buffered every answer: +859 MiB
+/// resident. Now the connection holds at most its byte budget (`max_connection_bytes`, here
+/// 16 MiB): it is not read further once the budget is spent, the process's resident memory
+/// grows by less than the budget and a fixed allowance (32 MiB: allocator, buffers), the
+/// connection is closed once its answers wait `slow_reader_timeout_ms`, and a reader that
+/// reads is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_reads_holds_at_most_its_byte_budget() {
+    const BUDGET: usize = 16 << 20;
+    let certs = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::with_tls_and(3, certs.path(), |c| {
+        c.limits.max_connection_bytes = BUDGET;
+        c.limits.slow_reader_timeout_ms = 3_000;
+    });
+    let big = vec![7u8; 1 << 20];
+    cluster.client().put(KEY, &big).await.unwrap();
+    cluster.client().get(KEY).await.unwrap();
+    let before = resident_bytes();
+    let ca = certs.path().join("ca.pem");
+    let client = identity(certs.path(), &ca, "client", Role::Client);
+    let mut stream = dial(cluster.addr(1), Some(&client)).await.unwrap();
+    let mut requests = Vec::new();
+    for id in 0..1_000u64 {
+        let get = Frame::Request(ClientRequest {
+            id,
+            body: RequestBody::Kv {
+                key: KEY.to_vec(),
+                command: paxkv::paxos::types::Command::Get,
+                write_id: None,
+                maybe_applied: false,
+            },
+        });
+        requests.extend_from_slice(&frame::encode(&get));
+    }
+    // Written from a task: once the node stops reading, this write blocks.
+    let writer = tokio::spawn(async move {
+        let _ = stream.write_all(&requests).await;
+        stream
+    });
+    let bound = (BUDGET + (32 << 20)) as u64;
+    eventually(
+        "the connection's budget is spent and it is no longer read (or memory is over the bound)",
+        Duration::from_secs(30),
+        || async {
+            resident_bytes().saturating_sub(before) >= bound
+                || cluster
+                    .metric(1, "paxkv_limited_total{limit=\"connection_bytes\"}")
+                    .await
+                    .is_some_and(|n| n > 0.0)
+        },
+    )
+    .await;
+    // Answers the node had computed before it stopped reading are on their way out: give
+    // them a moment to land in memory, as they did before the budget.
+    let grown = {
+        let mut grown = 0;
+        for _ in 0..10 {
+            grown = grown.max(resident_bytes().saturating_sub(before));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        grown
+    };
+    assert!(
+        grown < bound,
+        "resident memory grew by {} MiB with a budget of {} MiB",
+        grown >> 20,
+        BUDGET >> 20
+    );
+    // A reader that reads is served meanwhile.
+    match cluster.client_for(1).get(KEY).await.unwrap() {
+        Outcome::Get { value, .. } => assert_eq!(value.map(|v| v.len()), Some(1 << 20)),
+        other => panic!("{other:?}"),
+    }
+    eventually(
+        "the connection that does not read is closed",
+        Duration::from_secs(30),
+        || async {
+            cluster
+                .metric(1, "paxkv_limited_total{limit=\"slow_reader\"}")
+                .await
+                .is_some_and(|n| n >= 1.0)
+        },
+    )
+    .await;
+    writer.abort();
 }

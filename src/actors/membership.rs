@@ -122,25 +122,14 @@ impl Driver {
         // member's store), or a new cluster founded from the config: `paxos::bootstrap`
         // decides, from what the nodes asked answer.
         let founding = self.config.founding(me);
-        let addrs: Vec<std::net::SocketAddr> = match self.view.get() {
-            Some(m) => self.peer_addrs(&m, &join),
-            None => {
-                let mut addrs = self.config.addrs();
-                addrs.extend(&join);
-                addrs.sort();
-                addrs.dedup();
-                addrs
-            }
-        };
-        let own = self.config.node(me).ok().and_then(|n| n.addr.parse().ok());
-        let others: Vec<_> = addrs.into_iter().filter(|a| Some(*a) != own).collect();
+        let others = self.start_targets(&join);
         log::debug!("node {me}: starting; asking {others:?} for the membership");
         // A node with a membership asks once (a restart whose old peers are all gone learns
         // the new one through `--join`); one with none, until it has one.
         let mut first = true;
         while first || self.view.get().is_none() {
             first = false;
-            let (answers, last_error) = self.ask_memberships(others.clone()).await;
+            let (answers, last_error) = self.ask_memberships(&others).await;
             if self.view.get().is_some() {
                 // Installed meanwhile (a driver's `Install`), or before this start: only a
                 // newer membership of its own cluster.
@@ -215,7 +204,7 @@ impl Driver {
                 if voting {
                     voting = false; // removed, or its store replaced: `install` cleared it
                 }
-                let _ = self.fetch_and_install(self.peer_addrs(&m, &join)).await;
+                let _ = self.fetch_from_members().await;
                 self.wait_for_change(Duration::from_millis(300)).await;
                 continue;
             }
@@ -238,7 +227,7 @@ impl Driver {
             }
             if voting {
                 // Keep up with changes made while this node's links were down.
-                let _ = self.fetch_and_install(self.peer_addrs(&m, &join)).await;
+                let _ = self.fetch_from_members().await;
             }
             let wait = if voting && confirmation.unconfirmed(&m, me).is_empty() {
                 Duration::from_secs(5)
@@ -323,25 +312,31 @@ impl Driver {
         let _ = tokio::time::timeout(at_most, self.changed.notified()).await;
     }
 
-    /// Where to ask for a newer membership: the members of `m`, the config's nodes, and the
-    /// `--join` addresses (a node restarted after its old peers were all replaced learns the
-    /// new membership through them: review of issue 11).
-    fn peer_addrs(
-        &self,
-        m: &Membership,
-        join: &[std::net::SocketAddr],
-    ) -> Vec<std::net::SocketAddr> {
-        let mut addrs: Vec<_> = m
-            .nodes()
-            .into_iter()
-            .filter(|n| *n != self.view.me())
-            .filter_map(|n| addr_of(m, n).ok())
-            .collect();
-        addrs.extend(self.config.addrs());
-        addrs.extend(join);
-        addrs.sort();
-        addrs.dedup();
-        addrs
+    /// Whom a start asks for the membership (see `Members::ask_memberships`): with one
+    /// installed, its other members, each dialed as that node, and the `--join` addresses
+    /// (given by the operator for this start: a node restarted after its old peers were all
+    /// replaced learns the new membership through them, review of issue 11); with none, the
+    /// config's other nodes and `--join`, by address (a first start, or a wiped store).
+    /// Config addresses never serve a node that has a membership (issue 18: a removed node
+    /// may still hold one).
+    fn start_targets(&self, join: &[std::net::SocketAddr]) -> Vec<(NodeId, std::net::SocketAddr)> {
+        let me = self.view.me();
+        let own = self.config.node(me).ok().and_then(|n| n.addr.parse().ok());
+        let mut targets: Vec<(NodeId, std::net::SocketAddr)> = match self.view.get() {
+            Some(m) => m
+                .nodes()
+                .into_iter()
+                .filter(|n| *n != me)
+                .filter_map(|n| Some((n, addr_of(&m, n).ok()?)))
+                .collect(),
+            None => self.config.addrs().into_iter().map(|a| (0, a)).collect(),
+        };
+        targets.extend(join.iter().map(|a| (0, *a)));
+        targets.retain(|(_, a)| Some(*a) != own);
+        // One target per address, a member (dialed as that node) before an address.
+        targets.sort_by_key(|(id, a)| (*a, std::cmp::Reverse(*id)));
+        targets.dedup_by_key(|(_, a)| *a);
+        targets
     }
 
     /// At bootstrap the membership records no store; a node records its own (a step that

@@ -63,6 +63,7 @@ impl Sources {
             Box::new(m.rounds.clone()),
             Box::new(m.commit_seconds.clone()),
             Box::new(m.group_commit_records.clone()),
+            Box::new(m.limited.clone()),
         ] {
             registry.register(c).expect("registered once");
         }

@@ -29,7 +29,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
 
 use crate::actors::anti_entropy::SyncServer;
@@ -44,8 +44,9 @@ use crate::frame;
 use crate::messages::Frame;
 use crate::tls::{self, Dial, Peer, Tls};
 
-/// Connections in their TLS handshake at once (each for at most `tls::HANDSHAKE_TIMEOUT`).
-const MAX_HANDSHAKES: usize = 256;
+/// The largest answer a request that returns no value can have (a membership of
+/// `MAX_MEMBERS`, a status, an error message), reserved for it in the byte budgets.
+const SMALL_ANSWER_BYTES: usize = 64 * 1024;
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -65,8 +66,11 @@ struct Shared {
     config: Arc<Config>,
     stats: Arc<Stats>,
     connections: Arc<Semaphore>,
-    /// Connections in their TLS handshake.
+    /// Connections in their TLS handshake, from everywhere, and per source address.
     handshakes: Arc<Semaphore>,
+    handshakes_from: std::sync::Mutex<rustc_hash::FxHashMap<std::net::IpAddr, usize>>,
+    /// Bytes in flight over every connection of this node (`limits.max_node_bytes`).
+    node_bytes: Arc<Semaphore>,
     view: Arc<MembershipView>,
     tls: Option<Arc<Tls>>,
 }
@@ -84,6 +88,8 @@ impl Network {
         let view = sync.view();
         let tls = sync.tls();
         let connections = Arc::new(Semaphore::new(config.limits.max_client_connections));
+        let handshakes = Arc::new(Semaphore::new(config.limits.max_handshakes));
+        let node_bytes = Arc::new(Semaphore::new(config.limits.max_node_bytes));
         Network {
             listener: Some(listener),
             queues: Some(queues),
@@ -93,8 +99,10 @@ impl Network {
                 sync,
                 config,
                 stats,
+                handshakes,
+                handshakes_from: Default::default(),
+                node_bytes,
                 connections,
-                handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
                 view,
                 tls,
             }),
@@ -135,11 +143,23 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        // Slots: a connection still in its TLS handshake holds one of MAX_HANDSHAKES; once
-        // it is a client's (or plaintext), one of `limits.max_client_connections`. A node's
-        // connection takes no client slot, so clients (or sockets that never finish a
-        // handshake) cannot shut the peers out once they are authenticated.
+        // Slots: a connection still in its TLS handshake holds one of `max_handshakes`, and
+        // one of its source address's `max_handshakes_per_source` (so one host's idle sockets
+        // cannot take them all), for at most `handshake_timeout_ms`; once it is a client's
+        // (or plaintext), one of `limits.max_client_connections`. A node's connection takes
+        // no client slot, so clients (or sockets that never finish a handshake) cannot shut
+        // the peers out once they are authenticated.
+        let Some(from) = SourceSlot::take(&shared, peer.ip()) else {
+            limited(&shared.stats, "handshakes_per_source");
+            refused(
+                &shared.stats,
+                peer,
+                "too many TLS handshakes from this address",
+            );
+            continue;
+        };
         let Ok(handshake) = shared.handshakes.clone().try_acquire_owned() else {
+            limited(&shared.stats, "handshakes");
             refused(&shared.stats, peer, "too many TLS handshakes at once");
             continue;
         };
@@ -147,17 +167,27 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         actix_rt::spawn(async move {
             // The handshake, and with it the certificate, comes before any frame is read.
-            let (stream, who) = match Peer::accept(shared.tls.as_deref(), stream).await {
+            let deadline = Duration::from_millis(shared.config.limits.handshake_timeout_ms);
+            let (stream, who) = match Peer::accept(shared.tls.as_deref(), stream, deadline).await {
                 Ok(accepted) => accepted,
-                Err(e) => return refused(&shared.stats, peer, &e),
+                Err(e) => {
+                    if e.starts_with("no TLS handshake") {
+                        limited(&shared.stats, "handshake_timeout");
+                    }
+                    return refused(&shared.stats, peer, &e);
+                }
             };
+            drop(from);
             drop(handshake);
             let permit = match who {
                 Peer::Node(_) => None,
-                Peer::Client | Peer::Unauthenticated => {
+                Peer::Client | Peer::Operator | Peer::Unauthenticated => {
                     match shared.connections.clone().try_acquire_owned() {
                         Ok(permit) => Some(permit),
-                        Err(_) => return refused(&shared.stats, peer, "too many connections"),
+                        Err(_) => {
+                            limited(&shared.stats, "connections");
+                            return refused(&shared.stats, peer, "too many connections");
+                        }
                     }
                 }
             };
@@ -173,6 +203,44 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// A connection's hold on its source address's handshake slots, given back when dropped.
+struct SourceSlot {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+}
+
+impl SourceSlot {
+    fn take(shared: &Arc<Shared>, ip: std::net::IpAddr) -> Option<SourceSlot> {
+        let mut from = shared.handshakes_from.lock().expect("handshakes lock");
+        let count = from.entry(ip).or_insert(0);
+        if *count >= shared.config.limits.max_handshakes_per_source {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut from = self.shared.handshakes_from.lock().expect("handshakes lock");
+        if let Some(count) = from.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                from.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Counts a refusal (or a wait) by a limit, for `/metrics` (`paxkv_limited_total`).
+fn limited(stats: &Stats, limit: &'static str) {
+    stats.metrics.limited.with_label_values(&[limit]).inc();
+}
+
 /// Counts a connection refused before any frame was read, and says why (now and then).
 fn refused(stats: &Stats, peer: std::net::SocketAddr, why: &str) {
     let count = Stats::add_get(&stats.refused_connections, 1);
@@ -181,7 +249,68 @@ fn refused(stats: &Stats, peer: std::net::SocketAddr, why: &str) {
     }
 }
 
+/// An answer on its way out, holding its share of the connection's and the node's byte
+/// budgets until it is written (`frame::write_queue` drops it then).
+struct Answer {
+    bytes: Bytes,
+    _budget: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+}
+
+impl AsRef<[u8]> for Answer {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// The most bytes a request can hold in flight: itself, and its largest possible answer (a
+/// value for a get, a frame for a node's call, a small answer otherwise).
+fn reserved_for(call: &Call, request_bytes: usize, config: &Config) -> usize {
+    let answer = match call {
+        Call::Client(request) => match &request.body {
+            crate::messages::RequestBody::Kv {
+                command: crate::paxos::types::Command::Get,
+                ..
+            } => config.frame_limit(),
+            _ => SMALL_ANSWER_BYTES,
+        },
+        Call::Sync(_) => config.frame_limit(),
+    };
+    request_bytes + answer
+}
+
+/// Takes `bytes` of `budget`, counting a wait under `limit` (the connection is not read
+/// meanwhile: backpressure, never a buffer).
+async fn take(
+    budget: &Arc<Semaphore>,
+    bytes: usize,
+    stats: &Stats,
+    limit: &'static str,
+) -> OwnedSemaphorePermit {
+    let bytes = bytes as u32; // validated: budgets fit in u32, and a request in its budget
+    match budget.clone().try_acquire_many_owned(bytes) {
+        Ok(permit) => permit,
+        Err(_) => {
+            limited(stats, limit);
+            budget
+                .clone()
+                .acquire_many_owned(bytes)
+                .await
+                .expect("never closed")
+        }
+    }
+}
+
 /// Reads frames from one connection until it closes; `Err` for a bad frame.
+///
+/// **Bytes in flight are budgeted**, per connection (`limits.max_connection_bytes`) and per
+/// node (`limits.max_node_bytes`): a request takes, before it is served, its own size and
+/// the largest answer it can have ([`reserved_for`]); once its answer is encoded it gives
+/// back what the answer does not need, and the rest once the answer is written. A request
+/// that does not fit waits, and the connection is not read meanwhile (the client's own
+/// sends then block in TCP): so a connection that asks for a thousand 1 MiB values and
+/// never reads its answers holds at most its budget (review of issue 18: 859 MiB before).
+/// A connection whose answers wait `limits.slow_reader_timeout_ms` to be written is closed,
+/// giving its budget back.
 async fn serve_connection(
     stream: tls::BoxStream,
     who: Peer,
@@ -189,14 +318,32 @@ async fn serve_connection(
 ) -> Result<(), Error> {
     let (reader, writer) = tokio::io::split(stream);
     let mut frames = FramedRead::new(reader, frame::codec(shared.config.frame_limit()));
-    let inflight_limit = shared.config.limits.max_inflight_per_connection;
-    let (answers, outgoing) = mpsc::channel::<Bytes>(inflight_limit);
+    let limits = &shared.config.limits;
+    let inflight_limit = limits.max_inflight_per_connection;
+    let (answers, outgoing) = mpsc::channel::<Answer>(inflight_limit);
+    let stall = Duration::from_millis(limits.slow_reader_timeout_ms);
+    let writer_stats = shared.stats.clone();
     actix_rt::spawn(async move {
         let (mut writer, mut outgoing) = (writer, outgoing);
-        let _ = frame::write_queue(&mut writer, &mut outgoing).await;
+        if let Err(e) = frame::write_queue(&mut writer, &mut outgoing, Some(stall)).await {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                limited(&writer_stats, "slow_reader");
+                log::warn!("closing a connection whose reader stopped: {e}");
+            }
+        }
+        // Dropping `outgoing` closes the channel: the reader below stops, and every answer
+        // still queued gives its budget back.
     });
+    let connection_bytes = Arc::new(Semaphore::new(limits.max_connection_bytes));
     let inflight = Arc::new(Semaphore::new(inflight_limit));
-    while let Some(bytes) = frames.next().await {
+    loop {
+        let bytes = tokio::select! {
+            next = frames.next() => match next {
+                Some(bytes) => bytes,
+                None => return Ok(()),
+            },
+            _ = answers.closed() => return Ok(()), // the writer gave up: a slow reader
+        };
         let bytes = match bytes {
             Ok(bytes) => bytes,
             // A peer that went away (a TLS peer closing without close_notify, a reset) is
@@ -204,7 +351,9 @@ async fn serve_connection(
             Err(e) if gone(&e) => return Ok(()),
             Err(e) => return Err(Error::Frame(e.to_string())),
         };
+        let request_bytes = bytes.len();
         let frame = frame::decode(&bytes)?;
+        drop(bytes);
         if let Err(e) = frame.validate(&shared.config) {
             // Well framed but wrong: drop this frame only; the connection goes on.
             let count = Stats::add_get(&shared.stats.bad_frames, 1);
@@ -216,9 +365,21 @@ async fn serve_connection(
         let is_member = |id| shared.view.get().is_none_or(|m| m.member(id).is_some());
         if let Err(e) = who.admits(&frame, is_member) {
             // Authenticated as someone who may not say this: drop it; the connection goes on.
+            // A client request is answered, so that its sender learns why.
             let count = Stats::add_get(&shared.stats.forged_frames, 1);
             if count.is_power_of_two() {
                 log::warn!("refused a forged frame ({count} so far): {e}");
+            }
+            if let Frame::Request(request) = frame {
+                let answer = Frame::Response(crate::messages::ClientResponse {
+                    id: request.id,
+                    result: Err(Error::BadRequest(format!("not permitted: {e}"))),
+                });
+                let answer = Answer {
+                    bytes: frame::encode(&answer),
+                    _budget: None,
+                };
+                let _ = answers.send(answer).await;
             }
             continue;
         }
@@ -234,7 +395,8 @@ async fn serve_connection(
                     let count = Stats::add_get(&shared.stats.bad_frames, 1);
                     if count.is_power_of_two() {
                         log::warn!(
-                            "refused a Paxos frame from node {}, not a member of epoch {}                              ({count} refused so far)",
+                            "refused a Paxos frame from node {}, not a member of epoch {} \
+                             ({count} refused so far)",
                             envelope.from,
                             shared.view.epoch()
                         );
@@ -252,6 +414,15 @@ async fn serve_connection(
                 return Err(Error::Frame("a node does not take answers".into()));
             }
         };
+        let reserved = reserved_for(&call, request_bytes, &shared.config);
+        let mine = take(
+            &connection_bytes,
+            reserved,
+            &shared.stats,
+            "connection_bytes",
+        )
+        .await;
+        let node = take(&shared.node_bytes, reserved, &shared.stats, "node_bytes").await;
         let permit = inflight
             .clone()
             .acquire_owned()
@@ -259,15 +430,24 @@ async fn serve_connection(
             .expect("never closed");
         let (shared, answers) = (shared.clone(), answers.clone());
         actix_rt::spawn(async move {
+            let (mut mine, mut node) = (mine, node);
             let answer = match call {
                 Call::Client(request) => Frame::Response(shared.router.serve(request).await),
                 Call::Sync(call) => Frame::SyncResponse(shared.sync.serve(call).await),
             };
-            let _ = answers.send(frame::encode(&answer)).await;
+            let bytes = frame::encode(&answer);
+            // Give back what the answer does not need (its request is served).
+            let keep = bytes.len().min(reserved);
+            drop(mine.split(reserved - keep));
+            drop(node.split(reserved - keep));
+            let answer = Answer {
+                bytes,
+                _budget: Some((mine, node)),
+            };
+            let _ = answers.send(answer).await;
             drop(permit);
         });
     }
-    Ok(())
 }
 
 /// Did the other end just go away (rather than send something malformed)?
@@ -319,7 +499,7 @@ async fn peer_writer(mut queue: PeerQueue, tls: Option<Arc<Tls>>) {
                 continue;
             }
         };
-        match frame::write_queue(&mut stream, &mut queue.frames).await {
+        match frame::write_queue(&mut stream, &mut queue.frames, None).await {
             Ok(()) => return,
             Err(e) => log::warn!("connection to node {} lost: {e}", queue.node),
         }

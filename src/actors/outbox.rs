@@ -1,7 +1,8 @@
 //! The outbox: how the per-key actors send Paxos messages. A message to a peer is encoded
-//! once and queued, as bytes, on that peer's bounded queue (`limits.peer_queue_capacity`),
-//! which the peer's writer in `actors::network` drains; a full queue drops the frame (Paxos
-//! treats it as lost and retries). A message to this node itself skips the network and goes
+//! once and queued, as bytes, on that peer's queue, bounded in frames
+//! (`limits.peer_queue_capacity`) and in bytes (`limits.peer_queue_bytes`: a frame carries
+//! up to a whole value), which the peer's writer in `actors::network` drains; a full queue
+//! drops the frame (Paxos treats it as lost and retries). A message to this node itself skips the network and goes
 //! straight to the supervisor. Every message leaves through [`Outbox::dispatch`], which is
 //! also where a [`FaultPlan`] (tests only) drops, duplicates, delays (and so reorders)
 //! messages, or cuts links.
@@ -10,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 #[cfg(feature = "testing")]
 use std::sync::atomic::AtomicBool;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 #[cfg(feature = "testing")]
 use std::sync::RwLock;
@@ -48,10 +49,11 @@ struct OutboxInner {
     cluster: AtomicU64,
     /// One queue per peer of the installed membership (and of the config before one is
     /// installed), with its address; replaced when the membership changes.
-    peers: std::sync::RwLock<BTreeMap<NodeId, (String, mpsc::Sender<Bytes>)>>,
+    peers: std::sync::RwLock<BTreeMap<NodeId, (String, PeerSender)>>,
     /// New peers' queues go to the network actor, which starts their writers.
     new_queues: mpsc::UnboundedSender<PeerQueue>,
     queue_capacity: usize,
+    queue_bytes: usize,
     local: Recipient<Deliver>,
     stats: Arc<Stats>,
     #[cfg(feature = "testing")]
@@ -71,7 +73,33 @@ enum Outgoing {
 pub struct PeerQueue {
     pub node: NodeId,
     pub addr: SocketAddr,
-    pub frames: mpsc::Receiver<Bytes>,
+    pub frames: mpsc::Receiver<Queued>,
+}
+
+/// A frame in a peer's queue: its bytes count against the queue's byte budget until it is
+/// written or dropped.
+pub struct Queued {
+    bytes: Bytes,
+    queued: Arc<AtomicUsize>,
+}
+
+impl AsRef<[u8]> for Queued {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.queued.fetch_sub(self.bytes.len(), Ordering::AcqRel);
+    }
+}
+
+/// The sending side of a peer's queue: frames, and the bytes they hold.
+#[derive(Clone)]
+struct PeerSender {
+    frames: mpsc::Sender<Queued>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl Outbox {
@@ -88,6 +116,7 @@ impl Outbox {
             peers: Default::default(),
             new_queues,
             queue_capacity: config.limits.peer_queue_capacity,
+            queue_bytes: config.limits.peer_queue_bytes,
             local,
             stats,
             #[cfg(feature = "testing")]
@@ -118,7 +147,11 @@ impl Outbox {
                 continue;
             };
             let (tx, rx) = mpsc::channel(self.inner.queue_capacity);
-            peers.insert(*id, (addr.clone(), tx));
+            let sender = PeerSender {
+                frames: tx,
+                queued: Arc::new(AtomicUsize::new(0)),
+            };
+            peers.insert(*id, (addr.clone(), sender));
             let _ = self.inner.new_queues.send(PeerQueue {
                 node: *id,
                 addr: parsed,
@@ -132,7 +165,7 @@ impl Outbox {
         let peers = self.inner.peers.read().expect("peers lock");
         peers
             .iter()
-            .map(|(id, (_, queue))| (*id, queue.max_capacity() - queue.capacity()))
+            .map(|(id, (_, queue))| (*id, queue.frames.max_capacity() - queue.frames.capacity()))
             .collect()
     }
 
@@ -276,7 +309,17 @@ impl Outbox {
             Outgoing::Local(envelope) => self.inner.local.try_send(Deliver(envelope)).is_ok(),
             Outgoing::Remote(frame) => {
                 match self.inner.peers.read().expect("peers lock").get(&to) {
-                    Some((_, queue)) => queue.try_send(frame).is_ok(),
+                    Some((_, queue)) => {
+                        // Over the byte budget: dropped, as on a full queue.
+                        let len = frame.len();
+                        let before = queue.queued.fetch_add(len, Ordering::AcqRel);
+                        let queued = Queued {
+                            bytes: frame,
+                            queued: queue.queued.clone(),
+                        };
+                        before + len <= self.inner.queue_bytes
+                            && queue.frames.try_send(queued).is_ok()
+                    }
                     None => {
                         log::debug!("no peer {to} in the membership; message dropped");
                         false

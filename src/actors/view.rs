@@ -323,7 +323,7 @@ impl Members {
         let Ok(addr) = addr_of(&m, peer) else { return };
         let this = self.clone();
         actix_rt::spawn(async move {
-            if let Err(e) = this.fetch_and_install(vec![addr]).await {
+            if let Err(e) = this.fetch_and_install(&[(peer, addr)]).await {
                 log::debug!(
                     "node {}: fetching membership of node {peer}: {e}",
                     this.view.me
@@ -332,21 +332,53 @@ impl Members {
         });
     }
 
-    /// Asks the nodes at `addrs` for their membership and installs the newest of this
-    /// node's cluster ([`Membership::pick_pulled`]).
-    pub async fn fetch_and_install(&self, addrs: Vec<std::net::SocketAddr>) -> Result<u64> {
-        let (answers, last_error) = self.ask_memberships(addrs).await;
+    /// Asks `targets` for their membership and installs the newest of this node's cluster
+    /// ([`Membership::pick_pulled`]). See [`Members::ask_memberships`] for who is asked how.
+    pub async fn fetch_and_install(
+        &self,
+        targets: &[(NodeId, std::net::SocketAddr)],
+    ) -> Result<u64> {
+        let (answers, last_error) = self.ask_memberships(targets).await;
         self.install_newest(answers, last_error).await
     }
 
+    /// Asks every other member of the installed membership (as it is now, not as a caller
+    /// read it earlier), each dialed as that node: the periodic pull, and the
+    /// fetch a newer epoch seen on a frame causes. **A membership arrives only from a member
+    /// of the membership a node has** (issue 18): never from an address of the config, which
+    /// a removed node (or another cluster's node) may still hold.
+    pub async fn fetch_from_members(&self) -> Result<u64> {
+        let me = self.view.me();
+        let m = self
+            .view
+            .get()
+            .ok_or_else(|| Error::Unavailable("no membership installed".into()))?;
+        let m = &*m;
+        let targets: Vec<(NodeId, std::net::SocketAddr)> = m
+            .nodes()
+            .into_iter()
+            .filter(|n| *n != me)
+            .filter_map(|n| Some((n, addr_of(m, n).ok()?)))
+            .collect();
+        self.fetch_and_install(&targets).await
+    }
+
     /// Installs the newest membership of this node's cluster among `answers`
-    /// ([`Membership::pick_pulled`]); `last_error` says why there was none.
+    /// ([`Membership::pick_pulled`]); `last_error` says why there was none. An answer of a
+    /// node that is no member of the membership installed *now* is dropped: it was asked
+    /// while it still was one (a node behind by a change), and it may have been removed
+    /// since (issue 18: a removed node's key answered a slow node's pull with a membership
+    /// of its own). An answer from an address whose node is not known (0: `--join`) is kept.
     pub async fn install_newest(
         &self,
         answers: Vec<(NodeId, Answer)>,
         last_error: Option<Error>,
     ) -> Result<u64> {
-        let held = answers.into_iter().filter_map(|(_, a)| match a {
+        let current = self.view.get();
+        let answers = answers.into_iter().filter(|(node, _)| {
+            *node == 0 || current.as_ref().is_none_or(|m| m.member(*node).is_some())
+        });
+        let held = answers.filter_map(|(_, a)| match a {
             Answer::Holds(m) => Some(m),
             Answer::Empty { .. } => None,
         });
@@ -362,25 +394,39 @@ impl Members {
         }
     }
 
-    /// What the nodes at `addrs` answer a request for their membership
-    /// (`paxos::bootstrap::Answer`, one per node that answered, with the config's node at
-    /// that address, 0 if none), and the last error of those that did not.
+    /// What `targets` answer a request for their membership (`paxos::bootstrap::Answer`,
+    /// one per node that answered), and the last error of those that did not. A target
+    /// `(id, addr)` with `id` not 0 is dialed as node `id` (its certificate must name it, its
+    /// answer must come from it); `(0, addr)` is an address whose node is not known (the
+    /// config's, at a first start; `--join`, given by the operator for this start), dialed by
+    /// address, and keyed by the config's node at that address (0 if none).
     pub async fn ask_memberships(
         &self,
-        addrs: Vec<std::net::SocketAddr>,
+        targets: &[(NodeId, std::net::SocketAddr)],
     ) -> (Vec<(NodeId, Answer)>, Option<Error>) {
         // All at once, each bounded: a peer that is paused (or a port that accepts and never
         // answers) costs one timeout, not one per address.
-        let asks = addrs.iter().map(|addr| async move {
-            let client = self.client_for(vec![*addr]);
+        let asks = targets.iter().map(|&(id, addr)| async move {
+            let (client, node) = if id != 0 {
+                (self.client_of(&[(id, addr)]), id)
+            } else {
+                let node = self
+                    .config
+                    .nodes
+                    .iter()
+                    .find(|n| n.addr.parse().ok() == Some(addr))
+                    .map_or(0, |n| n.id);
+                (self.client_for(vec![addr]), node)
+            };
             let ask = client.sync(0, SyncRequest::Membership);
-            let node = self
-                .config
-                .nodes
-                .iter()
-                .find(|n| n.addr.parse().ok() == Some(*addr))
-                .map_or(0, |n| n.id);
             match tokio::time::timeout(Duration::from_secs(2), ask).await {
+                Ok(Ok(SyncReply::Membership(info))) if id != 0 && info.node != id => (
+                    node,
+                    Err(Error::Frame(format!(
+                        "{addr}: asked node {id}, node {} answered",
+                        info.node
+                    ))),
+                ),
                 Ok(answer) => (node, answer),
                 Err(_) => (
                     node,

@@ -21,7 +21,7 @@ use paxkv::config::Config;
 use paxkv::error::ErrorClass;
 use paxkv::node::NodeOptions;
 use paxkv::paxos::types::Outcome;
-use paxkv::tls::{Role, Tls};
+use paxkv::tls::{Role, Tls, TlsFiles};
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_NOT_FOUND: i32 = 1;
@@ -283,9 +283,26 @@ fn make_client(cli: &Cli) -> anyhow::Result<Client> {
         (None, true, Some(config)) => (config.addrs(), false),
         (None, true, None) => unreachable!("the config is read when no address is given"),
     };
+    // `paxkv member` presents the operator's certificate when the config's `[tls] dir`
+    // holds one (only it may change the membership, `paxkv::tls`); every other command,
+    // and `member` without one, the client's.
+    let operator = matches!(cli.command, Command::Member(_))
+        && config.as_ref().is_some_and(|config| {
+            TlsFiles::of(&config.tls, Role::Operator)
+                .is_some_and(|files| files.cert.exists() && files.key.exists())
+        });
+    let role = if operator {
+        Role::Operator
+    } else {
+        Role::Client
+    };
     let tls = match &config {
-        Some(config) => Tls::from_config(&config.tls, Role::Client)
-            .with_context(|| "loading the client's certificate ([tls] in the config)")?,
+        Some(config) => Tls::from_config(&config.tls, role).with_context(|| {
+            format!(
+                "loading the {} certificate ([tls] in the config)",
+                if operator { "operator's" } else { "client's" }
+            )
+        })?,
         None => None,
     };
     let op_timeout = Duration::from_millis(cli.timeout_ms);

@@ -33,6 +33,9 @@ pub struct TestCluster {
     extra: std::collections::BTreeMap<NodeId, SocketAddr>,
     /// The client certificate of a cluster with `[tls]` (see [`TestCluster::with_tls`]).
     client_tls: Option<Arc<paxkv::tls::Tls>>,
+    /// The operator's identity, when the config's `[tls] dir` holds one: membership changes
+    /// (`TestCluster::change`) present it.
+    operator_tls: Option<Arc<paxkv::tls::Tls>>,
 }
 
 /// A directory with a development CA and certificates for `config`'s nodes, and the config
@@ -113,6 +116,12 @@ impl TestCluster {
         config.validate().expect("a valid test config");
         let client_tls = paxkv::tls::Tls::from_config(&config.tls, paxkv::tls::Role::Client)
             .expect("the client's certificate");
+        let operator_tls = paxkv::tls::TlsFiles::of(&config.tls, paxkv::tls::Role::Operator)
+            .filter(|files| files.cert.exists())
+            .map(|files| {
+                paxkv::tls::Tls::load(files, paxkv::tls::Role::Operator)
+                    .expect("the operator's certificate")
+            });
         TestCluster {
             config: Arc::new(config),
             dir: tempfile::tempdir().unwrap(),
@@ -120,18 +129,29 @@ impl TestCluster {
             listeners: listeners.into_iter().map(Some).collect(),
             extra: Default::default(),
             client_tls,
+            operator_tls,
         }
     }
 
     /// `n` nodes with TLS on (a development CA in `certs`, which must outlive the cluster),
     /// each serving `/metrics` on a port of its own; all started.
     pub fn with_tls(n: usize, certs: &std::path::Path) -> TestCluster {
+        TestCluster::with_tls_and(n, certs, |_| {})
+    }
+
+    /// [`TestCluster::with_tls`] with the settings `tweak` changes.
+    pub fn with_tls_and(
+        n: usize,
+        certs: &std::path::Path,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestCluster {
         let mut cluster = TestCluster::configured_n(n, |config| {
             let ports = free_ports(config.nodes.len());
             for (node, port) in config.nodes.iter_mut().zip(ports) {
                 node.metrics_addr = Some(port.to_string());
             }
             tls_dir_for(config, certs);
+            tweak(config);
         });
         let ids: Vec<NodeId> = (1..=n as NodeId).collect();
         for &id in &ids {
@@ -257,7 +277,19 @@ impl TestCluster {
         via: NodeId,
         change: paxkv::messages::MemberChangeRequest,
     ) -> paxkv::Result<paxkv::paxos::membership::Membership> {
-        let client = self.client_with(vec![self.addr(via)], true, Duration::from_secs(120));
+        let client = Client::new(
+            vec![self.addr(via)],
+            ClientOptions {
+                op_timeout: Duration::from_secs(120),
+                attempt_timeout: Duration::from_secs(4),
+                pinned: true,
+                tls: self
+                    .operator_tls
+                    .clone()
+                    .or_else(|| self.client_tls.clone()),
+                ..ClientOptions::default()
+            },
+        );
         match client
             .request(0, paxkv::messages::RequestBody::MemberChange(change))
             .await?
