@@ -16,7 +16,7 @@ set -euo pipefail
 [ $# -ge 2 ] || { sed -n 2,14p "$0"; exit 2; }
 A=$(realpath "$1"); B=$(realpath "$2"); ROUNDS=${3:-3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
-CONFIG=$repo/config/cluster.toml
+CONFIG=${CONFIG:-$repo/config/cluster.toml}  # a config both builds read (an older build refuses newer keys)
 KEYS=${KEYS:-10000}; PUT_OPS=${PUT_OPS:-60000}; GET_OPS=${GET_OPS:-150000}
 work=$(mktemp -d)
 cluster_pid=

@@ -82,13 +82,14 @@ enum Command {
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
     },
-    /// Write a development CA, a certificate for each node of --config and a client
-    /// certificate into DIR (the layout `[tls] dir` reads). A CA already in DIR is kept.
+    /// Write a development CA, a certificate for each node of --config, a client certificate
+    /// (reads and writes) and an operator certificate (membership changes) into DIR (the
+    /// layout `[tls] dir` reads). A CA already in DIR is kept.
     Certs {
         #[arg(long)]
         out: PathBuf,
         /// Only these nodes of the config (say, one added later, with the CA already in
-        /// DIR); the client's certificate is then left as it is.
+        /// DIR); the client's and the operator's certificates are then left as they are.
         #[arg(long, value_delimiter = ',')]
         id: Vec<u32>,
     },
