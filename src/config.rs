@@ -158,6 +158,8 @@ pub struct Limits {
     /// their largest possible answer, plus answers not yet written), and on the whole node.
     pub max_connection_bytes: usize,
     pub max_node_bytes: usize,
+    /// Bytes of peers' Paxos frames waiting for the node's supervisor (its mailbox).
+    pub max_inbox_bytes: usize,
     /// A connection whose answers wait this long to be written (a reader that stopped
     /// reading) is closed.
     pub slow_reader_timeout_ms: u64,
@@ -180,6 +182,7 @@ impl Default for Limits {
             handshake_timeout_ms: 2_000,
             max_connection_bytes: 64 << 20,
             max_node_bytes: 1 << 30,
+            max_inbox_bytes: 256 << 20,
             slow_reader_timeout_ms: 10_000,
         }
     }
@@ -356,6 +359,7 @@ impl Config {
             ("limits.peer_queue_bytes", l.peer_queue_bytes),
             ("limits.max_connection_bytes", l.max_connection_bytes),
             ("limits.max_node_bytes", l.max_node_bytes),
+            ("limits.max_inbox_bytes", l.max_inbox_bytes),
         ] {
             if bytes < largest || bytes > u32::MAX as usize {
                 return Err(invalid(

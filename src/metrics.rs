@@ -22,13 +22,14 @@ pub struct NodeMetrics {
 }
 
 /// The labels of `paxkv_limited_total`, one per limit that refuses, closes or holds back.
-pub const LIMITS: [&str; 7] = [
+pub const LIMITS: [&str; 8] = [
     "handshakes",
     "handshakes_per_source",
     "handshake_timeout",
     "connections",
     "connection_bytes",
     "node_bytes",
+    "inbox_bytes",
     "slow_reader",
 ];
 

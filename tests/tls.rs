@@ -892,3 +892,60 @@ async fn a_connection_that_never_reads_holds_at_most_its_byte_budget() {
     .await;
     writer.abort();
 }
+
+/// Issue 18: the mailboxes a peer's frames wait in are bounded in bytes
+/// (`limits.max_inbox_bytes`, here its least: two frames). Every commit takes 300 ms (a slow
+/// disk), so node 1's acceptor of one key holds its mailbox while each Accept is made
+/// durable; member node 2's certificate sends it 20 Accepts of 1 MiB at once. Those that do
+/// not fit are dropped (Paxos treats them as lost) and counted, and the node keeps serving.
+/// Before, they waited in the mailboxes whatever their size (1,024 per acceptor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_frames_waiting_for_a_slow_acceptor_hold_at_most_the_inbox_budget() {
+    let certs = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::with_tls_and(3, certs.path(), |c| {
+        c.limits.max_inbox_bytes = 2 * c.frame_limit();
+        c.testing.allow_fault_injection = true;
+        c.testing.commit_delay_ms = 300;
+    });
+    let status = cluster.status(1).await;
+    let node2 = identity(
+        certs.path(),
+        &certs.path().join("ca.pem"),
+        "node-2",
+        Role::Node(2),
+    );
+    let mut stream = dial(cluster.addr(1), Some(&node2)).await.unwrap();
+    let mut burst = Vec::new();
+    for round in 0..20u64 {
+        let accept = Frame::Peer(Envelope {
+            from: 2,
+            proposer: 11,
+            epoch: status.epoch,
+            cluster: status.cluster,
+            key: b"inbox".to_vec(),
+            body: PeerMessage::Accept {
+                ballot: Ballot::new(100 + round, 2),
+                state: Register {
+                    version: round + 1,
+                    value: Some(vec![round as u8; 1 << 20]),
+                    ..Register::default()
+                },
+                next: None,
+            },
+        });
+        burst.extend_from_slice(&frame::encode(&accept));
+    }
+    stream.write_all(&burst).await.unwrap();
+    eventually(
+        "node 1 drops the Accepts over its inbox budget",
+        Duration::from_secs(20),
+        || async {
+            cluster
+                .metric(1, "paxkv_limited_total{limit=\"inbox_bytes\"}")
+                .await
+                .is_some_and(|n| n >= 1.0)
+        },
+    )
+    .await;
+    cluster.client().put(KEY, b"blue").await.unwrap();
+}

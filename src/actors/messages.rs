@@ -27,10 +27,13 @@ pub enum Role {
 // To the node supervisor (`actors::supervisor`)
 // ---------------------------------------------------------------------------------------------
 
-/// A Paxos message that arrived for this node (from a peer or from this node itself).
+/// A Paxos message that arrived for this node (from a peer or from this node itself), and,
+/// from a peer, the bytes it holds of the node's inbox budget (`limits.max_inbox_bytes`),
+/// carried on to the key's acceptor or proposer and given back once that actor has handled
+/// it: the mailboxes a peer's frames wait in are bounded in bytes, not only in messages.
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]
-pub struct Deliver(pub Envelope);
+pub struct Deliver(pub Envelope, pub Option<tokio::sync::OwnedSemaphorePermit>);
 
 /// A client's command for one key, to be run by that key's proposer on this node.
 #[derive(Debug, actix::Message)]
@@ -125,6 +128,9 @@ pub struct FromAcceptor {
     /// The proposer instance the reply is for ([`Envelope::proposer`]).
     pub proposer: u64,
     pub msg: PeerMessage,
+    /// The bytes the frame holds of the node's inbox budget ([`Deliver`]), given back when
+    /// this message is handled: the per-key mailboxes count against the same budget.
+    pub inbox: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -141,6 +147,9 @@ pub struct FromProposer {
     /// The proposer instance to answer ([`Envelope::proposer`]).
     pub proposer: u64,
     pub msg: PeerMessage,
+    /// The bytes the frame holds of the node's inbox budget ([`Deliver`]), given back when
+    /// this message is handled: the per-key mailboxes count against the same budget.
+    pub inbox: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// To a live acceptor: merge a peer's record into its own.

@@ -71,6 +71,9 @@ struct Shared {
     handshakes_from: std::sync::Mutex<rustc_hash::FxHashMap<std::net::IpAddr, usize>>,
     /// Bytes in flight over every connection of this node (`limits.max_node_bytes`).
     node_bytes: Arc<Semaphore>,
+    /// Bytes of peers' Paxos frames waiting in the supervisor's mailbox
+    /// (`limits.max_inbox_bytes`).
+    inbox_bytes: Arc<Semaphore>,
     view: Arc<MembershipView>,
     tls: Option<Arc<Tls>>,
 }
@@ -90,6 +93,7 @@ impl Network {
         let connections = Arc::new(Semaphore::new(config.limits.max_client_connections));
         let handshakes = Arc::new(Semaphore::new(config.limits.max_handshakes));
         let node_bytes = Arc::new(Semaphore::new(config.limits.max_node_bytes));
+        let inbox_bytes = Arc::new(Semaphore::new(config.limits.max_inbox_bytes));
         Network {
             listener: Some(listener),
             queues: Some(queues),
@@ -102,6 +106,7 @@ impl Network {
                 handshakes,
                 handshakes_from: Default::default(),
                 node_bytes,
+                inbox_bytes,
                 connections,
                 view,
                 tls,
@@ -403,7 +408,22 @@ async fn serve_connection(
                     }
                     continue;
                 }
-                if shared.deliver.try_send(Deliver(envelope)).is_err() {
+                // The supervisor's mailbox is bounded in bytes: a frame that does not fit is
+                // dropped (Paxos treats it as lost and retries).
+                let Ok(inbox) = shared
+                    .inbox_bytes
+                    .clone()
+                    .try_acquire_many_owned(request_bytes as u32)
+                else {
+                    limited(&shared.stats, "inbox_bytes");
+                    Stats::add(&shared.stats.peer_frames_dropped, 1);
+                    continue;
+                };
+                if shared
+                    .deliver
+                    .try_send(Deliver(envelope, Some(inbox)))
+                    .is_err()
+                {
                     Stats::add(&shared.stats.peer_frames_dropped, 1);
                 }
                 continue;

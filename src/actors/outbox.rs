@@ -306,7 +306,7 @@ impl Outbox {
 
     fn deliver(&self, to: NodeId, msg: Outgoing) {
         let delivered = match msg {
-            Outgoing::Local(envelope) => self.inner.local.try_send(Deliver(envelope)).is_ok(),
+            Outgoing::Local(envelope) => self.inner.local.try_send(Deliver(envelope, None)).is_ok(),
             Outgoing::Remote(frame) => {
                 match self.inner.peers.read().expect("peers lock").get(&to) {
                     Some((_, queue)) => {

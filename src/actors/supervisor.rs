@@ -304,7 +304,7 @@ impl Actor for NodeSupervisor {
 impl Handler<Deliver> for NodeSupervisor {
     type Result = ();
 
-    fn handle(&mut self, Deliver(envelope): Deliver, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Deliver(envelope, inbox): Deliver, ctx: &mut Context<Self>) {
         let Envelope {
             from,
             proposer: instance,
@@ -337,6 +337,7 @@ impl Handler<Deliver> for NodeSupervisor {
                 epoch,
                 proposer: instance,
                 msg: body,
+                inbox,
             };
             if acceptor.try_send(msg).is_err() {
                 Stats::add(&self.stats.peer_frames_dropped, 1);
@@ -350,6 +351,7 @@ impl Handler<Deliver> for NodeSupervisor {
                     epoch,
                     proposer: instance,
                     msg: body,
+                    inbox,
                 };
                 if proposer.try_send(msg).is_err() {
                     Stats::add(&self.stats.peer_frames_dropped, 1);
