@@ -95,6 +95,17 @@ async fn write_all_or_stall<W: AsyncWrite + Unpin>(
     stall: Duration,
 ) -> std::io::Result<()> {
     while !buf.is_empty() {
+        // The usual case, a socket with room, costs no timer: a first attempt polled once.
+        if let Some(written) = futures_util::FutureExt::now_or_never(writer.write(buf)) {
+            match written {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    buf = &buf[n..];
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         match tokio::time::timeout(stall, writer.write(buf)).await {
             Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(Ok(n)) => buf = &buf[n..],

@@ -33,7 +33,7 @@ pub enum Role {
 /// it: the mailboxes a peer's frames wait in are bounded in bytes, not only in messages.
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]
-pub struct Deliver(pub Envelope, pub Option<tokio::sync::OwnedSemaphorePermit>);
+pub struct Deliver(pub Envelope, pub Option<crate::actors::HeldBytes>);
 
 /// A client's command for one key, to be run by that key's proposer on this node.
 #[derive(Debug, actix::Message)]
@@ -130,7 +130,7 @@ pub struct FromAcceptor {
     pub msg: PeerMessage,
     /// The bytes the frame holds of the node's inbox budget ([`Deliver`]), given back when
     /// this message is handled: the per-key mailboxes count against the same budget.
-    pub inbox: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub inbox: Option<crate::actors::HeldBytes>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -149,7 +149,7 @@ pub struct FromProposer {
     pub msg: PeerMessage,
     /// The bytes the frame holds of the node's inbox budget ([`Deliver`]), given back when
     /// this message is handled: the per-key mailboxes count against the same budget.
-    pub inbox: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub inbox: Option<crate::actors::HeldBytes>,
 }
 
 /// To a live acceptor: merge a peer's record into its own.

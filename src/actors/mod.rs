@@ -177,3 +177,35 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
             .unwrap_or_else(|| "panic".into())
     })
 }
+
+/// Bytes held of a budget that only refuses, never waits (a peer's queue, the node's inbox):
+/// taken if they fit, given back when dropped. One atomic add and one subtract: cheaper on
+/// the per-frame path than a semaphore, whose release takes a lock.
+#[derive(Debug)]
+pub struct HeldBytes {
+    used: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    bytes: usize,
+}
+
+impl HeldBytes {
+    /// `bytes` more of the budget whose use is `used`, if that stays within `limit`.
+    pub fn take(
+        used: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        bytes: usize,
+        limit: usize,
+    ) -> Option<HeldBytes> {
+        let before = used.fetch_add(bytes, Ordering::AcqRel);
+        let held = HeldBytes {
+            used: used.clone(),
+            bytes,
+        };
+        // Over the limit: dropping `held` gives the bytes back.
+        (before + bytes <= limit).then_some(held)
+    }
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        self.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}

@@ -22,6 +22,7 @@
 //!   `limits.max_inflight_per_connection` at once; beyond that the connection is not read
 //!   until one finishes) and answered in completion order, matched by request id.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,7 @@ use crate::actors::messages::Deliver;
 use crate::actors::outbox::PeerQueue;
 use crate::actors::router::Router;
 use crate::actors::view::MembershipView;
-use crate::actors::Stats;
+use crate::actors::{HeldBytes, Stats};
 use crate::config::Config;
 use crate::error::Error;
 use crate::frame;
@@ -71,9 +72,8 @@ struct Shared {
     handshakes_from: std::sync::Mutex<rustc_hash::FxHashMap<std::net::IpAddr, usize>>,
     /// Bytes in flight over every connection of this node (`limits.max_node_bytes`).
     node_bytes: Arc<Semaphore>,
-    /// Bytes of peers' Paxos frames waiting in the supervisor's mailbox
-    /// (`limits.max_inbox_bytes`).
-    inbox_bytes: Arc<Semaphore>,
+    /// Bytes of peers' Paxos frames waiting in the mailboxes (`limits.max_inbox_bytes`).
+    inbox_bytes: Arc<AtomicUsize>,
     view: Arc<MembershipView>,
     tls: Option<Arc<Tls>>,
 }
@@ -93,7 +93,7 @@ impl Network {
         let connections = Arc::new(Semaphore::new(config.limits.max_client_connections));
         let handshakes = Arc::new(Semaphore::new(config.limits.max_handshakes));
         let node_bytes = Arc::new(Semaphore::new(config.limits.max_node_bytes));
-        let inbox_bytes = Arc::new(Semaphore::new(config.limits.max_inbox_bytes));
+        let inbox_bytes = Arc::new(AtomicUsize::new(0));
         Network {
             listener: Some(listener),
             queues: Some(queues),
@@ -410,10 +410,8 @@ async fn serve_connection(
                 }
                 // The supervisor's mailbox is bounded in bytes: a frame that does not fit is
                 // dropped (Paxos treats it as lost and retries).
-                let Ok(inbox) = shared
-                    .inbox_bytes
-                    .clone()
-                    .try_acquire_many_owned(request_bytes as u32)
+                let Some(inbox) =
+                    HeldBytes::take(&shared.inbox_bytes, request_bytes, limits.max_inbox_bytes)
                 else {
                     limited(&shared.stats, "inbox_bytes");
                     Stats::add(&shared.stats.peer_frames_dropped, 1);

@@ -25,7 +25,7 @@ use rand::Rng;
 use tokio::sync::mpsc;
 
 use crate::actors::messages::Deliver;
-use crate::actors::Stats;
+use crate::actors::{HeldBytes, Stats};
 use crate::config::Config;
 use crate::frame;
 #[cfg(feature = "testing")]
@@ -80,18 +80,12 @@ pub struct PeerQueue {
 /// written or dropped.
 pub struct Queued {
     bytes: Bytes,
-    queued: Arc<AtomicUsize>,
+    _held: HeldBytes,
 }
 
 impl AsRef<[u8]> for Queued {
     fn as_ref(&self) -> &[u8] {
         &self.bytes
-    }
-}
-
-impl Drop for Queued {
-    fn drop(&mut self) {
-        self.queued.fetch_sub(self.bytes.len(), Ordering::AcqRel);
     }
 }
 
@@ -311,14 +305,15 @@ impl Outbox {
                 match self.inner.peers.read().expect("peers lock").get(&to) {
                     Some((_, queue)) => {
                         // Over the byte budget: dropped, as on a full queue.
-                        let len = frame.len();
-                        let before = queue.queued.fetch_add(len, Ordering::AcqRel);
-                        let queued = Queued {
-                            bytes: frame,
-                            queued: queue.queued.clone(),
-                        };
-                        before + len <= self.inner.queue_bytes
-                            && queue.frames.try_send(queued).is_ok()
+                        let held =
+                            HeldBytes::take(&queue.queued, frame.len(), self.inner.queue_bytes);
+                        held.is_some_and(|held| {
+                            let queued = Queued {
+                                bytes: frame,
+                                _held: held,
+                            };
+                            queue.frames.try_send(queued).is_ok()
+                        })
                     }
                     None => {
                         log::debug!("no peer {to} in the membership; message dropped");
