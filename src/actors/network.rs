@@ -322,7 +322,13 @@ async fn serve_connection(
     shared: Arc<Shared>,
 ) -> Result<(), Error> {
     let (reader, writer) = tokio::io::split(stream);
-    let mut frames = FramedRead::new(reader, frame::codec(shared.config.frame_limit()));
+    // The writer cuts the reading off when it gives up (a slow reader): an abortable stream,
+    // a flag and a waker, nothing per frame but an atomic load.
+    let (cut, registration) = futures_util::stream::AbortHandle::new_pair();
+    let mut frames = futures_util::stream::Abortable::new(
+        FramedRead::new(reader, frame::codec(shared.config.frame_limit())),
+        registration,
+    );
     let limits = &shared.config.limits;
     let inflight_limit = limits.max_inflight_per_connection;
     let (answers, outgoing) = mpsc::channel::<Answer>(inflight_limit);
@@ -336,18 +342,16 @@ async fn serve_connection(
                 log::warn!("closing a connection whose reader stopped: {e}");
             }
         }
-        // Dropping `outgoing` closes the channel: the reader below stops, and every answer
-        // still queued gives its budget back.
+        // The reading below stops, and dropping `outgoing` gives back the budget of every
+        // answer still queued.
+        cut.abort();
     });
     let connection_bytes = Arc::new(Semaphore::new(limits.max_connection_bytes));
     let inflight = Arc::new(Semaphore::new(inflight_limit));
     loop {
-        let bytes = tokio::select! {
-            next = frames.next() => match next {
-                Some(bytes) => bytes,
-                None => return Ok(()),
-            },
-            _ = answers.closed() => return Ok(()), // the writer gave up: a slow reader
+        // `None` at the end of the stream, or once the writer gave up (a slow reader).
+        let Some(bytes) = frames.next().await else {
+            return Ok(());
         };
         let bytes = match bytes {
             Ok(bytes) => bytes,
