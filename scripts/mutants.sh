@@ -99,7 +99,7 @@ mutants=(
   'member-change-any-certificate @@ src/tls.rs @@ s/            (_, Frame::Request(request)) if request.body.is_member_change() => Err(format!(/            (_, Frame::Request(request)) if false \&\& request.body.is_member_change() => Err(format!(/ @@ --test tls a_membership_change_needs_the_operators'
   'handshakes-per-source-unlimited @@ src/actors/network.rs @@ s/        if \*count >= shared.config.limits.max_handshakes_per_source {/        if false \&\& *count >= shared.config.limits.max_handshakes_per_source {/ @@ --test tls idle_sockets_from_one_host'
   'inbox-given-back-by-the-supervisor @@ src/actors/supervisor.rs @@ s/^\( *\)inbox,$/\1inbox: None,/ @@ --test tls peer_frames_waiting_for_a_slow_acceptor'
-  'no-byte-budget @@ src/actors/network.rs @@ s/        let reserved = reserved_for(\&call, request_bytes, \&shared.config);/        let reserved = 0;/ @@ --test tls a_connection_that_never_reads'
+  'no-byte-budget @@ src/actors/network.rs @@ s/        let reserved = reserved_for(\&call, request_bytes, \&shared.config);/        let reserved = 0;/ @@ --test byte_budget a_connection_that_never_reads'
 )
 
 rm -rf "$work"; git -C "$repo" worktree prune

@@ -277,18 +277,8 @@ async fn a_new_cluster_is_founded_once_its_late_node_starts_and_client_writes_th
     }
     let founds = paxkv::paxos::bootstrap::Founding::founds(cluster.config.founding(1).as_ref());
     assert_ne!(founds, 0);
-    let observed = Instant::now();
-    while observed.elapsed() < Duration::from_millis(1_500) {
-        for id in 1..=4 {
-            let info = cluster.members_of(id).await;
-            assert!(
-                info.membership.is_none(),
-                "node {id} founded a cluster with node 5 down: {info:?}"
-            );
-            assert_eq!(info.founds, founds, "node {id}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Several of their rounds of asks (one every 300 ms), none founding.
+    assert_none_founds(&cluster, 1..=4, |_| founds).await;
     cluster.restart(5);
     let writer = {
         let client = cluster.client_with(vec![cluster.addr(5)], true, Duration::from_millis(500));
@@ -385,22 +375,7 @@ async fn nodes_whose_configs_differ_found_no_cluster_until_they_agree() {
     let theirs = paxkv::paxos::bootstrap::Founding::founds(other.founding(3).as_ref());
     assert_ne!(ours, theirs);
     // Several rounds of asks (one every 300 ms) of every node, none founding.
-    let observed = Instant::now();
-    while observed.elapsed() < Duration::from_millis(1_500) {
-        for id in 1..=3 {
-            let info = cluster.members_of(id).await;
-            assert!(
-                info.membership.is_none(),
-                "node {id} founded a cluster while the configs differ: {info:?}"
-            );
-            assert_eq!(
-                info.founds,
-                if id == 3 { theirs } else { ours },
-                "node {id}"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_none_founds(&cluster, 1..=3, |id| if id == 3 { theirs } else { ours }).await;
     cluster.stop(3);
     cluster.restart(3);
     cluster.wait_voting(&[1, 2, 3]).await;
@@ -408,4 +383,26 @@ async fn nodes_whose_configs_differ_found_no_cluster_until_they_agree() {
         assert_eq!(cluster.membership(id).await.cluster, ours, "node {id}");
     }
     cluster.client_for(3).put(b"k", b"v").await.unwrap();
+}
+
+/// For 1.5 s (several rounds of every node's asks, one each 300 ms), each of `ids` has no
+/// membership and says it would found `founds(id)`: a bounded observation of a node *not*
+/// founding (the rule itself is tested in `paxos::bootstrap` and the simulation of starts).
+async fn assert_none_founds(
+    cluster: &TestCluster,
+    ids: std::ops::RangeInclusive<paxkv::paxos::types::NodeId>,
+    founds: impl Fn(paxkv::paxos::types::NodeId) -> u64,
+) {
+    let observed = Instant::now();
+    while observed.elapsed() < Duration::from_millis(1_500) {
+        for id in ids.clone() {
+            let info = cluster.members_of(id).await;
+            assert!(
+                info.membership.is_none(),
+                "node {id} founded a cluster: {info:?}"
+            );
+            assert_eq!(info.founds, founds(id), "node {id}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -16,7 +16,7 @@ use paxkv::messages::{
 };
 use paxkv::paxos::membership::Membership;
 use paxkv::paxos::types::{Ballot, NodeId, Outcome, Register};
-use paxkv::tls::{self, BoxStream, Dial, Role, Tls, TlsFiles};
+use paxkv::tls::{self, BoxStream, Dial, Role, Tls};
 use support::{eventually, http_get, metric_in, TestCluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -53,8 +53,7 @@ fn ping(id: u64) -> Frame {
 }
 
 async fn dial(addr: SocketAddr, identity: Option<&Tls>) -> std::io::Result<BoxStream> {
-    let tcp = TcpStream::connect(addr).await?;
-    tls::dial(identity, tcp, Dial::Address(addr.ip())).await
+    support::tls_dial(addr, identity).await
 }
 
 /// Reads one frame; `Err` if the connection ends (or fails) first, or within 5 s nothing
@@ -122,15 +121,7 @@ async fn metric(cluster: &TestCluster, id: NodeId, name: &str) -> f64 {
 
 /// The identity of `stem` (`node-3`, `client`) in `dir`, trusting `ca`.
 fn identity(dir: &std::path::Path, ca: &std::path::Path, stem: &str, role: Role) -> Arc<Tls> {
-    Tls::load(
-        TlsFiles {
-            ca: ca.to_path_buf(),
-            cert: dir.join(format!("{stem}.pem")),
-            key: dir.join(format!("{stem}-key.pem")),
-        },
-        role,
-    )
-    .unwrap()
+    support::tls_identity(dir, ca, stem, role)
 }
 
 #[tokio::test]
@@ -718,18 +709,6 @@ async fn a_removed_nodes_key_at_its_config_address_installs_no_membership() {
     server.abort();
 }
 
-/// The resident memory of this process (every node of the in-process cluster), in bytes.
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib * 1024
-}
-
 /// Sockets from 127.0.0.2 that connect to node 1 and never say anything (no TLS handshake),
 /// each reopened 10 ms after the node closes it, `count` of them at once, until aborted.
 fn idle_sockets(target: SocketAddr, count: usize) -> Vec<tokio::task::JoinHandle<()>> {
@@ -805,94 +784,6 @@ async fn idle_sockets_from_one_host_shut_out_neither_clients_nor_peer_links() {
     );
 }
 
-/// Issue 18, item 4: a connection asks a thousand times for a 1 MiB value (15 KB of
-/// requests) and never reads an answer. Before, the node buffered every answer: +859 MiB
-/// resident. Now the connection holds at most its byte budget (`max_connection_bytes`, here
-/// 16 MiB): it is not read further once the budget is spent, the process's resident memory
-/// grows by less than the budget and a fixed allowance (32 MiB: allocator, buffers), the
-/// connection is closed once its answers wait `slow_reader_timeout_ms`, and a reader that
-/// reads is served throughout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_that_never_reads_holds_at_most_its_byte_budget() {
-    const BUDGET: usize = 16 << 20;
-    let certs = tempfile::tempdir().unwrap();
-    let cluster = TestCluster::with_tls_and(3, certs.path(), |c| {
-        c.limits.max_connection_bytes = BUDGET;
-        c.limits.slow_reader_timeout_ms = 3_000;
-    });
-    let big = vec![7u8; 1 << 20];
-    cluster.client().put(KEY, &big).await.unwrap();
-    cluster.client().get(KEY).await.unwrap();
-    let before = resident_bytes();
-    let ca = certs.path().join("ca.pem");
-    let client = identity(certs.path(), &ca, "client", Role::Client);
-    let mut stream = dial(cluster.addr(1), Some(&client)).await.unwrap();
-    let mut requests = Vec::new();
-    for id in 0..1_000u64 {
-        let get = Frame::Request(ClientRequest {
-            id,
-            body: RequestBody::Kv {
-                key: KEY.to_vec(),
-                command: paxkv::paxos::types::Command::Get,
-                write_id: None,
-                maybe_applied: false,
-            },
-        });
-        requests.extend_from_slice(&frame::encode(&get));
-    }
-    // Written from a task: once the node stops reading, this write blocks.
-    let writer = tokio::spawn(async move {
-        let _ = stream.write_all(&requests).await;
-        stream
-    });
-    let bound = (BUDGET + (32 << 20)) as u64;
-    eventually(
-        "the connection's budget is spent and it is no longer read (or memory is over the bound)",
-        Duration::from_secs(30),
-        || async {
-            resident_bytes().saturating_sub(before) >= bound
-                || cluster
-                    .metric(1, "paxkv_limited_total{limit=\"connection_bytes\"}")
-                    .await
-                    .is_some_and(|n| n > 0.0)
-        },
-    )
-    .await;
-    // Answers the node had computed before it stopped reading are on their way out: give
-    // them a moment to land in memory, as they did before the budget.
-    let grown = {
-        let mut grown = 0;
-        for _ in 0..10 {
-            grown = grown.max(resident_bytes().saturating_sub(before));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        grown
-    };
-    assert!(
-        grown < bound,
-        "resident memory grew by {} MiB with a budget of {} MiB",
-        grown >> 20,
-        BUDGET >> 20
-    );
-    // A reader that reads is served meanwhile.
-    match cluster.client_for(1).get(KEY).await.unwrap() {
-        Outcome::Get { value, .. } => assert_eq!(value.map(|v| v.len()), Some(1 << 20)),
-        other => panic!("{other:?}"),
-    }
-    eventually(
-        "the connection that does not read is closed",
-        Duration::from_secs(30),
-        || async {
-            cluster
-                .metric(1, "paxkv_limited_total{limit=\"slow_reader\"}")
-                .await
-                .is_some_and(|n| n >= 1.0)
-        },
-    )
-    .await;
-    writer.abort();
-}
-
 /// Issue 18: the mailboxes a peer's frames wait in are bounded in bytes
 /// (`limits.max_inbox_bytes`, here its least: two frames). Every commit takes 300 ms (a slow
 /// disk), so node 1's acceptor of one key holds its mailbox while each Accept is made
@@ -936,15 +827,11 @@ async fn peer_frames_waiting_for_a_slow_acceptor_hold_at_most_the_inbox_budget()
         burst.extend_from_slice(&frame::encode(&accept));
     }
     stream.write_all(&burst).await.unwrap();
-    eventually(
+    support::until_limited(
+        &cluster,
+        1,
+        "inbox_bytes",
         "node 1 drops the Accepts over its inbox budget",
-        Duration::from_secs(20),
-        || async {
-            cluster
-                .metric(1, "paxkv_limited_total{limit=\"inbox_bytes\"}")
-                .await
-                .is_some_and(|n| n >= 1.0)
-        },
     )
     .await;
     cluster.client().put(KEY, b"blue").await.unwrap();

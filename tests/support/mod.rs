@@ -723,3 +723,40 @@ pub fn random_command(rng: &mut impl rand::Rng, value: Vec<u8>, max_expect: u64)
         },
     }
 }
+
+/// The TLS identity of `stem` (`node-3`, `client`, `operator`) in `dir`, trusting `ca`.
+pub fn tls_identity(
+    dir: &std::path::Path,
+    ca: &std::path::Path,
+    stem: &str,
+    role: paxkv::tls::Role,
+) -> Arc<paxkv::tls::Tls> {
+    paxkv::tls::Tls::load(
+        paxkv::tls::TlsFiles {
+            ca: ca.to_path_buf(),
+            cert: dir.join(format!("{stem}.pem")),
+            key: dir.join(format!("{stem}-key.pem")),
+        },
+        role,
+    )
+    .unwrap()
+}
+
+/// A connection to `addr`, TLS with `identity` if given (checking the address's IP).
+pub async fn tls_dial(
+    addr: SocketAddr,
+    identity: Option<&paxkv::tls::Tls>,
+) -> std::io::Result<paxkv::tls::BoxStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    paxkv::tls::dial(identity, tcp, paxkv::tls::Dial::Address(addr.ip())).await
+}
+
+/// Waits (30 s at most) until node `id` has counted `limit` at least once in
+/// `paxkv_limited_total`.
+pub async fn until_limited(cluster: &TestCluster, id: NodeId, limit: &str, what: &str) {
+    let series = format!("paxkv_limited_total{{limit=\"{limit}\"}}");
+    eventually(what, Duration::from_secs(30), || async {
+        cluster.metric(id, &series).await.is_some_and(|n| n >= 1.0)
+    })
+    .await;
+}

@@ -1,0 +1,112 @@
+//! Issue 18, item 4: memory per connection is bounded in bytes. In a test binary of its own:
+//! it measures the resident memory of its process, which another test running beside it
+//! (the test harness runs a binary's tests in parallel) would disturb.
+
+mod support;
+
+use std::time::Duration;
+
+use paxkv::frame;
+use paxkv::messages::{ClientRequest, Frame, RequestBody};
+use paxkv::paxos::types::Outcome;
+use paxkv::tls::Role;
+use support::{eventually, tls_dial, tls_identity, until_limited, TestCluster};
+use tokio::io::AsyncWriteExt;
+
+const KEY: &[u8] = b"color";
+
+/// The resident memory of this process (every node of the in-process cluster), in bytes.
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib * 1024
+}
+
+/// Issue 18, item 4: a connection asks a thousand times for a 1 MiB value (15 KB of
+/// requests) and never reads an answer. Before, the node buffered every answer: +859 MiB
+/// resident. Now the connection holds at most its byte budget (`max_connection_bytes`, here
+/// 16 MiB): it is not read further once the budget is spent, the process's resident memory
+/// grows by less than the budget and a fixed allowance (32 MiB: allocator, buffers), the
+/// connection is closed once its answers wait `slow_reader_timeout_ms`, and a reader that
+/// reads is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_reads_holds_at_most_its_byte_budget() {
+    const BUDGET: usize = 16 << 20;
+    let certs = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::with_tls_and(3, certs.path(), |c| {
+        c.limits.max_connection_bytes = BUDGET;
+        c.limits.slow_reader_timeout_ms = 3_000;
+    });
+    let big = vec![7u8; 1 << 20];
+    cluster.client().put(KEY, &big).await.unwrap();
+    cluster.client().get(KEY).await.unwrap();
+    let before = resident_bytes();
+    let ca = certs.path().join("ca.pem");
+    let client = tls_identity(certs.path(), &ca, "client", Role::Client);
+    let mut stream = tls_dial(cluster.addr(1), Some(&client)).await.unwrap();
+    let mut requests = Vec::new();
+    for id in 0..1_000u64 {
+        let get = Frame::Request(ClientRequest {
+            id,
+            body: RequestBody::Kv {
+                key: KEY.to_vec(),
+                command: paxkv::paxos::types::Command::Get,
+                write_id: None,
+                maybe_applied: false,
+            },
+        });
+        requests.extend_from_slice(&frame::encode(&get));
+    }
+    // Written from a task: once the node stops reading, this write blocks.
+    let writer = tokio::spawn(async move {
+        let _ = stream.write_all(&requests).await;
+        stream
+    });
+    let bound = (BUDGET + (32 << 20)) as u64;
+    eventually(
+        "the connection's budget is spent and it is no longer read (or memory is over the bound)",
+        Duration::from_secs(30),
+        || async {
+            resident_bytes().saturating_sub(before) >= bound
+                || cluster
+                    .metric(1, "paxkv_limited_total{limit=\"connection_bytes\"}")
+                    .await
+                    .is_some_and(|n| n > 0.0)
+        },
+    )
+    .await;
+    // Answers the node had computed before it stopped reading are on their way out: give
+    // them a moment to land in memory, as they did before the budget.
+    let grown = {
+        let mut grown = 0;
+        for _ in 0..10 {
+            grown = grown.max(resident_bytes().saturating_sub(before));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        grown
+    };
+    assert!(
+        grown < bound,
+        "resident memory grew by {} MiB with a budget of {} MiB",
+        grown >> 20,
+        BUDGET >> 20
+    );
+    // A reader that reads is served meanwhile.
+    match cluster.client_for(1).get(KEY).await.unwrap() {
+        Outcome::Get { value, .. } => assert_eq!(value.map(|v| v.len()), Some(1 << 20)),
+        other => panic!("{other:?}"),
+    }
+    until_limited(
+        &cluster,
+        1,
+        "slow_reader",
+        "the connection that does not read is closed",
+    )
+    .await;
+    writer.abort();
+}
