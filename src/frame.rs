@@ -96,26 +96,20 @@ async fn write_all_or_stall<W: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     while !buf.is_empty() {
         // The usual case, a socket with room, costs no timer: a first attempt polled once.
-        if let Some(written) = futures_util::FutureExt::now_or_never(writer.write(buf)) {
-            match written {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    buf = &buf[n..];
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        match tokio::time::timeout(stall, writer.write(buf)).await {
-            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(Ok(n)) => buf = &buf[n..],
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("the reader took nothing for {stall:?}"),
-                ))
-            }
+        let written = match futures_util::FutureExt::now_or_never(writer.write(buf)) {
+            Some(written) => written,
+            None => tokio::time::timeout(stall, writer.write(buf))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the reader took nothing for {stall:?}"),
+                    )
+                })?,
+        };
+        match written? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            n => buf = &buf[n..],
         }
     }
     Ok(())

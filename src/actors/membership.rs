@@ -50,7 +50,7 @@ use actix::prelude::*;
 
 use crate::actors::messages::{ClientCommand, Meta, MetaAnswer, SettleKey};
 use crate::actors::supervisor::NodeSupervisor;
-use crate::actors::view::{addr_of, meta, Members};
+use crate::actors::view::{addr_of, meta, others_of, Members};
 use crate::actors::Stats;
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -323,12 +323,7 @@ impl Driver {
         let me = self.view.me();
         let own = self.config.node(me).ok().and_then(|n| n.addr.parse().ok());
         let mut targets: Vec<(NodeId, std::net::SocketAddr)> = match self.view.get() {
-            Some(m) => m
-                .nodes()
-                .into_iter()
-                .filter(|n| *n != me)
-                .filter_map(|n| Some((n, addr_of(&m, n).ok()?)))
-                .collect(),
+            Some(m) => others_of(&m, me),
             None => self.config.addrs().into_iter().map(|a| (0, a)).collect(),
         };
         targets.extend(join.iter().map(|a| (0, *a)));

@@ -179,8 +179,8 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 }
 
 /// Bytes held of a budget that only refuses, never waits (a peer's queue, the node's inbox):
-/// taken if they fit, given back when dropped. One atomic add and one subtract: cheaper on
-/// the per-frame path than a semaphore, whose release takes a lock.
+/// taken if they fit, given back when dropped. One compare-and-swap and one subtract:
+/// cheaper on the per-frame path than a semaphore, whose release takes a lock.
 #[derive(Debug)]
 pub struct HeldBytes {
     used: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -194,13 +194,16 @@ impl HeldBytes {
         bytes: usize,
         limit: usize,
     ) -> Option<HeldBytes> {
-        let before = used.fetch_add(bytes, Ordering::AcqRel);
-        let held = HeldBytes {
+        // A compare-and-swap, not an add undone: an attempt that does not fit never counts,
+        // not even for a moment, so it cannot make a concurrent one fail.
+        used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+            (now + bytes <= limit).then_some(now + bytes)
+        })
+        .ok()
+        .map(|_| HeldBytes {
             used: used.clone(),
             bytes,
-        };
-        // Over the limit: dropping `held` gives the bytes back.
-        (before + bytes <= limit).then_some(held)
+        })
     }
 }
 

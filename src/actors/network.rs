@@ -173,13 +173,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         actix_rt::spawn(async move {
             // The handshake, and with it the certificate, comes before any frame is read.
             let deadline = Duration::from_millis(shared.config.limits.handshake_timeout_ms);
-            let (stream, who) = match Peer::accept(shared.tls.as_deref(), stream, deadline).await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    if e.starts_with("no TLS handshake") {
-                        limited(&shared.stats, "handshake_timeout");
-                    }
-                    return refused(&shared.stats, peer, &e);
+            let accept = Peer::accept(shared.tls.as_deref(), stream);
+            let (stream, who) = match tokio::time::timeout(deadline, accept).await {
+                Ok(Ok(accepted)) => accepted,
+                Ok(Err(e)) => return refused(&shared.stats, peer, &e),
+                Err(_) => {
+                    limited(&shared.stats, "handshake_timeout");
+                    let why = format!("no TLS handshake within {deadline:?}");
+                    return refused(&shared.stats, peer, &why);
                 }
             };
             drop(from);
@@ -412,8 +413,9 @@ async fn serve_connection(
                     }
                     continue;
                 }
-                // The supervisor's mailbox is bounded in bytes: a frame that does not fit is
-                // dropped (Paxos treats it as lost and retries).
+                // The mailboxes a peer's frame waits in (the supervisor's, then its key's actor's)
+                // are bounded in bytes: a frame that does not fit is dropped (Paxos treats it as
+                // lost and retries).
                 let Some(inbox) =
                     HeldBytes::take(&shared.inbox_bytes, request_bytes, limits.max_inbox_bytes)
                 else {

@@ -2,10 +2,10 @@
 //! once and queued, as bytes, on that peer's queue, bounded in frames
 //! (`limits.peer_queue_capacity`) and in bytes (`limits.peer_queue_bytes`: a frame carries
 //! up to a whole value), which the peer's writer in `actors::network` drains; a full queue
-//! drops the frame (Paxos treats it as lost and retries). A message to this node itself skips the network and goes
-//! straight to the supervisor. Every message leaves through [`Outbox::dispatch`], which is
-//! also where a [`FaultPlan`] (tests only) drops, duplicates, delays (and so reorders)
-//! messages, or cuts links.
+//! drops the frame (Paxos treats it as lost and retries). A message to this node itself
+//! skips the network and goes straight to the supervisor. Every message leaves through
+//! [`Outbox::dispatch`], which is also where a [`FaultPlan`] (tests only) drops, duplicates,
+//! delays (and so reorders) messages, or cuts links.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

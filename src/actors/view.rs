@@ -183,6 +183,15 @@ pub(crate) fn addr_of(m: &Membership, id: NodeId) -> Result<std::net::SocketAddr
         .map_err(|e| Error::Config(format!("node {id}'s address {}: {e}", member.addr)))
 }
 
+/// The members of `m` but `me`, each with its address (those whose address parses).
+pub(crate) fn others_of(m: &Membership, me: NodeId) -> Vec<(NodeId, std::net::SocketAddr)> {
+    m.nodes()
+        .into_iter()
+        .filter(|n| *n != me)
+        .filter_map(|n| Some((n, addr_of(m, n).ok()?)))
+        .collect()
+}
+
 impl Members {
     pub fn new(
         view: Arc<MembershipView>,
@@ -353,14 +362,7 @@ impl Members {
             .view
             .get()
             .ok_or_else(|| Error::Unavailable("no membership installed".into()))?;
-        let m = &*m;
-        let targets: Vec<(NodeId, std::net::SocketAddr)> = m
-            .nodes()
-            .into_iter()
-            .filter(|n| *n != me)
-            .filter_map(|n| Some((n, addr_of(m, n).ok()?)))
-            .collect();
-        self.fetch_and_install(&targets).await
+        self.fetch_and_install(&others_of(&m, me)).await
     }
 
     /// Installs the newest membership of this node's cluster among `answers`

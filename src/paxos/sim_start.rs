@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rand::rngs::SmallRng;
-use rand::seq::IndexedRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 
 use crate::paxos::bootstrap::{decide, Answer, Founding, Start};
@@ -69,6 +69,7 @@ struct Round {
     deadline: u64,
 }
 
+#[derive(Clone)]
 enum Msg {
     Ask { round: u64 },
     Reply { round: u64, answer: Answer },
@@ -130,9 +131,7 @@ impl World {
         };
         let minority = (n as usize - 1) / 2;
         let mut wipable: Vec<NodeId> = all.clone();
-        for i in (1..wipable.len()).rev() {
-            wipable.swap(i, rng.random_range(0..=i));
-        }
+        wipable.shuffle(&mut rng);
         wipable.truncate(minority);
         let mut nodes = BTreeMap::new();
         for &id in &all {
@@ -169,9 +168,7 @@ impl World {
                     .copied()
                     .filter(|id| !wipable.contains(id))
                     .collect();
-                for i in (1..late.len()).rev() {
-                    late.swap(i, rng.random_range(0..=i));
-                }
+                late.shuffle(&mut rng);
                 late.truncate(minority);
                 for id in &late {
                     nodes.get_mut(id).unwrap().restart_at = rng.random_range(2_000..5_000);
@@ -246,19 +243,13 @@ impl World {
         } else {
             1
         };
-        for i in 0..copies {
+        for _ in 0..copies {
             let delay = if faulty && self.rng.random_bool(0.05) {
                 self.rng.random_range(100..3_000)
             } else {
                 self.rng.random_range(1..20)
             };
-            let msg = match (&msg, i) {
-                (Msg::Ask { round }, _) => Msg::Ask { round: *round },
-                (Msg::Reply { round, answer }, _) => Msg::Reply {
-                    round: *round,
-                    answer: answer.clone(),
-                },
-            };
+            let msg = msg.clone();
             self.net.push(Flight {
                 at: self.now + delay,
                 from,
@@ -278,9 +269,7 @@ impl World {
                 i += 1;
             }
         }
-        for j in (1..due.len()).rev() {
-            due.swap(j, self.rng.random_range(0..=j));
-        }
+        due.shuffle(&mut self.rng);
         for f in due {
             if self.cut(f.from, f.to) {
                 continue;
