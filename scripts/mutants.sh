@@ -52,10 +52,10 @@ mutants=(
   # issue 11: TLS identities
   'tls-off-at-the-listener @@ src/actors/network.rs @@ s/Peer::accept(shared.tls.as_deref(), stream)/Peer::accept(None, stream)/ @@ --test tls an_accept_claiming_node_3'
   'forged-from-accepted @@ src/tls.rs @@ s/(Peer::Node(id), Frame::Peer(envelope)) if envelope.from != \*id => Err(format!(/(Peer::Node(id), Frame::Peer(envelope)) if envelope.from != *id \&\& false => Err(format!(/ @@ --test tls a_peer_with_node_2s_certificate'
-  'client-may-send-sync-requests @@ src/tls.rs @@ s/(Peer::Client, Frame::SyncRequest(_)) => {/(Peer::Client, Frame::SyncRequest(_)) if false => {/ @@ --test tls a_peer_with_node_2s_certificate'
+  'client-may-send-sync-requests @@ src/tls.rs @@ s/(Peer::Client, Frame::Call(_)) => {/(Peer::Client, Frame::Call(_)) if false => {/ @@ --test tls a_peer_with_node_2s_certificate'
   'reload-does-nothing @@ src/tls.rs @@ s/\*self.current.write().expect("tls lock") = Arc::new(loaded);/drop(loaded);/ @@ --test tls_process certificates_rotate'
   'sigpipe-kills-nodes @@ src/cli/mod.rs @@ s/if !matches!(cli.command, Command::Node { .. } | Command::Cluster { .. }) {/if true {/ @@ --test tls_process a_tls_client_that_hangs_up'
-  'install-from-outsiders @@ src/tls.rs @@ s/SyncRequest::Install(_) if !is_member(\*id) => {/SyncRequest::Install(_) if false \&\& !is_member(*id) => {/ @@ --test tls an_install_from_a_node_that_is_no_member'
+  'install-from-outsiders @@ src/tls.rs @@ s/NodeRequest::Install(_) if !is_member(\*id) => {/NodeRequest::Install(_) if false \&\& !is_member(*id) => {/ @@ --test tls an_install_from_a_node_that_is_no_member'
   # issue 17: safety at the edges
   'add-give-up-does-the-rescan @@ src/paxos/membership.rs @@ s/            Some(Change::Add { id, .. }) if \*change == (Change::Remove { id }) => None,/            Some(Change::Add { id, .. }) if false \&\& *change == (Change::Remove { id }) => None,/ @@ --lib sim'
   'add-give-up-does-the-rescan-test @@ src/paxos/membership.rs @@ s/            Some(Change::Add { id, .. }) if \*change == (Change::Remove { id }) => None,/            Some(Change::Add { id, .. }) if false \&\& *change == (Change::Remove { id }) => None,/ @@ --test membership a_joining_node_lost_during_its_rescan'

@@ -26,8 +26,8 @@ use tokio_util::codec::FramedRead;
 use crate::error::{Error, ErrorClass, Result};
 use crate::frame;
 use crate::messages::{
-    ClientRequest, ClientResponse, FaultPlan, Frame, MembershipInfo, NodeStatus, Reply,
-    RequestBody, SyncAnswer, SyncCall, SyncDigestPage, SyncRecord, SyncReply, SyncRequest,
+    ClientRequest, ClientResponse, DigestPage, FaultPlan, Frame, MembershipAnswer, NodeAnswer,
+    NodeCall, NodeReply, NodeRequest, NodeStatus, Reply, RequestBody, SyncRecord,
 };
 use crate::paxos::types::{key_hash, Command, Outcome, WriteIdMint};
 use crate::tls::{self, Dial, Tls};
@@ -57,7 +57,7 @@ pub struct ClientOptions {
     /// its peers): its certificate must name that node. Empty: any node certificate for the
     /// address's IP (a client, which does not know which node listens where).
     pub nodes: Vec<crate::paxos::types::NodeId>,
-    /// The cluster identity a node's calls to its peers carry (`messages::SyncCall`); 0 for
+    /// The cluster identity a node's calls to its peers carry (`messages::NodeCall`); 0 for
     /// a tool, or a node with no membership yet.
     pub cluster: u64,
 }
@@ -233,15 +233,15 @@ impl Client {
         }
     }
 
-    /// Anti-entropy and recovery, node to node: one [`SyncRequest`] to node `index`.
-    pub async fn sync(&self, index: usize, body: SyncRequest) -> Result<SyncReply> {
+    /// A call of one node to another: one [`NodeRequest`] to node `index`.
+    pub async fn node_call(&self, index: usize, body: NodeRequest) -> Result<NodeReply> {
         let cluster = self.inner.options.cluster;
-        let call = |id| Frame::SyncRequest(SyncCall { id, cluster, body });
+        let call = |id| Frame::Call(NodeCall { id, cluster, body });
         match self
             .call(index, call, self.inner.options.attempt_timeout)
             .await
         {
-            Ok(Frame::SyncResponse(answer)) => answer.result,
+            Ok(Frame::Answer(answer)) => answer.result,
             Ok(other) => Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
             Err(Attempt::Done(result)) => result.and(Err(Error::Unavailable("no answer".into()))),
             Err(Attempt::Lost(m)) => Err(Error::Unavailable(m)),
@@ -249,30 +249,30 @@ impl Client {
     }
 
     /// Anti-entropy: a page of node `index`'s digest.
-    pub async fn sync_digest(
+    pub async fn digest_page(
         &self,
         index: usize,
         after: Option<Vec<u8>>,
         limit: u32,
-    ) -> Result<SyncDigestPage> {
+    ) -> Result<DigestPage> {
         match self
-            .sync(index, SyncRequest::Digest { after, limit })
+            .node_call(index, NodeRequest::Digest { after, limit })
             .await?
         {
-            SyncReply::Digest(page) => Ok(page),
+            NodeReply::Digest(page) => Ok(page),
             other => Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
         }
     }
 
     /// Anti-entropy: node `index`'s records of (a prefix of) `keys`.
-    pub async fn sync_fetch(&self, index: usize, keys: &[Vec<u8>]) -> Result<Vec<SyncRecord>> {
+    pub async fn fetch_records(&self, index: usize, keys: &[Vec<u8>]) -> Result<Vec<SyncRecord>> {
         let keys = keys
             .iter()
             .cloned()
             .map(serde_bytes::ByteBuf::from)
             .collect();
-        match self.sync(index, SyncRequest::Fetch { keys }).await? {
-            SyncReply::Records(records) => Ok(records),
+        match self.node_call(index, NodeRequest::Fetch { keys }).await? {
+            NodeReply::Records(records) => Ok(records),
             other => Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
         }
     }
@@ -287,7 +287,7 @@ impl Client {
             return self;
         }
         for index in 0..self.addrs().len() {
-            if let Ok(Reply::Members(MembershipInfo {
+            if let Ok(Reply::Members(MembershipAnswer {
                 membership: Some(m),
                 ..
             })) = self.request(index, RequestBody::Members).await
@@ -502,7 +502,7 @@ impl Connection {
                 };
                 let (id, answer) = match frame::decode(&bytes) {
                     Ok(answer @ Frame::Response(ClientResponse { id, .. })) => (id, answer),
-                    Ok(answer @ Frame::SyncResponse(SyncAnswer { id, .. })) => (id, answer),
+                    Ok(answer @ Frame::Answer(NodeAnswer { id, .. })) => (id, answer),
                     _ => {
                         log::warn!("malformed answer from {addr}; closing the connection");
                         break;

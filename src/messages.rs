@@ -201,18 +201,18 @@ pub enum RequestBody {
     Status,
     /// Replace the faults this node injects on its outgoing Paxos messages (tests only).
     SetFaults(FaultPlan),
-    /// Retired: anti-entropy's digest request before it moved to `Frame::SyncRequest`. Kept
+    /// Retired: anti-entropy's digest request before it moved to `Frame::Call`. Kept
     /// so that its index is never reused; answered `BadRequest`.
     RetiredSyncDigest {
-        /// As in `SyncRequest::Digest`.
+        /// As in `NodeRequest::Digest`.
         #[serde(with = "opt_bytes")]
         after: Option<Key>,
-        /// As in `SyncRequest::Digest`.
+        /// As in `NodeRequest::Digest`.
         limit: u32,
     },
     /// Retired, as `RetiredSyncDigest`: the old fetch.
     RetiredSyncFetch {
-        /// As in `SyncRequest::Fetch`.
+        /// As in `NodeRequest::Fetch`.
         keys: Vec<serde_bytes::ByteBuf>,
     },
     /// The cluster's membership, as this node has it installed (`paxkv member list`).
@@ -286,18 +286,18 @@ pub enum Reply {
     FaultsSet,
     /// Retired (never sent): the old answer to a digest request. Kept so that its index is
     /// never reused.
-    RetiredSyncDigest(SyncDigestPage),
+    RetiredSyncDigest(DigestPage),
     /// Retired (never sent): the old answer to a fetch.
     RetiredSyncRecords(Vec<SyncRecord>),
     /// To `Members`.
-    Members(MembershipInfo),
+    Members(MembershipAnswer),
     /// To `MemberChange`: the change is complete; the membership after it.
     MemberChanged(Membership),
 }
 
 /// A node's view of the membership, and of itself in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MembershipInfo {
+pub struct MembershipAnswer {
     /// The answering node.
     pub node: NodeId,
     /// The membership it has installed (`None`: it has none yet, a node waiting to join).
@@ -335,20 +335,22 @@ pub struct NodeStatus {
     pub bad_frames: u64,
     /// Resident memory of the node process, bytes (0 where unknown).
     pub rss_bytes: u64,
-    /// The node's acceptors vote: it has rebuilt its state from a majority since it started.
+    /// The node's acceptors vote: a voter of its membership, with its own store, its start
+    /// confirmed by its peers (`actors::membership`).
     pub voting: bool,
     /// Records this node took from peers by anti-entropy.
     pub records_adopted: u64,
-    /// Completed anti-entropy rounds (recovery included).
+    /// Completed anti-entropy rounds.
     pub sync_rounds: u64,
     /// Paxos requests dropped because the node was not voting yet.
     pub dropped_not_voting: u64,
-    /// Retired meaning (the repair after the in-place recovery of builds before issue 10):
-    /// now the same as `voting`, kept so that the status keeps its wire format.
-    pub repaired: bool,
+    /// Retired (the repair that followed the in-place recovery removed in issue 10): sent
+    /// equal to `voting` for tools of older builds; kept because postcard is positional.
+    pub retired_repaired: bool,
     /// Acceptors started while another acceptor of the same key was alive (must be 0).
     pub duplicate_acceptors: u64,
-    /// Keys this node settled at a classic ballot (recovery and anti-entropy sweeps).
+    /// Keys this node settled at a classic ballot (membership changes' rescans and
+    /// anti-entropy sweeps).
     pub keys_settled: u64,
     /// The node's membership epoch (0: none installed yet).
     pub epoch: u64,
@@ -375,20 +377,20 @@ pub enum Frame {
     Request(ClientRequest),
     /// The answer to a `Request`, node to client.
     Response(ClientResponse),
-    /// Anti-entropy and recovery, node to node (`actors::anti_entropy`).
-    SyncRequest(SyncCall),
-    /// The answer to a `SyncRequest`.
-    SyncResponse(SyncAnswer),
+    /// A call of one node to another: anti-entropy's digests and records, the membership,
+    /// the start's `Hello` (answered by `actors::calls`).
+    Call(NodeCall),
+    /// The answer to a `Call`.
+    Answer(NodeAnswer),
 }
 
 // ---------------------------------------------------------------------------------------------
-// Anti-entropy and recovery, between nodes (`actors::anti_entropy`)
+// Calls between nodes: anti-entropy, the membership, the start (`actors::calls`)
 // ---------------------------------------------------------------------------------------------
 
-/// A request for (part of) another node's acceptor records. `id` matches the answer, as for
-/// [`ClientRequest`].
+/// One node's call to another. `id` matches the answer, as for [`ClientRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncCall {
+pub struct NodeCall {
     /// Matches the answer to the request.
     pub id: u64,
     /// The caller's cluster identity (`paxos::membership::cluster_id`; 0: a node with no
@@ -399,24 +401,24 @@ pub struct SyncCall {
     /// never reads another cluster's membership or records as its own.
     pub cluster: u64,
     /// What the pulling node asks.
-    pub body: SyncRequest,
+    pub body: NodeRequest,
 }
 
-/// What a node pulling from a peer asks.
+/// What a node asks a peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SyncRequest {
+pub enum NodeRequest {
     /// The (key, promised, accepted) digest of up to `limit` records with keys after
     /// `after`, in key order. `limit = 0` asks only for the [`SyncSource`] state.
     Digest {
         /// The last key of the previous page (`None`: from the first key).
         #[serde(with = "opt_bytes")]
         after: Option<Key>,
-        /// At most this many entries (capped at [`SYNC_PAGE_ENTRIES`]).
+        /// At most this many entries (capped at [`DIGEST_PAGE_ENTRIES`]).
         limit: u32,
     },
     /// The records of these keys (as many, in order, as fit one frame).
     Fetch {
-        /// At most [`SYNC_PAGE_ENTRIES`] keys.
+        /// At most [`DIGEST_PAGE_ENTRIES`] keys.
         keys: Vec<serde_bytes::ByteBuf>,
     },
     /// The answering node's installed membership and store identity.
@@ -439,24 +441,24 @@ pub enum SyncRequest {
     },
 }
 
-/// A node's answer to one [`SyncCall`].
+/// A node's answer to one [`NodeCall`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncAnswer {
+pub struct NodeAnswer {
     /// The call's id.
     pub id: u64,
     /// The answer, or why there is none.
-    pub result: Result<SyncReply, Error>,
+    pub result: Result<NodeReply, Error>,
 }
 
-/// What a node answers a pull with.
+/// What a node answers a peer's call with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SyncReply {
+pub enum NodeReply {
     /// To `Digest`.
-    Digest(SyncDigestPage),
+    Digest(DigestPage),
     /// To `Fetch`: the records found, in the order asked.
     Records(Vec<SyncRecord>),
     /// To `Membership`.
-    Membership(MembershipInfo),
+    Membership(MembershipAnswer),
     /// To `Install`: the node's epoch, durable.
     Installed {
         /// The node's epoch after the install (at least the one sent).
@@ -473,23 +475,15 @@ pub enum SyncReply {
     },
 }
 
-/// Whether a node's records may be trusted by a node that is rebuilding its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct SyncSource {
-    /// The node votes as an acceptor (it finished its own recovery since it started).
-    pub voting: bool,
-    /// The node's store completed a recovery (or a cluster bootstrap) at least once: it is
-    /// not a freshly created or wiped store.
-    pub synced_once: bool,
-    /// The node holds no record at all.
-    pub empty: bool,
-}
-
 /// One page of a node's digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncDigestPage {
-    /// Whether the answering node may be recovered from.
-    pub source: SyncSource,
+pub struct DigestPage {
+    /// The answering node votes: a puller takes records only from a voting peer.
+    pub voting: bool,
+    /// Two flags of the in-place recovery removed in issue 10 (the store had recovered once;
+    /// it held no record). Sent `false`, never read; kept because postcard is positional and
+    /// the page's bytes do not change.
+    pub retired: [bool; 2],
     /// Its records' ballots, in key order.
     pub entries: Vec<DigestEntry>,
     /// More records follow the last entry.
@@ -567,8 +561,8 @@ impl FaultPlan {
 // ---------------------------------------------------------------------------------------------
 
 /// The most entries one anti-entropy page carries, and the most keys one
-/// `SyncRequest::Fetch` may name or one `SyncReply::Records` may carry.
-pub const SYNC_PAGE_ENTRIES: usize = 4_096;
+/// `NodeRequest::Fetch` may name or one `NodeReply::Records` may carry.
+pub const DIGEST_PAGE_ENTRIES: usize = 4_096;
 
 fn invalid(what: impl Into<String>) -> Error {
     Error::Frame(what.into())
@@ -585,42 +579,42 @@ impl Frame {
         match self {
             Frame::Peer(envelope) => envelope.validate(config),
             Frame::Request(_) | Frame::Response(_) => Ok(()),
-            Frame::SyncResponse(answer) => match &answer.result {
-                Ok(SyncReply::Records(records)) => {
-                    if records.len() > SYNC_PAGE_ENTRIES {
+            Frame::Answer(answer) => match &answer.result {
+                Ok(NodeReply::Records(records)) => {
+                    if records.len() > DIGEST_PAGE_ENTRIES {
                         return Err(invalid(format!("{} records in one answer", records.len())));
                     }
                     records.iter().try_for_each(|r| r.validate(config))
                 }
-                Ok(SyncReply::Digest(page)) => {
-                    if page.entries.len() > SYNC_PAGE_ENTRIES {
+                Ok(NodeReply::Digest(page)) => {
+                    if page.entries.len() > DIGEST_PAGE_ENTRIES {
                         return Err(invalid(format!("{} digest entries", page.entries.len())));
                     }
                     page.entries.iter().try_for_each(|e| e.validate(config))
                 }
-                Ok(SyncReply::Membership(info)) => match &info.membership {
+                Ok(NodeReply::Membership(info)) => match &info.membership {
                     Some(m) => m
                         .check()
                         .map_err(|e| invalid(format!("a broken membership: {e}"))),
                     None => Ok(()),
                 },
-                Ok(SyncReply::Installed { .. } | SyncReply::Hello { .. }) | Err(_) => Ok(()),
+                Ok(NodeReply::Installed { .. } | NodeReply::Hello { .. }) | Err(_) => Ok(()),
             },
-            Frame::SyncRequest(call) => match &call.body {
-                SyncRequest::Digest { after, .. } => match after {
+            Frame::Call(call) => match &call.body {
+                NodeRequest::Digest { after, .. } => match after {
                     Some(after) => check_key_len(after, config),
                     None => Ok(()),
                 },
-                SyncRequest::Fetch { keys } => {
-                    if keys.len() > SYNC_PAGE_ENTRIES {
+                NodeRequest::Fetch { keys } => {
+                    if keys.len() > DIGEST_PAGE_ENTRIES {
                         return Err(invalid(format!("a fetch of {} keys", keys.len())));
                     }
                     keys.iter().try_for_each(|k| check_key_len(k, config))
                 }
-                SyncRequest::Install(membership) => membership
+                NodeRequest::Install(membership) => membership
                     .check()
                     .map_err(|e| invalid(format!("a broken membership: {e}"))),
-                SyncRequest::Membership | SyncRequest::Hello { .. } => Ok(()),
+                NodeRequest::Membership | NodeRequest::Hello { .. } => Ok(()),
             },
         }
     }

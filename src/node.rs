@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::anti_entropy::{AntiEntropy, SyncServer};
+use crate::actors::anti_entropy::{AntiEntropy, CallServer};
 use crate::actors::membership::Driver;
 use crate::actors::metrics;
 use crate::actors::network::Network;
@@ -18,7 +18,7 @@ use crate::actors::outbox::Outbox;
 use crate::actors::router::Router;
 use crate::actors::storage::StorageActor;
 use crate::actors::supervisor::NodeSupervisor;
-use crate::actors::view::MembershipView;
+use crate::actors::view::InstalledMembership;
 use crate::actors::{Readiness, Stats};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -103,7 +103,7 @@ impl NodeHandle {
         if !store.is_fully_durable()? {
             return Err(Error::Storage("LMDB opened without fsync".into()));
         }
-        let view = Arc::new(MembershipView::new(
+        let view = Arc::new(InstalledMembership::new(
             id,
             store.store_id()?,
             store.membership()?,
@@ -148,7 +148,7 @@ impl NodeHandle {
                         config.clone(),
                         driver.clone(),
                     );
-                    let sync = SyncServer::new(
+                    let sync = CallServer::new(
                         storage.clone(),
                         readiness.clone(),
                         &config,

@@ -30,7 +30,7 @@
 //! - **What each connection may send** ([`Peer::admits`]), decided from the certificate the
 //!   handshake verified, never from the frame: a `Frame::Peer` only if its `from` is the node
 //!   the certificate names (a peer with node 2's certificate cannot speak for node 3); a
-//!   `SyncRequest` (anti-entropy, membership `Install`, `Hello`) only from a node
+//!   `NodeRequest` (anti-entropy, membership `Install`, `Hello`) only from a node
 //!   certificate, and a `Hello` only about that node; client requests from any certificate.
 //!   A refused frame is dropped and counted (`forged_frames`); the connection goes on.
 //! - **A connection without a certificate the CA signed** (plaintext, another CA's, expired)
@@ -44,7 +44,7 @@
 //! - **A membership is taken only from a member** of the membership the node has: an
 //!   `Install` from a member's certificate ([`Peer::admits`]), and a pull only from members,
 //!   each dialed as that node ([`Dial::Node`]) and still a member when its answer arrives
-//!   (`actors::view::Members::install_newest`); config addresses are asked only by a node
+//!   (`actors::view::MembershipService::install_newest`); config addresses are asked only by a node
 //!   with no membership, `--join` addresses at a start. A removed node, or a certificate
 //!   issued for a node never added, cannot make a node stop voting, except a node still
 //!   behind by the change that removed it (issue 18).
@@ -83,7 +83,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::TlsConfig;
 use crate::error::{Error, Result};
-use crate::messages::{Frame, SyncRequest};
+use crate::messages::{Frame, NodeRequest};
 use crate::paxos::types::NodeId;
 
 /// How long a TLS handshake this node dials may take (one it accepts:
@@ -437,13 +437,13 @@ impl Peer {
                 "a Paxos frame from node {} on the connection of node {id}",
                 envelope.from
             )),
-            (Peer::Node(id), Frame::SyncRequest(call)) => match &call.body {
-                SyncRequest::Hello { node, .. } if node != id => Err(format!(
+            (Peer::Node(id), Frame::Call(call)) => match &call.body {
+                NodeRequest::Hello { node, .. } if node != id => Err(format!(
                     "a Hello of node {node} on the connection of node {id}"
                 )),
                 // The driver of a change is a member; a node behind by more than a change
                 // fetches the newer membership itself.
-                SyncRequest::Install(_) if !is_member(*id) => {
+                NodeRequest::Install(_) if !is_member(*id) => {
                     Err(format!("an Install from node {id}, which is no member"))
                 }
                 _ => Ok(()),
@@ -453,7 +453,7 @@ impl Peer {
                 "a Paxos frame from node {} on a client's connection",
                 envelope.from
             )),
-            (Peer::Client | Peer::Operator, Frame::SyncRequest(_)) => {
+            (Peer::Client | Peer::Operator, Frame::Call(_)) => {
                 Err("a node-to-node request on a client's connection".into())
             }
             (Peer::Client | Peer::Operator, _) => Ok(()),

@@ -553,7 +553,7 @@ async fn a_prepare_of_an_older_epoch_or_another_cluster_promises_nothing() {
 /// 2 and 3 down the change cannot even start: the register needs a quorum of voting nodes.)
 /// The review scenario this guards (install replies of 2 and 3 delayed, so that the refused
 /// node 1 completes a barrier with 4 and 5) needs delays on the membership calls, which the
-/// fault plan does not inject: that rule (`SyncReply::Installed::intact`) has no mutant test.
+/// fault plan does not inject: that rule (`NodeReply::Installed::intact`) has no mutant test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_on_a_bare_majority_survives_the_replacement_of_a_wiped_holder() {
     use paxkv::messages::{FaultPlan, LinkFaults};
@@ -942,7 +942,7 @@ async fn a_store_of_another_cluster_in_a_members_place_never_takes_over() {
 async fn node_calls_of_another_cluster_are_refused_and_counted() {
     use paxkv::client::{Client, ClientOptions};
     use paxkv::error::Error;
-    use paxkv::messages::{SyncReply, SyncRequest};
+    use paxkv::messages::{NodeReply, NodeRequest};
     let cluster = TestCluster::start_n(3, |_| {});
     cluster.client().put(b"k", b"v").await.unwrap();
     let m = cluster.membership(1).await;
@@ -956,7 +956,7 @@ async fn node_calls_of_another_cluster_are_refused_and_counted() {
             },
         )
     };
-    let hello = || SyncRequest::Hello {
+    let hello = || NodeRequest::Hello {
         node: 2,
         store: 77,
         generation: 1,
@@ -968,24 +968,27 @@ async fn node_calls_of_another_cluster_are_refused_and_counted() {
     let before = cluster.status(1).await.foreign_frames;
     for id in [0, m.cluster ^ 1] {
         let caller = caller(id);
-        for call in [hello(), SyncRequest::Install(takeover.clone())] {
-            match caller.sync(0, call.clone()).await {
+        for call in [hello(), NodeRequest::Install(takeover.clone())] {
+            match caller.node_call(0, call.clone()).await {
                 Err(Error::NotThisNode(_)) => {}
                 other => panic!("{call:?} from cluster {id:x}: {other:?}"),
             }
         }
     }
-    match caller(m.cluster ^ 1).sync(0, SyncRequest::Membership).await {
+    match caller(m.cluster ^ 1)
+        .node_call(0, NodeRequest::Membership)
+        .await
+    {
         Err(Error::NotThisNode(_)) => {}
         other => panic!("a membership read by another cluster: {other:?}"),
     }
     assert_eq!(cluster.status(1).await.foreign_frames, before + 5);
-    match caller(0).sync(0, SyncRequest::Membership).await {
-        Ok(SyncReply::Membership(info)) => assert_eq!(info.membership, Some(m.clone())),
+    match caller(0).node_call(0, NodeRequest::Membership).await {
+        Ok(NodeReply::Membership(info)) => assert_eq!(info.membership, Some(m.clone())),
         other => panic!("{other:?}"),
     }
-    match caller(m.cluster).sync(0, hello()).await {
-        Ok(SyncReply::Hello { seen: 0 }) => {}
+    match caller(m.cluster).node_call(0, hello()).await {
+        Ok(NodeReply::Hello { seen: 0 }) => {}
         other => panic!("a Hello of the node's own cluster: {other:?}"),
     }
     assert_eq!(cluster.membership(1).await, m);

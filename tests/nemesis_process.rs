@@ -161,7 +161,7 @@ const FAULTS: [Fault; 12] = [
 
 /// Runs a random fault schedule for `length`. One fault at a time, each held 1–3 s and then
 /// healed; at most two nodes are ever down or paused, and a restarted node votes again (and a
-/// node that lost its disk is repaired) before the next fault, so a majority can always make
+/// node that lost its disk has rejoined as a new member) before the next fault, so a majority can always make
 /// progress. Faults are dealt from a shuffled deck of every kind, so a short run sees each.
 async fn run_nemesis(
     cluster: &mut ProcessCluster,

@@ -165,7 +165,7 @@ async fn a_node_cut_off_while_writes_happened_catches_up_in_the_background() {
         "node 5 holds every write it missed",
         Duration::from_secs(20),
         || async {
-            let Ok(page) = node5.sync_digest(0, None, 1_000).await else {
+            let Ok(page) = node5.digest_page(0, None, 1_000).await else {
                 return false;
             };
             let settled = page.entries.iter().filter(|e| e.accepted > Ballot::FAST);
@@ -182,7 +182,7 @@ async fn settled_keys(client: &paxkv::client::Client, prefix: &[u8]) -> usize {
     let mut after = None;
     let mut count = 0;
     loop {
-        let Ok(page) = client.sync_digest(0, after.clone(), 4_096).await else {
+        let Ok(page) = client.digest_page(0, after.clone(), 4_096).await else {
             return 0;
         };
         count += page

@@ -12,7 +12,7 @@ use std::time::Duration;
 use paxkv::actors::messages::InspectAcceptor;
 use paxkv::frame;
 use paxkv::messages::{
-    ClientRequest, Envelope, Frame, PeerMessage, RequestBody, SyncCall, SyncRequest,
+    ClientRequest, Envelope, Frame, NodeCall, NodeRequest, PeerMessage, RequestBody,
 };
 use paxkv::paxos::membership::Membership;
 use paxkv::paxos::types::{Ballot, NodeId, Outcome, Register};
@@ -210,10 +210,10 @@ async fn a_peer_with_node_2s_certificate_cannot_speak_for_node_3_nor_a_client_fo
             .write_all(&frame::encode(&forged_accept(epoch, cluster_id)))
             .await
             .unwrap();
-        let hello = Frame::SyncRequest(SyncCall {
+        let hello = Frame::Call(NodeCall {
             id: 1,
             cluster: cluster_id,
-            body: SyncRequest::Hello {
+            body: NodeRequest::Hello {
                 node: 3,
                 store: 1,
                 generation: u64::MAX,
@@ -233,10 +233,10 @@ async fn a_peer_with_node_2s_certificate_cannot_speak_for_node_3_nor_a_client_fo
             .write_all(&frame::encode(&forged_accept(epoch, cluster_id)))
             .await
             .unwrap();
-        let install = Frame::SyncRequest(SyncCall {
+        let install = Frame::Call(NodeCall {
             id: 2,
             cluster: cluster_id,
-            body: SyncRequest::Install(takeover.clone()),
+            body: NodeRequest::Install(takeover.clone()),
         });
         as_client.write_all(&frame::encode(&install)).await.unwrap();
         as_client
@@ -450,7 +450,7 @@ async fn a_peer_link_refuses_a_node_whose_certificate_names_another_node() {
             ..Default::default()
         },
     );
-    let answer = expecting_3.sync(0, SyncRequest::Membership).await;
+    let answer = expecting_3.node_call(0, NodeRequest::Membership).await;
     let refused = answer.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(
         refused.contains("certificate"),
@@ -479,10 +479,10 @@ async fn an_install_from_a_node_that_is_no_member_is_refused_and_counted() {
     takeover.cluster = cluster_id;
     let forged_before = metric(&cluster, 1, "paxkv_forged_frames_total").await;
     let mut stream = dial(cluster.addr(1), Some(&node9)).await.unwrap();
-    let install = Frame::SyncRequest(SyncCall {
+    let install = Frame::Call(NodeCall {
         id: 1,
         cluster: cluster_id,
-        body: SyncRequest::Install(takeover),
+        body: NodeRequest::Install(takeover),
     });
     stream.write_all(&frame::encode(&install)).await.unwrap();
     stream.write_all(&frame::encode(&ping(2))).await.unwrap();
@@ -608,7 +608,7 @@ async fn a_membership_change_needs_the_operators_certificate() {
 /// changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_nodes_key_at_its_config_address_installs_no_membership() {
-    use paxkv::messages::{MembershipInfo, SyncAnswer, SyncReply};
+    use paxkv::messages::{MembershipAnswer, NodeAnswer, NodeReply};
     use std::sync::atomic::{AtomicU64, Ordering};
     let certs = tempfile::tempdir().unwrap();
     let mut cluster = TestCluster::with_tls(4, certs.path());
@@ -656,12 +656,12 @@ async fn a_removed_nodes_key_at_its_config_address_installs_no_membership() {
                     };
                     let mut stream: BoxStream = Box::new(stream);
                     while let Ok(frame) = read_frame(&mut stream).await {
-                        if let Frame::SyncRequest(call) = frame {
-                            if matches!(call.body, SyncRequest::Membership) {
+                        if let Frame::Call(call) = frame {
+                            if matches!(call.body, NodeRequest::Membership) {
                                 asked.fetch_add(1, Ordering::Relaxed);
-                                let answer = Frame::SyncResponse(SyncAnswer {
+                                let answer = Frame::Answer(NodeAnswer {
                                     id: call.id,
-                                    result: Ok(SyncReply::Membership(MembershipInfo {
+                                    result: Ok(NodeReply::Membership(MembershipAnswer {
                                         node: 4,
                                         membership: Some(forged.clone()),
                                         store: 1,

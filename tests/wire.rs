@@ -5,11 +5,10 @@
 
 use paxkv::error::Error;
 use paxkv::messages::{
-    ClientRequest, ClientResponse, DigestEntry, Envelope, FaultPlan, Frame, NodeStatus,
-    PeerMessage, Reply, RequestBody, SyncAnswer, SyncCall, SyncDigestPage, SyncRecord, SyncReply,
-    SyncRequest, SyncSource,
+    ClientRequest, ClientResponse, DigestEntry, DigestPage, Envelope, FaultPlan, Frame, NodeAnswer,
+    NodeCall, NodeReply, NodeRequest, NodeStatus, PeerMessage, Reply, RequestBody, SyncRecord,
 };
-use paxkv::messages::{MemberChangeRequest, MembershipInfo};
+use paxkv::messages::{MemberChangeRequest, MembershipAnswer};
 use paxkv::paxos::membership::{Member, MemberState, Membership, Phase};
 use paxkv::paxos::record::AcceptorRecord;
 use paxkv::paxos::types::{Ballot, Command, Outcome, Register, RequestId};
@@ -168,8 +167,9 @@ fn samples() -> Vec<(&'static str, Frame)> {
         ("response faults set", response(Ok(Reply::FaultsSet))),
         (
             "response retired sync digest",
-            response(Ok(Reply::RetiredSyncDigest(SyncDigestPage {
-                source: SyncSource::default(),
+            response(Ok(Reply::RetiredSyncDigest(DigestPage {
+                voting: false,
+                retired: [false; 2],
                 entries: vec![],
                 more: false,
             }))),
@@ -194,10 +194,10 @@ fn samples() -> Vec<(&'static str, Frame)> {
         ("error io", response(Err(Error::Io(e("x"))))),
         (
             "sync digest request",
-            Frame::SyncRequest(SyncCall {
+            Frame::Call(NodeCall {
                 id: 6,
                 cluster: 9,
-                body: SyncRequest::Digest {
+                body: NodeRequest::Digest {
                     after: Some(b"k".to_vec()),
                     limit: 10,
                 },
@@ -205,24 +205,21 @@ fn samples() -> Vec<(&'static str, Frame)> {
         ),
         (
             "sync fetch request",
-            Frame::SyncRequest(SyncCall {
+            Frame::Call(NodeCall {
                 id: 6,
                 cluster: 9,
-                body: SyncRequest::Fetch {
+                body: NodeRequest::Fetch {
                     keys: vec![serde_bytes::ByteBuf::from(b"k".to_vec())],
                 },
             }),
         ),
         (
             "sync digest reply",
-            Frame::SyncResponse(SyncAnswer {
+            Frame::Answer(NodeAnswer {
                 id: 6,
-                result: Ok(SyncReply::Digest(SyncDigestPage {
-                    source: SyncSource {
-                        voting: true,
-                        synced_once: true,
-                        empty: false,
-                    },
+                result: Ok(NodeReply::Digest(DigestPage {
+                    voting: true,
+                    retired: [true, false],
                     entries: vec![DigestEntry {
                         key: b"k".to_vec(),
                         promised: b(3, 1),
@@ -234,9 +231,9 @@ fn samples() -> Vec<(&'static str, Frame)> {
         ),
         (
             "sync records reply",
-            Frame::SyncResponse(SyncAnswer {
+            Frame::Answer(NodeAnswer {
                 id: 6,
-                result: Ok(SyncReply::Records(vec![SyncRecord {
+                result: Ok(NodeReply::Records(vec![SyncRecord {
                     key: b"k".to_vec(),
                     record: AcceptorRecord {
                         promised: b(3, 1),
@@ -293,7 +290,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
         ),
         (
             "response members",
-            response(Ok(Reply::Members(MembershipInfo {
+            response(Ok(Reply::Members(MembershipAnswer {
                 node: 1,
                 membership: Some(membership()),
                 store: 5,
@@ -307,26 +304,26 @@ fn samples() -> Vec<(&'static str, Frame)> {
         ),
         (
             "sync membership request",
-            Frame::SyncRequest(SyncCall {
+            Frame::Call(NodeCall {
                 id: 6,
                 cluster: 9,
-                body: SyncRequest::Membership,
+                body: NodeRequest::Membership,
             }),
         ),
         (
             "sync install request",
-            Frame::SyncRequest(SyncCall {
+            Frame::Call(NodeCall {
                 id: 6,
                 cluster: 9,
-                body: SyncRequest::Install(membership()),
+                body: NodeRequest::Install(membership()),
             }),
         ),
         (
             "sync hello request",
-            Frame::SyncRequest(SyncCall {
+            Frame::Call(NodeCall {
                 id: 6,
                 cluster: 9,
-                body: SyncRequest::Hello {
+                body: NodeRequest::Hello {
                     node: 2,
                     store: 5,
                     generation: 3,
@@ -336,9 +333,9 @@ fn samples() -> Vec<(&'static str, Frame)> {
         ),
         (
             "sync membership reply",
-            Frame::SyncResponse(SyncAnswer {
+            Frame::Answer(NodeAnswer {
                 id: 6,
-                result: Ok(SyncReply::Membership(MembershipInfo {
+                result: Ok(NodeReply::Membership(MembershipAnswer {
                     node: 1,
                     membership: None,
                     store: 5,
@@ -349,9 +346,9 @@ fn samples() -> Vec<(&'static str, Frame)> {
         ),
         (
             "sync installed reply",
-            Frame::SyncResponse(SyncAnswer {
+            Frame::Answer(NodeAnswer {
                 id: 6,
-                result: Ok(SyncReply::Installed {
+                result: Ok(NodeReply::Installed {
                     epoch: 4,
                     intact: true,
                 }),
@@ -359,9 +356,9 @@ fn samples() -> Vec<(&'static str, Frame)> {
         ),
         (
             "sync hello reply",
-            Frame::SyncResponse(SyncAnswer {
+            Frame::Answer(NodeAnswer {
                 id: 6,
-                result: Ok(SyncReply::Hello { seen: 2 }),
+                result: Ok(NodeReply::Hello { seen: 2 }),
             }),
         ),
         (

@@ -25,7 +25,7 @@ use crate::actors::messages::{
 use crate::actors::messages::{Crash, Inspect};
 use crate::actors::outbox::Outbox;
 use crate::actors::storage::StorageActor;
-use crate::actors::view::Members;
+use crate::actors::view::MembershipService;
 use crate::actors::{guarded, Stats};
 use crate::error::{Error, Result};
 use crate::messages::PeerMessage;
@@ -48,7 +48,7 @@ pub struct AcceptorActor {
     outbox: Outbox,
     supervisor: Recipient<ActorStopped>,
     stats: Arc<Stats>,
-    members: Members,
+    members: MembershipService,
     crashed: bool,
 }
 
@@ -60,7 +60,7 @@ impl AcceptorActor {
         outbox: Outbox,
         supervisor: Recipient<ActorStopped>,
         stats: Arc<Stats>,
-        members: Members,
+        members: MembershipService,
     ) -> AcceptorActor {
         AcceptorActor {
             key,

@@ -1,7 +1,7 @@
 //! Anti-entropy: how a node that was down or cut off becomes a full replica again without
 //! clients touching every key. This module owns both sides: [`AntiEntropy`] pulls from
-//! peers every `sync_interval_ms`, and [`SyncServer`] answers their pulls and the membership
-//! calls (`Frame::SyncRequest`, a frame of its own, apart from client requests). What a record
+//! peers every `sync_interval_ms`, and [`CallServer`] answers their pulls and the membership
+//! calls (`Frame::Call`, a frame of its own, apart from client requests). What a record
 //! means (is this node behind a peer's digest entry, how a peer's record merges into ours) is
 //! decided in `paxos::record` and `paxos::acceptor`; storage only reads and writes.
 //!
@@ -41,20 +41,19 @@ use crate::actors::messages::{
 use crate::actors::outbox::Outbox;
 use crate::actors::storage::StorageActor;
 use crate::actors::supervisor::NodeSupervisor;
-use crate::actors::view::{Members, MembershipView};
+use crate::actors::view::{InstalledMembership, MembershipService};
 use crate::actors::{Readiness, Stats};
 use crate::client::{Client, ClientOptions};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::messages::{
-    SyncAnswer, SyncCall, SyncDigestPage, SyncReply, SyncRequest, SyncSource, SYNC_PAGE_ENTRIES,
+    DigestPage, NodeAnswer, NodeCall, NodeReply, NodeRequest, DIGEST_PAGE_ENTRIES,
 };
 use crate::paxos::admission;
-use crate::paxos::record::Pull;
 use crate::paxos::types::{Key, NodeId};
 
 /// Digest entries asked for per page (also the most keys one fetch asks for).
-const DIGEST_PAGE: u32 = SYNC_PAGE_ENTRIES as u32;
+const DIGEST_PAGE: u32 = DIGEST_PAGE_ENTRIES as u32;
 /// Settle rounds in flight at once.
 const SETTLE_CONCURRENCY: usize = 64;
 
@@ -64,7 +63,7 @@ pub struct AntiEntropy {
 }
 
 impl AntiEntropy {
-    pub fn new(members: &Members, supervisor: Addr<NodeSupervisor>) -> AntiEntropy {
+    pub fn new(members: &MembershipService, supervisor: Addr<NodeSupervisor>) -> AntiEntropy {
         AntiEntropy {
             puller: Some(Puller {
                 node: members.view.me(),
@@ -92,22 +91,22 @@ impl Actor for AntiEntropy {
 
 /// Answers peers' anti-entropy requests from this node's store. Cheap to clone.
 #[derive(Clone)]
-pub struct SyncServer {
+pub struct CallServer {
     storage: Addr<StorageActor>,
     readiness: Arc<Readiness>,
-    members: Members,
+    members: MembershipService,
     /// Half a frame of records per answer leaves room for the framing around them.
     max_fetch_bytes: usize,
 }
 
-impl SyncServer {
+impl CallServer {
     pub fn new(
         storage: Addr<StorageActor>,
         readiness: Arc<Readiness>,
         config: &Config,
-        members: Members,
-    ) -> SyncServer {
-        SyncServer {
+        members: MembershipService,
+    ) -> CallServer {
+        CallServer {
             storage,
             readiness,
             members,
@@ -116,7 +115,7 @@ impl SyncServer {
     }
 
     /// The node's membership view (the network checks senders against it).
-    pub fn view(&self) -> Arc<MembershipView> {
+    pub fn view(&self) -> Arc<InstalledMembership> {
         self.members.view.clone()
     }
 
@@ -125,15 +124,15 @@ impl SyncServer {
         self.members.tls.clone()
     }
 
-    pub async fn serve(&self, call: SyncCall) -> SyncAnswer {
+    pub async fn serve(&self, call: NodeCall) -> NodeAnswer {
         let mine = self.members.view.cluster();
         let changes_nothing = matches!(
             call.body,
-            SyncRequest::Membership | SyncRequest::Digest { .. } | SyncRequest::Fetch { .. }
+            NodeRequest::Membership | NodeRequest::Digest { .. } | NodeRequest::Fetch { .. }
         );
         if !admission::serves_call(mine, call.cluster, changes_nothing) {
             Stats::add(&self.members.stats.foreign_frames, 1);
-            return SyncAnswer {
+            return NodeAnswer {
                 id: call.id,
                 result: Err(Error::NotThisNode(format!(
                     "node {} serves cluster {mine:x}, not {:x}",
@@ -143,30 +142,30 @@ impl SyncServer {
             };
         }
         let result = match call.body {
-            SyncRequest::Digest { after, limit } => {
-                let limit = (limit as usize).min(SYNC_PAGE_ENTRIES);
-                self.digest(after, limit).await.map(SyncReply::Digest)
+            NodeRequest::Digest { after, limit } => {
+                let limit = (limit as usize).min(DIGEST_PAGE_ENTRIES);
+                self.digest(after, limit).await.map(NodeReply::Digest)
             }
-            SyncRequest::Fetch { keys } => {
+            NodeRequest::Fetch { keys } => {
                 let keys = keys.into_iter().map(|k| k.into_vec()).collect();
                 let max_bytes = self.max_fetch_bytes;
                 ask(&self.storage, FetchRecords { keys, max_bytes })
                     .await
-                    .map(SyncReply::Records)
+                    .map(NodeReply::Records)
             }
-            SyncRequest::Membership => Ok(SyncReply::Membership(
+            NodeRequest::Membership => Ok(NodeReply::Membership(
                 self.members.view.info(self.readiness.is_voting()),
             )),
-            SyncRequest::Install(m) => {
+            NodeRequest::Install(m) => {
                 self.members
                     .install(m)
                     .await
-                    .map(|epoch| SyncReply::Installed {
+                    .map(|epoch| NodeReply::Installed {
                         epoch,
                         intact: self.members.store_confirmed_intact(),
                     })
             }
-            SyncRequest::Hello {
+            NodeRequest::Hello {
                 node,
                 store,
                 generation,
@@ -175,22 +174,19 @@ impl SyncServer {
                 .members
                 .hello(node, store, generation, call)
                 .await
-                .map(|seen| SyncReply::Hello { seen }),
+                .map(|seen| NodeReply::Hello { seen }),
         };
-        SyncAnswer {
+        NodeAnswer {
             id: call.id,
             result,
         }
     }
 
-    async fn digest(&self, after: Option<Key>, limit: usize) -> Result<SyncDigestPage> {
+    async fn digest(&self, after: Option<Key>, limit: usize) -> Result<DigestPage> {
         let scan = ask(&self.storage, ScanDigest { after, limit }).await?;
-        Ok(SyncDigestPage {
-            source: SyncSource {
-                voting: self.readiness.is_voting(),
-                synced_once: scan.synced_once,
-                empty: scan.empty,
-            },
+        Ok(DigestPage {
+            voting: self.readiness.is_voting(),
+            retired: [false; 2],
             entries: scan.entries,
             more: scan.more,
         })
@@ -210,7 +206,7 @@ where
         .map_err(|e| Error::Storage(format!("storage actor: {e}")))?
 }
 
-/// Recovery, then anti-entropy, as one task.
+/// The anti-entropy task: a pull from every voting peer, then a sweep, every interval.
 struct Puller {
     node: NodeId,
     outbox: Outbox,
@@ -219,7 +215,7 @@ struct Puller {
     supervisor: Addr<NodeSupervisor>,
     stats: Arc<Stats>,
     readiness: Arc<Readiness>,
-    view: Arc<MembershipView>,
+    view: Arc<InstalledMembership>,
     tls: Option<std::sync::Arc<crate::tls::Tls>>,
 }
 
@@ -266,8 +262,8 @@ impl Puller {
                 if self.outbox.is_cut(*peer) {
                     continue;
                 }
-                match client.sync_digest(index, None, 0).await {
-                    Ok(page) if page.source.voting => {
+                match client.digest_page(index, None, 0).await {
+                    Ok(page) if page.voting => {
                         if let Err(e) = self.pull_from(&client, index).await {
                             log::debug!(
                                 "node {}: anti-entropy from node {}: {e}",
@@ -354,8 +350,8 @@ impl Puller {
         client: &Client,
         index: usize,
         after: Option<Key>,
-    ) -> Result<SyncDigestPage> {
-        let mut page = client.sync_digest(index, after, DIGEST_PAGE).await?;
+    ) -> Result<DigestPage> {
+        let mut page = client.digest_page(index, after, DIGEST_PAGE).await?;
         let before = page.entries.len();
         page.entries.retain(|e| e.validate(&self.config).is_ok());
         let dropped = before - page.entries.len();
@@ -379,11 +375,10 @@ impl Puller {
             after = page.entries.last().map(|e| e.key.clone());
             let more = page.more;
             let entries = page.entries;
-            let pull = Pull::Newer;
-            let behind = ask(&self.storage, FindBehind { entries, pull }).await?;
+            let behind = ask(&self.storage, FindBehind { entries }).await?;
             let mut wanted = &behind[..];
             while !wanted.is_empty() {
-                let records = client.sync_fetch(index, wanted).await?;
+                let records = client.fetch_records(index, wanted).await?;
                 if records.is_empty() {
                     break; // the peer no longer has them (cannot happen: records are never removed)
                 }

@@ -1,11 +1,11 @@
-//! The membership at run time: the node's installed [`Membership`] ([`MembershipView`]), the
+//! The membership at run time: the node's installed [`Membership`] ([`InstalledMembership`]), the
 //! node's start (identity and generation checks before it votes), installing a newer
 //! membership, and the driver of a change (`paxkv member add|remove`). What a membership
 //! means and why the change procedure is safe is argued in `paxos::membership`.
 //!
 //! **Installing.** A node installs a membership only if it is newer than its own, and only
 //! one that was chosen in the membership register (the driver sends what its compare-and-set
-//! wrote; a peer answering `SyncRequest::Membership` sends what it installed). The view's
+//! wrote; a peer answering `NodeRequest::Membership` sends what it installed). The view's
 //! epoch is raised *before* the install is queued to storage, and storage commits everything
 //! queued before it first ([`Meta`]): every acceptor step that saw the old epoch has its
 //! write committed before the install, every later step refuses the old epoch. The install is
@@ -15,7 +15,7 @@
 //! *with its own store* ([`Member::store`]): a wiped store (new identity) or a foreign one
 //! never votes; the log says to remove and re-add the node. A bootstrap membership records no
 //! stores (0); until a node's store is recorded (through the register, during a change too)
-//! it votes on the membership register only (`MembershipView::admits_key`).
+//! it votes on the membership register only (`InstalledMembership::admits_key`).
 //!
 //! **Rolled-back stores (older copies)**, decided in `paxos::identity`. The node reads its
 //! store's refusal mark first (a store refused once never votes again), then says `Hello` to
@@ -38,7 +38,7 @@
 //!
 //! **Only intact stores count in a change.** A refused store (wiped, an older copy), or one
 //! whose start its peers have not confirmed yet, still installs memberships and answers, but
-//! says it is not intact (`SyncReply::Installed`): the
+//! says it is not intact (`NodeReply::Installed`): the
 //! driver counts it in no barrier and scans none of its keys, since it may lack states it
 //! once voted for (review of issue 10: counting one let a rescan miss a key chosen on a
 //! majority that included it). A node whose own store is refused does not drive.
@@ -50,11 +50,11 @@ use actix::prelude::*;
 
 use crate::actors::messages::{ClientCommand, Meta, MetaAnswer, SettleKey};
 use crate::actors::supervisor::NodeSupervisor;
-use crate::actors::view::{addr_of, meta, others_of, Members};
+use crate::actors::view::{addr_of, meta, others_of, MembershipService};
 use crate::actors::Stats;
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::messages::{DigestEntry, MemberChangeRequest, SyncReply, SyncRequest};
+use crate::messages::{DigestEntry, MemberChangeRequest, NodeReply, NodeRequest};
 use crate::paxos::bootstrap::{self, Standing, Start};
 use crate::paxos::driver::{Action, ChangeDriver, Event};
 use crate::paxos::identity;
@@ -65,20 +65,20 @@ use crate::paxos::types::{Ballot, Command, Key, NodeId, Outcome, RequestId};
 /// register, through the node's supervisor). Cheap to clone.
 #[derive(Clone)]
 pub struct Driver {
-    members: Members,
+    members: MembershipService,
     supervisor: Addr<NodeSupervisor>,
 }
 
 impl std::ops::Deref for Driver {
-    type Target = Members;
+    type Target = MembershipService;
 
-    fn deref(&self) -> &Members {
+    fn deref(&self) -> &MembershipService {
         &self.members
     }
 }
 
 impl Driver {
-    pub fn new(members: Members, supervisor: Addr<NodeSupervisor>) -> Driver {
+    pub fn new(members: MembershipService, supervisor: Addr<NodeSupervisor>) -> Driver {
         Driver {
             members,
             supervisor,
@@ -217,7 +217,6 @@ impl Driver {
                 voting = true;
                 self.refused.store(false, Ordering::Release);
                 self.readiness.set_voting();
-                self.readiness.set_repaired();
                 log::info!(
                     "node {me}: voting at epoch {} (confirmed by \
                      {voter_confirmations} peers) {:.2}s after start",
@@ -268,16 +267,16 @@ impl Driver {
         let hellos = peers.iter().filter_map(|&peer| {
             let addr = addr_of(m, peer).ok()?;
             let client = self.client_of(&[(peer, addr)]);
-            let hello = SyncRequest::Hello {
+            let hello = NodeRequest::Hello {
                 node: me,
                 store: self.view.store(),
                 generation: round.generation,
                 call: round.call,
             };
-            Some(async move { (peer, client.sync(0, hello).await) })
+            Some(async move { (peer, client.node_call(0, hello).await) })
         });
         for (peer, answer) in futures_util::future::join_all(hellos).await {
-            if let Ok(SyncReply::Hello { seen }) = answer {
+            if let Ok(NodeReply::Hello { seen }) = answer {
                 confirmation.on_answer(peer, round, seen)?;
             }
         }
@@ -312,7 +311,7 @@ impl Driver {
         let _ = tokio::time::timeout(at_most, self.changed.notified()).await;
     }
 
-    /// Whom a start asks for the membership (see `Members::ask_memberships`): with one
+    /// Whom a start asks for the membership (see `MembershipService::ask_memberships`): with one
     /// installed, its other members, each dialed as that node, and the `--join` addresses
     /// (given by the operator for this start: a node restarted after its old peers were all
     /// replaced learns the new membership through them, review of issue 11); with none, the
@@ -336,7 +335,7 @@ impl Driver {
 
     /// At bootstrap the membership records no store; a node records its own (a step that
     /// changes no voter, through the register) before it votes on client keys. Until then
-    /// its store votes on the membership register only (`MembershipView::admits_key`).
+    /// its store votes on the membership register only (`InstalledMembership::admits_key`).
     ///
     /// **Recorded during a change too.** A record step changes no voter, no member's state
     /// and no phase: it only turns a store 0 into this store's id, at the next epoch. Two
@@ -387,8 +386,8 @@ impl Driver {
             for x in next.members.iter_mut().filter(|x| x.store == 0) {
                 let Ok(addr) = x.addr.parse() else { continue };
                 let client = self.client_of(&[(x.id, addr)]);
-                let ask = client.sync(0, SyncRequest::Membership);
-                if let Ok(Ok(SyncReply::Membership(info))) =
+                let ask = client.node_call(0, NodeRequest::Membership);
+                if let Ok(Ok(NodeReply::Membership(info))) =
                     tokio::time::timeout(Duration::from_millis(500), ask).await
                 {
                     if info.node == x.id && info.store != 0 {
@@ -504,13 +503,13 @@ impl Driver {
                     .map_err(|e| Error::BadRequest(format!("address {addr}: {e}")))?;
                 let info = match self
                     .client_of(&[(id, parsed)])
-                    .sync(0, SyncRequest::Membership)
+                    .node_call(0, NodeRequest::Membership)
                     .await
                 {
-                    Ok(SyncReply::Membership(info)) => info,
+                    Ok(NodeReply::Membership(info)) => info,
                     Ok(other) => return Err(Error::Frame(format!("unexpected {other:?}"))),
                     Err(Error::NotThisNode(why)) => {
-                        // It serves another cluster (`SyncCall::cluster`), whose records
+                        // It serves another cluster (`NodeCall::cluster`), whose records
                         // and membership must never enter this one.
                         return Err(Error::BadRequest(format!(
                             "node {id} at {addr} belongs to another cluster ({why}); start it \
@@ -570,7 +569,7 @@ impl Driver {
                     let probed = match joining_at {
                         Some(addr) => self
                             .client_of(&[(id, addr)])
-                            .sync_digest(0, None, 1)
+                            .digest_page(0, None, 1)
                             .await
                             .map(|digest| JoiningStore {
                                 installed: joining_installed.take().flatten(),
@@ -638,10 +637,10 @@ impl Driver {
                 let addr = addr_of(m, node).or_else(|_| addr_of(previous, node)).ok()?;
                 Some(async move {
                     let client = self.client_of(&[(node, addr)]);
-                    match client.sync(0, SyncRequest::Install(m.clone())).await {
+                    match client.node_call(0, NodeRequest::Install(m.clone())).await {
                         // Only an intact store counts: a refused one (wiped, an older copy)
                         // may lack what it once voted for (review of issue 10).
-                        Ok(SyncReply::Installed { epoch, intact })
+                        Ok(NodeReply::Installed { epoch, intact })
                             if epoch >= m.epoch && intact =>
                         {
                             Some(node)
@@ -826,10 +825,10 @@ impl Cursor {
             return Ok(());
         }
         let page = client
-            .sync_digest(
+            .digest_page(
                 self.index,
                 self.after.clone(),
-                crate::messages::SYNC_PAGE_ENTRIES as u32,
+                crate::messages::DIGEST_PAGE_ENTRIES as u32,
             )
             .await?;
         self.more = page.more;

@@ -8,7 +8,7 @@
 
 use crate::error::Result;
 use crate::messages::{DigestEntry, Envelope, NodeStatus, PeerMessage, SyncRecord};
-use crate::paxos::record::{AcceptorRecord, Pull};
+use crate::paxos::record::AcceptorRecord;
 use crate::paxos::types::{Command, Key, NodeId, Outcome, RequestId};
 
 /// Where a per-key actor answers a request: the caller holds the receiving end. Passing it
@@ -209,16 +209,12 @@ pub struct ScanDigest {
     pub limit: usize,
 }
 
-/// A page of this node's digest, and what a peer needs to know about its store.
+/// A page of this node's digest.
 #[derive(Debug)]
 pub struct DigestScan {
     pub entries: Vec<DigestEntry>,
     /// More records follow the last entry.
     pub more: bool,
-    /// The store completed a recovery (or a bootstrap) at least once.
-    pub synced_once: bool,
-    /// The store holds no record at all.
-    pub empty: bool,
 }
 
 /// Anti-entropy, to the storage actor: among up to `limit` records after `after`, the keys
@@ -236,8 +232,6 @@ pub struct ScanUnsettled {
 #[rtype(result = "Result<Vec<Key>>")]
 pub struct FindBehind {
     pub entries: Vec<DigestEntry>,
-    /// Which keys count as behind.
-    pub pull: Pull,
 }
 
 /// Anti-entropy, to the storage actor: the records of `keys`, in order, up to `max_bytes`.

@@ -22,7 +22,7 @@ use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, Tex
 use tokio::sync::Semaphore;
 
 use crate::actors::outbox::Outbox;
-use crate::actors::view::MembershipView;
+use crate::actors::view::InstalledMembership;
 use crate::actors::{Readiness, Stats};
 use crate::error::{Error, Result};
 
@@ -36,7 +36,7 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Sources {
     pub stats: Arc<Stats>,
     pub readiness: Arc<Readiness>,
-    pub view: Arc<MembershipView>,
+    pub view: Arc<InstalledMembership>,
     pub outbox: Outbox,
     pub refused: Arc<std::sync::atomic::AtomicBool>,
 }

@@ -8,11 +8,11 @@
 //!        │ network (transport): listener, decode,   │    │ outbox: encode once, one   │
 //!        │ Frame::validate, route; peer writers     │◀───┤ bounded queue per peer,    │──▶ peers
 //!        └──┬──────────────┬────────────────┬───────┘    │ fault plan (tests)         │
-//!   Request │  SyncRequest │        Deliver │            └─────────────▲──────────────┘
+//!   Request │  NodeRequest │        Deliver │            └─────────────▲──────────────┘
 //!           ▼              ▼                │                          │
 //!   ┌────────────┐  ┌───────────────────┐   │                          │
 //!   │ router     │  │ anti_entropy:     │   │                          │
-//!   │ (requests) │  │ SyncServer; the   │   │                          │
+//!   │ (requests) │  │ CallServer; the   │   │                          │
 //!   └─────┬──────┘  │ AntiEntropy puller│   │                          │
 //!         │         └───────┬───────────┘   │                          │
 //!  ClientCommand    Adopt,  │ SettleKey     ▼                          │
@@ -82,7 +82,8 @@ pub struct Stats {
     /// Acceptors started for a key while another acceptor of it was still alive: must stay 0
     /// (the supervisor's retirement handshake; counted by the acceptors themselves).
     pub duplicate_acceptors: AtomicU64,
-    /// Keys settled at a classic ballot by recovery or by the anti-entropy sweep.
+    /// Keys settled at a classic ballot by a membership change's rescan or by the anti-entropy
+    /// sweep.
     pub keys_settled: AtomicU64,
     /// Histograms and labelled counters, for `GET /metrics` (`crate::metrics`).
     pub metrics: crate::metrics::NodeMetrics,
@@ -91,14 +92,11 @@ pub struct Stats {
 }
 
 /// Whether this node's acceptors vote (set and cleared by `actors::membership`: a voter of
-/// its membership, with its own store, its generation confirmed). `repaired` is kept for the
-/// status report's wire format and follows `voting` (there is no repair phase any more).
-/// Read by the supervisor (which drops Paxos requests while the node does not vote), by the
+/// its membership, with its own store, its generation confirmed). Read by the supervisor (which drops Paxos requests while the node does not vote), by the
 /// status report and by peers pulling from this node.
 #[derive(Debug, Default)]
 pub struct Readiness {
     voting: AtomicBool,
-    repaired: AtomicBool,
 }
 
 impl Readiness {
@@ -114,14 +112,6 @@ impl Readiness {
     /// membership records, see `actors::membership`).
     pub fn clear_voting(&self) {
         self.voting.store(false, Ordering::Release);
-    }
-
-    pub fn is_repaired(&self) -> bool {
-        self.repaired.load(Ordering::Acquire)
-    }
-
-    pub fn set_repaired(&self) {
-        self.repaired.store(true, Ordering::Release);
     }
 }
 

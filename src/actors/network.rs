@@ -2,7 +2,7 @@
 //! the writer of each peer link, and length-prefixed postcard frames ([`crate::frame`]) both
 //! ways. It decides nothing about what a frame asks: a decoded frame is validated
 //! ([`Frame::validate`]), then a Paxos message goes to the supervisor, a client request to the
-//! [`Router`], an anti-entropy request to the [`SyncServer`].
+//! [`Router`], an anti-entropy request to the [`CallServer`].
 //!
 //! - A frame longer than the node's limit (one key, one value and the protocol around them)
 //!   is refused from its length prefix, before anything is allocated for it; a frame that
@@ -33,11 +33,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
 
-use crate::actors::anti_entropy::SyncServer;
+use crate::actors::anti_entropy::CallServer;
 use crate::actors::messages::Deliver;
 use crate::actors::outbox::PeerQueue;
 use crate::actors::router::Router;
-use crate::actors::view::MembershipView;
+use crate::actors::view::InstalledMembership;
 use crate::actors::{HeldBytes, Stats};
 use crate::config::Config;
 use crate::error::Error;
@@ -63,7 +63,7 @@ struct Shared {
     /// Where Paxos messages go: the node supervisor.
     deliver: Recipient<Deliver>,
     router: Router,
-    sync: SyncServer,
+    sync: CallServer,
     config: Arc<Config>,
     stats: Arc<Stats>,
     connections: Arc<Semaphore>,
@@ -74,7 +74,7 @@ struct Shared {
     node_bytes: Arc<Semaphore>,
     /// Bytes of peers' Paxos frames waiting in the mailboxes (`limits.max_inbox_bytes`).
     inbox_bytes: Arc<AtomicUsize>,
-    view: Arc<MembershipView>,
+    view: Arc<InstalledMembership>,
     tls: Option<Arc<Tls>>,
 }
 
@@ -84,7 +84,7 @@ impl Network {
         queues: mpsc::UnboundedReceiver<PeerQueue>,
         deliver: Recipient<Deliver>,
         router: Router,
-        sync: SyncServer,
+        sync: CallServer,
         config: Arc<Config>,
         stats: Arc<Stats>,
     ) -> Network {
@@ -433,8 +433,8 @@ async fn serve_connection(
                 continue;
             }
             Frame::Request(request) => Call::Client(request),
-            Frame::SyncRequest(call) => Call::Sync(call),
-            Frame::Response(_) | Frame::SyncResponse(_) => {
+            Frame::Call(call) => Call::Sync(call),
+            Frame::Response(_) | Frame::Answer(_) => {
                 return Err(Error::Frame("a node does not take answers".into()));
             }
         };
@@ -457,7 +457,7 @@ async fn serve_connection(
             let (mut mine, mut node) = (mine, node);
             let answer = match call {
                 Call::Client(request) => Frame::Response(shared.router.serve(request).await),
-                Call::Sync(call) => Frame::SyncResponse(shared.sync.serve(call).await),
+                Call::Sync(call) => Frame::Answer(shared.sync.serve(call).await),
             };
             let bytes = frame::encode(&answer);
             // Give back what the answer does not need (its request is served).
@@ -486,7 +486,7 @@ fn gone(e: &std::io::Error) -> bool {
 /// A request that is answered on its connection.
 enum Call {
     Client(crate::messages::ClientRequest),
-    Sync(crate::messages::SyncCall),
+    Sync(crate::messages::NodeCall),
 }
 
 /// Keeps one connection to a peer and writes its queue into it.

@@ -20,7 +20,7 @@ use actix::prelude::*;
 use crate::actors::messages::Crash;
 use crate::actors::messages::{ActorStopped, FromAcceptor, ReplyTo, Retire, Role, Submit};
 use crate::actors::outbox::Outbox;
-use crate::actors::view::Members;
+use crate::actors::view::MembershipService;
 use crate::actors::{guarded, Stats};
 use crate::error::Result;
 use crate::paxos::proposer::{Effect, Proposer, Token};
@@ -40,7 +40,7 @@ pub struct ProposerActor {
     /// The armed timer: when it fires, and its handle.
     timer: Option<(Instant, SpawnHandle)>,
     mailbox_capacity: usize,
-    members: Members,
+    members: MembershipService,
     crashed: bool,
 }
 
@@ -55,7 +55,7 @@ impl ProposerActor {
         stats: Arc<Stats>,
         tick: Duration,
         mailbox_capacity: usize,
-        members: Members,
+        members: MembershipService,
     ) -> ProposerActor {
         ProposerActor {
             key,

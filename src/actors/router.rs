@@ -91,7 +91,7 @@ impl Router {
             RequestBody::SetFaults(plan) => shared.set_faults(plan),
             RequestBody::RetiredSyncDigest { .. } | RequestBody::RetiredSyncFetch { .. } => {
                 Err(Error::BadRequest(
-                    "a retired request: anti-entropy uses Frame::SyncRequest (the peer runs an \
+                    "a retired request: anti-entropy uses Frame::Call (the peer runs an \
                      older build; see ARCHITECTURE.md, mixed versions)"
                         .into(),
                 ))

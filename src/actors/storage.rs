@@ -190,12 +190,7 @@ impl Handler<ScanDigest> for StorageActor {
                 accepted: r.accepted,
             })
             .collect();
-        Ok(DigestScan {
-            entries,
-            more,
-            synced_once: self.store.synced_once()?,
-            empty: self.store.is_empty()?,
-        })
+        Ok(DigestScan { entries, more })
     }
 }
 
@@ -229,7 +224,7 @@ impl Handler<FindBehind> for StorageActor {
             .entries
             .into_iter()
             .zip(ours)
-            .filter(|(e, ours)| is_behind(ours.as_ref(), e.promised, e.accepted, msg.pull))
+            .filter(|(e, ours)| is_behind(ours.as_ref(), e.promised, e.accepted))
             .map(|(e, _)| e.key)
             .collect())
     }
@@ -325,7 +320,6 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::paxos::record::Pull;
     use crate::storage::tests::record;
 
     fn persist(storage: &Addr<StorageActor>, key: &str) -> oneshot::Receiver<Result<()>> {
@@ -392,10 +386,9 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert!(!scan.more && !scan.empty);
+        assert!(!scan.more && !scan.entries.is_empty());
         let find = || FindBehind {
             entries: scan.entries.clone(),
-            pull: Pull::Newer,
         };
         let missing = behind.send(find()).await.unwrap().unwrap();
         assert_eq!(missing, vec![b"a".to_vec()]);

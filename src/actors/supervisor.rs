@@ -40,7 +40,7 @@ use crate::actors::messages::{Crash, CrashActor, Inspect, InspectAcceptor};
 use crate::actors::outbox::{Outbox, PeerQueue};
 use crate::actors::proposer::ProposerActor;
 use crate::actors::storage::StorageActor;
-use crate::actors::view::{Members, MembershipView};
+use crate::actors::view::{InstalledMembership, MembershipService};
 use crate::actors::{Readiness, Stats};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -65,7 +65,7 @@ pub struct NodeSupervisor {
     storage: Addr<StorageActor>,
     stats: Arc<Stats>,
     readiness: Arc<Readiness>,
-    members: Members,
+    members: MembershipService,
     /// Keys are hashed with FxHash: routing looks a key up for every Paxos message.
     keys: FxHashMap<Key, KeyActors>,
     /// Keys retired whose actors have not all stopped yet: no new actor starts for them.
@@ -89,13 +89,13 @@ impl NodeSupervisor {
         storage: Addr<StorageActor>,
         stats: Arc<Stats>,
         readiness: Arc<Readiness>,
-        view: Arc<MembershipView>,
+        view: Arc<InstalledMembership>,
         tls: Option<Arc<crate::tls::Tls>>,
     ) -> (
         Addr<NodeSupervisor>,
         Outbox,
         mpsc::UnboundedReceiver<PeerQueue>,
-        Members,
+        MembershipService,
     ) {
         let mut out = None;
         let addr = NodeSupervisor::create(|ctx| {
@@ -111,7 +111,7 @@ impl NodeSupervisor {
                         .collect::<Vec<_>>(),
                 ),
             }
-            let members = Members::new(
+            let members = MembershipService::new(
                 view,
                 storage.clone(),
                 outbox.clone(),
@@ -560,6 +560,7 @@ impl Handler<GetStatus> for NodeSupervisor {
 
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
         let s = &self.stats;
+        let voting = self.readiness.is_voting();
         MessageResult(NodeStatus {
             node: self.node,
             live_proposers: Stats::get(&s.live_proposers),
@@ -571,8 +572,8 @@ impl Handler<GetStatus> for NodeSupervisor {
             peer_frames_dropped: Stats::get(&s.peer_frames_dropped),
             bad_frames: Stats::get(&s.bad_frames),
             rss_bytes: resident_memory_bytes(),
-            voting: self.readiness.is_voting(),
-            repaired: self.readiness.is_repaired(),
+            voting,
+            retired_repaired: voting,
             records_adopted: Stats::get(&s.records_adopted),
             sync_rounds: Stats::get(&s.sync_rounds),
             dropped_not_voting: Stats::get(&s.dropped_not_voting),

@@ -1,5 +1,5 @@
-//! The node's installed membership ([`MembershipView`]) and what every actor does with it
-//! ([`Members`]): install a newer one, fetch it from a peer that has it, answer a peer's
+//! The node's installed membership ([`InstalledMembership`]) and what every actor does with it
+//! ([`MembershipService`]): install a newer one, fetch it from a peer that has it, answer a peer's
 //! `Hello`. The per-key actors hold these; the node's start and the change driver, which also
 //! need the supervisor, are `actors::membership`. Why installing is the barrier of a change
 //! is argued there and in `paxos::membership`.
@@ -18,7 +18,7 @@ use crate::actors::{Readiness, Stats};
 use crate::client::{Client, ClientOptions};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::messages::{MembershipInfo, SyncReply, SyncRequest};
+use crate::messages::{MembershipAnswer, NodeReply, NodeRequest};
 use crate::paxos::bootstrap::{self, Answer, Standing};
 use crate::paxos::identity;
 use crate::paxos::membership::{Membership, Phase, MEMBERSHIP_KEY};
@@ -28,7 +28,7 @@ use crate::tls::Tls;
 /// The node's installed membership, shared by its actors. Reads are cheap: the epoch is an
 /// atomic, the membership an `Arc` behind a lock taken only to clone it.
 #[derive(Debug)]
-pub struct MembershipView {
+pub struct InstalledMembership {
     me: NodeId,
     store: u64,
     epoch: AtomicU64,
@@ -36,7 +36,7 @@ pub struct MembershipView {
     /// every frame this node sends, and checked on every one it takes.
     cluster: AtomicU64,
     /// The installed membership records this store for this node (not 0, the bootstrap's
-    /// "not recorded yet"): see [`MembershipView::admits_key`].
+    /// "not recorded yet"): see [`InstalledMembership::admits_key`].
     recorded: AtomicBool,
     current: RwLock<Option<Arc<Membership>>>,
     /// The cluster this node's config founds (`paxos::bootstrap::Founding`), said to new
@@ -44,9 +44,9 @@ pub struct MembershipView {
     founds: AtomicU64,
 }
 
-impl MembershipView {
-    pub fn new(me: NodeId, store: u64, installed: Option<Membership>) -> MembershipView {
-        MembershipView {
+impl InstalledMembership {
+    pub fn new(me: NodeId, store: u64, installed: Option<Membership>) -> InstalledMembership {
+        InstalledMembership {
             me,
             store,
             epoch: AtomicU64::new(installed.as_ref().map_or(0, |m| m.epoch)),
@@ -125,8 +125,8 @@ impl MembershipView {
         })
     }
 
-    pub fn info(&self, voting: bool) -> MembershipInfo {
-        MembershipInfo {
+    pub fn info(&self, voting: bool) -> MembershipAnswer {
+        MembershipAnswer {
             node: self.me,
             membership: self.get().map(|m| (*m).clone()),
             store: self.store,
@@ -137,7 +137,7 @@ impl MembershipView {
 }
 
 /// May node `me` with store `store` vote on client keys at `m`
-/// ([`Membership::admits_vote`]; cached in [`MembershipView::admits_key`] per install).
+/// ([`Membership::admits_vote`]; cached in [`InstalledMembership::admits_key`] per install).
 fn records(m: &Membership, me: NodeId, store: u64) -> bool {
     /// Any key but the membership register's.
     const CLIENT_KEY: &[u8] = b"";
@@ -146,8 +146,8 @@ fn records(m: &Membership, me: NodeId, store: u64) -> bool {
 
 /// What every membership task of a node needs. Cheap to clone.
 #[derive(Clone)]
-pub struct Members {
-    pub view: Arc<MembershipView>,
+pub struct MembershipService {
+    pub view: Arc<InstalledMembership>,
     pub(crate) storage: Addr<StorageActor>,
     pub(crate) outbox: Outbox,
     pub(crate) readiness: Arc<Readiness>,
@@ -192,17 +192,17 @@ pub(crate) fn others_of(m: &Membership, me: NodeId) -> Vec<(NodeId, std::net::So
         .collect()
 }
 
-impl Members {
+impl MembershipService {
     pub fn new(
-        view: Arc<MembershipView>,
+        view: Arc<InstalledMembership>,
         storage: Addr<StorageActor>,
         outbox: Outbox,
         readiness: Arc<Readiness>,
         stats: Arc<Stats>,
         config: Arc<Config>,
         tls: Option<Arc<Tls>>,
-    ) -> Members {
-        Members {
+    ) -> MembershipService {
+        MembershipService {
             tls,
             view,
             storage,
@@ -227,7 +227,7 @@ impl Members {
         )
     }
 
-    /// [`Members::client_of`] for addresses whose node is not known yet (the `--join` and
+    /// [`MembershipService::client_of`] for addresses whose node is not known yet (the `--join` and
     /// config addresses a node asks for the membership): any node certificate of the CA for
     /// the address's IP is taken.
     pub(crate) fn client_for(&self, addrs: Vec<std::net::SocketAddr>) -> Client {
@@ -260,8 +260,8 @@ impl Members {
                 .is_some_and(|m| m.holds_store_of(me, self.view.store()))
     }
 
-    /// [`Members::store_intact`], and this run's generation confirmed by its peers: what a
-    /// change's barrier and scan may count on (`SyncReply::Installed::intact`). Before the
+    /// [`MembershipService::store_intact`], and this run's generation confirmed by its peers: what a
+    /// change's barrier and scan may count on (`NodeReply::Installed::intact`). Before the
     /// confirmation an older copy would answer as intact (review of issue 11).
     pub fn store_confirmed_intact(&self) -> bool {
         self.confirmed.load(Ordering::Acquire) && self.store_intact()
@@ -342,7 +342,7 @@ impl Members {
     }
 
     /// Asks `targets` for their membership and installs the newest of this node's cluster
-    /// ([`Membership::pick_pulled`]). See [`Members::ask_memberships`] for who is asked how.
+    /// ([`Membership::pick_pulled`]). See [`MembershipService::ask_memberships`] for who is asked how.
     pub async fn fetch_and_install(
         &self,
         targets: &[(NodeId, std::net::SocketAddr)],
@@ -420,9 +420,9 @@ impl Members {
                     .map_or(0, |n| n.id);
                 (self.client_for(vec![addr]), node)
             };
-            let ask = client.sync(0, SyncRequest::Membership);
+            let ask = client.node_call(0, NodeRequest::Membership);
             match tokio::time::timeout(Duration::from_secs(2), ask).await {
-                Ok(Ok(SyncReply::Membership(info))) if id != 0 && info.node != id => (
+                Ok(Ok(NodeReply::Membership(info))) if id != 0 && info.node != id => (
                     node,
                     Err(Error::Frame(format!(
                         "{addr}: asked node {id}, node {} answered",
@@ -440,7 +440,7 @@ impl Members {
         let mut last_error = None;
         for (node, answer) in futures_util::future::join_all(asks).await {
             match answer {
-                Ok(SyncReply::Membership(info)) => answers.push((
+                Ok(NodeReply::Membership(info)) => answers.push((
                     node,
                     match info.membership {
                         Some(m) => Answer::Holds(m),

@@ -172,8 +172,8 @@ pub fn run_cluster(config_path: &Path, data_dir: &Path) -> i32 {
     })
 }
 
-/// Polls every node until all answer and vote (each has recovered from a majority, or the
-/// cluster has bootstrapped), or the startup deadline passes.
+/// Polls every node until all answer and vote (the cluster is founded, or each restarted
+/// node's start was confirmed by its peers), or the startup deadline passes.
 async fn wait_until_all_answer(config: &Config) -> bool {
     let tls = match paxkv::tls::Tls::from_config(&config.tls, paxkv::tls::Role::Client) {
         Ok(tls) => tls,

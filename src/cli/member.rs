@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use paxkv::client::{Client, ClientOptions};
 use paxkv::error::Error;
-use paxkv::messages::{MemberChangeRequest, MembershipInfo, Reply, RequestBody};
+use paxkv::messages::{MemberChangeRequest, MembershipAnswer, Reply, RequestBody};
 use paxkv::paxos::membership::Membership;
 use paxkv::paxos::types::NodeId;
 
@@ -53,13 +53,13 @@ pub enum MemberCommand {
 }
 
 /// Asks the client's nodes, in order, for their membership; the newest answer.
-async fn members(client: &Client) -> Result<MembershipInfo, Error> {
-    let mut best: Option<MembershipInfo> = None;
+async fn members(client: &Client) -> Result<MembershipAnswer, Error> {
+    let mut best: Option<MembershipAnswer> = None;
     let mut last = None;
     for index in 0..client.addrs().len() {
         match client.request(index, RequestBody::Members).await {
             Ok(Reply::Members(info)) => {
-                let epoch = |i: &MembershipInfo| i.membership.as_ref().map_or(0, |m| m.epoch);
+                let epoch = |i: &MembershipAnswer| i.membership.as_ref().map_or(0, |m| m.epoch);
                 if best.as_ref().is_none_or(|b| epoch(b) < epoch(&info)) {
                     best = Some(info);
                 }
@@ -119,7 +119,7 @@ pub async fn run(client: Client, command: MemberCommand, json: bool) -> i32 {
     let change = match command {
         MemberCommand::List => {
             return match members(&client).await {
-                Ok(MembershipInfo {
+                Ok(MembershipAnswer {
                     membership: Some(m),
                     ..
                 }) => {
@@ -140,7 +140,7 @@ pub async fn run(client: Client, command: MemberCommand, json: bool) -> i32 {
     // `RequestBody::MemberChangeFenced`), so a request left behind in a node that stopped
     // answering can never be carried out later, after the operator moved on.
     let epoch = match members(&client).await {
-        Ok(MembershipInfo {
+        Ok(MembershipAnswer {
             membership: Some(m),
             ..
         }) => m.epoch,

@@ -82,7 +82,7 @@ impl Acceptor {
         step
     }
 
-    /// Merges a peer's record for the same key (anti-entropy and recovery): takes its accepted
+    /// Merges a peer's record for the same key (anti-entropy): takes its accepted
     /// state only where an Accept of it would be taken (above what this acceptor accepted, and
     /// not below its promise), then raises the promise to the peer's. Raising a promise is
     /// always safe; it is how a node that lost its disk relearns the promises it forgot.

@@ -14,7 +14,7 @@
 //!
 //! What is checked before this, elsewhere: the sender is a member (the network actor), the
 //! node votes and its store is recorded for the key (the supervisor,
-//! `MembershipView::admits_key`).
+//! `InstalledMembership::admits_key`).
 
 use crate::messages::PeerMessage;
 use crate::paxos::types::Ballot;
@@ -27,7 +27,7 @@ pub fn same_cluster(mine: u64, theirs: u64) -> bool {
     mine == theirs && mine != 0
 }
 
-/// Does a node of cluster `mine` serve a node call (`messages::SyncCall`) from a caller of
+/// Does a node of cluster `mine` serve a node call (`messages::NodeCall`) from a caller of
 /// cluster `caller`? One that changes something (`Install`, `Hello`) only from its own
 /// cluster; one that changes nothing (a membership, digest or record read) to a caller that
 /// names no cluster, or by a node that has none, but never across two clusters: the caller

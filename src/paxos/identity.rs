@@ -52,7 +52,7 @@
 //!
 //! # A store the membership does not record yet (item 4)
 //! A new cluster's membership records no store (0) until each node records its own. Such a
-//! store votes on the membership register only (`MembershipView::admits_key`), so no client
+//! store votes on the membership register only (`InstalledMembership::admits_key`), so no client
 //! write is ever chosen with its vote.
 //!
 //! # What this cannot catch

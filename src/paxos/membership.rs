@@ -97,7 +97,7 @@
 //! - **installs and pulls** ([`Membership::installs_over`]: a store that installed a
 //!   membership serves that cluster for good, whatever the other's epoch; the view, the
 //!   store and the simulation all decide by it);
-//! - **node calls** (`SyncCall::cluster`): `Install` and `Hello` only from its own cluster;
+//! - **node calls** (`NodeCall::cluster`): `Install` and `Hello` only from its own cluster;
 //!   membership, digest and record reads never across two clusters, so a node never takes
 //!   another cluster's membership or records for its own;
 //! - **adds**: `member add` refuses a node whose store serves another cluster, or that
@@ -281,7 +281,7 @@ impl Membership {
     /// yet (0, the bootstrap's) votes on the membership register only, whose compare-and-set
     /// records it: a store that was never recorded never holds a vote on a client key, so
     /// losing it in that window loses no client write (review of issue 11, item 4). The rule
-    /// of the view (`MembershipView::admits_key` caches it per installed membership) and of
+    /// of the view (`InstalledMembership::admits_key` caches it per installed membership) and of
     /// the simulation.
     pub fn admits_vote(&self, id: NodeId, store: u64, key: &[u8]) -> bool {
         if !self.is_voter(id) {
@@ -297,7 +297,7 @@ impl Membership {
     /// Is `store` node `id`'s store as far as this membership can tell: the one it records
     /// for `id`, or none is recorded (a bootstrap's 0, or a node that is no member)? A store
     /// that is not may lack states it once voted for (wiped, replaced): it counts in no
-    /// barrier and is scanned by no rescan. The rule of the view (`Members::store_intact`)
+    /// barrier and is scanned by no rescan. The rule of the view (`MembershipService::store_intact`)
     /// and of the simulation.
     pub fn holds_store_of(&self, id: NodeId, store: u64) -> bool {
         self.member(id)

@@ -29,8 +29,8 @@
 //! fragile: an acceptor that loses its record (a wiped or rolled-back disk) lowers it, and a
 //! state chosen at the fast ballot can then look "not chosen" to a later round, which would
 //! replace it. So a key must not stay there: the node's anti-entropy sweep settles every key
-//! it holds at the fast ballot (see `actors::anti_entropy`; until then recovery keeps a lost fast vote
-//! as `fast_unknown`, see `paxos::acceptor`). With `settle_fast_writes`, the proposer that saw
+//! it holds at the fast ballot (see `actors::anti_entropy`; a lost fast vote left as
+//! `fast_unknown` by older builds is settled the same way, see `paxos::acceptor`). With `settle_fast_writes`, the proposer that saw
 //! its write chosen at the fast ballot queues a **settle** (an identity write) ahead of
 //! everything else instead: its next
 //! round Accepts the same state at a classic ballot (at once when the promise for `next` is
@@ -38,8 +38,8 @@
 //! can be chosen below `next`), after which a majority holds it at a classic ballot and it is
 //! carried forward by the ordinary highest-ballot rule. A proposer that stops before its
 //! settle leaves the key at the fast ballot; the node's sweeps settle such keys
-//! ([`Proposer::settle`], called by recovery before a node votes and by anti-entropy, see
-//! `actors::anti_entropy`).
+//! ([`Proposer::settle`], called by anti-entropy and by a membership change's rescan, see
+//! `actors::anti_entropy` and `actors::membership`).
 //!
 //! **Replies are matched to the instance that asked.** Every request carries this instance's
 //! random 64-bit id and every reply echoes it ([`crate::messages::Envelope::proposer`]);
@@ -374,9 +374,9 @@ impl Proposer {
     /// Queues an identity write: a round that changes nothing but is always accepted at a
     /// classic ballot, so that whatever state the key has is then chosen at a classic
     /// ballot on a majority that includes this node's acceptor (the round ends only once it
-    /// accepted). That is how a key leaves the fast ballot for good, and how recovery puts a
-    /// chosen state back on a rebuilt node (see the module doc and `actors::anti_entropy`). Answered
-    /// like a get.
+    /// accepted). That is how a key leaves the fast ballot for good, and how a membership
+    /// change puts a key's chosen state on its new voters (see the module doc,
+    /// `actors::anti_entropy` and `paxos::membership`). Answered like a get.
     pub fn settle(&mut self, now: Instant, token: Token, deadline: Instant, out: &mut Vec<Effect>) {
         self.enqueue(
             now,

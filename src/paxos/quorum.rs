@@ -1,16 +1,12 @@
 //! Quorum arithmetic: the only place that says how many acceptors make a quorum, and the one
-//! tally of equal answers. The proposer, recovery, the simulation and the benchmark all ask
-//! here, so that a change of the member set (issue 10) changes one type.
+//! tally of equal answers. The proposer, the membership change, the simulation and the
+//! benchmark all ask here, so that a change of the member set changes one type.
 //!
 //! With `n` acceptors:
 //! - a **classic** quorum is a majority, `n/2 + 1`: any two intersect (Paxos);
 //! - a **fast** quorum is `n - n/4` (4 of 5, 3 of 3): any classic quorum holds a state chosen
 //!   at the fast ballot at least `fast - (n - classic)` times, and no other state that often,
-//!   which is what lets a classic round recover it (Fast Paxos, Lamport 2006, §3);
-//! - a rebuilding node merges the records of `n - classic + 1` of the *other* nodes
-//!   (**recovery sources**, 3 of the other 4): whatever it promised or accepted was part of a
-//!   quorum, so at least `classic - 1` other nodes hold it, and any `n - classic + 1` of the
-//!   other `n - 1` include one of them.
+//!   which is what lets a classic round recover it (Fast Paxos, Lamport 2006, §3).
 
 /// The quorum sizes of a set of `n` acceptors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,11 +43,6 @@ impl Quorums {
             self.classic()
         }
     }
-
-    /// Other nodes whose records a rebuilding node must merge before it votes.
-    pub fn recovery_sources(&self) -> usize {
-        self.members - self.classic() + 1
-    }
 }
 
 /// Counts equal answers, in the order each was first seen.
@@ -80,30 +71,26 @@ mod tests {
 
     #[test]
     fn quorum_sizes_for_one_to_seven_members() {
-        // (members, classic, fast, recovery sources)
+        // (members, classic, fast)
         let table = [
-            (1, 1, 1, 1),
-            (2, 2, 2, 1),
-            (3, 2, 3, 2),
-            (4, 3, 3, 2),
-            (5, 3, 4, 3),
-            (6, 4, 5, 3),
-            (7, 4, 6, 4),
+            (1, 1, 1),
+            (2, 2, 2),
+            (3, 2, 3),
+            (4, 3, 3),
+            (5, 3, 4),
+            (6, 4, 5),
+            (7, 4, 6),
         ];
-        for (n, classic, fast, sources) in table {
+        for (n, classic, fast) in table {
             let q = Quorums::new(n);
-            assert_eq!(
-                (q.classic(), q.fast(), q.recovery_sources()),
-                (classic, fast, sources),
-                "{n} members"
-            );
+            assert_eq!((q.classic(), q.fast()), (classic, fast), "{n} members");
         }
     }
 
     /// The properties the protocol relies on, for every size up to 64: two classic quorums
     /// intersect; any two fast quorums and one classic quorum intersect (`2f + q > 2n`, Fast
     /// Paxos §3: so at most one state can look possibly chosen at the fast ballot to a
-    /// classic round); recovery sources meet the other members of every classic quorum.
+    /// classic round).
     #[test]
     fn quorums_intersect_as_paxos_and_fast_paxos_need() {
         for n in 1..=64 {
@@ -112,10 +99,6 @@ mod tests {
             assert!(
                 2 * q.fast() + q.classic() > 2 * n,
                 "{n}: two fast quorums and a classic one intersect"
-            );
-            assert!(
-                q.recovery_sources() + (q.classic() - 1) > n - 1,
-                "{n}: recovery sources meet the other members of any quorum"
             );
         }
     }

@@ -1,6 +1,6 @@
 //! The record an acceptor keeps durable for one key, and the checks every copy of it passes:
 //! before it is written, after it is read back from disk, and when it arrives from a peer
-//! (anti-entropy and recovery). Also the anti-entropy decisions that read only records: is a
+//! (anti-entropy). Also the anti-entropy decisions that read only records: is a
 //! record unsettled, is this node behind a peer's digest entry.
 
 use serde::{Deserialize, Serialize};
@@ -48,30 +48,12 @@ impl AcceptorRecord {
     }
 }
 
-/// What a node pulling from a peer's digest wants of a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pull {
-    /// Anything newer: a higher accepted ballot or a higher promise (catch-up, recovery).
-    Newer,
-    /// Only a state the peer accepted at a higher classic ballot (recovery's repair: such a
-    /// key is settled through a Paxos round, not copied).
-    HigherClassicAccept,
-}
-
 /// Is this node, holding `ours` (`None`: no record) of a key, behind a peer that holds it at
-/// `(promised, accepted)`?
-pub fn is_behind(
-    ours: Option<&AcceptorRecord>,
-    promised: Ballot,
-    accepted: Ballot,
-    pull: Pull,
-) -> bool {
+/// `(promised, accepted)`: a higher accepted ballot or a higher promise?
+pub fn is_behind(ours: Option<&AcceptorRecord>, promised: Ballot, accepted: Ballot) -> bool {
     let (our_promised, our_accepted) =
         ours.map_or((Ballot::ZERO, Ballot::ZERO), |r| (r.promised, r.accepted));
-    match pull {
-        Pull::Newer => accepted > our_accepted || promised > our_promised,
-        Pull::HigherClassicAccept => accepted > our_accepted && accepted > Ballot::FAST,
-    }
+    accepted > our_accepted || promised > our_promised
 }
 
 #[cfg(test)]
@@ -95,21 +77,15 @@ mod tests {
     }
 
     #[test]
-    fn a_node_is_behind_on_a_newer_promise_or_accept_and_repairs_only_classic_accepts() {
+    fn a_node_is_behind_on_a_newer_promise_or_accept_only() {
         let (b1, b2) = (Ballot::new(1, 1), Ballot::new(2, 1));
         let ours = rec(b1, b1);
-        assert!(is_behind(Some(&ours), b2, b1, Pull::Newer));
-        assert!(!is_behind(Some(&ours), b2, b1, Pull::HigherClassicAccept));
-        assert!(is_behind(Some(&ours), b2, b2, Pull::HigherClassicAccept));
-        assert!(!is_behind(Some(&ours), b1, b1, Pull::Newer));
-        // no record: behind anything; but a fast-ballot state is never copied by a repair
-        assert!(is_behind(None, b1, Ballot::FAST, Pull::Newer));
-        assert!(!is_behind(
-            None,
-            b1,
-            Ballot::FAST,
-            Pull::HigherClassicAccept
-        ));
+        assert!(is_behind(Some(&ours), b2, b1));
+        assert!(is_behind(Some(&ours), b1, b2));
+        assert!(!is_behind(Some(&ours), b1, b1));
+        assert!(!is_behind(Some(&ours), Ballot::ZERO, Ballot::ZERO));
+        // no record: behind anything
+        assert!(is_behind(None, b1, Ballot::FAST));
         assert!(rec(b1, Ballot::FAST).is_unsettled());
         assert!(!ours.is_unsettled());
     }

@@ -119,15 +119,15 @@ const SETTLE_PASSES: u32 = 4;
 
 enum Payload {
     Paxos(PeerMessage),
-    /// The driver sends a membership to install (`SyncRequest::Install`): taken from its
+    /// The driver sends a membership to install (`NodeRequest::Install`): taken from its
     /// own cluster only.
     Install(Membership),
-    /// A peer's answer to a node's fetch (`SyncRequest::Membership`): a node with none
+    /// A peer's answer to a node's fetch (`NodeRequest::Membership`): a node with none
     /// installed takes any cluster's, as the runtime's pull does.
     Fetched(Membership),
     /// A node installed the epoch.
     Installed(u64),
-    /// A node's start (`SyncRequest::Hello`): its store and the round (generation and
+    /// A node's start (`NodeRequest::Hello`): its store and the round (generation and
     /// call), and the link it was sent on (an answer reaches only the link that asked, as on
     /// a connection of the process that asked).
     Hello {
@@ -225,7 +225,7 @@ impl Node {
         self.membership.as_ref().map_or(0, |m| m.epoch)
     }
 
-    /// As `MembershipView::cluster`: 0 while none is installed.
+    /// As `InstalledMembership::cluster`: 0 while none is installed.
     fn cluster(&self) -> u64 {
         self.membership.as_ref().map_or(0, |m| m.cluster)
     }
@@ -629,7 +629,7 @@ impl Sim {
     }
 
     /// Sends `m` (a membership) from `from` to `to` through the network: the driver's
-    /// `SyncRequest::Install`, stamped with the sender's cluster.
+    /// `NodeRequest::Install`, stamped with the sender's cluster.
     fn send_install(&mut self, from: NodeId, to: NodeId, m: Membership) {
         self.net.push(InFlight {
             from,
@@ -643,7 +643,7 @@ impl Sim {
     }
 
     /// A node learns of a newer epoch from `peer`: it fetches `peer`'s membership (a message
-    /// through the network, like the runtime's `SyncRequest::Membership`).
+    /// through the network, like the runtime's `NodeRequest::Membership`).
     fn fetch(&mut self, node: NodeId, peer: NodeId) {
         if let Some(m) = self.nodes[&peer].membership.clone() {
             if m.epoch > self.nodes[&node].epoch() {
@@ -692,8 +692,8 @@ impl Sim {
                     }
                 }
                 let epoch = node.epoch();
-                // Only a store confirmed intact acknowledges (`SyncReply::Installed`, as
-                // `Members::store_confirmed_intact`).
+                // Only a store confirmed intact acknowledges (`NodeReply::Installed`, as
+                // `MembershipService::store_confirmed_intact`).
                 if self.intact(m.to) {
                     self.net.push(InFlight {
                         from: m.to,
@@ -932,7 +932,7 @@ impl Sim {
         (!candidates.is_empty()).then(|| candidates[self.rng.random_range(0..candidates.len())])
     }
 
-    /// Is `id`'s store intact and its start confirmed (`Members::store_confirmed_intact`:
+    /// Is `id`'s store intact and its start confirmed (`MembershipService::store_confirmed_intact`:
     /// neither refused, nor a store other than the one its membership records, and `q - 1`
     /// voters confirmed this run)? Only such a store acknowledges an install (`actors::membership`: a refused
     /// one may lack what it voted for, and must count in no barrier and no scan); one not

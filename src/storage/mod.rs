@@ -54,8 +54,6 @@ pub const MAX_OVERLAY_BYTES: usize = 4 * MERGE_BYTES;
 /// Keys of the meta database.
 mod meta_key {
     pub const NODE_ID: &[u8] = b"node_id";
-    /// Present once this store completed a recovery from a majority (or a bootstrap).
-    pub const SYNCED: &[u8] = b"synced";
     /// The store's identity: a random u64, drawn when the store was created.
     pub const STORE_ID: &[u8] = b"store_id";
     /// The store's generation: raised for each fresh round of `Hello`s
@@ -272,7 +270,7 @@ impl Store {
     }
 
     /// Number of keys with a record.
-    pub fn len(&self) -> Result<u64> {
+    pub fn record_count(&self) -> Result<u64> {
         let rtxn = self.env.read_txn()?;
         let mut len = self.acceptors.len(&rtxn)?;
         for key in self.overlay.keys() {
@@ -281,15 +279,6 @@ impl Store {
             }
         }
         Ok(len)
-    }
-
-    /// No record at all (logged or stored); needs no merge.
-    pub fn is_empty(&self) -> Result<bool> {
-        if !self.overlay.is_empty() {
-            return Ok(false);
-        }
-        let rtxn = self.env.read_txn()?;
-        Ok(self.acceptors.is_empty(&rtxn)?)
     }
 
     /// Up to `limit` records with keys after `after` (all keys if `None`), in key order:
@@ -336,12 +325,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// Has this store ever completed a recovery (see `actors::anti_entropy`)?
-    pub fn synced_once(&self) -> Result<bool> {
-        let rtxn = self.env.read_txn()?;
-        Ok(self.meta.get(&rtxn, meta_key::SYNCED)?.is_some())
     }
 
     /// This store's identity (see `paxos::membership`).
@@ -503,13 +486,6 @@ impl Store {
             .map(|b| String::from_utf8_lossy(b).into_owned()))
     }
 
-    pub fn mark_synced(&self) -> Result<()> {
-        let mut wtxn = self.env.write_txn()?;
-        self.meta.put(&mut wtxn, meta_key::SYNCED, b"1")?;
-        wtxn.commit()?;
-        Ok(())
-    }
-
     /// The records of `keys`, in order, stopping before `max_bytes` of values (always at
     /// least one record, if any exists).
     pub fn fetch(&self, keys: &[Vec<u8>], max_bytes: usize) -> Result<Vec<(Key, AcceptorRecord)>> {
@@ -646,7 +622,7 @@ pub(crate) mod tests {
         let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
         assert_eq!(store.load(b"a").unwrap(), Some(record(1)));
         assert_eq!(store.load(b"c").unwrap(), None);
-        assert_eq!(store.len().unwrap(), 2);
+        assert_eq!(store.record_count().unwrap(), 2);
         let scanned = store.scan(Some(b"a"), 10).unwrap();
         assert_eq!(scanned, vec![(b"b".to_vec(), record(2))]);
     }
@@ -677,18 +653,7 @@ pub(crate) mod tests {
         for key in &keys {
             assert_eq!(store.load(key).unwrap(), Some(record(3)));
         }
-        assert_eq!(store.len().unwrap(), keys.len() as u64 + 1);
-    }
-
-    #[test]
-    fn a_store_remembers_that_it_completed_a_recovery() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
-        assert!(!store.synced_once().unwrap());
-        store.mark_synced().unwrap();
-        drop(store);
-        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
-        assert!(store.synced_once().unwrap());
+        assert_eq!(store.record_count().unwrap(), keys.len() as u64 + 1);
     }
 
     #[test]
@@ -755,7 +720,7 @@ pub(crate) mod tests {
             }
             assert!(store.merge_failure.is_some(), "merges failed");
             assert_eq!(store.load(&keys[0]).unwrap(), Some(record(1)));
-            assert_eq!(store.len().unwrap(), keys.len() as u64);
+            assert_eq!(store.record_count().unwrap(), keys.len() as u64);
             assert_eq!(store.scan(None, usize::MAX).unwrap().len(), keys.len());
         }
         // reopened while merges still fail: everything is read back from the log

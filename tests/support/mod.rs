@@ -191,21 +191,7 @@ impl TestCluster {
         });
     }
 
-    /// Waits until every node in `ids` votes and has finished the repair that follows a
-    /// recovery (a lost disk may be followed by another only then).
-    pub async fn wait_repaired(&self, ids: &[NodeId]) {
-        for &id in ids {
-            let client = self.client_for(id);
-            eventually(
-                &format!("node {id} repaired"),
-                Duration::from_secs(30),
-                || async { matches!(client.status(0).await, Ok(s) if s.voting && s.repaired) },
-            )
-            .await;
-        }
-    }
-
-    /// Waits until every node in `ids` votes (has recovered from a majority).
+    /// Waits until every node in `ids` votes.
     pub async fn wait_voting(&self, ids: &[NodeId]) {
         for &id in ids {
             let client = self.client_for(id);
@@ -337,7 +323,7 @@ impl TestCluster {
 
     /// The membership node `id` has installed.
     /// What node `id` answers about its membership (none installed included).
-    pub async fn members_of(&self, id: NodeId) -> paxkv::messages::MembershipInfo {
+    pub async fn members_of(&self, id: NodeId) -> paxkv::messages::MembershipAnswer {
         match self
             .client_for(id)
             .request(0, paxkv::messages::RequestBody::Members)

@@ -611,10 +611,8 @@ impl ProcessCluster {
                         "node {id} exited ({status}) while waiting for it to vote:\n{tail}"
                     ));
                 }
-                // "Voting" here means voting and repaired (see `actors::anti_entropy`): a node that
-                // lost its disk is whole again only then.
                 let voting = match client.status(0).await {
-                    Ok(status) => Some(status.voting && status.repaired),
+                    Ok(status) => Some(status.voting),
                     Err(_) => None,
                 };
                 self.node_mut(id).last_status = voting;
