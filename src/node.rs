@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::anti_entropy::{AntiEntropy, CallServer};
-use crate::actors::membership::Driver;
+use crate::actors::anti_entropy::AntiEntropy;
+use crate::actors::calls::CallServer;
+use crate::actors::membership::InstalledMembership;
+use crate::actors::membership::{self, ChangeExecutor, Register};
 use crate::actors::metrics;
 use crate::actors::network::Network;
 #[cfg(feature = "testing")]
@@ -18,7 +20,6 @@ use crate::actors::outbox::Outbox;
 use crate::actors::router::Router;
 use crate::actors::storage::StorageActor;
 use crate::actors::supervisor::NodeSupervisor;
-use crate::actors::view::InstalledMembership;
 use crate::actors::{Readiness, Stats};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -140,13 +141,16 @@ impl NodeHandle {
                         view.clone(),
                         tls.clone(),
                     );
-                    let driver = Driver::new(members.clone(), supervisor.clone());
+                    let register = Register::new(supervisor.clone());
+                    let changes =
+                        ChangeExecutor::new(members.clone(), register.clone(), supervisor.clone());
                     let router = Router::new(
                         id,
                         supervisor.clone(),
                         outbox.clone(),
                         config.clone(),
-                        driver.clone(),
+                        members.clone(),
+                        changes,
                     );
                     let sync = CallServer::new(
                         storage.clone(),
@@ -164,7 +168,7 @@ impl NodeHandle {
                         stats.clone(),
                     )
                     .start();
-                    actix_rt::spawn(driver.start(join));
+                    actix_rt::spawn(membership::start::run(members.clone(), register, join));
                     if let Some(listener) = metrics {
                         actix_rt::spawn(metrics::serve(
                             listener,

@@ -44,7 +44,7 @@
 //! - **A membership is taken only from a member** of the membership the node has: an
 //!   `Install` from a member's certificate ([`Peer::admits`]), and a pull only from members,
 //!   each dialed as that node ([`Dial::Node`]) and still a member when its answer arrives
-//!   (`actors::view::MembershipService::install_newest`); config addresses are asked only by a node
+//!   (`actors::membership::MembershipService::install_newest`); config addresses are asked only by a node
 //!   with no membership, `--join` addresses at a start. A removed node, or a certificate
 //!   issued for a node never added, cannot make a node stop voting, except a node still
 //!   behind by the change that removed it (issue 18).

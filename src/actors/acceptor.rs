@@ -18,6 +18,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use crate::actors::membership::MembershipService;
 use crate::actors::messages::{
     ActorStopped, AdoptRecord, FromProposer, Load, Persist, Retire, Role,
 };
@@ -25,7 +26,6 @@ use crate::actors::messages::{
 use crate::actors::messages::{Crash, Inspect};
 use crate::actors::outbox::Outbox;
 use crate::actors::storage::StorageActor;
-use crate::actors::view::MembershipService;
 use crate::actors::{guarded, Stats};
 use crate::error::{Error, Result};
 use crate::messages::PeerMessage;

@@ -35,21 +35,16 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::messages::{
-    Adopt, FetchRecords, FindBehind, ScanDigest, ScanUnsettled, SettleKey,
-};
+use crate::actors::membership::{InstalledMembership, MembershipService};
+use crate::actors::messages::{Adopt, FindBehind, ScanUnsettled, SettleKey};
 use crate::actors::outbox::Outbox;
-use crate::actors::storage::StorageActor;
+use crate::actors::storage::{ask, StorageActor};
 use crate::actors::supervisor::NodeSupervisor;
-use crate::actors::view::{InstalledMembership, MembershipService};
 use crate::actors::{Readiness, Stats};
 use crate::client::{Client, ClientOptions};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::messages::{
-    DigestPage, NodeAnswer, NodeCall, NodeReply, NodeRequest, DIGEST_PAGE_ENTRIES,
-};
-use crate::paxos::admission;
+use crate::messages::{DigestPage, DIGEST_PAGE_ENTRIES};
 use crate::paxos::types::{Key, NodeId};
 
 /// Digest entries asked for per page (also the most keys one fetch asks for).
@@ -87,123 +82,6 @@ impl Actor for AntiEntropy {
         let puller = self.puller.take().expect("started once");
         ctx.spawn(puller.run().into_actor(self));
     }
-}
-
-/// Answers peers' anti-entropy requests from this node's store. Cheap to clone.
-#[derive(Clone)]
-pub struct CallServer {
-    storage: Addr<StorageActor>,
-    readiness: Arc<Readiness>,
-    members: MembershipService,
-    /// Half a frame of records per answer leaves room for the framing around them.
-    max_fetch_bytes: usize,
-}
-
-impl CallServer {
-    pub fn new(
-        storage: Addr<StorageActor>,
-        readiness: Arc<Readiness>,
-        config: &Config,
-        members: MembershipService,
-    ) -> CallServer {
-        CallServer {
-            storage,
-            readiness,
-            members,
-            max_fetch_bytes: config.frame_limit() / 2,
-        }
-    }
-
-    /// The node's membership view (the network checks senders against it).
-    pub fn view(&self) -> Arc<InstalledMembership> {
-        self.members.view.clone()
-    }
-
-    /// The node's TLS state (the network accepts and dials with it).
-    pub fn tls(&self) -> Option<Arc<crate::tls::Tls>> {
-        self.members.tls.clone()
-    }
-
-    pub async fn serve(&self, call: NodeCall) -> NodeAnswer {
-        let mine = self.members.view.cluster();
-        let changes_nothing = matches!(
-            call.body,
-            NodeRequest::Membership | NodeRequest::Digest { .. } | NodeRequest::Fetch { .. }
-        );
-        if !admission::serves_call(mine, call.cluster, changes_nothing) {
-            Stats::add(&self.members.stats.foreign_frames, 1);
-            return NodeAnswer {
-                id: call.id,
-                result: Err(Error::NotThisNode(format!(
-                    "node {} serves cluster {mine:x}, not {:x}",
-                    self.members.view.me(),
-                    call.cluster
-                ))),
-            };
-        }
-        let result = match call.body {
-            NodeRequest::Digest { after, limit } => {
-                let limit = (limit as usize).min(DIGEST_PAGE_ENTRIES);
-                self.digest(after, limit).await.map(NodeReply::Digest)
-            }
-            NodeRequest::Fetch { keys } => {
-                let keys = keys.into_iter().map(|k| k.into_vec()).collect();
-                let max_bytes = self.max_fetch_bytes;
-                ask(&self.storage, FetchRecords { keys, max_bytes })
-                    .await
-                    .map(NodeReply::Records)
-            }
-            NodeRequest::Membership => Ok(NodeReply::Membership(
-                self.members.view.info(self.readiness.is_voting()),
-            )),
-            NodeRequest::Install(m) => {
-                self.members
-                    .install(m)
-                    .await
-                    .map(|epoch| NodeReply::Installed {
-                        epoch,
-                        intact: self.members.store_confirmed_intact(),
-                    })
-            }
-            NodeRequest::Hello {
-                node,
-                store,
-                generation,
-                call,
-            } => self
-                .members
-                .hello(node, store, generation, call)
-                .await
-                .map(|seen| NodeReply::Hello { seen }),
-        };
-        NodeAnswer {
-            id: call.id,
-            result,
-        }
-    }
-
-    async fn digest(&self, after: Option<Key>, limit: usize) -> Result<DigestPage> {
-        let scan = ask(&self.storage, ScanDigest { after, limit }).await?;
-        Ok(DigestPage {
-            voting: self.readiness.is_voting(),
-            retired: [false; 2],
-            entries: scan.entries,
-            more: scan.more,
-        })
-    }
-}
-
-/// Sends `msg` to the storage actor and waits for its answer.
-async fn ask<M, T>(storage: &Addr<StorageActor>, msg: M) -> Result<T>
-where
-    M: Message<Result = Result<T>> + Send + 'static,
-    T: Send + 'static,
-    StorageActor: Handler<M>,
-{
-    storage
-        .send(msg)
-        .await
-        .map_err(|e| Error::Storage(format!("storage actor: {e}")))?
 }
 
 /// The anti-entropy task: a pull from every voting peer, then a sweep, every interval.

@@ -21,8 +21,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use tokio::sync::Semaphore;
 
+use crate::actors::membership::InstalledMembership;
 use crate::actors::outbox::Outbox;
-use crate::actors::view::InstalledMembership;
 use crate::actors::{Readiness, Stats};
 use crate::error::{Error, Result};
 

@@ -38,6 +38,8 @@
 
 pub(crate) mod acceptor;
 pub(crate) mod anti_entropy;
+pub(crate) mod calls;
+pub(crate) mod digest_merge;
 pub(crate) mod membership;
 pub mod messages;
 pub(crate) mod metrics;
@@ -47,7 +49,6 @@ pub(crate) mod proposer;
 pub(crate) mod router;
 pub(crate) mod storage;
 pub mod supervisor;
-pub(crate) mod view;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 

@@ -33,11 +33,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
 
-use crate::actors::anti_entropy::CallServer;
+use crate::actors::calls::CallServer;
+use crate::actors::membership::InstalledMembership;
 use crate::actors::messages::Deliver;
 use crate::actors::outbox::PeerQueue;
 use crate::actors::router::Router;
-use crate::actors::view::InstalledMembership;
 use crate::actors::{HeldBytes, Stats};
 use crate::config::Config;
 use crate::error::Error;

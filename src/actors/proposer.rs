@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use crate::actors::membership::MembershipService;
 #[cfg(feature = "testing")]
 use crate::actors::messages::Crash;
 use crate::actors::messages::{ActorStopped, FromAcceptor, ReplyTo, Retire, Role, Submit};
 use crate::actors::outbox::Outbox;
-use crate::actors::view::MembershipService;
 use crate::actors::{guarded, Stats};
 use crate::error::Result;
 use crate::paxos::proposer::{Effect, Proposer, Token};

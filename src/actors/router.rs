@@ -10,7 +10,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::actors::membership::Driver;
+use crate::actors::membership::{ChangeExecutor, MembershipService};
 use crate::actors::messages::{ClientCommand, GetStatus};
 use crate::actors::outbox::Outbox;
 use crate::actors::supervisor::NodeSupervisor;
@@ -35,7 +35,8 @@ struct Shared {
     config: Arc<Config>,
     /// Write ids for client writes that came without one.
     write_ids: WriteIdMint,
-    members: Driver,
+    members: MembershipService,
+    changes: ChangeExecutor,
     /// One membership change driven by this node at a time ([`drive`]).
     driving: tokio::sync::Mutex<()>,
 }
@@ -46,7 +47,8 @@ impl Router {
         supervisor: Addr<NodeSupervisor>,
         #[cfg_attr(not(feature = "testing"), allow(unused_variables))] outbox: Outbox,
         config: Arc<Config>,
-        members: Driver,
+        members: MembershipService,
+        changes: ChangeExecutor,
     ) -> Router {
         Router {
             inner: Arc::new(Shared {
@@ -57,6 +59,7 @@ impl Router {
                 config,
                 write_ids: WriteIdMint::new(rand::random()),
                 members,
+                changes,
                 driving: tokio::sync::Mutex::new(()),
             }),
         }
@@ -96,9 +99,7 @@ impl Router {
                         .into(),
                 ))
             }
-            RequestBody::Members => Ok(Reply::Members(
-                shared.members.view.info(shared.members.is_voting()),
-            )),
+            RequestBody::Members => Ok(Reply::Members(shared.members.answer())),
             RequestBody::MemberChange(change) => {
                 drive(shared, change, None).await.map(Reply::MemberChanged)
             }
@@ -154,7 +155,7 @@ impl Router {
 }
 
 /// Drives one membership change, one at a time on this node (the register serializes
-/// changes across nodes; this keeps one node from running two drivers of the same one).
+/// changes across nodes; this keeps one node from running two executors of the same one).
 async fn drive(
     shared: &Shared,
     change: MemberChangeRequest,
@@ -164,7 +165,7 @@ async fn drive(
         Err(_) => Err(Error::Busy(
             "this node is already driving a membership change".into(),
         )),
-        Ok(_guard) => shared.members.drive(change, fence).await,
+        Ok(_guard) => shared.changes.drive(change, fence).await,
     }
 }
 

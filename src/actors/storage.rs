@@ -313,6 +313,19 @@ impl Handler<Meta> for StorageActor {
     }
 }
 
+/// Sends `msg` to the storage actor and waits for its answer.
+pub(crate) async fn ask<M, T>(storage: &Addr<StorageActor>, msg: M) -> Result<T>
+where
+    M: Message<Result = Result<T>> + Send + 'static,
+    T: Send + 'static,
+    StorageActor: Handler<M>,
+{
+    storage
+        .send(msg)
+        .await
+        .map_err(|e| Error::Storage(format!("storage actor: {e}")))?
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -31,6 +31,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 
 use crate::actors::acceptor::AcceptorActor;
+use crate::actors::membership::{InstalledMembership, MembershipService};
 use crate::actors::messages::{
     ActorStopped, Adopt, AdoptRecord, AdoptRecords, ClientCommand, Deliver, FromAcceptor,
     FromProposer, GetStatus, Retire, Role, SettleKey, Submit,
@@ -40,7 +41,6 @@ use crate::actors::messages::{Crash, CrashActor, Inspect, InspectAcceptor};
 use crate::actors::outbox::{Outbox, PeerQueue};
 use crate::actors::proposer::ProposerActor;
 use crate::actors::storage::StorageActor;
-use crate::actors::view::{InstalledMembership, MembershipService};
 use crate::actors::{Readiness, Stats};
 use crate::config::Config;
 use crate::error::{Error, Result};

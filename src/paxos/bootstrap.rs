@@ -1,6 +1,6 @@
 //! A node's start before it has a membership: take the one a running cluster has, found a
 //! new cluster from the config, or wait. A plain function ([`decide`]) of what the node was
-//! told by the nodes it asked, called by `actors::membership::Driver::start` and by the
+//! told by the nodes it asked, called by `actors::membership::start::run` and by the
 //! simulation of starts (`paxos::sim_start`); and what a node with a membership needs before
 //! it votes ([`standing`]), the rule of the runtime's start loop and of both simulations.
 //!

@@ -1,6 +1,6 @@
 //! The driver of a membership change, as a state machine with no IO: events in (the
 //! register read, an install round's acknowledgements, the joining store's answer, the step's
-//! keys settled, a compare-and-set's result), actions out. `actors::membership::Driver::drive`
+//! keys settled, a compare-and-set's result), actions out. `actors::membership::ChangeExecutor::drive`
 //! carries each action out over the network and feeds its result back; the seeded simulation
 //! (`paxos::sim`) does the same through its faulty network, so the decisions it checks are the
 //! ones that run (review of issue 17: the simulation used to check a second copy of them).

@@ -36,7 +36,7 @@
 //!   for it, skipped: `Membership::work_before_next`).
 //!
 //! **The driver is the runtime's** (`paxos::driver::ChangeDriver`, which
-//! `actors::membership::Driver` runs too); this world carries its actions out. The register
+//! `actors::membership` runs too); this world carries its actions out. The register
 //! is a value the simulation holds, standing for the CASPaxos register (its own safety is
 //! that of any key), read and compare-and-set on its version, with reads that fail now and
 //! then and writes whose answer is lost (applied or not). Installs go through the same
@@ -879,7 +879,7 @@ impl Sim {
             self.effects(node, &key, out);
         }
         // A start goes on with a new `Hello` round while some peer has not confirmed it
-        // (`Driver::start`, with its back-off).
+        // (`membership::start::run`, with its back-off).
         let due: Vec<NodeId> = self
             .nodes
             .iter()
@@ -1415,7 +1415,7 @@ impl Sim {
         self.say_hello(node);
     }
 
-    /// A node's start, as `actors::membership::Driver::start`: the store's refusal mark
+    /// A node's start, as `actors::membership::start::run`: the store's refusal mark
     /// first, then rounds of `Hello`s through the network (each at a new generation, raised
     /// durably first), decided by the runtime's own `identity::Confirmation`: the node votes
     /// once `q - 1` voters confirmed this run, and a refusing answer marks the store for
@@ -1707,7 +1707,7 @@ impl Sim {
     }
 
     /// A node whose store the membership does not record yet (the bootstrap's 0) records
-    /// it, as `Driver::record_store` does: a step of the register that changes no voter, at
+    /// it, as `Start::record_store` does: a step of the register that changes no voter, at
     /// the next epoch, installed everywhere; during a change too (the runtime allows it, or
     /// a change whose quorums need the unrecorded votes would wait for ever), when the
     /// change's driver, whose compare-and-set then fails, redoes its step at the new epoch.
@@ -2204,7 +2204,7 @@ fn run(seed: u64) -> RunStats {
             if !busy {
                 return;
             }
-            // (a confirmed store not recorded yet records itself, as `Driver::start` does;
+            // (a confirmed store not recorded yet records itself, as `membership::start::run` does;
             // the main loop leaves that window open longer, to attack it)
             sim.record_store();
             for _ in 0..(6 + sim.net.len() / 20) {

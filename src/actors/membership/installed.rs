@@ -1,8 +1,15 @@
 //! The node's installed membership ([`InstalledMembership`]) and what every actor does with it
-//! ([`MembershipService`]): install a newer one, fetch it from a peer that has it, answer a peer's
-//! `Hello`. The per-key actors hold these; the node's start and the change driver, which also
-//! need the supervisor, are `actors::membership`. Why installing is the barrier of a change
-//! is argued there and in `paxos::membership`.
+//! ([`MembershipService`]): install a newer one, here or on every member, fetch one from a
+//! member that has it, answer a peer's `Hello`. The per-key actors hold these.
+//!
+//! **Installing is a change's barrier.** A node installs a membership only if it is newer than
+//! its own, and only one that was chosen in the membership register (the change executor
+//! sends what its compare-and-set wrote; a peer answering `NodeRequest::Membership` sends
+//! what it installed). The installed epoch is raised *before* the install is queued to
+//! storage, and storage commits everything queued before it first ([`Meta`]): every acceptor
+//! step that saw the old epoch has its write committed before the install, every later step
+//! refuses the old epoch. The install is answered only once durable. Why that barrier makes a
+//! change safe is argued in `paxos::membership`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,7 +20,7 @@ use actix::prelude::*;
 
 use crate::actors::messages::{Meta, MetaAnswer};
 use crate::actors::outbox::Outbox;
-use crate::actors::storage::StorageActor;
+use crate::actors::storage::{ask, StorageActor};
 use crate::actors::{Readiness, Stats};
 use crate::client::{Client, ClientOptions};
 use crate::config::Config;
@@ -125,7 +132,7 @@ impl InstalledMembership {
         })
     }
 
-    pub fn info(&self, voting: bool) -> MembershipAnswer {
+    fn answer(&self, voting: bool) -> MembershipAnswer {
         MembershipAnswer {
             node: self.me,
             membership: self.get().map(|m| (*m).clone()),
@@ -164,13 +171,6 @@ pub struct MembershipService {
     pub(crate) confirmed: Arc<std::sync::atomic::AtomicBool>,
     /// The node's certificate for its calls to peers (`None`: plaintext).
     pub(crate) tls: Option<Arc<Tls>>,
-}
-
-pub(crate) async fn meta(storage: &Addr<StorageActor>, msg: Meta) -> Result<MetaAnswer> {
-    storage
-        .send(msg)
-        .await
-        .map_err(|e| Error::Storage(format!("storage actor: {e}")))?
 }
 
 pub(crate) fn addr_of(m: &Membership, id: NodeId) -> Result<std::net::SocketAddr> {
@@ -271,8 +271,11 @@ impl MembershipService {
         self.refused.load(Ordering::Acquire)
     }
 
-    pub fn is_voting(&self) -> bool {
-        self.readiness.is_voting() && !self.refused.load(Ordering::Acquire)
+    /// What this node answers a peer or the CLI asking for its membership: the installed
+    /// one, this store, whether it votes.
+    pub fn answer(&self) -> MembershipAnswer {
+        self.view
+            .answer(self.readiness.is_voting() && !self.store_refused())
     }
 
     /// Installs `m` if it is newer than the view: view first, then durably (see the module
@@ -306,9 +309,64 @@ impl MembershipService {
                 }
             );
         }
-        match meta(&self.storage, Meta::Install(m)).await? {
+        match ask(&self.storage, Meta::Install(m)).await? {
             MetaAnswer::U64(epoch) => Ok(epoch.max(self.view.epoch())),
             other => Err(Error::Storage(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Installs `m` here and on every member of `m` and of `previous`; answers the nodes whose
+    /// intact stores acknowledged it durably (this one included: `paxos::driver::Action::Install`
+    /// decides whether that is a barrier).
+    pub async fn install_everywhere(
+        &self,
+        m: &Membership,
+        previous: &Membership,
+    ) -> Result<Vec<NodeId>> {
+        self.install(m.clone()).await?;
+        let mut nodes = m.nodes();
+        nodes.extend(previous.nodes());
+        nodes.sort();
+        nodes.dedup();
+        // All at once: a node that is down or paused costs one timeout, not one per node.
+        let installs = nodes
+            .into_iter()
+            .filter(|n| *n != self.view.me())
+            .filter_map(|node| {
+                let addr = addr_of(m, node).or_else(|_| addr_of(previous, node)).ok()?;
+                Some(self.install_on(node, addr, m))
+            });
+        let mut acked: Vec<NodeId> = futures_util::future::join_all(installs)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if self.store_confirmed_intact() {
+            acked.push(self.view.me());
+        }
+        Ok(acked)
+    }
+
+    /// Installs `m` on `node`: `Some(node)` once its intact store has it durably. A refused
+    /// store (wiped, an older copy) may lack what it once voted for, and never counts (review
+    /// of issue 10).
+    async fn install_on(
+        &self,
+        node: NodeId,
+        addr: std::net::SocketAddr,
+        m: &Membership,
+    ) -> Option<NodeId> {
+        let client = self.client_of(&[(node, addr)]);
+        match client.node_call(0, NodeRequest::Install(m.clone())).await {
+            Ok(NodeReply::Installed { epoch, intact }) if epoch >= m.epoch && intact => Some(node),
+            Ok(other) => {
+                log::debug!("install of epoch {} on node {node}: {other:?}", m.epoch);
+                None
+            }
+            Err(e) => {
+                log::debug!("install of epoch {} on node {node}: {e}", m.epoch);
+                None
+            }
         }
     }
 
@@ -466,7 +524,7 @@ impl MembershipService {
                 self.view.me
             )));
         }
-        match meta(
+        match ask(
             &self.storage,
             Meta::Hello {
                 node,
