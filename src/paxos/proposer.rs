@@ -166,6 +166,30 @@ pub enum Effect {
     Reply(Token, Result<Outcome, Error>),
 }
 
+/// What one acceptor reports of a key, in a promise or a read answer.
+#[derive(Debug, Clone)]
+struct Vote {
+    /// The highest ballot it accepted (`Ballot::ZERO`: none).
+    accepted: Ballot,
+    /// The state it accepted at that ballot.
+    state: Register,
+    /// It may have lost a vote at the fast ballot (`AcceptorRecord::fast_unknown`).
+    fast_unknown: bool,
+}
+
+/// What a caller asks of the proposer, before any round carries it.
+struct Ask {
+    /// `None`: nobody waits (a settle round the proposer started itself).
+    token: Option<Token>,
+    command: Command,
+    id: Option<RequestId>,
+    /// The client says an earlier attempt of this write may have taken effect.
+    maybe_applied: bool,
+    /// An identity write: forces a classic Accept (see [`Proposer::settle`]).
+    settle: bool,
+    deadline: Instant,
+}
+
 #[derive(Debug, Clone)]
 struct Pending {
     /// `None`: nobody waits (a settle round the proposer started itself).
@@ -184,21 +208,14 @@ struct Pending {
 }
 
 impl Pending {
-    fn new(
-        token: Option<Token>,
-        command: Command,
-        id: Option<RequestId>,
-        maybe_applied: bool,
-        settle: bool,
-        deadline: Instant,
-    ) -> Pending {
+    fn new(ask: Ask) -> Pending {
         Pending {
-            token,
-            command,
-            id,
-            maybe_applied,
-            settle,
-            deadline,
+            token: ask.token,
+            command: ask.command,
+            id: ask.id,
+            maybe_applied: ask.maybe_applied,
+            settle: ask.settle,
+            deadline: ask.deadline,
             accept_sent: false,
             answered: false,
         }
@@ -214,16 +231,15 @@ enum Phase {
     Reading {
         read: u64,
         started: Instant,
-        /// acceptor → (accepted ballot, state, `fast_unknown`)
-        replies: BTreeMap<NodeId, (Ballot, Register, bool)>,
-        /// Set once a majority answered without agreeing: wait for the others until then.
-        settle_by: Option<Instant>,
+        replies: BTreeMap<NodeId, Vote>,
+        /// Set once a majority answered without agreeing: wait for the others until then,
+        /// then read with a full round.
+        grace_until: Option<Instant>,
     },
     Preparing {
         ballot: Ballot,
         started: Instant,
-        /// acceptor → (accepted ballot, state, `fast_unknown`)
-        promises: BTreeMap<NodeId, (Ballot, Register, bool)>,
+        promises: BTreeMap<NodeId, Vote>,
     },
     Accepting {
         ballot: Ballot,
@@ -231,7 +247,7 @@ enum Phase {
         started: Instant,
         /// At the fast ballot: set once a classic quorum accepted; if no fast quorum has by
         /// then, the write goes through a classic round.
-        settle_by: Option<Instant>,
+        grace_until: Option<Instant>,
         state: Register,
         outcomes: Vec<Result<Outcome, Error>>,
         /// acceptor → the promise it holds after accepting
@@ -359,16 +375,15 @@ impl Proposer {
         deadline: Instant,
         out: &mut Vec<Effect>,
     ) {
-        self.enqueue(
-            now,
-            Some(token),
+        let ask = Ask {
+            token: Some(token),
             command,
             id,
             maybe_applied,
-            false,
+            settle: false,
             deadline,
-            out,
-        );
+        };
+        self.enqueue(now, ask, out);
     }
 
     /// Queues an identity write: a round that changes nothing but is always accepted at a
@@ -378,32 +393,20 @@ impl Proposer {
     /// change puts a key's chosen state on its new voters (see the module doc,
     /// `actors::anti_entropy` and `paxos::membership`). Answered like a get.
     pub fn settle(&mut self, now: Instant, token: Token, deadline: Instant, out: &mut Vec<Effect>) {
-        self.enqueue(
-            now,
-            Some(token),
-            Command::Get,
-            None,
-            false,
-            true,
+        let ask = Ask {
+            token: Some(token),
+            command: Command::Get,
+            id: None,
+            maybe_applied: false,
+            settle: true,
             deadline,
-            out,
-        );
+        };
+        self.enqueue(now, ask, out);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn enqueue(
-        &mut self,
-        now: Instant,
-        token: Option<Token>,
-        command: Command,
-        id: Option<RequestId>,
-        maybe_applied: bool,
-        settle: bool,
-        deadline: Instant,
-        out: &mut Vec<Effect>,
-    ) {
+    fn enqueue(&mut self, now: Instant, ask: Ask, out: &mut Vec<Effect>) {
         if self.queue.len() >= self.cfg.max_queue {
-            if let Some(token) = token {
+            if let Some(token) = ask.token {
                 out.push(Effect::Reply(
                     token,
                     Err(Error::Busy(format!(
@@ -414,14 +417,7 @@ impl Proposer {
             }
             return;
         }
-        self.queue.push_back(Pending::new(
-            token,
-            command,
-            id,
-            maybe_applied,
-            settle,
-            deadline,
-        ));
+        self.queue.push_back(Pending::new(ask));
         if matches!(self.phase, Phase::Idle) {
             self.start_round(now, out);
         }
@@ -448,13 +444,27 @@ impl Proposer {
                 state,
                 fast_unknown,
                 ..
-            } => self.on_query_reply(now, from, read, (accepted, state, fast_unknown), out),
+            } => {
+                let vote = Vote {
+                    accepted,
+                    state,
+                    fast_unknown,
+                };
+                self.on_query_reply(now, from, read, vote, out)
+            }
             PeerMessage::Promise {
                 ballot,
                 accepted,
                 state,
                 fast_unknown,
-            } => self.on_promise(now, from, ballot, (accepted, state, fast_unknown), out),
+            } => {
+                let vote = Vote {
+                    accepted,
+                    state,
+                    fast_unknown,
+                };
+                self.on_promise(now, from, ballot, vote, out)
+            }
             PeerMessage::Accepted { ballot, promised } => {
                 self.on_accepted(now, from, ballot, promised, out)
             }
@@ -471,17 +481,20 @@ impl Proposer {
         self.expire(now, out);
         match &self.phase {
             Phase::Reading {
-                started, settle_by, ..
+                started,
+                grace_until,
+                ..
             } => {
                 // Too few acceptors agree (or answer) for a quick read: settle it with a full
                 // identity round, which also brings the laggards up to date.
-                let settled = settle_by.is_some_and(|t| now >= t);
-                if settled || now.duration_since(*started) >= self.cfg.phase_timeout {
+                let graced = grace_until.is_some_and(|t| now >= t);
+                if graced || now.duration_since(*started) >= self.cfg.phase_timeout {
                     self.prepare(now, out);
                 }
             }
             Phase::Accepting {
-                settle_by: Some(t), ..
+                grace_until: Some(t),
+                ..
             } if now >= *t => {
                 // A classic quorum took the fast Accept but no fast quorum did (an acceptor
                 // is down or saw the key): go through a classic round at once, which
@@ -572,7 +585,7 @@ impl Proposer {
                     read: self.reads,
                     started: now,
                     replies: BTreeMap::new(),
-                    settle_by: None,
+                    grace_until: None,
                 };
                 out.push(Effect::Broadcast(PeerMessage::Query { read: self.reads }));
             }
@@ -631,7 +644,7 @@ impl Proposer {
             ballot,
             next,
             started: now,
-            settle_by: None,
+            grace_until: None,
             state,
             outcomes,
             acks: BTreeMap::new(),
@@ -643,18 +656,17 @@ impl Proposer {
         now: Instant,
         from: NodeId,
         read: u64,
-        reply: (Ballot, Register, bool),
+        reply: Vote,
         out: &mut Vec<Effect>,
     ) {
-        let accepted = reply.0;
-        let quorum = self.cfg.quorums().classic();
-        let fast_quorum = self.cfg.quorums().fast();
+        let accepted = reply.accepted;
+        let quorums = self.cfg.quorums();
         let n = self.cfg.nodes.len();
         let read_grace = self.cfg.read_grace;
         let Phase::Reading {
             read: current,
             replies,
-            settle_by,
+            grace_until,
             ..
         } = &mut self.phase
         else {
@@ -666,66 +678,36 @@ impl Proposer {
             return;
         }
         replies.entry(from).or_insert(reply);
-        let missing = n - replies.len();
-        // The best classic ballot: how many report it. A reply that may have lost a fast
-        // vote confirms nothing.
-        let ballots = tally(
-            replies
-                .values()
-                .filter(|(b, _, unknown)| *b != Ballot::FAST && !unknown)
-                .map(|(b, _, _)| *b),
-        );
-        let classic = most(&ballots).map(|(b, c)| (*b, c));
-        // The most reported state at the fast ballot: chosen only with a fast quorum.
-        let states = tally(
-            replies
-                .values()
-                .filter(|(b, _, _)| *b == Ballot::FAST)
-                .map(|(_, s, _)| s),
-        );
-        let fast = most(&states).map(|(s, c)| (*s, c));
-        let answer = match (classic, fast) {
-            (_, Some((state, c))) if c >= fast_quorum => Some((Ballot::FAST, state.clone())),
-            (Some((ballot, c)), _) if c >= quorum => {
-                let state = replies
-                    .values()
-                    .find(|(b, _, unknown)| *b == ballot && !unknown)
-                    .map(|(_, s, _)| s.clone())
-                    .expect("a counted ballot has a reply");
-                Some((ballot, state))
-            }
-            _ => None,
-        };
-        if let Some((ballot, state)) = answer {
-            if ballot != Ballot::FAST {
-                let stale: Vec<NodeId> = replies
+        match read_answers(replies, n, quorums.classic(), quorums.fast()) {
+            QuickRead::Chosen(ballot, state) => {
+                if ballot != Ballot::FAST {
+                    let stale: Vec<NodeId> = replies
+                        .iter()
+                        .filter(|(_, v)| v.accepted < ballot)
+                        .map(|(n, _)| *n)
+                        .collect();
+                    self.chosen = Some((ballot, state.clone()));
+                    for node in stale {
+                        self.repair_if_stale(node, Ballot::ZERO, out);
+                    }
+                }
+                let outcomes = self
+                    .batch
                     .iter()
-                    .filter(|(_, (b, _, _))| *b < ballot)
-                    .map(|(n, _)| *n)
+                    .map(|p| apply(&mut state.clone(), &p.command, p.id, true).map_err(too_late))
                     .collect();
-                self.chosen = Some((ballot, state.clone()));
-                for node in stale {
-                    self.repair_if_stale(node, Ballot::ZERO, out);
+                self.finish(now, outcomes, out);
+            }
+            // No state can be shown chosen any more: settle it with a full identity round.
+            QuickRead::Impossible => self.prepare(now, out),
+            QuickRead::Undecided => {
+                if replies.len() >= quorums.classic() && grace_until.is_none() {
+                    // A majority answered but disagrees: give the rest a moment (a write is
+                    // probably landing), then settle it with a full round rather than wait
+                    // for the phase timeout when some acceptors are down.
+                    *grace_until = Some(now + read_grace);
                 }
             }
-            let outcomes = self
-                .batch
-                .iter()
-                .map(|p| apply(&mut state.clone(), &p.command, p.id, true).map_err(too_late))
-                .collect();
-            self.finish(now, outcomes, out);
-            return;
-        }
-        let classic_possible = classic.map_or(0, |(_, c)| c) + missing >= quorum;
-        let fast_possible = fast.map_or(0, |(_, c)| c) + missing >= fast_quorum;
-        if !classic_possible && !fast_possible {
-            // No state can be shown chosen any more: settle it with a full identity round.
-            self.prepare(now, out);
-        } else if replies.len() >= quorum && settle_by.is_none() {
-            // A majority answered but disagrees: give the rest a moment (a write is probably
-            // landing), then settle it with a full round rather than wait for the phase
-            // timeout when some acceptors are down.
-            *settle_by = Some(now + read_grace);
         }
     }
 
@@ -752,7 +734,7 @@ impl Proposer {
         now: Instant,
         from: NodeId,
         ballot: Ballot,
-        promise: (Ballot, Register, bool),
+        promise: Vote,
         out: &mut Vec<Effect>,
     ) {
         let quorum = self.cfg.quorums().classic();
@@ -766,7 +748,7 @@ impl Proposer {
         };
         // An acceptor promises only above what it accepted: a promise that says otherwise is
         // broken (or forged) and is not counted.
-        if ballot != *current || promise.0 >= ballot {
+        if ballot != *current || promise.accepted >= ballot {
             return;
         }
         promises.entry(from).or_insert(promise);
@@ -774,9 +756,13 @@ impl Proposer {
             return;
         }
         // CASPaxos §2.1: take the state with the highest accepted ballot among the majority.
-        let (highest, state, _) = promises
+        let Vote {
+            accepted: highest,
+            state,
+            ..
+        } = promises
             .values()
-            .max_by_key(|(b, _, _)| *b)
+            .max_by_key(|v| v.accepted)
             .cloned()
             .expect("a majority of promises");
         let state = if highest > Ballot::FAST {
@@ -809,7 +795,7 @@ impl Proposer {
         // marks come from intact restarts, which cannot tell themselves from a rollback and
         // mark too; counting them all would leave such a key undecidable for good (a whole
         // cluster restarted at once marks every key one node holds at the fast ballot).
-        let unknown = promises.values().filter(|(_, _, u)| *u).count().min(1);
+        let unknown = promises.values().filter(|v| v.fast_unknown).count().min(1);
         let doubtful = self.cfg.nodes.len() - promises.len() + unknown;
         let fast_quorum = self.cfg.quorums().fast();
         if doubtful >= fast_quorum {
@@ -818,8 +804,8 @@ impl Proposer {
         let counts = tally(
             promises
                 .values()
-                .filter(|(b, _, _)| *b == Ballot::FAST)
-                .map(|(_, state, _)| state),
+                .filter(|v| v.accepted == Ballot::FAST)
+                .map(|v| &v.state),
         );
         let possibly_chosen: Vec<&Register> = counts
             .iter()
@@ -852,7 +838,7 @@ impl Proposer {
         let Phase::Accepting {
             ballot: current,
             acks,
-            settle_by,
+            grace_until,
             ..
         } = &mut self.phase
         else {
@@ -872,8 +858,8 @@ impl Proposer {
                 .filter(|n| cfg.nodes.contains(n))
                 .all(|n| acks.contains_key(n));
         if acks.len() < needed || !here {
-            if ballot == Ballot::FAST && acks.len() >= quorum && settle_by.is_none() {
-                *settle_by = Some(now + read_grace);
+            if ballot == Ballot::FAST && acks.len() >= quorum && grace_until.is_none() {
+                *grace_until = Some(now + read_grace);
             }
             return;
         }
@@ -900,7 +886,14 @@ impl Proposer {
             // It is never repaired onto other acceptors at the fast ballot: how many took it
             // is what a classic round reads to recover it.
             let deadline = now + self.cfg.phase_timeout * 4;
-            let settle = Pending::new(None, Command::Get, None, false, true, deadline);
+            let settle = Pending::new(Ask {
+                token: None,
+                command: Command::Get,
+                id: None,
+                maybe_applied: false,
+                settle: true,
+                deadline,
+            });
             self.queue.push_front(settle);
         } else if ballot != Ballot::FAST {
             self.chosen = Some((ballot, state));
@@ -1040,11 +1033,15 @@ impl Proposer {
             Phase::Idle => None,
             Phase::Backoff { until } => Some(*until),
             Phase::Reading {
-                started, settle_by, ..
-            } => Some(settle_by.unwrap_or(*started + self.cfg.phase_timeout)),
+                started,
+                grace_until,
+                ..
+            } => Some(grace_until.unwrap_or(*started + self.cfg.phase_timeout)),
             Phase::Accepting {
-                started, settle_by, ..
-            } => Some(settle_by.unwrap_or(*started + self.cfg.phase_timeout)),
+                started,
+                grace_until,
+                ..
+            } => Some(grace_until.unwrap_or(*started + self.cfg.phase_timeout)),
             Phase::Preparing { started, .. } => Some(*started + self.cfg.phase_timeout),
         };
         let deadlines = self
@@ -1080,6 +1077,66 @@ impl Proposer {
         if !self.queue.is_empty() {
             self.start_round(now, out);
         }
+    }
+}
+
+/// What the read answers of `replies` (out of `n` acceptors) tell.
+enum QuickRead {
+    /// A state shown chosen: at a classic ballot by a classic quorum of equal ballots, or at
+    /// the fast ballot by a fast quorum of equal states.
+    Chosen(Ballot, Register),
+    /// Not yet: the acceptors still to answer could show one.
+    Undecided,
+    /// No state can be shown chosen whatever the others answer.
+    Impossible,
+}
+
+/// The quick read's rule (see the module doc): a state is read from the acceptors' answers
+/// alone only where they show it chosen. A reply that may have lost a fast vote confirms
+/// nothing.
+fn read_answers(
+    replies: &BTreeMap<NodeId, Vote>,
+    n: usize,
+    quorum: usize,
+    fast_quorum: usize,
+) -> QuickRead {
+    let missing = n - replies.len();
+    // The best classic ballot: how many report it.
+    let ballots = tally(
+        replies
+            .values()
+            .filter(|v| v.accepted != Ballot::FAST && !v.fast_unknown)
+            .map(|v| v.accepted),
+    );
+    let classic = most(&ballots).map(|(b, c)| (*b, c));
+    // The most reported state at the fast ballot: chosen only with a fast quorum.
+    let states = tally(
+        replies
+            .values()
+            .filter(|v| v.accepted == Ballot::FAST)
+            .map(|v| &v.state),
+    );
+    let fast = most(&states).map(|(s, c)| (*s, c));
+    match (classic, fast) {
+        (_, Some((state, c))) if c >= fast_quorum => {
+            return QuickRead::Chosen(Ballot::FAST, state.clone())
+        }
+        (Some((ballot, c)), _) if c >= quorum => {
+            let state = replies
+                .values()
+                .find(|v| v.accepted == ballot && !v.fast_unknown)
+                .map(|v| v.state.clone())
+                .expect("a counted ballot has a reply");
+            return QuickRead::Chosen(ballot, state);
+        }
+        _ => {}
+    }
+    let classic_possible = classic.map_or(0, |(_, c)| c) + missing >= quorum;
+    let fast_possible = fast.map_or(0, |(_, c)| c) + missing >= fast_quorum;
+    if classic_possible || fast_possible {
+        QuickRead::Undecided
+    } else {
+        QuickRead::Impossible
     }
 }
 
