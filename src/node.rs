@@ -11,11 +11,9 @@ use actix::prelude::*;
 
 use crate::actors::anti_entropy::AntiEntropy;
 use crate::actors::calls::CallServer;
-use crate::actors::membership::InstalledMembership;
-use crate::actors::membership::{self, ChangeExecutor, Register};
+use crate::actors::membership::{self, ChangeExecutor, InstalledMembership, Register};
 use crate::actors::metrics;
 use crate::actors::network::Network;
-#[cfg(feature = "testing")]
 use crate::actors::outbox::Outbox;
 use crate::actors::router::Router;
 use crate::actors::storage::StorageActor;
@@ -77,16 +75,7 @@ impl NodeHandle {
         options: NodeOptions,
     ) -> Result<NodeHandle> {
         config.check_runnable()?;
-        let addr = match (options.addr, listener.as_ref()) {
-            (Some(addr), _) => addr,
-            (None, Some(l)) if config.node(id).is_err() => l.local_addr()?,
-            (None, _) => config.addr_of(id).map_err(|_| {
-                Error::Config(format!(
-                    "node {id} is not in the config: give its address (--addr), and it joins \
-                     the cluster the config lists once `paxkv member add` admits it"
-                ))
-            })?,
-        };
+        let addr = listen_addr(&config, id, options.addr, listener.as_ref())?;
         config.check_transport(addr)?;
         let tls = Tls::from_config(&config.tls, Role::Node(id))?;
         let metrics = options
@@ -94,7 +83,6 @@ impl NodeHandle {
             .or_else(|| config.metrics_addr_of(id))
             .map(metrics::bind)
             .transpose()?;
-        let join = options.join;
         let listener = match listener {
             Some(l) => l,
             None => std::net::TcpListener::bind(addr)
@@ -110,85 +98,20 @@ impl NodeHandle {
             store.membership()?,
         ));
         view.set_founds(Founding::founds(config.founding(id).as_ref()));
-        let node_tls = tls.clone();
+        let parts = Parts {
+            id,
+            config,
+            store,
+            view,
+            tls: tls.clone(),
+            listener,
+            metrics,
+            join: options.join,
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("paxkv-node-{id}"))
-            .spawn(move || {
-                let system = actix_rt::System::new();
-                let stats = Arc::new(Stats::default());
-                let readiness = Arc::new(Readiness::default());
-                let storage_arbiter = Arbiter::new();
-                let group = config.storage.max_group_commit;
-                let commit_delay = if crate::TEST_HOOKS && config.testing.allow_fault_injection {
-                    Duration::from_millis(config.testing.commit_delay_ms)
-                } else {
-                    Duration::ZERO
-                };
-                let storage_stats = stats.clone();
-                let supervisor = system.block_on(async {
-                    let storage =
-                        StorageActor::start_in_arbiter(&storage_arbiter.handle(), move |_| {
-                            StorageActor::new(store, group, storage_stats)
-                                .with_commit_delay(commit_delay)
-                        });
-                    let (supervisor, outbox, queues, members) = NodeSupervisor::start(
-                        id,
-                        config.clone(),
-                        storage.clone(),
-                        stats.clone(),
-                        readiness.clone(),
-                        view.clone(),
-                        tls.clone(),
-                    );
-                    let register = Register::new(supervisor.clone());
-                    let changes =
-                        ChangeExecutor::new(members.clone(), register.clone(), supervisor.clone());
-                    let router = Router::new(
-                        id,
-                        supervisor.clone(),
-                        outbox.clone(),
-                        config.clone(),
-                        members.clone(),
-                        changes,
-                    );
-                    let sync = CallServer::new(
-                        storage.clone(),
-                        readiness.clone(),
-                        &config,
-                        members.clone(),
-                    );
-                    Network::new(
-                        listener,
-                        queues,
-                        supervisor.clone().recipient(),
-                        router,
-                        sync,
-                        config.clone(),
-                        stats.clone(),
-                    )
-                    .start();
-                    actix_rt::spawn(membership::start::run(members.clone(), register, join));
-                    if let Some(listener) = metrics {
-                        actix_rt::spawn(metrics::serve(
-                            listener,
-                            metrics::Sources {
-                                stats: stats.clone(),
-                                readiness: readiness.clone(),
-                                view: view.clone(),
-                                outbox: outbox.clone(),
-                                refused: members.refused.clone(),
-                            },
-                        ));
-                    }
-                    AntiEntropy::new(&members, supervisor.clone()).start();
-                    (supervisor, outbox)
-                });
-                let _ = tx.send((actix_rt::System::current(), supervisor));
-                let _ = system.run();
-                storage_arbiter.stop();
-                let _ = storage_arbiter.join();
-            })?;
+            .spawn(move || run_node(parts, tx))?;
         #[cfg_attr(not(feature = "testing"), allow(unused_variables))]
         let (system, (supervisor, outbox)) = rx
             .recv()
@@ -200,7 +123,7 @@ impl NodeHandle {
             supervisor,
             #[cfg(feature = "testing")]
             outbox,
-            tls: node_tls,
+            tls,
             system,
             thread: Some(thread),
         })
@@ -237,4 +160,122 @@ impl NodeHandle {
             let _ = thread.join();
         }
     }
+}
+
+/// Where node `id` listens: `--addr`, else a listener's address for a node the config does
+/// not list, else the config's address for it.
+fn listen_addr(
+    config: &Config,
+    id: NodeId,
+    addr: Option<SocketAddr>,
+    listener: Option<&std::net::TcpListener>,
+) -> Result<SocketAddr> {
+    match (addr, listener) {
+        (Some(addr), _) => Ok(addr),
+        (None, Some(l)) if config.node(id).is_err() => Ok(l.local_addr()?),
+        (None, _) => config.addr_of(id).map_err(|_| {
+            Error::Config(format!(
+                "node {id} is not in the config: give its address (--addr), and it joins the \
+                 cluster the config lists once `paxkv member add` admits it"
+            ))
+        }),
+    }
+}
+
+/// What a node's actors start from, checked and opened before its thread starts.
+struct Parts {
+    id: NodeId,
+    config: Arc<Config>,
+    store: Store,
+    view: Arc<InstalledMembership>,
+    tls: Option<Arc<Tls>>,
+    listener: std::net::TcpListener,
+    metrics: Option<std::net::TcpListener>,
+    join: Vec<SocketAddr>,
+}
+
+/// What a node's thread tells the thread that started it.
+type Started = (actix_rt::System, (Addr<NodeSupervisor>, Outbox));
+
+/// The node's thread: its actix system, with its storage actor on an arbiter of its own,
+/// until the system stops.
+fn run_node(parts: Parts, started: std::sync::mpsc::Sender<Started>) {
+    let system = actix_rt::System::new();
+    let storage_arbiter = Arbiter::new();
+    let actors = system.block_on(start_actors(parts, &storage_arbiter));
+    let _ = started.send((actix_rt::System::current(), actors));
+    let _ = system.run();
+    storage_arbiter.stop();
+    let _ = storage_arbiter.join();
+}
+
+/// Starts the node's actors and tasks: storage, supervisor (with the outbox and the
+/// membership service), the router, the call server, the network, the start, metrics and
+/// anti-entropy.
+async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupervisor>, Outbox) {
+    let Parts {
+        id,
+        config,
+        store,
+        view,
+        tls,
+        listener,
+        metrics,
+        join,
+    } = parts;
+    let stats = Arc::new(Stats::default());
+    let readiness = Arc::new(Readiness::default());
+    let group = config.storage.max_group_commit;
+    let commit_delay = if crate::TEST_HOOKS && config.testing.allow_fault_injection {
+        Duration::from_millis(config.testing.commit_delay_ms)
+    } else {
+        Duration::ZERO
+    };
+    let storage_stats = stats.clone();
+    let storage = StorageActor::start_in_arbiter(&storage_arbiter.handle(), move |_| {
+        StorageActor::new(store, group, storage_stats).with_commit_delay(commit_delay)
+    });
+    let (supervisor, outbox, queues, members) = NodeSupervisor::start(
+        id,
+        config.clone(),
+        storage.clone(),
+        stats.clone(),
+        readiness.clone(),
+        view.clone(),
+        tls,
+    );
+    let register = Register::new(supervisor.clone());
+    let changes = ChangeExecutor::new(members.clone(), register.clone(), supervisor.clone());
+    let router = Router::new(
+        id,
+        supervisor.clone(),
+        outbox.clone(),
+        config.clone(),
+        members.clone(),
+        changes,
+    );
+    let calls = CallServer::new(storage, readiness.clone(), &config, members.clone());
+    Network::new(
+        listener,
+        queues,
+        supervisor.clone().recipient(),
+        router,
+        calls,
+        config.clone(),
+        stats.clone(),
+    )
+    .start();
+    actix_rt::spawn(membership::start::run(members.clone(), register, join));
+    if let Some(listener) = metrics {
+        let sources = metrics::Sources {
+            stats,
+            readiness,
+            view,
+            outbox: outbox.clone(),
+            refused: members.refused.clone(),
+        };
+        actix_rt::spawn(metrics::serve(listener, sources));
+    }
+    AntiEntropy::new(&members, supervisor.clone()).start();
+    (supervisor, outbox)
 }

@@ -42,7 +42,7 @@ use crate::actors::{HeldBytes, Stats};
 use crate::config::Config;
 use crate::error::Error;
 use crate::frame;
-use crate::messages::Frame;
+use crate::messages::{Envelope, Frame};
 use crate::tls::{self, Dial, Peer, Tls};
 
 /// The largest answer a request that returns no value can have (a membership of
@@ -63,7 +63,7 @@ struct Shared {
     /// Where Paxos messages go: the node supervisor.
     deliver: Recipient<Deliver>,
     router: Router,
-    sync: CallServer,
+    calls: CallServer,
     config: Arc<Config>,
     stats: Arc<Stats>,
     connections: Arc<Semaphore>,
@@ -84,12 +84,12 @@ impl Network {
         queues: mpsc::UnboundedReceiver<PeerQueue>,
         deliver: Recipient<Deliver>,
         router: Router,
-        sync: CallServer,
+        calls: CallServer,
         config: Arc<Config>,
         stats: Arc<Stats>,
     ) -> Network {
-        let view = sync.view();
-        let tls = sync.tls();
+        let view = calls.view();
+        let tls = calls.tls();
         let connections = Arc::new(Semaphore::new(config.limits.max_client_connections));
         let handshakes = Arc::new(Semaphore::new(config.limits.max_handshakes));
         let node_bytes = Arc::new(Semaphore::new(config.limits.max_node_bytes));
@@ -100,7 +100,7 @@ impl Network {
             shared: Arc::new(Shared {
                 deliver,
                 router,
-                sync,
+                calls,
                 config,
                 stats,
                 handshakes,
@@ -279,7 +279,7 @@ fn reserved_for(call: &Call, request_bytes: usize, config: &Config) -> usize {
             } => config.frame_limit(),
             _ => SMALL_ANSWER_BYTES,
         },
-        Call::Sync(_) => config.frame_limit(),
+        Call::Node(_) => config.frame_limit(),
     };
     request_bytes + answer
 }
@@ -331,24 +331,12 @@ async fn serve_connection(
         registration,
     );
     let limits = &shared.config.limits;
-    let inflight_limit = limits.max_inflight_per_connection;
-    let (answers, outgoing) = mpsc::channel::<Answer>(inflight_limit);
-    let stall = Duration::from_millis(limits.slow_reader_timeout_ms);
-    let writer_stats = shared.stats.clone();
-    actix_rt::spawn(async move {
-        let (mut writer, mut outgoing) = (writer, outgoing);
-        if let Err(e) = frame::write_queue(&mut writer, &mut outgoing, Some(stall)).await {
-            if e.kind() == std::io::ErrorKind::TimedOut {
-                limited(&writer_stats, "slow_reader");
-                log::warn!("closing a connection whose reader stopped: {e}");
-            }
-        }
-        // The reading below stops, and dropping `outgoing` gives back the budget of every
-        // answer still queued.
-        cut.abort();
-    });
-    let connection_bytes = Arc::new(Semaphore::new(limits.max_connection_bytes));
-    let inflight = Arc::new(Semaphore::new(inflight_limit));
+    let (answers, outgoing) = mpsc::channel::<Answer>(limits.max_inflight_per_connection);
+    spawn_writer(writer, outgoing, cut, &shared);
+    let budget = ConnectionBudget {
+        bytes: Arc::new(Semaphore::new(limits.max_connection_bytes)),
+        inflight: Arc::new(Semaphore::new(limits.max_inflight_per_connection)),
+    };
     loop {
         // `None` at the end of the stream, or once the writer gave up (a slow reader).
         let Some(bytes) = frames.next().await else {
@@ -364,114 +352,171 @@ async fn serve_connection(
         let request_bytes = bytes.len();
         let frame = frame::decode(&bytes)?;
         drop(bytes);
-        if let Err(e) = frame.validate(&shared.config) {
-            // Well framed but wrong: drop this frame only; the connection goes on.
-            let count = Stats::add_get(&shared.stats.bad_frames, 1);
-            if count.is_power_of_two() {
-                log::warn!("dropped a frame ({count} so far): {e}");
-            }
+        let Some(frame) = admit(frame, &who, &shared, &answers).await else {
             continue;
-        }
-        let is_member = |id| shared.view.get().is_none_or(|m| m.member(id).is_some());
-        if let Err(e) = who.admits(&frame, is_member) {
-            // Authenticated as someone who may not say this: drop it; the connection goes on.
-            // A client request is answered, so that its sender learns why.
-            let count = Stats::add_get(&shared.stats.forged_frames, 1);
-            if count.is_power_of_two() {
-                log::warn!("refused a forged frame ({count} so far): {e}");
-            }
-            if let Frame::Request(request) = frame {
-                let answer = Frame::Response(crate::messages::ClientResponse {
-                    id: request.id,
-                    result: Err(Error::BadRequest(format!("not permitted: {e}"))),
-                });
-                let answer = Answer {
-                    bytes: frame::encode(&answer),
-                    _budget: None,
-                };
-                let _ = answers.send(answer).await;
-            }
-            continue;
-        }
+        };
         let call = match frame {
             Frame::Peer(envelope) => {
-                // Only members speak Paxos; a removed node that comes back on its old data
-                // is refused here (and told by `Stale` once it asks with its old epoch).
-                let member = shared
-                    .view
-                    .get()
-                    .is_some_and(|m| m.member(envelope.from).is_some());
-                if !member {
-                    let count = Stats::add_get(&shared.stats.bad_frames, 1);
-                    if count.is_power_of_two() {
-                        log::warn!(
-                            "refused a Paxos frame from node {}, not a member of epoch {} \
-                             ({count} refused so far)",
-                            envelope.from,
-                            shared.view.epoch()
-                        );
-                    }
-                    continue;
-                }
-                // The mailboxes a peer's frame waits in (the supervisor's, then its key's actor's)
-                // are bounded in bytes: a frame that does not fit is dropped (Paxos treats it as
-                // lost and retries).
-                let Some(inbox) =
-                    HeldBytes::take(&shared.inbox_bytes, request_bytes, limits.max_inbox_bytes)
-                else {
-                    limited(&shared.stats, "inbox_bytes");
-                    Stats::add(&shared.stats.peer_frames_dropped, 1);
-                    continue;
-                };
-                if shared
-                    .deliver
-                    .try_send(Deliver(envelope, Some(inbox)))
-                    .is_err()
-                {
-                    Stats::add(&shared.stats.peer_frames_dropped, 1);
-                }
+                deliver_peer_frame(envelope, request_bytes, &shared);
                 continue;
             }
             Frame::Request(request) => Call::Client(request),
-            Frame::Call(call) => Call::Sync(call),
+            Frame::Call(call) => Call::Node(call),
             Frame::Response(_) | Frame::Answer(_) => {
                 return Err(Error::Frame("a node does not take answers".into()));
             }
         };
-        let reserved = reserved_for(&call, request_bytes, &shared.config);
-        let mine = take(
-            &connection_bytes,
-            reserved,
-            &shared.stats,
-            "connection_bytes",
-        )
-        .await;
-        let node = take(&shared.node_bytes, reserved, &shared.stats, "node_bytes").await;
-        let permit = inflight
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
-        let (shared, answers) = (shared.clone(), answers.clone());
-        actix_rt::spawn(async move {
-            let (mut mine, mut node) = (mine, node);
-            let answer = match call {
-                Call::Client(request) => Frame::Response(shared.router.serve(request).await),
-                Call::Sync(call) => Frame::Answer(shared.sync.serve(call).await),
-            };
-            let bytes = frame::encode(&answer);
-            // Give back what the answer does not need (its request is served).
-            let keep = bytes.len().min(reserved);
-            drop(mine.split(reserved - keep));
-            drop(node.split(reserved - keep));
-            let answer = Answer {
-                bytes,
-                _budget: Some((mine, node)),
-            };
-            let _ = answers.send(answer).await;
-            drop(permit);
-        });
+        serve_call(call, request_bytes, &budget, &shared, &answers).await;
     }
+}
+
+/// A connection's own budgets: bytes of requests and answers in flight, and requests.
+struct ConnectionBudget {
+    bytes: Arc<Semaphore>,
+    inflight: Arc<Semaphore>,
+}
+
+/// Writes a connection's answers, in order, until the connection or `outgoing` closes, or
+/// an answer waits `limits.slow_reader_timeout_ms` to be written (a slow reader); then cuts
+/// the reading off.
+fn spawn_writer(
+    mut writer: tokio::io::WriteHalf<tls::BoxStream>,
+    mut outgoing: mpsc::Receiver<Answer>,
+    cut: futures_util::stream::AbortHandle,
+    shared: &Shared,
+) {
+    let stall = Duration::from_millis(shared.config.limits.slow_reader_timeout_ms);
+    let stats = shared.stats.clone();
+    actix_rt::spawn(async move {
+        if let Err(e) = frame::write_queue(&mut writer, &mut outgoing, Some(stall)).await {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                limited(&stats, "slow_reader");
+                log::warn!("closing a connection whose reader stopped: {e}");
+            }
+        }
+        // The reading stops, and dropping `outgoing` gives back the budget of every answer
+        // still queued.
+        cut.abort();
+    });
+}
+
+/// `frame` if it is valid and its sender (`who`, as its certificate says) may send it;
+/// otherwise it is dropped and counted (a client's request answered with why), and the
+/// connection goes on.
+async fn admit(
+    frame: Frame,
+    who: &Peer,
+    shared: &Shared,
+    answers: &mpsc::Sender<Answer>,
+) -> Option<Frame> {
+    if let Err(e) = frame.validate(&shared.config) {
+        // Well framed but wrong: drop this frame only; the connection goes on.
+        let count = Stats::add_get(&shared.stats.bad_frames, 1);
+        if count.is_power_of_two() {
+            log::warn!("dropped a frame ({count} so far): {e}");
+        }
+        return None;
+    }
+    let is_member = |id| shared.view.get().is_none_or(|m| m.member(id).is_some());
+    let Err(e) = who.admits(&frame, is_member) else {
+        return Some(frame);
+    };
+    // Authenticated as someone who may not say this: drop it; the connection goes on. A
+    // client request is answered, so that its sender learns why.
+    let count = Stats::add_get(&shared.stats.forged_frames, 1);
+    if count.is_power_of_two() {
+        log::warn!("refused a forged frame ({count} so far): {e}");
+    }
+    if let Frame::Request(request) = frame {
+        let answer = Frame::Response(crate::messages::ClientResponse {
+            id: request.id,
+            result: Err(Error::BadRequest(format!("not permitted: {e}"))),
+        });
+        let answer = Answer {
+            bytes: frame::encode(&answer),
+            _budget: None,
+        };
+        let _ = answers.send(answer).await;
+    }
+    None
+}
+
+/// Hands a peer's Paxos frame to the supervisor, or drops it (Paxos treats it as lost and
+/// retries): from a node that is no member, or when the inbox's byte budget is spent.
+fn deliver_peer_frame(envelope: Envelope, request_bytes: usize, shared: &Shared) {
+    // Only members speak Paxos; a removed node that comes back on its old data is refused
+    // here (and told by `Stale` once it asks with its old epoch).
+    let member = shared
+        .view
+        .get()
+        .is_some_and(|m| m.member(envelope.from).is_some());
+    if !member {
+        let count = Stats::add_get(&shared.stats.bad_frames, 1);
+        if count.is_power_of_two() {
+            log::warn!(
+                "refused a Paxos frame from node {}, not a member of epoch {} ({count} \
+                 refused so far)",
+                envelope.from,
+                shared.view.epoch()
+            );
+        }
+        return;
+    }
+    // The mailboxes a peer's frame waits in (the supervisor's, then its key's actor's) are
+    // bounded in bytes: a frame that does not fit is dropped.
+    let limit = shared.config.limits.max_inbox_bytes;
+    let Some(inbox) = HeldBytes::take(&shared.inbox_bytes, request_bytes, limit) else {
+        limited(&shared.stats, "inbox_bytes");
+        Stats::add(&shared.stats.peer_frames_dropped, 1);
+        return;
+    };
+    if shared
+        .deliver
+        .try_send(Deliver(envelope, Some(inbox)))
+        .is_err()
+    {
+        Stats::add(&shared.stats.peer_frames_dropped, 1);
+    }
+}
+
+/// Serves a client's request or a node's call once its bytes fit the connection's and the
+/// node's budgets (waiting, and not reading the connection, until they do), and queues its
+/// answer.
+async fn serve_call(
+    call: Call,
+    request_bytes: usize,
+    budget: &ConnectionBudget,
+    shared: &Arc<Shared>,
+    answers: &mpsc::Sender<Answer>,
+) {
+    let reserved = reserved_for(&call, request_bytes, &shared.config);
+    let mine = take(&budget.bytes, reserved, &shared.stats, "connection_bytes").await;
+    let node = take(&shared.node_bytes, reserved, &shared.stats, "node_bytes").await;
+    let permit = budget
+        .inflight
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("never closed");
+    let (shared, answers) = (shared.clone(), answers.clone());
+    actix_rt::spawn(async move {
+        let (mut mine, mut node) = (mine, node);
+        let answer = match call {
+            Call::Client(request) => Frame::Response(shared.router.serve(request).await),
+            Call::Node(call) => Frame::Answer(shared.calls.serve(call).await),
+        };
+        let bytes = frame::encode(&answer);
+        // Give back what the answer does not need (its request is served).
+        let keep = bytes.len().min(reserved);
+        drop(mine.split(reserved - keep));
+        drop(node.split(reserved - keep));
+        let answer = Answer {
+            bytes,
+            _budget: Some((mine, node)),
+        };
+        let _ = answers.send(answer).await;
+        drop(permit);
+    });
 }
 
 /// Did the other end just go away (rather than send something malformed)?
@@ -486,7 +531,7 @@ fn gone(e: &std::io::Error) -> bool {
 /// A request that is answered on its connection.
 enum Call {
     Client(crate::messages::ClientRequest),
-    Sync(crate::messages::NodeCall),
+    Node(crate::messages::NodeCall),
 }
 
 /// Keeps one connection to a peer and writes its queue into it.

@@ -190,35 +190,7 @@ impl ChangeDriver {
             }
             (State::Reading, Event::Register(Err(e))) => self.retry(e),
             (State::Confirming { current, version }, Event::Installed(acked)) => {
-                if let Err(e) = acked.and_then(|acked| barrier(&current, &current, &acked)) {
-                    return self.done(Err(e));
-                }
-                let next = match current.step(&self.change) {
-                    Ok(Some(next)) => next,
-                    Ok(None) => return self.done(Ok(current)),
-                    Err(why) => return self.done(Err(Error::BadRequest(why))),
-                };
-                if !current.continues(&self.change) {
-                    let seen = *self.fence.get_or_insert(current.epoch);
-                    if seen != current.epoch {
-                        return self.done(Err(Error::BadRequest(format!(
-                            "the membership changed since this request was made (epoch \
-                             {seen}, now {}): nothing was done; check `paxkv member list` and \
-                             ask again if the change is still wanted",
-                            current.epoch
-                        ))));
-                    }
-                    if std::mem::take(&mut self.probe) {
-                        let id = self.change.node();
-                        self.state = State::Probing {
-                            current,
-                            version,
-                            next,
-                        };
-                        return Action::ProbeJoining { id };
-                    }
-                }
-                self.work(current, version, next)
+                self.on_confirmed(current, version, acked)
             }
             (
                 State::Probing {
@@ -246,33 +218,7 @@ impl ChangeDriver {
                     phase,
                 },
                 Event::Installed(acked),
-            ) => {
-                let old = old_voters_of(&current);
-                let acked = acked.and_then(|acked| {
-                    barrier(&current, &old, &acked)?;
-                    Ok(acked)
-                });
-                match acked {
-                    Ok(acked) => {
-                        let old_voters = old.voters();
-                        let sources = acked
-                            .into_iter()
-                            .filter(|n| old_voters.contains(n))
-                            .collect();
-                        self.state = State::Settling {
-                            current: current.clone(),
-                            version,
-                            next,
-                        };
-                        Action::Settle {
-                            membership: current,
-                            sources,
-                            fast_only: phase == Phase::CloseFast,
-                        }
-                    }
-                    Err(e) => self.done(Err(e)),
-                }
-            }
+            ) => self.on_barrier(current, version, next, phase, acked),
             (
                 State::Settling {
                     current,
@@ -309,6 +255,81 @@ impl ChangeDriver {
             (state, event) => self.done(Err(Error::Unavailable(format!(
                 "the change's driver got {event:?} while in {state:?}"
             )))),
+        }
+    }
+
+    /// The register's membership is installed on a majority of its voters: its next step,
+    /// fenced at the epoch the request first saw, the joining store probed once, then the
+    /// step's work.
+    fn on_confirmed(
+        &mut self,
+        current: Membership,
+        version: u64,
+        acked: Result<Vec<NodeId>, Error>,
+    ) -> Action {
+        if let Err(e) = acked.and_then(|acked| barrier(&current, &current, &acked)) {
+            return self.done(Err(e));
+        }
+        let next = match current.step(&self.change) {
+            Ok(Some(next)) => next,
+            Ok(None) => return self.done(Ok(current)),
+            Err(why) => return self.done(Err(Error::BadRequest(why))),
+        };
+        if !current.continues(&self.change) {
+            let seen = *self.fence.get_or_insert(current.epoch);
+            if seen != current.epoch {
+                return self.done(Err(Error::BadRequest(format!(
+                    "the membership changed since this request was made (epoch {seen}, now \
+                     {}): nothing was done; check `paxkv member list` and ask again if the \
+                     change is still wanted",
+                    current.epoch
+                ))));
+            }
+            if std::mem::take(&mut self.probe) {
+                let id = self.change.node();
+                self.state = State::Probing {
+                    current,
+                    version,
+                    next,
+                };
+                return Action::ProbeJoining { id };
+            }
+        }
+        self.work(current, version, next)
+    }
+
+    /// The step's install reached its barrier among the old voters: settle the keys of
+    /// those that acknowledged (only the fast-ballot ones when closing the fast ballot).
+    fn on_barrier(
+        &mut self,
+        current: Membership,
+        version: u64,
+        next: Membership,
+        phase: Phase,
+        acked: Result<Vec<NodeId>, Error>,
+    ) -> Action {
+        let old = old_voters_of(&current);
+        let acked = match acked.and_then(|acked| {
+            barrier(&current, &old, &acked)?;
+            Ok(acked)
+        }) {
+            Ok(acked) => acked,
+            Err(e) => return self.done(Err(e)),
+        };
+        let old_voters = old.voters();
+        let sources = acked
+            .into_iter()
+            .filter(|n| old_voters.contains(n))
+            .collect();
+        self.state = State::Settling {
+            current: current.clone(),
+            version,
+            next,
+        };
+        Action::Settle {
+            membership: current,
+            sources,
+            fast_only: phase == Phase::CloseFast,
         }
     }
 

@@ -282,17 +282,20 @@ async fn settle_all(supervisor: &Addr<NodeSupervisor>, keys: Vec<Key>) -> Result
     let backoff = ExponentialBuilder::default()
         .with_min_delay(RESCAN_PAUSE)
         .with_max_times(RESCAN_PASSES - 1);
-    retry(backoff, pass).await.inspect_err(|e| {
-        let todo = todo.lock().expect("todo lock");
-        let key = todo
-            .first()
-            .map(|k| String::from_utf8_lossy(k).into_owned());
-        log::warn!(
-            "a membership change could not settle {} key(s) in {RESCAN_PASSES} passes (key \
+    retry(backoff, pass)
+        .await
+        .map_err(Failure::into_error)
+        .inspect_err(|e| {
+            let todo = todo.lock().expect("todo lock");
+            let key = todo
+                .first()
+                .map(|k| String::from_utf8_lossy(k).into_owned());
+            log::warn!(
+                "a membership change could not settle {} key(s) in {RESCAN_PASSES} passes (key \
              {key:?}: {e})",
-            todo.len()
-        );
-    })
+                todo.len()
+            );
+        })
 }
 
 /// One pass of [`settle_all`]: the keys whose settle failed, and the last error.
@@ -348,5 +351,5 @@ async fn settle(supervisor: &Addr<NodeSupervisor>, key: &Key) -> Result<()> {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(SETTLE_PAUSE)
         .with_max_times(SETTLE_ATTEMPTS - 1);
-    retry(backoff, attempt).await
+    retry(backoff, attempt).await.map_err(Failure::into_error)
 }

@@ -34,7 +34,7 @@ pub use change::ChangeExecutor;
 pub use installed::{InstalledMembership, MembershipService};
 pub use register::Register;
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 /// Why one attempt of a retried step failed: worth another attempt, or for good.
 #[derive(Debug)]
@@ -43,13 +43,21 @@ pub(crate) enum Failure {
     Final(Error),
 }
 
+impl Failure {
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            Failure::Again(e) | Failure::Final(e) => e,
+        }
+    }
+}
+
 /// Runs `attempt` until it succeeds, fails for good, or `backoff` gives up (then with its last
-/// error): the one retry loop of the membership tasks (recording a store, settling a key, the
-/// passes of a rescan), on `backon`.
+/// failure, `Again` when the attempts ran out): the one retry loop of the membership tasks
+/// (recording a store, settling a key, the passes of a rescan), on `backon`.
 pub(crate) async fn retry<T, Fut>(
     backoff: impl BackoffBuilder,
     attempt: impl FnMut() -> Fut,
-) -> Result<T>
+) -> std::result::Result<T, Failure>
 where
     Fut: Future<Output = std::result::Result<T, Failure>>,
 {
@@ -57,7 +65,4 @@ where
         .retry(backoff)
         .when(|failure| matches!(failure, Failure::Again(_)))
         .await
-        .map_err(|failure| match failure {
-            Failure::Again(e) | Failure::Final(e) => e,
-        })
 }

@@ -346,7 +346,7 @@ impl Start {
     /// changes no voter, through the register) before it votes on client keys. Until then
     /// its store votes on the membership register only (`InstalledMembership::admits_key`).
     /// Its acceptors vote for that write (this store is brand new: a bootstrap record of 0),
-    /// and stop voting if it fails.
+    /// and stop voting if another store is recorded or the register kept changing.
     ///
     /// **Recorded during a change too.** A record step changes no voter, no member's state
     /// and no phase: it only turns a store 0 into this store's id, at the next epoch. Two
@@ -367,9 +367,14 @@ impl Start {
         let backoff = ConstantBuilder::default()
             .with_delay(Duration::ZERO)
             .with_max_times(RECORD_ATTEMPTS - 1);
-        retry(backoff, || self.record_store_once())
-            .await
-            .inspect_err(|_| self.members.readiness.clear_voting())
+        match retry(backoff, || self.record_store_once()).await {
+            Ok(()) => Ok(()),
+            Err(Failure::Again(e)) => {
+                self.members.readiness.clear_voting();
+                Err(e)
+            }
+            Err(Failure::Final(e)) => Err(e),
+        }
     }
 
     /// One read and compare-and-set of the register recording this store (and every other
@@ -393,9 +398,10 @@ impl Start {
         match next.members.iter_mut().find(|x| x.id == me) {
             Some(x) if x.store == 0 => x.store = store,
             _ => {
+                self.members.readiness.clear_voting();
                 return Err(Failure::Final(Error::Unavailable(
                     "the membership records another store for this node".into(),
-                )))
+                )));
             }
         }
         self.ask_unrecorded_stores(&mut next).await;
