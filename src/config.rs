@@ -227,6 +227,16 @@ impl Config {
 
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<()> {
+        self.validate_nodes()?;
+        self.validate_tls()?;
+        self.validate_paxos()?;
+        self.validate_limits()?;
+        self.validate_storage()
+    }
+
+    /// `[[node]]`: at least 3, ids above 0 and unique, and every address (peer and metrics)
+    /// a valid `ip:port`, not port 0, used once.
+    fn validate_nodes(&self) -> Result<()> {
         if self.nodes.len() < 3 {
             return Err(invalid(
                 "node",
@@ -276,6 +286,12 @@ impl Config {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// `[tls]`: without `dir`, all of `ca`, `cert` and `key` or none; `cert` and `key`
+    /// together.
+    fn validate_tls(&self) -> Result<()> {
         let t = &self.tls;
         if t.dir.is_none() {
             for (field, path) in [
@@ -299,6 +315,11 @@ impl Config {
             };
             return Err(invalid(field, "tls.cert and tls.key are given together"));
         }
+        Ok(())
+    }
+
+    /// `[paxos]`: timeouts above 0 and ordered, a batch within the de-duplication window.
+    fn validate_paxos(&self) -> Result<()> {
         let p = &self.paxos;
         positive("paxos.request_timeout_ms", p.request_timeout_ms)?;
         positive("paxos.phase_timeout_ms", p.phase_timeout_ms)?;
@@ -322,6 +343,13 @@ impl Config {
                 format!("must be within 1..={RECENT_WRITES}, the de-duplication window"),
             ));
         }
+        Ok(())
+    }
+
+    /// `[limits]`: sizes within what LMDB and a frame allow, counts and timeouts above 0,
+    /// byte budgets that fit the largest request, and an idle timeout above the request
+    /// timeout.
+    fn validate_limits(&self) -> Result<()> {
         let l = &self.limits;
         if !(1..=LMDB_MAX_KEY_BYTES).contains(&l.max_key_bytes) {
             return Err(invalid(
@@ -353,7 +381,20 @@ impl Config {
         )?;
         positive("limits.handshake_timeout_ms", l.handshake_timeout_ms)?;
         positive("limits.slow_reader_timeout_ms", l.slow_reader_timeout_ms)?;
-        // One request at its largest (and its answer) must fit, or it would wait for ever.
+        self.validate_byte_budgets()?;
+        if l.idle_timeout_ms <= self.paxos.request_timeout_ms {
+            return Err(invalid(
+                "limits.idle_timeout_ms",
+                "must be above paxos.request_timeout_ms (an actor is never stopped mid-request)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The byte budgets of `[limits]`: each holds one request at its largest and its answer
+    /// (or it would wait for ever) and fits a `u32`; a connection's is within the node's.
+    fn validate_byte_budgets(&self) -> Result<()> {
+        let l = &self.limits;
         let largest = 2 * self.frame_limit();
         for (field, bytes) in [
             ("limits.peer_queue_bytes", l.peer_queue_bytes),
@@ -378,12 +419,11 @@ impl Config {
                 "must not be above limits.max_node_bytes",
             ));
         }
-        if l.idle_timeout_ms <= p.request_timeout_ms {
-            return Err(invalid(
-                "limits.idle_timeout_ms",
-                "must be above paxos.request_timeout_ms (an actor is never stopped mid-request)",
-            ));
-        }
+        Ok(())
+    }
+
+    /// `[storage]`: above 0, and a map large enough for a few of the largest records.
+    fn validate_storage(&self) -> Result<()> {
         positive("storage.map_size_mb", self.storage.map_size_mb as u64)?;
         positive(
             "storage.max_group_commit",

@@ -57,6 +57,20 @@ impl Sources {
     /// Every series, in the Prometheus text format.
     pub fn render(&self) -> String {
         let registry = Registry::new();
+        self.register_histograms(&registry);
+        self.register_counters(&registry);
+        self.register_live_actors(&registry);
+        self.register_queue_depths(&registry);
+        self.register_gauges(&registry);
+        let mut text = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut text)
+            .expect("encoding into memory cannot fail");
+        String::from_utf8(text).expect("the text format is UTF-8")
+    }
+
+    /// The histograms and labelled counters recorded where things happen.
+    fn register_histograms(&self, registry: &Registry) {
         let m = &self.stats.metrics;
         for c in [
             Box::new(m.request_seconds.clone()) as Box<dyn prometheus::core::Collector>,
@@ -67,6 +81,10 @@ impl Sources {
         ] {
             registry.register(c).expect("registered once");
         }
+    }
+
+    /// The counters the node keeps anyway (`Stats`).
+    fn register_counters(&self, registry: &Registry) {
         let s = &*self.stats;
         let get = Stats::get;
         let counters = [
@@ -87,8 +105,14 @@ impl Sources {
             ("paxkv_keys_settled_total", "Keys settled at a classic ballot (anti-entropy sweeps, membership changes)", get(&s.keys_settled)),
         ];
         for (name, help, value) in counters {
-            counter(&registry, name, help, value);
+            counter(registry, name, help, value);
         }
+    }
+
+    /// The per-key actors alive now, by kind.
+    fn register_live_actors(&self, registry: &Registry) {
+        let s = &*self.stats;
+        let get = Stats::get;
         let live = IntGaugeVec::new(
             Opts::new("paxkv_live_actors", "Per-key actors alive now, by kind"),
             &["kind"],
@@ -99,6 +123,10 @@ impl Sources {
         live.with_label_values(&["acceptor"])
             .set(get(&s.live_acceptors) as i64);
         registry.register(Box::new(live)).expect("registered once");
+    }
+
+    /// The frames queued for each peer.
+    fn register_queue_depths(&self, registry: &Registry) {
         let depth = IntGaugeVec::new(
             Opts::new(
                 "paxkv_peer_queue_depth",
@@ -113,35 +141,36 @@ impl Sources {
                 .set(queued as i64);
         }
         registry.register(Box::new(depth)).expect("registered once");
+    }
+
+    /// The open connections, and this node's standing: voting, its store refused, its
+    /// membership epoch.
+    fn register_gauges(&self, registry: &Registry) {
+        let s = &*self.stats;
         gauge(
-            &registry,
+            registry,
             "paxkv_connections_open",
             "Connections served now, clients' and peers'",
-            get(&s.open_connections) as i64,
+            Stats::get(&s.open_connections) as i64,
         );
         gauge(
-            &registry,
+            registry,
             "paxkv_voting",
             "1 while this node's acceptors vote",
             self.readiness.is_voting() as i64,
         );
         gauge(
-            &registry,
+            registry,
             "paxkv_store_refused",
             "1 if this node's store is not the one its membership records (wiped, replaced, an older copy)",
             self.refused.load(std::sync::atomic::Ordering::Acquire) as i64,
         );
         gauge(
-            &registry,
+            registry,
             "paxkv_membership_epoch",
             "The membership epoch installed on this node (0: none yet)",
             self.view.epoch() as i64,
         );
-        let mut text = Vec::new();
-        TextEncoder::new()
-            .encode(&registry.gather(), &mut text)
-            .expect("encoding into memory cannot fail");
-        String::from_utf8(text).expect("the text format is UTF-8")
     }
 
     fn health(&self) -> (StatusCode, String) {

@@ -152,6 +152,21 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(total: u64, json: bool) -> Shared {
+        Shared {
+            total,
+            next: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            stats: Mutex::new(Stats {
+                reads: new_histogram(),
+                writes: new_histogram(),
+                errors: ErrorCounts::default(),
+                not_found: 0,
+            }),
+            progress: progress_bar(total, json),
+        }
+    }
+
     fn record(&self, read: bool, result: paxkv::Result<Outcome>, latency_us: u64) {
         let mut stats = self.stats.lock().unwrap();
         match result {
@@ -270,6 +285,29 @@ struct Summary {
 }
 
 impl Summary {
+    /// The run's figures: `ops` operations of `args` on `conns` clients in `elapsed_s`.
+    fn of(stats: &Stats, args: &BenchArgs, conns: u64, ops: u64, elapsed_s: f64) -> Summary {
+        let mut all = stats.reads.clone();
+        all.add(&stats.writes)
+            .expect("histograms with the same bounds");
+        Summary {
+            op: args.op,
+            ops,
+            ok: all.len(),
+            errors: stats.errors,
+            not_found: stats.not_found,
+            elapsed_s,
+            concurrency: args.concurrency,
+            conns,
+            keys: args.keys,
+            value_size: args.value_size,
+            read_ratio: args.read_ratio,
+            latency: Latency::of(&all),
+            reads: Latency::of(&stats.reads),
+            writes: Latency::of(&stats.writes),
+        }
+    }
+
     fn ops_per_s(&self) -> f64 {
         if self.elapsed_s > 0.0 {
             self.ok as f64 / self.elapsed_s
@@ -416,18 +454,7 @@ pub async fn run(clients: Vec<Client>, args: BenchArgs, json: bool) -> i32 {
         seed: args.seed,
         value: make_value(args.value_size),
     });
-    let shared = Arc::new(Shared {
-        total,
-        next: AtomicU64::new(0),
-        done: AtomicU64::new(0),
-        stats: Mutex::new(Stats {
-            reads: new_histogram(),
-            writes: new_histogram(),
-            errors: ErrorCounts::default(),
-            not_found: 0,
-        }),
-        progress: progress_bar(total, json),
-    });
+    let shared = Arc::new(Shared::new(total, json));
     let nodes = clients[0].addrs().len();
     let answered = warm_up(&clients).await;
     if answered < Quorums::new(nodes).classic() {
@@ -443,20 +470,7 @@ pub async fn run(clients: Vec<Client>, args: BenchArgs, json: bool) -> i32 {
             tokio::spawn(worker(w, client, plan.clone(), shared.clone()))
         })
         .collect();
-    let ticker = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(PROGRESS_TICK);
-            loop {
-                tick.tick().await;
-                let done = shared.done.load(Ordering::Relaxed);
-                shared.progress.set_position(done);
-                if done >= shared.total {
-                    break;
-                }
-            }
-        })
-    };
+    let ticker = spawn_progress_ticker(shared.clone());
     for w in workers {
         w.await.expect("a bench worker panicked");
     }
@@ -465,25 +479,7 @@ pub async fn run(clients: Vec<Client>, args: BenchArgs, json: bool) -> i32 {
     shared.progress.finish_and_clear();
 
     let stats = shared.stats.lock().unwrap();
-    let mut all = stats.reads.clone();
-    all.add(&stats.writes)
-        .expect("histograms with the same bounds");
-    let summary = Summary {
-        op: args.op,
-        ops: total,
-        ok: all.len(),
-        errors: stats.errors,
-        not_found: stats.not_found,
-        elapsed_s,
-        concurrency: args.concurrency,
-        conns: clients.len() as u64,
-        keys: args.keys,
-        value_size: args.value_size,
-        read_ratio: args.read_ratio,
-        latency: Latency::of(&all),
-        reads: Latency::of(&stats.reads),
-        writes: Latency::of(&stats.writes),
-    };
+    let summary = Summary::of(&stats, &args, clients.len() as u64, total, elapsed_s);
     if json {
         println!("{}", summary.to_json());
     } else {
@@ -494,6 +490,21 @@ pub async fn run(clients: Vec<Client>, args: BenchArgs, json: bool) -> i32 {
     } else {
         EXIT_OK
     }
+}
+
+/// Moves the progress bar to the operations done, every [`PROGRESS_TICK`], until all are.
+fn spawn_progress_ticker(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PROGRESS_TICK);
+        loop {
+            tick.tick().await;
+            let done = shared.done.load(Ordering::Relaxed);
+            shared.progress.set_position(done);
+            if done >= shared.total {
+                break;
+            }
+        }
+    })
 }
 
 #[cfg(test)]

@@ -118,18 +118,11 @@ pub async fn run(client: Client, command: MemberCommand, json: bool) -> i32 {
     let client = current(client).await;
     let change = match command {
         MemberCommand::List => {
-            return match members(&client).await {
-                Ok(MembershipAnswer {
-                    membership: Some(m),
-                    ..
-                }) => {
+            return match installed(&client).await {
+                Ok(m) => {
                     print_membership(&m, json);
                     EXIT_OK
                 }
-                Ok(_) => fail(
-                    &Error::Unavailable("no node has a membership installed yet".into()),
-                    json,
-                ),
                 Err(e) => fail(&e, json),
             }
         }
@@ -139,23 +132,34 @@ pub async fn run(client: Client, command: MemberCommand, json: bool) -> i32 {
     // The fence: the change may begin only from the membership read now (see
     // `RequestBody::MemberChangeFenced`), so a request left behind in a node that stopped
     // answering can never be carried out later, after the operator moved on.
-    let epoch = match members(&client).await {
-        Ok(MembershipAnswer {
-            membership: Some(m),
-            ..
-        }) => m.epoch,
-        Ok(_) => {
-            return fail(
-                &Error::Unavailable("no node has a membership installed yet".into()),
-                json,
-            )
-        }
+    let epoch = match installed(&client).await {
+        Ok(m) => m.epoch,
         Err(e) => return fail(&e, json),
     };
-    // One node drives the change; any voting member may. The next node is asked when one
-    // cannot be reached, answers that it cannot drive (`NotThisNode`: its store is refused,
-    // ...), or stops answering pings while it drives (paused, cut off): a change is
-    // rerunnable from any node, and the fence keeps the one left behind from acting later.
+    drive_change(&client, change, epoch, json).await
+}
+
+/// The newest membership the client's nodes have installed.
+async fn installed(client: &Client) -> Result<Membership, Error> {
+    match members(client).await? {
+        MembershipAnswer {
+            membership: Some(m),
+            ..
+        } => Ok(m),
+        _ => Err(Error::Unavailable(
+            "no node has a membership installed yet".into(),
+        )),
+    }
+}
+
+/// Asks the nodes in turn to drive `change` from `epoch`, and prints the membership it
+/// completes with; returns the exit code.
+///
+/// One node drives the change; any voting member may. The next node is asked when one
+/// cannot be reached, answers that it cannot drive (`NotThisNode`: its store is refused,
+/// ...), or stops answering pings while it drives (paused, cut off): a change is rerunnable
+/// from any node, and the fence keeps the one left behind from acting later.
+async fn drive_change(client: &Client, change: MemberChangeRequest, epoch: u64, json: bool) -> i32 {
     let options = ClientOptions {
         attempt_timeout: CHANGE_TIMEOUT,
         op_timeout: CHANGE_TIMEOUT,
@@ -171,7 +175,7 @@ pub async fn run(client: Client, command: MemberCommand, json: bool) -> i32 {
         };
         let answer = tokio::select! {
             answer = driver.request(index, body) => answer,
-            why = unresponsive(&client, index) => Err(Error::Unavailable(why)),
+            why = unresponsive(client, index) => Err(Error::Unavailable(why)),
         };
         match answer {
             Ok(Reply::MemberChanged(m)) => {

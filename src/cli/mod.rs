@@ -434,22 +434,51 @@ pub(crate) fn exit_of(e: &paxkv::Error) -> (i32, &'static str) {
 fn report(key: &[u8], result: paxkv::Result<Outcome>, json: bool) -> i32 {
     let outcome = match result {
         Ok(outcome) => outcome,
-        Err(e) => {
-            let (code, kind) = exit_of(&e);
-            if json {
-                println!(
-                    "{}",
-                    keyed(
-                        key,
-                        serde_json::json!({"error": kind, "message": e.to_string()})
-                    )
-                );
-            }
-            eprintln!("error: {e}");
+        Err(e) => return report_error(key, &e, json),
+    };
+    let (text, value, code) = outcome_text(key, outcome);
+    let line = match (json, text) {
+        (true, _) => value.to_string().into_bytes(),
+        (false, Text::Stdout(line)) => line,
+        (false, Text::Stderr(message)) => {
+            eprintln!("{message}");
             return code;
         }
     };
-    let (text, value, code) = match outcome {
+    // A script reads this output as the answer: if it cannot be written whole (a full disk),
+    // the command did not deliver it, so it must not exit as if it had.
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_all(&line)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    if let Err(e) = written {
+        eprintln!("error: writing the output: {e}");
+        return EXIT_UNAVAILABLE;
+    }
+    code
+}
+
+/// A failed command's error: on stderr, and as a JSON object on stdout with `--json`; its
+/// exit code.
+fn report_error(key: &[u8], e: &paxkv::Error, json: bool) -> i32 {
+    let (code, kind) = exit_of(e);
+    if json {
+        println!(
+            "{}",
+            keyed(
+                key,
+                serde_json::json!({"error": kind, "message": e.to_string()})
+            )
+        );
+    }
+    eprintln!("error: {e}");
+    code
+}
+
+/// What an outcome prints, without `--json` and with it, and its exit code.
+fn outcome_text(key: &[u8], outcome: Outcome) -> (Text, serde_json::Value, i32) {
+    match outcome {
         Outcome::Get {
             value: Some(value),
             version,
@@ -492,27 +521,7 @@ fn report(key: &[u8], result: paxkv::Result<Outcome>, json: bool) -> i32 {
                 (Text::line(line), v, EXIT_NOT_FOUND)
             }
         }
-    };
-    let line = match (json, text) {
-        (true, _) => value.to_string().into_bytes(),
-        (false, Text::Stdout(line)) => line,
-        (false, Text::Stderr(message)) => {
-            eprintln!("{message}");
-            return code;
-        }
-    };
-    // A script reads this output as the answer: if it cannot be written whole (a full disk),
-    // the command did not deliver it, so it must not exit as if it had.
-    let mut stdout = std::io::stdout().lock();
-    let written = stdout
-        .write_all(&line)
-        .and_then(|()| stdout.write_all(b"\n"))
-        .and_then(|()| stdout.flush());
-    if let Err(e) = written {
-        eprintln!("error: writing the output: {e}");
-        return EXIT_UNAVAILABLE;
     }
-    code
 }
 
 async fn status(client: Client, json: bool) -> i32 {

@@ -105,8 +105,85 @@ struct World {
     trace: Vec<String>,
 }
 
+impl Node {
+    /// A node that has not started yet, with an empty store.
+    fn new(
+        founding: Option<Founding>,
+        targets: Vec<NodeId>,
+        restart_at: u64,
+        wipable: bool,
+    ) -> Node {
+        Node {
+            founding,
+            targets,
+            membership: None,
+            up: false,
+            restart_at,
+            round: None,
+            next_ask: 0,
+            wipable,
+        }
+    }
+}
+
 fn addrs(ids: &[NodeId]) -> Vec<(NodeId, String)> {
     ids.iter().map(|&n| (n, format!("n{n}"))).collect()
+}
+
+/// The configs a node's file may hold (see the module's doc): A, B (another token), C (one
+/// node short), D (a node that never runs) and E (a bare majority).
+fn configs(all: &[NodeId], short: NodeId) -> Vec<(&'static str, Vec<NodeId>)> {
+    vec![
+        ("a", all.to_vec()),
+        ("b", all.to_vec()),
+        ("a", all.iter().copied().filter(|&x| x != short).collect()),
+        ("a", all.iter().copied().chain([GHOST]).collect()),
+        ("a", all[..(all.len() / 2 + 1)].to_vec()),
+    ]
+}
+
+/// Which of [`configs`] the nodes of a seed are given: A only in uniform seeds.
+fn config_kinds(seed: u64) -> &'static [usize] {
+    match seed % 5 {
+        0 | 1 => &[0],
+        2 => &[0, 1],
+        3 => &[0, 2, 3],
+        _ => &[0, 1, 2, 3, 4],
+    }
+}
+
+/// When a node first starts (ms): a few much later than the others, so that while they
+/// hold no membership, a wiped node and they could count as "empty".
+fn first_start(rng: &mut SmallRng) -> u64 {
+    if rng.random_bool(0.3) {
+        rng.random_range(3_000..10_000)
+    } else {
+        rng.random_range(0..3_000)
+    }
+}
+
+/// A minority of the nodes, none of them wipable, to start late.
+fn stragglers(
+    rng: &mut SmallRng,
+    all: &[NodeId],
+    wipable: &[NodeId],
+    minority: usize,
+) -> Vec<NodeId> {
+    let mut late: Vec<NodeId> = all
+        .iter()
+        .copied()
+        .filter(|id| !wipable.contains(id))
+        .collect();
+    late.shuffle(rng);
+    late.truncate(minority);
+    late
+}
+
+/// A node started with `--join` some of the others, in no config.
+fn joiner(rng: &mut SmallRng, all: &[NodeId]) -> Node {
+    let mut join = all.to_vec();
+    join.truncate(rng.random_range(1..=all.len()));
+    Node::new(None, join, rng.random_range(0..6_000), false)
 }
 
 impl World {
@@ -116,19 +193,8 @@ impl World {
         let all: Vec<NodeId> = (1..=n).collect();
         let uniform = seed % 5 < 2;
         let short = *all.choose(&mut rng).unwrap();
-        let configs: Vec<(&str, Vec<NodeId>)> = vec![
-            ("a", all.clone()),
-            ("b", all.clone()),
-            ("a", all.iter().copied().filter(|&x| x != short).collect()),
-            ("a", all.iter().copied().chain([GHOST]).collect()),
-            ("a", all[..(n as usize / 2 + 1)].to_vec()),
-        ];
-        let kinds: &[usize] = match seed % 5 {
-            0 | 1 => &[0],
-            2 => &[0, 1],
-            3 => &[0, 2, 3],
-            _ => &[0, 1, 2, 3, 4],
-        };
+        let configs = configs(&all, short);
+        let kinds = config_kinds(seed);
         let minority = (n as usize - 1) / 2;
         let mut wipable: Vec<NodeId> = all.clone();
         wipable.shuffle(&mut rng);
@@ -138,24 +204,10 @@ impl World {
             let (token, list) = &configs[*kinds.choose(&mut rng).unwrap()];
             let founding = Founding::of(id, token, &addrs(list));
             let targets = list.iter().copied().filter(|&x| x != id).collect();
+            let start = first_start(&mut rng);
             nodes.insert(
                 id,
-                Node {
-                    founding,
-                    targets,
-                    membership: None,
-                    up: false,
-                    // A few nodes start much later than the others: while they hold no
-                    // membership, a wiped node and they could count as "empty".
-                    restart_at: if rng.random_bool(0.3) {
-                        rng.random_range(3_000..10_000)
-                    } else {
-                        rng.random_range(0..3_000)
-                    },
-                    round: None,
-                    next_ask: 0,
-                    wipable: wipable.contains(&id),
-                },
+                Node::new(founding, targets, start, wipable.contains(&id)),
             );
         }
         // The hazard of a founding counted by a majority: a minority starts late, and while
@@ -163,13 +215,7 @@ impl World {
         // the stragglers' side of a partition (two faults of the model: a wiped disk, a cut).
         let straggle =
             (minority > 0 && rng.random_bool(if uniform { 0.8 } else { 0.3 })).then(|| {
-                let mut late: Vec<NodeId> = all
-                    .iter()
-                    .copied()
-                    .filter(|id| !wipable.contains(id))
-                    .collect();
-                late.shuffle(&mut rng);
-                late.truncate(minority);
+                let late = stragglers(&mut rng, &all, &wipable, minority);
                 for id in &late {
                     nodes.get_mut(id).unwrap().restart_at = rng.random_range(2_000..5_000);
                 }
@@ -181,21 +227,7 @@ impl World {
             .as_ref()
             .map(|(late, _)| (late.iter().copied().collect(), 12_000));
         if rng.random_bool(0.5) {
-            let mut join = all.clone();
-            join.truncate(rng.random_range(1..=all.len()));
-            nodes.insert(
-                JOINER,
-                Node {
-                    founding: None,
-                    targets: join,
-                    membership: None,
-                    up: false,
-                    restart_at: rng.random_range(0..6_000),
-                    round: None,
-                    next_ask: 0,
-                    wipable: false,
-                },
-            );
+            nodes.insert(JOINER, joiner(&mut rng, &all));
         }
         let mut trace = Vec::new();
         if let Some((late, _)) = &straggle {
@@ -408,8 +440,28 @@ impl World {
     fn inject(&mut self) {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         let now = self.now;
-        // Once a majority holds the membership and every straggler runs (and holds
-        // nothing), 200 ms later.
+        self.schedule_straggler_wipe();
+        if let Some((late, at)) = self.straggle.clone().filter(|(_, at)| *at == now) {
+            self.wipe_beside_stragglers(&late, at);
+        }
+        // No other fault while the stragglers' side decides (it is the scenario's point).
+        if now < self.quiet_until {
+            return;
+        }
+        if self.rng.random_bool(0.0008) {
+            self.crash_one(&ids);
+        }
+        if self.rng.random_bool(0.0005) {
+            self.cut_one_off(&ids);
+        }
+        if self.partition.is_none() && self.rng.random_bool(0.0003) {
+            self.partition_at_random(&ids);
+        }
+    }
+
+    /// Once a majority holds the membership and every straggler runs (and holds nothing):
+    /// the wipe beside them, 200 ms later.
+    fn schedule_straggler_wipe(&mut self) {
         if let Some((late, at)) = self.straggle.clone() {
             let ready = !self.operational.is_empty()
                 && late.iter().all(|id| {
@@ -417,79 +469,89 @@ impl World {
                     n.up && n.membership.is_none()
                 });
             if at == 0 && ready {
-                self.straggle = Some((late.clone(), now + 200));
+                self.straggle = Some((late.clone(), self.now + 200));
             }
         }
-        if let Some((late, at)) = self.straggle.clone().filter(|(_, at)| *at == now) {
-            let holder = self
-                .nodes
-                .iter()
-                .find(|(_, n)| n.up && n.wipable && n.membership.is_some())
-                .map(|(id, _)| *id);
-            if let Some(w) = holder {
-                let node = self.nodes.get_mut(&w).unwrap();
-                node.up = false;
-                node.round = None;
-                node.membership = None;
-                node.restart_at = at + self.rng.random_range(50..300);
-                self.lost.insert(w);
-                let side: BTreeSet<NodeId> = late.iter().copied().chain([w]).collect();
-                let until = at + self.rng.random_range(1_000..3_000);
-                self.trace.push(format!(
-                    "{now} node {w} crashes, its disk wiped; partition {side:?} | the others, \
-                     until {until}"
-                ));
-                self.isolated.retain(|id, _| !side.contains(id));
-                self.partition = Some((side, until));
-                self.quiet_until = until;
-                self.fault("wipe beside stragglers");
-            }
-        }
-        // No other fault while the stragglers' side decides (it is the scenario's point).
-        if now < self.quiet_until {
-            return;
-        }
-        if self.rng.random_bool(0.0008) {
-            let id = *ids.choose(&mut self.rng).unwrap();
-            let wipe = self.rng.random_bool(0.7);
-            let until = now + self.rng.random_range(50..2_000);
-            let node = self.nodes.get_mut(&id).unwrap();
-            if node.up {
-                node.up = false;
-                node.round = None;
-                node.restart_at = until;
-                let wiped = wipe && node.wipable && node.membership.is_some();
-                if wiped {
-                    node.membership = None;
-                    self.lost.insert(id);
-                }
-                self.trace.push(format!(
-                    "{now} node {id} crashes{}",
-                    if wiped { ", its disk wiped" } else { "" }
-                ));
-                self.fault(if wiped { "wipe" } else { "crash" });
-            }
-        }
-        if self.rng.random_bool(0.0005) {
-            let id = *ids.choose(&mut self.rng).unwrap();
-            let until = now + self.rng.random_range(200..4_000);
-            self.isolated.insert(id, until);
-            self.trace.push(format!("{now} node {id} cut off"));
-            self.fault("cut off");
-        }
-        if self.partition.is_none() && self.rng.random_bool(0.0003) {
-            let side: BTreeSet<NodeId> = ids
-                .iter()
-                .copied()
-                .filter(|_| self.rng.random_bool(0.5))
-                .collect();
-            let until = now + self.rng.random_range(500..5_000);
+    }
+
+    /// A node that holds the membership crashes, its disk wiped, and restarts on the
+    /// stragglers' side of a partition; no other fault until the partition heals.
+    fn wipe_beside_stragglers(&mut self, late: &[NodeId], at: u64) {
+        let now = self.now;
+        let holder = self
+            .nodes
+            .iter()
+            .find(|(_, n)| n.up && n.wipable && n.membership.is_some())
+            .map(|(id, _)| *id);
+        if let Some(w) = holder {
+            let node = self.nodes.get_mut(&w).unwrap();
+            node.up = false;
+            node.round = None;
+            node.membership = None;
+            node.restart_at = at + self.rng.random_range(50..300);
+            self.lost.insert(w);
+            let side: BTreeSet<NodeId> = late.iter().copied().chain([w]).collect();
+            let until = at + self.rng.random_range(1_000..3_000);
             self.trace.push(format!(
-                "{now} partition {side:?} | the others, until {until}"
+                "{now} node {w} crashes, its disk wiped; partition {side:?} | the others, \
+                 until {until}"
             ));
+            self.isolated.retain(|id, _| !side.contains(id));
             self.partition = Some((side, until));
-            self.fault("partition");
+            self.quiet_until = until;
+            self.fault("wipe beside stragglers");
         }
+    }
+
+    /// A node of `ids` crashes (if up), its disk wiped 70 % of the time (if wipable and it
+    /// holds the membership), for 50 ms to 2 s.
+    fn crash_one(&mut self, ids: &[NodeId]) {
+        let now = self.now;
+        let id = *ids.choose(&mut self.rng).unwrap();
+        let wipe = self.rng.random_bool(0.7);
+        let until = now + self.rng.random_range(50..2_000);
+        let node = self.nodes.get_mut(&id).unwrap();
+        if node.up {
+            node.up = false;
+            node.round = None;
+            node.restart_at = until;
+            let wiped = wipe && node.wipable && node.membership.is_some();
+            if wiped {
+                node.membership = None;
+                self.lost.insert(id);
+            }
+            self.trace.push(format!(
+                "{now} node {id} crashes{}",
+                if wiped { ", its disk wiped" } else { "" }
+            ));
+            self.fault(if wiped { "wipe" } else { "crash" });
+        }
+    }
+
+    /// A node of `ids` is cut off from everyone for 200 ms to 4 s.
+    fn cut_one_off(&mut self, ids: &[NodeId]) {
+        let now = self.now;
+        let id = *ids.choose(&mut self.rng).unwrap();
+        let until = now + self.rng.random_range(200..4_000);
+        self.isolated.insert(id, until);
+        self.trace.push(format!("{now} node {id} cut off"));
+        self.fault("cut off");
+    }
+
+    /// `ids` split in two at random for 500 ms to 5 s.
+    fn partition_at_random(&mut self, ids: &[NodeId]) {
+        let now = self.now;
+        let side: BTreeSet<NodeId> = ids
+            .iter()
+            .copied()
+            .filter(|_| self.rng.random_bool(0.5))
+            .collect();
+        let until = now + self.rng.random_range(500..5_000);
+        self.trace.push(format!(
+            "{now} partition {side:?} | the others, until {until}"
+        ));
+        self.partition = Some((side, until));
+        self.fault("partition");
     }
 
     fn run(&mut self) {
