@@ -35,6 +35,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::paxos::bootstrap::{decide, Answer, Founding, Start};
 use crate::paxos::membership::Membership;
+use crate::paxos::quorum::Quorums;
 use crate::paxos::types::NodeId;
 
 /// A node that is in some config's list and never runs.
@@ -138,7 +139,7 @@ fn configs(all: &[NodeId], short: NodeId) -> Vec<(&'static str, Vec<NodeId>)> {
         ("b", all.to_vec()),
         ("a", all.iter().copied().filter(|&x| x != short).collect()),
         ("a", all.iter().copied().chain([GHOST]).collect()),
-        ("a", all[..(all.len() / 2 + 1)].to_vec()),
+        ("a", all[..Quorums::new(all.len()).classic()].to_vec()),
     ]
 }
 
@@ -195,7 +196,7 @@ impl World {
         let short = *all.choose(&mut rng).unwrap();
         let configs = configs(&all, short);
         let kinds = config_kinds(seed);
-        let minority = (n as usize - 1) / 2;
+        let minority = n as usize - Quorums::new(n as usize).classic();
         let mut wipable: Vec<NodeId> = all.clone();
         wipable.shuffle(&mut rng);
         wipable.truncate(minority);
@@ -427,7 +428,7 @@ impl World {
                         .is_some_and(|h| h.cluster == cluster)
                 })
                 .count();
-            if holders > m.members.len() / 2 {
+            if holders >= Quorums::new(m.members.len()).classic() {
                 self.operational.insert(cluster);
             }
         }
