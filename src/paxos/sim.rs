@@ -2454,7 +2454,7 @@ fn run(seed: u64) -> RunStats {
     // Heal and let everything finish, membership changes included.
     sim.isolated.clear();
     sim.drop_rate = 0.0;
-    settle(&mut sim, seed);
+    run_until_quiet(&mut sim, seed);
     sim.check_invariants();
     let voters = converge(&mut sim, seed);
     // Read every key back, through a voter chosen at random.
@@ -2462,13 +2462,13 @@ fn run(seed: u64) -> RunStats {
         let node = voters[sim.rng.random_range(0..voters.len())];
         sim.submit(node, &key, Command::Get);
     }
-    settle(&mut sim, seed);
+    run_until_quiet(&mut sim, seed);
     check_history(sim, seed)
 }
 
 /// Runs until every request is answered, nothing is in flight and every change has ended;
 /// panics, saying what is left, if that does not happen.
-fn settle(sim: &mut Sim, seed: u64) {
+fn run_until_quiet(sim: &mut Sim, seed: u64) {
     for _ in 0..200_000 {
         let busy = !sim.waiters.is_empty() || !sim.net.is_empty() || !sim.quiet();
         if !busy {
@@ -2501,7 +2501,7 @@ fn converge(sim: &mut Sim, seed: u64) -> Vec<NodeId> {
             let driver = voters.iter().copied().find(|n| n != v).unwrap_or(*v);
             let m = sim.register.clone();
             sim.send_install(driver, *v, m);
-            settle(sim, seed);
+            run_until_quiet(sim, seed);
             guard += 1;
         }
         assert_eq!(
