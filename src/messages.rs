@@ -345,7 +345,9 @@ pub struct NodeStatus {
     /// Paxos requests dropped because the node was not voting yet.
     pub dropped_not_voting: u64,
     /// Retired (the repair that followed the in-place recovery removed in issue 10): sent
-    /// equal to `voting` for tools of older builds; kept because postcard is positional.
+    /// equal to `voting` for tools of older builds; kept because postcard is positional, and
+    /// named `repaired` in `status --json` as before.
+    #[serde(rename = "repaired")]
     pub retired_repaired: bool,
     /// Acceptors started while another acceptor of the same key was alive (must be 0).
     pub duplicate_acceptors: u64,
@@ -408,7 +410,7 @@ pub struct NodeCall {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeRequest {
     /// The (key, promised, accepted) digest of up to `limit` records with keys after
-    /// `after`, in key order. `limit = 0` asks only for the [`SyncSource`] state.
+    /// `after`, in key order (`limit = 0`: whether the node votes, and no entry).
     Digest {
         /// The last key of the previous page (`None`: from the first key).
         #[serde(with = "opt_bytes")]

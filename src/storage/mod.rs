@@ -52,6 +52,9 @@ pub const MERGE_BYTES: usize = 16 << 20;
 pub const MAX_OVERLAY_BYTES: usize = 4 * MERGE_BYTES;
 
 /// Keys of the meta database.
+///
+/// Reserved, never to be reused: `synced`, the mark of the in-place recovery removed in issue
+/// 10, still present (and unread) on stores of older builds.
 mod meta_key {
     pub const NODE_ID: &[u8] = b"node_id";
     /// The store's identity: a random u64, drawn when the store was created.

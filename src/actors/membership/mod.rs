@@ -27,6 +27,7 @@ pub(crate) mod register;
 pub(crate) mod start;
 
 use std::future::Future;
+use std::time::Duration;
 
 use backon::{BackoffBuilder, Retryable};
 
@@ -63,6 +64,15 @@ where
 {
     attempt
         .retry(backoff)
+        .sleep(pause)
         .when(|failure| matches!(failure, Failure::Again(_)))
         .await
+}
+
+/// The pause between attempts; none at all for a zero delay (a timer of 0 still waits for
+/// the timer's next tick).
+async fn pause(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
 }
