@@ -9,7 +9,7 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::prelude::{Engine as _, BASE64_STANDARD};
+use paxkv_testkit::{free_ports, nodes_toml};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_paxkv");
@@ -105,25 +106,10 @@ fn read_all_in_background(
     })
 }
 
-/// Distinct free local ports: all bound at once (so they differ), then released.
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
-}
-
 /// A config shaped like `config/cluster.toml`, with its nodes on `ports`.
-fn config_text(nodes: &[(u32, u16)]) -> String {
+fn config_text(nodes: &[(u32, SocketAddr)]) -> String {
     let mut text = String::from("# paxkv test cluster\n");
-    for (id, port) in nodes {
-        text.push_str(&format!(
-            "[[node]]\nid = {id}\naddr = \"127.0.0.1:{port}\"\n"
-        ));
-    }
+    text.push_str(&nodes_toml(nodes, None));
     text.push_str(
         "\n[paxos]\nrequest_timeout_ms = 3000\nphase_timeout_ms = 500\nread_grace_ms = 20\n\
          backoff_min_ms = 1\nbackoff_max_ms = 50\nmax_batch = 32\ntick_ms = 10\n\
@@ -229,7 +215,7 @@ impl Cluster {
 
     fn try_start() -> Startup {
         let ports = free_ports(NODES);
-        let nodes: Vec<(u32, u16)> = (1..=NODES as u32).zip(ports.iter().copied()).collect();
+        let nodes: Vec<(u32, SocketAddr)> = (1..=NODES as u32).zip(ports.iter().copied()).collect();
         let mut config_file = tempfile::Builder::new()
             .prefix("paxkv-cli-test-")
             .suffix(".toml")
@@ -278,10 +264,7 @@ impl Cluster {
         let mut cluster = Cluster {
             child,
             config,
-            addrs: nodes
-                .iter()
-                .map(|(_, port)| format!("127.0.0.1:{port}"))
-                .collect(),
+            addrs: nodes.iter().map(|(_, addr)| addr.to_string()).collect(),
             stderr,
             stopped: false,
             _config_file: config_file,
@@ -709,7 +692,7 @@ fn cli_rejects_bad_usage_and_bad_config_with_exit_2() {
 fn cli_exits_3_when_no_node_answers() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let ports = free_ports(NODES);
-    let nodes: Vec<(u32, u16)> = (1..=NODES as u32).zip(ports).collect();
+    let nodes: Vec<(u32, SocketAddr)> = (1..=NODES as u32).zip(ports).collect();
     let path = dir.path().join("nobody.toml");
     std::fs::write(&path, config_text(&nodes)).expect("write the config");
     let path = path.to_str().expect("a UTF-8 temp path");

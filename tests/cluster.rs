@@ -1,7 +1,7 @@
 //! Actor-level integration tests: five nodes in one process, each its own actix system on its
 //! own thread, on ephemeral ports with temporary data directories.
 
-mod support;
+use paxkv_testkit as support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -12,14 +12,8 @@ use paxkv::paxos::types::{Command, Outcome};
 use paxkv::Error;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use support::{eventually, History, TestCluster};
-
-fn got(value: &str, version: u64) -> Outcome {
-    Outcome::Get {
-        value: Some(value.as_bytes().to_vec()),
-        version,
-    }
-}
+use support::Cluster;
+use support::{eventually, got, History, TestCluster};
 
 #[tokio::test]
 async fn a_put_on_one_node_is_read_with_the_same_value_and_version_on_every_other() {
@@ -89,8 +83,8 @@ async fn two_nodes_down_the_cluster_serves_and_three_down_every_request_is_unava
     let mut cluster = TestCluster::start_with(|c| c.paxos.request_timeout_ms = 1_000);
     let client = cluster.client_with(cluster.config.addrs(), false, Duration::from_secs(3));
     client.put(b"k", b"v1").await.unwrap();
-    cluster.stop(4);
-    cluster.stop(5);
+    cluster.stop(4).await;
+    cluster.stop(5).await;
     assert_eq!(
         client.put(b"k", b"v2").await.unwrap(),
         Outcome::Put { version: 2 }
@@ -101,7 +95,7 @@ async fn two_nodes_down_the_cluster_serves_and_three_down_every_request_is_unava
         Outcome::Cas { swapped: true, .. }
     ));
 
-    cluster.stop(3);
+    cluster.stop(3).await;
     let requests: Vec<(&str, Command)> = vec![
         ("get", Command::Get),
         (
@@ -150,8 +144,8 @@ async fn two_nodes_down_the_cluster_serves_and_three_down_every_request_is_unava
 #[tokio::test]
 async fn a_node_restarted_on_its_data_directory_serves_every_earlier_write() {
     let mut cluster = TestCluster::start();
-    cluster.stop(4);
-    cluster.stop(5);
+    cluster.stop(4).await;
+    cluster.stop(5).await;
     let client = cluster.client();
     for i in 0..100 {
         let key = format!("key-{i}");
@@ -160,9 +154,9 @@ async fn a_node_restarted_on_its_data_directory_serves_every_earlier_write() {
             .await
             .unwrap();
     }
-    cluster.stop(1);
+    cluster.stop(1).await;
     {
-        let store = paxkv::storage::Store::open(&cluster.node_dir(1), 256 << 20, 1).unwrap();
+        let store = paxkv::storage::Store::open(&cluster.data_dir(1), 256 << 20, 1).unwrap();
         for i in 0..100 {
             let record = store.load(format!("key-{i}").as_bytes()).unwrap();
             let state = record.expect("a record on node 1's disk").state;
@@ -187,8 +181,8 @@ async fn a_node_restarted_on_its_data_directory_serves_every_earlier_write() {
             got(&format!("value-{i}"), 1)
         );
     }
-    cluster.stop(2);
-    cluster.stop(3);
+    cluster.stop(2).await;
+    cluster.stop(3).await;
     let client = cluster.client();
     for i in 0..100 {
         let key = format!("key-{i}");

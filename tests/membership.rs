@@ -2,7 +2,7 @@
 //! under a checked workload, replacing a dead node, a wiped or rolled-back disk rejoining as a
 //! new member, a removed node's return, a driver stopped in the middle of a change.
 
-mod support;
+use paxkv_testkit as support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use paxkv::paxos::types::{Ballot, Command, NodeId, Outcome};
 use paxkv::storage::Store;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use support::Cluster;
 use support::{eventually, History, TestCluster};
 
 const HOT: [&[u8]; 3] = [b"hot-0", b"hot-1", b"hot-2"];
@@ -176,7 +177,7 @@ async fn grow_3_to_5_to_7_and_shrink_7_to_5_to_3_under_a_checked_workload() {
 
 /// The records of `keys` on a stopped node's store: every key there, at a classic ballot.
 fn assert_store_holds(cluster: &TestCluster, id: NodeId, keys: &[Vec<u8>]) {
-    let store = Store::open(&cluster.node_dir(id), 256 << 20, id).unwrap();
+    let store = Store::open(&cluster.data_dir(id), 256 << 20, id).unwrap();
     for key in keys {
         let record = store
             .load(key)
@@ -202,7 +203,7 @@ async fn a_dead_node_is_replaced_by_a_new_one_at_a_new_address_that_holds_every_
     for key in &keys {
         client.put(key, b"v").await.unwrap();
     }
-    cluster.stop(3); // dead
+    cluster.stop(3).await; // dead
     let addr = cluster.start_new_node(6);
     assert_ne!(addr, cluster.addr(3));
     cluster
@@ -217,13 +218,13 @@ async fn a_dead_node_is_replaced_by_a_new_one_at_a_new_address_that_holds_every_
         .await;
     assert_eq!(m.voters(), vec![1, 2, 4, 5, 6]);
     // The new node holds every key written before it joined (the rescan waited for it).
-    cluster.stop(6);
+    cluster.stop(6).await;
     assert_store_holds(&cluster, 6, &keys);
     cluster.restart(6);
     cluster.wait_voting(&[6]).await;
     // Two of the remaining original nodes down: node 6 is needed for a quorum.
-    cluster.stop(1);
-    cluster.stop(2);
+    cluster.stop(1).await;
+    cluster.stop(2).await;
     let client = cluster.client_with(
         vec![cluster.addr(4), cluster.addr(5), cluster.addr(6)],
         false,
@@ -243,7 +244,7 @@ async fn a_wiped_node_never_votes_and_rejoins_as_a_new_member() {
     let mut cluster = TestCluster::start_with(|_| {});
     let client = cluster.client();
     client.put(b"k", b"before").await.unwrap();
-    cluster.stop(2);
+    cluster.stop(2).await;
     cluster.wipe(2);
     cluster.restart(2);
     cluster.wait_store_refused(2).await;
@@ -279,14 +280,14 @@ async fn a_node_on_an_older_copy_of_its_data_is_told_and_never_votes() {
     let mut cluster = TestCluster::start_with(|_| {});
     let client = cluster.client();
     client.put(b"k", b"one").await.unwrap();
-    cluster.stop(4);
+    cluster.stop(4).await;
     let copy = cluster.dir.path().join("copy-4");
-    support::lose_disk(&copy, Some(&cluster.node_dir(4)));
+    cluster.copy_disk(4, &copy);
     cluster.restart(4); // a later run: its generation reaches the peers
     cluster.wait_voting(&[4]).await;
     client.put(b"k", b"two").await.unwrap();
-    cluster.stop(4);
-    support::lose_disk(&cluster.node_dir(4), Some(&copy));
+    cluster.stop(4).await;
+    cluster.roll_back(4, &copy);
     cluster.restart(4);
     cluster.wait_store_refused(4).await;
     let s = cluster.status(4).await;
@@ -298,7 +299,7 @@ async fn a_removed_node_that_returns_on_its_old_data_changes_nothing() {
     let mut cluster = TestCluster::start_with(|c| c.paxos.sync_interval_ms = 500);
     let client = cluster.client();
     client.put(b"k", b"before").await.unwrap();
-    cluster.stop(5);
+    cluster.stop(5).await;
     cluster
         .change_until_done(
             &[1, 2],
@@ -361,9 +362,9 @@ async fn a_removed_node_that_returns_on_its_old_data_changes_nothing() {
 async fn an_intact_restart_votes_at_once_while_two_other_nodes_are_down() {
     let mut cluster = TestCluster::start_with(|_| {});
     cluster.client().put(b"k", b"v").await.unwrap();
-    cluster.stop(4);
-    cluster.stop(5);
-    cluster.stop(1);
+    cluster.stop(4).await;
+    cluster.stop(5).await;
+    cluster.stop(1).await;
     cluster.restart(1);
     cluster.wait_voting(&[1]).await;
     let client = cluster.client_with(
@@ -403,7 +404,7 @@ async fn a_change_whose_driver_stops_midway_is_completed_by_a_rerun_elsewhere() 
         }
     })
     .await;
-    cluster.stop(1);
+    cluster.stop(1).await;
     assert!(
         change.await.unwrap().is_err(),
         "the stopped driver cannot answer ok"
@@ -464,7 +465,7 @@ async fn a_state_chosen_at_the_fast_ballot_survives_a_change_of_the_voters_that_
     assert!(short.put(b"split", b"w").await.is_err());
     cluster.node(4).set_faults(FaultPlan::default());
     // Node 2 down; remove node 1 through node 3.
-    cluster.stop(2);
+    cluster.stop(2).await;
     cluster
         .change_until_done(
             &[3],
@@ -574,12 +575,12 @@ async fn a_key_on_a_bare_majority_survives_the_replacement_of_a_wiped_holder() {
     cluster.node(1).set_faults(plan);
     cluster.client_for(1).put(b"K", b"chosen").await.unwrap();
     cluster.node(1).set_faults(FaultPlan::default());
-    cluster.stop(1);
+    cluster.stop(1).await;
     cluster.wipe(1);
     cluster.restart(1);
     cluster.wait_store_refused(1).await;
-    cluster.stop(2);
-    cluster.stop(3);
+    cluster.stop(2).await;
+    cluster.stop(3).await;
     cluster.start_new_node(6);
     let early = cluster.change(4, add(&cluster, 6)).await;
     assert!(early.is_err(), "no quorum of voting nodes, yet: {early:?}");
@@ -596,8 +597,8 @@ async fn a_key_on_a_bare_majority_survives_the_replacement_of_a_wiped_holder() {
             Duration::from_secs(60),
         )
         .await;
-    cluster.stop(2);
-    cluster.stop(3);
+    cluster.stop(2).await;
+    cluster.stop(3).await;
     match cluster.client_for(4).get(b"K").await.unwrap() {
         Outcome::Get { value, .. } => assert_eq!(value.as_deref(), Some(&b"chosen"[..])),
         other => panic!("{other:?}"),
@@ -613,7 +614,7 @@ async fn an_older_copy_is_refused_after_the_membership_changed() {
     cluster
         .change_until_done(&[2, 3], add(&cluster, 6), Duration::from_secs(60))
         .await;
-    cluster.stop(1);
+    cluster.stop(1).await;
     cluster
         .change_until_done(
             &[2, 3],
@@ -621,14 +622,14 @@ async fn an_older_copy_is_refused_after_the_membership_changed() {
             Duration::from_secs(60),
         )
         .await;
-    cluster.stop(3);
+    cluster.stop(3).await;
     let copy = cluster.dir.path().join("copy-3");
-    support::lose_disk(&copy, Some(&cluster.node_dir(3)));
+    cluster.copy_disk(3, &copy);
     cluster.restart(3);
     // Voting means its peers confirmed this run's generation: the copy is now older.
     cluster.wait_voting(&[3]).await;
-    cluster.stop(3);
-    support::lose_disk(&cluster.node_dir(3), Some(&copy));
+    cluster.stop(3).await;
+    cluster.roll_back(3, &copy);
     cluster.restart(3);
     cluster.wait_store_refused(3).await;
 }
@@ -667,7 +668,7 @@ async fn a_joining_node_lost_during_its_rescan_is_given_up_by_removing_it() {
         },
     )
     .await;
-    cluster.stop(6);
+    cluster.stop(6).await;
     // A give-up fenced at an epoch from before the add (a stale request) does nothing.
     let stale = cluster
         .client_with(vec![cluster.addr(2)], true, Duration::from_secs(60))
@@ -733,7 +734,7 @@ async fn a_stale_member_change_does_nothing_after_the_operator_moved_on() {
         )
         .await;
     // Added back on an empty directory (a store with records is refused).
-    cluster.stop(6);
+    cluster.stop(6).await;
     cluster.wipe(6);
     cluster.restart(6);
     cluster
@@ -778,7 +779,7 @@ async fn a_stale_member_change_does_nothing_after_the_operator_moved_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_old_peers_are_all_gone_learns_the_membership_through_join() {
     let mut cluster = TestCluster::start_n(3, |_| {});
-    cluster.stop(3);
+    cluster.stop(3).await;
     for id in [4, 5] {
         cluster.start_new_node(id);
         cluster
@@ -793,7 +794,7 @@ async fn a_node_whose_old_peers_are_all_gone_learns_the_membership_through_join(
                 Duration::from_secs(60),
             )
             .await;
-        cluster.stop(id);
+        cluster.stop(id).await;
     }
     let epoch = cluster.membership(4).await.epoch;
     cluster.restart(3);
@@ -823,12 +824,12 @@ async fn a_store_that_served_another_cluster_is_refused_by_member_add() {
             staging.client().put(key, b"staging").await.unwrap();
         }
     }
-    staging.stop(6);
+    staging.stop(6).await;
     let mut production = TestCluster::start();
     for key in &keys {
         production.client().put(key, b"production").await.unwrap();
     }
-    support::copy_dir(&staging.node_dir(6), &production.node_dir(6));
+    production.roll_back(6, &staging.data_dir(6));
     production.start_new_node(6);
     let refused = production.change(1, add(&production, 6)).await;
     match refused {
@@ -846,8 +847,8 @@ async fn a_store_that_served_another_cluster_is_refused_by_member_add() {
     }
     assert_eq!(production.membership(1).await.voters(), vec![1, 2, 3, 4, 5]);
     // On an empty directory, the same node is added and holds production's values.
-    production.stop(6);
-    support::lose_disk(&production.node_dir(6), None);
+    production.stop(6).await;
+    production.wipe(6);
     production.restart(6);
     production
         .change_until_done(&[1, 2], add(&production, 6), Duration::from_secs(60))
@@ -884,7 +885,7 @@ async fn a_store_of_another_cluster_in_a_members_place_never_takes_over() {
         .await;
     staging.client().put(b"k", b"staging").await.unwrap();
     let foreign = staging.membership(3).await;
-    staging.stop(3);
+    staging.stop(3).await;
 
     let mut production = TestCluster::start_n(3, |_| {});
     production.client().put(b"k", b"production").await.unwrap();
@@ -896,8 +897,8 @@ async fn a_store_of_another_cluster_in_a_members_place_never_takes_over() {
         foreign.epoch,
         before.epoch
     );
-    production.stop(3);
-    support::lose_disk(&production.node_dir(3), Some(&staging.node_dir(3)));
+    production.stop(3).await;
+    production.roll_back(3, &staging.data_dir(3));
     production.restart(3);
     // Production's writes keep reaching node 3's address, and node 1's start asks node 3
     // for its (newer) membership first thing.
@@ -905,7 +906,7 @@ async fn a_store_of_another_cluster_in_a_members_place_never_takes_over() {
         let value = format!("production-{i}").into_bytes();
         production.client_for(1).put(b"k", &value).await.unwrap();
     }
-    production.stop(1);
+    production.stop(1).await;
     production.restart(1);
     production.wait_voting(&[1]).await;
     for id in [1, 2] {

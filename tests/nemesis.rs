@@ -17,54 +17,23 @@
 //! length, e.g. a soak: `PAXKV_NEMESIS_SECS=600 cargo test --release --test nemesis -- --nocapture`.
 //! A failing run leaves its history in `$TMPDIR/paxkv-nemesis-<seed>.history.txt`.
 
-mod support;
+use paxkv_testkit as support;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use paxkv::messages::LinkFaults;
 use paxkv::messages::MemberChangeRequest;
-use paxkv::messages::{FaultPlan, LinkFaults};
 use paxkv::paxos::types::{NodeId, Outcome};
 use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use support::{lose_disk, History, TestCluster};
+use support::{Cluster, Deck, History, TestCluster};
 
 const NODES: [NodeId; 5] = [1, 2, 3, 4, 5];
 const KEYS: [&[u8]; 3] = [b"hot-0", b"hot-1", b"hot-2"];
-
-fn cut() -> LinkFaults {
-    LinkFaults {
-        cut: true,
-        ..LinkFaults::default()
-    }
-}
-
-/// Each node cuts its links to every node outside its own group (nodes in no group keep all
-/// their links: that is how a bridge node is made).
-fn partition(cluster: &TestCluster, groups: &[&[NodeId]]) {
-    let _ = NODES;
-    for group in groups {
-        for &node in *group {
-            let mut plan = FaultPlan::default();
-            for other in groups.iter().filter(|g| !g.contains(&node)) {
-                for &peer in *other {
-                    plan.links.insert(peer, cut());
-                }
-            }
-            if cluster.is_running(node) {
-                cluster.node(node).set_faults(plan);
-            }
-        }
-    }
-}
-
-fn heal(cluster: &TestCluster, nodes: &[NodeId]) {
-    for &node in nodes.iter().filter(|n| cluster.is_running(**n)) {
-        cluster.node(node).set_faults(FaultPlan::default());
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
@@ -97,15 +66,9 @@ fn changes_membership(fault: Fault) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linearizable_under_partitions_message_faults_and_crashes() {
-    let seed: u64 = std::env::var("PAXKV_NEMESIS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    let secs: u64 = std::env::var("PAXKV_NEMESIS_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(12);
-    println!("nemesis seed: {seed} ({secs}s)");
+    let seed = support::seed_from_env("PAXKV_NEMESIS_SEED");
+    let length = support::secs_from_env("PAXKV_NEMESIS_SECS", 12);
+    println!("nemesis seed: {seed} ({}s)", length.as_secs());
     let mut cluster = TestCluster::start_with(|c| {
         c.paxos.request_timeout_ms = 1_000;
         c.paxos.phase_timeout_ms = 200;
@@ -150,7 +113,7 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut injected: BTreeMap<Fault, u32> = BTreeMap::new();
     let copies = cluster.dir.path().join("copies");
-    let end = Instant::now() + Duration::from_secs(secs);
+    let end = Instant::now() + length;
     // The current members; `changing`: a membership change in the background, and the node
     // it is about (kept out of the other faults until it is done).
     let mut members: Vec<NodeId> = NODES.to_vec();
@@ -158,7 +121,18 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
     let mut next_id: NodeId = 6;
     let mut changes_done = 0u32;
     // Faults are dealt from a shuffled deck of every kind, so a short run sees each one.
-    let mut deck: Vec<Fault> = Vec::new();
+    let mut deck = Deck::new(&[
+        Fault::MajorityMinority,
+        Fault::Bridge,
+        Fault::OneWay,
+        Fault::MessageChaos,
+        Fault::CrashOne,
+        Fault::CrashTwo,
+        Fault::WipeOne,
+        Fault::RollbackOne,
+        Fault::ReplaceOne,
+        Fault::LoseJoining,
+    ]);
     while Instant::now() < end {
         if changing
             .as_ref()
@@ -168,27 +142,10 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
             members = task.await.expect("the change completes");
             changes_done += 1;
         }
-        if deck.is_empty() {
-            deck = vec![
-                Fault::MajorityMinority,
-                Fault::Bridge,
-                Fault::OneWay,
-                Fault::MessageChaos,
-                Fault::CrashOne,
-                Fault::CrashTwo,
-                Fault::WipeOne,
-                Fault::RollbackOne,
-                Fault::ReplaceOne,
-                Fault::LoseJoining,
-            ];
-            for i in (1..deck.len()).rev() {
-                deck.swap(i, rng.random_range(0..=i));
-            }
-        }
-        let mut fault = deck.pop().expect("refilled");
+        let mut fault = deck.deal(&mut rng);
         if changes_membership(fault) && changing.is_some() {
             // One change at a time: this one goes back into the deck, another fault now.
-            deck.insert(0, fault);
+            deck.put_back(fault);
             fault = if rng.random_bool(0.5) {
                 Fault::CrashOne
             } else {
@@ -202,69 +159,52 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
             .copied()
             .filter(|n| Some(*n) != busy)
             .collect();
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.random_range(0..=i));
-        }
+        order.shuffle(&mut rng);
         println!("nemesis: {fault:?}, nodes {order:?}");
         let mut stopped = Vec::new();
         match fault {
             Fault::MajorityMinority => {
-                let split = members.len().div_ceil(2);
-                partition(
-                    &cluster,
-                    &[
-                        &order[..split.min(order.len())],
-                        &order[split.min(order.len())..],
-                    ],
-                )
+                let split = members.len().div_ceil(2).min(order.len());
+                cluster.cut_between(&order[..split], &order[split..]).await;
             }
             Fault::Bridge => {
                 // order[2] hears both sides; the sides do not hear each other
-                partition(&cluster, &[&order[..2], &order[3..]]);
+                cluster.cut_between(&order[..2], &order[3..]).await;
             }
-            Fault::OneWay => {
-                let mut plan = FaultPlan::default();
-                plan.links.insert(order[1], cut());
-                cluster.node(order[0]).set_faults(plan);
-            }
+            Fault::OneWay => cluster.cut_links(&[(order[0], order[1])]).await,
             Fault::MessageChaos => {
-                for &node in members.iter().filter(|n| cluster.is_running(**n)) {
-                    cluster.node(node).set_faults(FaultPlan {
-                        default: LinkFaults {
-                            drop_permille: 100,
-                            duplicate_permille: 100,
-                            delay_min_ms: 0,
-                            delay_max_ms: 30,
-                            ..LinkFaults::default()
-                        },
-                        ..FaultPlan::default()
-                    });
-                }
+                cluster
+                    .set_message_faults(LinkFaults {
+                        drop_permille: 100,
+                        duplicate_permille: 100,
+                        delay_min_ms: 0,
+                        delay_max_ms: 30,
+                        ..LinkFaults::default()
+                    })
+                    .await;
             }
             Fault::CrashOne | Fault::WipeOne | Fault::RollbackOne => stopped.push(order[0]),
             Fault::CrashTwo => stopped.extend_from_slice(&order[..2]),
             Fault::ReplaceOne | Fault::LoseJoining => {}
         }
         for &node in &stopped {
-            cluster.stop(node);
+            cluster.stop(node).await;
         }
         let copy = copies.join(format!("node-{}", order[0]));
         match fault {
             // a copy of a stopped node's data, for a later rollback
-            Fault::CrashOne => {
-                lose_disk(&copy, Some(&cluster.node_dir(order[0])));
-            }
-            Fault::WipeOne => lose_disk(&cluster.node_dir(order[0]), None),
+            Fault::CrashOne => cluster.copy_disk(order[0], &copy),
+            Fault::WipeOne => cluster.wipe(order[0]),
             Fault::RollbackOne => {
                 if !copy.exists() {
                     // no copy of this node yet: take one, let writes happen, then stop again
-                    lose_disk(&copy, Some(&cluster.node_dir(order[0])));
+                    cluster.copy_disk(order[0], &copy);
                     cluster.restart(order[0]);
                     cluster.wait_voting(&order[..1]).await;
                     tokio::time::sleep(Duration::from_millis(rng.random_range(300..1_000))).await;
-                    cluster.stop(order[0]);
+                    cluster.stop(order[0]).await;
                 }
-                lose_disk(&cluster.node_dir(order[0]), Some(&copy));
+                cluster.roll_back(order[0], &copy);
             }
             _ => {}
         }
@@ -273,7 +213,7 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
         for &node in &stopped {
             cluster.restart(node);
         }
-        heal(&cluster, &members);
+        cluster.heal().await;
         if fault == Fault::CrashOne {
             // The run after a copy votes before anything else happens to the node: a rollback
             // to that copy is then detectable (its peers saw the run's generation). A run
@@ -289,12 +229,12 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
             // An orchestrator restarts a node whose /health answers 503: it stays refused
             // (issue 17: a second start of an older copy used to vote).
             for _ in 0..rng.random_range(1..=2) {
-                cluster.stop(lost);
+                cluster.stop(lost).await;
                 cluster.restart(lost);
                 cluster.wait_store_refused(lost).await;
             }
             if fault == Fault::RollbackOne {
-                cluster.stop(lost);
+                cluster.stop(lost).await;
                 cluster.wipe(lost);
                 cluster.restart(lost);
             }
@@ -326,7 +266,7 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
             let _ = std::fs::remove_dir_all(&copies); // as for a lost store, above
             let (dead, new) = (order[0], next_id);
             next_id += 1;
-            cluster.stop(dead); // for good
+            cluster.stop(dead).await; // for good
             cluster.start_new_node(new);
             let via: Vec<NodeId> = members.iter().copied().filter(|n| *n != dead).collect();
             let addrs: Vec<_> = via.iter().map(|n| cluster.addr(*n)).collect();
@@ -363,7 +303,7 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
             let adding = tokio::spawn(async move { adder.request(0, request).await });
             // the time until the new node dies (not a wait for a condition)
             tokio::time::sleep(Duration::from_millis(rng.random_range(50..1_500))).await;
-            cluster.stop(new); // for good
+            cluster.stop(new).await; // for good
             let addrs: Vec<_> = members.iter().map(|n| cluster.addr(*n)).collect();
             let all = members.clone();
             changing = Some((

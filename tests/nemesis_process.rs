@@ -29,14 +29,15 @@
 //! `$TMPDIR/paxkv-nemesis-process-N.history.txt`; a failing test keeps its cluster's directory
 //! (node logs and data) and prints its path.
 
-mod support;
+use paxkv_testkit as support;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use paxkv::client::Client;
+use paxkv::messages::LinkFaults;
 use paxkv::paxos::types::{Command, NodeId, Outcome};
 use rand::rngs::SmallRng;
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -44,7 +45,8 @@ use rand::{Rng, SeedableRng};
 use support::linearizability::{Input, Output};
 use support::processes::{ProcessCluster, NODE_COUNT};
 use support::workload::{hot_key, hot_key_task as workload_task, WorkloadStats, HOT_KEYS};
-use support::{eventually, History};
+use support::Cluster;
+use support::{eventually, Deck, History};
 
 /// The two tests run one after the other: each starts five node processes.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -66,16 +68,7 @@ const KILL_ALL_CYCLES: usize = 3;
 const READ_TASKS: usize = 16;
 
 fn seed() -> u64 {
-    let seed = match std::env::var("PAXKV_NEMESIS_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("PAXKV_NEMESIS_SEED={s:?} is not a u64")),
-        Err(_) => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("the clock is after 1970")
-            .as_nanos() as u64,
-    };
+    let seed = support::seed_from_env("PAXKV_NEMESIS_SEED");
     println!("nemesis seed: {seed}");
     seed
 }
@@ -90,17 +83,6 @@ async fn start_cluster() -> ProcessCluster {
         cluster.startup_attempts()
     );
     cluster
-}
-
-fn nemesis_duration() -> Duration {
-    let secs = match std::env::var("PAXKV_NEMESIS_SECS") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("PAXKV_NEMESIS_SECS={s:?} is not a number of seconds")),
-        Err(_) => DEFAULT_NEMESIS_SECS,
-    };
-    Duration::from_secs(secs)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -171,7 +153,7 @@ async fn run_nemesis(
     let mut counts = BTreeMap::new();
     let started = Instant::now();
     let copies = cluster.dir().join("copies");
-    let mut deck: Vec<Fault> = Vec::new();
+    let mut deck = Deck::new(&FAULTS);
     // A membership change in the background (a lost store rejoining, or a replacement), and
     // its nodes, kept out of the other faults until it is done.
     let mut changing: Option<Changing> = None;
@@ -180,15 +162,11 @@ async fn run_nemesis(
             let done = changing.take().expect("checked");
             finish_change(cluster, done, &mut counts).await;
         }
-        if deck.is_empty() {
-            deck = FAULTS.to_vec();
-            deck.shuffle(rng);
-        }
-        let mut fault = deck.pop().expect("refilled");
+        let mut fault = deck.deal(rng);
         if matches!(fault, Fault::WipeOne | Fault::RollbackOne | Fault::Replace)
             && changing.is_some()
         {
-            deck.insert(0, fault); // one change at a time: later
+            deck.put_back(fault); // one change at a time: later
             fault = Fault::KillOne;
         }
         if fault == Fault::KillChanging && changing.is_none() {
@@ -219,40 +197,37 @@ async fn run_nemesis(
                 format!("{:?} | {:?}", &ids[..2], &ids[2..])
             }
             Fault::OneWay => {
-                cluster.cut_one_way(ids[0], ids[1]).await;
+                cluster.cut_links(&[(ids[0], ids[1])]).await;
                 format!("{} -/-> {}", ids[0], ids[1])
             }
             Fault::KillOne => {
-                cluster.kill(ids[0]).await;
+                cluster.stop(ids[0]).await;
                 // a copy of its data, for a later rollback
-                support::lose_disk(
-                    &copies.join(ids[0].to_string()),
-                    Some(&cluster.data_dir(ids[0])),
-                );
+                cluster.copy_disk(ids[0], &copies.join(ids[0].to_string()));
                 format!("node {}", ids[0])
             }
             Fault::WipeOne => {
-                cluster.kill(ids[0]).await;
-                support::lose_disk(&cluster.data_dir(ids[0]), None);
+                cluster.stop(ids[0]).await;
+                cluster.wipe(ids[0]);
                 format!("node {}", ids[0])
             }
             Fault::RollbackOne => {
                 let copy = copies.join(ids[0].to_string());
                 if !copy.exists() {
-                    cluster.kill(ids[0]).await;
-                    support::lose_disk(&copy, Some(&cluster.data_dir(ids[0])));
+                    cluster.stop(ids[0]).await;
+                    cluster.copy_disk(ids[0], &copy);
                     cluster.restart(ids[0]);
                     cluster.wait_voting(&ids[..1]).await;
                     // writes happen that the copy misses (part of the schedule)
                     tokio::time::sleep(Duration::from_millis(rng.random_range(300..=1_000))).await;
                 }
-                cluster.kill(ids[0]).await;
-                support::lose_disk(&cluster.data_dir(ids[0]), Some(&copy));
+                cluster.stop(ids[0]).await;
+                cluster.roll_back(ids[0], &copy);
                 format!("node {} (to an older copy)", ids[0])
             }
             Fault::KillChanging => {
                 let node = changing_node.expect("a change is in progress");
-                cluster.kill(node).await;
+                cluster.stop(node).await;
                 format!("node {node} (a node of the change in progress)")
             }
             Fault::Replace => {
@@ -274,7 +249,13 @@ async fn run_nemesis(
                 let delay_min = rng.random_range(0..=10);
                 let delay_max = delay_min + rng.random_range(0..=60);
                 cluster
-                    .set_message_faults(drop, duplicate, delay_min, delay_max)
+                    .set_message_faults(LinkFaults {
+                        cut: false,
+                        drop_permille: drop,
+                        duplicate_permille: duplicate,
+                        delay_min_ms: delay_min,
+                        delay_max_ms: delay_max,
+                    })
                     .await;
                 format!("drop {drop}‰, duplicate {duplicate}‰, delay {delay_min}..={delay_max} ms")
             }
@@ -299,16 +280,8 @@ async fn run_nemesis(
                 // it is restarted (as an orchestrator does while /health answers 503).
                 for _ in 0..rng.random_range(2..=3) {
                     cluster.restart(ids[0]);
-                    let probe = cluster.client_for(ids[0]);
-                    eventually(
-                        &format!("node {} refuses its lost store", ids[0]),
-                        Duration::from_secs(30),
-                        || async {
-                            matches!(probe.status(0).await, Ok(s) if s.store_refused && !s.voting)
-                        },
-                    )
-                    .await;
-                    cluster.kill(ids[0]).await;
+                    cluster.wait_store_refused(ids[0]).await;
+                    cluster.stop(ids[0]).await;
                 }
                 cluster.restart(ids[0]);
             }
@@ -324,8 +297,8 @@ async fn run_nemesis(
             let lost = ids[0];
             if fault == Fault::RollbackOne {
                 // the operator's path for a refused older copy: an empty directory
-                cluster.kill(lost).await;
-                support::lose_disk(&cluster.data_dir(lost), None);
+                cluster.stop(lost).await;
+                cluster.wipe(lost);
                 cluster.restart(lost);
             }
             // Every copy goes: a rollback is detected through the peers' records of a store's
@@ -472,7 +445,7 @@ fn print_op_counts(history: &History) -> (usize, usize) {
 async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
     let _serial = SERIAL.lock().await;
     let seed = seed();
-    let length = nemesis_duration();
+    let length = support::secs_from_env("PAXKV_NEMESIS_SECS", DEFAULT_NEMESIS_SECS);
     let mut rng = SmallRng::seed_from_u64(seed);
     let started = Instant::now();
     let mut cluster = start_cluster().await;
@@ -790,8 +763,8 @@ async fn a_membership_change_completes_after_sigkill_of_its_driver() {
             r.expect("a write before the change");
         }
     }
-    cluster.kill(5).await;
-    support::lose_disk(&cluster.data_dir(5), None);
+    cluster.stop(5).await;
+    cluster.wipe(5);
     cluster.restart(5);
     let add = paxkv::messages::MemberChangeRequest::Add {
         id: 5,
@@ -812,7 +785,7 @@ async fn a_membership_change_completes_after_sigkill_of_its_driver() {
             support::drive_until_done(vec![addr], request, Duration::from_millis(1)).await
         });
         wait_for_a_change_under_way(&cluster, observer).await;
-        cluster.kill(driver).await;
+        cluster.stop(driver).await;
         assert!(
             first.await.is_err(),
             "a killed driver cannot answer that it completed"

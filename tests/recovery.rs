@@ -2,21 +2,15 @@
 //! that lost their disk (wiped, or replaced with an older copy) never vote with it: they
 //! rejoin as new members (`member remove`, then `member add`; see `paxos::membership`).
 
-mod support;
+use paxkv_testkit as support;
 
 use std::time::{Duration, Instant};
 
 use paxkv::messages::{FaultPlan, LinkFaults, MemberChangeRequest};
 use paxkv::paxos::types::{Ballot, Outcome};
 use paxkv::Error;
-use support::{copy_dir, eventually, TestCluster};
-
-fn got(value: &str, version: u64) -> Outcome {
-    Outcome::Get {
-        value: Some(value.as_bytes().to_vec()),
-        version,
-    }
-}
+use support::Cluster;
+use support::{eventually, got, TestCluster};
 
 /// The operator's path for a node whose store was lost: remove it (through `via`), give it
 /// an empty directory, start it, add it again; it then holds every key's state.
@@ -28,7 +22,7 @@ async fn rejoin(cluster: &mut TestCluster, id: u32, via: &[u32]) {
             Duration::from_secs(60),
         )
         .await;
-    cluster.stop(id);
+    cluster.stop(id).await;
     cluster.wipe(id);
     cluster.restart(id);
     let add = MemberChangeRequest::Add {
@@ -58,14 +52,14 @@ async fn assert_no_majority_forms(cluster: &TestCluster) {
 #[tokio::test]
 async fn a_wiped_node_never_votes_and_holds_every_write_once_it_rejoined() {
     let mut cluster = TestCluster::start_with(|c| c.paxos.request_timeout_ms = 1_000);
-    cluster.stop(4);
-    cluster.stop(5);
+    cluster.stop(4).await;
+    cluster.stop(5).await;
     let client = cluster.client();
     for i in 0..50 {
         client.put(format!("k{i}").as_bytes(), b"v").await.unwrap();
     }
     // node 1 holds every write with 2 and 3; now its disk is gone
-    cluster.stop(1);
+    cluster.stop(1).await;
     cluster.wipe(1);
     cluster.restart(1);
     cluster.wait_store_refused(1).await;
@@ -77,8 +71,8 @@ async fn a_wiped_node_never_votes_and_holds_every_write_once_it_rejoined() {
     cluster.wait_voting(&[4, 5]).await;
     rejoin(&mut cluster, 1, &[2, 3]).await;
     // {1,4,5} is now a majority without 2 and 3: it must still hold every write
-    cluster.stop(2);
-    cluster.stop(3);
+    cluster.stop(2).await;
+    cluster.stop(3).await;
     let client = cluster.client();
     for i in 0..50 {
         assert_eq!(
@@ -93,20 +87,19 @@ async fn a_node_on_an_older_copy_of_its_data_never_votes_with_it() {
     let mut cluster = TestCluster::start_with(|c| c.paxos.request_timeout_ms = 1_000);
     let client = cluster.client();
     client.put(b"k", b"v1").await.unwrap();
-    cluster.stop(1);
+    cluster.stop(1).await;
     let backup = cluster.dir.path().join("node-1-backup");
-    copy_dir(&cluster.node_dir(1), &backup);
+    cluster.copy_disk(1, &backup);
     cluster.restart(1);
     cluster.wait_voting(&[1]).await;
 
-    cluster.stop(4);
-    cluster.stop(5);
+    cluster.stop(4).await;
+    cluster.stop(5).await;
     client.put(b"k", b"v2").await.unwrap();
     client.put(b"k", b"v3").await.unwrap();
     // node 1 goes back to the copy taken before v2 and v3
-    cluster.stop(1);
-    std::fs::remove_dir_all(cluster.node_dir(1)).unwrap();
-    copy_dir(&backup, &cluster.node_dir(1));
+    cluster.stop(1).await;
+    cluster.roll_back(1, &backup);
     cluster.restart(1);
     cluster.wait_store_refused(1).await;
     assert_no_majority_forms(&cluster).await;
@@ -115,8 +108,8 @@ async fn a_node_on_an_older_copy_of_its_data_never_votes_with_it() {
     cluster.restart(5);
     cluster.wait_voting(&[4, 5]).await;
     rejoin(&mut cluster, 1, &[2, 3]).await;
-    cluster.stop(2);
-    cluster.stop(3);
+    cluster.stop(2).await;
+    cluster.stop(3).await;
     assert_eq!(cluster.client().get(b"k").await.unwrap(), got("v3", 3));
 }
 
@@ -211,7 +204,7 @@ async fn a_restarted_node_votes_at_once_and_catches_up_on_many_missed_writes() {
         c.storage.map_size_mb = 2_048;
         c.paxos.sync_interval_ms = 200;
     });
-    cluster.stop(5);
+    cluster.stop(5).await;
     let client = cluster.client();
     let mut tasks = Vec::new();
     for worker in 0..64 {
@@ -320,13 +313,13 @@ async fn a_key_written_once_at_the_fast_ballot_survives_two_disk_losses_one_afte
         c.paxos.settle_fast_writes = false;
         c.paxos.sync_interval_ms = 0;
     });
-    cluster.stop(3);
+    cluster.stop(3).await;
     let backup = cluster.dir.path().join("node-3-backup");
-    copy_dir(&cluster.node_dir(3), &backup);
+    cluster.copy_disk(3, &backup);
     cluster.restart(3);
     cluster.wait_voting(&[3]).await;
 
-    cluster.stop(5);
+    cluster.stop(5).await;
     let client = cluster.client();
     let keys: Vec<(String, String)> = (0..20)
         .map(|i| (format!("once-{i}"), format!("value-{i}")))
@@ -338,14 +331,13 @@ async fn a_key_written_once_at_the_fast_ballot_survives_two_disk_losses_one_afte
     cluster.restart(5);
     cluster.wait_voting(&[5]).await;
 
-    cluster.stop(2);
+    cluster.stop(2).await;
     cluster.wipe(2);
     cluster.restart(2);
     rejoin(&mut cluster, 2, &[1, 4]).await;
 
-    cluster.stop(3);
-    std::fs::remove_dir_all(cluster.node_dir(3)).unwrap();
-    copy_dir(&backup, &cluster.node_dir(3));
+    cluster.stop(3).await;
+    cluster.roll_back(3, &backup);
     cluster.restart(3);
     cluster.wait_store_refused(3).await;
     rejoin(&mut cluster, 3, &[1, 4]).await;
@@ -376,7 +368,7 @@ async fn nodes_whose_configs_differ_found_no_cluster_until_they_agree() {
     assert_ne!(ours, theirs);
     // Several rounds of asks (one every 300 ms) of every node, none founding.
     assert_none_founds(&cluster, 1..=3, |id| if id == 3 { theirs } else { ours }).await;
-    cluster.stop(3);
+    cluster.stop(3).await;
     cluster.restart(3);
     cluster.wait_voting(&[1, 2, 3]).await;
     for id in 1..=3 {

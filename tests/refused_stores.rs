@@ -4,12 +4,13 @@
 //! directory) works through any node. Findings 1, 6 and 7 of the review of issue 11 (issue
 //! 17); the decisions are `paxkv::paxos::identity`.
 
-mod support;
+use paxkv_testkit as support;
 
 use std::time::Duration;
 
 use paxkv::paxos::types::Outcome;
-use support::{eventually, lose_disk, TestCluster};
+use support::Cluster;
+use support::{eventually, TestCluster};
 
 /// Item 1 (a): node 3 runs on, a write is acknowledged by {1, 2, 3} while 4 and 5 are down,
 /// node 3's directory is replaced by a copy from before, and it is restarted again and again
@@ -18,14 +19,14 @@ use support::{eventually, lose_disk, TestCluster};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_copy_stays_refused_however_often_it_restarts_and_no_acknowledged_write_is_lost() {
     let mut cluster = TestCluster::start();
-    cluster.stop(3);
+    cluster.stop(3).await;
     let copy = cluster.dir.path().join("copy-3");
-    lose_disk(&copy, Some(&cluster.node_dir(3)));
+    cluster.copy_disk(3, &copy);
     // A later run while 4 and 5 are down: its generation reaches 1 and 2 only, so that at
     // the end, with 1 and 2 down, only the copy's own refusal mark keeps it from voting (4
     // and 5 never saw the later run).
-    cluster.stop(4);
-    cluster.stop(5);
+    cluster.stop(4).await;
+    cluster.stop(5).await;
     cluster.restart(3);
     cluster.wait_voting(&[3]).await;
     let client = cluster.client();
@@ -34,15 +35,15 @@ async fn an_older_copy_stays_refused_however_often_it_restarts_and_no_acknowledg
         matches!(written, Outcome::Put { version: 1 }),
         "{written:?}"
     );
-    cluster.stop(3);
-    lose_disk(&cluster.node_dir(3), Some(&copy));
+    cluster.stop(3).await;
+    cluster.roll_back(3, &copy);
     for _ in 0..3 {
         cluster.restart(3);
         cluster.wait_store_refused(3).await;
-        cluster.stop(3);
+        cluster.stop(3).await;
     }
-    cluster.stop(1);
-    cluster.stop(2);
+    cluster.stop(1).await;
+    cluster.stop(2).await;
     cluster.restart(3);
     cluster.restart(4);
     cluster.restart(5);
@@ -69,18 +70,18 @@ async fn an_older_copy_stays_refused_however_often_it_restarts_and_no_acknowledg
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_copy_is_refused_even_after_the_node_once_started_on_an_empty_directory() {
     let mut cluster = TestCluster::start();
-    cluster.stop(3);
+    cluster.stop(3).await;
     let copy = cluster.dir.path().join("copy-3");
-    lose_disk(&copy, Some(&cluster.node_dir(3)));
+    cluster.copy_disk(3, &copy);
     cluster.restart(3);
     cluster.wait_voting(&[3]).await;
     cluster.client().put(b"K", b"v").await.unwrap();
-    cluster.stop(3);
+    cluster.stop(3).await;
     cluster.wipe(3);
     cluster.restart(3);
     cluster.wait_store_refused(3).await;
-    cluster.stop(3);
-    lose_disk(&cluster.node_dir(3), Some(&copy));
+    cluster.stop(3).await;
+    cluster.roll_back(3, &copy);
     cluster.restart(3);
     cluster.wait_store_refused(3).await;
 }
@@ -99,7 +100,7 @@ async fn a_refused_node_left_waiting_leaves_no_connection_open_and_clients_keep_
             node.metrics_addr = Some(port.to_string());
         }
     });
-    cluster.stop(5);
+    cluster.stop(5).await;
     cluster.wipe(5);
     cluster.restart(5);
     cluster.wait_store_refused(5).await;
@@ -139,7 +140,7 @@ async fn a_refused_node_left_waiting_leaves_no_connection_open_and_clients_keep_
 async fn the_runbook_for_a_wiped_node_works_when_the_config_names_it_first() {
     let mut cluster = TestCluster::start();
     cluster.client().put(b"k", b"before").await.unwrap();
-    cluster.stop(1);
+    cluster.stop(1).await;
     cluster.wipe(1);
     cluster.restart(1);
     cluster.wait_store_refused(1).await;
@@ -250,8 +251,8 @@ async fn a_store_not_yet_recorded_votes_on_no_client_key() {
             .is_some_and(|x| x.store != 0)
     })
     .await;
-    cluster.stop(1);
-    cluster.stop(2);
+    cluster.stop(1).await;
+    cluster.stop(2).await;
     let survivors = cluster.client_with(
         vec![cluster.addr(3), cluster.addr(4), cluster.addr(5)],
         false,
@@ -294,7 +295,7 @@ async fn a_store_is_recorded_even_while_a_change_is_in_progress() {
         },
     )
     .await;
-    cluster.stop(6);
+    cluster.stop(6).await;
     cluster
         .change_until_done(
             &[2, 3],

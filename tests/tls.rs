@@ -3,7 +3,7 @@
 //! a client's; random and truncated bytes on every port. None changes a key, each refusal is
 //! counted in `/metrics`, and the nodes keep serving throughout.
 
-mod support;
+use paxkv_testkit as support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,8 +16,9 @@ use paxkv::messages::{
 };
 use paxkv::paxos::membership::Membership;
 use paxkv::paxos::types::{Ballot, NodeId, Outcome, Register};
-use paxkv::tls::{self, BoxStream, Dial, Role, Tls};
-use support::{eventually, http_get, metric_in, TestCluster};
+use paxkv::tls::{self, BoxStream, Dial, Role};
+use support::Cluster;
+use support::{eventually, http_get, metric_in, tls_dial, tls_identity, TestCluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -50,10 +51,6 @@ fn ping(id: u64) -> Frame {
         id,
         body: RequestBody::Ping,
     })
-}
-
-async fn dial(addr: SocketAddr, identity: Option<&Tls>) -> std::io::Result<BoxStream> {
-    support::tls_dial(addr, identity).await
 }
 
 /// Reads one frame; `Err` if the connection ends (or fails) first, or within 5 s nothing
@@ -119,11 +116,6 @@ async fn metric(cluster: &TestCluster, id: NodeId, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("node {id} has no {name}"))
 }
 
-/// The identity of `stem` (`node-3`, `client`) in `dir`, trusting `ca`.
-fn identity(dir: &std::path::Path, ca: &std::path::Path, stem: &str, role: Role) -> Arc<Tls> {
-    support::tls_identity(dir, ca, stem, role)
-}
-
 #[tokio::test]
 async fn an_accept_claiming_node_3_over_plaintext_or_another_cas_certificate_changes_nothing() {
     let certs = tempfile::tempdir().unwrap();
@@ -143,7 +135,7 @@ async fn an_accept_claiming_node_3_over_plaintext_or_another_cas_certificate_cha
         .zip(cluster.config.addrs())
         .collect();
     paxkv::certs::write(&nodes, other.path(), true).unwrap();
-    let impostor = identity(
+    let impostor = tls_identity(
         other.path(),
         &certs.path().join("ca.pem"),
         "node-3",
@@ -162,7 +154,7 @@ async fn an_accept_claiming_node_3_over_plaintext_or_another_cas_certificate_cha
         assert_closed(plain, &format!("plaintext to node {id}")).await;
         // Another CA: the handshake fails on the node's side (on ours it may look done: in
         // TLS 1.3 the client's certificate is checked after the client has finished).
-        match dial(addr, Some(&impostor)).await {
+        match tls_dial(addr, Some(&impostor)).await {
             Err(_) => {}
             Ok(mut stream) => {
                 let _ = stream
@@ -192,8 +184,8 @@ async fn a_peer_with_node_2s_certificate_cannot_speak_for_node_3_nor_a_client_fo
     let epoch = cluster.status(1).await.epoch;
     let cluster_id = cluster.status(1).await.cluster;
     let ca = certs.path().join("ca.pem");
-    let node2 = identity(certs.path(), &ca, "node-2", Role::Node(2));
-    let client = identity(certs.path(), &ca, "client", Role::Client);
+    let node2 = tls_identity(certs.path(), &ca, "node-2", Role::Node(2));
+    let client = tls_identity(certs.path(), &ca, "client", Role::Client);
     // A membership that would make node 1 the sole voter, if a client could install it.
     let mut takeover = Membership::bootstrap([(1, cluster.addr(1).to_string())], "");
     takeover.epoch = epoch + 10;
@@ -205,7 +197,7 @@ async fn a_peer_with_node_2s_certificate_cannot_speak_for_node_3_nor_a_client_fo
         }
         let addr = cluster.addr(id);
         let forged_before = metric(&cluster, id, "paxkv_forged_frames_total").await;
-        let mut as_node2 = dial(addr, Some(&node2)).await.unwrap();
+        let mut as_node2 = tls_dial(addr, Some(&node2)).await.unwrap();
         as_node2
             .write_all(&frame::encode(&forged_accept(epoch, cluster_id)))
             .await
@@ -228,7 +220,7 @@ async fn a_peer_with_node_2s_certificate_cannot_speak_for_node_3_nor_a_client_fo
             other => panic!("expected the ping's answer, got {other:?}"),
         }
 
-        let mut as_client = dial(addr, Some(&client)).await.unwrap();
+        let mut as_client = tls_dial(addr, Some(&client)).await.unwrap();
         as_client
             .write_all(&frame::encode(&forged_accept(epoch, cluster_id)))
             .await
@@ -267,9 +259,11 @@ async fn random_and_truncated_bytes_on_every_port_close_only_that_connection() {
     let ids: Vec<NodeId> = (1..=3).collect();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
     let ca = certs.path().join("ca.pem");
-    let client_identity = identity(certs.path(), &ca, "client", Role::Client);
+    let client_identity = tls_identity(certs.path(), &ca, "client", Role::Client);
     // A connection that stays up through everything, and must keep being answered.
-    let mut bystander = dial(cluster.addr(1), Some(&client_identity)).await.unwrap();
+    let mut bystander = tls_dial(cluster.addr(1), Some(&client_identity))
+        .await
+        .unwrap();
     let good = frame::encode(&forged_accept(1, cluster.status(1).await.cluster));
     for &id in &ids {
         let refused_before = metric(&cluster, id, "paxkv_refused_connections_total").await;
@@ -287,7 +281,7 @@ async fn random_and_truncated_bytes_on_every_port_close_only_that_connection() {
             assert_closed(plain, &format!("half a frame to node {id}")).await;
         }
         // After the handshake: random bytes that announce a frame and are not one.
-        let mut stream = dial(cluster.addr(id), Some(&client_identity))
+        let mut stream = tls_dial(cluster.addr(id), Some(&client_identity))
             .await
             .unwrap();
         let mut garbage = vec![0, 0, 0, 32];
@@ -385,7 +379,7 @@ async fn metrics_name_every_documented_series_and_health_follows_voting() {
     assert_eq!(http_get(metrics, "/nothing").await.unwrap().0, 404);
 
     // A wiped node is refused: it serves /health, with 503 and the reason.
-    cluster.stop(3);
+    cluster.stop(3).await;
     cluster.wipe(3);
     cluster.restart(3);
     let metrics3 = cluster.metrics_addr(3).unwrap();
@@ -410,8 +404,8 @@ async fn a_peer_link_refuses_a_node_whose_certificate_names_another_node() {
     let nodes: Vec<_> = (1..=3).zip(addrs).collect();
     paxkv::certs::write(&nodes, certs.path(), true).unwrap();
     let ca = certs.path().join("ca.pem");
-    let node1 = identity(certs.path(), &ca, "node-1", Role::Node(1));
-    let node2 = identity(certs.path(), &ca, "node-2", Role::Node(2));
+    let node1 = tls_identity(certs.path(), &ca, "node-1", Role::Node(1));
+    let node2 = tls_identity(certs.path(), &ca, "node-2", Role::Node(2));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
@@ -468,7 +462,7 @@ async fn an_install_from_a_node_that_is_no_member_is_refused_and_counted() {
     let epoch = cluster.status(1).await.epoch;
     let cluster_id = cluster.status(1).await.cluster;
     paxkv::certs::write(&[(9, support::free_port())], certs.path(), false).unwrap();
-    let node9 = identity(
+    let node9 = tls_identity(
         certs.path(),
         &certs.path().join("ca.pem"),
         "node-9",
@@ -478,7 +472,7 @@ async fn an_install_from_a_node_that_is_no_member_is_refused_and_counted() {
     takeover.epoch = epoch + 10;
     takeover.cluster = cluster_id;
     let forged_before = metric(&cluster, 1, "paxkv_forged_frames_total").await;
-    let mut stream = dial(cluster.addr(1), Some(&node9)).await.unwrap();
+    let mut stream = tls_dial(cluster.addr(1), Some(&node9)).await.unwrap();
     let install = Frame::SyncRequest(SyncCall {
         id: 1,
         cluster: cluster_id,
@@ -547,19 +541,19 @@ async fn a_membership_change_needs_the_operators_certificate() {
     let who = [
         (
             "a client",
-            identity(certs.path(), &ca, "client", Role::Client),
+            tls_identity(certs.path(), &ca, "client", Role::Client),
         ),
         (
             "node 2",
-            identity(certs.path(), &ca, "node-2", Role::Node(2)),
+            tls_identity(certs.path(), &ca, "node-2", Role::Node(2)),
         ),
         (
             "node 9",
-            identity(certs.path(), &ca, "node-9", Role::Node(9)),
+            tls_identity(certs.path(), &ca, "node-9", Role::Node(9)),
         ),
     ];
     for (i, (name, id)) in who.iter().enumerate() {
-        let mut stream = dial(cluster.addr(1), Some(id)).await.unwrap();
+        let mut stream = tls_dial(cluster.addr(1), Some(id)).await.unwrap();
         let remove = Frame::Request(ClientRequest {
             id: 40 + i as u64,
             body: RequestBody::MemberChange(MemberChangeRequest::Remove { id: 3 }),
@@ -585,8 +579,8 @@ async fn a_membership_change_needs_the_operators_certificate() {
     );
     assert_eq!(cluster.membership(1).await, before);
     // The operator's certificate may.
-    let operator = identity(certs.path(), &ca, "operator", Role::Operator);
-    let mut stream = dial(cluster.addr(1), Some(&operator)).await.unwrap();
+    let operator = tls_identity(certs.path(), &ca, "operator", Role::Operator);
+    let mut stream = tls_dial(cluster.addr(1), Some(&operator)).await.unwrap();
     let remove = Frame::Request(ClientRequest {
         id: 60,
         body: RequestBody::MemberChange(MemberChangeRequest::Remove { id: 3 }),
@@ -616,7 +610,7 @@ async fn a_removed_nodes_key_at_its_config_address_installs_no_membership() {
         .change(1, paxkv::messages::MemberChangeRequest::Remove { id: 4 })
         .await
         .unwrap();
-    cluster.stop(4);
+    cluster.stop(4).await;
     let m = cluster.membership(1).await;
     // Every remaining node has installed the removal (a node still at an epoch where node 4
     // was a member would ask it, dialed as node 4: the one window a removed node's key
@@ -632,7 +626,7 @@ async fn a_removed_nodes_key_at_its_config_address_installs_no_membership() {
     let mut forged = Membership::bootstrap([(4, cluster.addr(4).to_string())], "");
     forged.epoch = m.epoch + 100;
     forged.cluster = m.cluster;
-    let node4 = identity(
+    let node4 = tls_identity(
         certs.path(),
         &certs.path().join("ca.pem"),
         "node-4",
@@ -761,7 +755,7 @@ async fn idle_sockets_from_one_host_shut_out_neither_clients_nor_peer_links() {
                 .unwrap_or_else(|e| panic!("{count} idle sockets: connection {i}: {e}"));
         }
         // A peer restarts: its links to node 1 and node 1's to it connect again.
-        cluster.stop(2);
+        cluster.stop(2).await;
         cluster.restart(2);
         cluster.wait_voting(&[2]).await;
         cluster
@@ -799,13 +793,13 @@ async fn peer_frames_waiting_for_a_slow_acceptor_hold_at_most_the_inbox_budget()
         c.testing.commit_delay_ms = 300;
     });
     let status = cluster.status(1).await;
-    let node2 = identity(
+    let node2 = tls_identity(
         certs.path(),
         &certs.path().join("ca.pem"),
         "node-2",
         Role::Node(2),
     );
-    let mut stream = dial(cluster.addr(1), Some(&node2)).await.unwrap();
+    let mut stream = tls_dial(cluster.addr(1), Some(&node2)).await.unwrap();
     let mut burst = Vec::new();
     for round in 0..20u64 {
         let accept = Frame::Peer(Envelope {

@@ -3,7 +3,7 @@
 //! keeps the old files; a node refuses to start on a non-loopback address without TLS, and
 //! on a certificate that names another node.
 
-mod support;
+use paxkv_testkit as support;
 
 use std::path::Path;
 use std::process::Command;
@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paxkv::paxos::types::NodeId;
-use paxkv::tls::{Role, Tls, TlsFiles};
+use paxkv::tls::{Role, Tls};
 use support::processes::{ProcessCluster, ProcessOptions};
 use support::workload::Workload;
+use support::Cluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_paxkv");
 /// Operations the workload must get acknowledged after each step of the rotation.
@@ -38,16 +39,6 @@ async fn answers(addr: std::net::SocketAddr, identity: &Arc<Tls>) -> bool {
         },
     );
     client.ping(0).await.is_ok()
-}
-
-/// The client identity `stem` in `dir`, trusting the CA bundle `ca`.
-fn identity_of(dir: &Path, ca: &Path, stem: &str) -> Arc<Tls> {
-    let files = TlsFiles {
-        ca: ca.to_path_buf(),
-        cert: dir.join(format!("{stem}.pem")),
-        key: dir.join(format!("{stem}-key.pem")),
-    };
-    Tls::load(files, Role::Client).unwrap()
 }
 
 /// SIGHUP to node `id`, then wait for the workload to go on.
@@ -91,7 +82,7 @@ async fn certificates_rotate_to_a_new_ca_one_node_at_a_time_while_a_checked_work
     assert!(
         !answers(
             cluster.addr(1),
-            &identity_of(&new, &new.join("ca.pem"), "client")
+            &support::tls_identity(&new, &new.join("ca.pem"), "client", Role::Client)
         )
         .await,
         "before any reload, a certificate of the new CA is refused"
@@ -145,8 +136,8 @@ async fn certificates_rotate_to_a_new_ca_one_node_at_a_time_while_a_checked_work
 
     // Every node now speaks the new CA only: a fresh connection that trusts only the new CA
     // is answered, one presenting the old CA's client certificate is refused.
-    let new_client = identity_of(&new, &new.join("ca.pem"), "client");
-    let old_client = identity_of(&old, &new.join("ca.pem"), "client");
+    let new_client = support::tls_identity(&new, &new.join("ca.pem"), "client", Role::Client);
+    let old_client = support::tls_identity(&old, &new.join("ca.pem"), "client", Role::Client);
     for &id in &ids {
         assert!(
             answers(cluster.addr(id), &new_client).await,
@@ -158,7 +149,7 @@ async fn certificates_rotate_to_a_new_ca_one_node_at_a_time_while_a_checked_work
         );
     }
     // A restart re-dials every peer link, now with the new certificates on both sides.
-    cluster.kill(3).await;
+    cluster.stop(3).await;
     cluster.restart(3);
     cluster.wait_voting(&[3]).await;
     workload

@@ -17,7 +17,6 @@
 //! output is accepted for them, and the search succeeds as soon as all
 //! *completed* operations are linearized, whatever unknown operations are left
 //! over. Unknown `Get`s have no effect and are dropped before the search.
-#![allow(dead_code)]
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -102,10 +101,6 @@ impl CheckResult {
 
     pub fn is_illegal(&self) -> bool {
         matches!(self, CheckResult::Illegal { .. })
-    }
-
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, CheckResult::Timeout { .. })
     }
 }
 
