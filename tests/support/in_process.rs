@@ -169,6 +169,13 @@ impl TestCluster {
         metric_in(&text, name)
     }
 
+    /// The value of the series `name` in node `id`'s `/metrics`; panics if it is absent.
+    pub async fn counted(&self, id: NodeId, name: &str) -> f64 {
+        self.metric(id, name)
+            .await
+            .unwrap_or_else(|| panic!("node {id} has no {name}"))
+    }
+
     /// Blocks until every node in `ids` votes (has recovered from a majority).
     /// (On a thread of its own, so that it may be called from inside a test's runtime.)
     fn wait_voting_blocking(&self, ids: &[NodeId]) {

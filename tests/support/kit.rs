@@ -361,3 +361,26 @@ fn lose_disk(dir: &std::path::Path, copy: Option<&std::path::Path>) {
         copy_dir(copy, dir);
     }
 }
+
+/// `member add` of node `id` at its address in `cluster`.
+pub fn member_add(cluster: &impl Cluster, id: NodeId) -> paxkv::messages::MemberChangeRequest {
+    paxkv::messages::MemberChangeRequest::Add {
+        id,
+        addr: cluster.addr(id).to_string(),
+    }
+}
+
+/// The operator's path for a node whose store was lost: remove it (driven through `via`),
+/// give it an empty directory, start it, add it again, and wait until it votes (it then holds
+/// every key's state).
+pub async fn rejoin(cluster: &mut impl Cluster, id: NodeId, via: &[NodeId]) {
+    let addrs: Vec<SocketAddr> = via.iter().map(|n| cluster.addr(*n)).collect();
+    let deadline = Duration::from_secs(60);
+    let remove = paxkv::messages::MemberChangeRequest::Remove { id };
+    drive_until_done(addrs.clone(), remove, deadline).await;
+    cluster.stop(id).await;
+    cluster.wipe(id);
+    cluster.restart(id);
+    drive_until_done(addrs, member_add(cluster, id), deadline).await;
+    cluster.wait_voting(&[id]).await;
+}

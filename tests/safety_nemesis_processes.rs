@@ -22,7 +22,7 @@
 //!
 //! Longer soak (`PAXKV_NEMESIS_SECS` is the length of the fault schedule, default 20):
 //!
-//!     PAXKV_NEMESIS_SECS=600 cargo test --release --test nemesis_process -- --nocapture
+//!     PAXKV_NEMESIS_SECS=600 cargo test --release --test safety_nemesis_processes -- --nocapture
 //!
 //! Replay a failure: the same command with `PAXKV_NEMESIS_SEED=N` from its output. A history
 //! that fails the linearizability check is written to

@@ -14,7 +14,7 @@
 //! must be there.
 //!
 //! `PAXKV_NEMESIS_SEED=<seed>` replays a schedule; `PAXKV_NEMESIS_SECS` (default 12) sets its
-//! length, e.g. a soak: `PAXKV_NEMESIS_SECS=600 cargo test --release --test nemesis -- --nocapture`.
+//! length, e.g. a soak: `PAXKV_NEMESIS_SECS=600 cargo test --release --test safety_nemesis -- --nocapture`.
 //! A failing run leaves its history in `$TMPDIR/paxkv-nemesis-<seed>.history.txt`.
 
 use paxkv_testkit as support;
