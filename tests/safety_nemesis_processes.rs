@@ -142,48 +142,108 @@ const FAULTS: [Fault; 12] = [
 ];
 
 /// Runs a random fault schedule for `length`. One fault at a time, each held 1–3 s and then
-/// healed; at most two nodes are ever down or paused, and a restarted node votes again (and a
-/// node that lost its disk is repaired) before the next fault, so a majority can always make
-/// progress. Faults are dealt from a shuffled deck of every kind, so a short run sees each.
+/// healed; at most two nodes are ever down or paused, and a restarted node votes again before
+/// the next fault, so a majority can always make progress. Faults are dealt from a shuffled
+/// deck of every kind, so a short run sees each.
 async fn run_nemesis(
     cluster: &mut ProcessCluster,
     rng: &mut SmallRng,
     length: Duration,
 ) -> BTreeMap<Fault, u32> {
-    let mut counts = BTreeMap::new();
     let started = Instant::now();
-    let copies = cluster.dir().join("copies");
-    let mut deck = Deck::new(&FAULTS);
-    // A membership change in the background (a lost store rejoining, or a replacement), and
-    // its nodes, kept out of the other faults until it is done.
-    let mut changing: Option<Changing> = None;
+    let mut nemesis = Nemesis {
+        rng,
+        deck: Deck::new(&FAULTS),
+        counts: BTreeMap::new(),
+        copies: cluster.dir().join("copies"),
+        changing: None,
+    };
     while started.elapsed() < length {
-        if changing.as_ref().is_some_and(|c| c.task.is_finished()) {
-            let done = changing.take().expect("checked");
-            finish_change(cluster, done, &mut counts).await;
+        nemesis.step(cluster, started).await;
+    }
+    if let Some(done) = nemesis.changing.take() {
+        finish_change(cluster, done, &mut nemesis.counts).await;
+    }
+    nemesis.counts
+}
+
+struct Nemesis<'a> {
+    rng: &'a mut SmallRng,
+    deck: Deck<Fault>,
+    counts: BTreeMap<Fault, u32>,
+    /// Copies of killed nodes' data directories, for later rollbacks.
+    copies: std::path::PathBuf,
+    /// A membership change in the background (a lost store rejoining, or a replacement), and
+    /// its nodes, kept out of the other faults until it is done.
+    changing: Option<Changing>,
+}
+
+impl Nemesis<'_> {
+    /// One fault: injected, held, healed, and the change it needs begun.
+    async fn step(&mut self, cluster: &mut ProcessCluster, started: Instant) {
+        if self.changing.as_ref().is_some_and(|c| c.task.is_finished()) {
+            let done = self.changing.take().expect("checked");
+            finish_change(cluster, done, &mut self.counts).await;
         }
-        let mut fault = deck.deal(rng);
-        if matches!(fault, Fault::WipeOne | Fault::RollbackOne | Fault::Replace)
-            && changing.is_some()
-        {
-            deck.put_back(fault); // one change at a time: later
-            fault = Fault::KillOne;
-        }
-        if fault == Fault::KillChanging && changing.is_none() {
-            fault = Fault::KillOne;
-        }
-        let hold = Duration::from_millis(rng.random_range(1_000..=3_000));
-        let busy: Vec<NodeId> = changing
+        let fault = self.next_fault();
+        let hold = Duration::from_millis(self.rng.random_range(1_000..=3_000));
+        let busy: Vec<NodeId> = self
+            .changing
             .as_ref()
             .map(|c| c.nodes.clone())
             .unwrap_or_default();
         let mut ids: Vec<NodeId> = cluster.ids();
-        ids.shuffle(rng);
+        ids.shuffle(self.rng);
         // the nodes of the change take part in no other fault (they are last: never picked)
         ids.retain(|id| !busy.contains(id));
         ids.extend(&busy);
-        let changing_node = busy.choose(rng).copied();
-        let detail = match fault {
+        let changing_node = busy.choose(self.rng).copied();
+        let detail = self.inject(cluster, fault, &ids, changing_node).await;
+        println!(
+            "nemesis +{:6.2}s: {fault:?} {detail} for {} ms",
+            started.elapsed().as_secs_f64(),
+            hold.as_millis()
+        );
+        *self.counts.entry(fault).or_insert(0) += 1;
+        // The fault's length, not a wait for a condition.
+        tokio::time::sleep(hold).await;
+        self.heal(cluster, fault, &ids, changing_node).await;
+        match fault {
+            Fault::WipeOne | Fault::RollbackOne => {
+                self.rejoin_lost_store(cluster, fault, &ids, &busy).await
+            }
+            Fault::Replace => self.replace(cluster, &ids, &busy),
+            _ => {}
+        }
+        // A short quiet spell between faults (also part of the schedule).
+        tokio::time::sleep(Duration::from_millis(self.rng.random_range(0..=500))).await;
+    }
+
+    /// The next fault of the deck: one that needs a change while another runs goes back
+    /// into the deck (a kill instead), and a kill of the change's node needs a change.
+    fn next_fault(&mut self) -> Fault {
+        let mut fault = self.deck.deal(self.rng);
+        if matches!(fault, Fault::WipeOne | Fault::RollbackOne | Fault::Replace)
+            && self.changing.is_some()
+        {
+            self.deck.put_back(fault); // one change at a time: later
+            fault = Fault::KillOne;
+        }
+        if fault == Fault::KillChanging && self.changing.is_none() {
+            fault = Fault::KillOne;
+        }
+        fault
+    }
+
+    /// Injects `fault` on the nodes `ids` (first ones first); what it did, for the log.
+    async fn inject(
+        &mut self,
+        cluster: &mut ProcessCluster,
+        fault: Fault,
+        ids: &[NodeId],
+        changing_node: Option<NodeId>,
+    ) -> String {
+        match fault {
             Fault::MajorityMinority => {
                 cluster.partition(&[&ids[..3], &ids[3..]]).await;
                 format!("{:?} | {:?}", &ids[..3], &ids[3..])
@@ -203,7 +263,7 @@ async fn run_nemesis(
             Fault::KillOne => {
                 cluster.stop(ids[0]).await;
                 // a copy of its data, for a later rollback
-                cluster.copy_disk(ids[0], &copies.join(ids[0].to_string()));
+                cluster.copy_disk(ids[0], &self.copies.join(ids[0].to_string()));
                 format!("node {}", ids[0])
             }
             Fault::WipeOne => {
@@ -212,17 +272,7 @@ async fn run_nemesis(
                 format!("node {}", ids[0])
             }
             Fault::RollbackOne => {
-                let copy = copies.join(ids[0].to_string());
-                if !copy.exists() {
-                    cluster.stop(ids[0]).await;
-                    cluster.copy_disk(ids[0], &copy);
-                    cluster.restart(ids[0]);
-                    cluster.wait_voting(&ids[..1]).await;
-                    // writes happen that the copy misses (part of the schedule)
-                    tokio::time::sleep(Duration::from_millis(rng.random_range(300..=1_000))).await;
-                }
-                cluster.stop(ids[0]).await;
-                cluster.roll_back(ids[0], &copy);
+                self.roll_back(cluster, ids[0]).await;
                 format!("node {} (to an older copy)", ids[0])
             }
             Fault::KillChanging => {
@@ -231,9 +281,8 @@ async fn run_nemesis(
                 format!("node {node} (a node of the change in progress)")
             }
             Fault::Replace => {
-                let old = ids[0];
                 let new = cluster.add_node();
-                format!("node {old} by node {new} at {}", cluster.addr(new))
+                format!("node {} by node {new} at {}", ids[0], cluster.addr(new))
             }
             Fault::KillTwo => {
                 cluster.kill_many(&ids[..2]).await;
@@ -244,31 +293,56 @@ async fn run_nemesis(
                 format!("node {}", ids[0])
             }
             Fault::MessageFaults => {
-                let drop = rng.random_range(0..=200);
-                let duplicate = rng.random_range(0..=200);
-                let delay_min = rng.random_range(0..=10);
-                let delay_max = delay_min + rng.random_range(0..=60);
-                cluster
-                    .set_message_faults(LinkFaults {
-                        cut: false,
-                        drop_permille: drop,
-                        duplicate_permille: duplicate,
-                        delay_min_ms: delay_min,
-                        delay_max_ms: delay_max,
-                    })
-                    .await;
-                format!("drop {drop}‰, duplicate {duplicate}‰, delay {delay_min}..={delay_max} ms")
+                let faults = LinkFaults {
+                    cut: false,
+                    drop_permille: self.rng.random_range(0..=200),
+                    duplicate_permille: self.rng.random_range(0..=200),
+                    delay_min_ms: self.rng.random_range(0..=10),
+                    delay_max_ms: 0,
+                };
+                let faults = LinkFaults {
+                    delay_max_ms: faults.delay_min_ms + self.rng.random_range(0..=60),
+                    ..faults
+                };
+                cluster.set_message_faults(faults).await;
+                format!(
+                    "drop {}‰, duplicate {}‰, delay {}..={} ms",
+                    faults.drop_permille,
+                    faults.duplicate_permille,
+                    faults.delay_min_ms,
+                    faults.delay_max_ms
+                )
             }
             Fault::Rejoined | Fault::Replaced => unreachable!("never dealt"),
-        };
-        println!(
-            "nemesis +{:6.2}s: {fault:?} {detail} for {} ms",
-            started.elapsed().as_secs_f64(),
-            hold.as_millis()
-        );
-        *counts.entry(fault).or_insert(0) += 1;
-        // The fault's length, not a wait for a condition.
-        tokio::time::sleep(hold).await;
+        }
+    }
+
+    /// Kills node `id` and puts back a copy of its data directory taken at an earlier kill
+    /// (or now, with writes in between).
+    async fn roll_back(&mut self, cluster: &mut ProcessCluster, id: NodeId) {
+        let copy = self.copies.join(id.to_string());
+        if !copy.exists() {
+            cluster.stop(id).await;
+            cluster.copy_disk(id, &copy);
+            cluster.restart(id);
+            cluster.wait_voting(&[id]).await;
+            // writes happen that the copy misses (part of the schedule)
+            let writes = self.rng.random_range(300..=1_000);
+            tokio::time::sleep(Duration::from_millis(writes)).await;
+        }
+        cluster.stop(id).await;
+        cluster.roll_back(id, &copy);
+    }
+
+    /// Ends `fault`: restarts what it killed (waiting until it votes), resumes what it
+    /// paused, clears the fault plans.
+    async fn heal(
+        &mut self,
+        cluster: &mut ProcessCluster,
+        fault: Fault,
+        ids: &[NodeId],
+        changing_node: Option<NodeId>,
+    ) {
         match fault {
             Fault::KillOne => {
                 cluster.restart(ids[0]);
@@ -278,12 +352,9 @@ async fn run_nemesis(
             Fault::WipeOne | Fault::RollbackOne => {
                 // It must not vote with what it has: refused until it rejoins, however often
                 // it is restarted (as an orchestrator does while /health answers 503).
-                for _ in 0..rng.random_range(2..=3) {
-                    cluster.restart(ids[0]);
-                    cluster.wait_store_refused(ids[0]).await;
-                    cluster.stop(ids[0]).await;
-                }
                 cluster.restart(ids[0]);
+                let restarts = self.rng.random_range(1..=2);
+                support::assert_stays_refused(cluster, ids[0], restarts).await;
             }
             Fault::KillTwo => {
                 cluster.restart(ids[0]);
@@ -293,68 +364,53 @@ async fn run_nemesis(
             Fault::PauseOne => cluster.resume(ids[0]),
             _ => cluster.heal().await,
         }
-        if matches!(fault, Fault::WipeOne | Fault::RollbackOne) {
-            let lost = ids[0];
-            if fault == Fault::RollbackOne {
-                // the operator's path for a refused older copy: an empty directory
-                cluster.stop(lost).await;
-                cluster.wipe(lost);
-                cluster.restart(lost);
-            }
-            // Every copy goes: a rollback is detected through the peers' records of a store's
-            // generation, and the lost store's records went with it (rolling back past a lost
-            // peer store is outside the named assumption of `actors::membership`).
-            let _ = std::fs::remove_dir_all(&copies);
-            let via: Vec<_> = ids[1..]
-                .iter()
-                .filter(|id| !busy.contains(id))
-                .map(|id| cluster.addr(*id))
-                .collect();
-            let add = paxkv::messages::MemberChangeRequest::Add {
-                id: lost,
-                addr: cluster.addr(lost).to_string(),
-            };
-            changing = Some(Changing {
-                nodes: vec![lost],
-                done: Done::Rejoined(lost),
-                task: tokio::spawn(async move {
-                    let deadline = Duration::from_secs(120);
-                    let remove = paxkv::messages::MemberChangeRequest::Remove { id: lost };
-                    support::drive_until_done(via.clone(), remove, deadline).await;
-                    support::drive_until_done(via, add, deadline).await;
-                }),
-            });
-        }
-        if fault == Fault::Replace {
-            // Add the new node, then remove the old one, each driven through any other node.
-            let (old, new) = (ids[0], *cluster.ids().last().expect("the new node"));
-            let via: Vec<_> = ids[1..]
-                .iter()
-                .filter(|id| !busy.contains(id) && **id != new)
-                .map(|id| cluster.addr(*id))
-                .collect();
-            let add = paxkv::messages::MemberChangeRequest::Add {
-                id: new,
-                addr: cluster.addr(new).to_string(),
-            };
-            changing = Some(Changing {
-                nodes: vec![old, new],
-                done: Done::Replaced { old, new },
-                task: tokio::spawn(async move {
-                    let deadline = Duration::from_secs(120);
-                    let remove = paxkv::messages::MemberChangeRequest::Remove { id: old };
-                    support::drive_until_done(via.clone(), add, deadline).await;
-                    support::drive_until_done(via, remove, deadline).await;
-                }),
-            });
-        }
-        // A short quiet spell between faults (also part of the schedule).
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..=500))).await;
     }
-    if let Some(done) = changing.take() {
-        finish_change(cluster, done, &mut counts).await;
+
+    /// The lost store's node rejoins as a new member, in the background.
+    async fn rejoin_lost_store(
+        &mut self,
+        cluster: &mut ProcessCluster,
+        fault: Fault,
+        ids: &[NodeId],
+        busy: &[NodeId],
+    ) {
+        let lost = ids[0];
+        if fault == Fault::RollbackOne {
+            // the operator's path for a refused older copy: an empty directory
+            cluster.stop(lost).await;
+            cluster.wipe(lost);
+            cluster.restart(lost);
+        }
+        // Every copy goes: a rollback is detected through the peers' records of a store's
+        // generation, and the lost store's records went with it (rolling back past a lost
+        // peer store is outside the named assumption of `actors::membership`).
+        let _ = std::fs::remove_dir_all(&self.copies);
+        let via: Vec<NodeId> = ids[1..]
+            .iter()
+            .copied()
+            .filter(|id| !busy.contains(id))
+            .collect();
+        self.changing = Some(Changing {
+            nodes: vec![lost],
+            done: Done::Rejoined(lost),
+            task: support::spawn_remove_and_add(cluster, lost, &via),
+        });
     }
-    counts
+
+    /// Adds the new node (the last one), then removes `ids[0]`, in the background.
+    fn replace(&mut self, cluster: &mut ProcessCluster, ids: &[NodeId], busy: &[NodeId]) {
+        let (old, new) = (ids[0], *cluster.ids().last().expect("the new node"));
+        let via: Vec<NodeId> = ids[1..]
+            .iter()
+            .copied()
+            .filter(|id| !busy.contains(id) && *id != new)
+            .collect();
+        self.changing = Some(Changing {
+            nodes: vec![old, new],
+            done: Done::Replaced { old, new },
+            task: support::spawn_replacement(cluster, old, new, &via),
+        });
+    }
 }
 
 /// A membership change driven in the background, and the nodes it is about.
@@ -441,6 +497,68 @@ fn print_op_counts(history: &History) -> (usize, usize) {
     (ok, unknown)
 }
 
+/// A final quorum read of every hot key through every node, and of every key written once
+/// through the nodes in turn (recorded too: part of the history the checker sees); what is
+/// wrong: a failed read, nodes that disagree, a version below an acknowledged write's.
+async fn read_every_key_back(
+    cluster: &ProcessCluster,
+    history: &History,
+    once_keys: &[Vec<u8>],
+) -> Vec<String> {
+    let acknowledged = highest_acknowledged_versions(history);
+    let mut problems = Vec::new();
+    for k in 0..HOT_KEYS {
+        let key = hot_key(k);
+        let mut seen = Vec::new();
+        for id in cluster.ids() {
+            let client = cluster.client_for(id);
+            match history
+                .run(100 + id as u64, &client, &key, Command::Get)
+                .await
+            {
+                Ok(Outcome::Get { value, version }) => seen.push((id, value, version)),
+                other => problems.push(format!(
+                    "final read of {} through node {id}: {other:?}",
+                    String::from_utf8_lossy(&key)
+                )),
+            }
+        }
+        let (_, first_value, first_version) = seen.first().expect("a final read").clone();
+        if seen
+            .iter()
+            .any(|(_, value, version)| (value, *version) != (&first_value, first_version))
+        {
+            problems.push(format!(
+                "nodes disagree on {}: {seen:?}",
+                String::from_utf8_lossy(&key)
+            ));
+        }
+        let highest = acknowledged.get(&key).copied().unwrap_or(0);
+        if first_version < highest {
+            problems.push(format!(
+                "{} is at version {first_version}, below acknowledged write version {highest}",
+                String::from_utf8_lossy(&key)
+            ));
+        }
+        println!(
+            "final {}: version {first_version}, value {:?} (highest acknowledged write: {highest})",
+            String::from_utf8_lossy(&key),
+            first_value.as_deref().map(String::from_utf8_lossy)
+        );
+    }
+    // Every key written once, read back through the nodes in turn (checked with the rest).
+    for (i, key) in once_keys.iter().enumerate() {
+        let client = cluster.client_for(cluster.ids()[i % cluster.ids().len()]);
+        if let Err(e) = history.run(200, &client, key, Command::Get).await {
+            problems.push(format!(
+                "final read of {}: {e}",
+                String::from_utf8_lossy(key)
+            ));
+        }
+    }
+    problems
+}
+
 #[tokio::test]
 async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
     let _serial = SERIAL.lock().await;
@@ -510,59 +628,7 @@ async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
         started.elapsed().as_secs_f64()
     );
 
-    // A final quorum read of every hot key through every node (recorded too: it is part of
-    // the history the checker sees).
-    let acknowledged = highest_acknowledged_versions(&history);
-    let mut problems = Vec::new();
-    for k in 0..HOT_KEYS {
-        let key = hot_key(k);
-        let mut seen = Vec::new();
-        for id in cluster.ids() {
-            let client = cluster.client_for(id);
-            match history
-                .run(100 + id as u64, &client, &key, Command::Get)
-                .await
-            {
-                Ok(Outcome::Get { value, version }) => seen.push((id, value, version)),
-                other => problems.push(format!(
-                    "final read of {} through node {id}: {other:?}",
-                    String::from_utf8_lossy(&key)
-                )),
-            }
-        }
-        let (_, first_value, first_version) = seen.first().expect("a final read").clone();
-        if seen
-            .iter()
-            .any(|(_, value, version)| (value, *version) != (&first_value, first_version))
-        {
-            problems.push(format!(
-                "nodes disagree on {}: {seen:?}",
-                String::from_utf8_lossy(&key)
-            ));
-        }
-        let highest = acknowledged.get(&key).copied().unwrap_or(0);
-        if first_version < highest {
-            problems.push(format!(
-                "{} is at version {first_version}, below acknowledged write version {highest}",
-                String::from_utf8_lossy(&key)
-            ));
-        }
-        println!(
-            "final {}: version {first_version}, value {:?} (highest acknowledged write: {highest})",
-            String::from_utf8_lossy(&key),
-            first_value.as_deref().map(String::from_utf8_lossy)
-        );
-    }
-    // Every key written once, read back through the nodes in turn (checked with the rest).
-    for (i, key) in once_keys.iter().enumerate() {
-        let client = cluster.client_for(cluster.ids()[i % cluster.ids().len()]);
-        if let Err(e) = history.run(200, &client, key, Command::Get).await {
-            problems.push(format!(
-                "final read of {}: {e}",
-                String::from_utf8_lossy(key)
-            ));
-        }
-    }
+    let problems = read_every_key_back(&cluster, &history, &once_keys).await;
     println!("keys written once, read back: {}", once_keys.len());
     for problem in &problems {
         eprintln!("PROBLEM (seed {seed}): {problem}");

@@ -384,3 +384,53 @@ pub async fn rejoin(cluster: &mut impl Cluster, id: NodeId, via: &[NodeId]) {
     drive_until_done(addrs, member_add(cluster, id), deadline).await;
     cluster.wait_voting(&[id]).await;
 }
+
+/// A lost store stays refused however often its node is restarted (as an orchestrator does
+/// while `/health` answers 503): node `id`, running, is refused now, and after each of
+/// `restarts` stops and restarts. It is left running.
+pub async fn assert_stays_refused(cluster: &mut impl Cluster, id: NodeId, restarts: usize) {
+    cluster.wait_store_refused(id).await;
+    for _ in 0..restarts {
+        cluster.stop(id).await;
+        cluster.restart(id);
+        cluster.wait_store_refused(id).await;
+    }
+}
+
+/// The operator's path for node `id` whose store was lost, driven in a task while the test
+/// goes on: `member remove`, then `member add` at its address (its node runs on an empty
+/// directory by then), each through any of the nodes `via` (a rerun resumes a change whose
+/// driver died). The task ends once both completed (at most 120 s each).
+pub fn spawn_remove_and_add(
+    cluster: &impl Cluster,
+    id: NodeId,
+    via: &[NodeId],
+) -> tokio::task::JoinHandle<()> {
+    let addrs: Vec<SocketAddr> = via.iter().map(|n| cluster.addr(*n)).collect();
+    let add = member_add(cluster, id);
+    tokio::spawn(async move {
+        let deadline = Duration::from_secs(120);
+        let remove = paxkv::messages::MemberChangeRequest::Remove { id };
+        drive_until_done(addrs.clone(), remove, deadline).await;
+        drive_until_done(addrs, add, deadline).await;
+    })
+}
+
+/// A replacement driven in a task: `member add` of node `new` (running, on an empty
+/// directory), then `member remove` of node `old`, each through any of the nodes `via`. The
+/// task ends once both completed (at most 120 s each).
+pub fn spawn_replacement(
+    cluster: &impl Cluster,
+    old: NodeId,
+    new: NodeId,
+    via: &[NodeId],
+) -> tokio::task::JoinHandle<()> {
+    let addrs: Vec<SocketAddr> = via.iter().map(|n| cluster.addr(*n)).collect();
+    let add = member_add(cluster, new);
+    tokio::spawn(async move {
+        let deadline = Duration::from_secs(120);
+        drive_until_done(addrs.clone(), add, deadline).await;
+        let remove = paxkv::messages::MemberChangeRequest::Remove { id: old };
+        drive_until_done(addrs, remove, deadline).await;
+    })
+}
