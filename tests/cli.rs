@@ -185,6 +185,49 @@ fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A temporary config file for `nodes` (see [`config_text`]).
+fn write_config(nodes: &[(u32, SocketAddr)]) -> tempfile::NamedTempFile {
+    let mut config_file = tempfile::Builder::new()
+        .prefix("paxkv-cli-test-")
+        .suffix(".toml")
+        .tempfile()
+        .expect("a temp config file");
+    config_file
+        .write_all(config_text(nodes).as_bytes())
+        .expect("write the config");
+    config_file.flush().expect("flush the config");
+    config_file
+}
+
+/// The lines `pipe` prints, read on a thread of their own until it closes.
+fn lines_of(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// Everything `pipe` prints, collected on a thread of its own.
+fn collected(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let mut sink = sink.lock().unwrap();
+            sink.push_str(&line);
+            sink.push('\n');
+        }
+    });
+    text
+}
+
 /// A running `paxkv cluster` child process. Dropping it stops the cluster and every node
 /// process it started, also when the test panics.
 struct Cluster {
@@ -216,15 +259,7 @@ impl Cluster {
     fn try_start() -> Startup {
         let ports = free_ports(NODES);
         let nodes: Vec<(u32, SocketAddr)> = (1..=NODES as u32).zip(ports.iter().copied()).collect();
-        let mut config_file = tempfile::Builder::new()
-            .prefix("paxkv-cli-test-")
-            .suffix(".toml")
-            .tempfile()
-            .expect("a temp config file");
-        config_file
-            .write_all(config_text(&nodes).as_bytes())
-            .expect("write the config");
-        config_file.flush().expect("flush the config");
+        let config_file = write_config(&nodes);
         let config = config_file.path().to_path_buf();
         let data_dir = tempfile::tempdir().expect("a temp data dir");
         let mut child = Command::new(BIN)
@@ -240,27 +275,8 @@ impl Cluster {
             .spawn()
             .expect("spawn paxkv cluster");
         // The node processes inherit both pipes; keep draining them so no writer blocks.
-        let (lines_tx, lines) = mpsc::channel::<String>();
-        let stdout = child.stdout.take().expect("piped stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let stderr_sink = stderr.clone();
-        let stderr_pipe = child.stderr.take().expect("piped stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr_pipe).lines() {
-                let Ok(line) = line else { break };
-                let mut sink = stderr_sink.lock().unwrap();
-                sink.push_str(&line);
-                sink.push('\n');
-            }
-        });
+        let lines = lines_of(child.stdout.take().expect("piped stdout"));
+        let stderr = collected(child.stderr.take().expect("piped stderr"));
         let mut cluster = Cluster {
             child,
             config,
@@ -270,21 +286,39 @@ impl Cluster {
             _config_file: config_file,
             _data_dir: data_dir,
         };
+        let Some(listed) = cluster.wait_until_listed(&lines) else {
+            // Dropping the cluster stops it and its nodes.
+            return Startup::PortTaken;
+        };
+        for (i, line) in listed.iter().enumerate() {
+            let prefix = format!(
+                "  node {} listening on {} (data in ",
+                i + 1,
+                cluster.addrs[i]
+            );
+            assert!(
+                line.starts_with(&prefix),
+                "{line:?} should start with {prefix:?}"
+            );
+        }
+        Startup::Up(cluster)
+    }
 
-        // Wait for "paxkv cluster: 5 nodes up" and then one line per node.
+    /// Waits for "paxkv cluster: 5 nodes up" and then one line per node: those lines; `None`
+    /// if a node could not bind its port.
+    fn wait_until_listed(&mut self, lines: &mpsc::Receiver<String>) -> Option<Vec<String>> {
         let deadline = Instant::now() + STARTUP_DEADLINE;
         let mut up = false;
         let mut listed = Vec::new();
         while listed.len() < NODES {
-            if cluster.stderr.lock().unwrap().contains("cannot listen on") {
-                // Dropping the cluster stops it and its nodes.
-                return Startup::PortTaken;
+            if self.stderr.lock().unwrap().contains("cannot listen on") {
+                return None;
             }
-            if let Some(status) = cluster.child.try_wait().expect("wait for the cluster") {
-                cluster.stopped = true;
+            if let Some(status) = self.child.try_wait().expect("wait for the cluster") {
+                self.stopped = true;
                 panic!(
                     "paxkv cluster exited during startup ({status}); stderr:\n{}",
-                    cluster.stderr.lock().unwrap()
+                    self.stderr.lock().unwrap()
                 );
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -307,18 +341,7 @@ impl Cluster {
                 }
             }
         }
-        for (i, line) in listed.iter().enumerate() {
-            let prefix = format!(
-                "  node {} listening on {} (data in ",
-                i + 1,
-                cluster.addrs[i]
-            );
-            assert!(
-                line.starts_with(&prefix),
-                "{line:?} should start with {prefix:?}"
-            );
-        }
-        Startup::Up(cluster)
+        Some(listed)
     }
 
     fn config(&self) -> &str {
@@ -441,7 +464,16 @@ impl Drop for Cluster {
 #[test]
 fn cli_round_trips_with_exact_output_and_exit_codes() {
     let cluster = Cluster::start();
+    put_get_cas_and_delete_answer_exactly_in_text_and_json(&cluster);
+    values_and_keys_are_any_bytes(&cluster);
+    a_key_over_the_limit_is_bad_input(&cluster);
+    node_and_nodes_choose_whom_to_ask(&cluster);
+    load_puts_lines_and_reports_bad_ones(&cluster);
+    cluster.stop();
+}
 
+/// put, get, cas and delete on one key: each answer and exit code exact, in text and in JSON.
+fn put_get_cas_and_delete_answer_exactly_in_text_and_json(cluster: &Cluster) {
     // put / get, text and JSON.
     cluster.expect(&["put", "k1", "v1"], 0, "ok (version 1)\n");
     cluster.expect(&["get", "k1"], 0, "v1\n");
@@ -493,7 +525,10 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
         1,
         json!({"key": "k1", "value": null, "version": 4}),
     );
+}
 
+/// values and keys of any bytes, through stdin and arguments, printed exactly or as base64.
+fn values_and_keys_are_any_bytes(cluster: &Cluster) {
     // Any bytes. `put KEY -` takes the value from stdin as it is (NUL, invalid UTF-8, a
     // trailing newline); `get` prints exactly those bytes and one newline, nothing else;
     // `--json` gives them as value_base64 (standard alphabet, padded) and no "value".
@@ -565,7 +600,10 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
         reply,
         json!({"key_base64": "a/8=", "value": "raw-key", "version": 1})
     );
+}
 
+/// a key of 256 bytes is taken, one of 257 is bad input (exit 2, in JSON too).
+fn a_key_over_the_limit_is_bad_input(cluster: &Cluster) {
     // Keys: 256 bytes is the limit and is accepted; one more byte is bad input.
     let longest = "k".repeat(256);
     cluster.expect(&["put", &longest, "fits"], 0, "ok (version 1)\n");
@@ -586,7 +624,10 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
     let reply: Value = serde_json::from_str(stdout.trim_end()).expect("a JSON error");
     assert_eq!(reply["error"], "bad_request", "{reply}");
     assert_eq!(reply["key"], too_long.as_str(), "{reply}");
+}
 
+/// `--node` pins one node; `--nodes` replaces the config's list.
+fn node_and_nodes_choose_whom_to_ask(cluster: &Cluster) {
     // --node pins one node, and it serves reads and writes.
     let node1 = cluster.addrs[0].clone();
     cluster.expect(
@@ -599,7 +640,11 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
     let nodes = cluster.addrs.join(",");
     let (code, stdout, stderr) = paxkv(&["--nodes", &nodes, "get", "pinned"], None);
     assert_eq!((code, stdout.as_str()), (0, "p1\n"), "stderr {stderr:?}");
+}
 
+/// `load` puts `key value` lines, reports a malformed line or a value over the limit with exit
+/// 2, and puts the others.
+fn load_puts_lines_and_reports_bad_ones(cluster: &Cluster) {
     // load: `key value` lines, the first space splits.
     let (code, stdout, stderr) = cluster.cli_with_stdin(&["load"], Some("a 1\nb hello world\n"));
     assert_eq!(code, 0, "load; stdout {stdout:?}, stderr {stderr:?}");
@@ -643,8 +688,6 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
     let (code, stdout, _) = cluster.cli(&["get", "largest"]);
     assert_eq!(code, 0);
     assert_eq!(stdout, format!("{}\n", "y".repeat(1 << 20)));
-
-    cluster.stop();
 }
 
 #[test]
