@@ -519,27 +519,9 @@ async fn a_membership_change_needs_the_operators_certificate() {
 /// changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_nodes_key_at_its_config_address_installs_no_membership() {
-    use paxkv::messages::{MembershipInfo, SyncAnswer, SyncReply};
-    use std::sync::atomic::{AtomicU64, Ordering};
     let certs = tempfile::tempdir().unwrap();
     let mut cluster = TestCluster::with_tls(4, certs.path());
-    cluster
-        .change(1, paxkv::messages::MemberChangeRequest::Remove { id: 4 })
-        .await
-        .unwrap();
-    cluster.stop(4).await;
-    let m = cluster.membership(1).await;
-    // Every remaining node has installed the removal (a node still at an epoch where node 4
-    // was a member would ask it, dialed as node 4: the one window a removed node's key
-    // keeps, README).
-    for id in 2..=3 {
-        eventually(
-            &format!("node {id} installs the removal"),
-            Duration::from_secs(30),
-            || async { cluster.membership(id).await.epoch >= m.epoch },
-        )
-        .await;
-    }
+    let m = remove_node_4_everywhere(&mut cluster).await;
     let mut forged = Membership::bootstrap([(4, cluster.addr(4).to_string())], "");
     forged.epoch = m.epoch + 100;
     forged.cluster = m.cluster;
@@ -549,47 +531,7 @@ async fn a_removed_nodes_key_at_its_config_address_installs_no_membership() {
         "node-4",
         Role::Node(4),
     );
-    let listener = tokio::net::TcpListener::bind(cluster.addr(4))
-        .await
-        .unwrap();
-    let asked = Arc::new(AtomicU64::new(0));
-    let server = {
-        let asked = asked.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let (acceptor, forged, asked) = (node4.acceptor(), forged.clone(), asked.clone());
-                tokio::spawn(async move {
-                    let Ok(stream) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let mut stream: BoxStream = Box::new(stream);
-                    while let Ok(frame) = read_frame(&mut stream).await {
-                        if let Frame::SyncRequest(call) = frame {
-                            if matches!(call.body, SyncRequest::Membership) {
-                                asked.fetch_add(1, Ordering::Relaxed);
-                                let answer = Frame::SyncResponse(SyncAnswer {
-                                    id: call.id,
-                                    result: Ok(SyncReply::Membership(MembershipInfo {
-                                        node: 4,
-                                        membership: Some(forged.clone()),
-                                        store: 1,
-                                        voting: true,
-                                        founds: 0,
-                                    })),
-                                });
-                                if stream.write_all(&frame::encode(&answer)).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                });
-            }
-        })
-    };
+    let impostor = Impostor::listen(cluster.addr(4), node4, forged).await;
     // Three periods of the pull of a voting node (5 s), the nodes serving throughout.
     let until = std::time::Instant::now() + Duration::from_secs(16);
     let members = cluster.client_with(
@@ -605,11 +547,7 @@ async fn a_removed_nodes_key_at_its_config_address_installs_no_membership() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(
-        asked.load(Ordering::Relaxed),
-        0,
-        "a node asked a removed node"
-    );
+    assert_eq!(impostor.asked(), 0, "a node asked a removed node");
     for id in 1..=3 {
         assert_eq!(
             cluster.metric(id, "paxkv_voting").await,
@@ -617,5 +555,96 @@ async fn a_removed_nodes_key_at_its_config_address_installs_no_membership() {
             "node {id}"
         );
     }
-    server.abort();
+}
+
+/// Removes node 4 and stops it; waits until every remaining node installed the removal (a
+/// node still at an epoch where node 4 was a member would ask it, dialed as node 4: the one
+/// window a removed node's key keeps, README). The membership without node 4.
+async fn remove_node_4_everywhere(cluster: &mut TestCluster) -> Membership {
+    cluster
+        .change(1, paxkv::messages::MemberChangeRequest::Remove { id: 4 })
+        .await
+        .unwrap();
+    cluster.stop(4).await;
+    let m = cluster.membership(1).await;
+    for id in 2..=3 {
+        eventually(
+            &format!("node {id} installs the removal"),
+            Duration::from_secs(30),
+            || async { cluster.membership(id).await.epoch >= m.epoch },
+        )
+        .await;
+    }
+    m
+}
+
+/// A listener at a removed node's address with its certificate, answering every request for
+/// the membership with `forged`, and counting them.
+struct Impostor {
+    asked: Arc<std::sync::atomic::AtomicU64>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Impostor {
+    async fn listen(addr: SocketAddr, identity: Arc<tls::Tls>, forged: Membership) -> Impostor {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let asked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = asked.clone();
+        let server = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = identity.acceptor();
+                let (forged, asked) = (forged.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    answer_membership_requests(Box::new(stream), forged, asked).await;
+                });
+            }
+        });
+        Impostor { asked, server }
+    }
+
+    /// How many membership requests it was sent.
+    fn asked(&self) -> u64 {
+        self.asked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Answers every membership request on `stream` with `forged` as node 4's, counting them in
+/// `asked`, until the connection ends.
+async fn answer_membership_requests(
+    mut stream: BoxStream,
+    forged: Membership,
+    asked: Arc<std::sync::atomic::AtomicU64>,
+) {
+    use paxkv::messages::{MembershipInfo, SyncAnswer, SyncReply};
+    while let Ok(frame) = read_frame(&mut stream).await {
+        let Frame::SyncRequest(call) = frame else {
+            continue;
+        };
+        if !matches!(call.body, SyncRequest::Membership) {
+            continue;
+        }
+        asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let answer = Frame::SyncResponse(SyncAnswer {
+            id: call.id,
+            result: Ok(SyncReply::Membership(MembershipInfo {
+                node: 4,
+                membership: Some(forged.clone()),
+                store: 1,
+                voting: true,
+                founds: 0,
+            })),
+        });
+        if stream.write_all(&frame::encode(&answer)).await.is_err() {
+            return;
+        }
+    }
 }
