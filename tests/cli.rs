@@ -819,6 +819,22 @@ fn cluster_survives_a_killed_node_restarts_it_and_stops_every_node_on_sigterm() 
     ids.sort_unstable();
     assert_eq!(ids, vec![1, 2, 3, 4, 5], "one process per node");
 
+    let old = kill_node_3(&cluster);
+    four_of_five_serve_and_a_peer_logs_the_loss(&cluster);
+    node_3_is_restarted_and_serves(&cluster, old);
+
+    // SIGTERM: the cluster exits 0 in time and takes every node process with it.
+    let config = cluster.config.clone();
+    cluster.stop();
+    assert_eq!(
+        node_processes(&config),
+        vec![],
+        "no node process of this test remains"
+    );
+}
+
+/// SIGKILL of node 3's process, gone within 10 s; its pid.
+fn kill_node_3(cluster: &Cluster) -> u32 {
     let old = node_pids(&cluster.config, 3);
     assert_eq!(old.len(), 1, "exactly one process for node 3: {old:?}");
     let old = old[0];
@@ -828,8 +844,12 @@ fn cluster_survives_a_killed_node_restarts_it_and_stops_every_node_on_sigterm() 
             .contains(&old)),
         "node 3 (pid {old}) still running after SIGKILL"
     );
+    old
+}
 
-    // Four of five nodes: reads and writes go on, whichever node the client tries first.
+/// Four of five nodes: reads and writes go on, whichever node the client tries first, and
+/// another node's log names its lost peer 3.
+fn four_of_five_serve_and_a_peer_logs_the_loss(cluster: &Cluster) {
     for i in 0..5 {
         let (key, value) = (format!("after-{i}"), format!("value-{i}"));
         cluster.expect(&["put", &key, &value], 0, "ok (version 1)\n");
@@ -853,8 +873,11 @@ fn cluster_survives_a_killed_node_restarts_it_and_stops_every_node_on_sigterm() 
         "no node's log line names the node and its lost peer 3: {}",
         cluster.stderr.lock().unwrap()
     );
+}
 
-    // `cluster` restarts node 3 (new pid), which then answers requests sent to it alone.
+/// `cluster` restarts node 3 (a new pid, one process), which then answers requests sent to
+/// it alone.
+fn node_3_is_restarted_and_serves(cluster: &Cluster, old: u32) {
     let node3 = cluster.addrs[2].clone();
     let mut last = (0, String::new(), String::new());
     let restarted = wait_until(RESTART_DEADLINE, || {
@@ -887,15 +910,6 @@ fn cluster_survives_a_killed_node_restarts_it_and_stops_every_node_on_sigterm() 
         new.len(),
         1,
         "exactly one process for node 3 after the restart: {new:?}"
-    );
-
-    // SIGTERM: the cluster exits 0 in time and takes every node process with it.
-    let config = cluster.config.clone();
-    cluster.stop();
-    assert_eq!(
-        node_processes(&config),
-        vec![],
-        "no node process of this test remains"
     );
 }
 

@@ -559,19 +559,15 @@ async fn read_every_key_back(
     problems
 }
 
-#[tokio::test]
-async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
-    let _serial = SERIAL.lock().await;
-    let seed = seed();
-    let length = support::secs_from_env("PAXKV_NEMESIS_SECS", DEFAULT_NEMESIS_SECS);
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let started = Instant::now();
-    let mut cluster = start_cluster().await;
-
-    let history = History::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stats = Arc::new(WorkloadStats::default());
-    let workload: Vec<_> = (0..WORKLOAD_TASKS)
+/// The hot-key tasks of the workload, recording into `history` until `stop`.
+fn start_hot_key_tasks(
+    cluster: &ProcessCluster,
+    history: &History,
+    seed: u64,
+    stop: &Arc<AtomicBool>,
+    stats: &Arc<WorkloadStats>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..WORKLOAD_TASKS)
         .map(|task| {
             // Each task lists the nodes from a different one, so a hot key is coordinated on
             // several nodes at once (competing proposers). Every other task gives up early, so
@@ -592,8 +588,22 @@ async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
                 stats.clone(),
             ))
         })
-        .collect();
+        .collect()
+}
 
+#[tokio::test]
+async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
+    let _serial = SERIAL.lock().await;
+    let seed = seed();
+    let length = support::secs_from_env("PAXKV_NEMESIS_SECS", DEFAULT_NEMESIS_SECS);
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let started = Instant::now();
+    let mut cluster = start_cluster().await;
+
+    let history = History::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(WorkloadStats::default());
+    let workload = start_hot_key_tasks(&cluster, &history, seed, &stop, &stats);
     // Keys written once each (their only write goes at the fast ballot), read back at the end.
     let once_stop = Arc::new(AtomicBool::new(false));
     let once_writer = tokio::spawn(support::write_once_keys(
