@@ -734,7 +734,19 @@ fn cli_rejects_bad_usage_and_bad_config_with_exit_2() {
 #[test]
 fn cli_exits_3_when_no_node_answers() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let ports = free_ports(NODES);
+    // Ports bound and never listened on, held for the whole test: a connection to one is
+    // refused, and no node of a test running beside this one can take one meanwhile (a free
+    // port released at once could be, and once answered "1 of 5 nodes").
+    let held: Vec<tokio::net::TcpSocket> = (0..NODES)
+        .map(|_| {
+            let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+            socket
+                .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+                .expect("bind an ephemeral port");
+            socket
+        })
+        .collect();
+    let ports = held.iter().map(|s| s.local_addr().expect("its address"));
     let nodes: Vec<(u32, SocketAddr)> = (1..=NODES as u32).zip(ports).collect();
     let path = dir.path().join("nobody.toml");
     std::fs::write(&path, config_text(&nodes)).expect("write the config");
