@@ -9,7 +9,7 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::prelude::{Engine as _, BASE64_STANDARD};
+use paxkv_testkit::{free_ports, nodes_toml};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_paxkv");
@@ -105,25 +106,10 @@ fn read_all_in_background(
     })
 }
 
-/// Distinct free local ports: all bound at once (so they differ), then released.
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
-}
-
 /// A config shaped like `config/cluster.toml`, with its nodes on `ports`.
-fn config_text(nodes: &[(u32, u16)]) -> String {
+fn config_text(nodes: &[(u32, SocketAddr)]) -> String {
     let mut text = String::from("# paxkv test cluster\n");
-    for (id, port) in nodes {
-        text.push_str(&format!(
-            "[[node]]\nid = {id}\naddr = \"127.0.0.1:{port}\"\n"
-        ));
-    }
+    text.push_str(&nodes_toml(nodes, None));
     text.push_str(
         "\n[paxos]\nrequest_timeout_ms = 3000\nphase_timeout_ms = 500\nread_grace_ms = 20\n\
          backoff_min_ms = 1\nbackoff_max_ms = 50\nmax_batch = 32\ntick_ms = 10\n\
@@ -199,6 +185,49 @@ fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A temporary config file for `nodes` (see [`config_text`]).
+fn write_config(nodes: &[(u32, SocketAddr)]) -> tempfile::NamedTempFile {
+    let mut config_file = tempfile::Builder::new()
+        .prefix("paxkv-cli-test-")
+        .suffix(".toml")
+        .tempfile()
+        .expect("a temp config file");
+    config_file
+        .write_all(config_text(nodes).as_bytes())
+        .expect("write the config");
+    config_file.flush().expect("flush the config");
+    config_file
+}
+
+/// The lines `pipe` prints, read on a thread of their own until it closes.
+fn lines_of(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// Everything `pipe` prints, collected on a thread of its own.
+fn collected(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let mut sink = sink.lock().unwrap();
+            sink.push_str(&line);
+            sink.push('\n');
+        }
+    });
+    text
+}
+
 /// A running `paxkv cluster` child process. Dropping it stops the cluster and every node
 /// process it started, also when the test panics.
 struct Cluster {
@@ -229,16 +258,8 @@ impl Cluster {
 
     fn try_start() -> Startup {
         let ports = free_ports(NODES);
-        let nodes: Vec<(u32, u16)> = (1..=NODES as u32).zip(ports.iter().copied()).collect();
-        let mut config_file = tempfile::Builder::new()
-            .prefix("paxkv-cli-test-")
-            .suffix(".toml")
-            .tempfile()
-            .expect("a temp config file");
-        config_file
-            .write_all(config_text(&nodes).as_bytes())
-            .expect("write the config");
-        config_file.flush().expect("flush the config");
+        let nodes: Vec<(u32, SocketAddr)> = (1..=NODES as u32).zip(ports.iter().copied()).collect();
+        let config_file = write_config(&nodes);
         let config = config_file.path().to_path_buf();
         let data_dir = tempfile::tempdir().expect("a temp data dir");
         let mut child = Command::new(BIN)
@@ -254,54 +275,50 @@ impl Cluster {
             .spawn()
             .expect("spawn paxkv cluster");
         // The node processes inherit both pipes; keep draining them so no writer blocks.
-        let (lines_tx, lines) = mpsc::channel::<String>();
-        let stdout = child.stdout.take().expect("piped stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let stderr_sink = stderr.clone();
-        let stderr_pipe = child.stderr.take().expect("piped stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr_pipe).lines() {
-                let Ok(line) = line else { break };
-                let mut sink = stderr_sink.lock().unwrap();
-                sink.push_str(&line);
-                sink.push('\n');
-            }
-        });
+        let lines = lines_of(child.stdout.take().expect("piped stdout"));
+        let stderr = collected(child.stderr.take().expect("piped stderr"));
         let mut cluster = Cluster {
             child,
             config,
-            addrs: nodes
-                .iter()
-                .map(|(_, port)| format!("127.0.0.1:{port}"))
-                .collect(),
+            addrs: nodes.iter().map(|(_, addr)| addr.to_string()).collect(),
             stderr,
             stopped: false,
             _config_file: config_file,
             _data_dir: data_dir,
         };
+        let Some(listed) = cluster.wait_until_listed(&lines) else {
+            // Dropping the cluster stops it and its nodes.
+            return Startup::PortTaken;
+        };
+        for (i, line) in listed.iter().enumerate() {
+            let prefix = format!(
+                "  node {} listening on {} (data in ",
+                i + 1,
+                cluster.addrs[i]
+            );
+            assert!(
+                line.starts_with(&prefix),
+                "{line:?} should start with {prefix:?}"
+            );
+        }
+        Startup::Up(cluster)
+    }
 
-        // Wait for "paxkv cluster: 5 nodes up" and then one line per node.
+    /// Waits for "paxkv cluster: 5 nodes up" and then one line per node: those lines; `None`
+    /// if a node could not bind its port.
+    fn wait_until_listed(&mut self, lines: &mpsc::Receiver<String>) -> Option<Vec<String>> {
         let deadline = Instant::now() + STARTUP_DEADLINE;
         let mut up = false;
         let mut listed = Vec::new();
         while listed.len() < NODES {
-            if cluster.stderr.lock().unwrap().contains("cannot listen on") {
-                // Dropping the cluster stops it and its nodes.
-                return Startup::PortTaken;
+            if self.stderr.lock().unwrap().contains("cannot listen on") {
+                return None;
             }
-            if let Some(status) = cluster.child.try_wait().expect("wait for the cluster") {
-                cluster.stopped = true;
+            if let Some(status) = self.child.try_wait().expect("wait for the cluster") {
+                self.stopped = true;
                 panic!(
                     "paxkv cluster exited during startup ({status}); stderr:\n{}",
-                    cluster.stderr.lock().unwrap()
+                    self.stderr.lock().unwrap()
                 );
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -324,18 +341,7 @@ impl Cluster {
                 }
             }
         }
-        for (i, line) in listed.iter().enumerate() {
-            let prefix = format!(
-                "  node {} listening on {} (data in ",
-                i + 1,
-                cluster.addrs[i]
-            );
-            assert!(
-                line.starts_with(&prefix),
-                "{line:?} should start with {prefix:?}"
-            );
-        }
-        Startup::Up(cluster)
+        Some(listed)
     }
 
     fn config(&self) -> &str {
@@ -458,7 +464,16 @@ impl Drop for Cluster {
 #[test]
 fn cli_round_trips_with_exact_output_and_exit_codes() {
     let cluster = Cluster::start();
+    put_get_cas_and_delete_answer_exactly_in_text_and_json(&cluster);
+    values_and_keys_are_any_bytes(&cluster);
+    a_key_over_the_limit_is_bad_input(&cluster);
+    node_and_nodes_choose_whom_to_ask(&cluster);
+    load_puts_lines_and_reports_bad_ones(&cluster);
+    cluster.stop();
+}
 
+/// put, get, cas and delete on one key: each answer and exit code exact, in text and in JSON.
+fn put_get_cas_and_delete_answer_exactly_in_text_and_json(cluster: &Cluster) {
     // put / get, text and JSON.
     cluster.expect(&["put", "k1", "v1"], 0, "ok (version 1)\n");
     cluster.expect(&["get", "k1"], 0, "v1\n");
@@ -510,7 +525,10 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
         1,
         json!({"key": "k1", "value": null, "version": 4}),
     );
+}
 
+/// values and keys of any bytes, through stdin and arguments, printed exactly or as base64.
+fn values_and_keys_are_any_bytes(cluster: &Cluster) {
     // Any bytes. `put KEY -` takes the value from stdin as it is (NUL, invalid UTF-8, a
     // trailing newline); `get` prints exactly those bytes and one newline, nothing else;
     // `--json` gives them as value_base64 (standard alphabet, padded) and no "value".
@@ -582,7 +600,10 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
         reply,
         json!({"key_base64": "a/8=", "value": "raw-key", "version": 1})
     );
+}
 
+/// a key of 256 bytes is taken, one of 257 is bad input (exit 2, in JSON too).
+fn a_key_over_the_limit_is_bad_input(cluster: &Cluster) {
     // Keys: 256 bytes is the limit and is accepted; one more byte is bad input.
     let longest = "k".repeat(256);
     cluster.expect(&["put", &longest, "fits"], 0, "ok (version 1)\n");
@@ -603,7 +624,10 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
     let reply: Value = serde_json::from_str(stdout.trim_end()).expect("a JSON error");
     assert_eq!(reply["error"], "bad_request", "{reply}");
     assert_eq!(reply["key"], too_long.as_str(), "{reply}");
+}
 
+/// `--node` pins one node; `--nodes` replaces the config's list.
+fn node_and_nodes_choose_whom_to_ask(cluster: &Cluster) {
     // --node pins one node, and it serves reads and writes.
     let node1 = cluster.addrs[0].clone();
     cluster.expect(
@@ -616,7 +640,11 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
     let nodes = cluster.addrs.join(",");
     let (code, stdout, stderr) = paxkv(&["--nodes", &nodes, "get", "pinned"], None);
     assert_eq!((code, stdout.as_str()), (0, "p1\n"), "stderr {stderr:?}");
+}
 
+/// `load` puts `key value` lines, reports a malformed line or a value over the limit with exit
+/// 2, and puts the others.
+fn load_puts_lines_and_reports_bad_ones(cluster: &Cluster) {
     // load: `key value` lines, the first space splits.
     let (code, stdout, stderr) = cluster.cli_with_stdin(&["load"], Some("a 1\nb hello world\n"));
     assert_eq!(code, 0, "load; stdout {stdout:?}, stderr {stderr:?}");
@@ -660,8 +688,6 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
     let (code, stdout, _) = cluster.cli(&["get", "largest"]);
     assert_eq!(code, 0);
     assert_eq!(stdout, format!("{}\n", "y".repeat(1 << 20)));
-
-    cluster.stop();
 }
 
 #[test]
@@ -708,8 +734,20 @@ fn cli_rejects_bad_usage_and_bad_config_with_exit_2() {
 #[test]
 fn cli_exits_3_when_no_node_answers() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let ports = free_ports(NODES);
-    let nodes: Vec<(u32, u16)> = (1..=NODES as u32).zip(ports).collect();
+    // Ports bound and never listened on, held for the whole test: a connection to one is
+    // refused, and no node of a test running beside this one can take one meanwhile (a free
+    // port released at once could be, and once answered "1 of 5 nodes").
+    let held: Vec<tokio::net::TcpSocket> = (0..NODES)
+        .map(|_| {
+            let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+            socket
+                .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+                .expect("bind an ephemeral port");
+            socket
+        })
+        .collect();
+    let ports = held.iter().map(|s| s.local_addr().expect("its address"));
+    let nodes: Vec<(u32, SocketAddr)> = (1..=NODES as u32).zip(ports).collect();
     let path = dir.path().join("nobody.toml");
     std::fs::write(&path, config_text(&nodes)).expect("write the config");
     let path = path.to_str().expect("a UTF-8 temp path");
@@ -793,6 +831,22 @@ fn cluster_survives_a_killed_node_restarts_it_and_stops_every_node_on_sigterm() 
     ids.sort_unstable();
     assert_eq!(ids, vec![1, 2, 3, 4, 5], "one process per node");
 
+    let old = kill_node_3(&cluster);
+    four_of_five_serve_and_a_peer_logs_the_loss(&cluster);
+    node_3_is_restarted_and_serves(&cluster, old);
+
+    // SIGTERM: the cluster exits 0 in time and takes every node process with it.
+    let config = cluster.config.clone();
+    cluster.stop();
+    assert_eq!(
+        node_processes(&config),
+        vec![],
+        "no node process of this test remains"
+    );
+}
+
+/// SIGKILL of node 3's process, gone within 10 s; its pid.
+fn kill_node_3(cluster: &Cluster) -> u32 {
     let old = node_pids(&cluster.config, 3);
     assert_eq!(old.len(), 1, "exactly one process for node 3: {old:?}");
     let old = old[0];
@@ -802,8 +856,12 @@ fn cluster_survives_a_killed_node_restarts_it_and_stops_every_node_on_sigterm() 
             .contains(&old)),
         "node 3 (pid {old}) still running after SIGKILL"
     );
+    old
+}
 
-    // Four of five nodes: reads and writes go on, whichever node the client tries first.
+/// Four of five nodes: reads and writes go on, whichever node the client tries first, and
+/// another node's log names its lost peer 3.
+fn four_of_five_serve_and_a_peer_logs_the_loss(cluster: &Cluster) {
     for i in 0..5 {
         let (key, value) = (format!("after-{i}"), format!("value-{i}"));
         cluster.expect(&["put", &key, &value], 0, "ok (version 1)\n");
@@ -827,8 +885,11 @@ fn cluster_survives_a_killed_node_restarts_it_and_stops_every_node_on_sigterm() 
         "no node's log line names the node and its lost peer 3: {}",
         cluster.stderr.lock().unwrap()
     );
+}
 
-    // `cluster` restarts node 3 (new pid), which then answers requests sent to it alone.
+/// `cluster` restarts node 3 (a new pid, one process), which then answers requests sent to
+/// it alone.
+fn node_3_is_restarted_and_serves(cluster: &Cluster, old: u32) {
     let node3 = cluster.addrs[2].clone();
     let mut last = (0, String::new(), String::new());
     let restarted = wait_until(RESTART_DEADLINE, || {
@@ -861,15 +922,6 @@ fn cluster_survives_a_killed_node_restarts_it_and_stops_every_node_on_sigterm() 
         new.len(),
         1,
         "exactly one process for node 3 after the restart: {new:?}"
-    );
-
-    // SIGTERM: the cluster exits 0 in time and takes every node process with it.
-    let config = cluster.config.clone();
-    cluster.stop();
-    assert_eq!(
-        node_processes(&config),
-        vec![],
-        "no node process of this test remains"
     );
 }
 

@@ -17,7 +17,6 @@
 //! output is accepted for them, and the search succeeds as soon as all
 //! *completed* operations are linearized, whatever unknown operations are left
 //! over. Unknown `Get`s have no effect and are dropped before the search.
-#![allow(dead_code)]
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -102,10 +101,6 @@ impl CheckResult {
 
     pub fn is_illegal(&self) -> bool {
         matches!(self, CheckResult::Illegal { .. })
-    }
-
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, CheckResult::Timeout { .. })
     }
 }
 
@@ -393,56 +388,120 @@ fn multiset_remove(set: &mut BTreeMap<u64, usize>, v: u64) {
     }
 }
 
+/// The call and return events of a history, sorted by time, as a doubly linked list that the
+/// search unlinks an operation's events from when it linearizes it (and relinks on
+/// backtracking). Node 0 is the head sentinel.
+struct Events {
+    next: Vec<usize>,
+    prev: Vec<usize>,
+    node_op: Vec<usize>,
+    node_is_call: Vec<bool>,
+    ret_node: Vec<usize>,
+    call_node: Vec<usize>,
+}
+
+impl Events {
+    /// At equal times calls come before returns, so operations touching at a single instant
+    /// count as concurrent. Unknown operations have no return event (return at +infinity).
+    fn of(ops: &[&Operation], unknown: &[bool]) -> Events {
+        let n = ops.len();
+        let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n);
+        for (i, op) in ops.iter().enumerate() {
+            events.push((op.call, false, i));
+            if !unknown[i] {
+                let ret = op.ret.unwrap_or(u64::MAX).max(op.call);
+                events.push((ret, true, i));
+            }
+        }
+        events.sort_unstable();
+        let m = events.len() + 1;
+        let mut list = Events {
+            next: vec![NIL; m],
+            prev: vec![NIL; m],
+            node_op: vec![NIL; m],
+            node_is_call: vec![false; m],
+            ret_node: vec![NIL; n],
+            call_node: vec![NIL; n],
+        };
+        for (k, &(_, is_ret, op)) in events.iter().enumerate() {
+            let node = k + 1;
+            list.node_op[node] = op;
+            list.node_is_call[node] = !is_ret;
+            if is_ret {
+                list.ret_node[op] = node;
+            } else {
+                list.call_node[op] = node;
+            }
+            list.prev[node] = node - 1;
+            list.next[node - 1] = node;
+        }
+        list
+    }
+
+    fn unlink(&mut self, x: usize) {
+        self.next[self.prev[x]] = self.next[x];
+        if self.next[x] != NIL {
+            self.prev[self.next[x]] = self.prev[x];
+        }
+    }
+
+    fn relink(&mut self, x: usize) {
+        self.next[self.prev[x]] = x;
+        if self.next[x] != NIL {
+            self.prev[self.next[x]] = x;
+        }
+    }
+
+    /// Takes operation `op` (whose call event is `node`) out of the list, with its return.
+    fn take(&mut self, op: usize, node: usize) {
+        self.unlink(node);
+        if self.ret_node[op] != NIL {
+            self.unlink(self.ret_node[op]);
+        }
+    }
+
+    /// Puts back what [`Events::take`] took, in the reverse order.
+    fn put_back(&mut self, op: usize, node: usize) {
+        if self.ret_node[op] != NIL {
+            self.relink(self.ret_node[op]);
+        }
+        self.relink(node);
+        debug_assert_eq!(self.call_node[op], node);
+    }
+
+    fn ops_of(&self, stack: &[(usize, u32)]) -> Vec<usize> {
+        stack.iter().map(|&(node, _)| self.node_op[node]).collect()
+    }
+}
+
+/// Whether linearizing `op` now, giving `new_state` and `out`, is worth trying: a completed
+/// operation must have returned `out`; an unknown one never needs to be linearized, so only
+/// those that are useful are tried: one that leaves the state unchanged can always be
+/// dropped, and one that bumps the version is only possible if every pending completed op
+/// observed a version at least that high (versions never decrease).
+fn may_linearize(
+    op: &Operation,
+    unknown: bool,
+    new_state: &Option<State>,
+    out: &Output,
+    pending_versions: &BTreeMap<u64, usize>,
+) -> bool {
+    if !unknown {
+        return op.output.as_ref() == Some(out);
+    }
+    match new_state {
+        None => false,
+        Some(s) => pending_versions
+            .keys()
+            .next()
+            .is_none_or(|&min| min >= s.version),
+    }
+}
+
 fn search(ops: &[&Operation], deadline: Instant) -> Search {
     let n = ops.len();
     let unknown: Vec<bool> = ops.iter().map(|op| op.is_unknown()).collect();
-
-    // Events sorted by time; at equal times calls come before returns, so
-    // operations touching at a single instant count as concurrent.
-    // Unknown operations have no return event (return at +infinity).
-    let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n);
-    for (i, op) in ops.iter().enumerate() {
-        events.push((op.call, false, i));
-        if !unknown[i] {
-            let ret = op.ret.unwrap_or(u64::MAX).max(op.call);
-            events.push((ret, true, i));
-        }
-    }
-    events.sort_unstable();
-
-    // Doubly linked list of event nodes; node 0 is the head sentinel.
-    let m = events.len() + 1;
-    let mut next = vec![NIL; m];
-    let mut prev = vec![NIL; m];
-    let mut node_op = vec![NIL; m];
-    let mut node_is_call = vec![false; m];
-    let mut ret_node = vec![NIL; n];
-    let mut call_node = vec![NIL; n];
-    for (k, &(_, is_ret, op)) in events.iter().enumerate() {
-        let node = k + 1;
-        node_op[node] = op;
-        node_is_call[node] = !is_ret;
-        if is_ret {
-            ret_node[op] = node;
-        } else {
-            call_node[op] = node;
-        }
-        prev[node] = node - 1;
-        next[node - 1] = node;
-    }
-
-    let unlink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, x: usize| {
-        next[prev[x]] = next[x];
-        if next[x] != NIL {
-            prev[next[x]] = prev[x];
-        }
-    };
-    let relink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, x: usize| {
-        next[prev[x]] = x;
-        if next[x] != NIL {
-            prev[next[x]] = x;
-        }
-    };
+    let mut events = Events::of(ops, &unknown);
 
     let zobrist: Vec<u64> = (0..n as u64).map(splitmix64).collect();
     let mut bits = vec![0u64; n.div_ceil(64).max(1)];
@@ -464,12 +523,12 @@ fn search(ops: &[&Operation], deadline: Instant) -> Search {
     for i in (0..n).filter(|&i| !unknown[i]) {
         *pending_versions.entry(pre_version[i]).or_default() += 1;
     }
-    let mut entry = next[HEAD];
+    let mut entry = events.next[HEAD];
     let mut iterations: u64 = 0;
 
     loop {
         if remaining == 0 {
-            return Search::Linearizable(stack.iter().map(|&(node, _)| node_op[node]).collect());
+            return Search::Linearizable(events.ops_of(&stack));
         }
         iterations += 1;
         if iterations.is_multiple_of(DEADLINE_CHECK_INTERVAL) && Instant::now() >= deadline {
@@ -478,26 +537,10 @@ fn search(ops: &[&Operation], deadline: Instant) -> Search {
         // While a completed op is pending its return event is in the list,
         // so the scan always meets a return event before running off the end;
         // treat NIL like a return event defensively.
-        if entry != NIL && node_is_call[entry] {
-            let op = node_op[entry];
+        if entry != NIL && events.node_is_call[entry] {
+            let op = events.node_op[entry];
             let (new_state, out) = step(&states.states[state as usize], &ops[op].input);
-            let legal = if unknown[op] {
-                // Unknown ops never need to be linearized, so only try those
-                // that are useful: one that leaves the state unchanged can
-                // always be dropped, and one that bumps the version is only
-                // possible if every pending completed op observed a version
-                // at least that high (versions never decrease).
-                match &new_state {
-                    None => false,
-                    Some(s) => pending_versions
-                        .keys()
-                        .next()
-                        .is_none_or(|&min| min >= s.version),
-                }
-            } else {
-                ops[op].output.as_ref() == Some(&out)
-            };
-            if legal {
+            if may_linearize(ops[op], unknown[op], &new_state, &out, &pending_versions) {
                 let new_state = match new_state {
                     Some(s) => states.intern(s),
                     None => state,
@@ -512,24 +555,21 @@ fn search(ops: &[&Operation], deadline: Instant) -> Search {
                         remaining -= 1;
                         multiset_remove(&mut pending_versions, pre_version[op]);
                     }
-                    unlink(&mut next, &mut prev, entry);
-                    if ret_node[op] != NIL {
-                        unlink(&mut next, &mut prev, ret_node[op]);
-                    }
+                    events.take(op, entry);
                     if stack.len() > longest.len() {
-                        longest = stack.iter().map(|&(node, _)| node_op[node]).collect();
+                        longest = events.ops_of(&stack);
                     }
-                    entry = next[HEAD];
+                    entry = events.next[HEAD];
                     continue;
                 }
                 bits[op / 64] &= !(1 << (op % 64));
             }
-            entry = next[entry];
+            entry = events.next[entry];
         } else {
             let Some((node, prev_state)) = stack.pop() else {
                 return Search::Illegal(longest);
             };
-            let op = node_op[node];
+            let op = events.node_op[node];
             bits[op / 64] &= !(1 << (op % 64));
             hash ^= zobrist[op];
             state = prev_state;
@@ -537,12 +577,8 @@ fn search(ops: &[&Operation], deadline: Instant) -> Search {
                 remaining += 1;
                 *pending_versions.entry(pre_version[op]).or_default() += 1;
             }
-            if ret_node[op] != NIL {
-                relink(&mut next, &mut prev, ret_node[op]);
-            }
-            relink(&mut next, &mut prev, node);
-            debug_assert_eq!(call_node[op], node);
-            entry = next[node];
+            events.put_back(op, node);
+            entry = events.next[node];
         }
     }
 }
@@ -679,68 +715,87 @@ pub fn describe(history: &[Operation], result: &CheckResult) -> String {
             }
             let mut by_call: Vec<usize> = (0..ops.len()).collect();
             by_call.sort_by_key(|&i| (ops[i].call, ops[i].ret.unwrap_or(u64::MAX), i));
-            let _ = writeln!(
-                s,
-                "operations on this key in call order ([index] into this key's ops; * = in the longest prefix, ret=? = unknown outcome):"
-            );
-            for &i in &by_call {
-                let mark = if in_prefix[i] { '*' } else { ' ' };
-                let _ = writeln!(s, "  {mark} {}", fmt_op_line(i, ops[i]));
-            }
-
-            let _ = writeln!(
-                s,
-                "longest linearizable prefix (linearization order, model state after each op):"
-            );
-            let mut state = State::default();
-            for (n, &i) in longest_prefix.iter().enumerate() {
-                let Some(op) = ops.get(i) else { continue };
-                let (next, _) = step(&state, &op.input);
-                if let Some(next) = next {
-                    state = next;
-                }
-                let _ = writeln!(
-                    s,
-                    "  {:>4}. {}   => {}",
-                    n + 1,
-                    fmt_op_line(i, op),
-                    fmt_state(&state)
-                );
-            }
-            let _ = writeln!(s, "state after the prefix: {}", fmt_state(&state));
-
-            // Operations that could come next (called before every pending
-            // completed op returned) and what the model says they'd return.
-            let min_ret = (0..ops.len())
-                .filter(|&i| !in_prefix[i] && !ops[i].is_unknown())
-                .filter_map(|i| ops[i].ret)
-                .min()
-                .unwrap_or(u64::MAX);
-            let candidates: Vec<usize> = by_call
-                .iter()
-                .copied()
-                .filter(|&i| !in_prefix[i] && ops[i].call <= min_ret)
-                .filter(|&i| !(ops[i].is_unknown() && ops[i].input == Input::Get))
-                .collect();
-            let _ = writeln!(
-                s,
-                "ops that could come next after the prefix (observed vs. what the model returns there):"
-            );
-            for &i in candidates.iter().take(32) {
-                let (_, expected) = step(&state, &ops[i].input);
-                let _ = writeln!(
-                    s,
-                    "    {}   model: {}",
-                    fmt_op_line(i, ops[i]),
-                    fmt_output(&expected, Some(DESCRIBE_VALUE_LIMIT))
-                );
-            }
-            if candidates.len() > 32 {
-                let _ = writeln!(s, "    ... and {} more", candidates.len() - 32);
-            }
+            describe_ops(&mut s, &ops, &by_call, &in_prefix);
+            let state = describe_prefix(&mut s, &ops, longest_prefix);
+            describe_candidates(&mut s, &ops, &by_call, &in_prefix, &state);
         }
     }
     s
+}
+
+/// A key's operations in call order, those of the longest prefix marked.
+fn describe_ops(s: &mut String, ops: &[&Operation], by_call: &[usize], in_prefix: &[bool]) {
+    let _ = writeln!(
+        s,
+        "operations on this key in call order ([index] into this key's ops; * = in the longest prefix, ret=? = unknown outcome):"
+    );
+    for &i in by_call {
+        let mark = if in_prefix[i] { '*' } else { ' ' };
+        let _ = writeln!(s, "  {mark} {}", fmt_op_line(i, ops[i]));
+    }
+}
+
+/// The longest linearizable prefix with the model's state after each op; the state after it.
+fn describe_prefix(s: &mut String, ops: &[&Operation], longest_prefix: &[usize]) -> State {
+    let _ = writeln!(
+        s,
+        "longest linearizable prefix (linearization order, model state after each op):"
+    );
+    let mut state = State::default();
+    for (n, &i) in longest_prefix.iter().enumerate() {
+        let Some(op) = ops.get(i) else { continue };
+        let (next, _) = step(&state, &op.input);
+        if let Some(next) = next {
+            state = next;
+        }
+        let _ = writeln!(
+            s,
+            "  {:>4}. {}   => {}",
+            n + 1,
+            fmt_op_line(i, op),
+            fmt_state(&state)
+        );
+    }
+    let _ = writeln!(s, "state after the prefix: {}", fmt_state(&state));
+    state
+}
+
+/// Operations that could come next (called before every pending completed op returned) and
+/// what the model says they would return there.
+fn describe_candidates(
+    s: &mut String,
+    ops: &[&Operation],
+    by_call: &[usize],
+    in_prefix: &[bool],
+    state: &State,
+) {
+    let min_ret = (0..ops.len())
+        .filter(|&i| !in_prefix[i] && !ops[i].is_unknown())
+        .filter_map(|i| ops[i].ret)
+        .min()
+        .unwrap_or(u64::MAX);
+    let candidates: Vec<usize> = by_call
+        .iter()
+        .copied()
+        .filter(|&i| !in_prefix[i] && ops[i].call <= min_ret)
+        .filter(|&i| !(ops[i].is_unknown() && ops[i].input == Input::Get))
+        .collect();
+    let _ = writeln!(
+        s,
+        "ops that could come next after the prefix (observed vs. what the model returns there):"
+    );
+    for &i in candidates.iter().take(32) {
+        let (_, expected) = step(state, &ops[i].input);
+        let _ = writeln!(
+            s,
+            "    {}   model: {}",
+            fmt_op_line(i, ops[i]),
+            fmt_output(&expected, Some(DESCRIBE_VALUE_LIMIT))
+        );
+    }
+    if candidates.len() > 32 {
+        let _ = writeln!(s, "    ... and {} more", candidates.len() - 32);
+    }
 }
 
 /// Writes `history` as text, one op per line, tab separated:

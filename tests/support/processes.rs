@@ -10,10 +10,9 @@
 //! - The guard (`Drop`) sends SIGCONT and then SIGKILL to every child, and reaps it. Each
 //!   child also gets PR_SET_PDEATHSIG=SIGKILL, so none outlives a test process that dies.
 
-use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -21,11 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use paxkv::client::{Client, ClientOptions};
-use paxkv::messages::{FaultPlan, LinkFaults, NodeStatus};
+use paxkv::messages::FaultPlan;
 use paxkv::paxos::types::NodeId;
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_paxkv");
+use crate::kit::{free_port, free_ports, nodes_toml, Cluster};
+
 pub const NODE_COUNT: NodeId = 5;
 /// How long every running node may take to vote (recover from a majority).
 const VOTING_DEADLINE: Duration = Duration::from_secs(60);
@@ -96,7 +96,7 @@ impl ProcessCluster {
     /// If a node cannot bind its port (someone took it after it was picked), a fresh cluster
     /// is started on new ports. If the nodes do not all vote within [`FIRST_START_DEADLINE`],
     /// the test fails: that is paxkv's first-start bootstrap deadlocking (see
-    /// `Driver::start` in `src/actors/membership.rs`).
+    /// `membership::start::run` in `src/actors/membership.rs`).
     pub async fn start() -> ProcessCluster {
         ProcessCluster::start_with(ProcessOptions::default()).await
     }
@@ -105,7 +105,10 @@ impl ProcessCluster {
     pub async fn start_with(options: ProcessOptions) -> ProcessCluster {
         let mut failures = Vec::new();
         for attempt in 1..=STARTUP_ATTEMPTS {
-            let addrs = options.addrs.clone().unwrap_or_else(free_ports);
+            let addrs = options
+                .addrs
+                .clone()
+                .unwrap_or_else(|| free_ports(NODE_COUNT as usize));
             let mut cluster = ProcessCluster::spawn_on(addrs, options.clone());
             cluster.startup_attempts = attempt;
             match cluster.wait_listening().await {
@@ -161,7 +164,13 @@ impl ProcessCluster {
             .tempdir()
             .expect("a temporary directory");
         let config_path = dir.path().join("cluster.toml");
-        let mut text = config_text(&addrs, options.metrics.as_deref());
+        let nodes: Vec<(NodeId, SocketAddr)> = (1..).zip(addrs.iter().copied()).collect();
+        let mut text = nodes_toml(&nodes, options.metrics.as_deref());
+        text.push_str(
+            "\n[paxos]\nrequest_timeout_ms = 1000\nsync_interval_ms = 1000\n\
+             \n[storage]\nmap_size_mb = 256\n\
+             \n[testing]\nallow_fault_injection = true\n",
+        );
         let tls = options.tls.then(|| {
             let certs = dir.path().join("certs");
             let nodes: Vec<(NodeId, SocketAddr)> = (1..=NODE_COUNT).zip(addrs.clone()).collect();
@@ -239,16 +248,6 @@ impl ProcessCluster {
         Ok(())
     }
 
-    /// The nodes of the cluster: the config's five and those added since, without the
-    /// retired ones.
-    pub fn ids(&self) -> Vec<NodeId> {
-        self.nodes
-            .iter()
-            .filter(|n| !n.retired)
-            .map(|n| n.id)
-            .collect()
-    }
-
     /// Starts a node the config does not list, on a fresh loopback port and an empty
     /// directory, as an operator does before `member add`: `paxkv node --id ID --addr ADDR
     /// --join <the running nodes>`. It waits (not voting) until it is added.
@@ -278,46 +277,27 @@ impl ProcessCluster {
         if self.is_paused(id) {
             self.resume(id);
         }
-        if self.is_alive(id) {
-            self.kill(id).await;
+        if self.is_running(id) {
+            self.stop(id).await;
         }
         self.node_mut(id).retired = true;
-    }
-
-    /// Node `id`'s data directory.
-    pub fn data_dir(&self, id: NodeId) -> PathBuf {
-        self.node(id).dir.clone()
     }
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
-    pub fn addr(&self, id: NodeId) -> SocketAddr {
-        self.node(id).addr
-    }
-
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.nodes.iter().map(|n| n.addr).collect()
     }
 
-    /// The process is alive (it may be paused).
-    pub fn is_alive(&self, id: NodeId) -> bool {
-        self.node(id).child.is_some()
-    }
-
-    pub fn is_paused(&self, id: NodeId) -> bool {
+    fn is_paused(&self, id: NodeId) -> bool {
         self.node(id).paused
     }
 
     /// Alive and not paused: the node can answer.
-    pub fn is_up(&self, id: NodeId) -> bool {
-        self.is_alive(id) && !self.is_paused(id)
-    }
-
-    /// How many times node `id`'s process was started.
-    pub fn spawns(&self, id: NodeId) -> u32 {
-        self.node(id).spawns
+    fn is_up(&self, id: NodeId) -> bool {
+        self.is_running(id) && !self.is_paused(id)
     }
 
     fn node(&self, id: NodeId) -> &Node {
@@ -355,10 +335,10 @@ impl ProcessCluster {
         let mut command = match prefix.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
-                command.args(args).arg(BIN);
+                command.args(args).arg(paxkv_bin());
                 command
             }
-            None => Command::new(BIN),
+            None => Command::new(paxkv_bin()),
         };
         command
             .arg("node")
@@ -409,11 +389,6 @@ impl ProcessCluster {
         assert_eq!(rc, 0, "kill({}, {signal}) failed", child.id());
     }
 
-    /// SIGKILL node `id` and reap it.
-    pub async fn kill(&mut self, id: NodeId) {
-        self.kill_many(&[id]).await;
-    }
-
     /// SIGKILL every node in `ids`, back to back, then reap them.
     pub async fn kill_many(&mut self, ids: &[NodeId]) {
         for &id in ids {
@@ -442,7 +417,7 @@ impl ProcessCluster {
         let ids: Vec<NodeId> = self
             .ids()
             .into_iter()
-            .filter(|&id| self.is_alive(id))
+            .filter(|&id| self.is_running(id))
             .collect();
         self.kill_many(&ids).await;
     }
@@ -474,20 +449,10 @@ impl ProcessCluster {
         self.dir.path().join("certs")
     }
 
-    /// The config file every node reads.
-    pub fn config_path(&self) -> &Path {
-        &self.config_path
-    }
-
-    /// Starts node `id` again on its data directory (it must be down).
-    pub fn restart(&mut self, id: NodeId) {
-        self.spawn(id);
-    }
-
     /// Starts every node that is down.
     pub fn restart_all_down(&mut self) {
         for id in self.ids() {
-            if !self.is_alive(id) {
+            if !self.is_running(id) {
                 self.spawn(id);
             }
         }
@@ -522,11 +487,6 @@ impl ProcessCluster {
         )
     }
 
-    /// A client that may use every node (8 s per operation, 2 s per attempt on one node).
-    pub fn client(&self) -> Client {
-        self.client_with(1, Duration::from_secs(8), Duration::from_secs(2))
-    }
-
     /// A client that may use every node, with the given deadlines, and its addresses listed
     /// from node `first` on. The client sends a key to the node at the index the key hashes
     /// to in its list (while that node is healthy): clients whose lists start at different
@@ -553,26 +513,6 @@ impl ProcessCluster {
         )
     }
 
-    /// A client that sends every request to node `id` only.
-    pub fn client_for(&self, id: NodeId) -> Client {
-        Client::new(
-            vec![self.addr(id)],
-            ClientOptions {
-                op_timeout: Duration::from_secs(8),
-                attempt_timeout: Duration::from_secs(2),
-                connect_timeout: Duration::from_millis(500),
-                pinned: true,
-                tls: self.tls.clone(),
-                nodes: Vec::new(),
-                cluster: 0,
-            },
-        )
-    }
-
-    pub async fn status(&self, id: NodeId) -> paxkv::Result<NodeStatus> {
-        self.control(id).status(0).await
-    }
-
     /// Waits until every running, unpaused node votes. A node whose restart found its port
     /// taken is started again; a node that died otherwise fails the test.
     pub async fn wait_all_voting(&mut self) {
@@ -582,13 +522,6 @@ impl ProcessCluster {
             .filter(|&id| self.is_up(id))
             .collect();
         self.wait_voting(&ids).await;
-    }
-
-    /// Waits until every node in `ids` votes (see [`ProcessCluster::wait_all_voting`]).
-    pub async fn wait_voting(&mut self, ids: &[NodeId]) {
-        if let Err(e) = self.try_wait_voting(ids, VOTING_DEADLINE).await {
-            panic!("{e}");
-        }
     }
 
     async fn try_wait_voting(&mut self, ids: &[NodeId], deadline: Duration) -> Result<(), String> {
@@ -611,10 +544,7 @@ impl ProcessCluster {
                         "node {id} exited ({status}) while waiting for it to vote:\n{tail}"
                     ));
                 }
-                let voting = match client.status(0).await {
-                    Ok(status) => Some(status.voting),
-                    Err(_) => None,
-                };
+                let voting = client.status(0).await.ok().map(|status| status.voting);
                 self.node_mut(id).last_status = voting;
                 if voting == Some(true) {
                     break;
@@ -635,7 +565,7 @@ impl ProcessCluster {
         // Record every other node's state too, for the message.
         for other in self.ids() {
             if other != id && self.is_up(other) {
-                let voting = self.status(other).await.ok().map(|s| s.voting);
+                let voting = self.try_status(other).await.ok().map(|s| s.voting);
                 self.node_mut(other).last_status = voting;
             }
         }
@@ -644,109 +574,6 @@ impl ProcessCluster {
             self.voting_summary(),
             self.log_tail(id)
         ))
-    }
-
-    /// Sends each node its plan (replacing what it had). Nodes that are down or paused are
-    /// skipped: a restarted node starts without faults.
-    pub async fn set_plans(&self, plans: BTreeMap<NodeId, FaultPlan>) {
-        for (id, plan) in plans {
-            if !self.is_up(id) {
-                continue;
-            }
-            let client = self.control(id);
-            let until = Instant::now() + CONTROL_DEADLINE;
-            loop {
-                match client.set_faults(0, plan.clone()).await {
-                    Ok(()) => break,
-                    Err(e) => assert!(
-                        Instant::now() < until,
-                        "node {id} did not take its fault plan within {CONTROL_DEADLINE:?}: {e}"
-                    ),
-                }
-                tokio::time::sleep(POLL).await;
-            }
-        }
-    }
-
-    /// Cuts each `(from, to)` link, one way: `from` drops everything it sends to `to`. Only
-    /// the nodes named as `from` get a plan (their whole plan: earlier faults are replaced).
-    pub async fn cut_links(&self, cuts: &[(NodeId, NodeId)]) {
-        let mut plans: BTreeMap<NodeId, FaultPlan> = BTreeMap::new();
-        for &(from, to) in cuts {
-            assert_ne!(from, to, "a node cannot be cut from itself");
-            plans.entry(from).or_default().links.insert(to, cut());
-        }
-        self.set_plans(plans).await;
-    }
-
-    /// Each node in a group is cut (both ways, since every group does the same) from every
-    /// node outside its group. Nodes in no group are left untouched.
-    pub async fn partition(&self, groups: &[&[NodeId]]) {
-        let mut cuts = Vec::new();
-        for group in groups {
-            for &from in *group {
-                for to in self.ids() {
-                    if !group.contains(&to) {
-                        cuts.push((from, to));
-                    }
-                }
-            }
-        }
-        self.cut_links(&cuts).await;
-    }
-
-    /// Cuts every link between `a` and `b`, both ways; every other link stays (a bridge: a
-    /// node in neither side still talks to both).
-    pub async fn cut_between(&self, a: &[NodeId], b: &[NodeId]) {
-        let mut cuts = Vec::new();
-        for &x in a {
-            for &y in b {
-                cuts.push((x, y));
-                cuts.push((y, x));
-            }
-        }
-        self.cut_links(&cuts).await;
-    }
-
-    /// `from` stops sending to `to`; `to` still sends to `from`.
-    pub async fn cut_one_way(&self, from: NodeId, to: NodeId) {
-        self.cut_links(&[(from, to)]).await;
-    }
-
-    /// Every running node drops, duplicates and delays its outgoing messages (to itself too).
-    pub async fn set_message_faults(
-        &self,
-        drop_permille: u16,
-        duplicate_permille: u16,
-        delay_min_ms: u64,
-        delay_max_ms: u64,
-    ) {
-        let plan = FaultPlan {
-            links: BTreeMap::new(),
-            default: LinkFaults {
-                cut: false,
-                drop_permille,
-                duplicate_permille,
-                delay_min_ms,
-                delay_max_ms,
-            },
-        };
-        let plans = self
-            .ids()
-            .into_iter()
-            .map(|id| (id, plan.clone()))
-            .collect();
-        self.set_plans(plans).await;
-    }
-
-    /// An empty fault plan to every running node.
-    pub async fn heal(&self) {
-        let plans = self
-            .ids()
-            .into_iter()
-            .map(|id| (id, FaultPlan::default()))
-            .collect();
-        self.set_plans(plans).await;
     }
 
     /// Did node `id`'s latest process refuse to start because its port was taken?
@@ -796,43 +623,109 @@ impl Drop for ProcessCluster {
     }
 }
 
-fn cut() -> LinkFaults {
-    LinkFaults {
-        cut: true,
-        ..LinkFaults::default()
+impl Cluster for ProcessCluster {
+    /// The config's five and the nodes added since, without the retired ones.
+    fn ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| !n.retired)
+            .map(|n| n.id)
+            .collect()
     }
-}
 
-/// A free loopback port: bound, read, released.
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-}
+    fn addr(&self, id: NodeId) -> SocketAddr {
+        self.node(id).addr
+    }
 
-/// Five distinct free ports: bound together (so they differ), read, released.
-fn free_ports() -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..NODE_COUNT)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr"))
-        .collect()
-}
+    fn data_dir(&self, id: NodeId) -> PathBuf {
+        self.node(id).dir.clone()
+    }
 
-fn config_text(addrs: &[SocketAddr], metrics: Option<&[SocketAddr]>) -> String {
-    let mut text = String::new();
-    for (i, addr) in addrs.iter().enumerate() {
-        text.push_str(&format!("[[node]]\nid = {}\naddr = \"{addr}\"\n", i + 1));
-        if let Some(metrics) = metrics {
-            text.push_str(&format!("metrics_addr = \"{}\"\n", metrics[i]));
+    /// The process is alive (it may be paused).
+    fn is_running(&self, id: NodeId) -> bool {
+        self.node(id).child.is_some()
+    }
+
+    /// SIGKILL, and the process reaped.
+    async fn stop(&mut self, id: NodeId) {
+        if self.is_running(id) {
+            self.kill_many(&[id]).await;
         }
     }
-    text.push_str(
-        "\n[paxos]\nrequest_timeout_ms = 1000\nsync_interval_ms = 1000\n\
-         \n[storage]\nmap_size_mb = 256\n\
-         \n[testing]\nallow_fault_injection = true\n",
+
+    fn restart(&mut self, id: NodeId) {
+        self.spawn(id);
+    }
+
+    /// 8 s per operation, 2 s per attempt on one node.
+    fn client(&self) -> Client {
+        self.client_with(1, Duration::from_secs(8), Duration::from_secs(2))
+    }
+
+    /// 8 s per operation, 2 s per attempt.
+    fn client_for(&self, id: NodeId) -> Client {
+        Client::new(
+            vec![self.addr(id)],
+            ClientOptions {
+                op_timeout: Duration::from_secs(8),
+                attempt_timeout: Duration::from_secs(2),
+                connect_timeout: Duration::from_millis(500),
+                pinned: true,
+                tls: self.tls.clone(),
+                nodes: Vec::new(),
+                cluster: 0,
+            },
+        )
+    }
+
+    /// Over the wire (`SetFaults`), asked again until the node takes it.
+    async fn set_faults(&self, id: NodeId, plan: FaultPlan) {
+        if !self.is_up(id) {
+            return;
+        }
+        let client = self.control(id);
+        let until = Instant::now() + CONTROL_DEADLINE;
+        loop {
+            match client.set_faults(0, plan.clone()).await {
+                Ok(()) => return,
+                Err(e) => assert!(
+                    Instant::now() < until,
+                    "node {id} did not take its fault plan within {CONTROL_DEADLINE:?}: {e}"
+                ),
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// A node whose restart found its port taken is started again; a node that died
+    /// otherwise fails the test. 60 s in all.
+    async fn wait_voting(&mut self, ids: &[NodeId]) {
+        if let Err(e) = self.try_wait_voting(ids, VOTING_DEADLINE).await {
+            panic!("{e}");
+        }
+    }
+
+    /// Asked through the harness's control client (2 s).
+    async fn try_status(&self, id: NodeId) -> paxkv::Result<paxkv::messages::NodeStatus> {
+        self.control(id).status(0).await
+    }
+}
+
+/// The `paxkv` binary cargo built beside the running test (`target/<profile>/paxkv`; a test
+/// binary is `target/<profile>/deps/<name>-<hash>`). Cargo builds a package's binaries
+/// before its integration tests run, so it is there; its path reaches the test's own crate
+/// only (`CARGO_BIN_EXE_paxkv`), not this library, hence the lookup.
+fn paxkv_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a test binary in target/<profile>/deps");
+    let bin = profile_dir.join("paxkv");
+    assert!(
+        bin.exists(),
+        "no paxkv binary at {} (run the tests through cargo)",
+        bin.display()
     );
-    text
+    bin
 }

@@ -37,7 +37,7 @@ pub fn hot_key(k: usize) -> Vec<u8> {
 }
 
 /// The version an outcome reports (the register's, after the operation).
-pub fn version_of(outcome: &Outcome) -> u64 {
+fn version_of(outcome: &Outcome) -> u64 {
     match *outcome {
         Outcome::Get { version, .. }
         | Outcome::Put { version }
@@ -137,7 +137,7 @@ impl Workload {
     }
 
     /// Hot-key operations acknowledged so far.
-    pub fn ok_ops(&self) -> u64 {
+    fn ok_ops(&self) -> u64 {
         self.stats.ok.load(Ordering::Relaxed)
     }
 

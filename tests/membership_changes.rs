@@ -1,8 +1,10 @@
 //! Membership changes on a running cluster (see `paxos::membership`): growing and shrinking
-//! under a checked workload, replacing a dead node, a wiped or rolled-back disk rejoining as a
-//! new member, a removed node's return, a driver stopped in the middle of a change.
+//! under a checked workload, replacing a dead node by one at a new address, a joining node
+//! lost during its add, a driver stopped in the middle of a change, a stale change after the
+//! operator moved on, the fast ballot closed across a change of voters, epochs on every
+//! message, and a node whose old peers are all gone learning the membership through `--join`.
 
-mod support;
+use paxkv_testkit as support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,7 +16,8 @@ use paxkv::paxos::types::{Ballot, Command, NodeId, Outcome};
 use paxkv::storage::Store;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use support::{eventually, History, TestCluster};
+
+use support::{eventually, member_add, Cluster, History, TestCluster};
 
 const HOT: [&[u8]; 3] = [b"hot-0", b"hot-1", b"hot-2"];
 
@@ -109,13 +112,6 @@ fn all_keys(once: &[Vec<u8>]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn add(cluster: &TestCluster, id: NodeId) -> MemberChangeRequest {
-    MemberChangeRequest::Add {
-        id,
-        addr: cluster.addr(id).to_string(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grow_3_to_5_to_7_and_shrink_7_to_5_to_3_under_a_checked_workload() {
     let mut cluster = TestCluster::start_n(3, |c| {
@@ -128,7 +124,11 @@ async fn grow_3_to_5_to_7_and_shrink_7_to_5_to_3_under_a_checked_workload() {
     for id in 4..=7 {
         cluster.start_new_node(id);
         let m = cluster
-            .change_until_done(&[1, 2, 3], add(&cluster, id), Duration::from_secs(60))
+            .change_until_done(
+                &[1, 2, 3],
+                member_add(&cluster, id),
+                Duration::from_secs(60),
+            )
             .await;
         assert_eq!(m.voters().len(), id as usize, "{m:?}");
         cluster.wait_voting(&[id]).await;
@@ -176,7 +176,7 @@ async fn grow_3_to_5_to_7_and_shrink_7_to_5_to_3_under_a_checked_workload() {
 
 /// The records of `keys` on a stopped node's store: every key there, at a classic ballot.
 fn assert_store_holds(cluster: &TestCluster, id: NodeId, keys: &[Vec<u8>]) {
-    let store = Store::open(&cluster.node_dir(id), 256 << 20, id).unwrap();
+    let store = Store::open(&cluster.data_dir(id), 256 << 20, id).unwrap();
     for key in keys {
         let record = store
             .load(key)
@@ -202,11 +202,11 @@ async fn a_dead_node_is_replaced_by_a_new_one_at_a_new_address_that_holds_every_
     for key in &keys {
         client.put(key, b"v").await.unwrap();
     }
-    cluster.stop(3); // dead
+    cluster.stop(3).await; // dead
     let addr = cluster.start_new_node(6);
     assert_ne!(addr, cluster.addr(3));
     cluster
-        .change_until_done(&[1, 2], add(&cluster, 6), Duration::from_secs(60))
+        .change_until_done(&[1, 2], member_add(&cluster, 6), Duration::from_secs(60))
         .await;
     let m = cluster
         .change_until_done(
@@ -217,13 +217,13 @@ async fn a_dead_node_is_replaced_by_a_new_one_at_a_new_address_that_holds_every_
         .await;
     assert_eq!(m.voters(), vec![1, 2, 4, 5, 6]);
     // The new node holds every key written before it joined (the rescan waited for it).
-    cluster.stop(6);
+    cluster.stop(6).await;
     assert_store_holds(&cluster, 6, &keys);
     cluster.restart(6);
     cluster.wait_voting(&[6]).await;
     // Two of the remaining original nodes down: node 6 is needed for a quorum.
-    cluster.stop(1);
-    cluster.stop(2);
+    cluster.stop(1).await;
+    cluster.stop(2).await;
     let client = cluster.client_with(
         vec![cluster.addr(4), cluster.addr(5), cluster.addr(6)],
         false,
@@ -239,142 +239,6 @@ async fn a_dead_node_is_replaced_by_a_new_one_at_a_new_address_that_holds_every_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wiped_node_never_votes_and_rejoins_as_a_new_member() {
-    let mut cluster = TestCluster::start_with(|_| {});
-    let client = cluster.client();
-    client.put(b"k", b"before").await.unwrap();
-    cluster.stop(2);
-    cluster.wipe(2);
-    cluster.restart(2);
-    cluster.wait_store_refused(2).await;
-    // It keeps not voting: writes go on without it and its acceptors drop what they get.
-    for i in 0..20 {
-        client.put(format!("w{i}").as_bytes(), b"x").await.unwrap();
-    }
-    let s = cluster.status(2).await;
-    assert!(!s.voting && s.dropped_not_voting > 0, "{s:?}");
-    // The operator's path: remove it, add it again (same id and address, new store).
-    cluster
-        .change_until_done(
-            &[1, 3],
-            MemberChangeRequest::Remove { id: 2 },
-            Duration::from_secs(60),
-        )
-        .await;
-    cluster
-        .change_until_done(&[1, 3], add(&cluster, 2), Duration::from_secs(60))
-        .await;
-    cluster.wait_voting(&[2]).await;
-    assert!(!cluster.status(2).await.store_refused);
-    let m = cluster.membership(1).await;
-    assert_eq!(m.voters(), vec![1, 2, 3, 4, 5]);
-    match cluster.client_for(2).get(b"k").await.unwrap() {
-        Outcome::Get { value, .. } => assert_eq!(value.as_deref(), Some(&b"before"[..])),
-        other => panic!("{other:?}"),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_on_an_older_copy_of_its_data_is_told_and_never_votes() {
-    let mut cluster = TestCluster::start_with(|_| {});
-    let client = cluster.client();
-    client.put(b"k", b"one").await.unwrap();
-    cluster.stop(4);
-    let copy = cluster.dir.path().join("copy-4");
-    support::lose_disk(&copy, Some(&cluster.node_dir(4)));
-    cluster.restart(4); // a later run: its generation reaches the peers
-    cluster.wait_voting(&[4]).await;
-    client.put(b"k", b"two").await.unwrap();
-    cluster.stop(4);
-    support::lose_disk(&cluster.node_dir(4), Some(&copy));
-    cluster.restart(4);
-    cluster.wait_store_refused(4).await;
-    let s = cluster.status(4).await;
-    assert!(!s.voting, "{s:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_removed_node_that_returns_on_its_old_data_changes_nothing() {
-    let mut cluster = TestCluster::start_with(|c| c.paxos.sync_interval_ms = 500);
-    let client = cluster.client();
-    client.put(b"k", b"before").await.unwrap();
-    cluster.stop(5);
-    cluster
-        .change_until_done(
-            &[1, 2],
-            MemberChangeRequest::Remove { id: 5 },
-            Duration::from_secs(60),
-        )
-        .await;
-    client.put(b"k", b"after").await.unwrap();
-    let refused_before: u64 = {
-        let mut total = 0;
-        for id in 1..=4 {
-            total += cluster.status(id).await.bad_frames;
-        }
-        total
-    };
-    cluster.restart(5); // on its old data, with the old membership
-                        // It sends (its anti-entropy and its proposers would), learns it is removed, never votes.
-    let removed = cluster.client_for(5);
-    eventually(
-        "node 5 learns it was removed",
-        Duration::from_secs(10),
-        || async {
-            match removed
-                .request(0, paxkv::messages::RequestBody::Members)
-                .await
-            {
-                Ok(paxkv::messages::Reply::Members(info)) => {
-                    info.membership.is_some_and(|m| m.member(5).is_none())
-                }
-                _ => false,
-            }
-        },
-    )
-    .await;
-    // A write through the removed node: its Paxos frames are refused by every member (and
-    // counted), so it cannot take effect; through the others writes work.
-    let _ = removed.put(b"k", b"from-removed").await;
-    assert!(!cluster.status(5).await.voting);
-    let mut refused_after = 0;
-    for id in 1..=4 {
-        refused_after += cluster.status(id).await.bad_frames;
-    }
-    assert!(
-        refused_after > refused_before,
-        "no frame of node 5 was refused"
-    );
-    for id in 1..=4 {
-        match cluster.client_for(id).get(b"k").await.unwrap() {
-            Outcome::Get { value, .. } => {
-                assert_eq!(value.as_deref(), Some(&b"after"[..]), "node {id}")
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-    let m = cluster.membership(1).await;
-    assert_eq!(m.voters(), vec![1, 2, 3, 4]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_intact_restart_votes_at_once_while_two_other_nodes_are_down() {
-    let mut cluster = TestCluster::start_with(|_| {});
-    cluster.client().put(b"k", b"v").await.unwrap();
-    cluster.stop(4);
-    cluster.stop(5);
-    cluster.stop(1);
-    cluster.restart(1);
-    cluster.wait_voting(&[1]).await;
-    let client = cluster.client_with(
-        vec![cluster.addr(1), cluster.addr(2), cluster.addr(3)],
-        false,
-        Duration::from_secs(10),
-    );
-    client.put(b"k", b"w").await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_whose_driver_stops_midway_is_completed_by_a_rerun_elsewhere() {
     let mut cluster = TestCluster::start_with(|c| c.paxos.request_timeout_ms = 1_000);
     let client = cluster.client();
@@ -382,7 +246,7 @@ async fn a_change_whose_driver_stops_midway_is_completed_by_a_rerun_elsewhere() 
         client.put(format!("k{i}").as_bytes(), b"v").await.unwrap();
     }
     cluster.start_new_node(6);
-    let request = add(&cluster, 6);
+    let request = member_add(&cluster, 6);
     let driver = cluster.client_with(vec![cluster.addr(1)], true, Duration::from_secs(60));
     let change = tokio::spawn(async move {
         driver
@@ -403,7 +267,7 @@ async fn a_change_whose_driver_stops_midway_is_completed_by_a_rerun_elsewhere() 
         }
     })
     .await;
-    cluster.stop(1);
+    cluster.stop(1).await;
     assert!(
         change.await.unwrap().is_err(),
         "the stopped driver cannot answer ok"
@@ -417,7 +281,7 @@ async fn a_change_whose_driver_stops_midway_is_completed_by_a_rerun_elsewhere() 
         "{other:?}"
     );
     let m = cluster
-        .change_until_done(&[2, 3], add(&cluster, 6), Duration::from_secs(60))
+        .change_until_done(&[2, 3], member_add(&cluster, 6), Duration::from_secs(60))
         .await;
     assert_eq!(m.voters(), vec![1, 2, 3, 4, 5, 6]);
     assert!(m.phase.is_none());
@@ -464,7 +328,7 @@ async fn a_state_chosen_at_the_fast_ballot_survives_a_change_of_the_voters_that_
     assert!(short.put(b"split", b"w").await.is_err());
     cluster.node(4).set_faults(FaultPlan::default());
     // Node 2 down; remove node 1 through node 3.
-    cluster.stop(2);
+    cluster.stop(2).await;
     cluster
         .change_until_done(
             &[3],
@@ -574,20 +438,20 @@ async fn a_key_on_a_bare_majority_survives_the_replacement_of_a_wiped_holder() {
     cluster.node(1).set_faults(plan);
     cluster.client_for(1).put(b"K", b"chosen").await.unwrap();
     cluster.node(1).set_faults(FaultPlan::default());
-    cluster.stop(1);
+    cluster.stop(1).await;
     cluster.wipe(1);
     cluster.restart(1);
     cluster.wait_store_refused(1).await;
-    cluster.stop(2);
-    cluster.stop(3);
+    cluster.stop(2).await;
+    cluster.stop(3).await;
     cluster.start_new_node(6);
-    let early = cluster.change(4, add(&cluster, 6)).await;
+    let early = cluster.change(4, member_add(&cluster, 6)).await;
     assert!(early.is_err(), "no quorum of voting nodes, yet: {early:?}");
     cluster.restart(2);
     cluster.restart(3);
     cluster.wait_voting(&[2, 3]).await;
     cluster
-        .change_until_done(&[4, 5], add(&cluster, 6), Duration::from_secs(60))
+        .change_until_done(&[4, 5], member_add(&cluster, 6), Duration::from_secs(60))
         .await;
     cluster
         .change_until_done(
@@ -596,41 +460,12 @@ async fn a_key_on_a_bare_majority_survives_the_replacement_of_a_wiped_holder() {
             Duration::from_secs(60),
         )
         .await;
-    cluster.stop(2);
-    cluster.stop(3);
+    cluster.stop(2).await;
+    cluster.stop(3).await;
     match cluster.client_for(4).get(b"K").await.unwrap() {
         Outcome::Get { value, .. } => assert_eq!(value.as_deref(), Some(&b"chosen"[..])),
         other => panic!("{other:?}"),
     }
-}
-
-/// The rollback of `a_node_on_an_older_copy...` after the membership changed (node 6 added,
-/// node 1 removed and stopped): still refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_older_copy_is_refused_after_the_membership_changed() {
-    let mut cluster = TestCluster::start_with(|_| {});
-    cluster.start_new_node(6);
-    cluster
-        .change_until_done(&[2, 3], add(&cluster, 6), Duration::from_secs(60))
-        .await;
-    cluster.stop(1);
-    cluster
-        .change_until_done(
-            &[2, 3],
-            MemberChangeRequest::Remove { id: 1 },
-            Duration::from_secs(60),
-        )
-        .await;
-    cluster.stop(3);
-    let copy = cluster.dir.path().join("copy-3");
-    support::lose_disk(&copy, Some(&cluster.node_dir(3)));
-    cluster.restart(3);
-    // Voting means its peers confirmed this run's generation: the copy is now older.
-    cluster.wait_voting(&[3]).await;
-    cluster.stop(3);
-    support::lose_disk(&cluster.node_dir(3), Some(&copy));
-    cluster.restart(3);
-    cluster.wait_store_refused(3).await;
 }
 
 /// Issue 17, item 2: a joining node lost during the Rescan of its add (where every settle
@@ -650,7 +485,7 @@ async fn a_joining_node_lost_during_its_rescan_is_given_up_by_removing_it() {
     cluster.node(6).set_faults(support::outgoing_paxos_cut());
     let driver = {
         let client = cluster.client_with(vec![cluster.addr(1)], true, Duration::from_secs(120));
-        let change = add(&cluster, 6);
+        let change = member_add(&cluster, 6);
         tokio::spawn(async move {
             client
                 .request(0, paxkv::messages::RequestBody::MemberChange(change))
@@ -667,7 +502,7 @@ async fn a_joining_node_lost_during_its_rescan_is_given_up_by_removing_it() {
         },
     )
     .await;
-    cluster.stop(6);
+    cluster.stop(6).await;
     // A give-up fenced at an epoch from before the add (a stale request) does nothing.
     let stale = cluster
         .client_with(vec![cluster.addr(2)], true, Duration::from_secs(60))
@@ -722,7 +557,7 @@ async fn a_stale_member_change_does_nothing_after_the_operator_moved_on() {
     let mut cluster = TestCluster::start();
     cluster.start_new_node(6);
     cluster
-        .change_until_done(&[1, 2], add(&cluster, 6), Duration::from_secs(60))
+        .change_until_done(&[1, 2], member_add(&cluster, 6), Duration::from_secs(60))
         .await;
     let seen = cluster.membership(1).await.epoch;
     cluster
@@ -733,11 +568,11 @@ async fn a_stale_member_change_does_nothing_after_the_operator_moved_on() {
         )
         .await;
     // Added back on an empty directory (a store with records is refused).
-    cluster.stop(6);
+    cluster.stop(6).await;
     cluster.wipe(6);
     cluster.restart(6);
     cluster
-        .change_until_done(&[2], add(&cluster, 6), Duration::from_secs(60))
+        .change_until_done(&[2], member_add(&cluster, 6), Duration::from_secs(60))
         .await;
     let stale = paxkv::messages::RequestBody::MemberChangeFenced {
         change: MemberChangeRequest::Remove { id: 6 },
@@ -778,11 +613,11 @@ async fn a_stale_member_change_does_nothing_after_the_operator_moved_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_old_peers_are_all_gone_learns_the_membership_through_join() {
     let mut cluster = TestCluster::start_n(3, |_| {});
-    cluster.stop(3);
+    cluster.stop(3).await;
     for id in [4, 5] {
         cluster.start_new_node(id);
         cluster
-            .change_until_done(&[1, 2], add(&cluster, id), Duration::from_secs(60))
+            .change_until_done(&[1, 2], member_add(&cluster, id), Duration::from_secs(60))
             .await;
     }
     for id in [1, 2] {
@@ -793,7 +628,7 @@ async fn a_node_whose_old_peers_are_all_gone_learns_the_membership_through_join(
                 Duration::from_secs(60),
             )
             .await;
-        cluster.stop(id);
+        cluster.stop(id).await;
     }
     let epoch = cluster.membership(4).await.epoch;
     cluster.restart(3);
@@ -805,191 +640,4 @@ async fn a_node_whose_old_peers_are_all_gone_learns_the_membership_through_join(
     .await;
     cluster.wait_voting(&[3]).await;
     cluster.client_for(3).put(b"k", b"v").await.unwrap();
-}
-
-/// Issue 17, item 3: `member add` refuses a node whose store served another cluster (here a
-/// staging cluster with the same key names): before, its records took part in the add's
-/// rescan and every key read the staging value. An empty directory is then added.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_that_served_another_cluster_is_refused_by_member_add() {
-    let mut staging = TestCluster::start_n(3, |_| {});
-    staging.start_new_node(6);
-    staging
-        .change_until_done(&[1, 2], add(&staging, 6), Duration::from_secs(60))
-        .await;
-    let keys: Vec<Vec<u8>> = (0..20).map(|i| format!("k{i}").into_bytes()).collect();
-    for _ in 0..3 {
-        for key in &keys {
-            staging.client().put(key, b"staging").await.unwrap();
-        }
-    }
-    staging.stop(6);
-    let mut production = TestCluster::start();
-    for key in &keys {
-        production.client().put(key, b"production").await.unwrap();
-    }
-    support::copy_dir(&staging.node_dir(6), &production.node_dir(6));
-    production.start_new_node(6);
-    let refused = production.change(1, add(&production, 6)).await;
-    match refused {
-        Err(e) => assert!(
-            e.is_bad_input() && e.message().contains("another cluster"),
-            "{e}"
-        ),
-        Ok(m) => panic!("a store of another cluster was added: {m:?}"),
-    }
-    for key in &keys {
-        match production.client().get(key).await.unwrap() {
-            Outcome::Get { value, .. } => assert_eq!(value.as_deref(), Some(&b"production"[..])),
-            other => panic!("{other:?}"),
-        }
-    }
-    assert_eq!(production.membership(1).await.voters(), vec![1, 2, 3, 4, 5]);
-    // On an empty directory, the same node is added and holds production's values.
-    production.stop(6);
-    support::lose_disk(&production.node_dir(6), None);
-    production.restart(6);
-    production
-        .change_until_done(&[1, 2], add(&production, 6), Duration::from_secs(60))
-        .await;
-    for key in &keys {
-        match production.client_for(6).get(key).await.unwrap() {
-            Outcome::Get { value, .. } => assert_eq!(value.as_deref(), Some(&b"production"[..])),
-            other => panic!("{other:?}"),
-        }
-    }
-}
-
-/// Issue 17, item 3: a data directory of **another cluster** put in a member's place (a
-/// machine reimaged from a staging image, a volume attached to the wrong node), whose
-/// membership is newer than this cluster's. Before cluster identities, a production node
-/// that asked it for the membership (every start does, and every voting node every few
-/// seconds) installed the staging one: the production cluster was taken over by staging's
-/// member list. Now the foreign store refuses production's frames (counted), production
-/// keeps its membership and its values, and the foreign store never votes in it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_of_another_cluster_in_a_members_place_never_takes_over() {
-    let mut staging = TestCluster::start_n(3, |c| c.cluster.token = "staging".into());
-    // A few changes, so that staging's membership is newer than production's.
-    staging.start_new_node(4);
-    staging
-        .change_until_done(&[1, 2], add(&staging, 4), Duration::from_secs(60))
-        .await;
-    staging
-        .change_until_done(
-            &[1, 2],
-            MemberChangeRequest::Remove { id: 4 },
-            Duration::from_secs(60),
-        )
-        .await;
-    staging.client().put(b"k", b"staging").await.unwrap();
-    let foreign = staging.membership(3).await;
-    staging.stop(3);
-
-    let mut production = TestCluster::start_n(3, |_| {});
-    production.client().put(b"k", b"production").await.unwrap();
-    let before = production.membership(1).await;
-    assert_ne!(before.cluster, foreign.cluster);
-    assert!(
-        foreign.epoch > before.epoch,
-        "staging {} production {}",
-        foreign.epoch,
-        before.epoch
-    );
-    production.stop(3);
-    support::lose_disk(&production.node_dir(3), Some(&staging.node_dir(3)));
-    production.restart(3);
-    // Production's writes keep reaching node 3's address, and node 1's start asks node 3
-    // for its (newer) membership first thing.
-    for i in 0..20 {
-        let value = format!("production-{i}").into_bytes();
-        production.client_for(1).put(b"k", &value).await.unwrap();
-    }
-    production.stop(1);
-    production.restart(1);
-    production.wait_voting(&[1]).await;
-    for id in [1, 2] {
-        let m = production.membership(id).await;
-        assert_eq!(
-            (m.cluster, m.epoch, m.voters()),
-            (before.cluster, before.epoch, before.voters()),
-            "node {id}"
-        );
-    }
-    // Node 3 refuses production's frames. (Production never hears from node 3 since issue
-    // 18: node 3 pulls only from the members of its own, staging, membership, no longer
-    // from the config's addresses, which are production's.)
-    eventually(
-        "node 3 refused production's frames",
-        Duration::from_secs(20),
-        || async { production.status(3).await.foreign_frames > 0 },
-    )
-    .await;
-    assert_eq!(production.membership(3).await.cluster, foreign.cluster);
-    match production.client_for(1).get(b"k").await.unwrap() {
-        Outcome::Get { value, .. } => assert_eq!(value.as_deref(), Some(&b"production-19"[..])),
-        other => panic!("{other:?}"),
-    }
-}
-
-/// The node calls that change something (`Install`, `Hello`) are taken from callers of the
-/// node's own cluster only, and answered "not this node" otherwise: a caller of another
-/// cluster, or one that names none (a tool, a node with no membership). Those that change
-/// nothing (`Membership`, `Digest`) are answered to a caller that names no cluster (a node
-/// that is starting asks for the membership), never to one of another cluster, which would
-/// take what it reads for its own. Each refusal is counted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_calls_of_another_cluster_are_refused_and_counted() {
-    use paxkv::client::{Client, ClientOptions};
-    use paxkv::error::Error;
-    use paxkv::messages::{NodeReply, NodeRequest};
-    let cluster = TestCluster::start_n(3, |_| {});
-    cluster.client().put(b"k", b"v").await.unwrap();
-    let m = cluster.membership(1).await;
-    let caller = |id: u64| {
-        Client::new(
-            vec![cluster.addr(1)],
-            ClientOptions {
-                pinned: true,
-                cluster: id,
-                ..ClientOptions::default()
-            },
-        )
-    };
-    let hello = || NodeRequest::Hello {
-        node: 2,
-        store: 77,
-        generation: 1,
-        call: 1,
-    };
-    let mut takeover = m.clone();
-    takeover.epoch += 5;
-    takeover.cluster ^= 1;
-    let before = cluster.status(1).await.foreign_frames;
-    for id in [0, m.cluster ^ 1] {
-        let caller = caller(id);
-        for call in [hello(), NodeRequest::Install(takeover.clone())] {
-            match caller.node_call(0, call.clone()).await {
-                Err(Error::NotThisNode(_)) => {}
-                other => panic!("{call:?} from cluster {id:x}: {other:?}"),
-            }
-        }
-    }
-    match caller(m.cluster ^ 1)
-        .node_call(0, NodeRequest::Membership)
-        .await
-    {
-        Err(Error::NotThisNode(_)) => {}
-        other => panic!("a membership read by another cluster: {other:?}"),
-    }
-    assert_eq!(cluster.status(1).await.foreign_frames, before + 5);
-    match caller(0).node_call(0, NodeRequest::Membership).await {
-        Ok(NodeReply::Membership(info)) => assert_eq!(info.membership, Some(m.clone())),
-        other => panic!("{other:?}"),
-    }
-    match caller(m.cluster).node_call(0, hello()).await {
-        Ok(NodeReply::Hello { seen: 0 }) => {}
-        other => panic!("a Hello of the node's own cluster: {other:?}"),
-    }
-    assert_eq!(cluster.membership(1).await, m);
 }

@@ -1,27 +1,22 @@
-//! Test support shared by the integration tests: an in-process cluster (each node its own
-//! actix system on its own thread, ephemeral ports, temporary data directories), a history
-//! recorder for the linearizability checker, and polling with a deadline.
+//! Five (or `n`) paxkv nodes in the test's process: each node its own actix system on its own
+//! thread, on an ephemeral loopback port bound before it starts (no port race), with a data
+//! directory in a temporary directory. Faults are fault plans set on the node's handle;
+//! stopping a node stops its actix system.
 
-#![allow(dead_code)]
-
-pub mod convert;
-pub mod linearizability;
-pub mod processes;
-pub mod workload;
-
-use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use linearizability::{Input, Operation, Output};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use paxkv::client::{Client, ClientOptions};
 use paxkv::config::Config;
-use paxkv::messages::NodeStatus;
+use paxkv::messages::FaultPlan;
 use paxkv::node::NodeHandle;
-use paxkv::paxos::types::{Command, NodeId, Outcome};
+use paxkv::paxos::types::NodeId;
 use tempfile::TempDir;
+
+use crate::kit::{drive_until_done, eventually, free_ports, Cluster};
+use crate::net::{http_get, metric_in};
 
 pub struct TestCluster {
     pub config: Arc<Config>,
@@ -40,7 +35,7 @@ pub struct TestCluster {
 
 /// A directory with a development CA and certificates for `config`'s nodes, and the config
 /// turned to TLS with it ([`TestCluster::with_tls`]).
-pub fn tls_dir_for(config: &mut Config, dir: &std::path::Path) {
+fn tls_dir_for(config: &mut Config, dir: &std::path::Path) {
     let nodes: Vec<(NodeId, SocketAddr)> =
         config.node_ids().into_iter().zip(config.addrs()).collect();
     paxkv::certs::write(&nodes, dir, true).expect("write the certificates");
@@ -174,9 +169,16 @@ impl TestCluster {
         metric_in(&text, name)
     }
 
+    /// The value of the series `name` in node `id`'s `/metrics`; panics if it is absent.
+    pub async fn counted(&self, id: NodeId, name: &str) -> f64 {
+        self.metric(id, name)
+            .await
+            .unwrap_or_else(|| panic!("node {id} has no {name}"))
+    }
+
     /// Blocks until every node in `ids` votes (has recovered from a majority).
     /// (On a thread of its own, so that it may be called from inside a test's runtime.)
-    pub fn wait_voting_blocking(&self, ids: &[NodeId]) {
+    fn wait_voting_blocking(&self, ids: &[NodeId]) {
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -184,15 +186,15 @@ impl TestCluster {
                     .build()
                     .unwrap();
                 runtime.block_on(async {
-                    self.wait_voting(ids).await;
+                    self.wait_until_voting(ids).await;
                     self.wait_bootstrapped(ids[0]).await;
                 });
             });
         });
     }
 
-    /// Waits until every node in `ids` votes.
-    pub async fn wait_voting(&self, ids: &[NodeId]) {
+    /// Waits until every node in `ids` votes (20 s each at most).
+    async fn wait_until_voting(&self, ids: &[NodeId]) {
         for &id in ids {
             let client = self.client_for(id);
             eventually(
@@ -251,12 +253,6 @@ impl TestCluster {
         addr
     }
 
-    /// Removes node `id`'s data directory (the node must be stopped).
-    pub fn wipe(&self, id: NodeId) {
-        assert!(!self.is_running(id), "node {id} is running");
-        lose_disk(&self.node_dir(id), None);
-    }
-
     /// Asks node `via` to drive a membership change to completion.
     pub async fn change(
         &self,
@@ -297,30 +293,6 @@ impl TestCluster {
         drive_until_done(addrs, change, deadline).await
     }
 
-    /// A task that drives `change` through the nodes at `via` until it completes (see
-    /// [`drive_until_done`]).
-    pub fn spawn_change(
-        &self,
-        via: &[NodeId],
-        change: paxkv::messages::MemberChangeRequest,
-        deadline: Duration,
-    ) -> tokio::task::JoinHandle<paxkv::paxos::membership::Membership> {
-        let addrs: Vec<SocketAddr> = via.iter().map(|id| self.addr(*id)).collect();
-        tokio::spawn(drive_until_done(addrs, change, deadline))
-    }
-
-    /// Waits until node `id` reports that its store is refused (wiped, replaced, or an older
-    /// copy) and that it does not vote.
-    pub async fn wait_store_refused(&self, id: NodeId) {
-        let probe = self.client_for(id);
-        eventually(
-            &format!("node {id} refuses its store"),
-            Duration::from_secs(20),
-            || async { matches!(probe.status(0).await, Ok(s) if s.store_refused && !s.voting) },
-        )
-        .await;
-    }
-
     /// The membership node `id` has installed.
     /// What node `id` answers about its membership (none installed included).
     pub async fn members_of(&self, id: NodeId) -> paxkv::messages::MembershipAnswer {
@@ -353,32 +325,10 @@ impl TestCluster {
         self.listeners[id as usize - 1] = None;
     }
 
-    pub fn node_dir(&self, id: NodeId) -> std::path::PathBuf {
-        self.dir.path().join(format!("node-{id}"))
-    }
-
-    pub fn addr(&self, id: NodeId) -> SocketAddr {
-        match self.extra.get(&id) {
-            Some(addr) => *addr,
-            None => self.config.addr_of(id).unwrap(),
-        }
-    }
-
     pub fn node(&self, id: NodeId) -> &NodeHandle {
         self.nodes[id as usize - 1]
             .as_ref()
             .expect("node is running")
-    }
-
-    pub fn is_running(&self, id: NodeId) -> bool {
-        self.nodes.get(id as usize - 1).is_some_and(|n| n.is_some())
-    }
-
-    /// Stops node `id` (its data stays).
-    pub fn stop(&mut self, id: NodeId) {
-        if let Some(node) = self.nodes.get_mut(id as usize - 1).and_then(Option::take) {
-            node.stop();
-        }
     }
 
     /// The state of a new cluster whose founding every node took part in, but of which
@@ -400,7 +350,7 @@ impl TestCluster {
                 continue;
             }
             let store = paxkv::storage::Store::open(
-                &self.node_dir(n.id),
+                &self.data_dir(n.id),
                 self.config.storage.map_size_mb << 20,
                 n.id,
             )
@@ -409,23 +359,6 @@ impl TestCluster {
                 .install_membership(&m)
                 .expect("installing the bootstrap membership");
         }
-    }
-
-    /// Starts node `id` (again) on its address and data directory.
-    pub fn restart(&mut self, id: NodeId) {
-        assert!(!self.is_running(id), "node {id} is running");
-        let node = self.start_node(id);
-        self.nodes[id as usize - 1] = Some(node);
-    }
-
-    /// A client that may use every node.
-    pub fn client(&self) -> Client {
-        self.client_with(self.config.addrs(), false, Duration::from_secs(10))
-    }
-
-    /// A client that only talks to node `id`.
-    pub fn client_for(&self, id: NodeId) -> Client {
-        self.client_with(vec![self.addr(id)], true, Duration::from_secs(10))
     }
 
     pub fn client_with(
@@ -445,9 +378,60 @@ impl TestCluster {
             },
         )
     }
+}
 
-    pub async fn status(&self, id: NodeId) -> NodeStatus {
-        self.client_for(id).status(0).await.expect("status")
+impl Cluster for TestCluster {
+    fn ids(&self) -> Vec<NodeId> {
+        (1..=self.nodes.len() as NodeId).collect()
+    }
+
+    fn addr(&self, id: NodeId) -> SocketAddr {
+        match self.extra.get(&id) {
+            Some(addr) => *addr,
+            None => self.config.addr_of(id).unwrap(),
+        }
+    }
+
+    fn data_dir(&self, id: NodeId) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    fn is_running(&self, id: NodeId) -> bool {
+        self.nodes.get(id as usize - 1).is_some_and(|n| n.is_some())
+    }
+
+    /// Stops node `id`'s actix system (its data stays).
+    async fn stop(&mut self, id: NodeId) {
+        if let Some(node) = self.nodes.get_mut(id as usize - 1).and_then(Option::take) {
+            node.stop();
+        }
+    }
+
+    fn restart(&mut self, id: NodeId) {
+        assert!(!self.is_running(id), "node {id} is running");
+        let node = self.start_node(id);
+        self.nodes[id as usize - 1] = Some(node);
+    }
+
+    /// A client that may use every node of the config (10 s per operation).
+    fn client(&self) -> Client {
+        self.client_with(self.config.addrs(), false, Duration::from_secs(10))
+    }
+
+    /// A client that only talks to node `id` (10 s per operation).
+    fn client_for(&self, id: NodeId) -> Client {
+        self.client_with(vec![self.addr(id)], true, Duration::from_secs(10))
+    }
+
+    async fn set_faults(&self, id: NodeId, plan: FaultPlan) {
+        if self.is_running(id) {
+            self.node(id).set_faults(plan);
+        }
+    }
+
+    /// 20 s for each node.
+    async fn wait_voting(&mut self, ids: &[NodeId]) {
+        self.wait_until_voting(ids).await;
     }
 }
 
@@ -457,284 +441,6 @@ impl Drop for TestCluster {
             node.stop();
         }
     }
-}
-
-/// Drives a membership change through the nodes at `addrs`, one after the other, until one
-/// answers that it is complete (a rerun resumes a change a stopped driver left); panics if
-/// that takes longer than `deadline` or the change is refused as bad input.
-pub async fn drive_until_done(
-    addrs: Vec<SocketAddr>,
-    change: paxkv::messages::MemberChangeRequest,
-    deadline: Duration,
-) -> paxkv::paxos::membership::Membership {
-    let until = Instant::now() + deadline;
-    let mut attempt = 0;
-    loop {
-        let addr = addrs[attempt % addrs.len()];
-        attempt += 1;
-        let client = Client::new(
-            vec![addr],
-            ClientOptions {
-                op_timeout: Duration::from_secs(60),
-                attempt_timeout: Duration::from_secs(60),
-                pinned: true,
-                ..ClientOptions::default()
-            },
-        );
-        let answer = client
-            .request(
-                0,
-                paxkv::messages::RequestBody::MemberChange(change.clone()),
-            )
-            .await;
-        match answer {
-            Ok(paxkv::messages::Reply::MemberChanged(m)) => return m,
-            Ok(other) => panic!("unexpected answer {other:?}"),
-            // (a fenced change whose membership moved on is asked again, as an operator
-            // would after `member list`)
-            Err(e)
-                if Instant::now() < until
-                    && (!e.is_bad_input() || e.message().contains("membership changed since")) =>
-            {
-                log::info!("change {change:?} through {addr}: {e}; again");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("change {change:?} did not complete: {e}"),
-        }
-    }
-}
-
-/// A fault plan that drops every Paxos message a node sends (its acceptors' votes and its
-/// proposers' requests never arrive; its other calls, membership and `Hello`s, still do).
-pub fn outgoing_paxos_cut() -> paxkv::messages::FaultPlan {
-    paxkv::messages::FaultPlan {
-        default: paxkv::messages::LinkFaults {
-            cut: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-}
-
-/// Polls `check` every 20 ms until it returns true; panics with `what` after `deadline`.
-pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let until = Instant::now() + deadline;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "timed out after {deadline:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Records every client operation with its invocation and completion times, for the
-/// linearizability checker.
-#[derive(Clone)]
-pub struct History {
-    start: Instant,
-    ops: Arc<Mutex<Vec<Operation>>>,
-}
-
-impl Default for History {
-    fn default() -> Self {
-        History {
-            start: Instant::now(),
-            ops: Arc::default(),
-        }
-    }
-}
-
-impl History {
-    fn now(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
-    }
-
-    /// Runs `command` on `key` through `client`, recording it.
-    pub async fn run(
-        &self,
-        client_id: u64,
-        client: &Client,
-        key: &[u8],
-        command: Command,
-    ) -> paxkv::Result<Outcome> {
-        let input = convert::input_of(&command);
-        let call = self.now();
-        let result = client.execute(key, command).await;
-        let (ret, output) = match &result {
-            Ok(outcome) => (Some(self.now()), Some(convert::output_of(outcome.clone()))),
-            // Recorded exactly: these certainly did not take effect, so the operation is left
-            // out of the history (if it did take effect after all, its value shows up in a read
-            // that no recorded write explains, and the check fails).
-            Err(e) if !e.may_have_applied() => {
-                return result;
-            }
-            // May have taken effect, at any time after it was invoked, or never.
-            Err(_) => (None, None),
-        };
-        self.ops.lock().unwrap().push(Operation {
-            client: client_id,
-            key: key.to_vec(),
-            input,
-            call,
-            ret,
-            output,
-        });
-        result
-    }
-
-    pub fn operations(&self) -> Vec<Operation> {
-        self.ops.lock().unwrap().clone()
-    }
-
-    /// Checks the history; on failure writes it to a file and panics with the explanation.
-    pub fn assert_linearizable(&self, name: &str) {
-        let ops = self.operations();
-        let result = linearizability::check_operations(&ops, Duration::from_secs(60));
-        if !matches!(result, linearizability::CheckResult::Ok) {
-            let path = std::env::temp_dir().join(format!("paxkv-{name}.history.txt"));
-            let _ = linearizability::write_history(&path, &ops);
-            panic!(
-                "history is not linearizable (written to {}):\n{}",
-                path.display(),
-                linearizability::describe(&ops, &result)
-            );
-        }
-    }
-}
-
-/// Copies the files of a (node's data) directory; `to` is created.
-/// A free 127.0.0.1 port (bound, read, released).
-/// `n` distinct free loopback ports, bound together (one bound and released at a time can come
-/// back twice: "address used twice", seen in CI).
-pub fn free_ports(n: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
-}
-
-pub fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// `GET path` over HTTP/1.1 (one request, `Connection: close`): the status and the body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
-/// The value of series `name` (labels included, as the text format prints them) in a
-/// Prometheus text page.
-pub fn metric_in(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
-/// Replaces a stopped node's data directory with `copy` (a rollback), or removes it (a wipe)
-/// when there is no copy.
-pub fn lose_disk(dir: &std::path::Path, copy: Option<&std::path::Path>) {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-    if let Some(copy) = copy {
-        copy_dir(copy, dir);
-    }
-}
-
-/// Puts keys `{prefix}-{i}` once each, with unique values, until `stop`; every put is in
-/// `history`. Returns the keys it wrote, to read back at the end.
-pub async fn write_once_keys(
-    client_id: u64,
-    client: Client,
-    history: History,
-    prefix: String,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<Vec<u8>> {
-    let mut keys = Vec::new();
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let key = format!("{prefix}-{}", keys.len()).into_bytes();
-        let value = format!("{prefix}-value-{}", keys.len()).into_bytes();
-        let _ = history
-            .run(client_id, &client, &key, Command::Put { value })
-            .await;
-        keys.push(key);
-    }
-    keys
-}
-
-/// A random command of the concurrent workloads: 40 % get, 30 % put, 10 % delete, 20 % cas
-/// expecting a version below `max_expect`; writes carry `value`.
-pub fn random_command(rng: &mut impl rand::Rng, value: Vec<u8>, max_expect: u64) -> Command {
-    match rng.random_range(0..10) {
-        0..=3 => Command::Get,
-        4..=6 => Command::Put { value },
-        7 => Command::Delete,
-        _ => Command::Cas {
-            expect: rng.random_range(0..max_expect.max(1)),
-            value,
-        },
-    }
-}
-
-/// The TLS identity of `stem` (`node-3`, `client`, `operator`) in `dir`, trusting `ca`.
-pub fn tls_identity(
-    dir: &std::path::Path,
-    ca: &std::path::Path,
-    stem: &str,
-    role: paxkv::tls::Role,
-) -> Arc<paxkv::tls::Tls> {
-    paxkv::tls::Tls::load(
-        paxkv::tls::TlsFiles {
-            ca: ca.to_path_buf(),
-            cert: dir.join(format!("{stem}.pem")),
-            key: dir.join(format!("{stem}-key.pem")),
-        },
-        role,
-    )
-    .unwrap()
-}
-
-/// A connection to `addr`, TLS with `identity` if given (checking the address's IP).
-pub async fn tls_dial(
-    addr: SocketAddr,
-    identity: Option<&paxkv::tls::Tls>,
-) -> std::io::Result<paxkv::tls::BoxStream> {
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    paxkv::tls::dial(identity, tcp, paxkv::tls::Dial::Address(addr.ip())).await
 }
 
 /// Waits (30 s at most) until node `id` has counted `limit` at least once in

@@ -2,7 +2,7 @@
 //! it measures the resident memory of its process, which another test running beside it
 //! (the test harness runs a binary's tests in parallel) would disturb.
 
-mod support;
+use paxkv_testkit as support;
 
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use paxkv::frame;
 use paxkv::messages::{ClientRequest, Frame, RequestBody};
 use paxkv::paxos::types::Outcome;
 use paxkv::tls::Role;
+use support::Cluster;
 use support::{eventually, tls_dial, tls_identity, until_limited, TestCluster};
 use tokio::io::AsyncWriteExt;
 

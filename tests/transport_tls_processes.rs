@@ -3,17 +3,18 @@
 //! keeps the old files; a node refuses to start on a non-loopback address without TLS, and
 //! on a certificate that names another node.
 
-mod support;
+use paxkv_testkit as support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use paxkv::paxos::types::NodeId;
-use paxkv::tls::{Role, Tls, TlsFiles};
+use paxkv::tls::{Role, Tls};
 use support::processes::{ProcessCluster, ProcessOptions};
 use support::workload::Workload;
+use support::Cluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_paxkv");
 /// Operations the workload must get acknowledged after each step of the rotation.
@@ -40,16 +41,6 @@ async fn answers(addr: std::net::SocketAddr, identity: &Arc<Tls>) -> bool {
     client.ping(0).await.is_ok()
 }
 
-/// The client identity `stem` in `dir`, trusting the CA bundle `ca`.
-fn identity_of(dir: &Path, ca: &Path, stem: &str) -> Arc<Tls> {
-    let files = TlsFiles {
-        ca: ca.to_path_buf(),
-        cert: dir.join(format!("{stem}.pem")),
-        key: dir.join(format!("{stem}-key.pem")),
-    };
-    Tls::load(files, Role::Client).unwrap()
-}
-
 /// SIGHUP to node `id`, then wait for the workload to go on.
 async fn reload(cluster: &ProcessCluster, workload: &Workload, id: NodeId, step: &str) {
     cluster.hang_up(id);
@@ -65,100 +56,25 @@ async fn certificates_rotate_to_a_new_ca_one_node_at_a_time_while_a_checked_work
         ..ProcessOptions::default()
     })
     .await;
-    let ids = cluster.ids();
-    let certs = cluster.certs_dir();
-    let harness = cluster.client_tls().unwrap();
     let clients = |n| (0..n).map(|_| cluster.client()).collect::<Vec<_>>();
     let workload = Workload::start(clients(4), clients(2), 7);
     workload
         .progress(PROGRESS, PROGRESS_DEADLINE, "before the rotation")
         .await;
 
-    // The new CA, with a certificate for every node and the client.
-    let new = cluster.dir().join("certs-new");
-    let nodes: Vec<_> = ids.iter().copied().zip(cluster.addrs()).collect();
-    paxkv::certs::write(&nodes, &new, true).unwrap();
-    let old_ca = std::fs::read_to_string(certs.join("ca.pem")).unwrap();
-    let new_ca = std::fs::read_to_string(new.join("ca.pem")).unwrap();
-    // The old client certificate, to show at the end that the old CA is no longer trusted.
-    let old = cluster.dir().join("certs-old");
-    std::fs::create_dir_all(&old).unwrap();
-    copy(&certs.join("client.pem"), &old.join("client.pem"));
-    copy(&certs.join("client-key.pem"), &old.join("client-key.pem"));
-
-    // 1. Both CAs trusted everywhere.
-    std::fs::write(certs.join("ca.pem"), format!("{old_ca}{new_ca}")).unwrap();
-    assert!(
-        !answers(
-            cluster.addr(1),
-            &identity_of(&new, &new.join("ca.pem"), "client")
-        )
-        .await,
-        "before any reload, a certificate of the new CA is refused"
-    );
-    harness.reload().unwrap();
-    for &id in &ids {
-        reload(&cluster, &workload, id, "trusting both CAs").await;
-    }
-    // 2. Each node presents a certificate of the new CA (and so does the client).
-    for &id in &ids {
-        for suffix in ["", "-key"] {
-            let name = format!("node-{id}{suffix}.pem");
-            copy(&new.join(&name), &certs.join(&name));
-        }
-        reload(
-            &cluster,
-            &workload,
-            id,
-            "presenting the new CA's certificate",
-        )
+    let rotation = Rotation::prepare(&cluster);
+    rotation.trust_both_cas(&cluster, &workload).await;
+    rotation
+        .present_the_new_cas_certificates(&cluster, &workload)
         .await;
-    }
-    copy(&new.join("client.pem"), &certs.join("client.pem"));
-    copy(&new.join("client-key.pem"), &certs.join("client-key.pem"));
-    harness.reload().unwrap();
-    // 3. The old CA dropped.
-    std::fs::write(certs.join("ca.pem"), &new_ca).unwrap();
-    harness.reload().unwrap();
-    for &id in &ids {
-        reload(&cluster, &workload, id, "trusting the new CA only").await;
-    }
-
-    // A reload that fails keeps what the node had: node 1 given node 2's certificate.
-    copy(&new.join("node-2.pem"), &certs.join("node-1.pem"));
-    cluster.hang_up(1);
-    support::eventually(
-        "node 1 logs the failed reload",
-        Duration::from_secs(10),
-        || async { cluster.log_tail(1).contains("TLS reload failed") },
-    )
-    .await;
-    assert!(
-        cluster.log_tail(1).contains("names node 2, not node 1"),
-        "{}",
-        cluster.log_tail(1)
-    );
-    workload
-        .progress(PROGRESS, PROGRESS_DEADLINE, "after a failed reload")
+    rotation.drop_the_old_ca(&cluster, &workload).await;
+    rotation
+        .a_failed_reload_keeps_the_old_files(&cluster, &workload)
         .await;
-    copy(&new.join("node-1.pem"), &certs.join("node-1.pem"));
+    rotation.every_node_speaks_the_new_ca_only(&cluster).await;
 
-    // Every node now speaks the new CA only: a fresh connection that trusts only the new CA
-    // is answered, one presenting the old CA's client certificate is refused.
-    let new_client = identity_of(&new, &new.join("ca.pem"), "client");
-    let old_client = identity_of(&old, &new.join("ca.pem"), "client");
-    for &id in &ids {
-        assert!(
-            answers(cluster.addr(id), &new_client).await,
-            "node {id} does not present a certificate of the new CA"
-        );
-        assert!(
-            !answers(cluster.addr(id), &old_client).await,
-            "node {id} still trusts the old CA"
-        );
-    }
     // A restart re-dials every peer link, now with the new certificates on both sides.
-    cluster.kill(3).await;
+    cluster.stop(3).await;
     cluster.restart(3);
     cluster.wait_voting(&[3]).await;
     workload
@@ -168,6 +84,129 @@ async fn certificates_rotate_to_a_new_ca_one_node_at_a_time_while_a_checked_work
     let checked = workload.finish(cluster.client(), "tls-rotation").await;
     println!("rotation under load: {checked:?}");
     assert!(checked.write_once_keys > 0);
+}
+
+/// A rotation of the cluster's CA: the files every node reads (`certs`), the new CA's with
+/// a certificate for every node and the client (`new`), and the old client certificate
+/// (`old`), to show at the end that the old CA is no longer trusted.
+struct Rotation {
+    certs: PathBuf,
+    new: PathBuf,
+    old: PathBuf,
+    old_ca: String,
+    new_ca: String,
+}
+
+impl Rotation {
+    fn prepare(cluster: &ProcessCluster) -> Rotation {
+        let certs = cluster.certs_dir();
+        let new = cluster.dir().join("certs-new");
+        let nodes: Vec<_> = cluster.ids().into_iter().zip(cluster.addrs()).collect();
+        paxkv::certs::write(&nodes, &new, true).unwrap();
+        let old = cluster.dir().join("certs-old");
+        std::fs::create_dir_all(&old).unwrap();
+        copy(&certs.join("client.pem"), &old.join("client.pem"));
+        copy(&certs.join("client-key.pem"), &old.join("client-key.pem"));
+        Rotation {
+            old_ca: std::fs::read_to_string(certs.join("ca.pem")).unwrap(),
+            new_ca: std::fs::read_to_string(new.join("ca.pem")).unwrap(),
+            certs,
+            new,
+            old,
+        }
+    }
+
+    /// The client identity in `dir`, trusting the new CA only.
+    fn new_client(&self, dir: &Path) -> Arc<Tls> {
+        support::tls_identity(dir, &self.new.join("ca.pem"), "client", Role::Client)
+    }
+
+    /// Step 1: both CAs trusted everywhere (before any reload, a certificate of the new CA
+    /// is refused).
+    async fn trust_both_cas(&self, cluster: &ProcessCluster, workload: &Workload) {
+        let both = format!("{}{}", self.old_ca, self.new_ca);
+        std::fs::write(self.certs.join("ca.pem"), both).unwrap();
+        assert!(
+            !answers(cluster.addr(1), &self.new_client(&self.new)).await,
+            "before any reload, a certificate of the new CA is refused"
+        );
+        cluster.client_tls().unwrap().reload().unwrap();
+        for id in cluster.ids() {
+            reload(cluster, workload, id, "trusting both CAs").await;
+        }
+    }
+
+    /// Step 2: each node presents a certificate of the new CA (and so does the client).
+    async fn present_the_new_cas_certificates(
+        &self,
+        cluster: &ProcessCluster,
+        workload: &Workload,
+    ) {
+        for id in cluster.ids() {
+            for suffix in ["", "-key"] {
+                let name = format!("node-{id}{suffix}.pem");
+                copy(&self.new.join(&name), &self.certs.join(&name));
+            }
+            reload(cluster, workload, id, "presenting the new CA's certificate").await;
+        }
+        copy(&self.new.join("client.pem"), &self.certs.join("client.pem"));
+        copy(
+            &self.new.join("client-key.pem"),
+            &self.certs.join("client-key.pem"),
+        );
+        cluster.client_tls().unwrap().reload().unwrap();
+    }
+
+    /// Step 3: the old CA dropped.
+    async fn drop_the_old_ca(&self, cluster: &ProcessCluster, workload: &Workload) {
+        std::fs::write(self.certs.join("ca.pem"), &self.new_ca).unwrap();
+        cluster.client_tls().unwrap().reload().unwrap();
+        for id in cluster.ids() {
+            reload(cluster, workload, id, "trusting the new CA only").await;
+        }
+    }
+
+    /// A reload that fails keeps what the node had: node 1 given node 2's certificate.
+    async fn a_failed_reload_keeps_the_old_files(
+        &self,
+        cluster: &ProcessCluster,
+        workload: &Workload,
+    ) {
+        copy(&self.new.join("node-2.pem"), &self.certs.join("node-1.pem"));
+        cluster.hang_up(1);
+        support::eventually(
+            "node 1 logs the failed reload",
+            Duration::from_secs(10),
+            || async { cluster.log_tail(1).contains("TLS reload failed") },
+        )
+        .await;
+        assert!(
+            cluster.log_tail(1).contains("names node 2, not node 1"),
+            "{}",
+            cluster.log_tail(1)
+        );
+        workload
+            .progress(PROGRESS, PROGRESS_DEADLINE, "after a failed reload")
+            .await;
+        copy(&self.new.join("node-1.pem"), &self.certs.join("node-1.pem"));
+    }
+
+    /// Every node now speaks the new CA only: a fresh connection that trusts only the new CA
+    /// is answered, one presenting the old CA's client certificate is refused.
+    async fn every_node_speaks_the_new_ca_only(&self, cluster: &ProcessCluster) {
+        let new_client = self.new_client(&self.new);
+        let old_client = self.new_client(&self.old);
+        for id in cluster.ids() {
+            assert!(
+                answers(cluster.addr(id), &new_client).await,
+                "node {id} does not present a certificate of the new CA"
+            );
+            assert!(
+                !answers(cluster.addr(id), &old_client).await,
+                "node {id} still trusts the old CA"
+            );
+        }
+    }
 }
 
 fn node_refusal(config: &str, dir: &Path) -> (i32, String) {

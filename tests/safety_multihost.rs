@@ -10,7 +10,7 @@
 //! namespaces cannot be created (not root, no `ip`, a container without the capability) the
 //! test says so on stderr and passes without running: nothing else can stand in for it.
 
-mod support;
+use paxkv_testkit as support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
@@ -20,6 +20,7 @@ use std::time::Duration;
 use paxkv::paxos::types::NodeId;
 use support::processes::{ProcessCluster, ProcessOptions, NODE_COUNT};
 use support::workload::Workload;
+use support::Cluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PORT: u16 = 7401;
@@ -174,8 +175,31 @@ async fn five_hosts_in_network_namespaces_with_tls_stay_linearizable_through_par
             return;
         }
     };
+    let mut cluster = start_in(&hosts).await;
+    assert_plaintext_is_hung_up_on(&cluster).await;
+
+    let clients = |n| (0..n).map(|_| cluster.client()).collect::<Vec<_>>();
+    let workload = Workload::start(clients(5), clients(2), 5);
+    workload
+        .progress(PROGRESS, PROGRESS_DEADLINE, "all five hosts up")
+        .await;
+    a_minority_cut_off_cannot_write(&hosts, &cluster, &workload).await;
+    a_minority_and_an_unplugged_node(&hosts, &cluster, &workload).await;
+    a_node_killed_while_cut_off(&hosts, &mut cluster, &workload).await;
+
+    let checked = workload.finish(cluster.client(), "multihost").await;
+    println!("five namespaces, TLS, iptables partitions: {checked:?}");
+    assert!(checked.write_once_keys > 0);
+    for id in cluster.ids() {
+        let status = cluster.status(id).await;
+        assert!(status.voting, "node {id} votes after healing");
+    }
+}
+
+/// Five TLS nodes, node `id`'s process run inside its namespace.
+async fn start_in(hosts: &Hosts) -> ProcessCluster {
     let tag = hosts.tag;
-    let mut cluster = ProcessCluster::start_with(ProcessOptions {
+    ProcessCluster::start_with(ProcessOptions {
         addrs: Some(hosts.addrs()),
         tls: true,
         prefix: Some(Arc::new(move |id| {
@@ -185,10 +209,12 @@ async fn five_hosts_in_network_namespaces_with_tls_stay_linearizable_through_par
         })),
         metrics: None,
     })
-    .await;
+    .await
+}
 
-    // TLS is on: plaintext from the host reaches node 1 and is hung up on (at most with a
-    // TLS alert record, content type 21).
+/// TLS is on: plaintext from the host reaches node 1 and is hung up on (at most with a TLS
+/// alert record, content type 21).
+async fn assert_plaintext_is_hung_up_on(cluster: &ProcessCluster) {
     let mut plain = tokio::net::TcpStream::connect(cluster.addr(1))
         .await
         .unwrap();
@@ -209,17 +235,17 @@ async fn five_hosts_in_network_namespaces_with_tls_stay_linearizable_through_par
         answer.is_empty() || answer[0] == 21,
         "a plaintext ping was answered: {answer:?}"
     );
+}
 
-    let clients = |n| (0..n).map(|_| cluster.client()).collect::<Vec<_>>();
-    let workload = Workload::start(clients(5), clients(2), 5);
-    workload
-        .progress(PROGRESS, PROGRESS_DEADLINE, "all five hosts up")
-        .await;
-
-    // A minority cut off by iptables: the majority goes on.
+/// A minority cut off by iptables: the majority goes on, and the cut is real: node 1 alone
+/// cannot get a write accepted (a key of its own, outside the checked history, since its
+/// outcome may be unknown).
+async fn a_minority_cut_off_cannot_write(
+    hosts: &Hosts,
+    cluster: &ProcessCluster,
+    workload: &Workload,
+) {
     hosts.partition(&[1, 2], &[3, 4, 5]);
-    // The cut is real: node 1 alone cannot get a write accepted (a key of its own, outside
-    // the checked history, since its outcome may be unknown).
     let pinned = paxkv::client::Client::new(
         vec![cluster.addr(1)],
         paxkv::client::ClientOptions {
@@ -239,22 +265,34 @@ async fn five_hosts_in_network_namespaces_with_tls_stay_linearizable_through_par
     workload
         .progress(PROGRESS, PROGRESS_DEADLINE, "healed")
         .await;
+}
 
-    // Another minority, and node 5's link taken down on top: three of five left.
+/// Another minority, and node 5's link taken down on top: three of five left.
+async fn a_minority_and_an_unplugged_node(
+    hosts: &Hosts,
+    cluster: &ProcessCluster,
+    workload: &Workload,
+) {
     hosts.partition(&[4], &[1, 2, 3, 5]);
     hosts.unplug(5);
     assert!(
-        cluster.status(5).await.is_err(),
+        cluster.try_status(5).await.is_err(),
         "node 5 answers with its link down"
     );
     workload
         .progress(PROGRESS, PROGRESS_DEADLINE, "{4} cut, node 5 unplugged")
         .await;
     hosts.heal();
+}
 
-    // A node of the minority SIGKILLed while it is cut off, restarted after healing.
+/// A node of the minority SIGKILLed while it is cut off, restarted after healing.
+async fn a_node_killed_while_cut_off(
+    hosts: &Hosts,
+    cluster: &mut ProcessCluster,
+    workload: &Workload,
+) {
     hosts.partition(&[2, 3], &[1, 4, 5]);
-    cluster.kill(2).await;
+    cluster.stop(2).await;
     workload
         .progress(PROGRESS, PROGRESS_DEADLINE, "{2,3} cut, node 2 killed")
         .await;
@@ -264,12 +302,4 @@ async fn five_hosts_in_network_namespaces_with_tls_stay_linearizable_through_par
     workload
         .progress(PROGRESS, PROGRESS_DEADLINE, "after healing everything")
         .await;
-
-    let checked = workload.finish(cluster.client(), "multihost").await;
-    println!("five namespaces, TLS, iptables partitions: {checked:?}");
-    assert!(checked.write_once_keys > 0);
-    for id in cluster.ids() {
-        let status = cluster.status(id).await.unwrap();
-        assert!(status.voting, "node {id} votes after healing");
-    }
 }

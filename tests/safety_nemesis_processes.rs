@@ -22,21 +22,22 @@
 //!
 //! Longer soak (`PAXKV_NEMESIS_SECS` is the length of the fault schedule, default 20):
 //!
-//!     PAXKV_NEMESIS_SECS=600 cargo test --release --test nemesis_process -- --nocapture
+//!     PAXKV_NEMESIS_SECS=600 cargo test --release --test safety_nemesis_processes -- --nocapture
 //!
 //! Replay a failure: the same command with `PAXKV_NEMESIS_SEED=N` from its output. A history
 //! that fails the linearizability check is written to
 //! `$TMPDIR/paxkv-nemesis-process-N.history.txt`; a failing test keeps its cluster's directory
 //! (node logs and data) and prints its path.
 
-mod support;
+use paxkv_testkit as support;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use paxkv::client::Client;
+use paxkv::messages::LinkFaults;
 use paxkv::paxos::types::{Command, NodeId, Outcome};
 use rand::rngs::SmallRng;
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -44,7 +45,8 @@ use rand::{Rng, SeedableRng};
 use support::linearizability::{Input, Output};
 use support::processes::{ProcessCluster, NODE_COUNT};
 use support::workload::{hot_key, hot_key_task as workload_task, WorkloadStats, HOT_KEYS};
-use support::{eventually, History};
+use support::Cluster;
+use support::{eventually, Deck, History};
 
 /// The two tests run one after the other: each starts five node processes.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -66,16 +68,7 @@ const KILL_ALL_CYCLES: usize = 3;
 const READ_TASKS: usize = 16;
 
 fn seed() -> u64 {
-    let seed = match std::env::var("PAXKV_NEMESIS_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("PAXKV_NEMESIS_SEED={s:?} is not a u64")),
-        Err(_) => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("the clock is after 1970")
-            .as_nanos() as u64,
-    };
+    let seed = support::seed_from_env("PAXKV_NEMESIS_SEED");
     println!("nemesis seed: {seed}");
     seed
 }
@@ -90,17 +83,6 @@ async fn start_cluster() -> ProcessCluster {
         cluster.startup_attempts()
     );
     cluster
-}
-
-fn nemesis_duration() -> Duration {
-    let secs = match std::env::var("PAXKV_NEMESIS_SECS") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("PAXKV_NEMESIS_SECS={s:?} is not a number of seconds")),
-        Err(_) => DEFAULT_NEMESIS_SECS,
-    };
-    Duration::from_secs(secs)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -160,52 +142,108 @@ const FAULTS: [Fault; 12] = [
 ];
 
 /// Runs a random fault schedule for `length`. One fault at a time, each held 1–3 s and then
-/// healed; at most two nodes are ever down or paused, and a restarted node votes again (and a
-/// node that lost its disk has rejoined as a new member) before the next fault, so a majority can always make
-/// progress. Faults are dealt from a shuffled deck of every kind, so a short run sees each.
+/// healed; at most two nodes are ever down or paused, and a restarted node votes again before
+/// the next fault, so a majority can always make progress. Faults are dealt from a shuffled
+/// deck of every kind, so a short run sees each.
 async fn run_nemesis(
     cluster: &mut ProcessCluster,
     rng: &mut SmallRng,
     length: Duration,
 ) -> BTreeMap<Fault, u32> {
-    let mut counts = BTreeMap::new();
     let started = Instant::now();
-    let copies = cluster.dir().join("copies");
-    let mut deck: Vec<Fault> = Vec::new();
-    // A membership change in the background (a lost store rejoining, or a replacement), and
-    // its nodes, kept out of the other faults until it is done.
-    let mut changing: Option<Changing> = None;
+    let mut nemesis = Nemesis {
+        rng,
+        deck: Deck::new(&FAULTS),
+        counts: BTreeMap::new(),
+        copies: cluster.dir().join("copies"),
+        changing: None,
+    };
     while started.elapsed() < length {
-        if changing.as_ref().is_some_and(|c| c.task.is_finished()) {
-            let done = changing.take().expect("checked");
-            finish_change(cluster, done, &mut counts).await;
+        nemesis.step(cluster, started).await;
+    }
+    if let Some(done) = nemesis.changing.take() {
+        finish_change(cluster, done, &mut nemesis.counts).await;
+    }
+    nemesis.counts
+}
+
+struct Nemesis<'a> {
+    rng: &'a mut SmallRng,
+    deck: Deck<Fault>,
+    counts: BTreeMap<Fault, u32>,
+    /// Copies of killed nodes' data directories, for later rollbacks.
+    copies: std::path::PathBuf,
+    /// A membership change in the background (a lost store rejoining, or a replacement), and
+    /// its nodes, kept out of the other faults until it is done.
+    changing: Option<Changing>,
+}
+
+impl Nemesis<'_> {
+    /// One fault: injected, held, healed, and the change it needs begun.
+    async fn step(&mut self, cluster: &mut ProcessCluster, started: Instant) {
+        if self.changing.as_ref().is_some_and(|c| c.task.is_finished()) {
+            let done = self.changing.take().expect("checked");
+            finish_change(cluster, done, &mut self.counts).await;
         }
-        if deck.is_empty() {
-            deck = FAULTS.to_vec();
-            deck.shuffle(rng);
-        }
-        let mut fault = deck.pop().expect("refilled");
-        if matches!(fault, Fault::WipeOne | Fault::RollbackOne | Fault::Replace)
-            && changing.is_some()
-        {
-            deck.insert(0, fault); // one change at a time: later
-            fault = Fault::KillOne;
-        }
-        if fault == Fault::KillChanging && changing.is_none() {
-            fault = Fault::KillOne;
-        }
-        let hold = Duration::from_millis(rng.random_range(1_000..=3_000));
-        let busy: Vec<NodeId> = changing
+        let fault = self.next_fault();
+        let hold = Duration::from_millis(self.rng.random_range(1_000..=3_000));
+        let busy: Vec<NodeId> = self
+            .changing
             .as_ref()
             .map(|c| c.nodes.clone())
             .unwrap_or_default();
         let mut ids: Vec<NodeId> = cluster.ids();
-        ids.shuffle(rng);
+        ids.shuffle(self.rng);
         // the nodes of the change take part in no other fault (they are last: never picked)
         ids.retain(|id| !busy.contains(id));
         ids.extend(&busy);
-        let changing_node = busy.choose(rng).copied();
-        let detail = match fault {
+        let changing_node = busy.choose(self.rng).copied();
+        let detail = self.inject(cluster, fault, &ids, changing_node).await;
+        println!(
+            "nemesis +{:6.2}s: {fault:?} {detail} for {} ms",
+            started.elapsed().as_secs_f64(),
+            hold.as_millis()
+        );
+        *self.counts.entry(fault).or_insert(0) += 1;
+        // The fault's length, not a wait for a condition.
+        tokio::time::sleep(hold).await;
+        self.heal(cluster, fault, &ids, changing_node).await;
+        match fault {
+            Fault::WipeOne | Fault::RollbackOne => {
+                self.rejoin_lost_store(cluster, fault, &ids, &busy).await
+            }
+            Fault::Replace => self.replace(cluster, &ids, &busy),
+            _ => {}
+        }
+        // A short quiet spell between faults (also part of the schedule).
+        tokio::time::sleep(Duration::from_millis(self.rng.random_range(0..=500))).await;
+    }
+
+    /// The next fault of the deck: one that needs a change while another runs goes back
+    /// into the deck (a kill instead), and a kill of the change's node needs a change.
+    fn next_fault(&mut self) -> Fault {
+        let mut fault = self.deck.deal(self.rng);
+        if matches!(fault, Fault::WipeOne | Fault::RollbackOne | Fault::Replace)
+            && self.changing.is_some()
+        {
+            self.deck.put_back(fault); // one change at a time: later
+            fault = Fault::KillOne;
+        }
+        if fault == Fault::KillChanging && self.changing.is_none() {
+            fault = Fault::KillOne;
+        }
+        fault
+    }
+
+    /// Injects `fault` on the nodes `ids` (first ones first); what it did, for the log.
+    async fn inject(
+        &mut self,
+        cluster: &mut ProcessCluster,
+        fault: Fault,
+        ids: &[NodeId],
+        changing_node: Option<NodeId>,
+    ) -> String {
+        match fault {
             Fault::MajorityMinority => {
                 cluster.partition(&[&ids[..3], &ids[3..]]).await;
                 format!("{:?} | {:?}", &ids[..3], &ids[3..])
@@ -219,46 +257,32 @@ async fn run_nemesis(
                 format!("{:?} | {:?}", &ids[..2], &ids[2..])
             }
             Fault::OneWay => {
-                cluster.cut_one_way(ids[0], ids[1]).await;
+                cluster.cut_links(&[(ids[0], ids[1])]).await;
                 format!("{} -/-> {}", ids[0], ids[1])
             }
             Fault::KillOne => {
-                cluster.kill(ids[0]).await;
+                cluster.stop(ids[0]).await;
                 // a copy of its data, for a later rollback
-                support::lose_disk(
-                    &copies.join(ids[0].to_string()),
-                    Some(&cluster.data_dir(ids[0])),
-                );
+                cluster.copy_disk(ids[0], &self.copies.join(ids[0].to_string()));
                 format!("node {}", ids[0])
             }
             Fault::WipeOne => {
-                cluster.kill(ids[0]).await;
-                support::lose_disk(&cluster.data_dir(ids[0]), None);
+                cluster.stop(ids[0]).await;
+                cluster.wipe(ids[0]);
                 format!("node {}", ids[0])
             }
             Fault::RollbackOne => {
-                let copy = copies.join(ids[0].to_string());
-                if !copy.exists() {
-                    cluster.kill(ids[0]).await;
-                    support::lose_disk(&copy, Some(&cluster.data_dir(ids[0])));
-                    cluster.restart(ids[0]);
-                    cluster.wait_voting(&ids[..1]).await;
-                    // writes happen that the copy misses (part of the schedule)
-                    tokio::time::sleep(Duration::from_millis(rng.random_range(300..=1_000))).await;
-                }
-                cluster.kill(ids[0]).await;
-                support::lose_disk(&cluster.data_dir(ids[0]), Some(&copy));
+                self.roll_back(cluster, ids[0]).await;
                 format!("node {} (to an older copy)", ids[0])
             }
             Fault::KillChanging => {
                 let node = changing_node.expect("a change is in progress");
-                cluster.kill(node).await;
+                cluster.stop(node).await;
                 format!("node {node} (a node of the change in progress)")
             }
             Fault::Replace => {
-                let old = ids[0];
                 let new = cluster.add_node();
-                format!("node {old} by node {new} at {}", cluster.addr(new))
+                format!("node {} by node {new} at {}", ids[0], cluster.addr(new))
             }
             Fault::KillTwo => {
                 cluster.kill_many(&ids[..2]).await;
@@ -269,25 +293,56 @@ async fn run_nemesis(
                 format!("node {}", ids[0])
             }
             Fault::MessageFaults => {
-                let drop = rng.random_range(0..=200);
-                let duplicate = rng.random_range(0..=200);
-                let delay_min = rng.random_range(0..=10);
-                let delay_max = delay_min + rng.random_range(0..=60);
-                cluster
-                    .set_message_faults(drop, duplicate, delay_min, delay_max)
-                    .await;
-                format!("drop {drop}‰, duplicate {duplicate}‰, delay {delay_min}..={delay_max} ms")
+                let faults = LinkFaults {
+                    cut: false,
+                    drop_permille: self.rng.random_range(0..=200),
+                    duplicate_permille: self.rng.random_range(0..=200),
+                    delay_min_ms: self.rng.random_range(0..=10),
+                    delay_max_ms: 0,
+                };
+                let faults = LinkFaults {
+                    delay_max_ms: faults.delay_min_ms + self.rng.random_range(0..=60),
+                    ..faults
+                };
+                cluster.set_message_faults(faults).await;
+                format!(
+                    "drop {}‰, duplicate {}‰, delay {}..={} ms",
+                    faults.drop_permille,
+                    faults.duplicate_permille,
+                    faults.delay_min_ms,
+                    faults.delay_max_ms
+                )
             }
             Fault::Rejoined | Fault::Replaced => unreachable!("never dealt"),
-        };
-        println!(
-            "nemesis +{:6.2}s: {fault:?} {detail} for {} ms",
-            started.elapsed().as_secs_f64(),
-            hold.as_millis()
-        );
-        *counts.entry(fault).or_insert(0) += 1;
-        // The fault's length, not a wait for a condition.
-        tokio::time::sleep(hold).await;
+        }
+    }
+
+    /// Kills node `id` and puts back a copy of its data directory taken at an earlier kill
+    /// (or now, with writes in between).
+    async fn roll_back(&mut self, cluster: &mut ProcessCluster, id: NodeId) {
+        let copy = self.copies.join(id.to_string());
+        if !copy.exists() {
+            cluster.stop(id).await;
+            cluster.copy_disk(id, &copy);
+            cluster.restart(id);
+            cluster.wait_voting(&[id]).await;
+            // writes happen that the copy misses (part of the schedule)
+            let writes = self.rng.random_range(300..=1_000);
+            tokio::time::sleep(Duration::from_millis(writes)).await;
+        }
+        cluster.stop(id).await;
+        cluster.roll_back(id, &copy);
+    }
+
+    /// Ends `fault`: restarts what it killed (waiting until it votes), resumes what it
+    /// paused, clears the fault plans.
+    async fn heal(
+        &mut self,
+        cluster: &mut ProcessCluster,
+        fault: Fault,
+        ids: &[NodeId],
+        changing_node: Option<NodeId>,
+    ) {
         match fault {
             Fault::KillOne => {
                 cluster.restart(ids[0]);
@@ -297,20 +352,9 @@ async fn run_nemesis(
             Fault::WipeOne | Fault::RollbackOne => {
                 // It must not vote with what it has: refused until it rejoins, however often
                 // it is restarted (as an orchestrator does while /health answers 503).
-                for _ in 0..rng.random_range(2..=3) {
-                    cluster.restart(ids[0]);
-                    let probe = cluster.client_for(ids[0]);
-                    eventually(
-                        &format!("node {} refuses its lost store", ids[0]),
-                        Duration::from_secs(30),
-                        || async {
-                            matches!(probe.status(0).await, Ok(s) if s.store_refused && !s.voting)
-                        },
-                    )
-                    .await;
-                    cluster.kill(ids[0]).await;
-                }
                 cluster.restart(ids[0]);
+                let restarts = self.rng.random_range(1..=2);
+                support::assert_stays_refused(cluster, ids[0], restarts).await;
             }
             Fault::KillTwo => {
                 cluster.restart(ids[0]);
@@ -320,68 +364,53 @@ async fn run_nemesis(
             Fault::PauseOne => cluster.resume(ids[0]),
             _ => cluster.heal().await,
         }
-        if matches!(fault, Fault::WipeOne | Fault::RollbackOne) {
-            let lost = ids[0];
-            if fault == Fault::RollbackOne {
-                // the operator's path for a refused older copy: an empty directory
-                cluster.kill(lost).await;
-                support::lose_disk(&cluster.data_dir(lost), None);
-                cluster.restart(lost);
-            }
-            // Every copy goes: a rollback is detected through the peers' records of a store's
-            // generation, and the lost store's records went with it (rolling back past a lost
-            // peer store is outside the named assumption of `actors::membership`).
-            let _ = std::fs::remove_dir_all(&copies);
-            let via: Vec<_> = ids[1..]
-                .iter()
-                .filter(|id| !busy.contains(id))
-                .map(|id| cluster.addr(*id))
-                .collect();
-            let add = paxkv::messages::MemberChangeRequest::Add {
-                id: lost,
-                addr: cluster.addr(lost).to_string(),
-            };
-            changing = Some(Changing {
-                nodes: vec![lost],
-                done: Done::Rejoined(lost),
-                task: tokio::spawn(async move {
-                    let deadline = Duration::from_secs(120);
-                    let remove = paxkv::messages::MemberChangeRequest::Remove { id: lost };
-                    support::drive_until_done(via.clone(), remove, deadline).await;
-                    support::drive_until_done(via, add, deadline).await;
-                }),
-            });
-        }
-        if fault == Fault::Replace {
-            // Add the new node, then remove the old one, each driven through any other node.
-            let (old, new) = (ids[0], *cluster.ids().last().expect("the new node"));
-            let via: Vec<_> = ids[1..]
-                .iter()
-                .filter(|id| !busy.contains(id) && **id != new)
-                .map(|id| cluster.addr(*id))
-                .collect();
-            let add = paxkv::messages::MemberChangeRequest::Add {
-                id: new,
-                addr: cluster.addr(new).to_string(),
-            };
-            changing = Some(Changing {
-                nodes: vec![old, new],
-                done: Done::Replaced { old, new },
-                task: tokio::spawn(async move {
-                    let deadline = Duration::from_secs(120);
-                    let remove = paxkv::messages::MemberChangeRequest::Remove { id: old };
-                    support::drive_until_done(via.clone(), add, deadline).await;
-                    support::drive_until_done(via, remove, deadline).await;
-                }),
-            });
-        }
-        // A short quiet spell between faults (also part of the schedule).
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..=500))).await;
     }
-    if let Some(done) = changing.take() {
-        finish_change(cluster, done, &mut counts).await;
+
+    /// The lost store's node rejoins as a new member, in the background.
+    async fn rejoin_lost_store(
+        &mut self,
+        cluster: &mut ProcessCluster,
+        fault: Fault,
+        ids: &[NodeId],
+        busy: &[NodeId],
+    ) {
+        let lost = ids[0];
+        if fault == Fault::RollbackOne {
+            // the operator's path for a refused older copy: an empty directory
+            cluster.stop(lost).await;
+            cluster.wipe(lost);
+            cluster.restart(lost);
+        }
+        // Every copy goes: a rollback is detected through the peers' records of a store's
+        // generation, and the lost store's records went with it (rolling back past a lost
+        // peer store is outside the named assumption of `actors::membership`).
+        let _ = std::fs::remove_dir_all(&self.copies);
+        let via: Vec<NodeId> = ids[1..]
+            .iter()
+            .copied()
+            .filter(|id| !busy.contains(id))
+            .collect();
+        self.changing = Some(Changing {
+            nodes: vec![lost],
+            done: Done::Rejoined(lost),
+            task: support::spawn_remove_and_add(cluster, lost, &via),
+        });
     }
-    counts
+
+    /// Adds the new node (the last one), then removes `ids[0]`, in the background.
+    fn replace(&mut self, cluster: &mut ProcessCluster, ids: &[NodeId], busy: &[NodeId]) {
+        let (old, new) = (ids[0], *cluster.ids().last().expect("the new node"));
+        let via: Vec<NodeId> = ids[1..]
+            .iter()
+            .copied()
+            .filter(|id| !busy.contains(id) && *id != new)
+            .collect();
+        self.changing = Some(Changing {
+            nodes: vec![old, new],
+            done: Done::Replaced { old, new },
+            task: support::spawn_replacement(cluster, old, new, &via),
+        });
+    }
 }
 
 /// A membership change driven in the background, and the nodes it is about.
@@ -468,78 +497,15 @@ fn print_op_counts(history: &History) -> (usize, usize) {
     (ok, unknown)
 }
 
-#[tokio::test]
-async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
-    let _serial = SERIAL.lock().await;
-    let seed = seed();
-    let length = nemesis_duration();
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let started = Instant::now();
-    let mut cluster = start_cluster().await;
-
-    let history = History::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stats = Arc::new(WorkloadStats::default());
-    let workload: Vec<_> = (0..WORKLOAD_TASKS)
-        .map(|task| {
-            // Each task lists the nodes from a different one, so a hot key is coordinated on
-            // several nodes at once (competing proposers). Every other task gives up early, so
-            // that the history also holds writes whose outcome is unknown (which may still
-            // take effect later, through a retry).
-            let first = (task % u64::from(NODE_COUNT)) as NodeId + 1;
-            let client = if task % 2 == 0 {
-                cluster.client_with(first, LONG_OP_TIMEOUT, LONG_ATTEMPT_TIMEOUT)
-            } else {
-                cluster.client_with(first, SHORT_OP_TIMEOUT, SHORT_ATTEMPT_TIMEOUT)
-            };
-            tokio::spawn(workload_task(
-                task,
-                client,
-                history.clone(),
-                SmallRng::seed_from_u64(seed ^ (task + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-                stop.clone(),
-                stats.clone(),
-            ))
-        })
-        .collect();
-
-    // Keys written once each (their only write goes at the fast ballot), read back at the end.
-    let once_stop = Arc::new(AtomicBool::new(false));
-    let once_writer = tokio::spawn(support::write_once_keys(
-        99,
-        cluster.client_with(1, LONG_OP_TIMEOUT, LONG_ATTEMPT_TIMEOUT),
-        history.clone(),
-        "once".into(),
-        once_stop.clone(),
-    ));
-
-    let counts = run_nemesis(&mut cluster, &mut rng, length).await;
-    println!("faults injected: {counts:?}");
-
-    cluster.heal_all().await;
-    let healed_at = stats.ok.load(Ordering::Relaxed);
-    eventually(
-        "the workload makes progress after the faults are healed",
-        Duration::from_secs(30),
-        || async { stats.ok.load(Ordering::Relaxed) >= healed_at + OPS_AFTER_HEAL },
-    )
-    .await;
-    stop.store(true, Ordering::Relaxed);
-    once_stop.store(true, Ordering::Relaxed);
-    for task in workload {
-        task.await.expect("a workload task");
-    }
-    let once_keys = once_writer.await.expect("the write-once task");
-    println!(
-        "workload: {} ok, {} failed; healed and quiet after {:.2}s",
-        stats.ok.load(Ordering::Relaxed),
-        stats.failed.load(Ordering::Relaxed),
-        started.elapsed().as_secs_f64()
-    );
-
-    // A final quorum read of every hot key through every node (recorded too: it is part of
-    // the history the checker sees).
-    let acknowledged = highest_acknowledged_versions(&history);
+/// A final quorum read of every hot key through every node, and of every key written once
+/// through the nodes in turn (recorded too: part of the history the checker sees); what is
+/// wrong: a failed read, nodes that disagree, a version below an acknowledged write's.
+async fn read_every_key_back(
+    cluster: &ProcessCluster,
+    history: &History,
+    once_keys: &[Vec<u8>],
+) -> Vec<String> {
+    let acknowledged = highest_acknowledged_versions(history);
     let mut problems = Vec::new();
     for k in 0..HOT_KEYS {
         let key = hot_key(k);
@@ -590,6 +556,89 @@ async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
             ));
         }
     }
+    problems
+}
+
+/// The hot-key tasks of the workload, recording into `history` until `stop`.
+fn start_hot_key_tasks(
+    cluster: &ProcessCluster,
+    history: &History,
+    seed: u64,
+    stop: &Arc<AtomicBool>,
+    stats: &Arc<WorkloadStats>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..WORKLOAD_TASKS)
+        .map(|task| {
+            // Each task lists the nodes from a different one, so a hot key is coordinated on
+            // several nodes at once (competing proposers). Every other task gives up early, so
+            // that the history also holds writes whose outcome is unknown (which may still
+            // take effect later, through a retry).
+            let first = (task % u64::from(NODE_COUNT)) as NodeId + 1;
+            let client = if task % 2 == 0 {
+                cluster.client_with(first, LONG_OP_TIMEOUT, LONG_ATTEMPT_TIMEOUT)
+            } else {
+                cluster.client_with(first, SHORT_OP_TIMEOUT, SHORT_ATTEMPT_TIMEOUT)
+            };
+            tokio::spawn(workload_task(
+                task,
+                client,
+                history.clone(),
+                SmallRng::seed_from_u64(seed ^ (task + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                stop.clone(),
+                stats.clone(),
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
+    let _serial = SERIAL.lock().await;
+    let seed = seed();
+    let length = support::secs_from_env("PAXKV_NEMESIS_SECS", DEFAULT_NEMESIS_SECS);
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let started = Instant::now();
+    let mut cluster = start_cluster().await;
+
+    let history = History::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(WorkloadStats::default());
+    let workload = start_hot_key_tasks(&cluster, &history, seed, &stop, &stats);
+    // Keys written once each (their only write goes at the fast ballot), read back at the end.
+    let once_stop = Arc::new(AtomicBool::new(false));
+    let once_writer = tokio::spawn(support::write_once_keys(
+        99,
+        cluster.client_with(1, LONG_OP_TIMEOUT, LONG_ATTEMPT_TIMEOUT),
+        history.clone(),
+        "once".into(),
+        once_stop.clone(),
+    ));
+
+    let counts = run_nemesis(&mut cluster, &mut rng, length).await;
+    println!("faults injected: {counts:?}");
+
+    cluster.heal_all().await;
+    let healed_at = stats.ok.load(Ordering::Relaxed);
+    eventually(
+        "the workload makes progress after the faults are healed",
+        Duration::from_secs(30),
+        || async { stats.ok.load(Ordering::Relaxed) >= healed_at + OPS_AFTER_HEAL },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    once_stop.store(true, Ordering::Relaxed);
+    for task in workload {
+        task.await.expect("a workload task");
+    }
+    let once_keys = once_writer.await.expect("the write-once task");
+    println!(
+        "workload: {} ok, {} failed; healed and quiet after {:.2}s",
+        stats.ok.load(Ordering::Relaxed),
+        stats.failed.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64()
+    );
+
+    let problems = read_every_key_back(&cluster, &history, &once_keys).await;
     println!("keys written once, read back: {}", once_keys.len());
     for problem in &problems {
         eprintln!("PROBLEM (seed {seed}): {problem}");
@@ -790,8 +839,8 @@ async fn a_membership_change_completes_after_sigkill_of_its_driver() {
             r.expect("a write before the change");
         }
     }
-    cluster.kill(5).await;
-    support::lose_disk(&cluster.data_dir(5), None);
+    cluster.stop(5).await;
+    cluster.wipe(5);
     cluster.restart(5);
     let add = paxkv::messages::MemberChangeRequest::Add {
         id: 5,
@@ -812,7 +861,7 @@ async fn a_membership_change_completes_after_sigkill_of_its_driver() {
             support::drive_until_done(vec![addr], request, Duration::from_millis(1)).await
         });
         wait_for_a_change_under_way(&cluster, observer).await;
-        cluster.kill(driver).await;
+        cluster.stop(driver).await;
         assert!(
             first.await.is_err(),
             "a killed driver cannot answer that it completed"
