@@ -66,9 +66,9 @@ pub enum PeerMessage {
     /// Phase 1b: the acceptor durably promised `ballot` and never accepts below it; `accepted`
     /// is the highest ballot it accepted (`Ballot::ZERO` if none) and `state` what it accepted.
     /// `fast_unknown`: it holds no vote but may have accepted *some* state at the fast ballot
-    /// that it no longer holds (its store was rebuilt by the in-place recovery of builds before issue 10; see
-    /// `AcceptorRecord::fast_unknown`): Fast Paxos recovery counts it as a possible holder of
-    /// any state, like an acceptor that did not answer.
+    /// that it no longer holds (its store was rebuilt by the in-place recovery of builds
+    /// before issue 10; see `AcceptorRecord::fast_unknown`): Fast Paxos recovery counts it as
+    /// a possible holder of any state, like an acceptor that did not answer.
     Promise {
         /// The Prepare's ballot, now promised.
         ballot: Ballot,
