@@ -121,8 +121,11 @@ impl Cursor {
         Ok(())
     }
 
+    /// A page taken in. One that holds no entry ends the source whatever it says of more: a
+    /// node pages through keys it has (`limit` is never 0 here), and a source that stayed
+    /// "more" without a last key would stall the horizon for good.
     fn take(&mut self, page: Vec<DigestEntry>, more: bool) {
-        self.more = more;
+        self.more = more && !page.is_empty();
         if let Some(last) = page.last() {
             self.after = Some(last.key.clone());
         }
@@ -194,6 +197,22 @@ mod tests {
         for page in 1..=7 {
             assert_eq!(merge_in_memory(&sources, page), expected, "pages of {page}");
         }
+    }
+
+    #[test]
+    fn an_empty_page_that_says_more_ends_its_source() {
+        let mut cursors = vec![Cursor::new(0), Cursor::new(1)];
+        cursors[0].take(vec![entry("a", 1), entry("c", 1)], false);
+        cursors[1].take(Vec::new(), true);
+        assert!(
+            !cursors[1].more,
+            "no last key: nothing more can be asked after it"
+        );
+        let keys: Vec<Key> = take_batch(&mut cursors)
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(keys, vec![b"a".to_vec(), b"c".to_vec()]);
     }
 
     #[test]
