@@ -26,8 +26,8 @@ use tokio_util::codec::FramedRead;
 use crate::error::{Error, ErrorClass, Result};
 use crate::frame;
 use crate::messages::{
-    ClientRequest, ClientResponse, DigestPage, FaultPlan, Frame, MembershipAnswer, NodeAnswer,
-    NodeCall, NodeReply, NodeRequest, NodeStatus, Reply, RequestBody, SyncRecord,
+    ClientRequest, ClientResponse, DigestPage, FaultPlan, Frame, ListPage, MembershipAnswer,
+    NodeAnswer, NodeCall, NodeReply, NodeRequest, NodeStatus, Reply, RequestBody, SyncRecord,
 };
 use crate::paxos::types::{key_hash, Command, Outcome, WriteIdMint};
 use crate::tls::{self, Dial, Tls};
@@ -146,13 +146,50 @@ impl Client {
             write_id,
             maybe_applied,
         };
+        match self.retrying(self.home_of(key), write, body).await? {
+            Reply::Kv(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One page of the live keys that start with `prefix`, after `after`, in byte order (at
+    /// most `limit`; 0: the cluster's default page size), with their values unless
+    /// `keys_only`. Each item is a state chosen at some moment within the call; pages are
+    /// not a snapshot across keys (see `actors::list`). Retried across nodes as a read.
+    pub async fn list(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: u32,
+        keys_only: bool,
+    ) -> Result<ListPage> {
+        let body = |_| RequestBody::List {
+            prefix: prefix.to_vec(),
+            after: after.map(<[u8]>::to_vec),
+            limit,
+            keys_only,
+        };
+        match self.retrying(self.home_of(prefix), false, body).await? {
+            Reply::Listed(page) => Ok(page),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends the request `body(maybe_applied)` makes, from node `home` on, with retries
+    /// across nodes until a node answers it, it fails for good, or its deadline passes. A
+    /// `write`'s later attempts say whether an earlier one may have taken effect.
+    async fn retrying(
+        &self,
+        home: usize,
+        write: bool,
+        body: impl Fn(bool) -> RequestBody,
+    ) -> Result<Reply> {
         let deadline = Instant::now() + self.inner.options.op_timeout;
         let mut maybe_applied = false;
         let mut last_error = String::from("no attempt finished");
         // `last_error` is a node's answer (not a timeout or a lost connection).
         let mut from_node = false;
         let mut backoff = RETRY_BACKOFF_MIN;
-        let home = self.home_of(key);
         for attempt in 0.. {
             let now = Instant::now();
             if now >= deadline {
@@ -170,8 +207,7 @@ impl Client {
                 .attempt(node, body(maybe_applied), attempt_timeout)
                 .await
             {
-                Attempt::Done(Ok(Reply::Kv(outcome))) => return Ok(outcome),
-                Attempt::Done(Ok(other)) => return Err(unexpected(other)),
+                Attempt::Done(Ok(reply)) => return Ok(reply),
                 Attempt::Done(Err(e)) => match e.class() {
                     ErrorClass::BadInput => return Err(e),
                     class => {

@@ -163,6 +163,9 @@ pub struct Limits {
     /// A connection whose answers wait this long to be written (a reader that stopped
     /// reading) is closed.
     pub slow_reader_timeout_ms: u64,
+    /// Keys a `list` page holds when it asks for no number, and at most.
+    pub list_default_limit: usize,
+    pub list_max_limit: usize,
 }
 
 impl Default for Limits {
@@ -184,6 +187,8 @@ impl Default for Limits {
             max_node_bytes: 1 << 30,
             max_inbox_bytes: 256 << 20,
             slow_reader_timeout_ms: 10_000,
+            list_default_limit: 100,
+            list_max_limit: 10_000,
         }
     }
 }
@@ -381,6 +386,13 @@ impl Config {
         )?;
         positive("limits.handshake_timeout_ms", l.handshake_timeout_ms)?;
         positive("limits.slow_reader_timeout_ms", l.slow_reader_timeout_ms)?;
+        positive("limits.list_default_limit", l.list_default_limit as u64)?;
+        if l.list_max_limit < l.list_default_limit {
+            return Err(invalid(
+                "limits.list_max_limit",
+                "must be at least limits.list_default_limit",
+            ));
+        }
         self.validate_byte_budgets()?;
         if l.idle_timeout_ms <= self.paxos.request_timeout_ms {
             return Err(invalid(

@@ -232,6 +232,21 @@ pub enum RequestBody {
         /// The membership epoch the client saw.
         epoch: u64,
     },
+    /// The live keys that start with `prefix`, after `after`, in byte order: one page of at
+    /// most `limit` (0: the config's default; capped at its maximum). Each item is a state
+    /// chosen at some moment within the call (`actors::list`).
+    List {
+        /// Only keys that start with these bytes (empty: every key).
+        #[serde(with = "serde_bytes")]
+        prefix: Key,
+        /// Only keys after this one (the previous page's `next`).
+        #[serde(with = "opt_bytes")]
+        after: Option<Key>,
+        /// At most this many items (0: the default page size).
+        limit: u32,
+        /// Leave the values out.
+        keys_only: bool,
+    },
 }
 
 impl RequestBody {
@@ -293,6 +308,32 @@ pub enum Reply {
     Members(MembershipAnswer),
     /// To `MemberChange`: the change is complete; the membership after it.
     MemberChanged(Membership),
+    /// To `List`: one page.
+    Listed(ListPage),
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListPage {
+    /// The live keys of the page, in byte order.
+    pub items: Vec<ListItem>,
+    /// Ask again with `after: next` for the next page (`None`: this was the last).
+    #[serde(with = "opt_bytes")]
+    pub next: Option<Key>,
+}
+
+/// One live key of a listing: its value (`None` when the list asked for keys only) and
+/// version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListItem {
+    /// The key.
+    #[serde(with = "serde_bytes")]
+    pub key: Key,
+    /// Its value.
+    #[serde(with = "opt_bytes")]
+    pub value: Option<Vec<u8>>,
+    /// Its version.
+    pub version: u64,
 }
 
 /// A node's view of the membership, and of itself in it.
@@ -441,6 +482,21 @@ pub enum NodeRequest {
         /// The round's call: the same call asked again is answered the same.
         call: u64,
     },
+    /// The records of the keys that start with `prefix`, after `after` (`None`: from the
+    /// first such key), in key order: at most `limit`, and as many as fit half a frame. Only
+    /// a node at `epoch` whose store is confirmed intact answers (`actors::list`).
+    Scan {
+        /// Only keys that start with these bytes.
+        #[serde(with = "serde_bytes")]
+        prefix: Key,
+        /// The last key of the previous page.
+        #[serde(with = "opt_bytes")]
+        after: Option<Key>,
+        /// At most this many records (capped at [`DIGEST_PAGE_ENTRIES`]).
+        limit: u32,
+        /// The caller's membership epoch.
+        epoch: u64,
+    },
 }
 
 /// A node's answer to one [`NodeCall`].
@@ -474,6 +530,13 @@ pub enum NodeReply {
     Hello {
         /// The highest generation seen before this Hello.
         seen: u64,
+    },
+    /// To `Scan`: records in key order, and whether more of the prefix follow.
+    Scanned {
+        /// The records.
+        records: Vec<SyncRecord>,
+        /// More records of the prefix follow the last one.
+        more: bool,
     },
 }
 
@@ -600,6 +663,12 @@ impl Frame {
                         .map_err(|e| invalid(format!("a broken membership: {e}"))),
                     None => Ok(()),
                 },
+                Ok(NodeReply::Scanned { records, .. }) => {
+                    if records.len() > DIGEST_PAGE_ENTRIES {
+                        return Err(invalid(format!("{} records in one answer", records.len())));
+                    }
+                    records.iter().try_for_each(|r| r.validate(config))
+                }
                 Ok(NodeReply::Installed { .. } | NodeReply::Hello { .. }) | Err(_) => Ok(()),
             },
             Frame::Call(call) => match &call.body {
@@ -616,6 +685,12 @@ impl Frame {
                 NodeRequest::Install(membership) => membership
                     .check()
                     .map_err(|e| invalid(format!("a broken membership: {e}"))),
+                NodeRequest::Scan { prefix, after, .. } => {
+                    if prefix.len() > config.limits.max_key_bytes {
+                        return Err(invalid(format!("a {}-byte prefix", prefix.len())));
+                    }
+                    after.as_ref().map_or(Ok(()), |a| check_key_len(a, config))
+                }
                 NodeRequest::Membership | NodeRequest::Hello { .. } => Ok(()),
             },
         }

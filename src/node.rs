@@ -11,6 +11,7 @@ use actix::prelude::*;
 
 use crate::actors::anti_entropy::AntiEntropy;
 use crate::actors::calls::CallServer;
+use crate::actors::list::Lister;
 use crate::actors::membership::{self, ChangeExecutor, InstalledMembership, Register};
 use crate::actors::metrics;
 use crate::actors::network::Network;
@@ -253,6 +254,7 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
         config.clone(),
         members.clone(),
         changes,
+        Lister::new(members.clone(), supervisor.clone()),
     );
     let calls = CallServer::new(storage, readiness.clone(), &config, members.clone());
     Network::new(

@@ -8,7 +8,7 @@ use paxkv::messages::{
     ClientRequest, ClientResponse, DigestEntry, DigestPage, Envelope, FaultPlan, Frame, NodeAnswer,
     NodeCall, NodeReply, NodeRequest, NodeStatus, PeerMessage, Reply, RequestBody, SyncRecord,
 };
-use paxkv::messages::{MemberChangeRequest, MembershipAnswer};
+use paxkv::messages::{ListItem, ListPage, MemberChangeRequest, MembershipAnswer};
 use paxkv::paxos::membership::{Member, MemberState, Membership, Phase};
 use paxkv::paxos::record::AcceptorRecord;
 use paxkv::paxos::types::{Ballot, Command, Outcome, Register, RequestId};
@@ -372,6 +372,56 @@ fn samples() -> Vec<(&'static str, Frame)> {
             "error not this node",
             response(Err(Error::NotThisNode(e("x")))),
         ),
+        (
+            "request list",
+            request(RequestBody::List {
+                prefix: b"p".to_vec(),
+                after: Some(b"pa".to_vec()),
+                limit: 10,
+                keys_only: true,
+            }),
+        ),
+        (
+            "response listed",
+            response(Ok(Reply::Listed(ListPage {
+                items: vec![
+                    ListItem {
+                        key: b"pb".to_vec(),
+                        value: Some(b"v".to_vec()),
+                        version: 3,
+                    },
+                    ListItem {
+                        key: b"pc".to_vec(),
+                        value: None,
+                        version: 1,
+                    },
+                ],
+                next: Some(b"pc".to_vec()),
+            }))),
+        ),
+        (
+            "node scan",
+            Frame::Call(NodeCall {
+                id: 6,
+                cluster: 9,
+                body: NodeRequest::Scan {
+                    prefix: b"p".to_vec(),
+                    after: None,
+                    limit: 256,
+                    epoch: 4,
+                },
+            }),
+        ),
+        (
+            "node scanned",
+            Frame::Answer(NodeAnswer {
+                id: 6,
+                result: Ok(NodeReply::Scanned {
+                    records: vec![],
+                    more: true,
+                }),
+            }),
+        ),
     ]
 }
 
@@ -467,6 +517,13 @@ const GOLDEN: &[(&str, &str)] = &[
     ("sync hello reply", "0406000402"),
     ("request member change fenced", "010308010207"),
     ("error not this node", "020301080178"),
+    ("request list", "0103090170010270610a01"),
+    (
+        "response listed",
+        "020300080202706201017603027063000101027063",
+    ),
+    ("node scan", "03060905017000800204"),
+    ("node scanned", "040600050001"),
 ];
 
 #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::actors::membership::{InstalledMembership, MembershipService};
-use crate::actors::messages::{FetchRecords, ScanDigest};
+use crate::actors::messages::{FetchRecords, ScanDigest, ScanPrefix};
 use crate::actors::storage::{ask, StorageActor};
 use crate::actors::{Readiness, Stats};
 use crate::config::Config;
@@ -59,7 +59,10 @@ impl CallServer {
         let mine = self.members.view.cluster();
         let changes_nothing = matches!(
             call.body,
-            NodeRequest::Membership | NodeRequest::Digest { .. } | NodeRequest::Fetch { .. }
+            NodeRequest::Membership
+                | NodeRequest::Digest { .. }
+                | NodeRequest::Fetch { .. }
+                | NodeRequest::Scan { .. }
         );
         if !admission::serves_call(mine, call.cluster, changes_nothing) {
             Stats::add(&self.members.stats.foreign_frames, 1);
@@ -85,6 +88,12 @@ impl CallServer {
                     .map(NodeReply::Records)
             }
             NodeRequest::Membership => Ok(NodeReply::Membership(self.members.answer())),
+            NodeRequest::Scan {
+                prefix,
+                after,
+                limit,
+                epoch,
+            } => self.scan(prefix, after, limit, epoch).await,
             NodeRequest::Install(m) => {
                 self.members
                     .install(m)
@@ -109,6 +118,37 @@ impl CallServer {
             id: call.id,
             result,
         }
+    }
+
+    /// A page of a listing's scan (`actors::list`): only at the caller's epoch (the scan's
+    /// quorums are that epoch's voters), and only from a store confirmed intact (a refused
+    /// or unconfirmed store may lack states it once voted for).
+    async fn scan(
+        &self,
+        prefix: Key,
+        after: Option<Key>,
+        limit: u32,
+        epoch: u64,
+    ) -> Result<NodeReply> {
+        let (me, mine) = (self.members.view.me(), self.members.view.epoch());
+        if epoch != mine {
+            return Err(Error::Unavailable(format!(
+                "node {me} is at epoch {mine}, the scan at {epoch}"
+            )));
+        }
+        if !self.members.store_confirmed_intact() {
+            return Err(Error::Unavailable(format!(
+                "node {me}'s store is refused or not confirmed yet: it serves no scan"
+            )));
+        }
+        let scan = ScanPrefix {
+            prefix,
+            after,
+            limit: (limit as usize).min(DIGEST_PAGE_ENTRIES),
+            max_bytes: self.max_fetch_bytes,
+        };
+        let (records, more) = ask(&self.storage, scan).await?;
+        Ok(NodeReply::Scanned { records, more })
     }
 
     async fn digest(&self, after: Option<Key>, limit: usize) -> Result<DigestPage> {

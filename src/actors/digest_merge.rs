@@ -1,6 +1,7 @@
-//! A k-way merge of several nodes' key digests (`NodeRequest::Digest`), in key order, a page
-//! of each at a time: what a membership change's rescan walks (`actors::membership::change`),
-//! and what a listing of keys by prefix will walk.
+//! A k-way merge of several nodes' keys, in key order, a page of each at a time: a membership
+//! change's rescan walks the nodes' digests (`NodeRequest::Digest`, [`DigestMerge`]), and a
+//! listing walks their records under a prefix (`NodeRequest::Scan`, `actors::list`). The
+//! merge itself ([`KeyMerge`]) does no IO: its caller fetches the pages it asks for.
 //!
 //! **Each key once, in order, with memory bounded by one page per source.** Every source
 //! pages through its keys in order. A batch holds every entry up to the *horizon*: the
@@ -9,26 +10,153 @@
 //! already reaches it), so every key of the batch is complete (one entry from each source
 //! holding it) and no later batch holds it again. The source that set the horizon is emptied
 //! by the batch and fetches its next page; so each round makes progress, and the merge ends
-//! once no source has more.
+//! once no source has more. A source dropped midway (it stopped answering) sends no more: the
+//! keys after its last page are merged from the others only.
 
 use std::collections::VecDeque;
 
 use crate::client::Client;
 use crate::error::Result;
-use crate::messages::{DigestEntry, DIGEST_PAGE_ENTRIES};
+use crate::messages::{DigestEntry, SyncRecord, DIGEST_PAGE_ENTRIES};
 use crate::paxos::types::Key;
 
-/// One key of a merge, with the entry of every source that holds it (in source order).
+/// An entry of a source's page: something of one key.
+pub trait Keyed {
+    fn key(&self) -> &Key;
+}
+
+impl Keyed for DigestEntry {
+    fn key(&self) -> &Key {
+        &self.key
+    }
+}
+
+impl Keyed for SyncRecord {
+    fn key(&self) -> &Key {
+        &self.key
+    }
+}
+
+/// One key of a merge, with the entry of every source that holds it (in source order) and
+/// those sources' indexes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MergedKey {
+pub struct MergedKey<E> {
     pub key: Key,
-    pub entries: Vec<DigestEntry>,
+    pub entries: Vec<E>,
+    pub sources: Vec<usize>,
+}
+
+/// The merge of the pages of `sources` sources (indexes 0, 1, ...), fed by its caller.
+pub struct KeyMerge<E> {
+    cursors: Vec<Cursor<E>>,
+}
+
+impl<E: Keyed> KeyMerge<E> {
+    /// A merge of `sources` sources, each read from after `after` (`None`: its first key).
+    pub fn new(sources: usize, after: Option<Key>) -> KeyMerge<E> {
+        KeyMerge {
+            cursors: (0..sources)
+                .map(|index| Cursor::new(index, after.clone()))
+                .collect(),
+        }
+    }
+
+    /// The sources whose page is used up and that have more, with the key to read after.
+    pub fn wanting(&self) -> Vec<(usize, Option<Key>)> {
+        self.cursors
+            .iter()
+            .filter(|c| c.entries.is_empty() && c.more)
+            .map(|c| (c.index, c.after.clone()))
+            .collect()
+    }
+
+    /// Source `source`'s next page. One that holds no entry ends the source whatever it
+    /// says of more: a source pages through keys it has, and one that stayed "more" without
+    /// a last key would stall the horizon for good.
+    pub fn take(&mut self, source: usize, page: Vec<E>, more: bool) {
+        let cursor = &mut self.cursors[source];
+        cursor.more = more && !page.is_empty();
+        if let Some(last) = page.last() {
+            cursor.after = Some(last.key().clone());
+        }
+        cursor.entries.extend(page);
+    }
+
+    /// Source `source` sends no more pages (it stopped answering).
+    pub fn drop_source(&mut self, source: usize) {
+        self.cursors[source].more = false;
+    }
+
+    /// Every entry up to the horizon (see the module doc), grouped by key, in key order. Feed
+    /// every source [`KeyMerge::wanting`] asks for first, or the horizon stalls there.
+    pub fn next_batch(&mut self) -> Vec<MergedKey<E>> {
+        let horizon: Option<Key> = self
+            .cursors
+            .iter()
+            .filter(|c| c.more)
+            .filter_map(|c| c.entries.back().map(|e| e.key().clone()))
+            .min();
+        let mut entries: Vec<(usize, E)> = Vec::new();
+        for cursor in self.cursors.iter_mut() {
+            while let Some(e) = cursor.entries.front() {
+                if horizon.as_ref().is_some_and(|h| e.key() > h) {
+                    break;
+                }
+                entries.extend(cursor.entries.pop_front().map(|e| (cursor.index, e)));
+            }
+        }
+        // Stable: each key's entries stay in source order.
+        entries.sort_by(|a, b| a.1.key().cmp(b.1.key()));
+        group_by_key(entries)
+    }
+
+    /// Every source exhausted, every entry merged.
+    pub fn is_done(&self) -> bool {
+        self.cursors.iter().all(|c| !c.more && c.entries.is_empty())
+    }
+}
+
+fn group_by_key<E: Keyed>(entries: Vec<(usize, E)>) -> Vec<MergedKey<E>> {
+    let mut merged: Vec<MergedKey<E>> = Vec::new();
+    for (source, e) in entries {
+        match merged.last_mut() {
+            Some(last) if last.key == *e.key() => {
+                last.entries.push(e);
+                last.sources.push(source);
+            }
+            _ => merged.push(MergedKey {
+                key: e.key().clone(),
+                entries: vec![e],
+                sources: vec![source],
+            }),
+        }
+    }
+    merged
+}
+
+/// One source's pages.
+struct Cursor<E> {
+    index: usize,
+    entries: VecDeque<E>,
+    after: Option<Key>,
+    more: bool,
+}
+
+impl<E> Cursor<E> {
+    fn new(index: usize, after: Option<Key>) -> Cursor<E> {
+        Cursor {
+            index,
+            entries: VecDeque::new(),
+            after,
+            more: true,
+        }
+    }
 }
 
 /// A k-way merge of the digests of the nodes `client` dials (index 0, 1, ...).
 pub struct DigestMerge<'a> {
     client: &'a Client,
-    cursors: Vec<Cursor>,
+    merge: KeyMerge<DigestEntry>,
 }
 
 impl<'a> DigestMerge<'a> {
@@ -36,100 +164,23 @@ impl<'a> DigestMerge<'a> {
     pub fn new(client: &'a Client, sources: usize) -> DigestMerge<'a> {
         DigestMerge {
             client,
-            cursors: (0..sources).map(Cursor::new).collect(),
+            merge: KeyMerge::new(sources, None),
         }
     }
 
     /// The next keys, in key order, each once; `None` once every source is exhausted.
-    pub async fn next_batch(&mut self) -> Result<Option<Vec<MergedKey>>> {
-        if self.is_done() {
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<MergedKey<DigestEntry>>>> {
+        if self.merge.is_done() {
             return Ok(None);
         }
-        for cursor in self.cursors.iter_mut() {
-            cursor.fill(self.client).await?;
+        for (index, after) in self.merge.wanting() {
+            let page = self
+                .client
+                .digest_page(index, after, DIGEST_PAGE_ENTRIES as u32)
+                .await?;
+            self.merge.take(index, page.entries, page.more);
         }
-        Ok(Some(take_batch(&mut self.cursors)))
-    }
-
-    fn is_done(&self) -> bool {
-        self.cursors.iter().all(|c| !c.more && c.entries.is_empty())
-    }
-}
-
-/// Every entry up to the horizon (see the module doc), grouped by key, in key order.
-fn take_batch(cursors: &mut [Cursor]) -> Vec<MergedKey> {
-    let horizon: Option<Key> = cursors
-        .iter()
-        .filter(|c| c.more)
-        .filter_map(|c| c.entries.back().map(|e| e.key.clone()))
-        .min();
-    let mut entries: Vec<DigestEntry> = Vec::new();
-    for cursor in cursors.iter_mut() {
-        while let Some(e) = cursor.entries.front() {
-            if horizon.as_ref().is_some_and(|h| e.key > *h) {
-                break;
-            }
-            entries.extend(cursor.entries.pop_front());
-        }
-    }
-    // Stable: each key's entries stay in source order.
-    entries.sort_by(|a, b| a.key.cmp(&b.key));
-    group_by_key(entries)
-}
-
-fn group_by_key(entries: Vec<DigestEntry>) -> Vec<MergedKey> {
-    let mut merged: Vec<MergedKey> = Vec::new();
-    for e in entries {
-        match merged.last_mut() {
-            Some(last) if last.key == e.key => last.entries.push(e),
-            _ => merged.push(MergedKey {
-                key: e.key.clone(),
-                entries: vec![e],
-            }),
-        }
-    }
-    merged
-}
-
-/// One source's digest, a page at a time.
-struct Cursor {
-    index: usize,
-    entries: VecDeque<DigestEntry>,
-    after: Option<Key>,
-    more: bool,
-}
-
-impl Cursor {
-    fn new(index: usize) -> Cursor {
-        Cursor {
-            index,
-            entries: VecDeque::new(),
-            after: None,
-            more: true,
-        }
-    }
-
-    /// The source's next page, if this one is used up and more follow.
-    async fn fill(&mut self, client: &Client) -> Result<()> {
-        if !self.entries.is_empty() || !self.more {
-            return Ok(());
-        }
-        let page = client
-            .digest_page(self.index, self.after.clone(), DIGEST_PAGE_ENTRIES as u32)
-            .await?;
-        self.take(page.entries, page.more);
-        Ok(())
-    }
-
-    /// A page taken in. One that holds no entry ends the source whatever it says of more: a
-    /// node pages through keys it has (`limit` is never 0 here), and a source that stayed
-    /// "more" without a last key would stall the horizon for good.
-    fn take(&mut self, page: Vec<DigestEntry>, more: bool) {
-        self.more = more && !page.is_empty();
-        if let Some(last) = page.last() {
-            self.after = Some(last.key.clone());
-        }
-        self.entries.extend(page);
+        Ok(Some(self.merge.next_batch()))
     }
 }
 
@@ -149,24 +200,21 @@ mod tests {
     /// Sources of keys in order, paged `page` at a time, merged as `DigestMerge` does (with
     /// the pages read from memory): every key of every source comes once, in order, with one
     /// entry per source holding it.
-    fn merge_in_memory(sources: &[Vec<&str>], page: usize) -> Vec<(String, usize)> {
-        let mut cursors: Vec<Cursor> = (0..sources.len()).map(Cursor::new).collect();
+    fn merge_in_memory(sources: &[Vec<&str>], page: usize) -> Vec<(String, Vec<usize>)> {
+        let mut merge = KeyMerge::new(sources.len(), None);
         let mut out = Vec::new();
-        while !cursors.iter().all(|c| !c.more && c.entries.is_empty()) {
-            for c in cursors.iter_mut() {
-                if c.entries.is_empty() && c.more {
-                    let after = c.after.clone();
-                    let rest: Vec<DigestEntry> = sources[c.index]
-                        .iter()
-                        .filter(|k| after.as_deref().is_none_or(|a| k.as_bytes() > a))
-                        .map(|k| entry(k, 1))
-                        .collect();
-                    let more = rest.len() > page;
-                    c.take(rest.into_iter().take(page).collect(), more);
-                }
+        while !merge.is_done() {
+            for (index, after) in merge.wanting() {
+                let rest: Vec<DigestEntry> = sources[index]
+                    .iter()
+                    .filter(|k| after.as_deref().is_none_or(|a| k.as_bytes() > a))
+                    .map(|k| entry(k, 1))
+                    .collect();
+                let more = rest.len() > page;
+                merge.take(index, rest.into_iter().take(page).collect(), more);
             }
-            for m in take_batch(&mut cursors) {
-                out.push((String::from_utf8(m.key).unwrap(), m.entries.len()));
+            for m in merge.next_batch() {
+                out.push((String::from_utf8(m.key).unwrap(), m.sources));
             }
         }
         out
@@ -180,19 +228,19 @@ mod tests {
             vec![],
             vec!["a", "h", "z"],
         ];
-        let expected: Vec<(String, usize)> = [
-            ("a", 2),
-            ("b", 1),
-            ("c", 2),
-            ("d", 1),
-            ("e", 1),
-            ("f", 1),
-            ("g", 1),
-            ("h", 3),
-            ("z", 1),
+        let expected: Vec<(String, Vec<usize>)> = [
+            ("a", vec![0, 3]),
+            ("b", vec![1]),
+            ("c", vec![0, 1]),
+            ("d", vec![0]),
+            ("e", vec![1]),
+            ("f", vec![0]),
+            ("g", vec![0]),
+            ("h", vec![0, 1, 3]),
+            ("z", vec![3]),
         ]
-        .iter()
-        .map(|(k, n)| (k.to_string(), *n))
+        .into_iter()
+        .map(|(k, s)| (k.to_string(), s))
         .collect();
         for page in 1..=7 {
             assert_eq!(merge_in_memory(&sources, page), expected, "pages of {page}");
@@ -201,37 +249,42 @@ mod tests {
 
     #[test]
     fn an_empty_page_that_says_more_ends_its_source() {
-        let mut cursors = vec![Cursor::new(0), Cursor::new(1)];
-        cursors[0].take(vec![entry("a", 1), entry("c", 1)], false);
-        cursors[1].take(Vec::new(), true);
+        let mut merge = KeyMerge::new(2, None);
+        merge.take(0, vec![entry("a", 1), entry("c", 1)], false);
+        merge.take(1, Vec::new(), true);
         assert!(
-            !cursors[1].more,
-            "no last key: nothing more can be asked after it"
+            merge.wanting().is_empty(),
+            "no last key: nothing more to ask after it"
         );
-        let keys: Vec<Key> = take_batch(&mut cursors)
-            .into_iter()
-            .map(|m| m.key)
-            .collect();
+        let keys: Vec<Key> = merge.next_batch().into_iter().map(|m| m.key).collect();
         assert_eq!(keys, vec![b"a".to_vec(), b"c".to_vec()]);
+        assert!(merge.is_done());
     }
 
     #[test]
-    fn entries_of_one_key_group_together_in_source_order() {
-        let mut entries = vec![entry("b", 1), entry("a", 1), entry("b", 2), entry("a", 3)];
-        entries.sort_by(|a, b| a.key.cmp(&b.key));
-        let merged = group_by_key(entries);
+    fn a_dropped_source_stops_holding_the_horizon() {
+        let mut merge = KeyMerge::new(2, None);
+        merge.take(0, vec![entry("a", 1), entry("b", 1)], true);
+        merge.take(1, vec![entry("c", 1), entry("d", 1)], true);
+        let keys: Vec<Key> = merge.next_batch().into_iter().map(|m| m.key).collect();
         assert_eq!(
-            merged,
-            vec![
-                MergedKey {
-                    key: b"a".to_vec(),
-                    entries: vec![entry("a", 1), entry("a", 3)],
-                },
-                MergedKey {
-                    key: b"b".to_vec(),
-                    entries: vec![entry("b", 1), entry("b", 2)],
-                },
-            ]
+            keys,
+            vec![b"a".to_vec(), b"b".to_vec()],
+            "up to the horizon b"
         );
+        assert_eq!(merge.wanting(), vec![(0, Some(b"b".to_vec()))]);
+        merge.drop_source(0);
+        assert!(merge.wanting().is_empty());
+        let keys: Vec<Key> = merge.next_batch().into_iter().map(|m| m.key).collect();
+        assert_eq!(
+            keys,
+            vec![b"c".to_vec(), b"d".to_vec()],
+            "source 1 alone, up to d"
+        );
+        assert_eq!(merge.wanting(), vec![(1, Some(b"d".to_vec()))]);
+        merge.take(1, vec![entry("e", 1)], false);
+        let keys: Vec<Key> = merge.next_batch().into_iter().map(|m| m.key).collect();
+        assert_eq!(keys, vec![b"e".to_vec()]);
+        assert!(merge.is_done());
     }
 }

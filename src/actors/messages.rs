@@ -234,6 +234,18 @@ pub struct FindBehind {
     pub entries: Vec<DigestEntry>,
 }
 
+/// A listing's scan, to the storage actor: the records of the keys that start with `prefix`
+/// after `after`, at most `limit` and `max_bytes` (`Store::scan_prefix`); and whether more
+/// follow.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<(Vec<SyncRecord>, bool)>")]
+pub struct ScanPrefix {
+    pub prefix: Key,
+    pub after: Option<Key>,
+    pub limit: usize,
+    pub max_bytes: usize,
+}
+
 /// Anti-entropy, to the storage actor: the records of `keys`, in order, up to `max_bytes`.
 #[derive(Debug, actix::Message)]
 #[rtype(result = "Result<Vec<SyncRecord>>")]

@@ -276,7 +276,8 @@ fn reserved_for(call: &Call, request_bytes: usize, config: &Config) -> usize {
             crate::messages::RequestBody::Kv {
                 command: crate::paxos::types::Command::Get,
                 ..
-            } => config.frame_limit(),
+            }
+            | crate::messages::RequestBody::List { .. } => config.frame_limit(),
             _ => SMALL_ANSWER_BYTES,
         },
         Call::Node(_) => config.frame_limit(),

@@ -10,6 +10,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use crate::actors::list::{ListRequest, Lister};
 use crate::actors::membership::{ChangeExecutor, MembershipService};
 use crate::actors::messages::{ClientCommand, GetStatus};
 use crate::actors::outbox::Outbox;
@@ -37,6 +38,7 @@ struct Shared {
     write_ids: WriteIdMint,
     members: MembershipService,
     changes: ChangeExecutor,
+    lister: Lister,
     /// One membership change driven by this node at a time ([`drive`]).
     driving: tokio::sync::Mutex<()>,
 }
@@ -49,6 +51,7 @@ impl Router {
         config: Arc<Config>,
         members: MembershipService,
         changes: ChangeExecutor,
+        lister: Lister,
     ) -> Router {
         Router {
             inner: Arc::new(Shared {
@@ -60,6 +63,7 @@ impl Router {
                 write_ids: WriteIdMint::new(rand::random()),
                 members,
                 changes,
+                lister,
                 driving: tokio::sync::Mutex::new(()),
             }),
         }
@@ -100,6 +104,20 @@ impl Router {
                 ))
             }
             RequestBody::Members => Ok(Reply::Members(shared.members.answer())),
+            RequestBody::List {
+                prefix,
+                after,
+                limit,
+                keys_only,
+            } => {
+                let request = ListRequest {
+                    prefix,
+                    after,
+                    limit,
+                    keys_only,
+                };
+                shared.lister.list(request).await.map(Reply::Listed)
+            }
             RequestBody::MemberChange(change) => {
                 drive(shared, change, None).await.map(Reply::MemberChanged)
             }
@@ -182,6 +200,7 @@ fn op_label(body: &RequestBody) -> &'static str {
         RequestBody::Status => "status",
         RequestBody::SetFaults(_) => "set_faults",
         RequestBody::Members => "members",
+        RequestBody::List { .. } => "list",
         RequestBody::MemberChange(_) | RequestBody::MemberChangeFenced { .. } => "member_change",
         RequestBody::RetiredSyncDigest { .. } | RequestBody::RetiredSyncFetch { .. } => "retired",
     }

@@ -15,7 +15,7 @@ use actix::prelude::*;
 
 use crate::actors::messages::{
     AdoptRecords, DigestScan, FetchRecords, FindBehind, Load, Meta, MetaAnswer, Persist, ReplyTo,
-    ScanDigest, ScanUnsettled,
+    ScanDigest, ScanPrefix, ScanUnsettled,
 };
 use crate::actors::Stats;
 use crate::error::{Error, Result};
@@ -240,6 +240,22 @@ impl Handler<FetchRecords> for StorageActor {
             .into_iter()
             .map(|(key, record)| SyncRecord { key, record })
             .collect())
+    }
+}
+
+impl Handler<ScanPrefix> for StorageActor {
+    type Result = Result<(Vec<SyncRecord>, bool)>;
+
+    fn handle(&mut self, msg: ScanPrefix, _: &mut Context<Self>) -> Self::Result {
+        self.flush();
+        let (records, more) =
+            self.store
+                .scan_prefix(&msg.prefix, msg.after.as_deref(), msg.limit, msg.max_bytes)?;
+        let records = records
+            .into_iter()
+            .map(|(key, record)| SyncRecord { key, record })
+            .collect();
+        Ok((records, more))
     }
 }
 

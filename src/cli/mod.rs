@@ -3,6 +3,7 @@
 
 mod bench;
 mod cluster;
+mod list;
 mod load;
 mod member;
 
@@ -125,6 +126,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Show every node's counters.
     Status,
+    /// The live keys that start with PREFIX, in byte order, one page at a time: `key value`
+    /// lines (see `--after` for the next page). Each is a state chosen during the call; a
+    /// page is not a snapshot across keys.
+    List(list::ListArgs),
 }
 
 pub fn main() -> i32 {
@@ -258,6 +263,7 @@ fn run_client_command(cli: Cli) -> i32 {
                 bench::run(clients, args, json).await
             }
             Command::Status => status(client, json).await,
+            Command::List(args) => list::run(member::current(client).await, args, json).await,
             Command::Member(command) => member::run(client, command, json).await,
             Command::Cluster { .. } | Command::Node { .. } | Command::Certs { .. } => {
                 unreachable!()
@@ -378,7 +384,7 @@ fn value_bytes(arg: OsString) -> Result<Vec<u8>, i32> {
 
 /// `name` and the bytes as a JSON field, losslessly: `"name": "..."` when the bytes are valid
 /// UTF-8, else `"name_base64": "..."` (standard alphabet, padded).
-fn bytes_field(object: &mut serde_json::Value, name: &str, bytes: &[u8]) {
+pub(crate) fn bytes_field(object: &mut serde_json::Value, name: &str, bytes: &[u8]) {
     let (field, value) = match std::str::from_utf8(bytes) {
         Ok(text) => (name.to_string(), serde_json::json!(text)),
         Err(_) => (
@@ -390,7 +396,7 @@ fn bytes_field(object: &mut serde_json::Value, name: &str, bytes: &[u8]) {
 }
 
 /// `fields` with the key added (as `"key"`, or `"key_base64"` for a key that is not UTF-8).
-fn keyed(key: &[u8], mut fields: serde_json::Value) -> serde_json::Value {
+pub(crate) fn keyed(key: &[u8], mut fields: serde_json::Value) -> serde_json::Value {
     bytes_field(&mut fields, "key", key);
     fields
 }
@@ -461,7 +467,7 @@ fn report(key: &[u8], result: paxkv::Result<Outcome>, json: bool) -> i32 {
 
 /// A failed command's error: on stderr, and as a JSON object on stdout with `--json`; its
 /// exit code.
-fn report_error(key: &[u8], e: &paxkv::Error, json: bool) -> i32 {
+pub(crate) fn report_error(key: &[u8], e: &paxkv::Error, json: bool) -> i32 {
     let (code, kind) = exit_of(e);
     if json {
         println!(

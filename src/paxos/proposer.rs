@@ -168,13 +168,24 @@ pub enum Effect {
 
 /// What one acceptor reports of a key, in a promise or a read answer.
 #[derive(Debug, Clone)]
-struct Vote {
+pub(crate) struct Vote {
     /// The highest ballot it accepted (`Ballot::ZERO`: none).
-    accepted: Ballot,
+    pub accepted: Ballot,
     /// The state it accepted at that ballot.
-    state: Register,
+    pub state: Register,
     /// It may have lost a vote at the fast ballot (`AcceptorRecord::fast_unknown`).
-    fast_unknown: bool,
+    pub fast_unknown: bool,
+}
+
+impl Vote {
+    /// The answer of an acceptor that holds no record of the key.
+    pub(crate) fn none() -> Vote {
+        Vote {
+            accepted: Ballot::ZERO,
+            state: Register::default(),
+            fast_unknown: false,
+        }
+    }
 }
 
 /// What a caller asks of the proposer, before any round carries it.
@@ -1081,7 +1092,7 @@ impl Proposer {
 }
 
 /// What the read answers of `replies` (out of `n` acceptors) tell.
-enum QuickRead {
+pub(crate) enum QuickRead {
     /// A state shown chosen: at a classic ballot by a classic quorum of equal ballots, or at
     /// the fast ballot by a fast quorum of equal states.
     Chosen(Ballot, Register),
@@ -1094,7 +1105,7 @@ enum QuickRead {
 /// The quick read's rule (see the module doc): a state is read from the acceptors' answers
 /// alone only where they show it chosen. A reply that may have lost a fast vote confirms
 /// nothing.
-fn read_answers(
+pub(crate) fn read_answers(
     replies: &BTreeMap<NodeId, Vote>,
     n: usize,
     quorum: usize,

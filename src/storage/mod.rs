@@ -51,6 +51,9 @@ pub const MERGE_BYTES: usize = 16 << 20;
 /// Unmerged bytes past which writes are refused while merges fail.
 pub const MAX_OVERLAY_BYTES: usize = 4 * MERGE_BYTES;
 
+/// Records with their keys, in key order.
+pub type Records = Vec<(Vec<u8>, AcceptorRecord)>;
+
 /// Keys of the meta database.
 ///
 /// Reserved, never to be reused: `synced`, the mark of the in-place recovery removed in issue
@@ -292,16 +295,55 @@ impl Store {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, AcceptorRecord)>> {
+        match after {
+            None => self.scan_from(Bound::Unbounded, limit),
+            Some(after) => self.scan_from(Bound::Excluded(after), limit),
+        }
+    }
+
+    /// The records of the keys that start with `prefix`, after `after` (`None`: from the
+    /// first such key), in key order: at most `limit`, and no more than `max_bytes` of keys
+    /// and values (at least one record); and whether more of the prefix follow.
+    pub fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Records, bool)> {
+        let lower = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            // LMDB takes no empty key, not even as a bound.
+            _ if prefix.is_empty() => Bound::Unbounded,
+            _ => Bound::Included(prefix),
+        };
+        let mut records = self.scan_from(lower, limit.saturating_add(1))?;
+        records.retain(|(key, _)| key.starts_with(prefix));
+        let mut bytes = 0;
+        let fit = records
+            .iter()
+            .take(limit)
+            .take_while(|(key, record)| {
+                let first = bytes == 0;
+                bytes += key.len() + record.state.value.as_ref().map_or(0, Vec::len);
+                first || bytes <= max_bytes
+            })
+            .count();
+        let more = records.len() > fit;
+        records.truncate(fit);
+        Ok((records, more))
+    }
+
+    /// Up to `limit` records from `lower` on, in key order (see [`Store::scan`]).
+    fn scan_from(
+        &self,
+        lower: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, AcceptorRecord)>> {
         let rtxn = self.env.read_txn()?;
-        let bounds = match after {
-            None => (Bound::Unbounded, Bound::Unbounded),
-            Some(after) => (Bound::Excluded(after), Bound::Unbounded),
-        };
+        let bounds = (lower, Bound::Unbounded);
         let mut stored = self.acceptors.range(&rtxn, &bounds)?.peekable();
-        let logged_bounds = match after {
-            None => (Bound::Unbounded, Bound::Unbounded),
-            Some(after) => (Bound::Excluded(after.to_vec()), Bound::Unbounded),
-        };
+        let logged_bounds = (lower.map(<[u8]>::to_vec), Bound::Unbounded);
         let mut logged = self.overlay.range(logged_bounds).peekable();
         let mut out = Vec::new();
         while out.len() < limit {
@@ -657,6 +699,43 @@ pub(crate) mod tests {
             assert_eq!(store.load(key).unwrap(), Some(record(3)));
         }
         assert_eq!(store.record_count().unwrap(), keys.len() as u64 + 1);
+    }
+
+    #[test]
+    fn a_prefix_scan_pages_in_key_order_within_its_prefix_and_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        let keys: [&[u8]; 6] = [b"a", b"p/1", b"p/2", b"p/3", b"p\xff", b"q"];
+        let batch: Vec<(&[u8], AcceptorRecord)> = keys.iter().map(|k| (*k, record(1))).collect();
+        let refs: Vec<(&[u8], &AcceptorRecord)> = batch.iter().map(|(k, r)| (*k, r)).collect();
+        store.write(&refs).unwrap();
+        let keys_of = |(records, more): (Vec<(Vec<u8>, AcceptorRecord)>, bool)| {
+            let keys: Vec<Vec<u8>> = records.into_iter().map(|(k, _)| k).collect();
+            (keys, more)
+        };
+        let scan = |prefix: &[u8], after: Option<&[u8]>, limit, bytes| {
+            keys_of(store.scan_prefix(prefix, after, limit, bytes).unwrap())
+        };
+        let k = |s: &[u8]| s.to_vec();
+        assert_eq!(
+            scan(b"p/", None, 10, 1 << 20),
+            (vec![k(b"p/1"), k(b"p/2"), k(b"p/3")], false)
+        );
+        assert_eq!(
+            scan(b"p/", None, 2, 1 << 20),
+            (vec![k(b"p/1"), k(b"p/2")], true)
+        );
+        assert_eq!(
+            scan(b"p/", Some(b"p/2"), 2, 1 << 20),
+            (vec![k(b"p/3")], false)
+        );
+        // `after` before the prefix starts at the prefix; after it, nothing is left.
+        assert_eq!(scan(b"p/", Some(b"a"), 1, 1 << 20), (vec![k(b"p/1")], true));
+        assert_eq!(scan(b"p/", Some(b"p0"), 5, 1 << 20), (vec![], false));
+        // The empty prefix is every key (LMDB takes no empty bound).
+        assert_eq!(scan(b"", None, 10, 1 << 20).0.len(), 6);
+        // A byte budget smaller than one record still returns one.
+        assert_eq!(scan(b"p", None, 10, 1), (vec![k(b"p/1")], true));
     }
 
     #[test]

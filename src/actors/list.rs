@@ -1,0 +1,390 @@
+//! Listing keys by prefix (`paxkv list`): a scan of the prefix on a majority of the voters,
+//! merged by key, each key's state taken where the scanned records show it chosen (the quick
+//! read's rule, `paxos::proposer::read_answers`) and read with a Paxos round where they do
+//! not. One page per call, bounded in keys and bytes; the client asks again after its `next`.
+//!
+//! **What a page promises.** Per key, not across keys (not an atomic snapshot: a page may
+//! show key `a` before a write and key `b` after it, as etcd's paginated reads across
+//! revisions would):
+//! 1. *Every item is a state that was the key's latest chosen state at some moment within the
+//!    call.* Either the scanned records show it chosen: a classic quorum of the epoch's voters
+//!    report the same classic ballot `B` as the highest they accepted (or a fast quorum the
+//!    same state at the fast ballot). Each record was read from a voter's durable store after
+//!    the call began, so the state at `B` was chosen by then, and no higher state had been
+//!    chosen before the call began (a majority would hold it, and meet ours): the argument of
+//!    the quick read (`paxos::proposer`, module doc), which holds record by record whatever
+//!    the order the voters were scanned in. Or a read round, linearizable, ran within the
+//!    call.
+//! 2. *No key is missing whose latest chosen state before the call began was live and that
+//!    was not deleted during the call.* That state was accepted by a quorum of the epoch's
+//!    voters (a membership change leaves every chosen state on a majority of the new voters
+//!    before the next step: `paxos::membership`'s rescan). The scan covers every key of the
+//!    prefix on at least a classic quorum of voters (a page fails "unavailable" when fewer
+//!    answer), and only stores that are at the caller's epoch and confirmed intact answer (a
+//!    wiped, rolled back or unconfirmed store may lack what it voted for: `actors::calls`).
+//!    Two quorums meet, and accepted ballots only grow, so a scanned voter holds a record of
+//!    the key: the key is in the merge. Its state is then decided as in 1; a state chosen
+//!    within the call of a key not deleted during it is live (only a delete makes it not), so
+//!    it is listed.
+//! 3. *In order, each key once per page*, from the k-way merge (`actors::digest_merge`); a
+//!    page's `next` is its last key, so a key live for the whole listing appears in exactly
+//!    one page.
+//!
+//! What could go wrong, and why it cannot: a voter scanned while it is cut off answers with
+//! old records; it is one vote, and a state is taken from the records only where a quorum
+//! agrees (an old record drags a key into a read round, never into a stale answer). A voter
+//! that stops answering midway is dropped; the keys after its last page are merged from the
+//! others, and the page fails if fewer than a quorum are left. A change of epoch midway makes
+//! the voters of the new epoch refuse the scan: the page fails and the client retries it. A
+//! pause of the coordinator between scan and answer makes its answer old, never wrong: each
+//! item was the latest at some moment within the call, which the pause only lengthens.
+//!
+//! **Partitioned keyspaces (later).** Nothing here needs one set of voters for all keys: a
+//! keyspace partitioned over replica sets is listed by scanning each partition that overlaps
+//! the prefix on a quorum of its own replicas, with its own epoch, and merging the partitions
+//! by key (they hold disjoint keys); 1 and 2 hold partition by partition.
+//!
+//! **Deleted keys** keep their record (a tombstone: the version, and the register's memory of
+//! recent writes) and are never listed. They are not collected: a collected key restarts at
+//! version 0, and a client holding version 3 of it would then see a version go backwards (or
+//! a compare-and-set on version 1 succeed twice). Collecting them safely needs a floor of
+//! versions per range (as etcd's compaction keeps revisions monotonic); not done.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::stream::{self, StreamExt};
+
+use crate::actors::digest_merge::{KeyMerge, MergedKey};
+use crate::actors::membership::installed::addr_of;
+use crate::actors::membership::MembershipService;
+use crate::actors::messages::ClientCommand;
+use crate::actors::supervisor::NodeSupervisor;
+use crate::client::Client;
+use crate::config::Limits;
+use crate::error::{Error, Result};
+use crate::messages::{ListItem, ListPage, NodeReply, NodeRequest, SyncRecord};
+use crate::paxos::membership::RESERVED_PREFIX;
+use crate::paxos::proposer::{read_answers, QuickRead, Vote};
+use crate::paxos::quorum::Quorums;
+use crate::paxos::types::{Command, Key, NodeId, Outcome};
+
+/// How long a voter may take to answer one page of a scan before it is dropped from it.
+const SCAN_PAGE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Records a voter sends per page of a scan.
+const SCAN_PAGE_RECORDS: u32 = 256;
+
+/// Read rounds a page runs at once, for keys the records do not decide.
+const READ_ROUNDS_IN_FLIGHT: usize = 64;
+
+/// A key's live value and version (`None`: no value).
+type Live = Option<(Vec<u8>, u64)>;
+
+/// Lists keys from this node. Cheap to clone.
+#[derive(Clone)]
+pub struct Lister {
+    members: MembershipService,
+    supervisor: Addr<NodeSupervisor>,
+}
+
+/// What a list asks.
+pub struct ListRequest {
+    pub prefix: Key,
+    pub after: Option<Key>,
+    pub limit: u32,
+    pub keys_only: bool,
+}
+
+impl Lister {
+    pub fn new(members: MembershipService, supervisor: Addr<NodeSupervisor>) -> Lister {
+        Lister {
+            members,
+            supervisor,
+        }
+    }
+
+    /// One page of the listing (see the module doc).
+    pub async fn list(&self, request: ListRequest) -> Result<ListPage> {
+        check_list(&request, &self.members.config.limits)?;
+        let limits = &self.members.config.limits;
+        let limit = page_size(request.limit, limits);
+        let max_bytes = self.members.config.frame_limit() / 2;
+        let m = self
+            .members
+            .view
+            .get()
+            .ok_or_else(|| Error::Unavailable("no membership installed".into()))?;
+        let voters = m.voters();
+        let addrs = voters
+            .iter()
+            .map(|&v| Ok((v, addr_of(&m, v)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let client = self.members.client_of(&addrs);
+        let mut scan = Scan::new(&client, &request, m.epoch, m.quorums());
+        let mut page = PageBuilder::new(limit, max_bytes, request.keys_only);
+        while let Some(batch) = scan.next_batch().await? {
+            let states = self.decide(batch, &scan, &voters).await?;
+            let last = states.len().saturating_sub(1);
+            for (i, (key, state)) in states.into_iter().enumerate() {
+                if page.add(key, state) {
+                    let more = i < last || !scan.is_done();
+                    return Ok(page.finish(more));
+                }
+            }
+        }
+        Ok(page.finish(false))
+    }
+
+    /// Each key's state, in key order (`None`: no value), from the records where a quorum
+    /// shows it chosen, else from a read round.
+    async fn decide(
+        &self,
+        batch: Vec<MergedKey<SyncRecord>>,
+        scan: &Scan<'_>,
+        voters: &[NodeId],
+    ) -> Result<Vec<(Key, Live)>> {
+        let decided = batch
+            .into_iter()
+            .filter(|k| !k.key.starts_with(RESERVED_PREFIX))
+            .map(|k| {
+                let quick = scan.chosen(&k, voters);
+                (k.key, quick)
+            });
+        let states: Vec<Result<(Key, Live)>> = stream::iter(decided)
+            .map(|(key, quick)| async move {
+                let state = match quick {
+                    Some(state) => state,
+                    None => self.read_round(&key).await?,
+                };
+                Ok((key, state))
+            })
+            .buffered(READ_ROUNDS_IN_FLIGHT)
+            .collect()
+            .await;
+        states.into_iter().collect()
+    }
+
+    /// A linearizable read of `key` through its proposer: `Some((value, version))` if live.
+    async fn read_round(&self, key: &Key) -> Result<Live> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.supervisor
+            .send(ClientCommand {
+                key: key.clone(),
+                command: Command::Get,
+                write_id: None,
+                maybe_applied: false,
+                reply,
+            })
+            .await
+            .map_err(|e| Error::Unavailable(format!("node supervisor: {e}")))?;
+        let outcome = answer
+            .await
+            .map_err(|_| Error::Unavailable("the key's proposer stopped".into()))??;
+        match outcome {
+            Outcome::Get { value, version } => Ok(value.map(|v| (v, version))),
+            other => Err(Error::Storage(format!("a read answered {other:?}"))),
+        }
+    }
+}
+
+/// A list's prefix and `after` are keys like any other: within the key limit, never in the
+/// reserved prefix.
+fn check_list(request: &ListRequest, limits: &Limits) -> Result<()> {
+    let too_long = |what: &str, key: &[u8]| {
+        (key.len() > limits.max_key_bytes).then(|| {
+            Error::BadRequest(format!(
+                "{what} of {} bytes is over the key limit of {} bytes",
+                key.len(),
+                limits.max_key_bytes
+            ))
+        })
+    };
+    if let Some(e) = too_long("the prefix", &request.prefix) {
+        return Err(e);
+    }
+    if let Some(e) = request.after.as_ref().and_then(|a| too_long("after", a)) {
+        return Err(e);
+    }
+    if request.prefix.starts_with(RESERVED_PREFIX) {
+        return Err(Error::BadRequest(
+            "keys starting with \\0paxkv/ are the cluster's own (its membership)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The page size a list asked for (0: the default), capped at the limit.
+fn page_size(asked: u32, limits: &Limits) -> usize {
+    match asked as usize {
+        0 => limits.list_default_limit,
+        n => n.min(limits.list_max_limit),
+    }
+}
+
+/// A page of items, bounded in count and bytes.
+struct PageBuilder {
+    items: Vec<ListItem>,
+    limit: usize,
+    bytes: usize,
+    max_bytes: usize,
+    keys_only: bool,
+}
+
+impl PageBuilder {
+    fn new(limit: usize, max_bytes: usize, keys_only: bool) -> PageBuilder {
+        PageBuilder {
+            items: Vec::new(),
+            limit,
+            bytes: 0,
+            max_bytes,
+            keys_only,
+        }
+    }
+
+    /// Adds `key` if it is live; true once the page is full.
+    fn add(&mut self, key: Key, state: Live) -> bool {
+        let Some((value, version)) = state else {
+            return false;
+        };
+        let value = (!self.keys_only).then_some(value);
+        self.bytes += key.len() + value.as_ref().map_or(0, Vec::len) + 16;
+        self.items.push(ListItem {
+            key,
+            value,
+            version,
+        });
+        self.items.len() >= self.limit || self.bytes >= self.max_bytes
+    }
+
+    fn finish(self, more: bool) -> ListPage {
+        let next = more
+            .then(|| self.items.last().map(|i| i.key.clone()))
+            .flatten();
+        ListPage {
+            items: self.items,
+            next,
+        }
+    }
+}
+
+/// The scan of a prefix on the voters of one epoch: a page of each at a time, merged.
+struct Scan<'a> {
+    client: &'a Client,
+    prefix: Key,
+    epoch: u64,
+    quorums: Quorums,
+    merge: KeyMerge<SyncRecord>,
+    /// Per voter (by the client's index): still scanned.
+    alive: Vec<bool>,
+    /// Per voter: the last key its pages reached; `None` once it sent its last page.
+    reached: Vec<Option<Key>>,
+    started: bool,
+}
+
+impl<'a> Scan<'a> {
+    fn new(client: &'a Client, request: &ListRequest, epoch: u64, quorums: Quorums) -> Self {
+        let voters = quorums.members();
+        Scan {
+            client,
+            prefix: request.prefix.clone(),
+            epoch,
+            quorums,
+            merge: KeyMerge::new(voters, request.after.clone()),
+            alive: vec![true; voters],
+            reached: vec![request.after.clone(); voters],
+            started: false,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.started && self.merge.is_done()
+    }
+
+    /// The next keys, in order, each once; `None` once the prefix is exhausted. Fails when
+    /// fewer than a classic quorum of voters still answer.
+    async fn next_batch(&mut self) -> Result<Option<Vec<MergedKey<SyncRecord>>>> {
+        if self.is_done() {
+            return Ok(None);
+        }
+        let asks = self.merge.wanting().into_iter().map(|(index, after)| {
+            let body = NodeRequest::Scan {
+                prefix: self.prefix.clone(),
+                after,
+                limit: SCAN_PAGE_RECORDS,
+                epoch: self.epoch,
+            };
+            let call = self.client.node_call(index, body);
+            async move { (index, tokio::time::timeout(SCAN_PAGE_TIMEOUT, call).await) }
+        });
+        let mut last_error = None;
+        for (index, answer) in futures_util::future::join_all(asks).await {
+            match answer {
+                Ok(Ok(NodeReply::Scanned { records, more })) => {
+                    self.reached[index] = match (more, records.last()) {
+                        (false, _) => None,
+                        (true, Some(last)) => Some(last.key.clone()),
+                        (true, None) => None,
+                    };
+                    self.merge.take(index, records, more);
+                }
+                failed => {
+                    last_error = Some(match failed {
+                        Ok(Ok(other)) => format!("unexpected {other:?}"),
+                        Ok(Err(e)) => e.message().to_string(),
+                        Err(_) => format!("no answer within {SCAN_PAGE_TIMEOUT:?}"),
+                    });
+                    self.alive[index] = false;
+                    self.merge.drop_source(index);
+                }
+            }
+        }
+        self.started = true;
+        let alive = self.alive.iter().filter(|a| **a).count();
+        if alive < self.quorums.classic() {
+            return Err(Error::Unavailable(format!(
+                "{alive} of {} voters answered the scan (last error: {})",
+                self.alive.len(),
+                last_error.unwrap_or_default()
+            )));
+        }
+        Ok(Some(self.merge.next_batch()))
+    }
+
+    /// Did voter `index`'s scan cover `key` (so that holding no record of it is an answer)?
+    fn covered(&self, index: usize, key: &Key) -> bool {
+        if self.alive[index] {
+            return true; // its pages reach at least the horizon, or it sent them all
+        }
+        match &self.reached[index] {
+            Some(reached) => key <= reached,
+            None => false,
+        }
+    }
+
+    /// The state of `k` if the scanned records show it chosen (`Some(None)`: chosen with no
+    /// value), as the quick read decides (`paxos::proposer::read_answers`).
+    fn chosen(&self, k: &MergedKey<SyncRecord>, voters: &[NodeId]) -> Option<Live> {
+        let mut votes = std::collections::BTreeMap::new();
+        for (index, &voter) in voters.iter().enumerate() {
+            let vote = match k.sources.iter().position(|&s| s == index) {
+                Some(at) => {
+                    let r = &k.entries[at].record;
+                    Vote {
+                        accepted: r.accepted,
+                        state: r.state.clone(),
+                        fast_unknown: r.fast_unknown,
+                    }
+                }
+                None if self.covered(index, &k.key) => Vote::none(),
+                None => continue,
+            };
+            votes.insert(voter, vote);
+        }
+        let quorums = self.quorums;
+        match read_answers(&votes, voters.len(), quorums.classic(), quorums.fast()) {
+            QuickRead::Chosen(_, state) => Some(state.value.map(|v| (v, state.version))),
+            QuickRead::Undecided | QuickRead::Impossible => None,
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! `paxkv list [PREFIX] [--limit N] [--after KEY] [--keys-only] [--json]`: one page of the
+//! live keys under a prefix (`Client::list`, argued in `actors::list`).
+//!
+//! Text: one line per key, `key value` (the key alone with `--keys-only`); a key or value
+//! that is not UTF-8 is printed `base64:` and its standard base64 (the encoding of `get
+//! --json`'s `_base64` fields). A key or value holding a space or a newline cannot be told
+//! apart in text: use `--json`. When more keys follow, `(more: --after KEY)` goes to stderr.
+//! JSON: `{"items": [{"key" (or "key_base64"), "value" (or "value_base64"), "version"}, ...],
+//! "next": KEY or null}` (`"next_base64"` for a key that is not UTF-8).
+
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::os::unix::ffi::OsStringExt as _;
+
+use base64::prelude::{Engine as _, BASE64_STANDARD};
+use paxkv::client::Client;
+use paxkv::messages::ListPage;
+
+use super::{bytes_field, keyed, report_error, EXIT_UNAVAILABLE};
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only keys that start with these bytes (default: every key).
+    prefix: Option<OsString>,
+    /// At most this many keys (default and most: the cluster's `limits.list_default_limit`
+    /// and `limits.list_max_limit`).
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Only keys after this one: the previous page's `next`.
+    #[arg(long)]
+    after: Option<OsString>,
+    /// Print the keys without their values.
+    #[arg(long)]
+    keys_only: bool,
+}
+
+pub async fn run(client: Client, args: ListArgs, json: bool) -> i32 {
+    let prefix = args.prefix.map(OsString::into_vec).unwrap_or_default();
+    let after = args.after.map(OsString::into_vec);
+    let limit = args.limit.unwrap_or(0);
+    let page = match client
+        .list(&prefix, after.as_deref(), limit, args.keys_only)
+        .await
+    {
+        Ok(page) => page,
+        Err(e) => return report_error(&prefix, &e, json),
+    };
+    let out = if json {
+        let mut line = page_json(&page).to_string().into_bytes();
+        line.push(b'\n');
+        line
+    } else {
+        if let Some(next) = &page.next {
+            eprintln!("(more: --after {})", text(next));
+        }
+        page_text(&page)
+    };
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(&out).and_then(|()| stdout.flush()) {
+        eprintln!("error: writing the output: {e}");
+        return EXIT_UNAVAILABLE;
+    }
+    0
+}
+
+/// The bytes as text: as they are if UTF-8, else `base64:` and their standard base64.
+fn text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_string(),
+        Err(_) => format!("base64:{}", BASE64_STANDARD.encode(bytes)),
+    }
+}
+
+fn page_text(page: &ListPage) -> Vec<u8> {
+    let mut out = String::new();
+    for item in &page.items {
+        out.push_str(&text(&item.key));
+        if let Some(value) = &item.value {
+            out.push(' ');
+            out.push_str(&text(value));
+        }
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+fn page_json(page: &ListPage) -> serde_json::Value {
+    let items: Vec<serde_json::Value> = page
+        .items
+        .iter()
+        .map(|item| {
+            let mut object = keyed(&item.key, serde_json::json!({"version": item.version}));
+            if let Some(value) = &item.value {
+                bytes_field(&mut object, "value", value);
+            }
+            object
+        })
+        .collect();
+    let mut object = serde_json::json!({"items": items, "next": null});
+    if let Some(next) = &page.next {
+        object.as_object_mut().expect("an object").remove("next");
+        bytes_field(&mut object, "next", next);
+    }
+    object
+}
