@@ -227,3 +227,44 @@ async fn a_list_through_a_node_that_missed_writes_returns_their_latest_states() 
         );
     }
 }
+
+/// A wiped store answers no scan: its empty disk would count as "no such key" beside two
+/// nodes that missed the writes, and the three of them would list nothing of what a majority
+/// acknowledged. Keys written by {1, 2, 3}; node 3 wiped (refused); 4 and 5, which missed
+/// the writes, restarted (intact, confirmed by 1 and 2); then 1 and 2 stop. The list is
+/// unavailable, not empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_store_answers_no_scan_so_a_list_is_unavailable_rather_than_incomplete() {
+    let mut cluster = TestCluster::start();
+    cluster.stop(4).await;
+    cluster.stop(5).await;
+    let client = cluster.client_with(
+        (1..=3).map(|id| cluster.addr(id)).collect(),
+        false,
+        Duration::from_secs(10),
+    );
+    for i in 0..20 {
+        client
+            .put(format!("w/{i:02}").as_bytes(), b"v")
+            .await
+            .unwrap();
+    }
+    cluster.stop(3).await;
+    cluster.wipe(3);
+    cluster.restart(3);
+    cluster.wait_store_refused(3).await;
+    cluster.restart(4);
+    cluster.restart(5);
+    cluster.wait_voting(&[4, 5]).await;
+    cluster.stop(1).await;
+    cluster.stop(2).await;
+    let rest = cluster.client_with(
+        (3..=5).map(|id| cluster.addr(id)).collect(),
+        false,
+        Duration::from_secs(3),
+    );
+    match rest.list(b"w/", None, 0, false).await {
+        Err(Error::Unavailable(_)) => {}
+        other => panic!("a list from a wiped store and two that missed the writes: {other:?}"),
+    }
+}
