@@ -103,6 +103,8 @@ mutants=(
   # issue 20: listing
   'list-trusts-one-copy @@ src/actors/list.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => k.entries.last().map(|e| e.record.state.value.clone().map(|v| (v, e.record.state.version))),/ @@ --test listing a_list_through_a_node_that_missed_writes'
   'list-scans-a-minority @@ src/actors/list.rs @@ s/if alive < self.quorums.classic() {/if alive < 1 {/ @@ --test listing a_list_is_served_with_two_nodes_down'
+  'list-leaves-out-undecided-keys @@ src/actors/list.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => Some(None),/ @@ --test safety_nemesis'
+  'list-trusts-one-copy-nemesis @@ src/actors/list.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => k.entries.last().map(|e| e.record.state.value.clone().map(|v| (v, e.record.state.version))),/ @@ --test safety_nemesis'
   'scan-from-a-refused-store @@ src/actors/calls.rs @@ s/if !self.members.store_confirmed_intact() {/if false {/ @@ --test listing a_wiped_store_answers_no_scan'
 )
 

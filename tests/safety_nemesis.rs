@@ -120,6 +120,7 @@ struct Workload {
     stop: Arc<AtomicBool>,
     workers: Vec<tokio::task::JoinHandle<()>>,
     once: tokio::task::JoinHandle<Vec<Vec<u8>>>,
+    lists: tokio::task::JoinHandle<usize>,
 }
 
 impl Workload {
@@ -145,10 +146,22 @@ impl Workload {
             "once".into(),
             stop.clone(),
         ));
+        // A list client: every page checked as reads of the keys it lists, and as "no value
+        // at some moment of the call" for every key it covers and leaves out.
+        let prefixes = vec![b"hot-".to_vec(), b"cool-".to_vec(), b"once-".to_vec()];
+        let lists = tokio::spawn(support::list_pages(
+            98,
+            cluster.client_with(cluster.config.addrs(), false, Duration::from_secs(3)),
+            history.clone(),
+            prefixes,
+            17,
+            stop.clone(),
+        ));
         Workload {
             stop,
             workers,
             once,
+            lists,
         }
     }
 
@@ -158,6 +171,9 @@ impl Workload {
         for worker in self.workers {
             worker.await.unwrap();
         }
+        let pages = self.lists.await.unwrap();
+        println!("list pages: {pages}");
+        assert!(pages > 0, "no list succeeded");
         self.once.await.unwrap()
     }
 }
@@ -487,6 +503,7 @@ async fn assert_members_agree_and_hold_every_acknowledged_write(
                 | Output::Delete { version, .. }
                 | Output::Cas { version, .. }
                 | Output::Get { version, .. } => Some(*version),
+                Output::Absent { .. } => None,
             })
             .max()
             .unwrap_or(0);

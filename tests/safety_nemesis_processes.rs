@@ -474,6 +474,7 @@ fn print_op_counts(history: &History) -> (usize, usize) {
     for op in history.operations() {
         let kind = match op.input {
             Input::Get => "get",
+            Input::Absent => "absent from a list",
             Input::Put { .. } => "put",
             Input::Delete => "delete",
             Input::Cas { .. } => "cas",
@@ -613,6 +614,16 @@ async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
         "once".into(),
         once_stop.clone(),
     ));
+    // A list client: each page checked as reads of what it lists and as "no value at some
+    // moment of the call" for every key it covers and leaves out.
+    let lister = tokio::spawn(support::list_pages(
+        98,
+        cluster.client_with(1, LONG_OP_TIMEOUT, LONG_ATTEMPT_TIMEOUT),
+        history.clone(),
+        vec![b"hot".to_vec(), b"once".to_vec()],
+        23,
+        once_stop.clone(),
+    ));
 
     let counts = run_nemesis(&mut cluster, &mut rng, length).await;
     println!("faults injected: {counts:?}");
@@ -631,6 +642,9 @@ async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
         task.await.expect("a workload task");
     }
     let once_keys = once_writer.await.expect("the write-once task");
+    let pages = lister.await.expect("the list task");
+    println!("list pages: {pages}");
+    assert!(pages > 0, "no list succeeded (seed {seed})");
     println!(
         "workload: {} ok, {} failed; healed and quiet after {:.2}s",
         stats.ok.load(Ordering::Relaxed),

@@ -1,15 +1,17 @@
 //! The history of a test's client operations, for the linearizability checker, and the
 //! client workloads that fill it.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use paxkv::client::Client;
+use paxkv::messages::ListPage;
 use paxkv::paxos::types::{Command, Outcome};
 
 use crate::convert;
-use crate::linearizability::{self, Operation};
+use crate::linearizability::{self, Input, Operation, Output};
 
 /// Records every client operation with its invocation and completion times, for the
 /// linearizability checker.
@@ -66,6 +68,55 @@ impl History {
         result
     }
 
+    /// Lists one page of `prefix` after `after` through `client`, recording each listed key
+    /// as a read of its state, and each key of the prefix this history knows of that the page
+    /// covers and left out as absent (`Input::Absent`), all at the list's call and return. A
+    /// failed list is not recorded (it changed nothing).
+    pub async fn list(
+        &self,
+        client_id: u64,
+        client: &Client,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: u32,
+    ) -> paxkv::Result<ListPage> {
+        let call = self.now();
+        let page = client.list(prefix, after, limit, false).await?;
+        let ret = self.now();
+        let op = |key: &[u8], input, output| Operation {
+            client: client_id,
+            key: key.to_vec(),
+            input,
+            call,
+            ret: Some(ret),
+            output: Some(output),
+        };
+        let mut ops = self.ops.lock().unwrap();
+        let covered = |key: &[u8]| {
+            key.starts_with(prefix)
+                && after.is_none_or(|a| key > a)
+                && page.next.as_deref().is_none_or(|n| key <= n)
+        };
+        let listed: BTreeSet<&[u8]> = page.items.iter().map(|i| i.key.as_slice()).collect();
+        let absent: BTreeSet<Vec<u8>> = ops
+            .iter()
+            .filter(|o| covered(&o.key) && !listed.contains(o.key.as_slice()))
+            .map(|o| o.key.clone())
+            .collect();
+        for item in &page.items {
+            let output = Output::Get {
+                value: item.value.clone(),
+                version: item.version,
+            };
+            ops.push(op(&item.key, Input::Get, output));
+        }
+        for key in absent {
+            ops.push(op(&key, Input::Absent, Output::Absent { live: false }));
+        }
+        drop(ops);
+        Ok(page)
+    }
+
     pub fn operations(&self) -> Vec<Operation> {
         self.ops.lock().unwrap().clone()
     }
@@ -105,6 +156,43 @@ pub async fn write_once_keys(
         keys.push(key);
     }
     keys
+}
+
+/// A list client beside a workload: pages through each of `prefixes` (`limit` keys a page)
+/// over and over until `stop`, every page in `history` (`History::list`). Returns how many
+/// pages it got.
+pub async fn list_pages(
+    client_id: u64,
+    client: Client,
+    history: History,
+    prefixes: Vec<Vec<u8>>,
+    limit: u32,
+    stop: Arc<AtomicBool>,
+) -> usize {
+    let mut pages = 0;
+    while !stop.load(Ordering::Relaxed) {
+        for prefix in &prefixes {
+            let mut after: Option<Vec<u8>> = None;
+            while !stop.load(Ordering::Relaxed) {
+                match history
+                    .list(client_id, &client, prefix, after.as_deref(), limit)
+                    .await
+                {
+                    Ok(page) => {
+                        pages += 1;
+                        match page.next {
+                            Some(next) => after = Some(next),
+                            None => break,
+                        }
+                    }
+                    // Unavailable (a majority not scanned) or timed out: changed nothing;
+                    // this prefix again from its start.
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    pages
 }
 
 /// A random command of the concurrent workloads: 40 % get, 30 % put, 10 % delete, 20 % cas

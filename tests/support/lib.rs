@@ -29,7 +29,7 @@ pub mod workload;
 use linearizability::{Input, Output};
 use paxkv::paxos::types::{Command, Outcome};
 
-pub use history::{random_command, write_once_keys, History};
+pub use history::{list_pages, random_command, write_once_keys, History};
 pub use in_process::{until_limited, TestCluster};
 pub use kit::{
     assert_stays_refused, cut, drive_until_done, eventually, free_port, free_ports, got,

@@ -29,9 +29,24 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Input {
     Get,
-    Put { value: Vec<u8> },
+    Put {
+        value: Vec<u8>,
+    },
     Delete,
-    Cas { expect: u64, value: Vec<u8> },
+    Cas {
+        expect: u64,
+        value: Vec<u8>,
+    },
+    /// The key was left out of a list that covered it: it had no value at some moment within
+    /// the list's call (the listing's completeness, `actors::list`).
+    Absent,
+}
+
+impl Input {
+    /// Reads change nothing: an unknown one is dropped before the search.
+    pub fn is_read(&self) -> bool {
+        matches!(self, Input::Get | Input::Absent)
+    }
 }
 
 /// The response a client observed.
@@ -51,6 +66,10 @@ pub enum Output {
     Cas {
         swapped: bool,
         version: u64,
+    },
+    /// What a list observed of a key it left out: `live: false`.
+    Absent {
+        live: bool,
     },
 }
 
@@ -115,6 +134,12 @@ pub struct State {
 /// and the output the operation must produce.
 pub fn step(state: &State, input: &Input) -> (Option<State>, Output) {
     match input {
+        Input::Absent => (
+            None,
+            Output::Absent {
+                live: state.value.is_some(),
+            },
+        ),
         Input::Get => (
             None,
             Output::Get {
@@ -225,7 +250,7 @@ fn group_by_key(history: &[Operation]) -> BTreeMap<&[u8], Vec<&Operation>> {
 fn check_key_refs(key: &[u8], ops: &[&Operation], deadline: Instant) -> CheckResult {
     // Unknown Gets have no effect: drop them. `idx` maps back to `ops`.
     let idx: Vec<usize> = (0..ops.len())
-        .filter(|&i| !(ops[i].is_unknown() && ops[i].input == Input::Get))
+        .filter(|&i| !(ops[i].is_unknown() && ops[i].input.is_read()))
         .collect();
     let relevant: Vec<&Operation> = idx.iter().map(|&i| ops[i]).collect();
     match search(&relevant, deadline) {
@@ -364,6 +389,8 @@ fn splitmix64(x: u64) -> u64 {
 fn pre_version(output: &Output) -> u64 {
     match *output {
         Output::Get { version, .. } => version,
+        // Absent from a list: any version with no value, so no bound on versions.
+        Output::Absent { .. } => u64::MAX,
         Output::Put { version } => version.saturating_sub(1),
         Output::Delete { deleted, version }
         | Output::Cas {
@@ -610,6 +637,7 @@ fn fmt_opt_bytes(bytes: &Option<Vec<u8>>, limit: Option<usize>) -> String {
 fn fmt_input(input: &Input, limit: Option<usize>) -> String {
     match input {
         Input::Get => "get()".to_string(),
+        Input::Absent => "absent from a list()".to_string(),
         Input::Put { value } => format!("put(value={})", fmt_bytes(value, limit)),
         Input::Delete => "delete()".to_string(),
         Input::Cas { expect, value } => {
@@ -627,6 +655,7 @@ fn fmt_output(output: &Output, limit: Option<usize>) -> String {
             )
         }
         Output::Put { version } => format!("put(version={version})"),
+        Output::Absent { live } => format!("absent(live={live})"),
         Output::Delete { deleted, version } => {
             format!("delete(deleted={deleted}, version={version})")
         }
@@ -778,7 +807,7 @@ fn describe_candidates(
         .iter()
         .copied()
         .filter(|&i| !in_prefix[i] && ops[i].call <= min_ret)
-        .filter(|&i| !(ops[i].is_unknown() && ops[i].input == Input::Get))
+        .filter(|&i| !(ops[i].is_unknown() && ops[i].input.is_read()))
         .collect();
     let _ = writeln!(
         s,
@@ -903,6 +932,40 @@ mod tests {
         // The description must mention the failure and not panic.
         let d = describe(history, &r);
         assert!(d.contains("NOT linearizable"), "{d}");
+    }
+
+    // ----- lists: a key left out of a list that covered it -----
+
+    const ABSENT: Output = Output::Absent { live: false };
+
+    #[test]
+    fn a_key_left_out_of_a_list_is_fine_if_it_had_no_value_at_some_moment_of_the_call() {
+        // never written; deleted during the list; written during it
+        assert_ok(&[op(1, "a", Input::Absent, 0, 10, ABSENT)]);
+        assert_ok(&[
+            op(1, "k", put("x"), 0, 1, put_ok(1)),
+            op(2, "k", Input::Delete, 4, 6, deleted(true, 2)),
+            op(3, "k", Input::Absent, 3, 10, ABSENT),
+        ]);
+        assert_ok(&[
+            op(2, "k", put("x"), 4, 6, put_ok(1)),
+            op(3, "k", Input::Absent, 3, 10, ABSENT),
+        ]);
+    }
+
+    #[test]
+    fn a_key_live_for_the_whole_list_cannot_be_left_out() {
+        assert_illegal(&[
+            op(1, "k", put("x"), 0, 1, put_ok(1)),
+            op(3, "k", Input::Absent, 3, 10, ABSENT),
+        ]);
+        // a write that may have taken effect before the list does not excuse it either
+        assert_illegal(&[
+            op(1, "k", put("x"), 0, 1, put_ok(1)),
+            unknown(2, "k", put("y"), 2),
+            op(3, "k", Input::Absent, 3, 10, ABSENT),
+            op(1, "k", Input::Get, 11, 12, got(Some("x"), 1)),
+        ]);
     }
 
     // ----- linearizable histories -----
@@ -1298,6 +1361,7 @@ mod tests {
 
     fn corrupt(output: &Output, rng: &mut XorShift) -> Output {
         match output.clone() {
+            Output::Absent { live } => Output::Absent { live: !live },
             Output::Get { value, version } => match rng.below(3) {
                 0 => Output::Get {
                     value,
