@@ -59,9 +59,9 @@ print(len(seen))'; }
 paxkv_list_all() { # prints one JSON page per line
   local after=()
   while :; do
-    page=$("$PAXKV" --config "$CONFIG" --json list k --limit "$PAGE" "${after[@]}")
-    echo "$page"
-    next=$(python3 -c 'import json, sys; n = json.loads(sys.argv[1])["next"]; print("" if n is None else n)' "$page")
+    "$PAXKV" --config "$CONFIG" --json list k --limit "$PAGE" "${after[@]}" > "$work/page.json"
+    cat "$work/page.json"
+    next=$(python3 -c 'import json, sys; n = json.load(sys.stdin)["next"]; print("" if n is None else n)' < "$work/page.json")
     [ -z "$next" ] && break
     after=(--after "$next")
   done
@@ -72,6 +72,13 @@ echo "# paxkv, 5 nodes; $KEYS keys of $VALUE bytes, pages of $PAGE" >&2
 paxkv_pid=$!
 for _ in $(seq 1 60); do "$PAXKV" --config "$CONFIG" status >/dev/null 2>&1 && break; sleep 1; done
 "$PAXKV" bench --config "$CONFIG" --op load --ops "$KEYS" --keys "$KEYS" --concurrency 64 --value-size "$VALUE" --json >/dev/null
+# "Idle" means idle: the load's per-key actors retired (limits.idle_timeout_ms) on every node.
+quiet() { "$PAXKV" --config "$CONFIG" --json status 2>/dev/null | python3 -c '
+import json, sys
+live = [json.loads(l) for l in sys.stdin if l.strip()]
+sys.exit(0 if len(live) == 5 and all(s["live_proposers"] + s["live_acceptors"] == 0 for s in live) else 1)'; }
+for _ in $(seq 1 120); do quiet && break; sleep 1; done
+quiet || echo "(the nodes were not quiet after 120 s)" >&2
 for load in idle writes; do
   if [ "$load" = writes ]; then
     "$PAXKV" bench --config "$CONFIG" --op put --ops 100000000 --keys "$KEYS" --concurrency 16 --value-size "$VALUE" --json >/dev/null 2>&1 &

@@ -63,7 +63,9 @@ use crate::actors::supervisor::NodeSupervisor;
 use crate::client::Client;
 use crate::config::Limits;
 use crate::error::{Error, Result};
-use crate::messages::{ListItem, ListPage, NodeReply, NodeRequest, SyncRecord};
+use crate::messages::{
+    ListItem, ListPage, NodeReply, NodeRequest, SyncRecord, DIGEST_PAGE_ENTRIES,
+};
 use crate::paxos::membership::RESERVED_PREFIX;
 use crate::paxos::proposer::{read_answers, QuickRead, Vote};
 use crate::paxos::quorum::Quorums;
@@ -72,8 +74,8 @@ use crate::paxos::types::{Command, Key, NodeId, Outcome};
 /// How long a voter may take to answer one page of a scan before it is dropped from it.
 const SCAN_PAGE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Records a voter sends per page of a scan.
-const SCAN_PAGE_RECORDS: u32 = 256;
+/// Records a voter sends per page of a scan (and at most half a frame of them).
+const SCAN_PAGE_RECORDS: u32 = DIGEST_PAGE_ENTRIES as u32;
 
 /// Read rounds a page runs at once, for keys the records do not decide.
 const READ_ROUNDS_IN_FLIGHT: usize = 64;
