@@ -100,12 +100,16 @@ mutants=(
   'handshakes-per-source-unlimited @@ src/actors/network.rs @@ s/        if \*count >= shared.config.limits.max_handshakes_per_source {/        if false \&\& *count >= shared.config.limits.max_handshakes_per_source {/ @@ --test transport_limits idle_sockets_from_one_host'
   'inbox-given-back-by-the-supervisor @@ src/actors/supervisor.rs @@ s/^\( *\)inbox,$/\1inbox: None,/ @@ --test transport_limits peer_frames_waiting_for_a_slow_acceptor'
   'no-byte-budget @@ src/actors/network.rs @@ s/    let reserved = reserved_for(\&call, request_bytes, \&shared.config);/    let reserved = 0;/ @@ --test transport_byte_budget a_connection_that_never_reads'
-  # issue 20: listing
-  'list-trusts-one-copy @@ src/actors/list.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => k.entries.last().map(|e| e.record.state.value.clone().map(|v| (v, e.record.state.version))),/ @@ --test listing a_list_through_a_node_that_missed_writes'
-  'list-scans-a-minority @@ src/actors/list.rs @@ s/if alive < self.quorums.classic() {/if alive < 1 {/ @@ --test listing a_list_is_served_with_two_nodes_down'
-  'list-leaves-out-undecided-keys @@ src/actors/list.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => Some(None),/ @@ --test safety_nemesis'
-  'list-trusts-one-copy-nemesis @@ src/actors/list.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => k.entries.last().map(|e| e.record.state.value.clone().map(|v| (v, e.record.state.version))),/ @@ --test safety_nemesis'
-  'scan-from-a-refused-store @@ src/actors/calls.rs @@ s/if !self.members.store_confirmed_intact() {/if false {/ @@ --test listing a_wiped_store_answers_no_scan'
+  # issue 20: listing (the rule is paxos::listing's, run by the runtime and the simulation)
+  'list-trusts-one-copy @@ src/paxos/listing.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => votes.values().last().map(|v| v.state.value.clone().map(|x| (x, v.state.version))),/ @@ --test listing a_list_through_a_node_that_missed_writes'
+  'list-trusts-one-copy-nemesis @@ src/paxos/listing.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => votes.values().last().map(|v| v.state.value.clone().map(|x| (x, v.state.version))),/ @@ --test safety_nemesis'
+  'list-trusts-one-copy-sim @@ src/paxos/listing.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => votes.values().last().map(|v| v.state.value.clone().map(|x| (x, v.state.version))),/ @@ --lib sim'
+  'list-leaves-out-undecided-keys @@ src/paxos/listing.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => Some(None),/ @@ --test safety_nemesis'
+  'list-leaves-out-undecided-keys-sim @@ src/paxos/listing.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => Some(None),/ @@ --lib sim'
+  'list-scans-a-minority @@ src/paxos/listing.rs @@ s/    answered >= quorums.classic()/    answered >= 1/ @@ --test listing a_list_is_served_with_two_nodes_down'
+  'list-scans-a-minority-sim @@ src/paxos/listing.rs @@ s/    answered >= quorums.classic()/    answered >= 1/ @@ --lib sim'
+  'scan-from-a-refused-store @@ src/paxos/listing.rs @@ s/    epoch == caller_epoch \&\& store_confirmed_intact/    epoch == caller_epoch/ @@ --test listing a_wiped_store_answers_no_scan'
+  'scan-from-a-refused-store-sim @@ src/paxos/listing.rs @@ s/    epoch == caller_epoch \&\& store_confirmed_intact/    epoch == caller_epoch/ @@ --lib sim'
 )
 
 rm -rf "$work"; git -C "$repo" worktree prune

@@ -18,6 +18,7 @@ use crate::messages::{
     DigestPage, NodeAnswer, NodeCall, NodeReply, NodeRequest, DIGEST_PAGE_ENTRIES,
 };
 use crate::paxos::admission;
+use crate::paxos::listing;
 use crate::paxos::types::Key;
 
 /// Answers other nodes' calls. Cheap to clone.
@@ -131,14 +132,12 @@ impl CallServer {
         epoch: u64,
     ) -> Result<NodeReply> {
         let (me, mine) = (self.members.view.me(), self.members.view.epoch());
-        if epoch != mine {
+        let intact = self.members.store_confirmed_intact();
+        if !listing::serves_scan(mine, epoch, intact) {
             return Err(Error::Unavailable(format!(
-                "node {me} is at epoch {mine}, the scan at {epoch}"
-            )));
-        }
-        if !self.members.store_confirmed_intact() {
-            return Err(Error::Unavailable(format!(
-                "node {me}'s store is refused or not confirmed yet: it serves no scan"
+                "node {me} serves no scan: at epoch {mine} (the scan at {epoch}), its store \
+                 {} confirmed intact",
+                if intact { "is" } else { "is not" }
             )));
         }
         let scan = ScanPrefix {

@@ -66,8 +66,8 @@ use crate::error::{Error, Result};
 use crate::messages::{
     ListItem, ListPage, NodeReply, NodeRequest, SyncRecord, DIGEST_PAGE_ENTRIES,
 };
+use crate::paxos::listing::{self, Live};
 use crate::paxos::membership::RESERVED_PREFIX;
-use crate::paxos::proposer::{read_answers, QuickRead, Vote};
 use crate::paxos::quorum::Quorums;
 use crate::paxos::types::{Command, Key, NodeId, Outcome};
 
@@ -79,9 +79,6 @@ const SCAN_PAGE_RECORDS: u32 = DIGEST_PAGE_ENTRIES as u32;
 
 /// Read rounds a page runs at once, for keys the records do not decide.
 const READ_ROUNDS_IN_FLIGHT: usize = 64;
-
-/// A key's live value and version (`None`: no value).
-type Live = Option<(Vec<u8>, u64)>;
 
 /// Lists keys from this node. Cheap to clone.
 #[derive(Clone)]
@@ -343,7 +340,7 @@ impl<'a> Scan<'a> {
         }
         self.started = true;
         let alive = self.alive.iter().filter(|a| **a).count();
-        if alive < self.quorums.classic() {
+        if !listing::scan_is_complete(alive, self.quorums) {
             return Err(Error::Unavailable(format!(
                 "{alive} of {} voters answered the scan (last error: {})",
                 self.alive.len(),
@@ -365,28 +362,15 @@ impl<'a> Scan<'a> {
     }
 
     /// The state of `k` if the scanned records show it chosen (`Some(None)`: chosen with no
-    /// value), as the quick read decides (`paxos::proposer::read_answers`).
+    /// value): `paxos::listing::chosen`, over the voters whose scan covered it.
     fn chosen(&self, k: &MergedKey<SyncRecord>, voters: &[NodeId]) -> Option<Live> {
-        let mut votes = std::collections::BTreeMap::new();
-        for (index, &voter) in voters.iter().enumerate() {
-            let vote = match k.sources.iter().position(|&s| s == index) {
-                Some(at) => {
-                    let r = &k.entries[at].record;
-                    Vote {
-                        accepted: r.accepted,
-                        state: r.state.clone(),
-                        fast_unknown: r.fast_unknown,
-                    }
-                }
-                None if self.covered(index, &k.key) => Vote::none(),
-                None => continue,
-            };
-            votes.insert(voter, vote);
-        }
-        let quorums = self.quorums;
-        match read_answers(&votes, voters.len(), quorums.classic(), quorums.fast()) {
-            QuickRead::Chosen(_, state) => Some(state.value.map(|v| (v, state.version))),
-            QuickRead::Undecided | QuickRead::Impossible => None,
-        }
+        let covering = (0..voters.len()).filter_map(|index| {
+            match k.sources.iter().position(|&s| s == index) {
+                Some(at) => Some(Some(&k.entries[at].record)),
+                None if self.covered(index, &k.key) => Some(None),
+                None => None,
+            }
+        });
+        listing::chosen(covering, voters.len(), self.quorums)
     }
 }

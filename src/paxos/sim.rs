@@ -80,6 +80,7 @@ use crate::paxos::admission::{self, Admission};
 use crate::paxos::bootstrap;
 use crate::paxos::driver::{Action, ChangeDriver, Event};
 use crate::paxos::identity::{self, SeenStore};
+use crate::paxos::listing::{self, Live};
 use crate::paxos::membership::{Change, JoiningStore, Membership};
 use crate::paxos::proposer::{Effect, Proposer, ProposerConfig};
 use crate::paxos::quorum::{tally, Quorums};
@@ -140,6 +141,17 @@ enum Payload {
         round: identity::Round,
         seen: u64,
         link: u64,
+    },
+    /// A list's scan of `prefix` (`NodeRequest::Scan`, at the sender's epoch): answered only
+    /// by a store at that epoch and intact, as `actors::calls` answers it.
+    Scan {
+        list: u64,
+        prefix: Key,
+    },
+    /// A voter's records under the prefix, as of its answer.
+    Scanned {
+        list: u64,
+        records: Vec<(Key, AcceptorRecord)>,
     },
 }
 
@@ -260,6 +272,8 @@ enum Waiter {
     Sweep,
     /// A settle of a driver's current step (its answer goes to `Sim::settled`).
     Rescan,
+    /// A list's read round of a key its records did not decide.
+    ListRead(u64, Key),
     /// A client's first attempt that was held up (in a paused node's socket) while the
     /// client retried elsewhere (the history's operation at this index): nobody waits for
     /// its answer any more, and the write must not be applied again.
@@ -407,6 +421,29 @@ struct Sim {
     held: Vec<(u32, NodeId, usize, Command, RequestId)>,
     /// Operations submitted as a retry (`Sim::submit_attempt`).
     retried: BTreeSet<usize>,
+    /// Lists in progress (`actors::list`'s rule: a scan of the voters, `paxos::listing`,
+    /// read rounds), by id.
+    lists: BTreeMap<u64, Listing>,
+    next_list: u64,
+}
+
+/// One list in progress: one page of a prefix, as `actors::list::Lister::list` makes it.
+struct Listing {
+    node: NodeId,
+    prefix: Key,
+    /// When it was asked (the history's time).
+    call: u64,
+    voters: Vec<NodeId>,
+    quorums: Quorums,
+    /// The voters that answered the scan, and their records under the prefix.
+    answers: BTreeMap<NodeId, Vec<(Key, AcceptorRecord)>>,
+    /// The scan waits this long for voters that do not answer (the runtime's page timeout).
+    deadline: Instant,
+    scanned: bool,
+    /// Keys decided (from the records or a read round), and those whose read is in flight.
+    decided: BTreeMap<Key, Live>,
+    reading: BTreeSet<Key>,
+    failed: bool,
 }
 
 fn proposer_config(node: NodeId, m: Option<&Membership>) -> ProposerConfig {
@@ -479,6 +516,8 @@ impl Sim {
             cluster,
             held: Vec::new(),
             retried: BTreeSet::new(),
+            lists: BTreeMap::new(),
+            next_list: 0,
         }
     }
 
@@ -675,6 +714,7 @@ impl Sim {
             Waiter::Rescan => {
                 self.settled.insert(token, result.is_ok());
             }
+            Waiter::ListRead(list, key) => self.list_read(list, key, result),
         }
     }
 
@@ -758,6 +798,18 @@ impl Sim {
             }
             Payload::Installed(epoch) => {
                 self.count_install_ack(m.from, m.to, epoch);
+                return None;
+            }
+            Payload::Scan { list, prefix } => {
+                self.answer_scan(m.from, m.to, m.epoch, m.cluster, list, prefix);
+                return None;
+            }
+            Payload::Scanned { list, records } => {
+                if let Some(l) = self.lists.get_mut(&list) {
+                    if !l.scanned {
+                        l.answers.insert(m.from, records);
+                    }
+                }
                 return None;
             }
             Payload::Paxos(msg) => msg,
@@ -1005,6 +1057,7 @@ impl Sim {
         for node in due {
             self.say_hello(node);
         }
+        self.progress_lists();
         // A node that does not vote keeps asking a peer for the membership (the start loop
         // of `actors::membership`, every 300 ms): a joining node learns the Rescan step that
         // makes it a voter even when the driver's barrier no longer resends it (seed 44).
@@ -1891,8 +1944,17 @@ impl Sim {
             .collect();
         for token in tokens {
             self.owner.remove(&token);
-            if let Some(Waiter::Rescan) = self.waiters.remove(&token) {
-                self.settled.insert(token, false);
+            match self.waiters.remove(&token) {
+                Some(Waiter::Rescan) => {
+                    self.settled.insert(token, false);
+                }
+                // The list's coordinator lost the round (its proposer crashed): the list
+                // fails, as the runtime's answers "unavailable".
+                Some(Waiter::ListRead(list, key)) => {
+                    let lost = Err(Error::Unavailable("the key's proposer stopped".into()));
+                    self.list_read(list, key, lost);
+                }
+                _ => {}
             }
         }
     }
@@ -2075,6 +2137,214 @@ impl Sim {
 
     fn quiet(&self) -> bool {
         self.driving.is_none() && self.changes.is_empty()
+    }
+}
+
+// -----------------------------------------------------------------------------------------
+// Lists: `actors::list`'s scan of the voters and its per-key rule (`paxos::listing`)
+// -----------------------------------------------------------------------------------------
+
+impl Sim {
+    /// A list of `prefix` asked of `node`: a scan sent to every voter of its epoch.
+    fn start_list(&mut self, node: NodeId, prefix: &[u8]) {
+        let Some(m) = self.nodes[&node].membership.clone() else {
+            return;
+        };
+        *self.faults.entry("lists").or_default() += 1;
+        self.next_list += 1;
+        let list = self.next_list;
+        let voters = m.voters();
+        for &to in &voters {
+            self.net.push(InFlight {
+                from: node,
+                to,
+                key: Vec::new(),
+                proposer: 0,
+                epoch: m.epoch,
+                cluster: m.cluster,
+                payload: Payload::Scan {
+                    list,
+                    prefix: prefix.to_vec(),
+                },
+            });
+        }
+        let listing = Listing {
+            node,
+            prefix: prefix.to_vec(),
+            call: self.elapsed(),
+            quorums: m.quorums(),
+            voters,
+            answers: BTreeMap::new(),
+            deadline: self.now + Duration::from_millis(self.rng.random_range(20..=300)),
+            scanned: false,
+            decided: BTreeMap::new(),
+            reading: BTreeSet::new(),
+            failed: false,
+        };
+        self.lists.insert(list, listing);
+    }
+
+    /// `to` answers a scan only at the caller's epoch, of its own cluster, with a store
+    /// confirmed intact (`actors::calls::CallServer::scan`); a refusal is an answer that
+    /// never comes.
+    fn answer_scan(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        epoch: u64,
+        cluster: u64,
+        list: u64,
+        prefix: Key,
+    ) {
+        let node = &self.nodes[&to];
+        let serves = listing::serves_scan(node.epoch(), epoch, self.intact(to));
+        if !admission::serves_call(node.cluster(), cluster, true) || !serves {
+            *self.faults.entry("scans refused").or_default() += 1;
+            return;
+        }
+        let records: Vec<(Key, AcceptorRecord)> = node
+            .durable
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
+        self.net.push(InFlight {
+            from: to,
+            to: from,
+            key: Vec::new(),
+            proposer: 0,
+            epoch,
+            cluster,
+            payload: Payload::Scanned { list, records },
+        });
+    }
+
+    /// Lists whose scan is complete (every voter answered) or timed out: each key decided
+    /// from the records where a quorum shows it chosen, read with a round otherwise; a scan
+    /// that fewer than a quorum answered fails (nothing recorded: a list changes nothing).
+    fn progress_lists(&mut self) {
+        let due: Vec<u64> = self
+            .lists
+            .iter()
+            .filter(|(_, l)| {
+                !l.scanned && (l.answers.len() == l.voters.len() || self.now >= l.deadline)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for list in due {
+            let l = self.lists.get_mut(&list).expect("listed");
+            l.scanned = true;
+            if !listing::scan_is_complete(l.answers.len(), l.quorums) {
+                *self.faults.entry("lists unavailable").or_default() += 1;
+                self.lists.remove(&list);
+                continue;
+            }
+            let keys: BTreeSet<Key> = l
+                .answers
+                .values()
+                .flat_map(|records| records.iter().map(|(k, _)| k.clone()))
+                .collect();
+            let mut undecided = Vec::new();
+            for key in keys {
+                let covering = l
+                    .answers
+                    .values()
+                    .map(|records| records.iter().find(|(k, _)| *k == key).map(|(_, r)| r));
+                match listing::chosen(covering, l.voters.len(), l.quorums) {
+                    Some(live) => {
+                        l.decided.insert(key, live);
+                    }
+                    None => undecided.push(key),
+                }
+            }
+            let node = l.node;
+            for key in undecided {
+                *self.faults.entry("list read rounds").or_default() += 1;
+                self.lists
+                    .get_mut(&list)
+                    .expect("listed")
+                    .reading
+                    .insert(key.clone());
+                let token = self.token(Waiter::ListRead(list, key.clone()), node, &key);
+                let (now, deadline) = (self.now, self.now + Duration::from_millis(400));
+                let mut out = Vec::new();
+                self.proposer(node, &key).submit(
+                    now,
+                    token,
+                    Command::Get,
+                    None,
+                    false,
+                    deadline,
+                    &mut out,
+                );
+                self.effects(node, &key, out);
+            }
+            self.finish_list_if_read(list);
+        }
+    }
+
+    /// A list's read round answered: the key decided, or the whole list failed.
+    fn list_read(&mut self, list: u64, key: Key, result: Result<Outcome, Error>) {
+        let Some(l) = self.lists.get_mut(&list) else {
+            return;
+        };
+        l.reading.remove(&key);
+        match result {
+            Ok(Outcome::Get { value, version }) => {
+                l.decided.insert(key, value.map(|v| (v, version)));
+            }
+            _ => l.failed = true,
+        }
+        self.finish_list_if_read(list);
+    }
+
+    /// Once every key is decided, the page goes into the history: each live key as a read at
+    /// the list's call and return, and each key of the prefix the history knows and the page
+    /// left out as absent (`Input::Absent`).
+    fn finish_list_if_read(&mut self, list: u64) {
+        if !self.lists[&list].reading.is_empty() {
+            return;
+        }
+        let l = self.lists.remove(&list).expect("listed");
+        if l.failed {
+            *self.faults.entry("lists failed on a read").or_default() += 1;
+            return;
+        }
+        let ret = self.elapsed();
+        let op = |key: &[u8], input, output| Operation {
+            client: 1_000_000 + list,
+            key: key.to_vec(),
+            input,
+            call: l.call,
+            ret: Some(ret),
+            output: Some(output),
+        };
+        let listed: BTreeSet<Key> = l
+            .decided
+            .iter()
+            .filter(|(_, live)| live.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        let absent: BTreeSet<Key> = self
+            .history
+            .iter()
+            .filter(|o| o.key.starts_with(&l.prefix) && !listed.contains(&o.key))
+            .map(|o| o.key.clone())
+            .collect();
+        let mut ops = Vec::new();
+        for (key, live) in l.decided {
+            if let Some((value, version)) = live {
+                let output = Output::Get {
+                    value: Some(value),
+                    version,
+                };
+                ops.push(op(&key, Input::Get, output));
+            }
+        }
+        for key in absent {
+            ops.push(op(&key, Input::Absent, Output::Absent { live: false }));
+        }
+        self.history.extend(ops);
     }
 }
 
@@ -2270,6 +2540,8 @@ impl Sim {
                 Payload::Installed(_) => "installed".into(),
                 Payload::Hello { .. } => "hello".into(),
                 Payload::HelloAnswer { .. } => "hello answer".into(),
+                Payload::Scan { .. } => "scan".into(),
+                Payload::Scanned { .. } => "scanned".into(),
             };
             *kinds
                 .entry(format!("{k} {}->{}", m.from, m.to))
@@ -2332,6 +2604,12 @@ impl Workload {
         }
         if step < 5500 && !self.unwritten.is_empty() && sim.rng.random_bool(0.02) {
             self.write_once(sim);
+        }
+        if step < 6500 && sim.rng.random_bool(0.01) {
+            let prefixes: [&[u8]; 4] = [b"once-", b"cool-", b"race-", b""];
+            let prefix = prefixes[sim.rng.random_range(0..prefixes.len())];
+            let node = sim.random_node();
+            sim.start_list(node, prefix);
         }
     }
 
@@ -2470,7 +2748,8 @@ fn run(seed: u64) -> RunStats {
 /// panics, saying what is left, if that does not happen.
 fn run_until_quiet(sim: &mut Sim, seed: u64) {
     for _ in 0..200_000 {
-        let busy = !sim.waiters.is_empty() || !sim.net.is_empty() || !sim.quiet();
+        let busy =
+            !sim.waiters.is_empty() || !sim.net.is_empty() || !sim.quiet() || !sim.lists.is_empty();
         if !busy {
             return;
         }
