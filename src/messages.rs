@@ -496,6 +496,9 @@ pub enum NodeRequest {
         limit: u32,
         /// The caller's membership epoch.
         epoch: u64,
+        /// The voter asked: another node answering on its address (an address taken over)
+        /// refuses, so that no node's records count for two voters.
+        node: NodeId,
     },
 }
 

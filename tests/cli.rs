@@ -686,6 +686,29 @@ fn list_prints_pages_in_text_and_json(cluster: &Cluster) {
     let (code, stdout, stderr) = cluster.cli(&["list", "ls/", "--limit", "1"]);
     assert_eq!((code, stdout.as_str()), (0, "ls/a 1\n"), "{stderr}");
     assert!(stderr.contains("(more: --after ls/a)"), "{stderr:?}");
+    // A page that ends at a key that is not UTF-8 says how to go on: `--after-base64`.
+    for (key, value) in [(&b"lb/\xff"[..], "x"), (&b"lb/\xffz"[..], "y")] {
+        let (code, _, stderr) = cluster.cli_bytes(
+            &[OsStr::new("put"), OsStr::from_bytes(key), OsStr::new(value)],
+            None,
+        );
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let (code, stdout, stderr) = cluster.cli(&["list", "lb/", "--limit", "1"]);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (0, "base64:bGIv/w== x\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("(more: --after-base64 bGIv/w==)"),
+        "{stderr:?}"
+    );
+    cluster.expect(
+        &["list", "lb/", "--after-base64", "bGIv/w=="],
+        0,
+        "base64:bGIv/3o= y\n",
+    );
     // A prefix over the key limit is bad input. (The reserved prefix, refused too, starts with
     // a NUL, which no argument can hold: `tests/listing.rs` asks for it through the client.)
     let (code, _, stderr) = cluster.cli(&["list", &"k".repeat(257)]);

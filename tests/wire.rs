@@ -409,6 +409,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
                     after: None,
                     limit: 256,
                     epoch: 4,
+                    node: 2,
                 },
             }),
         ),
@@ -522,7 +523,7 @@ const GOLDEN: &[(&str, &str)] = &[
         "response listed",
         "020300080202706201017603027063000101027063",
     ),
-    ("node scan", "03060905017000800204"),
+    ("node scan", "0306090501700080020402"),
     ("node scanned", "040600050001"),
 ];
 

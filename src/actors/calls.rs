@@ -19,7 +19,7 @@ use crate::messages::{
 };
 use crate::paxos::admission;
 use crate::paxos::listing;
-use crate::paxos::types::Key;
+use crate::paxos::types::{Key, NodeId};
 
 /// Answers other nodes' calls. Cheap to clone.
 #[derive(Clone)]
@@ -94,7 +94,8 @@ impl CallServer {
                 after,
                 limit,
                 epoch,
-            } => self.scan(prefix, after, limit, epoch).await,
+                node,
+            } => self.scan(prefix, after, limit, epoch, node).await,
             NodeRequest::Install(m) => {
                 self.members
                     .install(m)
@@ -130,8 +131,14 @@ impl CallServer {
         after: Option<Key>,
         limit: u32,
         epoch: u64,
+        node: NodeId,
     ) -> Result<NodeReply> {
         let (me, mine) = (self.members.view.me(), self.members.view.epoch());
+        if node != me {
+            return Err(Error::NotThisNode(format!(
+                "a scan for node {node} reached node {me}"
+            )));
+        }
         let intact = self.members.store_confirmed_intact();
         if !listing::serves_scan(mine, epoch, intact) {
             return Err(Error::Unavailable(format!(
@@ -147,6 +154,13 @@ impl CallServer {
             max_bytes: self.max_fetch_bytes,
         };
         let (records, more) = ask(&self.storage, scan).await?;
+        // Read at the caller's epoch: an acceptor steps at a newer one only once the view is
+        // raised, so an epoch unchanged after the read shows nothing newer was in it.
+        if self.members.view.epoch() != epoch {
+            return Err(Error::Unavailable(format!(
+                "node {me} moved past epoch {epoch} during the scan"
+            )));
+        }
         Ok(NodeReply::Scanned { records, more })
     }
 

@@ -14,11 +14,17 @@
 //!    chosen before the call began (a majority would hold it, and meet ours): the argument of
 //!    the quick read (`paxos::proposer`, module doc), which holds record by record whatever
 //!    the order the voters were scanned in. Or a read round, linearizable, ran within the
-//!    call.
+//!    call. (At the fast ballot, a voter read early may show a state `S` whose successor is
+//!    chosen before the last vote is read: `S` is then linearized between the call's start and
+//!    that successor, as the quick read's answer is.)
 //! 2. *No key is missing whose latest chosen state before the call began was live and that
-//!    was not deleted during the call.* That state was accepted by a quorum of the epoch's
-//!    voters (a membership change leaves every chosen state on a majority of the new voters
-//!    before the next step: `paxos::membership`'s rescan). The scan covers every key of the
+//!    was not deleted during the call.* That state was accepted by a quorum of the voters of
+//!    its epoch; a scan at a later epoch meets it because a membership change's consecutive
+//!    epochs have intersecting majorities (`paxos::membership`), and its rescan leaves every
+//!    state chosen before it on a majority of the new voters before the next step. (A
+//!    coordinator whose epoch is old is refused by the voters of newer ones; one answered by a
+//!    majority at epoch `k` knows nothing was chosen at `k + 2` before the call began, which
+//!    needed a majority at `k + 1`.) The scan covers every key of the
 //!    prefix on at least a classic quorum of voters (a page fails "unavailable" when fewer
 //!    answer), and only stores that are at the caller's epoch and confirmed intact answer (a
 //!    wiped, rolled back or unconfirmed store may lack what it voted for: `actors::calls`).
@@ -74,8 +80,10 @@ use crate::paxos::types::{Command, Key, NodeId, Outcome};
 /// How long a voter may take to answer one page of a scan before it is dropped from it.
 const SCAN_PAGE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Records a voter sends per page of a scan (and at most half a frame of them).
-const SCAN_PAGE_RECORDS: u32 = DIGEST_PAGE_ENTRIES as u32;
+/// Records a voter is asked for per scan page beyond the list's page size (deleted keys and
+/// keys of the cluster's own take room and are not listed); at most `DIGEST_PAGE_ENTRIES`, and
+/// half a frame of bytes.
+const SCAN_SLACK: usize = 64;
 
 /// Read rounds a page runs at once, for keys the records do not decide.
 const READ_ROUNDS_IN_FLIGHT: usize = 64;
@@ -120,14 +128,23 @@ impl Lister {
             .map(|&v| Ok((v, addr_of(&m, v)?)))
             .collect::<Result<Vec<_>>>()?;
         let client = self.members.client_of(&addrs);
-        let mut scan = Scan::new(&client, &request, m.epoch, m.quorums());
+        let per_scan = (limit + SCAN_SLACK).min(DIGEST_PAGE_ENTRIES) as u32;
+        let mut scan = Scan::new(&client, &request, &voters, m.epoch, m.quorums(), per_scan);
         let mut page = PageBuilder::new(limit, max_bytes, request.keys_only);
         while let Some(batch) = scan.next_batch().await? {
-            let states = self.decide(batch, &scan, &voters).await?;
-            let last = states.len().saturating_sub(1);
-            for (i, (key, state)) in states.into_iter().enumerate() {
+            let keys = batch.len();
+            // Key by key, in order, a few read rounds ahead: the page stops at its last key,
+            // and no key after it is read (or can fail it).
+            let mut states = std::pin::pin!(self.decide(batch, &scan, &voters));
+            let mut taken = 0;
+            while let Some(decided) = states.next().await {
+                let (key, state) = decided?;
+                taken += 1;
+                if page.is_full_before(&key, &state) {
+                    return Ok(page.finish(true));
+                }
                 if page.add(key, state) {
-                    let more = i < last || !scan.is_done();
+                    let more = taken < keys || !scan.is_done();
                     return Ok(page.finish(more));
                 }
             }
@@ -136,22 +153,23 @@ impl Lister {
     }
 
     /// Each key's state, in key order (`None`: no value), from the records where a quorum
-    /// shows it chosen, else from a read round.
-    async fn decide(
-        &self,
+    /// shows it chosen, else from a read round (a few run ahead of the key taken).
+    fn decide<'a>(
+        &'a self,
         batch: Vec<MergedKey<SyncRecord>>,
         scan: &Scan<'_>,
         voters: &[NodeId],
-    ) -> Result<Vec<(Key, Live)>> {
-        let decided = batch
+    ) -> impl futures_util::Stream<Item = Result<(Key, Live)>> + 'a {
+        let decided: Vec<(Key, Option<Live>)> = batch
             .into_iter()
             .filter(|k| !k.key.starts_with(RESERVED_PREFIX))
             .map(|k| {
                 let quick = scan.chosen(&k, voters);
                 (k.key, quick)
-            });
-        let states: Vec<Result<(Key, Live)>> = stream::iter(decided)
-            .map(|(key, quick)| async move {
+            })
+            .collect();
+        stream::iter(decided)
+            .map(move |(key, quick)| async move {
                 let state = match quick {
                     Some(state) => state,
                     None => self.read_round(&key).await?,
@@ -159,9 +177,6 @@ impl Lister {
                 Ok((key, state))
             })
             .buffered(READ_ROUNDS_IN_FLIGHT)
-            .collect()
-            .await;
-        states.into_iter().collect()
     }
 
     /// A linearizable read of `key` through its proposer: `Some((value, version))` if live.
@@ -241,6 +256,16 @@ impl PageBuilder {
         }
     }
 
+    /// Would `key` take the page past its bytes (a page that holds something ends before
+    /// it, as a scan page does)?
+    fn is_full_before(&self, key: &Key, state: &Live) -> bool {
+        let Some((value, _)) = state else {
+            return false;
+        };
+        let value_bytes = if self.keys_only { 0 } else { value.len() };
+        !self.items.is_empty() && self.bytes + key.len() + value_bytes + 16 > self.max_bytes
+    }
+
     /// Adds `key` if it is live; true once the page is full.
     fn add(&mut self, key: Key, state: Live) -> bool {
         let Some((value, version)) = state else {
@@ -271,8 +296,12 @@ impl PageBuilder {
 struct Scan<'a> {
     client: &'a Client,
     prefix: Key,
+    /// The epoch's voters, by the client's index.
+    voters: Vec<NodeId>,
     epoch: u64,
     quorums: Quorums,
+    /// Records asked of each voter per scan page.
+    per_scan: u32,
     merge: KeyMerge<SyncRecord>,
     /// Per voter (by the client's index): still scanned.
     alive: Vec<bool>,
@@ -282,16 +311,25 @@ struct Scan<'a> {
 }
 
 impl<'a> Scan<'a> {
-    fn new(client: &'a Client, request: &ListRequest, epoch: u64, quorums: Quorums) -> Self {
-        let voters = quorums.members();
+    fn new(
+        client: &'a Client,
+        request: &ListRequest,
+        voters: &[NodeId],
+        epoch: u64,
+        quorums: Quorums,
+        per_scan: u32,
+    ) -> Self {
+        let n = voters.len();
         Scan {
             client,
+            voters: voters.to_vec(),
+            per_scan,
             prefix: request.prefix.clone(),
             epoch,
             quorums,
-            merge: KeyMerge::new(voters, request.after.clone()),
-            alive: vec![true; voters],
-            reached: vec![request.after.clone(); voters],
+            merge: KeyMerge::new(n, request.after.clone()),
+            alive: vec![true; n],
+            reached: vec![request.after.clone(); n],
             started: false,
         }
     }
@@ -310,8 +348,9 @@ impl<'a> Scan<'a> {
             let body = NodeRequest::Scan {
                 prefix: self.prefix.clone(),
                 after,
-                limit: SCAN_PAGE_RECORDS,
+                limit: self.per_scan,
                 epoch: self.epoch,
+                node: self.voters[index],
             };
             let call = self.client.node_call(index, body);
             async move { (index, tokio::time::timeout(SCAN_PAGE_TIMEOUT, call).await) }

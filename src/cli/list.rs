@@ -4,7 +4,8 @@
 //! Text: one line per key, `key value` (the key alone with `--keys-only`); a key or value
 //! that is not UTF-8 is printed `base64:` and its standard base64 (the encoding of `get
 //! --json`'s `_base64` fields). A key or value holding a space or a newline cannot be told
-//! apart in text: use `--json`. When more keys follow, `(more: --after KEY)` goes to stderr.
+//! apart in text: use `--json`. When more keys follow, `(more: --after KEY)` goes to stderr
+//! (`(more: --after-base64 B64)` for a key that is not UTF-8: pass it on as it is).
 //! JSON: `{"items": [{"key" (or "key_base64"), "value" (or "value_base64"), "version"}, ...],
 //! "next": KEY or null}` (`"next_base64"` for a key that is not UTF-8).
 
@@ -27,8 +28,11 @@ pub struct ListArgs {
     #[arg(long)]
     limit: Option<u32>,
     /// Only keys after this one: the previous page's `next`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "after_base64")]
     after: Option<OsString>,
+    /// `--after` for a key that is not UTF-8, as the page's `next_base64` gives it.
+    #[arg(long)]
+    after_base64: Option<String>,
     /// Print the keys without their values.
     #[arg(long)]
     keys_only: bool,
@@ -36,7 +40,17 @@ pub struct ListArgs {
 
 pub async fn run(client: Client, args: ListArgs, json: bool) -> i32 {
     let prefix = args.prefix.map(OsString::into_vec).unwrap_or_default();
-    let after = args.after.map(OsString::into_vec);
+    let after = match (args.after, args.after_base64) {
+        (Some(after), _) => Some(after.into_vec()),
+        (None, Some(b64)) => match BASE64_STANDARD.decode(b64.trim()) {
+            Ok(after) => Some(after),
+            Err(e) => {
+                eprintln!("error: --after-base64: {e}");
+                return super::EXIT_BAD_INPUT;
+            }
+        },
+        (None, None) => None,
+    };
     let limit = args.limit.unwrap_or(0);
     let page = match client
         .list(&prefix, after.as_deref(), limit, args.keys_only)
@@ -51,7 +65,10 @@ pub async fn run(client: Client, args: ListArgs, json: bool) -> i32 {
         line
     } else {
         if let Some(next) = &page.next {
-            eprintln!("(more: --after {})", text(next));
+            match std::str::from_utf8(next) {
+                Ok(next) => eprintln!("(more: --after {next})"),
+                Err(_) => eprintln!("(more: --after-base64 {})", BASE64_STANDARD.encode(next)),
+            }
         }
         page_text(&page)
     };

@@ -311,9 +311,9 @@ impl Store {
         limit: usize,
         max_bytes: usize,
     ) -> Result<(Records, bool)> {
+        // LMDB takes no empty key, not even as a bound.
         let lower = match after {
-            Some(after) if after >= prefix => Bound::Excluded(after),
-            // LMDB takes no empty key, not even as a bound.
+            Some(after) if after >= prefix && !after.is_empty() => Bound::Excluded(after),
             _ if prefix.is_empty() => Bound::Unbounded,
             _ => Bound::Included(prefix),
         };
@@ -325,7 +325,9 @@ impl Store {
             .take(limit)
             .take_while(|(key, record)| {
                 let first = bytes == 0;
-                bytes += key.len() + record.state.value.as_ref().map_or(0, Vec::len);
+                // The record as it travels: its value, and the register's memory of recent
+                // writes and clients' floors, which can outweigh the value.
+                bytes += key.len() + postcard::experimental::serialized_size(record).unwrap_or(0);
                 first || bytes <= max_bytes
             })
             .count();

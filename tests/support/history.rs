@@ -83,6 +83,7 @@ impl History {
         let call = self.now();
         let page = client.list(prefix, after, limit, false).await?;
         let ret = self.now();
+        check_page(&page, prefix, after, limit);
         let op = |key: &[u8], input, output| Operation {
             client: client_id,
             key: key.to_vec(),
@@ -156,6 +157,33 @@ pub async fn write_once_keys(
         keys.push(key);
     }
     keys
+}
+
+/// A page's own promises (3 of `actors::list`): keys of the prefix after `after`, strictly
+/// increasing, at most `limit`, and `next` (if any) its last key.
+fn check_page(page: &ListPage, prefix: &[u8], after: Option<&[u8]>, limit: u32) {
+    let keys: Vec<&[u8]> = page.items.iter().map(|i| i.key.as_slice()).collect();
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with(prefix) && after.is_none_or(|a| *k > a)),
+        "a page holds a key outside its range: {keys:?}"
+    );
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "a page out of order or with a key twice"
+    );
+    assert!(
+        keys.len() <= limit as usize,
+        "a page of {} over {limit}",
+        keys.len()
+    );
+    if let Some(next) = &page.next {
+        assert_eq!(
+            Some(&next.as_slice()),
+            keys.last(),
+            "next is not the page's last key"
+        );
+    }
 }
 
 /// A list client beside a workload: pages through each of `prefixes` (`limit` keys a page)
