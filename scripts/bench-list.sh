@@ -5,8 +5,9 @@
 #
 # Loads KEYS keys (`k00000000`.., VALUE-byte values) into a five-node paxkv cluster and into a
 # five-member etcd cluster (`../shared/bench`), then reads the whole prefix back: paxkv with
-# `paxkv list k --limit PAGE --json`, page after page, while a closed-loop put workload at 16
-# clients rewrites those keys (so that copies disagree and the pages run read rounds); etcd with
+# `paxkv list k --limit PAGE --json`, page after page, idle, then while a closed-loop put
+# workload at 16 clients rewrites those keys (so that copies disagree and the pages run read
+# rounds) and other keys of the prefix are put and deleted; etcd with
 # one `etcdctl get k --prefix` (keys and values; its linearizable range read, in one response),
 # then the same
 # with the put workload. It checks that every key came exactly once and prints keys per second
@@ -26,9 +27,10 @@ command -v etcd >/dev/null || { echo "etcd not installed: apt-get install -y etc
 [ -x "$peerbench" ] || (cd "$bench/peerbench" && cargo build --release --quiet)
 
 work=$(mktemp -d)
-paxkv_pid=""; load_pid=""
+paxkv_pid=""; load_pid=""; churn_pid=""
 cleanup() {
   [ -n "$load_pid" ] && kill "$load_pid" 2>/dev/null || true
+  [ -n "$churn_pid" ] && kill "$churn_pid" 2>/dev/null || true
   "$bench/etcd-cluster.sh" stop "$work/etcd" >/dev/null 2>&1 || true
   if [ -n "$paxkv_pid" ]; then kill "$paxkv_pid" 2>/dev/null || true; wait "$paxkv_pid" 2>/dev/null || true; fi
   rm -rf "$work"
@@ -42,9 +44,11 @@ now() { date +%s.%N; }
 report() { python3 -c "import sys; n, s, b = int('$2'), float('$3'), int('$4')
 print(f'$1: {n} keys in {s:.2f}s: {n / s:,.0f} keys/s, {b / max(n, 1):.1f} us of machine CPU per key')"; }
 
-# Every key listed once: reads JSON pages (one per line) from stdin, prints the count.
+# Every loaded key listed once, and nothing else but the churn's keys (`k<8 digits>-churn-N`,
+# put and deleted meanwhile): reads JSON pages (one per line) from stdin, prints the count of
+# loaded keys.
 check_pages() { python3 -c '
-import json, sys
+import json, re, sys
 seen = []
 for line in sys.stdin:
     for item in json.loads(line)["items"]:
@@ -54,7 +58,22 @@ assert seen == sorted(seen), "keys out of order"
 want = {f"k{i:08}" for i in range('"$KEYS"')}
 missing = want - set(seen)
 assert not missing, f"{len(missing)} keys missing"
-print(len(seen))'; }
+strangers = [k for k in seen if k not in want and not re.fullmatch(r"k[0-9]{8}-churn-[0-9]+", k)]
+assert not strangers, f"keys never written: {strangers[:5]}"
+print(len(want))'; }
+
+# Puts and deletes keys between the loaded ones until killed (a put and then a delete of each,
+# through the CLI): listing must neither miss a loaded key nor list one twice while keys come
+# and go around them.
+churn() {
+  local i=0
+  while :; do
+    i=$((i + 1))
+    key=$(printf 'k%08d-churn-%d' $((i * 7919 % KEYS)) "$i")
+    "$PAXKV" --config "$CONFIG" put "$key" x >/dev/null 2>&1 || true
+    "$PAXKV" --config "$CONFIG" delete "$key" >/dev/null 2>&1 || true
+  done
+}
 
 paxkv_list_all() { # prints one JSON page per line
   local after=()
@@ -83,6 +102,8 @@ for load in idle writes; do
   if [ "$load" = writes ]; then
     "$PAXKV" bench --config "$CONFIG" --op put --ops 100000000 --keys "$KEYS" --concurrency 16 --value-size "$VALUE" --json >/dev/null 2>&1 &
     load_pid=$!
+    churn &
+    churn_pid=$!
     sleep 2
   fi
   b0=$(busy_us); t0=$(now)
@@ -90,6 +111,7 @@ for load in idle writes; do
   t1=$(now); b1=$(busy_us)
   report "paxkv list ($load)" "$n" "$(python3 -c "print($t1 - $t0)")" "$((b1 - b0))"
   if [ -n "$load_pid" ]; then kill "$load_pid" 2>/dev/null || true; wait "$load_pid" 2>/dev/null || true; load_pid=""; fi
+  if [ -n "$churn_pid" ]; then kill "$churn_pid" 2>/dev/null || true; wait "$churn_pid" 2>/dev/null || true; churn_pid=""; fi
 done
 kill "$paxkv_pid"; wait "$paxkv_pid" 2>/dev/null || true; paxkv_pid=""
 
