@@ -168,6 +168,13 @@ impl Lister {
                 (k.key, quick)
             })
             .collect();
+        let undecided = decided.iter().filter(|(_, quick)| quick.is_none()).count();
+        if undecided > 0 {
+            log::debug!(
+                "a list batch of {} keys: {undecided} undecided by the records, read with rounds",
+                decided.len()
+            );
+        }
         stream::iter(decided)
             .map(move |(key, quick)| async move {
                 let state = match quick {
