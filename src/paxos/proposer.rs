@@ -189,6 +189,7 @@ impl Vote {
 }
 
 /// What a caller asks of the proposer, before any round carries it.
+#[derive(Debug, Clone)]
 struct Ask {
     /// `None`: nobody waits (a settle round the proposer started itself).
     token: Option<Token>,
@@ -201,17 +202,10 @@ struct Ask {
     deadline: Instant,
 }
 
+/// An [`Ask`] waiting in the queue or carried by the round in flight.
 #[derive(Debug, Clone)]
 struct Pending {
-    /// `None`: nobody waits (a settle round the proposer started itself).
-    token: Option<Token>,
-    command: Command,
-    id: Option<RequestId>,
-    /// The client says an earlier attempt of this write may have taken effect.
-    maybe_applied: bool,
-    /// An identity write: forces a classic Accept (see [`Proposer::settle`]).
-    settle: bool,
-    deadline: Instant,
+    ask: Ask,
     /// An Accept carrying this command was sent: from now on its outcome may be decided.
     accept_sent: bool,
     /// Already answered (its deadline passed while its round was in flight).
@@ -221,12 +215,7 @@ struct Pending {
 impl Pending {
     fn new(ask: Ask) -> Pending {
         Pending {
-            token: ask.token,
-            command: ask.command,
-            id: ask.id,
-            maybe_applied: ask.maybe_applied,
-            settle: ask.settle,
-            deadline: ask.deadline,
+            ask,
             accept_sent: false,
             answered: false,
         }
@@ -532,7 +521,7 @@ impl Proposer {
 
     /// Answers every request whose deadline has passed.
     fn expire(&mut self, now: Instant, out: &mut Vec<Effect>) {
-        let expired = |p: &Pending| p.deadline <= now;
+        let expired = |p: &Pending| p.ask.deadline <= now;
         if self.batch.iter().any(|p| !p.answered && expired(p)) || self.queue.iter().any(expired) {
             self.answer_expired(now, out);
         }
@@ -552,13 +541,13 @@ impl Proposer {
     fn answer_expired(&mut self, now: Instant, out: &mut Vec<Effect>) {
         let errors = [self.deadline_error(false), self.deadline_error(true)];
         let reply = |p: &Pending, out: &mut Vec<Effect>| {
-            if let Some(token) = p.token {
+            if let Some(token) = p.ask.token {
                 let error = errors[usize::from(p.accept_sent)].clone();
                 out.push(Effect::Reply(token, Err(error)));
             }
         };
         self.batch.retain_mut(|p| {
-            if p.answered || p.deadline > now {
+            if p.answered || p.ask.deadline > now {
                 return true;
             }
             reply(p, out);
@@ -566,7 +555,7 @@ impl Proposer {
             p.accept_sent
         });
         self.queue.retain(|p| {
-            let keep = p.deadline > now;
+            let keep = p.ask.deadline > now;
             if !keep {
                 reply(p, out);
             }
@@ -586,8 +575,8 @@ impl Proposer {
         if self.batch.is_empty() {
             return;
         }
-        let writes = self.batch.iter().any(|p| p.command.is_write() || p.settle);
-        let settles = self.batch.iter().any(|p| p.settle);
+        let writes = self.batch.iter().any(|p| p.ask.command.is_write() || p.ask.settle);
+        let settles = self.batch.iter().any(|p| p.ask.settle);
         match (&self.cache, writes) {
             (_, false) => {
                 self.count(RoundKind::QuickRead);
@@ -634,9 +623,9 @@ impl Proposer {
             .map(|p| {
                 apply(
                     &mut state,
-                    &p.command,
-                    p.id,
-                    p.maybe_applied || p.accept_sent,
+                    &p.ask.command,
+                    p.ask.id,
+                    p.ask.maybe_applied || p.accept_sent,
                 )
             })
             .map(|outcome| outcome.map_err(too_late))
@@ -705,7 +694,7 @@ impl Proposer {
                 let outcomes = self
                     .batch
                     .iter()
-                    .map(|p| apply(&mut state.clone(), &p.command, p.id, true).map_err(too_late))
+                    .map(|p| apply(&mut state.clone(), &p.ask.command, p.ask.id, true).map_err(too_late))
                     .collect();
                 self.finish(now, outcomes, out);
             }
@@ -863,7 +852,7 @@ impl Proposer {
         // A settle also puts the state on this node's own acceptor (if it votes) and on a
         // joining one (a rescan counts on it): it ends only once those accepted too.
         let cfg = &self.cfg;
-        let here = !self.batch.iter().any(|p| p.settle)
+        let here = !self.batch.iter().any(|p| p.ask.settle)
             || std::iter::once(&cfg.node)
                 .chain(cfg.joining.iter())
                 .filter(|n| cfg.nodes.contains(n))
@@ -1060,7 +1049,7 @@ impl Proposer {
             .iter()
             .filter(|p| !p.answered)
             .chain(self.queue.iter())
-            .map(|p| p.deadline)
+            .map(|p| p.ask.deadline)
             .min();
         match (phase, deadlines) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -1077,7 +1066,7 @@ impl Proposer {
     ) {
         assert_eq!(outcomes.len(), self.batch.len(), "one outcome per command");
         for (p, outcome) in self.batch.drain(..).zip(outcomes) {
-            if let (false, Some(token)) = (p.answered, p.token) {
+            if let (false, Some(token)) = (p.answered, p.ask.token) {
                 out.push(Effect::Reply(token, outcome));
             }
         }
