@@ -575,7 +575,10 @@ impl Proposer {
         if self.batch.is_empty() {
             return;
         }
-        let writes = self.batch.iter().any(|p| p.ask.command.is_write() || p.ask.settle);
+        let writes = self
+            .batch
+            .iter()
+            .any(|p| p.ask.command.is_write() || p.ask.settle);
         let settles = self.batch.iter().any(|p| p.ask.settle);
         match (&self.cache, writes) {
             (_, false) => {
@@ -694,7 +697,9 @@ impl Proposer {
                 let outcomes = self
                     .batch
                     .iter()
-                    .map(|p| apply(&mut state.clone(), &p.ask.command, p.ask.id, true).map_err(too_late))
+                    .map(|p| {
+                        apply(&mut state.clone(), &p.ask.command, p.ask.id, true).map_err(too_late)
+                    })
                     .collect();
                 self.finish(now, outcomes, out);
             }

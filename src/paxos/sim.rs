@@ -718,6 +718,20 @@ impl Sim {
         }
     }
 
+    /// Puts a call between nodes (no key, no proposer: an install, a fetch, a `Hello`, a
+    /// scan, or an answer to one) into the network.
+    fn call(&mut self, from: NodeId, to: NodeId, epoch: u64, cluster: u64, payload: Payload) {
+        self.net.push(InFlight {
+            from,
+            to,
+            key: Vec::new(),
+            proposer: 0,
+            epoch,
+            cluster,
+            payload,
+        });
+    }
+
     fn cut(&self, a: NodeId, b: NodeId) -> bool {
         a != b && (self.isolated.contains(&a) || self.isolated.contains(&b))
     }
@@ -725,15 +739,13 @@ impl Sim {
     /// Sends `m` (a membership) from `from` to `to` through the network: the driver's
     /// `NodeRequest::Install`, stamped with the sender's cluster.
     fn send_install(&mut self, from: NodeId, to: NodeId, m: Membership) {
-        self.net.push(InFlight {
+        self.call(
             from,
             to,
-            key: Vec::new(),
-            proposer: 0,
-            epoch: m.epoch,
-            cluster: self.nodes[&from].cluster(),
-            payload: Payload::Install(m),
-        });
+            m.epoch,
+            self.nodes[&from].cluster(),
+            Payload::Install(m),
+        );
     }
 
     /// A node learns of a newer epoch from `peer`: it fetches `peer`'s membership (a message
@@ -741,15 +753,7 @@ impl Sim {
     fn fetch(&mut self, node: NodeId, peer: NodeId) {
         if let Some(m) = self.nodes[&peer].membership.clone() {
             if m.epoch > self.nodes[&node].epoch() {
-                self.net.push(InFlight {
-                    from: peer,
-                    to: node,
-                    key: Vec::new(),
-                    proposer: 0,
-                    epoch: m.epoch,
-                    cluster: m.cluster,
-                    payload: Payload::Fetched(m),
-                });
+                self.call(peer, node, m.epoch, m.cluster, Payload::Fetched(m));
             }
         }
     }
@@ -859,15 +863,13 @@ impl Sim {
         // Only a store confirmed intact acknowledges (`NodeReply::Installed`, as
         // `MembershipService::store_confirmed_intact`).
         if self.intact(to) {
-            self.net.push(InFlight {
-                from: to,
-                to: from,
-                key: Vec::new(),
-                proposer: 0,
+            self.call(
+                to,
+                from,
                 epoch,
-                cluster: self.nodes[&to].cluster(),
-                payload: Payload::Installed(epoch),
-            });
+                self.nodes[&to].cluster(),
+                Payload::Installed(epoch),
+            );
         }
     }
 
@@ -893,15 +895,13 @@ impl Sim {
         if let Some(remember) = remember {
             peer.seen.insert((from, store), remember);
         }
-        self.net.push(InFlight {
-            from: to,
-            to: from,
-            key: Vec::new(),
-            proposer: 0,
-            epoch: self.nodes[&to].epoch(),
-            cluster: self.nodes[&to].cluster(),
-            payload: Payload::HelloAnswer { round, seen, link },
-        });
+        self.call(
+            to,
+            from,
+            self.nodes[&to].epoch(),
+            self.nodes[&to].cluster(),
+            Payload::HelloAnswer { round, seen, link },
+        );
     }
 
     /// `from` installed `epoch`: an acknowledgement for every driver on `to` (the operator's
@@ -1598,15 +1598,13 @@ impl Sim {
             .map(|m| n.confirmation.unconfirmed(m, node))
             .unwrap_or_default();
         for peer in peers {
-            self.net.push(InFlight {
-                from: node,
-                to: peer,
-                key: Vec::new(),
-                proposer: 0,
-                epoch: self.nodes[&node].epoch(),
-                cluster: self.nodes[&node].cluster(),
-                payload: Payload::Hello { store, round, link },
-            });
+            self.call(
+                node,
+                peer,
+                self.nodes[&node].epoch(),
+                self.nodes[&node].cluster(),
+                Payload::Hello { store, round, link },
+            );
         }
     }
 
@@ -2208,15 +2206,7 @@ impl Sim {
             .take_while(|(k, _)| k.starts_with(&prefix))
             .map(|(k, r)| (k.clone(), r.clone()))
             .collect();
-        self.net.push(InFlight {
-            from: to,
-            to: from,
-            key: Vec::new(),
-            proposer: 0,
-            epoch,
-            cluster,
-            payload: Payload::Scanned { list, records },
-        });
+        self.call(to, from, epoch, cluster, Payload::Scanned { list, records });
     }
 
     /// Lists whose scan is complete (every voter answered) or timed out: each key decided
