@@ -1381,13 +1381,17 @@ impl Sim {
 
     /// Node `id` is added again, with the store it has now, before any other change.
     fn add_again(&mut self, id: NodeId, then: Then) {
-        let store = self.nodes[&id].store;
-        let add = Change::Add {
+        let add = self.add_of(id);
+        self.changes.push_front((add, then));
+    }
+
+    /// The change that adds node `id` with its store, as the operator asks for it.
+    fn add_of(&self, id: NodeId) -> Change {
+        Change::Add {
             id,
             addr: format!("n{id}"),
-            store,
-        };
-        self.changes.push_front((add, then));
+            store: self.nodes[&id].store,
+        }
     }
 
     /// The operator asks again at another node, with the same fence (the epoch they read).
@@ -1904,15 +1908,8 @@ impl Sim {
         self.nodes.get_mut(&dead).unwrap().dead = true;
         self.restart(dead);
         let id = self.add_new_node();
-        let store = self.nodes[&id].store;
-        self.changes.push_back((
-            Change::Add {
-                id,
-                addr: format!("n{id}"),
-                store,
-            },
-            Then::Nothing,
-        ));
+        let add = self.add_of(id);
+        self.changes.push_back((add, Then::Nothing));
         self.changes
             .push_back((Change::Remove { id: dead }, Then::Nothing));
     }
@@ -2469,15 +2466,8 @@ impl Sim {
             self.plant_foreign_store(id);
         }
         self.growing.insert(id);
-        let store = self.nodes[&id].store;
-        self.changes.push_back((
-            Change::Add {
-                id,
-                addr: format!("n{id}"),
-                store,
-            },
-            Then::Nothing,
-        ));
+        let add = self.add_of(id);
+        self.changes.push_back((add, Then::Nothing));
     }
 
     /// Delivers a share of what is in flight, `base` messages and one per 20 in flight, so
