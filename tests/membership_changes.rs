@@ -254,19 +254,7 @@ async fn a_change_whose_driver_stops_midway_is_completed_by_a_rerun_elsewhere() 
             .await
     });
     // Stop the driver as soon as the change is under way (a step written), before it ends.
-    let observer = cluster.client_for(2);
-    eventually("the change under way", Duration::from_secs(20), || async {
-        match observer
-            .request(0, paxkv::messages::RequestBody::Members)
-            .await
-        {
-            Ok(paxkv::messages::Reply::Members(info)) => {
-                info.membership.is_some_and(|m| m.phase.is_some())
-            }
-            _ => false,
-        }
-    })
-    .await;
+    support::wait_for_a_change_under_way(&cluster, 2, Duration::from_secs(20)).await;
     cluster.stop(1).await;
     assert!(
         change.await.unwrap().is_err(),

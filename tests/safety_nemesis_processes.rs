@@ -818,23 +818,6 @@ async fn every_acknowledged_write_survives_kill_minus_nine_of_all_five_nodes() {
 // 3. A membership change whose driver is SIGKILLed in the middle
 // ---------------------------------------------------------------------------------------------
 
-/// Waits until `observer`'s membership shows a change under way (a step written).
-async fn wait_for_a_change_under_way(cluster: &ProcessCluster, observer: NodeId) {
-    let client = cluster.client_for(observer);
-    eventually("a change under way", Duration::from_secs(30), || async {
-        match client
-            .request(0, paxkv::messages::RequestBody::Members)
-            .await
-        {
-            Ok(paxkv::messages::Reply::Members(info)) => {
-                info.membership.is_some_and(|m| m.phase.is_some())
-            }
-            _ => false,
-        }
-    })
-    .await;
-}
-
 /// Node 5 loses its disk; `member remove 5` is sent to node 1, which is SIGKILLed once the
 /// change is under way; a rerun through node 2 completes it. Then `member add 5` through
 /// node 3, SIGKILLed the same way, completed through node 4. Every key written before is
@@ -874,7 +857,7 @@ async fn a_membership_change_completes_after_sigkill_of_its_driver() {
         let first = tokio::spawn(async move {
             support::drive_until_done(vec![addr], request, Duration::from_millis(1)).await
         });
-        wait_for_a_change_under_way(&cluster, observer).await;
+        support::wait_for_a_change_under_way(&cluster, observer, Duration::from_secs(30)).await;
         cluster.stop(driver).await;
         assert!(
             first.await.is_err(),

@@ -434,3 +434,25 @@ pub fn spawn_replacement(
         drive_until_done(addrs, remove, deadline).await;
     })
 }
+
+/// Waits until `observer`'s membership shows a change under way (a step written), for at
+/// most `deadline`.
+pub async fn wait_for_a_change_under_way(
+    cluster: &impl Cluster,
+    observer: NodeId,
+    deadline: Duration,
+) {
+    let client = cluster.client_for(observer);
+    eventually("a change under way", deadline, || async {
+        match client
+            .request(0, paxkv::messages::RequestBody::Members)
+            .await
+        {
+            Ok(paxkv::messages::Reply::Members(info)) => {
+                info.membership.is_some_and(|m| m.phase.is_some())
+            }
+            _ => false,
+        }
+    })
+    .await;
+}
