@@ -269,21 +269,29 @@ impl AsRef<[u8]> for Answer {
 }
 
 /// The most bytes a request can hold in flight: itself, and its largest possible answer (a
-/// value for a get, a frame for a node's call, a small answer otherwise).
+/// value for a get, a frame for a node's call, a small answer otherwise). A list also holds,
+/// while it builds its page, one scan page of each voter (half a frame each,
+/// `actors::list`): [`LIST_FRAMES`] frames, capped at the connection's budget so that a list
+/// always fits one.
 fn reserved_for(call: &Call, request_bytes: usize, config: &Config) -> usize {
     let answer = match call {
         Call::Client(request) => match &request.body {
             crate::messages::RequestBody::Kv {
                 command: crate::paxos::types::Command::Get,
                 ..
-            }
-            | crate::messages::RequestBody::List { .. } => config.frame_limit(),
+            } => config.frame_limit(),
+            crate::messages::RequestBody::List { .. } => (LIST_FRAMES * config.frame_limit())
+                .min(config.limits.max_connection_bytes - request_bytes),
             _ => SMALL_ANSWER_BYTES,
         },
         Call::Node(_) => config.frame_limit(),
     };
     request_bytes + answer
 }
+
+/// Frames a list holds at most while it builds a page: the page, and half a frame from each of
+/// up to seven voters.
+const LIST_FRAMES: usize = 5;
 
 /// Takes `bytes` of `budget`, counting a wait under `limit` (the connection is not read
 /// meanwhile: backpressure, never a buffer).
