@@ -110,6 +110,7 @@ mutants=(
   'list-scans-a-minority-sim @@ src/paxos/listing.rs @@ s/    answered >= quorums.classic()/    answered >= 1/ @@ --lib sim'
   'scan-from-a-refused-store @@ src/paxos/listing.rs @@ s/    epoch == caller_epoch \&\& store_confirmed_intact/    epoch == caller_epoch/ @@ --test listing a_wiped_store_answers_no_scan'
   'scan-from-a-refused-store-sim @@ src/paxos/listing.rs @@ s/    epoch == caller_epoch \&\& store_confirmed_intact/    epoch == caller_epoch/ @@ --lib sim'
+  'list-reserves-one-frame @@ src/actors/network.rs @@ s/^const LIST_FRAMES: usize = 5;/const LIST_FRAMES: usize = 1;/ @@ --test transport_list_budget'
 )
 
 rm -rf "$work"; git -C "$repo" worktree prune
