@@ -16,18 +16,6 @@ use tokio::io::AsyncWriteExt;
 
 const KEY: &[u8] = b"color";
 
-/// The resident memory of this process (every node of the in-process cluster), in bytes.
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib * 1024
-}
-
 /// Issue 18, item 4: a connection asks a thousand times for a 1 MiB value (15 KB of
 /// requests) and never reads an answer. Before, the node buffered every answer: +859 MiB
 /// resident. Now the connection holds at most its byte budget (`max_connection_bytes`, here
@@ -46,7 +34,7 @@ async fn a_connection_that_never_reads_holds_at_most_its_byte_budget() {
     let big = vec![7u8; 1 << 20];
     cluster.client().put(KEY, &big).await.unwrap();
     cluster.client().get(KEY).await.unwrap();
-    let before = resident_bytes();
+    let before = support::resident_bytes();
     let ca = certs.path().join("ca.pem");
     let client = tls_identity(certs.path(), &ca, "client", Role::Client);
     let mut stream = tls_dial(cluster.addr(1), Some(&client)).await.unwrap();
@@ -73,7 +61,7 @@ async fn a_connection_that_never_reads_holds_at_most_its_byte_budget() {
         "the connection's budget is spent and it is no longer read (or memory is over the bound)",
         Duration::from_secs(30),
         || async {
-            resident_bytes().saturating_sub(before) >= bound
+            support::resident_bytes().saturating_sub(before) >= bound
                 || cluster
                     .metric(1, "paxkv_limited_total{limit=\"connection_bytes\"}")
                     .await
@@ -86,7 +74,7 @@ async fn a_connection_that_never_reads_holds_at_most_its_byte_budget() {
     let grown = {
         let mut grown = 0;
         for _ in 0..10 {
-            grown = grown.max(resident_bytes().saturating_sub(before));
+            grown = grown.max(support::resident_bytes().saturating_sub(before));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         grown

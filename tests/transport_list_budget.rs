@@ -13,18 +13,6 @@ use support::Cluster;
 use support::{eventually, tls_dial, tls_identity, TestCluster};
 use tokio::io::AsyncWriteExt;
 
-/// The resident memory of this process (every node of the in-process cluster), in bytes.
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib * 1024
-}
-
 /// A connection asks a thousand times for a page of large values and never reads an answer.
 /// Each list, while it builds its page, holds a scan page of each voter (half a frame each)
 /// besides the page: the connection's budget (64 MiB) counts them, so at most a few lists
@@ -51,7 +39,7 @@ async fn lists_that_are_never_read_hold_at_most_their_connections_byte_budget() 
         !page.items.is_empty() && page.next.is_some(),
         "pages end at half a frame"
     );
-    let before = resident_bytes();
+    let before = support::resident_bytes();
     let ca = certs.path().join("ca.pem");
     let client = tls_identity(certs.path(), &ca, "client", Role::Client);
     let mut stream = tls_dial(cluster.addr(1), Some(&client)).await.unwrap();
@@ -79,7 +67,7 @@ async fn lists_that_are_never_read_hold_at_most_their_connections_byte_budget() 
         "the connection's budget is spent (or memory is over the bound)",
         Duration::from_secs(60),
         || {
-            let now = resident_bytes().saturating_sub(before);
+            let now = support::resident_bytes().saturating_sub(before);
             let grown = peak
                 .fetch_max(now, std::sync::atomic::Ordering::Relaxed)
                 .max(now);
@@ -95,7 +83,7 @@ async fn lists_that_are_never_read_hold_at_most_their_connections_byte_budget() 
     .await;
     let mut grown = peak.into_inner();
     for _ in 0..20 {
-        grown = grown.max(resident_bytes().saturating_sub(before));
+        grown = grown.max(support::resident_bytes().saturating_sub(before));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("resident memory grew by {} MiB", grown >> 20);

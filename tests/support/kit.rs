@@ -456,3 +456,15 @@ pub async fn wait_for_a_change_under_way(
     })
     .await;
 }
+
+/// The resident memory of this process (every node of the in-process cluster), in bytes.
+pub fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib * 1024
+}
