@@ -4,15 +4,10 @@
 
 use paxkv_testkit as support;
 
-use std::time::Duration;
-
-use paxkv::frame;
-use paxkv::messages::{ClientRequest, Frame, RequestBody};
+use paxkv::messages::RequestBody;
 use paxkv::paxos::types::Outcome;
-use paxkv::tls::Role;
 use support::Cluster;
-use support::{eventually, tls_dial, tls_identity, until_limited, TestCluster};
-use tokio::io::AsyncWriteExt;
+use support::{until_limited, TestCluster};
 
 const KEY: &[u8] = b"color";
 
@@ -34,51 +29,15 @@ async fn a_connection_that_never_reads_holds_at_most_its_byte_budget() {
     let big = vec![7u8; 1 << 20];
     cluster.client().put(KEY, &big).await.unwrap();
     cluster.client().get(KEY).await.unwrap();
-    let before = support::resident_bytes();
-    let ca = certs.path().join("ca.pem");
-    let client = tls_identity(certs.path(), &ca, "client", Role::Client);
-    let mut stream = tls_dial(cluster.addr(1), Some(&client)).await.unwrap();
-    let mut requests = Vec::new();
-    for id in 0..1_000u64 {
-        let get = Frame::Request(ClientRequest {
-            id,
-            body: RequestBody::Kv {
-                key: KEY.to_vec(),
-                command: paxkv::paxos::types::Command::Get,
-                write_id: None,
-                maybe_applied: false,
-            },
-        });
-        requests.extend_from_slice(&frame::encode(&get));
-    }
-    // Written from a task: once the node stops reading, this write blocks.
-    let writer = tokio::spawn(async move {
-        let _ = stream.write_all(&requests).await;
-        stream
-    });
     let bound = (BUDGET + (32 << 20)) as u64;
-    eventually(
-        "the connection's budget is spent and it is no longer read (or memory is over the bound)",
-        Duration::from_secs(30),
-        || async {
-            support::resident_bytes().saturating_sub(before) >= bound
-                || cluster
-                    .metric(1, "paxkv_limited_total{limit=\"connection_bytes\"}")
-                    .await
-                    .is_some_and(|n| n > 0.0)
-        },
-    )
-    .await;
-    // Answers the node had computed before it stopped reading are on their way out: give
-    // them a moment to land in memory, as they did before the budget.
-    let grown = {
-        let mut grown = 0;
-        for _ in 0..10 {
-            grown = grown.max(support::resident_bytes().saturating_sub(before));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        grown
+    let get = |_| RequestBody::Kv {
+        key: KEY.to_vec(),
+        command: paxkv::paxos::types::Command::Get,
+        write_id: None,
+        maybe_applied: false,
     };
+    let (grown, writer) =
+        support::growth_of_a_connection_that_never_reads(&cluster, certs.path(), get, bound).await;
     assert!(
         grown < bound,
         "resident memory grew by {} MiB with a budget of {} MiB",

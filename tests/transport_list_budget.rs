@@ -4,14 +4,8 @@
 
 use paxkv_testkit as support;
 
-use std::time::Duration;
-
-use paxkv::frame;
-use paxkv::messages::{ClientRequest, Frame, RequestBody};
-use paxkv::tls::Role;
-use support::Cluster;
-use support::{eventually, tls_dial, tls_identity, TestCluster};
-use tokio::io::AsyncWriteExt;
+use paxkv::messages::RequestBody;
+use support::{Cluster, TestCluster};
 
 /// A connection asks a thousand times for a page of large values and never reads an answer.
 /// Each list, while it builds its page, holds a scan page of each voter (half a frame each)
@@ -39,53 +33,15 @@ async fn lists_that_are_never_read_hold_at_most_their_connections_byte_budget() 
         !page.items.is_empty() && page.next.is_some(),
         "pages end at half a frame"
     );
-    let before = support::resident_bytes();
-    let ca = certs.path().join("ca.pem");
-    let client = tls_identity(certs.path(), &ca, "client", Role::Client);
-    let mut stream = tls_dial(cluster.addr(1), Some(&client)).await.unwrap();
-    let mut requests = Vec::new();
-    for id in 0..1_000u64 {
-        let list = Frame::Request(ClientRequest {
-            id,
-            body: RequestBody::List {
-                prefix: b"big/".to_vec(),
-                after: None,
-                limit: 0,
-                keys_only: false,
-            },
-        });
-        requests.extend_from_slice(&frame::encode(&list));
-    }
-    let writer = tokio::spawn(async move {
-        let _ = stream.write_all(&requests).await;
-        stream
-    });
     let bound = (BUDGET + (32 << 20)) as u64;
-    let peak = std::sync::atomic::AtomicU64::new(0);
-    let cluster = &cluster;
-    eventually(
-        "the connection's budget is spent (or memory is over the bound)",
-        Duration::from_secs(60),
-        || {
-            let now = support::resident_bytes().saturating_sub(before);
-            let grown = peak
-                .fetch_max(now, std::sync::atomic::Ordering::Relaxed)
-                .max(now);
-            async move {
-                grown >= bound
-                    || cluster
-                        .metric(1, "paxkv_limited_total{limit=\"connection_bytes\"}")
-                        .await
-                        .is_some_and(|n| n > 0.0)
-            }
-        },
-    )
-    .await;
-    let mut grown = peak.into_inner();
-    for _ in 0..20 {
-        grown = grown.max(support::resident_bytes().saturating_sub(before));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let list = |_| RequestBody::List {
+        prefix: b"big/".to_vec(),
+        after: None,
+        limit: 0,
+        keys_only: false,
+    };
+    let (grown, writer) =
+        support::growth_of_a_connection_that_never_reads(&cluster, certs.path(), list, bound).await;
     println!("resident memory grew by {} MiB", grown >> 20);
     assert!(
         grown < bound,

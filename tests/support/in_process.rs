@@ -452,3 +452,62 @@ pub async fn until_limited(cluster: &TestCluster, id: NodeId, limit: &str, what:
     })
     .await;
 }
+
+/// A client of node 1 (TLS, certificates in `certs`) that sends a thousand requests
+/// (`body(id)`) and never reads an answer. Waits until the connection's byte budget is spent
+/// (the node counts `connection_bytes`) or this process grew by `bound` bytes, then samples
+/// resident memory for two seconds more (answers already computed are still landing). Returns
+/// the peak growth over resident memory before the requests, and the task still writing them.
+pub async fn growth_of_a_connection_that_never_reads(
+    cluster: &TestCluster,
+    certs: &std::path::Path,
+    body: impl Fn(u64) -> paxkv::messages::RequestBody,
+    bound: u64,
+) -> (u64, tokio::task::JoinHandle<()>) {
+    use paxkv::messages::{ClientRequest, Frame};
+    use tokio::io::AsyncWriteExt;
+    let before = crate::kit::resident_bytes();
+    let ca = certs.join("ca.pem");
+    let client = crate::net::tls_identity(certs, &ca, "client", paxkv::tls::Role::Client);
+    let mut stream = crate::net::tls_dial(cluster.addr(1), Some(&client))
+        .await
+        .unwrap();
+    let mut requests = Vec::new();
+    for id in 0..1_000u64 {
+        let request = Frame::Request(ClientRequest { id, body: body(id) });
+        requests.extend_from_slice(&paxkv::frame::encode(&request));
+    }
+    // Written from a task: once the node stops reading, this write blocks. The task keeps
+    // the connection open (never reading) until it is aborted.
+    let writer = tokio::spawn(async move {
+        let _ = stream.write_all(&requests).await;
+        std::future::pending::<()>().await;
+        drop(stream);
+    });
+    let peak = std::sync::atomic::AtomicU64::new(0);
+    let grown = || {
+        let now = crate::kit::resident_bytes().saturating_sub(before);
+        peak.fetch_max(now, std::sync::atomic::Ordering::Relaxed)
+            .max(now)
+    };
+    eventually(
+        "the connection's budget is spent (or memory is over the bound)",
+        Duration::from_secs(60),
+        || {
+            let over = grown() >= bound;
+            async move {
+                over || cluster
+                    .metric(1, "paxkv_limited_total{limit=\"connection_bytes\"}")
+                    .await
+                    .is_some_and(|n| n > 0.0)
+            }
+        },
+    )
+    .await;
+    // A sampling window for the peak, not a wait for a condition.
+    for _ in 0..20 {
+        grown();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (peak.into_inner(), writer)
+}

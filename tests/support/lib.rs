@@ -30,7 +30,7 @@ use linearizability::{Input, Output};
 use paxkv::paxos::types::{Command, Outcome};
 
 pub use history::{list_pages, random_command, write_once_keys, History};
-pub use in_process::{until_limited, TestCluster};
+pub use in_process::{growth_of_a_connection_that_never_reads, until_limited, TestCluster};
 pub use kit::{
     assert_stays_refused, cut, drive_until_done, eventually, free_port, free_ports, got,
     member_add, nodes_toml, outgoing_paxos_cut, rejoin, resident_bytes, secs_from_env,
