@@ -166,6 +166,12 @@ pub struct Limits {
     /// Keys a `list` page holds when it asks for no number, and at most.
     pub list_default_limit: usize,
     pub list_max_limit: usize,
+    /// Watches a node serves at once, and one connection holds.
+    pub max_watchers: usize,
+    pub max_watchers_per_connection: usize,
+    /// Bytes of changes one watcher may have waiting to be sent: a watcher whose client
+    /// reads slower than its keys change is ended past it (`actors::watch`).
+    pub watch_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -189,6 +195,9 @@ impl Default for Limits {
             slow_reader_timeout_ms: 10_000,
             list_default_limit: 100,
             list_max_limit: 10_000,
+            max_watchers: 10_000,
+            max_watchers_per_connection: 10_000,
+            watch_buffer_bytes: 1 << 20,
         }
     }
 }
@@ -393,6 +402,12 @@ impl Config {
                 "must be at least limits.list_default_limit",
             ));
         }
+        positive("limits.max_watchers", l.max_watchers as u64)?;
+        positive(
+            "limits.max_watchers_per_connection",
+            l.max_watchers_per_connection as u64,
+        )?;
+        positive("limits.watch_buffer_bytes", l.watch_buffer_bytes as u64)?;
         self.validate_byte_budgets()?;
         if l.idle_timeout_ms <= self.paxos.request_timeout_ms {
             return Err(invalid(

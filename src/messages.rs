@@ -22,7 +22,9 @@ use crate::error::Error;
 use crate::paxos::membership::Membership;
 use crate::paxos::record::AcceptorRecord;
 use crate::paxos::register::{CLIENT_FLOORS, RECENT_WRITES};
-use crate::paxos::types::{opt_bytes, Ballot, Command, Key, NodeId, Outcome, Register, RequestId};
+use crate::paxos::types::{
+    opt_bytes, Ballot, KeyChange, Command, Key, NodeId, Outcome, Register, RequestId,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Between nodes
@@ -143,6 +145,14 @@ pub enum PeerMessage {
         /// The acceptor's epoch (above the request's).
         epoch: u64,
     },
+    /// Proposer → the nodes that watch: `changes` of the envelope's key were chosen, in
+    /// version order (a round's batch, and the state it was applied to when a Prepare read
+    /// it). Sent only to nodes that asked for announcements (`NodeRequest::Watching`), best
+    /// effort: a lost one is a gap its watchers detect (`actors::watch`).
+    Chosen {
+        /// At most `RECENT_WRITES + 1`, versions strictly increasing.
+        changes: Vec<KeyChange>,
+    },
 }
 
 impl PeerMessage {
@@ -247,6 +257,34 @@ pub enum RequestBody {
         /// Leave the values out.
         keys_only: bool,
     },
+    /// Stream the changes of `key` (with `prefix`: of every key that starts with it) as
+    /// `Reply::Watch` answers carrying this request's id, until `Unwatch`, the connection's
+    /// end, or the node ends it (`WatchEvent::Ended`). What a watch promises is in
+    /// `actors::watch`.
+    Watch {
+        /// The key, or the prefix.
+        #[serde(with = "serde_bytes")]
+        key: Key,
+        /// Watch every key that starts with `key`.
+        prefix: bool,
+    },
+    /// End the watch of this connection whose request id is `watch`.
+    Unwatch {
+        /// The `Watch` request's id.
+        watch: u64,
+    },
+    /// As `List`, with deleted keys too (`value: None`), so that each key's version is
+    /// known: what a prefix watch starts from.
+    ListVersions {
+        /// As in `List`.
+        #[serde(with = "serde_bytes")]
+        prefix: Key,
+        /// As in `List`.
+        #[serde(with = "opt_bytes")]
+        after: Option<Key>,
+        /// As in `List`.
+        limit: u32,
+    },
 }
 
 impl RequestBody {
@@ -310,6 +348,35 @@ pub enum Reply {
     MemberChanged(Membership),
     /// To `List`: one page.
     Listed(ListPage),
+    /// To `Watch`: one of its answers (the stream goes on until `WatchEvent::Ended`).
+    Watch(WatchEvent),
+    /// To `Unwatch`: the watch is ended (or was not there).
+    Unwatched,
+}
+
+/// One answer of a watch's stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatchEvent {
+    /// The watch is registered. `confirmed`: every member of the node's epoch said it will
+    /// announce what it chooses to this node; otherwise some may not, and their changes reach
+    /// the watch only as gaps (see `actors::watch`).
+    Started {
+        /// Every member confirmed.
+        confirmed: bool,
+    },
+    /// Changes of one key, in version order.
+    Changed {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Key,
+        /// Its changes.
+        changes: Vec<KeyChange>,
+    },
+    /// The watch ended, and why; nothing more comes with its id.
+    Ended {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// One page of a listing.
@@ -500,6 +567,15 @@ pub enum NodeRequest {
         /// refuses, so that no node's records count for two voters.
         node: NodeId,
     },
+    /// Node `node` has watchers: announce to it what this node's proposers choose
+    /// (`PeerMessage::Chosen`) for `lease_ms`; asked again before that ends while it has
+    /// watchers.
+    Watching {
+        /// The watching node.
+        node: NodeId,
+        /// How long, in milliseconds (at most `WATCH_LEASE_MAX_MS`).
+        lease_ms: u32,
+    },
 }
 
 /// A node's answer to one [`NodeCall`].
@@ -541,7 +617,12 @@ pub enum NodeReply {
         /// More records of the prefix follow the last one.
         more: bool,
     },
+    /// To `Watching`: this node announces to the caller until the lease ends.
+    Watching,
 }
+
+/// The longest lease `NodeRequest::Watching` may ask.
+pub const WATCH_LEASE_MAX_MS: u32 = 60_000;
 
 /// One page of a node's digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -672,7 +753,8 @@ impl Frame {
                     }
                     records.iter().try_for_each(|r| r.validate(config))
                 }
-                Ok(NodeReply::Installed { .. } | NodeReply::Hello { .. }) | Err(_) => Ok(()),
+                Ok(NodeReply::Installed { .. } | NodeReply::Hello { .. } | NodeReply::Watching)
+                | Err(_) => Ok(()),
             },
             Frame::Call(call) => match &call.body {
                 NodeRequest::Digest { after, .. } => match after {
@@ -693,6 +775,12 @@ impl Frame {
                         return Err(invalid(format!("a {}-byte prefix", prefix.len())));
                     }
                     after.as_ref().map_or(Ok(()), |a| check_key_len(a, config))
+                }
+                NodeRequest::Watching { lease_ms, .. } => {
+                    if *lease_ms > WATCH_LEASE_MAX_MS {
+                        return Err(invalid(format!("a watch lease of {lease_ms} ms")));
+                    }
+                    Ok(())
                 }
                 NodeRequest::Membership | NodeRequest::Hello { .. } => Ok(()),
             },
@@ -783,6 +871,11 @@ impl Envelope {
             PeerMessage::Failed { ballot, .. } => (*ballot == Ballot::ZERO).then_some("failed"),
             PeerMessage::Query { .. } => None,
             PeerMessage::Stale { epoch } => (*epoch <= self.epoch).then_some("stale"),
+            PeerMessage::Chosen { changes } => {
+                let ordered = changes.windows(2).all(|w| w[0].version < w[1].version);
+                let bounded = !changes.is_empty() && changes.len() <= RECENT_WRITES + 1;
+                (!ordered || !bounded || changes[0].version == 0).then_some("announcement")
+            }
             PeerMessage::QueryReply {
                 promised,
                 accepted,

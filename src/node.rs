@@ -19,6 +19,7 @@ use crate::actors::outbox::Outbox;
 use crate::actors::router::Router;
 use crate::actors::storage::StorageActor;
 use crate::actors::supervisor::NodeSupervisor;
+use crate::actors::watch::WatchHub;
 use crate::actors::{Readiness, Stats};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -236,6 +237,7 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
     let storage = StorageActor::start_in_arbiter(&storage_arbiter.handle(), move |_| {
         StorageActor::new(store, group, storage_stats).with_commit_delay(commit_delay)
     });
+    let watch = WatchHub::new(id, config.clone(), stats.clone());
     let (supervisor, outbox, queues, members) = NodeSupervisor::start(
         id,
         config.clone(),
@@ -244,7 +246,9 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
         readiness.clone(),
         view.clone(),
         tls,
+        watch.clone(),
     );
+    actix_rt::spawn(watch.clone().run(members.clone()));
     let register = Register::new(supervisor.clone());
     let changes = ChangeExecutor::new(members.clone(), register.clone(), supervisor.clone());
     let router = Router::new(
@@ -255,6 +259,7 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
         members.clone(),
         changes,
         Lister::new(members.clone(), supervisor.clone()),
+        watch,
     );
     let calls = CallServer::new(storage, readiness.clone(), &config, members.clone());
     Network::new(

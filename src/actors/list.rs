@@ -72,7 +72,7 @@ use crate::error::{Error, Result};
 use crate::messages::{
     ListItem, ListPage, NodeReply, NodeRequest, SyncRecord, DIGEST_PAGE_ENTRIES,
 };
-use crate::paxos::listing::{self, Live};
+use crate::paxos::listing::{self, Versioned};
 use crate::paxos::membership::RESERVED_PREFIX;
 use crate::paxos::quorum::Quorums;
 use crate::paxos::types::{Command, Key, NodeId, Outcome};
@@ -101,6 +101,8 @@ pub struct ListRequest {
     pub after: Option<Key>,
     pub limit: u32,
     pub keys_only: bool,
+    /// Deleted keys too, as items with no value (`RequestBody::ListVersions`).
+    pub with_deleted: bool,
 }
 
 impl Lister {
@@ -130,7 +132,7 @@ impl Lister {
         let client = self.members.client_of(&addrs);
         let per_scan = (limit + SCAN_SLACK).min(DIGEST_PAGE_ENTRIES) as u32;
         let mut scan = Scan::new(&client, &request, &voters, m.epoch, m.quorums(), per_scan);
-        let mut page = PageBuilder::new(limit, max_bytes, request.keys_only);
+        let mut page = PageBuilder::new(limit, max_bytes, request.keys_only, request.with_deleted);
         while let Some(batch) = scan.next_batch().await? {
             let keys = batch.len();
             // Key by key, in order, a few read rounds ahead: the page stops at its last key,
@@ -159,8 +161,8 @@ impl Lister {
         batch: Vec<MergedKey<SyncRecord>>,
         scan: &Scan<'_>,
         voters: &[NodeId],
-    ) -> impl futures_util::Stream<Item = Result<(Key, Live)>> + 'a {
-        let decided: Vec<(Key, Option<Live>)> = batch
+    ) -> impl futures_util::Stream<Item = Result<(Key, Versioned)>> + 'a {
+        let decided: Vec<(Key, Option<Versioned>)> = batch
             .into_iter()
             .filter(|k| !k.key.starts_with(RESERVED_PREFIX))
             .map(|k| {
@@ -186,8 +188,8 @@ impl Lister {
             .buffered(READ_ROUNDS_IN_FLIGHT)
     }
 
-    /// A linearizable read of `key` through its proposer: `Some((value, version))` if live.
-    async fn read_round(&self, key: &Key) -> Result<Live> {
+    /// A linearizable read of `key` through its proposer: its value and version.
+    async fn read_round(&self, key: &Key) -> Result<Versioned> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.supervisor
             .send(ClientCommand {
@@ -203,7 +205,7 @@ impl Lister {
             .await
             .map_err(|_| Error::Unavailable("the key's proposer stopped".into()))??;
         match outcome {
-            Outcome::Get { value, version } => Ok(value.map(|v| (v, version))),
+            Outcome::Get { value, version } => Ok((value, version)),
             other => Err(Error::Storage(format!("a read answered {other:?}"))),
         }
     }
@@ -250,35 +252,46 @@ struct PageBuilder {
     bytes: usize,
     max_bytes: usize,
     keys_only: bool,
+    with_deleted: bool,
 }
 
 impl PageBuilder {
-    fn new(limit: usize, max_bytes: usize, keys_only: bool) -> PageBuilder {
+    fn new(limit: usize, max_bytes: usize, keys_only: bool, with_deleted: bool) -> PageBuilder {
         PageBuilder {
             items: Vec::new(),
             limit,
             bytes: 0,
             max_bytes,
             keys_only,
+            with_deleted,
         }
+    }
+
+    /// Is `state` an item of the page (live, or any with `with_deleted`)?
+    fn lists(&self, state: &Versioned) -> bool {
+        state.0.is_some() || self.with_deleted
     }
 
     /// Would `key` take the page past its bytes (a page that holds something ends before
     /// it, as a scan page does)?
-    fn is_full_before(&self, key: &Key, state: &Live) -> bool {
-        let Some((value, _)) = state else {
+    fn is_full_before(&self, key: &Key, state: &Versioned) -> bool {
+        if !self.lists(state) {
             return false;
+        }
+        let value_bytes = match (&state.0, self.keys_only) {
+            (Some(value), false) => value.len(),
+            _ => 0,
         };
-        let value_bytes = if self.keys_only { 0 } else { value.len() };
         !self.items.is_empty() && self.bytes + key.len() + value_bytes + 16 > self.max_bytes
     }
 
-    /// Adds `key` if it is live; true once the page is full.
-    fn add(&mut self, key: Key, state: Live) -> bool {
-        let Some((value, version)) = state else {
+    /// Adds `key` if the page lists it; true once the page is full.
+    fn add(&mut self, key: Key, state: Versioned) -> bool {
+        if !self.lists(&state) {
             return false;
-        };
-        let value = (!self.keys_only).then_some(value);
+        }
+        let (value, version) = state;
+        let value = value.filter(|_| !self.keys_only);
         self.bytes += key.len() + value.as_ref().map_or(0, Vec::len) + 16;
         self.items.push(ListItem {
             key,
@@ -409,7 +422,7 @@ impl<'a> Scan<'a> {
 
     /// The state of `k` if the scanned records show it chosen (`Some(None)`: chosen with no
     /// value): `paxos::listing::chosen`, over the voters whose scan covered it.
-    fn chosen(&self, k: &MergedKey<SyncRecord>, voters: &[NodeId]) -> Option<Live> {
+    fn chosen(&self, k: &MergedKey<SyncRecord>, voters: &[NodeId]) -> Option<Versioned> {
         let covering = (0..voters.len()).filter_map(|index| {
             match k.sources.iter().position(|&s| s == index) {
                 Some(at) => Some(Some(&k.entries[at].record)),
@@ -417,6 +430,6 @@ impl<'a> Scan<'a> {
                 None => None,
             }
         });
-        listing::chosen(covering, voters.len(), self.quorums)
+        listing::chosen_versioned(covering, voters.len(), self.quorums)
     }
 }

@@ -103,6 +103,10 @@ impl Sources {
             ("paxkv_anti_entropy_rounds_total", "Anti-entropy rounds completed", get(&s.sync_rounds)),
             ("paxkv_records_adopted_total", "Records taken from peers by anti-entropy", get(&s.records_adopted)),
             ("paxkv_keys_settled_total", "Keys settled at a classic ballot (anti-entropy sweeps, membership changes)", get(&s.keys_settled)),
+            ("paxkv_announcements_sent_total", "Announcements of chosen changes sent to watching nodes (one per node)", get(&s.announcements)),
+            ("paxkv_announcements_received_total", "Announcements of chosen changes received from proposers", get(&s.announcements_received)),
+            ("paxkv_watchers_cut_total", "Watches ended because their client read slower than their keys changed", get(&s.watchers_cut)),
+            ("paxkv_watch_changes_sent_total", "Changes sent to watchers", get(&s.watch_changes_sent)),
         ];
         for (name, help, value) in counters {
             counter(registry, name, help, value);
@@ -152,6 +156,12 @@ impl Sources {
             "paxkv_connections_open",
             "Connections served now, clients' and peers'",
             Stats::get(&s.open_connections) as i64,
+        );
+        gauge(
+            registry,
+            "paxkv_watchers",
+            "Watches this node serves now",
+            Stats::get(&s.watchers) as i64,
         );
         gauge(
             registry,

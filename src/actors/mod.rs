@@ -50,6 +50,7 @@ pub(crate) mod proposer;
 pub(crate) mod router;
 pub(crate) mod storage;
 pub mod supervisor;
+pub(crate) mod watch;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -87,6 +88,14 @@ pub struct Stats {
     /// Keys settled at a classic ballot by a membership change's rescan or by the anti-entropy
     /// sweep.
     pub keys_settled: AtomicU64,
+    /// Announcements of chosen changes sent to watching nodes (one per node), received from
+    /// them, and watches served now, ended for a slow client, changes sent to watchers
+    /// (`actors::watch`).
+    pub announcements: AtomicU64,
+    pub announcements_received: AtomicU64,
+    pub watchers: AtomicU64,
+    pub watchers_cut: AtomicU64,
+    pub watch_changes_sent: AtomicU64,
     /// Histograms and labelled counters, for `GET /metrics` (`crate::metrics`).
     pub metrics: crate::metrics::NodeMetrics,
     /// The keys with a live acceptor, and how many: more than one is a broken invariant.

@@ -42,7 +42,7 @@ use crate::actors::{HeldBytes, Stats};
 use crate::config::Config;
 use crate::error::Error;
 use crate::frame;
-use crate::messages::{Envelope, Frame};
+use crate::messages::{ClientRequest, ClientResponse, Envelope, Frame, Reply, RequestBody, WatchEvent};
 use crate::tls::{self, Dial, Peer, Tls};
 
 /// The largest answer a request that returns no value can have (a membership of
@@ -346,6 +346,7 @@ async fn serve_connection(
         bytes: Arc::new(Semaphore::new(limits.max_connection_bytes)),
         inflight: Arc::new(Semaphore::new(limits.max_inflight_per_connection)),
     };
+    let mut watches = ConnectionWatches::default();
     loop {
         // `None` at the end of the stream, or once the writer gave up (a slow reader).
         let Some(bytes) = frames.next().await else {
@@ -365,6 +366,10 @@ async fn serve_connection(
             continue;
         };
         let call = match frame {
+            Frame::Request(request) if ConnectionWatches::serves(&request.body) => {
+                watches.serve(request, &budget, &shared, &answers).await;
+                continue;
+            }
             Frame::Peer(envelope) => {
                 deliver_peer_frame(envelope, request_bytes, &shared);
                 continue;
@@ -526,6 +531,153 @@ async fn serve_call(
         let _ = answers.send(answer).await;
         drop(permit);
     });
+}
+
+/// The watches of one connection, by their request's id: a watch is a request with many
+/// answers (`Reply::Watch`, the same id, until `WatchEvent::Ended`), written among the
+/// connection's other answers. Each one's answers take the connection's and the node's byte
+/// budgets as any answer does, so a connection that stops reading stalls its watches, whose
+/// buffers then fill, and the node ends them (`actors::watch`); they end with the connection.
+#[derive(Default)]
+struct ConnectionWatches {
+    /// Dropping or firing one ends that watch.
+    live: rustc_hash::FxHashMap<u64, tokio::sync::oneshot::Sender<()>>,
+}
+
+impl ConnectionWatches {
+    fn serves(body: &RequestBody) -> bool {
+        matches!(body, RequestBody::Watch { .. } | RequestBody::Unwatch { .. })
+    }
+
+    /// Starts or ends a watch; answers at once only an `Unwatch` or a watch refused.
+    async fn serve(
+        &mut self,
+        request: ClientRequest,
+        budget: &ConnectionBudget,
+        shared: &Arc<Shared>,
+        answers: &mpsc::Sender<Answer>,
+    ) {
+        self.live.retain(|_, stop| !stop.is_closed());
+        let result = match request.body {
+            RequestBody::Watch { key, prefix } => {
+                match self.start(request.id, key, prefix, budget, shared, answers) {
+                    Ok(()) => return,
+                    Err(e) => Err(e),
+                }
+            }
+            RequestBody::Unwatch { watch } => {
+                if let Some(stop) = self.live.remove(&watch) {
+                    let _ = stop.send(());
+                }
+                Ok(Reply::Unwatched)
+            }
+            _ => Err(Error::BadRequest("not a watch".into())),
+        };
+        let answer = Frame::Response(ClientResponse {
+            id: request.id,
+            result,
+        });
+        let answer = Answer {
+            bytes: frame::encode(&answer),
+            _budget: None,
+        };
+        let _ = answers.send(answer).await;
+    }
+
+    fn start(
+        &mut self,
+        id: u64,
+        key: Vec<u8>,
+        prefix: bool,
+        budget: &ConnectionBudget,
+        shared: &Arc<Shared>,
+        answers: &mpsc::Sender<Answer>,
+    ) -> Result<(), Error> {
+        let limit = shared.config.limits.max_watchers_per_connection;
+        if self.live.len() >= limit {
+            return Err(Error::Busy(format!(
+                "this connection holds {limit} watches already \
+                 (limits.max_watchers_per_connection)"
+            )));
+        }
+        if self.live.contains_key(&id) {
+            return Err(Error::BadRequest(format!("watch {id} runs already")));
+        }
+        let hub = shared.router.watch_hub();
+        let watch = hub.add(key, prefix)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        self.live.insert(id, stop);
+        let sender = WatchSender {
+            id,
+            answers: answers.clone(),
+            connection: budget.bytes.clone(),
+            shared: shared.clone(),
+        };
+        actix_rt::spawn(sender.run(watch, hub, stopped));
+        Ok(())
+    }
+}
+
+/// Writes one watch's answers into its connection.
+struct WatchSender {
+    id: u64,
+    answers: mpsc::Sender<Answer>,
+    connection: Arc<Semaphore>,
+    shared: Arc<Shared>,
+}
+
+impl WatchSender {
+    /// `Started` once every member announces to this node (or it could not be confirmed),
+    /// then each announcement, then `Ended`; stops early if the connection goes.
+    async fn run(
+        self,
+        mut watch: crate::actors::watch::Watch,
+        hub: Arc<crate::actors::watch::WatchHub>,
+        mut stopped: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let confirmed = tokio::select! {
+            confirmed = hub.confirm() => confirmed,
+            _ = &mut stopped => return,
+        };
+        if !self.send(WatchEvent::Started { confirmed }).await {
+            return;
+        }
+        let reason = loop {
+            tokio::select! {
+                next = watch.next() => match next {
+                    Some(a) => {
+                        let event = WatchEvent::Changed {
+                            key: a.key.clone(),
+                            changes: a.changes.clone(),
+                        };
+                        if !self.send(event).await {
+                            return;
+                        }
+                    }
+                    None => break watch.end_reason().unwrap_or_else(|| "ended by the node".into()),
+                },
+                _ = &mut stopped => break "cancelled".into(),
+            }
+        };
+        self.send(WatchEvent::Ended { reason }).await;
+    }
+
+    /// Queues one answer within the budgets; false once the connection is gone.
+    async fn send(&self, event: WatchEvent) -> bool {
+        let answer = Frame::Response(ClientResponse {
+            id: self.id,
+            result: Ok(Reply::Watch(event)),
+        });
+        let bytes = frame::encode(&answer);
+        let stats = &self.shared.stats;
+        let mine = take(&self.connection, bytes.len(), stats, "connection_bytes").await;
+        let node = take(&self.shared.node_bytes, bytes.len(), stats, "node_bytes").await;
+        let answer = Answer {
+            bytes,
+            _budget: Some((mine, node)),
+        };
+        self.answers.send(answer).await.is_ok()
+    }
 }
 
 /// Did the other end just go away (rather than send something malformed)?

@@ -31,7 +31,7 @@ use crate::frame;
 #[cfg(feature = "testing")]
 use crate::messages::FaultPlan;
 use crate::messages::{Envelope, Frame, PeerMessage};
-use crate::paxos::types::NodeId;
+use crate::paxos::types::{KeyChange, NodeId};
 
 /// Sends Paxos messages to peers (or to this node). Cheap to clone.
 ///
@@ -56,6 +56,10 @@ struct OutboxInner {
     queue_bytes: usize,
     local: Recipient<Deliver>,
     stats: Arc<Stats>,
+    /// The nodes that watch, and until when ([`Outbox::grant_watch`]).
+    watching: std::sync::Mutex<BTreeMap<NodeId, std::time::Instant>>,
+    /// Some node may watch: a proposer looks at this one flag per step.
+    announcing: std::sync::atomic::AtomicBool,
     #[cfg(feature = "testing")]
     faults_active: AtomicBool,
     #[cfg(feature = "testing")]
@@ -113,6 +117,8 @@ impl Outbox {
             queue_bytes: config.limits.peer_queue_bytes,
             local,
             stats,
+            watching: Default::default(),
+            announcing: Default::default(),
             #[cfg(feature = "testing")]
             faults_active: AtomicBool::new(false),
             #[cfg(feature = "testing")]
@@ -251,6 +257,38 @@ impl Outbox {
                 unreachable!()
             };
             self.dispatch(self.inner.me, Outgoing::Local(envelope));
+        }
+    }
+
+    /// Node `node` watches for `lease`: what this node's proposers see chosen is announced to
+    /// it until then (`NodeRequest::Watching`, `actors::watch`). The flag proposers read is
+    /// set before this returns, so before the caller's call is answered.
+    pub fn grant_watch(&self, node: NodeId, lease: std::time::Duration) {
+        let mut watching = self.inner.watching.lock().expect("watching lock");
+        watching.insert(node, std::time::Instant::now() + lease);
+        self.inner.announcing.store(true, Ordering::SeqCst);
+    }
+
+    /// Does some node (may) watch? One atomic load: what a proposer asks on every step.
+    pub fn announcing(&self) -> bool {
+        self.inner.announcing.load(Ordering::SeqCst)
+    }
+
+    /// Announces `changes` of `key`, chosen by proposer instance `proposer`, to every node
+    /// whose watch lease runs; forgets the leases that ended.
+    pub fn announce(&self, key: &[u8], proposer: u64, epoch: u64, changes: Vec<KeyChange>) {
+        let to: Vec<NodeId> = {
+            let mut watching = self.inner.watching.lock().expect("watching lock");
+            let now = std::time::Instant::now();
+            watching.retain(|_, until| *until > now);
+            if watching.is_empty() {
+                self.inner.announcing.store(false, Ordering::SeqCst);
+            }
+            watching.keys().copied().collect()
+        };
+        if !to.is_empty() {
+            Stats::add(&self.inner.stats.announcements, to.len() as u64);
+            self.broadcast(&to, key, proposer, epoch, PeerMessage::Chosen { changes });
         }
     }
 

@@ -92,6 +92,7 @@ impl ProposerActor {
     /// Runs one step of the core, then its effects; a panic in the core is a crash.
     fn step(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut Proposer, &mut Vec<Effect>)) {
         self.follow_membership();
+        self.core.set_announcing(self.outbox.announcing());
         let mut out = Vec::new();
         let core = &mut self.core;
         if let Err(panic) = guarded(|| f(core, &mut out)) {
@@ -124,6 +125,11 @@ impl ProposerActor {
                     if let Some(waiter) = self.waiting.remove(&token) {
                         let _ = waiter.send(result);
                     }
+                }
+                Effect::Chosen(changes) => {
+                    let epoch = self.core.config().epoch;
+                    self.outbox
+                        .announce(&self.key, self.core.id(), epoch, changes)
                 }
             }
         }

@@ -15,6 +15,7 @@ use crate::actors::membership::{ChangeExecutor, MembershipService};
 use crate::actors::messages::{ClientCommand, GetStatus};
 use crate::actors::outbox::Outbox;
 use crate::actors::supervisor::NodeSupervisor;
+use crate::actors::watch::WatchHub;
 use crate::config::Config;
 use crate::error::Error;
 use crate::messages::{ClientRequest, ClientResponse, MemberChangeRequest, Reply, RequestBody};
@@ -39,6 +40,7 @@ struct Shared {
     members: MembershipService,
     changes: ChangeExecutor,
     lister: Lister,
+    watch: Arc<WatchHub>,
     /// One membership change driven by this node at a time ([`drive`]).
     driving: tokio::sync::Mutex<()>,
 }
@@ -52,6 +54,7 @@ impl Router {
         members: MembershipService,
         changes: ChangeExecutor,
         lister: Lister,
+        watch: Arc<WatchHub>,
     ) -> Router {
         Router {
             inner: Arc::new(Shared {
@@ -64,9 +67,15 @@ impl Router {
                 members,
                 changes,
                 lister,
+                watch,
                 driving: tokio::sync::Mutex::new(()),
             }),
         }
+    }
+
+    /// This node's watchers (the connections register theirs).
+    pub fn watch_hub(&self) -> Arc<WatchHub> {
+        self.inner.watch.clone()
     }
 
     /// Serves one request; the response carries its id. Counted and timed by operation and
@@ -115,9 +124,28 @@ impl Router {
                     after,
                     limit,
                     keys_only,
+                    with_deleted: false,
                 };
                 shared.lister.list(request).await.map(Reply::Listed)
             }
+            RequestBody::ListVersions {
+                prefix,
+                after,
+                limit,
+            } => {
+                let request = ListRequest {
+                    prefix,
+                    after,
+                    limit,
+                    keys_only: false,
+                    with_deleted: true,
+                };
+                shared.lister.list(request).await.map(Reply::Listed)
+            }
+            // A watch lives with its connection, which serves it (`actors::network`).
+            RequestBody::Watch { .. } | RequestBody::Unwatch { .. } => Err(Error::BadRequest(
+                "a watch is served by the connection that asks for it".into(),
+            )),
             RequestBody::MemberChange(change) => {
                 drive(shared, change, None).await.map(Reply::MemberChanged)
             }
@@ -200,7 +228,9 @@ fn op_label(body: &RequestBody) -> &'static str {
         RequestBody::Status => "status",
         RequestBody::SetFaults(_) => "set_faults",
         RequestBody::Members => "members",
-        RequestBody::List { .. } => "list",
+        RequestBody::List { .. } | RequestBody::ListVersions { .. } => "list",
+        RequestBody::Watch { .. } => "watch",
+        RequestBody::Unwatch { .. } => "unwatch",
         RequestBody::MemberChange(_) | RequestBody::MemberChangeFenced { .. } => "member_change",
         RequestBody::RetiredSyncDigest { .. } | RequestBody::RetiredSyncFetch { .. } => "retired",
     }

@@ -41,10 +41,11 @@ use crate::actors::messages::{Crash, CrashActor, Inspect, InspectAcceptor};
 use crate::actors::outbox::{Outbox, PeerQueue};
 use crate::actors::proposer::ProposerActor;
 use crate::actors::storage::StorageActor;
+use crate::actors::watch::WatchHub;
 use crate::actors::{Readiness, Stats};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::messages::{Envelope, NodeStatus};
+use crate::messages::{Envelope, NodeStatus, PeerMessage};
 use crate::paxos::admission;
 use crate::paxos::proposer::{Proposer, ProposerConfig};
 #[cfg(feature = "testing")]
@@ -66,6 +67,8 @@ pub struct NodeSupervisor {
     stats: Arc<Stats>,
     readiness: Arc<Readiness>,
     members: MembershipService,
+    /// Where announcements of chosen changes go (`actors::watch`).
+    watch: Arc<WatchHub>,
     /// Keys are hashed with FxHash: routing looks a key up for every Paxos message.
     keys: FxHashMap<Key, KeyActors>,
     /// Keys retired whose actors have not all stopped yet: no new actor starts for them.
@@ -91,6 +94,7 @@ impl NodeSupervisor {
         readiness: Arc<Readiness>,
         view: Arc<InstalledMembership>,
         tls: Option<Arc<crate::tls::Tls>>,
+        watch: Arc<WatchHub>,
     ) -> (
         Addr<NodeSupervisor>,
         Outbox,
@@ -129,6 +133,7 @@ impl NodeSupervisor {
                 stats,
                 readiness,
                 members,
+                watch,
                 keys: FxHashMap::default(),
                 retiring: FxHashMap::default(),
                 incarnations: 0,
@@ -318,6 +323,11 @@ impl Handler<Deliver> for NodeSupervisor {
             // nodes under another token, a reused address): neither its requests nor its
             // replies count here.
             Stats::add(&self.stats.foreign_frames, 1);
+            return;
+        }
+        if let PeerMessage::Chosen { changes } = body {
+            drop(inbox);
+            self.watch.publish(key, changes);
             return;
         }
         if body.is_request() && !(self.readiness.is_voting() && self.members.view.admits_key(&key))

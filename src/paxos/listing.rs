@@ -27,15 +27,27 @@ pub fn scan_is_complete(answered: usize, quorums: Quorums) -> bool {
 /// A key's live value and version (`None`: no value).
 pub type Live = Option<(Vec<u8>, u64)>;
 
-/// The state of a key if the records of the voters whose scan covered it show it chosen
-/// (`Some(None)`: chosen with no value); `None` if they do not (read it with a round). One
-/// item per covering voter: its record of the key, or `None` if it holds none. `voters` is
-/// the epoch's number of voters (those not covering count as not answered).
+/// A key's value (`None`: deleted, or never written) and version, deleted keys' included.
+pub type Versioned = (Option<Vec<u8>>, u64);
+
+/// [`chosen_versioned`], for the live keys only.
 pub fn chosen<'a>(
     covering: impl IntoIterator<Item = Option<&'a AcceptorRecord>>,
     voters: usize,
     quorums: Quorums,
 ) -> Option<Live> {
+    chosen_versioned(covering, voters, quorums).map(|(value, version)| value.map(|v| (v, version)))
+}
+
+/// The state of a key if the records of the voters whose scan covered it show it chosen
+/// (`Some(None)`: chosen with no value); `None` if they do not (read it with a round). One
+/// item per covering voter: its record of the key, or `None` if it holds none. `voters` is
+/// the epoch's number of voters (those not covering count as not answered).
+pub fn chosen_versioned<'a>(
+    covering: impl IntoIterator<Item = Option<&'a AcceptorRecord>>,
+    voters: usize,
+    quorums: Quorums,
+) -> Option<Versioned> {
     let votes: BTreeMap<NodeId, Vote> = covering
         .into_iter()
         .enumerate()
@@ -52,7 +64,7 @@ pub fn chosen<'a>(
         })
         .collect();
     match read_answers(&votes, voters, quorums.classic(), quorums.fast()) {
-        QuickRead::Chosen(_, state) => Some(state.value.map(|v| (v, state.version))),
+        QuickRead::Chosen(_, state) => Some((state.value, state.version)),
         QuickRead::Undecided | QuickRead::Impossible => None,
     }
 }

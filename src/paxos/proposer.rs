@@ -41,6 +41,23 @@
 //! ([`Proposer::settle`], called by anti-entropy and by a membership change's rescan, see
 //! `actors::anti_entropy` and `actors::membership`).
 //!
+//! **Announcing what is chosen** (for watches, `actors::watch`). While some node watches
+//! ([`Proposer::set_announcing`], looked at when the quorum is seen, not when the round
+//! began: a watch that begins mid-round still hears of it), a round whose Accept a quorum
+//! took ends with
+//! [`Effect::Chosen`]: the change each command of the batch made (its version, from its
+//! outcome, and the value the command wrote), and, when the round's state came from a
+//! Prepare, that state's own last change ahead of them. Why each announced change is a
+//! change of the key's linearized history: the round's state is chosen, its batch's commands
+//! were applied to the state the round started from, in order, each taking the next version;
+//! a retried write's recorded outcome is that write's own earlier change (the same id is the
+//! same write), and the state a Prepare read is the one the chosen state was made from. A
+//! round that no quorum took announces nothing (its state may never be chosen, and another
+//! with the same version may be). Nothing is announced from a read: a read changes no
+//! version. What is not announced (a proposer that stops between the quorum and the
+//! announcement, a batch's middle versions when another proposer carried the batch's state
+//! forward) is a gap the watcher sees by the version it skips.
+//!
 //! **Replies are matched to the instance that asked.** Every request carries this instance's
 //! random 64-bit id and every reply echoes it ([`crate::messages::Envelope::proposer`]);
 //! replies for another id are ignored. Without it a new instance on the same node (after a
@@ -75,7 +92,7 @@ use crate::error::Error;
 use crate::messages::PeerMessage;
 use crate::paxos::quorum::{most, tally, Quorums};
 use crate::paxos::register::{apply, TooLate, RECENT_WRITES};
-use crate::paxos::types::{Ballot, Command, NodeId, Outcome, Register, RequestId};
+use crate::paxos::types::{Ballot, KeyChange, Command, NodeId, Outcome, Register, RequestId};
 
 /// Identifies a waiting caller to the actor that owns the proposer.
 pub type Token = u64;
@@ -164,6 +181,9 @@ pub enum Effect {
     Send(NodeId, PeerMessage),
     /// Answer a caller.
     Reply(Token, Result<Outcome, Error>),
+    /// These changes of the key were chosen, in version order: announce them to the nodes
+    /// that watch (only while [`Proposer::set_announcing`] is on; see `actors::watch`).
+    Chosen(Vec<KeyChange>),
 }
 
 /// What one acceptor reports of a key, in a promise or a read answer.
@@ -252,6 +272,8 @@ enum Phase {
         outcomes: Vec<Result<Outcome, Error>>,
         /// acceptor → the promise it holds after accepting
         acks: BTreeMap<NodeId, Ballot>,
+        /// The last change of the state a Prepare read (announced ahead of the batch's).
+        pred: Option<KeyChange>,
     },
 }
 
@@ -288,6 +310,8 @@ pub struct Proposer {
     chosen: Option<(Ballot, Register)>,
     /// Rounds started since the last [`Proposer::take_rounds`], by [`RoundKind`].
     rounds: [u64; RoundKind::ALL.len()],
+    /// Some node watches: announce what is chosen ([`Effect::Chosen`]).
+    announcing: bool,
 }
 
 impl Proposer {
@@ -313,7 +337,14 @@ impl Proposer {
             reads: 0,
             chosen: None,
             rounds: [0; RoundKind::ALL.len()],
+            announcing: false,
         }
+    }
+
+    /// Announce what this proposer sees chosen from now on ([`Effect::Chosen`]): on while
+    /// some node watches. Off, a round computes nothing for it.
+    pub fn set_announcing(&mut self, on: bool) {
+        self.announcing = on;
     }
 
     /// The rounds started since the last call, by kind (and starts counting again).
@@ -595,12 +626,12 @@ impl Proposer {
             (Some(cached), true) => {
                 let (ballot, state) = (cached.ballot, cached.state.clone());
                 self.count(RoundKind::OneRoundTrip);
-                self.accept(now, ballot, state, out);
+                self.accept(now, ballot, state, false, out);
             }
             (None, true) if self.fast_allowed && !settles => {
                 self.fast_allowed = false;
                 self.count(RoundKind::FastBallot);
-                self.accept(now, Ballot::FAST, Register::default(), out);
+                self.accept(now, Ballot::FAST, Register::default(), false, out);
             }
             (None, true) => self.prepare(now, out),
         }
@@ -619,8 +650,23 @@ impl Proposer {
     }
 
     /// Applies the batch to `state` (chosen below `ballot`) and sends it for acceptance.
-    fn accept(&mut self, now: Instant, ballot: Ballot, mut state: Register, out: &mut Vec<Effect>) {
-        let outcomes = self
+    /// `read`: `state` came from a Prepare's promises (another proposer may have made it), so
+    /// its own last change is announced too, ahead of the batch's.
+    fn accept(
+        &mut self,
+        now: Instant,
+        ballot: Ballot,
+        mut state: Register,
+        read: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        // Kept whether or not anyone watches now: a watch may begin before this round's state
+        // is chosen, and the read state is part of what is then announced.
+        let pred = (read && state.version > 0).then(|| KeyChange {
+            version: state.version,
+            value: state.value.clone(),
+        });
+        let outcomes: Vec<Result<Outcome, Error>> = self
             .batch
             .iter()
             .map(|p| {
@@ -651,6 +697,7 @@ impl Proposer {
             state,
             outcomes,
             acks: BTreeMap::new(),
+            pred,
         };
     }
 
@@ -779,7 +826,7 @@ impl Proposer {
                 None => return,
             }
         };
-        self.accept(now, ballot, state, out);
+        self.accept(now, ballot, state, true, out);
     }
 
     /// Fast Paxos recovery, when no promise reports a classic ballot: several states may have
@@ -874,6 +921,7 @@ impl Proposer {
             state,
             outcomes,
             acks,
+            pred,
             ..
         } = std::mem::replace(&mut self.phase, Phase::Idle)
         else {
@@ -903,7 +951,29 @@ impl Proposer {
         } else if ballot != Ballot::FAST {
             self.chosen = Some((ballot, state));
         }
+        if self.announcing {
+            let changes = self.changes_made(pred, &outcomes);
+            if !changes.is_empty() {
+                out.push(Effect::Chosen(changes));
+            }
+        }
         self.finish(now, outcomes, out);
+    }
+
+    /// The changes a chosen round made, in version order: the read state's last one, then
+    /// each command's (see the module doc, "Announcing what is chosen").
+    fn changes_made(&self, pred: Option<KeyChange>, outcomes: &[Result<Outcome, Error>]) -> Vec<KeyChange> {
+        let mut changes: Vec<KeyChange> = pred.into_iter().collect();
+        for (p, outcome) in self.batch.iter().zip(outcomes) {
+            let change = outcome.as_ref().ok().and_then(|o| KeyChange::of(&p.ask.command, o));
+            // A retried write's recorded outcome may repeat an earlier change, or name one
+            // below the state read: the list stays strictly increasing.
+            if let Some(c) = change.filter(|c| changes.last().is_none_or(|l| l.version < c.version))
+            {
+                changes.push(c);
+            }
+        }
+        changes
     }
 
     fn on_reject(

@@ -672,6 +672,7 @@ impl Sim {
                     payload: Payload::Paxos(msg),
                 }),
                 Effect::Reply(token, result) => self.answered(token, result),
+                Effect::Chosen(_) => {}
             }
         }
     }

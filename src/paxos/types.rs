@@ -161,6 +161,46 @@ pub enum Outcome {
     Cas { swapped: bool, version: u64 },
 }
 
+/// One change of a key's register, as a watch delivers it: the version it made and the value
+/// it left (`None`: deleted). Versions of one key go up by one per change
+/// ([`Register::version`]), so a watcher that sees version `v + 2` after `v` knows it missed
+/// one (`actors::watch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyChange {
+    pub version: u64,
+    #[serde(with = "opt_bytes")]
+    pub value: Option<Vec<u8>>,
+}
+
+impl KeyChange {
+    /// The change a command made, from its outcome (a retried write's recorded outcome
+    /// included): `None` for a read or a command that changed nothing.
+    pub fn of(command: &Command, outcome: &Outcome) -> Option<KeyChange> {
+        let version = match outcome {
+            Outcome::Put { version }
+            | Outcome::Delete {
+                deleted: true,
+                version,
+            }
+            | Outcome::Cas {
+                swapped: true,
+                version,
+            } => *version,
+            Outcome::Get { .. } | Outcome::Delete { .. } | Outcome::Cas { .. } => return None,
+        };
+        let value = match command {
+            Command::Put { value } | Command::Cas { value, .. } => Some(value.clone()),
+            Command::Delete | Command::Get => None,
+        };
+        Some(KeyChange { version, value })
+    }
+
+    /// Bytes it holds, for the watch buffers' budgets.
+    pub fn bytes(&self) -> usize {
+        16 + self.value.as_ref().map_or(0, Vec::len)
+    }
+}
+
 /// serde helper: `Option<Vec<u8>>` as an optional byte string (compact in postcard).
 pub(crate) mod opt_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
