@@ -28,9 +28,11 @@ use crate::frame;
 use crate::messages::{
     ClientRequest, ClientResponse, DigestPage, FaultPlan, Frame, ListPage, MembershipAnswer,
     NodeAnswer, NodeCall, NodeReply, NodeRequest, NodeStatus, Reply, RequestBody, SyncRecord,
+    WatchEvent,
 };
 use crate::paxos::types::{key_hash, Command, Outcome, WriteIdMint};
 use crate::tls::{self, Dial, Tls};
+use crate::watch::{WatchOptions, WatchStream};
 
 /// Requests queued for one connection's writer.
 const CONNECTION_QUEUE_CAPACITY: usize = 4_096;
@@ -172,6 +174,85 @@ impl Client {
         match self.retrying(self.home_of(prefix), false, body).await? {
             Reply::Listed(page) => Ok(page),
             other => Err(unexpected(other)),
+        }
+    }
+
+    /// [`Client::list`] with deleted keys too (`value: None`): every key's version, which is
+    /// where a prefix watch starts (`crate::watch`).
+    pub async fn list_versions(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<ListPage> {
+        let body = |_| RequestBody::ListVersions {
+            prefix: prefix.to_vec(),
+            after: after.map(<[u8]>::to_vec),
+            limit,
+        };
+        match self.retrying(self.home_of(prefix), false, body).await? {
+            Reply::Listed(page) => Ok(page),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The changes of `key` (with `options.prefix`, of every key under it), in version order
+    /// per key, with every gap said (see `crate::watch` and `actors::watch`). Resumes on
+    /// another node when the one serving it fails; ends with an error when no node could
+    /// serve it for `op_timeout`. Dropping the stream ends the watch.
+    pub fn watch(&self, key: &[u8], options: WatchOptions) -> WatchStream {
+        crate::watch::spawn(self.clone(), key.to_vec(), options)
+    }
+
+    /// Starts a watch on node `index`: its answers once the node confirmed it (`Started`).
+    pub(crate) async fn open_watch(
+        &self,
+        index: usize,
+        key: &[u8],
+        prefix: bool,
+    ) -> Result<WatchSession> {
+        let conn = self
+            .connection(index)
+            .await
+            .inspect_err(|_| self.avoid(index))?;
+        let body = RequestBody::Watch {
+            key: key.to_vec(),
+            prefix,
+        };
+        let call = |id| Frame::Request(ClientRequest { id, body });
+        let (id, answers) = conn.stream(call).await.map_err(|lost| {
+            self.forget(index, &conn);
+            self.avoid(index);
+            Error::Unavailable(lost)
+        })?;
+        let mut session = WatchSession { conn, id, answers };
+        let first = tokio::time::timeout(self.inner.options.attempt_timeout, session.next()).await;
+        match first {
+            Ok(Some(Ok(WatchEvent::Started { confirmed }))) => {
+                if !confirmed {
+                    log::info!(
+                        "node {} could not confirm that every member announces to it: \
+                         changes some members choose may reach this watch only as gaps",
+                        self.inner.addrs[index]
+                    );
+                }
+                Ok(session)
+            }
+            Ok(Some(Err(e))) => Err(e),
+            Ok(Some(Ok(other))) => Err(Error::Unavailable(format!(
+                "the watch began with {other:?}"
+            ))),
+            Ok(None) => Err(Error::Unavailable(format!(
+                "connection to {} lost",
+                self.inner.addrs[index]
+            ))),
+            Err(_) => {
+                self.avoid(index);
+                Err(Error::Unavailable(format!(
+                    "node {} did not start the watch within {:?}",
+                    self.inner.addrs[index], self.inner.options.attempt_timeout
+                )))
+            }
         }
     }
 
@@ -357,7 +438,7 @@ impl Client {
     /// The node that coordinates `key` while it is healthy: always the same one, so that the
     /// key's proposer there keeps its promise (one round trip per write, CASPaxos §2.2.1)
     /// and proposers on different nodes do not duel over the key. Any node would do.
-    fn home_of(&self, key: &[u8]) -> usize {
+    pub(crate) fn home_of(&self, key: &[u8]) -> usize {
         if self.inner.options.pinned {
             return 0;
         }
@@ -366,7 +447,7 @@ impl Client {
 
     /// The node for the `attempt`-th try: from the home node onwards, the first that has not
     /// failed recently (the home node itself if every one has).
-    fn pick(&self, home: usize, attempt: usize) -> usize {
+    pub(crate) fn pick(&self, home: usize, attempt: usize) -> usize {
         let n = self.inner.addrs.len();
         if self.inner.options.pinned {
             return 0;
@@ -480,8 +561,21 @@ fn unexpected(reply: Reply) -> Error {
     Error::Unknown(format!("unexpected reply {reply:?}"))
 }
 
-/// The callers waiting for an answer, by frame id.
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
+/// The callers waiting for answers, by frame id.
+type Pending = Arc<Mutex<HashMap<u64, Waiter>>>;
+
+/// Who waits for the answers of one id.
+enum Waiter {
+    /// One answer.
+    Once(oneshot::Sender<Frame>),
+    /// Many (a watch): kept until its last answer or the connection's end. Bounded: a caller
+    /// that falls [`STREAM_CAPACITY`] answers behind loses its stream (it ends early, and a
+    /// watch then resumes), so that one slow stream never stalls the connection's others.
+    Stream(mpsc::Sender<Frame>),
+}
+
+/// Answers one stream may have waiting for its caller.
+const STREAM_CAPACITY: usize = 4_096;
 
 /// One connection to one node, with many requests in flight.
 struct Connection {
@@ -544,8 +638,17 @@ impl Connection {
                         break;
                     }
                 };
-                if let Some(waiter) = reader_pending.lock().unwrap().remove(&id) {
-                    let _ = waiter.send(answer);
+                let mut pending = reader_pending.lock().unwrap();
+                match pending.remove(&id) {
+                    Some(Waiter::Once(waiter)) => {
+                        let _ = waiter.send(answer);
+                    }
+                    Some(Waiter::Stream(stream)) if stream.try_send(answer).is_ok() => {
+                        pending.insert(id, Waiter::Stream(stream));
+                    }
+                    // A stream whose caller fell behind ends here.
+                    Some(Waiter::Stream(_)) => {}
+                    None => {}
                 }
             }
             reader_closed.store(true, Ordering::Relaxed);
@@ -568,7 +671,7 @@ impl Connection {
     async fn call(&self, call: impl FnOnce(u64) -> Frame) -> std::result::Result<Frame, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap().insert(id, tx);
+        self.pending.lock().unwrap().insert(id, Waiter::Once(tx));
         let lost = || match self.plaintext {
             // A node with TLS closes a plaintext connection at its first bytes.
             true => format!(
@@ -589,6 +692,65 @@ impl Connection {
         let answer = rx.await.map_err(|_| lost());
         self.pending.lock().unwrap().remove(&id);
         answer
+    }
+}
+
+/// One watch on one node: its answers, until the node ends it or the connection goes.
+/// Dropping it ends the watch on the node (`Unwatch`).
+pub(crate) struct WatchSession {
+    conn: Arc<Connection>,
+    id: u64,
+    answers: mpsc::Receiver<Frame>,
+}
+
+impl WatchSession {
+    /// The next event; `None` once the connection is gone (or this caller fell behind).
+    pub(crate) async fn next(&mut self) -> Option<Result<WatchEvent>> {
+        match self.answers.recv().await? {
+            Frame::Response(ClientResponse { result, .. }) => Some(match result {
+                Ok(Reply::Watch(event)) => Ok(event),
+                Ok(other) => Err(unexpected(other)),
+                Err(e) => Err(e),
+            }),
+            other => Some(Err(Error::Unknown(format!("unexpected answer {other:?}")))),
+        }
+    }
+}
+
+impl Drop for WatchSession {
+    fn drop(&mut self) {
+        let end = Frame::Request(ClientRequest {
+            id: self.conn.next_id.fetch_add(1, Ordering::Relaxed),
+            body: RequestBody::Unwatch { watch: self.id },
+        });
+        self.conn.end_stream(self.id, end);
+    }
+}
+
+impl Connection {
+    /// Sends the frame `call(id)` and returns its id and the stream of its answers, which
+    /// ends with the connection (or when the caller falls too far behind).
+    async fn stream(
+        &self,
+        call: impl FnOnce(u64) -> Frame,
+    ) -> std::result::Result<(u64, mpsc::Receiver<Frame>), String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+        self.pending.lock().unwrap().insert(id, Waiter::Stream(tx));
+        let lost = || format!("connection to {} lost", self.addr);
+        if self.closed.load(Ordering::Relaxed)
+            || self.frames.send(frame::encode(&call(id))).await.is_err()
+        {
+            self.pending.lock().unwrap().remove(&id);
+            return Err(lost());
+        }
+        Ok((id, rx))
+    }
+
+    /// Forgets stream `id` and sends `end(id)`, without waiting (a watch's `Unwatch`).
+    fn end_stream(&self, id: u64, end: Frame) {
+        self.pending.lock().unwrap().remove(&id);
+        let _ = self.frames.try_send(frame::encode(&end));
     }
 }
 

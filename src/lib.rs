@@ -24,6 +24,7 @@ pub mod node;
 pub mod paxos;
 pub mod storage;
 pub mod tls;
+pub mod watch;
 
 pub use error::{Error, Result};
 

@@ -255,7 +255,6 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
         id,
         supervisor.clone(),
         outbox.clone(),
-        config.clone(),
         members.clone(),
         changes,
         Lister::new(members.clone(), supervisor.clone()),

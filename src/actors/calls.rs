@@ -118,7 +118,12 @@ impl CallServer {
             NodeRequest::Watching { node, lease_ms } => {
                 // Announcements go to members only (the network takes Paxos frames from
                 // members only, and a lease for an address nobody serves is work for nothing).
-                if self.members.view.get().is_some_and(|m| m.member(node).is_some()) {
+                if self
+                    .members
+                    .view
+                    .get()
+                    .is_some_and(|m| m.member(node).is_some())
+                {
                     let lease = std::time::Duration::from_millis(lease_ms as u64);
                     self.members.outbox.grant_watch(node, lease);
                     Ok(NodeReply::Watching)

@@ -42,7 +42,9 @@ use crate::actors::{HeldBytes, Stats};
 use crate::config::Config;
 use crate::error::Error;
 use crate::frame;
-use crate::messages::{ClientRequest, ClientResponse, Envelope, Frame, Reply, RequestBody, WatchEvent};
+use crate::messages::{
+    ClientRequest, ClientResponse, Envelope, Frame, Reply, RequestBody, WatchEvent,
+};
 use crate::tls::{self, Dial, Peer, Tls};
 
 /// The largest answer a request that returns no value can have (a membership of
@@ -546,7 +548,10 @@ struct ConnectionWatches {
 
 impl ConnectionWatches {
     fn serves(body: &RequestBody) -> bool {
-        matches!(body, RequestBody::Watch { .. } | RequestBody::Unwatch { .. })
+        matches!(
+            body,
+            RequestBody::Watch { .. } | RequestBody::Unwatch { .. }
+        )
     }
 
     /// Starts or ends a watch; answers at once only an `Unwatch` or a watch refused.

@@ -50,7 +50,6 @@ impl Router {
         node: NodeId,
         supervisor: Addr<NodeSupervisor>,
         #[cfg_attr(not(feature = "testing"), allow(unused_variables))] outbox: Outbox,
-        config: Arc<Config>,
         members: MembershipService,
         changes: ChangeExecutor,
         lister: Lister,
@@ -62,7 +61,7 @@ impl Router {
                 supervisor,
                 #[cfg(feature = "testing")]
                 outbox,
-                config,
+                config: members.config.clone(),
                 write_ids: WriteIdMint::new(rand::random()),
                 members,
                 changes,

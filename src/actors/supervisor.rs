@@ -86,6 +86,7 @@ struct KeyActors {
 impl NodeSupervisor {
     /// Starts the supervisor on the current arbiter; returns it with the peer queues for the
     /// network actor.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         node: NodeId,
         config: Arc<Config>,

@@ -360,7 +360,10 @@ impl WatchHub {
             match w.queue.try_send(announced.clone()) {
                 Ok(()) => {
                     w.buffered.fetch_add(bytes, Ordering::Relaxed);
-                    Stats::add(&self.stats.watch_changes_sent, announced.changes.len() as u64);
+                    Stats::add(
+                        &self.stats.watch_changes_sent,
+                        announced.changes.len() as u64,
+                    );
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     slow.push((id, format!("{WATCHER_QUEUE} announcements not read yet")))

@@ -81,7 +81,7 @@ pub async fn run(client: Client, args: ListArgs, json: bool) -> i32 {
 }
 
 /// The bytes as text: as they are if UTF-8, else `base64:` and their standard base64.
-fn text(bytes: &[u8]) -> String {
+pub(super) fn text(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(text) => text.to_string(),
         Err(_) => format!("base64:{}", BASE64_STANDARD.encode(bytes)),

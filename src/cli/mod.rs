@@ -6,6 +6,7 @@ mod cluster;
 mod list;
 mod load;
 mod member;
+mod watch;
 
 use std::ffi::OsString;
 use std::io::{Read as _, Write as _};
@@ -130,6 +131,9 @@ enum Command {
     /// lines (see `--after` for the next page). Each is a state chosen during the call; a
     /// page is not a snapshot across keys.
     List(list::ListArgs),
+    /// Stream the changes of KEY (of every key under it with --prefix) until interrupted, one
+    /// line each, in version order per key; a gap is said (`skipped_to`), never silent.
+    Watch(watch::WatchArgs),
 }
 
 pub fn main() -> i32 {
@@ -264,6 +268,7 @@ fn run_client_command(cli: Cli) -> i32 {
             }
             Command::Status => status(client, json).await,
             Command::List(args) => list::run(member::current(client).await, args, json).await,
+            Command::Watch(args) => watch::run(member::current(client).await, args, json).await,
             Command::Member(command) => member::run(client, command, json).await,
             Command::Cluster { .. } | Command::Node { .. } | Command::Certs { .. } => {
                 unreachable!()

@@ -1,0 +1,510 @@
+//! The watcher's side of a watch (`paxkv watch`, [`crate::client::Client::watch`]): where each
+//! key's sequence starts, how announced changes are put in version order, and how a gap is
+//! said. The node's side (how changes are announced, how watchers are bounded) and what a
+//! watch promises are in `actors::watch`.
+//!
+//! [`Sequencer`] has no IO and reads no clock (`now` is an argument), so the simulation runs
+//! it as the client does. Per key it holds the last version delivered and the changes that
+//! arrived above the next one:
+//! - a change at the next version is delivered, then whatever it unblocks;
+//! - a change at or below the last version delivered is dropped (a duplicate, or one the watch
+//!   already skipped): versions only go up, none twice;
+//! - a change above the next version waits, at most `gap_wait`, for the ones below it (they
+//!   may come from another proposer, on another connection); then the watch says
+//!   `skipped_to` the lowest change held and goes on from there.
+//!
+//! Where a key's sequence starts: [`Sequencer::start`] sets it from a linearizable read (a
+//! key) or a listing with deleted keys (a prefix), taken after the node confirmed its leases
+//! (`WatchEvent::Started`): the watch delivers the changes after that state. `--from-version V`
+//! asks for the changes from `V` on instead: when the state read is at `V` or later, it is
+//! delivered as a change (after `skipped_to` if it is above `V`: paxkv keeps no history).
+//!
+//! A state read later (the periodic reconcile, or a resume on another node) is offered as a
+//! change: if it is above what was delivered, the versions in between are waited for, then
+//! skipped, so a change whose announcement was lost is reported, never silently missed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::client::{Client, WatchSession};
+use crate::error::{Error, ErrorClass, Result};
+use crate::messages::WatchEvent;
+use crate::paxos::types::{Key, KeyChange, Outcome};
+
+/// What a watch tells its user, per key, in version order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum WatchItem {
+    /// The key changed: its new version and value (`None`: deleted).
+    Change {
+        key: Key,
+        version: u64,
+        value: Option<Vec<u8>>,
+    },
+    /// The key's changes after the last one delivered and below `skipped_to` are lost to
+    /// this watch (the next change delivered for the key is `skipped_to`).
+    Skipped { key: Key, skipped_to: u64 },
+}
+
+/// Changes one key may hold waiting for a lower version; past it the gap is skipped at once.
+const HELD_PER_KEY: usize = 1_024;
+
+#[derive(Debug, Default)]
+struct KeySequence {
+    /// The last version delivered (or where the sequence starts).
+    last: u64,
+    /// Changes above `last + 1`, waiting for the versions below them.
+    held: BTreeMap<u64, Option<Vec<u8>>>,
+    /// Since when the lowest held change waits.
+    waiting_since: Option<Instant>,
+}
+
+/// Puts one watch's changes in version order, key by key (see the module doc).
+#[derive(Debug)]
+pub struct Sequencer {
+    keys: HashMap<Key, KeySequence>,
+    /// Where a key not started explicitly starts (a key never written under a prefix: 0).
+    default_last: u64,
+    gap_wait: Duration,
+}
+
+impl Sequencer {
+    /// `from_version`: deliver the changes from that version on (see the module doc).
+    pub fn new(gap_wait: Duration, from_version: Option<u64>) -> Sequencer {
+        Sequencer {
+            keys: HashMap::new(),
+            default_last: from_version.map_or(0, |v| v.saturating_sub(1)),
+            gap_wait,
+        }
+    }
+
+    /// Starts `key`'s sequence at the state read (`version`, `value`): the changes after it
+    /// are delivered; with `from_version`, the state itself too if it is at or above it.
+    pub fn start(
+        &mut self,
+        now: Instant,
+        key: Key,
+        version: u64,
+        value: Option<Vec<u8>>,
+        from_version: Option<u64>,
+    ) -> Vec<WatchItem> {
+        let last = match from_version {
+            None => version,
+            Some(from) => from.saturating_sub(1).min(version),
+        };
+        self.keys.insert(
+            key.clone(),
+            KeySequence {
+                last,
+                ..Default::default()
+            },
+        );
+        if version > last {
+            self.offer(now, key, vec![KeyChange { version, value }])
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Is `key`'s sequence started (or did a change of it come)?
+    pub fn knows(&self, key: &[u8]) -> bool {
+        self.keys.contains_key(key)
+    }
+
+    /// The last version delivered for `key`, if any came or it was started.
+    pub fn last(&self, key: &[u8]) -> Option<u64> {
+        self.keys.get(key).map(|k| k.last)
+    }
+
+    /// Takes announced (or read) changes of `key`; returns what can be delivered now.
+    pub fn offer(&mut self, now: Instant, key: Key, changes: Vec<KeyChange>) -> Vec<WatchItem> {
+        let default_last = self.default_last;
+        let seq = self.keys.entry(key.clone()).or_insert_with(|| KeySequence {
+            last: default_last,
+            ..Default::default()
+        });
+        for c in changes {
+            if c.version > seq.last {
+                seq.held.insert(c.version, c.value);
+            }
+        }
+        let mut out = Vec::new();
+        seq.release(&key, &mut out);
+        if seq.held.len() > HELD_PER_KEY {
+            seq.skip(&key, &mut out);
+        }
+        seq.waiting_since = match (seq.held.is_empty(), seq.waiting_since) {
+            (true, _) => None,
+            (false, Some(since)) => Some(since),
+            (false, None) => Some(now),
+        };
+        out
+    }
+
+    /// Skips the gaps that waited `gap_wait`; returns what that delivers.
+    pub fn expire(&mut self, now: Instant) -> Vec<WatchItem> {
+        let mut out = Vec::new();
+        for (key, seq) in &mut self.keys {
+            if seq
+                .waiting_since
+                .is_some_and(|since| now >= since + self.gap_wait)
+            {
+                seq.skip(key, &mut out);
+                seq.waiting_since = (!seq.held.is_empty()).then_some(now);
+            }
+        }
+        out
+    }
+
+    /// When [`Sequencer::expire`] next has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.keys
+            .values()
+            .filter_map(|k| k.waiting_since)
+            .min()
+            .map(|since| since + self.gap_wait)
+    }
+}
+
+impl KeySequence {
+    /// Delivers the held changes that follow `last` without a gap.
+    fn release(&mut self, key: &Key, out: &mut Vec<WatchItem>) {
+        while let Some(value) = self.held.remove(&(self.last + 1)) {
+            self.last += 1;
+            out.push(WatchItem::Change {
+                key: key.clone(),
+                version: self.last,
+                value,
+            });
+        }
+        if self.held.is_empty() {
+            self.waiting_since = None;
+        }
+    }
+
+    /// Says the gap below the lowest held change, then delivers from it.
+    fn skip(&mut self, key: &Key, out: &mut Vec<WatchItem>) {
+        let Some((&lowest, _)) = self.held.first_key_value() else {
+            return;
+        };
+        out.push(WatchItem::Skipped {
+            key: key.clone(),
+            skipped_to: lowest,
+        });
+        self.last = lowest - 1;
+        self.release(key, out);
+    }
+}
+
+/// How a watch runs ([`Client::watch`]).
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// Watch every key that starts with the key given.
+    pub prefix: bool,
+    /// Deliver the changes from this version on (per key), not only those after the watch
+    /// begins.
+    pub from_version: Option<u64>,
+    /// How long a change waits for the versions below it before they are skipped.
+    pub gap_wait: Duration,
+    /// How often the watch reads where its keys stand (a read of the key, or a listing of
+    /// the prefix), so that a lost last change is reported even when nothing follows it.
+    pub reconcile_every: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            prefix: false,
+            from_version: None,
+            gap_wait: Duration::from_secs(1),
+            reconcile_every: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A watch's items, in order per key ([`Client::watch`]). Ends with an error when no node
+/// could serve the watch; dropping it ends the watch.
+pub struct WatchStream {
+    items: mpsc::Receiver<Result<WatchItem>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl futures_util::Stream for WatchStream {
+    type Item = Result<WatchItem>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.items.poll_recv(cx)
+    }
+}
+
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Items a watch may have ready for a caller that has not taken them (then the watch stops
+/// reading its node, the node's buffer for it fills, the node ends it, and it resumes with
+/// the gap said).
+const READY_ITEMS: usize = 1_024;
+
+pub(crate) fn spawn(client: Client, key: Key, options: WatchOptions) -> WatchStream {
+    let (tx, items) = mpsc::channel(READY_ITEMS);
+    let task = tokio::spawn(async move {
+        let mut watch = Watcher {
+            seq: Sequencer::new(options.gap_wait, options.from_version),
+            client,
+            key,
+            options,
+            out: tx,
+        };
+        if let Err(e) = watch.run().await {
+            let _ = watch.out.send(Err(e)).await;
+        }
+    });
+    WatchStream { items, task }
+}
+
+/// The task behind a [`WatchStream`].
+struct Watcher {
+    client: Client,
+    key: Key,
+    options: WatchOptions,
+    seq: Sequencer,
+    out: mpsc::Sender<Result<WatchItem>>,
+}
+
+/// The caller dropped the stream.
+struct Gone;
+
+impl Watcher {
+    /// Watches from node to node until the caller goes (`Ok`) or no node can serve it.
+    async fn run(&mut self) -> Result<()> {
+        let home = self.client.home_of(&self.key);
+        let mut started = false;
+        let mut failing_since: Option<(Instant, Error)> = None;
+        let mut backoff = Duration::from_millis(50);
+        for attempt in 0.. {
+            let node = self.client.pick(home, attempt);
+            let session = match self.open(node, !started).await {
+                Ok(session) => session,
+                Err(Ok(e)) if e.class() == ErrorClass::BadInput => return Err(e),
+                Err(Ok(e)) => {
+                    let (since, _) = failing_since.get_or_insert((Instant::now(), e.clone()));
+                    if since.elapsed() >= self.client.options().op_timeout {
+                        return Err(Error::Unavailable(format!(
+                            "no node could serve the watch for {:?}: {}",
+                            self.client.options().op_timeout,
+                            e.message()
+                        )));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+                Err(Err(Gone)) => return Ok(()),
+            };
+            (started, failing_since, backoff) = (true, None, Duration::from_millis(50));
+            match self.follow(session).await {
+                Ok(why) => log::info!("watch resuming on another node: {why}"),
+                Err(Gone) => return Ok(()),
+            }
+        }
+        unreachable!("the loop ends by returning")
+    }
+
+    /// Starts the watch on `node`, then reads where its keys stand (`first`: where their
+    /// sequences start; later: a resume, whose gaps are then said).
+    async fn open(
+        &mut self,
+        node: usize,
+        first: bool,
+    ) -> std::result::Result<WatchSession, std::result::Result<Error, Gone>> {
+        let session = self
+            .client
+            .open_watch(node, &self.key, self.options.prefix)
+            .await
+            .map_err(Ok)?;
+        self.read_states(first).await?;
+        Ok(session)
+    }
+
+    /// Follows one node's session until it ends (`Ok(why)`: resume elsewhere).
+    async fn follow(&mut self, mut session: WatchSession) -> std::result::Result<String, Gone> {
+        let every = self.options.reconcile_every;
+        let mut reconcile = tokio::time::interval_at((Instant::now() + every).into(), every);
+        loop {
+            let deadline = self.seq.next_deadline();
+            let gap = async move {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                event = session.next() => match event {
+                    Some(Ok(WatchEvent::Changed { key, changes })) => {
+                        let items = self.seq.offer(Instant::now(), key, changes);
+                        self.emit(items).await?;
+                    }
+                    Some(Ok(WatchEvent::Started { .. })) => {}
+                    Some(Ok(WatchEvent::Ended { reason })) => return Ok(reason),
+                    Some(Err(e)) => return Ok(e.to_string()),
+                    None => return Ok("the connection to the node was lost".into()),
+                },
+                _ = gap => {
+                    let items = self.seq.expire(Instant::now());
+                    self.emit(items).await?;
+                }
+                _ = reconcile.tick() => {
+                    if let Err(Ok(e)) = self.read_states(false).await {
+                        return Ok(format!("reconcile failed: {e}"));
+                    }
+                }
+                _ = self.out.closed() => return Err(Gone),
+            }
+        }
+    }
+
+    /// Reads each watched key's state (linearizable: a get, or a listing with deleted keys)
+    /// and starts its sequence there (`first`) or offers it as a change (see the module doc).
+    async fn read_states(
+        &mut self,
+        first: bool,
+    ) -> std::result::Result<(), std::result::Result<Error, Gone>> {
+        if !self.options.prefix {
+            let outcome = self.client.get(&self.key).await.map_err(Ok)?;
+            let Outcome::Get { value, version } = outcome else {
+                return Err(Ok(Error::Unknown(format!("a get answered {outcome:?}"))));
+            };
+            let key = self.key.clone();
+            return self
+                .state_read(key, version, value, first)
+                .await
+                .map_err(Err);
+        }
+        let mut after: Option<Key> = None;
+        loop {
+            let page = self
+                .client
+                .list_versions(&self.key, after.as_deref(), 0)
+                .await
+                .map_err(Ok)?;
+            for item in page.items {
+                self.state_read(item.key, item.version, item.value, first)
+                    .await
+                    .map_err(Err)?;
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    async fn state_read(
+        &mut self,
+        key: Key,
+        version: u64,
+        value: Option<Vec<u8>>,
+        first: bool,
+    ) -> std::result::Result<(), Gone> {
+        let now = Instant::now();
+        // A key read again (a first read that failed midway, a reconcile) is offered: its
+        // sequence is never restarted, so nothing is delivered twice and no gap is hidden.
+        let items = if first && !self.seq.knows(&key) {
+            self.seq
+                .start(now, key, version, value, self.options.from_version)
+        } else {
+            self.seq.offer(now, key, vec![KeyChange { version, value }])
+        };
+        self.emit(items).await
+    }
+
+    async fn emit(&self, items: Vec<WatchItem>) -> std::result::Result<(), Gone> {
+        for item in items {
+            self.out.send(Ok(item)).await.map_err(|_| Gone)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(version: u64, value: &str) -> KeyChange {
+        KeyChange {
+            version,
+            value: Some(value.as_bytes().to_vec()),
+        }
+    }
+
+    fn versions(items: &[WatchItem]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match i {
+                WatchItem::Change { version, .. } => version.to_string(),
+                WatchItem::Skipped { skipped_to, .. } => format!("skip{skipped_to}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn changes_in_order_are_delivered_at_once_and_duplicates_dropped() {
+        let now = Instant::now();
+        let mut s = Sequencer::new(Duration::from_secs(1), None);
+        assert!(s.start(now, b"k".to_vec(), 3, None, None).is_empty());
+        let out = s.offer(now, b"k".to_vec(), vec![change(4, "a"), change(5, "b")]);
+        assert_eq!(versions(&out), ["4", "5"]);
+        assert!(s
+            .offer(now, b"k".to_vec(), vec![change(5, "b"), change(3, "x")])
+            .is_empty());
+        assert_eq!(s.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_change_out_of_order_waits_for_the_one_below_it() {
+        let now = Instant::now();
+        let mut s = Sequencer::new(Duration::from_secs(1), None);
+        s.start(now, b"k".to_vec(), 1, None, None);
+        assert!(s.offer(now, b"k".to_vec(), vec![change(3, "c")]).is_empty());
+        assert_eq!(s.next_deadline(), Some(now + Duration::from_secs(1)));
+        let out = s.offer(now, b"k".to_vec(), vec![change(2, "b")]);
+        assert_eq!(versions(&out), ["2", "3"]);
+        assert_eq!(s.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_gap_that_waited_is_skipped_explicitly_and_late_changes_below_it_dropped() {
+        let now = Instant::now();
+        let mut s = Sequencer::new(Duration::from_secs(1), None);
+        s.start(now, b"k".to_vec(), 1, None, None);
+        assert!(s
+            .offer(now, b"k".to_vec(), vec![change(4, "d"), change(5, "e")])
+            .is_empty());
+        assert!(s.expire(now + Duration::from_millis(999)).is_empty());
+        let out = s.expire(now + Duration::from_secs(1));
+        assert_eq!(versions(&out), ["skip4", "4", "5"]);
+        assert!(s.offer(now, b"k".to_vec(), vec![change(2, "b")]).is_empty());
+        assert_eq!(s.last(b"k"), Some(5));
+    }
+
+    #[test]
+    fn from_version_delivers_the_state_read_and_says_what_it_cannot() {
+        let now = Instant::now();
+        let mut s = Sequencer::new(Duration::ZERO, Some(3));
+        let out = s.start(now, b"k".to_vec(), 3, Some(b"v".to_vec()), Some(3));
+        assert_eq!(versions(&out), ["3"]);
+        let out = s.start(now, b"j".to_vec(), 7, Some(b"v".to_vec()), Some(3));
+        assert!(out.is_empty(), "4..6 may still arrive: {out:?}");
+        assert_eq!(versions(&s.expire(now)), ["skip7", "7"]);
+        // A key under the prefix never read starts below the version asked for.
+        let out = s.offer(now, b"new".to_vec(), vec![change(2, "x"), change(3, "y")]);
+        assert_eq!(versions(&out), ["3"]);
+    }
+}
