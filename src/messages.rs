@@ -23,7 +23,7 @@ use crate::paxos::membership::Membership;
 use crate::paxos::record::AcceptorRecord;
 use crate::paxos::register::{CLIENT_FLOORS, RECENT_WRITES};
 use crate::paxos::types::{
-    opt_bytes, Ballot, KeyChange, Command, Key, NodeId, Outcome, Register, RequestId,
+    opt_bytes, Ballot, Command, Key, KeyChange, NodeId, Outcome, Register, RequestId,
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -92,7 +92,7 @@ use crate::error::Error;
 use crate::messages::PeerMessage;
 use crate::paxos::quorum::{most, tally, Quorums};
 use crate::paxos::register::{apply, TooLate, RECENT_WRITES};
-use crate::paxos::types::{Ballot, KeyChange, Command, NodeId, Outcome, Register, RequestId};
+use crate::paxos::types::{Ballot, Command, KeyChange, NodeId, Outcome, Register, RequestId};
 
 /// Identifies a waiting caller to the actor that owns the proposer.
 pub type Token = u64;
@@ -962,10 +962,17 @@ impl Proposer {
 
     /// The changes a chosen round made, in version order: the read state's last one, then
     /// each command's (see the module doc, "Announcing what is chosen").
-    fn changes_made(&self, pred: Option<KeyChange>, outcomes: &[Result<Outcome, Error>]) -> Vec<KeyChange> {
+    fn changes_made(
+        &self,
+        pred: Option<KeyChange>,
+        outcomes: &[Result<Outcome, Error>],
+    ) -> Vec<KeyChange> {
         let mut changes: Vec<KeyChange> = pred.into_iter().collect();
         for (p, outcome) in self.batch.iter().zip(outcomes) {
-            let change = outcome.as_ref().ok().and_then(|o| KeyChange::of(&p.ask.command, o));
+            let change = outcome
+                .as_ref()
+                .ok()
+                .and_then(|o| KeyChange::of(&p.ask.command, o));
             // A retried write's recorded outcome may repeat an earlier change, or name one
             // below the state read: the list stays strictly increasing.
             if let Some(c) = change.filter(|c| changes.last().is_none_or(|l| l.version < c.version))
