@@ -478,6 +478,16 @@ fn deliver_peer_frame(envelope: Envelope, request_bytes: usize, shared: &Shared)
         }
         return;
     }
+    // An announcement goes to this node's watchers straight: the supervisor's mailbox sheds
+    // load, and a lost announcement is a gap its watchers must then report.
+    if let crate::messages::PeerMessage::Chosen { changes } = envelope.body {
+        if crate::paxos::admission::same_cluster(shared.view.cluster(), envelope.cluster) {
+            shared.router.watch_hub().publish(envelope.key, changes);
+        } else {
+            Stats::add(&shared.stats.foreign_frames, 1);
+        }
+        return;
+    }
     // The mailboxes a peer's frame waits in (the supervisor's, then its key's actor's) are
     // bounded in bytes: a frame that does not fit is dropped.
     let limit = shared.config.limits.max_inbox_bytes;

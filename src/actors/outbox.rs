@@ -25,6 +25,7 @@ use rand::Rng;
 use tokio::sync::mpsc;
 
 use crate::actors::messages::Deliver;
+use crate::actors::watch::WatchHub;
 use crate::actors::{HeldBytes, Stats};
 use crate::config::Config;
 use crate::frame;
@@ -56,6 +57,9 @@ struct OutboxInner {
     queue_bytes: usize,
     local: Recipient<Deliver>,
     stats: Arc<Stats>,
+    /// This node's watchers: its own announcements go to them straight, not through the
+    /// supervisor's mailbox, which sheds load (`actors::watch`).
+    watch: Arc<WatchHub>,
     /// The nodes that watch, and until when ([`Outbox::grant_watch`]).
     watching: std::sync::Mutex<BTreeMap<NodeId, std::time::Instant>>,
     /// Some node may watch: a proposer looks at this one flag per step.
@@ -106,6 +110,7 @@ impl Outbox {
         config: &Config,
         local: Recipient<Deliver>,
         stats: Arc<Stats>,
+        watch: Arc<WatchHub>,
     ) -> (Outbox, mpsc::UnboundedReceiver<PeerQueue>) {
         let (new_queues, queues) = mpsc::unbounded_channel();
         let inner = OutboxInner {
@@ -117,6 +122,7 @@ impl Outbox {
             queue_bytes: config.limits.peer_queue_bytes,
             local,
             stats,
+            watch,
             watching: Default::default(),
             announcing: Default::default(),
             #[cfg(feature = "testing")]
@@ -338,6 +344,14 @@ impl Outbox {
 
     fn deliver(&self, to: NodeId, msg: Outgoing) {
         let delivered = match msg {
+            Outgoing::Local(Envelope {
+                key,
+                body: PeerMessage::Chosen { changes },
+                ..
+            }) => {
+                self.inner.watch.publish(key, changes);
+                true
+            }
             Outgoing::Local(envelope) => self.inner.local.try_send(Deliver(envelope, None)).is_ok(),
             Outgoing::Remote(frame) => {
                 match self.inner.peers.read().expect("peers lock").get(&to) {

@@ -45,7 +45,7 @@ use crate::actors::watch::WatchHub;
 use crate::actors::{Readiness, Stats};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::messages::{Envelope, NodeStatus, PeerMessage};
+use crate::messages::{Envelope, NodeStatus};
 use crate::paxos::admission;
 use crate::paxos::proposer::{Proposer, ProposerConfig};
 #[cfg(feature = "testing")]
@@ -67,8 +67,6 @@ pub struct NodeSupervisor {
     stats: Arc<Stats>,
     readiness: Arc<Readiness>,
     members: MembershipService,
-    /// Where announcements of chosen changes go (`actors::watch`).
-    watch: Arc<WatchHub>,
     /// Keys are hashed with FxHash: routing looks a key up for every Paxos message.
     keys: FxHashMap<Key, KeyActors>,
     /// Keys retired whose actors have not all stopped yet: no new actor starts for them.
@@ -104,8 +102,13 @@ impl NodeSupervisor {
     ) {
         let mut out = None;
         let addr = NodeSupervisor::create(|ctx| {
-            let (outbox, queues) =
-                Outbox::new(node, &config, ctx.address().recipient(), stats.clone());
+            let (outbox, queues) = Outbox::new(
+                node,
+                &config,
+                ctx.address().recipient(),
+                stats.clone(),
+                watch.clone(),
+            );
             match view.get() {
                 Some(m) => outbox.set_peers(&m),
                 None => outbox.set_peer_addrs(
@@ -134,7 +137,6 @@ impl NodeSupervisor {
                 stats,
                 readiness,
                 members,
-                watch,
                 keys: FxHashMap::default(),
                 retiring: FxHashMap::default(),
                 incarnations: 0,
@@ -324,11 +326,6 @@ impl Handler<Deliver> for NodeSupervisor {
             // nodes under another token, a reused address): neither its requests nor its
             // replies count here.
             Stats::add(&self.stats.foreign_frames, 1);
-            return;
-        }
-        if let PeerMessage::Chosen { changes } = body {
-            drop(inbox);
-            self.watch.publish(key, changes);
             return;
         }
         if body.is_request() && !(self.readiness.is_voting() && self.members.view.admits_key(&key))

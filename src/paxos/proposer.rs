@@ -968,18 +968,18 @@ impl Proposer {
         outcomes: &[Result<Outcome, Error>],
     ) -> Vec<KeyChange> {
         let mut changes: Vec<KeyChange> = pred.into_iter().collect();
-        for (p, outcome) in self.batch.iter().zip(outcomes) {
-            let change = outcome
-                .as_ref()
-                .ok()
-                .and_then(|o| KeyChange::of(&p.ask.command, o));
-            // A retried write's recorded outcome may repeat an earlier change, or name one
-            // below the state read: the list stays strictly increasing.
-            if let Some(c) = change.filter(|c| changes.last().is_none_or(|l| l.version < c.version))
-            {
-                changes.push(c);
-            }
-        }
+        changes.extend(
+            self.batch
+                .iter()
+                .zip(outcomes)
+                .filter_map(|(p, outcome)| KeyChange::of(&p.ask.command, outcome.as_ref().ok()?)),
+        );
+        // A retried write's recorded outcome may repeat the read state's change, or lie below
+        // it (its first round was carried forward by another proposer, which announced only
+        // the batch's last version): every one is a change of the history, so all are kept,
+        // in version order, each once.
+        changes.sort_by_key(|c| c.version);
+        changes.dedup_by_key(|c| c.version);
         changes
     }
 

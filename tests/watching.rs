@@ -1,0 +1,368 @@
+//! Watching keys (`paxkv watch`, `Client::watch`, argued in `actors::watch` and
+//! `paxkv::watch`): every change of a hot key with many writers arrives in order with no gap
+//! while nothing fails; a prefix watch starts each key where it stands, deleted keys included;
+//! a watch survives the death of the node serving it, and every change it cannot deliver is
+//! said (`skipped_to`), checked against the writes' acknowledged versions; a watcher that does
+//! not read is ended, not buffered without end.
+
+use paxkv_testkit as support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use paxkv::client::Client;
+use paxkv::paxos::types::Outcome;
+use paxkv::watch::{WatchItem, WatchOptions, WatchStream};
+
+use support::{Cluster, TestCluster};
+
+/// Puts `key` until the watch delivers a change of it (the watch has then begun: changes
+/// after its start are delivered); returns that change.
+async fn wait_started(client: &Client, stream: &mut WatchStream, key: &[u8]) -> WatchItem {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < until, "the watch never delivered a change");
+        client.put(key, b"marker").await.unwrap();
+        if let Ok(Some(item)) =
+            tokio::time::timeout(Duration::from_millis(500), stream.next()).await
+        {
+            return item.expect("a watch item");
+        }
+    }
+}
+
+/// Takes items until `done` says so (or panics at the deadline).
+async fn take_until(
+    stream: &mut WatchStream,
+    deadline: Duration,
+    mut done: impl FnMut(&[WatchItem]) -> bool,
+) -> Vec<WatchItem> {
+    let until = Instant::now() + deadline;
+    let mut items = Vec::new();
+    while !done(&items) {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.next()).await {
+            Ok(Some(item)) => items.push(item.expect("a watch item")),
+            Ok(None) => panic!("the watch ended; items: {items:?}"),
+            Err(_) => panic!("timed out after {deadline:?}; items: {items:?}"),
+        }
+    }
+    items
+}
+
+fn version_of(item: &WatchItem) -> u64 {
+    match item {
+        WatchItem::Change { version, .. } => *version,
+        WatchItem::Skipped { skipped_to, .. } => *skipped_to - 1,
+    }
+}
+
+/// The stream of one key checked against the acknowledged writes (`acked`: version → value):
+/// versions strictly increase; every delivered change has the value its write wrote; every
+/// acknowledged version between the first and the last delivered is delivered or lies below
+/// a `skipped_to` that covers it. Returns the number of skips.
+fn check_stream(items: &[WatchItem], acked: &BTreeMap<u64, Option<Vec<u8>>>) -> usize {
+    let mut last: Option<u64> = None;
+    let mut covered = std::collections::BTreeSet::new();
+    let mut skips = 0;
+    for item in items {
+        let v = version_of(item);
+        if let Some(last) = last {
+            assert!(
+                v > last || matches!(item, WatchItem::Skipped { .. }) && v >= last,
+                "out of order or twice: {item:?} after version {last}"
+            );
+        }
+        match item {
+            WatchItem::Change { version, value, .. } => {
+                if let Some(written) = acked.get(version) {
+                    assert_eq!(
+                        value, written,
+                        "version {version} delivered with another value"
+                    );
+                }
+                covered.insert(*version);
+            }
+            WatchItem::Skipped { skipped_to, .. } => {
+                skips += 1;
+                covered.extend(last.map_or(*skipped_to, |l| l + 1)..*skipped_to);
+            }
+        }
+        last = Some(v);
+    }
+    let (Some(first), Some(last)) = (items.first().map(version_of), last) else {
+        return skips;
+    };
+    for version in acked.keys().filter(|v| (first..=last).contains(*v)) {
+        assert!(
+            covered.contains(version),
+            "version {version} was acknowledged, never delivered and no skip covers it"
+        );
+    }
+    skips
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_to_a_hot_key_with_many_writers_arrives_in_order_with_no_gap() {
+    let cluster = TestCluster::start();
+    // A change waits up to 5 s for the one below it: a proposer whose round another one
+    // carried forward announces its batch's middle versions only when it retries.
+    let options = WatchOptions {
+        gap_wait: Duration::from_secs(5),
+        ..WatchOptions::default()
+    };
+    let mut stream = cluster.client().watch(b"hot", options);
+    let first = wait_started(&cluster.client(), &mut stream, b"hot").await;
+    // Eight writers, each through its own node (so proposers on every node contend).
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let writers: Vec<_> = (0..8u32)
+        .map(|w| {
+            let client = cluster.client_for(w % 5 + 1);
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    let value = format!("w{w}-{i}").into_bytes();
+                    // A write may end "outcome unknown" under this contention (its retry found
+                    // the key had forgotten it): it is then in no check.
+                    match client.put(b"hot", &value).await {
+                        Ok(Outcome::Put { version }) => {
+                            acked.lock().unwrap().insert(version, Some(value));
+                        }
+                        Ok(other) => panic!("a put answered {other:?}"),
+                        Err(e) => eprintln!("a write failed: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let last = *acked.keys().last().unwrap();
+    assert!(
+        acked.len() >= 300,
+        "{} of 320 writes acknowledged",
+        acked.len()
+    );
+    let mut items = vec![first];
+    items.extend(
+        take_until(&mut stream, Duration::from_secs(30), |items| {
+            items.last().is_some_and(|i| version_of(i) >= last)
+        })
+        .await,
+    );
+    check_stream(&items, &acked);
+    // Every acknowledged write is delivered, none skipped. A skip may only cover a write
+    // that failed "outcome unknown" (its proposer lost track of it, and so nobody announced
+    // it: that write's failure is the fault).
+    let delivered: BTreeMap<u64, &WatchItem> = items
+        .iter()
+        .filter(|i| matches!(i, WatchItem::Change { .. }))
+        .map(|i| (version_of(i), i))
+        .collect();
+    let from = version_of(&items[0]);
+    let missing: Vec<u64> = acked
+        .keys()
+        .filter(|v| **v >= from && !delivered.contains_key(v))
+        .copied()
+        .collect();
+    assert_eq!(
+        missing,
+        Vec::<u64>::new(),
+        "acknowledged writes never delivered"
+    );
+    if acked.len() == 320 {
+        let skipped: Vec<&WatchItem> = items
+            .iter()
+            .filter(|i| matches!(i, WatchItem::Skipped { .. }))
+            .collect();
+        assert!(
+            skipped.is_empty(),
+            "no gap while nothing fails: {skipped:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_watch_starts_every_key_where_it_stands_deleted_keys_included() {
+    let cluster = TestCluster::start();
+    let client = cluster.client();
+    client.put(b"p/a", b"a1").await.unwrap();
+    client.put(b"p/b", b"b1").await.unwrap();
+    client.delete(b"p/b").await.unwrap(); // p/b is deleted at version 2
+    let options = WatchOptions {
+        prefix: true,
+        ..WatchOptions::default()
+    };
+    let mut stream = client.watch(b"p/", options);
+    let marker = wait_started(&client, &mut stream, b"p/marker").await;
+    assert!(matches!(marker, WatchItem::Change { ref key, .. } if key == b"p/marker"));
+    client.put(b"p/b", b"b3").await.unwrap();
+    client.put(b"q/x", b"other prefix").await.unwrap();
+    client.put(b"p/\xff", b"\x00").await.unwrap();
+    client.delete(b"p/a").await.unwrap();
+    let items = take_until(&mut stream, Duration::from_secs(30), |items| {
+        items
+            .iter()
+            .any(|i| matches!(i, WatchItem::Change { key, .. } if key == b"p/a"))
+    })
+    .await;
+    let change = |key: &[u8], version, value: Option<&[u8]>| WatchItem::Change {
+        key: key.to_vec(),
+        version,
+        value: value.map(<[u8]>::to_vec),
+    };
+    // Markers put before the first one delivered may follow; the rest in order, no skip.
+    let items: Vec<WatchItem> = items
+        .into_iter()
+        .filter(|i| !matches!(i, WatchItem::Change { key, .. } if key == b"p/marker"))
+        .collect();
+    assert_eq!(
+        items,
+        vec![
+            change(b"p/b", 3, Some(b"b3")),
+            change(b"p/\xff", 1, Some(b"\x00")),
+            change(b"p/a", 2, None),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumes_on_another_node_and_says_every_change_it_missed() {
+    let mut cluster = TestCluster::start();
+    let options = WatchOptions {
+        gap_wait: Duration::from_millis(300),
+        reconcile_every: Duration::from_secs(1),
+        ..WatchOptions::default()
+    };
+    let mut stream = cluster.client().watch(b"k", options);
+    let first = wait_started(&cluster.client(), &mut stream, b"k").await;
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (client, acked, stop) = (cluster.client(), acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let value = format!("v{i}").into_bytes();
+                if let Ok(Outcome::Put { version }) = client.put(b"k", &value).await {
+                    acked.lock().unwrap().insert(version, Some(value));
+                }
+            }
+        })
+    };
+    // Every node in turn is stopped while the writes go on: one of them serves the watch.
+    let items = Arc::new(Mutex::new(vec![first]));
+    let reader = {
+        let items = items.clone();
+        tokio::spawn(async move {
+            while let Some(item) = stream.next().await {
+                items.lock().unwrap().push(item.expect("a watch item"));
+            }
+        })
+    };
+    for id in 1..=5 {
+        let before = acked.lock().unwrap().len();
+        cluster.stop(id).await;
+        support::eventually(
+            "writes go on with a node down",
+            Duration::from_secs(30),
+            || {
+                let now = acked.lock().unwrap().len();
+                async move { now >= before + 20 }
+            },
+        )
+        .await;
+        cluster.restart(id);
+        cluster.wait_voting(&[id]).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    let Outcome::Put { version: last } = cluster.client().put(b"k", b"last").await.unwrap() else {
+        panic!("a put")
+    };
+    acked.lock().unwrap().insert(last, Some(b"last".to_vec()));
+    support::eventually(
+        "the last write is delivered",
+        Duration::from_secs(30),
+        || {
+            let reached = items
+                .lock()
+                .unwrap()
+                .last()
+                .is_some_and(|i| version_of(i) >= last);
+            async move { reached }
+        },
+    )
+    .await;
+    reader.abort();
+    let items = items.lock().unwrap().clone();
+    let acked = acked.lock().unwrap().clone();
+    let skips = check_stream(&items, &acked);
+    let delivered = items
+        .iter()
+        .filter(|i| matches!(i, WatchItem::Change { .. }))
+        .count();
+    eprintln!(
+        "{delivered} changes delivered, {skips} skips, {} writes",
+        acked.len()
+    );
+    assert!(
+        delivered >= 100,
+        "the watch went on across the stops: {delivered} changes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_does_not_read_is_ended_and_holds_no_more_than_its_budgets() {
+    use paxkv::messages::{ClientRequest, Frame, RequestBody};
+    use tokio::io::AsyncWriteExt;
+    let cluster = TestCluster::start_with(|config| {
+        let ports = support::free_ports(config.nodes.len());
+        for (node, port) in config.nodes.iter_mut().zip(ports) {
+            node.metrics_addr = Some(port.to_string());
+        }
+        config.limits.max_connection_bytes = 4 << 20;
+        config.limits.watch_buffer_bytes = 256 << 10;
+    });
+    // One connection asks for a watch of "big" and never reads.
+    let mut raw = tokio::net::TcpStream::connect(cluster.addr(1))
+        .await
+        .unwrap();
+    let watch = Frame::Request(ClientRequest {
+        id: 1,
+        body: RequestBody::Watch {
+            key: b"big".to_vec(),
+            prefix: false,
+        },
+    });
+    raw.write_all(&paxkv::frame::encode(&watch)).await.unwrap();
+    support::eventually(
+        "the watch is registered",
+        Duration::from_secs(10),
+        || async { cluster.metric(1, "paxkv_watchers").await == Some(1.0) },
+    )
+    .await;
+    let client = cluster.client_for(1);
+    let value = vec![7u8; 128 << 10];
+    for _ in 0..100 {
+        client.put(b"big", &value).await.unwrap();
+        if cluster.metric(1, "paxkv_watchers_cut_total").await >= Some(1.0) {
+            break;
+        }
+    }
+    assert_eq!(
+        cluster.metric(1, "paxkv_watchers_cut_total").await,
+        Some(1.0),
+        "12.5 MiB of changes to a watcher that reads nothing, over a 4 MiB connection budget \
+         and a 256 KiB watch buffer: it is ended"
+    );
+    assert_eq!(cluster.metric(1, "paxkv_watchers").await, Some(0.0));
+    // The node serves on.
+    client.put(b"after", b"ok").await.unwrap();
+    drop(raw);
+}
