@@ -90,6 +90,8 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
         c.paxos.sync_interval_ms = 1_000;
     });
     let history = History::default();
+    // A watch of every key beside the workload, checked against its writes at the end.
+    let watch = support::WatchClient::start(cluster.client()).await;
     let workload = Workload::start(&cluster, &history, seed);
     let mut nemesis = Nemesis::new(seed, cluster.dir.path().join("copies"));
     let end = Instant::now() + length;
@@ -111,6 +113,9 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
     );
     assert!(ok > 100, "only {ok} operations succeeded");
     history.assert_linearizable(&format!("nemesis-{seed}"));
+    let (changes, skips) = watch.finish(&ops).await;
+    println!("watch: {changes} changes delivered, {skips} gaps reported");
+    assert!(changes > 100, "the watch delivered {changes} changes");
     assert_members_agree_and_hold_every_acknowledged_write(&cluster, &history, &members).await;
 }
 

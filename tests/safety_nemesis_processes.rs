@@ -602,6 +602,10 @@ async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
     let mut cluster = start_cluster().await;
 
     let history = History::default();
+    // A watch of every key beside the workload, checked against its writes at the end.
+    let watch =
+        support::WatchClient::start(cluster.client_with(1, LONG_OP_TIMEOUT, LONG_ATTEMPT_TIMEOUT))
+            .await;
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(WorkloadStats::default());
     let workload = start_hot_key_tasks(&cluster, &history, seed, &stop, &stats);
@@ -652,6 +656,12 @@ async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
         started.elapsed().as_secs_f64()
     );
 
+    let (changes, skips) = watch.finish(&history.operations()).await;
+    println!("watch: {changes} changes delivered, {skips} gaps reported");
+    assert!(
+        changes > 100,
+        "the watch delivered {changes} changes (seed {seed})"
+    );
     let problems = read_every_key_back(&cluster, &history, &once_keys).await;
     println!("keys written once, read back: {}", once_keys.len());
     for problem in &problems {

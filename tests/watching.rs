@@ -7,7 +7,7 @@
 
 use paxkv_testkit as support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use paxkv::client::Client;
 use paxkv::paxos::types::Outcome;
 use paxkv::watch::{WatchItem, WatchOptions, WatchStream};
 
+use support::watching::{version_of, KeyWrites};
 use support::{Cluster, TestCluster};
 
 /// Puts `key` until the watch delivers a change of it (the watch has then begun: changes
@@ -52,56 +53,24 @@ async fn take_until(
     items
 }
 
-fn version_of(item: &WatchItem) -> u64 {
-    match item {
-        WatchItem::Change { version, .. } => *version,
-        WatchItem::Skipped { skipped_to, .. } => *skipped_to - 1,
-    }
-}
-
-/// The stream of one key checked against the acknowledged writes (`acked`: version → value):
-/// versions strictly increase; every delivered change has the value its write wrote; every
-/// acknowledged version between the first and the last delivered is delivered or lies below
-/// a `skipped_to` that covers it. Returns the number of skips.
-fn check_stream(items: &[WatchItem], acked: &BTreeMap<u64, Option<Vec<u8>>>) -> usize {
-    let mut last: Option<u64> = None;
-    let mut covered = std::collections::BTreeSet::new();
-    let mut skips = 0;
-    for item in items {
-        let v = version_of(item);
-        if let Some(last) = last {
-            assert!(
-                v > last || matches!(item, WatchItem::Skipped { .. }) && v >= last,
-                "out of order or twice: {item:?} after version {last}"
-            );
-        }
-        match item {
-            WatchItem::Change { version, value, .. } => {
-                if let Some(written) = acked.get(version) {
-                    assert_eq!(
-                        value, written,
-                        "version {version} delivered with another value"
-                    );
-                }
-                covered.insert(*version);
-            }
-            WatchItem::Skipped { skipped_to, .. } => {
-                skips += 1;
-                covered.extend(last.map_or(*skipped_to, |l| l + 1)..*skipped_to);
-            }
-        }
-        last = Some(v);
-    }
-    let (Some(first), Some(last)) = (items.first().map(version_of), last) else {
-        return skips;
+/// The stream of key `k` checked against its acknowledged writes (`acked`: version → value),
+/// with the kit's watch check; returns the skips.
+fn check_stream(
+    items: &[WatchItem],
+    acked: &BTreeMap<u64, Option<Vec<u8>>>,
+    unknown: &BTreeSet<Option<Vec<u8>>>,
+) -> usize {
+    // The markers `wait_started` put are writes whose versions nobody kept.
+    let mut maybe = unknown.clone();
+    maybe.insert(Some(b"marker".to_vec()));
+    let writes = KeyWrites {
+        acked: acked.clone(),
+        maybe,
     };
-    for version in acked.keys().filter(|v| (first..=last).contains(*v)) {
-        assert!(
-            covered.contains(version),
-            "version {version} was acknowledged, never delivered and no skip covers it"
-        );
-    }
-    skips
+    let key = match &items[0] {
+        WatchItem::Change { key, .. } | WatchItem::Skipped { key, .. } => key.clone(),
+    };
+    support::watching::check_watch(items, &BTreeMap::from([(key, writes)])).1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,10 +86,11 @@ async fn every_change_to_a_hot_key_with_many_writers_arrives_in_order_with_no_ga
     let first = wait_started(&cluster.client(), &mut stream, b"hot").await;
     // Eight writers, each through its own node (so proposers on every node contend).
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let unknown = Arc::new(Mutex::new(BTreeSet::new()));
     let writers: Vec<_> = (0..8u32)
         .map(|w| {
             let client = cluster.client_for(w % 5 + 1);
-            let acked = acked.clone();
+            let (acked, unknown) = (acked.clone(), unknown.clone());
             tokio::spawn(async move {
                 for i in 0..40 {
                     let value = format!("w{w}-{i}").into_bytes();
@@ -131,7 +101,10 @@ async fn every_change_to_a_hot_key_with_many_writers_arrives_in_order_with_no_ga
                             acked.lock().unwrap().insert(version, Some(value));
                         }
                         Ok(other) => panic!("a put answered {other:?}"),
-                        Err(e) => eprintln!("a write failed: {e}"),
+                        Err(e) => {
+                            eprintln!("a write failed: {e}");
+                            unknown.lock().unwrap().insert(Some(value));
+                        }
                     }
                 }
             })
@@ -154,7 +127,7 @@ async fn every_change_to_a_hot_key_with_many_writers_arrives_in_order_with_no_ga
         })
         .await,
     );
-    check_stream(&items, &acked);
+    check_stream(&items, &acked, &unknown.lock().unwrap());
     // Every acknowledged write is delivered, none skipped. A skip may only cover a write
     // that failed "outcome unknown" (its proposer lost track of it, and so nobody announced
     // it: that write's failure is the fault).
@@ -302,7 +275,7 @@ async fn a_watch_resumes_on_another_node_and_says_every_change_it_missed() {
     reader.abort();
     let items = items.lock().unwrap().clone();
     let acked = acked.lock().unwrap().clone();
-    let skips = check_stream(&items, &acked);
+    let skips = check_stream(&items, &acked, &BTreeSet::new());
     let delivered = items
         .iter()
         .filter(|i| matches!(i, WatchItem::Change { .. }))

@@ -23,6 +23,7 @@ pub mod kit;
 pub mod linearizability;
 pub mod net;
 pub mod processes;
+pub mod watching;
 pub mod workload;
 
 // The four types `convert.rs` takes from its parent module.
@@ -38,3 +39,4 @@ pub use kit::{
     Deck,
 };
 pub use net::{http_get, metric_in, tls_dial, tls_identity};
+pub use watching::WatchClient;
