@@ -8,10 +8,10 @@ use paxkv::messages::{
     ClientRequest, ClientResponse, DigestEntry, DigestPage, Envelope, FaultPlan, Frame, NodeAnswer,
     NodeCall, NodeReply, NodeRequest, NodeStatus, PeerMessage, Reply, RequestBody, SyncRecord,
 };
-use paxkv::messages::{ListItem, ListPage, MemberChangeRequest, MembershipAnswer};
+use paxkv::messages::{ListItem, ListPage, MemberChangeRequest, MembershipAnswer, WatchEvent};
 use paxkv::paxos::membership::{Member, MemberState, Membership, Phase};
 use paxkv::paxos::record::AcceptorRecord;
-use paxkv::paxos::types::{Ballot, Command, Outcome, Register, RequestId};
+use paxkv::paxos::types::{Ballot, Command, KeyChange, Outcome, Register, RequestId};
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -423,6 +423,77 @@ fn samples() -> Vec<(&'static str, Frame)> {
                 }),
             }),
         ),
+        (
+            "peer chosen",
+            peer(PeerMessage::Chosen {
+                changes: vec![
+                    KeyChange {
+                        version: 4,
+                        value: Some(b"v".to_vec()),
+                    },
+                    KeyChange {
+                        version: 5,
+                        value: None,
+                    },
+                ],
+            }),
+        ),
+        (
+            "request watch",
+            request(RequestBody::Watch {
+                key: b"p".to_vec(),
+                prefix: true,
+            }),
+        ),
+        (
+            "request unwatch",
+            request(RequestBody::Unwatch { watch: 7 }),
+        ),
+        (
+            "request list versions",
+            request(RequestBody::ListVersions {
+                prefix: b"p".to_vec(),
+                after: None,
+                limit: 0,
+            }),
+        ),
+        (
+            "response watch started",
+            response(Ok(Reply::Watch(WatchEvent::Started { confirmed: true }))),
+        ),
+        (
+            "response watch changed",
+            response(Ok(Reply::Watch(WatchEvent::Changed {
+                key: b"k".to_vec(),
+                changes: vec![KeyChange {
+                    version: 2,
+                    value: Some(b"v".to_vec()),
+                }],
+            }))),
+        ),
+        (
+            "response watch ended",
+            response(Ok(Reply::Watch(WatchEvent::Ended { reason: e("slow") }))),
+        ),
+        ("response unwatched", response(Ok(Reply::Unwatched))),
+        (
+            "node watching",
+            Frame::Call(NodeCall {
+                id: 8,
+                cluster: 9,
+                body: NodeRequest::Watching {
+                    node: 3,
+                    lease_ms: 10_000,
+                },
+            }),
+        ),
+        (
+            "node watching granted",
+            Frame::Answer(NodeAnswer {
+                id: 8,
+                result: Ok(NodeReply::Watching),
+            }),
+        ),
     ]
 }
 
@@ -525,6 +596,16 @@ const GOLDEN: &[(&str, &str)] = &[
     ),
     ("node scan", "0306090501700080020402"),
     ("node scanned", "040600050001"),
+    ("peer chosen", "0001070409016b0902040101760500"),
+    ("request watch", "01030a017001"),
+    ("request unwatch", "01030b07"),
+    ("request list versions", "01030c01700000"),
+    ("response watch started", "020300090001"),
+    ("response watch changed", "0203000901016b0102010176"),
+    ("response watch ended", "020300090204736c6f77"),
+    ("response unwatched", "0203000a"),
+    ("node watching", "0308090603904e"),
+    ("node watching granted", "04080006"),
 ];
 
 #[test]
