@@ -470,6 +470,7 @@ fn cli_round_trips_with_exact_output_and_exit_codes() {
     node_and_nodes_choose_whom_to_ask(&cluster);
     load_puts_lines_and_reports_bad_ones(&cluster);
     list_prints_pages_in_text_and_json(&cluster);
+    watch_streams_one_json_line_per_change_until_interrupted(&cluster);
     cluster.stop();
 }
 
@@ -805,6 +806,56 @@ fn cli_rejects_bad_usage_and_bad_config_with_exit_2() {
     assert!(stderr.contains("missing.toml"), "{stderr:?}");
 }
 
+/// `paxkv watch w/ --prefix --json`: one line per change, `"value": null` for a delete, each
+/// key's versions in order, keys of other prefixes left out; exit 0 on Ctrl-C (SIGINT).
+fn watch_streams_one_json_line_per_change_until_interrupted(cluster: &Cluster) {
+    let mut watch = Command::new(BIN)
+        .args([
+            "--config",
+            cluster.config(),
+            "watch",
+            "w/",
+            "--prefix",
+            "--json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start paxkv watch");
+    let lines = lines_of(watch.stdout.take().expect("stdout"));
+    // The watch has begun once a change of it is printed (changes before that are not its).
+    let begun = wait_until(Duration::from_secs(30), || {
+        let _ = cluster.cli(&["put", "w/start", "x"]);
+        lines.recv_timeout(Duration::from_millis(300)).is_ok()
+    });
+    assert!(begun, "the watch printed nothing");
+    while lines.recv_timeout(Duration::from_millis(300)).is_ok() {}
+    cluster.expect(&["put", "w/a", "1"], 0, "ok (version 1)\n");
+    cluster.expect(&["put", "x/other", "1"], 0, "ok (version 1)\n");
+    cluster.expect(&["put", "w/a", "2"], 0, "ok (version 2)\n");
+    cluster.expect(&["delete", "w/a"], 0, "deleted (version 3)\n");
+    let got: Vec<Value> = (0..3)
+        .map(|_| {
+            let line = lines
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a watch line");
+            serde_json::from_str(&line).expect("a JSON line")
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            json!({"key": "w/a", "version": 1, "value": "1"}),
+            json!({"key": "w/a", "version": 2, "value": "2"}),
+            json!({"key": "w/a", "version": 3, "value": null}),
+        ]
+    );
+    send_signal(watch.id(), libc::SIGINT);
+    let status = watch.wait().expect("paxkv watch exits");
+    assert_eq!(status.code(), Some(0), "exit 0 on Ctrl-C");
+}
+
 #[test]
 fn cli_exits_3_when_no_node_answers() {
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -830,6 +881,7 @@ fn cli_exits_3_when_no_node_answers() {
         &["put", "k", "v"],
         &["delete", "k"],
         &["cas", "k", "v", "--expect-version", "0"],
+        &["watch", "k"],
     ] {
         let mut all = vec!["--config", path, "--timeout-ms", "300"];
         all.extend_from_slice(args);
