@@ -339,3 +339,51 @@ async fn a_watcher_that_does_not_read_is_ended_and_holds_no_more_than_its_budget
     client.put(b"after", b"ok").await.unwrap();
     drop(raw);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_announcement_was_lost_is_delivered_by_the_reconcile() {
+    use paxkv::messages::FaultPlan;
+    let cluster = TestCluster::start();
+    // The watch is served by node 1; the write goes through node 2, whose link to node 1 is
+    // cut: the write is chosen by the other four, and its announcement to node 1 is lost.
+    let watcher = cluster.client_for(1);
+    let options = WatchOptions {
+        reconcile_every: Duration::from_secs(1),
+        ..WatchOptions::default()
+    };
+    let mut stream = watcher.watch(b"lost", options);
+    let first = wait_started(&watcher, &mut stream, b"lost").await;
+    // The markers are all delivered before the cut (each one a change after the first).
+    let before = watcher.get(b"lost").await.unwrap();
+    let Outcome::Get { version, .. } = before else {
+        panic!("a get")
+    };
+    if version_of(&first) < version {
+        take_until(&mut stream, Duration::from_secs(10), |items| {
+            items.last().is_some_and(|i| version_of(i) >= version)
+        })
+        .await;
+    }
+    let plan = FaultPlan {
+        links: std::collections::BTreeMap::from([(1, support::cut())]),
+        ..FaultPlan::default()
+    };
+    cluster.set_faults(2, plan).await;
+    let Outcome::Put { version: lost } = cluster.client_for(2).put(b"lost", b"v").await.unwrap()
+    else {
+        panic!("a put")
+    };
+    let items = take_until(&mut stream, Duration::from_secs(10), |items| {
+        items.last().is_some_and(|i| version_of(i) >= lost)
+    })
+    .await;
+    assert_eq!(
+        items,
+        vec![WatchItem::Change {
+            key: b"lost".to_vec(),
+            version: lost,
+            value: Some(b"v".to_vec()),
+        }],
+        "read by the reconcile, it is the next version: delivered as it is"
+    );
+}
