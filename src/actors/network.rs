@@ -654,18 +654,18 @@ impl WatchSender {
             confirmed = hub.confirm() => confirmed,
             _ = &mut stopped => return,
         };
-        if !self.send(WatchEvent::Started { confirmed }).await {
+        if !self.send(0, || WatchEvent::Started { confirmed }).await {
             return;
         }
         let reason = loop {
             tokio::select! {
                 next = watch.next() => match next {
                     Some(a) => {
-                        let event = WatchEvent::Changed {
+                        let event = || WatchEvent::Changed {
                             key: a.key.clone(),
                             changes: a.changes.clone(),
                         };
-                        if !self.send(event).await {
+                        if !self.send(a.bytes(), event).await {
                             return;
                         }
                     }
@@ -674,26 +674,42 @@ impl WatchSender {
                 _ = &mut stopped => break "cancelled".into(),
             }
         };
-        self.send(WatchEvent::Ended { reason }).await;
+        self.send(reason.len(), || WatchEvent::Ended {
+            reason: reason.clone(),
+        })
+        .await;
     }
 
-    /// Queues one answer within the budgets; false once the connection is gone.
-    async fn send(&self, event: WatchEvent) -> bool {
+    /// Queues one answer within the budgets; false once the connection is gone. The budgets
+    /// are taken before the answer is made (`bytes`: what it holds, its framing besides), so
+    /// that a thousand watches of a key waiting for a slow connection hold one copy of each
+    /// change between them, not one each.
+    async fn send(&self, bytes: usize, event: impl FnOnce() -> WatchEvent) -> bool {
+        let stats = &self.shared.stats;
+        let reserved = bytes + SMALL_ANSWER_OVERHEAD;
+        let mut mine = take(&self.connection, reserved, stats, "connection_bytes").await;
+        let mut node = take(&self.shared.node_bytes, reserved, stats, "node_bytes").await;
         let answer = Frame::Response(ClientResponse {
             id: self.id,
-            result: Ok(Reply::Watch(event)),
+            result: Ok(Reply::Watch(event())),
         });
-        let bytes = frame::encode(&answer);
-        let stats = &self.shared.stats;
-        let mine = take(&self.connection, bytes.len(), stats, "connection_bytes").await;
-        let node = take(&self.shared.node_bytes, bytes.len(), stats, "node_bytes").await;
+        let encoded = frame::encode(&answer);
+        drop(answer);
+        if encoded.len() > reserved {
+            let more = encoded.len() - reserved;
+            mine.merge(take(&self.connection, more, stats, "connection_bytes").await);
+            node.merge(take(&self.shared.node_bytes, more, stats, "node_bytes").await);
+        }
         let answer = Answer {
-            bytes,
+            bytes: encoded,
             _budget: Some((mine, node)),
         };
         self.answers.send(answer).await.is_ok()
     }
 }
+
+/// The framing of a watch's answer around the bytes its change holds.
+const SMALL_ANSWER_OVERHEAD: usize = 64;
 
 /// Did the other end just go away (rather than send something malformed)?
 fn gone(e: &std::io::Error) -> bool {

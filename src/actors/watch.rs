@@ -94,6 +94,13 @@ pub struct Announced {
     bytes: usize,
 }
 
+impl Announced {
+    /// Bytes it holds (its key and changes).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 /// A node's watchers, and its leases on the other members. Cheap to share (`Arc`).
 pub struct WatchHub {
     me: NodeId,
