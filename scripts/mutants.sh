@@ -101,16 +101,29 @@ mutants=(
   'inbox-given-back-by-the-supervisor @@ src/actors/supervisor.rs @@ s/^\( *\)inbox,$/\1inbox: None,/ @@ --test transport_limits peer_frames_waiting_for_a_slow_acceptor'
   'no-byte-budget @@ src/actors/network.rs @@ s/    let reserved = reserved_for(\&call, request_bytes, \&shared.config);/    let reserved = 0;/ @@ --test transport_byte_budget a_connection_that_never_reads'
   # issue 20: listing (the rule is paxos::listing's, run by the runtime and the simulation)
-  'list-trusts-one-copy @@ src/paxos/listing.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => votes.values().last().map(|v| v.state.value.clone().map(|x| (x, v.state.version))),/ @@ --test listing a_list_through_a_node_that_missed_writes'
-  'list-trusts-one-copy-nemesis @@ src/paxos/listing.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => votes.values().last().map(|v| v.state.value.clone().map(|x| (x, v.state.version))),/ @@ --test safety_nemesis'
-  'list-trusts-one-copy-sim @@ src/paxos/listing.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => votes.values().last().map(|v| v.state.value.clone().map(|x| (x, v.state.version))),/ @@ --lib sim'
-  'list-leaves-out-undecided-keys @@ src/paxos/listing.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => Some(None),/ @@ --test safety_nemesis'
-  'list-leaves-out-undecided-keys-sim @@ src/paxos/listing.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => Some(None),/ @@ --lib sim'
+  'list-trusts-one-copy @@ src/paxos/listing.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => votes.values().last().map(|v| (v.state.value.clone(), v.state.version)),/ @@ --test listing a_list_through_a_node_that_missed_writes'
+  'list-trusts-one-copy-nemesis @@ src/paxos/listing.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => votes.values().last().map(|v| (v.state.value.clone(), v.state.version)),/ @@ --test safety_nemesis'
+  'list-trusts-one-copy-sim @@ src/paxos/listing.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => votes.values().last().map(|v| (v.state.value.clone(), v.state.version)),/ @@ --lib sim'
+  'list-leaves-out-undecided-keys @@ src/paxos/listing.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => Some((None, 0)),/ @@ --test safety_nemesis'
+  'list-leaves-out-undecided-keys-sim @@ src/paxos/listing.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => Some((None, 0)),/ @@ --lib sim'
   'list-scans-a-minority @@ src/paxos/listing.rs @@ s/    answered >= quorums.classic()/    answered >= 1/ @@ --test listing a_list_is_served_with_two_nodes_down'
   'list-scans-a-minority-sim @@ src/paxos/listing.rs @@ s/    answered >= quorums.classic()/    answered >= 1/ @@ --lib sim'
   'scan-from-a-refused-store @@ src/paxos/listing.rs @@ s/    epoch == caller_epoch \&\& store_confirmed_intact/    epoch == caller_epoch/ @@ --test listing a_wiped_store_answers_no_scan'
   'scan-from-a-refused-store-sim @@ src/paxos/listing.rs @@ s/    epoch == caller_epoch \&\& store_confirmed_intact/    epoch == caller_epoch/ @@ --lib sim'
   'list-reserves-one-frame @@ src/actors/network.rs @@ s/^const LIST_FRAMES: usize = 5;/const LIST_FRAMES: usize = 1;/ @@ --test transport_list_budget'
+  # watches: what a proposer announces (paxos::proposer, "Announcing what is chosen"), checked by
+  # every simulated node's watch (paxos::sim, "Watches")
+  'announce-before-quorum-sim @@ src/paxos/proposer.rs @@ s/^        out.push(Effect::Broadcast(PeerMessage::Accept {$/        let early = self.changes_made(pred.clone(), \&outcomes);\n        if self.announcing \&\& !early.is_empty() {\n            out.push(Effect::Chosen(early));\n        }\n        out.push(Effect::Broadcast(PeerMessage::Accept {/;s/^                out.push(Effect::Chosen(changes));$/                drop(changes);/ @@ --lib sim'
+  # watches at run time: the slow-watcher cutoff, the announced changes, the client's sequencer,
+  # the prefix watch's start, the reconcile, the watch answers' budgets
+  'watch-never-cuts-a-slow-watcher @@ src/actors/watch.rs @@ s/if held > 0 \&\& held + bytes > limit {/if false {/ @@ --test watching a_watcher_that_does_not_read'
+  'announce-only-the-last-change @@ src/paxos/proposer.rs @@ s/^        changes.dedup_by_key(|c| c.version);$/        changes.dedup_by_key(|c| c.version);\n        changes.drain(..changes.len().saturating_sub(1));/ @@ --test watching every_change_to_a_hot_key'
+  'sequencer-skips-at-once-unit @@ src/watch.rs @@ s/        if seq.held.len() > HELD_PER_KEY {/        if !seq.held.is_empty() {/ @@ --lib a_change_out_of_order_waits'
+  'sequencer-keeps-old-versions-unit @@ src/watch.rs @@ s/            if c.version > seq.last {/            if true {/ @@ --lib changes_in_order_are_delivered'
+  'prefix-watch-starts-without-deleted-keys @@ src/actors/router.rs @@ s/                    with_deleted: true,/                    with_deleted: false,/ @@ --test watching a_prefix_watch_starts'
+  'watch-never-reconciles @@ src/watch.rs @@ s/                    if let Err(Ok(e)) = self.read_states(false).await {/                    if let Err(Ok(e)) = Ok::<(), std::result::Result<Error, Gone>>(()) {/ @@ --test watching a_change_whose_announcement_was_lost'
+  'watch-answer-made-before-its-budget @@ src/actors/network.rs @@ s/        let reserved = bytes + SMALL_ANSWER_OVERHEAD;/        let reserved = 1;/ @@ --test transport_watch_budget'
+  'announce-outcome-version-off-by-one-sim @@ src/paxos/types.rs @@ s/^            } => \*version,$/            } => *version + 1,/ @@ --lib sim'
 )
 
 rm -rf "$work"; git -C "$repo" worktree prune

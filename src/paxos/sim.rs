@@ -63,6 +63,14 @@
 //! are recorded exactly: `Unavailable` and `Busy` as "did not take effect", everything else as
 //! "may have taken effect".
 //!
+//! **Watches** (`actors::watch`): some node always watches, so every proposer announces what it
+//! sees chosen (`Proposer::set_announcing`); each announcement goes through the faulty network
+//! to every node, and each node runs the client's own reordering (`crate::watch::Sequencer`)
+//! over every key from version 0, begun again when its process restarts. Each item a watch
+//! delivers is checked at once (per node and key, versions go up by one but where a `Skipped`
+//! says the gap; no two deliveries disagree on a version's value), and at the end against the
+//! history: a change delivered is the one the history's writes and reads show at that version.
+//!
 //! After every step the invariants below are checked; at the end the history is checked for
 //! linearizability. A failing seed replays exactly: `PAXKV_SIM_SEED=<seed> cargo test --lib
 //! sim`.
@@ -85,7 +93,8 @@ use crate::paxos::membership::{Change, JoiningStore, Membership};
 use crate::paxos::proposer::{Effect, Proposer, ProposerConfig};
 use crate::paxos::quorum::{tally, Quorums};
 use crate::paxos::record::AcceptorRecord;
-use crate::paxos::types::{Ballot, Command, Key, NodeId, Outcome, Register, RequestId};
+use crate::paxos::types::{Ballot, Command, Key, KeyChange, NodeId, Outcome, Register, RequestId};
+use crate::watch::{Sequencer, WatchItem};
 
 #[path = "../../tests/support/convert.rs"]
 mod convert;
@@ -117,6 +126,10 @@ const INSTALL_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 10..=300;
 const SHORT_ROUNDS: f64 = 0.15;
 /// How often a step's key may fail to settle before the step fails (`settle_all`'s passes).
 const SETTLE_PASSES: u32 = 4;
+/// How long each node's watch waits for a missing version before it says `skipped_to`
+/// (`crate::watch::Sequencer`): a few ticks, less than a message's usual delay, so that both
+/// the reordering and the skips are exercised.
+const WATCH_GAP_WAIT: Duration = Duration::from_millis(5);
 
 enum Payload {
     Paxos(PeerMessage),
@@ -208,6 +221,9 @@ struct Node {
     intact: bool,
     /// The world's truth: this store is an older copy of the directory (never to vote).
     rolled_back: bool,
+    /// The node's watch of every key from version 0 (in memory: a restart ends it and
+    /// begins another, see "Watches" below).
+    watch: Sequencer,
 }
 
 /// What a copy of a node's data directory holds: its records and the store's identity state.
@@ -240,6 +256,7 @@ impl Node {
             pending: None,
             intact: false,
             rolled_back: false,
+            watch: Sequencer::new(WATCH_GAP_WAIT, None),
         }
     }
 
@@ -425,6 +442,9 @@ struct Sim {
     /// read rounds), by id.
     lists: BTreeMap<u64, Listing>,
     next_list: u64,
+    /// What the nodes' watches delivered, checked as it is delivered and against the history
+    /// at the end.
+    watched: Watched,
 }
 
 /// One list in progress: one page of a prefix, as `actors::list::Lister::list` makes it.
@@ -518,6 +538,10 @@ impl Sim {
             retried: BTreeSet::new(),
             lists: BTreeMap::new(),
             next_list: 0,
+            watched: Watched {
+                seed,
+                ..Watched::default()
+            },
         }
     }
 
@@ -541,10 +565,13 @@ impl Sim {
         let n = self.nodes.get_mut(&node).unwrap();
         let membership = n.membership.clone();
         let p = n.proposers.entry(key.to_vec()).or_insert_with(|| {
-            Proposer::new(
+            let mut p = Proposer::new(
                 proposer_config(node, membership.as_ref()),
                 SmallRng::seed_from_u64(seed),
-            )
+            );
+            // Some node always watches (every node does, see "Watches" below).
+            p.set_announcing(true);
+            p
         });
         if let Some(m) = membership.filter(|m| m.epoch != p.config().epoch) {
             p.reconfigure(
@@ -672,7 +699,23 @@ impl Sim {
                     payload: Payload::Paxos(msg),
                 }),
                 Effect::Reply(token, result) => self.answered(token, result),
-                Effect::Chosen(_) => {}
+                // Every node watches: to each, through the network, as the outbox sends it
+                // to the lease holders (`actors::outbox::Outbox::announce`).
+                Effect::Chosen(changes) => {
+                    for to in self.live_nodes() {
+                        self.net.push(InFlight {
+                            from,
+                            to,
+                            key: key.to_vec(),
+                            proposer,
+                            epoch,
+                            cluster,
+                            payload: Payload::Paxos(PeerMessage::Chosen {
+                                changes: changes.clone(),
+                            }),
+                        });
+                    }
+                }
             }
         }
     }
@@ -833,6 +876,10 @@ impl Sim {
                 cluster: m.cluster,
                 payload: Payload::Paxos(msg.clone()),
             });
+        }
+        if let PeerMessage::Chosen { changes } = msg {
+            self.announced(m.from, m.to, m.key, changes);
+            return None;
         }
         let route = Route {
             from: m.from,
@@ -1059,6 +1106,7 @@ impl Sim {
             self.say_hello(node);
         }
         self.progress_lists();
+        self.expire_watches();
         // A node that does not vote keeps asking a peer for the membership (the start loop
         // of `actors::membership`, every 300 ms): a joining node learns the Rescan step that
         // makes it a voter even when the driver's barrier no longer resends it (seed 44).
@@ -1529,7 +1577,8 @@ impl Sim {
     /// The node's process starts again: no acceptor loaded, no proposer, its callers
     /// forgotten (unknown outcomes). On an intact store it votes at once.
     /// A new process on the node's disk: what it held in memory is gone (its acceptors, its
-    /// proposers, whether its store was found refused: `say_hello` decides that again).
+    /// proposers, its watch, whether its store was found refused: `say_hello` decides that
+    /// again).
     fn restart(&mut self, node: NodeId) {
         let n = self.nodes.get_mut(&node).unwrap();
         n.acceptors.clear();
@@ -1538,6 +1587,19 @@ impl Sim {
         n.intact = false;
         n.link = 0;
         n.confirmation = identity::Confirmation::default();
+        n.watch = Sequencer::new(WATCH_GAP_WAIT, None);
+        self.watched.end_stream(node);
+        // A node dead for good ends the lists it served (nothing is recorded): left in
+        // progress, their read rounds would start on proposers that no tick runs (seed 20,
+        // once announcements changed the schedule). A restarted node's lists go on, through
+        // its new proposers.
+        if n.dead {
+            let before = self.lists.len();
+            self.lists.retain(|_, l| l.node != node);
+            if self.lists.len() < before {
+                *self.faults.entry("lists lost with their node").or_default() += 1;
+            }
+        }
         self.forget_tokens(|owner, _| owner == node);
         // Its drivers are gone with the process.
         self.zombies.retain(|z| z.node != node);
@@ -2337,6 +2399,191 @@ impl Sim {
 }
 
 // -----------------------------------------------------------------------------------------
+// Watches: every node watches every key (`crate::watch::Sequencer`, as the client runs it), fed
+// by the proposers' announcements through the faulty network; what a watch promises
+// (`actors::watch`) is checked as each item is delivered and against the history at the end
+// -----------------------------------------------------------------------------------------
+
+/// What the nodes' watches delivered.
+#[derive(Default)]
+struct Watched {
+    seed: u64,
+    /// Per node and key, the last version its current watch delivered, or skipped past
+    /// (`skipped_to - 1`); a node's watch ends with its process ([`Sim::restart`]).
+    last: BTreeMap<(NodeId, Key), u64>,
+    /// Per key and version, the value a watch delivered (the first; every other must agree).
+    values: BTreeMap<(Key, u64), Option<Vec<u8>>>,
+    changes: u32,
+    skips: u32,
+    /// Watches that delivered something and ended (their node's process stopped).
+    ended: u32,
+}
+
+impl Watched {
+    /// Checks one item `node`'s watch delivers: per key, versions go up by one from where the
+    /// watch started (0), but where a `Skipped` says the gap (promises 2 and 3 of
+    /// `actors::watch`: increasing, none twice, no gap unsaid); a change agrees with every
+    /// other delivery of its version, on any node (promise 1, held against the history in
+    /// [`check_watches`]).
+    fn deliver(&mut self, node: NodeId, item: WatchItem) {
+        let seed = self.seed;
+        match item {
+            WatchItem::Change {
+                key,
+                version,
+                value,
+            } => {
+                let last = self.last.entry((node, key.clone())).or_default();
+                assert!(
+                    version > *last,
+                    "seed {seed}: node {node}'s watch of {} delivered version {version} after \
+                     {last}",
+                    text(&key)
+                );
+                assert_eq!(
+                    version,
+                    *last + 1,
+                    "seed {seed}: node {node}'s watch of {} went from version {last} to \
+                     {version} and said no gap",
+                    text(&key)
+                );
+                *last = version;
+                let first = self
+                    .values
+                    .entry((key.clone(), version))
+                    .or_insert_with(|| value.clone());
+                assert!(
+                    *first == value,
+                    "seed {seed}: watches delivered two values of {} at version {version}: {:?} \
+                     and {:?} (node {node})",
+                    text(&key),
+                    first.as_deref().map(text),
+                    value.as_deref().map(text)
+                );
+                self.changes += 1;
+            }
+            WatchItem::Skipped { key, skipped_to } => {
+                let last = self.last.entry((node, key.clone())).or_default();
+                assert!(
+                    skipped_to > *last + 1,
+                    "seed {seed}: node {node}'s watch of {} skipped to {skipped_to} after \
+                     version {last}",
+                    text(&key)
+                );
+                *last = skipped_to - 1;
+                self.skips += 1;
+            }
+        }
+    }
+
+    /// `node`'s process stopped: its watch ended (a new one starts from scratch).
+    fn end_stream(&mut self, node: NodeId) {
+        let before = self.last.len();
+        self.last.retain(|(n, _), _| *n != node);
+        if self.last.len() < before {
+            self.ended += 1;
+        }
+    }
+}
+
+/// A key or a value, as the workload writes them (text), for the checks' messages.
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl Sim {
+    /// `to` receives an announcement by `from`'s proposer of what it saw chosen: taken from a
+    /// member only (as the network takes any Paxos frame), into the node's watch.
+    fn announced(&mut self, from: NodeId, to: NodeId, key: Key, changes: Vec<KeyChange>) {
+        let now = self.now;
+        let node = self.nodes.get_mut(&to).unwrap();
+        let member = |m: &Membership| m.member(from).is_some();
+        if !node.membership.as_ref().is_some_and(member) {
+            return;
+        }
+        for item in node.watch.offer(now, key, changes) {
+            self.watched.deliver(to, item);
+        }
+    }
+
+    /// Each live node's watch skips the gaps that waited long enough. (A sequencer keeps its
+    /// keys in a `HashMap`: the order of items across keys varies from run to run, each key's
+    /// order does not, and no check and no random draw depends on the former, so a seed still
+    /// replays exactly.)
+    fn expire_watches(&mut self) {
+        let now = self.now;
+        for (id, node) in self.nodes.iter_mut().filter(|(_, n)| !n.dead) {
+            if node.watch.next_deadline().is_some_and(|t| t <= now) {
+                for item in node.watch.expire(now) {
+                    self.watched.deliver(*id, item);
+                }
+            }
+        }
+    }
+}
+
+/// Every change a watch delivered, against the history (found linearizable): where an answered
+/// write made that version of the key (`Put`, a `Cas` that swapped, a `Delete` that deleted),
+/// or an answered read saw it, the watch delivered the same value; a value delivered was written
+/// to that key by a write that may have taken effect, and at one version only (each write
+/// writes a new value, and applies once).
+fn check_watches(sim: &Sim, seed: u64) {
+    let mut states: BTreeMap<(&Key, u64), Option<&Vec<u8>>> = BTreeMap::new();
+    let mut written: BTreeSet<(&Key, &Vec<u8>)> = BTreeSet::new();
+    for (i, op) in sim.history.iter().enumerate() {
+        let value = match &op.input {
+            Input::Put { value } | Input::Cas { value, .. } => Some(value),
+            Input::Delete | Input::Get | Input::Absent => None,
+        };
+        if let (Some(v), false) = (value, sim.not_applied.contains(&i)) {
+            written.insert((&op.key, v));
+        }
+        let (version, state) = match &op.output {
+            Some(Output::Put { version })
+            | Some(Output::Cas {
+                swapped: true,
+                version,
+            }) => (*version, value),
+            Some(Output::Delete {
+                deleted: true,
+                version,
+            }) => (*version, None),
+            Some(Output::Get { value, version }) if *version > 0 => (*version, value.as_ref()),
+            _ => continue,
+        };
+        states.entry((&op.key, version)).or_insert(state);
+    }
+    let mut versions: BTreeMap<(&Key, &Vec<u8>), u64> = BTreeMap::new();
+    for ((key, version), value) in &sim.watched.values {
+        if let Some(state) = states.get(&(key, *version)) {
+            assert!(
+                *state == value.as_ref(),
+                "seed {seed}: a watch delivered {:?} as version {version} of {}, the history has \
+                 {:?}",
+                value.as_deref().map(text),
+                text(key),
+                state.map(|v| text(v))
+            );
+        }
+        let Some(value) = value else { continue };
+        assert!(
+            written.contains(&(key, value)),
+            "seed {seed}: a watch delivered {} as version {version} of {}: no write that may \
+             have taken effect wrote it there",
+            text(value),
+            text(key)
+        );
+        if let Some(other) = versions.insert((key, value), *version) {
+            panic!(
+                "seed {seed}: a watch delivered {} of {} as versions {other} and {version}",
+                text(value),
+                text(key)
+            );
+        }
+    }
+}
+
+// -----------------------------------------------------------------------------------------
 // A run: the faults and the changes of each step, the workload, and the end (heal, converge,
 // read every key back, check the history)
 // -----------------------------------------------------------------------------------------
@@ -2798,8 +3045,13 @@ fn check_history(sim: Sim, seed: u64) -> RunStats {
         "seed {seed}: not linearizable\n{}",
         describe(&history, &result)
     );
+    check_watches(&sim, seed);
+    let mut faults = sim.faults;
+    faults.insert("watch changes delivered", sim.watched.changes);
+    faults.insert("watch skips", sim.watched.skips);
+    faults.insert("watches ended", sim.watched.ended);
     RunStats {
-        faults: sim.faults,
+        faults,
         checked: history.len(),
     }
 }
@@ -2841,6 +3093,9 @@ fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_sta
         "add given up",
         "proposer restart",
         "acceptor crash",
+        "watch changes delivered",
+        "watch skips",
+        "watches ended",
     ] {
         assert!(
             !many || faults.get(fault).is_some_and(|n| *n > 0),
