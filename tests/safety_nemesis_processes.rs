@@ -42,7 +42,7 @@ use paxkv::paxos::types::{Command, NodeId, Outcome};
 use rand::rngs::SmallRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
-use support::linearizability::{Input, Output};
+use support::linearizability::Input;
 use support::processes::{ProcessCluster, NODE_COUNT};
 use support::workload::{hot_key, hot_key_task as workload_task, WorkloadStats, HOT_KEYS};
 use support::Cluster;
@@ -451,17 +451,8 @@ async fn finish_change(
 fn highest_acknowledged_versions(history: &History) -> BTreeMap<Vec<u8>, u64> {
     let mut highest = BTreeMap::new();
     for op in history.operations() {
-        let version = match op.output {
-            Some(Output::Put { version })
-            | Some(Output::Delete {
-                deleted: true,
-                version,
-            })
-            | Some(Output::Cas {
-                swapped: true,
-                version,
-            }) => version,
-            _ => continue,
+        let Some(version) = op.output.as_ref().and_then(support::watching::version_made) else {
+            continue;
         };
         let entry = highest.entry(op.key.clone()).or_insert(0);
         *entry = version.max(*entry);

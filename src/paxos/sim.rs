@@ -674,46 +674,33 @@ impl Sim {
         let (proposer, epoch, voters) = (p.id(), p.config().epoch, p.config().nodes.clone());
         // Stamped as the outbox stamps: the node's installed cluster (0: none yet).
         let cluster = self.nodes[&from].cluster();
+        // A message of this proposer to node `to`, stamped as the outbox stamps it.
+        let message = |to, msg| InFlight {
+            from,
+            to,
+            key: key.to_vec(),
+            proposer,
+            epoch,
+            cluster,
+            payload: Payload::Paxos(msg),
+        };
         for e in out {
             match e {
                 Effect::Broadcast(msg) => {
                     for &to in &voters {
-                        self.net.push(InFlight {
-                            from,
-                            to,
-                            key: key.to_vec(),
-                            proposer,
-                            epoch,
-                            cluster,
-                            payload: Payload::Paxos(msg.clone()),
-                        });
+                        self.net.push(message(to, msg.clone()));
                     }
                 }
-                Effect::Send(to, msg) => self.net.push(InFlight {
-                    from,
-                    to,
-                    key: key.to_vec(),
-                    proposer,
-                    epoch,
-                    cluster,
-                    payload: Payload::Paxos(msg),
-                }),
+                Effect::Send(to, msg) => self.net.push(message(to, msg)),
                 Effect::Reply(token, result) => self.answered(token, result),
                 // Every node watches: to each, through the network, as the outbox sends it
                 // to the lease holders (`actors::outbox::Outbox::announce`).
                 Effect::Chosen(changes) => {
                     for to in self.live_nodes() {
-                        self.net.push(InFlight {
-                            from,
-                            to,
-                            key: key.to_vec(),
-                            proposer,
-                            epoch,
-                            cluster,
-                            payload: Payload::Paxos(PeerMessage::Chosen {
-                                changes: changes.clone(),
-                            }),
-                        });
+                        let msg = PeerMessage::Chosen {
+                            changes: changes.clone(),
+                        };
+                        self.net.push(message(to, msg));
                     }
                 }
             }

@@ -33,6 +33,22 @@ fn key_of(item: &WatchItem) -> &[u8] {
     }
 }
 
+/// The version a write's answer says it made (`None`: it changed nothing, or it is a read).
+pub fn version_made(output: &Output) -> Option<u64> {
+    match output {
+        Output::Put { version }
+        | Output::Delete {
+            deleted: true,
+            version,
+        }
+        | Output::Cas {
+            swapped: true,
+            version,
+        } => Some(*version),
+        _ => None,
+    }
+}
+
 /// What the history says of one key's writes.
 #[derive(Default)]
 pub struct KeyWrites {
@@ -53,21 +69,14 @@ pub fn writes_of(ops: &[Operation]) -> BTreeMap<Vec<u8>, KeyWrites> {
         };
         let writes = keys.entry(op.key.clone()).or_default();
         match &op.output {
-            Some(Output::Put { version })
-            | Some(Output::Delete {
-                deleted: true,
-                version,
-            })
-            | Some(Output::Cas {
-                swapped: true,
-                version,
-            }) => {
-                writes.acked.insert(*version, value);
+            Some(output) => {
+                if let Some(version) = version_made(output) {
+                    writes.acked.insert(version, value);
+                }
             }
             None => {
                 writes.maybe.insert(value);
             }
-            Some(_) => {}
         }
     }
     keys
