@@ -32,7 +32,6 @@ use crate::messages::{
 };
 use crate::paxos::types::{key_hash, Command, Outcome, WriteIdMint};
 use crate::tls::{self, Dial, Tls};
-use crate::watch::{WatchOptions, WatchStream};
 
 /// Requests queued for one connection's writer.
 const CONNECTION_QUEUE_CAPACITY: usize = 4_096;
@@ -194,14 +193,6 @@ impl Client {
             Reply::Listed(page) => Ok(page),
             other => Err(unexpected(other)),
         }
-    }
-
-    /// The changes of `key` (with `options.prefix`, of every key under it), in version order
-    /// per key, with every gap said (see `crate::watch` and `actors::watch`). Resumes on
-    /// another node when the one serving it fails; ends with an error when no node could
-    /// serve it for `op_timeout`. Dropping the stream ends the watch.
-    pub fn watch(&self, key: &[u8], options: WatchOptions) -> WatchStream {
-        crate::watch::spawn(self.clone(), key.to_vec(), options)
     }
 
     /// Starts a watch on node `index`: its answers once the node confirmed it (`Started`).

@@ -252,7 +252,18 @@ impl Drop for WatchStream {
 /// the gap said).
 const READY_ITEMS: usize = 1_024;
 
-pub(crate) fn spawn(client: Client, key: Key, options: WatchOptions) -> WatchStream {
+impl Client {
+    /// The changes of `key` (with `options.prefix`, of every key under it), in version order
+    /// per key, with every gap said (see the module doc and `actors::watch`). Resumes on
+    /// another node when the one serving it fails; ends with an error when no node could
+    /// serve it for `op_timeout`. Dropping the stream ends the watch. (Here rather than in
+    /// `client.rs`: the watch's task uses the client, not the other way round.)
+    pub fn watch(&self, key: &[u8], options: WatchOptions) -> WatchStream {
+        spawn(self.clone(), key.to_vec(), options)
+    }
+}
+
+fn spawn(client: Client, key: Key, options: WatchOptions) -> WatchStream {
     let (tx, items) = mpsc::channel(READY_ITEMS);
     let task = tokio::spawn(async move {
         let mut watch = Watcher {

@@ -25,7 +25,6 @@ use rand::Rng;
 use tokio::sync::mpsc;
 
 use crate::actors::messages::Deliver;
-use crate::actors::watch::WatchHub;
 use crate::actors::{HeldBytes, Stats};
 use crate::config::Config;
 use crate::frame;
@@ -33,6 +32,10 @@ use crate::frame;
 use crate::messages::FaultPlan;
 use crate::messages::{Envelope, Frame, PeerMessage};
 use crate::paxos::types::{KeyChange, NodeId};
+
+/// Takes the announcements of this node's own proposers (`actors::watch::WatchHub::publish`;
+/// a function, so that the outbox depends on no watch type).
+pub type LocalAnnouncements = Arc<dyn Fn(Vec<u8>, Vec<KeyChange>) + Send + Sync>;
 
 /// Sends Paxos messages to peers (or to this node). Cheap to clone.
 ///
@@ -57,9 +60,9 @@ struct OutboxInner {
     queue_bytes: usize,
     local: Recipient<Deliver>,
     stats: Arc<Stats>,
-    /// This node's watchers: its own announcements go to them straight, not through the
-    /// supervisor's mailbox, which sheds load (`actors::watch`).
-    watch: Arc<WatchHub>,
+    /// Where this node's own announcements go: straight to its watchers (`actors::watch`),
+    /// not through the supervisor's mailbox, which sheds load.
+    local_announcements: LocalAnnouncements,
     /// The nodes that watch, and until when ([`Outbox::grant_watch`]).
     watching: std::sync::Mutex<BTreeMap<NodeId, std::time::Instant>>,
     /// Some node may watch: a proposer looks at this one flag per step.
@@ -110,7 +113,7 @@ impl Outbox {
         config: &Config,
         local: Recipient<Deliver>,
         stats: Arc<Stats>,
-        watch: Arc<WatchHub>,
+        local_announcements: LocalAnnouncements,
     ) -> (Outbox, mpsc::UnboundedReceiver<PeerQueue>) {
         let (new_queues, queues) = mpsc::unbounded_channel();
         let inner = OutboxInner {
@@ -122,7 +125,7 @@ impl Outbox {
             queue_bytes: config.limits.peer_queue_bytes,
             local,
             stats,
-            watch,
+            local_announcements,
             watching: Default::default(),
             announcing: Default::default(),
             #[cfg(feature = "testing")]
@@ -349,7 +352,7 @@ impl Outbox {
                 body: PeerMessage::Chosen { changes },
                 ..
             }) => {
-                self.inner.watch.publish(key, changes);
+                (self.inner.local_announcements)(key, changes);
                 true
             }
             Outgoing::Local(envelope) => self.inner.local.try_send(Deliver(envelope, None)).is_ok(),

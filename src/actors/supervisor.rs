@@ -107,7 +107,7 @@ impl NodeSupervisor {
                 &config,
                 ctx.address().recipient(),
                 stats.clone(),
-                watch.clone(),
+                Arc::new(move |key, changes| watch.publish(key, changes)),
             );
             match view.get() {
                 Some(m) => outbox.set_peers(&m),
