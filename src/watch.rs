@@ -92,9 +92,12 @@ impl Sequencer {
         value: Option<Vec<u8>>,
         from_version: Option<u64>,
     ) -> Vec<WatchItem> {
+        // With `from_version`, the sequence starts below it whatever the state read: changes
+        // below the version asked for are not delivered, and the state read is if it is at or
+        // above it.
         let last = match from_version {
             None => version,
-            Some(from) => from.saturating_sub(1).min(version),
+            Some(from) => from.saturating_sub(1),
         };
         self.keys.insert(
             key.clone(),
@@ -103,7 +106,7 @@ impl Sequencer {
                 ..Default::default()
             },
         );
-        if version > last {
+        if version > last && from_version.is_some() {
             self.offer(now, key, vec![KeyChange { version, value }])
         } else {
             Vec::new()
@@ -516,6 +519,10 @@ mod tests {
         assert_eq!(versions(&s.expire(now)), ["skip7", "7"]);
         // A key under the prefix never read starts below the version asked for.
         let out = s.offer(now, b"new".to_vec(), vec![change(2, "x"), change(3, "y")]);
+        assert_eq!(versions(&out), ["3"]);
+        // A key read below the version asked for: nothing below it is delivered.
+        assert!(s.start(now, b"old".to_vec(), 1, None, Some(3)).is_empty());
+        let out = s.offer(now, b"old".to_vec(), vec![change(2, "b"), change(3, "c")]);
         assert_eq!(versions(&out), ["3"]);
     }
 }

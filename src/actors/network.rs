@@ -282,8 +282,10 @@ fn reserved_for(call: &Call, request_bytes: usize, config: &Config) -> usize {
                 command: crate::paxos::types::Command::Get,
                 ..
             } => config.frame_limit(),
-            crate::messages::RequestBody::List { .. } => (LIST_FRAMES * config.frame_limit())
-                .min(config.limits.max_connection_bytes - request_bytes),
+            crate::messages::RequestBody::List { .. }
+            | crate::messages::RequestBody::ListVersions { .. } => (LIST_FRAMES
+                * config.frame_limit())
+            .min(config.limits.max_connection_bytes - request_bytes),
             _ => SMALL_ANSWER_BYTES,
         },
         Call::Node(_) => config.frame_limit(),

@@ -33,6 +33,25 @@ use crate::messages::FaultPlan;
 use crate::messages::{Envelope, Frame, PeerMessage};
 use crate::paxos::types::{KeyChange, NodeId};
 
+/// `changes` in runs, in order, each holding at most `max_bytes` of values (or one change, if
+/// that alone holds more).
+fn frames_of(changes: Vec<KeyChange>, max_bytes: usize) -> Vec<Vec<KeyChange>> {
+    let mut frames: Vec<Vec<KeyChange>> = Vec::new();
+    let mut bytes = 0;
+    for change in changes {
+        let size = change.value.as_ref().map_or(0, Vec::len);
+        match frames.last_mut() {
+            Some(frame) if bytes + size <= max_bytes => frame.push(change),
+            _ => {
+                bytes = 0;
+                frames.push(vec![change]);
+            }
+        }
+        bytes += size;
+    }
+    frames
+}
+
 /// Takes the announcements of this node's own proposers (`actors::watch::WatchHub::publish`;
 /// a function, so that the outbox depends on no watch type).
 pub type LocalAnnouncements = Arc<dyn Fn(Vec<u8>, Vec<KeyChange>) + Send + Sync>;
@@ -67,6 +86,8 @@ struct OutboxInner {
     watching: std::sync::Mutex<BTreeMap<NodeId, std::time::Instant>>,
     /// Some node may watch: a proposer looks at this one flag per step.
     announcing: std::sync::atomic::AtomicBool,
+    /// `limits.max_value_bytes`: the values one announcement frame may hold.
+    max_value_bytes: usize,
     #[cfg(feature = "testing")]
     faults_active: AtomicBool,
     #[cfg(feature = "testing")]
@@ -128,6 +149,7 @@ impl Outbox {
             local_announcements,
             watching: Default::default(),
             announcing: Default::default(),
+            max_value_bytes: config.limits.max_value_bytes,
             #[cfg(feature = "testing")]
             faults_active: AtomicBool::new(false),
             #[cfg(feature = "testing")]
@@ -284,7 +306,10 @@ impl Outbox {
     }
 
     /// Announces `changes` of `key`, chosen by proposer instance `proposer`, to every node
-    /// whose watch lease runs; forgets the leases that ended.
+    /// whose watch lease runs; forgets the leases that ended. A round's changes may hold
+    /// several values (a batch, and the state its Prepare read): they go in as many frames as
+    /// keep each within one value's bytes, so that every frame fits the peers' frame limit (one
+    /// key, one value): a larger one would close the link it travels on.
     pub fn announce(&self, key: &[u8], proposer: u64, epoch: u64, changes: Vec<KeyChange>) {
         let to: Vec<NodeId> = {
             let mut watching = self.inner.watching.lock().expect("watching lock");
@@ -295,7 +320,10 @@ impl Outbox {
             }
             watching.keys().copied().collect()
         };
-        if !to.is_empty() {
+        if to.is_empty() {
+            return;
+        }
+        for changes in frames_of(changes, self.inner.max_value_bytes) {
             Stats::add(&self.inner.stats.announcements, to.len() as u64);
             self.broadcast(&to, key, proposer, epoch, PeerMessage::Chosen { changes });
         }
@@ -380,5 +408,41 @@ impl Outbox {
         if !delivered {
             Stats::add(&self.inner.stats.peer_frames_dropped, 1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(version: u64, bytes: usize) -> KeyChange {
+        KeyChange {
+            version,
+            value: Some(vec![0; bytes]),
+        }
+    }
+
+    #[test]
+    fn an_announcement_is_split_so_that_each_frame_holds_one_values_bytes_at_most() {
+        let changes = vec![
+            change(1, 600),
+            change(2, 600),
+            change(3, 10),
+            change(4, 1_500),
+        ];
+        let frames = frames_of(changes, 1_000);
+        let versions: Vec<Vec<u64>> = frames
+            .iter()
+            .map(|f| f.iter().map(|c| c.version).collect())
+            .collect();
+        assert_eq!(versions, vec![vec![1], vec![2, 3], vec![4]]);
+        let deletes = vec![
+            KeyChange {
+                version: 5,
+                value: None,
+            };
+            3
+        ];
+        assert_eq!(frames_of(deletes, 1_000).len(), 1);
     }
 }

@@ -31,8 +31,11 @@
 //!    ([`crate::actors::outbox::Outbox::announcing`]), and a change it saw chosen with the
 //!    flag off was chosen before the lease was granted, so before the start was read, so it
 //!    is not after the start. A batch whose proposer never sees its quorum (a timeout) is
-//!    retried by that proposer, whose retry finds each write's recorded outcome and announces
-//!    it. What breaks this is a fault: a proposer that crashes between its quorum and its
+//!    retried by that proposer while its callers wait, and the retry finds each write's
+//!    recorded outcome and announces it; a batch given up (every caller's deadline passed)
+//!    is announced only as far as a later Prepare reads its last state, and its middle
+//!    versions, if any, are gaps, reported (a write that ran out of time is a failure). What
+//!    breaks this is a fault: a proposer that crashes between its quorum and its
 //!    announcement, an announcement dropped (a full peer queue, a cut link), a lease that ends
 //!    before it is renewed (a partition, a paused node: the timing assumption is that two
 //!    nodes' clocks measure [`WATCH_LEASE`] within a factor of two, so a lease confirmed less
@@ -43,7 +46,9 @@
 //! `limits.max_watchers_per_connection`. Each watcher has a buffer of changes not yet written
 //! to its client, bounded by `limits.watch_buffer_bytes`: a client that reads slower than its
 //! keys change is ended with the reason (`WatchEvent::Ended`), never buffered without end; an
-//! announcement is held once however many watchers share it.
+//! announcement is held once however many watchers share it, and every watcher's buffer
+//! together (counted per watcher) stays within `limits.max_node_bytes`. A watch's answers take
+//! its connection's and the node's byte budgets before they are made (`actors::network`).
 //!
 //! **Membership changes.** A lease is asked of every member of the watch node's epoch, joining
 //! and leaving ones included (any member's proposers may choose). A member added later holds
@@ -107,6 +112,8 @@ pub struct WatchHub {
     config: Arc<Config>,
     stats: Arc<Stats>,
     registry: Mutex<Registry>,
+    /// Bytes in every watcher's buffer together, within `limits.max_node_bytes`.
+    buffered: Arc<AtomicUsize>,
     members: OnceLock<MembershipService>,
     /// The last lease round: when it began, at which epoch, whether every member granted;
     /// rounds run one at a time.
@@ -154,6 +161,7 @@ impl Watch {
     pub async fn next(&mut self) -> Option<Arc<Announced>> {
         let next = self.queue.recv().await?;
         self.buffered.fetch_sub(next.bytes, Ordering::Relaxed);
+        self.hub.buffered.fetch_sub(next.bytes, Ordering::Relaxed);
         Some(next)
     }
 
@@ -165,7 +173,10 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
+        // Unlinked first: nothing is added to its buffer after, and what it held is given back.
         self.hub.remove(self.id);
+        let held = self.buffered.load(Ordering::Relaxed);
+        self.hub.buffered.fetch_sub(held, Ordering::Relaxed);
     }
 }
 
@@ -176,6 +187,7 @@ impl WatchHub {
             config,
             stats,
             registry: Default::default(),
+            buffered: Default::default(),
             members: OnceLock::new(),
             confirmed: Default::default(),
             client: Default::default(),
@@ -293,11 +305,11 @@ impl WatchHub {
             }
         });
         let granted = join_all(calls).await.into_iter().all(|ok| ok);
-        *last = Some(LeaseRound {
-            at: started,
-            epoch,
-            granted,
-        });
+        // A granted round counts from its start (every lease began after it); a refused one
+        // from its end, so that the watches waiting behind it take its answer rather than each
+        // running another round.
+        let at = if granted { started } else { Instant::now() };
+        *last = Some(LeaseRound { at, epoch, granted });
         granted
     }
 
@@ -352,6 +364,7 @@ impl WatchHub {
             bytes,
         });
         let limit = self.config.limits.watch_buffer_bytes;
+        let node_limit = self.config.limits.max_node_bytes;
         let mut slow = Vec::new();
         for id in ids {
             let Some(w) = registry.watchers.get(&id) else {
@@ -364,9 +377,20 @@ impl WatchHub {
                 slow.push((id, format!("{held} bytes of changes not read yet")));
                 continue;
             }
+            // Every watcher's buffer together stays within the node's byte budget: past it,
+            // the watcher that would take more is ended (each holds at most its own bound).
+            let all = self.buffered.load(Ordering::Relaxed);
+            if all + bytes > node_limit {
+                slow.push((
+                    id,
+                    format!("this node's watchers hold {all} bytes not read yet"),
+                ));
+                continue;
+            }
             match w.queue.try_send(announced.clone()) {
                 Ok(()) => {
                     w.buffered.fetch_add(bytes, Ordering::Relaxed);
+                    self.buffered.fetch_add(bytes, Ordering::Relaxed);
                     Stats::add(
                         &self.stats.watch_changes_sent,
                         announced.changes.len() as u64,

@@ -50,9 +50,10 @@
 //! Prepare, that state's own last change ahead of them. Why each announced change is a
 //! change of the key's linearized history: the round's state is chosen, its batch's commands
 //! were applied to the state the round started from, in order, each taking the next version;
-//! a retried write's recorded outcome is that write's own earlier change (the same id is the
-//! same write), and the state a Prepare read is the one the chosen state was made from. A
-//! round that no quorum took announces nothing (its state may never be chosen, and another
+//! a retried write's recorded outcome is that write's own earlier change when this proposer
+//! sent that very command before (a recorded outcome of a write id it never sent is announced
+//! only as the state read: a client may reuse an id with another value), and the state a
+//! Prepare read is the one the chosen state was made from. A round that no quorum took announces nothing (its state may never be chosen, and another
 //! with the same version may be). Nothing is announced from a read: a read changes no
 //! version. What is not announced (a proposer that stops between the quorum and the
 //! announcement, a batch's middle versions when another proposer carried the batch's state
@@ -274,6 +275,8 @@ enum Phase {
         acks: BTreeMap<NodeId, Ballot>,
         /// The last change of the state a Prepare read (announced ahead of the batch's).
         pred: Option<KeyChange>,
+        /// Per command: its change may be announced with its own value (see `accept`).
+        own: Vec<bool>,
     },
 }
 
@@ -666,19 +669,20 @@ impl Proposer {
             version: state.version,
             value: state.value.clone(),
         });
-        let outcomes: Vec<Result<Outcome, Error>> = self
-            .batch
-            .iter()
-            .map(|p| {
-                apply(
-                    &mut state,
-                    &p.ask.command,
-                    p.ask.id,
-                    p.ask.maybe_applied || p.accept_sent,
-                )
-            })
-            .map(|outcome| outcome.map_err(too_late))
-            .collect();
+        let mut outcomes = Vec::with_capacity(self.batch.len());
+        // Per command: may its change be announced with the value it carries? Yes if this
+        // round applied it, or if this proposer sent this very command in an earlier Accept
+        // (its recorded outcome is then this command's own). A recorded outcome of a write id
+        // this proposer never sent may come from a client that reused the id with another
+        // value: its change is announced only from the state read (see `changes_made`).
+        let mut own = Vec::with_capacity(self.batch.len());
+        for p in &self.batch {
+            let before = state.version;
+            let maybe_applied = p.ask.maybe_applied || p.accept_sent;
+            outcomes
+                .push(apply(&mut state, &p.ask.command, p.ask.id, maybe_applied).map_err(too_late));
+            own.push(state.version > before || p.accept_sent);
+        }
         let next = ballot.next_for(self.cfg.node);
         self.round = self.round.max(next.round);
         for p in &mut self.batch {
@@ -698,6 +702,7 @@ impl Proposer {
             outcomes,
             acks: BTreeMap::new(),
             pred,
+            own,
         };
     }
 
@@ -922,6 +927,7 @@ impl Proposer {
             outcomes,
             acks,
             pred,
+            own,
             ..
         } = std::mem::replace(&mut self.phase, Phase::Idle)
         else {
@@ -952,7 +958,7 @@ impl Proposer {
             self.chosen = Some((ballot, state));
         }
         if self.announcing {
-            let changes = self.changes_made(pred, &outcomes);
+            let changes = self.changes_made(pred, &outcomes, &own);
             if !changes.is_empty() {
                 out.push(Effect::Chosen(changes));
             }
@@ -966,13 +972,18 @@ impl Proposer {
         &self,
         pred: Option<KeyChange>,
         outcomes: &[Result<Outcome, Error>],
+        own: &[bool],
     ) -> Vec<KeyChange> {
         let mut changes: Vec<KeyChange> = pred.into_iter().collect();
         changes.extend(
             self.batch
                 .iter()
                 .zip(outcomes)
-                .filter_map(|(p, outcome)| KeyChange::of(&p.ask.command, outcome.as_ref().ok()?)),
+                .zip(own)
+                .filter(|(_, own)| **own)
+                .filter_map(|((p, outcome), _)| {
+                    KeyChange::of(&p.ask.command, outcome.as_ref().ok()?)
+                }),
         );
         // A retried write's recorded outcome may repeat the read state's change, or lie below
         // it (its first round was carried forward by another proposer, which announced only

@@ -779,3 +779,61 @@ fn a_settle_ends_only_once_the_joining_voter_accepted() {
     assert_eq!(replies(&after_joining).len(), 1, "{after_joining:?}");
     assert!(accs[5].record().accepted > Ballot::FAST);
 }
+
+/// The replies a proposer gave, and the changes it announced.
+type Driven = (Vec<(Token, Result<Outcome, Error>)>, Vec<KeyChange>);
+
+/// What `drive` does, also collecting every announced change.
+fn drive_announced(
+    p: &mut Proposer,
+    acceptors: &mut [Acceptor],
+    start: Instant,
+    mut out: Vec<Effect>,
+) -> Driven {
+    let mut now = start;
+    let mut announced = Vec::new();
+    loop {
+        for e in &out {
+            if let Effect::Chosen(changes) = e {
+                announced.extend(changes.iter().cloned());
+            }
+        }
+        let answers = replies(&out);
+        if !answers.is_empty() {
+            return (answers, announced);
+        }
+        assert!(now < start + Duration::from_secs(5), "no answer");
+        let mut next = exchange(p, acceptors, &[1, 2, 3, 4, 5], now, out);
+        if next.is_empty() {
+            now += Duration::from_millis(10);
+            p.tick(now, &mut next);
+        }
+        out = next;
+    }
+}
+
+#[test]
+fn a_write_id_reused_with_another_value_is_never_announced_with_that_value() {
+    let now = Instant::now();
+    let mut acceptors = acceptors();
+    let mut p1 = proposer(1);
+    p1.set_announcing(true);
+    let out = submit(&mut p1, now, 1, put("a"), id(1));
+    let (_, announced) = drive_announced(&mut p1, &mut acceptors, now, out);
+    assert_eq!(announced.iter().map(|c| c.version).collect::<Vec<_>>(), [1]);
+    let out = submit(&mut p1, now, 2, put("b"), id(2));
+    drive_announced(&mut p1, &mut acceptors, now, out);
+    // Another node's proposer gets write id 1 again, with another value: the register answers
+    // the recorded outcome (version 1), which this proposer never sent.
+    let mut p2 = proposer(2);
+    p2.set_announcing(true);
+    let out = submit(&mut p2, now, 3, put("EVIL"), id(1));
+    let (answers, announced) = drive_announced(&mut p2, &mut acceptors, now, out);
+    assert_eq!(answers, vec![(3, Ok(Outcome::Put { version: 1 }))]);
+    assert!(
+        announced
+            .iter()
+            .all(|c| c.value.as_deref() != Some(&b"EVIL"[..])),
+        "announced {announced:?}"
+    );
+}
