@@ -250,6 +250,10 @@ impl Drop for WatchStream {
     }
 }
 
+/// Bytes of changes a watch holds while it reads where its keys stand (past it the session is
+/// given up and the watch resumes: the read is then too slow for the keys' rate of change).
+const HELD_BYTES_DURING_READ: usize = 64 << 20;
+
 /// Items a watch may have ready for a caller that has not taken them (then the watch stops
 /// reading its node, the node's buffer for it fills, the node ends it, and it resumes with
 /// the gap said).
@@ -338,13 +342,65 @@ impl Watcher {
         node: usize,
         first: bool,
     ) -> std::result::Result<WatchSession, std::result::Result<Error, Gone>> {
-        let session = self
+        let mut session = self
             .client
             .open_watch(node, &self.key, self.options.prefix)
             .await
             .map_err(Ok)?;
-        self.read_states(first).await?;
-        Ok(session)
+        match self.read_states_beside(&mut session, first).await? {
+            None => Ok(session),
+            Some(why) => Err(Ok(Error::Unavailable(format!(
+                "the watch ended while it read where its keys stand: {why}"
+            )))),
+        }
+    }
+
+    /// [`Watcher::read_states`], taking the session's changes meanwhile: they are held, then
+    /// offered once the read is done (a key read first is started at the state read, and a
+    /// change it held at or below that is dropped). A long listing then never lets the
+    /// session's answers pile up until the connection drops them, which would end the session
+    /// and start another listing, for ever. `Ok(Some(why))`: the session ended meanwhile.
+    async fn read_states_beside(
+        &mut self,
+        session: &mut WatchSession,
+        first: bool,
+    ) -> std::result::Result<Option<String>, std::result::Result<Error, Gone>> {
+        let mut held: Vec<(Key, Vec<KeyChange>)> = Vec::new();
+        let mut held_bytes = 0;
+        let mut ended: Option<String> = None;
+        let read = {
+            let read = self.read_states(first);
+            tokio::pin!(read);
+            loop {
+                tokio::select! {
+                    read = &mut read => break read,
+                    event = session.next(), if ended.is_none() => match event {
+                        Some(Ok(WatchEvent::Changed { key, changes })) => {
+                            held_bytes += changes.iter().map(KeyChange::bytes).sum::<usize>();
+                            if held_bytes > HELD_BYTES_DURING_READ {
+                                ended = Some(format!(
+                                    "over {HELD_BYTES_DURING_READ} bytes of changes came while \
+                                     it read where its keys stand"
+                                ));
+                            } else {
+                                held.push((key, changes));
+                            }
+                        }
+                        Some(Ok(WatchEvent::Started { .. })) => {}
+                        Some(Ok(WatchEvent::Ended { reason })) => ended = Some(reason),
+                        Some(Err(e)) => ended = Some(e.to_string()),
+                        None => ended = Some("the connection to the node was lost".into()),
+                    },
+                }
+            }
+        };
+        read?;
+        let now = Instant::now();
+        for (key, changes) in held {
+            let items = self.seq.offer(now, key, changes);
+            self.emit(items).await.map_err(Err)?;
+        }
+        Ok(ended)
     }
 
     /// Follows one node's session until it ends (`Ok(why)`: resume elsewhere).
@@ -374,11 +430,12 @@ impl Watcher {
                     let items = self.seq.expire(Instant::now());
                     self.emit(items).await?;
                 }
-                _ = reconcile.tick() => {
-                    if let Err(Ok(e)) = self.read_states(false).await {
-                        return Ok(format!("reconcile failed: {e}"));
-                    }
-                }
+                _ = reconcile.tick() => match self.read_states_beside(&mut session, false).await {
+                    Ok(None) => {}
+                    Ok(Some(why)) => return Ok(why),
+                    Err(Ok(e)) => return Ok(format!("reconcile failed: {e}")),
+                    Err(Err(Gone)) => return Err(Gone),
+                },
                 _ = self.out.closed() => return Err(Gone),
             }
         }
