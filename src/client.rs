@@ -738,10 +738,21 @@ impl Connection {
         Ok((id, rx))
     }
 
-    /// Forgets stream `id` and sends `end(id)`, without waiting (a watch's `Unwatch`).
+    /// Forgets stream `id` and sends `end` (a watch's `Unwatch`) without waiting for it: at
+    /// once if the connection's queue has room, else from a task of its own, so that a full
+    /// queue does not leave the node's watcher running for the connection's life.
     fn end_stream(&self, id: u64, end: Frame) {
         self.pending.lock().unwrap().remove(&id);
-        let _ = self.frames.try_send(frame::encode(&end));
+        if let Err(mpsc::error::TrySendError::Full(bytes)) =
+            self.frames.try_send(frame::encode(&end))
+        {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let frames = self.frames.clone();
+                runtime.spawn(async move {
+                    let _ = frames.send(bytes).await;
+                });
+            }
+        }
     }
 }
 
