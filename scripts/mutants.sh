@@ -126,6 +126,9 @@ mutants=(
   'announcement-in-one-frame @@ src/actors/outbox.rs @@ s/        for changes in frames_of(changes, self.inner.max_value_bytes) {/        for changes in frames_of(changes, usize::MAX) {/ @@ --test watching changes_of_large_values'
   'announce-a-reused-write-ids-value-unit @@ src/paxos/proposer.rs @@ s/            own.push(state.version > before || p.accept_sent);/            own.push(true || state.version > before || p.accept_sent);/ @@ --lib a_write_id_reused_with_another_value'
   'announce-outcome-version-off-by-one-sim @@ src/paxos/types.rs @@ s/^            } => \*version,$/            } => *version + 1,/ @@ --lib sim'
+  # issue 21: the HTTP API (driven by Python's standard library)
+  'http-get-without-etag @@ src/actors/http_api.rs @@ s/^        answer.headers_mut().insert(ETAG, etag(version));$/        let _ = etag(version);/ @@ --test http_api python_drives'
+  'http-cas-ignores-if-match @@ src/actors/http_api.rs @@ s/^        return Ok(Some(version));$/        let _ = version; return Ok(None);/ @@ --test http_api python_drives'
 )
 
 rm -rf "$work"; git -C "$repo" worktree prune

@@ -101,6 +101,11 @@ pub struct NodeConfig {
     /// `GET /health`; none if absent.
     #[serde(default)]
     pub metrics_addr: Option<String>,
+    /// `ip:port` of the node's HTTP/JSON API (`actors::http_api`); none if absent. Without
+    /// `[tls]`, loopback only, as `addr`; with `[tls]` it is not served yet (HTTPS is not
+    /// built: plaintext would bypass the certificates).
+    #[serde(default)]
+    pub http_addr: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -287,16 +292,20 @@ impl Config {
                     format!("address {addr} is used twice"),
                 ));
             }
-            if let Some(metrics) = &node.metrics_addr {
-                let field = format!("node[{i}].metrics_addr");
-                let metrics: SocketAddr = metrics.parse().map_err(|_| {
-                    invalid(&field, format!("{metrics:?} is not an ip:port address"))
-                })?;
-                if metrics.port() == 0 {
+            for (name, extra) in [
+                ("metrics_addr", &node.metrics_addr),
+                ("http_addr", &node.http_addr),
+            ] {
+                let Some(extra) = extra else { continue };
+                let field = format!("node[{i}].{name}");
+                let extra: SocketAddr = extra
+                    .parse()
+                    .map_err(|_| invalid(&field, format!("{extra:?} is not an ip:port address")))?;
+                if extra.port() == 0 {
                     return Err(invalid(&field, "port 0 is not allowed"));
                 }
-                if !addrs.insert(metrics) {
-                    return Err(invalid(&field, format!("address {metrics} is used twice")));
+                if !addrs.insert(extra) {
+                    return Err(invalid(&field, format!("address {extra} is used twice")));
                 }
             }
         }
@@ -543,6 +552,15 @@ impl Config {
             .map(|a| a.parse().expect("validated"))
     }
 
+    /// The HTTP API's address of node `id`, if the config gives one.
+    pub fn http_addr_of(&self, id: NodeId) -> Option<SocketAddr> {
+        self.node(id)
+            .ok()?
+            .http_addr
+            .as_ref()
+            .map(|a| a.parse().expect("validated"))
+    }
+
     pub fn frame_limit(&self) -> usize {
         self.limits.max_key_bytes + self.limits.max_value_bytes + FRAME_OVERHEAD_BYTES
     }
@@ -561,6 +579,7 @@ impl Config {
                     id: i as NodeId + 1,
                     addr: a.to_string(),
                     metrics_addr: None,
+                    http_addr: None,
                 })
                 .collect(),
             paxos: PaxosConfig::default(),

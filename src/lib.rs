@@ -18,6 +18,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod frame;
+pub mod json;
 pub mod messages;
 pub mod metrics;
 pub mod node;

@@ -41,6 +41,8 @@ pub struct NodeOptions {
     /// Serve `/metrics` and `/health` here (default: the node's `metrics_addr` in the
     /// config, if any).
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve the HTTP API here (default: the node's `http_addr` in the config, if any).
+    pub http_addr: Option<SocketAddr>,
 }
 
 /// A running node. Dropping it does not stop it; call [`NodeHandle::stop`].
@@ -85,6 +87,7 @@ impl NodeHandle {
             .or_else(|| config.metrics_addr_of(id))
             .map(metrics::bind)
             .transpose()?;
+        let http = http_listener(&config, id, options.http_addr, tls.is_some())?;
         let listener = match listener {
             Some(l) => l,
             None => std::net::TcpListener::bind(addr)
@@ -108,6 +111,7 @@ impl NodeHandle {
             tls: tls.clone(),
             listener,
             metrics,
+            http,
             join: options.join,
         };
         let (tx, rx) = std::sync::mpsc::channel();
@@ -193,7 +197,31 @@ struct Parts {
     tls: Option<Arc<Tls>>,
     listener: std::net::TcpListener,
     metrics: Option<std::net::TcpListener>,
+    http: Option<std::net::TcpListener>,
     join: Vec<SocketAddr>,
+}
+
+/// The HTTP API's listener, if the node serves one: on `http_addr`, loopback only without
+/// `[tls]` (the node port's rule); with `[tls]` none (HTTPS is not built yet, and plaintext
+/// would bypass the certificates), which is logged.
+fn http_listener(
+    config: &Config,
+    id: NodeId,
+    asked: Option<SocketAddr>,
+    tls: bool,
+) -> Result<Option<std::net::TcpListener>> {
+    let Some(addr) = asked.or_else(|| config.http_addr_of(id)) else {
+        return Ok(None);
+    };
+    if tls {
+        log::warn!(
+            "node {id}: http_addr {addr} not served: the HTTP API has no HTTPS yet, and \
+             plaintext would bypass the cluster's certificates"
+        );
+        return Ok(None);
+    }
+    config.check_transport(addr)?;
+    crate::actors::http_api::bind(addr).map(Some)
 }
 
 /// What a node's thread tells the thread that started it.
@@ -223,6 +251,7 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
         tls,
         listener,
         metrics,
+        http,
         join,
     } = parts;
     let stats = Arc::new(Stats::default());
@@ -260,6 +289,10 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
         Lister::new(members.clone(), supervisor.clone()),
         watch,
     );
+    if let Some(listener) = http {
+        let api = crate::actors::http_api::HttpApi::new(router.clone(), config.clone());
+        actix_rt::spawn(api.serve(listener));
+    }
     let calls = CallServer::new(storage, readiness.clone(), &config, members.clone());
     Network::new(
         listener,

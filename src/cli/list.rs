@@ -17,7 +17,7 @@ use base64::prelude::{Engine as _, BASE64_STANDARD};
 use paxkv::client::Client;
 use paxkv::messages::ListPage;
 
-use super::{bytes_field, keyed, report_error, EXIT_UNAVAILABLE};
+use super::{report_error, EXIT_UNAVAILABLE};
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
@@ -60,7 +60,7 @@ pub async fn run(client: Client, args: ListArgs, json: bool) -> i32 {
         Err(e) => return report_error(&prefix, &e, json),
     };
     let out = if json {
-        let mut line = page_json(&page).to_string().into_bytes();
+        let mut line = paxkv::json::page_json(&page).to_string().into_bytes();
         line.push(b'\n');
         line
     } else {
@@ -99,24 +99,4 @@ fn page_text(page: &ListPage) -> Vec<u8> {
         out.push('\n');
     }
     out.into_bytes()
-}
-
-fn page_json(page: &ListPage) -> serde_json::Value {
-    let items: Vec<serde_json::Value> = page
-        .items
-        .iter()
-        .map(|item| {
-            let mut object = keyed(&item.key, serde_json::json!({"version": item.version}));
-            if let Some(value) = &item.value {
-                bytes_field(&mut object, "value", value);
-            }
-            object
-        })
-        .collect();
-    let mut object = serde_json::json!({"items": items, "next": null});
-    if let Some(next) = &page.next {
-        object.as_object_mut().expect("an object").remove("next");
-        bytes_field(&mut object, "next", next);
-    }
-    object
 }

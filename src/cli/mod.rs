@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use base64::prelude::{Engine as _, BASE64_STANDARD};
 use clap::{Parser, Subcommand};
 use paxkv::client::{Client, ClientOptions};
 use paxkv::config::Config;
@@ -83,6 +82,9 @@ enum Command {
         /// config, if any).
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
+        /// Serve the HTTP API here (default: the node's http_addr in the config, if any).
+        #[arg(long)]
+        http_addr: Option<SocketAddr>,
     },
     /// Write a development CA, a certificate for each node of --config, a client certificate
     /// (reads and writes) and an operator certificate (membership changes) into DIR (the
@@ -186,6 +188,7 @@ pub fn main() -> i32 {
             ref data_dir,
             ref join,
             metrics_addr,
+            http_addr,
         } => cluster::run_node(
             &cli.config,
             id,
@@ -194,6 +197,7 @@ pub fn main() -> i32 {
                 addr,
                 join: join.clone(),
                 metrics_addr,
+                http_addr,
             },
         ),
         Command::Certs { ref out, ref id } => run_certs(&cli.config, out, id),
@@ -387,24 +391,7 @@ fn value_bytes(arg: OsString) -> Result<Vec<u8>, i32> {
     }
 }
 
-/// `name` and the bytes as a JSON field, losslessly: `"name": "..."` when the bytes are valid
-/// UTF-8, else `"name_base64": "..."` (standard alphabet, padded).
-pub(crate) fn bytes_field(object: &mut serde_json::Value, name: &str, bytes: &[u8]) {
-    let (field, value) = match std::str::from_utf8(bytes) {
-        Ok(text) => (name.to_string(), serde_json::json!(text)),
-        Err(_) => (
-            format!("{name}_base64"),
-            serde_json::json!(BASE64_STANDARD.encode(bytes)),
-        ),
-    };
-    object[field] = value;
-}
-
-/// `fields` with the key added (as `"key"`, or `"key_base64"` for a key that is not UTF-8).
-pub(crate) fn keyed(key: &[u8], mut fields: serde_json::Value) -> serde_json::Value {
-    bytes_field(&mut fields, "key", key);
-    fields
-}
+pub(crate) use paxkv::json::{bytes_field, keyed};
 
 /// The JSON object of a value found for `key`.
 fn found_json(key: &[u8], value: &[u8], version: u64) -> serde_json::Value {

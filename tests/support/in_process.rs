@@ -233,6 +233,7 @@ impl TestCluster {
             addr: self.extra.get(&id).copied(),
             join,
             metrics_addr: None,
+            http_addr: None,
         };
         NodeHandle::start_with(config, id, &dir, listener, options).expect("node starts")
     }

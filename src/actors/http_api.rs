@@ -1,0 +1,388 @@
+//! The HTTP/JSON API of a node (issue 21, its first part): the key-value routes and the
+//! listing, on the node's `http_addr`, over HTTP/1.1 (hyper, as the metrics endpoint).
+//! Every request becomes the same `ClientRequest` the binary protocol carries and is served by
+//! the node's [`Router`], so its semantics are the CLI's exactly: every read linearizable, every
+//! write durable on a majority before 200.
+//!
+//! - `GET /v1/kv/{key}`: 200, the value's bytes, `ETag: "N"` (the version); 404 with the
+//!   current version's `ETag` when the key has no value. `Accept: application/json`: the
+//!   CLI's `get --json` object.
+//! - `PUT /v1/kv/{key}` (the body is the value): 200 `{"version": N}`. `If-Match: "N"` makes
+//!   it a compare-and-set (412 `{"version": current}` when it does not swap), `If-None-Match:
+//!   *` swaps only if the key has no value. A body over `limits.max_value_bytes` is refused
+//!   with 413 from its `Content-Length`, before any of it is read.
+//! - `DELETE /v1/kv/{key}`: 200 `{"version": N}`, 404 `{"version": N}` when there was no value.
+//! - `GET /v1/kv?prefix=P&after=K&limit=N&keys_only=true`: one page of the listing, the JSON of
+//!   `paxkv list --json`.
+//! - Keys in paths and queries are percent-encoded bytes (any key, `/`, NUL and bytes that are
+//!   not UTF-8 included; `+` is a plus).
+//! - Errors: `{"error": "...", "class": "..."}` with 400 (bad input), 413 (a value over the
+//!   limit), 429 (busy), 503 and `Retry-After` (it did not take effect), 504 (its outcome is
+//!   unknown: it may have taken effect; never both).
+//!
+//! Not built yet (issue 21 goes on): the watch stream, members and status routes, the OpenAPI
+//! document, `Idempotency-Key`, a conditional `DELETE`, HTTPS (with `[tls]` the node does
+//! not serve `http_addr`: plaintext would bypass the certificates), and the console.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::header::{
+    HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH,
+};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use percent_encoding::percent_decode_str;
+use tokio::sync::Semaphore;
+
+use crate::actors::router::Router;
+use crate::config::Config;
+use crate::error::{Error, ErrorClass, Result};
+use crate::json::{bytes_field, keyed, page_json};
+use crate::messages::{ClientRequest, Reply, RequestBody};
+use crate::paxos::types::{Command, Outcome};
+
+/// Connections the API serves at once; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a request's headers may take to arrive.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves the API. Cheap to clone.
+#[derive(Clone)]
+pub struct HttpApi {
+    router: Router,
+    config: Arc<Config>,
+}
+
+type Answer = Response<Full<Bytes>>;
+
+/// Binds `addr` (an error names it).
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| Error::Config(format!("http_addr: cannot listen on {addr}: {e}")))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+impl HttpApi {
+    pub fn new(router: Router, config: Arc<Config>) -> HttpApi {
+        HttpApi { router, config }
+    }
+
+    /// Serves the API on `listener` until the runtime stops.
+    pub async fn serve(self, listener: std::net::TcpListener) {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("HTTP API: {e}");
+                return;
+            }
+        };
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    log::warn!("HTTP API: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let api = self.clone();
+            actix_rt::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let api = api.clone();
+                    async move { Ok::<_, std::convert::Infallible>(api.answer(request).await) }
+                });
+                let served = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                if let Err(e) = served {
+                    log::debug!("HTTP API: connection closed: {e}");
+                }
+                drop(slot);
+            });
+        }
+    }
+
+    async fn answer(&self, request: Request<hyper::body::Incoming>) -> Answer {
+        let path = request.uri().path().to_string();
+        let result = if path == "/v1/kv" && request.method() == Method::GET {
+            self.list(request.uri().query().unwrap_or("")).await
+        } else if let Some(key) = path.strip_prefix("/v1/kv/") {
+            let key: Vec<u8> = percent_decode_str(key).collect();
+            match *request.method() {
+                Method::GET => self.get(key, &request).await,
+                Method::PUT => self.put(key, request).await,
+                Method::DELETE => self.delete(key, &request).await,
+                _ => Err(Status::Plain(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "GET, PUT or DELETE",
+                )),
+            }
+        } else {
+            Err(Status::Plain(StatusCode::NOT_FOUND, "no such route"))
+        };
+        result.unwrap_or_else(Status::into_answer)
+    }
+
+    /// Runs `body` through the node's router.
+    async fn serve_request(&self, body: RequestBody) -> std::result::Result<Reply, Status> {
+        let request = ClientRequest { id: 0, body };
+        self.router
+            .serve(request)
+            .await
+            .result
+            .map_err(Status::Failed)
+    }
+
+    async fn kv(&self, key: Vec<u8>, command: Command) -> std::result::Result<Outcome, Status> {
+        let body = RequestBody::Kv {
+            key,
+            command,
+            write_id: None,
+            maybe_applied: false,
+        };
+        match self.serve_request(body).await? {
+            Reply::Kv(outcome) => Ok(outcome),
+            other => Err(Status::Failed(Error::Unknown(format!(
+                "a kv answered {other:?}"
+            )))),
+        }
+    }
+
+    async fn get(
+        &self,
+        key: Vec<u8>,
+        request: &Request<hyper::body::Incoming>,
+    ) -> std::result::Result<Answer, Status> {
+        let Outcome::Get { value, version } = self.kv(key.clone(), Command::Get).await? else {
+            return Err(Status::Failed(Error::Unknown(
+                "a get answered a write".into(),
+            )));
+        };
+        let json = request
+            .headers()
+            .get(ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("application/json"));
+        let mut answer = match (&value, json) {
+            (Some(value), false) => {
+                let mut answer = Response::new(Full::new(Bytes::from(value.clone())));
+                answer.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                answer
+            }
+            (Some(value), true) => {
+                let mut object = keyed(&key, serde_json::json!({}));
+                bytes_field(&mut object, "value", value);
+                object["version"] = serde_json::json!(version);
+                json_answer(StatusCode::OK, object)
+            }
+            (None, _) => {
+                let mut object = keyed(&key, serde_json::json!({}));
+                object["version"] = serde_json::json!(version);
+                json_answer(StatusCode::NOT_FOUND, object)
+            }
+        };
+        answer.headers_mut().insert(ETAG, etag(version));
+        Ok(answer)
+    }
+
+    async fn put(
+        &self,
+        key: Vec<u8>,
+        request: Request<hyper::body::Incoming>,
+    ) -> std::result::Result<Answer, Status> {
+        let limit = self.config.limits.max_value_bytes;
+        let declared = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|l| l.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|l| l > limit as u64) {
+            return Err(Status::too_large(limit));
+        }
+        let expect = condition(&request)?;
+        let body = Limited::new(request.into_body(), limit);
+        let value = match body.collect().await {
+            Ok(body) => body.to_bytes().to_vec(),
+            Err(_) => return Err(Status::too_large(limit)),
+        };
+        let command = match expect {
+            Some(expect) => Command::Cas { expect, value },
+            None => Command::Put { value },
+        };
+        match self.kv(key, command).await? {
+            Outcome::Put { version }
+            | Outcome::Cas {
+                swapped: true,
+                version,
+            } => Ok(versioned(StatusCode::OK, version)),
+            Outcome::Cas { version, .. } => Ok(versioned(StatusCode::PRECONDITION_FAILED, version)),
+            other => Err(Status::Failed(Error::Unknown(format!(
+                "a put answered {other:?}"
+            )))),
+        }
+    }
+
+    async fn delete(
+        &self,
+        key: Vec<u8>,
+        request: &Request<hyper::body::Incoming>,
+    ) -> std::result::Result<Answer, Status> {
+        if request.headers().contains_key(IF_MATCH) {
+            return Err(Status::Plain(
+                StatusCode::NOT_IMPLEMENTED,
+                "a conditional DELETE (If-Match) is not built yet",
+            ));
+        }
+        match self.kv(key, Command::Delete).await? {
+            Outcome::Delete {
+                deleted: true,
+                version,
+            } => Ok(versioned(StatusCode::OK, version)),
+            Outcome::Delete { version, .. } => Ok(versioned(StatusCode::NOT_FOUND, version)),
+            other => Err(Status::Failed(Error::Unknown(format!(
+                "a delete answered {other:?}"
+            )))),
+        }
+    }
+
+    async fn list(&self, query: &str) -> std::result::Result<Answer, Status> {
+        let (mut prefix, mut after, mut limit, mut keys_only) = (Vec::new(), None, 0, false);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value: Vec<u8> = percent_decode_str(value).collect();
+            match name {
+                "prefix" => prefix = value,
+                "after" => after = Some(value),
+                "limit" => {
+                    limit = std::str::from_utf8(&value)
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or(Status::Plain(StatusCode::BAD_REQUEST, "limit: a number"))?
+                }
+                "keys_only" => keys_only = value == b"true",
+                _ => {
+                    return Err(Status::Plain(
+                        StatusCode::BAD_REQUEST,
+                        "the query takes prefix, after, limit and keys_only",
+                    ))
+                }
+            }
+        }
+        let body = RequestBody::List {
+            prefix,
+            after,
+            limit,
+            keys_only,
+        };
+        match self.serve_request(body).await? {
+            Reply::Listed(page) => Ok(json_answer(StatusCode::OK, page_json(&page))),
+            other => Err(Status::Failed(Error::Unknown(format!(
+                "a list answered {other:?}"
+            )))),
+        }
+    }
+}
+
+/// The compare-and-set a write's headers ask for: `If-Match: "N"` (version N), `If-None-Match:
+/// *` (no value: version 0), or none.
+fn condition(request: &Request<hyper::body::Incoming>) -> std::result::Result<Option<u64>, Status> {
+    let headers = request.headers();
+    if let Some(tag) = headers.get(IF_MATCH) {
+        let tag = tag.to_str().unwrap_or("");
+        let version = tag
+            .trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .parse::<u64>()
+            .map_err(|_| Status::Plain(StatusCode::BAD_REQUEST, "If-Match: a version, \"N\""))?;
+        return Ok(Some(version));
+    }
+    match headers.get(IF_NONE_MATCH) {
+        Some(tag) if tag.as_bytes() == b"*" => Ok(Some(0)),
+        Some(_) => Err(Status::Plain(
+            StatusCode::BAD_REQUEST,
+            "If-None-Match takes * only",
+        )),
+        None => Ok(None),
+    }
+}
+
+fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).expect("a valid header")
+}
+
+fn json_answer(status: StatusCode, body: serde_json::Value) -> Answer {
+    let mut answer = Response::new(Full::new(Bytes::from(body.to_string())));
+    *answer.status_mut() = status;
+    answer
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    answer
+}
+
+fn versioned(status: StatusCode, version: u64) -> Answer {
+    let mut answer = json_answer(status, serde_json::json!({ "version": version }));
+    answer.headers_mut().insert(ETAG, etag(version));
+    answer
+}
+
+/// Why a request got no ordinary answer.
+enum Status {
+    /// The router's error, classified.
+    Failed(Error),
+    /// A status of the HTTP layer itself, with its reason.
+    Plain(StatusCode, &'static str),
+    /// A body over the value limit.
+    TooLarge(usize),
+}
+
+impl Status {
+    fn too_large(limit: usize) -> Status {
+        Status::TooLarge(limit)
+    }
+
+    fn into_answer(self) -> Answer {
+        let (status, message, class) = match self {
+            Status::Failed(e) => {
+                let (status, class) = match (&e, e.class()) {
+                    (Error::Busy(_), _) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
+                    (_, ErrorClass::Retry) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                    (_, ErrorClass::MayHaveApplied) | (_, ErrorClass::Storage) => {
+                        (StatusCode::GATEWAY_TIMEOUT, "unknown")
+                    }
+                    (_, ErrorClass::BadInput) => (StatusCode::BAD_REQUEST, "bad_request"),
+                };
+                (status, e.to_string(), class)
+            }
+            Status::Plain(status, why) => (status, why.to_string(), "bad_request"),
+            Status::TooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a value is at most {limit} bytes (limits.max_value_bytes)"),
+                "bad_request",
+            ),
+        };
+        let mut answer = json_answer(
+            status,
+            serde_json::json!({"error": message, "class": class}),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            answer
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        answer
+    }
+}
