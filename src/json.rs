@@ -42,3 +42,42 @@ pub fn page_json(page: &crate::messages::ListPage) -> serde_json::Value {
     }
     object
 }
+
+/// A watch's item as `paxkv watch --json` prints it: `{"key", "version", "value"}` (`null`
+/// for a delete) or `{"key", "skipped_to"}`.
+pub fn watch_item_json(item: &crate::watch::WatchItem) -> serde_json::Value {
+    use crate::watch::WatchItem;
+    match item {
+        WatchItem::Change {
+            key,
+            version,
+            value,
+        } => {
+            let mut object = keyed(key, serde_json::json!({}));
+            object["version"] = serde_json::json!(version);
+            match value {
+                Some(value) => bytes_field(&mut object, "value", value),
+                None => object["value"] = serde_json::Value::Null,
+            }
+            object
+        }
+        WatchItem::Skipped { key, skipped_to } => {
+            let mut object = keyed(key, serde_json::json!({}));
+            object["skipped_to"] = serde_json::json!(skipped_to);
+            object
+        }
+    }
+}
+
+/// A membership as `paxkv member list --json` prints it: `{"epoch", "members": [{"id",
+/// "addr", "state"}, ...]}`.
+pub fn membership_json(m: &crate::paxos::membership::Membership) -> serde_json::Value {
+    serde_json::json!({
+        "epoch": m.epoch,
+        "members": m.members.iter().map(|x| serde_json::json!({
+            "id": x.id,
+            "addr": x.addr,
+            "state": x.state.as_str(),
+        })).collect::<Vec<_>>(),
+    })
+}

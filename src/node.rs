@@ -290,7 +290,8 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
         watch,
     );
     if let Some(listener) = http {
-        let api = crate::actors::http_api::HttpApi::new(router.clone(), config.clone());
+        let api =
+            crate::actors::http_api::HttpApi::new(router.clone(), config.clone(), members.clone());
         actix_rt::spawn(api.serve(listener));
     }
     let calls = CallServer::new(storage, readiness.clone(), &config, members.clone());

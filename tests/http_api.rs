@@ -73,3 +73,96 @@ fn curl_puts_and_gets_a_value_with_its_etag() {
     assert!(get.ends_with("\nv1"), "{get}");
     drop(cluster);
 }
+
+/// `curl -N` follows a prefix's watch as server-sent events while a writer runs: one `data:`
+/// line of `paxkv watch --json`'s JSON per change, in order, `null` for a delete.
+#[test]
+fn curl_follows_a_watch_as_server_sent_events() {
+    use std::io::{BufRead, BufReader};
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("curl is not installed (.ci/run installs it): skipped");
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster = runtime.block_on(async { with_http() });
+    let http = cluster.config.http_addr_of(3).expect("node 3 serves HTTP");
+    let mut curl = Command::new("curl")
+        .args(["-sN", &format!("http://{http}/v1/watch/sse%2F?prefix=true")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = curl.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(data) = line.strip_prefix("data: ") {
+                let _ = tx.send(data.to_string());
+            }
+        }
+    });
+    let client = cluster.client();
+    // The watch has begun once a change of it arrives.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        assert!(std::time::Instant::now() < until, "the watch sent nothing");
+        runtime.block_on(client.put(b"sse/start", b"x")).unwrap();
+        if lines
+            .recv_timeout(std::time::Duration::from_millis(300))
+            .is_ok()
+        {
+            break;
+        }
+    }
+    while lines
+        .recv_timeout(std::time::Duration::from_millis(300))
+        .is_ok()
+    {}
+    runtime.block_on(async {
+        client.put(b"sse/a", b"1").await.unwrap();
+        client.put(b"other", b"1").await.unwrap();
+        client.put(b"sse/a", b"2").await.unwrap();
+        client.delete(b"sse/a").await.unwrap();
+    });
+    let got: Vec<serde_json::Value> = (0..3)
+        .map(|_| {
+            let line = lines
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("an event");
+            serde_json::from_str(&line).expect("JSON")
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            serde_json::json!({"key": "sse/a", "version": 1, "value": "1"}),
+            serde_json::json!({"key": "sse/a", "version": 2, "value": "2"}),
+            serde_json::json!({"key": "sse/a", "version": 3, "value": null}),
+        ]
+    );
+    let _ = curl.kill();
+    let _ = curl.wait();
+    drop(cluster);
+}
+
+/// The OpenAPI document (`docs/openapi.yaml`, served at `GET /v1/openapi.yaml`) names exactly
+/// the routes the API answers (`http_api::ROUTES`; `tests/http/api_check.py` calls each).
+#[test]
+fn the_openapi_document_and_the_routes_agree() {
+    let mut documented = std::collections::BTreeSet::new();
+    let mut path = None;
+    for line in paxkv::actors::http_api::OPENAPI.lines() {
+        if let Some(p) = line.strip_prefix("  /") {
+            path = Some(format!("/{}", p.trim_end_matches(':')));
+        } else if let (Some(path), Some(method)) = (&path, line.strip_prefix("    ")) {
+            let method = method.trim_end_matches(':');
+            if ["get", "put", "delete", "post"].contains(&method) {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    let routes: std::collections::BTreeSet<(String, String)> = paxkv::actors::http_api::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, routes);
+}

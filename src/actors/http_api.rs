@@ -28,7 +28,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::Bytes;
 use hyper::header::{
     HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH,
@@ -38,12 +39,36 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use percent_encoding::percent_decode_str;
 use tokio::sync::Semaphore;
 
+use futures_util::StreamExt;
+
+use crate::actors::membership::installed::addr_of;
+use crate::actors::membership::MembershipService;
 use crate::actors::router::Router;
+use crate::client::Client;
 use crate::config::Config;
 use crate::error::{Error, ErrorClass, Result};
+use crate::json;
 use crate::json::{bytes_field, keyed, page_json};
 use crate::messages::{ClientRequest, Reply, RequestBody};
 use crate::paxos::types::{Command, Outcome};
+use crate::watch::WatchOptions;
+
+/// The OpenAPI document of these routes (`docs/openapi.yaml`), served at
+/// `GET /v1/openapi.yaml`.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.yaml");
+
+/// Every route this module answers, as the document names them (`tests/http_api.rs` checks
+/// that the two agree).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/kv/{key}"),
+    ("PUT", "/v1/kv/{key}"),
+    ("DELETE", "/v1/kv/{key}"),
+    ("GET", "/v1/kv"),
+    ("GET", "/v1/watch/{key}"),
+    ("GET", "/v1/members"),
+    ("GET", "/v1/status"),
+    ("GET", "/v1/openapi.yaml"),
+];
 
 /// Connections the API serves at once; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -55,9 +80,19 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct HttpApi {
     router: Router,
     config: Arc<Config>,
+    members: MembershipService,
 }
 
-type Answer = Response<Full<Bytes>>;
+type Answer = Response<BoxBody<Bytes, std::convert::Infallible>>;
+
+/// An answer's body of these bytes.
+fn full(bytes: impl Into<Bytes>) -> BoxBody<Bytes, std::convert::Infallible> {
+    Full::new(bytes.into()).boxed()
+}
+
+/// How often a watch's event stream sends a comment line when nothing changes (so that
+/// proxies and browsers keep it open, and a dead client is found).
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Binds `addr` (an error names it).
 pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
@@ -68,8 +103,12 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
 }
 
 impl HttpApi {
-    pub fn new(router: Router, config: Arc<Config>) -> HttpApi {
-        HttpApi { router, config }
+    pub fn new(router: Router, config: Arc<Config>, members: MembershipService) -> HttpApi {
+        HttpApi {
+            router,
+            config,
+            members,
+        }
     }
 
     /// Serves the API on `listener` until the runtime stops.
@@ -115,8 +154,23 @@ impl HttpApi {
 
     async fn answer(&self, request: Request<hyper::body::Incoming>) -> Answer {
         let path = request.uri().path().to_string();
-        let result = if path == "/v1/kv" && request.method() == Method::GET {
+        let result = if path == "/v1/openapi.yaml" && request.method() == Method::GET {
+            let mut answer = Response::new(full(OPENAPI));
+            answer
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/yaml"));
+            Ok(answer)
+        } else if path == "/v1/status" && request.method() == Method::GET {
+            self.status().await
+        } else if path == "/v1/members" && request.method() == Method::GET {
+            self.members().await
+        } else if path == "/v1/kv" && request.method() == Method::GET {
             self.list(request.uri().query().unwrap_or("")).await
+        } else if let (Some(key), &Method::GET) =
+            (path.strip_prefix("/v1/watch/"), request.method())
+        {
+            let key: Vec<u8> = percent_decode_str(key).collect();
+            self.watch(key, request.uri().query().unwrap_or(""))
         } else if let Some(key) = path.strip_prefix("/v1/kv/") {
             let key: Vec<u8> = percent_decode_str(key).collect();
             match *request.method() {
@@ -176,7 +230,7 @@ impl HttpApi {
             .is_some_and(|a| a.contains("application/json"));
         let mut answer = match (&value, json) {
             (Some(value), false) => {
-                let mut answer = Response::new(Full::new(Bytes::from(value.clone())));
+                let mut answer = Response::new(full(value.clone()));
                 answer.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static("application/octet-stream"),
@@ -258,6 +312,40 @@ impl HttpApi {
         }
     }
 
+    /// `GET /v1/status`: this node's status, as one line of `paxkv status --json`.
+    async fn status(&self) -> std::result::Result<Answer, Status> {
+        match self.serve_request(RequestBody::Status).await? {
+            Reply::Status(status) => {
+                let mut object = serde_json::to_value(&status).expect("a status serializes");
+                if let Some(m) = self.members.view.get() {
+                    if let Ok(addr) = addr_of(&m, status.node) {
+                        object["addr"] = serde_json::json!(addr.to_string());
+                    }
+                }
+                Ok(json_answer(StatusCode::OK, object))
+            }
+            other => Err(Status::Failed(Error::Unknown(format!(
+                "a status answered {other:?}"
+            )))),
+        }
+    }
+
+    /// `GET /v1/members`: the membership this node has installed, as `paxkv member list
+    /// --json` prints it.
+    async fn members(&self) -> std::result::Result<Answer, Status> {
+        match self.serve_request(RequestBody::Members).await? {
+            Reply::Members(answer) => match answer.membership {
+                Some(m) => Ok(json_answer(StatusCode::OK, json::membership_json(&m))),
+                None => Err(Status::Failed(Error::Unavailable(
+                    "no membership installed yet".into(),
+                ))),
+            },
+            other => Err(Status::Failed(Error::Unknown(format!(
+                "members answered {other:?}"
+            )))),
+        }
+    }
+
     async fn list(&self, query: &str) -> std::result::Result<Answer, Status> {
         let (mut prefix, mut after, mut limit, mut keys_only) = (Vec::new(), None, 0, false);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -296,6 +384,79 @@ impl HttpApi {
     }
 }
 
+impl HttpApi {
+    /// `GET /v1/watch/{key}?prefix=true&from_version=V`: the watch of `paxkv watch --json` as
+    /// server-sent events, one `data:` line of that JSON per item, an `event: error` with the
+    /// error's JSON when no node can serve it (then the stream ends), and a comment line every
+    /// [`HEARTBEAT`]. The watch runs as the CLI's does (`Client::watch`, from this node, over
+    /// the members' addresses): it resumes on another node and says every gap.
+    fn watch(&self, key: Vec<u8>, query: &str) -> std::result::Result<Answer, Status> {
+        let mut options = WatchOptions::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match name {
+                "prefix" => options.prefix = value == "true",
+                "from_version" => {
+                    options.from_version = Some(value.parse().map_err(|_| {
+                        Status::Plain(StatusCode::BAD_REQUEST, "from_version: a number")
+                    })?)
+                }
+                _ => {
+                    return Err(Status::Plain(
+                        StatusCode::BAD_REQUEST,
+                        "the query takes prefix and from_version",
+                    ))
+                }
+            }
+        }
+        let client = self.members_client().map_err(Status::Failed)?;
+        let items = client.watch(&key, options).map(|item| {
+            let event = match item {
+                Ok(item) => format!("data: {}\n\n", json::watch_item_json(&item)),
+                Err(e) => {
+                    let (_, message, class) = Status::Failed(e).parts();
+                    let error = serde_json::json!({"error": message, "class": class});
+                    format!("event: error\ndata: {error}\n\n")
+                }
+            };
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(event)))
+        });
+        let heartbeats = futures_util::stream::unfold((), |()| async {
+            tokio::time::sleep(HEARTBEAT).await;
+            let beat = hyper::body::Frame::data(Bytes::from_static(b": heartbeat\n\n"));
+            Some((Ok(beat), ()))
+        });
+        // The stream ends when the watch does (after an error): its end, a `None`, stops the
+        // heartbeats too.
+        let items = items
+            .map(Some)
+            .chain(futures_util::stream::once(async { None }));
+        let events = futures_util::stream::select(items, heartbeats.map(Some))
+            .take_while(|event| std::future::ready(event.is_some()))
+            .map(|event| event.expect("taken while some"));
+        let mut answer = Response::new(BodyExt::boxed(StreamBody::new(events)));
+        let headers = answer.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+        Ok(answer)
+    }
+
+    /// A client of the installed membership's members.
+    fn members_client(&self) -> Result<Client> {
+        let m = self
+            .members
+            .view
+            .get()
+            .ok_or_else(|| Error::Unavailable("no membership installed".into()))?;
+        let addrs = m
+            .nodes()
+            .into_iter()
+            .map(|n| Ok((n, addr_of(&m, n)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.members.client_of(&addrs))
+    }
+}
+
 /// The compare-and-set a write's headers ask for: `If-Match: "N"` (version N), `If-None-Match:
 /// *` (no value: version 0), or none.
 fn condition(request: &Request<hyper::body::Incoming>) -> std::result::Result<Option<u64>, Status> {
@@ -325,7 +486,7 @@ fn etag(version: u64) -> HeaderValue {
 }
 
 fn json_answer(status: StatusCode, body: serde_json::Value) -> Answer {
-    let mut answer = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut answer = Response::new(full(body.to_string()));
     *answer.status_mut() = status;
     answer
         .headers_mut()
@@ -355,7 +516,22 @@ impl Status {
     }
 
     fn into_answer(self) -> Answer {
-        let (status, message, class) = match self {
+        let (status, message, class) = self.parts();
+        let mut answer = json_answer(
+            status,
+            serde_json::json!({"error": message, "class": class}),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            answer
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        answer
+    }
+
+    /// The status, the message and the class of the error.
+    fn parts(self) -> (StatusCode, String, &'static str) {
+        match self {
             Status::Failed(e) => {
                 let (status, class) = match (&e, e.class()) {
                     (Error::Busy(_), _) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
@@ -373,16 +549,6 @@ impl Status {
                 format!("a value is at most {limit} bytes (limits.max_value_bytes)"),
                 "bad_request",
             ),
-        };
-        let mut answer = json_answer(
-            status,
-            serde_json::json!({"error": message, "class": class}),
-        );
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            answer
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
         }
-        answer
     }
 }

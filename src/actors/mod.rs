@@ -40,7 +40,7 @@ pub(crate) mod acceptor;
 pub(crate) mod anti_entropy;
 pub(crate) mod calls;
 pub(crate) mod digest_merge;
-pub(crate) mod http_api;
+pub mod http_api;
 pub(crate) mod list;
 pub(crate) mod membership;
 pub mod messages;

@@ -76,20 +76,9 @@ pub async fn current(client: Client) -> Client {
     client.with_current_members().await
 }
 
-fn membership_json(m: &Membership) -> serde_json::Value {
-    serde_json::json!({
-        "epoch": m.epoch,
-        "members": m.members.iter().map(|x| serde_json::json!({
-            "id": x.id,
-            "addr": x.addr,
-            "state": x.state.as_str(),
-        })).collect::<Vec<_>>(),
-    })
-}
-
 fn print_membership(m: &Membership, json: bool) {
     if json {
-        println!("{}", membership_json(m));
+        println!("{}", paxkv::json::membership_json(m));
         return;
     }
     let phase = match m.phase {

@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use paxkv::client::Client;
 use paxkv::watch::{WatchItem, WatchOptions};
 
-use super::{bytes_field, keyed, report_error, EXIT_UNAVAILABLE};
+use super::{report_error, EXIT_UNAVAILABLE};
 
 #[derive(Debug, clap::Args)]
 pub struct WatchArgs {
@@ -69,27 +69,7 @@ pub async fn run(client: Client, args: WatchArgs, json: bool) -> i32 {
 
 fn line(item: &WatchItem, json: bool) -> Vec<u8> {
     let mut out = if json {
-        let object = match item {
-            WatchItem::Change {
-                key,
-                version,
-                value,
-            } => {
-                let mut object = keyed(key, serde_json::json!({}));
-                object["version"] = serde_json::json!(version);
-                match value {
-                    Some(value) => bytes_field(&mut object, "value", value),
-                    None => object["value"] = serde_json::Value::Null,
-                }
-                object
-            }
-            WatchItem::Skipped { key, skipped_to } => {
-                let mut object = keyed(key, serde_json::json!({}));
-                object["skipped_to"] = serde_json::json!(skipped_to);
-                object
-            }
-        };
-        object.to_string()
+        paxkv::json::watch_item_json(item).to_string()
     } else {
         match item {
             WatchItem::Change {

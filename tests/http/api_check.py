@@ -102,4 +102,15 @@ s, h, b = call("PUT", key(b"\x00paxkv/members"), b"x")
 check("reserved prefix", (s, json.loads(b)["class"]), (400, "bad_request"))
 s, h, b = call("GET", "/v1/nothing")
 check("unknown route", s, 404)
+# the members and this node's status, as `paxkv member list --json` and `status --json`
+s, h, b = call("GET", "/v1/members")
+members = json.loads(b)
+check("members", (s, len(members["members"]), {m["state"] for m in members["members"]}), (200, 5, {"voting"}))
+s, h, b = call("GET", "/v1/status")
+status = json.loads(b)
+check("status", (s, status["voting"], status["addr"] != ""), (200, True, True))
+
+# the OpenAPI document the node serves is the one in docs/
+s, h, b = call("GET", "/v1/openapi.yaml")
+check("openapi", (s, b.startswith(b"openapi: 3.1")), (200, True))
 print("ok")
