@@ -81,6 +81,9 @@ pub struct HttpApi {
     router: Router,
     config: Arc<Config>,
     members: MembershipService,
+    /// The client the watches use, for the epoch it was made for: one set of connections
+    /// for every watch of this API, not one each.
+    client: Arc<std::sync::Mutex<Option<(u64, Client)>>>,
 }
 
 type Answer = Response<BoxBody<Bytes, std::convert::Infallible>>;
@@ -108,6 +111,7 @@ impl HttpApi {
             router,
             config,
             members,
+            client: Default::default(),
         }
     }
 
@@ -441,19 +445,27 @@ impl HttpApi {
         Ok(answer)
     }
 
-    /// A client of the installed membership's members.
+    /// A client of the installed membership's members (made again when the epoch moves).
     fn members_client(&self) -> Result<Client> {
         let m = self
             .members
             .view
             .get()
             .ok_or_else(|| Error::Unavailable("no membership installed".into()))?;
+        let mut cached = self.client.lock().expect("the API's client");
+        if let Some((epoch, client)) = &*cached {
+            if *epoch == m.epoch {
+                return Ok(client.clone());
+            }
+        }
         let addrs = m
             .nodes()
             .into_iter()
             .map(|n| Ok((n, addr_of(&m, n)?)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(self.members.client_of(&addrs))
+        let client = self.members.client_of(&addrs);
+        *cached = Some((m.epoch, client.clone()));
+        Ok(client)
     }
 }
 
