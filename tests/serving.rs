@@ -405,12 +405,23 @@ async fn a_full_store_fails_writes_with_an_error_naming_it_and_loses_nothing() {
 /// second live copy of its key when it starts; every node's count must stay 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retired_acceptor_is_never_replaced_while_it_still_runs() {
-    let cluster = TestCluster::start_with(|c| {
+    // Founded without the delay, then every node restarted with it: a first start records
+    // each store with a register write, which cannot finish in a 300 ms request when every
+    // commit takes 500 ms (it got through only when a retry happened to find the earlier
+    // attempt durable: the test failed, now and then, waiting 120 s for the cluster).
+    let mut cluster = TestCluster::start_with(|c| {
         c.testing.allow_fault_injection = true;
-        c.testing.commit_delay_ms = 500;
         c.paxos.request_timeout_ms = 300;
         c.limits.idle_timeout_ms = 400;
     });
+    let mut delayed = (*cluster.config).clone();
+    delayed.testing.commit_delay_ms = 500;
+    let delayed = std::sync::Arc::new(delayed);
+    for id in 1..=5 {
+        cluster.stop(id).await;
+        cluster.restart_with_config(id, delayed.clone());
+    }
+    cluster.wait_voting(&[1, 2, 3, 4, 5]).await;
     let history = History::default();
     let deadline = Instant::now() + Duration::from_secs(6);
     let mut workers = Vec::new();
