@@ -166,3 +166,77 @@ fn the_openapi_document_and_the_routes_agree() {
         .collect();
     assert_eq!(documented, routes);
 }
+
+/// `DELETE /v1/members/{id}` and `POST /v1/members` carry out `paxkv member remove|add` (the
+/// runbook of a lost disk, through curl): each answered with the membership once done.
+#[test]
+fn curl_removes_a_node_and_adds_it_back_on_an_empty_directory() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("curl is not installed (.ci/run installs it): skipped");
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = runtime.block_on(async { with_http() });
+    let http = cluster.config.http_addr_of(1).expect("node 1 serves HTTP");
+    let curl = |args: &[&str]| -> (String, serde_json::Value) {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (
+            code.to_string(),
+            serde_json::from_str(body).unwrap_or_default(),
+        )
+    };
+    let states = |m: &serde_json::Value| -> Vec<(u64, String)> {
+        m["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                (
+                    x["id"].as_u64().unwrap(),
+                    x["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let (code, removed) = curl(&["-X", "DELETE", &format!("http://{http}/v1/members/5")]);
+    assert_eq!(code, "200", "{removed}");
+    assert_eq!(states(&removed).len(), 4, "{removed}");
+    runtime.block_on(async {
+        cluster.stop(5).await;
+        cluster.wipe(5);
+        cluster.restart(5);
+    });
+    let body = format!("{{\"id\": 5, \"addr\": \"{}\"}}", cluster.addr(5));
+    let (code, added) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        &body,
+        &format!("http://{http}/v1/members"),
+    ]);
+    assert_eq!(code, "200", "{added}");
+    assert!(
+        states(&added).contains(&(5, "voting".to_string())),
+        "{added}"
+    );
+    let (code, error) = curl(&[
+        "-X",
+        "POST",
+        "--data",
+        "{",
+        &format!("http://{http}/v1/members"),
+    ]);
+    assert_eq!(
+        (code.as_str(), error["class"].as_str()),
+        ("400", Some("bad_request"))
+    );
+    drop(cluster);
+}

@@ -49,7 +49,7 @@ use crate::config::Config;
 use crate::error::{Error, ErrorClass, Result};
 use crate::json;
 use crate::json::{bytes_field, keyed, page_json};
-use crate::messages::{ClientRequest, Reply, RequestBody};
+use crate::messages::{ClientRequest, MemberChangeRequest, Reply, RequestBody};
 use crate::paxos::types::{Command, Outcome};
 use crate::watch::WatchOptions;
 
@@ -66,9 +66,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/kv"),
     ("GET", "/v1/watch/{key}"),
     ("GET", "/v1/members"),
+    ("POST", "/v1/members"),
+    ("DELETE", "/v1/members/{id}"),
     ("GET", "/v1/status"),
     ("GET", "/v1/openapi.yaml"),
 ];
+
+/// The most bytes a member's JSON may have.
+const MEMBER_BODY_BYTES: usize = 4_096;
 
 /// Connections the API serves at once; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -168,6 +173,18 @@ impl HttpApi {
             self.status().await
         } else if path == "/v1/members" && request.method() == Method::GET {
             self.members().await
+        } else if path == "/v1/members" && request.method() == Method::POST {
+            self.add_member(request).await
+        } else if let (Some(id), &Method::DELETE) =
+            (path.strip_prefix("/v1/members/"), request.method())
+        {
+            match id.parse() {
+                Ok(id) => self.change(MemberChangeRequest::Remove { id }).await,
+                Err(_) => Err(Status::Plain(
+                    StatusCode::BAD_REQUEST,
+                    "a member's id is a number",
+                )),
+            }
         } else if path == "/v1/kv" && request.method() == Method::GET {
             self.list(request.uri().query().unwrap_or("")).await
         } else if let (Some(key), &Method::GET) =
@@ -346,6 +363,50 @@ impl HttpApi {
             },
             other => Err(Status::Failed(Error::Unknown(format!(
                 "members answered {other:?}"
+            )))),
+        }
+    }
+
+    /// `POST /v1/members` with `{"id", "addr"}`: `paxkv member add`, answered once the node
+    /// votes, with the membership.
+    async fn add_member(
+        &self,
+        request: Request<hyper::body::Incoming>,
+    ) -> std::result::Result<Answer, Status> {
+        #[derive(serde::Deserialize)]
+        struct Add {
+            id: crate::paxos::types::NodeId,
+            addr: String,
+        }
+        let body = Limited::new(request.into_body(), MEMBER_BODY_BYTES);
+        let body = match body.collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => {
+                return Err(Status::Plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "a member is a small JSON object",
+                ))
+            }
+        };
+        let Add { id, addr } = serde_json::from_slice(&body).map_err(|_| {
+            Status::Plain(
+                StatusCode::BAD_REQUEST,
+                "the body is {\"id\": N, \"addr\": \"ip:port\"}",
+            )
+        })?;
+        self.change(MemberChangeRequest::Add { id, addr }).await
+    }
+
+    /// Drives a membership change to its end (`paxkv member add|remove`), answered with the
+    /// membership, as `paxkv member list --json` prints it.
+    async fn change(&self, change: MemberChangeRequest) -> std::result::Result<Answer, Status> {
+        match self
+            .serve_request(RequestBody::MemberChange(change))
+            .await?
+        {
+            Reply::MemberChanged(m) => Ok(json_answer(StatusCode::OK, json::membership_json(&m))),
+            other => Err(Status::Failed(Error::Unknown(format!(
+                "a change answered {other:?}"
             )))),
         }
     }
