@@ -35,12 +35,11 @@ use hyper::header::{
     HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH,
 };
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use percent_encoding::percent_decode_str;
-use tokio::sync::Semaphore;
 
 use futures_util::StreamExt;
 
+use crate::actors::http_server;
 use crate::actors::membership::installed::addr_of;
 use crate::actors::membership::MembershipService;
 use crate::actors::router::Router;
@@ -122,43 +121,18 @@ impl HttpApi {
 
     /// Serves the API on `listener` until the runtime stops.
     pub async fn serve(self, listener: std::net::TcpListener) {
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(e) => {
-                log::error!("HTTP API: {e}");
-                return;
-            }
-        };
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        loop {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    log::warn!("HTTP API: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
+        let answer = move |request| {
             let api = self.clone();
-            actix_rt::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let api = api.clone();
-                    async move { Ok::<_, std::convert::Infallible>(api.answer(request).await) }
-                });
-                let served = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-                if let Err(e) = served {
-                    log::debug!("HTTP API: connection closed: {e}");
-                }
-                drop(slot);
-            });
-        }
+            async move { api.answer(request).await }
+        };
+        http_server::serve(
+            listener,
+            "HTTP API",
+            MAX_CONNECTIONS,
+            HEADER_TIMEOUT,
+            answer,
+        )
+        .await
     }
 
     async fn answer(&self, request: Request<hyper::body::Incoming>) -> Answer {

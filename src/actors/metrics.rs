@@ -17,10 +17,9 @@ use std::time::Duration;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
-use tokio::sync::Semaphore;
 
+use crate::actors::http_server;
 use crate::actors::membership::InstalledMembership;
 use crate::actors::outbox::Outbox;
 use crate::actors::{Readiness, Stats};
@@ -235,41 +234,16 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
 
 /// Serves `/metrics` and `/health` on `listener` until the runtime stops.
 pub async fn serve(listener: std::net::TcpListener, sources: Sources) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!("metrics endpoint: {e}");
-            return;
-        }
+    let answer = move |request: Request<hyper::body::Incoming>| {
+        let response = sources.answer(&request);
+        async move { response }
     };
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                log::warn!("metrics endpoint: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let sources = sources.clone();
-        actix_rt::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let response = sources.answer(&request);
-                async move { Ok::<_, std::convert::Infallible>(response) }
-            });
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                log::debug!("metrics endpoint: connection closed: {e}");
-            }
-            drop(slot);
-        });
-    }
+    http_server::serve(
+        listener,
+        "metrics endpoint",
+        MAX_CONNECTIONS,
+        HEADER_TIMEOUT,
+        answer,
+    )
+    .await
 }
