@@ -275,8 +275,9 @@ enum Phase {
         acks: BTreeMap<NodeId, Ballot>,
         /// The last change of the state a Prepare read (announced ahead of the batch's).
         pred: Option<KeyChange>,
-        /// Per command: its change may be announced with its own value (see `accept`).
-        own: Vec<bool>,
+        /// Bit `i`: command `i` of the batch may be announced with its own value (see
+        /// `accept`; a batch holds at most `RECENT_WRITES`, 128, commands).
+        own: u128,
     },
 }
 
@@ -675,13 +676,16 @@ impl Proposer {
         // (its recorded outcome is then this command's own). A recorded outcome of a write id
         // this proposer never sent may come from a client that reused the id with another
         // value: its change is announced only from the state read (see `changes_made`).
-        let mut own = Vec::with_capacity(self.batch.len());
-        for p in &self.batch {
+        // A bit per command, not a vector: no allocation on the write path.
+        let mut own = 0u128;
+        for (i, p) in self.batch.iter().enumerate() {
             let before = state.version;
             let maybe_applied = p.ask.maybe_applied || p.accept_sent;
             outcomes
                 .push(apply(&mut state, &p.ask.command, p.ask.id, maybe_applied).map_err(too_late));
-            own.push(state.version > before || p.accept_sent);
+            if state.version > before || p.accept_sent {
+                own |= 1 << i;
+            }
         }
         let next = ballot.next_for(self.cfg.node);
         self.round = self.round.max(next.round);
@@ -958,7 +962,7 @@ impl Proposer {
             self.chosen = Some((ballot, state));
         }
         if self.announcing {
-            let changes = self.changes_made(pred, &outcomes, &own);
+            let changes = self.changes_made(pred, &outcomes, own);
             if !changes.is_empty() {
                 out.push(Effect::Chosen(changes));
             }
@@ -972,16 +976,16 @@ impl Proposer {
         &self,
         pred: Option<KeyChange>,
         outcomes: &[Result<Outcome, Error>],
-        own: &[bool],
+        own: u128,
     ) -> Vec<KeyChange> {
         let mut changes: Vec<KeyChange> = pred.into_iter().collect();
         changes.extend(
             self.batch
                 .iter()
                 .zip(outcomes)
-                .zip(own)
-                .filter(|(_, own)| **own)
-                .filter_map(|((p, outcome), _)| {
+                .enumerate()
+                .filter(|(i, _)| own >> i & 1 == 1)
+                .filter_map(|(_, (p, outcome))| {
                     KeyChange::of(&p.ask.command, outcome.as_ref().ok()?)
                 }),
         );
