@@ -474,6 +474,12 @@ pub struct NodeStatus {
     pub foreign_frames: u64,
     /// The installed membership's cluster identity (0: none installed yet).
     pub cluster: u64,
+    /// Client requests this node has served since it started, of every kind and outcome.
+    pub requests: u64,
+    /// How many of them took at most each of `metrics::REQUEST_BUCKET_SECONDS`
+    /// (cumulative): two statuses a while apart give the rate and the latency percentiles
+    /// of the requests between them (the console's charts).
+    pub request_buckets: Vec<u64>,
 }
 
 /// Everything one connection carries, in either direction. A connection from a peer carries

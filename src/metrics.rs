@@ -39,12 +39,17 @@ impl std::fmt::Debug for NodeMetrics {
     }
 }
 
+/// The upper bounds of `paxkv_request_duration_seconds`' buckets, seconds; a status's
+/// `request_buckets` count the requests at or under each (the console's p99 is read from
+/// them).
+pub const REQUEST_BUCKET_SECONDS: [f64; 16] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
 impl Default for NodeMetrics {
     fn default() -> Self {
-        let seconds = vec![
-            0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-            1.0, 2.5, 5.0, 10.0,
-        ];
+        let seconds = REQUEST_BUCKET_SECONDS.to_vec();
         let request_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "paxkv_request_duration_seconds",
@@ -110,6 +115,25 @@ impl NodeMetrics {
         self.request_seconds
             .with_label_values(&[op, outcome])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Every request served so far, of every operation and outcome, and how many of them
+    /// took at most each of [`REQUEST_BUCKET_SECONDS`] (cumulative, as Prometheus counts).
+    /// Read on a status request, never on the hot path.
+    pub fn request_latency(&self) -> (u64, Vec<u64>) {
+        use prometheus::core::Collector;
+        let mut total = 0;
+        let mut buckets = vec![0; REQUEST_BUCKET_SECONDS.len()];
+        for family in self.request_seconds.collect() {
+            for metric in family.get_metric() {
+                let histogram = metric.get_histogram();
+                total += histogram.get_sample_count();
+                for (sum, bucket) in buckets.iter_mut().zip(histogram.get_bucket()) {
+                    *sum += bucket.cumulative_count();
+                }
+            }
+        }
+        (total, buckets)
     }
 
     pub fn round(&self, kind: RoundKind, n: u64) {

@@ -59,6 +59,7 @@ pub const OPENAPI: &str = include_str!("../../docs/openapi.yaml");
 /// Every route this module answers, as the document names them (`tests/http_api.rs` checks
 /// that the two agree).
 pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
     ("GET", "/v1/kv/{key}"),
     ("PUT", "/v1/kv/{key}"),
     ("DELETE", "/v1/kv/{key}"),
@@ -70,6 +71,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/status"),
     ("GET", "/v1/openapi.yaml"),
 ];
+
+/// The console (`GET /`): one page, its HTML, CSS and JavaScript in the binary; it reads
+/// everything it shows from the routes above, as any other client would.
+const CONSOLE: &str = include_str!("../console/index.html");
+
+/// The console's page, with the latency buckets its charts read `request_buckets` by.
+fn console_page() -> String {
+    let bounds = serde_json::json!(crate::metrics::REQUEST_BUCKET_SECONDS).to_string();
+    CONSOLE.replacen("/*REQUEST_BUCKET_SECONDS*/[]", &bounds, 1)
+}
 
 /// The most bytes a member's JSON may have.
 const MEMBER_BODY_BYTES: usize = 4_096;
@@ -137,7 +148,23 @@ impl HttpApi {
 
     async fn answer(&self, request: Request<hyper::body::Incoming>) -> Answer {
         let path = request.uri().path().to_string();
-        let result = if path == "/v1/openapi.yaml" && request.method() == Method::GET {
+        let result = if path == "/" && request.method() == Method::GET {
+            let mut answer = Response::new(full(console_page()));
+            let headers = answer.headers_mut();
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            // Everything the page runs is in the page: nothing else may run in it.
+            headers.insert(
+                "content-security-policy",
+                HeaderValue::from_static(
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                     connect-src 'self'; img-src 'self' data:",
+                ),
+            );
+            Ok(answer)
+        } else if path == "/v1/openapi.yaml" && request.method() == Method::GET {
             let mut answer = Response::new(full(OPENAPI));
             answer
                 .headers_mut()
@@ -307,22 +334,32 @@ impl HttpApi {
         }
     }
 
-    /// `GET /v1/status`: this node's status, as one line of `paxkv status --json`.
+    /// `GET /v1/status`: every member's status, as `paxkv status --json` prints them (one
+    /// object per member, in the membership's order, with its `addr`; `{"addr", "error"}`
+    /// for a member that did not answer). 200 while this node answers at all: a member that
+    /// is down is what a status is for.
     async fn status(&self) -> std::result::Result<Answer, Status> {
-        match self.serve_request(RequestBody::Status).await? {
-            Reply::Status(status) => {
-                let mut object = serde_json::to_value(&status).expect("a status serializes");
-                if let Some(m) = self.members.view.get() {
-                    if let Ok(addr) = addr_of(&m, status.node) {
+        let client = self.members_client().map_err(Status::Failed)?;
+        let asked = client.addrs().iter().enumerate().map(|(i, addr)| {
+            let client = client.clone();
+            let addr = *addr;
+            async move {
+                match client.status(i).await {
+                    Ok(status) => {
+                        let mut object =
+                            serde_json::to_value(&status).expect("a status serializes");
                         object["addr"] = serde_json::json!(addr.to_string());
+                        object
                     }
+                    Err(e) => serde_json::json!({"addr": addr.to_string(), "error": e.to_string()}),
                 }
-                Ok(json_answer(StatusCode::OK, object))
             }
-            other => Err(Status::Failed(Error::Unknown(format!(
-                "a status answered {other:?}"
-            )))),
-        }
+        });
+        let statuses = futures_util::future::join_all(asked).await;
+        Ok(json_answer(
+            StatusCode::OK,
+            serde_json::Value::Array(statuses),
+        ))
     }
 
     /// `GET /v1/members`: the membership this node has installed, as `paxkv member list

@@ -569,6 +569,7 @@ impl Handler<GetStatus> for NodeSupervisor {
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
         let s = &self.stats;
         let voting = self.readiness.is_voting();
+        let (requests, request_buckets) = s.metrics.request_latency();
         MessageResult(NodeStatus {
             node: self.node,
             live_proposers: Stats::get(&s.live_proposers),
@@ -592,6 +593,8 @@ impl Handler<GetStatus> for NodeSupervisor {
             store_refused: self.members.store_refused(),
             foreign_frames: Stats::get(&s.foreign_frames),
             cluster: self.members.view.cluster(),
+            requests,
+            request_buckets,
         })
     }
 }

@@ -102,13 +102,16 @@ s, h, b = call("PUT", key(b"\x00paxkv/members"), b"x")
 check("reserved prefix", (s, json.loads(b)["class"]), (400, "bad_request"))
 s, h, b = call("GET", "/v1/nothing")
 check("unknown route", s, 404)
-# the members and this node's status, as `paxkv member list --json` and `status --json`
+# the members and every member's status, as `paxkv member list --json` and `status --json`
 s, h, b = call("GET", "/v1/members")
 members = json.loads(b)
 check("members", (s, len(members["members"]), {m["state"] for m in members["members"]}), (200, 5, {"voting"}))
 s, h, b = call("GET", "/v1/status")
-status = json.loads(b)
-check("status", (s, status["voting"], status["addr"] != ""), (200, True, True))
+statuses = json.loads(b)
+check("status", (s, len(statuses), {x["voting"] for x in statuses}, all(x["addr"] for x in statuses)), (200, 5, {True}, True))
+# the console's charts: a rate and a p99 from two statuses; this script's requests counted
+check("request buckets", all(len(x["request_buckets"]) == 16 and x["request_buckets"][-1] <= x["requests"] for x in statuses), True)
+check("requests counted", sum(x["requests"] for x in statuses) > 0, True)
 
 # the OpenAPI document the node serves is the one in docs/
 s, h, b = call("GET", "/v1/openapi.yaml")
