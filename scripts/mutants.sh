@@ -129,6 +129,8 @@ mutants=(
   # issue 21: the HTTP API (driven by Python's standard library)
   'http-get-without-etag @@ src/actors/http_api.rs @@ s/^        answer.headers_mut().insert(ETAG, etag(version));$/        let _ = etag(version);/ @@ --test http_api python_drives'
   'http-cas-ignores-if-match @@ src/actors/http_api.rs @@ s/^        return Ok(Some(version));$/        let _ = version; return Ok(None);/ @@ --test http_api python_drives'
+  'https-accepts-any-client @@ src/actors/http_server.rs @@ s/Peer::accept(Some(tls.as_ref()), stream)/Peer::accept(None, stream)/ @@ --test http_api curl_over_https'
+  'http-member-change-ignores-certificate @@ src/actors/http_api.rs @@ s/^            .map_err(Status::Forbidden)?;$/            .or_else(|_| Ok::<(), Status>(()))?;/ @@ --test http_api curl_over_https'
 )
 
 rm -rf "$work"; git -C "$repo" worktree prune

@@ -177,6 +177,13 @@ pub struct Limits {
     /// Bytes of changes one watcher may have waiting to be sent: a watcher whose client
     /// reads slower than its keys change is ended past it (`actors::watch`).
     pub watch_buffer_bytes: usize,
+    /// The HTTP API (`actors::http_api`): connections it serves at once (more wait in the
+    /// kernel's backlog), how long a request's headers may take, and the watch streams it
+    /// serves at once (more are answered 429). Its bodies are bounded by
+    /// `max_value_bytes` (a value) and a few KiB (a member).
+    pub http_max_connections: usize,
+    pub http_header_timeout_ms: u64,
+    pub http_max_watches: usize,
 }
 
 impl Default for Limits {
@@ -203,6 +210,9 @@ impl Default for Limits {
             max_watchers: 10_000,
             max_watchers_per_connection: 10_000,
             watch_buffer_bytes: 1 << 20,
+            http_max_connections: 256,
+            http_header_timeout_ms: 5_000,
+            http_max_watches: 1_024,
         }
     }
 }
@@ -417,6 +427,9 @@ impl Config {
             l.max_watchers_per_connection as u64,
         )?;
         positive("limits.watch_buffer_bytes", l.watch_buffer_bytes as u64)?;
+        positive("limits.http_max_connections", l.http_max_connections as u64)?;
+        positive("limits.http_header_timeout_ms", l.http_header_timeout_ms)?;
+        positive("limits.http_max_watches", l.http_max_watches as u64)?;
         self.validate_byte_budgets()?;
         if l.idle_timeout_ms <= self.paxos.request_timeout_ms {
             return Err(invalid(

@@ -87,7 +87,7 @@ impl NodeHandle {
             .or_else(|| config.metrics_addr_of(id))
             .map(metrics::bind)
             .transpose()?;
-        let http = http_listener(&config, id, options.http_addr, tls.is_some())?;
+        let http = http_listener(&config, id, options.http_addr)?;
         let listener = match listener {
             Some(l) => l,
             None => std::net::TcpListener::bind(addr)
@@ -201,25 +201,16 @@ struct Parts {
     join: Vec<SocketAddr>,
 }
 
-/// The HTTP API's listener, if the node serves one: on `http_addr`, loopback only without
-/// `[tls]` (the node port's rule); with `[tls]` none (HTTPS is not built yet, and plaintext
-/// would bypass the certificates), which is logged.
+/// The HTTP API's listener, if the node serves one: on `http_addr`, HTTPS with `[tls]`,
+/// else loopback only (the node port's rule, `Config::check_transport`).
 fn http_listener(
     config: &Config,
     id: NodeId,
     asked: Option<SocketAddr>,
-    tls: bool,
 ) -> Result<Option<std::net::TcpListener>> {
     let Some(addr) = asked.or_else(|| config.http_addr_of(id)) else {
         return Ok(None);
     };
-    if tls {
-        log::warn!(
-            "node {id}: http_addr {addr} not served: the HTTP API has no HTTPS yet, and \
-             plaintext would bypass the cluster's certificates"
-        );
-        return Ok(None);
-    }
     config.check_transport(addr)?;
     crate::actors::http_api::bind(addr).map(Some)
 }
@@ -274,7 +265,7 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
         stats.clone(),
         readiness.clone(),
         view.clone(),
-        tls,
+        tls.clone(),
         watch.clone(),
     );
     actix_rt::spawn(watch.clone().run(members.clone()));
@@ -290,8 +281,12 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
         watch,
     );
     if let Some(listener) = http {
-        let api =
-            crate::actors::http_api::HttpApi::new(router.clone(), config.clone(), members.clone());
+        let api = crate::actors::http_api::HttpApi::new(
+            router.clone(),
+            config.clone(),
+            members.clone(),
+            tls.clone(),
+        );
         actix_rt::spawn(api.serve(listener));
     }
     let calls = CallServer::new(storage, readiness.clone(), &config, members.clone());

@@ -240,3 +240,85 @@ fn curl_removes_a_node_and_adds_it_back_on_an_empty_directory() {
     );
     drop(cluster);
 }
+
+/// With `[tls]` the API is HTTPS and asks for a certificate of the cluster's CA: curl with
+/// the CLI's `client.pem` reads and writes; without a certificate, or with another CA's, the
+/// handshake fails and nothing is answered; a client's certificate may not change the
+/// membership (403, the node port's rule), the operator's may.
+#[test]
+fn curl_over_https_needs_a_certificate_of_the_clusters_ca() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("curl is not installed (.ci/run installs it): skipped");
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster = runtime.block_on(async {
+        TestCluster::with_tls_and(3, certs.path(), |config| {
+            let ports = support::free_ports(config.nodes.len());
+            for (node, port) in config.nodes.iter_mut().zip(ports) {
+                node.http_addr = Some(port.to_string());
+            }
+        })
+    });
+    let http = cluster.config.http_addr_of(2).expect("node 2 serves HTTP");
+    let other = tempfile::tempdir().unwrap();
+    paxkv::certs::write(&[(9, "127.0.0.1:1".parse().unwrap())], other.path(), true).unwrap();
+    let file = |dir: &tempfile::TempDir, name: &str| dir.path().join(name).display().to_string();
+    let ca = file(&certs, "ca.pem");
+    // (exit code, "status\nbody")
+    let curl = |identity: Option<(&tempfile::TempDir, &str)>, args: &[&str]| {
+        let mut command = Command::new("curl");
+        command.args(["-s", "-w", "\n%{http_code}", "--cacert", &ca]);
+        if let Some((dir, stem)) = identity {
+            command
+                .args(["--cert", &file(dir, &format!("{stem}.pem"))])
+                .args(["--key", &file(dir, &format!("{stem}-key.pem"))]);
+        }
+        let out = command.args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let url = |path: &str| format!("https://{http}{path}");
+
+    let (code, put) = curl(
+        Some((&certs, "client")),
+        &["-X", "PUT", "--data-binary", "v", &url("/v1/kv/tls")],
+    );
+    assert_eq!((code, put.as_str()), (Some(0), "{\"version\":1}\n200"));
+    let (_, get) = curl(Some((&certs, "client")), &[&url("/v1/kv/tls")]);
+    assert_eq!(get, "v\n200");
+
+    // No certificate, or another CA's: no answer at all (curl's exit code, not a status).
+    for identity in [None, Some((&other, "client"))] {
+        let (code, out) = curl(identity, &[&url("/v1/kv/tls")]);
+        assert_ne!(
+            code,
+            Some(0),
+            "answered without the CA's certificate: {out}"
+        );
+        assert!(!out.contains("\nv\n"), "{out}");
+    }
+    // Plain HTTP on the HTTPS port is not served either.
+    let (_, plain) = curl(None, &[&format!("http://{http}/v1/kv/tls")]);
+    assert!(!plain.ends_with("200"), "{plain}");
+
+    // A client's certificate may not remove a member; the operator's may.
+    let (_, refused) = curl(
+        Some((&certs, "client")),
+        &["-X", "DELETE", &url("/v1/members/3")],
+    );
+    assert!(refused.ends_with("\n403"), "{refused}");
+    assert!(refused.contains("\"class\":\"forbidden\""), "{refused}");
+    let (_, removed) = curl(
+        Some((&certs, "operator")),
+        &["-X", "DELETE", &url("/v1/members/3")],
+    );
+    assert!(removed.ends_with("\n200"), "{removed}");
+    let members: serde_json::Value =
+        serde_json::from_str(removed.rsplit_once('\n').unwrap().0).unwrap();
+    assert_eq!(members["members"].as_array().unwrap().len(), 2, "{members}");
+    drop(cluster);
+}

@@ -48,8 +48,9 @@ use crate::config::Config;
 use crate::error::{Error, ErrorClass, Result};
 use crate::json;
 use crate::json::{bytes_field, keyed, page_json};
-use crate::messages::{ClientRequest, MemberChangeRequest, Reply, RequestBody};
+use crate::messages::{ClientRequest, Frame, MemberChangeRequest, Reply, RequestBody};
 use crate::paxos::types::{Command, Outcome};
+use crate::tls::{Peer, Tls};
 use crate::watch::WatchOptions;
 
 /// The OpenAPI document of these routes (`docs/openapi.yaml`), served at
@@ -85,17 +86,16 @@ fn console_page() -> String {
 /// The most bytes a member's JSON may have.
 const MEMBER_BODY_BYTES: usize = 4_096;
 
-/// Connections the API serves at once; more wait in the kernel's backlog.
-pub const MAX_CONNECTIONS: usize = 256;
-/// How long a request's headers may take to arrive.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Serves the API. Cheap to clone.
 #[derive(Clone)]
 pub struct HttpApi {
     router: Router,
     config: Arc<Config>,
     members: MembershipService,
+    /// HTTPS (the node's `[tls]`), or plaintext on loopback.
+    tls: Option<Arc<Tls>>,
+    /// Watch streams open now (at most `limits.http_max_watches`).
+    watches: Arc<tokio::sync::Semaphore>,
     /// The client the watches use, for the epoch it was made for: one set of connections
     /// for every watch of this API, not one each.
     client: Arc<std::sync::Mutex<Option<(u64, Client)>>>,
@@ -121,32 +121,43 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
 }
 
 impl HttpApi {
-    pub fn new(router: Router, config: Arc<Config>, members: MembershipService) -> HttpApi {
+    pub fn new(
+        router: Router,
+        config: Arc<Config>,
+        members: MembershipService,
+        tls: Option<Arc<Tls>>,
+    ) -> HttpApi {
+        let watches = Arc::new(tokio::sync::Semaphore::new(config.limits.http_max_watches));
         HttpApi {
             router,
             config,
             members,
+            tls,
+            watches,
             client: Default::default(),
         }
     }
 
     /// Serves the API on `listener` until the runtime stops.
     pub async fn serve(self, listener: std::net::TcpListener) {
-        let answer = move |request| {
-            let api = self.clone();
-            async move { api.answer(request).await }
+        let limits = &self.config.limits;
+        let endpoint = http_server::Endpoint {
+            name: "HTTP API",
+            max_connections: limits.http_max_connections,
+            header_timeout: Duration::from_millis(limits.http_header_timeout_ms),
+            tls: self.tls.clone().map(|tls| {
+                let deadline = Duration::from_millis(limits.handshake_timeout_ms);
+                (tls, deadline)
+            }),
         };
-        http_server::serve(
-            listener,
-            "HTTP API",
-            MAX_CONNECTIONS,
-            HEADER_TIMEOUT,
-            answer,
-        )
-        .await
+        let answer = move |request, peer| {
+            let api = self.clone();
+            async move { api.answer(request, peer).await }
+        };
+        http_server::serve(listener, endpoint, answer).await
     }
 
-    async fn answer(&self, request: Request<hyper::body::Incoming>) -> Answer {
+    async fn answer(&self, request: Request<hyper::body::Incoming>, peer: Peer) -> Answer {
         let path = request.uri().path().to_string();
         let result = if path == "/" && request.method() == Method::GET {
             let mut answer = Response::new(full(console_page()));
@@ -175,12 +186,12 @@ impl HttpApi {
         } else if path == "/v1/members" && request.method() == Method::GET {
             self.members().await
         } else if path == "/v1/members" && request.method() == Method::POST {
-            self.add_member(request).await
+            self.add_member(request, peer).await
         } else if let (Some(id), &Method::DELETE) =
             (path.strip_prefix("/v1/members/"), request.method())
         {
             match id.parse() {
-                Ok(id) => self.change(MemberChangeRequest::Remove { id }).await,
+                Ok(id) => self.change(MemberChangeRequest::Remove { id }, peer).await,
                 Err(_) => Err(Status::Plain(
                     StatusCode::BAD_REQUEST,
                     "a member's id is a number",
@@ -383,6 +394,7 @@ impl HttpApi {
     async fn add_member(
         &self,
         request: Request<hyper::body::Incoming>,
+        peer: Peer,
     ) -> std::result::Result<Answer, Status> {
         #[derive(serde::Deserialize)]
         struct Add {
@@ -405,16 +417,26 @@ impl HttpApi {
                 "the body is {\"id\": N, \"addr\": \"ip:port\"}",
             )
         })?;
-        self.change(MemberChangeRequest::Add { id, addr }).await
+        self.change(MemberChangeRequest::Add { id, addr }, peer)
+            .await
     }
 
     /// Drives a membership change to its end (`paxkv member add|remove`), answered with the
     /// membership, as `paxkv member list --json` prints it.
-    async fn change(&self, change: MemberChangeRequest) -> std::result::Result<Answer, Status> {
-        match self
-            .serve_request(RequestBody::MemberChange(change))
-            .await?
-        {
+    /// With `[tls]`, only the operator's certificate may (the node port's rule,
+    /// `tls::Peer::admits`): 403 for any other.
+    async fn change(
+        &self,
+        change: MemberChangeRequest,
+        peer: Peer,
+    ) -> std::result::Result<Answer, Status> {
+        let request = ClientRequest {
+            id: 0,
+            body: RequestBody::MemberChange(change),
+        };
+        peer.admits(&Frame::Request(request.clone()), |_| true)
+            .map_err(Status::Forbidden)?;
+        match self.serve_request(request.body).await? {
             Reply::MemberChanged(m) => Ok(json_answer(StatusCode::OK, json::membership_json(&m))),
             other => Err(Status::Failed(Error::Unknown(format!(
                 "a change answered {other:?}"
@@ -485,6 +507,12 @@ impl HttpApi {
                 }
             }
         }
+        let Ok(permit) = self.watches.clone().try_acquire_owned() else {
+            return Err(Status::Failed(Error::Busy(format!(
+                "this node serves at most {} HTTP watch streams (limits.http_max_watches)",
+                self.config.limits.http_max_watches
+            ))));
+        };
         let client = self.members_client().map_err(Status::Failed)?;
         let items = client.watch(&key, options).map(|item| {
             let event = match item {
@@ -509,7 +537,11 @@ impl HttpApi {
             .chain(futures_util::stream::once(async { None }));
         let events = futures_util::stream::select(items, heartbeats.map(Some))
             .take_while(|event| std::future::ready(event.is_some()))
-            .map(|event| event.expect("taken while some"));
+            .map(move |event| {
+                // The stream holds its slot until it is dropped (the client went away).
+                let _slot = &permit;
+                event.expect("taken while some")
+            });
         let mut answer = Response::new(BodyExt::boxed(StreamBody::new(events)));
         let headers = answer.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -592,6 +624,8 @@ enum Status {
     Plain(StatusCode, &'static str),
     /// A body over the value limit.
     TooLarge(usize),
+    /// A request the connection's certificate may not make, and why.
+    Forbidden(String),
 }
 
 impl Status {
@@ -628,6 +662,7 @@ impl Status {
                 (status, e.to_string(), class)
             }
             Status::Plain(status, why) => (status, why.to_string(), "bad_request"),
+            Status::Forbidden(why) => (StatusCode::FORBIDDEN, why, "forbidden"),
             Status::TooLarge(limit) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("a value is at most {limit} bytes (limits.max_value_bytes)"),

@@ -1,6 +1,10 @@
 //! The one HTTP/1.1 accept loop (hyper) of a node's HTTP endpoints: the metrics endpoint and
 //! the HTTP API. At most `max_connections` connections are served at once (more wait in the
-//! kernel's backlog), and a request's headers must arrive within `header_timeout`.
+//! kernel's backlog), and a request's headers must arrive within `header_timeout`. With TLS
+//! (the HTTP API of a node with `[tls]`), each connection is HTTPS: its handshake, within the
+//! handshake deadline and holding its connection slot, must verify a client certificate of
+//! the cluster's CA (`tls::Peer::accept`, the node port's own rule), and every request is
+//! answered knowing whose certificate it came with.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,20 +15,33 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
-/// Serves `answer` on `listener` until the runtime stops; `name` names the endpoint in logs.
-pub async fn serve<A, F, B>(
-    listener: std::net::TcpListener,
-    name: &'static str,
-    max_connections: usize,
-    header_timeout: Duration,
-    answer: A,
-) where
-    A: Fn(Request<Incoming>) -> F + Clone + 'static,
+use crate::tls::{Peer, Tls};
+
+/// An endpoint's name (in logs) and bounds.
+pub struct Endpoint {
+    pub name: &'static str,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    /// HTTPS, and how long a connection's handshake may take; `None`: plaintext (whose
+    /// requests are answered as `Peer::Unauthenticated`, as on the node port).
+    pub tls: Option<(Arc<Tls>, Duration)>,
+}
+
+/// Serves `answer` on `listener` until the runtime stops.
+pub async fn serve<A, F, B>(listener: std::net::TcpListener, endpoint: Endpoint, answer: A)
+where
+    A: Fn(Request<Incoming>, Peer) -> F + Clone + 'static,
     F: Future<Output = Response<B>> + 'static,
     B: Body + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let Endpoint {
+        name,
+        max_connections,
+        header_timeout,
+        tls,
+    } = endpoint;
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -46,9 +63,28 @@ pub async fn serve<A, F, B>(
             }
         };
         let answer = answer.clone();
+        let tls = tls.clone();
         actix_rt::spawn(async move {
+            let accepted = match &tls {
+                None => Peer::accept(None, stream).await,
+                Some((tls, deadline)) => {
+                    match tokio::time::timeout(*deadline, Peer::accept(Some(tls.as_ref()), stream))
+                        .await
+                    {
+                        Ok(accepted) => accepted,
+                        Err(_) => Err("TLS handshake timed out".to_string()),
+                    }
+                }
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(why) => {
+                    log::debug!("{name}: connection refused: {why}");
+                    return;
+                }
+            };
             let service = hyper::service::service_fn(move |request| {
-                let answer = answer(request);
+                let answer = answer(request, peer);
                 async move { Ok::<_, std::convert::Infallible>(answer.await) }
             });
             let served = hyper::server::conn::http1::Builder::new()

@@ -234,16 +234,15 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
 
 /// Serves `/metrics` and `/health` on `listener` until the runtime stops.
 pub async fn serve(listener: std::net::TcpListener, sources: Sources) {
-    let answer = move |request: Request<hyper::body::Incoming>| {
+    let answer = move |request: Request<hyper::body::Incoming>, _| {
         let response = sources.answer(&request);
         async move { response }
     };
-    http_server::serve(
-        listener,
-        "metrics endpoint",
-        MAX_CONNECTIONS,
-        HEADER_TIMEOUT,
-        answer,
-    )
-    .await
+    let endpoint = http_server::Endpoint {
+        name: "metrics endpoint",
+        max_connections: MAX_CONNECTIONS,
+        header_timeout: HEADER_TIMEOUT,
+        tls: None,
+    };
+    http_server::serve(listener, endpoint, answer).await
 }
