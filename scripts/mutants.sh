@@ -130,6 +130,7 @@ mutants=(
   'http-get-without-etag @@ src/actors/http_api.rs @@ s/^        answer.headers_mut().insert(ETAG, etag(version));$/        let _ = etag(version);/ @@ --test http_api python_drives'
   'http-cas-ignores-if-match @@ src/actors/http_api.rs @@ s/^        return Ok(Some(version));$/        let _ = version; return Ok(None);/ @@ --test http_api python_drives'
   'https-accepts-any-client @@ src/actors/http_server.rs @@ s/Peer::accept(Some(tls.as_ref()), stream)/Peer::accept(None, stream)/ @@ --test http_api curl_over_https'
+  'http-no-header-deadline @@ src/actors/http_server.rs @@ s/^                .header_read_timeout(header_timeout)$/                .header_read_timeout(None)/ @@ --test http_api the_api_bounds'
   'http-member-change-ignores-certificate @@ src/actors/http_api.rs @@ s/^            .map_err(Status::Forbidden)?;$/            .or_else(|_| Ok::<(), Status>(()))?;/ @@ --test http_api curl_over_https'
 )
 

@@ -322,3 +322,105 @@ fn curl_over_https_needs_a_certificate_of_the_clusters_ca() {
     assert_eq!(members["members"].as_array().unwrap().len(), 2, "{members}");
     drop(cluster);
 }
+
+/// The API's bounds (`[limits]`): a request whose headers do not arrive within
+/// `http_header_timeout_ms` is closed (a silent connection too: it would hold a slot for
+/// ever); past `http_max_connections` a connection waits until one closes; past
+/// `http_max_watches` a watch is answered 429.
+#[test]
+fn the_api_bounds_its_connections_header_time_and_watch_streams() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster = runtime.block_on(async {
+        TestCluster::start_with(|config| {
+            let ports = support::free_ports(config.nodes.len());
+            for (node, port) in config.nodes.iter_mut().zip(ports) {
+                node.http_addr = Some(port.to_string());
+            }
+            config.limits.http_header_timeout_ms = 500;
+            config.limits.http_max_connections = 2;
+            config.limits.http_max_watches = 1;
+        })
+    });
+    let http = cluster.config.http_addr_of(1).expect("node 1 serves HTTP");
+    let closed_within = |mut stream: std::net::TcpStream, deadline: Duration| {
+        stream
+            .set_read_timeout(Some(deadline + Duration::from_secs(5)))
+            .unwrap();
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        (
+            started.elapsed(),
+            String::from_utf8_lossy(&rest).to_string(),
+        )
+    };
+    // Half a request's headers, then nothing; and nothing at all.
+    let mut half = std::net::TcpStream::connect(http).unwrap();
+    half.write_all(b"GET /v1/kv/a HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let silent = std::net::TcpStream::connect(http).unwrap();
+    for stream in [half, silent] {
+        let (took, answer) = closed_within(stream, Duration::from_millis(500));
+        assert!(took < Duration::from_secs(4), "still open after {took:?}");
+        assert!(!answer.contains("200 OK"), "{answer}");
+    }
+
+    // Two connections held open: a third is not answered until one of them closes.
+    let request = format!("GET /v1/kv/a HTTP/1.1\r\nHost: {http}\r\n\r\n");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = std::net::TcpStream::connect(http).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 404");
+        held.push(stream);
+    }
+    let mut third = std::net::TcpStream::connect(http).unwrap();
+    third.write_all(request.as_bytes()).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut answer = [0u8; 12];
+    assert!(
+        third.read_exact(&mut answer).is_err(),
+        "a third connection was served"
+    );
+    drop(held);
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    third.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 404");
+    drop(third);
+
+    // One watch stream at a time.
+    let watch = format!("GET /v1/watch/w HTTP/1.1\r\nHost: {http}\r\n\r\n");
+    let mut first = std::net::TcpStream::connect(http).unwrap();
+    first.write_all(watch.as_bytes()).unwrap();
+    let mut answer = [0u8; 12];
+    first.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let mut second = std::net::TcpStream::connect(http).unwrap();
+    second.write_all(watch.as_bytes()).unwrap();
+    second.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 429");
+    drop(first);
+    // Its slot comes back once the stream is gone.
+    let until = Instant::now() + Duration::from_secs(30);
+    let started = Instant::now();
+    loop {
+        let mut again = std::net::TcpStream::connect(http).unwrap();
+        again.write_all(watch.as_bytes()).unwrap();
+        again.read_exact(&mut answer).unwrap();
+        if &answer == b"HTTP/1.1 200" {
+            break;
+        }
+        assert!(Instant::now() < until, "the watch's slot never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("the slot came back after {:?}", started.elapsed());
+    drop(cluster);
+}
