@@ -127,6 +127,7 @@ mutants=(
   'announce-a-reused-write-ids-value-unit @@ src/paxos/proposer.rs @@ s/            if state.version > before || p.accept_sent {/            if true || state.version > before || p.accept_sent {/ @@ --lib a_write_id_reused_with_another_value'
   'announce-outcome-version-off-by-one-sim @@ src/paxos/types.rs @@ s/^            } => \*version,$/            } => *version + 1,/ @@ --lib sim'
   # issue 21: the HTTP API (driven by Python's standard library)
+  'delete-if-ignores-version @@ src/paxos/register.rs @@ s/^            let deleted = state.value.is_some() \&\& state.version == \*expect;$/            let deleted = state.value.is_some() || *expect == u64::MAX;/ @@ --lib sim'
   'http-get-without-etag @@ src/actors/http_api.rs @@ s/^        answer.headers_mut().insert(ETAG, etag(version));$/        let _ = etag(version);/ @@ --test http_api python_drives'
   'http-cas-ignores-if-match @@ src/actors/http_api.rs @@ s/^        return Ok(Some(version));$/        let _ = version; return Ok(None);/ @@ --test http_api python_drives'
   'https-accepts-any-client @@ src/actors/http_server.rs @@ s/Peer::accept(Some(tls.as_ref()), stream)/Peer::accept(None, stream)/ @@ --test http_api curl_over_https'

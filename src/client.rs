@@ -131,6 +131,12 @@ impl Client {
         self.execute(key, Command::Delete).await
     }
 
+    /// Deletes the value only if the key's version is `expect` (`Outcome::Delete`, with
+    /// `deleted: false` and the current version otherwise).
+    pub async fn delete_if(&self, key: &[u8], expect: u64) -> Result<Outcome> {
+        self.execute(key, Command::DeleteIf { expect }).await
+    }
+
     pub async fn cas(&self, key: &[u8], value: &[u8], expect: u64) -> Result<Outcome> {
         let value = value.to_vec();
         self.execute(key, Command::Cas { expect, value }).await

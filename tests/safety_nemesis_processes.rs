@@ -468,6 +468,7 @@ fn print_op_counts(history: &History) -> (usize, usize) {
             Input::Absent => "absent from a list",
             Input::Put { .. } => "put",
             Input::Delete => "delete",
+            Input::DeleteIf { .. } => "delete_if",
             Input::Cas { .. } => "cas",
         };
         let counts = by_kind.entry(kind).or_default();
@@ -484,7 +485,7 @@ fn print_op_counts(history: &History) -> (usize, usize) {
         ok + unknown
     );
     for (kind, (ok, unknown)) in by_kind {
-        println!("  {kind:6}: {ok} ok, {unknown} unknown");
+        println!("  {kind:9}: {ok} ok, {unknown} unknown");
     }
     (ok, unknown)
 }

@@ -273,6 +273,15 @@ fn samples() -> Vec<(&'static str, Frame)> {
                 maybe_applied: false,
             }),
         ),
+        (
+            "command delete if",
+            request(RequestBody::Kv {
+                key: b"k".to_vec(),
+                command: Command::DeleteIf { expect: 3 },
+                write_id: None,
+                maybe_applied: false,
+            }),
+        ),
         ("peer stale", peer(PeerMessage::Stale { epoch: 9 })),
         ("request members", request(RequestBody::Members)),
         (
@@ -566,6 +575,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("command get", "010300016b000000"),
     ("command put", "010300016b0101760000"),
     ("command delete", "010300016b020000"),
+    ("command delete if", "010300016b04030000"),
     ("peer stale", "0001070409016b0809"),
     ("request members", "010306"),
     ("request member add", "010307000603613a31"),

@@ -327,17 +327,26 @@ impl HttpApi {
         key: Vec<u8>,
         request: &Request<hyper::body::Incoming>,
     ) -> std::result::Result<Answer, Status> {
-        if request.headers().contains_key(IF_MATCH) {
+        if request.headers().contains_key(IF_NONE_MATCH) {
             return Err(Status::Plain(
-                StatusCode::NOT_IMPLEMENTED,
-                "a conditional DELETE (If-Match) is not built yet",
+                StatusCode::BAD_REQUEST,
+                "a DELETE takes If-Match, not If-None-Match",
             ));
         }
-        match self.kv(key, Command::Delete).await? {
+        let expect = condition(request)?;
+        let command = match expect {
+            Some(expect) => Command::DeleteIf { expect },
+            None => Command::Delete,
+        };
+        match self.kv(key, command).await? {
             Outcome::Delete {
                 deleted: true,
                 version,
             } => Ok(versioned(StatusCode::OK, version)),
+            // Not the version asked for: 412, as a put's compare-and-set.
+            Outcome::Delete { version, .. } if expect.is_some_and(|e| e != version) => {
+                Ok(versioned(StatusCode::PRECONDITION_FAILED, version))
+            }
             Outcome::Delete { version, .. } => Ok(versioned(StatusCode::NOT_FOUND, version)),
             other => Err(Status::Failed(Error::Unknown(format!(
                 "a delete answered {other:?}"

@@ -220,7 +220,7 @@ fn op_label(body: &RequestBody) -> &'static str {
         RequestBody::Kv { command, .. } => match command {
             Command::Get => "get",
             Command::Put { .. } => "put",
-            Command::Delete => "delete",
+            Command::Delete | Command::DeleteIf { .. } => "delete",
             Command::Cas { .. } => "cas",
         },
         RequestBody::Ping => "ping",

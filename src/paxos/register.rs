@@ -95,6 +95,17 @@ pub fn apply(
                 version: state.version,
             }
         }
+        Command::DeleteIf { expect } => {
+            let deleted = state.value.is_some() && state.version == *expect;
+            if deleted {
+                state.value = None;
+                state.version += 1;
+            }
+            Outcome::Delete {
+                deleted,
+                version: state.version,
+            }
+        }
         Command::Cas { expect, value } => {
             let swapped = if *expect == 0 {
                 state.value.is_none()
@@ -179,6 +190,24 @@ mod tests {
                 version: 0
             }
         );
+    }
+
+    #[test]
+    fn a_conditional_delete_removes_only_the_version_it_names() {
+        let mut s = Register::default();
+        let delete_if = |expect| Command::DeleteIf { expect };
+        let delete = |deleted, version| Outcome::Delete { deleted, version };
+        // no value: nothing to delete, whatever it names
+        assert_eq!(apply(&mut s, &delete_if(0), id(1)), delete(false, 0));
+        apply(&mut s, &put("a"), id(2));
+        apply(&mut s, &put("b"), id(3));
+        // another version: kept, the current version answered
+        assert_eq!(apply(&mut s, &delete_if(1), id(4)), delete(false, 2));
+        assert_eq!(s.value.as_deref(), Some(&b"b"[..]));
+        assert_eq!(apply(&mut s, &delete_if(2), id(5)), delete(true, 3));
+        assert_eq!((s.value.as_deref(), s.version), (None, 3));
+        // the version a delete left names no value
+        assert_eq!(apply(&mut s, &delete_if(3), id(6)), delete(false, 3));
     }
 
     #[test]
@@ -448,6 +477,7 @@ mod tests {
         let command = prop_oneof![
             any::<u8>().prop_map(|v| Command::Put { value: vec![v] }),
             Just(Command::Delete),
+            (0u64..6).prop_map(|expect| Command::DeleteIf { expect }),
             (0u64..6, any::<u8>()).prop_map(|(expect, v)| Command::Cas {
                 expect,
                 value: vec![v]

@@ -2520,7 +2520,7 @@ fn check_watches(sim: &Sim, seed: u64) {
     for (i, op) in sim.history.iter().enumerate() {
         let value = match &op.input {
             Input::Put { value } | Input::Cas { value, .. } => Some(value),
-            Input::Delete | Input::Get | Input::Absent => None,
+            Input::Delete | Input::DeleteIf { .. } | Input::Get | Input::Absent => None,
         };
         if let (Some(v), false) = (value, sim.not_applied.contains(&i)) {
             written.insert((&op.key, v));
@@ -2828,14 +2828,17 @@ impl Workload {
         }
     }
 
-    /// A get, put, delete or cas of the hot key, from any node.
+    /// A get, put, delete, conditional delete or cas of the hot key, from any node.
     fn hot_command(&mut self, sim: &mut Sim) {
         let node = sim.random_node();
         let v = self.next_value();
-        let command = match sim.rng.random_range(0..4) {
+        let command = match sim.rng.random_range(0..5) {
             0 => Command::Get,
             1 => Command::Put { value: v },
             2 => Command::Delete,
+            3 => Command::DeleteIf {
+                expect: sim.rng.random_range(0..4),
+            },
             _ => Command::Cas {
                 expect: sim.rng.random_range(0..4),
                 value: v,

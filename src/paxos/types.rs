@@ -126,6 +126,10 @@ pub enum Command {
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
+    /// Remove the value if there is one and the version is `expect` (HTTP's `DELETE` with
+    /// `If-Match`). Answered as a `Delete`: `deleted: false` with the current version when it
+    /// does not match (or there was no value). Last of the variants: postcard numbers them.
+    DeleteIf { expect: u64 },
 }
 
 impl Command {
@@ -137,7 +141,7 @@ impl Command {
     pub fn value_len(&self) -> usize {
         match self {
             Command::Put { value } | Command::Cas { value, .. } => value.len(),
-            Command::Get | Command::Delete => 0,
+            Command::Get | Command::Delete | Command::DeleteIf { .. } => 0,
         }
     }
 }
@@ -190,7 +194,7 @@ impl KeyChange {
         };
         let value = match command {
             Command::Put { value } | Command::Cas { value, .. } => Some(value.clone()),
-            Command::Delete | Command::Get => None,
+            Command::Delete | Command::DeleteIf { .. } | Command::Get => None,
         };
         Some(KeyChange { version, value })
     }

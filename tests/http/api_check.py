@@ -78,6 +78,20 @@ s, h, b = call("DELETE", key(b"py/a"))
 check("delete again", (s, json.loads(b)), (404, {"version": 3}))
 s, h, b = call("GET", key(b"py/a"))
 check("get deleted", (s, h["etag"]), (404, '"3"'))
+# a conditional delete: If-Match on another version is 412 with the current one (the value
+# stays); on the current version 200; on a version with no value 404
+call("PUT", key(b"py/d"), b"1")
+call("PUT", key(b"py/d"), b"2")
+s, h, b = call("DELETE", key(b"py/d"), None, {"If-Match": '"1"'})
+check("delete stale", (s, json.loads(b), h["etag"]), (412, {"version": 2}, '"2"'))
+s, h, b = call("GET", key(b"py/d"))
+check("kept", (s, b), (200, b"2"))
+s, h, b = call("DELETE", key(b"py/d"), None, {"If-Match": '"2"'})
+check("delete current", (s, json.loads(b)), (200, {"version": 3}))
+s, h, b = call("DELETE", key(b"py/d"), None, {"If-Match": '"3"'})
+check("delete of no value", (s, json.loads(b)), (404, {"version": 3}))
+s, h, b = call("DELETE", key(b"py/d"), None, {"If-None-Match": "*"})
+check("delete with If-None-Match", s, 400)
 
 # the listing: paxkv list --json's shape, paged with next
 s, h, b = call("GET", "/v1/kv?prefix=py%2F&limit=2")

@@ -11,6 +11,7 @@ pub fn input_of(command: &Command) -> Input {
             value: value.clone(),
         },
         Command::Delete => Input::Delete,
+        Command::DeleteIf { expect } => Input::DeleteIf { expect: *expect },
         Command::Cas { expect, value } => Input::Cas {
             expect: *expect,
             value: value.clone(),

@@ -223,13 +223,16 @@ pub async fn list_pages(
     pages
 }
 
-/// A random command of the concurrent workloads: 40 % get, 30 % put, 10 % delete, 20 % cas
-/// expecting a version below `max_expect`; writes carry `value`.
+/// A random command of the concurrent workloads: 40 % get, 30 % put, 5 % delete, 5 % delete
+/// of a version below `max_expect`, 20 % cas expecting one; writes carry `value`.
 pub fn random_command(rng: &mut impl rand::Rng, value: Vec<u8>, max_expect: u64) -> Command {
-    match rng.random_range(0..10) {
-        0..=3 => Command::Get,
-        4..=6 => Command::Put { value },
-        7 => Command::Delete,
+    match rng.random_range(0..20) {
+        0..=7 => Command::Get,
+        8..=13 => Command::Put { value },
+        14 => Command::Delete,
+        15 => Command::DeleteIf {
+            expect: rng.random_range(0..max_expect.max(1)),
+        },
         _ => Command::Cas {
             expect: rng.random_range(0..max_expect.max(1)),
             value,

@@ -33,6 +33,10 @@ pub enum Input {
         value: Vec<u8>,
     },
     Delete,
+    /// A delete only of version `expect`.
+    DeleteIf {
+        expect: u64,
+    },
     Cas {
         expect: u64,
         value: Vec<u8>,
@@ -157,8 +161,12 @@ pub fn step(state: &State, input: &Input) -> (Option<State>, Output) {
                 Output::Put { version },
             )
         }
-        Input::Delete => {
-            if state.value.is_some() {
+        Input::Delete | Input::DeleteIf { .. } => {
+            let matches = match input {
+                Input::DeleteIf { expect } => state.version == *expect,
+                _ => true,
+            };
+            if state.value.is_some() && matches {
                 let version = state.version + 1;
                 (
                     Some(State {
@@ -640,6 +648,7 @@ fn fmt_input(input: &Input, limit: Option<usize>) -> String {
         Input::Absent => "absent from a list()".to_string(),
         Input::Put { value } => format!("put(value={})", fmt_bytes(value, limit)),
         Input::Delete => "delete()".to_string(),
+        Input::DeleteIf { expect } => format!("delete_if(expect={expect})"),
         Input::Cas { expect, value } => {
             format!("cas(expect={expect}, value={})", fmt_bytes(value, limit))
         }

@@ -64,7 +64,7 @@ pub fn writes_of(ops: &[Operation]) -> BTreeMap<Vec<u8>, KeyWrites> {
     for op in ops {
         let value = match &op.input {
             Input::Put { value } | Input::Cas { value, .. } => Some(value.clone()),
-            Input::Delete => None,
+            Input::Delete | Input::DeleteIf { .. } => None,
             Input::Get | Input::Absent => continue,
         };
         let writes = keys.entry(op.key.clone()).or_default();

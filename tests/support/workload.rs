@@ -73,7 +73,8 @@ pub async fn hot_key_task(
         let command = match rng.random_range(0..100) {
             0..=29 => Command::Get,
             30..=54 => Command::Put { value },
-            55..=69 => Command::Delete,
+            55..=62 => Command::Delete,
+            63..=69 => Command::DeleteIf { expect: seen[k] },
             _ => Command::Cas {
                 expect: if rng.random_bool(0.2) { 0 } else { seen[k] },
                 value,
