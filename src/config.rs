@@ -184,6 +184,9 @@ pub struct Limits {
     pub http_max_connections: usize,
     pub http_header_timeout_ms: u64,
     pub http_max_watches: usize,
+    /// `Idempotency-Key`s the HTTP API remembers (the oldest is forgotten first;
+    /// `actors::idempotency`).
+    pub http_idempotency_keys: usize,
 }
 
 impl Default for Limits {
@@ -213,6 +216,7 @@ impl Default for Limits {
             http_max_connections: 256,
             http_header_timeout_ms: 5_000,
             http_max_watches: 1_024,
+            http_idempotency_keys: 100_000,
         }
     }
 }
@@ -430,6 +434,10 @@ impl Config {
         positive("limits.http_max_connections", l.http_max_connections as u64)?;
         positive("limits.http_header_timeout_ms", l.http_header_timeout_ms)?;
         positive("limits.http_max_watches", l.http_max_watches as u64)?;
+        positive(
+            "limits.http_idempotency_keys",
+            l.http_idempotency_keys as u64,
+        )?;
         self.validate_byte_budgets()?;
         if l.idle_timeout_ms <= self.paxos.request_timeout_ms {
             return Err(invalid(

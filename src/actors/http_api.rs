@@ -1,8 +1,9 @@
-//! The HTTP/JSON API of a node (issue 21, its first part): the key-value routes and the
-//! listing, on the node's `http_addr`, over HTTP/1.1 (hyper, as the metrics endpoint).
-//! Every request becomes the same `ClientRequest` the binary protocol carries and is served by
-//! the node's [`Router`], so its semantics are the CLI's exactly: every read linearizable, every
-//! write durable on a majority before 200.
+//! The HTTP/JSON API of a node (issue 21): the key-value routes, the listing, watches,
+//! members, status and the console, on the node's `http_addr`, over HTTP/1.1 (hyper, as the
+//! metrics endpoint; HTTPS with `[tls]`, `actors::http_server`). Every request becomes the
+//! same `ClientRequest` the binary protocol carries and is served by the node's [`Router`],
+//! so its semantics are the CLI's exactly: every read linearizable, every write durable on a
+//! majority before 200.
 //!
 //! - `GET /v1/kv/{key}`: 200, the value's bytes, `ETag: "N"` (the version); 404 with the
 //!   current version's `ETag` when the key has no value. `Accept: application/json`: the
@@ -11,18 +12,23 @@
 //!   it a compare-and-set (412 `{"version": current}` when it does not swap), `If-None-Match:
 //!   *` swaps only if the key has no value. A body over `limits.max_value_bytes` is refused
 //!   with 413 from its `Content-Length`, before any of it is read.
-//! - `DELETE /v1/kv/{key}`: 200 `{"version": N}`, 404 `{"version": N}` when there was no value.
+//! - `DELETE /v1/kv/{key}`: 200 `{"version": N}`, 404 `{"version": N}` when there was no value;
+//!   with `If-Match: "N"` only if the version is N (`Command::DeleteIf`; 412 otherwise).
+//! - `Idempotency-Key` on a write: a retry takes effect once (`actors::idempotency`).
 //! - `GET /v1/kv?prefix=P&after=K&limit=N&keys_only=true`: one page of the listing, the JSON of
 //!   `paxkv list --json`.
+//! - `GET /v1/watch/{key}`: server-sent events; `GET|POST /v1/members`, `DELETE
+//!   /v1/members/{id}`, `GET /v1/status`; `GET /`: the console; `GET /v1/openapi.yaml`.
 //! - Keys in paths and queries are percent-encoded bytes (any key, `/`, NUL and bytes that are
 //!   not UTF-8 included; `+` is a plus).
-//! - Errors: `{"error": "...", "class": "..."}` with 400 (bad input), 413 (a value over the
-//!   limit), 429 (busy), 503 and `Retry-After` (it did not take effect), 504 (its outcome is
-//!   unknown: it may have taken effect; never both).
-//!
-//! Not built yet (issue 21 goes on): the watch stream, members and status routes, the OpenAPI
-//! document, `Idempotency-Key`, a conditional `DELETE`, HTTPS (with `[tls]` the node does
-//! not serve `http_addr`: plaintext would bypass the certificates), and the console.
+//! - Errors: `{"error": "...", "class": "..."}` with 400 (bad input), 403 (a membership change
+//!   without the operator's certificate: `tls::Peer::admits`, the node port's rule), 413 (a
+//!   value over the limit), 422 (an `Idempotency-Key` reused for another request), 429
+//!   (busy), 503 and `Retry-After` (it did not take effect), 504 (its outcome is unknown: it
+//!   may have taken effect; never both).
+//! - Bounds (`[limits]`): `http_max_connections`, `http_header_timeout_ms`,
+//!   `http_max_watches`, `http_idempotency_keys`; bodies by `max_value_bytes` (a value) and
+//!   `MEMBER_BODY_BYTES` (a member).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +46,7 @@ use percent_encoding::percent_decode_str;
 use futures_util::StreamExt;
 
 use crate::actors::http_server;
+use crate::actors::idempotency::{self, Attempt, Idempotency, Reused};
 use crate::actors::membership::installed::addr_of;
 use crate::actors::membership::MembershipService;
 use crate::actors::router::Router;
@@ -94,6 +101,8 @@ pub struct HttpApi {
     members: MembershipService,
     /// HTTPS (the node's `[tls]`), or plaintext on loopback.
     tls: Option<Arc<Tls>>,
+    /// The write ids of `Idempotency-Key`s.
+    idempotency: Arc<Idempotency>,
     /// Watch streams open now (at most `limits.http_max_watches`).
     watches: Arc<tokio::sync::Semaphore>,
     /// The client the watches use, for the epoch it was made for: one set of connections
@@ -128,7 +137,9 @@ impl HttpApi {
         tls: Option<Arc<Tls>>,
     ) -> HttpApi {
         let watches = Arc::new(tokio::sync::Semaphore::new(config.limits.http_max_watches));
+        let idempotency = Arc::new(Idempotency::new(config.limits.http_idempotency_keys));
         HttpApi {
+            idempotency,
             router,
             config,
             members,
@@ -231,12 +242,19 @@ impl HttpApi {
             .map_err(Status::Failed)
     }
 
-    async fn kv(&self, key: Vec<u8>, command: Command) -> std::result::Result<Outcome, Status> {
+    /// Runs `command` on `key`; a write with an `Idempotency-Key` (`attempt`) carries its
+    /// write id, marked as maybe applied on a retry.
+    async fn kv(
+        &self,
+        key: Vec<u8>,
+        command: Command,
+        attempt: Option<Attempt>,
+    ) -> std::result::Result<Outcome, Status> {
         let body = RequestBody::Kv {
             key,
             command,
-            write_id: None,
-            maybe_applied: false,
+            write_id: attempt.map(|a| a.write_id),
+            maybe_applied: attempt.is_some_and(|a| a.retry),
         };
         match self.serve_request(body).await? {
             Reply::Kv(outcome) => Ok(outcome),
@@ -251,7 +269,8 @@ impl HttpApi {
         key: Vec<u8>,
         request: &Request<hyper::body::Incoming>,
     ) -> std::result::Result<Answer, Status> {
-        let Outcome::Get { value, version } = self.kv(key.clone(), Command::Get).await? else {
+        let Outcome::Get { value, version } = self.kv(key.clone(), Command::Get, None).await?
+        else {
             return Err(Status::Failed(Error::Unknown(
                 "a get answered a write".into(),
             )));
@@ -300,16 +319,17 @@ impl HttpApi {
             return Err(Status::too_large(limit));
         }
         let expect = condition(&request)?;
-        let body = Limited::new(request.into_body(), limit);
-        let value = match body.collect().await {
+        let (parts, body) = request.into_parts();
+        let value = match Limited::new(body, limit).collect().await {
             Ok(body) => body.to_bytes().to_vec(),
             Err(_) => return Err(Status::too_large(limit)),
         };
+        let attempt = self.attempt(&parts.method, &parts.uri, &parts.headers, &value)?;
         let command = match expect {
             Some(expect) => Command::Cas { expect, value },
             None => Command::Put { value },
         };
-        match self.kv(key, command).await? {
+        match self.kv(key, command, attempt).await? {
             Outcome::Put { version }
             | Outcome::Cas {
                 swapped: true,
@@ -338,7 +358,8 @@ impl HttpApi {
             Some(expect) => Command::DeleteIf { expect },
             None => Command::Delete,
         };
-        match self.kv(key, command).await? {
+        let attempt = self.attempt(request.method(), request.uri(), request.headers(), b"")?;
+        match self.kv(key, command, attempt).await? {
             Outcome::Delete {
                 deleted: true,
                 version,
@@ -352,6 +373,46 @@ impl HttpApi {
                 "a delete answered {other:?}"
             )))),
         }
+    }
+
+    /// The write id of a write with an `Idempotency-Key` (`actors::idempotency`): the one its
+    /// first request had if this is a retry of it (the same method, path, conditions and
+    /// body), 422 if the key was used for another request; `None` without the header.
+    fn attempt(
+        &self,
+        method: &Method,
+        uri: &hyper::Uri,
+        headers: &hyper::HeaderMap,
+        body: &[u8],
+    ) -> std::result::Result<Option<Attempt>, Status> {
+        let Some(key) = headers.get("idempotency-key") else {
+            return Ok(None);
+        };
+        let key = key
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= idempotency::MAX_KEY_BYTES)
+            .ok_or(Status::Plain(
+                StatusCode::BAD_REQUEST,
+                "Idempotency-Key: 1 to 255 visible ASCII characters",
+            ))?;
+        let header = |name| headers.get(name).map_or(&b""[..], HeaderValue::as_bytes);
+        let request = [
+            method.as_str().as_bytes(),
+            uri.path().as_bytes(),
+            header(IF_MATCH),
+            header(IF_NONE_MATCH),
+            body,
+        ];
+        self.idempotency
+            .attempt(key, &request)
+            .map(Some)
+            .map_err(|Reused| {
+                Status::Plain(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "this Idempotency-Key was used for another request",
+                )
+            })
     }
 
     /// `GET /v1/status`: every member's status, as `paxkv status --json` prints them (one

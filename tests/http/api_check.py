@@ -93,6 +93,27 @@ check("delete of no value", (s, json.loads(b)), (404, {"version": 3}))
 s, h, b = call("DELETE", key(b"py/d"), None, {"If-None-Match": "*"})
 check("delete with If-None-Match", s, 400)
 
+# Idempotency-Key: a retry takes effect once and answers what the first did (a put, a
+# compare-and-set that would not swap again, a delete); the same key for another request: 422
+s, h, b = call("PUT", key(b"py/idem"), b"v", {"Idempotency-Key": "put-1"})
+check("idempotent put", (s, json.loads(b)), (200, {"version": 1}))
+s, h, b = call("PUT", key(b"py/idem"), b"v", {"Idempotency-Key": "put-1"})
+check("its retry", (s, json.loads(b)), (200, {"version": 1}))
+s, h, b = call("PUT", key(b"py/idem"), b"w", {"If-Match": '"1"', "Idempotency-Key": "cas-1"})
+check("idempotent cas", (s, json.loads(b)), (200, {"version": 2}))
+s, h, b = call("PUT", key(b"py/idem"), b"w", {"If-Match": '"1"', "Idempotency-Key": "cas-1"})
+check("its retry", (s, json.loads(b)), (200, {"version": 2}))
+s, h, b = call("DELETE", key(b"py/idem"), None, {"Idempotency-Key": "del-1"})
+check("idempotent delete", (s, json.loads(b)), (200, {"version": 3}))
+s, h, b = call("DELETE", key(b"py/idem"), None, {"Idempotency-Key": "del-1"})
+check("its retry", (s, json.loads(b)), (200, {"version": 3}))
+s, h, b = call("GET", key(b"py/idem"))
+check("applied once each", (s, h["etag"]), (404, '"3"'))
+s, h, b = call("PUT", key(b"py/idem"), b"other", {"Idempotency-Key": "put-1"})
+check("a key reused", (s, json.loads(b)["class"]), (422, "bad_request"))
+s, h, b = call("PUT", key(b"py/idem"), b"v", {"Idempotency-Key": "x" * 256})
+check("a key too long", s, 400)
+
 # the listing: paxkv list --json's shape, paged with next
 s, h, b = call("GET", "/v1/kv?prefix=py%2F&limit=2")
 page = json.loads(b)
