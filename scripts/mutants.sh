@@ -129,6 +129,7 @@ mutants=(
   # issue 21: the HTTP API (driven by Python's standard library)
   'delete-if-ignores-version @@ src/paxos/register.rs @@ s/^            let deleted = state.value.is_some() \&\& state.version == \*expect;$/            let deleted = state.value.is_some() || *expect == u64::MAX;/ @@ --lib sim'
   'http-idempotency-key-ignored @@ src/actors/http_api.rs @@ s/^            write_id: attempt.map(|a| a.write_id),$/            write_id: attempt.and(None),/ @@ --test http_api python_drives'
+  'http-unknown-answered-as-unavailable @@ src/actors/http_api.rs @@ s/(StatusCode::GATEWAY_TIMEOUT, "unknown")/(StatusCode::SERVICE_UNAVAILABLE, "unavailable")/ @@ --test safety_nemesis_processes linearizable_under'
   'http-get-without-etag @@ src/actors/http_api.rs @@ s/^        answer.headers_mut().insert(ETAG, etag(version));$/        let _ = etag(version);/ @@ --test http_api python_drives'
   'http-cas-ignores-if-match @@ src/actors/http_api.rs @@ s/^        return Ok(Some(version));$/        let _ = version; return Ok(None);/ @@ --test http_api python_drives'
   'https-accepts-any-client @@ src/actors/http_server.rs @@ s/Peer::accept(Some(tls.as_ref()), stream)/Peer::accept(None, stream)/ @@ --test http_api curl_over_https'

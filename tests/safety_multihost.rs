@@ -208,6 +208,7 @@ async fn start_in(hosts: &Hosts) -> ProcessCluster {
                 .to_vec()
         })),
         metrics: None,
+        http: false,
     })
     .await
 }

@@ -6,8 +6,9 @@
 //! address, `paxkv node --addr --join`, is added and a running voter removed and stopped for
 //! good). Each change is driven in the background through whichever node answers while the
 //! next faults (SIGKILL of the driving node, and of the nodes the change is about, included)
-//! go on, one change at a time; with a concurrent workload and keys written
-//! once, all read back at the end, whose whole history must be linearizable. Also: a change
+//! go on, one change at a time; with a concurrent workload (two of its tasks through the
+//! HTTP API: a 504 or a lost answer is unknown, a 503 did not happen; `support::HttpKv`) and
+//! keys written once, all read back at the end, whose whole history must be linearizable. Also: a change
 //! whose driver is SIGKILLed mid-change completes when rerun elsewhere, and a write storm
 //! whose acknowledged writes must all survive SIGKILL of every node at once.
 //!
@@ -43,7 +44,7 @@ use rand::rngs::SmallRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use support::linearizability::Input;
-use support::processes::{ProcessCluster, NODE_COUNT};
+use support::processes::{ProcessCluster, ProcessOptions, NODE_COUNT};
 use support::workload::{hot_key, hot_key_task as workload_task, WorkloadStats, HOT_KEYS};
 use support::Cluster;
 use support::{eventually, Deck, History};
@@ -53,6 +54,8 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const DEFAULT_NEMESIS_SECS: u64 = 20;
 const WORKLOAD_TASKS: u64 = 6;
+/// The workload's tasks that go through the HTTP API (their client ids).
+const HTTP_TASKS: std::ops::Range<u64> = WORKLOAD_TASKS..WORKLOAD_TASKS + 2;
 /// Deadlines of the workload's clients: half patient, half impatient.
 const LONG_OP_TIMEOUT: Duration = Duration::from_secs(8);
 const LONG_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -76,7 +79,11 @@ fn seed() -> u64 {
 /// A fresh cluster of five node processes, all voting; says how long that took.
 async fn start_cluster() -> ProcessCluster {
     let started = Instant::now();
-    let cluster = ProcessCluster::start().await;
+    let cluster = ProcessCluster::start_with(ProcessOptions {
+        http: true,
+        ..ProcessOptions::default()
+    })
+    .await;
     println!(
         "cluster of five processes voting after {:.2}s (fresh clusters started: {})",
         started.elapsed().as_secs_f64(),
@@ -576,12 +583,31 @@ fn start_hot_key_tasks(
                 task,
                 client,
                 history.clone(),
-                SmallRng::seed_from_u64(seed ^ (task + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                task_rng(seed, task),
                 stop.clone(),
                 stats.clone(),
             ))
         })
+        .chain(HTTP_TASKS.map(|task| {
+            // Through the HTTP API, from a different node each (on to the next when one does
+            // not take it; a 504 or a lost answer retried with its Idempotency-Key).
+            let mut addrs = cluster.http_addrs();
+            let first = task as usize % addrs.len();
+            addrs.rotate_left(first);
+            tokio::spawn(workload_task(
+                task,
+                support::HttpKv::new(addrs, LONG_ATTEMPT_TIMEOUT),
+                history.clone(),
+                task_rng(seed, task),
+                stop.clone(),
+                stats.clone(),
+            ))
+        }))
         .collect()
+}
+
+fn task_rng(seed: u64, task: u64) -> SmallRng {
+    SmallRng::seed_from_u64(seed ^ (task + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 #[tokio::test]
@@ -661,6 +687,22 @@ async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
     }
 
     let (ok, _unknown) = print_op_counts(&history);
+    let through_http = history
+        .operations()
+        .iter()
+        .filter(|op| HTTP_TASKS.contains(&op.client))
+        .map(|op| op.is_unknown())
+        .fold((0, 0), |(ok, unknown), u| {
+            (ok + !u as usize, unknown + u as usize)
+        });
+    println!(
+        "through the HTTP API: {} ok, {} unknown",
+        through_http.0, through_http.1
+    );
+    assert!(
+        through_http.0 > 0,
+        "no operation through the HTTP API succeeded (seed {seed})"
+    );
     let checking = Instant::now();
     history.assert_linearizable(&format!("nemesis-process-{seed}"));
     println!(

@@ -11,6 +11,7 @@ use paxkv::messages::ListPage;
 use paxkv::paxos::types::{Command, Outcome};
 
 use crate::convert;
+use crate::http_kv::Kv;
 use crate::linearizability::{self, Input, Operation, Output};
 
 /// Records every client operation with its invocation and completion times, for the
@@ -35,11 +36,12 @@ impl History {
         self.start.elapsed().as_nanos() as u64
     }
 
-    /// Runs `command` on `key` through `client`, recording it.
+    /// Runs `command` on `key` through `client` (paxkv's client, or the HTTP API), recording
+    /// it.
     pub async fn run(
         &self,
         client_id: u64,
-        client: &Client,
+        client: &impl Kv,
         key: &[u8],
         command: Command,
     ) -> paxkv::Result<Outcome> {

@@ -239,11 +239,23 @@ impl<T: Clone> Deck<T> {
 /// The `[[node]]` tables of a config: each node's id and address, and its metrics address
 /// if given (same order).
 pub fn nodes_toml(nodes: &[(NodeId, SocketAddr)], metrics: Option<&[SocketAddr]>) -> String {
+    nodes_toml_with(nodes, metrics, None)
+}
+
+/// [`nodes_toml`], with an `http_addr` for each node if `http` gives them.
+pub fn nodes_toml_with(
+    nodes: &[(NodeId, SocketAddr)],
+    metrics: Option<&[SocketAddr]>,
+    http: Option<&[SocketAddr]>,
+) -> String {
     let mut text = String::new();
     for (i, (id, addr)) in nodes.iter().enumerate() {
         text.push_str(&format!("[[node]]\nid = {id}\naddr = \"{addr}\"\n"));
         if let Some(metrics) = metrics {
             text.push_str(&format!("metrics_addr = \"{}\"\n", metrics[i]));
+        }
+        if let Some(http) = http {
+            text.push_str(&format!("http_addr = \"{}\"\n", http[i]));
         }
     }
     text

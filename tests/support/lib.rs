@@ -18,6 +18,7 @@
 
 mod convert;
 pub mod history;
+pub mod http_kv;
 pub mod in_process;
 pub mod kit;
 pub mod linearizability;
@@ -31,6 +32,7 @@ use linearizability::{Input, Output};
 use paxkv::paxos::types::{Command, Outcome};
 
 pub use history::{list_pages, random_command, write_once_keys, History};
+pub use http_kv::{HttpKv, Kv};
 pub use in_process::{growth_of_a_connection_that_never_reads, until_limited, TestCluster};
 pub use kit::{
     assert_stays_refused, cut, drive_until_done, eventually, free_port, free_ports, got,

@@ -24,7 +24,7 @@ use paxkv::messages::FaultPlan;
 use paxkv::paxos::types::NodeId;
 use tempfile::TempDir;
 
-use crate::kit::{free_port, free_ports, nodes_toml, Cluster};
+use crate::kit::{free_port, free_ports, nodes_toml_with, Cluster};
 
 pub const NODE_COUNT: NodeId = 5;
 /// How long every running node may take to vote (recover from a majority).
@@ -78,6 +78,8 @@ pub struct ProcessOptions {
     pub prefix: Option<Arc<dyn Fn(NodeId) -> Vec<String> + Send + Sync>>,
     /// A `metrics_addr` for each node (same order as the addresses).
     pub metrics: Option<Vec<SocketAddr>>,
+    /// Each node serves the HTTP API, on a free port of its own ([`ProcessCluster::http_addrs`]).
+    pub http: bool,
 }
 
 pub struct ProcessCluster {
@@ -88,6 +90,8 @@ pub struct ProcessCluster {
     startup_attempts: usize,
     options: ProcessOptions,
     tls: Option<Arc<paxkv::tls::Tls>>,
+    /// Each node's HTTP API, in the order of the nodes (empty without one).
+    http: Vec<SocketAddr>,
 }
 
 impl ProcessCluster {
@@ -165,7 +169,8 @@ impl ProcessCluster {
             .expect("a temporary directory");
         let config_path = dir.path().join("cluster.toml");
         let nodes: Vec<(NodeId, SocketAddr)> = (1..).zip(addrs.iter().copied()).collect();
-        let mut text = nodes_toml(&nodes, options.metrics.as_deref());
+        let http = options.http.then(|| free_ports(addrs.len()));
+        let mut text = nodes_toml_with(&nodes, options.metrics.as_deref(), http.as_deref());
         text.push_str(
             "\n[paxos]\nrequest_timeout_ms = 1000\nsync_interval_ms = 1000\n\
              \n[storage]\nmap_size_mb = 256\n\
@@ -214,6 +219,7 @@ impl ProcessCluster {
             startup_attempts: 1,
             options,
             tls,
+            http: http.unwrap_or_default(),
         };
         for id in cluster.ids() {
             cluster.spawn(id);
@@ -289,6 +295,12 @@ impl ProcessCluster {
 
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.nodes.iter().map(|n| n.addr).collect()
+    }
+
+    /// The HTTP API of each node the cluster started with ([`ProcessOptions::http`]; empty
+    /// without it).
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.http.clone()
     }
 
     fn is_paused(&self, id: NodeId) -> bool {

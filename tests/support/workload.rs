@@ -12,7 +12,7 @@ use paxkv::paxos::types::{Command, Outcome};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::{write_once_keys, History};
+use super::{write_once_keys, History, Kv};
 
 pub const HOT_KEYS: usize = 3;
 
@@ -57,7 +57,7 @@ pub struct WorkloadStats {
 /// written value unique, until `stop`.
 pub async fn hot_key_task(
     task: u64,
-    client: Client,
+    client: impl Kv,
     history: History,
     mut rng: SmallRng,
     stop: Arc<AtomicBool>,
