@@ -20,6 +20,9 @@ fn with_http() -> TestCluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_drives_every_key_value_route_with_its_statuses_and_headers() {
+    if !support::tools_present(&["python3"]) {
+        return;
+    }
     let cluster = with_http();
     let http = cluster.config.http_addr_of(2).expect("node 2 serves HTTP");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/http/api_check.py");
@@ -43,8 +46,7 @@ async fn python_drives_every_key_value_route_with_its_statuses_and_headers() {
 
 #[test]
 fn curl_puts_and_gets_a_value_with_its_etag() {
-    if Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("curl is not installed (.ci/run installs it): skipped");
+    if !support::tools_present(&["curl"]) {
         return;
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -79,8 +81,7 @@ fn curl_puts_and_gets_a_value_with_its_etag() {
 #[test]
 fn curl_follows_a_watch_as_server_sent_events() {
     use std::io::{BufRead, BufReader};
-    if Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("curl is not installed (.ci/run installs it): skipped");
+    if !support::tools_present(&["curl"]) {
         return;
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -171,8 +172,7 @@ fn the_openapi_document_and_the_routes_agree() {
 /// runbook of a lost disk, through curl): each answered with the membership once done.
 #[test]
 fn curl_removes_a_node_and_adds_it_back_on_an_empty_directory() {
-    if Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("curl is not installed (.ci/run installs it): skipped");
+    if !support::tools_present(&["curl"]) {
         return;
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -247,8 +247,7 @@ fn curl_removes_a_node_and_adds_it_back_on_an_empty_directory() {
 /// membership (403, the node port's rule), the operator's may.
 #[test]
 fn curl_over_https_needs_a_certificate_of_the_clusters_ca() {
-    if Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("curl is not installed (.ci/run installs it): skipped");
+    if !support::tools_present(&["curl"]) {
         return;
     }
     let certs = tempfile::tempdir().unwrap();

@@ -121,34 +121,9 @@ fn read_in_background(mut pipe: impl Read + Send + 'static) -> std::thread::Join
     })
 }
 
-/// The tools of [`TOOLS`] that do not run here.
-fn missing_tools() -> Vec<&'static str> {
-    TOOLS
-        .into_iter()
-        .filter(|tool| {
-            Command::new(tool)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map_or(true, |status| !status.success())
-        })
-        .collect()
-}
-
 #[test]
 fn a_browser_sees_the_members_voting_writes_and_follows_a_key_and_is_shown_a_stale_edit() {
-    let missing = missing_tools();
-    if !missing.is_empty() {
-        let why = format!(
-            "{} not installed (.ci/run installs Debian's chromium, chromium-driver and python3)",
-            missing.join(", ")
-        );
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{why}: the browser test must run under CI"
-        );
-        eprintln!("{why}: skipped");
+    if !support::tools_present(&TOOLS) {
         return;
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();

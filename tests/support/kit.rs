@@ -480,3 +480,32 @@ pub fn resident_bytes() -> u64 {
         .expect("VmRSS in /proc/self/status");
     kib * 1024
 }
+
+/// Whether every one of `tools` runs here (`tool --version` succeeds). A test that drives
+/// outside tools calls this first: where one is missing it is skipped on a developer's
+/// machine (said on stderr), and fails under CI (`CI` set; `.ci/run` installs them), so
+/// that CI never passes a test that did not run.
+pub fn tools_present(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| {
+            std::process::Command::new(tool)
+                .arg("--version")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .map_or(true, |status| !status.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("{} not installed (.ci/run installs it)", missing.join(", "));
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{why}: under CI every test runs"
+    );
+    eprintln!("{why}: skipped");
+    false
+}

@@ -37,8 +37,8 @@ pub use in_process::{growth_of_a_connection_that_never_reads, until_limited, Tes
 pub use kit::{
     assert_stays_refused, cut, drive_until_done, eventually, free_port, free_ports, got,
     member_add, nodes_toml, outgoing_paxos_cut, rejoin, resident_bytes, secs_from_env,
-    seed_from_env, spawn_remove_and_add, spawn_replacement, wait_for_a_change_under_way, Cluster,
-    Deck,
+    seed_from_env, spawn_remove_and_add, spawn_replacement, tools_present,
+    wait_for_a_change_under_way, Cluster, Deck,
 };
 pub use net::{http_get, metric_in, tls_dial, tls_identity};
 pub use watching::WatchClient;
