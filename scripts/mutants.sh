@@ -128,7 +128,7 @@ mutants=(
   'announce-outcome-version-off-by-one-sim @@ src/paxos/types.rs @@ s/^            } => \*version,$/            } => *version + 1,/ @@ --lib sim'
   # issue 21: the HTTP API (driven by Python's standard library)
   'delete-if-ignores-version @@ src/paxos/register.rs @@ s/^            let deleted = state.value.is_some() \&\& state.version == \*expect;$/            let deleted = state.value.is_some() || *expect == u64::MAX;/ @@ --lib sim'
-  'http-idempotency-key-ignored @@ src/actors/http_api.rs @@ s/^            write_id: attempt.map(|a| a.write_id),$/            write_id: attempt.and(None),/ @@ --test http_api python_drives'
+  'http-idempotency-key-ignored @@ src/actors/http_api.rs @@ s/execute_as(\&key, command, Some(write_id), retry)/execute_as(\&key, command, None.filter(|_| write_id.seq > 0), retry)/ @@ --test http_api python_drives'
   'http-unknown-answered-as-unavailable @@ src/actors/http_api.rs @@ s/(StatusCode::GATEWAY_TIMEOUT, "unknown")/(StatusCode::SERVICE_UNAVAILABLE, "unavailable")/ @@ --test safety_nemesis_processes linearizable_under'
   'http-get-without-etag @@ src/actors/http_api.rs @@ s/^        answer.headers_mut().insert(ETAG, etag(version));$/        let _ = etag(version);/ @@ --test http_api python_drives'
   'http-cas-ignores-if-match @@ src/actors/http_api.rs @@ s/^        return Ok(Some(version));$/        let _ = version; return Ok(None);/ @@ --test http_api python_drives'

@@ -30,7 +30,7 @@ use crate::messages::{
     NodeAnswer, NodeCall, NodeReply, NodeRequest, NodeStatus, Reply, RequestBody, SyncRecord,
     WatchEvent,
 };
-use crate::paxos::types::{key_hash, Command, Outcome, WriteIdMint};
+use crate::paxos::types::{key_hash, Command, Outcome, RequestId, WriteIdMint};
 use crate::tls::{self, Dial, Tls};
 
 /// Requests queued for one connection's writer.
@@ -145,15 +145,32 @@ impl Client {
     /// Runs one command with retries across nodes until it succeeds, fails for good, or its
     /// deadline passes.
     pub async fn execute(&self, key: &[u8], command: Command) -> Result<Outcome> {
+        let write_id = command.is_write().then(|| self.inner.write_ids.mint());
+        self.execute_as(key, command, write_id, false).await
+    }
+
+    /// [`Client::execute`] of a write whose id the caller keeps (the HTTP API's
+    /// `Idempotency-Key`, `actors::idempotency`): `maybe_applied` says an earlier attempt
+    /// with this id may have taken effect, so that a register that forgot it refuses it
+    /// rather than apply it twice.
+    pub async fn execute_as(
+        &self,
+        key: &[u8],
+        command: Command,
+        write_id: Option<RequestId>,
+        maybe_applied: bool,
+    ) -> Result<Outcome> {
         let write = command.is_write();
-        let write_id = write.then(|| self.inner.write_ids.mint());
         let body = |maybe_applied| RequestBody::Kv {
             key: key.to_vec(),
             command: command.clone(),
             write_id,
             maybe_applied,
         };
-        match self.retrying(self.home_of(key), write, body).await? {
+        match self
+            .retrying(self.home_of(key), write, maybe_applied, body)
+            .await?
+        {
             Reply::Kv(outcome) => Ok(outcome),
             other => Err(unexpected(other)),
         }
@@ -176,7 +193,10 @@ impl Client {
             limit,
             keys_only,
         };
-        match self.retrying(self.home_of(prefix), false, body).await? {
+        match self
+            .retrying(self.home_of(prefix), false, false, body)
+            .await?
+        {
             Reply::Listed(page) => Ok(page),
             other => Err(unexpected(other)),
         }
@@ -195,7 +215,10 @@ impl Client {
             after: after.map(<[u8]>::to_vec),
             limit,
         };
-        match self.retrying(self.home_of(prefix), false, body).await? {
+        match self
+            .retrying(self.home_of(prefix), false, false, body)
+            .await?
+        {
             Reply::Listed(page) => Ok(page),
             other => Err(unexpected(other)),
         }
@@ -256,25 +279,28 @@ impl Client {
     /// Sends the request `body(maybe_applied)` makes, from node `home` on, with retries
     /// across nodes until a node answers it, it fails for good, or its deadline passes. A
     /// `write`'s later attempts say whether an earlier one may have taken effect.
+    /// `maybe_applied`: an attempt before this call may have taken effect.
     async fn retrying(
         &self,
         home: usize,
         write: bool,
+        mut maybe_applied: bool,
         body: impl Fn(bool) -> RequestBody,
     ) -> Result<Reply> {
         let deadline = Instant::now() + self.inner.options.op_timeout;
-        let mut maybe_applied = false;
         let mut last_error = String::from("no attempt finished");
         // `last_error` is a node's answer (not a timeout or a lost connection).
         let mut from_node = false;
+        // ... and that answer was `Busy` (a key's queue full): said so at the deadline.
+        let mut busy = false;
         let mut backoff = RETRY_BACKOFF_MIN;
         for attempt in 0.. {
             let now = Instant::now();
             if now >= deadline {
-                return Err(if maybe_applied {
-                    Error::Unknown(last_error)
-                } else {
-                    Error::Unavailable(last_error)
+                return Err(match (maybe_applied, busy && from_node) {
+                    (true, _) => Error::Unknown(last_error),
+                    (false, true) => Error::Busy(last_error),
+                    (false, false) => Error::Unavailable(last_error),
                 });
             }
             let node = self.pick(home, attempt);
@@ -291,6 +317,7 @@ impl Client {
                     class => {
                         // A storage fault on the node that ran it leaves the outcome unknown.
                         maybe_applied |= write && class != ErrorClass::Retry;
+                        busy = matches!(e, Error::Busy(_));
                         (last_error, from_node) = (node_reason(e), true);
                     }
                 },

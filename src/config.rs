@@ -187,6 +187,9 @@ pub struct Limits {
     /// `Idempotency-Key`s the HTTP API remembers (the oldest is forgotten first;
     /// `actors::idempotency`).
     pub http_idempotency_keys: usize,
+    /// How long the HTTP API works on a key's request (retrying across nodes) before it
+    /// answers 503 (it did not take effect) or 504 (it may have).
+    pub http_request_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -217,6 +220,7 @@ impl Default for Limits {
             http_header_timeout_ms: 5_000,
             http_max_watches: 1_024,
             http_idempotency_keys: 100_000,
+            http_request_timeout_ms: 10_000,
         }
     }
 }
@@ -438,6 +442,7 @@ impl Config {
             "limits.http_idempotency_keys",
             l.http_idempotency_keys as u64,
         )?;
+        positive("limits.http_request_timeout_ms", l.http_request_timeout_ms)?;
         self.validate_byte_budgets()?;
         if l.idle_timeout_ms <= self.paxos.request_timeout_ms {
             return Err(invalid(

@@ -55,7 +55,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const DEFAULT_NEMESIS_SECS: u64 = 20;
 const WORKLOAD_TASKS: u64 = 6;
 /// The workload's tasks that go through the HTTP API (their client ids).
-const HTTP_TASKS: std::ops::Range<u64> = WORKLOAD_TASKS..WORKLOAD_TASKS + 2;
+const HTTP_TASKS: std::ops::Range<u64> = WORKLOAD_TASKS..WORKLOAD_TASKS + 4;
 /// Deadlines of the workload's clients: half patient, half impatient.
 const LONG_OP_TIMEOUT: Duration = Duration::from_secs(8);
 const LONG_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -596,7 +596,7 @@ fn start_hot_key_tasks(
             addrs.rotate_left(first);
             tokio::spawn(workload_task(
                 task,
-                support::HttpKv::new(addrs, LONG_ATTEMPT_TIMEOUT),
+                support::HttpKv::new(addrs, LONG_OP_TIMEOUT),
                 history.clone(),
                 task_rng(seed, task),
                 stop.clone(),

@@ -1,9 +1,10 @@
 //! The HTTP/JSON API of a node (issue 21): the key-value routes, the listing, watches,
 //! members, status and the console, on the node's `http_addr`, over HTTP/1.1 (hyper, as the
 //! metrics endpoint; HTTPS with `[tls]`, `actors::http_server`). Every request becomes the
-//! same `ClientRequest` the binary protocol carries and is served by the node's [`Router`],
-//! so its semantics are the CLI's exactly: every read linearizable, every write durable on a
-//! majority before 200.
+//! same request the binary protocol carries, so its semantics are the CLI's exactly: every
+//! read linearizable, every write durable on a majority before 200. A key's get, put, delete
+//! or compare-and-set is sent on as paxkv's client sends it, to the key's home node
+//! (`HttpApi::kv` says why); the rest is served by this node's `Router`.
 //!
 //! - `GET /v1/kv/{key}`: 200, the value's bytes, `ETag: "N"` (the version); 404 with the
 //!   current version's `ETag` when the key has no value. `Accept: application/json`: the
@@ -242,26 +243,30 @@ impl HttpApi {
             .map_err(Status::Failed)
     }
 
-    /// Runs `command` on `key`; a write with an `Idempotency-Key` (`attempt`) carries its
-    /// write id, marked as maybe applied on a retry.
+    /// Runs `command` on `key` as paxkv's client does: on the key's home node (the one a
+    /// hash of the key picks among the members; the next when it is down), retried across
+    /// nodes within the client's deadline, each write under one write id. A key's writes
+    /// then come from one proposer, which holds its promise between them (one round trip
+    /// each); spread over the nodes that took the HTTP requests, each would start with a
+    /// Prepare (BENCHMARKS.md, "HTTP API": a third more CPU per put). A write with an
+    /// `Idempotency-Key` (`attempt`) carries that key's write id, marked as maybe applied
+    /// on a retry.
     async fn kv(
         &self,
         key: Vec<u8>,
         command: Command,
         attempt: Option<Attempt>,
     ) -> std::result::Result<Outcome, Status> {
-        let body = RequestBody::Kv {
-            key,
-            command,
-            write_id: attempt.map(|a| a.write_id),
-            maybe_applied: attempt.is_some_and(|a| a.retry),
+        let client = self.members_client().map_err(Status::Failed)?;
+        let outcome = match attempt {
+            Some(Attempt { write_id, retry }) => {
+                client
+                    .execute_as(&key, command, Some(write_id), retry)
+                    .await
+            }
+            None => client.execute(&key, command).await,
         };
-        match self.serve_request(body).await? {
-            Reply::Kv(outcome) => Ok(outcome),
-            other => Err(Status::Failed(Error::Unknown(format!(
-                "a kv answered {other:?}"
-            )))),
-        }
+        outcome.map_err(Status::Failed)
     }
 
     async fn get(
@@ -637,7 +642,8 @@ impl HttpApi {
             .into_iter()
             .map(|n| Ok((n, addr_of(&m, n)?)))
             .collect::<Result<Vec<_>>>()?;
-        let client = self.members.client_of(&addrs);
+        let within = Duration::from_millis(self.config.limits.http_request_timeout_ms);
+        let client = self.members.client_of_within(&addrs, within);
         *cached = Some((m.epoch, client.clone()));
         Ok(client)
     }

@@ -191,6 +191,11 @@ impl ProcessCluster {
             };
             paxkv::tls::Tls::load(files, paxkv::tls::Role::Client).expect("the client's TLS")
         });
+        if http.is_some() {
+            // The API answers (503 or 504) before an HTTP client with a longer timeout
+            // gives up, so that its answers reach the client.
+            text.push_str("\n[limits]\nhttp_request_timeout_ms = 1000\n");
+        }
         std::fs::write(&config_path, text).expect("write the test config");
         let nodes = addrs
             .iter()

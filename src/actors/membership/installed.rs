@@ -224,6 +224,21 @@ impl MembershipService {
         self.client_with(
             nodes.iter().map(|(_, a)| *a).collect(),
             nodes.iter().map(|(n, _)| *n).collect(),
+            ClientOptions::default().op_timeout,
+        )
+    }
+
+    /// [`MembershipService::client_of`] whose operations give up (unavailable, or unknown
+    /// if they may have taken effect) after `op_timeout`: the HTTP API's.
+    pub(crate) fn client_of_within(
+        &self,
+        nodes: &[(NodeId, std::net::SocketAddr)],
+        op_timeout: Duration,
+    ) -> Client {
+        self.client_with(
+            nodes.iter().map(|(_, a)| *a).collect(),
+            nodes.iter().map(|(n, _)| *n).collect(),
+            op_timeout,
         )
     }
 
@@ -231,13 +246,19 @@ impl MembershipService {
     /// config addresses a node asks for the membership): any node certificate of the CA for
     /// the address's IP is taken.
     pub(crate) fn client_for(&self, addrs: Vec<std::net::SocketAddr>) -> Client {
-        self.client_with(addrs, Vec::new())
+        self.client_with(addrs, Vec::new(), ClientOptions::default().op_timeout)
     }
 
-    fn client_with(&self, addrs: Vec<std::net::SocketAddr>, nodes: Vec<NodeId>) -> Client {
+    fn client_with(
+        &self,
+        addrs: Vec<std::net::SocketAddr>,
+        nodes: Vec<NodeId>,
+        op_timeout: Duration,
+    ) -> Client {
         Client::new(
             addrs,
             ClientOptions {
+                op_timeout,
                 attempt_timeout: Duration::from_secs(5),
                 connect_timeout: Duration::from_millis(500),
                 pinned: true,
