@@ -423,3 +423,67 @@ fn the_api_bounds_its_connections_header_time_and_watch_streams() {
     eprintln!("the slot came back after {:?}", started.elapsed());
     drop(cluster);
 }
+
+/// A node's API sends each key to the key's home node as paxkv's client does, and on to the
+/// next when that one is down: with the first member down, every key is still written and
+/// read through another node's API, and the key-value requests reach more than one node
+/// (the requests each node counts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_nodes_api_serves_every_key_while_a_member_is_down() {
+    if !support::tools_present(&["curl"]) {
+        return;
+    }
+    let mut cluster = with_http();
+    let http = cluster.config.http_addr_of(2).expect("node 2 serves HTTP");
+    let served_before: Vec<u64> = {
+        let mut counts = Vec::new();
+        for id in 2..=5 {
+            counts.push(cluster.status(id).await.requests);
+        }
+        counts
+    };
+    for i in 0..30 {
+        let url = format!("http://{http}/v1/kv/spread-{i}");
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-s",
+                "-w",
+                " %{http_code}",
+                "-X",
+                "PUT",
+                "--data-binary",
+                "v",
+                &url,
+            ])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "{\"version\":1} 200",
+            "a put through node 2"
+        );
+    }
+    let mut grew = 0;
+    for (i, id) in (2..=5).enumerate() {
+        if cluster.status(id).await.requests > served_before[i] + 1 {
+            grew += 1;
+        }
+    }
+    assert!(grew > 1, "only {grew} node(s) served the keys' requests");
+
+    cluster.stop(1).await;
+    for i in 0..30 {
+        let url = format!("http://{http}/v1/kv/spread-{i}");
+        let out = tokio::process::Command::new("curl")
+            .args(["-s", "-w", " %{http_code}", &url])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "v 200",
+            "a get through node 2 with node 1 down"
+        );
+    }
+}

@@ -624,7 +624,8 @@ impl HttpApi {
         Ok(answer)
     }
 
-    /// A client of the installed membership's members (made again when the epoch moves).
+    /// A client of the installed membership's members, as the CLI's (made again when the
+    /// epoch moves).
     fn members_client(&self) -> Result<Client> {
         let m = self
             .members
@@ -643,7 +644,7 @@ impl HttpApi {
             .map(|n| Ok((n, addr_of(&m, n)?)))
             .collect::<Result<Vec<_>>>()?;
         let within = Duration::from_millis(self.config.limits.http_request_timeout_ms);
-        let client = self.members.client_of_within(&addrs, within);
+        let client = self.members.client_of_members(&addrs, within);
         *cached = Some((m.epoch, client.clone()));
         Ok(client)
     }

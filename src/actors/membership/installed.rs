@@ -224,13 +224,15 @@ impl MembershipService {
         self.client_with(
             nodes.iter().map(|(_, a)| *a).collect(),
             nodes.iter().map(|(n, _)| *n).collect(),
-            ClientOptions::default().op_timeout,
+            |_| {},
         )
     }
 
-    /// [`MembershipService::client_of`] whose operations give up (unavailable, or unknown
-    /// if they may have taken effect) after `op_timeout`: the HTTP API's.
-    pub(crate) fn client_of_within(
+    /// A client of the members `nodes` as a whole, as paxkv's CLI is (not pinned: a key's
+    /// requests go to its home node, the next when that one fails), with this node's
+    /// certificate, whose operations give up (unavailable, or unknown if they may have
+    /// taken effect) after `op_timeout`: the HTTP API's.
+    pub(crate) fn client_of_members(
         &self,
         nodes: &[(NodeId, std::net::SocketAddr)],
         op_timeout: Duration,
@@ -238,7 +240,11 @@ impl MembershipService {
         self.client_with(
             nodes.iter().map(|(_, a)| *a).collect(),
             nodes.iter().map(|(n, _)| *n).collect(),
-            op_timeout,
+            |options| {
+                options.pinned = false;
+                options.op_timeout = op_timeout;
+                options.attempt_timeout = options.attempt_timeout.min(op_timeout);
+            },
         )
     }
 
@@ -246,28 +252,26 @@ impl MembershipService {
     /// config addresses a node asks for the membership): any node certificate of the CA for
     /// the address's IP is taken.
     pub(crate) fn client_for(&self, addrs: Vec<std::net::SocketAddr>) -> Client {
-        self.client_with(addrs, Vec::new(), ClientOptions::default().op_timeout)
+        self.client_with(addrs, Vec::new(), |_| {})
     }
 
     fn client_with(
         &self,
         addrs: Vec<std::net::SocketAddr>,
         nodes: Vec<NodeId>,
-        op_timeout: Duration,
+        tweak: impl FnOnce(&mut ClientOptions),
     ) -> Client {
-        Client::new(
-            addrs,
-            ClientOptions {
-                op_timeout,
-                attempt_timeout: Duration::from_secs(5),
-                connect_timeout: Duration::from_millis(500),
-                pinned: true,
-                tls: self.tls.clone(),
-                nodes,
-                cluster: self.view.cluster(),
-                ..ClientOptions::default()
-            },
-        )
+        let mut options = ClientOptions {
+            attempt_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_millis(500),
+            pinned: true,
+            tls: self.tls.clone(),
+            nodes,
+            cluster: self.view.cluster(),
+            ..ClientOptions::default()
+        };
+        tweak(&mut options);
+        Client::new(addrs, options)
     }
 
     /// This node's store is the one its membership records for it (or none is recorded: a
