@@ -487,3 +487,82 @@ async fn any_nodes_api_serves_every_key_while_a_member_is_down() {
         );
     }
 }
+
+/// The statuses that tell an HTTP client what it may do, each produced for real: 503 with
+/// `Retry-After` when a request certainly did not take effect (no quorum to read from), 504
+/// when a write's outcome is unknown (its Accept went out, no quorum answered), 429 when a
+/// key's queue is full; each with the `{"error", "class"}` body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_says_unavailable_unknown_and_busy_apart() {
+    if !support::tools_present(&["curl"]) {
+        return;
+    }
+    let cluster = TestCluster::start_with(|config| {
+        let ports = support::free_ports(config.nodes.len());
+        for (node, port) in config.nodes.iter_mut().zip(ports) {
+            node.http_addr = Some(port.to_string());
+        }
+        config.limits.http_request_timeout_ms = 1_500;
+        config.limits.max_queued_per_key = 1;
+        config.paxos.max_batch = 1;
+    });
+    let http = cluster.config.http_addr_of(1).expect("node 1 serves HTTP");
+    // (status, headers and body) of one request
+    let curl = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new("curl")
+            .args(["-s", "-i"])
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {text:?}"));
+        (status, text)
+    };
+    let url = |key: &str| format!("http://{http}/v1/kv/{key}");
+    let (status, _) = curl(vec![
+        "-X".into(),
+        "PUT".into(),
+        "-d".into(),
+        "v".into(),
+        url("old"),
+    ])
+    .await;
+    assert_eq!(status, 200);
+
+    // Every node's Paxos messages dropped: nothing reaches a quorum.
+    for id in 1..=5 {
+        cluster.set_faults(id, support::outgoing_paxos_cut()).await;
+    }
+    // A read: certainly not applied.
+    let (status, text) = curl(vec![url("old")]).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.to_lowercase().contains("retry-after: "), "{text}");
+    assert!(text.contains("\"class\":\"unavailable\""), "{text}");
+    // A fresh key's first write goes straight to Accept (the fast ballot): unknown.
+    let (status, text) = curl(vec![
+        "-X".into(),
+        "PUT".into(),
+        "-d".into(),
+        "v".into(),
+        url("fresh"),
+    ])
+    .await;
+    assert_eq!(status, 504, "{text}");
+    assert!(text.contains("\"class\":\"unknown\""), "{text}");
+    assert!(!text.to_lowercase().contains("retry-after"), "{text}");
+    // Many reads at once of one key whose queue holds one: some are told busy (a write
+    // whose attempt was lost is unknown whatever comes after).
+    let answers = futures_util::future::join_all((0..8).map(|_| curl(vec![url("old")]))).await;
+    let busy: Vec<&String> = answers
+        .iter()
+        .filter(|(status, _)| *status == 429)
+        .map(|(_, text)| text)
+        .collect();
+    assert!(!busy.is_empty(), "no 429 among {answers:#?}");
+    assert!(busy[0].contains("\"class\":\"busy\""), "{}", busy[0]);
+}
