@@ -531,6 +531,11 @@ impl Config {
             .collect()
     }
 
+    /// Each configured node with its address.
+    pub fn nodes_and_addrs(&self) -> Vec<(NodeId, SocketAddr)> {
+        self.node_ids().into_iter().zip(self.addrs()).collect()
+    }
+
     /// The largest frame a node accepts: one key, one value and the protocol around them.
     /// Can this build run a node of this config? A build without the test hooks refuses a
     /// config that asks for fault injection (clients reading the same file are not refused).

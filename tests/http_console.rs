@@ -131,12 +131,7 @@ fn a_browser_sees_the_members_voting_writes_and_follows_a_key_and_is_shown_a_sta
     let http = cluster.config.http_addr_of(1).expect("node 1 serves HTTP");
     // The CLI finds the cluster as an operator's does: through a config naming its nodes.
     let config = cluster.dir.path().join("cli.toml");
-    let nodes: Vec<_> = cluster
-        .config
-        .node_ids()
-        .into_iter()
-        .zip(cluster.config.addrs())
-        .collect();
+    let nodes = cluster.config.nodes_and_addrs();
     std::fs::write(&config, support::nodes_toml(&nodes, None)).unwrap();
     let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("http_console");
     let _ = std::fs::remove_dir_all(&screenshots);

@@ -478,10 +478,7 @@ async fn the_runbook_for_a_wiped_node_works_when_the_config_names_it_first() {
     cluster.restart(1);
     cluster.wait_store_refused(1).await;
     let config = cluster.dir.path().join("client.toml");
-    let mut text = String::new();
-    for (id, addr) in cluster.config.node_ids().iter().zip(cluster.config.addrs()) {
-        text.push_str(&format!("[[node]]\nid = {id}\naddr = \"{addr}\"\n"));
-    }
+    let text = support::nodes_toml(&cluster.config.nodes_and_addrs(), None);
     std::fs::write(&config, text).unwrap();
     let addr1 = cluster.addr(1).to_string();
     for args in [

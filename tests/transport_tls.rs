@@ -121,12 +121,7 @@ async fn an_accept_claiming_node_3_over_plaintext_or_another_cas_certificate_cha
     // Another CA's certificate for "node 3", presented by a client that trusts the real CA
     // (so that the handshake gets as far as the node's check of the client's certificate).
     let other = tempfile::tempdir().unwrap();
-    let nodes: Vec<_> = cluster
-        .config
-        .node_ids()
-        .into_iter()
-        .zip(cluster.config.addrs())
-        .collect();
+    let nodes = cluster.config.nodes_and_addrs();
     paxkv::certs::write(&nodes, other.path(), true).unwrap();
     let impostor = tls_identity(
         other.path(),

@@ -36,8 +36,7 @@ pub struct TestCluster {
 /// A directory with a development CA and certificates for `config`'s nodes, and the config
 /// turned to TLS with it ([`TestCluster::with_tls`]).
 fn tls_dir_for(config: &mut Config, dir: &std::path::Path) {
-    let nodes: Vec<(NodeId, SocketAddr)> =
-        config.node_ids().into_iter().zip(config.addrs()).collect();
+    let nodes = config.nodes_and_addrs();
     paxkv::certs::write(&nodes, dir, true).expect("write the certificates");
     config.tls.dir = Some(dir.to_path_buf());
 }
