@@ -248,7 +248,7 @@ impl HttpApi {
     /// nodes within the client's deadline, each write under one write id. A key's writes
     /// then come from one proposer, which holds its promise between them (one round trip
     /// each); spread over the nodes that took the HTTP requests, each would start with a
-    /// Prepare (BENCHMARKS.md, "HTTP API": a third more CPU per put). A write with an
+    /// Prepare (BENCHMARKS.md, "HTTP API": a fifth more CPU per put). A write with an
     /// `Idempotency-Key` (`attempt`) carries that key's write id, marked as maybe applied
     /// on a retry.
     async fn kv(
