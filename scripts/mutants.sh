@@ -132,6 +132,7 @@ mutants=(
   'http-unknown-answered-as-unavailable @@ src/actors/http_api.rs @@ s/(StatusCode::GATEWAY_TIMEOUT, "unknown")/(StatusCode::SERVICE_UNAVAILABLE, "unavailable")/ @@ --test safety_nemesis_processes linearizable_under'
   'http-api-pinned-to-first-member @@ src/actors/membership/installed.rs @@ s/^                options.pinned = false;$/                options.pinned = true;/ @@ --test http_api any_nodes'
   'client-busy-said-unavailable @@ src/client.rs @@ s/^                    (false, true) => Error::Busy(last_error),$/                    (false, true) => Error::Unavailable(last_error),/ @@ --test http_api the_api_says'
+  'touch-without-a-value @@ src/paxos/register.rs @@ s/^            let touched = state.value.is_some();$/            let touched = state.value.is_some() || state.version > 0;/ @@ --lib sim'
   'http-get-without-etag @@ src/actors/http_api.rs @@ s/^        answer.headers_mut().insert(ETAG, etag(version));$/        let _ = etag(version);/ @@ --test http_api python_drives'
   'http-cas-ignores-if-match @@ src/actors/http_api.rs @@ s/^        return Ok(Some(version));$/        let _ = version; return Ok(None);/ @@ --test http_api python_drives'
   'https-accepts-any-client @@ src/actors/http_server.rs @@ s/Peer::accept(Some(tls.as_ref()), stream)/Peer::accept(None, stream)/ @@ --test http_api curl_over_https'

@@ -476,6 +476,7 @@ fn print_op_counts(history: &History) -> (usize, usize) {
             Input::Put { .. } => "put",
             Input::Delete => "delete",
             Input::DeleteIf { .. } => "delete_if",
+            Input::Touch => "touch",
             Input::Cas { .. } => "cas",
         };
         let counts = by_kind.entry(kind).or_default();

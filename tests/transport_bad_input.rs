@@ -153,6 +153,15 @@ async fn keys_and_values_over_the_limits_are_refused_and_nothing_is_stored() {
         other => panic!("a large value was not refused: {other:?}"),
     }
     assert!(matches!(client.get(b"").await, Err(Error::BadRequest(_))));
+    // A touch is a lease's keepalive, never a client's (it would raise a version no watch
+    // is told of).
+    match client
+        .execute(b"k", paxkv::paxos::types::Command::Touch)
+        .await
+    {
+        Err(Error::BadRequest(m)) => assert!(m.contains("for leases only"), "{m}"),
+        other => panic!("a client's touch was not refused: {other:?}"),
+    }
     assert_eq!(
         client.get(b"k").await.unwrap(),
         Outcome::Get {

@@ -282,6 +282,15 @@ fn samples() -> Vec<(&'static str, Frame)> {
                 maybe_applied: false,
             }),
         ),
+        (
+            "command touch",
+            request(RequestBody::Kv {
+                key: b"k".to_vec(),
+                command: Command::Touch,
+                write_id: None,
+                maybe_applied: false,
+            }),
+        ),
         ("peer stale", peer(PeerMessage::Stale { epoch: 9 })),
         ("request members", request(RequestBody::Members)),
         (
@@ -576,6 +585,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("command put", "010300016b0101760000"),
     ("command delete", "010300016b020000"),
     ("command delete if", "010300016b04030000"),
+    ("command touch", "010300016b050000"),
     ("peer stale", "0001070409016b0809"),
     ("request members", "010306"),
     ("request member add", "010307000603613a31"),

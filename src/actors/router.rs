@@ -162,6 +162,11 @@ impl Router {
                 maybe_applied,
             } => match check_request(&key, command.value_len(), &shared.config) {
                 Err(e) => Err(e),
+                // A touch is a lease's keepalive; on a client's key it would raise a version
+                // no watch is told of (`KeyChange::of`).
+                Ok(()) if command == Command::Touch => Err(Error::BadRequest(
+                    "a touch is for leases only (paxkv lease keepalive)".into(),
+                )),
                 Ok(()) => {
                     let write_id = match (command.is_write(), write_id) {
                         (false, _) => None,
@@ -221,6 +226,7 @@ fn op_label(body: &RequestBody) -> &'static str {
             Command::Get => "get",
             Command::Put { .. } => "put",
             Command::Delete | Command::DeleteIf { .. } => "delete",
+            Command::Touch => "touch",
             Command::Cas { .. } => "cas",
         },
         RequestBody::Ping => "ping",

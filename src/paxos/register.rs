@@ -95,6 +95,16 @@ pub fn apply(
                 version: state.version,
             }
         }
+        Command::Touch => {
+            let touched = state.value.is_some();
+            if touched {
+                state.version += 1;
+            }
+            Outcome::Cas {
+                swapped: touched,
+                version: state.version,
+            }
+        }
         Command::DeleteIf { expect } => {
             let deleted = state.value.is_some() && state.version == *expect;
             if deleted {
@@ -190,6 +200,19 @@ mod tests {
                 version: 0
             }
         );
+    }
+
+    #[test]
+    fn a_touch_raises_the_version_of_a_value_and_changes_nothing_else() {
+        let mut s = Register::default();
+        let touched = |swapped, version| Outcome::Cas { swapped, version };
+        assert_eq!(apply(&mut s, &Command::Touch, id(1)), touched(false, 0));
+        apply(&mut s, &put("a"), id(2));
+        assert_eq!(apply(&mut s, &Command::Touch, id(3)), touched(true, 2));
+        assert_eq!((s.value.as_deref(), s.version), (Some(&b"a"[..]), 2));
+        apply(&mut s, &Command::Delete, id(4));
+        assert_eq!(apply(&mut s, &Command::Touch, id(5)), touched(false, 3));
+        assert_eq!((s.value.as_deref(), s.version), (None, 3));
     }
 
     #[test]
@@ -478,6 +501,7 @@ mod tests {
             any::<u8>().prop_map(|v| Command::Put { value: vec![v] }),
             Just(Command::Delete),
             (0u64..6).prop_map(|expect| Command::DeleteIf { expect }),
+            Just(Command::Touch),
             (0u64..6, any::<u8>()).prop_map(|(expect, v)| Command::Cas {
                 expect,
                 value: vec![v]

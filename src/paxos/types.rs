@@ -130,6 +130,10 @@ pub enum Command {
     /// `If-Match`). Answered as a `Delete`: `deleted: false` with the current version when it
     /// does not match (or there was no value). Last of the variants: postcard numbers them.
     DeleteIf { expect: u64 },
+    /// Raise the version by one, the value unchanged, if there is a value (a lease's
+    /// keepalive: `paxos::lease`). Answered as a `Cas`: `swapped: false` with the current
+    /// version when there is no value.
+    Touch,
 }
 
 impl Command {
@@ -141,7 +145,7 @@ impl Command {
     pub fn value_len(&self) -> usize {
         match self {
             Command::Put { value } | Command::Cas { value, .. } => value.len(),
-            Command::Get | Command::Delete | Command::DeleteIf { .. } => 0,
+            Command::Get | Command::Delete | Command::DeleteIf { .. } | Command::Touch => 0,
         }
     }
 }
@@ -195,6 +199,10 @@ impl KeyChange {
         let value = match command {
             Command::Put { value } | Command::Cas { value, .. } => Some(value.clone()),
             Command::Delete | Command::DeleteIf { .. } | Command::Get => None,
+            // Its value is the one before it, which the command does not carry: not
+            // announced. Only leases' keys are touched (`paxos::lease`), and no watch may
+            // have one (the reserved prefix).
+            Command::Touch => return None,
         };
         Some(KeyChange { version, value })
     }

@@ -12,6 +12,7 @@ pub fn input_of(command: &Command) -> Input {
         },
         Command::Delete => Input::Delete,
         Command::DeleteIf { expect } => Input::DeleteIf { expect: *expect },
+        Command::Touch => Input::Touch,
         Command::Cas { expect, value } => Input::Cas {
             expect: *expect,
             value: value.clone(),

@@ -140,6 +140,7 @@ impl Kv for HttpKv {
             Command::DeleteIf { expect } => {
                 (Method::DELETE, vec![("if-match", tag(*expect))], Vec::new())
             }
+            Command::Touch => panic!("a touch is the lease API's, not a key's"),
         };
         let write = command.is_write();
         if write {

@@ -37,6 +37,8 @@ pub enum Input {
     DeleteIf {
         expect: u64,
     },
+    /// The version raised by one if there is a value (a lease's keepalive).
+    Touch,
     Cas {
         expect: u64,
         value: Vec<u8>,
@@ -188,6 +190,28 @@ pub fn step(state: &State, input: &Input) -> (Option<State>, Output) {
                 )
             }
         }
+        Input::Touch => match &state.value {
+            Some(value) => {
+                let version = state.version + 1;
+                (
+                    Some(State {
+                        version,
+                        value: Some(value.clone()),
+                    }),
+                    Output::Cas {
+                        swapped: true,
+                        version,
+                    },
+                )
+            }
+            None => (
+                None,
+                Output::Cas {
+                    swapped: false,
+                    version: state.version,
+                },
+            ),
+        },
         Input::Cas { expect, value } => {
             let swap = if *expect == 0 {
                 state.value.is_none()
@@ -649,6 +673,7 @@ fn fmt_input(input: &Input, limit: Option<usize>) -> String {
         Input::Put { value } => format!("put(value={})", fmt_bytes(value, limit)),
         Input::Delete => "delete()".to_string(),
         Input::DeleteIf { expect } => format!("delete_if(expect={expect})"),
+        Input::Touch => "touch()".to_string(),
         Input::Cas { expect, value } => {
             format!("cas(expect={expect}, value={})", fmt_bytes(value, limit))
         }

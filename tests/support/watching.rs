@@ -65,7 +65,8 @@ pub fn writes_of(ops: &[Operation]) -> BTreeMap<Vec<u8>, KeyWrites> {
         let value = match &op.input {
             Input::Put { value } | Input::Cas { value, .. } => Some(value.clone()),
             Input::Delete | Input::DeleteIf { .. } => None,
-            Input::Get | Input::Absent => continue,
+            // A touch (a lease's keepalive) is not announced: a watch sees its version as a gap.
+            Input::Get | Input::Absent | Input::Touch => continue,
         };
         let writes = keys.entry(op.key.clone()).or_default();
         match &op.output {
