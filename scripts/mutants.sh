@@ -133,6 +133,8 @@ mutants=(
   'http-api-pinned-to-first-member @@ src/actors/membership/installed.rs @@ s/^                options.pinned = false;$/                options.pinned = true;/ @@ --test http_api any_nodes'
   'client-busy-said-unavailable @@ src/client.rs @@ s/^                    (false, true) => Error::Busy(last_error),$/                    (false, true) => Error::Unavailable(last_error),/ @@ --test http_api the_api_says'
   'touch-without-a-value @@ src/paxos/register.rs @@ s/^            let touched = state.value.is_some();$/            let touched = state.value.is_some() || state.version > 0;/ @@ --lib sim'
+  'lease-expiry-unconditional @@ src/actors/lease.rs @@ s/Command::DeleteIf { expect: version }/Command::Delete/ @@ --test leases after_the_lease'
+  'lease-expiry-at-half-its-ttl @@ src/paxos/lease.rs @@ s/ttl.mul_f64(1.0 + CLOCK_RATE_MARGIN)/ttl.mul_f64(0.5 + CLOCK_RATE_MARGIN)/ @@ --test leases a_lease_lives'
   'http-get-without-etag @@ src/actors/http_api.rs @@ s/^        answer.headers_mut().insert(ETAG, etag(version));$/        let _ = etag(version);/ @@ --test http_api python_drives'
   'http-cas-ignores-if-match @@ src/actors/http_api.rs @@ s/^        return Ok(Some(version));$/        let _ = version; return Ok(None);/ @@ --test http_api python_drives'
   'https-accepts-any-client @@ src/actors/http_server.rs @@ s/Peer::accept(Some(tls.as_ref()), stream)/Peer::accept(None, stream)/ @@ --test http_api curl_over_https'

@@ -26,9 +26,9 @@ use tokio_util::codec::FramedRead;
 use crate::error::{Error, ErrorClass, Result};
 use crate::frame;
 use crate::messages::{
-    ClientRequest, ClientResponse, DigestPage, FaultPlan, Frame, ListPage, MembershipAnswer,
-    NodeAnswer, NodeCall, NodeReply, NodeRequest, NodeStatus, Reply, RequestBody, SyncRecord,
-    WatchEvent,
+    ClientRequest, ClientResponse, DigestPage, FaultPlan, Frame, LeaseInfo, ListPage,
+    MembershipAnswer, NodeAnswer, NodeCall, NodeReply, NodeRequest, NodeStatus, Reply, RequestBody,
+    SyncRecord, WatchEvent,
 };
 use crate::paxos::types::{key_hash, Command, Outcome, RequestId, WriteIdMint};
 use crate::tls::{self, Dial, Tls};
@@ -172,6 +172,51 @@ impl Client {
             .await?
         {
             Reply::Kv(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A new lease of `ttl` (whole milliseconds; `paxos::lease`). A grant whose answer was
+    /// lost may have made a lease nobody holds: it lapses after its TTL.
+    pub async fn lease_grant(&self, ttl: Duration) -> Result<LeaseInfo> {
+        let ttl_ms = ttl.as_millis() as u64;
+        let body = |_| RequestBody::LeaseGrant { ttl_ms };
+        match self.lease_request(None, true, body).await? {
+            Some(lease) => Ok(lease),
+            None => Err(Error::Unknown("a grant answered no lease".into())),
+        }
+    }
+
+    /// Keeps lease `id` alive: the lease (`None`: it is gone: expired, revoked or never
+    /// granted). A caller counts its lease from the moment it *sent* this, not from the
+    /// answer (`paxos::lease`).
+    pub async fn lease_keepalive(&self, id: u64) -> Result<Option<LeaseInfo>> {
+        self.lease_request(Some(id), true, |_| RequestBody::LeaseKeepAlive { id })
+            .await
+    }
+
+    /// Revokes lease `id`: the lease it was (`None`: there was none).
+    pub async fn lease_revoke(&self, id: u64) -> Result<Option<LeaseInfo>> {
+        self.lease_request(Some(id), true, |_| RequestBody::LeaseRevoke { id })
+            .await
+    }
+
+    /// Lease `id` as it is (`None`: there is none).
+    pub async fn lease_show(&self, id: u64) -> Result<Option<LeaseInfo>> {
+        self.lease_request(Some(id), false, |_| RequestBody::LeaseShow { id })
+            .await
+    }
+
+    /// A lease request, to the home node of the lease's key (any node for a grant).
+    async fn lease_request(
+        &self,
+        id: Option<u64>,
+        write: bool,
+        body: impl Fn(bool) -> RequestBody,
+    ) -> Result<Option<LeaseInfo>> {
+        let home = id.map_or(0, |id| self.home_of(&crate::paxos::lease::lease_key(id)));
+        match self.retrying(home, write, false, body).await? {
+            Reply::Lease(lease) => Ok(lease),
             other => Err(unexpected(other)),
         }
     }

@@ -89,6 +89,10 @@ pub struct TestingConfig {
     /// Tests only: the storage actor sleeps this long before every commit (a slow disk).
     /// Honoured only with `allow_fault_injection`.
     pub commit_delay_ms: u64,
+    /// Tests only: a node's lease keeper waits this long between finding a lease due and
+    /// sending its expiry (so that a test can land a keepalive in between). Honoured only
+    /// with `allow_fault_injection`.
+    pub lease_expiry_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,9 +105,8 @@ pub struct NodeConfig {
     /// `GET /health`; none if absent.
     #[serde(default)]
     pub metrics_addr: Option<String>,
-    /// `ip:port` of the node's HTTP/JSON API (`actors::http_api`); none if absent. Without
-    /// `[tls]`, loopback only, as `addr`; with `[tls]` it is not served yet (HTTPS is not
-    /// built: plaintext would bypass the certificates).
+    /// `ip:port` of the node's HTTP/JSON API and console (`actors::http_api`); none if
+    /// absent. HTTPS with `[tls]`; without it, loopback only, as `addr`.
     #[serde(default)]
     pub http_addr: Option<String>,
 }

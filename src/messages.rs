@@ -285,6 +285,27 @@ pub enum RequestBody {
         /// As in `List`.
         limit: u32,
     },
+    /// Grant a new lease of this time to live (`paxos::lease`): `Reply::Lease(Some(..))`.
+    LeaseGrant {
+        /// Its time to live, milliseconds.
+        ttl_ms: u64,
+    },
+    /// Keep lease `id` alive: `Reply::Lease(Some(..))` with its new version, or
+    /// `Reply::Lease(None)` when it is gone (expired, revoked, or never granted).
+    LeaseKeepAlive {
+        /// The lease.
+        id: u64,
+    },
+    /// Revoke lease `id`: `Reply::Lease` with the lease it was (`None`: there was none).
+    LeaseRevoke {
+        /// The lease.
+        id: u64,
+    },
+    /// Lease `id` as it is: `Reply::Lease` (`None`: there is none).
+    LeaseShow {
+        /// The lease.
+        id: u64,
+    },
 }
 
 impl RequestBody {
@@ -352,6 +373,24 @@ pub enum Reply {
     Watch(WatchEvent),
     /// To `Unwatch`: the watch is ended (or was not there).
     Unwatched,
+    /// To the lease requests: the lease (`None`: there is none).
+    Lease(Option<LeaseInfo>),
+}
+
+/// A lease, as the lease requests answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    /// Its id (`paxkv lease` shows 16 hex digits).
+    pub id: u64,
+    /// Its time to live, milliseconds.
+    pub ttl_ms: u64,
+    /// Its register's version: 1 at the grant, one more for every keepalive.
+    pub version: u64,
+    /// How long until the answering node would expire it if no keepalive comes, as that
+    /// node sees it (`None`: it has not watched it yet; other nodes' views differ by up to
+    /// a scan interval): an estimate, not a promise. A client counts its lease from the
+    /// moment it sent its last keepalive.
+    pub remaining_ms: Option<u64>,
 }
 
 /// One answer of a watch's stream.

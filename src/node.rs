@@ -280,6 +280,7 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
         Lister::new(members.clone(), supervisor.clone()),
         watch,
     );
+    actix_rt::spawn(router.leases().keep());
     if let Some(listener) = http {
         let api = crate::actors::http_api::HttpApi::new(
             router.clone(),

@@ -1099,3 +1099,50 @@ fn member_commands_list_remove_and_refuse_with_the_documented_shapes_and_codes()
     cluster.expect(&["get", "after-remove"], 0, "v\n");
     cluster.stop();
 }
+
+#[test]
+fn lease_commands_grant_show_keep_alive_and_revoke_with_the_documented_shapes_and_codes() {
+    let cluster = Cluster::start();
+    let (code, out, err) = cluster.cli(&["lease", "grant", "30", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let granted: Value = serde_json::from_str(out.trim()).expect("one JSON line");
+    let id = granted["id"].as_str().expect("an id").to_string();
+    assert_eq!(id.len(), 16, "{granted}");
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{granted}");
+    assert_eq!(granted["ttl_s"], 30, "{granted}");
+
+    let (code, out, _) = cluster.cli(&["lease", "show", &id, "--json"]);
+    assert_eq!(code, 0);
+    let shown: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (shown["id"].as_str(), shown["version"].as_u64()),
+        (Some(id.as_str()), Some(1))
+    );
+    cluster.expect(&["lease", "keepalive", &id, "--once"], 0, "");
+    let (_, out, _) = cluster.cli(&["lease", "show", &id, "--json"]);
+    let shown: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(shown["version"], 2, "a keepalive raises the version");
+
+    cluster.expect(&["lease", "revoke", &id], 0, "");
+    let (code, out, err) = cluster.cli(&["lease", "show", &id]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("no such lease"), "{err}");
+    let (code, _, err) = cluster.cli(&["lease", "keepalive", &id]);
+    assert_eq!(
+        code, 1,
+        "keepalive exits 1 as soon as the lease is gone: {err}"
+    );
+    cluster.expect(&["lease", "revoke", &id], 1, "");
+
+    // Bad input: exit 2, nothing granted.
+    for args in [
+        vec!["lease", "grant", "0"],
+        vec!["lease", "grant", "999999999"],
+        vec!["lease", "show", "not-hex"],
+        vec!["lease", "keepalive", "00112233445566778"],
+    ] {
+        let (code, _, err) = cluster.cli(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+    }
+    cluster.stop();
+}

@@ -8,7 +8,9 @@ use paxkv::messages::{
     ClientRequest, ClientResponse, DigestEntry, DigestPage, Envelope, FaultPlan, Frame, NodeAnswer,
     NodeCall, NodeReply, NodeRequest, NodeStatus, PeerMessage, Reply, RequestBody, SyncRecord,
 };
-use paxkv::messages::{ListItem, ListPage, MemberChangeRequest, MembershipAnswer, WatchEvent};
+use paxkv::messages::{
+    LeaseInfo, ListItem, ListPage, MemberChangeRequest, MembershipAnswer, WatchEvent,
+};
 use paxkv::paxos::membership::{Member, MemberState, Membership, Phase};
 use paxkv::paxos::record::AcceptorRecord;
 use paxkv::paxos::types::{Ballot, Command, KeyChange, Outcome, Register, RequestId};
@@ -495,6 +497,32 @@ fn samples() -> Vec<(&'static str, Frame)> {
         ),
         ("response unwatched", response(Ok(Reply::Unwatched))),
         (
+            "request lease grant",
+            request(RequestBody::LeaseGrant { ttl_ms: 5_000 }),
+        ),
+        (
+            "request lease keepalive",
+            request(RequestBody::LeaseKeepAlive { id: 0xab }),
+        ),
+        (
+            "request lease revoke",
+            request(RequestBody::LeaseRevoke { id: 1 }),
+        ),
+        (
+            "request lease show",
+            request(RequestBody::LeaseShow { id: 2 }),
+        ),
+        (
+            "response lease",
+            response(Ok(Reply::Lease(Some(LeaseInfo {
+                id: 0xab,
+                ttl_ms: 5_000,
+                version: 3,
+                remaining_ms: Some(700),
+            })))),
+        ),
+        ("response no lease", response(Ok(Reply::Lease(None)))),
+        (
             "node watching",
             Frame::Call(NodeCall {
                 id: 8,
@@ -624,6 +652,12 @@ const GOLDEN: &[(&str, &str)] = &[
     ("response watch changed", "0203000901016b0102010176"),
     ("response watch ended", "020300090204736c6f77"),
     ("response unwatched", "0203000a"),
+    ("request lease grant", "01030d8827"),
+    ("request lease keepalive", "01030eab01"),
+    ("request lease revoke", "01030f01"),
+    ("request lease show", "01031002"),
+    ("response lease", "0203000b01ab0188270301bc05"),
+    ("response no lease", "0203000b00"),
     ("node watching", "0308090603904e"),
     ("node watching granted", "04080006"),
 ];

@@ -103,6 +103,9 @@ pub struct ListRequest {
     pub keys_only: bool,
     /// Deleted keys too, as items with no value (`RequestBody::ListVersions`).
     pub with_deleted: bool,
+    /// A prefix of the reserved keys, listed by the node itself (the leases' keeper,
+    /// `actors::lease`); never from a client.
+    pub reserved: bool,
 }
 
 impl Lister {
@@ -137,7 +140,7 @@ impl Lister {
             let keys = batch.len();
             // Key by key, in order, a few read rounds ahead: the page stops at its last key,
             // and no key after it is read (or can fail it).
-            let mut states = std::pin::pin!(self.decide(batch, &scan, &voters));
+            let mut states = std::pin::pin!(self.decide(batch, &scan, &voters, request.reserved));
             let mut taken = 0;
             while let Some(decided) = states.next().await {
                 let (key, state) = decided?;
@@ -161,10 +164,11 @@ impl Lister {
         batch: Vec<MergedKey<SyncRecord>>,
         scan: &Scan<'_>,
         voters: &[NodeId],
+        reserved: bool,
     ) -> impl futures_util::Stream<Item = Result<(Key, Versioned)>> + 'a {
         let decided: Vec<(Key, Option<Versioned>)> = batch
             .into_iter()
-            .filter(|k| !k.key.starts_with(RESERVED_PREFIX))
+            .filter(|k| reserved || !k.key.starts_with(RESERVED_PREFIX))
             .map(|k| {
                 let quick = scan.chosen(&k, voters);
                 (k.key, quick)
@@ -229,7 +233,7 @@ fn check_list(request: &ListRequest, limits: &Limits) -> Result<()> {
     if let Some(e) = request.after.as_ref().and_then(|a| too_long("after", a)) {
         return Err(e);
     }
-    if request.prefix.starts_with(RESERVED_PREFIX) {
+    if request.prefix.starts_with(RESERVED_PREFIX) != request.reserved {
         return Err(Error::BadRequest(
             "keys starting with \\0paxkv/ are the cluster's own (its membership)".into(),
         ));

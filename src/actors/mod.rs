@@ -43,6 +43,7 @@ pub(crate) mod digest_merge;
 pub mod http_api;
 pub(crate) mod http_server;
 pub(crate) mod idempotency;
+pub mod lease;
 pub(crate) mod list;
 pub(crate) mod membership;
 pub mod messages;

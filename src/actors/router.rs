@@ -10,6 +10,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use crate::actors::lease::Leases;
 use crate::actors::list::{ListRequest, Lister};
 use crate::actors::membership::{ChangeExecutor, MembershipService};
 use crate::actors::messages::{ClientCommand, GetStatus};
@@ -41,6 +42,7 @@ struct Shared {
     changes: ChangeExecutor,
     lister: Lister,
     watch: Arc<WatchHub>,
+    leases: Leases,
     /// One membership change driven by this node at a time ([`drive`]).
     driving: tokio::sync::Mutex<()>,
 }
@@ -55,6 +57,7 @@ impl Router {
         lister: Lister,
         watch: Arc<WatchHub>,
     ) -> Router {
+        let leases = Leases::new(supervisor.clone(), lister.clone(), members.clone());
         Router {
             inner: Arc::new(Shared {
                 node,
@@ -67,9 +70,15 @@ impl Router {
                 changes,
                 lister,
                 watch,
+                leases,
                 driving: tokio::sync::Mutex::new(()),
             }),
         }
+    }
+
+    /// This node's leases (the node runs their keeper).
+    pub fn leases(&self) -> Leases {
+        self.inner.leases.clone()
     }
 
     /// This node's watchers (the connections register theirs).
@@ -103,6 +112,16 @@ impl Router {
         let shared = &*self.inner;
         let result = match request.body {
             RequestBody::Ping => Ok(Reply::Pong { node: shared.node }),
+            RequestBody::LeaseGrant { ttl_ms } => shared
+                .leases
+                .grant(ttl_ms)
+                .await
+                .map(|l| Reply::Lease(Some(l))),
+            RequestBody::LeaseKeepAlive { id } => {
+                shared.leases.keepalive(id).await.map(Reply::Lease)
+            }
+            RequestBody::LeaseRevoke { id } => shared.leases.revoke(id).await.map(Reply::Lease),
+            RequestBody::LeaseShow { id } => shared.leases.show(id).await.map(Reply::Lease),
             RequestBody::SetFaults(plan) => shared.set_faults(plan),
             RequestBody::RetiredSyncDigest { .. } | RequestBody::RetiredSyncFetch { .. } => {
                 Err(Error::BadRequest(
@@ -124,6 +143,7 @@ impl Router {
                     limit,
                     keys_only,
                     with_deleted: false,
+                    reserved: false,
                 };
                 shared.lister.list(request).await.map(Reply::Listed)
             }
@@ -138,6 +158,7 @@ impl Router {
                     limit,
                     keys_only: false,
                     with_deleted: true,
+                    reserved: false,
                 };
                 shared.lister.list(request).await.map(Reply::Listed)
             }
@@ -238,6 +259,10 @@ fn op_label(body: &RequestBody) -> &'static str {
         RequestBody::Unwatch { .. } => "unwatch",
         RequestBody::MemberChange(_) | RequestBody::MemberChangeFenced { .. } => "member_change",
         RequestBody::RetiredSyncDigest { .. } | RequestBody::RetiredSyncFetch { .. } => "retired",
+        RequestBody::LeaseGrant { .. } => "lease_grant",
+        RequestBody::LeaseKeepAlive { .. } => "lease_keepalive",
+        RequestBody::LeaseRevoke { .. } => "lease_revoke",
+        RequestBody::LeaseShow { .. } => "lease_show",
     }
 }
 

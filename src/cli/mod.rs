@@ -3,6 +3,7 @@
 
 mod bench;
 mod cluster;
+mod lease;
 mod list;
 mod load;
 mod member;
@@ -136,6 +137,10 @@ enum Command {
     /// Stream the changes of KEY (of every key under it with --prefix) until interrupted, one
     /// line each, in version order per key; a gap is said (`skipped_to`), never silent.
     Watch(watch::WatchArgs),
+    /// Leases: grant one, keep it alive, revoke it, show it (a lease lasts its TTL after its
+    /// last keepalive; see `paxkv lease --help`).
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
 }
 
 pub fn main() -> i32 {
@@ -274,6 +279,9 @@ fn run_client_command(cli: Cli) -> i32 {
             Command::List(args) => list::run(member::current(client).await, args, json).await,
             Command::Watch(args) => watch::run(member::current(client).await, args, json).await,
             Command::Member(command) => member::run(client, command, json).await,
+            Command::Lease(command) => {
+                lease::run(member::current(client).await, command, json).await
+            }
             Command::Cluster { .. } | Command::Node { .. } | Command::Certs { .. } => {
                 unreachable!()
             }

@@ -11,6 +11,7 @@ pub mod admission;
 pub mod bootstrap;
 pub mod driver;
 pub mod identity;
+pub mod lease;
 pub mod listing;
 pub mod membership;
 pub mod proposer;

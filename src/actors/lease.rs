@@ -1,0 +1,282 @@
+//! The leases of this node (`paxos::lease` has the design and its argument): the lease
+//! requests (grant, keepalive, revoke, show), each a command on the lease's register run
+//! through this node's proposer, and the keeper, which scans the lease prefix every
+//! `paxos::lease::SCAN_INTERVAL` and expires what lapsed.
+//!
+//! A client sends a lease's requests to the home node of the lease's key (`Client`), so its
+//! writes usually come from one proposer; any node may serve them.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::actors::list::{ListRequest, Lister};
+use crate::actors::membership::MembershipService;
+use crate::actors::messages::ClientCommand;
+use crate::actors::supervisor::NodeSupervisor;
+use crate::error::{Error, Result};
+use crate::messages::LeaseInfo;
+use crate::paxos::lease::{
+    lease_key, lease_of_key, lease_prefix, LeaseId, LeaseRecord, Tracker, MAX_TTL, MIN_TTL,
+    SCAN_INTERVAL,
+};
+use crate::paxos::types::{key_hash, Command, Outcome, WriteIdMint};
+
+/// Lease ids a grant tries before it gives up (a taken id is 2⁻⁶⁴ likely: this is for a
+/// broken random source, not for luck).
+const GRANT_ATTEMPTS: usize = 3;
+
+/// This node's leases. Cheap to clone.
+#[derive(Clone)]
+pub struct Leases {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    supervisor: Addr<NodeSupervisor>,
+    lister: Lister,
+    members: MembershipService,
+    write_ids: WriteIdMint,
+    tracker: Mutex<Tracker>,
+}
+
+impl Leases {
+    pub fn new(
+        supervisor: Addr<NodeSupervisor>,
+        lister: Lister,
+        members: MembershipService,
+    ) -> Leases {
+        Leases {
+            inner: Arc::new(Shared {
+                supervisor,
+                lister,
+                members,
+                write_ids: WriteIdMint::new(rand::random()),
+                tracker: Default::default(),
+            }),
+        }
+    }
+
+    /// A new lease of `ttl_ms`.
+    pub async fn grant(&self, ttl_ms: u64) -> Result<LeaseInfo> {
+        let ttl = Duration::from_millis(ttl_ms);
+        if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
+            return Err(Error::BadRequest(format!(
+                "a lease's TTL is {} to {} seconds",
+                MIN_TTL.as_secs(),
+                MAX_TTL.as_secs()
+            )));
+        }
+        let record = LeaseRecord { ttl_ms };
+        for _ in 0..GRANT_ATTEMPTS {
+            let id: LeaseId = rand::random();
+            let command = Command::Cas {
+                expect: 0,
+                value: record.encode(),
+            };
+            match self.run(id, command).await? {
+                Outcome::Cas {
+                    swapped: true,
+                    version,
+                } => return Ok(self.info(id, record, version)),
+                Outcome::Cas { .. } => continue,
+                other => return Err(unexpected(other)),
+            }
+        }
+        Err(Error::Storage(
+            "three random lease ids were all taken: is the random source broken?".into(),
+        ))
+    }
+
+    /// Keeps lease `id` alive (`None`: it is gone).
+    pub async fn keepalive(&self, id: LeaseId) -> Result<Option<LeaseInfo>> {
+        match self.run(id, Command::Touch).await? {
+            Outcome::Cas {
+                swapped: true,
+                version,
+            } => {
+                // The touch's answer carries no value: read it (a lease's TTL never changes).
+                match self.show(id).await? {
+                    Some(info) if info.version >= version => Ok(Some(info)),
+                    // Revoked or expired right after the keepalive: it is gone now.
+                    _ => Ok(None),
+                }
+            }
+            Outcome::Cas { swapped: false, .. } => Ok(None),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Revokes lease `id`: the lease it was (`None`: there was none).
+    pub async fn revoke(&self, id: LeaseId) -> Result<Option<LeaseInfo>> {
+        let Some(info) = self.show(id).await? else {
+            return Ok(None);
+        };
+        match self.run(id, Command::Delete).await? {
+            Outcome::Delete { deleted: true, .. } => Ok(Some(info)),
+            Outcome::Delete { .. } => Ok(None),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Lease `id` as it is now (a linearizable read; `None`: there is none).
+    pub async fn show(&self, id: LeaseId) -> Result<Option<LeaseInfo>> {
+        match self.run(id, Command::Get).await? {
+            Outcome::Get {
+                value: Some(bytes),
+                version,
+            } => match LeaseRecord::decode(&bytes) {
+                Some(record) => Ok(Some(self.info(id, record, version))),
+                None => Err(Error::Storage(format!(
+                    "lease {id:016x}: not a lease record"
+                ))),
+            },
+            Outcome::Get { value: None, .. } => Ok(None),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn info(&self, id: LeaseId, record: LeaseRecord, version: u64) -> LeaseInfo {
+        let tracker = self.inner.tracker.lock().expect("the lease tracker");
+        LeaseInfo {
+            id,
+            ttl_ms: record.ttl_ms,
+            version,
+            remaining_ms: tracker
+                .remaining(id, Instant::now())
+                .map(|r| r.as_millis() as u64),
+        }
+    }
+
+    /// Runs `command` on lease `id`'s register through this node's proposer.
+    async fn run(&self, id: LeaseId, command: Command) -> Result<Outcome> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let write_id = command.is_write().then(|| self.inner.write_ids.mint());
+        self.inner
+            .supervisor
+            .send(ClientCommand {
+                key: lease_key(id),
+                command,
+                write_id,
+                maybe_applied: false,
+                reply,
+            })
+            .await
+            .map_err(|e| Error::Unavailable(format!("node supervisor: {e}")))?;
+        answer
+            .await
+            .map_err(|_| Error::Unknown("the lease's proposer stopped".into()))?
+    }
+
+    /// The keeper: scans the lease prefix every `SCAN_INTERVAL` and expires each lease that
+    /// stayed at one version for its TTL and margin (`paxos::lease`), until the runtime stops.
+    pub async fn keep(self) {
+        let mut scans = 0u64;
+        let mut interval = tokio::time::interval(SCAN_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            scans += 1;
+            match self.scan(scans).await {
+                Ok(()) => {}
+                Err(e) => log::debug!("lease scan {scans}: {e}"),
+            }
+            self.expire_due().await;
+        }
+    }
+
+    /// One scan of the lease prefix into the tracker. A scan that fails midway forgets
+    /// nothing (its leases keep the time they were first seen).
+    async fn scan(&self, scan: u64) -> Result<()> {
+        let Some(m) = self.inner.members.view.get() else {
+            return Ok(());
+        };
+        let nodes = m.nodes();
+        let me = self.inner.members.view.me();
+        let Some(mine) = nodes.iter().position(|n| *n == me) else {
+            return Ok(());
+        };
+        let mut after = None;
+        loop {
+            let request = ListRequest {
+                prefix: lease_prefix(),
+                after: after.clone(),
+                limit: 0,
+                keys_only: false,
+                with_deleted: false,
+                reserved: true,
+            };
+            let page = self.inner.lister.list(request).await?;
+            let listed_at = Instant::now();
+            {
+                let mut tracker = self.inner.tracker.lock().expect("the lease tracker");
+                for item in &page.items {
+                    let (Some(id), Some(record)) = (
+                        lease_of_key(&item.key),
+                        item.value.as_deref().and_then(LeaseRecord::decode),
+                    ) else {
+                        continue;
+                    };
+                    let home = (key_hash(&item.key) % nodes.len() as u64) as usize;
+                    let place = (mine + nodes.len() - home) % nodes.len();
+                    tracker.saw(id, item.version, record, place, listed_at, scan);
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        self.inner
+            .tracker
+            .lock()
+            .expect("the lease tracker")
+            .forget_unlisted(scan);
+        Ok(())
+    }
+
+    /// Expires every lease due: a delete of the version this node saw, which does nothing
+    /// if a keepalive came since.
+    async fn expire_due(&self) {
+        let due = self
+            .inner
+            .tracker
+            .lock()
+            .expect("the lease tracker")
+            .due(Instant::now());
+        if !due.is_empty() {
+            self.test_delay().await;
+        }
+        for (id, version) in due {
+            match self.run(id, Command::DeleteIf { expect: version }).await {
+                Ok(Outcome::Delete { deleted: true, .. }) => {
+                    log::info!("lease {id:016x} expired (version {version})");
+                    self.inner.tracker.lock().expect("the tracker").forget(id);
+                }
+                // Kept alive (or revoked) since: the next scan sees its new version.
+                Ok(_) => {}
+                Err(e) => log::debug!("lease {id:016x}: expiry not done: {e}"),
+            }
+        }
+    }
+}
+
+impl Leases {
+    /// Test builds only (`testing.lease_expiry_delay_ms`): a pause between finding leases due
+    /// and expiring them.
+    #[cfg(feature = "testing")]
+    async fn test_delay(&self) {
+        let testing = &self.inner.members.config.testing;
+        if testing.allow_fault_injection && testing.lease_expiry_delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(testing.lease_expiry_delay_ms)).await;
+        }
+    }
+
+    #[cfg(not(feature = "testing"))]
+    async fn test_delay(&self) {}
+}
+
+fn unexpected(outcome: Outcome) -> Error {
+    Error::Storage(format!("a lease's register answered {outcome:?}"))
+}

@@ -1,0 +1,305 @@
+//! Leases (issue 22, first part): a lease is a CASPaxos register of its own, and expiry is a
+//! compare-and-set on it. No node owns a lease, no clock is shared, and no new protocol
+//! step is needed.
+//!
+//! # The record
+//!
+//! Lease `id` (64 random bits, shown as 16 hex digits) is the register at the reserved key
+//! [`lease_key`]`(id)` (`\0paxkv/lease/<16 hex digits>`, out of clients' reach). Its value
+//! is a [`LeaseRecord`] (its TTL); its version counts its life:
+//!
+//! - **grant**: a compare-and-set on version 0 ("no value"), so a fresh id is taken once;
+//! - **keepalive**: `Command::Touch`, which raises the version of a register that has a
+//!   value and does nothing to one that has none (the lease is gone);
+//! - **revoke**: a delete;
+//! - **expiry**: `Command::DeleteIf { expect: v }`, by any node that has watched the register
+//!   stay at version `v` for long enough ([`Tracker`]).
+//!
+//! # What is promised, and the one clock assumption
+//!
+//! **Assumption (clock rate, not clock value):** over any interval, a node's monotonic clock
+//! advances at least `1 / (1 + ρ)` times as fast as real time, with ρ =
+//! [`CLOCK_RATE_MARGIN`] (1 %; quartz drift is ~10⁻⁵, and NTP slews by at most 5·10⁻⁴).
+//! No two clocks are compared, so no clock needs to be synchronized; a node whose clock
+//! runs *faster* than that (a VM with a broken clock source) can expire leases early, and
+//! nothing else can.
+//!
+//! **Safety: never early.** A lease is deleted by expiry only after TTL of real time has
+//! passed since its last keepalive (or its grant) was chosen, and so after TTL since that
+//! keepalive was *sent*: a client that counts its lease from the moment it sent its last
+//! successful keepalive (as `paxkv lease keepalive` and the lock recipe do) never acts on a
+//! lease the cluster has already expired. Why:
+//!
+//! 1. The expiring node saw the register at version `v` in a linearizable read that returned
+//!    at its local time `t_seen` (a listing of the lease prefix: each item a state chosen at
+//!    some moment within the call, `actors::list`). Version `v` was chosen no later than the
+//!    read's return, so no later than `t_seen`.
+//! 2. It sends `DeleteIf { expect: v }` only when its clock reads `t_seen + TTL·(1 + ρ)` or
+//!    later, which is at least TTL of real time after `t_seen` by the assumption.
+//! 3. `DeleteIf` deletes only if the register is still at `v`, decided by consensus at the
+//!    moment it is chosen: if any keepalive was chosen after `v`, the version moved and the
+//!    expiry does nothing. So when it deletes, the last keepalive is the one that made `v`,
+//!    chosen before `t_seen`, at least TTL before the delete. ∎
+//!
+//! Messages may be delayed, duplicated or reordered at will: a delayed `DeleteIf` is still
+//! conditional on `v` when it is chosen, and a retried one is de-duplicated by its write id
+//! (`paxos::register`); a paused node resumes with an old `t_seen`, which only makes its
+//! expiry *later* than needed, never earlier.
+//!
+//! **A keepalive racing an expiry: exactly one wins, and the client hears which.** Both are
+//! writes of one register, ordered by consensus. A touch chosen first raises the version and
+//! the expiry's `DeleteIf` does nothing; a delete chosen first leaves no value and the touch
+//! answers `swapped: false`: `paxkv lease keepalive` then exits 1 ("the lease is gone").
+//! An unknown outcome (the write may or may not have been chosen) is said as such; the
+//! client retries, which reads which one happened.
+//!
+//! **Liveness: expired within a bound, while a majority is up.** Every node scans the lease
+//! prefix every [`SCAN_INTERVAL`] and tracks what it sees (bounded: at most
+//! `limits.max_leases` entries). A lease that is not kept alive is expired by the first of
+//! its nodes to reach its deadline: node `i` of the lease key's order of nodes (its home
+//! first, as a client picks the home of a key) waits `i ·` [`STAGGER`] more than the home,
+//! so that one node usually does it, and another does when the home is down. With its home
+//! up, a lapsed lease is gone within `TTL·(1 + ρ) + 2 · SCAN_INTERVAL` plus a round; with
+//! it down, one more `STAGGER` per node before it in the order.
+//!
+//! # Not built yet (issue 22 goes on)
+//!
+//! Keys attached to a lease (and their delete on expiry), locks, elections, the HTTP routes
+//! and the mass-expiry figures: see the closing notes.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::paxos::membership::RESERVED_PREFIX;
+
+/// A lease's id.
+pub type LeaseId = u64;
+
+/// The margin for clock rate drift (the assumption above): a node waits `TTL · (1 + ρ)`.
+pub const CLOCK_RATE_MARGIN: f64 = 0.01;
+/// How often a node scans the lease prefix.
+pub const SCAN_INTERVAL: Duration = Duration::from_millis(500);
+/// How much longer each node after a lease's home waits before expiring it.
+pub const STAGGER: Duration = Duration::from_millis(1_000);
+/// The shortest and longest TTL a lease may have.
+pub const MIN_TTL: Duration = Duration::from_secs(1);
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The prefix of every lease's key.
+pub fn lease_prefix() -> Vec<u8> {
+    let mut key = RESERVED_PREFIX.to_vec();
+    key.extend_from_slice(b"lease/");
+    key
+}
+
+/// The key of lease `id`: the prefix, then 16 hex digits (so keys sort by id).
+pub fn lease_key(id: LeaseId) -> Vec<u8> {
+    let mut key = lease_prefix();
+    key.extend_from_slice(format!("{id:016x}").as_bytes());
+    key
+}
+
+/// The lease a key of the lease prefix is the register of (`None`: not a lease's key).
+pub fn lease_of_key(key: &[u8]) -> Option<LeaseId> {
+    let hex = key.strip_prefix(lease_prefix().as_slice())?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+}
+
+/// A lease as `paxkv lease` shows it: `{"id": "<16 hex digits>", ...}`.
+pub fn format_id(id: LeaseId) -> String {
+    format!("{id:016x}")
+}
+
+/// Reads a lease id as `paxkv lease` prints it (16 hex digits; fewer are taken too).
+pub fn parse_id(text: &str) -> Option<LeaseId> {
+    if text.is_empty() || text.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok()
+}
+
+/// The value of a lease's register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    /// Its time to live, milliseconds: how long it lasts after its last keepalive.
+    pub ttl_ms: u64,
+}
+
+impl LeaseRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("a lease record encodes")
+    }
+
+    /// `None` for bytes that are not a record (a register written by something else: not a
+    /// lease, never expired).
+    pub fn decode(bytes: &[u8]) -> Option<LeaseRecord> {
+        postcard::from_bytes(bytes).ok()
+    }
+
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms)
+    }
+}
+
+/// How long after it saw a version a node may expire it: `TTL · (1 + ρ)`, plus its place
+/// in the lease's order of nodes times [`STAGGER`].
+pub fn wait_before_expiry(ttl: Duration, place: usize) -> Duration {
+    ttl.mul_f64(1.0 + CLOCK_RATE_MARGIN) + STAGGER * place as u32
+}
+
+/// What one node has seen of the leases it scans: per lease, the version it last saw and
+/// when it first saw it. Pure (the clock is passed in), so that its rule is tested alone.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    seen: HashMap<LeaseId, Seen>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    version: u64,
+    since: Instant,
+    ttl: Duration,
+    place: usize,
+    /// The scan that last listed it (leases gone from the listing are forgotten).
+    scan: u64,
+}
+
+impl Tracker {
+    /// Leases tracked.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// Lease `id` was listed at `version` by the scan numbered `scan`, whose listing
+    /// returned at `now`; `place`: this node's place in the lease's order of nodes. A new
+    /// version restarts its clock (a keepalive).
+    pub fn saw(
+        &mut self,
+        id: LeaseId,
+        version: u64,
+        record: LeaseRecord,
+        place: usize,
+        now: Instant,
+        scan: u64,
+    ) {
+        let entry = self.seen.entry(id).or_insert(Seen {
+            version,
+            since: now,
+            ttl: record.ttl(),
+            place,
+            scan,
+        });
+        if entry.version != version {
+            entry.version = version;
+            entry.since = now;
+        }
+        entry.ttl = record.ttl();
+        entry.place = place;
+        entry.scan = scan;
+    }
+
+    /// Forgets the leases the scan numbered `scan` did not list (gone, or no longer listed
+    /// here).
+    pub fn forget_unlisted(&mut self, scan: u64) {
+        self.seen.retain(|_, s| s.scan == scan);
+    }
+
+    /// Forgets lease `id` (expired, or found gone).
+    pub fn forget(&mut self, id: LeaseId) {
+        self.seen.remove(&id);
+    }
+
+    /// The leases this node may expire at `now`, each with the version to expire.
+    pub fn due(&self, now: Instant) -> Vec<(LeaseId, u64)> {
+        self.seen
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.since) >= wait_before_expiry(s.ttl, s.place))
+            .map(|(id, s)| (*id, s.version))
+            .collect()
+    }
+
+    /// How long until this node would expire lease `id` if its version stays (`None`: not
+    /// tracked here).
+    pub fn remaining(&self, id: LeaseId, now: Instant) -> Option<Duration> {
+        let s = self.seen.get(&id)?;
+        Some(wait_before_expiry(s.ttl, s.place).saturating_sub(now.duration_since(s.since)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: LeaseRecord = LeaseRecord { ttl_ms: 1_000 };
+
+    #[test]
+    fn a_lease_is_due_only_after_its_ttl_and_margin_since_its_version_was_first_seen() {
+        let start = Instant::now();
+        let mut t = Tracker::default();
+        t.saw(7, 1, SECOND, 0, start, 1);
+        let wait = wait_before_expiry(SECOND.ttl(), 0);
+        assert!(wait > SECOND.ttl(), "the drift margin is added");
+        assert!(t.due(start + wait - Duration::from_millis(1)).is_empty());
+        // Listed again at the same version later: its clock is not restarted.
+        t.saw(7, 1, SECOND, 0, start + Duration::from_millis(900), 2);
+        assert_eq!(t.due(start + wait), vec![(7, 1)]);
+    }
+
+    #[test]
+    fn a_keepalive_restarts_the_clock_and_a_later_place_waits_longer() {
+        let start = Instant::now();
+        let mut t = Tracker::default();
+        t.saw(7, 1, SECOND, 2, start, 1);
+        let later = start + Duration::from_millis(800);
+        t.saw(7, 2, SECOND, 2, later, 2);
+        let wait = wait_before_expiry(SECOND.ttl(), 2);
+        assert_eq!(wait, wait_before_expiry(SECOND.ttl(), 0) + 2 * STAGGER);
+        assert!(
+            t.due(start + wait).is_empty(),
+            "the keepalive moved the deadline"
+        );
+        assert_eq!(t.due(later + wait), vec![(7, 2)]);
+        assert_eq!(t.remaining(7, later), Some(wait));
+    }
+
+    #[test]
+    fn leases_no_longer_listed_are_forgotten() {
+        let now = Instant::now();
+        let mut t = Tracker::default();
+        t.saw(1, 1, SECOND, 0, now, 1);
+        t.saw(2, 1, SECOND, 0, now, 1);
+        t.saw(2, 1, SECOND, 0, now, 2);
+        t.forget_unlisted(2);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.remaining(1, now), None);
+    }
+
+    #[test]
+    fn a_lease_key_names_its_id_and_nothing_else_does() {
+        let id = 0x00ab_cdef_0123_4567;
+        assert_eq!(lease_of_key(&lease_key(id)), Some(id));
+        assert_eq!(format_id(id), "00abcdef01234567");
+        assert_eq!(parse_id("00abcdef01234567"), Some(id));
+        assert_eq!(parse_id("abcdef01234567"), Some(id));
+        assert_eq!(parse_id("xyz"), None);
+        assert_eq!(parse_id("00abcdef012345670"), None);
+        assert_eq!(lease_of_key(b"\0paxkv/members"), None);
+        let mut short = lease_prefix();
+        short.extend_from_slice(b"12");
+        assert_eq!(lease_of_key(&short), None);
+        assert_eq!(
+            LeaseRecord::decode(&SECOND.encode()),
+            Some(SECOND),
+            "a record round-trips"
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! Leases (`paxos::lease`, `actors::lease`): what a lease promises, on a real cluster.
+//! - A lease kept alive outlives its TTL many times over; once keepalives stop it is never
+//!   gone before its TTL has passed since the last keepalive was *sent*, and is gone within
+//!   the bound the module states (TTL and margin, two scans, a round).
+//! - A keepalive, a revoke or a show of a lease that is gone says so.
+//! - A lease whose key's home node is down is expired by another node.
+
+use paxkv_testkit as support;
+
+use std::time::{Duration, Instant};
+
+use paxkv::paxos::lease::{lease_key, wait_before_expiry, SCAN_INTERVAL, STAGGER};
+use paxkv::paxos::types::key_hash;
+use support::{Cluster, TestCluster};
+
+/// Long against the scan interval, so that expiring at half of it is always seen early.
+const TTL: Duration = Duration::from_secs(3);
+/// What the machine may add to the module's bound (a loaded two-core CI machine).
+const SLACK: Duration = Duration::from_secs(5);
+
+/// Polls the lease until it is gone, checking that no read *started* before `not_before`
+/// finds it gone; returns when it was first seen gone. Panics after `deadline`.
+async fn gone_after(
+    client: &paxkv::client::Client,
+    id: u64,
+    not_before: Instant,
+    deadline: Instant,
+) -> Instant {
+    loop {
+        let asked = Instant::now();
+        match client.lease_show(id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                assert!(
+                    asked >= not_before,
+                    "lease {id:016x} gone {:?} before its TTL had passed since the last \
+                     keepalive was sent",
+                    not_before - asked
+                );
+                return asked;
+            }
+            Err(e) => panic!("a show failed: {e}"),
+        }
+        assert!(Instant::now() < deadline, "lease {id:016x} never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_lives_while_kept_alive_and_expires_after_its_ttl_never_before() {
+    let cluster = TestCluster::start();
+    let client = cluster.client();
+    let lease = client.lease_grant(TTL).await.unwrap();
+    assert_eq!((lease.ttl_ms, lease.version), (3_000, 1));
+    // Kept alive for two TTLs: alive throughout.
+    let kept_until = Instant::now() + 2 * TTL;
+    let mut last_sent = Instant::now();
+    while Instant::now() < kept_until {
+        let sent = Instant::now();
+        let kept = client.lease_keepalive(lease.id).await.unwrap();
+        assert!(kept.is_some(), "a lease kept alive every second expired");
+        last_sent = sent;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(client.lease_show(lease.id).await.unwrap().is_some());
+    }
+    // Let go: gone after TTL since the last keepalive was sent, within the bound.
+    let bound = wait_before_expiry(TTL, 0) + 2 * SCAN_INTERVAL + SLACK;
+    let gone = gone_after(&client, lease.id, last_sent + TTL, last_sent + bound).await;
+    eprintln!(
+        "gone {:?} after the last keepalive was sent",
+        gone - last_sent
+    );
+    // The client hears that it is gone, from every request.
+    assert_eq!(client.lease_keepalive(lease.id).await.unwrap(), None);
+    assert_eq!(client.lease_revoke(lease.id).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_lease_is_gone_at_once_and_an_unknown_one_never_existed() {
+    let cluster = TestCluster::start();
+    let client = cluster.client();
+    let lease = client.lease_grant(Duration::from_secs(60)).await.unwrap();
+    let shown = client.lease_show(lease.id).await.unwrap().expect("granted");
+    assert_eq!((shown.id, shown.ttl_ms), (lease.id, 60_000));
+    let revoked = client.lease_revoke(lease.id).await.unwrap();
+    assert_eq!(revoked.map(|l| l.id), Some(lease.id));
+    assert_eq!(client.lease_show(lease.id).await.unwrap(), None);
+    assert_eq!(client.lease_keepalive(lease.id).await.unwrap(), None);
+    assert_eq!(client.lease_show(lease.id ^ 1).await.unwrap(), None);
+    // A TTL out of range is bad input.
+    for ttl in [Duration::from_millis(10), Duration::from_secs(100_000)] {
+        let e = client.lease_grant(ttl).await.unwrap_err();
+        assert!(e.is_bad_input(), "{e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_whose_home_node_is_down_is_expired_by_another() {
+    let mut cluster = TestCluster::start();
+    let client = cluster.client();
+    const TTL: Duration = Duration::from_secs(1);
+    let lease = client.lease_grant(TTL).await.unwrap();
+    let ids = cluster.ids();
+    let home = ids[(key_hash(&lease_key(lease.id)) % ids.len() as u64) as usize];
+    let granted = Instant::now();
+    cluster.stop(home).await;
+    // The next node in the lease's order waits one stagger more than the home would.
+    let bound = wait_before_expiry(TTL, 1) + 2 * SCAN_INTERVAL + SLACK;
+    let gone = gone_after(&client, lease.id, granted + TTL, granted + bound).await;
+    eprintln!(
+        "gone {:?} after the grant, its home node {home} down (stagger {STAGGER:?})",
+        gone - granted
+    );
+}
+
+/// A keepalive that lands after a keeper found the lease due and before its expiry is sent
+/// (`testing.lease_expiry_delay_ms` holds the expiry back 1.5 s) wins: the expiry, a delete
+/// of the version the keeper saw, does nothing, and the lease lives on. Exactly one of the
+/// two takes effect, and the client hears which: here the keepalive, so the lease must be
+/// there. (A keeper that deleted whatever version it found would delete it: the mutant
+/// `lease-expiry-unconditional`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keepalive_after_the_lease_was_found_due_wins_over_its_expiry() {
+    const TTL: Duration = Duration::from_secs(1);
+    const HELD_BACK: Duration = Duration::from_millis(1_500);
+    let cluster = TestCluster::start_with(|config| {
+        config.testing.allow_fault_injection = true;
+        config.testing.lease_expiry_delay_ms = HELD_BACK.as_millis() as u64;
+    });
+    let client = cluster.client();
+    let granted = Instant::now();
+    let lease = client.lease_grant(TTL).await.unwrap();
+    // The lease's home first lists it within a scan of the grant (at s₁ ≤ 0.5 s), and finds
+    // it due at the first scan at least TTL and margin later (s₁ + 1.5 s ≤ 2.0 s); it sends
+    // its expiry 1.5 s after that (3.0 to 3.5 s). Keep it alive at 2.2 s, in between (the
+    // other nodes find it due a stagger later, after the keepalive: they see its new version).
+    tokio::time::sleep_until((granted + Duration::from_millis(2_200)).into()).await;
+    let sent = Instant::now();
+    let kept = client.lease_keepalive(lease.id).await.unwrap();
+    assert!(
+        kept.is_some(),
+        "the lease was gone before any expiry was sent"
+    );
+    // No expiry of the new version can come before sent + TTL and margin + 1.5 s (~4.7 s
+    // after the grant); the held-back one of the old version comes by ~3.5 s.
+    let after_stale = granted + Duration::from_millis(4_000);
+    while Instant::now() < after_stale {
+        let asked = Instant::now();
+        assert!(
+            client.lease_show(lease.id).await.unwrap().is_some(),
+            "the lease was gone {:?} after a keepalive that won",
+            asked - sent
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
