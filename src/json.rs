@@ -71,6 +71,16 @@ pub fn watch_item_json(item: &crate::watch::WatchItem) -> serde_json::Value {
 
 /// A membership as `paxkv member list --json` prints it: `{"epoch", "members": [{"id",
 /// "addr", "state"}, ...]}`.
+/// A lease as `paxkv lease show --json` prints it.
+pub fn lease_json(lease: &crate::messages::LeaseInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": crate::paxos::lease::format_id(lease.id),
+        "ttl_s": lease.ttl_ms / 1000,
+        "version": lease.version,
+        "remaining_ms": lease.remaining_ms,
+    })
+}
+
 pub fn membership_json(m: &crate::paxos::membership::Membership) -> serde_json::Value {
     serde_json::json!({
         "epoch": m.epoch,

@@ -18,6 +18,8 @@
 //! - `Idempotency-Key` on a write: a retry takes effect once (`actors::idempotency`).
 //! - `GET /v1/kv?prefix=P&after=K&limit=N&keys_only=true`: one page of the listing, the JSON of
 //!   `paxkv list --json`.
+//! - Leases (`actors::lease`): `POST /v1/leases`, `POST /v1/leases/{id}/keepalive`, `GET`
+//!   and `DELETE /v1/leases/{id}`; 404 (class `not_found`) for a lease that is gone.
 //! - `GET /v1/watch/{key}`: server-sent events; `GET|POST /v1/members`, `DELETE
 //!   /v1/members/{id}`, `GET /v1/status`; `GET /`: the console; `GET /v1/openapi.yaml`.
 //! - Keys in paths and queries are percent-encoded bytes (any key, `/`, NUL and bytes that are
@@ -79,6 +81,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/v1/members/{id}"),
     ("GET", "/v1/status"),
     ("GET", "/v1/openapi.yaml"),
+    ("POST", "/v1/leases"),
+    ("POST", "/v1/leases/{id}/keepalive"),
+    ("GET", "/v1/leases/{id}"),
+    ("DELETE", "/v1/leases/{id}"),
 ];
 
 /// The console (`GET /`): one page, its HTML, CSS and JavaScript in the binary; it reads
@@ -209,6 +215,10 @@ impl HttpApi {
                     "a member's id is a number",
                 )),
             }
+        } else if path == "/v1/leases" && request.method() == Method::POST {
+            self.grant(request).await
+        } else if let Some(rest) = path.strip_prefix("/v1/leases/") {
+            self.lease(rest, request.method()).await
         } else if path == "/v1/kv" && request.method() == Method::GET {
             self.list(request.uri().query().unwrap_or("")).await
         } else if let (Some(key), &Method::GET) =
@@ -220,6 +230,12 @@ impl HttpApi {
             let key: Vec<u8> = percent_decode_str(key).collect();
             match *request.method() {
                 Method::GET => self.get(key, &request).await,
+                Method::PUT if request.uri().query().is_some_and(|q| q.contains("lease=")) => {
+                    Err(Status::Plain(
+                        StatusCode::NOT_IMPLEMENTED,
+                        "keys attached to a lease are not built yet (issue 22 goes on)",
+                    ))
+                }
                 Method::PUT => self.put(key, request).await,
                 Method::DELETE => self.delete(key, &request).await,
                 _ => Err(Status::Plain(
@@ -418,6 +434,68 @@ impl HttpApi {
                     "this Idempotency-Key was used for another request",
                 )
             })
+    }
+
+    /// `POST /v1/leases` with `{"ttl_s": N}`: 200 `{"id": "<16 hex digits>", "ttl_s": N}`,
+    /// as `paxkv lease grant --json`.
+    async fn grant(
+        &self,
+        request: Request<hyper::body::Incoming>,
+    ) -> std::result::Result<Answer, Status> {
+        #[derive(serde::Deserialize)]
+        struct Grant {
+            ttl_s: u64,
+        }
+        let body = Limited::new(request.into_body(), MEMBER_BODY_BYTES);
+        let body = body.collect().await.map_err(|_| {
+            Status::Plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "a grant is a small JSON object",
+            )
+        })?;
+        let Grant { ttl_s } = serde_json::from_slice(&body.to_bytes())
+            .map_err(|_| Status::Plain(StatusCode::BAD_REQUEST, "the body is {\"ttl_s\": N}"))?;
+        let client = self.members_client().map_err(Status::Failed)?;
+        let ttl = Duration::from_secs(ttl_s);
+        let lease = client.lease_grant(ttl).await.map_err(Status::Failed)?;
+        let id = crate::paxos::lease::format_id(lease.id);
+        Ok(json_answer(
+            StatusCode::OK,
+            serde_json::json!({"id": id, "ttl_s": ttl_s}),
+        ))
+    }
+
+    /// `GET /v1/leases/{id}`, `DELETE /v1/leases/{id}` (revoke), `POST
+    /// /v1/leases/{id}/keepalive`: 200 with the lease (`{"id", "ttl_s", "version",
+    /// "remaining_ms"}`), 404 when there is none (expired, revoked, never granted).
+    async fn lease(&self, rest: &str, method: &Method) -> std::result::Result<Answer, Status> {
+        let (id, keepalive) = match rest.strip_suffix("/keepalive") {
+            Some(id) => (id, true),
+            None => (rest, false),
+        };
+        let id = crate::paxos::lease::parse_id(id).ok_or(Status::Plain(
+            StatusCode::BAD_REQUEST,
+            "a lease's id is up to 16 hex digits",
+        ))?;
+        let client = self.members_client().map_err(Status::Failed)?;
+        let lease = match (method, keepalive) {
+            (&Method::POST, true) => client.lease_keepalive(id).await,
+            (&Method::GET, false) => client.lease_show(id).await,
+            (&Method::DELETE, false) => client.lease_revoke(id).await,
+            _ => {
+                return Err(Status::Plain(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "GET or DELETE a lease, POST its keepalive",
+                ))
+            }
+        }
+        .map_err(Status::Failed)?;
+        match lease {
+            Some(lease) => Ok(json_answer(StatusCode::OK, json::lease_json(&lease))),
+            None => Err(Status::NotFound(
+                "no such lease (expired, revoked, or never granted)",
+            )),
+        }
     }
 
     /// `GET /v1/status`: every member's status, as `paxkv status --json` prints them (one
@@ -703,6 +781,8 @@ enum Status {
     TooLarge(usize),
     /// A request the connection's certificate may not make, and why.
     Forbidden(String),
+    /// What the request names is not there (a lease).
+    NotFound(&'static str),
 }
 
 impl Status {
@@ -740,6 +820,7 @@ impl Status {
             }
             Status::Plain(status, why) => (status, why.to_string(), "bad_request"),
             Status::Forbidden(why) => (StatusCode::FORBIDDEN, why, "forbidden"),
+            Status::NotFound(why) => (StatusCode::NOT_FOUND, why.to_string(), "not_found"),
             Status::TooLarge(limit) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("a value is at most {limit} bytes (limits.max_value_bytes)"),

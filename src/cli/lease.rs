@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use paxkv::client::Client;
-use paxkv::messages::LeaseInfo;
+use paxkv::json::lease_json;
 use paxkv::paxos::lease::{format_id, parse_id};
 
 use super::{exit_of, EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK};
@@ -36,15 +36,6 @@ pub enum LeaseCommand {
     /// Lease ID's TTL, version and the time left as the answering node sees it; exit 1 if
     /// there is none.
     Show { id: String },
-}
-
-fn lease_json(lease: &LeaseInfo) -> serde_json::Value {
-    serde_json::json!({
-        "id": format_id(lease.id),
-        "ttl_s": lease.ttl_ms / 1000,
-        "version": lease.version,
-        "remaining_ms": lease.remaining_ms,
-    })
 }
 
 fn failed(e: &paxkv::Error) -> i32 {

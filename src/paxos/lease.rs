@@ -64,8 +64,9 @@
 //!
 //! # Not built yet (issue 22 goes on)
 //!
-//! Keys attached to a lease (and their delete on expiry), locks, elections, the HTTP routes
-//! and the mass-expiry figures: see the closing notes.
+//! Keys attached to a lease (and their delete on expiry), locks, elections, lease clients in
+//! the nemesis tests, the keeper in the simulation (with clocks of skewed rates) and the
+//! figures against etcd.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
