@@ -96,11 +96,16 @@ impl Leases {
                 swapped: true,
                 version,
             } => {
-                // The touch's answer carries no value: read it (a lease's TTL never changes).
-                match self.show(id).await? {
-                    Some(info) if info.version >= version => Ok(Some(info)),
-                    // Revoked or expired right after the keepalive: it is gone now.
-                    _ => Ok(None),
+                // The touch's answer carries no value. A lease's TTL never changes: take it
+                // from the keeper, which has seen every lease scanned; read it otherwise.
+                let known = self.inner.tracker.lock().expect("the tracker").ttl(id);
+                match known {
+                    Some(ttl) => Ok(Some(self.info(id, LeaseRecord::of(ttl), version))),
+                    None => match self.show(id).await? {
+                        Some(info) if info.version >= version => Ok(Some(info)),
+                        // Revoked or expired right after the keepalive: it is gone now.
+                        _ => Ok(None),
+                    },
                 }
             }
             Outcome::Cas { swapped: false, .. } => Ok(None),

@@ -145,6 +145,12 @@ impl LeaseRecord {
     pub fn ttl(&self) -> Duration {
         Duration::from_millis(self.ttl_ms)
     }
+
+    pub fn of(ttl: Duration) -> LeaseRecord {
+        LeaseRecord {
+            ttl_ms: ttl.as_millis() as u64,
+        }
+    }
 }
 
 /// How long after it saw a version a node may expire it: `TTL · (1 + ρ)`, plus its place
@@ -226,6 +232,11 @@ impl Tracker {
             .filter(|(_, s)| now.duration_since(s.since) >= wait_before_expiry(s.ttl, s.place))
             .map(|(id, s)| (*id, s.version))
             .collect()
+    }
+
+    /// Lease `id`'s TTL, if a scan saw it (a lease's TTL never changes).
+    pub fn ttl(&self, id: LeaseId) -> Option<Duration> {
+        self.seen.get(&id).map(|s| s.ttl)
     }
 
     /// How long until this node would expire lease `id` if its version stays (`None`: not
