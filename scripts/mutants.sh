@@ -135,6 +135,7 @@ mutants=(
   'touch-without-a-value @@ src/paxos/register.rs @@ s/^            let touched = state.value.is_some();$/            let touched = state.value.is_some() || state.version > 0;/ @@ --lib sim'
   'lease-expiry-unconditional @@ src/actors/lease.rs @@ s/Command::DeleteIf { expect: version }/Command::Delete/ @@ --test leases after_the_lease'
   'lease-expiry-at-half-its-ttl @@ src/paxos/lease.rs @@ s/ttl.mul_f64(1.0 + CLOCK_RATE_MARGIN)/ttl.mul_f64(0.5 + CLOCK_RATE_MARGIN)/ @@ --test leases a_lease_lives'
+  'lease-expiry-at-half-its-ttl-under-faults @@ src/paxos/lease.rs @@ s/ttl.mul_f64(1.0 + CLOCK_RATE_MARGIN)/ttl.mul_f64(0.5 + CLOCK_RATE_MARGIN)/ @@ --test safety_nemesis_processes linearizable_under'
   'http-get-without-etag @@ src/actors/http_api.rs @@ s/^        answer.headers_mut().insert(ETAG, etag(version));$/        let _ = etag(version);/ @@ --test http_api python_drives'
   'http-cas-ignores-if-match @@ src/actors/http_api.rs @@ s/^        return Ok(Some(version));$/        let _ = version; return Ok(None);/ @@ --test http_api python_drives'
   'https-accepts-any-client @@ src/actors/http_server.rs @@ s/Peer::accept(Some(tls.as_ref()), stream)/Peer::accept(None, stream)/ @@ --test http_api curl_over_https'

@@ -11,7 +11,8 @@
 //! on; one change at a time. Then everything heals, every key is read back, and the whole
 //! history is checked for linearizability (errors recorded exactly: "unavailable" did not
 //! take effect, "unknown" may have), every member must agree, and every acknowledged write
-//! must be there.
+//! must be there. Lease clients run beside the workload: none of their leases may be found
+//! gone before its TTL has passed since its last keepalive was sent (`support::leases`).
 //!
 //! `PAXKV_NEMESIS_SEED=<seed>` replays a schedule; `PAXKV_NEMESIS_SECS` (default 12) sets its
 //! length, e.g. a soak: `PAXKV_NEMESIS_SECS=600 cargo test --release --test safety_nemesis -- --nocapture`.
@@ -126,6 +127,9 @@ struct Workload {
     workers: Vec<tokio::task::JoinHandle<()>>,
     once: tokio::task::JoinHandle<Vec<Vec<u8>>>,
     lists: tokio::task::JoinHandle<usize>,
+    /// Lease clients: none of their leases may be found gone before its TTL has passed
+    /// since its last keepalive was sent (`support::leases`).
+    leases: Vec<tokio::task::JoinHandle<support::leases::LeaseReport>>,
 }
 
 impl Workload {
@@ -162,11 +166,24 @@ impl Workload {
             17,
             stop.clone(),
         ));
+        let leases = [1_000, 1_000, 1_000, 2_000]
+            .into_iter()
+            .enumerate()
+            .map(|(i, ttl_ms)| {
+                tokio::spawn(support::leases::lease_task(
+                    cluster.client_with(cluster.config.addrs(), false, Duration::from_secs(3)),
+                    Duration::from_millis(ttl_ms),
+                    seed ^ (0x1ea5e + i as u64),
+                    stop.clone(),
+                ))
+            })
+            .collect();
         Workload {
             stop,
             workers,
             once,
             lists,
+            leases,
         }
     }
 
@@ -179,6 +196,21 @@ impl Workload {
         let pages = self.lists.await.unwrap();
         println!("list pages: {pages}");
         assert!(pages > 0, "no list succeeded");
+        let mut kept_alive = 0;
+        for task in self.leases {
+            let report = task.await.unwrap();
+            println!("leases: {report:?}");
+            assert!(
+                report.violations.is_empty(),
+                "leases expired early: {:#?}",
+                report.violations
+            );
+            kept_alive += report.kept_alive;
+        }
+        assert!(
+            kept_alive > 0,
+            "no lease was kept alive: the lease clients prove nothing"
+        );
         self.once.await.unwrap()
     }
 }

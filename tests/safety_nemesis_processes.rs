@@ -8,7 +8,9 @@
 //! next faults (SIGKILL of the driving node, and of the nodes the change is about, included)
 //! go on, one change at a time; with a concurrent workload (two of its tasks through the
 //! HTTP API: a 504 or a lost answer is unknown, a 503 did not happen; `support::HttpKv`) and
-//! keys written once, all read back at the end, whose whole history must be linearizable. Also: a change
+//! keys written once, all read back at the end, whose whole history must be linearizable;
+//! and lease clients beside it, none of whose leases may be found gone before its TTL has
+//! passed since its last keepalive was sent (`support::leases`). Also: a change
 //! whose driver is SIGKILLed mid-change completes when rerun elsewhere, and a write storm
 //! whose acknowledged writes must all survive SIGKILL of every node at once.
 //!
@@ -648,6 +650,21 @@ async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
         once_stop.clone(),
     ));
 
+    // Leases beside it: granted, kept alive at random intervals (some lapse), revoked; none
+    // may be found gone before its TTL has passed since its last keepalive was sent.
+    let leases: Vec<_> = [1_000, 1_500, 2_000]
+        .into_iter()
+        .enumerate()
+        .map(|(i, ttl_ms)| {
+            tokio::spawn(support::leases::lease_task(
+                cluster.client_with(i as NodeId + 2, LONG_OP_TIMEOUT, LONG_ATTEMPT_TIMEOUT),
+                Duration::from_millis(ttl_ms),
+                seed ^ (0x1ea5e + i as u64),
+                once_stop.clone(),
+            ))
+        })
+        .collect();
+
     let counts = run_nemesis(&mut cluster, &mut rng, length).await;
     println!("faults injected: {counts:?}");
 
@@ -666,6 +683,21 @@ async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
     }
     let once_keys = once_writer.await.expect("the write-once task");
     let pages = lister.await.expect("the list task");
+    let (mut kept_alive, mut lapsed) = (0, 0);
+    for task in leases {
+        let report = task.await.expect("a lease task");
+        println!("leases: {report:?}");
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed}: leases expired early: {:#?}",
+            report.violations
+        );
+        (kept_alive, lapsed) = (kept_alive + report.kept_alive, lapsed + report.lapsed);
+    }
+    assert!(
+        kept_alive > 0 && lapsed > 0,
+        "seed {seed}: the lease tasks prove nothing ({kept_alive} kept alive, {lapsed} lapsed)"
+    );
     println!("list pages: {pages}");
     assert!(pages > 0, "no list succeeded (seed {seed})");
     println!(

@@ -21,6 +21,7 @@ pub mod history;
 pub mod http_kv;
 pub mod in_process;
 pub mod kit;
+pub mod leases;
 pub mod linearizability;
 pub mod net;
 pub mod processes;
