@@ -103,7 +103,8 @@ impl Leases {
                     Some(ttl) => Ok(Some(self.info(id, LeaseRecord::of(ttl), version))),
                     None => match self.show(id).await? {
                         Some(info) if info.version >= version => Ok(Some(info)),
-                        // Revoked or expired right after the keepalive: it is gone now.
+                        // Revoked right after the keepalive (it won, and then was revoked):
+                        // gone now.
                         _ => Ok(None),
                     },
                 }

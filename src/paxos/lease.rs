@@ -18,17 +18,20 @@
 //! # What is promised, and the one clock assumption
 //!
 //! **Assumption (clock rate, not clock value):** over any interval, a node's monotonic clock
-//! advances at least `1 / (1 + ρ)` times as fast as real time, with ρ =
-//! [`CLOCK_RATE_MARGIN`] (1 %; quartz drift is ~10⁻⁵, and NTP slews by at most 5·10⁻⁴).
-//! No two clocks are compared, so no clock needs to be synchronized; a node whose clock
-//! runs *faster* than that (a VM with a broken clock source) can expire leases early, and
-//! nothing else can.
+//! advances at most `1 + ρ` times as fast as real time, with ρ = [`CLOCK_RATE_MARGIN`] (1 %;
+//! quartz drift is ~10⁻⁵, and NTP slews by at most 5·10⁻⁴): `TTL·(1 + ρ)` on its clock is
+//! at least TTL of real time. No two clocks are compared, so no clock needs to be
+//! synchronized; a node whose clock runs faster than that (a VM with a broken clock source)
+//! can expire leases early, and nothing else can.
 //!
 //! **Safety: never early.** A lease is deleted by expiry only after TTL of real time has
 //! passed since its last keepalive (or its grant) was chosen, and so after TTL since that
-//! keepalive was *sent*: a client that counts its lease from the moment it sent its last
-//! successful keepalive (as `paxkv lease keepalive` and the lock recipe do) never acts on a
-//! lease the cluster has already expired. Why:
+//! keepalive was *sent*. A client that counts its lease from the moment it sent its last
+//! successful keepalive, on a clock that does not run slow (the whole margin is spent on
+//! the nodes' side), holds it no longer than the cluster does. That is not enough to act
+//! safely on a resource: a client may pause between checking its lease and acting, past the
+//! lease's end; only a fencing token checked by the resource closes that (the lock recipe,
+//! not built yet, passes the lock key's version). Why the lease is never expired early:
 //!
 //! 1. The expiring node saw the register at version `v` in a linearizable read that returned
 //!    at its local time `t_seen` (a listing of the lease prefix: each item a state chosen at
@@ -43,8 +46,15 @@
 //!
 //! Messages may be delayed, duplicated or reordered at will: a delayed `DeleteIf` is still
 //! conditional on `v` when it is chosen, and a retried one is de-duplicated by its write id
-//! (`paxos::register`); a paused node resumes with an old `t_seen`, which only makes its
-//! expiry *later* than needed, never earlier.
+//! (`paxos::register`), and any copy of it can delete only a register still at `v` (versions
+//! never repeat). A paused node resumes with an old `t_seen` and may find the lease due at
+//! once; its `DeleteIf { expect: v }` then does nothing if a keepalive came during the
+//! pause: step 3, not the pause, keeps it safe.
+//!
+//! Outside the model: a data directory restored in place from a copy (not wiped: paxkv
+//! refuses a wiped or rolled-back store it can detect, `actors::membership::start`) can
+//! lose a chosen keepalive, and a node that never saw it may then expire the lease early,
+//! as any chosen write can be lost that way.
 //!
 //! **A keepalive racing an expiry: exactly one wins, and the client hears which.** Both are
 //! writes of one register, ordered by consensus. A touch chosen first raises the version and
@@ -64,9 +74,12 @@
 //!
 //! # Not built yet (issue 22 goes on)
 //!
-//! Keys attached to a lease (and their delete on expiry), locks, elections, lease clients in
-//! the nemesis tests, the keeper in the simulation (with clocks of skewed rates) and the
-//! figures against etcd.
+//! Keys attached to a lease (and their delete on expiry), locks, elections, the keeper in
+//! the simulation (with clocks of skewed rates) and the figures against etcd. Known gaps
+//! of the requests: a revoke retried after its first attempt was applied answers "there
+//! was none"; a grant's create delayed past the register's memory of writes could, in the
+//! de-duplication gap `paxos::register` names, bring an expired lease back (a 2⁻⁶⁴ id
+//! collision aside, only its own delayed retry can).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
