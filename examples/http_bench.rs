@@ -8,6 +8,11 @@
 //! - `--target etcd`: etcd's JSON gateway, `POST /v3/kv/put` `{"key", "value"}` (base64),
 //!   `POST /v3/kv/range` `{"key"}` (linearizable, etcd's default).
 //!
+//! Leases (`--op lease-grant`, `--op lease-keepalive`): grants of `--ttl` seconds (paxkv
+//! `POST /v1/leases`, etcd `POST /v3/lease/grant`); keepalives of `--leases` leases granted
+//! first (not timed), uniformly (paxkv `POST /v1/leases/{id}/keepalive`, etcd `POST
+//! /v3/lease/keepalive`).
+//!
 //! One JSON line on stdout: ops_per_s, p50_ms, p99_ms, max_ms, ok, errors.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +37,8 @@ enum Target {
 enum Op {
     Put,
     Get,
+    LeaseGrant,
+    LeaseKeepalive,
 }
 
 #[derive(Parser)]
@@ -51,28 +58,51 @@ struct Args {
     keys: u64,
     #[arg(long, default_value_t = 100)]
     value_size: usize,
+    /// Leases kept alive by `--op lease-keepalive` (granted first).
+    #[arg(long, default_value_t = 10_000)]
+    leases: u64,
+    /// A lease's TTL, seconds.
+    #[arg(long, default_value_t = 60)]
+    ttl: u64,
 }
 
-/// The request of one operation on key number `k`.
-fn request(args: &Args, k: u64, value: &[u8]) -> Request<Full<Bytes>> {
+/// The request of one operation on key number `k` (for a keepalive: on lease `k` of `leases`).
+fn request(args: &Args, op: Op, k: u64, value: &[u8], leases: &[String]) -> Request<Full<Bytes>> {
     let key = format!("k{k:08}");
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
-    let (method, path, body) = match (args.target, args.op) {
+    let json = |v: serde_json::Value| v.to_string().into_bytes();
+    let (method, path, body) = match (args.target, op) {
         (Target::Paxkv, Op::Put) => (Method::PUT, format!("/v1/kv/{key}"), value.to_vec()),
         (Target::Paxkv, Op::Get) => (Method::GET, format!("/v1/kv/{key}"), Vec::new()),
         (Target::Etcd, Op::Put) => (
             Method::POST,
             "/v3/kv/put".to_string(),
-            serde_json::json!({"key": b64(key.as_bytes()), "value": b64(value)})
-                .to_string()
-                .into_bytes(),
+            json(serde_json::json!({"key": b64(key.as_bytes()), "value": b64(value)})),
         ),
         (Target::Etcd, Op::Get) => (
             Method::POST,
             "/v3/kv/range".to_string(),
-            serde_json::json!({"key": b64(key.as_bytes())})
-                .to_string()
-                .into_bytes(),
+            json(serde_json::json!({"key": b64(key.as_bytes())})),
+        ),
+        (Target::Paxkv, Op::LeaseGrant) => (
+            Method::POST,
+            "/v1/leases".to_string(),
+            json(serde_json::json!({"ttl_s": args.ttl})),
+        ),
+        (Target::Etcd, Op::LeaseGrant) => (
+            Method::POST,
+            "/v3/lease/grant".to_string(),
+            json(serde_json::json!({"TTL": args.ttl})),
+        ),
+        (Target::Paxkv, Op::LeaseKeepalive) => (
+            Method::POST,
+            format!("/v1/leases/{}/keepalive", leases[k as usize]),
+            Vec::new(),
+        ),
+        (Target::Etcd, Op::LeaseKeepalive) => (
+            Method::POST,
+            "/v3/lease/keepalive".to_string(),
+            json(serde_json::json!({"ID": leases[k as usize]})),
         ),
     };
     Request::builder()
@@ -81,6 +111,15 @@ fn request(args: &Args, k: u64, value: &[u8]) -> Request<Full<Bytes>> {
         .header("host", "bench")
         .body(Full::new(Bytes::from(body)))
         .expect("a valid request")
+}
+
+/// A granted lease's id in a grant's answer (paxkv `{"id"}`, etcd `{"ID"}`).
+fn lease_id(body: &[u8]) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+    json.get("id")
+        .or_else(|| json.get("ID"))
+        .and_then(|id| id.as_str())
+        .map(str::to_string)
 }
 
 /// A success: 2xx, and for paxkv a get of a key never written (404).
@@ -100,23 +139,41 @@ async fn connect(addr: std::net::SocketAddr) -> Option<Sender> {
     Some(sender)
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let args = Arc::new(Args::parse());
-    assert!(!args.endpoints.is_empty(), "--endpoints: at least one");
+/// What one closed-loop run did.
+struct Run {
+    latencies: Histogram<u64>,
+    errors: u64,
+    elapsed: f64,
+    /// The answers' bodies, when asked for.
+    bodies: Vec<Bytes>,
+}
+
+/// `ops` operations of `op` from `--concurrency` workers, each on one keep-alive connection;
+/// keys uniform over `keys`.
+async fn run(
+    args: Arc<Args>,
+    op: Op,
+    ops: u64,
+    keys: u64,
+    leases: Arc<Vec<String>>,
+    keep: bool,
+) -> Run {
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("a histogram"),
     ));
+    let bodies = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency)
         .map(|w| {
-            let (args, next, errors, latencies) = (
+            let (args, next, errors, latencies, bodies, leases) = (
                 args.clone(),
                 next.clone(),
                 errors.clone(),
                 latencies.clone(),
+                bodies.clone(),
+                leases.clone(),
             );
             tokio::spawn(async move {
                 let addr = args.endpoints[w as usize % args.endpoints.len()];
@@ -124,35 +181,45 @@ async fn main() {
                 let mut rng_state = w.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
                 let mut sender: Option<Sender> = None;
                 let mut mine = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-                while next.fetch_add(1, Ordering::Relaxed) < args.ops {
-                    // xorshift: a key uniform over --keys, different per worker.
+                while next.fetch_add(1, Ordering::Relaxed) < ops {
+                    // xorshift: a key uniform over `keys`, different per worker.
                     rng_state ^= rng_state << 13;
                     rng_state ^= rng_state >> 7;
                     rng_state ^= rng_state << 17;
-                    let k = rng_state % args.keys;
+                    let k = rng_state % keys;
                     let began = Instant::now();
                     if sender.is_none() {
                         sender = connect(addr).await;
                     }
-                    let ok = match sender.as_mut() {
-                        Some(s) => match s.send_request(request(&args, k, &value)).await {
-                            Ok(answer) => {
-                                let status = answer.status();
-                                let body = answer.into_body().collect().await;
-                                body.is_ok() && succeeded(status)
+                    let answer = match sender.as_mut() {
+                        Some(s) => {
+                            match s.send_request(request(&args, op, k, &value, &leases)).await {
+                                Ok(answer) => {
+                                    let status = answer.status();
+                                    match answer.into_body().collect().await {
+                                        Ok(body) if succeeded(status) => Some(body.to_bytes()),
+                                        _ => None,
+                                    }
+                                }
+                                Err(_) => {
+                                    sender = None;
+                                    None
+                                }
                             }
-                            Err(_) => {
-                                sender = None;
-                                false
-                            }
-                        },
-                        None => false,
+                        }
+                        None => None,
                     };
-                    if ok {
-                        let micros = began.elapsed().as_micros() as u64;
-                        mine.record(micros.max(1)).expect("within bounds");
-                    } else {
-                        errors.fetch_add(1, Ordering::Relaxed);
+                    match answer {
+                        Some(body) => {
+                            let micros = began.elapsed().as_micros() as u64;
+                            mine.record(micros.max(1)).expect("within bounds");
+                            if keep {
+                                bodies.lock().unwrap().push(body);
+                            }
+                        }
+                        None => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
                 latencies.lock().unwrap().add(&mine).expect("same bounds");
@@ -163,17 +230,89 @@ async fn main() {
         w.await.expect("a worker");
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let h = latencies.lock().unwrap();
+    let latencies = latencies.lock().unwrap().clone();
+    let bodies = std::mem::take(&mut *bodies.lock().unwrap());
+    Run {
+        latencies,
+        errors: errors.load(Ordering::Relaxed),
+        elapsed,
+        bodies,
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args = Arc::new(Args::parse());
+    assert!(!args.endpoints.is_empty(), "--endpoints: at least one");
+    let leases = match args.op {
+        Op::LeaseKeepalive => {
+            // Granted first, not timed.
+            let granted = run(
+                args.clone(),
+                Op::LeaseGrant,
+                args.leases,
+                1,
+                Arc::default(),
+                true,
+            )
+            .await;
+            let ids: Vec<String> = granted.bodies.iter().filter_map(|b| lease_id(b)).collect();
+            assert!(
+                !ids.is_empty(),
+                "no lease was granted ({} errors)",
+                granted.errors
+            );
+            ids
+        }
+        _ => Vec::new(),
+    };
+    let keys = if leases.is_empty() {
+        args.keys
+    } else {
+        leases.len() as u64
+    };
+    let busy_before = busy_micros();
+    let measured = run(
+        args.clone(),
+        args.op,
+        args.ops,
+        keys,
+        Arc::new(leases),
+        false,
+    )
+    .await;
+    let busy = busy_micros()
+        .zip(busy_before)
+        .map(|(after, before)| after - before);
+    let h = &measured.latencies;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "{}",
         serde_json::json!({
-            "ops_per_s": (h.len() as f64 / elapsed).round(),
+            "ops_per_s": (h.len() as f64 / measured.elapsed).round(),
             "p50_ms": ms(0.5),
             "p99_ms": ms(0.99),
             "max_ms": h.max() as f64 / 1000.0,
             "ok": h.len(),
-            "errors": errors.load(Ordering::Relaxed),
+            "errors": measured.errors,
+            // The whole machine's busy CPU over the measured phase only (a keepalive run's
+            // grants left out), per successful operation.
+            "cpu_us_per_op": busy.map(|b| b / h.len().max(1)),
         })
     );
+}
+
+/// The whole machine's busy CPU time so far, microseconds (`/proc/stat`; `None` elsewhere).
+fn busy_micros() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let busy: u64 = fields.iter().take(8).sum::<u64>() - fields.get(3)? - fields.get(4)?;
+    // USER_HZ is 100 on Linux.
+    Some(busy * 10_000)
 }

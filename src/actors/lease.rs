@@ -175,20 +175,21 @@ impl Leases {
             .map_err(|_| Error::Unknown("the lease's proposer stopped".into()))?
     }
 
-    /// The keeper: scans the lease prefix every `SCAN_INTERVAL` and expires each lease that
-    /// stayed at one version for its TTL and margin (`paxos::lease`), until the runtime stops.
+    /// The keeper: scans the lease prefix and expires each lease that stayed at one version
+    /// for its TTL and margin (`paxos::lease`), until the runtime stops. Scans start
+    /// `scan_interval` apart: `SCAN_INTERVAL`, or more when a scan takes long (many leases).
     pub async fn keep(self) {
         let mut scans = 0u64;
-        let mut interval = tokio::time::interval(SCAN_INTERVAL);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            interval.tick().await;
             scans += 1;
+            let started = Instant::now();
             match self.scan(scans).await {
                 Ok(()) => {}
                 Err(e) => log::debug!("lease scan {scans}: {e}"),
             }
+            let took = started.elapsed();
             self.expire_due().await;
+            tokio::time::sleep_until((started + scan_interval(took)).into()).await;
         }
     }
 
@@ -282,6 +283,17 @@ impl Leases {
     #[cfg(not(feature = "testing"))]
     async fn test_delay(&self) {}
 }
+
+/// When the next scan starts after one that took `took`: `SCAN_INTERVAL`, or
+/// `SCAN_SHARE_DIVISOR` times the scan's own time if that is longer, so that scanning takes
+/// at most about a tenth of a node's time however many leases there are (expiry is later
+/// by as much: the bound of `paxos::lease` counts scans).
+pub fn scan_interval(took: Duration) -> Duration {
+    SCAN_INTERVAL.max(took * SCAN_SHARE_DIVISOR)
+}
+
+/// See [`scan_interval`].
+const SCAN_SHARE_DIVISOR: u32 = 10;
 
 fn unexpected(outcome: Outcome) -> Error {
     Error::Storage(format!("a lease's register answered {outcome:?}"))

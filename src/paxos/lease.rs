@@ -64,13 +64,16 @@
 //! client retries, which reads which one happened.
 //!
 //! **Liveness: expired within a bound, while a majority is up.** Every node scans the lease
-//! prefix every [`SCAN_INTERVAL`] and tracks what it sees (bounded: at most
-//! `limits.max_leases` entries). A lease that is not kept alive is expired by the first of
+//! prefix every [`SCAN_INTERVAL`] (or, with many leases, every ten times as long as a scan
+//! takes, so that scanning uses at most about a tenth of a node: `actors::lease`) and tracks
+//! what it sees. A lease that is not kept alive is expired by the first of
 //! its nodes to reach its deadline: node `i` of the lease key's order of nodes (its home
 //! first, as a client picks the home of a key) waits `i ·` [`STAGGER`] more than the home,
 //! so that one node usually does it, and another does when the home is down. With its home
-//! up, a lapsed lease is gone within `TTL·(1 + ρ) + 2 · SCAN_INTERVAL` plus a round; with
-//! it down, one more `STAGGER` per node before it in the order.
+//! up, a lapsed lease is gone within `TTL·(1 + ρ)` plus two scan intervals plus a round;
+//! with it down, one more `STAGGER` per node before it in the order. Every node lists every
+//! lease: that is the keeper's scale limit (BENCHMARKS.md, "Leases"), to be lifted by
+//! scanning often only the leases a node is first or second in line for.
 //!
 //! # Not built yet (issue 22 goes on)
 //!
