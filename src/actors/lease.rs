@@ -13,8 +13,7 @@ use actix::prelude::*;
 
 use crate::actors::list::{ListRequest, Lister};
 use crate::actors::membership::MembershipService;
-use crate::actors::messages::ClientCommand;
-use crate::actors::supervisor::NodeSupervisor;
+use crate::actors::supervisor::{run_command, NodeSupervisor};
 use crate::error::{Error, Result};
 use crate::messages::LeaseInfo;
 use crate::paxos::lease::{
@@ -157,22 +156,8 @@ impl Leases {
 
     /// Runs `command` on lease `id`'s register through this node's proposer.
     async fn run(&self, id: LeaseId, command: Command) -> Result<Outcome> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
         let write_id = command.is_write().then(|| self.inner.write_ids.mint());
-        self.inner
-            .supervisor
-            .send(ClientCommand {
-                key: lease_key(id),
-                command,
-                write_id,
-                maybe_applied: false,
-                reply,
-            })
-            .await
-            .map_err(|e| Error::Unavailable(format!("node supervisor: {e}")))?;
-        answer
-            .await
-            .map_err(|_| Error::Unknown("the lease's proposer stopped".into()))?
+        run_command(&self.inner.supervisor, lease_key(id), command, write_id).await
     }
 
     /// The keeper: scans the lease prefix and expires each lease that stayed at one version

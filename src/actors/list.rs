@@ -64,8 +64,7 @@ use futures_util::stream::{self, StreamExt};
 use crate::actors::digest_merge::{KeyMerge, MergedKey};
 use crate::actors::membership::installed::addr_of;
 use crate::actors::membership::MembershipService;
-use crate::actors::messages::ClientCommand;
-use crate::actors::supervisor::NodeSupervisor;
+use crate::actors::supervisor::{run_command, NodeSupervisor};
 use crate::client::Client;
 use crate::config::Limits;
 use crate::error::{Error, Result};
@@ -194,21 +193,7 @@ impl Lister {
 
     /// A linearizable read of `key` through its proposer: its value and version.
     async fn read_round(&self, key: &Key) -> Result<Versioned> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.supervisor
-            .send(ClientCommand {
-                key: key.clone(),
-                command: Command::Get,
-                write_id: None,
-                maybe_applied: false,
-                reply,
-            })
-            .await
-            .map_err(|e| Error::Unavailable(format!("node supervisor: {e}")))?;
-        let outcome = answer
-            .await
-            .map_err(|_| Error::Unavailable("the key's proposer stopped".into()))??;
-        match outcome {
+        match run_command(&self.supervisor, key.clone(), Command::Get, None).await? {
             Outcome::Get { value, version } => Ok((value, version)),
             other => Err(Error::Storage(format!("a read answered {other:?}"))),
         }

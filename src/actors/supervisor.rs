@@ -50,7 +50,7 @@ use crate::paxos::admission;
 use crate::paxos::proposer::{Proposer, ProposerConfig};
 #[cfg(feature = "testing")]
 use crate::paxos::record::AcceptorRecord;
-use crate::paxos::types::{key_hash, Key, NodeId};
+use crate::paxos::types::{key_hash, Command, Key, NodeId, Outcome, RequestId};
 
 /// Messages routed to the supervisor that may wait in its mailbox.
 const SUPERVISOR_MAILBOX_CAPACITY: usize = 65_536;
@@ -606,4 +606,36 @@ pub fn resident_memory_bytes() -> u64 {
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map(|pages| pages * 4096)
         .unwrap_or(0)
+}
+
+/// Runs `command` on `key` through this node's `supervisor` (the key's proposer here), as
+/// the node's own request: the membership register, the leases, a list's read rounds.
+/// `write_id` for a write (the caller's mint), none for a read.
+pub async fn run_command(
+    supervisor: &Addr<NodeSupervisor>,
+    key: Key,
+    command: Command,
+    write_id: Option<RequestId>,
+) -> Result<Outcome> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let write = command.is_write();
+    supervisor
+        .send(ClientCommand {
+            key,
+            command,
+            write_id,
+            maybe_applied: false,
+            reply,
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("node supervisor: {e}")))?;
+    // A proposer that stopped mid-write may have had it chosen; a read changed nothing.
+    answer.await.map_err(|_| {
+        let why = "the key's proposer stopped".to_string();
+        if write {
+            Error::Unknown(why)
+        } else {
+            Error::Unavailable(why)
+        }
+    })?
 }

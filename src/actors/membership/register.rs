@@ -12,8 +12,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::actors::membership::InstalledMembership;
-use crate::actors::messages::ClientCommand;
-use crate::actors::supervisor::NodeSupervisor;
+use crate::actors::supervisor::{run_command, NodeSupervisor};
 use crate::error::{Error, Result};
 use crate::paxos::membership::{Membership, MEMBERSHIP_KEY};
 use crate::paxos::types::{Command, Outcome, WriteIdMint};
@@ -76,20 +75,7 @@ impl Register {
     }
 
     async fn run(&self, command: Command) -> Result<Outcome> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
         let write_id = command.is_write().then(|| self.write_ids.mint());
-        self.supervisor
-            .send(ClientCommand {
-                key: MEMBERSHIP_KEY.to_vec(),
-                command,
-                write_id,
-                maybe_applied: false,
-                reply,
-            })
-            .await
-            .map_err(|e| Error::Unavailable(format!("node supervisor: {e}")))?;
-        answer
-            .await
-            .map_err(|_| Error::Unknown("the membership key's proposer stopped".into()))?
+        run_command(&self.supervisor, MEMBERSHIP_KEY.to_vec(), command, write_id).await
     }
 }
