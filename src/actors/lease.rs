@@ -283,3 +283,17 @@ const SCAN_SHARE_DIVISOR: u32 = 10;
 fn unexpected(outcome: Outcome) -> Error {
     Error::Storage(format!("a lease's register answered {outcome:?}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_are_spaced_to_take_at_most_a_tenth_of_the_time() {
+        assert_eq!(scan_interval(Duration::from_millis(10)), SCAN_INTERVAL);
+        assert_eq!(
+            scan_interval(Duration::from_millis(200)),
+            Duration::from_secs(2)
+        );
+    }
+}
