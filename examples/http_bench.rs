@@ -11,7 +11,10 @@
 //! Leases (`--op lease-grant`, `--op lease-keepalive`): grants of `--ttl` seconds (paxkv
 //! `POST /v1/leases`, etcd `POST /v3/lease/grant`); keepalives of `--leases` leases granted
 //! first (not timed), uniformly (paxkv `POST /v1/leases/{id}/keepalive`, etcd `POST
-//! /v3/lease/keepalive`).
+//! /v3/lease/keepalive`). `--op lease-expiry`: grants `--leases` leases at once, then asks
+//! after every one (paxkv `GET /v1/leases/{id}`: 404 when gone; etcd `POST
+//! /v3/lease/timetolive`: TTL -1) until all are gone; one JSON line with the time from the
+//! last grant to the last lease gone.
 //!
 //! One JSON line on stdout: ops_per_s, p50_ms, p99_ms, max_ms, ok, errors.
 
@@ -21,6 +24,7 @@ use std::time::Instant;
 
 use base64::Engine;
 use clap::{Parser, ValueEnum};
+use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -39,6 +43,9 @@ enum Op {
     Get,
     LeaseGrant,
     LeaseKeepalive,
+    /// Grant `--leases` leases of `--ttl`, then ask after each until every one is gone:
+    /// the time from the last grant until the last lease is gone.
+    LeaseExpiry,
 }
 
 #[derive(Parser)]
@@ -102,6 +109,16 @@ fn request(args: &Args, op: Op, k: u64, value: &[u8], leases: &[String]) -> Requ
         (Target::Etcd, Op::LeaseKeepalive) => (
             Method::POST,
             "/v3/lease/keepalive".to_string(),
+            json(serde_json::json!({"ID": leases[k as usize]})),
+        ),
+        (Target::Paxkv, Op::LeaseExpiry) => (
+            Method::GET,
+            format!("/v1/leases/{}", leases[k as usize]),
+            Vec::new(),
+        ),
+        (Target::Etcd, Op::LeaseExpiry) => (
+            Method::POST,
+            "/v3/lease/timetolive".to_string(),
             json(serde_json::json!({"ID": leases[k as usize]})),
         ),
     };
@@ -244,6 +261,9 @@ async fn run(
 async fn main() {
     let args = Arc::new(Args::parse());
     assert!(!args.endpoints.is_empty(), "--endpoints: at least one");
+    if let Op::LeaseExpiry = args.op {
+        return mass_expiry(args).await;
+    }
     let leases = match args.op {
         Op::LeaseKeepalive => {
             // Granted first, not timed.
@@ -315,4 +335,88 @@ fn busy_micros() -> Option<u64> {
     let busy: u64 = fields.iter().take(8).sum::<u64>() - fields.get(3)? - fields.get(4)?;
     // USER_HZ is 100 on Linux.
     Some(busy * 10_000)
+}
+
+/// `--op lease-expiry` (see the module doc).
+async fn mass_expiry(args: Arc<Args>) {
+    let started = Instant::now();
+    let granted = run(
+        args.clone(),
+        Op::LeaseGrant,
+        args.leases,
+        1,
+        Arc::default(),
+        true,
+    )
+    .await;
+    let last_grant = Instant::now();
+    let mut left: Vec<String> = granted.bodies.iter().filter_map(|b| lease_id(b)).collect();
+    let count = left.len();
+    assert!(
+        count > 0,
+        "no lease was granted ({} errors)",
+        granted.errors
+    );
+    let mut sweeps = 0;
+    let mut last_gone = last_grant;
+    while !left.is_empty() {
+        sweeps += 1;
+        assert!(
+            last_grant.elapsed() < std::time::Duration::from_secs(args.ttl + 900),
+            "{} leases still there {:?} after the last grant",
+            left.len(),
+            last_grant.elapsed()
+        );
+        let ids = Arc::new(left);
+        let (endpoints, target) = (args.endpoints.clone(), args.target);
+        let still: Vec<bool> = futures_util::stream::iter(0..ids.len())
+            .map(|i| {
+                let (args, ids, endpoints) = (args.clone(), ids.clone(), endpoints.clone());
+                async move {
+                    let addr = endpoints[i % endpoints.len()];
+                    let Some(mut sender) = connect(addr).await else {
+                        return true;
+                    };
+                    let request = request(&args, Op::LeaseExpiry, i as u64, &[], &ids);
+                    let Ok(answer) = sender.send_request(request).await else {
+                        return true;
+                    };
+                    let status = answer.status();
+                    let body = answer.into_body().collect().await.map(|b| b.to_bytes());
+                    match target {
+                        Target::Paxkv => status != hyper::StatusCode::NOT_FOUND,
+                        Target::Etcd => {
+                            body.ok().and_then(|b| {
+                                let j: serde_json::Value = serde_json::from_slice(&b).ok()?;
+                                Some(j["TTL"].as_str()? != "-1")
+                            }) != Some(false)
+                        }
+                    }
+                }
+            })
+            .buffered(args.concurrency as usize)
+            .collect()
+            .await;
+        left = ids
+            .iter()
+            .zip(still)
+            .filter(|(_, still)| *still)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if left.is_empty() {
+            last_gone = Instant::now();
+        } else {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "leases": count,
+            "ttl_s": args.ttl,
+            "grant_s": (last_grant - started).as_secs_f64(),
+            "all_gone_after_last_grant_s": (last_gone - last_grant).as_secs_f64(),
+            "sweeps": sweeps,
+        })
+    );
 }

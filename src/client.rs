@@ -180,8 +180,10 @@ impl Client {
     /// lost may have made a lease nobody holds: it lapses after its TTL.
     pub async fn lease_grant(&self, ttl: Duration) -> Result<LeaseInfo> {
         let ttl_ms = ttl.as_millis() as u64;
-        let body = |_| RequestBody::LeaseGrant { ttl_ms };
-        match self.lease_request(None, true, body).await? {
+        // Chosen here, so that the grant goes to the home node of the lease's key.
+        let id = rand::random::<u64>().max(1);
+        let body = |_| RequestBody::LeaseGrant { ttl_ms, id };
+        match self.lease_request(id, true, body).await? {
             Some(lease) => Ok(lease),
             None => Err(Error::Unknown("a grant answered no lease".into())),
         }
@@ -191,30 +193,30 @@ impl Client {
     /// granted). A caller counts its lease from the moment it *sent* this, not from the
     /// answer (`paxos::lease`).
     pub async fn lease_keepalive(&self, id: u64) -> Result<Option<LeaseInfo>> {
-        self.lease_request(Some(id), true, |_| RequestBody::LeaseKeepAlive { id })
+        self.lease_request(id, true, |_| RequestBody::LeaseKeepAlive { id })
             .await
     }
 
     /// Revokes lease `id`: the lease it was (`None`: there was none).
     pub async fn lease_revoke(&self, id: u64) -> Result<Option<LeaseInfo>> {
-        self.lease_request(Some(id), true, |_| RequestBody::LeaseRevoke { id })
+        self.lease_request(id, true, |_| RequestBody::LeaseRevoke { id })
             .await
     }
 
     /// Lease `id` as it is (`None`: there is none).
     pub async fn lease_show(&self, id: u64) -> Result<Option<LeaseInfo>> {
-        self.lease_request(Some(id), false, |_| RequestBody::LeaseShow { id })
+        self.lease_request(id, false, |_| RequestBody::LeaseShow { id })
             .await
     }
 
-    /// A lease request, to the home node of the lease's key (any node for a grant).
+    /// A lease request, to the home node of the lease's key.
     async fn lease_request(
         &self,
-        id: Option<u64>,
+        id: u64,
         write: bool,
         body: impl Fn(bool) -> RequestBody,
     ) -> Result<Option<LeaseInfo>> {
-        let home = id.map_or(0, |id| self.home_of(&crate::paxos::lease::lease_key(id)));
+        let home = self.home_of(&crate::paxos::lease::lease_key(id));
         match self.retrying(home, write, false, body).await? {
             Reply::Lease(lease) => Ok(lease),
             other => Err(unexpected(other)),

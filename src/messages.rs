@@ -289,6 +289,9 @@ pub enum RequestBody {
     LeaseGrant {
         /// Its time to live, milliseconds.
         ttl_ms: u64,
+        /// Its id, chosen at random by the client so that it sends the grant to the home
+        /// node of the lease's key (whose keeper then tracks it at once); 0: the node picks.
+        id: u64,
     },
     /// Keep lease `id` alive: `Reply::Lease(Some(..))` with its new version, or
     /// `Reply::Lease(None)` when it is gone (expired, revoked, or never granted).

@@ -498,7 +498,10 @@ fn samples() -> Vec<(&'static str, Frame)> {
         ("response unwatched", response(Ok(Reply::Unwatched))),
         (
             "request lease grant",
-            request(RequestBody::LeaseGrant { ttl_ms: 5_000 }),
+            request(RequestBody::LeaseGrant {
+                ttl_ms: 5_000,
+                id: 0xab,
+            }),
         ),
         (
             "request lease keepalive",
@@ -652,7 +655,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("response watch changed", "0203000901016b0102010176"),
     ("response watch ended", "020300090204736c6f77"),
     ("response unwatched", "0203000a"),
-    ("request lease grant", "01030d8827"),
+    ("request lease grant", "01030d8827ab01"),
     ("request lease keepalive", "01030eab01"),
     ("request lease revoke", "01030f01"),
     ("request lease show", "01031002"),

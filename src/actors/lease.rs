@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use futures_util::StreamExt;
 
 use crate::actors::list::{ListRequest, Lister};
 use crate::actors::membership::MembershipService;
@@ -20,7 +21,13 @@ use crate::paxos::lease::{
     lease_key, lease_of_key, lease_prefix, LeaseId, LeaseRecord, Tracker, MAX_TTL, MIN_TTL,
     SCAN_INTERVAL,
 };
-use crate::paxos::types::{key_hash, Command, Outcome, WriteIdMint};
+use crate::paxos::types::{key_hash, Command, Outcome, RequestId, WriteIdMint};
+
+/// Mixed into a lease's id to make its grant's client id (so that it is not the id itself).
+const GRANT_CLIENT_SALT: u64 = 0x6772_616e_7421_0001;
+
+/// Expiries a keeper has in flight at once.
+const EXPIRIES_IN_FLIGHT: usize = 64;
 
 /// Lease ids a grant tries before it gives up (a taken id is 2⁻⁶⁴ likely: this is for a
 /// broken random source, not for luck).
@@ -57,8 +64,13 @@ impl Leases {
         }
     }
 
-    /// A new lease of `ttl_ms`.
-    pub async fn grant(&self, ttl_ms: u64) -> Result<LeaseInfo> {
+    /// A new lease of `ttl_ms`, with id `id` (0: one picked here).
+    ///
+    /// A client's grant is retried (a lost answer) under the same id, maybe on another node:
+    /// its write id is derived from the lease's id, the same on every node, so that the
+    /// register answers a retry what the first attempt did rather than "taken" (the lease's
+    /// register has this one client id; `paxos::register`).
+    pub async fn grant(&self, ttl_ms: u64, id: LeaseId) -> Result<LeaseInfo> {
         let ttl = Duration::from_millis(ttl_ms);
         if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
             return Err(Error::BadRequest(format!(
@@ -68,6 +80,36 @@ impl Leases {
             )));
         }
         let record = LeaseRecord { ttl_ms };
+        if id != 0 {
+            let command = Command::Cas {
+                expect: 0,
+                value: record.encode(),
+            };
+            let write_id = RequestId {
+                client: id ^ GRANT_CLIENT_SALT,
+                seq: 1,
+            };
+            return match run_command(
+                &self.inner.supervisor,
+                lease_key(id),
+                command,
+                Some(write_id),
+            )
+            .await?
+            {
+                Outcome::Cas {
+                    swapped: true,
+                    version,
+                } => {
+                    self.served(id, version, record);
+                    Ok(self.info(id, record, version))
+                }
+                Outcome::Cas { .. } => Err(Error::BadRequest(format!(
+                    "lease id {id:016x} is taken: pick another"
+                ))),
+                other => Err(unexpected(other)),
+            };
+        }
         for _ in 0..GRANT_ATTEMPTS {
             let id: LeaseId = rand::random();
             let command = Command::Cas {
@@ -78,7 +120,10 @@ impl Leases {
                 Outcome::Cas {
                     swapped: true,
                     version,
-                } => return Ok(self.info(id, record, version)),
+                } => {
+                    self.served(id, version, record);
+                    return Ok(self.info(id, record, version));
+                }
                 Outcome::Cas { .. } => continue,
                 other => return Err(unexpected(other)),
             }
@@ -99,7 +144,10 @@ impl Leases {
                 // from the keeper, which has seen every lease scanned; read it otherwise.
                 let known = self.inner.tracker.lock().expect("the tracker").ttl(id);
                 match known {
-                    Some(ttl) => Ok(Some(self.info(id, LeaseRecord::of(ttl), version))),
+                    Some(ttl) => {
+                        self.served(id, version, LeaseRecord::of(ttl));
+                        Ok(Some(self.info(id, LeaseRecord::of(ttl), version)))
+                    }
                     None => match self.show(id).await? {
                         Some(info) if info.version >= version => Ok(Some(info)),
                         // Revoked right after the keepalive (it won, and then was revoked):
@@ -142,6 +190,27 @@ impl Leases {
         }
     }
 
+    /// Tracks what a grant or keepalive served here left (chosen before now: its answer
+    /// came), so that this node's expiry does not wait for a scan.
+    fn served(&self, id: LeaseId, version: u64, record: LeaseRecord) {
+        if let Some(place) = self.place_of(&lease_key(id)) {
+            let now = Instant::now();
+            let mut tracker = self.inner.tracker.lock().expect("the lease tracker");
+            tracker.served(id, version, record, place, now);
+        }
+    }
+
+    /// This node's place in `key`'s order of nodes (its home first, as a client picks it);
+    /// `None` while it has no membership or is not in it.
+    fn place_of(&self, key: &[u8]) -> Option<usize> {
+        let m = self.inner.members.view.get()?;
+        let nodes = m.nodes();
+        let me = self.inner.members.view.me();
+        let mine = nodes.iter().position(|n| *n == me)?;
+        let home = (key_hash(key) % nodes.len() as u64) as usize;
+        Some((mine + nodes.len() - home) % nodes.len())
+    }
+
     fn info(&self, id: LeaseId, record: LeaseRecord, version: u64) -> LeaseInfo {
         let tracker = self.inner.tracker.lock().expect("the lease tracker");
         LeaseInfo {
@@ -163,32 +232,30 @@ impl Leases {
     /// The keeper: scans the lease prefix and expires each lease that stayed at one version
     /// for its TTL and margin (`paxos::lease`), until the runtime stops. Scans start
     /// `scan_interval` apart: `SCAN_INTERVAL`, or more when a scan takes long (many leases).
+    /// What is due is expired every `SCAN_INTERVAL` whatever the scans' spacing (the leases
+    /// served here are tracked without one).
     pub async fn keep(self) {
         let mut scans = 0u64;
+        let mut next_scan = Instant::now();
+        let mut ticks = tokio::time::interval(SCAN_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            scans += 1;
-            let started = Instant::now();
-            match self.scan(scans).await {
-                Ok(()) => {}
-                Err(e) => log::debug!("lease scan {scans}: {e}"),
+            ticks.tick().await;
+            if Instant::now() >= next_scan {
+                scans += 1;
+                let started = Instant::now();
+                if let Err(e) = self.scan(scans).await {
+                    log::debug!("lease scan {scans}: {e}");
+                }
+                next_scan = started + scan_interval(started.elapsed());
             }
-            let took = started.elapsed();
             self.expire_due().await;
-            tokio::time::sleep_until((started + scan_interval(took)).into()).await;
         }
     }
 
     /// One scan of the lease prefix into the tracker. A scan that fails midway forgets
     /// nothing (its leases keep the time they were first seen).
     async fn scan(&self, scan: u64) -> Result<()> {
-        let Some(m) = self.inner.members.view.get() else {
-            return Ok(());
-        };
-        let nodes = m.nodes();
-        let me = self.inner.members.view.me();
-        let Some(mine) = nodes.iter().position(|n| *n == me) else {
-            return Ok(());
-        };
         let mut after = None;
         loop {
             let request = ListRequest {
@@ -201,20 +268,20 @@ impl Leases {
             };
             let page = self.inner.lister.list(request).await?;
             let listed_at = Instant::now();
-            {
-                let mut tracker = self.inner.tracker.lock().expect("the lease tracker");
-                for item in &page.items {
-                    let (Some(id), Some(record)) = (
-                        lease_of_key(&item.key),
-                        item.value.as_deref().and_then(LeaseRecord::decode),
-                    ) else {
-                        continue;
-                    };
-                    let home = (key_hash(&item.key) % nodes.len() as u64) as usize;
-                    let place = (mine + nodes.len() - home) % nodes.len();
-                    tracker.saw(id, item.version, record, place, listed_at, scan);
-                }
+            let listed: Vec<_> = page
+                .items
+                .iter()
+                .filter_map(|item| {
+                    let id = lease_of_key(&item.key)?;
+                    let record = item.value.as_deref().and_then(LeaseRecord::decode)?;
+                    Some((id, item.version, record, self.place_of(&item.key)?))
+                })
+                .collect();
+            let mut tracker = self.inner.tracker.lock().expect("the lease tracker");
+            for (id, version, record, place) in listed {
+                tracker.saw(id, version, record, place, listed_at, scan);
             }
+            drop(tracker);
             match page.next {
                 Some(next) => after = Some(next),
                 None => break,
@@ -240,17 +307,22 @@ impl Leases {
         if !due.is_empty() {
             self.test_delay().await;
         }
-        for (id, version) in due {
-            match self.run(id, Command::DeleteIf { expect: version }).await {
-                Ok(Outcome::Delete { deleted: true, .. }) => {
-                    log::info!("lease {id:016x} expired (version {version})");
-                    self.inner.tracker.lock().expect("the tracker").forget(id);
+        // Many at once (a mass expiry is many keys' rounds, which need not wait for each
+        // other), a bounded number in flight.
+        futures_util::stream::iter(due)
+            .for_each_concurrent(EXPIRIES_IN_FLIGHT, |(id, version)| async move {
+                match self.run(id, Command::DeleteIf { expect: version }).await {
+                    Ok(Outcome::Delete { deleted: true, .. }) => {
+                        log::debug!("lease {id:016x} expired (version {version})");
+                        self.inner.tracker.lock().expect("the tracker").forget(id);
+                    }
+                    // Kept alive (or revoked) since: forgotten until a scan (or a request
+                    // served here) says where it stands now.
+                    Ok(_) => self.inner.tracker.lock().expect("the tracker").forget(id),
+                    Err(e) => log::debug!("lease {id:016x}: expiry not done: {e}"),
                 }
-                // Kept alive (or revoked) since: the next scan sees its new version.
-                Ok(_) => {}
-                Err(e) => log::debug!("lease {id:016x}: expiry not done: {e}"),
-            }
-        }
+            })
+            .await;
     }
 }
 

@@ -112,9 +112,9 @@ impl Router {
         let shared = &*self.inner;
         let result = match request.body {
             RequestBody::Ping => Ok(Reply::Pong { node: shared.node }),
-            RequestBody::LeaseGrant { ttl_ms } => shared
+            RequestBody::LeaseGrant { ttl_ms, id } => shared
                 .leases
-                .grant(ttl_ms)
+                .grant(ttl_ms, id)
                 .await
                 .map(|l| Reply::Lease(Some(l))),
             RequestBody::LeaseKeepAlive { id } => {

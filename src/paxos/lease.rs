@@ -9,6 +9,8 @@
 //! is a [`LeaseRecord`] (its TTL); its version counts its life:
 //!
 //! - **grant**: a compare-and-set on version 0 ("no value"), so a fresh id is taken once;
+//!   the client picks the id at random and sends the grant to the home node of its key,
+//!   whose keeper then tracks the lease from its grant (`actors::lease`);
 //! - **keepalive**: `Command::Touch`, which raises the version of a register that has a
 //!   value and does nothing to one that has none (the lease is gone);
 //! - **revoke**: a delete;
@@ -182,6 +184,9 @@ pub struct Tracker {
     seen: HashMap<LeaseId, Seen>,
 }
 
+/// The scan number of an entry a served request made, until a scan lists it.
+const SERVED: u64 = u64::MAX;
+
 #[derive(Debug, Clone, Copy)]
 struct Seen {
     version: u64,
@@ -230,10 +235,25 @@ impl Tracker {
         entry.scan = scan;
     }
 
+    /// Lease `id` is at `version` by a grant or keepalive this node served, whose write was
+    /// chosen before `now` (its answer came): tracked at once, with no scan, as a listing's
+    /// item is (the argument is the same: chosen before `now`). Kept until a scan lists it
+    /// or its expiry finds it gone.
+    pub fn served(
+        &mut self,
+        id: LeaseId,
+        version: u64,
+        record: LeaseRecord,
+        place: usize,
+        now: Instant,
+    ) {
+        self.saw(id, version, record, place, now, SERVED);
+    }
+
     /// Forgets the leases the scan numbered `scan` did not list (gone, or no longer listed
-    /// here).
+    /// here), but for those served here since the scan began.
     pub fn forget_unlisted(&mut self, scan: u64) {
-        self.seen.retain(|_, s| s.scan == scan);
+        self.seen.retain(|_, s| s.scan == scan || s.scan == SERVED);
     }
 
     /// Forgets lease `id` (expired, or found gone).
@@ -297,6 +317,22 @@ mod tests {
         );
         assert_eq!(t.due(later + wait), vec![(7, 2)]);
         assert_eq!(t.remaining(7, later), Some(wait));
+    }
+
+    #[test]
+    fn a_lease_served_here_is_tracked_at_once_and_kept_until_a_scan_lists_it() {
+        let now = Instant::now();
+        let mut t = Tracker::default();
+        t.served(3, 1, SECOND, 0, now);
+        t.forget_unlisted(1);
+        assert_eq!(t.ttl(3), Some(SECOND.ttl()), "a scan that began before it");
+        assert_eq!(
+            t.due(now + wait_before_expiry(SECOND.ttl(), 0)),
+            vec![(3, 1)]
+        );
+        t.saw(3, 1, SECOND, 0, now + Duration::from_millis(300), 2);
+        t.forget_unlisted(3);
+        assert_eq!(t.ttl(3), None, "listed, then not: an ordinary entry");
     }
 
     #[test]
