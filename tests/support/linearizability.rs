@@ -190,56 +190,38 @@ pub fn step(state: &State, input: &Input) -> (Option<State>, Output) {
                 )
             }
         }
-        Input::Touch => match &state.value {
-            Some(value) => {
-                let version = state.version + 1;
-                (
-                    Some(State {
-                        version,
-                        value: Some(value.clone()),
-                    }),
-                    Output::Cas {
-                        swapped: true,
-                        version,
-                    },
-                )
-            }
-            None => (
-                None,
-                Output::Cas {
-                    swapped: false,
-                    version: state.version,
-                },
-            ),
-        },
+        // A touch is a swap of the value for itself when there is one.
+        Input::Touch => cas_step(state, state.value.is_some(), state.value.clone()),
         Input::Cas { expect, value } => {
             let swap = if *expect == 0 {
                 state.value.is_none()
             } else {
                 state.version == *expect
             };
-            if swap {
-                let version = state.version + 1;
-                (
-                    Some(State {
-                        version,
-                        value: Some(value.clone()),
-                    }),
-                    Output::Cas {
-                        swapped: true,
-                        version,
-                    },
-                )
-            } else {
-                (
-                    None,
-                    Output::Cas {
-                        swapped: false,
-                        version: state.version,
-                    },
-                )
-            }
+            cas_step(state, swap, Some(value.clone()))
         }
+    }
+}
+
+/// A compare-and-set's step: to `value` at the next version if `swap`, else nothing.
+fn cas_step(state: &State, swap: bool, value: Option<Vec<u8>>) -> (Option<State>, Output) {
+    if swap {
+        let version = state.version + 1;
+        (
+            Some(State { version, value }),
+            Output::Cas {
+                swapped: true,
+                version,
+            },
+        )
+    } else {
+        (
+            None,
+            Output::Cas {
+                swapped: false,
+                version: state.version,
+            },
+        )
     }
 }
 
