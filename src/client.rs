@@ -142,6 +142,64 @@ impl Client {
         self.execute(key, Command::Cas { expect, value }).await
     }
 
+    /// Puts `value` (`expect: None`), or sets it if the version is `expect` (as
+    /// [`Client::cas`]), attached to lease `lease`: deleted when the lease expires or is
+    /// revoked (`paxos::lease`). [`Error::NotFound`] when the lease is gone (nothing
+    /// written).
+    pub async fn put_leased(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expect: Option<u64>,
+        lease: u64,
+    ) -> Result<Outcome> {
+        self.put_leased_as(key, value, expect, lease, None, false)
+            .await
+    }
+
+    /// [`Client::put_leased`] under a write id the caller keeps (`None`: a new one), as
+    /// [`Client::execute_as`].
+    pub async fn put_leased_as(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expect: Option<u64>,
+        lease: u64,
+        write_id: Option<RequestId>,
+        maybe_applied: bool,
+    ) -> Result<Outcome> {
+        let write_id = write_id.unwrap_or_else(|| self.inner.write_ids.mint());
+        let body = |retry: bool| RequestBody::LeasedWrite {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            expect,
+            lease,
+            write_id,
+            maybe_applied: retry,
+        };
+        match self
+            .retrying(self.home_of(key), true, maybe_applied, body)
+            .await?
+        {
+            Reply::Kv(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The keys attached to lease `id` (`None`: there is no such lease).
+    pub async fn lease_keys(&self, id: u64) -> Result<Option<Vec<Vec<u8>>>> {
+        let home = self.home_of(&crate::paxos::lease::lease_key(id));
+        match self
+            .retrying(home, false, false, |_| RequestBody::LeaseKeys { id })
+            .await?
+        {
+            Reply::LeaseKeys(keys) => {
+                Ok(keys.map(|k| k.into_iter().map(|k| k.into_vec()).collect()))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Runs one command with retries across nodes until it succeeds, fails for good, or its
     /// deadline passes.
     pub async fn execute(&self, key: &[u8], command: Command) -> Result<Outcome> {

@@ -93,6 +93,10 @@ pub struct TestingConfig {
     /// sending its expiry (so that a test can land a keepalive in between). Honoured only
     /// with `allow_fault_injection`.
     pub lease_expiry_delay_ms: u64,
+    /// Tests only: a node that ends a lease (expiry or revoke) stops there, as if it crashed,
+    /// and leaves the release of its keys to the keepers that find it ended. Honoured only
+    /// with `allow_fault_injection`.
+    pub lease_stop_after_end: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -193,6 +197,12 @@ pub struct Limits {
     /// How long the HTTP API works on a key's request (retrying across nodes) before it
     /// answers 503 (it did not take effect) or 504 (it may have).
     pub http_request_timeout_ms: u64,
+    /// Leases a node tracks (`paxos::lease`): a grant is refused ("busy") while this many
+    /// are live as the node last scanned them. Bounds each node's keeper (about 100 bytes a
+    /// lease) and a scan's time.
+    pub max_leases: usize,
+    /// Keys one lease lists (attached while it lived); one more is refused (exit 2).
+    pub max_keys_per_lease: usize,
 }
 
 impl Default for Limits {
@@ -224,6 +234,8 @@ impl Default for Limits {
             http_max_watches: 1_024,
             http_idempotency_keys: 100_000,
             http_request_timeout_ms: 10_000,
+            max_leases: 1_000_000,
+            max_keys_per_lease: 1_000,
         }
     }
 }
@@ -446,6 +458,20 @@ impl Config {
             l.http_idempotency_keys as u64,
         )?;
         positive("limits.http_request_timeout_ms", l.http_request_timeout_ms)?;
+        positive("limits.max_leases", l.max_leases as u64)?;
+        // A lease's record lists its keys (each with a few bytes of length) and travels as
+        // a value: at its largest it must be one.
+        let record_bytes = l.max_keys_per_lease.saturating_mul(l.max_key_bytes + 3) + 16;
+        if l.max_keys_per_lease == 0 || record_bytes > l.max_value_bytes {
+            return Err(invalid(
+                "limits.max_keys_per_lease",
+                format!(
+                    "must be at least 1, and at most (max_value_bytes - 16) / (max_key_bytes \
+                     + 3) = {} (a lease's record lists its keys, and is a value)",
+                    l.max_value_bytes.saturating_sub(16) / (l.max_key_bytes + 3)
+                ),
+            ));
+        }
         self.validate_byte_budgets()?;
         if l.idle_timeout_ms <= self.paxos.request_timeout_ms {
             return Err(invalid(

@@ -52,6 +52,9 @@ pub enum Error {
     /// not vote), and nothing was done; another node may. Clients move on to the next node.
     #[error("not this node: {0}")]
     NotThisNode(String),
+    /// What the request names does not exist (a lease), and nothing was done.
+    #[error("not found: {0}")]
+    NotFound(String),
 }
 
 /// What a caller may do after an [`Error`]; see the module doc.
@@ -71,7 +74,9 @@ impl Error {
                 ErrorClass::Retry
             }
             Error::Unknown(_) => ErrorClass::MayHaveApplied,
-            Error::BadRequest(_) | Error::Frame(_) | Error::Config(_) => ErrorClass::BadInput,
+            Error::BadRequest(_) | Error::Frame(_) | Error::Config(_) | Error::NotFound(_) => {
+                ErrorClass::BadInput
+            }
             Error::Storage(_) => ErrorClass::Storage,
         }
     }
@@ -95,7 +100,8 @@ impl Error {
             | Error::Config(m)
             | Error::Storage(m)
             | Error::Io(m)
-            | Error::NotThisNode(m) => m,
+            | Error::NotThisNode(m)
+            | Error::NotFound(m) => m,
         }
     }
 

@@ -81,6 +81,15 @@ pub fn lease_json(lease: &crate::messages::LeaseInfo) -> serde_json::Value {
     })
 }
 
+/// A lease's keys: `[{"key": ...}, ...]` (`"key_base64"` for a key that is not UTF-8).
+pub fn lease_keys_json(keys: &[Vec<u8>]) -> serde_json::Value {
+    serde_json::Value::Array(
+        keys.iter()
+            .map(|key| keyed(key, serde_json::json!({})))
+            .collect(),
+    )
+}
+
 pub fn membership_json(m: &crate::paxos::membership::Membership) -> serde_json::Value {
     serde_json::json!({
         "epoch": m.epoch,

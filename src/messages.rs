@@ -309,6 +309,30 @@ pub enum RequestBody {
         /// The lease.
         id: u64,
     },
+    /// A put (`expect: None`) or compare-and-set of `key` that attaches it to lease `lease`
+    /// (`paxos::lease`): `Reply::Kv`, or `Error::NotFound` when the lease is gone (nothing
+    /// written). `write_id` and `maybe_applied` as in `Kv`.
+    LeasedWrite {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Key,
+        /// Its new value.
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        /// `None`: a put; `Some(v)`: only if the key is at version `v` (0: has no value).
+        expect: Option<u64>,
+        /// The lease to attach it to.
+        lease: u64,
+        /// The write's id, the same across the client's retries.
+        write_id: RequestId,
+        /// As in `Kv`.
+        maybe_applied: bool,
+    },
+    /// The keys attached to lease `id`: `Reply::LeaseKeys` (`None`: there is no lease).
+    LeaseKeys {
+        /// The lease.
+        id: u64,
+    },
 }
 
 impl RequestBody {
@@ -378,6 +402,8 @@ pub enum Reply {
     Unwatched,
     /// To the lease requests: the lease (`None`: there is none).
     Lease(Option<LeaseInfo>),
+    /// To `LeaseKeys`: the keys attached to the lease (`None`: there is no lease).
+    LeaseKeys(Option<Vec<serde_bytes::ByteBuf>>),
 }
 
 /// A lease, as the lease requests answer it.
@@ -987,6 +1013,8 @@ mod tests {
                     }],
                     floors: vec![ClientFloor { client: 1, seq: 1 }],
                     floors_overflowed: false,
+                    lease: Some(7),
+                    fence: 2,
                 },
             },
         });

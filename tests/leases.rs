@@ -4,13 +4,15 @@
 //!   the bound the module states (TTL and margin, two scans, a round).
 //! - A keepalive, a revoke or a show of a lease that is gone says so.
 //! - A lease whose key's home node is down is expired by another node.
+//! - Keys attached to a lease are deleted with it (revoked, or lapsed: never before its TTL),
+//!   and only those; an end cut short by a crash is completed by the keepers.
 
 use paxkv_testkit as support;
 
 use std::time::{Duration, Instant};
 
 use paxkv::paxos::lease::{lease_key, wait_before_expiry, SCAN_INTERVAL, STAGGER};
-use paxkv::paxos::types::key_hash;
+use paxkv::paxos::types::{key_hash, Outcome};
 use support::{Cluster, TestCluster};
 
 /// Long against the scan interval, so that expiring at half of it is always seen early.
@@ -124,6 +126,18 @@ async fn a_lease_whose_home_node_is_down_is_expired_by_another() {
 /// `lease-expiry-unconditional`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keepalive_after_the_lease_was_found_due_wins_over_its_expiry() {
+    keepalive_after_found_due(false).await;
+}
+
+/// The same with a key attached: the expiry is then an end of the lease (conditional on the
+/// version seen, as the delete is), and the key stays. (The mutant `lease-end-unconditional`
+/// ends it whatever its version.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keepalive_after_a_keyed_lease_was_found_due_wins_over_its_expiry() {
+    keepalive_after_found_due(true).await;
+}
+
+async fn keepalive_after_found_due(keyed: bool) {
     const TTL: Duration = Duration::from_secs(1);
     const HELD_BACK: Duration = Duration::from_millis(1_500);
     let cluster = TestCluster::start_with(|config| {
@@ -133,6 +147,9 @@ async fn a_keepalive_after_the_lease_was_found_due_wins_over_its_expiry() {
     let client = cluster.client();
     let granted = Instant::now();
     let lease = client.lease_grant(TTL).await.unwrap();
+    if keyed {
+        client.put_leased(b"k", b"v", None, lease.id).await.unwrap();
+    }
     // The lease's home first lists it within a scan of the grant (at s₁ ≤ 0.5 s), and finds
     // it due at the first scan at least TTL and margin later (s₁ + 1.5 s ≤ 2.0 s); it sends
     // its expiry 1.5 s after that (3.0 to 3.5 s). Keep it alive at 2.2 s, in between (the
@@ -156,6 +173,145 @@ async fn a_keepalive_after_the_lease_was_found_due_wins_over_its_expiry() {
             "the lease was gone {:?} after a keepalive that won",
             returned - sent
         );
+        if keyed && returned < fresh_expiry {
+            assert!(read(&client, b"k").await.0.is_some(), "its key was deleted");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The value and version of `key` now.
+async fn read(client: &paxkv::client::Client, key: &[u8]) -> (Option<Vec<u8>>, u64) {
+    match client.get(key).await.unwrap() {
+        Outcome::Get { value, version } => (value, version),
+        other => panic!("a get answered {other:?}"),
+    }
+}
+
+/// Keys attached to a lease go with it, and only those: a key put again without the lease
+/// (detached) or attached to another lease stays; a key deleted by the lease's end is
+/// deleted like any other (its version up by one). A put naming a lease that is gone
+/// writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_attached_to_a_lease_are_deleted_with_it_and_only_those() {
+    let cluster = TestCluster::start();
+    let client = cluster.client();
+    let first = client
+        .lease_grant(Duration::from_secs(60))
+        .await
+        .unwrap()
+        .id;
+    let second = client
+        .lease_grant(Duration::from_secs(60))
+        .await
+        .unwrap()
+        .id;
+    for key in ["a", "b", "moved", "detached"] {
+        let put = client.put_leased(key.as_bytes(), b"v", None, first).await;
+        assert!(matches!(put, Ok(Outcome::Put { version: 1 })), "{put:?}");
+    }
+    client
+        .put_leased(b"moved", b"w", None, second)
+        .await
+        .unwrap();
+    client.put(b"detached", b"w").await.unwrap();
+    let created = client.put_leased(b"c", b"v", Some(0), first).await.unwrap();
+    assert_eq!(
+        created,
+        Outcome::Cas {
+            swapped: true,
+            version: 1
+        }
+    );
+    let refused = client.put_leased(b"c", b"x", Some(0), first).await.unwrap();
+    assert_eq!(
+        refused,
+        Outcome::Cas {
+            swapped: false,
+            version: 1
+        }
+    );
+    let mut attached = client.lease_keys(first).await.unwrap().expect("the lease");
+    attached.sort();
+    assert_eq!(attached, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+
+    client.lease_revoke(first).await.unwrap().expect("revoked");
+    for key in ["a", "b", "c"] {
+        assert_eq!(read(&client, key.as_bytes()).await, (None, 2), "{key}");
+    }
+    assert_eq!(read(&client, b"moved").await, (Some(b"w".to_vec()), 2));
+    assert_eq!(read(&client, b"detached").await, (Some(b"w".to_vec()), 2));
+    assert_eq!(client.lease_keys(first).await.unwrap(), None);
+
+    // A lease that is gone: not found, nothing written.
+    let e = client
+        .put_leased(b"late", b"v", None, first)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, paxkv::Error::NotFound(_)), "{e}");
+    assert_eq!(read(&client, b"late").await, (None, 0));
+}
+
+/// A lease left to expire takes its key with it: never before its TTL has passed since the
+/// last keepalive (the put that attached the key is one), and within the module's bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_attached_to_a_lapsed_lease_is_deleted_after_its_ttl_never_before() {
+    let cluster = TestCluster::start();
+    let client = cluster.client();
+    let granted = Instant::now();
+    let lease = client.lease_grant(TTL).await.unwrap().id;
+    client.put_leased(b"k", b"v", None, lease).await.unwrap();
+    let bound = wait_before_expiry(TTL, 0) + 2 * SCAN_INTERVAL + SLACK;
+    loop {
+        let (value, version) = read(&client, b"k").await;
+        let returned = Instant::now();
+        if value.is_none() {
+            assert!(
+                returned >= granted + TTL,
+                "the key was gone {:?} before its lease's TTL had passed",
+                granted + TTL - returned
+            );
+            assert_eq!(version, 2, "deleted as any delete is");
+            eprintln!("key gone {:?} after the grant", returned - granted);
+            break;
+        }
+        assert!(returned < granted + bound, "the key outlived its lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(client.lease_show(lease).await.unwrap(), None);
+}
+
+/// A node that ends a lease and stops there (`testing.lease_stop_after_end`, as if it
+/// crashed) leaves an ended lease whose keys are still there: the keepers that find it
+/// ended release them. (A keeper that acted only on leases it saw live would leave the keys
+/// for ever: the mutant `lease-release-only-inline`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_lease_whose_release_was_cut_short_is_released_by_the_keepers() {
+    let cluster = TestCluster::start_with(|config| {
+        config.testing.allow_fault_injection = true;
+        config.testing.lease_stop_after_end = true;
+    });
+    let client = cluster.client();
+    let lease = client
+        .lease_grant(Duration::from_secs(60))
+        .await
+        .unwrap()
+        .id;
+    for key in ["x", "y"] {
+        client
+            .put_leased(key.as_bytes(), b"v", None, lease)
+            .await
+            .unwrap();
+    }
+    let revoked = Instant::now();
+    client.lease_revoke(lease).await.unwrap().expect("revoked");
+    assert_eq!(client.lease_show(lease).await.unwrap(), None, "ended");
+    // The first keeper in line acts one stagger after its first scan sees it ended.
+    let bound = STAGGER + 2 * SCAN_INTERVAL + SLACK;
+    support::eventually("the ended lease's keys released", bound, || async {
+        read(&client, b"x").await.0.is_none() && read(&client, b"y").await.0.is_none()
+    })
+    .await;
+    eprintln!("released {:?} after the revoke", revoked.elapsed());
+    assert_eq!(read(&client, b"x").await, (None, 2));
 }

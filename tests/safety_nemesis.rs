@@ -539,8 +539,9 @@ async fn assert_members_agree_and_hold_every_acknowledged_write(
                 Output::Put { version }
                 | Output::Delete { version, .. }
                 | Output::Cas { version, .. }
-                | Output::Get { version, .. } => Some(*version),
-                Output::Absent { .. } => None,
+                | Output::Get { version, .. }
+                | Output::Inspect { version, .. } => Some(*version),
+                Output::Absent { .. } | Output::Fenced { .. } => None,
             })
             .max()
             .unwrap_or(0);

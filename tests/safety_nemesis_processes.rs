@@ -469,18 +469,28 @@ fn highest_acknowledged_versions(history: &History) -> BTreeMap<Vec<u8>, u64> {
     highest
 }
 
+/// An operation's name, for counts.
+fn kind_of(input: &Input) -> &'static str {
+    match input {
+        Input::Get => "get",
+        Input::Absent => "absent from a list",
+        Input::Put { .. } => "put",
+        Input::Delete => "delete",
+        Input::DeleteIf { .. } => "delete_if",
+        Input::Touch => "touch",
+        Input::Cas { .. } => "cas",
+        Input::LeasedWrite { .. } => "leased write",
+        Input::Release { .. } => "release (by a lease's end)",
+        Input::LeaseAttach { .. } => "lease attach",
+        Input::LeaseEnd { .. } => "lease end",
+        Input::Inspect => "inspect",
+    }
+}
+
 fn print_op_counts(history: &History) -> (usize, usize) {
     let mut by_kind: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for op in history.operations() {
-        let kind = match op.input {
-            Input::Get => "get",
-            Input::Absent => "absent from a list",
-            Input::Put { .. } => "put",
-            Input::Delete => "delete",
-            Input::DeleteIf { .. } => "delete_if",
-            Input::Touch => "touch",
-            Input::Cas { .. } => "cas",
-        };
+        let kind = kind_of(&op.input);
         let counts = by_kind.entry(kind).or_default();
         if op.is_unknown() {
             counts.1 += 1;

@@ -47,14 +47,18 @@ fn register() -> impl Strategy<Value = Register> {
         proptest::collection::vec(write, 0..140),
         proptest::collection::vec(floor, 0..70),
         any::<bool>(),
+        proptest::option::of(any::<u64>()),
+        any::<u64>(),
     )
         .prop_map(
-            |(version, value, recent, floors, floors_overflowed)| Register {
+            |(version, value, recent, floors, floors_overflowed, lease, fence)| Register {
                 version,
                 value,
                 recent,
                 floors,
                 floors_overflowed,
+                lease,
+                fence,
             },
         )
 }

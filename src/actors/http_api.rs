@@ -230,12 +230,6 @@ impl HttpApi {
             let key: Vec<u8> = percent_decode_str(key).collect();
             match *request.method() {
                 Method::GET => self.get(key, &request).await,
-                Method::PUT if request.uri().query().is_some_and(|q| q.contains("lease=")) => {
-                    Err(Status::Plain(
-                        StatusCode::NOT_IMPLEMENTED,
-                        "keys attached to a lease are not built yet (issue 22 goes on)",
-                    ))
-                }
                 Method::PUT => self.put(key, request).await,
                 Method::DELETE => self.delete(key, &request).await,
                 _ => Err(Status::Plain(
@@ -340,17 +334,32 @@ impl HttpApi {
             return Err(Status::too_large(limit));
         }
         let expect = condition(&request)?;
+        let lease = lease_param(request.uri().query().unwrap_or(""))?;
         let (parts, body) = request.into_parts();
         let value = match Limited::new(body, limit).collect().await {
             Ok(body) => body.to_bytes().to_vec(),
             Err(_) => return Err(Status::too_large(limit)),
         };
         let attempt = self.attempt(&parts.method, &parts.uri, &parts.headers, &value)?;
-        let command = match expect {
-            Some(expect) => Command::Cas { expect, value },
-            None => Command::Put { value },
+        let outcome = match lease {
+            Some(lease) => {
+                let client = self.members_client().map_err(Status::Failed)?;
+                let (write_id, retry) =
+                    attempt.map_or((None, false), |a| (Some(a.write_id), a.retry));
+                client
+                    .put_leased_as(&key, &value, expect, lease, write_id, retry)
+                    .await
+                    .map_err(Status::Failed)?
+            }
+            None => {
+                let command = match expect {
+                    Some(expect) => Command::Cas { expect, value },
+                    None => Command::Put { value },
+                };
+                self.kv(key, command, attempt).await?
+            }
         };
-        match self.kv(key, command, attempt).await? {
+        match outcome {
             Outcome::Put { version }
             | Outcome::Cas {
                 swapped: true,
@@ -421,6 +430,7 @@ impl HttpApi {
         let request = [
             method.as_str().as_bytes(),
             uri.path().as_bytes(),
+            uri.query().unwrap_or("").as_bytes(),
             header(IF_MATCH),
             header(IF_NONE_MATCH),
             body,
@@ -765,6 +775,22 @@ fn json_answer(status: StatusCode, body: serde_json::Value) -> Answer {
     answer
 }
 
+/// The `lease=ID` of a `PUT`'s query (`None`: none; 400 when it is not a lease id).
+fn lease_param(query: &str) -> std::result::Result<Option<u64>, Status> {
+    let Some(id) = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("lease="))
+    else {
+        return Ok(None);
+    };
+    crate::paxos::lease::parse_id(id)
+        .map(Some)
+        .ok_or(Status::Plain(
+            StatusCode::BAD_REQUEST,
+            "lease: up to 16 hex digits, as POST /v1/leases answers",
+        ))
+}
+
 fn versioned(status: StatusCode, version: u64) -> Answer {
     let mut answer = json_answer(status, serde_json::json!({ "version": version }));
     answer.headers_mut().insert(ETAG, etag(version));
@@ -810,6 +836,7 @@ impl Status {
             Status::Failed(e) => {
                 let (status, class) = match (&e, e.class()) {
                     (Error::Busy(_), _) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
+                    (Error::NotFound(_), _) => (StatusCode::NOT_FOUND, "not_found"),
                     (_, ErrorClass::Retry) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
                     (_, ErrorClass::MayHaveApplied) | (_, ErrorClass::Storage) => {
                         (StatusCode::GATEWAY_TIMEOUT, "unknown")

@@ -14,11 +14,11 @@ use futures_util::StreamExt;
 
 use crate::actors::list::{ListRequest, Lister};
 use crate::actors::membership::MembershipService;
-use crate::actors::supervisor::{run_command, NodeSupervisor};
+use crate::actors::supervisor::{run_command, run_command_as, NodeSupervisor};
 use crate::error::{Error, Result};
 use crate::messages::LeaseInfo;
 use crate::paxos::lease::{
-    lease_key, lease_of_key, lease_prefix, LeaseId, LeaseRecord, Tracker, MAX_TTL, MIN_TTL,
+    lease_key, lease_of_key, lease_prefix, Due, LeaseId, LeaseRecord, Tracker, MAX_TTL, MIN_TTL,
     SCAN_INTERVAL,
 };
 use crate::paxos::types::{key_hash, Command, Outcome, RequestId, WriteIdMint};
@@ -28,6 +28,12 @@ const GRANT_CLIENT_SALT: u64 = 0x6772_616e_7421_0001;
 
 /// Expiries a keeper has in flight at once.
 const EXPIRIES_IN_FLIGHT: usize = 64;
+
+/// Releases (or reads) of one lease's keys in flight at once.
+const RELEASES_IN_FLIGHT: usize = 16;
+
+/// Times a write attached to a lease reads the key's fence again after a release moved it.
+const FENCE_ATTEMPTS: usize = 4;
 
 /// Lease ids a grant tries before it gives up (a taken id is 2⁻⁶⁴ likely: this is for a
 /// broken random source, not for luck).
@@ -79,12 +85,19 @@ impl Leases {
                 MAX_TTL.as_secs()
             )));
         }
-        let record = LeaseRecord { ttl_ms };
+        let max_leases = self.inner.members.config.limits.max_leases;
+        if self.inner.tracker.lock().expect("the lease tracker").len() >= max_leases {
+            return Err(Error::Busy(format!(
+                "{max_leases} leases are live (limits.max_leases): revoke some, or wait for \
+                 some to expire"
+            )));
+        }
+        let record = LeaseRecord::new(ttl);
+        let command = || Command::Cas {
+            expect: 0,
+            value: record.encode(),
+        };
         if id != 0 {
-            let command = Command::Cas {
-                expect: 0,
-                value: record.encode(),
-            };
             let write_id = RequestId {
                 client: id ^ GRANT_CLIENT_SALT,
                 seq: 1,
@@ -92,7 +105,7 @@ impl Leases {
             return match run_command(
                 &self.inner.supervisor,
                 lease_key(id),
-                command,
+                command(),
                 Some(write_id),
             )
             .await?
@@ -101,8 +114,8 @@ impl Leases {
                     swapped: true,
                     version,
                 } => {
-                    self.served(id, version, record);
-                    Ok(self.info(id, record, version))
+                    self.served(id, version, ttl, Some(true));
+                    Ok(self.info(id, &record, version))
                 }
                 Outcome::Cas { .. } => Err(Error::BadRequest(format!(
                     "lease id {id:016x} is taken: pick another"
@@ -112,17 +125,13 @@ impl Leases {
         }
         for _ in 0..GRANT_ATTEMPTS {
             let id: LeaseId = rand::random();
-            let command = Command::Cas {
-                expect: 0,
-                value: record.encode(),
-            };
-            match self.run(id, command).await? {
+            match self.run(id, command()).await? {
                 Outcome::Cas {
                     swapped: true,
                     version,
                 } => {
-                    self.served(id, version, record);
-                    return Ok(self.info(id, record, version));
+                    self.served(id, version, ttl, Some(true));
+                    return Ok(self.info(id, &record, version));
                 }
                 Outcome::Cas { .. } => continue,
                 other => return Err(unexpected(other)),
@@ -145,8 +154,8 @@ impl Leases {
                 let known = self.inner.tracker.lock().expect("the tracker").ttl(id);
                 match known {
                     Some(ttl) => {
-                        self.served(id, version, LeaseRecord::of(ttl));
-                        Ok(Some(self.info(id, LeaseRecord::of(ttl), version)))
+                        self.served(id, version, ttl, None);
+                        Ok(Some(self.info(id, &LeaseRecord::new(ttl), version)))
                     }
                     None => match self.show(id).await? {
                         Some(info) if info.version >= version => Ok(Some(info)),
@@ -161,26 +170,141 @@ impl Leases {
         }
     }
 
-    /// Revokes lease `id`: the lease it was (`None`: there was none).
+    /// Revokes lease `id` and deletes its keys: the lease it was (`None`: there was none, or
+    /// it had ended already).
     pub async fn revoke(&self, id: LeaseId) -> Result<Option<LeaseInfo>> {
         let Some(info) = self.show(id).await? else {
             return Ok(None);
         };
-        match self.run(id, Command::Delete).await? {
-            Outcome::Delete { deleted: true, .. } => Ok(Some(info)),
+        match self.run(id, Command::LeaseEnd { expect: 0 }).await? {
+            Outcome::Delete { deleted: true, .. } => {
+                if !self.test_stop_after_end() {
+                    self.release(id).await?;
+                }
+                Ok(Some(info))
+            }
             Outcome::Delete { .. } => Ok(None),
             other => Err(unexpected(other)),
         }
     }
 
-    /// Lease `id` as it is now (a linearizable read; `None`: there is none).
+    /// Lease `id` as it is now (a linearizable read; `None`: there is none, or it ended).
     pub async fn show(&self, id: LeaseId) -> Result<Option<LeaseInfo>> {
+        Ok(self
+            .read(id)
+            .await?
+            .filter(|(record, _)| !record.ended)
+            .map(|(record, version)| self.info(id, &record, version)))
+    }
+
+    /// The keys attached to lease `id` now: those it lists that a linearizable read finds
+    /// still attached to it (`None`: the lease is gone).
+    pub async fn keys(&self, id: LeaseId) -> Result<Option<Vec<Vec<u8>>>> {
+        let Some((record, _)) = self.read(id).await?.filter(|(r, _)| !r.ended) else {
+            return Ok(None);
+        };
+        let supervisor = &self.inner.supervisor;
+        let attached: Vec<Result<Option<Vec<u8>>>> =
+            futures_util::stream::iter(record.keys.into_iter().map(|k| k.into_vec()))
+                .map(|key| async move {
+                    match run_command(supervisor, key.clone(), Command::Inspect, None).await? {
+                        Outcome::Inspect { lease, value, .. } => {
+                            Ok((lease == Some(id) && value.is_some()).then_some(key))
+                        }
+                        other => Err(unexpected(other)),
+                    }
+                })
+                .buffered(RELEASES_IN_FLIGHT)
+                .collect()
+                .await;
+        attached
+            .into_iter()
+            .filter_map(Result::transpose)
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// Writes `key` (a put, or a compare-and-set with `expect`) attached to lease `lease`
+    /// (`paxos::lease`, "Attached keys"): the key's fence read, the key recorded in the
+    /// lease, the write made if the fence did not move. `Error::NotFound` when the lease is
+    /// gone (nothing written).
+    pub async fn write(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        expect: Option<u64>,
+        lease: LeaseId,
+        write_id: RequestId,
+        maybe_applied: bool,
+    ) -> Result<Outcome> {
+        let supervisor = &self.inner.supervisor;
+        let max_keys = self.inner.members.config.limits.max_keys_per_lease as u32;
+        for _ in 0..FENCE_ATTEMPTS {
+            let fence = match run_command(supervisor, key.clone(), Command::Inspect, None).await? {
+                Outcome::Inspect { fence, .. } => fence,
+                other => return Err(unexpected(other)),
+            };
+            let attach = Command::LeaseAttach {
+                key: key.clone(),
+                max_keys,
+            };
+            match self.run(lease, attach).await? {
+                Outcome::Cas {
+                    swapped: true,
+                    version,
+                } => {
+                    let ttl = self.inner.tracker.lock().expect("the tracker").ttl(lease);
+                    if let Some(ttl) = ttl {
+                        self.served(lease, version, ttl, Some(false));
+                    }
+                }
+                Outcome::Cas { .. } => {
+                    return Err(match self.show(lease).await? {
+                        None => Error::NotFound(format!("lease {lease:016x} not found")),
+                        Some(_) => Error::BadRequest(format!(
+                            "lease {lease:016x} lists {max_keys} keys \
+                             (limits.max_keys_per_lease)"
+                        )),
+                    })
+                }
+                other => return Err(unexpected(other)),
+            }
+            let command = Command::LeasedWrite {
+                expect,
+                value: value.clone(),
+                lease,
+                fence,
+            };
+            match run_command_as(
+                supervisor,
+                key.clone(),
+                command,
+                Some(write_id),
+                maybe_applied,
+            )
+            .await?
+            {
+                // A lease that listed the key ended since its fence was read: its release
+                // may have come before this write, so the write would outlive the lease.
+                // Again, from the fence.
+                Outcome::Fenced { .. } => continue,
+                outcome => return Ok(outcome),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "leases listing this key kept ending while it was attached ({FENCE_ATTEMPTS} \
+             tries)"
+        )))
+    }
+
+    /// Lease `id`'s record and version (`None`: no lease there).
+    async fn read(&self, id: LeaseId) -> Result<Option<(LeaseRecord, u64)>> {
         match self.run(id, Command::Get).await? {
             Outcome::Get {
                 value: Some(bytes),
                 version,
             } => match LeaseRecord::decode(&bytes) {
-                Some(record) => Ok(Some(self.info(id, record, version))),
+                Some(record) => Ok(Some((record, version))),
                 None => Err(Error::Storage(format!(
                     "lease {id:016x}: not a lease record"
                 ))),
@@ -190,13 +314,44 @@ impl Leases {
         }
     }
 
-    /// Tracks what a grant or keepalive served here left (chosen before now: its answer
-    /// came), so that this node's expiry does not wait for a scan.
-    fn served(&self, id: LeaseId, version: u64, record: LeaseRecord) {
+    /// Lease `id` ended: releases every key it lists (each deleted if still attached to it,
+    /// and its fence raised), then deletes the lease's register. Done by the node that
+    /// ended it, and by any node that finds it ended for long enough (the first stopped
+    /// midway). Every step may be repeated: a release of a released key deletes nothing.
+    async fn release(&self, id: LeaseId) -> Result<()> {
+        let Some((record, version)) = self.read(id).await? else {
+            return Ok(());
+        };
+        if !record.ended {
+            return Ok(());
+        }
+        let supervisor = &self.inner.supervisor;
+        let write_ids = &self.inner.write_ids;
+        let released: Vec<Result<Outcome>> =
+            futures_util::stream::iter(record.keys.into_iter().map(|k| k.into_vec()))
+                .map(|key| async move {
+                    let command = Command::Release { lease: id };
+                    run_command(supervisor, key, command, Some(write_ids.mint())).await
+                })
+                .buffer_unordered(RELEASES_IN_FLIGHT)
+                .collect()
+                .await;
+        for result in released {
+            result?;
+        }
+        match self.run(id, Command::DeleteIf { expect: version }).await? {
+            Outcome::Delete { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Tracks what a grant, keepalive or attach served here left (chosen before now: its
+    /// answer came), so that this node's expiry does not wait for a scan.
+    fn served(&self, id: LeaseId, version: u64, ttl: Duration, keyless: Option<bool>) {
         if let Some(place) = self.place_of(&lease_key(id)) {
             let now = Instant::now();
             let mut tracker = self.inner.tracker.lock().expect("the lease tracker");
-            tracker.served(id, version, record, place, now);
+            tracker.served(id, version, ttl, keyless, place, now);
         }
     }
 
@@ -211,7 +366,7 @@ impl Leases {
         Some((mine + nodes.len() - home) % nodes.len())
     }
 
-    fn info(&self, id: LeaseId, record: LeaseRecord, version: u64) -> LeaseInfo {
+    fn info(&self, id: LeaseId, record: &LeaseRecord, version: u64) -> LeaseInfo {
         let tracker = self.inner.tracker.lock().expect("the lease tracker");
         LeaseInfo {
             id,
@@ -279,7 +434,7 @@ impl Leases {
                 .collect();
             let mut tracker = self.inner.tracker.lock().expect("the lease tracker");
             for (id, version, record, place) in listed {
-                tracker.saw(id, version, record, place, listed_at, scan);
+                tracker.saw(id, version, &record, place, listed_at, scan);
             }
             drop(tracker);
             match page.next {
@@ -295,8 +450,9 @@ impl Leases {
         Ok(())
     }
 
-    /// Expires every lease due: a delete of the version this node saw, which does nothing
-    /// if a keepalive came since.
+    /// Expires every lease due: an end of the version this node saw, which does nothing if
+    /// a keepalive came since, then the release of its keys; and releases the keys of every
+    /// lease found ended for long enough.
     async fn expire_due(&self) {
         let due = self
             .inner
@@ -310,19 +466,50 @@ impl Leases {
         // Many at once (a mass expiry is many keys' rounds, which need not wait for each
         // other), a bounded number in flight.
         futures_util::stream::iter(due)
-            .for_each_concurrent(EXPIRIES_IN_FLIGHT, |(id, version)| async move {
-                match self.run(id, Command::DeleteIf { expect: version }).await {
-                    Ok(Outcome::Delete { deleted: true, .. }) => {
-                        log::debug!("lease {id:016x} expired (version {version})");
-                        self.inner.tracker.lock().expect("the tracker").forget(id);
+            .for_each_concurrent(EXPIRIES_IN_FLIGHT, |due| async move {
+                let id = due.id;
+                match self.expire(due).await {
+                    Ok(()) => self.inner.tracker.lock().expect("the tracker").forget(id),
+                    Err(e) => {
+                        log::debug!("lease {id:016x}: expiry not done: {e}");
+                        let now = Instant::now();
+                        self.inner
+                            .tracker
+                            .lock()
+                            .expect("the tracker")
+                            .postpone(id, now);
                     }
-                    // Kept alive (or revoked) since: forgotten until a scan (or a request
-                    // served here) says where it stands now.
-                    Ok(_) => self.inner.tracker.lock().expect("the tracker").forget(id),
-                    Err(e) => log::debug!("lease {id:016x}: expiry not done: {e}"),
                 }
             })
             .await;
+    }
+
+    /// Acts on one lease due. Done (`Ok`) when the lease is gone, or was kept alive since:
+    /// either way it is forgotten until a scan (or a request served here) says where it
+    /// stands now.
+    async fn expire(&self, due: Due) -> Result<()> {
+        if due.ended {
+            return self.release(due.id).await;
+        }
+        // A lease that lists no keys at the version seen is deleted outright: nothing to
+        // release. Either way the change is conditional on that version.
+        let version = due.version;
+        let expiry = if due.keyless {
+            Command::DeleteIf { expect: version }
+        } else {
+            Command::LeaseEnd { expect: version }
+        };
+        match self.run(due.id, expiry).await? {
+            Outcome::Delete { deleted: true, .. } => {
+                log::debug!("lease {:016x} expired (version {version})", due.id);
+                if due.keyless || self.test_stop_after_end() {
+                    return Ok(());
+                }
+                self.release(due.id).await
+            }
+            Outcome::Delete { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 }
 
@@ -339,6 +526,19 @@ impl Leases {
 
     #[cfg(not(feature = "testing"))]
     async fn test_delay(&self) {}
+
+    /// Test builds only (`testing.lease_stop_after_end`): does this node stop after it
+    /// ended a lease, as if it crashed there?
+    #[cfg(feature = "testing")]
+    fn test_stop_after_end(&self) -> bool {
+        let testing = &self.inner.members.config.testing;
+        testing.allow_fault_injection && testing.lease_stop_after_end
+    }
+
+    #[cfg(not(feature = "testing"))]
+    fn test_stop_after_end(&self) -> bool {
+        false
+    }
 }
 
 /// When the next scan starts after one that took `took`: `SCAN_INTERVAL`, or

@@ -122,6 +122,26 @@ impl Router {
             }
             RequestBody::LeaseRevoke { id } => shared.leases.revoke(id).await.map(Reply::Lease),
             RequestBody::LeaseShow { id } => shared.leases.show(id).await.map(Reply::Lease),
+            RequestBody::LeaseKeys { id } => shared.leases.keys(id).await.map(|keys| {
+                Reply::LeaseKeys(
+                    keys.map(|k| k.into_iter().map(serde_bytes::ByteBuf::from).collect()),
+                )
+            }),
+            RequestBody::LeasedWrite {
+                key,
+                value,
+                expect,
+                lease,
+                write_id,
+                maybe_applied,
+            } => match check_request(&key, value.len(), &shared.config) {
+                Err(e) => Err(e),
+                Ok(()) => shared
+                    .leases
+                    .write(key, value, expect, lease, write_id, maybe_applied)
+                    .await
+                    .map(Reply::Kv),
+            },
             RequestBody::SetFaults(plan) => shared.set_faults(plan),
             RequestBody::RetiredSyncDigest { .. } | RequestBody::RetiredSyncFetch { .. } => {
                 Err(Error::BadRequest(
@@ -183,11 +203,13 @@ impl Router {
                 maybe_applied,
             } => match check_request(&key, command.value_len(), &shared.config) {
                 Err(e) => Err(e),
-                // A touch is a lease's keepalive; on a client's key it would raise a version
-                // no watch is told of (`KeyChange::of`).
-                Ok(()) if command == Command::Touch => Err(Error::BadRequest(
-                    "a touch is for leases only (paxkv lease keepalive)".into(),
-                )),
+                // The lease machinery's commands: a touch on a client's key would raise a
+                // version no watch is told of (`KeyChange::of`), a leased write without its
+                // lease's record could outlive the lease (`paxos::lease`).
+                Ok(()) if !command.is_for_clients() => Err(Error::BadRequest(format!(
+                    "{} is the lease machinery's, not a client's (paxkv lease, put --lease)",
+                    op_label_of(&command)
+                ))),
                 Ok(()) => {
                     let write_id = match (command.is_write(), write_id) {
                         (false, _) => None,
@@ -243,13 +265,10 @@ async fn drive(
 /// The `op` label of a request.
 fn op_label(body: &RequestBody) -> &'static str {
     match body {
-        RequestBody::Kv { command, .. } => match command {
-            Command::Get => "get",
-            Command::Put { .. } => "put",
-            Command::Delete | Command::DeleteIf { .. } => "delete",
-            Command::Touch => "touch",
-            Command::Cas { .. } => "cas",
-        },
+        RequestBody::Kv { command, .. } => op_label_of(command),
+        RequestBody::LeasedWrite { expect: None, .. } => "put",
+        RequestBody::LeasedWrite { .. } => "cas",
+        RequestBody::LeaseKeys { .. } => "lease_keys",
         RequestBody::Ping => "ping",
         RequestBody::Status => "status",
         RequestBody::SetFaults(_) => "set_faults",
@@ -263,6 +282,19 @@ fn op_label(body: &RequestBody) -> &'static str {
         RequestBody::LeaseKeepAlive { .. } => "lease_keepalive",
         RequestBody::LeaseRevoke { .. } => "lease_revoke",
         RequestBody::LeaseShow { .. } => "lease_show",
+    }
+}
+
+/// The `op` label of a command.
+fn op_label_of(command: &Command) -> &'static str {
+    match command {
+        Command::Get | Command::Inspect => "get",
+        Command::Put { .. } | Command::LeasedWrite { expect: None, .. } => "put",
+        Command::Delete | Command::DeleteIf { .. } | Command::Release { .. } => "delete",
+        Command::Cas { .. } | Command::LeasedWrite { .. } => "cas",
+        Command::Touch => "touch",
+        Command::LeaseAttach { .. } => "lease_attach",
+        Command::LeaseEnd { .. } => "lease_end",
     }
 }
 

@@ -617,6 +617,18 @@ pub async fn run_command(
     command: Command,
     write_id: Option<RequestId>,
 ) -> Result<Outcome> {
+    run_command_as(supervisor, key, command, write_id, false).await
+}
+
+/// [`run_command`] of a client's write: `maybe_applied` as the client said
+/// ([`crate::messages::RequestBody::Kv`]).
+pub async fn run_command_as(
+    supervisor: &Addr<NodeSupervisor>,
+    key: Key,
+    command: Command,
+    write_id: Option<RequestId>,
+    maybe_applied: bool,
+) -> Result<Outcome> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     let write = command.is_write();
     supervisor
@@ -624,7 +636,7 @@ pub async fn run_command(
             key,
             command,
             write_id,
-            maybe_applied: false,
+            maybe_applied,
             reply,
         })
         .await

@@ -5,8 +5,8 @@
 //! - `keepalive ID [--once]`: renews it every TTL/3 until interrupted (exit 0), or once;
 //!   exit 1 as soon as the lease is gone.
 //! - `revoke ID`: exit 0 if it was revoked, 1 if there was no such lease.
-//! - `show ID [--json]`: its TTL, version and the answering node's estimate of the time
-//!   left; exit 1 if there is none.
+//! - `show ID [--keys] [--json]`: its TTL, version and the answering node's estimate of the
+//!   time left, and with `--keys` the keys attached to it; exit 1 if there is none.
 //!
 //! Exit 2 for bad input (a TTL out of range, an id that is not hex), 3 when no node can
 //! serve it (or its outcome is unknown).
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use paxkv::client::Client;
-use paxkv::json::lease_json;
+use paxkv::json::{lease_json, lease_keys_json};
 use paxkv::paxos::lease::{format_id, parse_id};
 
 use super::{exit_of, EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK};
@@ -35,7 +35,19 @@ pub enum LeaseCommand {
     Revoke { id: String },
     /// Lease ID's TTL, version and the time left as the answering node sees it; exit 1 if
     /// there is none.
-    Show { id: String },
+    Show {
+        id: String,
+        /// Also the keys attached to it (`put --lease`), one per line after the lease's.
+        #[arg(long)]
+        keys: bool,
+    },
+}
+
+/// clap's parser of a `--lease ID` argument.
+pub fn parse_lease_id(text: &str) -> Result<u64, String> {
+    parse_id(text).ok_or_else(|| {
+        "a lease id is up to 16 hex digits, as `paxkv lease grant` prints it".to_string()
+    })
 }
 
 fn failed(e: &paxkv::Error) -> i32 {
@@ -91,14 +103,27 @@ pub async fn run(client: Client, command: LeaseCommand, json: bool) -> i32 {
                 Err(e) => failed(&e),
             }
         }
-        LeaseCommand::Show { id } => {
+        LeaseCommand::Show { id, keys } => {
             let id = match id_of(&id) {
                 Ok(id) => id,
                 Err(code) => return code,
             };
+            let attached = if keys {
+                match client.lease_keys(id).await {
+                    Ok(Some(keys)) => Some(keys),
+                    Ok(None) => return gone(id),
+                    Err(e) => return failed(&e),
+                }
+            } else {
+                None
+            };
             match client.lease_show(id).await {
                 Ok(Some(lease)) if json => {
-                    println!("{}", lease_json(&lease));
+                    let mut object = lease_json(&lease);
+                    if let Some(keys) = &attached {
+                        object["keys"] = lease_keys_json(keys);
+                    }
+                    println!("{object}");
                     EXIT_OK
                 }
                 Ok(Some(lease)) => {
@@ -113,6 +138,9 @@ pub async fn run(client: Client, command: LeaseCommand, json: bool) -> i32 {
                         lease.ttl_ms / 1000,
                         lease.version
                     );
+                    for key in attached.iter().flatten() {
+                        println!("{}", String::from_utf8_lossy(key));
+                    }
                     EXIT_OK
                 }
                 Ok(None) => gone(id),

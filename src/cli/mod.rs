@@ -107,6 +107,11 @@ enum Command {
         key: OsString,
         /// The value's bytes as given, or `-` for standard input.
         value: OsString,
+        /// Attach the key to this lease (16 hex digits): deleted when it expires or is
+        /// revoked. A lease that is gone: exit 1, nothing written. Without it, a put
+        /// detaches the key from any lease.
+        #[arg(long, value_parser = lease::parse_lease_id)]
+        lease: Option<u64>,
     },
     /// Read KEY (linearizable): print its value's bytes and a newline, nothing else.
     Get { key: OsString },
@@ -119,6 +124,9 @@ enum Command {
         value: OsString,
         #[arg(long)]
         expect_version: u64,
+        /// Attach the key to this lease, as `put --lease`.
+        #[arg(long, value_parser = lease::parse_lease_id)]
+        lease: Option<u64>,
     },
     /// Put `key value` lines from standard input, many in flight.
     Load {
@@ -236,14 +244,17 @@ fn run_client_command(cli: Cli) -> i32 {
     let json = cli.json;
     runtime.block_on(async move {
         match cli.command {
-            Command::Put { key, value } => {
+            Command::Put { key, value, lease } => {
                 let client = member::current(client).await;
                 let key = key.into_vec();
                 let value = match value_bytes(value) {
                     Ok(value) => value,
                     Err(code) => return code,
                 };
-                let r = client.put(&key, &value).await;
+                let r = match lease {
+                    Some(lease) => client.put_leased(&key, &value, None, lease).await,
+                    None => client.put(&key, &value).await,
+                };
                 report(&key, r, json)
             }
             Command::Get { key } => {
@@ -260,6 +271,7 @@ fn run_client_command(cli: Cli) -> i32 {
                 key,
                 value,
                 expect_version,
+                lease,
             } => {
                 let client = member::current(client).await;
                 let key = key.into_vec();
@@ -267,7 +279,14 @@ fn run_client_command(cli: Cli) -> i32 {
                     Ok(value) => value,
                     Err(code) => return code,
                 };
-                let r = client.cas(&key, &value, expect_version).await;
+                let r = match lease {
+                    Some(lease) => {
+                        client
+                            .put_leased(&key, &value, Some(expect_version), lease)
+                            .await
+                    }
+                    None => client.cas(&key, &value, expect_version).await,
+                };
                 report(&key, r, json)
             }
             Command::Load { concurrency } => load::run(client, concurrency, json).await,
@@ -425,6 +444,9 @@ impl Text {
 /// The exit code and the JSON `error` kind of a failed command (one classifier for every
 /// command, `Error::class`).
 pub(crate) fn exit_of(e: &paxkv::Error) -> (i32, &'static str) {
+    if let paxkv::Error::NotFound(_) = e {
+        return (EXIT_NOT_FOUND, "not_found");
+    }
     match e.class() {
         ErrorClass::BadInput => (EXIT_BAD_INPUT, "bad_request"),
         ErrorClass::MayHaveApplied | ErrorClass::Storage => (EXIT_UNAVAILABLE, "unknown"),
@@ -513,6 +535,15 @@ fn outcome_text(key: &[u8], outcome: Outcome) -> (Text, serde_json::Value, i32) 
                 let line = format!("(not found, version {version})");
                 (Text::line(line), v, EXIT_NOT_FOUND)
             }
+        }
+        // Answers to the lease machinery's own commands, which no client sends.
+        other @ (Outcome::Fenced { .. } | Outcome::Inspect { .. }) => {
+            let message = format!("an unexpected answer: {other:?}");
+            (
+                Text::Stderr(message),
+                serde_json::json!({"error": "unknown"}),
+                EXIT_UNAVAILABLE,
+            )
         }
         Outcome::Cas { swapped, version } => {
             let v = keyed(

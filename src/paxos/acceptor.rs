@@ -215,9 +215,7 @@ mod tests {
         Register {
             version,
             value: Some(v.as_bytes().to_vec()),
-            recent: vec![],
-            floors: vec![],
-            floors_overflowed: false,
+            ..Register::default()
         }
     }
 

@@ -143,38 +143,98 @@ pub fn parse_id(text: &str) -> Option<LeaseId> {
 }
 
 /// The value of a lease's register.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
     /// Its time to live, milliseconds: how long it lasts after its last keepalive.
     pub ttl_ms: u64,
+    /// The keys attached to it while it lived, in the order they were (a key put without
+    /// the lease since stays listed: its release then finds it attached to nothing).
+    pub keys: Vec<serde_bytes::ByteBuf>,
+    /// Expired or revoked: its keys are being released, then the register is deleted.
+    pub ended: bool,
+}
+
+/// A lease record as the first builds with leases wrote it (a TTL only): read as a live
+/// lease with no keys.
+#[derive(Deserialize)]
+struct RecordV1 {
+    ttl_ms: u64,
 }
 
 impl LeaseRecord {
+    pub fn new(ttl: Duration) -> LeaseRecord {
+        LeaseRecord {
+            ttl_ms: ttl.as_millis() as u64,
+            keys: Vec::new(),
+            ended: false,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).expect("a lease record encodes")
     }
 
     /// `None` for bytes that are not a record (a register written by something else: not a
-    /// lease, never expired).
+    /// lease, never expired). The older form's bytes end where the keys begin, so they never
+    /// decode as the newer one: it is tried second.
     pub fn decode(bytes: &[u8]) -> Option<LeaseRecord> {
-        postcard::from_bytes(bytes).ok()
+        match postcard::from_bytes::<LeaseRecord>(bytes) {
+            Ok(record) => Some(record),
+            Err(_) => postcard::from_bytes::<RecordV1>(bytes)
+                .ok()
+                .map(|v1| LeaseRecord {
+                    ttl_ms: v1.ttl_ms,
+                    keys: Vec::new(),
+                    ended: false,
+                }),
+        }
+    }
+
+    /// The record in `bytes` if it is a live lease's.
+    pub fn live(bytes: Option<&[u8]>) -> Option<LeaseRecord> {
+        LeaseRecord::decode(bytes?).filter(|r| !r.ended)
     }
 
     pub fn ttl(&self) -> Duration {
         Duration::from_millis(self.ttl_ms)
     }
 
-    pub fn of(ttl: Duration) -> LeaseRecord {
-        LeaseRecord {
-            ttl_ms: ttl.as_millis() as u64,
-        }
+    pub fn has_key(&self, key: &[u8]) -> bool {
+        self.keys.iter().any(|k| k.as_slice() == key)
     }
+}
+
+/// `LeaseAttach`'s change (`paxos::register`): the lease's next value with `key` among its
+/// keys; `None` when the value is no live lease, or it holds `max_keys` others.
+pub fn attach(value: Option<&[u8]>, key: &[u8], max_keys: u32) -> Option<Vec<u8>> {
+    let mut record = LeaseRecord::live(value)?;
+    if !record.has_key(key) {
+        if record.keys.len() >= max_keys as usize {
+            return None;
+        }
+        record.keys.push(serde_bytes::ByteBuf::from(key.to_vec()));
+    }
+    Some(record.encode())
+}
+
+/// `LeaseEnd`'s change: the lease's value, ended; `None` when it is no live lease.
+pub fn end(value: Option<&[u8]>) -> Option<Vec<u8>> {
+    let mut record = LeaseRecord::live(value)?;
+    record.ended = true;
+    Some(record.encode())
 }
 
 /// How long after it saw a version a node may expire it: `TTL · (1 + ρ)`, plus its place
 /// in the lease's order of nodes times [`STAGGER`].
 pub fn wait_before_expiry(ttl: Duration, place: usize) -> Duration {
     ttl.mul_f64(1.0 + CLOCK_RATE_MARGIN) + STAGGER * place as u32
+}
+
+/// How long after it saw a lease ended a node releases its keys itself (the node that ended
+/// it does so at once; this is for when that node stopped midway): one [`STAGGER`] more per
+/// place in the lease's order of nodes.
+pub fn wait_before_release(place: usize) -> Duration {
+    STAGGER * (place as u32 + 1)
 }
 
 /// What one node has seen of the leases it scans: per lease, the version it last saw and
@@ -193,8 +253,25 @@ struct Seen {
     since: Instant,
     ttl: Duration,
     place: usize,
+    /// The lease at `version` is known to list no keys (its expiry may then delete it at
+    /// once, with nothing to release).
+    keyless: bool,
+    /// The lease at `version` ended: its keys are to be released.
+    ended: bool,
     /// The scan that last listed it (leases gone from the listing are forgotten).
     scan: u64,
+}
+
+/// A lease a node may act on now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    pub id: LeaseId,
+    /// The version it was seen at: the expiry is conditional on it.
+    pub version: u64,
+    /// It lists no keys at that version.
+    pub keyless: bool,
+    /// It ended already: release its keys and delete it.
+    pub ended: bool,
 }
 
 impl Tracker {
@@ -209,12 +286,12 @@ impl Tracker {
 
     /// Lease `id` was listed at `version` by the scan numbered `scan`, whose listing
     /// returned at `now`; `place`: this node's place in the lease's order of nodes. A new
-    /// version restarts its clock (a keepalive).
+    /// version restarts its clock (a keepalive, an attach, its end).
     pub fn saw(
         &mut self,
         id: LeaseId,
         version: u64,
-        record: LeaseRecord,
+        record: &LeaseRecord,
         place: usize,
         now: Instant,
         scan: u64,
@@ -224,6 +301,8 @@ impl Tracker {
             since: now,
             ttl: record.ttl(),
             place,
+            keyless: record.keys.is_empty(),
+            ended: record.ended,
             scan,
         });
         if entry.version != version {
@@ -232,22 +311,48 @@ impl Tracker {
         }
         entry.ttl = record.ttl();
         entry.place = place;
+        entry.keyless = record.keys.is_empty();
+        entry.ended = record.ended;
         entry.scan = scan;
     }
 
-    /// Lease `id` is at `version` by a grant or keepalive this node served, whose write was
-    /// chosen before `now` (its answer came): tracked at once, with no scan, as a listing's
-    /// item is (the argument is the same: chosen before `now`). Kept until a scan lists it
-    /// or its expiry finds it gone.
+    /// Lease `id` is at `version` by a grant, keepalive or attach this node served, whose
+    /// write was chosen before `now` (its answer came): tracked at once, with no scan, as a
+    /// listing's item is (the argument is the same: chosen before `now`). Kept until a scan
+    /// lists it or its expiry finds it gone. `keyless`: it lists no keys at `version`, if
+    /// known (a grant); `None`: known only if it was keyless at `version - 1` and this was a
+    /// keepalive (which changes no keys), else taken as listing some.
     pub fn served(
         &mut self,
         id: LeaseId,
         version: u64,
-        record: LeaseRecord,
+        ttl: Duration,
+        keyless: Option<bool>,
         place: usize,
         now: Instant,
     ) {
-        self.saw(id, version, record, place, now, SERVED);
+        let keyless = keyless.unwrap_or_else(|| {
+            self.seen
+                .get(&id)
+                .is_some_and(|s| s.keyless && s.version + 1 == version)
+        });
+        let entry = self.seen.entry(id).or_insert(Seen {
+            version,
+            since: now,
+            ttl,
+            place,
+            keyless,
+            ended: false,
+            scan: SERVED,
+        });
+        if entry.version < version {
+            entry.version = version;
+            entry.since = now;
+            entry.keyless = keyless;
+            entry.ended = false;
+            entry.scan = SERVED;
+        }
+        entry.place = place;
     }
 
     /// Forgets the leases the scan numbered `scan` did not list (gone, or no longer listed
@@ -261,12 +366,33 @@ impl Tracker {
         self.seen.remove(&id);
     }
 
-    /// The leases this node may expire at `now`, each with the version to expire.
-    pub fn due(&self, now: Instant) -> Vec<(LeaseId, u64)> {
+    /// Lease `id` is to be acted on again no sooner than a full wait from `now` (its release
+    /// failed: tried again later, not at every tick).
+    pub fn postpone(&mut self, id: LeaseId, now: Instant) {
+        if let Some(s) = self.seen.get_mut(&id) {
+            s.since = now;
+        }
+    }
+
+    /// The leases this node may act on at `now`: those not kept alive for their wait (to
+    /// expire, at the version seen), and those ended for theirs (to release).
+    pub fn due(&self, now: Instant) -> Vec<Due> {
         self.seen
             .iter()
-            .filter(|(_, s)| now.duration_since(s.since) >= wait_before_expiry(s.ttl, s.place))
-            .map(|(id, s)| (*id, s.version))
+            .filter(|(_, s)| {
+                let wait = if s.ended {
+                    wait_before_release(s.place)
+                } else {
+                    wait_before_expiry(s.ttl, s.place)
+                };
+                now.duration_since(s.since) >= wait
+            })
+            .map(|(id, s)| Due {
+                id: *id,
+                version: s.version,
+                keyless: s.keyless,
+                ended: s.ended,
+            })
             .collect()
     }
 
@@ -287,35 +413,46 @@ impl Tracker {
 mod tests {
     use super::*;
 
-    const SECOND: LeaseRecord = LeaseRecord { ttl_ms: 1_000 };
+    fn second() -> LeaseRecord {
+        LeaseRecord::new(Duration::from_secs(1))
+    }
+
+    fn due(id: LeaseId, version: u64, keyless: bool, ended: bool) -> Due {
+        Due {
+            id,
+            version,
+            keyless,
+            ended,
+        }
+    }
 
     #[test]
     fn a_lease_is_due_only_after_its_ttl_and_margin_since_its_version_was_first_seen() {
         let start = Instant::now();
         let mut t = Tracker::default();
-        t.saw(7, 1, SECOND, 0, start, 1);
-        let wait = wait_before_expiry(SECOND.ttl(), 0);
-        assert!(wait > SECOND.ttl(), "the drift margin is added");
+        t.saw(7, 1, &second(), 0, start, 1);
+        let wait = wait_before_expiry(second().ttl(), 0);
+        assert!(wait > second().ttl(), "the drift margin is added");
         assert!(t.due(start + wait - Duration::from_millis(1)).is_empty());
         // Listed again at the same version later: its clock is not restarted.
-        t.saw(7, 1, SECOND, 0, start + Duration::from_millis(900), 2);
-        assert_eq!(t.due(start + wait), vec![(7, 1)]);
+        t.saw(7, 1, &second(), 0, start + Duration::from_millis(900), 2);
+        assert_eq!(t.due(start + wait), vec![due(7, 1, true, false)]);
     }
 
     #[test]
     fn a_keepalive_restarts_the_clock_and_a_later_place_waits_longer() {
         let start = Instant::now();
         let mut t = Tracker::default();
-        t.saw(7, 1, SECOND, 2, start, 1);
+        t.saw(7, 1, &second(), 2, start, 1);
         let later = start + Duration::from_millis(800);
-        t.saw(7, 2, SECOND, 2, later, 2);
-        let wait = wait_before_expiry(SECOND.ttl(), 2);
-        assert_eq!(wait, wait_before_expiry(SECOND.ttl(), 0) + 2 * STAGGER);
+        t.saw(7, 2, &second(), 2, later, 2);
+        let wait = wait_before_expiry(second().ttl(), 2);
+        assert_eq!(wait, wait_before_expiry(second().ttl(), 0) + 2 * STAGGER);
         assert!(
             t.due(start + wait).is_empty(),
             "the keepalive moved the deadline"
         );
-        assert_eq!(t.due(later + wait), vec![(7, 2)]);
+        assert_eq!(t.due(later + wait), vec![due(7, 2, true, false)]);
         assert_eq!(t.remaining(7, later), Some(wait));
     }
 
@@ -323,25 +460,72 @@ mod tests {
     fn a_lease_served_here_is_tracked_at_once_and_kept_until_a_scan_lists_it() {
         let now = Instant::now();
         let mut t = Tracker::default();
-        t.served(3, 1, SECOND, 0, now);
+        t.served(3, 1, second().ttl(), Some(true), 0, now);
         t.forget_unlisted(1);
-        assert_eq!(t.ttl(3), Some(SECOND.ttl()), "a scan that began before it");
         assert_eq!(
-            t.due(now + wait_before_expiry(SECOND.ttl(), 0)),
-            vec![(3, 1)]
+            t.ttl(3),
+            Some(second().ttl()),
+            "a scan that began before it"
         );
-        t.saw(3, 1, SECOND, 0, now + Duration::from_millis(300), 2);
+        assert_eq!(
+            t.due(now + wait_before_expiry(second().ttl(), 0)),
+            vec![due(3, 1, true, false)]
+        );
+        t.saw(3, 1, &second(), 0, now + Duration::from_millis(300), 2);
         t.forget_unlisted(3);
         assert_eq!(t.ttl(3), None, "listed, then not: an ordinary entry");
+    }
+
+    /// An expiry deletes a keyless lease outright; one that may list keys must end and
+    /// release them. A keepalive changes no keys, so keyless carries over one version; an
+    /// attach, or a version this node never saw the one before of, may list keys.
+    #[test]
+    fn a_lease_is_known_keyless_only_at_a_version_that_cannot_list_keys() {
+        let now = Instant::now();
+        let ttl = second().ttl();
+        let late = now + wait_before_expiry(ttl, 0);
+        let mut t = Tracker::default();
+        t.served(3, 1, ttl, Some(true), 0, now);
+        t.served(3, 2, ttl, None, 0, now);
+        assert_eq!(t.due(late), vec![due(3, 2, true, false)], "a keepalive");
+        t.served(3, 3, ttl, Some(false), 0, now);
+        assert_eq!(t.due(late), vec![due(3, 3, false, false)], "an attach");
+        t.served(3, 4, ttl, None, 0, now);
+        assert_eq!(t.due(late), vec![due(3, 4, false, false)], "keyed before");
+        let mut t = Tracker::default();
+        t.served(5, 1, ttl, Some(true), 0, now);
+        t.served(5, 3, ttl, None, 0, now);
+        assert_eq!(
+            t.due(late),
+            vec![due(5, 3, false, false)],
+            "a version missed"
+        );
+        let mut keyed = second();
+        keyed.keys.push(serde_bytes::ByteBuf::from(b"k".to_vec()));
+        t.saw(5, 4, &keyed, 0, now, 7);
+        assert_eq!(t.due(late), vec![due(5, 4, false, false)]);
+    }
+
+    #[test]
+    fn an_ended_lease_is_released_after_a_stagger_per_place_not_a_ttl() {
+        let now = Instant::now();
+        let mut t = Tracker::default();
+        let mut ended = LeaseRecord::new(Duration::from_secs(3600));
+        ended.ended = true;
+        t.saw(9, 5, &ended, 1, now, 1);
+        assert!(t.due(now + STAGGER).is_empty());
+        assert_eq!(t.due(now + 2 * STAGGER), vec![due(9, 5, true, true)]);
+        t.postpone(9, now + 2 * STAGGER);
+        assert!(t.due(now + 3 * STAGGER).is_empty(), "postponed");
     }
 
     #[test]
     fn leases_no_longer_listed_are_forgotten() {
         let now = Instant::now();
         let mut t = Tracker::default();
-        t.saw(1, 1, SECOND, 0, now, 1);
-        t.saw(2, 1, SECOND, 0, now, 1);
-        t.saw(2, 1, SECOND, 0, now, 2);
+        t.saw(1, 1, &second(), 0, now, 1);
+        t.saw(2, 1, &second(), 0, now, 1);
+        t.saw(2, 1, &second(), 0, now, 2);
         t.forget_unlisted(2);
         assert_eq!(t.len(), 1);
         assert_eq!(t.remaining(1, now), None);
@@ -360,10 +544,41 @@ mod tests {
         let mut short = lease_prefix();
         short.extend_from_slice(b"12");
         assert_eq!(lease_of_key(&short), None);
+    }
+
+    #[test]
+    fn a_record_round_trips_and_the_first_form_reads_as_a_live_lease_with_no_keys() {
+        let mut record = second();
+        record.keys.push(serde_bytes::ByteBuf::from(b"a".to_vec()));
+        assert_eq!(LeaseRecord::decode(&record.encode()), Some(record));
+        #[derive(Serialize)]
+        struct V1 {
+            ttl_ms: u64,
+        }
+        let v1 = postcard::to_allocvec(&V1 { ttl_ms: 1_500 }).unwrap();
         assert_eq!(
-            LeaseRecord::decode(&SECOND.encode()),
-            Some(SECOND),
-            "a record round-trips"
+            LeaseRecord::decode(&v1),
+            Some(LeaseRecord::new(Duration::from_millis(1_500)))
         );
+    }
+
+    #[test]
+    fn attach_records_a_key_once_within_the_limit_and_only_in_a_live_lease() {
+        let live = second().encode();
+        let one = attach(Some(&live), b"a", 2).expect("live");
+        assert_eq!(
+            attach(Some(&one), b"a", 1),
+            Some(one.clone()),
+            "already there"
+        );
+        let two = attach(Some(&one), b"b", 2).expect("within the limit");
+        assert_eq!(attach(Some(&two), b"c", 2), None, "full");
+        assert_eq!(LeaseRecord::decode(&two).unwrap().keys.len(), 2);
+        let ended = end(Some(&two)).expect("live");
+        assert!(LeaseRecord::decode(&ended).unwrap().ended);
+        assert_eq!(attach(Some(&ended), b"d", 9), None, "ended");
+        assert_eq!(end(Some(&ended)), None, "ends once");
+        assert_eq!(attach(None, b"d", 9), None, "gone");
+        assert_eq!(attach(Some(b"not a record"), b"d", 9), None);
     }
 }

@@ -21,6 +21,56 @@ pub struct AcceptorRecord {
     pub fast_unknown: bool,
 }
 
+/// A record as builds before keys could be attached to leases wrote it: the register had no
+/// `lease` and no `fence` (issue 22). Its bytes end one field after the register's, where the
+/// newer form has three, so they never decode as the newer form, which is tried first
+/// (`storage::decode`); read, it is a record whose key is attached to nothing, at fence 0.
+/// Such a store is never written back in the older form: a build that has not this reader
+/// must not open a store this build wrote (README, "Upgrades").
+#[derive(Deserialize)]
+pub struct AcceptorRecordV1 {
+    promised: Ballot,
+    accepted: Ballot,
+    state: RegisterV1,
+    fast_unknown: bool,
+}
+
+#[derive(Deserialize)]
+struct RegisterV1 {
+    version: u64,
+    #[serde(with = "crate::paxos::types::opt_bytes")]
+    value: Option<Vec<u8>>,
+    recent: Vec<crate::paxos::types::AppliedWrite>,
+    floors: Vec<crate::paxos::types::ClientFloor>,
+    floors_overflowed: bool,
+}
+
+impl From<AcceptorRecordV1> for AcceptorRecord {
+    fn from(v1: AcceptorRecordV1) -> AcceptorRecord {
+        let RegisterV1 {
+            version,
+            value,
+            recent,
+            floors,
+            floors_overflowed,
+        } = v1.state;
+        AcceptorRecord {
+            promised: v1.promised,
+            accepted: v1.accepted,
+            state: Register {
+                version,
+                value,
+                recent,
+                floors,
+                floors_overflowed,
+                lease: None,
+                fence: 0,
+            },
+            fast_unknown: v1.fast_unknown,
+        }
+    }
+}
+
 impl AcceptorRecord {
     /// Checks the record's invariants; `Err` names the broken one.
     pub fn check(&self) -> Result<(), String> {
@@ -74,6 +124,52 @@ mod tests {
             },
             fast_unknown: false,
         }
+    }
+
+    #[test]
+    fn a_record_of_the_older_form_reads_as_one_attached_to_nothing() {
+        #[derive(Serialize)]
+        struct OldRegister<'a> {
+            version: u64,
+            #[serde(with = "crate::paxos::types::opt_bytes")]
+            value: Option<Vec<u8>>,
+            recent: &'a [crate::paxos::types::AppliedWrite],
+            floors: &'a [crate::paxos::types::ClientFloor],
+            floors_overflowed: bool,
+        }
+        #[derive(Serialize)]
+        struct Old<'a> {
+            promised: Ballot,
+            accepted: Ballot,
+            state: OldRegister<'a>,
+            fast_unknown: bool,
+        }
+        let b = Ballot::new(3, 2);
+        let old = Old {
+            promised: b,
+            accepted: b,
+            state: OldRegister {
+                version: 7,
+                value: Some(b"v".to_vec()),
+                recent: &[],
+                floors: &[],
+                floors_overflowed: true,
+            },
+            fast_unknown: false,
+        };
+        let bytes = postcard::to_allocvec(&old).unwrap();
+        assert!(
+            postcard::from_bytes::<AcceptorRecord>(&bytes).is_err(),
+            "the older form never reads as the newer"
+        );
+        let read: AcceptorRecord = postcard::from_bytes::<AcceptorRecordV1>(&bytes)
+            .unwrap()
+            .into();
+        assert_eq!(read.state.version, 7);
+        assert_eq!(read.state.value.as_deref(), Some(&b"v"[..]));
+        assert!(read.state.floors_overflowed);
+        assert_eq!((read.state.lease, read.state.fence), (None, 0));
+        assert_eq!(read.promised, b);
     }
 
     #[test]

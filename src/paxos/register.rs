@@ -36,6 +36,7 @@
 //! client can get another client's writes refused (the floor of the old design was one
 //! clock-ordered value for all clients, so one client's fast clock refused everyone).
 
+use crate::paxos::lease;
 use crate::paxos::types::{AppliedWrite, ClientFloor, Command, Outcome, Register, RequestId};
 
 /// How many applied writes a register remembers for de-duplication. At least the largest
@@ -78,57 +79,95 @@ pub fn apply(
                 version: state.version,
             })
         }
+        Command::Inspect => {
+            return Ok(Outcome::Inspect {
+                value: state.value.clone(),
+                version: state.version,
+                lease: state.lease,
+                fence: state.fence,
+            })
+        }
         Command::Put { value } => {
             state.version += 1;
             state.value = Some(value.clone());
+            state.lease = None;
             Outcome::Put {
                 version: state.version,
             }
         }
-        Command::Delete => {
-            let deleted = state.value.take().is_some();
-            if deleted {
-                state.version += 1;
+        Command::Delete => delete_if(state, true),
+        Command::DeleteIf { expect } => delete_if(state, state.version == *expect),
+        Command::Cas { expect, value } => cas(state, *expect, value, None),
+        Command::LeasedWrite {
+            expect,
+            value,
+            lease,
+            fence,
+        } => {
+            if state.fence != *fence {
+                // Not applied and not remembered: the node that sent it tries again with
+                // the fence it reads now (`actors::lease`); a copy of this attempt, however
+                // late, is refused the same way (fences only go up).
+                return Ok(Outcome::Fenced { fence: state.fence });
             }
-            Outcome::Delete {
-                deleted,
-                version: state.version,
+            match expect {
+                None => {
+                    state.version += 1;
+                    state.value = Some(value.clone());
+                    state.lease = Some(*lease);
+                    Outcome::Put {
+                        version: state.version,
+                    }
+                }
+                Some(expect) => cas(state, *expect, value, Some(*lease)),
             }
+        }
+        Command::Release { lease } => {
+            state.fence += 1;
+            let attached = state.lease == Some(*lease);
+            delete_if(state, attached)
         }
         Command::Touch => {
-            let touched = state.value.is_some();
-            if touched {
+            let live = lease::LeaseRecord::live(state.value.as_deref()).is_some();
+            if live {
                 state.version += 1;
             }
             Outcome::Cas {
-                swapped: touched,
+                swapped: live,
                 version: state.version,
             }
         }
-        Command::DeleteIf { expect } => {
-            let deleted = state.value.is_some() && state.version == *expect;
-            if deleted {
-                state.value = None;
-                state.version += 1;
-            }
-            Outcome::Delete {
-                deleted,
-                version: state.version,
+        Command::LeaseAttach { key, max_keys } => {
+            match lease::attach(state.value.as_deref(), key, *max_keys) {
+                Some(next) => {
+                    state.version += 1;
+                    state.value = Some(next);
+                    Outcome::Cas {
+                        swapped: true,
+                        version: state.version,
+                    }
+                }
+                None => Outcome::Cas {
+                    swapped: false,
+                    version: state.version,
+                },
             }
         }
-        Command::Cas { expect, value } => {
-            let swapped = if *expect == 0 {
-                state.value.is_none()
-            } else {
-                state.version == *expect
-            };
-            if swapped {
-                state.version += 1;
-                state.value = Some(value.clone());
-            }
-            Outcome::Cas {
-                swapped,
-                version: state.version,
+        Command::LeaseEnd { expect } => {
+            let at = *expect == 0 || state.version == *expect;
+            match lease::end(state.value.as_deref()).filter(|_| at) {
+                Some(ended) => {
+                    state.version += 1;
+                    state.value = Some(ended);
+                    Outcome::Delete {
+                        deleted: true,
+                        version: state.version,
+                    }
+                }
+                None => Outcome::Delete {
+                    deleted: false,
+                    version: state.version,
+                },
             }
         }
     };
@@ -143,6 +182,39 @@ pub fn apply(
         });
     }
     Ok(outcome)
+}
+
+/// Deletes the value if there is one and `matches`; a delete detaches the key from its lease.
+fn delete_if(state: &mut Register, matches: bool) -> Outcome {
+    let deleted = matches && state.value.is_some();
+    if deleted {
+        state.value = None;
+        state.lease = None;
+        state.version += 1;
+    }
+    Outcome::Delete {
+        deleted,
+        version: state.version,
+    }
+}
+
+/// Sets the value, attached to `lease` (`None`: to none), if the version is `expect`
+/// (`expect == 0`: if there is no value).
+fn cas(state: &mut Register, expect: u64, value: &[u8], lease: Option<u64>) -> Outcome {
+    let swapped = if expect == 0 {
+        state.value.is_none()
+    } else {
+        state.version == expect
+    };
+    if swapped {
+        state.version += 1;
+        state.value = Some(value.to_vec());
+        state.lease = lease;
+    }
+    Outcome::Cas {
+        swapped,
+        version: state.version,
+    }
 }
 
 /// Remembers that `forgotten` was applied and is no longer in `recent`.
@@ -190,6 +262,170 @@ mod tests {
         }
     }
 
+    fn leased(v: &str, lease: u64, fence: u64) -> Command {
+        Command::LeasedWrite {
+            expect: None,
+            value: v.as_bytes().to_vec(),
+            lease,
+            fence,
+        }
+    }
+
+    /// The race of `paxos::lease`: a leased write whose fence was read before its lease's
+    /// release is refused once the release is applied, however late it comes, and is not
+    /// remembered (its next attempt, with the fence read again, applies once).
+    #[test]
+    fn a_leased_write_from_before_a_release_is_fenced_and_its_retry_applies_once() {
+        let mut s = Register::default();
+        assert_eq!(
+            apply(&mut s, &leased("a", 9, 0), id(1)),
+            Outcome::Put { version: 1 }
+        );
+        assert_eq!(s.lease, Some(9));
+        assert_eq!(
+            apply(&mut s, &Command::Release { lease: 9 }, id(2)),
+            Outcome::Delete {
+                deleted: true,
+                version: 2
+            }
+        );
+        assert_eq!((s.value.as_deref(), s.lease, s.fence), (None, None, 1));
+        // A write that read fence 0, delayed past the release:
+        assert_eq!(
+            apply(&mut s, &leased("late", 9, 0), id(3)),
+            Outcome::Fenced { fence: 1 }
+        );
+        assert_eq!(s.version, 2, "nothing written");
+        assert!(
+            s.recent.iter().all(|w| w.id != id(3).unwrap()),
+            "not remembered"
+        );
+        assert_eq!(
+            apply(&mut s, &leased("late", 10, 1), id(3)),
+            Outcome::Put { version: 3 }
+        );
+        assert_eq!(
+            apply(&mut s, &leased("late", 10, 1), id(3)),
+            Outcome::Put { version: 3 },
+            "a retry answers the first outcome"
+        );
+    }
+
+    #[test]
+    fn a_release_deletes_only_a_value_still_attached_to_its_lease() {
+        let mut s = Register::default();
+        apply(&mut s, &leased("a", 9, 0), id(1));
+        // Re-attached to lease 10: lease 9's release leaves it, and raises the fence.
+        apply(&mut s, &leased("b", 10, 0), id(2));
+        assert_eq!(
+            apply(&mut s, &Command::Release { lease: 9 }, id(3)),
+            Outcome::Delete {
+                deleted: false,
+                version: 2
+            }
+        );
+        assert_eq!((s.value.as_deref(), s.fence), (Some(&b"b"[..]), 1));
+        // A put without a lease detaches; a cas with one attaches.
+        apply(&mut s, &put("c"), id(4));
+        assert_eq!(s.lease, None);
+        let cas = Command::LeasedWrite {
+            expect: Some(3),
+            value: b"d".to_vec(),
+            lease: 11,
+            fence: 1,
+        };
+        assert_eq!(
+            apply(&mut s, &cas, id(5)),
+            Outcome::Cas {
+                swapped: true,
+                version: 4
+            }
+        );
+        assert_eq!(s.lease, Some(11));
+        apply(&mut s, &Command::Delete, id(6));
+        assert_eq!(s.lease, None, "a delete detaches");
+    }
+
+    #[test]
+    fn only_a_live_lease_is_touched_attached_to_or_ended() {
+        use crate::paxos::lease::LeaseRecord;
+        let mut s = Register::default();
+        let touch = |s: &mut Register, seq| apply(s, &Command::Touch, id(seq));
+        assert_eq!(
+            touch(&mut s, 1),
+            Outcome::Cas {
+                swapped: false,
+                version: 0
+            }
+        );
+        let record = LeaseRecord::new(std::time::Duration::from_secs(5)).encode();
+        apply(
+            &mut s,
+            &Command::Cas {
+                expect: 0,
+                value: record,
+            },
+            id(2),
+        );
+        assert_eq!(
+            touch(&mut s, 3),
+            Outcome::Cas {
+                swapped: true,
+                version: 2
+            }
+        );
+        let attach = Command::LeaseAttach {
+            key: b"k".to_vec(),
+            max_keys: 1,
+        };
+        assert_eq!(
+            apply(&mut s, &attach, id(4)),
+            Outcome::Cas {
+                swapped: true,
+                version: 3
+            }
+        );
+        assert_eq!(
+            apply(&mut s, &Command::LeaseEnd { expect: 2 }, id(5)),
+            Outcome::Delete {
+                deleted: false,
+                version: 3
+            },
+            "an expiry of a version since moved on"
+        );
+        assert_eq!(
+            apply(&mut s, &Command::LeaseEnd { expect: 3 }, id(6)),
+            Outcome::Delete {
+                deleted: true,
+                version: 4
+            }
+        );
+        let ended = LeaseRecord::decode(s.value.as_deref().unwrap()).unwrap();
+        assert!(ended.ended && ended.has_key(b"k"), "ended, its keys kept");
+        assert_eq!(
+            touch(&mut s, 7),
+            Outcome::Cas {
+                swapped: false,
+                version: 4
+            },
+            "a keepalive after the end loses"
+        );
+        assert_eq!(
+            apply(&mut s, &attach, id(8)),
+            Outcome::Cas {
+                swapped: false,
+                version: 4
+            }
+        );
+        assert_eq!(
+            apply(&mut s, &Command::LeaseEnd { expect: 0 }, id(9)),
+            Outcome::Delete {
+                deleted: false,
+                version: 4
+            }
+        );
+    }
+
     #[test]
     fn a_key_never_written_has_version_zero_and_no_value() {
         let mut s = Register::default();
@@ -207,9 +443,11 @@ mod tests {
         let mut s = Register::default();
         let touched = |swapped, version| Outcome::Cas { swapped, version };
         assert_eq!(apply(&mut s, &Command::Touch, id(1)), touched(false, 0));
-        apply(&mut s, &put("a"), id(2));
+        let record = crate::paxos::lease::LeaseRecord::new(std::time::Duration::from_secs(2));
+        let a = record.encode();
+        apply(&mut s, &Command::Put { value: a.clone() }, id(2));
         assert_eq!(apply(&mut s, &Command::Touch, id(3)), touched(true, 2));
-        assert_eq!((s.value.as_deref(), s.version), (Some(&b"a"[..]), 2));
+        assert_eq!((s.value.as_deref(), s.version), (Some(&a[..]), 2));
         apply(&mut s, &Command::Delete, id(4));
         assert_eq!(apply(&mut s, &Command::Touch, id(5)), touched(false, 3));
         assert_eq!((s.value.as_deref(), s.version), (None, 3));

@@ -100,12 +100,20 @@ use crate::watch::{Sequencer, WatchItem};
 mod convert;
 #[path = "../../tests/support/linearizability.rs"]
 mod linearizability;
+/// What `linearizability.rs` takes from its parent: the lease record's change functions.
+use crate::paxos::lease as lease_model;
 use linearizability::{check_operations, describe, CheckResult, Input, Operation, Output};
 
 const FIRST_NODES: [NodeId; 5] = [1, 2, 3, 4, 5];
 const HOT: &[u8] = b"hot";
 /// The key of the lease workload (`Workload::lease_command`).
 const LEASE: &[u8] = b"lease";
+/// Keys attached to leases (`Workload::leased_key_command`).
+const LEASED_KEYS: usize = 2;
+
+fn leased_key(i: usize) -> Key {
+    format!("leased-{i}").into_bytes()
+}
 /// Written more often than the register remembers writes (`register::RECENT_WRITES`).
 const BUSY: &[u8] = b"busy";
 const ONCE_KEYS: usize = 30;
@@ -2524,10 +2532,18 @@ fn check_watches(sim: &Sim, seed: u64) {
             continue;
         }
         let value = match &op.input {
-            Input::Put { value } | Input::Cas { value, .. } => Some(value),
-            Input::Delete | Input::DeleteIf { .. } | Input::Touch | Input::Get | Input::Absent => {
-                None
+            Input::Put { value } | Input::Cas { value, .. } | Input::LeasedWrite { value, .. } => {
+                Some(value)
             }
+            Input::Delete
+            | Input::DeleteIf { .. }
+            | Input::Release { .. }
+            | Input::Touch
+            | Input::LeaseAttach { .. }
+            | Input::LeaseEnd { .. }
+            | Input::Get
+            | Input::Inspect
+            | Input::Absent => None,
         };
         if let (Some(v), false) = (value, sim.not_applied.contains(&i)) {
             written.insert((&op.key, v));
@@ -2824,6 +2840,9 @@ impl Workload {
         if step < 6500 && sim.rng.random_bool(0.02) {
             self.lease_command(sim);
         }
+        if step < 6500 && sim.rng.random_bool(0.02) {
+            self.leased_key_command(sim);
+        }
         if step < 5500 && !self.unraced.is_empty() && sim.rng.random_bool(0.005) {
             self.race_first_write(sim);
         }
@@ -2860,25 +2879,61 @@ impl Workload {
         sim.submit(node, HOT, command);
     }
 
-    /// A lease's commands on the lease key, from any node (`paxos::lease`): a grant (a put),
-    /// keepalives (touches), an expiry (a delete of the version it saw), a revoke (a
-    /// delete), reads. A touched value stays at the next version, so the watch check, which
-    /// takes each value for one version, leaves this key out.
+    /// A lease's commands on the lease key, from any node (`paxos::lease`): a grant (a
+    /// create of a lease record), keepalives (touches), attaches of keys, an end (expiry of
+    /// the version it saw, or revoke), the delete that follows its release, reads. A
+    /// touched value stays at the next version, so the watch check, which takes each value
+    /// for one version, leaves this key out.
     fn lease_command(&mut self, sim: &mut Sim) {
         let node = sim.random_node();
-        let command = match sim.rng.random_range(0..6) {
+        let command = match sim.rng.random_range(0..8) {
             0 => Command::Get,
-            1 => Command::Cas {
-                expect: 0,
-                value: self.next_value(),
-            },
+            1 => {
+                // A distinct TTL per grant, so that each grant's record is its own value.
+                self.value += 1;
+                let ttl = Duration::from_millis(1_000 + self.value);
+                Command::Cas {
+                    expect: 0,
+                    value: crate::paxos::lease::LeaseRecord::new(ttl).encode(),
+                }
+            }
             2 | 3 => Command::Touch,
-            4 => Command::DeleteIf {
-                expect: sim.rng.random_range(0..6),
+            4 => Command::LeaseAttach {
+                key: leased_key(sim.rng.random_range(0..LEASED_KEYS)),
+                max_keys: 2,
+            },
+            5 => Command::LeaseEnd {
+                expect: sim.rng.random_range(0..8),
+            },
+            6 => Command::DeleteIf {
+                expect: sim.rng.random_range(0..8),
             },
             _ => Command::Delete,
         };
         sim.submit(node, LEASE, command);
+    }
+
+    /// A key attached to leases (`paxos::lease`): leased puts and cases naming a fence
+    /// (stale ones among them), releases of one of two leases, plain puts (which detach),
+    /// reads with the lease and the fence.
+    fn leased_key_command(&mut self, sim: &mut Sim) {
+        let node = sim.random_node();
+        let key = leased_key(sim.rng.random_range(0..LEASED_KEYS));
+        let lease = sim.rng.random_range(1..3);
+        let command = match sim.rng.random_range(0..6) {
+            0 => Command::Inspect,
+            1 | 2 => Command::LeasedWrite {
+                expect: sim.rng.random_bool(0.3).then(|| sim.rng.random_range(0..6)),
+                value: self.next_value(),
+                lease,
+                fence: sim.rng.random_range(0..4),
+            },
+            3 | 4 => Command::Release { lease },
+            _ => Command::Put {
+                value: self.next_value(),
+            },
+        };
+        sim.submit(node, &key, command);
     }
 
     /// A cool key, through one of two nodes, so that a restarted proposer's successor gets

@@ -106,6 +106,14 @@ pub struct Register {
     /// writes forgotten): a write that may have been applied before, from a client with no
     /// floor here, is then refused too.
     pub floors_overflowed: bool,
+    /// The lease this key's value is attached to (`paxos::lease`): deleted with it. Set by a
+    /// [`Command::LeasedWrite`], cleared by every other write.
+    pub lease: Option<u64>,
+    /// Raised by every [`Command::Release`] (a lease that listed this key ended): a
+    /// [`Command::LeasedWrite`] names the fence it read before it attached the key to its
+    /// lease and is refused if it moved, so that a write delayed past its lease's end cannot
+    /// leave a key attached to a lease that is gone (`paxos::lease`).
+    pub fence: u64,
 }
 
 /// A change function applied to a register by a Paxos round (CASPaxos §2).
@@ -134,18 +142,68 @@ pub enum Command {
     /// keepalive: `paxos::lease`). Answered as a `Cas`: `swapped: false` with the current
     /// version when there is no value.
     Touch,
+    /// A put (`expect: None`) or a compare-and-set (`Some(expect)`, as [`Command::Cas`])
+    /// that attaches the key to `lease`, if the key's [`Register::fence`] is still `fence`;
+    /// answered as a `Put` or a `Cas`, or [`Outcome::Fenced`] (nothing done). Only a node
+    /// sends it, after it recorded the key in the lease (`actors::lease`).
+    LeasedWrite {
+        expect: Option<u64>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        lease: u64,
+        fence: u64,
+    },
+    /// Lease `lease` ended and listed this key: delete the value if it is attached to that
+    /// lease, and raise the fence whatever it is attached to. Answered as a `Delete`.
+    Release { lease: u64 },
+    /// On a lease's register: record `key` among the lease's keys, if the lease is live and
+    /// holds fewer than `max_keys` keys (or holds this one already); the version goes up by
+    /// one (a keepalive too). Answered as a `Cas`.
+    LeaseAttach {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        max_keys: u32,
+    },
+    /// On a lease's register: end the lease (expiry, or revoke with `expect == 0`) if it is
+    /// live and at version `expect`; its keys stay listed until they are released. Answered
+    /// as a `Delete`.
+    LeaseEnd { expect: u64 },
+    /// Read the register with its lease and fence: [`Outcome::Inspect`].
+    Inspect,
 }
 
 impl Command {
     pub fn is_write(&self) -> bool {
-        !matches!(self, Command::Get)
+        !matches!(self, Command::Get | Command::Inspect)
+    }
+
+    /// May a client send it in a `RequestBody::Kv`? The others are the lease machinery's,
+    /// which keeps their order (`actors::lease`).
+    pub fn is_for_clients(&self) -> bool {
+        matches!(
+            self,
+            Command::Get
+                | Command::Put { .. }
+                | Command::Delete
+                | Command::Cas { .. }
+                | Command::DeleteIf { .. }
+        )
     }
 
     /// Bytes of value the command carries.
     pub fn value_len(&self) -> usize {
         match self {
-            Command::Put { value } | Command::Cas { value, .. } => value.len(),
-            Command::Get | Command::Delete | Command::DeleteIf { .. } | Command::Touch => 0,
+            Command::Put { value }
+            | Command::Cas { value, .. }
+            | Command::LeasedWrite { value, .. } => value.len(),
+            Command::LeaseAttach { key, .. } => key.len(),
+            Command::Get
+            | Command::Delete
+            | Command::DeleteIf { .. }
+            | Command::Touch
+            | Command::Release { .. }
+            | Command::LeaseEnd { .. }
+            | Command::Inspect => 0,
         }
     }
 }
@@ -167,6 +225,16 @@ pub enum Outcome {
     /// `swapped`: the value was set and `version` is the new one; otherwise nothing changed
     /// and `version` is the current one.
     Cas { swapped: bool, version: u64 },
+    /// A `LeasedWrite` refused: the key's fence is `fence`, not the one it named.
+    Fenced { fence: u64 },
+    /// The register as `Inspect` read it.
+    Inspect {
+        #[serde(with = "opt_bytes")]
+        value: Option<Vec<u8>>,
+        version: u64,
+        lease: Option<u64>,
+        fence: u64,
+    },
 }
 
 /// One change of a key's register, as a watch delivers it: the version it made and the value
@@ -194,15 +262,24 @@ impl KeyChange {
                 swapped: true,
                 version,
             } => *version,
-            Outcome::Get { .. } | Outcome::Delete { .. } | Outcome::Cas { .. } => return None,
+            Outcome::Get { .. }
+            | Outcome::Delete { .. }
+            | Outcome::Cas { .. }
+            | Outcome::Fenced { .. }
+            | Outcome::Inspect { .. } => return None,
         };
         let value = match command {
-            Command::Put { value } | Command::Cas { value, .. } => Some(value.clone()),
-            Command::Delete | Command::DeleteIf { .. } | Command::Get => None,
-            // Its value is the one before it, which the command does not carry: not
-            // announced. Only leases' keys are touched (`paxos::lease`), and no watch may
-            // have one (the reserved prefix).
-            Command::Touch => return None,
+            Command::Put { value }
+            | Command::Cas { value, .. }
+            | Command::LeasedWrite { value, .. } => Some(value.clone()),
+            Command::Delete
+            | Command::DeleteIf { .. }
+            | Command::Release { .. }
+            | Command::Get
+            | Command::Inspect => None,
+            // A lease's own register: its value is not in the command, and no watch may
+            // have its key (the reserved prefix, `paxos::lease`).
+            Command::Touch | Command::LeaseAttach { .. } | Command::LeaseEnd { .. } => return None,
         };
         Some(KeyChange { version, value })
     }

@@ -34,7 +34,7 @@ use heed::{Database, Env, EnvFlags, EnvOpenOptions};
 use crate::error::{Error, Result};
 use crate::paxos::identity::{self, SeenStore};
 use crate::paxos::membership::Membership;
-use crate::paxos::record::AcceptorRecord;
+use crate::paxos::record::{AcceptorRecord, AcceptorRecordV1};
 use crate::paxos::types::{Key, NodeId};
 
 /// Database names, in one place.
@@ -610,7 +610,13 @@ fn decode(key: &[u8], bytes: &[u8]) -> Result<AcceptorRecord> {
     if crc32fast::hash(body).to_le_bytes() != crc {
         return Err(corrupt("checksum mismatch".into()));
     }
-    let record: AcceptorRecord = postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
+    let record: AcceptorRecord = match postcard::from_bytes(body) {
+        Ok(record) => record,
+        // Written by a build before issue 22 (`AcceptorRecordV1`).
+        Err(e) => postcard::from_bytes::<AcceptorRecordV1>(body)
+            .map(AcceptorRecord::from)
+            .map_err(|_| corrupt(e.to_string()))?,
+    };
     record.check().map_err(corrupt)?;
     Ok(record)
 }
@@ -634,9 +640,7 @@ pub(crate) mod tests {
             state: Register {
                 version,
                 value: Some(format!("v{version}").into_bytes()),
-                recent: vec![],
-                floors: vec![],
-                floors_overflowed: false,
+                ..Register::default()
             },
             fast_unknown: false,
         }

@@ -17,6 +17,24 @@ pub fn input_of(command: &Command) -> Input {
             expect: *expect,
             value: value.clone(),
         },
+        Command::LeasedWrite {
+            expect,
+            value,
+            lease,
+            fence,
+        } => Input::LeasedWrite {
+            expect: *expect,
+            value: value.clone(),
+            lease: *lease,
+            fence: Some(*fence),
+        },
+        Command::Release { lease } => Input::Release { lease: *lease },
+        Command::LeaseAttach { key, max_keys } => Input::LeaseAttach {
+            key: key.clone(),
+            max_keys: *max_keys,
+        },
+        Command::LeaseEnd { expect } => Input::LeaseEnd { expect: *expect },
+        Command::Inspect => Input::Inspect,
     }
 }
 
@@ -26,5 +44,17 @@ pub fn output_of(outcome: Outcome) -> Output {
         Outcome::Put { version } => Output::Put { version },
         Outcome::Delete { deleted, version } => Output::Delete { deleted, version },
         Outcome::Cas { swapped, version } => Output::Cas { swapped, version },
+        Outcome::Fenced { fence } => Output::Fenced { fence },
+        Outcome::Inspect {
+            value,
+            version,
+            lease,
+            fence,
+        } => Output::Inspect {
+            value,
+            version,
+            lease,
+            fence,
+        },
     }
 }

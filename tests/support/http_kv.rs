@@ -34,8 +34,17 @@ pub trait Kv: Send + Sync + 'static {
 }
 
 impl Kv for paxkv::client::Client {
+    /// A `LeasedWrite` is a client's leased put or cas (its fence is the node's to read).
     async fn execute(&self, key: &[u8], command: Command) -> paxkv::Result<Outcome> {
-        paxkv::client::Client::execute(self, key, command).await
+        match command {
+            Command::LeasedWrite {
+                expect,
+                value,
+                lease,
+                ..
+            } => self.put_leased(key, &value, expect, lease).await,
+            command => paxkv::client::Client::execute(self, key, command).await,
+        }
     }
 }
 
@@ -123,7 +132,7 @@ fn version_in(body: &[u8]) -> u64 {
 
 impl Kv for HttpKv {
     async fn execute(&self, key: &[u8], command: Command) -> paxkv::Result<Outcome> {
-        let path = format!("/v1/kv/{}", encode(key));
+        let mut path = format!("/v1/kv/{}", encode(key));
         let tag = |version: u64| format!("\"{version}\"");
         let (method, mut headers, body) = match &command {
             Command::Get => (Method::GET, vec![], Vec::new()),
@@ -140,7 +149,22 @@ impl Kv for HttpKv {
             Command::DeleteIf { expect } => {
                 (Method::DELETE, vec![("if-match", tag(*expect))], Vec::new())
             }
-            Command::Touch => panic!("a touch is the lease API's, not a key's"),
+            // A client's leased write: the node reads the fence.
+            Command::LeasedWrite {
+                expect,
+                value,
+                lease,
+                ..
+            } => {
+                path.push_str(&format!("?lease={lease:016x}"));
+                let condition = match expect {
+                    None => vec![],
+                    Some(0) => vec![("if-none-match", "*".to_string())],
+                    Some(expect) => vec![("if-match", tag(*expect))],
+                };
+                (Method::PUT, condition, value.clone())
+            }
+            other => panic!("{other:?} is the lease machinery's, not a client's"),
         };
         let write = command.is_write();
         if write {
@@ -207,15 +231,21 @@ fn outcome_of(
             value: (status == StatusCode::OK).then(|| body.to_vec()),
             version: etag.expect("a get's ETag"),
         }),
-        (StatusCode::OK, Command::Put { .. }) => Ok(Outcome::Put {
+        (StatusCode::OK, Command::Put { .. })
+        | (StatusCode::OK, Command::LeasedWrite { expect: None, .. }) => Ok(Outcome::Put {
             version: version_in(&body),
         }),
-        (StatusCode::OK | StatusCode::PRECONDITION_FAILED, Command::Cas { .. }) => {
-            Ok(Outcome::Cas {
-                swapped: status == StatusCode::OK,
-                version: version_in(&body),
-            })
-        }
+        (StatusCode::NOT_FOUND, Command::LeasedWrite { .. }) => Err(Error::NotFound(text())),
+        (StatusCode::OK | StatusCode::PRECONDITION_FAILED, Command::Cas { .. })
+        | (
+            StatusCode::OK | StatusCode::PRECONDITION_FAILED,
+            Command::LeasedWrite {
+                expect: Some(_), ..
+            },
+        ) => Ok(Outcome::Cas {
+            swapped: status == StatusCode::OK,
+            version: version_in(&body),
+        }),
         (
             StatusCode::OK | StatusCode::NOT_FOUND | StatusCode::PRECONDITION_FAILED,
             Command::Delete | Command::DeleteIf { .. },

@@ -28,8 +28,10 @@ pub mod processes;
 pub mod watching;
 pub mod workload;
 
-// The four types `convert.rs` takes from its parent module.
+// The four types `convert.rs` takes from its parent module, and the lease record's functions
+// `linearizability.rs` does.
 use linearizability::{Input, Output};
+use paxkv::paxos::lease as lease_model;
 use paxkv::paxos::types::{Command, Outcome};
 
 pub use history::{list_pages, random_command, write_once_keys, History};

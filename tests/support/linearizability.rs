@@ -25,6 +25,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+// The lease record's change functions (`paxos::lease`), which the model of a lease's register
+// applies to its value as the register does: from paxkv, through the parent module (the kit
+// or the simulation).
+use super::lease_model;
+
 /// The request a client sent for one key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Input {
@@ -46,12 +51,39 @@ pub enum Input {
     /// The key was left out of a list that covered it: it had no value at some moment within
     /// the list's call (the listing's completeness, `actors::list`).
     Absent,
+    /// A put (`expect: None`) or cas attaching the key to `lease`; `fence: Some(f)`: only if
+    /// the key's fence is `f` (the node's own command, `Command::LeasedWrite`); `None`: a
+    /// client's leased put, whose node reads the fence itself.
+    LeasedWrite {
+        expect: Option<u64>,
+        value: Vec<u8>,
+        lease: u64,
+        fence: Option<u64>,
+    },
+    /// Lease `lease` ended and released the key (deleted if attached to it, fence raised):
+    /// a release by the cluster, or a delete by expiry a test adds to its history as an
+    /// unknown operation called at the earliest moment the expiry may happen (so that it
+    /// may take effect any time after, or not yet, but never before).
+    Release {
+        lease: u64,
+    },
+    /// On a lease's register: record `key` in the lease (`Command::LeaseAttach`).
+    LeaseAttach {
+        key: Vec<u8>,
+        max_keys: u32,
+    },
+    /// On a lease's register: end it at version `expect` (0: any).
+    LeaseEnd {
+        expect: u64,
+    },
+    /// A read with the lease and the fence.
+    Inspect,
 }
 
 impl Input {
     /// Reads change nothing: an unknown one is dropped before the search.
     pub fn is_read(&self) -> bool {
-        matches!(self, Input::Get | Input::Absent)
+        matches!(self, Input::Get | Input::Absent | Input::Inspect)
     }
 }
 
@@ -76,6 +108,16 @@ pub enum Output {
     /// What a list observed of a key it left out: `live: false`.
     Absent {
         live: bool,
+    },
+    /// A leased write refused: the fence is not the one it named.
+    Fenced {
+        fence: u64,
+    },
+    Inspect {
+        value: Option<Vec<u8>>,
+        version: u64,
+        lease: Option<u64>,
+        fence: u64,
     },
 }
 
@@ -129,11 +171,14 @@ impl CheckResult {
     }
 }
 
-/// Model state of one key: a versioned register.
+/// Model state of one key: a versioned register, with the lease its value is attached to and
+/// its fence (`paxos::lease`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct State {
     pub version: u64,
     pub value: Option<Vec<u8>>,
+    pub lease: Option<u64>,
+    pub fence: u64,
 }
 
 /// Applies `input` to `state`, returning the new state (`None` if unchanged)
@@ -153,62 +198,152 @@ pub fn step(state: &State, input: &Input) -> (Option<State>, Output) {
                 version: state.version,
             },
         ),
-        Input::Put { value } => {
-            let version = state.version + 1;
-            (
-                Some(State {
-                    version,
-                    value: Some(value.clone()),
-                }),
-                Output::Put { version },
-            )
+        Input::Inspect => (
+            None,
+            Output::Inspect {
+                value: state.value.clone(),
+                version: state.version,
+                lease: state.lease,
+                fence: state.fence,
+            },
+        ),
+        Input::Put { value } => write_step(state, value, None),
+        Input::Delete => delete_step(state, true),
+        Input::DeleteIf { expect } => delete_step(state, state.version == *expect),
+        Input::Release { lease } => {
+            let attached = state.lease == Some(*lease);
+            let (next, output) = delete_step(state, attached);
+            let mut next = next.unwrap_or_else(|| state.clone());
+            next.fence += 1;
+            (Some(next), output)
         }
-        Input::Delete | Input::DeleteIf { .. } => {
-            let matches = match input {
-                Input::DeleteIf { expect } => state.version == *expect,
-                _ => true,
-            };
-            if state.value.is_some() && matches {
-                let version = state.version + 1;
-                (
-                    Some(State {
+        // A touch is a swap of the value for itself when it is a live lease's.
+        Input::Touch => {
+            let live = lease_model::LeaseRecord::live(state.value.as_deref()).is_some();
+            cas_step(state, live, state.value.clone(), state.lease)
+        }
+        Input::LeaseAttach { key, max_keys } => {
+            match lease_model::attach(state.value.as_deref(), key, *max_keys) {
+                Some(next) => cas_step(state, true, Some(next), state.lease),
+                None => cas_step(state, false, None, None),
+            }
+        }
+        Input::LeaseEnd { expect } => {
+            let at = *expect == 0 || state.version == *expect;
+            match lease_model::end(state.value.as_deref()).filter(|_| at) {
+                Some(ended) => {
+                    let version = state.version + 1;
+                    let next = State {
                         version,
-                        value: None,
-                    }),
-                    Output::Delete {
+                        value: Some(ended),
+                        ..state.clone()
+                    };
+                    let output = Output::Delete {
                         deleted: true,
                         version,
-                    },
-                )
-            } else {
-                (
+                    };
+                    (Some(next), output)
+                }
+                None => (
                     None,
                     Output::Delete {
                         deleted: false,
                         version: state.version,
                     },
-                )
+                ),
             }
         }
-        // A touch is a swap of the value for itself when there is one.
-        Input::Touch => cas_step(state, state.value.is_some(), state.value.clone()),
-        Input::Cas { expect, value } => {
-            let swap = if *expect == 0 {
-                state.value.is_none()
-            } else {
-                state.version == *expect
-            };
-            cas_step(state, swap, Some(value.clone()))
+        Input::Cas { expect, value } => cas_step(
+            state,
+            cas_matches(state, *expect),
+            Some(value.clone()),
+            None,
+        ),
+        Input::LeasedWrite {
+            expect,
+            value,
+            lease,
+            fence,
+        } => {
+            if fence.is_some_and(|f| f != state.fence) {
+                return (None, Output::Fenced { fence: state.fence });
+            }
+            match expect {
+                None => write_step(state, value, Some(*lease)),
+                Some(expect) => cas_step(
+                    state,
+                    cas_matches(state, *expect),
+                    Some(value.clone()),
+                    Some(*lease),
+                ),
+            }
         }
     }
 }
 
-/// A compare-and-set's step: to `value` at the next version if `swap`, else nothing.
-fn cas_step(state: &State, swap: bool, value: Option<Vec<u8>>) -> (Option<State>, Output) {
+/// A put's step: `value` at the next version, attached to `lease`.
+fn write_step(state: &State, value: &[u8], lease: Option<u64>) -> (Option<State>, Output) {
+    let version = state.version + 1;
+    let next = State {
+        version,
+        value: Some(value.to_vec()),
+        lease,
+        fence: state.fence,
+    };
+    (Some(next), Output::Put { version })
+}
+
+/// A delete's step, if there is a value and `matches`; a delete detaches the key.
+fn delete_step(state: &State, matches: bool) -> (Option<State>, Output) {
+    if state.value.is_some() && matches {
+        let version = state.version + 1;
+        let next = State {
+            version,
+            value: None,
+            lease: None,
+            fence: state.fence,
+        };
+        let output = Output::Delete {
+            deleted: true,
+            version,
+        };
+        (Some(next), output)
+    } else {
+        let output = Output::Delete {
+            deleted: false,
+            version: state.version,
+        };
+        (None, output)
+    }
+}
+
+/// Does a compare-and-set on `expect` swap (`expect == 0`: when there is no value)?
+fn cas_matches(state: &State, expect: u64) -> bool {
+    if expect == 0 {
+        state.value.is_none()
+    } else {
+        state.version == expect
+    }
+}
+
+/// A compare-and-set's step: to `value`, attached to `lease`, at the next version if `swap`,
+/// else nothing.
+fn cas_step(
+    state: &State,
+    swap: bool,
+    value: Option<Vec<u8>>,
+    lease: Option<u64>,
+) -> (Option<State>, Output) {
     if swap {
         let version = state.version + 1;
+        let next = State {
+            version,
+            value,
+            lease,
+            fence: state.fence,
+        };
         (
-            Some(State { version, value }),
+            Some(next),
             Output::Cas {
                 swapped: true,
                 version,
@@ -405,6 +540,9 @@ fn pre_version(output: &Output) -> u64 {
         Output::Get { version, .. } => version,
         // Absent from a list: any version with no value, so no bound on versions.
         Output::Absent { .. } => u64::MAX,
+        Output::Inspect { version, .. } => version,
+        // Refused by its fence: any version.
+        Output::Fenced { .. } => u64::MAX,
         Output::Put { version } => version.saturating_sub(1),
         Output::Delete { deleted, version }
         | Output::Cas {
@@ -659,6 +797,19 @@ fn fmt_input(input: &Input, limit: Option<usize>) -> String {
         Input::Cas { expect, value } => {
             format!("cas(expect={expect}, value={})", fmt_bytes(value, limit))
         }
+        Input::LeasedWrite {
+            expect,
+            value,
+            lease,
+            fence,
+        } => format!(
+            "leased_write(expect={expect:?}, value={}, lease={lease:x}, fence={fence:?})",
+            fmt_bytes(value, limit)
+        ),
+        Input::Release { lease } => format!("release(lease={lease:x})"),
+        Input::LeaseAttach { key, .. } => format!("lease_attach(key={})", fmt_bytes(key, limit)),
+        Input::LeaseEnd { expect } => format!("lease_end(expect={expect})"),
+        Input::Inspect => "inspect()".to_string(),
     }
 }
 
@@ -676,14 +827,26 @@ fn fmt_output(output: &Output, limit: Option<usize>) -> String {
             format!("delete(deleted={deleted}, version={version})")
         }
         Output::Cas { swapped, version } => format!("cas(swapped={swapped}, version={version})"),
+        Output::Fenced { fence } => format!("fenced(fence={fence})"),
+        Output::Inspect {
+            value,
+            version,
+            lease,
+            fence,
+        } => format!(
+            "inspect(value={}, version={version}, lease={lease:?}, fence={fence})",
+            fmt_opt_bytes(value, limit)
+        ),
     }
 }
 
 fn fmt_state(state: &State) -> String {
     format!(
-        "version={} value={}",
+        "version={} value={} lease={:?} fence={}",
         state.version,
-        fmt_opt_bytes(&state.value, Some(DESCRIBE_VALUE_LIMIT))
+        fmt_opt_bytes(&state.value, Some(DESCRIBE_VALUE_LIMIT)),
+        state.lease,
+        state.fence
     )
 }
 
@@ -1421,6 +1584,18 @@ mod tests {
                     swapped,
                     version: version + 2,
                 },
+            },
+            Output::Fenced { fence } => Output::Fenced { fence: fence + 1 },
+            Output::Inspect {
+                value,
+                version,
+                lease,
+                fence,
+            } => Output::Inspect {
+                value,
+                version,
+                lease,
+                fence: fence + 1,
             },
         }
     }

@@ -63,10 +63,17 @@ pub fn writes_of(ops: &[Operation]) -> BTreeMap<Vec<u8>, KeyWrites> {
     let mut keys: BTreeMap<Vec<u8>, KeyWrites> = BTreeMap::new();
     for op in ops {
         let value = match &op.input {
-            Input::Put { value } | Input::Cas { value, .. } => Some(value.clone()),
-            Input::Delete | Input::DeleteIf { .. } => None,
+            Input::Put { value } | Input::Cas { value, .. } | Input::LeasedWrite { value, .. } => {
+                Some(value.clone())
+            }
+            Input::Delete | Input::DeleteIf { .. } | Input::Release { .. } => None,
             // A touch (a lease's keepalive) is not announced: a watch sees its version as a gap.
-            Input::Get | Input::Absent | Input::Touch => continue,
+            Input::Get
+            | Input::Absent
+            | Input::Touch
+            | Input::Inspect
+            | Input::LeaseAttach { .. }
+            | Input::LeaseEnd { .. } => continue,
         };
         let writes = keys.entry(op.key.clone()).or_default();
         match &op.output {

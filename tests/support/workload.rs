@@ -42,7 +42,9 @@ fn version_of(outcome: &Outcome) -> u64 {
         Outcome::Get { version, .. }
         | Outcome::Put { version }
         | Outcome::Delete { version, .. }
-        | Outcome::Cas { version, .. } => version,
+        | Outcome::Cas { version, .. }
+        | Outcome::Inspect { version, .. } => version,
+        Outcome::Fenced { .. } => 0,
     }
 }
 
