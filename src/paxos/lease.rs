@@ -175,19 +175,23 @@ impl LeaseRecord {
     }
 
     /// `None` for bytes that are not a record (a register written by something else: not a
-    /// lease, never expired). The older form's bytes end where the keys begin, so they never
-    /// decode as the newer one: it is tried second.
+    /// lease, never expired). Only bytes that decode whole are a record. The older form's
+    /// bytes end where the keys begin, so they never decode as the newer one: it is tried
+    /// second.
     pub fn decode(bytes: &[u8]) -> Option<LeaseRecord> {
-        match postcard::from_bytes::<LeaseRecord>(bytes) {
-            Ok(record) => Some(record),
-            Err(_) => postcard::from_bytes::<RecordV1>(bytes)
-                .ok()
-                .map(|v1| LeaseRecord {
-                    ttl_ms: v1.ttl_ms,
-                    keys: Vec::new(),
-                    ended: false,
-                }),
+        fn whole<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
+            match postcard::take_from_bytes(bytes) {
+                Ok((value, [])) => Some(value),
+                _ => None,
+            }
         }
+        whole::<LeaseRecord>(bytes).or_else(|| {
+            whole::<RecordV1>(bytes).map(|v1| LeaseRecord {
+                ttl_ms: v1.ttl_ms,
+                keys: Vec::new(),
+                ended: false,
+            })
+        })
     }
 
     /// The record in `bytes` if it is a live lease's.
