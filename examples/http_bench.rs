@@ -14,7 +14,11 @@
 //! /v3/lease/keepalive`). `--op lease-expiry`: grants `--leases` leases at once, then asks
 //! after every one (paxkv `GET /v1/leases/{id}`: 404 when gone; etcd `POST
 //! /v3/lease/timetolive`: TTL -1) until all are gone; one JSON line with the time from the
-//! last grant to the last lease gone.
+//! last grant to the last lease gone. With `--with-keys`, a key is attached to each lease
+//! after the grants (`m00000000`..), and the keys are asked after (paxkv `GET
+//! /v1/kv/{key}`: 404; etcd `POST /v3/kv/range`: no `kvs`), timed from the last attach (an
+//! attach is a keepalive in paxkv, not in etcd: each system's leases then all end within
+//! the attach phase's length of TTL after it).
 //!
 //! One JSON line on stdout: ops_per_s, p50_ms, p99_ms, max_ms, ok, errors.
 
@@ -71,6 +75,11 @@ struct Args {
     /// A lease's TTL, seconds.
     #[arg(long, default_value_t = 60)]
     ttl: u64,
+    /// `--op lease-expiry`: attach one key to each lease once all are granted (paxkv `PUT
+    /// /v1/kv/{key}?lease=ID`, etcd `POST /v3/kv/put` with `lease`), and time the keys'
+    /// deletion rather than the leases'.
+    #[arg(long)]
+    with_keys: bool,
 }
 
 /// The request of one operation on key number `k` (for a keepalive: on lease `k` of `leases`).
@@ -350,58 +359,94 @@ async fn mass_expiry(args: Arc<Args>) {
     )
     .await;
     let last_grant = Instant::now();
-    let mut left: Vec<String> = granted.bodies.iter().filter_map(|b| lease_id(b)).collect();
-    let count = left.len();
+    let ids: Vec<String> = granted.bodies.iter().filter_map(|b| lease_id(b)).collect();
+    let count = ids.len();
     assert!(
         count > 0,
         "no lease was granted ({} errors)",
         granted.errors
     );
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let json = |v: serde_json::Value| v.to_string().into_bytes();
+    let key = |i: usize| format!("m{i:08}");
+    let mut attach_errors = 0;
+    let mut last_attach = last_grant;
+    if args.with_keys {
+        let attached = each(&args, count, |i| match args.target {
+            Target::Paxkv => (
+                Method::PUT,
+                format!("/v1/kv/{}?lease={}", key(i), ids[i]),
+                b"v".to_vec(),
+            ),
+            Target::Etcd => (
+                Method::POST,
+                "/v3/kv/put".to_string(),
+                json(serde_json::json!({"key": b64(key(i).as_bytes()), "value": b64(b"v"), "lease": ids[i]})),
+            ),
+        }, |status, _| status == hyper::StatusCode::OK)
+        .await;
+        attach_errors = attached.iter().filter(|failed| **failed).count();
+        last_attach = Instant::now();
+    }
+    // Per item: still there?
+    let mut left: Vec<usize> = (0..count).collect();
     let mut sweeps = 0;
-    let mut last_gone = last_grant;
+    let mut last_gone = last_attach;
     while !left.is_empty() {
         sweeps += 1;
         assert!(
-            last_grant.elapsed() < std::time::Duration::from_secs(args.ttl + 900),
-            "{} leases still there {:?} after the last grant",
+            last_attach.elapsed() < std::time::Duration::from_secs(args.ttl + 900),
+            "{} still there {:?} after the last grant or attach",
             left.len(),
-            last_grant.elapsed()
+            last_attach.elapsed()
         );
-        let ids = Arc::new(left);
-        let (endpoints, target) = (args.endpoints.clone(), args.target);
-        let still: Vec<bool> = futures_util::stream::iter(0..ids.len())
-            .map(|i| {
-                let (args, ids, endpoints) = (args.clone(), ids.clone(), endpoints.clone());
-                async move {
-                    let addr = endpoints[i % endpoints.len()];
-                    let Some(mut sender) = connect(addr).await else {
-                        return true;
-                    };
-                    let request = request(&args, Op::LeaseExpiry, i as u64, &[], &ids);
-                    let Ok(answer) = sender.send_request(request).await else {
-                        return true;
-                    };
-                    let status = answer.status();
-                    let body = answer.into_body().collect().await.map(|b| b.to_bytes());
-                    match target {
-                        Target::Paxkv => status != hyper::StatusCode::NOT_FOUND,
-                        Target::Etcd => {
-                            body.ok().and_then(|b| {
-                                let j: serde_json::Value = serde_json::from_slice(&b).ok()?;
-                                Some(j["TTL"].as_str()? != "-1")
-                            }) != Some(false)
-                        }
+        let target = args.target;
+        let still = each(
+            &args,
+            left.len(),
+            |n| {
+                let i = left[n];
+                match (target, args.with_keys) {
+                    (Target::Paxkv, true) => {
+                        (Method::GET, format!("/v1/kv/{}", key(i)), Vec::new())
                     }
+                    (Target::Etcd, true) => (
+                        Method::POST,
+                        "/v3/kv/range".to_string(),
+                        json(serde_json::json!({"key": b64(key(i).as_bytes())})),
+                    ),
+                    (Target::Paxkv, false) => {
+                        (Method::GET, format!("/v1/leases/{}", ids[i]), Vec::new())
+                    }
+                    (Target::Etcd, false) => (
+                        Method::POST,
+                        "/v3/lease/timetolive".to_string(),
+                        json(serde_json::json!({"ID": ids[i]})),
+                    ),
                 }
-            })
-            .buffered(args.concurrency as usize)
-            .collect()
-            .await;
-        left = ids
+            },
+            |status, body| match target {
+                Target::Paxkv => status != hyper::StatusCode::NOT_FOUND,
+                Target::Etcd => {
+                    let gone = serde_json::from_slice::<serde_json::Value>(body)
+                        .ok()
+                        .map(|j| {
+                            if args.with_keys {
+                                j.get("kvs").is_none()
+                            } else {
+                                j["TTL"].as_str() == Some("-1")
+                            }
+                        });
+                    gone != Some(true)
+                }
+            },
+        )
+        .await;
+        left = left
             .iter()
             .zip(still)
             .filter(|(_, still)| *still)
-            .map(|(id, _)| id.clone())
+            .map(|(i, _)| *i)
             .collect();
         if left.is_empty() {
             last_gone = Instant::now();
@@ -413,10 +458,48 @@ async fn mass_expiry(args: Arc<Args>) {
         "{}",
         serde_json::json!({
             "leases": count,
+            "with_keys": args.with_keys,
+            "attach_errors": attach_errors,
             "ttl_s": args.ttl,
             "grant_s": (last_grant - started).as_secs_f64(),
-            "all_gone_after_last_grant_s": (last_gone - last_grant).as_secs_f64(),
+            "attach_s": (last_attach - last_grant).as_secs_f64(),
+            "all_gone_after_last_grant_or_attach_s": (last_gone - last_attach).as_secs_f64(),
             "sweeps": sweeps,
         })
     );
+}
+
+/// Sends the request `make(i)` for `i` in `0..n`, `--concurrency` at a time, each on a new
+/// connection to the endpoints in turn; `judge(status, body)` of each answer (`true` when
+/// the request could not be made).
+async fn each(
+    args: &Args,
+    n: usize,
+    make: impl Fn(usize) -> (Method, String, Vec<u8>),
+    judge: impl Fn(hyper::StatusCode, &[u8]) -> bool,
+) -> Vec<bool> {
+    let (make, judge) = (&make, &judge);
+    futures_util::stream::iter(0..n)
+        .map(|i| async move {
+            let addr = args.endpoints[i % args.endpoints.len()];
+            let Some(mut sender) = connect(addr).await else {
+                return true;
+            };
+            let (method, path, body) = make(i);
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", "bench")
+                .body(Full::new(Bytes::from(body)))
+                .expect("a valid request");
+            let Ok(answer) = sender.send_request(request).await else {
+                return true;
+            };
+            let status = answer.status();
+            let body = answer.into_body().collect().await.map(|b| b.to_bytes());
+            judge(status, body.as_deref().unwrap_or(&[]))
+        })
+        .buffered(args.concurrency as usize)
+        .collect()
+        .await
 }

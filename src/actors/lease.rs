@@ -274,6 +274,7 @@ impl Leases {
                 value: value.clone(),
                 lease,
                 fence,
+                retried: maybe_applied,
             };
             match run_command_as(
                 supervisor,

@@ -1,11 +1,13 @@
 //! Command-line parsing and the client commands (`put`, `get`, `delete`, `cas`, `load`,
-//! `bench`, `status`). `cluster` and `node` live in [`cluster`].
+//! `bench`, `status`). `cluster` and `node` live in [`cluster`], `lock` and `elect` in
+//! [`lock`].
 
 mod bench;
 mod cluster;
 mod lease;
 mod list;
 mod load;
+mod lock;
 mod member;
 mod watch;
 
@@ -149,6 +151,13 @@ enum Command {
     /// last keepalive; see `paxkv lease --help`).
     #[command(subcommand)]
     Lease(lease::LeaseCommand),
+    /// Run COMMAND while holding lock NAME (waiting for it first), with
+    /// PAXKV_FENCING_TOKEN set; exit with its status, or 4 if the lock was lost (COMMAND then
+    /// gets SIGTERM). See `paxkv lock --help`.
+    Lock(lock::LockArgs),
+    /// Campaign to lead election NAME with VALUE: print when elected, lead until interrupted
+    /// (exit 0) or the lease is lost (exit 4). With --listen, print each leader instead.
+    Elect(lock::ElectArgs),
 }
 
 pub fn main() -> i32 {
@@ -301,6 +310,8 @@ fn run_client_command(cli: Cli) -> i32 {
             Command::Lease(command) => {
                 lease::run(member::current(client).await, command, json).await
             }
+            Command::Lock(args) => lock::lock(member::current(client).await, args).await,
+            Command::Elect(args) => lock::elect(member::current(client).await, args, json).await,
             Command::Cluster { .. } | Command::Node { .. } | Command::Certs { .. } => {
                 unreachable!()
             }

@@ -1,6 +1,6 @@
-//! Leases (issue 22, first part): a lease is a CASPaxos register of its own, and expiry is a
+//! Leases (issue 22): a lease is a CASPaxos register of its own, and expiry is a
 //! compare-and-set on it. No node owns a lease, no clock is shared, and no new protocol
-//! step is needed.
+//! step is needed. Keys attached to a lease go with it ("Attached keys" below).
 //!
 //! # The record
 //!
@@ -13,9 +13,10 @@
 //!   whose keeper then tracks the lease from its grant (`actors::lease`);
 //! - **keepalive**: `Command::Touch`, which raises the version of a register that has a
 //!   value and does nothing to one that has none (the lease is gone);
-//! - **revoke**: a delete;
-//! - **expiry**: `Command::DeleteIf { expect: v }`, by any node that has watched the register
-//!   stay at version `v` for long enough ([`Tracker`]).
+//! - **revoke**: an end (`Command::LeaseEnd { expect: 0 }`), then its keys' release;
+//! - **expiry**: `Command::LeaseEnd { expect: v }` (or `DeleteIf { expect: v }` for a lease
+//!   with no keys), by any node that has watched the register stay at version `v` for long
+//!   enough ([`Tracker`]), then its keys' release.
 //!
 //! # What is promised, and the one clock assumption
 //!
@@ -41,10 +42,11 @@
 //!    read's return, so no later than `t_seen`.
 //! 2. It sends `DeleteIf { expect: v }` only when its clock reads `t_seen + TTL·(1 + ρ)` or
 //!    later, which is at least TTL of real time after `t_seen` by the assumption.
-//! 3. `DeleteIf` deletes only if the register is still at `v`, decided by consensus at the
-//!    moment it is chosen: if any keepalive was chosen after `v`, the version moved and the
-//!    expiry does nothing. So when it deletes, the last keepalive is the one that made `v`,
-//!    chosen before `t_seen`, at least TTL before the delete. ∎
+//! 3. The expiry (`LeaseEnd` or `DeleteIf`) acts only if the register is still at `v`,
+//!    decided by consensus at the moment it is chosen: if any keepalive (or attach) was
+//!    chosen after `v`, the version moved and the expiry does nothing. So when it acts, the
+//!    last keepalive is the one that made `v`, chosen before `t_seen`, at least TTL before
+//!    the expiry. ∎
 //!
 //! Messages may be delayed, duplicated or reordered at will: a delayed `DeleteIf` is still
 //! conditional on `v` when it is chosen, and a retried one is de-duplicated by its write id
@@ -77,14 +79,83 @@
 //! lease: that is the keeper's scale limit (BENCHMARKS.md, "Leases"), to be lifted by
 //! scanning often only the leases a node is first or second in line for.
 //!
-//! # Not built yet (issue 22 goes on)
+//! # Attached keys
 //!
-//! Keys attached to a lease (and their delete on expiry), locks, elections, the keeper in
-//! the simulation (with clocks of skewed rates) and the figures against etcd. Known gaps
-//! of the requests: a revoke retried after its first attempt was applied answers "there
-//! was none"; a grant's create delayed past the register's memory of writes could, in the
-//! de-duplication gap `paxos::register` names, bring an expired lease back (a 2⁻⁶⁴ id
-//! collision aside, only its own delayed retry can).
+//! `put KEY VALUE --lease ID` (and `cas ... --lease ID`) attaches KEY to the lease: when the
+//! lease expires or is revoked, KEY is deleted, as any delete (its version up by one,
+//! watchers told). Three registers take part, each changed only by consensus; no step needs
+//! a lock, a clock or a second register's state.
+//!
+//! - KEY's register holds the lease its value is attached to (`Register::lease`, set by a
+//!   leased write, cleared by every other write: a put without `--lease` detaches) and a
+//!   **fence** (`Register::fence`), a counter raised by every release of KEY.
+//! - The lease's register lists the keys attached while it lived (`LeaseRecord::keys`, at
+//!   most `limits.max_keys_per_lease`), and whether it **ended**.
+//!
+//! **A leased write** (`actors::lease::Leases::write`) is three commands, in order: (1) read
+//! KEY's fence `f` (`Command::Inspect`); (2) record KEY in the lease (`LeaseAttach`, which
+//! does nothing unless the lease is live: "not found", nothing written, when it is gone);
+//! (3) write KEY attached to the lease *if its fence is still `f`* (`LeasedWrite`). A write
+//! refused at (3) (`Outcome::Fenced`) changed nothing and is not remembered; the node starts
+//! again at (1).
+//!
+//! **A lease's end** (expiry: `LeaseEnd { expect: v }`, conditional on the version seen as
+//! in the argument above; revoke: `LeaseEnd { expect: 0 }`) marks its record ended, keys
+//! kept, in one consensus step: from then on no keepalive (`Touch` needs a live record) and
+//! no attach succeeds. Then every listed key gets `Release { lease }`: deleted if still
+//! attached to this lease, and its fence raised whatever it is attached to. Then the
+//! record is deleted. A lease that lists no keys at the version seen is deleted at once
+//! (`DeleteIf`), as before keys could be attached: there is nothing to release.
+//!
+//! Why no attached key outlives its lease, whatever the delays, duplicates, reorderings,
+//! pauses and crashes:
+//!
+//! 1. *A key recorded in the lease is released.* The end is chosen once; the list it froze
+//!    is every key whose attach (2) was chosen before it, and no attach is chosen after it.
+//!    The node that ended the lease releases the list; if it stops midway, every keeper's
+//!    scan finds the record ended and, one `STAGGER` per place in line later, releases the
+//!    list again and deletes the record (`Tracker::due`, `Due::ended`). Every step may be
+//!    repeated: a release of a released key deletes nothing (its lease is no longer that
+//!    one); raising the fence again is harmless.
+//! 2. *A write whose key was released cannot attach it afterwards.* Take a leased write
+//!    whose (3) is chosen after the release of its key (say it was delayed in a paused
+//!    node's socket). Its (2) was chosen before the end (else it found the lease ended and
+//!    there is no (3)), so (1), before (2), read the fence before the release raised it: (3)
+//!    names an old fence and is refused, however late it comes (fences only go up). A copy
+//!    of a (3) chosen *before* the release is a retry of a write that took effect and is
+//!    answered from the register's memory of writes; the release then deleted it.
+//! 3. *A key re-attached to another lease survives the first's end*: its release finds it
+//!    attached to the other lease and only raises the fence (a leased write to it that read
+//!    the old fence is then tried again from (1), not lost).
+//!
+//! So a key attached to a lease is deleted once the lease ends, by the node that ended it or
+//! by the keepers; the deadline of the argument above holds for the end, and the release
+//! follows it within a round per key (`RELEASES_IN_FLIGHT` at once), or, after a crash, one
+//! `STAGGER` per place plus two scans. An attach is a change of the lease's register, so it
+//! also counts as a keepalive: the lease lasts TTL after the last attach too.
+//!
+//! Reads are not affected: a key's value is there until its release is chosen, and gone
+//! after, as any delete. Between the lease's end and the release, a read still finds it:
+//! the promise is "deleted within the bound", not "invisible from the end".
+//!
+//! # Locks and elections
+//!
+//! `paxkv lock` and `paxkv elect` (`cli::lock`) hold a key attached to a lease; the fencing
+//! token is the key's version at its creation, and what a lock cannot promise without it
+//! (a holder paused past its lease) is said there and in the README.
+//!
+//! # Known gaps
+//!
+//! - A revoke retried after its first attempt was applied answers "there was none".
+//! - A grant's create delayed past the register's memory of writes could, in the
+//!   de-duplication gap `paxos::register` names, bring an expired lease back (a 2⁻⁶⁴ id
+//!   collision aside, only its own delayed retry can).
+//! - A key put again without the lease stays listed in it (and counts against
+//!   `limits.max_keys_per_lease`) until the lease ends.
+//! - Every node scans every lease: the keeper's scale limit (BENCHMARKS.md, "Leases").
+//! - The model of the linearizability checker applies this module's record functions
+//!   (`attach`, `end`) to a lease's value, as the register does: the checker tests that the
+//!   cluster applies them once, in one order; their own behaviour is tested here.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

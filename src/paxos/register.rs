@@ -32,6 +32,18 @@
 //! (it cannot be told from a new client's first write without refusing every new client);
 //! it needs 64 other clients' writes forgotten while the attempt waits (README, limits).
 //!
+//! **A leased write the client sent once is not refused by these rules** (`LeasedWrite`
+//! with `retried: false`): its fence guards it. Every write that changes the register raises
+//! the fence, and a leased write applies only at the fence it names, so one leased write
+//! command applies at most once however often it is proposed: re-proposed by its proposer
+//! after an Accept that may have been taken (which sets `maybe_applied`), or delayed and
+//! delivered late. Another attempt of the same write is a new command, with the fence read
+//! again, made only by a client's retry (`retried: true`: every rule above applies) or by
+//! the node after a `Fenced` answer, which says the earlier command can never apply. Without
+//! this, a key written by more than `CLIENT_FLOORS` clients (a lock's key: one client per
+//! `paxkv lock` process) refused every leased write whose Accept a concurrent proposer
+//! pre-empted, and a lock under contention could not be taken at all (`tests/locks.rs`).
+//!
 //! No clock is read anywhere, and one client's ids are only ever compared with its own: no
 //! client can get another client's writes refused (the floor of the old design was one
 //! clock-ordered value for all clients, so one client's fast clock refused everyone).
@@ -68,10 +80,13 @@ pub fn apply(
             Some(floor) => id.seq <= floor.seq,
             None => maybe_applied && state.floors_overflowed,
         };
-        if refused {
+        // A leased write the client sent once is guarded by its fence instead (module doc).
+        let fenced = matches!(command, Command::LeasedWrite { retried: false, .. });
+        if refused && !fenced {
             return Err(TooLate);
         }
     }
+    let version_before = state.version;
     let outcome = match command {
         Command::Get => {
             return Ok(Outcome::Get {
@@ -103,6 +118,7 @@ pub fn apply(
             value,
             lease,
             fence,
+            ..
         } => {
             if state.fence != *fence {
                 // Not applied and not remembered: the node that sent it tries again with
@@ -123,7 +139,6 @@ pub fn apply(
             }
         }
         Command::Release { lease } => {
-            state.fence += 1;
             let attached = state.lease == Some(*lease);
             delete_if(state, attached)
         }
@@ -171,6 +186,9 @@ pub fn apply(
             }
         }
     };
+    if state.version != version_before || matches!(command, Command::Release { .. }) {
+        state.fence += 1;
+    }
     if let Some(id) = id {
         if state.recent.len() >= RECENT_WRITES {
             let forgotten = state.recent.remove(0).id;
@@ -268,6 +286,7 @@ mod tests {
             value: v.as_bytes().to_vec(),
             lease,
             fence,
+            retried: false,
         }
     }
 
@@ -281,7 +300,7 @@ mod tests {
             apply(&mut s, &leased("a", 9, 0), id(1)),
             Outcome::Put { version: 1 }
         );
-        assert_eq!(s.lease, Some(9));
+        assert_eq!((s.lease, s.fence), (Some(9), 1), "a write raises the fence");
         assert_eq!(
             apply(&mut s, &Command::Release { lease: 9 }, id(2)),
             Outcome::Delete {
@@ -289,11 +308,11 @@ mod tests {
                 version: 2
             }
         );
-        assert_eq!((s.value.as_deref(), s.lease, s.fence), (None, None, 1));
-        // A write that read fence 0, delayed past the release:
+        assert_eq!((s.value.as_deref(), s.lease, s.fence), (None, None, 2));
+        // A write that read fence 1, delayed past the release:
         assert_eq!(
-            apply(&mut s, &leased("late", 9, 0), id(3)),
-            Outcome::Fenced { fence: 1 }
+            apply(&mut s, &leased("late", 9, 1), id(3)),
+            Outcome::Fenced { fence: 2 }
         );
         assert_eq!(s.version, 2, "nothing written");
         assert!(
@@ -301,49 +320,54 @@ mod tests {
             "not remembered"
         );
         assert_eq!(
-            apply(&mut s, &leased("late", 10, 1), id(3)),
+            apply(&mut s, &leased("late", 10, 2), id(3)),
             Outcome::Put { version: 3 }
         );
         assert_eq!(
-            apply(&mut s, &leased("late", 10, 1), id(3)),
+            apply(&mut s, &leased("late", 10, 2), id(3)),
             Outcome::Put { version: 3 },
             "a retry answers the first outcome"
         );
     }
 
+    /// A key whose floors overflowed (more than `CLIENT_FLOORS` clients' writes forgotten)
+    /// refuses a write that may have been applied from a client it has no floor for; a
+    /// leased write the client sent once is guarded by its fence instead: taken once, and
+    /// refused by the fence when proposed again.
     #[test]
-    fn a_release_deletes_only_a_value_still_attached_to_its_lease() {
-        let mut s = Register::default();
-        apply(&mut s, &leased("a", 9, 0), id(1));
-        // Re-attached to lease 10: lease 9's release leaves it, and raises the fence.
-        apply(&mut s, &leased("b", 10, 0), id(2));
-        assert_eq!(
-            apply(&mut s, &Command::Release { lease: 9 }, id(3)),
-            Outcome::Delete {
-                deleted: false,
-                version: 2
-            }
-        );
-        assert_eq!((s.value.as_deref(), s.fence), (Some(&b"b"[..]), 1));
-        // A put without a lease detaches; a cas with one attaches.
-        apply(&mut s, &put("c"), id(4));
-        assert_eq!(s.lease, None);
-        let cas = Command::LeasedWrite {
-            expect: Some(3),
-            value: b"d".to_vec(),
-            lease: 11,
-            fence: 1,
+    fn a_leased_write_sent_once_is_guarded_by_its_fence_not_by_the_floors() {
+        let mut s = Register {
+            floors_overflowed: true,
+            ..Register::default()
+        };
+        let fresh = |seq| {
+            Some(RequestId {
+                client: 1000 + seq,
+                seq,
+            })
         };
         assert_eq!(
-            apply(&mut s, &cas, id(5)),
-            Outcome::Cas {
-                swapped: true,
-                version: 4
-            }
+            super::apply(&mut s, &put("x"), fresh(1), true),
+            Err(TooLate),
+            "an ordinary write is refused"
         );
-        assert_eq!(s.lease, Some(11));
-        apply(&mut s, &Command::Delete, id(6));
-        assert_eq!(s.lease, None, "a delete detaches");
+        let mut retried = leased("y", 9, 0);
+        if let Command::LeasedWrite { retried: r, .. } = &mut retried {
+            *r = true;
+        }
+        assert_eq!(super::apply(&mut s, &retried, fresh(2), true), Err(TooLate));
+        let once = leased("y", 9, 0);
+        assert_eq!(
+            super::apply(&mut s, &once, fresh(3), true),
+            Ok(Outcome::Put { version: 1 })
+        );
+        // Proposed again after it was taken and forgotten: its fence moved.
+        s.recent.clear();
+        assert_eq!(
+            super::apply(&mut s, &once, fresh(3), true),
+            Ok(Outcome::Fenced { fence: 1 })
+        );
+        assert_eq!(s.version, 1, "applied once");
     }
 
     #[test]

@@ -2926,7 +2926,9 @@ impl Workload {
                 expect: sim.rng.random_bool(0.3).then(|| sim.rng.random_range(0..6)),
                 value: self.next_value(),
                 lease,
-                fence: sim.rng.random_range(0..4),
+                fence: sim.rng.random_range(0..6),
+                // Half of them as a client's retry (no draw: a seed's other draws stay).
+                retried: self.value.is_multiple_of(2),
             },
             3 | 4 => Command::Release { lease },
             _ => Command::Put {

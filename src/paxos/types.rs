@@ -109,10 +109,12 @@ pub struct Register {
     /// The lease this key's value is attached to (`paxos::lease`): deleted with it. Set by a
     /// [`Command::LeasedWrite`], cleared by every other write.
     pub lease: Option<u64>,
-    /// Raised by every [`Command::Release`] (a lease that listed this key ended): a
-    /// [`Command::LeasedWrite`] names the fence it read before it attached the key to its
-    /// lease and is refused if it moved, so that a write delayed past its lease's end cannot
-    /// leave a key attached to a lease that is gone (`paxos::lease`).
+    /// Raised by one on every write that changes the version, and by every
+    /// [`Command::Release`] (a lease that listed this key ended): a [`Command::LeasedWrite`]
+    /// names the fence it read before it attached the key to its lease and is refused if it
+    /// moved, so that a write delayed past its lease's end cannot leave a key attached to a
+    /// lease that is gone, and no one leased write applies twice (`paxos::lease`,
+    /// `paxos::register`).
     pub fence: u64,
 }
 
@@ -145,13 +147,16 @@ pub enum Command {
     /// A put (`expect: None`) or a compare-and-set (`Some(expect)`, as [`Command::Cas`])
     /// that attaches the key to `lease`, if the key's [`Register::fence`] is still `fence`;
     /// answered as a `Put` or a `Cas`, or [`Outcome::Fenced`] (nothing done). Only a node
-    /// sends it, after it recorded the key in the lease (`actors::lease`).
+    /// sends it, after it recorded the key in the lease (`actors::lease`). `retried`: the
+    /// client sent this write before (`RequestBody::LeasedWrite::maybe_applied`): the
+    /// register's de-duplication rules apply in full (`paxos::register`).
     LeasedWrite {
         expect: Option<u64>,
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         lease: u64,
         fence: u64,
+        retried: bool,
     },
     /// Lease `lease` ended and listed this key: delete the value if it is attached to that
     /// lease, and raise the fence whatever it is attached to. Answered as a `Delete`.

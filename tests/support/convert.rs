@@ -22,6 +22,7 @@ pub fn input_of(command: &Command) -> Input {
             value,
             lease,
             fence,
+            ..
         } => Input::LeasedWrite {
             expect: *expect,
             value: value.clone(),

@@ -182,8 +182,20 @@ pub struct State {
 }
 
 /// Applies `input` to `state`, returning the new state (`None` if unchanged)
-/// and the output the operation must produce.
+/// and the output the operation must produce. The fence goes up by one with every change of
+/// the version, and with every release (`paxos::register`).
 pub fn step(state: &State, input: &Input) -> (Option<State>, Output) {
+    let (next, output) = change(state, input);
+    let next = next.map(|mut next| {
+        if next.version != state.version || matches!(input, Input::Release { .. }) {
+            next.fence = state.fence + 1;
+        }
+        next
+    });
+    (next, output)
+}
+
+fn change(state: &State, input: &Input) -> (Option<State>, Output) {
     match input {
         Input::Absent => (
             None,
@@ -213,9 +225,8 @@ pub fn step(state: &State, input: &Input) -> (Option<State>, Output) {
         Input::Release { lease } => {
             let attached = state.lease == Some(*lease);
             let (next, output) = delete_step(state, attached);
-            let mut next = next.unwrap_or_else(|| state.clone());
-            next.fence += 1;
-            (Some(next), output)
+            // Changed either way: `step` raises the fence.
+            (Some(next.unwrap_or_else(|| state.clone())), output)
         }
         // A touch is a swap of the value for itself when it is a live lease's.
         Input::Touch => {
