@@ -464,6 +464,16 @@ async fn mass_expiry(args: Arc<Args>) {
             "grant_s": (last_grant - started).as_secs_f64(),
             "attach_s": (last_attach - last_grant).as_secs_f64(),
             "all_gone_after_last_grant_or_attach_s": (last_gone - last_attach).as_secs_f64(),
+            // The last lease's deadline: TTL after its last keepalive, which in paxkv is its
+            // attach, in etcd its grant.
+            "last_gone_past_last_deadline_s": {
+                let last_keepalive = match args.target {
+                    Target::Paxkv => last_attach,
+                    Target::Etcd => last_grant,
+                };
+                let deadline = last_keepalive + std::time::Duration::from_secs(args.ttl);
+                last_gone.saturating_duration_since(deadline).as_secs_f64()
+            },
             "sweeps": sweeps,
         })
     );

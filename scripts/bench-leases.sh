@@ -4,16 +4,18 @@
 # concurrency: grants per second, then keepalives per second over LEASES live leases.
 # Each row: ops/s, p50/p99 ms, errors, and the whole machine's busy CPU per operation.
 #
-# Then mass expiry: MASS leases of MASS_TTL seconds granted at once, and the time from the
-# last grant until every one is gone (asked after one by one), in each system.
+# Then mass expiry: MASS leases of MASS_TTL seconds granted at once, one key attached to
+# each, and the time until every key is gone (asked after one by one) past the last lease's
+# deadline (TTL after its last keepalive: its attach in paxkv, where an attach is one, its
+# grant in etcd), in each system.
 #
-#   scripts/bench-leases.sh      (OPS 20000, C 64, LEASES 10000, TTL 60, MASS 20000, MASS_TTL 10)
+#   scripts/bench-leases.sh      (OPS 20000, C 64, LEASES 10000, TTL 60, MASS 100000, MASS_TTL 90)
 #
 # Needs etcd (apt-get install -y etcd-server etcd-client) and a release build of paxkv.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 OPS=${OPS:-20000}; C=${C:-64}; LEASES=${LEASES:-10000}; TTL=${TTL:-60}
-MASS=${MASS:-20000}; MASS_TTL=${MASS_TTL:-10}
+MASS=${MASS:-100000}; MASS_TTL=${MASS_TTL:-90}
 . "$repo/scripts/bench-lib.sh"
 http() { "$BENCH" --ops "$OPS" --concurrency "$C" --leases "$LEASES" --ttl "$TTL" "$@"; }
 
@@ -23,7 +25,7 @@ row "etcd lease grant" http --target etcd --op lease-grant --endpoints "$etcd_ep
 row "etcd lease keepalive ($LEASES live)" http --target etcd --op lease-keepalive --endpoints "$etcd_eps"
 stop_etcd
 start_etcd
-etcd_mass=$("$BENCH" --target etcd --op lease-expiry --leases "$MASS" --ttl "$MASS_TTL" --concurrency "$C" --endpoints "$etcd_eps")
+etcd_mass=$("$BENCH" --target etcd --op lease-expiry --with-keys --leases "$MASS" --ttl "$MASS_TTL" --concurrency "$C" --endpoints "$etcd_eps")
 stop_etcd
 
 start_paxkv
@@ -31,6 +33,6 @@ row "paxkv lease grant" http --target paxkv --op lease-grant --endpoints "$paxkv
 row "paxkv lease keepalive ($LEASES live)" http --target paxkv --op lease-keepalive --endpoints "$paxkv_eps"
 stop_paxkv_and_restart() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; rm -rf "$work/data"; start_paxkv; }
 stop_paxkv_and_restart
-paxkv_mass=$("$BENCH" --target paxkv --op lease-expiry --leases "$MASS" --ttl "$MASS_TTL" --concurrency "$C" --endpoints "$paxkv_eps")
+paxkv_mass=$("$BENCH" --target paxkv --op lease-expiry --with-keys --leases "$MASS" --ttl "$MASS_TTL" --concurrency "$C" --endpoints "$paxkv_eps")
 echo "mass expiry, etcd:  $etcd_mass"
 echo "mass expiry, paxkv: $paxkv_mass"

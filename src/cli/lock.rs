@@ -18,7 +18,9 @@
 //! that succeeded (`paxos::lease`: never expired before TTL has passed since then). Once a
 //! keepalive answers that the lease is gone, or TTL has passed since that moment with no
 //! keepalive confirmed, it may no longer hold NAME: `lock` sends COMMAND SIGTERM, waits for
-//! it and exits [`EXIT_LOST`]; `elect` says so and exits [`EXIT_LOST`].
+//! it and exits [`EXIT_LOST`]; `elect` says so and exits [`EXIT_LOST`]. A COMMAND that ends
+//! after that moment (its `paxkv lock` was paused past it, say) also ends in [`EXIT_LOST`]:
+//! the lock may not have been held throughout.
 //!
 //! **What this cannot promise, and what the token is for** (Kleppmann, "How to do
 //! distributed locking", 2016): a process paused after it checked its lease (a GC pause, a
@@ -36,6 +38,7 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt as _;
 use std::os::unix::process::ExitStatusExt as _;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -86,7 +89,22 @@ struct Held {
     token: u64,
     /// Says why, once the lease may be lost.
     lost: watch::Receiver<Option<String>>,
+    /// Until when the lease is surely held: TTL after the last keepalive that succeeded was
+    /// sent.
+    promised: Arc<Mutex<Instant>>,
     keeper: tokio::task::JoinHandle<()>,
+}
+
+impl Held {
+    /// Why the lease may be lost by now (`None`: it is surely held). A process paused past
+    /// its lease finds its promise over when it resumes, before its keeper says so.
+    fn lost_by_now(&self) -> Option<String> {
+        if let Some(why) = self.lost.borrow().clone() {
+            return Some(why);
+        }
+        let promised = *self.promised.lock().expect("the promise");
+        (Instant::now() >= promised).then(|| "no keepalive confirmed within the TTL".to_string())
+    }
 }
 
 /// Why a holder stopped before it held NAME.
@@ -139,6 +157,13 @@ pub async fn lock(client: Client, args: LockArgs) -> i32 {
     let mut lost = held.lost.clone();
     let code = tokio::select! {
         status = child.wait() => match status {
+            // Done, but the lock may have been lost while it ran (this process paused past
+            // the lease, say): said, as a loss is.
+            Ok(_) if held.lost_by_now().is_some() => {
+                let why = held.lost_by_now().unwrap_or_default();
+                eprintln!("error: the lock {} may have been lost while the command ran ({why})", text(&name));
+                EXIT_LOST
+            }
             Ok(status) => status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
             Err(e) => {
                 eprintln!("error: waiting for the command: {e}");
@@ -261,11 +286,19 @@ async fn acquire(
     let sent = Instant::now();
     let lease = client.lease_grant(ttl).await.map_err(NotHeld::Failed)?.id;
     let (lost_tx, lost) = watch::channel(None);
-    let keeper = tokio::spawn(keep_alive(client.clone(), lease, ttl, sent, lost_tx));
+    let promised = Arc::new(Mutex::new(sent + ttl));
+    let keeper = tokio::spawn(keep_alive(
+        client.clone(),
+        lease,
+        ttl,
+        promised.clone(),
+        lost_tx,
+    ));
     let mut held = Held {
         lease,
         token: 0,
         lost,
+        promised,
         keeper,
     };
     let interrupted = tokio::signal::ctrl_c();
@@ -347,28 +380,28 @@ async fn ours(client: &Client, name: &[u8], lease: u64) -> Result<bool, paxkv::E
     Ok(keys.iter().any(|k| k.as_slice() == name))
 }
 
-/// Keeps `lease` alive every TTL/3 from `sent` (when its grant was sent) until it may be
-/// lost: a keepalive answers it is gone, or TTL passes since the last keepalive that
-/// succeeded was sent (an attempt is given up at that moment).
+/// Keeps `lease` alive every TTL/3 until it may be lost: a keepalive answers it is gone, or
+/// TTL passes since the last keepalive that succeeded was sent (`promised`; an attempt is
+/// given up at that moment).
 async fn keep_alive(
     client: Client,
     lease: u64,
     ttl: Duration,
-    sent: Instant,
+    promised: Arc<Mutex<Instant>>,
     lost: watch::Sender<Option<String>>,
 ) {
-    let mut promised = sent + ttl;
     loop {
         tokio::time::sleep(ttl / 3).await;
         let sent = Instant::now();
-        let attempt = tokio::time::timeout_at(promised.into(), client.lease_keepalive(lease));
+        let until = *promised.lock().expect("the promise");
+        let attempt = tokio::time::timeout_at(until.into(), client.lease_keepalive(lease));
         let why = match attempt.await {
             Ok(Ok(Some(_))) => {
-                promised = sent + ttl;
+                *promised.lock().expect("the promise") = sent + ttl;
                 continue;
             }
             Ok(Ok(None)) => "the lease is gone".to_string(),
-            Ok(Err(e)) if Instant::now() < promised => {
+            Ok(Err(e)) if Instant::now() < until => {
                 eprintln!(
                     "lease {}: keepalive failed, will retry: {e}",
                     format_id(lease)
