@@ -454,6 +454,14 @@ async fn mass_expiry(args: Arc<Args>) {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
+    // The last lease's deadline: TTL after its last keepalive, which in paxkv is its attach
+    // (with keys), in etcd its grant.
+    let last_keepalive = match (args.target, args.with_keys) {
+        (Target::Paxkv, true) => last_attach,
+        _ => last_grant,
+    };
+    let deadline = last_keepalive + std::time::Duration::from_secs(args.ttl);
+    let past_deadline = last_gone.saturating_duration_since(deadline).as_secs_f64();
     println!(
         "{}",
         serde_json::json!({
@@ -464,16 +472,7 @@ async fn mass_expiry(args: Arc<Args>) {
             "grant_s": (last_grant - started).as_secs_f64(),
             "attach_s": (last_attach - last_grant).as_secs_f64(),
             "all_gone_after_last_grant_or_attach_s": (last_gone - last_attach).as_secs_f64(),
-            // The last lease's deadline: TTL after its last keepalive, which in paxkv is its
-            // attach, in etcd its grant.
-            "last_gone_past_last_deadline_s": {
-                let last_keepalive = match args.target {
-                    Target::Paxkv => last_attach,
-                    Target::Etcd => last_grant,
-                };
-                let deadline = last_keepalive + std::time::Duration::from_secs(args.ttl);
-                last_gone.saturating_duration_since(deadline).as_secs_f64()
-            },
+            "last_gone_past_last_deadline_s": past_deadline,
             "sweeps": sweeps,
         })
     );
