@@ -383,11 +383,20 @@ async fn mass_expiry(args: Arc<Args>) {
                 "/v3/kv/put".to_string(),
                 json(serde_json::json!({"key": b64(key(i).as_bytes()), "value": b64(b"v"), "lease": ids[i]})),
             ),
-        }, |status, _| status == hyper::StatusCode::OK)
+        }, |status, _| status != hyper::StatusCode::OK)
         .await;
         attach_errors = attached.iter().filter(|failed| **failed).count();
         last_attach = Instant::now();
     }
+    // Asked after from the last lease's deadline on (TTL after its last keepalive, which
+    // in paxkv is its attach, in etcd its grant), one sweep a second: earlier sweeps could
+    // not find every one gone, and would only load the cluster they measure.
+    let last_keepalive = match (args.target, args.with_keys) {
+        (Target::Paxkv, true) => last_attach,
+        _ => last_grant,
+    };
+    let deadline = last_keepalive + std::time::Duration::from_secs(args.ttl);
+    tokio::time::sleep_until(deadline.into()).await;
     // Per item: still there?
     let mut left: Vec<usize> = (0..count).collect();
     let mut sweeps = 0;
@@ -451,16 +460,9 @@ async fn mass_expiry(args: Arc<Args>) {
         if left.is_empty() {
             last_gone = Instant::now();
         } else {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     }
-    // The last lease's deadline: TTL after its last keepalive, which in paxkv is its attach
-    // (with keys), in etcd its grant.
-    let last_keepalive = match (args.target, args.with_keys) {
-        (Target::Paxkv, true) => last_attach,
-        _ => last_grant,
-    };
-    let deadline = last_keepalive + std::time::Duration::from_secs(args.ttl);
     let past_deadline = last_gone.saturating_duration_since(deadline).as_secs_f64();
     println!(
         "{}",

@@ -1146,3 +1146,139 @@ fn lease_commands_grant_show_keep_alive_and_revoke_with_the_documented_shapes_an
     }
     cluster.stop();
 }
+
+/// A `paxkv` process left running, whose stdout lines arrive on a channel.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(cluster: &Cluster, args: &[&str]) -> Running {
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(cluster.config())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn paxkv");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    fn next_line(&self, what: &str) -> String {
+        self.lines
+            .recv_timeout(CLI_DEADLINE)
+            .unwrap_or_else(|_| panic!("no line: {what}"))
+    }
+
+    /// SIGINT (Ctrl-C), then its exit code.
+    fn interrupt(mut self) -> i32 {
+        // SAFETY: kill(2) of our own child, not yet reaped.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGINT);
+        }
+        self.child.wait().unwrap().code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn keys_attached_to_a_lease_locks_and_elections_with_the_documented_shapes_and_codes() {
+    let cluster = Cluster::start();
+    let (code, out, err) = cluster.cli(&["lease", "grant", "60", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let lease: Value = serde_json::from_str(out.trim()).unwrap();
+    let id = lease["id"].as_str().unwrap().to_string();
+    cluster.expect(
+        &["put", "svc/a", "1", "--lease", &id],
+        0,
+        "ok (version 1)\n",
+    );
+    cluster.expect(
+        &["cas", "svc/b", "2", "--expect-version", "0", "--lease", &id],
+        0,
+        "swapped (version 1)\n",
+    );
+    let (code, out, _) = cluster.cli(&["lease", "show", &id, "--keys", "--json"]);
+    assert_eq!(code, 0);
+    let shown: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(shown["keys"], json!([{"key": "svc/a"}, {"key": "svc/b"}]));
+    // A lease that is gone: exit 1, nothing written.
+    let (code, _, err) = cluster.cli(&["put", "svc/c", "3", "--lease", "00000000000000ff"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not found"), "{err}");
+    cluster.expect(&["get", "svc/c"], 1, "");
+    cluster.expect(&["put", "x", "1", "--lease", "not-hex"], 2, "");
+    // Revoked: its keys go, as deletes.
+    cluster.expect(&["lease", "revoke", &id], 0, "");
+    for key in ["svc/a", "svc/b"] {
+        cluster.expect_json(
+            &["get", key, "--json"],
+            1,
+            json!({"key": key, "value": null, "version": 2}),
+        );
+    }
+
+    // A lock: its command runs with the token, and its status is the lock's.
+    cluster.expect(
+        &["lock", "L", "--", "sh", "-c", "echo $PAXKV_FENCING_TOKEN"],
+        0,
+        "1\n",
+    );
+    cluster.expect(
+        &[
+            "lock",
+            "L",
+            "--",
+            "sh",
+            "-c",
+            "echo $PAXKV_FENCING_TOKEN; exit 7",
+        ],
+        7,
+        "3\n",
+    );
+    cluster.expect(&["get", "L"], 1, "");
+
+    // An election: a leader, a listener, a second candidate that leads once the first
+    // resigns.
+    let alpha = Running::start(&cluster, &["elect", "E", "alpha", "--ttl", "2"]);
+    assert_eq!(
+        alpha.next_line("alpha elected"),
+        "elected: E is alpha (version 1)"
+    );
+    let listen = Running::start(&cluster, &["elect", "E", "--listen", "--json"]);
+    let leader: Value = serde_json::from_str(&listen.next_line("the leader now")).unwrap();
+    assert_eq!(leader, json!({"key": "E", "leader": "alpha", "version": 1}));
+    let beta = Running::start(&cluster, &["elect", "E", "beta", "--ttl", "2"]);
+    assert_eq!(
+        alpha.interrupt(),
+        0,
+        "a leader interrupted resigns and exits 0"
+    );
+    assert_eq!(
+        beta.next_line("beta elected"),
+        "elected: E is beta (version 3)"
+    );
+    let gone: Value = serde_json::from_str(&listen.next_line("no leader")).unwrap();
+    assert_eq!(gone, json!({"key": "E", "leader": null, "version": 2}));
+    let next: Value = serde_json::from_str(&listen.next_line("beta")).unwrap();
+    assert_eq!(next, json!({"key": "E", "leader": "beta", "version": 3}));
+    drop((beta, listen));
+    cluster.stop();
+}

@@ -100,8 +100,16 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
         nemesis.step(&mut cluster).await;
     }
     let members = nemesis.finish().await;
-    let once_keys = workload.finish().await;
+    let (once_keys, ended_keys) = workload.finish().await;
     cluster.wait_voting(&members).await;
+    // Every key attached to a lease goes with it (its lease is no longer kept alive).
+    let client = cluster.client_with(cluster.config.addrs(), false, Duration::from_secs(3));
+    support::leases::assert_keys_gone(&client, &history, &ended_keys, Duration::from_secs(30))
+        .await;
+    println!(
+        "keys attached to leases, gone with them: {}",
+        ended_keys.len()
+    );
 
     read_every_key_back(&cluster, &history, &members, &once_keys).await;
     println!("keys written once: {}", once_keys.len());
@@ -175,6 +183,7 @@ impl Workload {
                     Duration::from_millis(ttl_ms),
                     seed ^ (0x1ea5e + i as u64),
                     stop.clone(),
+                    history.clone(),
                 ))
             })
             .collect();
@@ -187,8 +196,8 @@ impl Workload {
         }
     }
 
-    /// Stops every client; the keys written once.
-    async fn finish(self) -> Vec<Vec<u8>> {
+    /// Stops every client; the keys written once, and the keys of leases that ended.
+    async fn finish(self) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         self.stop.store(true, Ordering::Relaxed);
         for worker in self.workers {
             worker.await.unwrap();
@@ -197,8 +206,10 @@ impl Workload {
         println!("list pages: {pages}");
         assert!(pages > 0, "no list succeeded");
         let mut kept_alive = 0;
+        let mut ended_keys = Vec::new();
         for task in self.leases {
-            let report = task.await.unwrap();
+            let mut report = task.await.unwrap();
+            ended_keys.append(&mut report.ended_keys);
             println!("leases: {report:?}");
             assert!(
                 report.violations.is_empty(),
@@ -211,7 +222,7 @@ impl Workload {
             kept_alive > 0,
             "no lease was kept alive: the lease clients prove nothing"
         );
-        self.once.await.unwrap()
+        (self.once.await.unwrap(), ended_keys)
     }
 }
 

@@ -671,6 +671,7 @@ async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
                 Duration::from_millis(ttl_ms),
                 seed ^ (0x1ea5e + i as u64),
                 once_stop.clone(),
+                history.clone(),
             ))
         })
         .collect();
@@ -694,8 +695,10 @@ async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
     let once_keys = once_writer.await.expect("the write-once task");
     let pages = lister.await.expect("the list task");
     let (mut kept_alive, mut lapsed) = (0, 0);
+    let mut ended_keys = Vec::new();
     for task in leases {
-        let report = task.await.expect("a lease task");
+        let mut report = task.await.expect("a lease task");
+        ended_keys.append(&mut report.ended_keys);
         println!("leases: {report:?}");
         assert!(
             report.violations.is_empty(),
@@ -707,6 +710,14 @@ async fn linearizable_under_kills_pauses_partitions_and_message_faults() {
     assert!(
         kept_alive > 0 && lapsed > 0,
         "seed {seed}: the lease tasks prove nothing ({kept_alive} kept alive, {lapsed} lapsed)"
+    );
+    // Every key attached to a lease goes with it (its lease is no longer kept alive).
+    let client = cluster.client_with(1, LONG_OP_TIMEOUT, LONG_ATTEMPT_TIMEOUT);
+    support::leases::assert_keys_gone(&client, &history, &ended_keys, Duration::from_secs(30))
+        .await;
+    println!(
+        "keys attached to leases, gone with them: {}",
+        ended_keys.len()
     );
     println!("list pages: {pages}");
     assert!(pages > 0, "no list succeeded (seed {seed})");

@@ -26,8 +26,9 @@ use crate::paxos::types::{key_hash, Command, Outcome, RequestId, WriteIdMint};
 /// Mixed into a lease's id to make its grant's client id (so that it is not the id itself).
 const GRANT_CLIENT_SALT: u64 = 0x6772_616e_7421_0001;
 
-/// Expiries a keeper has in flight at once.
-const EXPIRIES_IN_FLIGHT: usize = 64;
+/// Expiries a keeper has in flight at once (each a few rounds one after the other: an end,
+/// a read of the keys, their releases, a delete).
+const EXPIRIES_IN_FLIGHT: usize = 256;
 
 /// Releases (or reads) of one lease's keys in flight at once.
 const RELEASES_IN_FLIGHT: usize = 16;
@@ -386,25 +387,31 @@ impl Leases {
     }
 
     /// The keeper: scans the lease prefix and expires each lease that stayed at one version
-    /// for its TTL and margin (`paxos::lease`), until the runtime stops. Scans start
-    /// `scan_interval` apart: `SCAN_INTERVAL`, or more when a scan takes long (many leases).
-    /// What is due is expired every `SCAN_INTERVAL` whatever the scans' spacing (the leases
+    /// for its TTL and margin (`paxos::lease`), until the runtime stops. Scans run in a task
+    /// of their own, `scan_interval` apart: `SCAN_INTERVAL`, or more when a scan takes long
+    /// (many leases). What is due is expired every `SCAN_INTERVAL` whatever the scans'
+    /// spacing and length (the leases
     /// served here are tracked without one).
     pub async fn keep(self) {
-        let mut scans = 0u64;
-        let mut next_scan = Instant::now();
+        // Scans run on their own, so that a long scan (many leases) never holds back the
+        // expiries that are due meanwhile (the leases served here are tracked without one).
+        let scanner = self.clone();
+        let scans = actix_rt::spawn(async move {
+            let mut scans = 0u64;
+            loop {
+                scans += 1;
+                let started = Instant::now();
+                if let Err(e) = scanner.scan(scans).await {
+                    log::debug!("lease scan {scans}: {e}");
+                }
+                tokio::time::sleep_until((started + scan_interval(started.elapsed())).into()).await;
+            }
+        });
+        let _stop_scans_with_the_keeper = AbortOnDrop(scans);
         let mut ticks = tokio::time::interval(SCAN_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            if Instant::now() >= next_scan {
-                scans += 1;
-                let started = Instant::now();
-                if let Err(e) = self.scan(scans).await {
-                    log::debug!("lease scan {scans}: {e}");
-                }
-                next_scan = started + scan_interval(started.elapsed());
-            }
             self.expire_due().await;
         }
     }
@@ -539,6 +546,15 @@ impl Leases {
     #[cfg(not(feature = "testing"))]
     fn test_stop_after_end(&self) -> bool {
         false
+    }
+}
+
+/// Aborts its task when dropped (the keeper's scans end with the keeper).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

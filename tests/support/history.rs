@@ -120,6 +120,60 @@ impl History {
         Ok(page)
     }
 
+    /// This history's time of `instant` (0 for one before the history began).
+    pub fn at(&self, instant: Instant) -> u64 {
+        instant.saturating_duration_since(self.start).as_nanos() as u64
+    }
+
+    /// Runs a client's put of `key` attached to `lease` (the node reads the fence itself:
+    /// recorded with none), recording it as [`History::run`] does.
+    pub async fn put_leased(
+        &self,
+        client_id: u64,
+        client: &Client,
+        key: &[u8],
+        value: &[u8],
+        lease: u64,
+    ) -> paxkv::Result<Outcome> {
+        let call = self.now();
+        let result = client.put_leased(key, value, None, lease).await;
+        let (ret, output) = match &result {
+            Ok(outcome) => (Some(self.now()), Some(convert::output_of(outcome.clone()))),
+            Err(e) if !e.may_have_applied() => return result,
+            Err(_) => (None, None),
+        };
+        let input = Input::LeasedWrite {
+            expect: None,
+            value: value.to_vec(),
+            lease,
+            fence: None,
+        };
+        self.ops.lock().unwrap().push(Operation {
+            client: client_id,
+            key: key.to_vec(),
+            input,
+            call,
+            ret,
+            output,
+        });
+        result
+    }
+
+    /// The delete of `key` by the end of `lease`, which cannot happen before `earliest` (TTL
+    /// after the last keepalive that succeeded was sent, or the revoke's call): an operation
+    /// of unknown outcome called then, so that the checker places it anywhere after, or
+    /// nowhere, but never before (`Input::Release`).
+    pub fn lease_ended(&self, client_id: u64, key: &[u8], lease: u64, earliest: Instant) {
+        self.ops.lock().unwrap().push(Operation {
+            client: client_id,
+            key: key.to_vec(),
+            input: Input::Release { lease },
+            call: self.at(earliest),
+            ret: None,
+            output: None,
+        });
+    }
+
     pub fn operations(&self) -> Vec<Operation> {
         self.ops.lock().unwrap().clone()
     }
