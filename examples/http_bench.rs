@@ -28,7 +28,6 @@ use std::time::Instant;
 
 use base64::Engine;
 use clap::{Parser, ValueEnum};
-use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -480,21 +479,31 @@ async fn mass_expiry(args: Arc<Args>) {
     );
 }
 
-/// Sends the request `make(i)` for `i` in `0..n`, `--concurrency` at a time, each on a new
-/// connection to the endpoints in turn; `judge(status, body)` of each answer (`true` when
-/// the request could not be made).
+/// Sends the request `make(i)` for `i` in `0..n` over `--concurrency` keep-alive
+/// connections (spread over the endpoints), one request in flight on each; `judge(status,
+/// body)` of each answer (`true` when the request could not be made).
 async fn each(
     args: &Args,
     n: usize,
     make: impl Fn(usize) -> (Method, String, Vec<u8>),
     judge: impl Fn(hyper::StatusCode, &[u8]) -> bool,
 ) -> Vec<bool> {
-    let (make, judge) = (&make, &judge);
-    futures_util::stream::iter(0..n)
-        .map(|i| async move {
-            let addr = args.endpoints[i % args.endpoints.len()];
-            let Some(mut sender) = connect(addr).await else {
-                return true;
+    let next = AtomicU64::new(0);
+    let results = Mutex::new(vec![true; n]);
+    let (make, judge, next, shared) = (&make, &judge, &next, &results);
+    let workers = (0..args.concurrency as usize).map(|w| async move {
+        let addr = args.endpoints[w % args.endpoints.len()];
+        let mut sender: Option<Sender> = None;
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+            if i >= n {
+                return;
+            }
+            if sender.is_none() {
+                sender = connect(addr).await;
+            }
+            let Some(conn) = sender.as_mut() else {
+                continue;
             };
             let (method, path, body) = make(i);
             let request = Request::builder()
@@ -503,14 +512,18 @@ async fn each(
                 .header("host", "bench")
                 .body(Full::new(Bytes::from(body)))
                 .expect("a valid request");
-            let Ok(answer) = sender.send_request(request).await else {
-                return true;
+            let answer = match conn.send_request(request).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    sender = None;
+                    continue;
+                }
             };
             let status = answer.status();
             let body = answer.into_body().collect().await.map(|b| b.to_bytes());
-            judge(status, body.as_deref().unwrap_or(&[]))
-        })
-        .buffered(args.concurrency as usize)
-        .collect()
-        .await
+            shared.lock().unwrap()[i] = judge(status, body.as_deref().unwrap_or(&[]));
+        }
+    });
+    futures_util::future::join_all(workers).await;
+    results.into_inner().unwrap()
 }
