@@ -21,7 +21,7 @@ use crate::paxos::lease::{
     lease_key, lease_of_key, lease_prefix, Due, LeaseId, LeaseRecord, Tracker, MAX_TTL, MIN_TTL,
     SCAN_INTERVAL,
 };
-use crate::paxos::types::{key_hash, Command, Outcome, RequestId, WriteIdMint};
+use crate::paxos::types::{key_hash, Command, LeasedWrite, Outcome, RequestId, WriteIdMint};
 
 /// Mixed into a lease's id to make its grant's client id (so that it is not the id itself).
 const GRANT_CLIENT_SALT: u64 = 0x6772_616e_7421_0001;
@@ -209,8 +209,8 @@ impl Leases {
             futures_util::stream::iter(record.keys.into_iter().map(|k| k.into_vec()))
                 .map(|key| async move {
                     match run_command(supervisor, key.clone(), Command::Inspect, None).await? {
-                        Outcome::Inspect { lease, value, .. } => {
-                            Ok((lease == Some(id) && value.is_some()).then_some(key))
+                        Outcome::Inspect(found) => {
+                            Ok((found.lease == Some(id) && found.value.is_some()).then_some(key))
                         }
                         other => Err(unexpected(other)),
                     }
@@ -242,7 +242,7 @@ impl Leases {
         let max_keys = self.inner.members.config.limits.max_keys_per_lease as u32;
         for _ in 0..FENCE_ATTEMPTS {
             let fence = match run_command(supervisor, key.clone(), Command::Inspect, None).await? {
-                Outcome::Inspect { fence, .. } => fence,
+                Outcome::Inspect(found) => found.fence,
                 other => return Err(unexpected(other)),
             };
             let attach = Command::LeaseAttach {
@@ -270,13 +270,13 @@ impl Leases {
                 }
                 other => return Err(unexpected(other)),
             }
-            let command = Command::LeasedWrite {
+            let command = Command::LeasedWrite(Box::new(LeasedWrite {
                 expect,
                 value: value.clone(),
                 lease,
                 fence,
                 retried: maybe_applied,
-            };
+            }));
             match run_command_as(
                 supervisor,
                 key.clone(),

@@ -289,9 +289,10 @@ fn op_label(body: &RequestBody) -> &'static str {
 fn op_label_of(command: &Command) -> &'static str {
     match command {
         Command::Get | Command::Inspect => "get",
-        Command::Put { .. } | Command::LeasedWrite { expect: None, .. } => "put",
+        Command::LeasedWrite(w) if w.expect.is_none() => "put",
+        Command::Put { .. } => "put",
         Command::Delete | Command::DeleteIf { .. } | Command::Release { .. } => "delete",
-        Command::Cas { .. } | Command::LeasedWrite { .. } => "cas",
+        Command::Cas { .. } | Command::LeasedWrite(_) => "cas",
         Command::Touch => "touch",
         Command::LeaseAttach { .. } => "lease_attach",
         Command::LeaseEnd { .. } => "lease_end",

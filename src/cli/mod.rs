@@ -548,7 +548,7 @@ fn outcome_text(key: &[u8], outcome: Outcome) -> (Text, serde_json::Value, i32) 
             }
         }
         // Answers to the lease machinery's own commands, which no client sends.
-        other @ (Outcome::Fenced { .. } | Outcome::Inspect { .. }) => {
+        other @ (Outcome::Fenced { .. } | Outcome::Inspect(_)) => {
             let message = format!("an unexpected answer: {other:?}");
             (
                 Text::Stderr(message),

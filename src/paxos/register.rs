@@ -50,6 +50,7 @@
 
 use crate::paxos::lease;
 use crate::paxos::types::{AppliedWrite, ClientFloor, Command, Outcome, Register, RequestId};
+use crate::paxos::types::{Inspected, LeasedWrite};
 
 /// How many applied writes a register remembers for de-duplication. At least the largest
 /// batch a proposer applies in one round (see `paxos::proposer`).
@@ -81,7 +82,7 @@ pub fn apply(
             None => maybe_applied && state.floors_overflowed,
         };
         // A leased write the client sent once is guarded by its fence instead (module doc).
-        let fenced = matches!(command, Command::LeasedWrite { retried: false, .. });
+        let fenced = matches!(command, Command::LeasedWrite(w) if !w.retried);
         if refused && !fenced {
             return Err(TooLate);
         }
@@ -95,12 +96,12 @@ pub fn apply(
             })
         }
         Command::Inspect => {
-            return Ok(Outcome::Inspect {
+            return Ok(Outcome::Inspect(Box::new(Inspected {
                 value: state.value.clone(),
                 version: state.version,
                 lease: state.lease,
                 fence: state.fence,
-            })
+            })))
         }
         Command::Put { value } => {
             state.version += 1;
@@ -113,13 +114,14 @@ pub fn apply(
         Command::Delete => delete_if(state, true),
         Command::DeleteIf { expect } => delete_if(state, state.version == *expect),
         Command::Cas { expect, value } => cas(state, *expect, value, None),
-        Command::LeasedWrite {
-            expect,
-            value,
-            lease,
-            fence,
-            ..
-        } => {
+        Command::LeasedWrite(w) => {
+            let LeasedWrite {
+                expect,
+                value,
+                lease,
+                fence,
+                ..
+            } = &**w;
             if state.fence != *fence {
                 // Not applied and not remembered: the node that sent it tries again with
                 // the fence it reads now (`actors::lease`); a copy of this attempt, however
@@ -281,13 +283,13 @@ mod tests {
     }
 
     fn leased(v: &str, lease: u64, fence: u64) -> Command {
-        Command::LeasedWrite {
+        Command::LeasedWrite(Box::new(LeasedWrite {
             expect: None,
             value: v.as_bytes().to_vec(),
             lease,
             fence,
             retried: false,
-        }
+        }))
     }
 
     /// The race of `paxos::lease`: a leased write whose fence was read before its lease's
@@ -352,8 +354,8 @@ mod tests {
             "an ordinary write is refused"
         );
         let mut retried = leased("y", 9, 0);
-        if let Command::LeasedWrite { retried: r, .. } = &mut retried {
-            *r = true;
+        if let Command::LeasedWrite(w) = &mut retried {
+            w.retried = true;
         }
         assert_eq!(super::apply(&mut s, &retried, fresh(2), true), Err(TooLate));
         let once = leased("y", 9, 0);

@@ -2922,14 +2922,14 @@ impl Workload {
         let lease = sim.rng.random_range(1..3);
         let command = match sim.rng.random_range(0..6) {
             0 => Command::Inspect,
-            1 | 2 => Command::LeasedWrite {
+            1 | 2 => Command::LeasedWrite(Box::new(crate::paxos::types::LeasedWrite {
                 expect: sim.rng.random_bool(0.3).then(|| sim.rng.random_range(0..6)),
                 value: self.next_value(),
                 lease,
                 fence: sim.rng.random_range(0..6),
                 // Half of them as a client's retry (no draw: a seed's other draws stay).
                 retried: self.value.is_multiple_of(2),
-            },
+            })),
             3 | 4 => Command::Release { lease },
             _ => Command::Put {
                 value: self.next_value(),

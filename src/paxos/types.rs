@@ -150,14 +150,11 @@ pub enum Command {
     /// sends it, after it recorded the key in the lease (`actors::lease`). `retried`: the
     /// client sent this write before (`RequestBody::LeasedWrite::maybe_applied`): the
     /// register's de-duplication rules apply in full (`paxos::register`).
-    LeasedWrite {
-        expect: Option<u64>,
-        #[serde(with = "serde_bytes")]
-        value: Vec<u8>,
-        lease: u64,
-        fence: u64,
-        retried: bool,
-    },
+    ///
+    /// Boxed, as [`Outcome::Inspect`]: a command is held in queues and batches, and the
+    /// other variants fit in 32 bytes (postcard writes a box's contents, so the bytes are
+    /// those of a variant with these fields).
+    LeasedWrite(Box<LeasedWrite>),
     /// Lease `lease` ended and listed this key: delete the value if it is attached to that
     /// lease, and raise the fence whatever it is attached to. Answered as a `Delete`.
     Release { lease: u64 },
@@ -198,9 +195,8 @@ impl Command {
     /// Bytes of value the command carries.
     pub fn value_len(&self) -> usize {
         match self {
-            Command::Put { value }
-            | Command::Cas { value, .. }
-            | Command::LeasedWrite { value, .. } => value.len(),
+            Command::Put { value } | Command::Cas { value, .. } => value.len(),
+            Command::LeasedWrite(w) => w.value.len(),
             Command::LeaseAttach { key, .. } => key.len(),
             Command::Get
             | Command::Delete
@@ -232,14 +228,30 @@ pub enum Outcome {
     Cas { swapped: bool, version: u64 },
     /// A `LeasedWrite` refused: the key's fence is `fence`, not the one it named.
     Fenced { fence: u64 },
-    /// The register as `Inspect` read it.
-    Inspect {
-        #[serde(with = "opt_bytes")]
-        value: Option<Vec<u8>>,
-        version: u64,
-        lease: Option<u64>,
-        fence: u64,
-    },
+    /// The register as `Inspect` read it. Boxed: a register remembers the outcomes of its
+    /// last 128 writes (`AppliedWrite`), and the other variants fit in 32 bytes.
+    Inspect(Box<Inspected>),
+}
+
+/// [`Command::LeasedWrite`]'s fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeasedWrite {
+    pub expect: Option<u64>,
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    pub lease: u64,
+    pub fence: u64,
+    pub retried: bool,
+}
+
+/// [`Outcome::Inspect`]'s fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inspected {
+    #[serde(with = "opt_bytes")]
+    pub value: Option<Vec<u8>>,
+    pub version: u64,
+    pub lease: Option<u64>,
+    pub fence: u64,
 }
 
 /// One change of a key's register, as a watch delivers it: the version it made and the value
@@ -274,9 +286,8 @@ impl KeyChange {
             | Outcome::Inspect { .. } => return None,
         };
         let value = match command {
-            Command::Put { value }
-            | Command::Cas { value, .. }
-            | Command::LeasedWrite { value, .. } => Some(value.clone()),
+            Command::Put { value } | Command::Cas { value, .. } => Some(value.clone()),
+            Command::LeasedWrite(w) => Some(w.value.clone()),
             Command::Delete
             | Command::DeleteIf { .. }
             | Command::Release { .. }

@@ -17,17 +17,11 @@ pub fn input_of(command: &Command) -> Input {
             expect: *expect,
             value: value.clone(),
         },
-        Command::LeasedWrite {
-            expect,
-            value,
-            lease,
-            fence,
-            ..
-        } => Input::LeasedWrite {
-            expect: *expect,
-            value: value.clone(),
-            lease: *lease,
-            fence: Some(*fence),
+        Command::LeasedWrite(w) => Input::LeasedWrite {
+            expect: w.expect,
+            value: w.value.clone(),
+            lease: w.lease,
+            fence: Some(w.fence),
         },
         Command::Release { lease } => Input::Release { lease: *lease },
         Command::LeaseAttach { key, max_keys } => Input::LeaseAttach {
@@ -46,16 +40,11 @@ pub fn output_of(outcome: Outcome) -> Output {
         Outcome::Delete { deleted, version } => Output::Delete { deleted, version },
         Outcome::Cas { swapped, version } => Output::Cas { swapped, version },
         Outcome::Fenced { fence } => Output::Fenced { fence },
-        Outcome::Inspect {
-            value,
-            version,
-            lease,
-            fence,
-        } => Output::Inspect {
-            value,
-            version,
-            lease,
-            fence,
+        Outcome::Inspect(found) => Output::Inspect {
+            value: found.value,
+            version: found.version,
+            lease: found.lease,
+            fence: found.fence,
         },
     }
 }

@@ -37,12 +37,7 @@ impl Kv for paxkv::client::Client {
     /// A `LeasedWrite` is a client's leased put or cas (its fence is the node's to read).
     async fn execute(&self, key: &[u8], command: Command) -> paxkv::Result<Outcome> {
         match command {
-            Command::LeasedWrite {
-                expect,
-                value,
-                lease,
-                ..
-            } => self.put_leased(key, &value, expect, lease).await,
+            Command::LeasedWrite(w) => self.put_leased(key, &w.value, w.expect, w.lease).await,
             command => paxkv::client::Client::execute(self, key, command).await,
         }
     }
@@ -150,19 +145,14 @@ impl Kv for HttpKv {
                 (Method::DELETE, vec![("if-match", tag(*expect))], Vec::new())
             }
             // A client's leased write: the node reads the fence.
-            Command::LeasedWrite {
-                expect,
-                value,
-                lease,
-                ..
-            } => {
-                path.push_str(&format!("?lease={lease:016x}"));
-                let condition = match expect {
+            Command::LeasedWrite(w) => {
+                path.push_str(&format!("?lease={:016x}", w.lease));
+                let condition = match &w.expect {
                     None => vec![],
                     Some(0) => vec![("if-none-match", "*".to_string())],
                     Some(expect) => vec![("if-match", tag(*expect))],
                 };
-                (Method::PUT, condition, value.clone())
+                (Method::PUT, condition, w.value.clone())
             }
             other => panic!("{other:?} is the lease machinery's, not a client's"),
         };
@@ -231,21 +221,20 @@ fn outcome_of(
             value: (status == StatusCode::OK).then(|| body.to_vec()),
             version: etag.expect("a get's ETag"),
         }),
-        (StatusCode::OK, Command::Put { .. })
-        | (StatusCode::OK, Command::LeasedWrite { expect: None, .. }) => Ok(Outcome::Put {
+        (StatusCode::OK, Command::Put { .. }) => Ok(Outcome::Put {
             version: version_in(&body),
         }),
-        (StatusCode::NOT_FOUND, Command::LeasedWrite { .. }) => Err(Error::NotFound(text())),
+        (StatusCode::OK, Command::LeasedWrite(w)) if w.expect.is_none() => Ok(Outcome::Put {
+            version: version_in(&body),
+        }),
+        (StatusCode::NOT_FOUND, Command::LeasedWrite(_)) => Err(Error::NotFound(text())),
         (StatusCode::OK | StatusCode::PRECONDITION_FAILED, Command::Cas { .. })
-        | (
-            StatusCode::OK | StatusCode::PRECONDITION_FAILED,
-            Command::LeasedWrite {
-                expect: Some(_), ..
-            },
-        ) => Ok(Outcome::Cas {
-            swapped: status == StatusCode::OK,
-            version: version_in(&body),
-        }),
+        | (StatusCode::OK | StatusCode::PRECONDITION_FAILED, Command::LeasedWrite(_)) => {
+            Ok(Outcome::Cas {
+                swapped: status == StatusCode::OK,
+                version: version_in(&body),
+            })
+        }
         (
             StatusCode::OK | StatusCode::NOT_FOUND | StatusCode::PRECONDITION_FAILED,
             Command::Delete | Command::DeleteIf { .. },

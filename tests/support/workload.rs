@@ -42,8 +42,8 @@ fn version_of(outcome: &Outcome) -> u64 {
         Outcome::Get { version, .. }
         | Outcome::Put { version }
         | Outcome::Delete { version, .. }
-        | Outcome::Cas { version, .. }
-        | Outcome::Inspect { version, .. } => version,
+        | Outcome::Cas { version, .. } => version,
+        Outcome::Inspect(ref found) => found.version,
         Outcome::Fenced { .. } => 0,
     }
 }
