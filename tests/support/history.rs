@@ -48,26 +48,36 @@ impl History {
         let input = convert::input_of(&command);
         let call = self.now();
         let result = client.execute(key, command).await;
-        let (ret, output) = match &result {
+        self.record(client_id, key, input, call, &result);
+        result
+    }
+
+    /// Records an operation called at `call` that just ended with `result`.
+    fn record(
+        &self,
+        client: u64,
+        key: &[u8],
+        input: Input,
+        call: u64,
+        result: &paxkv::Result<Outcome>,
+    ) {
+        let (ret, output) = match result {
             Ok(outcome) => (Some(self.now()), Some(convert::output_of(outcome.clone()))),
             // Recorded exactly: these certainly did not take effect, so the operation is left
             // out of the history (if it did take effect after all, its value shows up in a read
             // that no recorded write explains, and the check fails).
-            Err(e) if !e.may_have_applied() => {
-                return result;
-            }
+            Err(e) if !e.may_have_applied() => return,
             // May have taken effect, at any time after it was invoked, or never.
             Err(_) => (None, None),
         };
         self.ops.lock().unwrap().push(Operation {
-            client: client_id,
+            client,
             key: key.to_vec(),
             input,
             call,
             ret,
             output,
         });
-        result
     }
 
     /// Lists one page of `prefix` after `after` through `client`, recording each listed key
@@ -137,25 +147,13 @@ impl History {
     ) -> paxkv::Result<Outcome> {
         let call = self.now();
         let result = client.put_leased(key, value, None, lease).await;
-        let (ret, output) = match &result {
-            Ok(outcome) => (Some(self.now()), Some(convert::output_of(outcome.clone()))),
-            Err(e) if !e.may_have_applied() => return result,
-            Err(_) => (None, None),
-        };
         let input = Input::LeasedWrite {
             expect: None,
             value: value.to_vec(),
             lease,
             fence: None,
         };
-        self.ops.lock().unwrap().push(Operation {
-            client: client_id,
-            key: key.to_vec(),
-            input,
-            call,
-            ret,
-            output,
-        });
+        self.record(client_id, key, input, call, &result);
         result
     }
 
