@@ -218,7 +218,11 @@ impl HttpApi {
         } else if path == "/v1/leases" && request.method() == Method::POST {
             self.grant(request).await
         } else if let Some(rest) = path.strip_prefix("/v1/leases/") {
-            self.lease(rest, request.method()).await
+            let keys = request
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "keys=true"));
+            self.lease(rest, request.method(), keys).await
         } else if path == "/v1/kv" && request.method() == Method::GET {
             self.list(request.uri().query().unwrap_or("")).await
         } else if let (Some(key), &Method::GET) =
@@ -478,7 +482,12 @@ impl HttpApi {
     /// `GET /v1/leases/{id}`, `DELETE /v1/leases/{id}` (revoke), `POST
     /// /v1/leases/{id}/keepalive`: 200 with the lease (`{"id", "ttl_s", "version",
     /// "remaining_ms"}`), 404 when there is none (expired, revoked, never granted).
-    async fn lease(&self, rest: &str, method: &Method) -> std::result::Result<Answer, Status> {
+    async fn lease(
+        &self,
+        rest: &str,
+        method: &Method,
+        keys: bool,
+    ) -> std::result::Result<Answer, Status> {
         let (id, keepalive) = match rest.strip_suffix("/keepalive") {
             Some(id) => (id, true),
             None => (rest, false),
@@ -500,12 +509,14 @@ impl HttpApi {
             }
         }
         .map_err(Status::Failed)?;
-        match lease {
-            Some(lease) => Ok(json_answer(StatusCode::OK, json::lease_json(&lease))),
-            None => Err(Status::NotFound(
-                "no such lease (expired, revoked, or never granted)",
-            )),
+        let gone = || Status::NotFound("no such lease (expired, revoked, or never granted)");
+        let mut object = json::lease_json(&lease.ok_or_else(gone)?);
+        // `GET ...?keys=true`: the keys attached to it now, as `paxkv lease show --keys`.
+        if keys && *method == Method::GET {
+            let attached = client.lease_keys(id).await.map_err(Status::Failed)?;
+            object["keys"] = json::lease_keys_json(&attached.ok_or_else(gone)?);
         }
+        Ok(json_answer(StatusCode::OK, object))
     }
 
     /// `GET /v1/status`: every member's status, as `paxkv status --json` prints them (one
