@@ -201,8 +201,19 @@ pub struct Limits {
     /// are live as the node last scanned them. Bounds each node's keeper (about 100 bytes a
     /// lease) and a scan's time.
     pub max_leases: usize,
-    /// Keys one lease lists (attached while it lived); one more is refused (exit 2).
+    /// Keys one lease lists (attached while it lived); one more is refused (exit 2). At most
+    /// as many as fit in one value ([`Limits::keys_per_lease`]).
     pub max_keys_per_lease: usize,
+}
+
+impl Limits {
+    /// The keys one lease may list: `max_keys_per_lease`, or fewer if that many keys of
+    /// `max_key_bytes` would not fit in one value (a lease's record lists its keys, each
+    /// with a few bytes of length, and travels as a value), but at least one.
+    pub fn keys_per_lease(&self) -> usize {
+        let fit = self.max_value_bytes.saturating_sub(16) / (self.max_key_bytes + 3);
+        self.max_keys_per_lease.min(fit).max(1)
+    }
 }
 
 impl Default for Limits {
@@ -459,19 +470,7 @@ impl Config {
         )?;
         positive("limits.http_request_timeout_ms", l.http_request_timeout_ms)?;
         positive("limits.max_leases", l.max_leases as u64)?;
-        // A lease's record lists its keys (each with a few bytes of length) and travels as
-        // a value: at its largest it must be one.
-        let record_bytes = l.max_keys_per_lease.saturating_mul(l.max_key_bytes + 3) + 16;
-        if l.max_keys_per_lease == 0 || record_bytes > l.max_value_bytes {
-            return Err(invalid(
-                "limits.max_keys_per_lease",
-                format!(
-                    "must be at least 1, and at most (max_value_bytes - 16) / (max_key_bytes \
-                     + 3) = {} (a lease's record lists its keys, and is a value)",
-                    l.max_value_bytes.saturating_sub(16) / (l.max_key_bytes + 3)
-                ),
-            ));
-        }
+        positive("limits.max_keys_per_lease", l.max_keys_per_lease as u64)?;
         self.validate_byte_budgets()?;
         if l.idle_timeout_ms <= self.paxos.request_timeout_ms {
             return Err(invalid(

@@ -153,14 +153,32 @@ async fn keys_and_values_over_the_limits_are_refused_and_nothing_is_stored() {
         other => panic!("a large value was not refused: {other:?}"),
     }
     assert!(matches!(client.get(b"").await, Err(Error::BadRequest(_))));
-    // A touch is a lease's keepalive, never a client's (it would raise a version no watch
-    // is told of).
-    match client
-        .execute(b"k", paxkv::paxos::types::Command::Touch)
-        .await
-    {
-        Err(Error::BadRequest(m)) => assert!(m.contains("for leases only"), "{m}"),
-        other => panic!("a client's touch was not refused: {other:?}"),
+    // The lease machinery's commands are never a client's: a touch would raise a version no
+    // watch is told of, a release delete another's key, a leased write skip its lease's
+    // record (`paxos::lease`).
+    use paxkv::paxos::types::{Command, LeasedWrite};
+    let leased = LeasedWrite {
+        expect: None,
+        value: b"v".to_vec(),
+        lease: 7,
+        fence: 0,
+        retried: false,
+    };
+    for command in [
+        Command::Touch,
+        Command::Release { lease: 7 },
+        Command::LeaseAttach {
+            key: b"x".to_vec(),
+            max_keys: 9,
+        },
+        Command::LeaseEnd { expect: 0 },
+        Command::LeasedWrite(Box::new(leased)),
+        Command::Inspect,
+    ] {
+        match client.execute(b"k", command.clone()).await {
+            Err(Error::BadRequest(m)) => assert!(m.contains("not a client's"), "{m}"),
+            other => panic!("a client's {command:?} was not refused: {other:?}"),
+        }
     }
     assert_eq!(
         client.get(b"k").await.unwrap(),

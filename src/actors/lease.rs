@@ -239,7 +239,7 @@ impl Leases {
         maybe_applied: bool,
     ) -> Result<Outcome> {
         let supervisor = &self.inner.supervisor;
-        let max_keys = self.inner.members.config.limits.max_keys_per_lease as u32;
+        let max_keys = self.inner.members.config.limits.keys_per_lease() as u32;
         for _ in 0..FENCE_ATTEMPTS {
             let fence = match run_command(supervisor, key.clone(), Command::Inspect, None).await? {
                 Outcome::Inspect(found) => found.fence,
