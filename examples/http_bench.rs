@@ -119,16 +119,8 @@ fn request(args: &Args, op: Op, k: u64, value: &[u8], leases: &[String]) -> Requ
             "/v3/lease/keepalive".to_string(),
             json(serde_json::json!({"ID": leases[k as usize]})),
         ),
-        (Target::Paxkv, Op::LeaseExpiry) => (
-            Method::GET,
-            format!("/v1/leases/{}", leases[k as usize]),
-            Vec::new(),
-        ),
-        (Target::Etcd, Op::LeaseExpiry) => (
-            Method::POST,
-            "/v3/lease/timetolive".to_string(),
-            json(serde_json::json!({"ID": leases[k as usize]})),
-        ),
+        // `mass_expiry` makes its own requests (`each`).
+        (_, Op::LeaseExpiry) => unreachable!("a mass expiry is not a closed loop"),
     };
     Request::builder()
         .method(method)
