@@ -18,10 +18,10 @@ use crate::actors::supervisor::{run_command, run_command_as, NodeSupervisor};
 use crate::error::{Error, Result};
 use crate::messages::LeaseInfo;
 use crate::paxos::lease::{
-    lease_key, lease_of_key, lease_prefix, Due, LeaseId, LeaseRecord, Tracker, MAX_TTL, MIN_TTL,
-    SCAN_INTERVAL,
+    after_expiry, expiry, lease_key, lease_of_key, lease_prefix, place, release_plan, AfterExpiry,
+    Due, LeaseId, LeaseRecord, Tracker, MAX_TTL, MIN_TTL, SCAN_INTERVAL,
 };
-use crate::paxos::types::{key_hash, Command, LeasedWrite, Outcome, RequestId, WriteIdMint};
+use crate::paxos::types::{Command, LeasedWrite, Outcome, RequestId, WriteIdMint};
 
 /// Mixed into a lease's id to make its grant's client id (so that it is not the id itself).
 const GRANT_CLIENT_SALT: u64 = 0x6772_616e_7421_0001;
@@ -324,24 +324,22 @@ impl Leases {
         let Some((record, version)) = self.read(id).await? else {
             return Ok(());
         };
-        if !record.ended {
+        let Some(plan) = release_plan(id, &record, version) else {
             return Ok(());
-        }
+        };
         let supervisor = &self.inner.supervisor;
         let write_ids = &self.inner.write_ids;
-        let released: Vec<Result<Outcome>> =
-            futures_util::stream::iter(record.keys.into_iter().map(|k| k.into_vec()))
-                .map(|key| async move {
-                    let command = Command::Release { lease: id };
-                    run_command(supervisor, key, command, Some(write_ids.mint())).await
-                })
-                .buffer_unordered(RELEASES_IN_FLIGHT)
-                .collect()
-                .await;
+        let released: Vec<Result<Outcome>> = futures_util::stream::iter(plan.releases)
+            .map(|(key, command)| async move {
+                run_command(supervisor, key, command, Some(write_ids.mint())).await
+            })
+            .buffer_unordered(RELEASES_IN_FLIGHT)
+            .collect()
+            .await;
         for result in released {
             result?;
         }
-        match self.run(id, Command::DeleteIf { expect: version }).await? {
+        match self.run(id, plan.delete).await? {
             Outcome::Delete { .. } => Ok(()),
             other => Err(unexpected(other)),
         }
@@ -361,11 +359,7 @@ impl Leases {
     /// `None` while it has no membership or is not in it.
     fn place_of(&self, key: &[u8]) -> Option<usize> {
         let m = self.inner.members.view.get()?;
-        let nodes = m.nodes();
-        let me = self.inner.members.view.me();
-        let mine = nodes.iter().position(|n| *n == me)?;
-        let home = (key_hash(key) % nodes.len() as u64) as usize;
-        Some((mine + nodes.len() - home) % nodes.len())
+        place(&m.nodes(), self.inner.members.view.me(), key)
     }
 
     fn info(&self, id: LeaseId, record: &LeaseRecord, version: u64) -> LeaseInfo {
@@ -496,27 +490,20 @@ impl Leases {
     /// either way it is forgotten until a scan (or a request served here) says where it
     /// stands now.
     async fn expire(&self, due: Due) -> Result<()> {
-        if due.ended {
+        let Some(expiry) = expiry(&due) else {
             return self.release(due.id).await;
-        }
-        // A lease that lists no keys at the version seen is deleted outright: nothing to
-        // release. Either way the change is conditional on that version.
-        let version = due.version;
-        let expiry = if due.keyless {
-            Command::DeleteIf { expect: version }
-        } else {
-            Command::LeaseEnd { expect: version }
         };
-        match self.run(due.id, expiry).await? {
-            Outcome::Delete { deleted: true, .. } => {
-                log::debug!("lease {:016x} expired (version {version})", due.id);
-                if due.keyless || self.test_stop_after_end() {
+        let outcome = self.run(due.id, expiry).await?;
+        match after_expiry(&due, &outcome) {
+            Some(AfterExpiry::Release) => {
+                log::debug!("lease {:016x} ended (version {})", due.id, due.version);
+                if self.test_stop_after_end() {
                     return Ok(());
                 }
                 self.release(due.id).await
             }
-            Outcome::Delete { .. } => Ok(()),
-            other => Err(unexpected(other)),
+            Some(AfterExpiry::Done) => Ok(()),
+            None => Err(unexpected(outcome)),
         }
     }
 }

@@ -163,6 +163,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::paxos::membership::RESERVED_PREFIX;
+use crate::paxos::types::{key_hash, Command, Key, NodeId, Outcome};
 
 /// A lease's id.
 pub type LeaseId = u64;
@@ -310,6 +311,70 @@ pub fn wait_before_expiry(ttl: Duration, place: usize) -> Duration {
 /// place in the lease's order of nodes.
 pub fn wait_before_release(place: usize) -> Duration {
     STAGGER * (place as u32 + 1)
+}
+
+/// Node `me`'s place in the order of `nodes` for `key`: its home (the node a client sends
+/// the key's requests to) first. `None` when `me` is not among them.
+pub fn place(nodes: &[NodeId], me: NodeId, key: &[u8]) -> Option<usize> {
+    let mine = nodes.iter().position(|n| *n == me)?;
+    let home = (key_hash(key) % nodes.len() as u64) as usize;
+    Some((mine + nodes.len() - home) % nodes.len())
+}
+
+/// The keeper's first step on a lease [`Tracker::due`] named, conditional on the version
+/// seen (the argument above): `None` for an ended lease (its keys are to be released:
+/// [`release_plan`]); a delete for one that lists no keys (nothing to release); else its end.
+pub fn expiry(due: &Due) -> Option<Command> {
+    let seen = due.version;
+    if due.ended {
+        None
+    } else if due.keyless {
+        Some(Command::DeleteIf { expect: seen })
+    } else {
+        Some(Command::LeaseEnd { expect: seen })
+    }
+}
+
+/// What follows an expiry's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterExpiry {
+    /// Done: the lease was deleted (it listed no keys), or a keepalive or another node came
+    /// first (the version moved: nothing changed). Forget it until a scan says more.
+    Done,
+    /// It ended now: its keys are to be released ([`release_plan`]).
+    Release,
+}
+
+/// What an expiry of `due` answered `outcome` leads to (`None`: an answer a delete never
+/// gives).
+pub fn after_expiry(due: &Due, outcome: &Outcome) -> Option<AfterExpiry> {
+    match outcome {
+        Outcome::Delete { deleted: true, .. } if !due.keyless => Some(AfterExpiry::Release),
+        Outcome::Delete { .. } => Some(AfterExpiry::Done),
+        _ => None,
+    }
+}
+
+/// The release of an ended lease's keys: one `Release` per key it lists (in any order,
+/// several at once), then, once every one was answered, `delete`. Every command may be
+/// repeated ("Attached keys", point 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleasePlan {
+    pub releases: Vec<(Key, Command)>,
+    pub delete: Command,
+}
+
+/// The plan for lease `id` read at `version` as `record`; `None` unless it ended (a live
+/// lease is not released; a gone one has nothing left).
+pub fn release_plan(id: LeaseId, record: &LeaseRecord, version: u64) -> Option<ReleasePlan> {
+    record.ended.then(|| ReleasePlan {
+        releases: record
+            .keys
+            .iter()
+            .map(|k| (k.to_vec(), Command::Release { lease: id }))
+            .collect(),
+        delete: Command::DeleteIf { expect: version },
+    })
 }
 
 /// What one node has seen of the leases it scans: per lease, the version it last saw and

@@ -71,6 +71,13 @@
 //! says the gap; no two deliveries disagree on a version's value), and at the end against the
 //! history: a change delivered is the one the history's writes and reads show at that version.
 //!
+//! **Lease keepers** (`keeper`): every node runs the keeper of `actors::lease` with the
+//! runtime's decisions (`paxos::lease::Tracker` and the expiry's commands) on a clock of its
+//! own rate, beside clients that grant, keep alive, let lapse and write keys attached to a
+//! few leases; keepers pause and restart. Each expiry that acts is checked never to come
+//! before TTL since the version it was conditional on was first seen chosen; after the run
+//! heals, every lapsed lease and its keys must be gone within a bound.
+//!
 //! After every step the invariants below are checked; at the end the history is checked for
 //! linearizability. A failing seed replays exactly: `PAXKV_SIM_SEED=<seed> cargo test --lib
 //! sim`.
@@ -98,6 +105,7 @@ use crate::watch::{Sequencer, WatchItem};
 
 #[path = "../../tests/support/convert.rs"]
 mod convert;
+mod keeper;
 #[path = "../../tests/support/linearizability.rs"]
 mod linearizability;
 /// What `linearizability.rs` takes from its parent: the lease record's change functions.
@@ -234,6 +242,8 @@ struct Node {
     /// The node's watch of every key from version 0 (in memory: a restart ends it and
     /// begins another, see "Watches" below).
     watch: Sequencer,
+    /// Its lease keeper (in memory; `keeper`).
+    keeper: keeper::Keeper,
 }
 
 /// What a copy of a node's data directory holds: its records and the store's identity state.
@@ -248,7 +258,7 @@ struct Snapshot {
 }
 
 impl Node {
-    fn new(store: u64, membership: Option<Membership>) -> Node {
+    fn new(store: u64, membership: Option<Membership>, clock: keeper::Clock) -> Node {
         Node {
             acceptors: BTreeMap::new(),
             durable: BTreeMap::new(),
@@ -267,6 +277,7 @@ impl Node {
             intact: false,
             rolled_back: false,
             watch: Sequencer::new(WATCH_GAP_WAIT, None),
+            keeper: keeper::Keeper::new(clock),
         }
     }
 
@@ -305,6 +316,8 @@ enum Waiter {
     /// client retried elsewhere (the history's operation at this index): nobody waits for
     /// its answer any more, and the write must not be applied again.
     HeldAttempt(usize),
+    /// A lease keeper's command (`keeper`): the node, the lease, the history's operation.
+    Keeper(NodeId, crate::paxos::lease::LeaseId, usize),
 }
 
 /// A driver of a change: the runtime's `paxos::driver::ChangeDriver`, and what its current
@@ -455,6 +468,8 @@ struct Sim {
     /// What the nodes' watches delivered, checked as it is delivered and against the history
     /// at the end.
     watched: Watched,
+    /// The lease keepers' world (`keeper`).
+    keeping: keeper::Keeping,
 }
 
 /// One list in progress: one page of a prefix, as `actors::list::Lister::list` makes it.
@@ -470,6 +485,8 @@ struct Listing {
     /// The scan waits this long for voters that do not answer (the runtime's page timeout).
     deadline: Instant,
     scanned: bool,
+    /// The keeper's scan it is (`keeper`), if it is one.
+    scan: Option<u64>,
     /// Keys decided (from the records or a read round), and those whose read is in flight.
     decided: BTreeMap<Key, Live>,
     reading: BTreeSet<Key>,
@@ -514,14 +531,19 @@ impl Sim {
             };
         }
         let cluster = register.cluster;
+        let mut keeping = keeper::Keeping::new(seed);
+        let nodes = FIRST_NODES
+            .iter()
+            .map(|&n| {
+                let clock = keeping.clock(now);
+                (n, Node::new(n as u64, Some(register.clone()), clock))
+            })
+            .collect();
         Sim {
             rng: SmallRng::seed_from_u64(seed),
             now,
             start: now,
-            nodes: FIRST_NODES
-                .iter()
-                .map(|&n| (n, Node::new(n as u64, Some(register.clone()))))
-                .collect(),
+            nodes,
             net: Vec::new(),
             isolated: Vec::new(),
             accepted: BTreeMap::new(),
@@ -552,6 +574,7 @@ impl Sim {
                 seed,
                 ..Watched::default()
             },
+            keeping,
         }
     }
 
@@ -634,15 +657,20 @@ impl Sim {
         command: Command,
         retried: bool,
     ) -> Option<RequestId> {
-        let index = self.history.len();
-        self.history.push(Operation {
-            client: self.next_token + 1,
-            key: key.to_vec(),
-            input: convert::input_of(&command),
-            call: self.elapsed(),
-            ret: None,
-            output: None,
-        });
+        self.submit_with(node, key, command, retried, None)
+    }
+
+    /// [`Sim::submit_attempt`], with a client of `patience` (`None`: drawn, a quarter of
+    /// them impatient).
+    fn submit_with(
+        &mut self,
+        node: NodeId,
+        key: &[u8],
+        command: Command,
+        retried: bool,
+        patience: Option<u64>,
+    ) -> Option<RequestId> {
+        let index = self.push_operation(key, &command);
         let token = self.token(Waiter::Client(index), node, key);
         let id = command.is_write().then_some(RequestId {
             client: node as u64,
@@ -650,10 +678,10 @@ impl Sim {
         });
         // A quarter of the clients are impatient: their deadlines often pass mid-round (a
         // retry is patient: its outcome, if an error, stays unknown, which costs the check).
-        let patience = if !retried && self.rng.random_bool(0.25) {
-            30
-        } else {
-            400
+        let patience = match patience {
+            Some(patience) => patience,
+            None if !retried && self.rng.random_bool(0.25) => 30,
+            None => 400,
         };
         let (now, deadline) = (self.now, self.now + Duration::from_millis(patience));
         let mut out = Vec::new();
@@ -664,6 +692,19 @@ impl Sim {
             .submit(now, token, command, id, retried, deadline, &mut out);
         self.effects(node, key, out);
         id
+    }
+
+    /// A client's operation called now, into the history; returns its index.
+    fn push_operation(&mut self, key: &[u8], command: &Command) -> usize {
+        self.history.push(Operation {
+            client: self.next_token + 1,
+            key: key.to_vec(),
+            input: convert::input_of(command),
+            call: self.elapsed(),
+            ret: None,
+            output: None,
+        });
+        self.history.len() - 1
     }
 
     /// A settle round for `key` on `node`, for `waiter`; returns its token.
@@ -718,19 +759,20 @@ impl Sim {
     }
 
     fn answered(&mut self, token: u64, result: Result<Outcome, Error>) {
-        self.owner.remove(&token);
+        if let (Some((_, key)), Ok(outcome)) = (self.owner.remove(&token), &result) {
+            if let Some(version) = keeper::version_of(outcome) {
+                self.seen_chosen(&key, version);
+            }
+        }
         match self.waiters.remove(&token).expect("one reply per request") {
-            Waiter::Client(i) => match result {
-                Ok(outcome) => {
-                    self.history[i].ret = Some(self.elapsed());
-                    self.history[i].output = Some(convert::output_of(outcome));
-                }
-                // May have taken effect: the checker lets it take effect any time, or never.
-                Err(e) if e.may_have_applied() || self.retried.contains(&i) => {}
-                Err(_) => {
-                    self.not_applied.insert(i);
-                }
-            },
+            Waiter::Client(i) => {
+                self.keeper_client_answered(i, &result);
+                self.record_answer(i, result);
+            }
+            Waiter::Keeper(node, id, i) => {
+                self.record_answer(i, result.clone());
+                self.keeper_answered(node, id, result);
+            }
             Waiter::Sweep => {}
             Waiter::HeldAttempt(i) => {
                 // Either the outcome the register remembers for the write, or a refusal;
@@ -756,6 +798,21 @@ impl Sim {
                 self.settled.insert(token, result.is_ok());
             }
             Waiter::ListRead(list, key) => self.list_read(list, key, result),
+        }
+    }
+
+    /// The history's operation `i` answered.
+    fn record_answer(&mut self, i: usize, result: Result<Outcome, Error>) {
+        match result {
+            Ok(outcome) => {
+                self.history[i].ret = Some(self.elapsed());
+                self.history[i].output = Some(convert::output_of(outcome));
+            }
+            // May have taken effect: the checker lets it take effect any time, or never.
+            Err(e) if e.may_have_applied() || self.retried.contains(&i) => {}
+            Err(_) => {
+                self.not_applied.insert(i);
+            }
         }
     }
 
@@ -1103,6 +1160,7 @@ impl Sim {
             self.say_hello(node);
         }
         self.progress_lists();
+        self.run_keepers();
         self.expire_watches();
         // A node that does not vote keeps asking a peer for the membership (the start loop
         // of `actors::membership`, every 300 ms): a joining node learns the Rescan step that
@@ -1585,6 +1643,7 @@ impl Sim {
         n.link = 0;
         n.confirmation = identity::Confirmation::default();
         n.watch = Sequencer::new(WATCH_GAP_WAIT, None);
+        n.keeper = keeper::Keeper::new(n.keeper.clock());
         self.watched.end_stream(node);
         // A node dead for good ends the lists it served (nothing is recorded): left in
         // progress, their read rounds would start on proposers that no tick runs (seed 20,
@@ -1984,7 +2043,8 @@ impl Sim {
             .filter_map(|n| n.membership.clone())
             .max_by_key(|m| m.epoch);
         let store = self.rng.random::<u64>() | 1 << 63;
-        self.nodes.insert(id, Node::new(store, m));
+        let clock = self.keeping.clock(self.now);
+        self.nodes.insert(id, Node::new(store, m, clock));
         self.say_hello(id);
         id
     }
@@ -2008,6 +2068,10 @@ impl Sim {
                 Some(Waiter::ListRead(list, key)) => {
                     let lost = Err(Error::Unavailable("the key's proposer stopped".into()));
                     self.list_read(list, key, lost);
+                }
+                Some(Waiter::Keeper(node, id, _)) => {
+                    let lost = Err(Error::Unknown("the lease's proposer stopped".into()));
+                    self.keeper_answered(node, id, lost);
                 }
                 _ => {}
             }
@@ -2088,8 +2152,8 @@ impl Sim {
         }
     }
 
-    /// The invariants of one key.
-    fn check_key(&self, key: &Key) {
+    /// The invariants of one key; returns the versions found chosen.
+    fn check_key(&self, key: &Key) -> Vec<u64> {
         for (id, node) in &self.nodes {
             if let Some(a) = node.acceptors.get(key) {
                 let rec = a.record();
@@ -2151,7 +2215,7 @@ impl Sim {
                     .map(|(s, _)| (Ballot::FAST, s.version)),
             );
         }
-        for (b, v) in chosen {
+        for &(b, v) in &chosen {
             let lo = (key.clone(), b);
             let hi = (key.clone(), Ballot::new(u64::MAX, NodeId::MAX));
             let live = self
@@ -2165,6 +2229,7 @@ impl Sim {
                 );
             }
         }
+        chosen.into_iter().map(|(_, v)| v).collect()
     }
 
     /// A random live node (any: clients may use non-members, whose proposers still work).
@@ -2175,6 +2240,14 @@ impl Sim {
 
     /// A random voter that votes and is no change's subject (for faults).
     fn random_healthy_voter(&mut self) -> Option<NodeId> {
+        self.random_healthy_voter_where(|_, _| true)
+    }
+
+    /// [`Sim::random_healthy_voter`], among those `fits` picks.
+    fn random_healthy_voter_where(
+        &mut self,
+        fits: impl Fn(&Sim, NodeId) -> bool,
+    ) -> Option<NodeId> {
         let busy: BTreeSet<NodeId> = self
             .changes
             .iter()
@@ -2185,7 +2258,7 @@ impl Sim {
             .register
             .voters()
             .into_iter()
-            .filter(|n| !busy.contains(n) && self.nodes[n].votes(*n))
+            .filter(|n| !busy.contains(n) && self.nodes[n].votes(*n) && fits(self, *n))
             .collect();
         (!candidates.is_empty()).then(|| candidates[self.rng.random_range(0..candidates.len())])
     }
@@ -2202,9 +2275,13 @@ impl Sim {
 impl Sim {
     /// A list of `prefix` asked of `node`: a scan sent to every voter of its epoch.
     fn start_list(&mut self, node: NodeId, prefix: &[u8]) {
-        let Some(m) = self.nodes[&node].membership.clone() else {
-            return;
-        };
+        self.start_list_of(node, prefix, None);
+    }
+
+    /// A list of `prefix` asked of `node`, for its keeper's scan `scan` if it is one; the
+    /// list's id (`None`: the node has no membership to ask).
+    fn start_list_of(&mut self, node: NodeId, prefix: &[u8], scan: Option<u64>) -> Option<u64> {
+        let m = self.nodes[&node].membership.clone()?;
         *self.faults.entry("lists").or_default() += 1;
         self.next_list += 1;
         let list = self.next_list;
@@ -2232,11 +2309,13 @@ impl Sim {
             answers: BTreeMap::new(),
             deadline: self.now + Duration::from_millis(self.rng.random_range(20..=300)),
             scanned: false,
+            scan,
             decided: BTreeMap::new(),
             reading: BTreeSet::new(),
             failed: false,
         };
         self.lists.insert(list, listing);
+        Some(list)
     }
 
     /// `to` answers a scan only at the caller's epoch, of its own cluster, with a store
@@ -2379,6 +2458,18 @@ impl Sim {
             .map(|o| o.key.clone())
             .collect();
         let mut ops = Vec::new();
+        let mut leases = Vec::new();
+        for (key, live) in &l.decided {
+            if let Some((value, version)) = live {
+                self.seen_chosen(key, *version);
+                if keeper::is_lease_register(key) {
+                    leases.push((key.clone(), value.clone(), *version));
+                }
+            }
+        }
+        if let Some(scan) = l.scan {
+            self.keeper_scanned(l.node, list, scan, leases);
+        }
         for (key, live) in l.decided {
             if let Some((value, version)) = live {
                 let output = Output::Get {
@@ -2528,7 +2619,7 @@ fn check_watches(sim: &Sim, seed: u64) {
     let mut states: BTreeMap<(&Key, u64), Option<&Vec<u8>>> = BTreeMap::new();
     let mut written: BTreeSet<(&Key, &Vec<u8>)> = BTreeSet::new();
     for (i, op) in sim.history.iter().enumerate() {
-        if op.key == LEASE {
+        if op.key == LEASE || keeper::is_lease_register(&op.key) {
             continue;
         }
         let value = match &op.input {
@@ -2565,7 +2656,7 @@ fn check_watches(sim: &Sim, seed: u64) {
     }
     let mut versions: BTreeMap<(&Key, &Vec<u8>), u64> = BTreeMap::new();
     for ((key, version), value) in &sim.watched.values {
-        if key.as_slice() == LEASE {
+        if key.as_slice() == LEASE || keeper::is_lease_register(key) {
             continue;
         }
         if let Some(state) = states.get(&(key, *version)) {
@@ -2697,8 +2788,13 @@ impl Sim {
         let voters = self.register.voters().len();
         match self.rng.random_range(0..5) {
             0 => self.wipe_some_store(),
+            // (one with a copy to go back to, if any: else a wipe)
             1 => {
-                if let Some(node) = self.random_healthy_voter() {
+                let copied = |sim: &Sim, n| sim.snapshots.contains_key(&n);
+                if let Some(node) = self
+                    .random_healthy_voter_where(copied)
+                    .or_else(|| self.random_healthy_voter())
+                {
                     self.lose_disk(node, true);
                 }
             }
@@ -2737,7 +2833,9 @@ impl Sim {
     fn deliver_share(&mut self, base: usize) {
         for _ in 0..(base + self.net.len() / 20) {
             if let Some(key) = self.deliver_one() {
-                self.check_key(&key);
+                for version in self.check_key(&key) {
+                    self.seen_chosen(&key, version);
+                }
             }
         }
     }
@@ -3029,6 +3127,8 @@ fn run(seed: u64) -> RunStats {
             sim.start_random_change();
         }
         workload.submit(&mut sim, step);
+        sim.keeper_client(step);
+        sim.pause_a_keeper();
         // A message's expected delay stays around 20 steps.
         sim.deliver_share(3);
         if step % 2 == 0 {
@@ -3044,6 +3144,10 @@ fn run(seed: u64) -> RunStats {
     run_until_quiet(&mut sim, seed);
     sim.check_invariants();
     let voters = converge(&mut sim, seed);
+    // The keepers alone, for as long as a lapsed lease may take to go; then read them back.
+    let kept = sim.keep_until_bound();
+    run_until_quiet(&mut sim, seed);
+    sim.check_keepers_done(seed, &kept);
     // Read every key back, through a voter chosen at random.
     for key in workload.keys() {
         let node = voters[sim.rng.random_range(0..voters.len())];
@@ -3177,6 +3281,9 @@ fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_sta
         "watch changes delivered",
         "watch skips",
         "watches ended",
+        "lease expired by a keeper",
+        "lease released by a keeper",
+        "keeper pause",
     ] {
         assert!(
             !many || faults.get(fault).is_some_and(|n| *n > 0),
