@@ -16,7 +16,7 @@
 //! `1 + CLOCK_RATE_MARGIN` (the assumption's bound: faster is outside the model), from its
 //! own origin; no two are compared.
 //!
-//! **Clients** of a few leases (`KEEPER_LEASES`, TTLs of 400 to 800 ms, so that several
+//! **Clients** of six leases (`KEEPER_LEASES`, TTLs of 400 to 800 ms, so that several
 //! lapse in a run) act as `actors::lease::Leases` does on the node they ask: grants,
 //! keepalives (the node tracks what it served, `Tracker::served`), reads, and writes attached
 //! to a lease, in its three steps (the key's fence, the attach, the write if the fence
@@ -51,10 +51,15 @@ use crate::paxos::lease::{
 use crate::paxos::types::{Command, Key, LeasedWrite, NodeId, Outcome, RequestId};
 
 /// The leases the keepers look after, and their TTLs.
-const KEEPER_LEASES: [(LeaseId, Duration); 3] = [
+/// (Six, each with few commands: a register's history with many operations of unknown
+/// outcome is costly to check.)
+const KEEPER_LEASES: [(LeaseId, Duration); 6] = [
     (0x6b65_6570_0000_0001, Duration::from_millis(400)),
-    (0x6b65_6570_0000_0002, Duration::from_millis(600)),
-    (0x6b65_6570_0000_0003, Duration::from_millis(800)),
+    (0x6b65_6570_0000_0002, Duration::from_millis(500)),
+    (0x6b65_6570_0000_0003, Duration::from_millis(600)),
+    (0x6b65_6570_0000_0004, Duration::from_millis(700)),
+    (0x6b65_6570_0000_0005, Duration::from_millis(800)),
+    (0x6b65_6570_0000_0006, Duration::from_millis(400)),
 ];
 /// Keys written attached to them.
 const KEPT_KEYS: usize = 4;
@@ -536,7 +541,7 @@ impl Sim {
     /// This step's keeper client operation, if one is drawn: a grant, a keepalive (unless
     /// the lease is lapsing), a read, or a write attached to a lease.
     pub(super) fn keeper_client(&mut self, step: u32) {
-        if step >= 6_500 || !self.keeping.rng.random_bool(0.03) {
+        if step >= 6_500 || !self.keeping.rng.random_bool(0.02) {
             return;
         }
         let (id, _) = KEEPER_LEASES[self.keeping.rng.random_range(0..KEEPER_LEASES.len())];
