@@ -198,8 +198,8 @@ pub struct Limits {
     /// answers 503 (it did not take effect) or 504 (it may have).
     pub http_request_timeout_ms: u64,
     /// Leases a node tracks (`paxos::lease`): a grant is refused ("busy") while this many
-    /// are live as the node last scanned them. Bounds each node's keeper (about 100 bytes a
-    /// lease) and a scan's time.
+    /// are live as the node last scanned them. Bounds each node's keeper (100 to 150 bytes a
+    /// lease, `examples/lease_tracker_memory.rs`) and a scan's time.
     pub max_leases: usize,
     /// Keys one lease lists (attached while it lived); one more is refused (exit 2). At most
     /// as many as fit in one value ([`Limits::keys_per_lease`]).

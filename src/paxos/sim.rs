@@ -3286,6 +3286,7 @@ fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_sta
         "watch skips",
         "watches ended",
         "lease expired by a keeper",
+        "lease expiry checked",
         "lease released by a keeper",
         "keeper pause",
     ] {

@@ -196,7 +196,6 @@ pub(super) struct Keeping {
     then: BTreeMap<usize, Then>,
     /// Per lease, until when its client holds off keepalives (a lapse).
     lapsing: BTreeMap<LeaseId, Instant>,
-    pub(super) checked: u32,
 }
 
 impl Keeping {
@@ -206,7 +205,6 @@ impl Keeping {
             first_seen: BTreeMap::new(),
             then: BTreeMap::new(),
             lapsing: BTreeMap::new(),
-            checked: 0,
         }
     }
 
@@ -347,29 +345,34 @@ impl Sim {
         let mut finished = None; // Some(true): done; Some(false): failed, postponed
         match (&mut acting.step, result) {
             (Step::End, Ok(outcome)) => {
-                if let Outcome::Delete { deleted: true, .. } = outcome {
+                if let Outcome::Delete {
+                    deleted: true,
+                    version,
+                } = outcome
+                {
+                    // The state it replaced: the version it named, unless it was not
+                    // conditional on it (then whichever came last, if anyone saw it chosen).
+                    let before = version - 1;
                     let key = lease_key(id);
-                    let seen = *self
-                        .keeping
-                        .first_seen
-                        .get(&(key.clone(), due.version))
-                        .unwrap_or_else(|| {
-                            panic!(
-                                "seed {seed}: lease {id:x}: version {} was acted on but never \
-                                 seen chosen",
-                                due.version
-                            )
-                        });
-                    let waited = acting.sent.saturating_duration_since(seen);
+                    let seen = self.keeping.first_seen.get(&(key, before)).copied();
                     assert!(
-                        waited >= ttl_of(id),
-                        "seed {seed}: node {node} expired lease {id:x} early: its end of version \
-                         {} was sent {} ms after that version was first seen chosen, TTL {} ms",
-                        due.version,
-                        waited.as_millis(),
-                        ttl_of(id).as_millis()
+                        seen.is_some() || before != due.version,
+                        "seed {seed}: lease {id:x}: version {before} was acted on but never \
+                         seen chosen"
                     );
-                    self.keeping.checked += 1;
+                    if let Some(seen) = seen {
+                        let waited = acting.sent.saturating_duration_since(seen);
+                        assert!(
+                            waited >= ttl_of(id),
+                            "seed {seed}: node {node} expired lease {id:x} early: its end was \
+                             sent {} ms after version {before}, the one it ended, was first \
+                             seen chosen, TTL {} ms (it named version {})",
+                            waited.as_millis(),
+                            ttl_of(id).as_millis(),
+                            due.version
+                        );
+                        *self.faults.entry("lease expiry checked").or_default() += 1;
+                    }
                     *self.faults.entry("lease expired by a keeper").or_default() += 1;
                 }
                 match after_expiry(&due, &outcome) {
