@@ -13,7 +13,9 @@ use paxkv::messages::{
 };
 use paxkv::paxos::membership::{Member, MemberState, Membership, Phase};
 use paxkv::paxos::record::AcceptorRecord;
-use paxkv::paxos::types::{Ballot, Command, KeyChange, Outcome, Register, RequestId};
+use paxkv::paxos::types::{
+    Ballot, Command, Inspected, KeyChange, LeasedWrite, Outcome, Register, RequestId,
+};
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -543,7 +545,75 @@ fn samples() -> Vec<(&'static str, Frame)> {
                 result: Ok(NodeReply::Watching),
             }),
         ),
+        (
+            "command leased write",
+            kv(Command::LeasedWrite(Box::new(LeasedWrite {
+                expect: Some(2),
+                value: b"v".to_vec(),
+                lease: 0xab,
+                fence: 3,
+                retried: true,
+            }))),
+        ),
+        ("command release", kv(Command::Release { lease: 0xab })),
+        (
+            "command lease attach",
+            kv(Command::LeaseAttach {
+                key: b"a".to_vec(),
+                max_keys: 1_000,
+            }),
+        ),
+        ("command lease end", kv(Command::LeaseEnd { expect: 4 })),
+        ("command inspect", kv(Command::Inspect)),
+        (
+            "response kv fenced",
+            response(Ok(Reply::Kv(Outcome::Fenced { fence: 5 }))),
+        ),
+        (
+            "response kv inspect",
+            response(Ok(Reply::Kv(Outcome::Inspect(Box::new(Inspected {
+                value: Some(b"v".to_vec()),
+                version: 6,
+                lease: Some(0xab),
+                fence: 2,
+            }))))),
+        ),
+        (
+            "request leased write",
+            request(RequestBody::LeasedWrite {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                expect: None,
+                lease: 0xab,
+                write_id: RequestId { client: 7, seq: 8 },
+                maybe_applied: false,
+            }),
+        ),
+        (
+            "request lease keys",
+            request(RequestBody::LeaseKeys { id: 0xab }),
+        ),
+        (
+            "response lease keys",
+            response(Ok(Reply::LeaseKeys(Some(vec![
+                serde_bytes::ByteBuf::from(b"k".to_vec()),
+            ])))),
+        ),
+        (
+            "response not found",
+            response(Err(Error::NotFound(e("lease 00000000000000ab not found")))),
+        ),
     ]
+}
+
+/// A key's command as a client sends it.
+fn kv(command: Command) -> Frame {
+    request(RequestBody::Kv {
+        key: b"k".to_vec(),
+        command,
+        write_id: None,
+        maybe_applied: false,
+    })
 }
 
 /// A membership in the middle of a change (every field and state on the wire).
@@ -669,6 +739,20 @@ const GOLDEN: &[(&str, &str)] = &[
     ("response no lease", "0203000b00"),
     ("node watching", "0308090603904e"),
     ("node watching granted", "04080006"),
+    ("command leased write", "010300016b0601020176ab0103010000"),
+    ("command release", "010300016b07ab010000"),
+    ("command lease attach", "010300016b080161e8070000"),
+    ("command lease end", "010300016b09040000"),
+    ("command inspect", "010300016b0a0000"),
+    ("response kv fenced", "020300000405"),
+    ("response kv inspect", "02030000050101760601ab0102"),
+    ("request leased write", "010311016b017600ab01070800"),
+    ("request lease keys", "010312ab01"),
+    ("response lease keys", "0203000c0101016b"),
+    (
+        "response not found",
+        "02030109206c656173652030303030303030303030303030306162206e6f7420666f756e64",
+    ),
 ];
 
 #[test]
