@@ -2,8 +2,8 @@
 # Paired A/B of two release builds of paxkv, as BENCHMARKS.md asks for any "no regression"
 # claim: ROUNDS rounds, each running build A then build B (alternating, so drift of this noisy
 # machine hits both alike), each on a fresh five-node `paxkv cluster` with a new data
-# directory: a load of KEYS keys, then put at 256 clients and get at 64 clients with
-# `paxkv bench`. For every run it prints op/s, p99, the node processes' own CPU per operation
+# directory: a load of KEYS keys, then put at 256 clients, get at 64 clients and (MIXED_OPS
+# above 0) a mixed 90 % get workload at 64 clients with `paxkv bench`. For every run it prints op/s, p99, the node processes' own CPU per operation
 # (utime + stime of the five `paxkv node` processes, /proc/PID/stat) and the whole machine's
 # busy CPU per operation (/proc/stat, load generator included).
 #
@@ -17,7 +17,7 @@ set -euo pipefail
 A=$(realpath "$1"); B=$(realpath "$2"); ROUNDS=${3:-3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 CONFIG=${CONFIG:-$repo/config/cluster.toml}  # a config both builds read (an older build refuses newer keys)
-KEYS=${KEYS:-10000}; PUT_OPS=${PUT_OPS:-60000}; GET_OPS=${GET_OPS:-150000}
+KEYS=${KEYS:-10000}; PUT_OPS=${PUT_OPS:-60000}; GET_OPS=${GET_OPS:-150000}; MIXED_OPS=${MIXED_OPS:-0}
 work=$(mktemp -d)
 cluster_pid=
 cleanup() { [ -n "$cluster_pid" ] && kill "$cluster_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
@@ -33,10 +33,11 @@ nodes_ticks() { # the utime+stime of the `paxkv node` children of the cluster pr
   echo "$total"
 }
 
-run() { # bin label op ops concurrency
+run() { # bin label op ops concurrency [more bench arguments]
   local bin=$1 label=$2 op=$3 ops=$4 c=$5 m0 n0 out
+  shift 5
   m0=$(busy_ticks); n0=$(nodes_ticks)
-  out=$("$bin" bench --config "$CONFIG" --op "$op" --ops "$ops" --concurrency "$c" --keys "$KEYS" --json | tail -1)
+  out=$("$bin" bench --config "$CONFIG" --op "$op" --ops "$ops" --concurrency "$c" --keys "$KEYS" "$@" --json | tail -1)
   python3 - "$label" "$op-c$c" "$out" "$(( $(busy_ticks) - m0 ))" "$(( $(nodes_ticks) - n0 ))" "$tck" <<'EOF'
 import json, sys
 label, row, out, machine, nodes, tck = sys.argv[1:]
@@ -63,6 +64,7 @@ one() { # bin label
   "$bin" bench --config "$CONFIG" --op load --keys "$KEYS" --concurrency 64 --json > /dev/null
   run "$bin" "$label" put "$PUT_OPS" 256
   run "$bin" "$label" get "$GET_OPS" 64
+  [ "$MIXED_OPS" -gt 0 ] && run "$bin" "$label" mixed "$MIXED_OPS" 64 --read-ratio 0.9
   kill "$cluster_pid"; wait "$cluster_pid" 2>/dev/null || true; cluster_pid=
 }
 

@@ -548,6 +548,11 @@ pub struct NodeStatus {
     /// (cumulative): two statuses a while apart give the rate and the latency percentiles
     /// of the requests between them (the console's charts).
     pub request_buckets: Vec<u64>,
+    /// CPU time the node process used since it started, user and system, microseconds
+    /// (0 where unknown): two statuses around a run give the node's own CPU per operation
+    /// (`paxkv bench`). Appended last, as every field added since: an older reader stops
+    /// before it.
+    pub cpu_us: u64,
 }
 
 /// Everything one connection carries, in either direction. A connection from a peer carries

@@ -763,6 +763,26 @@ fn load_puts_lines_and_reports_bad_ones(cluster: &Cluster) {
     let (code, stdout, _) = cluster.cli(&["get", "largest"]);
     assert_eq!(code, 0);
     assert_eq!(stdout, format!("{}\n", "y".repeat(1 << 20)));
+
+    // bench reports the node processes' own CPU per operation, from their statuses.
+    let (code, stdout, stderr) = cluster.cli(&[
+        "--json",
+        "bench",
+        "--op",
+        "put",
+        "--ops",
+        "300",
+        "--concurrency",
+        "4",
+    ]);
+    assert_eq!(code, 0, "stderr {stderr:?}");
+    let run: Value = serde_json::from_str(stdout.trim_end()).expect("a JSON summary");
+    let cpu = run["node_cpu_us_per_op"]
+        .as_f64()
+        .expect("the nodes' CPU per op");
+    // Each put is an fsync-backed accept on five nodes and a dozen messages: not free, and
+    // not a second either.
+    assert!(cpu > 1.0 && cpu < 1_000_000.0, "{run}");
 }
 
 #[test]

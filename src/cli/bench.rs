@@ -282,11 +282,21 @@ struct Summary {
     /// For `mixed`: gets and puts apart.
     reads: Latency,
     writes: Latency,
+    /// The node processes' own CPU over the run, microseconds (`None`: some node did not
+    /// say: a node down, or a build before `NodeStatus::cpu_us`).
+    node_cpu_us: Option<u64>,
 }
 
 impl Summary {
     /// The run's figures: `ops` operations of `args` on `conns` clients in `elapsed_s`.
-    fn of(stats: &Stats, args: &BenchArgs, conns: u64, ops: u64, elapsed_s: f64) -> Summary {
+    fn of(
+        stats: &Stats,
+        args: &BenchArgs,
+        conns: u64,
+        ops: u64,
+        elapsed_s: f64,
+        node_cpu_us: Option<u64>,
+    ) -> Summary {
         let mut all = stats.reads.clone();
         all.add(&stats.writes)
             .expect("histograms with the same bounds");
@@ -305,7 +315,14 @@ impl Summary {
             latency: Latency::of(&all),
             reads: Latency::of(&stats.reads),
             writes: Latency::of(&stats.writes),
+            node_cpu_us,
         }
+    }
+
+    /// The nodes' own CPU per successful operation, microseconds.
+    fn node_cpu_us_per_op(&self) -> Option<f64> {
+        let cpu = self.node_cpu_us?;
+        (self.ok > 0).then(|| cpu as f64 / self.ok as f64)
     }
 
     fn ops_per_s(&self) -> f64 {
@@ -339,6 +356,7 @@ impl Summary {
             "conns": self.conns,
             "keys": self.keys,
             "value_size": self.value_size,
+            "node_cpu_us_per_op": self.node_cpu_us_per_op().map(|c| round(c, 1)),
         });
         if self.op == BenchOp::Mixed {
             let o = v.as_object_mut().expect("an object");
@@ -373,6 +391,7 @@ impl Summary {
              errors       {errors} (unavailable {u}, unknown {unk}, busy {b}, other {o})\n\
              elapsed      {el:.3} s\n\
              throughput   {tp:.1} ops/s\n\
+             node CPU     {cpu} per op (the node processes' own, all nodes)\n\
              latency ms         p50       p90       p99     p99.9       max\n\
              {all:<13}{l}\n",
             op = self.op.name(),
@@ -394,6 +413,9 @@ impl Summary {
             o = e.other,
             el = self.elapsed_s,
             tp = self.ops_per_s(),
+            cpu = self
+                .node_cpu_us_per_op()
+                .map_or("unknown".to_string(), |c| format!("{c:.1} µs")),
             all = "  all",
             l = lat(&self.latency),
         );
@@ -463,6 +485,7 @@ pub async fn run(clients: Vec<Client>, args: BenchArgs, json: bool) -> i32 {
         return EXIT_UNAVAILABLE;
     }
 
+    let cpu_before = nodes_cpu_us(&clients[0]).await;
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency)
         .map(|w| {
@@ -475,11 +498,22 @@ pub async fn run(clients: Vec<Client>, args: BenchArgs, json: bool) -> i32 {
         w.await.expect("a bench worker panicked");
     }
     let elapsed_s = started.elapsed().as_secs_f64();
+    let cpu_after = nodes_cpu_us(&clients[0]).await;
+    let node_cpu_us = cpu_before
+        .zip(cpu_after)
+        .map(|(before, after)| after.saturating_sub(before));
     ticker.abort();
     shared.progress.finish_and_clear();
 
     let stats = shared.stats.lock().unwrap();
-    let summary = Summary::of(&stats, &args, clients.len() as u64, total, elapsed_s);
+    let summary = Summary::of(
+        &stats,
+        &args,
+        clients.len() as u64,
+        total,
+        elapsed_s,
+        node_cpu_us,
+    );
     if json {
         println!("{}", summary.to_json());
     } else {
@@ -490,6 +524,19 @@ pub async fn run(clients: Vec<Client>, args: BenchArgs, json: bool) -> i32 {
     } else {
         EXIT_OK
     }
+}
+
+/// The CPU time every node's process used so far, summed, from their statuses (`None`: a
+/// node did not answer, or says 0: a build before it was counted).
+async fn nodes_cpu_us(client: &Client) -> Option<u64> {
+    let mut total = 0;
+    for i in 0..client.addrs().len() {
+        match client.status(i).await {
+            Ok(status) if status.cpu_us > 0 => total += status.cpu_us,
+            _ => return None,
+        }
+    }
+    Some(total)
 }
 
 /// Moves the progress bar to the operations done, every [`PROGRESS_TICK`], until all are.
@@ -600,6 +647,7 @@ mod tests {
             latency,
             reads: latency,
             writes: Latency::default(),
+            node_cpu_us: Some(600),
         }
     }
 
@@ -634,6 +682,17 @@ mod tests {
         assert_eq!(v["p50_ms"], 2.0);
         assert_eq!(v["max_ms"].as_f64().unwrap(), 120.831);
         assert!(v.get("get_p50_ms").is_none());
+        assert_eq!(
+            v["node_cpu_us_per_op"], 150.0,
+            "600 µs of the nodes over 4 ops"
+        );
+        let unknown = Summary {
+            node_cpu_us: None,
+            ..summary(BenchOp::Put)
+        };
+        assert!(unknown.to_json()["node_cpu_us_per_op"].is_null());
+        assert!(unknown.table().contains("node CPU     unknown"));
+        assert!(summary(BenchOp::Put).table().contains("150.0 µs per op"));
 
         let mixed = summary(BenchOp::Mixed).to_json();
         assert_eq!(mixed["op"], "mixed");
