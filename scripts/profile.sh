@@ -42,11 +42,17 @@ done
 bench_pid=$!
 sleep 2 # the load settles before sampling starts (a fixed warm-up, not a condition)
 pids=$(pgrep -P "$cluster_pid" | paste -sd, -)
-perf record -F 499 -g -o "$work/perf.data" -p "$pids" -- sleep "$SECS" > /dev/null 2>&1
+# CALLGRAPH="--call-graph dwarf" gives whole call chains (Rust keeps no frame pointers), at
+# a cost: sample fewer seconds then.
+# shellcheck disable=SC2086
+perf record -F "${FREQ:-499}" ${CALLGRAPH:--g} -o "$work/perf.data" -p "$pids" -- sleep "$SECS" > /dev/null 2>&1
 kill "$bench_pid" 2>/dev/null; wait "$bench_pid" 2>/dev/null || true
-echo "# $OP (${args[*]}), $SECS s sampled at 499 Hz in the five node processes"
+# (KEEP=FILE keeps the samples, for `perf report -i FILE` with call graphs)
+if [ -n "${KEEP:-}" ]; then cp "$work/perf.data" "$KEEP"; fi
+set +o pipefail # `head` ends the reports early
+echo "# $OP (${args[*]}), $SECS s sampled at ${FREQ:-499} Hz in the five node processes"
 echo "## by DSO"
-perf report -i "$work/perf.data" --no-children --sort dso --stdio 2>/dev/null \
+perf report -i "$work/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null \
   | grep -v '^#' | grep -v '^$' | head -8
 echo "## top frames, self time"
 perf report -i "$work/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null \
