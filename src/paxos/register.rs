@@ -4,7 +4,8 @@
 //! Invariants: `version` never decreases; it grows by exactly one on every put, every delete of
 //! a present value and every swapping cas, and by nothing otherwise. A write is applied at most
 //! once:
-//! - the register remembers its last [`RECENT_WRITES`] writes by id (`recent`, oldest first);
+//! - the register remembers its last [`REMEMBERED_WRITES`] writes by id (`recent`, oldest
+//!   first);
 //!   a write found there answers the outcome it had;
 //! - when it forgets one (the oldest), it raises that write's *client's* floor to the write's
 //!   sequence (`floors`, one entry per client, at most [`CLIENT_FLOORS`]); a write at or
@@ -20,14 +21,14 @@
 //! only (the client sets it once an attempt was lost or answered "outcome unknown", the
 //! proposer once it sent an Accept carrying the write), and a first attempt speaks for
 //! itself alone: while it waits (in a paused node's socket, for as long as the pause lasts),
-//! the client retries elsewhere and that attempt is applied and, 128 writes later,
+//! the client retries elsewhere and that attempt is applied and, enough writes later,
 //! forgotten. When the first attempt then arrives, "never applied" is false for the write.
 //! Before this rule it was applied a second time (process nemesis, seed
 //! 1796427747832293448: the put acknowledged at version 536 of `hot-0` applied again at
 //! version 641, after node 5 resumed from a 2.6 s pause). Refusing a write that really was
 //! never applied is safe: `TooLate` says "may have taken effect", which is true of nothing
-//! it contradicts; it costs only a write of a client delayed behind 128 of its own later
-//! writes to the same key. **Still open:** after an overflow, a client whose floor was
+//! it contradicts; it costs only a write of a client delayed behind 32 later writes to the
+//! same key. **Still open:** after an overflow, a client whose floor was
 //! dropped has none, and its delayed first attempt is applied if the write was forgotten
 //! (it cannot be told from a new client's first write without refusing every new client);
 //! it needs 64 other clients' writes forgotten while the attempt waits (README, limits).
@@ -52,9 +53,21 @@ use crate::paxos::lease;
 use crate::paxos::types::{AppliedWrite, ClientFloor, Command, Outcome, Register, RequestId};
 use crate::paxos::types::{Inspected, LeasedWrite};
 
-/// How many applied writes a register remembers for de-duplication. At least the largest
-/// batch a proposer applies in one round (see `paxos::proposer`).
+/// How many applied writes a register remembers for de-duplication
+/// ([`REMEMBERED_WRITES`]) is at most this: the bound a record or a frame is checked
+/// against, which records written by older builds (which kept 128) meet, and the most
+/// commands one round applies (`paxos.max_batch`).
 pub const RECENT_WRITES: usize = 128;
+
+/// How many applied writes a register keeps for de-duplication: the default
+/// `paxos.max_batch`, so that a default round's writes are all remembered. The memory goes
+/// into every record, every Accept and every log entry: at 128, a key written more than
+/// 128 times cost 1.75x the CPU per put of a fresh one (BENCHMARKS.md, issue 23). A retry
+/// that comes after more of the key's writes than this is refused as "too late" (it may
+/// have taken effect), never applied twice: fewer remembered writes cost only retries of
+/// busy keys their exact outcome. A state remembering more (an older build's) sheds the
+/// oldest on its next write, raising their floors.
+pub const REMEMBERED_WRITES: usize = 32;
 
 /// How many clients' floors a register keeps (16 bytes each).
 pub const CLIENT_FLOORS: usize = 64;
@@ -192,7 +205,7 @@ pub fn apply(
         state.fence += 1;
     }
     if let Some(id) = id {
-        if state.recent.len() >= RECENT_WRITES {
+        while state.recent.len() >= REMEMBERED_WRITES {
             let forgotten = state.recent.remove(0).id;
             raise_floor(state, forgotten);
         }
@@ -576,18 +589,60 @@ mod tests {
         assert_eq!(s.value.as_deref(), Some(&b"b"[..]));
     }
 
+    /// A record written by an older build remembers up to `RECENT_WRITES` writes: its next
+    /// write sheds all but the newest `REMEMBERED_WRITES - 1`, raising each shed write's
+    /// client floor, so that none of them is applied again.
     #[test]
-    fn the_dedup_window_is_bounded_and_a_forgotten_write_is_refused_not_applied_twice() {
+    fn a_state_remembering_more_writes_sheds_them_on_its_next_write_and_refuses_their_retries() {
         let mut s = Register::default();
-        for seq in 0..(RECENT_WRITES as u64 * 3) {
-            apply(&mut s, &put("x"), id(seq));
+        for seq in 0..RECENT_WRITES as u64 {
+            s.version += 1;
+            s.recent.push(AppliedWrite {
+                id: RequestId { client: 7, seq },
+                outcome: Outcome::Put { version: seq + 1 },
+            });
         }
-        assert_eq!(s.recent.len(), RECENT_WRITES);
+        let before = s.version;
+        let next = RECENT_WRITES as u64;
+        assert_eq!(
+            apply(&mut s, &put("x"), id(next)),
+            Outcome::Put {
+                version: before + 1
+            }
+        );
+        assert_eq!(s.recent.len(), REMEMBERED_WRITES);
+        let shed = RECENT_WRITES - REMEMBERED_WRITES; // the oldest, seq 0..=shed
         assert_eq!(
             s.floors,
             vec![ClientFloor {
                 client: 7,
-                seq: RECENT_WRITES as u64 * 2 - 1
+                seq: shed as u64
+            }]
+        );
+        for seq in [0, shed as u64] {
+            assert_eq!(super::apply(&mut s, &put("x"), id(seq), true), Err(TooLate));
+        }
+        let kept = shed as u64 + 1;
+        assert_eq!(
+            super::apply(&mut s, &put("x"), id(kept), true),
+            Ok(Outcome::Put { version: kept + 1 }),
+            "a write still remembered answers its outcome"
+        );
+        assert_eq!(s.version, before + 1, "nothing applied twice");
+    }
+
+    #[test]
+    fn the_dedup_window_is_bounded_and_a_forgotten_write_is_refused_not_applied_twice() {
+        let mut s = Register::default();
+        for seq in 0..(REMEMBERED_WRITES as u64 * 3) {
+            apply(&mut s, &put("x"), id(seq));
+        }
+        assert_eq!(s.recent.len(), REMEMBERED_WRITES);
+        assert_eq!(
+            s.floors,
+            vec![ClientFloor {
+                client: 7,
+                seq: REMEMBERED_WRITES as u64 * 2 - 1
             }]
         );
         let version = s.version;
@@ -595,7 +650,7 @@ mod tests {
         assert_eq!(super::apply(&mut s, &put("x"), id(3), true), Err(TooLate));
         assert_eq!(s.version, version, "refused, not applied again");
         // a retry of one it remembers
-        let last = RECENT_WRITES as u64 * 3 - 1;
+        let last = REMEMBERED_WRITES as u64 * 3 - 1;
         assert_eq!(
             super::apply(&mut s, &put("x"), id(last), true),
             Ok(Outcome::Put { version: last + 1 })
@@ -623,7 +678,7 @@ mod tests {
         };
         let retry = super::apply(&mut s, &put("t5-946"), Some(write), true);
         assert_eq!(retry, Ok(Outcome::Put { version: 1 }));
-        for seq in 947..(947 + RECENT_WRITES as u64) {
+        for seq in 947..(947 + REMEMBERED_WRITES as u64) {
             let other = Some(RequestId { client: 5, seq });
             super::apply(&mut s, &put("later"), other, false).unwrap();
         }
@@ -647,11 +702,11 @@ mod tests {
                 seq: u64::MAX / 2 + seq,
             })
         };
-        for seq in 0..(RECENT_WRITES as u64 * 2) {
+        for seq in 0..(REMEMBERED_WRITES as u64 * 2) {
             apply(&mut s, &put("fast"), fast(seq));
         }
         // another client, with small sequence numbers, first attempts and retries alike
-        for seq in 0..(RECENT_WRITES as u64 * 2) {
+        for seq in 0..(REMEMBERED_WRITES as u64 * 2) {
             let other = Some(RequestId { client: 2, seq });
             let before = s.version;
             assert!(super::apply(&mut s, &put("slow"), other, seq % 2 == 0).is_ok());
@@ -663,7 +718,7 @@ mod tests {
     fn floors_are_bounded_and_an_overflow_refuses_only_retries_of_clients_it_forgot() {
         let mut s = Register::default();
         // every client writes once; the window forgets most of them
-        let clients = (RECENT_WRITES + CLIENT_FLOORS + 10) as u64;
+        let clients = (REMEMBERED_WRITES + CLIENT_FLOORS + 10) as u64;
         for client in 0..clients {
             super::apply(&mut s, &put("x"), Some(RequestId { client, seq: 1 }), false).unwrap();
         }
@@ -696,7 +751,7 @@ mod tests {
         // client 1's write 90 is applied, then forgotten: floor 90
         super::apply(&mut s, &put("x"), c(90), false).unwrap();
         let other = |client| Some(RequestId { client, seq: 1 });
-        for client in 100..(100 + RECENT_WRITES as u64) {
+        for client in 100..(100 + REMEMBERED_WRITES as u64) {
             super::apply(&mut s, &put("x"), other(client), false).unwrap();
         }
         assert_eq!(s.floors[0], ClientFloor { client: 1, seq: 90 });
@@ -707,7 +762,7 @@ mod tests {
         assert!(s.floors_overflowed && s.floors.iter().all(|f| f.client != 1));
         // a delayed first attempt of client 1's write 60 is applied, then forgotten
         super::apply(&mut s, &put("x"), c(60), false).unwrap();
-        for client in 5_000..(5_000 + RECENT_WRITES as u64) {
+        for client in 5_000..(5_000 + REMEMBERED_WRITES as u64) {
             super::apply(&mut s, &put("x"), other(client), false).unwrap();
         }
         // a retry of write 90 must still be refused
@@ -782,7 +837,7 @@ mod tests {
 
         /// A write applies once: a retry of a write already applied never changes the
         /// register again (it answers the first outcome, or is refused as too late), however
-        /// many writes of however many clients came in between (past `RECENT_WRITES` and
+        /// many writes of however many clients came in between (past `REMEMBERED_WRITES` and
         /// `CLIENT_FLOORS`); and the version never goes down.
         #[test]
         fn a_write_applies_once_and_versions_never_go_down(
@@ -817,7 +872,7 @@ mod tests {
                     Step::Retry { .. } => {}
                 }
                 proptest::prop_assert!(state.version >= before.0, "the version went down");
-                proptest::prop_assert!(state.recent.len() <= RECENT_WRITES);
+                proptest::prop_assert!(state.recent.len() <= REMEMBERED_WRITES);
                 proptest::prop_assert!(state.floors.len() <= CLIENT_FLOORS);
             }
         }

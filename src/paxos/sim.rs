@@ -11,7 +11,7 @@
 //!   the runtime's gate; during a change too), and is often wiped first;
 //! - **held first attempts**: a busy key's put has its first attempt wait (in a paused
 //!   node's socket) while the client's retry is applied, and arrive 2,000 to 3,000 steps
-//!   later, past the 128 writes the register remembers, saying "never applied"
+//!   later, past the writes the register remembers, saying "never applied"
 //!   (`register::apply` must refuse it: process nemesis seed 1796427747832293448);
 //! - **another cluster's node** at this cluster's addresses (a config of other nodes, or of
 //!   the same nodes under another token): Accepts of values no client wrote, Prepares, and
@@ -122,7 +122,7 @@ const LEASED_KEYS: usize = 2;
 fn leased_key(i: usize) -> Key {
     format!("leased-{i}").into_bytes()
 }
-/// Written more often than the register remembers writes (`register::RECENT_WRITES`).
+/// Written more often than the register remembers writes (`register::REMEMBERED_WRITES`).
 const BUSY: &[u8] = b"busy";
 const ONCE_KEYS: usize = 30;
 /// Keys that get a few writes each, from any node: their first writes race at the fast ballot.
@@ -3070,7 +3070,7 @@ impl Workload {
         }
     }
 
-    /// The busy key: puts through any node, more than the register remembers (128); blind
+    /// The busy key: puts through any node, more than the register remembers (32); blind
     /// puts, whose versions order them, keep its history cheap to check. Now and then a
     /// put's first attempt is held up in another node (paused) and arrives 2,000 to 3,000
     /// steps later, after its retry (the history's operation) was applied and forgotten: it
