@@ -30,6 +30,7 @@ mutants=(
   'no-frame-validation @@ src/actors/network.rs @@ s/if let Err(e) = frame.validate(\&shared.config) {/if let Err(e) = Ok::<(), Error>(()) {/ @@ --test transport_bad_input a_contradictory_paxos_message'
   'accept-next-unchecked @@ src/messages.rs @@ s/let next_ok = next.is_none_or(|n| n > \*ballot \&\& own_classic(n));/let next_ok = true;/ @@ --test transport_bad_input a_contradictory_paxos_message'
   'adopt-ignores-promise @@ src/paxos/acceptor.rs @@ s/^        if classic \&\& peer.accepted > self.record.accepted \&\& peer.accepted >= self.record.promised$/        if classic \&\& peer.accepted > self.record.accepted/ @@ --lib adopting_is_idempotent'
+  'remembered-writes-not-shed-unit @@ src/paxos/register.rs @@ s/^        while state.recent.len() >= REMEMBERED_WRITES {$/        if state.recent.len() >= REMEMBERED_WRITES {/ @@ --lib a_state_remembering_more_writes_sheds'
   'retry-ignores-floors @@ src/paxos/register.rs @@ s/        let refused = match state.floors/        let refused = false \&\& match state.floors/ @@ --lib a_write_applies_once'
   'first-attempt-below-floor-applied @@ src/paxos/register.rs @@ s/            Some(floor) => id.seq <= floor.seq,/            Some(floor) => maybe_applied \&\& id.seq <= floor.seq,/ @@ --lib sim'
   'first-attempt-below-floor-applied-unit @@ src/paxos/register.rs @@ s/            Some(floor) => id.seq <= floor.seq,/            Some(floor) => maybe_applied \&\& id.seq <= floor.seq,/ @@ --lib a_delayed_first_attempt_of_a_write_applied_by_its_retry'
