@@ -23,6 +23,8 @@ cluster_pid=
 cleanup() { [ -n "$cluster_pid" ] && kill "$cluster_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 tck=$(getconf CLK_TCK)
+# shellcheck source=scripts/cluster-lib.sh
+. "$repo/scripts/cluster-lib.sh"
 
 busy_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 nodes_ticks() { # the utime+stime of the `paxkv node` children of the cluster process
@@ -51,16 +53,7 @@ EOF
 
 one() { # bin label
   local bin=$1 label=$2
-  rm -rf "$work/data"
-  "$bin" cluster --config "$CONFIG" --data-dir "$work/data" > "$work/cluster.log" 2>&1 &
-  cluster_pid=$!
-  local rc=1
-  for _ in $(seq 1 150); do
-    rc=0; "$bin" get __ab_probe --config "$CONFIG" >/dev/null 2>&1 || rc=$?
-    [ "$rc" -le 1 ] && break
-    sleep 0.2 # the cluster's start, polled
-  done
-  [ "$rc" -le 1 ] || { echo "cluster of $bin did not answer" >&2; tail -20 "$work/cluster.log" >&2; exit 1; }
+  start_cluster "$bin" "$CONFIG" "$work"
   "$bin" bench --config "$CONFIG" --op load --keys "$KEYS" --concurrency 64 --json > /dev/null
   run "$bin" "$label" put "$PUT_OPS" 256
   run "$bin" "$label" get "$GET_OPS" 64

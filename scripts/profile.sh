@@ -25,15 +25,9 @@ case $OP in
   *) echo "op: put, get or mixed" >&2; exit 2 ;;
 esac
 
-"$BIN" cluster --config "$CONFIG" --data-dir "$work/data" > "$work/cluster.log" 2>&1 &
-cluster_pid=$!
-rc=1
-for _ in $(seq 1 150); do
-  rc=0; "$BIN" get __profile_probe --config "$CONFIG" >/dev/null 2>&1 || rc=$?
-  [ "$rc" -le 1 ] && break
-  sleep 0.2 # the cluster's start, polled
-done
-[ "$rc" -le 1 ] || { echo "the cluster did not answer" >&2; tail -20 "$work/cluster.log" >&2; exit 1; }
+# shellcheck source=scripts/cluster-lib.sh
+. "$repo/scripts/cluster-lib.sh"
+start_cluster "$BIN" "$CONFIG" "$work"
 "$BIN" bench --config "$CONFIG" --op load --keys "$KEYS" --concurrency 64 --json > /dev/null
 
 # Enough operations to outlast the sampling; the bench is stopped once it is done.
