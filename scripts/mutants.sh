@@ -143,7 +143,7 @@ mutants=(
   'lease-expiry-at-half-its-ttl-sim @@ src/paxos/lease.rs @@ s/ttl.mul_f64(1.0 + CLOCK_RATE_MARGIN)/ttl.mul_f64(0.5 + CLOCK_RATE_MARGIN)/ @@ --lib sim'
   'lease-release-plan-releases-nothing-sim @@ src/paxos/lease.rs @@ s/.map(|k| (k.to_vec(), Command::Release { lease: id }))/.filter(|_| false).map(|k| (k.to_vec(), Command::Release { lease: id }))/ @@ --lib sim'
   'lease-ended-left-to-its-ender-sim @@ src/paxos/lease.rs @@ s/^                let wait = if s.ended {$/                if s.ended { return false; }\n                let wait = if s.ended {/ @@ --lib sim'
-  'lease-release-only-inline @@ src/actors/lease.rs @@ s/^            return self.release(due.id).await;$/            return Ok(());/ @@ --test leases cut_short'
+  'lease-release-only-inline @@ src/actors/lease.rs @@ s/^        let (expiry, first) = Expiry::start(due);$/        if due.ended { return Ok(()); }\n        let (expiry, first) = Expiry::start(due);/ @@ --test leases cut_short'
   'lease-write-unfenced @@ src/paxos/register.rs @@ s/            if state.fence != \*fence {/            if false \&\& state.fence != *fence {/ @@ --lib a_leased_write_from_before'
   'lease-fence-never-raised @@ src/paxos/register.rs @@ s/^    if state.version != version_before || matches!(command, Command::Release { .. }) {$/    if false {/ @@ --lib sim'
   'lease-write-sent-once-refused-by-floors @@ src/paxos/register.rs @@ s/^        if refused \&\& !fenced {$/        if refused {/ @@ --lib a_leased_write_sent_once'

@@ -18,8 +18,8 @@ use crate::actors::supervisor::{run_command, run_command_as, NodeSupervisor};
 use crate::error::{Error, Result};
 use crate::messages::LeaseInfo;
 use crate::paxos::lease::{
-    after_expiry, expiry, lease_key, lease_of_key, lease_prefix, place, release_plan, AfterExpiry,
-    Due, LeaseId, LeaseRecord, Tracker, MAX_TTL, MIN_TTL, SCAN_INTERVAL,
+    lease_key, lease_of_key, lease_prefix, place, Call, Due, Expiry, LeaseId, LeaseRecord, Next,
+    Tracker, MAX_TTL, MIN_TTL, SCAN_INTERVAL,
 };
 use crate::paxos::types::{Command, LeasedWrite, Outcome, RequestId, WriteIdMint};
 
@@ -180,7 +180,8 @@ impl Leases {
         match self.run(id, Command::LeaseEnd { expect: 0 }).await? {
             Outcome::Delete { deleted: true, .. } => {
                 if !self.test_stop_after_end() {
-                    self.release(id).await?;
+                    let (release, first) = Expiry::release(id);
+                    self.drive(release, first).await?;
                 }
                 Ok(Some(info))
             }
@@ -316,32 +317,52 @@ impl Leases {
         }
     }
 
-    /// Lease `id` ended: releases every key it lists (each deleted if still attached to it,
-    /// and its fence raised), then deletes the lease's register. Done by the node that
-    /// ended it, and by any node that finds it ended for long enough (the first stopped
-    /// midway). Every step may be repeated: a release of a released key deletes nothing.
-    async fn release(&self, id: LeaseId) -> Result<()> {
-        let Some((record, version)) = self.read(id).await? else {
-            return Ok(());
-        };
-        let Some(plan) = release_plan(id, &record, version) else {
-            return Ok(());
-        };
+    /// Runs `expiry` (`paxos::lease::Expiry`) from its first call until it is done (`Ok`)
+    /// or a call failed: each step's calls at once, `RELEASES_IN_FLIGHT` in flight. Every
+    /// step may be repeated by another node or a later attempt: a release of a released key
+    /// deletes nothing.
+    async fn drive(&self, mut expiry: Expiry, first: Call) -> Result<()> {
         let supervisor = &self.inner.supervisor;
         let write_ids = &self.inner.write_ids;
-        let released: Vec<Result<Outcome>> = futures_util::stream::iter(plan.releases)
-            .map(|(key, command)| async move {
-                run_command(supervisor, key, command, Some(write_ids.mint())).await
-            })
-            .buffer_unordered(RELEASES_IN_FLIGHT)
-            .collect()
-            .await;
-        for result in released {
-            result?;
-        }
-        match self.run(id, plan.delete).await? {
-            Outcome::Delete { .. } => Ok(()),
-            other => Err(unexpected(other)),
+        let mut calls = vec![first];
+        loop {
+            let answers: Vec<Result<Outcome>> = futures_util::stream::iter(calls)
+                .map(|(key, command)| async move {
+                    let write_id = command.is_write().then(|| write_ids.mint());
+                    run_command(supervisor, key, command, write_id).await
+                })
+                .buffer_unordered(RELEASES_IN_FLIGHT)
+                .collect()
+                .await;
+            let (mut next, mut error) = (Next::Wait, None);
+            for answer in answers {
+                next = match answer {
+                    Ok(outcome) => expiry.answered(Some(&outcome)),
+                    Err(e) => {
+                        error.get_or_insert(e);
+                        expiry.answered(None)
+                    }
+                };
+            }
+            match next {
+                Next::Run(more) => {
+                    if expiry.ended_here() && matches!(more[..], [(_, Command::Get)]) {
+                        log::debug!("lease {:016x} ended", expiry.lease());
+                        if self.test_stop_after_end() {
+                            return Ok(());
+                        }
+                    }
+                    calls = more;
+                }
+                Next::Done => return Ok(()),
+                Next::Failed(why) => return Err(error.unwrap_or(Error::Storage(why))),
+                Next::Wait => {
+                    return Err(Error::Storage(format!(
+                        "lease {:016x}: its expiry waits for an answer no call will give",
+                        expiry.lease()
+                    )))
+                }
+            }
         }
     }
 
@@ -490,21 +511,8 @@ impl Leases {
     /// either way it is forgotten until a scan (or a request served here) says where it
     /// stands now.
     async fn expire(&self, due: Due) -> Result<()> {
-        let Some(expiry) = expiry(&due) else {
-            return self.release(due.id).await;
-        };
-        let outcome = self.run(due.id, expiry).await?;
-        match after_expiry(&due, &outcome) {
-            Some(AfterExpiry::Release) => {
-                log::debug!("lease {:016x} ended (version {})", due.id, due.version);
-                if self.test_stop_after_end() {
-                    return Ok(());
-                }
-                self.release(due.id).await
-            }
-            Some(AfterExpiry::Done) => Ok(()),
-            None => Err(unexpected(outcome)),
-        }
+        let (expiry, first) = Expiry::start(due);
+        self.drive(expiry, first).await
     }
 }
 

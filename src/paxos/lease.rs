@@ -141,7 +141,8 @@
 //! # Tested where
 //!
 //! The seeded simulation (`paxos::sim::keeper`) runs every node's keeper with these
-//! decisions ([`Tracker`], [`expiry`], [`after_expiry`], [`release_plan`], [`place`]) on
+//! decisions ([`Tracker`], [`place`], and [`Expiry`], the sequence of an expiry's commands
+//! built on [`expiry`], [`after_expiry`] and [`release_plan`]) on
 //! clocks of their own rates up to `1 + ρ`, with keeper pauses and restarts among its faults,
 //! and checks each expiry that acts against step 2 of the argument (sent at least TTL after
 //! the version it names was first seen chosen), and that lapsed leases and their keys are
@@ -387,6 +388,161 @@ pub fn release_plan(id: LeaseId, record: &LeaseRecord, version: u64) -> Option<R
             .collect(),
         delete: Command::DeleteIf { expect: version },
     })
+}
+
+/// A command on a key that an [`Expiry`] needs run.
+pub type Call = (Key, Command);
+
+/// One lease's expiry, or the release of an ended lease's keys, as the sequence of commands
+/// it is: its end (or delete), the read of the ended record, the releases of its keys, the
+/// record's delete. Sans IO: `actors::lease` runs its calls through the node's proposers and
+/// the simulation through its own (`paxos::sim::keeper`), and both feed the answers back, so
+/// that the sequence the simulation checks is the one that runs.
+#[derive(Debug)]
+pub struct Expiry {
+    id: LeaseId,
+    due: Due,
+    step: ExpiryStep,
+    ended_here: bool,
+}
+
+#[derive(Debug)]
+enum ExpiryStep {
+    /// Its end, or its delete (a lease with no keys).
+    End,
+    /// The read of its record before the releases.
+    Read,
+    /// Releases in flight, whether one failed, and the delete that follows them.
+    Release {
+        left: usize,
+        failed: bool,
+        delete: Command,
+    },
+    /// The record's delete.
+    Delete,
+}
+
+/// What an [`Expiry`] does after an answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Run these calls (all at once, in any order) and feed back each answer.
+    Run(Vec<Call>),
+    /// Wait for the other answers of the calls in flight.
+    Wait,
+    /// Done: the lease is gone, or was kept alive since it was found due (forget it until a
+    /// scan says where it stands).
+    Done,
+    /// A call failed, or answered what it never does: try again later.
+    Failed(String),
+}
+
+impl Expiry {
+    /// Acting on `due` ([`Tracker::due`]): the expiry and its first call.
+    pub fn start(due: Due) -> (Expiry, Call) {
+        let (step, command) = match expiry(&due) {
+            Some(command) => (ExpiryStep::End, command),
+            None => (ExpiryStep::Read, Command::Get),
+        };
+        let expiry = Expiry {
+            id: due.id,
+            due,
+            step,
+            ended_here: false,
+        };
+        (expiry, (lease_key(due.id), command))
+    }
+
+    /// The release of lease `id`, ended by a revoke: its read first.
+    pub fn release(id: LeaseId) -> (Expiry, Call) {
+        Expiry::start(Due {
+            id,
+            version: 0,
+            keyless: false,
+            ended: true,
+        })
+    }
+
+    /// The lease whose expiry this is.
+    pub fn lease(&self) -> LeaseId {
+        self.id
+    }
+
+    /// This expiry ended the lease itself (its end was chosen), and has its keys to release.
+    pub fn ended_here(&self) -> bool {
+        self.ended_here
+    }
+
+    /// Its call in flight is the lease's end (or delete): the one the timing rule is about.
+    pub fn is_ending(&self) -> bool {
+        matches!(self.step, ExpiryStep::End)
+    }
+
+    /// One call's answer (`None`: it failed, or its outcome is unknown).
+    pub fn answered(&mut self, answer: Option<&Outcome>) -> Next {
+        let id = self.id;
+        let Some(outcome) = answer else {
+            return match &mut self.step {
+                ExpiryStep::Release { left, failed, .. } if *left > 1 => {
+                    *left -= 1;
+                    *failed = true;
+                    Next::Wait
+                }
+                _ => Next::Failed(format!("lease {id:016x}: a call of its expiry failed")),
+            };
+        };
+        let unexpected = || Next::Failed(format!("lease {id:016x}: answered {outcome:?}"));
+        match &mut self.step {
+            ExpiryStep::End => match after_expiry(&self.due, outcome) {
+                Some(AfterExpiry::Release) => {
+                    self.ended_here = true;
+                    self.step = ExpiryStep::Read;
+                    Next::Run(vec![(lease_key(id), Command::Get)])
+                }
+                Some(AfterExpiry::Done) => Next::Done,
+                None => unexpected(),
+            },
+            ExpiryStep::Read => {
+                let Outcome::Get { value, version } = outcome else {
+                    return unexpected();
+                };
+                let plan = value
+                    .as_deref()
+                    .and_then(LeaseRecord::decode)
+                    .and_then(|record| release_plan(id, &record, *version));
+                match plan {
+                    None => Next::Done,
+                    Some(plan) if plan.releases.is_empty() => {
+                        self.step = ExpiryStep::Delete;
+                        Next::Run(vec![(lease_key(id), plan.delete)])
+                    }
+                    Some(plan) => {
+                        self.step = ExpiryStep::Release {
+                            left: plan.releases.len(),
+                            failed: false,
+                            delete: plan.delete,
+                        };
+                        Next::Run(plan.releases)
+                    }
+                }
+            }
+            ExpiryStep::Release { left, .. } if *left > 1 => {
+                *left -= 1;
+                Next::Wait
+            }
+            ExpiryStep::Release { failed: true, .. } => Next::Failed(format!(
+                "lease {id:016x}: a release of one of its keys failed"
+            )),
+            ExpiryStep::Release { delete, .. } => {
+                let delete = delete.clone();
+                self.step = ExpiryStep::Delete;
+                Next::Run(vec![(lease_key(id), delete)])
+            }
+            ExpiryStep::Delete => match outcome {
+                Outcome::Delete { .. } => Next::Done,
+                _ => unexpected(),
+            },
+        }
+    }
 }
 
 /// What one node has seen of the leases it scans: per lease, the version it last saw and
@@ -681,6 +837,89 @@ mod tests {
         t.forget_unlisted(2);
         assert_eq!(t.len(), 1);
         assert_eq!(t.remaining(1, now), None);
+    }
+
+    fn gone(deleted: bool, version: u64) -> Outcome {
+        Outcome::Delete { deleted, version }
+    }
+
+    #[test]
+    fn an_expiry_ends_reads_releases_every_key_then_deletes_and_stops_if_kept_alive() {
+        // A lease with no keys: one delete, conditional on the version seen.
+        let (mut e, first) = Expiry::start(due(1, 4, true, false));
+        assert_eq!(first, (lease_key(1), Command::DeleteIf { expect: 4 }));
+        assert_eq!(e.answered(Some(&gone(true, 5))), Next::Done);
+        // A keepalive came first: the conditional end changed nothing, and that is all.
+        let (mut e, first) = Expiry::start(due(2, 4, false, false));
+        assert_eq!(first, (lease_key(2), Command::LeaseEnd { expect: 4 }));
+        assert!(e.is_ending());
+        assert_eq!(e.answered(Some(&gone(false, 6))), Next::Done);
+        assert!(!e.ended_here());
+        // Ended here: the record read, each key released, then the record deleted.
+        let (mut e, _) = Expiry::start(due(3, 4, false, false));
+        let read = vec![(lease_key(3), Command::Get)];
+        assert_eq!(e.answered(Some(&gone(true, 5))), Next::Run(read));
+        assert!(e.ended_here() && !e.is_ending());
+        let mut record = second();
+        record.keys = vec![b"a".to_vec().into(), b"b".to_vec().into()];
+        record.ended = true;
+        let ended = Outcome::Get {
+            value: Some(record.encode()),
+            version: 5,
+        };
+        let release = Command::Release { lease: 3 };
+        assert_eq!(
+            e.answered(Some(&ended)),
+            Next::Run(vec![
+                (b"a".to_vec(), release.clone()),
+                (b"b".to_vec(), release)
+            ])
+        );
+        assert_eq!(e.answered(Some(&gone(true, 2))), Next::Wait);
+        assert_eq!(
+            e.answered(Some(&gone(false, 7))),
+            Next::Run(vec![(lease_key(3), Command::DeleteIf { expect: 5 })])
+        );
+        assert_eq!(e.answered(Some(&gone(true, 6))), Next::Done);
+    }
+
+    #[test]
+    fn an_expiry_whose_call_fails_fails_after_every_release_answered_and_a_revoke_starts_at_the_read(
+    ) {
+        let (mut e, first) = Expiry::release(9);
+        assert_eq!(
+            first,
+            (lease_key(9), Command::Get),
+            "a revoke ended it already"
+        );
+        let mut record = second();
+        record.keys = vec![b"a".to_vec().into(), b"b".to_vec().into()];
+        record.ended = true;
+        let ended = Outcome::Get {
+            value: Some(record.encode()),
+            version: 3,
+        };
+        assert!(matches!(e.answered(Some(&ended)), Next::Run(calls) if calls.len() == 2));
+        assert_eq!(
+            e.answered(None),
+            Next::Wait,
+            "the other release is still out"
+        );
+        assert!(matches!(e.answered(Some(&gone(true, 2))), Next::Failed(_)));
+        // A live lease is not released; a gone one has nothing left; a strange answer fails.
+        let (mut e, _) = Expiry::release(9);
+        let live = Outcome::Get {
+            value: Some(second().encode()),
+            version: 3,
+        };
+        assert_eq!(e.answered(Some(&live)), Next::Done);
+        let (mut e, _) = Expiry::start(due(9, 2, false, false));
+        assert!(matches!(
+            e.answered(Some(&Outcome::Put { version: 1 })),
+            Next::Failed(_)
+        ));
+        let (mut e, _) = Expiry::start(due(9, 2, true, false));
+        assert!(matches!(e.answered(None), Next::Failed(_)));
     }
 
     #[test]

@@ -3287,7 +3287,7 @@ fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_sta
         "watches ended",
         "lease expired by a keeper",
         "lease expiry checked",
-        "lease released by a keeper",
+        "key released by a keeper",
         "keeper pause",
     ] {
         assert!(

@@ -4,13 +4,13 @@
 //! `paxos::lease` as it is answered.
 //!
 //! **The decisions are the runtime's**: what a node has seen and what is due when
-//! (`paxos::lease::Tracker`), its place in a lease's order of nodes (`place`), the first
-//! command of an expiry (`expiry`), what its outcome leads to (`after_expiry`) and the
-//! release of an ended lease's keys (`release_plan`). The sequencing of a keeper's calls is
-//! restated here, as `Sim::start_list` restates `actors::list`'s: a scan of the lease prefix
-//! every `SCAN_INTERVAL` of its clock (the next once the last returned), and every
-//! `SCAN_INTERVAL`, once what it started before is done, an action on each lease due: its
-//! end or delete, a read of the ended record, the releases of its keys, the delete.
+//! (`paxos::lease::Tracker`), its place in a lease's order of nodes (`place`), and each
+//! expiry's sequence of commands (`paxos::lease::Expiry`: its end or delete, the read of the
+//! ended record, the releases of its keys, the delete), which `actors::lease` drives too.
+//! Only the schedule is restated here, as `Sim::start_list` restates `actors::list`'s: a
+//! scan of the lease prefix every `SCAN_INTERVAL` of its clock (the next once the last
+//! returned), and every `SCAN_INTERVAL`, once what it started before is done, an expiry of
+//! each lease due.
 //!
 //! **Clocks**: each node's clock runs at its own rate, drawn from 0.9 to just under
 //! `1 + CLOCK_RATE_MARGIN` (the assumption's bound: faster is outside the model), from its
@@ -45,8 +45,8 @@ use rand::{Rng, SeedableRng};
 use super::{Sim, Waiter};
 use crate::error::Error;
 use crate::paxos::lease::{
-    after_expiry, expiry, lease_key, lease_of_key, lease_prefix, place, release_plan, AfterExpiry,
-    Due, LeaseId, LeaseRecord, Tracker, CLOCK_RATE_MARGIN, SCAN_INTERVAL, STAGGER,
+    lease_key, lease_of_key, lease_prefix, place, Due, Expiry, LeaseId, LeaseRecord, Next, Tracker,
+    CLOCK_RATE_MARGIN, SCAN_INTERVAL, STAGGER,
 };
 use crate::paxos::types::{Command, Key, LeasedWrite, NodeId, Outcome, RequestId};
 
@@ -147,24 +147,10 @@ impl Keeper {
 
 struct Acting {
     due: Due,
-    step: Step,
+    /// The runtime's expiry (`paxos::lease::Expiry`), fed the answers.
+    expiry: Expiry,
     /// When its first command was sent (the simulation's time).
     sent: Instant,
-}
-
-enum Step {
-    /// Its end (or delete, for a lease with no keys).
-    End,
-    /// The read of its record before the release.
-    Read,
-    /// The releases of its keys in flight, whether one failed, and the delete that follows.
-    Release {
-        left: usize,
-        failed: bool,
-        delete: Command,
-    },
-    /// The delete of the record.
-    Delete,
 }
 
 /// A client's write attached to a lease, in `Leases::write`'s three steps.
@@ -298,15 +284,12 @@ impl Sim {
 
     /// Starts acting on a lease due, as `Leases::expire`.
     fn start_acting(&mut self, node: NodeId, due: Due) {
-        let (step, command) = match expiry(&due) {
-            Some(command) => (Step::End, command),
-            None => (Step::Read, Command::Get),
-        };
+        let (expiry, (key, command)) = Expiry::start(due);
         *self.faults.entry("lease expiries started").or_default() += 1;
         let sent = self.now;
         let k = &mut self.nodes.get_mut(&node).unwrap().keeper;
-        k.acting.insert(due.id, Acting { due, step, sent });
-        self.keeper_submit(node, due.id, lease_key(due.id), command);
+        k.acting.insert(due.id, Acting { due, expiry, sent });
+        self.keeper_submit(node, due.id, key, command);
     }
 
     /// A keeper's command, through the node's proposer, into the history.
@@ -324,7 +307,8 @@ impl Sim {
         self.effects(node, &key, out);
     }
 
-    /// A keeper's command answered (an error: unknown, or not applied): its next step.
+    /// A keeper's command answered (an error: unknown, or not applied): checked if it was
+    /// the lease's end, then fed to the expiry, whose next calls are sent.
     pub(super) fn keeper_answered(
         &mut self,
         node: NodeId,
@@ -340,109 +324,61 @@ impl Sim {
         let Some(acting) = n.keeper.acting.get_mut(&id) else {
             return; // the process that asked was restarted
         };
-        let due = acting.due;
-        let mut next: Vec<(Key, Command)> = Vec::new();
-        let mut finished = None; // Some(true): done; Some(false): failed, postponed
-        match (&mut acting.step, result) {
-            (Step::End, Ok(outcome)) => {
-                if let Outcome::Delete {
-                    deleted: true,
-                    version,
-                } = outcome
-                {
-                    // The state it replaced: the version it named, unless it was not
-                    // conditional on it (then whichever came last, if anyone saw it chosen).
-                    let before = version - 1;
-                    let key = lease_key(id);
-                    let seen = self.keeping.first_seen.get(&(key, before)).copied();
-                    assert!(
-                        seen.is_some() || before != due.version,
-                        "seed {seed}: lease {id:x}: version {before} was acted on but never \
-                         seen chosen"
-                    );
-                    if let Some(seen) = seen {
-                        let waited = acting.sent.saturating_duration_since(seen);
-                        assert!(
-                            waited >= ttl_of(id),
-                            "seed {seed}: node {node} expired lease {id:x} early: its end was \
-                             sent {} ms after version {before}, the one it ended, was first \
-                             seen chosen, TTL {} ms (it named version {})",
-                            waited.as_millis(),
-                            ttl_of(id).as_millis(),
-                            due.version
-                        );
-                        *self.faults.entry("lease expiry checked").or_default() += 1;
-                    }
-                    *self.faults.entry("lease expired by a keeper").or_default() += 1;
-                }
-                match after_expiry(&due, &outcome) {
-                    Some(AfterExpiry::Release) => {
-                        acting.step = Step::Read;
-                        next.push((lease_key(id), Command::Get));
-                    }
-                    Some(AfterExpiry::Done) => finished = Some(true),
-                    None => finished = Some(false),
-                }
+        if let (
+            true,
+            Ok(Outcome::Delete {
+                deleted: true,
+                version,
+            }),
+        ) = (acting.expiry.is_ending(), &result)
+        {
+            // The state it replaced: the version it named, unless it was not conditional on
+            // it (then whichever came last, if anyone saw it chosen).
+            let before = version - 1;
+            let seen = self
+                .keeping
+                .first_seen
+                .get(&(lease_key(id), before))
+                .copied();
+            assert!(
+                seen.is_some() || before != acting.due.version,
+                "seed {seed}: lease {id:x}: version {before} was acted on but never seen chosen"
+            );
+            if let Some(seen) = seen {
+                let waited = acting.sent.saturating_duration_since(seen);
+                assert!(
+                    waited >= ttl_of(id),
+                    "seed {seed}: node {node} expired lease {id:x} early: its end was sent {} ms \
+                     after version {before}, the one it ended, was first seen chosen, TTL {} ms \
+                     (it named version {})",
+                    waited.as_millis(),
+                    ttl_of(id).as_millis(),
+                    acting.due.version
+                );
+                *self.faults.entry("lease expiry checked").or_default() += 1;
             }
-            (Step::Read, Ok(Outcome::Get { value, version })) => {
-                let plan = value
-                    .as_deref()
-                    .and_then(LeaseRecord::decode)
-                    .and_then(|record| release_plan(id, &record, version));
-                match plan {
-                    Some(plan) if plan.releases.is_empty() => {
-                        acting.step = Step::Delete;
-                        next.push((lease_key(id), plan.delete));
-                    }
-                    Some(plan) => {
-                        acting.step = Step::Release {
-                            left: plan.releases.len(),
-                            failed: false,
-                            delete: plan.delete,
-                        };
-                        next.extend(plan.releases);
-                    }
-                    None => finished = Some(true),
-                }
-            }
-            (
-                Step::Release {
-                    left,
-                    failed,
-                    delete,
-                },
-                result,
-            ) => {
-                *left -= 1;
-                *failed |= result.is_err();
-                if *left == 0 {
-                    if *failed {
-                        finished = Some(false);
-                    } else {
-                        *self.faults.entry("lease released by a keeper").or_default() += 1;
-                        let delete = delete.clone();
-                        acting.step = Step::Delete;
-                        next.push((lease_key(id), delete));
-                    }
-                }
-            }
-            (Step::Delete, Ok(Outcome::Delete { .. })) => finished = Some(true),
-            _ => finished = Some(false),
+            *self.faults.entry("lease expired by a keeper").or_default() += 1;
         }
+        let next = acting.expiry.answered(result.as_ref().ok());
         let k = &mut self.nodes.get_mut(&node).unwrap().keeper;
-        match finished {
-            Some(true) => {
+        match next {
+            Next::Run(calls) => {
+                for (key, command) in calls {
+                    if matches!(command, Command::Release { .. }) {
+                        *self.faults.entry("key released by a keeper").or_default() += 1;
+                    }
+                    self.keeper_submit(node, id, key, command);
+                }
+            }
+            Next::Wait => {}
+            Next::Done => {
                 k.acting.remove(&id);
                 k.tracker.forget(id);
             }
-            Some(false) => {
+            Next::Failed(_) => {
                 k.acting.remove(&id);
                 k.tracker.postpone(id, t);
             }
-            None => {}
-        }
-        for (key, command) in next {
-            self.keeper_submit(node, id, key, command);
         }
     }
 
