@@ -666,7 +666,7 @@ mod tests {
     }
 
     /// Process nemesis, seed 1796427747832293448: a put's first attempt waits in a paused
-    /// node while the client's retry is applied elsewhere (version 1 here); 128 writes later
+    /// node while the client's retry is applied elsewhere (version 1 here); enough writes later
     /// the register has forgotten it. The first attempt, which says "never applied", then
     /// arrives: it must not be applied again.
     #[test]

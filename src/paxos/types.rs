@@ -229,7 +229,8 @@ pub enum Outcome {
     /// A `LeasedWrite` refused: the key's fence is `fence`, not the one it named.
     Fenced { fence: u64 },
     /// The register as `Inspect` read it. Boxed: a register remembers the outcomes of its
-    /// last 128 writes (`AppliedWrite`), and the other variants fit in 32 bytes.
+    /// last writes (`AppliedWrite`, up to 128 in a record of an older build), and the other
+    /// variants fit in 32 bytes.
     Inspect(Box<Inspected>),
 }
 
