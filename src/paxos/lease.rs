@@ -843,6 +843,17 @@ mod tests {
         Outcome::Delete { deleted, version }
     }
 
+    /// A read of an ended lease that lists keys `a` and `b`, at `version`.
+    fn ended_with_keys_a_and_b(version: u64) -> Outcome {
+        let mut record = second();
+        record.keys = vec![b"a".to_vec().into(), b"b".to_vec().into()];
+        record.ended = true;
+        Outcome::Get {
+            value: Some(record.encode()),
+            version,
+        }
+    }
+
     #[test]
     fn an_expiry_ends_reads_releases_every_key_then_deletes_and_stops_if_kept_alive() {
         // A lease with no keys: one delete, conditional on the version seen.
@@ -860,13 +871,7 @@ mod tests {
         let read = vec![(lease_key(3), Command::Get)];
         assert_eq!(e.answered(Some(&gone(true, 5))), Next::Run(read));
         assert!(e.ended_here() && !e.is_ending());
-        let mut record = second();
-        record.keys = vec![b"a".to_vec().into(), b"b".to_vec().into()];
-        record.ended = true;
-        let ended = Outcome::Get {
-            value: Some(record.encode()),
-            version: 5,
-        };
+        let ended = ended_with_keys_a_and_b(5);
         let release = Command::Release { lease: 3 };
         assert_eq!(
             e.answered(Some(&ended)),
@@ -892,13 +897,7 @@ mod tests {
             (lease_key(9), Command::Get),
             "a revoke ended it already"
         );
-        let mut record = second();
-        record.keys = vec![b"a".to_vec().into(), b"b".to_vec().into()];
-        record.ended = true;
-        let ended = Outcome::Get {
-            value: Some(record.encode()),
-            version: 3,
-        };
+        let ended = ended_with_keys_a_and_b(3);
         assert!(matches!(e.answered(Some(&ended)), Next::Run(calls) if calls.len() == 2));
         assert_eq!(
             e.answered(None),
