@@ -9,13 +9,17 @@
 //! - Write-ahead log: a batch is appended to the `log` database under increasing sequence
 //!   numbers (its pages fill in order, so a commit dirties a few pages rather than one B-tree
 //!   leaf per record), and kept in memory (`overlay`) until a merge moves every logged record
-//!   into `acceptors` and empties the log, in one transaction. A merge runs when the overlay
-//!   reaches [`MERGE_RECORDS`] keys or [`MERGE_BYTES`]; on open, the log is replayed and
-//!   merged. Reads look in the overlay first. A record is durable once its log commit returns.
+//!   into `acceptors` and empties the log, in one transaction. A merge runs when the log
+//!   holds [`MERGE_RECORDS`] entries or [`MERGE_BYTES`] since the last one (the overlay, one
+//!   record per key, is never larger); on open, the log is replayed and merged. Reads look in
+//!   the overlay first. A record is durable once its log commit returns. (Until issue 23 the
+//!   merge was due by the overlay's size alone: a keyspace smaller than [`MERGE_RECORDS`] keys
+//!   and [`MERGE_BYTES`] was never merged, and its log grew with every write, 0.85 KB a put
+//!   on every node, until the map was full.)
 //! - A merge that fails (the map or the disk is full: a merge needs free pages before it
 //!   frees the log's) changes nothing: the records stay durable in the log and readable from
 //!   the overlay, the write that triggered it still succeeds, and the merge is tried again once
-//!   the overlay has grown by half. Opening a store whose merge fails opens it all the same.
+//!   the log has grown by half. Opening a store whose merge fails opens it all the same.
 //!   Past [`MAX_OVERLAY_BYTES`] unmerged, new writes are refused (with the merge's error), so
 //!   memory stays bounded; what was acknowledged stays readable.
 //! - The map size is set explicitly; when the map is full a write fails with a storage error
@@ -94,10 +98,13 @@ pub struct Store {
     /// read it beside `acceptors`).
     overlay: BTreeMap<Vec<u8>, Vec<u8>>,
     overlay_bytes: usize,
+    /// The log's next sequence number: how many entries it holds since the last merge.
     next_seq: u64,
+    /// The bytes of those entries.
+    log_bytes: usize,
     /// The last merge failed with this error; the next is tried once the overlay holds
     /// `retry_merge_at` records.
-    merge_failure: Option<(String, usize)>,
+    merge_failure: Option<(String, u64)>,
     #[cfg(test)]
     fail_merges: bool,
 }
@@ -147,6 +154,7 @@ impl Store {
             overlay: BTreeMap::new(),
             overlay_bytes: 0,
             next_seq: 0,
+            log_bytes: 0,
             merge_failure: None,
             #[cfg(test)]
             fail_merges: FAIL_MERGES.with(|f| f.get()),
@@ -166,6 +174,7 @@ impl Store {
             decode(key, record)?;
             replayed.push((key.to_vec(), record.to_vec()));
             self.next_seq = seq + 1;
+            self.log_bytes += bytes.len();
         }
         drop(rtxn);
         for (key, record) in replayed {
@@ -184,10 +193,10 @@ impl Store {
     /// Merges, and on failure remembers why and when to try again (see the module doc).
     fn try_merge(&mut self) {
         if let Err(e) = self.merge() {
-            let retry_at = self.overlay.len() + self.overlay.len() / 2 + 1;
+            let retry_at = self.next_seq + self.next_seq / 2 + 1;
             log::warn!(
                 "storage: merging {} logged records failed ({e}); they stay durable in the \
-                 log, next try at {retry_at}",
+                 log, next try at {retry_at} log entries",
                 self.overlay.len()
             );
             self.merge_failure = Some((e.to_string(), retry_at));
@@ -214,6 +223,7 @@ impl Store {
         self.overlay.clear();
         self.overlay_bytes = 0;
         self.next_seq = 0;
+        self.log_bytes = 0;
         Ok(())
     }
 
@@ -228,10 +238,10 @@ impl Store {
     /// committed and fsynced.
     pub fn write(&mut self, records: &[(&[u8], &AcceptorRecord)]) -> Result<()> {
         if let Some((why, _)) = &self.merge_failure {
-            if self.overlay_bytes >= MAX_OVERLAY_BYTES {
+            if self.log_bytes >= MAX_OVERLAY_BYTES {
                 return Err(Error::Storage(format!(
                     "{} MiB of logged records cannot be merged: {why}",
-                    self.overlay_bytes >> 20
+                    self.log_bytes >> 20
                 )));
             }
         }
@@ -239,6 +249,7 @@ impl Store {
         let mut logged = Vec::with_capacity(records.len());
         let mut entry = Vec::new();
         let mut seq = self.next_seq;
+        let mut log_bytes = self.log_bytes;
         for (key, record) in records {
             let mut encoded = Vec::new();
             encode(record, &mut encoded)?;
@@ -248,17 +259,19 @@ impl Store {
             entry.extend_from_slice(&encoded);
             self.log.put(&mut wtxn, &seq, &entry)?;
             seq += 1;
+            log_bytes += entry.len();
             logged.push((key.to_vec(), encoded));
         }
         wtxn.commit()?;
         self.next_seq = seq;
+        self.log_bytes = log_bytes;
         for (key, encoded) in logged {
             self.remember(key, encoded);
         }
         // The records are durable now, whatever the merge does.
         let due = match &self.merge_failure {
-            None => self.overlay.len() >= MERGE_RECORDS || self.overlay_bytes >= MERGE_BYTES,
-            Some((_, retry_at)) => self.overlay.len() >= *retry_at,
+            None => self.next_seq >= MERGE_RECORDS as u64 || self.log_bytes >= MERGE_BYTES,
+            Some((_, retry_at)) => self.next_seq >= *retry_at,
         };
         if due {
             self.try_merge();
@@ -787,6 +800,33 @@ pub(crate) mod tests {
         assert!(matches!(err, Error::Storage(_)), "{err}");
         assert_eq!(store.load(b"first").unwrap(), Some(record(1)));
         assert_eq!(store.load(b"big").unwrap(), None);
+    }
+
+    /// A small keyspace written many times: the log is merged by its own length, not only
+    /// once the overlay (one record per key) is large, so the store does not grow with every
+    /// write (it grew by 0.85 KB a put on every node before, BENCHMARKS.md, issue 23).
+    #[test]
+    fn a_few_keys_written_many_times_are_merged_and_the_log_stays_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        let keys: Vec<Vec<u8>> = (0..10).map(|i| format!("k{i}").into_bytes()).collect();
+        for version in 1..=(3 * MERGE_RECORDS as u64 / keys.len() as u64) {
+            let r = record(version);
+            let batch: Vec<(&[u8], &AcceptorRecord)> =
+                keys.iter().map(|k| (k.as_slice(), &r)).collect();
+            store.write(&batch).unwrap();
+        }
+        let rtxn = store.env.read_txn().unwrap();
+        let logged = store.log.len(&rtxn).unwrap();
+        let merged = store.acceptors.len(&rtxn).unwrap();
+        drop(rtxn);
+        assert!(logged < MERGE_RECORDS as u64, "{logged} log entries");
+        assert_eq!(merged, keys.len() as u64, "merged into the records");
+        let last = 3 * MERGE_RECORDS as u64 / keys.len() as u64;
+        assert_eq!(store.load(&keys[9]).unwrap(), Some(record(last)));
+        drop(store);
+        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        assert_eq!(store.load(&keys[0]).unwrap(), Some(record(last)));
     }
 
     /// Issue 8, bug 6: a merge that failed after the log commit was durable made the write
