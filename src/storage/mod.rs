@@ -10,12 +10,12 @@
 //!   numbers (its pages fill in order, so a commit dirties a few pages rather than one B-tree
 //!   leaf per record), and kept in memory (`overlay`) until a merge moves every logged record
 //!   into `acceptors` and empties the log, in one transaction. A merge runs when the log
-//!   holds [`MERGE_RECORDS`] entries or [`MERGE_LOG_BYTES`] since the last one (the overlay,
-//!   one record per key, is never larger); on open, the log is replayed and merged. Reads look in
-//!   the overlay first. A record is durable once its log commit returns. (Until issue 23 the
-//!   merge was due by the overlay's size alone: a keyspace smaller than [`MERGE_RECORDS`] keys
-//!   and [`MERGE_BYTES`] was never merged, and its log grew with every write, 0.85 KB a put
-//!   on every node, until the map was full.)
+//!   holds [`MERGE_RECORDS`] entries or [`MERGE_LOG_BYTES`] since the last one, or the overlay
+//!   (one record per key, in memory) [`MERGE_BYTES`]; on open, the log is replayed and
+//!   merged. Reads look in the overlay first. A record is durable once its log commit returns.
+//!   (Until issue 23 the merge was due by the overlay's size alone: a keyspace smaller than
+//!   [`MERGE_RECORDS`] keys and [`MERGE_BYTES`] was never merged, and its log grew with every
+//!   write, 0.85 KB a put on every node, until the map was full.)
 //! - A merge that fails (the map or the disk is full: a merge needs free pages before it
 //!   frees the log's) changes nothing: the records stay durable in the log and readable from
 //!   the overlay, the write that triggered it still succeeds, and the merge is tried again once
@@ -52,10 +52,11 @@ mod db_name {
 pub const MERGE_RECORDS: usize = 8_192;
 /// ... and the most bytes of them.
 pub const MERGE_BYTES: usize = 16 << 20;
-/// Logged bytes past which a merge is due however few entries the log holds (big values on
-/// few keys). High on purpose: a merge of a large log brings its pages into the process's
-/// resident memory (file-backed, reclaimable, but counted), so merging every [`MERGE_BYTES`]
-/// of 256 KiB values made a node look 60 MiB larger (`tests/transport_watch_budget.rs`).
+/// Logged bytes past which a merge is due however few entries the log holds and however
+/// small the overlay is (big values on few keys). High on purpose: a merge of a large log
+/// brings its pages into the process's resident memory (file-backed, reclaimable, but
+/// counted), so merging every 16 MiB of log of 256 KiB values made a node look 60 MiB larger
+/// (`tests/transport_watch_budget.rs`).
 pub const MERGE_LOG_BYTES: usize = 512 << 20;
 /// Unmerged bytes past which writes are refused while merges fail.
 pub const MAX_OVERLAY_BYTES: usize = 4 * MERGE_BYTES;
@@ -275,7 +276,11 @@ impl Store {
         }
         // The records are durable now, whatever the merge does.
         let due = match &self.merge_failure {
-            None => self.next_seq >= MERGE_RECORDS as u64 || self.log_bytes >= MERGE_LOG_BYTES,
+            None => {
+                self.next_seq >= MERGE_RECORDS as u64
+                    || self.overlay_bytes >= MERGE_BYTES
+                    || self.log_bytes >= MERGE_LOG_BYTES
+            }
             Some((_, retry_at)) => self.next_seq >= *retry_at,
         };
         if due {
