@@ -9,15 +9,19 @@
 #
 #   scripts/ab.sh BIN_A BIN_B [ROUNDS]        (ROUNDS default 3)
 #
+# PAUSE=1 stops one node (SIGSTOP) after the load and resumes it after the last row: the
+# rows then measure a cluster with a paused minority (p99 under a fault).
+#
 # Build the two binaries first, e.g. `git worktree add /tmp/a REV && cargo build --release`
 # there, and pass both target/release/paxkv paths. Uses config/cluster.toml's ports (7401-7405):
 # nothing else may run on them.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n 2,14p "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n 2,17p "$0"; exit 2; }
 A=$(realpath "$1"); B=$(realpath "$2"); ROUNDS=${3:-3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 CONFIG=${CONFIG:-$repo/config/cluster.toml}  # a config both builds read (an older build refuses newer keys)
 KEYS=${KEYS:-10000}; PUT_OPS=${PUT_OPS:-60000}; GET_OPS=${GET_OPS:-150000}; MIXED_OPS=${MIXED_OPS:-0}
+PAUSE=${PAUSE:-0}
 work=$(mktemp -d)
 cluster_pid=
 cleanup() { [ -n "$cluster_pid" ] && kill "$cluster_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
@@ -55,9 +59,12 @@ one() { # bin label
   local bin=$1 label=$2
   start_cluster "$bin" "$CONFIG" "$work"
   "$bin" bench --config "$CONFIG" --op load --keys "$KEYS" --concurrency 64 --json > /dev/null
+  local paused=
+  [ "$PAUSE" = 1 ] && { paused=$(pgrep -P "$cluster_pid" | sort -n | tail -1); kill -STOP "$paused"; }
   run "$bin" "$label" put "$PUT_OPS" 256
   run "$bin" "$label" get "$GET_OPS" 64
   [ "$MIXED_OPS" -gt 0 ] && run "$bin" "$label" mixed "$MIXED_OPS" 64 --read-ratio 0.9
+  [ -n "$paused" ] && kill -CONT "$paused"
   kill "$cluster_pid"; wait "$cluster_pid" 2>/dev/null || true; cluster_pid=
 }
 

@@ -36,6 +36,12 @@ mutants=(
   'first-attempt-below-floor-applied @@ src/paxos/register.rs @@ s/            Some(floor) => id.seq <= floor.seq,/            Some(floor) => maybe_applied \&\& id.seq <= floor.seq,/ @@ --lib sim'
   'first-attempt-below-floor-applied-unit @@ src/paxos/register.rs @@ s/            Some(floor) => id.seq <= floor.seq,/            Some(floor) => maybe_applied \&\& id.seq <= floor.seq,/ @@ --lib a_delayed_first_attempt_of_a_write_applied_by_its_retry'
   'retire-without-handshake @@ src/actors/supervisor.rs @@ s/self.retiring.insert(key, entry);/drop(entry);/ @@ --test serving a_retired_acceptor_is_never_replaced_while_it_still_runs'
+  # issue 23: thrifty rounds
+  'thrifty-never-widens-unit @@ src/paxos/proposer.rs @@ s/^    fn widen(\&mut self, silent: bool, out: \&mut Vec<Effect>) {$/    fn widen(\&mut self, silent: bool, out: \&mut Vec<Effect>) { return;/ @@ --lib a_thrifty_round_asks_the_rest_when_one'
+  'thrifty-never-widens-sim @@ src/paxos/proposer.rs @@ s/^    fn widen(\&mut self, silent: bool, out: \&mut Vec<Effect>) {$/    fn widen(\&mut self, silent: bool, out: \&mut Vec<Effect>) { return;/ @@ --lib sim'
+  'thrifty-first-majority-by-node @@ src/paxos/proposer.rs @@ s/let start = (self.cfg.spread % n as u64) as usize;/let start = (u64::from(self.cfg.node) % n as u64) as usize;/ @@ --lib thrifty_rounds_ask_the_keys_majority'
+  'thrifty-read-counts-a-majority-of-the-asked-sim @@ src/paxos/proposer.rs @@ s/match read_answers(replies, n, quorums.classic(), quorums.fast()) {/match read_answers(replies, n, if *widened { quorums.classic() } else { quorums.classic() - 1 }, quorums.fast()) {/ @@ --lib sim'
+  'thrifty-widened-accept-another-state-sim @@ src/paxos/proposer.rs @@ /let again = PeerMessage::Accept {/,/};/s/state: state.clone(),/state: Register::default(),/ @@ --lib sim'
   # issue 10: membership
   'fast-open-during-a-change @@ src/paxos/membership.rs @@ s/^        self.phase.is_none()$/        true/ @@ --lib sim'
   'acceptor-answers-older-epochs-sim @@ src/paxos/admission.rs @@ s/    if msg_epoch < epoch {/    if msg_epoch < epoch \&\& false {/ @@ --lib sim'

@@ -129,6 +129,9 @@ pub struct PaxosConfig {
     pub fast_path: bool,
     /// After a write chosen at the fast ballot, settle the key at a classic ballot at once.
     pub settle_fast_writes: bool,
+    /// Quick reads and classic Accepts go to one majority first, the rest only if it does not
+    /// do (see `paxos::proposer`, "Thrifty rounds").
+    pub thrifty: bool,
 }
 
 impl Default for PaxosConfig {
@@ -144,6 +147,7 @@ impl Default for PaxosConfig {
             sync_interval_ms: 30_000,
             fast_path: true,
             settle_fast_writes: false,
+            thrifty: true,
         }
     }
 }

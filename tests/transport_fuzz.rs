@@ -152,6 +152,8 @@ fn proposer(fast_path: bool, now: Instant) -> Proposer {
         max_queue: 16,
         fast_path,
         settle_fast_writes: true,
+        thrifty: false,
+        spread: 0,
     };
     let mut p = Proposer::new(cfg, rand::rngs::SmallRng::seed_from_u64(1));
     let mut out = Vec::new();

@@ -31,6 +31,7 @@ use crate::frame;
 #[cfg(feature = "testing")]
 use crate::messages::FaultPlan;
 use crate::messages::{Envelope, Frame, PeerMessage};
+use crate::paxos::proposer::Suspects;
 use crate::paxos::types::{KeyChange, NodeId};
 
 /// `changes` in runs, in order, each holding at most `max_bytes` of values (or one change, if
@@ -86,6 +87,9 @@ struct OutboxInner {
     watching: std::sync::Mutex<BTreeMap<NodeId, std::time::Instant>>,
     /// Some node may watch: a proposer looks at this one flag per step.
     announcing: std::sync::atomic::AtomicBool,
+    /// The acceptors this node's proposers pass over in thrifty first majorities
+    /// (`paxos::proposer::Suspects`).
+    suspects: std::sync::RwLock<Suspects>,
     /// `limits.max_value_bytes`: the values one announcement frame may hold.
     max_value_bytes: usize,
     #[cfg(feature = "testing")]
@@ -149,6 +153,7 @@ impl Outbox {
             local_announcements,
             watching: Default::default(),
             announcing: Default::default(),
+            suspects: Default::default(),
             max_value_bytes: config.limits.max_value_bytes,
             #[cfg(feature = "testing")]
             faults_active: AtomicBool::new(false),
@@ -298,6 +303,25 @@ impl Outbox {
         let mut watching = self.inner.watching.lock().expect("watching lock");
         watching.insert(node, std::time::Instant::now() + lease);
         self.inner.announcing.store(true, Ordering::SeqCst);
+    }
+
+    /// A proposer of this node found `node` silent or failing (`Effect::Suspect`).
+    pub fn suspect(&self, node: NodeId) {
+        let mut suspects = self
+            .inner
+            .suspects
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        suspects.mark(node, std::time::Instant::now());
+    }
+
+    /// The node's suspects, as of now, for a proposer about to step.
+    pub fn suspects<T>(&self, f: impl FnOnce(&Suspects) -> T) -> T {
+        f(&self
+            .inner
+            .suspects
+            .read()
+            .unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Does some node (may) watch? One atomic load: what a proposer asks on every step.

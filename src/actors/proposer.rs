@@ -93,6 +93,9 @@ impl ProposerActor {
     fn step(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut Proposer, &mut Vec<Effect>)) {
         self.follow_membership();
         self.core.set_announcing(self.outbox.announcing());
+        let now = Instant::now();
+        let core = &mut self.core;
+        self.outbox.suspects(|s| core.avoid(s, now));
         let mut out = Vec::new();
         let core = &mut self.core;
         if let Err(panic) = guarded(|| f(core, &mut out)) {
@@ -117,6 +120,12 @@ impl ProposerActor {
                     self.outbox
                         .broadcast(&cfg.nodes, &self.key, self.core.id(), cfg.epoch, msg)
                 }
+                Effect::Multicast(to, msg) => {
+                    let cfg = self.core.config();
+                    self.outbox
+                        .broadcast(&to, &self.key, self.core.id(), cfg.epoch, msg)
+                }
+                Effect::Suspect(node) => self.outbox.suspect(node),
                 Effect::Send(to, msg) => {
                     let epoch = self.core.config().epoch;
                     self.outbox.send(to, &self.key, self.core.id(), epoch, msg)

@@ -250,6 +250,8 @@ impl NodeSupervisor {
             max_queue: self.config.limits.max_queued_per_key,
             fast_path: p.fast_path && fast,
             settle_fast_writes: p.settle_fast_writes,
+            thrifty: p.thrifty,
+            spread: key_hash(key),
         };
         Proposer::new(
             cfg,

@@ -4,7 +4,8 @@
 //!
 //! A round takes a batch of queued commands (in arrival order, at most `max_batch`) and:
 //! - **reads** (a batch of gets only) first try one round trip with no disk write: `Query` every
-//!   acceptor; if a majority reports the same accepted ballot `B`, the state accepted at `B` is
+//!   acceptor (one majority first, see "Thrifty rounds"); if a majority reports the same
+//!   accepted ballot `B`, the state accepted at `B` is
 //!   chosen (a majority holds it) and it is the latest chosen state as of the moment the read
 //!   began: any write that completed before the get started was accepted by a majority at some
 //!   ballot `W`, that majority meets ours, and accepted ballots only grow, so `B >= W`; and no
@@ -23,6 +24,42 @@
 //!   promise the proposer's next ballot (§2.2.1); when a majority did, the proposer caches that
 //!   promise with the chosen state and the next write skips Prepare. Any rejection drops the
 //!   cache.
+//!
+//! **Thrifty rounds.** With `thrifty` (the default), a quick read's Queries and a classic
+//! Accept go first to one majority of the key's acceptors only: the same for every node (a
+//! ring of the sorted voters, from the key's hash on), so that a key's reads ask the acceptors
+//! its writes went to, and the other acceptors do no work at all for it. Three of five nodes
+//! then write, send and answer for a put instead of five. The round **widens** (the same
+//! request, to the rest) when that majority cannot do it alone: one of it is silent for
+//! `read_grace`, answers `Failed`, or (a read) the answers disagree or show the fast ballot.
+//! Prepare, the fast ballot's Accept and a settle always go to everyone.
+//!
+//! Why nothing else changes:
+//! - *Safety.* Whom a request goes to is not part of Paxos' safety: a request not sent is a
+//!   request lost, which the asynchronous model already allows. What is counted is
+//!   unchanged: a quorum is a majority (or a fast quorum) of the voters' answers to this very
+//!   request, and a widened request is the same request (same ballot, state and `next`, or
+//!   the same read number), so an answer counts the same whichever message carried it. The
+//!   quick read's argument above never asked which acceptors answered, only that a classic
+//!   quorum reports one accepted ballot.
+//! - *The fast ballot.* It needs a fast quorum, so its Accept goes to everyone; recovery reads
+//!   the promises of a Prepare, which goes to everyone, so no acceptor counts as `doubtful`
+//!   for not having been asked. A read that sees the fast ballot widens at once.
+//! - *Settles and membership changes* need particular acceptors (this node's, a joining
+//!   one's): they ask everyone, and while a change has a joining voter no round is thrifty.
+//! - *Durability* is what it was: "ok" always meant a durable majority, never five copies.
+//!   The acceptors left out hold an older state of the key until a later round, a read
+//!   repair or anti-entropy's pull brings them up (each the delayed copy of an Accept).
+//!
+//! What it costs, and the timing it names: a round with a silent acceptor in its majority
+//! waits `read_grace` before asking the rest. That wait is a performance assumption only (a
+//! late answer is still counted, an early widening only asks more). So that one paused node
+//! does not make every key wait, a proposer that widens for silence (or a `Failed`) reports
+//! the acceptor ([`Effect::Suspect`]); the node's proposers then pass over it when they pick a
+//! first majority, for [`Suspects::FOR`]. Nodes may so pick different majorities for a key for
+//! a while: a read then disagrees, widens and, at worst, settles the key with a full round,
+//! after which the new majority holds it. Reads and writes stay linearizable throughout; only
+//! their latency moves.
 //!
 //! **Leaving the fast ballot.** A state chosen at the fast ballot is chosen only by *how many*
 //! acceptors hold it (a fast quorum); a classic round recovers it by counting. That count is
@@ -124,6 +161,13 @@ pub struct ProposerConfig {
     pub fast_path: bool,
     /// Settle a key at a classic ballot right after a write was chosen at the fast one.
     pub settle_fast_writes: bool,
+    /// Thrifty rounds: a quick read's Queries and a classic Accept go to one majority first
+    /// (see the module doc, "Thrifty rounds"); `false`: to every acceptor.
+    pub thrifty: bool,
+    /// Where the key's first-asked majority starts among its sorted acceptors: the key's hash
+    /// ([`crate::paxos::types::key_hash`]), the same on every node, so that every node's
+    /// reads ask the majority every node's writes went to.
+    pub spread: u64,
 }
 
 impl ProposerConfig {
@@ -147,15 +191,19 @@ pub enum RoundKind {
     FullRound,
     /// A round given up (a conflict, a timeout) and retried after a backoff.
     ConflictRetry,
+    /// Not a round of its own: a thrifty round that had to ask the acceptors beyond its
+    /// first majority (one was silent, failed, or they disagreed).
+    Widened,
 }
 
 impl RoundKind {
-    pub const ALL: [RoundKind; 5] = [
+    pub const ALL: [RoundKind; 6] = [
         RoundKind::QuickRead,
         RoundKind::OneRoundTrip,
         RoundKind::FastBallot,
         RoundKind::FullRound,
         RoundKind::ConflictRetry,
+        RoundKind::Widened,
     ];
 
     fn index(self) -> usize {
@@ -169,6 +217,7 @@ impl RoundKind {
             RoundKind::FastBallot => "fast_ballot",
             RoundKind::FullRound => "full_round",
             RoundKind::ConflictRetry => "conflict_retry",
+            RoundKind::Widened => "widened",
         }
     }
 }
@@ -178,8 +227,14 @@ impl RoundKind {
 pub enum Effect {
     /// Send to every acceptor, this node's included.
     Broadcast(PeerMessage),
+    /// Send to these acceptors (a thrifty round's first majority, or the rest of them).
+    Multicast(Vec<NodeId>, PeerMessage),
     /// Send to one acceptor.
     Send(NodeId, PeerMessage),
+    /// This acceptor did not answer a thrifty round's first request within `read_grace`, or
+    /// could not write: the node's proposers leave it out of their first majorities for a
+    /// while ([`Suspects`], [`Proposer::avoid`]). A hint for liveness only.
+    Suspect(NodeId),
     /// Answer a caller.
     Reply(Token, Result<Outcome, Error>),
     /// These changes of the key were chosen, in version order: announce them to the nodes
@@ -259,6 +314,10 @@ enum Phase {
         /// Set once a majority answered without agreeing: wait for the others until then,
         /// then read with a full round.
         grace_until: Option<Instant>,
+        /// Every acceptor was asked (not only a thrifty round's first majority).
+        widened: bool,
+        /// The thrifty round's first majority (bit `i`: `cfg.nodes[i]`); 0 if none.
+        first: u64,
     },
     Preparing {
         ballot: Ballot,
@@ -281,6 +340,10 @@ enum Phase {
         /// Bit `i`: command `i` of the batch may be announced with its own value (see
         /// `accept`; a batch holds at most `RECENT_WRITES`, 128, commands).
         own: u128,
+        /// Every acceptor was asked (not only a thrifty round's first majority).
+        widened: bool,
+        /// The thrifty round's first majority (bit `i`: `cfg.nodes[i]`); 0 if none.
+        first: u64,
     },
 }
 
@@ -319,15 +382,47 @@ pub struct Proposer {
     rounds: [u64; RoundKind::ALL.len()],
     /// Some node watches: announce what is chosen ([`Effect::Chosen`]).
     announcing: bool,
+    /// Acceptors this node suspects, left out of thrifty first majorities
+    /// ([`Proposer::avoid`]).
+    avoid: Vec<NodeId>,
+}
+
+/// The acceptors a node's proposers suspect: each one that left a thrifty round's first
+/// request unanswered for `read_grace`, or could not write, for [`Suspects::FOR`] after it
+/// did. One per node, shared by its proposers, so that one key's silence spares the others
+/// the wait. Only a hint for whom to ask first: whatever it holds, every round still counts
+/// the same quorums.
+#[derive(Debug, Default, Clone)]
+pub struct Suspects {
+    until: Vec<(NodeId, Instant)>,
+}
+
+impl Suspects {
+    /// How long a suspect is passed over; then a round tries it again.
+    pub const FOR: Duration = Duration::from_secs(1);
+
+    /// `node` was silent or failed at `now`.
+    pub fn mark(&mut self, node: NodeId, now: Instant) {
+        self.until.retain(|(n, t)| *n != node && *t > now);
+        self.until.push((node, now + Self::FOR));
+    }
+
+    /// The acceptors suspected at `now`, into `into` (cleared first).
+    pub fn current(&self, now: Instant, into: &mut Vec<NodeId>) {
+        into.clear();
+        into.extend(self.until.iter().filter(|(_, t)| *t > now).map(|(n, _)| *n));
+    }
 }
 
 impl Proposer {
-    pub fn new(cfg: ProposerConfig, mut rng: SmallRng) -> Proposer {
+    pub fn new(mut cfg: ProposerConfig, mut rng: SmallRng) -> Proposer {
         assert!(
             (1..=RECENT_WRITES).contains(&cfg.max_batch),
             "max_batch must be within 1..={RECENT_WRITES}"
         );
         assert!(!cfg.nodes.is_empty(), "a proposer needs acceptors");
+        // Sorted, so that every node's proposers place a key's first majority alike.
+        cfg.nodes.sort_unstable();
         Proposer {
             id: rng.random(),
             backoff: cfg.backoff_min,
@@ -345,7 +440,14 @@ impl Proposer {
             chosen: None,
             rounds: [0; RoundKind::ALL.len()],
             announcing: false,
+            avoid: Vec::new(),
         }
+    }
+
+    /// Leave the acceptors `suspects` holds at `now` out of thrifty first majorities, while
+    /// enough others remain (looked at when a round starts).
+    pub fn avoid(&mut self, suspects: &Suspects, now: Instant) {
+        suspects.current(now, &mut self.avoid);
     }
 
     /// Announce what this proposer sees chosen from now on ([`Effect::Chosen`]): on while
@@ -383,6 +485,7 @@ impl Proposer {
         assert!(!nodes.is_empty(), "a proposer needs acceptors");
         self.abandon_round(now);
         self.cfg.nodes = nodes;
+        self.cfg.nodes.sort_unstable();
         self.cfg.joining = joining;
         self.cfg.epoch = epoch;
         if !fast {
@@ -507,7 +610,9 @@ impl Proposer {
                 self.on_accepted(now, from, ballot, promised, out)
             }
             PeerMessage::Reject { ballot, seen } => self.on_reject(now, from, ballot, seen, out),
-            PeerMessage::Failed { ballot, reason } => self.on_failed(now, from, ballot, reason),
+            PeerMessage::Failed { ballot, reason } => {
+                self.on_failed(now, from, ballot, reason, out)
+            }
             // The actor fetches the newer membership; the round retries once it reconfigures.
             PeerMessage::Stale { .. } => {}
             request => panic!("a proposer received a request: {request:?}"),
@@ -517,6 +622,20 @@ impl Proposer {
     /// Advances timers: deadlines, phase timeouts, the end of a backoff.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Effect>) {
         self.expire(now, out);
+        // A thrifty round whose first majority has not done it within `read_grace` asks the
+        // rest (an acceptor of that majority is down, paused or slow).
+        let silent = match &self.phase {
+            Phase::Reading {
+                started, widened, ..
+            }
+            | Phase::Accepting {
+                started, widened, ..
+            } => !widened && now.duration_since(*started) >= self.cfg.read_grace,
+            _ => false,
+        };
+        if silent {
+            self.widen(true, out);
+        }
         match &self.phase {
             Phase::Reading {
                 started,
@@ -622,13 +741,16 @@ impl Proposer {
             (_, false) => {
                 self.count(RoundKind::QuickRead);
                 self.reads += 1;
+                let query = PeerMessage::Query { read: self.reads };
+                let first = self.ask_first(true, query, out);
                 self.phase = Phase::Reading {
                     read: self.reads,
                     started: now,
                     replies: BTreeMap::new(),
                     grace_until: None,
+                    widened: first == 0,
+                    first,
                 };
-                out.push(Effect::Broadcast(PeerMessage::Query { read: self.reads }));
             }
             (Some(cached), true) => {
                 let (ballot, state) = (cached.ballot, cached.state.clone());
@@ -695,11 +817,15 @@ impl Proposer {
         for p in &mut self.batch {
             p.accept_sent = true;
         }
-        out.push(Effect::Broadcast(PeerMessage::Accept {
+        // The fast ballot needs more than a majority, and a settle its own acceptor's vote:
+        // both ask everyone.
+        let thrifty = ballot != Ballot::FAST && !self.batch.iter().any(|p| p.ask.settle);
+        let accept = PeerMessage::Accept {
             ballot,
             state: state.clone(),
             next: Some(next),
-        }));
+        };
+        let first = self.ask_first(thrifty, accept, out);
         self.phase = Phase::Accepting {
             ballot,
             next,
@@ -710,7 +836,109 @@ impl Proposer {
             acks: BTreeMap::new(),
             pred,
             own,
+            widened: first == 0,
+            first,
         };
+    }
+
+    /// The acceptors a thrifty round asks first (bit `i`: `cfg.nodes[i]`, sorted): a majority,
+    /// from the key's place (`spread`) on, passing over the acceptors this node suspects
+    /// ([`Proposer::avoid`]) while enough others remain. `None` when every acceptor is asked
+    /// at once: thrifty rounds are off, a majority is everyone, or a membership change is
+    /// under way (a joining acceptor must take every settle and rescan).
+    fn first_asked(&self) -> Option<u64> {
+        let n = self.cfg.nodes.len();
+        let quorum = self.cfg.quorums().classic();
+        if !self.cfg.thrifty || quorum >= n || !self.cfg.joining.is_empty() {
+            return None;
+        }
+        let start = (self.cfg.spread % n as u64) as usize;
+        let ring = (0..n).map(|i| (start + i) % n);
+        let trusted = ring
+            .clone()
+            .filter(|&i| !self.avoid.contains(&self.cfg.nodes[i]));
+        let suspected = ring.filter(|&i| self.avoid.contains(&self.cfg.nodes[i]));
+        Some(
+            trusted
+                .chain(suspected)
+                .take(quorum)
+                .fold(0, |mask, i| mask | 1 << i),
+        )
+    }
+
+    /// The acceptors of a mask of `cfg.nodes`' positions.
+    fn members(&self, mask: u64) -> Vec<NodeId> {
+        self.cfg
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask >> i & 1 == 1)
+            .map(|(_, n)| *n)
+            .collect()
+    }
+
+    /// Sends a round's request to its first majority (`thrifty`, and a majority is fewer than
+    /// all), or to every acceptor; returns the first majority's mask, 0 if everyone was asked.
+    fn ask_first(&self, thrifty: bool, msg: PeerMessage, out: &mut Vec<Effect>) -> u64 {
+        match self.first_asked().filter(|_| thrifty) {
+            Some(first) => {
+                out.push(Effect::Multicast(self.members(first), msg));
+                first
+            }
+            None => {
+                out.push(Effect::Broadcast(msg));
+                0
+            }
+        }
+    }
+
+    /// A thrifty read or Accept asks the acceptors beyond its first majority: one of that
+    /// majority was silent for `read_grace` (`silent`: each one that has not answered is
+    /// reported, [`Effect::Suspect`]), could not write, or they disagreed. The same request
+    /// goes to them, so everything said of a round that asked everyone at once holds from
+    /// here on.
+    fn widen(&mut self, silent: bool, out: &mut Vec<Effect>) {
+        let (msg, first, answered) = match &mut self.phase {
+            Phase::Reading {
+                read,
+                widened,
+                first,
+                replies,
+                ..
+            } if !*widened => {
+                *widened = true;
+                let answered: Vec<NodeId> = replies.keys().copied().collect();
+                (PeerMessage::Query { read: *read }, *first, answered)
+            }
+            Phase::Accepting {
+                ballot,
+                next,
+                state,
+                widened,
+                first,
+                acks,
+                ..
+            } if !*widened => {
+                *widened = true;
+                let again = PeerMessage::Accept {
+                    ballot: *ballot,
+                    state: state.clone(),
+                    next: Some(*next),
+                };
+                (again, *first, acks.keys().copied().collect())
+            }
+            _ => return,
+        };
+        self.count(RoundKind::Widened);
+        if silent {
+            for node in self.members(first) {
+                if !answered.contains(&node) {
+                    out.push(Effect::Suspect(node));
+                }
+            }
+        }
+        let everyone = u64::MAX >> (64 - self.cfg.nodes.len());
+        out.push(Effect::Multicast(self.members(everyone & !first), msg));
     }
 
     fn on_query_reply(
@@ -729,6 +957,7 @@ impl Proposer {
             read: current,
             replies,
             grace_until,
+            widened,
             ..
         } = &mut self.phase
         else {
@@ -740,6 +969,13 @@ impl Proposer {
             return;
         }
         replies.entry(from).or_insert(reply);
+        // A thrifty read asks the rest as soon as its first majority cannot show a state
+        // chosen by itself: it disagrees, or a key at the fast ballot needs a fast quorum.
+        let widen = !*widened
+            && (replies.len() >= quorums.classic()
+                || replies
+                    .values()
+                    .any(|v| v.accepted == Ballot::FAST || v.fast_unknown));
         match read_answers(replies, n, quorums.classic(), quorums.fast()) {
             QuickRead::Chosen(ballot, state) => {
                 if ballot != Ballot::FAST {
@@ -770,6 +1006,9 @@ impl Proposer {
                     // probably landing), then settle it with a full round rather than wait
                     // for the phase timeout when some acceptors are down.
                     *grace_until = Some(now + read_grace);
+                }
+                if widen {
+                    self.widen(false, out);
                 }
             }
         }
@@ -1038,11 +1277,22 @@ impl Proposer {
     /// An acceptor could not make its answer to `ballot` durable. Once so many have failed
     /// that the rest cannot make a quorum, the phase is retried after a backoff rather than
     /// waited out; the reasons go into the error of a request that runs out of time.
-    fn on_failed(&mut self, now: Instant, from: NodeId, ballot: Ballot, reason: String) {
+    fn on_failed(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        ballot: Ballot,
+        reason: String,
+        out: &mut Vec<Effect>,
+    ) {
         if !self.is_first_answer(from, ballot) {
             return;
         }
         self.storage_failures.insert(from, (ballot, reason));
+        // A thrifty Accept's first majority is short of one: ask the rest at once, and
+        // leave this acceptor out of first majorities for a while.
+        out.push(Effect::Suspect(from));
+        self.widen(false, out);
         let needed = self.cfg.quorums().for_ballot(ballot == Ballot::FAST);
         let failed = self
             .storage_failures
@@ -1135,13 +1385,22 @@ impl Proposer {
             Phase::Reading {
                 started,
                 grace_until,
+                widened,
                 ..
-            } => Some(grace_until.unwrap_or(*started + self.cfg.phase_timeout)),
-            Phase::Accepting {
+            }
+            | Phase::Accepting {
                 started,
                 grace_until,
+                widened,
                 ..
-            } => Some(grace_until.unwrap_or(*started + self.cfg.phase_timeout)),
+            } => {
+                let end = grace_until.unwrap_or(*started + self.cfg.phase_timeout);
+                Some(if *widened {
+                    end
+                } else {
+                    end.min(*started + self.cfg.read_grace)
+                })
+            }
             Phase::Preparing { started, .. } => Some(*started + self.cfg.phase_timeout),
         };
         let deadlines = self

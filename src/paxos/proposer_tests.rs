@@ -24,6 +24,8 @@ fn config(node: NodeId) -> ProposerConfig {
         max_queue: 4,
         fast_path: false,
         settle_fast_writes: true,
+        thrifty: false,
+        spread: 0,
     }
 }
 
@@ -75,6 +77,7 @@ fn sent_to(out: &[Effect], node: NodeId) -> Vec<PeerMessage> {
     out.iter()
         .filter_map(|e| match e {
             Effect::Broadcast(m) => Some(m.clone()),
+            Effect::Multicast(to, m) if to.contains(&node) => Some(m.clone()),
             Effect::Send(to, m) if *to == node => Some(m.clone()),
             _ => None,
         })
@@ -836,4 +839,121 @@ fn a_write_id_reused_with_another_value_is_never_announced_with_that_value() {
             .all(|c| c.value.as_deref() != Some(&b"EVIL"[..])),
         "announced {announced:?}"
     );
+}
+
+fn thrifty(node: NodeId, spread: u64) -> Proposer {
+    let cfg = ProposerConfig {
+        thrifty: true,
+        spread,
+        ..config(node)
+    };
+    Proposer::new(cfg, SmallRng::seed_from_u64(node as u64))
+}
+
+/// The acceptors `out` sends a request to, with each one's count.
+fn addressed(out: &[Effect]) -> Vec<NodeId> {
+    let mut to: Vec<NodeId> = NODES
+        .iter()
+        .filter(|n| !sent_to(out, **n).is_empty())
+        .copied()
+        .collect();
+    to.sort_unstable();
+    to
+}
+
+/// Thrifty rounds: a write's Accepts and a read's Queries go to the key's majority alone,
+/// the same one on every node, and a read on another node is answered by it without asking
+/// the others. (Mutant `thrifty-first-majority-by-node` fails the second assertion.)
+#[test]
+fn thrifty_rounds_ask_the_keys_majority_alone_while_it_answers() {
+    let now = Instant::now();
+    let mut accs = acceptors();
+    let mut writer = thrifty(1, 3);
+    let out = submit(&mut writer, now, 1, put("a"), id(1));
+    let out = exchange(&mut writer, &mut accs, &NODES, now, out);
+    // Prepare goes to every acceptor; the Accept only to positions 3, 4, 0 of the ring.
+    assert_eq!(addressed(&out), vec![1, 4, 5]);
+    let out = exchange(&mut writer, &mut accs, &NODES, now, out);
+    assert_eq!(replies(&out), vec![(1, Ok(Outcome::Put { version: 1 }))]);
+    // The next write reuses the cached promise and asks the same three.
+    let out = submit(&mut writer, now, 2, put("b"), id(2));
+    assert_eq!(addressed(&out), vec![1, 4, 5]);
+    let out = exchange(&mut writer, &mut accs, &NODES, now, out);
+    assert_eq!(replies(&out), vec![(2, Ok(Outcome::Put { version: 2 }))]);
+    assert_eq!(accs[1].record().accepted, Ballot::ZERO, "node 2 was asked");
+
+    let mut reader = thrifty(3, 3);
+    let out = submit(&mut reader, now, 7, Command::Get, None);
+    assert_eq!(addressed(&out), vec![1, 4, 5]);
+    let out = exchange(&mut reader, &mut accs, &NODES, now, out);
+    assert_eq!(replies(&out), vec![(7, read("b", 2))]);
+    assert_eq!(reader.take_rounds()[RoundKind::Widened.index()].1, 0);
+}
+
+/// A thrifty round whose majority has a silent acceptor asks the rest after `read_grace`,
+/// and the node then leaves the silent one out of its first majorities: the next key's
+/// round needs no wait. (Mutant `thrifty-never-widens` fails the first write.)
+#[test]
+fn a_thrifty_round_asks_the_rest_when_one_of_its_majority_is_silent_and_suspects_it() {
+    let t0 = Instant::now();
+    let mut accs = acceptors();
+    let mut p = thrifty(2, 0);
+    let up = [1, 2, 3, 4];
+    let out = submit(&mut p, t0, 1, put("a"), id(1));
+    let out = exchange(&mut p, &mut accs, &up, t0, out);
+    assert_eq!(addressed(&out), vec![1, 2, 3]);
+    // Node 3 answers nothing: no quorum within the grace...
+    let out = exchange(&mut p, &mut accs, &[1, 2], t0, out);
+    assert!(replies(&out).is_empty());
+    let mut out = Vec::new();
+    p.tick(t0 + Duration::from_millis(9), &mut out);
+    assert!(out.is_empty(), "asked the rest before read_grace: {out:?}");
+    // ...then the rest are asked, and node 3 is suspected.
+    let t1 = t0 + Duration::from_millis(10);
+    p.tick(t1, &mut out);
+    assert!(out.contains(&Effect::Suspect(3)), "{out:?}");
+    assert_eq!(addressed(&out), vec![4, 5]);
+    let out = exchange(&mut p, &mut accs, &up, t1, out);
+    assert_eq!(replies(&out), vec![(1, Ok(Outcome::Put { version: 1 }))]);
+
+    // The node's suspects: another key whose majority holds node 3 passes over it.
+    let mut suspects = Suspects::default();
+    suspects.mark(3, t1);
+    let mut other = thrifty(2, 1);
+    other.avoid(&suspects, t1);
+    let mut accs = acceptors();
+    let up = [1, 2, 4, 5];
+    let out = submit(&mut other, t1, 1, put("x"), id(1));
+    let out = exchange(&mut other, &mut accs, &up, t1, out);
+    assert_eq!(addressed(&out), vec![2, 4, 5]);
+    let out = exchange(&mut other, &mut accs, &up, t1, out);
+    assert_eq!(replies(&out), vec![(1, Ok(Outcome::Put { version: 1 }))]);
+    // Once `Suspects::FOR` has passed, node 3 is asked first again.
+    other.avoid(&suspects, t1 + Suspects::FOR);
+    let out = submit(&mut other, t1 + Suspects::FOR, 2, put("y"), id(2));
+    assert_eq!(addressed(&out), vec![2, 3, 4]);
+}
+
+/// A thrifty read whose majority disagrees (a write landed on part of it) asks the rest at
+/// once, and the read still returns the latest chosen state.
+#[test]
+fn a_thrifty_read_whose_majority_disagrees_asks_the_rest() {
+    let now = Instant::now();
+    let mut accs = acceptors();
+    // "a" chosen on every acceptor, then "b" on {1, 2, 3} only.
+    let mut w = proposer(1);
+    let out = submit(&mut w, now, 1, put("a"), id(1));
+    let out = exchange(&mut w, &mut accs, &NODES, now, out);
+    exchange(&mut w, &mut accs, &NODES, now, out);
+    let out = submit(&mut w, now, 2, put("b"), id(2));
+    exchange(&mut w, &mut accs, &[1, 2, 3], now, out);
+    // The key's majority is {3, 4, 5}: 3 says "b", 4 and 5 say "a".
+    let mut r = thrifty(4, 2);
+    let out = submit(&mut r, now, 7, Command::Get, None);
+    assert_eq!(addressed(&out), vec![3, 4, 5]);
+    let out = exchange(&mut r, &mut accs, &[3, 4, 5], now, out);
+    assert_eq!(addressed(&out), vec![1, 2], "the rest asked at once");
+    assert!(!out.iter().any(|e| matches!(e, Effect::Suspect(_))));
+    let out = exchange(&mut r, &mut accs, &NODES, now, out);
+    assert_eq!(replies(&out), vec![(7, read("b", 2))]);
 }

@@ -97,10 +97,12 @@ use crate::paxos::driver::{Action, ChangeDriver, Event};
 use crate::paxos::identity::{self, SeenStore};
 use crate::paxos::listing::{self, Live};
 use crate::paxos::membership::{Change, JoiningStore, Membership};
-use crate::paxos::proposer::{Effect, Proposer, ProposerConfig};
+use crate::paxos::proposer::{Effect, Proposer, ProposerConfig, RoundKind, Suspects};
 use crate::paxos::quorum::{tally, Quorums};
 use crate::paxos::record::AcceptorRecord;
-use crate::paxos::types::{Ballot, Command, Key, KeyChange, NodeId, Outcome, Register, RequestId};
+use crate::paxos::types::{
+    key_hash, Ballot, Command, Key, KeyChange, NodeId, Outcome, Register, RequestId,
+};
 use crate::watch::{Sequencer, WatchItem};
 
 #[path = "../../tests/support/convert.rs"]
@@ -244,6 +246,8 @@ struct Node {
     watch: Sequencer,
     /// Its lease keeper (in memory; `keeper`).
     keeper: keeper::Keeper,
+    /// The acceptors its proposers suspect (in memory), as `actors::outbox` keeps them.
+    suspects: Suspects,
 }
 
 /// What a copy of a node's data directory holds: its records and the store's identity state.
@@ -263,6 +267,7 @@ impl Node {
             acceptors: BTreeMap::new(),
             durable: BTreeMap::new(),
             proposers: BTreeMap::new(),
+            suspects: Suspects::default(),
             membership,
             store,
             refused: false,
@@ -493,7 +498,7 @@ struct Listing {
     failed: bool,
 }
 
-fn proposer_config(node: NodeId, m: Option<&Membership>) -> ProposerConfig {
+fn proposer_config(node: NodeId, key: &[u8], m: Option<&Membership>) -> ProposerConfig {
     let (nodes, joining, epoch, fast) = match m {
         Some(m) => (m.voters(), m.joining_voters(), m.epoch, m.fast_allowed()),
         None => (FIRST_NODES.to_vec(), vec![], 0, false),
@@ -513,6 +518,10 @@ fn proposer_config(node: NodeId, m: Option<&Membership>) -> ProposerConfig {
         // Odd nodes leave a write chosen at the fast ballot there until a sweep or a change
         // settles it, so that lost disks and changes meet keys at the fast ballot.
         settle_fast_writes: node.is_multiple_of(2),
+        // Every third node's proposers ask every acceptor at once, the others a majority
+        // first (the default): both kinds run side by side on the same keys.
+        thrifty: !node.is_multiple_of(3),
+        spread: key_hash(key),
     }
 }
 
@@ -599,7 +608,7 @@ impl Sim {
         let membership = n.membership.clone();
         let p = n.proposers.entry(key.to_vec()).or_insert_with(|| {
             let mut p = Proposer::new(
-                proposer_config(node, membership.as_ref()),
+                proposer_config(node, key, membership.as_ref()),
                 SmallRng::seed_from_u64(seed),
             );
             // Some node always watches (every node does, see "Watches" below).
@@ -615,6 +624,7 @@ impl Sim {
                 m.fast_allowed(),
             );
         }
+        p.avoid(&n.suspects, now);
         p
     }
 
@@ -719,10 +729,12 @@ impl Sim {
     }
 
     fn effects(&mut self, from: NodeId, key: &[u8], out: Vec<Effect>) {
-        let Some(p) = self.nodes[&from].proposers.get(key) else {
+        let Some(p) = self.nodes.get_mut(&from).unwrap().proposers.get_mut(key) else {
             return;
         };
         let (proposer, epoch, voters) = (p.id(), p.config().epoch, p.config().nodes.clone());
+        let widened = p.take_rounds()[RoundKind::Widened as usize].1;
+        *self.faults.entry("thrifty round widened").or_default() += widened as u32;
         // Stamped as the outbox stamps: the node's installed cluster (0: none yet).
         let cluster = self.nodes[&from].cluster();
         // A message of this proposer to node `to`, stamped as the outbox stamps it.
@@ -742,7 +754,20 @@ impl Sim {
                         self.net.push(message(to, msg.clone()));
                     }
                 }
+                Effect::Multicast(to, msg) => {
+                    *self.faults.entry("thrifty request").or_default() += 1;
+                    for to in to {
+                        self.net.push(message(to, msg.clone()));
+                    }
+                }
                 Effect::Send(to, msg) => self.net.push(message(to, msg)),
+                Effect::Suspect(node) => {
+                    *self.faults.entry("thrifty suspect").or_default() += 1;
+                    let now = self.now;
+                    if let Some(n) = self.nodes.get_mut(&from) {
+                        n.suspects.mark(node, now);
+                    }
+                }
                 Effect::Reply(token, result) => self.answered(token, result),
                 // Every node watches: to each, through the network, as the outbox sends it
                 // to the lease holders (`actors::outbox::Outbox::announce`).
@@ -1638,6 +1663,7 @@ impl Sim {
         let n = self.nodes.get_mut(&node).unwrap();
         n.acceptors.clear();
         n.proposers.clear();
+        n.suspects = Suspects::default();
         n.refused = false;
         n.intact = false;
         n.link = 0;
@@ -3228,7 +3254,10 @@ fn check_history(sim: Sim, seed: u64) -> RunStats {
         sim.not_applied.len(),
         sim.faults
     );
-    let result = check_operations(&history, Duration::from_secs(20));
+    // The checker's budget: 20 s, or `PAXKV_CHECK_SECS` to replay a seed whose check ran out
+    // of time ("may or may not be linearizable") until it decides.
+    let budget = std::env::var("PAXKV_CHECK_SECS").map_or(20, |s| s.parse().expect("seconds"));
+    let result = check_operations(&history, Duration::from_secs(budget));
     assert!(
         matches!(result, CheckResult::Ok),
         "seed {seed}: not linearizable\n{}",
@@ -3289,6 +3318,9 @@ fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_sta
         "lease expiry checked",
         "key released by a keeper",
         "keeper pause",
+        "thrifty request",
+        "thrifty round widened",
+        "thrifty suspect",
     ] {
         assert!(
             !many || faults.get(fault).is_some_and(|n| *n > 0),
