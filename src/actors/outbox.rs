@@ -87,7 +87,7 @@ struct OutboxInner {
     watching: std::sync::Mutex<BTreeMap<NodeId, std::time::Instant>>,
     /// Some node may watch: a proposer looks at this one flag per step.
     announcing: std::sync::atomic::AtomicBool,
-    /// The acceptors this node's proposers pass over in thrifty first majorities
+    /// The acceptors this node's proposers suspect: their keys' rounds ask everyone at once
     /// (`paxos::proposer::Suspects`).
     suspects: std::sync::RwLock<Suspects>,
     /// `limits.max_value_bytes`: the values one announcement frame may hold.
@@ -305,14 +305,28 @@ impl Outbox {
         self.inner.announcing.store(true, Ordering::SeqCst);
     }
 
-    /// A proposer of this node found `node` silent or failing (`Effect::Suspect`).
-    pub fn suspect(&self, node: NodeId) {
-        let mut suspects = self
+    /// A proposer of this node found `node` silent for `quiet` (`Effect::Suspect`): see
+    /// `Suspects::silent`.
+    pub fn silent(&self, node: NodeId, quiet: std::time::Duration) {
+        self.suspects_mut(|s| s.silent(node, std::time::Instant::now(), quiet));
+    }
+
+    /// A proposer of this node found `node` failing to write (`Effect::Failing`).
+    pub fn failing(&self, node: NodeId) {
+        self.suspects_mut(|s| s.mark(node, std::time::Instant::now()));
+    }
+
+    /// A proposer of this node had an answer from `node`.
+    pub fn heard(&self, node: NodeId) {
+        self.suspects_mut(|s| s.heard(node, std::time::Instant::now()));
+    }
+
+    fn suspects_mut<T>(&self, f: impl FnOnce(&mut Suspects) -> T) -> T {
+        f(&mut self
             .inner
             .suspects
             .write()
-            .unwrap_or_else(|e| e.into_inner());
-        suspects.mark(node, std::time::Instant::now());
+            .unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The node's suspects, as of now, for a proposer about to step.

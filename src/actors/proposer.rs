@@ -125,7 +125,8 @@ impl ProposerActor {
                     self.outbox
                         .broadcast(&to, &self.key, self.core.id(), cfg.epoch, msg)
                 }
-                Effect::Suspect(node) => self.outbox.suspect(node),
+                Effect::Suspect(node) => self.outbox.silent(node, self.core.config().read_grace),
+                Effect::Failing(node) => self.outbox.failing(node),
                 Effect::Send(to, msg) => {
                     let epoch = self.core.config().epoch;
                     self.outbox.send(to, &self.key, self.core.id(), epoch, msg)
@@ -230,6 +231,7 @@ impl Handler<FromAcceptor> for ProposerActor {
         if msg.epoch != self.core.config().epoch {
             return; // an answer of another epoch counts for nothing
         }
+        self.outbox.heard(msg.from);
         self.step(ctx, |core, out| {
             core.on_message(Instant::now(), msg.from, msg.proposer, msg.msg, out)
         });

@@ -54,12 +54,15 @@
 //! What it costs, and the timing it names: a round with a silent acceptor in its majority
 //! waits `read_grace` before asking the rest. That wait is a performance assumption only (a
 //! late answer is still counted, an early widening only asks more). So that one paused node
-//! does not make every key wait, a proposer that widens for silence (or a `Failed`) reports
-//! the acceptor ([`Effect::Suspect`]); the node's proposers then pass over it when they pick a
-//! first majority, for [`Suspects::FOR`]. Nodes may so pick different majorities for a key for
-//! a while: a read then disagrees, widens and, at worst, settles the key with a full round,
-//! after which the new majority holds it. Reads and writes stay linearizable throughout; only
-//! their latency moves.
+//! does not make every key wait, a proposer that widens because one member of its majority
+//! is silent while the others answered (or one answered `Failed`) reports that acceptor
+//! ([`Effect::Suspect`]), and for [`Suspects::FOR`] the node's proposers ask every acceptor
+//! at once for the keys whose majority holds it: what every round did before thrifty rounds.
+//! A suspect is not swapped for another acceptor: a key's majority never moves, so its reads
+//! keep asking where its writes went (a first version that moved it measured reads that
+//! disagreed and fell back to full rounds, see BENCHMARKS.md). Several silent members
+//! suspect no one: then this node, or its network, may be the slow one. Reads and writes
+//! stay linearizable throughout; only their latency and cost move.
 //!
 //! **Leaving the fast ballot.** A state chosen at the fast ballot is chosen only by *how many*
 //! acceptors hold it (a fast quorum); a classic round recovers it by counting. That count is
@@ -231,10 +234,13 @@ pub enum Effect {
     Multicast(Vec<NodeId>, PeerMessage),
     /// Send to one acceptor.
     Send(NodeId, PeerMessage),
-    /// This acceptor did not answer a thrifty round's first request within `read_grace`, or
-    /// could not write: the node's proposers leave it out of their first majorities for a
-    /// while ([`Suspects`], [`Proposer::avoid`]). A hint for liveness only.
+    /// This acceptor alone of a thrifty round's majority did not answer within `read_grace`:
+    /// unless the node heard from it since ([`Suspects::silent`]), for a while the node's
+    /// proposers ask everyone at once for the keys whose majority holds it ([`Suspects`],
+    /// [`Proposer::avoid`]). A hint for liveness only.
     Suspect(NodeId),
+    /// This acceptor could not write: suspected at once ([`Suspects::mark`]).
+    Failing(NodeId),
     /// Answer a caller.
     Reply(Token, Result<Outcome, Error>),
     /// These changes of the key were chosen, in version order: announce them to the nodes
@@ -382,29 +388,55 @@ pub struct Proposer {
     rounds: [u64; RoundKind::ALL.len()],
     /// Some node watches: announce what is chosen ([`Effect::Chosen`]).
     announcing: bool,
-    /// Acceptors this node suspects, left out of thrifty first majorities
+    /// Acceptors this node suspects: a key whose majority holds one asks everyone at once
     /// ([`Proposer::avoid`]).
     avoid: Vec<NodeId>,
 }
 
-/// The acceptors a node's proposers suspect: each one that left a thrifty round's first
-/// request unanswered for `read_grace`, or could not write, for [`Suspects::FOR`] after it
-/// did. One per node, shared by its proposers, so that one key's silence spares the others
-/// the wait. Only a hint for whom to ask first: whatever it holds, every round still counts
-/// the same quorums.
+/// The acceptors a node's proposers suspect: each one that alone of a thrifty round's
+/// majority left its request unanswered for `read_grace`, or could not write, for
+/// [`Suspects::FOR`] after it did. One per node, shared by its proposers, so that one key's
+/// silence spares the others the wait. Only a hint for whom to ask first: whatever it holds,
+/// every round still counts the same quorums.
+///
+/// A round's silence alone is a poor sign on a loaded node: answers then take longer than
+/// `read_grace` now and then, and a false suspect makes its keys ask everyone. So a silent
+/// acceptor is suspected only if none of this node's proposers heard from it for as long
+/// ([`Suspects::heard`], [`Suspects::silent`]): a paused or cut-off node, not a busy one.
 #[derive(Debug, Default, Clone)]
 pub struct Suspects {
     until: Vec<(NodeId, Instant)>,
+    /// When some proposer of this node last had an answer from each acceptor.
+    heard: Vec<(NodeId, Instant)>,
 }
 
 impl Suspects {
-    /// How long a suspect is passed over; then a round tries it again.
+    /// How long a suspect makes its keys ask everyone; then they are thrifty again.
     pub const FOR: Duration = Duration::from_secs(1);
 
-    /// `node` was silent or failed at `now`.
+    /// `node` failed at `now` (it answered, but could not write): suspected at once.
     pub fn mark(&mut self, node: NodeId, now: Instant) {
         self.until.retain(|(n, t)| *n != node && *t > now);
         self.until.push((node, now + Self::FOR));
+    }
+
+    /// A proposer of this node had an answer from `node` at `now`.
+    pub fn heard(&mut self, node: NodeId, now: Instant) {
+        match self.heard.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, at)) => *at = (*at).max(now),
+            None => self.heard.push((node, now)),
+        }
+    }
+
+    /// `node` left a round unanswered for `quiet` ([`Effect::Suspect`]): suspected if no
+    /// proposer of this node heard from it for as long either. True if it now is.
+    pub fn silent(&mut self, node: NodeId, now: Instant, quiet: Duration) -> bool {
+        let heard = self.heard.iter().find(|(n, _)| *n == node).map(|(_, t)| *t);
+        if heard.is_some_and(|t| now.saturating_duration_since(t) < quiet) {
+            return false;
+        }
+        self.mark(node, now);
+        true
     }
 
     /// The acceptors suspected at `now`, into `into` (cleared first).
@@ -444,8 +476,8 @@ impl Proposer {
         }
     }
 
-    /// Leave the acceptors `suspects` holds at `now` out of thrifty first majorities, while
-    /// enough others remain (looked at when a round starts).
+    /// The acceptors `suspects` holds at `now`: a round of a key whose majority holds one asks
+    /// every acceptor at once (looked at when a round starts).
     pub fn avoid(&mut self, suspects: &Suspects, now: Instant) {
         suspects.current(now, &mut self.avoid);
     }
@@ -841,11 +873,13 @@ impl Proposer {
         };
     }
 
-    /// The acceptors a thrifty round asks first (bit `i`: `cfg.nodes[i]`, sorted): a majority,
-    /// from the key's place (`spread`) on, passing over the acceptors this node suspects
-    /// ([`Proposer::avoid`]) while enough others remain. `None` when every acceptor is asked
-    /// at once: thrifty rounds are off, a majority is everyone, or a membership change is
-    /// under way (a joining acceptor must take every settle and rescan).
+    /// The acceptors a thrifty round asks first (bit `i`: `cfg.nodes[i]`, sorted): the key's
+    /// majority, from its place (`spread`) on. `None` when every acceptor is asked at once:
+    /// thrifty rounds are off, a majority is everyone, a membership change is under way (a
+    /// joining acceptor must take every settle and rescan), or this node suspects one of the
+    /// key's majority ([`Proposer::avoid`]). A suspect is not replaced by another acceptor:
+    /// the key's state is on its own majority, and a read that asked another one would
+    /// disagree and fall back to a full round.
     fn first_asked(&self) -> Option<u64> {
         let n = self.cfg.nodes.len();
         let quorum = self.cfg.quorums().classic();
@@ -853,17 +887,14 @@ impl Proposer {
             return None;
         }
         let start = (self.cfg.spread % n as u64) as usize;
-        let ring = (0..n).map(|i| (start + i) % n);
-        let trusted = ring
+        let first = (0..quorum).map(|i| (start + i) % n);
+        if first
             .clone()
-            .filter(|&i| !self.avoid.contains(&self.cfg.nodes[i]));
-        let suspected = ring.filter(|&i| self.avoid.contains(&self.cfg.nodes[i]));
-        Some(
-            trusted
-                .chain(suspected)
-                .take(quorum)
-                .fold(0, |mask, i| mask | 1 << i),
-        )
+            .any(|i| self.avoid.contains(&self.cfg.nodes[i]))
+        {
+            return None;
+        }
+        Some(first.fold(0, |mask, i| mask | 1 << i))
     }
 
     /// The acceptors of a mask of `cfg.nodes`' positions.
@@ -930,12 +961,15 @@ impl Proposer {
             _ => return,
         };
         self.count(RoundKind::Widened);
-        if silent {
-            for node in self.members(first) {
-                if !answered.contains(&node) {
-                    out.push(Effect::Suspect(node));
-                }
-            }
+        // Suspected: the one member of the majority that is silent while the others
+        // answered. When more are silent, this node (or the network) may be the slow one.
+        let silent: Vec<NodeId> = self
+            .members(first)
+            .into_iter()
+            .filter(|n| silent && !answered.contains(n))
+            .collect();
+        if let [node] = silent[..] {
+            out.push(Effect::Suspect(node));
         }
         let everyone = u64::MAX >> (64 - self.cfg.nodes.len());
         out.push(Effect::Multicast(self.members(everyone & !first), msg));
@@ -1290,8 +1324,8 @@ impl Proposer {
         }
         self.storage_failures.insert(from, (ballot, reason));
         // A thrifty Accept's first majority is short of one: ask the rest at once, and
-        // leave this acceptor out of first majorities for a while.
-        out.push(Effect::Suspect(from));
+        // suspect it (its keys ask everyone for a while).
+        out.push(Effect::Failing(from));
         self.widen(false, out);
         let needed = self.cfg.quorums().for_ballot(ballot == Ballot::FAST);
         let failed = self

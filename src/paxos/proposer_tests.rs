@@ -890,9 +890,9 @@ fn thrifty_rounds_ask_the_keys_majority_alone_while_it_answers() {
     assert_eq!(reader.take_rounds()[RoundKind::Widened.index()].1, 0);
 }
 
-/// A thrifty round whose majority has a silent acceptor asks the rest after `read_grace`,
-/// and the node then leaves the silent one out of its first majorities: the next key's
-/// round needs no wait. (Mutant `thrifty-never-widens` fails the first write.)
+/// A thrifty round whose majority has one silent acceptor asks the rest after `read_grace`,
+/// and the node then suspects it: the rounds of the keys whose majority holds it ask
+/// everyone at once, with no wait. (Mutant `thrifty-never-widens` fails the first write.)
 #[test]
 fn a_thrifty_round_asks_the_rest_when_one_of_its_majority_is_silent_and_suspects_it() {
     let t0 = Instant::now();
@@ -916,22 +916,56 @@ fn a_thrifty_round_asks_the_rest_when_one_of_its_majority_is_silent_and_suspects
     let out = exchange(&mut p, &mut accs, &up, t1, out);
     assert_eq!(replies(&out), vec![(1, Ok(Outcome::Put { version: 1 }))]);
 
-    // The node's suspects: another key whose majority holds node 3 passes over it.
+    // The node's suspects: another key whose majority holds node 3 asks everyone at once;
+    // one whose majority does not stays thrifty.
     let mut suspects = Suspects::default();
     suspects.mark(3, t1);
-    let mut other = thrifty(2, 1);
-    other.avoid(&suspects, t1);
     let mut accs = acceptors();
     let up = [1, 2, 4, 5];
+    let mut other = thrifty(2, 1);
+    other.avoid(&suspects, t1);
     let out = submit(&mut other, t1, 1, put("x"), id(1));
     let out = exchange(&mut other, &mut accs, &up, t1, out);
-    assert_eq!(addressed(&out), vec![2, 4, 5]);
+    assert!(
+        out.iter()
+            .any(|e| matches!(e, Effect::Broadcast(PeerMessage::Accept { .. }))),
+        "{out:?}"
+    );
     let out = exchange(&mut other, &mut accs, &up, t1, out);
     assert_eq!(replies(&out), vec![(1, Ok(Outcome::Put { version: 1 }))]);
-    // Once `Suspects::FOR` has passed, node 3 is asked first again.
+    let mut clear = thrifty(2, 3);
+    clear.avoid(&suspects, t1);
+    let out = submit(&mut clear, t1, 1, put("y"), id(1));
+    let out = exchange(&mut clear, &mut acceptors(), &up, t1, out);
+    assert_eq!(addressed(&out), vec![1, 4, 5]);
+    // Once `Suspects::FOR` has passed, node 3's keys are thrifty again.
     other.avoid(&suspects, t1 + Suspects::FOR);
-    let out = submit(&mut other, t1 + Suspects::FOR, 2, put("y"), id(2));
+    let out = submit(&mut other, t1 + Suspects::FOR, 2, put("z"), id(2));
     assert_eq!(addressed(&out), vec![2, 3, 4]);
+}
+
+/// Two silent members of a thrifty round's majority: the round asks the rest after
+/// `read_grace`, but suspects no one (this node may be the slow one).
+#[test]
+fn a_thrifty_round_with_two_silent_members_suspects_no_one() {
+    let t0 = Instant::now();
+    let mut accs = acceptors();
+    let mut p = thrifty(1, 0);
+    let out = submit(&mut p, t0, 1, put("a"), id(1));
+    let out = exchange(&mut p, &mut accs, &NODES, t0, out);
+    assert_eq!(addressed(&out), vec![1, 2, 3]);
+    let out = exchange(&mut p, &mut accs, &[1], t0, out);
+    assert!(replies(&out).is_empty());
+    let mut out = Vec::new();
+    let t1 = t0 + Duration::from_millis(10);
+    p.tick(t1, &mut out);
+    assert!(
+        !out.iter().any(|e| matches!(e, Effect::Suspect(_))),
+        "{out:?}"
+    );
+    assert_eq!(addressed(&out), vec![4, 5]);
+    let out = exchange(&mut p, &mut accs, &[1, 4, 5], t1, out);
+    assert_eq!(replies(&out), vec![(1, Ok(Outcome::Put { version: 1 }))]);
 }
 
 /// A thrifty read whose majority disagrees (a write landed on part of it) asks the rest at
@@ -956,4 +990,24 @@ fn a_thrifty_read_whose_majority_disagrees_asks_the_rest() {
     assert!(!out.iter().any(|e| matches!(e, Effect::Suspect(_))));
     let out = exchange(&mut r, &mut accs, &NODES, now, out);
     assert_eq!(replies(&out), vec![(7, read("b", 2))]);
+}
+
+/// A silent acceptor is suspected only if no proposer of the node heard from it for as long
+/// as the round waited: a loaded node answers late now and then, a paused one not at all.
+#[test]
+fn an_acceptor_heard_from_lately_is_not_suspected_for_one_late_answer() {
+    let t0 = Instant::now();
+    let quiet = Duration::from_millis(20);
+    let mut s = Suspects::default();
+    let mut now = Vec::new();
+    s.heard(3, t0);
+    assert!(!s.silent(3, t0 + Duration::from_millis(19), quiet));
+    s.current(t0 + Duration::from_millis(19), &mut now);
+    assert!(now.is_empty());
+    assert!(s.silent(3, t0 + quiet, quiet));
+    assert!(s.silent(4, t0, quiet), "never heard of");
+    s.current(t0 + quiet, &mut now);
+    assert_eq!(now, vec![3, 4]);
+    s.current(t0 + quiet + Suspects::FOR, &mut now);
+    assert!(now.is_empty());
 }

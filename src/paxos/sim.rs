@@ -518,9 +518,12 @@ fn proposer_config(node: NodeId, key: &[u8], m: Option<&Membership>) -> Proposer
         // Odd nodes leave a write chosen at the fast ballot there until a sweep or a change
         // settles it, so that lost disks and changes meet keys at the fast ballot.
         settle_fast_writes: node.is_multiple_of(2),
-        // Every third node's proposers ask every acceptor at once, the others a majority
-        // first (the default): both kinds run side by side on the same keys.
-        thrifty: !node.is_multiple_of(3),
+        // Nodes 1, 4 and 7 ask a majority first (thrifty rounds, the runtime's default), the
+        // others every acceptor at once: both kinds run side by side on the same keys. (With
+        // four thrifty nodes of five, rounds that wait `read_grace` to widen made so many
+        // impatient clients' writes end "outcome unknown" that the checker ran out of time on
+        // a 66-operation key, see docs/TESTING.md.)
+        thrifty: node % 3 == 1,
         spread: key_hash(key),
     }
 }
@@ -733,6 +736,7 @@ impl Sim {
             return;
         };
         let (proposer, epoch, voters) = (p.id(), p.config().epoch, p.config().nodes.clone());
+        let p_read_grace = p.config().read_grace;
         let widened = p.take_rounds()[RoundKind::Widened as usize].1;
         *self.faults.entry("thrifty round widened").or_default() += widened as u32;
         // Stamped as the outbox stamps: the node's installed cluster (0: none yet).
@@ -762,11 +766,19 @@ impl Sim {
                 }
                 Effect::Send(to, msg) => self.net.push(message(to, msg)),
                 Effect::Suspect(node) => {
-                    *self.faults.entry("thrifty suspect").or_default() += 1;
-                    let now = self.now;
-                    if let Some(n) = self.nodes.get_mut(&from) {
-                        n.suspects.mark(node, now);
+                    let (now, quiet) = (self.now, p_read_grace);
+                    let n = self.nodes.get_mut(&from).expect("a node");
+                    if n.suspects.silent(node, now, quiet) {
+                        *self.faults.entry("thrifty suspect").or_default() += 1;
                     }
+                }
+                Effect::Failing(node) => {
+                    let now = self.now;
+                    self.nodes
+                        .get_mut(&from)
+                        .expect("a node")
+                        .suspects
+                        .mark(node, now);
                 }
                 Effect::Reply(token, result) => self.answered(token, result),
                 // Every node watches: to each, through the network, as the outbox sends it
@@ -1144,6 +1156,11 @@ impl Sim {
         }
         let mut out = Vec::new();
         p.on_message(now, from, route.proposer, msg, &mut out);
+        self.nodes
+            .get_mut(&to)
+            .expect("a node")
+            .suspects
+            .heard(from, now);
         self.effects(to, key, out);
     }
 
