@@ -125,7 +125,9 @@ impl ProposerActor {
                     self.outbox
                         .broadcast(&to, &self.key, self.core.id(), cfg.epoch, msg)
                 }
-                Effect::Suspect(node) => self.outbox.silent(node, self.core.config().read_grace),
+                Effect::Suspect(node) => {
+                    self.outbox.silent(node, self.core.config().suspect_after())
+                }
                 Effect::Failing(node) => self.outbox.failing(node),
                 Effect::Send(to, msg) => {
                     let epoch = self.core.config().epoch;

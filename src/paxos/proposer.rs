@@ -178,6 +178,14 @@ impl ProposerConfig {
     pub fn quorums(&self) -> Quorums {
         Quorums::new(self.nodes.len())
     }
+
+    /// How long none of a node's proposers may have heard from an acceptor before a silent
+    /// round suspects it ([`Suspects::silent`]): half a phase timeout. Much longer than
+    /// `read_grace`, because a loaded node stalls now and then for longer than that (a slow
+    /// group commit holds every answer), and a false suspect makes its keys ask everyone.
+    pub fn suspect_after(&self) -> Duration {
+        self.phase_timeout / 2
+    }
 }
 
 /// The kinds of Paxos round a proposer starts, counted for the metrics
@@ -235,7 +243,7 @@ pub enum Effect {
     /// Send to one acceptor.
     Send(NodeId, PeerMessage),
     /// This acceptor alone of a thrifty round's majority did not answer within `read_grace`:
-    /// unless the node heard from it since ([`Suspects::silent`]), for a while the node's
+    /// unless the node heard from it lately ([`Suspects::silent`]), for a while the node's
     /// proposers ask everyone at once for the keys whose majority holds it ([`Suspects`],
     /// [`Proposer::avoid`]). A hint for liveness only.
     Suspect(NodeId),
@@ -401,8 +409,10 @@ pub struct Proposer {
 ///
 /// A round's silence alone is a poor sign on a loaded node: answers then take longer than
 /// `read_grace` now and then, and a false suspect makes its keys ask everyone. So a silent
-/// acceptor is suspected only if none of this node's proposers heard from it for as long
-/// ([`Suspects::heard`], [`Suspects::silent`]): a paused or cut-off node, not a busy one.
+/// acceptor is suspected only if none of this node's proposers heard from it for
+/// [`ProposerConfig::suspect_after`] ([`Suspects::heard`], [`Suspects::silent`]): a paused or
+/// cut-off node, not a busy one. Until then each round that meets it widens after
+/// `read_grace`.
 #[derive(Debug, Default, Clone)]
 pub struct Suspects {
     until: Vec<(NodeId, Instant)>,

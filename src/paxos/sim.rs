@@ -736,7 +736,7 @@ impl Sim {
             return;
         };
         let (proposer, epoch, voters) = (p.id(), p.config().epoch, p.config().nodes.clone());
-        let p_read_grace = p.config().read_grace;
+        let suspect_after = p.config().suspect_after();
         let widened = p.take_rounds()[RoundKind::Widened as usize].1;
         *self.faults.entry("thrifty round widened").or_default() += widened as u32;
         // Stamped as the outbox stamps: the node's installed cluster (0: none yet).
@@ -766,7 +766,7 @@ impl Sim {
                 }
                 Effect::Send(to, msg) => self.net.push(message(to, msg)),
                 Effect::Suspect(node) => {
-                    let (now, quiet) = (self.now, p_read_grace);
+                    let (now, quiet) = (self.now, suspect_after);
                     let n = self.nodes.get_mut(&from).expect("a node");
                     if n.suspects.silent(node, now, quiet) {
                         *self.faults.entry("thrifty suspect").or_default() += 1;
@@ -3274,9 +3274,12 @@ fn check_history(sim: Sim, seed: u64) -> RunStats {
     // The checker's budget: 20 s, or `PAXKV_CHECK_SECS` to replay a seed whose check ran out
     // of time ("may or may not be linearizable") until it decides.
     let budget = std::env::var("PAXKV_CHECK_SECS").map_or(20, |s| s.parse().expect("seconds"));
-    let result = check_operations(&history, Duration::from_secs(budget));
+    let budget = Duration::from_secs(budget);
+    let (busy, history): (Vec<Operation>, Vec<Operation>) =
+        history.into_iter().partition(|o| o.key == BUSY);
+    let result = check_operations(&history, budget);
     let versions = match &result {
-        CheckResult::Timeout { key } => versions_follow_real_time(&history, key),
+        CheckResult::Timeout { key } => versions_follow_real_time(&history, key).1,
         _ => String::new(),
     };
     assert!(
@@ -3284,22 +3287,44 @@ fn check_history(sim: Sim, seed: u64) -> RunStats {
         "seed {seed}: not linearizable\n{}{versions}",
         describe(&history, &result)
     );
+    // The busy key: its puts duel through every node, and nine in ten end "outcome unknown"
+    // (400 of 440 in some seeds), which the search cannot always place within any budget.
+    // Its puts are blind and every answer carries a version, so when the search runs out of
+    // time the versions decide instead (`versions_follow_real_time`, which reads also
+    // answer the value of the put that made their version); that is counted.
+    let mut busy_by_versions = 0;
+    match check_operations(&busy, budget) {
+        CheckResult::Ok => {}
+        CheckResult::Timeout { .. } => {
+            let (ok, why) = versions_follow_real_time(&busy, BUSY);
+            assert!(ok, "seed {seed}: the busy key's versions: {why}");
+            busy_by_versions = 1;
+        }
+        illegal => panic!(
+            "seed {seed}: not linearizable\n{}",
+            describe(&busy, &illegal)
+        ),
+    }
+    let checked_ops = history.len() + busy.len();
     check_watches(&sim, seed);
     let mut faults = sim.faults;
+    faults.insert("busy key checked by its versions", busy_by_versions);
     faults.insert("watch changes delivered", sim.watched.changes);
     faults.insert("watch skips", sim.watched.skips);
     faults.insert("watches ended", sim.watched.ended);
     RunStats {
         faults,
-        checked: history.len(),
+        checked: checked_ops,
     }
 }
 
 /// When the checker runs out of time on `key`, a weaker check that always finishes: the
 /// version every answered operation reports (the register's version it read or made) never
-/// goes down in real time, and no two answered puts made the same version. A linearizable
-/// history passes it; a stale read or a lost write usually fails it. Says which.
-fn versions_follow_real_time(history: &[Operation], key: &[u8]) -> String {
+/// goes down in real time, no two answered puts made the same version, and a get that read a
+/// version an answered put made read that put's value. A linearizable history passes it; a
+/// stale read, a lost write or a write applied twice fails it. Returns whether it passed, and
+/// what it found.
+fn versions_follow_real_time(history: &[Operation], key: &[u8]) -> (bool, String) {
     let version = |o: &Output| match o {
         Output::Get { version, .. }
         | Output::Put { version }
@@ -3308,44 +3333,58 @@ fn versions_follow_real_time(history: &[Operation], key: &[u8]) -> String {
         | Output::Inspect { version, .. } => Some(*version),
         Output::Absent { .. } | Output::Fenced { .. } => None,
     };
-    let known: Vec<(u64, u64, u64, bool)> = history
+    let ops: Vec<&Operation> = history.iter().filter(|o| o.key == key).collect();
+    // (call, return, version, the value a put wrote)
+    let known: Vec<(u64, u64, u64, Option<&[u8]>)> = ops
         .iter()
-        .filter(|o| o.key == key)
         .filter_map(|o| {
             let v = version(o.output.as_ref()?)?;
-            Some((
-                o.call,
-                o.ret?,
-                v,
-                matches!(o.output, Some(Output::Put { .. })),
-            ))
+            let put = match (&o.input, &o.output) {
+                (Input::Put { value }, Some(Output::Put { .. })) => Some(value.as_slice()),
+                _ => None,
+            };
+            Some((o.call, o.ret?, v, put))
         })
         .collect();
     for a in &known {
         for b in &known {
             if a.1 < b.0 && a.2 > b.2 {
-                return format!(
+                let why = format!(
                     "versions go down in real time: version {} answered before an operation \
                      that began later answered version {}",
                     a.2, b.2
                 );
+                return (false, why);
             }
-            if a.3 && b.3 && a.0 != b.0 && a.2 == b.2 {
-                return format!("two puts made version {}", a.2);
+            if a.3.is_some() && b.3.is_some() && a.0 != b.0 && a.2 == b.2 {
+                return (false, format!("two puts made version {}", a.2));
             }
         }
     }
-    let ops: Vec<&Operation> = history.iter().filter(|o| o.key == key).collect();
+    for o in &ops {
+        if let Some(Output::Get { value, version }) = &o.output {
+            let maker = known.iter().find(|k| k.2 == *version && k.3.is_some());
+            if let Some((_, _, _, Some(written))) = maker {
+                if value.as_deref() != Some(*written) {
+                    return (
+                        false,
+                        format!("a get of version {version} read another value"),
+                    );
+                }
+            }
+        }
+    }
     let unknown_writes = ops
         .iter()
         .filter(|o| o.is_unknown() && !o.input.is_read())
         .count();
-    format!(
+    let why = format!(
         "the weaker check passed: the {} answered operations' versions follow real time \
          ({} operations, {unknown_writes} writes of unknown outcome)",
         known.len(),
         ops.len()
-    )
+    );
+    (true, why)
 }
 
 /// The seeds a seeded test runs: `PAXKV_SIM_SEED` (one, to replay it), else 1 to
