@@ -41,6 +41,7 @@ mutants=(
   'thrifty-never-widens-sim @@ src/paxos/proposer.rs @@ s/^    fn widen(\&mut self, silent: bool, out: \&mut Vec<Effect>) {$/    fn widen(\&mut self, silent: bool, out: \&mut Vec<Effect>) { return;/ @@ --lib sim'
   'thrifty-first-majority-by-node @@ src/paxos/proposer.rs @@ s/let start = (self.cfg.spread % n as u64) as usize;/let start = (u64::from(self.cfg.node) % n as u64) as usize;/ @@ --lib thrifty_rounds_ask_the_keys_majority'
   'thrifty-read-counts-a-majority-of-the-asked-sim @@ src/paxos/proposer.rs @@ s/match read_answers(replies, n, quorums.classic(), quorums.fast()) {/match read_answers(replies, n, if *widened { quorums.classic() } else { quorums.classic() - 1 }, quorums.fast()) {/ @@ --lib sim'
+  'thrifty-read-counts-a-majority-of-the-asked-unit @@ src/paxos/proposer.rs @@ s/match read_answers(replies, n, quorums.classic(), quorums.fast()) {/match read_answers(replies, n, if *widened { quorums.classic() } else { quorums.classic() - 1 }, quorums.fast()) {/ @@ --lib a_thrifty_read_whose_majority_disagrees'
   'thrifty-widened-accept-another-state-sim @@ src/paxos/proposer.rs @@ /let again = PeerMessage::Accept {/,/};/s/state: state.clone(),/state: Register::default(),/ @@ --lib sim'
   # issue 10: membership
   'fast-open-during-a-change @@ src/paxos/membership.rs @@ s/^        self.phase.is_none()$/        true/ @@ --lib sim'
