@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::paxos::types::NodeId;
 use crate::tls::{node_name, OPERATOR_NAME};
 
-/// What [`write`] did.
+/// What [`write()`] did.
 #[derive(Debug)]
 pub struct Written {
     /// The CA was made now (false: an existing one in the directory was kept).

@@ -6,7 +6,7 @@
 //!   hash of the key while that node is healthy (so the key's proposer there stays warm and
 //!   writes take one round trip), and to the next ones when it is down, slow or unavailable,
 //!   until the operation's deadline.
-//! - Every write carries a [`RequestId`](crate::paxos::types::RequestId) that stays the same across retries, so retrying a
+//! - Every write carries a [`RequestId`] that stays the same across retries, so retrying a
 //!   write whose outcome was unknown never applies it twice. An operation that may have taken
 //!   effect but could not be confirmed before the deadline ends in [`Error::Unknown`]; one that
 //!   certainly did not, in [`Error::Unavailable`].
