@@ -429,6 +429,8 @@ struct Sim {
     net: Vec<InFlight>,
     /// Nodes cut off from everyone else, both ways.
     isolated: Vec<NodeId>,
+    /// The hot key's Accepts to two nodes held back until then (`Sim::lag_accepts`).
+    lagging: Option<([NodeId; 2], Instant)>,
     /// Every state ever accepted at a classic ballot, per key: one ballot, one state.
     accepted: BTreeMap<(Key, Ballot), Register>,
     /// Copies of nodes' records taken earlier, to roll back to.
@@ -581,6 +583,7 @@ impl Sim {
             nodes,
             net: Vec::new(),
             isolated: Vec::new(),
+            lagging: None,
             accepted: BTreeMap::new(),
             snapshots: BTreeMap::new(),
             register,
@@ -924,6 +927,13 @@ impl Sim {
         }
         let i = self.rng.random_range(0..self.net.len());
         let m = self.net.swap_remove(i);
+        if let Some((to, until)) = self.lagging {
+            let accept = matches!(m.payload, Payload::Paxos(PeerMessage::Accept { .. }));
+            if self.now < until && accept && m.key == HOT && to.contains(&m.to) {
+                self.net.push(m);
+                return None;
+            }
+        }
         if self.nodes[&m.to].dead
             || self.nodes[&m.from].dead
             || self.cut(m.from, m.to)
@@ -2794,6 +2804,9 @@ impl Sim {
         if step < 6500 && self.rng.random_bool(0.01) {
             self.inject_foreign();
         }
+        if step < 6500 && self.rng.random_bool(0.004) {
+            self.lag_accepts();
+        }
         if self.rng.random_bool(0.004) {
             let node = self.random_node();
             self.restart_intact(node);
@@ -2814,6 +2827,22 @@ impl Sim {
         if self.driving.is_some() && self.rng.random_bool(0.0005) {
             self.abandon_driver();
         }
+    }
+
+    /// Holds back the hot key's Accepts to two voters for 20 to 100 ms, while everything else
+    /// flows: a write is then chosen by the other three, and a read that asks a majority
+    /// holding both laggards (a thrifty one, when they are in the key's majority) sees two
+    /// older states and one newer, which must not be read as the older one.
+    fn lag_accepts(&mut self) {
+        let mut voters = self.register.voters();
+        if voters.len() < 5 {
+            return;
+        }
+        let a = voters.swap_remove(self.rng.random_range(0..voters.len()));
+        let b = voters.swap_remove(self.rng.random_range(0..voters.len()));
+        let until = self.now + Duration::from_millis(self.rng.random_range(20..=100));
+        self.lagging = Some(([a, b], until));
+        *self.faults.entry("hot accepts lagged").or_default() += 1;
     }
 
     /// Wipes a store not recorded yet, if there is one; says whether there was.
@@ -3455,6 +3484,7 @@ fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_sta
         "key released by a keeper",
         "keeper pause",
         "thrifty request",
+        "hot accepts lagged",
         "thrifty round widened",
         "thrifty suspect",
     ] {
