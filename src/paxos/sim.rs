@@ -1189,6 +1189,8 @@ impl Sim {
         }
         let mut out = Vec::new();
         p.on_message(now, from, route.proposer, msg, &mut out);
+        // `actors::proposer` notes the answer as heard just before stepping, here just after:
+        // the same, since only `tick` reports a silent acceptor (`Effect::Suspect`).
         self.nodes
             .get_mut(&to)
             .expect("a node")
