@@ -127,6 +127,8 @@ fn leased_key(i: usize) -> Key {
 /// Written more often than the register remembers writes (`register::REMEMBERED_WRITES`).
 const BUSY: &[u8] = b"busy";
 const ONCE_KEYS: usize = 30;
+/// Keys of the lag probe (`Workload::probe`).
+const PROBE_KEYS: usize = 4;
 /// Keys that get a few writes each, from any node: their first writes race at the fast ballot.
 const COOL_KEYS: usize = 6;
 /// Keys whose first write comes from two nodes at once: split votes at the fast ballot, which
@@ -429,8 +431,8 @@ struct Sim {
     net: Vec<InFlight>,
     /// Nodes cut off from everyone else, both ways.
     isolated: Vec<NodeId>,
-    /// The hot key's Accepts to two nodes held back until then (`Sim::lag_accepts`).
-    lagging: Option<([NodeId; 2], Instant)>,
+    /// Keys whose Accepts to some voters are held back until then (`Sim::lag_accepts`).
+    lagging: Vec<(Key, Vec<NodeId>, Instant)>,
     /// Every state ever accepted at a classic ballot, per key: one ballot, one state.
     accepted: BTreeMap<(Key, Ballot), Register>,
     /// Copies of nodes' records taken earlier, to roll back to.
@@ -528,7 +530,13 @@ fn proposer_config(
         node,
         nodes,
         phase_timeout: Duration::from_millis(40),
-        read_grace: Duration::from_millis(5),
+        // As the runtime's 20 ms is to a LAN's round trip, 30 ms is longer than most of the
+        // simulation's (two hops of about 10 ms each): a thrifty round's first majority
+        // often answers before the round widens. Node 4's 5 ms is shorter than nearly every
+        // round trip, so its rounds widen on silence. (At 5 ms everywhere, every thrifty
+        // round widened before its first answer: the thrifty majority's own count was never
+        // tested, and a quick read that took two answers of three went uncaught.)
+        read_grace: Duration::from_millis(if node.is_multiple_of(4) { 5 } else { 30 }),
         backoff_min: Duration::from_millis(1),
         backoff_max: Duration::from_millis(30),
         max_batch: 8,
@@ -583,7 +591,7 @@ impl Sim {
             nodes,
             net: Vec::new(),
             isolated: Vec::new(),
-            lagging: None,
+            lagging: Vec::new(),
             accepted: BTreeMap::new(),
             snapshots: BTreeMap::new(),
             register,
@@ -927,12 +935,17 @@ impl Sim {
         }
         let i = self.rng.random_range(0..self.net.len());
         let m = self.net.swap_remove(i);
-        if let Some((to, until)) = self.lagging {
-            let accept = matches!(m.payload, Payload::Paxos(PeerMessage::Accept { .. }));
-            if self.now < until && accept && m.key == HOT && to.contains(&m.to) {
-                self.net.push(m);
-                return None;
-            }
+        let accept = matches!(m.payload, Payload::Paxos(PeerMessage::Accept { .. }));
+        let now = self.now;
+        self.lagging.retain(|(_, _, until)| now < *until);
+        if accept
+            && self
+                .lagging
+                .iter()
+                .any(|(key, to, _)| *key == m.key && to.contains(&m.to))
+        {
+            self.net.push(m);
+            return None;
         }
         if self.nodes[&m.to].dead
             || self.nodes[&m.from].dead
@@ -2807,7 +2820,7 @@ impl Sim {
             self.inject_foreign();
         }
         if step < 6500 && self.rng.random_bool(0.004) {
-            self.lag_accepts();
+            self.lag_hot_accepts();
         }
         if self.rng.random_bool(0.004) {
             let node = self.random_node();
@@ -2835,16 +2848,50 @@ impl Sim {
     /// flows: a write is then chosen by the other three, and a read that asks a majority
     /// holding both laggards (a thrifty one, when they are in the key's majority) sees two
     /// older states and one newer, which must not be read as the older one.
-    fn lag_accepts(&mut self) {
-        let mut voters = self.register.voters();
-        if voters.len() < 5 {
+    fn lag_hot_accepts(&mut self) {
+        if self.register.voters().len() < 5 {
             return;
         }
-        let a = voters.swap_remove(self.rng.random_range(0..voters.len()));
-        let b = voters.swap_remove(self.rng.random_range(0..voters.len()));
-        let until = self.now + Duration::from_millis(self.rng.random_range(20..=100));
-        self.lagging = Some(([a, b], until));
+        let lag = Duration::from_millis(self.rng.random_range(20..=100));
+        self.lag_accepts(HOT, lag, false);
         *self.faults.entry("hot accepts lagged").or_default() += 1;
+    }
+
+    /// Holds back `key`'s Accepts for `lag` to as many voters, drawn at random among those
+    /// voting and connected, as leaves a majority of those (two of five, one of three or four,
+    /// fewer when some are down): a write can still be chosen, by the others. `aimed`: drawn
+    /// from the key's thrifty majority first (`Proposer::first_asked`: the ring of the sorted
+    /// voters from the key's hash), where a thrifty read then meets them.
+    fn lag_accepts(&mut self, key: &[u8], lag: Duration, aimed: bool) {
+        let voters = self.register.voters();
+        let quorum = self.register.quorums().classic();
+        let up = |v: &NodeId| self.nodes[v].votes(*v) && !self.isolated.contains(v);
+        let start = (key_hash(key) % voters.len() as u64) as usize;
+        let majority: Vec<NodeId> = (0..quorum)
+            .map(|i| voters[(start + i) % voters.len()])
+            .collect();
+        let (mut first, mut rest): (Vec<NodeId>, Vec<NodeId>) = voters
+            .iter()
+            .copied()
+            .filter(up)
+            .partition(|v| aimed && majority.contains(v));
+        let held = (first.len() + rest.len()).saturating_sub(quorum);
+        let to = (0..held)
+            .map(|_| {
+                let pool = if first.is_empty() {
+                    &mut rest
+                } else {
+                    &mut first
+                };
+                pool.swap_remove(self.rng.random_range(0..pool.len()))
+            })
+            .collect();
+        self.lagging.push((key.to_vec(), to, self.now + lag));
+    }
+
+    /// Ends `key`'s lag now.
+    fn end_lag(&mut self, key: &[u8]) {
+        self.lagging.retain(|(k, _, _)| k != key);
     }
 
     /// Wipes a store not recorded yet, if there is one; says whether there was.
@@ -3003,6 +3050,15 @@ struct Workload {
     /// Keys whose first write comes from two nodes at once, and those not raced yet.
     race: Vec<Key>,
     unraced: Vec<Key>,
+    /// The lag probe in progress, if one is.
+    probe: Option<Probe>,
+}
+
+/// One run of the lag probe (`Workload::probe`): its key, the put's token, then the read's.
+struct Probe {
+    key: Key,
+    put: u64,
+    read: Option<u64>,
 }
 
 impl Workload {
@@ -3019,6 +3075,7 @@ impl Workload {
             once,
             unraced: race.clone(),
             race,
+            probe: None,
         }
     }
 
@@ -3050,6 +3107,9 @@ impl Workload {
         }
         if step < 5500 && !self.unwritten.is_empty() && sim.rng.random_bool(0.02) {
             self.write_once(sim);
+        }
+        if step < 6500 {
+            self.probe(sim);
         }
         if step < 6500 && sim.rng.random_bool(0.01) {
             let prefixes: [&[u8]; 4] = [b"once-", b"cool-", b"race-", b""];
@@ -3187,6 +3247,55 @@ impl Workload {
         }
     }
 
+    /// The lag probe: a key's Accepts to as many voters as leaves a majority are held back
+    /// (`Sim::lag_accepts`); a patient put of it through a node drawn at random, and once
+    /// that is answered, a patient get through another. The put can only be chosen by the
+    /// voters not held back, so the get, which starts after it ended, asks acceptors of
+    /// which a majority may still hold the older state, all answering alike: a thrifty read
+    /// whose first majority holds the laggards sees two older states and one newer. It must
+    /// read the newer one (or none at all); the history's check says whether it did. On the
+    /// hot key, whose operations overlap one another and which proposer restarts and
+    /// impatient clients leave mostly unanswered, a read after a completed write in such a
+    /// window was too rare to catch a quick read that counts too few answers.
+    fn probe(&mut self, sim: &mut Sim) {
+        let patient = Some(400);
+        match &mut self.probe {
+            None if sim.rng.random_bool(0.02) => {
+                let key = format!("probe-{}", sim.rng.random_range(0..PROBE_KEYS)).into_bytes();
+                let aimed = sim.rng.random_bool(0.5);
+                sim.lag_accepts(&key, Duration::from_millis(1000), aimed);
+                *sim.faults.entry("probe writes lagged").or_default() += 1;
+                let node = sim.random_node();
+                let put = Command::Put {
+                    value: self.next_value(),
+                };
+                sim.submit_with(node, &key, put, false, patient);
+                let put = sim.next_token;
+                self.probe = Some(Probe {
+                    key,
+                    put,
+                    read: None,
+                });
+            }
+            None => {}
+            // The put was answered (or its proposer lost): read.
+            Some(p) if p.read.is_none() && !sim.waiters.contains_key(&p.put) => {
+                let node = sim.random_node();
+                sim.submit_with(node, &p.key, Command::Get, false, patient);
+                p.read = Some(sim.next_token);
+            }
+            Some(Probe {
+                key,
+                read: Some(read),
+                ..
+            }) if !sim.waiters.contains_key(read) => {
+                sim.end_lag(key);
+                self.probe = None;
+            }
+            Some(_) => {}
+        }
+    }
+
     /// The one write of a key written once.
     fn write_once(&mut self, sim: &mut Sim) {
         let key = self
@@ -3198,13 +3307,15 @@ impl Workload {
     }
 
     /// Every key to read back at the end: the hot key, the keys written once, the cool
-    /// keys, the race keys.
+    /// keys, the race keys, the probe's keys.
     fn keys(self) -> impl Iterator<Item = Key> {
         let cool = (0..COOL_KEYS).map(|i| format!("cool-{i}").into_bytes());
+        let probe = (0..PROBE_KEYS).map(|i| format!("probe-{i}").into_bytes());
         std::iter::once(HOT.to_vec())
             .chain(self.once)
             .chain(cool)
             .chain(self.race)
+            .chain(probe)
     }
 }
 
@@ -3487,6 +3598,7 @@ fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_sta
         "keeper pause",
         "thrifty request",
         "hot accepts lagged",
+        "probe writes lagged",
         "thrifty round widened",
         "thrifty suspect",
     ] {
