@@ -36,7 +36,8 @@ mutants=(
   'first-attempt-below-floor-applied @@ src/paxos/register.rs @@ s/            Some(floor) => id.seq <= floor.seq,/            Some(floor) => maybe_applied \&\& id.seq <= floor.seq,/ @@ --lib sim'
   'first-attempt-below-floor-applied-unit @@ src/paxos/register.rs @@ s/            Some(floor) => id.seq <= floor.seq,/            Some(floor) => maybe_applied \&\& id.seq <= floor.seq,/ @@ --lib a_delayed_first_attempt_of_a_write_applied_by_its_retry'
   'retire-without-handshake @@ src/actors/supervisor.rs @@ s/self.retiring.insert(key, entry);/drop(entry);/ @@ --test serving a_retired_acceptor_is_never_replaced_while_it_still_runs'
-  # issue 23: thrifty rounds
+  # issue 23: thrifty rounds, and a client that skips a silent node until it answers
+  'client-never-probes @@ src/client.rs @@ s/        if !self.inner.probing\[node\].swap(true, Ordering::AcqRel) {/        if false \&\& !self.inner.probing[node].swap(true, Ordering::AcqRel) {/ @@ --test serving a_node_that_stops_answering'
   'thrifty-never-widens-unit @@ src/paxos/proposer.rs @@ s/^    fn widen(\&mut self, silent: bool, out: \&mut Vec<Effect>) {$/    fn widen(\&mut self, silent: bool, out: \&mut Vec<Effect>) { return;/ @@ --lib a_thrifty_round_asks_the_rest_when_one'
   'thrifty-never-widens-sim @@ src/paxos/proposer.rs @@ s/^    fn widen(\&mut self, silent: bool, out: \&mut Vec<Effect>) {$/    fn widen(\&mut self, silent: bool, out: \&mut Vec<Effect>) { return;/ @@ --lib sim'
   'thrifty-first-majority-by-node @@ src/paxos/proposer.rs @@ s/let start = (self.cfg.spread % n as u64) as usize;/let start = (u64::from(self.cfg.node) % n as u64) as usize;/ @@ --lib thrifty_rounds_ask_the_keys_majority'

@@ -6,6 +6,11 @@
 //!   hash of the key while that node is healthy (so the key's proposer there stays warm and
 //!   writes take one round trip), and to the next ones when it is down, slow or unavailable,
 //!   until the operation's deadline.
+//! - A node that failed (an attempt timed out, its connection broke or could not be made) is
+//!   skipped by every request of this client until it answers a `Ping` again: one task per
+//!   such node asks it every [`PROBE_INTERVAL`]. A node that is paused, or cut off without a
+//!   reset, so costs the attempts already waiting on it when it stopped, once, and not one
+//!   attempt timeout per [`NODE_AVOID_TIME`] for as long as it is gone.
 //! - Every write carries a [`RequestId`] that stays the same across retries, so retrying a
 //!   write whose outcome was unknown never applies it twice. An operation that may have taken
 //!   effect but could not be confirmed before the deadline ends in [`Error::Unknown`]; one that
@@ -39,8 +44,12 @@ const CONNECTION_QUEUE_CAPACITY: usize = 4_096;
 const CLIENT_MAX_FRAME_BYTES: usize = 65 << 20;
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(200);
-/// How long a node that could not be reached is skipped by other requests.
+/// How long a node that could not be reached is skipped by other requests; kept skipped
+/// while its prober's pings go unanswered.
 const NODE_AVOID_TIME: Duration = Duration::from_secs(1);
+/// How often a skipped node is pinged, and how long each ping may take.
+const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -88,6 +97,8 @@ struct Inner {
     options: ClientOptions,
     /// Per node: until when (ms since `epoch`) to avoid it after it failed; 0 = healthy.
     avoid_until_ms: Vec<AtomicU64>,
+    /// Per node: a task pings it (`Client::probe`).
+    probing: Vec<AtomicBool>,
     epoch: Instant,
     connections: Mutex<HashMap<usize, Arc<Connection>>>,
     write_ids: WriteIdMint,
@@ -109,6 +120,7 @@ impl Client {
         Client {
             inner: Arc::new(Inner {
                 avoid_until_ms: addrs.iter().map(|_| AtomicU64::new(0)).collect(),
+                probing: addrs.iter().map(|_| AtomicBool::new(false)).collect(),
                 epoch: Instant::now(),
                 addrs,
                 options,
@@ -588,10 +600,48 @@ impl Client {
             .unwrap_or((home + attempt) % n)
     }
 
-    /// Avoids a node that failed for a while, so that other requests skip it.
+    /// Avoids a node that failed, so that other requests skip it, until it answers a ping
+    /// again ([`Client::probe`]).
     fn avoid(&self, node: usize) {
-        let until = self.inner.epoch.elapsed() + NODE_AVOID_TIME;
-        self.inner.avoid_until_ms[node].store(until.as_millis() as u64, Ordering::Relaxed);
+        self.avoid_for_now(node);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !self.inner.probing[node].swap(true, Ordering::AcqRel) {
+            runtime.spawn(Client::probe(Arc::downgrade(&self.inner), node));
+        }
+    }
+
+    fn avoid_for(&self, node: usize, time: Duration) {
+        let until = self.inner.epoch.elapsed() + time;
+        let until = until.as_millis() as u64;
+        self.inner.avoid_until_ms[node].fetch_max(until, Ordering::Relaxed);
+    }
+
+    fn avoid_for_now(&self, node: usize) {
+        self.avoid_for(node, NODE_AVOID_TIME);
+    }
+
+    /// Pings `node` every [`PROBE_INTERVAL`] and keeps it avoided until it answers. Ends then,
+    /// or once the client is dropped. Each ping extends the avoidance past the next one, with
+    /// a margin of [`NODE_AVOID_TIME`] for a late wake-up: a prober that stops (its runtime
+    /// ended) leaves the node avoided for that long at most.
+    async fn probe(inner: std::sync::Weak<Inner>, node: usize) {
+        loop {
+            tokio::time::sleep(PROBE_INTERVAL).await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let client = Client { inner };
+            client.avoid_for(node, PROBE_INTERVAL + PROBE_TIMEOUT + NODE_AVOID_TIME);
+            if let Attempt::Done(Ok(_)) =
+                client.attempt(node, RequestBody::Ping, PROBE_TIMEOUT).await
+            {
+                client.inner.avoid_until_ms[node].store(0, Ordering::Relaxed);
+                client.inner.probing[node].store(false, Ordering::Release);
+                return;
+            }
+        }
     }
 
     async fn attempt(&self, index: usize, body: RequestBody, timeout: Duration) -> Attempt {

@@ -2,18 +2,28 @@
 //! writers are linearizable, two nodes down the cluster serves and three down every request
 //! is unavailable within its deadline, a restarted node and a crashed per-key actor answer from
 //! their durable state, a retried write takes effect once, a full store loses nothing, idle
-//! per-key actors are retired (never two live copies of one acceptor), and an unwritable data
-//! directory is refused at start.
+//! per-key actors are retired (never two live copies of one acceptor), an unwritable data
+//! directory is refused at start, and a node that stops answering is skipped by a client
+//! until it answers again.
 
 use paxkv_testkit as support;
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use paxkv::actors::messages::{CrashActor, InspectAcceptor, Role};
-use paxkv::paxos::types::{Command, Outcome};
+use paxkv::client::{Client, ClientOptions};
+use paxkv::frame;
+use paxkv::messages::{Frame, RequestBody};
+use paxkv::paxos::types::{key_hash, Command, Outcome};
 use paxkv::Error;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::codec::FramedRead;
 
 use support::{eventually, got, Cluster, History, TestCluster};
 
@@ -449,5 +459,152 @@ async fn a_retired_acceptor_is_never_replaced_while_it_still_runs() {
     for id in 1..=5 {
         let status = cluster.status(id).await;
         assert_eq!(status.duplicate_acceptors, 0, "node {id}: {status:?}");
+    }
+}
+
+/// A node that stops answering (paused: its connections stay open and nothing comes back)
+/// costs a client one attempt timeout, not one per second for as long as it is gone: the
+/// client skips it until it answers a ping again, then sends it its keys again.
+#[tokio::test]
+async fn a_node_that_stops_answering_is_skipped_until_it_answers_a_ping_again() {
+    let cluster = TestCluster::start();
+    let mut addrs = cluster.config.addrs();
+    let gate = Gate::open(addrs[4]).await;
+    addrs[4] = gate.addr;
+    let client = Client::new(
+        addrs,
+        ClientOptions {
+            op_timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_millis(300),
+            ..ClientOptions::default()
+        },
+    );
+    // Keys whose home is the gated node (the client's fifth address).
+    let keys: Vec<Vec<u8>> = (0..)
+        .map(|i| format!("k{i}").into_bytes())
+        .filter(|k| key_hash(k) % 5 == 4)
+        .take(20)
+        .collect();
+    client.put(&keys[0], b"v").await.unwrap();
+    assert_eq!(gate.requests(), 1, "the key's home node took its put");
+
+    gate.pause();
+    // For longer than two of the client's avoid times (1 s): writes and reads of its keys.
+    let until = Instant::now() + Duration::from_millis(2_500);
+    let mut done = 0;
+    while Instant::now() < until {
+        let key = &keys[done % keys.len()];
+        client.put(key, b"w").await.unwrap();
+        client.get(key).await.unwrap();
+        done += 1;
+    }
+    assert_eq!(
+        gate.requests(),
+        2,
+        "while it was silent the node was sent only the request that found it so ({done} \
+         puts and gets went elsewhere)"
+    );
+    assert!(gate.pings() >= 1, "pinged {} times", gate.pings());
+
+    gate.resume();
+    let before = gate.requests();
+    eventually(
+        "the node gets its keys again",
+        Duration::from_secs(10),
+        || {
+            let (client, key) = (client.clone(), keys[1].clone());
+            let gate = &gate;
+            async move {
+                client.get(&key).await.unwrap();
+                gate.requests() > before
+            }
+        },
+    )
+    .await;
+}
+
+/// A proxy in front of a node that can stop forwarding both ways (as a paused node: the
+/// connection stays open, what is sent is held), counting the client requests it is sent.
+struct Gate {
+    addr: SocketAddr,
+    open: tokio::sync::watch::Sender<bool>,
+    requests: Arc<AtomicUsize>,
+    pings: Arc<AtomicUsize>,
+}
+
+impl Gate {
+    async fn open(node: SocketAddr) -> Gate {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (open, watch) = tokio::sync::watch::channel(true);
+        let gate = Gate {
+            addr: listener.local_addr().unwrap(),
+            open,
+            requests: Arc::default(),
+            pings: Arc::default(),
+        };
+        let (requests, pings) = (gate.requests.clone(), gate.pings.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(node).await.unwrap();
+                let (client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let (requests, pings) = (requests.clone(), pings.clone());
+                // Counted as they arrive, forwarded while open.
+                let (held, mut forward) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(async move {
+                    let mut frames = FramedRead::new(client_read, frame::codec(1 << 24));
+                    while let Some(Ok(body)) = frames.next().await {
+                        match frame::decode(&body) {
+                            Ok(Frame::Request(r)) if r.body == RequestBody::Ping => {
+                                pings.fetch_add(1, Ordering::SeqCst)
+                            }
+                            _ => requests.fetch_add(1, Ordering::SeqCst),
+                        };
+                        if held.send(body).is_err() {
+                            return;
+                        }
+                    }
+                });
+                let mut watch_in = watch.clone();
+                tokio::spawn(async move {
+                    while let Some(body) = forward.recv().await {
+                        let _ = watch_in.wait_for(|open| *open).await;
+                        let length = (body.len() as u32).to_be_bytes();
+                        if server_write.write_all(&length).await.is_err()
+                            || server_write.write_all(&body).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+                let mut watch_out = watch.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 64 * 1024];
+                    while let Ok(n @ 1..) = server_read.read(&mut buf).await {
+                        let _ = watch_out.wait_for(|open| *open).await;
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        gate
+    }
+
+    fn pause(&self) {
+        self.open.send_replace(false);
+    }
+
+    fn resume(&self) {
+        self.open.send_replace(true);
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    fn pings(&self) -> usize {
+        self.pings.load(Ordering::SeqCst)
     }
 }
