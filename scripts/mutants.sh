@@ -37,6 +37,7 @@ mutants=(
   'first-attempt-below-floor-applied-unit @@ src/paxos/register.rs @@ s/            Some(floor) => id.seq <= floor.seq,/            Some(floor) => maybe_applied \&\& id.seq <= floor.seq,/ @@ --lib a_delayed_first_attempt_of_a_write_applied_by_its_retry'
   'retire-without-handshake @@ src/actors/supervisor.rs @@ s/self.retiring.insert(key, entry);/drop(entry);/ @@ --test serving a_retired_acceptor_is_never_replaced_while_it_still_runs'
   # issue 23: thrifty rounds, and a client that skips a silent node until it answers
+  'client-never-gives-up-a-silent-connection @@ src/client.rs @@ s/            Some(sent) => return sent.elapsed() >= SILENCE_PING_TIMEOUT,/            Some(sent) => return false \&\& sent.elapsed() >= SILENCE_PING_TIMEOUT,/ @@ --test serving a_node_that_stops_answering'
   'client-never-probes @@ src/client.rs @@ s/        if !self.inner.probing\[node\].swap(true, Ordering::AcqRel) {/        if false \&\& !self.inner.probing[node].swap(true, Ordering::AcqRel) {/ @@ --test serving a_node_that_stops_answering'
   'thrifty-never-widens-unit @@ src/paxos/proposer.rs @@ s/^    fn widen(\&mut self, silent: bool, out: \&mut Vec<Effect>) {$/    fn widen(\&mut self, silent: bool, out: \&mut Vec<Effect>) { return;/ @@ --lib a_thrifty_round_asks_the_rest_when_one'
   'thrifty-never-widens-sim @@ src/paxos/proposer.rs @@ s/^    fn widen(\&mut self, silent: bool, out: \&mut Vec<Effect>) {$/    fn widen(\&mut self, silent: bool, out: \&mut Vec<Effect>) { return;/ @@ --lib sim'
