@@ -832,7 +832,9 @@ impl Connection {
                             .values()
                             .any(|w| matches!(w, Waiter::Once(_)));
                         if silence.gone(waiting) {
-                            log::warn!(
+                            // (debug: the caller is told, as a lost attempt, and a prober's
+                            // pings to a node that stays silent would repeat it every 2 s)
+                            log::debug!(
                                 "{addr} answered nothing, not even a ping, for {:?}; closing \
                                  the connection",
                                 silence.heard.elapsed()
