@@ -514,6 +514,16 @@ enum Thrifty {
     Some,
 }
 
+impl Thrifty {
+    /// Whether `node`'s proposers run thrifty rounds.
+    fn on(self, node: NodeId) -> bool {
+        match self {
+            Thrifty::Most => !node.is_multiple_of(3),
+            Thrifty::Some => node % 3 == 1,
+        }
+    }
+}
+
 fn proposer_config(
     node: NodeId,
     key: &[u8],
@@ -548,10 +558,7 @@ fn proposer_config(
         // Thrifty rounds on some nodes, every acceptor asked at once on the others (see
         // `Thrifty`). With four thrifty nodes of five, rounds that wait `read_grace` to widen
         // leave more impatient clients' writes "outcome unknown" (see docs/TESTING.md).
-        thrifty: match thrifty {
-            Thrifty::Most => !node.is_multiple_of(3),
-            Thrifty::Some => node % 3 == 1,
-        },
+        thrifty: thrifty.on(node),
         spread: key_hash(key),
     }
 }
@@ -2861,8 +2868,9 @@ impl Sim {
     /// voting and connected, as leaves a majority of those (two of five, one of three or four,
     /// fewer when some are down): a write can still be chosen, by the others. `aimed`: drawn
     /// from the key's thrifty majority first (`Proposer::first_asked`: the ring of the sorted
-    /// voters from the key's hash), where a thrifty read then meets them.
-    fn lag_accepts(&mut self, key: &[u8], lag: Duration, aimed: bool) {
+    /// voters from the key's hash), where a thrifty read then meets them. Returns how many
+    /// voters it holds back.
+    fn lag_accepts(&mut self, key: &[u8], lag: Duration, aimed: bool) -> usize {
         let voters = self.register.voters();
         let quorum = self.register.quorums().classic();
         let up = |v: &NodeId| self.nodes[v].votes(*v) && !self.isolated.contains(v);
@@ -2887,6 +2895,7 @@ impl Sim {
             })
             .collect();
         self.lagging.push((key.to_vec(), to, self.now + lag));
+        held
     }
 
     /// Ends `key`'s lag now.
@@ -3054,10 +3063,14 @@ struct Workload {
     probe: Option<Probe>,
 }
 
-/// One run of the lag probe (`Workload::probe`): its key, the put's token, then the read's.
+/// One run of the lag probe (`Workload::probe`): its key, the put's token and place in the
+/// history, whether it must go past held voters of its own first majority (a thrifty node's
+/// put whose held voters were drawn from the key's majority), then the read's token.
 struct Probe {
     key: Key,
     put: u64,
+    put_index: usize,
+    past_its_majority: bool,
     read: Option<u64>,
 }
 
@@ -3263,23 +3276,31 @@ impl Workload {
             None if sim.rng.random_bool(0.02) => {
                 let key = format!("probe-{}", sim.rng.random_range(0..PROBE_KEYS)).into_bytes();
                 let aimed = sim.rng.random_bool(0.5);
-                sim.lag_accepts(&key, Duration::from_millis(1000), aimed);
+                let held = sim.lag_accepts(&key, Duration::from_millis(1000), aimed);
                 *sim.faults.entry("probe writes lagged").or_default() += 1;
                 let node = sim.random_node();
                 let put = Command::Put {
                     value: self.next_value(),
                 };
                 sim.submit_with(node, &key, put, false, patient);
-                let put = sim.next_token;
                 self.probe = Some(Probe {
                     key,
-                    put,
+                    put: sim.next_token,
+                    put_index: sim.history.len() - 1,
+                    past_its_majority: aimed && held > 0 && sim.thrifty.on(node),
                     read: None,
                 });
             }
             None => {}
             // The put was answered (or its proposer lost): read.
             Some(p) if p.read.is_none() && !sim.waiters.contains_key(&p.put) => {
+                // A thrifty round whose majority cannot choose must ask the rest: coverage
+                // of that (a proposer that never widens leaves this at 0).
+                if p.past_its_majority && sim.history[p.put_index].output.is_some() {
+                    *sim.faults
+                        .entry("probe write chosen past its majority")
+                        .or_default() += 1;
+                }
                 let node = sim.random_node();
                 sim.submit_with(node, &p.key, Command::Get, false, patient);
                 p.read = Some(sim.next_token);
@@ -3599,6 +3620,7 @@ fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_sta
         "thrifty request",
         "hot accepts lagged",
         "probe writes lagged",
+        "probe write chosen past its majority",
         "thrifty round widened",
         "thrifty suspect",
     ] {
