@@ -9,6 +9,9 @@
 #
 #   scripts/ab.sh BIN_A BIN_B [ROUNDS]        (ROUNDS default 3)
 #
+# CONFIG_B=FILE runs build B's clusters with another config (an A/B of a setting: pass the
+# same binary twice).
+#
 # PAUSE=1 stops one node (SIGSTOP) after the load and resumes it after the last row: the
 # rows then measure a cluster with a paused minority (p99 under a fault).
 #
@@ -56,8 +59,9 @@ EOF
 }
 
 one() { # bin label
-  local bin=$1 label=$2
-  start_cluster "$bin" "$CONFIG" "$work"
+  local bin=$1 label=$2 config=$CONFIG
+  [ "$label" = B ] && config=${CONFIG_B:-$CONFIG}
+  start_cluster "$bin" "$config" "$work"
   "$bin" bench --config "$CONFIG" --op load --keys "$KEYS" --concurrency 64 --json > /dev/null
   local paused=
   [ "$PAUSE" = 1 ] && { paused=$(pgrep -P "$cluster_pid" | sort -n | tail -1); kill -STOP "$paused"; }
