@@ -16,7 +16,14 @@
 //!   pings the node (answered by the node itself, not the cluster, so a node that is only
 //!   slow answers it at once), and is given up [`SILENCE_PING_TIMEOUT`] later if nothing came
 //!   back. Its requests are then lost attempts, retried on the next node (a write as "maybe
-//!   applied", which its id makes safe). A paused node so costs about 1.5 s, once.
+//!   applied", which its id makes safe). A paused node so costs about 1.5 s, once. A pinned
+//!   client (one node only) does neither: it waits out its attempt timeout.
+//!   - A node answers a ping before waiting for any budget, but it reads a connection's frames
+//!     in order: on a connection whose byte budget is spent by requests that each wait more
+//!     than 1.5 s (a minority cut off, every request waiting for its 3 s timeout), the ping is
+//!     read late and the connection is given up as silent. Its requests are then retried
+//!     elsewhere while the node may still run them: safe (write ids), but extra work, in a
+//!     case where they would have been answered "unavailable" anyway.
 //! - Every write carries a [`RequestId`] that stays the same across retries, so retrying a
 //!   write whose outcome was unknown never applies it twice. An operation that may have taken
 //!   effect but could not be confirmed before the deadline ends in [`Error::Unknown`]; one that
@@ -617,9 +624,13 @@ impl Client {
     /// again ([`Client::probe`]).
     fn avoid(&self, node: usize) {
         self.avoid_for_now(node);
+        // (A pinned client has no other node to skip to.)
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        if self.inner.options.pinned {
+            return;
+        }
         if !self.inner.probing[node].swap(true, Ordering::AcqRel) {
             runtime.spawn(Client::probe(Arc::downgrade(&self.inner), node));
         }
@@ -640,6 +651,17 @@ impl Client {
     /// a margin of [`NODE_AVOID_TIME`] for a late wake-up: a prober that stops (its runtime
     /// ended) leaves the node avoided for that long at most.
     async fn probe(inner: std::sync::Weak<Inner>, node: usize) {
+        // Ends the probing however the task ends (answered, client dropped, its runtime gone),
+        // so that the next failure starts a new prober.
+        struct Probing(std::sync::Weak<Inner>, usize);
+        impl Drop for Probing {
+            fn drop(&mut self) {
+                if let Some(inner) = self.0.upgrade() {
+                    inner.probing[self.1].store(false, Ordering::Release);
+                }
+            }
+        }
+        let _probing = Probing(inner.clone(), node);
         loop {
             tokio::time::sleep(PROBE_INTERVAL).await;
             let Some(inner) = inner.upgrade() else {
@@ -651,7 +673,6 @@ impl Client {
                 client.attempt(node, RequestBody::Ping, PROBE_TIMEOUT).await
             {
                 client.inner.avoid_until_ms[node].store(0, Ordering::Relaxed);
-                client.inner.probing[node].store(false, Ordering::Release);
                 return;
             }
         }
@@ -708,7 +729,14 @@ impl Client {
         let addr = self.inner.addrs[index];
         let options = &self.inner.options;
         let conn = Arc::new(
-            Connection::open(addr, options.connect_timeout, options.tls.as_deref(), dial).await?,
+            Connection::open(
+                addr,
+                options.connect_timeout,
+                options.tls.as_deref(),
+                dial,
+                !options.pinned,
+            )
+            .await?,
         );
         let mut conns = self.inner.connections.lock().unwrap();
         // Another task may have connected meanwhile; keep one connection per node.
@@ -787,6 +815,9 @@ impl Connection {
         timeout: Duration,
         tls: Option<&Tls>,
         dial: Dial,
+        // Give the connection up when the node falls silent (`Silence`): not for a pinned
+        // client, which has no other node to go on with and waits out its attempt timeout.
+        watch_silence: bool,
     ) -> Result<Connection> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
@@ -813,7 +844,7 @@ impl Connection {
         });
         let (reader_pending, reader_closed) = (pending.clone(), closed.clone());
         // (The reader's sender keeps the writer until the reader ends, which `stop` forces.)
-        let mut silence = Silence::new(frames.clone());
+        let mut silence = watch_silence.then(|| Silence::new(frames.clone()));
         tokio::spawn(async move {
             let mut frames = FramedRead::new(reader, frame::codec(CLIENT_MAX_FRAME_BYTES));
             let mut check = tokio::time::interval(SILENCE_CHECK);
@@ -825,7 +856,8 @@ impl Connection {
                         _ => break,
                     },
                     _ = &mut stopped => break,
-                    _ = check.tick() => {
+                    _ = check.tick(), if silence.is_some() => {
+                        let silence = silence.as_mut().expect("checked");
                         let waiting = reader_pending
                             .lock()
                             .unwrap()
@@ -844,7 +876,9 @@ impl Connection {
                         continue;
                     }
                 };
-                silence.heard();
+                if let Some(silence) = silence.as_mut() {
+                    silence.heard();
+                }
                 let (id, answer) = match frame::decode(&bytes) {
                     Ok(answer @ Frame::Response(ClientResponse { id, .. })) => (id, answer),
                     Ok(answer @ Frame::Answer(NodeAnswer { id, .. })) => (id, answer),
@@ -940,7 +974,8 @@ impl Silence {
     /// anything coming back.
     fn gone(&mut self, waiting: bool) -> bool {
         match self.ping {
-            _ if !waiting => self.ping = None,
+            // Silence counts from when requests began to wait, not from the last answer.
+            _ if !waiting => self.heard(),
             Some(sent) => return sent.elapsed() >= SILENCE_PING_TIMEOUT,
             None if self.heard.elapsed() >= SILENCE_BEFORE_PING => {
                 self.sent += 1;

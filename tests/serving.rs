@@ -490,11 +490,18 @@ async fn a_node_that_stops_answering_is_skipped_until_it_answers_a_ping_again() 
     assert_eq!(gate.requests(), 1, "the key's home node took its put");
 
     gate.pause();
-    // For longer than two of the client's avoid times (1 s): writes and reads of its keys,
-    // each done well within the attempt timeout (the silence is noticed in about 1.5 s).
-    let until = Instant::now() + Duration::from_millis(3_000);
-    let mut done = 0;
+    // The first put finds the node silent, and ends well within the attempt timeout (the
+    // silence is noticed in about 1.5 s).
     let soon = Duration::from_secs(15);
+    let put = tokio::time::timeout(soon, client.put(&keys[0], b"w")).await;
+    assert!(
+        matches!(put, Ok(Ok(_))),
+        "the put that found the node silent: {put:?}"
+    );
+    // Then, for longer than two of the client's avoid times (1 s): writes and reads of its
+    // keys, none sent to the silent node.
+    let until = Instant::now() + Duration::from_millis(2_500);
+    let mut done = 0;
     while Instant::now() < until {
         let key = &keys[done % keys.len()];
         let put = tokio::time::timeout(soon, client.put(key, b"w")).await;

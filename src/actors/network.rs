@@ -370,6 +370,20 @@ async fn serve_connection(
             continue;
         };
         let call = match frame {
+            // A ping is answered at once, before any budget is waited for: it asks whether the
+            // node is up (the client's silence check, `client::Silence`), which a node that is
+            // only busy is. (A frame read before it that waits for budget still holds it.)
+            Frame::Request(request) if request.body == RequestBody::Ping => {
+                let response = shared.router.serve(request).await;
+                let answer = Answer {
+                    bytes: frame::encode(&Frame::Response(response)),
+                    _budget: None,
+                };
+                if answers.send(answer).await.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
             Frame::Request(request) if ConnectionWatches::serves(&request.body) => {
                 watches.serve(request, &budget, &shared, &answers).await;
                 continue;
