@@ -896,8 +896,7 @@ impl Proposer {
         if !self.cfg.thrifty || quorum >= n || !self.cfg.joining.is_empty() {
             return None;
         }
-        let start = (self.cfg.spread % n as u64) as usize;
-        let first = (0..quorum).map(|i| (start + i) % n);
+        let first = first_majority(n, quorum, self.cfg.spread);
         if first
             .clone()
             .any(|i| self.avoid.contains(&self.cfg.nodes[i]))
@@ -1492,6 +1491,17 @@ pub(crate) enum QuickRead {
     Undecided,
     /// No state can be shown chosen whatever the others answer.
     Impossible,
+}
+
+/// The positions, among `n` voters in id order, of a key's thrifty majority: `quorum` of them
+/// in a ring from the key's hash (`spread`). The same on every node.
+pub(crate) fn first_majority(
+    n: usize,
+    quorum: usize,
+    spread: u64,
+) -> impl Iterator<Item = usize> + Clone {
+    let start = (spread % n as u64) as usize;
+    (0..quorum).map(move |i| (start + i) % n)
 }
 
 /// The quick read's rule (see the module doc): a state is read from the acceptors' answers

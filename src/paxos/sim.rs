@@ -97,7 +97,9 @@ use crate::paxos::driver::{Action, ChangeDriver, Event};
 use crate::paxos::identity::{self, SeenStore};
 use crate::paxos::listing::{self, Live};
 use crate::paxos::membership::{Change, JoiningStore, Membership};
-use crate::paxos::proposer::{Effect, Proposer, ProposerConfig, RoundKind, Suspects};
+use crate::paxos::proposer::{
+    first_majority, Effect, Proposer, ProposerConfig, RoundKind, Suspects,
+};
 use crate::paxos::quorum::{tally, Quorums};
 use crate::paxos::record::AcceptorRecord;
 use crate::paxos::types::{
@@ -2867,16 +2869,15 @@ impl Sim {
     /// Holds back `key`'s Accepts for `lag` to as many voters, drawn at random among those
     /// voting and connected, as leaves a majority of those (two of five, one of three or four,
     /// fewer when some are down): a write can still be chosen, by the others. `aimed`: drawn
-    /// from the key's thrifty majority first (`Proposer::first_asked`: the ring of the sorted
-    /// voters from the key's hash), where a thrifty read then meets them. Returns how many
+    /// from the key's thrifty majority first (`proposer::first_majority`, as the proposers
+    /// place it), where a thrifty read then meets them. Returns how many
     /// voters it holds back.
     fn lag_accepts(&mut self, key: &[u8], lag: Duration, aimed: bool) -> usize {
         let voters = self.register.voters();
         let quorum = self.register.quorums().classic();
         let up = |v: &NodeId| self.nodes[v].votes(*v) && !self.isolated.contains(v);
-        let start = (key_hash(key) % voters.len() as u64) as usize;
-        let majority: Vec<NodeId> = (0..quorum)
-            .map(|i| voters[(start + i) % voters.len()])
+        let majority: Vec<NodeId> = first_majority(voters.len(), quorum, key_hash(key))
+            .map(|i| voters[i])
             .collect();
         let (mut first, mut rest): (Vec<NodeId>, Vec<NodeId>) = voters
             .iter()
