@@ -2853,8 +2853,9 @@ impl Sim {
         }
     }
 
-    /// Holds back the hot key's Accepts to two voters for 20 to 100 ms, while everything else
-    /// flows: a write is then chosen by the other three, and a read that asks a majority
+    /// Holds back the hot key's Accepts to two voters (of five or more; fewer when some are
+    /// down: `Sim::lag_accepts`) for 20 to 100 ms, while everything else flows: a write is
+    /// then chosen by the others, and a read that asks a majority
     /// holding both laggards (a thrifty one, when they are in the key's majority) sees two
     /// older states and one newer, which must not be read as the older one.
     fn lag_hot_accepts(&mut self) {
