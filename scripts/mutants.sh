@@ -45,6 +45,11 @@ mutants=(
   'thrifty-read-counts-a-majority-of-the-asked-sim @@ src/paxos/proposer.rs @@ s/match read_answers(replies, n, quorums.classic(), quorums.fast()) {/match read_answers(replies, n, if *widened { quorums.classic() } else { quorums.classic() - 1 }, quorums.fast()) {/ @@ --lib sim'
   'thrifty-read-counts-a-majority-of-the-asked-unit @@ src/paxos/proposer.rs @@ s/match read_answers(replies, n, quorums.classic(), quorums.fast()) {/match read_answers(replies, n, if *widened { quorums.classic() } else { quorums.classic() - 1 }, quorums.fast()) {/ @@ --lib a_thrifty_read_whose_majority_disagrees'
   'thrifty-widened-accept-another-state-sim @@ src/paxos/proposer.rs @@ /let again = PeerMessage::Accept {/,/};/s/state: state.clone(),/state: Register::default(),/ @@ --lib sim'
+  # issue 23: reads that carry no remembered writes
+  'light-read-repairs-sim @@ src/paxos/proposer.rs @@ s/.find(|v| v.accepted == ballot \&\& v.full)/.find(|v| v.accepted == ballot)/ @@ --lib sim'
+  'light-read-repairs-unit @@ src/paxos/proposer.rs @@ s/.find(|v| v.accepted == ballot \&\& v.full)/.find(|v| v.accepted == ballot)/ @@ --lib a_quick_read_answers_in_one_round_trip'
+  'read-reply-at-the-fast-ballot-unit @@ src/paxos/acceptor.rs @@ s/PeerMessage::Read { read } if self.record.accepted != Ballot::FAST => Step {/PeerMessage::Read { read } => Step {/ @@ --lib a_read_is_answered_without_remembered_writes'
+  'read-reply-at-the-fast-ballot-accepted @@ src/messages.rs @@ s/                    || \*accepted == Ballot::FAST$// @@ --lib a_read_reply_at_the_fast_ballot'
   # issue 10: membership
   'fast-open-during-a-change @@ src/paxos/membership.rs @@ s/^        self.phase.is_none()$/        true/ @@ --lib sim'
   'acceptor-answers-older-epochs-sim @@ src/paxos/admission.rs @@ s/    if msg_epoch < epoch {/    if msg_epoch < epoch \&\& false {/ @@ --lib sim'

@@ -23,7 +23,7 @@ use crate::paxos::membership::Membership;
 use crate::paxos::record::AcceptorRecord;
 use crate::paxos::register::{CLIENT_FLOORS, RECENT_WRITES};
 use crate::paxos::types::{
-    opt_bytes, Ballot, Command, Key, KeyChange, NodeId, Outcome, Register, RequestId,
+    opt_bytes, Ballot, Command, Key, KeyChange, NodeId, Outcome, Register, RequestId, Seen,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -153,6 +153,30 @@ pub enum PeerMessage {
         /// At most `RECENT_WRITES + 1`, versions strictly increasing.
         changes: Vec<KeyChange>,
     },
+    /// A read that needs only what a get answers: as `Query`, but an acceptor whose state is
+    /// at a classic ballot answers with `ReadReply`, which leaves out the writes the state
+    /// remembers. At the fast ballot (where states are told apart by their writes, not by
+    /// their ballot) it answers `QueryReply`, in full.
+    Read {
+        /// As in `Query`.
+        read: u64,
+    },
+    /// The answer to `Read { read }` of an acceptor that accepted nothing or accepted at a
+    /// classic ballot: its record, with what a read sees of the state in place of the state.
+    /// One classic ballot names one state (a proposer proposes one state per ballot), so the
+    /// ballot identifies what `seen` was seen of.
+    ReadReply {
+        /// The `Read`'s number.
+        read: u64,
+        /// The acceptor's promise.
+        promised: Ballot,
+        /// The highest ballot it accepted (at most `promised`, never the fast ballot).
+        accepted: Ballot,
+        /// What a read sees of the state it accepted at `accepted`.
+        seen: Seen,
+        /// As in `Promise`.
+        fast_unknown: bool,
+    },
 }
 
 impl PeerMessage {
@@ -160,7 +184,10 @@ impl PeerMessage {
     pub fn is_request(&self) -> bool {
         matches!(
             self,
-            PeerMessage::Prepare { .. } | PeerMessage::Accept { .. } | PeerMessage::Query { .. }
+            PeerMessage::Prepare { .. }
+                | PeerMessage::Accept { .. }
+                | PeerMessage::Query { .. }
+                | PeerMessage::Read { .. }
         )
     }
 
@@ -948,7 +975,24 @@ impl Envelope {
             }
             PeerMessage::Reject { ballot, seen } => (seen < ballot).then_some("reject"),
             PeerMessage::Failed { ballot, .. } => (*ballot == Ballot::ZERO).then_some("failed"),
-            PeerMessage::Query { .. } => None,
+            PeerMessage::Query { .. } | PeerMessage::Read { .. } => None,
+            PeerMessage::ReadReply {
+                promised,
+                accepted,
+                seen,
+                fast_unknown,
+                ..
+            } => {
+                // An acceptor at the fast ballot answers in full: a reply that claims it
+                // without the state's writes could count two different fast writes of one
+                // value as one.
+                let nothing_accepted = *accepted == Ballot::ZERO;
+                (accepted > promised
+                    || *accepted == Ballot::FAST
+                    || (nothing_accepted && *seen != Seen::default())
+                    || (*fast_unknown && !nothing_accepted))
+                    .then_some("read reply")
+            }
             PeerMessage::Stale { epoch } => (*epoch <= self.epoch).then_some("stale"),
             PeerMessage::Chosen { changes } => {
                 let ordered = changes.windows(2).all(|w| w[0].version < w[1].version);
@@ -1025,6 +1069,50 @@ mod tests {
         });
         let bytes = postcard::to_stdvec(&frame).unwrap();
         assert_eq!(postcard::from_bytes::<Frame>(&bytes).unwrap(), frame);
+    }
+
+    /// A `ReadReply` names its state by a classic ballot: one at the fast ballot (where two
+    /// states of one value are told apart only by their writes), or a seen state without an
+    /// accepted ballot, contradicts the acceptor that would have sent it.
+    #[test]
+    fn a_read_reply_at_the_fast_ballot_or_of_a_state_nobody_accepted_is_refused() {
+        let addrs: Vec<std::net::SocketAddr> = (1..=3)
+            .map(|i| format!("127.0.0.1:{}", 7000 + i).parse().unwrap())
+            .collect();
+        let config = Config::local(&addrs);
+        let seen = Seen {
+            version: 1,
+            value: Some(b"v".to_vec()),
+            ..Seen::default()
+        };
+        let reply = |accepted: Ballot, seen: &Seen, fast_unknown: bool| Envelope {
+            from: 2,
+            proposer: 7,
+            epoch: 1,
+            cluster: 5,
+            key: b"k".to_vec(),
+            body: PeerMessage::ReadReply {
+                read: 1,
+                promised: Ballot::new(9, 1),
+                accepted,
+                seen: seen.clone(),
+                fast_unknown,
+            },
+        };
+        let classic = Ballot::new(3, 1);
+        assert!(reply(classic, &seen, false).validate(&config).is_ok());
+        assert!(reply(Ballot::ZERO, &Seen::default(), true)
+            .validate(&config)
+            .is_ok());
+        for broken in [
+            reply(Ballot::FAST, &seen, false),
+            reply(Ballot::ZERO, &seen, false),
+            reply(classic, &seen, true),
+            reply(Ballot::new(10, 1), &seen, false),
+        ] {
+            let error = broken.validate(&config).unwrap_err().to_string();
+            assert!(error.contains("contradictory read reply"), "{error}");
+        }
     }
 
     #[test]

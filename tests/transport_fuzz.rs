@@ -95,6 +95,16 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
                 fast_unknown
             }
         ),
+        (0u64..4).prop_map(|read| PeerMessage::Read { read }),
+        (0u64..4, ballot(), ballot(), register(), any::<bool>()).prop_map(
+            |(read, promised, accepted, state, fast_unknown)| PeerMessage::ReadReply {
+                read,
+                promised,
+                accepted,
+                seen: state.seen(),
+                fast_unknown
+            }
+        ),
     ]
 }
 

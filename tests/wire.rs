@@ -14,7 +14,7 @@ use paxkv::messages::{
 use paxkv::paxos::membership::{Member, MemberState, Membership, Phase};
 use paxkv::paxos::record::AcceptorRecord;
 use paxkv::paxos::types::{
-    Ballot, Command, Inspected, KeyChange, LeasedWrite, Outcome, Register, RequestId,
+    Ballot, Command, Inspected, KeyChange, LeasedWrite, Outcome, Register, RequestId, Seen,
 };
 
 fn hex(bytes: &[u8]) -> String {
@@ -603,6 +603,22 @@ fn samples() -> Vec<(&'static str, Frame)> {
             "response not found",
             response(Err(Error::NotFound(e("lease 00000000000000ab not found")))),
         ),
+        ("peer read", peer(PeerMessage::Read { read: 5 })),
+        (
+            "peer read reply",
+            peer(PeerMessage::ReadReply {
+                read: 5,
+                promised: b(3, 1),
+                accepted: b(2, 1),
+                seen: Seen {
+                    version: 2,
+                    value: Some(b"v".to_vec()),
+                    lease: Some(0xab),
+                    fence: 3,
+                },
+                fast_unknown: false,
+            }),
+        ),
     ]
 }
 
@@ -752,6 +768,11 @@ const GOLDEN: &[(&str, &str)] = &[
     (
         "response not found",
         "02030109206c656173652030303030303030303030303030306162206e6f7420666f756e64",
+    ),
+    ("peer read", "0001070409016b0a05"),
+    (
+        "peer read reply",
+        "0001070409016b0b05030102010201017601ab010300",
     ),
 ];
 

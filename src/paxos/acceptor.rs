@@ -59,7 +59,17 @@ impl Acceptor {
                 state,
                 next,
             } => self.accept(ballot, state, next),
-            PeerMessage::Query { read } => Step {
+            PeerMessage::Read { read } if self.record.accepted != Ballot::FAST => Step {
+                reply: PeerMessage::ReadReply {
+                    read,
+                    promised: self.record.promised,
+                    accepted: self.record.accepted,
+                    seen: self.record.state.seen(),
+                    fast_unknown: self.record.fast_unknown,
+                },
+                persist: None,
+            },
+            PeerMessage::Query { read } | PeerMessage::Read { read } => Step {
                 reply: PeerMessage::QueryReply {
                     read,
                     promised: self.record.promised,
@@ -206,6 +216,7 @@ impl Acceptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::paxos::types::{AppliedWrite, Outcome, RequestId, Seen};
 
     fn b(round: u64, node: u32) -> Ballot {
         Ballot::new(round, node)
@@ -359,6 +370,56 @@ mod tests {
             }
         );
         assert_eq!(step.persist, None);
+    }
+
+    /// A `Read` is answered with what a read sees, without the state's remembered writes,
+    /// except at the fast ballot, where those writes tell states apart: answered in full.
+    #[test]
+    fn a_read_is_answered_without_remembered_writes_except_at_the_fast_ballot() {
+        let mut remembering = state(1, "x");
+        remembering.recent.push(AppliedWrite {
+            id: RequestId { client: 3, seq: 1 },
+            outcome: Outcome::Put { version: 1 },
+        });
+        let mut a = Acceptor::default();
+        assert!(matches!(
+            a.step(PeerMessage::Read { read: 1 }).reply,
+            PeerMessage::ReadReply { accepted: Ballot::ZERO, ref seen, .. } if *seen == Seen::default()
+        ));
+        a.step(PeerMessage::Accept {
+            ballot: Ballot::FAST,
+            state: remembering.clone(),
+            next: None,
+        });
+        let at_fast = a.step(PeerMessage::Read { read: 2 });
+        assert_eq!(
+            at_fast.reply,
+            PeerMessage::QueryReply {
+                read: 2,
+                promised: Ballot::FAST,
+                accepted: Ballot::FAST,
+                state: remembering.clone(),
+                fast_unknown: false,
+            }
+        );
+        a.step(PeerMessage::Accept {
+            ballot: b(2, 1),
+            state: remembering.clone(),
+            next: None,
+        });
+        let step = a.step(PeerMessage::Read { read: 3 });
+        assert_eq!(
+            step.reply,
+            PeerMessage::ReadReply {
+                read: 3,
+                promised: b(2, 1),
+                accepted: b(2, 1),
+                seen: remembering.seen(),
+                fast_unknown: false,
+            }
+        );
+        assert_eq!(step.persist, None);
+        assert!(remembering.seen().forgetful().recent.is_empty());
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub fn chosen_versioned<'a>(
                     accepted: r.accepted,
                     state: r.state.clone(),
                     fast_unknown: r.fast_unknown,
+                    full: true,
                 },
                 None => Vote::none(),
             };

@@ -3,8 +3,9 @@
 //! RNG, and it returns [`Effect`]s for the actor to carry out.
 //!
 //! A round takes a batch of queued commands (in arrival order, at most `max_batch`) and:
-//! - **reads** (a batch of gets only) first try one round trip with no disk write: `Query` every
-//!   acceptor (one majority first, see "Thrifty rounds"); if a majority reports the same
+//! - **reads** (a batch of gets only) first try one round trip with no disk write: ask every
+//!   acceptor for its record (one majority first, see "Thrifty rounds"; without the state's
+//!   remembered writes, see "Reads that carry no remembered writes"); if a majority reports the same
 //!   accepted ballot `B`, the state accepted at `B` is
 //!   chosen (a majority holds it) and it is the latest chosen state as of the moment the read
 //!   began: any write that completed before the get started was accepted by a majority at some
@@ -63,6 +64,29 @@
 //! disagreed and fell back to full rounds, see BENCHMARKS.md). Several silent members
 //! suspect no one: then this node, or its network, may be the slow one. Reads and writes
 //! stay linearizable throughout; only their latency and cost move.
+//!
+//! **Reads that carry no remembered writes.** A quick read asks with `Read`, not `Query`: an
+//! acceptor whose state is at a classic ballot answers `ReadReply`, which carries what a get
+//! or an inspect needs (value, version, lease, fence: [`Seen`](crate::paxos::types::Seen))
+//! and not the writes the state remembers for de-duplication, most of a busy key's state
+//! (about 600 of 700 bytes once 32 writes are remembered; BENCHMARKS.md, issue 23). Why the
+//! argument above still holds, and what such a state must never do:
+//! - *Counting.* At a classic ballot the read counts ballots, never states: a proposer
+//!   proposes one state per ballot (a widened or repairing Accept is the same state at the
+//!   same ballot), so the ballot names the state and any reply at it shows its value.
+//! - *The fast ballot* is the exception: several proposers' states share it, and two first
+//!   writes of the same value differ only in the write they remember. Counted by value, two
+//!   such states split over a fast quorum would look chosen when neither is, and recovery may
+//!   choose a third. So an acceptor at the fast ballot answers a `Read` in full
+//!   (`QueryReply`), `Envelope::validate` refuses a `ReadReply` that claims the fast ballot,
+//!   and [`read_answers`] counts only full states there.
+//! - *Never accepted.* A state without its remembered writes, accepted at its ballot by a
+//!   stale acceptor (read repair), would be a second state at that ballot, and a later round
+//!   that took it would apply a retried write a second time. So a read repairs only from a
+//!   full state (`chosen` is only ever set from one); when it saw acceptors behind and had
+//!   none, its proposer's next read asks with `Query` and repairs from that. Until then the
+//!   laggards are what they were without read repair: behind, as the asynchronous model
+//!   allows, brought up by the next write, read or anti-entropy.
 //!
 //! **Leaving the fast ballot.** A state chosen at the fast ballot is chosen only by *how many*
 //! acceptors hold it (a fast quorum); a classic round recovers it by counting. That count is
@@ -265,6 +289,10 @@ pub(crate) struct Vote {
     pub state: Register,
     /// It may have lost a vote at the fast ballot (`AcceptorRecord::fast_unknown`).
     pub fast_unknown: bool,
+    /// `state` is the whole state. `false`: what a read sees of it, from a `ReadReply`,
+    /// which remembers no writes: it answers gets, and is never accepted or counted at the
+    /// fast ballot.
+    pub full: bool,
 }
 
 impl Vote {
@@ -274,6 +302,7 @@ impl Vote {
             accepted: Ballot::ZERO,
             state: Register::default(),
             fast_unknown: false,
+            full: true,
         }
     }
 }
@@ -332,6 +361,8 @@ enum Phase {
         widened: bool,
         /// The thrifty round's first majority (bit `i`: `cfg.nodes[i]`); 0 if none.
         first: u64,
+        /// It asks with `Query` (full states), not `Read`.
+        full: bool,
     },
     Preparing {
         ballot: Ballot,
@@ -390,8 +421,12 @@ pub struct Proposer {
     /// write, when it holds no promise).
     fast_allowed: bool,
     reads: u64,
-    /// The last state this proposer saw chosen, to repair acceptors that answer late.
+    /// The last state this proposer saw chosen, to repair acceptors that answer late. Only
+    /// ever a full state: never one a `ReadReply` carried (module doc).
     chosen: Option<(Ballot, Register)>,
+    /// The next quick read asks with `Query` (full states), not `Read`: the last one saw
+    /// acceptors behind the chosen ballot and held no full state to repair them with.
+    full_reads: bool,
     /// Rounds started since the last [`Proposer::take_rounds`], by [`RoundKind`].
     rounds: [u64; RoundKind::ALL.len()],
     /// Some node watches: announce what is chosen ([`Effect::Chosen`]).
@@ -480,6 +515,7 @@ impl Proposer {
             phase: Phase::Idle,
             reads: 0,
             chosen: None,
+            full_reads: false,
             rounds: [0; RoundKind::ALL.len()],
             announcing: false,
             avoid: Vec::new(),
@@ -632,6 +668,22 @@ impl Proposer {
                     accepted,
                     state,
                     fast_unknown,
+                    full: true,
+                };
+                self.on_query_reply(now, from, read, vote, out)
+            }
+            PeerMessage::ReadReply {
+                read,
+                accepted,
+                seen,
+                fast_unknown,
+                ..
+            } => {
+                let vote = Vote {
+                    accepted,
+                    state: seen.forgetful(),
+                    fast_unknown,
+                    full: false,
                 };
                 self.on_query_reply(now, from, read, vote, out)
             }
@@ -645,6 +697,7 @@ impl Proposer {
                     accepted,
                     state,
                     fast_unknown,
+                    full: true,
                 };
                 self.on_promise(now, from, ballot, vote, out)
             }
@@ -783,7 +836,8 @@ impl Proposer {
             (_, false) => {
                 self.count(RoundKind::QuickRead);
                 self.reads += 1;
-                let query = PeerMessage::Query { read: self.reads };
+                let full = std::mem::take(&mut self.full_reads);
+                let query = read_request(self.reads, full);
                 let first = self.ask_first(true, query, out);
                 self.phase = Phase::Reading {
                     read: self.reads,
@@ -792,6 +846,7 @@ impl Proposer {
                     grace_until: None,
                     widened: first == 0,
                     first,
+                    full,
                 };
             }
             (Some(cached), true) => {
@@ -944,11 +999,12 @@ impl Proposer {
                 widened,
                 first,
                 replies,
+                full,
                 ..
             } if !*widened => {
                 *widened = true;
                 let answered: Vec<NodeId> = replies.keys().copied().collect();
-                (PeerMessage::Query { read: *read }, *first, answered)
+                (read_request(*read, *full), *first, answered)
             }
             Phase::Accepting {
                 ballot,
@@ -1027,7 +1083,15 @@ impl Proposer {
                         .filter(|(_, v)| v.accepted < ballot)
                         .map(|(n, _)| *n)
                         .collect();
-                    self.chosen = Some((ballot, state.clone()));
+                    // Repair sends the state in an Accept: only a full one (module doc).
+                    let full = replies
+                        .values()
+                        .find(|v| v.accepted == ballot && v.full)
+                        .map(|v| v.state.clone());
+                    match full {
+                        Some(full) => self.chosen = Some((ballot, full)),
+                        None => self.full_reads = !stale.is_empty(),
+                    }
                     for node in stale {
                         self.repair_if_stale(node, Ballot::ZERO, out);
                     }
@@ -1522,11 +1586,14 @@ pub(crate) fn read_answers(
             .map(|v| v.accepted),
     );
     let classic = most(&ballots).map(|(b, c)| (*b, c));
-    // The most reported state at the fast ballot: chosen only with a fast quorum.
+    // The most reported state at the fast ballot: chosen only with a fast quorum. States
+    // there are told apart by the writes they remember, so only full ones count (an acceptor
+    // answers a `Read` in full at the fast ballot, and a `ReadReply` claiming it is refused
+    // by `Envelope::validate`; this is the last line).
     let states = tally(
         replies
             .values()
-            .filter(|v| v.accepted == Ballot::FAST)
+            .filter(|v| v.accepted == Ballot::FAST && v.full)
             .map(|v| &v.state),
     );
     let fast = most(&states).map(|(s, c)| (*s, c));
@@ -1550,6 +1617,16 @@ pub(crate) fn read_answers(
         QuickRead::Undecided
     } else {
         QuickRead::Impossible
+    }
+}
+
+/// A quick read's request: `Read` (answered without the writes a state remembers at a
+/// classic ballot), or `Query` when the read wants full states to repair with.
+fn read_request(read: u64, full: bool) -> PeerMessage {
+    if full {
+        PeerMessage::Query { read }
+    } else {
+        PeerMessage::Read { read }
     }
 }
 

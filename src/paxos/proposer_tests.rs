@@ -409,6 +409,9 @@ fn requests_queued_behind_a_round_are_batched_into_the_next_one() {
     );
 }
 
+/// A quick read asks with `Read`, whose answers carry no remembered writes: it answers the
+/// get from them, but never sends such a state in an Accept. Seeing an acceptor behind, it
+/// asks with `Query` (full states) next time, and repairs from that.
 #[test]
 fn a_quick_read_answers_in_one_round_trip_and_repairs_a_stale_acceptor() {
     let now = Instant::now();
@@ -417,19 +420,40 @@ fn a_quick_read_answers_in_one_round_trip_and_repairs_a_stale_acceptor() {
     let out = submit(&mut p1, now, 1, put("a"), id(1));
     let out = exchange(&mut p1, &mut accs, &[1, 2, 3, 4], now, out);
     exchange(&mut p1, &mut accs, &[1, 2, 3, 4], now, out);
+    assert_eq!(accs[0].record().state.recent.len(), 1);
     // node 5 missed the write
     let mut p2 = proposer(2);
     let out = submit(&mut p2, now, 9, Command::Get, None);
-    assert!(matches!(sent_to(&out, 5)[0], PeerMessage::Query { .. }));
+    assert!(matches!(sent_to(&out, 5)[0], PeerMessage::Read { .. }));
+    assert!(
+        matches!(
+            accs[0].step(PeerMessage::Read { read: 99 }).reply,
+            PeerMessage::ReadReply { .. }
+        ),
+        "answered without the remembered writes"
+    );
     let out = exchange(&mut p2, &mut accs, &[5, 1, 2, 3], now, out);
     assert_eq!(replies(&out), vec![(9, read("a", 1))]);
+    assert!(sent_to(&out, 5).is_empty(), "repaired from a light state");
+    // the next read asks for full states, and repairs node 5 with the whole state
+    let out = submit(&mut p2, now, 10, Command::Get, None);
+    assert!(matches!(sent_to(&out, 5)[0], PeerMessage::Query { .. }));
+    let out = exchange(&mut p2, &mut accs, &[5, 1, 2, 3], now, out);
+    assert_eq!(replies(&out), vec![(10, read("a", 1))]);
     let repair = sent_to(&out, 5);
     assert!(
         matches!(repair[0], PeerMessage::Accept { next: None, .. }),
         "{repair:?}"
     );
     accs[4].step(repair[0].clone());
-    assert_eq!(accs[4].record().state.version, 1, "node 5 repaired");
+    assert_eq!(
+        accs[4].record().state,
+        accs[0].record().state,
+        "node 5 repaired"
+    );
+    // and once nothing is behind, reads go back to `Read`
+    let out = submit(&mut p2, now, 11, Command::Get, None);
+    assert!(matches!(sent_to(&out, 5)[0], PeerMessage::Read { .. }));
     assert!(accs
         .iter()
         .all(|a| a.record().accepted == accs[0].record().accepted));
@@ -634,10 +658,7 @@ fn replies_to_an_earlier_proposer_instance_are_never_counted_by_its_successor() 
     // and a read of the successor ignores the predecessor's read replies (both are read 1)
     let mut reader = Proposer::new(config(1), SmallRng::seed_from_u64(7));
     let out = submit(&mut reader, now, 3, Command::Get, None);
-    assert!(matches!(
-        sent_to(&out, 1)[0],
-        PeerMessage::Query { read: 1 }
-    ));
+    assert!(matches!(sent_to(&out, 1)[0], PeerMessage::Read { read: 1 }));
     let mut effects = Vec::new();
     for (node, reply) in old_read {
         reader.on_message(now, node, old.id(), reply, &mut effects);
@@ -648,18 +669,20 @@ fn replies_to_an_earlier_proposer_instance_are_never_counted_by_its_successor() 
     );
 }
 
-/// QueryReply answers to a read numbered 1, as a predecessor instance would have received.
+/// Answers to a read numbered 1 (`ReadReply` and `QueryReply`), as a predecessor instance
+/// would have received.
 fn old_read_replies(accs: &mut [Acceptor]) -> Vec<(NodeId, PeerMessage)> {
-    (1..=5)
-        .map(|n| {
-            (
-                n,
-                accs[n as usize - 1]
-                    .step(PeerMessage::Query { read: 1 })
-                    .reply,
-            )
-        })
-        .collect()
+    let mut replies = Vec::new();
+    for request in [
+        PeerMessage::Read { read: 1 },
+        PeerMessage::Query { read: 1 },
+    ] {
+        for n in 1..=5 {
+            let reply = accs[n as usize - 1].step(request.clone()).reply;
+            replies.push((n, reply));
+        }
+    }
+    replies
 }
 
 /// Issue 8, bug 4: a command whose deadline passed while its round was still preparing is
