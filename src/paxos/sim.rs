@@ -794,6 +794,19 @@ impl Sim {
             cluster,
             payload: Payload::Paxos(msg),
         };
+        for e in &out {
+            // Coverage of reads without remembered writes: a read asked in full is one whose
+            // predecessor saw laggards and could not repair them from `ReadReply`s.
+            let (Effect::Broadcast(m) | Effect::Multicast(_, m) | Effect::Send(_, m)) = e else {
+                continue;
+            };
+            let counted = match m {
+                PeerMessage::Read { .. } => "read asked without remembered writes",
+                PeerMessage::Query { .. } => "read asked in full after laggards",
+                _ => continue,
+            };
+            *self.faults.entry(counted).or_default() += 1;
+        }
         for e in out {
             match e {
                 Effect::Broadcast(msg) => {
@@ -3625,6 +3638,8 @@ fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_sta
         "probe write chosen past its majority",
         "thrifty round widened",
         "thrifty suspect",
+        "read asked without remembered writes",
+        "read asked in full after laggards",
     ] {
         assert!(
             !many || faults.get(fault).is_some_and(|n| *n > 0),
