@@ -9,6 +9,8 @@
 #   scripts/mutants.sh NAME...    # some of them
 #
 # PAXKV_SIM_SEEDS (default 60) sets how many simulation seeds a simulation mutant runs.
+# RELEASE=1 builds and runs the tests in release: the simulation runs about 20 times faster,
+# and each mutant costs a release build of the crate instead (the whole list in under an hour).
 set -uo pipefail
 repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
 work=${TMPDIR:-/tmp}/paxkv-mutants
@@ -187,7 +189,7 @@ for m in "${mutants[@]}"; do
   sed -i "$expr" "$work/$file"
   if [ "$before" = "$(md5sum "$work/$file")" ]; then echo "$name: the mutation did not apply"; continue; fi
   # shellcheck disable=SC2086
-  if (cd "$work" && cargo test $args >"$work/../mutant-$name.log" 2>&1); then
+  if (cd "$work" && cargo test ${RELEASE:+--release} $args >"$work/../mutant-$name.log" 2>&1); then
     if ! grep -q "^test .* ok$" "$work/../mutant-$name.log"; then
       echo "$name: the test filter matched no test ($args)"
     else
