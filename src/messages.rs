@@ -95,7 +95,9 @@ pub enum PeerMessage {
         next: Option<Ballot>,
     },
     /// Phase 2b: the acceptor durably accepted `ballot`; `promised` is the promise it holds
-    /// after that write (the Accept's `next` if it took it).
+    /// after that write (the Accept's `next` if it took it), except for a repeated fast
+    /// Accept, answered with `promised` at the fast ballot: it confirms the vote, and no
+    /// promise (`paxos::acceptor`).
     Accepted {
         /// The Accept's ballot.
         ballot: Ballot,

@@ -148,10 +148,17 @@ impl Acceptor {
             let fresh = self.record.promised == Ballot::ZERO;
             let duplicate = self.record.accepted == Ballot::FAST && self.record.state == state;
             if duplicate {
+                // The vote is confirmed, the promise is not: every proposer instance of a
+                // node sends the fast Accept with the same `next`, (1, node), so the promise
+                // of it this acceptor holds may be a predecessor's, which may have used that
+                // ballot for another state. Reported, it would let the new instance take
+                // (1, node) for its own next write without a Prepare: two states at one
+                // classic ballot (a retried first write through the same node; review of
+                // 2026-12-06, `a_repeated_fast_accept_never_lends_a_new_instance_...`).
                 return Step {
                     reply: PeerMessage::Accepted {
                         ballot,
-                        promised: self.record.promised,
+                        promised: Ballot::FAST,
                     },
                     persist: None,
                 };

@@ -468,6 +468,67 @@ fn fast_proposer(node: NodeId) -> Proposer {
     Proposer::new(cfg, SmallRng::seed_from_u64(node as u64))
 }
 
+/// Review of 2026-12-06: the fast Accept's `next` is (1, node) for every proposer instance
+/// of a node. An instance that cached it used it for a write that reached one acceptor, then
+/// retired; the first write's client retried it through the same node, whose new instance's
+/// fast Accept was a duplicate at the others. Had their answers confirmed the promise of
+/// (1, node) they hold (the predecessor's), the new instance would have taken that ballot for
+/// its next write: two states at (1, node), and a read could return the one never chosen.
+#[test]
+fn a_repeated_fast_accept_never_lends_a_new_instance_its_predecessors_ballot() {
+    let now = Instant::now();
+    let mut accs = acceptors();
+    let unsettled = |node, seed| {
+        let cfg = ProposerConfig {
+            epoch: 1,
+            fast_path: true,
+            settle_fast_writes: false,
+            ..config(node)
+        };
+        Proposer::new(cfg, SmallRng::seed_from_u64(seed))
+    };
+    let mut p1 = unsettled(1, 1);
+    let out = submit(&mut p1, now, 1, put("a"), id(1));
+    let done = exchange(&mut p1, &mut accs, &NODES, now, out);
+    assert_eq!(replies(&done), vec![(1, Ok(Outcome::Put { version: 1 }))]);
+    // the next write takes the cached (1, 1) at once; its Accept reaches node 2 alone
+    let out = submit(&mut p1, now, 2, put("b"), id(2));
+    assert!(matches!(
+        &sent_to(&out, 2)[..],
+        [PeerMessage::Accept { ballot, .. }] if *ballot == Ballot::new(1, 1)
+    ));
+    exchange(&mut p1, &mut accs, &[2], now, out);
+    // a new instance on node 1, and the first write retried through it
+    let mut p2 = unsettled(1, 2);
+    assert_ne!(p2.id(), p1.id());
+    let out = submit(&mut p2, now, 3, put("a"), id(1));
+    let done = exchange(&mut p2, &mut accs, &[1, 3, 4, 5], now, out);
+    assert_eq!(replies(&done), vec![(3, Ok(Outcome::Put { version: 1 }))]);
+    let out = submit(&mut p2, now, 4, put("c"), id(3));
+    assert!(
+        !sent_to(&out, 3).iter().any(
+            |m| matches!(m, PeerMessage::Accept { ballot, .. } if *ballot == Ballot::new(1, 1))
+        ),
+        "the predecessor's ballot taken without a Prepare: {out:?}"
+    );
+    let answers = drive(&mut p2, &mut accs, &NODES, now, out);
+    assert!(
+        matches!(answers[..], [(4, Ok(Outcome::Put { .. }))]),
+        "{answers:?}"
+    );
+    for a in &accs {
+        for b in &accs {
+            if a.record().accepted == b.record().accepted {
+                assert_eq!(
+                    a.record().state,
+                    b.record().state,
+                    "two states at one ballot"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn a_first_write_on_a_fresh_key_takes_one_round_trip_at_the_fast_ballot() {
     let now = Instant::now();
