@@ -1089,11 +1089,13 @@ impl Proposer {
                         .find(|v| v.accepted == ballot && v.full)
                         .map(|v| v.state.clone());
                     match full {
-                        Some(full) => self.chosen = Some((ballot, full)),
+                        Some(full) => {
+                            self.chosen = Some((ballot, full));
+                            for node in stale {
+                                self.repair_if_stale(node, Ballot::ZERO, out);
+                            }
+                        }
                         None => self.full_reads = !stale.is_empty(),
-                    }
-                    for node in stale {
-                        self.repair_if_stale(node, Ballot::ZERO, out);
                     }
                 }
                 let outcomes = self

@@ -1249,7 +1249,12 @@ mod tests {
         assert_ok(&h);
         let mapped = forget_unread_values(&h.iter().collect::<Vec<_>>()).expect("c is unread");
         assert_eq!(mapped[1].input, put("b"), "a read value is kept");
-        assert_eq!(mapped[2].input, Input::Put { value: UNREAD.to_vec() });
+        assert_eq!(
+            mapped[2].input,
+            Input::Put {
+                value: UNREAD.to_vec()
+            }
+        );
         let h = vec![
             op(1, "k", put("a"), 0, 1, put_ok(1)),
             unknown(2, "k", put("b"), 2),
