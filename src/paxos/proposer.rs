@@ -73,7 +73,9 @@
 //! argument above still holds, and what such a state must never do:
 //! - *Counting.* At a classic ballot the read counts ballots, never states: a proposer
 //!   proposes one state per ballot (a widened or repairing Accept is the same state at the
-//!   same ballot), so the ballot names the state and any reply at it shows its value.
+//!   same ballot, and a new instance never takes its predecessor's ballot: a repeated fast
+//!   Accept confirms no promise, `paxos::acceptor`), so the ballot names the state and any
+//!   reply at it shows its value.
 //! - *The fast ballot* is the exception: several proposers' states share it, and two first
 //!   writes of the same value differ only in the write they remember. Counted by value, two
 //!   such states split over a fast quorum would look chosen when neither is, and recovery may
