@@ -52,6 +52,8 @@ mutants=(
   'light-read-repairs-unit @@ src/paxos/proposer.rs @@ s/.find(|v| v.accepted == ballot \&\& v.full)/.find(|v| v.accepted == ballot)/ @@ --lib a_quick_read_answers_in_one_round_trip'
   'read-reply-at-the-fast-ballot-unit @@ src/paxos/acceptor.rs @@ s/PeerMessage::Read { read } if self.record.accepted != Ballot::FAST => Step {/PeerMessage::Read { read } => Step {/ @@ --lib a_read_is_answered_without_remembered_writes'
   'read-reply-at-the-fast-ballot-accepted @@ src/messages.rs @@ s/                    || \*accepted == Ballot::FAST$// @@ --lib a_read_reply_at_the_fast_ballot'
+  'fast-duplicate-confirms-the-promise-unit @@ src/paxos/acceptor.rs @@ s/^                        promised: Ballot::FAST,$/                        promised: self.record.promised,/ @@ --lib a_repeated_fast_accept_never_lends'
+  'fast-duplicate-confirms-the-promise-sim @@ src/paxos/acceptor.rs @@ s/^                        promised: Ballot::FAST,$/                        promised: self.record.promised,/ @@ --lib seeded_first_writes_retried'
   # issue 10: membership
   'fast-open-during-a-change @@ src/paxos/membership.rs @@ s/^        self.phase.is_none()$/        true/ @@ --lib sim'
   'acceptor-answers-older-epochs-sim @@ src/paxos/admission.rs @@ s/    if msg_epoch < epoch {/    if msg_epoch < epoch \&\& false {/ @@ --lib sim'
