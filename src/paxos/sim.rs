@@ -3430,11 +3430,9 @@ impl Workload {
                     return;
                 }
                 let kept = sent[sim.rng.random_range(0..sent.len())];
-                let mut i = 0;
-                sim.net.retain(|m| {
-                    i += 1;
-                    i - 1 == kept || !at_cached(m)
-                });
+                for i in sent.into_iter().rev().filter(|&i| i != kept) {
+                    sim.net.remove(i);
+                }
                 *sim.faults
                     .entry("first write retried through its own node")
                     .or_default() += 1;
