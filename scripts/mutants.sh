@@ -52,6 +52,7 @@ mutants=(
   'light-read-repairs-unit @@ src/paxos/proposer.rs @@ s/.find(|v| v.accepted == ballot \&\& v.full)/.find(|v| v.accepted == ballot)/ @@ --lib a_quick_read_answers_in_one_round_trip'
   'read-reply-at-the-fast-ballot-unit @@ src/paxos/acceptor.rs @@ s/PeerMessage::Read { read } if self.record.accepted != Ballot::FAST => Step {/PeerMessage::Read { read } => Step {/ @@ --lib a_read_is_answered_without_remembered_writes'
   'read-reply-at-the-fast-ballot-accepted @@ src/messages.rs @@ s/                    || \*accepted == Ballot::FAST$// @@ --lib a_read_reply_at_the_fast_ballot'
+  'read-answers-count-light-states-at-the-fast-ballot-unit @@ src/paxos/proposer.rs @@ s/.filter(|v| v.accepted == Ballot::FAST \&\& v.full)/.filter(|v| v.accepted == Ballot::FAST)/ @@ --lib light_states_at_the_fast_ballot'
   'fast-duplicate-confirms-the-promise-unit @@ src/paxos/acceptor.rs @@ s/^                        promised: Ballot::FAST,$/                        promised: self.record.promised,/ @@ --lib a_repeated_fast_accept_never_lends'
   'fast-duplicate-confirms-the-promise-sim @@ src/paxos/acceptor.rs @@ s/^                        promised: Ballot::FAST,$/                        promised: self.record.promised,/ @@ --lib seeded_first_writes_retried'
   # issue 10: membership

@@ -459,6 +459,36 @@ fn a_quick_read_answers_in_one_round_trip_and_repairs_a_stale_acceptor() {
         .all(|a| a.record().accepted == accs[0].record().accepted));
 }
 
+/// The last of the three guards against counting answers without their writes at the fast
+/// ballot (module doc, "Reads that carry no remembered writes"): even four alike, a fast
+/// quorum of five, they show nothing chosen; the same states whole do.
+#[test]
+fn light_states_at_the_fast_ballot_are_never_counted_as_chosen() {
+    let light = Vote {
+        accepted: Ballot::FAST,
+        state: Register {
+            version: 1,
+            value: Some(b"v".to_vec()),
+            ..Register::default()
+        },
+        fast_unknown: false,
+        full: false,
+    };
+    let replies: BTreeMap<NodeId, Vote> = (1..=4).map(|n| (n, light.clone())).collect();
+    assert!(!matches!(
+        read_answers(&replies, 5, 3, 4),
+        QuickRead::Chosen(..)
+    ));
+    let whole: BTreeMap<NodeId, Vote> = replies
+        .into_iter()
+        .map(|(n, v)| (n, Vote { full: true, ..v }))
+        .collect();
+    assert!(matches!(
+        read_answers(&whole, 5, 3, 4),
+        QuickRead::Chosen(b, _) if b == Ballot::FAST
+    ));
+}
+
 fn fast_proposer(node: NodeId) -> Proposer {
     let cfg = ProposerConfig {
         epoch: 1,
