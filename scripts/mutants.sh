@@ -57,6 +57,8 @@ mutants=(
   'fast-duplicate-confirms-the-promise-sim @@ src/paxos/acceptor.rs @@ s/^                        promised: Ballot::FAST,$/                        promised: self.record.promised,/ @@ --lib seeded_first_writes_retried'
   # issue 10: membership
   'fast-open-during-a-change @@ src/paxos/membership.rs @@ s/^        self.phase.is_none()$/        true/ @@ --lib sim'
+  'fast-open-during-a-change-aimed @@ src/paxos/membership.rs @@ s/^        self.phase.is_none()$/        true/ @@ --lib seeded_first_writes_raced_while'
+  'fast-open-during-a-change-unit @@ src/paxos/membership.rs @@ s/^        self.phase.is_none()$/        true/ @@ --lib a_change_passes_through_close_fast'
   'acceptor-answers-older-epochs-sim @@ src/paxos/admission.rs @@ s/    if msg_epoch < epoch {/    if msg_epoch < epoch \&\& false {/ @@ --lib sim'
   'no-install-barrier-sim @@ src/paxos/driver.rs @@ s/        if count < needed {/        if count < needed \&\& false {/ @@ --lib sim'
   'no-install-barrier-unit @@ src/paxos/driver.rs @@ s/        if count < needed {/        if count < needed \&\& false {/ @@ --lib a_barrier_without_a_majority'

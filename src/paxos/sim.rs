@@ -96,7 +96,7 @@ use crate::paxos::bootstrap;
 use crate::paxos::driver::{Action, ChangeDriver, Event};
 use crate::paxos::identity::{self, SeenStore};
 use crate::paxos::listing::{self, Live};
-use crate::paxos::membership::{Change, JoiningStore, Membership};
+use crate::paxos::membership::{Change, JoiningStore, Membership, Phase};
 use crate::paxos::proposer::{
     first_majority, Effect, Proposer, ProposerConfig, RoundKind, Suspects,
 };
@@ -138,6 +138,10 @@ const COOL_KEYS: usize = 6;
 /// Keys whose first write comes from two nodes at once: split votes at the fast ballot, which
 /// a change of the voters must not miscount (see `paxos::membership`, the close-fast step).
 const RACE_KEYS: usize = 12;
+/// Keys of `Workload::race_during_change`, each raced once while a change is in progress.
+const CHANGE_RACE_KEYS: usize = 160;
+/// The most keys `Workload::race_during_change` races in one change.
+const RACES_PER_CHANGE: usize = 20;
 const MIN_VOTERS: usize = 3;
 const MAX_VOTERS: usize = 7;
 /// The chance, each time the driver of an add looks at its step, that the joining node dies
@@ -2990,6 +2994,30 @@ impl Sim {
     }
 
     /// A new node (with another cluster's store planted 30 % of the time) asked to be added.
+    /// A change of the voters' count, aimed at four voters (the count whose fast quorum, 3,
+    /// a majority of one node fewer or one more miscounts): grow below four, shrink above,
+    /// either from four; a third of the time any change.
+    fn start_voter_change(&mut self) {
+        let voters = self.register.voters().len();
+        if self.rng.random_bool(0.33) {
+            return self.start_random_change();
+        }
+        let grow = match voters.cmp(&4) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Greater => false,
+            std::cmp::Ordering::Equal => self.rng.random_bool(0.5),
+        };
+        if grow && voters < MAX_VOTERS {
+            self.grow();
+        } else if voters > MIN_VOTERS {
+            if let Some(id) = self.random_healthy_voter() {
+                *self.faults.entry("shrink").or_default() += 1;
+                self.changes
+                    .push_back((Change::Remove { id }, Then::Nothing));
+            }
+        }
+    }
+
     fn grow(&mut self) {
         *self.faults.entry("grow").or_default() += 1;
         let id = self.add_new_node();
@@ -3083,6 +3111,23 @@ struct Workload {
     again_on: bool,
     unused_again: Vec<Key>,
     again: Option<Again>,
+    /// `Workload::race_during_change` runs (only in its own test, as `again`), and the keys
+    /// it has not raced yet.
+    change_races_on: bool,
+    unraced_in_changes: Vec<Key>,
+    /// The register epoch of the last race, and how many were started at it (at most
+    /// `RACES_PER_CHANGE`, so that every change of a run gets some).
+    races_at: (u64, usize),
+}
+
+/// What a run aims at beyond the common workload. Each aim moves the whole schedule, so it
+/// runs in its own test and the common seeds stay what they were.
+#[derive(Clone, Copy, Default)]
+struct Aim {
+    /// `Workload::again`.
+    again: bool,
+    /// `Workload::race_during_change`, with changes started three times as often.
+    change_races: bool,
 }
 
 /// One run of `Workload::again`: its key and node, the first write's command, id and place
@@ -3117,7 +3162,7 @@ struct Probe {
 }
 
 impl Workload {
-    fn new(again_on: bool) -> Workload {
+    fn new(aim: Aim) -> Workload {
         let once: Vec<Key> = (0..ONCE_KEYS)
             .map(|i| format!("once-{i:02}").into_bytes())
             .collect();
@@ -3131,11 +3176,16 @@ impl Workload {
             unraced: race.clone(),
             race,
             probe: None,
-            again_on,
+            again_on: aim.again,
             unused_again: (0..AGAIN_KEYS)
                 .map(|i| format!("again-{i}").into_bytes())
                 .collect(),
             again: None,
+            change_races_on: aim.change_races,
+            races_at: (0, 0),
+            unraced_in_changes: (0..CHANGE_RACE_KEYS)
+                .map(|i| format!("change-race-{i:02}").into_bytes())
+                .collect(),
         }
     }
 
@@ -3173,6 +3223,9 @@ impl Workload {
         }
         if step < 6000 && self.again_on {
             self.again(sim);
+        }
+        if step < 6500 && self.change_races_on {
+            self.race_during_change(sim);
         }
         if step < 6500 && sim.rng.random_bool(0.01) {
             let prefixes: [&[u8]; 4] = [b"once-", b"cool-", b"race-", b""];
@@ -3288,6 +3341,95 @@ impl Workload {
             let v = self.next_value();
             sim.submit(node, &key, Command::Put { value: v });
         }
+    }
+
+    /// While a change of the voters is in progress, between the close-fast step's scan and
+    /// the rescan's, the first write of a fresh key from two different nodes at once: a
+    /// fast vote cast at the close-fast epoch then escapes the one scan and meets the other,
+    /// which counts it under the new voters. Split three to one over four voters, one state
+    /// is chosen by a fast quorum of the old voters, which a majority of the new ones (one
+    /// holder fewer, or the empty joining node more) can count as not chosen. The change's
+    /// steps forbid the fast ballot so that such a split can only be of the stable epoch,
+    /// which the close-fast step settles (`paxos::membership`); this is the schedule that
+    /// shows what allowing it costs (`fast-open-during-a-change` in docs/TESTING.md).
+    fn race_during_change(&mut self, sim: &mut Sim) {
+        let scanned = |fast_only| {
+            matches!(&sim.driving,
+                Some(Driving { waiting: Waiting::Settle(s), .. }) if s.fast_only == fast_only && s.scanned)
+        };
+        let between_the_scans = match sim.register.phase {
+            Some(Phase::CloseFast) => scanned(true),
+            Some(Phase::Rescan) => !scanned(false),
+            None => false,
+        };
+        let epoch = sim.register.epoch;
+        if self.races_at.0 != epoch {
+            self.races_at = (epoch, 0);
+        }
+        if !between_the_scans
+            || self.unraced_in_changes.is_empty()
+            || self.races_at.1 >= RACES_PER_CHANGE
+            || !sim.rng.random_bool(0.3)
+        {
+            return;
+        }
+        let live = sim.live_nodes();
+        // The winner from a node that leaves its fast writes at the fast ballot (odd nodes,
+        // as the runtime's default `settle_fast_writes = false` does everywhere): a write its
+        // own proposer settles at once is out of the miscount's reach.
+        let odd: Vec<NodeId> = live.iter().copied().filter(|n| n % 2 == 1).collect();
+        let others: Vec<NodeId> = live.iter().copied().filter(|n| n % 2 == 0).collect();
+        if odd.is_empty() || others.is_empty() {
+            return;
+        }
+        self.races_at.1 += 1;
+        let a = odd[sim.rng.random_range(0..odd.len())];
+        let b = others[sim.rng.random_range(0..others.len())];
+        let key = self
+            .unraced_in_changes
+            .swap_remove(sim.rng.random_range(0..self.unraced_in_changes.len()));
+        *sim.faults
+            .entry("first write raced during a change")
+            .or_default() += 1;
+        // Creates (compare-and-set from no value), as two candidates of an election would:
+        // two that both look applied are a history no order explains, where two blind puts
+        // would be (the second overwrote the first).
+        let mut create = |sim: &mut Sim, node| {
+            let value = self.next_value();
+            sim.submit(node, &key, Command::Cas { expect: 0, value });
+        };
+        create(sim, b);
+        // Mostly, the loser's fast Accepts are lost but one, and its proposer crashes: one
+        // acceptor of the old voters may take its state (when its Accept arrives first), and
+        // nothing recovers the key at the close-fast epoch, under the old voters' counts; the
+        // next round on the key is the rescan's, under the new ones. Else the two race in full.
+        if sim.rng.random_bool(0.75) {
+            *sim.faults
+                .entry("raced proposer crashed mid-change")
+                .or_default() += 1;
+            let fast_accept = |m: &InFlight| {
+                m.from == b
+                    && m.key == key
+                    && matches!(&m.payload,
+                        Payload::Paxos(PeerMessage::Accept { ballot, .. }) if *ballot == Ballot::FAST)
+            };
+            let sent: Vec<usize> = (0..sim.net.len())
+                .filter(|&i| fast_accept(&sim.net[i]))
+                .collect();
+            if !sent.is_empty() {
+                let kept = sent[sim.rng.random_range(0..sent.len())];
+                for i in sent.into_iter().rev().filter(|&i| i != kept) {
+                    sim.net.remove(i);
+                }
+            }
+            sim.nodes
+                .get_mut(&b)
+                .expect("a live node")
+                .proposers
+                .remove(&key);
+            sim.forget_tokens(|n, k| n == b && k == key.as_slice());
+        }
+        create(sim, a);
     }
 
     /// The busy key: puts through any node, more than the register remembers (32); blind
@@ -3483,12 +3625,16 @@ impl Workload {
         let again = (0..AGAIN_KEYS)
             .filter(move |_| self.again_on)
             .map(|i| format!("again-{i}").into_bytes());
+        let change_races = (0..CHANGE_RACE_KEYS)
+            .filter(move |_| self.change_races_on)
+            .map(|i| format!("change-race-{i:02}").into_bytes());
         std::iter::once(HOT.to_vec())
             .chain(self.once)
             .chain(cool)
             .chain(self.race)
             .chain(probe)
             .chain(again)
+            .chain(change_races)
     }
 }
 
@@ -3499,22 +3645,34 @@ struct RunStats {
 }
 
 fn run(seed: u64) -> RunStats {
-    run_with(seed, false)
+    run_with(seed, Aim::default())
 }
 
-/// A run; `again`: with `Workload::again` (which moves every other part of the schedule).
-fn run_with(seed: u64, again: bool) -> RunStats {
+/// A run, with what `aim` adds (which moves every other part of the schedule).
+fn run_with(seed: u64, aim: Aim) -> RunStats {
     let mut sim = Sim::new(seed);
     for node in FIRST_NODES {
         sim.say_hello(node);
     }
-    let mut workload = Workload::new(again);
+    let mut workload = Workload::new(aim);
+    let change_rate = if aim.change_races { 0.03 } else { 0.01 };
+    if aim.change_races {
+        // From four voters on, every change is one from four: one voter removed first, on a
+        // quiet cluster.
+        sim.changes
+            .push_back((Change::Remove { id: FIRST_NODES[0] }, Then::Nothing));
+        run_until_quiet(&mut sim, seed);
+    }
     for step in 0..8000u32 {
         sim.inject_faults(step);
         // Now and then (one change at a time, once the previous one is done): a lost disk, a
         // replacement, growing or shrinking the voters.
-        if step < 6500 && sim.quiet() && sim.rng.random_bool(0.01) {
-            sim.start_random_change();
+        if step < 6500 && sim.quiet() && sim.rng.random_bool(change_rate) {
+            if aim.change_races {
+                sim.start_voter_change();
+            } else {
+                sim.start_random_change();
+            }
         }
         workload.submit(&mut sim, step);
         sim.keeper_client(step);
@@ -3750,7 +3908,13 @@ fn seeded_first_writes_retried_through_their_own_node_after_a_crash_stay_lineari
     let many = seeds.len() > 1;
     let mut retried = 0;
     for seed in seeds {
-        let stats = run_with(seed, true);
+        let stats = run_with(
+            seed,
+            Aim {
+                again: true,
+                ..Aim::default()
+            },
+        );
         retried += stats
             .faults
             .get("first write retried through its own node")
@@ -3762,6 +3926,34 @@ fn seeded_first_writes_retried_through_their_own_node_after_a_crash_stay_lineari
         !many || retried > 0,
         "no first write retried through its own node"
     );
+}
+
+/// `Workload::race_during_change` with everything else: first writes raced at the fast
+/// ballot while the voters change, three times as many changes as the common runs.
+#[test]
+fn seeded_first_writes_raced_while_the_voters_change_stay_linearizable() {
+    let seeds = seeds(24);
+    let many = seeds.len() > 1;
+    let mut faults: BTreeMap<&str, u32> = BTreeMap::new();
+    for seed in seeds {
+        let stats = run_with(
+            seed,
+            Aim {
+                change_races: true,
+                ..Aim::default()
+            },
+        );
+        for (fault, n) in stats.faults {
+            *faults.entry(fault).or_default() += n;
+        }
+    }
+    eprintln!("simulation, first writes raced during changes: {faults:?}");
+    for fault in ["first write raced during a change", "add", "remove"] {
+        assert!(
+            !many || faults.get(fault).is_some_and(|n| *n > 0),
+            "no {fault} injected"
+        );
+    }
 }
 
 #[test]
