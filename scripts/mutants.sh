@@ -58,6 +58,8 @@ mutants=(
   # issue 10: membership
   'fast-open-during-a-change @@ src/paxos/membership.rs @@ s/^        self.phase.is_none()$/        true/ @@ --lib sim'
   'fast-open-during-a-change-aimed @@ src/paxos/membership.rs @@ s/^        self.phase.is_none()$/        true/ @@ --lib seeded_first_writes_raced_while'
+  'close-fast-settles-nothing-aimed @@ src/paxos/driver.rs @@ s/Some(phase) => {$/Some(Phase::CloseFast) => self.write(current, version, next),\n            Some(phase) => {/ @@ --lib seeded_first_writes_raced_while'
+  'sim-close-fast-scans-nothing-aimed @@ src/paxos/sim.rs @@ s/if !s.fast_only || r.accepted == Ballot::FAST {/if !s.fast_only {/ @@ --lib seeded_first_writes_raced_while'
   'fast-open-during-a-change-unit @@ src/paxos/membership.rs @@ s/^        self.phase.is_none()$/        true/ @@ --lib a_change_passes_through_close_fast'
   'acceptor-answers-older-epochs-sim @@ src/paxos/admission.rs @@ s/    if msg_epoch < epoch {/    if msg_epoch < epoch \&\& false {/ @@ --lib sim'
   'no-install-barrier-sim @@ src/paxos/driver.rs @@ s/        if count < needed {/        if count < needed \&\& false {/ @@ --lib sim'

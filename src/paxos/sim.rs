@@ -3360,7 +3360,9 @@ impl Workload {
         let between_the_scans = match sim.register.phase {
             Some(Phase::CloseFast) => scanned(true),
             Some(Phase::Rescan) => !scanned(false),
-            None => false,
+            // And before the change's first step: a fast vote of the stable epoch, which the
+            // close-fast step must settle.
+            None => sim.driving.is_some(),
         };
         let epoch = sim.register.epoch;
         if self.races_at.0 != epoch {
