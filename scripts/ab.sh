@@ -12,6 +12,9 @@
 # CONFIG_B=FILE runs build B's clusters with another config (an A/B of a setting: pass the
 # same binary twice).
 #
+# C1_OPS=N first runs N puts at one client on the loaded keys (overwrites: compare-etcd's
+# overwrite-c1 row; its p50 is the figure).
+#
 # PAUSE=1 stops one node (SIGSTOP) after the load and resumes it after the last row: the
 # rows then measure a cluster with a paused minority (p99 under a fault).
 #
@@ -19,11 +22,12 @@
 # there, and pass both target/release/paxkv paths. Uses config/cluster.toml's ports (7401-7405):
 # nothing else may run on them.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n 2,17p "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n 2,20p "$0"; exit 2; }
 A=$(realpath "$1"); B=$(realpath "$2"); ROUNDS=${3:-3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 CONFIG=${CONFIG:-$repo/config/cluster.toml}  # a config both builds read (an older build refuses newer keys)
 KEYS=${KEYS:-10000}; PUT_OPS=${PUT_OPS:-60000}; GET_OPS=${GET_OPS:-150000}; MIXED_OPS=${MIXED_OPS:-0}
+C1_OPS=${C1_OPS:-0}
 PAUSE=${PAUSE:-0}
 work=$(mktemp -d)
 cluster_pid=
@@ -53,7 +57,7 @@ label, row, out, machine, nodes, tck = sys.argv[1:]
 j = json.loads(out)
 ok = max(1, j["ok"])
 us = lambda ticks: round(int(ticks) * 1e6 / int(tck) / ok)
-print(f"{label:2} {row:9} {round(j['ops_per_s']):>7} op/s  p99 {j['p99_ms']:>7} ms  errors {j['errors']:>3}"
+print(f"{label:2} {row:9} {round(j['ops_per_s']):>7} op/s  p50 {j['p50_ms']:>6} p99 {j['p99_ms']:>7} ms  errors {j['errors']:>3}"
       f"  nodes {us(nodes):>4} us/op  machine {us(machine):>4} us/op")
 EOF
 }
@@ -63,6 +67,7 @@ one() { # bin label
   [ "$label" = B ] && config=${CONFIG_B:-$CONFIG}
   start_cluster "$bin" "$config" "$work"
   "$bin" bench --config "$CONFIG" --op load --keys "$KEYS" --concurrency 64 --json > /dev/null
+  [ "$C1_OPS" -gt 0 ] && run "$bin" "$label" put "$C1_OPS" 1
   local paused=
   [ "$PAUSE" = 1 ] && { paused=$(pgrep -P "$cluster_pid" | sort -n | tail -1); kill -STOP "$paused"; }
   run "$bin" "$label" put "$PUT_OPS" 256
