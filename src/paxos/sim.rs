@@ -2982,13 +2982,7 @@ impl Sim {
                 }
             }
             3 if voters < MAX_VOTERS => self.grow(),
-            _ if voters > MIN_VOTERS => {
-                if let Some(id) = self.random_healthy_voter() {
-                    *self.faults.entry("shrink").or_default() += 1;
-                    self.changes
-                        .push_back((Change::Remove { id }, Then::Nothing));
-                }
-            }
+            _ if voters > MIN_VOTERS => self.shrink(),
             _ => {}
         }
     }
@@ -3010,11 +3004,16 @@ impl Sim {
         if grow && voters < MAX_VOTERS {
             self.grow();
         } else if voters > MIN_VOTERS {
-            if let Some(id) = self.random_healthy_voter() {
-                *self.faults.entry("shrink").or_default() += 1;
-                self.changes
-                    .push_back((Change::Remove { id }, Then::Nothing));
-            }
+            self.shrink();
+        }
+    }
+
+    /// Removes a healthy voter, if there is one.
+    fn shrink(&mut self) {
+        if let Some(id) = self.random_healthy_voter() {
+            *self.faults.entry("shrink").or_default() += 1;
+            self.changes
+                .push_back((Change::Remove { id }, Then::Nothing));
         }
     }
 
