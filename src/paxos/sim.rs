@@ -2987,7 +2987,6 @@ impl Sim {
         }
     }
 
-    /// A new node (with another cluster's store planted 30 % of the time) asked to be added.
     /// A change of the voters' count, aimed at four voters (the count whose fast quorum, 3,
     /// a majority of one node fewer or one more miscounts): grow below four, shrink above,
     /// either from four; a third of the time any change.
@@ -3017,6 +3016,7 @@ impl Sim {
         }
     }
 
+    /// A new node (with another cluster's store planted 30 % of the time) asked to be added.
     fn grow(&mut self) {
         *self.faults.entry("grow").or_default() += 1;
         let id = self.add_new_node();
@@ -3342,10 +3342,11 @@ impl Workload {
         }
     }
 
-    /// While a change of the voters is in progress, between the close-fast step's scan and
-    /// the rescan's, the first write of a fresh key from two different nodes at once: a
-    /// fast vote cast at the close-fast epoch then escapes the one scan and meets the other,
-    /// which counts it under the new voters. Split three to one over four voters, one state
+    /// While a change of the voters is about to start, and between the close-fast step's
+    /// scan and the rescan's, the first write of a fresh key from two different nodes at
+    /// once. A fast vote of the stable epoch is what the close-fast step must settle; one
+    /// cast at the close-fast epoch escapes that scan and meets the rescan, which counts it
+    /// under the new voters. Split three to one over four voters, one state
     /// is chosen by a fast quorum of the old voters, which a majority of the new ones (one
     /// holder fewer, or the empty joining node more) can count as not chosen. The change's
     /// steps forbid the fast ballot so that such a split can only be of the stable epoch,
@@ -3949,7 +3950,12 @@ fn seeded_first_writes_raced_while_the_voters_change_stay_linearizable() {
         }
     }
     eprintln!("simulation, first writes raced during changes: {faults:?}");
-    for fault in ["first write raced during a change", "add", "remove"] {
+    for fault in [
+        "first write raced during a change",
+        "raced proposer crashed mid-change",
+        "add",
+        "remove",
+    ] {
         assert!(
             !many || faults.get(fault).is_some_and(|n| *n > 0),
             "no {fault} injected"
