@@ -64,6 +64,12 @@ mutants=(
   'no-install-barrier-aimed @@ src/paxos/driver.rs @@ s/        if count < needed {/        if count < needed \&\& false {/ @@ --lib seeded_first_writes_raced_while'
   'add-takes-stores-with-records-aimed @@ src/paxos/membership.rs @@ s/        if joining.holds_records {/        if false \&\& joining.holds_records {/ @@ --lib seeded_first_writes_raced_while'
   'replies-not-matched-to-instance-aimed @@ src/paxos/proposer.rs @@ s/if to != self.id || !self.cfg.nodes.contains(\&from) {/if !self.cfg.nodes.contains(\&from) {/ @@ --lib seeded_first_writes_raced_while'
+  # issue 23: a state this proposer saw chosen at the fast ballot, read from a majority
+  'known-fast-never-used @@ src/paxos/proposer.rs @@ s/        if holding >= quorum {/        if holding >= quorum \&\& false {/ @@ --lib the_writer_of_a_state_chosen'
+  'known-fast-any-state-unit @@ src/paxos/proposer.rs @@ s/ \&\& known == Some(\&v.state)$// @@ --lib a_known_fast_state_counts_only'
+  'known-fast-any-state-sim @@ src/paxos/proposer.rs @@ s/ \&\& known == Some(\&v.state)$// @@ --lib sim'
+  'known-fast-light-states @@ src/paxos/proposer.rs @@ s/    v.accepted == Ballot::FAST \&\& v.full \&\& /    v.accepted == Ballot::FAST \&\& / @@ --lib a_known_fast_state_counts_only'
+  'known-fast-counts-lost-votes @@ src/paxos/proposer.rs @@ s/ \&\& !v.fast_unknown \&\& known == Some/ \&\& known == Some/ @@ --lib a_known_fast_state_counts_only'
   'fast-open-during-a-change-unit @@ src/paxos/membership.rs @@ s/^        self.phase.is_none()$/        true/ @@ --lib a_change_passes_through_close_fast'
   'acceptor-answers-older-epochs-sim @@ src/paxos/admission.rs @@ s/    if msg_epoch < epoch {/    if msg_epoch < epoch \&\& false {/ @@ --lib sim'
   'no-install-barrier-sim @@ src/paxos/driver.rs @@ s/        if count < needed {/        if count < needed \&\& false {/ @@ --lib sim'

@@ -64,7 +64,7 @@ pub fn chosen_versioned<'a>(
             (i as NodeId, vote)
         })
         .collect();
-    match read_answers(&votes, voters, quorums.classic(), quorums.fast()) {
+    match read_answers(&votes, voters, quorums.classic(), quorums.fast(), None) {
         QuickRead::Chosen(_, state) => Some((state.value, state.version)),
         QuickRead::Undecided | QuickRead::Impossible => None,
     }

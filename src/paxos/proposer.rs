@@ -15,8 +15,9 @@
 //!   has not completed a write yet, so the read may be ordered before that write.) At the
 //!   fast ballot a majority proves nothing (several states may be accepted there): it takes a
 //!   fast quorum reporting the same state, which is then chosen, and no classic write can
-//!   have completed (its majority would meet the fast quorum). Otherwise the batch falls back
-//!   to a full identity round.
+//!   have completed (its majority would meet the fast quorum). One exception, "A state this
+//!   proposer saw chosen at the fast ballot" below. Otherwise the batch falls back to a full
+//!   identity round.
 //! - a **first write** from a proposer that holds no promise goes at the fast ballot, with no
 //!   Prepare (Fast Paxos): chosen by a fast quorum, or settled by a classic round that
 //!   recovers what the fast attempt may have chosen ([`Ballot::FAST`]).
@@ -89,6 +90,34 @@
 //!   none, its proposer's next read asks with `Query` and repairs from that. Until then the
 //!   laggards are what they were without read repair: behind, as the asynchronous model
 //!   allows, brought up by the next write, read or anti-entropy.
+//!
+//! **A state this proposer saw chosen at the fast ballot.** A key written once stays at the
+//! fast ballot until a sweep settles it (below), and a read of it needs four equal whole
+//! states of five: it asks everyone, and reads 25-35 % slower than a key at a classic ballot
+//! (BENCHMARKS.md, issue 23). The proposer whose first write was chosen there knows more
+//! than the counting does: its own Accept was taken by a fast quorum, so that state `S` is
+//! chosen (`fast_chosen`). A read through it then takes a majority reporting exactly `S` (a
+//! whole state, equal to the one it proposed, remembered writes included) accepted at the
+//! fast ballot as it takes a majority at one classic ballot. The argument above carries over
+//! word for word, with "chosen" known instead of counted: `S` was chosen before the read
+//! began (the proposer learned it before it started the read); a write that completed before
+//! the read began was accepted by a majority at a classic ballot, above the fast one, and
+//! that majority meets ours, whose member would then report that ballot, not the fast one
+//! (an acceptor never accepts below what it accepted or promised); so `S` was the latest
+//! chosen state when the read began. What could go wrong, and why it cannot:
+//! - *Another state equal to `S`.* States at the fast ballot are told apart by the write
+//!   they remember (its client id and sequence, unique per write), which every reply at the
+//!   fast ballot carries in full (see above); equality is of whole states.
+//! - *A vote that was lost.* An acceptor whose record was wiped or rolled back does not vote
+//!   (`paxos::identity`), and one that may have lost a fast vote reports `fast_unknown` and is
+//!   not counted.
+//! - *Another epoch.* Replies are of the proposer's own epoch; a change settles every key at
+//!   the fast ballot (`paxos::membership`), and `S`, once chosen, stays chosen.
+//! - *Another instance.* `fast_chosen` belongs to the instance that saw its own Accept taken
+//!   (replies are matched to the instance, below); a new one starts without it.
+//!
+//! With it, an answer at the fast ballot that equals `S` does not make a thrifty read widen.
+//! Counted as [`RoundKind::KnownFastRead`].
 //!
 //! **Leaving the fast ballot.** A state chosen at the fast ballot is chosen only by *how many*
 //! acceptors hold it (a fast quorum); a classic round recovers it by counting. That count is
@@ -231,19 +260,23 @@ pub enum RoundKind {
     /// Not a round of its own: a thrifty round that had to ask the acceptors beyond its
     /// first majority (one was silent, failed, or they disagreed).
     Widened,
+    /// Not a round of its own: a quick read answered by a majority holding the state this
+    /// proposer saw chosen at the fast ballot (module doc).
+    KnownFastRead,
 }
 
 impl RoundKind {
-    pub const ALL: [RoundKind; 6] = [
+    pub const ALL: [RoundKind; 7] = [
         RoundKind::QuickRead,
         RoundKind::OneRoundTrip,
         RoundKind::FastBallot,
         RoundKind::FullRound,
         RoundKind::ConflictRetry,
         RoundKind::Widened,
+        RoundKind::KnownFastRead,
     ];
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 
@@ -255,6 +288,7 @@ impl RoundKind {
             RoundKind::FullRound => "full_round",
             RoundKind::ConflictRetry => "conflict_retry",
             RoundKind::Widened => "widened",
+            RoundKind::KnownFastRead => "known_fast_read",
         }
     }
 }
@@ -426,6 +460,9 @@ pub struct Proposer {
     /// The last state this proposer saw chosen, to repair acceptors that answer late. Only
     /// ever a full state: never one a `ReadReply` carried (module doc).
     chosen: Option<(Ballot, Register)>,
+    /// The state this instance's own first write was chosen with at the fast ballot (a fast
+    /// quorum took its Accept): a quick read counts a majority holding it (module doc).
+    fast_chosen: Option<Register>,
     /// The next quick read asks with `Query` (full states), not `Read`: the last one saw
     /// acceptors behind the chosen ballot and held no full state to repair them with.
     full_reads: bool,
@@ -517,6 +554,7 @@ impl Proposer {
             phase: Phase::Idle,
             reads: 0,
             chosen: None,
+            fast_chosen: None,
             full_reads: false,
             rounds: [0; RoundKind::ALL.len()],
             announcing: false,
@@ -1071,14 +1109,20 @@ impl Proposer {
         }
         replies.entry(from).or_insert(reply);
         // A thrifty read asks the rest as soon as its first majority cannot show a state
-        // chosen by itself: it disagrees, or a key at the fast ballot needs a fast quorum.
+        // chosen by itself: it disagrees, or a key at the fast ballot needs a fast quorum
+        // (unless it holds the state this proposer saw chosen there).
+        let known = self.fast_chosen.as_ref();
         let widen = !*widened
             && (replies.len() >= quorums.classic()
-                || replies
-                    .values()
-                    .any(|v| v.accepted == Ballot::FAST || v.fast_unknown));
-        match read_answers(replies, n, quorums.classic(), quorums.fast()) {
+                || replies.values().any(|v| {
+                    v.fast_unknown || (v.accepted == Ballot::FAST && !is_known_fast(v, known))
+                }));
+        match read_answers(replies, n, quorums.classic(), quorums.fast(), known) {
             QuickRead::Chosen(ballot, state) => {
+                if ballot == Ballot::FAST && known == Some(&state) {
+                    // (`count`, on the one field it touches: the phase is borrowed)
+                    self.rounds[RoundKind::KnownFastRead.index()] += 1;
+                }
                 if ballot != Ballot::FAST {
                     let stale: Vec<NodeId> = replies
                         .iter()
@@ -1295,6 +1339,9 @@ impl Proposer {
             ballot: next,
             state: state.clone(),
         });
+        if ballot == Ballot::FAST {
+            self.fast_chosen = Some(state.clone());
+        }
         if ballot == Ballot::FAST && self.cfg.settle_fast_writes {
             // Chosen at the fast ballot: settle it at a classic one before anything else
             // (the next round; one Accept when the promise for `next` is cached), so that
@@ -1580,6 +1627,7 @@ pub(crate) fn read_answers(
     n: usize,
     quorum: usize,
     fast_quorum: usize,
+    known_fast: Option<&Register>,
 ) -> QuickRead {
     let missing = n - replies.len();
     // The best classic ballot: how many report it.
@@ -1615,6 +1663,17 @@ pub(crate) fn read_answers(
         }
         _ => {}
     }
+    // The state this proposer saw chosen at the fast ballot, on a majority: the latest chosen
+    // (module doc, "A state this proposer saw chosen at the fast ballot").
+    if let Some(known) = known_fast {
+        let holding = replies
+            .values()
+            .filter(|v| is_known_fast(v, Some(known)))
+            .count();
+        if holding >= quorum {
+            return QuickRead::Chosen(Ballot::FAST, known.clone());
+        }
+    }
     let classic_possible = classic.map_or(0, |(_, c)| c) + missing >= quorum;
     let fast_possible = fast.map_or(0, |(_, c)| c) + missing >= fast_quorum;
     if classic_possible || fast_possible {
@@ -1622,6 +1681,11 @@ pub(crate) fn read_answers(
     } else {
         QuickRead::Impossible
     }
+}
+
+/// Does `v` report, in full, the state this proposer saw chosen at the fast ballot?
+fn is_known_fast(v: &Vote, known: Option<&Register>) -> bool {
+    v.accepted == Ballot::FAST && v.full && !v.fast_unknown && known == Some(&v.state)
 }
 
 /// A quick read's request: `Read` (answered without the writes a state remembers at a

@@ -476,7 +476,7 @@ fn light_states_at_the_fast_ballot_are_never_counted_as_chosen() {
     };
     let replies: BTreeMap<NodeId, Vote> = (1..=4).map(|n| (n, light.clone())).collect();
     assert!(!matches!(
-        read_answers(&replies, 5, 3, 4),
+        read_answers(&replies, 5, 3, 4, None),
         QuickRead::Chosen(..)
     ));
     let whole: BTreeMap<NodeId, Vote> = replies
@@ -484,9 +484,96 @@ fn light_states_at_the_fast_ballot_are_never_counted_as_chosen() {
         .map(|(n, v)| (n, Vote { full: true, ..v }))
         .collect();
     assert!(matches!(
-        read_answers(&whole, 5, 3, 4),
+        read_answers(&whole, 5, 3, 4, None),
         QuickRead::Chosen(b, _) if b == Ballot::FAST
     ));
+}
+
+/// A state this proposer saw chosen at the fast ballot (module doc): a majority holding it
+/// answers a thrifty read through that proposer at once, with no widening. (Mutant
+/// `known-fast-never-used` fails the first read.)
+#[test]
+fn the_writer_of_a_state_chosen_at_the_fast_ballot_reads_it_from_a_majority() {
+    let now = Instant::now();
+    let mut accs = acceptors();
+    let cfg = ProposerConfig {
+        fast_path: true,
+        settle_fast_writes: false,
+        thrifty: true,
+        ..config(1)
+    };
+    let mut writer = Proposer::new(cfg, SmallRng::seed_from_u64(1));
+    let out = submit(&mut writer, now, 1, put("a"), id(1));
+    let done = exchange(&mut writer, &mut accs, &[1, 2, 3, 4], now, out);
+    assert_eq!(replies(&done), vec![(1, Ok(Outcome::Put { version: 1 }))]);
+    assert!(accs
+        .iter()
+        .take(4)
+        .all(|a| a.record().accepted == Ballot::FAST));
+    writer.take_rounds();
+    // The key's majority (spread 0: nodes 1, 2, 3) holds it at the fast ballot; 4 and 5 are
+    // silent. The writer answers from the three.
+    let out = submit(&mut writer, now, 2, Command::Get, None);
+    assert_eq!(addressed(&out), vec![1, 2, 3]);
+    let answered = exchange(&mut writer, &mut accs, &[1, 2, 3], now, out);
+    assert_eq!(replies(&answered), vec![(2, read("a", 1))]);
+    let rounds = writer.take_rounds();
+    assert_eq!(rounds[RoundKind::KnownFastRead.index()].1, 1);
+    assert_eq!(rounds[RoundKind::Widened.index()].1, 0, "asked no one else");
+    // Another proposer knows nothing of it: the same three prove nothing there.
+    let mut other = thrifty(2, 0);
+    let out = submit(&mut other, now, 3, Command::Get, None);
+    let partial = exchange(&mut other, &mut accs, &[1, 2, 3], now, out);
+    assert!(
+        replies(&partial).is_empty(),
+        "three fast acceptances prove nothing"
+    );
+}
+
+/// What the known state may never be counted from: another state at the fast ballot with the
+/// same value (another write), a state without its remembered writes, a reply that may have
+/// lost a fast vote, or fewer than a majority.
+#[test]
+fn a_known_fast_state_counts_only_whole_equal_states_on_a_majority() {
+    let write = |client| crate::paxos::types::AppliedWrite {
+        id: RequestId { client, seq: 1 },
+        outcome: Outcome::Put { version: 1 },
+    };
+    let state = |client| Register {
+        version: 1,
+        value: Some(b"v".to_vec()),
+        recent: vec![write(client)],
+        ..Register::default()
+    };
+    let vote = |client, full, fast_unknown| Vote {
+        accepted: Ballot::FAST,
+        state: state(client),
+        fast_unknown,
+        full,
+    };
+    let known = state(7);
+    let chosen = |replies: &[(NodeId, Vote)]| {
+        let replies: BTreeMap<NodeId, Vote> = replies.iter().cloned().collect();
+        matches!(
+            read_answers(&replies, 5, 3, 4, Some(&known)),
+            QuickRead::Chosen(b, s) if b == Ballot::FAST && s == known
+        )
+    };
+    let k = || vote(7, true, false);
+    assert!(chosen(&[(1, k()), (2, k()), (3, k())]));
+    assert!(!chosen(&[(1, k()), (2, k())]), "two of five");
+    assert!(
+        !chosen(&[(1, k()), (2, k()), (3, vote(8, true, false))]),
+        "another write with the same value"
+    );
+    assert!(
+        !chosen(&[(1, k()), (2, k()), (3, vote(7, false, false))]),
+        "a light state"
+    );
+    assert!(
+        !chosen(&[(1, k()), (2, k()), (3, vote(7, true, true))]),
+        "a reply that may have lost a fast vote"
+    );
 }
 
 fn fast_proposer(node: NodeId) -> Proposer {

@@ -786,8 +786,14 @@ impl Sim {
         };
         let (proposer, epoch, voters) = (p.id(), p.config().epoch, p.config().nodes.clone());
         let suspect_after = p.config().suspect_after();
-        let widened = p.take_rounds()[RoundKind::Widened as usize].1;
+        let rounds = p.take_rounds();
+        let widened = rounds[RoundKind::Widened.index()].1;
         *self.faults.entry("thrifty round widened").or_default() += widened as u32;
+        let known = rounds[RoundKind::KnownFastRead.index()].1;
+        *self
+            .faults
+            .entry("read of a state its proposer saw chosen at the fast ballot")
+            .or_default() += known as u32;
         // Stamped as the outbox stamps: the node's installed cluster (0: none yet).
         let cluster = self.nodes[&from].cluster();
         // A message of this proposer to node `to`, stamped as the outbox stamps it.
@@ -3114,6 +3120,8 @@ struct Workload {
     /// it has not raced yet.
     change_races_on: bool,
     unraced_in_changes: Vec<Key>,
+    /// Keys written once to read back through their writer's node, and when.
+    writer_reads: Vec<(Key, NodeId, u32)>,
     /// The register epoch of the last race, and how many were started at it (at most
     /// `RACES_PER_CHANGE`, so that every change of a run gets some).
     races_at: (u64, usize),
@@ -3182,6 +3190,7 @@ impl Workload {
             again: None,
             change_races_on: aim.change_races,
             races_at: (0, 0),
+            writer_reads: Vec::new(),
             unraced_in_changes: (0..CHANGE_RACE_KEYS)
                 .map(|i| format!("change-race-{i:02}").into_bytes())
                 .collect(),
@@ -3215,7 +3224,7 @@ impl Workload {
             self.busy_put(sim, step);
         }
         if step < 5500 && !self.unwritten.is_empty() && sim.rng.random_bool(0.02) {
-            self.write_once(sim);
+            self.write_once(sim, step);
         }
         if step < 6500 {
             self.probe(sim);
@@ -3223,6 +3232,7 @@ impl Workload {
         if step < 6000 && self.again_on {
             self.again(sim);
         }
+        self.read_by_writers(sim, step);
         if step < 6500 && self.change_races_on {
             self.race_during_change(sim);
         }
@@ -3610,13 +3620,32 @@ impl Workload {
     }
 
     /// The one write of a key written once.
-    fn write_once(&mut self, sim: &mut Sim) {
+    fn write_once(&mut self, sim: &mut Sim, step: u32) {
         let key = self
             .unwritten
             .swap_remove(sim.rng.random_range(0..self.unwritten.len()));
         let node = sim.random_node();
         let v = self.next_value();
         sim.submit(node, &key, Command::Put { value: v });
+        // Half the time its writer reads it back soon after, through the same node: while the
+        // key is still at the fast ballot, a proposer that saw its write chosen there reads
+        // it from a majority (`paxos::proposer`, "A state this proposer saw chosen at the
+        // fast ballot").
+        if sim.rng.random_bool(0.5) {
+            let due = step + sim.rng.random_range(20..300);
+            self.writer_reads.push((key, node, due));
+        }
+    }
+
+    /// The reads back that `write_once` planned, when due.
+    fn read_by_writers(&mut self, sim: &mut Sim, step: u32) {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.writer_reads)
+            .into_iter()
+            .partition(|(_, _, at)| *at <= step);
+        self.writer_reads = later;
+        for (key, node, _) in due {
+            sim.submit(node, &key, Command::Get);
+        }
     }
 
     /// Every key to read back at the end: the hot key, the keys written once, the cool
@@ -4003,6 +4032,7 @@ fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_sta
         "thrifty suspect",
         "read asked without remembered writes",
         "read asked in full after laggards",
+        "read of a state its proposer saw chosen at the fast ballot",
     ] {
         assert!(
             !many || faults.get(fault).is_some_and(|n| *n > 0),
