@@ -12,6 +12,9 @@
 # CONFIG_B=FILE runs build B's clusters with another config (an A/B of a setting: pass the
 # same binary twice).
 #
+# FRESH_GET_OPS=N first runs N gets at 64 clients on the keys just loaded (each written once,
+# at the fast ballot, through its home node: the first get-c64 row of each cluster).
+#
 # C1_OPS=N first runs N puts at one client on the loaded keys (overwrites: compare-etcd's
 # overwrite-c1 row; its p50 is the figure).
 #
@@ -22,12 +25,12 @@
 # there, and pass both target/release/paxkv paths. Uses config/cluster.toml's ports (7401-7405):
 # nothing else may run on them.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n 2,20p "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n 2,23p "$0"; exit 2; }
 A=$(realpath "$1"); B=$(realpath "$2"); ROUNDS=${3:-3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 CONFIG=${CONFIG:-$repo/config/cluster.toml}  # a config both builds read (an older build refuses newer keys)
 KEYS=${KEYS:-10000}; PUT_OPS=${PUT_OPS:-60000}; GET_OPS=${GET_OPS:-150000}; MIXED_OPS=${MIXED_OPS:-0}
-C1_OPS=${C1_OPS:-0}
+C1_OPS=${C1_OPS:-0}; FRESH_GET_OPS=${FRESH_GET_OPS:-0}
 PAUSE=${PAUSE:-0}
 work=$(mktemp -d)
 cluster_pid=
@@ -67,6 +70,7 @@ one() { # bin label
   [ "$label" = B ] && config=${CONFIG_B:-$CONFIG}
   start_cluster "$bin" "$config" "$work"
   "$bin" bench --config "$CONFIG" --op load --keys "$KEYS" --concurrency 64 --json > /dev/null
+  [ "$FRESH_GET_OPS" -gt 0 ] && run "$bin" "$label" get "$FRESH_GET_OPS" 64
   [ "$C1_OPS" -gt 0 ] && run "$bin" "$label" put "$C1_OPS" 1
   local paused=
   [ "$PAUSE" = 1 ] && { paused=$(pgrep -P "$cluster_pid" | sort -n | tail -1); kill -STOP "$paused"; }

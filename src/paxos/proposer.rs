@@ -105,9 +105,13 @@
 //! that majority meets ours, whose member would then report that ballot, not the fast one
 //! (an acceptor never accepts below what it accepted or promised); so `S` was the latest
 //! chosen state when the read began. What could go wrong, and why it cannot:
-//! - *Another state equal to `S`.* States at the fast ballot are told apart by the write
-//!   they remember (its client id and sequence, unique per write), which every reply at the
-//!   fast ballot carries in full (see above); equality is of whole states.
+//! - *Other states at the fast ballot.* The argument needs only that no reply of the
+//!   majority shows a classic ballot; losers of the fast race may sit there too. The rule
+//!   asks more: every counted reply holds `S` itself, whole (states at the fast ballot are
+//!   told apart by the write they remember, unique per write, and every reply there carries
+//!   it in full, see above), so the answer is one a majority shows, not only one the
+//!   proposer remembers. (Hence the mutant that drops the equality is caught by the unit
+//!   test alone: it is no less safe.)
 //! - *A vote that was lost.* An acceptor whose record was wiped or rolled back does not vote
 //!   (`paxos::identity`), and one that may have lost a fast vote reports `fast_unknown` and is
 //!   not counted.
