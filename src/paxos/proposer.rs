@@ -264,8 +264,8 @@ pub enum RoundKind {
     /// Not a round of its own: a thrifty round that had to ask the acceptors beyond its
     /// first majority (one was silent, failed, or they disagreed).
     Widened,
-    /// Not a round of its own: a quick read answered by a majority holding the state this
-    /// proposer saw chosen at the fast ballot (module doc).
+    /// Not a round of its own: a quick read answered with the state this proposer saw
+    /// chosen at the fast ballot (module doc; by a majority holding it, or a fast quorum).
     KnownFastRead,
 }
 
