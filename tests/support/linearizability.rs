@@ -447,8 +447,8 @@ const UNREAD: &[u8] = b"\0a value no completed operation read\0";
 ///
 /// Why the verdict is the same: a data key's model looks at a value in two ways only,
 /// whether there is one (a delete, a release, a cas on version 0, a list's absence) and
-/// which one a get or an inspect returns. Map every value to itself if a completed operation returned it and to the
-/// placeholder otherwise: presence is kept, and a state's mapped value is a read value
+/// which one a get or an inspect returns. Map every value to itself if a completed
+/// operation returned it and to the placeholder otherwise: presence is kept, and a state's mapped value is a read value
 /// exactly when its real one is (the placeholder is no read value). So every linearization
 /// of one history is one of the other, with the same outputs. What it buys: writes of
 /// unknown outcome that nobody read (most of a busy key's) leave states that differ only
