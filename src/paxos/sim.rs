@@ -3675,10 +3675,6 @@ struct RunStats {
     checked: usize,
 }
 
-fn run(seed: u64) -> RunStats {
-    run_with(seed, Aim::default())
-}
-
 /// A run, with what `aim` adds (which moves every other part of the schedule).
 fn run_with(seed: u64, aim: Aim) -> RunStats {
     let mut sim = Sim::new(seed);
@@ -3935,78 +3931,59 @@ pub(super) fn seeds(default: u64) -> Vec<u64> {
 /// the node's proposer crashed, its successor's fast Accept a duplicate at a fast quorum.
 #[test]
 fn seeded_first_writes_retried_through_their_own_node_after_a_crash_stay_linearizable() {
+    let aim = Aim {
+        again: true,
+        ..Aim::default()
+    };
+    let retried = "first write retried through its own node";
+    let (faults, _) = run_seeds_requiring(aim, &[retried]);
+    eprintln!("simulation: {:?} {retried}", faults.get(retried));
+}
+
+/// Runs the seeds (24 unless `PAXKV_SIM_SEED(S)` says otherwise) with `aim`, and asserts
+/// that, over more than one seed, each of `required` happened; returns every count.
+fn run_seeds_requiring(aim: Aim, required: &[&str]) -> (BTreeMap<&'static str, u32>, usize) {
     let seeds = seeds(24);
     let many = seeds.len() > 1;
-    let mut retried = 0;
+    let mut faults: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut checked = 0;
     for seed in seeds {
-        let stats = run_with(
-            seed,
-            Aim {
-                again: true,
-                ..Aim::default()
-            },
-        );
-        retried += stats
-            .faults
-            .get("first write retried through its own node")
-            .copied()
-            .unwrap_or(0);
+        let stats = run_with(seed, aim);
+        for (fault, n) in stats.faults {
+            *faults.entry(fault).or_default() += n;
+        }
+        checked += stats.checked;
     }
-    eprintln!("simulation: {retried} first writes retried through their own node");
-    assert!(
-        !many || retried > 0,
-        "no first write retried through its own node"
-    );
+    for fault in required {
+        assert!(
+            !many || faults.get(fault).is_some_and(|n| *n > 0),
+            "no {fault} injected"
+        );
+    }
+    (faults, checked)
 }
 
 /// `Workload::race_during_change` with everything else: first writes raced at the fast
 /// ballot while the voters change, three times as many changes as the common runs.
 #[test]
 fn seeded_first_writes_raced_while_the_voters_change_stay_linearizable() {
-    let seeds = seeds(24);
-    let many = seeds.len() > 1;
-    let mut faults: BTreeMap<&str, u32> = BTreeMap::new();
-    for seed in seeds {
-        let stats = run_with(
-            seed,
-            Aim {
-                change_races: true,
-                ..Aim::default()
-            },
-        );
-        for (fault, n) in stats.faults {
-            *faults.entry(fault).or_default() += n;
-        }
-    }
-    eprintln!("simulation, first writes raced during changes: {faults:?}");
-    for fault in [
+    let aim = Aim {
+        change_races: true,
+        ..Aim::default()
+    };
+    let required = [
         "first write raced during a change",
         "raced proposer crashed mid-change",
         "add",
         "remove",
-    ] {
-        assert!(
-            !many || faults.get(fault).is_some_and(|n| *n > 0),
-            "no {fault} injected"
-        );
-    }
+    ];
+    let (faults, _) = run_seeds_requiring(aim, &required);
+    eprintln!("simulation, first writes raced during changes: {faults:?}");
 }
 
 #[test]
 fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_stay_linearizable() {
-    let seeds = seeds(24);
-    let many = seeds.len() > 1;
-    let mut faults: BTreeMap<&str, u32> = BTreeMap::new();
-    let mut checked = 0;
-    for seed in seeds {
-        let stats = run(seed);
-        for (fault, n) in stats.faults {
-            *faults.entry(fault).or_default() += n;
-        }
-        checked += stats.checked;
-    }
-    eprintln!("simulation: {checked} operations checked; faults injected: {faults:?}");
-    for fault in [
+    let required = [
         "wipe",
         "rollback",
         "replace",
@@ -4033,10 +4010,7 @@ fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_sta
         "read asked without remembered writes",
         "read asked in full after laggards",
         "read of a state its proposer saw chosen at the fast ballot",
-    ] {
-        assert!(
-            !many || faults.get(fault).is_some_and(|n| *n > 0),
-            "no {fault} injected"
-        );
-    }
+    ];
+    let (faults, checked) = run_seeds_requiring(Aim::default(), &required);
+    eprintln!("simulation: {checked} operations checked; faults injected: {faults:?}");
 }
