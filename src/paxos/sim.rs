@@ -112,6 +112,7 @@ mod convert;
 mod keeper;
 #[path = "../../tests/support/linearizability.rs"]
 mod linearizability;
+mod scenarios;
 /// What `linearizability.rs` takes from its parent: the lease record's change functions.
 use crate::paxos::lease as lease_model;
 use linearizability::{check_operations, describe, CheckResult, Input, Operation, Output};
@@ -969,6 +970,11 @@ impl Sim {
         }
         let i = self.rng.random_range(0..self.net.len());
         let m = self.net.swap_remove(i);
+        self.deliver(m)
+    }
+
+    /// Delivers (or drops, or duplicates) `m`, taken out of the network.
+    fn deliver(&mut self, m: InFlight) -> Option<Key> {
         let accept = matches!(m.payload, Payload::Paxos(PeerMessage::Accept { .. }));
         let now = self.now;
         self.lagging.retain(|(_, _, until)| now < *until);
