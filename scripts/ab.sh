@@ -12,6 +12,12 @@
 # CONFIG_B=FILE runs build B's clusters with another config (an A/B of a setting: pass the
 # same binary twice).
 #
+# PUT64_OPS=N adds N puts at 64 clients after the put row (the pure row a mixed row at 64
+# clients is predicted from, with the get row: 1 / (0.9 / get + 0.1 / put)).
+#
+# DATA_B=DIR keeps build B's data directories under DIR (e.g. /dev/shm, where an fsync costs
+# almost nothing: an A/B of what the commits cost, the same binary on both sides).
+#
 # FRESH_GET_OPS=N first runs N gets at 64 clients on the keys just loaded (each written once,
 # at the fast ballot, through its home node: the first get-c64 row of each cluster).
 #
@@ -25,16 +31,18 @@
 # there, and pass both target/release/paxkv paths. Uses config/cluster.toml's ports (7401-7405):
 # nothing else may run on them.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n 2,23p "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n 2,29p "$0"; exit 2; }
 A=$(realpath "$1"); B=$(realpath "$2"); ROUNDS=${3:-3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 CONFIG=${CONFIG:-$repo/config/cluster.toml}  # a config both builds read (an older build refuses newer keys)
 KEYS=${KEYS:-10000}; PUT_OPS=${PUT_OPS:-60000}; GET_OPS=${GET_OPS:-150000}; MIXED_OPS=${MIXED_OPS:-0}
-C1_OPS=${C1_OPS:-0}; FRESH_GET_OPS=${FRESH_GET_OPS:-0}
+C1_OPS=${C1_OPS:-0}; FRESH_GET_OPS=${FRESH_GET_OPS:-0}; PUT64_OPS=${PUT64_OPS:-0}
 PAUSE=${PAUSE:-0}
 work=$(mktemp -d)
+work_b=$work
+[ -n "${DATA_B:-}" ] && work_b=$(mktemp -d -p "$DATA_B")
 cluster_pid=
-cleanup() { [ -n "$cluster_pid" ] && kill "$cluster_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+cleanup() { [ -n "$cluster_pid" ] && kill "$cluster_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work" "$work_b"; }
 trap cleanup EXIT
 tck=$(getconf CLK_TCK)
 # shellcheck source=scripts/cluster-lib.sh
@@ -66,15 +74,17 @@ EOF
 }
 
 one() { # bin label
-  local bin=$1 label=$2 config=$CONFIG
+  local bin=$1 label=$2 config=$CONFIG dir=$work
   [ "$label" = B ] && config=${CONFIG_B:-$CONFIG}
-  start_cluster "$bin" "$config" "$work"
+  [ "$label" = B ] && [ -n "${DATA_B:-}" ] && dir=$work_b
+  start_cluster "$bin" "$config" "$dir"
   "$bin" bench --config "$CONFIG" --op load --keys "$KEYS" --concurrency 64 --json > /dev/null
   [ "$FRESH_GET_OPS" -gt 0 ] && run "$bin" "$label" get "$FRESH_GET_OPS" 64
   [ "$C1_OPS" -gt 0 ] && run "$bin" "$label" put "$C1_OPS" 1
   local paused=
   [ "$PAUSE" = 1 ] && { paused=$(pgrep -P "$cluster_pid" | sort -n | tail -1); kill -STOP "$paused"; }
   run "$bin" "$label" put "$PUT_OPS" 256
+  [ "$PUT64_OPS" -gt 0 ] && run "$bin" "$label" put "$PUT64_OPS" 64
   run "$bin" "$label" get "$GET_OPS" 64
   [ "$MIXED_OPS" -gt 0 ] && run "$bin" "$label" mixed "$MIXED_OPS" 64 --read-ratio 0.9
   [ -n "$paused" ] && kill -CONT "$paused"

@@ -44,8 +44,8 @@ mutants=(
   'thrifty-never-widens-unit @@ src/paxos/proposer.rs @@ s/^    fn widen(\&mut self, silent: bool, out: \&mut Vec<Effect>) {$/    fn widen(\&mut self, silent: bool, out: \&mut Vec<Effect>) { return;/ @@ --lib a_thrifty_round_asks_the_rest_when_one'
   'thrifty-never-widens-sim @@ src/paxos/proposer.rs @@ s/^    fn widen(\&mut self, silent: bool, out: \&mut Vec<Effect>) {$/    fn widen(\&mut self, silent: bool, out: \&mut Vec<Effect>) { return;/ @@ --lib sim'
   'thrifty-first-majority-by-node @@ src/paxos/proposer.rs @@ s/let first = first_majority(n, quorum, self.cfg.spread);/let first = first_majority(n, quorum, u64::from(self.cfg.node));/ @@ --lib thrifty_rounds_ask_the_keys_majority'
-  'thrifty-read-counts-a-majority-of-the-asked-sim @@ src/paxos/proposer.rs @@ s/match read_answers(replies, n, quorums.classic(), quorums.fast()) {/match read_answers(replies, n, if *widened { quorums.classic() } else { quorums.classic() - 1 }, quorums.fast()) {/ @@ --lib sim'
-  'thrifty-read-counts-a-majority-of-the-asked-unit @@ src/paxos/proposer.rs @@ s/match read_answers(replies, n, quorums.classic(), quorums.fast()) {/match read_answers(replies, n, if *widened { quorums.classic() } else { quorums.classic() - 1 }, quorums.fast()) {/ @@ --lib a_thrifty_read_whose_majority_disagrees'
+  'thrifty-read-counts-a-majority-of-the-asked-sim @@ src/paxos/proposer.rs @@ s/match read_answers(replies, n, quorums.classic(), quorums.fast(), known) {/match read_answers(replies, n, if *widened { quorums.classic() } else { quorums.classic() - 1 }, quorums.fast(), known) {/ @@ --lib sim'
+  'thrifty-read-counts-a-majority-of-the-asked-unit @@ src/paxos/proposer.rs @@ s/match read_answers(replies, n, quorums.classic(), quorums.fast(), known) {/match read_answers(replies, n, if *widened { quorums.classic() } else { quorums.classic() - 1 }, quorums.fast(), known) {/ @@ --lib a_thrifty_read_whose_majority_disagrees'
   'thrifty-widened-accept-another-state-sim @@ src/paxos/proposer.rs @@ /let again = PeerMessage::Accept {/,/};/s/state: state.clone(),/state: Register::default(),/ @@ --lib sim'
   # issue 23: reads that carry no remembered writes
   'light-read-repairs-sim @@ src/paxos/proposer.rs @@ s/.find(|v| v.accepted == ballot \&\& v.full)/.find(|v| v.accepted == ballot)/ @@ --lib sim'
@@ -71,6 +71,11 @@ mutants=(
   'known-fast-light-states @@ src/paxos/proposer.rs @@ s/    v.accepted == Ballot::FAST \&\& v.full \&\& /    v.accepted == Ballot::FAST \&\& / @@ --lib a_known_fast_state_counts_only'
   'known-fast-counts-lost-votes @@ src/paxos/proposer.rs @@ s/ \&\& !v.fast_unknown \&\& known == Some/ \&\& known == Some/ @@ --lib a_known_fast_state_counts_only'
   'fast-open-during-a-change-unit @@ src/paxos/membership.rs @@ s/^        self.phase.is_none()$/        true/ @@ --lib a_change_passes_through_close_fast'
+  # the scripted runs (paxos::sim::scenarios): the same rules, forced every time
+  'fast-open-during-a-change-scenario @@ src/paxos/membership.rs @@ s/^        self.phase.is_none()$/        true/ @@ --lib a_split_fast_vote_cast_after_the_close_fast_scan'
+  'close-fast-settles-nothing-scenario @@ src/paxos/driver.rs @@ s/Some(phase) => {$/Some(Phase::CloseFast) => self.write(current, version, next),\n            Some(phase) => {/ @@ --lib a_split_fast_vote_of_the_stable_epoch'
+  'sim-close-fast-scans-nothing-scenario @@ src/paxos/sim.rs @@ s/if !s.fast_only || r.accepted == Ballot::FAST {/if !s.fast_only {/ @@ --lib a_split_fast_vote_of_the_stable_epoch'
+  'replies-not-matched-to-instance-scenario @@ src/paxos/proposer.rs @@ s/if to != self.id || !self.cfg.nodes.contains(\&from) {/if !self.cfg.nodes.contains(\&from) {/ @@ --lib replies_to_a_crashed_proposer'
   'acceptor-answers-older-epochs-sim @@ src/paxos/admission.rs @@ s/    if msg_epoch < epoch {/    if msg_epoch < epoch \&\& false {/ @@ --lib sim'
   'no-install-barrier-sim @@ src/paxos/driver.rs @@ s/        if count < needed {/        if count < needed \&\& false {/ @@ --lib sim'
   'no-install-barrier-unit @@ src/paxos/driver.rs @@ s/        if count < needed {/        if count < needed \&\& false {/ @@ --lib a_barrier_without_a_majority'
