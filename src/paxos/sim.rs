@@ -3786,16 +3786,22 @@ fn converge(sim: &mut Sim, seed: u64) -> Vec<NodeId> {
     voters
 }
 
+impl Sim {
+    /// The history to check: every operation but those that certainly did not take effect.
+    fn checked_history(&self) -> Vec<Operation> {
+        self.history
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.not_applied.contains(i))
+            .map(|(_, op)| op.clone())
+            .collect()
+    }
+}
+
 /// Checks the history (but the operations that certainly did not take effect) for
 /// linearizability, after enough of it completed.
 fn check_history(sim: Sim, seed: u64) -> RunStats {
-    let history: Vec<Operation> = sim
-        .history
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !sim.not_applied.contains(i))
-        .map(|(_, op)| op.clone())
-        .collect();
+    let history = sim.checked_history();
     let completed = history.iter().filter(|o| o.output.is_some()).count();
     assert!(
         completed > 50,

@@ -68,13 +68,7 @@ fn scripted_world() -> Sim {
 /// Checks the invariants and the history (but what certainly did not take effect).
 fn assert_linearizable(sim: &Sim, run: &str) {
     sim.check_invariants();
-    let history: Vec<Operation> = sim
-        .history
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !sim.not_applied.contains(i))
-        .map(|(_, op)| op.clone())
-        .collect();
+    let history = sim.checked_history();
     let result = check_operations(&history, Duration::from_secs(20));
     assert!(
         matches!(result, CheckResult::Ok),
