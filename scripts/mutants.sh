@@ -76,6 +76,7 @@ mutants=(
   'close-fast-settles-nothing-scenario @@ src/paxos/driver.rs @@ s/Some(phase) => {$/Some(Phase::CloseFast) => self.write(current, version, next),\n            Some(phase) => {/ @@ --lib a_split_fast_vote_of_the_stable_epoch'
   'sim-close-fast-scans-nothing-scenario @@ src/paxos/sim.rs @@ s/if !s.fast_only || r.accepted == Ballot::FAST {/if !s.fast_only {/ @@ --lib a_split_fast_vote_of_the_stable_epoch'
   'replies-not-matched-to-instance-scenario @@ src/paxos/proposer.rs @@ s/if to != self.id || !self.cfg.nodes.contains(\&from) {/if !self.cfg.nodes.contains(\&from) {/ @@ --lib replies_to_a_crashed_proposer'
+  'acceptor-answers-older-epochs-scenario @@ src/paxos/admission.rs @@ s/    if msg_epoch < epoch {/    if msg_epoch < epoch \&\& false {/ @@ --lib an_acceptor_two_changes_ahead'
   'acceptor-answers-older-epochs-sim @@ src/paxos/admission.rs @@ s/    if msg_epoch < epoch {/    if msg_epoch < epoch \&\& false {/ @@ --lib sim'
   'no-install-barrier-sim @@ src/paxos/driver.rs @@ s/        if count < needed {/        if count < needed \&\& false {/ @@ --lib sim'
   'no-install-barrier-unit @@ src/paxos/driver.rs @@ s/        if count < needed {/        if count < needed \&\& false {/ @@ --lib a_barrier_without_a_majority'

@@ -46,6 +46,14 @@
 //! crash proposers mid-round with their replies in flight, but a successor that counts them
 //! is harmful only when they arrive before its own answers and decide its round, which the
 //! random delivery order almost never does.
+//!
+//! ## A proposer two changes behind
+//!
+//! See `an_acceptor_two_changes_ahead_never_answers_a_proposer_behind_them`: a node cut off
+//! through two adds keeps the first epoch's voters, whose majority can miss every holder of a
+//! write chosen by the new voters. Only the acceptors' epoch check stops it from completing
+//! that majority with a current acceptor. The seeded runs change the voters once or twice a
+//! run, and a node left two steps behind that then writes a key the others wrote is rare.
 
 use super::*;
 
@@ -282,4 +290,82 @@ fn replies_to_a_crashed_proposer_are_never_counted_by_its_successor() {
     }
     run_until_quiet(&mut sim, SEED);
     assert_linearizable(&sim, "replies outlived their proposer");
+}
+
+/// An acceptor answers only its own epoch (`paxos::admission::admit`): a proposer two changes
+/// behind counts its quorums over voters that are no longer the cluster's, so an answer from
+/// a current acceptor would complete a majority of the wrong set. Three voters {1, 2, 3} grow
+/// to five ({1, 2, 3, 6, 7}) while node 1 is cut off, so it stays at the first epoch (each
+/// step's barrier is a majority of the old and of the new voters: nodes 2, 3 and the joiners
+/// make both). Node 3 writes a fresh key while nodes 1 and 2 are cut off: chosen by {3, 6, 7},
+/// a majority of the five. Then node 1, still at the first epoch, writes the same key and its
+/// messages reach nodes 1 and 2 only: a majority of {1, 2, 3}, which never saw the first
+/// write. Answered by node 2, a write two epochs old would be chosen beside the first, both
+/// at version 1. Catches `acceptor-answers-older-epochs-scenario`.
+#[test]
+fn an_acceptor_two_changes_ahead_never_answers_a_proposer_behind_them() {
+    let mut sim = scripted_world();
+    // Three voters.
+    for id in [4, 5] {
+        sim.changes
+            .push_back((Change::Remove { id }, Then::Nothing));
+    }
+    run_until_quiet(&mut sim, SEED);
+    assert_eq!(sim.register.voters(), vec![1, 2, 3]);
+    let first_epoch = sim.register.epoch;
+
+    // Two adds, driven by node 2, node 1 cut off throughout.
+    sim.isolated = vec![1];
+    for _ in 0..2 {
+        let id = sim.add_new_node();
+        let add = sim.add_of(id);
+        let fence = sim.register.epoch;
+        let driver = sim.new_driver(add, Then::Nothing, 2, fence);
+        sim.driving = Some(driver);
+        run_until(&mut sim, "added a node", |sim| sim.quiet());
+    }
+    assert_eq!(sim.register.voters(), vec![1, 2, 3, 6, 7]);
+    assert_eq!(sim.nodes[&1].epoch(), first_epoch, "node 1 stayed behind");
+
+    // The first write, through node 3, nodes 1 and 2 cut off.
+    let key = b"two-epochs".to_vec();
+    let put = |value: &[u8]| Command::Put {
+        value: value.to_vec(),
+    };
+    sim.isolated = vec![1, 2];
+    // (patient clients: the script, not a deadline, decides what they see)
+    sim.submit_with(3, &key, put(b"current"), false, Some(5_000));
+    let current = sim.history.len() - 1;
+    run_until(&mut sim, "answered the current write", |sim| {
+        sim.history[current].output.is_some()
+    });
+    assert!(!sim.nodes[&2].durable.contains_key(&key));
+
+    // Node 1's write, at the first epoch: only the key's messages move, none to or from node 3.
+    sim.isolated.clear();
+    sim.submit_with(1, &key, put(b"behind"), false, Some(5_000));
+    let behind = sim.history.len() - 1;
+    for _ in 0..2_000 {
+        if sim.history[behind].output.is_some() {
+            break;
+        }
+        sim.tick();
+        sim.net
+            .retain(|m| m.key != key || (m.to != 3 && m.from != 3));
+        while deliver_first(&mut sim, |m| m.key == key) {}
+    }
+    // Then everything moves: node 1 learns the membership it missed (its fetch after node
+    // 2's `Stale`), and its write completes at the current epoch.
+    run_until_quiet(&mut sim, SEED);
+    assert!(
+        sim.history[behind].output.is_some(),
+        "the write behind is answered: {:?}",
+        sim.history[behind]
+    );
+    converge(&mut sim, SEED);
+    for node in sim.register.voters() {
+        sim.submit(node, &key, Command::Get);
+    }
+    run_until_quiet(&mut sim, SEED);
+    assert_linearizable(&sim, "a proposer two changes behind");
 }
