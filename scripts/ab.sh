@@ -12,6 +12,9 @@
 # CONFIG_B=FILE runs build B's clusters with another config (an A/B of a setting: pass the
 # same binary twice).
 #
+# PUT_ROWS="C:N ..." adds, after that, N puts at C clients for each pair (e.g. "2:3000 16:20000":
+# the concurrencies between one client and many).
+#
 # PUT64_OPS=N adds N puts at 64 clients after the put row (the pure row a mixed row at 64
 # clients is predicted from, with the get row: 1 / (0.9 / get + 0.1 / put)).
 #
@@ -31,7 +34,7 @@
 # there, and pass both target/release/paxkv paths. Uses config/cluster.toml's ports (7401-7405):
 # nothing else may run on them.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n 2,29p "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n 2,32p "$0"; exit 2; }
 A=$(realpath "$1"); B=$(realpath "$2"); ROUNDS=${3:-3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 CONFIG=${CONFIG:-$repo/config/cluster.toml}  # a config both builds read (an older build refuses newer keys)
@@ -81,6 +84,8 @@ one() { # bin label
   "$bin" bench --config "$CONFIG" --op load --keys "$KEYS" --concurrency 64 --json > /dev/null
   [ "$FRESH_GET_OPS" -gt 0 ] && run "$bin" "$label" get "$FRESH_GET_OPS" 64
   [ "$C1_OPS" -gt 0 ] && run "$bin" "$label" put "$C1_OPS" 1
+  local row
+  for row in ${PUT_ROWS:-}; do run "$bin" "$label" put "${row#*:}" "${row%%:*}"; done
   local paused=
   [ "$PAUSE" = 1 ] && { paused=$(pgrep -P "$cluster_pid" | sort -n | tail -1); kill -STOP "$paused"; }
   run "$bin" "$label" put "$PUT_OPS" 256
