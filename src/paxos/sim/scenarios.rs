@@ -38,7 +38,6 @@
 //! old voters' counts (all four answer: the winner's three votes decide). A close-fast step
 //! that settles nothing, or a scan that finds nothing, leaves the same split to the rescan,
 //! with the same result.
-
 //!
 //! ## Replies that outlive their proposer
 //!
@@ -61,12 +60,18 @@ use super::*;
 /// of nodes 1 and 4 thrifty, those of nodes 2 and 3 asking every voter).
 const SEED: u64 = 2;
 
+/// The patience (ms) of the scripted runs' writers: the script, not a deadline drawn at
+/// random, decides what their clients see.
+const PATIENT: u64 = 5_000;
+
 /// The world of a scripted run: five voters, no message dropped or duplicated (the script
-/// loses what it means to), every node's start said.
+/// loses what it means to), a change driver that stays the one the script gave (`Sim::
+/// steady_driver`), every node's start said.
 fn scripted_world() -> Sim {
     let mut sim = Sim::new(SEED);
     sim.drop_rate = 0.0;
     sim.dup_rate = 0.0;
+    sim.steady_driver = true;
     for node in FIRST_NODES {
         sim.say_hello(node);
     }
@@ -189,10 +194,18 @@ fn split_fast_vote_then_rescan(at: RaceAt) {
     run_until(&mut sim, "begun the rescan", |sim| {
         sim.register.phase == Some(Phase::Rescan) && settling(sim, false).is_some()
     });
+    // (the geometry needs the driver on node 4: its proposer runs the rescan's rounds)
+    let driver = sim.driving.as_ref().map(|d| (d.id, d.node));
+    assert_eq!(driver.map(|d| d.1), Some(4), "the driver stayed on node 4");
     sim.isolated = vec![2];
     run_until(&mut sim, "ended the rescan", |sim| {
         settling(sim, false).is_none()
     });
+    assert_eq!(
+        sim.driving.as_ref().map(|d| (d.id, d.node)),
+        driver,
+        "the rescan ended with the same driver (its step done, not failed over)"
+    );
     sim.isolated.clear();
     run_until_quiet(&mut sim, SEED);
     let voters = converge(&mut sim, SEED);
@@ -221,11 +234,11 @@ fn race(sim: &mut Sim, key: &Key) -> usize {
         expect: 0,
         value: value.to_vec(),
     };
-    sim.submit(2, key, create(b"loser"));
+    sim.submit_with(2, key, create(b"loser"), false, Some(PATIENT));
     sim.net.retain(|m| !fast_accept(m, 2, key) || m.to == 4);
     sim.nodes.get_mut(&2).expect("node 2").proposers.remove(key);
     sim.forget_tokens(|n, k| n == 2 && k == key.as_slice());
-    sim.submit(3, key, create(b"winner"));
+    sim.submit_with(3, key, create(b"winner"), false, Some(PATIENT));
     let winner = sim.history.len() - 1;
     deliver_first(sim, |m| m.from == 2 && m.key == *key && m.to == 4);
     while deliver_first(sim, |m| m.key == *key) {}
@@ -259,7 +272,7 @@ fn replies_to_a_crashed_proposer_are_never_counted_by_its_successor() {
     let put = |value: &[u8]| Command::Put {
         value: value.to_vec(),
     };
-    sim.submit(3, &key, put(b"first"));
+    sim.submit_with(3, &key, put(b"first"), false, Some(PATIENT));
     let first = sim.nodes[&3].proposers[&key].id();
     // The first proposer's Accepts, all taken; its replies wait in the network.
     while deliver_first(&mut sim, |m| {
@@ -271,7 +284,7 @@ fn replies_to_a_crashed_proposer_are_never_counted_by_its_successor() {
         .proposers
         .remove(&key);
     sim.forget_tokens(|n, k| n == 3 && k == key.as_slice());
-    sim.submit(3, &key, put(b"second"));
+    sim.submit_with(3, &key, put(b"second"), false, Some(PATIENT));
     let second = sim.history.len() - 1;
     assert_ne!(sim.nodes[&3].proposers[&key].id(), first);
     // The first proposer's replies first, then everything else.
@@ -333,8 +346,7 @@ fn an_acceptor_two_changes_ahead_never_answers_a_proposer_behind_them() {
         value: value.to_vec(),
     };
     sim.isolated = vec![1, 2];
-    // (patient clients: the script, not a deadline, decides what they see)
-    sim.submit_with(3, &key, put(b"current"), false, Some(5_000));
+    sim.submit_with(3, &key, put(b"current"), false, Some(PATIENT));
     let current = sim.history.len() - 1;
     run_until(&mut sim, "answered the current write", |sim| {
         sim.history[current].output.is_some()
@@ -343,7 +355,7 @@ fn an_acceptor_two_changes_ahead_never_answers_a_proposer_behind_them() {
 
     // Node 1's write, at the first epoch: only the key's messages move, none to or from node 3.
     sim.isolated.clear();
-    sim.submit_with(1, &key, put(b"behind"), false, Some(5_000));
+    sim.submit_with(1, &key, put(b"behind"), false, Some(PATIENT));
     let behind = sim.history.len() - 1;
     for _ in 0..2_000 {
         if sim.history[behind].output.is_some() {
