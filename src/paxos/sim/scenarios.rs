@@ -78,8 +78,15 @@ fn scripted_world() -> Sim {
     sim
 }
 
-/// Checks the invariants and the history (but what certainly did not take effect).
-fn assert_linearizable(sim: &Sim, run: &str) {
+/// Reads `keys` back through every voter, then checks the invariants and the history (but
+/// what certainly did not take effect).
+fn read_back_and_check(sim: &mut Sim, keys: &[&[u8]], run: &str) {
+    for key in keys {
+        for node in sim.register.voters() {
+            sim.submit(node, key, Command::Get);
+        }
+    }
+    run_until_quiet(sim, SEED);
     sim.check_invariants();
     let history = sim.checked_history();
     let result = check_operations(&history, Duration::from_secs(20));
@@ -215,14 +222,7 @@ fn split_fast_vote_then_rescan(at: RaceAt) {
         "the winner's create is answered: {:?}",
         sim.history[winner]
     );
-
-    // Read back through every voter, and check.
-    for node in voters {
-        sim.submit(node, &key, Command::Get);
-        sim.submit(node, &open, Command::Get);
-    }
-    run_until_quiet(&mut sim, SEED);
-    assert_linearizable(&sim, &format!("race at {at:?}"));
+    read_back_and_check(&mut sim, &[&key, &open], &format!("race at {at:?}"));
 }
 
 /// Step 3 of the module doc: nodes 2 and 3 create `key`, only its messages moving (in the
@@ -298,11 +298,7 @@ fn replies_to_a_crashed_proposer_are_never_counted_by_its_successor() {
         "the second put is answered: {:?}",
         sim.history[second]
     );
-    for node in FIRST_NODES {
-        sim.submit(node, &key, Command::Get);
-    }
-    run_until_quiet(&mut sim, SEED);
-    assert_linearizable(&sim, "replies outlived their proposer");
+    read_back_and_check(&mut sim, &[&key], "replies outlived their proposer");
 }
 
 /// An acceptor answers only its own epoch (`paxos::admission::admit`): a proposer two changes
@@ -375,9 +371,5 @@ fn an_acceptor_two_changes_ahead_never_answers_a_proposer_behind_them() {
         sim.history[behind]
     );
     converge(&mut sim, SEED);
-    for node in sim.register.voters() {
-        sim.submit(node, &key, Command::Get);
-    }
-    run_until_quiet(&mut sim, SEED);
-    assert_linearizable(&sim, "a proposer two changes behind");
+    read_back_and_check(&mut sim, &[&key], "a proposer two changes behind");
 }
