@@ -19,7 +19,13 @@ pub struct NodeMetrics {
     pub group_commit_records: Histogram,
     /// Connections refused, closed or held back by a limit, by limit (`[limits]`).
     pub limited: IntCounterVec,
+    /// Commits that waited for more writes, by reason (`actors::linger`).
+    pub commit_lingers: IntCounterVec,
 }
+
+/// The labels of `paxkv_commit_lingers_total`: after a large group, or while the machine is
+/// busy with work that does not wait on commits (`actors::linger`).
+pub const LINGER_REASONS: [&str; 2] = ["many_writers", "among_reads"];
 
 /// The labels of `paxkv_limited_total`, one per limit that refuses, closes or holds back.
 pub const LIMITS: [&str; 8] = [
@@ -98,12 +104,24 @@ impl Default for NodeMetrics {
         for limit in LIMITS {
             limited.with_label_values(&[limit]);
         }
+        let commit_lingers = IntCounterVec::new(
+            Opts::new(
+                "paxkv_commit_lingers_total",
+                "Commits that waited for more writes to share their fsync, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in LINGER_REASONS {
+            commit_lingers.with_label_values(&[reason]);
+        }
         NodeMetrics {
             request_seconds,
             rounds,
             commit_seconds,
             group_commit_records,
             limited,
+            commit_lingers,
         }
     }
 }

@@ -184,6 +184,7 @@ impl Handler<FromProposer> for AcceptorActor {
             Err(panic) => return self.crash(ctx, &panic),
         };
         let Some(record) = step.persist else {
+            Stats::add(&self.stats.answers_without_write, 1);
             self.outbox.send(to, &self.key, proposer, epoch, step.reply);
             return;
         };

@@ -77,6 +77,7 @@ impl Sources {
             Box::new(m.commit_seconds.clone()),
             Box::new(m.group_commit_records.clone()),
             Box::new(m.limited.clone()),
+            Box::new(m.commit_lingers.clone()),
         ] {
             registry.register(c).expect("registered once");
         }

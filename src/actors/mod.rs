@@ -44,6 +44,7 @@ pub mod http_api;
 pub(crate) mod http_server;
 pub(crate) mod idempotency;
 pub mod lease;
+pub(crate) mod linger;
 pub(crate) mod list;
 pub(crate) mod membership;
 pub mod messages;
@@ -67,6 +68,9 @@ pub struct Stats {
     pub proposer_restarts: AtomicU64,
     pub commits: AtomicU64,
     pub records_written: AtomicU64,
+    /// Acceptor answers that wrote nothing (reads, queries, refusals): with `records_written`,
+    /// the share of a node's work that does not wait on commits (`actors::linger`).
+    pub answers_without_write: AtomicU64,
     pub peer_frames_dropped: AtomicU64,
     pub bad_frames: AtomicU64,
     /// Frames dropped because the connection's certificate may not send them (`crate::tls`).

@@ -6,6 +6,10 @@
 //! write that arrived while the previous commit was running shares the next transaction and
 //! its one fsync. Each requester is answered only after that commit returns. A failed commit
 //! answers every write in it with a storage error; nothing of it is kept.
+//!
+//! A commit may wait for more writes before it runs, once: 300 µs after a group of eight or
+//! more (many writers), and [`linger::LINGER_AMONG_READS`] while the machine is busy with work
+//! that does not wait on commits (`actors::linger` argues when that pays).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,6 +17,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::actors::linger::{self, LingerSignal};
 use crate::actors::messages::{
     AdoptRecords, DigestScan, FetchRecords, FindBehind, Load, Meta, MetaAnswer, Persist, ReplyTo,
     ScanDigest, ScanPrefix, ScanUnsettled,
@@ -45,6 +50,7 @@ pub struct StorageActor {
     /// Records in the last flush, and whether the pending flush already lingered.
     last_group: usize,
     lingered: bool,
+    linger_signal: LingerSignal,
     max_group_commit: usize,
     stats: Arc<Stats>,
     /// Tests only (`testing.commit_delay_ms`): a slow disk.
@@ -60,6 +66,7 @@ impl StorageActor {
             flush_scheduled: false,
             last_group: 0,
             lingered: false,
+            linger_signal: LingerSignal::new(&stats),
             max_group_commit,
             stats,
             commit_delay: Duration::ZERO,
@@ -69,6 +76,13 @@ impl StorageActor {
     /// Sleeps this long before every commit (tests: a slow disk).
     pub fn with_commit_delay(mut self, delay: Duration) -> StorageActor {
         self.commit_delay = delay;
+        self
+    }
+
+    /// Tests: the linger rule's signal, fixed.
+    #[cfg(test)]
+    pub fn with_linger_signal(mut self, signal: LingerSignal) -> StorageActor {
+        self.linger_signal = signal;
         self
     }
 
@@ -144,18 +158,25 @@ impl Handler<Persist> for StorageActor {
 impl Handler<Flush> for StorageActor {
     type Result = ();
 
-    /// Under load (the last group was large) the commit lingers briefly, once, so that the
-    /// writes arriving meanwhile share it: fewer fsyncs for the same writes. This thread does
-    /// nothing but storage, so sleeping here blocks no one else; a single writer never waits.
+    /// A commit lingers once, so that the writes arriving meanwhile share it (fewer fsyncs
+    /// for the same writes): briefly under many writers (the last group was large), longer
+    /// while the machine is busy with work that does not wait on commits (`actors::linger`).
+    /// This thread does nothing but storage, so sleeping here blocks no one else.
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
-        if !self.lingered
-            && self.last_group >= LINGER_MIN_GROUP
-            && self.pending.len() < self.max_group_commit
-        {
-            self.lingered = true;
-            std::thread::sleep(LINGER);
-            ctx.notify(Flush);
-            return;
+        if !self.lingered && self.pending.len() < self.max_group_commit {
+            let linger = if self.linger_signal.on(&self.stats) {
+                Some((linger::LINGER_AMONG_READS, "among_reads"))
+            } else {
+                (self.last_group >= LINGER_MIN_GROUP).then_some((LINGER, "many_writers"))
+            };
+            if let Some((linger, reason)) = linger {
+                let lingers = &self.stats.metrics.commit_lingers;
+                lingers.with_label_values(&[reason]).inc();
+                self.lingered = true;
+                std::thread::sleep(linger);
+                ctx.notify(Flush);
+                return;
+            }
         }
         self.lingered = false;
         self.flush();
@@ -361,6 +382,15 @@ mod tests {
         durable
     }
 
+    /// Waits (at most 10 s) for a write's answer, which must be "committed".
+    async fn answered(rx: oneshot::Receiver<Result<()>>) {
+        tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .expect("answered")
+            .expect("not dropped")
+            .expect("committed")
+    }
+
     /// A lone writer and a burst larger than one transaction (`max_group_commit` 16) are all
     /// answered, in groups, and a load afterwards sees what they wrote.
     #[actix_rt::test]
@@ -369,13 +399,6 @@ mod tests {
         let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
         let stats = Arc::new(Stats::default());
         let storage = StorageActor::new(store, 16, stats.clone()).start();
-        let answered = |rx: oneshot::Receiver<Result<()>>| async {
-            tokio::time::timeout(Duration::from_secs(10), rx)
-                .await
-                .expect("answered")
-                .expect("not dropped")
-                .expect("committed")
-        };
         answered(persist(&storage, "lone")).await;
         let burst: Vec<_> = (0..200)
             .map(|i| persist(&storage, &format!("k{i:03}")))
@@ -391,6 +414,44 @@ mod tests {
             let loaded = storage.send(Load { key }).await.unwrap().unwrap();
             assert_eq!(loaded, Some(record(1)));
         }
+    }
+
+    /// While commits linger among reads (`actors::linger`), a lone writer is still answered
+    /// (after one wait, not forever), writers share commits, and none is answered before the
+    /// commit holding its record returned.
+    #[actix_rt::test]
+    async fn commits_that_linger_among_reads_answer_each_writer_after_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        let stats = Arc::new(Stats::default());
+        let storage = StorageActor::new(store, 64, stats.clone())
+            .with_linger_signal(LingerSignal::forced(true))
+            .start();
+        let lingered = |stats: &Stats| {
+            let lingers = &stats.metrics.commit_lingers;
+            lingers.with_label_values(&["among_reads"]).get()
+        };
+        answered(persist(&storage, "lone")).await;
+        assert_eq!(Stats::get(&stats.records_written), 1);
+        assert_eq!(lingered(&stats), 1, "the lone write's commit waited once");
+        let writers: Vec<_> = (0..50)
+            .map(|i| persist(&storage, &format!("k{i:02}")))
+            .collect();
+        for (i, rx) in writers.into_iter().enumerate() {
+            answered(rx).await;
+            let written = Stats::get(&stats.records_written);
+            assert!(
+                written >= 2 + i as u64,
+                "writer {i} answered with {written} written"
+            );
+        }
+        assert_eq!(Stats::get(&stats.records_written), 51);
+        let commits = Stats::get(&stats.commits);
+        assert!(
+            commits < 51,
+            "{commits} commits for 51 records: nothing shared"
+        );
+        assert!(lingered(&stats) >= 2);
     }
 
     /// Anti-entropy between two stores through their actors: the digest of the one ahead
