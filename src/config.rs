@@ -260,13 +260,22 @@ impl Default for Limits {
 pub struct StorageConfig {
     pub map_size_mb: usize,
     pub max_group_commit: usize,
+    /// How long a commit waits for more writes while the machine is busy with work that does
+    /// not wait on commits (`actors::linger`); 0: never for that reason.
+    pub commit_wait_among_reads_us: u64,
 }
+
+/// The longest `storage.commit_wait_among_reads_us`: a commit that waits longer holds every
+/// write in it that long.
+pub const MAX_COMMIT_WAIT_US: u64 = 10_000;
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             map_size_mb: 4_096,
             max_group_commit: 4_096,
+            commit_wait_among_reads_us: crate::actors::linger::LINGER_AMONG_READS.as_micros()
+                as u64,
         }
     }
 }
@@ -523,6 +532,12 @@ impl Config {
             "storage.max_group_commit",
             self.storage.max_group_commit as u64,
         )?;
+        if self.storage.commit_wait_among_reads_us > MAX_COMMIT_WAIT_US {
+            return Err(invalid(
+                "storage.commit_wait_among_reads_us",
+                format!("must be at most {MAX_COMMIT_WAIT_US} (10 ms)"),
+            ));
+        }
         let needed = (self.frame_limit() as u64 * 4) >> 20;
         if (self.storage.map_size_mb as u64) < needed.max(16) {
             return Err(invalid(
@@ -778,6 +793,10 @@ mod tests {
             (
                 format!("{GOOD}\n[limits]\nidle_timeout_ms = 10\n"),
                 "limits.idle_timeout_ms",
+            ),
+            (
+                format!("{GOOD}\n[storage]\ncommit_wait_among_reads_us = 10001\n"),
+                "storage.commit_wait_among_reads_us: must be at most 10000",
             ),
         ];
         let cases = cases.into_iter().chain([

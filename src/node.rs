@@ -248,6 +248,7 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
     let stats = Arc::new(Stats::default());
     let readiness = Arc::new(Readiness::default());
     let group = config.storage.max_group_commit;
+    let wait_among_reads = Duration::from_micros(config.storage.commit_wait_among_reads_us);
     let commit_delay = if crate::TEST_HOOKS && config.testing.allow_fault_injection {
         Duration::from_millis(config.testing.commit_delay_ms)
     } else {
@@ -255,7 +256,9 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
     };
     let storage_stats = stats.clone();
     let storage = StorageActor::start_in_arbiter(&storage_arbiter.handle(), move |_| {
-        StorageActor::new(store, group, storage_stats).with_commit_delay(commit_delay)
+        StorageActor::new(store, group, storage_stats)
+            .with_wait_among_reads(wait_among_reads)
+            .with_commit_delay(commit_delay)
     });
     let watch = WatchHub::new(id, config.clone(), stats.clone());
     let (supervisor, outbox, queues, members) = NodeSupervisor::start(

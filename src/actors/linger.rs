@@ -22,18 +22,20 @@
 //! - the node's acceptor answers that wrote nothing (reads, quick-read queries, refusals)
 //!   against the records it wrote, in the same window: at least [`READS_PER_WRITE`] to one.
 //!
-//! Both on: a commit lingers [`LINGER_AMONG_READS`] once before it runs. This is a liveness
+//! Both on: a commit lingers once before it runs, `storage.commit_wait_among_reads_us`
+//! ([`LINGER_AMONG_READS`] by default; 0 turns the rule off). This is a liveness
 //! and cost rule only; safety does not depend on it: every write is still answered only after
 //! its commit returns, whatever the rule decides and however wrong its signals are (a stale
 //! sample, a clock that jumps, a `/proc/stat` that lies). The worst a wrong signal does is
-//! delay writes by [`LINGER_AMONG_READS`], or commit them alone.
+//! delay writes by that wait, or commit them alone.
 
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use crate::actors::Stats;
 
-/// How long a commit waits for company while the rule holds.
+/// How long a commit waits for company while the rule holds, unless the config says otherwise
+/// (`storage.commit_wait_among_reads_us`, whose default this is).
 pub const LINGER_AMONG_READS: Duration = Duration::from_micros(1_000);
 /// How often the signals are sampled.
 pub const WINDOW: Duration = Duration::from_millis(50);

@@ -8,8 +8,8 @@
 //! answers every write in it with a storage error; nothing of it is kept.
 //!
 //! A commit may wait for more writes before it runs, once: 300 µs after a group of eight or
-//! more (many writers), and [`linger::LINGER_AMONG_READS`] while the machine is busy with work
-//! that does not wait on commits (`actors::linger` argues when that pays).
+//! more (many writers), and `storage.commit_wait_among_reads_us` (1 ms) while the machine is
+//! busy with work that does not wait on commits (`actors::linger` argues when that pays).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -51,6 +51,8 @@ pub struct StorageActor {
     last_group: usize,
     lingered: bool,
     linger_signal: LingerSignal,
+    /// `storage.commit_wait_among_reads_us`: zero, the signal is never consulted.
+    wait_among_reads: Duration,
     max_group_commit: usize,
     stats: Arc<Stats>,
     /// Tests only (`testing.commit_delay_ms`): a slow disk.
@@ -67,10 +69,18 @@ impl StorageActor {
             last_group: 0,
             lingered: false,
             linger_signal: LingerSignal::new(&stats),
+            wait_among_reads: linger::LINGER_AMONG_READS,
             max_group_commit,
             stats,
             commit_delay: Duration::ZERO,
         }
+    }
+
+    /// How long a commit waits for company while reads keep the machine busy
+    /// (`storage.commit_wait_among_reads_us`; zero: never for that reason).
+    pub fn with_wait_among_reads(mut self, wait: Duration) -> StorageActor {
+        self.wait_among_reads = wait;
+        self
     }
 
     /// Sleeps this long before every commit (tests: a slow disk).
@@ -164,8 +174,9 @@ impl Handler<Flush> for StorageActor {
     /// This thread does nothing but storage, so sleeping here blocks no one else.
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
         if !self.lingered && self.pending.len() < self.max_group_commit {
-            let linger = if self.linger_signal.on(&self.stats) {
-                Some((linger::LINGER_AMONG_READS, "among_reads"))
+            let among_reads = !self.wait_among_reads.is_zero();
+            let linger = if among_reads && self.linger_signal.on(&self.stats) {
+                Some((self.wait_among_reads, "among_reads"))
             } else {
                 (self.last_group >= LINGER_MIN_GROUP).then_some((LINGER, "many_writers"))
             };
@@ -452,6 +463,22 @@ mod tests {
             "{commits} commits for 51 records: nothing shared"
         );
         assert!(lingered(&stats) >= 2);
+    }
+
+    /// `storage.commit_wait_among_reads_us = 0` turns the rule off, whatever its signal says.
+    #[actix_rt::test]
+    async fn a_zero_wait_among_reads_never_lingers_for_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        let stats = Arc::new(Stats::default());
+        let storage = StorageActor::new(store, 64, stats.clone())
+            .with_linger_signal(LingerSignal::forced(true))
+            .with_wait_among_reads(Duration::ZERO)
+            .start();
+        answered(persist(&storage, "lone")).await;
+        let lingers = &stats.metrics.commit_lingers;
+        assert_eq!(lingers.with_label_values(&["among_reads"]).get(), 0);
+        assert_eq!(Stats::get(&stats.commits), 1);
     }
 
     /// Anti-entropy between two stores through their actors: the digest of the one ahead
