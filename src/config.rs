@@ -265,6 +265,9 @@ pub struct StorageConfig {
     pub commit_wait_among_reads_us: u64,
 }
 
+/// The default `storage.commit_wait_among_reads_us` (measured: BENCHMARKS.md, "commits wait
+/// for company while reads keep the machine busy").
+pub const DEFAULT_COMMIT_WAIT_US: u64 = 1_000;
 /// The longest `storage.commit_wait_among_reads_us`: a commit that waits longer holds every
 /// write in it that long.
 pub const MAX_COMMIT_WAIT_US: u64 = 10_000;
@@ -274,8 +277,7 @@ impl Default for StorageConfig {
         StorageConfig {
             map_size_mb: 4_096,
             max_group_commit: 4_096,
-            commit_wait_among_reads_us: crate::actors::linger::LINGER_AMONG_READS.as_micros()
-                as u64,
+            commit_wait_among_reads_us: DEFAULT_COMMIT_WAIT_US,
         }
     }
 }

@@ -23,7 +23,7 @@
 //!   against the records it wrote, in the same window: at least [`READS_PER_WRITE`] to one.
 //!
 //! Both on: a commit lingers once before it runs, `storage.commit_wait_among_reads_us`
-//! ([`LINGER_AMONG_READS`] by default; 0 turns the rule off). This is a liveness
+//! (`config::DEFAULT_COMMIT_WAIT_US`, 1 ms, by default; 0 turns the rule off). This is a liveness
 //! and cost rule only; safety does not depend on it: every write is still answered only after
 //! its commit returns, whatever the rule decides and however wrong its signals are (a stale
 //! sample, a clock that jumps, a `/proc/stat` that lies). The worst a wrong signal does is
@@ -34,9 +34,6 @@ use std::time::{Duration, Instant};
 
 use crate::actors::Stats;
 
-/// How long a commit waits for company while the rule holds, unless the config says otherwise
-/// (`storage.commit_wait_among_reads_us`, whose default this is).
-pub const LINGER_AMONG_READS: Duration = Duration::from_micros(1_000);
 /// How often the signals are sampled.
 pub const WINDOW: Duration = Duration::from_millis(50);
 /// The machine counts as busy from this share of its CPU time in use, and until it falls

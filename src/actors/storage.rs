@@ -17,12 +17,13 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::linger::{self, LingerSignal};
+use crate::actors::linger::LingerSignal;
 use crate::actors::messages::{
     AdoptRecords, DigestScan, FetchRecords, FindBehind, Load, Meta, MetaAnswer, Persist, ReplyTo,
     ScanDigest, ScanPrefix, ScanUnsettled,
 };
 use crate::actors::Stats;
+use crate::config::DEFAULT_COMMIT_WAIT_US;
 use crate::error::{Error, Result};
 use crate::messages::{DigestEntry, SyncRecord};
 use crate::paxos::acceptor::Acceptor;
@@ -69,7 +70,7 @@ impl StorageActor {
             last_group: 0,
             lingered: false,
             linger_signal: LingerSignal::new(&stats),
-            wait_among_reads: linger::LINGER_AMONG_READS,
+            wait_among_reads: Duration::from_micros(DEFAULT_COMMIT_WAIT_US),
             max_group_commit,
             stats,
             commit_delay: Duration::ZERO,
