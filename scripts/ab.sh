@@ -27,6 +27,11 @@
 # C1_OPS=N first runs N puts at one client on the loaded keys (overwrites: compare-etcd's
 # overwrite-c1 row; its p50 is the figure).
 #
+# Each row also prints `waits`: the commits that waited for company among reads on the five
+# nodes during the row (`paxkv_commit_lingers_total{reason="among_reads"}`, from each node's
+# `GET /metrics`: both configs are copied with `metrics_addr` 127.0.0.1:940N added for the
+# node at port 740N; a build without the series shows 0).
+#
 # PAUSE=1 stops one node (SIGSTOP) after the load and resumes it after the last row: the
 # rows then measure a cluster with a paused minority (p99 under a fault).
 #
@@ -38,6 +43,7 @@ set -euo pipefail
 A=$(realpath "$1"); B=$(realpath "$2"); ROUNDS=${3:-3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 CONFIG=${CONFIG:-$repo/config/cluster.toml}  # a config both builds read (an older build refuses newer keys)
+CONFIG_B=${CONFIG_B:-$CONFIG}
 KEYS=${KEYS:-10000}; PUT_OPS=${PUT_OPS:-60000}; GET_OPS=${GET_OPS:-150000}; MIXED_OPS=${MIXED_OPS:-0}
 C1_OPS=${C1_OPS:-0}; FRESH_GET_OPS=${FRESH_GET_OPS:-0}; PUT64_OPS=${PUT64_OPS:-0}
 PAUSE=${PAUSE:-0}
@@ -48,6 +54,19 @@ cluster_pid=
 cleanup() { [ -n "$cluster_pid" ] && kill "$cluster_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work" "$work_b"; }
 trap cleanup EXIT
 tck=$(getconf CLK_TCK)
+with_metrics() { # CONFIG OUT: CONFIG with metrics_addr 127.0.0.1:940N after each node's addr 740N
+  grep -v '^metrics_addr' "$1" | sed -E 's/^(addr = "127\.0\.0\.1:740([0-9])".*)$/\1\nmetrics_addr = "127.0.0.1:940\2"/' > "$2"
+}
+with_metrics "$CONFIG" "$work/a.toml"; CONFIG=$work/a.toml
+with_metrics "$CONFIG_B" "$work/b.toml"; CONFIG_B=$work/b.toml
+waits() { # commits that waited among reads, summed over the five nodes
+  local total=0 port n
+  for port in 9401 9402 9403 9404 9405; do
+    n=$(curl -s --max-time 2 "127.0.0.1:$port/metrics" | awk -F' ' '/^paxkv_commit_lingers_total\{reason="among_reads"\}/ {print $2}')
+    total=$((total + ${n:-0}))
+  done
+  echo "$total"
+}
 # shellcheck source=scripts/cluster-lib.sh
 . "$repo/scripts/cluster-lib.sh"
 
@@ -61,24 +80,24 @@ nodes_ticks() { # the utime+stime of the `paxkv node` children of the cluster pr
 }
 
 run() { # bin label op ops concurrency [more bench arguments]
-  local bin=$1 label=$2 op=$3 ops=$4 c=$5 m0 n0 out
+  local bin=$1 label=$2 op=$3 ops=$4 c=$5 m0 n0 w0 out
   shift 5
-  m0=$(busy_ticks); n0=$(nodes_ticks)
+  w0=$(waits); m0=$(busy_ticks); n0=$(nodes_ticks)
   out=$("$bin" bench --config "$CONFIG" --op "$op" --ops "$ops" --concurrency "$c" --keys "$KEYS" "$@" --json | tail -1)
-  python3 - "$label" "$op-c$c" "$out" "$(( $(busy_ticks) - m0 ))" "$(( $(nodes_ticks) - n0 ))" "$tck" <<'EOF'
+  python3 - "$label" "$op-c$c" "$out" "$(( $(busy_ticks) - m0 ))" "$(( $(nodes_ticks) - n0 ))" "$tck" "$(( $(waits) - w0 ))" <<'EOF'
 import json, sys
-label, row, out, machine, nodes, tck = sys.argv[1:]
+label, row, out, machine, nodes, tck, waits = sys.argv[1:]
 j = json.loads(out)
 ok = max(1, j["ok"])
 us = lambda ticks: round(int(ticks) * 1e6 / int(tck) / ok)
 print(f"{label:2} {row:9} {round(j['ops_per_s']):>7} op/s  p50 {j['p50_ms']:>6} p99 {j['p99_ms']:>7} ms  errors {j['errors']:>3}"
-      f"  nodes {us(nodes):>4} us/op  machine {us(machine):>4} us/op")
+      f"  nodes {us(nodes):>4} us/op  machine {us(machine):>4} us/op  waits {waits:>5}")
 EOF
 }
 
 one() { # bin label
   local bin=$1 label=$2 config=$CONFIG dir=$work
-  [ "$label" = B ] && config=${CONFIG_B:-$CONFIG}
+  [ "$label" = B ] && config=$CONFIG_B
   [ "$label" = B ] && [ -n "${DATA_B:-}" ] && dir=$work_b
   start_cluster "$bin" "$config" "$dir"
   "$bin" bench --config "$CONFIG" --op load --keys "$KEYS" --concurrency 64 --json > /dev/null
