@@ -198,6 +198,7 @@ mutants=(
   'http-no-header-deadline @@ src/actors/http_server.rs @@ s/^                .header_read_timeout(header_timeout)$/                .header_read_timeout(None)/ @@ --test http_api the_api_bounds'
   'http-member-change-ignores-certificate @@ src/actors/http_api.rs @@ s/^            .map_err(Status::Forbidden)?;$/            .or_else(|_| Ok::<(), Status>(()))?;/ @@ --test http_api curl_over_https'
   'linger-never-commits @@ src/actors/storage.rs @@ /std::thread::sleep(linger);/{n;d} @@ --lib commits_that_linger'
+  'flush-waits-with-nothing-pending @@ src/actors/storage.rs @@ /^        if self.pending.is_empty() {$/,/^        }$/d @@ --lib a_flush_that_finds'
   'linger-on-an-idle-machine @@ src/actors/linger.rs @@ s/    busy \&\& records_written > 0/    records_written > 0/ @@ --lib linger'
 )
 

@@ -527,7 +527,8 @@ impl Config {
         Ok(())
     }
 
-    /// `[storage]`: above 0, and a map large enough for a few of the largest records.
+    /// `[storage]`: above 0, a map large enough for a few of the largest records, and a
+    /// commit wait of at most [`MAX_COMMIT_WAIT_US`].
     fn validate_storage(&self) -> Result<()> {
         positive("storage.map_size_mb", self.storage.map_size_mb as u64)?;
         positive(
@@ -537,7 +538,10 @@ impl Config {
         if self.storage.commit_wait_among_reads_us > MAX_COMMIT_WAIT_US {
             return Err(invalid(
                 "storage.commit_wait_among_reads_us",
-                format!("must be at most {MAX_COMMIT_WAIT_US} (10 ms)"),
+                format!(
+                    "must be at most {MAX_COMMIT_WAIT_US} ({} ms)",
+                    MAX_COMMIT_WAIT_US / 1_000
+                ),
             ));
         }
         let needed = (self.frame_limit() as u64 * 4) >> 20;
@@ -747,6 +751,15 @@ mod tests {
         let config = Config::parse(GOOD).unwrap();
         assert_eq!(config.limits.max_key_bytes, 256);
         assert_eq!(config.addr_of(2).unwrap().port(), 7002);
+        assert_eq!(
+            config.storage.commit_wait_among_reads_us,
+            DEFAULT_COMMIT_WAIT_US
+        );
+        let longest = format!("{GOOD}\n[storage]\ncommit_wait_among_reads_us = 10000\n");
+        assert!(
+            Config::parse(&longest).is_ok(),
+            "the longest wait is allowed"
+        );
     }
 
     #[test]
@@ -798,7 +811,7 @@ mod tests {
             ),
             (
                 format!("{GOOD}\n[storage]\ncommit_wait_among_reads_us = 10001\n"),
-                "storage.commit_wait_among_reads_us: must be at most 10000",
+                "storage.commit_wait_among_reads_us: must be at most 10000 (10 ms)",
             ),
         ];
         let cases = cases.into_iter().chain([

@@ -13,7 +13,9 @@
 //!   them and the load falls with it. When most of the node's work is answering reads (the
 //!   mixed 90/10 row), the reads take the CPU the commits give back.
 //!
-//! The two signals, sampled once per [`WINDOW`] by the storage thread itself:
+//! The two signals, sampled by the storage thread itself at a commit once [`WINDOW`] has
+//! passed since the last sample (after an idle spell, the window spans it: its mostly idle
+//! CPU turns the rule off until the next sample, 50 ms of commits later):
 //!
 //! - the machine's busy share, from `/proc/stat` (every CPU, not this process: the
 //!   processes this node competes with are what matters), with hysteresis: on from
@@ -67,14 +69,18 @@ fn machine_cpu() -> Option<(u64, u64)> {
     parse_cpu_line(stat.lines().next()?)
 }
 
-/// Parses `/proc/stat`'s first line (`cpu user nice system idle iowait irq softirq steal ...`)
-/// into (busy, total) ticks; idle and iowait are not busy.
+/// Parses `/proc/stat`'s first line (`cpu user nice system idle iowait irq softirq steal
+/// guest guest_nice`) into (busy, total) ticks over the first eight fields (guest time is
+/// already counted in user and nice); idle and iowait are not busy.
 fn parse_cpu_line(line: &str) -> Option<(u64, u64)> {
     let mut fields = line.split_whitespace();
     if fields.next()? != "cpu" {
         return None;
     }
-    let ticks: Vec<u64> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    let ticks: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
     if ticks.len() < 4 {
         return None;
     }
@@ -161,6 +167,7 @@ mod tests {
             busy_after(true, Some(0.70)),
             "hysteresis: stays busy above the low mark"
         );
+        assert!(busy_after(true, Some(0.60)), "at the low mark: still busy");
         assert!(!busy_after(true, Some(0.59)));
         assert!(!busy_after(true, None), "an unknown share counts as idle");
     }
@@ -182,6 +189,9 @@ mod tests {
     #[test]
     fn the_cpu_line_is_parsed_into_busy_and_total_ticks() {
         let line = "cpu  100 5 50 800 40 3 2 0 0 0";
+        assert_eq!(parse_cpu_line(line), Some((160, 1000)));
+        // Guest time (the last two fields) is part of user and nice already.
+        let line = "cpu  100 5 50 800 40 3 2 0 60 5";
         assert_eq!(parse_cpu_line(line), Some((160, 1000)));
         assert_eq!(parse_cpu_line("cpu0 1 2 3 4"), None, "a per-CPU line");
         assert_eq!(parse_cpu_line("cpu 1 2 x 4"), None);
