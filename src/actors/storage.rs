@@ -403,6 +403,30 @@ mod tests {
         durable
     }
 
+    /// The default wait among reads.
+    const LINGER_WAIT: Duration = Duration::from_micros(DEFAULT_COMMIT_WAIT_US);
+
+    /// A storage actor on a fresh store whose wait-among-reads signal is forced on, waiting
+    /// `wait` (zero: the rule off).
+    fn storage_waiting_among_reads(
+        wait: Duration,
+    ) -> (tempfile::TempDir, Arc<Stats>, Addr<StorageActor>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        let stats = Arc::new(Stats::default());
+        let storage = StorageActor::new(store, 64, stats.clone())
+            .with_linger_signal(LingerSignal::forced(true))
+            .with_wait_among_reads(wait)
+            .start();
+        (dir, stats, storage)
+    }
+
+    /// Commits that waited among reads so far.
+    fn waits_among_reads(stats: &Stats) -> u64 {
+        let lingers = &stats.metrics.commit_lingers;
+        lingers.with_label_values(&["among_reads"]).get()
+    }
+
     /// Waits (at most 10 s) for a write's answer, which must be "committed".
     async fn answered(rx: oneshot::Receiver<Result<()>>) {
         tokio::time::timeout(Duration::from_secs(10), rx)
@@ -442,19 +466,14 @@ mod tests {
     /// commit holding its record returned.
     #[actix_rt::test]
     async fn commits_that_linger_among_reads_answer_each_writer_after_its_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
-        let stats = Arc::new(Stats::default());
-        let storage = StorageActor::new(store, 64, stats.clone())
-            .with_linger_signal(LingerSignal::forced(true))
-            .start();
-        let lingered = |stats: &Stats| {
-            let lingers = &stats.metrics.commit_lingers;
-            lingers.with_label_values(&["among_reads"]).get()
-        };
+        let (_dir, stats, storage) = storage_waiting_among_reads(LINGER_WAIT);
         answered(persist(&storage, "lone")).await;
         assert_eq!(Stats::get(&stats.records_written), 1);
-        assert_eq!(lingered(&stats), 1, "the lone write's commit waited once");
+        assert_eq!(
+            waits_among_reads(&stats),
+            1,
+            "the lone write's commit waited once"
+        );
         let writers: Vec<_> = (0..50)
             .map(|i| persist(&storage, &format!("k{i:02}")))
             .collect();
@@ -472,7 +491,7 @@ mod tests {
             commits < 51,
             "{commits} commits for 51 records: nothing shared"
         );
-        assert!(lingered(&stats) >= 2);
+        assert!(waits_among_reads(&stats) >= 2);
     }
 
     /// A `Flush` queued for a group that a `Load` of one of its keys committed first finds
@@ -480,16 +499,7 @@ mod tests {
     /// queued itself again).
     #[actix_rt::test]
     async fn a_flush_that_finds_its_group_committed_does_not_wait() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
-        let stats = Arc::new(Stats::default());
-        let storage = StorageActor::new(store, 64, stats.clone())
-            .with_linger_signal(LingerSignal::forced(true))
-            .start();
-        let lingered = |stats: &Stats| {
-            let lingers = &stats.metrics.commit_lingers;
-            lingers.with_label_values(&["among_reads"]).get()
-        };
+        let (_dir, stats, storage) = storage_waiting_among_reads(LINGER_WAIT);
         // Both land in the mailbox before the actor runs: the Load commits the group, then
         // the Flush the Persist queued finds it gone.
         let durable = persist(&storage, "k");
@@ -499,22 +509,15 @@ mod tests {
         let again = storage.send(Load { key: b"k".to_vec() });
         assert_eq!(again.await.unwrap().unwrap(), Some(record(1)));
         assert_eq!(Stats::get(&stats.commits), 1);
-        assert_eq!(lingered(&stats), 0, "a wait with nothing pending");
+        assert_eq!(waits_among_reads(&stats), 0, "a wait with nothing pending");
     }
 
     /// `storage.commit_wait_among_reads_us = 0` turns the rule off, whatever its signal says.
     #[actix_rt::test]
     async fn a_zero_wait_among_reads_never_lingers_for_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
-        let stats = Arc::new(Stats::default());
-        let storage = StorageActor::new(store, 64, stats.clone())
-            .with_linger_signal(LingerSignal::forced(true))
-            .with_wait_among_reads(Duration::ZERO)
-            .start();
+        let (_dir, stats, storage) = storage_waiting_among_reads(Duration::ZERO);
         answered(persist(&storage, "lone")).await;
-        let lingers = &stats.metrics.commit_lingers;
-        assert_eq!(lingers.with_label_values(&["among_reads"]).get(), 0);
+        assert_eq!(waits_among_reads(&stats), 0);
         assert_eq!(Stats::get(&stats.commits), 1);
     }
 
