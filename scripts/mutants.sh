@@ -37,7 +37,11 @@ mutants=(
   'retry-ignores-floors @@ src/paxos/register.rs @@ s/        let refused = match state.floors/        let refused = false \&\& match state.floors/ @@ --lib a_write_applies_once'
   'first-attempt-below-floor-applied @@ src/paxos/register.rs @@ s/            Some(floor) => id.seq <= floor.seq,/            Some(floor) => maybe_applied \&\& id.seq <= floor.seq,/ @@ --lib sim'
   'first-attempt-below-floor-applied-unit @@ src/paxos/register.rs @@ s/            Some(floor) => id.seq <= floor.seq,/            Some(floor) => maybe_applied \&\& id.seq <= floor.seq,/ @@ --lib a_delayed_first_attempt_of_a_write_applied_by_its_retry'
-  'retire-without-handshake @@ src/actors/supervisor.rs @@ s/self.retiring.insert(key, entry);/drop(entry);/ @@ --test serving a_retired_acceptor_is_never_replaced_while_it_still_runs'
+  'retire-without-handshake @@ src/actors/supervisor.rs @@ s/table.retiring.insert(key, entry);/drop(entry);/ @@ --test serving a_retired_acceptor_is_never_replaced_while_it_still_runs'
+  # issue 23: peers' messages delivered to a live key's actor without the supervisor
+  'routes-never-direct @@ src/actors/supervisor.rs @@ s/Arc::new(move |msg| match routes.deliver(msg) {/Arc::new(move |msg| match Some(msg) {/ @@ --test serving a_live_keys_messages_skip_the_supervisor'
+  'routes-take-foreign-frames @@ src/actors/routes.rs @@ s/if !admission::same_cluster(self.view.cluster(), envelope.cluster) {/if false {/ @@ --test membership_changes a_prepare_of_an_older_epoch_or_another_cluster'
+  'routes-vote-while-not-voting @@ src/actors/routes.rs @@ s/\&\& !(self.readiness.is_voting() \&\& self.view.admits_key(\&envelope.key))/\&\& false/ @@ --test membership_who_may_vote a_wiped_node_never_votes'
   # issue 23: thrifty rounds, and a client that skips a silent node until it answers
   'client-never-gives-up-a-silent-connection @@ src/client.rs @@ s/            Some(sent) => return sent.elapsed() >= SILENCE_PING_TIMEOUT,/            Some(sent) => return false \&\& sent.elapsed() >= SILENCE_PING_TIMEOUT,/ @@ --test serving a_node_that_stops_answering'
   'client-never-probes @@ src/client.rs @@ s/        if !self.inner.probing\[node\].swap(true, Ordering::AcqRel) {/        if false \&\& !self.inner.probing[node].swap(true, Ordering::AcqRel) {/ @@ --test serving a_node_that_stops_answering'
@@ -139,7 +143,7 @@ mutants=(
   'pull-from-config-addresses @@ src/actors/membership/installed.rs @@ s/^        self.fetch_and_install(\&others_of(\&m, me)).await$/        self.fetch_and_install(\&[others_of(\&m, me), self.config.addrs().into_iter().map(|a| (0, a)).collect()].concat()).await/ @@ --test transport_tls a_removed_nodes_key_at_its_config_address'
   'member-change-any-certificate @@ src/tls.rs @@ s/            (_, Frame::Request(request)) if request.body.is_member_change() => Err(format!(/            (_, Frame::Request(request)) if false \&\& request.body.is_member_change() => Err(format!(/ @@ --test transport_tls a_membership_change_needs_the_operators'
   'handshakes-per-source-unlimited @@ src/actors/network.rs @@ s/        if \*count >= shared.config.limits.max_handshakes_per_source {/        if false \&\& *count >= shared.config.limits.max_handshakes_per_source {/ @@ --test transport_limits idle_sockets_from_one_host'
-  'inbox-given-back-by-the-supervisor @@ src/actors/supervisor.rs @@ s/^\( *\)inbox,$/\1inbox: None,/ @@ --test transport_limits peer_frames_waiting_for_a_slow_acceptor'
+  'inbox-given-back-on-delivery @@ src/actors/routes.rs @@ s/^\( *\)inbox,$/\1inbox: None,/ @@ --test transport_limits peer_frames_waiting_for_a_slow_acceptor'
   'no-byte-budget @@ src/actors/network.rs @@ s/    let reserved = reserved_for(\&call, request_bytes, \&shared.config);/    let reserved = 0;/ @@ --test transport_byte_budget a_connection_that_never_reads'
   # issue 20: listing (the rule is paxos::listing's, run by the runtime and the simulation)
   'list-trusts-one-copy @@ src/paxos/listing.rs @@ s/QuickRead::Undecided | QuickRead::Impossible => None,/QuickRead::Undecided | QuickRead::Impossible => votes.values().last().map(|v| (v.state.value.clone(), v.state.version)),/ @@ --test listing a_list_through_a_node_that_missed_writes'

@@ -261,7 +261,7 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
             .with_commit_delay(commit_delay)
     });
     let watch = WatchHub::new(id, config.clone(), stats.clone());
-    let (supervisor, outbox, queues, members) = NodeSupervisor::start(
+    let (supervisor, outbox, queues, members, inbound) = NodeSupervisor::start(
         id,
         config.clone(),
         storage.clone(),
@@ -297,7 +297,7 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
     Network::new(
         listener,
         queues,
-        supervisor.clone().recipient(),
+        inbound,
         router,
         calls,
         config.clone(),

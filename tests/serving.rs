@@ -462,6 +462,48 @@ async fn a_retired_acceptor_is_never_replaced_while_it_still_runs() {
     }
 }
 
+/// Once a key's actors are live, its Paxos messages go from the connection (or the node's own
+/// outbox) straight to them (`actors::routes`): the supervisor sees only the requests that
+/// start an acceptor. A hundred operations on one key, through every node, reach the
+/// supervisors fewer than 50 times in all (through them, each would take at least six
+/// messages: three requests and three replies).
+#[tokio::test]
+async fn a_live_keys_messages_skip_the_supervisor() {
+    use paxkv::actors::messages::CountDeliveries;
+    let cluster = TestCluster::start();
+    let delivered = || async {
+        let mut all = 0;
+        for id in 1..=5 {
+            all += cluster
+                .node(id)
+                .supervisor()
+                .send(CountDeliveries)
+                .await
+                .unwrap();
+        }
+        all
+    };
+    let clients: Vec<_> = (1..=5).map(|id| cluster.client_for(id)).collect();
+    // Every node's acceptor (and proposer) of the key starts.
+    for client in &clients {
+        client.put(b"k", b"v0").await.unwrap();
+    }
+    let before = delivered().await;
+    for i in 0..50 {
+        let client = &clients[i % 5];
+        client.put(b"k", format!("v{i}").as_bytes()).await.unwrap();
+        match client.get(b"k").await.unwrap() {
+            Outcome::Get { value, .. } => assert_eq!(value, Some(format!("v{i}").into_bytes())),
+            other => panic!("{other:?}"),
+        }
+    }
+    let through = delivered().await - before;
+    assert!(
+        through < 50,
+        "{through} messages went through the supervisors"
+    );
+}
+
 /// A node that stops answering (paused: its connections stay open and nothing comes back)
 /// is noticed long before the attempt timeout (its connection pings it and gives up), and
 /// costs a client that once, not once per second for as long as it is gone: the client skips

@@ -35,6 +35,10 @@ pub enum Role {
 #[rtype(result = "()")]
 pub struct Deliver(pub Envelope, pub Option<crate::actors::HeldBytes>);
 
+/// Where the network and the outbox hand a [`Deliver`]: the key's live actor, or the
+/// supervisor (`actors::routes`). False when it could not be queued (dropped).
+pub type Inbound = std::sync::Arc<dyn Fn(Deliver) -> bool + Send + Sync>;
+
 /// A client's command for one key, to be run by that key's proposer on this node.
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]
@@ -93,6 +97,13 @@ pub struct CrashActor {
 pub struct InspectAcceptor {
     pub key: Key,
 }
+
+/// Test hook (cargo feature `testing`): how many peers' Paxos messages this node's supervisor
+/// has handled (requests for keys with no live acceptor: the rest skip it, `actors::routes`).
+#[cfg(feature = "testing")]
+#[derive(Debug, actix::Message)]
+#[rtype(result = "u64")]
+pub struct CountDeliveries;
 
 /// Anti-entropy, to the supervisor (which hands each record to the key's live acceptor, or
 /// else to storage): merge peers' records into ours. Answers how many changed.

@@ -35,7 +35,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::actors::calls::CallServer;
 use crate::actors::membership::InstalledMembership;
-use crate::actors::messages::Deliver;
+use crate::actors::messages::{Deliver, Inbound};
 use crate::actors::outbox::PeerQueue;
 use crate::actors::router::Router;
 use crate::actors::{HeldBytes, Stats};
@@ -62,8 +62,9 @@ pub struct Network {
 
 /// What every connection task needs.
 struct Shared {
-    /// Where Paxos messages go: the node supervisor.
-    deliver: Recipient<Deliver>,
+    /// Where Paxos messages go: the key's live actor, or the node supervisor
+    /// (`actors::routes`).
+    deliver: Inbound,
     router: Router,
     calls: CallServer,
     config: Arc<Config>,
@@ -84,7 +85,7 @@ impl Network {
     pub fn new(
         listener: std::net::TcpListener,
         queues: mpsc::UnboundedReceiver<PeerQueue>,
-        deliver: Recipient<Deliver>,
+        deliver: Inbound,
         router: Router,
         calls: CallServer,
         config: Arc<Config>,
@@ -512,11 +513,7 @@ fn deliver_peer_frame(envelope: Envelope, request_bytes: usize, shared: &Shared)
         Stats::add(&shared.stats.peer_frames_dropped, 1);
         return;
     };
-    if shared
-        .deliver
-        .try_send(Deliver(envelope, Some(inbox)))
-        .is_err()
-    {
+    if !(shared.deliver)(Deliver(envelope, Some(inbox))) {
         Stats::add(&shared.stats.peer_frames_dropped, 1);
     }
 }

@@ -18,13 +18,12 @@ use std::sync::RwLock;
 #[cfg(feature = "testing")]
 use std::time::Duration;
 
-use actix::prelude::*;
 use bytes::Bytes;
 #[cfg(feature = "testing")]
 use rand::Rng;
 use tokio::sync::mpsc;
 
-use crate::actors::messages::Deliver;
+use crate::actors::messages::{Deliver, Inbound};
 use crate::actors::{HeldBytes, Stats};
 use crate::config::Config;
 use crate::frame;
@@ -78,7 +77,8 @@ struct OutboxInner {
     new_queues: mpsc::UnboundedSender<PeerQueue>,
     queue_capacity: usize,
     queue_bytes: usize,
-    local: Recipient<Deliver>,
+    /// This node's own messages: to its key's actor, or to the supervisor (`actors::routes`).
+    local: Inbound,
     stats: Arc<Stats>,
     /// Where this node's own announcements go: straight to its watchers (`actors::watch`),
     /// not through the supervisor's mailbox, which sheds load.
@@ -136,7 +136,7 @@ impl Outbox {
     pub fn new(
         me: NodeId,
         config: &Config,
-        local: Recipient<Deliver>,
+        local: Inbound,
         stats: Arc<Stats>,
         local_announcements: LocalAnnouncements,
     ) -> (Outbox, mpsc::UnboundedReceiver<PeerQueue>) {
@@ -421,7 +421,7 @@ impl Outbox {
                 (self.inner.local_announcements)(key, changes);
                 true
             }
-            Outgoing::Local(envelope) => self.inner.local.try_send(Deliver(envelope, None)).is_ok(),
+            Outgoing::Local(envelope) => (self.inner.local)(Deliver(envelope, None)),
             Outgoing::Remote(frame) => {
                 match self.inner.peers.read().expect("peers lock").get(&to) {
                     Some((_, queue)) => {

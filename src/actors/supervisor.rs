@@ -26,27 +26,26 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use rustc_hash::FxHashMap;
 
 use tokio::sync::mpsc;
 
 use crate::actors::acceptor::AcceptorActor;
 use crate::actors::membership::{InstalledMembership, MembershipService};
 use crate::actors::messages::{
-    ActorStopped, Adopt, AdoptRecord, AdoptRecords, ClientCommand, Deliver, FromAcceptor,
-    FromProposer, GetStatus, Retire, Role, SettleKey, Submit,
+    ActorStopped, Adopt, AdoptRecord, AdoptRecords, ClientCommand, Deliver, FromProposer,
+    GetStatus, Inbound, Retire, Role, SettleKey, Submit,
 };
 #[cfg(feature = "testing")]
-use crate::actors::messages::{Crash, CrashActor, Inspect, InspectAcceptor};
+use crate::actors::messages::{CountDeliveries, Crash, CrashActor, Inspect, InspectAcceptor};
 use crate::actors::outbox::{Outbox, PeerQueue};
 use crate::actors::proposer::ProposerActor;
+use crate::actors::routes::{KeyActors, KeyTable, Routes};
 use crate::actors::storage::StorageActor;
 use crate::actors::watch::WatchHub;
 use crate::actors::{Readiness, Stats};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::messages::{Envelope, NodeStatus};
-use crate::paxos::admission;
+use crate::messages::NodeStatus;
 use crate::paxos::proposer::{Proposer, ProposerConfig};
 #[cfg(feature = "testing")]
 use crate::paxos::record::AcceptorRecord;
@@ -67,23 +66,17 @@ pub struct NodeSupervisor {
     stats: Arc<Stats>,
     readiness: Arc<Readiness>,
     members: MembershipService,
-    /// Keys are hashed with FxHash: routing looks a key up for every Paxos message.
-    keys: FxHashMap<Key, KeyActors>,
-    /// Keys retired whose actors have not all stopped yet: no new actor starts for them.
-    retiring: FxHashMap<Key, KeyActors>,
+    /// The key table, which peers' messages are delivered through (`actors::routes`).
+    routes: Arc<Routes>,
+    /// Peers' messages this supervisor handled (for [`CountDeliveries`], in tests).
+    deliveries: u64,
     incarnations: u64,
     seed: u64,
 }
 
-struct KeyActors {
-    proposer: Option<(Addr<ProposerActor>, u64)>,
-    acceptor: Option<(Addr<AcceptorActor>, u64)>,
-    last_used: Instant,
-}
-
 impl NodeSupervisor {
     /// Starts the supervisor on the current arbiter; returns it with the peer queues for the
-    /// network actor.
+    /// network actor, and where the network hands peers' Paxos messages.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         node: NodeId,
@@ -99,13 +92,16 @@ impl NodeSupervisor {
         Outbox,
         mpsc::UnboundedReceiver<PeerQueue>,
         MembershipService,
+        Inbound,
     ) {
         let mut out = None;
         let addr = NodeSupervisor::create(|ctx| {
+            let routes = Arc::new(Routes::new(view.clone(), readiness.clone(), stats.clone()));
+            let inbound = inbound(routes.clone(), ctx.address().recipient());
             let (outbox, queues) = Outbox::new(
                 node,
                 &config,
-                ctx.address().recipient(),
+                inbound.clone(),
                 stats.clone(),
                 Arc::new(move |key, changes| watch.publish(key, changes)),
             );
@@ -128,7 +124,7 @@ impl NodeSupervisor {
                 config.clone(),
                 tls,
             );
-            out = Some((outbox.clone(), queues, members.clone()));
+            out = Some((outbox.clone(), queues, members.clone(), inbound));
             NodeSupervisor {
                 node,
                 config,
@@ -137,46 +133,46 @@ impl NodeSupervisor {
                 stats,
                 readiness,
                 members,
-                keys: FxHashMap::default(),
-                retiring: FxHashMap::default(),
+                routes,
+                deliveries: 0,
                 incarnations: 0,
                 seed: rand::random(),
             }
         });
-        let (outbox, queues, members) = out.expect("created");
-        (addr, outbox, queues, members)
+        let (outbox, queues, members, inbound) = out.expect("created");
+        (addr, outbox, queues, members, inbound)
     }
 
     /// The key's entry, creating it if the live-key limit allows and the key is not still
     /// retiring.
-    fn entry(&mut self, key: &[u8]) -> Option<&mut KeyActors> {
-        if !self.keys.contains_key(key) {
-            if self.retiring.contains_key(key) {
+    fn entry<'t>(&self, table: &'t mut KeyTable, key: &[u8]) -> Option<&'t mut KeyActors> {
+        let now = Instant::now();
+        if !table.keys.contains_key(key) {
+            if table.retiring.contains_key(key) {
                 return None;
             }
-            if self.keys.len() >= self.config.limits.max_live_keys {
-                self.retire_idle(EVICTION_MIN_IDLE, self.keys.len() / 8 + 1);
+            let max = self.config.limits.max_live_keys;
+            if table.keys.len() >= max {
+                retire_idle(table, EVICTION_MIN_IDLE, table.keys.len() / 8 + 1);
             }
-            if self.keys.len() >= self.config.limits.max_live_keys {
+            if table.keys.len() >= max {
                 return None;
             }
-            self.keys.insert(
-                key.to_vec(),
-                KeyActors {
-                    proposer: None,
-                    acceptor: None,
-                    last_used: Instant::now(),
-                },
-            );
+            table.keys.insert(key.to_vec(), KeyActors::new(now));
         }
-        let entry = self.keys.get_mut(key).expect("just ensured");
-        entry.last_used = Instant::now();
+        let entry = table.keys.get_mut(key).expect("just ensured");
+        entry.last_used = now;
         Some(entry)
     }
 
     /// The key's live acceptor, started if there is none (and the live-key limit allows).
-    fn acceptor(&mut self, key: &[u8], ctx: &mut Context<Self>) -> Option<Addr<AcceptorActor>> {
-        let entry = self.entry(key)?;
+    fn acceptor(
+        &mut self,
+        table: &mut KeyTable,
+        key: &[u8],
+        ctx: &mut Context<Self>,
+    ) -> Option<Addr<AcceptorActor>> {
+        let entry = self.entry(table, key)?;
         if let Some((addr, _)) = entry.acceptor.as_ref().filter(|(a, _)| a.connected()) {
             return Some(addr.clone());
         }
@@ -192,14 +188,19 @@ impl NodeSupervisor {
             self.members.clone(),
         );
         let addr = actor.start();
-        let entry = self.keys.get_mut(key).expect("entry() created it");
+        let entry = table.keys.get_mut(key).expect("entry() created it");
         entry.acceptor = Some((addr.clone(), incarnation));
         Some(addr)
     }
 
     /// The key's live proposer, started if there is none (and the live-key limit allows).
-    fn proposer(&mut self, key: &[u8], ctx: &mut Context<Self>) -> Option<Addr<ProposerActor>> {
-        let entry = self.entry(key)?;
+    fn proposer(
+        &mut self,
+        table: &mut KeyTable,
+        key: &[u8],
+        ctx: &mut Context<Self>,
+    ) -> Option<Addr<ProposerActor>> {
+        let entry = self.entry(table, key)?;
         if let Some((addr, _)) = entry.proposer.as_ref().filter(|(a, _)| a.connected()) {
             return Some(addr.clone());
         }
@@ -217,7 +218,7 @@ impl NodeSupervisor {
             self.members.clone(),
         );
         let addr = actor.start();
-        let entry = self.keys.get_mut(key).expect("entry() created it");
+        let entry = table.keys.get_mut(key).expect("entry() created it");
         entry.proposer = Some((addr.clone(), incarnation));
         Some(addr)
     }
@@ -258,47 +259,57 @@ impl NodeSupervisor {
             SmallRng::seed_from_u64(self.seed ^ key_hash(key) ^ incarnation),
         )
     }
+}
 
-    /// Retires up to `at_most` keys idle for at least `min_idle`, longest-idle first (as
-    /// many as `retiring` has room for).
-    fn retire_idle(&mut self, min_idle: Duration, at_most: usize) {
-        self.forget_stopped();
-        let at_most = at_most.min(MAX_RETIRING.saturating_sub(self.retiring.len()));
-        if at_most == 0 {
-            return;
-        }
-        let now = Instant::now();
-        let mut idle: Vec<(Instant, Key)> = self
-            .keys
-            .iter()
-            .filter(|(_, e)| now.duration_since(e.last_used) >= min_idle)
-            .map(|(k, e)| (e.last_used, k.clone()))
-            .collect();
-        idle.sort();
-        for (_, key) in idle.into_iter().take(at_most) {
-            if let Some(entry) = self.keys.remove(&key) {
-                if let Some((p, _)) = &entry.proposer {
-                    p.do_send(Retire);
-                }
-                if let Some((a, _)) = &entry.acceptor {
-                    a.do_send(Retire);
-                }
-                if entry.proposer.is_some() || entry.acceptor.is_some() {
-                    self.retiring.insert(key, entry);
-                }
+/// Retires up to `at_most` keys idle for at least `min_idle`, longest-idle first (as many
+/// as `retiring` has room for). Each key leaves `keys` and is sent `Retire` under the table's
+/// lock (`actors::routes`).
+fn retire_idle(table: &mut KeyTable, min_idle: Duration, at_most: usize) {
+    forget_stopped(table);
+    let at_most = at_most.min(MAX_RETIRING.saturating_sub(table.retiring.len()));
+    if at_most == 0 {
+        return;
+    }
+    let now = Instant::now();
+    let mut idle: Vec<(Instant, Key)> = table
+        .keys
+        .iter()
+        .filter(|(_, e)| now.duration_since(e.last_used) >= min_idle)
+        .map(|(k, e)| (e.last_used, k.clone()))
+        .collect();
+    idle.sort();
+    for (_, key) in idle.into_iter().take(at_most) {
+        if let Some(entry) = table.keys.remove(&key) {
+            if let Some((p, _)) = &entry.proposer {
+                p.do_send(Retire);
+            }
+            if let Some((a, _)) = &entry.acceptor {
+                a.do_send(Retire);
+            }
+            if entry.proposer.is_some() || entry.acceptor.is_some() {
+                table.retiring.insert(key, entry);
             }
         }
     }
+}
 
-    /// Forgets retiring actors that stopped without their notice arriving (the supervisor's
-    /// mailbox was full): a stopped actor's address is no longer connected.
-    fn forget_stopped(&mut self) {
-        self.retiring.retain(|_, e| {
-            e.proposer = e.proposer.take().filter(|(a, _)| a.connected());
-            e.acceptor = e.acceptor.take().filter(|(a, _)| a.connected());
-            e.proposer.is_some() || e.acceptor.is_some()
-        });
-    }
+/// Forgets retiring actors that stopped without their notice arriving (the supervisor's
+/// mailbox was full): a stopped actor's address is no longer connected.
+fn forget_stopped(table: &mut KeyTable) {
+    table.retiring.retain(|_, e| {
+        e.proposer = e.proposer.take().filter(|(a, _)| a.connected());
+        e.acceptor = e.acceptor.take().filter(|(a, _)| a.connected());
+        e.proposer.is_some() || e.acceptor.is_some()
+    });
+}
+
+/// Where peers' Paxos messages (and this node's own) go: straight to the key's live actor
+/// through `routes`, else to the supervisor. False when the supervisor's mailbox is full.
+fn inbound(routes: Arc<Routes>, supervisor: Recipient<Deliver>) -> Inbound {
+    Arc::new(move |msg| match routes.deliver(msg) {
+        None => true,
+        Some(msg) => supervisor.try_send(msg).is_ok(),
+    })
 }
 
 impl Actor for NodeSupervisor {
@@ -307,66 +318,38 @@ impl Actor for NodeSupervisor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(SUPERVISOR_MAILBOX_CAPACITY);
         let idle = Duration::from_millis(self.config.limits.idle_timeout_ms);
-        ctx.run_interval(idle / 4, move |act, _| act.retire_idle(idle, usize::MAX));
+        ctx.run_interval(idle / 4, move |act, _| {
+            retire_idle(&mut act.routes.lock(), idle, usize::MAX)
+        });
     }
 }
 
 impl Handler<Deliver> for NodeSupervisor {
     type Result = ();
 
-    fn handle(&mut self, Deliver(envelope, inbox): Deliver, ctx: &mut Context<Self>) {
-        let Envelope {
-            from,
-            proposer: instance,
-            epoch,
-            cluster,
-            key,
-            body,
-        } = envelope;
-        if !admission::same_cluster(self.members.view.cluster(), cluster) {
-            // Another cluster's node, at an address of this one's (a config of the same
-            // nodes under another token, a reused address): neither its requests nor its
-            // replies count here.
-            Stats::add(&self.stats.foreign_frames, 1);
+    /// A request for a key with no live acceptor (the rest went straight to the key's actor,
+    /// `actors::routes`): starts the acceptor, if the live-key limit allows.
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        self.deliveries += 1;
+        let routes = self.routes.clone();
+        let mut table = routes.lock();
+        // Checked again: the table or the membership may have changed since.
+        let Some(Deliver(envelope, inbox)) = routes.deliver_locked(&mut table, msg) else {
             return;
-        }
-        if body.is_request() && !(self.readiness.is_voting() && self.members.view.admits_key(&key))
-        {
-            // Not voting (not a voter with its own store, generation not confirmed), or its
-            // store not recorded yet and this no membership key: no vote.
-            Stats::add(&self.stats.dropped_not_voting, 1);
+        };
+        let Some(acceptor) = self.acceptor(&mut table, &envelope.key, ctx) else {
+            Stats::add(&self.stats.peer_frames_dropped, 1);
             return;
-        }
-        if body.is_request() {
-            let Some(acceptor) = self.acceptor(&key, ctx) else {
-                Stats::add(&self.stats.peer_frames_dropped, 1);
-                return;
-            };
-            let msg = FromProposer {
-                from,
-                epoch,
-                proposer: instance,
-                msg: body,
-                inbox,
-            };
-            if acceptor.try_send(msg).is_err() {
-                Stats::add(&self.stats.peer_frames_dropped, 1);
-            }
-        } else if let Some(entry) = self.keys.get_mut(&key) {
-            // Replies go to a live proposer only: one that stopped has nobody waiting.
-            if let Some((proposer, _)) = &entry.proposer {
-                entry.last_used = Instant::now();
-                let msg = FromAcceptor {
-                    from,
-                    epoch,
-                    proposer: instance,
-                    msg: body,
-                    inbox,
-                };
-                if proposer.try_send(msg).is_err() {
-                    Stats::add(&self.stats.peer_frames_dropped, 1);
-                }
-            }
+        };
+        let msg = FromProposer {
+            from: envelope.from,
+            epoch: envelope.epoch,
+            proposer: envelope.proposer,
+            msg: envelope.body,
+            inbox,
+        };
+        if acceptor.try_send(msg).is_err() {
+            Stats::add(&self.stats.peer_frames_dropped, 1);
         }
     }
 }
@@ -405,11 +388,13 @@ impl Handler<SettleKey> for NodeSupervisor {
 impl NodeSupervisor {
     /// Hands `submit` to the key's proposer, or answers why it cannot run (nothing ran).
     fn submit(&mut self, key: &[u8], submit: Submit, ctx: &mut Context<Self>) {
-        let Some(proposer) = self.proposer(key, ctx) else {
-            let why = if self.retiring.contains_key(key) {
+        let routes = self.routes.clone();
+        let mut table = routes.lock();
+        let Some(proposer) = self.proposer(&mut table, key, ctx) else {
+            let why = if table.retiring.contains_key(key) {
                 "the key's actors are being retired".to_string()
             } else {
-                format!("{} keys are busy on this node", self.keys.len())
+                format!("{} keys are busy on this node", table.keys.len())
             };
             let _ = submit.reply.send(Err(Error::Busy(why)));
             return;
@@ -440,13 +425,14 @@ impl Handler<Adopt> for NodeSupervisor {
     fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) -> Self::Result {
         let mut to_storage = Vec::new();
         let mut to_actors = Vec::new();
+        let table = self.routes.lock();
         for record in msg.records {
-            if self.retiring.contains_key(&record.key) {
+            if table.retiring.contains_key(&record.key) {
                 // Its acceptor is still stopping and may write its record once more; the
                 // next anti-entropy round merges this one.
                 continue;
             }
-            let live = self
+            let live = table
                 .keys
                 .get(&record.key)
                 .and_then(|e| e.acceptor.as_ref())
@@ -458,6 +444,7 @@ impl Handler<Adopt> for NodeSupervisor {
                 None => to_storage.push(record),
             }
         }
+        drop(table);
         let storage = self.storage.send(AdoptRecords {
             records: to_storage,
         });
@@ -479,7 +466,9 @@ impl Handler<ActorStopped> for NodeSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: ActorStopped, ctx: &mut Context<Self>) {
-        if let Some(entry) = self.retiring.get_mut(&msg.key) {
+        let routes = self.routes.clone();
+        let mut table = routes.lock();
+        if let Some(entry) = table.retiring.get_mut(&msg.key) {
             let slot = match msg.role {
                 Role::Proposer => entry.proposer.as_ref().map(|(_, i)| *i),
                 Role::Acceptor => entry.acceptor.as_ref().map(|(_, i)| *i),
@@ -490,12 +479,12 @@ impl Handler<ActorStopped> for NodeSupervisor {
                     Role::Acceptor => entry.acceptor = None,
                 }
                 if entry.proposer.is_none() && entry.acceptor.is_none() {
-                    self.retiring.remove(&msg.key);
+                    table.retiring.remove(&msg.key);
                 }
                 return;
             }
         }
-        let Some(entry) = self.keys.get_mut(&msg.key) else {
+        let Some(entry) = table.keys.get_mut(&msg.key) else {
             return;
         };
         let slot_matches = match msg.role {
@@ -519,11 +508,11 @@ impl Handler<ActorStopped> for NodeSupervisor {
             match msg.role {
                 Role::Proposer => {
                     Stats::add(&self.stats.proposer_restarts, 1);
-                    self.proposer(&msg.key, ctx);
+                    self.proposer(&mut table, &msg.key, ctx);
                 }
                 Role::Acceptor => {
                     Stats::add(&self.stats.acceptor_restarts, 1);
-                    self.acceptor(&msg.key, ctx);
+                    self.acceptor(&mut table, &msg.key, ctx);
                 }
             }
         }
@@ -535,7 +524,8 @@ impl Handler<CrashActor> for NodeSupervisor {
     type Result = bool;
 
     fn handle(&mut self, msg: CrashActor, _: &mut Context<Self>) -> bool {
-        let Some(entry) = self.keys.get(&msg.key) else {
+        let table = self.routes.lock();
+        let Some(entry) = table.keys.get(&msg.key) else {
             return false;
         };
         match msg.role {
@@ -547,11 +537,22 @@ impl Handler<CrashActor> for NodeSupervisor {
 }
 
 #[cfg(feature = "testing")]
+impl Handler<CountDeliveries> for NodeSupervisor {
+    type Result = u64;
+
+    fn handle(&mut self, _: CountDeliveries, _: &mut Context<Self>) -> u64 {
+        self.deliveries
+    }
+}
+
+#[cfg(feature = "testing")]
 impl Handler<InspectAcceptor> for NodeSupervisor {
     type Result = ResponseFuture<Option<AcceptorRecord>>;
 
     fn handle(&mut self, msg: InspectAcceptor, _: &mut Context<Self>) -> Self::Result {
         let acceptor = self
+            .routes
+            .lock()
             .keys
             .get(&msg.key)
             .and_then(|e| e.acceptor.as_ref())

@@ -1,0 +1,186 @@
+//! The table of a node's live per-key actors, and the delivery of peers' Paxos messages to
+//! them without a stop in the supervisor's mailbox.
+//!
+//! The supervisor owns the table: only it starts, restarts and retires actors. The table
+//! lives behind one lock that both the supervisor and the delivery path take, so that a
+//! message for a key whose actor is live goes from the connection's task (or this node's
+//! outbox) straight to that actor's mailbox. Only a request for a key with no live acceptor
+//! goes on to the supervisor, which starts one. Before this, every message took the
+//! supervisor's mailbox first: one more queued envelope, task wakeup and two key lookups per
+//! message, a tenth of the read path's CPU (BENCHMARKS.md).
+//!
+//! **Why the retirement handshake still holds** (at most one live acceptor per key, see
+//! `actors::supervisor`). Every change of the table, with the `Retire` that goes with it, and
+//! every send to an actor found in the table, happen under the table's lock. So each send
+//! is either before a key's retirement (its message is in the actor's mailbox ahead of
+//! `Retire`, and is handled before the actor stops, as a message the supervisor itself had
+//! passed on before retiring it) or after it (the key is no longer in `keys`: the message
+//! goes to the supervisor, which drops it while the key is `retiring`, or starts a new
+//! incarnation once the old ones told it they stopped). A send never starts an actor, and
+//! never finds a retiring one. Nothing depends on timing: the lock orders the two.
+//!
+//! **What changes for Paxos: order.** A message that needs the supervisor (a request that
+//! starts the key's acceptor) can be overtaken by a later one that finds the acceptor live.
+//! The protocol assumes nothing of order (messages may be reordered, duplicated or lost,
+//! and the simulation does all three); before, the supervisor's mailbox kept a connection's
+//! order, which nothing relied on. The admission checks (cluster, voting, the store
+//! recorded) are the supervisor's, made on the message's way in, and made again by the
+//! supervisor for a message passed on to it.
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use actix::prelude::*;
+use rustc_hash::FxHashMap;
+
+use crate::actors::acceptor::AcceptorActor;
+use crate::actors::membership::InstalledMembership;
+use crate::actors::messages::{Deliver, FromAcceptor, FromProposer};
+use crate::actors::proposer::ProposerActor;
+use crate::actors::{Readiness, Stats};
+use crate::messages::Envelope;
+use crate::paxos::admission;
+use crate::paxos::types::Key;
+
+/// The live actors of one key, with their incarnations.
+pub struct KeyActors {
+    pub proposer: Option<(Addr<ProposerActor>, u64)>,
+    pub acceptor: Option<(Addr<AcceptorActor>, u64)>,
+    pub last_used: Instant,
+}
+
+impl KeyActors {
+    pub fn new(now: Instant) -> KeyActors {
+        KeyActors {
+            proposer: None,
+            acceptor: None,
+            last_used: now,
+        }
+    }
+}
+
+/// The node's keys with actors. Changed only by the supervisor.
+#[derive(Default)]
+pub struct KeyTable {
+    /// Keys are hashed with FxHash: every Paxos message looks its key up.
+    pub keys: FxHashMap<Key, KeyActors>,
+    /// Keys retired whose actors have not all stopped yet: no new actor starts for them.
+    pub retiring: FxHashMap<Key, KeyActors>,
+}
+
+/// The table, shared by the supervisor and the delivery path. Cheap to share (`Arc`).
+pub struct Routes {
+    table: Mutex<KeyTable>,
+    view: Arc<InstalledMembership>,
+    readiness: Arc<Readiness>,
+    stats: Arc<Stats>,
+}
+
+impl Routes {
+    pub fn new(
+        view: Arc<InstalledMembership>,
+        readiness: Arc<Readiness>,
+        stats: Arc<Stats>,
+    ) -> Routes {
+        Routes {
+            table: Mutex::new(KeyTable::default()),
+            view,
+            readiness,
+            stats,
+        }
+    }
+
+    /// The table, locked. Held only for lookups and sends, never across an await; a panic
+    /// while it was held leaves a table that is still consistent (every change is one map
+    /// operation), so a poisoned lock is taken as it is.
+    pub fn lock(&self) -> MutexGuard<'_, KeyTable> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Delivers a Paxos message that arrived for this node to its key's live actor, or drops
+    /// it (counted): refused by admission, a reply with no live proposer, a full mailbox.
+    /// Returns it when it is a request whose key has no live acceptor: only the supervisor
+    /// may start one.
+    pub fn deliver(&self, msg: Deliver) -> Option<Deliver> {
+        self.deliver_locked(&mut self.lock(), msg)
+    }
+
+    /// [`Routes::deliver`], with the table already locked (the supervisor's way).
+    pub fn deliver_locked(&self, table: &mut KeyTable, msg: Deliver) -> Option<Deliver> {
+        let Deliver(envelope, inbox) = msg;
+        if !self.admits(&envelope) {
+            return None;
+        }
+        let Some(entry) = table.keys.get_mut(&envelope.key) else {
+            // Replies go to a live proposer only: one that stopped has nobody waiting.
+            return envelope
+                .body
+                .is_request()
+                .then_some(Deliver(envelope, inbox));
+        };
+        let sent = if envelope.body.is_request() {
+            let Some((acceptor, _)) = entry.acceptor.as_ref().filter(|(a, _)| a.connected()) else {
+                return Some(Deliver(envelope, inbox));
+            };
+            entry.last_used = Instant::now();
+            let Envelope {
+                from,
+                proposer,
+                epoch,
+                body,
+                ..
+            } = envelope;
+            let msg = FromProposer {
+                from,
+                epoch,
+                proposer,
+                msg: body,
+                inbox,
+            };
+            acceptor.try_send(msg).is_ok()
+        } else {
+            let Some((proposer, _)) = &entry.proposer else {
+                return None;
+            };
+            entry.last_used = Instant::now();
+            let Envelope {
+                from,
+                proposer: instance,
+                epoch,
+                body,
+                ..
+            } = envelope;
+            let msg = FromAcceptor {
+                from,
+                epoch,
+                proposer: instance,
+                msg: body,
+                inbox,
+            };
+            proposer.try_send(msg).is_ok()
+        };
+        if !sent {
+            Stats::add(&self.stats.peer_frames_dropped, 1);
+        }
+        None
+    }
+
+    /// Whether this node takes `envelope` at all: from this cluster, and a request only while
+    /// this node votes (a voter with its own store, its generation confirmed) and, until its
+    /// store is recorded, only on the membership key.
+    fn admits(&self, envelope: &Envelope) -> bool {
+        if !admission::same_cluster(self.view.cluster(), envelope.cluster) {
+            // Another cluster's node, at an address of this one's (a config of the same
+            // nodes under another token, a reused address): neither its requests nor its
+            // replies count here.
+            Stats::add(&self.stats.foreign_frames, 1);
+            return false;
+        }
+        if envelope.body.is_request()
+            && !(self.readiness.is_voting() && self.view.admits_key(&envelope.key))
+        {
+            Stats::add(&self.stats.dropped_not_voting, 1);
+            return false;
+        }
+        true
+    }
+}
