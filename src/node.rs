@@ -18,7 +18,7 @@ use crate::actors::network::Network;
 use crate::actors::outbox::Outbox;
 use crate::actors::router::Router;
 use crate::actors::storage::StorageActor;
-use crate::actors::supervisor::NodeSupervisor;
+use crate::actors::supervisor::{self, NodeSupervisor};
 use crate::actors::watch::WatchHub;
 use crate::actors::{Readiness, Stats};
 use crate::config::Config;
@@ -261,7 +261,14 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
             .with_commit_delay(commit_delay)
     });
     let watch = WatchHub::new(id, config.clone(), stats.clone());
-    let (supervisor, outbox, queues, members, inbound) = NodeSupervisor::start(
+    let supervisor::Started {
+        supervisor,
+        outbox,
+        queues,
+        members,
+        inbound,
+        routes,
+    } = NodeSupervisor::start(
         id,
         config.clone(),
         storage.clone(),
@@ -275,8 +282,8 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
     let register = Register::new(supervisor.clone());
     let changes = ChangeExecutor::new(members.clone(), register.clone(), supervisor.clone());
     let router = Router::new(
-        id,
         supervisor.clone(),
+        routes,
         outbox.clone(),
         members.clone(),
         changes,

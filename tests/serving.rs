@@ -463,13 +463,14 @@ async fn a_retired_acceptor_is_never_replaced_while_it_still_runs() {
 }
 
 /// Once a key's actors are live, its Paxos messages go from the connection (or the node's own
-/// outbox) straight to them (`actors::routes`): the supervisor sees only the requests that
-/// start an acceptor. A hundred operations on one key, through every node, reach the
-/// supervisors fewer than 50 times in all (through them, each would take at least six
-/// messages: three requests and three replies).
+/// outbox) straight to them, and clients' commands from the router straight to its proposer
+/// (`actors::routes`): the supervisor sees only what starts an actor. A hundred operations on
+/// one key, through every node, reach the supervisors fewer than 50 times in all (through
+/// them, each operation would take at least seven: its command, three requests and three
+/// replies).
 #[tokio::test]
 async fn a_live_keys_messages_skip_the_supervisor() {
-    use paxkv::actors::messages::CountDeliveries;
+    use paxkv::actors::messages::CountRelayed;
     let cluster = TestCluster::start();
     let delivered = || async {
         let mut all = 0;
@@ -477,7 +478,7 @@ async fn a_live_keys_messages_skip_the_supervisor() {
             all += cluster
                 .node(id)
                 .supervisor()
-                .send(CountDeliveries)
+                .send(CountRelayed)
                 .await
                 .unwrap();
         }

@@ -52,6 +52,15 @@ pub struct ClientCommand {
     pub reply: ReplyTo<Result<Outcome>>,
 }
 
+/// A client's command for a key with no live proposer on this node (the router hands the
+/// rest straight to the key's proposer, `actors::routes`): the supervisor starts one.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct SubmitFor {
+    pub key: Key,
+    pub submit: Submit,
+}
+
 /// Run a full classic round for `key` that changes nothing (an identity write), so that the
 /// key's state is chosen at a classic ballot, never only at the fast one (see
 /// `paxos::proposer`). Answered with the state read once it is, or with the error that
@@ -98,12 +107,13 @@ pub struct InspectAcceptor {
     pub key: Key,
 }
 
-/// Test hook (cargo feature `testing`): how many peers' Paxos messages this node's supervisor
-/// has handled (requests for keys with no live acceptor: the rest skip it, `actors::routes`).
+/// Test hook (cargo feature `testing`): how many peers' Paxos messages and clients' commands
+/// this node's supervisor has handled (those for keys with no live actor to take them: the
+/// rest skip it, `actors::routes`).
 #[cfg(feature = "testing")]
 #[derive(Debug, actix::Message)]
 #[rtype(result = "u64")]
-pub struct CountDeliveries;
+pub struct CountRelayed;
 
 /// Anti-entropy, to the supervisor (which hands each record to the key's live acceptor, or
 /// else to storage): merge peers' records into ours. Answers how many changed.

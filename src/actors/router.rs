@@ -13,8 +13,9 @@ use tokio::sync::oneshot;
 use crate::actors::lease::Leases;
 use crate::actors::list::{ListRequest, Lister};
 use crate::actors::membership::{ChangeExecutor, MembershipService};
-use crate::actors::messages::{ClientCommand, GetStatus};
+use crate::actors::messages::{GetStatus, Submit, SubmitFor};
 use crate::actors::outbox::Outbox;
+use crate::actors::routes::Routes;
 use crate::actors::supervisor::NodeSupervisor;
 use crate::actors::watch::WatchHub;
 use crate::config::Config;
@@ -32,6 +33,8 @@ pub struct Router {
 struct Shared {
     node: NodeId,
     supervisor: Addr<NodeSupervisor>,
+    /// Clients' commands go straight to a live proposer through it (`actors::routes`).
+    routes: Arc<Routes>,
     /// For `SetFaults` (test builds only).
     #[cfg(feature = "testing")]
     outbox: Outbox,
@@ -49,9 +52,9 @@ struct Shared {
 
 impl Router {
     pub fn new(
-        node: NodeId,
         supervisor: Addr<NodeSupervisor>,
-        #[cfg_attr(not(feature = "testing"), allow(unused_variables))] outbox: Outbox,
+        routes: Arc<Routes>,
+        outbox: Outbox,
         members: MembershipService,
         changes: ChangeExecutor,
         lister: Lister,
@@ -60,8 +63,9 @@ impl Router {
         let leases = Leases::new(supervisor.clone(), lister.clone(), members.clone());
         Router {
             inner: Arc::new(Shared {
-                node,
+                node: outbox.me(),
                 supervisor,
+                routes,
                 #[cfg(feature = "testing")]
                 outbox,
                 config: members.config.clone(),
@@ -217,19 +221,22 @@ impl Router {
                         (true, None) => Some(shared.write_ids.mint()),
                     };
                     let (reply, outcome) = oneshot::channel();
-                    let command = ClientCommand {
-                        key,
-                        command,
+                    let submit = Submit {
+                        command: Some(command),
                         write_id,
                         maybe_applied,
+                        deadline: Instant::now() + shared.config.request_timeout(),
                         reply,
                     };
-                    if let Err(e) = shared.supervisor.send(command).await {
-                        // The command never reached a proposer: nothing ran.
-                        return ClientResponse {
-                            id: request.id,
-                            result: Err(Error::Unavailable(format!("node supervisor: {e}"))),
-                        };
+                    // To the key's live proposer; the supervisor starts one if there is none.
+                    if let Some(submit) = shared.routes.submit(&key, submit) {
+                        if let Err(e) = shared.supervisor.send(SubmitFor { key, submit }).await {
+                            // The command never reached a proposer: nothing ran.
+                            return ClientResponse {
+                                id: request.id,
+                                result: Err(Error::Unavailable(format!("node supervisor: {e}"))),
+                            };
+                        }
                     }
                     match outcome.await {
                         Ok(Ok(outcome)) => Ok(Reply::Kv(outcome)),

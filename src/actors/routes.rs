@@ -34,9 +34,10 @@ use rustc_hash::FxHashMap;
 
 use crate::actors::acceptor::AcceptorActor;
 use crate::actors::membership::InstalledMembership;
-use crate::actors::messages::{Deliver, FromAcceptor, FromProposer};
+use crate::actors::messages::{Deliver, FromAcceptor, FromProposer, Submit};
 use crate::actors::proposer::ProposerActor;
 use crate::actors::{Readiness, Stats};
+use crate::error::Error;
 use crate::messages::Envelope;
 use crate::paxos::admission;
 use crate::paxos::types::Key;
@@ -164,6 +165,24 @@ impl Routes {
         None
     }
 
+    /// Hands a client's command to its key's live proposer (or answers why it cannot run,
+    /// [`hand_to_proposer`]). Returns it when the key has no live proposer: only the
+    /// supervisor may start one. The lock orders it with retirement as for [`Routes::deliver`]:
+    /// a command queued before `Retire` is answered by the proposer as it stops (unknown
+    /// outcome for a write in flight, as for any stop).
+    pub fn submit(&self, key: &[u8], submit: Submit) -> Option<Submit> {
+        let mut table = self.lock();
+        let Some(entry) = table.keys.get_mut(key) else {
+            return Some(submit);
+        };
+        let Some((proposer, _)) = entry.proposer.as_ref().filter(|(p, _)| p.connected()) else {
+            return Some(submit);
+        };
+        entry.last_used = Instant::now();
+        hand_to_proposer(proposer, submit);
+        None
+    }
+
     /// Whether this node takes `envelope` at all: from this cluster, and a request only while
     /// this node votes (a voter with its own store, its generation confirmed) and, until its
     /// store is recorded, only on the membership key.
@@ -182,5 +201,23 @@ impl Routes {
             return false;
         }
         true
+    }
+}
+
+/// Queues `submit` for `proposer`, or answers why it cannot run (nothing ran, so it is safe
+/// to refuse): a full mailbox is the key's queue limit.
+pub fn hand_to_proposer(proposer: &Addr<ProposerActor>, submit: Submit) {
+    match proposer.try_send(submit) {
+        Ok(()) => {}
+        Err(SendError::Full(submit)) => {
+            let _ = submit.reply.send(Err(Error::Busy(
+                "too many requests queued for this key".into(),
+            )));
+        }
+        Err(SendError::Closed(submit)) => {
+            let _ = submit.reply.send(Err(Error::Unavailable(
+                "the key's proposer is stopping".into(),
+            )));
+        }
     }
 }

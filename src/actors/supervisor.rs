@@ -33,13 +33,13 @@ use crate::actors::acceptor::AcceptorActor;
 use crate::actors::membership::{InstalledMembership, MembershipService};
 use crate::actors::messages::{
     ActorStopped, Adopt, AdoptRecord, AdoptRecords, ClientCommand, Deliver, FromProposer,
-    GetStatus, Inbound, Retire, Role, SettleKey, Submit,
+    GetStatus, Inbound, Retire, Role, SettleKey, Submit, SubmitFor,
 };
 #[cfg(feature = "testing")]
-use crate::actors::messages::{CountDeliveries, Crash, CrashActor, Inspect, InspectAcceptor};
+use crate::actors::messages::{CountRelayed, Crash, CrashActor, Inspect, InspectAcceptor};
 use crate::actors::outbox::{Outbox, PeerQueue};
 use crate::actors::proposer::ProposerActor;
-use crate::actors::routes::{KeyActors, KeyTable, Routes};
+use crate::actors::routes::{hand_to_proposer, KeyActors, KeyTable, Routes};
 use crate::actors::storage::StorageActor;
 use crate::actors::watch::WatchHub;
 use crate::actors::{Readiness, Stats};
@@ -58,6 +58,19 @@ const EVICTION_MIN_IDLE: Duration = Duration::from_millis(500);
 /// Keys whose actors are stopping, at most.
 pub const MAX_RETIRING: usize = 16_384;
 
+/// A started supervisor, with what the rest of the node needs of it.
+pub struct Started {
+    pub supervisor: Addr<NodeSupervisor>,
+    pub outbox: Outbox,
+    /// The peer queues, for the network actor's writers.
+    pub queues: mpsc::UnboundedReceiver<PeerQueue>,
+    pub members: MembershipService,
+    /// Where the network hands peers' Paxos messages.
+    pub inbound: Inbound,
+    /// The key table, through which the router hands clients' commands to live proposers.
+    pub routes: Arc<Routes>,
+}
+
 pub struct NodeSupervisor {
     node: NodeId,
     config: Arc<Config>,
@@ -68,15 +81,16 @@ pub struct NodeSupervisor {
     members: MembershipService,
     /// The key table, which peers' messages are delivered through (`actors::routes`).
     routes: Arc<Routes>,
-    /// Peers' messages this supervisor handled (for [`CountDeliveries`], in tests).
-    deliveries: u64,
+    /// Peers' messages and clients' commands this supervisor handled (for `CountRelayed`, in
+    /// tests).
+    relayed: u64,
     incarnations: u64,
     seed: u64,
 }
 
 impl NodeSupervisor {
-    /// Starts the supervisor on the current arbiter; returns it with the peer queues for the
-    /// network actor, and where the network hands peers' Paxos messages.
+    /// Starts the supervisor on the current arbiter; returns it with what the rest of the
+    /// node needs of it.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         node: NodeId,
@@ -87,13 +101,7 @@ impl NodeSupervisor {
         view: Arc<InstalledMembership>,
         tls: Option<Arc<crate::tls::Tls>>,
         watch: Arc<WatchHub>,
-    ) -> (
-        Addr<NodeSupervisor>,
-        Outbox,
-        mpsc::UnboundedReceiver<PeerQueue>,
-        MembershipService,
-        Inbound,
-    ) {
+    ) -> Started {
         let mut out = None;
         let addr = NodeSupervisor::create(|ctx| {
             let routes = Arc::new(Routes::new(view.clone(), readiness.clone(), stats.clone()));
@@ -124,7 +132,13 @@ impl NodeSupervisor {
                 config.clone(),
                 tls,
             );
-            out = Some((outbox.clone(), queues, members.clone(), inbound));
+            out = Some((
+                outbox.clone(),
+                queues,
+                members.clone(),
+                inbound,
+                routes.clone(),
+            ));
             NodeSupervisor {
                 node,
                 config,
@@ -134,13 +148,20 @@ impl NodeSupervisor {
                 readiness,
                 members,
                 routes,
-                deliveries: 0,
+                relayed: 0,
                 incarnations: 0,
                 seed: rand::random(),
             }
         });
-        let (outbox, queues, members, inbound) = out.expect("created");
-        (addr, outbox, queues, members, inbound)
+        let (outbox, queues, members, inbound, routes) = out.expect("created");
+        Started {
+            supervisor: addr,
+            outbox,
+            queues,
+            members,
+            inbound,
+            routes,
+        }
     }
 
     /// The key's entry, creating it if the live-key limit allows and the key is not still
@@ -330,7 +351,7 @@ impl Handler<Deliver> for NodeSupervisor {
     /// A request for a key with no live acceptor (the rest went straight to the key's actor,
     /// `actors::routes`): starts the acceptor, if the live-key limit allows.
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        self.deliveries += 1;
+        self.relayed += 1;
         let routes = self.routes.clone();
         let mut table = routes.lock();
         // Checked again: the table or the membership may have changed since.
@@ -399,20 +420,16 @@ impl NodeSupervisor {
             let _ = submit.reply.send(Err(Error::Busy(why)));
             return;
         };
-        // Never run, so safe to refuse: a full mailbox is the key's queue limit.
-        match proposer.try_send(submit) {
-            Ok(()) => {}
-            Err(SendError::Full(submit)) => {
-                let _ = submit.reply.send(Err(Error::Busy(
-                    "too many requests queued for this key".into(),
-                )));
-            }
-            Err(SendError::Closed(submit)) => {
-                let _ = submit.reply.send(Err(Error::Unavailable(
-                    "the key's proposer is stopping".into(),
-                )));
-            }
-        }
+        hand_to_proposer(&proposer, submit);
+    }
+}
+
+impl Handler<SubmitFor> for NodeSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubmitFor, ctx: &mut Context<Self>) {
+        self.relayed += 1;
+        self.submit(&msg.key, msg.submit, ctx);
     }
 }
 
@@ -537,11 +554,11 @@ impl Handler<CrashActor> for NodeSupervisor {
 }
 
 #[cfg(feature = "testing")]
-impl Handler<CountDeliveries> for NodeSupervisor {
+impl Handler<CountRelayed> for NodeSupervisor {
     type Result = u64;
 
-    fn handle(&mut self, _: CountDeliveries, _: &mut Context<Self>) -> u64 {
-        self.deliveries
+    fn handle(&mut self, _: CountRelayed, _: &mut Context<Self>) -> u64 {
+        self.relayed
     }
 }
 
