@@ -18,8 +18,9 @@
 //!  ClientCommand    Adopt,  │ SettleKey     ▼                          │
 //!         ▼                 ▼                                          │
 //!   ┌──────────────────────────────────────────┐                       │
-//!   │ supervisor: key → actors, lazily spawned,│ spawns, routes, restarts crashed
-//!   │ idle ones retired                        │ ones, retires idle ones
+//!   │ supervisor + routes: key → actors, lazily│ spawns, restarts crashed ones,
+//!   │ spawned, idle ones retired               │ retires idle ones; a live key's
+//!   │                                          │ messages skip its mailbox
 //!   └──────┬──────────────────────┬────────────┘                       │
 //!   Submit │ FromAcceptor         │ FromProposer                       │
 //!          ▼                      ▼                                    │

@@ -1,7 +1,8 @@
 //! The node supervisor: owns the per-key actors of one node.
 //!
 //! - Spawns a key's acceptor on the first Paxos request for that key, and its proposer on the
-//!   first client command; routes every message to them.
+//!   first client command. Once they are live, the key's messages and commands go to them
+//!   without passing here (`actors::routes`, whose table this supervisor alone changes).
 //! - Restarts a crashed actor at once: the new incarnation loads the key's record from LMDB
 //!   before it handles anything.
 //! - Retires the actors of a key idle for `limits.idle_timeout_ms`, and keeps at most
