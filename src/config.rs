@@ -174,7 +174,8 @@ pub struct Limits {
     /// their largest possible answer, plus answers not yet written), and on the whole node.
     pub max_connection_bytes: usize,
     pub max_node_bytes: usize,
-    /// Bytes of peers' Paxos frames waiting for the node's supervisor (its mailbox).
+    /// Bytes of peers' Paxos frames waiting in the mailboxes of the node's key actors (and of
+    /// its supervisor, for keys with no live actor).
     pub max_inbox_bytes: usize,
     /// A connection whose answers wait this long to be written (a reader that stopped
     /// reading) is closed.

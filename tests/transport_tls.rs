@@ -79,8 +79,10 @@ async fn assert_closed(mut stream: BoxStream, what: &str) {
     }
 }
 
-/// Every node still holds KEY = blue (version 1), with no promise at the forged ballot, and
-/// a client reads it so.
+/// No node took the forged Accept: no promise at its ballot, no record holding anything but
+/// blue (version 1), and a client reads blue. A record may hold no value yet: an acceptor
+/// outside the write's majority that a later round (a settle, the sweep) has asked but not
+/// yet sent its Accept (seen once in a full CI run).
 async fn assert_unchanged(cluster: &TestCluster, ids: &[NodeId]) {
     for &id in ids {
         let record = cluster
@@ -94,11 +96,11 @@ async fn assert_unchanged(cluster: &TestCluster, ids: &[NodeId]) {
                 record.promised < Ballot::new(999, 3),
                 "node {id} promised the forged ballot: {record:?}"
             );
-            assert_eq!(
-                record.state.value.as_deref(),
-                Some(&b"blue"[..]),
-                "node {id}"
+            assert!(
+                matches!(record.state.value.as_deref(), None | Some(b"blue")),
+                "node {id}: {record:?}"
             );
+            assert!(record.state.version <= 1, "node {id}: {record:?}");
         }
     }
     match cluster.client().get(KEY).await.unwrap() {

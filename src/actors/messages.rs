@@ -107,9 +107,10 @@ pub struct InspectAcceptor {
     pub key: Key,
 }
 
-/// Test hook (cargo feature `testing`): how many peers' Paxos messages and clients' commands
-/// this node's supervisor has handled (those for keys with no live actor to take them: the
-/// rest skip it, `actors::routes`).
+/// Test hook (cargo feature `testing`): how many peers' Paxos messages and clients'
+/// key-value commands this node's supervisor has handled (those for keys with no live actor
+/// to take them: the rest skip it, `actors::routes`). The node's own commands
+/// (`ClientCommand`) are not counted.
 #[cfg(feature = "testing")]
 #[derive(Debug, actix::Message)]
 #[rtype(result = "u64")]

@@ -1,7 +1,8 @@
 //! The network actor, the transport: one TCP listener per node for peers and clients alike,
 //! the writer of each peer link, and length-prefixed postcard frames ([`crate::frame`]) both
 //! ways. It decides nothing about what a frame asks: a decoded frame is validated
-//! ([`Frame::validate`]), then a Paxos message goes to the supervisor, a client request to the
+//! ([`Frame::validate`]), then a Paxos message goes to its key's actor (`actors::routes`; the
+//! supervisor when the key has none), a client request to the
 //! [`Router`], an anti-entropy request to the [`CallServer`].
 //!
 //! - A frame longer than the node's limit (one key, one value and the protocol around them)
@@ -474,7 +475,7 @@ async fn admit(
     None
 }
 
-/// Hands a peer's Paxos frame to the supervisor, or drops it (Paxos treats it as lost and
+/// Hands a peer's Paxos frame to its key's actor (or the supervisor), or drops it (Paxos treats it as lost and
 /// retries): from a node that is no member, or when the inbox's byte budget is spent.
 fn deliver_peer_frame(envelope: Envelope, request_bytes: usize, shared: &Shared) {
     // Only members speak Paxos; a removed node that comes back on its old data is refused
@@ -505,8 +506,9 @@ fn deliver_peer_frame(envelope: Envelope, request_bytes: usize, shared: &Shared)
         }
         return;
     }
-    // The mailboxes a peer's frame waits in (the supervisor's, then its key's actor's) are
-    // bounded in bytes: a frame that does not fit is dropped.
+    // The mailboxes a peer's frame waits in (its key's actor's, and the supervisor's first
+    // when the key has no live actor) are bounded in bytes: a frame that does not fit is
+    // dropped.
     let limit = shared.config.limits.max_inbox_bytes;
     let Some(inbox) = HeldBytes::take(&shared.inbox_bytes, request_bytes, limit) else {
         limited(&shared.stats, "inbox_bytes");

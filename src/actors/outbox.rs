@@ -3,7 +3,8 @@
 //! (`limits.peer_queue_capacity`) and in bytes (`limits.peer_queue_bytes`: a frame carries
 //! up to a whole value), which the peer's writer in `actors::network` drains; a full queue
 //! drops the frame (Paxos treats it as lost and retries). A message to this node itself
-//! skips the network and goes straight to the supervisor. Every message leaves through
+//! skips the network and goes straight to its key's actor (`actors::routes`; to the
+//! supervisor when the key has none). Every message leaves through
 //! [`Outbox::dispatch`], which is also where a [`FaultPlan`] (tests only) drops, duplicates,
 //! delays (and so reorders) messages, or cuts links.
 
@@ -98,7 +99,7 @@ struct OutboxInner {
     faults: RwLock<FaultPlan>,
 }
 
-/// A message on its way out: to this node's own supervisor, or encoded for a peer.
+/// A message on its way out: to this node's own key actors, or encoded for a peer.
 #[derive(Clone)]
 enum Outgoing {
     Local(Envelope),

@@ -2,7 +2,8 @@
 //! new operation is a new `RequestBody` variant (appended at the end, see `messages`) and one
 //! arm of [`Router::serve`]. Key-value commands are checked against the limits, given a write
 //! id if they came without one (the node's own [`WriteIdMint`]), and handed to the key's
-//! proposer through the supervisor; everything else is answered here.
+//! live proposer (`actors::routes`), or to the supervisor, which starts one; everything else
+//! is answered here.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -14,10 +14,16 @@
 //! every send to an actor found in the table, happen under the table's lock. So each send
 //! is either before a key's retirement (its message is in the actor's mailbox ahead of
 //! `Retire`, and is handled before the actor stops, as a message the supervisor itself had
-//! passed on before retiring it) or after it (the key is no longer in `keys`: the message
-//! goes to the supervisor, which drops it while the key is `retiring`, or starts a new
-//! incarnation once the old ones told it they stopped). A send never starts an actor, and
-//! never finds a retiring one. Nothing depends on timing: the lock orders the two.
+//! passed on before retiring it: an actix actor takes nothing from its mailbox once it is
+//! stopping) or after it (the key is no longer in `keys`: a reply is dropped, its proposer
+//! has nobody waiting; a request goes to the supervisor, which drops it while the key is
+//! `retiring`, or starts a new incarnation once the old ones told it they stopped). A send
+//! never starts an actor, and never finds a retiring one. A crashed actor's slot is replaced
+//! only by the supervisor, once the actor's address is no longer connected (its task has
+//! ended). Nothing depends on timing: the lock orders the two. And since the node's actors,
+//! its connections' tasks and its router share one thread, a direct delivery does what the
+//! supervisor would have done had it handled the message at that moment: a schedule the
+//! old design allowed too.
 //!
 //! **What changes for Paxos: order.** A message that needs the supervisor (a request that
 //! starts the key's acceptor) can be overtaken by a later one that finds the acceptor live.
@@ -26,6 +32,15 @@
 //! order, which nothing relied on. The admission checks (cluster, voting, the store
 //! recorded) are the supervisor's, made on the message's way in, and made again by the
 //! supervisor for a message passed on to it.
+//!
+//! **If the supervisor stops** (a panic in its handler), live keys go on serving through the
+//! table while no key can start, retire or restart; before, all of the node's Paxos
+//! traffic stopped with it. Either way the node is degraded until restarted, and neither
+//! way is unsafe: only the supervisor changes the table.
+//!
+//! Only a client's key-value command (`RequestBody::Kv`) takes [`Routes::submit`]; the
+//! node's own commands (leases, listings' read rounds, the membership register) still go
+//! through the supervisor (`supervisor::run_command`): fewer, and off the hot path.
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -90,9 +105,10 @@ impl Routes {
         }
     }
 
-    /// The table, locked. Held only for lookups and sends, never across an await; a panic
-    /// while it was held leaves a table that is still consistent (every change is one map
-    /// operation), so a poisoned lock is taken as it is.
+    /// The table, locked. Held only for lookups, sends and the supervisor's changes, never
+    /// across an await. A poisoned lock is taken as it is: only the supervisor changes the
+    /// table, and a panic in its handler ends the supervisor, so nothing goes on to act on a
+    /// change it left half done.
     pub fn lock(&self) -> MutexGuard<'_, KeyTable> {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -102,15 +118,22 @@ impl Routes {
     /// Returns it when it is a request whose key has no live acceptor: only the supervisor
     /// may start one.
     pub fn deliver(&self, msg: Deliver) -> Option<Deliver> {
-        self.deliver_locked(&mut self.lock(), msg)
+        if !self.admits(&msg.0) {
+            return None;
+        }
+        self.route(&mut self.lock(), msg)
     }
 
     /// [`Routes::deliver`], with the table already locked (the supervisor's way).
     pub fn deliver_locked(&self, table: &mut KeyTable, msg: Deliver) -> Option<Deliver> {
-        let Deliver(envelope, inbox) = msg;
-        if !self.admits(&envelope) {
+        if !self.admits(&msg.0) {
             return None;
         }
+        self.route(table, msg)
+    }
+
+    /// The routing of an admitted message (see [`Routes::deliver`]).
+    fn route(&self, table: &mut KeyTable, Deliver(envelope, inbox): Deliver) -> Option<Deliver> {
         let Some(entry) = table.keys.get_mut(&envelope.key) else {
             // Replies go to a live proposer only: one that stopped has nobody waiting.
             return envelope

@@ -13,8 +13,8 @@
 //!   ballot (the close-fast step of a change).
 //!
 //! What is checked before this, elsewhere: the sender is a member (the network actor), the
-//! node votes and its store is recorded for the key (the supervisor,
-//! `InstalledMembership::admits_key`).
+//! node votes and its store is recorded for the key (the key table's delivery,
+//! `actors::routes`, `InstalledMembership::admits_key`).
 
 use crate::messages::PeerMessage;
 use crate::paxos::types::Ballot;

@@ -92,8 +92,8 @@
 //! of a higher epoch, and were taken over by its member list). So a node refuses, at every
 //! door, what is not of its own identity:
 //! - **Paxos frames**, requests and replies (`Envelope::cluster`,
-//!   `paxos::admission::same_cluster`; the supervisor drops them before any acceptor or
-//!   proposer sees them);
+//!   `paxos::admission::same_cluster`; the delivery of Paxos messages, `actors::routes`, drops
+//!   them before any acceptor or proposer sees them);
 //! - **installs and pulls** ([`Membership::installs_over`]: a store that installed a
 //!   membership serves that cluster for good, whatever the other's epoch; the view, the
 //!   store and the simulation all decide by it);

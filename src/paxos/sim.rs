@@ -1188,7 +1188,7 @@ impl Sim {
             .membership
             .as_ref()
             .is_some_and(|x| x.member(from).is_some());
-        // As the supervisor's gate: a store votes once its start was confirmed, and a
+        // As the runtime's gate (`actors::routes`): a store votes once its start was confirmed, and a
         // store not recorded yet votes on no client key.
         let admitted = !node.dead
             && !node.refused
