@@ -133,7 +133,11 @@ impl Routes {
     }
 
     /// The routing of an admitted message (see [`Routes::deliver`]).
-    fn route(&self, table: &mut KeyTable, Deliver(envelope, inbox): Deliver) -> Option<Deliver> {
+    pub fn route(
+        &self,
+        table: &mut KeyTable,
+        Deliver(envelope, inbox): Deliver,
+    ) -> Option<Deliver> {
         let Some(entry) = table.keys.get_mut(&envelope.key) else {
             // Replies go to a live proposer only: one that stopped has nobody waiting.
             return envelope

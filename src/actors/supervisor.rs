@@ -33,8 +33,8 @@ use tokio::sync::mpsc;
 use crate::actors::acceptor::AcceptorActor;
 use crate::actors::membership::{InstalledMembership, MembershipService};
 use crate::actors::messages::{
-    ActorStopped, Adopt, AdoptRecord, AdoptRecords, ClientCommand, Deliver, FromProposer,
-    GetStatus, Inbound, Retire, Role, SettleKey, Submit, SubmitFor,
+    ActorStopped, Adopt, AdoptRecord, AdoptRecords, ClientCommand, Deliver, GetStatus, Inbound,
+    Retire, Role, SettleKey, Submit, SubmitFor,
 };
 #[cfg(feature = "testing")]
 use crate::actors::messages::{CountRelayed, Crash, CrashActor, Inspect, InspectAcceptor};
@@ -356,21 +356,13 @@ impl Handler<Deliver> for NodeSupervisor {
         let routes = self.routes.clone();
         let mut table = routes.lock();
         // Checked again: the table or the membership may have changed since.
-        let Some(Deliver(envelope, inbox)) = routes.deliver_locked(&mut table, msg) else {
+        let Some(msg) = routes.deliver_locked(&mut table, msg) else {
             return;
         };
-        let Some(acceptor) = self.acceptor(&mut table, &envelope.key, ctx) else {
-            Stats::add(&self.stats.peer_frames_dropped, 1);
-            return;
-        };
-        let msg = FromProposer {
-            from: envelope.from,
-            epoch: envelope.epoch,
-            proposer: envelope.proposer,
-            msg: envelope.body,
-            inbox,
-        };
-        if acceptor.try_send(msg).is_err() {
+        // Once the acceptor is live, the message takes the way every other one takes.
+        if self.acceptor(&mut table, &msg.0.key, ctx).is_none()
+            || routes.route(&mut table, msg).is_some()
+        {
             Stats::add(&self.stats.peer_frames_dropped, 1);
         }
     }
