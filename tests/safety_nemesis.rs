@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use paxkv::actors::messages::{CrashActor, Role};
 use paxkv::messages::{LinkFaults, MemberChangeRequest, RequestBody};
 use paxkv::paxos::types::{Command, NodeId, Outcome};
 use rand::rngs::SmallRng;
@@ -57,9 +58,13 @@ enum Fault {
     /// A new node is being added and dies during its add (the node a change is about); the
     /// add is given up by removing it.
     LoseJoining,
+    /// Per-key actors of the hot keys crashed on running members, one every 20-60 ms while
+    /// the fault is held: each is restarted from its durable record while its key's messages
+    /// keep arriving straight from the connections (`actors::routes`).
+    CrashActors,
 }
 
-const FAULTS: [Fault; 10] = [
+const FAULTS: [Fault; 11] = [
     Fault::MajorityMinority,
     Fault::Bridge,
     Fault::OneWay,
@@ -70,6 +75,7 @@ const FAULTS: [Fault; 10] = [
     Fault::RollbackOne,
     Fault::ReplaceOne,
     Fault::LoseJoining,
+    Fault::CrashActors,
 ];
 
 /// Whether a fault needs a membership change (one runs at a time).
@@ -89,6 +95,8 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
         c.paxos.request_timeout_ms = 1_000;
         c.paxos.phase_timeout_ms = 200;
         c.paxos.sync_interval_ms = 1_000;
+        // Keys idle this long retire, and start again at their next message, during the run.
+        c.limits.idle_timeout_ms = 1_500;
     });
     let history = History::default();
     // A watch of every key beside the workload, checked against its writes at the end.
@@ -258,6 +266,8 @@ struct Nemesis {
     rng: SmallRng,
     deck: Deck<Fault>,
     injected: BTreeMap<Fault, u32>,
+    /// Per-key actors crashed by [`Fault::CrashActors`].
+    actors_crashed: u32,
     /// Copies of stopped nodes' data directories, for later rollbacks.
     copies: PathBuf,
     /// The current members.
@@ -275,6 +285,7 @@ impl Nemesis {
             rng: SmallRng::seed_from_u64(seed),
             deck: Deck::new(&FAULTS),
             injected: BTreeMap::new(),
+            actors_crashed: 0,
             copies,
             members: NODES.to_vec(),
             changing: None,
@@ -297,8 +308,12 @@ impl Nemesis {
         println!("nemesis: {fault:?}, nodes {order:?}");
         let stopped = self.inject(cluster, fault, &order).await;
         // the fault's duration (not a wait for a condition)
-        let hold = self.rng.random_range(500..2_000);
-        tokio::time::sleep(Duration::from_millis(hold)).await;
+        let hold = Duration::from_millis(self.rng.random_range(500..2_000));
+        if fault == Fault::CrashActors {
+            self.crash_actors(cluster, hold).await;
+        } else {
+            tokio::time::sleep(hold).await;
+        }
         for &node in &stopped {
             cluster.restart(node);
         }
@@ -315,6 +330,29 @@ impl Nemesis {
             Fault::ReplaceOne => self.replace(cluster, order[0]).await,
             Fault::LoseJoining => self.lose_joining(cluster).await,
             _ => {}
+        }
+    }
+
+    /// Crashes the acceptor or proposer of a hot key on a running member, again and again
+    /// for `hold`.
+    async fn crash_actors(&mut self, cluster: &TestCluster, hold: Duration) {
+        let until = Instant::now() + hold;
+        while Instant::now() < until {
+            let id = self.members[self.rng.random_range(0..self.members.len())];
+            let key = KEYS[self.rng.random_range(0..KEYS.len())].to_vec();
+            let role = if self.rng.random_bool(0.5) {
+                Role::Acceptor
+            } else {
+                Role::Proposer
+            };
+            if let Some(node) = cluster.running(id) {
+                if let Ok(true) = node.supervisor().send(CrashActor { key, role }).await {
+                    self.actors_crashed += 1;
+                }
+            }
+            // the pace of the crashes (not a wait for a condition)
+            let pause = self.rng.random_range(20..60);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     }
 
@@ -403,7 +441,7 @@ impl Nemesis {
                 cluster.roll_back(order[0], &copy);
                 return vec![order[0]];
             }
-            Fault::ReplaceOne | Fault::LoseJoining => {}
+            Fault::ReplaceOne | Fault::LoseJoining | Fault::CrashActors => {}
         }
         Vec::new()
     }
@@ -508,8 +546,9 @@ impl Nemesis {
             self.finish_change().await;
         }
         println!(
-            "faults injected: {:?}; membership changes completed: {}; members {:?}",
-            self.injected, self.changes_done, self.members
+            "faults injected: {:?} ({} per-key actors crashed); membership changes completed: \
+             {}; members {:?}",
+            self.injected, self.actors_crashed, self.changes_done, self.members
         );
         self.members
     }

@@ -325,6 +325,11 @@ impl TestCluster {
         self.listeners[id as usize - 1] = None;
     }
 
+    /// Node `id`, if it is running.
+    pub fn running(&self, id: NodeId) -> Option<&NodeHandle> {
+        self.nodes.get(id as usize - 1)?.as_ref()
+    }
+
     pub fn node(&self, id: NodeId) -> &NodeHandle {
         self.nodes[id as usize - 1]
             .as_ref()
