@@ -134,6 +134,12 @@ async fn linearizable_under_partitions_message_faults_and_crashes() {
     println!("watch: {changes} changes delivered, {skips} gaps reported");
     assert!(changes > 100, "the watch delivered {changes} changes");
     assert_members_agree_and_hold_every_acknowledged_write(&cluster, &history, &members).await;
+    // No key ever had two live acceptors on one node (each acceptor counts a live copy of
+    // its key when it starts; the count starts again with each run of a node's process).
+    for &node in &members {
+        let status = cluster.status(node).await;
+        assert_eq!(status.duplicate_acceptors, 0, "node {node}: {status:?}");
+    }
 }
 
 /// Six clients on the hot keys (and, 30 % of the time, one of many cooler keys, so that first
