@@ -40,7 +40,7 @@ mutants=(
   'retire-without-handshake @@ src/actors/supervisor.rs @@ s/table.retiring.insert(key, entry);/drop(entry);/ @@ --test serving a_retired_acceptor_is_never_replaced_while_it_still_runs'
   # issue 23: peers' messages delivered to a live key's actor without the supervisor
   'routes-never-direct @@ src/actors/supervisor.rs @@ s/Arc::new(move |msg| match routes.deliver(msg) {/Arc::new(move |msg| match Some(msg) {/ @@ --test serving a_live_keys_messages_skip_the_supervisor'
-  'routes-commands-through-the-supervisor @@ src/actors/router.rs @@ s/if let Some(submit) = shared.routes.submit(\&key, submit) {/if let Some(submit) = Some(submit) {/ @@ --test serving a_live_keys_messages_skip_the_supervisor'
+  'routes-commands-through-the-supervisor @@ src/actors/supervisor.rs @@ s/if let Some(submit) = self.routes.submit(\&key, submit) {/if let Some(submit) = Some(submit) {/ @@ --test serving a_live_keys_messages_skip_the_supervisor'
   'routes-take-foreign-frames @@ src/actors/routes.rs @@ s/if !admission::same_cluster(self.view.cluster(), envelope.cluster) {/if false {/ @@ --test membership_changes a_prepare_of_an_older_epoch_or_another_cluster'
   'routes-vote-while-not-voting @@ src/actors/routes.rs @@ s/\&\& !(self.readiness.is_voting() \&\& self.view.admits_key(\&envelope.key))/\&\& false/ @@ --test membership_who_may_vote a_wiped_node_never_votes'
   # issue 23: thrifty rounds, and a client that skips a silent node until it answers

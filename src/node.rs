@@ -18,7 +18,7 @@ use crate::actors::network::Network;
 use crate::actors::outbox::Outbox;
 use crate::actors::router::Router;
 use crate::actors::storage::StorageActor;
-use crate::actors::supervisor::{self, NodeSupervisor};
+use crate::actors::supervisor::{self, Keys, NodeSupervisor};
 use crate::actors::watch::WatchHub;
 use crate::actors::{Readiness, Stats};
 use crate::config::Config;
@@ -279,15 +279,15 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
         watch.clone(),
     );
     actix_rt::spawn(watch.clone().run(members.clone()));
-    let register = Register::new(supervisor.clone());
+    let keys = Keys::new(supervisor.clone(), routes, &config);
+    let register = Register::new(keys.clone());
     let changes = ChangeExecutor::new(members.clone(), register.clone(), supervisor.clone());
     let router = Router::new(
-        supervisor.clone(),
-        routes,
+        keys.clone(),
         outbox.clone(),
         members.clone(),
         changes,
-        Lister::new(members.clone(), supervisor.clone()),
+        Lister::new(members.clone(), keys),
         watch,
     );
     actix_rt::spawn(router.leases().keep());

@@ -9,12 +9,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use futures_util::StreamExt;
 
 use crate::actors::list::{ListRequest, Lister};
 use crate::actors::membership::MembershipService;
-use crate::actors::supervisor::{run_command, run_command_as, NodeSupervisor};
+use crate::actors::supervisor::{run_command, run_command_as, Keys};
 use crate::error::{Error, Result};
 use crate::messages::LeaseInfo;
 use crate::paxos::lease::{
@@ -47,7 +46,7 @@ pub struct Leases {
 }
 
 struct Shared {
-    supervisor: Addr<NodeSupervisor>,
+    keys: Keys,
     lister: Lister,
     members: MembershipService,
     write_ids: WriteIdMint,
@@ -55,14 +54,10 @@ struct Shared {
 }
 
 impl Leases {
-    pub fn new(
-        supervisor: Addr<NodeSupervisor>,
-        lister: Lister,
-        members: MembershipService,
-    ) -> Leases {
+    pub fn new(keys: Keys, lister: Lister, members: MembershipService) -> Leases {
         Leases {
             inner: Arc::new(Shared {
-                supervisor,
+                keys,
                 lister,
                 members,
                 write_ids: WriteIdMint::new(rand::random()),
@@ -103,13 +98,8 @@ impl Leases {
                 client: id ^ GRANT_CLIENT_SALT,
                 seq: 1,
             };
-            return match run_command(
-                &self.inner.supervisor,
-                lease_key(id),
-                command(),
-                Some(write_id),
-            )
-            .await?
+            return match run_command(&self.inner.keys, lease_key(id), command(), Some(write_id))
+                .await?
             {
                 Outcome::Cas {
                     swapped: true,
@@ -205,11 +195,11 @@ impl Leases {
         let Some((record, _)) = self.read(id).await?.filter(|(r, _)| !r.ended) else {
             return Ok(None);
         };
-        let supervisor = &self.inner.supervisor;
+        let keys = &self.inner.keys;
         let attached: Vec<Result<Option<Vec<u8>>>> =
             futures_util::stream::iter(record.keys.into_iter().map(|k| k.into_vec()))
                 .map(|key| async move {
-                    match run_command(supervisor, key.clone(), Command::Inspect, None).await? {
+                    match run_command(keys, key.clone(), Command::Inspect, None).await? {
                         Outcome::Inspect(found) => {
                             Ok((found.lease == Some(id) && found.value.is_some()).then_some(key))
                         }
@@ -239,10 +229,10 @@ impl Leases {
         write_id: RequestId,
         maybe_applied: bool,
     ) -> Result<Outcome> {
-        let supervisor = &self.inner.supervisor;
+        let keys = &self.inner.keys;
         let max_keys = self.inner.members.config.limits.keys_per_lease() as u32;
         for _ in 0..FENCE_ATTEMPTS {
-            let fence = match run_command(supervisor, key.clone(), Command::Inspect, None).await? {
+            let fence = match run_command(keys, key.clone(), Command::Inspect, None).await? {
                 Outcome::Inspect(found) => found.fence,
                 other => return Err(unexpected(other)),
             };
@@ -278,15 +268,7 @@ impl Leases {
                 fence,
                 retried: maybe_applied,
             }));
-            match run_command_as(
-                supervisor,
-                key.clone(),
-                command,
-                Some(write_id),
-                maybe_applied,
-            )
-            .await?
-            {
+            match run_command_as(keys, key.clone(), command, Some(write_id), maybe_applied).await? {
                 // A lease that listed the key ended since its fence was read: its release
                 // may have come before this write, so the write would outlive the lease.
                 // Again, from the fence.
@@ -322,14 +304,14 @@ impl Leases {
     /// step may be repeated by another node or a later attempt: a release of a released key
     /// deletes nothing.
     async fn drive(&self, mut expiry: Expiry, first: Call) -> Result<()> {
-        let supervisor = &self.inner.supervisor;
+        let keys = &self.inner.keys;
         let write_ids = &self.inner.write_ids;
         let mut calls = vec![first];
         loop {
             let answers: Vec<Result<Outcome>> = futures_util::stream::iter(calls)
                 .map(|(key, command)| async move {
                     let write_id = command.is_write().then(|| write_ids.mint());
-                    run_command(supervisor, key, command, write_id).await
+                    run_command(keys, key, command, write_id).await
                 })
                 .buffer_unordered(RELEASES_IN_FLIGHT)
                 .collect()
@@ -398,7 +380,7 @@ impl Leases {
     /// Runs `command` on lease `id`'s register through this node's proposer.
     async fn run(&self, id: LeaseId, command: Command) -> Result<Outcome> {
         let write_id = command.is_write().then(|| self.inner.write_ids.mint());
-        run_command(&self.inner.supervisor, lease_key(id), command, write_id).await
+        run_command(&self.inner.keys, lease_key(id), command, write_id).await
     }
 
     /// The keeper: scans the lease prefix and expires each lease that stayed at one version

@@ -58,13 +58,12 @@
 
 use std::time::Duration;
 
-use actix::prelude::*;
 use futures_util::stream::{self, StreamExt};
 
 use crate::actors::digest_merge::{KeyMerge, MergedKey};
 use crate::actors::membership::installed::addr_of;
 use crate::actors::membership::MembershipService;
-use crate::actors::supervisor::{run_command, NodeSupervisor};
+use crate::actors::supervisor::{run_command, Keys};
 use crate::client::Client;
 use crate::config::Limits;
 use crate::error::{Error, Result};
@@ -91,7 +90,7 @@ const READ_ROUNDS_IN_FLIGHT: usize = 64;
 #[derive(Clone)]
 pub struct Lister {
     members: MembershipService,
-    supervisor: Addr<NodeSupervisor>,
+    keys: Keys,
 }
 
 /// What a list asks.
@@ -108,11 +107,8 @@ pub struct ListRequest {
 }
 
 impl Lister {
-    pub fn new(members: MembershipService, supervisor: Addr<NodeSupervisor>) -> Lister {
-        Lister {
-            members,
-            supervisor,
-        }
+    pub fn new(members: MembershipService, keys: Keys) -> Lister {
+        Lister { members, keys }
     }
 
     /// One page of the listing (see the module doc).
@@ -193,7 +189,7 @@ impl Lister {
 
     /// A linearizable read of `key` through its proposer: its value and version.
     async fn read_round(&self, key: &Key) -> Result<Versioned> {
-        match run_command(&self.supervisor, key.clone(), Command::Get, None).await? {
+        match run_command(&self.keys, key.clone(), Command::Get, None).await? {
             Outcome::Get { value, version } => Ok((value, version)),
             other => Err(Error::Storage(format!("a read answered {other:?}"))),
         }

@@ -39,21 +39,8 @@ pub struct Deliver(pub Envelope, pub Option<crate::actors::HeldBytes>);
 /// supervisor (`actors::routes`). False when it could not be queued (dropped).
 pub type Inbound = std::sync::Arc<dyn Fn(Deliver) -> bool + Send + Sync>;
 
-/// A client's command for one key, to be run by that key's proposer on this node.
-#[derive(Debug, actix::Message)]
-#[rtype(result = "()")]
-pub struct ClientCommand {
-    pub key: Key,
-    pub command: Command,
-    /// Set for every write (the node assigns one when the client did not).
-    pub write_id: Option<RequestId>,
-    /// See [`crate::messages::RequestBody::Kv`].
-    pub maybe_applied: bool,
-    pub reply: ReplyTo<Result<Outcome>>,
-}
-
-/// A client's command for a key with no live proposer on this node (the router hands the
-/// rest straight to the key's proposer, `actors::routes`): the supervisor starts one.
+/// A command for a key with no live proposer on this node (the rest go straight to the key's
+/// proposer, `actors::routes`, `supervisor::Keys`): the supervisor starts one.
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]
 pub struct SubmitFor {
@@ -107,10 +94,9 @@ pub struct InspectAcceptor {
     pub key: Key,
 }
 
-/// Test hook (cargo feature `testing`): how many peers' Paxos messages and clients'
-/// key-value commands this node's supervisor has handled (those for keys with no live actor
-/// to take them: the rest skip it, `actors::routes`). The node's own commands
-/// (`ClientCommand`) are not counted.
+/// Test hook (cargo feature `testing`): how many peers' Paxos messages and commands this
+/// node's supervisor has handled (those for keys with no live actor to take them: the rest
+/// skip it, `actors::routes`).
 #[cfg(feature = "testing")]
 #[derive(Debug, actix::Message)]
 #[rtype(result = "u64")]

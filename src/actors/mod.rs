@@ -15,7 +15,7 @@
 //!   │ (requests) │  │ CallServer; the   │   │                          │
 //!   └─────┬──────┘  │ AntiEntropy puller│   │                          │
 //!         │         └───────┬───────────┘   │                          │
-//!  ClientCommand    Adopt,  │ SettleKey     ▼                          │
+//!  SubmitFor        Adopt,  │ SettleKey     ▼                          │
 //!         ▼                 ▼                                          │
 //!   ┌──────────────────────────────────────────┐                       │
 //!   │ supervisor + routes: key → actors, lazily│ spawns, restarts crashed ones,

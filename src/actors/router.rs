@@ -8,16 +8,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::actors::lease::Leases;
 use crate::actors::list::{ListRequest, Lister};
 use crate::actors::membership::{ChangeExecutor, MembershipService};
-use crate::actors::messages::{GetStatus, Submit, SubmitFor};
+use crate::actors::messages::GetStatus;
 use crate::actors::outbox::Outbox;
-use crate::actors::routes::Routes;
-use crate::actors::supervisor::NodeSupervisor;
+use crate::actors::supervisor::Keys;
 use crate::actors::watch::WatchHub;
 use crate::config::Config;
 use crate::error::Error;
@@ -33,9 +31,8 @@ pub struct Router {
 
 struct Shared {
     node: NodeId,
-    supervisor: Addr<NodeSupervisor>,
-    /// Clients' commands go straight to a live proposer through it (`actors::routes`).
-    routes: Arc<Routes>,
+    /// The keys' proposers, and the supervisor.
+    keys: Keys,
     /// For `SetFaults` (test builds only).
     #[cfg(feature = "testing")]
     outbox: Outbox,
@@ -53,20 +50,18 @@ struct Shared {
 
 impl Router {
     pub fn new(
-        supervisor: Addr<NodeSupervisor>,
-        routes: Arc<Routes>,
+        keys: Keys,
         outbox: Outbox,
         members: MembershipService,
         changes: ChangeExecutor,
         lister: Lister,
         watch: Arc<WatchHub>,
     ) -> Router {
-        let leases = Leases::new(supervisor.clone(), lister.clone(), members.clone());
+        let leases = Leases::new(keys.clone(), lister.clone(), members.clone());
         Router {
             inner: Arc::new(Shared {
                 node: outbox.me(),
-                supervisor,
-                routes,
+                keys,
                 #[cfg(feature = "testing")]
                 outbox,
                 config: members.config.clone(),
@@ -197,7 +192,7 @@ impl Router {
             RequestBody::MemberChangeFenced { change, epoch } => drive(shared, change, Some(epoch))
                 .await
                 .map(Reply::MemberChanged),
-            RequestBody::Status => match shared.supervisor.send(GetStatus).await {
+            RequestBody::Status => match shared.keys.supervisor().send(GetStatus).await {
                 Ok(status) => Ok(Reply::Status(status)),
                 Err(e) => Err(Error::Unavailable(e.to_string())),
             },
@@ -222,22 +217,16 @@ impl Router {
                         (true, None) => Some(shared.write_ids.mint()),
                     };
                     let (reply, outcome) = oneshot::channel();
-                    let submit = Submit {
-                        command: Some(command),
-                        write_id,
-                        maybe_applied,
-                        deadline: Instant::now() + shared.config.request_timeout(),
-                        reply,
-                    };
-                    // To the key's live proposer; the supervisor starts one if there is none.
-                    if let Some(submit) = shared.routes.submit(&key, submit) {
-                        if let Err(e) = shared.supervisor.send(SubmitFor { key, submit }).await {
-                            // The command never reached a proposer: nothing ran.
-                            return ClientResponse {
-                                id: request.id,
-                                result: Err(Error::Unavailable(format!("node supervisor: {e}"))),
-                            };
-                        }
+                    let submitted =
+                        shared
+                            .keys
+                            .submit(key, command, write_id, maybe_applied, reply);
+                    if let Err(e) = submitted.await {
+                        // The command never reached a proposer: nothing ran.
+                        return ClientResponse {
+                            id: request.id,
+                            result: Err(e),
+                        };
                     }
                     match outcome.await {
                         Ok(Ok(outcome)) => Ok(Reply::Kv(outcome)),

@@ -38,9 +38,10 @@
 //! traffic stopped with it. Either way the node is degraded until restarted, and neither
 //! way is unsafe: only the supervisor changes the table.
 //!
-//! Only a client's key-value command (`RequestBody::Kv`) takes [`Routes::submit`]; the
-//! node's own commands (leases, listings' read rounds, the membership register) still go
-//! through the supervisor (`supervisor::run_command`): fewer, and off the hot path.
+//! Commands take [`Routes::submit`] through `supervisor::Keys`: clients' (the router's) and
+//! the node's own (the membership register, the leases, a list's read rounds). Only the
+//! settles of anti-entropy and membership changes (`SettleKey`) still go through the
+//! supervisor: rare, and off the hot path.
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 

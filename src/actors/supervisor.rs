@@ -33,8 +33,8 @@ use tokio::sync::mpsc;
 use crate::actors::acceptor::AcceptorActor;
 use crate::actors::membership::{InstalledMembership, MembershipService};
 use crate::actors::messages::{
-    ActorStopped, Adopt, AdoptRecord, AdoptRecords, ClientCommand, Deliver, GetStatus, Inbound,
-    Retire, Role, SettleKey, Submit, SubmitFor,
+    ActorStopped, Adopt, AdoptRecord, AdoptRecords, Deliver, GetStatus, Inbound, ReplyTo, Retire,
+    Role, SettleKey, Submit, SubmitFor,
 };
 #[cfg(feature = "testing")]
 use crate::actors::messages::{CountRelayed, Crash, CrashActor, Inspect, InspectAcceptor};
@@ -368,22 +368,6 @@ impl Handler<Deliver> for NodeSupervisor {
     }
 }
 
-impl Handler<ClientCommand> for NodeSupervisor {
-    type Result = ();
-
-    fn handle(&mut self, msg: ClientCommand, ctx: &mut Context<Self>) {
-        let deadline = Instant::now() + self.config.request_timeout();
-        let submit = Submit {
-            command: Some(msg.command),
-            write_id: msg.write_id,
-            maybe_applied: msg.maybe_applied,
-            deadline,
-            reply: msg.reply,
-        };
-        self.submit(&msg.key, submit, ctx);
-    }
-}
-
 impl Handler<SettleKey> for NodeSupervisor {
     type Result = ();
 
@@ -638,22 +622,73 @@ pub fn resident_memory_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs `command` on `key` through this node's `supervisor` (the key's proposer here), as
-/// the node's own request: the membership register, the leases, a list's read rounds.
-/// `write_id` for a write (the caller's mint), none for a read.
+/// The way to the keys' proposers on this node, for what the node runs itself (the membership
+/// register, the leases, a list's read rounds) and for the router: straight to a key's live
+/// proposer (`actors::routes`), else through the supervisor, which starts one. Cheap to clone.
+#[derive(Clone)]
+pub struct Keys {
+    supervisor: Addr<NodeSupervisor>,
+    routes: Arc<Routes>,
+    request_timeout: Duration,
+}
+
+impl Keys {
+    pub fn new(supervisor: Addr<NodeSupervisor>, routes: Arc<Routes>, config: &Config) -> Keys {
+        Keys {
+            supervisor,
+            routes,
+            request_timeout: config.request_timeout(),
+        }
+    }
+
+    pub fn supervisor(&self) -> &Addr<NodeSupervisor> {
+        &self.supervisor
+    }
+
+    /// Hands `command` on `key` to the key's proposer; its outcome comes to `reply`. An error
+    /// here means it never reached a proposer: nothing ran.
+    pub async fn submit(
+        &self,
+        key: Key,
+        command: Command,
+        write_id: Option<RequestId>,
+        maybe_applied: bool,
+        reply: ReplyTo<Result<Outcome>>,
+    ) -> Result<()> {
+        let submit = Submit {
+            command: Some(command),
+            write_id,
+            maybe_applied,
+            deadline: Instant::now() + self.request_timeout,
+            reply,
+        };
+        if let Some(submit) = self.routes.submit(&key, submit) {
+            // No live proposer: the supervisor starts one.
+            self.supervisor
+                .send(SubmitFor { key, submit })
+                .await
+                .map_err(|e| Error::Unavailable(format!("node supervisor: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `command` on `key` through the key's proposer on this node, as the node's own request:
+/// the membership register, the leases, a list's read rounds. `write_id` for a write (the
+/// caller's mint), none for a read.
 pub async fn run_command(
-    supervisor: &Addr<NodeSupervisor>,
+    keys: &Keys,
     key: Key,
     command: Command,
     write_id: Option<RequestId>,
 ) -> Result<Outcome> {
-    run_command_as(supervisor, key, command, write_id, false).await
+    run_command_as(keys, key, command, write_id, false).await
 }
 
 /// [`run_command`] of a client's write: `maybe_applied` as the client said
 /// ([`crate::messages::RequestBody::Kv`]).
 pub async fn run_command_as(
-    supervisor: &Addr<NodeSupervisor>,
+    keys: &Keys,
     key: Key,
     command: Command,
     write_id: Option<RequestId>,
@@ -661,16 +696,8 @@ pub async fn run_command_as(
 ) -> Result<Outcome> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     let write = command.is_write();
-    supervisor
-        .send(ClientCommand {
-            key,
-            command,
-            write_id,
-            maybe_applied,
-            reply,
-        })
-        .await
-        .map_err(|e| Error::Unavailable(format!("node supervisor: {e}")))?;
+    keys.submit(key, command, write_id, maybe_applied, reply)
+        .await?;
     // A proposer that stopped mid-write may have had it chosen; a read changed nothing.
     answer.await.map_err(|_| {
         let why = "the key's proposer stopped".to_string();

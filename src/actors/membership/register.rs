@@ -1,5 +1,5 @@
 //! The membership register: the reserved key [`MEMBERSHIP_KEY`], a CASPaxos register like any
-//! other, read and written (compare-and-set only) through this node's supervisor, so that its
+//! other, read and written (compare-and-set only) through the key's proposer on this node, so that its
 //! rounds are the per-key proposer's and its votes the acceptors' (`paxos::admission` admits a
 //! store not recorded yet to vote on this key alone).
 //!
@@ -9,10 +9,8 @@
 
 use std::sync::Arc;
 
-use actix::prelude::*;
-
 use crate::actors::membership::InstalledMembership;
-use crate::actors::supervisor::{run_command, NodeSupervisor};
+use crate::actors::supervisor::{run_command, Keys};
 use crate::error::{Error, Result};
 use crate::paxos::membership::{Membership, MEMBERSHIP_KEY};
 use crate::paxos::types::{Command, Outcome, WriteIdMint};
@@ -20,14 +18,14 @@ use crate::paxos::types::{Command, Outcome, WriteIdMint};
 /// The membership register, as this node reads and writes it. Cheap to clone.
 #[derive(Clone)]
 pub struct Register {
-    supervisor: Addr<NodeSupervisor>,
+    keys: Keys,
     write_ids: Arc<WriteIdMint>,
 }
 
 impl Register {
-    pub fn new(supervisor: Addr<NodeSupervisor>) -> Register {
+    pub fn new(keys: Keys) -> Register {
         Register {
-            supervisor,
+            keys,
             write_ids: Arc::new(WriteIdMint::new(rand::random())),
         }
     }
@@ -76,6 +74,6 @@ impl Register {
 
     async fn run(&self, command: Command) -> Result<Outcome> {
         let write_id = command.is_write().then(|| self.write_ids.mint());
-        run_command(&self.supervisor, MEMBERSHIP_KEY.to_vec(), command, write_id).await
+        run_command(&self.keys, MEMBERSHIP_KEY.to_vec(), command, write_id).await
     }
 }
