@@ -193,7 +193,7 @@ impl Routes {
         None
     }
 
-    /// Hands a client's command to its key's live proposer (or answers why it cannot run,
+    /// Hands a command to its key's live proposer (or answers why it cannot run,
     /// [`hand_to_proposer`]). Returns it when the key has no live proposer: only the
     /// supervisor may start one. The lock orders it with retirement as for [`Routes::deliver`]:
     /// a command queued before `Retire` is answered by the proposer as it stops (unknown

@@ -68,7 +68,7 @@ pub struct Started {
     pub members: MembershipService,
     /// Where the network hands peers' Paxos messages.
     pub inbound: Inbound,
-    /// The key table, through which the router hands clients' commands to live proposers.
+    /// The key table, through which commands reach live proposers ([`Keys`]).
     pub routes: Arc<Routes>,
 }
 
