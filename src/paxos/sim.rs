@@ -1188,8 +1188,8 @@ impl Sim {
             .membership
             .as_ref()
             .is_some_and(|x| x.member(from).is_some());
-        // As the runtime's gate (`actors::routes`): a store votes once its start was confirmed, and a
-        // store not recorded yet votes on no client key.
+        // As the runtime's gate (`actors::routes`): a store votes once its start was
+        // confirmed, and a store not recorded yet votes on no client key.
         let admitted = !node.dead
             && !node.refused
             && node.intact
