@@ -113,8 +113,9 @@ pub struct Stats {
 }
 
 /// Whether this node's acceptors vote (set and cleared by `actors::membership`: a voter of
-/// its membership, with its own store, its generation confirmed). Read by the delivery of Paxos messages (`actors::routes`, which drops requests while the
-/// node does not vote), by the status report and by peers pulling from this node.
+/// its membership, with its own store, its generation confirmed). Read by the delivery of
+/// Paxos messages (`actors::routes`, which drops requests while the node does not vote), by
+/// the status report and by peers pulling from this node.
 #[derive(Debug, Default)]
 pub struct Readiness {
     voting: AtomicBool,

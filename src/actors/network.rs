@@ -475,8 +475,9 @@ async fn admit(
     None
 }
 
-/// Hands a peer's Paxos frame to its key's actor (or the supervisor), or drops it (Paxos treats it as lost and
-/// retries): from a node that is no member, or when the inbox's byte budget is spent.
+/// Hands a peer's Paxos frame to its key's actor (or the supervisor), or drops it (Paxos
+/// treats it as lost and retries): from a node that is no member, or when the inbox's byte
+/// budget is spent.
 fn deliver_peer_frame(envelope: Envelope, request_bytes: usize, shared: &Shared) {
     // Only members speak Paxos; a removed node that comes back on its old data is refused
     // here (and told by `Stale` once it asks with its old epoch).

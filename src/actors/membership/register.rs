@@ -1,7 +1,7 @@
 //! The membership register: the reserved key [`MEMBERSHIP_KEY`], a CASPaxos register like any
-//! other, read and written (compare-and-set only) through the key's proposer on this node, so that its
-//! rounds are the per-key proposer's and its votes the acceptors' (`paxos::admission` admits a
-//! store not recorded yet to vote on this key alone).
+//! other, read and written (compare-and-set only) through the key's proposer on this node
+//! (`supervisor::Keys`), so that its rounds are the per-key proposer's and its votes the
+//! acceptors' (`paxos::admission` admits a store not recorded yet to vote on this key alone).
 //!
 //! Its writes carry ids of this node's own [`WriteIdMint`], as a client's do: a retried
 //! compare-and-set takes effect once, and the register keeps one de-duplication floor for the
