@@ -8,14 +8,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::oneshot;
-
 use crate::actors::lease::Leases;
 use crate::actors::list::{ListRequest, Lister};
 use crate::actors::membership::{ChangeExecutor, MembershipService};
 use crate::actors::messages::GetStatus;
 use crate::actors::outbox::Outbox;
-use crate::actors::supervisor::Keys;
+use crate::actors::supervisor::{run_command_as, Keys};
 use crate::actors::watch::WatchHub;
 use crate::config::Config;
 use crate::error::Error;
@@ -216,24 +214,11 @@ impl Router {
                         (true, Some(id)) => Some(id),
                         (true, None) => Some(shared.write_ids.mint()),
                     };
-                    let (reply, outcome) = oneshot::channel();
-                    let submitted =
-                        shared
-                            .keys
-                            .submit(key, command, write_id, maybe_applied, reply);
-                    if let Err(e) = submitted.await {
-                        // The command never reached a proposer: nothing ran.
-                        return ClientResponse {
-                            id: request.id,
-                            result: Err(e),
-                        };
-                    }
-                    match outcome.await {
-                        Ok(Ok(outcome)) => Ok(Reply::Kv(outcome)),
-                        Ok(Err(e)) => Err(e),
-                        // Dropped unanswered: the proposer crashed or stopped with it in flight.
-                        Err(_) => Err(Error::Unknown("the key's proposer stopped".into())),
-                    }
+                    // A proposer that stops with it in flight: unknown for a write,
+                    // unavailable for a read (it changed nothing).
+                    run_command_as(&shared.keys, key, command, write_id, maybe_applied)
+                        .await
+                        .map(Reply::Kv)
                 }
             },
         };

@@ -685,7 +685,7 @@ pub async fn run_command(
     run_command_as(keys, key, command, write_id, false).await
 }
 
-/// [`run_command`] of a client's write: `maybe_applied` as the client said
+/// [`run_command`] of a client's command (the router's): `maybe_applied` as the client said
 /// ([`crate::messages::RequestBody::Kv`]).
 pub async fn run_command_as(
     keys: &Keys,
