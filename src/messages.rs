@@ -1033,7 +1033,7 @@ fn record_ok((accepted, state, fast_unknown): (Ballot, &Register, bool)) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paxos::types::{AppliedWrite, ClientFloor};
+    use crate::paxos::types::{ClientFloor, RecentWrites, Remembered, WriteOutcome};
 
     #[test]
     fn ballots_order_by_round_then_node() {
@@ -1058,10 +1058,11 @@ mod tests {
                 state: Register {
                     version: 9,
                     value: Some(vec![1, 2, 3]),
-                    recent: vec![AppliedWrite {
+                    recent: RecentWrites::from_writes(&[Remembered {
                         id: RequestId { client: 1, seq: 2 },
-                        outcome: Outcome::Put { version: 9 },
-                    }],
+                        outcome: WriteOutcome::Put { version: 9 },
+                    }])
+                    .unwrap(),
                     floors: vec![ClientFloor { client: 1, seq: 1 }],
                     floors_overflowed: false,
                     lease: Some(7),

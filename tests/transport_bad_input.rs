@@ -21,7 +21,7 @@ use support::{got, Cluster, TestCluster};
 #[tokio::test]
 async fn a_contradictory_paxos_message_is_dropped_and_counted_and_changes_nothing() {
     use paxkv::messages::{ClientRequest, Envelope, Frame, PeerMessage, RequestBody};
-    use paxkv::paxos::types::{AppliedWrite, Ballot, Register, RequestId};
+    use paxkv::paxos::types::{Ballot, Register, Remembered, RequestId, WriteOutcome};
     let cluster = TestCluster::start();
     let client = cluster.client_for(1);
     client.put(b"k", b"v").await.unwrap();
@@ -55,12 +55,14 @@ async fn a_contradictory_paxos_message_is_dropped_and_counted_and_changes_nothin
         peer(PeerMessage::Accept {
             ballot: Ballot::new(999, 2),
             state: Register {
-                recent: (0..=paxkv::paxos::register::RECENT_WRITES as u64)
-                    .map(|seq| AppliedWrite {
-                        id: RequestId { client: 1, seq },
-                        outcome: Outcome::Put { version: 1 },
-                    })
-                    .collect(),
+                recent: paxkv::paxos::types::RecentWrites::forged(
+                    &(0..=paxkv::paxos::register::RECENT_WRITES as u64)
+                        .map(|seq| Remembered {
+                            id: RequestId { client: 1, seq },
+                            outcome: WriteOutcome::Put { version: 1 },
+                        })
+                        .collect::<Vec<_>>(),
+                ),
                 ..forged
             },
             next: None,

@@ -14,7 +14,7 @@ use paxkv::paxos::acceptor::Acceptor;
 use paxkv::paxos::proposer::{Proposer, ProposerConfig};
 use paxkv::paxos::record::AcceptorRecord;
 use paxkv::paxos::types::{
-    AppliedWrite, Ballot, ClientFloor, Command, Outcome, Register, RequestId,
+    Ballot, ClientFloor, Command, RecentWrites, Register, Remembered, RequestId, WriteOutcome,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -36,9 +36,9 @@ fn ballot() -> impl Strategy<Value = Ballot> {
 }
 
 fn register() -> impl Strategy<Value = Register> {
-    let write = (any::<u64>(), 0u64..4, 0u64..5).prop_map(|(client, seq, version)| AppliedWrite {
+    let write = (any::<u64>(), 0u64..4, 0u64..5).prop_map(|(client, seq, version)| Remembered {
         id: RequestId { client, seq },
-        outcome: Outcome::Put { version },
+        outcome: WriteOutcome::Put { version },
     });
     let floor = (any::<u64>(), any::<u64>()).prop_map(|(client, seq)| ClientFloor { client, seq });
     (
@@ -54,7 +54,8 @@ fn register() -> impl Strategy<Value = Register> {
             |(version, value, recent, floors, floors_overflowed, lease, fence)| Register {
                 version,
                 value,
-                recent,
+                // Past the bound too (up to 139): those frames must be refused.
+                recent: RecentWrites::forged(&recent),
                 floors,
                 floors_overflowed,
                 lease,

@@ -223,7 +223,7 @@ impl Acceptor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paxos::types::{AppliedWrite, Outcome, RequestId, Seen};
+    use crate::paxos::types::{RecentWrites, Remembered, RequestId, Seen, WriteOutcome};
 
     fn b(round: u64, node: u32) -> Ballot {
         Ballot::new(round, node)
@@ -384,10 +384,11 @@ mod tests {
     #[test]
     fn a_read_is_answered_without_remembered_writes_except_at_the_fast_ballot() {
         let mut remembering = state(1, "x");
-        remembering.recent.push(AppliedWrite {
+        remembering.recent = RecentWrites::from_writes(&[Remembered {
             id: RequestId { client: 3, seq: 1 },
-            outcome: Outcome::Put { version: 1 },
-        });
+            outcome: WriteOutcome::Put { version: 1 },
+        }])
+        .unwrap();
         let mut a = Acceptor::default();
         assert!(matches!(
             a.step(PeerMessage::Read { read: 1 }).reply,

@@ -16,6 +16,7 @@ pub mod listing;
 pub mod membership;
 pub mod proposer;
 pub mod quorum;
+pub mod recent;
 pub mod record;
 pub mod register;
 pub mod types;

@@ -535,14 +535,14 @@ fn the_writer_of_a_state_chosen_at_the_fast_ballot_reads_it_from_a_majority() {
 /// lost a fast vote, or fewer than a majority.
 #[test]
 fn a_known_fast_state_counts_only_whole_equal_states_on_a_majority() {
-    let write = |client| crate::paxos::types::AppliedWrite {
+    let write = |client| crate::paxos::types::Remembered {
         id: RequestId { client, seq: 1 },
-        outcome: Outcome::Put { version: 1 },
+        outcome: crate::paxos::types::WriteOutcome::Put { version: 1 },
     };
     let state = |client| Register {
         version: 1,
         value: Some(b"v".to_vec()),
-        recent: vec![write(client)],
+        recent: crate::paxos::types::RecentWrites::from_writes(&[write(client)]).unwrap(),
         ..Register::default()
     };
     let vote = |client, full, fast_unknown| Vote {

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::paxos::types::{Ballot, Register};
+use crate::paxos::types::{AppliedWrite, Ballot, ClientFloor, RecentWrites, Register, Remembered};
 
 /// What an acceptor keeps durable for one key.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -21,12 +21,38 @@ pub struct AcceptorRecord {
     pub fast_unknown: bool,
 }
 
+/// A record as builds from issue 22 to the compact remembered writes (issue 23) wrote it:
+/// the register's remembered writes a `Vec` of [`AppliedWrite`]s, not
+/// [`crate::paxos::recent::RecentWrites`]. Told from the current form by its checksum, not
+/// by trying (`storage::decode`): a record of the current form is checksummed with a salt,
+/// so that no older record can be read as a newer one, nor the other way round. Read, it is
+/// re-encoded: the same writes, remembered in the current form. A store this build wrote
+/// must not be opened by an older build (ARCHITECTURE.md, "Mixed versions").
+#[derive(Deserialize)]
+pub struct AcceptorRecordV2 {
+    promised: Ballot,
+    accepted: Ballot,
+    state: RegisterV2,
+    fast_unknown: bool,
+}
+
+#[derive(Deserialize)]
+struct RegisterV2 {
+    version: u64,
+    #[serde(with = "crate::paxos::types::opt_bytes")]
+    value: Option<Vec<u8>>,
+    recent: Vec<AppliedWrite>,
+    floors: Vec<ClientFloor>,
+    floors_overflowed: bool,
+    lease: Option<u64>,
+    fence: u64,
+}
+
 /// A record as builds before keys could be attached to leases wrote it: the register had no
 /// `lease` and no `fence` (issue 22). Its bytes end one field after the register's, where the
-/// newer form has three, so they never decode as the newer form, which is tried first
-/// (`storage::decode`); read, it is a record whose key is attached to nothing, at fence 0.
-/// Such a store is never written back in the older form: a build that has not this reader
-/// must not open a store this build wrote (README, "Upgrades").
+/// [`AcceptorRecordV2`] form has three, so they never decode as that form, which is tried
+/// first ([`decode_legacy`]); read, it is a record whose key is attached to nothing, at
+/// fence 0.
 #[derive(Deserialize)]
 pub struct AcceptorRecordV1 {
     promised: Ballot,
@@ -40,13 +66,13 @@ struct RegisterV1 {
     version: u64,
     #[serde(with = "crate::paxos::types::opt_bytes")]
     value: Option<Vec<u8>>,
-    recent: Vec<crate::paxos::types::AppliedWrite>,
-    floors: Vec<crate::paxos::types::ClientFloor>,
+    recent: Vec<AppliedWrite>,
+    floors: Vec<ClientFloor>,
     floors_overflowed: bool,
 }
 
-impl From<AcceptorRecordV1> for AcceptorRecord {
-    fn from(v1: AcceptorRecordV1) -> AcceptorRecord {
+impl From<AcceptorRecordV1> for AcceptorRecordV2 {
+    fn from(v1: AcceptorRecordV1) -> AcceptorRecordV2 {
         let RegisterV1 {
             version,
             value,
@@ -54,10 +80,10 @@ impl From<AcceptorRecordV1> for AcceptorRecord {
             floors,
             floors_overflowed,
         } = v1.state;
-        AcceptorRecord {
+        AcceptorRecordV2 {
             promised: v1.promised,
             accepted: v1.accepted,
-            state: Register {
+            state: RegisterV2 {
                 version,
                 value,
                 recent,
@@ -69,6 +95,60 @@ impl From<AcceptorRecordV1> for AcceptorRecord {
             fast_unknown: v1.fast_unknown,
         }
     }
+}
+
+impl TryFrom<AcceptorRecordV2> for AcceptorRecord {
+    type Error = String;
+
+    fn try_from(v2: AcceptorRecordV2) -> Result<AcceptorRecord, String> {
+        let RegisterV2 {
+            version,
+            value,
+            recent,
+            floors,
+            floors_overflowed,
+            lease,
+            fence,
+        } = v2.state;
+        Ok(AcceptorRecord {
+            promised: v2.promised,
+            accepted: v2.accepted,
+            state: Register {
+                version,
+                value,
+                recent: RecentWrites::from_writes(&remembered(&recent)?)?,
+                floors,
+                floors_overflowed,
+                lease,
+                fence,
+            },
+            fast_unknown: v2.fast_unknown,
+        })
+    }
+}
+
+/// Writes remembered in the older form, in the current one; a read's outcome (which no
+/// build ever remembered) makes the record corrupt.
+fn remembered(writes: &[AppliedWrite]) -> Result<Vec<Remembered>, String> {
+    writes
+        .iter()
+        .map(|w| match w.outcome.as_write() {
+            Some(outcome) => Ok(Remembered { id: w.id, outcome }),
+            None => Err(format!("a remembered write with outcome {:?}", w.outcome)),
+        })
+        .collect()
+}
+
+/// A record body written by an older build: the [`AcceptorRecordV2`] form, else the
+/// [`AcceptorRecordV1`] form.
+pub fn decode_legacy(body: &[u8]) -> Result<AcceptorRecord, String> {
+    let v2 = match postcard::from_bytes::<AcceptorRecordV2>(body) {
+        Ok(v2) => v2,
+        Err(e) => postcard::from_bytes::<AcceptorRecordV1>(body)
+            .map(AcceptorRecordV2::from)
+            .map_err(|_| e.to_string())?,
+    };
+    AcceptorRecord::try_from(v2)
 }
 
 impl AcceptorRecord {
@@ -162,9 +242,11 @@ mod tests {
             postcard::from_bytes::<AcceptorRecord>(&bytes).is_err(),
             "the older form never reads as the newer"
         );
-        let read: AcceptorRecord = postcard::from_bytes::<AcceptorRecordV1>(&bytes)
-            .unwrap()
-            .into();
+        assert!(
+            postcard::from_bytes::<AcceptorRecordV2>(&bytes).is_err(),
+            "nor as the form before the newer"
+        );
+        let read = decode_legacy(&bytes).unwrap();
         assert_eq!(read.state.version, 7);
         assert_eq!(read.state.value.as_deref(), Some(&b"v"[..]));
         assert!(read.state.floors_overflowed);

@@ -50,19 +50,16 @@
 //! clock-ordered value for all clients, so one client's fast clock refused everyone).
 
 use crate::paxos::lease;
-use crate::paxos::types::{AppliedWrite, ClientFloor, Command, Outcome, Register, RequestId};
+use crate::paxos::types::{ClientFloor, Command, Outcome, Register, Remembered, RequestId};
 use crate::paxos::types::{Inspected, LeasedWrite};
 
-/// How many applied writes a register remembers for de-duplication
-/// ([`REMEMBERED_WRITES`]) is at most this: the bound a record or a frame is checked
-/// against, which records written by older builds (which kept 128) meet, and the most
-/// commands one round applies (`paxos.max_batch`).
-pub const RECENT_WRITES: usize = 128;
+pub use crate::paxos::recent::RECENT_WRITES;
 
 /// How many applied writes a register keeps for de-duplication: the default
 /// `paxos.max_batch`, so that a default round's writes are all remembered. The memory goes
 /// into every record, every Accept and every log entry: at 128, a key written more than
-/// 128 times cost 1.75x the CPU per put of a fresh one (BENCHMARKS.md, issue 23). A retry
+/// 128 times cost 1.75x the CPU per put of a fresh one (BENCHMARKS.md, issue 23), and at 32
+/// still about 1.45x, until they were held in one compact encoding (`paxos::recent`). A retry
 /// that comes after more of the key's writes than this is refused as "too late" (it may
 /// have taken effect), never applied twice: fewer remembered writes cost only retries of
 /// busy keys their exact outcome. A state remembering more (an older build's) sheds the
@@ -87,8 +84,8 @@ pub fn apply(
     maybe_applied: bool,
 ) -> Result<Outcome, TooLate> {
     if let (true, Some(id)) = (command.is_write(), id) {
-        if let Some(seen) = state.recent.iter().find(|w| w.id == id) {
-            return Ok(seen.outcome.clone());
+        if let Some(outcome) = state.recent.find(id) {
+            return Ok(outcome.into());
         }
         let refused = match state.floors.iter().find(|f| f.client == id.client) {
             Some(floor) => id.seq <= floor.seq,
@@ -204,15 +201,16 @@ pub fn apply(
     if state.version != version_before || matches!(command, Command::Release { .. }) {
         state.fence += 1;
     }
-    if let Some(id) = id {
-        while state.recent.len() >= REMEMBERED_WRITES {
-            let forgotten = state.recent.remove(0).id;
-            raise_floor(state, forgotten);
+    // Only a write is remembered (a read changed nothing; reads carry no id anyway).
+    if let (true, Some(id), Some(done)) = (command.is_write(), id, outcome.as_write()) {
+        let mut forgotten = Vec::new();
+        let write = Remembered { id, outcome: done };
+        state
+            .recent
+            .remember(write, REMEMBERED_WRITES, |id| forgotten.push(id));
+        for id in forgotten {
+            raise_floor(state, id);
         }
-        state.recent.push(AppliedWrite {
-            id,
-            outcome: outcome.clone(),
-        });
     }
     Ok(outcome)
 }
@@ -377,7 +375,7 @@ mod tests {
             Ok(Outcome::Put { version: 1 })
         );
         // Proposed again after it was taken and forgotten: its fence moved.
-        s.recent.clear();
+        s.recent = Default::default();
         assert_eq!(
             super::apply(&mut s, &once, fresh(3), true),
             Ok(Outcome::Fenced { fence: 1 })
@@ -595,13 +593,15 @@ mod tests {
     #[test]
     fn a_state_remembering_more_writes_sheds_them_on_its_next_write_and_refuses_their_retries() {
         let mut s = Register::default();
+        let mut older = Vec::new();
         for seq in 0..RECENT_WRITES as u64 {
             s.version += 1;
-            s.recent.push(AppliedWrite {
+            older.push(Remembered {
                 id: RequestId { client: 7, seq },
-                outcome: Outcome::Put { version: seq + 1 },
+                outcome: crate::paxos::types::WriteOutcome::Put { version: seq + 1 },
             });
         }
+        s.recent = crate::paxos::types::RecentWrites::from_writes(&older).unwrap();
         let before = s.version;
         let next = RECENT_WRITES as u64;
         assert_eq!(

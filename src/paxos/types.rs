@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::paxos::recent::{RecentWrites, Remembered, RequestId, WriteOutcome};
+
 /// A node's identity in the cluster configuration. Unique, never zero.
 pub type NodeId = u32;
 
@@ -58,20 +60,9 @@ impl fmt::Display for Ballot {
     }
 }
 
-/// Identifies one client write across retries: a retried write carries the same id, and a
-/// register remembers the outcomes of its last writes by id, so a write whose reply was lost
-/// never takes effect twice. No clock is involved: a client's ids are ordered by its own
-/// sequence only, and one client's ids are never compared with another's (see
-/// [`Register::floors`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct RequestId {
-    /// Chosen at random by each client process (64 bits: two clients never share one).
-    pub client: u64,
-    /// Increases with every write of that client.
-    pub seq: u64,
-}
-
-/// A write remembered by a register, so that a retry of it answers the first outcome.
+/// A write remembered by a register, in the form builds before the compact encoding
+/// ([`crate::paxos::recent`]) kept and wrote it: read from their records only
+/// (`paxos::record::AcceptorRecordV2`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedWrite {
     pub id: RequestId,
@@ -95,8 +86,9 @@ pub struct Register {
     #[serde(with = "opt_bytes")]
     pub value: Option<Vec<u8>>,
     /// The most recent writes applied to this register, oldest first, at most
-    /// [`crate::paxos::register::RECENT_WRITES`] of them.
-    pub recent: Vec<AppliedWrite>,
+    /// [`crate::paxos::register::RECENT_WRITES`] of them, in their compact encoding
+    /// ([`crate::paxos::recent`]).
+    pub recent: RecentWrites,
     /// Per client, the highest sequence of a write this register applied and forgot
     /// (least recently raised first, at most [`crate::paxos::register::CLIENT_FLOORS`]). A
     /// write that may have been applied before, is not in `recent` and is at or below its
@@ -119,8 +111,9 @@ pub struct Register {
 }
 
 /// What a read sees of a register: all of it but the writes it remembers for
-/// de-duplication (`recent`, `floors`), which make up most of a busy key's state (about
-/// 600 bytes after 32 writes, against a 100-byte value) and which no read needs. An
+/// de-duplication (`recent`, `floors`), which can make up most of a busy key's state (32
+/// writes take about 100 bytes in their compact encoding, `paxos::recent`, and 480 took
+/// before it, against a 100-byte value) and which no read needs. An
 /// acceptor answers a read with this (`PeerMessage::ReadReply`), never a proposer's Accept:
 /// a state without its remembered writes, accepted, would apply a retried write twice
 /// (`paxos::proposer`, "Reads that carry no remembered writes").
@@ -273,6 +266,30 @@ pub enum Outcome {
     /// last writes (`AppliedWrite`, up to 128 in a record of an older build), and the other
     /// variants fit in 32 bytes.
     Inspect(Box<Inspected>),
+}
+
+impl Outcome {
+    /// A write's outcome in the form a register remembers it; `None` for a read's.
+    pub fn as_write(&self) -> Option<WriteOutcome> {
+        Some(match *self {
+            Outcome::Put { version } => WriteOutcome::Put { version },
+            Outcome::Delete { deleted, version } => WriteOutcome::Delete { deleted, version },
+            Outcome::Cas { swapped, version } => WriteOutcome::Cas { swapped, version },
+            Outcome::Fenced { fence } => WriteOutcome::Fenced { fence },
+            Outcome::Get { .. } | Outcome::Inspect(_) => return None,
+        })
+    }
+}
+
+impl From<WriteOutcome> for Outcome {
+    fn from(w: WriteOutcome) -> Outcome {
+        match w {
+            WriteOutcome::Put { version } => Outcome::Put { version },
+            WriteOutcome::Delete { deleted, version } => Outcome::Delete { deleted, version },
+            WriteOutcome::Cas { swapped, version } => Outcome::Cas { swapped, version },
+            WriteOutcome::Fenced { fence } => Outcome::Fenced { fence },
+        }
+    }
 }
 
 /// [`Command::LeasedWrite`]'s fields.

@@ -38,7 +38,7 @@ use heed::{Database, Env, EnvFlags, EnvOpenOptions};
 use crate::error::{Error, Result};
 use crate::paxos::identity::{self, SeenStore};
 use crate::paxos::membership::Membership;
-use crate::paxos::record::{AcceptorRecord, AcceptorRecordV1};
+use crate::paxos::record::{self, AcceptorRecord};
 use crate::paxos::types::{Key, NodeId};
 
 /// Database names, in one place.
@@ -93,6 +93,12 @@ mod meta_key {
 }
 
 const CRC_BYTES: usize = 4;
+
+/// XORed into the CRC of every record this build writes: it tells a record of the current
+/// form from one an older build wrote (its CRC is plain), exactly, as the two checksums of
+/// one body always differ (`record::AcceptorRecordV2`). Postcard's bytes say nothing of their
+/// type, and an older record could otherwise be read as a newer one.
+const FORMAT_SALT: u32 = 0x5EC2_3A11;
 
 pub struct Store {
     env: Env,
@@ -601,7 +607,7 @@ fn encode(record: &AcceptorRecord, buf: &mut Vec<u8>) -> Result<()> {
         .map_err(|e| Error::Storage(format!("refusing to write a broken record: {e}")))?;
     buf.clear();
     postcard::to_io(record, &mut *buf).map_err(|e| Error::Storage(e.to_string()))?;
-    let crc = crc32fast::hash(buf);
+    let crc = crc32fast::hash(buf) ^ FORMAT_SALT;
     buf.extend_from_slice(&crc.to_le_bytes());
     Ok(())
 }
@@ -630,15 +636,15 @@ fn decode(key: &[u8], bytes: &[u8]) -> Result<AcceptorRecord> {
         return Err(corrupt("too short".into()));
     }
     let (body, crc) = bytes.split_at(bytes.len() - CRC_BYTES);
-    if crc32fast::hash(body).to_le_bytes() != crc {
+    let crc = u32::from_le_bytes(crc.try_into().expect("CRC_BYTES"));
+    let computed = crc32fast::hash(body);
+    let record: AcceptorRecord = if crc == computed ^ FORMAT_SALT {
+        postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?
+    } else if crc == computed {
+        // Written by a build before the compact remembered writes (`record::decode_legacy`).
+        record::decode_legacy(body).map_err(corrupt)?
+    } else {
         return Err(corrupt("checksum mismatch".into()));
-    }
-    let record: AcceptorRecord = match postcard::from_bytes(body) {
-        Ok(record) => record,
-        // Written by a build before issue 22 (`AcceptorRecordV1`).
-        Err(e) => postcard::from_bytes::<AcceptorRecordV1>(body)
-            .map(AcceptorRecord::from)
-            .map_err(|_| corrupt(e.to_string()))?,
     };
     record.check().map_err(corrupt)?;
     Ok(record)
@@ -787,6 +793,111 @@ pub(crate) mod tests {
         wtxn.commit().unwrap();
         let err = store.load(b"k").unwrap_err().to_string();
         assert!(err.contains("checksum mismatch"), "{err}");
+    }
+
+    /// A record an older build wrote (remembered writes as a list, plain checksum) reads
+    /// back with the same writes, in the log and after a merge; one of the current form is
+    /// told from it by its salted checksum alone: the same body under the other checksum is
+    /// read as the other form or refused, never silently mixed up.
+    #[test]
+    fn a_record_of_the_form_before_the_compact_writes_reads_back_with_the_same_writes() {
+        use crate::paxos::types::{AppliedWrite, Outcome, RecentWrites, Remembered, RequestId};
+        #[derive(serde::Serialize)]
+        struct OldRegister<'a> {
+            version: u64,
+            #[serde(with = "crate::paxos::types::opt_bytes")]
+            value: Option<Vec<u8>>,
+            recent: &'a [AppliedWrite],
+            floors: &'a [crate::paxos::types::ClientFloor],
+            floors_overflowed: bool,
+            lease: Option<u64>,
+            fence: u64,
+        }
+        #[derive(serde::Serialize)]
+        struct Old<'a> {
+            promised: Ballot,
+            accepted: Ballot,
+            state: OldRegister<'a>,
+            fast_unknown: bool,
+        }
+        let writes: Vec<AppliedWrite> = (1..=40)
+            .map(|seq| AppliedWrite {
+                // A client's random 64-bit id, a sequence well into a long run.
+                id: RequestId {
+                    client: 0x9e37_79b9_7f4a_7c15,
+                    seq: 1_000_000 + 7 * seq,
+                },
+                outcome: Outcome::Put { version: seq },
+            })
+            .collect();
+        let b = Ballot::new(41, 2);
+        let old = Old {
+            promised: b,
+            accepted: b,
+            state: OldRegister {
+                version: 40,
+                value: Some(b"v".to_vec()),
+                recent: &writes,
+                floors: &[],
+                floors_overflowed: false,
+                lease: Some(3),
+                fence: 40,
+            },
+            fast_unknown: false,
+        };
+        let mut body = postcard::to_allocvec(&old).unwrap();
+        body.extend_from_slice(&crc32fast::hash(&body[..]).to_le_bytes());
+        let expected = AcceptorRecord {
+            promised: b,
+            accepted: b,
+            state: Register {
+                version: 40,
+                value: Some(b"v".to_vec()),
+                recent: RecentWrites::from_writes(
+                    &writes
+                        .iter()
+                        .map(|w| Remembered {
+                            id: w.id,
+                            outcome: w.outcome.as_write().unwrap(),
+                        })
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap(),
+                lease: Some(3),
+                fence: 40,
+                ..Register::default()
+            },
+            fast_unknown: false,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        let mut wtxn = store.env.write_txn().unwrap();
+        store.acceptors.put(&mut wtxn, b"old", &body).unwrap();
+        wtxn.commit().unwrap();
+        assert_eq!(store.load(b"old").unwrap(), Some(expected.clone()));
+        // Written again by this build: the current form, read back the same.
+        store.write(&[(b"old".as_slice(), &expected)]).unwrap();
+        store.merge().unwrap();
+        assert_eq!(store.load(b"old").unwrap(), Some(expected.clone()));
+        let mut current = Vec::new();
+        encode(&expected, &mut current).unwrap();
+        assert!(
+            current.len() < body.len() / 2,
+            "{} against {}",
+            current.len(),
+            body.len()
+        );
+        // Each body under the other form's checksum: not read as this record.
+        let n = current.len() - CRC_BYTES;
+        let plain = crc32fast::hash(&current[..n]).to_le_bytes();
+        current[n..].copy_from_slice(&plain);
+        let m = body.len() - CRC_BYTES;
+        let salted = (crc32fast::hash(&body[..m]) ^ FORMAT_SALT).to_le_bytes();
+        body[m..].copy_from_slice(&salted);
+        for (key, bytes) in [(b"a", &current), (b"b", &body)] {
+            let read = decode(key, bytes);
+            assert!(read.as_ref().map_or(true, |r| *r != expected), "{read:?}");
+        }
     }
 
     #[test]
