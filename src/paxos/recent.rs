@@ -10,9 +10,11 @@
 //! and every hop serialized,
 //! parsed, cloned and dropped them one field at a time: a put on a key written 30 times
 //! cost 1.45x the CPU of a put on a key remembering one write (BENCHMARKS.md, issue 23,
-//! "the remembered writes in one compact encoding"). Here they are one byte string of
-//! about 3-4 bytes a write, which a hop copies whole; only [`crate::paxos::register::apply`]
-//! reads them entry by entry, once per write applied.
+//! "the remembered writes in one compact encoding"). Here they are one byte string, which a
+//! hop copies whole; only [`crate::paxos::register::apply`] reads it entry by entry, once
+//! per write applied. It takes about 3 bytes a write when one or a few clients write the key;
+//! each further client costs its 64-bit id once (about 13-15 bytes), so a key written by
+//! as many clients as it remembers writes takes nearly what the list took.
 //!
 //! **Encoding.** The writes, oldest first, each as:
 //! - `head`, a varint: `kind + KINDS * client`, where `kind` names the outcome (`Put`,
@@ -25,8 +27,9 @@
 //! - the outcome's number (the version, or a `Fenced` outcome's fence): a zigzag varint of
 //!   its difference from the previous entry's number (0 before the first; wrapping).
 //!
-//! **Canonical.** Decoding accepts exactly what [`RecentWrites::from_writes`] produces and
-//! nothing else: a varint must be minimal, a client named before must be referred to (not
+//! **Canonical.** Decoding accepts exactly what the encoder (`RecentWrites::encode`, behind
+//! [`RecentWrites::from_writes`]) produces for some list of up to 255 writes, and nothing
+//! else: a varint must be minimal, a client named before must be referred to (not
 //! named again), a reference must name a client named before, and nothing may follow the
 //! last entry. So two registers remember the same writes if and only if they hold the same
 //! bytes, and comparing states
@@ -41,9 +44,10 @@ use std::fmt;
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
-/// How many applied writes a register may remember: the bound a record or a frame is
-/// checked against, which records written by older builds (which kept 128) meet, and the
-/// most commands one round applies (`paxos.max_batch`). How many it keeps is
+/// How many applied writes a register may remember: the bound a peer's frame or record is
+/// checked against (`messages::check_state`; a record read from this node's disk is only
+/// held to 255, `MAX_DECODED`), which records written by older builds (which kept 128)
+/// meet, and the most commands one round applies (`paxos.max_batch`). How many it keeps is
 /// [`REMEMBERED_WRITES`](crate::paxos::register::REMEMBERED_WRITES).
 pub const RECENT_WRITES: usize = 128;
 

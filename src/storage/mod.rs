@@ -1,8 +1,10 @@
 //! LMDB through heed, behind a small interface: the acceptors' durable records, one per key,
 //! and the node's identity.
 //!
-//! - Every record is encoded with postcard and followed by a CRC32 of those bytes; a record is
-//!   checked before it is written and again when it is read back ([`AcceptorRecord::check`]).
+//! - Every record is encoded with postcard and followed by a CRC32 of those bytes, XORed
+//!   with [`FORMAT_SALT`] (a plain CRC32 marks a record an older build wrote, read in its
+//!   form: `record::decode_legacy`); a record is checked before it is written and again
+//!   when it is read back ([`AcceptorRecord::check`]).
 //! - [`Store::write`] writes a batch of records in one transaction; its commit is the fsync
 //!   that makes them durable (LMDB's default flags: no `NO_SYNC`, `NO_META_SYNC` or
 //!   `MAP_ASYNC`, which [`Store::is_fully_durable`] asserts).
@@ -796,7 +798,8 @@ pub(crate) mod tests {
     }
 
     /// A record an older build wrote (remembered writes as a list, plain checksum) reads
-    /// back with the same writes, in the log and after a merge; one of the current form is
+    /// back with the same writes: merged, and from the log replayed on open; one of the
+    /// previous form again (no lease, no fence) too. One of the current form is
     /// told from it by its salted checksum alone: the same body under the other checksum is
     /// read as the other form or refused, never silently mixed up.
     #[test]
@@ -875,6 +878,16 @@ pub(crate) mod tests {
         store.acceptors.put(&mut wtxn, b"old", &body).unwrap();
         wtxn.commit().unwrap();
         assert_eq!(store.load(b"old").unwrap(), Some(expected.clone()));
+        // An older build's log entry, not merged before it stopped: replayed on open.
+        let mut entry = vec![0, 6];
+        entry.extend_from_slice(b"in-log");
+        entry.extend_from_slice(&body);
+        let mut wtxn = store.env.write_txn().unwrap();
+        store.log.put(&mut wtxn, &0, &entry).unwrap();
+        wtxn.commit().unwrap();
+        drop(store);
+        let mut store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        assert_eq!(store.load(b"in-log").unwrap(), Some(expected.clone()));
         // Written again by this build: the current form, read back the same.
         store.write(&[(b"old".as_slice(), &expected)]).unwrap();
         store.merge().unwrap();
@@ -887,6 +900,33 @@ pub(crate) mod tests {
             current.len(),
             body.len()
         );
+        // The form before that (no lease, no fence): the same writes, attached to nothing.
+        #[derive(serde::Serialize)]
+        struct V1Register<'a> {
+            version: u64,
+            #[serde(with = "crate::paxos::types::opt_bytes")]
+            value: Option<Vec<u8>>,
+            recent: &'a [AppliedWrite],
+            floors: &'a [crate::paxos::types::ClientFloor],
+            floors_overflowed: bool,
+        }
+        let v1 = (
+            b,
+            b,
+            V1Register {
+                version: 40,
+                value: Some(b"v".to_vec()),
+                recent: &writes,
+                floors: &[],
+                floors_overflowed: false,
+            },
+            false,
+        );
+        let mut v1 = postcard::to_allocvec(&v1).unwrap();
+        v1.extend_from_slice(&crc32fast::hash(&v1[..]).to_le_bytes());
+        let mut unattached = expected.clone();
+        (unattached.state.lease, unattached.state.fence) = (None, 0);
+        assert_eq!(decode(b"v1", &v1).unwrap(), unattached);
         // Each body under the other form's checksum: not read as this record.
         let n = current.len() - CRC_BYTES;
         let plain = crc32fast::hash(&current[..n]).to_le_bytes();
