@@ -873,7 +873,7 @@ pub(crate) mod tests {
             fast_unknown: false,
         };
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
         let mut wtxn = store.env.write_txn().unwrap();
         store.acceptors.put(&mut wtxn, b"old", &body).unwrap();
         wtxn.commit().unwrap();
