@@ -37,6 +37,7 @@ mutants=(
   'recent-writes-forget-their-outcomes @@ src/paxos/recent.rs @@ s/self.iter().find(|w| w.id == id).map(|w| w.outcome)/self.iter().find(|w| w.id == id).map(|_| WriteOutcome::Put { version: 0 })/ @@ --lib paxos::register'
   'recent-client-named-twice-accepted @@ src/paxos/recent.rs @@ s/if clients.contains(\&id) {/if false {/ @@ --lib paxos::recent'
   'recent-long-varint-accepted @@ src/paxos/recent.rs @@ s/if i > 0 \&\& b == 0 {/if false {/ @@ --lib paxos::recent'
+  'recent-version-not-a-difference-sim @@ src/paxos/recent.rs @@ s/put_varint(\&mut bytes, zigzag(number.wrapping_sub(last_number)));/put_varint(\&mut bytes, zigzag(number));/ @@ --lib sim'
   'record-checksum-unsalted @@ src/storage/mod.rs @@ s/let crc = crc32fast::hash(buf) ^ FORMAT_SALT;/let crc = crc32fast::hash(buf);/ @@ --lib storage::'
   'retry-ignores-floors @@ src/paxos/register.rs @@ s/        let refused = match state.floors/        let refused = false \&\& match state.floors/ @@ --lib a_write_applies_once'
   'first-attempt-below-floor-applied @@ src/paxos/register.rs @@ s/            Some(floor) => id.seq <= floor.seq,/            Some(floor) => maybe_applied \&\& id.seq <= floor.seq,/ @@ --lib sim'

@@ -199,6 +199,19 @@ enum Payload {
     },
 }
 
+/// A Paxos message as a peer receives it: encoded and decoded with postcard, as the network
+/// does (`frame::encode`, `frame::decode`), so that the simulation runs the wire form of
+/// every message it delivers (a register's remembered writes are one compact string,
+/// decoded with its checks: `paxos::recent`). A message that does not come back equal is a
+/// bug in an encoding, and fails the run.
+fn over_the_wire(msg: PeerMessage) -> PeerMessage {
+    let bytes = postcard::to_allocvec(&msg).expect("a message encodes");
+    let back: PeerMessage = postcard::from_bytes(&bytes)
+        .unwrap_or_else(|e| panic!("a message does not decode ({e}): {msg:?}"));
+    assert_eq!(back, msg, "a message changed on the wire");
+    back
+}
+
 struct InFlight {
     from: NodeId,
     to: NodeId,
@@ -1042,7 +1055,7 @@ impl Sim {
                 }
                 return None;
             }
-            Payload::Paxos(msg) => msg,
+            Payload::Paxos(msg) => over_the_wire(msg),
         };
         if !admission::same_cluster(self.nodes[&m.to].cluster(), m.cluster) {
             *self.faults.entry("foreign refused").or_default() += 1;
