@@ -126,11 +126,6 @@ impl RecentWrites {
         self.iter().collect()
     }
 
-    /// The outcome of write `id`, if it is remembered.
-    pub fn find(&self, id: RequestId) -> Option<WriteOutcome> {
-        self.iter().find(|w| w.id == id).map(|w| w.outcome)
-    }
-
     /// Encodes `writes` (oldest first). Refused: more than [`RECENT_WRITES`] of them.
     pub fn from_writes(writes: &[Remembered]) -> Result<RecentWrites, String> {
         if writes.len() > RECENT_WRITES {
@@ -173,25 +168,6 @@ impl RecentWrites {
             bytes,
             len: writes.len() as u8,
         }
-    }
-
-    /// Appends `write`, first forgetting the oldest writes until fewer than `keep` remain
-    /// (`keep` within 1..=[`RECENT_WRITES`]); `forgotten` is called with each forgotten
-    /// write's id, oldest first.
-    pub fn remember(
-        &mut self,
-        write: Remembered,
-        keep: usize,
-        mut forgotten: impl FnMut(RequestId),
-    ) {
-        let keep = keep.clamp(1, RECENT_WRITES);
-        let mut writes = self.to_vec();
-        let drop = (writes.len() + 1).saturating_sub(keep);
-        for w in writes.drain(..drop) {
-            forgotten(w.id);
-        }
-        writes.push(write);
-        *self = RecentWrites::encode(&writes);
     }
 }
 
@@ -418,25 +394,6 @@ mod tests {
             .collect();
         let vec_form = postcard::to_allocvec(&vec_form).unwrap().len();
         assert!(recent.encoded_len() * 4 < vec_form, "{vec_form}");
-    }
-
-    #[test]
-    fn remembering_forgets_the_oldest_first() {
-        let mut recent = RecentWrites::default();
-        let mut gone = Vec::new();
-        for seq in 1..=5 {
-            recent.remember(w(7, seq, WriteOutcome::Put { version: seq }), 3, |id| {
-                gone.push(id.seq)
-            });
-        }
-        assert_eq!(gone, vec![1, 2]);
-        let kept: Vec<u64> = recent.iter().map(|w| w.id.seq).collect();
-        assert_eq!(kept, vec![3, 4, 5]);
-        assert_eq!(
-            recent.find(RequestId { client: 7, seq: 4 }),
-            Some(WriteOutcome::Put { version: 4 })
-        );
-        assert_eq!(recent.find(RequestId { client: 7, seq: 1 }), None);
     }
 
     #[test]

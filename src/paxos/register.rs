@@ -50,7 +50,8 @@
 //! clock-ordered value for all clients, so one client's fast clock refused everyone).
 
 use crate::paxos::lease;
-use crate::paxos::types::{ClientFloor, Command, Outcome, Register, Remembered, RequestId};
+use crate::paxos::types::RequestId;
+use crate::paxos::types::{ClientFloor, Command, Outcome, RecentWrites, Register, Remembered};
 use crate::paxos::types::{Inspected, LeasedWrite};
 
 pub use crate::paxos::recent::RECENT_WRITES;
@@ -83,10 +84,14 @@ pub fn apply(
     id: Option<RequestId>,
     maybe_applied: bool,
 ) -> Result<Outcome, TooLate> {
+    // A write's remembered writes, decoded once: looked up here, one more remembered below.
+    let mut remembered = None;
     if let (true, Some(id)) = (command.is_write(), id) {
-        if let Some(outcome) = state.recent.find(id) {
-            return Ok(outcome.into());
+        let writes = state.recent.to_vec();
+        if let Some(seen) = writes.iter().find(|w| w.id == id) {
+            return Ok(seen.outcome.into());
         }
+        remembered = Some(writes);
         let refused = match state.floors.iter().find(|f| f.client == id.client) {
             Some(floor) => id.seq <= floor.seq,
             None => maybe_applied && state.floors_overflowed,
@@ -201,16 +206,16 @@ pub fn apply(
     if state.version != version_before || matches!(command, Command::Release { .. }) {
         state.fence += 1;
     }
-    // Only a write is remembered (a read changed nothing; reads carry no id anyway).
-    if let (true, Some(id), Some(done)) = (command.is_write(), id, outcome.as_write()) {
-        let mut forgotten = Vec::new();
-        let write = Remembered { id, outcome: done };
-        state
-            .recent
-            .remember(write, REMEMBERED_WRITES, |id| forgotten.push(id));
-        for id in forgotten {
-            raise_floor(state, id);
+    // Only a write is remembered (a read changed nothing, and carries no id).
+    if let (Some(mut writes), Some(id), Some(done)) = (remembered, id, outcome.as_write()) {
+        // Forget the oldest (raising their clients' floors) to make room: a state of an
+        // older build may remember more than REMEMBERED_WRITES.
+        let forgotten = (writes.len() + 1).saturating_sub(REMEMBERED_WRITES);
+        for w in writes.drain(..forgotten) {
+            raise_floor(state, w.id);
         }
+        writes.push(Remembered { id, outcome: done });
+        state.recent = RecentWrites::from_writes(&writes).expect("at most REMEMBERED_WRITES");
     }
     Ok(outcome)
 }
