@@ -582,6 +582,9 @@ pub struct NodeStatus {
     /// (`paxkv bench`). Appended last, as every field added since: an older reader stops
     /// before it.
     pub cpu_us: u64,
+    /// Proposers woken by their own timer since the node started (`Stats`): rounds that
+    /// needed one (slower than `read_grace` or a phase timeout), not requests.
+    pub proposer_timer_wakeups: u64,
 }
 
 /// Everything one connection carries, in either direction. A connection from a peer carries

@@ -505,6 +505,41 @@ async fn a_live_keys_messages_skip_the_supervisor() {
     );
 }
 
+/// A proposer whose round finished in time leaves no timer armed: nothing wakes it later.
+/// Before, every round armed one for `read_grace` after it started and left it when it
+/// finished, so nearly every get and put woke its proposer once more, for nothing.
+///
+/// The check waits three times `read_grace` after the gets: it looks for wakeups that must
+/// not come, and a timer left armed would have fired by then (it is due `read_grace` after
+/// its round began). Rounds slower than `read_grace` (a loaded machine) do wake their
+/// proposer, legitimately, so the bound is half the gets, not zero; the old behaviour woke
+/// one per get.
+#[tokio::test]
+async fn a_round_that_finishes_in_time_leaves_its_proposer_no_timer() {
+    const GRACE_MS: u64 = 20;
+    let cluster = TestCluster::start_with(|c| c.paxos.read_grace_ms = GRACE_MS);
+    let client = cluster.client_for(1);
+    let wakeups = || async {
+        let mut all = 0;
+        for id in 1..=5 {
+            all += cluster.status(id).await.proposer_timer_wakeups;
+        }
+        all
+    };
+    const GETS: u64 = 100;
+    let before = wakeups().await;
+    for i in 0..GETS {
+        // Distinct keys: every get is its key's only round, on a proposer of its own.
+        client.get(format!("quiet-{i}").as_bytes()).await.unwrap();
+    }
+    tokio::time::sleep(3 * Duration::from_millis(GRACE_MS)).await;
+    let woken = wakeups().await - before;
+    assert!(
+        woken < GETS / 2,
+        "{woken} proposer timer wakeups for {GETS} gets that each finished in one round"
+    );
+}
+
 /// A node that stops answering (paused: its connections stay open and nothing comes back)
 /// is noticed long before the attempt timeout (its connection pings it and gives up), and
 /// costs a client that once, not once per second for as long as it is gone: the client skips

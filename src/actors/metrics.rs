@@ -107,6 +107,7 @@ impl Sources {
             ("paxkv_announcements_received_total", "Announcements of chosen changes received from proposers", get(&s.announcements_received)),
             ("paxkv_watchers_cut_total", "Watches ended because their client read slower than their keys changed", get(&s.watchers_cut)),
             ("paxkv_watch_changes_sent_total", "Changes sent to watchers", get(&s.watch_changes_sent)),
+            ("paxkv_proposer_timer_wakeups_total", "Proposers woken by their own timer: rounds slower than read_grace or a phase timeout, backoffs, deadlines", get(&s.proposer_timer_wakeups)),
         ];
         for (name, help, value) in counters {
             counter(registry, name, help, value);

@@ -106,6 +106,10 @@ pub struct Stats {
     pub watchers: AtomicU64,
     pub watchers_cut: AtomicU64,
     pub watch_changes_sent: AtomicU64,
+    /// Proposers woken by their own timer (`actors::proposer`): a round slower than
+    /// `read_grace` or a phase timeout, a backoff's end, a deadline. A round that finishes in
+    /// time leaves no timer armed, so this counts rounds that needed one, not requests.
+    pub proposer_timer_wakeups: AtomicU64,
     /// Histograms and labelled counters, for `GET /metrics` (`crate::metrics`).
     pub metrics: crate::metrics::NodeMetrics,
     /// The keys with a live acceptor, and how many: more than one is a broken invariant.

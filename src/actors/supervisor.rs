@@ -593,6 +593,7 @@ impl Handler<GetStatus> for NodeSupervisor {
             requests,
             request_buckets,
             cpu_us: process_cpu_us(),
+            proposer_timer_wakeups: Stats::get(&s.proposer_timer_wakeups),
         })
     }
 }
