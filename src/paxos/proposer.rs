@@ -668,6 +668,26 @@ impl Proposer {
     }
 
     fn enqueue(&mut self, now: Instant, ask: Ask, out: &mut Vec<Effect>) {
+        // No membership installed on this node (epoch 0: a node added but not installed
+        // yet, or one whose first start has not found its cluster): every peer's network
+        // refuses a Paxos frame of epoch 0 as malformed (`Envelope::validate`), so a round
+        // could only wait out its deadline while each of its frames counts as a bad frame
+        // on every peer. Answered at once, with nothing sent ("unavailable": it did not
+        // happen), so that the client asks another node now. The simulation holds every
+        // message it delivers to those checks (`sim::over_the_wire`): it found this.
+        if self.cfg.epoch == 0 {
+            if let Some(token) = ask.token {
+                out.push(Effect::Reply(
+                    token,
+                    Err(Error::Unavailable(
+                        "this node has no membership installed yet (joining, or not started): \
+                         ask another node"
+                            .into(),
+                    )),
+                ));
+            }
+            return;
+        }
         if self.queue.len() >= self.cfg.max_queue {
             if let Some(token) = ask.token {
                 out.push(Effect::Reply(

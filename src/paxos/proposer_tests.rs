@@ -1212,3 +1212,38 @@ fn an_acceptor_heard_from_lately_is_not_suspected_for_one_late_answer() {
     s.current(t0 + quiet + Suspects::FOR, &mut now);
     assert!(now.is_empty());
 }
+
+/// A node with no membership installed (epoch 0) answers every command and settle at once,
+/// unavailable, and sends nothing: every peer refuses a Paxos frame of epoch 0
+/// (`Envelope::validate`), so a round could only wait out its deadline. Once a membership
+/// is installed the same proposer serves.
+#[test]
+fn a_proposer_with_no_membership_installed_answers_unavailable_at_once_and_sends_nothing() {
+    let now = Instant::now();
+    let mut p = Proposer::new(
+        ProposerConfig {
+            epoch: 0,
+            ..config(1)
+        },
+        SmallRng::seed_from_u64(1),
+    );
+    let out = submit(&mut p, now, 1, put("v"), id(1));
+    assert!(
+        matches!(&out[..], [Effect::Reply(1, Err(Error::Unavailable(_)))]),
+        "{out:?}"
+    );
+    let mut out = Vec::new();
+    p.settle(now, 2, now + Duration::from_secs(1), &mut out);
+    assert!(
+        matches!(&out[..], [Effect::Reply(2, Err(Error::Unavailable(_)))]),
+        "{out:?}"
+    );
+    assert_eq!(p.next_wakeup(), None, "nothing queued");
+    p.reconfigure(now, NODES.to_vec(), vec![], 1, false);
+    let out = submit(&mut p, now, 3, put("v"), id(3));
+    assert!(
+        out.iter()
+            .any(|e| matches!(e, Effect::Broadcast(PeerMessage::Prepare { .. }))),
+        "{out:?}"
+    );
+}

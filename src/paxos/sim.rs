@@ -88,8 +88,9 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::config::Config;
 use crate::error::Error;
-use crate::messages::PeerMessage;
+use crate::messages::{Envelope, Frame, PeerMessage};
 use crate::paxos::acceptor::Acceptor;
 use crate::paxos::admission::{self, Admission};
 use crate::paxos::bootstrap;
@@ -199,18 +200,45 @@ enum Payload {
     },
 }
 
-/// A Paxos message as a peer receives it: encoded and decoded with postcard, as the network
-/// does (`frame::encode`, `frame::decode`), so that the simulation runs the wire form of
-/// every message it delivers (a register's remembered writes are one compact string,
-/// decoded with its checks: `paxos::recent`). A message that does not come back equal is a
-/// bug in an encoding, and fails the run.
-fn over_the_wire(msg: PeerMessage) -> PeerMessage {
-    let bytes = postcard::to_allocvec(&msg).expect("a message encodes");
-    let back: PeerMessage = postcard::from_bytes(&bytes)
-        .unwrap_or_else(|e| panic!("a message does not decode ({e}): {msg:?}"));
-    assert_eq!(back, msg, "a message changed on the wire");
-    back
+/// A Paxos message as a peer receives it: its whole frame (`Frame::Peer`, the envelope with
+/// sender, instance, epoch, cluster and key) encoded and decoded with postcard as the network
+/// does (`frame::encode`, `frame::decode`), then held to the network's checks
+/// (`Frame::validate`, under the default limits), so that the simulation runs the wire form
+/// of every message it delivers (a register's remembered writes are one compact string,
+/// decoded with its checks: `paxos::recent`) and delivers only what a peer would take.
+///
+/// Both are bugs of the sender, and fail the run:
+/// - a frame that does not come back equal is a bug in an encoding;
+/// - a frame the checks refuse is one every peer's network would drop
+///   (`actors::network`). Delivered anyway, the simulation would test a protocol the
+///   cluster does not run.
+///
+/// The simulation forges no messages: every one comes from a node's own code, or is a
+/// duplicate of one.
+fn over_the_wire(route: Route, cluster: u64, key: &[u8], msg: PeerMessage) -> PeerMessage {
+    let frame = Frame::Peer(Envelope {
+        from: route.from,
+        proposer: route.proposer,
+        epoch: route.epoch,
+        cluster,
+        key: key.to_vec(),
+        body: msg,
+    });
+    let bytes = postcard::to_allocvec(&frame).expect("a frame encodes");
+    let back: Frame = postcard::from_bytes(&bytes)
+        .unwrap_or_else(|e| panic!("a frame does not decode ({e}): {frame:?}"));
+    assert_eq!(back, frame, "a frame changed on the wire");
+    if let Err(e) = back.validate(&WIRE_LIMITS) {
+        panic!("a peer's network would refuse this frame ({e}): {frame:?}");
+    }
+    match back {
+        Frame::Peer(envelope) => envelope.body,
+        _ => unreachable!("a peer frame decodes as one"),
+    }
 }
+
+/// The config whose limits [`over_the_wire`] holds messages to: the defaults.
+static WIRE_LIMITS: std::sync::LazyLock<Config> = std::sync::LazyLock::new(|| Config::local(&[]));
 
 struct InFlight {
     from: NodeId,
@@ -1055,7 +1083,15 @@ impl Sim {
                 }
                 return None;
             }
-            Payload::Paxos(msg) => over_the_wire(msg),
+            Payload::Paxos(msg) => {
+                let route = Route {
+                    from: m.from,
+                    to: m.to,
+                    proposer: m.proposer,
+                    epoch: m.epoch,
+                };
+                over_the_wire(route, m.cluster, &m.key, msg)
+            }
         };
         if !admission::same_cluster(self.nodes[&m.to].cluster(), m.cluster) {
             *self.faults.entry("foreign refused").or_default() += 1;
