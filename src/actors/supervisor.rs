@@ -248,7 +248,8 @@ impl NodeSupervisor {
     fn new_proposer_core(&self, key: &[u8], incarnation: u64) -> Proposer {
         let p = &self.config.paxos;
         // Before a membership is installed (a joining node) the proposer has the config's
-        // nodes at epoch 0, which every acceptor refuses: it serves nothing until then.
+        // nodes at epoch 0, whose frames every peer refuses: it answers every command
+        // "unavailable" at once, sending nothing, until then (`paxos::proposer`).
         let (nodes, joining, epoch, fast) = match self.members.view.get() {
             Some(m) if !m.voters().is_empty() => {
                 (m.voters(), m.joining_voters(), m.epoch, m.fast_allowed())
