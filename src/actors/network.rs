@@ -540,25 +540,56 @@ async fn serve_call(
         .acquire_owned()
         .await
         .expect("never closed");
-    let (shared, answers) = (shared.clone(), answers.clone());
-    actix_rt::spawn(async move {
-        let (mut mine, mut node) = (mine, node);
-        let answer = match call {
-            Call::Client(request) => Frame::Response(shared.router.serve(request).await),
-            Call::Node(call) => Frame::Answer(shared.calls.serve(call).await),
-        };
-        let bytes = frame::encode(&answer);
-        // Give back what the answer does not need (its request is served).
-        let keep = bytes.len().min(reserved);
-        drop(mine.split(reserved - keep));
-        drop(node.split(reserved - keep));
-        let answer = Answer {
-            bytes,
-            _budget: Some((mine, node)),
-        };
-        let _ = answers.send(answer).await;
-        drop(permit);
-    });
+    actix_rt::spawn(answer_call(
+        call,
+        Held {
+            reserved,
+            mine,
+            node,
+            permit,
+        },
+        shared.clone(),
+        answers.clone(),
+    ));
+}
+
+/// What a call holds while it is served: its bytes of both budgets, and its place among the
+/// connection's requests in flight.
+struct Held {
+    reserved: usize,
+    mine: OwnedSemaphorePermit,
+    node: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Serves one call and queues its answer: the task [`serve_call`] spawns per request. Its
+/// future is allocated and moved per request, at the size of the largest branch it could
+/// take, so what is rare and large is boxed (here a node's call; in [`Router::serve`], all
+/// but a key's command). `tests::a_key_request_task_stays_small` holds it to that.
+async fn answer_call(call: Call, held: Held, shared: Arc<Shared>, answers: mpsc::Sender<Answer>) {
+    let Held {
+        reserved,
+        mut mine,
+        mut node,
+        permit,
+    } = held;
+    // A node's call (a listing's scan, anti-entropy) is boxed: its future is larger than a
+    // client request's.
+    let answer = match call {
+        Call::Client(request) => Frame::Response(shared.router.serve(request).await),
+        Call::Node(call) => Frame::Answer(Box::pin(shared.calls.serve(call)).await),
+    };
+    let bytes = frame::encode(&answer);
+    // Give back what the answer does not need (its request is served).
+    let keep = bytes.len().min(reserved);
+    drop(mine.split(reserved - keep));
+    drop(node.split(reserved - keep));
+    let answer = Answer {
+        bytes,
+        _budget: Some((mine, node)),
+    };
+    let _ = answers.send(answer).await;
+    drop(permit);
 }
 
 /// The watches of one connection, by their request's id: a watch is a request with many
@@ -780,5 +811,37 @@ async fn peer_writer(mut queue: PeerQueue, tls: Option<Arc<Tls>>) {
             Ok(()) => return,
             Err(e) => log::warn!("connection to node {} lost: {e}", queue.node),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `make` returns (never called: only its type is looked at).
+    fn future_size<A, F: std::future::Future>(_make: &impl Fn(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every get and put spawns [`answer_call`]'s future, allocated and moved at its full
+    /// size. With a membership change's and a lease's states inline (the router's one big
+    /// match) it was over 3.5 KiB, and copying it was about 4 % of a get's node CPU (BENCHMARKS.md,
+    /// issue 23); now 896 bytes. The bounds leave room for the layout to move between
+    /// compilers; a rare, large branch brought back inline breaks them.
+    #[test]
+    fn a_key_request_task_stays_small() {
+        let task = future_size(&|(call, held, shared, answers): (
+            Call,
+            Held,
+            Arc<Shared>,
+            mpsc::Sender<Answer>,
+        )| { answer_call(call, held, shared, answers) });
+        assert!(task <= 1536, "answer_call's future is {task} bytes");
+        let serve = future_size(
+            &|(router, request): (Router, crate::messages::ClientRequest)| async move {
+                router.serve(request).await
+            },
+        );
+        assert!(serve <= 1024, "Router::serve's future is {serve} bytes");
     }
 }

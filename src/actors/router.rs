@@ -13,13 +13,13 @@ use crate::actors::list::{ListRequest, Lister};
 use crate::actors::membership::{ChangeExecutor, MembershipService};
 use crate::actors::messages::GetStatus;
 use crate::actors::outbox::Outbox;
-use crate::actors::supervisor::{run_command_as, Keys};
+use crate::actors::supervisor::{start_command, Keys, PendingCommand};
 use crate::actors::watch::WatchHub;
 use crate::config::Config;
 use crate::error::Error;
 use crate::messages::{ClientRequest, ClientResponse, MemberChangeRequest, Reply, RequestBody};
 use crate::paxos::membership::{Membership, RESERVED_PREFIX};
-use crate::paxos::types::{Command, NodeId, WriteIdMint};
+use crate::paxos::types::{Command, Key, NodeId, RequestId, WriteIdMint};
 
 /// Serves client requests. Cheap to clone.
 #[derive(Clone)]
@@ -86,10 +86,32 @@ impl Router {
 
     /// Serves one request; the response carries its id. Counted and timed by operation and
     /// outcome (`paxkv_request_duration_seconds`).
+    ///
+    /// A get, put, delete or compare-and-set is handed to its key's proposer here, and only
+    /// its outcome awaited; every other request is served by [`Router::serve_rest`], boxed.
+    /// An async fn's future is as large as its largest branch's state, and a membership
+    /// change's or a lease's is several KiB: when they were inline, every get and put's task
+    /// was allocated and copied at 3.5 KiB (`memmove` a tenth of a get's node CPU;
+    /// BENCHMARKS.md, issue 23). The rare requests pay one allocation of their own.
     pub async fn serve(&self, request: ClientRequest) -> ClientResponse {
         let started = Instant::now();
         let op = op_label(&request.body);
-        let response = self.serve_untimed(request).await;
+        let result = match request.body {
+            RequestBody::Kv {
+                key,
+                command,
+                write_id,
+                maybe_applied,
+            } => match self.start_kv(key, command, write_id, maybe_applied) {
+                Ok(pending) => pending.outcome().await.map(Reply::Kv),
+                Err(e) => Err(e),
+            },
+            body => Box::pin(self.serve_rest(body)).await,
+        };
+        let response = ClientResponse {
+            id: request.id,
+            result,
+        };
         let outcome = match &response.result {
             Ok(_) => "ok",
             Err(Error::Unavailable(_)) => "unavailable",
@@ -106,9 +128,45 @@ impl Router {
         response
     }
 
-    async fn serve_untimed(&self, request: ClientRequest) -> ClientResponse {
+    /// A key's command: checked, given a write id if it is a write without one, and handed
+    /// to the key's proposer. A proposer that stops with it in flight: unknown for a write,
+    /// unavailable for a read (it changed nothing).
+    fn start_kv(
+        &self,
+        key: Key,
+        command: Command,
+        write_id: Option<RequestId>,
+        maybe_applied: bool,
+    ) -> Result<PendingCommand, Error> {
         let shared = &*self.inner;
-        let result = match request.body {
+        check_request(&key, command.value_len(), &shared.config)?;
+        if !command.is_for_clients() {
+            // The lease machinery's commands: a touch on a client's key would raise a
+            // version no watch is told of (`KeyChange::of`), a leased write without its
+            // lease's record could outlive the lease (`paxos::lease`).
+            return Err(Error::BadRequest(format!(
+                "{} is the lease machinery's, not a client's (paxkv lease, put --lease)",
+                op_label_of(&command)
+            )));
+        }
+        let write_id = match (command.is_write(), write_id) {
+            (false, _) => None,
+            (true, Some(id)) => Some(id),
+            (true, None) => Some(shared.write_ids.mint()),
+        };
+        Ok(start_command(
+            &shared.keys,
+            key,
+            command,
+            write_id,
+            maybe_applied,
+        ))
+    }
+
+    /// Every request but a key's command ([`Router::serve`]).
+    async fn serve_rest(&self, body: RequestBody) -> Result<Reply, Error> {
+        let shared = &*self.inner;
+        match body {
             RequestBody::Ping => Ok(Reply::Pong { node: shared.node }),
             RequestBody::LeaseGrant { ttl_ms, id } => shared
                 .leases
@@ -199,32 +257,10 @@ impl Router {
                 command,
                 write_id,
                 maybe_applied,
-            } => match check_request(&key, command.value_len(), &shared.config) {
+            } => match self.start_kv(key, command, write_id, maybe_applied) {
+                Ok(pending) => pending.outcome().await.map(Reply::Kv),
                 Err(e) => Err(e),
-                // The lease machinery's commands: a touch on a client's key would raise a
-                // version no watch is told of (`KeyChange::of`), a leased write without its
-                // lease's record could outlive the lease (`paxos::lease`).
-                Ok(()) if !command.is_for_clients() => Err(Error::BadRequest(format!(
-                    "{} is the lease machinery's, not a client's (paxkv lease, put --lease)",
-                    op_label_of(&command)
-                ))),
-                Ok(()) => {
-                    let write_id = match (command.is_write(), write_id) {
-                        (false, _) => None,
-                        (true, Some(id)) => Some(id),
-                        (true, None) => Some(shared.write_ids.mint()),
-                    };
-                    // A proposer that stops with it in flight: unknown for a write,
-                    // unavailable for a read (it changed nothing).
-                    run_command_as(&shared.keys, key, command, write_id, maybe_applied)
-                        .await
-                        .map(Reply::Kv)
-                }
             },
-        };
-        ClientResponse {
-            id: request.id,
-            result,
         }
     }
 }

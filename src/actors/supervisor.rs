@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use futures_util::future::LocalBoxFuture;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
@@ -647,16 +648,23 @@ impl Keys {
         &self.supervisor
     }
 
-    /// Hands `command` on `key` to the key's proposer; its outcome comes to `reply`. An error
-    /// here means it never reached a proposer: nothing ran.
-    pub async fn submit(
+    /// Hands `command` on `key` to the key's proposer; its outcome comes to `reply`. A key
+    /// with a live proposer takes it here and now (`None`); otherwise the returned future
+    /// asks the supervisor to start one. An error from that future means it never reached a
+    /// proposer: nothing ran.
+    ///
+    /// Not an `async fn`: its future would hold the request and actix's request future (a
+    /// timer and the message's slot) across the supervisor's answer, and every request to a
+    /// live key, which never asks the supervisor, would carry and copy that state in its
+    /// task (BENCHMARKS.md, issue 23: a task's size is copied per request).
+    pub fn submit(
         &self,
         key: Key,
         command: Command,
         write_id: Option<RequestId>,
         maybe_applied: bool,
         reply: ReplyTo<Result<Outcome>>,
-    ) -> Result<()> {
+    ) -> Option<LocalBoxFuture<'static, Result<()>>> {
         let submit = Submit {
             command: Some(command),
             write_id,
@@ -664,14 +672,14 @@ impl Keys {
             deadline: Instant::now() + self.request_timeout,
             reply,
         };
-        if let Some(submit) = self.routes.submit(&key, submit) {
-            // No live proposer: the supervisor starts one.
-            self.supervisor
+        let submit = self.routes.submit(&key, submit)?;
+        let supervisor = self.supervisor.clone();
+        Some(Box::pin(async move {
+            supervisor
                 .send(SubmitFor { key, submit })
                 .await
-                .map_err(|e| Error::Unavailable(format!("node supervisor: {e}")))?;
-        }
-        Ok(())
+                .map_err(|e| Error::Unavailable(format!("node supervisor: {e}")))
+        }))
     }
 }
 
@@ -696,17 +704,52 @@ pub async fn run_command_as(
     write_id: Option<RequestId>,
     maybe_applied: bool,
 ) -> Result<Outcome> {
+    start_command(keys, key, command, write_id, maybe_applied)
+        .outcome()
+        .await
+}
+
+/// Hands `command` on `key` to the key's proposer now; the outcome is awaited from what it
+/// returns. Split from [`run_command_as`] so that a request's future holds only what it
+/// waits on, not the request it handed over.
+pub fn start_command(
+    keys: &Keys,
+    key: Key,
+    command: Command,
+    write_id: Option<RequestId>,
+    maybe_applied: bool,
+) -> PendingCommand {
     let (reply, answer) = tokio::sync::oneshot::channel();
     let write = command.is_write();
-    keys.submit(key, command, write_id, maybe_applied, reply)
-        .await?;
-    // A proposer that stopped mid-write may have had it chosen; a read changed nothing.
-    answer.await.map_err(|_| {
-        let why = "the key's proposer stopped".to_string();
-        if write {
-            Error::Unknown(why)
-        } else {
-            Error::Unavailable(why)
+    let starting = keys.submit(key, command, write_id, maybe_applied, reply);
+    PendingCommand {
+        starting,
+        answer,
+        write,
+    }
+}
+
+/// A command handed to its key's proposer ([`start_command`]), its outcome to come.
+pub struct PendingCommand {
+    /// The supervisor starting the key's proposer, if none was live.
+    starting: Option<LocalBoxFuture<'static, Result<()>>>,
+    answer: tokio::sync::oneshot::Receiver<Result<Outcome>>,
+    write: bool,
+}
+
+impl PendingCommand {
+    pub async fn outcome(self) -> Result<Outcome> {
+        if let Some(starting) = self.starting {
+            starting.await?;
         }
-    })?
+        // A proposer that stopped mid-write may have had it chosen; a read changed nothing.
+        self.answer.await.map_err(|_| {
+            let why = "the key's proposer stopped".to_string();
+            if self.write {
+                Error::Unknown(why)
+            } else {
+                Error::Unavailable(why)
+            }
+        })?
+    }
 }
