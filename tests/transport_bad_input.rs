@@ -15,8 +15,9 @@ use support::{got, Cluster, TestCluster};
 
 /// A well-framed Paxos message whose ballots contradict the protocol (an Accept whose
 /// `next` is below its ballot, a Prepare at another node's ballot, a state remembering more
-/// writes than a register keeps)
-/// is dropped and counted before it reaches an acceptor; the connection it came on stays
+/// writes than a register keeps), or a valid Accept from a node that is no member (a removed
+/// node's round still in flight, which its proposers no longer start once it knows: see
+/// `tests/membership_who_may_vote.rs`), is dropped and counted before it reaches an acceptor; the connection it came on stays
 /// open and keeps being served, and no key changes.
 #[tokio::test]
 async fn a_contradictory_paxos_message_is_dropped_and_counted_and_changes_nothing() {
@@ -33,9 +34,9 @@ async fn a_contradictory_paxos_message_is_dropped_and_counted_and_changes_nothin
         value: Some(b"FORGED".to_vec()),
         ..Register::default()
     };
-    let peer = |body| {
+    let peer_from = |from, body| {
         paxkv::frame::encode(&Frame::Peer(Envelope {
-            from: 2,
+            from,
             proposer: 1,
             epoch: 1,
             cluster: id,
@@ -43,6 +44,7 @@ async fn a_contradictory_paxos_message_is_dropped_and_counted_and_changes_nothin
             body,
         }))
     };
+    let peer = |body| peer_from(2, body);
     let contradictory = [
         peer(PeerMessage::Accept {
             ballot: Ballot::new(999, 2),
@@ -63,10 +65,19 @@ async fn a_contradictory_paxos_message_is_dropped_and_counted_and_changes_nothin
                         })
                         .collect::<Vec<_>>(),
                 ),
-                ..forged
+                ..forged.clone()
             },
             next: None,
         }),
+        // Well formed, from node 9, which no membership of this cluster lists.
+        peer_from(
+            9,
+            PeerMessage::Accept {
+                ballot: Ballot::new(999, 9),
+                state: forged,
+                next: None,
+            },
+        ),
     ];
     let mut raw = TcpStream::connect(cluster.addr(1)).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -154,6 +154,7 @@ fn proposer(fast_path: bool, now: Instant) -> Proposer {
         node: 1,
         nodes: vec![1, 2, 3, 4, 5],
         epoch: 1,
+        member: true,
         joining: vec![],
         phase_timeout: Duration::from_millis(100),
         read_grace: Duration::from_millis(10),

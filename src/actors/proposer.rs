@@ -83,8 +83,15 @@ impl ProposerActor {
             let voters = m.voters();
             if !voters.is_empty() {
                 let joining = m.joining_voters();
-                self.core
-                    .reconfigure(Instant::now(), voters, joining, m.epoch, m.fast_allowed());
+                let member = m.member(self.core.config().node).is_some();
+                self.core.reconfigure(
+                    Instant::now(),
+                    voters,
+                    joining,
+                    m.epoch,
+                    member,
+                    m.fast_allowed(),
+                );
             }
         }
     }

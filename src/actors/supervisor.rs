@@ -251,11 +251,15 @@ impl NodeSupervisor {
         // Before a membership is installed (a joining node) the proposer has the config's
         // nodes at epoch 0, whose frames every peer refuses: it answers every command
         // "unavailable" at once, sending nothing, until then (`paxos::proposer`).
-        let (nodes, joining, epoch, fast) = match self.members.view.get() {
-            Some(m) if !m.voters().is_empty() => {
-                (m.voters(), m.joining_voters(), m.epoch, m.fast_allowed())
-            }
-            _ => (self.config.node_ids(), vec![], 0, false),
+        let (nodes, joining, epoch, member, fast) = match self.members.view.get() {
+            Some(m) if !m.voters().is_empty() => (
+                m.voters(),
+                m.joining_voters(),
+                m.epoch,
+                m.member(self.node).is_some(),
+                m.fast_allowed(),
+            ),
+            _ => (self.config.node_ids(), vec![], 0, false, false),
         };
         let nodes = if nodes.is_empty() {
             vec![self.node]
@@ -267,6 +271,7 @@ impl NodeSupervisor {
             nodes,
             joining,
             epoch,
+            member,
             phase_timeout: Duration::from_millis(p.phase_timeout_ms),
             read_grace: Duration::from_millis(p.read_grace_ms),
             backoff_min: Duration::from_millis(p.backoff_min_ms),

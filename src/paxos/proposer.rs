@@ -206,6 +206,11 @@ pub struct ProposerConfig {
     /// The membership epoch these acceptors are of (see `paxos::membership`); the actor
     /// stamps it on every request.
     pub epoch: u64,
+    /// This node is a member (in any state) of `epoch`'s membership. Every node's network
+    /// takes Paxos frames only from members (`actors::network::deliver_peer_frame`), so a
+    /// proposer of a node that is none (not added yet, or removed) answers at once instead
+    /// of sending ([`Proposer::enqueue`]).
+    pub member: bool,
     /// Acceptors a settle must reach besides a quorum: a node joining the voters (a rescan
     /// leaves every key's state on it, see `paxos::membership`).
     pub joining: Vec<NodeId>,
@@ -602,6 +607,7 @@ impl Proposer {
         nodes: Vec<NodeId>,
         joining: Vec<NodeId>,
         epoch: u64,
+        member: bool,
         fast: bool,
     ) {
         assert!(!nodes.is_empty(), "a proposer needs acceptors");
@@ -610,6 +616,7 @@ impl Proposer {
         self.cfg.nodes.sort_unstable();
         self.cfg.joining = joining;
         self.cfg.epoch = epoch;
+        self.cfg.member = member;
         if !fast {
             self.fast_allowed = false;
         }
@@ -675,16 +682,37 @@ impl Proposer {
         // on every peer. Answered at once, with nothing sent ("unavailable": it did not
         // happen), so that the client asks another node now. The simulation holds every
         // message it delivers to those checks (`sim::over_the_wire`): it found this.
-        if self.cfg.epoch == 0 {
+        //
+        // The same for a node that is no member of the membership it has installed (started
+        // and not added, or removed and told so): every member's network refuses its frames
+        // ("not a member", `deliver_peer_frame`), and counts each as a bad frame.
+        //
+        // Why nothing is lost by not sending. Safety: "unavailable" is exact, nothing was
+        // sent, so nothing can have happened. Liveness: a node that is no member of its own
+        // membership cannot learn a newer one from its rounds either, since members drop
+        // its frames unanswered (no `Stale` comes back); it learns it from its own pull,
+        // which asks the members at least every 300 ms while the node does not vote
+        // (`actors::membership::start`, `WAIT_STEP`). A node that is a member of a newer epoch but has
+        // not installed it yet answers "unavailable" until its pull installs it, where its
+        // rounds would have been refused (older epoch, `Stale`) until then too.
+        // Only new commands are refused: a round already in flight when the node learns
+        // that it was removed goes on to its deadline as before, so that a write that may
+        // have been accepted is answered "unknown", never "unavailable".
+        let refusal = match (self.cfg.epoch, self.cfg.member) {
+            (0, _) => Some(
+                "this node has no membership installed yet (joining, or not started): \
+                 ask another node"
+                    .to_string(),
+            ),
+            (epoch, false) => Some(format!(
+                "this node is not a member of the cluster's membership (epoch {epoch}): not \
+                 added yet, or removed; ask a member"
+            )),
+            _ => None,
+        };
+        if let Some(why) = refusal {
             if let Some(token) = ask.token {
-                out.push(Effect::Reply(
-                    token,
-                    Err(Error::Unavailable(
-                        "this node has no membership installed yet (joining, or not started): \
-                         ask another node"
-                            .into(),
-                    )),
-                ));
+                out.push(Effect::Reply(token, Err(Error::Unavailable(why))));
             }
             return;
         }

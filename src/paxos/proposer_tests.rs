@@ -13,6 +13,7 @@ const NODES: [NodeId; 5] = [1, 2, 3, 4, 5];
 fn config(node: NodeId) -> ProposerConfig {
     ProposerConfig {
         epoch: 1,
+        member: true,
         joining: vec![],
         node,
         nodes: NODES.to_vec(),
@@ -1239,11 +1240,70 @@ fn a_proposer_with_no_membership_installed_answers_unavailable_at_once_and_sends
         "{out:?}"
     );
     assert_eq!(p.next_wakeup(), None, "nothing queued");
-    p.reconfigure(now, NODES.to_vec(), vec![], 1, false);
+    p.reconfigure(now, NODES.to_vec(), vec![], 1, true, false);
     let out = submit(&mut p, now, 3, put("v"), id(3));
     assert!(
         out.iter()
             .any(|e| matches!(e, Effect::Broadcast(PeerMessage::Prepare { .. }))),
         "{out:?}"
     );
+}
+
+/// A node that is no member of the membership it has installed (started and never added,
+/// or removed and told so) answers every new command at once, unavailable, and sends
+/// nothing: every member's network drops its Paxos frames ("not a member"), so a round
+/// could only wait out its deadline while each frame counts as a bad frame on every member.
+/// A round already in flight when the node learns it was removed is not answered
+/// unavailable: its write may have been accepted. Once a membership lists the node, it
+/// serves again.
+#[test]
+fn a_proposer_of_a_node_that_is_no_member_answers_unavailable_at_once_and_sends_nothing() {
+    let now = Instant::now();
+    let mut p = Proposer::new(
+        ProposerConfig {
+            epoch: 3,
+            member: false,
+            ..config(1)
+        },
+        SmallRng::seed_from_u64(1),
+    );
+    let out = submit(&mut p, now, 1, put("v"), id(1));
+    match &out[..] {
+        [Effect::Reply(1, Err(Error::Unavailable(why)))] => {
+            assert!(why.contains("not a member"), "{why}")
+        }
+        _ => panic!("{out:?}"),
+    }
+    let mut out = Vec::new();
+    p.settle(now, 2, now + Duration::from_secs(1), &mut out);
+    assert!(
+        matches!(&out[..], [Effect::Reply(2, Err(Error::Unavailable(_)))]),
+        "{out:?}"
+    );
+    assert_eq!(p.next_wakeup(), None, "nothing queued");
+
+    // Listed again: it serves, and a write goes out.
+    p.reconfigure(now, NODES.to_vec(), vec![], 4, true, false);
+    let out = submit(&mut p, now, 3, put("v"), id(3));
+    assert!(
+        out.iter()
+            .any(|e| matches!(e, Effect::Broadcast(PeerMessage::Prepare { .. }))),
+        "{out:?}"
+    );
+    // Removed with that write in flight: the write is not answered unavailable (it may yet
+    // be chosen); a new command is.
+    p.reconfigure(now, NODES.to_vec(), vec![], 5, false, false);
+    let out = submit(&mut p, now, 4, Command::Get, None);
+    assert!(
+        matches!(&out[..], [Effect::Reply(4, Err(Error::Unavailable(_)))]),
+        "{out:?}"
+    );
+    let mut out = Vec::new();
+    p.tick(now + Duration::from_millis(50), &mut out);
+    assert!(
+        !out.iter()
+            .any(|e| matches!(e, Effect::Reply(3, Err(Error::Unavailable(_))))),
+        "a write in flight answered unavailable: {out:?}"
+    );
+    assert!(p.next_wakeup().is_some(), "the write in flight goes on");
 }

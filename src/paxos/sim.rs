@@ -584,12 +584,19 @@ fn proposer_config(
     m: Option<&Membership>,
     thrifty: Thrifty,
 ) -> ProposerConfig {
-    let (nodes, joining, epoch, fast) = match m {
-        Some(m) => (m.voters(), m.joining_voters(), m.epoch, m.fast_allowed()),
-        None => (FIRST_NODES.to_vec(), vec![], 0, false),
+    let (nodes, joining, epoch, member, fast) = match m {
+        Some(m) => (
+            m.voters(),
+            m.joining_voters(),
+            m.epoch,
+            m.member(node).is_some(),
+            m.fast_allowed(),
+        ),
+        None => (FIRST_NODES.to_vec(), vec![], 0, false, false),
     };
     ProposerConfig {
         epoch,
+        member,
         joining,
         node,
         nodes,
@@ -720,6 +727,7 @@ impl Sim {
                 m.voters(),
                 m.joining_voters(),
                 m.epoch,
+                m.member(node).is_some(),
                 m.fast_allowed(),
             );
         }
@@ -911,6 +919,14 @@ impl Sim {
     }
 
     fn answered(&mut self, token: u64, result: Result<Outcome, Error>) {
+        // Refused at once by a proposer whose node is no member of its membership (the
+        // shortcut of `Proposer::enqueue`): counted, so that a run shows it was exercised.
+        if matches!(&result, Err(Error::Unavailable(why)) if why.contains("not a member")) {
+            *self
+                .faults
+                .entry("asked a node that is no member")
+                .or_default() += 1;
+        }
         if let (Some((_, key)), Ok(outcome)) = (self.owner.remove(&token), &result) {
             if let Some(version) = keeper::version_of(outcome) {
                 self.seen_chosen(&key, version);
@@ -2571,13 +2587,16 @@ impl Sim {
                 }
             }
             let node = l.node;
+            // Every read is counted as outstanding before the first is submitted: a proposer
+            // may answer at once (a node that is no member of its membership), and the list
+            // must not finish on the first answer.
+            self.lists
+                .get_mut(&list)
+                .expect("listed")
+                .reading
+                .extend(undecided.iter().cloned());
             for key in undecided {
                 *self.faults.entry("list read rounds").or_default() += 1;
-                self.lists
-                    .get_mut(&list)
-                    .expect("listed")
-                    .reading
-                    .insert(key.clone());
                 let token = self.token(Waiter::ListRead(list, key.clone()), node, &key);
                 let (now, deadline) = (self.now, self.now + Duration::from_millis(400));
                 let mut out = Vec::new();
@@ -2615,7 +2634,8 @@ impl Sim {
     /// the list's call and return, and each key of the prefix the history knows and the page
     /// left out as absent (`Input::Absent`).
     fn finish_list_if_read(&mut self, list: u64) {
-        if !self.lists[&list].reading.is_empty() {
+        // (Gone: finished already, by a read answered at once.)
+        if self.lists.get(&list).is_none_or(|l| !l.reading.is_empty()) {
             return;
         }
         let l = self.lists.remove(&list).expect("listed");
