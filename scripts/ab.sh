@@ -89,9 +89,9 @@ import json, sys
 label, row, out, machine, nodes, tck, waits = sys.argv[1:]
 j = json.loads(out)
 ok = max(1, j["ok"])
-us = lambda ticks: round(int(ticks) * 1e6 / int(tck) / ok)
+us = lambda ticks: round(int(ticks) * 1e6 / int(tck) / ok, 1)
 print(f"{label:2} {row:9} {round(j['ops_per_s']):>7} op/s  p50 {j['p50_ms']:>6} p99 {j['p99_ms']:>7} ms  errors {j['errors']:>3}"
-      f"  nodes {us(nodes):>4} us/op  machine {us(machine):>4} us/op  waits {waits:>5}")
+      f"  nodes {us(nodes):>6} us/op  machine {us(machine):>6} us/op  waits {waits:>5}")
 EOF
 }
 

@@ -1,6 +1,7 @@
-//! Bad input from the network, in process: a contradictory Paxos message is dropped, counted,
-//! and changes nothing; garbage on a node's port closes only that connection; keys and
-//! values over the limits are refused and nothing is stored.
+//! Bad input from the network, in process: a contradictory Paxos message, or one from a node
+//! no membership lists, is dropped, counted, and changes nothing; garbage on a node's port
+//! closes only that connection; keys and values over the limits are refused and nothing is
+//! stored.
 
 use paxkv_testkit as support;
 
@@ -17,8 +18,9 @@ use support::{got, Cluster, TestCluster};
 /// `next` is below its ballot, a Prepare at another node's ballot, a state remembering more
 /// writes than a register keeps), or a valid Accept from a node that is no member (a removed
 /// node's round still in flight, which its proposers no longer start once it knows: see
-/// `tests/membership_who_may_vote.rs`), is dropped and counted before it reaches an acceptor; the connection it came on stays
-/// open and keeps being served, and no key changes.
+/// `tests/membership_who_may_vote.rs`), is dropped and counted before it reaches an
+/// acceptor; the connection it came on stays open and keeps being served, and no key
+/// changes.
 #[tokio::test]
 async fn a_contradictory_paxos_message_is_dropped_and_counted_and_changes_nothing() {
     use paxkv::messages::{ClientRequest, Envelope, Frame, PeerMessage, RequestBody};

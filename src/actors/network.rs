@@ -825,9 +825,9 @@ mod tests {
 
     /// Every get and put spawns [`answer_call`]'s future, allocated and moved at its full
     /// size. With a membership change's and a lease's states inline (the router's one big
-    /// match) it was over 3.5 KiB, and copying it was about 4 % of a get's node CPU (BENCHMARKS.md,
-    /// issue 23); now 896 bytes. The bounds leave room for the layout to move between
-    /// compilers; a rare, large branch brought back inline breaks them.
+    /// match) it was over 3.5 KiB, and copying it was about 4 % of a get's node CPU
+    /// (BENCHMARKS.md, issue 23); now 896 bytes. The bounds leave room for the layout to
+    /// move between compilers; a rare, large branch brought back inline breaks them.
     #[test]
     fn a_key_request_task_stays_small() {
         let task = future_size(&|(call, held, shared, answers): (

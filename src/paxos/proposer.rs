@@ -692,12 +692,12 @@ impl Proposer {
         // membership cannot learn a newer one from its rounds either, since members drop
         // its frames unanswered (no `Stale` comes back); it learns it from its own pull,
         // which asks the members at least every 300 ms while the node does not vote
-        // (`actors::membership::start`, `WAIT_STEP`). A node that is a member of a newer epoch but has
-        // not installed it yet answers "unavailable" until its pull installs it, where its
-        // rounds would have been refused (older epoch, `Stale`) until then too.
-        // Only new commands are refused: a round already in flight when the node learns
-        // that it was removed goes on to its deadline as before, so that a write that may
-        // have been accepted is answered "unknown", never "unavailable".
+        // (`actors::membership::start`, `WAIT_STEP`). A node that is a member of a newer
+        // epoch but has not installed it yet answers "unavailable" until its pull installs
+        // it, where its rounds would have been refused (older epoch, `Stale`) until then
+        // too. Only new commands are refused: a round already in flight when the node
+        // learns that it was removed goes on to its deadline as before, so that a write
+        // that may have been accepted is answered "unknown", never "unavailable".
         let refusal = match (self.cfg.epoch, self.cfg.member) {
             (0, _) => Some(
                 "this node has no membership installed yet (joining, or not started): \
