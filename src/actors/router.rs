@@ -102,10 +102,7 @@ impl Router {
                 command,
                 write_id,
                 maybe_applied,
-            } => match self.start_kv(key, command, write_id, maybe_applied) {
-                Ok(pending) => pending.outcome().await.map(Reply::Kv),
-                Err(e) => Err(e),
-            },
+            } => self.run_kv(key, command, write_id, maybe_applied).await,
             body => Box::pin(self.serve_rest(body)).await,
         };
         let response = ClientResponse {
@@ -126,6 +123,18 @@ impl Router {
             .metrics
             .request(op, outcome, started.elapsed());
         response
+    }
+
+    /// A key's command, run: handed over now ([`Router::start_kv`]), its outcome awaited.
+    async fn run_kv(
+        &self,
+        key: Key,
+        command: Command,
+        write_id: Option<RequestId>,
+        maybe_applied: bool,
+    ) -> Result<Reply, Error> {
+        let pending = self.start_kv(key, command, write_id, maybe_applied)?;
+        pending.outcome().await.map(Reply::Kv)
     }
 
     /// A key's command: checked, given a write id if it is a write without one, and handed
@@ -257,10 +266,7 @@ impl Router {
                 command,
                 write_id,
                 maybe_applied,
-            } => match self.start_kv(key, command, write_id, maybe_applied) {
-                Ok(pending) => pending.outcome().await.map(Reply::Kv),
-                Err(e) => Err(e),
-            },
+            } => self.run_kv(key, command, write_id, maybe_applied).await,
         }
     }
 }

@@ -1228,11 +1228,17 @@ fn a_proposer_with_no_membership_installed_answers_unavailable_at_once_and_sends
         },
         SmallRng::seed_from_u64(1),
     );
-    let out = submit(&mut p, now, 1, put("v"), id(1));
-    assert!(
-        matches!(&out[..], [Effect::Reply(1, Err(Error::Unavailable(_)))]),
-        "{out:?}"
-    );
+    refuses_at_once_until_listed(&mut p, now, "no membership installed", 1);
+}
+
+/// `p` answers a command and a settle at once, unavailable (saying `why`), and queues
+/// nothing; then, listed at `epoch`, it sends a write's Prepare.
+fn refuses_at_once_until_listed(p: &mut Proposer, now: Instant, why: &str, epoch: u64) {
+    let out = submit(p, now, 1, put("v"), id(1));
+    match &out[..] {
+        [Effect::Reply(1, Err(Error::Unavailable(said)))] => assert!(said.contains(why), "{said}"),
+        _ => panic!("{out:?}"),
+    }
     let mut out = Vec::new();
     p.settle(now, 2, now + Duration::from_secs(1), &mut out);
     assert!(
@@ -1240,8 +1246,8 @@ fn a_proposer_with_no_membership_installed_answers_unavailable_at_once_and_sends
         "{out:?}"
     );
     assert_eq!(p.next_wakeup(), None, "nothing queued");
-    p.reconfigure(now, NODES.to_vec(), vec![], 1, true, false);
-    let out = submit(&mut p, now, 3, put("v"), id(3));
+    p.reconfigure(now, NODES.to_vec(), vec![], epoch, true, false);
+    let out = submit(p, now, 3, put("v"), id(3));
     assert!(
         out.iter()
             .any(|e| matches!(e, Effect::Broadcast(PeerMessage::Prepare { .. }))),
@@ -1267,29 +1273,8 @@ fn a_proposer_of_a_node_that_is_no_member_answers_unavailable_at_once_and_sends_
         },
         SmallRng::seed_from_u64(1),
     );
-    let out = submit(&mut p, now, 1, put("v"), id(1));
-    match &out[..] {
-        [Effect::Reply(1, Err(Error::Unavailable(why)))] => {
-            assert!(why.contains("not a member"), "{why}")
-        }
-        _ => panic!("{out:?}"),
-    }
-    let mut out = Vec::new();
-    p.settle(now, 2, now + Duration::from_secs(1), &mut out);
-    assert!(
-        matches!(&out[..], [Effect::Reply(2, Err(Error::Unavailable(_)))]),
-        "{out:?}"
-    );
-    assert_eq!(p.next_wakeup(), None, "nothing queued");
-
-    // Listed again: it serves, and a write goes out.
-    p.reconfigure(now, NODES.to_vec(), vec![], 4, true, false);
-    let out = submit(&mut p, now, 3, put("v"), id(3));
-    assert!(
-        out.iter()
-            .any(|e| matches!(e, Effect::Broadcast(PeerMessage::Prepare { .. }))),
-        "{out:?}"
-    );
+    // Listed again, it serves: its write (token 3) goes out.
+    refuses_at_once_until_listed(&mut p, now, "not a member", 4);
     // Removed with that write in flight: the write is not answered unavailable (it may yet
     // be chosen); a new command is.
     p.reconfigure(now, NODES.to_vec(), vec![], 5, false, false);
