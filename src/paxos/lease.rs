@@ -683,9 +683,12 @@ impl Tracker {
     }
 
     /// The leases this node may act on at `now`: those not kept alive for their wait (to
-    /// expire, at the version seen), and those ended for theirs (to release).
+    /// expire, at the version seen), and those ended for theirs (to release), by id. (In id
+    /// order, not the map's, which a `HashMap` draws at random per process: the simulation's
+    /// keepers act on them in this order, and a seed must replay the same schedule.)
     pub fn due(&self, now: Instant) -> Vec<Due> {
-        self.seen
+        let mut due: Vec<Due> = self
+            .seen
             .iter()
             .filter(|(_, s)| {
                 let wait = if s.ended {
@@ -701,7 +704,9 @@ impl Tracker {
                 keyless: s.keyless,
                 ended: s.ended,
             })
-            .collect()
+            .collect();
+        due.sort_unstable_by_key(|d| d.id);
+        due
     }
 
     /// Lease `id`'s TTL, if a scan saw it (a lease's TTL never changes).

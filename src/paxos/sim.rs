@@ -314,7 +314,11 @@ struct Snapshot {
 }
 
 impl Node {
-    fn new(store: u64, membership: Option<Membership>, clock: keeper::Clock) -> Node {
+    /// `now` is the simulation's time: a node's first `Hello` round is due at once. (It
+    /// was the wall clock's `Instant::now()`, microseconds after the simulation's start:
+    /// whether the first round was due at the first step depended on how fast the machine
+    /// built the nodes, so the same seeds made different histories from run to run.)
+    fn new(store: u64, membership: Option<Membership>, clock: keeper::Clock, now: Instant) -> Node {
         Node {
             acceptors: BTreeMap::new(),
             durable: BTreeMap::new(),
@@ -328,7 +332,7 @@ impl Node {
             marked: false,
             seen: BTreeMap::new(),
             confirmation: identity::Confirmation::default(),
-            next_round: Instant::now(),
+            next_round: now,
             link: 0,
             pending: None,
             intact: false,
@@ -644,7 +648,7 @@ impl Sim {
             .iter()
             .map(|&n| {
                 let clock = keeping.clock(now);
-                (n, Node::new(n as u64, Some(register.clone()), clock))
+                (n, Node::new(n as u64, Some(register.clone()), clock, now))
             })
             .collect();
         Sim {
@@ -2247,7 +2251,7 @@ impl Sim {
             .max_by_key(|m| m.epoch);
         let store = self.rng.random::<u64>() | 1 << 63;
         let clock = self.keeping.clock(self.now);
-        self.nodes.insert(id, Node::new(store, m, clock));
+        self.nodes.insert(id, Node::new(store, m, clock, self.now));
         self.say_hello(id);
         id
     }
@@ -4067,6 +4071,25 @@ fn seeded_first_writes_raced_while_the_voters_change_stay_linearizable() {
     ];
     let (faults, _) = run_seeds_requiring(aim, &required);
     eprintln!("simulation, first writes raced during changes: {faults:?}");
+}
+
+/// A seed replays exactly: the same seed, run twice in one process, makes the same schedule
+/// (the same operations, the same faults). Each run's maps draw their own hash keys, so an
+/// order taken from a `HashMap` that reaches the schedule shows here. Seeds 2 and 6 did not
+/// replay while the lease keepers acted on due leases in their tracker's map order
+/// (`paxos::lease::Tracker::due`, now by id). Only the checker's own verdict path (whether
+/// the busy key was decided by its versions, which depends on the search's time budget) is
+/// left out.
+#[test]
+fn a_seed_replays_exactly() {
+    for seed in [2, 6] {
+        let run = || {
+            let mut stats = run_with(seed, Aim::default());
+            stats.faults.remove("busy key checked by its versions");
+            (stats.checked, stats.faults)
+        };
+        assert_eq!(run(), run(), "seed {seed} did not replay the same schedule");
+    }
 }
 
 #[test]
