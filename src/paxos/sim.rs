@@ -4075,14 +4075,15 @@ fn seeded_first_writes_raced_while_the_voters_change_stay_linearizable() {
 
 /// A seed replays exactly: the same seed, run twice in one process, makes the same schedule
 /// (the same operations, the same faults). Each run's maps draw their own hash keys, so an
-/// order taken from a `HashMap` that reaches the schedule shows here. Seeds 2 and 6 did not
-/// replay while the lease keepers acted on due leases in their tracker's map order
-/// (`paxos::lease::Tracker::due`, now by id). Only the checker's own verdict path (whether
-/// the busy key was decided by its versions, which depends on the search's time budget) is
-/// left out.
+/// order taken from a `HashMap` that reaches the schedule shows here, most of the time.
+/// Seeds 2, 6, 14 and 20 did not replay while the lease keepers acted on due leases in their
+/// tracker's map order (`paxos::lease::Tracker::due`, now by id): with that order back, this
+/// test failed 8 times in 8 tries (with two of the seeds, 3 in 4). Only the checker's own
+/// verdict path (whether the busy key was decided by its versions, which depends on the
+/// search's time budget) is left out.
 #[test]
 fn a_seed_replays_exactly() {
-    for seed in [2, 6] {
+    for seed in [2, 6, 14, 20] {
         let run = || {
             let mut stats = run_with(seed, Aim::default());
             stats.faults.remove("busy key checked by its versions");
