@@ -221,7 +221,7 @@ impl Handler<ScanDigest> for StorageActor {
     type Result = Result<DigestScan>;
 
     fn handle(&mut self, msg: ScanDigest, _: &mut Context<Self>) -> Self::Result {
-        let mut records = self.store.scan(msg.after.as_deref(), msg.limit + 1)?;
+        let mut records = self.store.scan_heads(msg.after.as_deref(), msg.limit + 1)?;
         let more = records.len() > msg.limit;
         records.truncate(msg.limit);
         let entries = records
@@ -240,7 +240,7 @@ impl Handler<ScanUnsettled> for StorageActor {
     type Result = Result<(Vec<Key>, Option<Key>)>;
 
     fn handle(&mut self, msg: ScanUnsettled, _: &mut Context<Self>) -> Self::Result {
-        let mut records = self.store.scan(msg.after.as_deref(), msg.limit + 1)?;
+        let mut records = self.store.scan_heads(msg.after.as_deref(), msg.limit + 1)?;
         let more = records.len() > msg.limit;
         records.truncate(msg.limit);
         let last = more
@@ -248,7 +248,7 @@ impl Handler<ScanUnsettled> for StorageActor {
             .flatten();
         let keys = records
             .into_iter()
-            .filter(|(_, r)| r.is_unsettled())
+            .filter(|(_, r)| r.unsettled)
             .map(|(k, _)| k)
             .collect();
         Ok((keys, last))
@@ -261,12 +261,15 @@ impl Handler<FindBehind> for StorageActor {
     fn handle(&mut self, msg: FindBehind, _: &mut Context<Self>) -> Self::Result {
         self.flush();
         let keys: Vec<Key> = msg.entries.iter().map(|e| e.key.clone()).collect();
-        let ours = self.store.load_many(&keys)?;
+        let ours = self.store.load_heads(&keys)?;
         Ok(msg
             .entries
             .into_iter()
             .zip(ours)
-            .filter(|(e, ours)| is_behind(ours.as_ref(), e.promised, e.accepted))
+            .filter(|(e, ours)| {
+                let ours = ours.map(|h| (h.promised, h.accepted));
+                is_behind(ours, e.promised, e.accepted)
+            })
             .map(|(e, _)| e.key)
             .collect())
     }

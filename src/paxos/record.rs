@@ -178,11 +178,11 @@ impl AcceptorRecord {
     }
 }
 
-/// Is this node, holding `ours` (`None`: no record) of a key, behind a peer that holds it at
-/// `(promised, accepted)`: a higher accepted ballot or a higher promise?
-pub fn is_behind(ours: Option<&AcceptorRecord>, promised: Ballot, accepted: Ballot) -> bool {
-    let (our_promised, our_accepted) =
-        ours.map_or((Ballot::ZERO, Ballot::ZERO), |r| (r.promised, r.accepted));
+/// Is this node, holding a key's record at `ours` (its promised and accepted ballots; `None`:
+/// no record), behind a peer that holds it at `(promised, accepted)`: a higher accepted
+/// ballot or a higher promise?
+pub fn is_behind(ours: Option<(Ballot, Ballot)>, promised: Ballot, accepted: Ballot) -> bool {
+    let (our_promised, our_accepted) = ours.unwrap_or((Ballot::ZERO, Ballot::ZERO));
     accepted > our_accepted || promised > our_promised
 }
 
@@ -258,10 +258,11 @@ mod tests {
     fn a_node_is_behind_on_a_newer_promise_or_accept_only() {
         let (b1, b2) = (Ballot::new(1, 1), Ballot::new(2, 1));
         let ours = rec(b1, b1);
-        assert!(is_behind(Some(&ours), b2, b1));
-        assert!(is_behind(Some(&ours), b1, b2));
-        assert!(!is_behind(Some(&ours), b1, b1));
-        assert!(!is_behind(Some(&ours), Ballot::ZERO, Ballot::ZERO));
+        let held = Some((ours.promised, ours.accepted));
+        assert!(is_behind(held, b2, b1));
+        assert!(is_behind(held, b1, b2));
+        assert!(!is_behind(held, b1, b1));
+        assert!(!is_behind(held, Ballot::ZERO, Ballot::ZERO));
         // no record: behind anything
         assert!(is_behind(None, b1, Ballot::FAST));
         assert!(rec(b1, Ballot::FAST).is_unsettled());

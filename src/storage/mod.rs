@@ -41,7 +41,7 @@ use crate::error::{Error, Result};
 use crate::paxos::identity::{self, SeenStore};
 use crate::paxos::membership::Membership;
 use crate::paxos::record::{self, AcceptorRecord};
-use crate::paxos::types::{Key, NodeId};
+use crate::paxos::types::{Ballot, Key, NodeId};
 
 /// Database names, in one place.
 mod db_name {
@@ -367,12 +367,35 @@ impl Store {
         Ok((records, more))
     }
 
+    /// Up to `limit` records with keys after `after` (all keys if `None`), in key order, as
+    /// [`Store::scan`] but each read only as far as anti-entropy needs ([`RecordHead`]): its
+    /// digests and its search for unsettled keys page through every record of the store,
+    /// every `sync_interval_ms`, for each peer.
+    pub fn scan_heads(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, RecordHead)>> {
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.scan_from_as(lower, limit, decode_head)
+    }
+
     /// Up to `limit` records from `lower` on, in key order (see [`Store::scan`]).
     fn scan_from(
         &self,
         lower: Bound<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, AcceptorRecord)>> {
+        self.scan_from_as(lower, limit, decode)
+    }
+
+    /// [`Store::scan_from`], each record read by `read`.
+    fn scan_from_as<T>(
+        &self,
+        lower: Bound<&[u8]>,
+        limit: usize,
+        read: impl Fn(&[u8], &[u8]) -> Result<T>,
+    ) -> Result<Vec<(Vec<u8>, T)>> {
         let rtxn = self.env.read_txn()?;
         let bounds = (lower, Bound::Unbounded);
         let mut stored = self.acceptors.range(&rtxn, &bounds)?.peekable();
@@ -396,10 +419,10 @@ impl Store {
                 if next_stored == Some(key.as_slice()) {
                     stored.next(); // shadowed by the newer logged record
                 }
-                out.push((key.clone(), decode(key, bytes)?));
+                out.push((key.clone(), read(key, bytes)?));
             } else {
                 let (key, bytes) = stored.next().expect("peeked")?;
-                out.push((key.to_vec(), decode(key, bytes)?));
+                out.push((key.to_vec(), read(key, bytes)?));
             }
         }
         Ok(out)
@@ -594,6 +617,18 @@ impl Store {
             .collect()
     }
 
+    /// The [`RecordHead`]s of `keys` (`None`: no record), as anti-entropy compares them with a
+    /// peer's digest: read only as far as that needs.
+    pub fn load_heads(&self, keys: &[Key]) -> Result<Vec<Option<RecordHead>>> {
+        let rtxn = self.env.read_txn()?;
+        keys.iter()
+            .map(|key| match self.encoded(&rtxn, key)? {
+                Some(raw) => Ok(Some(decode_head(key, raw)?)),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
     /// The encoded record of `key`: the logged one if it is not merged yet, else the stored one.
     fn encoded<'a>(&'a self, rtxn: &'a heed::RoTxn, key: &[u8]) -> Result<Option<&'a [u8]>> {
         match self.overlay.get(key) {
@@ -628,28 +663,90 @@ fn split_log_entry(entry: &[u8]) -> Result<(&[u8], &[u8])> {
 }
 
 fn decode(key: &[u8], bytes: &[u8]) -> Result<AcceptorRecord> {
-    let corrupt = |why: String| {
-        Error::Storage(format!(
-            "record of key {:?} is corrupt: {why}",
-            String::from_utf8_lossy(key)
-        ))
+    let corrupt = corruption(key);
+    let (body, current) = checked_body(key, bytes)?;
+    let record: AcceptorRecord = if current {
+        postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?
+    } else {
+        // Written by a build before the compact remembered writes (`record::decode_legacy`).
+        record::decode_legacy(body).map_err(&corrupt)?
     };
+    record.check().map_err(&corrupt)?;
+    Ok(record)
+}
+
+/// What anti-entropy reads of a record ([`Store::scan_heads`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHead {
+    pub promised: Ballot,
+    pub accepted: Ballot,
+    /// [`AcceptorRecord::is_unsettled`].
+    pub unsettled: bool,
+}
+
+impl From<&AcceptorRecord> for RecordHead {
+    fn from(r: &AcceptorRecord) -> RecordHead {
+        RecordHead {
+            promised: r.promised,
+            accepted: r.accepted,
+            unsettled: r.is_unsettled(),
+        }
+    }
+}
+
+/// A record's [`RecordHead`], its checksum checked, without decoding its state: every form
+/// of a record (this build's and the legacy ones, `record::decode_legacy`) begins with its
+/// promised and accepted ballots. Whether it is unsettled takes the rest only when nothing
+/// was accepted (`fast_unknown` is the record's last field; with nothing accepted its state
+/// is empty, `AcceptorRecord::check`, so that decode is short). A digest scan used to decode
+/// every record whole, with its value and remembered writes: about 90 % of an idle node's
+/// allocations (BENCHMARKS.md, issue 23).
+fn decode_head(key: &[u8], bytes: &[u8]) -> Result<RecordHead> {
+    let (body, _) = checked_body(key, bytes)?;
+    let ((promised, accepted), _): ((Ballot, Ballot), _) =
+        postcard::take_from_bytes(body).map_err(|e| corruption(key)(e.to_string()))?;
+    if accepted > promised {
+        return Err(corruption(key)(format!(
+            "accepted {accepted} above promised {promised}"
+        )));
+    }
+    let unsettled = match accepted {
+        Ballot::FAST => true,
+        Ballot::ZERO => decode(key, bytes)?.fast_unknown,
+        _ => false,
+    };
+    Ok(RecordHead {
+        promised,
+        accepted,
+        unsettled,
+    })
+}
+
+/// A stored record's body, its checksum checked; `true` if this build's form wrote it (a
+/// salted checksum), `false` for an older build's (a plain one).
+fn checked_body<'a>(key: &[u8], bytes: &'a [u8]) -> Result<(&'a [u8], bool)> {
     if bytes.len() < CRC_BYTES {
-        return Err(corrupt("too short".into()));
+        return Err(corruption(key)("too short".into()));
     }
     let (body, crc) = bytes.split_at(bytes.len() - CRC_BYTES);
     let crc = u32::from_le_bytes(crc.try_into().expect("CRC_BYTES"));
     let computed = crc32fast::hash(body);
-    let record: AcceptorRecord = if crc == computed ^ FORMAT_SALT {
-        postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?
+    if crc == computed ^ FORMAT_SALT {
+        Ok((body, true))
     } else if crc == computed {
-        // Written by a build before the compact remembered writes (`record::decode_legacy`).
-        record::decode_legacy(body).map_err(corrupt)?
+        Ok((body, false))
     } else {
-        return Err(corrupt("checksum mismatch".into()));
-    };
-    record.check().map_err(corrupt)?;
-    Ok(record)
+        Err(corruption(key)("checksum mismatch".into()))
+    }
+}
+
+fn corruption(key: &[u8]) -> impl Fn(String) -> Error + '_ {
+    move |why| {
+        Error::Storage(format!(
+            "record of key {:?} is corrupt: {why}",
+            String::from_utf8_lossy(key)
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -1060,5 +1157,77 @@ pub(crate) mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(after_a, vec![b"b".to_vec()]);
+    }
+
+    /// Anti-entropy's head-only reads (a scan, a lookup) read what the whole decode reads,
+    /// for every kind of record (accepted at a classic ballot, at the fast ballot, nothing
+    /// accepted with and without a lost fast vote, only a promise), merged or still in the
+    /// log, and refuse a corrupt record as the whole decode does.
+    #[test]
+    fn a_head_scan_reads_the_ballots_and_settledness_a_whole_decode_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        let b = Ballot::new(4, 2);
+        let nothing = |promised, fast_unknown| AcceptorRecord {
+            promised,
+            accepted: Ballot::ZERO,
+            state: Register::default(),
+            fast_unknown,
+        };
+        let fast = AcceptorRecord {
+            promised: Ballot::FAST,
+            accepted: Ballot::FAST,
+            ..record(1)
+        };
+        let records = [
+            (b"a".as_slice(), record(3)),
+            (b"b".as_slice(), fast),
+            (b"c".as_slice(), nothing(Ballot::ZERO, true)),
+            (b"d".as_slice(), nothing(Ballot::ZERO, false)),
+            (b"e".as_slice(), nothing(b, false)),
+        ];
+        let (merged, logged) = records.split_at(2);
+        let batch = |rs: &[(&'static [u8], AcceptorRecord)]| {
+            rs.iter().map(|(k, r)| (*k, r.clone())).collect::<Vec<_>>()
+        };
+        let write = |store: &mut Store, rs: Vec<(&[u8], AcceptorRecord)>| {
+            let rs: Vec<(&[u8], &AcceptorRecord)> = rs.iter().map(|(k, r)| (*k, r)).collect();
+            store.write(&rs).unwrap();
+        };
+        write(&mut store, batch(merged));
+        store.merge().unwrap();
+        write(&mut store, batch(logged));
+        let whole: Vec<(Vec<u8>, RecordHead)> = store
+            .scan(None, 10)
+            .unwrap()
+            .iter()
+            .map(|(k, r)| (k.clone(), RecordHead::from(r)))
+            .collect();
+        assert_eq!(store.scan_heads(None, 10).unwrap(), whole);
+        let unsettled: Vec<&[u8]> = whole
+            .iter()
+            .filter(|(_, h)| h.unsettled)
+            .map(|(k, _)| k.as_slice())
+            .collect();
+        assert_eq!(unsettled, vec![b"b".as_slice(), b"c".as_slice()]);
+        assert_eq!(store.scan_heads(Some(b"c"), 1).unwrap(), whole[3..4]);
+        let keys: Vec<Key> = vec![b"e".to_vec(), b"zz".to_vec(), b"b".to_vec()];
+        let loaded: Vec<Option<RecordHead>> = store
+            .load_many(&keys)
+            .unwrap()
+            .iter()
+            .map(|r| r.as_ref().map(RecordHead::from))
+            .collect();
+        assert_eq!(store.load_heads(&keys).unwrap(), loaded);
+        assert_eq!(loaded[1], None);
+
+        // A flipped byte in a merged record's ballots: both scans refuse it.
+        let mut wtxn = store.env.write_txn().unwrap();
+        let mut bytes = store.acceptors.get(&wtxn, b"a").unwrap().unwrap().to_vec();
+        bytes[1] ^= 0x40;
+        store.acceptors.put(&mut wtxn, b"a", &bytes).unwrap();
+        wtxn.commit().unwrap();
+        assert!(store.scan(None, 10).is_err());
+        assert!(store.scan_heads(None, 10).is_err());
     }
 }
