@@ -608,22 +608,25 @@ impl Store {
     /// The records of `keys` (`None` where there is none), in order, from one read
     /// transaction.
     pub fn load_many(&self, keys: &[Key]) -> Result<Vec<Option<AcceptorRecord>>> {
-        let rtxn = self.env.read_txn()?;
-        keys.iter()
-            .map(|key| match self.encoded(&rtxn, key)? {
-                Some(raw) => Ok(Some(decode(key, raw)?)),
-                None => Ok(None),
-            })
-            .collect()
+        self.load_many_as(keys, decode)
     }
 
     /// The [`RecordHead`]s of `keys` (`None`: no record), as anti-entropy compares them with a
     /// peer's digest: read only as far as that needs.
     pub fn load_heads(&self, keys: &[Key]) -> Result<Vec<Option<RecordHead>>> {
+        self.load_many_as(keys, decode_head)
+    }
+
+    /// The records of `keys` in one read transaction, each read by `read`.
+    fn load_many_as<T>(
+        &self,
+        keys: &[Key],
+        read: impl Fn(&[u8], &[u8]) -> Result<T>,
+    ) -> Result<Vec<Option<T>>> {
         let rtxn = self.env.read_txn()?;
         keys.iter()
             .map(|key| match self.encoded(&rtxn, key)? {
-                Some(raw) => Ok(Some(decode_head(key, raw)?)),
+                Some(raw) => Ok(Some(read(key, raw)?)),
                 None => Ok(None),
             })
             .collect()
