@@ -186,6 +186,47 @@ pub fn is_behind(ours: Option<(Ballot, Ballot)>, promised: Ballot, accepted: Bal
     accepted > our_accepted || promised > our_promised
 }
 
+/// Test builds: the body of a record in the oldest form (before keys could be attached to
+/// leases: no `lease`, no `fence`, a `Vec` of remembered writes), as an older build wrote it:
+/// `version` and `value`, no remembered write, `floors_overflowed` set.
+#[cfg(test)]
+pub(crate) fn older_form(
+    promised: Ballot,
+    accepted: Ballot,
+    version: u64,
+    value: &[u8],
+) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct OldRegister<'a> {
+        version: u64,
+        #[serde(with = "crate::paxos::types::opt_bytes")]
+        value: Option<Vec<u8>>,
+        recent: &'a [crate::paxos::types::AppliedWrite],
+        floors: &'a [crate::paxos::types::ClientFloor],
+        floors_overflowed: bool,
+    }
+    #[derive(Serialize)]
+    struct Old<'a> {
+        promised: Ballot,
+        accepted: Ballot,
+        state: OldRegister<'a>,
+        fast_unknown: bool,
+    }
+    postcard::to_allocvec(&Old {
+        promised,
+        accepted,
+        state: OldRegister {
+            version,
+            value: Some(value.to_vec()),
+            recent: &[],
+            floors: &[],
+            floors_overflowed: true,
+        },
+        fast_unknown: false,
+    })
+    .expect("encodes")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,36 +249,8 @@ mod tests {
 
     #[test]
     fn a_record_of_the_older_form_reads_as_one_attached_to_nothing() {
-        #[derive(Serialize)]
-        struct OldRegister<'a> {
-            version: u64,
-            #[serde(with = "crate::paxos::types::opt_bytes")]
-            value: Option<Vec<u8>>,
-            recent: &'a [crate::paxos::types::AppliedWrite],
-            floors: &'a [crate::paxos::types::ClientFloor],
-            floors_overflowed: bool,
-        }
-        #[derive(Serialize)]
-        struct Old<'a> {
-            promised: Ballot,
-            accepted: Ballot,
-            state: OldRegister<'a>,
-            fast_unknown: bool,
-        }
         let b = Ballot::new(3, 2);
-        let old = Old {
-            promised: b,
-            accepted: b,
-            state: OldRegister {
-                version: 7,
-                value: Some(b"v".to_vec()),
-                recent: &[],
-                floors: &[],
-                floors_overflowed: true,
-            },
-            fast_unknown: false,
-        };
-        let bytes = postcard::to_allocvec(&old).unwrap();
+        let bytes = older_form(b, b, 7, b"v");
         assert!(
             postcard::from_bytes::<AcceptorRecord>(&bytes).is_err(),
             "the older form never reads as the newer"

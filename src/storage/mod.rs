@@ -1165,7 +1165,8 @@ pub(crate) mod tests {
     /// Anti-entropy's head-only reads (a scan, a lookup) read what the whole decode reads,
     /// for every kind of record (accepted at a classic ballot, at the fast ballot, nothing
     /// accepted with and without a lost fast vote, only a promise), merged or still in the
-    /// log, and refuse a corrupt record as the whole decode does.
+    /// log, in this build's form and an older build's, and refuse a corrupt record as the
+    /// whole decode does.
     #[test]
     fn a_head_scan_reads_the_ballots_and_settledness_a_whole_decode_reads() {
         let dir = tempfile::tempdir().unwrap();
@@ -1223,6 +1224,25 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(store.load_heads(&keys).unwrap(), loaded);
         assert_eq!(loaded[1], None);
+
+        // A record an older build wrote (its oldest form, a plain checksum): the same head.
+        let body = record::older_form(b, Ballot::new(3, 2), 7, b"old");
+        let mut bytes = body.clone();
+        bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        let mut wtxn = store.env.write_txn().unwrap();
+        store.acceptors.put(&mut wtxn, b"f", &bytes).unwrap();
+        wtxn.commit().unwrap();
+        let old = store.scan(Some(b"e"), 1).unwrap();
+        assert_eq!(old[0].1.state.version, 7, "read as the older form");
+        let head = RecordHead::from(&old[0].1);
+        assert_eq!(
+            store.scan_heads(Some(b"e"), 1).unwrap(),
+            vec![(b"f".to_vec(), head)]
+        );
+        assert_eq!(
+            store.load_heads(&[b"f".to_vec()]).unwrap(),
+            vec![Some(head)]
+        );
 
         // A flipped byte in a merged record's ballots: both scans refuse it.
         let mut wtxn = store.env.write_txn().unwrap();
