@@ -704,6 +704,12 @@ impl From<&AcceptorRecord> for RecordHead {
 /// is empty, `AcceptorRecord::check`, so that decode is short). A digest scan used to decode
 /// every record whole, with its value and remembered writes: about 90 % of an idle node's
 /// allocations (BENCHMARKS.md, issue 23).
+///
+/// What it does not check that a whole read does: the rest of `AcceptorRecord::check` (a
+/// state without an accepted ballot, a lost fast vote beside an accepted state). A record
+/// whose checksum holds was checked when it was written (`encode` refuses a broken one), and
+/// every read that acts on a record (a load, a fetch for a peer, a merge) reads it whole and
+/// checks it again; a head only decides which keys anti-entropy looks at.
 fn decode_head(key: &[u8], bytes: &[u8]) -> Result<RecordHead> {
     let (body, _) = checked_body(key, bytes)?;
     let ((promised, accepted), _): ((Ballot, Ballot), _) =
