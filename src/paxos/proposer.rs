@@ -694,10 +694,12 @@ impl Proposer {
         // which asks the members at least every 300 ms while the node does not vote
         // (`actors::membership::start`, `WAIT_STEP`). A node that is a member of a newer
         // epoch but has not installed it yet answers "unavailable" until its pull installs
-        // it, where its rounds would have been refused (older epoch, `Stale`) until then
-        // too. Only new commands are refused: a round already in flight when the node
-        // learns that it was removed goes on to its deadline as before, so that a write
-        // that may have been accepted is answered "unknown", never "unavailable".
+        // it, where its rounds would have been refused until then too (older epoch: the
+        // acceptors answer `Stale`, which makes the node fetch the newer membership at
+        // once; without rounds, the pull does that within 300 ms). Only new commands are
+        // refused: a round already in flight when the node learns that it was removed goes
+        // on to its deadline as before, so that a write that may have been accepted is
+        // answered "unknown", never "unavailable".
         let refusal = match (self.cfg.epoch, self.cfg.member) {
             (0, _) => Some(
                 "this node has no membership installed yet (joining, or not started): \
