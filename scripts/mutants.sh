@@ -41,6 +41,7 @@ mutants=(
   'proposer-timer-left-armed @@ src/actors/proposer.rs @@ /if let Some((_, handle)) = self.timer.take() {/{n;s/ctx.cancel_future(handle);/let _ = handle;/} @@ --test serving a_round_that_finishes_in_time_leaves_its_proposer_no_timer'
   'rare-requests-inline @@ src/actors/router.rs @@ s/body => Box::pin(self.serve_rest(body)).await,/body => self.serve_rest(body).await,/ @@ --lib a_key_request_task_stays_small'
   'non-member-proposer-sends @@ src/paxos/proposer.rs @@ s/let refusal = match (self.cfg.epoch, self.cfg.member) {/let refusal = match (self.cfg.epoch, true) {/ @@ --lib a_proposer_of_a_node_that_is_no_member'
+  'non-member-proposer-sends-sim @@ src/paxos/proposer.rs @@ s/let refusal = match (self.cfg.epoch, self.cfg.member) {/let refusal = match (self.cfg.epoch, true) {/ @@ --lib seeded_first_writes_raced'
   'lease-due-in-map-order @@ src/paxos/lease.rs @@ s/        due.sort_unstable_by_key(|d| d.id);// @@ --lib a_seed_replays_exactly'
   'head-ignores-lost-fast-vote @@ src/storage/mod.rs @@ s/        Ballot::ZERO => decode(key, bytes)?.fast_unknown,/        Ballot::ZERO => false,/ @@ --lib a_head_scan_reads'
   'epoch-zero-proposer-sends-unit @@ src/paxos/proposer.rs @@ s/        if self.cfg.epoch == 0 {/        if false {/ @@ --lib a_proposer_with_no_membership_installed'
