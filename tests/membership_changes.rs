@@ -340,8 +340,9 @@ async fn a_state_chosen_at_the_fast_ballot_survives_a_change_of_the_voters_that_
 /// an older epoch (a node that missed a change, or a delayed message) promises nothing, is
 /// answered `Stale` and counted; one of the current epoch from another cluster identity (a
 /// node bootstrapped from another config, at an address of this cluster's) promises nothing
-/// and is counted; at the current epoch and cluster the same Prepare is promised. (Mutants
-/// `acceptor-answers-older-epochs` and `foreign-frames-taken` fail this test.)
+/// and is counted; at the current epoch and cluster the same Prepare is promised; a Read of the
+/// older epoch is refused too. (Mutants `acceptor-answers-older-epochs`,
+/// `foreign-frames-taken` and `durable-read-ignores-epoch` fail this test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prepare_of_an_older_epoch_or_another_cluster_promises_nothing() {
     use paxkv::actors::messages::InspectAcceptor;
@@ -395,6 +396,27 @@ async fn a_prepare_of_an_older_epoch_or_another_cluster_promises_nothing() {
         "the current Prepare promised",
         Duration::from_secs(5),
         || async { promised().await == Some(Ballot::new(2_000, 2)) },
+    )
+    .await;
+    // A read of the older epoch, for the key whose acceptor is now live and has published
+    // its durable record: refused as well, not answered from that record (`actors::routes`,
+    // mutant `durable-read-ignores-epoch`).
+    let before = cluster.status(1).await;
+    let read = paxkv::frame::encode(&Frame::Peer(Envelope {
+        from: 2,
+        proposer: 7,
+        epoch: epoch - 1,
+        cluster: m.cluster,
+        key: b"k".to_vec(),
+        body: PeerMessage::Read { read: 1 },
+    }));
+    raw.write_all(&read).unwrap();
+    eventually(
+        "the stale Read refused and counted",
+        Duration::from_secs(5),
+        || async {
+            matches!(status.status(0).await, Ok(s) if s.stale_refused > before.stale_refused)
+        },
     )
     .await;
 }

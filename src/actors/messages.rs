@@ -198,7 +198,8 @@ pub struct Crash;
 #[rtype(result = "()")]
 pub struct Persist {
     pub key: Key,
-    pub record: AcceptorRecord,
+    /// Shared with the acceptor's `DurableView`, which publishes it once it is durable.
+    pub record: std::sync::Arc<AcceptorRecord>,
     pub done: ReplyTo<Result<()>>,
 }
 

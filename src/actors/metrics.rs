@@ -96,6 +96,7 @@ impl Sources {
             ("paxkv_foreign_frames_total", "Paxos frames, memberships and node calls of another cluster identity refused", get(&s.foreign_frames)),
             ("paxkv_refused_connections_total", "Connections refused before any frame was read (failed TLS handshake, too many connections)", get(&s.refused_connections)),
             ("paxkv_connections_accepted_total", "Connections accepted (TLS handshake done, or plaintext), clients' and peers'", get(&s.accepted_connections)),
+            ("paxkv_reads_from_durable_total", "Acceptor reads answered from the record last made durable, without a stop in the acceptor's mailbox", get(&s.reads_from_durable)),
             ("paxkv_stale_refused_total", "Paxos requests refused for an older membership epoch", get(&s.stale_refused)),
             ("paxkv_dropped_not_voting_total", "Paxos requests dropped while this node did not vote", get(&s.dropped_not_voting)),
             ("paxkv_acceptor_restarts_total", "Acceptor actors that crashed and were restarted from disk", get(&s.acceptor_restarts)),

@@ -73,6 +73,9 @@ pub struct Stats {
     /// Acceptor answers that wrote nothing (reads, queries, refusals): with `records_written`,
     /// the share of a node's work that does not wait on commits (`actors::linger`).
     pub answers_without_write: AtomicU64,
+    /// Of those, reads answered from the record last made durable, without the acceptor's
+    /// mailbox (`actors::acceptor::DurableView`).
+    pub reads_from_durable: AtomicU64,
     pub peer_frames_dropped: AtomicU64,
     pub bad_frames: AtomicU64,
     /// Frames dropped because the connection's certificate may not send them (`crate::tls`).

@@ -258,6 +258,23 @@ impl Outbox {
             key: key.to_vec(),
             body: msg,
         };
+        self.post(to, envelope);
+    }
+
+    /// Answers `request` (a Paxos request to this node) with `msg`: to its sender's proposer
+    /// instance, at its epoch, reusing its key.
+    pub fn answer(&self, request: Envelope, msg: PeerMessage) {
+        let to = request.from;
+        let envelope = Envelope {
+            from: self.inner.me,
+            cluster: self.inner.cluster.load(Ordering::Acquire),
+            body: msg,
+            ..request
+        };
+        self.post(to, envelope);
+    }
+
+    fn post(&self, to: NodeId, envelope: Envelope) {
         if to == self.inner.me {
             self.dispatch(to, Outgoing::Local(envelope));
         } else {

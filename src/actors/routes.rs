@@ -48,13 +48,13 @@ use std::time::Instant;
 use actix::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::actors::acceptor::AcceptorActor;
+use crate::actors::acceptor::{AcceptorActor, DurableView};
 use crate::actors::membership::InstalledMembership;
 use crate::actors::messages::{Deliver, FromAcceptor, FromProposer, Submit};
 use crate::actors::proposer::ProposerActor;
 use crate::actors::{Readiness, Stats};
 use crate::error::Error;
-use crate::messages::Envelope;
+use crate::messages::{Envelope, PeerMessage};
 use crate::paxos::admission;
 use crate::paxos::types::Key;
 
@@ -62,6 +62,9 @@ use crate::paxos::types::Key;
 pub struct KeyActors {
     pub proposer: Option<(Addr<ProposerActor>, u64)>,
     pub acceptor: Option<(Addr<AcceptorActor>, u64)>,
+    /// The record the live acceptor last made durable, which reads are answered from; set
+    /// with `acceptor` (and empty once that actor stopped).
+    pub acceptor_view: Option<Arc<DurableView>>,
     pub last_used: Instant,
 }
 
@@ -70,6 +73,7 @@ impl KeyActors {
         KeyActors {
             proposer: None,
             acceptor: None,
+            acceptor_view: None,
             last_used: now,
         }
     }
@@ -118,11 +122,54 @@ impl Routes {
     /// it (counted): refused by admission, a reply with no live proposer, a full mailbox.
     /// Returns it when it is a request whose key has no live acceptor: only the supervisor
     /// may start one.
+    ///
+    /// A read for a live acceptor that has published its durable record is answered from
+    /// that record, without its mailbox (`actors::acceptor`, where that is argued).
     pub fn deliver(&self, msg: Deliver) -> Option<Deliver> {
         if !self.admits(&msg.0) {
             return None;
         }
-        self.route(&mut self.lock(), msg)
+        let mut table = self.lock();
+        let Some((view, reply)) = self.answer_from_durable(&mut table, &msg.0) else {
+            return self.route(&mut table, msg);
+        };
+        // Unlocked first: a reply to this node's own proposer is routed through the table.
+        drop(table);
+        let Deliver(request, _inbox) = msg;
+        view.reply(request, reply);
+        None
+    }
+
+    /// The answer to `envelope` from its key's durable view: only a read, for a live
+    /// acceptor that published its record, that admission would step at this epoch (the rest
+    /// go to the actor, which refuses or answers them as before).
+    fn answer_from_durable(
+        &self,
+        table: &mut KeyTable,
+        envelope: &Envelope,
+    ) -> Option<(Arc<DurableView>, PeerMessage)> {
+        if !matches!(
+            envelope.body,
+            PeerMessage::Read { .. } | PeerMessage::Query { .. }
+        ) {
+            return None;
+        }
+        let entry = table.keys.get_mut(&envelope.key)?;
+        entry.acceptor.as_ref().filter(|(a, _)| a.connected())?;
+        let view = entry.acceptor_view.as_ref()?;
+        let fast_allowed = || self.view.get().is_some_and(|m| m.fast_allowed());
+        let admitted = admission::admit(
+            self.view.epoch(),
+            envelope.epoch,
+            &envelope.body,
+            fast_allowed,
+        );
+        if !matches!(admitted, admission::Admission::Step) {
+            return None;
+        }
+        let reply = view.answer(&envelope.body)?;
+        entry.last_used = Instant::now();
+        Some((view.clone(), reply))
     }
 
     /// [`Routes::deliver`], with the table already locked (the supervisor's way).

@@ -44,7 +44,7 @@ const LINGER_MIN_GROUP: usize = 8;
 
 pub struct StorageActor {
     store: Store,
-    pending: Vec<(Key, AcceptorRecord, Waiter)>,
+    pending: Vec<(Key, Arc<AcceptorRecord>, Waiter)>,
     /// The keys in `pending`.
     pending_keys: HashSet<Key>,
     flush_scheduled: bool,
@@ -106,7 +106,7 @@ impl StorageActor {
             let n = self.pending.len().min(self.max_group_commit);
             let group: Vec<_> = self.pending.drain(..n).collect();
             let records: Vec<(&[u8], &AcceptorRecord)> =
-                group.iter().map(|(k, r, _)| (k.as_slice(), r)).collect();
+                group.iter().map(|(k, r, _)| (k.as_slice(), &**r)).collect();
             if !self.commit_delay.is_zero() {
                 std::thread::sleep(self.commit_delay);
             }
@@ -400,7 +400,7 @@ mod tests {
         let (done, durable) = oneshot::channel();
         storage.do_send(Persist {
             key: key.as_bytes().to_vec(),
-            record: record(1),
+            record: Arc::new(record(1)),
             done,
         });
         durable

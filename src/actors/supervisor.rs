@@ -31,7 +31,7 @@ use rand::SeedableRng;
 
 use tokio::sync::mpsc;
 
-use crate::actors::acceptor::AcceptorActor;
+use crate::actors::acceptor::{AcceptorActor, DurableView};
 use crate::actors::membership::{InstalledMembership, MembershipService};
 use crate::actors::messages::{
     ActorStopped, Adopt, AdoptRecord, AdoptRecords, Deliver, GetStatus, Inbound, ReplyTo, Retire,
@@ -201,18 +201,19 @@ impl NodeSupervisor {
         }
         self.incarnations += 1;
         let incarnation = self.incarnations;
+        let view = DurableView::new(self.outbox.clone(), self.stats.clone());
         let actor = AcceptorActor::new(
             key.to_vec(),
             incarnation,
             self.storage.clone(),
-            self.outbox.clone(),
             ctx.address().recipient(),
-            self.stats.clone(),
             self.members.clone(),
+            view.clone(),
         );
         let addr = actor.start();
         let entry = table.keys.get_mut(key).expect("entry() created it");
         entry.acceptor = Some((addr.clone(), incarnation));
+        entry.acceptor_view = Some(view);
         Some(addr)
     }
 
@@ -477,7 +478,10 @@ impl Handler<ActorStopped> for NodeSupervisor {
             if slot == Some(msg.incarnation) {
                 match msg.role {
                     Role::Proposer => entry.proposer = None,
-                    Role::Acceptor => entry.acceptor = None,
+                    Role::Acceptor => {
+                        entry.acceptor = None;
+                        entry.acceptor_view = None;
+                    }
                 }
                 if entry.proposer.is_none() && entry.acceptor.is_none() {
                     table.retiring.remove(&msg.key);
@@ -497,7 +501,10 @@ impl Handler<ActorStopped> for NodeSupervisor {
         }
         match msg.role {
             Role::Proposer => entry.proposer = None,
-            Role::Acceptor => entry.acceptor = None,
+            Role::Acceptor => {
+                entry.acceptor = None;
+                entry.acceptor_view = None;
+            }
         }
         if msg.crashed {
             log::warn!(

@@ -22,6 +22,31 @@ use crate::messages::PeerMessage;
 use crate::paxos::record::AcceptorRecord;
 use crate::paxos::types::{Ballot, Register};
 
+/// The answer to a read (`Query` or `Read`) of an acceptor whose record is `record`; `None` for
+/// any other message. A read changes nothing, so it needs no write and no mailbox: this is
+/// both [`Acceptor::step`]'s answer and the one a node gives from the record its acceptor
+/// last made durable, without a stop in the acceptor's mailbox (`actors::acceptor`,
+/// `DurableView`, where that is argued).
+pub fn answer_read(record: &AcceptorRecord, msg: &PeerMessage) -> Option<PeerMessage> {
+    Some(match *msg {
+        PeerMessage::Read { read } if record.accepted != Ballot::FAST => PeerMessage::ReadReply {
+            read,
+            promised: record.promised,
+            accepted: record.accepted,
+            seen: record.state.seen(),
+            fast_unknown: record.fast_unknown,
+        },
+        PeerMessage::Query { read } | PeerMessage::Read { read } => PeerMessage::QueryReply {
+            read,
+            promised: record.promised,
+            accepted: record.accepted,
+            state: record.state.clone(),
+            fast_unknown: record.fast_unknown,
+        },
+        _ => return None,
+    })
+}
+
 /// The outcome of one step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
@@ -59,24 +84,8 @@ impl Acceptor {
                 state,
                 next,
             } => self.accept(ballot, state, next),
-            PeerMessage::Read { read } if self.record.accepted != Ballot::FAST => Step {
-                reply: PeerMessage::ReadReply {
-                    read,
-                    promised: self.record.promised,
-                    accepted: self.record.accepted,
-                    seen: self.record.state.seen(),
-                    fast_unknown: self.record.fast_unknown,
-                },
-                persist: None,
-            },
-            PeerMessage::Query { read } | PeerMessage::Read { read } => Step {
-                reply: PeerMessage::QueryReply {
-                    read,
-                    promised: self.record.promised,
-                    accepted: self.record.accepted,
-                    state: self.record.state.clone(),
-                    fast_unknown: self.record.fast_unknown,
-                },
+            read @ (PeerMessage::Query { .. } | PeerMessage::Read { .. }) => Step {
+                reply: answer_read(&self.record, &read).expect("matched a read"),
                 persist: None,
             },
             reply => panic!("an acceptor received a reply: {reply:?}"),
