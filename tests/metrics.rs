@@ -61,6 +61,16 @@ async fn metrics_name_every_documented_series_and_health_follows_voting() {
         Some(1.0)
     );
     assert!(metric_in(&text, "paxkv_paxos_rounds_total{kind=\"quick_read\"}").unwrap() >= 2.0);
+    // Each get's majority meets the put's in a node whose acceptor is live, and answers
+    // there from the record that acceptor made durable (`actors::acceptor::DurableView`).
+    let mut from_durable = 0.0;
+    for id in 1..=3 {
+        from_durable += cluster
+            .metric(id, "paxkv_reads_from_durable_total")
+            .await
+            .unwrap();
+    }
+    assert!(from_durable >= 2.0, "{from_durable} reads from durable records");
     assert!(metric_in(&text, "paxkv_commit_duration_seconds_count").unwrap() >= 1.0);
     assert_eq!(metric_in(&text, "paxkv_voting"), Some(1.0));
     assert!(metric_in(&text, "paxkv_membership_epoch").unwrap() >= 1.0);

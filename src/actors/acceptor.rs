@@ -34,12 +34,46 @@
 //! reply lost. Since each published record is the next durable one, what a view answers
 //! only moves forward, as the acceptor's answers do.
 //!
+//! Every reply the acceptor sent is in the view: the publication comes first. So a write
+//! whose majority answered is seen by every later read's majority, through the quorum
+//! intersection the quick read (`paxos::proposer`) relies on, exactly as before. What a read
+//! may now miss is only a write no acceptor has answered yet at the acceptors it asked: a
+//! write concurrent with the read, which a linearizable read may order either way. Nothing
+//! in the proposer counts on an acceptor taking one connection's messages in order (reads
+//! are counted by majorities; repairs and settles are Accepts and Prepares, which still go
+//! through the mailbox).
+//!
+//! *Other readers of the store in that window.* Between a commit and its publication,
+//! anti-entropy's scans and fetches, a change's rescan and a successor's load can already
+//! read the new record from disk. That is no different from before: they read the disk, not
+//! the actor, and they always could see a record whose reply was not sent yet. A classic
+//! record copied elsewhere is a copy of an Accept that exists, a fast-ballot state is never
+//! copied, and a rescan needs only chosen states.
+//!
+//! *An epoch raised in that window.* A node may install a newer membership (epoch k+1)
+//! while an epoch-k write of one of its acceptors is being committed; a read of epoch k+1
+//! answered from the view then misses that write, whose reply still goes out, at epoch k,
+//! once it is durable. Before, the read waited in the mailbox and saw it. The reordered
+//! history (the acceptor answers at k+1, then accepts at k) is not one admission allows, so
+//! "only a reordering" does not cover this case; it is safe for another reason. A change's
+//! safety never rests on what read answers say: it rests on the refusals of Prepares and
+//! Accepts of the older epoch, and on the stores, whose queued writes commit before the
+//! install (`actors::membership`) and so are on disk for the change's rescan. The write in
+//! question was concurrent with the read (its reply was not sent when the read was
+//! answered), so the read may be ordered before it; whether the write is chosen, and seen by
+//! the reads after it, is decided as it was before this path existed.
+//!
 //! *What is not taken from the view*: nothing but reads; no read while the record is being
-//! loaded, after a crash or once the actor stopped (the view is cleared, and the read goes to
-//! the mailbox as before, where a restarted actor answers it from disk); no read that
-//! admission would not step (another epoch, `paxos::admission`), which the actor refuses or
-//! answers as before. The node-level gates (cluster, voting) are checked on every frame's way
-//! in, before either path.
+//! loaded or after a crash (the view is empty until the actor publishes, and is cleared when
+//! it crashes or stops; the read goes to the mailbox as before, where a restarted actor
+//! answers it from disk); no read of a key being retired (it leaves the key table, under the
+//! table's lock, when its `Retire` is sent, and the view is found only through that table);
+//! no read that admission would not step (another epoch, `paxos::admission`), which the
+//! actor refuses or answers as before. The node-level gates (cluster, voting) are checked on
+//! every frame's way in, before either path. The record and the epoch are read on the
+//! node's one thread with nothing in between (`actors::routes`); the record is taken first,
+//! so that even across threads it would never be one written after the epoch that admits
+//! the read.
 //!
 //! [`paxos::acceptor::Acceptor`]: crate::paxos::acceptor::Acceptor
 

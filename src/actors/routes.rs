@@ -157,6 +157,10 @@ impl Routes {
         let entry = table.keys.get_mut(&envelope.key)?;
         entry.acceptor.as_ref().filter(|(a, _)| a.connected())?;
         let view = entry.acceptor_view.as_ref()?;
+        // The record first, then the epoch: on this node's one thread nothing happens between
+        // the two; were they ever on two threads, epochs only rise, so a record taken first
+        // is never one written after the epoch that admits the read.
+        let reply = view.answer(&envelope.body)?;
         let fast_allowed = || self.view.get().is_some_and(|m| m.fast_allowed());
         let admitted = admission::admit(
             self.view.epoch(),
@@ -167,7 +171,6 @@ impl Routes {
         if !matches!(admitted, admission::Admission::Step) {
             return None;
         }
-        let reply = view.answer(&envelope.body)?;
         entry.last_used = Instant::now();
         Some((view.clone(), reply))
     }
