@@ -70,7 +70,10 @@ async fn metrics_name_every_documented_series_and_health_follows_voting() {
             .await
             .unwrap();
     }
-    assert!(from_durable >= 2.0, "{from_durable} reads from durable records");
+    assert!(
+        from_durable >= 2.0,
+        "{from_durable} reads from durable records"
+    );
     assert!(metric_in(&text, "paxkv_commit_duration_seconds_count").unwrap() >= 1.0);
     assert_eq!(metric_in(&text, "paxkv_voting"), Some(1.0));
     assert!(metric_in(&text, "paxkv_membership_epoch").unwrap() >= 1.0);

@@ -263,11 +263,10 @@ impl Actor for AcceptorActor {
                 Ok(Err(e)) => return act.crash(ctx, &format!("loading its record: {e}")),
                 Err(e) => return act.crash(ctx, &format!("storage unreachable: {e}")),
             };
-            let published = Arc::new(record.clone());
             match guarded(|| Acceptor::new(record)) {
                 Ok(core) => {
+                    act.view.publish(core.shared());
                     act.core = Some(core);
-                    act.view.publish(published);
                 }
                 Err(panic) => act.crash(ctx, &panic),
             }
@@ -311,7 +310,6 @@ impl Handler<FromProposer> for AcceptorActor {
             self.outbox.send(to, &self.key, proposer, epoch, step.reply);
             return;
         };
-        let record = Arc::new(record);
         let durable = self.persist(record.clone());
         ctx.wait(fut::wrap_future(durable).map(
             move |written, act: &mut Self, ctx| match written {
@@ -376,7 +374,6 @@ impl Handler<AdoptRecord> for AcceptorActor {
         let Some(record) = merged else {
             return Box::pin(fut::ready(Ok(false)));
         };
-        let record = Arc::new(record);
         let durable = self.persist(record.clone());
         // Hold the mailbox until the merge is durable, like any other write of this acceptor.
         let (tx, rx) = oneshot::channel();

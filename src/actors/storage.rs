@@ -330,7 +330,7 @@ impl Handler<AdoptRecords> for StorageActor {
                 merged.push((key.as_slice(), record));
             }
         }
-        let batch: Vec<(&[u8], &AcceptorRecord)> = merged.iter().map(|(k, r)| (*k, r)).collect();
+        let batch: Vec<(&[u8], &AcceptorRecord)> = merged.iter().map(|(k, r)| (*k, &**r)).collect();
         if !batch.is_empty() {
             self.store.write(&batch)?;
         }

@@ -18,6 +18,8 @@
 //! sets it any more: a node whose store was lost never votes with it, it rejoins as a new
 //! member (`paxos::membership`).
 
+use std::sync::Arc;
+
 use crate::messages::PeerMessage;
 use crate::paxos::record::AcceptorRecord;
 use crate::paxos::types::{Ballot, Register};
@@ -52,13 +54,18 @@ pub fn answer_read(record: &AcceptorRecord, msg: &PeerMessage) -> Option<PeerMes
 pub struct Step {
     /// Send this back to the proposer, after `persist` (if any) is durable.
     pub reply: PeerMessage,
-    /// The record to make durable first; `None` when nothing changed.
-    pub persist: Option<AcceptorRecord>,
+    /// The record to make durable first; `None` when nothing changed. Shared with the
+    /// acceptor, which never changes a record in place (see [`Acceptor`]).
+    pub persist: Option<Arc<AcceptorRecord>>,
 }
 
+/// The acceptor's record is shared, never changed in place: each change makes a new record
+/// (copying only what stays), so the record to persist is the acceptor's own, not a copy, and
+/// a record handed out earlier (to storage, or published for reads, `actors::acceptor`) stays
+/// as it was.
 #[derive(Debug, Clone, Default)]
 pub struct Acceptor {
-    record: AcceptorRecord,
+    record: Arc<AcceptorRecord>,
 }
 
 impl Acceptor {
@@ -67,11 +74,18 @@ impl Acceptor {
         if let Err(e) = record.check() {
             panic!("acceptor record read back broken: {e}: {record:?}");
         }
-        Acceptor { record }
+        Acceptor {
+            record: Arc::new(record),
+        }
     }
 
     pub fn record(&self) -> &AcceptorRecord {
         &self.record
+    }
+
+    /// The record, shared (it is never changed in place).
+    pub fn shared(&self) -> Arc<AcceptorRecord> {
+        self.record.clone()
     }
 
     /// Handles one request. Panics on a message an acceptor never receives (a reply).
@@ -106,30 +120,29 @@ impl Acceptor {
     /// not below its promise), then raises the promise to the peer's. Raising a promise is
     /// always safe; it is how a node that lost its disk relearns the promises it forgot.
     /// Returns the record to persist if anything changed.
-    pub fn adopt(&mut self, peer: &AcceptorRecord) -> Option<AcceptorRecord> {
+    pub fn adopt(&mut self, peer: &AcceptorRecord) -> Option<Arc<AcceptorRecord>> {
         if peer.check().is_err() {
             // A peer's record arrives over the network: a broken one is ignored, never merged.
             return None;
         }
-        let before = self.record.clone();
+        let mut record = (*self.record).clone();
         // A state accepted at the fast ballot is never copied: how many acceptors took it is
         // what tells whether it may have been chosen.
         let classic = peer.accepted != Ballot::FAST;
-        if classic && peer.accepted > self.record.accepted && peer.accepted >= self.record.promised
-        {
-            self.record.accepted = peer.accepted;
-            self.record.state = peer.state.clone();
-            self.record.fast_unknown = false;
+        if classic && peer.accepted > record.accepted && peer.accepted >= record.promised {
+            record.accepted = peer.accepted;
+            record.state = peer.state.clone();
+            record.fast_unknown = false;
         }
-        self.record.promised = self
-            .record
-            .promised
-            .max(peer.promised)
-            .max(self.record.accepted);
-        if let Err(e) = self.record.check() {
+        record.promised = record.promised.max(peer.promised).max(record.accepted);
+        if let Err(e) = record.check() {
             panic!("acceptor record broken after adopting {peer:?}: {e}");
         }
-        (self.record != before).then(|| self.record.clone())
+        if record == *self.record {
+            return None;
+        }
+        self.record = Arc::new(record);
+        Some(self.record.clone())
     }
 
     fn highest_seen(&self) -> Ballot {
@@ -140,7 +153,10 @@ impl Acceptor {
         if ballot <= self.highest_seen() {
             return self.reject(ballot);
         }
-        self.record.promised = ballot;
+        self.record = Arc::new(AcceptorRecord {
+            promised: ballot,
+            ..(*self.record).clone()
+        });
         Step {
             reply: PeerMessage::Promise {
                 ballot,
@@ -200,15 +216,19 @@ impl Acceptor {
             // Reachable only below the promise (refused above), kept as a guard.
             return self.reject(ballot);
         }
-        self.record.accepted = ballot;
-        self.record.state = state;
-        self.record.fast_unknown = false;
-        self.record.promised = self.record.promised.max(ballot);
+        let mut promised = self.record.promised.max(ballot);
         // An Accept's `next` must be above its ballot (it comes from the network: one that is
         // not is ignored, and the Accept taken without the extra promise).
         if let Some(next) = next.filter(|n| *n > ballot) {
-            self.record.promised = self.record.promised.max(next);
+            promised = promised.max(next);
         }
+        // A new record: the state it replaces is not copied first.
+        self.record = Arc::new(AcceptorRecord {
+            promised,
+            accepted: ballot,
+            state,
+            fast_unknown: false,
+        });
         Step {
             reply: PeerMessage::Accepted {
                 ballot,
@@ -446,7 +466,7 @@ mod tests {
             .step(PeerMessage::Prepare { ballot: b(4, 2) })
             .persist
             .unwrap();
-        let mut again = Acceptor::new(rec);
+        let mut again = Acceptor::new((*rec).clone());
         assert!(matches!(
             again.step(PeerMessage::Prepare { ballot: b(3, 1) }).reply,
             PeerMessage::Reject { .. }
@@ -468,7 +488,7 @@ mod tests {
             fast_unknown: false,
         };
         let rec = a.adopt(&peer).expect("changed");
-        assert_eq!(rec, peer);
+        assert_eq!(*rec, peer);
         assert_eq!(a.adopt(&peer), None, "adopting twice changes nothing");
         // an older peer record changes nothing
         let older = AcceptorRecord {

@@ -1292,7 +1292,8 @@ impl Sim {
                     .entry((key.clone(), record.accepted))
                     .or_insert_with(|| record.state.clone());
             }
-            node.durable.insert(key.clone(), record);
+            node.durable
+                .insert(key.clone(), std::sync::Arc::unwrap_or_clone(record));
         }
         (step.reply, changed)
     }
