@@ -282,6 +282,40 @@ mod tests {
         assert_eq!(step.persist.unwrap().promised, b(1, 1));
     }
 
+    /// A record handed out (to storage, or published for reads) is never changed by a later
+    /// step: each change is a new record, and the one to persist is the acceptor's own.
+    #[test]
+    fn a_record_handed_out_stays_as_it_was_and_the_one_to_persist_is_the_acceptors_own() {
+        let mut a = Acceptor::default();
+        let promised = a
+            .step(PeerMessage::Prepare { ballot: b(1, 1) })
+            .persist
+            .unwrap();
+        let before = a.shared();
+        assert!(Arc::ptr_eq(&promised, &before), "persisted a copy");
+        let accepted = a
+            .step(PeerMessage::Accept {
+                ballot: b(1, 1),
+                state: state(1, "x"),
+                next: Some(b(2, 1)),
+            })
+            .persist
+            .unwrap();
+        assert!(Arc::ptr_eq(&accepted, &a.shared()), "persisted a copy");
+        assert_eq!(accepted.state, state(1, "x"));
+        assert_eq!(accepted.promised, b(2, 1));
+        assert_eq!(*before, *promised);
+        assert_eq!(before.promised, b(1, 1));
+        assert_eq!(
+            before.accepted,
+            Ballot::ZERO,
+            "a record handed out was changed"
+        );
+        // Nothing changed, nothing new: a read and a duplicate Accept share the record.
+        a.step(PeerMessage::Read { read: 1 });
+        assert!(Arc::ptr_eq(&accepted, &a.shared()));
+    }
+
     #[test]
     fn a_prepare_at_or_below_the_promise_is_rejected_with_the_higher_ballot() {
         let mut a = Acceptor::default();
