@@ -61,11 +61,17 @@ use crate::paxos::types::Key;
 /// The live actors of one key, with their incarnations.
 pub struct KeyActors {
     pub proposer: Option<(Addr<ProposerActor>, u64)>,
-    pub acceptor: Option<(Addr<AcceptorActor>, u64)>,
-    /// The record the live acceptor last made durable, which reads are answered from; set
-    /// with `acceptor` (and empty once that actor stopped).
-    pub acceptor_view: Option<Arc<DurableView>>,
+    pub acceptor: Option<LiveAcceptor>,
     pub last_used: Instant,
+}
+
+/// A key's live acceptor actor.
+pub struct LiveAcceptor {
+    pub addr: Addr<AcceptorActor>,
+    pub incarnation: u64,
+    /// The record it last made durable, which reads are answered from (empty while it loads,
+    /// and once it stopped).
+    pub view: Arc<DurableView>,
 }
 
 impl KeyActors {
@@ -73,7 +79,6 @@ impl KeyActors {
         KeyActors {
             proposer: None,
             acceptor: None,
-            acceptor_view: None,
             last_used: now,
         }
     }
@@ -155,8 +160,7 @@ impl Routes {
             return None;
         }
         let entry = table.keys.get_mut(&envelope.key)?;
-        entry.acceptor.as_ref().filter(|(a, _)| a.connected())?;
-        let view = entry.acceptor_view.as_ref()?;
+        let view = &entry.acceptor.as_ref().filter(|a| a.addr.connected())?.view;
         // The record first, then the epoch: on this node's one thread nothing happens between
         // the two; were they ever on two threads, epochs only rise, so a record taken first
         // is never one written after the epoch that admits the read.
@@ -197,7 +201,9 @@ impl Routes {
                 .then_some(Deliver(envelope, inbox));
         };
         let sent = if envelope.body.is_request() {
-            let Some((acceptor, _)) = entry.acceptor.as_ref().filter(|(a, _)| a.connected()) else {
+            let Some(LiveAcceptor { addr: acceptor, .. }) =
+                entry.acceptor.as_ref().filter(|a| a.addr.connected())
+            else {
                 return Some(Deliver(envelope, inbox));
             };
             entry.last_used = Instant::now();

@@ -41,7 +41,7 @@ use crate::actors::messages::{
 use crate::actors::messages::{CountRelayed, Crash, CrashActor, Inspect, InspectAcceptor};
 use crate::actors::outbox::{Outbox, PeerQueue};
 use crate::actors::proposer::ProposerActor;
-use crate::actors::routes::{hand_to_proposer, KeyActors, KeyTable, Routes};
+use crate::actors::routes::{hand_to_proposer, KeyActors, KeyTable, LiveAcceptor, Routes};
 use crate::actors::storage::StorageActor;
 use crate::actors::watch::WatchHub;
 use crate::actors::{Readiness, Stats};
@@ -196,8 +196,8 @@ impl NodeSupervisor {
         ctx: &mut Context<Self>,
     ) -> Option<Addr<AcceptorActor>> {
         let entry = self.entry(table, key)?;
-        if let Some((addr, _)) = entry.acceptor.as_ref().filter(|(a, _)| a.connected()) {
-            return Some(addr.clone());
+        if let Some(live) = entry.acceptor.as_ref().filter(|a| a.addr.connected()) {
+            return Some(live.addr.clone());
         }
         self.incarnations += 1;
         let incarnation = self.incarnations;
@@ -212,8 +212,11 @@ impl NodeSupervisor {
         );
         let addr = actor.start();
         let entry = table.keys.get_mut(key).expect("entry() created it");
-        entry.acceptor = Some((addr.clone(), incarnation));
-        entry.acceptor_view = Some(view);
+        entry.acceptor = Some(LiveAcceptor {
+            addr: addr.clone(),
+            incarnation,
+            view,
+        });
         Some(addr)
     }
 
@@ -313,8 +316,8 @@ fn retire_idle(table: &mut KeyTable, min_idle: Duration, at_most: usize) {
             if let Some((p, _)) = &entry.proposer {
                 p.do_send(Retire);
             }
-            if let Some((a, _)) = &entry.acceptor {
-                a.do_send(Retire);
+            if let Some(a) = &entry.acceptor {
+                a.addr.do_send(Retire);
             }
             if entry.proposer.is_some() || entry.acceptor.is_some() {
                 table.retiring.insert(key, entry);
@@ -328,7 +331,7 @@ fn retire_idle(table: &mut KeyTable, min_idle: Duration, at_most: usize) {
 fn forget_stopped(table: &mut KeyTable) {
     table.retiring.retain(|_, e| {
         e.proposer = e.proposer.take().filter(|(a, _)| a.connected());
-        e.acceptor = e.acceptor.take().filter(|(a, _)| a.connected());
+        e.acceptor = e.acceptor.take().filter(|a| a.addr.connected());
         e.proposer.is_some() || e.acceptor.is_some()
     });
 }
@@ -438,9 +441,9 @@ impl Handler<Adopt> for NodeSupervisor {
                 .keys
                 .get(&record.key)
                 .and_then(|e| e.acceptor.as_ref())
-                .filter(|(a, _)| a.connected());
+                .filter(|a| a.addr.connected());
             match live {
-                Some((acceptor, _)) => to_actors.push(acceptor.send(AdoptRecord {
+                Some(acceptor) => to_actors.push(acceptor.addr.send(AdoptRecord {
                     record: record.record,
                 })),
                 None => to_storage.push(record),
@@ -473,15 +476,12 @@ impl Handler<ActorStopped> for NodeSupervisor {
         if let Some(entry) = table.retiring.get_mut(&msg.key) {
             let slot = match msg.role {
                 Role::Proposer => entry.proposer.as_ref().map(|(_, i)| *i),
-                Role::Acceptor => entry.acceptor.as_ref().map(|(_, i)| *i),
+                Role::Acceptor => entry.acceptor.as_ref().map(|a| a.incarnation),
             };
             if slot == Some(msg.incarnation) {
                 match msg.role {
                     Role::Proposer => entry.proposer = None,
-                    Role::Acceptor => {
-                        entry.acceptor = None;
-                        entry.acceptor_view = None;
-                    }
+                    Role::Acceptor => entry.acceptor = None,
                 }
                 if entry.proposer.is_none() && entry.acceptor.is_none() {
                     table.retiring.remove(&msg.key);
@@ -494,17 +494,16 @@ impl Handler<ActorStopped> for NodeSupervisor {
         };
         let slot_matches = match msg.role {
             Role::Proposer => entry.proposer.as_ref().map(|(_, i)| *i) == Some(msg.incarnation),
-            Role::Acceptor => entry.acceptor.as_ref().map(|(_, i)| *i) == Some(msg.incarnation),
+            Role::Acceptor => {
+                entry.acceptor.as_ref().map(|a| a.incarnation) == Some(msg.incarnation)
+            }
         };
         if !slot_matches {
             return;
         }
         match msg.role {
             Role::Proposer => entry.proposer = None,
-            Role::Acceptor => {
-                entry.acceptor = None;
-                entry.acceptor_view = None;
-            }
+            Role::Acceptor => entry.acceptor = None,
         }
         if msg.crashed {
             log::warn!(
@@ -538,7 +537,7 @@ impl Handler<CrashActor> for NodeSupervisor {
         };
         match msg.role {
             Role::Proposer => entry.proposer.as_ref().map(|(a, _)| a.do_send(Crash)),
-            Role::Acceptor => entry.acceptor.as_ref().map(|(a, _)| a.do_send(Crash)),
+            Role::Acceptor => entry.acceptor.as_ref().map(|a| a.addr.do_send(Crash)),
         }
         .is_some()
     }
@@ -564,7 +563,7 @@ impl Handler<InspectAcceptor> for NodeSupervisor {
             .keys
             .get(&msg.key)
             .and_then(|e| e.acceptor.as_ref())
-            .map(|(a, _)| a.clone());
+            .map(|a| a.addr.clone());
         Box::pin(async move {
             match acceptor {
                 Some(a) => a.send(Inspect).await.ok().flatten(),
