@@ -91,7 +91,7 @@ use rand::{Rng, SeedableRng};
 use crate::config::Config;
 use crate::error::Error;
 use crate::messages::{Envelope, Frame, PeerMessage};
-use crate::paxos::acceptor::Acceptor;
+use crate::paxos::acceptor::{answer_read, Acceptor};
 use crate::paxos::admission::{self, Admission};
 use crate::paxos::bootstrap;
 use crate::paxos::driver::{Action, ChangeDriver, Event};
@@ -165,6 +165,12 @@ const WATCH_GAP_WAIT: Duration = Duration::from_millis(5);
 
 enum Payload {
     Paxos(PeerMessage),
+    /// An acceptor's commit returned (not a network message: never dropped, duplicated or
+    /// cut): the record of its write in flight number `seq` (`Node::commits`) is durable, and
+    /// the write's reply goes out.
+    Committed {
+        seq: u64,
+    },
     /// The driver sends a membership to install (`NodeRequest::Install`): taken from its
     /// own cluster only.
     Install(Membership),
@@ -267,6 +273,11 @@ struct Node {
     /// Loaded acceptors; the others load from `durable` on their first message.
     acceptors: BTreeMap<Key, Acceptor>,
     durable: BTreeMap<Key, AcceptorRecord>,
+    /// Acceptors' writes whose commit has not returned (in memory: lost by a crash): the
+    /// acceptor stepped the request, its record is not durable yet, its reply not sent. As the
+    /// runtime's acceptor actor, it takes no other request meanwhile, and reads are answered
+    /// from `durable` (`actors::acceptor::DurableView`).
+    commits: BTreeMap<Key, Commit>,
     proposers: BTreeMap<Key, Proposer>,
     /// The installed membership (durable; `None`: a wiped store that learned none yet).
     membership: Option<Membership>,
@@ -302,6 +313,22 @@ struct Node {
     suspects: Suspects,
 }
 
+/// A write in flight at one acceptor ([`Node::commits`]).
+struct Commit {
+    seq: u64,
+    record: AcceptorRecord,
+    reply: InFlight,
+}
+
+/// A crash, a restart or a store's wipe or rollback: `node`'s writes in flight never become
+/// durable, and their replies are never sent.
+fn lose_commits(node: &mut Node, faults: &mut BTreeMap<&'static str, u32>) {
+    if !node.commits.is_empty() {
+        *faults.entry("write in flight lost").or_default() += node.commits.len() as u32;
+        node.commits.clear();
+    }
+}
+
 /// What a copy of a node's data directory holds: its records and the store's identity state.
 #[derive(Clone)]
 struct Snapshot {
@@ -322,6 +349,7 @@ impl Node {
         Node {
             acceptors: BTreeMap::new(),
             durable: BTreeMap::new(),
+            commits: BTreeMap::new(),
             proposers: BTreeMap::new(),
             suspects: Suspects::default(),
             membership,
@@ -517,6 +545,10 @@ struct Sim {
     next_token: u64,
     drop_rate: f64,
     dup_rate: f64,
+    /// How often an acceptor's write is left in flight (its commit an event of its own) rather
+    /// than durable at once, and the number of the last one.
+    commit_in_flight_rate: f64,
+    commit_seq: u64,
     /// The change driver's world never fails it (scripted runs, `scenarios`): no register
     /// read fails, no register answer is lost, every install round waits the longest
     /// timeout; so a change stays with the driver the script gave it.
@@ -682,6 +714,8 @@ impl Sim {
             next_token: 0,
             drop_rate: 0.05,
             dup_rate: 0.05,
+            commit_in_flight_rate: 0.3,
+            commit_seq: 0,
             steady_driver: false,
             faults: BTreeMap::new(),
             cluster,
@@ -1041,6 +1075,9 @@ impl Sim {
 
     /// Delivers (or drops, or duplicates) `m`, taken out of the network.
     fn deliver(&mut self, m: InFlight) -> Option<Key> {
+        if let Payload::Committed { seq } = m.payload {
+            return self.committed(m.to, m.key, seq);
+        }
         let accept = matches!(m.payload, Payload::Paxos(PeerMessage::Accept { .. }));
         let now = self.now;
         self.lagging.retain(|(_, _, until)| now < *until);
@@ -1061,6 +1098,7 @@ impl Sim {
             return None;
         }
         let msg = match m.payload {
+            Payload::Committed { .. } => unreachable!("taken before the network's faults"),
             Payload::Install(membership) => {
                 if admission::serves_call(self.nodes[&m.to].cluster(), m.cluster, false) {
                     self.install(m.from, m.to, membership);
@@ -1138,6 +1176,20 @@ impl Sim {
             proposer: m.proposer,
             epoch: m.epoch,
         };
+        let is_read = matches!(msg, PeerMessage::Read { .. } | PeerMessage::Query { .. });
+        if msg.is_request() && !is_read && self.nodes[&m.to].commits.contains_key(&m.key) {
+            // The acceptor holds its mailbox until its write in flight is durable: this
+            // request waits (and so may be overtaken, as any message).
+            *self
+                .faults
+                .entry("request held behind a write in flight")
+                .or_default() += 1;
+            self.net.push(InFlight {
+                payload: Payload::Paxos(msg),
+                ..m
+            });
+            return None;
+        }
         if msg.is_request() {
             self.deliver_request(route, m.key, msg)
         } else {
@@ -1228,25 +1280,95 @@ impl Sim {
         }
         let node = &self.nodes[&to];
         let fast_allowed = || node.membership.as_ref().is_some_and(|x| x.fast_allowed());
-        let (reply, changed) = match admission::admit(node.epoch(), route.epoch, &msg, fast_allowed)
+        let (reply, record) = match admission::admit(node.epoch(), route.epoch, &msg, fast_allowed)
         {
-            Admission::Step => self.step_acceptor(to, &key, msg),
+            Admission::Step => match self.read_from_durable(to, &key, &msg) {
+                Some(reply) => (reply, None),
+                None => self.step_acceptor(to, &key, msg),
+            },
             Admission::Answer(reply) => (reply, None),
             Admission::FetchNewer => {
                 self.fetch(to, from);
                 return None;
             }
         };
-        self.net.push(InFlight {
+        let reply = InFlight {
             from: to,
             to: from,
-            key,
+            key: key.clone(),
             proposer: route.proposer,
             epoch: route.epoch,
             cluster: self.nodes[&to].cluster(),
             payload: Payload::Paxos(reply),
-        });
-        changed
+        };
+        let Some(record) = record else {
+            self.net.push(reply);
+            return None;
+        };
+        if self.rng.random_bool(self.commit_in_flight_rate) {
+            // The commit returns later (an event of its own); until then the reply waits, and
+            // a crash loses the write.
+            *self.faults.entry("write in flight").or_default() += 1;
+            self.commit_seq += 1;
+            let seq = self.commit_seq;
+            self.net.push(InFlight {
+                from: to,
+                to,
+                key: key.clone(),
+                proposer: 0,
+                epoch: 0,
+                cluster: 0,
+                payload: Payload::Committed { seq },
+            });
+            let commits = &mut self.nodes.get_mut(&to).unwrap().commits;
+            let held = commits.insert(key, Commit { seq, record, reply });
+            assert!(held.is_none(), "two writes in flight at one acceptor");
+            return None;
+        }
+        self.make_durable(to, &key, record);
+        self.net.push(reply);
+        Some(key)
+    }
+
+    /// A read at an acceptor whose write is in flight: answered from its durable record, as
+    /// the runtime answers it (`actors::acceptor::DurableView`), not from the record it
+    /// stepped. `None`: not a read, or no write in flight (the acceptor answers).
+    fn read_from_durable(
+        &mut self,
+        node: NodeId,
+        key: &Key,
+        msg: &PeerMessage,
+    ) -> Option<PeerMessage> {
+        let node = &self.nodes[&node];
+        node.commits.get(key)?;
+        let durable = node.durable.get(key).cloned().unwrap_or_default();
+        let answer = answer_read(&durable, msg)?;
+        *self
+            .faults
+            .entry("read answered from durable, a write in flight")
+            .or_default() += 1;
+        Some(answer)
+    }
+
+    /// The commit of `node`'s write in flight number `seq` returned: its record is durable,
+    /// its reply goes out. Gone (a crash, a restart, a wipe or rollback of the store took it
+    /// away, or the node is dead): nothing happens, the write is lost with its reply.
+    fn committed(&mut self, node: NodeId, key: Key, seq: u64) -> Option<Key> {
+        let n = self.nodes.get_mut(&node).unwrap();
+        if n.commits.get(&key).is_none_or(|c| c.seq != seq) {
+            return None;
+        }
+        let commit = n.commits.remove(&key).expect("just found");
+        if n.dead {
+            // Its process is gone: the write never became durable, and its acceptors reload
+            // from the disk when it restarts.
+            n.acceptors.remove(&key);
+            *self.faults.entry("write in flight lost").or_default() += 1;
+            return None;
+        }
+        self.make_durable(node, &key, commit.record);
+        self.net.push(commit.reply);
+        Some(key)
     }
 
     /// Does `to`'s acceptor vote on `key` for `from`? The network refuses Paxos frames from
@@ -1269,15 +1391,14 @@ impl Sim {
         member && admitted
     }
 
-    /// `node`'s acceptor of `key` (loaded from its durable record) steps `msg`; its record, if
-    /// it changed, is persisted (and a classic ballot's state remembered for the checks).
-    /// Returns the reply, and the key if the record changed.
+    /// `node`'s acceptor of `key` (loaded from its durable record) steps `msg`. Returns the
+    /// reply, and the record to make durable before it is sent, if it changed.
     fn step_acceptor(
         &mut self,
         node: NodeId,
         key: &Key,
         msg: PeerMessage,
-    ) -> (PeerMessage, Option<Key>) {
+    ) -> (PeerMessage, Option<AcceptorRecord>) {
         let node = self.nodes.get_mut(&node).unwrap();
         let durable = node.durable.get(key).cloned().unwrap_or_default();
         let acceptor = node
@@ -1285,17 +1406,25 @@ impl Sim {
             .entry(key.clone())
             .or_insert_with(|| Acceptor::new(durable));
         let step = acceptor.step(msg);
-        let changed = step.persist.is_some().then(|| key.clone());
-        if let Some(record) = step.persist {
-            if record.accepted != Ballot::FAST && record.accepted != Ballot::ZERO {
-                self.accepted
-                    .entry((key.clone(), record.accepted))
-                    .or_insert_with(|| record.state.clone());
-            }
-            node.durable
-                .insert(key.clone(), std::sync::Arc::unwrap_or_clone(record));
+        (
+            step.reply,
+            step.persist.map(std::sync::Arc::unwrap_or_clone),
+        )
+    }
+
+    /// `node`'s record of `key` is durable (and a classic ballot's state remembered for the
+    /// checks).
+    fn make_durable(&mut self, node: NodeId, key: &Key, record: AcceptorRecord) {
+        if record.accepted != Ballot::FAST && record.accepted != Ballot::ZERO {
+            self.accepted
+                .entry((key.clone(), record.accepted))
+                .or_insert_with(|| record.state.clone());
         }
-        (step.reply, changed)
+        self.nodes
+            .get_mut(&node)
+            .unwrap()
+            .durable
+            .insert(key.clone(), record);
     }
 
     /// A Paxos answer for `route.to`'s proposer of `key`: `Stale` makes the node fetch the
@@ -1833,7 +1962,9 @@ impl Sim {
     /// An acceptor crash: every loaded acceptor of the node reloads from its durable record.
     fn crash_acceptors(&mut self, node: NodeId) {
         *self.faults.entry("acceptor crash").or_default() += 1;
-        self.nodes.get_mut(&node).unwrap().acceptors.clear();
+        let n = self.nodes.get_mut(&node).unwrap();
+        n.acceptors.clear();
+        lose_commits(n, &mut self.faults);
     }
 
     /// The node's process starts again: no acceptor loaded, no proposer, its callers
@@ -1844,6 +1975,7 @@ impl Sim {
     fn restart(&mut self, node: NodeId) {
         let n = self.nodes.get_mut(&node).unwrap();
         n.acceptors.clear();
+        lose_commits(n, &mut self.faults);
         n.proposers.clear();
         n.suspects = Suspects::default();
         n.refused = false;
@@ -2085,6 +2217,7 @@ impl Sim {
         n.membership = (kind != 1).then_some(theirs);
         n.durable = records;
         n.acceptors.clear();
+        lose_commits(n, &mut self.faults);
     }
 
     /// A copy of a stopped node's data directory, after which the node runs again (so that
@@ -2119,6 +2252,7 @@ impl Sim {
             .max_by_key(|m| m.epoch);
         let n = self.nodes.get_mut(&node).unwrap();
         n.durable.clear();
+        lose_commits(n, &mut self.faults);
         n.store = store;
         n.refused = false;
         n.generation = 0;
@@ -2158,6 +2292,7 @@ impl Sim {
             }
             let n = self.nodes.get_mut(&node).unwrap();
             n.durable = copy.durable;
+            lose_commits(n, &mut self.faults);
             n.store = copy.store;
             n.generation = copy.generation;
             n.pending = copy.pending;
@@ -2365,21 +2500,25 @@ impl Sim {
         for (id, node) in &self.nodes {
             if let Some(a) = node.acceptors.get(key) {
                 let rec = a.record();
+                let in_flight = node.commits.get(key);
                 // One classic ballot carries one state (several may be accepted at the fast
-                // ballot, at most one chosen).
+                // ballot, at most one chosen). A write still in flight may be the first of
+                // its ballot: none durable yet.
                 if rec.accepted != Ballot::ZERO && rec.accepted != Ballot::FAST {
-                    assert_eq!(
-                        self.accepted.get(&(key.clone(), rec.accepted)),
-                        Some(&rec.state),
+                    let known = self.accepted.get(&(key.clone(), rec.accepted));
+                    assert!(
+                        known == Some(&rec.state) || (known.is_none() && in_flight.is_some()),
                         "node {id} holds a second state for ballot {}",
                         rec.accepted
                     );
                 }
-                assert_eq!(
-                    Some(rec),
-                    node.durable.get(key).or(Some(&AcceptorRecord::default())),
-                    "node {id} answered from memory only"
-                );
+                // What an acceptor holds in memory is durable, but for its one write in flight,
+                // whose reply is not sent yet.
+                let expected = match in_flight {
+                    Some(c) => c.record.clone(),
+                    None => node.durable.get(key).cloned().unwrap_or_default(),
+                };
+                assert_eq!(*rec, expected, "node {id} answered from memory only");
             }
         }
         // Versions grow with ballots: a state still held at a higher ballot never has a lower
@@ -3175,6 +3314,7 @@ impl Sim {
                 Payload::HelloAnswer { .. } => "hello answer".into(),
                 Payload::Scan { .. } => "scan".into(),
                 Payload::Scanned { .. } => "scanned".into(),
+                Payload::Committed { .. } => "committed".into(),
             };
             *kinds
                 .entry(format!("{k} {}->{}", m.from, m.to))
