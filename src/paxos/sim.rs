@@ -3,6 +3,12 @@
 //! these faults:
 //! - acceptor crashes (a restart from the durable records), and intact restarts of a node's
 //!   process (it votes again at once, with what its disk holds);
+//! - **writes in flight**: three acceptor writes in ten are not durable at once; their commit
+//!   returns later, as an event of its own (`Payload::Committed`). Meanwhile the acceptor
+//!   takes no other request (they wait, as in its actor's held mailbox), a read is answered
+//!   from its durable record (as the runtime's `actors::acceptor::DurableView` answers it),
+//!   and a crash, a restart, or a wipe or rollback of its store loses the write with its
+//!   reply (`lose_commits`);
 //! - proposer crashes mid-round (a new instance, with a new id, that tries the fast ballot
 //!   again while its predecessor's replies are still in flight);
 //! - a rotating isolated node;
