@@ -193,6 +193,12 @@ impl PeerMessage {
         )
     }
 
+    /// Reads (`Query`, `Read`) change nothing at the acceptor: answered from its durable
+    /// record, without its mailbox (`actors::acceptor::DurableView`), in the simulation too.
+    pub fn is_read(&self) -> bool {
+        matches!(self, PeerMessage::Query { .. } | PeerMessage::Read { .. })
+    }
+
     /// The ballot a Prepare or an Accept asks for.
     pub fn requested_ballot(&self) -> Option<Ballot> {
         match self {

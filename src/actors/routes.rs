@@ -153,10 +153,7 @@ impl Routes {
         table: &mut KeyTable,
         envelope: &Envelope,
     ) -> Option<(Arc<DurableView>, PeerMessage)> {
-        if !matches!(
-            envelope.body,
-            PeerMessage::Read { .. } | PeerMessage::Query { .. }
-        ) {
+        if !envelope.body.is_read() {
             return None;
         }
         let entry = table.keys.get_mut(&envelope.key)?;

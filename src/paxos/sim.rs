@@ -1182,8 +1182,7 @@ impl Sim {
             proposer: m.proposer,
             epoch: m.epoch,
         };
-        let is_read = matches!(msg, PeerMessage::Read { .. } | PeerMessage::Query { .. });
-        if msg.is_request() && !is_read && self.nodes[&m.to].commits.contains_key(&m.key) {
+        if msg.is_request() && !msg.is_read() && self.nodes[&m.to].commits.contains_key(&m.key) {
             // The acceptor holds its mailbox until its write in flight is durable: this
             // request waits (and so may be overtaken, as any message).
             *self
