@@ -3,6 +3,8 @@
 //! (anti-entropy). Also the anti-entropy decisions that read only records: is a
 //! record unsettled, is this node behind a peer's digest entry.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::paxos::types::{AppliedWrite, Ballot, ClientFloor, RecentWrites, Register, Remembered};
@@ -14,8 +16,10 @@ pub struct AcceptorRecord {
     pub promised: Ballot,
     /// The ballot of the last accepted state (`Ballot::ZERO`: none).
     pub accepted: Ballot,
-    /// The last accepted state.
-    pub state: Register,
+    /// The last accepted state. Shared, never changed in place: the answers that carry it
+    /// (`QueryReply`, `Promise`) and the next record that keeps it take the same one, without
+    /// copying its value and remembered writes (it is encoded as a plain `Register`).
+    pub state: Arc<Register>,
     /// This acceptor holds no vote but may have accepted a state at the fast ballot that it
     /// lost (see the module doc). Only while `accepted` is `Ballot::ZERO`.
     pub fast_unknown: bool,
@@ -113,7 +117,7 @@ impl TryFrom<AcceptorRecordV2> for AcceptorRecord {
         Ok(AcceptorRecord {
             promised: v2.promised,
             accepted: v2.accepted,
-            state: Register {
+            state: Arc::new(Register {
                 version,
                 value,
                 recent: RecentWrites::from_writes(&remembered(&recent)?)?,
@@ -121,7 +125,7 @@ impl TryFrom<AcceptorRecordV2> for AcceptorRecord {
                 floors_overflowed,
                 lease,
                 fence,
-            },
+            }),
             fast_unknown: v2.fast_unknown,
         })
     }
@@ -160,7 +164,7 @@ impl AcceptorRecord {
                 self.accepted, self.promised
             ));
         }
-        if self.accepted == Ballot::ZERO && self.state != Register::default() {
+        if self.accepted == Ballot::ZERO && *self.state != Register::default() {
             return Err("a state without an accepted ballot".into());
         }
         if self.fast_unknown && self.accepted != Ballot::ZERO {
@@ -242,7 +246,8 @@ mod tests {
                     version: 1,
                     ..Register::default()
                 }
-            },
+            }
+            .into(),
             fast_unknown: false,
         }
     }
