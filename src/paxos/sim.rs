@@ -8,7 +8,14 @@
 //!   takes no other request (they wait, as in its actor's held mailbox), a read is answered
 //!   from its durable record (as the runtime's `actors::acceptor::DurableView` answers it),
 //!   and a crash, a restart, or a wipe or rollback of its store loses the write with its
-//!   reply (`lose_commits`);
+//!   reply (`lose_commits`). An aimed run (`Aim::reads_past_writes`) leaves eight writes in
+//!   ten in flight and holds their commits longer; an acceptor that answered a read past an
+//!   Accept in flight then crashes, losing it, with the proposer that sent it (which so never
+//!   widens it), and the key is read again through another node 30 to 120 ms later. A read
+//!   answered from the record in flight instead of the durable one sees, at a majority, a
+//!   write that the crashes then take from everywhere, and the later read does not: mutant
+//!   `sim-read-from-flight`, caught (the common runs miss it: without the aimed crash and
+//!   the read after it, that write is almost always carried to a majority anyway);
 //! - proposer crashes mid-round (a new instance, with a new id, that tries the fast ballot
 //!   again while its predecessor's replies are still in flight);
 //! - a rotating isolated node;
@@ -555,6 +562,15 @@ struct Sim {
     /// than durable at once, and the number of the last one.
     commit_in_flight_rate: f64,
     commit_seq: u64,
+    /// How often a read answered past a write in flight crashes the acceptor it was answered
+    /// by, losing that write, and the write's proposer with it (`Aim::reads_past_writes`).
+    crash_after_passing_read: f64,
+    /// How often a commit about to return is held back (a slower disk: writes stay in flight
+    /// longer, and more reads pass them).
+    commit_held: f64,
+    /// Gets due (at this many µs of `elapsed`) of keys whose write in flight a read passed
+    /// before its acceptor crashed: a later read that must still see what the first one saw.
+    follow_up_reads: Vec<(u64, Key)>,
     /// The change driver's world never fails it (scripted runs, `scenarios`): no register
     /// read fails, no register answer is lost, every install round waits the longest
     /// timeout; so a change stays with the driver the script gave it.
@@ -722,6 +738,9 @@ impl Sim {
             dup_rate: 0.05,
             commit_in_flight_rate: 0.3,
             commit_seq: 0,
+            crash_after_passing_read: 0.0,
+            commit_held: 0.0,
+            follow_up_reads: Vec::new(),
             steady_driver: false,
             faults: BTreeMap::new(),
             cluster,
@@ -1082,6 +1101,12 @@ impl Sim {
     /// Delivers (or drops, or duplicates) `m`, taken out of the network.
     fn deliver(&mut self, m: InFlight) -> Option<Key> {
         if let Payload::Committed { seq } = m.payload {
+            // (drawn only in the runs that hold commits: the others keep their schedules)
+            if self.commit_held > 0.0 && self.rng.random_bool(self.commit_held) {
+                // A slow disk: the commit returns later still.
+                self.net.push(m);
+                return None;
+            }
             return self.committed(m.to, m.key, seq);
         }
         let accept = matches!(m.payload, Payload::Paxos(PeerMessage::Accept { .. }));
@@ -1285,10 +1310,14 @@ impl Sim {
         }
         let node = &self.nodes[&to];
         let fast_allowed = || node.membership.as_ref().is_some_and(|x| x.fast_allowed());
+        let mut passed_a_write = false;
         let (reply, record) = match admission::admit(node.epoch(), route.epoch, &msg, fast_allowed)
         {
             Admission::Step => match self.read_from_durable(to, &key, &msg) {
-                Some(reply) => (reply, None),
+                Some(reply) => {
+                    passed_a_write = true;
+                    (reply, None)
+                }
                 None => self.step_acceptor(to, &key, msg),
             },
             Admission::Answer(reply) => (reply, None),
@@ -1308,6 +1337,12 @@ impl Sim {
         };
         let Some(record) = record else {
             self.net.push(reply);
+            if passed_a_write
+                && self.crash_after_passing_read > 0.0
+                && self.rng.random_bool(self.crash_after_passing_read)
+            {
+                self.crash_the_passed_write(to, &key);
+            }
             return None;
         };
         if self.rng.random_bool(self.commit_in_flight_rate) {
@@ -1353,6 +1388,40 @@ impl Sim {
             .entry("read answered from durable, a write in flight")
             .or_default() += 1;
         Some(answer)
+    }
+
+    /// A read was just answered past `node`'s write of `key` in flight: the acceptor crashes,
+    /// losing the write, and so does the proposer that sent it, which so never widens it to
+    /// the others. Were the read answered from the record in flight (not the durable one),
+    /// it could have seen that write at a majority that then lost it: a value read that no
+    /// later read sees (`Aim::reads_past_writes`).
+    fn crash_the_passed_write(&mut self, node: NodeId, key: &Key) {
+        let n = &self.nodes[&node];
+        let Some(commit) = n.commits.get(key) else {
+            return;
+        };
+        let durable = n.durable.get(key).map_or(Ballot::ZERO, |r| r.accepted);
+        if commit.record.accepted == durable {
+            // A promise in flight: nothing a read could see.
+            return;
+        }
+        let (writer, id) = (commit.reply.to, commit.reply.proposer);
+        *self
+            .faults
+            .entry("acceptor crashed after a read passed its write")
+            .or_default() += 1;
+        self.crash_acceptors(node);
+        let due = self.elapsed() + self.rng.random_range(30_000..120_000);
+        self.follow_up_reads.push((due, key.clone()));
+        let proposers = &mut self.nodes.get_mut(&writer).unwrap().proposers;
+        if proposers.get(key).is_some_and(|p| p.id() == id) {
+            proposers.remove(key);
+            *self
+                .faults
+                .entry("proposer crashed with the write a read passed")
+                .or_default() += 1;
+            self.forget_tokens(|n, k| n == writer && k == key.as_slice());
+        }
     }
 
     /// The commit of `node`'s write in flight number `seq` returned: its record is durable,
@@ -3186,6 +3255,22 @@ impl Sim {
         }
     }
 
+    /// The gets that follow reads past lost writes (`Sim::follow_up_reads`), when due, each
+    /// through a live node drawn at random.
+    fn submit_follow_up_reads(&mut self) {
+        let now = self.elapsed();
+        while let Some(i) = self.follow_up_reads.iter().position(|r| r.0 <= now) {
+            let (_, key) = self.follow_up_reads.swap_remove(i);
+            let live = self.live_nodes();
+            let node = live[self.rng.random_range(0..live.len())];
+            *self
+                .faults
+                .entry("read after a crash lost a passed write")
+                .or_default() += 1;
+            self.submit(node, &key, Command::Get);
+        }
+    }
+
     /// The held first attempts due at `step` arrive (`Sim::held`), once their retry was
     /// acknowledged (the case that applied a write twice); a retry that failed leaves the
     /// write unknown either way.
@@ -3368,6 +3453,9 @@ struct Aim {
     again: bool,
     /// `Workload::race_during_change`, with changes started three times as often.
     change_races: bool,
+    /// Most acceptor writes in flight, and a read answered past one crashes the acceptor and
+    /// the write's proposer (`Sim::crash_the_passed_write`).
+    reads_past_writes: bool,
 }
 
 /// One run of `Workload::again`: its key and node, the first write's command, id and place
@@ -3915,6 +4003,11 @@ fn run_with(seed: u64, aim: Aim) -> RunStats {
         sim.say_hello(node);
     }
     let mut workload = Workload::new(aim);
+    if aim.reads_past_writes {
+        sim.commit_in_flight_rate = 0.8;
+        sim.crash_after_passing_read = 1.0;
+        sim.commit_held = 0.8;
+    }
     let change_rate = if aim.change_races { 0.03 } else { 0.01 };
     if aim.change_races {
         // From four voters on, every change is one from four: one voter removed first, on a
@@ -3935,6 +4028,7 @@ fn run_with(seed: u64, aim: Aim) -> RunStats {
             }
         }
         workload.submit(&mut sim, step);
+        sim.submit_follow_up_reads();
         sim.keeper_client(step);
         sim.pause_a_keeper();
         // A message's expected delay stays around 20 steps.
@@ -3949,6 +4043,7 @@ fn run_with(seed: u64, aim: Aim) -> RunStats {
     // Heal and let everything finish, membership changes included.
     sim.isolated.clear();
     sim.drop_rate = 0.0;
+    (sim.crash_after_passing_read, sim.commit_held) = (0.0, 0.0);
     run_until_quiet(&mut sim, seed);
     sim.check_invariants();
     let voters = converge(&mut sim, seed);
@@ -4200,6 +4295,25 @@ fn run_seeds_requiring(aim: Aim, required: &[&str]) -> (BTreeMap<&'static str, u
         );
     }
     (faults, checked)
+}
+
+/// Reads answered past writes in flight, each such acceptor then crashed with the write's
+/// proposer: a read answered from a record that is not durable yet would see a write that
+/// the crash then loses everywhere (mutant `sim-read-from-flight`).
+#[test]
+fn seeded_reads_past_writes_in_flight_whose_acceptors_then_crash_stay_linearizable() {
+    let aim = Aim {
+        reads_past_writes: true,
+        ..Aim::default()
+    };
+    let required = [
+        "read answered from durable, a write in flight",
+        "acceptor crashed after a read passed its write",
+        "proposer crashed with the write a read passed",
+        "read after a crash lost a passed write",
+    ];
+    let (faults, checked) = run_seeds_requiring(aim, &required);
+    eprintln!("simulation, reads past writes in flight: {checked} operations checked; {faults:?}");
 }
 
 /// `Workload::race_during_change` with everything else: first writes raced at the fast
