@@ -47,8 +47,7 @@ fn main() {
             version: 3,
             value: Some(vec![b'v'; 100]),
             ..Register::default()
-        }
-        .into(),
+        },
         ..AcceptorRecord::default()
     };
     let keys: Vec<Vec<u8>> = (0..args.commits * args.group)

@@ -15,8 +15,6 @@
 
 #![deny(missing_docs)]
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -79,7 +77,7 @@ pub enum PeerMessage {
         /// The highest ballot the acceptor accepted; always below `ballot`.
         accepted: Ballot,
         /// What it accepted at `accepted` (the empty register if nothing).
-        state: Arc<Register>,
+        state: Register,
         /// It may have lost a fast-ballot vote (see above).
         fast_unknown: bool,
     },
@@ -138,9 +136,8 @@ pub enum PeerMessage {
         promised: Ballot,
         /// The highest ballot it accepted (at most `promised`).
         accepted: Ballot,
-        /// What it accepted at `accepted` (the acceptor's own, shared: see
-        /// [`AcceptorRecord::state`]).
-        state: Arc<Register>,
+        /// What it accepted at `accepted`.
+        state: Register,
         /// As in `Promise`.
         fast_unknown: bool,
     },
@@ -980,7 +977,7 @@ impl Envelope {
                 fast_unknown,
             } => {
                 check_state(state)?;
-                let record = (*accepted, &**state, *fast_unknown);
+                let record = (*accepted, state, *fast_unknown);
                 (*ballot <= Ballot::FAST || accepted >= ballot || !record_ok(record))
                     .then_some("promise")
             }
@@ -1021,7 +1018,7 @@ impl Envelope {
                 ..
             } => {
                 check_state(state)?;
-                let record = (*accepted, &**state, *fast_unknown);
+                let record = (*accepted, state, *fast_unknown);
                 (accepted > promised || !record_ok(record)).then_some("query reply")
             }
         };
@@ -1079,8 +1076,7 @@ mod tests {
                     floors_overflowed: false,
                     lease: Some(7),
                     fence: 2,
-                }
-                .into(),
+                },
             },
         });
         let bytes = postcard::to_stdvec(&frame).unwrap();

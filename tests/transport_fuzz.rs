@@ -71,7 +71,7 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
             |(ballot, accepted, state, fast_unknown)| PeerMessage::Promise {
                 ballot,
                 accepted,
-                state: state.into(),
+                state,
                 fast_unknown
             }
         ),
@@ -92,7 +92,7 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
                 read,
                 promised,
                 accepted,
-                state: state.into(),
+                state,
                 fast_unknown
             }
         ),
@@ -141,8 +141,7 @@ fn record() -> impl Strategy<Value = AcceptorRecord> {
                     version: v,
                     ..Register::default()
                 }
-            }
-            .into(),
+            },
             fast_unknown: false,
         }
     })

@@ -65,7 +65,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
             peer(PeerMessage::Promise {
                 ballot: b(2, 1),
                 accepted: b(1, 2),
-                state: state().into(),
+                state: state(),
                 fast_unknown: false,
             }),
         ),
@@ -105,7 +105,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
                 read: 5,
                 promised: b(3, 1),
                 accepted: b(2, 1),
-                state: state().into(),
+                state: state(),
                 fast_unknown: false,
             }),
         ),
@@ -242,7 +242,7 @@ fn samples() -> Vec<(&'static str, Frame)> {
                     record: AcceptorRecord {
                         promised: b(3, 1),
                         accepted: b(2, 1),
-                        state: state().into(),
+                        state: state(),
                         fast_unknown: false,
                     },
                 }])),

@@ -171,7 +171,7 @@ impl Acceptor {
     fn accept(&mut self, ballot: Ballot, state: Register, next: Option<Ballot>) -> Step {
         if ballot == Ballot::FAST {
             let fresh = self.record.promised == Ballot::ZERO;
-            let duplicate = self.record.accepted == Ballot::FAST && *self.record.state == state;
+            let duplicate = self.record.accepted == Ballot::FAST && self.record.state == state;
             if duplicate {
                 // The vote is confirmed, the promise is not: every proposer instance of a
                 // node sends the fast Accept with the same `next`, (1, node), so the promise
@@ -197,7 +197,7 @@ impl Acceptor {
             return self.reject(ballot);
         }
         if ballot == self.record.accepted {
-            if state != *self.record.state {
+            if state != self.record.state {
                 // One classic ballot carries one state (one proposer instance, one Accept per
                 // ballot): a second state at it is forged or broken, and is refused.
                 return self.reject(ballot);
@@ -226,7 +226,7 @@ impl Acceptor {
         self.record = Arc::new(AcceptorRecord {
             promised,
             accepted: ballot,
-            state: Arc::new(state),
+            state,
             fast_unknown: false,
         });
         Step {
@@ -275,7 +275,7 @@ mod tests {
             PeerMessage::Promise {
                 ballot: b(1, 1),
                 accepted: Ballot::ZERO,
-                state: Register::default().into(),
+                state: Register::default(),
                 fast_unknown: false,
             }
         );
@@ -302,7 +302,7 @@ mod tests {
             .persist
             .unwrap();
         assert!(Arc::ptr_eq(&accepted, &a.shared()), "persisted a copy");
-        assert_eq!(*accepted.state, state(1, "x"));
+        assert_eq!(accepted.state, state(1, "x"));
         assert_eq!(accepted.promised, b(2, 1));
         assert_eq!(*before, *promised);
         assert_eq!(before.promised, b(1, 1));
@@ -347,7 +347,7 @@ mod tests {
             PeerMessage::Promise {
                 ballot: b(2, 3),
                 accepted: b(1, 1),
-                state: state(1, "x").into(),
+                state: state(1, "x"),
                 fast_unknown: false,
             }
         );
@@ -435,7 +435,7 @@ mod tests {
                 read: 9,
                 promised: b(1, 1),
                 accepted: b(1, 1),
-                state: state(1, "x").into(),
+                state: state(1, "x"),
                 fast_unknown: false,
             }
         );
@@ -469,7 +469,7 @@ mod tests {
                 read: 2,
                 promised: Ballot::FAST,
                 accepted: Ballot::FAST,
-                state: remembering.clone().into(),
+                state: remembering.clone(),
                 fast_unknown: false,
             }
         );
@@ -518,7 +518,7 @@ mod tests {
         let peer = AcceptorRecord {
             promised: b(5, 2),
             accepted: b(3, 2),
-            state: state(2, "new").into(),
+            state: state(2, "new"),
             fast_unknown: false,
         };
         let rec = a.adopt(&peer).expect("changed");
@@ -528,7 +528,7 @@ mod tests {
         let older = AcceptorRecord {
             promised: b(1, 1),
             accepted: b(1, 1),
-            state: state(1, "old").into(),
+            state: state(1, "old"),
             fast_unknown: false,
         };
         assert_eq!(a.adopt(&older), None);
@@ -541,7 +541,7 @@ mod tests {
         let peer = AcceptorRecord {
             promised: b(4, 2),
             accepted: b(4, 2),
-            state: state(1, "x").into(),
+            state: state(1, "x"),
             fast_unknown: false,
         };
         // an Accept at 4.2 would be refused after promising 9.1, so adoption refuses it too
@@ -592,7 +592,7 @@ mod tests {
         let peer = AcceptorRecord {
             promised: b(1, 3),
             accepted: Ballot::FAST,
-            state: state(1, "x").into(),
+            state: state(1, "x"),
             fast_unknown: false,
         };
         let rec = a.adopt(&peer).expect("the promise is raised");
@@ -606,7 +606,7 @@ mod tests {
         Acceptor::new(AcceptorRecord {
             promised: b(1, 1),
             accepted: b(2, 1),
-            state: state(1, "x").into(),
+            state: state(1, "x"),
             fast_unknown: false,
         });
     }
@@ -637,7 +637,7 @@ mod tests {
             AcceptorRecord {
                 promised: promised.max(accepted),
                 accepted,
-                state: state.into(),
+                state,
                 fast_unknown: unknown && accepted == Ballot::ZERO,
             }
         })
@@ -677,13 +677,13 @@ mod tests {
         let promised_high = AcceptorRecord {
             promised: b(5, 1),
             accepted: b(1, 1),
-            state: state(1, "a").into(),
+            state: state(1, "a"),
             fast_unknown: false,
         };
         let accepted_higher = AcceptorRecord {
             promised: b(3, 2),
             accepted: b(3, 2),
-            state: state(2, "b").into(),
+            state: state(2, "b"),
             fast_unknown: false,
         };
         let one_by_one = |first: &AcceptorRecord, second: &AcceptorRecord| {

@@ -55,7 +55,7 @@ pub fn chosen_versioned<'a>(
             let vote = match record {
                 Some(r) => Vote {
                     accepted: r.accepted,
-                    state: (*r.state).clone(),
+                    state: r.state.clone(),
                     fast_unknown: r.fast_unknown,
                     full: true,
                 },

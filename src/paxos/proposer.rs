@@ -760,7 +760,7 @@ impl Proposer {
             } => {
                 let vote = Vote {
                     accepted,
-                    state: std::sync::Arc::unwrap_or_clone(state),
+                    state,
                     fast_unknown,
                     full: true,
                 };
@@ -789,7 +789,7 @@ impl Proposer {
             } => {
                 let vote = Vote {
                     accepted,
-                    state: std::sync::Arc::unwrap_or_clone(state),
+                    state,
                     fast_unknown,
                     full: true,
                 };

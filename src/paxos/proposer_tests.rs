@@ -919,8 +919,7 @@ fn a_fast_ballot_state_is_carried_past_an_acceptor_that_lost_its_vote() {
             version: 1,
             value: Some(v.as_bytes().to_vec()),
             ..Register::default()
-        }
-        .into(),
+        },
         fast_unknown: false,
     };
     let lost = AcceptorRecord {

@@ -3,8 +3,6 @@
 //! (anti-entropy). Also the anti-entropy decisions that read only records: is a
 //! record unsettled, is this node behind a peer's digest entry.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
 use crate::paxos::types::{AppliedWrite, Ballot, ClientFloor, RecentWrites, Register, Remembered};
@@ -16,10 +14,8 @@ pub struct AcceptorRecord {
     pub promised: Ballot,
     /// The ballot of the last accepted state (`Ballot::ZERO`: none).
     pub accepted: Ballot,
-    /// The last accepted state. Shared, never changed in place: the answers that carry it
-    /// (`QueryReply`, `Promise`) and the next record that keeps it take the same one, without
-    /// copying its value and remembered writes (it is encoded as a plain `Register`).
-    pub state: Arc<Register>,
+    /// The last accepted state.
+    pub state: Register,
     /// This acceptor holds no vote but may have accepted a state at the fast ballot that it
     /// lost (see the module doc). Only while `accepted` is `Ballot::ZERO`.
     pub fast_unknown: bool,
@@ -117,7 +113,7 @@ impl TryFrom<AcceptorRecordV2> for AcceptorRecord {
         Ok(AcceptorRecord {
             promised: v2.promised,
             accepted: v2.accepted,
-            state: Arc::new(Register {
+            state: Register {
                 version,
                 value,
                 recent: RecentWrites::from_writes(&remembered(&recent)?)?,
@@ -125,7 +121,7 @@ impl TryFrom<AcceptorRecordV2> for AcceptorRecord {
                 floors_overflowed,
                 lease,
                 fence,
-            }),
+            },
             fast_unknown: v2.fast_unknown,
         })
     }
@@ -164,7 +160,7 @@ impl AcceptorRecord {
                 self.accepted, self.promised
             ));
         }
-        if self.accepted == Ballot::ZERO && *self.state != Register::default() {
+        if self.accepted == Ballot::ZERO && self.state != Register::default() {
             return Err("a state without an accepted ballot".into());
         }
         if self.fast_unknown && self.accepted != Ballot::ZERO {
@@ -246,8 +242,7 @@ mod tests {
                     version: 1,
                     ..Register::default()
                 }
-            }
-            .into(),
+            },
             fast_unknown: false,
         }
     }

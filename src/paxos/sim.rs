@@ -1492,7 +1492,7 @@ impl Sim {
         if record.accepted != Ballot::FAST && record.accepted != Ballot::ZERO {
             self.accepted
                 .entry((key.clone(), record.accepted))
-                .or_insert_with(|| (*record.state).clone());
+                .or_insert_with(|| record.state.clone());
         }
         self.nodes
             .get_mut(&node)
@@ -2278,8 +2278,7 @@ impl Sim {
                         version: 1_000_000,
                         value: Some(b"staging".to_vec()),
                         ..Register::default()
-                    }
-                    .into(),
+                    },
                     fast_unknown: false,
                 };
                 records.insert(key, record);

@@ -778,8 +778,7 @@ pub(crate) mod tests {
                 version,
                 value: Some(format!("v{version}").into_bytes()),
                 ..Register::default()
-            }
-            .into(),
+            },
             fast_unknown: false,
         }
     }
@@ -976,8 +975,7 @@ pub(crate) mod tests {
                 lease: Some(3),
                 fence: 40,
                 ..Register::default()
-            }
-            .into(),
+            },
             fast_unknown: false,
         };
         let dir = tempfile::tempdir().unwrap();
@@ -1033,8 +1031,7 @@ pub(crate) mod tests {
         let mut v1 = postcard::to_allocvec(&v1).unwrap();
         v1.extend_from_slice(&crc32fast::hash(&v1[..]).to_le_bytes());
         let mut unattached = expected.clone();
-        let state = std::sync::Arc::make_mut(&mut unattached.state);
-        (state.lease, state.fence) = (None, 0);
+        (unattached.state.lease, unattached.state.fence) = (None, 0);
         assert_eq!(decode(b"v1", &v1).unwrap(), unattached);
         // Each body under the other form's checksum: not read as this record.
         let n = current.len() - CRC_BYTES;
@@ -1065,7 +1062,7 @@ pub(crate) mod tests {
         let mut store = Store::open(dir.path(), 1 << 20, 1).unwrap();
         store.write(&[(b"first".as_slice(), &record(1))]).unwrap();
         let mut big = record(2);
-        std::sync::Arc::make_mut(&mut big.state).value = Some(vec![7; 4 << 20]);
+        big.state.value = Some(vec![7; 4 << 20]);
         let err = store.write(&[(b"big".as_slice(), &big)]).unwrap_err();
         assert!(matches!(err, Error::Storage(_)), "{err}");
         assert_eq!(store.load(b"first").unwrap(), Some(record(1)));
@@ -1184,7 +1181,7 @@ pub(crate) mod tests {
         let nothing = |promised, fast_unknown| AcceptorRecord {
             promised,
             accepted: Ballot::ZERO,
-            state: Register::default().into(),
+            state: Register::default(),
             fast_unknown,
         };
         let fast = AcceptorRecord {
