@@ -3261,6 +3261,9 @@ impl Sim {
         while let Some(i) = self.follow_up_reads.iter().position(|r| r.0 <= now) {
             let (_, key) = self.follow_up_reads.swap_remove(i);
             let live = self.live_nodes();
+            if live.is_empty() {
+                return;
+            }
             let node = live[self.rng.random_range(0..live.len())];
             *self
                 .faults
@@ -3452,8 +3455,9 @@ struct Aim {
     again: bool,
     /// `Workload::race_during_change`, with changes started three times as often.
     change_races: bool,
-    /// Most acceptor writes in flight, and a read answered past one crashes the acceptor and
-    /// the write's proposer (`Sim::crash_the_passed_write`).
+    /// Most acceptor writes in flight, their commits held longer; a read answered past an
+    /// Accept in flight crashes the acceptor and the write's proposer, and the key is read
+    /// again later (`Sim::crash_the_passed_write`, `Sim::submit_follow_up_reads`).
     reads_past_writes: bool,
 }
 
