@@ -698,3 +698,36 @@ impl Gate {
         self.pings.load(Ordering::SeqCst)
     }
 }
+
+/// CI once saw a node refuse to start, its `metrics_addr` "already in use": the test kit had
+/// handed out a port of the kernel's ephemeral range, bound and released, and something else
+/// (an outgoing connection, another `bind(0)`) took it before the node bound it. The kit's
+/// ports now come from below that range, where only an explicit bind takes one, and a
+/// process never gets the same one twice.
+#[test]
+fn the_test_kits_ports_are_never_assigned_by_the_kernel_nor_handed_out_twice() {
+    let ephemeral_start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut ports: Vec<u16> = (0..300)
+        .flat_map(|_| support::free_ports(3))
+        .chain(
+            support::bound_ports(5)
+                .iter()
+                .map(|l| l.local_addr().unwrap()),
+        )
+        .map(|addr| addr.port())
+        .collect();
+    assert!(
+        ports.iter().all(|&port| port < ephemeral_start),
+        "a port of the ephemeral range (from {ephemeral_start}): {ports:?}"
+    );
+    let handed_out = ports.len();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), handed_out, "a port handed out twice");
+}

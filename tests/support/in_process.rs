@@ -1,5 +1,6 @@
 //! Five (or `n`) paxkv nodes in the test's process: each node its own actix system on its own
-//! thread, on an ephemeral loopback port bound before it starts (no port race), with a data
+//! thread, on a loopback port bound before it starts and outside the kernel's ephemeral
+//! range (no port race, on the first start or a restart: see [`bound_ports`]), with a data
 //! directory in a temporary directory. Faults are fault plans set on the node's handle;
 //! stopping a node stops its actix system.
 
@@ -15,7 +16,7 @@ use paxkv::node::NodeHandle;
 use paxkv::paxos::types::NodeId;
 use tempfile::TempDir;
 
-use crate::kit::{drive_until_done, eventually, free_ports, Cluster};
+use crate::kit::{bound_ports, drive_until_done, eventually, free_ports, Cluster};
 use crate::net::{http_get, metric_in};
 
 pub struct TestCluster {
@@ -100,9 +101,7 @@ impl TestCluster {
     /// `n` nodes configured, none started.
     pub fn configured_n(n: usize, tweak: impl FnOnce(&mut Config)) -> TestCluster {
         let _ = env_logger::builder().is_test(true).try_init();
-        let listeners: Vec<TcpListener> = (0..n)
-            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
+        let listeners = bound_ports(n);
         let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         let mut config = Config::local(&addrs);
         config.storage.map_size_mb = 256;
@@ -241,7 +240,7 @@ impl TestCluster {
     /// empty data directory; it waits for `member add`. Returns its address.
     pub fn start_new_node(&mut self, id: NodeId) -> SocketAddr {
         assert!(self.config.node(id).is_err(), "node {id} is in the config");
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = bound_ports(1).remove(0);
         let addr = listener.local_addr().unwrap();
         self.extra.insert(id, addr);
         while self.nodes.len() < id as usize {

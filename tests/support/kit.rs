@@ -337,21 +337,63 @@ where
     }
 }
 
-/// `n` distinct free loopback ports, bound together (one bound and released at a time can come
-/// back twice: "address used twice", seen in CI).
+/// `n` distinct free loopback ports for a test to hand to a node that binds them later.
+///
+/// A port bound and released can be taken before the node binds it: CI saw a node's
+/// `metrics_addr` "already in use". The kernel hands out ports of its ephemeral range
+/// (`net.ipv4.ip_local_port_range`) to every `bind(0)` and every outgoing connection, and
+/// the tests make thousands of both, so these ports come from below that range, where only
+/// an explicit bind takes a port: each is checked free by binding it (all `n` held at once),
+/// and a cursor shared by the test process never hands out the same port twice. Test
+/// binaries run one after another, and a port still held (a node left running) fails the
+/// check and is skipped.
 pub fn free_ports(n: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+    let held = bound_ports(n);
+    held.iter().map(|l| l.local_addr().unwrap()).collect()
 }
 
-/// A free 127.0.0.1 port (bound, read, released).
+/// `n` loopback listeners on distinct ports chosen as [`free_ports`] chooses them: for a node
+/// that takes its listener (and binds the same address again when it restarts, which a port
+/// of the ephemeral range would not reliably allow: an outgoing connection may hold it).
+pub fn bound_ports(n: usize) -> Vec<TcpListener> {
+    let (low, high) = unallocated_range();
+    let span = u32::from(high - low);
+    let mut held: Vec<TcpListener> = Vec::with_capacity(n);
+    for _ in 0..span {
+        if held.len() == n {
+            break;
+        }
+        let offset = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % span;
+        let port = low + offset as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(listener);
+        }
+    }
+    assert_eq!(held.len(), n, "no {n} free ports in {low}..{high}");
+    held
+}
+
+/// A free 127.0.0.1 port, as [`free_ports`] chooses them.
 pub fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    free_ports(1)[0]
+}
+
+/// Where [`free_ports`] next looks, as an offset into [`unallocated_range`]: it starts at a
+/// place drawn from the process id, so that two test processes that do run side by side
+/// (`cargo test` runs binaries in turn; a developer may not) rarely start at the same port.
+static NEXT_PORT: std::sync::LazyLock<std::sync::atomic::AtomicU32> =
+    std::sync::LazyLock::new(|| std::sync::atomic::AtomicU32::new(std::process::id() * 97));
+
+/// Ports the kernel never assigns by itself: up to 12,000 below the ephemeral range's start
+/// (from 10,000 at the lowest, clear of the well-known and registered services under it).
+fn unallocated_range() -> (u16, u16) {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let high = ephemeral_start.max(11_000);
+    let low = high.saturating_sub(12_000).max(10_000);
+    (low, high)
 }
 
 /// Copies the files of a (node's data) directory; `to` is created.

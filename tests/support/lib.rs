@@ -38,8 +38,8 @@ pub use history::{list_pages, random_command, write_once_keys, History};
 pub use http_kv::{HttpKv, Kv};
 pub use in_process::{growth_of_a_connection_that_never_reads, until_limited, TestCluster};
 pub use kit::{
-    assert_stays_refused, cut, drive_until_done, eventually, free_port, free_ports, got,
-    member_add, nodes_toml, outgoing_paxos_cut, rejoin, resident_bytes, secs_from_env,
+    assert_stays_refused, bound_ports, cut, drive_until_done, eventually, free_port, free_ports,
+    got, member_add, nodes_toml, outgoing_paxos_cut, rejoin, resident_bytes, secs_from_env,
     seed_from_env, spawn_remove_and_add, spawn_replacement, tools_present,
     wait_for_a_change_under_way, Cluster, Deck,
 };
