@@ -707,7 +707,7 @@ impl Client {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(lost)) => {
                 self.forget(index, &conn);
-                Err(Attempt::Lost(lost))
+                Err(lost)
             }
             Err(_) => Err(Attempt::Lost(format!(
                 "node {} did not answer within {timeout:?}",
@@ -804,6 +804,9 @@ struct Connection {
     frames: mpsc::Sender<Bytes>,
     pending: Pending,
     closed: Arc<AtomicBool>,
+    /// Why the node refused this connection, when it speaks another protocol version
+    /// (`crate::frame`): no retry helps, and every call on it fails with this.
+    refused: Arc<std::sync::OnceLock<String>>,
     next_id: AtomicU64,
     /// Dropped with the connection: ends its reader task, and so closes the socket.
     _stop: oneshot::Sender<()>,
@@ -831,6 +834,7 @@ impl Connection {
         let (frames, mut outgoing) = mpsc::channel::<Bytes>(CONNECTION_QUEUE_CAPACITY);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
+        let refused = Arc::new(std::sync::OnceLock::new());
         // The socket closes when both halves are dropped: the writer's when the last sender
         // (this `Connection`) is gone, the reader's when `stop` fires, which dropping the
         // `Connection` does too. Without it a reader waits on a server that never speaks
@@ -843,6 +847,7 @@ impl Connection {
             let _ = frame::write_queue(&mut writer, &mut outgoing, None).await;
         });
         let (reader_pending, reader_closed) = (pending.clone(), closed.clone());
+        let reader_refused = refused.clone();
         // (The reader's sender keeps the writer until the reader ends, which `stop` forces.)
         let mut silence = watch_silence.then(|| Silence::new(frames.clone()));
         tokio::spawn(async move {
@@ -882,6 +887,11 @@ impl Connection {
                 let (id, answer) = match frame::decode(&bytes) {
                     Ok(answer @ Frame::Response(ClientResponse { id, .. })) => (id, answer),
                     Ok(answer @ Frame::Answer(NodeAnswer { id, .. })) => (id, answer),
+                    Err(e) if frame::other_version(&bytes).is_some() => {
+                        log::error!("{addr}: {e}");
+                        let _ = reader_refused.set(format!("node {addr}: {e}"));
+                        break;
+                    }
                     _ => {
                         log::warn!("malformed answer from {addr}; closing the connection");
                         break;
@@ -910,25 +920,29 @@ impl Connection {
             frames,
             pending,
             closed,
+            refused,
             next_id: AtomicU64::new(1),
             _stop: stop,
         })
     }
 
     /// Sends the frame `call(id)` and waits for the answer carrying `id`; `Err` if the
-    /// connection was lost.
-    async fn call(&self, call: impl FnOnce(u64) -> Frame) -> std::result::Result<Frame, String> {
+    /// connection was lost ([`Attempt::Lost`]), or refused for its protocol version (a
+    /// [`Error::Frame`] naming both: bad input, which no other node of that cluster answers
+    /// differently).
+    async fn call(&self, call: impl FnOnce(u64) -> Frame) -> std::result::Result<Frame, Attempt> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap().insert(id, Waiter::Once(tx));
-        let lost = || match self.plaintext {
+        let lost = || match (self.refused.get(), self.plaintext) {
+            (Some(refused), _) => Attempt::Done(Err(Error::Frame(refused.clone()))),
             // A node with TLS closes a plaintext connection at its first bytes.
-            true => format!(
+            (None, true) => Attempt::Lost(format!(
                 "connection to {} lost (if the cluster runs TLS, give the client the config \
                  with its [tls])",
                 self.addr
-            ),
-            false => format!("connection to {} lost", self.addr),
+            )),
+            (None, false) => Attempt::Lost(format!("connection to {} lost", self.addr)),
         };
         if self.closed.load(Ordering::Relaxed) {
             self.pending.lock().unwrap().remove(&id);

@@ -1,6 +1,16 @@
-//! Frames on a connection, for client and node alike: a 4-byte big-endian length, then a
-//! postcard-encoded [`Frame`] of at most the reader's limit.
+//! Frames on a connection, for client and node alike: a 4-byte big-endian length, then the
+//! body, of at most the reader's limit: the wire protocol's version ([`PROTOCOL_VERSION`], a
+//! postcard varint) and a postcard-encoded [`Frame`].
 //!
+//! - **The version comes first, and is checked before the frame is decoded.** postcard is
+//!   positional and ignores trailing bytes: a frame of another build can decode as the wrong
+//!   message instead of failing (ARCHITECTURE.md, "Mixed versions": one build read the
+//!   cluster identity's bytes as a key's length). A body of another version is refused by
+//!   [`decode`] whatever follows it, and [`other_version`] tells the network why, so that it
+//!   answers with [`version_refusal`] and closes: the other side learns the version this
+//!   side speaks, and nothing of the frame is acted on. Versions start at 100 so that the
+//!   builds before versions, whose bodies start with the index of a `Frame` variant (0 to 4),
+//!   refuse a versioned body too (no variant 100), instead of reading it as one of theirs.
 //! - A reader refuses a frame longer than its limit from the length prefix alone, before it
 //!   allocates anything for it ([`codec`]); a node's limit is one key, one value and the
 //!   protocol around them (`Config::frame_limit`).
@@ -25,20 +35,70 @@ pub const LENGTH_PREFIX_BYTES: usize = 4;
 /// Bytes gathered from a queue into one write.
 pub const MAX_COALESCED_BYTES: usize = 256 * 1024;
 
-/// Encodes a frame with its length prefix.
+/// The wire protocol this build speaks: every frame's body starts with it. **Raise it with
+/// any change of a frame's bytes that a build of this version could misread** (a field
+/// added, a variant's payload changed); `tests/wire.rs` pins the bytes of every frame
+/// variant together with this number, so that a changed encoding fails there until it is
+/// raised. Variants appended at the end of an enum are read by no older build (they fail to
+/// decode) and need no new version, but the pinned bytes ask for the decision.
+pub const PROTOCOL_VERSION: u32 = 100;
+
+/// Encodes a frame with its length prefix and the protocol version.
 pub fn encode(frame: &Frame) -> Bytes {
+    framed(Some(frame))
+}
+
+/// The length prefix, the protocol version, and `frame` if there is one.
+fn framed(frame: Option<&Frame>) -> Bytes {
     let mut buf = BytesMut::with_capacity(64).writer();
     buf.get_mut().put_u32(0);
-    postcard::to_io(frame, &mut buf).expect("encoding into memory cannot fail");
+    postcard::to_io(&PROTOCOL_VERSION, &mut buf).expect("encoding into memory cannot fail");
+    if let Some(frame) = frame {
+        postcard::to_io(frame, &mut buf).expect("encoding into memory cannot fail");
+    }
     let mut buf = buf.into_inner();
     let len = (buf.len() - LENGTH_PREFIX_BYTES) as u32;
     buf[..LENGTH_PREFIX_BYTES].copy_from_slice(&len.to_be_bytes());
     buf.freeze()
 }
 
-/// Decodes a frame's body (the bytes after the length prefix).
+/// Decodes a frame's body (the bytes after the length prefix): its version, then, only if
+/// it is [`PROTOCOL_VERSION`], the frame.
 pub fn decode(body: &[u8]) -> Result<Frame> {
-    postcard::from_bytes(body).map_err(|e| Error::Frame(format!("undecodable frame: {e}")))
+    let (version, frame) = postcard::take_from_bytes::<u32>(body)
+        .map_err(|e| Error::Frame(format!("undecodable frame: no protocol version: {e}")))?;
+    if version != PROTOCOL_VERSION {
+        return Err(Error::Frame(mismatch(version)));
+    }
+    postcard::from_bytes(frame).map_err(|e| Error::Frame(format!("undecodable frame: {e}")))
+}
+
+/// The version a body that [`decode`] refused speaks, if it is another one than this
+/// build's (a body of this version that does not decode is a bad frame, not a mismatch).
+pub fn other_version(body: &[u8]) -> Option<u32> {
+    let (version, _) = postcard::take_from_bytes::<u32>(body).ok()?;
+    (version != PROTOCOL_VERSION).then_some(version)
+}
+
+/// What a refused body of `version` is told: both versions, and why they do not mix.
+pub fn mismatch(version: u32) -> String {
+    let theirs = if version < PROTOCOL_VERSION {
+        format!("protocol version {version} (below 100: a build before protocol versions)")
+    } else {
+        format!("protocol version {version}")
+    };
+    format!(
+        "the other side speaks {theirs}, this build {PROTOCOL_VERSION}: nodes and clients of \
+         different protocol versions do not talk to each other (ARCHITECTURE.md, \"Mixed \
+         versions\")"
+    )
+}
+
+/// The frame a node answers a body of another version with before it closes the connection:
+/// this build's version and nothing else, which a reader of any versioned build refuses
+/// with both versions named ([`decode`]), and a reader of this version as undecodable.
+pub fn version_refusal() -> Bytes {
+    framed(None)
 }
 
 /// The codec for reading frames of at most `max_frame_bytes`.
@@ -138,6 +198,63 @@ mod tests {
         let mut bytes = BytesMut::from(&encode(&frame)[..]);
         let body = codec(1024).decode(&mut bytes).unwrap().unwrap();
         assert_eq!(decode(&body).unwrap(), frame);
+    }
+
+    fn body(bytes: &Bytes) -> BytesMut {
+        let mut bytes = BytesMut::from(&bytes[..]);
+        codec(1024).decode(&mut bytes).unwrap().unwrap()
+    }
+
+    fn ping() -> Frame {
+        Frame::Request(crate::messages::ClientRequest {
+            id: 7,
+            body: crate::messages::RequestBody::Ping,
+        })
+    }
+
+    /// A body of another version is refused whatever follows it, with both versions named,
+    /// and told apart from a bad frame of this version.
+    #[test]
+    fn a_frame_of_another_protocol_version_is_refused_before_it_is_decoded() {
+        let ours = body(&encode(&ping()));
+        assert_eq!(other_version(&ours), None);
+        // The same frame behind another version: refused, though the rest would decode.
+        let mut theirs = BytesMut::new();
+        theirs.extend_from_slice(&postcard::to_stdvec(&(PROTOCOL_VERSION + 1)).unwrap());
+        theirs.extend_from_slice(&postcard::to_stdvec(&ping()).unwrap());
+        let refused = decode(&theirs).unwrap_err().to_string();
+        assert!(refused.contains("protocol version 101") && refused.contains("this build 100"));
+        assert_eq!(other_version(&theirs), Some(PROTOCOL_VERSION + 1));
+        // A build before versions sends the frame alone: its variant's index reads as a
+        // version below 100.
+        let unversioned = postcard::to_stdvec(&ping()).unwrap();
+        let refused = decode(&unversioned).unwrap_err().to_string();
+        assert!(
+            refused.contains("a build before protocol versions"),
+            "{refused}"
+        );
+        assert_eq!(other_version(&unversioned), Some(1));
+        // A bad frame of this version is no mismatch.
+        let bad = [&ours[..1], &[0xff, 0xff, 0xff]].concat();
+        assert!(decode(&bad).is_err());
+        assert_eq!(other_version(&bad), None);
+    }
+
+    /// What the builds before versions do with a versioned body: fail to decode it (no
+    /// `Frame` variant 100), never read it as a frame of theirs. The refusal carries the
+    /// version alone.
+    #[test]
+    fn a_build_before_versions_cannot_read_a_versioned_frame_and_the_refusal_is_the_version() {
+        let versioned = body(&encode(&ping()));
+        assert!(postcard::from_bytes::<Frame>(&versioned).is_err());
+        let refusal = body(&version_refusal());
+        assert_eq!(
+            &refusal[..],
+            &postcard::to_stdvec(&PROTOCOL_VERSION).unwrap()[..]
+        );
+        assert!(postcard::from_bytes::<Frame>(&refusal).is_err());
+        assert_eq!(other_version(&refusal), None);
+        assert!(decode(&refusal).is_err());
     }
 
     #[test]

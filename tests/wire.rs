@@ -798,3 +798,40 @@ fn every_wire_variant_keeps_its_postcard_encoding() {
         assert_eq!(&decoded, frame, "{name}: does not round-trip");
     }
 }
+
+/// The protocol version these bytes are (`frame::PROTOCOL_VERSION`), and a digest of
+/// [`GOLDEN`]: a changed encoding fails here until someone decides what it means for builds
+/// that meet on the wire. Raise the version when a frame's bytes change in a way a build of
+/// this version could misread (a field added or reordered, a payload changed); appended
+/// variants only are refused by an older build of the same version (undecodable: that one
+/// connection closes), which may keep it. Either way, record the new digest.
+const PINNED: (u32, &str) = (100, "ffb7e34e5d3fef8d");
+
+fn golden_digest() -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for (name, bytes) in GOLDEN {
+        ctx.update(name.as_bytes());
+        ctx.update(b"\0");
+        ctx.update(bytes.as_bytes());
+        ctx.update(b"\0");
+    }
+    hex(&ctx.finish().as_ref()[..8])
+}
+
+#[test]
+fn the_pinned_bytes_go_with_the_protocol_version_every_frame_starts_with() {
+    let (version, digest) = PINNED;
+    assert_eq!(
+        (paxkv::frame::PROTOCOL_VERSION, golden_digest().as_str()),
+        (version, digest),
+        "the wire changed, or the version did: decide whether the new bytes need a new \
+         frame::PROTOCOL_VERSION (see PINNED), then record both here"
+    );
+    // On the wire: the length prefix, the version, the frame's bytes as pinned above.
+    let (name, frame) = &samples()[0];
+    let wire = paxkv::frame::encode(frame);
+    let body = hex(&wire[paxkv::frame::LENGTH_PREFIX_BYTES..]);
+    let version = hex(&postcard::to_stdvec(&version).unwrap());
+    let golden = GOLDEN.iter().find(|(n, _)| n == name).unwrap().1;
+    assert_eq!(body, format!("{version}{golden}"), "{name} on the wire");
+}

@@ -94,6 +94,7 @@ impl Sources {
             ("paxkv_bad_frames_total", "Frames refused: malformed, oversized, failing validation, or Paxos from a non-member", get(&s.bad_frames)),
             ("paxkv_forged_frames_total", "Frames dropped because the connection's certificate may not send them", get(&s.forged_frames)),
             ("paxkv_foreign_frames_total", "Paxos frames, memberships and node calls of another cluster identity refused", get(&s.foreign_frames)),
+            ("paxkv_other_version_frames_total", "Connections closed at a frame of another protocol version: a node or client of another build", get(&s.other_version_frames)),
             ("paxkv_refused_connections_total", "Connections refused before any frame was read (failed TLS handshake, too many connections)", get(&s.refused_connections)),
             ("paxkv_connections_accepted_total", "Connections accepted (TLS handshake done, or plaintext), clients' and peers'", get(&s.accepted_connections)),
             ("paxkv_reads_from_durable_total", "Acceptor reads answered from the record last made durable, without a stop in the acceptor's mailbox", get(&s.reads_from_durable)),

@@ -83,6 +83,9 @@ pub struct Stats {
     /// Frames, memberships and calls of another cluster identity refused
     /// (`paxos::membership::cluster_id`).
     pub foreign_frames: AtomicU64,
+    /// Connections closed at a frame of another protocol version (`crate::frame`): a node or
+    /// client of another build.
+    pub other_version_frames: AtomicU64,
     /// Connections refused before any frame was read: a failed TLS handshake (no certificate,
     /// another CA's, plaintext on a TLS port), or too many connections.
     pub refused_connections: AtomicU64,

@@ -10,6 +10,10 @@
 //!   does not decode, or is one a node never takes, closes that connection with a log line;
 //!   a frame that decodes but fails validation is dropped, and the connection goes on. Each
 //!   is counted (`bad_frames`); nothing else is disturbed.
+//! - A frame of another protocol version (a node or client of another build, see
+//!   [`crate::frame`]) is not decoded: the connection is answered with this node's version
+//!   ([`frame::version_refusal`]), so that the other side can say what does not match, and
+//!   closed, with a log line naming both versions (`other_version_frames`).
 //! - Outbound: the [`crate::actors::outbox`] queues encoded frames per peer; a writer task
 //!   per peer connects with exponential backoff and drains its queue with
 //!   [`frame::write_queue`], so messages to the same peer are coalesced into one `write`.
@@ -366,7 +370,21 @@ async fn serve_connection(
             Err(e) => return Err(Error::Frame(e.to_string())),
         };
         let request_bytes = bytes.len();
-        let frame = frame::decode(&bytes)?;
+        let frame = match frame::decode(&bytes) {
+            Ok(frame) => frame,
+            Err(e) => {
+                if frame::other_version(&bytes).is_some() {
+                    Stats::add(&shared.stats.other_version_frames, 1);
+                    // Queued before the connection closes: the writer drains it first.
+                    let refusal = Answer {
+                        bytes: frame::version_refusal(),
+                        _budget: None,
+                    };
+                    let _ = answers.send(refusal).await;
+                }
+                return Err(e);
+            }
+        };
         drop(bytes);
         let Some(frame) = admit(frame, &who, &shared, &answers).await else {
             continue;
@@ -773,7 +791,11 @@ enum Call {
     Node(crate::messages::NodeCall),
 }
 
-/// Keeps one connection to a peer and writes its queue into it.
+/// Keeps one connection to a peer and writes its queue into it: after a connection that
+/// carried frames is lost, it connects again at once; after a failed connect, or a peer that
+/// refused the link for its protocol version, it waits a backoff that doubles up to
+/// [`RECONNECT_BACKOFF_MAX`] (so a peer of another build is dialled about once a second, not
+/// once a frame).
 async fn peer_writer(mut queue: PeerQueue, tls: Option<Arc<Tls>>) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     let mut last_warning: Option<Instant> = None;
@@ -788,9 +810,8 @@ async fn peer_writer(mut queue: PeerQueue, tls: Option<Arc<Tls>>) {
             }
             Err(e) => Err(e),
         };
-        let mut stream = match connected {
+        let stream = match connected {
             Ok(stream) => {
-                backoff = RECONNECT_BACKOFF_MIN;
                 log::info!("connected to node {} at {}", queue.node, queue.addr);
                 stream
             }
@@ -807,11 +828,47 @@ async fn peer_writer(mut queue: PeerQueue, tls: Option<Arc<Tls>>) {
                 continue;
             }
         };
-        match frame::write_queue(&mut stream, &mut queue.frames, None).await {
-            Ok(()) => return,
-            Err(e) => log::warn!("connection to node {} lost: {e}", queue.node),
+        let (reader, mut writer) = tokio::io::split(stream);
+        tokio::select! {
+            written = frame::write_queue(&mut writer, &mut queue.frames, None) => match written {
+                Ok(()) => return,
+                Err(e) => {
+                    // It carried frames until now: connect again at once.
+                    log::warn!("connection to node {} lost: {e}", queue.node);
+                    backoff = RECONNECT_BACKOFF_MIN;
+                }
+            },
+            version = refusal(reader) => {
+                // A peer of another build: it answers every connection so, so this one waits
+                // out the backoff before the next (and says why, every 10 s at most).
+                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    log::error!(
+                        "node {} at {} refused this node's frames: {}",
+                        queue.node,
+                        queue.addr,
+                        frame::mismatch(version)
+                    );
+                    last_warning = Some(Instant::now());
+                }
+                while queue.frames.try_recv().is_ok() {}
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+            }
         }
     }
+}
+
+/// The protocol version a peer link's peer refused it with ([`frame::version_refusal`]): a
+/// peer never answers on a link it did not open, so nothing else is read there. Pending for
+/// as long as the peer says nothing of the kind.
+async fn refusal(reader: tokio::io::ReadHalf<tls::BoxStream>) -> u32 {
+    let mut frames = FramedRead::new(reader, frame::codec(SMALL_ANSWER_OVERHEAD));
+    while let Some(Ok(body)) = frames.next().await {
+        if let Some(version) = frame::other_version(&body) {
+            return version;
+        }
+    }
+    std::future::pending().await
 }
 
 #[cfg(test)]
