@@ -451,6 +451,15 @@ impl Client {
                 Attempt::Done(Ok(reply)) => return Ok(reply),
                 Attempt::Done(Err(e)) => match e.class() {
                     ErrorClass::BadInput => return Err(e),
+                    // The one node a pinned client may ask cannot serve it (no member, no
+                    // membership yet, its store refused) and did nothing: said at once, as
+                    // `paxkv ... --node` of a node never added shows, instead of asking it
+                    // again until the deadline. An unpinned client asks the next node.
+                    ErrorClass::Retry
+                        if self.inner.options.pinned && matches!(e, Error::NotThisNode(_)) =>
+                    {
+                        return Err(e)
+                    }
                     class => {
                         // A storage fault on the node that ran it leaves the outcome unknown.
                         maybe_applied |= write && class != ErrorClass::Retry;

@@ -268,10 +268,17 @@ async fn a_removed_node_that_returns_on_its_old_data_changes_nothing() {
     // A write through the removed node, which knows it: refused at once, nothing sent
     // (`Proposer::enqueue`; were its frames sent, every member would drop them as a
     // non-member's, `tests/transport_bad_input.rs`). Through the others, writes work.
+    // The client is pinned to node 5 (10 s per operation): told at once, not after asking
+    // node 5 again until its deadline.
+    let asked = std::time::Instant::now();
     match removed.put(b"k", b"from-removed").await {
-        Err(Error::Unavailable(why)) => assert!(why.contains("not a member"), "{why}"),
+        Err(Error::NotThisNode(why)) => assert!(why.contains("not a member"), "{why}"),
         other => panic!("a write through the removed node: {other:?}"),
     }
+    assert!(
+        asked.elapsed() < Duration::from_secs(9),
+        "the pinned client asked the removed node until its deadline"
+    );
     assert!(!cluster.status(5).await.voting);
     for id in 1..=4 {
         match cluster.client_for(id).get(b"k").await.unwrap() {

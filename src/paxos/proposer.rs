@@ -679,27 +679,29 @@ impl Proposer {
         // yet, or one whose first start has not found its cluster): every peer's network
         // refuses a Paxos frame of epoch 0 as malformed (`Envelope::validate`), so a round
         // could only wait out its deadline while each of its frames counts as a bad frame
-        // on every peer. Answered at once, with nothing sent ("unavailable": it did not
-        // happen), so that the client asks another node now. The simulation holds every
+        // on every peer. Answered at once, with nothing sent (`Error::NotThisNode`, "not
+        // this node": it did not happen, another node may serve it), so that the client asks
+        // another node now, and a client pinned to this node is told so at once instead of
+        // retrying it until its deadline (`client::Client::retrying`). The simulation holds every
         // message it delivers to those checks (`sim::over_the_wire`): it found this.
         //
         // The same for a node that is no member of the membership it has installed (started
         // and not added, or removed and told so): every member's network refuses its frames
         // ("not a member", `deliver_peer_frame`), and counts each as a bad frame.
         //
-        // Why nothing is lost by not sending. Safety: "unavailable" is exact, nothing was
+        // Why nothing is lost by not sending. Safety: "not this node" is exact, nothing was
         // sent, so nothing can have happened. Liveness: a node that is no member of its own
         // membership cannot learn a newer one from its rounds either, since members drop
         // its frames unanswered (no `Stale` comes back); it learns it from its own pull,
         // which asks the members at least every 300 ms while the node does not vote
         // (`actors::membership::start`, `WAIT_STEP`). A node that is a member of a newer
-        // epoch but has not installed it yet answers "unavailable" until its pull installs
+        // epoch but has not installed it yet answers "not this node" until its pull installs
         // it, where its rounds would have been refused until then too (older epoch: the
         // acceptors answer `Stale`, which makes the node fetch the newer membership at
         // once; without rounds, the pull does that within 300 ms). Only new commands are
         // refused: a round already in flight when the node learns that it was removed goes
         // on to its deadline as before, so that a write that may have been accepted is
-        // answered "unknown", never "unavailable".
+        // answered "unknown", never "not this node".
         let refusal = match (self.cfg.epoch, self.cfg.member) {
             (0, _) => Some(
                 "this node has no membership installed yet (joining, or not started): \
@@ -714,7 +716,7 @@ impl Proposer {
         };
         if let Some(why) = refusal {
             if let Some(token) = ask.token {
-                out.push(Effect::Reply(token, Err(Error::Unavailable(why))));
+                out.push(Effect::Reply(token, Err(Error::NotThisNode(why))));
             }
             return;
         }

@@ -1236,13 +1236,13 @@ fn a_proposer_with_no_membership_installed_answers_unavailable_at_once_and_sends
 fn refuses_at_once_until_listed(p: &mut Proposer, now: Instant, why: &str, epoch: u64) {
     let out = submit(p, now, 1, put("v"), id(1));
     match &out[..] {
-        [Effect::Reply(1, Err(Error::Unavailable(said)))] => assert!(said.contains(why), "{said}"),
+        [Effect::Reply(1, Err(Error::NotThisNode(said)))] => assert!(said.contains(why), "{said}"),
         _ => panic!("{out:?}"),
     }
     let mut out = Vec::new();
     p.settle(now, 2, now + Duration::from_secs(1), &mut out);
     assert!(
-        matches!(&out[..], [Effect::Reply(2, Err(Error::Unavailable(_)))]),
+        matches!(&out[..], [Effect::Reply(2, Err(Error::NotThisNode(_)))]),
         "{out:?}"
     );
     assert_eq!(p.next_wakeup(), None, "nothing queued");
@@ -1280,14 +1280,16 @@ fn a_proposer_of_a_node_that_is_no_member_answers_unavailable_at_once_and_sends_
     p.reconfigure(now, NODES.to_vec(), vec![], 5, false, false);
     let out = submit(&mut p, now, 4, Command::Get, None);
     assert!(
-        matches!(&out[..], [Effect::Reply(4, Err(Error::Unavailable(_)))]),
+        matches!(&out[..], [Effect::Reply(4, Err(Error::NotThisNode(_)))]),
         "{out:?}"
     );
     let mut out = Vec::new();
     p.tick(now + Duration::from_millis(50), &mut out);
     assert!(
-        !out.iter()
-            .any(|e| matches!(e, Effect::Reply(3, Err(Error::Unavailable(_))))),
+        !out.iter().any(|e| matches!(
+            e,
+            Effect::Reply(3, Err(Error::Unavailable(_) | Error::NotThisNode(_)))
+        )),
         "a write in flight answered unavailable: {out:?}"
     );
     assert!(p.next_wakeup().is_some(), "the write in flight goes on");
