@@ -223,6 +223,10 @@ mutants=(
   'linger-never-commits @@ src/actors/storage.rs @@ /std::thread::sleep(linger);/{n;d} @@ --lib commits_that_linger'
   'flush-waits-with-nothing-pending @@ src/actors/storage.rs @@ /^        if self.pending.is_empty() {$/,/^        }$/d @@ --lib a_flush_that_finds'
   'linger-on-an-idle-machine @@ src/actors/linger.rs @@ s/    busy \&\& records_written > 0/    records_written > 0/ @@ --lib linger'
+  'frame-version-unchecked @@ src/frame.rs @@ s/    if version != PROTOCOL_VERSION {/    if false {/ @@ --test transport_bad_input another_protocol_version'
+  'frame-version-not-sent @@ src/frame.rs @@ s/^    postcard::to_io(\&PROTOCOL_VERSION, \&mut buf)/    let _ = (\&PROTOCOL_VERSION, \&mut buf); Ok::<(), postcard::Error>(())/ @@ --test wire'
+  'peer-link-backoff-reset-at-connect @@ src/actors/network.rs @@ s/^                log::info!("connected to node {} at {}", queue.node, queue.addr);/                backoff = RECONNECT_BACKOFF_MIN; log::info!("connected to node {} at {}", queue.node, queue.addr);/ @@ --test transport_bad_input a_peer_of_another_protocol_version'
+  'pinned-client-retries-a-node-that-cannot-serve @@ src/client.rs @@ s/if self.inner.options.pinned \&\& matches!(e, Error::NotThisNode(_)) =>/if false \&\& matches!(e, Error::NotThisNode(_)) =>/ @@ --test membership_who_may_vote a_removed_node_that_returns'
 )
 
 rm -rf "$work"; git -C "$repo" worktree prune

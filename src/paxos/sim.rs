@@ -73,8 +73,8 @@
 //! The workload mixes one hot key (gets, puts, deletes, cas from every node) with keys
 //! written once (one put each, through a fresh proposer, so at the fast ballot), a few cool
 //! keys, and, after everything heals and every change completes, a read of every key. Errors
-//! are recorded exactly: `Unavailable` and `Busy` as "did not take effect", everything else as
-//! "may have taken effect".
+//! are recorded exactly: `Unavailable`, `Busy` and `NotThisNode` as "did not take effect"
+//! (`Error::may_have_applied`), everything else as "may have taken effect".
 //!
 //! **Watches** (`actors::watch`): some node always watches, so every proposer announces what it
 //! sees chosen (`Proposer::set_announcing`); each announcement goes through the faulty network
@@ -985,7 +985,7 @@ impl Sim {
     fn answered(&mut self, token: u64, result: Result<Outcome, Error>) {
         // Refused at once by a proposer whose node is no member of its membership (the
         // shortcut of `Proposer::enqueue`): counted, so that a run shows it was exercised.
-        if matches!(&result, Err(Error::Unavailable(why)) if why.contains("not a member")) {
+        if matches!(&result, Err(Error::NotThisNode(why)) if why.contains("not a member")) {
             *self
                 .faults
                 .entry("asked a node that is no member")
