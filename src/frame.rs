@@ -43,6 +43,10 @@ pub const MAX_COALESCED_BYTES: usize = 256 * 1024;
 /// decode) and need no new version, but the pinned bytes ask for the decision.
 pub const PROTOCOL_VERSION: u32 = 100;
 
+/// The first versioned build's version: a body that starts with a smaller number is a build
+/// before versions (a `Frame` variant's index).
+const FIRST_PROTOCOL_VERSION: u32 = 100;
+
 /// Encodes a frame with its length prefix and the protocol version.
 pub fn encode(frame: &Frame) -> Bytes {
     framed(Some(frame))
@@ -82,8 +86,11 @@ pub fn other_version(body: &[u8]) -> Option<u32> {
 
 /// What a refused body of `version` is told: both versions, and why they do not mix.
 pub fn mismatch(version: u32) -> String {
-    let theirs = if version < PROTOCOL_VERSION {
-        format!("protocol version {version} (below 100: a build before protocol versions)")
+    let theirs = if version < FIRST_PROTOCOL_VERSION {
+        format!(
+            "protocol version {version} (below {FIRST_PROTOCOL_VERSION}: a build before \
+             protocol versions)"
+        )
     } else {
         format!("protocol version {version}")
     };
@@ -234,6 +241,8 @@ mod tests {
             "{refused}"
         );
         assert_eq!(other_version(&unversioned), Some(1));
+        // Every version from the first on is a versioned build's, whatever this one is.
+        assert!(!mismatch(FIRST_PROTOCOL_VERSION).contains("before protocol versions"));
         // A bad frame of this version is no mismatch.
         let bad = [&ours[..1], &[0xff, 0xff, 0xff]].concat();
         assert!(decode(&bad).is_err());

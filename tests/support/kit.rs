@@ -382,7 +382,9 @@ pub fn free_port() -> SocketAddr {
 /// place drawn from the process id, so that two test processes that do run side by side
 /// (`cargo test` runs binaries in turn; a developer may not) rarely start at the same port.
 static NEXT_PORT: std::sync::LazyLock<std::sync::atomic::AtomicU32> =
-    std::sync::LazyLock::new(|| std::sync::atomic::AtomicU32::new(std::process::id() * 97));
+    std::sync::LazyLock::new(|| {
+        std::sync::atomic::AtomicU32::new(std::process::id().wrapping_mul(97))
+    });
 
 /// Ports the kernel never assigns by itself: up to 12,000 below the ephemeral range's start
 /// (from 10,000 at the lowest, clear of the well-known and registered services under it).
