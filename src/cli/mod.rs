@@ -35,7 +35,10 @@ pub const EXIT_UNAVAILABLE: i32 = 3;
 #[derive(Parser)]
 #[command(
     name = "paxkv",
-    version,
+    // The wire protocol's version beside the build's, so that an operator can tell before an
+    // upgrade whether two builds talk to each other (ARCHITECTURE.md, "Mixed versions"); kept
+    // equal to `frame::PROTOCOL_VERSION` by the test below.
+    version = concat!(env!("CARGO_PKG_VERSION"), " (wire protocol 100)"),
     about = "A leaderless key-value store on per-key Paxos"
 )]
 struct Cli {
@@ -615,4 +618,16 @@ async fn status(client: Client, json: bool) -> i32 {
         }
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_version_names_the_wire_protocol_this_build_speaks() {
+        let version = super::Cli::command().get_version().unwrap().to_string();
+        let protocol = format!("(wire protocol {})", paxkv::frame::PROTOCOL_VERSION);
+        assert!(version.ends_with(&protocol), "{version}");
+    }
 }
