@@ -687,6 +687,32 @@ fn list_prints_pages_in_text_and_json(cluster: &Cluster) {
     let (code, stdout, stderr) = cluster.cli(&["list", "ls/", "--limit", "1"]);
     assert_eq!((code, stdout.as_str()), (0, "ls/a 1\n"), "{stderr}");
     assert!(stderr.contains("(more: --after ls/a)"), "{stderr:?}");
+    // `--all` pages through the whole prefix: every key once, in order, nothing about more.
+    let (code, stdout, stderr) = cluster.cli(&["list", "ls/", "--limit", "1", "--all"]);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (0, "ls/a 1\nls/b 2\nbase64:bHMv/w== base64:/g==\n"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("more"), "{stderr:?}");
+    let (code, stdout, stderr) = cluster.cli(&["--json", "list", "ls/", "--limit", "2", "--all"]);
+    assert_eq!(code, 0, "{stderr}");
+    let pages: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON page per line"))
+        .collect();
+    assert_eq!(
+        pages,
+        vec![
+            json!({"items": [
+                {"key": "ls/a", "value": "1", "version": 1},
+                {"key": "ls/b", "value": "2", "version": 1},
+            ], "next": "ls/b"}),
+            json!({"items": [
+                {"key_base64": "bHMv/w==", "value_base64": "/g==", "version": 1},
+            ], "next": null}),
+        ]
+    );
     // A page that ends at a key that is not UTF-8 says how to go on: `--after-base64`.
     for (key, value) in [(&b"lb/\xff"[..], "x"), (&b"lb/\xffz"[..], "y")] {
         let (code, _, stderr) = cluster.cli_bytes(

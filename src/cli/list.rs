@@ -1,5 +1,7 @@
-//! `paxkv list [PREFIX] [--limit N] [--after KEY] [--keys-only] [--json]`: one page of the
-//! live keys under a prefix (`Client::list`, argued in `actors::list`).
+//! `paxkv list [PREFIX] [--limit N] [--after KEY] [--keys-only] [--json] [--all]`: one page of
+//! the live keys under a prefix (`Client::list`, argued in `actors::list`); with `--all`, every
+//! page until the prefix is exhausted, from one process and one connection per node (what
+//! `etcdctl get --prefix` does), each page printed as it arrives, so memory stays one page.
 //!
 //! Text: one line per key, `key value` (the key alone with `--keys-only`); a key or value
 //! that is not UTF-8 is printed `base64:` and its standard base64 (the encoding of `get
@@ -7,7 +9,12 @@
 //! apart in text: use `--json`. When more keys follow, `(more: --after KEY)` goes to stderr
 //! (`(more: --after-base64 B64)` for a key that is not UTF-8: pass it on as it is).
 //! JSON: `{"items": [{"key" (or "key_base64"), "value" (or "value_base64"), "version"}, ...],
-//! "next": KEY or null}` (`"next_base64"` for a key that is not UTF-8).
+//! "next": KEY or null}` (`"next_base64"` for a key that is not UTF-8); with `--all`, one such
+//! page per line, the last with `"next": null`.
+//!
+//! A page that fails with `--all` ends the listing with the error's exit code; the pages
+//! printed before it stand (each is a page as `--after` would give it), and stderr says where
+//! to go on (`(listed up to KEY: go on with --after KEY)`).
 
 use std::ffi::OsString;
 use std::io::Write as _;
@@ -36,6 +43,9 @@ pub struct ListArgs {
     /// Print the keys without their values.
     #[arg(long)]
     keys_only: bool,
+    /// Every page, until the prefix is exhausted (`--limit` is then the size of each page).
+    #[arg(long)]
+    all: bool,
 }
 
 pub async fn run(client: Client, args: ListArgs, json: bool) -> i32 {
@@ -52,32 +62,53 @@ pub async fn run(client: Client, args: ListArgs, json: bool) -> i32 {
         (None, None) => None,
     };
     let limit = args.limit.unwrap_or(0);
-    let page = match client
-        .list(&prefix, after.as_deref(), limit, args.keys_only)
-        .await
-    {
-        Ok(page) => page,
-        Err(e) => return report_error(&prefix, &e, json),
-    };
-    let out = if json {
-        let mut line = paxkv::json::page_json(&page).to_string().into_bytes();
-        line.push(b'\n');
-        line
-    } else {
-        if let Some(next) = &page.next {
-            match std::str::from_utf8(next) {
-                Ok(next) => eprintln!("(more: --after {next})"),
-                Err(_) => eprintln!("(more: --after-base64 {})", BASE64_STANDARD.encode(next)),
-            }
-        }
-        page_text(&page)
-    };
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout.write_all(&out).and_then(|()| stdout.flush()) {
-        eprintln!("error: writing the output: {e}");
-        return EXIT_UNAVAILABLE;
+    let mut after = after;
+    loop {
+        let page = match client
+            .list(&prefix, after.as_deref(), limit, args.keys_only)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                if let Some(reached) = after.as_deref().filter(|_| args.all) {
+                    eprintln!(
+                        "(listed up to {}: go on with {})",
+                        text(reached),
+                        resume(reached)
+                    );
+                }
+                return report_error(&prefix, &e, json);
+            }
+        };
+        let out = if json {
+            let mut line = paxkv::json::page_json(&page).to_string().into_bytes();
+            line.push(b'\n');
+            line
+        } else {
+            if let Some(next) = page.next.as_deref().filter(|_| !args.all) {
+                eprintln!("(more: {})", resume(next));
+            }
+            page_text(&page)
+        };
+        if let Err(e) = stdout.write_all(&out).and_then(|()| stdout.flush()) {
+            eprintln!("error: writing the output: {e}");
+            return EXIT_UNAVAILABLE;
+        }
+        match page.next {
+            Some(next) if args.all => after = Some(next),
+            _ => return 0,
+        }
     }
-    0
+}
+
+/// The argument that lists the keys after `key`: `--after KEY`, or `--after-base64 B64` for a
+/// key that is not UTF-8.
+fn resume(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(key) => format!("--after {key}"),
+        Err(_) => format!("--after-base64 {}", BASE64_STANDARD.encode(key)),
+    }
 }
 
 /// The bytes as text: as they are if UTF-8, else `base64:` and their standard base64.
