@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 
 use crate::client::Client;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::messages::{DigestEntry, SyncRecord, DIGEST_PAGE_ENTRIES};
 use crate::paxos::types::Key;
 
@@ -72,14 +72,27 @@ impl<E: Keyed> KeyMerge<E> {
 
     /// Source `source`'s next page. One that holds no entry ends the source whatever it
     /// says of more: a source pages through keys it has, and one that stayed "more" without
-    /// a last key would stall the horizon for good.
-    pub fn take(&mut self, source: usize, page: Vec<E>, more: bool) {
+    /// a last key would stall the horizon for good. A page whose keys are not strictly
+    /// increasing past the source's last key is refused (the merge and its horizon rest on
+    /// that order): the source is left as it was, for its caller to drop.
+    pub fn take(&mut self, source: usize, page: Vec<E>, more: bool) -> Result<(), String> {
         let cursor = &mut self.cursors[source];
+        let mut last = cursor.entries.back().map(E::key).or(cursor.after.as_ref());
+        for e in &page {
+            if last.is_some_and(|last| e.key() <= last) {
+                return Err(format!(
+                    "source {source} sent a page whose keys are not in strictly increasing \
+                     order after the last one"
+                ));
+            }
+            last = Some(e.key());
+        }
         cursor.more = more && !page.is_empty();
         if let Some(last) = page.last() {
             cursor.after = Some(last.key().clone());
         }
         cursor.entries.extend(page);
+        Ok(())
     }
 
     /// Source `source` sends no more pages (it stopped answering).
@@ -89,6 +102,10 @@ impl<E: Keyed> KeyMerge<E> {
 
     /// Every entry up to the horizon (see the module doc), grouped by key, in key order. Feed
     /// every source [`KeyMerge::wanting`] asks for first, or the horizon stalls there.
+    ///
+    /// A k-way merge of the sources' pages (each in key order, [`KeyMerge::take`]): each entry
+    /// is moved once, from its source's page into its key's group (no sort, no intermediate
+    /// list: a listing's records carry their values, and moving them is what a batch costs).
     pub fn next_batch(&mut self) -> Vec<MergedKey<E>> {
         let horizon: Option<Key> = self
             .cursors
@@ -96,42 +113,37 @@ impl<E: Keyed> KeyMerge<E> {
             .filter(|c| c.more)
             .filter_map(|c| c.entries.back().map(|e| e.key().clone()))
             .min();
-        let mut entries: Vec<(usize, E)> = Vec::new();
-        for cursor in self.cursors.iter_mut() {
-            while let Some(e) = cursor.entries.front() {
-                if horizon.as_ref().is_some_and(|h| e.key() > h) {
-                    break;
+        let mut merged = Vec::new();
+        loop {
+            let next = self
+                .cursors
+                .iter()
+                .filter_map(|c| c.entries.front().map(E::key))
+                .filter(|k| horizon.as_ref().is_none_or(|h| *k <= h))
+                .min()
+                .cloned();
+            let Some(key) = next else {
+                return merged;
+            };
+            let mut group = MergedKey {
+                key,
+                entries: Vec::with_capacity(self.cursors.len()),
+                sources: Vec::with_capacity(self.cursors.len()),
+            };
+            for cursor in &mut self.cursors {
+                if let Some(e) = cursor.entries.pop_front_if(|e| *e.key() == group.key) {
+                    group.entries.push(e);
+                    group.sources.push(cursor.index);
                 }
-                entries.extend(cursor.entries.pop_front().map(|e| (cursor.index, e)));
             }
+            merged.push(group);
         }
-        // Stable: each key's entries stay in source order.
-        entries.sort_by(|a, b| a.1.key().cmp(b.1.key()));
-        group_by_key(entries)
     }
 
     /// Every source exhausted, every entry merged.
     pub fn is_done(&self) -> bool {
         self.cursors.iter().all(|c| !c.more && c.entries.is_empty())
     }
-}
-
-fn group_by_key<E: Keyed>(entries: Vec<(usize, E)>) -> Vec<MergedKey<E>> {
-    let mut merged: Vec<MergedKey<E>> = Vec::new();
-    for (source, e) in entries {
-        match merged.last_mut() {
-            Some(last) if last.key == *e.key() => {
-                last.entries.push(e);
-                last.sources.push(source);
-            }
-            _ => merged.push(MergedKey {
-                key: e.key().clone(),
-                entries: vec![e],
-                sources: vec![source],
-            }),
-        }
-    }
-    merged
 }
 
 /// One source's pages.
@@ -178,7 +190,9 @@ impl<'a> DigestMerge<'a> {
                 .client
                 .digest_page(index, after, DIGEST_PAGE_ENTRIES as u32)
                 .await?;
-            self.merge.take(index, page.entries, page.more);
+            self.merge
+                .take(index, page.entries, page.more)
+                .map_err(Error::Storage)?;
         }
         Ok(Some(self.merge.next_batch()))
     }
@@ -211,7 +225,9 @@ mod tests {
                     .map(|k| entry(k, 1))
                     .collect();
                 let more = rest.len() > page;
-                merge.take(index, rest.into_iter().take(page).collect(), more);
+                merge
+                    .take(index, rest.into_iter().take(page).collect(), more)
+                    .unwrap();
             }
             for m in merge.next_batch() {
                 out.push((String::from_utf8(m.key).unwrap(), m.sources));
@@ -250,8 +266,10 @@ mod tests {
     #[test]
     fn an_empty_page_that_says_more_ends_its_source() {
         let mut merge = KeyMerge::new(2, None);
-        merge.take(0, vec![entry("a", 1), entry("c", 1)], false);
-        merge.take(1, Vec::new(), true);
+        merge
+            .take(0, vec![entry("a", 1), entry("c", 1)], false)
+            .unwrap();
+        merge.take(1, Vec::new(), true).unwrap();
         assert!(
             merge.wanting().is_empty(),
             "no last key: nothing more to ask after it"
@@ -264,8 +282,12 @@ mod tests {
     #[test]
     fn a_dropped_source_stops_holding_the_horizon() {
         let mut merge = KeyMerge::new(2, None);
-        merge.take(0, vec![entry("a", 1), entry("b", 1)], true);
-        merge.take(1, vec![entry("c", 1), entry("d", 1)], true);
+        merge
+            .take(0, vec![entry("a", 1), entry("b", 1)], true)
+            .unwrap();
+        merge
+            .take(1, vec![entry("c", 1), entry("d", 1)], true)
+            .unwrap();
         let keys: Vec<Key> = merge.next_batch().into_iter().map(|m| m.key).collect();
         assert_eq!(
             keys,
@@ -282,9 +304,38 @@ mod tests {
             "source 1 alone, up to d"
         );
         assert_eq!(merge.wanting(), vec![(1, Some(b"d".to_vec()))]);
-        merge.take(1, vec![entry("e", 1)], false);
+        merge.take(1, vec![entry("e", 1)], false).unwrap();
         let keys: Vec<Key> = merge.next_batch().into_iter().map(|m| m.key).collect();
         assert_eq!(keys, vec![b"e".to_vec()]);
+        assert!(merge.is_done());
+    }
+
+    #[test]
+    fn a_page_out_of_order_or_behind_its_source_is_refused_and_changes_nothing() {
+        let mut merge = KeyMerge::new(2, Some(b"b".to_vec()));
+        assert!(
+            merge.take(0, vec![entry("a", 1)], true).is_err(),
+            "at or before after"
+        );
+        assert!(
+            merge.take(0, vec![entry("b", 1)], true).is_err(),
+            "at or before after"
+        );
+        assert!(merge
+            .take(0, vec![entry("d", 1), entry("c", 1)], true)
+            .is_err());
+        assert!(merge
+            .take(0, vec![entry("d", 1), entry("d", 1)], true)
+            .is_err());
+        merge.take(0, vec![entry("c", 1)], true).unwrap();
+        assert!(
+            merge.take(0, vec![entry("c", 1)], false).is_err(),
+            "behind its page"
+        );
+        merge.take(0, vec![entry("e", 1)], false).unwrap();
+        merge.take(1, vec![entry("d", 1)], false).unwrap();
+        let keys: Vec<Key> = merge.next_batch().into_iter().map(|m| m.key).collect();
+        assert_eq!(keys, vec![b"c".to_vec(), b"d".to_vec(), b"e".to_vec()]);
         assert!(merge.is_done());
     }
 }

@@ -128,10 +128,16 @@ impl Lister {
             .map(|&v| Ok((v, addr_of(&m, v)?)))
             .collect::<Result<Vec<_>>>()?;
         let client = self.members.client_of(&addrs);
-        let per_scan = (limit + SCAN_SLACK).min(DIGEST_PAGE_ENTRIES) as u32;
-        let mut scan = Scan::new(&client, &request, &voters, m.epoch, m.quorums(), per_scan);
+        let mut scan = Scan::new(&client, &request, &voters, m.epoch, m.quorums());
         let mut page = PageBuilder::new(limit, max_bytes, request.keys_only, request.with_deleted);
-        while let Some(batch) = scan.next_batch().await? {
+        loop {
+            // Each voter is asked for what the page can still hold (and some slack): records
+            // past the page's end are scanned, sent and decoded for nothing, and the next page
+            // scans them again.
+            scan.per_scan = (page.room() + SCAN_SLACK).min(DIGEST_PAGE_ENTRIES) as u32;
+            let Some(batch) = scan.next_batch().await? else {
+                break;
+            };
             let keys = batch.len();
             // Key by key, in order, a few read rounds ahead: the page stops at its last key,
             // and no key after it is read (or can fail it).
@@ -252,6 +258,18 @@ impl PageBuilder {
         }
     }
 
+    /// About how many more keys the page can hold: by count, and by bytes at the mean size of
+    /// its items so far (a guess until it holds one: then by count alone).
+    fn room(&self) -> usize {
+        let by_count = self.limit.saturating_sub(self.items.len());
+        match self.bytes.checked_div(self.items.len()) {
+            Some(mean) if mean > 0 => {
+                by_count.min(self.max_bytes.saturating_sub(self.bytes) / mean + 1)
+            }
+            _ => by_count,
+        }
+    }
+
     /// Is `state` an item of the page (live, or any with `with_deleted`)?
     fn lists(&self, state: &Versioned) -> bool {
         state.0.is_some() || self.with_deleted
@@ -305,7 +323,7 @@ struct Scan<'a> {
     voters: Vec<NodeId>,
     epoch: u64,
     quorums: Quorums,
-    /// Records asked of each voter per scan page.
+    /// Records asked of each voter for its next scan page (set before each batch).
     per_scan: u32,
     merge: KeyMerge<SyncRecord>,
     /// Per voter (by the client's index): still scanned.
@@ -322,13 +340,12 @@ impl<'a> Scan<'a> {
         voters: &[NodeId],
         epoch: u64,
         quorums: Quorums,
-        per_scan: u32,
     ) -> Self {
         let n = voters.len();
         Scan {
             client,
             voters: voters.to_vec(),
-            per_scan,
+            per_scan: DIGEST_PAGE_ENTRIES as u32,
             prefix: request.prefix.clone(),
             epoch,
             quorums,
@@ -364,12 +381,17 @@ impl<'a> Scan<'a> {
         for (index, answer) in futures_util::future::join_all(asks).await {
             match answer {
                 Ok(Ok(NodeReply::Scanned { records, more })) => {
-                    self.reached[index] = match (more, records.last()) {
-                        (false, _) => None,
+                    let reached = match (more, records.last()) {
                         (true, Some(last)) => Some(last.key.clone()),
-                        (true, None) => None,
+                        _ => None,
                     };
-                    self.merge.take(index, records, more);
+                    match self.merge.take(index, records, more) {
+                        Ok(()) => self.reached[index] = reached,
+                        Err(e) => {
+                            last_error = Some(e);
+                            self.drop_voter(index);
+                        }
+                    }
                 }
                 failed => {
                     last_error = Some(match failed {
@@ -377,8 +399,7 @@ impl<'a> Scan<'a> {
                         Ok(Err(e)) => e.message().to_string(),
                         Err(_) => format!("no answer within {SCAN_PAGE_TIMEOUT:?}"),
                     });
-                    self.alive[index] = false;
-                    self.merge.drop_source(index);
+                    self.drop_voter(index);
                 }
             }
         }
@@ -392,6 +413,13 @@ impl<'a> Scan<'a> {
             )));
         }
         Ok(Some(self.merge.next_batch()))
+    }
+
+    /// Voter `index` answers no more of this scan: the keys after its last page are merged
+    /// from the others.
+    fn drop_voter(&mut self, index: usize) {
+        self.alive[index] = false;
+        self.merge.drop_source(index);
     }
 
     /// Did voter `index`'s scan cover `key` (so that holding no record of it is an answer)?
