@@ -348,22 +348,30 @@ impl Store {
             _ if prefix.is_empty() => Bound::Unbounded,
             _ => Bound::Included(prefix),
         };
-        let mut records = self.scan_from(lower, limit.saturating_add(1))?;
-        records.retain(|(key, _)| key.starts_with(prefix));
-        let mut bytes = 0;
-        let fit = records
-            .iter()
-            .take(limit)
-            .take_while(|(key, record)| {
-                let first = bytes == 0;
-                // The record as it travels: its value, and the register's memory of recent
-                // writes and clients' floors, which can outweigh the value.
-                bytes += key.len() + postcard::experimental::serialized_size(record).unwrap_or(0);
-                first || bytes <= max_bytes
-            })
-            .count();
-        let more = records.len() > fit;
-        records.truncate(fit);
+        // Each record is decoded only if it is taken, or is the one that shows more follow:
+        // the walk stops at the prefix's end (its keys are one range), at `limit`, and at the
+        // first record over `max_bytes` (the first is taken whatever its size).
+        let (mut records, mut bytes, mut more) = (Vec::new(), 0, false);
+        self.scan_each(lower, |key, raw| {
+            if !key.starts_with(prefix) {
+                return Ok(false);
+            }
+            if records.len() == limit {
+                more = true;
+                return Ok(false);
+            }
+            let record = decode(key, raw)?;
+            // The record as it travels: its value, and the register's memory of recent
+            // writes and clients' floors, which can outweigh the value.
+            let size = key.len() + postcard::experimental::serialized_size(&record).unwrap_or(0);
+            if !records.is_empty() && bytes + size > max_bytes {
+                more = true;
+                return Ok(false);
+            }
+            bytes += size;
+            records.push((key.to_vec(), record));
+            Ok(true)
+        })?;
         Ok((records, more))
     }
 
@@ -396,36 +404,55 @@ impl Store {
         limit: usize,
         read: impl Fn(&[u8], &[u8]) -> Result<T>,
     ) -> Result<Vec<(Vec<u8>, T)>> {
+        let mut out = Vec::new();
+        self.scan_each(lower, |key, bytes| {
+            if out.len() == limit {
+                return Ok(false);
+            }
+            out.push((key.to_vec(), read(key, bytes)?));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Visits the stored records from `lower` on, in key order, each as its key and its
+    /// stored bytes (the log's newer record shadowing the table's), until `visit` says stop.
+    fn scan_each(
+        &self,
+        lower: Bound<&[u8]>,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
         let rtxn = self.env.read_txn()?;
         let bounds = (lower, Bound::Unbounded);
         let mut stored = self.acceptors.range(&rtxn, &bounds)?.peekable();
         let logged_bounds = (lower.map(<[u8]>::to_vec), Bound::Unbounded);
         let mut logged = self.overlay.range(logged_bounds).peekable();
-        let mut out = Vec::new();
-        while out.len() < limit {
+        loop {
             let next_stored = match stored.peek() {
                 Some(Ok((key, _))) => Some(*key),
                 Some(Err(_)) => return Err(stored.next().expect("peeked").unwrap_err().into()),
                 None => None,
             };
             let take_logged = match (logged.peek(), next_stored) {
-                (None, None) => break,
+                (None, None) => return Ok(()),
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
                 (Some((lk, _)), Some(sk)) => lk.as_slice() <= sk,
             };
-            if take_logged {
+            let go_on = if take_logged {
                 let (key, bytes) = logged.next().expect("peeked");
                 if next_stored == Some(key.as_slice()) {
                     stored.next(); // shadowed by the newer logged record
                 }
-                out.push((key.clone(), read(key, bytes)?));
+                visit(key, bytes)?
             } else {
                 let (key, bytes) = stored.next().expect("peeked")?;
-                out.push((key.to_vec(), read(key, bytes)?));
+                visit(key, bytes)?
+            };
+            if !go_on {
+                return Ok(());
             }
         }
-        Ok(out)
     }
 
     /// This store's identity (see `paxos::membership`).
@@ -879,6 +906,48 @@ pub(crate) mod tests {
         assert_eq!(scan(b"", None, 10, 1 << 20).0.len(), 6);
         // A byte budget smaller than one record still returns one.
         assert_eq!(scan(b"p", None, 10, 1), (vec![k(b"p/1")], true));
+    }
+
+    /// A scan decodes no record it does not return, but the one that shows more follow
+    /// within the byte budget: not the one past `limit`, nor one past the prefix's end (a
+    /// corrupt record there fails nothing).
+    #[test]
+    fn a_prefix_scan_decodes_no_record_past_its_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        let r = record(1);
+        store
+            .write(&[
+                (b"o/1".as_slice(), &r),
+                (b"p/1".as_slice(), &r),
+                (b"p/2".as_slice(), &r),
+            ])
+            .unwrap();
+        let mut wtxn = store.env.write_txn().unwrap();
+        let mut corrupt = Vec::new();
+        encode(&record(3), &mut corrupt).unwrap();
+        corrupt[2] ^= 0xff;
+        store.acceptors.put(&mut wtxn, b"p/3", &corrupt).unwrap();
+        wtxn.commit().unwrap();
+        let keys = |(records, more): (Records, bool)| {
+            let keys: Vec<Vec<u8>> = records.into_iter().map(|(k, _)| k).collect();
+            (keys, more)
+        };
+        let k = |s: &[u8]| s.to_vec();
+        assert_eq!(
+            keys(store.scan_prefix(b"o/", None, 10, 1 << 20).unwrap()),
+            (vec![k(b"o/1")], false)
+        );
+        assert_eq!(
+            keys(store.scan_prefix(b"p/", None, 2, 1 << 20).unwrap()),
+            (vec![k(b"p/1"), k(b"p/2")], true)
+        );
+        assert_eq!(
+            keys(store.scan_prefix(b"p/", None, 10, 1).unwrap()),
+            (vec![k(b"p/1")], true)
+        );
+        let err = store.scan_prefix(b"p/", None, 3, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
     }
 
     #[test]
