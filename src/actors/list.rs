@@ -73,6 +73,7 @@ use crate::messages::{
 use crate::paxos::listing::{self, Versioned};
 use crate::paxos::membership::RESERVED_PREFIX;
 use crate::paxos::quorum::Quorums;
+use crate::paxos::record::AcceptorRecord;
 use crate::paxos::types::{Command, Key, NodeId, Outcome};
 
 /// How long a voter may take to answer one page of a scan before it is dropped from it.
@@ -170,10 +171,7 @@ impl Lister {
         let decided: Vec<(Key, Option<Versioned>)> = batch
             .into_iter()
             .filter(|k| reserved || !k.key.starts_with(RESERVED_PREFIX))
-            .map(|k| {
-                let quick = scan.chosen(&k, voters);
-                (k.key, quick)
-            })
+            .map(|k| scan.chosen(k, voters))
             .collect();
         let undecided = decided.iter().filter(|(_, quick)| quick.is_none()).count();
         if undecided > 0 {
@@ -433,16 +431,18 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// The state of `k` if the scanned records show it chosen (`Some(None)`: chosen with no
-    /// value): `paxos::listing::chosen`, over the voters whose scan covered it.
-    fn chosen(&self, k: &MergedKey<SyncRecord>, voters: &[NodeId]) -> Option<Versioned> {
-        let covering = (0..voters.len()).filter_map(|index| {
-            match k.sources.iter().position(|&s| s == index) {
-                Some(at) => Some(Some(&k.entries[at].record)),
-                None if self.covered(index, &k.key) => Some(None),
-                None => None,
-            }
-        });
-        listing::chosen_versioned(covering, voters.len(), self.quorums)
+    /// `k`'s key, and its state if the scanned records show it chosen (`Some(None)`: chosen
+    /// with no value): `paxos::listing::chosen_versioned`, over the voters whose scan covered
+    /// it, its records taken.
+    fn chosen(&self, k: MergedKey<SyncRecord>, voters: &[NodeId]) -> (Key, Option<Versioned>) {
+        let mut covering: Vec<Option<Option<AcceptorRecord>>> = (0..voters.len())
+            .map(|index| self.covered(index, &k.key).then_some(None))
+            .collect();
+        for (source, entry) in k.sources.into_iter().zip(k.entries) {
+            covering[source] = Some(Some(entry.record));
+        }
+        let state =
+            listing::chosen_versioned(covering.into_iter().flatten(), voters.len(), self.quorums);
+        (k.key, state)
     }
 }

@@ -30,21 +30,23 @@ pub type Live = Option<(Vec<u8>, u64)>;
 /// A key's value (`None`: deleted, or never written) and version, deleted keys' included.
 pub type Versioned = (Option<Vec<u8>>, u64);
 
-/// [`chosen_versioned`], for the live keys only.
+/// [`chosen_versioned`], for the live keys only, of borrowed records.
 pub fn chosen<'a>(
     covering: impl IntoIterator<Item = Option<&'a AcceptorRecord>>,
     voters: usize,
     quorums: Quorums,
 ) -> Option<Live> {
-    chosen_versioned(covering, voters, quorums).map(|(value, version)| value.map(|v| (v, version)))
+    chosen_versioned(covering.into_iter().map(|r| r.cloned()), voters, quorums)
+        .map(|(value, version)| value.map(|v| (v, version)))
 }
 
 /// The state of a key if the records of the voters whose scan covered it show it chosen
 /// (`Some(None)`: chosen with no value); `None` if they do not (read it with a round). One
 /// item per covering voter: its record of the key, or `None` if it holds none. `voters` is
-/// the epoch's number of voters (those not covering count as not answered).
-pub fn chosen_versioned<'a>(
-    covering: impl IntoIterator<Item = Option<&'a AcceptorRecord>>,
+/// the epoch's number of voters (those not covering count as not answered). The records are
+/// taken, not copied: a listing decides thousands of keys a page, each from up to five.
+pub fn chosen_versioned(
+    covering: impl IntoIterator<Item = Option<AcceptorRecord>>,
     voters: usize,
     quorums: Quorums,
 ) -> Option<Versioned> {
@@ -55,7 +57,7 @@ pub fn chosen_versioned<'a>(
             let vote = match record {
                 Some(r) => Vote {
                     accepted: r.accepted,
-                    state: r.state.clone(),
+                    state: r.state,
                     fast_unknown: r.fast_unknown,
                     full: true,
                 },
