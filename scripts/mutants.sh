@@ -174,6 +174,11 @@ mutants=(
   'list-scans-a-minority-sim @@ src/paxos/listing.rs @@ s/    answered >= quorums.classic()/    answered >= 1/ @@ --lib sim'
   'scan-from-a-refused-store @@ src/paxos/listing.rs @@ s/    epoch == caller_epoch \&\& store_confirmed_intact/    epoch == caller_epoch/ @@ --test listing a_wiped_store_answers_no_scan'
   'scan-from-a-refused-store-sim @@ src/paxos/listing.rs @@ s/    epoch == caller_epoch \&\& store_confirmed_intact/    epoch == caller_epoch/ @@ --lib sim'
+  # issue 23: the listing's merge and scans (runtime only: the simulation restates one scan page)
+  'merge-past-the-horizon @@ src/actors/digest_merge.rs @@ s/.filter(|k| horizon.as_ref().is_none_or(|h| \*k <= h))/.filter(|_| true)/ @@ --lib a_merge_yields_every_key_once'
+  'merge-takes-pages-out-of-order @@ src/actors/digest_merge.rs @@ s/if last.is_some_and(|last| e.key() <= last) {/if false {/ @@ --lib a_page_out_of_order_or_behind'
+  'scan-says-no-more-at-its-limit @@ src/storage/mod.rs @@ /if records.len() == limit {/{n;s/more = true;/more = false;/} @@ --lib a_prefix_scan_pages_in_key_order'
+  'scan-decodes-past-its-limit @@ src/storage/mod.rs @@ /if records.len() == limit {/{n;n;s/return Ok(false);/decode(key, raw)?; return Ok(false);/} @@ --lib a_prefix_scan_decodes_no_record_past'
   'list-reserves-one-frame @@ src/actors/network.rs @@ s/^const LIST_FRAMES: usize = 5;/const LIST_FRAMES: usize = 1;/ @@ --test transport_list_budget'
   # watches: what a proposer announces (paxos::proposer, "Announcing what is chosen"), checked by
   # every simulated node's watch (paxos::sim, "Watches")
