@@ -36,6 +36,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# shellcheck source=scripts/cluster-lib.sh
+. "$repo/scripts/cluster-lib.sh"
 busy_us() { python3 -c 'import os
 f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
 print((sum(f[:8]) - f[3] - f[4]) * 1000000 // os.sysconf("SC_CLK_TCK"))'; }
@@ -84,15 +86,9 @@ echo "# paxkv, 5 nodes; $KEYS keys of $VALUE bytes, pages of $PAGE" >&2
 paxkv_pid=$!
 for _ in $(seq 1 60); do "$PAXKV" --config "$CONFIG" status >/dev/null 2>&1 && break; sleep 1; done
 "$PAXKV" bench --config "$CONFIG" --op load --ops "$KEYS" --keys "$KEYS" --concurrency 64 --value-size "$VALUE" --json >/dev/null
-# "Idle" means idle: every node's anti-entropy has run twice since the load (its first sweep
-# settles the keys the load wrote at the fast ballot: 100,000 identity rounds) and the
-# per-key actors have retired (limits.idle_timeout_ms).
-quiet() { "$PAXKV" --config "$CONFIG" --json status 2>/dev/null | python3 -c '
-import json, sys
-live = [json.loads(l) for l in sys.stdin if l.strip()]
-sys.exit(0 if len(live) == 5 and all(s["sync_rounds"] >= 2 and s["live_proposers"] + s["live_acceptors"] == 0 for s in live) else 1)'; }
-for _ in $(seq 1 240); do quiet && break; sleep 1; done
-quiet || echo "(the nodes were not quiet after 240 s)" >&2
+# "Idle" means idle: every node's anti-entropy has run twice since the load and the per-key
+# actors have retired.
+wait_quiet "$PAXKV" "$CONFIG"
 for load in idle writes; do
   if [ "$load" = writes ]; then
     "$PAXKV" bench --config "$CONFIG" --op put --ops 100000000 --keys "$KEYS" --concurrency 16 --value-size "$VALUE" --json >/dev/null 2>&1 &

@@ -1,4 +1,4 @@
-# Shared by scripts/ab.sh and scripts/profile.sh: sourced. Gives start_cluster BIN CONFIG DIR,
+# Shared by the scripts that start a cluster: sourced. Gives start_cluster BIN CONFIG DIR,
 # which starts `BIN cluster` on a fresh data directory DIR/data (its log in DIR/cluster.log),
 # sets cluster_pid, and returns once a node answers a read (exits the script if none does
 # within 30 s).
@@ -13,4 +13,19 @@ start_cluster() {
     sleep 0.2 # the cluster's start, polled
   done
   echo "the cluster of $bin did not answer" >&2; tail -20 "$dir/cluster.log" >&2; exit 1
+}
+
+# wait_quiet BIN CONFIG: waits (up to 240 s) until every node of CONFIG's cluster ran its
+# anti-entropy sweep twice (the first settles every key a load wrote at the fast ballot) and
+# retired its per-key actors (limits.idle_timeout_ms); says so on stderr if they never do.
+wait_quiet() {
+  local bin=$1 config=$2
+  for _ in $(seq 1 240); do
+    "$bin" --config "$config" --json status 2>/dev/null | python3 -c '
+import json, sys
+live = [json.loads(l) for l in sys.stdin if l.strip()]
+sys.exit(0 if len(live) == 5 and all(s["sync_rounds"] >= 2 and s["live_proposers"] + s["live_acceptors"] == 0 for s in live) else 1)' && return 0
+    sleep 1 # the sweep's interval, polled
+  done
+  echo "(the nodes were not quiet after 240 s)" >&2
 }
