@@ -75,6 +75,18 @@
 //! so that even across threads it would never be one written after the epoch that admits
 //! the read.
 //!
+//! *Messages already in the mailbox when the node stops voting* passed the voting gate and
+//! are still stepped; the gate is not checked again. That is the message stepped a little
+//! later than it arrived, which the model allows, and neither way a node stops voting rests
+//! on when its last vote was cast. It was removed from the voters, or its store replaced: the
+//! newer membership's epoch is raised before voting is cleared (`actors::membership`,
+//! `InstalledMembership::install`), and admission answers every message of an older epoch
+//! `Stale`, queued or not, so nothing of the old epoch is stepped after it. Its store was found
+//! to be an older copy after it began voting (a peer reports a later generation,
+//! `paxos::identity`, "What this cannot catch"): it has voted since its start on a
+//! confirmation that proved wrong, and a message stepped after the refusal is one more vote of
+//! that same run, which the refusal cannot take back in any case.
+//!
 //! [`paxos::acceptor::Acceptor`]: crate::paxos::acceptor::Acceptor
 
 use std::sync::{Arc, Mutex, PoisonError};
