@@ -47,12 +47,10 @@ CONFIG_B=${CONFIG_B:-$CONFIG}
 KEYS=${KEYS:-10000}; PUT_OPS=${PUT_OPS:-60000}; GET_OPS=${GET_OPS:-150000}; MIXED_OPS=${MIXED_OPS:-0}
 C1_OPS=${C1_OPS:-0}; FRESH_GET_OPS=${FRESH_GET_OPS:-0}; PUT64_OPS=${PUT64_OPS:-0}
 PAUSE=${PAUSE:-0}
-work=$(mktemp -d)
+# shellcheck source=scripts/cluster-lib.sh
+. "$repo/scripts/cluster-lib.sh"
 work_b=$work
-[ -n "${DATA_B:-}" ] && work_b=$(mktemp -d -p "$DATA_B")
-cluster_pid=
-cleanup() { [ -n "$cluster_pid" ] && kill "$cluster_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work" "$work_b"; }
-trap cleanup EXIT
+if [ -n "${DATA_B:-}" ]; then work_b=$(mktemp -d -p "$DATA_B"); extra_dirs+=("$work_b"); fi
 tck=$(getconf CLK_TCK)
 with_metrics() { # CONFIG OUT: CONFIG with metrics_addr 127.0.0.1:940N after each node's addr 740N
   grep -v '^metrics_addr' "$1" | sed -E 's/^(addr = "127\.0\.0\.1:740([0-9])".*)$/\1\nmetrics_addr = "127.0.0.1:940\2"/' > "$2"
@@ -67,9 +65,6 @@ waits() { # commits that waited among reads, summed over the five nodes
   done
   echo "$total"
 }
-# shellcheck source=scripts/cluster-lib.sh
-. "$repo/scripts/cluster-lib.sh"
-
 busy_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 nodes_ticks() { # the utime+stime of the `paxkv node` children of the cluster process
   local total=0 pid

@@ -26,18 +26,17 @@ command -v etcd >/dev/null || { echo "etcd not installed: apt-get install -y etc
 [ -x "$PAXKV" ] || { echo "no paxkv binary at $PAXKV: cargo build --release" >&2; exit 2; }
 [ -x "$peerbench" ] || (cd "$bench/peerbench" && cargo build --release --quiet)
 
-work=$(mktemp -d)
+# shellcheck source=scripts/cluster-lib.sh
+. "$repo/scripts/cluster-lib.sh"
 paxkv_pid=""; load_pid=""; churn_pid=""
 cleanup() {
   [ -n "$load_pid" ] && kill "$load_pid" 2>/dev/null || true
   [ -n "$churn_pid" ] && kill "$churn_pid" 2>/dev/null || true
   "$bench/etcd-cluster.sh" stop "$work/etcd" >/dev/null 2>&1 || true
   if [ -n "$paxkv_pid" ]; then kill "$paxkv_pid" 2>/dev/null || true; wait "$paxkv_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
+  cleanup_cluster
 }
 trap cleanup EXIT
-# shellcheck source=scripts/cluster-lib.sh
-. "$repo/scripts/cluster-lib.sh"
 busy_us() { python3 -c 'import os
 f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
 print((sum(f[:8]) - f[3] - f[4]) * 1000000 // os.sysconf("SC_CLK_TCK"))'; }

@@ -13,10 +13,6 @@ BIN=$(realpath "$1"); OP=$2; OPS=$3
 repo=$(cd "$(dirname "$0")/.." && pwd)
 CONFIG=${CONFIG:-$repo/config/cluster.toml}
 KEYS=${KEYS:-10000}
-work=$(mktemp -d)
-cluster_pid=
-cleanup() { [ -n "$cluster_pid" ] && kill "$cluster_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
 # shellcheck source=scripts/cluster-lib.sh
 . "$repo/scripts/cluster-lib.sh"
 start_cluster "$BIN" "$CONFIG" "$work"

@@ -1,7 +1,20 @@
-# Shared by the scripts that start a cluster: sourced. Gives start_cluster BIN CONFIG DIR,
+# Shared by the scripts that start a cluster: sourced. Sourcing it makes a temporary directory,
+# $work, and a trap that stops the cluster started last (cluster_pid) and removes $work (and
+# any directories in extra_dirs) when the script exits (`cleanup_cluster`: a script with more
+# to clean sets its own trap and calls it). Gives start_cluster BIN CONFIG DIR,
 # which starts `BIN cluster` on a fresh data directory DIR/data (its log in DIR/cluster.log),
 # sets cluster_pid, and returns once a node answers a read (exits the script if none does
 # within 30 s).
+work=$(mktemp -d)
+cluster_pid=
+extra_dirs=()
+cleanup_cluster() {
+  [ -n "$cluster_pid" ] && kill "$cluster_pid" 2>/dev/null
+  wait 2>/dev/null
+  rm -rf "$work" "${extra_dirs[@]}"
+}
+trap cleanup_cluster EXIT
+
 start_cluster() {
   local bin=$1 config=$2 dir=$3 rc=1
   rm -rf "$dir/data"

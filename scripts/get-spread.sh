@@ -8,9 +8,8 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd); bin=$(realpath "${1:-$repo/target/release/paxkv}")
 CONFIG=${CONFIG:-$repo/config/cluster.toml}
-work=$(mktemp -d); cluster_pid=
-. $repo/scripts/cluster-lib.sh
-trap '[ -n "$cluster_pid" ] && kill $cluster_pid; wait; rm -rf $work' EXIT
+# shellcheck source=scripts/cluster-lib.sh
+. "$repo/scripts/cluster-lib.sh"
 start_cluster $bin $CONFIG $work
 b() { $bin bench --config $CONFIG --op "$1" --ops "$2" --concurrency "$3" --keys 10000 --value-size 100 "${@:4}" --json | tail -1 | python3 -c 'import sys,json; j=json.load(sys.stdin); print(round(j["ops_per_s"]), "p50", j["p50_ms"], "p99", j["p99_ms"])'; }
 $bin bench --config $CONFIG --op load --keys 10000 --concurrency 64 --json >/dev/null

@@ -14,10 +14,6 @@ BIN=$(realpath "$1"); OP=$2; SECS=${3:-8}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 CONFIG=${CONFIG:-$repo/config/cluster.toml}
 KEYS=${KEYS:-10000}
-work=$(mktemp -d)
-cluster_pid=
-cleanup() { [ -n "$cluster_pid" ] && kill "$cluster_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
 case $OP in
   put) args=(--op put --concurrency 256) ;;
   get) args=(--op get --concurrency 64) ;;
