@@ -179,6 +179,7 @@ mutants=(
   'merge-takes-pages-out-of-order @@ src/actors/digest_merge.rs @@ s/if last.is_some_and(|last| e.key() <= last) {/if false {/ @@ --lib a_page_out_of_order_or_behind'
   'scan-says-no-more-at-its-limit @@ src/storage/mod.rs @@ /if records.len() == limit {/{n;s/more = true;/more = false;/} @@ --lib a_prefix_scan_pages_in_key_order'
   'scan-decodes-past-its-limit @@ src/storage/mod.rs @@ /if records.len() == limit {/{n;n;s/return Ok(false);/decode(key, raw)?; return Ok(false);/} @@ --lib a_prefix_scan_decodes_no_record_past'
+  'list-all-says-not-where-to-go-on @@ src/cli/list.rs @@ s/if let Some(reached) = after.as_deref().filter(|_| args.all) {/if let Some(reached) = after.as_deref().filter(|_| false) {/ @@ --test cli list_all_cut_off_midway'
   'list-reserves-one-frame @@ src/actors/network.rs @@ s/^const LIST_FRAMES: usize = 5;/const LIST_FRAMES: usize = 1;/ @@ --test transport_list_budget'
   # watches: what a proposer announces (paxos::proposer, "Announcing what is chosen"), checked by
   # every simulated node's watch (paxos::sim, "Watches")

@@ -743,6 +743,73 @@ fn list_prints_pages_in_text_and_json(cluster: &Cluster) {
     assert!(stderr.contains("over the key limit"), "{stderr:?}");
 }
 
+/// `list --all` cut off midway: once three of five nodes are paused no page can be scanned;
+/// the pages printed before stand, in order, and stderr names the `--after` to go on with
+/// (exit 3 within the client's timeout).
+#[test]
+fn list_all_cut_off_midway_says_where_to_go_on() {
+    let cluster = Cluster::start();
+    let keys: Vec<String> = (0..300).map(|i| format!("la/{i:04}")).collect();
+    let input: String = keys.iter().map(|k| format!("{k} v\n")).collect();
+    let (code, _, stderr) = cluster.cli_with_stdin(&["load"], Some(&input));
+    assert_eq!(code, 0, "load: {stderr}");
+    let mut child = Command::new(BIN)
+        .args(["--config", cluster.config(), "--timeout-ms", "3000"])
+        .args(["list", "la/", "--limit", "1", "--all"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn paxkv list");
+    let stderr = collected(child.stderr.take().expect("piped stderr"));
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let first = lines.next().expect("a first page").expect("a line");
+    // Paused, not killed: `paxkv cluster` restarts a node that dies.
+    let paused: Vec<u32> = [3, 4, 5]
+        .into_iter()
+        .flat_map(|id| node_pids(&cluster.config, id))
+        .collect();
+    assert_eq!(paused.len(), 3, "one process per node: {paused:?}");
+    for &pid in &paused {
+        send_signal(pid, libc::SIGSTOP);
+    }
+    let mut listed = vec![first];
+    listed.extend(lines.map_while(Result::ok));
+    let exited = wait_until(CLI_DEADLINE, || matches!(child.try_wait(), Ok(Some(_))));
+    for &pid in &paused {
+        send_signal(pid, libc::SIGCONT);
+    }
+    assert!(
+        exited,
+        "list --all still running {CLI_DEADLINE:?} after the pause"
+    );
+    let code = child.wait().expect("its status").code();
+    // Its stderr ends with the error line, after the one that says where to go on.
+    let said = || stderr.lock().map(|s| s.clone()).unwrap_or_default();
+    wait_until(Duration::from_secs(5), || said().contains("error:"));
+    let stderr = said();
+    assert_eq!(code, Some(3), "stderr {stderr:?}");
+    let listed: Vec<String> = listed
+        .iter()
+        .map(|line| line.strip_suffix(" v").expect("`key v`").to_string())
+        .collect();
+    assert!(
+        listed.len() < keys.len(),
+        "the listing finished before the pause: {} keys",
+        listed.len()
+    );
+    assert_eq!(
+        listed,
+        keys[..listed.len()],
+        "a prefix of the keys, in order"
+    );
+    let last = listed.last().expect("a key");
+    assert!(
+        stderr.contains(&format!("(listed up to {last}: go on with --after {last})")),
+        "{stderr:?}"
+    );
+    cluster.stop();
+}
+
 /// `load` puts `key value` lines, reports a malformed line or a value over the limit with exit
 /// 2, and puts the others.
 fn load_puts_lines_and_reports_bad_ones(cluster: &Cluster) {
