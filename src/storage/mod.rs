@@ -405,12 +405,13 @@ impl Store {
         read: impl Fn(&[u8], &[u8]) -> Result<T>,
     ) -> Result<Vec<(Vec<u8>, T)>> {
         let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        // Stops at the `limit`-th record, without reading the one after it.
         self.scan_each(lower, |key, bytes| {
-            if out.len() == limit {
-                return Ok(false);
-            }
             out.push((key.to_vec(), read(key, bytes)?));
-            Ok(true)
+            Ok(out.len() < limit)
         })?;
         Ok(out)
     }
