@@ -872,6 +872,21 @@ pub(crate) mod tests {
         assert_eq!(store.record_count().unwrap(), keys.len() as u64 + 1);
     }
 
+    /// A scan's keys, and whether it said more follow.
+    fn keys_of((records, more): (Records, bool)) -> (Vec<Vec<u8>>, bool) {
+        (records.into_iter().map(|(k, _)| k).collect(), more)
+    }
+
+    /// Stores under `key`, in the table, a record whose checksum does not match.
+    fn put_corrupt(store: &Store, key: &[u8]) {
+        let mut wtxn = store.env.write_txn().unwrap();
+        let mut buf = Vec::new();
+        encode(&record(3), &mut buf).unwrap();
+        buf[2] ^= 0xff;
+        store.acceptors.put(&mut wtxn, key, &buf).unwrap();
+        wtxn.commit().unwrap();
+    }
+
     #[test]
     fn a_prefix_scan_pages_in_key_order_within_its_prefix_and_its_bytes() {
         let dir = tempfile::tempdir().unwrap();
@@ -880,10 +895,6 @@ pub(crate) mod tests {
         let batch: Vec<(&[u8], AcceptorRecord)> = keys.iter().map(|k| (*k, record(1))).collect();
         let refs: Vec<(&[u8], &AcceptorRecord)> = batch.iter().map(|(k, r)| (*k, r)).collect();
         store.write(&refs).unwrap();
-        let keys_of = |(records, more): (Vec<(Vec<u8>, AcceptorRecord)>, bool)| {
-            let keys: Vec<Vec<u8>> = records.into_iter().map(|(k, _)| k).collect();
-            (keys, more)
-        };
         let scan = |prefix: &[u8], after: Option<&[u8]>, limit, bytes| {
             keys_of(store.scan_prefix(prefix, after, limit, bytes).unwrap())
         };
@@ -924,27 +935,18 @@ pub(crate) mod tests {
                 (b"p/2".as_slice(), &r),
             ])
             .unwrap();
-        let mut wtxn = store.env.write_txn().unwrap();
-        let mut corrupt = Vec::new();
-        encode(&record(3), &mut corrupt).unwrap();
-        corrupt[2] ^= 0xff;
-        store.acceptors.put(&mut wtxn, b"p/3", &corrupt).unwrap();
-        wtxn.commit().unwrap();
-        let keys = |(records, more): (Records, bool)| {
-            let keys: Vec<Vec<u8>> = records.into_iter().map(|(k, _)| k).collect();
-            (keys, more)
-        };
+        put_corrupt(&store, b"p/3");
         let k = |s: &[u8]| s.to_vec();
         assert_eq!(
-            keys(store.scan_prefix(b"o/", None, 10, 1 << 20).unwrap()),
+            keys_of(store.scan_prefix(b"o/", None, 10, 1 << 20).unwrap()),
             (vec![k(b"o/1")], false)
         );
         assert_eq!(
-            keys(store.scan_prefix(b"p/", None, 2, 1 << 20).unwrap()),
+            keys_of(store.scan_prefix(b"p/", None, 2, 1 << 20).unwrap()),
             (vec![k(b"p/1"), k(b"p/2")], true)
         );
         assert_eq!(
-            keys(store.scan_prefix(b"p/", None, 10, 1).unwrap()),
+            keys_of(store.scan_prefix(b"p/", None, 10, 1).unwrap()),
             (vec![k(b"p/1")], true)
         );
         let err = store.scan_prefix(b"p/", None, 3, 1 << 20).unwrap_err();
@@ -963,12 +965,7 @@ pub(crate) mod tests {
     fn a_corrupt_record_is_detected_on_read() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
-        let mut wtxn = store.env.write_txn().unwrap();
-        let mut buf = Vec::new();
-        encode(&record(3), &mut buf).unwrap();
-        buf[2] ^= 0xff;
-        store.acceptors.put(&mut wtxn, b"k", &buf).unwrap();
-        wtxn.commit().unwrap();
+        put_corrupt(&store, b"k");
         let err = store.load(b"k").unwrap_err().to_string();
         assert!(err.contains("checksum mismatch"), "{err}");
     }
