@@ -174,9 +174,15 @@ mutants=(
   'list-scans-a-minority-sim @@ src/paxos/listing.rs @@ s/    answered >= quorums.classic()/    answered >= 1/ @@ --lib sim'
   'scan-from-a-refused-store @@ src/paxos/listing.rs @@ s/    epoch == caller_epoch \&\& store_confirmed_intact/    epoch == caller_epoch/ @@ --test listing a_wiped_store_answers_no_scan'
   'scan-from-a-refused-store-sim @@ src/paxos/listing.rs @@ s/    epoch == caller_epoch \&\& store_confirmed_intact/    epoch == caller_epoch/ @@ --lib sim'
-  # issue 23: the listing's merge and scans (runtime only: the simulation restates one scan page)
-  'merge-past-the-horizon @@ src/actors/digest_merge.rs @@ s/.filter(|k| horizon.as_ref().is_none_or(|h| \*k <= h))/.filter(|_| true)/ @@ --lib a_merge_yields_every_key_once'
-  'merge-takes-pages-out-of-order @@ src/actors/digest_merge.rs @@ s/if last.is_some_and(|last| e.key() <= last) {/if false {/ @@ --lib a_page_out_of_order_or_behind'
+  # issue 23: the listing's merge, page and scans (paxos::merge and paxos::listing::PageScan, driven by
+  # the runtime and by the simulation; the store's scan is the runtime's alone)
+  'merge-past-the-horizon @@ src/paxos/merge.rs @@ s/.filter(|k| horizon.as_ref().is_none_or(|h| \*k <= h))/.filter(|_| true)/ @@ --lib a_merge_yields_every_key_once'
+  'merge-past-the-horizon-sim @@ src/paxos/merge.rs @@ s/.filter(|k| horizon.as_ref().is_none_or(|h| \*k <= h))/.filter(|_| true)/ @@ --lib sim'
+  'merge-takes-pages-out-of-order @@ src/paxos/merge.rs @@ s/if last.is_some_and(|last| e.key() <= last) {/if false {/ @@ --lib a_page_out_of_order_or_behind'
+  'list-exhausted-when-its-voters-drop-sim @@ src/paxos/listing.rs @@ /pub fn batch(&mut self)/a if self.started \&\& self.merge.is_done() { return Ok(None); } @@ --lib sim'
+  'list-dropped-voter-covers-everything-sim @@ src/paxos/listing.rs @@ s/        if self.alive\[voter\] {/        if true {/ @@ --lib sim'
+  'page-says-no-more-while-the-scan-has-more-sim @@ src/paxos/listing.rs @@ s/let more = self.unoffered > 0 || !self.merge.is_done();/let more = self.unoffered > 0;/ @@ --lib sim'
+  'page-ends-past-its-bytes-sim @@ src/paxos/listing.rs @@ s/        !self.items.is_empty() \&\& self.bytes + key.len() + value_bytes + 16 > self.max_bytes/        false/ @@ --lib sim'
   'scan-says-no-more-at-its-limit @@ src/storage/mod.rs @@ /if records.len() == limit {/{n;s/more = true;/more = false;/} @@ --lib a_prefix_scan_pages_in_key_order'
   'scan-decodes-past-its-limit @@ src/storage/mod.rs @@ /if records.len() == limit {/{n;n;s/return Ok(false);/decode(key, raw)?; return Ok(false);/} @@ --lib a_prefix_scan_decodes_no_record_past'
   'list-all-says-not-where-to-go-on @@ src/cli/list.rs @@ s/if let Some(reached) = after.as_deref().filter(|_| args.all) {/if let Some(reached) = after.as_deref().filter(|_| false) {/ @@ --test cli list_all_cut_off_midway'

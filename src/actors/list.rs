@@ -2,6 +2,9 @@
 //! merged by key, each key's state taken where the scanned records show it chosen (the quick
 //! read's rule, `paxos::proposer::read_answers`) and read with a Paxos round where they do
 //! not. One page per call, bounded in keys and bytes; the client asks again after its `next`.
+//! The page's logic is `paxos::listing::PageScan`, with no IO; this module sends its scan
+//! asks and runs its read rounds, and the simulation (`paxos::sim`) drives the same
+//! `PageScan` through its faults, with pages and scan pages down to one key.
 //!
 //! **What a page promises.** Per key, not across keys (not an atomic snapshot: a page may
 //! show key `a` before a write and key `b` after it, as etcd's paginated reads across
@@ -32,7 +35,7 @@
 //!    the key: the key is in the merge. Its state is then decided as in 1; a state chosen
 //!    within the call of a key not deleted during it is live (only a delete makes it not), so
 //!    it is listed.
-//! 3. *In order, each key once per page*, from the k-way merge (`actors::digest_merge`); a
+//! 3. *In order, each key once per page*, from the k-way merge (`paxos::merge`); a
 //!    page's `next` is its last key, so a key live for the whole listing appears in exactly
 //!    one page.
 //!
@@ -40,7 +43,12 @@
 //! old records; it is one vote, and a state is taken from the records only where a quorum
 //! agrees (an old record drags a key into a read round, never into a stale answer). A voter
 //! that stops answering midway is dropped; the keys after its last page are merged from the
-//! others, and the page fails if fewer than a quorum are left. A change of epoch midway makes
+//! others, and the page fails if fewer than a quorum are left (checked before anything else:
+//! voters dropped by the last asks leave the merge with no source that has more, which must
+//! not read as "the prefix is exhausted"; the simulation found that order wrong in the first
+//! draft of `PageScan`, and mutant `list-exhausted-when-its-voters-drop-sim` restores it). A
+//! voter dropped midway counts as having answered only up to the last key its pages reached: its
+//! silence about a later key is no vote. A change of epoch midway makes
 //! the voters of the new epoch refuse the scan: the page fails and the client retries it. A
 //! pause of the coordinator between scan and answer makes its answer old, never wrong: each
 //! item was the latest at some moment within the call, which the pause only lengthens.
@@ -60,29 +68,26 @@ use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 
-use crate::actors::digest_merge::{KeyMerge, MergedKey};
 use crate::actors::membership::installed::addr_of;
 use crate::actors::membership::MembershipService;
 use crate::actors::supervisor::{run_command, Keys};
-use crate::client::Client;
 use crate::config::Limits;
 use crate::error::{Error, Result};
-use crate::messages::{
-    ListItem, ListPage, NodeReply, NodeRequest, SyncRecord, DIGEST_PAGE_ENTRIES,
-};
-use crate::paxos::listing::{self, Versioned};
+use crate::messages::{ListPage, NodeReply, NodeRequest, DIGEST_PAGE_ENTRIES};
+use crate::paxos::listing::{PageScan, PageSpec, ScanSizes, Versioned};
 use crate::paxos::membership::RESERVED_PREFIX;
-use crate::paxos::quorum::Quorums;
-use crate::paxos::record::AcceptorRecord;
-use crate::paxos::types::{Command, Key, NodeId, Outcome};
+use crate::paxos::types::{Command, Key, Outcome};
 
 /// How long a voter may take to answer one page of a scan before it is dropped from it.
 const SCAN_PAGE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Records a voter is asked for per scan page beyond the list's page size (deleted keys and
-/// keys of the cluster's own take room and are not listed); at most `DIGEST_PAGE_ENTRIES`, and
-/// half a frame of bytes.
-const SCAN_SLACK: usize = 64;
+/// How much a voter is asked for per scan page: what the list's page can still hold, 64 more
+/// (deleted keys and keys of the cluster's own take room and are not listed), at most
+/// `DIGEST_PAGE_ENTRIES` (and the voter stops at half a frame of bytes).
+const SCAN_SIZES: ScanSizes = ScanSizes {
+    slack: 64,
+    most: DIGEST_PAGE_ENTRIES,
+};
 
 /// Read rounds a page runs at once, for keys the records do not decide.
 const READ_ROUNDS_IN_FLIGHT: usize = 64;
@@ -112,12 +117,20 @@ impl Lister {
         Lister { members, keys }
     }
 
-    /// One page of the listing (see the module doc).
+    /// One page of the listing (see the module doc): `paxos::listing::PageScan` driven over
+    /// the network and the key's proposers.
     pub async fn list(&self, request: ListRequest) -> Result<ListPage> {
         check_list(&request, &self.members.config.limits)?;
         let limits = &self.members.config.limits;
-        let limit = page_size(request.limit, limits);
-        let max_bytes = self.members.config.frame_limit() / 2;
+        let spec = PageSpec {
+            limit: page_size(request.limit, limits),
+            max_bytes: self.members.config.frame_limit() / 2,
+            prefix: request.prefix,
+            after: request.after,
+            keys_only: request.keys_only,
+            with_deleted: request.with_deleted,
+            reserved: request.reserved,
+        };
         let m = self
             .members
             .view
@@ -129,58 +142,64 @@ impl Lister {
             .map(|&v| Ok((v, addr_of(&m, v)?)))
             .collect::<Result<Vec<_>>>()?;
         let client = self.members.client_of(&addrs);
-        let mut scan = Scan::new(&client, &request, &voters, m.epoch, m.quorums());
-        let mut page = PageBuilder::new(limit, max_bytes, request.keys_only, request.with_deleted);
+        let mut scan = PageScan::new(spec, voters.len(), m.quorums(), SCAN_SIZES);
         loop {
-            // Each voter is asked for what the page can still hold (and some slack): records
-            // past the page's end are scanned, sent and decoded for nothing, and the next page
-            // scans them again.
-            scan.per_scan = (page.room() + SCAN_SLACK).min(DIGEST_PAGE_ENTRIES) as u32;
-            let Some(batch) = scan.next_batch().await? else {
-                break;
+            let asks = scan.asks().into_iter().map(|ask| {
+                let body = NodeRequest::Scan {
+                    prefix: scan.spec().prefix.clone(),
+                    after: ask.after,
+                    limit: ask.limit,
+                    epoch: m.epoch,
+                    node: voters[ask.voter],
+                };
+                let call = client.node_call(ask.voter, body);
+                async move {
+                    (
+                        ask.voter,
+                        tokio::time::timeout(SCAN_PAGE_TIMEOUT, call).await,
+                    )
+                }
+            });
+            for (voter, answer) in futures_util::future::join_all(asks).await {
+                scan.answered(
+                    voter,
+                    match answer {
+                        Ok(Ok(NodeReply::Scanned { records, more })) => Ok((records, more)),
+                        Ok(Ok(other)) => Err(format!("unexpected {other:?}")),
+                        Ok(Err(e)) => Err(e.message().to_string()),
+                        Err(_) => Err(format!("no answer within {SCAN_PAGE_TIMEOUT:?}")),
+                    },
+                );
+            }
+            let Some(batch) = scan.batch()? else {
+                return Ok(scan.finish());
             };
-            let keys = batch.len();
             // Key by key, in order, a few read rounds ahead: the page stops at its last key,
             // and no key after it is read (or can fail it).
-            let mut states = std::pin::pin!(self.decide(batch, &scan, &voters, request.reserved));
-            let mut taken = 0;
+            let mut states = std::pin::pin!(self.decide(batch));
             while let Some(decided) = states.next().await {
                 let (key, state) = decided?;
-                taken += 1;
-                if page.is_full_before(&key, &state) {
-                    return Ok(page.finish(true));
-                }
-                if page.add(key, state) {
-                    let more = taken < keys || !scan.is_done();
-                    return Ok(page.finish(more));
+                if let Some(page) = scan.offer(key, state) {
+                    return Ok(page);
                 }
             }
         }
-        Ok(page.finish(false))
     }
 
-    /// Each key's state, in key order (`None`: no value), from the records where a quorum
-    /// shows it chosen, else from a read round (a few run ahead of the key taken).
-    fn decide<'a>(
-        &'a self,
-        batch: Vec<MergedKey<SyncRecord>>,
-        scan: &Scan<'_>,
-        voters: &[NodeId],
-        reserved: bool,
-    ) -> impl futures_util::Stream<Item = Result<(Key, Versioned)>> + 'a {
-        let decided: Vec<(Key, Option<Versioned>)> = batch
-            .into_iter()
-            .filter(|k| reserved || !k.key.starts_with(RESERVED_PREFIX))
-            .map(|k| scan.chosen(k, voters))
-            .collect();
-        let undecided = decided.iter().filter(|(_, quick)| quick.is_none()).count();
+    /// Each key's state, in key order (`None`: no value): as the records decided it, else
+    /// from a read round (a few run ahead of the key taken).
+    fn decide(
+        &self,
+        batch: Vec<(Key, Option<Versioned>)>,
+    ) -> impl futures_util::Stream<Item = Result<(Key, Versioned)>> + '_ {
+        let undecided = batch.iter().filter(|(_, quick)| quick.is_none()).count();
         if undecided > 0 {
             log::debug!(
                 "a list batch of {} keys: {undecided} undecided by the records, read with rounds",
-                decided.len()
+                batch.len()
             );
         }
-        stream::iter(decided)
+        stream::iter(batch)
             .map(move |(key, quick)| async move {
                 let state = match quick {
                     Some(state) => state,
@@ -231,218 +250,5 @@ fn page_size(asked: u32, limits: &Limits) -> usize {
     match asked as usize {
         0 => limits.list_default_limit,
         n => n.min(limits.list_max_limit),
-    }
-}
-
-/// A page of items, bounded in count and bytes.
-struct PageBuilder {
-    items: Vec<ListItem>,
-    limit: usize,
-    bytes: usize,
-    max_bytes: usize,
-    keys_only: bool,
-    with_deleted: bool,
-}
-
-impl PageBuilder {
-    fn new(limit: usize, max_bytes: usize, keys_only: bool, with_deleted: bool) -> PageBuilder {
-        PageBuilder {
-            items: Vec::new(),
-            limit,
-            bytes: 0,
-            max_bytes,
-            keys_only,
-            with_deleted,
-        }
-    }
-
-    /// About how many more keys the page can hold: by count, and by bytes at the mean size of
-    /// its items so far (a guess until it holds one: then by count alone).
-    fn room(&self) -> usize {
-        let by_count = self.limit.saturating_sub(self.items.len());
-        match self.bytes.checked_div(self.items.len()) {
-            Some(mean) if mean > 0 => {
-                by_count.min(self.max_bytes.saturating_sub(self.bytes) / mean + 1)
-            }
-            _ => by_count,
-        }
-    }
-
-    /// Is `state` an item of the page (live, or any with `with_deleted`)?
-    fn lists(&self, state: &Versioned) -> bool {
-        state.0.is_some() || self.with_deleted
-    }
-
-    /// Would `key` take the page past its bytes (a page that holds something ends before
-    /// it, as a scan page does)?
-    fn is_full_before(&self, key: &Key, state: &Versioned) -> bool {
-        if !self.lists(state) {
-            return false;
-        }
-        let value_bytes = match (&state.0, self.keys_only) {
-            (Some(value), false) => value.len(),
-            _ => 0,
-        };
-        !self.items.is_empty() && self.bytes + key.len() + value_bytes + 16 > self.max_bytes
-    }
-
-    /// Adds `key` if the page lists it; true once the page is full.
-    fn add(&mut self, key: Key, state: Versioned) -> bool {
-        if !self.lists(&state) {
-            return false;
-        }
-        let (value, version) = state;
-        let value = value.filter(|_| !self.keys_only);
-        self.bytes += key.len() + value.as_ref().map_or(0, Vec::len) + 16;
-        self.items.push(ListItem {
-            key,
-            value,
-            version,
-        });
-        self.items.len() >= self.limit || self.bytes >= self.max_bytes
-    }
-
-    fn finish(self, more: bool) -> ListPage {
-        let next = more
-            .then(|| self.items.last().map(|i| i.key.clone()))
-            .flatten();
-        ListPage {
-            items: self.items,
-            next,
-        }
-    }
-}
-
-/// The scan of a prefix on the voters of one epoch: a page of each at a time, merged.
-struct Scan<'a> {
-    client: &'a Client,
-    prefix: Key,
-    /// The epoch's voters, by the client's index.
-    voters: Vec<NodeId>,
-    epoch: u64,
-    quorums: Quorums,
-    /// Records asked of each voter for its next scan page (set before each batch).
-    per_scan: u32,
-    merge: KeyMerge<SyncRecord>,
-    /// Per voter (by the client's index): still scanned.
-    alive: Vec<bool>,
-    /// Per voter: the last key its pages reached; `None` once it sent its last page.
-    reached: Vec<Option<Key>>,
-    started: bool,
-}
-
-impl<'a> Scan<'a> {
-    fn new(
-        client: &'a Client,
-        request: &ListRequest,
-        voters: &[NodeId],
-        epoch: u64,
-        quorums: Quorums,
-    ) -> Self {
-        let n = voters.len();
-        Scan {
-            client,
-            voters: voters.to_vec(),
-            per_scan: DIGEST_PAGE_ENTRIES as u32,
-            prefix: request.prefix.clone(),
-            epoch,
-            quorums,
-            merge: KeyMerge::new(n, request.after.clone()),
-            alive: vec![true; n],
-            reached: vec![request.after.clone(); n],
-            started: false,
-        }
-    }
-
-    fn is_done(&self) -> bool {
-        self.started && self.merge.is_done()
-    }
-
-    /// The next keys, in order, each once; `None` once the prefix is exhausted. Fails when
-    /// fewer than a classic quorum of voters still answer.
-    async fn next_batch(&mut self) -> Result<Option<Vec<MergedKey<SyncRecord>>>> {
-        if self.is_done() {
-            return Ok(None);
-        }
-        let asks = self.merge.wanting().into_iter().map(|(index, after)| {
-            let body = NodeRequest::Scan {
-                prefix: self.prefix.clone(),
-                after,
-                limit: self.per_scan,
-                epoch: self.epoch,
-                node: self.voters[index],
-            };
-            let call = self.client.node_call(index, body);
-            async move { (index, tokio::time::timeout(SCAN_PAGE_TIMEOUT, call).await) }
-        });
-        let mut last_error = None;
-        for (index, answer) in futures_util::future::join_all(asks).await {
-            match answer {
-                Ok(Ok(NodeReply::Scanned { records, more })) => {
-                    let reached = match (more, records.last()) {
-                        (true, Some(last)) => Some(last.key.clone()),
-                        _ => None,
-                    };
-                    match self.merge.take(index, records, more) {
-                        Ok(()) => self.reached[index] = reached,
-                        Err(e) => {
-                            last_error = Some(e);
-                            self.drop_voter(index);
-                        }
-                    }
-                }
-                failed => {
-                    last_error = Some(match failed {
-                        Ok(Ok(other)) => format!("unexpected {other:?}"),
-                        Ok(Err(e)) => e.message().to_string(),
-                        Err(_) => format!("no answer within {SCAN_PAGE_TIMEOUT:?}"),
-                    });
-                    self.drop_voter(index);
-                }
-            }
-        }
-        self.started = true;
-        let alive = self.alive.iter().filter(|a| **a).count();
-        if !listing::scan_is_complete(alive, self.quorums) {
-            return Err(Error::Unavailable(format!(
-                "{alive} of {} voters answered the scan (last error: {})",
-                self.alive.len(),
-                last_error.unwrap_or_default()
-            )));
-        }
-        Ok(Some(self.merge.next_batch()))
-    }
-
-    /// Voter `index` answers no more of this scan: the keys after its last page are merged
-    /// from the others.
-    fn drop_voter(&mut self, index: usize) {
-        self.alive[index] = false;
-        self.merge.drop_source(index);
-    }
-
-    /// Did voter `index`'s scan cover `key` (so that holding no record of it is an answer)?
-    fn covered(&self, index: usize, key: &Key) -> bool {
-        if self.alive[index] {
-            return true; // its pages reach at least the horizon, or it sent them all
-        }
-        match &self.reached[index] {
-            Some(reached) => key <= reached,
-            None => false,
-        }
-    }
-
-    /// `k`'s key, and its state if the scanned records show it chosen (`Some(None)`: chosen
-    /// with no value): `paxos::listing::chosen_versioned`, over the voters whose scan covered
-    /// it, its records taken.
-    fn chosen(&self, k: MergedKey<SyncRecord>, voters: &[NodeId]) -> (Key, Option<Versioned>) {
-        let mut covering: Vec<Option<Option<AcceptorRecord>>> = (0..voters.len())
-            .map(|index| self.covered(index, &k.key).then_some(None))
-            .collect();
-        for (source, entry) in k.sources.into_iter().zip(k.entries) {
-            covering[source] = Some(Some(entry.record));
-        }
-        let state =
-            listing::chosen_versioned(covering.into_iter().flatten(), voters.len(), self.quorums);
-        (k.key, state)
     }
 }

@@ -1,15 +1,20 @@
-//! The listing's per-key rule, with no IO (argued in `actors::list`, which scans the voters and
-//! runs the read rounds; the simulation, `paxos::sim`, runs the same rule over its own scans):
-//! a key's state is taken from the scanned records where they show it chosen, exactly as the
-//! quick read takes it from its acceptors' answers (`paxos::proposer::read_answers`); where
-//! they do not, the caller reads the key with a Paxos round.
+//! One page of a listing, with no IO (argued in `actors::list`, which sends the scans and runs
+//! the read rounds; the simulation, `paxos::sim`, drives the same [`PageScan`] through its
+//! faults): the voters' scan pages merged by key ([`KeyMerge`]), each key's state taken from
+//! the scanned records where they show it chosen, exactly as the quick read takes it from its
+//! acceptors' answers (`paxos::proposer::read_answers`), and read with a Paxos round by the
+//! caller where they do not; the page bounded in keys and bytes ([`PageBuilder`]).
 
 use std::collections::BTreeMap;
 
+use crate::error::{Error, Result};
+use crate::messages::{ListItem, ListPage, SyncRecord};
+use crate::paxos::membership::RESERVED_PREFIX;
+use crate::paxos::merge::{KeyMerge, MergedKey};
 use crate::paxos::proposer::{read_answers, QuickRead, Vote};
 use crate::paxos::quorum::Quorums;
 use crate::paxos::record::AcceptorRecord;
-use crate::paxos::types::NodeId;
+use crate::paxos::types::{Key, NodeId};
 
 /// Does a voter answer a list's scan: only at the caller's epoch (the scan's quorums are that
 /// epoch's voters) and only from a store confirmed intact (a wiped, rolled back or unconfirmed
@@ -69,5 +74,289 @@ pub fn chosen_versioned(
     match read_answers(&votes, voters, quorums.classic(), quorums.fast(), None) {
         QuickRead::Chosen(_, state) => Some((state.value, state.version)),
         QuickRead::Undecided | QuickRead::Impossible => None,
+    }
+}
+
+/// What a page of a listing asks: the request's part that shapes the page.
+#[derive(Debug, Clone)]
+pub struct PageSpec {
+    pub prefix: Key,
+    pub after: Option<Key>,
+    /// Items at most (already capped by the caller's limits).
+    pub limit: usize,
+    /// Bytes of items at most (keys, values and 16 each); the first item is taken whatever
+    /// its size.
+    pub max_bytes: usize,
+    pub keys_only: bool,
+    /// Deleted keys too, as items with no value.
+    pub with_deleted: bool,
+    /// Keys of the cluster's own (`RESERVED_PREFIX`) listed too (the leases' keeper).
+    pub reserved: bool,
+}
+
+/// How much each voter is asked for per scan page: what the page can still hold plus `slack`
+/// (deleted and reserved keys take room and are not listed), at most `most`.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanSizes {
+    pub slack: usize,
+    pub most: usize,
+}
+
+/// A scan page to ask of voter `voter` (the index in the epoch's voters): its records under
+/// the prefix after `after`, at most `limit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanAsk {
+    pub voter: usize,
+    pub after: Option<Key>,
+    pub limit: u32,
+}
+
+/// Keys of a scan in order, each with its state where the scanned records show it chosen
+/// (`None`: to be read with a round).
+pub type Batch = Vec<(Key, Option<Versioned>)>;
+
+/// One page of a listing as a state machine: the caller sends [`PageScan::asks`], gives each
+/// answer (or its failure) to [`PageScan::answered`], takes the next keys from
+/// [`PageScan::batch`], reads those it leaves undecided with a round, and offers every key's
+/// state in order to [`PageScan::offer`] until that returns the page; a batch of `None`
+/// means the prefix is exhausted ([`PageScan::finish`]).
+pub struct PageScan {
+    spec: PageSpec,
+    voters: usize,
+    quorums: Quorums,
+    sizes: ScanSizes,
+    merge: KeyMerge<SyncRecord>,
+    /// Per voter (by index): still scanned.
+    alive: Vec<bool>,
+    /// Per voter: the last key its pages reached; `None` once it sent its last page.
+    reached: Vec<Option<Key>>,
+    started: bool,
+    last_error: Option<String>,
+    page: PageBuilder,
+    /// Keys of the last batch not offered yet.
+    unoffered: usize,
+}
+
+impl PageScan {
+    /// A page of `spec` over an epoch of `voters` voters.
+    pub fn new(spec: PageSpec, voters: usize, quorums: Quorums, sizes: ScanSizes) -> PageScan {
+        PageScan {
+            merge: KeyMerge::new(voters, spec.after.clone()),
+            alive: vec![true; voters],
+            reached: vec![spec.after.clone(); voters],
+            page: PageBuilder::new(
+                spec.limit,
+                spec.max_bytes,
+                spec.keys_only,
+                spec.with_deleted,
+            ),
+            spec,
+            voters,
+            quorums,
+            sizes,
+            started: false,
+            last_error: None,
+            unoffered: 0,
+        }
+    }
+
+    pub fn spec(&self) -> &PageSpec {
+        &self.spec
+    }
+
+    /// The scan pages to ask for before the next batch: each voter whose last page is used
+    /// up and that has more, for what the page can still hold (records past the page's end
+    /// are scanned, sent and decoded for nothing, and the next page scans them again).
+    pub fn asks(&self) -> Vec<ScanAsk> {
+        let limit = (self.page.room() + self.sizes.slack).min(self.sizes.most) as u32;
+        self.merge
+            .wanting()
+            .into_iter()
+            .map(|(voter, after)| ScanAsk {
+                voter,
+                after,
+                limit,
+            })
+            .collect()
+    }
+
+    /// Voter `voter`'s answer to its ask: its records and whether it has more, or why it gave
+    /// none (it is dropped from the scan: the keys after its last page are merged from the
+    /// others). A page out of key order drops it too.
+    pub fn answered(
+        &mut self,
+        voter: usize,
+        answer: std::result::Result<(Vec<SyncRecord>, bool), String>,
+    ) {
+        let error = match answer {
+            Ok((records, more)) => {
+                let reached = match (more, records.last()) {
+                    (true, Some(last)) => Some(last.key.clone()),
+                    _ => None,
+                };
+                match self.merge.take(voter, records, more) {
+                    Ok(()) => {
+                        self.reached[voter] = reached;
+                        return;
+                    }
+                    Err(e) => e,
+                }
+            }
+            Err(e) => e,
+        };
+        self.last_error = Some(error);
+        self.alive[voter] = false;
+        self.merge.drop_source(voter);
+    }
+
+    /// Once every ask is answered: the next keys in order, each with its state where the
+    /// records show it chosen (`None`: read it with a round); `Ok(None)` once the prefix is
+    /// exhausted. Fails when fewer than a classic quorum of voters still answer.
+    pub fn batch(&mut self) -> Result<Option<Batch>> {
+        // The quorum first: voters dropped by the last asks leave the merge with no source
+        // that has more, which is no proof that the prefix is exhausted.
+        let alive = self.alive.iter().filter(|a| **a).count();
+        if !scan_is_complete(alive, self.quorums) {
+            return Err(Error::Unavailable(format!(
+                "{alive} of {} voters answered the scan (last error: {})",
+                self.voters,
+                self.last_error.clone().unwrap_or_default()
+            )));
+        }
+        if self.started && self.merge.is_done() {
+            return Ok(None);
+        }
+        self.started = true;
+        let reserved = self.spec.reserved;
+        let batch: Batch = self
+            .merge
+            .next_batch()
+            .into_iter()
+            .filter(|k| reserved || !k.key.starts_with(RESERVED_PREFIX))
+            .map(|k| self.chosen(k))
+            .collect();
+        self.unoffered = batch.len();
+        Ok(Some(batch))
+    }
+
+    /// The next key of the last batch, in order, with its state: the page once it is
+    /// complete (it ends at its last item, or before an item that would take it past its
+    /// bytes).
+    pub fn offer(&mut self, key: Key, state: Versioned) -> Option<ListPage> {
+        self.unoffered = self.unoffered.saturating_sub(1);
+        if self.page.is_full_before(&key, &state) {
+            return Some(self.page.finish(true));
+        }
+        if self.page.add(key, state) {
+            let more = self.unoffered > 0 || !self.merge.is_done();
+            return Some(self.page.finish(more));
+        }
+        None
+    }
+
+    /// The page, once [`PageScan::batch`] said the prefix is exhausted.
+    pub fn finish(mut self) -> ListPage {
+        self.page.finish(false)
+    }
+
+    /// Did voter `voter`'s scan cover `key` (so that holding no record of it is an answer)?
+    fn covered(&self, voter: usize, key: &Key) -> bool {
+        if self.alive[voter] {
+            return true; // its pages reach at least the horizon, or it sent them all
+        }
+        match &self.reached[voter] {
+            Some(reached) => key <= reached,
+            None => false,
+        }
+    }
+
+    /// `k`'s key, and its state if the scanned records show it chosen (`Some(None)`: chosen
+    /// with no value): [`chosen_versioned`], over the voters whose scan covered it, its
+    /// records taken.
+    fn chosen(&self, k: MergedKey<SyncRecord>) -> (Key, Option<Versioned>) {
+        let mut covering: Vec<Option<Option<AcceptorRecord>>> = (0..self.voters)
+            .map(|voter| self.covered(voter, &k.key).then_some(None))
+            .collect();
+        for (source, entry) in k.sources.into_iter().zip(k.entries) {
+            covering[source] = Some(Some(entry.record));
+        }
+        let state = chosen_versioned(covering.into_iter().flatten(), self.voters, self.quorums);
+        (k.key, state)
+    }
+}
+
+/// A page of items, bounded in count and bytes.
+struct PageBuilder {
+    items: Vec<ListItem>,
+    limit: usize,
+    bytes: usize,
+    max_bytes: usize,
+    keys_only: bool,
+    with_deleted: bool,
+}
+
+impl PageBuilder {
+    fn new(limit: usize, max_bytes: usize, keys_only: bool, with_deleted: bool) -> PageBuilder {
+        PageBuilder {
+            items: Vec::new(),
+            limit,
+            bytes: 0,
+            max_bytes,
+            keys_only,
+            with_deleted,
+        }
+    }
+
+    /// About how many more keys the page can hold: by count, and by bytes at the mean size of
+    /// its items so far (a guess until it holds one: then by count alone).
+    fn room(&self) -> usize {
+        let by_count = self.limit.saturating_sub(self.items.len());
+        match self.bytes.checked_div(self.items.len()) {
+            Some(mean) if mean > 0 => {
+                by_count.min(self.max_bytes.saturating_sub(self.bytes) / mean + 1)
+            }
+            _ => by_count,
+        }
+    }
+
+    /// Is `state` an item of the page (live, or any with `with_deleted`)?
+    fn lists(&self, state: &Versioned) -> bool {
+        state.0.is_some() || self.with_deleted
+    }
+
+    /// Would `key` take the page past its bytes (a page that holds something ends before
+    /// it, as a scan page does)?
+    fn is_full_before(&self, key: &Key, state: &Versioned) -> bool {
+        if !self.lists(state) {
+            return false;
+        }
+        let value_bytes = match (&state.0, self.keys_only) {
+            (Some(value), false) => value.len(),
+            _ => 0,
+        };
+        !self.items.is_empty() && self.bytes + key.len() + value_bytes + 16 > self.max_bytes
+    }
+
+    /// Adds `key` if the page lists it; true once the page is full.
+    fn add(&mut self, key: Key, state: Versioned) -> bool {
+        if !self.lists(&state) {
+            return false;
+        }
+        let (value, version) = state;
+        let value = value.filter(|_| !self.keys_only);
+        self.bytes += key.len() + value.as_ref().map_or(0, Vec::len) + 16;
+        self.items.push(ListItem {
+            key,
+            value,
+            version,
+        });
+        self.items.len() >= self.limit || self.bytes >= self.max_bytes
+    }
+
+    /// The page's items, and its `next` (its last key) if `more` follow.
+    fn finish(&mut self, more: bool) -> ListPage {
+        let items = std::mem::take(&mut self.items);
+        let next = more.then(|| items.last().map(|i| i.key.clone())).flatten();
+        ListPage { items, next }
     }
 }

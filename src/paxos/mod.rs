@@ -14,6 +14,7 @@ pub mod identity;
 pub mod lease;
 pub mod listing;
 pub mod membership;
+pub mod merge;
 pub mod proposer;
 pub mod quorum;
 pub mod recent;

@@ -96,6 +96,7 @@
 //! sim`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
@@ -103,14 +104,14 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::messages::{Envelope, Frame, PeerMessage};
+use crate::messages::{Envelope, Frame, ListPage, PeerMessage, SyncRecord};
 use crate::paxos::acceptor::{answer_read, Acceptor};
 use crate::paxos::admission::{self, Admission};
 use crate::paxos::bootstrap;
 use crate::paxos::driver::{Action, ChangeDriver, Event};
 use crate::paxos::identity::{self, SeenStore};
-use crate::paxos::listing::{self, Live};
-use crate::paxos::membership::{Change, JoiningStore, Membership, Phase};
+use crate::paxos::listing::{self, PageScan, PageSpec, ScanSizes, Versioned};
+use crate::paxos::membership::{Change, JoiningStore, Membership, Phase, RESERVED_PREFIX};
 use crate::paxos::proposer::{
     first_majority, Effect, Proposer, ProposerConfig, RoundKind, Suspects,
 };
@@ -206,16 +207,22 @@ enum Payload {
         seen: u64,
         link: u64,
     },
-    /// A list's scan of `prefix` (`NodeRequest::Scan`, at the sender's epoch): answered only
-    /// by a store at that epoch and intact, as `actors::calls` answers it.
+    /// A list's ask for one scan page of `prefix` after `after` (`NodeRequest::Scan`, at the
+    /// sender's epoch): answered only by a store at that epoch and intact, as `actors::calls`
+    /// answers it.
     Scan {
         list: u64,
+        ask: u64,
         prefix: Key,
+        after: Option<Key>,
+        limit: u32,
     },
-    /// A voter's records under the prefix, as of its answer.
+    /// A voter's scan page, as of its answer, and whether it has more.
     Scanned {
         list: u64,
-        records: Vec<(Key, AcceptorRecord)>,
+        ask: u64,
+        records: Vec<SyncRecord>,
+        more: bool,
     },
 }
 
@@ -589,6 +596,7 @@ struct Sim {
     /// read rounds), by id.
     lists: BTreeMap<u64, Listing>,
     next_list: u64,
+    next_ask: u64,
     /// What the nodes' watches delivered, checked as it is delivered and against the history
     /// at the end.
     watched: Watched,
@@ -596,25 +604,41 @@ struct Sim {
     keeping: keeper::Keeping,
 }
 
-/// One list in progress: one page of a prefix, as `actors::list::Lister::list` makes it.
+/// One list in progress, as `paxkv list --all` makes it: a page at a time, each one
+/// `actors::list::Lister::list`'s (`paxos::listing::PageScan`, driven here as the runtime
+/// drives it), the next asked after the last key of the one before.
 struct Listing {
     node: NodeId,
-    prefix: Key,
-    /// When it was asked (the history's time).
+    /// When its current page was asked (the history's time).
     call: u64,
+    /// The epoch's voters, by the scan's index.
     voters: Vec<NodeId>,
-    quorums: Quorums,
-    /// The voters that answered the scan, and their records under the prefix.
-    answers: BTreeMap<NodeId, Vec<(Key, AcceptorRecord)>>,
-    /// The scan waits this long for voters that do not answer (the runtime's page timeout).
+    epoch: u64,
+    cluster: u64,
+    page: PageScan,
+    /// The scan asks in flight, by voter index: an answer to any other (older, or a
+    /// duplicate) is dropped, as the runtime drops a batch's late answers with its future.
+    asking: BTreeMap<usize, u64>,
+    /// The asks wait this long for voters that do not answer (the runtime's page timeout).
     deadline: Instant,
-    scanned: bool,
+    /// The batch being decided (`None`: asking), the read rounds it waits for, and their
+    /// answers (`None`: the round failed).
+    batch: Option<Vec<(Key, Option<Versioned>)>>,
+    reading: BTreeSet<Key>,
+    read: BTreeMap<Key, Option<Versioned>>,
     /// The keeper's scan it is (`keeper`), if it is one.
     scan: Option<u64>,
-    /// Keys decided (from the records or a read round), and those whose read is in flight.
-    decided: BTreeMap<Key, Live>,
-    reading: BTreeSet<Key>,
-    failed: bool,
+    /// Pages it goes on for after this one.
+    pages_left: u32,
+}
+
+/// A scan ask as a voter receives it.
+struct ScanAsked {
+    list: u64,
+    ask: u64,
+    prefix: Key,
+    after: Option<Key>,
+    limit: u32,
 }
 
 /// Which nodes' proposers run thrifty rounds: both kinds run side by side on the same keys.
@@ -749,6 +773,7 @@ impl Sim {
             retried: BTreeSet::new(),
             lists: BTreeMap::new(),
             next_list: 0,
+            next_ask: 0,
             watched: Watched {
                 seed,
                 ..Watched::default()
@@ -1161,16 +1186,30 @@ impl Sim {
                 self.count_install_ack(m.from, m.to, epoch);
                 return None;
             }
-            Payload::Scan { list, prefix } => {
-                self.answer_scan(m.from, m.to, m.epoch, m.cluster, list, prefix);
+            Payload::Scan {
+                list,
+                ask,
+                prefix,
+                after,
+                limit,
+            } => {
+                let asked = ScanAsked {
+                    list,
+                    ask,
+                    prefix,
+                    after,
+                    limit,
+                };
+                self.answer_scan(m.from, m.to, m.epoch, m.cluster, asked);
                 return None;
             }
-            Payload::Scanned { list, records } => {
-                if let Some(l) = self.lists.get_mut(&list) {
-                    if !l.scanned {
-                        l.answers.insert(m.from, records);
-                    }
-                }
+            Payload::Scanned {
+                list,
+                ask,
+                records,
+                more,
+            } => {
+                self.scanned(m.from, list, ask, records, more);
                 return None;
             }
             Payload::Paxos(msg) => {
@@ -2695,62 +2734,116 @@ impl Sim {
 // -----------------------------------------------------------------------------------------
 
 impl Sim {
-    /// A list of `prefix` asked of `node`: a scan sent to every voter of its epoch.
+    /// A list of `prefix` asked of `node`: its pages one after another, each a scan of the
+    /// voters of its epoch merged by key.
     fn start_list(&mut self, node: NodeId, prefix: &[u8]) {
         self.start_list_of(node, prefix, None);
     }
 
-    /// A list of `prefix` asked of `node`, for its keeper's scan `scan` if it is one; the
-    /// list's id (`None`: the node has no membership to ask).
+    /// A list of `prefix` asked of `node`, for its keeper's scan `scan` if it is one (which
+    /// goes on to the prefix's end); the list's id (`None`: the node has no membership to
+    /// ask).
     fn start_list_of(&mut self, node: NodeId, prefix: &[u8], scan: Option<u64>) -> Option<u64> {
-        let m = self.nodes[&node].membership.clone()?;
+        let mut page = self.page_of(node, prefix.to_vec(), None, scan.is_some())?;
         *self.faults.entry("lists").or_default() += 1;
+        page.scan = scan;
+        page.pages_left = match scan {
+            Some(_) => u32::MAX,
+            None => self.rng.random_range(0..=6),
+        };
         self.next_list += 1;
         let list = self.next_list;
+        self.lists.insert(list, page);
+        self.ask_scan(list);
+        Some(list)
+    }
+
+    /// A page of `prefix` after `after` asked of `node` now, at its epoch, sized at random
+    /// (down to pages of one key and scan pages of one record, so that a list pages often and
+    /// its merge meets pages of every shape); `None` if the node has no membership.
+    fn page_of(
+        &mut self,
+        node: NodeId,
+        prefix: Key,
+        after: Option<Key>,
+        reserved: bool,
+    ) -> Option<Listing> {
+        let m = self.nodes[&node].membership.clone()?;
         let voters = m.voters();
-        for &to in &voters {
+        let spec = PageSpec {
+            prefix,
+            after,
+            limit: [1, 2, 3, 5, 1000][self.rng.random_range(0..5)],
+            max_bytes: self.rng.random_range(20..=600),
+            keys_only: false,
+            with_deleted: false,
+            reserved,
+        };
+        let sizes = ScanSizes {
+            slack: self.rng.random_range(0..=3),
+            most: [1, 2, 4, 4096][self.rng.random_range(0..4)],
+        };
+        Some(Listing {
+            node,
+            call: self.elapsed(),
+            page: PageScan::new(spec, voters.len(), m.quorums(), sizes),
+            voters,
+            epoch: m.epoch,
+            cluster: m.cluster,
+            asking: BTreeMap::new(),
+            deadline: self.now,
+            batch: None,
+            reading: BTreeSet::new(),
+            read: BTreeMap::new(),
+            scan: None,
+            pages_left: 0,
+        })
+    }
+
+    /// The scan pages `list`'s page asks for now, sent to their voters.
+    fn ask_scan(&mut self, list: u64) {
+        let deadline = self.now + Duration::from_millis(self.rng.random_range(20..=300));
+        let l = self.lists.get_mut(&list).expect("listed");
+        l.deadline = deadline;
+        let mut sends = Vec::new();
+        for ask in l.page.asks() {
+            self.next_ask += 1;
+            l.asking.insert(ask.voter, self.next_ask);
+            let payload = Payload::Scan {
+                list,
+                ask: self.next_ask,
+                prefix: l.page.spec().prefix.clone(),
+                after: ask.after,
+                limit: ask.limit,
+            };
+            sends.push((l.voters[ask.voter], payload));
+        }
+        let (node, epoch, cluster) = (l.node, l.epoch, l.cluster);
+        for (to, payload) in sends {
             self.net.push(InFlight {
                 from: node,
                 to,
                 key: Vec::new(),
                 proposer: 0,
-                epoch: m.epoch,
-                cluster: m.cluster,
-                payload: Payload::Scan {
-                    list,
-                    prefix: prefix.to_vec(),
-                },
+                epoch,
+                cluster,
+                payload,
             });
         }
-        let listing = Listing {
-            node,
-            prefix: prefix.to_vec(),
-            call: self.elapsed(),
-            quorums: m.quorums(),
-            voters,
-            answers: BTreeMap::new(),
-            deadline: self.now + Duration::from_millis(self.rng.random_range(20..=300)),
-            scanned: false,
-            scan,
-            decided: BTreeMap::new(),
-            reading: BTreeSet::new(),
-            failed: false,
-        };
-        self.lists.insert(list, listing);
-        Some(list)
     }
 
     /// `to` answers a scan only at the caller's epoch, of its own cluster, with a store
     /// confirmed intact (`actors::calls::CallServer::scan`); a refusal is an answer that
-    /// never comes.
+    /// never comes. Its page is `Store::scan_prefix`'s: the records under the prefix after
+    /// `after`, at most `limit` and at most its bytes (the first whatever its size; each
+    /// node's budget differs, down to a record or two a page).
     fn answer_scan(
         &mut self,
         from: NodeId,
         to: NodeId,
         epoch: u64,
         cluster: u64,
-        list: u64,
-        prefix: Key,
+        asked: ScanAsked,
     ) {
         let node = &self.nodes[&to];
         let serves = listing::serves_scan(node.epoch(), epoch, self.intact(to));
@@ -2758,62 +2851,94 @@ impl Sim {
             *self.faults.entry("scans refused").or_default() += 1;
             return;
         }
-        let records: Vec<(Key, AcceptorRecord)> = node
-            .durable
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .map(|(k, r)| (k.clone(), r.clone()))
-            .collect();
-        self.call(to, from, epoch, cluster, Payload::Scanned { list, records });
+        let max_bytes = 150 + 250 * (to as usize % 3);
+        let prefix = &asked.prefix;
+        let lower = match &asked.after {
+            Some(after) if after >= prefix => Bound::Excluded(after.clone()),
+            _ => Bound::Included(prefix.clone()),
+        };
+        let (mut records, mut bytes, mut more) = (Vec::new(), 0, false);
+        for (key, record) in node.durable.range((lower, Bound::Unbounded)) {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let size = key.len() + postcard::experimental::serialized_size(record).unwrap_or(0);
+            let full = records.len() == asked.limit as usize;
+            if full || (!records.is_empty() && bytes + size > max_bytes) {
+                more = true;
+                break;
+            }
+            bytes += size;
+            records.push(SyncRecord {
+                key: key.clone(),
+                record: record.clone(),
+            });
+        }
+        let payload = Payload::Scanned {
+            list: asked.list,
+            ask: asked.ask,
+            records,
+            more,
+        };
+        self.call(to, from, epoch, cluster, payload);
     }
 
-    /// Lists whose scan is complete (every voter answered) or timed out: each key decided
-    /// from the records where a quorum shows it chosen, read with a round otherwise; a scan
-    /// that fewer than a quorum answered fails (nothing recorded: a list changes nothing).
+    /// A voter's scan page arrived: taken if it answers the ask in flight for that voter.
+    fn scanned(&mut self, from: NodeId, list: u64, ask: u64, records: Vec<SyncRecord>, more: bool) {
+        let Some(l) = self.lists.get_mut(&list) else {
+            return;
+        };
+        let Some(voter) = l.voters.iter().position(|v| *v == from) else {
+            return;
+        };
+        if l.asking.get(&voter) == Some(&ask) {
+            l.asking.remove(&voter);
+            l.page.answered(voter, Ok((records, more)));
+        }
+    }
+
+    /// Lists whose asks are all answered or timed out: the next batch of keys, each decided
+    /// from the records where a quorum shows it chosen and read with a round otherwise; a
+    /// scan that fewer than a quorum answered fails (nothing recorded: a list changes
+    /// nothing).
     fn progress_lists(&mut self) {
+        let now = self.now;
         let due: Vec<u64> = self
             .lists
             .iter()
-            .filter(|(_, l)| {
-                !l.scanned && (l.answers.len() == l.voters.len() || self.now >= l.deadline)
-            })
+            .filter(|(_, l)| l.batch.is_none() && (l.asking.is_empty() || now >= l.deadline))
             .map(|(id, _)| *id)
             .collect();
         for list in due {
             let l = self.lists.get_mut(&list).expect("listed");
-            l.scanned = true;
-            if !listing::scan_is_complete(l.answers.len(), l.quorums) {
-                *self.faults.entry("lists unavailable").or_default() += 1;
-                self.lists.remove(&list);
-                continue;
+            for voter in std::mem::take(&mut l.asking).into_keys() {
+                *self.faults.entry("scan asks unanswered").or_default() += 1;
+                l.page.answered(voter, Err("no answer in time".into()));
             }
-            let keys: BTreeSet<Key> = l
-                .answers
-                .values()
-                .flat_map(|records| records.iter().map(|(k, _)| k.clone()))
-                .collect();
-            let mut undecided = Vec::new();
-            for key in keys {
-                let covering = l
-                    .answers
-                    .values()
-                    .map(|records| records.iter().find(|(k, _)| *k == key).map(|(_, r)| r));
-                match listing::chosen(covering, l.voters.len(), l.quorums) {
-                    Some(live) => {
-                        l.decided.insert(key, live);
-                    }
-                    None => undecided.push(key),
+            let batch = match l.page.batch() {
+                Err(_) => {
+                    *self.faults.entry("lists unavailable").or_default() += 1;
+                    self.lists.remove(&list);
+                    continue;
                 }
-            }
+                Ok(None) => {
+                    let l = self.lists.remove(&list).expect("listed");
+                    self.page_done(list, l, None);
+                    continue;
+                }
+                Ok(Some(batch)) => batch,
+            };
+            let undecided: Vec<Key> = batch
+                .iter()
+                .filter(|(_, quick)| quick.is_none())
+                .map(|(k, _)| k.clone())
+                .collect();
             let node = l.node;
             // Every read is counted as outstanding before the first is submitted: a proposer
-            // may answer at once (a node that is no member of its membership), and the list
-            // must not finish on the first answer.
-            self.lists
-                .get_mut(&list)
-                .expect("listed")
-                .reading
-                .extend(undecided.iter().cloned());
+            // may answer at once (a node that is no member of its membership), and the batch
+            // must not be decided on the first answer.
+            l.reading.extend(undecided.iter().cloned());
+            l.batch = Some(batch);
             for key in undecided {
                 *self.faults.entry("list read rounds").or_default() += 1;
                 let token = self.token(Waiter::ListRead(list, key.clone()), node, &key);
@@ -2830,84 +2955,173 @@ impl Sim {
                 );
                 self.effects(node, &key, out);
             }
-            self.finish_list_if_read(list);
+            self.decide_if_read(list);
         }
     }
 
-    /// A list's read round answered: the key decided, or the whole list failed.
+    /// A list's read round answered: the key's state, or `None` if the round failed.
     fn list_read(&mut self, list: u64, key: Key, result: Result<Outcome, Error>) {
         let Some(l) = self.lists.get_mut(&list) else {
             return;
         };
         l.reading.remove(&key);
-        match result {
-            Ok(Outcome::Get { value, version }) => {
-                l.decided.insert(key, value.map(|v| (v, version)));
-            }
-            _ => l.failed = true,
-        }
-        self.finish_list_if_read(list);
+        let state = match result {
+            Ok(Outcome::Get { value, version }) => Some((value, version)),
+            _ => None,
+        };
+        l.read.insert(key, state);
+        self.decide_if_read(list);
     }
 
-    /// Once every key is decided, the page goes into the history: each live key as a read at
-    /// the list's call and return, and each key of the prefix the history knows and the page
-    /// left out as absent (`Input::Absent`).
-    fn finish_list_if_read(&mut self, list: u64) {
+    /// Once a batch's read rounds are answered, its keys are offered to the page in order (a
+    /// failed read fails the list only if the page reaches its key, as in the runtime's
+    /// stream): the page once it is complete, else the next scan asks.
+    fn decide_if_read(&mut self, list: u64) {
         // (Gone: finished already, by a read answered at once.)
-        if self.lists.get(&list).is_none_or(|l| !l.reading.is_empty()) {
+        let Some(l) = self.lists.get_mut(&list).filter(|l| l.reading.is_empty()) else {
+            return;
+        };
+        let Some(batch) = l.batch.take() else {
+            return;
+        };
+        let mut read = std::mem::take(&mut l.read);
+        for (key, quick) in batch {
+            let state = match quick {
+                Some(state) => state,
+                None => match read.remove(&key).flatten() {
+                    Some(state) => state,
+                    None => {
+                        *self.faults.entry("lists failed on a read").or_default() += 1;
+                        self.lists.remove(&list);
+                        return;
+                    }
+                },
+            };
+            if let Some(page) = l.page.offer(key, state) {
+                let l = self.lists.remove(&list).expect("listed");
+                self.page_done(list, l, Some(page));
+                return;
+            }
+        }
+        self.ask_scan(list);
+    }
+
+    /// A page of `list` is complete (`None`: the prefix was exhausted before it filled):
+    /// checked for its shape, put into the history (or given to the keeper whose scan it
+    /// is), and the list's next page asked if it goes on.
+    fn page_done(&mut self, list: u64, l: Listing, page: Option<ListPage>) {
+        let Listing {
+            node,
+            call,
+            page: scan_page,
+            scan,
+            pages_left,
+            ..
+        } = l;
+        let spec = scan_page.spec().clone();
+        let page = page.unwrap_or_else(|| scan_page.finish());
+        // A page holds keys of its prefix after its `after`, in strictly increasing order
+        // (so each once), and its `next` is its last key.
+        let mut last = spec.after.as_ref();
+        for item in &page.items {
+            assert!(
+                item.key.starts_with(&spec.prefix) && last.is_none_or(|last| item.key > *last),
+                "list {list}: a page's keys out of order, repeated, or outside its prefix: {:?}",
+                page.items.iter().map(|i| &i.key).collect::<Vec<_>>()
+            );
+            last = Some(&item.key);
+        }
+        assert!(
+            page.next.is_none() || page.next.as_ref() == page.items.last().map(|i| &i.key),
+            "list {list}: a page's next is not its last key"
+        );
+        // Within its count, and its bytes unless it holds one item (taken whatever its size).
+        let bytes: usize = page
+            .items
+            .iter()
+            .map(|i| i.key.len() + i.value.as_ref().map_or(0, Vec::len) + 16)
+            .sum();
+        assert!(
+            page.items.len() <= spec.limit && (page.items.len() <= 1 || bytes <= spec.max_bytes),
+            "list {list}: a page of {} items and {bytes} bytes, over its {} items or {} bytes",
+            page.items.len(),
+            spec.limit,
+            spec.max_bytes
+        );
+        *self.faults.entry("list pages").or_default() += 1;
+        if page.next.is_some() && page.items.len() < spec.limit {
+            *self
+                .faults
+                .entry("list pages ended by their bytes")
+                .or_default() += 1;
+        }
+        if page.next.is_none() && scan.is_none() {
+            *self.faults.entry("lists to their end").or_default() += 1;
+        }
+        for item in &page.items {
+            self.seen_chosen(&item.key, item.version);
+        }
+        match scan {
+            Some(scan) => {
+                let leases = page
+                    .items
+                    .iter()
+                    .filter(|i| keeper::is_lease_register(&i.key))
+                    .filter_map(|i| Some((i.key.clone(), i.value.clone()?, i.version)))
+                    .collect();
+                self.keeper_scanned(node, list, scan, leases, page.next.is_none());
+            }
+            None => self.record_page(list, call, &spec, &page),
+        }
+        let Some(next) = page.next else {
+            return;
+        };
+        if pages_left == 0 {
             return;
         }
-        let l = self.lists.remove(&list).expect("listed");
-        if l.failed {
-            *self.faults.entry("lists failed on a read").or_default() += 1;
+        let Some(mut following) = self.page_of(node, spec.prefix, Some(next), spec.reserved) else {
             return;
-        }
+        };
+        following.scan = scan;
+        following.pages_left = pages_left - 1;
+        self.lists.insert(list, following);
+        self.ask_scan(list);
+    }
+
+    /// A page into the history: each item as a read at the page's call and return, and each
+    /// key of the history in the page's range (after its `after`, up to its `next` if it has
+    /// one) that the page left out as absent (`Input::Absent`).
+    fn record_page(&mut self, list: u64, call: u64, spec: &PageSpec, page: &ListPage) {
         let ret = self.elapsed();
         let op = |key: &[u8], input, output| Operation {
             client: 1_000_000 + list,
             key: key.to_vec(),
             input,
-            call: l.call,
+            call,
             ret: Some(ret),
             output: Some(output),
         };
-        let listed: BTreeSet<Key> = l
-            .decided
-            .iter()
-            .filter(|(_, live)| live.is_some())
-            .map(|(k, _)| k.clone())
-            .collect();
+        let listed: BTreeSet<&Key> = page.items.iter().map(|i| &i.key).collect();
+        // (A client's list never shows the cluster's own keys, the lease registers among them.)
+        let in_range = |key: &Key| {
+            key.starts_with(&spec.prefix)
+                && (spec.reserved || !key.starts_with(RESERVED_PREFIX))
+                && spec.after.as_ref().is_none_or(|after| key > after)
+                && page.next.as_ref().is_none_or(|next| key <= next)
+        };
         let absent: BTreeSet<Key> = self
             .history
             .iter()
-            .filter(|o| o.key.starts_with(&l.prefix) && !listed.contains(&o.key))
+            .filter(|o| in_range(&o.key) && !listed.contains(&o.key))
             .map(|o| o.key.clone())
             .collect();
         let mut ops = Vec::new();
-        let mut leases = Vec::new();
-        for (key, live) in &l.decided {
-            if let Some((value, version)) = live {
-                self.seen_chosen(key, *version);
-                if keeper::is_lease_register(key) {
-                    leases.push((key.clone(), value.clone(), *version));
-                }
-            }
-        }
-        // A keeper's scan is not put in the history: its items' windows are long, and
-        // hundreds of them on three lease registers cost the checker more than they check
-        // (the workload's lists check the listing's rule).
-        if let Some(scan) = l.scan {
-            self.keeper_scanned(l.node, list, scan, leases);
-            return;
-        }
-        for (key, live) in l.decided {
-            if let Some((value, version)) = live {
-                let output = Output::Get {
-                    value: Some(value),
-                    version,
-                };
-                ops.push(op(&key, Input::Get, output));
-            }
+        for item in &page.items {
+            let output = Output::Get {
+                value: item.value.clone(),
+                version: item.version,
+            };
+            ops.push(op(&item.key, Input::Get, output));
         }
         for key in absent {
             ops.push(op(&key, Input::Absent, Output::Absent { live: false }));
@@ -4390,6 +4604,12 @@ fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_sta
         "read asked without remembered writes",
         "read asked in full after laggards",
         "read of a state its proposer saw chosen at the fast ballot",
+        "list pages",
+        "list pages ended by their bytes",
+        "lists to their end",
+        "list read rounds",
+        "scan asks unanswered",
+        "lists unavailable",
     ];
     let (faults, checked) = run_seeds_requiring(Aim::default(), &required);
     eprintln!("simulation: {checked} operations checked; faults injected: {faults:?}");

@@ -7,7 +7,7 @@
 //! (`paxos::lease::Tracker`), its place in a lease's order of nodes (`place`), and each
 //! expiry's sequence of commands (`paxos::lease::Expiry`: its end or delete, the read of the
 //! ended record, the releases of its keys, the delete), which `actors::lease` drives too.
-//! Only the schedule is restated here, as `Sim::start_list` restates `actors::list`'s: a
+//! Only the schedule is restated here, as `Sim::start_list` restates `actors::list`'s IO: a
 //! scan of the lease prefix every `SCAN_INTERVAL` of its clock (the next once the last
 //! returned), and every `SCAN_INTERVAL`, once what it started before is done, an expiry of
 //! each lease due.
@@ -257,13 +257,15 @@ impl Sim {
         }
     }
 
-    /// A keeper's scan returned: what it lists, at the node's time now.
+    /// A page of a keeper's scan returned: what it lists, at the node's time now (`last`:
+    /// the scan's last page, after which what it did not list is forgotten).
     pub(super) fn keeper_scanned(
         &mut self,
         node: NodeId,
         list: u64,
         scan: u64,
         items: Vec<(Key, Vec<u8>, u64)>,
+        last: bool,
     ) {
         let now = self.now;
         let Some(n) = self.nodes.get_mut(&node).filter(|n| !n.dead) else {
@@ -274,7 +276,6 @@ impl Sim {
         if k.scanning != Some(list) {
             return; // a scan of the process before a restart
         }
-        k.scanning = None;
         let t = k.clock.at(now);
         for (key, value, version) in items {
             let (Some(id), Some(record)) = (lease_of_key(&key), LeaseRecord::decode(&value)) else {
@@ -284,7 +285,10 @@ impl Sim {
                 k.tracker.saw(id, version, &record, place, t, scan);
             }
         }
-        k.tracker.forget_unlisted(scan);
+        if last {
+            k.scanning = None;
+            k.tracker.forget_unlisted(scan);
+        }
     }
 
     /// Starts acting on a lease due, as `Leases::expire`.
