@@ -1,7 +1,8 @@
 //! `paxkv list [PREFIX] [--limit N] [--after KEY] [--keys-only] [--json] [--all]`: one page of
 //! the live keys under a prefix (`Client::list`, argued in `actors::list`); with `--all`, every
 //! page until the prefix is exhausted, from one process and one connection per node (what
-//! `etcdctl get --prefix` does), each page printed as it arrives, so memory stays one page.
+//! `etcdctl get --prefix` does), each page printed as it arrives while the next is asked
+//! for, so memory stays two pages.
 //!
 //! Text: one line per key, `key value` (the key alone with `--keys-only`); a key or value
 //! that is not UTF-8 is printed `base64:` and its standard base64 (the encoding of `get
@@ -62,13 +63,20 @@ pub async fn run(client: Client, args: ListArgs, json: bool) -> i32 {
         (None, None) => None,
     };
     let limit = args.limit.unwrap_or(0);
-    let mut stdout = std::io::stdout().lock();
     let mut after = after;
+    // With `--all`, the next page is asked for while this one is formatted and written on a
+    // blocking thread: the node builds one page while this process prints the one before
+    // (at most two pages in memory). A page is written only once the one before it was.
+    let mut writing: Option<tokio::task::JoinHandle<std::io::Result<()>>> = None;
     loop {
-        let page = match client
+        let asked = client
             .list(&prefix, after.as_deref(), limit, args.keys_only)
-            .await
-        {
+            .await;
+        if let Some(Err(e)) = wait_written(writing.take()).await {
+            eprintln!("error: writing the output: {e}");
+            return EXIT_UNAVAILABLE;
+        }
+        let page = match asked {
             Ok(page) => page,
             Err(e) => {
                 if let Some(reached) = after.as_deref().filter(|_| args.all) {
@@ -81,25 +89,44 @@ pub async fn run(client: Client, args: ListArgs, json: bool) -> i32 {
                 return report_error(&prefix, &e, json);
             }
         };
-        let out = if json {
-            let mut line = paxkv::json::page_json(&page).to_string().into_bytes();
-            line.push(b'\n');
-            line
-        } else {
-            if let Some(next) = page.next.as_deref().filter(|_| !args.all) {
-                eprintln!("(more: {})", resume(next));
-            }
-            page_text(&page)
-        };
-        if let Err(e) = stdout.write_all(&out).and_then(|()| stdout.flush()) {
-            eprintln!("error: writing the output: {e}");
-            return EXIT_UNAVAILABLE;
+        if let Some(next) = page.next.as_deref().filter(|_| !args.all) {
+            eprintln!("(more: {})", resume(next));
         }
-        match page.next {
-            Some(next) if args.all => after = Some(next),
-            _ => return 0,
+        after = page.next.clone().filter(|_| args.all);
+        writing = Some(tokio::task::spawn_blocking(move || write_page(&page, json)));
+        if after.is_none() {
+            if let Some(Err(e)) = wait_written(writing.take()).await {
+                eprintln!("error: writing the output: {e}");
+                return EXIT_UNAVAILABLE;
+            }
+            return 0;
         }
     }
+}
+
+/// The outcome of a page's write, once it is done (`None`: there was none).
+async fn wait_written(
+    writing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+) -> Option<std::io::Result<()>> {
+    let handle = writing?;
+    Some(
+        handle
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+    )
+}
+
+/// A page to stdout: one JSON object on a line, or one line per item.
+fn write_page(page: &ListPage, json: bool) -> std::io::Result<()> {
+    let out = if json {
+        let mut line = paxkv::json::page_json(page).to_string().into_bytes();
+        line.push(b'\n');
+        line
+    } else {
+        page_text(page)
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&out).and_then(|()| stdout.flush())
 }
 
 /// The argument that lists the keys after `key`: `--after KEY`, or `--after-base64 B64` for a
