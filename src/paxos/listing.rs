@@ -5,16 +5,14 @@
 //! acceptors' answers (`paxos::proposer::read_answers`), and read with a Paxos round by the
 //! caller where they do not; the page bounded in keys and bytes ([`PageBuilder`]).
 
-use std::collections::BTreeMap;
-
 use crate::error::{Error, Result};
 use crate::messages::{ListItem, ListPage, SyncRecord};
 use crate::paxos::membership::RESERVED_PREFIX;
 use crate::paxos::merge::{KeyMerge, MergedKey};
-use crate::paxos::proposer::{read_answers, QuickRead, Vote};
+use crate::paxos::proposer::{read_answers_of, Answer, QuickReadOf};
 use crate::paxos::quorum::Quorums;
 use crate::paxos::record::AcceptorRecord;
-use crate::paxos::types::{Key, NodeId};
+use crate::paxos::types::{Ballot, Key, Register};
 
 /// Does a voter answer a list's scan: only at the caller's epoch (the scan's quorums are that
 /// epoch's voters) and only from a store confirmed intact (a wiped, rolled back or unconfirmed
@@ -29,51 +27,43 @@ pub fn scan_is_complete(answered: usize, quorums: Quorums) -> bool {
     answered >= quorums.classic()
 }
 
-/// A key's live value and version (`None`: no value).
-pub type Live = Option<(Vec<u8>, u64)>;
-
 /// A key's value (`None`: deleted, or never written) and version, deleted keys' included.
 pub type Versioned = (Option<Vec<u8>>, u64);
 
-/// [`chosen_versioned`], for the live keys only, of borrowed records.
-pub fn chosen<'a>(
-    covering: impl IntoIterator<Item = Option<&'a AcceptorRecord>>,
-    voters: usize,
-    quorums: Quorums,
-) -> Option<Live> {
-    chosen_versioned(covering.into_iter().map(|r| r.cloned()), voters, quorums)
-        .map(|(value, version)| value.map(|v| (v, version)))
+/// A scanned record counts as a whole answer (its remembered writes tell states at the fast
+/// ballot apart).
+impl Answer for AcceptorRecord {
+    fn accepted(&self) -> Ballot {
+        self.accepted
+    }
+    fn state(&self) -> &Register {
+        &self.state
+    }
+    fn fast_unknown(&self) -> bool {
+        self.fast_unknown
+    }
+    fn full(&self) -> bool {
+        true
+    }
 }
 
 /// The state of a key if the records of the voters whose scan covered it show it chosen
 /// (`Some(None)`: chosen with no value); `None` if they do not (read it with a round). One
-/// item per covering voter: its record of the key, or `None` if it holds none. `voters` is
-/// the epoch's number of voters (those not covering count as not answered). The records are
-/// taken, not copied: a listing decides thousands of keys a page, each from up to five.
-pub fn chosen_versioned(
-    covering: impl IntoIterator<Item = Option<AcceptorRecord>>,
+/// item per covering voter: its record of the key, or `None` if it holds none (as a record
+/// with nothing accepted). `voters` is the epoch's number of voters (those not covering count
+/// as not answered). The records are read where they lie
+/// (`paxos::proposer::read_answers_of`), only the chosen value copied: a listing decides
+/// thousands of keys a page, each from up to five.
+pub fn chosen<'a>(
+    covering: impl Iterator<Item = Option<&'a AcceptorRecord>> + Clone,
     voters: usize,
     quorums: Quorums,
 ) -> Option<Versioned> {
-    let votes: BTreeMap<NodeId, Vote> = covering
-        .into_iter()
-        .enumerate()
-        .map(|(i, record)| {
-            let vote = match record {
-                Some(r) => Vote {
-                    accepted: r.accepted,
-                    state: r.state,
-                    fast_unknown: r.fast_unknown,
-                    full: true,
-                },
-                None => Vote::none(),
-            };
-            (i as NodeId, vote)
-        })
-        .collect();
-    match read_answers(&votes, voters, quorums.classic(), quorums.fast(), None) {
-        QuickRead::Chosen(_, state) => Some((state.value, state.version)),
-        QuickRead::Undecided | QuickRead::Impossible => None,
+    let none = AcceptorRecord::default();
+    let answers = covering.clone().map(|r| r.unwrap_or(&none));
+    match read_answers_of(answers, voters, quorums.classic(), quorums.fast(), None) {
+        QuickReadOf::Chosen(_, state) => Some((state.value.clone(), state.version)),
+        QuickReadOf::Undecided | QuickReadOf::Impossible => None,
     }
 }
 
@@ -271,16 +261,15 @@ impl PageScan {
     }
 
     /// `k`'s key, and its state if the scanned records show it chosen (`Some(None)`: chosen
-    /// with no value): [`chosen_versioned`], over the voters whose scan covered it, its
-    /// records taken.
+    /// with no value): [`chosen`], over the voters whose scan covered it.
     fn chosen(&self, k: MergedKey<SyncRecord>) -> (Key, Option<Versioned>) {
-        let mut covering: Vec<Option<Option<AcceptorRecord>>> = (0..self.voters)
-            .map(|voter| self.covered(voter, &k.key).then_some(None))
-            .collect();
-        for (source, entry) in k.sources.into_iter().zip(k.entries) {
-            covering[source] = Some(Some(entry.record));
-        }
-        let state = chosen_versioned(covering.into_iter().flatten(), self.voters, self.quorums);
+        let covering = (0..self.voters).filter_map(|voter| {
+            match k.sources.iter().position(|source| *source == voter) {
+                Some(i) => Some(Some(&k.entries[i].record)),
+                None => self.covered(voter, &k.key).then_some(None),
+            }
+        });
+        let state = chosen(covering, self.voters, self.quorums);
         (k.key, state)
     }
 }

@@ -340,18 +340,6 @@ pub(crate) struct Vote {
     pub full: bool,
 }
 
-impl Vote {
-    /// The answer of an acceptor that holds no record of the key.
-    pub(crate) fn none() -> Vote {
-        Vote {
-            accepted: Ballot::ZERO,
-            state: Register::default(),
-            fast_unknown: false,
-            full: true,
-        }
-    }
-}
-
 /// What a caller asks of the proposer, before any round carries it.
 #[derive(Debug, Clone)]
 struct Ask {
@@ -1675,6 +1663,42 @@ pub(crate) fn first_majority(
     (0..quorum).map(move |i| (start + i) % n)
 }
 
+/// What the quick read's rule reads of one acceptor's answer: a [`Vote`], or a record a
+/// listing scanned (`paxos::listing`, which borrows the records instead of moving each into a
+/// `Vote`).
+pub(crate) trait Answer {
+    /// The highest ballot it accepted (`Ballot::ZERO`: none).
+    fn accepted(&self) -> Ballot;
+    /// The state it accepted at that ballot.
+    fn state(&self) -> &Register;
+    /// It may have lost a vote at the fast ballot.
+    fn fast_unknown(&self) -> bool;
+    /// The state is whole ([`Vote::full`]).
+    fn full(&self) -> bool;
+}
+
+impl Answer for Vote {
+    fn accepted(&self) -> Ballot {
+        self.accepted
+    }
+    fn state(&self) -> &Register {
+        &self.state
+    }
+    fn fast_unknown(&self) -> bool {
+        self.fast_unknown
+    }
+    fn full(&self) -> bool {
+        self.full
+    }
+}
+
+/// [`QuickRead`], its state borrowed from the answer that holds it.
+pub(crate) enum QuickReadOf<'a> {
+    Chosen(Ballot, &'a Register),
+    Undecided,
+    Impossible,
+}
+
 /// The quick read's rule (see the module doc): a state is read from the acceptors' answers
 /// alone only where they show it chosen. A reply that may have lost a fast vote confirms
 /// nothing.
@@ -1685,13 +1709,29 @@ pub(crate) fn read_answers(
     fast_quorum: usize,
     known_fast: Option<&Register>,
 ) -> QuickRead {
-    let missing = n - replies.len();
+    match read_answers_of(replies.values(), n, quorum, fast_quorum, known_fast) {
+        QuickReadOf::Chosen(ballot, state) => QuickRead::Chosen(ballot, state.clone()),
+        QuickReadOf::Undecided => QuickRead::Undecided,
+        QuickReadOf::Impossible => QuickRead::Impossible,
+    }
+}
+
+/// [`read_answers`] over the answers `replies` yields (at most one per acceptor, `n` of
+/// them in all), the state it shows chosen borrowed.
+pub(crate) fn read_answers_of<'a, A: Answer + 'a>(
+    replies: impl Iterator<Item = &'a A> + Clone,
+    n: usize,
+    quorum: usize,
+    fast_quorum: usize,
+    known_fast: Option<&'a Register>,
+) -> QuickReadOf<'a> {
+    let missing = n - replies.clone().count();
     // The best classic ballot: how many report it.
     let ballots = tally(
         replies
-            .values()
-            .filter(|v| v.accepted != Ballot::FAST && !v.fast_unknown)
-            .map(|v| v.accepted),
+            .clone()
+            .filter(|v| v.accepted() != Ballot::FAST && !v.fast_unknown())
+            .map(|v| v.accepted()),
     );
     let classic = most(&ballots).map(|(b, c)| (*b, c));
     // The most reported state at the fast ballot: chosen only with a fast quorum. States
@@ -1700,48 +1740,45 @@ pub(crate) fn read_answers(
     // by `Envelope::validate`; this is the last line).
     let states = tally(
         replies
-            .values()
-            .filter(|v| v.accepted == Ballot::FAST && v.full)
-            .map(|v| &v.state),
+            .clone()
+            .filter(|v| v.accepted() == Ballot::FAST && v.full())
+            .map(|v| v.state()),
     );
     let fast = most(&states).map(|(s, c)| (*s, c));
     match (classic, fast) {
         (_, Some((state, c))) if c >= fast_quorum => {
-            return QuickRead::Chosen(Ballot::FAST, state.clone())
+            return QuickReadOf::Chosen(Ballot::FAST, state)
         }
         (Some((ballot, c)), _) if c >= quorum => {
             let state = replies
-                .values()
-                .find(|v| v.accepted == ballot && !v.fast_unknown)
-                .map(|v| v.state.clone())
+                .clone()
+                .find(|v| v.accepted() == ballot && !v.fast_unknown())
+                .map(|v| v.state())
                 .expect("a counted ballot has a reply");
-            return QuickRead::Chosen(ballot, state);
+            return QuickReadOf::Chosen(ballot, state);
         }
         _ => {}
     }
     // The state this proposer saw chosen at the fast ballot, on a majority: the latest chosen
     // (module doc, "A state this proposer saw chosen at the fast ballot").
     if let Some(known) = known_fast {
-        let holding = replies
-            .values()
-            .filter(|v| is_known_fast(v, Some(known)))
-            .count();
+        let holding = replies.filter(|v| is_known_fast(*v, Some(known))).count();
         if holding >= quorum {
-            return QuickRead::Chosen(Ballot::FAST, known.clone());
+            return QuickReadOf::Chosen(Ballot::FAST, known);
         }
     }
     let classic_possible = classic.map_or(0, |(_, c)| c) + missing >= quorum;
     let fast_possible = fast.map_or(0, |(_, c)| c) + missing >= fast_quorum;
     if classic_possible || fast_possible {
-        QuickRead::Undecided
+        QuickReadOf::Undecided
     } else {
-        QuickRead::Impossible
+        QuickReadOf::Impossible
     }
 }
 
 /// Does `v` report, in full, the state this proposer saw chosen at the fast ballot?
-fn is_known_fast(v: &Vote, known: Option<&Register>) -> bool {
-    v.accepted == Ballot::FAST && v.full && !v.fast_unknown && known == Some(&v.state)
+fn is_known_fast(v: &impl Answer, known: Option<&Register>) -> bool {
+    v.accepted() == Ballot::FAST && v.full() && !v.fast_unknown() && known == Some(v.state())
 }
 
 /// A quick read's request: `Read` (answered without the writes a state remembers at a
