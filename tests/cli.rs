@@ -810,6 +810,77 @@ fn list_all_cut_off_midway_says_where_to_go_on() {
     cluster.stop();
 }
 
+/// `list --all` asks for at most one page ahead of what it has written, and writes the pages
+/// in order: with its stdout not read (a pipe holds 64 KiB, and each page here is one value of
+/// 200 KB), the nodes serve it two pages and no more; read, every page comes, in order.
+/// (Mutant `list-all-writes-pages-unawaited`: a client that does not wait for a page's write
+/// before the next asks for every page at once.)
+#[test]
+fn list_all_reads_at_most_one_page_ahead_of_its_reader() {
+    let cluster = Cluster::start();
+    let value = "x".repeat(200_000);
+    let keys: Vec<String> = (0..12).map(|i| format!("big/{i:02}")).collect();
+    let input: String = keys.iter().map(|k| format!("{k} {value}\n")).collect();
+    let (code, _, stderr) = cluster.cli_with_stdin(&["load"], Some(&input));
+    assert_eq!(code, 0, "load: {stderr}");
+    // Client requests the nodes served, all of them together (`status`'s `requests`).
+    let served = || -> u64 {
+        let (code, stdout, stderr) = cluster.cli(&["--json", "status"]);
+        assert_eq!(code, 0, "status: {stderr}");
+        stdout
+            .lines()
+            .map(|line| {
+                let node: Value = serde_json::from_str(line).expect("a status line");
+                node["requests"].as_u64().expect("requests")
+            })
+            .sum()
+    };
+    // What a `status` itself adds, to take out of the counts below.
+    let before = served();
+    let baseline = served();
+    let per_status = baseline - before;
+    let mut child = Command::new(BIN)
+        .args(["--config", cluster.config()])
+        .args(["list", "big/", "--limit", "1", "--all"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn paxkv list");
+    let mut statuses = 0;
+    let mut from_list = || {
+        statuses += 1;
+        served() - baseline - per_status * statuses
+    };
+    // (Its own `members` request, and one per page.)
+    assert!(
+        wait_until(CLI_DEADLINE, || from_list() >= 3),
+        "the list asked for fewer than two pages"
+    );
+    assert!(
+        !wait_until(Duration::from_secs(3), || from_list() > 4),
+        "with nothing read of its output, the list asked for more than two pages"
+    );
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_to_string(&mut out)
+        .expect("its output");
+    let status = child.wait().expect("its status");
+    assert_eq!(status.code(), Some(0));
+    let listed: Vec<&str> = out
+        .lines()
+        .map(|line| {
+            let (key, v) = line.split_once(' ').expect("`key value`");
+            assert_eq!(v.len(), value.len(), "{key}'s value whole");
+            key
+        })
+        .collect();
+    assert_eq!(listed, keys, "every page, in order");
+    cluster.stop();
+}
+
 /// `load` puts `key value` lines, reports a malformed line or a value over the limit with exit
 /// 2, and puts the others.
 fn load_puts_lines_and_reports_bad_ones(cluster: &Cluster) {
