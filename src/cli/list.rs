@@ -72,8 +72,7 @@ pub async fn run(client: Client, args: ListArgs, json: bool) -> i32 {
         let asked = client
             .list(&prefix, after.as_deref(), limit, args.keys_only)
             .await;
-        if let Some(Err(e)) = wait_written(writing.take()).await {
-            eprintln!("error: writing the output: {e}");
+        if !written(&mut writing).await {
             return EXIT_UNAVAILABLE;
         }
         let page = match asked {
@@ -95,25 +94,30 @@ pub async fn run(client: Client, args: ListArgs, json: bool) -> i32 {
         after = page.next.clone().filter(|_| args.all);
         writing = Some(tokio::task::spawn_blocking(move || write_page(&page, json)));
         if after.is_none() {
-            if let Some(Err(e)) = wait_written(writing.take()).await {
-                eprintln!("error: writing the output: {e}");
-                return EXIT_UNAVAILABLE;
-            }
-            return 0;
+            return if written(&mut writing).await {
+                0
+            } else {
+                EXIT_UNAVAILABLE
+            };
         }
     }
 }
 
-/// The outcome of a page's write, once it is done (`None`: there was none).
-async fn wait_written(
-    writing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-) -> Option<std::io::Result<()>> {
-    let handle = writing?;
-    Some(
-        handle
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e))),
-    )
+/// Waits for the page being written, if one is; false (said on stderr) if its write failed.
+async fn written(writing: &mut Option<tokio::task::JoinHandle<std::io::Result<()>>>) -> bool {
+    let Some(handle) = writing.take() else {
+        return true;
+    };
+    match handle
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("error: writing the output: {e}");
+            false
+        }
+    }
 }
 
 /// A page to stdout: one JSON object on a line, or one line per item.
