@@ -32,7 +32,7 @@ mutants=(
   'merge-failure-fails-the-write @@ src/storage/mod.rs @@ s/^            self.try_merge();$/            self.merge()?;/ @@ --lib a_failed_merge_loses_nothing'
   'no-frame-validation @@ src/actors/network.rs @@ s/if let Err(e) = frame.validate(\&shared.config) {/if let Err(e) = Ok::<(), Error>(()) {/ @@ --test transport_bad_input a_contradictory_paxos_message'
   'accept-next-unchecked @@ src/messages.rs @@ s/let next_ok = next.is_none_or(|n| n > \*ballot \&\& own_classic(n));/let next_ok = true;/ @@ --test transport_bad_input a_contradictory_paxos_message'
-  'adopt-ignores-promise @@ src/paxos/acceptor.rs @@ s/^        if classic \&\& peer.accepted > self.record.accepted \&\& peer.accepted >= self.record.promised$/        if classic \&\& peer.accepted > self.record.accepted/ @@ --lib adopting_is_idempotent'
+  'adopt-ignores-promise @@ src/paxos/acceptor.rs @@ s/^        if classic \&\& peer.accepted > record.accepted \&\& peer.accepted >= record.promised {$/        if classic \&\& peer.accepted > record.accepted {/ @@ --lib adopting_is_idempotent'
   'remembered-writes-not-shed-unit @@ src/paxos/register.rs @@ s/let forgotten = (writes.len() + 1).saturating_sub(REMEMBERED_WRITES);/let forgotten = usize::from(writes.len() >= REMEMBERED_WRITES);/ @@ --lib a_state_remembering_more_writes_sheds'
   'recent-writes-forget-their-outcomes @@ src/paxos/register.rs @@ s/return Ok(seen.outcome.into());/return Ok(Outcome::Put { version: 0 });/ @@ --lib paxos::register'
   'recent-client-named-twice-accepted @@ src/paxos/recent.rs @@ s/if clients.contains(\&id) {/if false {/ @@ --lib paxos::recent'
@@ -53,7 +53,7 @@ mutants=(
   'retire-without-handshake @@ src/actors/supervisor.rs @@ s/table.retiring.insert(key, entry);/drop(entry);/ @@ --test serving a_retired_acceptor_is_never_replaced_while_it_still_runs'
   # issue 23: peers' messages delivered to a live key's actor without the supervisor
   'routes-never-direct @@ src/actors/supervisor.rs @@ s/Arc::new(move |msg| match routes.deliver(msg) {/Arc::new(move |msg| match Some(msg) {/ @@ --test serving a_live_keys_messages_skip_the_supervisor'
-  'routes-commands-through-the-supervisor @@ src/actors/supervisor.rs @@ s/if let Some(submit) = self.routes.submit(\&key, submit) {/if let Some(submit) = Some(submit) {/ @@ --test serving a_live_keys_messages_skip_the_supervisor'
+  'routes-commands-through-the-supervisor @@ src/actors/supervisor.rs @@ s/let submit = self.routes.submit(\&key, submit)?;/let submit = Some(submit)?;/ @@ --test serving a_live_keys_messages_skip_the_supervisor'
   'routes-take-foreign-frames @@ src/actors/routes.rs @@ s/if !admission::same_cluster(self.view.cluster(), envelope.cluster) {/if false {/ @@ --test membership_changes a_prepare_of_an_older_epoch_or_another_cluster'
   'routes-vote-while-not-voting @@ src/actors/routes.rs @@ s/\&\& !(self.readiness.is_voting() \&\& self.view.admits_key(\&envelope.key))/\&\& false/ @@ --test membership_who_may_vote a_wiped_node_never_votes'
   # issue 23: thrifty rounds, and a client that skips a silent node until it answers
@@ -68,9 +68,9 @@ mutants=(
   # issue 23: reads that carry no remembered writes
   'light-read-repairs-sim @@ src/paxos/proposer.rs @@ s/.find(|v| v.accepted == ballot \&\& v.full)/.find(|v| v.accepted == ballot)/ @@ --lib sim'
   'light-read-repairs-unit @@ src/paxos/proposer.rs @@ s/.find(|v| v.accepted == ballot \&\& v.full)/.find(|v| v.accepted == ballot)/ @@ --lib a_quick_read_answers_in_one_round_trip'
-  'read-reply-at-the-fast-ballot-unit @@ src/paxos/acceptor.rs @@ s/PeerMessage::Read { read } if self.record.accepted != Ballot::FAST => Step {/PeerMessage::Read { read } => Step {/ @@ --lib a_read_is_answered_without_remembered_writes'
+  'read-reply-at-the-fast-ballot-unit @@ src/paxos/acceptor.rs @@ s/PeerMessage::Read { read } if record.accepted != Ballot::FAST => PeerMessage::ReadReply {/PeerMessage::Read { read } => PeerMessage::ReadReply {/ @@ --lib a_read_is_answered_without_remembered_writes'
   'read-reply-at-the-fast-ballot-accepted @@ src/messages.rs @@ s/                    || \*accepted == Ballot::FAST$// @@ --lib a_read_reply_at_the_fast_ballot'
-  'read-answers-count-light-states-at-the-fast-ballot-unit @@ src/paxos/proposer.rs @@ s/.filter(|v| v.accepted == Ballot::FAST \&\& v.full)/.filter(|v| v.accepted == Ballot::FAST)/ @@ --lib light_states_at_the_fast_ballot'
+  'read-answers-count-light-states-at-the-fast-ballot-unit @@ src/paxos/proposer.rs @@ s/.filter(|v| v.accepted() == Ballot::FAST \&\& v.full())/.filter(|v| v.accepted() == Ballot::FAST)/ @@ --lib light_states_at_the_fast_ballot'
   'fast-duplicate-confirms-the-promise-unit @@ src/paxos/acceptor.rs @@ s/^                        promised: Ballot::FAST,$/                        promised: self.record.promised,/ @@ --lib a_repeated_fast_accept_never_lends'
   'fast-duplicate-confirms-the-promise-sim @@ src/paxos/acceptor.rs @@ s/^                        promised: Ballot::FAST,$/                        promised: self.record.promised,/ @@ --lib seeded_first_writes_retried'
   # issue 10: membership
@@ -84,10 +84,10 @@ mutants=(
   'replies-not-matched-to-instance-aimed @@ src/paxos/proposer.rs @@ s/if to != self.id || !self.cfg.nodes.contains(\&from) {/if !self.cfg.nodes.contains(\&from) {/ @@ --lib seeded_first_writes_raced_while'
   # issue 23: a state this proposer saw chosen at the fast ballot, read from a majority
   'known-fast-never-used @@ src/paxos/proposer.rs @@ s/        if holding >= quorum {/        if holding >= quorum \&\& false {/ @@ --lib the_writer_of_a_state_chosen'
-  'known-fast-any-state-unit @@ src/paxos/proposer.rs @@ s/ \&\& known == Some(\&v.state)$// @@ --lib a_known_fast_state_counts_only'
-  'known-fast-any-state-sim @@ src/paxos/proposer.rs @@ s/ \&\& known == Some(\&v.state)$// @@ --lib sim'
-  'known-fast-light-states @@ src/paxos/proposer.rs @@ s/    v.accepted == Ballot::FAST \&\& v.full \&\& /    v.accepted == Ballot::FAST \&\& / @@ --lib a_known_fast_state_counts_only'
-  'known-fast-counts-lost-votes @@ src/paxos/proposer.rs @@ s/ \&\& !v.fast_unknown \&\& known == Some/ \&\& known == Some/ @@ --lib a_known_fast_state_counts_only'
+  'known-fast-any-state-unit @@ src/paxos/proposer.rs @@ s/ \&\& known == Some(v.state())$// @@ --lib a_known_fast_state_counts_only'
+  'known-fast-any-state-sim @@ src/paxos/proposer.rs @@ s/ \&\& known == Some(v.state())$// @@ --lib sim'
+  'known-fast-light-states @@ src/paxos/proposer.rs @@ s/    v.accepted() == Ballot::FAST \&\& v.full() \&\& /    v.accepted() == Ballot::FAST \&\& / @@ --lib a_known_fast_state_counts_only'
+  'known-fast-counts-lost-votes @@ src/paxos/proposer.rs @@ s/ \&\& !v.fast_unknown() \&\& known == Some/ \&\& known == Some/ @@ --lib a_known_fast_state_counts_only'
   'fast-open-during-a-change-unit @@ src/paxos/membership.rs @@ s/^        self.phase.is_none()$/        true/ @@ --lib a_change_passes_through_close_fast'
   # the scripted runs (paxos::sim::scenarios): the same rules, forced every time
   'fast-open-during-a-change-scenario @@ src/paxos/membership.rs @@ s/^        self.phase.is_none()$/        true/ @@ --lib a_split_fast_vote_cast_after_the_close_fast_scan'
