@@ -74,7 +74,7 @@ use crate::actors::supervisor::{run_command, Keys};
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::messages::{ListPage, NodeReply, NodeRequest, DIGEST_PAGE_ENTRIES};
-use crate::paxos::listing::{PageScan, PageSpec, ScanSizes, Versioned};
+use crate::paxos::listing::{Batch, PageScan, PageSpec, ScanSizes, Versioned};
 use crate::paxos::membership::RESERVED_PREFIX;
 use crate::paxos::types::{Command, Key, Outcome};
 
@@ -190,7 +190,7 @@ impl Lister {
     /// from a read round (a few run ahead of the key taken).
     fn decide(
         &self,
-        batch: Vec<(Key, Option<Versioned>)>,
+        batch: Batch,
     ) -> impl futures_util::Stream<Item = Result<(Key, Versioned)>> + '_ {
         let undecided = batch.iter().filter(|(_, quick)| quick.is_none()).count();
         if undecided > 0 {
