@@ -7,6 +7,10 @@
 #
 #   scripts/mutants.sh            # every mutant
 #   scripts/mutants.sh NAME...    # some of them
+#   scripts/mutants.sh --check    # build nothing, in seconds: fail if an expression no longer
+#                                 # changes its file or names a test target that does not exist
+#   scripts/mutants.sh --check --tests   # also fail if a filter matches no test (lists the
+#                                 # tests, building them if they are not; CI runs it after them)
 #
 # PAXKV_SIM_SEEDS (default 60) sets how many simulation seeds a simulation mutant runs.
 # RELEASE=1 builds and runs the tests in release: the simulation runs about 20 times faster,
@@ -242,13 +246,61 @@ mutants=(
   'pinned-client-retries-a-node-that-cannot-serve @@ src/client.rs @@ s/if self.inner.options.pinned \&\& matches!(e, Error::NotThisNode(_)) =>/if false \&\& matches!(e, Error::NotThisNode(_)) =>/ @@ --test membership_who_may_vote a_removed_node_that_returns'
 )
 
+# name, file, expression and cargo test arguments of one entry, into the globals below.
+split() {
+  name=${1%% @@ *}; rest=${1#* @@ }
+  file=${rest%% @@ *}; rest=${rest#* @@ }
+  expr=${rest%% @@ *}; args=${rest#* @@ }
+}
+
+# --check: every entry must still mean what it says. A mutation that no longer applies (the
+# code it undid was rewritten) reports nothing but "did not apply" at run time and is easily
+# read past; this mode fails on it, in seconds, against the working tree. It also checks the
+# test each entry names: the target (`--lib` or `--test NAME`) must exist and, with --tests,
+# its filter must match one of that target's tests.
+if [ "${1:-}" = --check ]; then
+  tests=0; [ "${2:-}" = --tests ] && tests=1
+  scratch=$(mktemp -d); trap 'rm -rf "$scratch"' EXIT
+  declare -A listed=()
+  bad=0; count=0
+  for m in "${mutants[@]}"; do
+    split "$m"; count=$((count + 1))
+    read -r -a words <<<"$args"
+    case "${words[0]}" in
+      --lib) target=(--lib); filter=${words[1]:-} ;;
+      --test) target=(--test "${words[1]}"); filter=${words[2]:-} ;;
+      *) echo "$name: unknown test target ($args)"; bad=1; continue ;;
+    esac
+    if [ ! -f "$repo/$file" ]; then echo "$name: no file $file"; bad=1; continue; fi
+    if [ "${target[0]}" = --test ] && [ ! -f "$repo/tests/${target[1]}.rs" ]; then
+      echo "$name: no test target tests/${target[1]}.rs"; bad=1; continue
+    fi
+    cp "$repo/$file" "$scratch/file"
+    sed -i "$expr" "$scratch/file" 2>"$scratch/err" || { echo "$name: sed failed: $(cat "$scratch/err")"; bad=1; continue; }
+    if cmp -s "$repo/$file" "$scratch/file"; then
+      echo "$name: the mutation does not apply to $file"; bad=1; continue
+    fi
+    [ "$tests" = 1 ] || continue
+    # The tests' names, listed once per target (built first if they are not).
+    key="${target[*]}"
+    if [ -z "${listed[$key]+x}" ]; then
+      listed[$key]=$scratch/list.$count
+      (cd "$repo" && cargo test -q "${target[@]}" -- --list --format terse 2>/dev/null) >"${listed[$key]}" || {
+        echo "$name: cannot list the tests of ${target[*]}"; bad=1; continue; }
+    fi
+    if [ -n "$filter" ] && ! grep -qF -- "$filter" "${listed[$key]}"; then
+      echo "$name: the filter $filter matches no test of ${target[*]}"; bad=1
+    fi
+  done
+  [ "$bad" = 0 ] && echo "mutants: all $count expressions apply and name existing tests"
+  exit "$bad"
+fi
+
 rm -rf "$work"; git -C "$repo" worktree prune
 git -C "$repo" worktree add --detach "$work" HEAD >/dev/null 2>&1 || { echo "no worktree"; exit 1; }
 trap 'git -C "$repo" worktree remove --force "$work" >/dev/null 2>&1' EXIT
 for m in "${mutants[@]}"; do
-  name=${m%% @@ *}; rest=${m#* @@ }
-  file=${rest%% @@ *}; rest=${rest#* @@ }
-  expr=${rest%% @@ *}; args=${rest#* @@ }
+  split "$m"
   if [ $# -gt 0 ] && ! printf '%s\n' "$@" | grep -qx "$name"; then continue; fi
   git -C "$work" checkout -q -- .
   before=$(md5sum "$work/$file")
