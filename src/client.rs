@@ -269,7 +269,9 @@ impl Client {
     /// A new lease of `ttl` (whole milliseconds; `paxos::lease`). A grant whose answer was
     /// lost may have made a lease nobody holds: it lapses after its TTL.
     pub async fn lease_grant(&self, ttl: Duration) -> Result<LeaseInfo> {
-        let ttl_ms = ttl.as_millis() as u64;
+        // Saturated, not wrapped: a TTL past 2^64 ms must stay out of range, which the node
+        // answers as bad input (a cast would turn 2^64 ms + 10 s into a valid 10 s).
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         // Chosen here, so that the grant goes to the home node of the lease's key.
         let id = rand::random::<u64>().max(1);
         let body = |_| RequestBody::LeaseGrant { ttl_ms, id };

@@ -92,8 +92,13 @@ async fn a_revoked_lease_is_gone_at_once_and_an_unknown_one_never_existed() {
     assert_eq!(client.lease_show(lease.id).await.unwrap(), None);
     assert_eq!(client.lease_keepalive(lease.id).await.unwrap(), None);
     assert_eq!(client.lease_show(lease.id ^ 1).await.unwrap(), None);
-    // A TTL out of range is bad input.
-    for ttl in [Duration::from_millis(10), Duration::from_secs(100_000)] {
+    // A TTL out of range is bad input, one whose milliseconds overflow 64 bits too (it must
+    // not wrap around into the range: 18,446,744,073,709,562 s is 10,384 ms past 2^64 ms).
+    for ttl in [
+        Duration::from_millis(10),
+        Duration::from_secs(100_000),
+        Duration::from_secs(18_446_744_073_709_562),
+    ] {
         let e = client.lease_grant(ttl).await.unwrap_err();
         assert!(e.is_bad_input(), "{e}");
     }
