@@ -243,6 +243,10 @@ mutants=(
   'frame-version-unchecked @@ src/frame.rs @@ s/    if version != PROTOCOL_VERSION {/    if false {/ @@ --test transport_bad_input another_protocol_version'
   'frame-version-not-sent @@ src/frame.rs @@ s/^    postcard::to_io(\&PROTOCOL_VERSION, \&mut buf)/    let _ = (\&PROTOCOL_VERSION, \&mut buf); Ok::<(), postcard::Error>(())/ @@ --test wire'
   'peer-link-backoff-reset-at-connect @@ src/actors/network.rs @@ s/^                log::info!("connected to node {} at {}", queue.node, queue.addr);/                backoff = RECONNECT_BACKOFF_MIN; log::info!("connected to node {} at {}", queue.node, queue.addr);/ @@ --test transport_bad_input a_peer_of_another_protocol_version'
+  # a ballot at the end of the rounds (a forged or corrupt peer frame) must not wedge a key
+  'round-bound-unchecked @@ src/messages.rs @@ s/match ballots.iter().find(|b| b.round > Ballot::MAX_ROUND) {/match ballots.iter().find(|_| false) {/ @@ --test transport_bad_input a_ballot_at_the_last_round'
+  'round-bound-unchecked-unit @@ src/messages.rs @@ s/match ballots.iter().find(|b| b.round > Ballot::MAX_ROUND) {/match ballots.iter().find(|_| false) {/ @@ --lib rounds_versions_and_fences'
+  'version-bound-unchecked @@ src/messages.rs @@ s/    if version.max(fence) > Register::MAX_VERSION {/    if false {/ @@ --lib rounds_versions_and_fences'
   'pinned-client-retries-a-node-that-cannot-serve @@ src/client.rs @@ s/if self.inner.options.pinned \&\& matches!(e, Error::NotThisNode(_)) =>/if false \&\& matches!(e, Error::NotThisNode(_)) =>/ @@ --test membership_who_may_vote a_removed_node_that_returns'
 )
 

@@ -199,6 +199,32 @@ impl PeerMessage {
         matches!(self, PeerMessage::Query { .. } | PeerMessage::Read { .. })
     }
 
+    /// Every ballot the message carries (`Ballot::ZERO` in the slots it does not use), for
+    /// [`Envelope::validate`]'s bound on rounds.
+    fn ballots(&self) -> [Ballot; 2] {
+        match self {
+            PeerMessage::Prepare { ballot } | PeerMessage::Failed { ballot, .. } => {
+                [*ballot, Ballot::ZERO]
+            }
+            PeerMessage::Accept { ballot, next, .. } => [*ballot, next.unwrap_or(Ballot::ZERO)],
+            PeerMessage::Promise {
+                ballot, accepted, ..
+            } => [*ballot, *accepted],
+            PeerMessage::Accepted { ballot, promised } => [*ballot, *promised],
+            PeerMessage::Reject { ballot, seen } => [*ballot, *seen],
+            PeerMessage::ReadReply {
+                promised, accepted, ..
+            }
+            | PeerMessage::QueryReply {
+                promised, accepted, ..
+            } => [*promised, *accepted],
+            PeerMessage::Query { .. }
+            | PeerMessage::Read { .. }
+            | PeerMessage::Stale { .. }
+            | PeerMessage::Chosen { .. } => [Ballot::ZERO; 2],
+        }
+    }
+
     /// The ballot a Prepare or an Accept asks for.
     pub fn requested_ballot(&self) -> Option<Ballot> {
         match self {
@@ -922,13 +948,37 @@ fn check_state(state: &Register) -> Result<(), Error> {
             state.floors.len()
         )));
     }
+    check_versions(state.version, state.fence)
+}
+
+/// A version and a fence within [`Register::MAX_VERSION`].
+fn check_versions(version: u64, fence: u64) -> Result<(), Error> {
+    if version.max(fence) > Register::MAX_VERSION {
+        return Err(invalid(format!(
+            "a state of version {version} and fence {fence}, above the protocol's limit \
+             (2^62)"
+        )));
+    }
     Ok(())
 }
 
+/// Ballots within [`Ballot::MAX_ROUND`].
+fn check_rounds(ballots: &[Ballot]) -> Result<(), Error> {
+    match ballots.iter().find(|b| b.round > Ballot::MAX_ROUND) {
+        Some(b) => Err(invalid(format!(
+            "a ballot of round {}, above the protocol's limit (2^62)",
+            b.round
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl DigestEntry {
-    /// A peer's digest entry, before this node looks its key up: the key within the limits.
+    /// A peer's digest entry, before this node looks its key up: the key within the limits,
+    /// its ballots within [`Ballot::MAX_ROUND`].
     pub fn validate(&self, config: &Config) -> Result<(), Error> {
-        check_key_len(&self.key, config)
+        check_key_len(&self.key, config)?;
+        check_rounds(&[self.promised, self.accepted])
     }
 }
 
@@ -938,6 +988,7 @@ impl SyncRecord {
     pub fn validate(&self, config: &Config) -> Result<(), Error> {
         check_key_len(&self.key, config)?;
         check_state(&self.record.state)?;
+        check_rounds(&[self.record.promised, self.record.accepted])?;
         self.record
             .check()
             .map_err(|e| invalid(format!("a broken record of a peer: {e}")))
@@ -956,6 +1007,7 @@ impl Envelope {
             return Err(invalid("a peer frame from node 0 or of epoch 0"));
         }
         check_key_len(&self.key, config)?;
+        check_rounds(&self.body.ballots())?;
         let own_classic = |b: Ballot| b > Ballot::FAST && b.node == self.from;
         let broken = match &self.body {
             PeerMessage::Prepare { ballot } => (!own_classic(*ballot)).then_some("prepare"),
@@ -994,6 +1046,7 @@ impl Envelope {
                 fast_unknown,
                 ..
             } => {
+                check_versions(seen.version, seen.fence)?;
                 // An acceptor at the fast ballot answers in full: a reply that claims it
                 // without the state's writes could count two different fast writes of one
                 // value as one.
@@ -1008,6 +1061,7 @@ impl Envelope {
             PeerMessage::Chosen { changes } => {
                 let ordered = changes.windows(2).all(|w| w[0].version < w[1].version);
                 let bounded = !changes.is_empty() && changes.len() <= RECENT_WRITES + 1;
+                check_versions(changes.last().map_or(0, |c| c.version), 0)?;
                 (!ordered || !bounded || changes[0].version == 0).then_some("announcement")
             }
             PeerMessage::QueryReply {
@@ -1125,6 +1179,149 @@ mod tests {
             let error = broken.validate(&config).unwrap_err().to_string();
             assert!(error.contains("contradictory read reply"), "{error}");
         }
+    }
+
+    /// Every ballot, version and fence a peer sends is within the protocol's bounds: a round
+    /// at `Ballot::MAX_ROUND` passes, one above it is refused wherever it stands, so that no
+    /// frame can leave a key's proposers without a round above its promise.
+    #[test]
+    fn rounds_versions_and_fences_past_the_protocols_limit_are_refused() {
+        let addrs: Vec<std::net::SocketAddr> = (1..=3)
+            .map(|i| format!("127.0.0.1:{}", 7000 + i).parse().unwrap())
+            .collect();
+        let config = Config::local(&addrs);
+        let envelope = |body| Envelope {
+            from: 2,
+            proposer: 7,
+            epoch: 1,
+            cluster: 5,
+            key: b"k".to_vec(),
+            body,
+        };
+        let state = |version, fence| Register {
+            version,
+            fence,
+            value: Some(b"v".to_vec()),
+            ..Register::default()
+        };
+        let messages = |round: u64, version: u64| {
+            let b = Ballot::new(round, 2);
+            let low = Ballot::new(1, 2);
+            vec![
+                PeerMessage::Prepare { ballot: b },
+                PeerMessage::Accept {
+                    ballot: b,
+                    state: state(1, 1),
+                    next: None,
+                },
+                PeerMessage::Accept {
+                    ballot: low,
+                    state: state(1, 1),
+                    next: Some(b),
+                },
+                PeerMessage::Accept {
+                    ballot: low,
+                    state: state(version, 1),
+                    next: None,
+                },
+                PeerMessage::Accept {
+                    ballot: low,
+                    state: state(1, version),
+                    next: None,
+                },
+                PeerMessage::Promise {
+                    ballot: b,
+                    accepted: low,
+                    state: state(1, 1),
+                    fast_unknown: false,
+                },
+                PeerMessage::Accepted {
+                    ballot: low,
+                    promised: b,
+                },
+                PeerMessage::Reject {
+                    ballot: low,
+                    seen: b,
+                },
+                PeerMessage::Failed {
+                    ballot: b,
+                    reason: "x".into(),
+                },
+                PeerMessage::QueryReply {
+                    read: 1,
+                    promised: b,
+                    accepted: low,
+                    state: state(1, 1),
+                    fast_unknown: false,
+                },
+                PeerMessage::ReadReply {
+                    read: 1,
+                    promised: b,
+                    accepted: low,
+                    seen: Seen {
+                        version: 1,
+                        ..Seen::default()
+                    },
+                    fast_unknown: false,
+                },
+                PeerMessage::ReadReply {
+                    read: 1,
+                    promised: low,
+                    accepted: low,
+                    seen: Seen {
+                        version,
+                        fence: 1,
+                        ..Seen::default()
+                    },
+                    fast_unknown: false,
+                },
+                PeerMessage::Chosen {
+                    changes: vec![KeyChange {
+                        version,
+                        value: None,
+                    }],
+                },
+            ]
+        };
+        for message in messages(Ballot::MAX_ROUND, Register::MAX_VERSION) {
+            let within = envelope(message.clone()).validate(&config);
+            assert!(within.is_ok(), "{message:?}: {within:?}");
+        }
+        for (at_limit, past) in messages(Ballot::MAX_ROUND, Register::MAX_VERSION)
+            .into_iter()
+            .zip(messages(u64::MAX, u64::MAX))
+        {
+            if at_limit == past {
+                continue; // the message carries neither a round nor a version
+            }
+            let error = envelope(past.clone()).validate(&config).unwrap_err();
+            assert!(
+                error.to_string().contains("above the protocol's limit"),
+                "{past:?}: {error}"
+            );
+        }
+        // The same bounds on what anti-entropy exchanges.
+        let record = |promised: u64, version: u64| SyncRecord {
+            key: b"k".to_vec(),
+            record: AcceptorRecord {
+                promised: Ballot::new(promised, 1),
+                accepted: Ballot::new(1, 1),
+                state: state(version, 1),
+                fast_unknown: false,
+            },
+        };
+        assert!(record(Ballot::MAX_ROUND, Register::MAX_VERSION)
+            .validate(&config)
+            .is_ok());
+        assert!(record(u64::MAX, 1).validate(&config).is_err());
+        assert!(record(2, u64::MAX).validate(&config).is_err());
+        let entry = |round| DigestEntry {
+            key: b"k".to_vec(),
+            promised: Ballot::new(round, 1),
+            accepted: Ballot::ZERO,
+        };
+        assert!(entry(Ballot::MAX_ROUND).validate(&config).is_ok());
+        assert!(entry(u64::MAX).validate(&config).is_err());
     }
 
     #[test]

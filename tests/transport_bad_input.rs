@@ -105,6 +105,78 @@ async fn a_contradictory_paxos_message_is_dropped_and_counted_and_changes_nothin
     assert_eq!(dropped, contradictory.len() as u64);
 }
 
+/// Writes `frames` to `node` on one connection, then a ping, and waits for the ping's answer:
+/// the node handled the frames before it (one connection's frames are handled in order).
+fn send_then_ping(addr: std::net::SocketAddr, frames: &[bytes::Bytes]) {
+    use paxkv::messages::{ClientRequest, Frame, RequestBody};
+    let mut raw = TcpStream::connect(addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for frame in frames {
+        raw.write_all(frame).unwrap();
+    }
+    let ping = Frame::Request(ClientRequest {
+        id: 42,
+        body: RequestBody::Ping,
+    });
+    raw.write_all(&paxkv::frame::encode(&ping)).unwrap();
+    let mut len = [0u8; 4];
+    raw.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    raw.read_exact(&mut body).unwrap();
+    match paxkv::frame::decode(&body).unwrap() {
+        Frame::Response(response) => assert_eq!(response.id, 42),
+        other => panic!("expected the ping's answer, got {other:?}"),
+    }
+}
+
+/// A Prepare at round `u64::MAX` (a corrupt or forged peer frame) sent to a majority would,
+/// if promised, leave the key's proposers no round above it: the next ballot's `+ 1`
+/// overflows (a panic in this debug build, a wrap below every promise in release) and the
+/// key is never written again. Rounds past `Ballot::MAX_ROUND` are refused: the frames are
+/// dropped and counted, and the key is written as before. So is an Accept whose state's
+/// version would overflow at the next write.
+#[tokio::test]
+async fn a_ballot_at_the_last_round_is_refused_and_the_key_stays_writable() {
+    use paxkv::messages::{Envelope, Frame, PeerMessage};
+    use paxkv::paxos::types::{Ballot, Register};
+    let cluster = TestCluster::start();
+    let client = cluster.client_for(1);
+    client.put(b"k", b"v").await.unwrap();
+    let id = cluster.status(1).await.cluster;
+    let forged = |body| {
+        paxkv::frame::encode(&Frame::Peer(Envelope {
+            from: 4,
+            proposer: 1,
+            epoch: 1,
+            cluster: id,
+            key: b"k".to_vec(),
+            body,
+        }))
+    };
+    let frames = [
+        forged(PeerMessage::Prepare {
+            ballot: Ballot::new(u64::MAX, 4),
+        }),
+        forged(PeerMessage::Accept {
+            ballot: Ballot::new(u64::MAX - 1, 4),
+            state: Register {
+                version: u64::MAX,
+                value: Some(b"FORGED".to_vec()),
+                ..Register::default()
+            },
+            next: None,
+        }),
+    ];
+    for node in 1..=3 {
+        let before = cluster.status(node).await.bad_frames;
+        send_then_ping(cluster.addr(node), &frames);
+        let dropped = cluster.status(node).await.bad_frames - before;
+        assert_eq!(dropped, frames.len() as u64, "node {node}");
+    }
+    client.put(b"k", b"w").await.unwrap();
+    assert_eq!(client.get(b"k").await.unwrap(), got("w", 2));
+}
+
 #[tokio::test]
 async fn garbage_on_a_node_port_closes_that_connection_and_disturbs_no_other_client() {
     let cluster = TestCluster::start();

@@ -33,6 +33,17 @@ impl Ballot {
     /// Below every ballot a proposer can use: what an acceptor that never voted holds.
     pub const ZERO: Ballot = Ballot { round: 0, node: 0 };
 
+    /// The highest round a ballot from another node may carry (`messages::Envelope::validate`
+    /// and the record checks refuse the rest). Rounds grow by one per Prepare of one key:
+    /// at a million Prepares a second on one key, 2^62 lasts 146,000 years, so no correct
+    /// node sends more. Without the bound, one frame promising round `u64::MAX` (a corrupt or
+    /// forged peer) would leave the key's proposers no round above it: `next_for` would
+    /// overflow (a panic with overflow checks, a wrap to round 0, below every promise,
+    /// without), and the key would stay unwritable forever, its promise copied to every
+    /// replica by anti-entropy. Below the bound, a proposer's own `+ 1`s cannot reach
+    /// `u64::MAX` either.
+    pub const MAX_ROUND: u64 = 1 << 62;
+
     /// The fast ballot (Fast Paxos, Lamport 2006): above `ZERO`, below every classic ballot
     /// (classic rounds start at 1). Any proposer may send an Accept at it, without a Prepare,
     /// for a key it has never seen; an acceptor takes it only if it holds no record of the key
@@ -127,6 +138,11 @@ pub struct Seen {
 }
 
 impl Register {
+    /// The highest `version` and `fence` a state from another node may carry, for the
+    /// reason of [`Ballot::MAX_ROUND`]: each grows by one per write, and `+ 1` on a forged
+    /// `u64::MAX` would panic or wrap (a version that goes down).
+    pub const MAX_VERSION: u64 = 1 << 62;
+
     /// What a read sees of this state.
     pub fn seen(&self) -> Seen {
         Seen {
