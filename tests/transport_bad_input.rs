@@ -142,12 +142,14 @@ async fn a_ballot_at_the_last_round_is_refused_and_the_key_stays_writable() {
     let cluster = TestCluster::start();
     let client = cluster.client_for(1);
     client.put(b"k", b"v").await.unwrap();
-    let id = cluster.status(1).await.cluster;
+    let status = cluster.status(1).await;
+    let (id, epoch) = (status.cluster, status.epoch);
     let forged = |body| {
         paxkv::frame::encode(&Frame::Peer(Envelope {
             from: 4,
             proposer: 1,
-            epoch: 1,
+            // The cluster's: a frame of an older epoch is answered `Stale` and not stepped.
+            epoch,
             cluster: id,
             key: b"k".to_vec(),
             body,
