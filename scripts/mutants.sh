@@ -247,6 +247,10 @@ mutants=(
   'round-bound-unchecked @@ src/messages.rs @@ s/match ballots.iter().find(|b| b.round > Ballot::MAX_ROUND) {/match ballots.iter().find(|_| false) {/ @@ --test transport_bad_input a_ballot_at_the_last_round'
   'round-bound-unchecked-unit @@ src/messages.rs @@ s/match ballots.iter().find(|b| b.round > Ballot::MAX_ROUND) {/match ballots.iter().find(|_| false) {/ @@ --lib rounds_versions_and_fences'
   'version-bound-unchecked @@ src/messages.rs @@ s/    if version.max(fence) > Register::MAX_VERSION {/    if false {/ @@ --lib rounds_versions_and_fences'
+  # a listing voter's answer that no correct voter sends drops the voter
+  'scan-answer-unchecked @@ src/paxos/listing.rs @@ s/            self.check_answer(\&records, more)?;/            let _ = self.check_answer(\&records, more);/ @@ --lib an_answer_no_correct_voter'
+  'scan-answer-outside-the-prefix-taken @@ src/paxos/listing.rs @@ s/            if !r.key.starts_with(\&self.spec.prefix) {/            if false {/ @@ --lib an_answer_no_correct_voter'
+  'scan-answer-empty-with-more-taken @@ src/paxos/listing.rs @@ s/        if more \&\& records.is_empty() {/        if false {/ @@ --lib an_answer_no_correct_voter'
   'pinned-client-retries-a-node-that-cannot-serve @@ src/client.rs @@ s/if self.inner.options.pinned \&\& matches!(e, Error::NotThisNode(_)) =>/if false \&\& matches!(e, Error::NotThisNode(_)) =>/ @@ --test membership_who_may_vote a_removed_node_that_returns'
 )
 

@@ -987,6 +987,12 @@ impl SyncRecord {
     /// within the register's bounds, the acceptor record's invariants.
     pub fn validate(&self, config: &Config) -> Result<(), Error> {
         check_key_len(&self.key, config)?;
+        self.check()
+    }
+
+    /// [`SyncRecord::validate`] but for the key's length: the state within the register's
+    /// bounds, the ballots within [`Ballot::MAX_ROUND`], the acceptor record's invariants.
+    pub fn check(&self) -> Result<(), Error> {
         check_state(&self.record.state)?;
         check_rounds(&[self.record.promised, self.record.accepted])?;
         self.record

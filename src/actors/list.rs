@@ -9,12 +9,15 @@
 //! **What a page promises.** Per key, not across keys (not an atomic snapshot: a page may
 //! show key `a` before a write and key `b` after it, as etcd's paginated reads across
 //! revisions would):
-//! 1. *Every item is a state that was the key's latest chosen state at some moment within the
-//!    call.* Either the scanned records show it chosen: a classic quorum of the epoch's voters
-//!    report the same classic ballot `B` as the highest they accepted (or a fast quorum the
-//!    same state at the fast ballot). Each record was read from a voter's durable store after
-//!    the call began, so the state at `B` was chosen by then, and no higher state had been
-//!    chosen before the call began (a majority would hold it, and meet ours): the argument of
+//! 1. *Every item is a state of the key's chain of chosen states that a read within the call
+//!    may return*: chosen by the end of the call, and no state after it in the chain chosen
+//!    before the call began. Either the scanned records show it chosen: a classic quorum of
+//!    the epoch's voters report the same classic ballot `B` as the highest they accepted (or a
+//!    fast quorum the same state at the fast ballot). Each record was read from a voter's
+//!    durable store after the call began, so the state at `B` was chosen by the last of them,
+//!    and no higher state had been chosen before the call began (a majority would hold it,
+//!    and meet ours); a later state may have been chosen meanwhile, and the item is then
+//!    ordered between the two, within the call: the argument of
 //!    the quick read (`paxos::proposer`, module doc), which holds record by record whatever
 //!    the order the voters were scanned in. Or a read round, linearizable, ran within the
 //!    call. (At the fast ballot, a voter read early may show a state `S` whose successor is

@@ -172,12 +172,16 @@ impl PageScan {
 
     /// Voter `voter`'s answer to its ask: its records and whether it has more, or why it gave
     /// none (it is dropped from the scan: the keys after its last page are merged from the
-    /// others). A page out of key order drops it too.
+    /// others). An answer no correct voter sends drops it too ([`PageScan::check_answer`]).
     pub fn answered(
         &mut self,
         voter: usize,
         answer: std::result::Result<(Vec<SyncRecord>, bool), String>,
     ) {
+        let answer = answer.and_then(|(records, more)| {
+            self.check_answer(&records, more)?;
+            Ok((records, more))
+        });
         let error = match answer {
             Ok((records, more)) => {
                 let reached = match (more, records.last()) {
@@ -197,6 +201,34 @@ impl PageScan {
         self.last_error = Some(error);
         self.alive[voter] = false;
         self.merge.drop_source(voter);
+    }
+
+    /// What every correct voter's answer is: records of keys under the prefix (a key outside
+    /// it would be listed), no more of them than an ask asks for, each within the bounds and invariants a record keeps (`SyncRecord::check`:
+    /// a broken record would be counted as a vote), and not empty when it says it has more
+    /// (the voter's "more" without a key would be taken as its last page, and every key after
+    /// the ask counted as one it holds no record of). Key order is the merge's check.
+    fn check_answer(&self, records: &[SyncRecord], more: bool) -> std::result::Result<(), String> {
+        if records.len() > self.sizes.most {
+            return Err(format!(
+                "{} records, more than any ask asks for ({})",
+                records.len(),
+                self.sizes.most
+            ));
+        }
+        if more && records.is_empty() {
+            return Err("an empty scan page that says it has more".into());
+        }
+        for r in records {
+            if !r.key.starts_with(&self.spec.prefix) {
+                return Err(format!(
+                    "a record of {:?}, outside the prefix",
+                    String::from_utf8_lossy(&r.key)
+                ));
+            }
+            r.check().map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// Once every ask is answered: the next keys in order, each with its state where the
@@ -347,5 +379,106 @@ impl PageBuilder {
         let items = std::mem::take(&mut self.items);
         let next = more.then(|| items.last().map(|i| i.key.clone())).flatten();
         ListPage { items, next }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> PageSpec {
+        PageSpec {
+            prefix: b"p/".to_vec(),
+            after: None,
+            limit: 100,
+            max_bytes: 1 << 20,
+            keys_only: false,
+            with_deleted: false,
+            reserved: false,
+        }
+    }
+
+    /// `key` chosen at a classic ballot with `value`, as a voter's scan sends it.
+    fn chosen(key: &str, value: &str) -> SyncRecord {
+        let ballot = Ballot::new(2, 1);
+        SyncRecord {
+            key: key.as_bytes().to_vec(),
+            record: AcceptorRecord {
+                promised: ballot,
+                accepted: ballot,
+                state: Register {
+                    version: 1,
+                    value: Some(value.as_bytes().to_vec()),
+                    ..Register::default()
+                },
+                fast_unknown: false,
+            },
+        }
+    }
+
+    const SIZES: ScanSizes = ScanSizes { slack: 4, most: 8 };
+
+    /// An answer no correct voter sends drops its voter, as a voter that did not answer: its
+    /// records are never merged (a key outside the prefix is not listed, a broken record is
+    /// not counted as a vote), and a voter that says "more" with no key does not end the scan
+    /// for the keys after its ask. With two of three voters dropped, the page is unavailable,
+    /// naming the last reason.
+    #[test]
+    fn an_answer_no_correct_voter_sends_drops_its_voter() {
+        let good = || vec![chosen("p/a", "1"), chosen("p/b", "2")];
+        let mut broken_record = chosen("p/a", "1");
+        broken_record.record.accepted = Ballot::ZERO; // a state nobody accepted
+        let mut past_the_rounds = chosen("p/a", "1");
+        past_the_rounds.record.promised = Ballot::new(u64::MAX, 1);
+        let bad: Vec<(&str, (Vec<SyncRecord>, bool))> = vec![
+            (
+                "outside the prefix",
+                (vec![chosen("p/a", "1"), chosen("q/x", "X")], false),
+            ),
+            (
+                "an empty scan page that says it has more",
+                (Vec::new(), true),
+            ),
+            (
+                "a state without an accepted ballot",
+                (vec![broken_record], false),
+            ),
+            ("above the protocol's limit", (vec![past_the_rounds], false)),
+            (
+                "more than any ask asks for",
+                (
+                    (0..9).map(|i| chosen(&format!("p/{i}"), "v")).collect(),
+                    false,
+                ),
+            ),
+        ];
+        for (why, answer) in bad {
+            // One bad voter of three: the page comes from the other two.
+            let mut scan = PageScan::new(spec(), 3, Quorums::new(3), SIZES);
+            assert_eq!(scan.asks().len(), 3);
+            scan.answered(0, Ok(answer.clone()));
+            scan.answered(1, Ok((good(), false)));
+            scan.answered(2, Ok((good(), false)));
+            let batch = scan
+                .batch()
+                .unwrap()
+                .unwrap_or_else(|| panic!("{why}: no batch"));
+            let keys: Vec<&[u8]> = batch.iter().map(|(k, _)| k.as_slice()).collect();
+            assert_eq!(keys, vec![&b"p/a"[..], b"p/b"], "{why}");
+            assert!(
+                batch.iter().all(|(_, state)| state.is_some()),
+                "{why}: {batch:?}"
+            );
+            // Two bad voters of three: no quorum, and the reason is given.
+            let mut scan = PageScan::new(spec(), 3, Quorums::new(3), SIZES);
+            scan.answered(0, Ok(answer.clone()));
+            scan.answered(1, Ok(answer));
+            scan.answered(2, Ok((good(), false)));
+            let error = scan.batch().unwrap_err().to_string();
+            assert!(
+                error.contains("1 of 3 voters") && error.contains(why),
+                "{why}: {error}"
+            );
+        }
     }
 }

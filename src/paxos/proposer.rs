@@ -7,12 +7,18 @@
 //!   acceptor for its record (one majority first, see "Thrifty rounds"; without the state's
 //!   remembered writes, see "Reads that carry no remembered writes"); if a majority reports the same
 //!   accepted ballot `B`, the state accepted at `B` is
-//!   chosen (a majority holds it) and it is the latest chosen state as of the moment the read
-//!   began: any write that completed before the get started was accepted by a majority at some
-//!   ballot `W`, that majority meets ours, and accepted ballots only grow, so `B >= W`; and no
-//!   state above `B` can have been chosen before the get began, or a majority would hold it and
-//!   meet ours. (A higher *promise* at some acceptor does not matter: a proposer that holds it
-//!   has not completed a write yet, so the read may be ordered before that write.) At the
+//!   chosen by the time the answers are in (a majority holds it), and it is not older than
+//!   anything chosen before the read began: any write that completed before the get started
+//!   was accepted by a majority at some ballot `W`, that majority meets ours, and accepted
+//!   ballots only grow, so `B >= W`; and no state above `B` can have been chosen before the get
+//!   began, or a majority would hold it and meet ours. So the read is ordered within its own
+//!   interval, after the state at `B` and before any state after it in the key's chain. (That
+//!   state need not have been chosen when the read began, and a later one may be chosen while
+//!   the answers come in: an acceptor that answered `B` early, a higher round chosen from it,
+//!   then `B`'s delayed Accepts reaching the other two that answer. The read still falls
+//!   between the two in the chain and within its interval. A higher *promise* at some
+//!   acceptor does not matter either: a proposer that holds it has not completed a write yet,
+//!   so the read may be ordered before that write.) At the
 //!   fast ballot a majority proves nothing (several states may be accepted there): it takes a
 //!   fast quorum reporting the same state, which is then chosen, and no classic write can
 //!   have completed (its majority would meet the fast quorum). One exception, "A state this
