@@ -251,6 +251,12 @@ mutants=(
   'scan-answer-unchecked @@ src/paxos/listing.rs @@ s/            self.check_answer(\&records, more)?;/            let _ = self.check_answer(\&records, more);/ @@ --lib an_answer_no_correct_voter'
   'scan-answer-outside-the-prefix-taken @@ src/paxos/listing.rs @@ s/            if !r.key.starts_with(\&self.spec.prefix) {/            if false {/ @@ --lib an_answer_no_correct_voter'
   'scan-answer-empty-with-more-taken @@ src/paxos/listing.rs @@ s/        if more \&\& records.is_empty() {/        if false {/ @@ --lib an_answer_no_correct_voter'
+  # a watch's memory: a version per key, for at most max_keys keys
+  'watch-keys-unbounded @@ src/watch.rs @@ s/        if self.keys.contains_key(key) || self.keys.len() < self.max_keys {/        if true {/ @@ --test watching a_watch_ends_with_an_error'
+  'watch-keys-unbounded-unit @@ src/watch.rs @@ s/        if self.keys.contains_key(key) || self.keys.len() < self.max_keys {/        if true {/ @@ --lib a_key_past_the_most_a_watch_follows'
+  'http-watch-max-keys-ignored @@ src/actors/http_api.rs @@ s/            max_keys: self.config.limits.http_watch_max_keys,/            max_keys: crate::watch::MAX_WATCH_KEYS,/ @@ --test http_api the_api_bounds'
+  'watch-gaps-expire-in-map-order @@ src/watch.rs @@ s/        due.sort_unstable();// @@ --lib gaps_of_many_keys_expire'
+  'watch-waiting-set-not-kept @@ src/watch.rs @@ /    fn track(\&mut self, key: \&Key) {/a\        return;\n        #[allow(unreachable_code)] @@ --lib gaps_of_many_keys_expire'
   'pinned-client-retries-a-node-that-cannot-serve @@ src/client.rs @@ s/if self.inner.options.pinned \&\& matches!(e, Error::NotThisNode(_)) =>/if false \&\& matches!(e, Error::NotThisNode(_)) =>/ @@ --test membership_who_may_vote a_removed_node_that_returns'
 )
 

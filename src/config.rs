@@ -196,6 +196,9 @@ pub struct Limits {
     pub http_max_connections: usize,
     pub http_header_timeout_ms: u64,
     pub http_max_watches: usize,
+    /// Keys one HTTP watch follows at most (a version per key seen, kept while it runs): a
+    /// watch whose prefix holds more ends with an error saying so (`watch::MAX_WATCH_KEYS`).
+    pub http_watch_max_keys: usize,
     /// `Idempotency-Key`s the HTTP API remembers (the oldest is forgotten first;
     /// `actors::idempotency`).
     pub http_idempotency_keys: usize,
@@ -248,6 +251,7 @@ impl Default for Limits {
             http_max_connections: 256,
             http_header_timeout_ms: 5_000,
             http_max_watches: 1_024,
+            http_watch_max_keys: crate::watch::MAX_WATCH_KEYS,
             http_idempotency_keys: 100_000,
             http_request_timeout_ms: 10_000,
             max_leases: 1_000_000,
@@ -480,6 +484,7 @@ impl Config {
         positive("limits.http_max_connections", l.http_max_connections as u64)?;
         positive("limits.http_header_timeout_ms", l.http_header_timeout_ms)?;
         positive("limits.http_max_watches", l.http_max_watches as u64)?;
+        positive("limits.http_watch_max_keys", l.http_watch_max_keys as u64)?;
         positive(
             "limits.http_idempotency_keys",
             l.http_idempotency_keys as u64,

@@ -23,7 +23,7 @@
 //! change: if it is above what was delivered, the versions in between are waited for, then
 //! skipped, so a change whose announcement was lost is reported, never silently missed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -63,22 +63,67 @@ struct KeySequence {
     waiting_since: Option<Instant>,
 }
 
+/// Keys one watch follows at most by default ([`WatchOptions::max_keys`]): its memory is a
+/// version per key it has seen, kept for as long as it runs (a change of a key it forgot would
+/// look like a gap), so a prefix watch over a keyspace without bound would grow without bound.
+pub const MAX_WATCH_KEYS: usize = 100_000;
+
 /// Puts one watch's changes in version order, key by key (see the module doc).
 #[derive(Debug)]
 pub struct Sequencer {
     keys: HashMap<Key, KeySequence>,
+    /// The keys holding changes that wait for a lower version (`waiting_since` set): what
+    /// [`Sequencer::expire`] and [`Sequencer::next_deadline`] look at, so that a change costs
+    /// the same whether the watch follows ten keys or a hundred thousand.
+    waiting: HashSet<Key>,
     /// Where a key not started explicitly starts (a key never written under a prefix: 0).
     default_last: u64,
     gap_wait: Duration,
+    /// Keys followed at most; a change or a state of one more is not taken, and the watch is
+    /// [`Sequencer::full`].
+    max_keys: usize,
+    full: bool,
 }
 
 impl Sequencer {
-    /// `from_version`: deliver the changes from that version on (see the module doc).
-    pub fn new(gap_wait: Duration, from_version: Option<u64>) -> Sequencer {
+    /// `from_version`: deliver the changes from that version on (see the module doc);
+    /// `max_keys`: follow at most that many keys.
+    pub fn new(gap_wait: Duration, from_version: Option<u64>, max_keys: usize) -> Sequencer {
         Sequencer {
             keys: HashMap::new(),
+            waiting: HashSet::new(),
             default_last: from_version.map_or(0, |v| v.saturating_sub(1)),
             gap_wait,
+            max_keys,
+            full: false,
+        }
+    }
+
+    /// A key came that would have been one more than `max_keys`: it was not taken, and the
+    /// watch cannot go on without losing changes (its caller ends it, saying why).
+    pub fn full(&self) -> bool {
+        self.full
+    }
+
+    /// May `key` be followed: it is already, or there is room. Marks the sequencer full if
+    /// not.
+    fn admits(&mut self, key: &[u8]) -> bool {
+        if self.keys.contains_key(key) || self.keys.len() < self.max_keys {
+            return true;
+        }
+        self.full = true;
+        false
+    }
+
+    /// Keeps [`Sequencer::waiting`] in step with `key`'s sequence.
+    fn track(&mut self, key: &Key) {
+        match self.keys.get(key).and_then(|k| k.waiting_since) {
+            Some(_) => {
+                self.waiting.insert(key.clone());
+            }
+            None => {
+                self.waiting.remove(key);
+            }
         }
     }
 
@@ -99,6 +144,10 @@ impl Sequencer {
             None => version,
             Some(from) => from.saturating_sub(1),
         };
+        if !self.admits(&key) {
+            return Vec::new();
+        }
+        self.waiting.remove(&key);
         self.keys.insert(
             key.clone(),
             KeySequence {
@@ -125,6 +174,9 @@ impl Sequencer {
 
     /// Takes announced (or read) changes of `key`; returns what can be delivered now.
     pub fn offer(&mut self, now: Instant, key: Key, changes: Vec<KeyChange>) -> Vec<WatchItem> {
+        if !self.admits(&key) {
+            return Vec::new();
+        }
         let default_last = self.default_last;
         let seq = self.keys.entry(key.clone()).or_insert_with(|| KeySequence {
             last: default_last,
@@ -145,29 +197,39 @@ impl Sequencer {
             (false, Some(since)) => Some(since),
             (false, None) => Some(now),
         };
+        self.track(&key);
         out
     }
 
     /// Skips the gaps that waited `gap_wait`; returns what that delivers.
     pub fn expire(&mut self, now: Instant) -> Vec<WatchItem> {
         let mut out = Vec::new();
-        for (key, seq) in &mut self.keys {
-            if seq
-                .waiting_since
-                .is_some_and(|since| now >= since + self.gap_wait)
-            {
-                seq.skip(key, &mut out);
-                seq.waiting_since = (!seq.held.is_empty()).then_some(now);
-            }
+        let mut due: Vec<Key> = self
+            .waiting
+            .iter()
+            .filter(|key| {
+                self.keys[*key]
+                    .waiting_since
+                    .is_some_and(|since| now >= since + self.gap_wait)
+            })
+            .cloned()
+            .collect();
+        // In key order: what a watch delivers must not depend on a hash map's order.
+        due.sort_unstable();
+        for key in due {
+            let seq = self.keys.get_mut(&key).expect("a waiting key is followed");
+            seq.skip(&key, &mut out);
+            seq.waiting_since = (!seq.held.is_empty()).then_some(now);
+            self.track(&key);
         }
         out
     }
 
     /// When [`Sequencer::expire`] next has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.keys
-            .values()
-            .filter_map(|k| k.waiting_since)
+        self.waiting
+            .iter()
+            .filter_map(|key| self.keys[key].waiting_since)
             .min()
             .map(|since| since + self.gap_wait)
     }
@@ -216,6 +278,9 @@ pub struct WatchOptions {
     /// How often the watch reads where its keys stand (a read of the key, or a listing of
     /// the prefix), so that a lost last change is reported even when nothing follows it.
     pub reconcile_every: Duration,
+    /// Keys the watch follows at most (its memory, see [`MAX_WATCH_KEYS`]): a watch whose
+    /// prefix holds more, or comes to, ends with an error saying so.
+    pub max_keys: usize,
 }
 
 impl Default for WatchOptions {
@@ -225,6 +290,7 @@ impl Default for WatchOptions {
             from_version: None,
             gap_wait: Duration::from_secs(1),
             reconcile_every: Duration::from_secs(30),
+            max_keys: MAX_WATCH_KEYS,
         }
     }
 }
@@ -274,7 +340,7 @@ fn spawn(client: Client, key: Key, options: WatchOptions) -> WatchStream {
     let (tx, items) = mpsc::channel(READY_ITEMS);
     let task = tokio::spawn(async move {
         let mut watch = Watcher {
-            seq: Sequencer::new(options.gap_wait, options.from_version),
+            seq: Sequencer::new(options.gap_wait, options.from_version, options.max_keys),
             client,
             key,
             options,
@@ -496,9 +562,19 @@ impl Watcher {
         self.emit(items).await
     }
 
+    /// Sends `items`; then, if a key did not fit ([`Sequencer::full`]), ends the watch with
+    /// the error that says so (every seen key's change was taken up to then).
     async fn emit(&self, items: Vec<WatchItem>) -> std::result::Result<(), Gone> {
         for item in items {
             self.out.send(Ok(item)).await.map_err(|_| Gone)?;
+        }
+        if self.seq.full() {
+            let error = Error::BadRequest(format!(
+                "the watch follows {} keys, its most: watch a narrower prefix",
+                self.options.max_keys
+            ));
+            let _ = self.out.send(Err(error)).await;
+            return Err(Gone);
         }
         Ok(())
     }
@@ -528,7 +604,7 @@ mod tests {
     #[test]
     fn changes_in_order_are_delivered_at_once_and_duplicates_dropped() {
         let now = Instant::now();
-        let mut s = Sequencer::new(Duration::from_secs(1), None);
+        let mut s = Sequencer::new(Duration::from_secs(1), None, MAX_WATCH_KEYS);
         assert!(s.start(now, b"k".to_vec(), 3, None, None).is_empty());
         let out = s.offer(now, b"k".to_vec(), vec![change(4, "a"), change(5, "b")]);
         assert_eq!(versions(&out), ["4", "5"]);
@@ -541,7 +617,7 @@ mod tests {
     #[test]
     fn a_change_out_of_order_waits_for_the_one_below_it() {
         let now = Instant::now();
-        let mut s = Sequencer::new(Duration::from_secs(1), None);
+        let mut s = Sequencer::new(Duration::from_secs(1), None, MAX_WATCH_KEYS);
         s.start(now, b"k".to_vec(), 1, None, None);
         assert!(s.offer(now, b"k".to_vec(), vec![change(3, "c")]).is_empty());
         assert_eq!(s.next_deadline(), Some(now + Duration::from_secs(1)));
@@ -553,7 +629,7 @@ mod tests {
     #[test]
     fn a_gap_that_waited_is_skipped_explicitly_and_late_changes_below_it_dropped() {
         let now = Instant::now();
-        let mut s = Sequencer::new(Duration::from_secs(1), None);
+        let mut s = Sequencer::new(Duration::from_secs(1), None, MAX_WATCH_KEYS);
         s.start(now, b"k".to_vec(), 1, None, None);
         assert!(s
             .offer(now, b"k".to_vec(), vec![change(4, "d"), change(5, "e")])
@@ -565,10 +641,61 @@ mod tests {
         assert_eq!(s.last(b"k"), Some(5));
     }
 
+    /// A watch follows at most `max_keys` keys: a state or a change of one more is not taken
+    /// and the sequencer says it is full (the watch then ends, saying why); the keys it
+    /// follows go on as before.
+    #[test]
+    fn a_key_past_the_most_a_watch_follows_is_refused_and_marks_it_full() {
+        let now = Instant::now();
+        let mut s = Sequencer::new(Duration::from_secs(1), None, 2);
+        s.start(now, b"a".to_vec(), 1, None, None);
+        assert_eq!(
+            versions(&s.offer(now, b"b".to_vec(), vec![change(1, "b")])),
+            ["1"]
+        );
+        assert!(!s.full());
+        assert!(s.offer(now, b"c".to_vec(), vec![change(1, "c")]).is_empty());
+        assert!(s.full() && !s.knows(b"c"));
+        assert!(s.start(now, b"d".to_vec(), 4, None, None).is_empty());
+        assert!(!s.knows(b"d"));
+        assert_eq!(
+            versions(&s.offer(now, b"a".to_vec(), vec![change(2, "a")])),
+            ["2"]
+        );
+    }
+
+    /// Only the keys that hold a change waiting are looked at for gaps, and they are skipped in
+    /// key order (not a hash map's), whatever the number of keys followed.
+    #[test]
+    fn gaps_of_many_keys_expire_in_key_order_and_only_waiting_keys_count() {
+        let now = Instant::now();
+        let mut s = Sequencer::new(Duration::from_secs(1), None, MAX_WATCH_KEYS);
+        for i in 0..1_000u32 {
+            s.start(now, format!("k{i:04}").into_bytes(), 1, None, None);
+        }
+        assert_eq!(s.next_deadline(), None);
+        for i in [700u32, 3, 42] {
+            let key = format!("k{i:04}").into_bytes();
+            assert!(s.offer(now, key, vec![change(3, "x")]).is_empty());
+        }
+        assert_eq!(s.waiting.len(), 3);
+        assert_eq!(s.next_deadline(), Some(now + Duration::from_secs(1)));
+        let out = s.expire(now + Duration::from_secs(1));
+        let skipped: Vec<&[u8]> = out
+            .iter()
+            .filter_map(|i| match i {
+                WatchItem::Skipped { key, .. } => Some(key.as_slice()),
+                WatchItem::Change { .. } => None,
+            })
+            .collect();
+        assert_eq!(skipped, vec![&b"k0003"[..], b"k0042", b"k0700"]);
+        assert!(s.waiting.is_empty() && s.next_deadline().is_none());
+    }
+
     #[test]
     fn from_version_delivers_the_state_read_and_says_what_it_cannot() {
         let now = Instant::now();
-        let mut s = Sequencer::new(Duration::ZERO, Some(3));
+        let mut s = Sequencer::new(Duration::ZERO, Some(3), MAX_WATCH_KEYS);
         let out = s.start(now, b"k".to_vec(), 3, Some(b"v".to_vec()), Some(3));
         assert_eq!(versions(&out), ["3"]);
         let out = s.start(now, b"j".to_vec(), 7, Some(b"v".to_vec()), Some(3));

@@ -340,6 +340,7 @@ fn the_api_bounds_its_connections_header_time_and_watch_streams() {
             config.limits.http_header_timeout_ms = 500;
             config.limits.http_max_connections = 2;
             config.limits.http_max_watches = 1;
+            config.limits.http_watch_max_keys = 1;
         })
     });
     let http = cluster.config.http_addr_of(1).expect("node 1 serves HTTP");
@@ -421,6 +422,31 @@ fn the_api_bounds_its_connections_header_time_and_watch_streams() {
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!("the slot came back after {:?}", started.elapsed());
+
+    // A watch follows at most `http_watch_max_keys` keys (1 here, enough for the key watched
+    // above): a prefix that holds two ends its stream with an error event naming the limit.
+    runtime.block_on(async {
+        let client = cluster.client();
+        client.put(b"wk/a", b"1").await.unwrap();
+        client.put(b"wk/b", b"2").await.unwrap();
+    });
+    let watch = format!("GET /v1/watch/wk%2F?prefix=true HTTP/1.1\r\nHost: {http}\r\n\r\n");
+    let until = Instant::now() + Duration::from_secs(30);
+    let stream = loop {
+        let mut stream = std::net::TcpStream::connect(http).unwrap();
+        stream.write_all(watch.as_bytes()).unwrap();
+        stream.read_exact(&mut answer).unwrap();
+        if &answer == b"HTTP/1.1 200" {
+            break stream;
+        }
+        assert!(Instant::now() < until, "the watch's slot never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (_, events) = closed_within(stream, Duration::from_secs(20));
+    assert!(
+        events.contains("event: error") && events.contains("follows 1 keys, its most"),
+        "{events}"
+    );
     drop(cluster);
 }
 

@@ -173,6 +173,69 @@ async fn every_change_to_a_hot_key_with_many_writers_arrives_in_order_with_no_ga
     }
 }
 
+/// A watch follows at most `max_keys` keys (its memory is a version per key): within it,
+/// the changes come as always; a key of the prefix past it ends the watch with an error that
+/// names the limit, after every change taken before it, and a prefix that holds more keys
+/// than that from the start ends its watch at once, with nothing delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_ends_with_an_error_at_the_most_keys_it_follows() {
+    let cluster = TestCluster::start();
+    let client = cluster.client();
+    client.put(b"p/a", b"a1").await.unwrap();
+    let options = WatchOptions {
+        prefix: true,
+        max_keys: 2,
+        ..WatchOptions::default()
+    };
+    let mut stream = client.watch(b"p/", options.clone());
+    // The marker is the second key: within the most.
+    let marker = wait_started(&client, &mut stream, b"p/marker").await;
+    assert!(matches!(marker, WatchItem::Change { ref key, .. } if key == b"p/marker"));
+    client.put(b"p/a", b"a2").await.unwrap();
+    client.put(b"p/c", b"the third key").await.unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut items = Vec::new();
+    let error = loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.next()).await {
+            Ok(Some(Ok(item))) => items.push(item),
+            Ok(Some(Err(e))) => break e,
+            Ok(None) => panic!("the watch ended without an error: {items:?}"),
+            Err(_) => panic!("no error within 30 s: {items:?}"),
+        }
+    };
+    assert!(error.is_bad_input(), "{error}");
+    assert!(
+        error.to_string().contains("follows 2 keys, its most"),
+        "{error}"
+    );
+    let a2 = WatchItem::Change {
+        key: b"p/a".to_vec(),
+        version: 2,
+        value: Some(b"a2".to_vec()),
+    };
+    assert!(items.contains(&a2), "{items:?}");
+    assert!(
+        items
+            .iter()
+            .all(|i| !matches!(i, WatchItem::Change { key, .. } if key == b"p/c")),
+        "{items:?}"
+    );
+    assert!(
+        stream.next().await.is_none(),
+        "the watch goes on after its error"
+    );
+    // Three keys already under the prefix: the watch ends before it delivers anything.
+    let mut stream = client.watch(b"p/", options);
+    let first = tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("the watch said nothing in 30 s");
+    match first {
+        Some(Err(e)) => assert!(e.to_string().contains("its most"), "{e}"),
+        other => panic!("expected the limit's error first, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prefix_watch_starts_every_key_where_it_stands_deleted_keys_included() {
     let cluster = TestCluster::start();

@@ -663,7 +663,10 @@ impl HttpApi {
     /// [`HEARTBEAT`]. The watch runs as the CLI's does (`Client::watch`, from this node, over
     /// the members' addresses): it resumes on another node and says every gap.
     fn watch(&self, key: Vec<u8>, query: &str) -> std::result::Result<Answer, Status> {
-        let mut options = WatchOptions::default();
+        let mut options = WatchOptions {
+            max_keys: self.config.limits.http_watch_max_keys,
+            ..WatchOptions::default()
+        };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             match name {

@@ -386,7 +386,7 @@ impl Node {
             pending: None,
             intact: false,
             rolled_back: false,
-            watch: Sequencer::new(WATCH_GAP_WAIT, None),
+            watch: Sequencer::new(WATCH_GAP_WAIT, None, crate::watch::MAX_WATCH_KEYS),
             keeper: keeper::Keeper::new(clock),
         }
     }
@@ -2096,7 +2096,7 @@ impl Sim {
         n.intact = false;
         n.link = 0;
         n.confirmation = identity::Confirmation::default();
-        n.watch = Sequencer::new(WATCH_GAP_WAIT, None);
+        n.watch = Sequencer::new(WATCH_GAP_WAIT, None, crate::watch::MAX_WATCH_KEYS);
         n.keeper = keeper::Keeper::new(n.keeper.clock());
         self.watched.end_stream(node);
         // A node dead for good ends the lists it served (nothing is recorded): left in
