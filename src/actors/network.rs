@@ -284,10 +284,13 @@ impl AsRef<[u8]> for Answer {
 fn reserved_for(call: &Call, request_bytes: usize, config: &Config) -> usize {
     let answer = match call {
         Call::Client(request) => match &request.body {
+            // Every answer that may carry a value or a lease's keys (up to a value's size:
+            // `LeaseRecord` is a value) is reserved a frame.
             crate::messages::RequestBody::Kv {
-                command: crate::paxos::types::Command::Get,
+                command: crate::paxos::types::Command::Get | crate::paxos::types::Command::Inspect,
                 ..
-            } => config.frame_limit(),
+            }
+            | crate::messages::RequestBody::LeaseKeys { .. } => config.frame_limit(),
             crate::messages::RequestBody::List { .. }
             | crate::messages::RequestBody::ListVersions { .. } => (LIST_FRAMES
                 * config.frame_limit())
