@@ -20,6 +20,13 @@ pub const LMDB_MAX_KEY_BYTES: usize = 511;
 /// Room in a frame beyond one key and one value: ballots, versions, the remembered writes.
 const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
 
+/// Keys one watch follows at most by default (`watch::MAX_WATCH_KEYS`, the HTTP watches'
+/// `limits.http_watch_max_keys`): its memory is a version per key it has seen, kept for as
+/// long as it runs (a change of a key it forgot would look like a gap), so a prefix watch
+/// over a keyspace without bound would grow without bound. Here, not in `watch`, which
+/// depends on this module through the client.
+pub const WATCH_MAX_KEYS: usize = 100_000;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -251,7 +258,7 @@ impl Default for Limits {
             http_max_connections: 256,
             http_header_timeout_ms: 5_000,
             http_max_watches: 1_024,
-            http_watch_max_keys: crate::watch::MAX_WATCH_KEYS,
+            http_watch_max_keys: WATCH_MAX_KEYS,
             http_idempotency_keys: 100_000,
             http_request_timeout_ms: 10_000,
             max_leases: 1_000_000,

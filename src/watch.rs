@@ -63,10 +63,9 @@ struct KeySequence {
     waiting_since: Option<Instant>,
 }
 
-/// Keys one watch follows at most by default ([`WatchOptions::max_keys`]): its memory is a
-/// version per key it has seen, kept for as long as it runs (a change of a key it forgot would
-/// look like a gap), so a prefix watch over a keyspace without bound would grow without bound.
-pub const MAX_WATCH_KEYS: usize = 100_000;
+/// Keys one watch follows at most by default ([`WatchOptions::max_keys`]; see
+/// [`crate::config::WATCH_MAX_KEYS`]).
+pub const MAX_WATCH_KEYS: usize = crate::config::WATCH_MAX_KEYS;
 
 /// Puts one watch's changes in version order, key by key (see the module doc).
 #[derive(Debug)]

@@ -23,7 +23,7 @@ use support::{got, Cluster, TestCluster};
 /// changes.
 #[tokio::test]
 async fn a_contradictory_paxos_message_is_dropped_and_counted_and_changes_nothing() {
-    use paxkv::messages::{ClientRequest, Envelope, Frame, PeerMessage, RequestBody};
+    use paxkv::messages::{Envelope, Frame, PeerMessage};
     use paxkv::paxos::types::{Ballot, Register, Remembered, RequestId, WriteOutcome};
     let cluster = TestCluster::start();
     let client = cluster.client_for(1);
@@ -81,25 +81,8 @@ async fn a_contradictory_paxos_message_is_dropped_and_counted_and_changes_nothin
             },
         ),
     ];
-    let mut raw = TcpStream::connect(cluster.addr(1)).unwrap();
-    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    for frame in &contradictory {
-        raw.write_all(frame).unwrap();
-    }
-    // The same connection still answers a request.
-    let ping = Frame::Request(ClientRequest {
-        id: 42,
-        body: RequestBody::Ping,
-    });
-    raw.write_all(&paxkv::frame::encode(&ping)).unwrap();
-    let mut len = [0u8; 4];
-    raw.read_exact(&mut len).unwrap();
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    raw.read_exact(&mut body).unwrap();
-    match paxkv::frame::decode(&body).unwrap() {
-        Frame::Response(response) => assert_eq!(response.id, 42),
-        other => panic!("expected the ping's answer, got {other:?}"),
-    }
+    // On one connection, which still answers a request after them.
+    send_then_ping(cluster.addr(1), &contradictory);
     assert_eq!(client.get(b"k").await.unwrap(), got("v", 1));
     let dropped = cluster.status(1).await.bad_frames - before;
     assert_eq!(dropped, contradictory.len() as u64);
