@@ -1038,6 +1038,28 @@ fn watch_streams_one_json_line_per_change_until_interrupted(cluster: &Cluster) {
     send_signal(watch.id(), libc::SIGINT);
     let status = watch.wait().expect("paxkv watch exits");
     assert_eq!(status.code(), Some(0), "exit 0 on Ctrl-C");
+    // `--max-keys 1` over a prefix holding two keys (`w/start`, and `w/a`, deleted: a watch
+    // follows deleted keys too): the watch ends at once, exit 2, naming its limit.
+    // (Spawned and waited for with a deadline: a watch that does not end would run for ever.)
+    let mut watch = Command::new(BIN)
+        .args(["--config", cluster.config(), "watch", "w/", "--prefix"])
+        .args(["--max-keys", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start paxkv watch");
+    let ended = wait_until(Duration::from_secs(30), || {
+        watch.try_wait().expect("the watch's status").is_some()
+    });
+    if !ended {
+        let _ = watch.kill();
+    }
+    let output = watch.wait_with_output().expect("paxkv watch's output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(ended, "the watch past its keys did not end: {stderr:?}");
+    assert_eq!(output.status.code(), Some(2), "stderr {stderr:?}");
+    assert!(stderr.contains("follows 1 keys, its most"), "{stderr:?}");
 }
 
 #[test]

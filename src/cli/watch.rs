@@ -8,7 +8,8 @@
 //! Text: `key version value` per change (`key version` and nothing else for a delete), and
 //! `key skipped_to V`; keys and values that are not UTF-8 printed `base64:` and their base64,
 //! as `list` prints them (use `--json` when a key or value may hold a space or a newline).
-//! Exit 0 on Ctrl-C, 3 when no node can serve the watch, 2 for a key no watch may have.
+//! Exit 0 on Ctrl-C, 3 when no node can serve the watch, 2 for a key no watch may have or a
+//! watch past `--max-keys` keys.
 
 use std::ffi::OsString;
 use std::io::Write as _;
@@ -36,6 +37,10 @@ pub struct WatchArgs {
     /// was lost is reported even when no change follows it.
     #[arg(long, default_value_t = 30_000)]
     reconcile_ms: u64,
+    /// Keys the watch follows at most (it keeps a version per key it has seen): past it the
+    /// watch ends with an error, exit 2.
+    #[arg(long, default_value_t = paxkv::watch::MAX_WATCH_KEYS)]
+    max_keys: usize,
 }
 
 pub async fn run(client: Client, args: WatchArgs, json: bool) -> i32 {
@@ -44,6 +49,7 @@ pub async fn run(client: Client, args: WatchArgs, json: bool) -> i32 {
         prefix: args.prefix,
         from_version: args.from_version,
         reconcile_every: Duration::from_millis(args.reconcile_ms.max(1)),
+        max_keys: args.max_keys.max(1),
         ..WatchOptions::default()
     };
     let mut stream = client.watch(&key, options);
