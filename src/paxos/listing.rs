@@ -204,10 +204,11 @@ impl PageScan {
     }
 
     /// What every correct voter's answer is: records of keys under the prefix (a key outside
-    /// it would be listed), no more of them than an ask asks for, each within the bounds and invariants a record keeps (`SyncRecord::check`:
-    /// a broken record would be counted as a vote), and not empty when it says it has more
-    /// (the voter's "more" without a key would be taken as its last page, and every key after
-    /// the ask counted as one it holds no record of). Key order is the merge's check.
+    /// it would be listed), no more of them than an ask asks for, each within the bounds and
+    /// invariants a record keeps (`SyncRecord::check`: a broken record would be counted as a
+    /// vote), and not empty when it says it has more (the voter's "more" without a key would
+    /// be taken as its last page, and every key after the ask counted as one it holds no
+    /// record of). Key order is the merge's check.
     fn check_answer(&self, records: &[SyncRecord], more: bool) -> std::result::Result<(), String> {
         if records.len() > self.sizes.most {
             return Err(format!(
