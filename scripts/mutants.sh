@@ -257,7 +257,7 @@ mutants=(
   'http-watch-max-keys-ignored @@ src/actors/http_api.rs @@ s/            max_keys: self.config.limits.http_watch_max_keys,/            max_keys: crate::watch::MAX_WATCH_KEYS,/ @@ --test http_api the_api_bounds'
   'watch-gaps-expire-in-map-order @@ src/watch.rs @@ s/        due.sort_unstable();// @@ --lib gaps_of_many_keys_expire'
   'watch-waiting-set-not-kept @@ src/watch.rs @@ /    fn track(\&mut self, key: \&Key) {/a\        return;\n        #[allow(unreachable_code)] @@ --lib gaps_of_many_keys_expire'
-  'cli-watch-max-keys-ignored @@ src/cli/watch.rs @@ s/        max_keys: args.max_keys.max(1),/        max_keys: paxkv::watch::MAX_WATCH_KEYS,/ @@ --test cli cli_round_trips'
+  'cli-watch-max-keys-ignored @@ src/cli/watch.rs @@ s/        max_keys: args.max_keys.get(),/        max_keys: paxkv::watch::MAX_WATCH_KEYS,/ @@ --test cli cli_round_trips'
   'lease-keys-reserved-a-small-answer @@ src/actors/network.rs @@ s/            | crate::messages::RequestBody::LeaseKeys { .. } => config.frame_limit(),/            | crate::messages::RequestBody::Ping => config.frame_limit(),/ @@ --test transport_lease_keys_budget lease_keys_never_read'
   'pinned-client-retries-a-node-that-cannot-serve @@ src/client.rs @@ s/if self.inner.options.pinned \&\& matches!(e, Error::NotThisNode(_)) =>/if false \&\& matches!(e, Error::NotThisNode(_)) =>/ @@ --test membership_who_may_vote a_removed_node_that_returns'
 )

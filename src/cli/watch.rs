@@ -39,8 +39,8 @@ pub struct WatchArgs {
     reconcile_ms: u64,
     /// Keys the watch follows at most (it keeps a version per key it has seen): past it the
     /// watch ends with an error, exit 2.
-    #[arg(long, default_value_t = paxkv::watch::MAX_WATCH_KEYS)]
-    max_keys: usize,
+    #[arg(long, default_value_t = std::num::NonZeroUsize::new(paxkv::watch::MAX_WATCH_KEYS).expect("not zero"))]
+    max_keys: std::num::NonZeroUsize,
 }
 
 pub async fn run(client: Client, args: WatchArgs, json: bool) -> i32 {
@@ -49,7 +49,7 @@ pub async fn run(client: Client, args: WatchArgs, json: bool) -> i32 {
         prefix: args.prefix,
         from_version: args.from_version,
         reconcile_every: Duration::from_millis(args.reconcile_ms.max(1)),
-        max_keys: args.max_keys.max(1),
+        max_keys: args.max_keys.get(),
         ..WatchOptions::default()
     };
     let mut stream = client.watch(&key, options);
