@@ -190,6 +190,9 @@ pub struct Limits {
     /// Keys a `list` page holds when it asks for no number, and at most.
     pub list_default_limit: usize,
     pub list_max_limit: usize,
+    /// Keys a `list` page passes over (deleted, or the cluster's own) before it ends early,
+    /// its `next` the last one (`actors::list`): bounds a page's work by the page.
+    pub list_max_skipped: usize,
     /// Watches a node serves at once, and one connection holds.
     pub max_watchers: usize,
     pub max_watchers_per_connection: usize,
@@ -252,6 +255,7 @@ impl Default for Limits {
             slow_reader_timeout_ms: 10_000,
             list_default_limit: 100,
             list_max_limit: 10_000,
+            list_max_skipped: 16_384,
             max_watchers: 10_000,
             max_watchers_per_connection: 10_000,
             watch_buffer_bytes: 1 << 20,
@@ -482,6 +486,7 @@ impl Config {
                 "must be at least limits.list_default_limit",
             ));
         }
+        positive("limits.list_max_skipped", l.list_max_skipped as u64)?;
         positive("limits.max_watchers", l.max_watchers as u64)?;
         positive(
             "limits.max_watchers_per_connection",

@@ -39,8 +39,22 @@
 //!    within the call of a key not deleted during it is live (only a delete makes it not), so
 //!    it is listed.
 //! 3. *In order, each key once per page*, from the k-way merge (`paxos::merge`); a
-//!    page's `next` is its last key, so a key live for the whole listing appears in exactly
-//!    one page.
+//!    page's `next` is its last key, or the last key it examined past its last item (below),
+//!    and every key up to `next` is decided by the page: the pages of a listing cover
+//!    consecutive ranges of keys, so a key live for the whole listing appears in exactly one
+//!    page.
+//!
+//! **A page's work is bounded by the page, not by the prefix.** Deleted keys keep their
+//! records and are examined, not listed; so are the cluster's own keys (the leases' registers
+//! sort first, under `\0paxkv/`, for the empty prefix). A page that has passed over
+//! `limits.list_max_skipped` of them (16,384) ends at the one where it did, however few items
+//! it holds, with that key as `next` (an empty page with a `next` is a page like any other:
+//! ask again after it). Without the bound, a page of one key after a million deletes would
+//! scan, send and merge a million records on a majority of the voters before it answered.
+//! `next` is then a key that is not listed, possibly one of the cluster's own: a position, to
+//! be passed back as `after`, nothing more. The cut is in `PageScan` (the simulation runs it,
+//! with the bound down to one key, and checks that each page decides every key up to its
+//! `next`).
 //!
 //! What could go wrong, and why it cannot: a voter scanned while it is cut off answers with
 //! old records; it is one vote, and a state is taken from the records only where a quorum
@@ -86,11 +100,15 @@ const SCAN_PAGE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How much a voter is asked for per scan page: what the list's page can still hold, 64 more
 /// (deleted keys and keys of the cluster's own take room and are not listed), at most
-/// `DIGEST_PAGE_ENTRIES` (and the voter stops at half a frame of bytes).
-const SCAN_SIZES: ScanSizes = ScanSizes {
-    slack: 64,
-    most: DIGEST_PAGE_ENTRIES,
-};
+/// `DIGEST_PAGE_ENTRIES` (and the voter stops at half a frame of bytes); and the keys a page
+/// passes over at most, `limits.list_max_skipped`.
+fn scan_sizes(limits: &Limits) -> ScanSizes {
+    ScanSizes {
+        slack: 64,
+        most: DIGEST_PAGE_ENTRIES,
+        skipped: limits.list_max_skipped,
+    }
+}
 
 /// Read rounds a page runs at once, for keys the records do not decide.
 const READ_ROUNDS_IN_FLIGHT: usize = 64;
@@ -145,7 +163,7 @@ impl Lister {
             .map(|&v| Ok((v, addr_of(&m, v)?)))
             .collect::<Result<Vec<_>>>()?;
         let client = self.members.client_of(&addrs);
-        let mut scan = PageScan::new(spec, voters.len(), m.quorums(), SCAN_SIZES);
+        let mut scan = PageScan::new(spec, voters.len(), m.quorums(), scan_sizes(limits));
         loop {
             let asks = scan.asks().into_iter().map(|ask| {
                 let body = NodeRequest::Scan {

@@ -134,11 +134,12 @@ fn write_page(page: &ListPage, json: bool) -> std::io::Result<()> {
 }
 
 /// The argument that lists the keys after `key`: `--after KEY`, or `--after-base64 B64` for a
-/// key that is not UTF-8.
+/// key that is not UTF-8 or holds a NUL (no command line can carry one: a page cut among the
+/// cluster's own keys, `\0paxkv/...`, says one of them as its `next`).
 fn resume(key: &[u8]) -> String {
     match std::str::from_utf8(key) {
-        Ok(key) => format!("--after {key}"),
-        Err(_) => format!("--after-base64 {}", BASE64_STANDARD.encode(key)),
+        Ok(key) if !key.contains('\0') => format!("--after {key}"),
+        _ => format!("--after-base64 {}", BASE64_STANDARD.encode(key)),
     }
 }
 
@@ -161,4 +162,19 @@ fn page_text(page: &ListPage) -> Vec<u8> {
         out.push('\n');
     }
     out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resume;
+
+    #[test]
+    fn a_key_no_command_line_can_carry_is_resumed_in_base64() {
+        assert_eq!(resume(b"app/b"), "--after app/b");
+        assert_eq!(resume(b"\xff"), "--after-base64 /w==");
+        assert_eq!(
+            resume(b"\0paxkv/lease/1"),
+            "--after-base64 AHBheGt2L2xlYXNlLzE="
+        );
+    }
 }

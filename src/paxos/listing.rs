@@ -85,11 +85,16 @@ pub struct PageSpec {
 }
 
 /// How much each voter is asked for per scan page: what the page can still hold plus `slack`
-/// (deleted and reserved keys take room and are not listed), at most `most`.
+/// (deleted and reserved keys take room and are not listed), at most `most`; and how many keys
+/// the page passes over (examined and not listed: deleted keys, keys of the cluster's own) at
+/// most: once it has passed over `skipped` keys, the page ends at the key where it did, with
+/// that key as its `next`, whatever room it has left. A page's work is then bounded by its
+/// limit, `skipped` and one batch of the merge, not by how many deleted keys its prefix holds.
 #[derive(Debug, Clone, Copy)]
 pub struct ScanSizes {
     pub slack: usize,
     pub most: usize,
+    pub skipped: usize,
 }
 
 /// A scan page to ask of voter `voter` (the index in the epoch's voters): its records under
@@ -125,6 +130,11 @@ pub struct PageScan {
     page: PageBuilder,
     /// Keys of the last batch not offered yet.
     unoffered: usize,
+    /// Keys passed over so far (`ScanSizes::skipped`).
+    skipped: usize,
+    /// The key where the page passed over its last key, once it has: every key up to it is
+    /// decided, the batch was cut there, and the page ends after the batch with it as `next`.
+    stopped_at: Option<Key>,
 }
 
 impl PageScan {
@@ -147,6 +157,8 @@ impl PageScan {
             started: false,
             last_error: None,
             unoffered: 0,
+            skipped: 0,
+            stopped_at: None,
         }
     }
 
@@ -246,40 +258,67 @@ impl PageScan {
                 self.last_error.clone().unwrap_or_default()
             )));
         }
-        if self.started && self.merge.is_done() {
+        if self.stopped_at.is_some() || (self.started && self.merge.is_done()) {
             return Ok(None);
         }
         self.started = true;
-        let reserved = self.spec.reserved;
-        let batch: Batch = self
-            .merge
-            .next_batch()
-            .into_iter()
-            .filter(|k| reserved || !k.key.starts_with(RESERVED_PREFIX))
-            .map(|k| self.chosen(k))
-            .collect();
+        let mut batch = Batch::new();
+        for k in self.merge.next_batch() {
+            if !self.spec.reserved && k.key.starts_with(RESERVED_PREFIX) {
+                // Passed over; the keys after the one that reaches the bound are cut from this
+                // page (the next one scans them again after its `next`).
+                if self.passed_over() {
+                    self.stopped_at = Some(k.key);
+                    break;
+                }
+                continue;
+            }
+            batch.push(self.chosen(k));
+        }
         self.unoffered = batch.len();
         Ok(Some(batch))
     }
 
+    /// Counts a key passed over; true once the page has passed over as many as it may.
+    fn passed_over(&mut self) -> bool {
+        self.skipped += 1;
+        self.skipped >= self.sizes.skipped
+    }
+
+    /// Do keys follow the last one offered: in the batch, in the merge, or cut from the batch
+    /// when the page passed over its last key?
+    fn more_follow(&self) -> bool {
+        self.unoffered > 0 || self.stopped_at.is_some() || !self.merge.is_done()
+    }
+
     /// The next key of the last batch, in order, with its state: the page once it is
-    /// complete (it ends at its last item, or before an item that would take it past its
-    /// bytes).
+    /// complete (it ends at its last item, before an item that would take it past its bytes,
+    /// or at the key it passes over last, `ScanSizes::skipped`).
     pub fn offer(&mut self, key: Key, state: Versioned) -> Option<ListPage> {
         self.unoffered = self.unoffered.saturating_sub(1);
+        if !self.page.lists(&state) {
+            if self.passed_over() && self.more_follow() {
+                return Some(self.page.finish_at(key));
+            }
+            return None;
+        }
         if self.page.is_full_before(&key, &state) {
             return Some(self.page.finish(true));
         }
         if self.page.add(key, state) {
-            let more = self.unoffered > 0 || !self.merge.is_done();
+            let more = self.more_follow();
             return Some(self.page.finish(more));
         }
         None
     }
 
-    /// The page, once [`PageScan::batch`] said the prefix is exhausted.
+    /// The page, once [`PageScan::batch`] said the prefix is exhausted, or that the page
+    /// passed over its last key (its `next` is then that key).
     pub fn finish(mut self) -> ListPage {
-        self.page.finish(false)
+        match self.stopped_at.take() {
+            Some(key) => self.page.finish_at(key),
+            None => self.page.finish(false),
+        }
     }
 
     /// Did voter `voter`'s scan cover `key` (so that holding no record of it is an answer)?
@@ -381,6 +420,15 @@ impl PageBuilder {
         let next = more.then(|| items.last().map(|i| i.key.clone())).flatten();
         ListPage { items, next }
     }
+
+    /// The page's items, and `next` as its `next`: the last key the page examined, at or after
+    /// its last item (every key up to it decided by this page).
+    fn finish_at(&mut self, next: Key) -> ListPage {
+        ListPage {
+            items: std::mem::take(&mut self.items),
+            next: Some(next),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -417,7 +465,165 @@ mod tests {
         }
     }
 
-    const SIZES: ScanSizes = ScanSizes { slack: 4, most: 8 };
+    /// `key` deleted at a classic ballot, as a voter's scan sends it.
+    fn deleted(key: &str) -> SyncRecord {
+        let mut record = chosen(key, "");
+        record.record.state.value = None;
+        record.record.state.version = 2;
+        record
+    }
+
+    /// One page of `spec` over three voters that each hold `records` and send them in one
+    /// scan page, every key decided by the records.
+    fn page_of(spec: PageSpec, skipped: usize, records: &[SyncRecord]) -> ListPage {
+        let sizes = ScanSizes {
+            slack: 4,
+            most: 100,
+            skipped,
+        };
+        let mut scan = PageScan::new(spec, 3, Quorums::new(3), sizes);
+        loop {
+            for ask in scan.asks() {
+                let after = ask.after.clone();
+                let sent: Vec<SyncRecord> = records
+                    .iter()
+                    .filter(|r| r.key.starts_with(&scan.spec().prefix))
+                    .filter(|r| after.as_ref().is_none_or(|a| r.key > *a))
+                    .cloned()
+                    .collect();
+                scan.answered(ask.voter, Ok((sent, false)));
+            }
+            let Some(batch) = scan.batch().unwrap() else {
+                return scan.finish();
+            };
+            for (key, state) in batch {
+                let state = state.expect("decided by the records");
+                if let Some(page) = scan.offer(key, state) {
+                    return page;
+                }
+            }
+        }
+    }
+
+    fn keys(page: &ListPage) -> Vec<String> {
+        page.items
+            .iter()
+            .map(|i| String::from_utf8_lossy(&i.key).into_owned())
+            .collect()
+    }
+
+    fn next(page: &ListPage) -> Option<String> {
+        page.next
+            .as_ref()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+    }
+
+    /// A page that has passed over its bound of deleted keys ends at the one where it did,
+    /// with fewer items than it may hold, and that key as its `next`; the page after it goes
+    /// on from there, and the two together list every live key once.
+    #[test]
+    fn a_page_ends_where_it_passed_over_its_last_deleted_key() {
+        let records = [
+            chosen("p/a", "1"),
+            deleted("p/b"),
+            deleted("p/c"),
+            deleted("p/d"),
+            deleted("p/e"),
+            chosen("p/f", "2"),
+        ];
+        let page = page_of(spec(), 3, &records);
+        assert_eq!(keys(&page), vec!["p/a"]);
+        assert_eq!(next(&page).as_deref(), Some("p/d"));
+        let after = PageSpec {
+            after: page.next,
+            ..spec()
+        };
+        let page = page_of(after, 3, &records);
+        assert_eq!(keys(&page), vec!["p/f"]);
+        assert_eq!(next(&page), None);
+        // Within the bound, one page holds them all.
+        let page = page_of(spec(), 5, &records);
+        assert_eq!(keys(&page), vec!["p/a", "p/f"]);
+        assert_eq!(next(&page), None);
+    }
+
+    /// The cluster's own keys count as passed over too (the empty prefix meets them first):
+    /// the batch is cut at the one that reaches the bound, the page ends there, and a page
+    /// that fills just before the cut still says that keys follow (the merge itself is done:
+    /// the keys after the cut are scanned again by the next page).
+    #[test]
+    fn a_page_cut_among_the_clusters_own_keys_goes_on_after_them() {
+        let own = |i: u32| {
+            let mut key = RESERVED_PREFIX.to_vec();
+            key.extend_from_slice(format!("lease/{i}").as_bytes());
+            SyncRecord {
+                key,
+                ..chosen("", "lease")
+            }
+        };
+        let records = [
+            chosen("\0a", "before"),
+            own(1),
+            own(2),
+            own(3),
+            chosen("z", "after"),
+        ];
+        let all = PageSpec {
+            prefix: Vec::new(),
+            ..spec()
+        };
+        // The page fills at its last item before the cut: it must not say the prefix ends.
+        let page = page_of(
+            PageSpec {
+                limit: 1,
+                ..all.clone()
+            },
+            1,
+            &records,
+        );
+        assert_eq!(keys(&page), vec!["\0a"]);
+        assert_eq!(next(&page).as_deref(), Some("\0a"));
+        // Pages cut among the cluster's keys: their `next` is one of them, the keys after it
+        // come in the next page, and every live key is listed once.
+        let mut listed = Vec::new();
+        let mut nexts = Vec::new();
+        let mut after = None;
+        loop {
+            let page = page_of(
+                PageSpec {
+                    after,
+                    ..all.clone()
+                },
+                2,
+                &records,
+            );
+            listed.extend(keys(&page));
+            nexts.push(page.next.clone());
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(listed, vec!["\0a", "z"]);
+        assert_eq!(nexts, vec![Some(own(2).key), None]);
+        // Cut at the first of them: the page holds nothing and goes on after it.
+        let page = page_of(
+            PageSpec {
+                after: Some(b"\0a".to_vec()),
+                ..all
+            },
+            1,
+            &records,
+        );
+        assert!(page.items.is_empty());
+        assert_eq!(page.next, Some(own(1).key));
+    }
+
+    const SIZES: ScanSizes = ScanSizes {
+        slack: 4,
+        most: 8,
+        skipped: 1000,
+    };
 
     /// An answer no correct voter sends drops its voter, as a voter that did not answer: its
     /// records are never merged (a key outside the prefix is not listed, a broken record is

@@ -2782,6 +2782,7 @@ impl Sim {
         let sizes = ScanSizes {
             slack: self.rng.random_range(0..=3),
             most: [1, 2, 4, 4096][self.rng.random_range(0..4)],
+            skipped: [1, 2, 5, 1_000_000][self.rng.random_range(0..4)],
         };
         Some(Listing {
             node,
@@ -3021,7 +3022,9 @@ impl Sim {
         let spec = scan_page.spec().clone();
         let page = page.unwrap_or_else(|| scan_page.finish());
         // A page holds keys of its prefix after its `after`, in strictly increasing order
-        // (so each once), and its `next` is its last key.
+        // (so each once), and its `next` is its last key, or a key of its prefix after it
+        // (the last it passed over: every key up to `next` is decided by this page, checked
+        // in `record_page`).
         let mut last = spec.after.as_ref();
         for item in &page.items {
             assert!(
@@ -3031,10 +3034,18 @@ impl Sim {
             );
             last = Some(&item.key);
         }
-        assert!(
-            page.next.is_none() || page.next.as_ref() == page.items.last().map(|i| &i.key),
-            "list {list}: a page's next is not its last key"
-        );
+        if let Some(next) = &page.next {
+            assert!(
+                next.starts_with(&spec.prefix) && last.is_none_or(|last| next >= last),
+                "list {list}: a page's next {next:?} is outside its prefix or before its last key"
+            );
+            if page.items.last().map(|i| &i.key) != Some(next) {
+                *self
+                    .faults
+                    .entry("list pages ended past their last item")
+                    .or_default() += 1;
+            }
+        }
         // Within its count, and its bytes unless it holds one item (taken whatever its size).
         let bytes: usize = page
             .items
@@ -3049,7 +3060,8 @@ impl Sim {
             spec.max_bytes
         );
         *self.faults.entry("list pages").or_default() += 1;
-        if page.next.is_some() && page.items.len() < spec.limit {
+        let next_is_last = page.next.as_ref() == page.items.last().map(|i| &i.key);
+        if page.next.is_some() && next_is_last && page.items.len() < spec.limit {
             *self
                 .faults
                 .entry("list pages ended by their bytes")
@@ -4606,6 +4618,7 @@ fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_sta
         "read of a state its proposer saw chosen at the fast ballot",
         "list pages",
         "list pages ended by their bytes",
+        "list pages ended past their last item",
         "lists to their end",
         "list read rounds",
         "scan asks unanswered",
