@@ -165,7 +165,7 @@ mutants=(
   # issue 18: who may do what, and what it may cost
   'pull-from-config-addresses @@ src/actors/membership/installed.rs @@ s/^        self.fetch_and_install(\&others_of(\&m, me)).await$/        self.fetch_and_install(\&[others_of(\&m, me), self.config.addrs().into_iter().map(|a| (0, a)).collect()].concat()).await/ @@ --test transport_tls a_removed_nodes_key_at_its_config_address'
   'member-change-any-certificate @@ src/tls.rs @@ s/            (_, Frame::Request(request)) if request.body.is_member_change() => Err(format!(/            (_, Frame::Request(request)) if false \&\& request.body.is_member_change() => Err(format!(/ @@ --test transport_tls a_membership_change_needs_the_operators'
-  'handshakes-per-source-unlimited @@ src/actors/network.rs @@ s/        if \*count >= shared.config.limits.max_handshakes_per_source {/        if false \&\& *count >= shared.config.limits.max_handshakes_per_source {/ @@ --test transport_limits idle_sockets_from_one_host'
+  'handshakes-per-source-unlimited @@ src/actors/network.rs @@ s/PerSource::new(config.limits.max_handshakes_per_source)/PerSource::new(usize::MAX)/ @@ --test transport_limits idle_sockets_from_one_host'
   'inbox-given-back-on-delivery @@ src/actors/routes.rs @@ s/^\( *\)inbox,$/\1inbox: None,/ @@ --test transport_limits peer_frames_waiting_for_a_slow_acceptor'
   'no-byte-budget @@ src/actors/network.rs @@ s/    let reserved = reserved_for(\&call, request_bytes, \&shared.config);/    let reserved = 0;/ @@ --test transport_byte_budget a_connection_that_never_reads'
   # issue 20: listing (the rule is paxos::listing's, run by the runtime and the simulation)
@@ -267,6 +267,9 @@ mutants=(
   'watch-waiting-set-not-kept @@ src/watch.rs @@ /    fn track(\&mut self, key: \&Key) {/a\        return;\n        #[allow(unreachable_code)] @@ --lib gaps_of_many_keys_expire'
   'cli-watch-max-keys-ignored @@ src/cli/watch.rs @@ s/        max_keys: args.max_keys.get(),/        max_keys: paxkv::watch::MAX_WATCH_KEYS,/ @@ --test cli cli_round_trips'
   'lease-keys-reserved-a-small-answer @@ src/actors/network.rs @@ s/            | crate::messages::RequestBody::LeaseKeys { .. } => config.frame_limit(),/            | crate::messages::RequestBody::Ping => config.frame_limit(),/ @@ --test transport_lease_keys_budget lease_keys_never_read'
+  # one source address holds at most its share of the HTTP API's connections
+  'http-connections-per-source-ignored @@ src/actors/http_api.rs @@ s/            max_per_source: limits.http_max_connections_per_source,/            max_per_source: limits.http_max_connections,/ @@ --test http_api one_address_holds_at_most'
+  'source-slot-never-given-back @@ src/actors/sources.rs @@ s/            \*count -= 1;/            *count -= 0;/ @@ --lib an_address_holds_at_most'
   'pinned-client-retries-a-node-that-cannot-serve @@ src/client.rs @@ s/if self.inner.options.pinned \&\& matches!(e, Error::NotThisNode(_)) =>/if false \&\& matches!(e, Error::NotThisNode(_)) =>/ @@ --test membership_who_may_vote a_removed_node_that_returns'
 )
 

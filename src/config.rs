@@ -204,6 +204,9 @@ pub struct Limits {
     /// serves at once (more are answered 429). Its bodies are bounded by
     /// `max_value_bytes` (a value) and a few KiB (a member).
     pub http_max_connections: usize,
+    /// HTTP API connections one source address holds at once (one more is closed at once):
+    /// one host cannot take every connection from the others (`actors::sources`).
+    pub http_max_connections_per_source: usize,
     pub http_header_timeout_ms: u64,
     pub http_max_watches: usize,
     /// Keys one HTTP watch follows at most (a version per key seen, kept while it runs): a
@@ -260,6 +263,7 @@ impl Default for Limits {
             max_watchers_per_connection: 10_000,
             watch_buffer_bytes: 1 << 20,
             http_max_connections: 256,
+            http_max_connections_per_source: 64,
             http_header_timeout_ms: 5_000,
             http_max_watches: 1_024,
             http_watch_max_keys: WATCH_MAX_KEYS,
@@ -494,6 +498,10 @@ impl Config {
         )?;
         positive("limits.watch_buffer_bytes", l.watch_buffer_bytes as u64)?;
         positive("limits.http_max_connections", l.http_max_connections as u64)?;
+        positive(
+            "limits.http_max_connections_per_source",
+            l.http_max_connections_per_source as u64,
+        )?;
         positive("limits.http_header_timeout_ms", l.http_header_timeout_ms)?;
         positive("limits.http_max_watches", l.http_max_watches as u64)?;
         positive("limits.http_watch_max_keys", l.http_watch_max_keys as u64)?;

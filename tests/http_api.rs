@@ -466,6 +466,105 @@ fn the_api_bounds_its_connections_header_time_and_watch_streams() {
     drop(cluster);
 }
 
+/// One source address holds at most `http_max_connections_per_source` of the API's
+/// connections (`actors::sources`): one more from it is closed at once, unanswered, while
+/// another address is served; a connection given back makes room; and a kept-alive
+/// connection that falls idle is closed after `http_header_timeout_ms`, giving its slot back
+/// (hyper restarts the header clock once an answer is sent).
+#[test]
+fn one_address_holds_at_most_its_share_of_the_apis_connections() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster = runtime.block_on(async {
+        TestCluster::start_with(|config| {
+            let ports = support::free_ports(config.nodes.len());
+            for (node, port) in config.nodes.iter_mut().zip(ports) {
+                node.http_addr = Some(port.to_string());
+            }
+            config.limits.http_header_timeout_ms = 2_000;
+            config.limits.http_max_connections = 8;
+            config.limits.http_max_connections_per_source = 2;
+        })
+    });
+    let http = cluster.config.http_addr_of(1).expect("node 1 serves HTTP");
+    let request = format!("GET /v1/kv/a HTTP/1.1\r\nHost: {http}\r\n\r\n");
+    // A connection from `local` (port 0: any) that sends one request: its status line, or
+    // `None` if the connection was closed without one.
+    let connect_from = |local: &str| {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+        let stream = runtime.block_on(socket.connect(http)).unwrap();
+        let stream = stream.into_std().unwrap();
+        stream.set_nonblocking(false).unwrap();
+        stream
+    };
+    let status = |stream: &mut std::net::TcpStream| {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let _ = stream.write_all(request.as_bytes());
+        let mut answer = [0u8; 12];
+        stream
+            .read_exact(&mut answer)
+            .ok()
+            .map(|()| String::from_utf8_lossy(&answer).to_string())
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect_from("127.0.0.1");
+        assert_eq!(status(&mut stream).as_deref(), Some("HTTP/1.1 404"));
+        held.push(stream);
+    }
+    let started = Instant::now();
+    let mut third = connect_from("127.0.0.1");
+    assert_eq!(
+        status(&mut third),
+        None,
+        "a third connection from one address"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not closed at once"
+    );
+    let mut other = connect_from("127.0.0.2");
+    assert_eq!(
+        status(&mut other).as_deref(),
+        Some("HTTP/1.1 404"),
+        "another address is served"
+    );
+    // One given back: the address is served again (the node sees the close when it reads).
+    drop(held.pop());
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut again = loop {
+        let mut stream = connect_from("127.0.0.1");
+        if status(&mut stream).is_some() {
+            break stream;
+        }
+        assert!(Instant::now() < until, "the slot never came back");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Both held connections now sit idle after their answers: closed by the node within the
+    // header time (and a margin), each slot given back with it.
+    let mut rest = Vec::new();
+    let idle = Instant::now();
+    for stream in [&mut held[0], &mut again] {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let read = stream.read_to_end(&mut rest);
+        assert!(read.is_ok(), "an idle connection not closed: {read:?}");
+    }
+    assert!(
+        idle.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        idle.elapsed()
+    );
+    let mut fresh = connect_from("127.0.0.1");
+    assert_eq!(status(&mut fresh).as_deref(), Some("HTTP/1.1 404"));
+    drop(cluster);
+}
+
 /// A node's API sends each key to the key's home node as paxkv's client does, and on to the
 /// next when that one is down: with the first member down, every key is still written and
 /// read through another node's API, and the key-value requests reach more than one node

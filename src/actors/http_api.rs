@@ -29,7 +29,8 @@
 //!   value over the limit), 422 (an `Idempotency-Key` reused for another request), 429
 //!   (busy), 503 and `Retry-After` (it did not take effect), 504 (its outcome is unknown: it
 //!   may have taken effect; never both).
-//! - Bounds (`[limits]`): `http_max_connections`, `http_header_timeout_ms`,
+//! - Bounds (`[limits]`): `http_max_connections` (`http_max_connections_per_source` of them
+//!   from one address), `http_header_timeout_ms`,
 //!   `http_max_watches`, `http_idempotency_keys`; bodies by `max_value_bytes` (a value) and
 //!   `MEMBER_BODY_BYTES` (a member).
 
@@ -162,6 +163,7 @@ impl HttpApi {
         let endpoint = http_server::Endpoint {
             name: "HTTP API",
             max_connections: limits.http_max_connections,
+            max_per_source: limits.http_max_connections_per_source,
             header_timeout: Duration::from_millis(limits.http_header_timeout_ms),
             tls: self.tls.clone().map(|tls| {
                 let deadline = Duration::from_millis(limits.handshake_timeout_ms);

@@ -1,6 +1,9 @@
 //! The one HTTP/1.1 accept loop (hyper) of a node's HTTP endpoints: the metrics endpoint and
 //! the HTTP API. At most `max_connections` connections are served at once (more wait in the
-//! kernel's backlog), and a request's headers must arrive within `header_timeout`. With TLS
+//! kernel's backlog), at most `max_per_source` of them from one source address (one more is
+//! closed at once, before its TLS handshake: `actors::sources`), and a request's headers must
+//! arrive within `header_timeout` (hyper starts that clock again when a kept-alive connection
+//! falls idle, so an idle connection gives its slot back too). With TLS
 //! (the HTTP API of a node with `[tls]`), each connection is HTTPS: its handshake, within the
 //! handshake deadline and holding its connection slot, must verify a client certificate of
 //! the cluster's CA (`tls::Peer::accept`, the node port's own rule), and every request is
@@ -15,12 +18,14 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
+use crate::actors::sources::PerSource;
 use crate::tls::{Peer, Tls};
 
 /// An endpoint's name (in logs) and bounds.
 pub struct Endpoint {
     pub name: &'static str,
     pub max_connections: usize,
+    pub max_per_source: usize,
     pub header_timeout: Duration,
     /// HTTPS, and how long a connection's handshake may take; `None`: plaintext (whose
     /// requests are answered as `Peer::Unauthenticated`, as on the node port).
@@ -39,6 +44,7 @@ where
     let Endpoint {
         name,
         max_connections,
+        max_per_source,
         header_timeout,
         tls,
     } = endpoint;
@@ -50,17 +56,31 @@ where
         }
     };
     let slots = Arc::new(Semaphore::new(max_connections));
+    let sources = PerSource::new(max_per_source);
+    let mut refused: u64 = 0;
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 log::warn!("{name}: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
+        };
+        // Closed at once (its slot with it) when its address holds its share already.
+        let Some(source) = sources.take(from.ip()) else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                log::warn!(
+                    "{name}: refused a connection from {from} ({refused} refused so far): \
+                     {} holds {max_per_source} connections already",
+                    from.ip()
+                );
+            }
+            continue;
         };
         let answer = answer.clone();
         let tls = tls.clone();
@@ -95,7 +115,7 @@ where
             if let Err(e) = served {
                 log::debug!("{name}: connection closed: {e}");
             }
-            drop(slot);
+            drop((source, slot));
         });
     }
 }

@@ -245,6 +245,7 @@ pub async fn serve(listener: std::net::TcpListener, sources: Sources) {
     let endpoint = http_server::Endpoint {
         name: "metrics endpoint",
         max_connections: MAX_CONNECTIONS,
+        max_per_source: MAX_CONNECTIONS,
         header_timeout: HEADER_TIMEOUT,
         tls: None,
     };

@@ -55,6 +55,7 @@ pub(crate) mod outbox;
 pub(crate) mod proposer;
 pub(crate) mod router;
 pub(crate) mod routes;
+pub(crate) mod sources;
 pub(crate) mod storage;
 pub mod supervisor;
 pub(crate) mod watch;

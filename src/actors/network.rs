@@ -43,6 +43,7 @@ use crate::actors::membership::InstalledMembership;
 use crate::actors::messages::{Deliver, Inbound};
 use crate::actors::outbox::PeerQueue;
 use crate::actors::router::Router;
+use crate::actors::sources::PerSource;
 use crate::actors::{HeldBytes, Stats};
 use crate::config::Config;
 use crate::error::Error;
@@ -77,7 +78,7 @@ struct Shared {
     connections: Arc<Semaphore>,
     /// Connections in their TLS handshake, from everywhere, and per source address.
     handshakes: Arc<Semaphore>,
-    handshakes_from: std::sync::Mutex<rustc_hash::FxHashMap<std::net::IpAddr, usize>>,
+    handshakes_from: Arc<PerSource>,
     /// Bytes in flight over every connection of this node (`limits.max_node_bytes`).
     node_bytes: Arc<Semaphore>,
     /// Bytes of peers' Paxos frames waiting in the mailboxes (`limits.max_inbox_bytes`).
@@ -100,6 +101,7 @@ impl Network {
         let tls = calls.tls();
         let connections = Arc::new(Semaphore::new(config.limits.max_client_connections));
         let handshakes = Arc::new(Semaphore::new(config.limits.max_handshakes));
+        let handshakes_from = PerSource::new(config.limits.max_handshakes_per_source);
         let node_bytes = Arc::new(Semaphore::new(config.limits.max_node_bytes));
         let inbox_bytes = Arc::new(AtomicUsize::new(0));
         Network {
@@ -112,7 +114,7 @@ impl Network {
                 config,
                 stats,
                 handshakes,
-                handshakes_from: Default::default(),
+                handshakes_from,
                 node_bytes,
                 inbox_bytes,
                 connections,
@@ -162,7 +164,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         // (or plaintext), one of `limits.max_client_connections`. A node's connection takes
         // no client slot, so clients (or sockets that never finish a handshake) cannot shut
         // the peers out once they are authenticated.
-        let Some(from) = SourceSlot::take(&shared, peer.ip()) else {
+        let Some(from) = shared.handshakes_from.take(peer.ip()) else {
             limited(&shared.stats, "handshakes_per_source");
             refused(
                 &shared.stats,
@@ -217,40 +219,6 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// A connection's hold on its source address's handshake slots, given back when dropped.
-struct SourceSlot {
-    shared: Arc<Shared>,
-    ip: std::net::IpAddr,
-}
-
-impl SourceSlot {
-    fn take(shared: &Arc<Shared>, ip: std::net::IpAddr) -> Option<SourceSlot> {
-        let mut from = shared.handshakes_from.lock().expect("handshakes lock");
-        let count = from.entry(ip).or_insert(0);
-        if *count >= shared.config.limits.max_handshakes_per_source {
-            return None;
-        }
-        *count += 1;
-        Some(SourceSlot {
-            shared: shared.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut from = self.shared.handshakes_from.lock().expect("handshakes lock");
-        if let Some(count) = from.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                from.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// Counts a refusal (or a wait) by a limit, for `/metrics` (`paxkv_limited_total`).
 fn limited(stats: &Stats, limit: &'static str) {
     stats.metrics.limited.with_label_values(&[limit]).inc();
 }
