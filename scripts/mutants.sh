@@ -196,6 +196,7 @@ mutants=(
   'page-cut-says-no-more-sim @@ src/paxos/listing.rs @@ s/        self.unoffered > 0 || self.stopped_at.is_some() || !self.merge.is_done()/        self.unoffered > 0 || !self.merge.is_done()/ @@ --lib sim'
   'page-cut-keeps-going-unit @@ src/paxos/listing.rs @@ /self.stopped_at = Some(k.key);/{n;s/break;/continue;/} @@ --lib a_page_cut_among_the_clusters_own_keys'
   'page-cut-keeps-going-sim @@ src/paxos/listing.rs @@ /self.stopped_at = Some(k.key);/{n;s/break;/continue;/} @@ --lib sim'
+  'page-cut-asks-on-unit @@ src/paxos/listing.rs @@ s/        if self.stopped_at.is_some() {/        if false {/ @@ --lib a_cut_page_asks_no_voter'
   'page-cut-forgotten-sim @@ src/paxos/listing.rs @@ s/        if self.stopped_at.is_some() || (self.started \&\& self.merge.is_done()) {/        if self.started \&\& self.merge.is_done() {/ @@ --lib sim'
   'list-all-writes-pages-unawaited @@ src/cli/list.rs @@ 0,/if !written(\&mut writing).await {/s//if false {/ @@ --test cli list_all_reads_at_most_one_page_ahead'
   'list-all-says-not-where-to-go-on @@ src/cli/list.rs @@ s/if let Some(reached) = after.as_deref().filter(|_| args.all) {/if let Some(reached) = after.as_deref().filter(|_| false) {/ @@ --test cli list_all_cut_off_midway'

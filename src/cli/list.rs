@@ -38,7 +38,9 @@ pub struct ListArgs {
     /// Only keys after this one: the previous page's `next`.
     #[arg(long, conflicts_with = "after_base64")]
     after: Option<OsString>,
-    /// `--after` for a key that is not UTF-8, as the page's `next_base64` gives it.
+    /// `--after` in standard base64: for a key that is not UTF-8 (the page's `next_base64`)
+    /// or holds a NUL (a `next` where a page ended among the cluster's own keys, `\u0000paxkv/`
+    /// in JSON), which no command line can carry; `(more: ...)` says it so.
     #[arg(long)]
     after_base64: Option<String>,
     /// Print the keys without their values.

@@ -170,6 +170,11 @@ impl PageScan {
     /// up and that has more, for what the page can still hold (records past the page's end
     /// are scanned, sent and decoded for nothing, and the next page scans them again).
     pub fn asks(&self) -> Vec<ScanAsk> {
+        if self.stopped_at.is_some() {
+            // The page ends after the batch it cut: no voter is asked for more (a voter that
+            // failed to answer an ask it did not need would fail a page already decided).
+            return Vec::new();
+        }
         let limit = (self.page.room() + self.sizes.slack).min(self.sizes.most) as u32;
         self.merge
             .wanting()
@@ -617,6 +622,39 @@ mod tests {
         );
         assert!(page.items.is_empty());
         assert_eq!(page.next, Some(own(1).key));
+    }
+
+    /// A page cut while its voters have more asks none of them for it: every key up to the
+    /// cut is decided, and a voter that failed an ask the page does not need would fail it.
+    #[test]
+    fn a_cut_page_asks_no_voter_for_more() {
+        let own = |name: &str| {
+            let mut key = RESERVED_PREFIX.to_vec();
+            key.extend_from_slice(name.as_bytes());
+            SyncRecord {
+                key,
+                ..chosen("", "lease")
+            }
+        };
+        let all = PageSpec {
+            prefix: Vec::new(),
+            ..spec()
+        };
+        let sizes = ScanSizes {
+            slack: 0,
+            most: 2,
+            skipped: 1,
+        };
+        let mut scan = PageScan::new(all, 3, Quorums::new(3), sizes);
+        for voter in 0..3 {
+            scan.answered(voter, Ok((vec![own("a"), own("b")], true)));
+        }
+        assert_eq!(scan.batch().unwrap(), Some(Vec::new()), "cut at the first");
+        assert!(scan.asks().is_empty(), "{:?}", scan.asks());
+        assert_eq!(scan.batch().unwrap(), None);
+        let page = scan.finish();
+        assert!(page.items.is_empty());
+        assert_eq!(page.next, Some(own("a").key));
     }
 
     const SIZES: ScanSizes = ScanSizes {

@@ -3721,8 +3721,14 @@ struct Probe {
 
 impl Workload {
     fn new(aim: Aim) -> Workload {
+        // The first sorts before the cluster's own keys (`\0paxkv/`), so that a list of the
+        // empty prefix meets live keys on both sides of them (a page cut among them, with a
+        // live key before the cut, `PageScan::more_follow`).
         let once: Vec<Key> = (0..ONCE_KEYS)
-            .map(|i| format!("once-{i:02}").into_bytes())
+            .map(|i| match i {
+                0 => b"\0once-00".to_vec(),
+                _ => format!("once-{i:02}").into_bytes(),
+            })
             .collect();
         let race: Vec<Key> = (0..RACE_KEYS)
             .map(|i| format!("race-{i:02}").into_bytes())
