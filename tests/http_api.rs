@@ -10,11 +10,17 @@ use std::process::Command;
 use support::{Cluster, TestCluster};
 
 fn with_http() -> TestCluster {
+    with_http_and(|_| {})
+}
+
+/// A cluster whose nodes serve the HTTP API, its config changed by `tweak` first.
+fn with_http_and(tweak: impl FnOnce(&mut paxkv::config::Config)) -> TestCluster {
     TestCluster::start_with(|config| {
         let ports = support::free_ports(config.nodes.len());
         for (node, port) in config.nodes.iter_mut().zip(ports) {
             node.http_addr = Some(port.to_string());
         }
+        tweak(config);
     })
 }
 
@@ -332,11 +338,7 @@ fn the_api_bounds_its_connections_header_time_and_watch_streams() {
     use std::time::{Duration, Instant};
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let cluster = runtime.block_on(async {
-        TestCluster::start_with(|config| {
-            let ports = support::free_ports(config.nodes.len());
-            for (node, port) in config.nodes.iter_mut().zip(ports) {
-                node.http_addr = Some(port.to_string());
-            }
+        with_http_and(|config| {
             config.limits.http_header_timeout_ms = 500;
             config.limits.http_max_connections = 2;
             config.limits.http_max_watches = 1;
@@ -477,11 +479,7 @@ fn one_address_holds_at_most_its_share_of_the_apis_connections() {
     use std::time::{Duration, Instant};
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let cluster = runtime.block_on(async {
-        TestCluster::start_with(|config| {
-            let ports = support::free_ports(config.nodes.len());
-            for (node, port) in config.nodes.iter_mut().zip(ports) {
-                node.http_addr = Some(port.to_string());
-            }
+        with_http_and(|config| {
             config.limits.http_header_timeout_ms = 2_000;
             config.limits.http_max_connections = 8;
             config.limits.http_max_connections_per_source = 2;
@@ -638,11 +636,7 @@ async fn the_api_says_unavailable_unknown_and_busy_apart() {
     if !support::tools_present(&["curl"]) {
         return;
     }
-    let cluster = TestCluster::start_with(|config| {
-        let ports = support::free_ports(config.nodes.len());
-        for (node, port) in config.nodes.iter_mut().zip(ports) {
-            node.http_addr = Some(port.to_string());
-        }
+    let cluster = with_http_and(|config| {
         config.limits.http_request_timeout_ms = 1_500;
         config.limits.max_queued_per_key = 1;
         config.paxos.max_batch = 1;
