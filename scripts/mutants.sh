@@ -18,7 +18,11 @@
 set -uo pipefail
 repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
 work=${TMPDIR:-/tmp}/paxkv-mutants
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${TMPDIR:-/tmp}/paxkv-mutants-target}
+# The mutants build in a target directory of their own (set below, after --check): --check
+# lists the tests of the checkout's own build, which CI has just made. (It used this one too
+# until the fifteenth session, which found a clean clone's CI rebuilding every test target for
+# the listing, ten minutes more, where a warm mutants directory had hidden it.)
+mutants_target=${CARGO_TARGET_DIR:-${TMPDIR:-/tmp}/paxkv-mutants-target}
 export PAXKV_SIM_SEEDS=${PAXKV_SIM_SEEDS:-60}
 
 # One mutant per entry, fields separated by " @@ ": name @@ file @@ sed expression @@ the
@@ -324,6 +328,7 @@ if [ "${1:-}" = --check ]; then
   exit "$bad"
 fi
 
+export CARGO_TARGET_DIR=$mutants_target
 rm -rf "$work"; git -C "$repo" worktree prune
 git -C "$repo" worktree add --detach "$work" HEAD >/dev/null 2>&1 || { echo "no worktree"; exit 1; }
 trap 'git -C "$repo" worktree remove --force "$work" >/dev/null 2>&1' EXIT
