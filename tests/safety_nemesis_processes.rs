@@ -861,6 +861,20 @@ async fn every_acknowledged_write_survives_kill_minus_nine_of_all_five_nodes() {
             })
             .collect();
         let storm_length = Duration::from_millis(rng.random_range(300..=1_500));
+        // The storm counts from its first acknowledged write: a kill before any would test
+        // nothing, and how long the first takes (32 clients' TLS handshakes to five restarted
+        // debug-build processes, some refused by `max_handshakes_per_source` and retried)
+        // is the machine's, not the test's. CI saw none within a 450 ms storm counted from
+        // the spawn.
+        eventually(
+            &format!("cycle {cycle}: a write acknowledged"),
+            Duration::from_secs(30),
+            || {
+                let acks = acks.clone();
+                async move { !acks.lock().unwrap().is_empty() }
+            },
+        )
+        .await;
         // The storm's length, not a wait for a condition.
         tokio::time::sleep(storm_length).await;
         cluster.kill_all().await;
@@ -876,10 +890,6 @@ async fn every_acknowledged_write_survives_kill_minus_nine_of_all_five_nodes() {
             task.await.expect("a storm task");
         }
         let new_acks = std::mem::take(&mut *acks.lock().unwrap());
-        assert!(
-            acked_before_kill > 0,
-            "cycle {cycle}: no write was acknowledged before the kill (seed {seed})"
-        );
         let new_count = new_acks.len();
         acked.extend(new_acks);
         let reading = Instant::now();
