@@ -243,6 +243,7 @@ mutants=(
   'lease-release-ignores-lease @@ src/paxos/register.rs @@ s/^            let attached = state.lease == Some(\*lease);$/            let attached = true;/ @@ --test leases only_those'
   'lease-put-keeps-lease @@ src/paxos/register.rs @@ s/^            state.lease = None;$/            \/\/ kept/ @@ --test leases only_those'
   'lock-without-exclusion @@ src/cli/lock.rs @@ s/client.put_leased(name, value, Some(0), lease)/client.put_leased(name, value, None, lease)/ @@ --test locks lock_holders'
+  'keepalive-of-an-unknown-lease-runs-its-round @@ src/actors/lease.rs @@ s/^                None => return Ok(None),$/                None => Duration::from_secs(60),/ @@ --test leases never_existed'
   'lease-expiry-at-half-its-ttl @@ src/paxos/lease.rs @@ s/ttl.mul_f64(1.0 + CLOCK_RATE_MARGIN)/ttl.mul_f64(0.5 + CLOCK_RATE_MARGIN)/ @@ --test leases a_lease_lives'
   'lease-expiry-at-half-its-ttl-under-faults @@ src/paxos/lease.rs @@ s/ttl.mul_f64(1.0 + CLOCK_RATE_MARGIN)/ttl.mul_f64(0.5 + CLOCK_RATE_MARGIN)/ @@ --test safety_nemesis_processes linearizable_under'
   'http-get-without-etag @@ src/actors/http_api.rs @@ s/^        answer.headers_mut().insert(ETAG, etag(version));$/        let _ = etag(version);/ @@ --test http_api python_drives'

@@ -2,7 +2,8 @@
 //! - A lease kept alive outlives its TTL many times over; once keepalives stop it is never
 //!   gone before its TTL has passed since the last keepalive was *sent*, and is gone within
 //!   the bound the module states (TTL and margin, two scans, a round).
-//! - A keepalive, a revoke or a show of a lease that is gone says so.
+//! - A keepalive, a revoke or a show of a lease that is gone says so; a keepalive of one
+//!   that never existed writes nothing.
 //! - A lease whose key's home node is down is expired by another node.
 //! - Keys attached to a lease are deleted with it (revoked, or lapsed: never before its TTL),
 //!   and only those; an end cut short by a crash is completed by the keepers.
@@ -102,6 +103,54 @@ async fn a_revoked_lease_is_gone_at_once_and_an_unknown_one_never_existed() {
         let e = client.lease_grant(ttl).await.unwrap_err();
         assert!(e.is_bad_input(), "{e}");
     }
+}
+
+/// Records written by every node of `cluster` so far (`status`).
+async fn records_written(cluster: &TestCluster) -> u64 {
+    let mut total = 0;
+    for id in cluster.ids() {
+        total += cluster.client_for(id).status(0).await.unwrap().records_written;
+    }
+    total
+}
+
+/// A keepalive of a lease that does not exist answers "gone" and leaves no record behind:
+/// a round of its `Touch` would have written its register's key on every voter, so any
+/// client could grow the stores by a record per made-up id. A live lease kept alive through
+/// a node that did not grant it (it may not track it yet, and reads it first) is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keepalive_of_a_lease_that_never_existed_writes_nothing() {
+    const MADE_UP: u64 = 64;
+    let cluster = TestCluster::start();
+    let client = cluster.client();
+    // Settled: a write went through, so the cluster's own start-up writes are done.
+    client.put(b"settled", b"yes").await.unwrap();
+    let before = records_written(&cluster).await;
+    for i in 0..MADE_UP {
+        let id = 0x6d61_6465_7570_0000 + i;
+        assert_eq!(client.lease_keepalive(id).await.unwrap(), None, "lease {id:x}");
+    }
+    let written = records_written(&cluster).await - before;
+    // Each `Touch` round would have written at least a majority's three records.
+    assert!(
+        written < MADE_UP,
+        "{MADE_UP} keepalives of made-up leases wrote {written} records"
+    );
+
+    let lease = cluster
+        .client_for(1)
+        .lease_grant(Duration::from_secs(60))
+        .await
+        .unwrap();
+    let kept = cluster
+        .client_for(2)
+        .lease_keepalive(lease.id)
+        .await
+        .unwrap()
+        .expect("a live lease kept alive through another node");
+    assert_eq!((kept.id, kept.ttl_ms, kept.version), (lease.id, 60_000, 2));
+    let shown = client.lease_show(lease.id).await.unwrap().expect("live");
+    assert_eq!(shown.version, 2, "the keepalive raised the version");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

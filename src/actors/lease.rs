@@ -134,27 +134,36 @@ impl Leases {
     }
 
     /// Keeps lease `id` alive (`None`: it is gone).
+    ///
+    /// A lease this node does not track (granted elsewhere and not scanned yet, or ended, or
+    /// made up) is read first, and one that is not live is answered "gone" without a
+    /// round: a round always prepares and accepts, so a `Touch` of a lease that never
+    /// existed would leave a record of its key on every voter, and any client could grow
+    /// the stores by one record per made-up id (nothing collects records). The read is
+    /// linearizable, and a `Touch` of a register that holds no live lease changes nothing
+    /// and answers "gone" (`paxos::register`): the keepalive takes effect at the read's
+    /// point, as that `Touch` would have. A live lease is then touched by its round as
+    /// before (a revoke between the two makes the touch answer "gone"). A lease this node
+    /// tracks (the usual case: a client sends its keepalives to the lease's home node,
+    /// which granted it or scanned it) skips the read.
     pub async fn keepalive(&self, id: LeaseId) -> Result<Option<LeaseInfo>> {
+        // The touch's answer carries no value, and a lease's TTL never changes: it comes
+        // from the tracker (every lease granted here or scanned) or from the read.
+        let tracked = self.inner.tracker.lock().expect("the tracker").ttl(id);
+        let ttl = match tracked {
+            Some(ttl) => ttl,
+            None => match self.show(id).await? {
+                Some(info) => Duration::from_millis(info.ttl_ms),
+                None => return Ok(None),
+            },
+        };
         match self.run(id, Command::Touch).await? {
             Outcome::Cas {
                 swapped: true,
                 version,
             } => {
-                // The touch's answer carries no value. A lease's TTL never changes: take it
-                // from the keeper, which has seen every lease scanned; read it otherwise.
-                let known = self.inner.tracker.lock().expect("the tracker").ttl(id);
-                match known {
-                    Some(ttl) => {
-                        self.served(id, version, ttl, None);
-                        Ok(Some(self.info(id, &LeaseRecord::new(ttl), version)))
-                    }
-                    None => match self.show(id).await? {
-                        Some(info) if info.version >= version => Ok(Some(info)),
-                        // Revoked right after the keepalive (it won, and then was revoked):
-                        // gone now.
-                        _ => Ok(None),
-                    },
-                }
+                self.served(id, version, ttl, None);
+                Ok(Some(self.info(id, &LeaseRecord::new(ttl), version)))
             }
             Outcome::Cas { swapped: false, .. } => Ok(None),
             other => Err(unexpected(other)),
