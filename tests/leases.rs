@@ -109,7 +109,12 @@ async fn a_revoked_lease_is_gone_at_once_and_an_unknown_one_never_existed() {
 async fn records_written(cluster: &TestCluster) -> u64 {
     let mut total = 0;
     for id in cluster.ids() {
-        total += cluster.client_for(id).status(0).await.unwrap().records_written;
+        total += cluster
+            .client_for(id)
+            .status(0)
+            .await
+            .unwrap()
+            .records_written;
     }
     total
 }
@@ -128,7 +133,11 @@ async fn a_keepalive_of_a_lease_that_never_existed_writes_nothing() {
     let before = records_written(&cluster).await;
     for i in 0..MADE_UP {
         let id = 0x6d61_6465_7570_0000 + i;
-        assert_eq!(client.lease_keepalive(id).await.unwrap(), None, "lease {id:x}");
+        assert_eq!(
+            client.lease_keepalive(id).await.unwrap(),
+            None,
+            "lease {id:x}"
+        );
     }
     let written = records_written(&cluster).await - before;
     // Each `Touch` round would have written at least a majority's three records.
@@ -173,7 +182,7 @@ async fn a_lease_whose_home_node_is_down_is_expired_by_another() {
 }
 
 /// A keepalive that lands after a keeper found the lease due and before its expiry is sent
-/// (`testing.lease_expiry_delay_ms` holds the expiry back 1.5 s) wins: the expiry, a delete
+/// (`testing.lease_expiry_delay_ms` holds the expiry back 3 s) wins: the expiry, a delete
 /// of the version the keeper saw, does nothing, and the lease lives on. Exactly one of the
 /// two takes effect, and the client hears which: here the keepalive, so the lease must be
 /// there. (A keeper that deleted whatever version it found would delete it: the mutant
@@ -193,7 +202,7 @@ async fn a_keepalive_after_a_keyed_lease_was_found_due_wins_over_its_expiry() {
 
 async fn keepalive_after_found_due(keyed: bool) {
     const TTL: Duration = Duration::from_secs(1);
-    const HELD_BACK: Duration = Duration::from_millis(1_500);
+    const HELD_BACK: Duration = Duration::from_millis(3_000);
     let cluster = TestCluster::start_with(|config| {
         config.testing.allow_fault_injection = true;
         config.testing.lease_expiry_delay_ms = HELD_BACK.as_millis() as u64;
@@ -206,8 +215,9 @@ async fn keepalive_after_found_due(keyed: bool) {
     }
     // The lease's home first lists it within a scan of the grant (at s₁ ≤ 0.5 s), and finds
     // it due at the first scan at least TTL and margin later (s₁ + 1.5 s ≤ 2.0 s); it sends
-    // its expiry 1.5 s after that (3.0 to 3.5 s). Keep it alive at 2.2 s, in between (the
-    // other nodes find it due a stagger later, after the keepalive: they see its new version).
+    // its expiry 3 s after that (4.5 to 5.0 s). Keep it alive at 2.2 s, in between, with
+    // over two seconds to spare for a slow machine's keepalive (the other nodes find it due
+    // a stagger later, after the keepalive: they see its new version).
     tokio::time::sleep_until((granted + Duration::from_millis(2_200)).into()).await;
     let sent = Instant::now();
     let kept = client.lease_keepalive(lease.id).await.unwrap();
@@ -215,9 +225,9 @@ async fn keepalive_after_found_due(keyed: bool) {
         kept.is_some(),
         "the lease was gone before any expiry was sent"
     );
-    // No expiry of the new version can come before sent + TTL and margin + 1.5 s (~4.7 s
-    // after the grant); the held-back one of the old version comes by ~3.5 s.
-    let after_stale = granted + Duration::from_millis(4_000);
+    // No expiry of the new version can come before sent + TTL and margin + 3 s (~6.2 s
+    // after the grant); the held-back one of the old version comes by ~5.0 s.
+    let after_stale = granted + Duration::from_millis(5_500);
     let fresh_expiry = sent + wait_before_expiry(TTL, 0) + HELD_BACK;
     while Instant::now() < after_stale {
         let shown = client.lease_show(lease.id).await.unwrap();

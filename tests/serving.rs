@@ -513,10 +513,11 @@ async fn a_live_keys_messages_skip_the_supervisor() {
 /// not come, and a timer left armed would have fired by then (it is due `read_grace` after
 /// its round began). Rounds slower than `read_grace` (a loaded machine) do wake their
 /// proposer, legitimately, so the bound is half the gets, not zero; the old behaviour woke
-/// one per get.
+/// one per get. `read_grace` is 150 ms here, not the default 20 ms, so that a slow machine's
+/// rounds stay within it (at 20 ms, half the gets of a loaded debug build could outlast it).
 #[tokio::test]
 async fn a_round_that_finishes_in_time_leaves_its_proposer_no_timer() {
-    const GRACE_MS: u64 = 20;
+    const GRACE_MS: u64 = 150;
     let cluster = TestCluster::start_with(|c| c.paxos.read_grace_ms = GRACE_MS);
     let client = cluster.client_for(1);
     let wakeups = || async {
