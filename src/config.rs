@@ -193,7 +193,8 @@ pub struct Limits {
     /// Keys a `list` page passes over (deleted, or the cluster's own) before it ends early,
     /// its `next` the last one (`actors::list`): bounds a page's work by the page.
     pub list_max_skipped: usize,
-    /// Watches a node serves at once, and one connection holds.
+    /// Watches a node serves at once, and one connection holds (a tenth: no one client takes
+    /// every watch a node serves).
     pub max_watchers: usize,
     pub max_watchers_per_connection: usize,
     /// Bytes of changes one watcher may have waiting to be sent: a watcher whose client
@@ -260,7 +261,7 @@ impl Default for Limits {
             list_max_limit: 10_000,
             list_max_skipped: 16_384,
             max_watchers: 10_000,
-            max_watchers_per_connection: 10_000,
+            max_watchers_per_connection: 1_000,
             watch_buffer_bytes: 1 << 20,
             http_max_connections: 256,
             http_max_connections_per_source: 64,

@@ -30,8 +30,9 @@
 //! - **What each connection may send** ([`Peer::admits`]), decided from the certificate the
 //!   handshake verified, never from the frame: a `Frame::Peer` only if its `from` is the node
 //!   the certificate names (a peer with node 2's certificate cannot speak for node 3); a
-//!   `NodeRequest` (anti-entropy, membership `Install`, `Hello`) only from a node
-//!   certificate, and a `Hello` only about that node; client requests from any certificate.
+//!   `NodeRequest` (anti-entropy, membership `Install`, `Hello`, `Watching`) only from a node
+//!   certificate, and a `Hello` only about that node, a `Watching` (announce chosen values
+//!   to me) only for that node; client requests from any certificate.
 //!   A refused frame is dropped and counted (`forged_frames`); the connection goes on.
 //! - **A connection without a certificate the CA signed** (plaintext, another CA's, expired)
 //!   fails its handshake and is closed before any frame is read, let alone decoded; counted
@@ -440,6 +441,11 @@ impl Peer {
             (Peer::Node(id), Frame::Call(call)) => match &call.body {
                 NodeRequest::Hello { node, .. } if node != id => Err(format!(
                     "a Hello of node {node} on the connection of node {id}"
+                )),
+                // A node asks for announcements to itself only: another's certificate would
+                // have them sent to a node that never asked (work, and its link's bytes).
+                NodeRequest::Watching { node, .. } if node != id => Err(format!(
+                    "a request to announce to node {node} on the connection of node {id}"
                 )),
                 // The driver of a change is a member; a node behind by more than a change
                 // fetches the newer membership itself.

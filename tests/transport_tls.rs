@@ -203,6 +203,15 @@ async fn a_peer_with_node_2s_certificate_cannot_speak_for_node_3_nor_a_client_fo
             },
         });
         as_node2.write_all(&frame::encode(&hello)).await.unwrap();
+        let watching = Frame::Call(NodeCall {
+            id: 3,
+            cluster: cluster_id,
+            body: NodeRequest::Watching {
+                node: 3,
+                lease_ms: 1_000,
+            },
+        });
+        as_node2.write_all(&frame::encode(&watching)).await.unwrap();
         // The connection goes on: a ping on it is answered.
         as_node2.write_all(&frame::encode(&ping(42))).await.unwrap();
         match read_frame(&mut as_node2).await.unwrap() {
@@ -229,8 +238,8 @@ async fn a_peer_with_node_2s_certificate_cannot_speak_for_node_3_nor_a_client_fo
             Frame::Response(r) => assert_eq!(r.id, 43),
             other => panic!("expected the ping's answer, got {other:?}"),
         }
-        eventually("four forgeries counted", Duration::from_secs(5), || async {
-            cluster.counted(id, "paxkv_forged_frames_total").await == forged_before + 4.0
+        eventually("five forgeries counted", Duration::from_secs(5), || async {
+            cluster.counted(id, "paxkv_forged_frames_total").await == forged_before + 5.0
         })
         .await;
     }

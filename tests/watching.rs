@@ -3,7 +3,8 @@
 //! while nothing fails; a prefix watch starts each key where it stands, deleted keys included;
 //! a watch survives the death of the node serving it, and every change it cannot deliver is
 //! said (`skipped_to`), checked against the writes' acknowledged versions; a watcher that does
-//! not read is ended, not buffered without end.
+//! not read is ended, not buffered without end; watches are limited per connection and per
+//! node.
 
 use paxkv_testkit as support;
 
@@ -234,6 +235,62 @@ async fn a_watch_ends_with_an_error_at_the_most_keys_it_follows() {
         Some(Err(e)) => assert!(e.to_string().contains("its most"), "{e}"),
         other => panic!("expected the limit's error first, got {other:?}"),
     }
+}
+
+/// The next item of `stream`, within `deadline`.
+async fn next_within(
+    stream: &mut WatchStream,
+    deadline: Duration,
+) -> Option<Result<WatchItem, paxkv::Error>> {
+    tokio::time::timeout(deadline, stream.next())
+        .await
+        .expect("the watch said nothing within its deadline")
+}
+
+/// A node serves at most `limits.max_watchers` watches and one client connection holds at
+/// most `limits.max_watchers_per_connection` of them: one more is refused with an error that
+/// names the limit (the client's watch retries it until its operation timeout, then ends with
+/// that error), and a watch that ends gives its slot back. Without the per-connection limit
+/// one connection could take every watch a node serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_are_limited_per_connection_and_per_node_and_give_their_slots_back() {
+    let cluster = TestCluster::start_with(|c| {
+        c.limits.max_watchers = 4;
+        c.limits.max_watchers_per_connection = 2;
+    });
+    let writer = cluster.client();
+    // Each client is pinned to node 1, with one connection to it; its operation timeout is
+    // how long a refused watch retries.
+    let connection = || cluster.client_with(vec![cluster.addr(1)], true, Duration::from_secs(1));
+    let (first, second, third) = (connection(), connection(), connection());
+    let mut held = Vec::new();
+    for (i, client) in [&first, &first, &second, &second].into_iter().enumerate() {
+        let key = format!("w{i}");
+        let mut stream = client.watch(key.as_bytes(), WatchOptions::default());
+        wait_started(&writer, &mut stream, key.as_bytes()).await;
+        held.push(stream);
+    }
+    // A third on the first connection: its connection's limit.
+    let mut refused = first.watch(b"w-more", WatchOptions::default());
+    match next_within(&mut refused, Duration::from_secs(30)).await {
+        Some(Err(e)) => assert!(
+            e.to_string().contains("limits.max_watchers_per_connection"),
+            "{e}"
+        ),
+        other => panic!("a third watch on one connection: {other:?}"),
+    }
+    // A first on a third connection: the node's limit.
+    let mut refused = third.watch(b"w-more", WatchOptions::default());
+    match next_within(&mut refused, Duration::from_secs(30)).await {
+        Some(Err(e)) => assert!(e.to_string().contains("limits.max_watchers)"), "{e}"),
+        other => panic!("a fifth watch on the node: {other:?}"),
+    }
+    // One watch ends (its connection stays): its slot is given back, and a watch on another
+    // connection, retrying for up to 30 s, starts.
+    drop(held.remove(0));
+    let patient = cluster.client_with(vec![cluster.addr(1)], true, Duration::from_secs(30));
+    let mut stream = patient.watch(b"w-after", WatchOptions::default());
+    wait_started(&writer, &mut stream, b"w-after").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
