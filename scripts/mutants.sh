@@ -245,7 +245,7 @@ mutants=(
   # a put without the create condition answers Put, not Cas: every hold fails (caught only as
   # 'too few increments'); a holder that takes a refused create as the lock overlaps others
   'lock-without-exclusion @@ src/cli/lock.rs @@ s/client.put_leased(name, value, Some(0), lease)/client.put_leased(name, value, None, lease)/ @@ --test locks lock_holders'
-  'lock-taken-by-a-refused-create @@ src/cli/lock.rs @@ s/^            Ok(Outcome::Cas { version, .. }) => version,$/            Ok(Outcome::Cas { version, .. }) => { held.token = version; return Ok(held); }/ @@ --test locks lock_holders'
+  'lock-taken-by-a-refused-create @@ src/cli/lock.rs @@ s/^            Ok(Outcome::Cas { version, .. }) => version,$/            Ok(Outcome::Cas { version, .. }) => if version > 0 { held.token = version; return Ok(held); } else { version },/ @@ --test locks lock_holders'
   'keepalive-of-an-unknown-lease-runs-its-round @@ src/actors/lease.rs @@ s/^                None => return Ok(None),$/                None => Duration::from_secs(60),/ @@ --test leases never_existed'
   'watching-for-another-node @@ src/tls.rs @@ s/NodeRequest::Watching { node, .. } if node != id => Err(format!(/NodeRequest::Watching { node, .. } if false \&\& node != id => Err(format!(/ @@ --test transport_tls node_2s_certificate'
   'watchers-per-connection-unlimited @@ src/actors/network.rs @@ s/^        if self.live.len() >= limit {$/        if false {/ @@ --test watching watches_are_limited'
