@@ -166,6 +166,13 @@ impl PageScan {
         &self.spec
     }
 
+    /// Was the page cut where it passed over its last key, with every voter's scan already
+    /// sent to the prefix's end? (For the simulation's counts: the case where only the cut
+    /// says that keys follow.)
+    pub fn cut_with_the_prefix_scanned(&self) -> bool {
+        self.stopped_at.is_some() && self.merge.is_done()
+    }
+
     /// The scan pages to ask for before the next batch: each voter whose last page is used
     /// up and that has more, for what the page can still hold (records past the page's end
     /// are scanned, sent and decoded for nothing, and the next page scans them again).
