@@ -2774,19 +2774,40 @@ impl Sim {
     ) -> Option<Listing> {
         let m = self.nodes[&node].membership.clone()?;
         let voters = m.voters();
+        // `Aim::whole_scans`: pages that ask every voter for the whole prefix (a thousand
+        // keys), half of them full by their bytes at their first item, and that pass over
+        // one to five keys at most, so that a first page of the prefix `\0` fills at
+        // `\0once-00` just as the cluster's own keys cut it, `\0~once-01` after them.
+        let whole = self.scan_answer_bytes.is_some();
+        let (limit, max_bytes) = if whole {
+            let bytes = self.rng.random_range(20..=600);
+            (1000, if self.rng.random_bool(0.5) { 20 } else { bytes })
+        } else {
+            let limit = [1, 2, 3, 5, 1000][self.rng.random_range(0..5)];
+            (limit, self.rng.random_range(20..=600))
+        };
         let spec = PageSpec {
             prefix,
             after,
-            limit: [1, 2, 3, 5, 1000][self.rng.random_range(0..5)],
-            max_bytes: self.rng.random_range(20..=600),
+            limit,
+            max_bytes,
             keys_only: false,
             with_deleted: false,
             reserved,
         };
-        let sizes = ScanSizes {
-            slack: self.rng.random_range(0..=3),
-            most: [1, 2, 4, 4096][self.rng.random_range(0..4)],
-            skipped: [1, 2, 5, 1_000_000][self.rng.random_range(0..4)],
+        let slack = self.rng.random_range(0..=3);
+        let sizes = if whole {
+            ScanSizes {
+                slack,
+                most: 4096,
+                skipped: [1, 2, 5][self.rng.random_range(0..3)],
+            }
+        } else {
+            ScanSizes {
+                slack,
+                most: [1, 2, 4, 4096][self.rng.random_range(0..4)],
+                skipped: [1, 2, 5, 1_000_000][self.rng.random_range(0..4)],
+            }
         };
         Some(Listing {
             node,
@@ -3026,13 +3047,18 @@ impl Sim {
             ..
         } = l;
         let spec = scan_page.spec().clone();
-        if scan_page.cut_with_the_prefix_scanned() {
+        let cut_scanned = scan_page.cut_with_the_prefix_scanned();
+        let page = page.unwrap_or_else(|| scan_page.finish());
+        if cut_scanned
+            && page.next.is_some()
+            && page.next.as_ref() == page.items.last().map(|i| &i.key)
+        {
+            // Only the cut says that keys follow this page's last item.
             *self
                 .faults
-                .entry("list pages cut with the whole prefix scanned")
+                .entry("list pages filled before a cut, the whole prefix scanned")
                 .or_default() += 1;
         }
-        let page = page.unwrap_or_else(|| scan_page.finish());
         // A page holds keys of its prefix after its `after`, in strictly increasing order
         // (so each once), and its `next` is its last key, or a key of its prefix after it
         // (the last it passed over: every key up to `next` is decided by this page, checked
@@ -3679,6 +3705,8 @@ struct Workload {
     /// it has not raced yet.
     change_races_on: bool,
     unraced_in_changes: Vec<Key>,
+    /// `Aim::whole_scans`: lists of the prefix `\0` too.
+    whole_scans_on: bool,
     /// Keys written once to read back through their writer's node, and when.
     writer_reads: Vec<(Key, NodeId, u32)>,
     /// The register epoch of the last race, and how many were started at it (at most
@@ -3741,9 +3769,11 @@ impl Workload {
         // The first sorts before the cluster's own keys (`\0paxkv/`), so that a list of the
         // empty prefix meets live keys on both sides of them (a page cut among them, with a
         // live key before the cut, `PageScan::more_follow`).
+        // `Aim::whole_scans`: the second sorts after them, in the prefix `\0` with them.
         let once: Vec<Key> = (0..ONCE_KEYS)
             .map(|i| match i {
                 0 => b"\0once-00".to_vec(),
+                1 if aim.whole_scans => b"\0~once-01".to_vec(),
                 _ => format!("once-{i:02}").into_bytes(),
             })
             .collect();
@@ -3763,6 +3793,7 @@ impl Workload {
                 .collect(),
             again: None,
             change_races_on: aim.change_races,
+            whole_scans_on: aim.whole_scans,
             races_at: (0, 0),
             writer_reads: Vec::new(),
             unraced_in_changes: (0..CHANGE_RACE_KEYS)
@@ -3811,7 +3842,11 @@ impl Workload {
             self.race_during_change(sim);
         }
         if step < 6500 && sim.rng.random_bool(0.01) {
-            let prefixes: [&[u8]; 4] = [b"once-", b"cool-", b"race-", b""];
+            let prefixes: &[&[u8]] = if self.whole_scans_on {
+                &[b"once-", b"cool-", b"race-", b"", b"\0"]
+            } else {
+                &[b"once-", b"cool-", b"race-", b""]
+            };
             let prefix = prefixes[sim.rng.random_range(0..prefixes.len())];
             let node = sim.random_node();
             sim.start_list(node, prefix);
@@ -4573,9 +4608,9 @@ fn seeded_reads_past_writes_in_flight_whose_acceptors_then_crash_stay_linearizab
 }
 
 /// Lists whose voters each send the rest of the prefix in one scan answer
-/// (`Aim::whole_scans`): pages cut where they passed over their last key (at the cluster's
-/// own keys, which follow `\0once-00` in the empty prefix) while the merge is already done
-/// must still say that keys follow (mutant `page-cut-says-no-more-sim`).
+/// (`Aim::whole_scans`): a page that fills at its last item just as the cluster's own keys
+/// cut it (`\0once-00`, before them in the prefix `\0`), the merge already done, must still
+/// say that keys follow (`\0~once-01`, after them: mutant `page-cut-says-no-more-sim`).
 #[test]
 fn seeded_lists_whose_voters_send_the_whole_prefix_at_once_stay_linearizable() {
     let aim = Aim {
@@ -4585,7 +4620,7 @@ fn seeded_lists_whose_voters_send_the_whole_prefix_at_once_stay_linearizable() {
     let required = [
         "list pages",
         "list pages ended past their last item",
-        "list pages cut with the whole prefix scanned",
+        "list pages filled before a cut, the whole prefix scanned",
         "lists to their end",
     ];
     let (faults, checked) = run_seeds_requiring(aim, &required);
