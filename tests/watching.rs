@@ -260,8 +260,9 @@ async fn watches_are_limited_per_connection_and_per_node_and_give_their_slots_ba
     });
     let writer = cluster.client();
     // Each client is pinned to node 1, with one connection to it; its operation timeout is
-    // how long a refused watch retries.
-    let connection = || cluster.client_with(vec![cluster.addr(1)], true, Duration::from_secs(1));
+    // how long a refused watch retries (5 s: its attempts, 4 s each, must not time out on a
+    // loaded machine while the node confirms a watch).
+    let connection = || cluster.client_with(vec![cluster.addr(1)], true, Duration::from_secs(5));
     let (first, second, third) = (connection(), connection(), connection());
     let mut held = Vec::new();
     for (i, client) in [&first, &first, &second, &second].into_iter().enumerate() {

@@ -4561,14 +4561,18 @@ fn seeded_first_writes_retried_through_their_own_node_after_a_crash_stay_lineari
         ..Aim::default()
     };
     let retried = "first write retried through its own node";
-    let (faults, _) = run_seeds_requiring(aim, &[retried]);
+    let (faults, _) = run_seeds_requiring(aim, 24, &[retried]);
     eprintln!("simulation: {:?} {retried}", faults.get(retried));
 }
 
-/// Runs the seeds (24 unless `PAXKV_SIM_SEED(S)` says otherwise) with `aim`, and asserts
+/// Runs `seed_count` seeds (unless `PAXKV_SIM_SEED(S)` says otherwise) with `aim`, and asserts
 /// that, over more than one seed, each of `required` happened; returns every count.
-fn run_seeds_requiring(aim: Aim, required: &[&str]) -> (BTreeMap<&'static str, u32>, usize) {
-    let seeds = seeds(24);
+fn run_seeds_requiring(
+    aim: Aim,
+    seed_count: u64,
+    required: &[&str],
+) -> (BTreeMap<&'static str, u32>, usize) {
+    let seeds = seeds(seed_count);
     let many = seeds.len() > 1;
     let mut faults: BTreeMap<&str, u32> = BTreeMap::new();
     let mut checked = 0;
@@ -4603,7 +4607,7 @@ fn seeded_reads_past_writes_in_flight_whose_acceptors_then_crash_stay_linearizab
         "proposer crashed with the write a read passed",
         "read after a crash lost a passed write",
     ];
-    let (faults, checked) = run_seeds_requiring(aim, &required);
+    let (faults, checked) = run_seeds_requiring(aim, 24, &required);
     eprintln!("simulation, reads past writes in flight: {checked} operations checked; {faults:?}");
 }
 
@@ -4611,6 +4615,8 @@ fn seeded_reads_past_writes_in_flight_whose_acceptors_then_crash_stay_linearizab
 /// (`Aim::whole_scans`): a page that fills at its last item just as the cluster's own keys
 /// cut it (`\0once-00`, before them in the prefix `\0`), the merge already done, must still
 /// say that keys follow (`\0~once-01`, after them: mutant `page-cut-says-no-more-sim`).
+/// Eight seeds, not 24 (a minute of a debug CI run for a case they reach about fifty times;
+/// `PAXKV_SIM_SEEDS` sets more, as the mutation runs do).
 #[test]
 fn seeded_lists_whose_voters_send_the_whole_prefix_at_once_stay_linearizable() {
     let aim = Aim {
@@ -4623,7 +4629,7 @@ fn seeded_lists_whose_voters_send_the_whole_prefix_at_once_stay_linearizable() {
         "list pages filled before a cut, the whole prefix scanned",
         "lists to their end",
     ];
-    let (faults, checked) = run_seeds_requiring(aim, &required);
+    let (faults, checked) = run_seeds_requiring(aim, 8, &required);
     eprintln!("simulation, lists of whole scans: {checked} operations checked; {faults:?}");
 }
 
@@ -4644,7 +4650,7 @@ fn seeded_first_writes_raced_while_the_voters_change_stay_linearizable() {
         // nodes between their removal and their re-add).
         "asked a node that is no member",
     ];
-    let (faults, _) = run_seeds_requiring(aim, &required);
+    let (faults, _) = run_seeds_requiring(aim, 24, &required);
     eprintln!("simulation, first writes raced during changes: {faults:?}");
 }
 
@@ -4705,6 +4711,6 @@ fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_sta
         "scan asks unanswered",
         "lists unavailable",
     ];
-    let (faults, checked) = run_seeds_requiring(Aim::default(), &required);
+    let (faults, checked) = run_seeds_requiring(Aim::default(), 24, &required);
     eprintln!("simulation: {checked} operations checked; faults injected: {faults:?}");
 }
