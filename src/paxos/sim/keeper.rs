@@ -476,9 +476,10 @@ impl Sim {
         let key = lease_key(lease);
         let nodes = n.membership.as_ref().map(|m| m.nodes()).unwrap_or_default();
         let t = n.keeper.clock.at(now);
-        // A keepalive or attach tracks only a lease whose TTL the node knows (a grant always
-        // does), as `Leases::keepalive` and `Leases::write`.
-        let known = keyless == Some(true) || n.keeper.tracker.ttl(lease).is_some();
+        // A grant and a keepalive track the lease (a keepalive of a lease the node does not
+        // track read it first, its TTL with it: `Leases::keepalive`); an attach only a lease
+        // whose TTL the node knows, as `Leases::write`.
+        let known = keyless != Some(false) || n.keeper.tracker.ttl(lease).is_some();
         if let (Some(place), true) = (place(&nodes, node, &key), known) {
             n.keeper
                 .tracker
