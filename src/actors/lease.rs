@@ -17,8 +17,8 @@ use crate::actors::supervisor::{run_command, run_command_as, Keys};
 use crate::error::{Error, Result};
 use crate::messages::LeaseInfo;
 use crate::paxos::lease::{
-    lease_key, lease_of_key, lease_prefix, place, Call, Due, Expiry, LeaseId, LeaseRecord, Next,
-    Tracker, MAX_TTL, MIN_TTL, SCAN_INTERVAL,
+    lease_key, lease_of_key, lease_prefix, place, Call, Due, Expiry, Keepalive, LeaseId,
+    LeaseRecord, Next, Served, Tracker, MAX_TTL, MIN_TTL, SCAN_INTERVAL,
 };
 use crate::paxos::types::{Command, LeasedWrite, Outcome, RequestId, WriteIdMint};
 
@@ -105,7 +105,7 @@ impl Leases {
                     swapped: true,
                     version,
                 } => {
-                    self.served(id, version, ttl, Some(true));
+                    self.served(id, version, Served::Grant { ttl });
                     Ok(self.info(id, &record, version))
                 }
                 Outcome::Cas { .. } => Err(Error::BadRequest(format!(
@@ -121,7 +121,7 @@ impl Leases {
                     swapped: true,
                     version,
                 } => {
-                    self.served(id, version, ttl, Some(true));
+                    self.served(id, version, Served::Grant { ttl });
                     return Ok(self.info(id, &record, version));
                 }
                 Outcome::Cas { .. } => continue,
@@ -133,28 +133,25 @@ impl Leases {
         ))
     }
 
-    /// Keeps lease `id` alive (`None`: it is gone).
-    ///
-    /// A lease this node does not track (granted elsewhere and not scanned yet, or ended, or
-    /// made up) is read first, and one that is not live is answered "gone" without a
-    /// round: a round always prepares and accepts, so a `Touch` of a lease that never
-    /// existed would leave a record of its key on every voter, and any client could grow
-    /// the stores by one record per made-up id (nothing collects records). The read is
-    /// linearizable, and a `Touch` of a register that holds no live lease changes nothing
-    /// and answers "gone" (`paxos::register`): the keepalive takes effect at the read's
-    /// point, as that `Touch` would have. A live lease is then touched by its round as
-    /// before (a revoke between the two makes the touch answer "gone"). A lease this node
-    /// tracks (the usual case: a client sends its keepalives to the lease's home node,
-    /// which granted it or scanned it) skips the read.
+    /// Keeps lease `id` alive (`None`: it is gone). A lease this node does not track is read
+    /// first, and one that is not live answered "gone" without a round: the argument is
+    /// `paxos::lease::Keepalive`'s.
     pub async fn keepalive(&self, id: LeaseId) -> Result<Option<LeaseInfo>> {
-        // The touch's answer carries no value, and a lease's TTL never changes: it comes
-        // from the tracker (every lease granted here or scanned) or from the read.
-        let tracked = self.inner.tracker.lock().expect("the tracker").ttl(id);
-        let ttl = match tracked {
-            Some(ttl) => ttl,
-            None => match self.show(id).await? {
-                Some(info) => Duration::from_millis(info.ttl_ms),
-                None => return Ok(None),
+        let start = self
+            .inner
+            .tracker
+            .lock()
+            .expect("the tracker")
+            .keepalive(id);
+        let ttl = match start {
+            Keepalive::Touch { ttl } => ttl,
+            Keepalive::Read => match self.run(id, Command::Get).await? {
+                Outcome::Get { value, .. } => match Keepalive::read(value.as_deref()) {
+                    Ok(Some(Keepalive::Touch { ttl })) => ttl,
+                    Ok(_) => return Ok(None),
+                    Err(why) => return Err(Error::Storage(format!("lease {id:016x}: {why}"))),
+                },
+                other => return Err(unexpected(other)),
             },
         };
         match self.run(id, Command::Touch).await? {
@@ -162,7 +159,7 @@ impl Leases {
                 swapped: true,
                 version,
             } => {
-                self.served(id, version, ttl, None);
+                self.served(id, version, Served::Keepalive { ttl });
                 Ok(Some(self.info(id, &LeaseRecord::new(ttl), version)))
             }
             Outcome::Cas { swapped: false, .. } => Ok(None),
@@ -253,12 +250,7 @@ impl Leases {
                 Outcome::Cas {
                     swapped: true,
                     version,
-                } => {
-                    let ttl = self.inner.tracker.lock().expect("the tracker").ttl(lease);
-                    if let Some(ttl) = ttl {
-                        self.served(lease, version, ttl, Some(false));
-                    }
-                }
+                } => self.served(lease, version, Served::Attach),
                 Outcome::Cas { .. } => {
                     return Err(match self.show(lease).await? {
                         None => Error::NotFound(format!("lease {lease:016x} not found")),
@@ -358,12 +350,13 @@ impl Leases {
     }
 
     /// Tracks what a grant, keepalive or attach served here left (chosen before now: its
-    /// answer came), so that this node's expiry does not wait for a scan.
-    fn served(&self, id: LeaseId, version: u64, ttl: Duration, keyless: Option<bool>) {
+    /// answer came), so that this node's expiry does not wait for a scan
+    /// (`paxos::lease::Tracker::served` decides which track their lease).
+    fn served(&self, id: LeaseId, version: u64, how: Served) {
         if let Some(place) = self.place_of(&lease_key(id)) {
             let now = Instant::now();
             let mut tracker = self.inner.tracker.lock().expect("the lease tracker");
-            tracker.served(id, version, ttl, keyless, place, now);
+            tracker.served(id, version, how, place, now);
         }
     }
 

@@ -570,6 +570,53 @@ struct Seen {
     scan: u64,
 }
 
+/// A request a node served on a lease, whose write was chosen: what it tells the node's
+/// [`Tracker`] ([`Tracker::served`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// A grant: the lease, new, lists no keys; its TTL is the grant's.
+    Grant { ttl: Duration },
+    /// A keepalive: it changes no keys, so the lease is keyless if it was at the version
+    /// before and this node saw that version; `ttl` is from the tracker or the keepalive's
+    /// read ([`Keepalive`]). Tracked whether or not it was before.
+    Keepalive { ttl: Duration },
+    /// An attach of a key: the lease lists keys. Tracked only if its TTL is known here (an
+    /// attach's answer carries none; a lease the node does not know waits for a scan).
+    Attach,
+}
+
+/// How a keepalive starts ([`Tracker::keepalive`]).
+///
+/// A lease the node does not track (granted elsewhere and not scanned yet, ended, or made
+/// up) is read first, and one that is not live is answered "gone" without a round: a round
+/// always prepares and accepts, so a `Touch` of a lease that never existed would leave a
+/// record of its key on every voter, and any client could grow the stores by one record per
+/// made-up id (nothing collects records). The read is linearizable, and a `Touch` of a
+/// register that holds no live lease changes nothing and answers "gone"
+/// (`paxos::register`): a keepalive answered "gone" by its read takes effect at the read's
+/// point, as that `Touch` would have. A live lease is then touched by its own round (a
+/// revoke between the two makes the touch answer "gone"), and the read gave its TTL, which
+/// never changes. A lease the node tracks (the usual case: a client sends its keepalives to
+/// the lease's home node, which granted or scanned it) skips the read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keepalive {
+    /// Touch the lease now; its TTL is `ttl`.
+    Touch { ttl: Duration },
+    /// Read the lease first, then [`Keepalive::read`].
+    Read,
+}
+
+impl Keepalive {
+    /// What follows the read of a keepalive's lease (`read`: the register's value, `None`
+    /// when it holds none): its touch, with the TTL the record gives, or `None`, "gone"
+    /// (no lease, or an ended one). A value that is not a lease record is an error.
+    pub fn read(read: Option<&[u8]>) -> Result<Option<Keepalive>, String> {
+        let Some(bytes) = read else { return Ok(None) };
+        let record = LeaseRecord::decode(bytes).ok_or_else(|| "not a lease record".to_string())?;
+        Ok((!record.ended).then(|| Keepalive::Touch { ttl: record.ttl() }))
+    }
+}
+
 /// A lease a node may act on now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Due {
@@ -624,26 +671,33 @@ impl Tracker {
         entry.scan = scan;
     }
 
-    /// Lease `id` is at `version` by a grant, keepalive or attach this node served, whose
-    /// write was chosen before `now` (its answer came): tracked at once, with no scan, as a
-    /// listing's item is (the argument is the same: chosen before `now`). Kept until a scan
-    /// lists it or its expiry finds it gone. `keyless`: it lists no keys at `version`, if
-    /// known (a grant); `None`: known only if it was keyless at `version - 1` and this was a
-    /// keepalive (which changes no keys), else taken as listing some.
+    /// Lease `id` is at `version` by a request this node served (`how`), whose write was
+    /// chosen before `now` (its answer came): tracked at once, with no scan, as a listing's
+    /// item is (the argument is the same: chosen before `now`), and kept until a scan lists
+    /// it or its expiry finds it gone. Which requests track their lease, and what they tell
+    /// of its keys, is decided here, for the runtime (`actors::lease`) and the simulation's
+    /// keepers alike (see [`Served`]). Returns whether the lease is tracked now.
     pub fn served(
         &mut self,
         id: LeaseId,
         version: u64,
-        ttl: Duration,
-        keyless: Option<bool>,
+        how: Served,
         place: usize,
         now: Instant,
-    ) {
-        let keyless = keyless.unwrap_or_else(|| {
-            self.seen
-                .get(&id)
-                .is_some_and(|s| s.keyless && s.version + 1 == version)
-        });
+    ) -> bool {
+        let (ttl, keyless) = match how {
+            Served::Grant { ttl } => (ttl, true),
+            Served::Keepalive { ttl } => (
+                ttl,
+                self.seen
+                    .get(&id)
+                    .is_some_and(|s| s.keyless && s.version + 1 == version),
+            ),
+            Served::Attach => match self.ttl(id) {
+                Some(ttl) => (ttl, false),
+                None => return false,
+            },
+        };
         let entry = self.seen.entry(id).or_insert(Seen {
             version,
             since: now,
@@ -661,6 +715,16 @@ impl Tracker {
             entry.scan = SERVED;
         }
         entry.place = place;
+        true
+    }
+
+    /// How a keepalive of lease `id` starts on this node: with its touch, when the lease is
+    /// tracked here (its TTL known), or with a read ([`Keepalive::read`]).
+    pub fn keepalive(&self, id: LeaseId) -> Keepalive {
+        match self.ttl(id) {
+            Some(ttl) => Keepalive::Touch { ttl },
+            None => Keepalive::Read,
+        }
     }
 
     /// Forgets the leases the scan numbered `scan` did not list (gone, or no longer listed
@@ -773,7 +837,15 @@ mod tests {
     fn a_lease_served_here_is_tracked_at_once_and_kept_until_a_scan_lists_it() {
         let now = Instant::now();
         let mut t = Tracker::default();
-        t.served(3, 1, second().ttl(), Some(true), 0, now);
+        t.served(
+            3,
+            1,
+            Served::Grant {
+                ttl: second().ttl(),
+            },
+            0,
+            now,
+        );
         t.forget_unlisted(1);
         assert_eq!(
             t.ttl(3),
@@ -789,6 +861,39 @@ mod tests {
         assert_eq!(t.ttl(3), None, "listed, then not: an ordinary entry");
     }
 
+    /// A grant and a keepalive track their lease wherever they were served; an attach only
+    /// a lease whose TTL the node knows (its answer carries none). A keepalive starts with
+    /// its touch only on a node that tracks the lease, and after a read only for a live one.
+    #[test]
+    fn which_served_requests_track_their_lease_and_how_a_keepalive_starts() {
+        let now = Instant::now();
+        let ttl = second().ttl();
+        let mut t = Tracker::default();
+        assert_eq!(t.keepalive(3), Keepalive::Read);
+        assert!(!t.served(3, 4, Served::Attach, 0, now), "an unknown TTL");
+        assert_eq!(t.ttl(3), None);
+        assert!(t.served(3, 5, Served::Keepalive { ttl }, 0, now));
+        assert_eq!(t.keepalive(3), Keepalive::Touch { ttl });
+        assert!(t.served(3, 6, Served::Attach, 0, now));
+        assert_eq!(
+            t.due(now + wait_before_expiry(ttl, 0)),
+            vec![due(3, 6, false, false)]
+        );
+        assert!(t.served(4, 1, Served::Grant { ttl }, 0, now));
+        assert_eq!(t.keepalive(4), Keepalive::Touch { ttl });
+
+        assert_eq!(Keepalive::read(None), Ok(None), "no lease");
+        let live = second().encode();
+        assert_eq!(
+            Keepalive::read(Some(&live)),
+            Ok(Some(Keepalive::Touch { ttl }))
+        );
+        let mut ended = second();
+        ended.ended = true;
+        assert_eq!(Keepalive::read(Some(&ended.encode())), Ok(None), "ended");
+        assert!(Keepalive::read(Some(b"not a lease")).is_err());
+    }
+
     /// An expiry deletes a keyless lease outright; one that may list keys must end and
     /// release them. A keepalive changes no keys, so keyless carries over one version; an
     /// attach, or a version this node never saw the one before of, may list keys.
@@ -798,16 +903,16 @@ mod tests {
         let ttl = second().ttl();
         let late = now + wait_before_expiry(ttl, 0);
         let mut t = Tracker::default();
-        t.served(3, 1, ttl, Some(true), 0, now);
-        t.served(3, 2, ttl, None, 0, now);
+        t.served(3, 1, Served::Grant { ttl }, 0, now);
+        t.served(3, 2, Served::Keepalive { ttl }, 0, now);
         assert_eq!(t.due(late), vec![due(3, 2, true, false)], "a keepalive");
-        t.served(3, 3, ttl, Some(false), 0, now);
+        t.served(3, 3, Served::Attach, 0, now);
         assert_eq!(t.due(late), vec![due(3, 3, false, false)], "an attach");
-        t.served(3, 4, ttl, None, 0, now);
+        t.served(3, 4, Served::Keepalive { ttl }, 0, now);
         assert_eq!(t.due(late), vec![due(3, 4, false, false)], "keyed before");
         let mut t = Tracker::default();
-        t.served(5, 1, ttl, Some(true), 0, now);
-        t.served(5, 3, ttl, None, 0, now);
+        t.served(5, 1, Served::Grant { ttl }, 0, now);
+        t.served(5, 3, Served::Keepalive { ttl }, 0, now);
         assert_eq!(
             t.due(late),
             vec![due(5, 3, false, false)],

@@ -4694,6 +4694,8 @@ fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_sta
         "lease expiry checked",
         "key released by a keeper",
         "keeper pause",
+        "keepalive read, then touched",
+        "keepalive read, lease gone",
         "thrifty request",
         "hot accepts lagged",
         "probe writes lagged",

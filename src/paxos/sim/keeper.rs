@@ -20,7 +20,8 @@
 //! lapse in a run) act as `actors::lease::Leases` does on the node they ask: grants,
 //! keepalives (the node tracks what it served, `Tracker::served`), reads, and writes attached
 //! to a lease, in its three steps (the key's fence, the attach, the write if the fence
-//! holds). Their keepalives stop now and then for longer than a TTL, and at the end.
+//! holds). A keepalive on a node that does not track its lease reads it first and touches
+//! it only if it is live (`paxos::lease::Keepalive`). Their keepalives stop now and then for longer than a TTL, and at the end.
 //!
 //! **Faults** beyond the simulation's own: a node's keeper pauses for 300 ms to 2 s and
 //! resumes with what it saw before (its tracker's times are old: it may find every lease due
@@ -45,8 +46,8 @@ use rand::{Rng, SeedableRng};
 use super::{Sim, Waiter};
 use crate::error::Error;
 use crate::paxos::lease::{
-    lease_key, lease_of_key, lease_prefix, place, Due, Expiry, LeaseId, LeaseRecord, Next, Tracker,
-    CLOCK_RATE_MARGIN, SCAN_INTERVAL, STAGGER,
+    lease_key, lease_of_key, lease_prefix, place, Due, Expiry, Keepalive, LeaseId, LeaseRecord,
+    Next, Served, Tracker, CLOCK_RATE_MARGIN, SCAN_INTERVAL, STAGGER,
 };
 use crate::paxos::types::{Command, Key, LeasedWrite, NodeId, Outcome, RequestId};
 
@@ -171,8 +172,15 @@ struct AttachedWrite {
 
 /// What a client operation of the keeper workload goes on with once answered.
 enum Then {
-    /// A grant, keepalive or attach served on `node`: tracked there (`Leases::served`).
-    Served { node: NodeId, lease: LeaseId },
+    /// A grant or keepalive served on `node`: tracked there (`Leases::served`).
+    Served {
+        node: NodeId,
+        lease: LeaseId,
+        how: Served,
+    },
+    /// The read a keepalive on `node` starts with when `node` does not track the lease
+    /// (`paxos::lease::Keepalive`): its touch follows if the lease is live.
+    KeepaliveRead { node: NodeId, lease: LeaseId },
     /// The next step of a write attached to a lease.
     Write(AttachedWrite),
 }
@@ -411,22 +419,32 @@ impl Sim {
         };
         let Ok(outcome) = result else { return };
         match then {
-            Then::Served { node, lease } => {
-                let Outcome::Cas {
+            Then::Served { node, lease, how } => {
+                if let Outcome::Cas {
                     swapped: true,
                     version,
                 } = outcome
-                else {
+                {
+                    self.keeper_served(node, lease, *version, how);
+                }
+            }
+            Then::KeepaliveRead { node, lease } => {
+                let Outcome::Get { value, .. } = outcome else {
                     return;
                 };
-                // A grant lists no keys; a keepalive keeps what the version before listed;
-                // the attach step of a write lists one.
-                let keyless = match &self.history[index].input {
-                    super::linearizability::Input::Cas { .. } => Some(true),
-                    super::linearizability::Input::Touch => None,
-                    _ => Some(false),
-                };
-                self.keeper_served(node, lease, *version, keyless);
+                match Keepalive::read(value.as_deref()) {
+                    Ok(Some(Keepalive::Touch { ttl })) => {
+                        *self
+                            .faults
+                            .entry("keepalive read, then touched")
+                            .or_default() += 1;
+                        self.keeper_keepalive(node, lease, Keepalive::Touch { ttl })
+                    }
+                    Ok(_) => {
+                        *self.faults.entry("keepalive read, lease gone").or_default() += 1;
+                    }
+                    Err(why) => panic!("lease {lease:016x}: {why}"),
+                }
             }
             Then::Write(mut w) => match outcome {
                 Outcome::Inspect(found) => {
@@ -444,7 +462,7 @@ impl Sim {
                     swapped: true,
                     version,
                 } => {
-                    self.keeper_served(w.node, w.lease, *version, Some(false));
+                    self.keeper_served(w.node, w.lease, *version, Served::Attach);
                     let write = Command::LeasedWrite(Box::new(LeasedWrite {
                         expect: None,
                         value: w.value,
@@ -467,8 +485,8 @@ impl Sim {
     }
 
     /// `Leases::served`: what a grant, keepalive or attach served on `node` left, tracked
-    /// there at once.
-    fn keeper_served(&mut self, node: NodeId, lease: LeaseId, version: u64, keyless: Option<bool>) {
+    /// there at once if `Tracker::served` says so.
+    fn keeper_served(&mut self, node: NodeId, lease: LeaseId, version: u64, how: Served) {
         let now = self.now;
         let Some(n) = self.nodes.get_mut(&node).filter(|n| !n.dead) else {
             return;
@@ -476,14 +494,30 @@ impl Sim {
         let key = lease_key(lease);
         let nodes = n.membership.as_ref().map(|m| m.nodes()).unwrap_or_default();
         let t = n.keeper.clock.at(now);
-        // A grant and a keepalive track the lease (a keepalive of a lease the node does not
-        // track read it first, its TTL with it: `Leases::keepalive`); an attach only a lease
-        // whose TTL the node knows, as `Leases::write`.
-        let known = keyless != Some(false) || n.keeper.tracker.ttl(lease).is_some();
-        if let (Some(place), true) = (place(&nodes, node, &key), known) {
-            n.keeper
-                .tracker
-                .served(lease, version, ttl_of(lease), keyless, place, t);
+        if let Some(place) = place(&nodes, node, &key) {
+            n.keeper.tracker.served(lease, version, how, place, t);
+        }
+    }
+
+    /// A keepalive of `lease` on `node`, from `start` (`Leases::keepalive`): its touch, or
+    /// the read that comes first when the node does not track the lease.
+    fn keeper_keepalive(&mut self, node: NodeId, lease: LeaseId, start: Keepalive) {
+        let key = lease_key(lease);
+        let i = self.history.len();
+        match start {
+            Keepalive::Touch { ttl } => {
+                self.client(node, &key, Command::Touch);
+                let how = Served::Keepalive { ttl };
+                self.keeping
+                    .then
+                    .insert(i, Then::Served { node, lease, how });
+            }
+            Keepalive::Read => {
+                self.client(node, &key, Command::Get);
+                self.keeping
+                    .then
+                    .insert(i, Then::KeepaliveRead { node, lease });
+            }
         }
     }
 
@@ -515,16 +549,17 @@ impl Sim {
                 };
                 let i = self.history.len();
                 self.client(node, &key, grant);
-                self.keeping
-                    .then
-                    .insert(i, Then::Served { node, lease: id });
+                let how = Served::Grant { ttl: ttl_of(id) };
+                let served = Then::Served {
+                    node,
+                    lease: id,
+                    how,
+                };
+                self.keeping.then.insert(i, served);
             }
             2..=5 if !lapsing => {
-                let i = self.history.len();
-                self.client(node, &key, Command::Touch);
-                self.keeping
-                    .then
-                    .insert(i, Then::Served { node, lease: id });
+                let start = self.nodes[&node].keeper.tracker.keepalive(id);
+                self.keeper_keepalive(node, id, start);
             }
             6..=8 if !lapsing => {
                 let write = AttachedWrite {
