@@ -147,8 +147,8 @@ impl Leases {
             Keepalive::Touch { ttl } => ttl,
             Keepalive::Read => match self.run(id, Command::Get).await? {
                 Outcome::Get { value, .. } => match Keepalive::read(value.as_deref()) {
-                    Ok(Some(Keepalive::Touch { ttl })) => ttl,
-                    Ok(_) => return Ok(None),
+                    Ok(Some(ttl)) => ttl,
+                    Ok(None) => return Ok(None),
                     Err(why) => return Err(Error::Storage(format!("lease {id:016x}: {why}"))),
                 },
                 other => return Err(unexpected(other)),

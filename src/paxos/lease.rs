@@ -141,8 +141,9 @@
 //! # Tested where
 //!
 //! The seeded simulation (`paxos::sim::keeper`) runs every node's keeper with these
-//! decisions ([`Tracker`], [`place`], and [`Expiry`], the sequence of an expiry's commands
-//! built on [`expiry`], [`after_expiry`] and [`release_plan`]) on
+//! decisions ([`Tracker`] with what each served request tells it, [`Served`], and how a
+//! keepalive starts, [`Keepalive`]; [`place`]; and [`Expiry`], the sequence of an expiry's
+//! commands built on [`expiry`], [`after_expiry`] and [`release_plan`]) on
 //! clocks of their own rates up to `1 + ρ`, with keeper pauses and restarts among its faults,
 //! and checks each expiry that acts against step 2 of the argument (sent at least TTL after
 //! the version it names was first seen chosen), and that lapsed leases and their keys are
@@ -587,8 +588,9 @@ pub enum Served {
 
 /// How a keepalive starts ([`Tracker::keepalive`]).
 ///
-/// A lease the node does not track (granted elsewhere and not scanned yet, ended, or made
-/// up) is read first, and one that is not live is answered "gone" without a round: a round
+/// A lease the node does not track (granted elsewhere and not scanned yet, ended and forgotten, or
+/// made up) is read first, and one that is not live is answered "gone"
+/// without a round: a round
 /// always prepares and accepts, so a `Touch` of a lease that never existed would leave a
 /// record of its key on every voter, and any client could grow the stores by one record per
 /// made-up id (nothing collects records). The read is linearizable, and a `Touch` of a
@@ -608,12 +610,12 @@ pub enum Keepalive {
 
 impl Keepalive {
     /// What follows the read of a keepalive's lease (`read`: the register's value, `None`
-    /// when it holds none): its touch, with the TTL the record gives, or `None`, "gone"
-    /// (no lease, or an ended one). A value that is not a lease record is an error.
-    pub fn read(read: Option<&[u8]>) -> Result<Option<Keepalive>, String> {
+    /// when it holds none): its touch, with the TTL the record gives (`Some`), or "gone"
+    /// (`None`: no lease, or an ended one). A value that is not a lease record is an error.
+    pub fn read(read: Option<&[u8]>) -> Result<Option<Duration>, String> {
         let Some(bytes) = read else { return Ok(None) };
         let record = LeaseRecord::decode(bytes).ok_or_else(|| "not a lease record".to_string())?;
-        Ok((!record.ended).then(|| Keepalive::Touch { ttl: record.ttl() }))
+        Ok((!record.ended).then(|| record.ttl()))
     }
 }
 
@@ -676,15 +678,8 @@ impl Tracker {
     /// item is (the argument is the same: chosen before `now`), and kept until a scan lists
     /// it or its expiry finds it gone. Which requests track their lease, and what they tell
     /// of its keys, is decided here, for the runtime (`actors::lease`) and the simulation's
-    /// keepers alike (see [`Served`]). Returns whether the lease is tracked now.
-    pub fn served(
-        &mut self,
-        id: LeaseId,
-        version: u64,
-        how: Served,
-        place: usize,
-        now: Instant,
-    ) -> bool {
+    /// keepers alike (see [`Served`]).
+    pub fn served(&mut self, id: LeaseId, version: u64, how: Served, place: usize, now: Instant) {
         let (ttl, keyless) = match how {
             Served::Grant { ttl } => (ttl, true),
             Served::Keepalive { ttl } => (
@@ -695,7 +690,7 @@ impl Tracker {
             ),
             Served::Attach => match self.ttl(id) {
                 Some(ttl) => (ttl, false),
-                None => return false,
+                None => return,
             },
         };
         let entry = self.seen.entry(id).or_insert(Seen {
@@ -715,7 +710,6 @@ impl Tracker {
             entry.scan = SERVED;
         }
         entry.place = place;
-        true
     }
 
     /// How a keepalive of lease `id` starts on this node: with its touch, when the lease is
@@ -870,24 +864,21 @@ mod tests {
         let ttl = second().ttl();
         let mut t = Tracker::default();
         assert_eq!(t.keepalive(3), Keepalive::Read);
-        assert!(!t.served(3, 4, Served::Attach, 0, now), "an unknown TTL");
-        assert_eq!(t.ttl(3), None);
-        assert!(t.served(3, 5, Served::Keepalive { ttl }, 0, now));
+        t.served(3, 4, Served::Attach, 0, now);
+        assert_eq!(t.ttl(3), None, "an attach, its TTL unknown");
+        t.served(3, 5, Served::Keepalive { ttl }, 0, now);
         assert_eq!(t.keepalive(3), Keepalive::Touch { ttl });
-        assert!(t.served(3, 6, Served::Attach, 0, now));
+        t.served(3, 6, Served::Attach, 0, now);
         assert_eq!(
             t.due(now + wait_before_expiry(ttl, 0)),
             vec![due(3, 6, false, false)]
         );
-        assert!(t.served(4, 1, Served::Grant { ttl }, 0, now));
+        t.served(4, 1, Served::Grant { ttl }, 0, now);
         assert_eq!(t.keepalive(4), Keepalive::Touch { ttl });
 
         assert_eq!(Keepalive::read(None), Ok(None), "no lease");
         let live = second().encode();
-        assert_eq!(
-            Keepalive::read(Some(&live)),
-            Ok(Some(Keepalive::Touch { ttl }))
-        );
+        assert_eq!(Keepalive::read(Some(&live)), Ok(Some(ttl)));
         let mut ended = second();
         ended.ended = true;
         assert_eq!(Keepalive::read(Some(&ended.encode())), Ok(None), "ended");

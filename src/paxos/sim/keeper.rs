@@ -4,7 +4,8 @@
 //! `paxos::lease` as it is answered.
 //!
 //! **The decisions are the runtime's**: what a node has seen and what is due when
-//! (`paxos::lease::Tracker`), its place in a lease's order of nodes (`place`), and each
+//! (`paxos::lease::Tracker`, told what each request served did by `Served`), how a
+//! keepalive starts (`Keepalive`), its place in a lease's order of nodes (`place`), and each
 //! expiry's sequence of commands (`paxos::lease::Expiry`: its end or delete, the read of the
 //! ended record, the releases of its keys, the delete), which `actors::lease` drives too.
 //! Only the schedule is restated here, as `Sim::start_list` restates `actors::list`'s IO: a
@@ -20,8 +21,9 @@
 //! lapse in a run) act as `actors::lease::Leases` does on the node they ask: grants,
 //! keepalives (the node tracks what it served, `Tracker::served`), reads, and writes attached
 //! to a lease, in its three steps (the key's fence, the attach, the write if the fence
-//! holds). A keepalive on a node that does not track its lease reads it first and touches
-//! it only if it is live (`paxos::lease::Keepalive`). Their keepalives stop now and then for longer than a TTL, and at the end.
+//! holds). A keepalive on a node that does not track its lease reads it first and
+//! touches it only if it is live (`paxos::lease::Keepalive`). Their keepalives stop now
+//! and then for longer than a TTL, and at the end.
 //!
 //! **Faults** beyond the simulation's own: a node's keeper pauses for 300 ms to 2 s and
 //! resumes with what it saw before (its tracker's times are old: it may find every lease due
@@ -412,7 +414,8 @@ impl Sim {
     }
 
     /// A client operation of the keeper workload answered: a served lease tracked on its
-    /// node, or the next step of a write attached to a lease.
+    /// node, a keepalive's touch after its read, or the next step of a write attached to a
+    /// lease.
     pub(super) fn keeper_client_answered(&mut self, index: usize, result: &Result<Outcome, Error>) {
         let Some(then) = self.keeping.then.remove(&index) else {
             return;
@@ -433,17 +436,17 @@ impl Sim {
                     return;
                 };
                 match Keepalive::read(value.as_deref()) {
-                    Ok(Some(Keepalive::Touch { ttl })) => {
+                    Ok(Some(ttl)) => {
                         *self
                             .faults
                             .entry("keepalive read, then touched")
                             .or_default() += 1;
                         self.keeper_keepalive(node, lease, Keepalive::Touch { ttl })
                     }
-                    Ok(_) => {
+                    Ok(None) => {
                         *self.faults.entry("keepalive read, lease gone").or_default() += 1;
                     }
-                    Err(why) => panic!("lease {lease:016x}: {why}"),
+                    Err(why) => panic!("seed {}: lease {lease:016x}: {why}", self.watched.seed),
                 }
             }
             Then::Write(mut w) => match outcome {
