@@ -588,10 +588,9 @@ pub enum Served {
 
 /// How a keepalive starts ([`Tracker::keepalive`]).
 ///
-/// A lease the node does not track (granted elsewhere and not scanned yet, ended and forgotten, or
-/// made up) is read first, and one that is not live is answered "gone"
-/// without a round: a round
-/// always prepares and accepts, so a `Touch` of a lease that never existed would leave a
+/// A lease the node does not track (granted elsewhere and not scanned yet, ended and
+/// forgotten, or made up) is read first, and one that is not live is answered "gone"
+/// without a round: a round always prepares and accepts, so a `Touch` of a lease that never existed would leave a
 /// record of its key on every voter, and any client could grow the stores by one record per
 /// made-up id (nothing collects records). The read is linearizable, and a `Touch` of a
 /// register that holds no live lease changes nothing and answers "gone"
