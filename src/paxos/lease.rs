@@ -588,17 +588,17 @@ pub enum Served {
 
 /// How a keepalive starts ([`Tracker::keepalive`]).
 ///
-/// A lease the node does not track (granted elsewhere and not scanned yet, ended and
-/// forgotten, or made up) is read first, and one that is not live is answered "gone"
-/// without a round: a round always prepares and accepts, so a `Touch` of a lease that never existed would leave a
+/// A lease the node does not track (granted elsewhere and not scanned yet, ended and forgotten,
+/// or made up) is read first, and one that is not live is answered "gone" without a round: a
+/// round always prepares and accepts, so a `Touch` of a lease that never existed would leave a
 /// record of its key on every voter, and any client could grow the stores by one record per
-/// made-up id (nothing collects records). The read is linearizable, and a `Touch` of a
-/// register that holds no live lease changes nothing and answers "gone"
-/// (`paxos::register`): a keepalive answered "gone" by its read takes effect at the read's
-/// point, as that `Touch` would have. A live lease is then touched by its own round (a
-/// revoke between the two makes the touch answer "gone"), and the read gave its TTL, which
-/// never changes. A lease the node tracks (the usual case: a client sends its keepalives to
-/// the lease's home node, which granted or scanned it) skips the read.
+/// made-up id (nothing collects records). The read is linearizable, and a `Touch` of a register
+/// that holds no live lease changes nothing and answers "gone" (`paxos::register`): a keepalive
+/// answered "gone" by its read takes effect at the read's point, as that `Touch` would have. A
+/// live lease is then touched by its own round (a revoke between the two makes the touch answer
+/// "gone"), and the read gave its TTL, which never changes. A lease the node tracks (the usual
+/// case: a client sends its keepalives to the lease's home node, which granted or scanned it)
+/// skips the read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keepalive {
     /// Touch the lease now; its TTL is `ttl`.
