@@ -270,6 +270,13 @@ pub struct AdoptRecords {
     pub records: Vec<SyncRecord>,
 }
 
+/// How many keys the store holds a record of (`Store::record_count`): committed records
+/// only, a group still gathering is not counted. For `status`: it looks up every key logged
+/// since the last merge (at most `storage::MERGE_RECORDS`), so it is not for a hot path.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Result<u64>")]
+pub struct CountRecords;
+
 /// The store's own metadata (identity, generation, membership; see `actors::membership`).
 /// Handled after every write queued before it is committed, so that a membership installed
 /// is durable only after every vote the node cast before it.

@@ -19,8 +19,8 @@ use actix::prelude::*;
 
 use crate::actors::linger::LingerSignal;
 use crate::actors::messages::{
-    AdoptRecords, DigestScan, FetchRecords, FindBehind, Load, Meta, MetaAnswer, Persist, ReplyTo,
-    ScanDigest, ScanPrefix, ScanUnsettled,
+    AdoptRecords, CountRecords, DigestScan, FetchRecords, FindBehind, Load, Meta, MetaAnswer,
+    Persist, ReplyTo, ScanDigest, ScanPrefix, ScanUnsettled,
 };
 use crate::actors::Stats;
 use crate::config::DEFAULT_COMMIT_WAIT_US;
@@ -338,6 +338,14 @@ impl Handler<AdoptRecords> for StorageActor {
         Stats::add(&self.stats.commits, 1);
         Stats::add(&self.stats.records_written, changed);
         Ok(changed)
+    }
+}
+
+impl Handler<CountRecords> for StorageActor {
+    type Result = Result<u64>;
+
+    fn handle(&mut self, _: CountRecords, _: &mut Context<Self>) -> Self::Result {
+        self.store.record_count()
     }
 }
 

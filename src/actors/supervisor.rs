@@ -34,8 +34,8 @@ use tokio::sync::mpsc;
 use crate::actors::acceptor::{AcceptorActor, DurableView};
 use crate::actors::membership::{InstalledMembership, MembershipService};
 use crate::actors::messages::{
-    ActorStopped, Adopt, AdoptRecord, AdoptRecords, Deliver, GetStatus, Inbound, ReplyTo, Retire,
-    Role, SettleKey, Submit, SubmitFor,
+    ActorStopped, Adopt, AdoptRecord, AdoptRecords, CountRecords, Deliver, GetStatus, Inbound,
+    ReplyTo, Retire, Role, SettleKey, Submit, SubmitFor,
 };
 #[cfg(feature = "testing")]
 use crate::actors::messages::{CountRelayed, Crash, CrashActor, Inspect, InspectAcceptor};
@@ -574,13 +574,13 @@ impl Handler<InspectAcceptor> for NodeSupervisor {
 }
 
 impl Handler<GetStatus> for NodeSupervisor {
-    type Result = MessageResult<GetStatus>;
+    type Result = ResponseFuture<NodeStatus>;
 
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
         let s = &self.stats;
         let voting = self.readiness.is_voting();
         let (requests, request_buckets) = s.metrics.request_latency();
-        MessageResult(NodeStatus {
+        let mut status = NodeStatus {
             node: self.node,
             live_proposers: Stats::get(&s.live_proposers),
             live_acceptors: Stats::get(&s.live_acceptors),
@@ -607,6 +607,21 @@ impl Handler<GetStatus> for NodeSupervisor {
             request_buckets,
             cpu_us: process_cpu_us(),
             proposer_timer_wakeups: Stats::get(&s.proposer_timer_wakeups),
+            records_stored: None,
+        };
+        // The count is the storage actor's (it owns the store); the counters above are
+        // taken now, the count when the storage actor gets to it.
+        let storage = self.storage.clone();
+        Box::pin(async move {
+            status.records_stored = match storage.send(CountRecords).await {
+                Ok(Ok(count)) => Some(count),
+                Ok(Err(e)) => {
+                    log::warn!("status: counting the store's records failed: {e}");
+                    None
+                }
+                Err(_) => None,
+            };
+            status
         })
     }
 }

@@ -586,7 +586,8 @@ async fn status(client: Client, json: bool) -> i32 {
             }
             Ok(s) => println!(
                 "node {} at {addr}: up, {}, {} proposers and {} acceptors live, {} commits \
-                 ({} records), {} restarts, {} peer frames dropped, {} bad frames, rss {} MiB",
+                 ({} records), {} records stored, {} restarts, {} peer frames dropped, {} bad \
+                 frames, rss {} MiB",
                 s.node,
                 match (s.voting, s.store_refused) {
                     (true, _) => format!("voting at epoch {}", s.epoch),
@@ -599,6 +600,8 @@ async fn status(client: Client, json: bool) -> i32 {
                 s.live_acceptors,
                 s.commits,
                 s.records_written,
+                s.records_stored
+                    .map_or_else(|| "unknown".to_string(), |n| n.to_string()),
                 s.acceptor_restarts + s.proposer_restarts,
                 s.peer_frames_dropped,
                 s.bad_frames,
