@@ -300,6 +300,7 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
         );
         actix_rt::spawn(api.serve(listener));
     }
+    let counter = storage.clone();
     let calls = CallServer::new(storage, readiness.clone(), &config, members.clone());
     Network::new(
         listener,
@@ -319,6 +320,7 @@ async fn start_actors(parts: Parts, storage_arbiter: &Arbiter) -> (Addr<NodeSupe
             view,
             outbox: outbox.clone(),
             refused: members.refused.clone(),
+            storage: counter,
         };
         actix_rt::spawn(metrics::serve(listener, sources));
     }

@@ -76,6 +76,19 @@ async fn metrics_name_every_documented_series_and_health_follows_voting() {
     );
     assert!(metric_in(&text, "paxkv_commit_duration_seconds_count").unwrap() >= 1.0);
     assert_eq!(metric_in(&text, "paxkv_voting"), Some(1.0));
+    // The key "m" and the cluster's own keys, as `status` counts them.
+    let stored = cluster
+        .client_for(1)
+        .status(0)
+        .await
+        .unwrap()
+        .records_stored;
+    assert!(stored.is_some_and(|n| n >= 2), "{stored:?}");
+    assert_eq!(
+        metric_in(&text, "paxkv_records_stored"),
+        stored.map(|n| n as f64),
+        "{text}"
+    );
     assert!(metric_in(&text, "paxkv_membership_epoch").unwrap() >= 1.0);
     assert_eq!(http_get(metrics, "/health").await.unwrap().0, 200);
     assert_eq!(http_get(metrics, "/nothing").await.unwrap().0, 404);

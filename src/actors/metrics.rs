@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::Addr;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
@@ -22,6 +23,7 @@ use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, Tex
 use crate::actors::http_server;
 use crate::actors::membership::InstalledMembership;
 use crate::actors::outbox::Outbox;
+use crate::actors::storage::{self, StorageActor};
 use crate::actors::{Readiness, Stats};
 use crate::error::{Error, Result};
 
@@ -38,6 +40,8 @@ pub struct Sources {
     pub view: Arc<InstalledMembership>,
     pub outbox: Outbox,
     pub refused: Arc<std::sync::atomic::AtomicBool>,
+    /// Counts the store's records for `paxkv_records_stored`, at each scrape.
+    pub storage: Addr<StorageActor>,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, value: u64) {
@@ -53,9 +57,18 @@ fn gauge(registry: &Registry, name: &str, help: &str, value: i64) {
 }
 
 impl Sources {
-    /// Every series, in the Prometheus text format.
-    pub fn render(&self) -> String {
+    /// Every series, in the Prometheus text format; `records_stored`: the store's count of
+    /// its records (`None`: it did not answer, and the series is left out of this scrape).
+    pub fn render(&self, records_stored: Option<u64>) -> String {
         let registry = Registry::new();
+        if let Some(stored) = records_stored {
+            gauge(
+                &registry,
+                "paxkv_records_stored",
+                "Keys this node's store holds a record of, tombstones and the cluster's own keys included (none is collected yet)",
+                stored as i64,
+            );
+        }
         self.register_histograms(&registry);
         self.register_counters(&registry);
         self.register_live_actors(&registry);
@@ -202,9 +215,12 @@ impl Sources {
         }
     }
 
-    fn answer(&self, request: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    async fn answer(&self, request: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
         let (status, content_type, body) = match (request.method(), request.uri().path()) {
-            (&Method::GET, "/metrics") => (StatusCode::OK, prometheus::TEXT_FORMAT, self.render()),
+            (&Method::GET, "/metrics") => {
+                let stored = storage::records_stored(&self.storage, "metrics").await;
+                (StatusCode::OK, prometheus::TEXT_FORMAT, self.render(stored))
+            }
             (&Method::GET, "/health") => {
                 let (status, body) = self.health();
                 (status, "text/plain; charset=utf-8", body)
@@ -239,8 +255,8 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
 /// Serves `/metrics` and `/health` on `listener` until the runtime stops.
 pub async fn serve(listener: std::net::TcpListener, sources: Sources) {
     let answer = move |request: Request<hyper::body::Incoming>, _| {
-        let response = sources.answer(&request);
-        async move { response }
+        let sources = sources.clone();
+        async move { sources.answer(&request).await }
     };
     let endpoint = http_server::Endpoint {
         name: "metrics endpoint",

@@ -382,6 +382,19 @@ impl Handler<Meta> for StorageActor {
     }
 }
 
+/// The store's count of its records (`CountRecords`), for `status` and `/metrics`; `None`
+/// when the storage actor does not answer (the failure logged, naming `for_what`).
+pub(crate) async fn records_stored(storage: &Addr<StorageActor>, for_what: &str) -> Option<u64> {
+    match storage.send(CountRecords).await {
+        Ok(Ok(count)) => Some(count),
+        Ok(Err(e)) => {
+            log::warn!("{for_what}: counting the store's records failed: {e}");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 /// Sends `msg` to the storage actor and waits for its answer.
 pub(crate) async fn ask<M, T>(storage: &Addr<StorageActor>, msg: M) -> Result<T>
 where

@@ -34,15 +34,15 @@ use tokio::sync::mpsc;
 use crate::actors::acceptor::{AcceptorActor, DurableView};
 use crate::actors::membership::{InstalledMembership, MembershipService};
 use crate::actors::messages::{
-    ActorStopped, Adopt, AdoptRecord, AdoptRecords, CountRecords, Deliver, GetStatus, Inbound,
-    ReplyTo, Retire, Role, SettleKey, Submit, SubmitFor,
+    ActorStopped, Adopt, AdoptRecord, AdoptRecords, Deliver, GetStatus, Inbound, ReplyTo, Retire,
+    Role, SettleKey, Submit, SubmitFor,
 };
 #[cfg(feature = "testing")]
 use crate::actors::messages::{CountRelayed, Crash, CrashActor, Inspect, InspectAcceptor};
 use crate::actors::outbox::{Outbox, PeerQueue};
 use crate::actors::proposer::ProposerActor;
 use crate::actors::routes::{hand_to_proposer, KeyActors, KeyTable, LiveAcceptor, Routes};
-use crate::actors::storage::StorageActor;
+use crate::actors::storage::{records_stored, StorageActor};
 use crate::actors::watch::WatchHub;
 use crate::actors::{Readiness, Stats};
 use crate::config::Config;
@@ -613,14 +613,7 @@ impl Handler<GetStatus> for NodeSupervisor {
         // taken now, the count when the storage actor gets to it.
         let storage = self.storage.clone();
         Box::pin(async move {
-            status.records_stored = match storage.send(CountRecords).await {
-                Ok(Ok(count)) => Some(count),
-                Ok(Err(e)) => {
-                    log::warn!("status: counting the store's records failed: {e}");
-                    None
-                }
-                Err(_) => None,
-            };
+            status.records_stored = records_stored(&storage, "status").await;
             status
         })
     }
