@@ -617,10 +617,10 @@ pub struct NodeStatus {
     /// Proposers woken by their own timer since the node started (`Stats`): rounds that
     /// needed one (slower than `read_grace` or a phase timeout), not requests.
     pub proposer_timer_wakeups: u64,
-    /// Keys this node's store holds a record of, deleted keys' tombstones and the cluster's
-    /// own keys included (`None`: the store did not answer). Nothing collects records yet,
-    /// so this only grows: every key ever written, deleted or compare-and-set on, and every
-    /// lease ever granted, keeps one on every voter that took it.
+    /// Keys this node's store holds a record of, deleted keys' tombstones and the cluster's own
+    /// keys included (`None`: the store did not answer within a second). Nothing collects
+    /// records yet, so this only grows: every key ever written, deleted or compare-and-set on,
+    /// and every lease ever granted, keeps one on every voter that took it.
     pub records_stored: Option<u64>,
 }
 

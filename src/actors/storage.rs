@@ -382,16 +382,26 @@ impl Handler<Meta> for StorageActor {
     }
 }
 
+/// How long `status` and a scrape wait for the store's count of its records: a storage
+/// actor held up (a stalled disk, a long merge) must not hold up the tools an operator
+/// looks at the node with.
+const COUNT_WAIT: Duration = Duration::from_secs(1);
+
 /// The store's count of its records (`CountRecords`), for `status` and `/metrics`; `None`
-/// when the storage actor does not answer (the failure logged, naming `for_what`).
+/// when the storage actor does not answer within [`COUNT_WAIT`] (a failure is logged,
+/// naming `for_what`).
 pub(crate) async fn records_stored(storage: &Addr<StorageActor>, for_what: &str) -> Option<u64> {
-    match storage.send(CountRecords).await {
-        Ok(Ok(count)) => Some(count),
-        Ok(Err(e)) => {
+    match tokio::time::timeout(COUNT_WAIT, storage.send(CountRecords)).await {
+        Ok(Ok(Ok(count))) => Some(count),
+        Ok(Ok(Err(e))) => {
             log::warn!("{for_what}: counting the store's records failed: {e}");
             None
         }
-        Err(_) => None,
+        Ok(Err(_)) => None,
+        Err(_) => {
+            log::warn!("{for_what}: the storage actor did not count its records in {COUNT_WAIT:?}");
+            None
+        }
     }
 }
 
