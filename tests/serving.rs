@@ -748,12 +748,8 @@ async fn status_counts_the_records_each_store_holds_and_a_delete_keeps_its_recor
     let stored = || async {
         let mut stored = Vec::new();
         for id in cluster.ids() {
-            let status = cluster.client_for(id).status(0).await.unwrap();
-            stored.push(
-                status
-                    .records_stored
-                    .expect("the store counted its records"),
-            );
+            let count = cluster.status(id).await.records_stored;
+            stored.push(count.expect("the store counted its records"));
         }
         stored
     };
