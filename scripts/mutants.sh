@@ -258,6 +258,11 @@ mutants=(
   'watchers-per-node-unlimited @@ src/actors/watch.rs @@ s/^        if registry.watchers.len() >= limit {$/        if false {/ @@ --test watching watches_are_limited'
   'lease-expiry-at-half-its-ttl @@ src/paxos/lease.rs @@ s/ttl.mul_f64(1.0 + CLOCK_RATE_MARGIN)/ttl.mul_f64(0.5 + CLOCK_RATE_MARGIN)/ @@ --test leases a_lease_lives'
   'lease-expiry-at-half-its-ttl-under-faults @@ src/paxos/lease.rs @@ s/ttl.mul_f64(1.0 + CLOCK_RATE_MARGIN)/ttl.mul_f64(0.5 + CLOCK_RATE_MARGIN)/ @@ --test safety_nemesis_processes linearizable_under'
+  # a proposer's phase timeout and backoff follow how long its acceptors take (paxos::proposer, "Paced by its acceptors")
+  'pace-timeout-fixed @@ src/paxos/proposer.rs @@ s/^        self.pace.timeout(self.cfg.phase_timeout)$/        self.cfg.phase_timeout/ @@ --lib slows_rounds_but_never'
+  'pace-timeout-fixed-runtime @@ src/paxos/proposer.rs @@ s/^        self.pace.timeout(self.cfg.phase_timeout)$/        self.cfg.phase_timeout/ @@ --test serving a_disk_slower_than_the_phase_timeout'
+  'pace-learns-from-one-late-answer @@ src/paxos/proposer.rs @@ s/^        if answered.count_ones() as usize >= quorum {$/        if answered.count_ones() >= 1 {/ @@ --lib only_a_majoritys_late_answers'
+  'pace-backoff-ceiling-fixed @@ src/paxos/proposer.rs @@ s/^        self.typical.max(floor)$/        floor/ @@ --lib slows_rounds_but_never'
   'http-get-without-etag @@ src/actors/http_api.rs @@ s/^        answer.headers_mut().insert(ETAG, etag(version));$/        let _ = etag(version);/ @@ --test http_api python_drives'
   'http-cas-ignores-if-match @@ src/actors/http_api.rs @@ s/^        return Ok(Some(version));$/        let _ = version; return Ok(None);/ @@ --test http_api python_drives'
   'https-accepts-any-client @@ src/actors/http_server.rs @@ s/Peer::accept(Some(tls.as_ref()), stream)/Peer::accept(None, stream)/ @@ --test http_api curl_over_https'

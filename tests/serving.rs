@@ -462,6 +462,60 @@ async fn a_retired_acceptor_is_never_replaced_while_it_still_runs() {
     }
 }
 
+/// A disk whose every commit takes longer than the phase timeout (300 ms, the timeout 200 ms:
+/// the default's ratio is 500 ms to a disk slower than that) slows writes down but never
+/// stops them (`paxos::proposer`, "Paced by its acceptors"). A cluster founded on that disk
+/// records its stores (the start that stalled a CI run on 2026-12-07, with 300 ms commits on
+/// a loaded machine), then a writer pinned to each node puts one key twice, all at once, and
+/// a key of its own: every put is answered ok, and what they wrote reads back. Before, no
+/// round on that disk ever ended: a phase gave up before any promise was durable, and its
+/// retry queued behind the write it gave up on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_slower_than_the_phase_timeout_slows_writes_but_never_stops_them() {
+    let cluster = TestCluster::start_n(3, |c| {
+        c.testing.allow_fault_injection = true;
+        c.testing.commit_delay_ms = 300;
+        c.paxos.phase_timeout_ms = 200;
+    });
+    cluster.wait_bootstrapped(1).await;
+    let mut writers = Vec::new();
+    for id in 1..=3 {
+        let client = cluster.client_with(vec![cluster.addr(id)], true, Duration::from_secs(60));
+        writers.push(tokio::spawn(async move {
+            for i in 0..2 {
+                let value = format!("w{id}-{i}");
+                client
+                    .put(b"hot", value.as_bytes())
+                    .await
+                    .unwrap_or_else(|e| panic!("node {id}: put {i} of hot: {e}"));
+            }
+            client
+                .put(format!("own-{id}").as_bytes(), b"once")
+                .await
+                .unwrap_or_else(|e| panic!("node {id}: its own key: {e}"));
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let reader = cluster.client_with(cluster.config.addrs(), false, Duration::from_secs(60));
+    match reader.get(b"hot").await.unwrap() {
+        Outcome::Get {
+            value: Some(v),
+            version: 6,
+        } => assert!(v.ends_with(b"-1"), "{}", String::from_utf8_lossy(&v)),
+        other => panic!("hot: {other:?}"),
+    }
+    for id in 1..=3 {
+        let key = format!("own-{id}");
+        assert_eq!(
+            reader.get(key.as_bytes()).await.unwrap(),
+            got("once", 1),
+            "{key}"
+        );
+    }
+}
+
 /// Once a key's actors are live, its Paxos messages go from the connection (or the node's own
 /// outbox) straight to them, and clients' commands from the router straight to its proposer
 /// (`actors::routes`): the supervisor sees only what starts an actor. A hundred operations on

@@ -187,6 +187,42 @@
 //! answers a write it has already applied with the recorded outcome. At its deadline a
 //! request is answered `Unavailable` if no Accept carrying it was ever sent, and `Unknown`
 //! otherwise: never "ok" without a majority of Accepted.
+//!
+//! **Paced by its acceptors** ([`Pace`]). How long a phase waits for a majority, and how long a
+//! proposer backs off after a conflict, follow how long this key's Prepares and Accepts have
+//! lately taken to be answered (each needs a durable write at every acceptor that answers),
+//! not only the config's `phase_timeout` and `backoff_max`, which are their floors. Before,
+//! both were fixed, and a disk whose writes took longer than the phase timeout (a slow or
+//! overloaded disk; the tests' `commit_delay_ms`) stopped every round: a phase timed out
+//! before any promise could be durable, its retry at a higher ballot queued at each acceptor
+//! behind the write it gave up on, and so on, until the request's deadline; one proposer alone
+//! was never answered. Three proposers writing one key from three nodes did the same with
+//! writes much faster than the timeout, since a backoff of at most `backoff_max` (50 ms)
+//! ended within the round it yielded to (a cluster's start recording its stores, CI of
+//! 2026-12-07; `proposer_tests::a_disk_slower_than_the_phase_timeout_slows_rounds_but_never_stops_them`).
+//!
+//! *Safety* does not depend on any of it: a phase may be given up at any moment and its
+//! batch retried at a higher ballot (the paragraphs above), so a timeout or a backoff of any
+//! length changes only when rounds happen, never what they may decide.
+//!
+//! *Liveness*, the timing assumption named: from some moment on, a majority of the key's
+//! acceptors answers each Prepare or Accept within some bound `D` (their queues and disks
+//! included), unknown to the proposer but below `Pace::CEILING / 2` times `phase_timeout`
+//! (8 s at the default 500 ms). A phase that reached its majority after `d` raises the
+//! estimate to `d` (it decays by half at each faster one). A phase given up on at its timeout
+//! is remembered by its ballot (no other phase of this proposer uses it), and once a majority
+//! has answered it anyway, the estimate rises to how long that took. The phase timeout is
+//! twice the estimate, so it grows with those answers until it covers `D`; phases then end by
+//! their majority, not their timeout. The backoff's ceiling is the estimate too, so proposers
+//! that collide back off at random over as long as a phase takes, not over a fixed 50 ms that
+//! ends within the very phase they yield to. A phase is timed only by a majority's answers,
+//! never by silence or by one slow acceptor: a proposer cut off from its acceptors keeps the
+//! floor, so it retries at once when the network heals, as before; a paused acceptor of a
+//! minority changes nothing. Measured in simulated time (three voters, `phase_timeout` 100
+//! ms, 30 seeds, the test's harness): one proposer whose acceptors take 250 ms per write is
+//! answered after 1.0 s, and three writing one key from three nodes all are after 5.3 s
+//! (median; 5.8 s at most); before, none ever was. On a fast disk nothing changes: the
+//! estimate stays below both floors.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -220,11 +256,14 @@ pub struct ProposerConfig {
     /// Acceptors a settle must reach besides a quorum: a node joining the voters (a rescan
     /// leaves every key's state on it, see `paxos::membership`).
     pub joining: Vec<NodeId>,
-    /// A phase without a majority of answers after this long is retried.
+    /// A phase without a majority of answers after this long is retried: the least phase
+    /// timeout, raised while this key's acceptors answer more slowly ([`Pace`]).
     pub phase_timeout: Duration,
     /// How long a quick read waits for more answers once a majority answered but disagreed.
     pub read_grace: Duration,
     pub backoff_min: Duration,
+    /// The backoff's ceiling, raised to how long a phase takes while that is longer
+    /// ([`Pace`]).
     pub backoff_max: Duration,
     /// Commands applied in one round, at most [`RECENT_WRITES`].
     pub max_batch: usize,
@@ -438,6 +477,89 @@ struct Cached {
     state: Register,
 }
 
+/// How long this key's phases take at its acceptors, learned from its own rounds: it sets the
+/// phase timeout and the backoff's ceiling (module doc, "Paced by its acceptors").
+#[derive(Debug, Default)]
+struct Pace {
+    /// How long a Prepare or Accept phase lately took to reach its majority: raised to each
+    /// one that took longer, halved at each that took less.
+    typical: Duration,
+    /// The phases given up on at their timeout lately: ballot, when each began, and which
+    /// acceptors answered it since (bit `i`: `nodes[i]`). Once a majority did, it tells how
+    /// long the phase took.
+    abandoned: VecDeque<(Ballot, Instant, u64)>,
+}
+
+impl Pace {
+    /// How many phases given up on are remembered: the oldest, which the acceptors answer
+    /// first (each takes its messages in order), until a majority answered or the ceiling
+    /// passed.
+    const ABANDONED: usize = 8;
+    /// The phase timeout never exceeds this many times the config's (16 s at the default
+    /// 500 ms): acceptors slower than half that leave the key unavailable.
+    const CEILING: u32 = 32;
+
+    /// A Prepare or Accept phase reached its majority `took` after it began.
+    fn took(&mut self, took: Duration, floor: Duration) {
+        let took = took.min(floor * (Self::CEILING / 2));
+        self.typical = took.max(self.typical / 2);
+    }
+
+    /// The phase at `ballot`, begun at `started`, was given up on at its timeout; `answered`:
+    /// the acceptors that had answered it (bit `i`: `nodes[i]`).
+    fn gave_up(
+        &mut self,
+        ballot: Ballot,
+        started: Instant,
+        answered: u64,
+        now: Instant,
+        floor: Duration,
+    ) {
+        let forgotten = floor * (Self::CEILING / 2);
+        self.abandoned
+            .retain(|(_, at, _)| now.saturating_duration_since(*at) < forgotten);
+        if self.abandoned.len() < Self::ABANDONED {
+            self.abandoned.push_back((ballot, started, answered));
+        }
+    }
+
+    /// The acceptor at `index` of `nodes` answered `ballot` at `now`: if that was a phase
+    /// given up on, and this answer makes a majority (`quorum`) of them, the phase took that
+    /// long. (Not one late answer alone: a minority's paused acceptor says nothing of how
+    /// long a phase takes, and its phases end by the majority.)
+    fn answered(
+        &mut self,
+        ballot: Ballot,
+        index: usize,
+        quorum: usize,
+        now: Instant,
+        floor: Duration,
+    ) {
+        let Some(i) = self.abandoned.iter().position(|(b, _, _)| *b == ballot) else {
+            return;
+        };
+        let (_, started, answered) = &mut self.abandoned[i];
+        *answered |= 1 << index;
+        if answered.count_ones() as usize >= quorum {
+            let took = now
+                .saturating_duration_since(*started)
+                .min(floor * (Self::CEILING / 2));
+            self.typical = self.typical.max(took);
+            self.abandoned.remove(i);
+        }
+    }
+
+    /// How long a phase waits for its majority.
+    fn timeout(&self, floor: Duration) -> Duration {
+        (self.typical * 2).clamp(floor, floor * Self::CEILING)
+    }
+
+    /// The longest backoff after a conflict.
+    fn backoff_ceiling(&self, floor: Duration) -> Duration {
+        self.typical.max(floor)
+    }
+}
+
 pub struct Proposer {
     cfg: ProposerConfig,
     /// This instance's id, carried by every request it sends and echoed by every reply
@@ -453,6 +575,8 @@ pub struct Proposer {
     backoff: Duration,
     /// Rounds that failed since the last success.
     failures: u32,
+    /// How long this key's phases take ([`Pace`]).
+    pace: Pace,
     /// Acceptors that could not make their answer durable since the last success, and why:
     /// named in the error of a request that fails.
     storage_failures: BTreeMap<NodeId, (Ballot, String)>,
@@ -546,6 +670,7 @@ impl Proposer {
             id: rng.random(),
             backoff: cfg.backoff_min,
             failures: 0,
+            pace: Pace::default(),
             storage_failures: BTreeMap::new(),
             fast_allowed: cfg.fast_path,
             cfg,
@@ -589,6 +714,19 @@ impl Proposer {
 
     pub fn config(&self) -> &ProposerConfig {
         &self.cfg
+    }
+
+    /// `nodes` as bits of their places in `cfg.nodes`.
+    fn answered_bits<'a>(&self, nodes: impl Iterator<Item = &'a NodeId>) -> u64 {
+        nodes
+            .filter_map(|n| self.cfg.nodes.iter().position(|m| m == n))
+            .fold(0, |bits, i| bits | 1 << i)
+    }
+
+    /// How long a phase waits for its majority: `phase_timeout`, or more while this key's
+    /// acceptors answer more slowly ([`Pace`]).
+    pub fn phase_timeout(&self) -> Duration {
+        self.pace.timeout(self.cfg.phase_timeout)
     }
 
     /// The membership changed (see `paxos::membership`): from now on count `nodes` at
@@ -746,6 +884,20 @@ impl Proposer {
         if to != self.id || !self.cfg.nodes.contains(&from) {
             return;
         }
+        if let PeerMessage::Promise { ballot, .. }
+        | PeerMessage::Accepted { ballot, .. }
+        | PeerMessage::Reject { ballot, .. }
+        | PeerMessage::Failed { ballot, .. } = &msg
+        {
+            if !self.pace.abandoned.is_empty() {
+                let index = self.cfg.nodes.iter().position(|n| *n == from);
+                let quorum = self.cfg.quorums().classic();
+                let floor = self.cfg.phase_timeout;
+                if let Some(index) = index {
+                    self.pace.answered(*ballot, index, quorum, now, floor);
+                }
+            }
+        }
         match msg {
             PeerMessage::QueryReply {
                 read,
@@ -807,6 +959,7 @@ impl Proposer {
     /// Advances timers: deadlines, phase timeouts, the end of a backoff.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Effect>) {
         self.expire(now, out);
+        let timeout = self.phase_timeout();
         // A thrifty round whose first majority has not done it within `read_grace` asks the
         // rest (an acceptor of that majority is down, paused or slow).
         let silent = match &self.phase {
@@ -830,7 +983,7 @@ impl Proposer {
                 // Too few acceptors agree (or answer) for a quick read: settle it with a full
                 // identity round, which also brings the laggards up to date.
                 let graced = grace_until.is_some_and(|t| now >= t);
-                if graced || now.duration_since(*started) >= self.cfg.phase_timeout {
+                if graced || now.duration_since(*started) >= timeout {
                     self.prepare(now, out);
                 }
             }
@@ -843,8 +996,29 @@ impl Proposer {
                 // recovers whatever the fast attempt may have chosen.
                 self.retry_later(now);
             }
-            Phase::Preparing { started, .. } | Phase::Accepting { started, .. } => {
-                if now.duration_since(*started) >= self.cfg.phase_timeout {
+            Phase::Preparing {
+                started,
+                ballot,
+                promises,
+            } => {
+                if now.duration_since(*started) >= timeout {
+                    let answered = self.answered_bits(promises.keys());
+                    let floor = self.cfg.phase_timeout;
+                    self.pace.gave_up(*ballot, *started, answered, now, floor);
+                    self.cache = None;
+                    self.retry_later(now);
+                }
+            }
+            Phase::Accepting {
+                started,
+                ballot,
+                acks,
+                ..
+            } => {
+                if now.duration_since(*started) >= timeout {
+                    let answered = self.answered_bits(acks.keys());
+                    let floor = self.cfg.phase_timeout;
+                    self.pace.gave_up(*ballot, *started, answered, now, floor);
                     self.cache = None;
                     self.retry_later(now);
                 }
@@ -1249,7 +1423,7 @@ impl Proposer {
         let Phase::Preparing {
             ballot: current,
             promises,
-            ..
+            started,
         } = &mut self.phase
         else {
             return;
@@ -1263,6 +1437,7 @@ impl Proposer {
         if promises.len() < quorum {
             return;
         }
+        let started = *started;
         // CASPaxos §2.1: take the state with the highest accepted ballot among the majority.
         let Vote {
             accepted: highest,
@@ -1282,6 +1457,7 @@ impl Proposer {
                 None => return,
             }
         };
+        self.pace.took(now - started, self.cfg.phase_timeout);
         self.accept(now, ballot, state, true, out);
     }
 
@@ -1379,11 +1555,13 @@ impl Proposer {
             acks,
             pred,
             own,
+            started,
             ..
         } = std::mem::replace(&mut self.phase, Phase::Idle)
         else {
             unreachable!()
         };
+        self.pace.took(now - started, self.cfg.phase_timeout);
         let promised_next = acks.values().filter(|p| **p == next).count();
         self.cache = (promised_next >= quorum).then(|| Cached {
             ballot: next,
@@ -1398,7 +1576,7 @@ impl Proposer {
             // the key does not stay at the fast ballot, where a lost acceptor state loses it.
             // It is never repaired onto other acceptors at the fast ballot: how many took it
             // is what a classic round reads to recover it.
-            let deadline = now + self.cfg.phase_timeout * 4;
+            let deadline = now + self.phase_timeout() * 4;
             let settle = Pending::new(Ask {
                 token: None,
                 command: Command::Get,
@@ -1562,7 +1740,8 @@ impl Proposer {
         } else {
             let ms = self.backoff.as_micros() as u64;
             let min = self.cfg.backoff_min.as_micros() as u64;
-            self.backoff = (self.backoff * 2).min(self.cfg.backoff_max);
+            let ceiling = self.pace.backoff_ceiling(self.cfg.backoff_max);
+            self.backoff = (self.backoff * 2).min(ceiling);
             Duration::from_micros(self.rng.random_range(min..=ms.max(min)))
         };
         self.failures += 1;
@@ -1602,14 +1781,14 @@ impl Proposer {
                 widened,
                 ..
             } => {
-                let end = grace_until.unwrap_or(*started + self.cfg.phase_timeout);
+                let end = grace_until.unwrap_or(*started + self.phase_timeout());
                 Some(if *widened {
                     end
                 } else {
                     end.min(*started + self.cfg.read_grace)
                 })
             }
-            Phase::Preparing { started, .. } => Some(*started + self.cfg.phase_timeout),
+            Phase::Preparing { started, .. } => Some(*started + self.phase_timeout()),
         };
         let deadlines = self
             .batch

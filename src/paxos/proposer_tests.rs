@@ -1,5 +1,6 @@
 //! Message-by-message tests of the proposer, driving it by hand against in-memory acceptors.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
@@ -1293,4 +1294,229 @@ fn a_proposer_of_a_node_that_is_no_member_answers_unavailable_at_once_and_sends_
         "a write in flight answered unavailable: {out:?}"
     );
     assert!(p.next_wakeup().is_some(), "the write in flight goes on");
+}
+
+/// Acceptors on slow disks, in simulated time: each takes its messages one at a time in the
+/// order they arrive (its actor holds its mailbox while a write is made durable), a message
+/// that changes its record is answered `disk` after the acceptor got to it, any other at once;
+/// every message takes 1 ms each way. Drives `proposers` (each with one put, deadline 60 s
+/// away) until every put is answered or `until` passes; returns each proposer's answer and
+/// when it came.
+/// A message of [`on_slow_disks`] between a proposer (`instance`) and an acceptor.
+struct OnTheWire {
+    to_acceptor: bool,
+    to: NodeId,
+    from: NodeId,
+    instance: u64,
+    msg: PeerMessage,
+}
+
+fn on_slow_disks(
+    proposers: &mut [Proposer],
+    disk: Duration,
+    until: Duration,
+) -> Vec<Option<(Duration, Result<Outcome, Error>)>> {
+    let t0 = Instant::now();
+    let net = Duration::from_millis(1);
+    let voters: Vec<NodeId> = proposers[0].config().nodes.clone();
+    let mut accs: BTreeMap<NodeId, (Acceptor, Instant)> = voters
+        .iter()
+        .map(|&n| (n, (Acceptor::default(), t0)))
+        .collect();
+    let mut wire: BTreeMap<(Instant, u64), OnTheWire> = BTreeMap::new();
+    let mut seq = 0u64;
+    let mut answers = vec![None; proposers.len()];
+    let mut send = |wire: &mut BTreeMap<_, _>, at: Instant, item| {
+        seq += 1;
+        wire.insert((at, seq), item);
+    };
+    let mut effects: Vec<(usize, Vec<Effect>)> = Vec::new();
+    for (i, p) in proposers.iter_mut().enumerate() {
+        let mut out = Vec::new();
+        p.submit(
+            t0,
+            i as Token,
+            put(&format!("p{i}")),
+            Some(RequestId {
+                client: i as u64 + 1,
+                seq: 1,
+            }),
+            false,
+            t0 + Duration::from_secs(60),
+            &mut out,
+        );
+        effects.push((i, out));
+    }
+    let mut now = t0;
+    loop {
+        for (i, out) in effects.drain(..) {
+            let (node, instance) = (proposers[i].config().node, proposers[i].id());
+            for &to in &voters {
+                for msg in sent_to(&out, to) {
+                    let item = OnTheWire {
+                        to_acceptor: true,
+                        to,
+                        from: node,
+                        instance,
+                        msg,
+                    };
+                    send(&mut wire, now + net, item);
+                }
+            }
+            for (_, answer) in replies(&out) {
+                answers[i].get_or_insert((now - t0, answer));
+            }
+        }
+        if answers.iter().all(Option::is_some) || now >= t0 + until {
+            return answers;
+        }
+        let wakeup = proposers.iter().filter_map(Proposer::next_wakeup).min();
+        let delivery = wire.keys().next().map(|(at, _)| *at);
+        now = match (wakeup, delivery) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).expect("something to do"),
+        };
+        while let Some(entry) = wire.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let OnTheWire {
+                to_acceptor,
+                to,
+                from,
+                instance,
+                msg,
+            } = entry.remove();
+            if to_acceptor {
+                let (acceptor, free_at) = accs.get_mut(&to).expect("a voter");
+                let start = now.max(*free_at);
+                let step = acceptor.step(msg);
+                let done = if step.persist.is_some() {
+                    start + disk
+                } else {
+                    start
+                };
+                *free_at = done;
+                send(
+                    &mut wire,
+                    done + net,
+                    OnTheWire {
+                        to_acceptor: false,
+                        to: from,
+                        from: to,
+                        instance,
+                        msg: step.reply,
+                    },
+                );
+            } else {
+                let i = proposers
+                    .iter()
+                    .position(|p| p.config().node == to)
+                    .expect("a proposer");
+                let mut out = Vec::new();
+                proposers[i].on_message(now, from, instance, msg, &mut out);
+                effects.push((i, out));
+            }
+        }
+        for (i, p) in proposers.iter_mut().enumerate() {
+            if p.next_wakeup().is_some_and(|t| t <= now) {
+                let mut out = Vec::new();
+                p.tick(now, &mut out);
+                effects.push((i, out));
+            }
+        }
+    }
+}
+
+fn on_three_voters(node: NodeId) -> Proposer {
+    let cfg = ProposerConfig {
+        nodes: vec![1, 2, 3],
+        ..config(node)
+    };
+    Proposer::new(cfg, SmallRng::seed_from_u64(node as u64))
+}
+
+/// A disk whose writes take longer than `phase_timeout` (here 2.5 times it: a slow or
+/// overloaded disk, or the tests' `commit_delay_ms`) slows rounds down but never stops them.
+/// Before, a phase timed out before any acceptor's promise could be durable, and its retry at
+/// a higher ballot queued behind the write it gave up on, so no round ever ended: one
+/// proposer alone was never answered, nor were three writing one key from three nodes (a
+/// cluster's start recording its stores, CI of 2026-12-07).
+#[test]
+fn a_disk_slower_than_the_phase_timeout_slows_rounds_but_never_stops_them() {
+    let disk = Duration::from_millis(250);
+    let mut alone = [on_three_voters(1)];
+    let answers = on_slow_disks(&mut alone, disk, Duration::from_secs(30));
+    assert!(
+        matches!(&answers[..], [Some((_, Ok(Outcome::Put { .. })))]),
+        "one proposer: {answers:?}"
+    );
+    let mut dueling = [on_three_voters(1), on_three_voters(2), on_three_voters(3)];
+    let answers = on_slow_disks(&mut dueling, disk, Duration::from_secs(30));
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a, Some((_, Ok(Outcome::Put { .. }))))),
+        "three proposers on one key: {answers:?}"
+    );
+}
+
+/// A phase is timed by its answers, never by its silence: a proposer whose phases a majority
+/// never answers (cut off, or most acceptors down) keeps the least phase timeout, so it
+/// retries at once when the network heals; so does one whose phases only a minority answers
+/// late. Once a majority answers a phase it gave up on, the timeout covers how long that took.
+#[test]
+fn only_a_majoritys_late_answers_lengthen_the_phase_timeout() {
+    let t0 = Instant::now();
+    let mut p = on_three_voters(1);
+    let floor = p.config().phase_timeout;
+    let mut out = submit(&mut p, t0, 1, put("v"), id(1));
+    let mut ballots = Vec::new();
+    for _ in 0..5 {
+        let prepare = sent_to(&out, 2).into_iter().find_map(|m| match m {
+            PeerMessage::Prepare { ballot } => Some(ballot),
+            _ => None,
+        });
+        ballots.extend(prepare);
+        let now = p.next_wakeup().expect("a round in flight");
+        out.clear();
+        p.tick(now, &mut out);
+        assert_eq!(p.phase_timeout(), floor, "silence lengthened the timeout");
+    }
+    assert!(ballots.len() >= 2, "{ballots:?}");
+    // One acceptor answers the first Prepare given up on, 500 ms after it was sent: a
+    // minority.
+    let promise = |ballot| PeerMessage::Promise {
+        ballot,
+        accepted: Ballot::ZERO,
+        state: Register::default(),
+        fast_unknown: false,
+    };
+    let late = t0 + Duration::from_millis(500);
+    p.on_message(late, 2, p.id(), promise(ballots[0]), &mut out);
+    assert_eq!(p.phase_timeout(), floor, "a minority's late answer");
+    // A second one: a majority of three answered that phase, 500 ms after it began; the
+    // timeout is twice that.
+    p.on_message(late, 3, p.id(), promise(ballots[0]), &mut out);
+    assert_eq!(p.phase_timeout(), Duration::from_secs(1));
+    // Capped: never more than `Pace::CEILING` times the floor, however late.
+    p.on_message(
+        t0 + Duration::from_secs(3600),
+        2,
+        p.id(),
+        promise(ballots[1]),
+        &mut out,
+    );
+    p.on_message(
+        t0 + Duration::from_secs(3600),
+        3,
+        p.id(),
+        promise(ballots[1]),
+        &mut out,
+    );
+    assert!(
+        p.phase_timeout() <= floor * Pace::CEILING,
+        "{:?}",
+        p.phase_timeout()
+    );
 }
