@@ -1436,29 +1436,35 @@ fn on_three_voters(node: NodeId) -> Proposer {
     Proposer::new(cfg, SmallRng::seed_from_u64(node as u64))
 }
 
-/// A disk whose writes take longer than `phase_timeout` (here 2.5 times it: a slow or
-/// overloaded disk, or the tests' `commit_delay_ms`) slows rounds down but never stops them.
-/// Before, a phase timed out before any acceptor's promise could be durable, and its retry at
-/// a higher ballot queued behind the write it gave up on, so no round ever ended: one
-/// proposer alone was never answered, nor were three writing one key from three nodes (a
-/// cluster's start recording its stores, CI of 2026-12-07).
+/// Acceptors that answer more slowly than `phase_timeout` slow rounds down but never stop
+/// them: writes of 250 ms (2.5 times the timeout: a slow or overloaded disk, or the tests'
+/// `commit_delay_ms`), and writes of 80 ms, under the timeout, that three proposers' Prepares
+/// queued at each acceptor make longer than it. Before (`paxos::proposer`, "Paced by its
+/// acceptors"), a phase timed out before any acceptor's promise could be durable, and its
+/// retry at a higher ballot queued behind the write it gave up on, so that no round ever
+/// ended: one proposer alone was never answered at 250 ms, nor were three writing one key
+/// from three nodes at either speed in most seeds (a cluster's start recording its stores,
+/// CI of 2026-12-07). At 80 ms the backoff matters too: with its ceiling at `backoff_max`
+/// (20 ms here) instead of a phase's length, three proposers keep colliding.
 #[test]
 fn a_disk_slower_than_the_phase_timeout_slows_rounds_but_never_stops_them() {
-    let disk = Duration::from_millis(250);
-    let mut alone = [on_three_voters(1)];
-    let answers = on_slow_disks(&mut alone, disk, Duration::from_secs(30));
-    assert!(
-        matches!(&answers[..], [Some((_, Ok(Outcome::Put { .. })))]),
-        "one proposer: {answers:?}"
-    );
-    let mut dueling = [on_three_voters(1), on_three_voters(2), on_three_voters(3)];
-    let answers = on_slow_disks(&mut dueling, disk, Duration::from_secs(30));
-    assert!(
-        answers
-            .iter()
-            .all(|a| matches!(a, Some((_, Ok(Outcome::Put { .. }))))),
-        "three proposers on one key: {answers:?}"
-    );
+    for ms in [80, 250] {
+        let disk = Duration::from_millis(ms);
+        let mut alone = [on_three_voters(1)];
+        let answers = on_slow_disks(&mut alone, disk, Duration::from_secs(30));
+        assert!(
+            matches!(&answers[..], [Some((_, Ok(Outcome::Put { .. })))]),
+            "{ms} ms, one proposer: {answers:?}"
+        );
+        let mut dueling = [on_three_voters(1), on_three_voters(2), on_three_voters(3)];
+        let answers = on_slow_disks(&mut dueling, disk, Duration::from_secs(30));
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, Some((_, Ok(Outcome::Put { .. }))))),
+            "{ms} ms, three proposers on one key: {answers:?}"
+        );
+    }
 }
 
 /// A phase is timed by its answers, never by its silence: a proposer whose phases a majority
