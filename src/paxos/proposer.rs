@@ -209,16 +209,18 @@
 //! acceptors answers each Prepare or Accept within some bound `D` (their queues and disks
 //! included), unknown to the proposer but below `Pace::CEILING / 2` times `phase_timeout`
 //! (8 s at the default 500 ms). A phase that reached its majority after `d` raises the
-//! estimate to `d` (it decays by half at each faster one). A phase given up on at its timeout
-//! is remembered by its ballot (no other phase of this proposer uses it), and once a majority
-//! has answered it anyway, the estimate rises to how long that took. The phase timeout is
-//! twice the estimate, so it grows with those answers until it covers `D`; phases then end by
-//! their majority, not their timeout. The backoff's ceiling is the estimate (or
-//! `backoff_max`, if longer), so proposers that collide spread their retries over as long as
-//! a phase takes, not over 50 ms that end within the very phase they yield to. A phase is
-//! timed only by a majority's answers, never by silence or by one slow acceptor: a proposer
-//! cut off from its acceptors keeps the floors, so it retries at once when the network heals,
-//! as before; a paused acceptor of a minority changes nothing.
+//! estimate of the slowest phase to `d` (it decays by half at each faster one). A phase given
+//! up on at its timeout is remembered by its ballot (no other phase of this proposer uses
+//! it), and once a majority has answered it anyway, the estimate rises to how long that took.
+//! The phase timeout is twice the estimate, so it grows with those answers until it covers
+//! `D`; phases then end by their majority, not their timeout. The backoff's ceiling is the
+//! mean of the same durations (or `backoff_max`, if longer), so proposers that collide spread
+//! their retries over as long as a phase takes, not over 50 ms that end within the very phase
+//! they yield to; the mean, not the slowest, because on a loaded node one phase in many takes
+//! several times the usual, and a ceiling raised to that showed in the put p99 (`Pace::mean`).
+//! A phase is timed only by a majority's answers, never by silence or by one slow acceptor: a
+//! proposer cut off from its acceptors keeps the floors, so it retries at once when the
+//! network heals, as before; a paused acceptor of a minority changes nothing.
 //!
 //! Measured in simulated time (the test's harness: three voters, `phase_timeout` 100 ms,
 //! `backoff_max` 20 ms, 30 seeds), the time by which the last of three proposers writing one
@@ -486,9 +488,15 @@ struct Cached {
 /// phase timeout and the backoff's ceiling (module doc, "Paced by its acceptors").
 #[derive(Debug, Default)]
 struct Pace {
-    /// How long a Prepare or Accept phase lately took to reach its majority: raised to each
-    /// one that took longer, halved at each that took less.
-    typical: Duration,
+    /// How long the slowest Prepare or Accept phase lately took to reach its majority: raised
+    /// to each one that took longer, halved at each that took less. The timeout covers it.
+    slowest: Duration,
+    /// How long such a phase takes on average (each new one weighs 1/8, as TCP's smoothed
+    /// round-trip time): the backoff's ceiling. Not `slowest`: on a loaded node a phase now
+    /// and then takes several times the usual, and a ceiling raised to that kept colliding
+    /// proposers waiting longer than their rivals' rounds took (put p99 at 256 clients, 3 to
+    /// 5 ms higher in 19 of 24 paired runs: BENCHMARKS.md, "Phases paced by their acceptors").
+    mean: Duration,
     /// The phases given up on at their timeout lately: ballot, when each began, and which
     /// acceptors answered it since (bit `i`: `nodes[i]`). Once a majority did, it tells how
     /// long the phase took.
@@ -507,7 +515,13 @@ impl Pace {
     /// A Prepare or Accept phase reached its majority `took` after it began.
     fn took(&mut self, took: Duration, floor: Duration) {
         let took = took.min(floor * (Self::CEILING / 2));
-        self.typical = took.max(self.typical / 2);
+        self.slowest = took.max(self.slowest / 2);
+        self.sample(took);
+    }
+
+    /// Moves the mean 1/8 of the way to `took`.
+    fn sample(&mut self, took: Duration) {
+        self.mean = (self.mean * 7 + took) / 8;
     }
 
     /// The phase at `ballot`, begun at `started`, was given up on at its timeout; `answered`:
@@ -549,20 +563,21 @@ impl Pace {
             let took = now
                 .saturating_duration_since(*started)
                 .min(floor * (Self::CEILING / 2));
-            self.typical = self.typical.max(took);
+            self.slowest = self.slowest.max(took);
+            self.sample(took);
             self.abandoned.remove(i);
         }
     }
 
     /// How long a phase waits for its majority.
     fn timeout(&self, floor: Duration) -> Duration {
-        (self.typical * 2).clamp(floor, floor * Self::CEILING)
+        (self.slowest * 2).clamp(floor, floor * Self::CEILING)
     }
 
     /// The longest backoff after a conflict: `floor` (`backoff_max`), or as long as a phase
-    /// takes if that is longer.
+    /// takes on average if that is longer.
     fn backoff_ceiling(&self, floor: Duration) -> Duration {
-        self.typical.max(floor)
+        self.mean.max(floor)
     }
 }
 
