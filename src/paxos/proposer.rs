@@ -269,8 +269,8 @@ pub struct ProposerConfig {
     /// How long a quick read waits for more answers once a majority answered but disagreed.
     pub read_grace: Duration,
     pub backoff_min: Duration,
-    /// The backoff's ceiling, raised to how long a phase takes while that is longer
-    /// ([`Pace`]).
+    /// The backoff's ceiling, raised to how long a phase takes on average while that is
+    /// longer ([`Pace`]).
     pub backoff_max: Duration,
     /// Commands applied in one round, at most [`RECENT_WRITES`].
     pub max_batch: usize,
@@ -498,8 +498,8 @@ struct Pace {
     /// 5 ms higher in 19 of 24 paired runs: BENCHMARKS.md, "Phases paced by their acceptors").
     mean: Duration,
     /// The phases given up on at their timeout lately: ballot, when each began, and which
-    /// acceptors answered it since (bit `i`: `nodes[i]`). Once a majority did, it tells how
-    /// long the phase took.
+    /// acceptors answered it since (bit `i`: `nodes[i]`; a membership has at most
+    /// `MAX_MEMBERS`, 64). Once a majority did, it tells how long the phase took.
     abandoned: VecDeque<(Ballot, Instant, u64)>,
 }
 
