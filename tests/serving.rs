@@ -462,9 +462,9 @@ async fn a_retired_acceptor_is_never_replaced_while_it_still_runs() {
     }
 }
 
-/// A disk whose every commit takes longer than the phase timeout (300 ms, the timeout 200 ms:
-/// the default's ratio is 500 ms to a disk slower than that) slows writes down but never
-/// stops them (`paxos::proposer`, "Paced by its acceptors"). A cluster founded on that disk
+/// A disk whose every commit takes longer than the phase timeout (300 ms against a 200 ms
+/// timeout, as a disk slower than 500 ms per commit is against the default) slows writes
+/// down but never stops them (`paxos::proposer`, "Paced by its acceptors"). A cluster founded on that disk
 /// records its stores (the start that stalled a CI run on 2026-12-07, with 300 ms commits on
 /// a loaded machine), then a writer pinned to each node puts one key twice, all at once, and
 /// a key of its own: every put is answered ok, and what they wrote reads back. Before, no
