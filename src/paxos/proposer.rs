@@ -324,10 +324,14 @@ pub enum RoundKind {
     /// Not a round of its own: a quick read answered with the state this proposer saw
     /// chosen at the fast ballot (module doc; by a majority holding it, or a fast quorum).
     KnownFastRead,
+    /// Not a round of its own: a phase given up on at its timeout that a majority answered
+    /// later, which lengthened this key's phase timeout (its acceptors answer more slowly
+    /// than `phase_timeout`: module doc, "Paced by its acceptors").
+    Paced,
 }
 
 impl RoundKind {
-    pub const ALL: [RoundKind; 7] = [
+    pub const ALL: [RoundKind; 8] = [
         RoundKind::QuickRead,
         RoundKind::OneRoundTrip,
         RoundKind::FastBallot,
@@ -335,6 +339,7 @@ impl RoundKind {
         RoundKind::ConflictRetry,
         RoundKind::Widened,
         RoundKind::KnownFastRead,
+        RoundKind::Paced,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -350,6 +355,7 @@ impl RoundKind {
             RoundKind::ConflictRetry => "conflict_retry",
             RoundKind::Widened => "widened",
             RoundKind::KnownFastRead => "known_fast_read",
+            RoundKind::Paced => "paced",
         }
     }
 }
@@ -544,8 +550,8 @@ impl Pace {
 
     /// The acceptor at `index` of `nodes` answered `ballot` at `now`: if that was a phase
     /// given up on, and this answer makes a majority (`quorum`) of them, the phase took that
-    /// long. (Not one late answer alone: a minority's paused acceptor says nothing of how
-    /// long a phase takes, and its phases end by the majority.)
+    /// long, and this returns true. (Not one late answer alone: a minority's paused acceptor
+    /// says nothing of how long a phase takes, and its phases end by the majority.)
     fn answered(
         &mut self,
         ballot: Ballot,
@@ -553,9 +559,9 @@ impl Pace {
         quorum: usize,
         now: Instant,
         floor: Duration,
-    ) {
+    ) -> bool {
         let Some(i) = self.abandoned.iter().position(|(b, _, _)| *b == ballot) else {
-            return;
+            return false;
         };
         let (_, started, answered) = &mut self.abandoned[i];
         *answered |= 1 << index;
@@ -566,7 +572,9 @@ impl Pace {
             self.slowest = self.slowest.max(took);
             self.sample(took);
             self.abandoned.remove(i);
+            return true;
         }
+        false
     }
 
     /// How long a phase waits for its majority.
@@ -924,7 +932,9 @@ impl Proposer {
                 let quorum = self.cfg.quorums().classic();
                 let floor = self.cfg.phase_timeout;
                 if let Some(index) = index {
-                    self.pace.answered(*ballot, index, quorum, now, floor);
+                    if self.pace.answered(*ballot, index, quorum, now, floor) {
+                        self.count(RoundKind::Paced);
+                    }
                 }
             }
         }

@@ -1505,6 +1505,9 @@ fn only_a_majoritys_late_answers_lengthen_the_phase_timeout() {
     // timeout is twice that.
     p.on_message(late, 3, p.id(), promise(ballots[0]), &mut out);
     assert_eq!(p.phase_timeout(), Duration::from_secs(1));
+    // Counted, for the metrics and the simulation's coverage: once.
+    let paced = |p: &mut Proposer| p.take_rounds()[RoundKind::Paced.index()].1;
+    assert_eq!(paced(&mut p), 1);
     // Capped: never more than `Pace::CEILING` times the floor, however late.
     p.on_message(
         t0 + Duration::from_secs(3600),
@@ -1520,6 +1523,7 @@ fn only_a_majoritys_late_answers_lengthen_the_phase_timeout() {
         promise(ballots[1]),
         &mut out,
     );
+    assert_eq!(paced(&mut p), 1);
     assert!(
         p.phase_timeout() <= floor * Pace::CEILING,
         "{:?}",

@@ -937,6 +937,11 @@ impl Sim {
         let rounds = p.take_rounds();
         let widened = rounds[RoundKind::Widened.index()].1;
         *self.faults.entry("thrifty round widened").or_default() += widened as u32;
+        let paced = rounds[RoundKind::Paced.index()].1;
+        *self
+            .faults
+            .entry("phase timeout lengthened by a late majority")
+            .or_default() += paced as u32;
         let known = rounds[RoundKind::KnownFastRead.index()].1;
         *self
             .faults
@@ -4696,6 +4701,7 @@ fn seeded_runs_with_membership_changes_message_faults_crashes_and_lost_disks_sta
         "keeper pause",
         "keepalive read, then touched",
         "keepalive read, lease gone",
+        "phase timeout lengthened by a late majority",
         "thrifty request",
         "hot accepts lagged",
         "probe writes lagged",
