@@ -1296,12 +1296,6 @@ fn a_proposer_of_a_node_that_is_no_member_answers_unavailable_at_once_and_sends_
     assert!(p.next_wakeup().is_some(), "the write in flight goes on");
 }
 
-/// Acceptors on slow disks, in simulated time: each takes its messages one at a time in the
-/// order they arrive (its actor holds its mailbox while a write is made durable), a message
-/// that changes its record is answered `disk` after the acceptor got to it, any other at once;
-/// every message takes 1 ms each way. Drives `proposers` (each with one put, deadline 60 s
-/// away) until every put is answered or `until` passes; returns each proposer's answer and
-/// when it came.
 /// A message of [`on_slow_disks`] between a proposer (`instance`) and an acceptor.
 struct OnTheWire {
     to_acceptor: bool,
@@ -1311,6 +1305,12 @@ struct OnTheWire {
     msg: PeerMessage,
 }
 
+/// Acceptors on slow disks, in simulated time: each takes its messages one at a time in the
+/// order they arrive (its actor holds its mailbox while a write is made durable), a message
+/// that changes its record is answered `disk` after the acceptor got to it, any other at once;
+/// every message takes 1 ms each way. Drives `proposers` (each with one put, deadline 60 s
+/// away) until every put is answered or `until` passes; returns each proposer's answer and
+/// when it came.
 fn on_slow_disks(
     proposers: &mut [Proposer],
     disk: Duration,
