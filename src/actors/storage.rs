@@ -555,6 +555,30 @@ mod tests {
         assert_eq!(Stats::get(&stats.commits), 1);
     }
 
+    /// `status` and a scrape do not wait for a held-up storage actor: while a commit takes
+    /// 3 s (a stalled disk), the count of records is given up after `COUNT_WAIT` and reported
+    /// as unknown; once the commit returned, it is counted again.
+    #[actix_rt::test]
+    async fn the_count_of_records_is_given_up_while_a_commit_holds_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        let stats = Arc::new(Stats::default());
+        // Its own thread, as in a node: the stalled commit must not stall the caller's.
+        let arbiter = actix::Arbiter::new();
+        let storage = StorageActor::start_in_arbiter(&arbiter.handle(), move |_| {
+            StorageActor::new(store, 64, stats).with_commit_delay(Duration::from_secs(3))
+        });
+        // The Load commits the pending record (its key is in the group) before the actor
+        // takes the next message: the count queues behind a 3 s commit.
+        let durable = persist(&storage, "k");
+        let load = storage.send(Load { key: b"k".to_vec() });
+        assert_eq!(records_stored(&storage, "test").await, None);
+        assert_eq!(load.await.unwrap().unwrap(), Some(record(1)));
+        answered(durable).await;
+        assert_eq!(records_stored(&storage, "test").await, Some(1));
+        arbiter.stop();
+    }
+
     /// Anti-entropy between two stores through their actors: the digest of the one ahead
     /// shows what the other misses; fetched and adopted, it is no longer behind.
     #[actix_rt::test]

@@ -358,6 +358,13 @@ impl Start {
     /// phase, not on the epoch's number). Refusing it (as before) could wedge a cluster: a
     /// node down at the bootstrap, a change begun, another node lost, and the change's
     /// quorums needing the unrecorded node's votes on client keys (review of this change).
+    ///
+    /// **Retried at once, without a delay.** An attempt is retried only after its
+    /// compare-and-set lost (`Failure::Again`), that is after another write of the register
+    /// was chosen: each retry follows progress, so retries with no delay cannot livelock, and
+    /// `RECORD_ATTEMPTS` bounds them. A write that could not finish (no majority, a slow disk)
+    /// is `Failure::Final`: the start loop tries again after `WAIT_STEP` or at the next
+    /// membership change, whichever comes first.
     async fn record_store(&self, m: &Membership) -> Result<()> {
         let (me, store) = (self.me(), self.members.view.store());
         if m.member(me).is_some_and(|x| x.store == store) {
