@@ -268,6 +268,8 @@ mutants=(
   'https-accepts-any-client @@ src/actors/http_server.rs @@ s/Peer::accept(Some(tls.as_ref()), stream)/Peer::accept(None, stream)/ @@ --test http_api curl_over_https'
   'http-no-header-deadline @@ src/actors/http_server.rs @@ s/^                .header_read_timeout(header_timeout)$/                .header_read_timeout(None)/ @@ --test http_api the_api_bounds'
   'http-member-change-ignores-certificate @@ src/actors/http_api.rs @@ s/^            .map_err(Status::Forbidden)?;$/            .or_else(|_| Ok::<(), Status>(()))?;/ @@ --test http_api curl_over_https'
+  # status and a scrape do not wait for a held-up storage actor (actors::storage, COUNT_WAIT)
+  'count-waits-for-the-store @@ src/actors/storage.rs @@ s/^const COUNT_WAIT: Duration = Duration::from_secs(1);$/const COUNT_WAIT: Duration = Duration::from_secs(3600);/ @@ --lib the_count_of_records_is_given_up'
   'linger-never-commits @@ src/actors/storage.rs @@ /std::thread::sleep(linger);/{n;d} @@ --lib commits_that_linger'
   'flush-waits-with-nothing-pending @@ src/actors/storage.rs @@ /^        if self.pending.is_empty() {$/,/^        }$/d @@ --lib a_flush_that_finds'
   'linger-on-an-idle-machine @@ src/actors/linger.rs @@ s/    busy \&\& records_written > 0/    records_written > 0/ @@ --lib linger'
