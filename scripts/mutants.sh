@@ -270,6 +270,8 @@ mutants=(
   'http-member-change-ignores-certificate @@ src/actors/http_api.rs @@ s/^            .map_err(Status::Forbidden)?;$/            .or_else(|_| Ok::<(), Status>(()))?;/ @@ --test http_api curl_over_https'
   # status and a scrape do not wait for a held-up storage actor (actors::storage, COUNT_WAIT)
   'count-waits-for-the-store @@ src/actors/storage.rs @@ s/^const COUNT_WAIT: Duration = Duration::from_secs(1);$/const COUNT_WAIT: Duration = Duration::from_secs(3600);/ @@ --lib the_count_of_records_is_given_up'
+  # a lock's holder says its lease may be lost when its promise ends, not a TTL/3 later (src/cli/lock.rs)
+  'lock-keeper-sleeps-past-its-promise @@ src/cli/lock.rs @@ s/tokio::time::sleep_until(next.min(until)).await;/tokio::time::sleep_until(next).await;/ @@ --bin paxkv a_cut_off_holder_says'
   'linger-never-commits @@ src/actors/storage.rs @@ /std::thread::sleep(linger);/{n;d} @@ --lib commits_that_linger'
   'flush-waits-with-nothing-pending @@ src/actors/storage.rs @@ /^        if self.pending.is_empty() {$/,/^        }$/d @@ --lib a_flush_that_finds'
   'linger-on-an-idle-machine @@ src/actors/linger.rs @@ s/    busy \&\& records_written > 0/    records_written > 0/ @@ --lib linger'
@@ -308,7 +310,7 @@ split() {
 # --check: every entry must still mean what it says. A mutation that no longer applies (the
 # code it undid was rewritten) reports nothing but "did not apply" at run time and is easily
 # read past; this mode fails on it, in seconds, against the working tree. It also checks the
-# test each entry names: the target (`--lib` or `--test NAME`) must exist and, with --tests,
+# test each entry names: the target (`--lib`, `--bin NAME` or `--test NAME`) must exist and, with --tests,
 # its filter must match one of that target's tests.
 if [ "${1:-}" = --check ]; then
   tests=0; [ "${2:-}" = --tests ] && tests=1
@@ -321,6 +323,7 @@ if [ "${1:-}" = --check ]; then
     case "${words[0]}" in
       --lib) target=(--lib); filter=${words[1]:-} ;;
       --test) target=(--test "${words[1]}"); filter=${words[2]:-} ;;
+      --bin) target=(--bin "${words[1]}"); filter=${words[2]:-} ;;
       *) echo "$name: unknown test target ($args)"; bad=1; continue ;;
     esac
     if [ ! -f "$repo/$file" ]; then echo "$name: no file $file"; bad=1; continue; fi

@@ -320,13 +320,13 @@ async fn acquire(
                 version,
             }) => {
                 held.token = version;
-                return Ok(held);
+                return held_unless_lost(client, held).await;
             }
             Ok(Outcome::Cas { version, .. })
                 if maybe_ours && ours(client, name, lease).await.map_err(NotHeld::Failed)? =>
             {
                 held.token = version;
-                return Ok(held);
+                return held_unless_lost(client, held).await;
             }
             Ok(Outcome::Cas { version, .. }) => version,
             Ok(other) => {
@@ -374,6 +374,21 @@ async fn acquire(
     }
 }
 
+/// NAME, taken: held, unless the lease may have been lost meanwhile (the keeper gave up
+/// while the create was retried, then the create went through): then COMMAND must not
+/// start, nor a leader be announced. NAME goes with the lease, revoked here.
+async fn held_unless_lost(client: &Client, held: Held) -> Result<Held, NotHeld> {
+    match held.lost_by_now() {
+        None => Ok(held),
+        Some(why) => {
+            release(client, held).await;
+            Err(NotHeld::Lost(format!(
+                "taken after the lease may have been lost ({why})"
+            )))
+        }
+    }
+}
+
 /// Is `name` attached to `lease` (created by an attempt whose answer was lost)?
 async fn ours(client: &Client, name: &[u8], lease: u64) -> Result<bool, paxkv::Error> {
     let keys = client.lease_keys(lease).await?.unwrap_or_default();
@@ -381,8 +396,7 @@ async fn ours(client: &Client, name: &[u8], lease: u64) -> Result<bool, paxkv::E
 }
 
 /// Keeps `lease` alive every TTL/3 until it may be lost: a keepalive answers it is gone, or
-/// TTL passes since the last keepalive that succeeded was sent (`promised`; an attempt is
-/// given up at that moment).
+/// TTL passes since the last keepalive that succeeded was sent (`promised`).
 async fn keep_alive(
     client: Client,
     lease: u64,
@@ -390,29 +404,59 @@ async fn keep_alive(
     promised: Arc<Mutex<Instant>>,
     lost: watch::Sender<Option<String>>,
 ) {
+    let keepalive = || {
+        let client = client.clone();
+        async move { client.lease_keepalive(lease).await.map(|l| l.is_some()) }
+    };
+    let why = keep_until_lost(keepalive, lease, ttl, &promised).await;
+    let _ = lost.send(Some(why));
+}
+
+/// After a keepalive that failed, the next goes this long after (or TTL/3, if sooner).
+const KEEPALIVE_RETRY: Duration = Duration::from_millis(500);
+
+/// The keeper's loop, `keepalive` its request (`Ok(false)`: the lease is gone); returns why
+/// the lease may be lost. **It says so at the promise at the latest**, whatever the requests
+/// do: each waits until the promise at most, and so does each pause between them. (Before,
+/// a keepalive that failed before the promise was followed by a full TTL/3 of sleep: with a
+/// TTL of 20 s and requests that give up after the client's 10 s, the loss was said 3.3 s
+/// after the promise, while another holder could already hold NAME; with 61 s, 20 s after.)
+async fn keep_until_lost<K, F>(
+    mut keepalive: K,
+    lease: u64,
+    ttl: Duration,
+    promised: &Mutex<Instant>,
+) -> String
+where
+    K: FnMut() -> F,
+    F: std::future::Future<Output = paxkv::Result<bool>>,
+{
+    // tokio's clock (the same as std's, but one a test can pause and advance).
+    use tokio::time::Instant;
+    let mut next = Instant::now() + ttl / 3;
     loop {
-        tokio::time::sleep(ttl / 3).await;
+        let until = Instant::from_std(*promised.lock().expect("the promise"));
+        tokio::time::sleep_until(next.min(until)).await;
+        if Instant::now() >= until {
+            return "no keepalive confirmed within the TTL".to_string();
+        }
         let sent = Instant::now();
-        let until = *promised.lock().expect("the promise");
-        let attempt = tokio::time::timeout_at(until.into(), client.lease_keepalive(lease));
-        let why = match attempt.await {
-            Ok(Ok(Some(_))) => {
-                *promised.lock().expect("the promise") = sent + ttl;
-                continue;
+        match tokio::time::timeout_at(until, keepalive()).await {
+            Ok(Ok(true)) => {
+                *promised.lock().expect("the promise") = (sent + ttl).into_std();
+                next = sent + ttl / 3;
             }
-            Ok(Ok(None)) => "the lease is gone".to_string(),
+            Ok(Ok(false)) => return "the lease is gone".to_string(),
             Ok(Err(e)) if Instant::now() < until => {
                 eprintln!(
                     "lease {}: keepalive failed, will retry: {e}",
                     format_id(lease)
                 );
-                continue;
+                next = Instant::now() + KEEPALIVE_RETRY.min(ttl / 3);
             }
-            Ok(Err(e)) => format!("no keepalive confirmed within the TTL: {e}"),
-            Err(_) => "no keepalive confirmed within the TTL".to_string(),
-        };
-        let _ = lost.send(Some(why));
-        return;
+            Ok(Err(e)) => return format!("no keepalive confirmed within the TTL: {e}"),
+            Err(_) => return "no keepalive confirmed within the TTL".to_string(),
+        }
     }
 }
 
@@ -449,4 +493,64 @@ fn text(bytes: &[u8]) -> String {
 
 fn unexpected(outcome: Outcome) -> paxkv::Error {
     paxkv::Error::Unknown(format!("an unexpected answer: {outcome:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// The keeper of a lease of TTL `ttl` whose first keepalive succeeds and every later one
+    /// fails after `fails_after` (a client cut off from the cluster, giving up at its
+    /// deadline): how long after the last success was sent it says the lease may be lost,
+    /// and the promise it held then. Simulated time.
+    async fn lost_after(ttl: Duration, fails_after: Duration) -> (Duration, Duration) {
+        let start = tokio::time::Instant::now();
+        let promised = Mutex::new((start + ttl).into_std());
+        let calls = AtomicU32::new(0);
+        let last_ok = Mutex::new(start);
+        let keepalive = || {
+            let first = calls.fetch_add(1, Ordering::Relaxed) == 0;
+            if first {
+                *last_ok.lock().unwrap() = tokio::time::Instant::now();
+            }
+            async move {
+                if first {
+                    return Ok(true);
+                }
+                tokio::time::sleep(fails_after).await;
+                Err(paxkv::Error::Unavailable("cut off".into()))
+            }
+        };
+        keep_until_lost(keepalive, 1, ttl, &promised).await;
+        let now = tokio::time::Instant::now();
+        let sent = *last_ok.lock().unwrap();
+        let promise = tokio::time::Instant::from_std(*promised.lock().unwrap()) - sent;
+        (now - sent, promise)
+    }
+
+    /// A holder cut off from the cluster says its lease may be lost exactly when its promise
+    /// ends (TTL after its last keepalive that succeeded was sent), not later: another
+    /// holder may take NAME from then on. With a TTL of 20 s and keepalives that fail after
+    /// 10 s (the client's deadline), it was said 3.3 s late; with 61 s, 20 s late.
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_off_holder_says_its_lease_may_be_lost_when_the_promise_ends() {
+        for (ttl, fails_after) in [
+            (20, 10_000),
+            (61, 10_000),
+            (10, 10_000),
+            (3, 100),
+            (6, 1_900),
+        ] {
+            let ttl = Duration::from_secs(ttl);
+            let (lost, promise) = lost_after(ttl, Duration::from_millis(fails_after)).await;
+            assert_eq!(promise, ttl, "the promise of the last keepalive");
+            assert_eq!(
+                lost, ttl,
+                "TTL {ttl:?}, keepalives failing after {fails_after} ms: said lost {lost:?} \
+                 after the last keepalive was sent"
+            );
+        }
+    }
 }
