@@ -272,6 +272,8 @@ mutants=(
   'count-waits-for-the-store @@ src/actors/storage.rs @@ s/^const COUNT_WAIT: Duration = Duration::from_secs(1);$/const COUNT_WAIT: Duration = Duration::from_secs(3600);/ @@ --lib the_count_of_records_is_given_up'
   # a lock's holder says its lease may be lost when its promise ends, not a TTL/3 later (src/cli/lock.rs)
   'lock-keeper-sleeps-past-its-promise @@ src/cli/lock.rs @@ s/tokio::time::sleep_until(next.min(until)).await;/tokio::time::sleep_until(next).await;/ @@ --bin paxkv a_cut_off_holder_says'
+  # a listing older than a keepalive served here does not move the tracked lease back (paxos::lease)
+  'lease-listing-moves-back @@ src/paxos/lease.rs @@ s/^        if version < entry.version {$/        if false \&\& version < entry.version {/ @@ --lib a_listing_older_than_a_served_keepalive'
   'linger-never-commits @@ src/actors/storage.rs @@ /std::thread::sleep(linger);/{n;d} @@ --lib commits_that_linger'
   'flush-waits-with-nothing-pending @@ src/actors/storage.rs @@ /^        if self.pending.is_empty() {$/,/^        }$/d @@ --lib a_flush_that_finds'
   'linger-on-an-idle-machine @@ src/actors/linger.rs @@ s/    busy \&\& records_written > 0/    records_written > 0/ @@ --lib linger'

@@ -642,7 +642,10 @@ impl Tracker {
 
     /// Lease `id` was listed at `version` by the scan numbered `scan`, whose listing
     /// returned at `now`; `place`: this node's place in the lease's order of nodes. A new
-    /// version restarts its clock (a keepalive, an attach, its end).
+    /// version restarts its clock (a keepalive, an attach, its end). A listing older than
+    /// what this node tracks (it read the lease before a keepalive served here since) only
+    /// marks the lease listed: taking its version would make the expiry's compare-and-set
+    /// miss, and the lease be forgotten until the next scan (expired late, never early).
     pub fn saw(
         &mut self,
         id: LeaseId,
@@ -661,6 +664,10 @@ impl Tracker {
             ended: record.ended,
             scan,
         });
+        if version < entry.version {
+            entry.scan = scan;
+            return;
+        }
         if entry.version != version {
             entry.version = version;
             entry.since = now;
@@ -852,6 +859,23 @@ mod tests {
         t.saw(3, 1, &second(), 0, now + Duration::from_millis(300), 2);
         t.forget_unlisted(3);
         assert_eq!(t.ttl(3), None, "listed, then not: an ordinary entry");
+    }
+
+    /// A listing that read the lease before a keepalive this node served since neither
+    /// moves its version back nor restarts its clock, and keeps it from being forgotten.
+    #[test]
+    fn a_listing_older_than_a_served_keepalive_does_not_move_the_lease_back() {
+        let now = Instant::now();
+        let mut t = Tracker::default();
+        let ttl = second().ttl();
+        t.saw(3, 1, &second(), 0, now, 1);
+        let later = now + Duration::from_millis(300);
+        t.served(3, 2, Served::Keepalive { ttl }, 0, later);
+        t.saw(3, 1, &second(), 0, now + Duration::from_millis(600), 2);
+        t.forget_unlisted(2);
+        let wait = wait_before_expiry(ttl, 0);
+        assert!(t.due(later + wait - Duration::from_millis(1)).is_empty());
+        assert_eq!(t.due(later + wait), vec![due(3, 2, true, false)]);
     }
 
     /// A grant and a keepalive track their lease wherever they were served; an attach only
