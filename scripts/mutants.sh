@@ -263,6 +263,8 @@ mutants=(
   'pace-timeout-fixed-runtime @@ src/paxos/proposer.rs @@ s/^        self.pace.timeout(self.cfg.phase_timeout)$/        self.cfg.phase_timeout/ @@ --test serving a_disk_slower_than_the_phase_timeout'
   'pace-learns-from-one-late-answer @@ src/paxos/proposer.rs @@ s/^        if answered.count_ones() as usize >= quorum {$/        if answered.count_ones() >= 1 {/ @@ --lib only_a_majoritys_late_answers'
   'pace-backoff-ceiling-fixed @@ src/paxos/proposer.rs @@ s/^        self.mean.max(floor)$/        floor/ @@ --lib slows_rounds_but_never'
+  'pace-learns-after-its-majority @@ src/paxos/proposer.rs @@ s/^        if phase.answered.count_ones() as usize >= quorum {$/        if false {/ @@ --lib late_answers_teach_the_pace'
+  'pace-promise-times-an-accept @@ src/paxos/proposer.rs @@ s/accept.is_none_or(|k| k == a.accept)/true/ @@ --lib late_answers_teach_the_pace'
   'http-get-without-etag @@ src/actors/http_api.rs @@ s/^        answer.headers_mut().insert(ETAG, etag(version));$/        let _ = etag(version);/ @@ --test http_api python_drives'
   'http-cas-ignores-if-match @@ src/actors/http_api.rs @@ s/^        return Ok(Some(version));$/        let _ = version; return Ok(None);/ @@ --test http_api python_drives'
   'https-accepts-any-client @@ src/actors/http_server.rs @@ s/Peer::accept(Some(tls.as_ref()), stream)/Peer::accept(None, stream)/ @@ --test http_api curl_over_https'

@@ -210,7 +210,8 @@
 //! included), unknown to the proposer but below `Pace::CEILING / 2` times `phase_timeout`
 //! (8 s at the default 500 ms). A phase that reached its majority after `d` raises the
 //! estimate of the slowest phase to `d` (it decays by half at each faster one). A phase given
-//! up on at its timeout is remembered by its ballot (no other phase of this proposer uses
+//! up on at its timeout before a majority answered it is remembered by its ballot and kind
+//! (the Accept that follows a Prepare has its ballot; no other phase of this proposer uses
 //! it), and once a majority has answered it anyway, the estimate rises to how long that took.
 //! The phase timeout is twice the estimate, so it grows with those answers until it covers
 //! `D`; phases then end by their majority, not their timeout. The backoff's ceiling is the
@@ -219,8 +220,12 @@
 //! they yield to; the mean, not the slowest, because on a loaded node one phase in many takes
 //! several times the usual, and a ceiling raised to that showed in the put p99 (`Pace::mean`).
 //! A phase is timed only by a majority's answers, never by silence or by one slow acceptor: a
-//! proposer cut off from its acceptors keeps the floors, so it retries at once when the
-//! network heals, as before; a paused acceptor of a minority changes nothing.
+//! proposer cut off from its acceptors keeps the timeout it had (the floors, unless a slow
+//! period raised it), so it retries within that timeout when the network heals, as before at
+//! the floor; a paused acceptor of a minority changes nothing. A timeout raised by a slow
+//! period comes down by half at each phase that ends faster; a cut-off proposer whose timeout
+//! a slow period had raised waits it out (at most `Pace::CEILING` times the floor) before its
+//! next retry, as TCP waits out its retransmission timeout (review, 2026-12-08).
 //!
 //! Measured in simulated time (the test's harness: three voters, `phase_timeout` 100 ms,
 //! `backoff_max` 20 ms, 30 seeds), the time by which the last of three proposers writing one
@@ -503,16 +508,29 @@ struct Pace {
     /// proposers waiting longer than their rivals' rounds took (put p99 at 256 clients, 3 to
     /// 5 ms higher in 19 of 24 paired runs: BENCHMARKS.md, "Phases paced by their acceptors").
     mean: Duration,
-    /// The phases given up on at their timeout lately: ballot, when each began, and which
-    /// acceptors answered it since (bit `i`: `nodes[i]`; a membership has at most
-    /// `MAX_MEMBERS`, 64). Once a majority did, it tells how long the phase took.
-    abandoned: VecDeque<(Ballot, Instant, u64)>,
+    /// The phases given up on at their timeout lately, before a majority answered them.
+    /// Once a majority did, each tells how long its phase took.
+    abandoned: VecDeque<Abandoned>,
+}
+
+/// A phase given up on at its timeout ([`Pace`]).
+#[derive(Debug)]
+struct Abandoned {
+    ballot: Ballot,
+    /// An Accept phase (else a Prepare): a Prepare and the Accept that follows it share a
+    /// ballot, and a late or duplicated `Promise` says nothing of how long the Accept took.
+    accept: bool,
+    started: Instant,
+    /// The acceptors that answered it so far (bit `i`: `nodes[i]`; a membership has at most
+    /// `MAX_MEMBERS`, 64).
+    answered: u64,
 }
 
 impl Pace {
     /// How many phases given up on are remembered: the oldest, which the acceptors answer
-    /// first (each takes its messages in order), until a majority answered or the ceiling
-    /// passed.
+    /// first (each takes its messages in order), until a majority answered it. One older
+    /// than half the ceiling is dropped when the next is given up on; an answer that comes
+    /// later than that counts as that long.
     const ABANDONED: usize = 8;
     /// The phase timeout never exceeds this many times the config's (16 s at the default
     /// 500 ms): acceptors slower than half that leave the key unavailable.
@@ -530,40 +548,47 @@ impl Pace {
         self.mean = (self.mean * 7 + took) / 8;
     }
 
-    /// The phase at `ballot`, begun at `started`, was given up on at its timeout; `answered`:
-    /// the acceptors that had answered it (bit `i`: `nodes[i]`).
-    fn gave_up(
-        &mut self,
-        ballot: Ballot,
-        started: Instant,
-        answered: u64,
-        now: Instant,
-        floor: Duration,
-    ) {
+    /// `phase` was given up on at its timeout; `answered` holds the acceptors that had
+    /// answered it. One a majority had answered already (a settle waiting for its own
+    /// acceptor, a fast Accept short of a fast quorum) is not remembered: it did not wait for
+    /// a majority, and one more answer would say nothing of how long a majority takes.
+    fn gave_up(&mut self, phase: Abandoned, quorum: usize, now: Instant, floor: Duration) {
         let forgotten = floor * (Self::CEILING / 2);
         self.abandoned
-            .retain(|(_, at, _)| now.saturating_duration_since(*at) < forgotten);
+            .retain(|a| now.saturating_duration_since(a.started) < forgotten);
+        if phase.answered.count_ones() as usize >= quorum {
+            return;
+        }
         if self.abandoned.len() < Self::ABANDONED {
-            self.abandoned.push_back((ballot, started, answered));
+            self.abandoned.push_back(phase);
         }
     }
 
-    /// The acceptor at `index` of `nodes` answered `ballot` at `now`: if that was a phase
-    /// given up on, and this answer makes a majority (`quorum`) of them, the phase took that
-    /// long, and this returns true. (Not one late answer alone: a minority's paused acceptor
-    /// says nothing of how long a phase takes, and its phases end by the majority.)
+    /// The acceptor at `index` of `nodes` answered `ballot` at `now`, to an Accept if
+    /// `accept` is `Some(true)`, to a Prepare if `Some(false)` (`None`: a refusal, which
+    /// does not say): if that was a phase given up on, and this answer makes a majority
+    /// (`quorum`) of them, the phase took that long, and this returns true. (Not one late
+    /// answer alone: a minority's paused acceptor says nothing of how long a phase takes,
+    /// and its phases end by the majority.)
     fn answered(
         &mut self,
         ballot: Ballot,
+        accept: Option<bool>,
         index: usize,
         quorum: usize,
         now: Instant,
         floor: Duration,
     ) -> bool {
-        let Some(i) = self.abandoned.iter().position(|(b, _, _)| *b == ballot) else {
+        let Some(i) = self
+            .abandoned
+            .iter()
+            .position(|a| a.ballot == ballot && accept.is_none_or(|k| k == a.accept))
+        else {
             return false;
         };
-        let (_, started, answered) = &mut self.abandoned[i];
+        let Abandoned {
+            started, answered, ..
+        } = &mut self.abandoned[i];
         *answered |= 1 << index;
         if answered.count_ones() as usize >= quorum {
             let took = now
@@ -922,17 +947,24 @@ impl Proposer {
         if to != self.id || !self.cfg.nodes.contains(&from) {
             return;
         }
-        if let PeerMessage::Promise { ballot, .. }
-        | PeerMessage::Accepted { ballot, .. }
-        | PeerMessage::Reject { ballot, .. }
-        | PeerMessage::Failed { ballot, .. } = &msg
-        {
+        let answer = match &msg {
+            PeerMessage::Promise { ballot, .. } => Some((*ballot, Some(false))),
+            PeerMessage::Accepted { ballot, .. } => Some((*ballot, Some(true))),
+            PeerMessage::Reject { ballot, .. } | PeerMessage::Failed { ballot, .. } => {
+                Some((*ballot, None))
+            }
+            _ => None,
+        };
+        if let Some((ballot, accept)) = answer {
             if !self.pace.abandoned.is_empty() {
                 let index = self.cfg.nodes.iter().position(|n| *n == from);
                 let quorum = self.cfg.quorums().classic();
                 let floor = self.cfg.phase_timeout;
                 if let Some(index) = index {
-                    if self.pace.answered(*ballot, index, quorum, now, floor) {
+                    if self
+                        .pace
+                        .answered(ballot, accept, index, quorum, now, floor)
+                    {
                         self.count(RoundKind::Paced);
                     }
                 }
@@ -1043,10 +1075,15 @@ impl Proposer {
                 started, ballot, ..
             } => {
                 if now.duration_since(*started) >= timeout {
-                    let (ballot, started) = (*ballot, *started);
-                    let answered = self.answered_so_far();
-                    let floor = self.cfg.phase_timeout;
-                    self.pace.gave_up(ballot, started, answered, now, floor);
+                    let phase = Abandoned {
+                        ballot: *ballot,
+                        accept: matches!(self.phase, Phase::Accepting { .. }),
+                        started: *started,
+                        answered: self.answered_so_far(),
+                    };
+                    let quorum = self.cfg.quorums().classic();
+                    self.pace
+                        .gave_up(phase, quorum, now, self.cfg.phase_timeout);
                     self.cache = None;
                     self.retry_later(now);
                 }
@@ -1779,9 +1816,9 @@ impl Proposer {
 
     /// Gives up the phase in flight and the cached promise, as a phase timeout would (the
     /// batch is retried; what an Accept already carried stays "may have taken effect"). Safe
-    /// at any moment. The simulation calls it on every proposer when a node loses its disk,
-    /// which is what a fence would do (see `paxos::sim`).
-    pub fn abandon_round(&mut self, now: Instant) {
+    /// at any moment. Its caller is `reconfigure` (a membership change: the round's quorum
+    /// was counted against the old acceptors); the simulation's membership changes run it.
+    fn abandon_round(&mut self, now: Instant) {
         if matches!(
             self.phase,
             Phase::Reading { .. } | Phase::Preparing { .. } | Phase::Accepting { .. }

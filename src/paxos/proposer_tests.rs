@@ -1467,6 +1467,48 @@ fn a_disk_slower_than_the_phase_timeout_slows_rounds_but_never_stops_them() {
     }
 }
 
+/// Late answers teach the pace only what they can tell: a phase given up on after a majority
+/// had answered it (a settle waiting for its own acceptor, a fast Accept short of a fast
+/// quorum) did not wait for a majority, so one more answer (a slow minority's, or a
+/// duplicate) teaches nothing; and a Prepare and the Accept after it share a ballot, so late
+/// or duplicated `Promise`s of that ballot say nothing of how long the Accept took
+/// (review, 2026-12-08: both lengthened the timeout).
+#[test]
+fn late_answers_teach_the_pace_only_of_the_phase_they_answer() {
+    let floor = Duration::from_millis(100);
+    let t0 = Instant::now();
+    let late = t0 + Duration::from_millis(700);
+    let ballot = |round| Ballot { round, node: 1 };
+    let phase = |round, accept, answered| Abandoned {
+        ballot: ballot(round),
+        accept,
+        started: t0,
+        answered,
+    };
+    let mut pace = Pace::default();
+    // Given up with two of three answered: a third answer, then a duplicate, teach nothing.
+    pace.gave_up(phase(1, true, 0b011), 2, t0 + floor, floor);
+    assert!(!pace.answered(ballot(1), Some(true), 2, 2, late, floor));
+    assert!(!pace.answered(ballot(1), Some(true), 0, 2, late, floor));
+    assert_eq!(pace.timeout(floor), floor);
+    // An Accept given up on with none answered: late Promises of its ballot (the Prepare's,
+    // duplicated) do not count for it; its own Accepteds do.
+    pace.gave_up(phase(2, true, 0), 2, t0 + floor, floor);
+    assert!(!pace.answered(ballot(2), Some(false), 0, 2, late, floor));
+    assert!(!pace.answered(ballot(2), Some(false), 1, 2, late, floor));
+    assert_eq!(
+        pace.timeout(floor),
+        floor,
+        "a Prepare's answers timed the Accept"
+    );
+    assert!(!pace.answered(ballot(2), Some(true), 0, 2, late, floor));
+    assert!(pace.answered(ballot(2), Some(true), 1, 2, late, floor));
+    assert_eq!(pace.timeout(floor), Duration::from_millis(1_400));
+    // A refusal does not say which phase it answers: it counts for either.
+    pace.gave_up(phase(3, false, 0b001), 2, t0 + floor, floor);
+    assert!(pace.answered(ballot(3), None, 2, 2, late, floor));
+}
+
 /// A phase is timed by its answers, never by its silence: a proposer whose phases a majority
 /// never answers (cut off, or most acceptors down) keeps the least phase timeout, so it
 /// retries at once when the network heals; so does one whose phases only a minority answers
