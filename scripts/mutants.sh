@@ -265,6 +265,9 @@ mutants=(
   'pace-backoff-ceiling-fixed @@ src/paxos/proposer.rs @@ s/^        self.mean.max(floor)$/        floor/ @@ --lib slows_rounds_but_never'
   'pace-learns-after-its-majority @@ src/paxos/proposer.rs @@ s/^        if phase.answered.count_ones() as usize >= quorum {$/        if false {/ @@ --lib late_answers_teach_the_pace'
   'pace-promise-times-an-accept @@ src/paxos/proposer.rs @@ s/accept.is_none_or(|k| k == a.accept)/true/ @@ --lib late_answers_teach_the_pace'
+  # a client that stops sending a body or reading its answers gives its connection back (actors::http_server, http_api::read_body)
+  'http-write-never-stalls @@ src/actors/http_server.rs @@ s/stream.set_write_timeout(Some(write_stall));/stream.set_write_timeout(None);/ @@ --test http_api a_client_that_stops_sending_or_reading'
+  'http-body-without-deadline @@ src/actors/http_api.rs @@ s/match tokio::time::timeout(pause, body.frame()).await {/match Ok::<_, ()>(body.frame().await) {/ @@ --test http_api a_client_that_stops_sending_or_reading'
   'http-get-without-etag @@ src/actors/http_api.rs @@ s/^        answer.headers_mut().insert(ETAG, etag(version));$/        let _ = etag(version);/ @@ --test http_api python_drives'
   'http-cas-ignores-if-match @@ src/actors/http_api.rs @@ s/^        return Ok(Some(version));$/        let _ = version; return Ok(None);/ @@ --test http_api python_drives'
   'https-accepts-any-client @@ src/actors/http_server.rs @@ s/Peer::accept(Some(tls.as_ref()), stream)/Peer::accept(None, stream)/ @@ --test http_api curl_over_https'

@@ -328,6 +328,72 @@ fn curl_over_https_needs_a_certificate_of_the_clusters_ca() {
     drop(cluster);
 }
 
+/// A client that stops sending a request's body, or stops reading its answers, gives its
+/// connection back: the body is answered 408 after `http_header_timeout_ms` of silence (and
+/// nothing is written), and a connection whose answers go unread is closed once one write
+/// waited `slow_reader_timeout_ms`, so a client waiting for a connection slot is served.
+/// Before, each kept its slot for good (review, 2026-12-08): 64 of them locked every other
+/// client of their address out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_sending_or_reading_gives_its_connection_back() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = with_http_and(|config| {
+        config.limits.http_header_timeout_ms = 500;
+        config.limits.slow_reader_timeout_ms = 1_000;
+        config.limits.http_max_connections = 2;
+    });
+    let http = cluster.config.http_addr_of(1).expect("node 1 serves HTTP");
+    // One request on a connection of its own, answered to its end.
+    let exchange = |request: Vec<u8>| async move {
+        let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+        stream.write_all(&request).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+            .await
+            .expect("answered and closed within 30 s")
+            .unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let head = |method: &str, key: &str, extra: &str| {
+        format!(
+            "{method} /v1/kv/{key} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n{extra}\r\n"
+        )
+    };
+
+    // A body that stops after 10 of its 1,000 bytes.
+    let half = head("PUT", "b", "Content-Length: 1000\r\n") + "0123456789";
+    let answer = exchange(half.into_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let answer = exchange(head("GET", "b", "").into_bytes()).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 404"),
+        "half a body was written: {answer}"
+    );
+
+    // Two connections that ask for a 1 MiB value 32 times and read nothing (a small receive
+    // buffer, so that the node's writes wait): they hold both slots until they are closed.
+    let big = vec![b'x'; 1 << 20];
+    let mut put = head("PUT", "big", &format!("Content-Length: {}\r\n", big.len())).into_bytes();
+    put.extend_from_slice(&big);
+    let answer = exchange(put).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(http).await.unwrap();
+        let get = format!("GET /v1/kv/big HTTP/1.1\r\nHost: {http}\r\n\r\n").repeat(32);
+        stream.write_all(get.as_bytes()).await.unwrap();
+        stalled.push(stream);
+    }
+    // A third client is served once the node has closed one of them.
+    let answer = exchange(head("GET", "b", "").into_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    drop(stalled);
+    drop(cluster);
+}
+
 /// The API's bounds (`[limits]`): a request whose headers do not arrive within
 /// `http_header_timeout_ms` is closed (a silent connection too: it would hold a slot for
 /// ever); past `http_max_connections` a connection waits until one closes; past

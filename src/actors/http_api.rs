@@ -165,6 +165,7 @@ impl HttpApi {
             max_connections: limits.http_max_connections,
             max_per_source: limits.http_max_connections_per_source,
             header_timeout: Duration::from_millis(limits.http_header_timeout_ms),
+            write_stall: Duration::from_millis(limits.slow_reader_timeout_ms),
             tls: self.tls.clone().map(|tls| {
                 let deadline = Duration::from_millis(limits.handshake_timeout_ms);
                 (tls, deadline)
@@ -247,6 +248,46 @@ impl HttpApi {
             Err(Status::Plain(StatusCode::NOT_FOUND, "no such route"))
         };
         result.unwrap_or_else(Status::into_answer)
+    }
+
+    /// A request's body, read as it arrives: at most `limit` bytes (`too_large` beyond), with
+    /// no pause longer than `limits.http_header_timeout_ms` (its headers' clock) between its
+    /// parts. A client that stops sending it mid-way is answered 408, and hyper closes a
+    /// connection whose request body was not read to its end, so the slot comes back.
+    async fn read_body(
+        &self,
+        body: hyper::body::Incoming,
+        limit: usize,
+        too_large: Status,
+    ) -> std::result::Result<Bytes, Status> {
+        let pause = Duration::from_millis(self.config.limits.http_header_timeout_ms);
+        let mut body = Limited::new(body, limit);
+        let mut bytes = Vec::new();
+        loop {
+            match tokio::time::timeout(pause, body.frame()).await {
+                Err(_) => {
+                    return Err(Status::Plain(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the request's body stopped arriving (limits.http_header_timeout_ms)",
+                    ))
+                }
+                Ok(None) => return Ok(bytes.into()),
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        bytes.extend_from_slice(&data);
+                    }
+                }
+                Ok(Some(Err(e))) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Err(too_large)
+                }
+                Ok(Some(Err(_))) => {
+                    return Err(Status::Plain(
+                        StatusCode::BAD_REQUEST,
+                        "the request's body could not be read",
+                    ))
+                }
+            }
+        }
     }
 
     /// Runs `body` through the node's router.
@@ -342,10 +383,10 @@ impl HttpApi {
         let expect = condition(&request)?;
         let lease = lease_param(request.uri().query().unwrap_or(""))?;
         let (parts, body) = request.into_parts();
-        let value = match Limited::new(body, limit).collect().await {
-            Ok(body) => body.to_bytes().to_vec(),
-            Err(_) => return Err(Status::too_large(limit)),
-        };
+        let value = self
+            .read_body(body, limit, Status::too_large(limit))
+            .await?
+            .to_vec();
         let attempt = self.attempt(&parts.method, &parts.uri, &parts.headers, &value)?;
         let outcome = match lease {
             Some(lease) => {
@@ -462,14 +503,14 @@ impl HttpApi {
         struct Grant {
             ttl_s: u64,
         }
-        let body = Limited::new(request.into_body(), MEMBER_BODY_BYTES);
-        let body = body.collect().await.map_err(|_| {
-            Status::Plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "a grant is a small JSON object",
-            )
-        })?;
-        let Grant { ttl_s } = serde_json::from_slice(&body.to_bytes())
+        let too_large = Status::Plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "a grant is a small JSON object",
+        );
+        let body = self
+            .read_body(request.into_body(), MEMBER_BODY_BYTES, too_large)
+            .await?;
+        let Grant { ttl_s } = serde_json::from_slice(&body)
             .map_err(|_| Status::Plain(StatusCode::BAD_REQUEST, "the body is {\"ttl_s\": N}"))?;
         let client = self.members_client().map_err(Status::Failed)?;
         let ttl = Duration::from_secs(ttl_s);
@@ -577,16 +618,13 @@ impl HttpApi {
             id: crate::paxos::types::NodeId,
             addr: String,
         }
-        let body = Limited::new(request.into_body(), MEMBER_BODY_BYTES);
-        let body = match body.collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(_) => {
-                return Err(Status::Plain(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "a member is a small JSON object",
-                ))
-            }
-        };
+        let too_large = Status::Plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "a member is a small JSON object",
+        );
+        let body = self
+            .read_body(request.into_body(), MEMBER_BODY_BYTES, too_large)
+            .await?;
         let Add { id, addr } = serde_json::from_slice(&body).map_err(|_| {
             Status::Plain(
                 StatusCode::BAD_REQUEST,

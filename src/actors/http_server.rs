@@ -3,7 +3,11 @@
 //! kernel's backlog), at most `max_per_source` of them from one source address (one more is
 //! closed at once, before its TLS handshake: `actors::sources`), and a request's headers must
 //! arrive within `header_timeout` (hyper starts that clock again when a kept-alive connection
-//! falls idle, so an idle connection gives its slot back too). With TLS
+//! falls idle, so an idle connection gives its slot back too). A client that stops reading its
+//! answers is closed once one write has waited `write_stall` (`limits.slow_reader_timeout_ms`,
+//! the node port's rule), and one that stops sending a request's body is answered 408 by the
+//! API (`http_api::read_body`): either kept its slot for good before (review, 2026-12-08: 64
+//! such connections locked every other client of their address out). With TLS
 //! (the HTTP API of a node with `[tls]`), each connection is HTTPS: its handshake, within the
 //! handshake deadline and holding its connection slot, must verify a client certificate of
 //! the cluster's CA (`tls::Peer::accept`, the node port's own rule), and every request is
@@ -27,6 +31,8 @@ pub struct Endpoint {
     pub max_connections: usize,
     pub max_per_source: usize,
     pub header_timeout: Duration,
+    /// A connection whose one write waited this long (its client stopped reading) is closed.
+    pub write_stall: Duration,
     /// HTTPS, and how long a connection's handshake may take; `None`: plaintext (whose
     /// requests are answered as `Peer::Unauthenticated`, as on the node port).
     pub tls: Option<(Arc<Tls>, Duration)>,
@@ -46,6 +52,7 @@ where
         max_connections,
         max_per_source,
         header_timeout,
+        write_stall,
         tls,
     } = endpoint;
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -107,10 +114,14 @@ where
                 let answer = answer(request, peer);
                 async move { Ok::<_, std::convert::Infallible>(answer.await) }
             });
+            // Writes only: a read may wait as long as the client likes (a watch's stream reads
+            // nothing for hours), and the header deadline bounds the waits that matter.
+            let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+            stream.set_write_timeout(Some(write_stall));
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(Box::pin(stream)), service)
                 .await;
             if let Err(e) = served {
                 log::debug!("{name}: connection closed: {e}");

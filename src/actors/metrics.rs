@@ -263,6 +263,7 @@ pub async fn serve(listener: std::net::TcpListener, sources: Sources) {
         max_connections: MAX_CONNECTIONS,
         max_per_source: MAX_CONNECTIONS,
         header_timeout: HEADER_TIMEOUT,
+        write_stall: HEADER_TIMEOUT,
         tls: None,
     };
     http_server::serve(listener, endpoint, answer).await
