@@ -268,6 +268,10 @@ mutants=(
   # a client that stops sending a body or reading its answers gives its connection back (actors::http_server, http_api::read_body)
   'http-write-never-stalls @@ src/actors/http_server.rs @@ s/stream.set_write_timeout(Some(write_stall));/stream.set_write_timeout(None);/ @@ --test http_api a_client_that_stops_sending_or_reading'
   'http-body-without-deadline @@ src/actors/http_api.rs @@ s/match tokio::time::timeout(pause, body.frame()).await {/match Ok::<_, ()>(body.frame().await) {/ @@ --test http_api a_client_that_stops_sending_or_reading'
+  # input the HTTP API cannot mean is a 400, never taken another way (actors::http_api)
+  'http-percent-taken-literally @@ src/actors/http_api.rs @@ s/^    if malformed {$/    if false \&\& malformed {/ @@ --test http_api input_the_api_cannot_mean'
+  'http-lease-typo-ignored @@ src/actors/http_api.rs @@ s/let Some(id) = pair.strip_prefix("lease=") else {/let Some(id) = pair.strip_prefix("lease=") else { continue;/ @@ --test http_api input_the_api_cannot_mean'
+  'http-watch-checked-after-200 @@ src/actors/http_api.rs @@ s/^        crate::actors::watch::check_watched(\&key, options.prefix, \&self.config)$/        Ok::<(), Error>(())/ @@ --test http_api input_the_api_cannot_mean'
   'http-get-without-etag @@ src/actors/http_api.rs @@ s/^        answer.headers_mut().insert(ETAG, etag(version));$/        let _ = etag(version);/ @@ --test http_api python_drives'
   'http-cas-ignores-if-match @@ src/actors/http_api.rs @@ s/^        return Ok(Some(version));$/        let _ = version; return Ok(None);/ @@ --test http_api python_drives'
   'https-accepts-any-client @@ src/actors/http_server.rs @@ s/Peer::accept(Some(tls.as_ref()), stream)/Peer::accept(None, stream)/ @@ --test http_api curl_over_https'

@@ -23,7 +23,9 @@
 //! - `GET /v1/watch/{key}`: server-sent events; `GET|POST /v1/members`, `DELETE
 //!   /v1/members/{id}`, `GET /v1/status`; `GET /`: the console; `GET /v1/openapi.yaml`.
 //! - Keys in paths and queries are percent-encoded bytes (any key, `/`, NUL and bytes that are
-//!   not UTF-8 included; `+` is a plus).
+//!   not UTF-8 included; `+` is a plus). A `%` not followed by two hex digits, a query
+//!   parameter the route does not take and a boolean other than `true` or `false` are 400:
+//!   never taken another way than the client meant.
 //! - Errors: `{"error": "...", "class": "..."}` with 400 (bad input), 403 (a membership change
 //!   without the operator's certificate: `tls::Peer::admits`, the node port's rule), 413 (a
 //!   value over the limit), 422 (an `Idempotency-Key` reused for another request), 429
@@ -231,14 +233,23 @@ impl HttpApi {
         } else if let (Some(key), &Method::GET) =
             (path.strip_prefix("/v1/watch/"), request.method())
         {
-            let key: Vec<u8> = percent_decode_str(key).collect();
-            self.watch(key, request.uri().query().unwrap_or(""))
+            match decoded(key) {
+                Ok(key) => self.watch(key, request.uri().query().unwrap_or("")),
+                Err(e) => Err(e),
+            }
         } else if let Some(key) = path.strip_prefix("/v1/kv/") {
-            let key: Vec<u8> = percent_decode_str(key).collect();
-            match *request.method() {
-                Method::GET => self.get(key, &request).await,
-                Method::PUT => self.put(key, request).await,
-                Method::DELETE => self.delete(key, &request).await,
+            let query = request.uri().query().unwrap_or("");
+            let key = decoded(key);
+            let method = request.method().clone();
+            match (key, method) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Method::GET | Method::DELETE) if !query.is_empty() => Err(Status::Plain(
+                    StatusCode::BAD_REQUEST,
+                    "a key's GET and DELETE take no query (a PUT takes ?lease=ID)",
+                )),
+                (Ok(key), Method::GET) => self.get(key, &request).await,
+                (Ok(key), Method::PUT) => self.put(key, request).await,
+                (Ok(key), Method::DELETE) => self.delete(key, &request).await,
                 _ => Err(Status::Plain(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "GET, PUT or DELETE",
@@ -662,17 +673,19 @@ impl HttpApi {
         let (mut prefix, mut after, mut limit, mut keys_only) = (Vec::new(), None, 0, false);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value: Vec<u8> = percent_decode_str(value).collect();
+            let value = decoded(value)?;
             match name {
                 "prefix" => prefix = value,
                 "after" => after = Some(value),
                 "limit" => {
+                    // A larger limit is capped, as the CLI's `--limit` (by the router).
                     limit = std::str::from_utf8(&value)
                         .ok()
-                        .and_then(|v| v.parse().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(|v| v.min(u32::MAX.into()) as u32)
                         .ok_or(Status::Plain(StatusCode::BAD_REQUEST, "limit: a number"))?
                 }
-                "keys_only" => keys_only = value == b"true",
+                "keys_only" => keys_only = flag(&value, "keys_only: true or false")?,
                 _ => {
                     return Err(Status::Plain(
                         StatusCode::BAD_REQUEST,
@@ -710,7 +723,7 @@ impl HttpApi {
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             match name {
-                "prefix" => options.prefix = value == "true",
+                "prefix" => options.prefix = flag(value.as_bytes(), "prefix: true or false")?,
                 "from_version" => {
                     options.from_version = Some(value.parse().map_err(|_| {
                         Status::Plain(StatusCode::BAD_REQUEST, "from_version: a number")
@@ -724,6 +737,10 @@ impl HttpApi {
                 }
             }
         }
+        // Refused before the stream's 200 goes out: a bad key is a 400, not an error event
+        // that an EventSource would answer by reconnecting with the same request.
+        crate::actors::watch::check_watched(&key, options.prefix, &self.config)
+            .map_err(Status::Failed)?;
         let Ok(permit) = self.watches.clone().try_acquire_owned() else {
             return Err(Status::Failed(Error::Busy(format!(
                 "this node serves at most {} HTTP watch streams (limits.http_max_watches)",
@@ -831,18 +848,51 @@ fn json_answer(status: StatusCode, body: serde_json::Value) -> Answer {
 
 /// The `lease=ID` of a `PUT`'s query (`None`: none; 400 when it is not a lease id).
 fn lease_param(query: &str) -> std::result::Result<Option<u64>, Status> {
-    let Some(id) = query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("lease="))
-    else {
-        return Ok(None);
-    };
-    crate::paxos::lease::parse_id(id)
-        .map(Some)
-        .ok_or(Status::Plain(
+    let mut lease = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        // Anything else is refused, not ignored: a misspelt `lease` would write the value
+        // without its lease, and so detach the key from the lease it has.
+        let Some(id) = pair.strip_prefix("lease=") else {
+            return Err(Status::Plain(
+                StatusCode::BAD_REQUEST,
+                "a key's PUT takes ?lease=ID and nothing else",
+            ));
+        };
+        lease = Some(crate::paxos::lease::parse_id(id).ok_or(Status::Plain(
             StatusCode::BAD_REQUEST,
             "lease: up to 16 hex digits, as POST /v1/leases answers",
-        ))
+        ))?);
+    }
+    Ok(lease)
+}
+
+/// A percent-encoded path segment or query value, decoded; 400 for a `%` not followed by two
+/// hex digits (taken literally before, it named another key than the client meant).
+fn decoded(text: &str) -> std::result::Result<Vec<u8>, Status> {
+    let bytes = text.as_bytes();
+    let malformed = bytes.iter().enumerate().any(|(i, b)| {
+        *b == b'%'
+            && !bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if malformed {
+        return Err(Status::Plain(
+            StatusCode::BAD_REQUEST,
+            "a malformed percent-encoding: % must be followed by two hex digits (%25 is a %)",
+        ));
+    }
+    Ok(percent_decode_str(text).collect())
+}
+
+/// A boolean query parameter: `true` or `false`, nothing else (`prefix=1` was quietly false,
+/// which made a prefix watch a watch of one key).
+fn flag(value: &[u8], why: &'static str) -> std::result::Result<bool, Status> {
+    match value {
+        b"true" => Ok(true),
+        b"false" => Ok(false),
+        _ => Err(Status::Plain(StatusCode::BAD_REQUEST, why)),
+    }
 }
 
 fn versioned(status: StatusCode, version: u64) -> Answer {

@@ -435,7 +435,7 @@ impl Registry {
 
 /// A watched key is a key like any other (a prefix may be empty: every key); never one of the
 /// cluster's own.
-fn check_watched(key: &[u8], prefix: bool, config: &Config) -> Result<()> {
+pub(crate) fn check_watched(key: &[u8], prefix: bool, config: &Config) -> Result<()> {
     let max = config.limits.max_key_bytes;
     if key.len() > max || (!prefix && key.is_empty()) {
         return Err(Error::BadRequest(format!(
