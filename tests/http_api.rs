@@ -398,6 +398,78 @@ async fn input_the_api_cannot_mean_is_refused_with_400() {
     drop(cluster);
 }
 
+/// A membership change asked over HTTP runs to its end when its client goes away mid-way
+/// (Ctrl-C on curl, a client's timeout): hyper drops the answer's future then, and the change
+/// ran inside it, so it stopped between two steps and left the membership mid-change until
+/// someone reran it (review, 2026-12-08). Node 1's messages are slowed so that the change is
+/// seen under way, from node 2, before its client leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_change_whose_client_goes_away_still_runs_to_its_end() {
+    use paxkv::messages::{FaultPlan, LinkFaults};
+    use tokio::io::AsyncWriteExt;
+    let cluster = with_http_and(|config| config.testing.allow_fault_injection = true);
+    let (http1, http2) = (
+        cluster.config.http_addr_of(1).expect("node 1 serves HTTP"),
+        cluster.config.http_addr_of(2).expect("node 2 serves HTTP"),
+    );
+    let members = || async move {
+        let request =
+            format!("GET /v1/members HTTP/1.1\r\nHost: {http2}\r\nConnection: close\r\n\r\n");
+        let answer = exchange(http2, request.into_bytes()).await;
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default()
+    };
+    let epoch = members().await["epoch"].as_u64().expect("an epoch");
+    let slow = FaultPlan {
+        default: LinkFaults {
+            delay_min_ms: 100,
+            delay_max_ms: 100,
+            ..LinkFaults::default()
+        },
+        ..FaultPlan::default()
+    };
+    cluster.set_faults(1, slow).await;
+    let mut client = tokio::net::TcpStream::connect(http1).await.unwrap();
+    let remove = format!("DELETE /v1/members/5 HTTP/1.1\r\nHost: {http1}\r\n\r\n");
+    client.write_all(remove.as_bytes()).await.unwrap();
+    let has_five = |m: &serde_json::Value| {
+        m["members"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|x| x["id"] == 5))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = members().await;
+        if now["epoch"].as_u64().is_some_and(|e| e > epoch) {
+            assert!(
+                has_five(&now),
+                "the change ended before its client could leave: {now}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the change never began: {now}"
+        );
+    }
+    drop(client);
+    loop {
+        let now = members().await;
+        if !has_five(&now) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the change stopped when its client went away: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(cluster);
+}
+
 /// A client that stops sending a request's body, or stops reading its answers, gives its
 /// connection back: the body is answered 408 after `http_header_timeout_ms` of silence (and
 /// nothing is written), and a connection whose answers go unread is closed once one write

@@ -661,7 +661,15 @@ impl HttpApi {
         };
         peer.admits(&Frame::Request(request.clone()), |_| true)
             .map_err(Status::Forbidden)?;
-        match self.serve_request(request.body).await? {
+        // A task of its own, as the node port runs every request: hyper drops this answer's
+        // future when its client goes away, and a change dropped between two of its steps
+        // would leave the membership mid-change until someone reran it (review, 2026-12-08).
+        let router = self.router.clone();
+        let change = actix_rt::spawn(async move { router.serve(request).await.result });
+        let done = change
+            .await
+            .map_err(|e| Status::Failed(Error::Unknown(format!("the change's task ended: {e}"))))?;
+        match done.map_err(Status::Failed)? {
             Reply::MemberChanged(m) => Ok(json_answer(StatusCode::OK, json::membership_json(&m))),
             other => Err(Status::Failed(Error::Unknown(format!(
                 "a change answered {other:?}"
