@@ -1119,6 +1119,15 @@ impl Proposer {
     /// it must never be applied after that answer ("certainly did not take effect"). One
     /// that an Accept carried is answered `Unknown` and stays, because that Accept may have
     /// been chosen; retrying the round with it is safe (its id de-duplicates it).
+    /// The batch holds a settle whose caller still waits: its round must reach this node's
+    /// own acceptor (and a joining one). Not a settle answered already (its deadline passed):
+    /// nobody waits for where it put the state, and the client commands batched with it need
+    /// only a majority, as any round (review, 2026-12-08: a settle whose own acceptor was
+    /// silent held them until their deadlines, answered "outcome unknown" though chosen).
+    fn settle_waits(&self) -> bool {
+        self.batch.iter().any(|p| p.ask.settle && !p.answered)
+    }
+
     fn answer_expired(&mut self, now: Instant, out: &mut Vec<Effect>) {
         let errors = [self.deadline_error(false), self.deadline_error(true)];
         let reply = |p: &Pending, out: &mut Vec<Effect>| {
@@ -1245,7 +1254,7 @@ impl Proposer {
         }
         // The fast ballot needs more than a majority, and a settle its own acceptor's vote:
         // both ask everyone.
-        let thrifty = ballot != Ballot::FAST && !self.batch.iter().any(|p| p.ask.settle);
+        let thrifty = ballot != Ballot::FAST && !self.settle_waits();
         let accept = PeerMessage::Accept {
             ballot,
             state: state.clone(),
@@ -1584,6 +1593,7 @@ impl Proposer {
     ) {
         let quorum = self.cfg.quorums().classic();
         let read_grace = self.cfg.read_grace;
+        let settle_waits = self.settle_waits();
         let Phase::Accepting {
             ballot: current,
             acks,
@@ -1601,7 +1611,7 @@ impl Proposer {
         // A settle also puts the state on this node's own acceptor (if it votes) and on a
         // joining one (a rescan counts on it): it ends only once those accepted too.
         let cfg = &self.cfg;
-        let here = !self.batch.iter().any(|p| p.ask.settle)
+        let here = !settle_waits
             || std::iter::once(&cfg.node)
                 .chain(cfg.joining.iter())
                 .filter(|n| cfg.nodes.contains(n))

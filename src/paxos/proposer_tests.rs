@@ -953,6 +953,45 @@ fn a_fast_ballot_state_is_carried_past_an_acceptor_that_lost_its_vote() {
     assert_eq!(accepts(&rest), vec![Some(b"s".to_vec())]);
 }
 
+/// A settle needs this node's own acceptor (its purpose is to put the state there), but the
+/// client commands batched with it do not: once the settle is answered (its deadline passed
+/// with this node's acceptor silent: a full disk, a crash), the batch ends with any majority,
+/// and the put is answered ok within its deadline. Before, every round of the batch waited
+/// for this node's acceptor until the put's deadline, and a write that was chosen was
+/// answered "outcome unknown" (review, 2026-12-08).
+#[test]
+fn a_batch_holding_an_answered_settle_ends_with_any_majority() {
+    let t0 = Instant::now();
+    let mut p = proposer(1);
+    let mut accs = acceptors();
+    let mut out = Vec::new();
+    p.settle(t0, 1, t0 + Duration::from_millis(300), &mut out);
+    out.extend(submit(&mut p, t0, 2, put("v"), id(1)));
+    let mut now = t0;
+    let mut answers = Vec::new();
+    while !answers.iter().any(|(token, _)| *token == 2) {
+        assert!(now < t0 + Duration::from_secs(2), "no answer to the put");
+        // Node 1's own acceptor never answers.
+        let mut next = exchange(&mut p, &mut accs, &[2, 3, 4, 5], now, out);
+        if next.is_empty() {
+            now += Duration::from_millis(10);
+            p.tick(now, &mut next);
+        }
+        answers.extend(replies(&next));
+        out = next;
+    }
+    let put = answers.iter().find(|(token, _)| *token == 2).unwrap();
+    assert!(
+        matches!(put.1, Ok(Outcome::Put { version: 1 })),
+        "{answers:?}"
+    );
+    let settle = answers.iter().find(|(token, _)| *token == 1);
+    assert!(
+        settle.is_some_and(|(_, r)| r.is_err()),
+        "the settle is answered unavailable: {answers:?}"
+    );
+}
+
 /// A rescan's settle during an add (`paxos::membership`, the rescan step) ends only once the
 /// joining voter accepted too, not at the first quorum: `member add` returns once the new node
 /// holds every key's state. (Mutant `settle-ignores-the-joining-node` fails this test.)
