@@ -274,6 +274,9 @@ mutants=(
   'http-watch-checked-after-200 @@ src/actors/http_api.rs @@ s/^        crate::actors::watch::check_watched(\&key, options.prefix, \&self.config)$/        Ok::<(), Error>(())/ @@ --test http_api input_the_api_cannot_mean'
   'http-change-dropped-with-its-client @@ src/actors/http_api.rs @@ s/let change = actix_rt::spawn(async move { router.serve(request).await.result });/let change = async move { Ok::<_, String>(router.serve(request).await.result) };/ @@ --test http_api a_membership_change_whose_client_goes_away'
   'answered-settle-holds-the-batch @@ src/paxos/proposer.rs @@ s/self.batch.iter().any(|p| p.ask.settle \&\& !p.answered)/self.batch.iter().any(|p| p.ask.settle)/ @@ --lib a_batch_holding_an_answered_settle'
+  # a caller that stops taking its watch holds a backlog bounded by bytes (client::STREAM_BYTES, watch::READY_BYTES)
+  'watch-ready-by-count-only @@ src/watch.rs @@ s/let bytes = ready_bytes(\&item).min(READY_BYTES) as u32;/let bytes = 0;/ @@ --test watching a_caller_that_stops_taking_its_watch'
+  'stream-by-count-only @@ src/client.rs @@ s/if held > 0 \&\& held + size > STREAM_BYTES {/if false {/ @@ --test watching a_caller_that_stops_taking_its_watch'
   'http-get-without-etag @@ src/actors/http_api.rs @@ s/^        answer.headers_mut().insert(ETAG, etag(version));$/        let _ = etag(version);/ @@ --test http_api python_drives'
   'http-cas-ignores-if-match @@ src/actors/http_api.rs @@ s/^        return Ok(Some(version));$/        let _ = version; return Ok(None);/ @@ --test http_api python_drives'
   'https-accepts-any-client @@ src/actors/http_server.rs @@ s/Peer::accept(Some(tls.as_ref()), stream)/Peer::accept(None, stream)/ @@ --test http_api curl_over_https'

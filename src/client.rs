@@ -31,7 +31,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -800,13 +800,53 @@ enum Waiter {
     /// One answer.
     Once(oneshot::Sender<Frame>),
     /// Many (a watch): kept until its last answer or the connection's end. Bounded: a caller
-    /// that falls [`STREAM_CAPACITY`] answers behind loses its stream (it ends early, and a
-    /// watch then resumes), so that one slow stream never stalls the connection's others.
-    Stream(mpsc::Sender<Frame>),
+    /// that falls [`STREAM_CAPACITY`] answers or [`STREAM_BYTES`] behind loses its stream (it
+    /// ends early, and a watch then resumes, saying the gap), so that one slow stream never
+    /// stalls the connection's others.
+    Stream(StreamSender),
 }
 
 /// Answers one stream may have waiting for its caller.
 const STREAM_CAPACITY: usize = 4_096;
+
+/// Bytes of answers one stream may have waiting for its caller (one answer alone may be
+/// larger). Counted by answers alone, 4,096 answers of changes of 1 MiB values held 4 GiB for
+/// one caller that stopped reading, in this process: the HTTP API's, for each of its watches
+/// (review, 2026-12-08).
+const STREAM_BYTES: usize = 8 << 20;
+
+/// The sending side of a stream's answers, counting the bytes its caller has not taken.
+struct StreamSender {
+    answers: mpsc::Sender<(Frame, usize)>,
+    held: Arc<AtomicUsize>,
+}
+
+impl StreamSender {
+    /// Passes `answer` (`size` bytes as it came) to the caller; false when the caller fell
+    /// too far behind (the stream then ends).
+    fn offer(&self, answer: Frame, size: usize) -> bool {
+        let held = self.held.load(Ordering::Relaxed);
+        if held > 0 && held + size > STREAM_BYTES {
+            return false;
+        }
+        self.held.fetch_add(size, Ordering::Relaxed);
+        self.answers.try_send((answer, size)).is_ok()
+    }
+}
+
+/// The caller's side of a stream's answers.
+struct StreamAnswers {
+    answers: mpsc::Receiver<(Frame, usize)>,
+    held: Arc<AtomicUsize>,
+}
+
+impl StreamAnswers {
+    async fn recv(&mut self) -> Option<Frame> {
+        let (answer, size) = self.answers.recv().await?;
+        self.held.fetch_sub(size, Ordering::Relaxed);
+        Some(answer)
+    }
+}
 
 /// One connection to one node, with many requests in flight.
 struct Connection {
@@ -913,7 +953,7 @@ impl Connection {
                     Some(Waiter::Once(waiter)) => {
                         let _ = waiter.send(answer);
                     }
-                    Some(Waiter::Stream(stream)) if stream.try_send(answer).is_ok() => {
+                    Some(Waiter::Stream(stream)) if stream.offer(answer, bytes.len()) => {
                         pending.insert(id, Waiter::Stream(stream));
                     }
                     // A stream whose caller fell behind ends here.
@@ -1024,7 +1064,7 @@ impl Silence {
 pub(crate) struct WatchSession {
     conn: Arc<Connection>,
     id: u64,
-    answers: mpsc::Receiver<Frame>,
+    answers: StreamAnswers,
 }
 
 impl WatchSession {
@@ -1057,10 +1097,19 @@ impl Connection {
     async fn stream(
         &self,
         call: impl FnOnce(u64) -> Frame,
-    ) -> std::result::Result<(u64, mpsc::Receiver<Frame>), String> {
+    ) -> std::result::Result<(u64, StreamAnswers), String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
-        self.pending.lock().unwrap().insert(id, Waiter::Stream(tx));
+        let held = Arc::new(AtomicUsize::new(0));
+        let sender = StreamSender {
+            answers: tx,
+            held: held.clone(),
+        };
+        self.pending
+            .lock()
+            .unwrap()
+            .insert(id, Waiter::Stream(sender));
+        let rx = StreamAnswers { answers: rx, held };
         let lost = || format!("connection to {} lost", self.addr);
         if self.closed.load(Ordering::Relaxed)
             || self.frames.send(frame::encode(&call(id))).await.is_err()

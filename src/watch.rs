@@ -297,7 +297,8 @@ impl Default for WatchOptions {
 /// A watch's items, in order per key ([`Client::watch`]). Ends with an error when no node
 /// could serve the watch; dropping it ends the watch.
 pub struct WatchStream {
-    items: mpsc::Receiver<Result<WatchItem>>,
+    /// Each item with its share of [`READY_BYTES`], given back as the caller takes it.
+    items: mpsc::Receiver<Ready>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -305,7 +306,9 @@ impl futures_util::Stream for WatchStream {
     type Item = Result<WatchItem>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.items.poll_recv(cx)
+        self.items
+            .poll_recv(cx)
+            .map(|ready| ready.map(|(item, _bytes)| item))
     }
 }
 
@@ -323,6 +326,25 @@ const HELD_BYTES_DURING_READ: usize = 64 << 20;
 /// reading its node, the node's buffer for it fills, the node ends it, and it resumes with
 /// the gap said).
 const READY_ITEMS: usize = 1_024;
+
+/// Bytes of items a watch may have ready for a caller that has not taken them (one item alone
+/// may be larger), with the same effect as [`READY_ITEMS`]. Counted by items alone, 1,024
+/// changes of 1 MiB values held 1 GiB for one caller that stopped reading, in this process:
+/// the HTTP API's, for each of its watches (review, 2026-12-08).
+const READY_BYTES: usize = 8 << 20;
+
+/// An item, and the share of [`READY_BYTES`] it holds until the caller takes it.
+type Ready = (Result<WatchItem>, Option<tokio::sync::OwnedSemaphorePermit>);
+
+/// What an item counts against [`READY_BYTES`].
+fn ready_bytes(item: &WatchItem) -> usize {
+    const OVERHEAD: usize = 32;
+    OVERHEAD
+        + match item {
+            WatchItem::Change { key, value, .. } => key.len() + value.as_ref().map_or(0, Vec::len),
+            WatchItem::Skipped { key, .. } => key.len(),
+        }
+}
 
 impl Client {
     /// The changes of `key` (with `options.prefix`, of every key under it), in version order
@@ -344,9 +366,10 @@ fn spawn(client: Client, key: Key, options: WatchOptions) -> WatchStream {
             key,
             options,
             out: tx,
+            ready: std::sync::Arc::new(tokio::sync::Semaphore::new(READY_BYTES)),
         };
         if let Err(e) = watch.run().await {
-            let _ = watch.out.send(Err(e)).await;
+            let _ = watch.out.send((Err(e), None)).await;
         }
     });
     WatchStream { items, task }
@@ -358,7 +381,9 @@ struct Watcher {
     key: Key,
     options: WatchOptions,
     seq: Sequencer,
-    out: mpsc::Sender<Result<WatchItem>>,
+    out: mpsc::Sender<Ready>,
+    /// [`READY_BYTES`], less what the caller has not taken yet.
+    ready: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// The caller dropped the stream.
@@ -565,14 +590,22 @@ impl Watcher {
     /// the error that says so (every seen key's change was taken up to then).
     async fn emit(&self, items: Vec<WatchItem>) -> std::result::Result<(), Gone> {
         for item in items {
-            self.out.send(Ok(item)).await.map_err(|_| Gone)?;
+            // Waits while the caller is that far behind: the watch then stops reading its
+            // node, whose buffer for it fills, and it resumes, saying the gap.
+            let bytes = ready_bytes(&item).min(READY_BYTES) as u32;
+            let permit = self.ready.clone().acquire_many_owned(bytes).await;
+            let permit = permit.map_err(|_| Gone)?;
+            self.out
+                .send((Ok(item), Some(permit)))
+                .await
+                .map_err(|_| Gone)?;
         }
         if self.seq.full() {
             let error = Error::BadRequest(format!(
                 "the watch follows {} keys, its most: watch a narrower prefix",
                 self.options.max_keys
             ));
-            let _ = self.out.send(Err(error)).await;
+            let _ = self.out.send((Err(error), None)).await;
             return Err(Gone);
         }
         Ok(())

@@ -565,3 +565,42 @@ async fn changes_of_large_values_are_announced_within_the_frame_limit() {
         "every change delivered as it was announced"
     );
 }
+
+/// A caller that stops taking its watch's items holds a bounded backlog in its own process,
+/// by bytes as well as by count: with 1 MB values, the stream falls behind after a few
+/// megabytes (`client::STREAM_BYTES`, `watch::READY_BYTES`), resumes, and says the gap,
+/// instead of buffering every change (counted by items alone, 4,096 answers and 1,024 items
+/// of 1 MiB each: 5 GiB for one watch, in the HTTP API's process for each of its watches;
+/// review, 2026-12-08).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_stops_taking_its_watch_holds_a_bounded_backlog_and_is_told_the_gap() {
+    let cluster = TestCluster::start();
+    let client = cluster.client();
+    let mut stream = client.watch(b"big", WatchOptions::default());
+    wait_started(&client, &mut stream, b"big").await;
+    // 40 MB of changes while the caller takes nothing.
+    let value = vec![7u8; 1_000_000];
+    let mut last = 0;
+    for _ in 0..40 {
+        let Outcome::Put { version } = client.put(b"big", &value).await.unwrap() else {
+            panic!("a put answered something else");
+        };
+        last = version;
+    }
+    let items = take_until(&mut stream, Duration::from_secs(60), |items| {
+        items
+            .iter()
+            .any(|i| matches!(i, WatchItem::Change { version, .. } if *version == last))
+    })
+    .await;
+    let changes = items
+        .iter()
+        .filter(|i| matches!(i, WatchItem::Change { .. }))
+        .count();
+    assert!(
+        items.iter().any(|i| matches!(i, WatchItem::Skipped { .. })),
+        "every change was held for the caller ({changes} changes): {:?}",
+        versions(&items)
+    );
+    assert!(changes < 40, "{:?}", versions(&items));
+}
