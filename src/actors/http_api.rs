@@ -301,6 +301,22 @@ impl HttpApi {
         }
     }
 
+    /// A request's body of a small JSON object (a grant, a member): at most
+    /// `MEMBER_BODY_BYTES` (413 with `too_large` beyond), 400 with `shape` if it is not that
+    /// object.
+    async fn small_json<T: serde::de::DeserializeOwned>(
+        &self,
+        request: Request<hyper::body::Incoming>,
+        too_large: &'static str,
+        shape: &'static str,
+    ) -> std::result::Result<T, Status> {
+        let too_large = Status::Plain(StatusCode::PAYLOAD_TOO_LARGE, too_large);
+        let body = self
+            .read_body(request.into_body(), MEMBER_BODY_BYTES, too_large)
+            .await?;
+        serde_json::from_slice(&body).map_err(|_| Status::Plain(StatusCode::BAD_REQUEST, shape))
+    }
+
     /// Runs `body` through the node's router.
     async fn serve_request(&self, body: RequestBody) -> std::result::Result<Reply, Status> {
         let request = ClientRequest { id: 0, body };
@@ -514,15 +530,13 @@ impl HttpApi {
         struct Grant {
             ttl_s: u64,
         }
-        let too_large = Status::Plain(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "a grant is a small JSON object",
-        );
-        let body = self
-            .read_body(request.into_body(), MEMBER_BODY_BYTES, too_large)
+        let Grant { ttl_s } = self
+            .small_json(
+                request,
+                "a grant is a small JSON object",
+                "the body is {\"ttl_s\": N}",
+            )
             .await?;
-        let Grant { ttl_s } = serde_json::from_slice(&body)
-            .map_err(|_| Status::Plain(StatusCode::BAD_REQUEST, "the body is {\"ttl_s\": N}"))?;
         let client = self.members_client().map_err(Status::Failed)?;
         let ttl = Duration::from_secs(ttl_s);
         let lease = client.lease_grant(ttl).await.map_err(Status::Failed)?;
@@ -629,19 +643,13 @@ impl HttpApi {
             id: crate::paxos::types::NodeId,
             addr: String,
         }
-        let too_large = Status::Plain(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "a member is a small JSON object",
-        );
-        let body = self
-            .read_body(request.into_body(), MEMBER_BODY_BYTES, too_large)
-            .await?;
-        let Add { id, addr } = serde_json::from_slice(&body).map_err(|_| {
-            Status::Plain(
-                StatusCode::BAD_REQUEST,
+        let Add { id, addr } = self
+            .small_json(
+                request,
+                "a member is a small JSON object",
                 "the body is {\"id\": N, \"addr\": \"ip:port\"}",
             )
-        })?;
+            .await?;
         self.change(MemberChangeRequest::Add { id, addr }, peer)
             .await
     }
