@@ -267,12 +267,14 @@ mutants=(
   'pace-promise-times-an-accept @@ src/paxos/proposer.rs @@ s/accept.is_none_or(|k| k == a.accept)/true/ @@ --lib late_answers_teach_the_pace'
   # a client that stops sending a body or reading its answers gives its connection back (actors::http_server, http_api::read_body)
   'http-write-never-stalls @@ src/actors/http_server.rs @@ s/stream.set_write_timeout(Some(write_stall));/stream.set_write_timeout(None);/ @@ --test http_api a_client_that_stops_sending_or_reading'
-  'http-body-without-deadline @@ src/actors/http_api.rs @@ s/match tokio::time::timeout(pause, body.frame()).await {/match Ok::<_, ()>(body.frame().await) {/ @@ --test http_api a_client_that_stops_sending_or_reading'
+  'http-body-without-deadline @@ src/actors/http_api.rs @@ s/match tokio::time::timeout_at(until, body.frame()).await {/match Ok::<_, ()>(body.frame().await) {/ @@ --test http_api a_client_that_stops_sending_or_reading'
+  'http-body-may-trickle @@ src/actors/http_api.rs @@ s/let until = by.min(tokio::time::Instant::now() + pause);/let until = tokio::time::Instant::now() + pause;/ @@ --test http_api a_client_that_stops_sending_or_reading'
   # input the HTTP API cannot mean is a 400, never taken another way (actors::http_api)
   'http-percent-taken-literally @@ src/actors/http_api.rs @@ s/^    if malformed {$/    if false \&\& malformed {/ @@ --test http_api input_the_api_cannot_mean'
   'http-lease-typo-ignored @@ src/actors/http_api.rs @@ s/let Some(id) = pair.strip_prefix("lease=") else {/let Some(id) = pair.strip_prefix("lease=") else { continue;/ @@ --test http_api input_the_api_cannot_mean'
   'http-watch-checked-after-200 @@ src/actors/http_api.rs @@ s/^        crate::actors::watch::check_watched(\&key, options.prefix, \&self.config)$/        Ok::<(), Error>(())/ @@ --test http_api input_the_api_cannot_mean'
   'http-change-dropped-with-its-client @@ src/actors/http_api.rs @@ s/let change = actix_rt::spawn(async move { router.serve(request).await.result });/let change = async move { Ok::<_, String>(router.serve(request).await.result) };/ @@ --test http_api a_membership_change_whose_client_goes_away'
+  'freed-batch-waits-for-its-timeout @@ src/paxos/proposer.rs @@ /^        self.expire(now, out);$/{n;s/^        self.end_accept_if_done(now, out);$//} @@ --lib a_batch_holding_an_answered_settle'
   'answered-settle-holds-the-batch @@ src/paxos/proposer.rs @@ s/self.batch.iter().any(|p| p.ask.settle \&\& !p.answered)/self.batch.iter().any(|p| p.ask.settle)/ @@ --lib a_batch_holding_an_answered_settle'
   # a caller that stops taking its watch holds a backlog bounded by bytes (client::STREAM_BYTES, watch::READY_BYTES)
   'watch-ready-by-count-only @@ src/watch.rs @@ s/let bytes = ready_bytes(\&item).min(READY_BYTES) as u32;/let bytes = 0;/ @@ --test watching a_caller_that_stops_taking_its_watch'

@@ -376,6 +376,8 @@ async fn input_the_api_cannot_mean_is_refused_with_400() {
         ("GET", "/v1/watch/", ""),
         ("GET", "/v1/watch/%00paxkv%2Fmembers", ""),
         ("GET", "/v1/watch/%zz", ""),
+        ("GET", "/v1/leases/1?keys=1", ""),
+        ("GET", "/v1/leases/1?key=true", ""),
     ] {
         let answer = ask(method, target, body).await;
         assert_eq!(status(&answer), "400", "{method} {target}: {answer}");
@@ -454,6 +456,7 @@ async fn a_membership_change_whose_client_goes_away_still_runs_to_its_end() {
             std::time::Instant::now() < deadline,
             "the change never began: {now}"
         );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(client);
     loop {
@@ -480,7 +483,9 @@ async fn a_membership_change_whose_client_goes_away_still_runs_to_its_end() {
 async fn a_client_that_stops_sending_or_reading_gives_its_connection_back() {
     use tokio::io::AsyncWriteExt;
     let cluster = with_http_and(|config| {
-        config.limits.http_header_timeout_ms = 500;
+        // Long enough that the test's own 1 MiB put never pauses that long on a busy machine.
+        config.limits.http_header_timeout_ms = 1_500;
+        config.limits.http_request_timeout_ms = 4_000;
         config.limits.slow_reader_timeout_ms = 1_000;
         config.limits.http_max_connections = 2;
     });
@@ -501,6 +506,26 @@ async fn a_client_that_stops_sending_or_reading_gives_its_connection_back() {
         answer.starts_with("HTTP/1.1 404"),
         "half a body was written: {answer}"
     );
+    // A body that trickles, a byte every 300 ms (each pause within the limit): 408 once the
+    // request's time is up, not after its 1,000 bytes (five minutes).
+    let mut trickle = tokio::net::TcpStream::connect(http).await.unwrap();
+    let started = std::time::Instant::now();
+    let opening = head("PUT", "b", "Content-Length: 1000\r\n");
+    trickle.write_all(opening.as_bytes()).await.unwrap();
+    let answer = loop {
+        assert!(started.elapsed() < Duration::from_secs(60), "still open");
+        if trickle.write_all(b"x").await.is_err() {
+            break String::new();
+        }
+        let mut first = [0u8; 12];
+        match tokio::time::timeout(Duration::from_millis(300), trickle.peek(&mut first)).await {
+            Ok(Ok(n)) if n > 0 => break String::from_utf8_lossy(&first[..n]).into_owned(),
+            Ok(_) => break String::new(),
+            Err(_) => {}
+        }
+    };
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    drop(trickle);
 
     // Two connections that ask for a 1 MiB value 32 times and read nothing (a small receive
     // buffer, so that the node's writes wait): they hold both slots until they are closed.

@@ -23,9 +23,9 @@
 //! - `GET /v1/watch/{key}`: server-sent events; `GET|POST /v1/members`, `DELETE
 //!   /v1/members/{id}`, `GET /v1/status`; `GET /`: the console; `GET /v1/openapi.yaml`.
 //! - Keys in paths and queries are percent-encoded bytes (any key, `/`, NUL and bytes that are
-//!   not UTF-8 included; `+` is a plus). A `%` not followed by two hex digits, a query
-//!   parameter the route does not take and a boolean other than `true` or `false` are 400:
-//!   never taken another way than the client meant.
+//!   not UTF-8 included; `+` is a plus). On the key, listing, watch and lease routes, a `%`
+//!   not followed by two hex digits, a query parameter the route does not take and a boolean
+//!   other than `true` or `false` are 400: never taken another way than the client meant.
 //! - Errors: `{"error": "...", "class": "..."}` with 400 (bad input), 403 (a membership change
 //!   without the operator's certificate: `tls::Peer::admits`, the node port's rule), 413 (a
 //!   value over the limit), 422 (an `Idempotency-Key` reused for another request), 429
@@ -223,11 +223,10 @@ impl HttpApi {
         } else if path == "/v1/leases" && request.method() == Method::POST {
             self.grant(request).await
         } else if let Some(rest) = path.strip_prefix("/v1/leases/") {
-            let keys = request
-                .uri()
-                .query()
-                .is_some_and(|q| q.split('&').any(|p| p == "keys=true"));
-            self.lease(rest, request.method(), keys).await
+            match keys_param(request.uri().query().unwrap_or("")) {
+                Ok(keys) => self.lease(rest, request.method(), keys).await,
+                Err(e) => Err(e),
+            }
         } else if path == "/v1/kv" && request.method() == Method::GET {
             self.list(request.uri().query().unwrap_or("")).await
         } else if let (Some(key), &Method::GET) =
@@ -261,25 +260,32 @@ impl HttpApi {
         result.unwrap_or_else(Status::into_answer)
     }
 
-    /// A request's body, read as it arrives: at most `limit` bytes (`too_large` beyond), with
-    /// no pause longer than `limits.http_header_timeout_ms` (its headers' clock) between its
-    /// parts. A client that stops sending it mid-way is answered 408, and hyper closes a
-    /// connection whose request body was not read to its end, so the slot comes back.
+    /// A request's body, read as it arrives: at most `limits.http_request_timeout_ms` in all,
+    /// with no pause longer than `limits.http_header_timeout_ms` (its headers' clock) between
+    /// its parts, and at most `limit` bytes (`too_large` beyond). A client that stops sending
+    /// it, or trickles it, is answered 408, and hyper closes a connection whose request body
+    /// was not read to its end, so the slot comes back.
     async fn read_body(
         &self,
         body: hyper::body::Incoming,
         limit: usize,
         too_large: Status,
     ) -> std::result::Result<Bytes, Status> {
-        let pause = Duration::from_millis(self.config.limits.http_header_timeout_ms);
+        let limits = &self.config.limits;
+        let pause = Duration::from_millis(limits.http_header_timeout_ms);
+        let by =
+            tokio::time::Instant::now() + Duration::from_millis(limits.http_request_timeout_ms);
         let mut body = Limited::new(body, limit);
         let mut bytes = Vec::new();
         loop {
-            match tokio::time::timeout(pause, body.frame()).await {
+            let until = by.min(tokio::time::Instant::now() + pause);
+            match tokio::time::timeout_at(until, body.frame()).await {
                 Err(_) => {
                     return Err(Status::Plain(
                         StatusCode::REQUEST_TIMEOUT,
-                        "the request's body stopped arriving (limits.http_header_timeout_ms)",
+                        "the request's body stopped arriving (a pause over \
+                         limits.http_header_timeout_ms, or longer than \
+                         limits.http_request_timeout_ms in all)",
                     ))
                 }
                 Ok(None) => return Ok(bytes.into()),
@@ -880,6 +886,24 @@ fn lease_param(query: &str) -> std::result::Result<Option<u64>, Status> {
         ))?);
     }
     Ok(lease)
+}
+
+/// A lease route's query: `keys=true|false` or nothing (anything else is a 400: `?keys=1`
+/// answered without the keys).
+fn keys_param(query: &str) -> std::result::Result<bool, Status> {
+    let mut keys = false;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("keys", value)) => keys = flag(value.as_bytes(), "keys: true or false")?,
+            _ => {
+                return Err(Status::Plain(
+                    StatusCode::BAD_REQUEST,
+                    "a lease's routes take ?keys=true and nothing else",
+                ))
+            }
+        }
+    }
+    Ok(keys)
 }
 
 /// A percent-encoded path segment or query value, decoded; 400 for a `%` not followed by two

@@ -339,11 +339,18 @@ async fn acquire(
             }
             // Unavailable, or an outcome not known: try again (the create is on "no value",
             // and a create of ours that took effect answers as such on the retry).
-            Err(e) if !e.is_bad_input() => {
+            // Unless the lease may be lost by now (the keeper gave up: cut off), which no
+            // retry of the create can mend.
+            Err(e) if !e.is_bad_input() && held.lost_by_now().is_none() => {
                 maybe_ours |= e.may_have_applied();
                 eprintln!("{}: will retry: {e}", text(name));
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
+            }
+            Err(e) if !e.is_bad_input() => {
+                let why = held.lost_by_now().unwrap_or_default();
+                release(client, held).await;
+                return Err(NotHeld::Lost(format!("{why} (the last attempt: {e})")));
             }
             Err(e) => {
                 release(client, held).await;

@@ -1031,6 +1031,7 @@ impl Proposer {
     /// Advances timers: deadlines, phase timeouts, the end of a backoff.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Effect>) {
         self.expire(now, out);
+        self.end_accept_if_done(now, out);
         let timeout = self.phase_timeout();
         // A thrifty round whose first majority has not done it within `read_grace` asks the
         // rest (an acceptor of that majority is down, paused or slow).
@@ -1100,6 +1101,17 @@ impl Proposer {
         }
     }
 
+    /// The batch holds a settle not answered yet: its round must reach this node's own
+    /// acceptor (and a joining one), where a settle puts the state. Not a settle answered
+    /// already (its deadline passed): nothing waits any more for where it put the state, and
+    /// the client commands batched with it need only a majority, as in any round (review,
+    /// 2026-12-08: a settle whose own acceptor was silent held them until their deadlines,
+    /// answered "outcome unknown" though chosen). (A settle after a fast write has no caller;
+    /// it counts until its deadline all the same.)
+    fn settle_waits(&self) -> bool {
+        self.batch.iter().any(|p| p.ask.settle && !p.answered)
+    }
+
     /// Answers every request whose deadline has passed.
     fn expire(&mut self, now: Instant, out: &mut Vec<Effect>) {
         let expired = |p: &Pending| p.ask.deadline <= now;
@@ -1119,15 +1131,6 @@ impl Proposer {
     /// it must never be applied after that answer ("certainly did not take effect"). One
     /// that an Accept carried is answered `Unknown` and stays, because that Accept may have
     /// been chosen; retrying the round with it is safe (its id de-duplicates it).
-    /// The batch holds a settle whose caller still waits: its round must reach this node's
-    /// own acceptor (and a joining one). Not a settle answered already (its deadline passed):
-    /// nobody waits for where it put the state, and the client commands batched with it need
-    /// only a majority, as any round (review, 2026-12-08: a settle whose own acceptor was
-    /// silent held them until their deadlines, answered "outcome unknown" though chosen).
-    fn settle_waits(&self) -> bool {
-        self.batch.iter().any(|p| p.ask.settle && !p.answered)
-    }
-
     fn answer_expired(&mut self, now: Instant, out: &mut Vec<Effect>) {
         let errors = [self.deadline_error(false), self.deadline_error(true)];
         let reply = |p: &Pending, out: &mut Vec<Effect>| {
@@ -1591,13 +1594,9 @@ impl Proposer {
         promised: Ballot,
         out: &mut Vec<Effect>,
     ) {
-        let quorum = self.cfg.quorums().classic();
-        let read_grace = self.cfg.read_grace;
-        let settle_waits = self.settle_waits();
         let Phase::Accepting {
             ballot: current,
             acks,
-            grace_until,
             ..
         } = &mut self.phase
         else {
@@ -1607,6 +1606,27 @@ impl Proposer {
             return;
         }
         acks.entry(from).or_insert(promised);
+        self.end_accept_if_done(now, out);
+    }
+
+    /// Ends the Accept phase once its ballot is chosen (a quorum for it accepted) and, while
+    /// a settle waits, this node's own acceptor and a joining one accepted too. Run at each
+    /// Accepted, and at each tick: a settle answered at its deadline frees a round whose
+    /// majority had accepted already, and no more answers may come (review, 2026-12-08).
+    fn end_accept_if_done(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        let quorum = self.cfg.quorums().classic();
+        let read_grace = self.cfg.read_grace;
+        let settle_waits = self.settle_waits();
+        let Phase::Accepting {
+            ballot,
+            acks,
+            grace_until,
+            ..
+        } = &mut self.phase
+        else {
+            return;
+        };
+        let ballot = *ballot;
         let needed = self.cfg.quorums().for_ballot(ballot == Ballot::FAST);
         // A settle also puts the state on this node's own acceptor (if it votes) and on a
         // joining one (a rescan counts on it): it ends only once those accepted too.

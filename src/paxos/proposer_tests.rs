@@ -955,18 +955,20 @@ fn a_fast_ballot_state_is_carried_past_an_acceptor_that_lost_its_vote() {
 
 /// A settle needs this node's own acceptor (its purpose is to put the state there), but the
 /// client commands batched with it do not: once the settle is answered (its deadline passed
-/// with this node's acceptor silent: a full disk, a crash), the batch ends with any majority,
-/// and the put is answered ok within its deadline. Before, every round of the batch waited
-/// for this node's acceptor until the put's deadline, and a write that was chosen was
-/// answered "outcome unknown" (review, 2026-12-08).
+/// with this node's acceptor silent: a full disk, a crash), the batch ends with the majority
+/// that accepted it, at that tick, and the put is answered ok. Before, every round of the
+/// batch waited for this node's acceptor until the put's deadline, and a write that was
+/// chosen was answered "outcome unknown"; and then (second review) a round whose majority
+/// had accepted before the settle's deadline still waited out its timeout and a new round.
 #[test]
 fn a_batch_holding_an_answered_settle_ends_with_any_majority() {
     let t0 = Instant::now();
     let mut p = proposer(1);
     let mut accs = acceptors();
     let mut out = Vec::new();
-    p.settle(t0, 1, t0 + Duration::from_millis(300), &mut out);
+    p.settle(t0, 1, t0 + Duration::from_millis(250), &mut out);
     out.extend(submit(&mut p, t0, 2, put("v"), id(1)));
+    let settled_by = t0 + Duration::from_millis(250);
     let mut now = t0;
     let mut answers = Vec::new();
     while !answers.iter().any(|(token, _)| *token == 2) {
@@ -984,6 +986,12 @@ fn a_batch_holding_an_answered_settle_ends_with_any_majority() {
     assert!(
         matches!(put.1, Ok(Outcome::Put { version: 1 })),
         "{answers:?}"
+    );
+    // At the tick that answered the settle (the harness ticks every 10 ms).
+    assert!(
+        now < settled_by + Duration::from_millis(10),
+        "answered {:?} after the settle's deadline",
+        now - settled_by
     );
     let settle = answers.iter().find(|(token, _)| *token == 1);
     assert!(
