@@ -232,10 +232,7 @@ impl HttpApi {
         } else if let (Some(key), &Method::GET) =
             (path.strip_prefix("/v1/watch/"), request.method())
         {
-            match decoded(key) {
-                Ok(key) => self.watch(key, request.uri().query().unwrap_or("")),
-                Err(e) => Err(e),
-            }
+            decoded(key).and_then(|key| self.watch(key, request.uri().query().unwrap_or("")))
         } else if let Some(key) = path.strip_prefix("/v1/kv/") {
             let query = request.uri().query().unwrap_or("");
             let key = decoded(key);
