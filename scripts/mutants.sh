@@ -276,9 +276,15 @@ mutants=(
   'http-change-dropped-with-its-client @@ src/actors/http_api.rs @@ s/let change = actix_rt::spawn(async move { router.serve(request).await.result });/let change = async move { Ok::<_, String>(router.serve(request).await.result) };/ @@ --test http_api a_membership_change_whose_client_goes_away'
   'freed-batch-waits-for-its-timeout @@ src/paxos/proposer.rs @@ /^        self.expire(now, out);$/{n;s/^        self.end_accept_if_done(now, out);$//} @@ --lib a_batch_holding_an_answered_settle'
   'answered-settle-holds-the-batch @@ src/paxos/proposer.rs @@ s/self.batch.iter().any(|p| p.ask.settle \&\& !p.answered)/self.batch.iter().any(|p| p.ask.settle)/ @@ --lib a_batch_holding_an_answered_settle'
-  # a caller that stops taking its watch holds a backlog bounded by bytes (client::STREAM_BYTES, watch::READY_BYTES)
-  'watch-ready-by-count-only @@ src/watch.rs @@ s/let bytes = ready_bytes(\&item).min(READY_BYTES) as u32;/let bytes = 0;/ @@ --test watching a_caller_that_stops_taking_its_watch'
-  'stream-by-count-only @@ src/client.rs @@ s/if held > 0 \&\& held + size > STREAM_BYTES {/if false {/ @@ --test watching a_caller_that_stops_taking_its_watch'
+  # a caller that stops taking its watch holds a backlog bounded by bytes (WatchOptions::buffer_bytes at each stage)
+  'watch-ready-by-count-only @@ src/watch.rs @@ s/let bytes = ready_bytes(\&item).min(self.options.buffer_bytes) as u32;/let bytes = 0;/ @@ --test watching a_caller_that_stops_taking_its_watch'
+  'stream-by-count-only @@ src/client.rs @@ s/if held > 0 \&\& held + size > self.most {/if false {/ @@ --test watching a_caller_that_stops_taking_its_watch'
+  'watch-ready-bytes-fixed @@ src/watch.rs @@ s/ready: std::sync::Arc::new(tokio::sync::Semaphore::new(buffer)),/ready: std::sync::Arc::new(tokio::sync::Semaphore::new(BUFFER_BYTES)),/ @@ --test watching a_caller_that_stops_taking_its_watch'
+  'stream-bytes-fixed @@ src/client.rs @@ s/if held > 0 \&\& held + size > self.most {/if held > 0 \&\& held + size > 8 << 20 {/ @@ --test watching a_caller_that_stops_taking_its_watch'
+  # the changes a watch holds for a lower version are bounded by bytes over its keys
+  'watch-held-unbounded-unit @@ src/watch.rs @@ s/        self.shed(now, \&mut out);// @@ --lib held_changes_past_their_bytes'
+  'watch-held-sheds-the-wrong-key-unit @@ src/watch.rs @@ s/ha.cmp(\&hb).then_with(|| b.cmp(a))/hb.cmp(\&ha).then_with(|| b.cmp(a))/ @@ --lib held_changes_past_their_bytes'
+  'http-watch-buffer-ignored @@ src/actors/http_api.rs @@ s/            buffer_bytes: self.config.limits.http_watch_buffer_bytes,// @@ --test http_api an_http_watch_whose_client_stops_reading'
   'http-get-without-etag @@ src/actors/http_api.rs @@ s/^        answer.headers_mut().insert(ETAG, etag(version));$/        let _ = etag(version);/ @@ --test http_api python_drives'
   'http-cas-ignores-if-match @@ src/actors/http_api.rs @@ s/^        return Ok(Some(version));$/        let _ = version; return Ok(None);/ @@ --test http_api python_drives'
   'https-accepts-any-client @@ src/actors/http_server.rs @@ s/Peer::accept(Some(tls.as_ref()), stream)/Peer::accept(None, stream)/ @@ --test http_api curl_over_https'

@@ -364,11 +364,14 @@ impl Client {
     }
 
     /// Starts a watch on node `index`: its answers once the node confirmed it (`Started`).
+    /// Starts a watch of `key` on node `index`; its answers not taken yet are bounded by
+    /// `buffer_bytes` (one alone may be more; past it the session ends).
     pub(crate) async fn open_watch(
         &self,
         index: usize,
         key: &[u8],
         prefix: bool,
+        buffer_bytes: usize,
     ) -> Result<WatchSession> {
         let conn = self
             .connection(index)
@@ -379,7 +382,7 @@ impl Client {
             prefix,
         };
         let call = |id| Frame::Request(ClientRequest { id, body });
-        let (id, answers) = conn.stream(call).await.map_err(|lost| {
+        let (id, answers) = conn.stream(call, buffer_bytes).await.map_err(|lost| {
             self.forget(index, &conn);
             self.avoid(index);
             Error::Unavailable(lost)
@@ -800,25 +803,24 @@ enum Waiter {
     /// One answer.
     Once(oneshot::Sender<Frame>),
     /// Many (a watch): kept until its last answer or the connection's end. Bounded: a caller
-    /// that falls [`STREAM_CAPACITY`] answers or [`STREAM_BYTES`] behind loses its stream (it
-    /// ends early, and a watch then resumes, saying the gap), so that one slow stream never
-    /// stalls the connection's others.
+    /// that falls [`STREAM_CAPACITY`] answers or its stream's bytes (`WatchOptions::
+    /// buffer_bytes`) behind loses its stream (it ends early, and a watch then resumes, saying
+    /// the gap), so that one slow stream never stalls the connection's others. Counted by
+    /// answers alone, 4,096 answers of changes of 1 MiB values held 4 GiB for one caller that
+    /// stopped reading, in this process: the HTTP API's, for each of its watches (review,
+    /// 2026-12-08).
     Stream(StreamSender),
 }
 
 /// Answers one stream may have waiting for its caller.
 const STREAM_CAPACITY: usize = 4_096;
 
-/// Bytes of answers one stream may have waiting for its caller (one answer alone may be
-/// larger). Counted by answers alone, 4,096 answers of changes of 1 MiB values held 4 GiB for
-/// one caller that stopped reading, in this process: the HTTP API's, for each of its watches
-/// (review, 2026-12-08).
-const STREAM_BYTES: usize = 8 << 20;
-
 /// The sending side of a stream's answers, counting the bytes its caller has not taken.
 struct StreamSender {
     answers: mpsc::Sender<(Frame, usize)>,
     held: Arc<AtomicUsize>,
+    /// The most bytes it holds (one answer alone may be more).
+    most: usize,
 }
 
 impl StreamSender {
@@ -826,7 +828,7 @@ impl StreamSender {
     /// too far behind (the stream then ends).
     fn offer(&self, answer: Frame, size: usize) -> bool {
         let held = self.held.load(Ordering::Relaxed);
-        if held > 0 && held + size > STREAM_BYTES {
+        if held > 0 && held + size > self.most {
             return false;
         }
         self.held.fetch_add(size, Ordering::Relaxed);
@@ -1097,6 +1099,7 @@ impl Connection {
     async fn stream(
         &self,
         call: impl FnOnce(u64) -> Frame,
+        most_bytes: usize,
     ) -> std::result::Result<(u64, StreamAnswers), String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
@@ -1104,6 +1107,7 @@ impl Connection {
         let sender = StreamSender {
             answers: tx,
             held: held.clone(),
+            most: most_bytes,
         };
         self.pending
             .lock()

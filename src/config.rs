@@ -27,6 +27,9 @@ const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
 /// depends on this module through the client.
 pub const WATCH_MAX_KEYS: usize = 100_000;
 
+/// The largest `limits.http_watch_buffer_bytes` (256 MiB): a watch holds several times it.
+pub const MAX_HTTP_WATCH_BUFFER_BYTES: usize = 256 << 20;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -213,6 +216,12 @@ pub struct Limits {
     /// Keys one HTTP watch follows at most (a version per key seen, kept while it runs): a
     /// watch whose prefix holds more ends with an error saying so (`watch::MAX_WATCH_KEYS`).
     pub http_watch_max_keys: usize,
+    /// Bytes of changes one HTTP watch holds at each stage for a client behind or a gap
+    /// (`watch::WatchOptions::buffer_bytes`; at most [`MAX_HTTP_WATCH_BUFFER_BYTES`]): one
+    /// watch holds at most about `(3 + watch::READ_HOLD_FACTOR)` times it (and a value per
+    /// stage), so the API's watches at most `min(http_max_watches, http_max_connections)`
+    /// times that (a watch stream holds its connection).
+    pub http_watch_buffer_bytes: usize,
     /// `Idempotency-Key`s the HTTP API remembers (the oldest is forgotten first;
     /// `actors::idempotency`).
     pub http_idempotency_keys: usize,
@@ -268,6 +277,7 @@ impl Default for Limits {
             http_header_timeout_ms: 5_000,
             http_max_watches: 1_024,
             http_watch_max_keys: WATCH_MAX_KEYS,
+            http_watch_buffer_bytes: 1 << 20,
             http_idempotency_keys: 100_000,
             http_request_timeout_ms: 10_000,
             max_leases: 1_000_000,
@@ -506,6 +516,12 @@ impl Config {
         positive("limits.http_header_timeout_ms", l.http_header_timeout_ms)?;
         positive("limits.http_max_watches", l.http_max_watches as u64)?;
         positive("limits.http_watch_max_keys", l.http_watch_max_keys as u64)?;
+        if !(1..=MAX_HTTP_WATCH_BUFFER_BYTES).contains(&l.http_watch_buffer_bytes) {
+            return Err(invalid(
+                "limits.http_watch_buffer_bytes",
+                format!("must be within 1..={MAX_HTTP_WATCH_BUFFER_BYTES}"),
+            ));
+        }
         positive(
             "limits.http_idempotency_keys",
             l.http_idempotency_keys as u64,

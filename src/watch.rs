@@ -22,6 +22,16 @@
 //! A state read later (the periodic reconcile, or a resume on another node) is offered as a
 //! change: if it is above what was delivered, the versions in between are waited for, then
 //! skipped, so a change whose announcement was lost is reported, never silently missed.
+//!
+//! What a watch holds is bounded in bytes at each stage, by [`WatchOptions::buffer_bytes`]
+//! (one change alone may be larger): the answers its connection has read for it
+//! (`client::Waiter::Stream`), the changes its sequencer holds for a lower version (past it
+//! the gap of the key holding most is said at once), and the items ready for a caller that
+//! has not taken them. While it reads where its keys stand, the changes that arrive
+//! meanwhile are held up to [`READ_HOLD_FACTOR`] times that. Past a bound the watch never
+//! loses a change silently: it stops reading, its node ends it, and it resumes saying the
+//! gap. So one watch holds at most about `(3 + READ_HOLD_FACTOR) * buffer_bytes`, and a
+//! process's watches (the HTTP API's: `limits.http_watch_buffer_bytes`) as many times that.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
@@ -53,12 +63,28 @@ pub enum WatchItem {
 /// Changes one key may hold waiting for a lower version; past it the gap is skipped at once.
 const HELD_PER_KEY: usize = 1_024;
 
+/// What a watch holds at each stage by default ([`WatchOptions::buffer_bytes`]).
+pub const BUFFER_BYTES: usize = 8 << 20;
+
+/// While a watch reads where its keys stand, it holds the changes that arrive meanwhile up to
+/// this many times [`WatchOptions::buffer_bytes`] (a listing of a large prefix takes a while,
+/// and past the bound the watch starts over: a bound too tight would never let it start).
+pub const READ_HOLD_FACTOR: usize = 8;
+
+/// What a held change counts against [`Sequencer`]'s bound.
+fn held_bytes(value: &Option<Vec<u8>>) -> usize {
+    const OVERHEAD: usize = 32;
+    OVERHEAD + value.as_ref().map_or(0, Vec::len)
+}
+
 #[derive(Debug, Default)]
 struct KeySequence {
     /// The last version delivered (or where the sequence starts).
     last: u64,
     /// Changes above `last + 1`, waiting for the versions below them.
     held: BTreeMap<u64, Option<Vec<u8>>>,
+    /// Their bytes ([`held_bytes`]).
+    held_bytes: usize,
     /// Since when the lowest held change waits.
     waiting_since: Option<Instant>,
 }
@@ -82,6 +108,10 @@ pub struct Sequencer {
     /// [`Sequencer::full`].
     max_keys: usize,
     full: bool,
+    /// Bytes of changes held for a lower version, over every key, and their bound (past it the
+    /// gap of the key holding most is said at once).
+    held_bytes: usize,
+    max_held_bytes: usize,
 }
 
 impl Sequencer {
@@ -95,7 +125,15 @@ impl Sequencer {
             gap_wait,
             max_keys,
             full: false,
+            held_bytes: 0,
+            max_held_bytes: BUFFER_BYTES,
         }
+    }
+
+    /// Holds at most `bytes` of changes for a lower version (one change alone may be more).
+    pub fn with_max_held_bytes(mut self, bytes: usize) -> Sequencer {
+        self.max_held_bytes = bytes;
+        self
     }
 
     /// A key came that would have been one more than `max_keys`: it was not taken, and the
@@ -147,13 +185,14 @@ impl Sequencer {
             return Vec::new();
         }
         self.waiting.remove(&key);
-        self.keys.insert(
+        let old = self.keys.insert(
             key.clone(),
             KeySequence {
                 last,
                 ..Default::default()
             },
         );
+        self.held_bytes -= old.map_or(0, |old| old.held_bytes);
         if version > last && from_version.is_some() {
             self.offer(now, key, vec![KeyChange { version, value }])
         } else {
@@ -181,9 +220,10 @@ impl Sequencer {
             last: default_last,
             ..Default::default()
         });
+        let before = seq.held_bytes;
         for c in changes {
             if c.version > seq.last {
-                seq.held.insert(c.version, c.value);
+                seq.hold(c.version, c.value);
             }
         }
         let mut out = Vec::new();
@@ -196,8 +236,40 @@ impl Sequencer {
             (false, Some(since)) => Some(since),
             (false, None) => Some(now),
         };
+        self.held_bytes = self.held_bytes - before + seq.held_bytes;
         self.track(&key);
+        self.shed(now, &mut out);
         out
+    }
+
+    /// While the changes held for a lower version are over their bound, says the gap of the
+    /// key holding most (ties: the lowest key), which delivers what it held: the versions it
+    /// waited for are then lost to this watch, and said so, as when they wait out `gap_wait`.
+    fn shed(&mut self, now: Instant, out: &mut Vec<WatchItem>) {
+        while self.held_bytes > self.max_held_bytes {
+            let Some(key) = self
+                .waiting
+                .iter()
+                .max_by(|a, b| {
+                    let (ha, hb) = (self.keys[*a].held_bytes, self.keys[*b].held_bytes);
+                    ha.cmp(&hb).then_with(|| b.cmp(a))
+                })
+                .cloned()
+            else {
+                return;
+            };
+            self.skip_key(now, &key, out);
+        }
+    }
+
+    /// Says `key`'s gap below its lowest held change and delivers from there.
+    fn skip_key(&mut self, now: Instant, key: &Key, out: &mut Vec<WatchItem>) {
+        let seq = self.keys.get_mut(key).expect("a waiting key is followed");
+        let before = seq.held_bytes;
+        seq.skip(key, out);
+        seq.waiting_since = (!seq.held.is_empty()).then_some(now);
+        self.held_bytes = self.held_bytes - before + seq.held_bytes;
+        self.track(key);
     }
 
     /// Skips the gaps that waited `gap_wait`; returns what that delivers.
@@ -216,10 +288,7 @@ impl Sequencer {
         // In key order: what a watch delivers must not depend on a hash map's order.
         due.sort_unstable();
         for key in due {
-            let seq = self.keys.get_mut(&key).expect("a waiting key is followed");
-            seq.skip(&key, &mut out);
-            seq.waiting_since = (!seq.held.is_empty()).then_some(now);
-            self.track(&key);
+            self.skip_key(now, &key, &mut out);
         }
         out
     }
@@ -235,9 +304,18 @@ impl Sequencer {
 }
 
 impl KeySequence {
+    /// Holds a change above the next version (a duplicate replaces the one held).
+    fn hold(&mut self, version: u64, value: Option<Vec<u8>>) {
+        self.held_bytes += held_bytes(&value);
+        if let Some(old) = self.held.insert(version, value) {
+            self.held_bytes -= held_bytes(&old);
+        }
+    }
+
     /// Delivers the held changes that follow `last` without a gap.
     fn release(&mut self, key: &Key, out: &mut Vec<WatchItem>) {
         while let Some(value) = self.held.remove(&(self.last + 1)) {
+            self.held_bytes -= held_bytes(&value);
             self.last += 1;
             out.push(WatchItem::Change {
                 key: key.clone(),
@@ -280,6 +358,10 @@ pub struct WatchOptions {
     /// Keys the watch follows at most (its memory, see [`MAX_WATCH_KEYS`]): a watch whose
     /// prefix holds more, or comes to, ends with an error saying so.
     pub max_keys: usize,
+    /// Bytes of changes the watch holds at each stage for a caller behind or a gap (see the
+    /// module doc; default [`BUFFER_BYTES`]). Past it a change is not lost silently: the
+    /// watch says the gap.
+    pub buffer_bytes: usize,
 }
 
 impl Default for WatchOptions {
@@ -290,6 +372,7 @@ impl Default for WatchOptions {
             gap_wait: Duration::from_secs(1),
             reconcile_every: Duration::from_secs(30),
             max_keys: MAX_WATCH_KEYS,
+            buffer_bytes: BUFFER_BYTES,
         }
     }
 }
@@ -297,7 +380,7 @@ impl Default for WatchOptions {
 /// A watch's items, in order per key ([`Client::watch`]). Ends with an error when no node
 /// could serve the watch; dropping it ends the watch.
 pub struct WatchStream {
-    /// Each item with its share of [`READY_BYTES`], given back as the caller takes it.
+    /// Each item with its share of [`WatchOptions::buffer_bytes`], given back as the caller takes it.
     items: mpsc::Receiver<Ready>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -318,25 +401,20 @@ impl Drop for WatchStream {
     }
 }
 
-/// Bytes of changes a watch holds while it reads where its keys stand (past it the session is
-/// given up and the watch resumes: the read is then too slow for the keys' rate of change).
-const HELD_BYTES_DURING_READ: usize = 64 << 20;
-
 /// Items a watch may have ready for a caller that has not taken them (then the watch stops
 /// reading its node, the node's buffer for it fills, the node ends it, and it resumes with
 /// the gap said).
 const READY_ITEMS: usize = 1_024;
 
-/// Bytes of items a watch may have ready for a caller that has not taken them (one item alone
-/// may be larger), with the same effect as [`READY_ITEMS`]. Counted by items alone, 1,024
-/// changes of 1 MiB values held 1 GiB for one caller that stopped reading, in this process:
-/// the HTTP API's, for each of its watches (review, 2026-12-08).
-const READY_BYTES: usize = 8 << 20;
-
-/// An item, and the share of [`READY_BYTES`] it holds until the caller takes it.
+/// Items ready for a caller are also bounded by bytes, [`WatchOptions::buffer_bytes`] (one
+/// item alone may be larger), with the same effect as [`READY_ITEMS`]. Counted by items
+/// alone, 1,024 changes of 1 MiB values held 1 GiB for one caller that stopped reading, in
+/// this process: the HTTP API's, for each of its watches (review, 2026-12-08).
+///
+/// An item, and the share of the bound it holds until the caller takes it.
 type Ready = (Result<WatchItem>, Option<tokio::sync::OwnedSemaphorePermit>);
 
-/// What an item counts against [`READY_BYTES`].
+/// What an item counts against [`WatchOptions::buffer_bytes`].
 fn ready_bytes(item: &WatchItem) -> usize {
     const OVERHEAD: usize = 32;
     OVERHEAD
@@ -360,13 +438,19 @@ impl Client {
 fn spawn(client: Client, key: Key, options: WatchOptions) -> WatchStream {
     let (tx, items) = mpsc::channel(READY_ITEMS);
     let task = tokio::spawn(async move {
+        // Bounded as a semaphore's permits are (`Semaphore::MAX_PERMITS`, u32 per take).
+        let buffer = options.buffer_bytes.clamp(1, u32::MAX as usize >> 3);
         let mut watch = Watcher {
-            seq: Sequencer::new(options.gap_wait, options.from_version, options.max_keys),
+            seq: Sequencer::new(options.gap_wait, options.from_version, options.max_keys)
+                .with_max_held_bytes(buffer),
             client,
             key,
-            options,
+            options: WatchOptions {
+                buffer_bytes: buffer,
+                ..options
+            },
             out: tx,
-            ready: std::sync::Arc::new(tokio::sync::Semaphore::new(READY_BYTES)),
+            ready: std::sync::Arc::new(tokio::sync::Semaphore::new(buffer)),
         };
         if let Err(e) = watch.run().await {
             let _ = watch.out.send((Err(e), None)).await;
@@ -382,7 +466,7 @@ struct Watcher {
     options: WatchOptions,
     seq: Sequencer,
     out: mpsc::Sender<Ready>,
-    /// [`READY_BYTES`], less what the caller has not taken yet.
+    /// [`WatchOptions::buffer_bytes`], less what the caller has not taken yet.
     ready: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
@@ -434,7 +518,12 @@ impl Watcher {
     ) -> std::result::Result<WatchSession, std::result::Result<Error, Gone>> {
         let mut session = self
             .client
-            .open_watch(node, &self.key, self.options.prefix)
+            .open_watch(
+                node,
+                &self.key,
+                self.options.prefix,
+                self.options.buffer_bytes,
+            )
             .await
             .map_err(Ok)?;
         match self.read_states_beside(&mut session, first).await? {
@@ -457,6 +546,7 @@ impl Watcher {
     ) -> std::result::Result<Option<String>, std::result::Result<Error, Gone>> {
         let mut held: Vec<(Key, Vec<KeyChange>)> = Vec::new();
         let mut held_bytes = 0;
+        let most = READ_HOLD_FACTOR * self.options.buffer_bytes;
         let mut ended: Option<String> = None;
         let read = {
             let read = self.read_states(first);
@@ -467,10 +557,10 @@ impl Watcher {
                     event = session.next(), if ended.is_none() => match event {
                         Some(Ok(WatchEvent::Changed { key, changes })) => {
                             held_bytes += changes.iter().map(KeyChange::bytes).sum::<usize>();
-                            if held_bytes > HELD_BYTES_DURING_READ {
+                            if held_bytes > most {
                                 ended = Some(format!(
-                                    "over {HELD_BYTES_DURING_READ} bytes of changes came while \
-                                     it read where its keys stand"
+                                    "over {most} bytes of changes came while it read where \
+                                     its keys stand"
                                 ));
                             } else {
                                 held.push((key, changes));
@@ -592,7 +682,7 @@ impl Watcher {
         for item in items {
             // Waits while the caller is that far behind: the watch then stops reading its
             // node, whose buffer for it fills, and it resumes, saying the gap.
-            let bytes = ready_bytes(&item).min(READY_BYTES) as u32;
+            let bytes = ready_bytes(&item).min(self.options.buffer_bytes) as u32;
             let permit = self.ready.clone().acquire_many_owned(bytes).await;
             let permit = permit.map_err(|_| Gone)?;
             self.out
@@ -722,6 +812,45 @@ mod tests {
             .collect();
         assert_eq!(skipped, vec![&b"k0003"[..], b"k0042", b"k0700"]);
         assert!(s.waiting.is_empty() && s.next_deadline().is_none());
+    }
+
+    /// The changes held for a lower version are bounded by bytes over every key followed:
+    /// past the bound the gap of the key holding most is said at once (what it held is
+    /// delivered), the others go on waiting; a duplicate is counted once, and what is
+    /// delivered, by a gap filled or one said, is no longer counted.
+    #[test]
+    fn held_changes_past_their_bytes_say_the_gap_of_the_key_holding_most() {
+        let now = Instant::now();
+        let big = "x".repeat(100); // 132 bytes held
+        let mut s =
+            Sequencer::new(Duration::from_secs(1), None, MAX_WATCH_KEYS).with_max_held_bytes(300);
+        s.start(now, b"a".to_vec(), 1, None, None);
+        s.start(now, b"b".to_vec(), 1, None, None);
+        let a = vec![change(3, &big), change(4, &big), change(4, &big)];
+        assert!(s.offer(now, b"a".to_vec(), a).is_empty());
+        assert_eq!(s.held_bytes, 264);
+        // b's change makes 396: a, holding most, says its gap.
+        let out = s.offer(now, b"b".to_vec(), vec![change(5, &big)]);
+        assert_eq!(versions(&out), ["skip3", "3", "4"]);
+        assert!(out.iter().all(|i| matches!(i,
+            WatchItem::Change { key, .. } | WatchItem::Skipped { key, .. } if key == b"a")));
+        assert_eq!((s.held_bytes, s.waiting.len()), (132, 1));
+        // b's gap filled: nothing held.
+        let fill = vec![change(2, "y"), change(3, "y"), change(4, "y")];
+        assert_eq!(
+            versions(&s.offer(now, b"b".to_vec(), fill)),
+            ["2", "3", "4", "5"]
+        );
+        assert_eq!(s.held_bytes, 0);
+        // A gap that waited out `gap_wait` gives its bytes back too.
+        assert!(s
+            .offer(now, b"a".to_vec(), vec![change(6, &big)])
+            .is_empty());
+        assert_eq!(
+            versions(&s.expire(now + Duration::from_secs(1))),
+            ["skip6", "6"]
+        );
+        assert_eq!((s.held_bytes, s.next_deadline()), (0, None));
     }
 
     #[test]

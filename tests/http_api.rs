@@ -8,6 +8,7 @@ use paxkv_testkit as support;
 use std::process::Command;
 use std::time::Duration;
 
+use paxkv::paxos::types::Outcome;
 use support::{Cluster, TestCluster};
 
 fn with_http() -> TestCluster {
@@ -547,6 +548,108 @@ async fn a_client_that_stops_sending_or_reading_gives_its_connection_back() {
     let answer = exchange(head("GET", "b", "").into_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
     drop(stalled);
+    drop(cluster);
+}
+
+/// What one HTTP watch holds for a client that stops reading is bounded by
+/// `limits.http_watch_buffer_bytes` at each stage (`watch::WatchOptions::buffer_bytes`), not by
+/// the 8 MiB a program's watch takes by default: a client that reads nothing (a 4 KiB receive
+/// buffer) while sixteen changes of 1 MB are put is told a gap once it reads on. With 8 MiB at
+/// each stage about 22 MB would be held (items ready, answers read, hyper's chunk and the
+/// socket's buffer), and no gap said (mutant `http-watch-buffer-ignored`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_watch_whose_client_stops_reading_holds_its_buffer_bytes_and_says_the_gap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = with_http_and(|config| {
+        config.limits.http_watch_buffer_bytes = 1 << 20;
+        // The client's pause is not a stalled reader's, and the nodes hold far more than the
+        // 16 MB for it: a gap can only come from the watch's own bound.
+        config.limits.slow_reader_timeout_ms = 120_000;
+        config.limits.watch_buffer_bytes = 256 << 20;
+        config.limits.max_connection_bytes = 256 << 20;
+    });
+    let http = cluster.config.http_addr_of(1).expect("node 1 serves HTTP");
+    let client = cluster.client();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(http).await.unwrap();
+    let watch = format!("GET /v1/watch/hw HTTP/1.1\r\nHost: {http}\r\n\r\n");
+    stream.write_all(watch.as_bytes()).await.unwrap();
+    // Reads the events until `seen` says so; false at the deadline. Looks only at what is
+    // new (and a little before it, for a pattern across two reads).
+    async fn read_until(
+        stream: &mut tokio::net::TcpStream,
+        text: &mut String,
+        within: Duration,
+        mut seen: impl FnMut(&str) -> bool,
+    ) -> bool {
+        let until = tokio::time::Instant::now() + within;
+        let mut chunk = vec![0u8; 64 << 10];
+        let mut from = text.len().saturating_sub(64);
+        loop {
+            while !text.is_char_boundary(from) {
+                from -= 1;
+            }
+            if seen(&text[from..]) {
+                return true;
+            }
+            from = text.len().saturating_sub(64);
+            match tokio::time::timeout_at(until, stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => text.push_str(&String::from_utf8_lossy(&chunk[..n])),
+                Ok(_) => panic!("the stream ended: {}", &text[..text.len().min(2_000)]),
+                Err(_) => return false,
+            }
+        }
+    }
+    let version_seen = |version: u64| {
+        move |text: &str| {
+            text.contains(&format!("\"version\":{version},"))
+                || text.contains(&format!("\"version\":{version}}}"))
+        }
+    };
+    // Started once a marker put after the 200 arrives.
+    let mut text = String::new();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            std::time::Instant::now() < until,
+            "the watch never started: {text}"
+        );
+        let Outcome::Put { version } = client.put(b"hw", b"marker").await.unwrap() else {
+            panic!("a put answered something else");
+        };
+        if read_until(
+            &mut stream,
+            &mut text,
+            Duration::from_millis(500),
+            version_seen(version),
+        )
+        .await
+        {
+            break;
+        }
+    }
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let value = vec![b'x'; 1_000_000];
+    let mut last = 0;
+    for _ in 0..16 {
+        let Outcome::Put { version } = client.put(b"hw", &value).await.unwrap() else {
+            panic!("a put answered something else");
+        };
+        last = version;
+    }
+    let mut events = String::new();
+    let mut gap = false;
+    let found = read_until(&mut stream, &mut events, Duration::from_secs(60), |text| {
+        gap |= text.contains("\"skipped_to\"");
+        version_seen(last)(text)
+    })
+    .await;
+    assert!(found, "the last change never came");
+    assert!(
+        gap,
+        "all sixteen changes were held for a client that read nothing"
+    );
     drop(cluster);
 }
 

@@ -568,10 +568,12 @@ async fn changes_of_large_values_are_announced_within_the_frame_limit() {
 
 /// A caller that stops taking its watch's items holds a bounded backlog in its own process,
 /// by bytes as well as by count: with 1 MB values, the stream falls behind after a few
-/// megabytes (`client::STREAM_BYTES`, `watch::READY_BYTES`), resumes, and says the gap,
-/// instead of buffering every change (counted by items alone, 4,096 answers and 1,024 items
-/// of 1 MiB each: 5 GiB for one watch, in the HTTP API's process for each of its watches;
-/// review, 2026-12-08).
+/// megabytes (`WatchOptions::buffer_bytes` of answers on the connection and of items ready),
+/// resumes, and says the gap, instead of buffering every change (counted by items alone,
+/// 4,096 answers and 1,024 items of 1 MiB each: 5 GiB for one watch, in the HTTP API's
+/// process for each of its watches; review, 2026-12-08). Then the bound is the watch's own:
+/// nine changes of 1 MB make a gap in a watch of 2 MiB at each stage, and none in one of the
+/// default 8 MiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_that_stops_taking_its_watch_holds_a_bounded_backlog_and_is_told_the_gap() {
     // The node side holds far more than the 40 MB (its own bounds are another test's), so
@@ -608,4 +610,34 @@ async fn a_caller_that_stops_taking_its_watch_holds_a_bounded_backlog_and_is_tol
         versions(&items)
     );
     assert!(changes < 40, "{:?}", versions(&items));
+
+    // Nine changes of 1 MB to each of two keys while neither caller takes anything: the
+    // watch of 2 MiB at each stage says a gap, the default's holds them all.
+    let narrow_options = WatchOptions {
+        buffer_bytes: 2 << 20,
+        ..WatchOptions::default()
+    };
+    let mut narrow = client.watch(b"narrow", narrow_options);
+    let mut wide = client.watch(b"wide", WatchOptions::default());
+    wait_started(&client, &mut narrow, b"narrow").await;
+    wait_started(&client, &mut wide, b"wide").await;
+    let mut lasts = [0, 0];
+    for _ in 0..9 {
+        for (key, last) in [&b"narrow"[..], b"wide"].into_iter().zip(&mut lasts) {
+            let Outcome::Put { version } = client.put(key, &value).await.unwrap() else {
+                panic!("a put answered something else");
+            };
+            *last = version;
+        }
+    }
+    for (stream, last, gap) in [(&mut narrow, lasts[0], true), (&mut wide, lasts[1], false)] {
+        let items = take_until(stream, Duration::from_secs(60), |items| {
+            items
+                .iter()
+                .any(|i| matches!(i, WatchItem::Change { version, .. } if *version == last))
+        })
+        .await;
+        let skipped = items.iter().any(|i| matches!(i, WatchItem::Skipped { .. }));
+        assert_eq!(skipped, gap, "a gap said: {:?}", versions(&items));
+    }
 }

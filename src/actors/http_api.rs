@@ -33,7 +33,8 @@
 //!   may have taken effect; never both).
 //! - Bounds (`[limits]`): `http_max_connections` (`http_max_connections_per_source` of them
 //!   from one address), `http_header_timeout_ms`,
-//!   `http_max_watches`, `http_idempotency_keys`; bodies by `max_value_bytes` (a value) and
+//!   `http_max_watches` (each holding at most about eleven times `http_watch_buffer_bytes`
+//!   for a client behind: `watch`'s module doc), `http_idempotency_keys`; bodies by `max_value_bytes` (a value) and
 //!   `MEMBER_BODY_BYTES` (a member).
 
 use std::net::SocketAddr;
@@ -737,6 +738,7 @@ impl HttpApi {
     fn watch(&self, key: Vec<u8>, query: &str) -> std::result::Result<Answer, Status> {
         let mut options = WatchOptions {
             max_keys: self.config.limits.http_watch_max_keys,
+            buffer_bytes: self.config.limits.http_watch_buffer_bytes,
             ..WatchOptions::default()
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
