@@ -778,11 +778,15 @@ impl Tracker {
         self.seen.get(&id).map(|s| s.ttl)
     }
 
-    /// How long until this node would expire lease `id` if its version stays (`None`: not
-    /// tracked here).
+    /// How long until lease `id` may expire if its version stays, as this node saw that
+    /// version (`None`: not tracked here): the wait of the first node in the lease's order,
+    /// not this node's own (which adds a [`STAGGER`] per place before it: a node fourth in
+    /// line said 4 s more than its lease's home would wait). Counted from when this node saw
+    /// the version, which is no earlier than when it was chosen: an estimate, as the
+    /// README's "as a node sees it" says, never a promise.
     pub fn remaining(&self, id: LeaseId, now: Instant) -> Option<Duration> {
         let s = self.seen.get(&id)?;
-        Some(wait_before_expiry(s.ttl, s.place).saturating_sub(now.duration_since(s.since)))
+        Some(wait_before_expiry(s.ttl, 0).saturating_sub(now.duration_since(s.since)))
     }
 }
 
@@ -830,7 +834,14 @@ mod tests {
             "the keepalive moved the deadline"
         );
         assert_eq!(t.due(later + wait), vec![due(7, 2, true, false)]);
-        assert_eq!(t.remaining(7, later), Some(wait));
+        // What a node says is left is the first node's wait, whatever its own place.
+        let first = wait_before_expiry(second().ttl(), 0);
+        assert_eq!(t.remaining(7, later), Some(first));
+        let half = later + Duration::from_millis(500);
+        assert_eq!(
+            t.remaining(7, half),
+            Some(first - Duration::from_millis(500))
+        );
     }
 
     #[test]
