@@ -278,12 +278,15 @@ mutants=(
   'answered-settle-holds-the-batch @@ src/paxos/proposer.rs @@ s/self.batch.iter().any(|p| p.ask.settle \&\& !p.answered)/self.batch.iter().any(|p| p.ask.settle)/ @@ --lib a_batch_holding_an_answered_settle'
   # a caller that stops taking its watch holds a backlog bounded by bytes (WatchOptions::buffer_bytes at each stage)
   'watch-ready-by-count-only @@ src/watch.rs @@ s/let bytes = ready_bytes(\&item).min(self.options.buffer_bytes) as u32;/let bytes = 0;/ @@ --test watching a_caller_that_stops_taking_its_watch'
-  'stream-by-count-only @@ src/client.rs @@ s/if held > 0 \&\& held + size > self.most {/if false {/ @@ --test watching a_caller_that_stops_taking_its_watch'
+  'stream-by-count-only @@ src/client.rs @@ s/if queued >= STREAM_MIN_ANSWERS \&\& held + size > self.most {/if false {/ @@ --test watching a_caller_that_stops_taking_its_watch'
   'watch-ready-bytes-fixed @@ src/watch.rs @@ s/ready: std::sync::Arc::new(tokio::sync::Semaphore::new(buffer)),/ready: std::sync::Arc::new(tokio::sync::Semaphore::new(BUFFER_BYTES)),/ @@ --test watching a_caller_that_stops_taking_its_watch'
-  'stream-bytes-fixed @@ src/client.rs @@ s/if held > 0 \&\& held + size > self.most {/if held > 0 \&\& held + size > 8 << 20 {/ @@ --test watching a_caller_that_stops_taking_its_watch'
+  'stream-bytes-fixed @@ src/client.rs @@ s/if queued >= STREAM_MIN_ANSWERS \&\& held + size > self.most {/if queued >= STREAM_MIN_ANSWERS \&\& held + size > 8 << 20 {/ @@ --test watching a_caller_that_stops_taking_its_watch'
   # the changes a watch holds for a lower version are bounded by bytes over its keys
   'watch-held-unbounded-unit @@ src/watch.rs @@ s/        self.shed(now, \&mut out);// @@ --lib held_changes_past_their_bytes'
-  'watch-held-sheds-the-wrong-key-unit @@ src/watch.rs @@ s/ha.cmp(\&hb).then_with(|| b.cmp(a))/hb.cmp(\&ha).then_with(|| b.cmp(a))/ @@ --lib held_changes_past_their_bytes'
+  'watch-held-sheds-the-wrong-key-unit @@ src/watch.rs @@ s/b.0.cmp(\&a.0).then_with(|| a.1.cmp(\&b.1))/a.0.cmp(\&b.0).then_with(|| a.1.cmp(\&b.1))/ @@ --lib held_changes_past_their_bytes'
+  'watch-held-sheds-one-change-unit @@ src/watch.rs @@ s/        if self.held_bytes <= self.max_held_bytes || one_change {/        if self.held_bytes <= self.max_held_bytes {/ @@ --lib held_changes_past_their_bytes'
+  'watch-held-sheds-one-gap-per-key-unit @@ src/watch.rs @@ s/            while self.keys\[\&key\].waiting_since.is_some() {/            if self.keys[\&key].waiting_since.is_some() {/ @@ --lib held_changes_past_their_bytes'
+  'stream-ends-on-two-frames @@ src/client.rs @@ s/if queued >= STREAM_MIN_ANSWERS \&\& held + size > self.most {/if held > 0 \&\& held + size > self.most {/ @@ --test watching changes_of_large_values'
   # what a node says is left of a lease is its home's wait, not this node's staggered one
   'lease-remaining-counts-stagger-unit @@ src/paxos/lease.rs @@ s/        Some(wait_before_expiry(s.ttl, 0).saturating_sub(now.duration_since(s.since)))/        Some(wait_before_expiry(s.ttl, s.place).saturating_sub(now.duration_since(s.since)))/ @@ --lib a_keepalive_restarts_the_clock'
   'http-watch-buffer-ignored @@ src/actors/http_api.rs @@ s/            buffer_bytes: self.config.limits.http_watch_buffer_bytes,// @@ --test http_api an_http_watch_whose_client_stops_reading'

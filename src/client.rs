@@ -363,9 +363,9 @@ impl Client {
         }
     }
 
-    /// Starts a watch on node `index`: its answers once the node confirmed it (`Started`).
-    /// Starts a watch of `key` on node `index`; its answers not taken yet are bounded by
-    /// `buffer_bytes` (one alone may be more; past it the session ends).
+    /// Starts a watch of `key` on node `index`: its answers once the node confirmed it
+    /// (`Started`). Its answers not taken yet are bounded by `buffer_bytes` (past it the
+    /// session ends), but [`STREAM_MIN_ANSWERS`] pass whatever their size.
     pub(crate) async fn open_watch(
         &self,
         index: usize,
@@ -815,11 +815,16 @@ enum Waiter {
 /// Answers one stream may have waiting for its caller.
 const STREAM_CAPACITY: usize = 4_096;
 
+/// Answers a stream takes whatever their bytes: a change announced in two frames (the state
+/// read and the write, each up to a value) arrives back to back, before the caller can take
+/// the first, and must not end the stream of a caller that keeps up.
+const STREAM_MIN_ANSWERS: usize = 4;
+
 /// The sending side of a stream's answers, counting the bytes its caller has not taken.
 struct StreamSender {
     answers: mpsc::Sender<(Frame, usize)>,
     held: Arc<AtomicUsize>,
-    /// The most bytes it holds (one answer alone may be more).
+    /// The most bytes it holds ([`STREAM_MIN_ANSWERS`] may be more).
     most: usize,
 }
 
@@ -828,7 +833,8 @@ impl StreamSender {
     /// too far behind (the stream then ends).
     fn offer(&self, answer: Frame, size: usize) -> bool {
         let held = self.held.load(Ordering::Relaxed);
-        if held > 0 && held + size > self.most {
+        let queued = self.answers.max_capacity() - self.answers.capacity();
+        if queued >= STREAM_MIN_ANSWERS && held + size > self.most {
             return false;
         }
         self.held.fetch_add(size, Ordering::Relaxed);

@@ -218,9 +218,10 @@ pub struct Limits {
     pub http_watch_max_keys: usize,
     /// Bytes of changes one HTTP watch holds at each stage for a client behind or a gap
     /// (`watch::WatchOptions::buffer_bytes`; at most [`MAX_HTTP_WATCH_BUFFER_BYTES`]): one
-    /// watch holds at most about `(3 + watch::READ_HOLD_FACTOR)` times it (and a value per
-    /// stage), so the API's watches at most `min(http_max_watches, http_max_connections)`
-    /// times that (a watch stream holds its connection).
+    /// watch holds at most about `(3 + watch::READ_HOLD_FACTOR)` times it, and about eight of
+    /// its largest changes in flight (`watch`'s module doc), so the API's watches at most
+    /// `min(http_max_watches, http_max_connections)` times that (a watch stream holds its
+    /// connection).
     pub http_watch_buffer_bytes: usize,
     /// `Idempotency-Key`s the HTTP API remembers (the oldest is forgotten first;
     /// `actors::idempotency`).

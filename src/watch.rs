@@ -23,15 +23,19 @@
 //! change: if it is above what was delivered, the versions in between are waited for, then
 //! skipped, so a change whose announcement was lost is reported, never silently missed.
 //!
-//! What a watch holds is bounded in bytes at each stage, by [`WatchOptions::buffer_bytes`]
-//! (one change alone may be larger): the answers its connection has read for it
-//! (`client::Waiter::Stream`), the changes its sequencer holds for a lower version (past it
-//! the gap of the key holding most is said at once), and the items ready for a caller that
-//! has not taken them. While it reads where its keys stand, the changes that arrive
-//! meanwhile are held up to [`READ_HOLD_FACTOR`] times that. Past a bound the watch never
-//! loses a change silently: it stops reading, its node ends it, and it resumes saying the
-//! gap. So one watch holds at most about `(3 + READ_HOLD_FACTOR) * buffer_bytes`, and a
-//! process's watches (the HTTP API's: `limits.http_watch_buffer_bytes`) as many times that.
+//! What a watch holds is bounded in bytes at each stage, by [`WatchOptions::buffer_bytes`]:
+//! the answers its connection has read for it (`client::Waiter::Stream`; four answers pass
+//! whatever their size, so that a change announced in two frames does not end a watch that
+//! keeps up), the changes its sequencer holds for a lower version (one alone may be larger;
+//! past it the gaps of the keys holding most are said at once), and the items ready for a
+//! caller that has not taken them (one alone may be larger). While it reads where its keys
+//! stand, the changes that arrive meanwhile are held up to [`READ_HOLD_FACTOR`] times that.
+//! Past a bound the watch never loses a change silently: it stops reading, its node ends it,
+//! and it resumes saying the gap. So one watch holds at most about `(3 + READ_HOLD_FACTOR)`
+//! times `buffer_bytes`, and, in flight between the stages, about eight of its largest
+//! changes more (the answers that pass whatever their size, one per stage, one being
+//! written); a process's watches (the HTTP API's: `limits.http_watch_buffer_bytes`) as many
+//! times that.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
@@ -242,23 +246,35 @@ impl Sequencer {
         out
     }
 
-    /// While the changes held for a lower version are over their bound, says the gap of the
-    /// key holding most (ties: the lowest key), which delivers what it held: the versions it
-    /// waited for are then lost to this watch, and said so, as when they wait out `gap_wait`.
+    /// Past the bound on the changes held for a lower version (unless one change alone is
+    /// held: it may be larger), says the gaps of the keys holding most (ties: the lowest
+    /// key), each up to its last held change, which delivers what they held, until at most
+    /// half the bound is held. The versions they waited for are then lost to this watch, and
+    /// said so, as when they wait out `gap_wait`. Down to half, in one sorted pass: a watch
+    /// with many keys waiting (a resume of a large prefix) sorts them once per half a bound
+    /// of changes, not once per change (review of this change, 2026-12-08).
     fn shed(&mut self, now: Instant, out: &mut Vec<WatchItem>) {
-        while self.held_bytes > self.max_held_bytes {
-            let Some(key) = self
+        let one_change = self.waiting.len() == 1
+            && self
                 .waiting
                 .iter()
-                .max_by(|a, b| {
-                    let (ha, hb) = (self.keys[*a].held_bytes, self.keys[*b].held_bytes);
-                    ha.cmp(&hb).then_with(|| b.cmp(a))
-                })
-                .cloned()
-            else {
+                .all(|key| self.keys[key].held.len() == 1);
+        if self.held_bytes <= self.max_held_bytes || one_change {
+            return;
+        }
+        let mut heaviest: Vec<(usize, Key)> = self
+            .waiting
+            .iter()
+            .map(|key| (self.keys[key].held_bytes, key.clone()))
+            .collect();
+        heaviest.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        for (_, key) in heaviest {
+            if self.held_bytes <= self.max_held_bytes / 2 {
                 return;
-            };
-            self.skip_key(now, &key, out);
+            }
+            while self.keys[&key].waiting_since.is_some() {
+                self.skip_key(now, &key, out);
+            }
         }
     }
 
@@ -359,8 +375,8 @@ pub struct WatchOptions {
     /// prefix holds more, or comes to, ends with an error saying so.
     pub max_keys: usize,
     /// Bytes of changes the watch holds at each stage for a caller behind or a gap (see the
-    /// module doc; default [`BUFFER_BYTES`]). Past it a change is not lost silently: the
-    /// watch says the gap.
+    /// module doc; default [`BUFFER_BYTES`]; taken within 1 byte and 512 MiB). Past it a
+    /// change is not lost silently: the watch says the gap.
     pub buffer_bytes: usize,
 }
 
@@ -406,12 +422,11 @@ impl Drop for WatchStream {
 /// the gap said).
 const READY_ITEMS: usize = 1_024;
 
-/// Items ready for a caller are also bounded by bytes, [`WatchOptions::buffer_bytes`] (one
-/// item alone may be larger), with the same effect as [`READY_ITEMS`]. Counted by items
-/// alone, 1,024 changes of 1 MiB values held 1 GiB for one caller that stopped reading, in
-/// this process: the HTTP API's, for each of its watches (review, 2026-12-08).
-///
-/// An item, and the share of the bound it holds until the caller takes it.
+/// An item, and its share of [`WatchOptions::buffer_bytes`], which bounds by bytes the items
+/// ready for a caller that has not taken them (one item alone may be larger), with the same
+/// effect as [`READY_ITEMS`]. Counted by items alone, 1,024 changes of 1 MiB values held
+/// 1 GiB for one caller that stopped reading, in this process: the HTTP API's, for each of
+/// its watches (review, 2026-12-08).
 type Ready = (Result<WatchItem>, Option<tokio::sync::OwnedSemaphorePermit>);
 
 /// What an item counts against [`WatchOptions::buffer_bytes`].
@@ -559,8 +574,9 @@ impl Watcher {
                             held_bytes += changes.iter().map(KeyChange::bytes).sum::<usize>();
                             if held_bytes > most {
                                 ended = Some(format!(
-                                    "over {most} bytes of changes came while it read where \
-                                     its keys stand"
+                                    "over {most} bytes of changes (eight times the watch's \
+                                     buffer: limits.http_watch_buffer_bytes for an HTTP \
+                                     watch) came while it read where its keys stand"
                                 ));
                             } else {
                                 held.push((key, changes));
@@ -850,6 +866,17 @@ mod tests {
             versions(&s.expire(now + Duration::from_secs(1))),
             ["skip6", "6"]
         );
+        assert_eq!((s.held_bytes, s.next_deadline()), (0, None));
+        // One change alone may be larger than the bound: it waits out `gap_wait`.
+        let mut s =
+            Sequencer::new(Duration::from_secs(1), None, MAX_WATCH_KEYS).with_max_held_bytes(100);
+        s.start(now, b"a".to_vec(), 1, None, None);
+        assert!(s
+            .offer(now, b"a".to_vec(), vec![change(3, &big)])
+            .is_empty());
+        // A second makes it shed: the key says each of its gaps, to its last held change.
+        let out = s.offer(now, b"a".to_vec(), vec![change(5, &big)]);
+        assert_eq!(versions(&out), ["skip3", "3", "skip5", "5"]);
         assert_eq!((s.held_bytes, s.next_deadline()), (0, None));
     }
 
