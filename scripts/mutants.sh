@@ -286,7 +286,12 @@ mutants=(
   'watch-held-sheds-the-wrong-key-unit @@ src/watch.rs @@ s/b.0.cmp(\&a.0).then_with(|| a.1.cmp(\&b.1))/a.0.cmp(\&b.0).then_with(|| a.1.cmp(\&b.1))/ @@ --lib held_changes_past_their_bytes'
   'watch-held-sheds-one-change-unit @@ src/watch.rs @@ s/        if self.held_bytes <= self.max_held_bytes || one_change {/        if self.held_bytes <= self.max_held_bytes {/ @@ --lib held_changes_past_their_bytes'
   'watch-held-sheds-one-gap-per-key-unit @@ src/watch.rs @@ s/            while self.keys\[\&key\].waiting_since.is_some() {/            if self.keys[\&key].waiting_since.is_some() {/ @@ --lib held_changes_past_their_bytes'
-  'stream-ends-on-two-frames @@ src/client.rs @@ s/if queued >= STREAM_MIN_ANSWERS \&\& held + size > self.most {/if held > 0 \&\& held + size > self.most {/ @@ --test watching changes_of_large_values'
+  # a peer's answer to a node's call is checked before anything acts on it; a stored key may be longer than max_key_bytes
+  'peer-answers-unchecked @@ src/client.rs @@ s/            Ok(Frame::Answer(answer)) => match answer.validate() {/            Ok(Frame::Answer(answer)) => match Ok::<(), Error>(()) {/ @@ --test transport_bad_input a_peer_answer_that_fails_its_checks'
+  'stored-key-checked-by-the-key-limit @@ src/messages.rs @@ s/    if key.is_empty() || key.len() > crate::config::LMDB_MAX_KEY_BYTES {/    if key.is_empty() || key.len() > 256 {/ @@ --test transport_bad_input a_peer_answer_that_fails_its_checks'
+  'list-after-by-the-key-limit @@ src/actors/list.rs @@ s/    let stored = crate::config::LMDB_MAX_KEY_BYTES;/    let stored = limits.max_key_bytes;/ @@ --test listing a_list_refuses_the_reserved_prefix'
+  'scan-after-by-the-key-limit @@ src/messages.rs @@ s/                    after.as_ref().map_or(Ok(()), |a| check_stored_key(a))/                    after.as_ref().map_or(Ok(()), |a| check_key_len(a, config))/ @@ --test listing a_list_refuses_the_reserved_prefix'
+  'stream-ends-on-two-frames @@ src/client.rs @@ s/if queued >= STREAM_MIN_ANSWERS \&\& held + size > self.most {/if held > 0 \&\& held + size > self.most {/ @@ --lib a_stream_takes_a_few_answers'
   # what a node says is left of a lease is its home's wait, not this node's staggered one
   'lease-remaining-counts-stagger-unit @@ src/paxos/lease.rs @@ s/        Some(wait_before_expiry(s.ttl, 0).saturating_sub(now.duration_since(s.since)))/        Some(wait_before_expiry(s.ttl, s.place).saturating_sub(now.duration_since(s.since)))/ @@ --lib a_keepalive_restarts_the_clock'
   'http-watch-buffer-ignored @@ src/actors/http_api.rs @@ s/            buffer_bytes: self.config.limits.http_watch_buffer_bytes,// @@ --test http_api an_http_watch_whose_client_stops_reading'

@@ -526,6 +526,8 @@ impl Client {
     }
 
     /// A call of one node to another: one [`NodeRequest`] to node `index`.
+    /// The answer is checked first (`NodeAnswer::validate`): one that fails its checks is an
+    /// unavailable node's, and nothing acts on it.
     pub async fn node_call(&self, index: usize, body: NodeRequest) -> Result<NodeReply> {
         let cluster = self.inner.options.cluster;
         let call = |id| Frame::Call(NodeCall { id, cluster, body });
@@ -533,7 +535,14 @@ impl Client {
             .call(index, call, self.inner.options.attempt_timeout)
             .await
         {
-            Ok(Frame::Answer(answer)) => answer.result,
+            Ok(Frame::Answer(answer)) => match answer.validate() {
+                Ok(()) => answer.result,
+                Err(e) => Err(Error::Unavailable(format!(
+                    "{} answered with a frame that fails its checks: {}",
+                    self.inner.addrs[index],
+                    e.message()
+                ))),
+            },
             Ok(other) => Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
             Err(Attempt::Done(result)) => result.and(Err(Error::Unavailable("no answer".into()))),
             Err(Attempt::Lost(m)) => Err(Error::Unavailable(m)),
@@ -1151,5 +1160,55 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream takes [`STREAM_MIN_ANSWERS`] answers whatever their size (the two frames of
+    /// one change arrive back to back, before its caller can take the first), then only as
+    /// many bytes as its bound; answers taken make room again.
+    #[tokio::test]
+    async fn a_stream_takes_a_few_answers_whatever_their_size_then_only_its_bytes() {
+        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+        let held = Arc::new(AtomicUsize::new(0));
+        let sender = StreamSender {
+            answers: tx,
+            held: held.clone(),
+            most: 1 << 20,
+        };
+        let mut answers = StreamAnswers { answers: rx, held };
+        let answer = || {
+            Frame::Request(ClientRequest {
+                id: 1,
+                body: RequestBody::Ping,
+            })
+        };
+        for i in 0..STREAM_MIN_ANSWERS {
+            assert!(
+                sender.offer(answer(), 700 << 10),
+                "answer {i} of 700 KiB refused"
+            );
+        }
+        assert!(
+            !sender.offer(answer(), 700 << 10),
+            "past the bound and the count"
+        );
+        for _ in 0..STREAM_MIN_ANSWERS {
+            answers.recv().await.expect("an answer");
+        }
+        // Small answers pass up to the bound: ten of 100 KiB are 1,024,000 bytes of 1 MiB.
+        for i in 0..10 {
+            assert!(
+                sender.offer(answer(), 100 << 10),
+                "answer {i} of 100 KiB refused"
+            );
+        }
+        assert!(
+            !sender.offer(answer(), 100 << 10),
+            "an eleventh is past the bound"
+        );
     }
 }

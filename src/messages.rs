@@ -876,44 +876,17 @@ impl Frame {
         match self {
             Frame::Peer(envelope) => envelope.validate(config),
             Frame::Request(_) | Frame::Response(_) => Ok(()),
-            Frame::Answer(answer) => match &answer.result {
-                Ok(NodeReply::Records(records)) => {
-                    if records.len() > DIGEST_PAGE_ENTRIES {
-                        return Err(invalid(format!("{} records in one answer", records.len())));
-                    }
-                    records.iter().try_for_each(|r| r.validate(config))
-                }
-                Ok(NodeReply::Digest(page)) => {
-                    if page.entries.len() > DIGEST_PAGE_ENTRIES {
-                        return Err(invalid(format!("{} digest entries", page.entries.len())));
-                    }
-                    page.entries.iter().try_for_each(|e| e.validate(config))
-                }
-                Ok(NodeReply::Membership(info)) => match &info.membership {
-                    Some(m) => m
-                        .check()
-                        .map_err(|e| invalid(format!("a broken membership: {e}"))),
-                    None => Ok(()),
-                },
-                Ok(NodeReply::Scanned { records, .. }) => {
-                    if records.len() > DIGEST_PAGE_ENTRIES {
-                        return Err(invalid(format!("{} records in one answer", records.len())));
-                    }
-                    records.iter().try_for_each(|r| r.validate(config))
-                }
-                Ok(NodeReply::Installed { .. } | NodeReply::Hello { .. } | NodeReply::Watching)
-                | Err(_) => Ok(()),
-            },
+            Frame::Answer(answer) => answer.validate(),
             Frame::Call(call) => match &call.body {
                 NodeRequest::Digest { after, .. } => match after {
-                    Some(after) => check_key_len(after, config),
+                    Some(after) => check_stored_key(after),
                     None => Ok(()),
                 },
                 NodeRequest::Fetch { keys } => {
                     if keys.len() > DIGEST_PAGE_ENTRIES {
                         return Err(invalid(format!("a fetch of {} keys", keys.len())));
                     }
-                    keys.iter().try_for_each(|k| check_key_len(k, config))
+                    keys.iter().try_for_each(|k| check_stored_key(k))
                 }
                 NodeRequest::Install(membership) => membership
                     .check()
@@ -922,7 +895,7 @@ impl Frame {
                     if prefix.len() > config.limits.max_key_bytes {
                         return Err(invalid(format!("a {}-byte prefix", prefix.len())));
                     }
-                    after.as_ref().map_or(Ok(()), |a| check_key_len(a, config))
+                    after.as_ref().map_or(Ok(()), |a| check_stored_key(a))
                 }
                 NodeRequest::Watching { lease_ms, .. } => {
                     if *lease_ms > WATCH_LEASE_MAX_MS {
@@ -934,6 +907,58 @@ impl Frame {
             },
         }
     }
+}
+
+impl NodeAnswer {
+    /// Checks a peer's answer to a node's call as [`Frame::validate`] checks what a node is
+    /// sent: a node's own calls run their answers through it (`client::Client::node_call`),
+    /// since a peer's answer is network input as much as its requests are (review, 2026-12-08:
+    /// the answers were decoded and acted on unchecked, and a membership rescan's digest
+    /// entries went as they came into settle rounds, an empty or overlong key included).
+    /// A record's or an entry's key is checked as a store holds it ([`check_stored_key`]), not
+    /// against `limits.max_key_bytes`: what a peer stores, lists and repairs may be longer.
+    pub fn validate(&self) -> Result<(), Error> {
+        match &self.result {
+            Ok(NodeReply::Records(records) | NodeReply::Scanned { records, .. }) => {
+                if records.len() > DIGEST_PAGE_ENTRIES {
+                    return Err(invalid(format!("{} records in one answer", records.len())));
+                }
+                records.iter().try_for_each(|r| {
+                    check_stored_key(&r.key)?;
+                    r.check()
+                })
+            }
+            Ok(NodeReply::Digest(page)) => {
+                if page.entries.len() > DIGEST_PAGE_ENTRIES {
+                    return Err(invalid(format!("{} digest entries", page.entries.len())));
+                }
+                page.entries.iter().try_for_each(|e| {
+                    check_stored_key(&e.key)?;
+                    check_rounds(&[e.promised, e.accepted])
+                })
+            }
+            Ok(NodeReply::Membership(info)) => match &info.membership {
+                Some(m) => m
+                    .check()
+                    .map_err(|e| invalid(format!("a broken membership: {e}"))),
+                None => Ok(()),
+            },
+            Ok(NodeReply::Installed { .. } | NodeReply::Hello { .. } | NodeReply::Watching)
+            | Err(_) => Ok(()),
+        }
+    }
+}
+
+/// A key as a store may hold it: not empty, within LMDB's key limit. Not
+/// `limits.max_key_bytes`: a key written before that limit was lowered, or one of the
+/// cluster's own (`\0paxkv/lease/...`, 29 bytes), is still stored, listed and repaired, and a
+/// listing's or a digest's `next`, which a caller sends back as `after`, may be one (review,
+/// 2026-12-08: such an `after` was refused, and the listing could never pass it).
+fn check_stored_key(key: &[u8]) -> Result<(), Error> {
+    if key.is_empty() || key.len() > crate::config::LMDB_MAX_KEY_BYTES {
+        return Err(invalid(format!("a stored key of {} bytes", key.len())));
+    }
+    Ok(())
 }
 
 fn check_key_len(key: &[u8], config: &Config) -> Result<(), Error> {

@@ -442,3 +442,66 @@ async fn a_peer_of_another_protocol_version_is_dialled_with_a_backoff_and_the_re
     }
     assert!(written > 0);
 }
+
+/// A peer's answer to a node's call is network input as much as its requests are: one whose
+/// digest page holds an empty key fails its checks (`NodeAnswer::validate`) and is taken as
+/// an unavailable node's, never acted on (review, 2026-12-08: answers were decoded and used
+/// unchecked, and a membership rescan's entries went into settle rounds as they came). A key
+/// longer than `limits.max_key_bytes` but within LMDB's, one a store may hold, passes.
+#[tokio::test]
+async fn a_peer_answer_that_fails_its_checks_is_never_acted_on() {
+    use futures_util::StreamExt;
+    use paxkv::client::{Client, ClientOptions};
+    use paxkv::messages::{DigestEntry, DigestPage, Frame, NodeAnswer, NodeReply};
+    use paxkv::paxos::types::Ballot;
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A node that answers its first call with an empty key, its second with a 400-byte one.
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let (read, mut write) = socket.into_split();
+        let mut frames = tokio_util::codec::FramedRead::new(read, paxkv::frame::codec(1 << 24));
+        let mut lengths = [0usize, 400].into_iter();
+        while let Some(Ok(body)) = frames.next().await {
+            let Ok(Frame::Call(call)) = paxkv::frame::decode(&body) else {
+                continue;
+            };
+            let Some(length) = lengths.next() else { return };
+            let entry = DigestEntry {
+                key: vec![b'k'; length],
+                promised: Ballot::ZERO,
+                accepted: Ballot::ZERO,
+            };
+            let page = DigestPage {
+                voting: true,
+                retired: [false; 2],
+                entries: vec![entry],
+                more: false,
+            };
+            let answer = Frame::Answer(NodeAnswer {
+                id: call.id,
+                result: Ok(NodeReply::Digest(page)),
+            });
+            write
+                .write_all(&paxkv::frame::encode(&answer))
+                .await
+                .unwrap();
+        }
+    });
+    let options = ClientOptions {
+        pinned: true,
+        ..ClientOptions::default()
+    };
+    let client = Client::new(vec![addr], options);
+    let refused = client.digest_page(0, None, 0).await;
+    match refused {
+        Err(Error::Unavailable(m)) => assert!(m.contains("fails its checks"), "{m}"),
+        other => panic!("an empty key was taken: {other:?}"),
+    }
+    let page = client
+        .digest_page(0, None, 0)
+        .await
+        .expect("a stored key's length");
+    assert_eq!(page.entries[0].key.len(), 400);
+}

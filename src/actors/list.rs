@@ -240,22 +240,29 @@ impl Lister {
     }
 }
 
-/// A list's prefix and `after` are keys like any other: within the key limit, never in the
-/// reserved prefix.
+/// A list's prefix is a key like any other: within the key limit, never in the reserved
+/// prefix. Its `after` is within the limit of a stored key (LMDB's): a page's `next` may be a
+/// key longer than `limits.max_key_bytes` (one written before the limit was lowered, or, when
+/// the page passed over many, one of the cluster's own), and the listing must go on past it
+/// (review, 2026-12-08: it was refused, and the listing could never get past that key).
 fn check_list(request: &ListRequest, limits: &Limits) -> Result<()> {
-    let too_long = |what: &str, key: &[u8]| {
-        (key.len() > limits.max_key_bytes).then(|| {
+    let too_long = |what: &str, key: &[u8], most: usize| {
+        (key.len() > most).then(|| {
             Error::BadRequest(format!(
-                "{what} of {} bytes is over the key limit of {} bytes",
-                key.len(),
-                limits.max_key_bytes
+                "{what} of {} bytes is over the key limit of {most} bytes",
+                key.len()
             ))
         })
     };
-    if let Some(e) = too_long("the prefix", &request.prefix) {
+    if let Some(e) = too_long("the prefix", &request.prefix, limits.max_key_bytes) {
         return Err(e);
     }
-    if let Some(e) = request.after.as_ref().and_then(|a| too_long("after", a)) {
+    let stored = crate::config::LMDB_MAX_KEY_BYTES;
+    if let Some(e) = request
+        .after
+        .as_ref()
+        .and_then(|a| too_long("after", a, stored))
+    {
         return Err(e);
     }
     if request.prefix.starts_with(RESERVED_PREFIX) != request.reserved {
