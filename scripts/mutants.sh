@@ -286,6 +286,11 @@ mutants=(
   'watch-held-sheds-the-wrong-key-unit @@ src/watch.rs @@ s/b.0.cmp(\&a.0).then_with(|| a.1.cmp(\&b.1))/a.0.cmp(\&b.0).then_with(|| a.1.cmp(\&b.1))/ @@ --lib held_changes_past_their_bytes'
   'watch-held-sheds-one-change-unit @@ src/watch.rs @@ s/        if self.held_bytes <= self.max_held_bytes || one_change {/        if self.held_bytes <= self.max_held_bytes {/ @@ --lib held_changes_past_their_bytes'
   'watch-held-sheds-one-gap-per-key-unit @@ src/watch.rs @@ s/            while self.keys\[\&key\].waiting_since.is_some() {/            if self.keys[\&key].waiting_since.is_some() {/ @@ --lib held_changes_past_their_bytes'
+  # a store's log is merged before it fills the map, a failed write merges and tries again, refused writes retry the merge
+  'merge-log-bound-not-scaled-to-map-unit @@ src/storage/mod.rs @@ s/            merge_log_bytes: MERGE_LOG_BYTES.min(map_size_bytes \/ 8),/            merge_log_bytes: MERGE_LOG_BYTES,/ @@ --lib a_small_map_merges_its_log'
+  'failed-write-not-merged-and-retried-unit @@ src/storage/mod.rs @@ s/            Err(e) if !self.overlay.is_empty() => {/            Err(e) if false => {/ @@ --lib a_failed_write_merges_the_log'
+  'refused-writes-never-retry-the-merge-unit @@ src/storage/mod.rs @@ s/                \&\& failed_at.elapsed() >= MERGE_RETRY_INTERVAL/                \&\& false/ @@ --lib writes_refused_while_merges_fail'
+  'overlay-counts-a-rewritten-key-twice-unit @@ src/storage/mod.rs @@ s/            self.overlay_bytes -= key_len + old.len();/            self.overlay_bytes -= old.len();/ @@ --lib a_small_map_merges_its_log'
   # a peer's answer to a node's call is checked before anything acts on it; a stored key may be longer than max_key_bytes
   'peer-answers-unchecked @@ src/client.rs @@ s/            Ok(Frame::Answer(answer)) => match answer.validate() {/            Ok(Frame::Answer(answer)) => match Ok::<(), Error>(()) {/ @@ --test transport_bad_input a_peer_answer_that_fails_its_checks'
   'stored-key-checked-by-the-key-limit @@ src/messages.rs @@ s/    if key.is_empty() || key.len() > crate::config::LMDB_MAX_KEY_BYTES {/    if key.is_empty() || key.len() > 256 {/ @@ --test transport_bad_input a_peer_answer_that_fails_its_checks'

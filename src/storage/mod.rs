@@ -14,7 +14,10 @@
 //!   into `acceptors` and empties the log, in one transaction. A merge runs when the log
 //!   holds [`MERGE_RECORDS`] entries or [`MERGE_LOG_BYTES`] since the last one, or the overlay
 //!   (one record per key, in memory) [`MERGE_BYTES`]; on open, the log is replayed and
-//!   merged. Reads look in the overlay first. A record is durable once its log commit returns.
+//!   merged. The log's bound is also at most an eighth of the map ([`Store::merge_log_bytes`]),
+//!   so that a merge, which needs free pages for what it moves before it frees the log's,
+//!   always finds them: with a fixed 512 MiB, a map of 256 MiB filled with the log of a few
+//!   keys with large values, and every write failed from then on (review, 2026-12-08). Reads look in the overlay first. A record is durable once its log commit returns.
 //!   (Until issue 23 the merge was due by the overlay's size alone: a keyspace smaller than
 //!   [`MERGE_RECORDS`] keys and [`MERGE_BYTES`] was never merged, and its log grew with every
 //!   write, 0.85 KB a put on every node, until the map was full.)
@@ -23,7 +26,12 @@
 //!   the overlay, the write that triggered it still succeeds, and the merge is tried again once
 //!   the log has grown by half. Opening a store whose merge fails opens it all the same.
 //!   Past [`MAX_OVERLAY_BYTES`] unmerged, new writes are refused (with the merge's error), so
-//!   memory stays bounded; what was acknowledged stays readable.
+//!   memory stays bounded; what was acknowledged stays readable. A refused write first tries
+//!   the merge again, at most once per [`MERGE_RETRY_INTERVAL`]: the log no longer grows
+//!   then, and the node would stay refused after the disk had room again until it
+//!   restarted. A write whose commit fails (the map full) with records in the log tries a
+//!   merge, and if that merge went through, the write once more: nothing of the failed
+//!   transaction was kept, so the retry writes it whole.
 //! - The map size is set explicitly; when the map is full a write fails with a storage error
 //!   and nothing of that transaction is kept.
 //! - Read transactions are opened and closed within one call, never held across messages.
@@ -62,6 +70,8 @@ pub const MERGE_BYTES: usize = 16 << 20;
 pub const MERGE_LOG_BYTES: usize = 512 << 20;
 /// Unmerged bytes past which writes are refused while merges fail.
 pub const MAX_OVERLAY_BYTES: usize = 4 * MERGE_BYTES;
+/// How often a write refused while merges fail tries the merge again.
+pub const MERGE_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Records with their keys, in key order.
 pub type Records = Vec<(Vec<u8>, AcceptorRecord)>;
@@ -116,11 +126,18 @@ pub struct Store {
     next_seq: u64,
     /// The bytes of those entries.
     log_bytes: usize,
-    /// The last merge failed with this error; the next is tried once the overlay holds
-    /// `retry_merge_at` records.
-    merge_failure: Option<(String, u64)>,
+    /// The last merge failed with this error, at that moment; the next is tried once the
+    /// log holds that many entries (or a refused write tries it, [`MERGE_RETRY_INTERVAL`]
+    /// after the last).
+    merge_failure: Option<(String, u64, std::time::Instant)>,
+    /// Logged bytes past which a merge is due: [`MERGE_LOG_BYTES`], at most an eighth of the
+    /// map (see the module doc).
+    merge_log_bytes: usize,
     #[cfg(test)]
     fail_merges: bool,
+    /// Test hook: this many appends fail before they write anything.
+    #[cfg(test)]
+    fail_appends: usize,
 }
 
 impl Store {
@@ -170,8 +187,11 @@ impl Store {
             next_seq: 0,
             log_bytes: 0,
             merge_failure: None,
+            merge_log_bytes: MERGE_LOG_BYTES.min(map_size_bytes / 8),
             #[cfg(test)]
             fail_merges: FAIL_MERGES.with(|f| f.get()),
+            #[cfg(test)]
+            fail_appends: 0,
         };
         store.replay_log()?;
         store.try_merge();
@@ -198,9 +218,11 @@ impl Store {
     }
 
     fn remember(&mut self, key: Vec<u8>, record: Vec<u8>) {
-        self.overlay_bytes += key.len() + record.len();
+        let key_len = key.len();
+        self.overlay_bytes += key_len + record.len();
         if let Some(old) = self.overlay.insert(key, record) {
-            self.overlay_bytes -= old.len();
+            // The key was counted when it came first.
+            self.overlay_bytes -= key_len + old.len();
         }
     }
 
@@ -213,7 +235,8 @@ impl Store {
                  log, next try at {retry_at} log entries",
                 self.overlay.len()
             );
-            self.merge_failure = Some((e.to_string(), retry_at));
+            let now = std::time::Instant::now();
+            self.merge_failure = Some((e.to_string(), retry_at, now));
         } else {
             self.merge_failure = None;
         }
@@ -251,13 +274,56 @@ impl Store {
     /// Writes every record in one transaction (appended to the log); returns once it is
     /// committed and fsynced.
     pub fn write(&mut self, records: &[(&[u8], &AcceptorRecord)]) -> Result<()> {
-        if let Some((why, _)) = &self.merge_failure {
+        if let Some((_, _, failed_at)) = &self.merge_failure {
+            if self.overlay_bytes >= MAX_OVERLAY_BYTES
+                && failed_at.elapsed() >= MERGE_RETRY_INTERVAL
+            {
+                self.try_merge();
+            }
+        }
+        if let Some((why, _, _)) = &self.merge_failure {
             if self.overlay_bytes >= MAX_OVERLAY_BYTES {
                 return Err(Error::Storage(format!(
                     "{} MiB of logged records cannot be merged: {why}",
                     self.overlay_bytes >> 20
                 )));
             }
+        }
+        match self.append(records) {
+            Err(e) if !self.overlay.is_empty() => {
+                // The map may be full of log: a merge frees it (nothing of the failed
+                // transaction was kept, so the write is tried whole once more).
+                log::warn!("storage: a write failed ({e}); merging the log and trying again");
+                self.try_merge();
+                if self.merge_failure.is_some() {
+                    return Err(e);
+                }
+                self.append(records)?;
+            }
+            result => result?,
+        }
+        // The records are durable now, whatever the merge does.
+        let due = match &self.merge_failure {
+            None => {
+                self.next_seq >= MERGE_RECORDS as u64
+                    || self.overlay_bytes >= MERGE_BYTES
+                    || self.log_bytes >= self.merge_log_bytes
+            }
+            Some((_, retry_at, _)) => self.next_seq >= *retry_at,
+        };
+        if due {
+            self.try_merge();
+        }
+        Ok(())
+    }
+
+    /// Appends `records` to the log in one transaction, committed and fsynced, and remembers
+    /// them; nothing of it is kept if it fails.
+    fn append(&mut self, records: &[(&[u8], &AcceptorRecord)]) -> Result<()> {
+        #[cfg(test)]
+        if self.fail_appends > 0 {
+            self.fail_appends -= 1;
+            return Err(Error::Storage("MDB_MAP_FULL (injected)".into()));
         }
         let mut wtxn = self.env.write_txn()?;
         let mut logged = Vec::with_capacity(records.len());
@@ -281,18 +347,6 @@ impl Store {
         self.log_bytes = log_bytes;
         for (key, encoded) in logged {
             self.remember(key, encoded);
-        }
-        // The records are durable now, whatever the merge does.
-        let due = match &self.merge_failure {
-            None => {
-                self.next_seq >= MERGE_RECORDS as u64
-                    || self.overlay_bytes >= MERGE_BYTES
-                    || self.log_bytes >= MERGE_LOG_BYTES
-            }
-            Some((_, retry_at)) => self.next_seq >= *retry_at,
-        };
-        if due {
-            self.try_merge();
         }
         Ok(())
     }
@@ -1203,6 +1257,108 @@ pub(crate) mod tests {
         assert!(store.overlay.is_empty(), "merged on open");
         assert_eq!(store.scan(None, usize::MAX).unwrap().len(), keys.len());
         assert_eq!(store.load(&keys[0]).unwrap(), Some(record(1)));
+    }
+
+    /// A record of `len` bytes of value.
+    fn big_record(version: u64, len: usize) -> AcceptorRecord {
+        let mut r = record(version);
+        r.state.value = Some(vec![version as u8; len]);
+        r
+    }
+
+    /// A map of 8 MiB, written 40 MB of 100 KiB values on four keys: the log is merged each
+    /// time it holds an eighth of the map, so every write goes through and the latest records
+    /// are read back. With the fixed 512 MiB bound the log filled the map after some 70
+    /// writes, and every write failed from then on (review, 2026-12-08).
+    #[test]
+    fn a_small_map_merges_its_log_before_the_log_fills_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let map = 8 << 20;
+        let mut store = Store::open(dir.path(), map, 1).unwrap();
+        let keys: Vec<Vec<u8>> = (0..4).map(|i| format!("k{i}").into_bytes()).collect();
+        for i in 0..400u64 {
+            let key = &keys[i as usize % keys.len()];
+            let r = big_record(i + 1, 100 << 10);
+            store
+                .write(&[(key.as_slice(), &r)])
+                .unwrap_or_else(|e| panic!("write {i}: {e}"));
+            assert!(
+                store.log_bytes <= map / 8,
+                "{} bytes of log",
+                store.log_bytes
+            );
+        }
+        for (i, key) in keys.iter().enumerate() {
+            let version = store.load(key).unwrap().unwrap().state.version;
+            assert_eq!(version, 397 + i as u64);
+        } // A key written again is counted once in the overlay's bytes.
+        for version in [1_000, 1_001] {
+            for key in &keys {
+                store.write(&[(key.as_slice(), &record(version))]).unwrap();
+            }
+        }
+        let counted: usize = store.overlay.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert_eq!(store.overlay_bytes, counted);
+    }
+
+    /// A write whose commit fails while the log holds records merges the log and is tried
+    /// once more: the map may be full of log, which the merge frees.
+    #[test]
+    fn a_failed_write_merges_the_log_and_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 64 << 20, 1).unwrap();
+        store.write(&[(b"a".as_slice(), &record(1))]).unwrap();
+        store.fail_appends = 1;
+        store
+            .write(&[(b"b".as_slice(), &record(2))])
+            .expect("tried again");
+        assert_eq!(
+            store.next_seq, 1,
+            "merged, then written: {}",
+            store.next_seq
+        );
+        assert_eq!(store.load(b"a").unwrap(), Some(record(1)));
+        assert_eq!(store.load(b"b").unwrap(), Some(record(2)));
+        // With an empty log there is nothing to merge: the failure is the write's.
+        store.merge().unwrap();
+        store.fail_appends = 1;
+        assert!(store.write(&[(b"c".as_slice(), &record(3))]).is_err());
+        assert_eq!(store.load(b"c").unwrap(), None);
+    }
+
+    /// Writes refused while merges fail (the overlay at its bound) try the merge again, once
+    /// per `MERGE_RETRY_INTERVAL`: once it goes through (the disk has room again), writes are
+    /// taken again without a restart. Before, no merge was tried while writes were refused,
+    /// and the node stayed refused until it restarted (review, 2026-12-08).
+    #[test]
+    fn writes_refused_while_merges_fail_are_taken_again_once_a_merge_goes_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 256 << 20, 1).unwrap();
+        store.fail_merges = true;
+        let r = big_record(1, 1 << 20);
+        let mut i = 0;
+        let refused = loop {
+            let key = format!("k{i}").into_bytes();
+            match store.write(&[(key.as_slice(), &r)]) {
+                Ok(()) => i += 1,
+                Err(e) => break e,
+            }
+            assert!(i < 100, "never refused");
+        };
+        assert!(
+            refused.to_string().contains("cannot be merged"),
+            "{refused}"
+        );
+        // Merges work again; a write within the interval is still refused, one after it is
+        // taken, the log merged.
+        store.fail_merges = false;
+        assert!(store.write(&[(b"x".as_slice(), &r)]).is_err());
+        if let Some((_, _, failed_at)) = store.merge_failure.as_mut() {
+            *failed_at -= MERGE_RETRY_INTERVAL;
+        }
+        store.write(&[(b"x".as_slice(), &r)]).expect("taken again");
+        assert!(store.merge_failure.is_none() && store.next_seq == 1);
+        assert_eq!(store.record_count().unwrap(), i as u64 + 1);
     }
 
     #[test]
