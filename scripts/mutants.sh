@@ -291,6 +291,9 @@ mutants=(
   'failed-write-not-merged-and-retried-unit @@ src/storage/mod.rs @@ s/            Err(e) if !self.overlay.is_empty() => {/            Err(e) if false => {/ @@ --lib a_failed_write_merges_the_log'
   'refused-writes-never-retry-the-merge-unit @@ src/storage/mod.rs @@ s/                \&\& failed_at.elapsed() >= MERGE_RETRY_INTERVAL/                \&\& false/ @@ --lib writes_refused_while_merges_fail'
   'overlay-counts-a-rewritten-key-twice-unit @@ src/storage/mod.rs @@ s/            self.overlay_bytes -= key_len + old.len();/            self.overlay_bytes -= old.len();/ @@ --lib a_small_map_merges_its_log'
+  # an actor that keeps crashing is restarted ever later; a peer's digest page must go forward
+  'restart-backoff-none-unit @@ src/actors/supervisor.rs @@ s/        match crashes {/        match 1 {/ @@ --lib an_actor_that_keeps_crashing'
+  'digest-page-order-unchecked-unit @@ src/actors/anti_entropy.rs @@ s/^    increasing \&\& past_after$/    true/ @@ --lib a_digest_page_must_go_forward'
   # a peer's answer to a node's call is checked before anything acts on it; a stored key may be longer than max_key_bytes
   'peer-answers-unchecked @@ src/client.rs @@ s/            Ok(Frame::Answer(answer)) => match answer.validate() {/            Ok(Frame::Answer(answer)) => match Ok::<(), Error>(()) {/ @@ --test transport_bad_input a_peer_answer_that_fails_its_checks'
   'stored-key-checked-by-the-key-limit @@ src/messages.rs @@ s/    if key.is_empty() || key.len() > crate::config::LMDB_MAX_KEY_BYTES {/    if key.is_empty() || key.len() > 256 {/ @@ --test transport_bad_input a_peer_answer_that_fails_its_checks'

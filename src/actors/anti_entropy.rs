@@ -221,15 +221,29 @@ impl Puller {
         Ok(())
     }
 
-    /// A page of peer `index`'s digest after `after`, without the entries that fail
-    /// validation (counted): what a peer sends is checked like any frame.
+    /// A page of peer `index`'s digest after `after`, and the last key it holds, without the
+    /// entries that fail validation (counted): what a peer sends is checked like any frame.
+    /// A page must go forward, its keys increasing and past `after`; one that does not fails
+    /// this peer's pull (a peer that sent one page again held the puller for good, and no
+    /// other peer was pulled: review, 2026-12-08). The last key is taken before the invalid
+    /// entries go, so that the next page starts past them.
     async fn digest_page(
         &self,
         client: &Client,
         index: usize,
         after: Option<Key>,
-    ) -> Result<DigestPage> {
-        let mut page = client.digest_page(index, after, DIGEST_PAGE).await?;
+    ) -> Result<(DigestPage, Option<Key>)> {
+        let mut page = client
+            .digest_page(index, after.clone(), DIGEST_PAGE)
+            .await?;
+        if !goes_forward(after.as_deref(), &page.entries) {
+            Stats::add(&self.stats.bad_frames, 1);
+            return Err(Error::Unavailable(format!(
+                "{} sent a digest page whose keys do not go forward",
+                client.addrs()[index]
+            )));
+        }
+        let last = page.entries.last().map(|e| e.key.clone());
         let before = page.entries.len();
         page.entries.retain(|e| e.validate(&self.config).is_ok());
         let dropped = before - page.entries.len();
@@ -241,7 +255,7 @@ impl Puller {
                 client.addrs()[index]
             );
         }
-        Ok(page)
+        Ok((page, last))
     }
 
     /// Pages through peer `index`'s digest, fetching and merging what this node is behind on.
@@ -249,8 +263,8 @@ impl Puller {
         let mut after = None;
         let mut adopted = 0;
         loop {
-            let page = self.digest_page(client, index, after.clone()).await?;
-            after = page.entries.last().map(|e| e.key.clone());
+            let (page, last) = self.digest_page(client, index, after.clone()).await?;
+            after = last;
             let more = page.more;
             let entries = page.entries;
             let behind = ask(&self.storage, FindBehind { entries }).await?;
@@ -286,5 +300,50 @@ impl Puller {
                 return Ok(adopted);
             }
         }
+    }
+}
+
+/// A digest page goes forward: its keys strictly increasing, the first past `after`.
+fn goes_forward(after: Option<&[u8]>, entries: &[crate::messages::DigestEntry]) -> bool {
+    let increasing = entries.windows(2).all(|w| w[0].key < w[1].key);
+    let past_after = match (after, entries.first()) {
+        (Some(after), Some(first)) => first.key.as_slice() > after,
+        _ => true,
+    };
+    increasing && past_after
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer's digest page must go forward (`goes_forward`): one that repeats the last page
+    /// or whose keys are out of order fails the pull from that peer.
+    #[test]
+    fn a_digest_page_must_go_forward() {
+        use crate::messages::DigestEntry;
+        use crate::paxos::types::Ballot;
+        let page = |keys: &[&str]| -> Vec<DigestEntry> {
+            keys.iter()
+                .map(|k| DigestEntry {
+                    key: k.as_bytes().to_vec(),
+                    promised: Ballot::ZERO,
+                    accepted: Ballot::ZERO,
+                })
+                .collect()
+        };
+        assert!(goes_forward(None, &page(&["a", "b"])));
+        assert!(goes_forward(Some(b"a"), &page(&["b", "c"])));
+        assert!(goes_forward(Some(b"z"), &page(&[])));
+        assert!(
+            !goes_forward(Some(b"b"), &page(&["a", "b"])),
+            "the page again"
+        );
+        assert!(
+            !goes_forward(Some(b"b"), &page(&["b", "c"])),
+            "not past after"
+        );
+        assert!(!goes_forward(None, &page(&["b", "a"])), "out of order");
+        assert!(!goes_forward(None, &page(&["a", "a"])), "a key twice");
     }
 }

@@ -263,11 +263,18 @@ pub struct FetchRecords {
     pub max_bytes: usize,
 }
 
-/// To the storage actor: merge records of keys that have no live acceptor, in one commit.
+/// To the storage actor: merge records of keys that have no live acceptor, in one commit;
+/// `done` gets how many records changed. Sent with `do_send` (never parked by a full
+/// mailbox, so queued at once, before any `Load` an acceptor started afterwards sends), with
+/// its answer on `done`, as `Persist` is: the supervisor's order of "adopt, then start the
+/// key's acceptor" is what keeps a new acceptor from loading the record from before the
+/// adoption and writing it back over it (review, 2026-12-08: `Addr::send` holds a message
+/// until its future is polled while the sender is parked).
 #[derive(Debug, actix::Message)]
-#[rtype(result = "Result<u64>")]
+#[rtype(result = "()")]
 pub struct AdoptRecords {
     pub records: Vec<SyncRecord>,
+    pub done: ReplyTo<Result<u64>>,
 }
 
 /// How many keys the store holds a record of (`Store::record_count`): committed records

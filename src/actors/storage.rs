@@ -305,14 +305,19 @@ impl Handler<ScanPrefix> for StorageActor {
 }
 
 impl Handler<AdoptRecords> for StorageActor {
-    type Result = Result<u64>;
+    type Result = ();
 
+    fn handle(&mut self, msg: AdoptRecords, _: &mut Context<Self>) {
+        let _ = msg.done.send(self.adopt(msg.records));
+    }
+}
+
+impl StorageActor {
     /// Merges peers' records into ours (the rule is `paxos::acceptor::Acceptor::merge`),
     /// written like any other batch: one transaction. A broken peer record is skipped.
-    fn handle(&mut self, msg: AdoptRecords, _: &mut Context<Self>) -> Self::Result {
+    fn adopt(&mut self, records: Vec<SyncRecord>) -> Result<u64> {
         self.flush();
-        let records: Vec<&SyncRecord> = msg
-            .records
+        let records: Vec<&SyncRecord> = records
             .iter()
             .filter(|r| match r.record.check() {
                 Ok(()) => true,
@@ -615,7 +620,8 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let adopted = behind.send(AdoptRecords { records });
+        let (done, adopted) = tokio::sync::oneshot::channel();
+        behind.do_send(AdoptRecords { records, done });
         assert_eq!(adopted.await.unwrap().unwrap(), 1);
         let loaded = behind.send(Load { key: b"a".to_vec() }).await.unwrap();
         assert_eq!(loaded.unwrap(), Some(record(3)));

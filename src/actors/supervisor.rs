@@ -3,8 +3,12 @@
 //! - Spawns a key's acceptor on the first Paxos request for that key, and its proposer on the
 //!   first client command. Once they are live, the key's messages and commands go to them
 //!   without passing here (`actors::routes`, whose table this supervisor alone changes).
-//! - Restarts a crashed actor at once: the new incarnation loads the key's record from LMDB
-//!   before it handles anything.
+//! - Restarts a crashed actor: the new incarnation loads the key's record from LMDB before it
+//!   handles anything. At once the first time; while the same key's actor keeps crashing (a
+//!   record that fails its checks crashes every incarnation as it loads), after a delay that
+//!   doubles ([`Restarts`]): restarted at once, such an actor looped as fast as the storage
+//!   actor answered its loads (review, 2026-12-08). A message for the key still starts one
+//!   meanwhile, as for any key without a live actor.
 //! - Retires the actors of a key idle for `limits.idle_timeout_ms`, and keeps at most
 //!   `limits.max_live_keys` keys alive: past that it retires the longest-idle keys first, and
 //!   if every key is busy it refuses new ones (clients get "busy", peer messages are dropped,
@@ -60,6 +64,52 @@ const EVICTION_MIN_IDLE: Duration = Duration::from_millis(500);
 /// Keys whose actors are stopping, at most.
 pub const MAX_RETIRING: usize = 16_384;
 
+/// The first delay before a crashed actor is restarted again ([`Restarts`]), and the most.
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A key's actor that has not crashed for this long is restarted at once again.
+const RESTART_QUIET: Duration = Duration::from_secs(60);
+/// Keys whose recent crashes are remembered, at most (the oldest forgotten first).
+const RESTART_KEYS: usize = 1_024;
+
+/// When a crashed actor is started again: at once the first time; while the same key's actor
+/// of the same role keeps crashing, after [`RESTART_BACKOFF_MIN`], doubling at each crash up
+/// to [`RESTART_BACKOFF_MAX`]; at once again after [`RESTART_QUIET`] without a crash. Bounded
+/// ([`RESTART_KEYS`]).
+#[derive(Debug, Default)]
+pub(crate) struct Restarts {
+    recent: std::collections::HashMap<(Key, Role), (u32, Instant)>,
+}
+
+impl Restarts {
+    /// The key's actor in `role` crashed at `now`: how long to wait before it is restarted.
+    pub(crate) fn delay(&mut self, key: &[u8], role: Role, now: Instant) -> Duration {
+        let (crashes, last) = self.recent.entry((key.to_vec(), role)).or_insert((0, now));
+        if now.saturating_duration_since(*last) >= RESTART_QUIET {
+            *crashes = 0;
+        }
+        *crashes = crashes.saturating_add(1);
+        *last = now;
+        let crashes = *crashes;
+        if self.recent.len() > RESTART_KEYS {
+            let oldest = self
+                .recent
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                self.recent.remove(&oldest);
+            }
+        }
+        match crashes {
+            1 => Duration::ZERO,
+            n => RESTART_BACKOFF_MIN
+                .saturating_mul(1u32 << (n - 2).min(20))
+                .min(RESTART_BACKOFF_MAX),
+        }
+    }
+}
+
 /// A started supervisor, with what the rest of the node needs of it.
 pub struct Started {
     pub supervisor: Addr<NodeSupervisor>,
@@ -88,6 +138,8 @@ pub struct NodeSupervisor {
     relayed: u64,
     incarnations: u64,
     seed: u64,
+    /// When crashed actors are restarted.
+    restarts: Restarts,
 }
 
 impl NodeSupervisor {
@@ -153,6 +205,7 @@ impl NodeSupervisor {
                 relayed: 0,
                 incarnations: 0,
                 seed: rand::random(),
+                restarts: Restarts::default(),
             }
         });
         let (outbox, queues, members, inbound, routes) = out.expect("created");
@@ -426,7 +479,9 @@ impl Handler<Adopt> for NodeSupervisor {
 
     /// Records of keys with a live acceptor go to that acceptor (its memory must stay the
     /// truth it answers from); the rest go to storage in one commit. An acceptor started for
-    /// one of those keys later loads after that commit (storage handles messages in order).
+    /// one of those keys later loads after that commit: storage handles messages in order,
+    /// and the adoption is queued before this handler returns (`do_send`, see
+    /// [`AdoptRecords`]).
     fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) -> Self::Result {
         let mut to_storage = Vec::new();
         let mut to_actors = Vec::new();
@@ -450,12 +505,16 @@ impl Handler<Adopt> for NodeSupervisor {
             }
         }
         drop(table);
-        let storage = self.storage.send(AdoptRecords {
+        let (done, storage) = tokio::sync::oneshot::channel();
+        self.storage.do_send(AdoptRecords {
             records: to_storage,
+            done,
         });
         let stats = self.stats.clone();
         Box::pin(async move {
-            let mut changed = storage.await.map_err(|e| Error::Storage(e.to_string()))??;
+            let mut changed = storage
+                .await
+                .map_err(|_| Error::Storage("the storage actor stopped".into()))??;
             for adopted in to_actors {
                 if let Ok(Ok(true)) = adopted.await {
                     changed += 1;
@@ -506,21 +565,44 @@ impl Handler<ActorStopped> for NodeSupervisor {
             Role::Acceptor => entry.acceptor = None,
         }
         if msg.crashed {
+            let delay = self.restarts.delay(&msg.key, msg.role, Instant::now());
             log::warn!(
-                "node {}: restarting the {:?} of key {:?} from disk",
+                "node {}: restarting the {:?} of key {:?} from disk{}",
                 self.node,
                 msg.role,
-                String::from_utf8_lossy(&msg.key)
+                String::from_utf8_lossy(&msg.key),
+                if delay.is_zero() {
+                    String::new()
+                } else {
+                    format!(" in {delay:?} (it keeps crashing)")
+                }
             );
-            match msg.role {
-                Role::Proposer => {
-                    Stats::add(&self.stats.proposer_restarts, 1);
-                    self.proposer(&mut table, &msg.key, ctx);
-                }
-                Role::Acceptor => {
-                    Stats::add(&self.stats.acceptor_restarts, 1);
-                    self.acceptor(&mut table, &msg.key, ctx);
-                }
+            if delay.is_zero() {
+                self.restart(&mut table, &msg.key, msg.role, ctx);
+            } else {
+                drop(table);
+                ctx.run_later(delay, move |act, ctx| {
+                    let routes = act.routes.clone();
+                    let mut table = routes.lock();
+                    act.restart(&mut table, &msg.key, msg.role, ctx);
+                });
+            }
+        }
+    }
+}
+
+impl NodeSupervisor {
+    /// Starts the key's actor in `role` again, after it crashed (unless one is live: a message
+    /// for the key started it meanwhile).
+    fn restart(&mut self, table: &mut KeyTable, key: &[u8], role: Role, ctx: &mut Context<Self>) {
+        match role {
+            Role::Proposer => {
+                Stats::add(&self.stats.proposer_restarts, 1);
+                self.proposer(table, key, ctx);
+            }
+            Role::Acceptor => {
+                Stats::add(&self.stats.acceptor_restarts, 1);
+                self.acceptor(table, key, ctx);
             }
         }
     }
@@ -770,5 +852,33 @@ impl PendingCommand {
                 Error::Unavailable(why)
             }
         })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A crashed actor is restarted at once the first time; while it keeps crashing, after a
+    /// delay doubling from 10 ms to at most 30 s; at once again after a quiet minute. Keys
+    /// and roles count apart, and at most `RESTART_KEYS` keys are remembered.
+    #[test]
+    fn an_actor_that_keeps_crashing_is_restarted_ever_later() {
+        let mut restarts = Restarts::default();
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let delays: Vec<Duration> = (0..15)
+            .map(|i| restarts.delay(b"k", Role::Acceptor, start + ms(i)))
+            .collect();
+        assert_eq!(&delays[..5], [ms(0), ms(10), ms(20), ms(40), ms(80)]);
+        assert_eq!(delays[14], RESTART_BACKOFF_MAX);
+        assert_eq!(restarts.delay(b"k", Role::Proposer, start), ms(0));
+        assert_eq!(restarts.delay(b"j", Role::Acceptor, start), ms(0));
+        let later = start + ms(14) + RESTART_QUIET;
+        assert_eq!(restarts.delay(b"k", Role::Acceptor, later), ms(0));
+        for i in 0..2 * RESTART_KEYS {
+            restarts.delay(format!("many{i}").as_bytes(), Role::Acceptor, later + ms(1));
+        }
+        assert!(restarts.recent.len() <= RESTART_KEYS);
     }
 }
