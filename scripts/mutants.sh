@@ -293,6 +293,7 @@ mutants=(
   'overlay-counts-a-rewritten-key-twice-unit @@ src/storage/mod.rs @@ s/            self.overlay_bytes -= key_len + old.len();/            self.overlay_bytes -= old.len();/ @@ --lib a_small_map_merges_its_log'
   # an actor that keeps crashing is restarted ever later; a peer's digest page must go forward
   'restart-backoff-none-unit @@ src/actors/supervisor.rs @@ s/        match crashes {/        match 1 {/ @@ --lib an_actor_that_keeps_crashing'
+  'restart-for-ever-unit @@ src/actors/supervisor.rs @@ s/            _ => None,/            _ => Some(Duration::ZERO),/ @@ --lib an_actor_that_keeps_crashing'
   'digest-page-order-unchecked-unit @@ src/actors/anti_entropy.rs @@ s/^    increasing \&\& past_after$/    true/ @@ --lib a_digest_page_must_go_forward'
   # a peer's answer to a node's call is checked before anything acts on it; a stored key may be longer than max_key_bytes
   'peer-answers-unchecked @@ src/client.rs @@ s/            Ok(Frame::Answer(answer)) => match answer.validate() {/            Ok(Frame::Answer(answer)) => match Ok::<(), Error>(()) {/ @@ --test transport_bad_input a_peer_answer_that_fails_its_checks'

@@ -915,27 +915,27 @@ impl NodeAnswer {
     /// since a peer's answer is network input as much as its requests are (review, 2026-12-08:
     /// the answers were decoded and acted on unchecked, and a membership rescan's digest
     /// entries went as they came into settle rounds, an empty or overlong key included).
-    /// A record's or an entry's key is checked as a store holds it ([`check_stored_key`]), not
-    /// against `limits.max_key_bytes`: what a peer stores, lists and repairs may be longer.
+    /// What no intact store can send is refused here, the whole answer: more items than a
+    /// page holds, a key a store cannot hold ([`check_stored_key`]: empty, or over LMDB's
+    /// limit), a broken membership. Each item's own checks (a record's invariants, its
+    /// ballots, a key over `limits.max_key_bytes`) are its user's, which drops that item
+    /// alone (anti-entropy) or the voter's page (a listing, `paxos::listing`), as before: one
+    /// bad record does not cost a whole page of good ones.
     pub fn validate(&self) -> Result<(), Error> {
         match &self.result {
             Ok(NodeReply::Records(records) | NodeReply::Scanned { records, .. }) => {
                 if records.len() > DIGEST_PAGE_ENTRIES {
                     return Err(invalid(format!("{} records in one answer", records.len())));
                 }
-                records.iter().try_for_each(|r| {
-                    check_stored_key(&r.key)?;
-                    r.check()
-                })
+                records.iter().try_for_each(|r| check_stored_key(&r.key))
             }
             Ok(NodeReply::Digest(page)) => {
                 if page.entries.len() > DIGEST_PAGE_ENTRIES {
                     return Err(invalid(format!("{} digest entries", page.entries.len())));
                 }
-                page.entries.iter().try_for_each(|e| {
-                    check_stored_key(&e.key)?;
-                    check_rounds(&[e.promised, e.accepted])
-                })
+                page.entries
+                    .iter()
+                    .try_for_each(|e| check_stored_key(&e.key))
             }
             Ok(NodeReply::Membership(info)) => match &info.membership {
                 Some(m) => m
@@ -951,9 +951,10 @@ impl NodeAnswer {
 
 /// A key as a store may hold it: not empty, within LMDB's key limit. Not
 /// `limits.max_key_bytes`: a key written before that limit was lowered, or one of the
-/// cluster's own (`\0paxkv/lease/...`, 29 bytes), is still stored, listed and repaired, and a
+/// cluster's own (`\0paxkv/lease/...`, 29 bytes), is still stored and scanned, and a
 /// listing's or a digest's `next`, which a caller sends back as `after`, may be one (review,
-/// 2026-12-08: such an `after` was refused, and the listing could never pass it).
+/// 2026-12-08: such an `after` was refused, and the listing could never pass it). (Such a
+/// key is not repaired or written: anti-entropy and Paxos frames keep to the limit.)
 fn check_stored_key(key: &[u8]) -> Result<(), Error> {
     if key.is_empty() || key.len() > crate::config::LMDB_MAX_KEY_BYTES {
         return Err(invalid(format!("a stored key of {} bytes", key.len())));

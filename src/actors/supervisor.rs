@@ -6,9 +6,10 @@
 //! - Restarts a crashed actor: the new incarnation loads the key's record from LMDB before it
 //!   handles anything. At once the first time; while the same key's actor keeps crashing (a
 //!   record that fails its checks crashes every incarnation as it loads), after a delay that
-//!   doubles ([`Restarts`]): restarted at once, such an actor looped as fast as the storage
-//!   actor answered its loads (review, 2026-12-08). A message for the key still starts one
-//!   meanwhile, as for any key without a live actor.
+//!   doubles, and after [`RESTART_EAGER`] crashes not until a message for the key comes, as
+//!   for any key without a live actor ([`Restarts`]). Restarted at once, such an actor looped
+//!   as fast as the storage actor answered its loads (review, 2026-12-08); restarted by a
+//!   timer for ever, it kept its key live, never retired as idle.
 //! - Retires the actors of a key idle for `limits.idle_timeout_ms`, and keeps at most
 //!   `limits.max_live_keys` keys alive: past that it retires the longest-idle keys first, and
 //!   if every key is busy it refuses new ones (clients get "busy", peer messages are dropped,
@@ -64,26 +65,29 @@ const EVICTION_MIN_IDLE: Duration = Duration::from_millis(500);
 /// Keys whose actors are stopping, at most.
 pub const MAX_RETIRING: usize = 16_384;
 
-/// The first delay before a crashed actor is restarted again ([`Restarts`]), and the most.
+/// The first delay before a crashed actor is restarted again ([`Restarts`]).
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(10);
-const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Crashes in a row after which an actor is no longer restarted by the supervisor, only by a
+/// message for its key.
+const RESTART_EAGER: u32 = 6;
 /// A key's actor that has not crashed for this long is restarted at once again.
 const RESTART_QUIET: Duration = Duration::from_secs(60);
 /// Keys whose recent crashes are remembered, at most (the oldest forgotten first).
 const RESTART_KEYS: usize = 1_024;
 
 /// When a crashed actor is started again: at once the first time; while the same key's actor
-/// of the same role keeps crashing, after [`RESTART_BACKOFF_MIN`], doubling at each crash up
-/// to [`RESTART_BACKOFF_MAX`]; at once again after [`RESTART_QUIET`] without a crash. Bounded
-/// ([`RESTART_KEYS`]).
+/// of the same role keeps crashing, after [`RESTART_BACKOFF_MIN`], doubling at each crash;
+/// past [`RESTART_EAGER`] crashes, not by the supervisor (`None`); at once again after
+/// [`RESTART_QUIET`] without a crash. Bounded ([`RESTART_KEYS`]).
 #[derive(Debug, Default)]
 pub(crate) struct Restarts {
     recent: std::collections::HashMap<(Key, Role), (u32, Instant)>,
 }
 
 impl Restarts {
-    /// The key's actor in `role` crashed at `now`: how long to wait before it is restarted.
-    pub(crate) fn delay(&mut self, key: &[u8], role: Role, now: Instant) -> Duration {
+    /// The key's actor in `role` crashed at `now`: how long to wait before it is restarted
+    /// (`None`: it is not, until a message for its key starts it).
+    pub(crate) fn delay(&mut self, key: &[u8], role: Role, now: Instant) -> Option<Duration> {
         let (crashes, last) = self.recent.entry((key.to_vec(), role)).or_insert((0, now));
         if now.saturating_duration_since(*last) >= RESTART_QUIET {
             *crashes = 0;
@@ -102,10 +106,9 @@ impl Restarts {
             }
         }
         match crashes {
-            1 => Duration::ZERO,
-            n => RESTART_BACKOFF_MIN
-                .saturating_mul(1u32 << (n - 2).min(20))
-                .min(RESTART_BACKOFF_MAX),
+            1 => Some(Duration::ZERO),
+            n if n <= RESTART_EAGER => Some(RESTART_BACKOFF_MIN * (1 << (n - 2))),
+            _ => None,
         }
     }
 }
@@ -566,26 +569,39 @@ impl Handler<ActorStopped> for NodeSupervisor {
         }
         if msg.crashed {
             let delay = self.restarts.delay(&msg.key, msg.role, Instant::now());
-            log::warn!(
-                "node {}: restarting the {:?} of key {:?} from disk{}",
-                self.node,
-                msg.role,
-                String::from_utf8_lossy(&msg.key),
-                if delay.is_zero() {
-                    String::new()
-                } else {
-                    format!(" in {delay:?} (it keeps crashing)")
+            let key = String::from_utf8_lossy(&msg.key);
+            match delay {
+                Some(delay) if delay.is_zero() => {
+                    log::warn!(
+                        "node {}: restarting the {:?} of key {key:?} from disk",
+                        self.node,
+                        msg.role
+                    );
+                    self.restart(&mut table, &msg.key, msg.role, ctx);
                 }
-            );
-            if delay.is_zero() {
-                self.restart(&mut table, &msg.key, msg.role, ctx);
-            } else {
-                drop(table);
-                ctx.run_later(delay, move |act, ctx| {
-                    let routes = act.routes.clone();
-                    let mut table = routes.lock();
-                    act.restart(&mut table, &msg.key, msg.role, ctx);
-                });
+                Some(delay) => {
+                    log::warn!(
+                        "node {}: the {:?} of key {key:?} keeps crashing: restarting it in \
+                         {delay:?}",
+                        self.node,
+                        msg.role
+                    );
+                    drop(table);
+                    ctx.run_later(delay, move |act, ctx| {
+                        let routes = act.routes.clone();
+                        let mut table = routes.lock();
+                        // Not if the key was retired meanwhile: that would start it again.
+                        if table.keys.contains_key(&msg.key) {
+                            act.restart(&mut table, &msg.key, msg.role, ctx);
+                        }
+                    });
+                }
+                None => log::error!(
+                    "node {}: the {:?} of key {key:?} crashed {RESTART_EAGER} times in a row: \
+                     not restarted until a message for the key comes",
+                    self.node,
+                    msg.role
+                ),
             }
         }
     }
@@ -595,6 +611,13 @@ impl NodeSupervisor {
     /// Starts the key's actor in `role` again, after it crashed (unless one is live: a message
     /// for the key started it meanwhile).
     fn restart(&mut self, table: &mut KeyTable, key: &[u8], role: Role, ctx: &mut Context<Self>) {
+        let live = table.keys.get(key).is_some_and(|e| match role {
+            Role::Proposer => e.proposer.as_ref().is_some_and(|(a, _)| a.connected()),
+            Role::Acceptor => e.acceptor.as_ref().is_some_and(|a| a.addr.connected()),
+        });
+        if live {
+            return;
+        }
         match role {
             Role::Proposer => {
                 Stats::add(&self.stats.proposer_restarts, 1);
@@ -860,22 +883,23 @@ mod tests {
     use super::*;
 
     /// A crashed actor is restarted at once the first time; while it keeps crashing, after a
-    /// delay doubling from 10 ms to at most 30 s; at once again after a quiet minute. Keys
-    /// and roles count apart, and at most `RESTART_KEYS` keys are remembered.
+    /// delay doubling from 10 ms, and after six crashes not by the supervisor; at once again
+    /// after a quiet minute. Keys and roles count apart, and at most `RESTART_KEYS` keys are
+    /// remembered.
     #[test]
     fn an_actor_that_keeps_crashing_is_restarted_ever_later() {
         let mut restarts = Restarts::default();
         let start = Instant::now();
         let ms = Duration::from_millis;
-        let delays: Vec<Duration> = (0..15)
+        let delays: Vec<Option<Duration>> = (0..8)
             .map(|i| restarts.delay(b"k", Role::Acceptor, start + ms(i)))
             .collect();
-        assert_eq!(&delays[..5], [ms(0), ms(10), ms(20), ms(40), ms(80)]);
-        assert_eq!(delays[14], RESTART_BACKOFF_MAX);
-        assert_eq!(restarts.delay(b"k", Role::Proposer, start), ms(0));
-        assert_eq!(restarts.delay(b"j", Role::Acceptor, start), ms(0));
-        let later = start + ms(14) + RESTART_QUIET;
-        assert_eq!(restarts.delay(b"k", Role::Acceptor, later), ms(0));
+        let eager = [0, 10, 20, 40, 80, 160].map(|d| Some(ms(d)));
+        assert_eq!(delays, [&eager[..], &[None, None]].concat());
+        assert_eq!(restarts.delay(b"k", Role::Proposer, start), Some(ms(0)));
+        assert_eq!(restarts.delay(b"j", Role::Acceptor, start), Some(ms(0)));
+        let later = start + ms(7) + RESTART_QUIET;
+        assert_eq!(restarts.delay(b"k", Role::Acceptor, later), Some(ms(0)));
         for i in 0..2 * RESTART_KEYS {
             restarts.delay(format!("many{i}").as_bytes(), Role::Acceptor, later + ms(1));
         }

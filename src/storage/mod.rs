@@ -16,8 +16,9 @@
 //!   (one record per key, in memory) [`MERGE_BYTES`]; on open, the log is replayed and
 //!   merged. The log's bound is also at most an eighth of the map ([`Store::merge_log_bytes`]),
 //!   so that a merge, which needs free pages for what it moves before it frees the log's,
-//!   always finds them: with a fixed 512 MiB, a map of 256 MiB filled with the log of a few
-//!   keys with large values, and every write failed from then on (review, 2026-12-08). Reads look in the overlay first. A record is durable once its log commit returns.
+//!   finds them unless the acceptors' records themselves fill the map: with a fixed 512 MiB,
+//!   a map of 256 MiB filled with the log of a few keys with large values (review,
+//!   2026-12-08). Reads look in the overlay first. A record is durable once its log commit returns.
 //!   (Until issue 23 the merge was due by the overlay's size alone: a keyspace smaller than
 //!   [`MERGE_RECORDS`] keys and [`MERGE_BYTES`] was never merged, and its log grew with every
 //!   write, 0.85 KB a put on every node, until the map was full.)
@@ -30,8 +31,9 @@
 //!   the merge again, at most once per [`MERGE_RETRY_INTERVAL`]: the log no longer grows
 //!   then, and the node would stay refused after the disk had room again until it
 //!   restarted. A write whose commit fails (the map full) with records in the log tries a
-//!   merge, and if that merge went through, the write once more: nothing of the failed
-//!   transaction was kept, so the retry writes it whole.
+//!   merge (at most once per [`MERGE_RETRY_INTERVAL`] while merges fail), and if that merge
+//!   went through, the write once more: nothing of the failed transaction was kept, so the
+//!   retry writes it whole.
 //! - The map size is set explicitly; when the map is full a write fails with a storage error
 //!   and nothing of that transaction is kept.
 //! - Read transactions are opened and closed within one call, never held across messages.
@@ -63,10 +65,11 @@ pub const MERGE_RECORDS: usize = 8_192;
 /// ... and the most bytes of them.
 pub const MERGE_BYTES: usize = 16 << 20;
 /// Logged bytes past which a merge is due however few entries the log holds and however
-/// small the overlay is (big values on few keys). High on purpose: a merge of a large log
-/// brings its pages into the process's resident memory (file-backed, reclaimable, but
-/// counted), so merging every 16 MiB of log of 256 KiB values made a node look 60 MiB larger
-/// (`tests/transport_watch_budget.rs`).
+/// small the overlay is (big values on few keys), and at most an eighth of the map
+/// ([`Store::merge_log_bytes`]). High on purpose: a merge of a large log brings its pages
+/// into the process's resident memory (file-backed, reclaimable, but counted), so merging
+/// every 16 MiB of log of 256 KiB values made a node look 60 MiB larger
+/// (`tests/transport_watch_budget.rs`, which runs with the default map for that reason).
 pub const MERGE_LOG_BYTES: usize = 512 << 20;
 /// Unmerged bytes past which writes are refused while merges fail.
 pub const MAX_OVERLAY_BYTES: usize = 4 * MERGE_BYTES;
@@ -289,8 +292,12 @@ impl Store {
                 )));
             }
         }
+        let merge_may_run = self
+            .merge_failure
+            .as_ref()
+            .is_none_or(|(_, _, failed_at)| failed_at.elapsed() >= MERGE_RETRY_INTERVAL);
         match self.append(records) {
-            Err(e) if !self.overlay.is_empty() => {
+            Err(e) if !self.overlay.is_empty() && merge_may_run => {
                 // The map may be full of log: a merge frees it (nothing of the failed
                 // transaction was kept, so the write is tried whole once more).
                 log::warn!("storage: a write failed ({e}); merging the log and trying again");
