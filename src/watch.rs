@@ -396,7 +396,8 @@ impl Default for WatchOptions {
 /// A watch's items, in order per key ([`Client::watch`]). Ends with an error when no node
 /// could serve the watch; dropping it ends the watch.
 pub struct WatchStream {
-    /// Each item with its share of [`WatchOptions::buffer_bytes`], given back as the caller takes it.
+    /// Each item with its share of [`WatchOptions::buffer_bytes`], given back as the caller
+    /// takes it.
     items: mpsc::Receiver<Ready>,
     task: tokio::task::JoinHandle<()>,
 }

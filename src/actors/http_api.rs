@@ -32,10 +32,10 @@
 //!   (busy), 503 and `Retry-After` (it did not take effect), 504 (its outcome is unknown: it
 //!   may have taken effect; never both).
 //! - Bounds (`[limits]`): `http_max_connections` (`http_max_connections_per_source` of them
-//!   from one address), `http_header_timeout_ms`,
-//!   `http_max_watches` (each holding at most about eleven times `http_watch_buffer_bytes`,
-//!   and about eight values, for a client behind: `watch`'s module doc), `http_idempotency_keys`; bodies by `max_value_bytes` (a value) and
-//!   `MEMBER_BODY_BYTES` (a member).
+//!   from one address), `http_header_timeout_ms`, `http_max_watches` (each holding at most
+//!   about eleven times `http_watch_buffer_bytes`, and about eight values, for a client
+//!   behind: `watch`'s module doc), `http_idempotency_keys`; bodies by `max_value_bytes` (a
+//!   value) and `MEMBER_BODY_BYTES` (a member).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 //! - Restarts a crashed actor: the new incarnation loads the key's record from LMDB before it
 //!   handles anything. At once the first time; while the same key's actor keeps crashing (a
 //!   record that fails its checks crashes every incarnation as it loads), after a delay that
-//!   doubles, and after [`RESTART_EAGER`] crashes not until a message for the key comes, as
+//!   doubles, and past [`RESTART_EAGER`] crashes not until a message for the key comes, as
 //!   for any key without a live actor ([`Restarts`]). Restarted at once, such an actor looped
 //!   as fast as the storage actor answered its loads (review, 2026-12-08); restarted by a
 //!   timer for ever, it kept its key live, never retired as idle.
@@ -67,8 +67,8 @@ pub const MAX_RETIRING: usize = 16_384;
 
 /// The first delay before a crashed actor is restarted again ([`Restarts`]).
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(10);
-/// Crashes in a row after which an actor is no longer restarted by the supervisor, only by a
-/// message for its key.
+/// Crashes in a row that the supervisor restarts; after one more, the actor starts again only
+/// when a message for its key comes.
 const RESTART_EAGER: u32 = 6;
 /// A key's actor that has not crashed for this long is restarted at once again.
 const RESTART_QUIET: Duration = Duration::from_secs(60);
@@ -597,8 +597,8 @@ impl Handler<ActorStopped> for NodeSupervisor {
                     });
                 }
                 None => log::error!(
-                    "node {}: the {:?} of key {key:?} crashed {RESTART_EAGER} times in a row: \
-                     not restarted until a message for the key comes",
+                    "node {}: the {:?} of key {key:?} crashed over {RESTART_EAGER} times in a \
+                     row: not restarted until a message for the key comes",
                     self.node,
                     msg.role
                 ),

@@ -18,7 +18,8 @@
 //!   so that a merge, which needs free pages for what it moves before it frees the log's,
 //!   finds them unless the acceptors' records themselves fill the map: with a fixed 512 MiB,
 //!   a map of 256 MiB filled with the log of a few keys with large values (review,
-//!   2026-12-08). Reads look in the overlay first. A record is durable once its log commit returns.
+//!   2026-12-08). Reads look in the overlay first. A record is durable once its log commit
+//!   returns.
 //!   (Until issue 23 the merge was due by the overlay's size alone: a keyspace smaller than
 //!   [`MERGE_RECORDS`] keys and [`MERGE_BYTES`] was never merged, and its log grew with every
 //!   write, 0.85 KB a put on every node, until the map was full.)
