@@ -289,6 +289,7 @@ mutants=(
   # a store's log is merged before it fills the map, a failed write merges and tries again, refused writes retry the merge
   'merge-log-bound-not-scaled-to-map-unit @@ src/storage/mod.rs @@ s/            merge_log_bytes: MERGE_LOG_BYTES.min(map_size_bytes \/ 8),/            merge_log_bytes: MERGE_LOG_BYTES,/ @@ --lib a_small_map_merges_its_log'
   'failed-write-not-merged-and-retried-unit @@ src/storage/mod.rs @@ s/            Err(e) if !self.overlay.is_empty() \&\& merge_may_run => {/            Err(e) if false => {/ @@ --lib a_failed_write_merges_the_log'
+  'failed-write-merges-without-a-pause-unit @@ src/storage/mod.rs @@ s/            Err(e) if !self.overlay.is_empty() \&\& merge_may_run => {/            Err(e) if !self.overlay.is_empty() => {/ @@ --lib a_failed_write_merges_the_log'
   'refused-writes-never-retry-the-merge-unit @@ src/storage/mod.rs @@ s/                \&\& failed_at.elapsed() >= MERGE_RETRY_INTERVAL/                \&\& false/ @@ --lib writes_refused_while_merges_fail'
   'overlay-counts-a-rewritten-key-twice-unit @@ src/storage/mod.rs @@ s/            self.overlay_bytes -= key_len + old.len();/            self.overlay_bytes -= old.len();/ @@ --lib a_small_map_merges_its_log'
   # an actor that keeps crashing is restarted ever later; a peer's digest page must go forward

@@ -142,6 +142,9 @@ pub struct Store {
     /// Test hook: this many appends fail before they write anything.
     #[cfg(test)]
     fail_appends: usize,
+    /// Test count: the merges tried by [`Store::try_merge`].
+    #[cfg(test)]
+    merges_tried: u64,
 }
 
 impl Store {
@@ -196,6 +199,8 @@ impl Store {
             fail_merges: FAIL_MERGES.with(|f| f.get()),
             #[cfg(test)]
             fail_appends: 0,
+            #[cfg(test)]
+            merges_tried: 0,
         };
         store.replay_log()?;
         store.try_merge();
@@ -232,6 +237,10 @@ impl Store {
 
     /// Merges, and on failure remembers why and when to try again (see the module doc).
     fn try_merge(&mut self) {
+        #[cfg(test)]
+        {
+            self.merges_tried += 1;
+        }
         if let Err(e) = self.merge() {
             let retry_at = self.next_seq + self.next_seq / 2 + 1;
             log::warn!(
@@ -1332,6 +1341,19 @@ pub(crate) mod tests {
         store.fail_appends = 1;
         assert!(store.write(&[(b"c".as_slice(), &record(3))]).is_err());
         assert_eq!(store.load(b"c").unwrap(), None);
+        // While merges fail, a failed write tries one at most once per MERGE_RETRY_INTERVAL.
+        store.write(&[(b"d".as_slice(), &record(4))]).unwrap();
+        store.fail_merges = true;
+        let before = store.merges_tried;
+        for key in [b"e", b"f"] {
+            store.fail_appends = 1;
+            assert!(store.write(&[(key.as_slice(), &record(5))]).is_err());
+        }
+        assert_eq!(
+            store.merges_tried - before,
+            1,
+            "merges tried within the interval"
+        );
     }
 
     /// Writes refused while merges fail (the overlay at its bound) try the merge again, once
