@@ -1186,29 +1186,24 @@ mod tests {
                 body: RequestBody::Ping,
             })
         };
-        for i in 0..STREAM_MIN_ANSWERS {
+        // `n` answers of `size` bytes pass, and one more does not.
+        let takes_then_refuses = |n: usize, size: usize| {
+            for i in 0..n {
+                assert!(
+                    sender.offer(answer(), size),
+                    "answer {i} of {size} B refused"
+                );
+            }
             assert!(
-                sender.offer(answer(), 700 << 10),
-                "answer {i} of 700 KiB refused"
+                !sender.offer(answer(), size),
+                "answer {n} of {size} B taken"
             );
-        }
-        assert!(
-            !sender.offer(answer(), 700 << 10),
-            "past the bound and the count"
-        );
+        };
+        takes_then_refuses(STREAM_MIN_ANSWERS, 700 << 10);
         for _ in 0..STREAM_MIN_ANSWERS {
             answers.recv().await.expect("an answer");
         }
         // Small answers pass up to the bound: ten of 100 KiB are 1,024,000 bytes of 1 MiB.
-        for i in 0..10 {
-            assert!(
-                sender.offer(answer(), 100 << 10),
-                "answer {i} of 100 KiB refused"
-            );
-        }
-        assert!(
-            !sender.offer(answer(), 100 << 10),
-            "an eleventh is past the bound"
-        );
+        takes_then_refuses(10, 100 << 10);
     }
 }
